@@ -1,1 +1,23 @@
-//! placeholder
+//! Riposte's domain model, free of I/O.
+//!
+//! Everything the server and the agent must agree on lives here as plain data and pure
+//! functions: the administration-group tree, policies and their settings groups, how a
+//! device's effective settings are computed (with provenance), who may do what, the rules
+//! of the special account, and the per-device state machine of a task. Keeping this crate
+//! free of I/O lets the rules be tested exhaustively with table-driven tests, and lets the
+//! storage and transport layers change without touching them.
+
+pub mod accounts;
+pub mod groups;
+pub mod rights;
+pub mod settings;
+pub mod tasks;
+
+pub use accounts::{validate_special_password, AccountError, Role};
+pub use groups::{GroupId, GroupNode, GroupTree, GroupTreeError};
+pub use rights::{authorize, Denied, Operation, Principal};
+pub use settings::{LocalSettings, PathPolicy, 
+    effective_settings, Action, EffectiveSettings, EffectiveValue, PolicyMode, PolicySection,
+    PolicySettings, Provenance, SandboxIntegration, SettingsGroup, ThreatResponse,
+};
+pub use tasks::{DeviceTaskState, ScanScope, TaskAction, TransitionError};

@@ -1,1 +1,256 @@
-//! placeholder
+//! The messages between Riposte's agent and server, and the channel's framing.
+//!
+//! One long-lived mutual-TLS connection per agent carries both directions. Every frame is a
+//! 4-byte big-endian length followed by that many bytes of JSON. JSON keeps the protocol
+//! debuggable and versionable (unknown fields are ignored); the length prefix bounds memory:
+//! a frame over [`MAX_FRAME`] is refused before it is read.
+//!
+//! Delivery from server to agent is *at least once*: every [`Delivery`] has a per-device
+//! sequence number, the agent acknowledges what it applied, and says on reconnect the last
+//! number it applied ([`AgentToServer::Hello`]). Tasks carry ids, so applying one twice is
+//! harmless.
+
+use riposte_model::{DeviceTaskState, EffectiveSettings, ScanScope, TaskAction};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Version of this protocol; the server refuses agents that speak another.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts (IOC documents can be large, but not unbounded).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Agent → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentToServer {
+    /// First frame on a connection.
+    Hello {
+        device_id: i64,
+        protocol: u32,
+        /// The highest delivery sequence number the agent has applied (0: none).
+        last_applied_seq: u64,
+        hostname: String,
+    },
+    /// The agent applied the delivery with this sequence number.
+    Ack { seq: u64 },
+    /// A task's state on this device changed.
+    TaskUpdate(TaskUpdate),
+    /// Something happened on the device (detections, action outcomes, alerts).
+    Event(AgentEvent),
+    /// Keeps NAT and idle timers happy; answered with [`ServerToAgent::Pong`].
+    Ping,
+}
+
+/// Server → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerToAgent {
+    /// Answer to a good `Hello`.
+    Welcome { device_id: i64, group: String },
+    /// A queued message for this device.
+    Deliver { seq: u64, delivery: Delivery },
+    /// The server acknowledges an agent event (by its id) so the agent can drop it from its
+    /// own queue.
+    EventAck { event_id: String },
+    Pong,
+    /// The server refuses the connection (revoked device, wrong protocol…).
+    Refused { reason: String },
+}
+
+/// What the server queues for a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Delivery {
+    /// The device's new effective settings (secrets redacted) and, when group actions
+    /// are selected, the special account's password the agent must present.
+    Settings {
+        settings: EffectiveSettings,
+        /// The administration group an autonomous task from this device will cover.
+        response_group: i64,
+        special_password: Option<String>,
+    },
+    /// Run an IOC scan task.
+    TaskOffer(TaskOffer),
+    /// Stop a task if it runs; do not start it.
+    TaskCancel { task_id: i64 },
+}
+
+/// An IOC document in one of the supported formats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IocDocument {
+    /// `openioc`, `stix` or `yara`.
+    pub format: String,
+    pub name: String,
+    pub content: String,
+}
+
+/// An IOC scan task as offered to a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOffer {
+    pub task_id: i64,
+    pub autonomous: bool,
+    pub iocs: Vec<IocDocument>,
+    pub scope: ScanScope,
+    pub actions: Vec<TaskAction>,
+}
+
+/// A device's report on a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskUpdate {
+    pub task_id: i64,
+    pub state: DeviceTaskState,
+    #[serde(default)]
+    pub hits: u64,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Hits and action outcomes, free-form for display.
+    #[serde(default)]
+    pub results: serde_json::Value,
+}
+
+/// Something that happened on a device. `event_id` is unique per device and makes
+/// re-sending after a reconnect harmless.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    pub event_id: String,
+    pub at_ms: i64,
+    pub body: EventBody,
+}
+
+/// The kinds of agent events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    Detection(DetectionRecord),
+    /// The outcome of one action taken for a detection.
+    ActionOutcome {
+        detection_id: String,
+        action: String,
+        /// `done`, `failed`, `skipped`, `shown`, `not_shown`, …
+        outcome: String,
+        detail: String,
+    },
+    /// An object entered or left quarantine; `record` is the quarantine's metadata.
+    Quarantine {
+        entry_id: String,
+        state: String,
+        record: serde_json::Value,
+    },
+    /// A limit crossed, a refusal, or another condition an administrator should see.
+    Alert { code: String, message: String },
+}
+
+/// A detection as recorded on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectionRecord {
+    pub detection_id: String,
+    pub path: String,
+    pub size: u64,
+    pub md5: String,
+    pub sha1: String,
+    pub sha256: String,
+    pub threat: String,
+    /// The sandbox (or tool) that gave the verdict.
+    pub source: String,
+    /// The sandbox's task or report id.
+    #[serde(default)]
+    pub source_ref: Option<String>,
+    pub user_name: String,
+    #[serde(default)]
+    pub user_uid: Option<u32>,
+    pub detected_at_ms: i64,
+    /// SHA-256 of files the sample dropped, from the sandbox report.
+    #[serde(default)]
+    pub dropped_sha256: Vec<String>,
+}
+
+/// Errors of the framing.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {0} bytes is over the limit of {MAX_FRAME} bytes")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("i/o error on the channel: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes one frame.
+pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame; `Err(FrameError::Closed)` on a clean end of stream.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<T, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_limits() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let msg = AgentToServer::Hello {
+            device_id: 7,
+            protocol: PROTOCOL_VERSION,
+            last_applied_seq: 3,
+            hostname: "h".into(),
+        };
+        write_frame(&mut a, &msg).await.unwrap();
+        let got: AgentToServer = read_frame(&mut b).await.unwrap();
+        assert_eq!(got, msg);
+
+        // An announced length over the limit is refused before reading the body.
+        a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes()).await.unwrap();
+        let err = read_frame::<_, AgentToServer>(&mut b).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge(_)), "{err}");
+
+        // Malformed JSON is an error, not a panic.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&3u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"{x}").await.unwrap();
+        assert!(matches!(
+            read_frame::<_, AgentToServer>(&mut b).await,
+            Err(FrameError::Malformed(_))
+        ));
+        drop(a);
+        assert!(matches!(
+            read_frame::<_, AgentToServer>(&mut b).await,
+            Err(FrameError::Closed)
+        ));
+    }
+}
