@@ -99,7 +99,10 @@ mod tests {
 
     #[test]
     fn special_password_lengths() {
-        assert_eq!(validate_special_password("1234567"), Err(AccountError::SpecialPasswordLength(7)));
+        assert_eq!(
+            validate_special_password("1234567"),
+            Err(AccountError::SpecialPasswordLength(7))
+        );
         assert_eq!(validate_special_password("12345678"), Ok(()));
         assert_eq!(validate_special_password("1234567890123456"), Ok(()));
         assert_eq!(

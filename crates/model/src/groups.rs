@@ -88,7 +88,11 @@ impl GroupTree {
     }
 
     /// Checks that `group` may be placed under `new_parent`.
-    pub fn check_reparent(&self, group: GroupId, new_parent: GroupId) -> Result<(), GroupTreeError> {
+    pub fn check_reparent(
+        &self,
+        group: GroupId,
+        new_parent: GroupId,
+    ) -> Result<(), GroupTreeError> {
         if self.path_to(new_parent)?.contains(&group) {
             return Err(GroupTreeError::WouldCycle(group, new_parent));
         }
@@ -107,10 +111,26 @@ mod tests {
 
     fn tree() -> GroupTree {
         GroupTree::new([
-            GroupNode { id: 1, name: "root".into(), parent: None },
-            GroupNode { id: 2, name: "a".into(), parent: Some(1) },
-            GroupNode { id: 3, name: "a1".into(), parent: Some(2) },
-            GroupNode { id: 4, name: "b".into(), parent: Some(1) },
+            GroupNode {
+                id: 1,
+                name: "root".into(),
+                parent: None,
+            },
+            GroupNode {
+                id: 2,
+                name: "a".into(),
+                parent: Some(1),
+            },
+            GroupNode {
+                id: 3,
+                name: "a1".into(),
+                parent: Some(2),
+            },
+            GroupNode {
+                id: 4,
+                name: "b".into(),
+                parent: Some(1),
+            },
         ])
         .unwrap()
     }
@@ -127,11 +147,22 @@ mod tests {
     #[test]
     fn refuses_cycles() {
         let t = tree();
-        assert_eq!(t.check_reparent(2, 3), Err(GroupTreeError::WouldCycle(2, 3)));
+        assert_eq!(
+            t.check_reparent(2, 3),
+            Err(GroupTreeError::WouldCycle(2, 3))
+        );
         assert!(t.check_reparent(3, 4).is_ok());
         let cyclic = GroupTree::new([
-            GroupNode { id: 1, name: "x".into(), parent: Some(2) },
-            GroupNode { id: 2, name: "y".into(), parent: Some(1) },
+            GroupNode {
+                id: 1,
+                name: "x".into(),
+                parent: Some(2),
+            },
+            GroupNode {
+                id: 2,
+                name: "y".into(),
+                parent: Some(1),
+            },
         ]);
         assert!(matches!(cyclic, Err(GroupTreeError::Cycle(_))));
     }

@@ -16,8 +16,9 @@ pub mod tasks;
 pub use accounts::{validate_special_password, AccountError, Role};
 pub use groups::{GroupId, GroupNode, GroupTree, GroupTreeError};
 pub use rights::{authorize, Denied, Operation, Principal};
-pub use settings::{LocalSettings, PathPolicy, 
-    effective_settings, Action, EffectiveSettings, EffectiveValue, PolicyMode, PolicySection,
-    PolicySettings, Provenance, SandboxIntegration, SettingsGroup, ThreatResponse,
+pub use settings::{
+    effective_settings, Action, EffectiveSettings, EffectiveValue, LocalSettings, PathPolicy,
+    PolicyMode, PolicySection, PolicySettings, Provenance, SandboxIntegration, SettingsGroup,
+    ThreatResponse,
 };
 pub use tasks::{DeviceTaskState, ScanScope, TaskAction, TransitionError};

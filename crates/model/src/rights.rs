@@ -120,7 +120,10 @@ mod tests {
     #[test]
     fn rights_matrix() {
         use Operation::*;
-        let acc = |role| Principal::Account { name: "x".into(), role };
+        let acc = |role| Principal::Account {
+            name: "x".into(),
+            role,
+        };
         // (operation, administrator, operator, auditor, special)
         let matrix = [
             (ReadInventory, true, true, true, false),
@@ -141,10 +144,26 @@ mod tests {
         ];
         assert_eq!(matrix.len(), Operation::ALL.len());
         for (op, admin, oper, aud, special) in matrix {
-            assert_eq!(authorize(&acc(Role::Administrator), op).is_ok(), admin, "{op:?} admin");
-            assert_eq!(authorize(&acc(Role::Operator), op).is_ok(), oper, "{op:?} operator");
-            assert_eq!(authorize(&acc(Role::Auditor), op).is_ok(), aud, "{op:?} auditor");
-            assert_eq!(authorize(&Principal::Special, op).is_ok(), special, "{op:?} special");
+            assert_eq!(
+                authorize(&acc(Role::Administrator), op).is_ok(),
+                admin,
+                "{op:?} admin"
+            );
+            assert_eq!(
+                authorize(&acc(Role::Operator), op).is_ok(),
+                oper,
+                "{op:?} operator"
+            );
+            assert_eq!(
+                authorize(&acc(Role::Auditor), op).is_ok(),
+                aud,
+                "{op:?} auditor"
+            );
+            assert_eq!(
+                authorize(&Principal::Special, op).is_ok(),
+                special,
+                "{op:?} special"
+            );
         }
     }
 }

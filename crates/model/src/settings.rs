@@ -100,7 +100,10 @@ impl Action {
             .find(|a| a.as_str() == name.trim())
             .ok_or_else(|| {
                 let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
-                format!("unknown action '{name}'; valid actions: {}", names.join(", "))
+                format!(
+                    "unknown action '{name}'; valid actions: {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -123,7 +126,9 @@ impl Default for ThreatResponse {
     fn default() -> Self {
         ThreatResponse {
             enabled: false,
-            actions: [Action::QuarantineAndDelete, Action::NotifyUser].into_iter().collect(),
+            actions: [Action::QuarantineAndDelete, Action::NotifyUser]
+                .into_iter()
+                .collect(),
             special_password: None,
         }
     }
@@ -347,10 +352,18 @@ mod tests {
     }
 
     fn locked(group_id: GroupId, policy: &str) -> Provenance {
-        Provenance::Policy { group_id, policy: policy.into(), locked: true }
+        Provenance::Policy {
+            group_id,
+            policy: policy.into(),
+            locked: true,
+        }
     }
     fn unlocked(group_id: GroupId, policy: &str) -> Provenance {
-        Provenance::Policy { group_id, policy: policy.into(), locked: false }
+        Provenance::Policy {
+            group_id,
+            policy: policy.into(),
+            locked: false,
+        }
     }
 
     #[test]
@@ -360,51 +373,144 @@ mod tests {
         let c = tr(false, &[EppCriticalAreasScan]);
         let l = tr(true, &[GroupIocQuarantineAndDelete]);
         let rows = vec![
-            Row { name: "nothing anywhere: default", root: None, parent: None, child: None, local: None,
-                  want_value: ThreatResponse::default(), want: Provenance::Default },
-            Row { name: "local only", root: None, parent: None, child: None, local: Some(l.clone()),
-                  want_value: l.clone(), want: Provenance::Local },
-            Row { name: "parent enforce beats child enforce", root: None,
-                  parent: Some(policy(Enforce, a.clone())), child: Some(policy(Enforce, b.clone())), local: Some(l.clone()),
-                  want_value: a.clone(), want: locked(2, "P") },
-            Row { name: "root enforce beats everything", root: Some(policy(Enforce, c.clone())),
-                  parent: Some(policy(Enforce, a.clone())), child: Some(policy(Undefined, b.clone())), local: Some(l.clone()),
-                  want_value: c.clone(), want: locked(1, "R") },
-            Row { name: "child enforce beats local", root: Some(policy(Undefined, c.clone())),
-                  parent: None, child: Some(policy(Enforce, b.clone())), local: Some(l.clone()),
-                  want_value: b.clone(), want: locked(3, "C") },
-            Row { name: "local beats undefined policies", root: Some(policy(Undefined, c.clone())),
-                  parent: Some(policy(Undefined, a.clone())), child: None, local: Some(l.clone()),
-                  want_value: l.clone(), want: Provenance::Local },
-            Row { name: "nearest undefined policy without local", root: Some(policy(Undefined, c.clone())),
-                  parent: Some(policy(Undefined, a.clone())), child: None, local: None,
-                  want_value: a.clone(), want: unlocked(2, "P") },
-            Row { name: "child undefined is nearest", root: Some(policy(Undefined, c.clone())),
-                  parent: Some(policy(Undefined, a.clone())), child: Some(policy(Undefined, b.clone())), local: None,
-                  want_value: b.clone(), want: unlocked(3, "C") },
-            Row { name: "policy without the section is skipped", root: Some(policy(Undefined, c.clone())),
-                  parent: Some(PolicySettings::default()), child: Some(PolicySettings::default()), local: None,
-                  want_value: c.clone(), want: unlocked(1, "R") },
-            Row { name: "enforce below undefined still locks", root: Some(policy(Undefined, c.clone())),
-                  parent: Some(policy(Enforce, a.clone())), child: Some(policy(Undefined, b.clone())), local: None,
-                  want_value: a.clone(), want: locked(2, "P") },
+            Row {
+                name: "nothing anywhere: default",
+                root: None,
+                parent: None,
+                child: None,
+                local: None,
+                want_value: ThreatResponse::default(),
+                want: Provenance::Default,
+            },
+            Row {
+                name: "local only",
+                root: None,
+                parent: None,
+                child: None,
+                local: Some(l.clone()),
+                want_value: l.clone(),
+                want: Provenance::Local,
+            },
+            Row {
+                name: "parent enforce beats child enforce",
+                root: None,
+                parent: Some(policy(Enforce, a.clone())),
+                child: Some(policy(Enforce, b.clone())),
+                local: Some(l.clone()),
+                want_value: a.clone(),
+                want: locked(2, "P"),
+            },
+            Row {
+                name: "root enforce beats everything",
+                root: Some(policy(Enforce, c.clone())),
+                parent: Some(policy(Enforce, a.clone())),
+                child: Some(policy(Undefined, b.clone())),
+                local: Some(l.clone()),
+                want_value: c.clone(),
+                want: locked(1, "R"),
+            },
+            Row {
+                name: "child enforce beats local",
+                root: Some(policy(Undefined, c.clone())),
+                parent: None,
+                child: Some(policy(Enforce, b.clone())),
+                local: Some(l.clone()),
+                want_value: b.clone(),
+                want: locked(3, "C"),
+            },
+            Row {
+                name: "local beats undefined policies",
+                root: Some(policy(Undefined, c.clone())),
+                parent: Some(policy(Undefined, a.clone())),
+                child: None,
+                local: Some(l.clone()),
+                want_value: l.clone(),
+                want: Provenance::Local,
+            },
+            Row {
+                name: "nearest undefined policy without local",
+                root: Some(policy(Undefined, c.clone())),
+                parent: Some(policy(Undefined, a.clone())),
+                child: None,
+                local: None,
+                want_value: a.clone(),
+                want: unlocked(2, "P"),
+            },
+            Row {
+                name: "child undefined is nearest",
+                root: Some(policy(Undefined, c.clone())),
+                parent: Some(policy(Undefined, a.clone())),
+                child: Some(policy(Undefined, b.clone())),
+                local: None,
+                want_value: b.clone(),
+                want: unlocked(3, "C"),
+            },
+            Row {
+                name: "policy without the section is skipped",
+                root: Some(policy(Undefined, c.clone())),
+                parent: Some(PolicySettings::default()),
+                child: Some(PolicySettings::default()),
+                local: None,
+                want_value: c.clone(),
+                want: unlocked(1, "R"),
+            },
+            Row {
+                name: "enforce below undefined still locks",
+                root: Some(policy(Undefined, c.clone())),
+                parent: Some(policy(Enforce, a.clone())),
+                child: Some(policy(Undefined, b.clone())),
+                local: None,
+                want_value: a.clone(),
+                want: locked(2, "P"),
+            },
         ];
         for row in rows {
             let path = [
-                PathPolicy { group_id: 1, policy_name: "R", settings: row.root.as_ref() },
-                PathPolicy { group_id: 2, policy_name: "P", settings: row.parent.as_ref() },
-                PathPolicy { group_id: 3, policy_name: "C", settings: row.child.as_ref() },
+                PathPolicy {
+                    group_id: 1,
+                    policy_name: "R",
+                    settings: row.root.as_ref(),
+                },
+                PathPolicy {
+                    group_id: 2,
+                    policy_name: "P",
+                    settings: row.parent.as_ref(),
+                },
+                PathPolicy {
+                    group_id: 3,
+                    policy_name: "C",
+                    settings: row.child.as_ref(),
+                },
             ];
-            let local = LocalSettings { threat_response: row.local.clone(), sandbox_integration: None };
+            let local = LocalSettings {
+                threat_response: row.local.clone(),
+                sandbox_integration: None,
+            };
             let eff = effective_settings(&path, &local);
-            assert_eq!(eff.threat_response.value, row.want_value, "value in row '{}'", row.name);
-            assert_eq!(eff.threat_response.provenance, row.want, "provenance in row '{}'", row.name);
+            assert_eq!(
+                eff.threat_response.value, row.want_value,
+                "value in row '{}'",
+                row.name
+            );
+            assert_eq!(
+                eff.threat_response.provenance, row.want,
+                "provenance in row '{}'",
+                row.name
+            );
             // The other settings group is independent: nothing set, so default.
-            assert_eq!(eff.sandbox_integration.provenance, Provenance::Default, "row '{}'", row.name);
-            assert_eq!(eff.response_group(3), match row.want {
-                Provenance::Policy { group_id, .. } => group_id,
-                _ => 3,
-            });
+            assert_eq!(
+                eff.sandbox_integration.provenance,
+                Provenance::Default,
+                "row '{}'",
+                row.name
+            );
+            assert_eq!(
+                eff.response_group(3),
+                match row.want {
+                    Provenance::Policy { group_id, .. } => group_id,
+                    _ => 3,
+                }
+            );
         }
     }
 

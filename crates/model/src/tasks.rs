@@ -73,9 +73,11 @@ impl DeviceTaskState {
 
     pub fn parse(s: &str) -> Option<DeviceTaskState> {
         use DeviceTaskState::*;
-        [Pending, Delivered, Running, Completed, Failed, Expired, Cancelled]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [
+            Pending, Delivered, Running, Completed, Failed, Expired, Cancelled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
 
     /// Whether no further change is possible.
@@ -124,10 +126,15 @@ mod tests {
         assert!(Failed.advance(Cancelled).is_err());
         assert!(Running.advance(Pending).is_err());
         assert_eq!(Delivered.advance(Cancelled), Ok(Cancelled));
-        for s in [Pending, Delivered, Running, Completed, Failed, Expired, Cancelled] {
+        for s in [
+            Pending, Delivered, Running, Completed, Failed, Expired, Cancelled,
+        ] {
             assert_eq!(DeviceTaskState::parse(s.as_str()), Some(s));
         }
-        assert_eq!(TaskAction::parse("quarantine_and_delete"), Ok(TaskAction::QuarantineAndDelete));
+        assert_eq!(
+            TaskAction::parse("quarantine_and_delete"),
+            Ok(TaskAction::QuarantineAndDelete)
+        );
         assert!(TaskAction::parse("x").is_err());
     }
 }

@@ -47,15 +47,25 @@ pub enum AgentToServer {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerToAgent {
     /// Answer to a good `Hello`.
-    Welcome { device_id: i64, group: String },
+    Welcome {
+        device_id: i64,
+        group: String,
+    },
     /// A queued message for this device.
-    Deliver { seq: u64, delivery: Delivery },
+    Deliver {
+        seq: u64,
+        delivery: Delivery,
+    },
     /// The server acknowledges an agent event (by its id) so the agent can drop it from its
     /// own queue.
-    EventAck { event_id: String },
+    EventAck {
+        event_id: String,
+    },
     Pong,
     /// The server refuses the connection (revoked device, wrong protocol…).
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 /// What the server queues for a device.
@@ -138,7 +148,10 @@ pub enum EventBody {
         record: serde_json::Value,
     },
     /// A limit crossed, a refusal, or another condition an administrator should see.
-    Alert { code: String, message: String },
+    Alert {
+        code: String,
+        message: String,
+    },
 }
 
 /// A detection as recorded on the device.
@@ -235,7 +248,9 @@ mod tests {
         assert_eq!(got, msg);
 
         // An announced length over the limit is refused before reading the body.
-        a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes()).await.unwrap();
+        a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes())
+            .await
+            .unwrap();
         let err = read_frame::<_, AgentToServer>(&mut b).await.unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(_)), "{err}");
 

@@ -1,1 +1,211 @@
-//! placeholder
+//! Storage for the Riposte server: one API over SQLite and PostgreSQL.
+//!
+//! Both back ends run the same migrations and the same queries through sqlx's `Any`
+//! driver. To stay portable, the schema uses only `BIGINT` and `TEXT` columns (times are
+//! Unix milliseconds, flags are 0/1, structured values are JSON text), and queries use
+//! `$N` placeholders, which both back ends accept. The only dialect difference, the
+//! auto-incrementing key, is substituted when a migration runs.
+//!
+//! SQLite is the embedded default (a file in the data directory, WAL); PostgreSQL serves a
+//! fleet that outgrows one server.
+
+mod accounts;
+mod audit;
+mod detections;
+mod devices;
+mod groups;
+mod outbox;
+mod tasks;
+
+pub use accounts::{AccountKind, AccountRow, SessionRow};
+pub use audit::AuditRow;
+pub use detections::{ActionOutcome, DetectionRow, QuarantineRow};
+pub use devices::{DeviceRow, EnrollTokenRow, TokenRefusal};
+pub use outbox::OutboxRow;
+pub use outbox::{KIND_SETTINGS, KIND_TASK_CANCEL, KIND_TASK_OFFER};
+pub use tasks::{NewTask, TaskDeviceRow, TaskRow};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
+    BadUrl(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The server's storage.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One migration: its SQL, with `{ID}` standing for the auto-incrementing primary key.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and runs pending migrations.
+    ///
+    /// `schema`, for PostgreSQL only, puts every table in that schema (created if missing);
+    /// tests use it to run in parallel on one database.
+    pub async fn open(url: &str, schema: Option<&str>) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        if let (Backend::Postgres, Some(schema)) = (backend, schema) {
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StoreError::BadUrl(format!("bad schema name {schema}")));
+            }
+            let pool = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await?;
+            pool.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                .await?;
+            pool.close().await;
+        }
+        let schema = schema.map(str::to_string);
+        let mut options = AnyPoolOptions::new().max_connections(match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 10,
+        });
+        options = options.after_connect(move |conn, _meta| {
+            let schema = schema.clone();
+            Box::pin(async move {
+                match backend {
+                    Backend::Sqlite => {
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        conn.execute("PRAGMA foreign_keys=ON").await?;
+                    }
+                    Backend::Postgres => {
+                        if let Some(s) = schema {
+                            conn.execute(format!("SET search_path TO {s}").as_str())
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+        });
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let pool = options.connect(&url).await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the SQLite database file in `dir`.
+    pub async fn open_sqlite_in(dir: &std::path::Path) -> Result<Store> {
+        let path = dir.join("riposte.db");
+        Store::open(&format!("sqlite://{}", path.display()), None).await
+    }
+
+    /// Which back end this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let id = match self.backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        };
+        self.pool
+            .execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .await?;
+        let mut tx = self.pool.begin().await?;
+        // Serialise concurrent server processes starting on one PostgreSQL database.
+        if self.backend == Backend::Postgres {
+            tx.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+                .await?;
+        }
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("v")?;
+        let current = current.unwrap_or(0) as usize;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let sql = sql.replace("{ID}", id);
+            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                tx.execute(stmt).await?;
+            }
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind((i + 1) as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Closes the pool (waits for connections to return).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// Maps a unique-constraint violation to a `Conflict` with `message`.
+pub(crate) fn conflict(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(message());
+        }
+    }
+    StoreError::Database(e)
+}
+
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+pub mod testing;

@@ -1,0 +1,254 @@
+//! Accounts (administrators and the special account) and login sessions.
+
+use crate::{conflict, now_ms, Result, Store, StoreError};
+use riposte_model::Role;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// Administrator account or the special account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    Admin,
+    Special,
+}
+
+impl AccountKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Admin => "admin",
+            AccountKind::Special => "special",
+        }
+    }
+}
+
+/// A stored account. `password_hash` is an Argon2id PHC string.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: i64,
+    pub name: String,
+    pub kind: AccountKind,
+    /// Meaningless for the special account.
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// A login session.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub account: AccountRow,
+    pub expires_at: i64,
+}
+
+fn account(r: &AnyRow) -> Result<AccountRow> {
+    let kind: String = r.try_get("kind")?;
+    let role: String = r.try_get("role")?;
+    Ok(AccountRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        kind: if kind == "special" {
+            AccountKind::Special
+        } else {
+            AccountKind::Admin
+        },
+        role: Role::parse(&role).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        password_hash: r.try_get("password_hash")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, name, kind, role, password_hash, created_at";
+
+impl Store {
+    /// Creates an account. A second special account is refused as a `Conflict`.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        kind: AccountKind,
+        role: Role,
+        password_hash: &str,
+    ) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO accounts (name, kind, role, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(name)
+        .bind(kind.as_str())
+        .bind(role.as_str())
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| {
+            conflict(e, || match kind {
+                AccountKind::Special => {
+                    riposte_model::AccountError::SpecialAccountExists.to_string()
+                }
+                AccountKind::Admin => format!("an account named '{name}' already exists"),
+            })
+        })?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Looks an account up by name.
+    pub async fn account_by_name(&self, name: &str) -> Result<Option<AccountRow>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(account).transpose()
+    }
+
+    /// The special account, if it exists.
+    pub async fn special_account(&self) -> Result<Option<AccountRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM accounts WHERE kind = 'special'"
+        ))
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(account).transpose()
+    }
+
+    /// All accounts.
+    pub async fn accounts(&self) -> Result<Vec<AccountRow>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts ORDER BY id"))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(account).collect()
+    }
+
+    /// How many administrator accounts exist.
+    pub async fn count_admins(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM accounts WHERE kind = 'admin'")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Deletes an account and its sessions.
+    pub async fn delete_account(&self, id: i64) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM accounts WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no account with id {id}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a session by the hash of its token.
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        account_id: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash)
+            .bind(account_id)
+            .bind(now_ms())
+            .bind(expires_at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The live session with this token hash.
+    pub async fn session(&self, token_hash: &str) -> Result<Option<SessionRow>> {
+        let row = sqlx::query(
+            "SELECT a.id, a.name, a.kind, a.role, a.password_hash, a.created_at, s.expires_at
+             FROM sessions s JOIN accounts a ON a.id = s.account_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now_ms())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(SessionRow {
+                account: account(&r)?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Ends a session.
+    pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AccountKind;
+    use crate::testing::each_backend;
+    use crate::{now_ms, StoreError};
+    use riposte_model::Role;
+
+    #[tokio::test]
+    async fn accounts_and_sessions() {
+        each_backend(|store| async move {
+            let admin = store
+                .create_account("admin", AccountKind::Admin, Role::Administrator, "h1")
+                .await
+                .unwrap();
+            let special = store
+                .create_account(
+                    "riposte-autonomous",
+                    AccountKind::Special,
+                    Role::Auditor,
+                    "h2",
+                )
+                .await
+                .unwrap();
+            // There can be only one special account, whatever its name.
+            let second = store
+                .create_account("other", AccountKind::Special, Role::Auditor, "h3")
+                .await;
+            match second {
+                Err(StoreError::Conflict(m)) => assert!(m.contains("only one"), "{m}"),
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            assert_eq!(store.count_admins().await.unwrap(), 1);
+            assert_eq!(store.special_account().await.unwrap().unwrap().id, special);
+
+            store
+                .create_session("t1", admin, now_ms() + 60_000)
+                .await
+                .unwrap();
+            store
+                .create_session("t2", admin, now_ms() - 1)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.session("t1").await.unwrap().unwrap().account.name,
+                "admin"
+            );
+            assert!(
+                store.session("t2").await.unwrap().is_none(),
+                "expired session"
+            );
+            store.delete_account(special).await.unwrap();
+            assert!(store.special_account().await.unwrap().is_none());
+            assert!(matches!(
+                store.delete_account(special).await,
+                Err(StoreError::NotFound(_))
+            ));
+            store.delete_account(admin).await.unwrap();
+            assert!(store.session("t1").await.unwrap().is_none());
+        })
+        .await;
+    }
+}

@@ -1,0 +1,315 @@
+//! Detections reported by devices, the outcomes of their actions, quarantine metadata,
+//! alerts, and the record of processed agent events (for idempotent re-delivery).
+
+use crate::{get_json, now_ms, to_json, Result, Store, StoreError};
+use sqlx::Row;
+
+/// A stored detection with what happened to it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DetectionRow {
+    pub id: String,
+    pub device_id: i64,
+    pub record: serde_json::Value,
+    pub created_at: i64,
+    /// The autonomous task its group action created or joined.
+    pub task_id: Option<i64>,
+    /// Why the group action failed, if it did.
+    pub group_action_error: Option<String>,
+    /// Outcomes of actions: (action, outcome, detail).
+    pub outcomes: Vec<ActionOutcome>,
+}
+
+/// One action's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionOutcome {
+    pub action: String,
+    pub outcome: String,
+    pub detail: String,
+    pub at: i64,
+}
+
+/// A quarantined object's metadata as the server keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuarantineRow {
+    pub device_id: i64,
+    pub entry_id: String,
+    pub state: String,
+    pub record: serde_json::Value,
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// Records an agent event id; false if it was already processed (a re-delivery).
+    pub async fn mark_event_processed(&self, device_id: i64, event_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO processed_events (device_id, event_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(device_id)
+        .bind(event_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stores a detection (once per id).
+    pub async fn insert_detection(
+        &self,
+        device_id: i64,
+        id: &str,
+        record: &serde_json::Value,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO detections (id, device_id, record, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(device_id)
+        .bind(to_json(record))
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records the group action's result on a detection.
+    pub async fn set_detection_group_result(
+        &self,
+        id: &str,
+        task_id: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE detections SET task_id = $1, group_action_error = $2 WHERE id = $3")
+            .bind(task_id)
+            .bind(error)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Records an action's outcome for a detection.
+    pub async fn add_action_outcome(
+        &self,
+        device_id: i64,
+        detection_id: &str,
+        action: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO action_outcomes (detection_id, device_id, action, outcome, detail, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(detection_id)
+        .bind(device_id)
+        .bind(action)
+        .bind(outcome)
+        .bind(detail)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Detections, newest first, optionally of one device.
+    pub async fn detections(
+        &self,
+        device_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<DetectionRow>> {
+        let rows = match device_id {
+            Some(d) => sqlx::query(
+                "SELECT id, device_id, record, created_at, task_id, group_action_error FROM detections
+                 WHERE device_id = $1 ORDER BY created_at DESC LIMIT $2",
+            )
+            .bind(d)
+            .bind(limit),
+            None => sqlx::query(
+                "SELECT id, device_id, record, created_at, task_id, group_action_error FROM detections
+                 ORDER BY created_at DESC LIMIT $1",
+            )
+            .bind(limit),
+        }
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            out.push(DetectionRow {
+                outcomes: self.action_outcomes(&id).await?,
+                id,
+                device_id: r.try_get("device_id")?,
+                record: get_json(&r, "record")?,
+                created_at: r.try_get("created_at")?,
+                task_id: r.try_get("task_id")?,
+                group_action_error: r.try_get("group_action_error")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One detection.
+    pub async fn detection(&self, id: &str) -> Result<DetectionRow> {
+        let r = sqlx::query(
+            "SELECT id, device_id, record, created_at, task_id, group_action_error FROM detections WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no detection with id {id}")))?;
+        Ok(DetectionRow {
+            outcomes: self.action_outcomes(id).await?,
+            id: id.to_string(),
+            device_id: r.try_get("device_id")?,
+            record: get_json(&r, "record")?,
+            created_at: r.try_get("created_at")?,
+            task_id: r.try_get("task_id")?,
+            group_action_error: r.try_get("group_action_error")?,
+        })
+    }
+
+    async fn action_outcomes(&self, detection_id: &str) -> Result<Vec<ActionOutcome>> {
+        let rows = sqlx::query("SELECT action, outcome, detail, at FROM action_outcomes WHERE detection_id = $1 ORDER BY id")
+            .bind(detection_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ActionOutcome {
+                    action: r.try_get("action")?,
+                    outcome: r.try_get("outcome")?,
+                    detail: r.try_get("detail")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores or updates a quarantine entry's metadata.
+    pub async fn upsert_quarantine(
+        &self,
+        device_id: i64,
+        entry_id: &str,
+        state: &str,
+        record: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO quarantine (device_id, entry_id, state, record, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (device_id, entry_id) DO UPDATE SET state = excluded.state, record = excluded.record,
+             updated_at = excluded.updated_at",
+        )
+        .bind(device_id)
+        .bind(entry_id)
+        .bind(state)
+        .bind(to_json(record))
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Quarantine entries across the fleet or of one device.
+    pub async fn quarantine(&self, device_id: Option<i64>) -> Result<Vec<QuarantineRow>> {
+        let rows = match device_id {
+            Some(d) => sqlx::query(
+                "SELECT device_id, entry_id, state, record, updated_at FROM quarantine WHERE device_id = $1 ORDER BY updated_at DESC",
+            )
+            .bind(d),
+            None => sqlx::query("SELECT device_id, entry_id, state, record, updated_at FROM quarantine ORDER BY updated_at DESC"),
+        }
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QuarantineRow {
+                    device_id: r.try_get("device_id")?,
+                    entry_id: r.try_get("entry_id")?,
+                    state: r.try_get("state")?,
+                    record: get_json(r, "record")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records an alert raised by a device.
+    pub async fn add_alert(&self, device_id: i64, code: &str, message: &str) -> Result<()> {
+        sqlx::query("INSERT INTO alerts (device_id, code, message, at) VALUES ($1, $2, $3, $4)")
+            .bind(device_id)
+            .bind(code)
+            .bind(message)
+            .bind(now_ms())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Alerts of a device (newest first).
+    pub async fn alerts(&self, device_id: i64) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT code, message, at FROM alerts WHERE device_id = $1 ORDER BY id DESC",
+        )
+        .bind(device_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("code")?, r.try_get("message")?, r.try_get("at")?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::now_ms;
+    use crate::testing::each_backend;
+
+    #[tokio::test]
+    async fn detections_are_idempotent() {
+        each_backend(|store| async move {
+            let g = store.create_group("G", None).await.unwrap();
+            store
+                .create_enroll_token("t", g, now_ms() + 10_000, 1, "a")
+                .await
+                .unwrap();
+            let d = store
+                .enroll_device("t", "d", "h", "fp")
+                .await
+                .unwrap()
+                .unwrap()
+                .id;
+            assert!(store.mark_event_processed(d, "e1").await.unwrap());
+            assert!(!store.mark_event_processed(d, "e1").await.unwrap());
+            let rec = serde_json::json!({"path": "/tmp/x", "threat": "EICAR"});
+            assert!(store.insert_detection(d, "det1", &rec).await.unwrap());
+            assert!(!store.insert_detection(d, "det1", &rec).await.unwrap());
+            store
+                .add_action_outcome(d, "det1", "quarantine_and_delete", "done", "q1")
+                .await
+                .unwrap();
+            store
+                .set_detection_group_result("det1", None, Some("special account missing"))
+                .await
+                .unwrap();
+            let det = store.detection("det1").await.unwrap();
+            assert_eq!(det.record["threat"], "EICAR");
+            assert_eq!(det.outcomes.len(), 1);
+            assert_eq!(
+                det.group_action_error.as_deref(),
+                Some("special account missing")
+            );
+            assert_eq!(store.detections(Some(d), 10).await.unwrap().len(), 1);
+            store
+                .upsert_quarantine(d, "q1", "quarantined", &rec)
+                .await
+                .unwrap();
+            store
+                .upsert_quarantine(d, "q1", "restored", &rec)
+                .await
+                .unwrap();
+            let q = store.quarantine(None).await.unwrap();
+            assert_eq!(q.len(), 1);
+            assert_eq!(q[0].state, "restored");
+            assert!(store.detection("nope").await.is_err());
+        })
+        .await;
+    }
+}

@@ -1,0 +1,362 @@
+//! Devices and enrollment tokens.
+
+use crate::{get_json, now_ms, to_json, Result, Store, StoreError};
+use riposte_model::LocalSettings;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// A managed device.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceRow {
+    pub id: i64,
+    pub name: String,
+    pub hostname: String,
+    pub group_id: i64,
+    /// SHA-256 of the device's client certificate (DER), hex.
+    pub cert_fingerprint: String,
+    pub enrolled_at: i64,
+    pub revoked: bool,
+    pub last_seen: i64,
+    pub local_settings: LocalSettings,
+}
+
+/// An enrollment token (only its hash is stored).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EnrollTokenRow {
+    pub id: i64,
+    pub group_id: i64,
+    pub expires_at: i64,
+    pub max_uses: i64,
+    pub uses_left: i64,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// Why an enrollment token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("unknown enrollment token; ask an administrator for a valid one")]
+    Unknown,
+    #[error("the enrollment token has expired; ask an administrator for a new one")]
+    Expired,
+    #[error("the enrollment token has been used as many times as it allows; ask an administrator for a new one")]
+    UsedUp,
+}
+
+fn device(r: &AnyRow) -> Result<DeviceRow> {
+    Ok(DeviceRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        hostname: r.try_get("hostname")?,
+        group_id: r.try_get("group_id")?,
+        cert_fingerprint: r.try_get("cert_fingerprint")?,
+        enrolled_at: r.try_get("enrolled_at")?,
+        revoked: r.try_get::<i64, _>("revoked")? != 0,
+        last_seen: r.try_get("last_seen")?,
+        local_settings: get_json(r, "local_settings")?,
+    })
+}
+
+const DEVICE_COLUMNS: &str =
+    "id, name, hostname, group_id, cert_fingerprint, enrolled_at, revoked, last_seen, local_settings";
+
+impl Store {
+    /// Records an enrollment token.
+    pub async fn create_enroll_token(
+        &self,
+        token_hash: &str,
+        group_id: i64,
+        expires_at: i64,
+        max_uses: i64,
+        created_by: &str,
+    ) -> Result<i64> {
+        self.group(group_id).await?;
+        let row = sqlx::query(
+            "INSERT INTO enroll_tokens (token_hash, group_id, expires_at, max_uses, uses_left, created_by, created_at)
+             VALUES ($1, $2, $3, $4, $4, $5, $6) RETURNING id",
+        )
+        .bind(token_hash)
+        .bind(group_id)
+        .bind(expires_at)
+        .bind(max_uses)
+        .bind(created_by)
+        .bind(now_ms())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// All enrollment tokens.
+    pub async fn enroll_tokens(&self) -> Result<Vec<EnrollTokenRow>> {
+        let rows = sqlx::query(
+            "SELECT id, group_id, expires_at, max_uses, uses_left, created_by, created_at FROM enroll_tokens ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EnrollTokenRow {
+                    id: r.try_get("id")?,
+                    group_id: r.try_get("group_id")?,
+                    expires_at: r.try_get("expires_at")?,
+                    max_uses: r.try_get("max_uses")?,
+                    uses_left: r.try_get("uses_left")?,
+                    created_by: r.try_get("created_by")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Uses a token once and creates the device, atomically: a refused token changes nothing.
+    pub async fn enroll_device(
+        &self,
+        token_hash: &str,
+        name: &str,
+        hostname: &str,
+        cert_fingerprint: &str,
+    ) -> Result<std::result::Result<DeviceRow, TokenRefusal>> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let used = sqlx::query(
+            "UPDATE enroll_tokens SET uses_left = uses_left - 1
+             WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2 RETURNING group_id",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(used) = used else {
+            let row = sqlx::query(
+                "SELECT expires_at, uses_left FROM enroll_tokens WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let refusal = match row {
+                None => TokenRefusal::Unknown,
+                Some(r) if r.try_get::<i64, _>("expires_at")? <= now => TokenRefusal::Expired,
+                Some(_) => TokenRefusal::UsedUp,
+            };
+            return Ok(Err(refusal));
+        };
+        let group_id: i64 = used.try_get("group_id")?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO devices (name, hostname, group_id, cert_fingerprint, enrolled_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING {DEVICE_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(hostname)
+        .bind(group_id)
+        .bind(cert_fingerprint)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let dev = device(&row)?;
+        tx.commit().await?;
+        Ok(Ok(dev))
+    }
+
+    /// Sets the certificate fingerprint of a device (once its certificate is signed).
+    pub async fn set_device_certificate(&self, id: i64, fingerprint: &str) -> Result<()> {
+        sqlx::query("UPDATE devices SET cert_fingerprint = $1 WHERE id = $2")
+            .bind(fingerprint)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// One device.
+    pub async fn device(&self, id: i64) -> Result<DeviceRow> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no device with id {id}")))?;
+        device(&row)
+    }
+
+    /// One device by id or name.
+    pub async fn device_by_ref(&self, reference: &str) -> Result<DeviceRow> {
+        if let Ok(id) = reference.parse::<i64>() {
+            return self.device(id).await;
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE name = $1 ORDER BY id LIMIT 1"
+        ))
+        .bind(reference)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "no device named '{reference}'; `riposte admin device list` shows them"
+            ))
+        })?;
+        device(&row)
+    }
+
+    /// Devices, optionally only those in the given groups, with a name filter and paging.
+    pub async fn devices(
+        &self,
+        groups: Option<&[i64]>,
+        name_contains: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<DeviceRow>> {
+        let mut sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE 1 = 1");
+        if let Some(groups) = groups {
+            if groups.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Group ids are integers from the store itself: safe to inline.
+            let list: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            sql.push_str(&format!(" AND group_id IN ({})", list.join(",")));
+        }
+        if name_contains.is_some() {
+            sql.push_str(" AND (LOWER(name) LIKE $1 OR LOWER(hostname) LIKE $1)");
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {limit} OFFSET {offset}"));
+        let mut q = sqlx::query(&sql);
+        if let Some(n) = name_contains {
+            let escaped = n.to_lowercase().replace(['%', '_'], "");
+            q = q.bind(format!("%{escaped}%"));
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        rows.iter().map(device).collect()
+    }
+
+    /// Moves a device to another group.
+    pub async fn move_device(&self, id: i64, group_id: i64) -> Result<()> {
+        self.group(group_id).await?;
+        let done = sqlx::query("UPDATE devices SET group_id = $1 WHERE id = $2")
+            .bind(group_id)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no device with id {id}")));
+        }
+        Ok(())
+    }
+
+    /// Revokes a device: it can no longer connect.
+    pub async fn revoke_device(&self, id: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE devices SET revoked = 1 WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no device with id {id}")));
+        }
+        Ok(())
+    }
+
+    /// Stores a device's local settings.
+    pub async fn set_local_settings(&self, id: i64, settings: &LocalSettings) -> Result<()> {
+        let done = sqlx::query("UPDATE devices SET local_settings = $1 WHERE id = $2")
+            .bind(to_json(settings))
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no device with id {id}")));
+        }
+        Ok(())
+    }
+
+    /// Records that a device was seen now, with its host name.
+    pub async fn touch_device(&self, id: i64, hostname: &str) -> Result<()> {
+        sqlx::query("UPDATE devices SET last_seen = $1, hostname = $2 WHERE id = $3")
+            .bind(now_ms())
+            .bind(hostname)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenRefusal;
+    use crate::now_ms;
+    use crate::testing::each_backend;
+
+    #[tokio::test]
+    async fn tokens_and_devices() {
+        each_backend(|store| async move {
+            let g = store.create_group("G", None).await.unwrap();
+            let h = store.create_group("H", None).await.unwrap();
+            store
+                .create_enroll_token("good", g, now_ms() + 60_000, 2, "admin")
+                .await
+                .unwrap();
+            store
+                .create_enroll_token("old", g, now_ms() - 1, 5, "admin")
+                .await
+                .unwrap();
+            let d1 = store
+                .enroll_device("good", "d1", "host1", "fp1")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(d1.group_id, g);
+            store
+                .enroll_device("good", "d2", "host2", "fp2")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                store
+                    .enroll_device("good", "d3", "h", "fp")
+                    .await
+                    .unwrap()
+                    .unwrap_err(),
+                TokenRefusal::UsedUp
+            );
+            assert_eq!(
+                store
+                    .enroll_device("old", "d3", "h", "fp")
+                    .await
+                    .unwrap()
+                    .unwrap_err(),
+                TokenRefusal::Expired
+            );
+            assert_eq!(
+                store
+                    .enroll_device("nope", "d3", "h", "fp")
+                    .await
+                    .unwrap()
+                    .unwrap_err(),
+                TokenRefusal::Unknown
+            );
+            // Refused tokens created nothing.
+            assert_eq!(store.devices(None, None, 0, 100).await.unwrap().len(), 2);
+            assert_eq!(store.enroll_tokens().await.unwrap()[0].uses_left, 0);
+
+            store.move_device(d1.id, h).await.unwrap();
+            assert_eq!(store.device(d1.id).await.unwrap().group_id, h);
+            assert!(store.move_device(d1.id, 999).await.is_err());
+            assert_eq!(
+                store.device(d1.id).await.unwrap().group_id,
+                h,
+                "failed move changes nothing"
+            );
+            assert_eq!(
+                store.devices(Some(&[g]), None, 0, 10).await.unwrap().len(),
+                1
+            );
+            assert_eq!(
+                store.devices(None, Some("HOST1"), 0, 10).await.unwrap()[0].id,
+                d1.id
+            );
+            assert_eq!(store.device_by_ref("d1").await.unwrap().id, d1.id);
+            store.revoke_device(d1.id).await.unwrap();
+            assert!(store.device(d1.id).await.unwrap().revoked);
+        })
+        .await;
+    }
+}

@@ -1,0 +1,77 @@
+//! Test support: fresh databases on both back ends, so every storage test (here and in
+//! the server's tests) runs on SQLite and on PostgreSQL.
+
+use crate::{Backend, Store};
+use std::future::Future;
+
+/// The PostgreSQL server tests use; `RIPOSTE_TEST_POSTGRES` overrides it.
+pub fn postgres_url() -> String {
+    std::env::var("RIPOSTE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// An empty test database; dropped with it (the PostgreSQL schema is removed by
+/// [`TestDb::cleanup`], or left for inspection if the test panics).
+pub struct TestDb {
+    pub store: Store,
+    /// `--database` URL for a server process using the same database.
+    pub url: String,
+    /// PostgreSQL schema, if any.
+    pub schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A fresh database on `backend`.
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("riposte.db").display());
+                let store = Store::open(&url, None).await.expect("open sqlite");
+                TestDb {
+                    store,
+                    url,
+                    schema: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let schema = format!("t_{}", hex::encode(rand::random::<[u8; 8]>()));
+                let url = postgres_url();
+                let store = Store::open(&url, Some(&schema)).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {url} is needed for these tests: {e}")
+                });
+                TestDb {
+                    store,
+                    url,
+                    schema: Some(schema),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// Drops the PostgreSQL schema.
+    pub async fn cleanup(self) {
+        if let Some(schema) = &self.schema {
+            let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(self.store.pool())
+                .await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// Runs `test` once on SQLite and once on PostgreSQL, each with an empty database.
+pub async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::new(backend).await;
+        test(db.store.clone()).await;
+        db.cleanup().await;
+    }
+}
