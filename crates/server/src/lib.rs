@@ -1,1 +1,227 @@
-//! placeholder
+//! The Riposte administration server.
+//!
+//! It owns the certificate authority and enrollment, the agent hub and channel (push over
+//! mutual TLS), the REST API under `/api/v1`, IOC scan tasks and their fan-out, and the
+//! audit log. Its state lives in the store (SQLite or PostgreSQL); the process itself keeps
+//! only live connections, so it can be restarted at any moment without losing anything.
+//!
+//! Module map: [`service`] holds every operation (authorisation first), [`api`] maps
+//! HTTP to it, [`channel`] serves agents, [`hub`] wakes connected agents, [`pki`] is the CA,
+//! [`secrets`] hashes and seals.
+
+pub mod api;
+pub mod channel;
+pub mod error;
+mod files;
+pub mod hub;
+pub mod iocgen;
+pub mod pki;
+pub mod secrets;
+pub mod service;
+pub mod throttle;
+
+use crate::pki::Authority;
+use crate::secrets::Sealer;
+use crate::service::{Core, CoreConfig};
+use riposte_store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub use error::{ServiceError, ServiceResult};
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Data directory: CA, keys, and the SQLite database by default.
+    pub data_dir: PathBuf,
+    /// HTTPS address of the API and console.
+    pub listen: SocketAddr,
+    /// Address of the agent channel; by default the API port + 1 (or any port if 0).
+    pub agent_listen: Option<SocketAddr>,
+    /// `postgres://…` or `sqlite://…`; by default SQLite in the data directory.
+    pub database: Option<String>,
+    /// PostgreSQL schema (tests).
+    pub database_schema: Option<String>,
+    /// Password for the first `admin` account; generated when absent.
+    pub admin_password: Option<String>,
+    /// Extra names (DNS or IP) for the server certificate.
+    pub tls_names: Vec<String>,
+    pub core: CoreConfig,
+}
+
+impl ServerOptions {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        ServerOptions {
+            data_dir,
+            listen,
+            agent_listen: None,
+            database: None,
+            database_schema: None,
+            admin_password: None,
+            tls_names: Vec::new(),
+            core: CoreConfig::default(),
+        }
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("storage: {0}")]
+    Store(#[from] riposte_store::StoreError),
+    #[error("{0}")]
+    Service(#[from] ServiceError),
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub core: Arc<Core>,
+    pub api_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    /// The generated password of `admin`, on the very first start only.
+    pub generated_admin_password: Option<String>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, closes connections, and waits for the listeners to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.core.store.close().await;
+    }
+
+    /// The CA certificate clients pin.
+    pub fn ca_pem(&self) -> &str {
+        &self.core.authority.ca_pem
+    }
+}
+
+/// Starts the server: opens the store, loads or creates the CA, and serves the API and the
+/// agent channel until [`RunningServer::shutdown`].
+pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
+    let dir = &opts.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let store = match &opts.database {
+        Some(url) => Store::open(url, opts.database_schema.as_deref()).await?,
+        None => Store::open_sqlite_in(dir).await?,
+    };
+    let authority = Authority::load_or_create(dir)?;
+    let sealer = Sealer::load_or_create(dir).map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+
+    let api_listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: opts.listen, source })?;
+    let api_addr = api_listener.local_addr().map_err(|source| StartError::Listen { addr: opts.listen, source })?;
+    let agent_want = opts.agent_listen.unwrap_or_else(|| {
+        let mut a = api_addr;
+        a.set_port(if opts.listen.port() == 0 { 0 } else { api_addr.port() + 1 });
+        a
+    });
+    let agent_listener = TcpListener::bind(agent_want)
+        .await
+        .map_err(|source| StartError::Listen { addr: agent_want, source })?;
+    let agent_addr = agent_listener.local_addr().map_err(|source| StartError::Listen { addr: agent_want, source })?;
+
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_string());
+        }
+    }
+    if !api_addr.ip().is_unspecified() {
+        names.push(api_addr.ip().to_string());
+    }
+    names.extend(opts.tls_names.iter().cloned());
+    names.sort();
+    names.dedup();
+    let (chain, key) = authority.server_identity(dir, &names)?;
+    let api_tls = pki::api_tls_config(chain.clone(), key.clone_key())?;
+    let agent_tls = authority.agent_tls_config(chain, key)?;
+
+    let mut config = opts.core.clone();
+    config.agent_port = agent_addr.port();
+    let core = Core::new(store, sealer, authority, config);
+    let generated_admin_password = core.bootstrap(opts.admin_password.clone()).await?;
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(channel::serve(core.clone(), agent_listener, agent_tls, rx.clone())));
+    tasks.push(tokio::spawn(serve_https(api::router(core.clone()), api_listener, api_tls, rx.clone())));
+    let hk_core = core.clone();
+    let mut hk_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            if let Err(e) = hk_core.housekeeping().await {
+                tracing::warn!("housekeeping: {e}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = hk_rx.changed() => return,
+            }
+        }
+    }));
+    tracing::info!(%api_addr, %agent_addr, "administration server started");
+    Ok(RunningServer { core, api_addr, agent_addr, generated_admin_password, shutdown, tasks })
+}
+
+/// Serves a router over HTTPS until `shutdown` turns true.
+pub async fn serve_https(app: axum::Router, listener: TcpListener, tls: Arc<rustls::ServerConfig>, mut shutdown: watch::Receiver<bool>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower::ServiceExt;
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("API listener: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(15), acceptor.accept(tcp)).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(api::RemoteAddr(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = conn_shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}

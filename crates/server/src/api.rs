@@ -1,0 +1,425 @@
+//! The JSON REST API under `/api/v1`. Handlers are thin: they extract, call one
+//! [`Core`](crate::service::Core) operation, and shape the answer.
+
+use crate::error::ServiceError;
+use crate::service::{AutonomousRequest, Caller, Core, SandboxPatch, TaskRequest, ThreatResponsePatch};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use riposte_model::Role;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest request body the API accepts.
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+type AppState = Arc<Core>;
+
+/// The remote address of a connection, put on each request by the server's accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub SocketAddr);
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::Internal(m) => {
+                tracing::error!("internal error: {m}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// A JSON body whose rejections (malformed, wrong type, too large) become JSON errors.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    format!("the request body is larger than the limit of {BODY_LIMIT} bytes")
+                } else {
+                    format!("malformed request: {}", rejection.body_text())
+                };
+                Err((status, Json(json!({ "error": message }))).into_response())
+            }
+        }
+    }
+}
+
+fn source_of(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<RemoteAddr>()
+        .map(|a| a.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, core: &AppState) -> Result<Self, Self::Rejection> {
+        let source = source_of(parts);
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let principal = if let Some(token) = header.strip_prefix("Bearer ") {
+            core.session(token.trim()).await?
+        } else if let Some(basic) = header.strip_prefix("Basic ") {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(basic.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ServiceError::Unauthorized("malformed Basic authorization".into()))?;
+            let (user, password) = raw
+                .split_once(':')
+                .ok_or_else(|| ServiceError::Unauthorized("malformed Basic authorization".into()))?;
+            core.check_password(user, password, &source).await?
+        } else if let Some(token) = session_cookie(parts) {
+            core.session(&token).await?
+        } else {
+            return Err(ServiceError::Unauthorized("log in first: no credentials were given".into()));
+        };
+        Ok(Caller { principal, source })
+    }
+}
+
+fn session_cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("riposte_session="))
+        .map(String::from)
+        .next()
+}
+
+/// The API router.
+pub fn router(core: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/enroll", post(enroll))
+        .route("/api/v1/groups", get(groups).post(create_group))
+        .route("/api/v1/groups/{group}/policy", get(policy))
+        .route("/api/v1/groups/{group}/policy/threat-response", put(set_policy_tr))
+        .route("/api/v1/groups/{group}/policy/sandbox-integration", put(set_policy_sandbox))
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/{device}", get(device))
+        .route("/api/v1/devices/{device}/move", post(move_device))
+        .route("/api/v1/devices/{device}/revoke", post(revoke_device))
+        .route("/api/v1/devices/{device}/settings", get(device_settings))
+        .route("/api/v1/devices/{device}/settings/threat-response", put(set_device_tr))
+        .route("/api/v1/enroll-tokens", get(enroll_tokens).post(create_enroll_token))
+        .route("/api/v1/accounts", get(accounts).post(create_account))
+        .route("/api/v1/accounts/{name}", axum::routing::delete(delete_account))
+        .route("/api/v1/special-account", get(special_status).post(create_special).delete(delete_special))
+        .route("/api/v1/special-account/password", put(change_special_password))
+        .route("/api/v1/tasks", get(tasks).post(create_task))
+        .route("/api/v1/tasks/{id}", get(task))
+        .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/api/v1/autonomous-tasks", post(create_autonomous))
+        .route("/api/v1/detections", get(detections))
+        .route("/api/v1/detections/{id}", get(detection))
+        .route("/api/v1/quarantine", get(quarantine))
+        .route("/api/v1/audit", get(audit))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(core)
+}
+
+type ApiResult = Result<Json<Value>, ServiceError>;
+
+fn ok<T: serde::Serialize>(v: T) -> ApiResult {
+    Ok(Json(serde_json::to_value(v).map_err(|e| ServiceError::Internal(e.to_string()))?))
+}
+
+async fn not_found() -> ServiceError {
+    ServiceError::NotFound("no such API endpoint; see /api/v1/openapi.json".into())
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json"))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    user: String,
+    password: String,
+}
+
+async fn login(State(core): State<AppState>, parts: Parts2, Body(b): Body<LoginBody>) -> ApiResult {
+    let (token, expires_at, principal) = core.login(&b.user, &b.password, &parts.0).await?;
+    ok(json!({ "token": token, "expires_at": expires_at, "principal": principal }))
+}
+
+/// The caller's source address, for handlers without authentication.
+struct Parts2(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Parts2 {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Parts2(source_of(parts)))
+    }
+}
+
+async fn logout(State(core): State<AppState>, headers: axum::http::HeaderMap) -> ApiResult {
+    if let Some(t) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        core.logout(t.trim()).await?;
+    }
+    ok(json!({ "logged_out": true }))
+}
+
+async fn whoami(c: Caller) -> ApiResult {
+    ok(json!({ "principal": c.principal }))
+}
+
+#[derive(Deserialize)]
+struct EnrollBody {
+    token: String,
+    csr_pem: String,
+    #[serde(default)]
+    name: String,
+    hostname: String,
+}
+
+async fn enroll(State(core): State<AppState>, src: Parts2, Body(b): Body<EnrollBody>) -> ApiResult {
+    ok(core.enroll(&b.token, &b.csr_pem, &b.name, &b.hostname, &src.0).await?)
+}
+
+async fn groups(State(core): State<AppState>, c: Caller) -> ApiResult {
+    ok(core.groups(&c).await?)
+}
+
+#[derive(Deserialize)]
+struct GroupBody {
+    name: String,
+    parent: Option<String>,
+}
+
+async fn create_group(State(core): State<AppState>, c: Caller, Body(b): Body<GroupBody>) -> ApiResult {
+    let id = core.create_group(&c, &b.name, b.parent.as_deref()).await?;
+    ok(json!({ "id": id, "name": b.name.trim() }))
+}
+
+async fn policy(State(core): State<AppState>, c: Caller, Path(group): Path<String>) -> ApiResult {
+    ok(core.policy(&c, &group).await?)
+}
+
+async fn set_policy_tr(State(core): State<AppState>, c: Caller, Path(group): Path<String>, Body(b): Body<ThreatResponsePatch>) -> ApiResult {
+    ok(core.set_policy_threat_response(&c, &group, &b).await?)
+}
+
+async fn set_policy_sandbox(State(core): State<AppState>, c: Caller, Path(group): Path<String>, Body(b): Body<SandboxPatch>) -> ApiResult {
+    ok(core.set_policy_sandbox(&c, &group, &b).await?)
+}
+
+#[derive(Deserialize)]
+struct DeviceQuery {
+    group: Option<String>,
+    search: Option<String>,
+    #[serde(default)]
+    offset: i64,
+    limit: Option<i64>,
+}
+
+fn device_json(core: &Core, d: &riposte_store::DeviceRow) -> Value {
+    json!({
+        "id": d.id, "name": d.name, "hostname": d.hostname, "group_id": d.group_id,
+        "enrolled_at": d.enrolled_at, "revoked": d.revoked, "last_seen": d.last_seen,
+        "connected": core.hub.is_connected(d.id),
+    })
+}
+
+async fn devices(State(core): State<AppState>, c: Caller, Query(q): Query<DeviceQuery>) -> ApiResult {
+    let list = core
+        .devices(&c, q.group.as_deref(), q.search.as_deref(), q.offset, q.limit.unwrap_or(100))
+        .await?;
+    ok(list.iter().map(|d| device_json(&core, d)).collect::<Vec<_>>())
+}
+
+async fn device(State(core): State<AppState>, c: Caller, Path(device): Path<String>) -> ApiResult {
+    let d = core.device(&c, &device).await?;
+    ok(device_json(&core, &d))
+}
+
+#[derive(Deserialize)]
+struct MoveBody {
+    group: String,
+}
+
+async fn move_device(State(core): State<AppState>, c: Caller, Path(device): Path<String>, Body(b): Body<MoveBody>) -> ApiResult {
+    core.move_device(&c, &device, &b.group).await?;
+    ok(json!({ "moved": true }))
+}
+
+async fn revoke_device(State(core): State<AppState>, c: Caller, Path(device): Path<String>) -> ApiResult {
+    core.revoke_device(&c, &device).await?;
+    ok(json!({ "revoked": true }))
+}
+
+async fn device_settings(State(core): State<AppState>, c: Caller, Path(device): Path<String>) -> ApiResult {
+    let (d, eff) = core.device_settings(&c, &device).await?;
+    ok(json!({ "device_id": d.id, "device": d.name, "effective": eff }))
+}
+
+async fn set_device_tr(State(core): State<AppState>, c: Caller, Path(device): Path<String>, Body(b): Body<ThreatResponsePatch>) -> ApiResult {
+    ok(core.set_device_threat_response(&c, &device, &b).await?)
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    group: String,
+    #[serde(default = "default_ttl")]
+    ttl_secs: i64,
+    #[serde(default = "default_uses")]
+    max_uses: i64,
+}
+fn default_ttl() -> i64 {
+    7 * 86400
+}
+fn default_uses() -> i64 {
+    1
+}
+
+async fn create_enroll_token(State(core): State<AppState>, c: Caller, Body(b): Body<TokenBody>) -> ApiResult {
+    let (token, expires_at) = core.create_enroll_token(&c, &b.group, b.ttl_secs, b.max_uses).await?;
+    ok(json!({ "token": token, "expires_at": expires_at, "group": b.group, "max_uses": b.max_uses }))
+}
+
+async fn enroll_tokens(State(core): State<AppState>, c: Caller) -> ApiResult {
+    ok(core.enroll_tokens(&c).await?)
+}
+
+async fn accounts(State(core): State<AppState>, c: Caller) -> ApiResult {
+    ok(core.accounts(&c).await?)
+}
+
+#[derive(Deserialize)]
+struct AccountBody {
+    name: String,
+    role: String,
+    password: String,
+}
+
+async fn create_account(State(core): State<AppState>, c: Caller, Body(b): Body<AccountBody>) -> ApiResult {
+    let role = Role::parse(&b.role).map_err(ServiceError::from)?;
+    let id = core.create_account(&c, &b.name, role, &b.password).await?;
+    ok(json!({ "id": id, "name": b.name, "role": role }))
+}
+
+async fn delete_account(State(core): State<AppState>, c: Caller, Path(name): Path<String>) -> ApiResult {
+    core.delete_account(&c, &name).await?;
+    ok(json!({ "deleted": name }))
+}
+
+async fn special_status(State(core): State<AppState>, c: Caller) -> ApiResult {
+    let created = core.special_status(&c).await?;
+    ok(json!({ "exists": created.is_some(), "created_at": created, "name": riposte_model::accounts::SPECIAL_ACCOUNT_NAME }))
+}
+
+#[derive(Deserialize)]
+struct SpecialBody {
+    password: String,
+}
+
+async fn create_special(State(core): State<AppState>, c: Caller, Body(b): Body<SpecialBody>) -> ApiResult {
+    core.create_special(&c, &b.password).await?;
+    ok(json!({ "created": true, "name": riposte_model::accounts::SPECIAL_ACCOUNT_NAME }))
+}
+
+async fn delete_special(State(core): State<AppState>, c: Caller) -> ApiResult {
+    core.delete_special(&c).await?;
+    ok(json!({ "deleted": true }))
+}
+
+async fn change_special_password(State(core): State<AppState>, c: Caller) -> ApiResult {
+    core.change_special_password(&c).await?;
+    ok(json!({}))
+}
+
+async fn tasks(State(core): State<AppState>, c: Caller) -> ApiResult {
+    ok(core.tasks(&c).await?)
+}
+
+async fn create_task(State(core): State<AppState>, c: Caller, Body(b): Body<TaskRequest>) -> ApiResult {
+    let id = core.create_task(&c, &b).await?;
+    ok(json!({ "id": id }))
+}
+
+async fn task(State(core): State<AppState>, c: Caller, Path(id): Path<String>) -> ApiResult {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ServiceError::BadRequest(format!("task id '{id}' is not a number")))?;
+    let (t, devices) = core.task(&c, id).await?;
+    ok(json!({ "task": t, "devices": devices }))
+}
+
+async fn cancel_task(State(core): State<AppState>, c: Caller, Path(id): Path<String>) -> ApiResult {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ServiceError::BadRequest(format!("task id '{id}' is not a number")))?;
+    core.cancel_task(&c, id).await?;
+    ok(json!({ "cancelled": id }))
+}
+
+async fn create_autonomous(State(core): State<AppState>, c: Caller, Body(b): Body<AutonomousRequest>) -> ApiResult {
+    ok(core.create_autonomous_task(&c, &b).await?)
+}
+
+#[derive(Deserialize)]
+struct DeviceFilter {
+    device: Option<String>,
+}
+
+async fn detections(State(core): State<AppState>, c: Caller, Query(q): Query<DeviceFilter>) -> ApiResult {
+    ok(core.detections(&c, q.device.as_deref()).await?)
+}
+
+async fn detection(State(core): State<AppState>, c: Caller, Path(id): Path<String>) -> ApiResult {
+    ok(core.detection(&c, &id).await?)
+}
+
+async fn quarantine(State(core): State<AppState>, c: Caller, Query(q): Query<DeviceFilter>) -> ApiResult {
+    ok(core.quarantine(&c, q.device.as_deref()).await?)
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<i64>,
+}
+
+async fn audit(State(core): State<AppState>, c: Caller, Query(q): Query<AuditQuery>) -> ApiResult {
+    ok(core.audit_log(&c, q.limit.unwrap_or(200)).await?)
+}

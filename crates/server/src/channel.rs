@@ -1,0 +1,230 @@
+//! The agent channel: one long-lived mutual-TLS connection per agent, both directions.
+//!
+//! A connection costs one task for the protocol loop and one for reading frames (reading
+//! is not cancel-safe, so it lives in its own task and hands whole frames over). There is
+//! no per-agent timer: idle connections wait on their socket and their hub `Notify` only.
+
+use crate::service::Core;
+use riposte_proto::{
+    read_frame, write_frame, AgentEvent, AgentToServer, Delivery, EventBody, ServerToAgent, PROTOCOL_VERSION,
+};
+use riposte_store::StoreError;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a silent agent stays connected; agents ping well within it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Accepts agent connections until `shutdown` turns true.
+pub async fn serve(core: Arc<Core>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, mut shutdown: watch::Receiver<bool>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("agent listener: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let core = core.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("agent TLS handshake from {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let fingerprint = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::pki::fingerprint(c))
+                .unwrap_or_default();
+            if let Err(e) = connection(core, tls, fingerprint, shutdown).await {
+                tracing::debug!("agent connection from {peer} ended: {e}");
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Frame(#[from] riposte_proto::FrameError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+async fn connection<S>(core: Arc<Core>, stream: S, fingerprint: String, mut shutdown: watch::Receiver<bool>) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let hello: AgentToServer = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader))
+        .await
+        .map_err(|_| ConnError::Refused("no hello".into()))??;
+    let AgentToServer::Hello { device_id, protocol, last_applied_seq, hostname } = hello else {
+        return Err(ConnError::Refused("first frame was not a hello".into()));
+    };
+    let refusal = match core.store.device(device_id).await {
+        Ok(d) if d.revoked => Some(format!("device {device_id} has been revoked; enroll it again")),
+        Ok(d) if d.cert_fingerprint.is_empty() || d.cert_fingerprint != fingerprint => {
+            Some("the client certificate does not belong to this device".to_string())
+        }
+        Ok(_) if protocol != PROTOCOL_VERSION => Some(format!(
+            "protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
+        )),
+        Ok(_) => None,
+        Err(StoreError::NotFound(_)) => Some(format!("unknown device {device_id}; enroll it again")),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(reason) = refusal {
+        let _ = write_frame(&mut writer, &ServerToAgent::Refused { reason: reason.clone() }).await;
+        return Err(ConnError::Refused(reason));
+    }
+    core.store.touch_device(device_id, &hostname).await?;
+    let device = core.store.device(device_id).await?;
+    let group = core.store.group(device.group_id).await.map(|g| g.name).unwrap_or_default();
+    write_frame(&mut writer, &ServerToAgent::Welcome { device_id, group }).await?;
+    let conn = core.hub.register(device_id);
+
+    let (frames_tx, mut frames) = tokio::sync::mpsc::channel::<Result<AgentToServer, riposte_proto::FrameError>>(8);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let f = read_frame(&mut reader).await;
+            let end = f.is_err();
+            if frames_tx.send(f).await.is_err() || end {
+                break;
+            }
+        }
+    });
+
+    let result = async {
+        let mut sent_upto = last_applied_seq as i64;
+        acknowledge(&core, device_id, sent_upto).await?;
+        sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
+        loop {
+            tokio::select! {
+                frame = tokio::time::timeout(IDLE_TIMEOUT, frames.recv()) => {
+                    let frame = match frame {
+                        Err(_) => return Err(ConnError::Refused("idle timeout".into())),
+                        Ok(None) => return Ok(()),
+                        Ok(Some(f)) => f?,
+                    };
+                    match frame {
+                        AgentToServer::Ack { seq } => acknowledge(&core, device_id, seq as i64).await?,
+                        AgentToServer::TaskUpdate(u) => {
+                            match core.store.update_task_device(u.task_id, device_id, u.state, u.hits as i64, u.reason.as_deref(), &u.results).await {
+                                Ok(_) | Err(StoreError::Conflict(_)) | Err(StoreError::NotFound(_)) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        AgentToServer::Event(e) => {
+                            let id = e.event_id.clone();
+                            handle_event(&core, device_id, e).await?;
+                            write_frame(&mut writer, &ServerToAgent::EventAck { event_id: id }).await?;
+                        }
+                        AgentToServer::Ping => {
+                            write_frame(&mut writer, &ServerToAgent::Pong).await?;
+                        }
+                        AgentToServer::Hello { .. } => return Err(ConnError::Refused("second hello".into())),
+                    }
+                }
+                _ = conn.wake.notified() => {
+                    if conn.kicked.load(Ordering::SeqCst) {
+                        let _ = write_frame(&mut writer, &ServerToAgent::Refused { reason: "this device has been revoked or reconnected elsewhere".into() }).await;
+                        return Ok(());
+                    }
+                    sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+    .await;
+    reader_task.abort();
+    core.hub.unregister(device_id, &conn);
+    let _ = core.store.touch_device(device_id, &hostname).await;
+    result
+}
+
+/// The agent applied everything up to `seq`.
+async fn acknowledge(core: &Core, device_id: i64, seq: i64) -> Result<(), ConnError> {
+    if seq <= 0 {
+        return Ok(());
+    }
+    for task in core.store.ack_outbox(device_id, seq).await? {
+        match core
+            .store
+            .update_task_device(task, device_id, riposte_model::DeviceTaskState::Delivered, 0, None, &serde_json::Value::Null)
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict(_)) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Sends everything queued after `sent_upto`; returns the new high-water mark.
+async fn deliver<W: AsyncWrite + Unpin>(core: &Core, device_id: i64, mut sent_upto: i64, writer: &mut W) -> Result<i64, ConnError> {
+    loop {
+        let rows = core.store.outbox_after(device_id, sent_upto, 100).await?;
+        let n = rows.len();
+        for row in rows {
+            match serde_json::from_str::<Delivery>(&row.payload) {
+                Ok(delivery) => {
+                    write_frame(writer, &ServerToAgent::Deliver { seq: row.seq as u64, delivery }).await?;
+                }
+                Err(e) => tracing::error!("outbox row {} of device {device_id} is corrupt: {e}", row.seq),
+            }
+            sent_upto = row.seq;
+        }
+        if n < 100 {
+            return Ok(sent_upto);
+        }
+    }
+}
+
+async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), ConnError> {
+    if !core.store.mark_event_processed(device_id, &e.event_id).await? {
+        return Ok(()); // a re-delivery after a reconnect
+    }
+    match e.body {
+        EventBody::Detection(d) => {
+            let json = serde_json::to_value(&d).unwrap_or_default();
+            core.store.insert_detection(device_id, &d.detection_id, &json).await?;
+            tracing::info!(device_id, threat = %d.threat, "detection reported");
+        }
+        EventBody::ActionOutcome { detection_id, action, outcome, detail } => {
+            core.store.add_action_outcome(device_id, &detection_id, &action, &outcome, &detail).await?;
+        }
+        EventBody::Quarantine { entry_id, state, record } => {
+            core.store.upsert_quarantine(device_id, &entry_id, &state, &record).await?;
+        }
+        EventBody::Alert { code, message } => {
+            tracing::warn!(device_id, %code, "{message}");
+            core.store.add_alert(device_id, &code, &message).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The server's own certificate authority: created on first start, it signs the server's
+//! TLS certificate and every enrolled device's client certificate. Agents pin its
+//! certificate (`DIR/ca.pem`) at enrollment; the private key never leaves `DIR` (mode 0600).
+
+use crate::files::{read_or_create_secret_file, write_private_file};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Errors of the certificate authority.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("certificate error: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("TLS configuration error: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot read or write {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the certificate signing request is not valid: {0}")]
+    BadCsr(String),
+    #[error("bad PEM in {0}")]
+    Pem(String),
+}
+
+/// The CA: its certificate (PEM) and what is needed to sign with it.
+pub struct Authority {
+    pub ca_pem: String,
+    ca_cert: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Authority {
+    /// Loads the CA from `dir`, creating it on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Authority, PkiError> {
+        let cert_path = dir.join("ca.pem");
+        let key_path = dir.join("ca.key");
+        let key_pem = read_or_create_secret_file(&key_path, || {
+            Ok(KeyPair::generate().map_err(std::io::Error::other)?.serialize_pem().into_bytes())
+        })
+        .map_err(|source| PkiError::Io { path: key_path.display().to_string(), source })?;
+        let key_pem = String::from_utf8(key_pem).map_err(|_| PkiError::Pem(key_path.display().to_string()))?;
+        let ca_key = KeyPair::from_pem(&key_pem)?;
+        let params = match std::fs::read_to_string(&cert_path) {
+            Ok(pem) => CertificateParams::from_ca_cert_pem(&pem)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut params = CertificateParams::new(Vec::<String>::new())?;
+                let mut dn = DistinguishedName::new();
+                dn.push(DnType::CommonName, "Riposte administration server CA");
+                dn.push(DnType::OrganizationName, "Riposte");
+                params.distinguished_name = dn;
+                params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+                params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+                params
+            }
+            Err(source) => return Err(PkiError::Io { path: cert_path.display().to_string(), source }),
+        };
+        // Re-signing with the same key and subject gives an issuer identical to ca.pem for
+        // the purpose of chaining; ca.pem itself is written only once.
+        let ca_cert = params.self_signed(&ca_key)?;
+        let ca_pem = match std::fs::read_to_string(&cert_path) {
+            Ok(pem) => pem,
+            Err(_) => {
+                let pem = ca_cert.pem();
+                crate::files::write_public_file(&cert_path, pem.as_bytes())
+                    .map_err(|source| PkiError::Io { path: cert_path.display().to_string(), source })?;
+                pem
+            }
+        };
+        Ok(Authority { ca_pem, ca_cert, ca_key })
+    }
+
+    /// Issues the server's TLS certificate for these names (DNS names or IP addresses),
+    /// writing it and its key to `dir`; returns (chain, key).
+    pub fn server_identity(
+        &self,
+        dir: &Path,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Riposte administration server");
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key)?;
+        write_private_file(&dir.join("server.key"), key.serialize_pem().as_bytes())
+            .map_err(|source| PkiError::Io { path: "server.key".into(), source })?;
+        crate::files::write_public_file(&dir.join("server.pem"), cert.pem().as_bytes())
+            .map_err(|source| PkiError::Io { path: "server.pem".into(), source })?;
+        let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+            .map_err(|_| PkiError::Pem("server key".into()))?;
+        Ok((vec![cert.der().clone(), self.ca_der()?], key_der))
+    }
+
+    /// The CA certificate in DER.
+    pub fn ca_der(&self) -> Result<CertificateDer<'static>, PkiError> {
+        CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).map_err(|_| PkiError::Pem("ca.pem".into()))
+    }
+
+    /// Signs a device's certificate request; the subject is set by the server, not the agent.
+    pub fn sign_device_csr(&self, csr_pem: &str, device_id: i64) -> Result<String, PkiError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("riposte-device-{device_id}"));
+        csr.params.distinguished_name = dn;
+        csr.params.subject_alt_names = Vec::new();
+        csr.params.is_ca = IsCa::ExplicitNoCa;
+        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = csr.signed_by(&self.ca_cert, &self.ca_key)?;
+        Ok(cert.pem())
+    }
+
+    /// Checks that a PEM certificate request parses, without signing it.
+    pub fn check_csr(csr_pem: &str) -> Result<(), PkiError> {
+        CertificateSigningRequestParams::from_pem(csr_pem)
+            .map(|_| ())
+            .map_err(|e| PkiError::BadCsr(e.to_string()))
+    }
+
+    /// TLS config for the agent channel: client certificates signed by this CA are required.
+    pub fn agent_tls_config(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der()?)?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// TLS config for the HTTPS API and console (no client certificates).
+pub fn api_tls_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// SHA-256 of a certificate's DER, hex: how the store recognises a device's certificate.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// Fingerprint of the first certificate in a PEM text.
+pub fn pem_fingerprint(pem: &str) -> Result<String, PkiError> {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|_| PkiError::Pem("certificate".into()))?;
+    Ok(fingerprint(&der))
+}

@@ -1,0 +1,917 @@
+//! The server's operations, shared by the REST API and the web console.
+//!
+//! Every operation takes the calling [`Principal`] and asks [`riposte_model::authorize`]
+//! first; handlers stay thin and cannot forget a check. Every change is written to the
+//! audit log with who, what and from where — never a secret.
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::hub::Hub;
+use crate::pki::Authority;
+use crate::secrets::{self, Sealer};
+use crate::throttle::Throttle;
+use riposte_model::accounts::{validate_account_name, validate_admin_password, SPECIAL_ACCOUNT_NAME};
+use riposte_model::settings::PathPolicy;
+use riposte_model::{
+    authorize, effective_settings, validate_special_password, Action, EffectiveSettings, GroupTree,
+    LocalSettings, Operation, PolicyMode, PolicySection, PolicySettings, Principal, Provenance, Role,
+    SandboxIntegration, ScanScope, TaskAction, ThreatResponse,
+};
+use riposte_proto::{Delivery, IocDocument, TaskOffer};
+use riposte_store::{now_ms, AccountKind, NewTask, Store, KIND_SETTINGS, KIND_TASK_CANCEL};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Tunables of the server's behaviour.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Port of the agent channel, told to agents at enrollment.
+    pub agent_port: u16,
+    /// How long a login session lasts.
+    pub session_ms: i64,
+    /// Autonomous tasks are deleted this long after their last run.
+    pub autonomous_retention_ms: i64,
+    /// Detections of one object within this window share one autonomous task per group.
+    pub dedup_window_ms: i64,
+    /// A task not finished on a device after this long is `expired` there.
+    pub task_expiry_ms: i64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            agent_port: 0,
+            session_ms: 8 * 3600 * 1000,
+            autonomous_retention_ms: 7 * 24 * 3600 * 1000,
+            dedup_window_ms: 10 * 60 * 1000,
+            task_expiry_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// The server's shared state and operations.
+pub struct Core {
+    pub store: Store,
+    pub sealer: Sealer,
+    pub hub: Hub,
+    pub authority: Authority,
+    pub throttle: Throttle,
+    pub config: CoreConfig,
+    /// Serialises autonomous task creation so simultaneous detections yield one task.
+    autonomous: tokio::sync::Mutex<()>,
+}
+
+/// Where a request comes from, for the audit log and throttling.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub source: String,
+}
+
+/// Name of the root administration group created on first start.
+pub const ROOT_GROUP: &str = "Managed devices";
+
+/// A policy's name as shown to people.
+pub fn policy_name(group: &str) -> String {
+    format!("Riposte policy ({group})")
+}
+
+/// A Threat Response update: absent fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ThreatResponsePatch {
+    pub mode: Option<PolicyMode>,
+    pub enabled: Option<bool>,
+    pub actions: Option<Vec<Action>>,
+    /// The special account's password in clear; checked against the account, then sealed.
+    pub special_password: Option<String>,
+}
+
+/// A Sandbox integration update: absent fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct SandboxPatch {
+    pub mode: Option<PolicyMode>,
+    pub sandboxes: Option<Vec<String>>,
+    pub sandbox_ca_pem: Option<String>,
+    pub watch: Option<Vec<String>>,
+    pub request_timeout_secs: Option<u64>,
+}
+
+/// A policy as shown by the API: secrets replaced by a flag.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyView {
+    pub group_id: i64,
+    pub group: String,
+    pub policy: String,
+    pub threat_response: Option<PolicySection<ThreatResponse>>,
+    pub special_password_set: bool,
+    pub sandbox_integration: Option<PolicySection<SandboxIntegration>>,
+}
+
+/// What the agent sends to create an autonomous task.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AutonomousRequest {
+    pub device_id: i64,
+    pub detection: riposte_proto::DetectionRecord,
+}
+
+/// The answer to an autonomous task request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AutonomousAnswer {
+    pub task_id: i64,
+    pub group_id: i64,
+    /// True when an earlier detection of the same object already created the task.
+    pub deduplicated: bool,
+}
+
+/// What an operator sends to create a task.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TaskRequest {
+    pub name: String,
+    pub group: String,
+    pub iocs: Vec<IocDocument>,
+    #[serde(default)]
+    pub scope: ScanScope,
+    #[serde(default)]
+    pub actions: Vec<TaskAction>,
+}
+
+/// Result of enrolling a device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrolled {
+    pub device_id: i64,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    pub agent_port: u16,
+}
+
+impl Core {
+    pub fn new(store: Store, sealer: Sealer, authority: Authority, config: CoreConfig) -> Arc<Core> {
+        Arc::new(Core {
+            store,
+            sealer,
+            hub: Hub::default(),
+            authority,
+            throttle: Throttle::default(),
+            config,
+            autonomous: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn audit(&self, caller: &Caller, action: &str, detail: &str) {
+        if let Err(e) = self
+            .store
+            .audit(caller.principal.display_name(), &caller.source, action, detail)
+            .await
+        {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+
+    // ----- authentication -------------------------------------------------------------
+
+    /// Checks a name and password; throttled per account and source.
+    pub async fn check_password(&self, user: &str, password: &str, source: &str) -> ServiceResult<Principal> {
+        if let Some(wait) = self.throttle.locked_for(user, source) {
+            return Err(ServiceError::TooManyAttempts(format!(
+                "too many failed logins; try again in {wait} seconds"
+            )));
+        }
+        let (hash, principal) = if user == SPECIAL_ACCOUNT_NAME {
+            match self.store.special_account().await? {
+                Some(a) => (a.password_hash, Some(Principal::Special)),
+                None => (secrets::dummy_hash().to_string(), None),
+            }
+        } else {
+            match self.store.account_by_name(user).await? {
+                Some(a) if a.kind == AccountKind::Admin => (
+                    a.password_hash,
+                    Some(Principal::Account { name: a.name, role: a.role }),
+                ),
+                _ => (secrets::dummy_hash().to_string(), None),
+            }
+        };
+        let password = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        match (ok, principal) {
+            (true, Some(p)) => {
+                self.throttle.succeed(user);
+                Ok(p)
+            }
+            _ => {
+                self.throttle.fail(user, source);
+                let _ = self.store.audit(user, source, "login_failed", "wrong name or password").await;
+                Err(ServiceError::Unauthorized("wrong user name or password".into()))
+            }
+        }
+    }
+
+    /// Logs in: returns a session token and its expiry.
+    pub async fn login(&self, user: &str, password: &str, source: &str) -> ServiceResult<(String, i64, Principal)> {
+        let principal = self.check_password(user, password, source).await?;
+        let account = if principal == Principal::Special {
+            self.store.special_account().await?
+        } else {
+            self.store.account_by_name(user).await?
+        }
+        .ok_or_else(|| ServiceError::Unauthorized("wrong user name or password".into()))?;
+        let token = secrets::random_token();
+        let expires = now_ms() + self.config.session_ms;
+        self.store
+            .create_session(&secrets::token_hash(&token), account.id, expires)
+            .await?;
+        let caller = Caller { principal: principal.clone(), source: source.to_string() };
+        self.audit(&caller, "login", "").await;
+        Ok((token, expires, principal))
+    }
+
+    /// The principal of a session token.
+    pub async fn session(&self, token: &str) -> ServiceResult<Principal> {
+        let s = self
+            .store
+            .session(&secrets::token_hash(token))
+            .await?
+            .ok_or_else(|| ServiceError::Unauthorized("the session has expired or is not valid; log in again".into()))?;
+        Ok(match s.account.kind {
+            AccountKind::Special => Principal::Special,
+            AccountKind::Admin => Principal::Account { name: s.account.name, role: s.account.role },
+        })
+    }
+
+    /// Ends a session.
+    pub async fn logout(&self, token: &str) -> ServiceResult<()> {
+        Ok(self.store.delete_session(&secrets::token_hash(token)).await?)
+    }
+
+    // ----- first start ----------------------------------------------------------------
+
+    /// Creates the root group and, with an empty database, the `admin` account. Returns
+    /// the generated password when one was generated (to be shown once).
+    pub async fn bootstrap(&self, admin_password: Option<String>) -> ServiceResult<Option<String>> {
+        if self.store.groups().await?.is_empty() {
+            self.store.create_group(ROOT_GROUP, None).await?;
+        }
+        if self.store.count_admins().await? > 0 {
+            return Ok(None);
+        }
+        let (password, generated) = match admin_password {
+            Some(p) => {
+                validate_admin_password(&p)?;
+                (p, false)
+            }
+            None => (secrets::random_token()[..20].to_string(), true),
+        };
+        let hash = secrets::hash_password(&password);
+        self.store.create_account("admin", AccountKind::Admin, Role::Administrator, &hash).await?;
+        self.store.audit("server", "local", "bootstrap", "created account admin").await?;
+        Ok(generated.then_some(password))
+    }
+
+    // ----- groups and devices -----------------------------------------------------------
+
+    pub async fn groups(&self, c: &Caller) -> ServiceResult<Vec<riposte_model::GroupNode>> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        Ok(self.store.groups().await?)
+    }
+
+    pub async fn create_group(&self, c: &Caller, name: &str, parent: Option<&str>) -> ServiceResult<i64> {
+        authorize(&c.principal, Operation::ChangeGroups)?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 128 || name.chars().any(|ch| ch.is_control()) {
+            return Err(ServiceError::BadRequest("a group name must be 1 to 128 printable characters".into()));
+        }
+        let parent = self.store.group_by_name(parent.unwrap_or(ROOT_GROUP)).await?;
+        let id = self.store.create_group(name, Some(parent.id)).await?;
+        self.audit(c, "group_create", &format!("{name} under {}", parent.name)).await;
+        Ok(id)
+    }
+
+    pub async fn group_by_name(&self, c: &Caller, name: &str) -> ServiceResult<riposte_model::GroupNode> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        Ok(self.store.group_by_name(name).await?)
+    }
+
+    pub async fn devices(
+        &self,
+        c: &Caller,
+        group: Option<&str>,
+        search: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> ServiceResult<Vec<riposte_store::DeviceRow>> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        let groups = match group {
+            Some(g) => {
+                let g = self.store.group_by_name(g).await?;
+                Some(self.store.group_tree().await?.subtree(g.id))
+            }
+            None => None,
+        };
+        Ok(self
+            .store
+            .devices(groups.as_deref(), search, offset.max(0), limit.clamp(1, 1000))
+            .await?)
+    }
+
+    pub async fn device(&self, c: &Caller, reference: &str) -> ServiceResult<riposte_store::DeviceRow> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        Ok(self.store.device_by_ref(reference).await?)
+    }
+
+    pub async fn move_device(&self, c: &Caller, reference: &str, group: &str) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::MoveDevice)?;
+        let device = self.store.device_by_ref(reference).await?;
+        let group = self.store.group_by_name(group).await?;
+        self.store.move_device(device.id, group.id).await?;
+        self.audit(c, "device_move", &format!("device {} to {}", device.id, group.name)).await;
+        self.push_settings(&[device.id]).await?;
+        Ok(())
+    }
+
+    pub async fn revoke_device(&self, c: &Caller, reference: &str) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::RevokeDevice)?;
+        let device = self.store.device_by_ref(reference).await?;
+        self.store.revoke_device(device.id).await?;
+        self.hub.kick(device.id);
+        self.audit(c, "device_revoke", &format!("device {}", device.id)).await;
+        Ok(())
+    }
+
+    // ----- settings ---------------------------------------------------------------------
+
+    async fn settings_context(&self) -> ServiceResult<(GroupTree, HashMap<i64, PolicySettings>)> {
+        let tree = self.store.group_tree().await?;
+        let policies = self.store.policies().await?.into_iter().collect();
+        Ok((tree, policies))
+    }
+
+    fn compute(
+        tree: &GroupTree,
+        policies: &HashMap<i64, PolicySettings>,
+        group_id: i64,
+        local: &LocalSettings,
+    ) -> ServiceResult<EffectiveSettings> {
+        let path = tree
+            .path_to(group_id)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let names: Vec<String> = path
+            .iter()
+            .map(|g| policy_name(tree.get(*g).map(|n| n.name.as_str()).unwrap_or("?")))
+            .collect();
+        let path: Vec<PathPolicy<'_>> = path
+            .iter()
+            .zip(&names)
+            .map(|(g, n)| PathPolicy { group_id: *g, policy_name: n, settings: policies.get(g) })
+            .collect();
+        Ok(effective_settings(&path, local))
+    }
+
+    /// A device's effective settings (with the sealed secret, for internal use).
+    pub async fn effective_for(&self, device: &riposte_store::DeviceRow) -> ServiceResult<EffectiveSettings> {
+        let (tree, policies) = self.settings_context().await?;
+        Self::compute(&tree, &policies, device.group_id, &device.local_settings)
+    }
+
+    /// A device's effective settings with provenance, secrets redacted.
+    pub async fn device_settings(&self, c: &Caller, reference: &str) -> ServiceResult<(riposte_store::DeviceRow, EffectiveSettings)> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        let device = self.store.device_by_ref(reference).await?;
+        let eff = self.effective_for(&device).await?;
+        Ok((device, eff.redacted()))
+    }
+
+    /// Computes and queues the effective settings of these devices, then wakes them.
+    pub async fn push_settings(&self, device_ids: &[i64]) -> ServiceResult<()> {
+        let (tree, policies) = self.settings_context().await?;
+        for id in device_ids {
+            let device = self.store.device(*id).await?;
+            let eff = Self::compute(&tree, &policies, device.group_id, &device.local_settings)?;
+            let special_password = if eff.threat_response.value.needs_special_password() {
+                eff.threat_response
+                    .value
+                    .special_password
+                    .as_deref()
+                    .and_then(|s| self.sealer.open(s))
+            } else {
+                None
+            };
+            let delivery = Delivery::Settings {
+                response_group: eff.response_group(device.group_id),
+                settings: eff.redacted(),
+                special_password,
+            };
+            let payload = serde_json::to_string(&delivery).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            self.store.enqueue(*id, KIND_SETTINGS, None, &payload).await?;
+            self.hub.wake(*id);
+        }
+        Ok(())
+    }
+
+    async fn push_settings_for_subtree(&self, group_id: i64) -> ServiceResult<()> {
+        let groups = self.store.group_tree().await?.subtree(group_id);
+        let mut offset = 0;
+        loop {
+            let devices = self.store.devices(Some(&groups), None, offset, 1000).await?;
+            if devices.is_empty() {
+                break;
+            }
+            let ids: Vec<i64> = devices.iter().map(|d| d.id).collect();
+            self.push_settings(&ids).await?;
+            offset += devices.len() as i64;
+        }
+        Ok(())
+    }
+
+    pub async fn policy(&self, c: &Caller, group: &str) -> ServiceResult<PolicyView> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        let g = self.store.group_by_name(group).await?;
+        let p = self.store.policy(g.id).await?.unwrap_or_default();
+        Ok(PolicyView {
+            group_id: g.id,
+            policy: policy_name(&g.name),
+            group: g.name,
+            special_password_set: p
+                .threat_response
+                .as_ref()
+                .is_some_and(|s| s.value.special_password.is_some()),
+            threat_response: p.threat_response.map(|s| PolicySection { mode: s.mode, value: s.value.redacted() }),
+            sandbox_integration: p.sandbox_integration,
+        })
+    }
+
+    /// Applies a patch to Threat Response values, checking the special password.
+    async fn patch_threat_response(&self, current: ThreatResponse, patch: &ThreatResponsePatch) -> ServiceResult<ThreatResponse> {
+        let mut tr = current;
+        if let Some(e) = patch.enabled {
+            tr.enabled = e;
+        }
+        if let Some(a) = &patch.actions {
+            tr.actions = a.iter().copied().collect();
+        }
+        if let Some(pw) = &patch.special_password {
+            let special = self.store.special_account().await?.ok_or_else(|| {
+                ServiceError::BadRequest(
+                    "the special account does not exist yet; create it first (special-account create)".into(),
+                )
+            })?;
+            let hash = special.password_hash.clone();
+            let pw2 = pw.clone();
+            let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&pw2, &hash))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return Err(ServiceError::BadRequest(
+                    "the administration server password does not match the special account's password".into(),
+                ));
+            }
+            tr.special_password = Some(self.sealer.seal(pw));
+        }
+        if tr.needs_special_password() {
+            let valid = tr.special_password.as_deref().and_then(|s| self.sealer.open(s));
+            if valid.is_none() {
+                return Err(ServiceError::BadRequest(
+                    "group actions need the special account's password (authentication on the administration server)".into(),
+                ));
+            }
+        }
+        Ok(tr)
+    }
+
+    pub async fn set_policy_threat_response(&self, c: &Caller, group: &str, patch: &ThreatResponsePatch) -> ServiceResult<PolicyView> {
+        authorize(&c.principal, Operation::ChangePolicy)?;
+        let g = self.store.group_by_name(group).await?;
+        let mut p = self.store.policy(g.id).await?.unwrap_or_default();
+        let current = p.threat_response.clone().unwrap_or(PolicySection {
+            mode: PolicyMode::Undefined,
+            value: ThreatResponse::default(),
+        });
+        let value = self.patch_threat_response(current.value, patch).await?;
+        p.threat_response = Some(PolicySection { mode: patch.mode.unwrap_or(current.mode), value });
+        self.store.set_policy(g.id, &p).await?;
+        let tr = p.threat_response.as_ref().map(|s| (s.mode, s.value.redacted()));
+        self.audit(c, "policy_set", &format!("{} threat_response {:?}", g.name, tr)).await;
+        self.push_settings_for_subtree(g.id).await?;
+        self.policy(c, group).await
+    }
+
+    pub async fn set_policy_sandbox(&self, c: &Caller, group: &str, patch: &SandboxPatch) -> ServiceResult<PolicyView> {
+        authorize(&c.principal, Operation::ChangePolicy)?;
+        let g = self.store.group_by_name(group).await?;
+        let mut p = self.store.policy(g.id).await?.unwrap_or_default();
+        let current = p.sandbox_integration.clone().unwrap_or(PolicySection {
+            mode: PolicyMode::Undefined,
+            value: SandboxIntegration::default(),
+        });
+        let value = apply_sandbox_patch(current.value, patch)?;
+        p.sandbox_integration = Some(PolicySection { mode: patch.mode.unwrap_or(current.mode), value });
+        self.store.set_policy(g.id, &p).await?;
+        self.audit(c, "policy_set", &format!("{} sandbox_integration", g.name)).await;
+        self.push_settings_for_subtree(g.id).await?;
+        self.policy(c, group).await
+    }
+
+    /// Changes a device's local Threat Response values; refused when a policy enforces them.
+    pub async fn set_device_threat_response(&self, c: &Caller, reference: &str, patch: &ThreatResponsePatch) -> ServiceResult<EffectiveSettings> {
+        authorize(&c.principal, Operation::ChangeDeviceSettings)?;
+        let mut device = self.store.device_by_ref(reference).await?;
+        let eff = self.effective_for(&device).await?;
+        if let Provenance::Policy { policy, locked: true, .. } = &eff.threat_response.provenance {
+            return Err(ServiceError::Conflict(format!(
+                "Threat Response on this device is enforced by {policy}; change the policy instead"
+            )));
+        }
+        let current = device.local_settings.threat_response.clone().unwrap_or(eff.threat_response.value);
+        let value = self.patch_threat_response(current, patch).await?;
+        device.local_settings.threat_response = Some(value);
+        self.store.set_local_settings(device.id, &device.local_settings).await?;
+        self.audit(c, "device_settings_set", &format!("device {} threat_response", device.id)).await;
+        self.push_settings(&[device.id]).await?;
+        Ok(self.effective_for(&device).await?.redacted())
+    }
+
+    // ----- enrollment -------------------------------------------------------------------
+
+    pub async fn create_enroll_token(&self, c: &Caller, group: &str, ttl_secs: i64, max_uses: i64) -> ServiceResult<(String, i64)> {
+        authorize(&c.principal, Operation::ManageEnrollTokens)?;
+        if !(1..=1_000_000).contains(&max_uses) || !(60..=366 * 86400).contains(&ttl_secs) {
+            return Err(ServiceError::BadRequest(
+                "an enrollment token allows 1 to 1,000,000 uses and lives 60 seconds to 366 days".into(),
+            ));
+        }
+        let g = self.store.group_by_name(group).await?;
+        let token = secrets::random_token();
+        let expires = now_ms() + ttl_secs * 1000;
+        self.store
+            .create_enroll_token(&secrets::token_hash(&token), g.id, expires, max_uses, c.principal.display_name())
+            .await?;
+        self.audit(c, "enroll_token_create", &format!("group {} uses {max_uses}", g.name)).await;
+        Ok((token, expires))
+    }
+
+    pub async fn enroll_tokens(&self, c: &Caller) -> ServiceResult<Vec<riposte_store::EnrollTokenRow>> {
+        authorize(&c.principal, Operation::ManageEnrollTokens)?;
+        Ok(self.store.enroll_tokens().await?)
+    }
+
+    /// Enrolls a device with a token and a certificate request.
+    pub async fn enroll(&self, token: &str, csr_pem: &str, name: &str, hostname: &str, source: &str) -> ServiceResult<Enrolled> {
+        Authority::check_csr(csr_pem).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let name = if name.trim().is_empty() { hostname } else { name };
+        if name.len() > 255 || hostname.len() > 255 {
+            return Err(ServiceError::BadRequest("device and host names are at most 255 characters".into()));
+        }
+        let device = self
+            .store
+            .enroll_device(&secrets::token_hash(token), name, hostname, "")
+            .await?
+            .map_err(|refusal| ServiceError::Unauthorized(refusal.to_string()))?;
+        let cert_pem = self
+            .authority
+            .sign_device_csr(csr_pem, device.id)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let fp = crate::pki::pem_fingerprint(&cert_pem).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.store.set_device_certificate(device.id, &fp).await?;
+        let _ = self.store.audit("enrollment", source, "device_enroll", &format!("device {} ({name})", device.id)).await;
+        self.push_settings(&[device.id]).await?;
+        Ok(Enrolled {
+            device_id: device.id,
+            cert_pem,
+            ca_pem: self.authority.ca_pem.clone(),
+            agent_port: self.config.agent_port,
+        })
+    }
+
+    // ----- accounts ---------------------------------------------------------------------
+
+    pub async fn accounts(&self, c: &Caller) -> ServiceResult<Vec<serde_json::Value>> {
+        authorize(&c.principal, Operation::ReadAccounts)?;
+        Ok(self
+            .store
+            .accounts()
+            .await?
+            .into_iter()
+            .map(|a| {
+                serde_json::json!({
+                    "id": a.id, "name": a.name,
+                    "kind": if a.kind == AccountKind::Special { "special" } else { "administrator_account" },
+                    "role": if a.kind == AccountKind::Special { "create_autonomous_ioc_scan_task_only" } else { a.role.as_str() },
+                    "created_at": a.created_at,
+                })
+            })
+            .collect())
+    }
+
+    pub async fn create_account(&self, c: &Caller, name: &str, role: Role, password: &str) -> ServiceResult<i64> {
+        authorize(&c.principal, Operation::ManageAccounts)?;
+        validate_account_name(name)?;
+        validate_admin_password(password)?;
+        let hash = secrets::hash_password(password);
+        let id = self.store.create_account(name, AccountKind::Admin, role, &hash).await?;
+        self.audit(c, "account_create", &format!("{name} as {}", role.as_str())).await;
+        Ok(id)
+    }
+
+    pub async fn delete_account(&self, c: &Caller, name: &str) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::ManageAccounts)?;
+        let a = self
+            .store
+            .account_by_name(name)
+            .await?
+            .filter(|a| a.kind == AccountKind::Admin)
+            .ok_or_else(|| ServiceError::NotFound(format!("no administrator account named '{name}'")))?;
+        if c.principal.display_name() == name {
+            return Err(ServiceError::Conflict("you cannot delete your own account".into()));
+        }
+        self.store.delete_account(a.id).await?;
+        self.audit(c, "account_delete", name).await;
+        Ok(())
+    }
+
+    pub async fn special_status(&self, c: &Caller) -> ServiceResult<Option<i64>> {
+        authorize(&c.principal, Operation::ReadAccounts)?;
+        Ok(self.store.special_account().await?.map(|a| a.created_at))
+    }
+
+    pub async fn create_special(&self, c: &Caller, password: &str) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::ManageSpecialAccount)?;
+        validate_special_password(password)?;
+        if self.store.special_account().await?.is_some() {
+            return Err(riposte_model::AccountError::SpecialAccountExists.into());
+        }
+        let pw = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || secrets::hash_password(&pw))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.store
+            .create_account(SPECIAL_ACCOUNT_NAME, AccountKind::Special, Role::Auditor, &hash)
+            .await?;
+        self.audit(c, "special_account_create", "").await;
+        Ok(())
+    }
+
+    pub async fn delete_special(&self, c: &Caller) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::ManageSpecialAccount)?;
+        let a = self
+            .store
+            .special_account()
+            .await?
+            .ok_or(riposte_model::AccountError::NoSpecialAccount)?;
+        self.store.delete_account(a.id).await?;
+        self.audit(c, "special_account_delete", "").await;
+        Ok(())
+    }
+
+    /// Every attempt to change the special account's password is refused.
+    pub async fn change_special_password(&self, c: &Caller) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::ManageSpecialAccount)?;
+        self.audit(c, "special_account_password_change_refused", "").await;
+        Err(riposte_model::AccountError::SpecialPasswordImmutable.into())
+    }
+
+    pub async fn audit_log(&self, c: &Caller, limit: i64) -> ServiceResult<Vec<riposte_store::AuditRow>> {
+        authorize(&c.principal, Operation::ReadAudit)?;
+        Ok(self.store.audit_log(limit.clamp(1, 10_000)).await?)
+    }
+
+    // ----- tasks ------------------------------------------------------------------------
+
+    async fn fan_out(&self, new: NewTask, offer: TaskOffer) -> ServiceResult<i64> {
+        let groups = self.store.group_tree().await?.subtree(new.group_id);
+        let mut devices = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self.store.devices(Some(&groups), None, offset, 1000).await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as i64;
+            devices.extend(page.into_iter().filter(|d| !d.revoked).map(|d| d.id));
+        }
+        let id = self
+            .store
+            .create_task(&new, &devices, |id| {
+                let mut o = offer.clone();
+                o.task_id = id;
+                serde_json::to_string(&Delivery::TaskOffer(o)).unwrap_or_default()
+            })
+            .await?;
+        for d in devices {
+            self.hub.wake(d);
+        }
+        Ok(id)
+    }
+
+    pub async fn create_task(&self, c: &Caller, req: &TaskRequest) -> ServiceResult<i64> {
+        authorize(&c.principal, Operation::CreateTask)?;
+        if req.iocs.is_empty() {
+            return Err(ServiceError::BadRequest("a task needs at least one IOC document".into()));
+        }
+        for doc in &req.iocs {
+            if !matches!(doc.format.as_str(), "openioc" | "stix" | "yara") {
+                return Err(ServiceError::BadRequest(format!(
+                    "unknown IOC format '{}'; use openioc, stix or yara",
+                    doc.format
+                )));
+            }
+        }
+        let g = self.store.group_by_name(&req.group).await?;
+        let new = NewTask {
+            name: req.name.clone(),
+            autonomous: false,
+            group_id: g.id,
+            created_by: c.principal.display_name().to_string(),
+            iocs: serde_json::to_value(&req.iocs).unwrap_or_default(),
+            scope: serde_json::to_value(req.scope).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            actions: serde_json::to_value(&req.actions).unwrap_or_default(),
+            dedup_key: None,
+            expires_at: now_ms() + self.config.task_expiry_ms,
+            detection_id: None,
+        };
+        let offer = TaskOffer { task_id: 0, autonomous: false, iocs: req.iocs.clone(), scope: req.scope, actions: req.actions.clone() };
+        let id = self.fan_out(new, offer).await?;
+        self.audit(c, "task_create", &format!("task {id} '{}' for group {}", req.name, g.name)).await;
+        Ok(id)
+    }
+
+    /// Creates (or joins) the autonomous IOC scan task for a device's detection.
+    ///
+    /// The target group is derived here from the device's effective settings, never taken
+    /// from the request: the group of the policy that supplied Threat Response, or the
+    /// device's own group when the settings are local.
+    pub async fn create_autonomous_task(&self, c: &Caller, req: &AutonomousRequest) -> ServiceResult<AutonomousAnswer> {
+        let result = self.autonomous_inner(c, req).await;
+        match &result {
+            Ok(a) => {
+                let _ = self
+                    .store
+                    .set_detection_group_result(&req.detection.detection_id, Some(a.task_id), None)
+                    .await;
+            }
+            Err(e) => {
+                self.audit(c, "autonomous_task_refused", &format!("device {}: {e}", req.device_id)).await;
+                let _ = self
+                    .store
+                    .set_detection_group_result(&req.detection.detection_id, None, Some(&e.to_string()))
+                    .await;
+            }
+        }
+        result
+    }
+
+    async fn autonomous_inner(&self, c: &Caller, req: &AutonomousRequest) -> ServiceResult<AutonomousAnswer> {
+        authorize(&c.principal, Operation::CreateAutonomousTask)?;
+        let device = self.store.device(req.device_id).await?;
+        if device.revoked {
+            return Err(ServiceError::Forbidden(format!("device {} is revoked", device.id)));
+        }
+        let eff = self.effective_for(&device).await?;
+        let tr = &eff.threat_response.value;
+        if !tr.enabled || !tr.actions.contains(&Action::GroupIocScan) {
+            return Err(ServiceError::Forbidden(
+                "this device's Threat Response settings do not enable the group IOC scan".into(),
+            ));
+        }
+        if tr.special_password.as_deref().and_then(|s| self.sealer.open(s)).is_none() {
+            return Err(ServiceError::Forbidden(
+                "this device's Threat Response settings carry no special account password".into(),
+            ));
+        }
+        let d = &req.detection;
+        if !is_hex_len(&d.sha256, 64) || !is_hex_len(&d.md5, 32) || !is_hex_len(&d.sha1, 40) {
+            return Err(ServiceError::BadRequest("the detection's hashes are not valid hex MD5/SHA-1/SHA-256".into()));
+        }
+        let group_id = eff.response_group(device.group_id);
+        let dedup_key = format!("{}:{}", d.sha256.to_ascii_lowercase(), d.size);
+        let _guard = self.autonomous.lock().await;
+        if let Some(task_id) = self
+            .store
+            .recent_autonomous_task(group_id, &dedup_key, now_ms() - self.config.dedup_window_ms)
+            .await?
+        {
+            return Ok(AutonomousAnswer { task_id, group_id, deduplicated: true });
+        }
+        let mut actions = Vec::new();
+        if tr.actions.contains(&Action::GroupIocQuarantineAndDelete) {
+            actions.push(TaskAction::QuarantineAndDelete);
+        }
+        if tr.actions.contains(&Action::GroupIocEppCriticalAreasScan) {
+            actions.push(TaskAction::EppCriticalAreasScan);
+        }
+        let iocs = vec![crate::iocgen::detection_ioc(d)];
+        let group = self.store.group(group_id).await?;
+        let new = NewTask {
+            name: format!("Autonomous IOC scan: {} ({})", d.threat, &d.sha256[..12]),
+            autonomous: true,
+            group_id,
+            created_by: c.principal.display_name().to_string(),
+            iocs: serde_json::to_value(&iocs).unwrap_or_default(),
+            scope: "system_drives".into(),
+            actions: serde_json::to_value(&actions).unwrap_or_default(),
+            dedup_key: Some(dedup_key),
+            expires_at: now_ms() + self.config.task_expiry_ms,
+            detection_id: Some(d.detection_id.clone()),
+        };
+        let offer = TaskOffer { task_id: 0, autonomous: true, iocs, scope: ScanScope::SystemDrives, actions };
+        let task_id = self.fan_out(new, offer).await?;
+        self.audit(c, "autonomous_task_create", &format!("task {task_id} for group {} from device {}", group.name, device.id)).await;
+        Ok(AutonomousAnswer { task_id, group_id, deduplicated: false })
+    }
+
+    pub async fn tasks(&self, c: &Caller) -> ServiceResult<Vec<riposte_store::TaskRow>> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        Ok(self.store.tasks(500).await?)
+    }
+
+    pub async fn task(&self, c: &Caller, id: i64) -> ServiceResult<(riposte_store::TaskRow, Vec<riposte_store::TaskDeviceRow>)> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        Ok((self.store.task(id).await?, self.store.task_devices(id).await?))
+    }
+
+    pub async fn cancel_task(&self, c: &Caller, id: i64) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::CancelTask)?;
+        let payload = serde_json::to_string(&Delivery::TaskCancel { task_id: id }).unwrap_or_default();
+        let notified = self.store.cancel_task(id, &payload).await?;
+        for d in notified {
+            self.hub.wake(d);
+        }
+        self.audit(c, "task_cancel", &format!("task {id}")).await;
+        Ok(())
+    }
+
+    // ----- detections -------------------------------------------------------------------
+
+    pub async fn detections(&self, c: &Caller, device: Option<&str>) -> ServiceResult<Vec<riposte_store::DetectionRow>> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        let device_id = match device {
+            Some(d) => Some(self.store.device_by_ref(d).await?.id),
+            None => None,
+        };
+        Ok(self.store.detections(device_id, 1000).await?)
+    }
+
+    pub async fn detection(&self, c: &Caller, id: &str) -> ServiceResult<riposte_store::DetectionRow> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        Ok(self.store.detection(id).await?)
+    }
+
+    pub async fn quarantine(&self, c: &Caller, device: Option<&str>) -> ServiceResult<Vec<riposte_store::QuarantineRow>> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        let device_id = match device {
+            Some(d) => Some(self.store.device_by_ref(d).await?.id),
+            None => None,
+        };
+        Ok(self.store.quarantine(device_id).await?)
+    }
+
+    /// Periodic upkeep: expire overdue tasks, delete old autonomous tasks.
+    pub async fn housekeeping(&self) -> ServiceResult<()> {
+        let now = now_ms();
+        self.store.expire_tasks(now).await?;
+        self.store
+            .delete_old_autonomous_tasks(now - self.config.autonomous_retention_ms)
+            .await?;
+        Ok(())
+    }
+
+    /// The kind name used in outbox rows for cancel messages (re-exported for tests).
+    pub const CANCEL_KIND: &'static str = KIND_TASK_CANCEL;
+}
+
+fn is_hex_len(s: &str, n: usize) -> bool {
+    s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn apply_sandbox_patch(mut v: SandboxIntegration, p: &SandboxPatch) -> ServiceResult<SandboxIntegration> {
+    if let Some(s) = &p.sandboxes {
+        for url in s {
+            if !url.starts_with("https://") {
+                return Err(ServiceError::BadRequest(format!("sandbox URL '{url}' must start with https://")));
+            }
+        }
+        v.sandboxes = s.clone();
+    }
+    if let Some(ca) = &p.sandbox_ca_pem {
+        if !ca.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ServiceError::BadRequest("the sandbox certificate must be a PEM certificate".into()));
+        }
+        v.sandbox_ca_pem = Some(ca.clone());
+    }
+    if let Some(w) = &p.watch {
+        for path in w {
+            if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                return Err(ServiceError::BadRequest(format!(
+                    "watched folder '{path}' must be an absolute path without '..'"
+                )));
+            }
+        }
+        v.watch = w.clone();
+    }
+    if let Some(t) = p.request_timeout_secs {
+        if !(1..=3600).contains(&t) {
+            return Err(ServiceError::BadRequest("the sandbox request timeout must be 1 to 3600 seconds".into()));
+        }
+        v.request_timeout_secs = t;
+    }
+    Ok(v)
+}
