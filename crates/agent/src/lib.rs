@@ -1,1 +1,7 @@
-//! placeholder
+//! The Riposte endpoint agent.
+//!
+//! [`identity`] enrolls the device and keeps its certificate and pinned CA; [`link`] keeps
+//! the mutual-TLS channel to the server up and applies deliveries in order.
+
+pub mod identity;
+pub mod link;

@@ -1,0 +1,182 @@
+//! The device's identity: its id, its key and certificate, and the server CA it pinned at
+//! enrollment. Stored in the agent's data directory; the key file is mode 0600.
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Errors of enrollment and identity handling.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("this agent is not enrolled yet: run `riposte agent --server URL --ca FILE --enroll-token T --data DIR`")]
+    NotEnrolled,
+    #[error("cannot read or write {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the identity in {0} is corrupt; enroll the agent again in a new data directory")]
+    Corrupt(String),
+    #[error("the server CA file is not a PEM certificate: {0}")]
+    BadCa(String),
+    #[error("cannot reach the server at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("the server refused the enrollment: {0}")]
+    Refused(String),
+    #[error("key generation failed: {0}")]
+    Key(#[from] rcgen::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// What a device keeps after enrolling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub device_id: i64,
+    /// The server's API URL (`https://host:port`).
+    pub server_url: String,
+    /// The agent channel's address (`host:port`).
+    pub channel_addr: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    #[serde(skip)]
+    pub key_pem: String,
+}
+
+const IDENTITY: &str = "identity.json";
+const KEY: &str = "device.key";
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io { path: path.display().to_string(), source };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+impl Identity {
+    /// Loads the identity from the data directory.
+    pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
+        let path = dir.join(IDENTITY);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(IdentityError::NotEnrolled),
+            Err(source) => return Err(IdentityError::Io { path: path.display().to_string(), source }),
+        };
+        let mut id: Identity =
+            serde_json::from_str(&text).map_err(|_| IdentityError::Corrupt(path.display().to_string()))?;
+        id.key_pem = std::fs::read_to_string(dir.join(KEY))
+            .map_err(|source| IdentityError::Io { path: dir.join(KEY).display().to_string(), source })?;
+        Ok(id)
+    }
+
+    /// Saves the identity (key with mode 0600).
+    pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
+        std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io { path: dir.display().to_string(), source })?;
+        write_file(&dir.join(KEY), self.key_pem.as_bytes(), 0o600)?;
+        let json = serde_json::to_vec_pretty(self).map_err(|_| IdentityError::Corrupt("identity".into()))?;
+        write_file(&dir.join(IDENTITY), &json, 0o600)?;
+        Ok(())
+    }
+
+    /// TLS client config: trusts only the pinned CA and presents the device certificate.
+    pub fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let roots = root_store(&self.ca_pem)?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|_| IdentityError::Corrupt("device certificate".into()))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|_| IdentityError::Corrupt("device key".into()))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// A root store holding only the given CA.
+pub fn root_store(ca_pem: &str) -> Result<rustls::RootCertStore, IdentityError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| IdentityError::BadCa(format!("{e:?}")))?;
+        roots.add(cert).map_err(|e| IdentityError::BadCa(e.to_string()))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(IdentityError::BadCa("no certificate found".into()));
+    }
+    Ok(roots)
+}
+
+/// An HTTPS client that trusts only the pinned CA.
+pub fn pinned_http_client(ca_pem: &str, timeout: std::time::Duration) -> Result<reqwest::Client, IdentityError> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(root_store(ca_pem)?)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| IdentityError::Refused(e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct Enrolled {
+    device_id: i64,
+    cert_pem: String,
+    agent_port: u16,
+}
+
+/// Enrolls with the server: makes a key, sends a certificate request with the token, and
+/// returns the identity (not yet saved).
+pub async fn enroll(server_url: &str, ca_pem: &str, token: &str, name: &str, hostname: &str) -> Result<Identity, IdentityError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, hostname);
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key)?.pem()?;
+    let client = pinned_http_client(ca_pem, std::time::Duration::from_secs(30))?;
+    let url = format!("{}/api/v1/enroll", server_url.trim_end_matches('/'));
+    let resp = client
+        .post(&url)
+        .json(&serde_json::json!({ "token": token, "csr_pem": csr, "name": name, "hostname": hostname }))
+        .send()
+        .await
+        .map_err(|source| IdentityError::Unreachable { url: server_url.to_string(), source })?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let msg = body["error"].as_str().unwrap_or("no reason given").to_string();
+        return Err(IdentityError::Refused(msg));
+    }
+    let e: Enrolled = serde_json::from_value(body).map_err(|_| IdentityError::Refused("malformed answer".into()))?;
+    let host = reqwest::Url::parse(server_url)
+        .ok()
+        .and_then(|u| u.host_str().map(String::from))
+        .unwrap_or_else(|| "localhost".into());
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    Ok(Identity {
+        device_id: e.device_id,
+        server_url: server_url.trim_end_matches('/').to_string(),
+        channel_addr: format!("{host}:{}", e.agent_port),
+        ca_pem: ca_pem.to_string(),
+        cert_pem: e.cert_pem,
+        key_pem: key.serialize_pem(),
+    })
+}

@@ -1,0 +1,193 @@
+//! Test support: a real server on loopback with TLS, a pinned HTTPS client, and a recording
+//! agent link.
+#![allow(dead_code)]
+
+use riposte_agent::identity::{pinned_http_client, Identity};
+use riposte_agent::link::LinkHandler;
+use riposte_proto::{AgentToServer, Delivery};
+use riposte_server::{RunningServer, ServerOptions};
+use riposte_store::testing::TestDb;
+use riposte_store::Backend;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub dir: tempfile::TempDir,
+    pub db: Option<TestDb>,
+    pub backend: Backend,
+    pub url: String,
+    pub ca: String,
+}
+
+pub fn options(dir: &std::path::Path, db: &TestDb, backend: Backend) -> ServerOptions {
+    let mut o = ServerOptions::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    if backend == Backend::Postgres {
+        o.database = Some(db.url.clone());
+        o.database_schema = db.schema.clone();
+    } else {
+        o.database = Some(db.url.clone());
+    }
+    o.admin_password = Some(ADMIN_PASSWORD.to_string());
+    o
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(backend).await;
+        let server = riposte_server::start(options(dir.path(), &db, backend)).await.unwrap();
+        let url = format!("https://127.0.0.1:{}", server.api_addr.port());
+        let ca = server.ca_pem().to_string();
+        TestServer { server: Some(server), dir, db: Some(db), backend, url, ca }
+    }
+
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    /// Stops the server and starts it again on the same data and database, same ports.
+    pub async fn restart(&mut self) {
+        let old = self.server.take().unwrap();
+        let (api, agent) = (old.api_addr, old.agent_addr);
+        old.shutdown().await;
+        let mut o = options(self.dir.path(), self.db.as_ref().unwrap(), self.backend);
+        o.listen = api;
+        o.agent_listen = Some(agent);
+        self.server = Some(riposte_server::start(o).await.unwrap());
+    }
+
+    pub async fn client(&self) -> Api {
+        Api::login(&self.url, &self.ca, "admin", ADMIN_PASSWORD).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        if let Some(db) = self.db.take() {
+            db.cleanup().await;
+        }
+    }
+}
+
+/// A logged-in API client.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub token: String,
+}
+
+impl Api {
+    pub async fn login(url: &str, ca: &str, user: &str, password: &str) -> Api {
+        let http = pinned_http_client(ca, Duration::from_secs(30)).unwrap();
+        let (status, body) = send(&http, reqwest::Method::POST, &format!("{url}/api/v1/login"), "", Some(json!({"user": user, "password": password}))).await;
+        assert_eq!(status, 200, "login as {user}: {body}");
+        Api { http, url: url.to_string(), token: body["token"].as_str().unwrap().to_string() }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        send(&self.http, m, &format!("{}{path}", self.url), &self.token, body).await
+    }
+
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method, path, body).await;
+        assert_eq!(s, 200, "{method} {path}: {v}");
+        v
+    }
+}
+
+pub async fn send(http: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = http.request(method, url);
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Records what the link delivers.
+#[derive(Default)]
+pub struct Recorder {
+    pub last: AtomicU64,
+    pub got: Mutex<Vec<(u64, Delivery)>>,
+    pub up: AtomicBool,
+    pub notes: Mutex<Vec<String>>,
+    pub changed: tokio::sync::Notify,
+}
+
+impl LinkHandler for Recorder {
+    fn last_applied(&self) -> u64 {
+        self.last.load(Ordering::SeqCst)
+    }
+    async fn apply(&self, seq: u64, delivery: Delivery) {
+        self.got.lock().unwrap().push((seq, delivery));
+        self.last.store(seq, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+    fn resend_on_connect(&self) -> Vec<AgentToServer> {
+        Vec::new()
+    }
+    fn event_acked(&self, _: &str) {}
+    fn link_state(&self, up: bool, note: &str) {
+        self.up.store(up, Ordering::SeqCst);
+        self.notes.lock().unwrap().push(note.to_string());
+        self.changed.notify_waiters();
+    }
+}
+
+impl Recorder {
+    /// Waits until `pred` holds on the deliveries, up to `limit`.
+    pub async fn wait_for(&self, limit: Duration, pred: impl Fn(&[(u64, Delivery)]) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let n = self.changed.notified();
+            if pred(&self.got.lock().unwrap()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, n).await.is_err() {
+                return pred(&self.got.lock().unwrap());
+            }
+        }
+    }
+}
+
+/// A running test agent link.
+pub struct TestAgent {
+    pub identity: Identity,
+    pub recorder: Arc<Recorder>,
+    pub tx: tokio::sync::mpsc::UnboundedSender<AgentToServer>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestAgent {
+    pub fn start(identity: Identity, recorder: Arc<Recorder>) -> TestAgent {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(riposte_agent::link::run(identity.clone(), "test-host".into(), recorder.clone(), rx, stop_rx));
+        TestAgent { identity, recorder, tx, stop, task }
+    }
+
+    pub async fn stop(self) -> Arc<Recorder> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.recorder
+    }
+}
+
+/// Creates an enrollment token for `group` and enrolls a device with it.
+pub async fn enroll(api: &Api, ca: &str, group: &str, name: &str) -> Identity {
+    let t = api.ok("POST", "/api/v1/enroll-tokens", Some(json!({"group": group, "max_uses": 1}))).await;
+    riposte_agent::identity::enroll(&api.url, ca, t["token"].as_str().unwrap(), name, name).await.unwrap()
+}
