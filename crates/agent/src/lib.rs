@@ -5,3 +5,5 @@
 
 pub mod identity;
 pub mod link;
+pub mod daemon;
+pub mod state;

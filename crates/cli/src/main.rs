@@ -1,1 +1,88 @@
-fn main() {}
+//! `riposte`: one binary, thin subcommands that wire the crates together.
+
+mod admin;
+mod agent_cmd;
+mod server_cmd;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "riposte", version, about = "Riposte: endpoint threat response across a fleet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the administration server (API, agent channel, console).
+    Server(server_cmd::ServerArgs),
+    /// Run or control the endpoint agent.
+    Agent(agent_cmd::AgentArgs),
+    /// Run the built-in sandbox.
+    Sandbox,
+    /// Scan this system for IOCs (OpenIOC, STIX 2.1, YARA).
+    Scan,
+    /// Administer a server over its API.
+    Admin(admin::AdminArgs),
+    /// Run server, sandbox and one agent on this machine with embedded defaults.
+    Up(up::UpArgs),
+}
+
+fn not_available(what: &str) -> ExitCode {
+    eprintln!("riposte {what}: not available yet in this build");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RIPOSTE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("riposte: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(a) => server_cmd::run(a).await,
+            Command::Agent(a) => agent_cmd::run(a).await,
+            Command::Admin(a) => admin::run(a).await,
+            Command::Up(a) => up::run(a).await,
+            Command::Sandbox => Ok(not_available("sandbox")),
+            Command::Scan => Ok(not_available("scan")),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("riposte: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads a secret from a file, without its trailing newline.
+pub fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let s = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}

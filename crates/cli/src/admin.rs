@@ -1,0 +1,504 @@
+//! `riposte admin`: the server's API from the command line.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Server API URL, e.g. https://127.0.0.1:8443
+    #[arg(long, env = "RIPOSTE_SERVER")]
+    server: String,
+    /// The server's CA certificate (DIR/ca.pem of the server), pinned.
+    #[arg(long, env = "RIPOSTE_CA")]
+    ca: PathBuf,
+    /// Account name.
+    #[arg(long, default_value = "admin")]
+    user: String,
+    /// File holding the account's password.
+    #[arg(long)]
+    password_file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Administration groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Enrollment tokens.
+    #[command(subcommand, name = "enroll-token")]
+    EnrollToken(TokenCmd),
+    /// Managed devices.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// The special account for autonomous IOC scan tasks.
+    #[command(subcommand, name = "special-account")]
+    SpecialAccount(SpecialCmd),
+    /// Administrator accounts.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// IOC scan tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Detections reported by devices.
+    #[command(subcommand)]
+    Detection(DetectionCmd),
+    /// Quarantined objects across the fleet.
+    #[command(subcommand)]
+    Quarantine(QuarantineCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    Create {
+        #[arg(long)]
+        group: String,
+        /// How many devices may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 7 * 86400)]
+        ttl: i64,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCmd {
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        search: Option<String>,
+    },
+    Show { device: String },
+    Move {
+        device: String,
+        #[arg(long)]
+        group: String,
+    },
+    Revoke { device: String },
+    /// Effective settings with provenance.
+    Settings { device: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    Show { group: String },
+    Set(PolicySet),
+}
+
+#[derive(Args, Debug)]
+struct PolicySet {
+    group: String,
+    /// Take response actions on threats detected by the sandbox.
+    #[arg(long, value_parser = ["on", "off"])]
+    threat_response: Option<String>,
+    /// Comma-separated actions, e.g. quarantine_and_delete,notify_user,group_ioc_scan
+    #[arg(long)]
+    actions: Option<String>,
+    /// File holding the special account's password (needed for group actions).
+    #[arg(long)]
+    special_password_file: Option<PathBuf>,
+    /// Enforce the settings (devices cannot override them).
+    #[arg(long, conflicts_with = "undefined")]
+    enforce: bool,
+    /// Leave the settings undefined (devices may override them).
+    #[arg(long)]
+    undefined: bool,
+    /// Comma-separated sandbox server URLs (Sandbox integration).
+    #[arg(long)]
+    sandbox: Option<String>,
+    /// PEM certificate pinned for the sandbox servers.
+    #[arg(long)]
+    sandbox_ca: Option<PathBuf>,
+    /// Comma-separated folders the agent watches.
+    #[arg(long)]
+    watch: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum SpecialCmd {
+    Create {
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    Delete,
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCmd {
+    List,
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["administrator", "operator", "auditor"])]
+        role: String,
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TaskCmd {
+    List,
+    Show { id: i64 },
+    Cancel { id: i64 },
+    /// Create an IOC scan task for a group.
+    Create {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// OpenIOC files.
+        #[arg(long)]
+        ioc: Vec<PathBuf>,
+        /// STIX 2.1 files.
+        #[arg(long)]
+        stix: Vec<PathBuf>,
+        /// YARA rule files.
+        #[arg(long)]
+        yara: Vec<PathBuf>,
+        /// Actions on a hit: quarantine_and_delete, epp_critical_areas_scan (comma-separated).
+        #[arg(long)]
+        actions: Option<String>,
+        /// system_drives (default) or critical_areas.
+        #[arg(long, default_value = "system_drives")]
+        scope: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DetectionCmd {
+    List {
+        #[arg(long)]
+        device: Option<String>,
+    },
+    Show { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum QuarantineCmd {
+    List {
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+/// An API error: the server's message and HTTP status.
+#[derive(Debug)]
+struct ApiError {
+    status: u16,
+    message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (HTTP {})", self.message, self.status)
+    }
+}
+impl std::error::Error for ApiError {}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    async fn connect(a: &AdminArgs) -> anyhow::Result<Client> {
+        let ca = std::fs::read_to_string(&a.ca).with_context(|| format!("cannot read the CA file {}", a.ca.display()))?;
+        let http = riposte_agent::identity::pinned_http_client(&ca, std::time::Duration::from_secs(60))?;
+        let password = crate::read_secret_file(&a.password_file)?;
+        let url = a.server.trim_end_matches('/').to_string();
+        let mut c = Client { http, url, token: String::new() };
+        let v = c.call("POST", "/api/v1/login", Some(json!({"user": a.user, "password": password}))).await?;
+        c.token = v["token"].as_str().unwrap_or_default().to_string();
+        Ok(c)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let m = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self.http.request(m, format!("{}{path}", self.url));
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the server at {}", self.url))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status != 200 {
+            let message = v["error"].as_str().map(String::from).unwrap_or_else(|| v.to_string());
+            return Err(ApiError { status, message }.into());
+        }
+        Ok(v)
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+}
+
+fn print_table(rows: &[Value], cols: &[&str]) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|c| match &r[*c] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => "-".into(),
+                    v => v.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.len()))
+        .collect();
+    let line = |vals: Vec<String>| {
+        let parts: Vec<String> = vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(cols.iter().map(|c| c.to_uppercase()).collect());
+    for r in cells {
+        line(r);
+    }
+}
+
+fn provenance(v: &Value) -> String {
+    match v["source"].as_str() {
+        Some("policy") => format!(
+            "{}{}",
+            v["policy"].as_str().unwrap_or("?"),
+            if v["locked"] == true { " (enforced, locked)" } else { " (not enforced)" }
+        ),
+        Some("local") => "local device setting".into(),
+        _ => "product default".into(),
+    }
+}
+
+pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::connect(&a).await?;
+    let json_out = a.json;
+    let out = |v: &Value| {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    };
+    match a.command {
+        AdminCommand::Group(GroupCmd::Create { name, parent }) => {
+            let v = c.call("POST", "/api/v1/groups", Some(json!({"name": name, "parent": parent}))).await?;
+            if json_out { out(&v) } else { println!("group '{}' created (id {})", name, v["id"]) }
+        }
+        AdminCommand::Group(GroupCmd::List) => {
+            let v = c.call("GET", "/api/v1/groups", None).await?;
+            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "name", "parent"]) }
+        }
+        AdminCommand::EnrollToken(TokenCmd::Create { group, uses, ttl }) => {
+            let v = c.call("POST", "/api/v1/enroll-tokens", Some(json!({"group": group, "max_uses": uses, "ttl_secs": ttl}))).await?;
+            if json_out { out(&v) } else { println!("{}", v["token"].as_str().unwrap_or_default()) }
+        }
+        AdminCommand::EnrollToken(TokenCmd::List) => {
+            let v = c.call("GET", "/api/v1/enroll-tokens", None).await?;
+            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "group_id", "uses_left", "max_uses", "expires_at", "created_by"]) }
+        }
+        AdminCommand::Device(DeviceCmd::List { group, search }) => {
+            let mut q = vec![];
+            if let Some(g) = group { q.push(format!("group={}", enc(&g))); }
+            if let Some(s) = search { q.push(format!("search={}", enc(&s))); }
+            q.push("limit=1000".into());
+            let v = c.call("GET", &format!("/api/v1/devices?{}", q.join("&")), None).await?;
+            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "name", "hostname", "group_id", "connected", "revoked"]) }
+        }
+        AdminCommand::Device(DeviceCmd::Show { device }) => {
+            out(&c.call("GET", &format!("/api/v1/devices/{}", enc(&device)), None).await?);
+        }
+        AdminCommand::Device(DeviceCmd::Move { device, group }) => {
+            let v = c.call("POST", &format!("/api/v1/devices/{}/move", enc(&device)), Some(json!({"group": group}))).await?;
+            if json_out { out(&v) } else { println!("device {device} moved to {group}") }
+        }
+        AdminCommand::Device(DeviceCmd::Revoke { device }) => {
+            let v = c.call("POST", &format!("/api/v1/devices/{}/revoke", enc(&device)), None).await?;
+            if json_out { out(&v) } else { println!("device {device} revoked") }
+        }
+        AdminCommand::Device(DeviceCmd::Settings { device }) => {
+            let v = c.call("GET", &format!("/api/v1/devices/{}/settings", enc(&device)), None).await?;
+            if json_out {
+                out(&v)
+            } else {
+                let tr = &v["effective"]["threat_response"];
+                println!("Device {} ({})", v["device"].as_str().unwrap_or("?"), v["device_id"]);
+                println!("Threat Response — from {}", provenance(&tr["provenance"]));
+                println!("  enabled: {}", tr["value"]["enabled"]);
+                println!("  actions: {}", tr["value"]["actions"]);
+                let sb = &v["effective"]["sandbox_integration"];
+                println!("Sandbox integration — from {}", provenance(&sb["provenance"]));
+                println!("  sandboxes: {}", sb["value"]["sandboxes"]);
+                println!("  watch: {}", sb["value"]["watch"]);
+            }
+        }
+        AdminCommand::Policy(PolicyCmd::Show { group }) => {
+            let v = c.call("GET", &format!("/api/v1/groups/{}/policy", enc(&group)), None).await?;
+            out(&v);
+        }
+        AdminCommand::Policy(PolicyCmd::Set(p)) => {
+            let mode = if p.enforce { Some("enforce") } else if p.undefined { Some("undefined") } else { None };
+            let mut tr = serde_json::Map::new();
+            if let Some(m) = mode { tr.insert("mode".into(), json!(m)); }
+            if let Some(on) = &p.threat_response { tr.insert("enabled".into(), json!(on == "on")); }
+            if let Some(acts) = &p.actions { tr.insert("actions".into(), json!(split_list(acts))); }
+            if let Some(f) = &p.special_password_file { tr.insert("special_password".into(), json!(crate::read_secret_file(f)?)); }
+            let mut sb = serde_json::Map::new();
+            if let Some(s) = &p.sandbox { sb.insert("sandboxes".into(), json!(split_list(s))); }
+            if let Some(f) = &p.sandbox_ca {
+                sb.insert("sandbox_ca_pem".into(), json!(std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?));
+            }
+            if let Some(w) = &p.watch { sb.insert("watch".into(), json!(split_list(w))); }
+            let sandbox_touched = !sb.is_empty();
+            if sandbox_touched {
+                if let Some(m) = mode { sb.insert("mode".into(), json!(m)); }
+            }
+            let tr_touched = tr.keys().any(|k| k != "mode") || !sandbox_touched;
+            if !tr_touched && !sandbox_touched {
+                bail!("nothing to change: give --threat-response, --actions, --special-password-file, --enforce/--undefined, --sandbox, --sandbox-ca or --watch");
+            }
+            let mut v = Value::Null;
+            if tr_touched {
+                v = c.call("PUT", &format!("/api/v1/groups/{}/policy/threat-response", enc(&p.group)), Some(Value::Object(tr))).await?;
+            }
+            if sandbox_touched {
+                v = c.call("PUT", &format!("/api/v1/groups/{}/policy/sandbox-integration", enc(&p.group)), Some(Value::Object(sb))).await?;
+            }
+            if json_out { out(&v) } else { println!("policy of group {} saved", p.group) }
+        }
+        AdminCommand::SpecialAccount(SpecialCmd::Create { password_file }) => {
+            let pw = crate::read_secret_file(&password_file)?;
+            let v = c.call("POST", "/api/v1/special-account", Some(json!({"password": pw}))).await?;
+            if json_out { out(&v) } else { println!("special account '{}' created", v["name"].as_str().unwrap_or("?")) }
+        }
+        AdminCommand::SpecialAccount(SpecialCmd::Delete) => {
+            let v = c.call("DELETE", "/api/v1/special-account", None).await?;
+            if json_out { out(&v) } else { println!("special account deleted") }
+        }
+        AdminCommand::SpecialAccount(SpecialCmd::Status) => {
+            let v = c.call("GET", "/api/v1/special-account", None).await?;
+            if json_out { out(&v) } else if v["exists"] == true { println!("special account '{}' exists", v["name"].as_str().unwrap_or("?")) } else { println!("no special account") }
+        }
+        AdminCommand::Account(AccountCmd::List) => {
+            let v = c.call("GET", "/api/v1/accounts", None).await?;
+            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "name", "kind", "role"]) }
+        }
+        AdminCommand::Account(AccountCmd::Create { name, role, password_file }) => {
+            let pw = crate::read_secret_file(&password_file)?;
+            let v = c.call("POST", "/api/v1/accounts", Some(json!({"name": name, "role": role, "password": pw}))).await?;
+            if json_out { out(&v) } else { println!("account '{name}' created") }
+        }
+        AdminCommand::Account(AccountCmd::Delete { name }) => {
+            let v = c.call("DELETE", &format!("/api/v1/accounts/{}", enc(&name)), None).await?;
+            if json_out { out(&v) } else { println!("account '{name}' deleted") }
+        }
+        AdminCommand::Task(TaskCmd::List) => {
+            let v = c.call("GET", "/api/v1/tasks", None).await?;
+            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "name", "autonomous", "group_id", "created_by", "cancelled"]) }
+        }
+        AdminCommand::Task(TaskCmd::Show { id }) => {
+            let v = c.call("GET", &format!("/api/v1/tasks/{id}"), None).await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!("task {} '{}' (group {}, by {})", v["task"]["id"], v["task"]["name"].as_str().unwrap_or(""), v["task"]["group_id"], v["task"]["created_by"].as_str().unwrap_or(""));
+                print_table(v["devices"].as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["device_id", "device_name", "state", "hits", "reason"]);
+            }
+        }
+        AdminCommand::Task(TaskCmd::Cancel { id }) => {
+            let v = c.call("POST", &format!("/api/v1/tasks/{id}/cancel"), None).await?;
+            if json_out { out(&v) } else { println!("task {id} cancelled") }
+        }
+        AdminCommand::Task(TaskCmd::Create { group, name, ioc, stix, yara, actions, scope }) => {
+            let mut docs = Vec::new();
+            for (format, files) in [("openioc", &ioc), ("stix", &stix), ("yara", &yara)] {
+                for f in files {
+                    let content = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+                    let fname = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    docs.push(json!({"format": format, "name": fname, "content": content}));
+                }
+            }
+            let acts = actions.as_deref().map(split_list).unwrap_or_default();
+            let body = json!({"name": name.unwrap_or_else(|| "IOC scan".into()), "group": group, "iocs": docs, "actions": acts, "scope": scope});
+            let v = c.call("POST", "/api/v1/tasks", Some(body)).await?;
+            if json_out { out(&v) } else { println!("task {} created", v["id"]) }
+        }
+        AdminCommand::Detection(DetectionCmd::List { device }) => {
+            let q = device.map(|d| format!("?device={}", enc(&d))).unwrap_or_default();
+            let v = c.call("GET", &format!("/api/v1/detections{q}"), None).await?;
+            if json_out {
+                out(&v)
+            } else {
+                let rows: Vec<Value> = v.as_array().cloned().unwrap_or_default().into_iter().map(|d| json!({
+                    "id": d["id"], "device_id": d["device_id"], "threat": d["record"]["threat"], "path": d["record"]["path"],
+                    "task_id": d["task_id"], "group_action_error": d["group_action_error"]})).collect();
+                print_table(&rows, &["id", "device_id", "threat", "path", "task_id", "group_action_error"]);
+            }
+        }
+        AdminCommand::Detection(DetectionCmd::Show { id }) => {
+            out(&c.call("GET", &format!("/api/v1/detections/{}", enc(&id)), None).await?);
+        }
+        AdminCommand::Quarantine(QuarantineCmd::List { device }) => {
+            let q = device.map(|d| format!("?device={}", enc(&d))).unwrap_or_default();
+            let v = c.call("GET", &format!("/api/v1/quarantine{q}"), None).await?;
+            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["device_id", "entry_id", "state"]) }
+        }
+        AdminCommand::Audit(AuditCmd::List { limit }) => {
+            let v = c.call("GET", &format!("/api/v1/audit?limit={limit}"), None).await?;
+            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["at", "actor", "source", "action", "detail"]) }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,52 @@
+//! `riposte server`.
+
+use anyhow::Context;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Data directory (CA, keys, SQLite database).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// HTTPS address of the API and console.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Address of the agent channel (default: the API port + 1).
+    #[arg(long)]
+    pub agent_listen: Option<SocketAddr>,
+    /// Database URL: postgres://… (default: SQLite in the data directory).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// File holding the first `admin` account's password (default: generate one and print it once).
+    #[arg(long)]
+    pub admin_password_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the server certificate.
+    #[arg(long = "tls-name")]
+    pub tls_names: Vec<String>,
+}
+
+pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
+    let mut o = riposte_server::ServerOptions::new(a.data.clone(), a.listen);
+    o.agent_listen = a.agent_listen;
+    o.database = a.database;
+    o.tls_names = a.tls_names;
+    if let Some(f) = &a.admin_password_file {
+        o.admin_password = Some(crate::read_secret_file(f)?);
+    }
+    let server = riposte_server::start(o).await.context("cannot start the server")?;
+    println!("Riposte administration server");
+    println!("  API and console: https://{}/", server.api_addr);
+    println!("  agent channel:   {}", server.agent_addr);
+    println!("  CA certificate:  {}", a.data.join("ca.pem").display());
+    if let Some(pw) = &server.generated_admin_password {
+        println!("  first start: account 'admin' created with password: {pw}");
+        println!("  (shown only once; store it now)");
+    }
+    crate::shutdown_signal().await;
+    eprintln!("shutting down");
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
