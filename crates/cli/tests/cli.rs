@@ -1,0 +1,227 @@
+//! The `riposte` binary end to end: a server process, an agent process, and `riposte admin`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_riposte"))
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `riposte server` and returns it with its API URL.
+fn start_server(dir: &Path, pwfile: &Path, listen: &str) -> (Proc, String) {
+    let mut child = Command::new(bin())
+        .args(["server", "--data"])
+        .arg(dir)
+        .args(["--listen", listen, "--admin-password-file"])
+        .arg(pwfile)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut url = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("API and console: ") {
+            url = rest.trim_end_matches('/').to_string();
+            break;
+        }
+    }
+    assert!(!url.is_empty(), "server did not start");
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), url)
+}
+
+struct Admin {
+    url: String,
+    ca: PathBuf,
+    pwfile: PathBuf,
+}
+
+impl Admin {
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin())
+            .args(["admin", "--server", &self.url, "--ca"])
+            .arg(&self.ca)
+            .args(["--user", "admin", "--password-file"])
+            .arg(&self.pwfile)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "riposte admin {args:?} failed: {err}");
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    // Two consecutive free ports: the API and the agent channel.
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn server_agent_and_admin_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sdir = tmp.path().join("server");
+    let pwfile = tmp.path().join("admin.pw");
+    std::fs::write(&pwfile, "cli-test-admin-password\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (server, url) = start_server(&sdir, &pwfile, &listen);
+    let admin = Admin { url: url.clone(), ca: sdir.join("ca.pem"), pwfile: pwfile.clone() };
+
+    admin.ok(&["group", "create", "A"]);
+    admin.ok(&["group", "create", "A1", "--parent", "A"]);
+    let groups = admin.json(&["group", "list"]);
+    assert_eq!(groups.as_array().unwrap().len(), 3, "{groups}");
+    let (code, _, err) = admin.run(&["group", "create", "A"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+
+    let token = admin.ok(&["enroll-token", "create", "--group", "A1"]).trim().to_string();
+    let adir = tmp.path().join("agent");
+    let _agent = Proc(
+        Command::new(bin())
+            .args(["agent", "--server", &url, "--ca"])
+            .arg(sdir.join("ca.pem"))
+            .args(["--enroll-token", &token, "--name", "dev-one", "--data"])
+            .arg(&adir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut devices = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        devices = admin.json(&["device", "list"]);
+        if devices[0]["connected"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(devices[0]["name"], "dev-one", "{devices}");
+    assert_eq!(devices[0]["connected"], true, "{devices}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(adir.join("device.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the device key is private");
+
+    // Special account: the rule is stated; then created.
+    let pw7 = tmp.path().join("pw7");
+    std::fs::write(&pw7, "1234567").unwrap();
+    let (code, _, err) = admin.run(&["special-account", "create", "--password-file", pw7.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("8 to 16 characters"), "{err}");
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, "s3cret-pass\n").unwrap();
+    admin.ok(&["special-account", "create", "--password-file", pw.to_str().unwrap()]);
+    assert_eq!(admin.json(&["special-account", "status"])["exists"], true);
+
+    // Policy on A, enforced: the device in A1 inherits it, locked, with provenance.
+    admin.ok(&["policy", "set", "A", "--threat-response", "on", "--actions", "quarantine_and_delete,group_ioc_scan",
+        "--special-password-file", pw.to_str().unwrap(), "--enforce"]);
+    let s = admin.json(&["device", "settings", "dev-one"]);
+    let tr = &s["effective"]["threat_response"];
+    assert_eq!(tr["value"]["enabled"], true, "{s}");
+    assert_eq!(tr["provenance"]["source"], "policy");
+    assert_eq!(tr["provenance"]["locked"], true);
+    assert_eq!(tr["provenance"]["policy"], "Riposte policy (A)");
+    let text = admin.ok(&["device", "settings", "dev-one"]);
+    assert!(text.contains("Riposte policy (A) (enforced, locked)"), "{text}");
+    // The agent received the settings.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut st = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let out = Command::new(bin()).args(["agent", "--data"]).arg(&adir).args(["status", "--json"]).output().unwrap();
+        st = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if st["settings"]["threat_response"]["value"]["enabled"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(st["settings"]["threat_response"]["value"]["enabled"], true, "{st}");
+
+    // Tasks: create, show, cancel.
+    let ioc = tmp.path().join("x.ioc");
+    std::fs::write(&ioc, "<OpenIOC xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\"/>").unwrap();
+    let t = admin.json(&["task", "create", "--group", "A", "--ioc", ioc.to_str().unwrap()]);
+    let id = t["id"].as_i64().unwrap().to_string();
+    let show = admin.json(&["task", "show", &id]);
+    assert_eq!(show["devices"].as_array().unwrap().len(), 1, "{show}");
+    assert_eq!(admin.json(&["task", "list"]).as_array().unwrap().len(), 1);
+    admin.ok(&["task", "cancel", &id]);
+    let (code, _, err) = admin.run(&["task", "show", "999999"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no task with id 999999"), "{err}");
+
+    // Moving the device takes it out from under the policy.
+    admin.ok(&["device", "move", "dev-one", "--group", "Managed devices"]);
+    let s = admin.json(&["device", "settings", "dev-one"]);
+    assert_eq!(s["effective"]["threat_response"]["provenance"]["source"], "default", "{s}");
+
+    let audit = admin.json(&["audit", "list", "--limit", "1000"]);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
+    for want in ["group_create", "special_account_create", "policy_set", "task_create", "task_cancel", "device_move", "device_enroll"] {
+        assert!(actions.contains(&want), "audit lacks {want}: {actions:?}");
+    }
+    assert!(!audit.to_string().contains("s3cret-pass"));
+
+    // Wrong password: clear error, non-zero exit.
+    let bad = tmp.path().join("bad.pw");
+    std::fs::write(&bad, "nope").unwrap();
+    let out = Command::new(bin())
+        .args(["admin", "--server", &url, "--ca"]).arg(sdir.join("ca.pem"))
+        .args(["--password-file"]).arg(&bad).args(["group", "list"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong user name or password"));
+
+    // A restart of the server keeps everything.
+    let before = admin.json(&["task", "show", &id])["devices"][0]["state"].clone();
+    assert!(before == "cancelled" || before == "failed", "{before}");
+    drop(server);
+    let (_server, _) = start_server(&sdir, &pwfile, &listen);
+    assert_eq!(admin.json(&["group", "list"]).as_array().unwrap().len(), 3);
+    assert_eq!(admin.json(&["task", "show", &id])["devices"][0]["state"], before);
+}
+
+#[test]
+fn unfinished_subcommands_say_so_with_exit_code_2() {
+    for sub in ["sandbox", "scan"] {
+        let out = Command::new(bin()).arg(sub).output().unwrap();
+        if out.status.code() == Some(2) && String::from_utf8_lossy(&out.stderr).contains("not available yet") {
+            continue;
+        }
+        // Once implemented, the subcommand must at least answer --help.
+        let help = Command::new(bin()).args([sub, "--help"]).output().unwrap();
+        assert!(help.status.success(), "{sub}");
+    }
+}
