@@ -106,7 +106,10 @@ impl Agent {
 
     fn start_task(self: &Arc<Self>, offer: TaskOffer) {
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        self.cancels.lock().unwrap_or_else(|e| e.into_inner()).insert(offer.task_id, cancel_tx);
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(offer.task_id, cancel_tx);
         let agent = self.clone();
         tokio::spawn(async move {
             let id = offer.task_id;
@@ -127,7 +130,11 @@ impl Agent {
                     reason: Some(format!("the scan crashed: {e}")),
                     results: serde_json::Value::Null,
                 });
-            agent.cancels.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            agent
+                .cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             agent.set_task(update);
         });
     }
@@ -165,7 +172,11 @@ impl LinkHandler for Handler {
     async fn apply(&self, seq: u64, delivery: Delivery) {
         let agent = &self.0;
         match delivery {
-            Delivery::Settings { settings, response_group, special_password } => {
+            Delivery::Settings {
+                settings,
+                response_group,
+                special_password,
+            } => {
                 agent.update(|s| {
                     s.settings = Some(settings);
                     s.response_group = Some(response_group);
@@ -182,7 +193,11 @@ impl LinkHandler for Handler {
                     }
                     s.tasks.insert(
                         offer.task_id,
-                        TaskRecord { offer: offer.clone(), state: DeviceTaskState::Delivered, last_update: None },
+                        TaskRecord {
+                            offer: offer.clone(),
+                            state: DeviceTaskState::Delivered,
+                            last_update: None,
+                        },
                     );
                     true
                 });
@@ -192,7 +207,12 @@ impl LinkHandler for Handler {
             }
             Delivery::TaskCancel { task_id } => {
                 agent.update(|s| s.last_applied = seq);
-                if let Some(c) = agent.cancels.lock().unwrap_or_else(|e| e.into_inner()).get(&task_id) {
+                if let Some(c) = agent
+                    .cancels
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&task_id)
+                {
                     let _ = c.send(true);
                 }
                 agent.update(|s| {
@@ -209,12 +229,18 @@ impl LinkHandler for Handler {
     fn resend_on_connect(&self) -> Vec<AgentToServer> {
         let s = self.0.snapshot();
         let mut out: Vec<AgentToServer> = s.outbox.into_iter().map(AgentToServer::Event).collect();
-        out.extend(s.tasks.values().filter_map(|t| t.last_update.clone()).map(AgentToServer::TaskUpdate));
+        out.extend(
+            s.tasks
+                .values()
+                .filter_map(|t| t.last_update.clone())
+                .map(AgentToServer::TaskUpdate),
+        );
         out
     }
 
     fn event_acked(&self, event_id: &str) {
-        self.0.update(|s| s.outbox.retain(|e| e.event_id != event_id));
+        self.0
+            .update(|s| s.outbox.retain(|e| e.event_id != event_id));
     }
 
     fn link_state(&self, up: bool, note: &str) {
@@ -226,7 +252,11 @@ impl LinkHandler for Handler {
 }
 
 /// Runs the agent daemon until `stop` turns true.
-pub async fn run(agent: Arc<Agent>, rx: mpsc::UnboundedReceiver<AgentToServer>, stop: watch::Receiver<bool>) {
+pub async fn run(
+    agent: Arc<Agent>,
+    rx: mpsc::UnboundedReceiver<AgentToServer>,
+    stop: watch::Receiver<bool>,
+) {
     agent.resume_tasks();
     let h = Arc::new(Handler(agent.clone()));
     let hostname = std::fs::read_to_string("/etc/hostname")

@@ -14,7 +14,10 @@ pub enum IdentityError {
     #[error("this agent is not enrolled yet: run `riposte agent --server URL --ca FILE --enroll-token T --data DIR`")]
     NotEnrolled,
     #[error("cannot read or write {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the identity in {0} is corrupt; enroll the agent again in a new data directory")]
     Corrupt(String),
     #[error("the server CA file is not a PEM certificate: {0}")]
@@ -47,7 +50,10 @@ const IDENTITY: &str = "identity.json";
 const KEY: &str = "device.key";
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io { path: path.display().to_string(), source };
+    let io = |source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -68,21 +74,35 @@ impl Identity {
         let path = dir.join(IDENTITY);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(IdentityError::NotEnrolled),
-            Err(source) => return Err(IdentityError::Io { path: path.display().to_string(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(IdentityError::NotEnrolled)
+            }
+            Err(source) => {
+                return Err(IdentityError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
         };
-        let mut id: Identity =
-            serde_json::from_str(&text).map_err(|_| IdentityError::Corrupt(path.display().to_string()))?;
-        id.key_pem = std::fs::read_to_string(dir.join(KEY))
-            .map_err(|source| IdentityError::Io { path: dir.join(KEY).display().to_string(), source })?;
+        let mut id: Identity = serde_json::from_str(&text)
+            .map_err(|_| IdentityError::Corrupt(path.display().to_string()))?;
+        id.key_pem =
+            std::fs::read_to_string(dir.join(KEY)).map_err(|source| IdentityError::Io {
+                path: dir.join(KEY).display().to_string(),
+                source,
+            })?;
         Ok(id)
     }
 
     /// Saves the identity (key with mode 0600).
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
-        std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
         write_file(&dir.join(KEY), self.key_pem.as_bytes(), 0o600)?;
-        let json = serde_json::to_vec_pretty(self).map_err(|_| IdentityError::Corrupt("identity".into()))?;
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|_| IdentityError::Corrupt("identity".into()))?;
         write_file(&dir.join(IDENTITY), &json, 0o600)?;
         Ok(())
     }
@@ -92,15 +112,18 @@ impl Identity {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let roots = root_store(&self.ca_pem)?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|_| IdentityError::Corrupt("device certificate".into()))?;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|_| IdentityError::Corrupt("device certificate".into()))?;
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
             .map_err(|_| IdentityError::Corrupt("device key".into()))?;
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)?;
         Ok(Arc::new(config))
     }
 }
@@ -113,7 +136,9 @@ pub fn root_store(ca_pem: &str) -> Result<rustls::RootCertStore, IdentityError> 
     let mut n = 0;
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert = cert.map_err(|e| IdentityError::BadCa(format!("{e:?}")))?;
-        roots.add(cert).map_err(|e| IdentityError::BadCa(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| IdentityError::BadCa(e.to_string()))?;
         n += 1;
     }
     if n == 0 {
@@ -123,11 +148,16 @@ pub fn root_store(ca_pem: &str) -> Result<rustls::RootCertStore, IdentityError> 
 }
 
 /// An HTTPS client that trusts only the pinned CA.
-pub fn pinned_http_client(ca_pem: &str, timeout: std::time::Duration) -> Result<reqwest::Client, IdentityError> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(root_store(ca_pem)?)
-        .with_no_client_auth();
+pub fn pinned_http_client(
+    ca_pem: &str,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, IdentityError> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(root_store(ca_pem)?)
+    .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .timeout(timeout)
@@ -144,7 +174,13 @@ struct Enrolled {
 
 /// Enrolls with the server: makes a key, sends a certificate request with the token, and
 /// returns the identity (not yet saved).
-pub async fn enroll(server_url: &str, ca_pem: &str, token: &str, name: &str, hostname: &str) -> Result<Identity, IdentityError> {
+pub async fn enroll(
+    server_url: &str,
+    ca_pem: &str,
+    token: &str,
+    name: &str,
+    hostname: &str,
+) -> Result<Identity, IdentityError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
@@ -162,15 +198,23 @@ pub async fn enroll(server_url: &str, ca_pem: &str, token: &str, name: &str, hos
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if !status.is_success() {
-        let msg = body["error"].as_str().unwrap_or("no reason given").to_string();
+        let msg = body["error"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_string();
         return Err(IdentityError::Refused(msg));
     }
-    let e: Enrolled = serde_json::from_value(body).map_err(|_| IdentityError::Refused("malformed answer".into()))?;
+    let e: Enrolled = serde_json::from_value(body)
+        .map_err(|_| IdentityError::Refused("malformed answer".into()))?;
     let host = reqwest::Url::parse(server_url)
         .ok()
         .and_then(|u| u.host_str().map(String::from))
         .unwrap_or_else(|| "localhost".into());
-    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
     Ok(Identity {
         device_id: e.device_id,
         server_url: server_url.trim_end_matches('/').to_string(),

@@ -6,7 +6,9 @@
 //! crash between the two means the server sends it again — at least once, never lost.
 
 use crate::identity::Identity;
-use riposte_proto::{read_frame, write_frame, AgentToServer, Delivery, ServerToAgent, PROTOCOL_VERSION};
+use riposte_proto::{
+    read_frame, write_frame, AgentToServer, Delivery, ServerToAgent, PROTOCOL_VERSION,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,10 @@ pub trait LinkHandler: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("the server refused this device: {0}")]
@@ -56,7 +61,14 @@ pub async fn run<H: LinkHandler>(
         if *stop.borrow() {
             return;
         }
-        let result = session(&identity, &hostname, handler.as_ref(), &mut outgoing, &mut stop).await;
+        let result = session(
+            &identity,
+            &hostname,
+            handler.as_ref(),
+            &mut outgoing,
+            &mut stop,
+        )
+        .await;
         match result {
             Ok(()) => return,
             Err(e) => {
@@ -67,7 +79,8 @@ pub async fn run<H: LinkHandler>(
                 }
             }
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
         tokio::select! {
             _ = tokio::time::sleep(backoff + jitter) => {}
             _ = stop.changed() => return,
@@ -83,17 +96,23 @@ async fn session<H: LinkHandler>(
     outgoing: &mut mpsc::UnboundedReceiver<AgentToServer>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
-    let tls = identity.tls_config().map_err(|e| LinkError::Tls(e.to_string()))?;
+    let tls = identity
+        .tls_config()
+        .map_err(|e| LinkError::Tls(e.to_string()))?;
     let addr = identity.channel_addr.clone();
     let tcp = TcpStream::connect(&addr)
         .await
-        .map_err(|source| LinkError::Connect { addr: addr.clone(), source })?;
+        .map_err(|source| LinkError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let host = addr
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
         .unwrap_or_default();
-    let name = rustls_pki_types::ServerName::try_from(host).map_err(|e| LinkError::Tls(e.to_string()))?;
+    let name =
+        rustls_pki_types::ServerName::try_from(host).map_err(|e| LinkError::Tls(e.to_string()))?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
@@ -112,7 +131,11 @@ async fn session<H: LinkHandler>(
     match read_frame::<_, ServerToAgent>(&mut reader).await? {
         ServerToAgent::Welcome { .. } => {}
         ServerToAgent::Refused { reason } => return Err(LinkError::Refused(reason)),
-        other => return Err(LinkError::Refused(format!("unexpected first answer {other:?}"))),
+        other => {
+            return Err(LinkError::Refused(format!(
+                "unexpected first answer {other:?}"
+            )))
+        }
     }
     handler.link_state(true, "connected");
     for m in handler.resend_on_connect() {

@@ -41,14 +41,19 @@ pub struct StateFile {
 
 impl StateFile {
     pub fn new(dir: &Path) -> StateFile {
-        StateFile { path: dir.join("state.json") }
+        StateFile {
+            path: dir.join("state.json"),
+        }
     }
 
     /// Loads the state; a missing file is a fresh state.
     pub fn load(&self) -> std::io::Result<AgentState> {
         match std::fs::read(&self.path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                std::io::Error::other(format!("{} is corrupt ({e}); move it away to start afresh", self.path.display()))
+                std::io::Error::other(format!(
+                    "{} is corrupt ({e}); move it away to start afresh",
+                    self.path.display()
+                ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgentState::default()),
             Err(e) => Err(e),
@@ -59,7 +64,12 @@ impl StateFile {
     pub fn save(&self, state: &AgentState) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;

@@ -94,15 +94,21 @@ enum DeviceCmd {
         #[arg(long)]
         search: Option<String>,
     },
-    Show { device: String },
+    Show {
+        device: String,
+    },
     Move {
         device: String,
         #[arg(long)]
         group: String,
     },
-    Revoke { device: String },
+    Revoke {
+        device: String,
+    },
     /// Effective settings with provenance.
-    Settings { device: String },
+    Settings {
+        device: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,14 +166,20 @@ enum AccountCmd {
         #[arg(long)]
         password_file: PathBuf,
     },
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum TaskCmd {
     List,
-    Show { id: i64 },
-    Cancel { id: i64 },
+    Show {
+        id: i64,
+    },
+    Cancel {
+        id: i64,
+    },
     /// Create an IOC scan task for a group.
     Create {
         #[arg(long)]
@@ -198,7 +210,9 @@ enum DetectionCmd {
         #[arg(long)]
         device: Option<String>,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,12 +265,24 @@ fn enc(s: &str) -> String {
 
 impl Client {
     async fn connect(a: &AdminArgs) -> anyhow::Result<Client> {
-        let ca = std::fs::read_to_string(&a.ca).with_context(|| format!("cannot read the CA file {}", a.ca.display()))?;
-        let http = riposte_agent::identity::pinned_http_client(&ca, std::time::Duration::from_secs(60))?;
+        let ca = std::fs::read_to_string(&a.ca)
+            .with_context(|| format!("cannot read the CA file {}", a.ca.display()))?;
+        let http =
+            riposte_agent::identity::pinned_http_client(&ca, std::time::Duration::from_secs(60))?;
         let password = crate::read_secret_file(&a.password_file)?;
         let url = a.server.trim_end_matches('/').to_string();
-        let mut c = Client { http, url, token: String::new() };
-        let v = c.call("POST", "/api/v1/login", Some(json!({"user": a.user, "password": password}))).await?;
+        let mut c = Client {
+            http,
+            url,
+            token: String::new(),
+        };
+        let v = c
+            .call(
+                "POST",
+                "/api/v1/login",
+                Some(json!({"user": a.user, "password": password})),
+            )
+            .await?;
         c.token = v["token"].as_str().unwrap_or_default().to_string();
         Ok(c)
     }
@@ -270,12 +296,18 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach the server at {}", self.url))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.url))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status != 200 {
-            let message = v["error"].as_str().map(String::from).unwrap_or_else(|| v.to_string());
+            let message = v["error"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string());
             return Err(ApiError { status, message }.into());
         }
         Ok(v)
@@ -283,7 +315,10 @@ impl Client {
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
 }
 
 fn print_table(rows: &[Value], cols: &[&str]) {
@@ -302,10 +337,21 @@ fn print_table(rows: &[Value], cols: &[&str]) {
     let widths: Vec<usize> = cols
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.len()))
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
         .collect();
     let line = |vals: Vec<String>| {
-        let parts: Vec<String> = vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        let parts: Vec<String> = vals
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(cols.iter().map(|c| c.to_uppercase()).collect());
@@ -319,7 +365,11 @@ fn provenance(v: &Value) -> String {
         Some("policy") => format!(
             "{}{}",
             v["policy"].as_str().unwrap_or("?"),
-            if v["locked"] == true { " (enforced, locked)" } else { " (not enforced)" }
+            if v["locked"] == true {
+                " (enforced, locked)"
+            } else {
+                " (not enforced)"
+            }
         ),
         Some("local") => "local device setting".into(),
         _ => "product default".into(),
@@ -334,76 +384,198 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
     };
     match a.command {
         AdminCommand::Group(GroupCmd::Create { name, parent }) => {
-            let v = c.call("POST", "/api/v1/groups", Some(json!({"name": name, "parent": parent}))).await?;
-            if json_out { out(&v) } else { println!("group '{}' created (id {})", name, v["id"]) }
+            let v = c
+                .call(
+                    "POST",
+                    "/api/v1/groups",
+                    Some(json!({"name": name, "parent": parent})),
+                )
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!("group '{}' created (id {})", name, v["id"])
+            }
         }
         AdminCommand::Group(GroupCmd::List) => {
             let v = c.call("GET", "/api/v1/groups", None).await?;
-            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "name", "parent"]) }
+            if json_out {
+                out(&v)
+            } else {
+                print_table(
+                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
+                    &["id", "name", "parent"],
+                )
+            }
         }
         AdminCommand::EnrollToken(TokenCmd::Create { group, uses, ttl }) => {
-            let v = c.call("POST", "/api/v1/enroll-tokens", Some(json!({"group": group, "max_uses": uses, "ttl_secs": ttl}))).await?;
-            if json_out { out(&v) } else { println!("{}", v["token"].as_str().unwrap_or_default()) }
+            let v = c
+                .call(
+                    "POST",
+                    "/api/v1/enroll-tokens",
+                    Some(json!({"group": group, "max_uses": uses, "ttl_secs": ttl})),
+                )
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!("{}", v["token"].as_str().unwrap_or_default())
+            }
         }
         AdminCommand::EnrollToken(TokenCmd::List) => {
             let v = c.call("GET", "/api/v1/enroll-tokens", None).await?;
-            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "group_id", "uses_left", "max_uses", "expires_at", "created_by"]) }
+            if json_out {
+                out(&v)
+            } else {
+                print_table(
+                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
+                    &[
+                        "id",
+                        "group_id",
+                        "uses_left",
+                        "max_uses",
+                        "expires_at",
+                        "created_by",
+                    ],
+                )
+            }
         }
         AdminCommand::Device(DeviceCmd::List { group, search }) => {
             let mut q = vec![];
-            if let Some(g) = group { q.push(format!("group={}", enc(&g))); }
-            if let Some(s) = search { q.push(format!("search={}", enc(&s))); }
+            if let Some(g) = group {
+                q.push(format!("group={}", enc(&g)));
+            }
+            if let Some(s) = search {
+                q.push(format!("search={}", enc(&s)));
+            }
             q.push("limit=1000".into());
-            let v = c.call("GET", &format!("/api/v1/devices?{}", q.join("&")), None).await?;
-            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "name", "hostname", "group_id", "connected", "revoked"]) }
+            let v = c
+                .call("GET", &format!("/api/v1/devices?{}", q.join("&")), None)
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                print_table(
+                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
+                    &["id", "name", "hostname", "group_id", "connected", "revoked"],
+                )
+            }
         }
         AdminCommand::Device(DeviceCmd::Show { device }) => {
-            out(&c.call("GET", &format!("/api/v1/devices/{}", enc(&device)), None).await?);
+            out(&c
+                .call("GET", &format!("/api/v1/devices/{}", enc(&device)), None)
+                .await?);
         }
         AdminCommand::Device(DeviceCmd::Move { device, group }) => {
-            let v = c.call("POST", &format!("/api/v1/devices/{}/move", enc(&device)), Some(json!({"group": group}))).await?;
-            if json_out { out(&v) } else { println!("device {device} moved to {group}") }
+            let v = c
+                .call(
+                    "POST",
+                    &format!("/api/v1/devices/{}/move", enc(&device)),
+                    Some(json!({"group": group})),
+                )
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!("device {device} moved to {group}")
+            }
         }
         AdminCommand::Device(DeviceCmd::Revoke { device }) => {
-            let v = c.call("POST", &format!("/api/v1/devices/{}/revoke", enc(&device)), None).await?;
-            if json_out { out(&v) } else { println!("device {device} revoked") }
+            let v = c
+                .call(
+                    "POST",
+                    &format!("/api/v1/devices/{}/revoke", enc(&device)),
+                    None,
+                )
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!("device {device} revoked")
+            }
         }
         AdminCommand::Device(DeviceCmd::Settings { device }) => {
-            let v = c.call("GET", &format!("/api/v1/devices/{}/settings", enc(&device)), None).await?;
+            let v = c
+                .call(
+                    "GET",
+                    &format!("/api/v1/devices/{}/settings", enc(&device)),
+                    None,
+                )
+                .await?;
             if json_out {
                 out(&v)
             } else {
                 let tr = &v["effective"]["threat_response"];
-                println!("Device {} ({})", v["device"].as_str().unwrap_or("?"), v["device_id"]);
+                println!(
+                    "Device {} ({})",
+                    v["device"].as_str().unwrap_or("?"),
+                    v["device_id"]
+                );
                 println!("Threat Response — from {}", provenance(&tr["provenance"]));
                 println!("  enabled: {}", tr["value"]["enabled"]);
                 println!("  actions: {}", tr["value"]["actions"]);
                 let sb = &v["effective"]["sandbox_integration"];
-                println!("Sandbox integration — from {}", provenance(&sb["provenance"]));
+                println!(
+                    "Sandbox integration — from {}",
+                    provenance(&sb["provenance"])
+                );
                 println!("  sandboxes: {}", sb["value"]["sandboxes"]);
                 println!("  watch: {}", sb["value"]["watch"]);
             }
         }
         AdminCommand::Policy(PolicyCmd::Show { group }) => {
-            let v = c.call("GET", &format!("/api/v1/groups/{}/policy", enc(&group)), None).await?;
+            let v = c
+                .call(
+                    "GET",
+                    &format!("/api/v1/groups/{}/policy", enc(&group)),
+                    None,
+                )
+                .await?;
             out(&v);
         }
         AdminCommand::Policy(PolicyCmd::Set(p)) => {
-            let mode = if p.enforce { Some("enforce") } else if p.undefined { Some("undefined") } else { None };
+            let mode = if p.enforce {
+                Some("enforce")
+            } else if p.undefined {
+                Some("undefined")
+            } else {
+                None
+            };
             let mut tr = serde_json::Map::new();
-            if let Some(m) = mode { tr.insert("mode".into(), json!(m)); }
-            if let Some(on) = &p.threat_response { tr.insert("enabled".into(), json!(on == "on")); }
-            if let Some(acts) = &p.actions { tr.insert("actions".into(), json!(split_list(acts))); }
-            if let Some(f) = &p.special_password_file { tr.insert("special_password".into(), json!(crate::read_secret_file(f)?)); }
-            let mut sb = serde_json::Map::new();
-            if let Some(s) = &p.sandbox { sb.insert("sandboxes".into(), json!(split_list(s))); }
-            if let Some(f) = &p.sandbox_ca {
-                sb.insert("sandbox_ca_pem".into(), json!(std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?));
+            if let Some(m) = mode {
+                tr.insert("mode".into(), json!(m));
             }
-            if let Some(w) = &p.watch { sb.insert("watch".into(), json!(split_list(w))); }
+            if let Some(on) = &p.threat_response {
+                tr.insert("enabled".into(), json!(on == "on"));
+            }
+            if let Some(acts) = &p.actions {
+                tr.insert("actions".into(), json!(split_list(acts)));
+            }
+            if let Some(f) = &p.special_password_file {
+                tr.insert(
+                    "special_password".into(),
+                    json!(crate::read_secret_file(f)?),
+                );
+            }
+            let mut sb = serde_json::Map::new();
+            if let Some(s) = &p.sandbox {
+                sb.insert("sandboxes".into(), json!(split_list(s)));
+            }
+            if let Some(f) = &p.sandbox_ca {
+                sb.insert(
+                    "sandbox_ca_pem".into(),
+                    json!(std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read {}", f.display()))?),
+                );
+            }
+            if let Some(w) = &p.watch {
+                sb.insert("watch".into(), json!(split_list(w)));
+            }
             let sandbox_touched = !sb.is_empty();
             if sandbox_touched {
-                if let Some(m) = mode { sb.insert("mode".into(), json!(m)); }
+                if let Some(m) = mode {
+                    sb.insert("mode".into(), json!(m));
+                }
             }
             let tr_touched = tr.keys().any(|k| k != "mode") || !sandbox_touched;
             if !tr_touched && !sandbox_touched {
@@ -411,93 +583,246 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             }
             let mut v = Value::Null;
             if tr_touched {
-                v = c.call("PUT", &format!("/api/v1/groups/{}/policy/threat-response", enc(&p.group)), Some(Value::Object(tr))).await?;
+                v = c
+                    .call(
+                        "PUT",
+                        &format!("/api/v1/groups/{}/policy/threat-response", enc(&p.group)),
+                        Some(Value::Object(tr)),
+                    )
+                    .await?;
             }
             if sandbox_touched {
-                v = c.call("PUT", &format!("/api/v1/groups/{}/policy/sandbox-integration", enc(&p.group)), Some(Value::Object(sb))).await?;
+                v = c
+                    .call(
+                        "PUT",
+                        &format!(
+                            "/api/v1/groups/{}/policy/sandbox-integration",
+                            enc(&p.group)
+                        ),
+                        Some(Value::Object(sb)),
+                    )
+                    .await?;
             }
-            if json_out { out(&v) } else { println!("policy of group {} saved", p.group) }
+            if json_out {
+                out(&v)
+            } else {
+                println!("policy of group {} saved", p.group)
+            }
         }
         AdminCommand::SpecialAccount(SpecialCmd::Create { password_file }) => {
             let pw = crate::read_secret_file(&password_file)?;
-            let v = c.call("POST", "/api/v1/special-account", Some(json!({"password": pw}))).await?;
-            if json_out { out(&v) } else { println!("special account '{}' created", v["name"].as_str().unwrap_or("?")) }
+            let v = c
+                .call(
+                    "POST",
+                    "/api/v1/special-account",
+                    Some(json!({"password": pw})),
+                )
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!(
+                    "special account '{}' created",
+                    v["name"].as_str().unwrap_or("?")
+                )
+            }
         }
         AdminCommand::SpecialAccount(SpecialCmd::Delete) => {
             let v = c.call("DELETE", "/api/v1/special-account", None).await?;
-            if json_out { out(&v) } else { println!("special account deleted") }
+            if json_out {
+                out(&v)
+            } else {
+                println!("special account deleted")
+            }
         }
         AdminCommand::SpecialAccount(SpecialCmd::Status) => {
             let v = c.call("GET", "/api/v1/special-account", None).await?;
-            if json_out { out(&v) } else if v["exists"] == true { println!("special account '{}' exists", v["name"].as_str().unwrap_or("?")) } else { println!("no special account") }
+            if json_out {
+                out(&v)
+            } else if v["exists"] == true {
+                println!(
+                    "special account '{}' exists",
+                    v["name"].as_str().unwrap_or("?")
+                )
+            } else {
+                println!("no special account")
+            }
         }
         AdminCommand::Account(AccountCmd::List) => {
             let v = c.call("GET", "/api/v1/accounts", None).await?;
-            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "name", "kind", "role"]) }
+            if json_out {
+                out(&v)
+            } else {
+                print_table(
+                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
+                    &["id", "name", "kind", "role"],
+                )
+            }
         }
-        AdminCommand::Account(AccountCmd::Create { name, role, password_file }) => {
+        AdminCommand::Account(AccountCmd::Create {
+            name,
+            role,
+            password_file,
+        }) => {
             let pw = crate::read_secret_file(&password_file)?;
-            let v = c.call("POST", "/api/v1/accounts", Some(json!({"name": name, "role": role, "password": pw}))).await?;
-            if json_out { out(&v) } else { println!("account '{name}' created") }
+            let v = c
+                .call(
+                    "POST",
+                    "/api/v1/accounts",
+                    Some(json!({"name": name, "role": role, "password": pw})),
+                )
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!("account '{name}' created")
+            }
         }
         AdminCommand::Account(AccountCmd::Delete { name }) => {
-            let v = c.call("DELETE", &format!("/api/v1/accounts/{}", enc(&name)), None).await?;
-            if json_out { out(&v) } else { println!("account '{name}' deleted") }
+            let v = c
+                .call("DELETE", &format!("/api/v1/accounts/{}", enc(&name)), None)
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!("account '{name}' deleted")
+            }
         }
         AdminCommand::Task(TaskCmd::List) => {
             let v = c.call("GET", "/api/v1/tasks", None).await?;
-            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["id", "name", "autonomous", "group_id", "created_by", "cancelled"]) }
+            if json_out {
+                out(&v)
+            } else {
+                print_table(
+                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
+                    &[
+                        "id",
+                        "name",
+                        "autonomous",
+                        "group_id",
+                        "created_by",
+                        "cancelled",
+                    ],
+                )
+            }
         }
         AdminCommand::Task(TaskCmd::Show { id }) => {
             let v = c.call("GET", &format!("/api/v1/tasks/{id}"), None).await?;
             if json_out {
                 out(&v)
             } else {
-                println!("task {} '{}' (group {}, by {})", v["task"]["id"], v["task"]["name"].as_str().unwrap_or(""), v["task"]["group_id"], v["task"]["created_by"].as_str().unwrap_or(""));
-                print_table(v["devices"].as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["device_id", "device_name", "state", "hits", "reason"]);
+                println!(
+                    "task {} '{}' (group {}, by {})",
+                    v["task"]["id"],
+                    v["task"]["name"].as_str().unwrap_or(""),
+                    v["task"]["group_id"],
+                    v["task"]["created_by"].as_str().unwrap_or("")
+                );
+                print_table(
+                    v["devices"].as_array().map(|x| x.as_slice()).unwrap_or(&[]),
+                    &["device_id", "device_name", "state", "hits", "reason"],
+                );
             }
         }
         AdminCommand::Task(TaskCmd::Cancel { id }) => {
-            let v = c.call("POST", &format!("/api/v1/tasks/{id}/cancel"), None).await?;
-            if json_out { out(&v) } else { println!("task {id} cancelled") }
+            let v = c
+                .call("POST", &format!("/api/v1/tasks/{id}/cancel"), None)
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                println!("task {id} cancelled")
+            }
         }
-        AdminCommand::Task(TaskCmd::Create { group, name, ioc, stix, yara, actions, scope }) => {
+        AdminCommand::Task(TaskCmd::Create {
+            group,
+            name,
+            ioc,
+            stix,
+            yara,
+            actions,
+            scope,
+        }) => {
             let mut docs = Vec::new();
             for (format, files) in [("openioc", &ioc), ("stix", &stix), ("yara", &yara)] {
                 for f in files {
-                    let content = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-                    let fname = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    let content = std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
+                    let fname = f
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
                     docs.push(json!({"format": format, "name": fname, "content": content}));
                 }
             }
             let acts = actions.as_deref().map(split_list).unwrap_or_default();
             let body = json!({"name": name.unwrap_or_else(|| "IOC scan".into()), "group": group, "iocs": docs, "actions": acts, "scope": scope});
             let v = c.call("POST", "/api/v1/tasks", Some(body)).await?;
-            if json_out { out(&v) } else { println!("task {} created", v["id"]) }
+            if json_out {
+                out(&v)
+            } else {
+                println!("task {} created", v["id"])
+            }
         }
         AdminCommand::Detection(DetectionCmd::List { device }) => {
-            let q = device.map(|d| format!("?device={}", enc(&d))).unwrap_or_default();
-            let v = c.call("GET", &format!("/api/v1/detections{q}"), None).await?;
+            let q = device
+                .map(|d| format!("?device={}", enc(&d)))
+                .unwrap_or_default();
+            let v = c
+                .call("GET", &format!("/api/v1/detections{q}"), None)
+                .await?;
             if json_out {
                 out(&v)
             } else {
                 let rows: Vec<Value> = v.as_array().cloned().unwrap_or_default().into_iter().map(|d| json!({
                     "id": d["id"], "device_id": d["device_id"], "threat": d["record"]["threat"], "path": d["record"]["path"],
                     "task_id": d["task_id"], "group_action_error": d["group_action_error"]})).collect();
-                print_table(&rows, &["id", "device_id", "threat", "path", "task_id", "group_action_error"]);
+                print_table(
+                    &rows,
+                    &[
+                        "id",
+                        "device_id",
+                        "threat",
+                        "path",
+                        "task_id",
+                        "group_action_error",
+                    ],
+                );
             }
         }
         AdminCommand::Detection(DetectionCmd::Show { id }) => {
-            out(&c.call("GET", &format!("/api/v1/detections/{}", enc(&id)), None).await?);
+            out(&c
+                .call("GET", &format!("/api/v1/detections/{}", enc(&id)), None)
+                .await?);
         }
         AdminCommand::Quarantine(QuarantineCmd::List { device }) => {
-            let q = device.map(|d| format!("?device={}", enc(&d))).unwrap_or_default();
-            let v = c.call("GET", &format!("/api/v1/quarantine{q}"), None).await?;
-            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["device_id", "entry_id", "state"]) }
+            let q = device
+                .map(|d| format!("?device={}", enc(&d)))
+                .unwrap_or_default();
+            let v = c
+                .call("GET", &format!("/api/v1/quarantine{q}"), None)
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                print_table(
+                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
+                    &["device_id", "entry_id", "state"],
+                )
+            }
         }
         AdminCommand::Audit(AuditCmd::List { limit }) => {
-            let v = c.call("GET", &format!("/api/v1/audit?limit={limit}"), None).await?;
-            if json_out { out(&v) } else { print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), &["at", "actor", "source", "action", "detail"]) }
+            let v = c
+                .call("GET", &format!("/api/v1/audit?limit={limit}"), None)
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                print_table(
+                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
+                    &["at", "actor", "source", "action", "detail"],
+                )
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -60,19 +60,26 @@ pub async fn ensure_enrolled(a: &AgentArgs) -> anyhow::Result<Identity> {
         Ok(id) => Ok(id),
         Err(IdentityError::NotEnrolled) => {
             let (Some(server), Some(ca), Some(token)) = (&a.server, &a.ca, &a.enroll_token) else {
-                bail!("this agent is not enrolled yet: give --server URL --ca FILE --enroll-token T");
+                bail!(
+                    "this agent is not enrolled yet: give --server URL --ca FILE --enroll-token T"
+                );
             };
-            let ca_pem = std::fs::read_to_string(ca).with_context(|| format!("cannot read the CA file {}", ca.display()))?;
+            let ca_pem = std::fs::read_to_string(ca)
+                .with_context(|| format!("cannot read the CA file {}", ca.display()))?;
             let host = hostname();
             let name = a.name.clone().unwrap_or_else(|| host.clone());
             let id = identity::enroll(server, &ca_pem, token, &name, &host).await?;
-            std::fs::create_dir_all(&a.data).with_context(|| format!("cannot create {}", a.data.display()))?;
+            std::fs::create_dir_all(&a.data)
+                .with_context(|| format!("cannot create {}", a.data.display()))?;
             {
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(&a.data, std::fs::Permissions::from_mode(0o700));
             }
             id.save(&a.data)?;
-            eprintln!("enrolled as device {} with server {}", id.device_id, id.server_url);
+            eprintln!(
+                "enrolled as device {} with server {}",
+                id.device_id, id.server_url
+            );
             Ok(id)
         }
         Err(e) => Err(e.into()),
@@ -127,7 +134,11 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
             Some(s) => {
                 let tr = &s.threat_response.value;
                 let actions: Vec<&str> = tr.actions.iter().map(|a| a.as_str()).collect();
-                println!("threat response: {} [{}]", if tr.enabled { "on" } else { "off" }, actions.join(", "));
+                println!(
+                    "threat response: {} [{}]",
+                    if tr.enabled { "on" } else { "off" },
+                    actions.join(", ")
+                );
             }
             None => println!("threat response: no settings received yet"),
         }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "riposte", version, about = "Riposte: endpoint threat response across a fleet")]
+#[command(
+    name = "riposte",
+    version,
+    about = "Riposte: endpoint threat response across a fleet"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,7 +49,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("riposte: cannot start the async runtime: {e}");
@@ -74,7 +81,8 @@ fn main() -> ExitCode {
 /// Reads a secret from a file, without its trailing newline.
 pub fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
     use anyhow::Context;
-    let s = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let s =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }
 

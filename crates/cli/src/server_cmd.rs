@@ -36,7 +36,9 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = &a.admin_password_file {
         o.admin_password = Some(crate::read_secret_file(f)?);
     }
-    let server = riposte_server::start(o).await.context("cannot start the server")?;
+    let server = riposte_server::start(o)
+        .await
+        .context("cannot start the server")?;
     println!("Riposte administration server");
     println!("  API and console: https://{}/", server.api_addr);
     println!("  agent channel:   {}", server.agent_addr);

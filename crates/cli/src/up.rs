@@ -24,14 +24,21 @@ pub const DEFAULT_GROUP: &str = "Local";
 pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let server_dir = a.data.join("server");
     let agent_dir = a.data.join("agent");
-    std::fs::create_dir_all(&a.data).with_context(|| format!("cannot create {}", a.data.display()))?;
-    let server = riposte_server::start(riposte_server::ServerOptions::new(server_dir.clone(), a.listen))
-        .await
-        .context("cannot start the server")?;
+    std::fs::create_dir_all(&a.data)
+        .with_context(|| format!("cannot create {}", a.data.display()))?;
+    let server = riposte_server::start(riposte_server::ServerOptions::new(
+        server_dir.clone(),
+        a.listen,
+    ))
+    .await
+    .context("cannot start the server")?;
     let core = server.core.clone();
     let url = format!("https://{}", server.api_addr);
     let system = riposte_server::service::Caller {
-        principal: riposte_model::Principal::Account { name: "riposte-up".into(), role: riposte_model::Role::Administrator },
+        principal: riposte_model::Principal::Account {
+            name: "riposte-up".into(),
+            role: riposte_model::Role::Administrator,
+        },
         source: "local".into(),
     };
     if core.store.group_by_name(DEFAULT_GROUP).await.is_err() {
@@ -42,14 +49,19 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             &riposte_server::service::ThreatResponsePatch {
                 mode: Some(riposte_model::PolicyMode::Enforce),
                 enabled: Some(true),
-                actions: Some(vec![riposte_model::Action::QuarantineAndDelete, riposte_model::Action::NotifyUser]),
+                actions: Some(vec![
+                    riposte_model::Action::QuarantineAndDelete,
+                    riposte_model::Action::NotifyUser,
+                ]),
                 special_password: None,
             },
         )
         .await?;
     }
     if riposte_agent::identity::Identity::load(&agent_dir).is_err() {
-        let (token, _) = core.create_enroll_token(&system, DEFAULT_GROUP, 3600, 1).await?;
+        let (token, _) = core
+            .create_enroll_token(&system, DEFAULT_GROUP, 3600, 1)
+            .await?;
         let args = crate::agent_cmd::AgentArgs {
             data: agent_dir.clone(),
             server: Some(url.clone()),

@@ -98,7 +98,11 @@ fn server_agent_and_admin_commands() {
     std::fs::write(&pwfile, "cli-test-admin-password\n").unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let (server, url) = start_server(&sdir, &pwfile, &listen);
-    let admin = Admin { url: url.clone(), ca: sdir.join("ca.pem"), pwfile: pwfile.clone() };
+    let admin = Admin {
+        url: url.clone(),
+        ca: sdir.join("ca.pem"),
+        pwfile: pwfile.clone(),
+    };
 
     admin.ok(&["group", "create", "A"]);
     admin.ok(&["group", "create", "A1", "--parent", "A"]);
@@ -108,7 +112,10 @@ fn server_agent_and_admin_commands() {
     assert_ne!(code, 0);
     assert!(err.contains("already exists"), "{err}");
 
-    let token = admin.ok(&["enroll-token", "create", "--group", "A1"]).trim().to_string();
+    let token = admin
+        .ok(&["enroll-token", "create", "--group", "A1"])
+        .trim()
+        .to_string();
     let adir = tmp.path().join("agent");
     let _agent = Proc(
         Command::new(bin())
@@ -132,23 +139,46 @@ fn server_agent_and_admin_commands() {
     assert_eq!(devices[0]["name"], "dev-one", "{devices}");
     assert_eq!(devices[0]["connected"], true, "{devices}");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(adir.join("device.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(adir.join("device.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the device key is private");
 
     // Special account: the rule is stated; then created.
     let pw7 = tmp.path().join("pw7");
     std::fs::write(&pw7, "1234567").unwrap();
-    let (code, _, err) = admin.run(&["special-account", "create", "--password-file", pw7.to_str().unwrap()]);
+    let (code, _, err) = admin.run(&[
+        "special-account",
+        "create",
+        "--password-file",
+        pw7.to_str().unwrap(),
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("8 to 16 characters"), "{err}");
     let pw = tmp.path().join("pw");
     std::fs::write(&pw, "s3cret-pass\n").unwrap();
-    admin.ok(&["special-account", "create", "--password-file", pw.to_str().unwrap()]);
+    admin.ok(&[
+        "special-account",
+        "create",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
     assert_eq!(admin.json(&["special-account", "status"])["exists"], true);
 
     // Policy on A, enforced: the device in A1 inherits it, locked, with provenance.
-    admin.ok(&["policy", "set", "A", "--threat-response", "on", "--actions", "quarantine_and_delete,group_ioc_scan",
-        "--special-password-file", pw.to_str().unwrap(), "--enforce"]);
+    admin.ok(&[
+        "policy",
+        "set",
+        "A",
+        "--threat-response",
+        "on",
+        "--actions",
+        "quarantine_and_delete,group_ioc_scan",
+        "--special-password-file",
+        pw.to_str().unwrap(),
+        "--enforce",
+    ]);
     let s = admin.json(&["device", "settings", "dev-one"]);
     let tr = &s["effective"]["threat_response"];
     assert_eq!(tr["value"]["enabled"], true, "{s}");
@@ -156,24 +186,46 @@ fn server_agent_and_admin_commands() {
     assert_eq!(tr["provenance"]["locked"], true);
     assert_eq!(tr["provenance"]["policy"], "Riposte policy (A)");
     let text = admin.ok(&["device", "settings", "dev-one"]);
-    assert!(text.contains("Riposte policy (A) (enforced, locked)"), "{text}");
+    assert!(
+        text.contains("Riposte policy (A) (enforced, locked)"),
+        "{text}"
+    );
     // The agent received the settings.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut st = serde_json::Value::Null;
     while Instant::now() < deadline {
-        let out = Command::new(bin()).args(["agent", "--data"]).arg(&adir).args(["status", "--json"]).output().unwrap();
+        let out = Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&adir)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
         st = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if st["settings"]["threat_response"]["value"]["enabled"] == true {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(st["settings"]["threat_response"]["value"]["enabled"], true, "{st}");
+    assert_eq!(
+        st["settings"]["threat_response"]["value"]["enabled"], true,
+        "{st}"
+    );
 
     // Tasks: create, show, cancel.
     let ioc = tmp.path().join("x.ioc");
-    std::fs::write(&ioc, "<OpenIOC xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\"/>").unwrap();
-    let t = admin.json(&["task", "create", "--group", "A", "--ioc", ioc.to_str().unwrap()]);
+    std::fs::write(
+        &ioc,
+        "<OpenIOC xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\"/>",
+    )
+    .unwrap();
+    let t = admin.json(&[
+        "task",
+        "create",
+        "--group",
+        "A",
+        "--ioc",
+        ioc.to_str().unwrap(),
+    ]);
     let id = t["id"].as_i64().unwrap().to_string();
     let show = admin.json(&["task", "show", &id]);
     assert_eq!(show["devices"].as_array().unwrap().len(), 1, "{show}");
@@ -186,11 +238,27 @@ fn server_agent_and_admin_commands() {
     // Moving the device takes it out from under the policy.
     admin.ok(&["device", "move", "dev-one", "--group", "Managed devices"]);
     let s = admin.json(&["device", "settings", "dev-one"]);
-    assert_eq!(s["effective"]["threat_response"]["provenance"]["source"], "default", "{s}");
+    assert_eq!(
+        s["effective"]["threat_response"]["provenance"]["source"], "default",
+        "{s}"
+    );
 
     let audit = admin.json(&["audit", "list", "--limit", "1000"]);
-    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
-    for want in ["group_create", "special_account_create", "policy_set", "task_create", "task_cancel", "device_move", "device_enroll"] {
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for want in [
+        "group_create",
+        "special_account_create",
+        "policy_set",
+        "task_create",
+        "task_cancel",
+        "device_move",
+        "device_enroll",
+    ] {
         assert!(actions.contains(&want), "audit lacks {want}: {actions:?}");
     }
     assert!(!audit.to_string().contains("s3cret-pass"));
@@ -199,8 +267,13 @@ fn server_agent_and_admin_commands() {
     let bad = tmp.path().join("bad.pw");
     std::fs::write(&bad, "nope").unwrap();
     let out = Command::new(bin())
-        .args(["admin", "--server", &url, "--ca"]).arg(sdir.join("ca.pem"))
-        .args(["--password-file"]).arg(&bad).args(["group", "list"]).output().unwrap();
+        .args(["admin", "--server", &url, "--ca"])
+        .arg(sdir.join("ca.pem"))
+        .args(["--password-file"])
+        .arg(&bad)
+        .args(["group", "list"])
+        .output()
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong user name or password"));
 
@@ -210,14 +283,19 @@ fn server_agent_and_admin_commands() {
     drop(server);
     let (_server, _) = start_server(&sdir, &pwfile, &listen);
     assert_eq!(admin.json(&["group", "list"]).as_array().unwrap().len(), 3);
-    assert_eq!(admin.json(&["task", "show", &id])["devices"][0]["state"], before);
+    assert_eq!(
+        admin.json(&["task", "show", &id])["devices"][0]["state"],
+        before
+    );
 }
 
 #[test]
 fn unfinished_subcommands_say_so_with_exit_code_2() {
     for sub in ["sandbox", "scan"] {
         let out = Command::new(bin()).arg(sub).output().unwrap();
-        if out.status.code() == Some(2) && String::from_utf8_lossy(&out.stderr).contains("not available yet") {
+        if out.status.code() == Some(2)
+            && String::from_utf8_lossy(&out.stderr).contains("not available yet")
+        {
             continue;
         }
         // Once implemented, the subcommand must at least answer --help.

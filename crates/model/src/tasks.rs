@@ -95,13 +95,13 @@ impl DeviceTaskState {
     pub fn advance(self, to: DeviceTaskState) -> Result<DeviceTaskState, TransitionError> {
         use DeviceTaskState::*;
         let ok = self == to
-            || match (self, to) {
-                (Pending, Delivered | Running | Completed | Failed) => true,
-                (Delivered, Running | Completed | Failed) => true,
-                (Running, Completed | Failed) => true,
-                (Pending | Delivered | Running, Expired | Cancelled) => true,
-                _ => false,
-            };
+            || matches!(
+                (self, to),
+                (Pending, Delivered | Running | Completed | Failed)
+                    | (Delivered, Running | Completed | Failed)
+                    | (Running, Completed | Failed)
+                    | (Pending | Delivered | Running, Expired | Cancelled)
+            );
         if ok {
             Ok(to)
         } else {

@@ -23,6 +23,7 @@ pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Agent → server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // short-lived, one at a time per connection
 pub enum AgentToServer {
     /// First frame on a connection.
     Hello {
@@ -45,6 +46,7 @@ pub enum AgentToServer {
 /// Server → agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // short-lived, one at a time per connection
 pub enum ServerToAgent {
     /// Answer to a good `Hello`.
     Welcome {

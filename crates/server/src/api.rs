@@ -2,7 +2,9 @@
 //! [`Core`](crate::service::Core) operation, and shape the answer.
 
 use crate::error::ServiceError;
-use crate::service::{AutonomousRequest, Caller, Core, SandboxPatch, TaskRequest, ThreatResponsePatch};
+use crate::service::{
+    AutonomousRequest, Caller, Core, SandboxPatch, TaskRequest, ThreatResponsePatch,
+};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -79,7 +81,10 @@ fn source_of(parts: &Parts) -> String {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, core: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        core: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let source = source_of(parts);
         let header = parts
             .headers
@@ -93,15 +98,19 @@ impl FromRequestParts<AppState> for Caller {
                 .decode(basic.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ServiceError::Unauthorized("malformed Basic authorization".into()))?;
-            let (user, password) = raw
-                .split_once(':')
-                .ok_or_else(|| ServiceError::Unauthorized("malformed Basic authorization".into()))?;
+                .ok_or_else(|| {
+                    ServiceError::Unauthorized("malformed Basic authorization".into())
+                })?;
+            let (user, password) = raw.split_once(':').ok_or_else(|| {
+                ServiceError::Unauthorized("malformed Basic authorization".into())
+            })?;
             core.check_password(user, password, &source).await?
         } else if let Some(token) = session_cookie(parts) {
             core.session(&token).await?
         } else {
-            return Err(ServiceError::Unauthorized("log in first: no credentials were given".into()));
+            return Err(ServiceError::Unauthorized(
+                "log in first: no credentials were given".into(),
+            ));
         };
         Ok(Caller { principal, source })
     }
@@ -129,19 +138,42 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/enroll", post(enroll))
         .route("/api/v1/groups", get(groups).post(create_group))
         .route("/api/v1/groups/{group}/policy", get(policy))
-        .route("/api/v1/groups/{group}/policy/threat-response", put(set_policy_tr))
-        .route("/api/v1/groups/{group}/policy/sandbox-integration", put(set_policy_sandbox))
+        .route(
+            "/api/v1/groups/{group}/policy/threat-response",
+            put(set_policy_tr),
+        )
+        .route(
+            "/api/v1/groups/{group}/policy/sandbox-integration",
+            put(set_policy_sandbox),
+        )
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{device}", get(device))
         .route("/api/v1/devices/{device}/move", post(move_device))
         .route("/api/v1/devices/{device}/revoke", post(revoke_device))
         .route("/api/v1/devices/{device}/settings", get(device_settings))
-        .route("/api/v1/devices/{device}/settings/threat-response", put(set_device_tr))
-        .route("/api/v1/enroll-tokens", get(enroll_tokens).post(create_enroll_token))
+        .route(
+            "/api/v1/devices/{device}/settings/threat-response",
+            put(set_device_tr),
+        )
+        .route(
+            "/api/v1/enroll-tokens",
+            get(enroll_tokens).post(create_enroll_token),
+        )
         .route("/api/v1/accounts", get(accounts).post(create_account))
-        .route("/api/v1/accounts/{name}", axum::routing::delete(delete_account))
-        .route("/api/v1/special-account", get(special_status).post(create_special).delete(delete_special))
-        .route("/api/v1/special-account/password", put(change_special_password))
+        .route(
+            "/api/v1/accounts/{name}",
+            axum::routing::delete(delete_account),
+        )
+        .route(
+            "/api/v1/special-account",
+            get(special_status)
+                .post(create_special)
+                .delete(delete_special),
+        )
+        .route(
+            "/api/v1/special-account/password",
+            put(change_special_password),
+        )
         .route("/api/v1/tasks", get(tasks).post(create_task))
         .route("/api/v1/tasks/{id}", get(task))
         .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
@@ -158,7 +190,9 @@ pub fn router(core: AppState) -> Router {
 type ApiResult = Result<Json<Value>, ServiceError>;
 
 fn ok<T: serde::Serialize>(v: T) -> ApiResult {
-    Ok(Json(serde_json::to_value(v).map_err(|e| ServiceError::Internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(v).map_err(|e| ServiceError::Internal(e.to_string()))?,
+    ))
 }
 
 async fn not_found() -> ServiceError {
@@ -166,7 +200,10 @@ async fn not_found() -> ServiceError {
 }
 
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json"))
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 #[derive(Deserialize)]
@@ -215,7 +252,9 @@ struct EnrollBody {
 }
 
 async fn enroll(State(core): State<AppState>, src: Parts2, Body(b): Body<EnrollBody>) -> ApiResult {
-    ok(core.enroll(&b.token, &b.csr_pem, &b.name, &b.hostname, &src.0).await?)
+    ok(core
+        .enroll(&b.token, &b.csr_pem, &b.name, &b.hostname, &src.0)
+        .await?)
 }
 
 async fn groups(State(core): State<AppState>, c: Caller) -> ApiResult {
@@ -228,7 +267,11 @@ struct GroupBody {
     parent: Option<String>,
 }
 
-async fn create_group(State(core): State<AppState>, c: Caller, Body(b): Body<GroupBody>) -> ApiResult {
+async fn create_group(
+    State(core): State<AppState>,
+    c: Caller,
+    Body(b): Body<GroupBody>,
+) -> ApiResult {
     let id = core.create_group(&c, &b.name, b.parent.as_deref()).await?;
     ok(json!({ "id": id, "name": b.name.trim() }))
 }
@@ -237,11 +280,21 @@ async fn policy(State(core): State<AppState>, c: Caller, Path(group): Path<Strin
     ok(core.policy(&c, &group).await?)
 }
 
-async fn set_policy_tr(State(core): State<AppState>, c: Caller, Path(group): Path<String>, Body(b): Body<ThreatResponsePatch>) -> ApiResult {
+async fn set_policy_tr(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(group): Path<String>,
+    Body(b): Body<ThreatResponsePatch>,
+) -> ApiResult {
     ok(core.set_policy_threat_response(&c, &group, &b).await?)
 }
 
-async fn set_policy_sandbox(State(core): State<AppState>, c: Caller, Path(group): Path<String>, Body(b): Body<SandboxPatch>) -> ApiResult {
+async fn set_policy_sandbox(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(group): Path<String>,
+    Body(b): Body<SandboxPatch>,
+) -> ApiResult {
     ok(core.set_policy_sandbox(&c, &group, &b).await?)
 }
 
@@ -262,11 +315,24 @@ fn device_json(core: &Core, d: &riposte_store::DeviceRow) -> Value {
     })
 }
 
-async fn devices(State(core): State<AppState>, c: Caller, Query(q): Query<DeviceQuery>) -> ApiResult {
+async fn devices(
+    State(core): State<AppState>,
+    c: Caller,
+    Query(q): Query<DeviceQuery>,
+) -> ApiResult {
     let list = core
-        .devices(&c, q.group.as_deref(), q.search.as_deref(), q.offset, q.limit.unwrap_or(100))
+        .devices(
+            &c,
+            q.group.as_deref(),
+            q.search.as_deref(),
+            q.offset,
+            q.limit.unwrap_or(100),
+        )
         .await?;
-    ok(list.iter().map(|d| device_json(&core, d)).collect::<Vec<_>>())
+    ok(list
+        .iter()
+        .map(|d| device_json(&core, d))
+        .collect::<Vec<_>>())
 }
 
 async fn device(State(core): State<AppState>, c: Caller, Path(device): Path<String>) -> ApiResult {
@@ -279,22 +345,40 @@ struct MoveBody {
     group: String,
 }
 
-async fn move_device(State(core): State<AppState>, c: Caller, Path(device): Path<String>, Body(b): Body<MoveBody>) -> ApiResult {
+async fn move_device(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(device): Path<String>,
+    Body(b): Body<MoveBody>,
+) -> ApiResult {
     core.move_device(&c, &device, &b.group).await?;
     ok(json!({ "moved": true }))
 }
 
-async fn revoke_device(State(core): State<AppState>, c: Caller, Path(device): Path<String>) -> ApiResult {
+async fn revoke_device(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(device): Path<String>,
+) -> ApiResult {
     core.revoke_device(&c, &device).await?;
     ok(json!({ "revoked": true }))
 }
 
-async fn device_settings(State(core): State<AppState>, c: Caller, Path(device): Path<String>) -> ApiResult {
+async fn device_settings(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(device): Path<String>,
+) -> ApiResult {
     let (d, eff) = core.device_settings(&c, &device).await?;
     ok(json!({ "device_id": d.id, "device": d.name, "effective": eff }))
 }
 
-async fn set_device_tr(State(core): State<AppState>, c: Caller, Path(device): Path<String>, Body(b): Body<ThreatResponsePatch>) -> ApiResult {
+async fn set_device_tr(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(device): Path<String>,
+    Body(b): Body<ThreatResponsePatch>,
+) -> ApiResult {
     ok(core.set_device_threat_response(&c, &device, &b).await?)
 }
 
@@ -313,9 +397,17 @@ fn default_uses() -> i64 {
     1
 }
 
-async fn create_enroll_token(State(core): State<AppState>, c: Caller, Body(b): Body<TokenBody>) -> ApiResult {
-    let (token, expires_at) = core.create_enroll_token(&c, &b.group, b.ttl_secs, b.max_uses).await?;
-    ok(json!({ "token": token, "expires_at": expires_at, "group": b.group, "max_uses": b.max_uses }))
+async fn create_enroll_token(
+    State(core): State<AppState>,
+    c: Caller,
+    Body(b): Body<TokenBody>,
+) -> ApiResult {
+    let (token, expires_at) = core
+        .create_enroll_token(&c, &b.group, b.ttl_secs, b.max_uses)
+        .await?;
+    ok(
+        json!({ "token": token, "expires_at": expires_at, "group": b.group, "max_uses": b.max_uses }),
+    )
 }
 
 async fn enroll_tokens(State(core): State<AppState>, c: Caller) -> ApiResult {
@@ -333,20 +425,30 @@ struct AccountBody {
     password: String,
 }
 
-async fn create_account(State(core): State<AppState>, c: Caller, Body(b): Body<AccountBody>) -> ApiResult {
+async fn create_account(
+    State(core): State<AppState>,
+    c: Caller,
+    Body(b): Body<AccountBody>,
+) -> ApiResult {
     let role = Role::parse(&b.role).map_err(ServiceError::from)?;
     let id = core.create_account(&c, &b.name, role, &b.password).await?;
     ok(json!({ "id": id, "name": b.name, "role": role }))
 }
 
-async fn delete_account(State(core): State<AppState>, c: Caller, Path(name): Path<String>) -> ApiResult {
+async fn delete_account(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
     core.delete_account(&c, &name).await?;
     ok(json!({ "deleted": name }))
 }
 
 async fn special_status(State(core): State<AppState>, c: Caller) -> ApiResult {
     let created = core.special_status(&c).await?;
-    ok(json!({ "exists": created.is_some(), "created_at": created, "name": riposte_model::accounts::SPECIAL_ACCOUNT_NAME }))
+    ok(
+        json!({ "exists": created.is_some(), "created_at": created, "name": riposte_model::accounts::SPECIAL_ACCOUNT_NAME }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -354,7 +456,11 @@ struct SpecialBody {
     password: String,
 }
 
-async fn create_special(State(core): State<AppState>, c: Caller, Body(b): Body<SpecialBody>) -> ApiResult {
+async fn create_special(
+    State(core): State<AppState>,
+    c: Caller,
+    Body(b): Body<SpecialBody>,
+) -> ApiResult {
     core.create_special(&c, &b.password).await?;
     ok(json!({ "created": true, "name": riposte_model::accounts::SPECIAL_ACCOUNT_NAME }))
 }
@@ -373,7 +479,11 @@ async fn tasks(State(core): State<AppState>, c: Caller) -> ApiResult {
     ok(core.tasks(&c).await?)
 }
 
-async fn create_task(State(core): State<AppState>, c: Caller, Body(b): Body<TaskRequest>) -> ApiResult {
+async fn create_task(
+    State(core): State<AppState>,
+    c: Caller,
+    Body(b): Body<TaskRequest>,
+) -> ApiResult {
     let id = core.create_task(&c, &b).await?;
     ok(json!({ "id": id }))
 }
@@ -394,7 +504,11 @@ async fn cancel_task(State(core): State<AppState>, c: Caller, Path(id): Path<Str
     ok(json!({ "cancelled": id }))
 }
 
-async fn create_autonomous(State(core): State<AppState>, c: Caller, Body(b): Body<AutonomousRequest>) -> ApiResult {
+async fn create_autonomous(
+    State(core): State<AppState>,
+    c: Caller,
+    Body(b): Body<AutonomousRequest>,
+) -> ApiResult {
     ok(core.create_autonomous_task(&c, &b).await?)
 }
 
@@ -403,7 +517,11 @@ struct DeviceFilter {
     device: Option<String>,
 }
 
-async fn detections(State(core): State<AppState>, c: Caller, Query(q): Query<DeviceFilter>) -> ApiResult {
+async fn detections(
+    State(core): State<AppState>,
+    c: Caller,
+    Query(q): Query<DeviceFilter>,
+) -> ApiResult {
     ok(core.detections(&c, q.device.as_deref()).await?)
 }
 
@@ -411,7 +529,11 @@ async fn detection(State(core): State<AppState>, c: Caller, Path(id): Path<Strin
     ok(core.detection(&c, &id).await?)
 }
 
-async fn quarantine(State(core): State<AppState>, c: Caller, Query(q): Query<DeviceFilter>) -> ApiResult {
+async fn quarantine(
+    State(core): State<AppState>,
+    c: Caller,
+    Query(q): Query<DeviceFilter>,
+) -> ApiResult {
     ok(core.quarantine(&c, q.device.as_deref()).await?)
 }
 

@@ -6,7 +6,8 @@
 
 use crate::service::Core;
 use riposte_proto::{
-    read_frame, write_frame, AgentEvent, AgentToServer, Delivery, EventBody, ServerToAgent, PROTOCOL_VERSION,
+    read_frame, write_frame, AgentEvent, AgentToServer, Delivery, EventBody, ServerToAgent,
+    PROTOCOL_VERSION,
 };
 use riposte_store::StoreError;
 use std::sync::atomic::Ordering;
@@ -22,7 +23,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Accepts agent connections until `shutdown` turns true.
-pub async fn serve(core: Arc<Core>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let accepted = tokio::select! {
@@ -74,7 +80,12 @@ enum ConnError {
     Refused(String),
 }
 
-async fn connection<S>(core: Arc<Core>, stream: S, fingerprint: String, mut shutdown: watch::Receiver<bool>) -> Result<(), ConnError>
+async fn connection<S>(
+    core: Arc<Core>,
+    stream: S,
+    fingerprint: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -82,11 +93,19 @@ where
     let hello: AgentToServer = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader))
         .await
         .map_err(|_| ConnError::Refused("no hello".into()))??;
-    let AgentToServer::Hello { device_id, protocol, last_applied_seq, hostname } = hello else {
+    let AgentToServer::Hello {
+        device_id,
+        protocol,
+        last_applied_seq,
+        hostname,
+    } = hello
+    else {
         return Err(ConnError::Refused("first frame was not a hello".into()));
     };
     let refusal = match core.store.device(device_id).await {
-        Ok(d) if d.revoked => Some(format!("device {device_id} has been revoked; enroll it again")),
+        Ok(d) if d.revoked => Some(format!(
+            "device {device_id} has been revoked; enroll it again"
+        )),
         Ok(d) if d.cert_fingerprint.is_empty() || d.cert_fingerprint != fingerprint => {
             Some("the client certificate does not belong to this device".to_string())
         }
@@ -94,20 +113,34 @@ where
             "protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
         )),
         Ok(_) => None,
-        Err(StoreError::NotFound(_)) => Some(format!("unknown device {device_id}; enroll it again")),
+        Err(StoreError::NotFound(_)) => {
+            Some(format!("unknown device {device_id}; enroll it again"))
+        }
         Err(e) => return Err(e.into()),
     };
     if let Some(reason) = refusal {
-        let _ = write_frame(&mut writer, &ServerToAgent::Refused { reason: reason.clone() }).await;
+        let _ = write_frame(
+            &mut writer,
+            &ServerToAgent::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await;
         return Err(ConnError::Refused(reason));
     }
     core.store.touch_device(device_id, &hostname).await?;
     let device = core.store.device(device_id).await?;
-    let group = core.store.group(device.group_id).await.map(|g| g.name).unwrap_or_default();
+    let group = core
+        .store
+        .group(device.group_id)
+        .await
+        .map(|g| g.name)
+        .unwrap_or_default();
     write_frame(&mut writer, &ServerToAgent::Welcome { device_id, group }).await?;
     let conn = core.hub.register(device_id);
 
-    let (frames_tx, mut frames) = tokio::sync::mpsc::channel::<Result<AgentToServer, riposte_proto::FrameError>>(8);
+    let (frames_tx, mut frames) =
+        tokio::sync::mpsc::channel::<Result<AgentToServer, riposte_proto::FrameError>>(8);
     let reader_task = tokio::spawn(async move {
         loop {
             let f = read_frame(&mut reader).await;
@@ -175,7 +208,14 @@ async fn acknowledge(core: &Core, device_id: i64, seq: i64) -> Result<(), ConnEr
     for task in core.store.ack_outbox(device_id, seq).await? {
         match core
             .store
-            .update_task_device(task, device_id, riposte_model::DeviceTaskState::Delivered, 0, None, &serde_json::Value::Null)
+            .update_task_device(
+                task,
+                device_id,
+                riposte_model::DeviceTaskState::Delivered,
+                0,
+                None,
+                &serde_json::Value::Null,
+            )
             .await
         {
             Ok(_) | Err(StoreError::Conflict(_)) | Err(StoreError::NotFound(_)) => {}
@@ -186,16 +226,31 @@ async fn acknowledge(core: &Core, device_id: i64, seq: i64) -> Result<(), ConnEr
 }
 
 /// Sends everything queued after `sent_upto`; returns the new high-water mark.
-async fn deliver<W: AsyncWrite + Unpin>(core: &Core, device_id: i64, mut sent_upto: i64, writer: &mut W) -> Result<i64, ConnError> {
+async fn deliver<W: AsyncWrite + Unpin>(
+    core: &Core,
+    device_id: i64,
+    mut sent_upto: i64,
+    writer: &mut W,
+) -> Result<i64, ConnError> {
     loop {
         let rows = core.store.outbox_after(device_id, sent_upto, 100).await?;
         let n = rows.len();
         for row in rows {
             match serde_json::from_str::<Delivery>(&row.payload) {
                 Ok(delivery) => {
-                    write_frame(writer, &ServerToAgent::Deliver { seq: row.seq as u64, delivery }).await?;
+                    write_frame(
+                        writer,
+                        &ServerToAgent::Deliver {
+                            seq: row.seq as u64,
+                            delivery,
+                        },
+                    )
+                    .await?;
                 }
-                Err(e) => tracing::error!("outbox row {} of device {device_id} is corrupt: {e}", row.seq),
+                Err(e) => tracing::error!(
+                    "outbox row {} of device {device_id} is corrupt: {e}",
+                    row.seq
+                ),
             }
             sent_upto = row.seq;
         }
@@ -206,20 +261,39 @@ async fn deliver<W: AsyncWrite + Unpin>(core: &Core, device_id: i64, mut sent_up
 }
 
 async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), ConnError> {
-    if !core.store.mark_event_processed(device_id, &e.event_id).await? {
+    if !core
+        .store
+        .mark_event_processed(device_id, &e.event_id)
+        .await?
+    {
         return Ok(()); // a re-delivery after a reconnect
     }
     match e.body {
         EventBody::Detection(d) => {
             let json = serde_json::to_value(&d).unwrap_or_default();
-            core.store.insert_detection(device_id, &d.detection_id, &json).await?;
+            core.store
+                .insert_detection(device_id, &d.detection_id, &json)
+                .await?;
             tracing::info!(device_id, threat = %d.threat, "detection reported");
         }
-        EventBody::ActionOutcome { detection_id, action, outcome, detail } => {
-            core.store.add_action_outcome(device_id, &detection_id, &action, &outcome, &detail).await?;
+        EventBody::ActionOutcome {
+            detection_id,
+            action,
+            outcome,
+            detail,
+        } => {
+            core.store
+                .add_action_outcome(device_id, &detection_id, &action, &outcome, &detail)
+                .await?;
         }
-        EventBody::Quarantine { entry_id, state, record } => {
-            core.store.upsert_quarantine(device_id, &entry_id, &state, &record).await?;
+        EventBody::Quarantine {
+            entry_id,
+            state,
+            record,
+        } => {
+            core.store
+                .upsert_quarantine(device_id, &entry_id, &state, &record)
+                .await?;
         }
         EventBody::Alert { code, message } => {
             tracing::warn!(device_id, %code, "{message}");

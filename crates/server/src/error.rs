@@ -42,7 +42,9 @@ impl From<riposte_model::AccountError> for ServiceError {
     fn from(e: riposte_model::AccountError) -> Self {
         use riposte_model::AccountError::*;
         match e {
-            SpecialAccountExists | SpecialPasswordImmutable => ServiceError::Conflict(e.to_string()),
+            SpecialAccountExists | SpecialPasswordImmutable => {
+                ServiceError::Conflict(e.to_string())
+            }
             NoSpecialAccount => ServiceError::NotFound(e.to_string()),
             _ => ServiceError::BadRequest(e.to_string()),
         }

@@ -51,14 +51,24 @@ impl Hub {
 
     /// Tells a connected device to read its outbox.
     pub fn wake(&self, device_id: i64) {
-        if let Some(c) = self.connections.lock().unwrap_or_else(|e| e.into_inner()).get(&device_id) {
+        if let Some(c) = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&device_id)
+        {
             c.wake.notify_one();
         }
     }
 
     /// Disconnects a device at once.
     pub fn kick(&self, device_id: i64) {
-        if let Some(c) = self.connections.lock().unwrap_or_else(|e| e.into_inner()).remove(&device_id) {
+        if let Some(c) = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&device_id)
+        {
             c.kicked.store(true, Ordering::SeqCst);
             c.wake.notify_one();
         }
@@ -66,12 +76,18 @@ impl Hub {
 
     /// Whether the device is connected to this process.
     pub fn is_connected(&self, device_id: i64) -> bool {
-        self.connections.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&device_id)
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&device_id)
     }
 
     /// How many devices are connected.
     pub fn len(&self) -> usize {
-        self.connections.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

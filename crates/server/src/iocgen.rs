@@ -22,13 +22,28 @@ fn item(id: &str, search: &str, ty: &str, value: &str) -> String {
 pub fn detection_ioc(d: &DetectionRecord) -> IocDocument {
     let id = format!("riposte-{}", d.detection_id);
     let mut object = format!(r#"<Indicator id="{id}-object" operator="AND">"#);
-    object.push_str(&item(&format!("{id}-size"), "SizeInBytes", "int", &d.size.to_string()));
-    object.push_str(&item(&format!("{id}-sha256"), "Sha256sum", "sha256", &d.sha256.to_ascii_lowercase()));
+    object.push_str(&item(
+        &format!("{id}-size"),
+        "SizeInBytes",
+        "int",
+        &d.size.to_string(),
+    ));
+    object.push_str(&item(
+        &format!("{id}-sha256"),
+        "Sha256sum",
+        "sha256",
+        &d.sha256.to_ascii_lowercase(),
+    ));
     object.push_str("</Indicator>");
     let mut dropped = String::new();
     for (i, h) in d.dropped_sha256.iter().enumerate() {
         if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) {
-            dropped.push_str(&item(&format!("{id}-dropped-{i}"), "Sha256sum", "sha256", &h.to_ascii_lowercase()));
+            dropped.push_str(&item(
+                &format!("{id}-dropped-{i}"),
+                "Sha256sum",
+                "sha256",
+                &h.to_ascii_lowercase(),
+            ));
         }
     }
     let content = format!(
@@ -43,5 +58,9 @@ pub fn detection_ioc(d: &DetectionRecord) -> IocDocument {
         esc(&d.detection_id),
         esc(&d.path)
     );
-    IocDocument { format: "openioc".into(), name: format!("{}.ioc", d.threat), content }
+    IocDocument {
+        format: "openioc".into(),
+        name: format!("{}.ioc", d.threat),
+        content,
+    }
 }

@@ -73,9 +73,15 @@ impl ServerOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot use the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
     #[error("storage: {0}")]
@@ -115,7 +121,10 @@ impl RunningServer {
 /// agent channel until [`RunningServer::shutdown`].
 pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
     let dir = &opts.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
@@ -125,21 +134,46 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         None => Store::open_sqlite_in(dir).await?,
     };
     let authority = Authority::load_or_create(dir)?;
-    let sealer = Sealer::load_or_create(dir).map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+    let sealer = Sealer::load_or_create(dir).map_err(|source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
 
-    let api_listener = TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| StartError::Listen { addr: opts.listen, source })?;
-    let api_addr = api_listener.local_addr().map_err(|source| StartError::Listen { addr: opts.listen, source })?;
+    let api_listener =
+        TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: opts.listen,
+                source,
+            })?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
     let agent_want = opts.agent_listen.unwrap_or_else(|| {
         let mut a = api_addr;
-        a.set_port(if opts.listen.port() == 0 { 0 } else { api_addr.port() + 1 });
+        a.set_port(if opts.listen.port() == 0 {
+            0
+        } else {
+            api_addr.port() + 1
+        });
         a
     });
-    let agent_listener = TcpListener::bind(agent_want)
-        .await
-        .map_err(|source| StartError::Listen { addr: agent_want, source })?;
-    let agent_addr = agent_listener.local_addr().map_err(|source| StartError::Listen { addr: agent_want, source })?;
+    let agent_listener =
+        TcpListener::bind(agent_want)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: agent_want,
+                source,
+            })?;
+    let agent_addr = agent_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: agent_want,
+            source,
+        })?;
 
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
@@ -165,8 +199,18 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(channel::serve(core.clone(), agent_listener, agent_tls, rx.clone())));
-    tasks.push(tokio::spawn(serve_https(api::router(core.clone()), api_listener, api_tls, rx.clone())));
+    tasks.push(tokio::spawn(channel::serve(
+        core.clone(),
+        agent_listener,
+        agent_tls,
+        rx.clone(),
+    )));
+    tasks.push(tokio::spawn(serve_https(
+        api::router(core.clone()),
+        api_listener,
+        api_tls,
+        rx.clone(),
+    )));
     let hk_core = core.clone();
     let mut hk_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -181,11 +225,23 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         }
     }));
     tracing::info!(%api_addr, %agent_addr, "administration server started");
-    Ok(RunningServer { core, api_addr, agent_addr, generated_admin_password, shutdown, tasks })
+    Ok(RunningServer {
+        core,
+        api_addr,
+        agent_addr,
+        generated_admin_password,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Serves a router over HTTPS until `shutdown` turns true.
-pub async fn serve_https(app: axum::Router, listener: TcpListener, tls: Arc<rustls::ServerConfig>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_https(
+    app: axum::Router,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tower::ServiceExt;
     let acceptor = TlsAcceptor::from(tls);
@@ -205,13 +261,17 @@ pub async fn serve_https(app: axum::Router, listener: TcpListener, tls: Arc<rust
         let app = app.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(15), acceptor.accept(tcp)).await else {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(15), acceptor.accept(tcp)).await
+            else {
                 return;
             };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(api::RemoteAddr(peer));
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(api::RemoteAddr(peer));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::pin!(conn);

@@ -20,7 +20,10 @@ pub enum PkiError {
     #[error("TLS configuration error: {0}")]
     Tls(#[from] rustls::Error),
     #[error("cannot read or write {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the certificate signing request is not valid: {0}")]
     BadCsr(String),
     #[error("bad PEM in {0}")]
@@ -40,10 +43,17 @@ impl Authority {
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
         let key_pem = read_or_create_secret_file(&key_path, || {
-            Ok(KeyPair::generate().map_err(std::io::Error::other)?.serialize_pem().into_bytes())
+            Ok(KeyPair::generate()
+                .map_err(std::io::Error::other)?
+                .serialize_pem()
+                .into_bytes())
         })
-        .map_err(|source| PkiError::Io { path: key_path.display().to_string(), source })?;
-        let key_pem = String::from_utf8(key_pem).map_err(|_| PkiError::Pem(key_path.display().to_string()))?;
+        .map_err(|source| PkiError::Io {
+            path: key_path.display().to_string(),
+            source,
+        })?;
+        let key_pem = String::from_utf8(key_pem)
+            .map_err(|_| PkiError::Pem(key_path.display().to_string()))?;
         let ca_key = KeyPair::from_pem(&key_pem)?;
         let params = match std::fs::read_to_string(&cert_path) {
             Ok(pem) => CertificateParams::from_ca_cert_pem(&pem)?,
@@ -57,7 +67,12 @@ impl Authority {
                 params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
                 params
             }
-            Err(source) => return Err(PkiError::Io { path: cert_path.display().to_string(), source }),
+            Err(source) => {
+                return Err(PkiError::Io {
+                    path: cert_path.display().to_string(),
+                    source,
+                })
+            }
         };
         // Re-signing with the same key and subject gives an issuer identical to ca.pem for
         // the purpose of chaining; ca.pem itself is written only once.
@@ -66,12 +81,20 @@ impl Authority {
             Ok(pem) => pem,
             Err(_) => {
                 let pem = ca_cert.pem();
-                crate::files::write_public_file(&cert_path, pem.as_bytes())
-                    .map_err(|source| PkiError::Io { path: cert_path.display().to_string(), source })?;
+                crate::files::write_public_file(&cert_path, pem.as_bytes()).map_err(|source| {
+                    PkiError::Io {
+                        path: cert_path.display().to_string(),
+                        source,
+                    }
+                })?;
                 pem
             }
         };
-        Ok(Authority { ca_pem, ca_cert, ca_key })
+        Ok(Authority {
+            ca_pem,
+            ca_cert,
+            ca_key,
+        })
     }
 
     /// Issues the server's TLS certificate for these names (DNS names or IP addresses),
@@ -88,10 +111,18 @@ impl Authority {
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key)?;
-        write_private_file(&dir.join("server.key"), key.serialize_pem().as_bytes())
-            .map_err(|source| PkiError::Io { path: "server.key".into(), source })?;
-        crate::files::write_public_file(&dir.join("server.pem"), cert.pem().as_bytes())
-            .map_err(|source| PkiError::Io { path: "server.pem".into(), source })?;
+        write_private_file(&dir.join("server.key"), key.serialize_pem().as_bytes()).map_err(
+            |source| PkiError::Io {
+                path: "server.key".into(),
+                source,
+            },
+        )?;
+        crate::files::write_public_file(&dir.join("server.pem"), cert.pem().as_bytes()).map_err(
+            |source| PkiError::Io {
+                path: "server.pem".into(),
+                source,
+            },
+        )?;
         let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
             .map_err(|_| PkiError::Pem("server key".into()))?;
         Ok((vec![cert.der().clone(), self.ca_der()?], key_der))
@@ -99,7 +130,8 @@ impl Authority {
 
     /// The CA certificate in DER.
     pub fn ca_der(&self) -> Result<CertificateDer<'static>, PkiError> {
-        CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).map_err(|_| PkiError::Pem("ca.pem".into()))
+        CertificateDer::from_pem_slice(self.ca_pem.as_bytes())
+            .map_err(|_| PkiError::Pem("ca.pem".into()))
     }
 
     /// Signs a device's certificate request; the subject is set by the server, not the agent.
@@ -132,9 +164,12 @@ impl Authority {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der()?)?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -164,6 +199,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// Fingerprint of the first certificate in a PEM text.
 pub fn pem_fingerprint(pem: &str) -> Result<String, PkiError> {
-    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|_| PkiError::Pem("certificate".into()))?;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| PkiError::Pem("certificate".into()))?;
     Ok(fingerprint(&der))
 }

@@ -4,7 +4,9 @@
 //! must also be kept recoverable, because agents need it to authenticate; in policies and
 //! device settings it is sealed with ChaCha20-Poly1305 under a server key in `DIR/secret.key`.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -23,7 +25,11 @@ pub fn hash_password(password: &str) -> String {
 /// Checks a password against an Argon2 PHC string; a malformed hash never matches.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -52,7 +58,9 @@ impl Sealer {
                 dir.join("secret.key").display()
             )));
         }
-        Ok(Sealer { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) })
+        Ok(Sealer {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        })
     }
 
     /// Encrypts `secret`; the result is base64 text.
@@ -69,11 +77,16 @@ impl Sealer {
 
     /// Decrypts what [`Sealer::seal`] produced; `None` if it was tampered with or another key.
     pub fn open(&self, sealed: &str) -> Option<String> {
-        let raw = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .ok()?;
         if raw.len() < 12 {
             return None;
         }
-        let pt = self.cipher.decrypt(Nonce::from_slice(&raw[..12]), &raw[12..]).ok()?;
+        let pt = self
+            .cipher
+            .decrypt(Nonce::from_slice(&raw[..12]), &raw[12..])
+            .ok()?;
         String::from_utf8(pt).ok()
     }
 }
@@ -119,8 +132,15 @@ mod tests {
         assert_eq!(s2.open(&sealed).as_deref(), Some("p4ssword"));
         assert_eq!(s.open("AAAA"), None);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("secret.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("secret.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(constant_time_eq("abc", "abc") && !constant_time_eq("abc", "abd") && !constant_time_eq("a", "ab"));
+        assert!(
+            constant_time_eq("abc", "abc")
+                && !constant_time_eq("abc", "abd")
+                && !constant_time_eq("a", "ab")
+        );
     }
 }

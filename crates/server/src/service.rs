@@ -9,12 +9,14 @@ use crate::hub::Hub;
 use crate::pki::Authority;
 use crate::secrets::{self, Sealer};
 use crate::throttle::Throttle;
-use riposte_model::accounts::{validate_account_name, validate_admin_password, SPECIAL_ACCOUNT_NAME};
+use riposte_model::accounts::{
+    validate_account_name, validate_admin_password, SPECIAL_ACCOUNT_NAME,
+};
 use riposte_model::settings::PathPolicy;
 use riposte_model::{
     authorize, effective_settings, validate_special_password, Action, EffectiveSettings, GroupTree,
-    LocalSettings, Operation, PolicyMode, PolicySection, PolicySettings, Principal, Provenance, Role,
-    SandboxIntegration, ScanScope, TaskAction, ThreatResponse,
+    LocalSettings, Operation, PolicyMode, PolicySection, PolicySettings, Principal, Provenance,
+    Role, SandboxIntegration, ScanScope, TaskAction, ThreatResponse,
 };
 use riposte_proto::{Delivery, IocDocument, TaskOffer};
 use riposte_store::{now_ms, AccountKind, NewTask, Store, KIND_SETTINGS, KIND_TASK_CANCEL};
@@ -145,7 +147,12 @@ pub struct Enrolled {
 }
 
 impl Core {
-    pub fn new(store: Store, sealer: Sealer, authority: Authority, config: CoreConfig) -> Arc<Core> {
+    pub fn new(
+        store: Store,
+        sealer: Sealer,
+        authority: Authority,
+        config: CoreConfig,
+    ) -> Arc<Core> {
         Arc::new(Core {
             store,
             sealer,
@@ -160,7 +167,12 @@ impl Core {
     async fn audit(&self, caller: &Caller, action: &str, detail: &str) {
         if let Err(e) = self
             .store
-            .audit(caller.principal.display_name(), &caller.source, action, detail)
+            .audit(
+                caller.principal.display_name(),
+                &caller.source,
+                action,
+                detail,
+            )
             .await
         {
             tracing::error!("cannot write the audit log: {e}");
@@ -170,7 +182,12 @@ impl Core {
     // ----- authentication -------------------------------------------------------------
 
     /// Checks a name and password; throttled per account and source.
-    pub async fn check_password(&self, user: &str, password: &str, source: &str) -> ServiceResult<Principal> {
+    pub async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        source: &str,
+    ) -> ServiceResult<Principal> {
         if let Some(wait) = self.throttle.locked_for(user, source) {
             return Err(ServiceError::TooManyAttempts(format!(
                 "too many failed logins; try again in {wait} seconds"
@@ -185,7 +202,10 @@ impl Core {
             match self.store.account_by_name(user).await? {
                 Some(a) if a.kind == AccountKind::Admin => (
                     a.password_hash,
-                    Some(Principal::Account { name: a.name, role: a.role }),
+                    Some(Principal::Account {
+                        name: a.name,
+                        role: a.role,
+                    }),
                 ),
                 _ => (secrets::dummy_hash().to_string(), None),
             }
@@ -201,14 +221,24 @@ impl Core {
             }
             _ => {
                 self.throttle.fail(user, source);
-                let _ = self.store.audit(user, source, "login_failed", "wrong name or password").await;
-                Err(ServiceError::Unauthorized("wrong user name or password".into()))
+                let _ = self
+                    .store
+                    .audit(user, source, "login_failed", "wrong name or password")
+                    .await;
+                Err(ServiceError::Unauthorized(
+                    "wrong user name or password".into(),
+                ))
             }
         }
     }
 
     /// Logs in: returns a session token and its expiry.
-    pub async fn login(&self, user: &str, password: &str, source: &str) -> ServiceResult<(String, i64, Principal)> {
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        source: &str,
+    ) -> ServiceResult<(String, i64, Principal)> {
         let principal = self.check_password(user, password, source).await?;
         let account = if principal == Principal::Special {
             self.store.special_account().await?
@@ -221,7 +251,10 @@ impl Core {
         self.store
             .create_session(&secrets::token_hash(&token), account.id, expires)
             .await?;
-        let caller = Caller { principal: principal.clone(), source: source.to_string() };
+        let caller = Caller {
+            principal: principal.clone(),
+            source: source.to_string(),
+        };
         self.audit(&caller, "login", "").await;
         Ok((token, expires, principal))
     }
@@ -232,16 +265,26 @@ impl Core {
             .store
             .session(&secrets::token_hash(token))
             .await?
-            .ok_or_else(|| ServiceError::Unauthorized("the session has expired or is not valid; log in again".into()))?;
+            .ok_or_else(|| {
+                ServiceError::Unauthorized(
+                    "the session has expired or is not valid; log in again".into(),
+                )
+            })?;
         Ok(match s.account.kind {
             AccountKind::Special => Principal::Special,
-            AccountKind::Admin => Principal::Account { name: s.account.name, role: s.account.role },
+            AccountKind::Admin => Principal::Account {
+                name: s.account.name,
+                role: s.account.role,
+            },
         })
     }
 
     /// Ends a session.
     pub async fn logout(&self, token: &str) -> ServiceResult<()> {
-        Ok(self.store.delete_session(&secrets::token_hash(token)).await?)
+        Ok(self
+            .store
+            .delete_session(&secrets::token_hash(token))
+            .await?)
     }
 
     // ----- first start ----------------------------------------------------------------
@@ -263,8 +306,12 @@ impl Core {
             None => (secrets::random_token()[..20].to_string(), true),
         };
         let hash = secrets::hash_password(&password);
-        self.store.create_account("admin", AccountKind::Admin, Role::Administrator, &hash).await?;
-        self.store.audit("server", "local", "bootstrap", "created account admin").await?;
+        self.store
+            .create_account("admin", AccountKind::Admin, Role::Administrator, &hash)
+            .await?;
+        self.store
+            .audit("server", "local", "bootstrap", "created account admin")
+            .await?;
         Ok(generated.then_some(password))
     }
 
@@ -275,19 +322,34 @@ impl Core {
         Ok(self.store.groups().await?)
     }
 
-    pub async fn create_group(&self, c: &Caller, name: &str, parent: Option<&str>) -> ServiceResult<i64> {
+    pub async fn create_group(
+        &self,
+        c: &Caller,
+        name: &str,
+        parent: Option<&str>,
+    ) -> ServiceResult<i64> {
         authorize(&c.principal, Operation::ChangeGroups)?;
         let name = name.trim();
         if name.is_empty() || name.len() > 128 || name.chars().any(|ch| ch.is_control()) {
-            return Err(ServiceError::BadRequest("a group name must be 1 to 128 printable characters".into()));
+            return Err(ServiceError::BadRequest(
+                "a group name must be 1 to 128 printable characters".into(),
+            ));
         }
-        let parent = self.store.group_by_name(parent.unwrap_or(ROOT_GROUP)).await?;
+        let parent = self
+            .store
+            .group_by_name(parent.unwrap_or(ROOT_GROUP))
+            .await?;
         let id = self.store.create_group(name, Some(parent.id)).await?;
-        self.audit(c, "group_create", &format!("{name} under {}", parent.name)).await;
+        self.audit(c, "group_create", &format!("{name} under {}", parent.name))
+            .await;
         Ok(id)
     }
 
-    pub async fn group_by_name(&self, c: &Caller, name: &str) -> ServiceResult<riposte_model::GroupNode> {
+    pub async fn group_by_name(
+        &self,
+        c: &Caller,
+        name: &str,
+    ) -> ServiceResult<riposte_model::GroupNode> {
         authorize(&c.principal, Operation::ReadInventory)?;
         Ok(self.store.group_by_name(name).await?)
     }
@@ -310,11 +372,20 @@ impl Core {
         };
         Ok(self
             .store
-            .devices(groups.as_deref(), search, offset.max(0), limit.clamp(1, 1000))
+            .devices(
+                groups.as_deref(),
+                search,
+                offset.max(0),
+                limit.clamp(1, 1000),
+            )
             .await?)
     }
 
-    pub async fn device(&self, c: &Caller, reference: &str) -> ServiceResult<riposte_store::DeviceRow> {
+    pub async fn device(
+        &self,
+        c: &Caller,
+        reference: &str,
+    ) -> ServiceResult<riposte_store::DeviceRow> {
         authorize(&c.principal, Operation::ReadInventory)?;
         Ok(self.store.device_by_ref(reference).await?)
     }
@@ -324,7 +395,12 @@ impl Core {
         let device = self.store.device_by_ref(reference).await?;
         let group = self.store.group_by_name(group).await?;
         self.store.move_device(device.id, group.id).await?;
-        self.audit(c, "device_move", &format!("device {} to {}", device.id, group.name)).await;
+        self.audit(
+            c,
+            "device_move",
+            &format!("device {} to {}", device.id, group.name),
+        )
+        .await;
         self.push_settings(&[device.id]).await?;
         Ok(())
     }
@@ -334,7 +410,8 @@ impl Core {
         let device = self.store.device_by_ref(reference).await?;
         self.store.revoke_device(device.id).await?;
         self.hub.kick(device.id);
-        self.audit(c, "device_revoke", &format!("device {}", device.id)).await;
+        self.audit(c, "device_revoke", &format!("device {}", device.id))
+            .await;
         Ok(())
     }
 
@@ -362,19 +439,30 @@ impl Core {
         let path: Vec<PathPolicy<'_>> = path
             .iter()
             .zip(&names)
-            .map(|(g, n)| PathPolicy { group_id: *g, policy_name: n, settings: policies.get(g) })
+            .map(|(g, n)| PathPolicy {
+                group_id: *g,
+                policy_name: n,
+                settings: policies.get(g),
+            })
             .collect();
         Ok(effective_settings(&path, local))
     }
 
     /// A device's effective settings (with the sealed secret, for internal use).
-    pub async fn effective_for(&self, device: &riposte_store::DeviceRow) -> ServiceResult<EffectiveSettings> {
+    pub async fn effective_for(
+        &self,
+        device: &riposte_store::DeviceRow,
+    ) -> ServiceResult<EffectiveSettings> {
         let (tree, policies) = self.settings_context().await?;
         Self::compute(&tree, &policies, device.group_id, &device.local_settings)
     }
 
     /// A device's effective settings with provenance, secrets redacted.
-    pub async fn device_settings(&self, c: &Caller, reference: &str) -> ServiceResult<(riposte_store::DeviceRow, EffectiveSettings)> {
+    pub async fn device_settings(
+        &self,
+        c: &Caller,
+        reference: &str,
+    ) -> ServiceResult<(riposte_store::DeviceRow, EffectiveSettings)> {
         authorize(&c.principal, Operation::ReadInventory)?;
         let device = self.store.device_by_ref(reference).await?;
         let eff = self.effective_for(&device).await?;
@@ -401,8 +489,11 @@ impl Core {
                 settings: eff.redacted(),
                 special_password,
             };
-            let payload = serde_json::to_string(&delivery).map_err(|e| ServiceError::Internal(e.to_string()))?;
-            self.store.enqueue(*id, KIND_SETTINGS, None, &payload).await?;
+            let payload = serde_json::to_string(&delivery)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            self.store
+                .enqueue(*id, KIND_SETTINGS, None, &payload)
+                .await?;
             self.hub.wake(*id);
         }
         Ok(())
@@ -412,7 +503,10 @@ impl Core {
         let groups = self.store.group_tree().await?.subtree(group_id);
         let mut offset = 0;
         loop {
-            let devices = self.store.devices(Some(&groups), None, offset, 1000).await?;
+            let devices = self
+                .store
+                .devices(Some(&groups), None, offset, 1000)
+                .await?;
             if devices.is_empty() {
                 break;
             }
@@ -435,13 +529,20 @@ impl Core {
                 .threat_response
                 .as_ref()
                 .is_some_and(|s| s.value.special_password.is_some()),
-            threat_response: p.threat_response.map(|s| PolicySection { mode: s.mode, value: s.value.redacted() }),
+            threat_response: p.threat_response.map(|s| PolicySection {
+                mode: s.mode,
+                value: s.value.redacted(),
+            }),
             sandbox_integration: p.sandbox_integration,
         })
     }
 
     /// Applies a patch to Threat Response values, checking the special password.
-    async fn patch_threat_response(&self, current: ThreatResponse, patch: &ThreatResponsePatch) -> ServiceResult<ThreatResponse> {
+    async fn patch_threat_response(
+        &self,
+        current: ThreatResponse,
+        patch: &ThreatResponsePatch,
+    ) -> ServiceResult<ThreatResponse> {
         let mut tr = current;
         if let Some(e) = patch.enabled {
             tr.enabled = e;
@@ -468,7 +569,10 @@ impl Core {
             tr.special_password = Some(self.sealer.seal(pw));
         }
         if tr.needs_special_password() {
-            let valid = tr.special_password.as_deref().and_then(|s| self.sealer.open(s));
+            let valid = tr
+                .special_password
+                .as_deref()
+                .and_then(|s| self.sealer.open(s));
             if valid.is_none() {
                 return Err(ServiceError::BadRequest(
                     "group actions need the special account's password (authentication on the administration server)".into(),
@@ -478,7 +582,12 @@ impl Core {
         Ok(tr)
     }
 
-    pub async fn set_policy_threat_response(&self, c: &Caller, group: &str, patch: &ThreatResponsePatch) -> ServiceResult<PolicyView> {
+    pub async fn set_policy_threat_response(
+        &self,
+        c: &Caller,
+        group: &str,
+        patch: &ThreatResponsePatch,
+    ) -> ServiceResult<PolicyView> {
         authorize(&c.principal, Operation::ChangePolicy)?;
         let g = self.store.group_by_name(group).await?;
         let mut p = self.store.policy(g.id).await?.unwrap_or_default();
@@ -487,15 +596,31 @@ impl Core {
             value: ThreatResponse::default(),
         });
         let value = self.patch_threat_response(current.value, patch).await?;
-        p.threat_response = Some(PolicySection { mode: patch.mode.unwrap_or(current.mode), value });
+        p.threat_response = Some(PolicySection {
+            mode: patch.mode.unwrap_or(current.mode),
+            value,
+        });
         self.store.set_policy(g.id, &p).await?;
-        let tr = p.threat_response.as_ref().map(|s| (s.mode, s.value.redacted()));
-        self.audit(c, "policy_set", &format!("{} threat_response {:?}", g.name, tr)).await;
+        let tr = p
+            .threat_response
+            .as_ref()
+            .map(|s| (s.mode, s.value.redacted()));
+        self.audit(
+            c,
+            "policy_set",
+            &format!("{} threat_response {:?}", g.name, tr),
+        )
+        .await;
         self.push_settings_for_subtree(g.id).await?;
         self.policy(c, group).await
     }
 
-    pub async fn set_policy_sandbox(&self, c: &Caller, group: &str, patch: &SandboxPatch) -> ServiceResult<PolicyView> {
+    pub async fn set_policy_sandbox(
+        &self,
+        c: &Caller,
+        group: &str,
+        patch: &SandboxPatch,
+    ) -> ServiceResult<PolicyView> {
         authorize(&c.principal, Operation::ChangePolicy)?;
         let g = self.store.group_by_name(group).await?;
         let mut p = self.store.policy(g.id).await?.unwrap_or_default();
@@ -504,62 +629,121 @@ impl Core {
             value: SandboxIntegration::default(),
         });
         let value = apply_sandbox_patch(current.value, patch)?;
-        p.sandbox_integration = Some(PolicySection { mode: patch.mode.unwrap_or(current.mode), value });
+        p.sandbox_integration = Some(PolicySection {
+            mode: patch.mode.unwrap_or(current.mode),
+            value,
+        });
         self.store.set_policy(g.id, &p).await?;
-        self.audit(c, "policy_set", &format!("{} sandbox_integration", g.name)).await;
+        self.audit(c, "policy_set", &format!("{} sandbox_integration", g.name))
+            .await;
         self.push_settings_for_subtree(g.id).await?;
         self.policy(c, group).await
     }
 
     /// Changes a device's local Threat Response values; refused when a policy enforces them.
-    pub async fn set_device_threat_response(&self, c: &Caller, reference: &str, patch: &ThreatResponsePatch) -> ServiceResult<EffectiveSettings> {
+    pub async fn set_device_threat_response(
+        &self,
+        c: &Caller,
+        reference: &str,
+        patch: &ThreatResponsePatch,
+    ) -> ServiceResult<EffectiveSettings> {
         authorize(&c.principal, Operation::ChangeDeviceSettings)?;
         let mut device = self.store.device_by_ref(reference).await?;
         let eff = self.effective_for(&device).await?;
-        if let Provenance::Policy { policy, locked: true, .. } = &eff.threat_response.provenance {
+        if let Provenance::Policy {
+            policy,
+            locked: true,
+            ..
+        } = &eff.threat_response.provenance
+        {
             return Err(ServiceError::Conflict(format!(
                 "Threat Response on this device is enforced by {policy}; change the policy instead"
             )));
         }
-        let current = device.local_settings.threat_response.clone().unwrap_or(eff.threat_response.value);
+        let current = device
+            .local_settings
+            .threat_response
+            .clone()
+            .unwrap_or(eff.threat_response.value);
         let value = self.patch_threat_response(current, patch).await?;
         device.local_settings.threat_response = Some(value);
-        self.store.set_local_settings(device.id, &device.local_settings).await?;
-        self.audit(c, "device_settings_set", &format!("device {} threat_response", device.id)).await;
+        self.store
+            .set_local_settings(device.id, &device.local_settings)
+            .await?;
+        self.audit(
+            c,
+            "device_settings_set",
+            &format!("device {} threat_response", device.id),
+        )
+        .await;
         self.push_settings(&[device.id]).await?;
         Ok(self.effective_for(&device).await?.redacted())
     }
 
     // ----- enrollment -------------------------------------------------------------------
 
-    pub async fn create_enroll_token(&self, c: &Caller, group: &str, ttl_secs: i64, max_uses: i64) -> ServiceResult<(String, i64)> {
+    pub async fn create_enroll_token(
+        &self,
+        c: &Caller,
+        group: &str,
+        ttl_secs: i64,
+        max_uses: i64,
+    ) -> ServiceResult<(String, i64)> {
         authorize(&c.principal, Operation::ManageEnrollTokens)?;
         if !(1..=1_000_000).contains(&max_uses) || !(60..=366 * 86400).contains(&ttl_secs) {
             return Err(ServiceError::BadRequest(
-                "an enrollment token allows 1 to 1,000,000 uses and lives 60 seconds to 366 days".into(),
+                "an enrollment token allows 1 to 1,000,000 uses and lives 60 seconds to 366 days"
+                    .into(),
             ));
         }
         let g = self.store.group_by_name(group).await?;
         let token = secrets::random_token();
         let expires = now_ms() + ttl_secs * 1000;
         self.store
-            .create_enroll_token(&secrets::token_hash(&token), g.id, expires, max_uses, c.principal.display_name())
+            .create_enroll_token(
+                &secrets::token_hash(&token),
+                g.id,
+                expires,
+                max_uses,
+                c.principal.display_name(),
+            )
             .await?;
-        self.audit(c, "enroll_token_create", &format!("group {} uses {max_uses}", g.name)).await;
+        self.audit(
+            c,
+            "enroll_token_create",
+            &format!("group {} uses {max_uses}", g.name),
+        )
+        .await;
         Ok((token, expires))
     }
 
-    pub async fn enroll_tokens(&self, c: &Caller) -> ServiceResult<Vec<riposte_store::EnrollTokenRow>> {
+    pub async fn enroll_tokens(
+        &self,
+        c: &Caller,
+    ) -> ServiceResult<Vec<riposte_store::EnrollTokenRow>> {
         authorize(&c.principal, Operation::ManageEnrollTokens)?;
         Ok(self.store.enroll_tokens().await?)
     }
 
     /// Enrolls a device with a token and a certificate request.
-    pub async fn enroll(&self, token: &str, csr_pem: &str, name: &str, hostname: &str, source: &str) -> ServiceResult<Enrolled> {
+    pub async fn enroll(
+        &self,
+        token: &str,
+        csr_pem: &str,
+        name: &str,
+        hostname: &str,
+        source: &str,
+    ) -> ServiceResult<Enrolled> {
         Authority::check_csr(csr_pem).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        let name = if name.trim().is_empty() { hostname } else { name };
+        let name = if name.trim().is_empty() {
+            hostname
+        } else {
+            name
+        };
         if name.len() > 255 || hostname.len() > 255 {
-            return Err(ServiceError::BadRequest("device and host names are at most 255 characters".into()));
+            return Err(ServiceError::BadRequest(
+                "device and host names are at most 255 characters".into(),
+            ));
         }
         let device = self
             .store
@@ -570,9 +754,18 @@ impl Core {
             .authority
             .sign_device_csr(csr_pem, device.id)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let fp = crate::pki::pem_fingerprint(&cert_pem).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let fp = crate::pki::pem_fingerprint(&cert_pem)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.store.set_device_certificate(device.id, &fp).await?;
-        let _ = self.store.audit("enrollment", source, "device_enroll", &format!("device {} ({name})", device.id)).await;
+        let _ = self
+            .store
+            .audit(
+                "enrollment",
+                source,
+                "device_enroll",
+                &format!("device {} ({name})", device.id),
+            )
+            .await;
         self.push_settings(&[device.id]).await?;
         Ok(Enrolled {
             device_id: device.id,
@@ -602,13 +795,23 @@ impl Core {
             .collect())
     }
 
-    pub async fn create_account(&self, c: &Caller, name: &str, role: Role, password: &str) -> ServiceResult<i64> {
+    pub async fn create_account(
+        &self,
+        c: &Caller,
+        name: &str,
+        role: Role,
+        password: &str,
+    ) -> ServiceResult<i64> {
         authorize(&c.principal, Operation::ManageAccounts)?;
         validate_account_name(name)?;
         validate_admin_password(password)?;
         let hash = secrets::hash_password(password);
-        let id = self.store.create_account(name, AccountKind::Admin, role, &hash).await?;
-        self.audit(c, "account_create", &format!("{name} as {}", role.as_str())).await;
+        let id = self
+            .store
+            .create_account(name, AccountKind::Admin, role, &hash)
+            .await?;
+        self.audit(c, "account_create", &format!("{name} as {}", role.as_str()))
+            .await;
         Ok(id)
     }
 
@@ -619,9 +822,13 @@ impl Core {
             .account_by_name(name)
             .await?
             .filter(|a| a.kind == AccountKind::Admin)
-            .ok_or_else(|| ServiceError::NotFound(format!("no administrator account named '{name}'")))?;
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("no administrator account named '{name}'"))
+            })?;
         if c.principal.display_name() == name {
-            return Err(ServiceError::Conflict("you cannot delete your own account".into()));
+            return Err(ServiceError::Conflict(
+                "you cannot delete your own account".into(),
+            ));
         }
         self.store.delete_account(a.id).await?;
         self.audit(c, "account_delete", name).await;
@@ -644,7 +851,12 @@ impl Core {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.store
-            .create_account(SPECIAL_ACCOUNT_NAME, AccountKind::Special, Role::Auditor, &hash)
+            .create_account(
+                SPECIAL_ACCOUNT_NAME,
+                AccountKind::Special,
+                Role::Auditor,
+                &hash,
+            )
             .await?;
         self.audit(c, "special_account_create", "").await;
         Ok(())
@@ -665,11 +877,16 @@ impl Core {
     /// Every attempt to change the special account's password is refused.
     pub async fn change_special_password(&self, c: &Caller) -> ServiceResult<()> {
         authorize(&c.principal, Operation::ManageSpecialAccount)?;
-        self.audit(c, "special_account_password_change_refused", "").await;
+        self.audit(c, "special_account_password_change_refused", "")
+            .await;
         Err(riposte_model::AccountError::SpecialPasswordImmutable.into())
     }
 
-    pub async fn audit_log(&self, c: &Caller, limit: i64) -> ServiceResult<Vec<riposte_store::AuditRow>> {
+    pub async fn audit_log(
+        &self,
+        c: &Caller,
+        limit: i64,
+    ) -> ServiceResult<Vec<riposte_store::AuditRow>> {
         authorize(&c.principal, Operation::ReadAudit)?;
         Ok(self.store.audit_log(limit.clamp(1, 10_000)).await?)
     }
@@ -681,7 +898,10 @@ impl Core {
         let mut devices = Vec::new();
         let mut offset = 0;
         loop {
-            let page = self.store.devices(Some(&groups), None, offset, 1000).await?;
+            let page = self
+                .store
+                .devices(Some(&groups), None, offset, 1000)
+                .await?;
             if page.is_empty() {
                 break;
             }
@@ -705,7 +925,9 @@ impl Core {
     pub async fn create_task(&self, c: &Caller, req: &TaskRequest) -> ServiceResult<i64> {
         authorize(&c.principal, Operation::CreateTask)?;
         if req.iocs.is_empty() {
-            return Err(ServiceError::BadRequest("a task needs at least one IOC document".into()));
+            return Err(ServiceError::BadRequest(
+                "a task needs at least one IOC document".into(),
+            ));
         }
         for doc in &req.iocs {
             if !matches!(doc.format.as_str(), "openioc" | "stix" | "yara") {
@@ -722,15 +944,29 @@ impl Core {
             group_id: g.id,
             created_by: c.principal.display_name().to_string(),
             iocs: serde_json::to_value(&req.iocs).unwrap_or_default(),
-            scope: serde_json::to_value(req.scope).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            scope: serde_json::to_value(req.scope)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             actions: serde_json::to_value(&req.actions).unwrap_or_default(),
             dedup_key: None,
             expires_at: now_ms() + self.config.task_expiry_ms,
             detection_id: None,
         };
-        let offer = TaskOffer { task_id: 0, autonomous: false, iocs: req.iocs.clone(), scope: req.scope, actions: req.actions.clone() };
+        let offer = TaskOffer {
+            task_id: 0,
+            autonomous: false,
+            iocs: req.iocs.clone(),
+            scope: req.scope,
+            actions: req.actions.clone(),
+        };
         let id = self.fan_out(new, offer).await?;
-        self.audit(c, "task_create", &format!("task {id} '{}' for group {}", req.name, g.name)).await;
+        self.audit(
+            c,
+            "task_create",
+            &format!("task {id} '{}' for group {}", req.name, g.name),
+        )
+        .await;
         Ok(id)
     }
 
@@ -739,7 +975,11 @@ impl Core {
     /// The target group is derived here from the device's effective settings, never taken
     /// from the request: the group of the policy that supplied Threat Response, or the
     /// device's own group when the settings are local.
-    pub async fn create_autonomous_task(&self, c: &Caller, req: &AutonomousRequest) -> ServiceResult<AutonomousAnswer> {
+    pub async fn create_autonomous_task(
+        &self,
+        c: &Caller,
+        req: &AutonomousRequest,
+    ) -> ServiceResult<AutonomousAnswer> {
         let result = self.autonomous_inner(c, req).await;
         match &result {
             Ok(a) => {
@@ -749,21 +989,37 @@ impl Core {
                     .await;
             }
             Err(e) => {
-                self.audit(c, "autonomous_task_refused", &format!("device {}: {e}", req.device_id)).await;
+                self.audit(
+                    c,
+                    "autonomous_task_refused",
+                    &format!("device {}: {e}", req.device_id),
+                )
+                .await;
                 let _ = self
                     .store
-                    .set_detection_group_result(&req.detection.detection_id, None, Some(&e.to_string()))
+                    .set_detection_group_result(
+                        &req.detection.detection_id,
+                        None,
+                        Some(&e.to_string()),
+                    )
                     .await;
             }
         }
         result
     }
 
-    async fn autonomous_inner(&self, c: &Caller, req: &AutonomousRequest) -> ServiceResult<AutonomousAnswer> {
+    async fn autonomous_inner(
+        &self,
+        c: &Caller,
+        req: &AutonomousRequest,
+    ) -> ServiceResult<AutonomousAnswer> {
         authorize(&c.principal, Operation::CreateAutonomousTask)?;
         let device = self.store.device(req.device_id).await?;
         if device.revoked {
-            return Err(ServiceError::Forbidden(format!("device {} is revoked", device.id)));
+            return Err(ServiceError::Forbidden(format!(
+                "device {} is revoked",
+                device.id
+            )));
         }
         let eff = self.effective_for(&device).await?;
         let tr = &eff.threat_response.value;
@@ -772,14 +1028,21 @@ impl Core {
                 "this device's Threat Response settings do not enable the group IOC scan".into(),
             ));
         }
-        if tr.special_password.as_deref().and_then(|s| self.sealer.open(s)).is_none() {
+        if tr
+            .special_password
+            .as_deref()
+            .and_then(|s| self.sealer.open(s))
+            .is_none()
+        {
             return Err(ServiceError::Forbidden(
                 "this device's Threat Response settings carry no special account password".into(),
             ));
         }
         let d = &req.detection;
         if !is_hex_len(&d.sha256, 64) || !is_hex_len(&d.md5, 32) || !is_hex_len(&d.sha1, 40) {
-            return Err(ServiceError::BadRequest("the detection's hashes are not valid hex MD5/SHA-1/SHA-256".into()));
+            return Err(ServiceError::BadRequest(
+                "the detection's hashes are not valid hex MD5/SHA-1/SHA-256".into(),
+            ));
         }
         let group_id = eff.response_group(device.group_id);
         let dedup_key = format!("{}:{}", d.sha256.to_ascii_lowercase(), d.size);
@@ -789,7 +1052,11 @@ impl Core {
             .recent_autonomous_task(group_id, &dedup_key, now_ms() - self.config.dedup_window_ms)
             .await?
         {
-            return Ok(AutonomousAnswer { task_id, group_id, deduplicated: true });
+            return Ok(AutonomousAnswer {
+                task_id,
+                group_id,
+                deduplicated: true,
+            });
         }
         let mut actions = Vec::new();
         if tr.actions.contains(&Action::GroupIocQuarantineAndDelete) {
@@ -812,10 +1079,28 @@ impl Core {
             expires_at: now_ms() + self.config.task_expiry_ms,
             detection_id: Some(d.detection_id.clone()),
         };
-        let offer = TaskOffer { task_id: 0, autonomous: true, iocs, scope: ScanScope::SystemDrives, actions };
+        let offer = TaskOffer {
+            task_id: 0,
+            autonomous: true,
+            iocs,
+            scope: ScanScope::SystemDrives,
+            actions,
+        };
         let task_id = self.fan_out(new, offer).await?;
-        self.audit(c, "autonomous_task_create", &format!("task {task_id} for group {} from device {}", group.name, device.id)).await;
-        Ok(AutonomousAnswer { task_id, group_id, deduplicated: false })
+        self.audit(
+            c,
+            "autonomous_task_create",
+            &format!(
+                "task {task_id} for group {} from device {}",
+                group.name, device.id
+            ),
+        )
+        .await;
+        Ok(AutonomousAnswer {
+            task_id,
+            group_id,
+            deduplicated: false,
+        })
     }
 
     pub async fn tasks(&self, c: &Caller) -> ServiceResult<Vec<riposte_store::TaskRow>> {
@@ -823,14 +1108,22 @@ impl Core {
         Ok(self.store.tasks(500).await?)
     }
 
-    pub async fn task(&self, c: &Caller, id: i64) -> ServiceResult<(riposte_store::TaskRow, Vec<riposte_store::TaskDeviceRow>)> {
+    pub async fn task(
+        &self,
+        c: &Caller,
+        id: i64,
+    ) -> ServiceResult<(riposte_store::TaskRow, Vec<riposte_store::TaskDeviceRow>)> {
         authorize(&c.principal, Operation::ReadInventory)?;
-        Ok((self.store.task(id).await?, self.store.task_devices(id).await?))
+        Ok((
+            self.store.task(id).await?,
+            self.store.task_devices(id).await?,
+        ))
     }
 
     pub async fn cancel_task(&self, c: &Caller, id: i64) -> ServiceResult<()> {
         authorize(&c.principal, Operation::CancelTask)?;
-        let payload = serde_json::to_string(&Delivery::TaskCancel { task_id: id }).unwrap_or_default();
+        let payload =
+            serde_json::to_string(&Delivery::TaskCancel { task_id: id }).unwrap_or_default();
         let notified = self.store.cancel_task(id, &payload).await?;
         for d in notified {
             self.hub.wake(d);
@@ -841,7 +1134,11 @@ impl Core {
 
     // ----- detections -------------------------------------------------------------------
 
-    pub async fn detections(&self, c: &Caller, device: Option<&str>) -> ServiceResult<Vec<riposte_store::DetectionRow>> {
+    pub async fn detections(
+        &self,
+        c: &Caller,
+        device: Option<&str>,
+    ) -> ServiceResult<Vec<riposte_store::DetectionRow>> {
         authorize(&c.principal, Operation::ReadInventory)?;
         let device_id = match device {
             Some(d) => Some(self.store.device_by_ref(d).await?.id),
@@ -850,12 +1147,20 @@ impl Core {
         Ok(self.store.detections(device_id, 1000).await?)
     }
 
-    pub async fn detection(&self, c: &Caller, id: &str) -> ServiceResult<riposte_store::DetectionRow> {
+    pub async fn detection(
+        &self,
+        c: &Caller,
+        id: &str,
+    ) -> ServiceResult<riposte_store::DetectionRow> {
         authorize(&c.principal, Operation::ReadInventory)?;
         Ok(self.store.detection(id).await?)
     }
 
-    pub async fn quarantine(&self, c: &Caller, device: Option<&str>) -> ServiceResult<Vec<riposte_store::QuarantineRow>> {
+    pub async fn quarantine(
+        &self,
+        c: &Caller,
+        device: Option<&str>,
+    ) -> ServiceResult<Vec<riposte_store::QuarantineRow>> {
         authorize(&c.principal, Operation::ReadInventory)?;
         let device_id = match device {
             Some(d) => Some(self.store.device_by_ref(d).await?.id),
@@ -882,18 +1187,25 @@ fn is_hex_len(s: &str, n: usize) -> bool {
     s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-fn apply_sandbox_patch(mut v: SandboxIntegration, p: &SandboxPatch) -> ServiceResult<SandboxIntegration> {
+fn apply_sandbox_patch(
+    mut v: SandboxIntegration,
+    p: &SandboxPatch,
+) -> ServiceResult<SandboxIntegration> {
     if let Some(s) = &p.sandboxes {
         for url in s {
             if !url.starts_with("https://") {
-                return Err(ServiceError::BadRequest(format!("sandbox URL '{url}' must start with https://")));
+                return Err(ServiceError::BadRequest(format!(
+                    "sandbox URL '{url}' must start with https://"
+                )));
             }
         }
         v.sandboxes = s.clone();
     }
     if let Some(ca) = &p.sandbox_ca_pem {
         if !ca.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(ServiceError::BadRequest("the sandbox certificate must be a PEM certificate".into()));
+            return Err(ServiceError::BadRequest(
+                "the sandbox certificate must be a PEM certificate".into(),
+            ));
         }
         v.sandbox_ca_pem = Some(ca.clone());
     }
@@ -909,7 +1221,9 @@ fn apply_sandbox_patch(mut v: SandboxIntegration, p: &SandboxPatch) -> ServiceRe
     }
     if let Some(t) = p.request_timeout_secs {
         if !(1..=3600).contains(&t) {
-            return Err(ServiceError::BadRequest("the sandbox request timeout must be 1 to 3600 seconds".into()));
+            return Err(ServiceError::BadRequest(
+                "the sandbox request timeout must be 1 to 3600 seconds".into(),
+            ));
         }
         v.request_timeout_secs = t;
     }

@@ -66,8 +66,14 @@ mod tests {
             assert!(t.locked_for("alice", "1.1.1.1").is_none());
             t.fail("alice", "1.1.1.1");
         }
-        assert!(t.locked_for("alice", "2.2.2.2").is_some(), "account locked from any source");
-        assert!(t.locked_for("bob", "1.1.1.1").is_some(), "source locked for any account");
+        assert!(
+            t.locked_for("alice", "2.2.2.2").is_some(),
+            "account locked from any source"
+        );
+        assert!(
+            t.locked_for("bob", "1.1.1.1").is_some(),
+            "source locked for any account"
+        );
         assert!(t.locked_for("bob", "2.2.2.2").is_none());
     }
 }

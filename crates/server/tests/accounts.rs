@@ -7,30 +7,92 @@ use riposte_store::Backend;
 use serde_json::json;
 
 /// One representative request per operation, as (method, path, body).
-fn every_operation() -> Vec<(&'static str, &'static str, Option<serde_json::Value>, &'static str)> {
+fn every_operation() -> Vec<(
+    &'static str,
+    &'static str,
+    Option<serde_json::Value>,
+    &'static str,
+)> {
     vec![
         ("GET", "/api/v1/groups", None, "ReadInventory"),
         ("GET", "/api/v1/devices", None, "ReadInventory"),
         ("GET", "/api/v1/tasks", None, "ReadInventory"),
         ("GET", "/api/v1/detections", None, "ReadInventory"),
         ("GET", "/api/v1/quarantine", None, "ReadInventory"),
-        ("GET", "/api/v1/groups/Managed%20devices/policy", None, "ReadInventory"),
-        ("POST", "/api/v1/groups", Some(json!({"name": "new-group"})), "ChangeGroups"),
-        ("POST", "/api/v1/devices/999/move", Some(json!({"group": "A"})), "MoveDevice"),
+        (
+            "GET",
+            "/api/v1/groups/Managed%20devices/policy",
+            None,
+            "ReadInventory",
+        ),
+        (
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": "new-group"})),
+            "ChangeGroups",
+        ),
+        (
+            "POST",
+            "/api/v1/devices/999/move",
+            Some(json!({"group": "A"})),
+            "MoveDevice",
+        ),
         ("POST", "/api/v1/devices/999/revoke", None, "RevokeDevice"),
-        ("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({"enabled": true})), "ChangePolicy"),
-        ("PUT", "/api/v1/devices/999/settings/threat-response", Some(json!({"enabled": true})), "ChangeDeviceSettings"),
-        ("POST", "/api/v1/enroll-tokens", Some(json!({"group": "A"})), "ManageEnrollTokens"),
+        (
+            "PUT",
+            "/api/v1/groups/A/policy/threat-response",
+            Some(json!({"enabled": true})),
+            "ChangePolicy",
+        ),
+        (
+            "PUT",
+            "/api/v1/devices/999/settings/threat-response",
+            Some(json!({"enabled": true})),
+            "ChangeDeviceSettings",
+        ),
+        (
+            "POST",
+            "/api/v1/enroll-tokens",
+            Some(json!({"group": "A"})),
+            "ManageEnrollTokens",
+        ),
         ("GET", "/api/v1/enroll-tokens", None, "ManageEnrollTokens"),
-        ("POST", "/api/v1/tasks", Some(json!({"name": "t", "group": "A", "iocs": [{"format": "openioc", "name": "x", "content": "<x/>"}]})), "CreateTask"),
+        (
+            "POST",
+            "/api/v1/tasks",
+            Some(
+                json!({"name": "t", "group": "A", "iocs": [{"format": "openioc", "name": "x", "content": "<x/>"}]}),
+            ),
+            "CreateTask",
+        ),
         ("POST", "/api/v1/tasks/999/cancel", None, "CancelTask"),
         ("GET", "/api/v1/accounts", None, "ReadAccounts"),
         ("GET", "/api/v1/special-account", None, "ReadAccounts"),
-        ("POST", "/api/v1/accounts", Some(json!({"name": "zed", "role": "auditor", "password": "long-enough-password"})), "ManageAccounts"),
+        (
+            "POST",
+            "/api/v1/accounts",
+            Some(json!({"name": "zed", "role": "auditor", "password": "long-enough-password"})),
+            "ManageAccounts",
+        ),
         ("DELETE", "/api/v1/accounts/nobody", None, "ManageAccounts"),
-        ("POST", "/api/v1/special-account", Some(json!({"password": "12345678"})), "ManageSpecialAccount"),
-        ("DELETE", "/api/v1/special-account", None, "ManageSpecialAccount"),
-        ("PUT", "/api/v1/special-account/password", Some(json!({"password": "12345678"})), "ManageSpecialAccount"),
+        (
+            "POST",
+            "/api/v1/special-account",
+            Some(json!({"password": "12345678"})),
+            "ManageSpecialAccount",
+        ),
+        (
+            "DELETE",
+            "/api/v1/special-account",
+            None,
+            "ManageSpecialAccount",
+        ),
+        (
+            "PUT",
+            "/api/v1/special-account/password",
+            Some(json!({"password": "12345678"})),
+            "ManageSpecialAccount",
+        ),
         ("GET", "/api/v1/audit", None, "ReadAudit"),
     ]
 }
@@ -38,67 +100,163 @@ fn every_operation() -> Vec<(&'static str, &'static str, Option<serde_json::Valu
 async fn special_account_rules(backend: Backend) {
     let ts = TestServer::start(backend).await;
     let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"}))).await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
 
     let st = api.ok("GET", "/api/v1/special-account", None).await;
     assert_eq!(st["exists"], false);
     for (pw, want) in [("1234567", 400), ("12345678901234567", 400)] {
-        let (s, v) = api.call("POST", "/api/v1/special-account", Some(json!({"password": pw}))).await;
+        let (s, v) = api
+            .call(
+                "POST",
+                "/api/v1/special-account",
+                Some(json!({"password": pw})),
+            )
+            .await;
         assert_eq!(s, want, "{pw}: {v}");
-        assert!(v["error"].as_str().unwrap().contains("8 to 16 characters"), "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("8 to 16 characters"),
+            "{v}"
+        );
     }
-    assert_eq!(api.ok("GET", "/api/v1/special-account", None).await["exists"], false, "refused create changed nothing");
-    api.ok("POST", "/api/v1/special-account", Some(json!({"password": "12345678"}))).await;
-    let (s, v) = api.call("POST", "/api/v1/special-account", Some(json!({"password": "1234567890123456"}))).await;
+    assert_eq!(
+        api.ok("GET", "/api/v1/special-account", None).await["exists"],
+        false,
+        "refused create changed nothing"
+    );
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({"password": "12345678"})),
+    )
+    .await;
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/special-account",
+            Some(json!({"password": "1234567890123456"})),
+        )
+        .await;
     assert_eq!(s, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("only one"), "{v}");
-    let (s, v) = api.call("PUT", "/api/v1/special-account/password", Some(json!({"password": "abcdefgh"}))).await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/special-account/password",
+            Some(json!({"password": "abcdefgh"})),
+        )
+        .await;
     assert_eq!(s, 409, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("delete the account and create it again"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("delete the account and create it again"),
+        "{v}"
+    );
 
     // The special account can log in, and may do nothing but create autonomous tasks.
     let special = Api::login(&ts.url, &ts.ca, "riposte-autonomous", "12345678").await;
     for (method, path, body, op) in every_operation() {
         let (s, v) = special.call(method, path, body).await;
-        assert_eq!(s, 403, "special account must get 403 for {op} ({method} {path}): {v}");
+        assert_eq!(
+            s, 403,
+            "special account must get 403 for {op} ({method} {path}): {v}"
+        );
     }
     // Its one right is allowed through authorisation (then fails on the unknown device).
     let det = json!({"device_id": 999, "detection": {
         "detection_id": "d1", "path": "/x", "size": 1, "md5": "0".repeat(32), "sha1": "0".repeat(40),
         "sha256": "0".repeat(64), "threat": "T", "source": "test", "user_name": "u", "detected_at_ms": 0}});
-    let (s, v) = special.call("POST", "/api/v1/autonomous-tasks", Some(det.clone())).await;
+    let (s, v) = special
+        .call("POST", "/api/v1/autonomous-tasks", Some(det.clone()))
+        .await;
     assert_eq!(s, 404, "{v}");
     // …and nobody else may create autonomous tasks.
-    let (s, _) = api.call("POST", "/api/v1/autonomous-tasks", Some(det)).await;
+    let (s, _) = api
+        .call("POST", "/api/v1/autonomous-tasks", Some(det))
+        .await;
     assert_eq!(s, 403);
 
     // The password is needed only with group actions, checked against the account when saved.
-    api.ok("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({"enabled": true, "actions": ["quarantine_and_delete"]}))).await;
-    let (s, v) = api.call("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({"actions": ["group_ioc_scan"]}))).await;
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"enabled": true, "actions": ["quarantine_and_delete"]})),
+    )
+    .await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/groups/A/policy/threat-response",
+            Some(json!({"actions": ["group_ioc_scan"]})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("need the special account's password"), "{v}");
-    let (s, v) = api.call("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({"actions": ["group_ioc_scan"], "special_password": "wrongpass"}))).await;
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("need the special account's password"),
+        "{v}"
+    );
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/groups/A/policy/threat-response",
+            Some(json!({"actions": ["group_ioc_scan"], "special_password": "wrongpass"})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("does not match"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("does not match"),
+        "{v}"
+    );
     let p = api.ok("GET", "/api/v1/groups/A/policy", None).await;
-    assert_eq!(p["threat_response"]["value"]["actions"], json!(["quarantine_and_delete"]), "refused save changed nothing");
+    assert_eq!(
+        p["threat_response"]["value"]["actions"],
+        json!(["quarantine_and_delete"]),
+        "refused save changed nothing"
+    );
     let p = api.ok("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({"actions": ["group_ioc_scan"], "special_password": "12345678", "mode": "enforce"}))).await;
     assert_eq!(p["special_password_set"], true);
     assert_eq!(p["threat_response"]["mode"], "enforce");
     // The password is never returned, neither in clear nor sealed.
-    let text = api.ok("GET", "/api/v1/groups/A/policy", None).await.to_string();
-    assert!(!text.contains("12345678") && !text.contains("special_password\":\""), "{text}");
-    let audit = api.ok("GET", "/api/v1/audit?limit=1000", None).await.to_string();
-    assert!(!audit.contains("12345678"), "a secret reached the audit log");
+    let text = api
+        .ok("GET", "/api/v1/groups/A/policy", None)
+        .await
+        .to_string();
+    assert!(
+        !text.contains("12345678") && !text.contains("special_password\":\""),
+        "{text}"
+    );
+    let audit = api
+        .ok("GET", "/api/v1/audit?limit=1000", None)
+        .await
+        .to_string();
+    assert!(
+        !audit.contains("12345678"),
+        "a secret reached the audit log"
+    );
 
     // Delete and create again with another password.
     api.ok("DELETE", "/api/v1/special-account", None).await;
     let (s, _) = api.call("GET", "/api/v1/whoami", None).await;
     assert_eq!(s, 200);
-    let (s, _) = special.call("POST", "/api/v1/autonomous-tasks", Some(json!({}))).await;
+    let (s, _) = special
+        .call("POST", "/api/v1/autonomous-tasks", Some(json!({})))
+        .await;
     assert_eq!(s, 401, "the deleted account's session ended");
-    api.ok("POST", "/api/v1/special-account", Some(json!({"password": "1234567890123456"}))).await;
-    assert_eq!(api.ok("GET", "/api/v1/special-account", None).await["exists"], true);
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({"password": "1234567890123456"})),
+    )
+    .await;
+    assert_eq!(
+        api.ok("GET", "/api/v1/special-account", None).await["exists"],
+        true
+    );
     ts.stop().await;
 }
 
@@ -116,19 +274,40 @@ async fn special_account_rules_postgres() {
 async fn rights_matrix_of_the_three_roles() {
     let ts = TestServer::start(Backend::Sqlite).await;
     let admin = ts.client().await;
-    admin.ok("POST", "/api/v1/groups", Some(json!({"name": "A"}))).await;
+    admin
+        .ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
     for (name, role) in [("oper", "operator"), ("aud", "auditor")] {
-        admin.ok("POST", "/api/v1/accounts", Some(json!({"name": name, "role": role, "password": "a-long-password-1"}))).await;
+        admin
+            .ok(
+                "POST",
+                "/api/v1/accounts",
+                Some(json!({"name": name, "role": role, "password": "a-long-password-1"})),
+            )
+            .await;
     }
     let oper = Api::login(&ts.url, &ts.ca, "oper", "a-long-password-1").await;
     let aud = Api::login(&ts.url, &ts.ca, "aud", "a-long-password-1").await;
     for (method, path, body, op) in every_operation() {
         let op_enum: riposte_model::Operation = serde_json::from_value(json!(snake(op))).unwrap();
-        for (who, role, api) in [("operator", riposte_model::Role::Operator, &oper), ("auditor", riposte_model::Role::Auditor, &aud)] {
-            let allowed = riposte_model::authorize(&riposte_model::Principal::Account { name: who.into(), role }, op_enum).is_ok();
+        for (who, role, api) in [
+            ("operator", riposte_model::Role::Operator, &oper),
+            ("auditor", riposte_model::Role::Auditor, &aud),
+        ] {
+            let allowed = riposte_model::authorize(
+                &riposte_model::Principal::Account {
+                    name: who.into(),
+                    role,
+                },
+                op_enum,
+            )
+            .is_ok();
             let (s, v) = api.call(method, path, body.clone()).await;
             if allowed {
-                assert_ne!(s, 403, "{who} should be allowed {op} ({method} {path}): {v}");
+                assert_ne!(
+                    s, 403,
+                    "{who} should be allowed {op} ({method} {path}): {v}"
+                );
             } else {
                 assert_eq!(s, 403, "{who} must be refused {op} ({method} {path}): {v}");
             }
@@ -156,11 +335,22 @@ fn snake(s: &str) -> String {
 #[tokio::test]
 async fn failed_logins_are_throttled_and_audited() {
     let ts = TestServer::start(Backend::Sqlite).await;
-    let http = riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30)).unwrap();
+    let http =
+        riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
+            .unwrap();
     let login = |pw: &'static str| {
         let http = http.clone();
         let url = format!("{}/api/v1/login", ts.url);
-        async move { send(&http, reqwest::Method::POST, &url, "", Some(json!({"user": "admin", "password": pw}))).await }
+        async move {
+            send(
+                &http,
+                reqwest::Method::POST,
+                &url,
+                "",
+                Some(json!({"user": "admin", "password": pw})),
+            )
+            .await
+        }
     };
     for _ in 0..5 {
         assert_eq!(login("wrong").await.0, 401);
@@ -169,6 +359,9 @@ async fn failed_logins_are_throttled_and_audited() {
     assert_eq!(s, 429, "locked out even with the right password: {v}");
     assert!(v["error"].as_str().unwrap().contains("try again"), "{v}");
     let rows = ts.running().core.store.audit_log(100).await.unwrap();
-    assert_eq!(rows.iter().filter(|r| r.action == "login_failed").count(), 5);
+    assert_eq!(
+        rows.iter().filter(|r| r.action == "login_failed").count(),
+        5
+    );
     ts.stop().await;
 }

@@ -9,30 +9,63 @@ use serde_json::json;
 async fn bad_requests_change_nothing() {
     let ts = TestServer::start(Backend::Sqlite).await;
     let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"}))).await;
-    let audit_before = api.ok("GET", "/api/v1/audit?limit=10000", None).await.as_array().unwrap().len();
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
+    let audit_before = api
+        .ok("GET", "/api/v1/audit?limit=10000", None)
+        .await
+        .as_array()
+        .unwrap()
+        .len();
 
     // Malformed JSON.
-    let resp = api.http.post(format!("{}/api/v1/groups", ts.url)).bearer_auth(&api.token)
-        .header("content-type", "application/json").body("{\"name\": ").send().await.unwrap();
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/groups", ts.url))
+        .bearer_auth(&api.token)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let v: serde_json::Value = resp.json().await.unwrap();
-    assert!(v["error"].as_str().unwrap().starts_with("malformed request"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed request"),
+        "{v}"
+    );
     // Wrong type.
-    let (s, v) = api.call("POST", "/api/v1/groups", Some(json!({"name": 5}))).await;
+    let (s, v) = api
+        .call("POST", "/api/v1/groups", Some(json!({"name": 5})))
+        .await;
     assert!(s == 400 || s == 422, "{s} {v}");
     // Over the size limit.
     let big = "x".repeat(riposte_server::api::BODY_LIMIT + 10);
-    let (s, v) = api.call("POST", "/api/v1/groups", Some(json!({"name": big}))).await;
+    let (s, v) = api
+        .call("POST", "/api/v1/groups", Some(json!({"name": big})))
+        .await;
     assert_eq!(s, 413, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("larger than the limit"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the limit"),
+        "{v}"
+    );
     // Unknown ids and names.
     for (m, p, b) in [
         ("GET", "/api/v1/tasks/424242", None),
         ("GET", "/api/v1/devices/424242", None),
         ("GET", "/api/v1/groups/nope/policy", None),
         ("POST", "/api/v1/tasks/424242/cancel", None),
-        ("POST", "/api/v1/groups", Some(json!({"name": "B", "parent": "nope"}))),
+        (
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": "B", "parent": "nope"})),
+        ),
         ("GET", "/api/v1/detections/nope", None),
     ] {
         let (s, v) = api.call(m, p, b).await;
@@ -42,24 +75,70 @@ async fn bad_requests_change_nothing() {
     let (s, v) = api.call("GET", "/api/v1/tasks/abc", None).await;
     assert_eq!(s, 400, "{v}");
     // Bad values.
-    let (s, v) = api.call("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({"actions": ["nuke"]}))).await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/groups/A/policy/threat-response",
+            Some(json!({"actions": ["nuke"]})),
+        )
+        .await;
     assert!(s == 400 || s == 422, "{v}");
-    let (s, v) = api.call("PUT", "/api/v1/groups/A/policy/sandbox-integration", Some(json!({"watch": ["/tmp/../etc"]}))).await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/groups/A/policy/sandbox-integration",
+            Some(json!({"watch": ["/tmp/../etc"]})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     let (s, _) = api.call("POST", "/api/v1/tasks", Some(json!({"name": "t", "group": "A", "iocs": [{"format": "exe", "name": "x", "content": ""}]}))).await;
     assert_eq!(s, 400);
     // No credentials, a bad token.
-    let (s, _) = send(&api.http, reqwest::Method::GET, &format!("{}/api/v1/groups", ts.url), "", None).await;
+    let (s, _) = send(
+        &api.http,
+        reqwest::Method::GET,
+        &format!("{}/api/v1/groups", ts.url),
+        "",
+        None,
+    )
+    .await;
     assert_eq!(s, 401);
-    let (s, _) = send(&api.http, reqwest::Method::GET, &format!("{}/api/v1/groups", ts.url), "forged", None).await;
+    let (s, _) = send(
+        &api.http,
+        reqwest::Method::GET,
+        &format!("{}/api/v1/groups", ts.url),
+        "forged",
+        None,
+    )
+    .await;
     assert_eq!(s, 401);
 
     let groups = api.ok("GET", "/api/v1/groups", None).await;
-    assert_eq!(groups.as_array().unwrap().len(), 2, "nothing was created: {groups}");
-    assert!(api.ok("GET", "/api/v1/tasks", None).await.as_array().unwrap().is_empty());
-    assert_eq!(api.ok("GET", "/api/v1/groups/A/policy", None).await["sandbox_integration"], serde_json::Value::Null);
-    let audit_after = api.ok("GET", "/api/v1/audit?limit=10000", None).await.as_array().unwrap().len();
-    assert_eq!(audit_before, audit_after, "refused requests are not changes");
+    assert_eq!(
+        groups.as_array().unwrap().len(),
+        2,
+        "nothing was created: {groups}"
+    );
+    assert!(api
+        .ok("GET", "/api/v1/tasks", None)
+        .await
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        api.ok("GET", "/api/v1/groups/A/policy", None).await["sandbox_integration"],
+        serde_json::Value::Null
+    );
+    let audit_after = api
+        .ok("GET", "/api/v1/audit?limit=10000", None)
+        .await
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        audit_before, audit_after,
+        "refused requests are not changes"
+    );
     ts.stop().await;
 }
 
@@ -67,45 +146,94 @@ async fn bad_requests_change_nothing() {
 async fn bad_enrollment_tokens_create_no_device() {
     let ts = TestServer::start(Backend::Sqlite).await;
     let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"}))).await;
-    let one = api.ok("POST", "/api/v1/enroll-tokens", Some(json!({"group": "A", "max_uses": 1}))).await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
+    let one = api
+        .ok(
+            "POST",
+            "/api/v1/enroll-tokens",
+            Some(json!({"group": "A", "max_uses": 1})),
+        )
+        .await;
     let token = one["token"].as_str().unwrap().to_string();
-    riposte_agent::identity::enroll(&ts.url, &ts.ca, &token, "d1", "d1").await.unwrap();
+    riposte_agent::identity::enroll(&ts.url, &ts.ca, &token, "d1", "d1")
+        .await
+        .unwrap();
     // Used up.
-    let e = riposte_agent::identity::enroll(&ts.url, &ts.ca, &token, "d2", "d2").await.unwrap_err();
+    let e = riposte_agent::identity::enroll(&ts.url, &ts.ca, &token, "d2", "d2")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("used as many times"), "{e}");
     // Wrong.
-    let e = riposte_agent::identity::enroll(&ts.url, &ts.ca, "not-a-token", "d3", "d3").await.unwrap_err();
+    let e = riposte_agent::identity::enroll(&ts.url, &ts.ca, "not-a-token", "d3", "d3")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("unknown enrollment token"), "{e}");
     // Expired: make one, then age it in the store.
-    let (s, v) = api.call("POST", "/api/v1/enroll-tokens", Some(json!({"group": "A", "ttl_secs": 1}))).await;
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/enroll-tokens",
+            Some(json!({"group": "A", "ttl_secs": 1})),
+        )
+        .await;
     assert_eq!(s, 400, "a 1-second token is refused: {v}");
     let hash = riposte_server::secrets::token_hash("expired-token");
-    ts.running().core.store.create_enroll_token(&hash, 1, riposte_store::now_ms() - 1, 5, "test").await.unwrap();
-    let e = riposte_agent::identity::enroll(&ts.url, &ts.ca, "expired-token", "d4", "d4").await.unwrap_err();
+    ts.running()
+        .core
+        .store
+        .create_enroll_token(&hash, 1, riposte_store::now_ms() - 1, 5, "test")
+        .await
+        .unwrap();
+    let e = riposte_agent::identity::enroll(&ts.url, &ts.ca, "expired-token", "d4", "d4")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("expired"), "{e}");
     // A malformed certificate request.
-    let t2 = api.ok("POST", "/api/v1/enroll-tokens", Some(json!({"group": "A"}))).await;
-    let (s, v) = send(&api.http, reqwest::Method::POST, &format!("{}/api/v1/enroll", ts.url), "",
-        Some(json!({"token": t2["token"], "csr_pem": "garbage", "hostname": "h"}))).await;
+    let t2 = api
+        .ok("POST", "/api/v1/enroll-tokens", Some(json!({"group": "A"})))
+        .await;
+    let (s, v) = send(
+        &api.http,
+        reqwest::Method::POST,
+        &format!("{}/api/v1/enroll", ts.url),
+        "",
+        Some(json!({"token": t2["token"], "csr_pem": "garbage", "hostname": "h"})),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("certificate signing request"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("certificate signing request"),
+        "{v}"
+    );
     // The CSR refusal did not use the token up.
     let tokens = api.ok("GET", "/api/v1/enroll-tokens", None).await;
-    let last = tokens.as_array().unwrap().iter().find(|t| t["uses_left"] == 1 && t["max_uses"] == 1).cloned();
+    let last = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["uses_left"] == 1 && t["max_uses"] == 1)
+        .cloned();
     assert!(last.is_some(), "{tokens}");
     let devices = api.ok("GET", "/api/v1/devices", None).await;
     assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
     // A CA that is not the server's: the agent refuses to talk.
     let other = rcgen_ca();
-    let e = riposte_agent::identity::enroll(&ts.url, &other, &token, "d5", "d5").await.unwrap_err();
+    let e = riposte_agent::identity::enroll(&ts.url, &other, &token, "d5", "d5")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("cannot reach"), "{e}");
     ts.stop().await;
 }
 
 fn rcgen_ca() -> String {
     let dir = tempfile::tempdir().unwrap();
-    riposte_server::pki::Authority::load_or_create(dir.path()).unwrap().ca_pem
+    riposte_server::pki::Authority::load_or_create(dir.path())
+        .unwrap()
+        .ca_pem
 }
 
 #[tokio::test]

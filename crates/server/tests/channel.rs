@@ -33,24 +33,52 @@ fn task_body(name: &str) -> serde_json::Value {
 async fn push_offline_and_restart(backend: Backend) {
     let mut ts = TestServer::start(backend).await;
     let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"}))).await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
     let identity = enroll(&api, &ts.ca, "A", "dev1").await;
     let agent = TestAgent::start(identity.clone(), Arc::new(Recorder::default()));
 
     // Initial settings arrive on connect.
-    assert!(agent.recorder.wait_for(Duration::from_secs(5), |d| tr_enabled(d) == Some(false)).await);
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(5), |d| tr_enabled(d) == Some(false))
+            .await
+    );
 
     // A settings change reaches the connected agent within 1 s.
     let t0 = Instant::now();
-    api.ok("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({"enabled": true, "mode": "enforce"}))).await;
-    assert!(agent.recorder.wait_for(Duration::from_secs(1), |d| tr_enabled(d) == Some(true)).await, "settings not pushed within 1 s");
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"enabled": true, "mode": "enforce"})),
+    )
+    .await;
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(1), |d| tr_enabled(d) == Some(true))
+            .await,
+        "settings not pushed within 1 s"
+    );
     let settings_latency = t0.elapsed();
 
     // A task reaches it within 1 s, and is then `delivered` on the server.
     let t0 = Instant::now();
-    let t1 = api.ok("POST", "/api/v1/tasks", Some(task_body("t1"))).await["id"].as_i64().unwrap();
-    assert!(agent.recorder.wait_for(Duration::from_secs(1), |d| offers(d).contains(&t1)).await, "task not pushed within 1 s");
-    eprintln!("settings pushed in {settings_latency:?}, task in {:?}", t0.elapsed());
+    let t1 = api.ok("POST", "/api/v1/tasks", Some(task_body("t1"))).await["id"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(1), |d| offers(d).contains(&t1))
+            .await,
+        "task not pushed within 1 s"
+    );
+    eprintln!(
+        "settings pushed in {settings_latency:?}, task in {:?}",
+        t0.elapsed()
+    );
     let mut delivered = false;
     for _ in 0..50 {
         let t = api.ok("GET", &format!("/api/v1/tasks/{t1}"), None).await;
@@ -64,21 +92,44 @@ async fn push_offline_and_restart(backend: Backend) {
 
     // The agent goes offline; a task and a settings change are queued for it.
     let recorder = agent.stop().await;
-    let t2 = api.ok("POST", "/api/v1/tasks", Some(task_body("t2"))).await["id"].as_i64().unwrap();
-    api.ok("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({"enabled": false}))).await;
+    let t2 = api.ok("POST", "/api/v1/tasks", Some(task_body("t2"))).await["id"]
+        .as_i64()
+        .unwrap();
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"enabled": false})),
+    )
+    .await;
     let t = api.ok("GET", &format!("/api/v1/tasks/{t2}"), None).await;
     assert_eq!(t["devices"][0]["state"], "pending");
 
     // The server restarts before the agent comes back: nothing is lost.
     ts.restart().await;
     let agent = TestAgent::start(identity.clone(), recorder);
-    assert!(agent.recorder.wait_for(Duration::from_secs(10), |d| offers(d).contains(&t2) && tr_enabled(d) == Some(false)).await,
-        "queued task and settings not delivered after reconnect");
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(10), |d| offers(d).contains(&t2)
+                && tr_enabled(d) == Some(false))
+            .await,
+        "queued task and settings not delivered after reconnect"
+    );
     // Nothing was delivered twice (the agent said what it had applied).
     let got = offers(&agent.recorder.got.lock().unwrap());
     assert_eq!(got, vec![t1, t2], "each task offered exactly once");
-    let seqs: Vec<u64> = agent.recorder.got.lock().unwrap().iter().map(|(s, _)| *s).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "deliveries in order: {seqs:?}");
+    let seqs: Vec<u64> = agent
+        .recorder
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "deliveries in order: {seqs:?}"
+    );
     agent.stop().await;
     ts.stop().await;
 }
@@ -97,12 +148,23 @@ async fn push_offline_and_restart_postgres() {
 async fn revoked_device_is_refused_at_once() {
     let ts = TestServer::start(Backend::Sqlite).await;
     let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"}))).await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
     let identity = enroll(&api, &ts.ca, "A", "dev1").await;
     let agent = TestAgent::start(identity.clone(), Arc::new(Recorder::default()));
-    assert!(agent.recorder.wait_for(Duration::from_secs(5), |d| !d.is_empty()).await);
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(5), |d| !d.is_empty())
+            .await
+    );
     assert!(ts.running().core.hub.is_connected(identity.device_id));
-    api.ok("POST", &format!("/api/v1/devices/{}/revoke", identity.device_id), None).await;
+    api.ok(
+        "POST",
+        &format!("/api/v1/devices/{}/revoke", identity.device_id),
+        None,
+    )
+    .await;
     // Kicked at once, and refused on reconnect with the reason.
     let deadline = Instant::now() + Duration::from_secs(3);
     while ts.running().core.hub.is_connected(identity.device_id) && Instant::now() < deadline {
@@ -113,7 +175,14 @@ async fn revoked_device_is_refused_at_once() {
     let agent = TestAgent::start(identity, recorder);
     let mut refused = false;
     for _ in 0..100 {
-        if agent.recorder.notes.lock().unwrap().iter().any(|n| n.contains("revoked")) {
+        if agent
+            .recorder
+            .notes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.contains("revoked"))
+        {
             refused = true;
             break;
         }
@@ -128,7 +197,8 @@ async fn revoked_device_is_refused_at_once() {
 async fn a_certificate_of_another_device_is_refused() {
     let ts = TestServer::start(Backend::Sqlite).await;
     let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"}))).await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
     let a = enroll(&api, &ts.ca, "A", "a").await;
     let b = enroll(&api, &ts.ca, "A", "b").await;
     // Device b's certificate claiming to be device a.
@@ -137,7 +207,14 @@ async fn a_certificate_of_another_device_is_refused() {
     let agent = TestAgent::start(forged, Arc::new(Recorder::default()));
     let mut refused = false;
     for _ in 0..100 {
-        if agent.recorder.notes.lock().unwrap().iter().any(|n| n.contains("does not belong")) {
+        if agent
+            .recorder
+            .notes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.contains("does not belong"))
+        {
             refused = true;
             break;
         }

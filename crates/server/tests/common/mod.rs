@@ -40,10 +40,19 @@ impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(backend).await;
-        let server = riposte_server::start(options(dir.path(), &db, backend)).await.unwrap();
+        let server = riposte_server::start(options(dir.path(), &db, backend))
+            .await
+            .unwrap();
         let url = format!("https://127.0.0.1:{}", server.api_addr.port());
         let ca = server.ca_pem().to_string();
-        TestServer { server: Some(server), dir, db: Some(db), backend, url, ca }
+        TestServer {
+            server: Some(server),
+            dir,
+            db: Some(db),
+            backend,
+            url,
+            ca,
+        }
     }
 
     pub fn running(&self) -> &RunningServer {
@@ -85,14 +94,32 @@ pub struct Api {
 impl Api {
     pub async fn login(url: &str, ca: &str, user: &str, password: &str) -> Api {
         let http = pinned_http_client(ca, Duration::from_secs(30)).unwrap();
-        let (status, body) = send(&http, reqwest::Method::POST, &format!("{url}/api/v1/login"), "", Some(json!({"user": user, "password": password}))).await;
+        let (status, body) = send(
+            &http,
+            reqwest::Method::POST,
+            &format!("{url}/api/v1/login"),
+            "",
+            Some(json!({"user": user, "password": password})),
+        )
+        .await;
         assert_eq!(status, 200, "login as {user}: {body}");
-        Api { http, url: url.to_string(), token: body["token"].as_str().unwrap().to_string() }
+        Api {
+            http,
+            url: url.to_string(),
+            token: body["token"].as_str().unwrap().to_string(),
+        }
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        send(&self.http, m, &format!("{}{path}", self.url), &self.token, body).await
+        send(
+            &self.http,
+            m,
+            &format!("{}{path}", self.url),
+            &self.token,
+            body,
+        )
+        .await
     }
 
     pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -102,7 +129,13 @@ impl Api {
     }
 }
 
-pub async fn send(http: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+pub async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = http.request(method, url);
     if !token.is_empty() {
         req = req.bearer_auth(token);
@@ -113,7 +146,10 @@ pub async fn send(http: &reqwest::Client, method: reqwest::Method, url: &str, to
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Records what the link delivers.
@@ -148,7 +184,11 @@ impl LinkHandler for Recorder {
 
 impl Recorder {
     /// Waits until `pred` holds on the deliveries, up to `limit`.
-    pub async fn wait_for(&self, limit: Duration, pred: impl Fn(&[(u64, Delivery)]) -> bool) -> bool {
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&[(u64, Delivery)]) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let n = self.changed.notified();
@@ -175,8 +215,20 @@ impl TestAgent {
     pub fn start(identity: Identity, recorder: Arc<Recorder>) -> TestAgent {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(riposte_agent::link::run(identity.clone(), "test-host".into(), recorder.clone(), rx, stop_rx));
-        TestAgent { identity, recorder, tx, stop, task }
+        let task = tokio::spawn(riposte_agent::link::run(
+            identity.clone(),
+            "test-host".into(),
+            recorder.clone(),
+            rx,
+            stop_rx,
+        ));
+        TestAgent {
+            identity,
+            recorder,
+            tx,
+            stop,
+            task,
+        }
     }
 
     pub async fn stop(self) -> Arc<Recorder> {
@@ -188,6 +240,14 @@ impl TestAgent {
 
 /// Creates an enrollment token for `group` and enrolls a device with it.
 pub async fn enroll(api: &Api, ca: &str, group: &str, name: &str) -> Identity {
-    let t = api.ok("POST", "/api/v1/enroll-tokens", Some(json!({"group": group, "max_uses": 1}))).await;
-    riposte_agent::identity::enroll(&api.url, ca, t["token"].as_str().unwrap(), name, name).await.unwrap()
+    let t = api
+        .ok(
+            "POST",
+            "/api/v1/enroll-tokens",
+            Some(json!({"group": group, "max_uses": 1})),
+        )
+        .await;
+    riposte_agent::identity::enroll(&api.url, ca, t["token"].as_str().unwrap(), name, name)
+        .await
+        .unwrap()
 }

@@ -1,0 +1,500 @@
+//! The language-neutral indicator model.
+//!
+//! OpenIOC documents and STIX patterns are both compiled into one [`Ioc`]: a tree of
+//! AND/OR nodes over [`Term`]s, each term naming an item type and a [`Field`] that a
+//! Linux collector can fill in. Having one model lets a sweep evaluate many indicators
+//! from different languages in a single pass over the system. Terms that no collector
+//! can evaluate are kept as [`UnsupportedTerm`]s so that they are reported, never
+//! silently treated as "no match".
+
+use crate::value::{format_datetime, ip_key};
+use regex::Regex;
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::net::IpAddr;
+
+/// The kinds of items a Linux sweep collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ItemType {
+    /// A file found by the file-system walk.
+    File,
+    /// A running process (from `/proc`).
+    Process,
+    /// A socket (from `/proc/net/{tcp,udp}{,6}`).
+    Port,
+    /// A local account (from `/etc/passwd`).
+    User,
+    /// A systemd service unit.
+    Service,
+    /// The host itself (one item).
+    SystemInfo,
+    /// A static name entry (from `/etc/hosts`).
+    DnsEntry,
+}
+
+/// Every field a collector can provide. Each belongs to exactly one [`ItemType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[allow(missing_docs)]
+pub enum Field {
+    FileFullPath,
+    FilePath,
+    FileName,
+    FileExtension,
+    FileSize,
+    FileMd5,
+    FileSha1,
+    FileSha256,
+    FileCreated,
+    FileModified,
+    FileAccessed,
+    FileChanged,
+    FileOwner,
+    ProcName,
+    ProcPath,
+    ProcPid,
+    ProcParentPid,
+    ProcArguments,
+    ProcUser,
+    ProcStartTime,
+    ProcKernelTime,
+    ProcUserTime,
+    PortLocalIp,
+    PortLocalPort,
+    PortRemoteIp,
+    PortRemotePort,
+    PortProtocol,
+    PortState,
+    PortPid,
+    PortProcess,
+    PortPath,
+    UserName,
+    UserId,
+    UserGroupId,
+    UserHome,
+    UserShell,
+    UserFullName,
+    ServiceName,
+    ServicePath,
+    ServiceStatus,
+    ServiceMode,
+    ServiceProgram,
+    ServiceArguments,
+    ServiceDescription,
+    SysHostname,
+    SysOs,
+    SysIpAddress,
+    DnsHost,
+    DnsAddress,
+    DnsRecordType,
+}
+
+/// OpenIOC search paths accepted for each field (matched case-insensitively).
+const SEARCHES: &[(&str, Field)] = &[
+    ("FileItem/FullPath", Field::FileFullPath),
+    ("FileItem/FilePath", Field::FilePath),
+    ("FileItem/FileName", Field::FileName),
+    ("FileItem/FileExtension", Field::FileExtension),
+    ("FileItem/SizeInBytes", Field::FileSize),
+    ("FileItem/Md5sum", Field::FileMd5),
+    ("FileItem/Sha1sum", Field::FileSha1),
+    ("FileItem/Sha256sum", Field::FileSha256),
+    ("FileItem/Created", Field::FileCreated),
+    ("FileItem/Modified", Field::FileModified),
+    ("FileItem/Accessed", Field::FileAccessed),
+    ("FileItem/Changed", Field::FileChanged),
+    ("FileItem/Username", Field::FileOwner),
+    ("ProcessItem/name", Field::ProcName),
+    ("ProcessItem/path", Field::ProcPath),
+    ("ProcessItem/pid", Field::ProcPid),
+    ("ProcessItem/parentpid", Field::ProcParentPid),
+    ("ProcessItem/arguments", Field::ProcArguments),
+    ("ProcessItem/Username", Field::ProcUser),
+    ("ProcessItem/startTime", Field::ProcStartTime),
+    ("ProcessItem/kernelTime", Field::ProcKernelTime),
+    ("ProcessItem/userTime", Field::ProcUserTime),
+    ("PortItem/localIP", Field::PortLocalIp),
+    ("PortItem/localPort", Field::PortLocalPort),
+    ("PortItem/remoteIP", Field::PortRemoteIp),
+    ("PortItem/remotePort", Field::PortRemotePort),
+    ("PortItem/protocol", Field::PortProtocol),
+    ("PortItem/state", Field::PortState),
+    ("PortItem/pid", Field::PortPid),
+    ("PortItem/process", Field::PortProcess),
+    ("PortItem/path", Field::PortPath),
+    ("UserItem/Username", Field::UserName),
+    ("UserItem/userid", Field::UserId),
+    ("UserItem/groupid", Field::UserGroupId),
+    ("UserItem/homedirectory", Field::UserHome),
+    ("UserItem/shell", Field::UserShell),
+    ("UserItem/fullname", Field::UserFullName),
+    ("ServiceItem/name", Field::ServiceName),
+    ("ServiceItem/path", Field::ServicePath),
+    ("ServiceItem/status", Field::ServiceStatus),
+    ("ServiceItem/mode", Field::ServiceMode),
+    ("ServiceItem/serviceDLL", Field::ServiceProgram),
+    ("ServiceItem/arguments", Field::ServiceArguments),
+    ("ServiceItem/descriptiveName", Field::ServiceDescription),
+    ("SystemInfoItem/hostname", Field::SysHostname),
+    ("SystemInfoItem/OS", Field::SysOs),
+    ("SystemInfoItem/ipAddress", Field::SysIpAddress),
+    (
+        "SystemInfoItem/networkArray/networkInfo/ipArray/ipInfo/ipAddress",
+        Field::SysIpAddress,
+    ),
+    ("DnsEntryItem/Host", Field::DnsHost),
+    ("DnsEntryItem/RecordName", Field::DnsHost),
+    ("DnsEntryItem/RecordData/Host", Field::DnsHost),
+    ("DnsEntryItem/RecordData/IPv4Address", Field::DnsAddress),
+    ("DnsEntryItem/RecordType", Field::DnsRecordType),
+];
+
+impl Field {
+    /// The field an OpenIOC `Context/@search` names, if a Linux collector provides it.
+    pub fn from_search(search: &str) -> Option<Field> {
+        SEARCHES
+            .iter()
+            .find(|(s, _)| s.eq_ignore_ascii_case(search))
+            .map(|(_, f)| *f)
+    }
+
+    /// The canonical OpenIOC search path of this field.
+    pub fn search(self) -> &'static str {
+        SEARCHES
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(s, _)| *s)
+            .unwrap_or("?")
+    }
+
+    /// The item type this field belongs to.
+    pub fn item(self) -> ItemType {
+        use Field::*;
+        match self {
+            FileFullPath | FilePath | FileName | FileExtension | FileSize | FileMd5 | FileSha1
+            | FileSha256 | FileCreated | FileModified | FileAccessed | FileChanged | FileOwner => {
+                ItemType::File
+            }
+            ProcName | ProcPath | ProcPid | ProcParentPid | ProcArguments | ProcUser
+            | ProcStartTime | ProcKernelTime | ProcUserTime => ItemType::Process,
+            PortLocalIp | PortLocalPort | PortRemoteIp | PortRemotePort | PortProtocol
+            | PortState | PortPid | PortProcess | PortPath => ItemType::Port,
+            UserName | UserId | UserGroupId | UserHome | UserShell | UserFullName => ItemType::User,
+            ServiceName | ServicePath | ServiceStatus | ServiceMode | ServiceProgram
+            | ServiceArguments | ServiceDescription => ItemType::Service,
+            SysHostname | SysOs | SysIpAddress => ItemType::SystemInfo,
+            DnsHost | DnsAddress | DnsRecordType => ItemType::DnsEntry,
+        }
+    }
+
+    /// True when evaluating the field requires reading the file's content.
+    pub fn needs_content(self) -> bool {
+        matches!(self, Field::FileMd5 | Field::FileSha1 | Field::FileSha256)
+    }
+}
+
+/// How a term compares the item's value with the indicator's operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Condition {
+    /// Equality (or inclusion in an `A TO B` range).
+    Is,
+    /// Substring.
+    Contains,
+    /// Prefix.
+    StartsWith,
+    /// Suffix.
+    EndsWith,
+    /// Regular expression search.
+    Matches,
+    /// Item value greater than the operand.
+    GreaterThan,
+    /// Item value less than the operand.
+    LessThan,
+}
+
+/// The declared type of an operand (`Content/@type` in OpenIOC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[allow(missing_docs)]
+pub enum ContentType {
+    String,
+    Int,
+    Date,
+    Duration,
+    Md5,
+    Sha1,
+    Sha256,
+    Ip,
+}
+
+/// A parsed operand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// Text (compared case-insensitively unless the term preserves case).
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A point in time, Unix seconds.
+    Date(i64),
+    /// A duration, seconds.
+    Duration(f64),
+    /// A hash, lower-case hex.
+    Hash(String),
+    /// An IP address.
+    Ip(IpAddr),
+    /// An inclusive range `A TO B`.
+    Range(Box<Operand>, Box<Operand>),
+}
+
+/// A value produced by a collector for one field of one item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    /// Text.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A point in time, Unix seconds.
+    Time(i64),
+    /// A duration, seconds.
+    Duration(f64),
+    /// An IP address.
+    Ip(IpAddr),
+    /// Several values; a term matches when any of them does.
+    List(Vec<FieldValue>),
+}
+
+impl FieldValue {
+    /// The value as text (dates in ISO 8601).
+    pub fn text(&self) -> String {
+        match self {
+            FieldValue::Str(s) => s.clone(),
+            FieldValue::Int(i) => i.to_string(),
+            FieldValue::Time(t) => format_datetime(*t),
+            FieldValue::Duration(d) => d.to_string(),
+            FieldValue::Ip(ip) => ip.to_string(),
+            FieldValue::List(l) => l.iter().map(|v| v.text()).collect::<Vec<_>>().join(","),
+        }
+    }
+}
+
+/// One comparison of an indicator.
+#[derive(Debug, Clone)]
+pub struct Term {
+    /// The id of the `IndicatorItem` (OpenIOC) or the comparison text (STIX).
+    pub id: String,
+    /// The field compared.
+    pub field: Field,
+    /// The comparison.
+    pub condition: Condition,
+    /// Inverts the result.
+    pub negate: bool,
+    /// Compare text case-sensitively.
+    pub preserve_case: bool,
+    /// Declared operand type.
+    pub content_type: ContentType,
+    /// The operand as written.
+    pub raw: String,
+    /// The parsed operand.
+    pub operand: Operand,
+    /// Compiled regex for [`Condition::Matches`].
+    pub regex: Option<Regex>,
+}
+
+/// A term that no Linux collector can evaluate; reported, never treated as "no match".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnsupportedTerm {
+    /// The id of the `IndicatorItem` (or the STIX comparison text).
+    pub id: String,
+    /// What it looks at (`RegistryItem/Path`, `fileWriteEvent/md5`, `FOLLOWEDBY`…).
+    pub search: String,
+    /// Why it is not evaluated.
+    pub reason: String,
+}
+
+/// A node of the indicator's logic tree.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// All children must hold.
+    And(Vec<Node>),
+    /// One child must hold.
+    Or(Vec<Node>),
+    /// Index into [`Ioc::terms`].
+    Term(usize),
+    /// Index into [`Ioc::unsupported`]; evaluates to "unknown".
+    Unsupported(usize),
+}
+
+/// The language an indicator was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum IocFormat {
+    /// OpenIOC 1.0 (`http://schemas.mandiant.com/2010/ioc`).
+    OpenIoc10,
+    /// OpenIOC 1.1 (`http://openioc.org/schemas/OpenIOC_1.1`).
+    OpenIoc11,
+    /// A STIX 2.1 pattern.
+    Stix21,
+}
+
+/// A compiled indicator.
+#[derive(Debug, Clone)]
+pub struct Ioc {
+    /// Document id (OpenIOC `id`, STIX indicator id).
+    pub id: String,
+    /// Short description or STIX name.
+    pub name: String,
+    /// Source language.
+    pub format: IocFormat,
+    /// The logic tree; children are ordered cheapest first.
+    pub root: Node,
+    /// Supported comparisons.
+    pub terms: Vec<Term>,
+    /// Comparisons that cannot be evaluated on Linux.
+    pub unsupported: Vec<UnsupportedTerm>,
+}
+
+impl Ioc {
+    /// Builds an indicator, ordering every node's children so that cheap terms
+    /// (names, paths, sizes, times) are evaluated before those needing file content.
+    pub fn new(
+        id: String,
+        name: String,
+        format: IocFormat,
+        root: Node,
+        terms: Vec<Term>,
+        unsupported: Vec<UnsupportedTerm>,
+    ) -> Ioc {
+        let mut ioc = Ioc {
+            id,
+            name,
+            format,
+            root,
+            terms,
+            unsupported,
+        };
+        let mut root = std::mem::replace(&mut ioc.root, Node::And(Vec::new()));
+        sort_by_cost(&mut root, &ioc.terms);
+        ioc.root = root;
+        ioc
+    }
+
+    /// The item types this indicator has supported terms for.
+    pub fn item_types(&self) -> Vec<ItemType> {
+        let mut v: Vec<ItemType> = self.terms.iter().map(|t| t.field.item()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The fields this indicator uses.
+    pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+        self.terms.iter().map(|t| t.field)
+    }
+}
+
+fn cost(node: &Node, terms: &[Term]) -> u8 {
+    match node {
+        Node::Term(i) => u8::from(terms[*i].field.needs_content()),
+        Node::Unsupported(_) => 0,
+        Node::And(c) | Node::Or(c) => c.iter().map(|n| cost(n, terms)).max().unwrap_or(0),
+    }
+}
+
+fn sort_by_cost(node: &mut Node, terms: &[Term]) {
+    if let Node::And(c) | Node::Or(c) = node {
+        for child in c.iter_mut() {
+            sort_by_cost(child, terms);
+        }
+        c.sort_by_key(|n| cost(n, terms));
+    }
+}
+
+fn fold(s: &str, preserve: bool) -> std::borrow::Cow<'_, str> {
+    if preserve {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    }
+}
+
+/// Orders an item value against an operand, when they are comparable.
+fn compare(value: &FieldValue, op: &Operand, preserve: bool) -> Option<Ordering> {
+    match (value, op) {
+        (FieldValue::Int(v), Operand::Int(o)) => Some(v.cmp(o)),
+        (FieldValue::Int(v), Operand::Duration(o)) => (*v as f64).partial_cmp(o),
+        (FieldValue::Time(v), Operand::Date(o)) | (FieldValue::Time(v), Operand::Int(o)) => {
+            Some(v.cmp(o))
+        }
+        (FieldValue::Duration(v), Operand::Duration(o)) => v.partial_cmp(o),
+        (FieldValue::Duration(v), Operand::Int(o)) => v.partial_cmp(&(*o as f64)),
+        (FieldValue::Ip(v), Operand::Ip(o)) => Some(ip_key(*v).cmp(&ip_key(*o))),
+        (FieldValue::Str(v), Operand::Int(o)) => crate::value::parse_int(v).map(|v| v.cmp(o)),
+        (FieldValue::Str(v), Operand::Ip(o)) => {
+            crate::value::parse_ip(v).map(|v| ip_key(v).cmp(&ip_key(*o)))
+        }
+        (FieldValue::Str(v), Operand::Date(o)) => crate::value::parse_datetime(v).map(|v| v.cmp(o)),
+        (v, Operand::Hash(h)) => Some(v.text().to_ascii_lowercase().as_str().cmp(h.as_str())),
+        (v, Operand::Str(s)) => Some(
+            fold(&v.text(), preserve)
+                .as_ref()
+                .cmp(fold(s, preserve).as_ref()),
+        ),
+        _ => None,
+    }
+}
+
+fn operand_text(op: &Operand) -> String {
+    match op {
+        Operand::Str(s) | Operand::Hash(s) => s.clone(),
+        Operand::Int(i) => i.to_string(),
+        Operand::Date(d) => format_datetime(*d),
+        Operand::Duration(d) => d.to_string(),
+        Operand::Ip(ip) => ip.to_string(),
+        Operand::Range(a, b) => format!("{} TO {}", operand_text(a), operand_text(b)),
+    }
+}
+
+impl Term {
+    /// Does the condition hold for one value (before `negate`)?
+    fn test_one(&self, value: &FieldValue) -> bool {
+        if let FieldValue::List(l) = value {
+            return l.iter().any(|v| self.test_one(v));
+        }
+        let pc = self.preserve_case;
+        match self.condition {
+            Condition::Is => match &self.operand {
+                Operand::Range(a, b) => {
+                    matches!(
+                        compare(value, a, pc),
+                        Some(Ordering::Greater | Ordering::Equal)
+                    ) && matches!(
+                        compare(value, b, pc),
+                        Some(Ordering::Less | Ordering::Equal)
+                    )
+                }
+                op => compare(value, op, pc) == Some(Ordering::Equal),
+            },
+            Condition::GreaterThan => compare(value, &self.operand, pc) == Some(Ordering::Greater),
+            Condition::LessThan => compare(value, &self.operand, pc) == Some(Ordering::Less),
+            Condition::Matches => self
+                .regex
+                .as_ref()
+                .is_some_and(|r| r.is_match(&value.text())),
+            Condition::Contains | Condition::StartsWith | Condition::EndsWith => {
+                let v = value.text();
+                let o = operand_text(&self.operand);
+                let (v, o) = (fold(&v, pc), fold(&o, pc));
+                match self.condition {
+                    Condition::Contains => v.contains(o.as_ref()),
+                    Condition::StartsWith => v.starts_with(o.as_ref()),
+                    _ => v.ends_with(o.as_ref()),
+                }
+            }
+        }
+    }
+
+    /// Evaluates the term on a value; `None` (the item has no such value) counts as
+    /// a failed condition, which `negate` then inverts.
+    pub fn test(&self, value: Option<&FieldValue>) -> bool {
+        let hit = value.is_some_and(|v| self.test_one(v));
+        hit != self.negate
+    }
+}

@@ -1,0 +1,433 @@
+//! OpenIOC 1.0 and 1.1 reader.
+//!
+//! Parsed with `roxmltree` (a conforming, non-validating XML parser that refuses DTDs,
+//! so no entity expansion attacks), then checked against the rules of the two XSDs
+//! (`openioc_10_schema.xsd`, `openioc_11_schema.xsd`): root element and namespace,
+//! required attributes and elements, the operator and condition enumerations, the
+//! content types, and operands that parse as their declared type. Real files start
+//! with a UTF-8 byte-order mark or have no XML declaration; both are accepted.
+
+use crate::model::{
+    Condition, ContentType, Field, Ioc, IocFormat, Node, Operand, Term, UnsupportedTerm,
+};
+use crate::value::{parse_datetime, parse_duration, parse_int, parse_ip};
+use crate::Error;
+use roxmltree::{Document, Node as XNode, ParsingOptions};
+
+/// Namespace of OpenIOC 1.0 documents.
+pub const NS_10: &str = "http://schemas.mandiant.com/2010/ioc";
+/// Namespace of OpenIOC 1.1 documents.
+pub const NS_11: &str = "http://openioc.org/schemas/OpenIOC_1.1";
+/// Largest document accepted (bytes). Real IOCs are kilobytes; this bounds memory.
+pub const MAX_DOCUMENT_BYTES: usize = 8 << 20;
+
+struct Ctx<'a> {
+    origin: &'a str,
+    doc: &'a Document<'a>,
+    format: IocFormat,
+    terms: Vec<Term>,
+    unsupported: Vec<UnsupportedTerm>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, node: XNode, msg: impl Into<String>) -> Error {
+        let pos = self.doc.text_pos_at(node.range().start);
+        Error::Invalid {
+            origin: self.origin.to_string(),
+            line: pos.row,
+            col: pos.col,
+            msg: msg.into(),
+        }
+    }
+
+    fn ns(&self) -> &'static str {
+        if self.format == IocFormat::OpenIoc10 {
+            NS_10
+        } else {
+            NS_11
+        }
+    }
+
+    fn is(&self, n: XNode, name: &str) -> bool {
+        n.is_element() && n.tag_name().name() == name && n.tag_name().namespace() == Some(self.ns())
+    }
+
+    fn child<'b>(&self, n: XNode<'b, 'b>, name: &str) -> Option<XNode<'b, 'b>> {
+        n.children().find(|c| self.is(*c, name))
+    }
+}
+
+/// Parses an OpenIOC document given as bytes (a UTF-8 BOM is skipped).
+pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Ioc, Error> {
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::TooLarge {
+            origin: origin.to_string(),
+            size: bytes.len(),
+            limit: MAX_DOCUMENT_BYTES,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::Invalid {
+        origin: origin.to_string(),
+        line: 0,
+        col: 0,
+        msg: format!("not UTF-8 text (byte offset {})", e.valid_up_to()),
+    })?;
+    parse(text, origin)
+}
+
+/// Parses an OpenIOC 1.0 or 1.1 document; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Ioc, Error> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::TooLarge {
+            origin: origin.to_string(),
+            size: text.len(),
+            limit: MAX_DOCUMENT_BYTES,
+        });
+    }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let opts = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: 1_000_000,
+    };
+    let doc = Document::parse_with_options(text, opts).map_err(|e| {
+        let p = e.pos();
+        Error::Xml {
+            origin: origin.to_string(),
+            line: p.row,
+            col: p.col,
+            msg: e.to_string(),
+        }
+    })?;
+    let root = doc.root_element();
+    let ns = root.tag_name().namespace().unwrap_or("");
+    let format = match (root.tag_name().name(), ns) {
+        ("ioc", NS_10) => IocFormat::OpenIoc10,
+        ("OpenIOC", NS_11) => IocFormat::OpenIoc11,
+        (name, ns) => {
+            let pos = doc.text_pos_at(root.range().start);
+            return Err(Error::Invalid {
+                origin: origin.to_string(),
+                line: pos.row,
+                col: pos.col,
+                msg: format!(
+                    "root element <{name}> in namespace '{ns}' is not OpenIOC \
+                     (expected <ioc xmlns=\"{NS_10}\"> or <OpenIOC xmlns=\"{NS_11}\">)"
+                ),
+            });
+        }
+    };
+    let mut cx = Ctx {
+        origin,
+        doc: &doc,
+        format,
+        terms: Vec::new(),
+        unsupported: Vec::new(),
+    };
+    let id = root.attribute("id").unwrap_or("").to_string();
+    check_datetime_attr(&cx, root, "last-modified", true)?;
+    let (meta, criteria) = if format == IocFormat::OpenIoc11 {
+        if id.is_empty() {
+            return Err(cx.err(root, "<OpenIOC> requires attribute 'id'"));
+        }
+        check_datetime_attr(&cx, root, "published-date", true)?;
+        let meta = cx
+            .child(root, "metadata")
+            .ok_or_else(|| cx.err(root, "<OpenIOC> requires a <metadata> element"))?;
+        let criteria = cx
+            .child(root, "criteria")
+            .ok_or_else(|| cx.err(root, "<OpenIOC> requires a <criteria> element"))?;
+        (meta, Some(criteria))
+    } else {
+        (root, cx.child(root, "definition"))
+    };
+    if cx.child(meta, "authored_date").is_none() {
+        return Err(cx.err(meta, "missing required element <authored_date>"));
+    }
+    let name = cx
+        .child(meta, "short_description")
+        .and_then(|n| n.text())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let mut roots = Vec::new();
+    if let Some(criteria) = criteria {
+        for c in criteria.children().filter(|c| c.is_element()) {
+            if cx.is(c, "Indicator") {
+                roots.push(indicator(&mut cx, c, 0)?);
+            } else if c.tag_name().namespace() == Some(cx.ns()) {
+                return Err(cx.err(
+                    c,
+                    format!("unexpected <{}> in criteria", c.tag_name().name()),
+                ));
+            }
+        }
+        if format == IocFormat::OpenIoc11 && roots.is_empty() {
+            return Err(cx.err(criteria, "<criteria> requires at least one <Indicator>"));
+        }
+    }
+    let root_node = if roots.len() == 1 {
+        roots.pop().unwrap_or(Node::Or(Vec::new()))
+    } else {
+        Node::Or(roots)
+    };
+    Ok(Ioc::new(
+        id,
+        name,
+        format,
+        root_node,
+        cx.terms,
+        cx.unsupported,
+    ))
+}
+
+fn check_datetime_attr(cx: &Ctx, n: XNode, attr: &str, required: bool) -> Result<(), Error> {
+    match n.attribute(attr) {
+        None if required => Err(cx.err(n, format!("missing required attribute '{attr}'"))),
+        None => Ok(()),
+        Some(v) if parse_datetime(v).is_some() => Ok(()),
+        Some(v) => Err(cx.err(n, format!("attribute '{attr}'='{v}' is not an xs:dateTime"))),
+    }
+}
+
+const MAX_DEPTH: usize = 64;
+
+fn indicator(cx: &mut Ctx, n: XNode, depth: usize) -> Result<Node, Error> {
+    if depth > MAX_DEPTH {
+        return Err(cx.err(n, format!("Indicator nesting deeper than {MAX_DEPTH}")));
+    }
+    let op = n
+        .attribute("operator")
+        .ok_or_else(|| cx.err(n, "<Indicator> requires attribute 'operator'"))?;
+    let is_and = match op {
+        "AND" => true,
+        "OR" => false,
+        other => return Err(cx.err(n, format!("operator '{other}' is not one of AND, OR"))),
+    };
+    if cx.format == IocFormat::OpenIoc11 && n.attribute("id").is_none() {
+        return Err(cx.err(n, "<Indicator> requires attribute 'id'"));
+    }
+    let mut children = Vec::new();
+    for c in n.children().filter(|c| c.is_element()) {
+        if cx.is(c, "Indicator") {
+            children.push(indicator(cx, c, depth + 1)?);
+        } else if cx.is(c, "IndicatorItem") {
+            children.push(item(cx, c)?);
+        } else if c.tag_name().namespace() == Some(cx.ns()) {
+            return Err(cx.err(
+                c,
+                format!("unexpected <{}> in <Indicator>", c.tag_name().name()),
+            ));
+        }
+    }
+    Ok(if is_and {
+        Node::And(children)
+    } else {
+        Node::Or(children)
+    })
+}
+
+fn bool_attr(cx: &Ctx, n: XNode, attr: &str) -> Result<bool, Error> {
+    match n.attribute(attr) {
+        None if cx.format == IocFormat::OpenIoc11 => {
+            Err(cx.err(n, format!("<IndicatorItem> requires attribute '{attr}'")))
+        }
+        None => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(v) => Err(cx.err(n, format!("attribute '{attr}'='{v}' is not an xs:boolean"))),
+    }
+}
+
+fn item(cx: &mut Ctx, n: XNode) -> Result<Node, Error> {
+    let id = match n.attribute("id") {
+        Some(id) => id.to_string(),
+        None if cx.format == IocFormat::OpenIoc11 => {
+            return Err(cx.err(n, "<IndicatorItem> requires attribute 'id'"))
+        }
+        None => String::new(),
+    };
+    let cond_s = n
+        .attribute("condition")
+        .ok_or_else(|| cx.err(n, "<IndicatorItem> requires attribute 'condition'"))?;
+    let mut negate = bool_attr(cx, n, "negate")?;
+    let preserve_case = bool_attr(cx, n, "preserve-case")?;
+    let v10 = cx.format == IocFormat::OpenIoc10;
+    let condition = match cond_s {
+        "is" => Condition::Is,
+        "contains" => Condition::Contains,
+        "isnot" if v10 => {
+            negate = !negate;
+            Condition::Is
+        }
+        "containsnot" if v10 => {
+            negate = !negate;
+            Condition::Contains
+        }
+        "matches" => Condition::Matches,
+        "starts-with" => Condition::StartsWith,
+        "ends-with" => Condition::EndsWith,
+        "greater-than" => Condition::GreaterThan,
+        "less-than" => Condition::LessThan,
+        other => {
+            let allowed = if v10 {
+                "is, isnot, contains, containsnot (and the 1.1 conditions)"
+            } else {
+                "is, contains, matches, starts-with, ends-with, greater-than, less-than"
+            };
+            return Err(cx.err(
+                n,
+                format!("unknown condition '{other}' (allowed: {allowed})"),
+            ));
+        }
+    };
+    let context = cx
+        .child(n, "Context")
+        .ok_or_else(|| cx.err(n, "<IndicatorItem> requires a <Context>"))?;
+    let content = cx
+        .child(n, "Content")
+        .ok_or_else(|| cx.err(n, "<IndicatorItem> requires a <Content>"))?;
+    let search = context.attribute("search").unwrap_or("").to_string();
+    let document = context.attribute("document").unwrap_or("");
+    let ctype_s = content
+        .attribute("type")
+        .ok_or_else(|| cx.err(content, "<Content> requires attribute 'type'"))?;
+    let content_type = match ctype_s.to_ascii_lowercase().as_str() {
+        "string" => ContentType::String,
+        "int" => ContentType::Int,
+        "date" => ContentType::Date,
+        "duration" => ContentType::Duration,
+        "md5" => ContentType::Md5,
+        "sha1" => ContentType::Sha1,
+        "sha256" => ContentType::Sha256,
+        "ip" => ContentType::Ip,
+        other => {
+            return Err(cx.err(
+                content,
+                format!(
+                    "unknown content type '{other}' (allowed: string, int, date, duration, md5, sha1, sha256, IP)"
+                ),
+            ))
+        }
+    };
+    let raw = content.text().unwrap_or("").to_string();
+    let operand = parse_operand(content_type, condition, &raw).map_err(|m| cx.err(content, m))?;
+    let Some(field) = Field::from_search(&search) else {
+        let event = context.attribute("type") == Some("event")
+            || document.ends_with("Event")
+            || search
+                .split('/')
+                .any(|s| s.ends_with("Event") || s == "eventItem");
+        let reason = if event {
+            format!("event context '{document}' needs event history; a point-in-time scan cannot evaluate it")
+        } else {
+            format!("no Linux collector for '{search}'")
+        };
+        cx.unsupported.push(UnsupportedTerm { id, search, reason });
+        return Ok(Node::Unsupported(cx.unsupported.len() - 1));
+    };
+    let term = build_term(
+        id,
+        field,
+        condition,
+        negate,
+        preserve_case,
+        content_type,
+        raw,
+        operand,
+    )
+    .map_err(|m| cx.err(content, m))?;
+    cx.terms.push(term);
+    Ok(Node::Term(cx.terms.len() - 1))
+}
+
+/// Assembles a term, compiling its regex; errors are messages for the caller to locate.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_term(
+    id: String,
+    field: Field,
+    condition: Condition,
+    negate: bool,
+    preserve_case: bool,
+    content_type: ContentType,
+    raw: String,
+    mut operand: Operand,
+) -> Result<Term, String> {
+    if field == Field::FileExtension {
+        if let Operand::Str(s) = &mut operand {
+            if condition == Condition::Is || condition == Condition::StartsWith {
+                if let Some(stripped) = s.strip_prefix('.') {
+                    *s = stripped.to_string();
+                }
+            }
+        }
+    }
+    let regex = if condition == Condition::Matches {
+        Some(
+            regex::RegexBuilder::new(&raw)
+                .case_insensitive(!preserve_case)
+                .size_limit(1 << 22)
+                .build()
+                .map_err(|e| format!("bad regular expression: {e}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(Term {
+        id,
+        field,
+        condition,
+        negate,
+        preserve_case,
+        content_type,
+        raw,
+        operand,
+        regex,
+    })
+}
+
+/// Parses an operand of a declared type; `A TO B` gives an inclusive range.
+/// Text conditions (contains, starts-with, ends-with, matches) keep the operand as text
+/// whatever its declared type, since `103.41.124.` is a valid prefix but not an address.
+pub(crate) fn parse_operand(
+    ty: ContentType,
+    condition: Condition,
+    raw: &str,
+) -> Result<Operand, String> {
+    if matches!(
+        condition,
+        Condition::Contains | Condition::StartsWith | Condition::EndsWith | Condition::Matches
+    ) {
+        return Ok(Operand::Str(raw.to_string()));
+    }
+    if ty != ContentType::String {
+        if let Some((a, b)) = raw.split_once(" TO ") {
+            let a = parse_operand(ty, condition, a)?;
+            let b = parse_operand(ty, condition, b)?;
+            return Ok(Operand::Range(Box::new(a), Box::new(b)));
+        }
+    }
+    let t = raw.trim();
+    let bad = |what: &str| format!("'{t}' is not a valid {what}");
+    Ok(match ty {
+        ContentType::String => Operand::Str(raw.to_string()),
+        ContentType::Int => Operand::Int(parse_int(t).ok_or_else(|| bad("int"))?),
+        ContentType::Date => Operand::Date(parse_datetime(t).ok_or_else(|| bad("ISO 8601 date"))?),
+        ContentType::Duration => {
+            Operand::Duration(parse_duration(t).ok_or_else(|| bad("duration"))?)
+        }
+        ContentType::Ip => Operand::Ip(parse_ip(t).ok_or_else(|| bad("IP address"))?),
+        ContentType::Md5 | ContentType::Sha1 | ContentType::Sha256 => {
+            let len = match ty {
+                ContentType::Md5 => 32,
+                ContentType::Sha1 => 40,
+                _ => 64,
+            };
+            if t.len() != len || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "'{t}' is not a valid {ty:?} hash ({len} hex digits)"
+                ));
+            }
+            Operand::Hash(t.to_ascii_lowercase())
+        }
+    })
+}

@@ -1,0 +1,879 @@
+//! STIX 2.1 patterns: a hand-written recursive-descent parser and the mapping of
+//! STIX object properties onto the Linux collectors' fields.
+//!
+//! Hand-written so that every error carries the byte offset where parsing stopped and
+//! so that nothing but the grammar below is accepted:
+//!
+//! ```text
+//! pattern     := obs_or EOF
+//! obs_or      := obs_and ("OR" obs_and)*
+//! obs_and     := obs_fby ("AND" obs_fby)*
+//! obs_fby     := obs_qual ("FOLLOWEDBY" obs_qual)*
+//! obs_qual    := obs_atom qualifier*
+//! obs_atom    := "[" cmp_or "]" | "(" obs_or ")"
+//! qualifier   := "WITHIN" num "SECONDS" | "REPEATS" int "TIMES" | "START" t'…' "STOP" t'…'
+//! cmp_or      := cmp_and ("OR" cmp_and)*
+//! cmp_and     := cmp ("AND" cmp)*
+//! cmp         := "(" cmp_or ")" | path ["NOT"] op value | ["NOT"] "EXISTS" path
+//! op          := = != < <= > >= IN LIKE MATCHES ISSUBSET ISSUPERSET
+//! ```
+//!
+//! Observation operators and qualifiers that need event history (FOLLOWEDBY, WITHIN,
+//! REPEATS, START/STOP) cannot be decided by a point-in-time sweep: they are kept as
+//! unsupported terms, so a pattern using them is "undetermined" rather than "no match".
+
+use crate::model::{
+    Condition, ContentType, Field, Ioc, IocFormat, Node, Operand, Term, UnsupportedTerm,
+};
+use crate::openioc::build_term;
+use crate::value::{parse_datetime, parse_ip};
+use crate::Error;
+use std::net::IpAddr;
+
+/// Longest pattern accepted (bytes).
+pub const MAX_PATTERN_BYTES: usize = 1 << 20;
+/// Largest JSON document accepted (bytes).
+pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+const MAX_DEPTH: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Lit {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Time(i64),
+    Bin(String),
+    List(Vec<Lit>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    Like,
+    Matches,
+    IsSubset,
+    IsSuperset,
+    Exists,
+}
+
+#[derive(Debug, Clone)]
+enum Cmp {
+    And(Vec<Cmp>),
+    Or(Vec<Cmp>),
+    Leaf {
+        text: String,
+        object: String,
+        path: Vec<String>,
+        negated: bool,
+        op: Op,
+        value: Lit,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Obs {
+    Atom(Cmp),
+    And(Vec<Obs>),
+    Or(Vec<Obs>),
+    Temporal(Vec<Obs>, String),
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    pos: usize,
+    depth: usize,
+}
+
+type PResult<T> = Result<T, (usize, String)>;
+
+impl<'a> Parser<'a> {
+    fn err<T>(&self, msg: impl Into<String>) -> PResult<T> {
+        Err((self.pos, msg.into()))
+    }
+
+    fn ws(&mut self) {
+        while let Some(c) = self.src[self.pos..].chars().next() {
+            if c.is_whitespace() {
+                self.pos += c.len_utf8();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&mut self) -> Option<char> {
+        self.ws();
+        self.src[self.pos..].chars().next()
+    }
+
+    fn eat(&mut self, s: &str) -> bool {
+        self.ws();
+        if self.src[self.pos..].starts_with(s) {
+            self.pos += s.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Consumes keyword `kw` only when followed by a non-identifier character.
+    fn kw(&mut self, kw: &str) -> bool {
+        self.ws();
+        let rest = &self.src[self.pos..];
+        if rest.starts_with(kw)
+            && !rest[kw.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            self.pos += kw.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err(format!("nesting deeper than {MAX_DEPTH}"));
+        }
+        Ok(())
+    }
+
+    fn obs_or(&mut self) -> PResult<Obs> {
+        let mut v = vec![self.obs_and()?];
+        while self.kw("OR") {
+            v.push(self.obs_and()?);
+        }
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Obs::Or(v)
+        })
+    }
+
+    fn obs_and(&mut self) -> PResult<Obs> {
+        let mut v = vec![self.obs_fby()?];
+        while self.kw("AND") {
+            v.push(self.obs_fby()?);
+        }
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Obs::And(v)
+        })
+    }
+
+    fn obs_fby(&mut self) -> PResult<Obs> {
+        let mut v = vec![self.obs_qual()?];
+        while self.kw("FOLLOWEDBY") {
+            v.push(self.obs_qual()?);
+        }
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Obs::Temporal(v, "FOLLOWEDBY".into())
+        })
+    }
+
+    fn obs_qual(&mut self) -> PResult<Obs> {
+        let mut o = self.obs_atom()?;
+        loop {
+            let start = self.pos;
+            if self.kw("WITHIN") {
+                self.number()?;
+                if !self.kw("SECONDS") {
+                    return self.err("expected SECONDS after WITHIN <number>");
+                }
+            } else if self.kw("REPEATS") {
+                self.number()?;
+                if !self.kw("TIMES") {
+                    return self.err("expected TIMES after REPEATS <int>");
+                }
+            } else if self.kw("START") {
+                self.literal()?;
+                if !self.kw("STOP") {
+                    return self.err("expected STOP after START <timestamp>");
+                }
+                self.literal()?;
+            } else {
+                break;
+            }
+            let q = self.src[start..self.pos].trim().to_string();
+            o = Obs::Temporal(vec![o], q);
+        }
+        Ok(o)
+    }
+
+    fn obs_atom(&mut self) -> PResult<Obs> {
+        self.enter()?;
+        let r = if self.eat("[") {
+            let c = self.cmp_or()?;
+            if !self.eat("]") {
+                return self.err("expected ']' or AND/OR");
+            }
+            Obs::Atom(c)
+        } else if self.eat("(") {
+            let o = self.obs_or()?;
+            if !self.eat(")") {
+                return self.err("expected ')'");
+            }
+            o
+        } else {
+            return self.err("expected '[' or '(' to start an observation expression");
+        };
+        self.depth -= 1;
+        Ok(r)
+    }
+
+    fn cmp_or(&mut self) -> PResult<Cmp> {
+        let mut v = vec![self.cmp_and()?];
+        while self.kw("OR") {
+            v.push(self.cmp_and()?);
+        }
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Cmp::Or(v)
+        })
+    }
+
+    fn cmp_and(&mut self) -> PResult<Cmp> {
+        let mut v = vec![self.cmp()?];
+        while self.kw("AND") {
+            v.push(self.cmp()?);
+        }
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Cmp::And(v)
+        })
+    }
+
+    fn cmp(&mut self) -> PResult<Cmp> {
+        if self.eat("(") {
+            self.enter()?;
+            let c = self.cmp_or()?;
+            if !self.eat(")") {
+                return self.err("expected ')'");
+            }
+            self.depth -= 1;
+            return Ok(c);
+        }
+        self.ws();
+        let start = self.pos;
+        let pre_not = self.kw("NOT");
+        if self.kw("EXISTS") {
+            let (object, path) = self.path()?;
+            return Ok(Cmp::Leaf {
+                text: self.src[start..self.pos].trim().to_string(),
+                object,
+                path,
+                negated: pre_not,
+                op: Op::Exists,
+                value: Lit::Bool(true),
+            });
+        }
+        if pre_not {
+            return self.err("expected EXISTS after NOT");
+        }
+        let (object, path) = self.path()?;
+        let negated = self.kw("NOT");
+        let op = if self.eat("!=") {
+            Op::Ne
+        } else if self.eat("<=") {
+            Op::Le
+        } else if self.eat(">=") {
+            Op::Ge
+        } else if self.eat("=") {
+            Op::Eq
+        } else if self.eat("<") {
+            Op::Lt
+        } else if self.eat(">") {
+            Op::Gt
+        } else if self.kw("IN") {
+            Op::In
+        } else if self.kw("LIKE") {
+            Op::Like
+        } else if self.kw("MATCHES") {
+            Op::Matches
+        } else if self.kw("ISSUBSET") {
+            Op::IsSubset
+        } else if self.kw("ISSUPERSET") {
+            Op::IsSuperset
+        } else {
+            return self.err("expected a comparison operator (=, !=, <, <=, >, >=, IN, LIKE, MATCHES, ISSUBSET, ISSUPERSET)");
+        };
+        let value = if op == Op::In {
+            if !self.eat("(") {
+                return self.err("expected '(' after IN");
+            }
+            let mut items = vec![self.literal()?];
+            while self.eat(",") {
+                items.push(self.literal()?);
+            }
+            if !self.eat(")") {
+                return self.err("expected ',' or ')' in IN list");
+            }
+            Lit::List(items)
+        } else {
+            self.literal()?
+        };
+        Ok(Cmp::Leaf {
+            text: self.src[start..self.pos].trim().to_string(),
+            object,
+            path,
+            negated,
+            op,
+            value,
+        })
+    }
+
+    fn ident(&mut self) -> PResult<String> {
+        self.ws();
+        let rest = &self.src[self.pos..];
+        let len = rest
+            .char_indices()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+            .map_or(rest.len(), |(i, _)| i);
+        if len == 0 || !rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            return self.err("expected an identifier");
+        }
+        self.pos += len;
+        Ok(rest[..len].to_string())
+    }
+
+    fn path(&mut self) -> PResult<(String, Vec<String>)> {
+        let object = self.ident()?;
+        if !self.src[self.pos..].starts_with(':') {
+            return self.err("expected ':' after the object type (e.g. file:name)");
+        }
+        self.pos += 1;
+        let mut path = vec![self.prop()?];
+        loop {
+            if self.src[self.pos..].starts_with('.') {
+                self.pos += 1;
+                path.push(self.prop()?);
+            } else if self.src[self.pos..].starts_with('[') {
+                self.pos += 1;
+                let rest = &self.src[self.pos..];
+                let end = rest
+                    .find(']')
+                    .ok_or((self.pos, "expected ']'".to_string()))?;
+                let idx = rest[..end].trim();
+                if idx != "*" && idx.parse::<i64>().is_err() {
+                    return self.err("list index must be an integer or '*'");
+                }
+                path.push(format!("[{idx}]"));
+                self.pos += end + 1;
+            } else {
+                break;
+            }
+        }
+        Ok((object, path))
+    }
+
+    fn prop(&mut self) -> PResult<String> {
+        if self.src[self.pos..].starts_with('\'') {
+            match self.literal()? {
+                Lit::Str(s) => Ok(s),
+                _ => self.err("expected a quoted property name"),
+            }
+        } else {
+            let rest = &self.src[self.pos..];
+            let len = rest
+                .char_indices()
+                .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+                .map_or(rest.len(), |(i, _)| i);
+            if len == 0 {
+                return self.err("expected a property name");
+            }
+            self.pos += len;
+            Ok(rest[..len].to_string())
+        }
+    }
+
+    fn quoted(&mut self) -> PResult<String> {
+        // at the opening quote
+        let start = self.pos;
+        self.pos += 1;
+        let mut out = String::new();
+        let mut chars = self.src[self.pos..].char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, e @ ('\'' | '\\'))) => out.push(e),
+                    _ => {
+                        self.pos += i;
+                        return self.err("only \\' and \\\\ escapes are allowed in strings");
+                    }
+                },
+                '\'' => {
+                    self.pos += i + 1;
+                    return Ok(out);
+                }
+                c => out.push(c),
+            }
+        }
+        self.pos = start;
+        self.err("unterminated string")
+    }
+
+    fn number(&mut self) -> PResult<Lit> {
+        self.ws();
+        let rest = &self.src[self.pos..];
+        let len = rest
+            .char_indices()
+            .find(|(i, c)| {
+                !(c.is_ascii_digit() || *c == '.' || (*i == 0 && (*c == '-' || *c == '+')))
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        let t = &rest[..len];
+        if let Ok(i) = t.parse::<i64>() {
+            self.pos += len;
+            return Ok(Lit::Int(i));
+        }
+        if let Ok(f) = t.parse::<f64>() {
+            self.pos += len;
+            return Ok(Lit::Float(f));
+        }
+        self.err("expected a number")
+    }
+
+    fn literal(&mut self) -> PResult<Lit> {
+        match self.peek() {
+            Some('\'') => Ok(Lit::Str(self.quoted()?)),
+            Some('t') if self.src[self.pos..].starts_with("t'") => {
+                let at = self.pos;
+                self.pos += 1;
+                let s = self.quoted()?;
+                match parse_datetime(&s) {
+                    Some(t) if s.contains('T') && s.ends_with('Z') => Ok(Lit::Time(t)),
+                    _ => Err((
+                        at,
+                        format!("'{s}' is not an RFC 3339 timestamp ending in Z"),
+                    )),
+                }
+            }
+            Some('h') if self.src[self.pos..].starts_with("h'") => {
+                let at = self.pos;
+                self.pos += 1;
+                let s = self.quoted()?;
+                if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err((at, format!("'{s}' is not hex")));
+                }
+                Ok(Lit::Bin(s.to_ascii_lowercase()))
+            }
+            Some('b') if self.src[self.pos..].starts_with("b'") => {
+                self.pos += 1;
+                let s = self.quoted()?;
+                Ok(Lit::Bin(s))
+            }
+            Some(c) if c.is_ascii_digit() || c == '-' || c == '+' => self.number(),
+            _ if self.kw("true") => Ok(Lit::Bool(true)),
+            _ if self.kw("false") => Ok(Lit::Bool(false)),
+            _ => self.err("expected a literal ('string', number, true/false, t'…', h'…', b'…')"),
+        }
+    }
+}
+
+/// Maps a STIX object path onto a collector field.
+fn field_for(object: &str, path: &[String]) -> Option<Field> {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    Some(match (object, p.as_slice()) {
+        ("file", ["name"]) => Field::FileName,
+        ("file", ["size"]) => Field::FileSize,
+        ("file", ["hashes", h]) => match h.to_ascii_uppercase().replace('-', "").as_str() {
+            "MD5" => Field::FileMd5,
+            "SHA1" => Field::FileSha1,
+            "SHA256" => Field::FileSha256,
+            _ => return None,
+        },
+        ("file", ["parent_directory_ref", "path"]) => Field::FilePath,
+        ("file", ["ctime" | "created"]) => Field::FileCreated,
+        ("file", ["mtime" | "modified"]) => Field::FileModified,
+        ("file", ["atime" | "accessed"]) => Field::FileAccessed,
+        ("process", ["pid"]) => Field::ProcPid,
+        ("process", ["name"] | ["image_ref", "name"]) => Field::ProcName,
+        ("process", ["command_line"]) => Field::ProcArguments,
+        ("process", ["created_time" | "created"]) => Field::ProcStartTime,
+        ("process", ["parent_ref", "pid"]) => Field::ProcParentPid,
+        ("process", ["user_ref", "account_login"]) => Field::ProcUser,
+        ("network-traffic", ["src_port"]) => Field::PortLocalPort,
+        ("network-traffic", ["dst_port"]) => Field::PortRemotePort,
+        ("network-traffic", ["src_ref", "value"]) => Field::PortLocalIp,
+        ("network-traffic", ["dst_ref", "value"]) => Field::PortRemoteIp,
+        ("network-traffic", ["protocols", _]) => Field::PortProtocol,
+        ("ipv4-addr" | "ipv6-addr", ["value"]) => Field::PortRemoteIp,
+        ("domain-name", ["value"]) => Field::DnsHost,
+        ("user-account", ["user_id"]) => Field::UserId,
+        ("user-account", ["account_login"]) => Field::UserName,
+        ("user-account", ["display_name"]) => Field::UserFullName,
+        ("user-account", ["extensions", "unix-account-ext", "home_dir"]) => Field::UserHome,
+        ("user-account", ["extensions", "unix-account-ext", "shell"]) => Field::UserShell,
+        ("user-account", ["extensions", "unix-account-ext", "gid"]) => Field::UserGroupId,
+        _ => return None,
+    })
+}
+
+fn is_ip_field(f: Field) -> bool {
+    matches!(
+        f,
+        Field::PortLocalIp | Field::PortRemoteIp | Field::SysIpAddress | Field::DnsAddress
+    )
+}
+
+fn operand_for(field: Field, lit: &Lit) -> (ContentType, Operand) {
+    match lit {
+        Lit::Int(i) => (ContentType::Int, Operand::Int(*i)),
+        Lit::Float(f) if f.fract() == 0.0 && f.abs() < 9e15 => {
+            (ContentType::Int, Operand::Int(*f as i64))
+        }
+        Lit::Float(f) => (ContentType::Duration, Operand::Duration(*f)),
+        Lit::Time(t) => (ContentType::Date, Operand::Date(*t)),
+        Lit::Bool(b) => (ContentType::String, Operand::Str(b.to_string())),
+        Lit::Bin(s) | Lit::Str(s) => {
+            if field.needs_content() {
+                let ty = match field {
+                    Field::FileMd5 => ContentType::Md5,
+                    Field::FileSha1 => ContentType::Sha1,
+                    _ => ContentType::Sha256,
+                };
+                (ty, Operand::Hash(s.to_ascii_lowercase()))
+            } else if is_ip_field(field) {
+                match parse_ip(s) {
+                    Some(ip) => (ContentType::Ip, Operand::Ip(ip)),
+                    None => (ContentType::String, Operand::Str(s.clone())),
+                }
+            } else {
+                (ContentType::String, Operand::Str(s.clone()))
+            }
+        }
+        Lit::List(_) => (ContentType::String, Operand::Str(String::new())),
+    }
+}
+
+fn cidr_range(s: &str) -> Option<Operand> {
+    let (addr, bits) = s.split_once('/')?;
+    let ip: IpAddr = addr.trim().parse().ok()?;
+    let bits: u32 = bits.trim().parse().ok()?;
+    let (lo, hi) = match ip {
+        IpAddr::V4(v4) => {
+            if bits > 32 {
+                return None;
+            }
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            let n = u32::from(v4);
+            (
+                IpAddr::from((n & mask).to_be_bytes()),
+                IpAddr::from((n | !mask).to_be_bytes()),
+            )
+        }
+        IpAddr::V6(v6) => {
+            if bits > 128 {
+                return None;
+            }
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            let n = u128::from(v6);
+            (
+                IpAddr::from((n & mask).to_be_bytes()),
+                IpAddr::from((n | !mask).to_be_bytes()),
+            )
+        }
+    };
+    Some(Operand::Range(
+        Box::new(Operand::Ip(lo)),
+        Box::new(Operand::Ip(hi)),
+    ))
+}
+
+fn like_to_regex(s: &str) -> String {
+    let mut r = String::from("^");
+    for c in s.chars() {
+        match c {
+            '%' => r.push_str(".*"),
+            '_' => r.push('.'),
+            c => r.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    r.push('$');
+    r
+}
+
+struct Builder {
+    terms: Vec<Term>,
+    unsupported: Vec<UnsupportedTerm>,
+}
+
+impl Builder {
+    fn unsupported(&mut self, id: &str, search: &str, reason: String) -> Node {
+        self.unsupported.push(UnsupportedTerm {
+            id: id.to_string(),
+            search: search.to_string(),
+            reason,
+        });
+        Node::Unsupported(self.unsupported.len() - 1)
+    }
+
+    fn obs(&mut self, o: &Obs) -> Result<Node, String> {
+        Ok(match o {
+            Obs::Atom(c) => self.cmp(c)?,
+            Obs::And(v) => Node::And(v.iter().map(|o| self.obs(o)).collect::<Result<_, _>>()?),
+            Obs::Or(v) => Node::Or(v.iter().map(|o| self.obs(o)).collect::<Result<_, _>>()?),
+            Obs::Temporal(v, what) => {
+                let mut c: Vec<Node> = v.iter().map(|o| self.obs(o)).collect::<Result<_, _>>()?;
+                let word = what.split_whitespace().next().unwrap_or(what).to_string();
+                c.push(self.unsupported(
+                    what,
+                    &word,
+                    format!("{word} needs event history; a point-in-time scan cannot evaluate it"),
+                ));
+                Node::And(c)
+            }
+        })
+    }
+
+    fn cmp(&mut self, c: &Cmp) -> Result<Node, String> {
+        let (text, object, path, negated, op, value) = match c {
+            Cmp::And(v) => {
+                return Ok(Node::And(
+                    v.iter().map(|c| self.cmp(c)).collect::<Result<_, _>>()?,
+                ))
+            }
+            Cmp::Or(v) => {
+                return Ok(Node::Or(
+                    v.iter().map(|c| self.cmp(c)).collect::<Result<_, _>>()?,
+                ))
+            }
+            Cmp::Leaf {
+                text,
+                object,
+                path,
+                negated,
+                op,
+                value,
+            } => (text, object, path, *negated, *op, value),
+        };
+        let search = format!("{object}:{}", path.join("."));
+        let Some(field) = field_for(object, path) else {
+            return Ok(self.unsupported(
+                text,
+                &search,
+                format!("no Linux collector for STIX property '{search}'"),
+            ));
+        };
+        if matches!(op, Op::IsSuperset | Op::Exists) {
+            return Ok(self.unsupported(
+                text,
+                &search,
+                format!("operator {op:?} is not supported"),
+            ));
+        }
+        let mut one = |lit: &Lit, cond: Condition, neg: bool| -> Result<Node, String> {
+            let (ty, mut operand) = operand_for(field, lit);
+            let mut raw = match lit {
+                Lit::Str(s) | Lit::Bin(s) => s.clone(),
+                Lit::Int(i) => i.to_string(),
+                Lit::Float(f) => f.to_string(),
+                Lit::Bool(b) => b.to_string(),
+                Lit::Time(t) => crate::value::format_datetime(*t),
+                Lit::List(_) => String::new(),
+            };
+            let mut cond = cond;
+            match op {
+                Op::Like => {
+                    raw = like_to_regex(&raw);
+                    operand = Operand::Str(raw.clone());
+                }
+                Op::Matches => operand = Operand::Str(raw.clone()),
+                Op::IsSubset => {
+                    operand =
+                        cidr_range(&raw).ok_or_else(|| format!("'{raw}' is not a CIDR block"))?;
+                    cond = Condition::Is;
+                }
+                _ => {}
+            }
+            let t = build_term(text.clone(), field, cond, neg, true, ty, raw, operand)?;
+            self.terms.push(t);
+            Ok(Node::Term(self.terms.len() - 1))
+        };
+        let n = negated;
+        Ok(match op {
+            Op::Eq => one(value, Condition::Is, n)?,
+            Op::Ne => one(value, Condition::Is, !n)?,
+            Op::Lt => one(value, Condition::LessThan, n)?,
+            Op::Ge => one(value, Condition::LessThan, !n)?,
+            Op::Gt => one(value, Condition::GreaterThan, n)?,
+            Op::Le => one(value, Condition::GreaterThan, !n)?,
+            Op::Like | Op::Matches => {
+                if !matches!(value, Lit::Str(_)) {
+                    return Err(format!("{op:?} needs a string in '{text}'"));
+                }
+                one(value, Condition::Matches, n)?
+            }
+            Op::IsSubset => one(value, Condition::Is, n)?,
+            Op::In => {
+                let Lit::List(items) = value else {
+                    return Err("IN needs a list".into());
+                };
+                let nodes = items
+                    .iter()
+                    .map(|l| one(l, Condition::Is, n))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if n {
+                    Node::And(nodes)
+                } else {
+                    Node::Or(nodes)
+                }
+            }
+            Op::IsSuperset | Op::Exists => unreachable!("handled above"),
+        })
+    }
+}
+
+/// Parses one STIX 2.1 pattern into an indicator named `id`/`name`; `origin` names the
+/// document in errors.
+pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Result<Ioc, Error> {
+    let fail = |offset: usize, msg: String| Error::Stix {
+        origin: if id.is_empty() || id == origin {
+            origin.to_string()
+        } else {
+            format!("{origin} ({id})")
+        },
+        offset,
+        msg,
+    };
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(fail(
+            0,
+            format!(
+                "pattern is {} bytes, over the {MAX_PATTERN_BYTES}-byte limit",
+                pattern.len()
+            ),
+        ));
+    }
+    let mut p = Parser {
+        src: pattern,
+        pos: 0,
+        depth: 0,
+    };
+    let obs = p.obs_or().map_err(|(o, m)| fail(o, m))?;
+    p.ws();
+    if p.pos != pattern.len() {
+        return Err(fail(p.pos, "unexpected text after the pattern".into()));
+    }
+    let mut b = Builder {
+        terms: Vec::new(),
+        unsupported: Vec::new(),
+    };
+    let root = b.obs(&obs).map_err(|m| fail(0, m))?;
+    Ok(Ioc::new(
+        id.to_string(),
+        name.to_string(),
+        IocFormat::Stix21,
+        root,
+        b.terms,
+        b.unsupported,
+    ))
+}
+
+/// Reads STIX content: a bundle, one indicator object, a JSON array of objects, or a
+/// bare pattern (text starting with `[` or `(`). Returns one indicator per STIX
+/// indicator with `pattern_type` `stix` (or none); other objects are ignored.
+pub fn parse_document(text: &str, origin: &str) -> Result<Vec<Ioc>, Error> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::TooLarge {
+            origin: origin.to_string(),
+            size: text.len(),
+            limit: MAX_DOCUMENT_BYTES,
+        });
+    }
+    let t = text.trim_start_matches('\u{feff}').trim();
+    if t.starts_with('[') && serde_json::from_str::<serde_json::Value>(t).is_err()
+        || t.starts_with('(')
+    {
+        return Ok(vec![parse_pattern(t, origin, origin, origin)?]);
+    }
+    let json: serde_json::Value = serde_json::from_str(t).map_err(|e| Error::Json {
+        origin: origin.to_string(),
+        msg: format!("not JSON nor a STIX pattern: {e}"),
+    })?;
+    let objects: Vec<&serde_json::Value> = match &json {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        serde_json::Value::Object(o)
+            if o.get("type").and_then(|v| v.as_str()) == Some("bundle") =>
+        {
+            o.get("objects")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().collect())
+                .unwrap_or_default()
+        }
+        v @ serde_json::Value::Object(_) => vec![v],
+        _ => {
+            return Err(Error::Json {
+                origin: origin.to_string(),
+                msg: "expected a STIX bundle, an indicator object or an array".into(),
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for o in objects {
+        if o.get("type").and_then(|v| v.as_str()) != Some("indicator") {
+            continue;
+        }
+        let id = o
+            .get("id")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let name = o
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&id)
+            .to_string();
+        let ptype = o
+            .get("pattern_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("stix");
+        let Some(pattern) = o.get("pattern").and_then(|v| v.as_str()) else {
+            return Err(Error::Json {
+                origin: origin.to_string(),
+                msg: format!("indicator {id} has no 'pattern'"),
+            });
+        };
+        if ptype != "stix" {
+            let u = UnsupportedTerm {
+                id: id.clone(),
+                search: format!("pattern_type {ptype}"),
+                reason: format!("pattern_type '{ptype}' is not evaluated by the sweep"),
+            };
+            out.push(Ioc::new(
+                id,
+                name,
+                IocFormat::Stix21,
+                Node::Unsupported(0),
+                Vec::new(),
+                vec![u],
+            ));
+            continue;
+        }
+        out.push(parse_pattern(pattern, &id, &name, origin)?);
+    }
+    Ok(out)
+}

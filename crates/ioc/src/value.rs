@@ -1,0 +1,206 @@
+//! Parsing of typed literal values shared by the OpenIOC and STIX front ends.
+//!
+//! Both languages write dates, durations, numbers and IP addresses as text; the
+//! evaluator compares them as numbers, so the conversion lives in one place.
+
+use std::net::IpAddr;
+
+/// Seconds since the Unix epoch for a civil date (proleptic Gregorian, UTC).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Civil date (y, m, d) for a day count since the epoch.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn num(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses an ISO 8601 date or date-time (`2014-09-03`, `2014-09-03T19:35:19`,
+/// `2014-09-03T19:35:19.123Z`, `…+02:00`) into Unix seconds. A missing zone means UTC.
+pub fn parse_datetime(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = match s.find(['T', 't', ' ']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mut parts = date.split('-');
+    let y = num(parts.next()?)?;
+    let m = num(parts.next()?)?;
+    let d = num(parts.next()?)?;
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut secs = days_from_civil(y, m, d) * 86_400;
+    if let Some(t) = time {
+        let (clock, offset) = if let Some(stripped) = t.strip_suffix(['Z', 'z']) {
+            (stripped, 0)
+        } else if let Some(i) = t.rfind(['+', '-']) {
+            let (c, o) = t.split_at(i);
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let o = &o[1..];
+            let (oh, om) = match o.split_once(':') {
+                Some((h, m)) => (num(h)?, num(m)?),
+                None if o.len() == 4 => (num(&o[..2])?, num(&o[2..])?),
+                None => (num(o)?, 0),
+            };
+            (c, sign * (oh * 3600 + om * 60))
+        } else {
+            (t, 0)
+        };
+        let mut cp = clock.split(':');
+        let h = num(cp.next()?)?;
+        let mi = num(cp.next()?)?;
+        let sec = match cp.next() {
+            Some(sp) => {
+                let whole = sp.split('.').next()?;
+                num(whole)?
+            }
+            None => 0,
+        };
+        if cp.next().is_some() || h > 24 || mi > 59 || sec > 60 {
+            return None;
+        }
+        secs += h * 3600 + mi * 60 + sec - offset;
+    }
+    Some(secs)
+}
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_datetime(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Parses a duration: ISO 8601 (`P1DT2H3M4.5S`, `PT30S`), `HH:MM:SS`, or plain seconds.
+pub fn parse_duration(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<f64>() {
+        return v.is_finite().then_some(v);
+    }
+    if let Some(rest) = s.strip_prefix(['P', 'p']) {
+        let mut total = 0.0;
+        let mut in_time = false;
+        let mut acc = String::new();
+        let mut any = false;
+        for c in rest.chars() {
+            match c {
+                'T' | 't' => in_time = true,
+                '0'..='9' | '.' => acc.push(c),
+                _ => {
+                    let v: f64 = acc.parse().ok()?;
+                    acc.clear();
+                    let mult = match (c.to_ascii_uppercase(), in_time) {
+                        ('W', false) => 604_800.0,
+                        ('D', false) => 86_400.0,
+                        ('H', true) => 3600.0,
+                        ('M', true) => 60.0,
+                        ('S', true) => 1.0,
+                        _ => return None,
+                    };
+                    total += v * mult;
+                    any = true;
+                }
+            }
+        }
+        return (any && acc.is_empty()).then_some(total);
+    }
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 3 {
+        let h: f64 = parts[0].parse().ok()?;
+        let m: f64 = parts[1].parse().ok()?;
+        let sec: f64 = parts[2].parse().ok()?;
+        return Some(h * 3600.0 + m * 60.0 + sec);
+    }
+    None
+}
+
+/// Parses an IPv4 or IPv6 address (brackets around IPv6 are tolerated).
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim().trim_start_matches('[').trim_end_matches(']');
+    s.parse().ok()
+}
+
+/// Maps an address to one ordered number (IPv4 is mapped into IPv6) for range tests.
+pub fn ip_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// Parses a decimal integer, also accepting `0x` hexadecimal.
+pub fn parse_int(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return i64::from_str_radix(h, 16).ok();
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_roundtrip() {
+        assert_eq!(parse_datetime("1970-01-01"), Some(0));
+        assert_eq!(parse_datetime("2014-09-03T19:35:19Z"), Some(1_409_772_919));
+        assert_eq!(
+            parse_datetime("2014-09-03T21:35:19+02:00"),
+            Some(1_409_772_919)
+        );
+        assert_eq!(
+            parse_datetime("2014-09-03T19:35:19.999"),
+            Some(1_409_772_919)
+        );
+        assert_eq!(format_datetime(1_409_772_919), "2014-09-03T19:35:19Z");
+        assert_eq!(parse_datetime("2014-13-03"), None);
+        assert_eq!(parse_datetime("yesterday"), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("PT1H2M3S"), Some(3723.0));
+        assert_eq!(parse_duration("P1D"), Some(86400.0));
+        assert_eq!(parse_duration("01:00:01"), Some(3601.0));
+        assert_eq!(parse_duration("12.5"), Some(12.5));
+        assert_eq!(parse_duration("P1X"), None);
+    }
+
+    #[test]
+    fn ips_and_ints() {
+        assert!(ip_key(parse_ip("10.0.0.1").unwrap()) < ip_key(parse_ip("10.0.0.2").unwrap()));
+        assert_eq!(parse_ip("[::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_int("0x10"), Some(16));
+        assert_eq!(parse_int("x"), None);
+    }
+}

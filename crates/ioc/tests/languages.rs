@@ -1,0 +1,689 @@
+//! Parser and evaluator tests on synthetic items (no file system).
+
+use riposte_ioc::eval::{evaluate, evaluate_host, Item, Truth};
+use riposte_ioc::model::{Field, FieldValue, ItemType};
+use riposte_ioc::{ioc_from_detection, openioc, stix, DetectedObject, Detection, Error, Ioc};
+use std::collections::HashMap;
+
+struct Fake(ItemType, HashMap<Field, FieldValue>);
+impl Item for Fake {
+    fn item_type(&self) -> ItemType {
+        self.0
+    }
+    fn value(&mut self, f: Field) -> Option<FieldValue> {
+        self.1.get(&f).cloned()
+    }
+}
+
+fn file(name: &str, size: i64, md5: &str, mtime: i64) -> Fake {
+    let mut m = HashMap::new();
+    m.insert(Field::FileName, FieldValue::Str(name.into()));
+    m.insert(
+        Field::FileFullPath,
+        FieldValue::Str(format!("/tmp/x/{name}")),
+    );
+    m.insert(
+        Field::FileExtension,
+        FieldValue::Str(name.rsplit('.').next().unwrap().into()),
+    );
+    m.insert(Field::FileSize, FieldValue::Int(size));
+    m.insert(Field::FileMd5, FieldValue::Str(md5.into()));
+    m.insert(Field::FileModified, FieldValue::Time(mtime));
+    Fake(ItemType::File, m)
+}
+
+fn v11(items: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="t1" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z">
+<metadata><short_description>test</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata>
+<criteria>{items}</criteria></OpenIOC>"#
+    )
+}
+
+fn item11(cond: &str, search: &str, ty: &str, val: &str, negate: bool, pc: bool) -> String {
+    format!(
+        r#"<IndicatorItem id="i-{search}-{cond}" condition="{cond}" preserve-case="{pc}" negate="{negate}"><Context document="X" search="{search}" type="mir"/><Content type="{ty}">{val}</Content></IndicatorItem>"#
+    )
+}
+
+fn check(ioc: &Ioc, item: &mut Fake) -> Truth {
+    evaluate(ioc, item, &|_| Truth::False).truth
+}
+
+fn one(cond: &str, search: &str, ty: &str, val: &str, negate: bool, pc: bool) -> Ioc {
+    let x = v11(&format!(
+        r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+        item11(cond, search, ty, val, negate, pc)
+    ));
+    openioc::parse(&x, "t.ioc").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_condition_negate_and_case() {
+    let mut f = file(
+        "Evil.EXE",
+        1234,
+        "0123456789abcdef0123456789abcdef",
+        1_600_000_000,
+    );
+    let cases: &[(&str, &str, &str, &str, bool, bool, Truth)] = &[
+        (
+            "is",
+            "FileItem/FileName",
+            "string",
+            "evil.exe",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/FileName",
+            "string",
+            "evil.exe",
+            false,
+            true,
+            Truth::False,
+        ),
+        (
+            "is",
+            "FileItem/FileName",
+            "string",
+            "Evil.EXE",
+            false,
+            true,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/FileName",
+            "string",
+            "evil.exe",
+            true,
+            false,
+            Truth::False,
+        ),
+        (
+            "is",
+            "FileItem/FileName",
+            "string",
+            "good.exe",
+            true,
+            false,
+            Truth::True,
+        ),
+        (
+            "contains",
+            "FileItem/FileName",
+            "string",
+            "vil.e",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "contains",
+            "FileItem/FileName",
+            "string",
+            "vil.e",
+            false,
+            true,
+            Truth::False,
+        ),
+        (
+            "starts-with",
+            "FileItem/FileName",
+            "string",
+            "EVIL",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "starts-with",
+            "FileItem/FileName",
+            "string",
+            "vil",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "ends-with",
+            "FileItem/FileName",
+            "string",
+            ".exe",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "ends-with",
+            "FileItem/FileName",
+            "string",
+            ".dll",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "matches",
+            "FileItem/FileName",
+            "string",
+            "^e.il\\.exe$",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "matches",
+            "FileItem/FileName",
+            "string",
+            "^e.il\\.exe$",
+            false,
+            true,
+            Truth::False,
+        ),
+        (
+            "is",
+            "FileItem/FileExtension",
+            "string",
+            ".exe",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/SizeInBytes",
+            "int",
+            "1234",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/SizeInBytes",
+            "int",
+            "1000 TO 2000",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/SizeInBytes",
+            "int",
+            "1235 TO 2000",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "greater-than",
+            "FileItem/SizeInBytes",
+            "int",
+            "1233",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "greater-than",
+            "FileItem/SizeInBytes",
+            "int",
+            "1234",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "less-than",
+            "FileItem/SizeInBytes",
+            "int",
+            "1235",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "less-than",
+            "FileItem/SizeInBytes",
+            "int",
+            "1235",
+            true,
+            false,
+            Truth::False,
+        ),
+        (
+            "is",
+            "FileItem/Md5sum",
+            "md5",
+            "0123456789ABCDEF0123456789ABCDEF",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/Md5sum",
+            "md5",
+            "ffffffffffffffffffffffffffffffff",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "is",
+            "FileItem/Modified",
+            "date",
+            "2020-09-13T12:26:40Z",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "greater-than",
+            "FileItem/Modified",
+            "date",
+            "2020-01-01T00:00:00Z",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "less-than",
+            "FileItem/Modified",
+            "date",
+            "2020-01-01",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "is",
+            "FileItem/Modified",
+            "date",
+            "2020-09-01T00:00:00Z TO 2020-10-01T00:00:00Z",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/Created",
+            "date",
+            "2020-09-13T12:26:40Z",
+            true,
+            false,
+            Truth::True,
+        ),
+    ];
+    for (cond, search, ty, val, neg, pc, want) in cases {
+        let ioc = one(cond, search, ty, val, *neg, *pc);
+        assert_eq!(
+            check(&ioc, &mut f),
+            *want,
+            "{cond} {search} {ty} {val} negate={neg} preserve-case={pc}"
+        );
+    }
+}
+
+#[test]
+fn ip_and_duration_content_types() {
+    let mut m = HashMap::new();
+    m.insert(
+        Field::PortRemoteIp,
+        FieldValue::Ip("10.1.2.3".parse().unwrap()),
+    );
+    m.insert(Field::PortRemotePort, FieldValue::Int(4444));
+    let mut port = Fake(ItemType::Port, m);
+    for (cond, ty, val, want) in [
+        ("is", "IP", "10.1.2.3", Truth::True),
+        ("is", "IP", "10.1.0.0 TO 10.1.255.255", Truth::True),
+        ("is", "IP", "10.2.0.0 TO 10.2.255.255", Truth::False),
+        ("starts-with", "IP", "10.1.", Truth::True),
+        ("greater-than", "IP", "10.1.2.2", Truth::True),
+    ] {
+        let ioc = one(cond, "PortItem/remoteIP", ty, val, false, false);
+        assert_eq!(check(&ioc, &mut port), want, "{cond} {val}");
+    }
+    let mut m = HashMap::new();
+    m.insert(Field::ProcUserTime, FieldValue::Duration(90.0));
+    let mut p = Fake(ItemType::Process, m);
+    for (cond, val, want) in [
+        ("greater-than", "PT1M", Truth::True),
+        ("less-than", "PT1M", Truth::False),
+        ("is", "PT1M TO PT2M", Truth::True),
+    ] {
+        let ioc = one(cond, "ProcessItem/userTime", "duration", val, false, false);
+        assert_eq!(check(&ioc, &mut p), want, "{cond} {val}");
+    }
+}
+
+#[test]
+fn nesting_and_unsupported_three_valued() {
+    let reg = item11("is", "RegistryItem/Path", "string", "HKLM\\x", false, false);
+    let name = item11(
+        "is",
+        "FileItem/FileName",
+        "string",
+        "evil.exe",
+        false,
+        false,
+    );
+    let size = item11("is", "FileItem/SizeInBytes", "int", "1", false, false);
+    let md5 = item11(
+        "is",
+        "FileItem/Md5sum",
+        "md5",
+        "0123456789abcdef0123456789abcdef",
+        false,
+        false,
+    );
+    let mut f = file("evil.exe", 1234, "0123456789abcdef0123456789abcdef", 0);
+    // OR(unsupported, miss) => unknown
+    let x = v11(&format!(
+        r#"<Indicator operator="OR" id="a">{reg}{size}</Indicator>"#
+    ));
+    let ioc = openioc::parse(&x, "t").unwrap();
+    assert_eq!(ioc.unsupported.len(), 1);
+    assert_eq!(ioc.unsupported[0].search, "RegistryItem/Path");
+    assert_eq!(check(&ioc, &mut f), Truth::Unknown);
+    assert_eq!(evaluate_host(&ioc, &|_| Truth::False), Truth::Unknown);
+    // AND(unsupported, miss) => false
+    let x = v11(&format!(
+        r#"<Indicator operator="AND" id="a">{reg}{size}</Indicator>"#
+    ));
+    assert_eq!(
+        check(&openioc::parse(&x, "t").unwrap(), &mut f),
+        Truth::False
+    );
+    // OR(AND(name, md5), AND(size, reg)) => true, matched terms name and md5
+    let x = v11(&format!(
+        r#"<Indicator operator="OR" id="a"><Indicator operator="AND" id="b">{md5}{name}</Indicator><Indicator operator="AND" id="c">{size}{reg}</Indicator></Indicator>"#
+    ));
+    let ioc = openioc::parse(&x, "t").unwrap();
+    let ev = evaluate(&ioc, &mut f, &|_| Truth::False);
+    assert_eq!(ev.truth, Truth::True);
+    let mut ids: Vec<_> = ev
+        .matched
+        .iter()
+        .map(|i| ioc.terms[*i].id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["i-FileItem/FileName-is", "i-FileItem/Md5sum-is"]);
+    // cheap term (FileName) is ordered before the content term (Md5sum)
+    struct Counting(Fake, Vec<Field>);
+    impl Item for Counting {
+        fn item_type(&self) -> ItemType {
+            ItemType::File
+        }
+        fn value(&mut self, f: Field) -> Option<FieldValue> {
+            self.1.push(f);
+            self.0.value(f)
+        }
+    }
+    let mut c = Counting(file("other.exe", 1, "00", 0), Vec::new());
+    let x = v11(&format!(
+        r#"<Indicator operator="AND" id="b">{md5}{name}</Indicator>"#
+    ));
+    let ioc = openioc::parse(&x, "t").unwrap();
+    assert_eq!(
+        evaluate(&ioc, &mut c, &|_| Truth::False).truth,
+        Truth::False
+    );
+    assert_eq!(
+        c.1,
+        [Field::FileName],
+        "md5 must not be computed when the name misses"
+    );
+}
+
+#[test]
+fn openioc_10_conditions_and_bom() {
+    let x = "\u{feff}<ioc xmlns=\"http://schemas.mandiant.com/2010/ioc\" id=\"x\" last-modified=\"2014-01-01T00:00:00\"><short_description>s</short_description><authored_date>2014-01-01T00:00:00</authored_date><definition><Indicator operator=\"AND\" id=\"a\">\
+<IndicatorItem id=\"1\" condition=\"isnot\"><Context document=\"FileItem\" search=\"FileItem/FileName\" type=\"mir\"/><Content type=\"string\">good.exe</Content></IndicatorItem>\
+<IndicatorItem id=\"2\" condition=\"containsnot\"><Context document=\"FileItem\" search=\"FileItem/FullPath\" type=\"mir\"/><Content type=\"string\">/usr/</Content></IndicatorItem>\
+</Indicator></definition></ioc>";
+    let ioc = openioc::parse_bytes(x.as_bytes(), "t").unwrap();
+    assert_eq!(ioc.format, riposte_ioc::IocFormat::OpenIoc10);
+    assert_eq!(check(&ioc, &mut file("evil.exe", 1, "", 0)), Truth::True);
+    assert_eq!(check(&ioc, &mut file("good.exe", 1, "", 0)), Truth::False);
+}
+
+fn err(x: &str) -> String {
+    openioc::parse(x, "bad.ioc").unwrap_err().to_string()
+}
+
+#[test]
+fn bad_openioc_inputs_have_clear_errors_with_positions() {
+    assert!(
+        err("not xml at all").starts_with("bad.ioc:1:1: XML error"),
+        "{}",
+        err("not xml")
+    );
+    let e = err("<ioc xmlns=\"urn:other\"/>");
+    assert!(
+        e.contains("namespace 'urn:other'") && e.starts_with("bad.ioc:1:1"),
+        "{e}"
+    );
+    let e = err(&v11(&format!(
+        r#"<Indicator operator="OR" id="r">
+{}</Indicator>"#,
+        item11(
+            "resembles",
+            "FileItem/FileName",
+            "string",
+            "x",
+            false,
+            false
+        )
+    )));
+    assert!(
+        e.contains("unknown condition 'resembles'") && e.starts_with("bad.ioc:5:1"),
+        "{e}"
+    );
+    let e = err(&v11(&format!(
+        r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+        item11(
+            "matches",
+            "FileItem/FileName",
+            "string",
+            "a(b",
+            false,
+            false
+        )
+    )));
+    assert!(e.contains("bad regular expression"), "{e}");
+    let e = err(&v11(r#"<Indicator operator="XOR" id="r"/>"#));
+    assert!(e.contains("operator 'XOR'"), "{e}");
+    let e = err(&v11(&format!(
+        r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+        item11("is", "FileItem/SizeInBytes", "int", "lots", false, false)
+    )));
+    assert!(e.contains("'lots' is not a valid int"), "{e}");
+    let e = err(&v11(&format!(
+        r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+        item11("is", "FileItem/Md5sum", "md5", "abc", false, false)
+    )));
+    assert!(e.contains("not a valid Md5 hash"), "{e}");
+    let e = err("<OpenIOC xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\" id=\"x\" last-modified=\"2020-01-01T00:00:00\" published-date=\"2020-01-01T00:00:00\"/>");
+    assert!(e.contains("requires a <metadata>"), "{e}");
+    // 50 MB document: refused quickly by size, not parsed
+    let big = format!("<ioc>{}</ioc>", "x".repeat(50 << 20));
+    let t = std::time::Instant::now();
+    let e = openioc::parse(&big, "big.ioc").unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    assert!(t.elapsed().as_millis() < 500);
+    // DTD (entity expansion) refused
+    let e = err("<!DOCTYPE x [<!ENTITY a \"aaaa\">]><ioc/>");
+    assert!(e.contains("XML error"), "{e}");
+}
+
+#[test]
+fn stix_patterns_operators() {
+    let mut f = file(
+        "evil.exe",
+        1234,
+        "0123456789abcdef0123456789abcdef",
+        1_600_000_000,
+    );
+    let cases = [
+        ("[file:name = 'evil.exe']", Truth::True),
+        ("[file:name = 'EVIL.exe']", Truth::False),
+        ("[file:name != 'evil.exe']", Truth::False),
+        ("[file:size > 1000 AND file:size < 2000]", Truth::True),
+        ("[file:size >= 1234 AND file:size <= 1234]", Truth::True),
+        ("[file:size >= 1235]", Truth::False),
+        ("[file:name IN ('a.exe', 'evil.exe')]", Truth::True),
+        ("[file:name NOT IN ('a.exe', 'evil.exe')]", Truth::False),
+        ("[file:name LIKE 'ev%.e_e']", Truth::True),
+        ("[file:name LIKE 'v%']", Truth::False),
+        ("[file:name MATCHES '^e[a-z]+\\\\.exe$']", Truth::True),
+        ("[file:hashes.'MD5' = '0123456789ABCDEF0123456789ABCDEF']", Truth::True),
+        ("[file:hashes.MD5 = 'ffffffffffffffffffffffffffffffff' OR (file:name = 'x' OR file:size = 1234)]", Truth::True),
+        ("[file:mtime = t'2020-09-13T12:26:40Z']", Truth::True),
+        ("[file:name = 'evil.exe'] AND [file:size = 1234]", Truth::True),
+        ("[file:name = 'evil.exe'] FOLLOWEDBY [file:size = 1234]", Truth::Unknown),
+        ("[file:name = 'evil.exe'] WITHIN 300 SECONDS", Truth::Unknown),
+        ("[file:name = 'nope.exe'] REPEATS 5 TIMES", Truth::False),
+        ("[file:name = 'x'] OR [windows-registry-key:key = 'HKLM']", Truth::Unknown),
+    ];
+    for (p, want) in cases {
+        let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_eq!(check(&ioc, &mut f), want, "{p}");
+    }
+    let ioc = stix::parse_pattern(
+        "[file:name = 'x'] START t'2020-01-01T00:00:00Z' STOP t'2021-01-01T00:00:00Z'",
+        "i",
+        "n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(ioc.unsupported[0].search, "START");
+    let mut m = HashMap::new();
+    m.insert(
+        Field::PortRemoteIp,
+        FieldValue::Ip("198.51.100.7".parse().unwrap()),
+    );
+    m.insert(Field::PortRemotePort, FieldValue::Int(443));
+    m.insert(Field::PortProtocol, FieldValue::Str("tcp".into()));
+    let mut port = Fake(ItemType::Port, m);
+    for (p, want) in [
+        ("[ipv4-addr:value = '198.51.100.7']", Truth::True),
+        ("[ipv4-addr:value ISSUBSET '198.51.100.0/24']", Truth::True),
+        ("[ipv4-addr:value ISSUBSET '198.51.101.0/24']", Truth::False),
+        (
+            "[network-traffic:dst_port = 443 AND network-traffic:protocols[*] = 'tcp']",
+            Truth::True,
+        ),
+        (
+            "[network-traffic:dst_ref.value = '198.51.100.8']",
+            Truth::False,
+        ),
+    ] {
+        let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap();
+        assert_eq!(check(&ioc, &mut port), want, "{p}");
+    }
+}
+
+#[test]
+fn stix_errors_have_offsets() {
+    for (p, offset, needle) in [
+        ("file:name = 'x'", 0, "expected '['"),
+        ("[file:name = 'x'", 16, "expected ']'"),
+        ("[file:name ~ 'x']", 11, "comparison operator"),
+        ("[file:name = 'x] ", 13, "unterminated string"),
+        ("[file name = 'x']", 5, "expected ':'"),
+        ("[file:name = 'x'] garbage", 18, "unexpected text"),
+        ("[file:mtime = t'yesterday']", 14, "not an RFC 3339"),
+        ("[file:name = 'x'] WITHIN 5 MINUTES", 27, "SECONDS"),
+    ] {
+        match stix::parse_pattern(p, "i", "n", "t") {
+            Err(Error::Stix { offset: o, msg, .. }) => {
+                assert_eq!(o, offset, "{p}: {msg}");
+                assert!(msg.contains(needle), "{p}: {msg}");
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    let e = stix::parse_pattern("[file:name MATCHES 'a(']", "i", "n", "t").unwrap_err();
+    assert!(e.to_string().contains("bad regular expression"), "{e}");
+    let deep = format!("{}[file:name = 'x']{}", "(".repeat(200), ")".repeat(200));
+    assert!(stix::parse_pattern(&deep, "i", "n", "t")
+        .unwrap_err()
+        .to_string()
+        .contains("nesting"));
+}
+
+#[test]
+fn stix_bundle_document() {
+    let doc = r#"{"type":"bundle","id":"bundle--1","objects":[
+      {"type":"indicator","id":"indicator--a","name":"Evil file","pattern_type":"stix","pattern":"[file:name = 'evil.exe']"},
+      {"type":"malware","id":"malware--x"},
+      {"type":"indicator","id":"indicator--b","pattern_type":"snort","pattern":"alert tcp any any"}]}"#;
+    let iocs = stix::parse_document(doc, "b.json").unwrap();
+    assert_eq!(iocs.len(), 2);
+    assert_eq!(iocs[0].name, "Evil file");
+    assert_eq!(iocs[1].unsupported.len(), 1);
+    let bare = stix::parse_document("[file:size = 3]", "p.txt").unwrap();
+    assert_eq!(bare.len(), 1);
+    let e = stix::parse_document("{\"type\": ", "j.json").unwrap_err();
+    assert!(e.to_string().contains("line 1"), "{e}");
+}
+
+#[test]
+fn generated_ioc_roundtrips_and_matches_size_then_hash() {
+    let d = Detection {
+        id: String::new(),
+        name: "Trojan.Test <1>".into(),
+        description: "found & removed".into(),
+        author: "riposte".into(),
+        time: 1_700_000_000,
+        objects: vec![
+            DetectedObject {
+                size: Some(1234),
+                md5: Some("0123456789ABCDEF0123456789ABCDEF".into()),
+                ..Default::default()
+            },
+            DetectedObject {
+                size: Some(99),
+                sha256: Some("a".repeat(64)),
+                md5: Some("b".repeat(32)),
+                ..Default::default()
+            },
+        ],
+    };
+    let xml = ioc_from_detection(&d);
+    assert_eq!(xml, ioc_from_detection(&d), "deterministic");
+    let ioc = openioc::parse(&xml, "gen").unwrap();
+    assert_eq!(ioc.name, "Trojan.Test <1>");
+    assert!(ioc.unsupported.is_empty());
+    let fields: Vec<Field> = ioc.fields().collect();
+    assert_eq!(
+        fields,
+        [
+            Field::FileSize,
+            Field::FileMd5,
+            Field::FileSize,
+            Field::FileSha256
+        ]
+    );
+    assert_eq!(
+        check(
+            &ioc,
+            &mut file("a", 1234, "0123456789abcdef0123456789abcdef", 0)
+        ),
+        Truth::True
+    );
+    assert_eq!(
+        check(
+            &ioc,
+            &mut file("a", 1235, "0123456789abcdef0123456789abcdef", 0)
+        ),
+        Truth::False
+    );
+}

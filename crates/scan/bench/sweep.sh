@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Sweep benchmark: generates a file tree, measures baselines and sweep cases, prints a table.
+#
+#   FILES=100000 TOTAL_MB=2048 bash crates/scan/bench/sweep.sh      # full size
+#   FILES=5000 TOTAL_MB=100 bash crates/scan/bench/sweep.sh         # quick
+#
+# Env: FILES, TOTAL_MB, DIR (tree location, kept between runs if it matches), THREADS.
+# Caches are warm for every row (the tree is walked once first): this measures CPU and
+# page-cache throughput, the worst case for a sweep's overhead. See BENCH.md.
+set -euo pipefail
+FILES=${FILES:-100000}
+TOTAL_MB=${TOTAL_MB:-2048}
+DIR=${DIR:-/tmp/riposte-sweep-bench}
+NPROC=$(nproc)
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+cargo build --release -q -p riposte-scan --example scan --manifest-path "$ROOT/Cargo.toml"
+SCAN="$CARGO_TARGET_DIR/release/examples/scan"
+
+# --- tree: realistic size mix (many small files, few large), deterministic ----------
+STAMP="$DIR/.stamp-$FILES-$TOTAL_MB"
+if [ ! -f "$STAMP" ]; then
+  rm -rf "$DIR"; mkdir -p "$DIR/tree"
+  python3 - "$DIR/tree" "$FILES" "$TOTAL_MB" <<'PY'
+import os, random, sys
+root, n, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) << 20
+rnd = random.Random(7)
+# log-uniform sizes 100 B .. 8 MiB, then scaled to the requested total
+sizes = [int(10 ** rnd.uniform(2, 6.9)) for _ in range(n)]
+scale = total / sum(sizes)
+sizes = [max(1, int(s * scale)) for s in sizes]
+block = os.urandom(1 << 20)
+exts = [".so", ".py", ".txt", ".conf", ".bin", ".h", ".js", ".png"]
+for i, s in enumerate(sizes):
+    d = os.path.join(root, f"d{i % 97}", f"s{(i // 97) % 31}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i}{exts[i % len(exts)]}"), "wb") as f:
+        head = f"file {i}\n".encode()
+        f.write(head)
+        left = s - len(head)
+        off = (i * 7919) % (1 << 19)
+        while left > 0:
+            chunk = block[off:off + left]
+            f.write(chunk); left -= len(chunk); off = 0
+PY
+  # one planted malicious file
+  mkdir -p "$DIR/tree/d5/s3"; printf 'planted riposte bench payload henlOZXRUb0pzY3JpcHRMb2Fk\n' > "$DIR/tree/d5/s3/payload.js"
+  touch "$STAMP"
+fi
+TREE="$DIR/tree"
+PAYLOAD="$TREE/d5/s3/payload.js"
+SIZE=$(stat -c %s "$PAYLOAD"); SHA=$(sha256sum "$PAYLOAD" | cut -d' ' -f1); MD5=$(md5sum "$PAYLOAD" | cut -d' ' -f1)
+NF=$(find "$TREE" -type f | wc -l); BYTES=$(du -sb "$TREE" | cut -f1)
+
+mk_ioc() { # id, items
+  cat > "$DIR/$1.ioc" <<X
+<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="$1" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>$1</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o">$2</Indicator></criteria></OpenIOC>
+X
+}
+it() { echo "<IndicatorItem id=\"$1$RANDOM\" condition=\"$2\" preserve-case=\"false\" negate=\"false\"><Context document=\"FileItem\" search=\"FileItem/$1\" type=\"mir\"/><Content type=\"$3\">$4</Content></IndicatorItem>"; }
+# 100 hash+size objects (99 decoys + the payload)
+ITEMS=""; for i in $(seq 1 99); do ITEMS+="<Indicator operator=\"AND\" id=\"a$i\">$(it SizeInBytes is int $((1000 + i)))$(it Sha256sum is sha256 $(printf '%064x' $i))</Indicator>"; done
+ITEMS+="<Indicator operator=\"AND\" id=\"p\">$(it SizeInBytes is int "$SIZE")$(it Sha256sum is sha256 "$SHA")</Indicator>"
+mk_ioc hash_size "$ITEMS"
+ITEMS=""; for i in $(seq 1 99); do ITEMS+="$(it Md5sum is md5 $(printf '%032x' $i))"; done; ITEMS+="$(it Md5sum is md5 "$MD5")"
+mk_ioc hash_only "$ITEMS"
+ITEMS=""; for i in $(seq 1 50); do ITEMS+="$(it FileName is string evil$i.exe)$(it FullPath contains string /tmp/x$i/)"; done; ITEMS+="$(it FileName is string payload.js)"
+mk_ioc name_path "$ITEMS"
+YAR="$ROOT/../shared/corpus/yara/fireeye-rttc-all.yar"
+
+find "$TREE" -type f > /dev/null # warm the cache
+t() { local s e; s=$(date +%s.%N); "$@" > "$DIR/out.txt" 2>&1 || true; e=$(date +%s.%N); echo "$e - $s" | bc; }
+row() { printf '%-44s %9.2f s %9.0f MB/s %9.0f files/s\n' "$1" "$2" "$(echo "$BYTES / 1000000 / $2" | bc -l)" "$(echo "$NF / $2" | bc -l)"; }
+
+echo "tree: $NF files, $((BYTES / 1000000)) MB, $NPROC cores"
+printf '%-44s %11s %14s %16s\n' case time throughput files
+FIND=$(t find "$TREE" -type f);                               row "baseline: find walk (floor)" "$FIND"
+SHA256=$(t sh -c "find '$TREE' -type f -print0 | xargs -0 -P $NPROC -n 64 sha256sum"); row "baseline: sha256sum, xargs -P $NPROC" "$SHA256"
+MD5S=$(t sh -c "find '$TREE' -type f -print0 | xargs -0 -P $NPROC -n 64 md5sum");     row "baseline: md5sum, xargs -P $NPROC" "$MD5S"
+if command -v yara >/dev/null; then Y=$(t yara -r -p "$NPROC" "$YAR" "$TREE"); row "baseline: yara -r (rttc rules)" "$Y"; fi
+if command -v clamscan >/dev/null; then C=$(t clamscan -r --no-summary -d "$ROOT/../shared/corpus/clamav/all-hashes.csv" "$TREE"); row "baseline: clamscan -r" "$C"; fi
+# hashing limit of this machine, same run: one sha256 stream per core over the tree's bytes in cache
+LIMIT=$(t sh -c "head -c 200000000 /dev/zero | sha256sum")
+printf '%-44s %9.2f s %9.0f MB/s (x%s cores = %.0f MB/s ceiling)\n' "hashing limit: sha256 of 200 MB, 1 core" "$LIMIT" "$(echo "200 / $LIMIT" | bc -l)" "$NPROC" "$(echo "200 * $NPROC / $LIMIT" | bc -l)"
+COMMON="--no-system-items --max-file-size 100000000"
+S1=$(t "$SCAN" $COMMON --ioc "$DIR/hash_size.ioc" -- "$TREE");   row "sweep: 100 hash+size IOCs" "$S1"
+grep -q "HIT" "$DIR/out.txt" || echo "  !! expected a hit"
+S2=$(t "$SCAN" $COMMON --ioc "$DIR/hash_only.ioc" -- "$TREE");   row "sweep: 100 md5-only IOCs (hash all)" "$S2"
+S3=$(t "$SCAN" $COMMON --ioc "$DIR/name_path.ioc" -- "$TREE");   row "sweep: 101 name/path IOCs" "$S3"
+S4=$(t "$SCAN" $COMMON --yara "$YAR" -- "$TREE");                row "sweep: YARA rttc (169 rules)" "$S4"
+S5=$(t "$SCAN" $COMMON --ioc "$DIR/hash_only.ioc" --yara "$YAR" -- "$TREE"); row "sweep: md5 IOCs + YARA, one read" "$S5"
+echo
+printf 'ratios: hash+size/find %.1fx, md5-only/md5sum %.2fx, name-path/find %.1fx, yara+md5 vs md5-only %.2fx\n' \
+  "$(echo "$S1/$FIND" | bc -l)" "$(echo "$S2/$MD5S" | bc -l)" "$(echo "$S3/$FIND" | bc -l)" "$(echo "$S5/$S2" | bc -l)"

@@ -1,0 +1,275 @@
+//! `riposte scan`: sweep this device for indicators from the command line.
+//!
+//! Exit codes follow grep: 0 nothing found, 1 something found, 2 error.
+
+use crate::{
+    sweep, DocumentKind, IocDocument, Preset, Progress, Scope, SweepReport, SweepRequest, Verdict,
+};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Arguments of `riposte scan`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScanArgs {
+    /// OpenIOC 1.0/1.1 files.
+    #[arg(long = "ioc", value_name = "FILE", num_args = 1..)]
+    pub ioc: Vec<PathBuf>,
+    /// YARA rule files (matched against file contents).
+    #[arg(long = "yara", value_name = "FILE", num_args = 1..)]
+    pub yara: Vec<PathBuf>,
+    /// STIX 2.1 bundles, indicators, or files holding one bare pattern.
+    #[arg(long = "stix", value_name = "FILE", num_args = 1..)]
+    pub stix: Vec<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Fail (exit 2) if an indicator has a term that cannot be evaluated.
+    #[arg(long)]
+    pub strict: bool,
+    /// Directory standing for the device's `/`; paths are reported as the device's.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// Preset scope (used when no PATH is given: system-drives).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// Exclusion glob on device paths (repeatable): `*.iso`, `/var/lib/docker/**`.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Do not read files larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 100 << 20)]
+    pub max_file_size: u64,
+    /// Stay on the file system of each PATH.
+    #[arg(long)]
+    pub one_file_system: bool,
+    /// Walk threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Do not collect processes, ports, users, services, host info, hosts entries.
+    #[arg(long)]
+    pub no_system_items: bool,
+    /// Device paths to sweep.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+fn read_docs(
+    paths: &[PathBuf],
+    kind: DocumentKind,
+    out: &mut Vec<IocDocument>,
+) -> anyhow::Result<()> {
+    for p in paths {
+        let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text: {e}", p.display()))?;
+        out.push(IocDocument {
+            kind,
+            origin: p.display().to_string(),
+            text,
+        });
+    }
+    Ok(())
+}
+
+/// Builds the sweep request for these arguments.
+pub fn request(args: &ScanArgs) -> anyhow::Result<SweepRequest> {
+    let mut documents = Vec::new();
+    read_docs(&args.ioc, DocumentKind::OpenIoc, &mut documents)?;
+    read_docs(&args.stix, DocumentKind::Stix, &mut documents)?;
+    read_docs(&args.yara, DocumentKind::Yara, &mut documents)?;
+    let preset = match (args.preset, args.paths.is_empty()) {
+        (None, true) => Some(Preset::SystemDrives),
+        (p, _) => p,
+    };
+    Ok(SweepRequest {
+        documents,
+        scope: Scope {
+            host_root: args.host_root.clone(),
+            paths: args.paths.clone(),
+            preset,
+            exclude: args.exclude.clone(),
+            max_file_size: Some(args.max_file_size),
+            one_file_system: args.one_file_system,
+            threads: args.threads,
+            proc_root: PathBuf::from("/proc"),
+            system_items: !args.no_system_items,
+        },
+        strict: args.strict,
+        cancel: Arc::new(AtomicBool::new(false)),
+        progress: Some(Arc::new(Progress::default())),
+    })
+}
+
+fn human(bytes: f64) -> String {
+    if bytes >= 1e9 {
+        format!("{:.1} GB", bytes / 1e9)
+    } else {
+        format!("{:.1} MB", bytes / 1e6)
+    }
+}
+
+/// Runs the command; returns the exit code (0 no hit, 1 hit, 2 error).
+pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
+    let req = match request(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("riposte scan: {e:#}");
+            return Ok(2);
+        }
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let progress_thread =
+        (std::io::stderr().is_terminal()).then(|| spawn_progress(&req, done.clone()));
+    let result = sweep(&req);
+    done.store(true, Ordering::Relaxed);
+    if let Some(h) = progress_thread {
+        let _ = h.join();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("riposte scan: {e}");
+            return Ok(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_text(&mut out, &report)?;
+    }
+    Ok(if report.hits.is_empty() { 0 } else { 1 })
+}
+
+/// Counts the scope's files and bytes in the background (for the ETA) and prints a
+/// progress line on stderr every quarter second.
+fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let scope = req.scope.clone();
+    let progress = req.progress.clone().unwrap_or_default();
+    std::thread::spawn(move || {
+        let total_bytes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::new(AtomicBool::new(false));
+        {
+            let (tb, c, d, scope) = (
+                total_bytes.clone(),
+                counted.clone(),
+                done.clone(),
+                scope.clone(),
+            );
+            std::thread::spawn(move || {
+                let (roots, skip) = crate::scope_roots(&scope);
+                let ex = crate::walk::Excludes::new(&scope.exclude);
+                let cfg = crate::walk::WalkConfig {
+                    host_root: &scope.host_root,
+                    excludes: &ex,
+                    skip_dirs: &skip,
+                    one_file_system: scope.one_file_system,
+                    threads: 1,
+                    cancel: &d,
+                };
+                crate::walk::walk(
+                    &roots,
+                    &cfg,
+                    |_, m| {
+                        tb.fetch_add(m.len(), Ordering::Relaxed);
+                    },
+                    |_, _| {},
+                    |_, _| {},
+                );
+                c.store(true, Ordering::Relaxed);
+            });
+        }
+        let start = std::time::Instant::now();
+        let mut err = std::io::stderr();
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let files = progress.files.load(Ordering::Relaxed);
+            let bytes = progress.bytes.load(Ordering::Relaxed) as f64;
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            let rate = bytes / secs;
+            let eta = if counted.load(Ordering::Relaxed) && rate > 0.0 {
+                let left = (total_bytes.load(Ordering::Relaxed) as f64 - bytes).max(0.0);
+                format!("ETA {:.0}s", left / rate)
+            } else {
+                "ETA ?".to_string()
+            };
+            let _ = write!(
+                err,
+                "\r{files} files, {} ({}/s, {:.0} files/s), read {}  {eta}   ",
+                human(bytes),
+                human(rate),
+                files as f64 / secs,
+                progress.read.load(Ordering::Relaxed),
+            );
+        }
+        let _ = writeln!(err);
+    })
+}
+
+/// Writes the human-readable report.
+pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> {
+    for h in &r.hits {
+        writeln!(out, "HIT {} [{}] ({})", h.ioc_name, h.ioc_id, h.origin)?;
+        writeln!(out, "    {}", h.item)?;
+        for t in &h.matched {
+            writeln!(
+                out,
+                "      {} {} {:?} (term {})",
+                t.search, t.condition, t.value, t.id
+            )?;
+        }
+    }
+    let count = |v: Verdict| r.iocs.iter().filter(|i| i.verdict == v).count();
+    writeln!(
+        out,
+        "indicators: {} ({} hit, {} no match, {} undetermined); hits: {}",
+        r.iocs.len(),
+        count(Verdict::Hit),
+        count(Verdict::NoMatch),
+        count(Verdict::Undetermined),
+        r.hits.len()
+    )?;
+    let with_unsupported: Vec<_> = r
+        .iocs
+        .iter()
+        .filter(|i| !i.unsupported.is_empty())
+        .collect();
+    if !with_unsupported.is_empty() {
+        writeln!(out, "unsupported terms:")?;
+        for i in with_unsupported {
+            writeln!(out, "  {} [{}] ({:?}):", i.name, i.id, i.verdict)?;
+            for u in &i.unsupported {
+                writeln!(out, "    {} {}: {}", u.id, u.search, u.reason)?;
+            }
+        }
+    }
+    for w in &r.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    let s = &r.stats;
+    write!(
+        out,
+        "files: {} seen, {} read ({}), {} ms",
+        s.files_seen,
+        s.files_read,
+        human(s.bytes_read as f64),
+        s.elapsed_ms
+    )?;
+    for (k, v) in &s.skipped {
+        write!(out, "; {k}: {v}")?;
+    }
+    writeln!(out)?;
+    if !s.items.is_empty() {
+        let items: Vec<String> = s.items.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        writeln!(out, "items: {}", items.join(", "))?;
+    }
+    for u in r.unreadable.iter().take(20) {
+        writeln!(out, "unreadable: {} ({})", u.path, u.error)?;
+    }
+    if r.cancelled {
+        writeln!(out, "cancelled before completion")?;
+    }
+    Ok(())
+}

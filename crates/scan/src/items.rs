@@ -1,0 +1,720 @@
+//! Collectors for the non-file items of a Linux host, and the lazily hashed file item.
+//!
+//! Every collector reads plain files (`/proc`, `/etc/passwd`, unit files…) below a
+//! root directory, so tests point them at a fake device tree and agents at
+//! `--host-root`. Processes and sockets come from `proc_root` (the live `/proc` unless
+//! told otherwise).
+
+use riposte_ioc::model::{Field, FieldValue, ItemType};
+use riposte_ioc::Item;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What a hit was found on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HitItem {
+    /// A file (device path).
+    File {
+        /// Path as seen on the device.
+        path: String,
+    },
+    /// A process.
+    Process {
+        /// Process id.
+        pid: i64,
+        /// Process name.
+        name: String,
+    },
+    /// A socket.
+    Port {
+        /// tcp or udp.
+        protocol: String,
+        /// Local address:port.
+        local: String,
+        /// Remote address:port.
+        remote: String,
+        /// Owning process, when known.
+        pid: Option<i64>,
+    },
+    /// A local account.
+    User {
+        /// Login.
+        name: String,
+        /// Uid.
+        uid: i64,
+    },
+    /// A systemd unit.
+    Service {
+        /// Unit name.
+        name: String,
+    },
+    /// The host.
+    System {
+        /// Host name.
+        hostname: String,
+    },
+    /// A hosts-file entry.
+    Dns {
+        /// Name.
+        host: String,
+        /// Address.
+        address: String,
+    },
+}
+
+impl std::fmt::Display for HitItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HitItem::File { path } => write!(f, "file {path}"),
+            HitItem::Process { pid, name } => write!(f, "process {pid} ({name})"),
+            HitItem::Port {
+                protocol,
+                local,
+                remote,
+                pid,
+            } => {
+                write!(f, "port {protocol} {local} -> {remote}")?;
+                if let Some(p) = pid {
+                    write!(f, " pid {p}")?;
+                }
+                Ok(())
+            }
+            HitItem::User { name, uid } => write!(f, "user {name} (uid {uid})"),
+            HitItem::Service { name } => write!(f, "service {name}"),
+            HitItem::System { hostname } => write!(f, "system {hostname}"),
+            HitItem::Dns { host, address } => write!(f, "hosts entry {host} {address}"),
+        }
+    }
+}
+
+/// A collected non-file item: all its values, computed up front (they are cheap).
+#[derive(Debug, Clone)]
+pub struct SimpleItem {
+    /// Item type.
+    pub ty: ItemType,
+    /// Field values.
+    pub values: HashMap<Field, FieldValue>,
+    /// Description for reports.
+    pub describe: HitItem,
+}
+
+impl Item for SimpleItem {
+    fn item_type(&self) -> ItemType {
+        self.ty
+    }
+    fn value(&mut self, field: Field) -> Option<FieldValue> {
+        self.values.get(&field).cloned()
+    }
+}
+
+/// uid → login, from `etc/passwd` under the host root.
+pub fn user_names(host_root: &Path) -> HashMap<u32, String> {
+    let mut m = HashMap::new();
+    if let Ok(t) = std::fs::read_to_string(host_root.join("etc/passwd")) {
+        for line in t.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 3 {
+                if let Ok(uid) = f[2].parse() {
+                    m.entry(uid).or_insert_with(|| f[0].to_string());
+                }
+            }
+        }
+    }
+    m
+}
+
+fn s(v: impl Into<String>) -> FieldValue {
+    FieldValue::Str(v.into())
+}
+
+/// Accounts from `etc/passwd`.
+pub fn users(host_root: &Path) -> Vec<SimpleItem> {
+    let Ok(t) = std::fs::read_to_string(host_root.join("etc/passwd")) else {
+        return Vec::new();
+    };
+    t.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            let uid: i64 = f[2].parse().ok()?;
+            let mut v = HashMap::new();
+            v.insert(Field::UserName, s(f[0]));
+            v.insert(Field::UserId, FieldValue::Int(uid));
+            v.insert(
+                Field::UserGroupId,
+                FieldValue::Int(f[3].parse().unwrap_or(-1)),
+            );
+            v.insert(Field::UserFullName, s(f[4]));
+            v.insert(Field::UserHome, s(f[5]));
+            v.insert(Field::UserShell, s(f[6]));
+            Some(SimpleItem {
+                ty: ItemType::User,
+                values: v,
+                describe: HitItem::User {
+                    name: f[0].to_string(),
+                    uid,
+                },
+            })
+        })
+        .collect()
+}
+
+fn boot_time(proc_root: &Path) -> i64 {
+    std::fs::read_to_string(proc_root.join("stat"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Linux reports process times in USER_HZ, which is 100 on every supported arch.
+const USER_HZ: f64 = 100.0;
+
+/// Processes from `proc_root`.
+pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleItem> {
+    let btime = boot_time(proc_root);
+    let Ok(rd) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        let dir = e.path();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // comm is in parentheses and may contain spaces: split after the last ')'.
+        let (comm, rest) = match (stat.find('('), stat.rfind(')')) {
+            (Some(a), Some(b)) if b > a => (&stat[a + 1..b], &stat[b + 1..]),
+            _ => continue,
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        // after ')': state(0) ppid(1) … utime(11) stime(12) … starttime(19)
+        let ppid = num(1);
+        let utime = num(11) as f64 / USER_HZ;
+        let stime = num(12) as f64 / USER_HZ;
+        let start = btime + (num(19) as f64 / USER_HZ) as i64;
+        let exe = std::fs::read_link(dir.join("exe")).ok().map(|p| {
+            p.display()
+                .to_string()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        });
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let name = exe
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| comm.to_string());
+        let uid = std::fs::read_to_string(dir.join("status"))
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("Uid:")
+                        .and_then(|v| v.split_whitespace().next())
+                        .and_then(|v| v.parse::<u32>().ok())
+                })
+            });
+        let mut v = HashMap::new();
+        v.insert(Field::ProcName, s(name.clone()));
+        if let Some(p) = &exe {
+            v.insert(Field::ProcPath, s(p.clone()));
+        }
+        v.insert(Field::ProcPid, FieldValue::Int(pid));
+        v.insert(Field::ProcParentPid, FieldValue::Int(ppid));
+        v.insert(Field::ProcArguments, s(args.join(" ")));
+        if let Some(uid) = uid {
+            let user = names.get(&uid).cloned().unwrap_or_else(|| uid.to_string());
+            v.insert(Field::ProcUser, s(user));
+        }
+        v.insert(Field::ProcStartTime, FieldValue::Time(start));
+        v.insert(Field::ProcUserTime, FieldValue::Duration(utime));
+        v.insert(Field::ProcKernelTime, FieldValue::Duration(stime));
+        out.push(SimpleItem {
+            ty: ItemType::Process,
+            values: v,
+            describe: HitItem::Process { pid, name },
+        });
+    }
+    out
+}
+
+fn tcp_state(code: &str) -> &'static str {
+    match code {
+        "01" => "ESTABLISHED",
+        "02" => "SYN_SENT",
+        "03" => "SYN_RECV",
+        "04" => "FIN_WAIT1",
+        "05" => "FIN_WAIT2",
+        "06" => "TIME_WAIT",
+        "07" => "CLOSE",
+        "08" => "CLOSE_WAIT",
+        "09" => "LAST_ACK",
+        "0A" => "LISTEN",
+        "0B" => "CLOSING",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Decodes `0100007F:1F90` (v4) or the 32-hex-digit v6 form of `/proc/net/*`.
+fn parse_addr(s: &str) -> Option<(std::net::IpAddr, i64)> {
+    let (a, p) = s.split_once(':')?;
+    let port = i64::from_str_radix(p, 16).ok()?;
+    let ip = if a.len() == 8 {
+        let n = u32::from_str_radix(a, 16).ok()?;
+        std::net::IpAddr::from(n.to_le_bytes())
+    } else if a.len() == 32 {
+        let mut bytes = [0u8; 16];
+        for w in 0..4 {
+            let n = u32::from_str_radix(&a[w * 8..w * 8 + 8], 16).ok()?;
+            bytes[w * 4..w * 4 + 4].copy_from_slice(&n.to_le_bytes());
+        }
+        let v6 = std::net::Ipv6Addr::from(bytes);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        }
+    } else {
+        return None;
+    };
+    Some((ip, port))
+}
+
+/// Socket inode → (pid, process name), from `proc_root/*/fd`.
+fn socket_owners(proc_root: &Path) -> HashMap<u64, (i64, String)> {
+    let mut m = HashMap::new();
+    let Ok(rd) = std::fs::read_dir(proc_root) else {
+        return m;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(e.path().join("comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default();
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy();
+                if let Some(inode) = t
+                    .strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .and_then(|r| r.parse().ok())
+                {
+                    m.entry(inode).or_insert((pid, name.clone()));
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Sockets from `proc_root/net/{tcp,tcp6,udp,udp6}` with their owning processes.
+pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
+    let owners = socket_owners(proc_root);
+    let mut out = Vec::new();
+    for (file, proto) in [
+        ("tcp", "tcp"),
+        ("tcp6", "tcp"),
+        ("udp", "udp"),
+        ("udp6", "udp"),
+    ] {
+        let Ok(t) = std::fs::read_to_string(proc_root.join("net").join(file)) else {
+            continue;
+        };
+        for line in t.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 {
+                continue;
+            }
+            let (Some((lip, lport)), Some((rip, rport))) = (parse_addr(f[1]), parse_addr(f[2]))
+            else {
+                continue;
+            };
+            let state = if proto == "tcp" {
+                tcp_state(f[3])
+            } else if f[3] == "07" {
+                "LISTEN"
+            } else {
+                "ESTABLISHED"
+            };
+            let inode: u64 = f[9].parse().unwrap_or(0);
+            let owner = owners.get(&inode);
+            let mut v = HashMap::new();
+            v.insert(Field::PortLocalIp, FieldValue::Ip(lip));
+            v.insert(Field::PortLocalPort, FieldValue::Int(lport));
+            v.insert(Field::PortRemoteIp, FieldValue::Ip(rip));
+            v.insert(Field::PortRemotePort, FieldValue::Int(rport));
+            v.insert(Field::PortProtocol, s(proto));
+            v.insert(Field::PortState, s(state));
+            if let Some((pid, name)) = owner {
+                v.insert(Field::PortPid, FieldValue::Int(*pid));
+                v.insert(Field::PortProcess, s(name.clone()));
+                if let Ok(p) = std::fs::read_link(proc_root.join(pid.to_string()).join("exe")) {
+                    v.insert(Field::PortPath, s(p.display().to_string()));
+                }
+            }
+            let fmt = |ip: std::net::IpAddr, port: i64| match ip {
+                std::net::IpAddr::V6(_) => format!("[{ip}]:{port}"),
+                _ => format!("{ip}:{port}"),
+            };
+            out.push(SimpleItem {
+                ty: ItemType::Port,
+                values: v,
+                describe: HitItem::Port {
+                    protocol: proto.to_string(),
+                    local: fmt(lip, lport),
+                    remote: fmt(rip, rport),
+                    pid: owner.map(|o| o.0),
+                },
+            });
+        }
+    }
+    out
+}
+
+/// systemd service units from the standard unit directories under the host root.
+pub fn services(host_root: &Path) -> Vec<SimpleItem> {
+    let dirs = [
+        "etc/systemd/system",
+        "run/systemd/system",
+        "usr/lib/systemd/system",
+        "lib/systemd/system",
+    ];
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(host_root.join(d)) else {
+            continue;
+        };
+        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+                continue;
+            };
+            if !name.ends_with(".service") || !seen.insert(name.clone()) {
+                continue;
+            }
+            let masked = std::fs::read_link(&p).is_ok_and(|t| t == Path::new("/dev/null"));
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let mut exec = None;
+            let mut desc = String::new();
+            let mut install = false;
+            for l in text.lines() {
+                let l = l.trim();
+                if let Some(v) = l.strip_prefix("ExecStart=") {
+                    if exec.is_none() && !v.trim().is_empty() {
+                        exec = Some(
+                            v.trim()
+                                .trim_start_matches(['-', '@', '+', '!', ':'])
+                                .to_string(),
+                        );
+                    }
+                } else if let Some(v) = l.strip_prefix("Description=") {
+                    desc = v.trim().to_string();
+                } else if l == "[Install]" {
+                    install = true;
+                }
+            }
+            let enabled = std::fs::read_dir(host_root.join("etc/systemd/system"))
+                .map(|rd| {
+                    rd.flatten().any(|e| {
+                        e.file_name().to_string_lossy().ends_with(".wants")
+                            && e.path().join(&name).exists()
+                    })
+                })
+                .unwrap_or(false);
+            let mode = if masked {
+                "masked"
+            } else if enabled {
+                "enabled"
+            } else if install {
+                "disabled"
+            } else {
+                "static"
+            };
+            let running = std::fs::read_to_string(
+                host_root
+                    .join("sys/fs/cgroup/system.slice")
+                    .join(&name)
+                    .join("cgroup.procs"),
+            )
+            .is_ok_and(|t| !t.trim().is_empty());
+            let stem = name.trim_end_matches(".service").to_string();
+            let mut v = HashMap::new();
+            v.insert(
+                Field::ServiceName,
+                FieldValue::List(vec![s(name.clone()), s(stem)]),
+            );
+            v.insert(Field::ServicePath, s(format!("/{d}/{name}")));
+            v.insert(
+                Field::ServiceStatus,
+                s(if running { "running" } else { "stopped" }),
+            );
+            v.insert(Field::ServiceMode, s(mode));
+            v.insert(Field::ServiceDescription, s(desc));
+            if let Some(e) = exec {
+                let (prog, args) = e.split_once(' ').unwrap_or((&e, ""));
+                v.insert(Field::ServiceProgram, s(prog));
+                v.insert(Field::ServiceArguments, s(args.trim()));
+            }
+            out.push(SimpleItem {
+                ty: ItemType::Service,
+                values: v,
+                describe: HitItem::Service { name },
+            });
+        }
+    }
+    out
+}
+
+/// The host as one item: hostname, OS, local addresses.
+pub fn system_info(host_root: &Path, proc_root: &Path) -> Vec<SimpleItem> {
+    let hostname = std::fs::read_to_string(host_root.join("etc/hostname"))
+        .ok()
+        .or_else(|| std::fs::read_to_string(proc_root.join("sys/kernel/hostname")).ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let os = std::fs::read_to_string(host_root.join("etc/os-release"))
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_else(|| "Linux".into());
+    let mut ips = Vec::new();
+    if let Ok(t) = std::fs::read_to_string(proc_root.join("net/fib_trie")) {
+        let mut last = None;
+        for l in t.lines() {
+            let l = l.trim();
+            if let Some(a) = l.strip_prefix("|-- ") {
+                last = a.parse::<std::net::IpAddr>().ok();
+            } else if l.contains("/32 host LOCAL") {
+                if let Some(ip) = last {
+                    if !ips.contains(&FieldValue::Ip(ip)) {
+                        ips.push(FieldValue::Ip(ip));
+                    }
+                }
+            }
+        }
+    }
+    let mut v = HashMap::new();
+    v.insert(Field::SysHostname, s(hostname.clone()));
+    v.insert(Field::SysOs, s(os));
+    v.insert(Field::SysIpAddress, FieldValue::List(ips));
+    vec![SimpleItem {
+        ty: ItemType::SystemInfo,
+        values: v,
+        describe: HitItem::System { hostname },
+    }]
+}
+
+/// Static name entries from `etc/hosts`.
+pub fn dns_entries(host_root: &Path) -> Vec<SimpleItem> {
+    let Ok(t) = std::fs::read_to_string(host_root.join("etc/hosts")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in t.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut f = line.split_whitespace();
+        let Some(addr) = f.next() else { continue };
+        let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+            continue;
+        };
+        for host in f {
+            let mut v = HashMap::new();
+            v.insert(Field::DnsHost, s(host));
+            v.insert(Field::DnsAddress, FieldValue::Ip(ip));
+            v.insert(
+                Field::DnsRecordType,
+                s(if ip.is_ipv4() { "A" } else { "AAAA" }),
+            );
+            out.push(SimpleItem {
+                ty: ItemType::DnsEntry,
+                values: v,
+                describe: HitItem::Dns {
+                    host: host.to_string(),
+                    address: addr.to_string(),
+                },
+            });
+        }
+    }
+    out
+}
+
+/// Which hash algorithms the loaded indicators need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Algorithms {
+    /// MD5.
+    pub md5: bool,
+    /// SHA-1.
+    pub sha1: bool,
+    /// SHA-256.
+    pub sha256: bool,
+}
+
+/// Hex digests of one file.
+#[derive(Debug, Clone, Default)]
+pub struct Digests {
+    md5: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+}
+
+/// Why a file's content could not be examined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentError {
+    /// Larger than the scope's maximum file size.
+    TooLarge,
+    /// Read failed.
+    Unreadable(String),
+}
+
+/// Computes the requested digests over `reader` in one pass.
+pub fn digest_reader(mut r: impl Read, alg: Algorithms) -> std::io::Result<Digests> {
+    use md5::Digest as _;
+    let mut m = alg.md5.then(md5::Md5::new);
+    let mut s1 = alg.sha1.then(sha1::Sha1::new);
+    let mut s2 = alg.sha256.then(sha2::Sha256::new);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..n];
+        if let Some(h) = m.as_mut() {
+            h.update(chunk);
+        }
+        if let Some(h) = s1.as_mut() {
+            h.update(chunk);
+        }
+        if let Some(h) = s2.as_mut() {
+            h.update(chunk);
+        }
+    }
+    Ok(Digests {
+        md5: m.map(|h| hex::encode(h.finalize())),
+        sha1: s1.map(|h| hex::encode(h.finalize())),
+        sha256: s2.map(|h| hex::encode(h.finalize())),
+    })
+}
+
+/// A file under evaluation: metadata up front, digests on first request.
+pub struct FileItem<'a> {
+    /// Host path.
+    pub host_path: &'a Path,
+    /// Device path.
+    pub device_path: String,
+    /// Metadata (not following symlinks).
+    pub meta: &'a Metadata,
+    /// uid → login.
+    pub names: &'a HashMap<u32, String>,
+    /// Algorithms to compute when content is needed.
+    pub algorithms: Algorithms,
+    /// Content limit.
+    pub max_size: Option<u64>,
+    /// Content already read (when YARA needed it), reused for hashing.
+    pub content: Option<&'a [u8]>,
+    /// Digests once computed (or why not).
+    pub digests: Option<Result<Digests, ContentError>>,
+}
+
+impl FileItem<'_> {
+    fn digests(&mut self) -> &Result<Digests, ContentError> {
+        if self.digests.is_none() {
+            let r = if let Some(c) = self.content {
+                digest_reader(c, self.algorithms)
+                    .map_err(|e| ContentError::Unreadable(e.to_string()))
+            } else if self.max_size.is_some_and(|m| self.meta.len() > m) {
+                Err(ContentError::TooLarge)
+            } else {
+                std::fs::File::open(self.host_path)
+                    .and_then(|f| digest_reader(f, self.algorithms))
+                    .map_err(|e| ContentError::Unreadable(e.to_string()))
+            };
+            self.digests = Some(r);
+        }
+        self.digests
+            .as_ref()
+            .unwrap_or(&Err(ContentError::TooLarge))
+    }
+}
+
+impl Item for FileItem<'_> {
+    fn item_type(&self) -> ItemType {
+        ItemType::File
+    }
+
+    fn value(&mut self, field: Field) -> Option<FieldValue> {
+        let p = &self.device_path;
+        let name = p.rsplit('/').next().unwrap_or(p);
+        Some(match field {
+            Field::FileFullPath => s(p.clone()),
+            Field::FilePath => s(match p.rfind('/') {
+                Some(0) => "/".to_string(),
+                Some(i) => p[..i].to_string(),
+                None => String::new(),
+            }),
+            Field::FileName => s(name),
+            Field::FileExtension => match name.rfind('.') {
+                Some(i) if i > 0 => s(&name[i + 1..]),
+                _ => return None,
+            },
+            Field::FileSize => FieldValue::Int(self.meta.len() as i64),
+            Field::FileModified => FieldValue::Time(self.meta.mtime()),
+            Field::FileAccessed => FieldValue::Time(self.meta.atime()),
+            Field::FileChanged => FieldValue::Time(self.meta.ctime()),
+            Field::FileCreated => {
+                let t = self.meta.created().ok()?;
+                let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+                FieldValue::Time(secs as i64)
+            }
+            Field::FileOwner => {
+                let uid = self.meta.uid();
+                s(self
+                    .names
+                    .get(&uid)
+                    .cloned()
+                    .unwrap_or_else(|| uid.to_string()))
+            }
+            Field::FileMd5 | Field::FileSha1 | Field::FileSha256 => {
+                let d = self.digests().as_ref().ok()?;
+                let v = match field {
+                    Field::FileMd5 => d.md5.clone(),
+                    Field::FileSha1 => d.sha1.clone(),
+                    _ => d.sha256.clone(),
+                }?;
+                s(v)
+            }
+            _ => return None,
+        })
+    }
+}

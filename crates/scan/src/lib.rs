@@ -1,0 +1,712 @@
+//! The Riposte IOC sweep: one pass over a live Linux system evaluating many indicators.
+//!
+//! Why a dedicated engine: sweeping a fleet for indicators must not cost each device a
+//! full hash of its disk. So the sweep loads every indicator first (OpenIOC, STIX,
+//! YARA), works out which item types, fields and hash algorithms they need, and then:
+//!
+//! * collects processes, sockets, users, services, host info and hosts entries once;
+//! * walks the file scope in parallel on all cores, evaluating cheap terms (path, name,
+//!   size, times) first and reading a file only when a remaining term needs its
+//!   content — once, for all hash algorithms and YARA rule sets together;
+//! * reports per indicator a verdict (hit, no match, or undetermined when unsupported
+//!   terms could change the outcome) and the unsupported terms by id.
+//!
+//! `host_root` makes a directory stand for the device's `/`; reported paths are the
+//! device's own.
+
+pub mod cli;
+pub mod items;
+pub mod walk;
+
+use items::{Algorithms, ContentError, FileItem, HitItem, SimpleItem};
+use riposte_ioc::eval::{evaluate, evaluate_host, Truth};
+use riposte_ioc::model::{Condition, ItemType};
+use riposte_ioc::yara::YaraRules;
+use riposte_ioc::{openioc, stix, Ioc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use walk::{Excludes, SkipReason, WalkConfig};
+
+pub use riposte_ioc::{ioc_from_detection, DetectedObject, Detection};
+
+/// Errors of a sweep (bad indicators; `--strict` refusals).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An indicator document did not load.
+    #[error(transparent)]
+    Ioc(#[from] riposte_ioc::Error),
+    /// Under strict mode, an indicator uses a term that cannot be evaluated.
+    #[error("{origin}: IOC {ioc_id}: unsupported term {term_id} ({search}): {reason}")]
+    Unsupported {
+        /// Document.
+        origin: String,
+        /// Indicator id.
+        ioc_id: String,
+        /// Term id.
+        term_id: String,
+        /// What the term looks at.
+        search: String,
+        /// Why it is unsupported.
+        reason: String,
+    },
+    /// Nothing to look for.
+    #[error("no indicators given")]
+    NoIndicators,
+    /// A scope path does not exist.
+    #[error("scope path {0}: {1}")]
+    Scope(String, std::io::Error),
+}
+
+/// The language of an indicator document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DocumentKind {
+    /// OpenIOC 1.0 / 1.1 XML.
+    OpenIoc,
+    /// STIX 2.1 bundle, indicator, or bare pattern.
+    Stix,
+    /// YARA rules.
+    Yara,
+}
+
+/// One indicator document, as text.
+#[derive(Debug, Clone)]
+pub struct IocDocument {
+    /// Its language.
+    pub kind: DocumentKind,
+    /// Name used in reports and errors (file name, task id…).
+    pub origin: String,
+    /// The content.
+    pub text: String,
+}
+
+/// Named sets of places to sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+pub enum Preset {
+    /// Every local disk file system from `/` (pseudo and network file systems skipped).
+    SystemDrives,
+    /// Where malware lands and persists: binaries, `/etc`, temp dirs, homes, cron, units.
+    CriticalAreas,
+}
+
+/// Device paths of the *critical areas* preset.
+pub const CRITICAL_AREAS: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/etc",
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/root",
+    "/home",
+    "/opt",
+    "/var/spool/cron",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+    "/var/www",
+];
+
+/// Where to look.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Host directory standing for the device's `/` (usually `/`).
+    pub host_root: PathBuf,
+    /// Device paths to walk (joined under `host_root`).
+    pub paths: Vec<PathBuf>,
+    /// Preset paths added to `paths`.
+    pub preset: Option<Preset>,
+    /// Exclusion globs on device paths (`*.iso`, `/home/*/.cache/**`).
+    pub exclude: Vec<String>,
+    /// Files larger than this are not read (their content terms fail; counted).
+    pub max_file_size: Option<u64>,
+    /// Do not cross into other file systems below each path.
+    pub one_file_system: bool,
+    /// Worker threads for the walk; 0 = all cores.
+    pub threads: usize,
+    /// Where process and socket tables are read (usually `/proc`).
+    pub proc_root: PathBuf,
+    /// Collect processes, ports, users, services, host info and hosts entries.
+    pub system_items: bool,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            host_root: PathBuf::from("/"),
+            paths: Vec::new(),
+            preset: None,
+            exclude: Vec::new(),
+            max_file_size: Some(100 << 20),
+            one_file_system: false,
+            threads: 0,
+            proc_root: PathBuf::from("/proc"),
+            system_items: true,
+        }
+    }
+}
+
+/// Live counters, readable while a sweep runs (for progress display).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files examined.
+    pub files: AtomicU64,
+    /// Bytes of files examined (their sizes).
+    pub bytes: AtomicU64,
+    /// Files whose content was read.
+    pub read: AtomicU64,
+}
+
+/// A sweep request.
+#[derive(Debug, Clone, Default)]
+pub struct SweepRequest {
+    /// Indicator documents.
+    pub documents: Vec<IocDocument>,
+    /// Where to look.
+    pub scope: Scope,
+    /// Refuse indicators with unsupported terms.
+    pub strict: bool,
+    /// Set to stop early; the report then has `cancelled = true`.
+    pub cancel: Arc<AtomicBool>,
+    /// Live counters.
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// A term that held, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchedTerm {
+    /// Term id.
+    pub id: String,
+    /// What it looked at (`FileItem/Md5sum`, `yara`).
+    pub search: String,
+    /// Condition (`is`, `contains`…, or `rule` for YARA).
+    pub condition: String,
+    /// Operand as written.
+    pub value: String,
+}
+
+/// One match of one indicator on one item.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    /// Indicator id (YARA: rule name).
+    pub ioc_id: String,
+    /// Indicator name.
+    pub ioc_name: String,
+    /// Document it came from.
+    pub origin: String,
+    /// The item.
+    pub item: HitItem,
+    /// Terms that held.
+    pub matched: Vec<MatchedTerm>,
+}
+
+/// Outcome per indicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// At least one item matched.
+    Hit,
+    /// Nothing matched and unsupported terms could not have changed that.
+    NoMatch,
+    /// Nothing matched, but unsupported terms leave the outcome open.
+    Undetermined,
+}
+
+/// Per-indicator summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct IocSummary {
+    /// Indicator id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Document.
+    pub origin: String,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Supported term count.
+    pub supported_terms: usize,
+    /// Unsupported terms.
+    pub unsupported: Vec<riposte_ioc::UnsupportedTerm>,
+}
+
+/// A file that could not be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreadable {
+    /// Device path.
+    pub path: String,
+    /// Error.
+    pub error: String,
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Regular files examined.
+    pub files_seen: u64,
+    /// Files whose content was read (hashing and/or YARA).
+    pub files_read: u64,
+    /// Bytes read for content.
+    pub bytes_read: u64,
+    /// Skipped paths by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Non-file items collected, by type.
+    pub items: BTreeMap<String, u64>,
+    /// Wall time, milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// What a sweep found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    /// All hits.
+    pub hits: Vec<Hit>,
+    /// One entry per indicator (YARA rule sets excluded).
+    pub iocs: Vec<IocSummary>,
+    /// Files that could not be read (listed, not fatal). Capped at 1000 entries.
+    pub unreadable: Vec<Unreadable>,
+    /// Counters.
+    pub stats: Stats,
+    /// Non-fatal problems (skipped YARA rules…).
+    pub warnings: Vec<String>,
+    /// The sweep was cancelled before finishing.
+    pub cancelled: bool,
+}
+
+struct Loaded {
+    ioc: Ioc,
+    origin: String,
+}
+
+fn condition_name(c: Condition) -> &'static str {
+    match c {
+        Condition::Is => "is",
+        Condition::Contains => "contains",
+        Condition::StartsWith => "starts-with",
+        Condition::EndsWith => "ends-with",
+        Condition::Matches => "matches",
+        Condition::GreaterThan => "greater-than",
+        Condition::LessThan => "less-than",
+    }
+}
+
+fn matched_terms(ioc: &Ioc, idx: &[usize]) -> Vec<MatchedTerm> {
+    idx.iter()
+        .map(|i| {
+            let t = &ioc.terms[*i];
+            MatchedTerm {
+                id: t.id.clone(),
+                search: t.field.search().to_string(),
+                condition: format!(
+                    "{}{}",
+                    if t.negate { "not " } else { "" },
+                    condition_name(t.condition)
+                ),
+                value: t.raw.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Loads documents into indicators and YARA rule sets.
+/// Indicators, YARA rule sets and warnings loaded from a request.
+type LoadedSet = (Vec<Loaded>, Vec<YaraRules>, Vec<String>);
+
+/// A named collector of one item type.
+type Collector<'a> = (ItemType, &'a str, &'a dyn Fn() -> Vec<SimpleItem>);
+
+fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
+    let mut iocs = Vec::new();
+    let mut yara = Vec::new();
+    let mut warnings = Vec::new();
+    for d in &req.documents {
+        match d.kind {
+            DocumentKind::OpenIoc => iocs.push(Loaded {
+                ioc: openioc::parse(&d.text, &d.origin)?,
+                origin: d.origin.clone(),
+            }),
+            DocumentKind::Stix => {
+                for ioc in stix::parse_document(&d.text, &d.origin)? {
+                    iocs.push(Loaded {
+                        ioc,
+                        origin: d.origin.clone(),
+                    })
+                }
+            }
+            DocumentKind::Yara => {
+                let r = YaraRules::compile_str(&d.text, &d.origin)?;
+                warnings.extend(r.warnings().iter().map(|w| format!("{}: {w}", d.origin)));
+                yara.push(r);
+            }
+        }
+    }
+    if req.strict {
+        for l in &iocs {
+            if let Some(u) = l.ioc.unsupported.first() {
+                return Err(Error::Unsupported {
+                    origin: l.origin.clone(),
+                    ioc_id: l.ioc.id.clone(),
+                    term_id: u.id.clone(),
+                    search: u.search.clone(),
+                    reason: u.reason.clone(),
+                });
+            }
+        }
+    }
+    if iocs.is_empty() && yara.is_empty() {
+        return Err(Error::NoIndicators);
+    }
+    Ok((iocs, yara, warnings))
+}
+
+fn skip_name(r: SkipReason) -> &'static str {
+    match r {
+        SkipReason::Excluded => "excluded",
+        SkipReason::PseudoFs => "pseudo or network file system",
+        SkipReason::OtherFs => "other file system",
+        SkipReason::NotRegular => "not a regular file",
+    }
+}
+
+/// The host paths a scope walks, and the host directories never entered.
+pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut device: Vec<PathBuf> = scope.paths.clone();
+    match scope.preset {
+        Some(Preset::SystemDrives) => device.push(PathBuf::from("/")),
+        Some(Preset::CriticalAreas) => device.extend(CRITICAL_AREAS.iter().map(PathBuf::from)),
+        None => {}
+    }
+    let hr = &scope.host_root;
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for d in device {
+        let rel = d.strip_prefix("/").unwrap_or(&d);
+        let host = if rel.as_os_str().is_empty() {
+            hr.clone()
+        } else {
+            hr.join(rel)
+        };
+        if scope.preset == Some(Preset::CriticalAreas)
+            && !host.exists()
+            && !scope.paths.contains(&d)
+        {
+            continue;
+        }
+        if !roots.contains(&host) {
+            roots.push(host);
+        }
+    }
+    let mut skip: Vec<PathBuf> = ["proc", "sys", "dev"].iter().map(|p| hr.join(p)).collect();
+    if hr == Path::new("/") {
+        skip.extend(walk::mounts_of_type(&scope.proc_root, hr, walk::PSEUDO_FS));
+        if scope.preset == Some(Preset::SystemDrives) {
+            skip.extend(walk::mounts_of_type(&scope.proc_root, hr, walk::NETWORK_FS));
+        }
+    }
+    // An explicitly requested root is walked even if it lies in a skipped area.
+    skip.retain(|s| !roots.contains(s));
+    (roots, skip)
+}
+
+/// Runs a sweep: loads the indicators, collects items, walks the scope, and reports.
+pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
+    let start = std::time::Instant::now();
+    let (iocs, yara, warnings) = load(request)?;
+    let scope = &request.scope;
+    let mut report = SweepReport {
+        warnings,
+        ..Default::default()
+    };
+    let needs = |t: ItemType| iocs.iter().any(|l| l.ioc.item_types().contains(&t));
+    let names = items::user_names(&scope.host_root);
+
+    // 1. Non-file items, only the types some indicator needs.
+    let mut collected: Vec<SimpleItem> = Vec::new();
+    if scope.system_items {
+        let hr = &scope.host_root;
+        let pr = &scope.proc_root;
+        let kinds: [Collector; 6] = [
+            (ItemType::Process, "processes", &|| {
+                items::processes(pr, &names)
+            }),
+            (ItemType::Port, "ports", &|| items::ports(pr)),
+            (ItemType::User, "users", &|| items::users(hr)),
+            (ItemType::Service, "services", &|| items::services(hr)),
+            (ItemType::SystemInfo, "system", &|| {
+                items::system_info(hr, pr)
+            }),
+            (ItemType::DnsEntry, "hosts entries", &|| {
+                items::dns_entries(hr)
+            }),
+        ];
+        for (ty, label, f) in kinds {
+            if needs(ty) {
+                let v = f();
+                report.stats.items.insert(label.to_string(), v.len() as u64);
+                collected.extend(v);
+            }
+        }
+    }
+
+    // 2. Existential truth of each non-file term: does any collected item satisfy it?
+    //    File terms start false and are set by the walk.
+    let exists: Vec<Vec<AtomicBool>> = iocs
+        .iter()
+        .map(|l| {
+            l.ioc
+                .terms
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let ty = t.field.item();
+                    let any = ty != ItemType::File
+                        && collected.iter().filter(|it| it.ty == ty).any(|it| {
+                            let mut it = it.clone();
+                            riposte_ioc::eval::eval_term(&l.ioc, i, &mut it)
+                        });
+                    AtomicBool::new(any)
+                })
+                .collect()
+        })
+        .collect();
+    let saw_unknown: Vec<AtomicBool> = iocs.iter().map(|_| AtomicBool::new(false)).collect();
+    let truth_of = |ioc: usize| {
+        let e = &exists[ioc];
+        move |t: usize| Truth::from(e[t].load(Ordering::Relaxed))
+    };
+
+    // 3. The file walk.
+    let file_iocs: Vec<usize> = (0..iocs.len())
+        .filter(|i| iocs[*i].ioc.item_types().contains(&ItemType::File))
+        .collect();
+    let mut alg = Algorithms::default();
+    for l in &iocs {
+        for f in l.ioc.fields() {
+            match f {
+                riposte_ioc::Field::FileMd5 => alg.md5 = true,
+                riposte_ioc::Field::FileSha1 => alg.sha1 = true,
+                riposte_ioc::Field::FileSha256 => alg.sha256 = true,
+                _ => {}
+            }
+        }
+    }
+    let (roots, skip_dirs) = scope_roots(scope);
+    let hits = Mutex::new(Vec::<Hit>::new());
+    let unreadable = Mutex::new(Vec::<Unreadable>::new());
+    let skipped = Mutex::new(BTreeMap::<String, u64>::new());
+    let files_seen = AtomicU64::new(0);
+    let files_read = AtomicU64::new(0);
+    let bytes_read = AtomicU64::new(0);
+    let unreadable_count = AtomicU64::new(0);
+    if !roots.is_empty() && (!file_iocs.is_empty() || !yara.is_empty()) {
+        let excludes = Excludes::new(&scope.exclude);
+        let threads = if scope.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            scope.threads
+        };
+        let cfg = WalkConfig {
+            host_root: &scope.host_root,
+            excludes: &excludes,
+            skip_dirs: &skip_dirs,
+            one_file_system: scope.one_file_system,
+            threads,
+            cancel: &request.cancel,
+        };
+        let note_unreadable = |path: &Path, err: String| {
+            unreadable_count.fetch_add(1, Ordering::Relaxed);
+            let mut u = unreadable.lock().unwrap_or_else(|e| e.into_inner());
+            if u.len() < 1000 {
+                u.push(Unreadable {
+                    path: walk::device_path(&scope.host_root, path),
+                    error: err,
+                });
+            }
+        };
+        let count_skip = |reason: &str| {
+            *skipped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(reason.to_string())
+                .or_default() += 1;
+        };
+        walk::walk(
+            &roots,
+            &cfg,
+            |path, meta| {
+                files_seen.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = &request.progress {
+                    p.files.fetch_add(1, Ordering::Relaxed);
+                    p.bytes.fetch_add(meta.len(), Ordering::Relaxed);
+                }
+                let device_path = walk::device_path(&scope.host_root, path);
+                let too_large = scope.max_file_size.is_some_and(|m| meta.len() > m);
+                let mut content: Option<Vec<u8>> = None;
+                let mut yara_hits: Vec<(usize, Vec<String>)> = Vec::new();
+                if !yara.is_empty() {
+                    if too_large {
+                        count_skip("content: larger than max file size");
+                    } else {
+                        match std::fs::read(path) {
+                            Ok(data) => {
+                                files_read.fetch_add(1, Ordering::Relaxed);
+                                bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                for (i, r) in yara.iter().enumerate() {
+                                    let m = r.scan_bytes(&data);
+                                    if !m.is_empty() {
+                                        yara_hits.push((i, m));
+                                    }
+                                }
+                                content = Some(data);
+                            }
+                            Err(e) => note_unreadable(path, e.to_string()),
+                        }
+                    }
+                }
+                let mut item = FileItem {
+                    host_path: path,
+                    device_path: device_path.clone(),
+                    meta,
+                    names: &names,
+                    algorithms: alg,
+                    max_size: scope.max_file_size,
+                    content: content.as_deref(),
+                    digests: None,
+                };
+                let mut local_hits = Vec::new();
+                for &i in &file_iocs {
+                    let l = &iocs[i];
+                    let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
+                    if ev.truth == Truth::Unknown {
+                        saw_unknown[i].store(true, Ordering::Relaxed);
+                    }
+                    if ev.truth == Truth::True {
+                        for t in &ev.matched {
+                            if l.ioc.terms[*t].field.item() == ItemType::File {
+                                exists[i][*t].store(true, Ordering::Relaxed);
+                            }
+                        }
+                        local_hits.push(Hit {
+                            ioc_id: l.ioc.id.clone(),
+                            ioc_name: l.ioc.name.clone(),
+                            origin: l.origin.clone(),
+                            item: HitItem::File {
+                                path: device_path.clone(),
+                            },
+                            matched: matched_terms(&l.ioc, &ev.matched),
+                        });
+                    }
+                }
+                match &item.digests {
+                    Some(Ok(_)) if content.is_none() => {
+                        files_read.fetch_add(1, Ordering::Relaxed);
+                        bytes_read.fetch_add(meta.len(), Ordering::Relaxed);
+                    }
+                    Some(Err(ContentError::TooLarge)) => {
+                        count_skip("content: larger than max file size")
+                    }
+                    Some(Err(ContentError::Unreadable(e))) if content.is_none() => {
+                        note_unreadable(path, e.clone())
+                    }
+                    _ => {}
+                }
+                if let Some(p) = &request.progress {
+                    if item.digests.is_some() || content.is_some() {
+                        p.read.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                for (i, rules) in yara_hits {
+                    for rule in rules {
+                        local_hits.push(Hit {
+                            ioc_id: rule.clone(),
+                            ioc_name: rule.clone(),
+                            origin: yara[i].origin().to_string(),
+                            item: HitItem::File {
+                                path: device_path.clone(),
+                            },
+                            matched: vec![MatchedTerm {
+                                id: rule,
+                                search: "yara".into(),
+                                condition: "rule".into(),
+                                value: yara[i].origin().to_string(),
+                            }],
+                        });
+                    }
+                }
+                if !local_hits.is_empty() {
+                    hits.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(local_hits);
+                }
+            },
+            |_, reason| count_skip(skip_name(reason)),
+            |path, err| note_unreadable(path, err.to_string()),
+        );
+    }
+    let mut hits = hits.into_inner().unwrap_or_else(|e| e.into_inner());
+    hits.sort_by(|a, b| (&a.ioc_id, a.item.to_string()).cmp(&(&b.ioc_id, b.item.to_string())));
+
+    // 4. Non-file items, now that file terms' existential truths are known.
+    for (i, l) in iocs.iter().enumerate() {
+        let types = l.ioc.item_types();
+        for it in collected.iter().filter(|it| types.contains(&it.ty)) {
+            let mut it = it.clone();
+            let ev = evaluate(&l.ioc, &mut it, &truth_of(i));
+            if ev.truth == Truth::Unknown {
+                saw_unknown[i].store(true, Ordering::Relaxed);
+            }
+            if ev.truth == Truth::True {
+                hits.push(Hit {
+                    ioc_id: l.ioc.id.clone(),
+                    ioc_name: l.ioc.name.clone(),
+                    origin: l.origin.clone(),
+                    item: it.describe.clone(),
+                    matched: matched_terms(&l.ioc, &ev.matched),
+                });
+            }
+        }
+    }
+
+    // 5. Verdicts.
+    for (i, l) in iocs.iter().enumerate() {
+        let hit = hits
+            .iter()
+            .any(|h| h.ioc_id == l.ioc.id && h.origin == l.origin);
+        let verdict = if hit {
+            Verdict::Hit
+        } else if saw_unknown[i].load(Ordering::Relaxed)
+            || evaluate_host(&l.ioc, &truth_of(i)) == Truth::Unknown
+        {
+            Verdict::Undetermined
+        } else {
+            Verdict::NoMatch
+        };
+        report.iocs.push(IocSummary {
+            id: l.ioc.id.clone(),
+            name: l.ioc.name.clone(),
+            origin: l.origin.clone(),
+            verdict,
+            supported_terms: l.ioc.terms.len(),
+            unsupported: l.ioc.unsupported.clone(),
+        });
+    }
+    report.hits = hits;
+    report.unreadable = unreadable.into_inner().unwrap_or_else(|e| e.into_inner());
+    report.stats.files_seen = files_seen.load(Ordering::Relaxed);
+    report.stats.files_read = files_read.load(Ordering::Relaxed);
+    report.stats.bytes_read = bytes_read.load(Ordering::Relaxed);
+    report.stats.skipped = skipped.into_inner().unwrap_or_else(|e| e.into_inner());
+    let n_unreadable = unreadable_count.load(Ordering::Relaxed);
+    if n_unreadable > 0 {
+        report
+            .stats
+            .skipped
+            .insert("unreadable".into(), n_unreadable);
+    }
+    report.stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    report.cancelled = request.cancel.load(Ordering::Relaxed);
+    Ok(report)
+}

@@ -1,0 +1,523 @@
+//! End-to-end sweeps over planted files, a spawned process, a bound port and a fake
+//! device tree (`host_root`).
+
+use riposte_scan::items::HitItem;
+use riposte_scan::{
+    ioc_from_detection, sweep, DetectedObject, Detection, DocumentKind, Error, IocDocument, Scope,
+    SweepRequest, Verdict,
+};
+use std::path::{Path, PathBuf};
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
+}
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+fn ioc(id: &str, body: &str) -> IocDocument {
+    IocDocument {
+        kind: DocumentKind::OpenIoc,
+        origin: format!("{id}.ioc"),
+        text: format!(
+            r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="{id}" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>{id} name</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria>{body}</criteria></OpenIOC>"#
+        ),
+    }
+}
+
+fn term(search: &str, cond: &str, ty: &str, val: &str) -> String {
+    term_x(search, cond, ty, val, false, false)
+}
+
+fn term_x(search: &str, cond: &str, ty: &str, val: &str, negate: bool, pc: bool) -> String {
+    format!(
+        r#"<IndicatorItem id="{search}:{cond}:{val}" condition="{cond}" preserve-case="{pc}" negate="{negate}"><Context document="x" search="{search}" type="mir"/><Content type="{ty}">{val}</Content></IndicatorItem>"#
+    )
+}
+
+fn and(items: &[String]) -> String {
+    format!(
+        r#"<Indicator operator="AND" id="and">{}</Indicator>"#,
+        items.concat()
+    )
+}
+fn or(items: &[String]) -> String {
+    format!(
+        r#"<Indicator operator="OR" id="or">{}</Indicator>"#,
+        items.concat()
+    )
+}
+
+const EVIL: &[u8] = b"this is a planted malware payload";
+
+fn device() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    write(r, "etc/passwd", b"rootish:x:0:0:Root:/root:/bin/bash\nalice:x:1000:1000:Alice A:/home/alice:/bin/zsh\nbob:x:1001:1001::/home/bob:/usr/sbin/nologin\n");
+    write(
+        r,
+        "etc/hosts",
+        b"127.0.0.1 localhost\n203.0.113.9 evil.example c2.evil.example\n",
+    );
+    write(r, "etc/hostname", b"testhost\n");
+    write(r, "tmp/evil.bin", EVIL);
+    write(r, "var/cache/evil.bin", EVIL);
+    write(r, "opt/app/Readme.TXT", b"hello");
+    write(r, "home/alice/notes.txt", &vec![b'n'; 4096]);
+    write(r, "etc/systemd/system/backdoor.service", b"[Unit]\nDescription=Totally legit\n[Service]\nExecStart=/opt/app/bd --listen 4444\n[Install]\nWantedBy=multi-user.target\n");
+    std::fs::create_dir_all(r.join("etc/systemd/system/multi-user.target.wants")).unwrap();
+    std::os::unix::fs::symlink(
+        "../backdoor.service",
+        r.join("etc/systemd/system/multi-user.target.wants/backdoor.service"),
+    )
+    .unwrap();
+    d
+}
+
+fn request(root: &Path, docs: Vec<IocDocument>) -> SweepRequest {
+    SweepRequest {
+        documents: docs,
+        scope: Scope {
+            host_root: root.to_path_buf(),
+            paths: vec![PathBuf::from("/")],
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn hit_paths(r: &riposte_scan::SweepReport, id: &str) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .hits
+        .iter()
+        .filter(|h| h.ioc_id == id)
+        .map(|h| h.item.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn verdict(r: &riposte_scan::SweepReport, id: &str) -> Verdict {
+    r.iocs.iter().find(|i| i.id == id).unwrap().verdict
+}
+
+#[test]
+fn files_users_hosts_services_on_a_fake_device() {
+    let d = device();
+    let size = EVIL.len().to_string();
+    let docs = vec![
+        ioc(
+            "hash-size",
+            &and(&[
+                term("FileItem/SizeInBytes", "is", "int", &size),
+                term("FileItem/Md5sum", "is", "md5", &md5_hex(EVIL)),
+            ]),
+        ),
+        ioc(
+            "name-path",
+            &and(&[
+                term("FileItem/FileName", "ends-with", "string", ".txt"),
+                term("FileItem/FullPath", "contains", "string", "/opt/"),
+            ]),
+        ),
+        ioc(
+            "case",
+            &or(&[term_x(
+                "FileItem/FileName",
+                "is",
+                "string",
+                "readme.txt",
+                false,
+                true,
+            )]),
+        ),
+        ioc(
+            "undetermined",
+            &or(&[
+                term("RegistryItem/Path", "is", "string", "HKLM\\Run"),
+                term("FileItem/FileName", "is", "string", "absent.exe"),
+            ]),
+        ),
+        ioc(
+            "nomatch",
+            &and(&[
+                term("FileItem/SizeInBytes", "is", "int", "7"),
+                term("FileItem/Sha256sum", "is", "sha256", &"0".repeat(64)),
+            ]),
+        ),
+        ioc(
+            "user",
+            &and(&[
+                term("UserItem/Username", "is", "string", "ALICE"),
+                term("UserItem/shell", "is", "string", "/bin/zsh"),
+                term("UserItem/userid", "greater-than", "int", "999"),
+            ]),
+        ),
+        ioc(
+            "nologin",
+            &and(&[term_x(
+                "UserItem/shell",
+                "ends-with",
+                "string",
+                "nologin",
+                true,
+                false,
+            )]),
+        ),
+        ioc(
+            "owner",
+            &and(&[
+                term("FileItem/Username", "is", "string", "rootish"),
+                term("FileItem/FilePath", "is", "string", "/tmp"),
+                term("FileItem/FileExtension", "is", "string", "bin"),
+            ]),
+        ),
+        ioc(
+            "dns",
+            &or(&[
+                term("DnsEntryItem/Host", "matches", "string", "^c2\\."),
+                term(
+                    "DnsEntryItem/RecordData/IPv4Address",
+                    "is",
+                    "IP",
+                    "198.51.100.1",
+                ),
+            ]),
+        ),
+        ioc(
+            "service",
+            &and(&[
+                term("ServiceItem/serviceDLL", "is", "string", "/opt/app/bd"),
+                term("ServiceItem/mode", "is", "string", "enabled"),
+                term("ServiceItem/name", "is", "string", "backdoor"),
+            ]),
+        ),
+        ioc(
+            "sysinfo",
+            &and(&[term("SystemInfoItem/hostname", "is", "string", "testhost")]),
+        ),
+        ioc(
+            "mtime",
+            &and(&[
+                term("FileItem/FileName", "is", "string", "notes.txt"),
+                term(
+                    "FileItem/Modified",
+                    "greater-than",
+                    "date",
+                    "2001-01-01T00:00:00Z",
+                ),
+                term("FileItem/SizeInBytes", "is", "int", "4000 TO 5000"),
+            ]),
+        ),
+    ];
+    let mut req = request(d.path(), docs);
+    req.scope.exclude = vec!["/var/cache/**".into()];
+    let r = sweep(&req).unwrap();
+    assert_eq!(
+        hit_paths(&r, "hash-size"),
+        ["file /tmp/evil.bin"],
+        "excluded copy not reported"
+    );
+    assert_eq!(hit_paths(&r, "name-path"), ["file /opt/app/Readme.TXT"]);
+    assert!(hit_paths(&r, "case").is_empty(), "preserve-case");
+    assert_eq!(verdict(&r, "case"), Verdict::NoMatch);
+    assert_eq!(verdict(&r, "undetermined"), Verdict::Undetermined);
+    assert_eq!(verdict(&r, "nomatch"), Verdict::NoMatch);
+    assert_eq!(hit_paths(&r, "user"), ["user alice (uid 1000)"]);
+    assert_eq!(
+        hit_paths(&r, "nologin"),
+        ["user alice (uid 1000)", "user rootish (uid 0)"]
+    );
+    assert_eq!(hit_paths(&r, "owner"), ["file /tmp/evil.bin"]);
+    assert_eq!(
+        hit_paths(&r, "dns"),
+        ["hosts entry c2.evil.example 203.0.113.9"]
+    );
+    assert_eq!(hit_paths(&r, "service"), ["service backdoor.service"]);
+    assert_eq!(hit_paths(&r, "sysinfo"), ["system testhost"]);
+    assert_eq!(hit_paths(&r, "mtime"), ["file /home/alice/notes.txt"]);
+    let h = r.hits.iter().find(|h| h.ioc_id == "hash-size").unwrap();
+    let searches: Vec<_> = h.matched.iter().map(|m| m.search.as_str()).collect();
+    assert_eq!(searches, ["FileItem/SizeInBytes", "FileItem/Md5sum"]);
+    // Only the one file of the right size was read: the size term comes first.
+    assert_eq!(r.stats.files_read, 1, "{:?}", r.stats);
+    assert!(
+        r.stats.skipped.get("excluded").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        r.stats
+    );
+    assert_eq!(r.stats.files_seen, 7, "{:?}", r.stats);
+    let u = &r
+        .iocs
+        .iter()
+        .find(|i| i.id == "undetermined")
+        .unwrap()
+        .unsupported;
+    assert_eq!(u[0].search, "RegistryItem/Path");
+}
+
+#[test]
+fn stix_yara_and_generated_ioc() {
+    let d = device();
+    write(
+        d.path(),
+        "srv/payload.js",
+        b"var x = 'henlOZXRUb0pzY3JpcHRMb2Fk';",
+    );
+    write(d.path(), "srv/benign.js", b"var x = 'hello world';");
+    let bundle = format!(
+        r#"{{"type":"bundle","id":"bundle--1","objects":[
+        {{"type":"indicator","id":"indicator--sha","name":"evil by hash","pattern_type":"stix","pattern":"[file:hashes.'SHA-256' = '{}' AND file:size = {}]"}},
+        {{"type":"indicator","id":"indicator--seq","name":"sequence","pattern_type":"stix","pattern":"[file:name = 'evil.bin'] FOLLOWEDBY [file:size = 33]"}},
+        {{"type":"indicator","id":"indicator--user","pattern_type":"stix","pattern":"[user-account:account_login = 'bob' AND user-account:extensions.'unix-account-ext'.shell LIKE '%nologin']"}}]}}"#,
+        sha256_hex(EVIL),
+        EVIL.len()
+    );
+    let gen = ioc_from_detection(&Detection {
+        id: "gen-1".into(),
+        name: "generated".into(),
+        time: 1_700_000_000,
+        objects: vec![DetectedObject {
+            size: Some(EVIL.len() as u64),
+            sha256: Some(sha256_hex(EVIL)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let yara = std::fs::read_to_string(corpus().join("yara/fireeye-rttc-all.yar")).unwrap();
+    let docs = vec![
+        IocDocument {
+            kind: DocumentKind::Stix,
+            origin: "b.json".into(),
+            text: bundle,
+        },
+        IocDocument {
+            kind: DocumentKind::OpenIoc,
+            origin: "gen.ioc".into(),
+            text: gen,
+        },
+        IocDocument {
+            kind: DocumentKind::Yara,
+            origin: "rttc.yar".into(),
+            text: yara,
+        },
+    ];
+    let r = sweep(&request(d.path(), docs)).unwrap();
+    assert_eq!(
+        hit_paths(&r, "indicator--sha"),
+        ["file /tmp/evil.bin", "file /var/cache/evil.bin"]
+    );
+    assert_eq!(verdict(&r, "indicator--seq"), Verdict::Undetermined);
+    assert_eq!(hit_paths(&r, "indicator--user"), ["user bob (uid 1001)"]);
+    assert_eq!(
+        hit_paths(&r, "gen-1"),
+        ["file /tmp/evil.bin", "file /var/cache/evil.bin"]
+    );
+    assert_eq!(
+        hit_paths(&r, "Hunting_GadgetToJScript_1"),
+        ["file /srv/payload.js"]
+    );
+    let yara_hits = r.hits.iter().filter(|h| h.origin == "rttc.yar").count();
+    assert_eq!(yara_hits, 1, "no false positives on the other files");
+    // YARA reads every file once; hashes reuse that content.
+    assert_eq!(r.stats.files_read, r.stats.files_seen);
+}
+
+#[test]
+fn spawned_process_and_listening_port() {
+    let d = device();
+    let mut child = std::process::Command::new("sleep")
+        .arg("987.654321")
+        .spawn()
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let me = std::process::id().to_string();
+    let docs = vec![
+        ioc(
+            "proc",
+            &and(&[
+                term("ProcessItem/name", "is", "string", "sleep"),
+                term("ProcessItem/arguments", "contains", "string", "987.654321"),
+                term("ProcessItem/parentpid", "is", "int", &me),
+                term(
+                    "ProcessItem/startTime",
+                    "greater-than",
+                    "date",
+                    "2001-01-01T00:00:00Z",
+                ),
+            ]),
+        ),
+        ioc(
+            "proc-miss",
+            &and(&[term(
+                "ProcessItem/arguments",
+                "contains",
+                "string",
+                "987.654322",
+            )]),
+        ),
+        ioc(
+            "port",
+            &and(&[
+                term("PortItem/localPort", "is", "int", &port),
+                term("PortItem/state", "is", "string", "LISTEN"),
+                term("PortItem/localIP", "is", "IP", "127.0.0.1"),
+                term("PortItem/pid", "is", "int", &me),
+            ]),
+        ),
+    ];
+    let mut req = request(d.path(), docs);
+    req.scope.paths.clear();
+    let r = sweep(&req);
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(listener);
+    let r = r.unwrap();
+    let procs: Vec<_> = r
+        .hits
+        .iter()
+        .filter(|h| h.ioc_id == "proc")
+        .map(|h| h.item.clone())
+        .collect();
+    assert_eq!(
+        procs,
+        [HitItem::Process {
+            pid: child.id() as i64,
+            name: "sleep".into()
+        }]
+    );
+    assert_eq!(verdict(&r, "proc-miss"), Verdict::NoMatch);
+    let ports: Vec<_> = r
+        .hits
+        .iter()
+        .filter(|h| h.ioc_id == "port")
+        .map(|h| h.item.clone())
+        .collect();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    match &ports[0] {
+        HitItem::Port { pid, local, .. } => {
+            assert_eq!(*pid, Some(std::process::id() as i64));
+            assert_eq!(local, &format!("127.0.0.1:{port}"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.stats.files_seen, 0);
+}
+
+#[test]
+fn strict_unreadable_limits_and_cancel() {
+    let d = device();
+    let unsupported = ioc("u", &or(&[term("RegistryItem/Path", "is", "string", "x")]));
+    let mut req = request(d.path(), vec![unsupported.clone()]);
+    req.strict = true;
+    match sweep(&req) {
+        Err(Error::Unsupported { ioc_id, search, .. }) => {
+            assert_eq!(
+                (ioc_id.as_str(), search.as_str()),
+                ("u", "RegistryItem/Path")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        sweep(&request(d.path(), vec![])),
+        Err(Error::NoIndicators)
+    ));
+    let bad = IocDocument {
+        kind: DocumentKind::OpenIoc,
+        origin: "bad.ioc".into(),
+        text: "<nope".into(),
+    };
+    assert!(sweep(&request(d.path(), vec![bad]))
+        .unwrap_err()
+        .to_string()
+        .starts_with("bad.ioc:1:"));
+
+    // A missing scope path is listed as unreadable; a too-large file is counted.
+    let hash = ioc(
+        "h",
+        &or(&[term("FileItem/Md5sum", "is", "md5", &md5_hex(EVIL))]),
+    );
+    let mut req = request(d.path(), vec![hash.clone()]);
+    req.scope.paths = vec![PathBuf::from("/tmp"), PathBuf::from("/nonexistent")];
+    req.scope.max_file_size = Some(10);
+    let r = sweep(&req).unwrap();
+    assert!(r.hits.is_empty());
+    assert_eq!(r.unreadable.len(), 1);
+    assert_eq!(r.unreadable[0].path, "/nonexistent");
+    assert_eq!(
+        r.stats.skipped.get("content: larger than max file size"),
+        Some(&1)
+    );
+
+    let req = request(d.path(), vec![hash]);
+    req.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = sweep(&req).unwrap();
+    assert!(r.cancelled);
+    assert_eq!(r.stats.files_seen, 0);
+}
+
+#[test]
+fn cli_exit_codes() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        scan: riposte_scan::cli::ScanArgs,
+    }
+    let d = device();
+    let hit = d.path().join("hit.ioc");
+    std::fs::write(
+        &hit,
+        ioc(
+            "c",
+            &or(&[term("FileItem/FileName", "is", "string", "evil.bin")]),
+        )
+        .text,
+    )
+    .unwrap();
+    let miss = d.path().join("miss.ioc");
+    std::fs::write(
+        &miss,
+        ioc(
+            "m",
+            &or(&[term("FileItem/FileName", "is", "string", "none.bin")]),
+        )
+        .text,
+    )
+    .unwrap();
+    let root = d.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut a = vec!["scan", "--host-root", root, "--no-system-items"];
+        a.extend_from_slice(args);
+        riposte_scan::cli::run(Cli::parse_from(a).scan).unwrap()
+    };
+    // `--ioc FILE...` takes several files: paths go first (or after `--`).
+    assert_eq!(run(&["/tmp", "--ioc", hit.to_str().unwrap(), "--json"]), 1);
+    assert_eq!(
+        run(&[
+            "--ioc",
+            miss.to_str().unwrap(),
+            hit.to_str().unwrap(),
+            "--",
+            "/tmp"
+        ]),
+        1
+    );
+    assert_eq!(run(&["/tmp", "--ioc", miss.to_str().unwrap()]), 0);
+    assert_eq!(run(&["/tmp", "--ioc", "/does/not/exist.ioc"]), 2);
+    assert_eq!(run(&["/tmp", "--stix", hit.to_str().unwrap()]), 2);
+}
