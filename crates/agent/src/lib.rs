@@ -6,4 +6,5 @@
 pub mod daemon;
 pub mod identity;
 pub mod link;
+pub mod scanner;
 pub mod state;

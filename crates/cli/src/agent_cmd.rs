@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use riposte_agent::daemon::{self, Agent, NoScanner};
+use riposte_agent::daemon::{self, Agent};
 use riposte_agent::identity::{self, Identity, IdentityError};
+use riposte_agent::scanner::SweepRunner;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -96,7 +97,12 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         None => {}
     }
     ensure_enrolled(&a).await?;
-    let (agent, rx) = Agent::open(a.data.clone(), Arc::new(NoScanner))?;
+    let (agent, rx) = Agent::open(
+        a.data.clone(),
+        Arc::new(SweepRunner {
+            host_root: a.host_root.clone(),
+        }),
+    )?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(daemon::run(agent, rx, stop));
     crate::shutdown_signal().await;

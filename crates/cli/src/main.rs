@@ -27,8 +27,8 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// Run the built-in sandbox.
     Sandbox,
-    /// Scan this system for IOCs (OpenIOC, STIX 2.1, YARA).
-    Scan,
+    /// Scan this system for IOCs (OpenIOC, STIX 2.1, YARA); exit 0 no hit, 1 hit, 2 error.
+    Scan(riposte_scan::cli::ScanArgs),
     /// Administer a server over its API.
     Admin(admin::AdminArgs),
     /// Run server, sandbox and one agent on this machine with embedded defaults.
@@ -66,7 +66,10 @@ fn main() -> ExitCode {
             Command::Admin(a) => admin::run(a).await,
             Command::Up(a) => up::run(a).await,
             Command::Sandbox => Ok(not_available("sandbox")),
-            Command::Scan => Ok(not_available("scan")),
+            Command::Scan(a) => {
+                let code = tokio::task::spawn_blocking(move || riposte_scan::cli::run(a)).await??;
+                Ok(ExitCode::from(code.clamp(0, 255) as u8))
+            }
         }
     });
     match result {

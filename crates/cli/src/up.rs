@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use riposte_agent::daemon::{self, Agent, NoScanner};
+use riposte_agent::daemon::{self, Agent};
+use riposte_agent::scanner::SweepRunner;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,7 +74,12 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         };
         crate::agent_cmd::ensure_enrolled(&args).await?;
     }
-    let (agent, rx) = Agent::open(agent_dir.clone(), Arc::new(NoScanner))?;
+    let (agent, rx) = Agent::open(
+        agent_dir.clone(),
+        Arc::new(SweepRunner {
+            host_root: "/".into(),
+        }),
+    )?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent_task = tokio::spawn(daemon::run(agent, rx, stop));
 

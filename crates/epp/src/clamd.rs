@@ -1,0 +1,411 @@
+//! Client for the ClamAV daemon (clamd) socket protocol.
+//!
+//! Uses the `z`-prefixed, NUL-terminated commands (`zPING`, `zVERSION`,
+//! `zCONTSCAN`, `zMULTISCAN`, `zINSTREAM`), one connection per command; clamd
+//! closes the connection after replying. Reply lines look like
+//! `PATH: OK`, `PATH: NAME FOUND` or `PATH: MESSAGE ERROR`.
+//!
+//! clamd replies `OK` for objects over its `MaxFileSize`/`MaxScanSize`
+//! limits without scanning them (unless `AlertExceedsMax` is on), and refuses
+//! streams over `StreamMaxLength`. clamd has no command to query its
+//! configuration, so the client is *configured* with the limits
+//! ([`ClamdLimits`], e.g. parsed from the same `clamd.conf` with
+//! [`ClamdLimits::from_conf`]) and reports larger objects as skipped.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use riposte_host::HostRoot;
+
+use crate::{Epp, EppError, ScanOutcome};
+
+/// Where clamd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClamdAddr {
+    /// `LocalSocket` path.
+    Unix(PathBuf),
+    /// `TCPAddr:TCPSocket`, e.g. `127.0.0.1:3310`.
+    Tcp(String),
+}
+
+impl std::fmt::Display for ClamdAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClamdAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ClamdAddr::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// clamd's size limits, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClamdLimits {
+    /// `StreamMaxLength` (INSTREAM).
+    pub stream_max_length: u64,
+    /// `MaxFileSize`.
+    pub max_file_size: u64,
+    /// `MaxScanSize`.
+    pub max_scan_size: u64,
+}
+
+impl Default for ClamdLimits {
+    /// clamd's built-in defaults (ClamAV 1.x).
+    fn default() -> Self {
+        ClamdLimits {
+            stream_max_length: 100 << 20,
+            max_file_size: 100 << 20,
+            max_scan_size: 400 << 20,
+        }
+    }
+}
+
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, mul) = match v.chars().last()? {
+        'k' | 'K' => (&v[..v.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&v[..v.len() - 1], 1 << 20),
+        'g' | 'G' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.trim().parse::<u64>().ok().map(|n| n * mul)
+}
+
+impl ClamdLimits {
+    /// Reads the limits from `clamd.conf` text; absent options keep clamd's
+    /// defaults. A value of 0 means "no limit" to clamd and is kept as
+    /// `u64::MAX` here.
+    pub fn from_conf(text: &str) -> Self {
+        let mut l = ClamdLimits::default();
+        for line in text.lines() {
+            let line = line.trim();
+            let mut it = line.splitn(2, char::is_whitespace);
+            let (Some(k), Some(v)) = (it.next(), it.next()) else {
+                continue;
+            };
+            let Some(n) = parse_size(v).map(|n| if n == 0 { u64::MAX } else { n }) else {
+                continue;
+            };
+            match k {
+                "StreamMaxLength" => l.stream_max_length = n,
+                "MaxFileSize" => l.max_file_size = n,
+                "MaxScanSize" => l.max_scan_size = n,
+                _ => {}
+            }
+        }
+        l
+    }
+
+    /// Largest file clamd really scans.
+    pub fn file_limit(&self) -> u64 {
+        self.max_file_size.min(self.max_scan_size)
+    }
+
+    /// Largest stream clamd really scans.
+    pub fn stream_limit(&self) -> u64 {
+        self.stream_max_length
+            .min(self.max_file_size)
+            .min(self.max_scan_size)
+    }
+}
+
+/// One clamd reply line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClamdReply {
+    /// Path (or `stream`) the line is about.
+    pub path: String,
+    /// Outcome; `Skipped` carries clamd's ERROR message.
+    pub outcome: Result<ScanOutcome, String>,
+}
+
+/// Parses one reply line (without its terminating NUL).
+pub fn parse_reply(line: &str) -> ClamdReply {
+    let line = line.trim_end_matches(['\0', '\n']);
+    if let Some(rest) = line.strip_suffix(" FOUND") {
+        if let Some((p, name)) = rest.rsplit_once(": ") {
+            return ClamdReply {
+                path: p.to_string(),
+                outcome: Ok(ScanOutcome::Infected {
+                    threat: name.to_string(),
+                }),
+            };
+        }
+    }
+    if let Some(p) = line.strip_suffix(": OK") {
+        return ClamdReply {
+            path: p.to_string(),
+            outcome: Ok(ScanOutcome::Clean),
+        };
+    }
+    let msg = line.strip_suffix(" ERROR").unwrap_or(line);
+    match msg.split_once(": ") {
+        Some((p, m)) => ClamdReply {
+            path: p.to_string(),
+            outcome: Err(m.to_string()),
+        },
+        None => ClamdReply {
+            path: String::new(),
+            outcome: Err(msg.to_string()),
+        },
+    }
+}
+
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
+/// A clamd client.
+#[derive(Debug, Clone)]
+pub struct ClamdClient {
+    addr: ClamdAddr,
+    limits: ClamdLimits,
+    timeout: Duration,
+}
+
+impl ClamdClient {
+    /// A client for clamd at `addr` with its `limits`.
+    pub fn new(addr: ClamdAddr, limits: ClamdLimits) -> Self {
+        ClamdClient {
+            addr,
+            limits,
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Sets the I/O timeout of each command.
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> ClamdLimits {
+        self.limits
+    }
+
+    fn unreachable(&self, e: std::io::Error) -> EppError {
+        EppError::Unreachable {
+            engine: "clamd",
+            addr: self.addr.to_string(),
+            source: e,
+        }
+    }
+
+    fn connect(&self) -> Result<Box<dyn Conn>, EppError> {
+        match &self.addr {
+            ClamdAddr::Unix(p) => {
+                let s = UnixStream::connect(p).map_err(|e| self.unreachable(e))?;
+                s.set_read_timeout(Some(self.timeout))
+                    .map_err(|e| self.unreachable(e))?;
+                s.set_write_timeout(Some(self.timeout))
+                    .map_err(|e| self.unreachable(e))?;
+                Ok(Box::new(s))
+            }
+            ClamdAddr::Tcp(a) => {
+                let s = TcpStream::connect(a).map_err(|e| self.unreachable(e))?;
+                s.set_read_timeout(Some(self.timeout))
+                    .map_err(|e| self.unreachable(e))?;
+                s.set_write_timeout(Some(self.timeout))
+                    .map_err(|e| self.unreachable(e))?;
+                Ok(Box::new(s))
+            }
+        }
+    }
+
+    fn read_lines(&self, c: &mut dyn Conn) -> Result<Vec<String>, EppError> {
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).map_err(|e| self.unreachable(e))?;
+        Ok(buf
+            .split(|&b| b == 0)
+            .map(|l| String::from_utf8_lossy(l).trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    fn command(&self, cmd: &[u8]) -> Result<Vec<String>, EppError> {
+        let mut c = self.connect()?;
+        c.write_all(cmd).map_err(|e| self.unreachable(e))?;
+        self.read_lines(&mut *c)
+    }
+
+    /// `PING`: succeeds if clamd answers `PONG`.
+    pub fn ping(&self) -> Result<(), EppError> {
+        let l = self.command(b"zPING\0")?;
+        if l.first().map(String::as_str) == Some("PONG") {
+            Ok(())
+        } else {
+            Err(EppError::Engine {
+                engine: "clamd",
+                message: format!("unexpected PING reply {l:?}"),
+            })
+        }
+    }
+
+    /// `VERSION`, e.g. `ClamAV 1.0.7/27000/...`.
+    pub fn version(&self) -> Result<String, EppError> {
+        self.command(b"zVERSION\0")?
+            .into_iter()
+            .next()
+            .ok_or_else(|| EppError::Engine {
+                engine: "clamd",
+                message: "empty VERSION reply".into(),
+            })
+    }
+
+    fn path_command(&self, verb: &str, host_path: &Path) -> Result<Vec<ClamdReply>, EppError> {
+        let p = host_path.to_str().ok_or_else(|| EppError::Engine {
+            engine: "clamd",
+            message: format!("{host_path:?} is not UTF-8; clamd cannot be given this path"),
+        })?;
+        if p.contains(['\0', '\n']) {
+            return Err(EppError::Engine {
+                engine: "clamd",
+                message: format!("{host_path:?} contains a NUL or newline"),
+            });
+        }
+        let mut cmd = format!("z{verb} {p}").into_bytes();
+        cmd.push(0);
+        Ok(self.command(&cmd)?.iter().map(|l| parse_reply(l)).collect())
+    }
+
+    /// `CONTSCAN` of a host path (file or directory, scanned sequentially;
+    /// clamd reports `FOUND`/`ERROR` lines, and `OK` for a clean file).
+    /// Note: this does not apply the size limits; use [`Epp::scan_file`].
+    pub fn contscan(&self, host_path: &Path) -> Result<Vec<ClamdReply>, EppError> {
+        self.path_command("CONTSCAN", host_path)
+    }
+
+    /// `MULTISCAN` of a host path (directory scanned by clamd's thread pool).
+    pub fn multiscan(&self, host_path: &Path) -> Result<Vec<ClamdReply>, EppError> {
+        self.path_command("MULTISCAN", host_path)
+    }
+
+    /// `INSTREAM`: sends `data` in length-prefixed chunks. Data over the
+    /// stream limit is not sent and gives [`ScanOutcome::Skipped`].
+    pub fn instream(&self, data: &[u8]) -> Result<ScanOutcome, EppError> {
+        if data.len() as u64 > self.limits.stream_limit() {
+            return Ok(ScanOutcome::Skipped {
+                reason: format!(
+                    "skipped: larger than clamd's limit ({} bytes > {} bytes)",
+                    data.len(),
+                    self.limits.stream_limit()
+                ),
+            });
+        }
+        let mut c = self.connect()?;
+        c.write_all(b"zINSTREAM\0")
+            .map_err(|e| self.unreachable(e))?;
+        for chunk in data.chunks(64 * 1024) {
+            c.write_all(&(chunk.len() as u32).to_be_bytes())
+                .map_err(|e| self.unreachable(e))?;
+            c.write_all(chunk).map_err(|e| self.unreachable(e))?;
+        }
+        c.write_all(&0u32.to_be_bytes())
+            .map_err(|e| self.unreachable(e))?;
+        let lines = self.read_lines(&mut *c)?;
+        let line = lines.first().ok_or_else(|| EppError::Engine {
+            engine: "clamd",
+            message: "empty INSTREAM reply".into(),
+        })?;
+        parse_reply(line).outcome.map_err(|m| EppError::Engine {
+            engine: "clamd",
+            message: m,
+        })
+    }
+}
+
+impl Epp for ClamdClient {
+    fn name(&self) -> String {
+        match self.version() {
+            Ok(v) => format!("clamd ({v})"),
+            Err(_) => format!("clamd at {}", self.addr),
+        }
+    }
+
+    fn scan_file(&self, host: &HostRoot, path: &Path) -> Result<ScanOutcome, EppError> {
+        let opened = match host.open_regular(path) {
+            Ok(o) => o,
+            Err(e) => match crate::skip_reason(&e) {
+                Some(r) => return Ok(ScanOutcome::Skipped { reason: r }),
+                None => {
+                    return Err(EppError::Io {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                }
+            },
+        };
+        let limit = self.limits.file_limit();
+        if opened.meta.size > limit {
+            return Ok(ScanOutcome::Skipped {
+                reason: format!(
+                    "skipped: larger than clamd's limit ({} bytes > {limit} bytes)",
+                    opened.meta.size
+                ),
+            });
+        }
+        let hp = host.host_path(path).map_err(|e| EppError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let replies = self.contscan(&hp)?;
+        if let Some(r) = replies
+            .iter()
+            .find(|r| matches!(r.outcome, Ok(ScanOutcome::Infected { .. })))
+        {
+            return Ok(r.outcome.clone().unwrap_or(ScanOutcome::Clean));
+        }
+        if let Some(Err(m)) = replies.iter().map(|r| &r.outcome).find(|o| o.is_err()) {
+            return Ok(ScanOutcome::Skipped {
+                reason: format!("clamd could not scan it: {m}"),
+            });
+        }
+        if replies.is_empty() {
+            return Err(EppError::Engine {
+                engine: "clamd",
+                message: "empty CONTSCAN reply".into(),
+            });
+        }
+        Ok(ScanOutcome::Clean)
+    }
+
+    fn scan_bytes(&self, _label: &str, data: &[u8]) -> Result<ScanOutcome, EppError> {
+        self.instream(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies() {
+        assert_eq!(parse_reply("/a b: OK").outcome, Ok(ScanOutcome::Clean));
+        let r = parse_reply("/x: y/z: Eicar-Sig FOUND");
+        assert_eq!(r.path, "/x: y/z");
+        assert_eq!(
+            r.outcome,
+            Ok(ScanOutcome::Infected {
+                threat: "Eicar-Sig".into()
+            })
+        );
+        assert_eq!(
+            parse_reply("/n: lstat() failed: No such file. ERROR").outcome,
+            Err("lstat() failed: No such file.".into())
+        );
+        assert!(parse_reply("INSTREAM size limit exceeded. ERROR")
+            .outcome
+            .is_err());
+    }
+
+    #[test]
+    fn conf_limits() {
+        let l =
+            ClamdLimits::from_conf("# c\nStreamMaxLength 10M\nMaxFileSize 2048K\nMaxScanSize 0\n");
+        assert_eq!(l.stream_max_length, 10 << 20);
+        assert_eq!(l.max_file_size, 2 << 20);
+        assert_eq!(l.max_scan_size, u64::MAX);
+        assert_eq!(l.file_limit(), 2 << 20);
+    }
+}

@@ -1,0 +1,187 @@
+//! Notifications against a real D-Bus daemon (package `dbus-daemon`): the
+//! test runs a private session bus, serves a recording
+//! `org.freedesktop.Notifications`, and controls who is "logged on".
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use riposte_host::{HostRoot, Notifier, NotifyOutcome, StaticSessions, UserSession};
+
+struct Bus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_bus() -> Bus {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("dbus-daemon")
+        .args(["--session", "--print-address", "--nofork"])
+        .arg(format!(
+            "--address=unix:path={}",
+            dir.path().join("bus").display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon is needed: apt-get install -y dbus-daemon");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("unix:"), "dbus-daemon printed {line:?}");
+    Bus {
+        child,
+        address: line.trim().to_string(),
+        _dir: dir,
+    }
+}
+
+type Calls = Arc<Mutex<Vec<(String, String, String)>>>;
+
+struct Recorder {
+    calls: Calls,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl Recorder {
+    #[allow(clippy::too_many_arguments)]
+    fn notify(
+        &self,
+        app_name: String,
+        _replaces_id: u32,
+        _app_icon: String,
+        summary: String,
+        body: String,
+        _actions: Vec<String>,
+        _hints: HashMap<String, zbus::zvariant::OwnedValue>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        let mut c = self.calls.lock().unwrap();
+        c.push((app_name, summary, body));
+        c.len() as u32
+    }
+}
+
+async fn serve(bus: &Bus) -> (zbus::Connection, Calls) {
+    let calls: Calls = Arc::default();
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .name("org.freedesktop.Notifications")
+        .unwrap()
+        .serve_at(
+            "/org/freedesktop/Notifications",
+            Recorder {
+                calls: calls.clone(),
+            },
+        )
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    (conn, calls)
+}
+
+fn session(user: &str, bus: Option<&str>, tty: Option<&str>) -> UserSession {
+    UserSession {
+        user: user.into(),
+        uid: Some(rustix::process::geteuid().as_raw()),
+        tty: tty.map(str::to_string),
+        session_type: if bus.is_some() {
+            "wayland".into()
+        } else {
+            "tty".into()
+        },
+        dbus_address: bus.map(str::to_string),
+    }
+}
+
+#[tokio::test]
+async fn desktop_notification_only_when_the_user_has_a_session() {
+    let bus = start_bus();
+    let (_conn, calls) = serve(&bus).await;
+    let sessions = Arc::new(StaticSessions(vec![session(
+        "alice",
+        Some(&bus.address),
+        Some("pts/0"),
+    )]));
+    let n = Notifier::new(HostRoot::new("/nonexistent"), sessions);
+
+    let out = n
+        .notify("alice", "Threat removed", "evil.bin was quarantined")
+        .await;
+    match &out {
+        NotifyOutcome::Shown { how } => assert!(how.contains("desktop notification"), "{how}"),
+        o => panic!("expected Shown, got {o:?}"),
+    }
+    assert_eq!(
+        calls.lock().unwrap().clone(),
+        vec![(
+            "Riposte".to_string(),
+            "Threat removed".to_string(),
+            "evil.bin was quarantined".to_string()
+        )]
+    );
+
+    // bob has no session: nothing shown, nothing sent
+    assert_eq!(n.notify("bob", "x", "y").await, NotifyOutcome::NotShown);
+    assert_eq!(calls.lock().unwrap().len(), 1);
+    // the uid as account name works too
+    let uid = rustix::process::geteuid().as_raw().to_string();
+    assert!(matches!(
+        n.notify(&uid, "s", "b").await,
+        NotifyOutcome::Shown { .. }
+    ));
+    assert_eq!(calls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn terminal_message_without_desktop_and_failure_reported() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("dev/pts")).unwrap();
+    // a character device standing for the user's terminal (same as /dev/null)
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.path().join("dev/pts/7"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o620),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    std::fs::write(root.path().join("dev/pts/8"), b"").unwrap(); // not a terminal
+    let sessions = Arc::new(StaticSessions(vec![
+        session("carol", None, Some("pts/7")),
+        session("dave", Some("unix:path=/nonexistent/bus"), Some("pts/8")),
+        session("erin", None, None),
+    ]));
+    let n = Notifier::new(HostRoot::new(root.path()), sessions);
+    assert_eq!(
+        n.notify("carol", "Threat removed", "x").await,
+        NotifyOutcome::Shown {
+            how: "terminal pts/7".into()
+        }
+    );
+    match n.notify("dave", "s", "b").await {
+        NotifyOutcome::Failed { reason } => {
+            assert!(
+                reason.contains("desktop via unix:path=/nonexistent/bus"),
+                "{reason}"
+            );
+            assert!(reason.contains("not a terminal"), "{reason}");
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(matches!(
+        n.notify("erin", "s", "b").await,
+        NotifyOutcome::Failed { .. }
+    ));
+}

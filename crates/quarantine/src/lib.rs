@@ -1,0 +1,945 @@
+//! # riposte-quarantine: the endpoint's quarantine store
+//!
+//! Quarantining moves a detected file out of reach: its content is copied,
+//! encrypted and authenticated (see [`crypto`]), into the agent's data
+//! directory together with a record of where it came from and who owned it,
+//! and the original is deleted — safely, through `riposte-host`, which
+//! refuses to delete anything but the very object that was copied.
+//!
+//! ## Crash safety
+//! The store never loses an object: at every instant the object is intact at
+//! its path, or fully in quarantine with a complete record. The order is
+//!
+//! 1. write an *intent* (`journal/ID.json`, fsynced);
+//! 2. encrypt the content into `objects/ID.obj`, fsync;
+//! 3. write the record `records/ID.json` atomically (tmp, fsync, rename,
+//!    fsync dir) — the commit point;
+//! 4. delete the original (device, inode and SHA-256 re-checked);
+//! 5. remove the intent.
+//!
+//! [`QuarantineStore::open`] runs [`QuarantineStore::recover`]: an intent
+//! without record is rolled back (partial object removed; the original was
+//! never touched), an intent with record is finished (the original deleted if
+//! it is still the same object). Restores are journaled the same way.
+//!
+//! ## Layout of the data directory
+//! `quarantine.key` (32 random bytes, mode 0600), `objects/`, `records/`
+//! (one JSON record per entry — no database to corrupt or to build),
+//! `journal/`.
+
+pub mod crypto;
+mod error;
+mod protect;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use md5::Md5;
+use rand::RngCore;
+use riposte_host::{FileIdentity, HostError, HostRoot};
+use rustix::fs::{Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+pub use error::QuarantineError;
+pub use protect::default_protected;
+
+/// Hook called between the copy and the deletion (instrumentation and race
+/// tests).
+pub type PreDeleteHook = Arc<dyn Fn(&Path) + Send + Sync>;
+
+/// Limits and policy of the store.
+#[derive(Clone)]
+pub struct QuarantineConfig {
+    /// Largest object accepted (bytes). Default 100 MiB.
+    pub max_object_size: u64,
+    /// Largest total size of stored objects (bytes). Default 2 GiB.
+    pub max_store_size: u64,
+    /// Free space that must remain on the store's file system after the
+    /// object is stored (bytes). Default 64 MiB.
+    pub min_free_bytes: u64,
+    /// Protected device paths: exact paths, `dir/` prefixes, and `*`
+    /// wildcards within one component. Default [`default_protected`].
+    pub protected: Vec<String>,
+    /// Called after the copy is committed and before the original is deleted.
+    pub pre_delete_hook: Option<PreDeleteHook>,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            max_object_size: 100 << 20,
+            max_store_size: 2 << 30,
+            min_free_bytes: 64 << 20,
+            protected: default_protected(),
+            pre_delete_hook: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for QuarantineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuarantineConfig")
+            .field("max_object_size", &self.max_object_size)
+            .field("max_store_size", &self.max_store_size)
+            .field("min_free_bytes", &self.min_free_bytes)
+            .field("protected", &self.protected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to quarantine and why.
+#[derive(Debug, Clone, Default)]
+pub struct QuarantineRequest {
+    /// Device path of the object.
+    pub path: PathBuf,
+    /// Detection that caused the quarantine.
+    pub detection_id: String,
+    /// Threat name reported by the detection.
+    pub threat_name: String,
+    /// Account under which the threat was detected.
+    pub user: String,
+    /// Identity seen at detection time; when given, the object must still be
+    /// that inode with that SHA-256, else nothing is done.
+    pub expected: Option<FileIdentity>,
+}
+
+/// The record of one quarantined object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    /// Record format version.
+    pub format: u32,
+    /// Entry id (32 hex digits).
+    pub id: String,
+    /// Device path the object was taken from.
+    pub original_path: PathBuf,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Access time (s, ns).
+    pub atime: (i64, i64),
+    /// Modification time (s, ns).
+    pub mtime: (i64, i64),
+    /// Status change time (s, ns), informational.
+    pub ctime: (i64, i64),
+    /// Device id of the original.
+    pub dev: u64,
+    /// Inode of the original.
+    pub ino: u64,
+    /// MD5 (hex).
+    pub md5: String,
+    /// SHA-1 (hex).
+    pub sha1: String,
+    /// SHA-256 (hex).
+    pub sha256: String,
+    /// Detection id.
+    pub detection_id: String,
+    /// Threat name.
+    pub threat_name: String,
+    /// Account under which it was detected.
+    pub user: String,
+    /// When it was quarantined (seconds since the epoch).
+    pub quarantined_at: u64,
+}
+
+/// Where to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// The original path.
+    Original,
+    /// Another device path.
+    Path(PathBuf),
+}
+
+/// What to do when the restore target exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// Fail with [`QuarantineError::TargetExists`].
+    Refuse,
+    /// Atomically replace the existing file.
+    Replace,
+    /// Restore next to it as `NAME.restored`, `NAME.restored-2`, …
+    Rename,
+}
+
+/// What [`QuarantineStore::recover`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Quarantines finished (record was complete).
+    pub completed: Vec<String>,
+    /// Quarantines rolled back (no complete record; original untouched).
+    pub rolled_back: Vec<String>,
+    /// Restores whose leftovers were cleaned.
+    pub restores_cleaned: Vec<String>,
+    /// Problems found (reported, not fatal).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Intent {
+    Quarantine {
+        id: String,
+        path: PathBuf,
+    },
+    Restore {
+        id: String,
+        target: PathBuf,
+        tmp_name: String,
+    },
+}
+
+/// The quarantine store in an agent data directory.
+pub struct QuarantineStore {
+    dir: PathBuf,
+    host: HostRoot,
+    cfg: QuarantineConfig,
+    key: [u8; 32],
+    lock: Mutex<()>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), QuarantineError> {
+    let f = File::open(dir).map_err(error::io_err("opening", dir))?;
+    f.sync_all().map_err(error::io_err("syncing", dir))
+}
+
+/// Writes `data` to `dir/name` atomically: tmp file, fsync, rename, fsync dir.
+fn atomic_write(dir: &Path, name: &str, data: &[u8]) -> Result<(), QuarantineError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(error::io_err("creating", &tmp))?;
+        f.write_all(data).map_err(error::io_err("writing", &tmp))?;
+        f.sync_all().map_err(error::io_err("syncing", &tmp))?;
+    }
+    fs::rename(&tmp, &dst).map_err(error::io_err("renaming", &dst))?;
+    fsync_dir(dir)
+}
+
+fn remove_if_exists(p: &Path) -> Result<(), QuarantineError> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(error::io_err("removing", p)(e)),
+    }
+}
+
+impl QuarantineStore {
+    /// Opens (creating if needed) the store in `dir` for the device at
+    /// `host`, and recovers interrupted operations.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        host: HostRoot,
+        cfg: QuarantineConfig,
+    ) -> Result<(Self, RecoveryReport), QuarantineError> {
+        let s = Self::open_no_recover(dir, host, cfg)?;
+        let r = s.recover()?;
+        Ok((s, r))
+    }
+
+    /// Opens the store without recovering interrupted operations (for
+    /// inspection tools and tests; do not quarantine through it).
+    pub fn open_no_recover(
+        dir: impl Into<PathBuf>,
+        host: HostRoot,
+        cfg: QuarantineConfig,
+    ) -> Result<Self, QuarantineError> {
+        let dir = dir.into();
+        for sub in ["", "objects", "records", "journal"] {
+            let d = dir.join(sub);
+            if !d.is_dir() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&d)
+                    .map_err(error::io_err("creating directory", &d))?;
+            }
+        }
+        let key = load_or_create_key(&dir)?;
+        Ok(QuarantineStore {
+            dir,
+            host,
+            cfg,
+            key,
+            lock: Mutex::new(()),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The host root objects are taken from.
+    pub fn host(&self) -> &HostRoot {
+        &self.host
+    }
+
+    fn object_path(&self, id: &str) -> PathBuf {
+        self.dir.join("objects").join(format!("{id}.obj"))
+    }
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join("records").join(format!("{id}.json"))
+    }
+    fn journal_dir(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
+    fn write_intent(&self, id: &str, intent: &Intent) -> Result<(), QuarantineError> {
+        let data = serde_json::to_vec(intent)
+            .map_err(|e| error::io_err("encoding intent", self.journal_dir())(e.into()))?;
+        let p = self.journal_dir().join(format!("{id}.json"));
+        let mut f = File::create(&p).map_err(error::io_err("creating", &p))?;
+        f.write_all(&data).map_err(error::io_err("writing", &p))?;
+        f.sync_all().map_err(error::io_err("syncing", &p))?;
+        fsync_dir(&self.journal_dir())
+    }
+
+    fn remove_intent(&self, id: &str) -> Result<(), QuarantineError> {
+        remove_if_exists(&self.journal_dir().join(format!("{id}.json")))
+    }
+
+    /// Total bytes of stored objects.
+    pub fn store_size(&self) -> Result<u64, QuarantineError> {
+        let d = self.dir.join("objects");
+        let mut total = 0;
+        for e in fs::read_dir(&d).map_err(error::io_err("listing", &d))? {
+            let e = e.map_err(error::io_err("listing", &d))?;
+            total += e.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    fn free_bytes(&self) -> Result<u64, QuarantineError> {
+        let st = rustix::fs::statvfs(&self.dir)
+            .map_err(|e| error::io_err("statvfs", &self.dir)(e.into()))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Quarantines the object named by `req.path`: copy (encrypted), record,
+    /// then safe deletion. Returns the record.
+    pub fn quarantine(&self, req: &QuarantineRequest) -> Result<QuarantineRecord, QuarantineError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let path = &req.path;
+        protect::check_path(&self.cfg.protected, path)?;
+        let opened = self.host.open_regular(path)?;
+        protect::check_identity(&self.host, &self.cfg.protected, &self.dir, &opened)?;
+        if let Some(exp) = &req.expected {
+            if exp.dev != opened.meta.dev || exp.ino != opened.meta.ino {
+                return Err(HostError::Changed {
+                    path: path.clone(),
+                    detail: "it is another file than the one detected".into(),
+                }
+                .into());
+            }
+        }
+        let size = opened.meta.size;
+        if size > self.cfg.max_object_size {
+            return Err(QuarantineError::TooLarge {
+                path: path.clone(),
+                size,
+                limit: self.cfg.max_object_size,
+            });
+        }
+        let used = self.store_size()?;
+        if used.saturating_add(size) > self.cfg.max_store_size {
+            return Err(QuarantineError::StoreFull {
+                path: path.clone(),
+                size,
+                used,
+                limit: self.cfg.max_store_size,
+            });
+        }
+        let free = self.free_bytes()?;
+        let overhead = size / 1000 + 64 * 1024;
+        if free
+            < size
+                .saturating_add(overhead)
+                .saturating_add(self.cfg.min_free_bytes)
+        {
+            return Err(QuarantineError::LowDiskSpace {
+                path: path.clone(),
+                size,
+                free,
+                reserve: self.cfg.min_free_bytes,
+            });
+        }
+
+        let mut idb = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut idb);
+        let id = hex::encode(idb);
+        self.write_intent(
+            &id,
+            &Intent::Quarantine {
+                id: id.clone(),
+                path: path.clone(),
+            },
+        )?;
+        let rollback = |s: &Self| {
+            let _ = remove_if_exists(&s.object_path(&id));
+            let _ = remove_if_exists(&s.dir.join("records").join(format!("{id}.json.tmp")));
+            let _ = s.remove_intent(&id);
+        };
+
+        // Copy, encrypted, hashing on the way.
+        let (mut md5, mut sha1, mut sha256) = (Md5::new(), Sha1::new(), Sha256::new());
+        let obj = self.object_path(&id);
+        let copy = (|| -> Result<u64, QuarantineError> {
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&obj)
+                .map_err(error::io_err("creating", &obj))?;
+            let mut w = BufWriter::with_capacity(256 * 1024, f);
+            let mut src = &opened.file;
+            let n = crypto::encrypt_stream(
+                &self.key,
+                &id,
+                &mut src,
+                &mut w,
+                self.cfg.max_object_size,
+                |c| {
+                    md5.update(c);
+                    sha1.update(c);
+                    sha256.update(c);
+                },
+            )
+            .map_err(|e| match e {
+                crypto::EncryptError::Read(e) => HostError::Io {
+                    op: "reading",
+                    path: path.clone(),
+                    source: e,
+                }
+                .into(),
+                crypto::EncryptError::Write(e) => error::io_err("writing", &obj)(e),
+                crypto::EncryptError::TooLarge(n) => QuarantineError::TooLarge {
+                    path: path.clone(),
+                    size: n,
+                    limit: self.cfg.max_object_size,
+                },
+            })?;
+            let f = w
+                .into_inner()
+                .map_err(|e| error::io_err("writing", &obj)(e.into_error()))?;
+            f.sync_all().map_err(error::io_err("syncing", &obj))?;
+            fsync_dir(&self.dir.join("objects"))?;
+            Ok(n)
+        })();
+        let n = match copy {
+            Ok(n) => n,
+            Err(e) => {
+                rollback(self);
+                return Err(e);
+            }
+        };
+        let sha256: [u8; 32] = sha256.finalize().into();
+        if let Some(exp) = &req.expected {
+            if exp.sha256 != sha256 {
+                rollback(self);
+                return Err(HostError::Changed {
+                    path: path.clone(),
+                    detail: "its content differs from what was detected".into(),
+                }
+                .into());
+            }
+        }
+        let m = opened.meta;
+        let record = QuarantineRecord {
+            format: 1,
+            id: id.clone(),
+            original_path: path.clone(),
+            uid: m.uid,
+            gid: m.gid,
+            mode: m.permissions(),
+            size: n,
+            atime: m.atime,
+            mtime: m.mtime,
+            ctime: m.ctime,
+            dev: m.dev,
+            ino: m.ino,
+            md5: hex::encode(md5.finalize()),
+            sha1: hex::encode(sha1.finalize()),
+            sha256: hex::encode(sha256),
+            detection_id: req.detection_id.clone(),
+            threat_name: req.threat_name.clone(),
+            user: req.user.clone(),
+            quarantined_at: now_secs(),
+        };
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| error::io_err("encoding record", &obj)(e.into()))?;
+        if let Err(e) = atomic_write(&self.dir.join("records"), &format!("{id}.json"), &json) {
+            rollback(self);
+            return Err(e);
+        }
+        // Committed: from here on the object is safe in quarantine.
+        drop(opened);
+        if let Some(h) = &self.cfg.pre_delete_hook {
+            h(path);
+        }
+        let ident = FileIdentity {
+            dev: m.dev,
+            ino: m.ino,
+            sha256,
+        };
+        match self.host.safe_unlink(path, &ident) {
+            Ok(()) | Err(HostError::NotFound { .. }) => {}
+            Err(e @ HostError::Changed { .. }) => {
+                self.remove_intent(&id)?;
+                return Err(QuarantineError::ChangedBeforeDelete { id, source: e });
+            }
+            Err(e) => {
+                let _ = remove_if_exists(&self.record_path(&id));
+                let _ = fsync_dir(&self.dir.join("records"));
+                rollback(self);
+                return Err(QuarantineError::DeleteFailed {
+                    path: path.clone(),
+                    source: e,
+                });
+            }
+        }
+        self.remove_intent(&id)?;
+        Ok(record)
+    }
+
+    /// Finishes or rolls back operations interrupted by a crash. Called by
+    /// [`QuarantineStore::open`].
+    pub fn recover(&self) -> Result<RecoveryReport, QuarantineError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rep = RecoveryReport::default();
+        let jd = self.journal_dir();
+        let mut entries: Vec<PathBuf> = fs::read_dir(&jd)
+            .map_err(error::io_err("listing", &jd))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            let Some(id) = p.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+                continue;
+            };
+            if !valid_id(&id) || p.extension().and_then(|e| e.to_str()) != Some("json") {
+                rep.warnings
+                    .push(format!("removed stray journal file {}", p.display()));
+                remove_if_exists(&p)?;
+                continue;
+            }
+            let intent: Option<Intent> = fs::read(&p)
+                .ok()
+                .and_then(|d| serde_json::from_slice(&d).ok());
+            match intent {
+                Some(Intent::Restore {
+                    id,
+                    target,
+                    tmp_name,
+                }) => {
+                    self.recover_restore(&id, &target, &tmp_name, &mut rep);
+                }
+                // A torn intent was written before anything else happened.
+                Some(Intent::Quarantine { .. }) | None => {
+                    let path = match &intent {
+                        Some(Intent::Quarantine { path, .. }) => Some(path.clone()),
+                        _ => None,
+                    };
+                    match self.read_record(&id) {
+                        Ok(rec) => {
+                            let ident = hex::decode(&rec.sha256)
+                                .ok()
+                                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                                .map(|sha256| FileIdentity {
+                                    dev: rec.dev,
+                                    ino: rec.ino,
+                                    sha256,
+                                });
+                            if let (Some(ident), true) = (ident, self.object_path(&id).exists()) {
+                                match self.host.safe_unlink(&rec.original_path, &ident) {
+                                    Ok(()) | Err(HostError::NotFound { .. }) => {}
+                                    Err(e) => rep
+                                        .warnings
+                                        .push(format!("entry {id}: original not deleted: {e}")),
+                                }
+                                rep.completed.push(id.clone());
+                            } else {
+                                rep.warnings
+                                    .push(format!("entry {id}: record without valid object"));
+                            }
+                        }
+                        Err(_) => {
+                            remove_if_exists(&self.object_path(&id))?;
+                            remove_if_exists(&self.dir.join("records").join(format!("{id}.json")))?;
+                            rep.rolled_back.push(id.clone());
+                            let _ = path;
+                        }
+                    }
+                }
+            }
+            remove_if_exists(&self.dir.join("records").join(format!("{id}.json.tmp")))?;
+            remove_if_exists(&p)?;
+        }
+        // Objects without record nor intent (interrupted deletion from the
+        // store) and stray temporaries.
+        for sub in ["objects", "records"] {
+            let d = self.dir.join(sub);
+            for e in fs::read_dir(&d)
+                .map_err(error::io_err("listing", &d))?
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
+                    remove_if_exists(&e.path())?;
+                } else if sub == "objects" {
+                    let id = name.trim_end_matches(".obj");
+                    if !self.record_path(id).exists() {
+                        rep.warnings.push(format!("removed orphan object {name}"));
+                        remove_if_exists(&e.path())?;
+                    }
+                }
+            }
+        }
+        fsync_dir(&jd)?;
+        Ok(rep)
+    }
+
+    fn recover_restore(&self, id: &str, target: &Path, tmp_name: &str, rep: &mut RecoveryReport) {
+        if let Ok(tmp) = target.parent().map(|p| p.join(tmp_name)).ok_or(()) {
+            if let Ok((parent, name)) = self.host.open_parent(&tmp) {
+                let _ =
+                    rustix::fs::unlinkat(&parent, name.as_os_str(), rustix::fs::AtFlags::empty());
+            }
+        }
+        if let Ok(rec) = self.read_record(id) {
+            // Finished if the target now holds the restored content.
+            let done = self
+                .host
+                .identify(target)
+                .map(|i| hex::encode(i.sha256) == rec.sha256)
+                .unwrap_or(false);
+            if done {
+                let _ = self.remove_entry(id);
+            }
+        }
+        rep.restores_cleaned.push(id.to_string());
+    }
+
+    /// Reads one record.
+    pub fn read_record(&self, id: &str) -> Result<QuarantineRecord, QuarantineError> {
+        if !valid_id(id) {
+            return Err(QuarantineError::NoSuchEntry(id.to_string()));
+        }
+        let p = self.record_path(id);
+        let data = match fs::read(&p) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(QuarantineError::NoSuchEntry(id.to_string()))
+            }
+            Err(e) => return Err(error::io_err("reading", &p)(e)),
+        };
+        let rec: QuarantineRecord =
+            serde_json::from_slice(&data).map_err(|e| QuarantineError::Corrupt {
+                id: id.to_string(),
+                reason: format!("record unreadable: {e}"),
+            })?;
+        if rec.id != id {
+            return Err(QuarantineError::Corrupt {
+                id: id.to_string(),
+                reason: "record id mismatch".into(),
+            });
+        }
+        Ok(rec)
+    }
+
+    /// Lists entries, oldest first.
+    pub fn list(&self) -> Result<Vec<QuarantineRecord>, QuarantineError> {
+        let d = self.dir.join("records");
+        let mut v = Vec::new();
+        for e in fs::read_dir(&d)
+            .map_err(error::io_err("listing", &d))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json") {
+                if valid_id(id) {
+                    v.push(self.read_record(id)?);
+                }
+            }
+        }
+        v.sort_by(|a, b| (a.quarantined_at, &a.id).cmp(&(b.quarantined_at, &b.id)));
+        Ok(v)
+    }
+
+    /// Decrypts entry `id` into `out`, verifying its SHA-256 against the
+    /// record. Returns the record. `out` may have received data when this
+    /// fails: write to a temporary.
+    pub fn extract(
+        &self,
+        id: &str,
+        out: &mut impl Write,
+    ) -> Result<QuarantineRecord, QuarantineError> {
+        let rec = self.read_record(id)?;
+        let p = self.object_path(id);
+        let mut f = File::open(&p).map_err(|e| QuarantineError::Corrupt {
+            id: id.to_string(),
+            reason: format!("object {}: {e}", p.display()),
+        })?;
+        let mut hw = HashWriter {
+            inner: out,
+            h: Sha256::new(),
+        };
+        let n = crypto::decrypt_stream(&self.key, id, &mut f, &mut hw).map_err(|e| match e {
+            crypto::DecryptError::Io(e) => error::io_err("decrypting", &p)(e),
+            e => QuarantineError::Corrupt {
+                id: id.to_string(),
+                reason: e.to_string(),
+            },
+        })?;
+        let got = hex::encode(hw.h.finalize());
+        if got != rec.sha256 || n != rec.size {
+            return Err(QuarantineError::Corrupt {
+                id: id.to_string(),
+                reason: format!("content hash {got} / size {n} does not match the record"),
+            });
+        }
+        Ok(rec)
+    }
+
+    /// Deletes entry `id` from quarantine (the sample is gone for good).
+    pub fn delete(&self, id: &str) -> Result<(), QuarantineError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.read_record(id)?;
+        self.remove_entry(id)
+    }
+
+    fn remove_entry(&self, id: &str) -> Result<(), QuarantineError> {
+        remove_if_exists(&self.record_path(id))?;
+        fsync_dir(&self.dir.join("records"))?;
+        remove_if_exists(&self.object_path(id))
+    }
+
+    /// Restores entry `id` to its original path or to `target`, with owner,
+    /// mode and timestamps, then removes it from quarantine. Returns the
+    /// device path written (which differs from the target with
+    /// [`ConflictPolicy::Rename`]).
+    pub fn restore(
+        &self,
+        id: &str,
+        target: &RestoreTarget,
+        policy: ConflictPolicy,
+    ) -> Result<PathBuf, QuarantineError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let rec = self.read_record(id)?;
+        let target = match target {
+            RestoreTarget::Original => rec.original_path.clone(),
+            RestoreTarget::Path(p) => p.clone(),
+        };
+        let (parent, name) = self.host.open_parent(&target)?;
+        let tmp_name = format!(".riposte-restore-{id}.tmp");
+        self.write_intent(
+            id,
+            &Intent::Restore {
+                id: id.to_string(),
+                target: target.clone(),
+                tmp_name: tmp_name.clone(),
+            },
+        )?;
+        let r = self.restore_inner(&rec, &target, &parent, &name, &tmp_name, policy);
+        if r.is_err() {
+            let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), rustix::fs::AtFlags::empty());
+            let _ = self.remove_intent(id);
+            return r;
+        }
+        self.remove_entry(id)?;
+        self.remove_intent(id)?;
+        r
+    }
+
+    fn restore_inner(
+        &self,
+        rec: &QuarantineRecord,
+        target: &Path,
+        parent: &OwnedFd,
+        name: &std::ffi::OsStr,
+        tmp_name: &str,
+        policy: ConflictPolicy,
+    ) -> Result<PathBuf, QuarantineError> {
+        let fail = |op: &'static str| {
+            let t = target.to_path_buf();
+            move |e: Errno| QuarantineError::Io {
+                op,
+                path: t,
+                source: e.into(),
+            }
+        };
+        let _ = rustix::fs::unlinkat(parent, tmp_name, rustix::fs::AtFlags::empty());
+        let fd = rustix::fs::openat(
+            parent,
+            tmp_name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(fail("creating temporary for"))?;
+        let f = File::from(fd);
+        let mut w = BufWriter::with_capacity(256 * 1024, &f);
+        self.extract(&rec.id, &mut w)?;
+        w.flush().map_err(error::io_err("writing", target))?;
+        drop(w);
+        rustix::fs::fchown(
+            &f,
+            Some(rustix::fs::Uid::from_raw(rec.uid)),
+            Some(rustix::fs::Gid::from_raw(rec.gid)),
+        )
+        .map_err(fail("setting owner of"))?;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(rec.mode & 0o7777))
+            .map_err(fail("setting mode of"))?;
+        let ts = |t: (i64, i64)| Timespec {
+            tv_sec: t.0,
+            tv_nsec: t.1 as _,
+        };
+        rustix::fs::futimens(
+            &f,
+            &Timestamps {
+                last_access: ts(rec.atime),
+                last_modification: ts(rec.mtime),
+            },
+        )
+        .map_err(fail("setting times of"))?;
+        f.sync_all().map_err(error::io_err("syncing", target))?;
+        let final_name = match policy {
+            ConflictPolicy::Replace => {
+                rustix::fs::renameat(parent, tmp_name, parent, name).map_err(fail("replacing"))?;
+                name.to_os_string()
+            }
+            ConflictPolicy::Refuse => match rustix::fs::renameat_with(
+                parent,
+                tmp_name,
+                parent,
+                name,
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => name.to_os_string(),
+                Err(Errno::EXIST) => {
+                    return Err(QuarantineError::TargetExists(target.to_path_buf()))
+                }
+                Err(e) => return Err(fail("restoring")(e)),
+            },
+            ConflictPolicy::Rename => {
+                let mut i = 0u32;
+                loop {
+                    let mut cand = name.to_os_string();
+                    match i {
+                        0 => {}
+                        1 => cand.push(".restored"),
+                        n => cand.push(format!(".restored-{n}")),
+                    }
+                    match rustix::fs::renameat_with(
+                        parent,
+                        tmp_name,
+                        parent,
+                        cand.as_os_str(),
+                        RenameFlags::NOREPLACE,
+                    ) {
+                        Ok(()) => break cand,
+                        Err(Errno::EXIST) if i < 1000 => i += 1,
+                        Err(e) => return Err(fail("restoring")(e)),
+                    }
+                }
+            }
+        };
+        rustix::fs::fsync(parent.as_fd()).map_err(fail("syncing directory of"))?;
+        Ok(target.with_file_name(final_name))
+    }
+}
+
+struct HashWriter<'a, W: Write> {
+    inner: &'a mut W,
+    h: Sha256,
+}
+
+impl<W: Write> Write for HashWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Loads the per-device key, creating it (32 random bytes, mode 0600,
+/// written to a temporary and renamed) on first use.
+fn load_or_create_key(dir: &Path) -> Result<[u8; 32], QuarantineError> {
+    let p = dir.join("quarantine.key");
+    let bad = |reason: String| QuarantineError::Key {
+        path: p.clone(),
+        reason,
+    };
+    match File::open(&p) {
+        Ok(mut f) => {
+            let mut k = Vec::new();
+            f.read_to_end(&mut k)
+                .map_err(|e| bad(format!("unreadable: {e}")))?;
+            return <[u8; 32]>::try_from(k.as_slice())
+                .map_err(|_| bad(format!("is {} bytes, expected 32; restore it from backup (entries cannot be decrypted without it)", k.len())));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad(format!("unreadable: {e}"))),
+    }
+    let mut k = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut k);
+    let tmp = dir.join(format!("quarantine.key.{}.tmp", std::process::id()));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| bad(format!("cannot create: {e}")))?;
+        f.write_all(&k)
+            .map_err(|e| bad(format!("cannot write: {e}")))?;
+        f.sync_all().map_err(|e| bad(format!("cannot sync: {e}")))?;
+    }
+    // link() fails if another process created the key meanwhile: use theirs.
+    match fs::hard_link(&tmp, &p) {
+        Ok(()) => {
+            let _ = fs::remove_file(&tmp);
+            fsync_dir(dir)?;
+            Ok(k)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = fs::remove_file(&tmp);
+            load_or_create_key(dir)
+        }
+        Err(e) => Err(bad(format!("cannot install: {e}"))),
+    }
+}

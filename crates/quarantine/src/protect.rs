@@ -1,0 +1,143 @@
+//! Protected objects: what quarantine must never remove.
+//!
+//! Deleting the kernel, the boot loader, the dynamic loader, `/bin/sh` or
+//! libc makes the device unbootable or unusable, and deleting the agent's own
+//! data would blind it; a false positive on any of them must end in a clear
+//! refusal, not in an outage. Paths are matched by name (exact, `dir/`
+//! prefix, `*` within a component) and, for exact names, by identity (device
+//! and inode, resolved under the root with links followed), so that
+//! `/usr/bin/sh` is protected when `/bin/sh` is listed and `/bin` links to
+//! `/usr/bin`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use riposte_host::{HostRoot, OpenedFile};
+
+use crate::QuarantineError;
+
+/// The default protected list.
+pub fn default_protected() -> Vec<String> {
+    [
+        "/boot/",
+        "/bin/sh",
+        "/usr/bin/sh",
+        "/bin/dash",
+        "/usr/bin/dash",
+        "/bin/bash",
+        "/usr/bin/bash",
+        "/sbin/init",
+        "/usr/sbin/init",
+        "/lib/systemd/systemd",
+        "/usr/lib/systemd/systemd",
+        "/lib/ld-linux*",
+        "/lib64/ld-linux*",
+        "/usr/lib/ld-linux*",
+        "/usr/lib64/ld-linux*",
+        "/lib/*-linux-gnu*/ld-linux*",
+        "/usr/lib/*-linux-gnu*/ld-linux*",
+        "/lib/ld-musl*",
+        "/usr/lib/ld-musl*",
+        "/lib/*-linux-gnu*/libc.so*",
+        "/usr/lib/*-linux-gnu*/libc.so*",
+        "/lib64/libc.so*",
+        "/usr/lib64/libc.so*",
+        "/lib/libc.so*",
+        "/usr/lib/libc.so*",
+        "/lib/libc.musl*",
+        "/usr/lib/libc.musl*",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `*` matches any run of characters other than `/`.
+fn wildcard(pat: &[u8], s: &[u8]) -> bool {
+    match pat.first() {
+        None => s.is_empty(),
+        Some(b'*') => (0..=s.len())
+            .take_while(|&i| i == 0 || s[i - 1] != b'/')
+            .any(|i| wildcard(&pat[1..], &s[i..])),
+        Some(&c) => s.first() == Some(&c) && wildcard(&pat[1..], &s[1..]),
+    }
+}
+
+/// Whether `path` matches protection pattern `pat`.
+pub(crate) fn matches(pat: &str, path: &Path) -> bool {
+    let p = path.to_string_lossy();
+    if let Some(dir) = pat.strip_suffix('/') {
+        return p == dir || p.starts_with(pat);
+    }
+    wildcard(pat.as_bytes(), p.as_bytes())
+}
+
+pub(crate) fn check_path(list: &[String], path: &Path) -> Result<(), QuarantineError> {
+    if let Some(pat) = list.iter().find(|pat| matches(pat, path)) {
+        return Err(QuarantineError::Protected {
+            path: path.to_path_buf(),
+            reason: format!("matches protected pattern {pat:?}"),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_identity(
+    host: &HostRoot,
+    list: &[String],
+    data_dir: &Path,
+    f: &OpenedFile,
+) -> Result<(), QuarantineError> {
+    for pat in list
+        .iter()
+        .filter(|p| !p.contains('*') && !p.ends_with('/'))
+    {
+        if let Ok(hp) = host.host_path(Path::new(pat)) {
+            if let Ok(md) = std::fs::metadata(&hp) {
+                if md.dev() == f.meta.dev && md.ino() == f.meta.ino {
+                    return Err(QuarantineError::Protected {
+                        path: f.device_path.clone(),
+                        reason: format!("it is the same file as protected {pat:?}"),
+                    });
+                }
+            }
+        }
+    }
+    // The agent's own data directory: is the file's parent inside it?
+    if let (Ok(dd), Ok(hp)) = (
+        std::fs::canonicalize(data_dir),
+        host.host_path(&f.device_path),
+    ) {
+        if let Some(parent) = hp.parent().and_then(|p| std::fs::canonicalize(p).ok()) {
+            if parent.starts_with(&dd) {
+                return Err(QuarantineError::Protected {
+                    path: f.device_path.clone(),
+                    reason: "it is inside the agent's data directory".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(matches("/boot/", Path::new("/boot/vmlinuz")));
+        assert!(matches("/boot/", Path::new("/boot")));
+        assert!(!matches("/boot/", Path::new("/bootx")));
+        assert!(matches(
+            "/lib/*-linux-gnu*/libc.so*",
+            Path::new("/lib/x86_64-linux-gnu/libc.so.6")
+        ));
+        assert!(!matches(
+            "/lib/*-linux-gnu*/libc.so*",
+            Path::new("/lib/x86_64-linux-gnu/sub/libc.so.6")
+        ));
+        assert!(matches("/bin/sh", Path::new("/bin/sh")));
+        assert!(!matches("/bin/sh", Path::new("/bin/shx")));
+    }
+}

@@ -1,0 +1,566 @@
+//! Quarantine store behaviour: round trip, restore, conflicts, refusals,
+//! bad input, limits and the symlink-swap race.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use riposte_host::{HostError, HostRoot};
+use riposte_quarantine::{
+    ConflictPolicy, QuarantineConfig, QuarantineError, QuarantineRequest, QuarantineStore,
+    RestoreTarget,
+};
+use sha2::{Digest, Sha256};
+
+struct Env {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+}
+
+fn env() -> Env {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let data = t.path().join("data");
+    fs::create_dir_all(root.join("home/alice")).unwrap();
+    Env { root, data, _t: t }
+}
+
+fn cfg() -> QuarantineConfig {
+    QuarantineConfig {
+        min_free_bytes: 0,
+        ..Default::default()
+    }
+}
+
+fn store(e: &Env, c: QuarantineConfig) -> QuarantineStore {
+    QuarantineStore::open(&e.data, HostRoot::new(&e.root), c)
+        .unwrap()
+        .0
+}
+
+fn req(p: &str) -> QuarantineRequest {
+    QuarantineRequest {
+        path: PathBuf::from(p),
+        detection_id: "det-1".into(),
+        threat_name: "Eicar-Test".into(),
+        user: "alice".into(),
+        expected: None,
+    }
+}
+
+fn write(e: &Env, dev: &str, data: &[u8]) -> PathBuf {
+    let p = e.root.join(dev.trim_start_matches('/'));
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, data).unwrap();
+    p
+}
+
+fn sha(d: &[u8]) -> String {
+    hex::encode(Sha256::digest(d))
+}
+
+#[test]
+fn quarantine_and_restore_original_with_owner_mode_times() {
+    let e = env();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let p = write(&e, "/home/alice/evil.bin", &data);
+    std::os::unix::fs::chown(&p, Some(1234), Some(2345)).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o4751)).unwrap();
+    let before = fs::metadata(&p).unwrap();
+    let s = store(&e, cfg());
+    let rec = s.quarantine(&req("/home/alice/evil.bin")).unwrap();
+    assert!(!p.exists(), "original must be deleted");
+    assert_eq!(rec.sha256, sha(&data));
+    assert_eq!(rec.md5, hex::encode(md5::Md5::digest(&data)));
+    assert_eq!(
+        (rec.uid, rec.gid, rec.mode, rec.size),
+        (1234, 2345, 0o4751, data.len() as u64)
+    );
+    assert_eq!(rec.user, "alice");
+    // stored encrypted: the plaintext does not appear in the store
+    let obj = fs::read(e.data.join("objects").join(format!("{}.obj", rec.id))).unwrap();
+    assert!(!obj.windows(64).any(|w| w == &data[1000..1064]));
+    let key = e.data.join("quarantine.key");
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(s.list().unwrap(), vec![rec.clone()]);
+
+    let out = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
+        .unwrap();
+    assert_eq!(out, PathBuf::from("/home/alice/evil.bin"));
+    assert_eq!(fs::read(&p).unwrap(), data);
+    let after = fs::metadata(&p).unwrap();
+    assert_eq!((after.uid(), after.gid()), (1234, 2345));
+    assert_eq!(after.permissions().mode() & 0o7777, 0o4751);
+    assert_eq!(after.mtime(), before.mtime());
+    assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+    assert!(
+        s.list().unwrap().is_empty(),
+        "restored entry leaves quarantine"
+    );
+}
+
+#[test]
+fn restore_to_new_path_and_conflicts() {
+    let e = env();
+    write(&e, "/home/alice/a", b"payload-a");
+    let s = store(&e, cfg());
+    let rec = s.quarantine(&req("/home/alice/a")).unwrap();
+    // conflict: original path re-created by someone else
+    write(&e, "/home/alice/a", b"new content");
+    let err = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
+        .unwrap_err();
+    assert!(matches!(err, QuarantineError::TargetExists(_)), "{err}");
+    assert_eq!(
+        fs::read(e.root.join("home/alice/a")).unwrap(),
+        b"new content"
+    );
+    assert_eq!(
+        s.list().unwrap().len(),
+        1,
+        "entry kept after refused restore"
+    );
+    assert!(!fs::read_dir(e.root.join("home/alice")).unwrap().any(|d| d
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("riposte")));
+    // Rename keeps both
+    let out = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Rename)
+        .unwrap();
+    assert_eq!(out, PathBuf::from("/home/alice/a.restored"));
+    assert_eq!(
+        fs::read(e.root.join("home/alice/a.restored")).unwrap(),
+        b"payload-a"
+    );
+    assert_eq!(
+        fs::read(e.root.join("home/alice/a")).unwrap(),
+        b"new content"
+    );
+
+    // new path, then Replace
+    let rec = s.quarantine(&req("/home/alice/a")).unwrap();
+    write(&e, "/tmp/x/b", b"old");
+    let out = s
+        .restore(
+            &rec.id,
+            &RestoreTarget::Path("/tmp/x/b".into()),
+            ConflictPolicy::Replace,
+        )
+        .unwrap();
+    assert_eq!(out, PathBuf::from("/tmp/x/b"));
+    assert_eq!(fs::read(e.root.join("tmp/x/b")).unwrap(), b"new content");
+    // missing parent directory: clear error, entry kept
+    let rec = s.quarantine(&req("/home/alice/a.restored")).unwrap();
+    let err = s
+        .restore(
+            &rec.id,
+            &RestoreTarget::Path("/nope/dir/x".into()),
+            ConflictPolicy::Refuse,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, QuarantineError::Host(HostError::NotFound { .. })),
+        "{err}"
+    );
+    assert_eq!(s.list().unwrap().len(), 1);
+    s.delete(&rec.id).unwrap();
+    assert!(s.list().unwrap().is_empty());
+    assert!(matches!(
+        s.delete(&rec.id),
+        Err(QuarantineError::NoSuchEntry(_))
+    ));
+}
+
+#[test]
+fn protected_objects_are_refused() {
+    let e = env();
+    write(&e, "/boot/vmlinuz-6.1", b"kernel");
+    write(&e, "/usr/bin/sh", b"shell");
+    write(&e, "/lib/x86_64-linux-gnu/libc.so.6", b"libc");
+    std::os::unix::fs::symlink("usr/bin", e.root.join("bin")).unwrap();
+    let s = store(&e, cfg());
+    for p in [
+        "/boot/vmlinuz-6.1",
+        "/usr/bin/sh",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        let err = s.quarantine(&req(p)).unwrap_err();
+        assert!(
+            matches!(err, QuarantineError::Protected { .. }),
+            "{p}: {err}"
+        );
+        assert!(err.to_string().contains("protected"));
+    }
+    // identity-based: /usr/bin/dash hard-linked to sh
+    fs::hard_link(e.root.join("usr/bin/sh"), e.root.join("usr/bin/sh2")).unwrap();
+    let err = s.quarantine(&req("/usr/bin/sh2")).unwrap_err();
+    assert!(matches!(err, QuarantineError::Protected { .. }), "{err}");
+    assert!(e.root.join("boot/vmlinuz-6.1").exists() && e.root.join("usr/bin/sh").exists());
+    // the agent's own data directory (mapped into the device root)
+    let e2 = env();
+    let data_in_root = e2.root.join("var/lib/riposte");
+    fs::create_dir_all(&data_in_root).unwrap();
+    let (s2, _) = QuarantineStore::open(&data_in_root, HostRoot::new(&e2.root), cfg()).unwrap();
+    let err = s2
+        .quarantine(&req("/var/lib/riposte/quarantine.key"))
+        .unwrap_err();
+    assert!(matches!(err, QuarantineError::Protected { .. }), "{err}");
+    // configurable list
+    let c = QuarantineConfig {
+        protected: vec!["/home/alice/keep*".into()],
+        ..cfg()
+    };
+    write(&e, "/home/alice/keepme", b"x");
+    let s3 = QuarantineStore::open(e.data.join("other"), HostRoot::new(&e.root), c)
+        .unwrap()
+        .0;
+    assert!(matches!(
+        s3.quarantine(&req("/home/alice/keepme")),
+        Err(QuarantineError::Protected { .. })
+    ));
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_loses_nothing() {
+    let e = env();
+    let s = store(&e, cfg());
+    let err = s.quarantine(&req("/home/alice/missing")).unwrap_err();
+    assert!(
+        matches!(err, QuarantineError::Host(HostError::NotFound { .. })),
+        "{err}"
+    );
+    let err = s.quarantine(&req("/home/alice")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuarantineError::Host(HostError::NotRegularFile {
+                kind: "directory",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    fs::create_dir_all(e.root.join("dev")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        e.root.join("dev/null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let err = s.quarantine(&req("/dev/null")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuarantineError::Host(HostError::NotRegularFile {
+                kind: "character device",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        e.root.join("home/alice/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let err = s.quarantine(&req("/home/alice/fifo")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuarantineError::Host(HostError::NotRegularFile { kind: "fifo", .. })
+        ),
+        "{err}"
+    );
+    write(&e, "/etc/passwd", b"root:x:0:0");
+    let err = s
+        .quarantine(&req("/home/alice/../../etc/passwd"))
+        .unwrap_err();
+    assert!(
+        matches!(err, QuarantineError::Host(HostError::InvalidPath { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains(".."));
+    let err = s.quarantine(&req("home/alice/x")).unwrap_err();
+    assert!(
+        matches!(err, QuarantineError::Host(HostError::InvalidPath { .. })),
+        "{err}"
+    );
+    // symlink as the object and as a directory component
+    std::os::unix::fs::symlink(e.root.join("etc/passwd"), e.root.join("home/alice/link")).unwrap();
+    let err = s.quarantine(&req("/home/alice/link")).unwrap_err();
+    assert!(
+        matches!(err, QuarantineError::Host(HostError::SymlinkInPath { .. })),
+        "{err}"
+    );
+    std::os::unix::fs::symlink(e.root.join("etc"), e.root.join("home/alice/etcdir")).unwrap();
+    let err = s.quarantine(&req("/home/alice/etcdir/passwd")).unwrap_err();
+    assert!(
+        matches!(err, QuarantineError::Host(HostError::SymlinkInPath { .. })),
+        "{err}"
+    );
+    assert_eq!(fs::read(e.root.join("etc/passwd")).unwrap(), b"root:x:0:0");
+    assert!(s.list().unwrap().is_empty());
+    assert_eq!(fs::read_dir(e.data.join("objects")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
+}
+
+#[test]
+fn limits_are_distinct_errors_and_lose_nothing() {
+    let e = env();
+    let big = write(&e, "/home/alice/big", &vec![1u8; 5000]);
+    // object size
+    let s = store(
+        &e,
+        QuarantineConfig {
+            max_object_size: 4096,
+            ..cfg()
+        },
+    );
+    let err = s.quarantine(&req("/home/alice/big")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuarantineError::TooLarge {
+                size: 5000,
+                limit: 4096,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // store size
+    write(&e, "/home/alice/s1", &[2u8; 3000]);
+    let e2 = env();
+    let s = QuarantineStore::open(
+        &e2.data,
+        HostRoot::new(&e.root),
+        QuarantineConfig {
+            max_store_size: 7000,
+            ..cfg()
+        },
+    )
+    .unwrap()
+    .0;
+    s.quarantine(&req("/home/alice/s1")).unwrap();
+    let err = s.quarantine(&req("/home/alice/big")).unwrap_err();
+    assert!(matches!(err, QuarantineError::StoreFull { .. }), "{err}");
+    // disk full: a reserve larger than the free space
+    let e3 = env();
+    let s = QuarantineStore::open(
+        &e3.data,
+        HostRoot::new(&e.root),
+        QuarantineConfig {
+            min_free_bytes: u64::MAX / 4,
+            ..cfg()
+        },
+    )
+    .unwrap()
+    .0;
+    let err = s.quarantine(&req("/home/alice/big")).unwrap_err();
+    assert!(matches!(err, QuarantineError::LowDiskSpace { .. }), "{err}");
+    assert!(err.to_string().contains("free disk space"));
+    assert_eq!(fs::read(&big).unwrap(), vec![1u8; 5000]);
+}
+
+#[test]
+fn real_full_disk_on_tiny_tmpfs() {
+    // Only where mounting works (root with CAP_SYS_ADMIN); otherwise the
+    // threshold test above covers the logic.
+    let e = env();
+    let mnt = e.data.with_file_name("tiny");
+    fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipping: cannot mount tmpfs here");
+        return;
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(mnt.clone());
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 255) as u8).collect();
+    let p = write(&e, "/home/alice/large", &data);
+    let s = QuarantineStore::open(&mnt, HostRoot::new(&e.root), cfg())
+        .unwrap()
+        .0;
+    let err = s.quarantine(&req("/home/alice/large")).unwrap_err();
+    assert!(matches!(err, QuarantineError::LowDiskSpace { .. }), "{err}");
+    // even past the pre-check, ENOSPC during the copy rolls back cleanly
+    assert_eq!(fs::read(&p).unwrap(), data);
+    assert_eq!(fs::read_dir(mnt.join("objects")).unwrap().count(), 0);
+}
+
+#[test]
+fn symlink_swap_before_delete_deletes_nothing() {
+    let e = env();
+    write(&e, "/home/alice/evil", b"malware body");
+    let victim = write(&e, "/etc/important", b"precious");
+    let root = e.root.clone();
+    let hook: riposte_quarantine::PreDeleteHook = Arc::new(move |p: &Path| {
+        let hp = root.join(p.strip_prefix("/").unwrap());
+        fs::remove_file(&hp).unwrap();
+        std::os::unix::fs::symlink(root.join("etc/important"), &hp).unwrap();
+    });
+    let s = store(
+        &e,
+        QuarantineConfig {
+            pre_delete_hook: Some(hook),
+            ..cfg()
+        },
+    );
+    let err = s.quarantine(&req("/home/alice/evil")).unwrap_err();
+    let QuarantineError::ChangedBeforeDelete { id, source } = &err else {
+        panic!("{err}")
+    };
+    assert!(matches!(source, HostError::Changed { .. }));
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"precious",
+        "the other file is never deleted"
+    );
+    assert!(fs::symlink_metadata(e.root.join("home/alice/evil"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // the copy of the detected object is kept as evidence
+    let mut out = Vec::new();
+    s.extract(id, &mut out).unwrap();
+    assert_eq!(out, b"malware body");
+}
+
+#[test]
+fn swap_between_detection_and_quarantine_is_refused() {
+    let e = env();
+    let host = HostRoot::new(&e.root);
+    write(&e, "/home/alice/evil", b"malware body");
+    let victim = write(&e, "/home/alice/other", b"other file");
+    let ident = host.identify(Path::new("/home/alice/evil")).unwrap();
+    let s = store(&e, cfg());
+    // swapped for another regular file (rename over it)
+    fs::copy(&victim, e.root.join("home/alice/tmp")).unwrap();
+    fs::rename(
+        e.root.join("home/alice/tmp"),
+        e.root.join("home/alice/evil"),
+    )
+    .unwrap();
+    let mut r = req("/home/alice/evil");
+    r.expected = Some(ident);
+    let err = s.quarantine(&r).unwrap_err();
+    assert!(
+        matches!(err, QuarantineError::Host(HostError::Changed { .. })),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(e.root.join("home/alice/evil")).unwrap(),
+        b"other file"
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"other file");
+    assert!(s.list().unwrap().is_empty());
+    // content modified in place (same inode)
+    write(&e, "/home/alice/m", b"v1");
+    let ident = host.identify(Path::new("/home/alice/m")).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(e.root.join("home/alice/m"))
+        .unwrap();
+    fs::write(e.root.join("home/alice/m"), b"v2").unwrap();
+    let mut r = req("/home/alice/m");
+    r.expected = Some(ident);
+    assert!(matches!(
+        s.quarantine(&r),
+        Err(QuarantineError::Host(HostError::Changed { .. }))
+    ));
+    assert_eq!(fs::read(e.root.join("home/alice/m")).unwrap(), b"v2");
+    assert!(s.list().unwrap().is_empty());
+    assert_eq!(fs::read_dir(e.data.join("objects")).unwrap().count(), 0);
+}
+
+#[test]
+fn tampered_object_is_detected_and_restore_refused() {
+    let e = env();
+    write(&e, "/home/alice/t", &[9u8; 100_000]);
+    let s = store(&e, cfg());
+    let rec = s.quarantine(&req("/home/alice/t")).unwrap();
+    let obj = e.data.join("objects").join(format!("{}.obj", rec.id));
+    let mut d = fs::read(&obj).unwrap();
+    d[5000] ^= 0x40;
+    fs::write(&obj, d).unwrap();
+    let err = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
+        .unwrap_err();
+    assert!(matches!(err, QuarantineError::Corrupt { .. }), "{err}");
+    assert!(
+        !e.root.join("home/alice/t").exists(),
+        "nothing half-restored"
+    );
+    assert!(
+        fs::read_dir(e.root.join("home/alice"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "temporary removed"
+    );
+    assert_eq!(s.list().unwrap().len(), 1);
+}
+
+#[test]
+fn recovery_rolls_back_and_finishes() {
+    let e = env();
+    let s = store(&e, cfg());
+    write(&e, "/home/alice/r1", b"one");
+    // a quarantine that finished everything but deleting and the intent
+    let rec = s.quarantine(&req("/home/alice/r1")).unwrap();
+    write(&e, "/home/alice/r1", b"ONE"); // another object at the path: must NOT be deleted
+    fs::write(
+        e.data.join("journal").join(format!("{}.json", rec.id)),
+        format!(
+            r#"{{"Quarantine":{{"id":"{}","path":"/home/alice/r1"}}}}"#,
+            rec.id
+        ),
+    )
+    .unwrap();
+    // an interrupted one: intent + partial object, no record
+    let id2 = "0123456789abcdef0123456789abcdef";
+    fs::write(
+        e.data.join("journal").join(format!("{id2}.json")),
+        b"{\"Quarant",
+    )
+    .unwrap();
+    fs::write(
+        e.data.join("objects").join(format!("{id2}.obj")),
+        b"partial",
+    )
+    .unwrap();
+    drop(s);
+    let (s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    assert_eq!(rep.completed, vec![rec.id.clone()]);
+    assert_eq!(rep.rolled_back, vec![id2.to_string()]);
+    assert!(
+        e.root.join("home/alice/r1").exists(),
+        "a different object is not deleted by recovery"
+    );
+    assert!(!e.data.join("objects").join(format!("{id2}.obj")).exists());
+    assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
+    assert_eq!(s.list().unwrap().len(), 1);
+}
