@@ -25,19 +25,14 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run or control the endpoint agent.
     Agent(agent_cmd::AgentArgs),
-    /// Run the built-in sandbox.
-    Sandbox,
+    /// Run the built-in sandbox (HTTPS; its certificate is written to DIR/cert.pem).
+    Sandbox(riposte_sandbox::cli::SandboxArgs),
     /// Scan this system for IOCs (OpenIOC, STIX 2.1, YARA); exit 0 no hit, 1 hit, 2 error.
     Scan(riposte_scan::cli::ScanArgs),
     /// Administer a server over its API.
     Admin(admin::AdminArgs),
     /// Run server, sandbox and one agent on this machine with embedded defaults.
     Up(up::UpArgs),
-}
-
-fn not_available(what: &str) -> ExitCode {
-    eprintln!("riposte {what}: not available yet in this build");
-    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
@@ -65,7 +60,9 @@ fn main() -> ExitCode {
             Command::Agent(a) => agent_cmd::run(a).await,
             Command::Admin(a) => admin::run(a).await,
             Command::Up(a) => up::run(a).await,
-            Command::Sandbox => Ok(not_available("sandbox")),
+            Command::Sandbox(a) => riposte_sandbox::cli::run(a)
+                .await
+                .map(|_| ExitCode::SUCCESS),
             Command::Scan(a) => {
                 let code = tokio::task::spawn_blocking(move || riposte_scan::cli::run(a)).await??;
                 Ok(ExitCode::from(code.clamp(0, 255) as u8))

@@ -506,10 +506,17 @@ async fn cancel_task(State(core): State<AppState>, c: Caller, Path(id): Path<Str
 
 async fn create_autonomous(
     State(core): State<AppState>,
-    c: Caller,
+    c: Result<Caller, ServiceError>,
+    src: Parts2,
     Body(b): Body<AutonomousRequest>,
 ) -> ApiResult {
-    ok(core.create_autonomous_task(&c, &b).await?)
+    match c {
+        Ok(c) => ok(core.create_autonomous_task(&c, &b).await?),
+        Err(e) => {
+            core.record_group_action_failure(&src.0, &b, &e).await;
+            Err(e)
+        }
+    }
 }
 
 #[derive(Deserialize)]

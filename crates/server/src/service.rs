@@ -219,6 +219,21 @@ impl Core {
                 self.throttle.succeed(user);
                 Ok(p)
             }
+            (_, None) if user == SPECIAL_ACCOUNT_NAME => {
+                self.throttle.fail(user, source);
+                let _ = self
+                    .store
+                    .audit(
+                        user,
+                        source,
+                        "login_failed",
+                        "the special account does not exist",
+                    )
+                    .await;
+                Err(ServiceError::Unauthorized(
+                    "the special account does not exist on this server; an administrator must create it".into(),
+                ))
+            }
             _ => {
                 self.throttle.fail(user, source);
                 let _ = self
@@ -1006,6 +1021,33 @@ impl Core {
             }
         }
         result
+    }
+
+    /// Records on a detection that its group action could not even authenticate, so the
+    /// failure is visible in the detection's record and the audit log, not only on the device.
+    pub async fn record_group_action_failure(
+        &self,
+        source: &str,
+        req: &AutonomousRequest,
+        error: &ServiceError,
+    ) {
+        let _ = self
+            .store
+            .audit(
+                SPECIAL_ACCOUNT_NAME,
+                source,
+                "autonomous_task_refused",
+                &format!("device {}: {error}", req.device_id),
+            )
+            .await;
+        if let Ok(d) = self.store.detection(&req.detection.detection_id).await {
+            if d.device_id == req.device_id && d.task_id.is_none() {
+                let _ = self
+                    .store
+                    .set_detection_group_result(&d.id, None, Some(&error.to_string()))
+                    .await;
+            }
+        }
     }
 
     async fn autonomous_inner(

@@ -1,0 +1,105 @@
+//! `riposte sandbox`: run the sandbox service from the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::service::{serve, SandboxConfig, DEFAULT_MAX_OBJECT_SIZE};
+
+/// Arguments of `riposte sandbox`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
+    /// Address to listen on (HTTPS).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "RIPOSTE_SANDBOX_LISTEN")]
+    pub listen: SocketAddr,
+    /// Data directory: certificate, webhook key, tasks, verdicts, hash lists (hashes/).
+    #[arg(long, env = "RIPOSTE_SANDBOX_DATA")]
+    pub data: PathBuf,
+    /// Largest accepted object in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_OBJECT_SIZE)]
+    pub max_object_size: u64,
+    /// Analysis workers.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Tasks that may wait in the queue.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Do not run objects in the bubblewrap jail (static analysis only).
+    #[arg(long)]
+    pub no_dynamic: bool,
+    /// Time limit of one dynamic run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub dynamic_timeout: u64,
+    /// Extra hash lists (.hdb, .hsb, .csv).
+    #[arg(long = "hash-list")]
+    pub hash_lists: Vec<PathBuf>,
+    /// Folder of YARA rules (.yar/.yara) added to the default set [default: DATA/rules].
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// Extra names for the self-signed certificate.
+    #[arg(long = "server-name")]
+    pub server_names: Vec<String>,
+}
+
+/// Run the service until Ctrl-C.
+pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
+    let mut config = SandboxConfig::new(&args.data);
+    config.max_object_size = args.max_object_size;
+    config.workers = args.workers;
+    config.queue_capacity = args.queue;
+    config.dynamic = !args.no_dynamic;
+    config.jail.timeout = Duration::from_secs(args.dynamic_timeout.max(1));
+    config.hash_lists = args.hash_lists.clone();
+    config.server_names = args.server_names.clone();
+    config.rules_dir = args.rules.clone();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let handle = serve(config, listener).await.with_context(|| {
+        format!(
+            "cannot start the sandbox with data directory {}",
+            args.data.display()
+        )
+    })?;
+    tracing::info!(
+        addr = %handle.addr,
+        cert = %args.data.join("cert.pem").display(),
+        "sandbox listening; give agents cert.pem to pin"
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: SandboxArgs,
+    }
+
+    #[test]
+    fn parses_listen_and_data() {
+        let c = Cmd::try_parse_from([
+            "riposte",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            "/tmp/sb",
+            "--no-dynamic",
+        ])
+        .unwrap();
+        assert_eq!(c.args.data, PathBuf::from("/tmp/sb"));
+        assert!(c.args.no_dynamic);
+        assert_eq!(c.args.max_object_size, DEFAULT_MAX_OBJECT_SIZE);
+        assert!(Cmd::try_parse_from(["riposte", "--listen", "nope", "--data", "/x"]).is_err());
+    }
+}

@@ -1,0 +1,714 @@
+//! The sandbox HTTPS service: submission, polling, webhook, worker queue.
+//!
+//! Why this shape: submissions must return immediately (the agent is on a timer), so
+//! they are queued on a bounded channel drained by a fixed number of workers; a full
+//! queue is an explicit error rather than unbounded memory. Verdicts are keyed by
+//! SHA-256 so the same object is analysed once fleet-wide. All state lives in the data
+//! directory ([`crate::store`]) so a restart re-queues unfinished tasks. Handlers are
+//! thin: they parse, call a method on [`App`], and map the result to JSON.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::dynamic::{is_runnable, DynamicAnalyzer, JailConfig};
+use crate::protocol::{
+    verify_webhook, PollResponse, SubmitResponse, WebhookVerdict, SIGNATURE_HEADER,
+};
+use crate::report::{FileIoc, Report};
+use crate::static_analysis::{HashList, RuleEngine, StaticAnalyzer};
+use crate::store::{Store, TaskRecord, TaskState, WebhookRecord};
+use crate::util::{now_secs, uuid4, write_atomic};
+use crate::SandboxError;
+
+/// Default object size limit: 60 MB.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 60 * 1024 * 1024;
+
+/// Service configuration.
+pub struct SandboxConfig {
+    /// Data directory (certificate, webhook key, tasks, verdicts, hash lists in `hashes/`).
+    pub data_dir: PathBuf,
+    /// Largest accepted object in bytes.
+    pub max_object_size: u64,
+    /// Queue capacity (tasks waiting for a worker).
+    pub queue_capacity: usize,
+    /// Number of analysis workers.
+    pub workers: usize,
+    /// Run ELF programs and scripts in the bubblewrap jail.
+    pub dynamic: bool,
+    /// Jail limits.
+    pub jail: JailConfig,
+    /// Extra hash lists (`.hdb`, `.hsb`, `.csv`) besides `DATA_DIR/hashes/`.
+    pub hash_lists: Vec<PathBuf>,
+    /// Folder of extra YARA rules (`.yar`/`.yara`); `None` means `DATA_DIR/rules`.
+    pub rules_dir: Option<PathBuf>,
+    /// Extra rule engines besides the default rules.
+    pub rule_engines: Vec<Box<dyn RuleEngine>>,
+    /// Extra DNS names / IPs for the certificate.
+    pub server_names: Vec<String>,
+}
+
+impl std::fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("data_dir", &self.data_dir)
+            .field("max_object_size", &self.max_object_size)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("workers", &self.workers)
+            .field("dynamic", &self.dynamic)
+            .field("hash_lists", &self.hash_lists)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxConfig {
+    /// Defaults: 60 MB limit, queue of 64, 2 workers, dynamic analysis on.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        SandboxConfig {
+            data_dir: data_dir.into(),
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            queue_capacity: 64,
+            workers: 2,
+            dynamic: true,
+            jail: JailConfig::default(),
+            hash_lists: Vec::new(),
+            rules_dir: None,
+            rule_engines: Vec::new(),
+            server_names: Vec::new(),
+        }
+    }
+}
+
+/// Static analysis, then dynamic analysis for runnable objects when available.
+pub struct Pipeline {
+    static_analyzer: StaticAnalyzer,
+    dynamic: Option<DynamicAnalyzer>,
+    dynamic_unavailable: Option<String>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("static", &self.static_analyzer)
+            .field("dynamic", &self.dynamic.is_some())
+            .field("dynamic_unavailable", &self.dynamic_unavailable)
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Pipeline with `static_analyzer`; `dynamic` is probed, and if the jail cannot be
+    /// created the reason is kept and recorded in every report.
+    pub async fn new(static_analyzer: StaticAnalyzer, dynamic: Option<DynamicAnalyzer>) -> Self {
+        let (dynamic, dynamic_unavailable) = match dynamic {
+            None => (
+                None,
+                Some("dynamic analysis disabled by configuration".to_string()),
+            ),
+            Some(d) => match d.probe().await {
+                Ok(()) => (Some(d), None),
+                Err(e) => {
+                    tracing::warn!("dynamic analysis unavailable: {e}");
+                    (None, Some(e.to_string()))
+                }
+            },
+        };
+        Pipeline {
+            static_analyzer,
+            dynamic,
+            dynamic_unavailable,
+        }
+    }
+
+    /// Analyse one object.
+    pub async fn analyse(self: &Arc<Self>, name: &str, data: Arc<Vec<u8>>) -> Report {
+        let this = self.clone();
+        let (n, d) = (name.to_string(), data.clone());
+        let mut report =
+            match tokio::task::spawn_blocking(move || this.static_analyzer.analyse(&n, &d)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let mut r = Report::new("riposte-static", name);
+                    r.notes.push(format!("static analysis crashed: {e}"));
+                    r.iocs.object = Some(FileIoc::from_bytes(Some(name.to_string()), &data));
+                    r
+                }
+            };
+        if report.verdict.is_malicious() || !is_runnable(&data) {
+            return report.finalize();
+        }
+        match &self.dynamic {
+            Some(dynamic) => match dynamic.run(name, &data).await {
+                Ok(b) => {
+                    report.source = "riposte-static+dynamic".into();
+                    crate::dynamic::apply_behaviour(&mut report, &b);
+                }
+                Err(e) => report.notes.push(format!(
+                    "dynamic analysis failed ({e}); verdict from static analysis only"
+                )),
+            },
+            None => report.notes.push(format!(
+                "dynamic analysis not run: {}; verdict from static analysis only",
+                self.dynamic_unavailable.as_deref().unwrap_or("unavailable")
+            )),
+        }
+        report.finalize()
+    }
+}
+
+/// Shared service state (explicit state for the handlers).
+pub struct App {
+    store: Store,
+    pipeline: Arc<Pipeline>,
+    queue: mpsc::Sender<String>,
+    capacity: usize,
+    max_object_size: u64,
+    webhook_key: Vec<u8>,
+    pending: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Accept an object: known verdict, already-queued task, or a new task.
+    pub fn submit(&self, name: &str, data: &[u8]) -> Result<SubmitResponse, SandboxError> {
+        let object = FileIoc::from_bytes(Some(name.to_string()), data);
+        if let Some(r) = self.store.verdict(&object.sha256)? {
+            return Ok(SubmitResponse::AlreadyScanned {
+                sha256: object.sha256,
+                verdict: r.verdict,
+                threat_name: r.threat_name.clone(),
+                report: Box::new(r),
+            });
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = pending.get(&object.sha256) {
+            return Ok(SubmitResponse::Queued {
+                task_id: id.clone(),
+            });
+        }
+        let permit = self
+            .queue
+            .try_reserve()
+            .map_err(|_| SandboxError::QueueFull {
+                capacity: self.capacity,
+            })?;
+        let id = uuid4();
+        self.store.put_object(&id, data)?;
+        self.store.put_task(&TaskRecord {
+            id: id.clone(),
+            name: name.to_string(),
+            sha256: object.sha256.clone(),
+            size: object.size,
+            state: TaskState::Queued,
+            submitted_at: now_secs(),
+            finished_at: None,
+            report: None,
+            error: None,
+        })?;
+        pending.insert(object.sha256, id.clone());
+        permit.send(id.clone());
+        Ok(SubmitResponse::Queued { task_id: id })
+    }
+
+    /// State of a task.
+    pub fn poll(&self, id: &str) -> Result<PollResponse, SandboxError> {
+        let t = self
+            .store
+            .task(id)?
+            .ok_or_else(|| SandboxError::UnknownTask(id.to_string()))?;
+        Ok(match (t.state, t.report) {
+            (TaskState::Done, Some(report)) if report.verdict.is_malicious() => {
+                PollResponse::Found {
+                    task_id: t.id,
+                    threat_name: report
+                        .threat_name
+                        .clone()
+                        .unwrap_or_else(|| "Malicious".into()),
+                    report: Box::new(report),
+                }
+            }
+            (TaskState::Done, Some(report)) => PollResponse::NotFound {
+                task_id: t.id,
+                report: Box::new(report),
+            },
+            (TaskState::Failed, _) | (TaskState::Done, None) => PollResponse::Error {
+                error: format!(
+                    "analysis of task {} failed: {}; resubmit the object",
+                    t.id,
+                    t.error.unwrap_or_else(|| "no report".into())
+                ),
+            },
+            _ => PollResponse::Processing { task_id: t.id },
+        })
+    }
+
+    /// Verify and record a webhook verdict.
+    pub fn webhook(&self, signature: Option<&str>, body: &[u8]) -> Result<(), SandboxError> {
+        let sig = signature.ok_or(SandboxError::BadSignature)?;
+        if !verify_webhook(&self.webhook_key, body, sig) {
+            return Err(SandboxError::BadSignature);
+        }
+        let v: WebhookVerdict = serde_json::from_slice(body)
+            .map_err(|e| SandboxError::BadRequest(format!("webhook body is not a verdict: {e}")))?;
+        let sha = v.sha256.to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SandboxError::BadRequest(
+                "sha256 must be 64 hex digits".into(),
+            ));
+        }
+        if v.device_id.is_empty() || v.source.is_empty() {
+            return Err(SandboxError::BadRequest(
+                "device_id and source are required".into(),
+            ));
+        }
+        self.store.add_webhook(&WebhookRecord {
+            device_id: v.device_id.clone(),
+            sha256: sha.clone(),
+            verdict: v.verdict,
+            threat_name: v.threat_name.clone(),
+            source: v.source.clone(),
+            received_at: now_secs(),
+        })?;
+        let existing = self.store.verdict(&sha)?;
+        if existing.as_ref().is_none_or(|r| v.verdict > r.verdict) {
+            let mut report = v.report.unwrap_or_else(|| Report::new(&v.source, ""));
+            report.source = format!("webhook:{}", v.source);
+            report.verdict = v.verdict;
+            report.threat_name = v.threat_name;
+            if report.iocs.object.is_none() {
+                report.iocs.object = Some(FileIoc {
+                    sha256: sha.clone(),
+                    ..Default::default()
+                });
+            }
+            self.store.put_verdict(&sha, &report.finalize())?;
+        }
+        Ok(())
+    }
+
+    async fn process(&self, id: &str) {
+        let Ok(Some(mut task)) = self.store.task(id) else {
+            tracing::warn!(task = id, "queued task vanished from the store");
+            return;
+        };
+        let data = match self.store.object(id) {
+            Ok(Some(d)) => d,
+            other => {
+                task.state = TaskState::Failed;
+                task.error = Some(match other {
+                    Err(e) => e.to_string(),
+                    _ => "object bytes missing from the data directory".into(),
+                });
+                let _ = self.store.put_task(&task);
+                self.finish(&task.sha256);
+                return;
+            }
+        };
+        task.state = TaskState::Processing;
+        let _ = self.store.put_task(&task);
+        let report = self.pipeline.analyse(&task.name, Arc::new(data)).await;
+        let saved = self.store.put_verdict(&task.sha256, &report);
+        task.finished_at = Some(now_secs());
+        match saved {
+            Ok(()) => {
+                task.state = TaskState::Done;
+                task.report = Some(report);
+            }
+            Err(e) => {
+                task.state = TaskState::Failed;
+                task.error = Some(e.to_string());
+            }
+        }
+        if let Err(e) = self.store.put_task(&task) {
+            tracing::error!(task = id, "cannot save task: {e}");
+        }
+        self.store.remove_object(id);
+        self.finish(&task.sha256);
+    }
+
+    fn finish(&self, sha256: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sha256);
+    }
+}
+
+fn error_status(e: &SandboxError) -> StatusCode {
+    match e {
+        SandboxError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        SandboxError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        SandboxError::UnknownTask(_) => StatusCode::NOT_FOUND,
+        SandboxError::BadSignature => StatusCode::UNAUTHORIZED,
+        SandboxError::BadRequest(_) | SandboxError::Truncated { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(e: SandboxError) -> Response {
+    (
+        error_status(&e),
+        Json(SubmitResponse::Error {
+            error: e.to_string(),
+        }),
+    )
+        .into_response()
+}
+
+/// Read a body, enforcing `limit` and the announced Content-Length.
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Vec<u8>, SandboxError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(SandboxError::TooLarge { size: n, limit });
+        }
+    }
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    match axum::body::to_bytes(body, cap).await {
+        Ok(b) => {
+            if let Some(n) = declared {
+                if b.len() as u64 != n {
+                    return Err(SandboxError::Truncated {
+                        detail: format!(
+                            "Content-Length announced {n} bytes but {} arrived",
+                            b.len()
+                        ),
+                    });
+                }
+            }
+            Ok(b.to_vec())
+        }
+        Err(e) => {
+            let msg = format!("{e}");
+            let chain = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            if declared.is_none()
+                && (msg.contains("length limit") || chain.contains("length limit"))
+            {
+                Err(SandboxError::TooLarge {
+                    size: limit + 1,
+                    limit,
+                })
+            } else {
+                Err(SandboxError::Truncated {
+                    detail: format!(
+                        "the connection ended before the {} announced bytes arrived ({msg}{}{chain})",
+                        declared.map(|n| n.to_string()).unwrap_or_else(|| "chunked".into()),
+                        if chain.is_empty() { "" } else { ": " }
+                    ),
+                })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmitQuery {
+    name: Option<String>,
+}
+
+async fn submit_handler(
+    State(app): State<Arc<App>>,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let name = match query
+        .ok()
+        .and_then(|Query(q)| q.name)
+        .filter(|n| !n.is_empty())
+    {
+        Some(n) if n.len() <= 1024 => n,
+        _ => {
+            return error_response(SandboxError::BadRequest(
+                "pass the object's file name as ?name=FILENAME (1..=1024 bytes)".into(),
+            ))
+        }
+    };
+    let data = match read_body(&headers, body, app.max_object_size).await {
+        Ok(d) => d,
+        Err(e) => return error_response(e),
+    };
+    // Hashing and the fsync'd write of up to 60 MB are blocking work.
+    let result = tokio::task::spawn_blocking(move || app.submit(&name, &data)).await;
+    match result {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(e) => error_response(SandboxError::Server(format!("submission task failed: {e}"))),
+    }
+}
+
+async fn poll_handler(State(app): State<Arc<App>>, Path(task_id): Path<String>) -> Response {
+    match app.poll(&task_id) {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => {
+            let status = error_status(&e);
+            (
+                status,
+                Json(PollResponse::Error {
+                    error: e.to_string(),
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn webhook_handler(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let data = match read_body(&headers, body, 8 << 20).await {
+        Ok(d) => d,
+        Err(e) => return error_response(e),
+    };
+    let sig = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    match app.webhook(sig, &data) {
+        Ok(()) => Json(serde_json::json!({"status": "recorded"})).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// The HTTP routes over `app`.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/sandbox/v1/tasks", post(submit_handler))
+        .route("/sandbox/v1/tasks/{task_id}", get(poll_handler))
+        .route("/sandbox/v1/webhook", post(webhook_handler))
+        .with_state(app)
+}
+
+/// A running service. Dropping it (or calling [`ServeHandle::shutdown`]) stops the
+/// accept loop and the workers; keep it alive for as long as the service should run.
+#[derive(Debug)]
+pub struct ServeHandle {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// The server certificate (PEM) for clients to pin.
+    pub cert_pem: String,
+    /// The webhook HMAC key (contents of `DATA_DIR/webhook.key`).
+    pub webhook_key: Vec<u8>,
+    /// The shared state (for in-process callers such as `riposte up`).
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl ServeHandle {
+    /// Stop accepting connections and stop the workers.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.accept.await;
+    }
+
+    /// Wait until the accept loop ends (it runs until [`ServeHandle::shutdown`]).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.accept).await;
+    }
+}
+
+fn load_or_create_webhook_key(dir: &std::path::Path) -> Result<Vec<u8>, SandboxError> {
+    let path = dir.join("webhook.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SandboxError::io("read", &path, e)),
+    }
+    let mut b = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+    let key = hex::encode(b);
+    write_atomic(&path, key.as_bytes(), Some(0o600))?;
+    Ok(key.into_bytes())
+}
+
+/// The default rule engine: YARA (default rules + `rules_dir`) when built with the
+/// `yara` feature, else the native implementation of the default rules.
+pub fn default_engines(
+    rules_dir: &std::path::Path,
+) -> Result<Vec<Box<dyn RuleEngine>>, SandboxError> {
+    #[cfg(feature = "yara")]
+    {
+        let mut y = crate::static_analysis::YaraEngine::with_default_rules()?;
+        y.load_dir(rules_dir)?;
+        for w in y.warnings() {
+            tracing::warn!("YARA: {w}");
+        }
+        Ok(vec![Box::new(y)])
+    }
+    #[cfg(not(feature = "yara"))]
+    {
+        if rules_dir.exists() {
+            tracing::warn!(
+                "{} ignored: built without the yara feature",
+                rules_dir.display()
+            );
+        }
+        Ok(vec![Box::new(crate::static_analysis::BuiltinRules)])
+    }
+}
+
+/// Start the service on `listener` (bind port 0 in tests). Creates the certificate
+/// and webhook key on first start, re-queues unfinished tasks, and spawns the workers.
+pub async fn serve(
+    config: SandboxConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<ServeHandle, SandboxError> {
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("create", &dir, e))?;
+    let store = Store::open(&dir)?;
+    let (cert_pem, key_pem) = crate::tls::load_or_create(&dir, &config.server_names)?;
+    let tls = Arc::new(crate::tls::server_config(&cert_pem, &key_pem)?);
+    let webhook_key = load_or_create_webhook_key(&dir)?;
+
+    let mut hashes = HashList::new();
+    hashes.load_dir(&dir.join("hashes"))?;
+    for p in &config.hash_lists {
+        hashes.load_file(p)?;
+    }
+    let rules_dir = config
+        .rules_dir
+        .clone()
+        .unwrap_or_else(|| dir.join("rules"));
+    let mut engines = default_engines(&rules_dir)?;
+    engines.extend(config.rule_engines);
+    let static_analyzer = StaticAnalyzer::new(hashes, engines);
+    let dynamic = config
+        .dynamic
+        .then(|| DynamicAnalyzer::new(config.jail.clone()));
+    let pipeline = Arc::new(Pipeline::new(static_analyzer, dynamic).await);
+
+    // Re-queue unfinished tasks first so they get queue slots before new submissions.
+    let unfinished: Vec<TaskRecord> = store
+        .tasks()?
+        .into_iter()
+        .filter(|t| matches!(t.state, TaskState::Queued | TaskState::Processing))
+        .collect();
+    let capacity = config.queue_capacity.max(1).max(unfinished.len());
+    let (tx, rx) = mpsc::channel::<String>(capacity);
+    let mut pending = HashMap::new();
+    for t in &unfinished {
+        pending.insert(t.sha256.clone(), t.id.clone());
+        if tx.try_send(t.id.clone()).is_err() {
+            tracing::warn!(task = %t.id, "cannot re-queue task");
+        }
+    }
+    let app = Arc::new(App {
+        store,
+        pipeline,
+        queue: tx,
+        capacity: config.queue_capacity.max(1),
+        max_object_size: config.max_object_size,
+        webhook_key: webhook_key.clone(),
+        pending: Mutex::new(pending),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..config.workers.max(1) {
+        let (app, rx, mut stop) = (app.clone(), rx.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let id = tokio::select! {
+                    _ = stop.changed() => break,
+                    id = async { rx.lock().await.recv().await } => id,
+                };
+                match id {
+                    Some(id) => app.process(&id).await,
+                    None => break,
+                }
+            }
+        });
+    }
+
+    let addr = listener
+        .local_addr()
+        .map_err(|e| SandboxError::io("read the address of", PathBuf::from("listener"), e))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let routes = router(app.clone());
+    let mut stop = shutdown_rx;
+    let accept = tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = stop.changed() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let acceptor = acceptor.clone();
+            let svc = hyper_util::service::TowerToHyperService::new(routes.clone());
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    acceptor.accept(tcp),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                if let Err(e) = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await
+                {
+                    tracing::debug!("connection error: {e}");
+                }
+            });
+        }
+    });
+    Ok(ServeHandle {
+        addr,
+        cert_pem,
+        webhook_key,
+        app,
+        shutdown: shutdown_tx,
+        accept,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            error_status(&SandboxError::BadSignature),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            error_status(&SandboxError::TooLarge { size: 2, limit: 1 }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

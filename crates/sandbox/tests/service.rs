@@ -1,0 +1,334 @@
+//! The HTTPS service end to end: submit → queued → found, already_scanned, restart,
+//! hash-list and dynamic detections, bad input, webhook.
+
+mod common;
+
+use std::time::Duration;
+
+use riposte_sandbox::protocol::{sign_webhook, SIGNATURE_HEADER};
+use riposte_sandbox::report::{FileIoc, Verdict};
+use riposte_sandbox::static_analysis::EICAR;
+use riposte_sandbox::store::Store;
+use riposte_sandbox::{
+    serve, ClientConfig, SandboxClient, SandboxConfig, ServeHandle, Submitted, TaskStatus,
+};
+
+async fn start(config: SandboxConfig) -> ServeHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve(config, listener).await.unwrap()
+}
+
+fn client(h: &ServeHandle) -> SandboxClient {
+    let mut c = ClientConfig::new(vec![format!("https://{}", h.addr)], h.cert_pem.clone());
+    c.timeout = Duration::from_secs(20);
+    c.retries = 0;
+    SandboxClient::new(c).unwrap()
+}
+
+async fn wait_done(c: &SandboxClient, id: &str) -> TaskStatus {
+    let s = c
+        .wait(id, Duration::from_millis(20), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_ne!(s, TaskStatus::Processing, "task {id} never finished");
+    s
+}
+
+fn static_only(dir: &std::path::Path) -> SandboxConfig {
+    let mut c = SandboxConfig::new(dir);
+    c.dynamic = false;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eicar_found_then_already_scanned_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(static_only(dir.path())).await;
+    let c = client(&h);
+    let Submitted::Queued(id) = c.submit("eicar.com", EICAR).await.unwrap() else {
+        panic!("first submit must queue");
+    };
+    match wait_done(&c, &id).await {
+        TaskStatus::Found {
+            threat_name,
+            report,
+        } => {
+            assert_eq!(threat_name, "EICAR-Test-File");
+            assert_eq!(report.verdict, Verdict::Malicious);
+            let sha = FileIoc::from_bytes(None, EICAR).sha256;
+            assert_eq!(report.iocs.object.as_ref().unwrap().sha256, sha);
+            assert!(report.openioc.contains(&sha));
+        }
+        other => panic!("expected found, got {other:?}"),
+    }
+    match c.submit("again.com", EICAR).await.unwrap() {
+        Submitted::AlreadyScanned(r) => assert_eq!(r.verdict, Verdict::Malicious),
+        other => panic!("expected already_scanned, got {other:?}"),
+    }
+    // Key file permissions: the private key is 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cert_before = h.cert_pem.clone();
+    h.shutdown().await;
+
+    // Restart on the same directory: same certificate, task and verdict kept.
+    let h2 = start(static_only(dir.path())).await;
+    assert_eq!(h2.cert_pem, cert_before);
+    let c2 = client(&h2);
+    assert!(matches!(
+        c2.poll(&id).await.unwrap(),
+        TaskStatus::Found { .. }
+    ));
+    assert!(matches!(
+        c2.submit("x", EICAR).await.unwrap(),
+        Submitted::AlreadyScanned(_)
+    ));
+    h2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_samples_hash_list_and_clean_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let f = FileIoc::from_bytes(None, &sample);
+    std::fs::create_dir_all(dir.path().join("hashes")).unwrap();
+    std::fs::write(
+        dir.path().join("hashes/generated.hsb"),
+        format!("{}:{}:Test.Generated.Sample\n", f.sha256, f.size),
+    )
+    .unwrap();
+    let h = start(static_only(dir.path())).await;
+    let c = client(&h);
+    let Submitted::Queued(id) = c.submit("gen.bin", &sample).await.unwrap() else {
+        panic!()
+    };
+    match wait_done(&c, &id).await {
+        TaskStatus::Found { threat_name, .. } => assert_eq!(threat_name, "Test.Generated.Sample"),
+        other => panic!("{other:?}"),
+    }
+    let Submitted::Queued(id) = c.submit("notes.txt", b"just some text").await.unwrap() else {
+        panic!()
+    };
+    match wait_done(&c, &id).await {
+        TaskStatus::NotFound(r) => assert_eq!(r.verdict, Verdict::Clean),
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_script_found_by_dynamic_analysis() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(SandboxConfig::new(dir.path())).await;
+    let c = client(&h);
+    let script = b"#!/bin/sh\necho '@reboot root /tmp/.s' >> /etc/crontab 2>/dev/null\nexit 0\n";
+    let Submitted::Queued(id) = c.submit("update.sh", script).await.unwrap() else {
+        panic!()
+    };
+    match wait_done(&c, &id).await {
+        TaskStatus::Found {
+            threat_name,
+            report,
+        } => {
+            assert_eq!(threat_name, "Linux.Persistence.cron");
+            assert_eq!(report.iocs.persistence[0].location, "/etc/crontab");
+            assert!(report.source.contains("dynamic"));
+        }
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jail_unavailable_falls_back_to_static_with_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SandboxConfig::new(dir.path());
+    cfg.jail.bwrap = "/nonexistent/bwrap".into();
+    let h = start(cfg).await;
+    let c = client(&h);
+    let Submitted::Queued(id) = c.submit("a.sh", b"#!/bin/sh\ntrue\n").await.unwrap() else {
+        panic!()
+    };
+    match wait_done(&c, &id).await {
+        TaskStatus::NotFound(r) => {
+            assert!(
+                r.notes
+                    .iter()
+                    .any(|n| n.contains("dynamic analysis not run") && n.contains("bubblewrap")),
+                "{:?}",
+                r.notes
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+}
+
+fn count(dir: &std::path::Path, sub: &str) -> usize {
+    std::fs::read_dir(dir.join(sub))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_nameless_uploads_are_refused_and_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = static_only(dir.path());
+    cfg.max_object_size = 1024;
+    let h = start(cfg).await;
+    let c = client(&h);
+    let e = c.submit("big.bin", &vec![0u8; 2048]).await.unwrap_err();
+    assert!(e.to_string().contains("over the 1024-byte limit"), "{e}");
+    assert!(e.to_string().contains("413"), "{e}");
+
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(riposte_sandbox::tls::pinned_client_config(&h.cert_pem).unwrap())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("https://{}/sandbox/v1/tasks", h.addr))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "error");
+    assert!(v["error"].as_str().unwrap().contains("?name="));
+    assert_eq!(count(dir.path(), "tasks"), 0);
+    assert_eq!(count(dir.path(), "objects"), 0);
+    assert_eq!(count(dir.path(), "verdicts"), 0);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_upload_is_refused_and_not_recorded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(static_only(dir.path())).await;
+    let tls = riposte_sandbox::tls::pinned_client_config(&h.cert_pem).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    s.write_all(
+        b"POST /sandbox/v1/tasks?name=t.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    // Half-close: the client stops sending after 10 of the 1000 announced bytes.
+    s.get_mut().0.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("upload truncated"), "{text}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count(dir.path(), "tasks"), 0);
+    assert_eq!(count(dir.path(), "objects"), 0);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_signed_recorded_wrong_signature_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(static_only(dir.path())).await;
+    let key = std::fs::read_to_string(dir.path().join("webhook.key")).unwrap();
+    assert_eq!(key.trim().as_bytes(), h.webhook_key.as_slice());
+    let object = b"object judged by CAPE";
+    let sha = FileIoc::from_bytes(None, object).sha256;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "device_id": "laptop-42", "sha256": sha, "verdict": "malicious",
+        "threat_name": "AgentTesla", "source": "cape"
+    }))
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(riposte_sandbox::tls::pinned_client_config(&h.cert_pem).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{}/sandbox/v1/webhook", h.addr);
+
+    // Wrong key, then tampered body: 401 and nothing recorded.
+    let bad = sign_webhook(b"not the key", &body);
+    let r = http
+        .post(&url)
+        .header(SIGNATURE_HEADER, bad)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let sig = sign_webhook(&h.webhook_key, &body);
+    let r = http
+        .post(&url)
+        .header(SIGNATURE_HEADER, &sig)
+        .body(tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("webhook.key"));
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.webhook_records().unwrap().is_empty());
+    assert!(store.verdict(&sha).unwrap().is_none());
+
+    // Right signature: recorded, and the verdict answers later submissions.
+    let r = http
+        .post(&url)
+        .header(SIGNATURE_HEADER, &sig)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let recs = store.webhook_records().unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].device_id, "laptop-42");
+    let c = client(&h);
+    match c.submit("o.bin", object).await.unwrap() {
+        Submitted::AlreadyScanned(r) => {
+            assert_eq!(r.verdict, Verdict::Malicious);
+            assert_eq!(r.source, "webhook:cape");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_is_an_explicit_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SandboxConfig::new(dir.path());
+    cfg.workers = 1;
+    cfg.queue_capacity = 1;
+    let h = start(cfg).await;
+    let c = client(&h);
+    // The single worker is busy with a 2-second script; one task fits in the queue.
+    assert!(matches!(
+        c.submit("slow.sh", b"#!/bin/sh\nsleep 2\n").await.unwrap(),
+        Submitted::Queued(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        c.submit("b.txt", b"second").await.unwrap(),
+        Submitted::Queued(_)
+    ));
+    let e = c.submit("c.txt", b"third").await.unwrap_err();
+    assert!(e.to_string().contains("queue is full"), "{e}");
+    // The same object again is not a new task: it answers the existing task id.
+    let a = c.submit("b2.txt", b"second").await.unwrap();
+    assert!(matches!(a, Submitted::Queued(_)));
+    h.shutdown().await;
+}

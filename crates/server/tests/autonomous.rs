@@ -1,0 +1,301 @@
+//! The special account's one right: autonomous IOC scan tasks, for the group of the policy
+//! whose Threat Response settings carry its password; one task per group and object.
+
+mod common;
+use common::*;
+use riposte_store::Backend;
+use serde_json::{json, Value};
+
+fn detection(id: &str, device_id: i64, sha: char) -> Value {
+    json!({"device_id": device_id, "detection": {
+        "detection_id": id, "path": "/tmp/evil", "size": 42,
+        "md5": "a".repeat(32), "sha1": "b".repeat(40), "sha256": sha.to_string().repeat(64),
+        "threat": "Test.Threat", "source": "builtin-sandbox", "user_name": "alice", "detected_at_ms": 1}})
+}
+
+async fn autonomous(
+    http: &reqwest::Client,
+    url: &str,
+    password: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let resp = http
+        .post(format!("{url}/api/v1/autonomous-tasks"))
+        .basic_auth("riposte-autonomous", Some(password))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let s = resp.status().as_u16();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn flow(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    let api = ts.client().await;
+    for (g, parent) in [("A", None), ("A1", Some("A")), ("B", None)] {
+        api.ok(
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": g, "parent": parent})),
+        )
+        .await;
+    }
+    let d1 = enroll(&api, &ts.ca, "A1", "d1").await.device_id;
+    let d2 = enroll(&api, &ts.ca, "A", "d2").await.device_id;
+    let d3 = enroll(&api, &ts.ca, "B", "d3").await.device_id;
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({"password": "autonomous-pw"})),
+    )
+    .await;
+    api.ok("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({
+        "enabled": true, "mode": "enforce", "special_password": "autonomous-pw",
+        "actions": ["quarantine_and_delete", "group_ioc_scan", "group_ioc_quarantine_and_delete"]}))).await;
+    let http =
+        riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
+            .unwrap();
+
+    // d1 (in A1, under A's enforced policy) detects: the task covers A's subtree, not B.
+    let (s, a) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &detection("det-1", d1, 'c'),
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["deduplicated"], false);
+    let task = a["task_id"].as_i64().unwrap();
+    let groups = api.ok("GET", "/api/v1/groups", None).await;
+    let a_id = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "A")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(a["group_id"], a_id);
+    let t = api.ok("GET", &format!("/api/v1/tasks/{task}"), None).await;
+    let mut devices: Vec<i64> = t["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_i64().unwrap())
+        .collect();
+    devices.sort();
+    assert_eq!(devices, vec![d1, d2], "{t}");
+    assert!(!devices.contains(&d3));
+    assert_eq!(t["task"]["autonomous"], true);
+    assert_eq!(t["task"]["actions"], json!(["quarantine_and_delete"]));
+    let ioc = t["task"]["iocs"][0]["content"].as_str().unwrap();
+    assert!(
+        ioc.contains(&"c".repeat(64)) && ioc.contains(">42<"),
+        "IOC carries hash and size: {ioc}"
+    );
+
+    // d2 detects the same object: the same task, not a second one.
+    let (s, b) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &detection("det-2", d2, 'c'),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["task_id"].as_i64(), Some(task));
+    assert_eq!(b["deduplicated"], true);
+
+    // Many simultaneous detections of a new object: exactly one task.
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let http = http.clone();
+        let url = ts.url.clone();
+        let body = detection(&format!("burst-{i}"), if i % 2 == 0 { d1 } else { d2 }, 'd');
+        handles.push(tokio::spawn(async move {
+            autonomous(&http, &url, "autonomous-pw", &body).await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for h in handles {
+        let (s, v) = h.await.unwrap();
+        assert_eq!(s, 200, "{v}");
+        ids.insert(v["task_id"].as_i64().unwrap());
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "one task for simultaneous detections: {ids:?}"
+    );
+    assert_eq!(
+        api.ok("GET", "/api/v1/tasks", None)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // d3's group has no policy enabling group actions: refused with the reason.
+    let (s, v) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &detection("det-3", d3, 'e'),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("do not enable the group IOC scan"),
+        "{v}"
+    );
+
+    // Wrong password, then a deleted account: clear errors, in the audit log and on the
+    // detection's record (the device reported the detection over its channel first).
+    let store = &ts.running().core.store;
+    store
+        .insert_detection(d1, "det-4", &json!({"path": "/tmp/x"}))
+        .await
+        .unwrap();
+    let (s, v) = autonomous(
+        &http,
+        &ts.url,
+        "wrong-password",
+        &detection("det-4", d1, 'f'),
+    )
+    .await;
+    assert_eq!(s, 401, "{v}");
+    let det = api.ok("GET", "/api/v1/detections/det-4", None).await;
+    assert!(
+        det["group_action_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wrong user name or password"),
+        "{det} {v}"
+    );
+    api.ok("DELETE", "/api/v1/special-account", None).await;
+    store
+        .insert_detection(d1, "det-5", &json!({"path": "/tmp/y"}))
+        .await
+        .unwrap();
+    let (s, v) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &detection("det-5", d1, 'f'),
+    )
+    .await;
+    assert_eq!(s, 401, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("special account does not exist"),
+        "{v}"
+    );
+    let det = api.ok("GET", "/api/v1/detections/det-5", None).await;
+    assert!(
+        det["group_action_error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{det}"
+    );
+    let audit = api.ok("GET", "/api/v1/audit?limit=1000", None).await;
+    let refused = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "autonomous_task_refused")
+        .count();
+    assert!(refused >= 3, "{audit}");
+    assert_eq!(
+        api.ok("GET", "/api/v1/tasks", None)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "no task from refused requests"
+    );
+    ts.stop().await;
+}
+
+#[tokio::test]
+async fn autonomous_tasks_sqlite() {
+    flow(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn autonomous_tasks_postgres() {
+    flow(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn local_settings_target_the_device_group() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let api = ts.client().await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "L"})))
+        .await;
+    api.ok(
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "L2", "parent": "L"})),
+    )
+    .await;
+    let d = enroll(&api, &ts.ca, "L2", "dl").await.device_id;
+    enroll(&api, &ts.ca, "L", "other").await;
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({"password": "autonomous-pw"})),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        &format!("/api/v1/devices/{d}/settings/threat-response"),
+        Some(json!({
+        "enabled": true, "special_password": "autonomous-pw", "actions": ["group_ioc_scan"]})),
+    )
+    .await;
+    let http =
+        riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
+            .unwrap();
+    let (s, a) = autonomous(&http, &ts.url, "autonomous-pw", &detection("det-l", d, 'a')).await;
+    assert_eq!(s, 200, "{a}");
+    let t = api
+        .ok("GET", &format!("/api/v1/tasks/{}", a["task_id"]), None)
+        .await;
+    assert_eq!(
+        t["devices"].as_array().unwrap().len(),
+        1,
+        "only the device's own group (L2): {t}"
+    );
+    // An enforced policy above locks the device's local settings.
+    api.ok(
+        "PUT",
+        "/api/v1/groups/L/policy/threat-response",
+        Some(json!({"enabled": false, "mode": "enforce"})),
+    )
+    .await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            &format!("/api/v1/devices/{d}/settings/threat-response"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("enforced by Riposte policy (L)"),
+        "{v}"
+    );
+    ts.stop().await;
+}
