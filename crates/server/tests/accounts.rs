@@ -168,6 +168,7 @@ async fn special_account_rules(backend: Backend) {
     let det = json!({"device_id": 999, "detection": {
         "detection_id": "d1", "path": "/x", "size": 1, "md5": "0".repeat(32), "sha1": "0".repeat(40),
         "sha256": "0".repeat(64), "threat": "T", "source": "test", "user_name": "u", "detected_at_ms": 0}});
+    let det_body = det.clone();
     let (s, v) = special
         .call("POST", "/api/v1/autonomous-tasks", Some(det.clone()))
         .await;
@@ -244,7 +245,7 @@ async fn special_account_rules(backend: Backend) {
     let (s, _) = api.call("GET", "/api/v1/whoami", None).await;
     assert_eq!(s, 200);
     let (s, _) = special
-        .call("POST", "/api/v1/autonomous-tasks", Some(json!({})))
+        .call("POST", "/api/v1/autonomous-tasks", Some(det_body.clone()))
         .await;
     assert_eq!(s, 401, "the deleted account's session ended");
     api.ok(
