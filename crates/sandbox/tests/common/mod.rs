@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-/// `/work/shared/corpus` seen from this crate (`../../../shared/corpus`).
+/// The shared corpus beside the repository (`../shared/corpus` from its root).
 pub fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
 }
