@@ -105,8 +105,6 @@ impl FromRequestParts<AppState> for Caller {
                 ServiceError::Unauthorized("malformed Basic authorization".into())
             })?;
             core.check_password(user, password, &source).await?
-        } else if let Some(token) = session_cookie(parts) {
-            core.session(&token).await?
         } else {
             return Err(ServiceError::Unauthorized(
                 "log in first: no credentials were given".into(),
@@ -114,18 +112,6 @@ impl FromRequestParts<AppState> for Caller {
         };
         Ok(Caller { principal, source })
     }
-}
-
-fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix("riposte_session="))
-        .map(String::from)
-        .next()
 }
 
 /// The API router.
@@ -182,7 +168,6 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/detections/{id}", get(detection))
         .route("/api/v1/quarantine", get(quarantine))
         .route("/api/v1/audit", get(audit))
-        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(core)
 }
@@ -195,7 +180,8 @@ fn ok<T: serde::Serialize>(v: T) -> ApiResult {
     ))
 }
 
-async fn not_found() -> ServiceError {
+/// The answer for unknown paths.
+pub async fn not_found() -> ServiceError {
     ServiceError::NotFound("no such API endpoint; see /api/v1/openapi.json".into())
 }
 

@@ -35,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 pub use error::{ServiceError, ServiceResult};
 
 /// How to start a server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// Data directory: CA, keys, and the SQLite database by default.
     pub data_dir: PathBuf,
@@ -52,7 +52,14 @@ pub struct ServerOptions {
     /// Extra names (DNS or IP) for the server certificate.
     pub tls_names: Vec<String>,
     pub core: CoreConfig,
+    /// More routes served beside the API (the web console), built over the same core.
+    pub ui: Option<UiBuilder>,
 }
+
+/// Builds extra routes (the web console) over the server's core.
+pub type UiBuilder = Arc<dyn Fn(Arc<Core>) -> axum::Router + Send + Sync>;
+
+
 
 impl ServerOptions {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
@@ -65,6 +72,7 @@ impl ServerOptions {
             admin_password: None,
             tls_names: Vec::new(),
             core: CoreConfig::default(),
+            ui: None,
         }
     }
 }

@@ -244,7 +244,7 @@ async fn openapi_lists_every_route() {
     let paths = doc["paths"].as_object().unwrap();
     let src = include_str!("../src/api.rs");
     let router = &src[src.find("pub fn router").unwrap()..];
-    let router = &router[..router.find(".fallback(").unwrap()];
+    let router = &router[..router.find(".layer(").unwrap()];
     let mut n = 0;
     for piece in router.split(".route(").skip(1) {
         let path = piece
