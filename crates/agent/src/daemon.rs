@@ -139,6 +139,14 @@ impl Agent {
         });
     }
 
+    /// Restores or deletes a quarantined object as the server asked.
+    fn handle_quarantine_command(&self, cmd: riposte_proto::QuarantineCommand) {
+        self.report(EventBody::Alert {
+            code: "quarantine_command_unsupported".into(),
+            message: format!("this agent cannot {} quarantine entry {} yet", cmd.action, cmd.entry_id),
+        });
+    }
+
     /// Restarts tasks that were running when the agent stopped.
     pub fn resume_tasks(self: &Arc<Self>) {
         let pending: Vec<TaskOffer> = self
@@ -204,6 +212,10 @@ impl LinkHandler for Handler {
                 if is_new {
                     agent.start_task(offer);
                 }
+            }
+            Delivery::Quarantine(cmd) => {
+                agent.update(|s| s.last_applied = seq);
+                agent.handle_quarantine_command(cmd);
             }
             Delivery::TaskCancel { task_id } => {
                 agent.update(|s| s.last_applied = seq);

@@ -86,6 +86,24 @@ pub enum Delivery {
     TaskOffer(TaskOffer),
     /// Stop a task if it runs; do not start it.
     TaskCancel { task_id: i64 },
+    /// Restore or delete a quarantined object on the device.
+    Quarantine(QuarantineCommand),
+}
+
+/// What an administrator asks of a quarantined object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineCommand {
+    /// Identifies the request, so the outcome can be matched to it.
+    pub request_id: String,
+    pub entry_id: String,
+    /// `restore` or `delete`.
+    pub action: String,
+    /// For `restore`: another path than the original (device path).
+    #[serde(default)]
+    pub restore_to: Option<String>,
+    /// For `restore` onto an existing file: `refuse` (default), `replace` or `rename`.
+    #[serde(default)]
+    pub on_conflict: Option<String>,
 }
 
 /// An IOC document in one of the supported formats.

@@ -167,6 +167,7 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/detections", get(detections))
         .route("/api/v1/detections/{id}", get(detection))
         .route("/api/v1/quarantine", get(quarantine))
+        .route("/api/v1/quarantine/{device}/{entry}/{action}", post(quarantine_action))
         .route("/api/v1/audit", get(audit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(core)
@@ -537,4 +538,20 @@ struct AuditQuery {
 
 async fn audit(State(core): State<AppState>, c: Caller, Query(q): Query<AuditQuery>) -> ApiResult {
     ok(core.audit_log(&c, q.limit.unwrap_or(200)).await?)
+}
+
+#[derive(Deserialize)]
+struct QuarantineBody {
+    restore_to: Option<String>,
+    on_conflict: Option<String>,
+}
+
+async fn quarantine_action(
+    State(core): State<AppState>,
+    c: Caller,
+    Path((device, entry, action)): Path<(String, String, String)>,
+    Body(b): Body<QuarantineBody>,
+) -> ApiResult {
+    let id = core.quarantine_action(&c, &device, &entry, &action, b.restore_to, b.on_conflict).await?;
+    ok(json!({ "request_id": id, "device": device, "entry_id": entry, "action": action }))
 }

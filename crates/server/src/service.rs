@@ -1211,6 +1211,50 @@ impl Core {
         Ok(self.store.quarantine(device_id).await?)
     }
 
+    /// Asks a device to restore or delete a quarantined object; the device reports the
+    /// outcome as a quarantine event. Returns the request id.
+    pub async fn quarantine_action(
+        &self,
+        c: &Caller,
+        device: &str,
+        entry_id: &str,
+        action: &str,
+        restore_to: Option<String>,
+        on_conflict: Option<String>,
+    ) -> ServiceResult<String> {
+        authorize(&c.principal, Operation::HandleQuarantine)?;
+        if !matches!(action, "restore" | "delete") {
+            return Err(ServiceError::BadRequest(format!("unknown quarantine action '{action}'; use restore or delete")));
+        }
+        if let Some(c) = &on_conflict {
+            if !matches!(c.as_str(), "refuse" | "replace" | "rename") {
+                return Err(ServiceError::BadRequest(format!("unknown conflict policy '{c}'; use refuse, replace or rename")));
+            }
+        }
+        if let Some(p) = &restore_to {
+            if !p.starts_with('/') || p.split('/').any(|x| x == "..") {
+                return Err(ServiceError::BadRequest(format!("restore path '{p}' must be absolute, without '..'")));
+            }
+        }
+        let d = self.store.device_by_ref(device).await?;
+        if !self.store.quarantine(Some(d.id)).await?.iter().any(|q| q.entry_id == entry_id) {
+            return Err(ServiceError::NotFound(format!("device {} has no quarantine entry '{entry_id}'", d.id)));
+        }
+        let request_id = secrets::random_token()[..16].to_string();
+        let cmd = riposte_proto::QuarantineCommand {
+            request_id: request_id.clone(),
+            entry_id: entry_id.to_string(),
+            action: action.to_string(),
+            restore_to,
+            on_conflict,
+        };
+        let payload = serde_json::to_string(&Delivery::Quarantine(cmd)).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.store.enqueue(d.id, riposte_store::KIND_QUARANTINE, None, &payload).await?;
+        self.hub.wake(d.id);
+        self.audit(c, "quarantine_action", &format!("{action} entry {entry_id} on device {}", d.id)).await;
+        Ok(request_id)
+    }
+
     /// Periodic upkeep: expire overdue tasks, delete old autonomous tasks.
     pub async fn housekeeping(&self) -> ServiceResult<()> {
         let now = now_ms();

@@ -22,7 +22,7 @@ pub use audit::AuditRow;
 pub use detections::{ActionOutcome, DetectionRow, QuarantineRow};
 pub use devices::{DeviceRow, EnrollTokenRow, TokenRefusal};
 pub use outbox::OutboxRow;
-pub use outbox::{KIND_SETTINGS, KIND_TASK_CANCEL, KIND_TASK_OFFER};
+pub use outbox::{KIND_QUARANTINE, KIND_SETTINGS, KIND_TASK_CANCEL, KIND_TASK_OFFER};
 pub use tasks::{NewTask, TaskDeviceRow, TaskRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -18,6 +18,7 @@ pub struct OutboxRow {
 pub const KIND_SETTINGS: &str = "settings";
 pub const KIND_TASK_OFFER: &str = "task_offer";
 pub const KIND_TASK_CANCEL: &str = "task_cancel";
+pub const KIND_QUARANTINE: &str = "quarantine";
 
 /// Queues one message on an open connection or transaction; returns its sequence number.
 pub(crate) async fn enqueue_in(
