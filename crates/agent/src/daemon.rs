@@ -6,7 +6,9 @@ use crate::identity::Identity;
 use crate::link::{self, LinkHandler};
 use crate::state::{AgentState, StateFile, TaskRecord};
 use riposte_model::DeviceTaskState;
-use riposte_proto::{AgentEvent, AgentToServer, Delivery, EventBody, TaskOffer, TaskUpdate};
+use riposte_proto::{
+    AgentEvent, AgentToServer, Delivery, DetectionRecord, EventBody, TaskOffer, TaskUpdate,
+};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
@@ -40,6 +42,8 @@ pub struct Agent {
     file: StateFile,
     to_server: mpsc::UnboundedSender<AgentToServer>,
     runner: Arc<dyn TaskRunner>,
+    /// The local response actions; `None` only in tests of the channel alone.
+    pub local: Option<Arc<crate::response::LocalActions>>,
     cancels: Mutex<std::collections::HashMap<i64, watch::Sender<bool>>>,
     /// Signalled whenever settings change (for tests and the response engine).
     pub settings_changed: tokio::sync::Notify,
@@ -50,6 +54,7 @@ impl Agent {
     pub fn open(
         data_dir: PathBuf,
         runner: Arc<dyn TaskRunner>,
+        local: Option<Arc<crate::response::LocalActions>>,
     ) -> anyhow::Result<(Arc<Agent>, mpsc::UnboundedReceiver<AgentToServer>)> {
         let identity = Identity::load(&data_dir)?;
         let file = StateFile::new(&data_dir);
@@ -63,6 +68,7 @@ impl Agent {
             file,
             to_server: tx,
             runner,
+            local,
             cancels: Mutex::new(Default::default()),
             settings_changed: tokio::sync::Notify::new(),
         });
@@ -111,6 +117,7 @@ impl Agent {
             .unwrap_or_else(|e| e.into_inner())
             .insert(offer.task_id, cancel_tx);
         let agent = self.clone();
+        let actions = offer.actions.clone();
         tokio::spawn(async move {
             let id = offer.task_id;
             agent.set_task(TaskUpdate {
@@ -135,16 +142,297 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
+            let update = agent.act_on_hits(&actions, update).await;
             agent.set_task(update);
         });
     }
 
     /// Restores or deletes a quarantined object as the server asked.
     fn handle_quarantine_command(&self, cmd: riposte_proto::QuarantineCommand) {
-        self.report(EventBody::Alert {
-            code: "quarantine_command_unsupported".into(),
-            message: format!("this agent cannot {} quarantine entry {} yet", cmd.action, cmd.entry_id),
+        let result = match cmd.action.as_str() {
+            "restore" => self
+                .quarantine_restore(
+                    &cmd.entry_id,
+                    cmd.restore_to.as_deref(),
+                    cmd.on_conflict.as_deref(),
+                )
+                .map(|_| ()),
+            "delete" => self.quarantine_delete(&cmd.entry_id),
+            other => Err(format!("unknown quarantine action '{other}'")),
+        };
+        if let Err(e) = result {
+            self.report(EventBody::Alert {
+                code: "quarantine_command_failed".into(),
+                message: format!(
+                    "{} of quarantine entry {} failed: {e}",
+                    cmd.action, cmd.entry_id
+                ),
+            });
+        }
+    }
+
+    fn local(&self) -> Result<&Arc<crate::response::LocalActions>, String> {
+        self.local
+            .as_ref()
+            .ok_or_else(|| "local actions are not available in this agent".to_string())
+    }
+
+    /// Restores a quarantined object and tells the server.
+    pub fn quarantine_restore(
+        &self,
+        id: &str,
+        to: Option<&str>,
+        on_conflict: Option<&str>,
+    ) -> Result<String, String> {
+        let local = self.local()?;
+        let record = local.store_record(id)?;
+        let path = local.quarantine_restore(id, to, on_conflict)?;
+        let mut json = serde_json::to_value(&record).unwrap_or_default();
+        json["restored_to"] = serde_json::json!(path.display().to_string());
+        self.report(EventBody::Quarantine {
+            entry_id: id.to_string(),
+            state: "restored".into(),
+            record: json,
         });
+        Ok(path.display().to_string())
+    }
+
+    /// Deletes a quarantined object for good and tells the server.
+    pub fn quarantine_delete(&self, id: &str) -> Result<(), String> {
+        let local = self.local()?;
+        let record = local.store_record(id)?;
+        local.quarantine_delete(id)?;
+        self.report(EventBody::Quarantine {
+            entry_id: id.to_string(),
+            state: "deleted".into(),
+            record: serde_json::to_value(&record).unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    fn report_outcome(&self, detection_id: &str, o: &crate::response::Outcome) {
+        self.report(EventBody::ActionOutcome {
+            detection_id: detection_id.to_string(),
+            action: o.action.clone(),
+            outcome: o.outcome.clone(),
+            detail: o.detail.clone(),
+        });
+    }
+
+    /// Responds to a malicious verdict on an object of this device.
+    pub async fn respond(
+        self: &Arc<Self>,
+        input: crate::response::DetectionInput,
+    ) -> Result<serde_json::Value, String> {
+        let local = self.local()?.clone();
+        let l2 = local.clone();
+        let inp = input.clone();
+        let (record, identity) = tokio::task::spawn_blocking(move || l2.examine(&inp))
+            .await
+            .map_err(|e| e.to_string())??;
+        self.report(EventBody::Detection(record.clone()));
+        let state = self.snapshot();
+        let mut outcomes = Vec::new();
+        match crate::response::selected(state.settings.as_ref()) {
+            None => outcomes.push(crate::response::Outcome {
+                action: "threat_response".into(),
+                outcome: "skipped".into(),
+                detail: "Threat Response is not enabled on this device".into(),
+            }),
+            Some(actions) => {
+                let mut quarantined = false;
+                for action in actions {
+                    let o = match action {
+                        riposte_model::Action::QuarantineAndDelete => {
+                            let l = local.clone();
+                            let r = record.clone();
+                            let res = tokio::task::spawn_blocking(move || {
+                                l.quarantine(
+                                    &r.path,
+                                    &r.detection_id,
+                                    &r.threat,
+                                    &r.user_name,
+                                    Some(identity),
+                                )
+                            })
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|x| x);
+                            match res {
+                                Ok(q) => {
+                                    quarantined = true;
+                                    self.report(EventBody::Quarantine {
+                                        entry_id: q.id.clone(),
+                                        state: "quarantined".into(),
+                                        record: serde_json::to_value(&q).unwrap_or_default(),
+                                    });
+                                    crate::response::Outcome {
+                                        action: action.as_str().into(),
+                                        outcome: "done".into(),
+                                        detail: format!("quarantine entry {}", q.id),
+                                    }
+                                }
+                                Err(e) => crate::response::Outcome {
+                                    action: action.as_str().into(),
+                                    outcome: "failed".into(),
+                                    detail: e,
+                                },
+                            }
+                        }
+                        riposte_model::Action::NotifyUser => {
+                            local.notify(&record, quarantined).await
+                        }
+                        riposte_model::Action::EppCriticalAreasScan => {
+                            let l = local.clone();
+                            tokio::task::spawn_blocking(move || l.critical_areas_scan())
+                                .await
+                                .unwrap_or_else(|e| crate::response::Outcome {
+                                    action: "epp_critical_areas_scan".into(),
+                                    outcome: "failed".into(),
+                                    detail: e.to_string(),
+                                })
+                        }
+                        riposte_model::Action::GroupIocScan => {
+                            self.autonomous_task(&record, state.special_password.as_deref())
+                                .await
+                        }
+                        // These say what devices do on a hit; they travel inside the task.
+                        riposte_model::Action::GroupIocQuarantineAndDelete
+                        | riposte_model::Action::GroupIocEppCriticalAreasScan => continue,
+                    };
+                    outcomes.push(o);
+                }
+            }
+        }
+        for o in &outcomes {
+            self.report_outcome(&record.detection_id, o);
+        }
+        Ok(serde_json::json!({ "detection": record, "outcomes": outcomes }))
+    }
+
+    /// Creates (or joins) the autonomous IOC scan task on the server as the special account.
+    async fn autonomous_task(
+        &self,
+        record: &DetectionRecord,
+        password: Option<&str>,
+    ) -> crate::response::Outcome {
+        let fail = |detail: String| crate::response::Outcome {
+            action: "group_ioc_scan".into(),
+            outcome: "failed".into(),
+            detail,
+        };
+        let Some(password) = password else {
+            return fail("no special account password in this device's settings".into());
+        };
+        let client = match crate::identity::pinned_http_client(
+            &self.identity.ca_pem,
+            std::time::Duration::from_secs(30),
+        ) {
+            Ok(c) => c,
+            Err(e) => return fail(e.to_string()),
+        };
+        let body = serde_json::json!({ "device_id": self.identity.device_id, "detection": record });
+        let resp = client
+            .post(format!(
+                "{}/api/v1/autonomous-tasks",
+                self.identity.server_url
+            ))
+            .basic_auth(
+                riposte_model::accounts::SPECIAL_ACCOUNT_NAME,
+                Some(password),
+            )
+            .json(&body)
+            .send()
+            .await;
+        match resp {
+            Err(e) => fail(format!("cannot reach the administration server: {e}")),
+            Ok(r) => {
+                let status = r.status();
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                if status.is_success() {
+                    crate::response::Outcome {
+                        action: "group_ioc_scan".into(),
+                        outcome: "done".into(),
+                        detail: format!(
+                            "autonomous IOC scan task {} for group {}{}",
+                            v["task_id"],
+                            v["group_id"],
+                            if v["deduplicated"] == true {
+                                " (already created for this object)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    }
+                } else {
+                    fail(format!(
+                        "the server refused the autonomous task: {}",
+                        v["error"].as_str().unwrap_or("no reason given")
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Acts on a task's hits as the task says (quarantine and delete, EPP scan).
+    async fn act_on_hits(
+        &self,
+        actions: &[riposte_model::TaskAction],
+        mut update: TaskUpdate,
+    ) -> TaskUpdate {
+        let Ok(local) = self.local().cloned() else {
+            return update;
+        };
+        if update.state != DeviceTaskState::Completed || update.hits == 0 {
+            return update;
+        }
+        let files: Vec<String> = update.results["hit_files"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut outcomes = Vec::new();
+        for action in actions {
+            match action {
+                riposte_model::TaskAction::QuarantineAndDelete => {
+                    for f in &files {
+                        let l = local.clone();
+                        let path = f.clone();
+                        let id = format!("task-{}", update.task_id);
+                        let res = tokio::task::spawn_blocking(move || {
+                            l.quarantine(&path, &id, "IOC scan hit", "", None)
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|x| x);
+                        match res {
+                            Ok(q) => {
+                                self.report(EventBody::Quarantine {
+                                    entry_id: q.id.clone(),
+                                    state: "quarantined".into(),
+                                    record: serde_json::to_value(&q).unwrap_or_default(),
+                                });
+                                outcomes.push(serde_json::json!({"action": "quarantine_and_delete", "path": f, "outcome": "done", "entry_id": q.id}));
+                            }
+                            Err(e) => outcomes.push(serde_json::json!({"action": "quarantine_and_delete", "path": f, "outcome": "failed", "detail": e})),
+                        }
+                    }
+                }
+                riposte_model::TaskAction::EppCriticalAreasScan => {
+                    let l = local.clone();
+                    if let Ok(o) =
+                        tokio::task::spawn_blocking(move || l.critical_areas_scan()).await
+                    {
+                        outcomes.push(serde_json::json!({"action": o.action, "outcome": o.outcome, "detail": o.detail}));
+                    }
+                }
+            }
+        }
+        update.results["actions"] = serde_json::Value::Array(outcomes);
+        update
     }
 
     /// Restarts tasks that were running when the agent stopped.
@@ -162,7 +450,8 @@ impl Agent {
     }
 }
 
-fn now_ms() -> i64 {
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -263,16 +552,22 @@ impl LinkHandler for Handler {
     }
 }
 
-/// Runs the agent daemon until `stop` turns true.
+/// Runs the agent daemon (link and control socket) until `stop` turns true.
 pub async fn run(
     agent: Arc<Agent>,
     rx: mpsc::UnboundedReceiver<AgentToServer>,
     stop: watch::Receiver<bool>,
 ) {
     agent.resume_tasks();
+    let control = tokio::spawn(crate::control::serve(agent.clone(), stop.clone()));
     let h = Arc::new(Handler(agent.clone()));
     let hostname = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     link::run(agent.identity.clone(), hostname, h, rx, stop).await;
+    match control.await {
+        Ok(Err(e)) => tracing::error!("control socket: {e}"),
+        Err(e) => tracing::error!("control socket task: {e}"),
+        Ok(Ok(())) => {}
+    }
 }

@@ -40,10 +40,62 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Talk to the running agent over its control socket.
-    Ctl {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+    /// Talk to the running agent over its control socket (root only).
+    #[command(subcommand)]
+    Ctl(CtlCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// The quarantine store of this device.
+    #[command(subcommand)]
+    Quarantine(QuarantineCmd),
+    /// Report a malicious object: the agent responds per its Threat Response settings.
+    ReportDetection {
+        /// Device path of the object.
+        #[arg(long)]
+        path: String,
+        /// Its SHA-256; the agent acts only while the file at PATH has it.
+        #[arg(long)]
+        sha256: String,
+        /// Threat name.
+        #[arg(long)]
+        threat: String,
+        /// Account under which the threat was detected.
+        #[arg(long)]
+        user: String,
+        /// Who gave the verdict.
+        #[arg(long, default_value = "external")]
+        source: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCmd {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Restore {
+        id: String,
+        /// Restore to this device path instead of the original one.
+        #[arg(long)]
+        to: Option<String>,
+        /// Replace an existing file at the target.
+        #[arg(long, conflicts_with = "rename")]
+        replace: bool,
+        /// Restore beside an existing file as NAME.restored.
+        #[arg(long)]
+        rename: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -90,19 +142,11 @@ pub async fn ensure_enrolled(a: &AgentArgs) -> anyhow::Result<Identity> {
 pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     match &a.command {
         Some(AgentCommand::Status { json }) => return status(&a, *json),
-        Some(AgentCommand::Ctl { .. }) => {
-            eprintln!("riposte agent ctl: not available yet in this build");
-            return Ok(ExitCode::from(2));
-        }
+        Some(AgentCommand::Ctl(c)) => return ctl(&a, c).await,
         None => {}
     }
     ensure_enrolled(&a).await?;
-    let (agent, rx) = Agent::open(
-        a.data.clone(),
-        Arc::new(SweepRunner {
-            host_root: a.host_root.clone(),
-        }),
-    )?;
+    let (agent, rx) = open_agent(&a.data, &a.host_root)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(daemon::run(agent, rx, stop));
     crate::shutdown_signal().await;
@@ -129,6 +173,7 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         "settings": state.settings,
         "tasks": tasks,
         "unsent_events": state.outbox.len(),
+        "quarantine": quarantine_summary(&a.data, &a.host_root),
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -150,6 +195,133 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         }
         println!("tasks:     {}", tasks.len());
         println!("unsent events: {}", state.outbox.len());
+        let q = &v["quarantine"];
+        println!("quarantine: {} objects, {} bytes", q["objects"], q["bytes"]);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the agent with its local actions (recovering the quarantine first).
+pub fn open_agent(
+    data: &std::path::Path,
+    host_root: &std::path::Path,
+) -> anyhow::Result<(
+    Arc<Agent>,
+    tokio::sync::mpsc::UnboundedReceiver<riposte_proto::AgentToServer>,
+)> {
+    let (local, recovery) = riposte_agent::response::LocalActions::open(data, host_root)?;
+    if recovery != Default::default() {
+        eprintln!("quarantine recovery: {recovery:?}");
+    }
+    let runner = Arc::new(SweepRunner {
+        host_root: host_root.to_path_buf(),
+    });
+    Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))
+}
+
+async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
+    use riposte_agent::control::{call, Request};
+    let (req, json) = match c {
+        CtlCommand::Quarantine(QuarantineCmd::List { json }) => (Request::QuarantineList, *json),
+        CtlCommand::Quarantine(QuarantineCmd::Restore {
+            id,
+            to,
+            replace,
+            rename,
+            json,
+        }) => (
+            Request::QuarantineRestore {
+                id: id.clone(),
+                to: to.clone(),
+                on_conflict: Some(
+                    if *replace {
+                        "replace"
+                    } else if *rename {
+                        "rename"
+                    } else {
+                        "refuse"
+                    }
+                    .into(),
+                ),
+            },
+            *json,
+        ),
+        CtlCommand::Quarantine(QuarantineCmd::Delete { id, json }) => {
+            (Request::QuarantineDelete { id: id.clone() }, *json)
+        }
+        CtlCommand::ReportDetection {
+            path,
+            sha256,
+            threat,
+            user,
+            source,
+            json,
+        } => (
+            Request::ReportDetection(riposte_agent::response::DetectionInput {
+                path: path.clone(),
+                sha256: sha256.clone(),
+                threat: threat.clone(),
+                user: user.clone(),
+                user_uid: None,
+                source: source.clone(),
+                source_ref: None,
+                dropped_sha256: Vec::new(),
+            }),
+            *json,
+        ),
+    };
+    let v = call(&a.data, &req).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match c {
+        CtlCommand::Quarantine(QuarantineCmd::List { .. }) => {
+            for e in v.as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{}  {}  {} bytes  {}",
+                    e["id"].as_str().unwrap_or("?"),
+                    e["original_path"].as_str().unwrap_or("?"),
+                    e["size"],
+                    e["threat_name"].as_str().unwrap_or("")
+                );
+            }
+        }
+        CtlCommand::Quarantine(QuarantineCmd::Restore { .. }) => {
+            println!("restored to {}", v["restored_to"].as_str().unwrap_or("?"))
+        }
+        CtlCommand::Quarantine(QuarantineCmd::Delete { id, .. }) => {
+            println!("quarantine entry {id} deleted")
+        }
+        CtlCommand::ReportDetection { .. } => {
+            println!(
+                "detection {}",
+                v["detection"]["detection_id"].as_str().unwrap_or("?")
+            );
+            for o in v["outcomes"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "  {}: {} — {}",
+                    o["action"].as_str().unwrap_or("?"),
+                    o["outcome"].as_str().unwrap_or("?"),
+                    o["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn quarantine_summary(data: &std::path::Path, host_root: &std::path::Path) -> serde_json::Value {
+    let store = riposte_quarantine::QuarantineStore::open_no_recover(
+        data.join("quarantine"),
+        riposte_host::HostRoot::new(host_root),
+        Default::default(),
+    );
+    match store.and_then(|s| s.list()) {
+        Ok(list) => serde_json::json!({
+            "objects": list.len(),
+            "bytes": list.iter().map(|r| r.size).sum::<u64>(),
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
 }

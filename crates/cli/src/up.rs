@@ -2,12 +2,10 @@
 
 use anyhow::Context;
 use clap::Args;
-use riposte_agent::daemon::{self, Agent};
-use riposte_agent::scanner::SweepRunner;
+use riposte_agent::daemon;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -74,12 +72,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         };
         crate::agent_cmd::ensure_enrolled(&args).await?;
     }
-    let (agent, rx) = Agent::open(
-        agent_dir.clone(),
-        Arc::new(SweepRunner {
-            host_root: "/".into(),
-        }),
-    )?;
+    let (agent, rx) = crate::agent_cmd::open_agent(&agent_dir, std::path::Path::new("/"))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent_task = tokio::spawn(daemon::run(agent, rx, stop));
 

@@ -1,94 +1,9 @@
 //! The `riposte` binary end to end: a server process, an agent process, and `riposte admin`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_riposte"))
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `riposte server` and returns it with its API URL.
-fn start_server(dir: &Path, pwfile: &Path, listen: &str) -> (Proc, String) {
-    let mut child = Command::new(bin())
-        .args(["server", "--data"])
-        .arg(dir)
-        .args(["--listen", listen, "--admin-password-file"])
-        .arg(pwfile)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut url = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.trim().strip_prefix("API and console: ") {
-            url = rest.trim_end_matches('/').to_string();
-            break;
-        }
-    }
-    assert!(!url.is_empty(), "server did not start");
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), url)
-}
-
-struct Admin {
-    url: String,
-    ca: PathBuf,
-    pwfile: PathBuf,
-}
-
-impl Admin {
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin())
-            .args(["admin", "--server", &self.url, "--ca"])
-            .arg(&self.ca)
-            .args(["--user", "admin", "--password-file"])
-            .arg(&self.pwfile)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "riposte admin {args:?} failed: {err}");
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-}
-
-fn free_port() -> u16 {
-    // Two consecutive free ports: the API and the agent channel.
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
 
 #[test]
 fn server_agent_and_admin_commands() {

@@ -167,7 +167,10 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/detections", get(detections))
         .route("/api/v1/detections/{id}", get(detection))
         .route("/api/v1/quarantine", get(quarantine))
-        .route("/api/v1/quarantine/{device}/{entry}/{action}", post(quarantine_action))
+        .route(
+            "/api/v1/quarantine/{device}/{entry}/{action}",
+            post(quarantine_action),
+        )
         .route("/api/v1/audit", get(audit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(core)
@@ -552,6 +555,8 @@ async fn quarantine_action(
     Path((device, entry, action)): Path<(String, String, String)>,
     Body(b): Body<QuarantineBody>,
 ) -> ApiResult {
-    let id = core.quarantine_action(&c, &device, &entry, &action, b.restore_to, b.on_conflict).await?;
+    let id = core
+        .quarantine_action(&c, &device, &entry, &action, b.restore_to, b.on_conflict)
+        .await?;
     ok(json!({ "request_id": id, "device": device, "entry_id": entry, "action": action }))
 }

@@ -59,8 +59,6 @@ pub struct ServerOptions {
 /// Builds extra routes (the web console) over the server's core.
 pub type UiBuilder = Arc<dyn Fn(Arc<Core>) -> axum::Router + Send + Sync>;
 
-
-
 impl ServerOptions {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
         ServerOptions {

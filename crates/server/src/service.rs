@@ -1224,21 +1224,36 @@ impl Core {
     ) -> ServiceResult<String> {
         authorize(&c.principal, Operation::HandleQuarantine)?;
         if !matches!(action, "restore" | "delete") {
-            return Err(ServiceError::BadRequest(format!("unknown quarantine action '{action}'; use restore or delete")));
+            return Err(ServiceError::BadRequest(format!(
+                "unknown quarantine action '{action}'; use restore or delete"
+            )));
         }
         if let Some(c) = &on_conflict {
             if !matches!(c.as_str(), "refuse" | "replace" | "rename") {
-                return Err(ServiceError::BadRequest(format!("unknown conflict policy '{c}'; use refuse, replace or rename")));
+                return Err(ServiceError::BadRequest(format!(
+                    "unknown conflict policy '{c}'; use refuse, replace or rename"
+                )));
             }
         }
         if let Some(p) = &restore_to {
             if !p.starts_with('/') || p.split('/').any(|x| x == "..") {
-                return Err(ServiceError::BadRequest(format!("restore path '{p}' must be absolute, without '..'")));
+                return Err(ServiceError::BadRequest(format!(
+                    "restore path '{p}' must be absolute, without '..'"
+                )));
             }
         }
         let d = self.store.device_by_ref(device).await?;
-        if !self.store.quarantine(Some(d.id)).await?.iter().any(|q| q.entry_id == entry_id) {
-            return Err(ServiceError::NotFound(format!("device {} has no quarantine entry '{entry_id}'", d.id)));
+        if !self
+            .store
+            .quarantine(Some(d.id))
+            .await?
+            .iter()
+            .any(|q| q.entry_id == entry_id)
+        {
+            return Err(ServiceError::NotFound(format!(
+                "device {} has no quarantine entry '{entry_id}'",
+                d.id
+            )));
         }
         let request_id = secrets::random_token()[..16].to_string();
         let cmd = riposte_proto::QuarantineCommand {
@@ -1248,10 +1263,18 @@ impl Core {
             restore_to,
             on_conflict,
         };
-        let payload = serde_json::to_string(&Delivery::Quarantine(cmd)).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        self.store.enqueue(d.id, riposte_store::KIND_QUARANTINE, None, &payload).await?;
+        let payload = serde_json::to_string(&Delivery::Quarantine(cmd))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.store
+            .enqueue(d.id, riposte_store::KIND_QUARANTINE, None, &payload)
+            .await?;
         self.hub.wake(d.id);
-        self.audit(c, "quarantine_action", &format!("{action} entry {entry_id} on device {}", d.id)).await;
+        self.audit(
+            c,
+            "quarantine_action",
+            &format!("{action} entry {entry_id} on device {}", d.id),
+        )
+        .await;
         Ok(request_id)
     }
 

@@ -1,0 +1,293 @@
+//! The response to a malicious verdict on this device: the local actions (quarantine and
+//! delete, notify the user, EPP scan of critical areas) and the group action (an
+//! autonomous IOC scan task on the server, as the special account).
+//!
+//! The agent acts on a reported object only while the object at its path is a regular file
+//! with the reported SHA-256; every action's outcome is reported to the server, and a
+//! failed group action never stops the local ones.
+
+use riposte_epp::Epp;
+use riposte_host::{HostRoot, Notifier, NotifyOutcome};
+use riposte_model::Action;
+use riposte_proto::DetectionRecord;
+use riposte_quarantine::{QuarantineConfig, QuarantineRecord, QuarantineRequest, QuarantineStore};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The YARA rules of the built-in EPP scanner (the EICAR test file and a few Linux rules).
+const DEFAULT_RULES: &[(&str, &str)] = &[
+    ("eicar.yar", include_str!("../../sandbox/rules/eicar.yar")),
+    (
+        "linux_ld_preload.yar",
+        include_str!("../../sandbox/rules/linux_ld_preload.yar"),
+    ),
+    (
+        "linux_reverse_shell.yar",
+        include_str!("../../sandbox/rules/linux_reverse_shell.yar"),
+    ),
+];
+
+/// What a sandbox (or an external tool) reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectionInput {
+    /// Device path of the object.
+    pub path: String,
+    pub sha256: String,
+    pub threat: String,
+    /// Account under which the object was written or run.
+    pub user: String,
+    #[serde(default)]
+    pub user_uid: Option<u32>,
+    #[serde(default = "default_source")]
+    pub source: String,
+    #[serde(default)]
+    pub source_ref: Option<String>,
+    #[serde(default)]
+    pub dropped_sha256: Vec<String>,
+}
+
+fn default_source() -> String {
+    "external".into()
+}
+
+/// One action's outcome, as reported to the server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: String,
+    /// `done`, `failed`, `skipped`, `shown`, `not_shown`.
+    pub outcome: String,
+    pub detail: String,
+}
+
+impl Outcome {
+    fn new(action: &str, outcome: &str, detail: impl Into<String>) -> Outcome {
+        Outcome {
+            action: action.into(),
+            outcome: outcome.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The device-side machinery of the local actions.
+pub struct LocalActions {
+    pub host: HostRoot,
+    pub quarantine: Mutex<QuarantineStore>,
+    pub notifier: Notifier,
+    pub epp: Arc<dyn Epp>,
+}
+
+impl LocalActions {
+    /// Opens the quarantine store in `DIR/quarantine` (recovering anything half done) and
+    /// sets up notification and the built-in EPP scanner.
+    pub fn open(
+        data_dir: &Path,
+        host_root: &Path,
+    ) -> anyhow::Result<(LocalActions, riposte_quarantine::RecoveryReport)> {
+        let host = HostRoot::new(host_root);
+        let mut config = QuarantineConfig::default();
+        // The agent's own files are never quarantined.
+        if let Some(own) = host.device_path(data_dir) {
+            config.protected.push(format!("{}/", own.display()));
+        }
+        let (store, recovery) =
+            QuarantineStore::open(data_dir.join("quarantine"), host.clone(), config)?;
+        let sessions = Arc::new(riposte_host::SystemSessions { root: host.clone() });
+        let notifier = Notifier::new(host.clone(), sessions).with_app_name("Riposte");
+        let mut rules = String::new();
+        for (_, text) in DEFAULT_RULES {
+            rules.push_str(text);
+            rules.push('\n');
+        }
+        let yara = riposte_ioc::yara::YaraRules::compile_str(&rules, "built-in rules")?;
+        let epp = riposte_epp::builtin::BuiltinScanner::new(riposte_epp::builtin::HashDb::new())
+            .with_rules(Box::new(yara));
+        Ok((
+            LocalActions {
+                host,
+                quarantine: Mutex::new(store),
+                notifier,
+                epp: Arc::new(epp),
+            },
+            recovery,
+        ))
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, QuarantineStore> {
+        self.quarantine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Quarantines and deletes the object at `path`.
+    pub fn quarantine(
+        &self,
+        path: &str,
+        detection_id: &str,
+        threat: &str,
+        user: &str,
+        expected: Option<riposte_host::FileIdentity>,
+    ) -> Result<QuarantineRecord, String> {
+        let req = QuarantineRequest {
+            path: PathBuf::from(path),
+            detection_id: detection_id.to_string(),
+            threat_name: threat.to_string(),
+            user: user.to_string(),
+            expected,
+        };
+        self.store().quarantine(&req).map_err(|e| e.to_string())
+    }
+
+    /// One entry's record.
+    pub fn store_record(&self, id: &str) -> Result<QuarantineRecord, String> {
+        self.store().read_record(id).map_err(|e| e.to_string())
+    }
+
+    /// Entries in quarantine.
+    pub fn quarantine_list(&self) -> Result<Vec<QuarantineRecord>, String> {
+        self.store().list().map_err(|e| e.to_string())
+    }
+
+    /// Restores an entry; `to` another device path; `on_conflict` refuse|replace|rename.
+    pub fn quarantine_restore(
+        &self,
+        id: &str,
+        to: Option<&str>,
+        on_conflict: Option<&str>,
+    ) -> Result<PathBuf, String> {
+        let target = match to {
+            Some(p) => riposte_quarantine::RestoreTarget::Path(PathBuf::from(p)),
+            None => riposte_quarantine::RestoreTarget::Original,
+        };
+        let policy = match on_conflict.unwrap_or("refuse") {
+            "refuse" => riposte_quarantine::ConflictPolicy::Refuse,
+            "replace" => riposte_quarantine::ConflictPolicy::Replace,
+            "rename" => riposte_quarantine::ConflictPolicy::Rename,
+            other => {
+                return Err(format!(
+                    "unknown conflict policy '{other}'; use refuse, replace or rename"
+                ))
+            }
+        };
+        self.store()
+            .restore(id, &target, policy)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Deletes an entry from quarantine for good.
+    pub fn quarantine_delete(&self, id: &str) -> Result<(), String> {
+        self.store().delete(id).map_err(|e| e.to_string())
+    }
+
+    /// Runs the EPP scan of critical areas; the outcome's detail summarises the report.
+    pub fn critical_areas_scan(&self) -> Outcome {
+        let report = riposte_epp::scan_critical_areas(&self.host, self.epp.as_ref());
+        let mut detail = format!(
+            "{}: {} files and {} boot sectors scanned, {} skipped, {} threats",
+            report.engine,
+            report.files_scanned,
+            report.boot_sectors_scanned,
+            report.skipped.len(),
+            report.findings.len()
+        );
+        for f in &report.findings {
+            detail.push_str(&format!("; {} in {}", f.threat, f.path.display()));
+        }
+        Outcome::new("epp_critical_areas_scan", "done", detail)
+    }
+
+    /// Checks the reported object and computes its detection record.
+    pub fn examine(
+        &self,
+        input: &DetectionInput,
+    ) -> Result<(DetectionRecord, riposte_host::FileIdentity), String> {
+        let opened = self
+            .host
+            .open_regular(Path::new(&input.path))
+            .map_err(|e| format!("not acting on {}: {e}", input.path))?;
+        let identity = opened.identity().map_err(|e| e.to_string())?;
+        if !hex::encode(identity.sha256).eq_ignore_ascii_case(input.sha256.trim()) {
+            return Err(format!(
+                "not acting on {}: it no longer has SHA-256 {} (the file changed or was replaced)",
+                input.path, input.sha256
+            ));
+        }
+        let (md5, sha1) =
+            md5_sha1(&opened.file).map_err(|e| format!("cannot read {}: {e}", input.path))?;
+        let record = DetectionRecord {
+            detection_id: format!("{:032x}", rand::random::<u128>()),
+            path: input.path.clone(),
+            size: opened.meta.size,
+            md5,
+            sha1,
+            sha256: hex::encode(identity.sha256),
+            threat: input.threat.clone(),
+            source: input.source.clone(),
+            source_ref: input.source_ref.clone(),
+            user_name: input.user.clone(),
+            user_uid: input.user_uid,
+            detected_at_ms: crate::daemon::now_ms(),
+            dropped_sha256: input.dropped_sha256.clone(),
+        };
+        Ok((record, identity))
+    }
+
+    /// The notify-the-user action.
+    pub async fn notify(&self, record: &DetectionRecord, quarantined: bool) -> Outcome {
+        let body = format!(
+            "{} was detected in {}{}",
+            record.threat,
+            record.path,
+            if quarantined {
+                " and moved to quarantine."
+            } else {
+                "."
+            }
+        );
+        match self
+            .notifier
+            .notify(&record.user_name, "Riposte: threat detected", &body)
+            .await
+        {
+            NotifyOutcome::Shown { how } => Outcome::new("notify_user", "shown", how),
+            NotifyOutcome::NotShown => Outcome::new(
+                "notify_user",
+                "not_shown",
+                format!("user {} is not logged on to this device", record.user_name),
+            ),
+            NotifyOutcome::Failed { reason } => Outcome::new("notify_user", "failed", reason),
+        }
+    }
+}
+
+fn md5_sha1(file: &std::fs::File) -> std::io::Result<(String, String)> {
+    use md5::Digest;
+    use std::os::unix::fs::FileExt;
+    let mut m = md5::Md5::new();
+    let mut s = sha1::Sha1::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut off = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, off)?;
+        if n == 0 {
+            break;
+        }
+        m.update(&buf[..n]);
+        s.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok((hex::encode(m.finalize()), hex::encode(s.finalize())))
+}
+
+/// Which actions the effective settings select, in the order they run.
+pub fn selected(settings: Option<&riposte_model::EffectiveSettings>) -> Option<Vec<Action>> {
+    let tr = &settings?.threat_response.value;
+    if !tr.enabled {
+        return None;
+    }
+    Some(
+        Action::ALL
+            .into_iter()
+            .filter(|a| tr.actions.contains(a))
+            .collect(),
+    )
+}

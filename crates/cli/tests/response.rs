@@ -1,0 +1,446 @@
+//! Threat response end to end with real processes: one server, three agents in two groups.
+//! A verdict on agent 1 quarantines its copy and creates the autonomous IOC scan task; agent 2
+//! (same group) finds its copy through the task and quarantines it; agent 3 (other group)
+//! keeps its copy and gets no task. On SQLite and on PostgreSQL; and with the special account
+//! deleted, the local action still runs and the group action fails with its reason.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const THREAT: &[u8] =
+    b"#!/bin/sh\n# riposte end-to-end test threat, harmless\necho pwned > /tmp/riposte-e2e\n";
+const SPECIAL_PW: &str = "e2e-special-pw";
+
+struct Device {
+    data: PathBuf,
+    root: PathBuf,
+    _proc: Proc,
+}
+
+impl Device {
+    fn ctl(&self, args: &[&str]) -> Value {
+        let out = Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&self.data)
+            .arg("ctl")
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+    fn threat(&self) -> PathBuf {
+        self.root.join("home/alice/Downloads/invoice.sh")
+    }
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn start_agent(tmp: &Path, url: &str, ca: &Path, token: &str, name: &str) -> Device {
+    let data = tmp.join(format!("{name}-data"));
+    let root = tmp.join(format!("{name}-root"));
+    std::fs::create_dir_all(root.join("home/alice/Downloads")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("home/alice/Downloads/invoice.sh"), THREAT).unwrap();
+    std::fs::write(root.join("home/alice/notes.txt"), b"nothing to see").unwrap();
+    let proc = Proc(
+        Command::new(bin())
+            .args(["agent", "--server", url, "--ca"])
+            .arg(ca)
+            .args(["--enroll-token", token, "--name", name, "--data"])
+            .arg(&data)
+            .arg("--host-root")
+            .arg(&root)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait until the control socket answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&data)
+            .args(["ctl", "quarantine", "list", "--json"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent {name} did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Device {
+        data,
+        root,
+        _proc: proc,
+    }
+}
+
+fn wait_connected(admin: &Admin, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = admin.json(&["device", "list"]);
+        let connected = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["connected"] == true)
+            .count();
+        if connected == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {connected} of {n} agents connected: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the agent has the settings with group actions (password included).
+fn wait_settings(d: &Device) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&d.data)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let actions = v["settings"]["threat_response"]["value"]["actions"].to_string();
+        if v["settings"]["threat_response"]["value"]["enabled"] == true
+            && actions.contains("group_ioc_scan")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "settings never reached the agent: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn outcome<'a>(report: &'a Value, action: &str) -> &'a Value {
+    report["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["action"] == action)
+        .unwrap_or_else(|| panic!("no {action} in {report}"))
+}
+
+fn scenario(database: Option<&str>, delete_special: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let sdir = tmp.path().join("server");
+    let pwfile = tmp.path().join("admin.pw");
+    std::fs::write(&pwfile, "e2e-admin-password\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_server, url) = start_server_with(&sdir, &pwfile, &listen, database);
+    let ca = sdir.join("ca.pem");
+    let admin = Admin {
+        url: url.clone(),
+        ca: ca.clone(),
+        pwfile,
+    };
+    admin.ok(&["group", "create", "A"]);
+    admin.ok(&["group", "create", "B"]);
+    let sp = tmp.path().join("special.pw");
+    std::fs::write(&sp, SPECIAL_PW).unwrap();
+    admin.ok(&[
+        "special-account",
+        "create",
+        "--password-file",
+        sp.to_str().unwrap(),
+    ]);
+    for g in ["A", "B"] {
+        admin.ok(&[
+            "policy",
+            "set",
+            g,
+            "--threat-response",
+            "on",
+            "--enforce",
+            "--actions",
+            "quarantine_and_delete,notify_user,group_ioc_scan,group_ioc_quarantine_and_delete",
+            "--special-password-file",
+            sp.to_str().unwrap(),
+        ]);
+    }
+    let ta = admin
+        .ok(&["enroll-token", "create", "--group", "A", "--uses", "2"])
+        .trim()
+        .to_string();
+    let tb = admin
+        .ok(&["enroll-token", "create", "--group", "B"])
+        .trim()
+        .to_string();
+    let d1 = start_agent(tmp.path(), &url, &ca, &ta, "agent1");
+    let d2 = start_agent(tmp.path(), &url, &ca, &ta, "agent2");
+    let d3 = start_agent(tmp.path(), &url, &ca, &tb, "agent3");
+    wait_connected(&admin, 3);
+    for d in [&d1, &d2, &d3] {
+        wait_settings(d);
+    }
+    if delete_special {
+        admin.ok(&["special-account", "delete"]);
+    }
+
+    // The sandbox's verdict on agent 1 (through the control socket, as the sandbox integration does).
+    let hash = sha256(THREAT);
+    let report = d1.ctl(&[
+        "report-detection",
+        "--path",
+        "/home/alice/Downloads/invoice.sh",
+        "--sha256",
+        &hash,
+        "--threat",
+        "Test.Sh.Dropper",
+        "--user",
+        "alice",
+        "--source",
+        "riposte-sandbox",
+    ]);
+    let q = outcome(&report, "quarantine_and_delete");
+    assert_eq!(q["outcome"], "done", "{report}");
+    assert!(!d1.threat().exists(), "agent 1's copy is deleted");
+    let list = d1.ctl(&["quarantine", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["sha256"], hash.as_str());
+    assert_eq!(list[0]["original_path"], "/home/alice/Downloads/invoice.sh");
+    let n = outcome(&report, "notify_user");
+    assert_eq!(
+        n["outcome"], "not_shown",
+        "alice has no session on this device: {report}"
+    );
+    let g = outcome(&report, "group_ioc_scan");
+    let detection_id = report["detection"]["detection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    if delete_special {
+        assert_eq!(g["outcome"], "failed", "{report}");
+        assert!(
+            g["detail"]
+                .as_str()
+                .unwrap()
+                .contains("special account does not exist"),
+            "{report}"
+        );
+        // The failure is on the detection's record on the server, and in its audit log.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let det = Command::new(bin())
+                .args(["admin", "--server", &url, "--ca"])
+                .arg(&ca)
+                .args(["--password-file"])
+                .arg(&admin.pwfile)
+                .args(["--json", "detection", "show", &detection_id])
+                .output()
+                .unwrap();
+            if det.status.success() {
+                let det: Value = serde_json::from_slice(&det.stdout).unwrap();
+                if det["group_action_error"].is_string()
+                    && det["outcomes"].as_array().map(|a| a.len()) >= Some(3)
+                {
+                    assert!(
+                        det["group_action_error"]
+                            .as_str()
+                            .unwrap()
+                            .contains("special account does not exist"),
+                        "{det}"
+                    );
+                    let failed = det["outcomes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|o| o["action"] == "group_ioc_scan" && o["outcome"] == "failed");
+                    assert!(failed, "{det}");
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "detection record never showed the failure"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let audit = admin.json(&["audit", "list", "--limit", "500"]);
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["action"] == "autonomous_task_refused"),
+            "{audit}"
+        );
+        assert!(admin.json(&["task", "list"]).as_array().unwrap().is_empty());
+        assert!(d2.threat().exists() && d3.threat().exists());
+        return;
+    }
+
+    assert_eq!(g["outcome"], "done", "{report}");
+    let tasks = admin.json(&["task", "list"]);
+    assert_eq!(tasks.as_array().unwrap().len(), 1, "{tasks}");
+    assert_eq!(tasks[0]["autonomous"], true);
+    let task_id = tasks[0]["id"].as_i64().unwrap().to_string();
+
+    // Agent 2 finds its copy through the task and quarantines it.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut show;
+    loop {
+        show = admin.json(&["task", "show", &task_id]);
+        let done = show["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["state"] == "completed" || d["state"] == "failed");
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "task did not finish: {show}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let devices = show["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2, "agents 1 and 2 only: {show}");
+    let by_name = |n: &str| {
+        devices
+            .iter()
+            .find(|d| d["device_name"] == n)
+            .unwrap_or_else(|| panic!("{n} missing: {show}"))
+    };
+    assert_eq!(by_name("agent2")["state"], "completed", "{show}");
+    assert_eq!(by_name("agent2")["hits"], 1, "{show}");
+    assert_eq!(
+        by_name("agent2")["results"]["actions"][0]["outcome"],
+        "done",
+        "{show}"
+    );
+    assert_eq!(
+        by_name("agent1")["hits"],
+        0,
+        "agent 1's copy was already quarantined: {show}"
+    );
+    assert!(!d2.threat().exists(), "agent 2's copy is deleted");
+    assert_eq!(d2.ctl(&["quarantine", "list"]).as_array().unwrap().len(), 1);
+    assert!(
+        d2.root.join("home/alice/notes.txt").exists(),
+        "nothing else touched"
+    );
+    // Agent 3 keeps its copy and got no task.
+    assert!(d3.threat().exists());
+    assert_eq!(std::fs::read(d3.threat()).unwrap(), THREAT);
+    let st3: Value = serde_json::from_slice(
+        &Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&d3.data)
+            .args(["status", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(st3["tasks"].as_array().unwrap().len(), 0, "{st3}");
+
+    // Visible through riposte admin --json: the detection with its task and outcomes, and the quarantine.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dets = admin.json(&["detection", "list"]);
+        let det = dets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == detection_id.as_str())
+            .cloned();
+        if let Some(det) = det {
+            if det["task_id"].as_i64().map(|t| t.to_string()) == Some(task_id.clone())
+                && det["outcomes"].as_array().map(|a| a.len()) >= Some(3)
+            {
+                assert_eq!(det["record"]["sha256"], hash.as_str());
+                assert_eq!(det["record"]["user_name"], "alice");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "detection not visible: {dets}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin
+        .json(&["quarantine", "list"])
+        .as_array()
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the server does not know both quarantined copies"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Restore agent 1's copy from the device: owner and content back at the original path.
+    let id = d1.ctl(&["quarantine", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d1.ctl(&["quarantine", "restore", &id]);
+    assert_eq!(std::fs::read(d1.threat()).unwrap(), THREAT);
+}
+
+#[test]
+fn threat_response_end_to_end_sqlite() {
+    scenario(None, false);
+}
+
+#[test]
+fn threat_response_end_to_end_postgres() {
+    let db = format!("riposte_e2e_{}", std::process::id());
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", sql])
+            .output()
+            .expect("psql is needed for this test");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    psql(&format!("CREATE DATABASE {db}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let result = std::panic::catch_unwind(|| scenario(Some(&url), false));
+    psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn group_action_fails_visibly_without_the_special_account() {
+    scenario(None, true);
+}
