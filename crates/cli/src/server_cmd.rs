@@ -33,6 +33,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     o.agent_listen = a.agent_listen;
     o.database = a.database;
     o.tls_names = a.tls_names;
+    o.ui = crate::console_ui();
     if let Some(f) = &a.admin_password_file {
         o.admin_password = Some(crate::read_secret_file(f)?);
     }

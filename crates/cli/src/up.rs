@@ -1,65 +1,145 @@
-//! `riposte up`: the server and one agent on this machine, with embedded defaults.
+//! `riposte up`: the server, the built-in sandbox and one agent on this machine, with
+//! embedded defaults; `--demo` then shows the whole flow on a harmless test object.
 
 use anyhow::Context;
 use clap::Args;
 use riposte_agent::daemon;
+use riposte_model::{Action, PolicyMode, Principal, Role};
+use riposte_server::service::{Caller, Core, SandboxPatch, ThreatResponsePatch};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// Where everything keeps its data (server/, sandbox/, agent/).
+    /// Where everything keeps its data (server/, sandbox/, agent/, watched/).
     #[arg(long, default_value = "riposte-data")]
     pub data: PathBuf,
-    /// HTTPS address of the API and console.
+    /// HTTPS address of the API and console (the agent channel uses the next port, the
+    /// sandbox the one after).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
+    /// Drop a harmless test object (EICAR) into the watched folder and show the response.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 /// The group the local agent joins.
 pub const DEFAULT_GROUP: &str = "Local";
 
-pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
-    let server_dir = a.data.join("server");
-    let agent_dir = a.data.join("agent");
-    std::fs::create_dir_all(&a.data)
-        .with_context(|| format!("cannot create {}", a.data.display()))?;
-    let server = riposte_server::start(riposte_server::ServerOptions::new(
-        server_dir.clone(),
-        a.listen,
-    ))
-    .await
-    .context("cannot start the server")?;
-    let core = server.core.clone();
-    let url = format!("https://{}", server.api_addr);
-    let system = riposte_server::service::Caller {
-        principal: riposte_model::Principal::Account {
+fn system() -> Caller {
+    Caller {
+        principal: Principal::Account {
             name: "riposte-up".into(),
-            role: riposte_model::Role::Administrator,
+            role: Role::Administrator,
         },
         source: "local".into(),
-    };
-    if core.store.group_by_name(DEFAULT_GROUP).await.is_err() {
-        core.create_group(&system, DEFAULT_GROUP, None).await?;
-        core.set_policy_threat_response(
-            &system,
-            DEFAULT_GROUP,
-            &riposte_server::service::ThreatResponsePatch {
-                mode: Some(riposte_model::PolicyMode::Enforce),
-                enabled: Some(true),
-                actions: Some(vec![
-                    riposte_model::Action::QuarantineAndDelete,
-                    riposte_model::Action::NotifyUser,
-                ]),
-                special_password: None,
-            },
-        )
-        .await?;
     }
+}
+
+/// First start: the default group, the special account, and a policy enabling Threat
+/// Response with local and group actions and the built-in sandbox.
+async fn configure(
+    core: &Core,
+    watched: &Path,
+    sandbox_url: &str,
+    sandbox_cert: &str,
+) -> anyhow::Result<()> {
+    let me = system();
+    if core.store.group_by_name(DEFAULT_GROUP).await.is_ok() {
+        return Ok(());
+    }
+    core.create_group(&me, DEFAULT_GROUP, None).await?;
+    let special_password = if core.store.special_account().await?.is_none() {
+        let pw: String = format!("{:016x}", rand_u64());
+        core.create_special(&me, &pw).await?;
+        Some(pw)
+    } else {
+        None
+    };
+    let mut actions = vec![Action::QuarantineAndDelete, Action::NotifyUser];
+    if special_password.is_some() {
+        actions.extend([Action::GroupIocScan, Action::GroupIocQuarantineAndDelete]);
+    }
+    core.set_policy_threat_response(
+        &me,
+        DEFAULT_GROUP,
+        &ThreatResponsePatch {
+            mode: Some(PolicyMode::Enforce),
+            enabled: Some(true),
+            actions: Some(actions),
+            special_password,
+        },
+    )
+    .await?;
+    core.set_policy_sandbox(
+        &me,
+        DEFAULT_GROUP,
+        &SandboxPatch {
+            mode: Some(PolicyMode::Enforce),
+            sandboxes: Some(vec![sandbox_url.to_string()]),
+            sandbox_ca_pem: Some(sandbox_cert.to_string()),
+            watch: Some(vec![watched.display().to_string()]),
+            request_timeout_secs: Some(30),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&a.data)
+        .with_context(|| format!("cannot create {}", a.data.display()))?;
+    let data = std::fs::canonicalize(&a.data)?;
+    let server_dir = data.join("server");
+    let agent_dir = data.join("agent");
+    let sandbox_dir = data.join("sandbox");
+    let watched = data.join("watched");
+    std::fs::create_dir_all(&watched)?;
+
+    let mut opts = riposte_server::ServerOptions::new(server_dir.clone(), a.listen);
+    opts.ui = crate::console_ui();
+    let server = riposte_server::start(opts)
+        .await
+        .context("cannot start the server")?;
+    let core = server.core.clone();
+    let url = format!("https://{}", server.api_addr);
+
+    let mut sandbox_addr = server.api_addr;
+    sandbox_addr.set_port(if a.listen.port() == 0 {
+        0
+    } else {
+        server.agent_addr.port() + 1
+    });
+    let listener = tokio::net::TcpListener::bind(sandbox_addr)
+        .await
+        .with_context(|| format!("cannot listen on {sandbox_addr} for the sandbox"))?;
+    let sandbox = riposte_sandbox::serve(
+        riposte_sandbox::SandboxConfig::new(sandbox_dir.clone()),
+        listener,
+    )
+    .await
+    .context("cannot start the built-in sandbox")?;
+    let sandbox_url = format!("https://{}", sandbox.addr);
+
+    configure(&core, &watched, &sandbox_url, &sandbox.cert_pem).await?;
     if riposte_agent::identity::Identity::load(&agent_dir).is_err() {
         let (token, _) = core
-            .create_enroll_token(&system, DEFAULT_GROUP, 3600, 1)
+            .create_enroll_token(&system(), DEFAULT_GROUP, 3600, 1)
             .await?;
         let args = crate::agent_cmd::AgentArgs {
             data: agent_dir.clone(),
@@ -72,23 +152,150 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         };
         crate::agent_cmd::ensure_enrolled(&args).await?;
     }
-    let (agent, rx) = crate::agent_cmd::open_agent(&agent_dir, std::path::Path::new("/"))?;
+    let (agent, rx) = crate::agent_cmd::open_agent(&agent_dir, Path::new("/"))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let agent_task = tokio::spawn(daemon::run(agent, rx, stop));
+    let agent_task = tokio::spawn(daemon::run(agent.clone(), rx, stop));
 
     println!("Riposte is up.");
     println!("  console and API: {url}/");
     println!("  CA certificate:  {}", server_dir.join("ca.pem").display());
     match &server.generated_admin_password {
         Some(pw) => println!("  admin user:      admin, one-time password: {pw} (shown only once)"),
-        None => println!("  admin user:      admin (password shown at the first start)"),
+        None => println!("  admin user:      admin (its password was shown at the first start)"),
     }
+    println!(
+        "  sandbox:         {sandbox_url}/ (certificate {})",
+        sandbox_dir.join("cert.pem").display()
+    );
+    println!("  watched folder:  {}", watched.display());
     println!("  agent data:      {}", agent_dir.display());
+
+    if a.demo {
+        if let Err(e) = demo(&core, &agent, &watched, &sandbox_url, &sandbox.cert_pem).await {
+            println!("demo failed: {e:#}");
+        }
+    }
     println!("Press Ctrl-C to stop.");
     crate::shutdown_signal().await;
     eprintln!("shutting down");
     let _ = stop_tx.send(true);
     let _ = agent_task.await;
+    sandbox.shutdown().await;
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Drops EICAR into the watched folder and walks it through sandbox, response and task.
+async fn demo(
+    core: &Arc<Core>,
+    agent: &Arc<riposte_agent::daemon::Agent>,
+    watched: &Path,
+    sandbox_url: &str,
+    sandbox_cert: &str,
+) -> anyhow::Result<()> {
+    // Assembled at run time so that this source file is not itself flagged.
+    let eicar = [
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-",
+        "TEST-FILE!$H+H*",
+    ]
+    .concat();
+    let path = watched.join(format!("eicar-demo-{}.com", std::process::id()));
+    std::fs::write(&path, eicar.as_bytes())?;
+    println!("demo: dropped the EICAR test file at {}", path.display());
+
+    let client = riposte_sandbox::SandboxClient::new(riposte_sandbox::ClientConfig::new(
+        vec![sandbox_url.to_string()],
+        sandbox_cert.to_string(),
+    ))?;
+    let report = match client.submit("eicar-demo.com", eicar.as_bytes()).await? {
+        riposte_sandbox::Submitted::AlreadyScanned(r) => *r,
+        riposte_sandbox::Submitted::Queued(id) => {
+            match client
+                .wait(&id, Duration::from_millis(200), Duration::from_secs(60))
+                .await?
+            {
+                riposte_sandbox::TaskStatus::Found { report, .. } => *report,
+                riposte_sandbox::TaskStatus::NotFound(r) => *r,
+                other => anyhow::bail!("the sandbox gave no verdict: {other:?}"),
+            }
+        }
+    };
+    println!(
+        "demo: verdict {:?}: {}",
+        report.verdict,
+        report
+            .threat_name
+            .clone()
+            .unwrap_or_else(|| "no threat".into())
+    );
+    if report.verdict != riposte_sandbox::Verdict::Malicious {
+        anyhow::bail!("the sandbox did not find the test file malicious");
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let dropped = report
+        .iocs
+        .dropped_files
+        .iter()
+        .map(|f| f.sha256.clone())
+        .collect();
+    let outcome = agent
+        .respond(riposte_agent::response::DetectionInput {
+            path: path.display().to_string(),
+            sha256: report
+                .iocs
+                .object
+                .as_ref()
+                .map(|o| o.sha256.clone())
+                .unwrap_or_default(),
+            threat: report
+                .threat_name
+                .clone()
+                .unwrap_or_else(|| "EICAR-Test-File".into()),
+            user,
+            user_uid: None,
+            source: "riposte-sandbox".into(),
+            source_ref: None,
+            dropped_sha256: dropped,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for o in outcome["outcomes"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "demo: {}: {} — {}",
+            o["action"].as_str().unwrap_or("?"),
+            o["outcome"].as_str().unwrap_or("?"),
+            o["detail"].as_str().unwrap_or("")
+        );
+    }
+    // Follow the autonomous task, if the group action created one.
+    let detection_id = outcome["detection"]["detection_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for _ in 0..600 {
+        if let Ok(d) = core.store.detection(&detection_id).await {
+            if let Some(task_id) = d.task_id {
+                let rows = core.store.task_devices(task_id).await?;
+                if rows.iter().all(|r| r.state.is_final()) && !rows.is_empty() {
+                    for r in rows {
+                        println!(
+                            "demo: task {task_id} on {}: {} ({} hits){}",
+                            r.device_name,
+                            r.state.as_str(),
+                            r.hits,
+                            r.reason.map(|x| format!(": {x}")).unwrap_or_default()
+                        );
+                    }
+                    println!("demo: complete");
+                    return Ok(());
+                }
+            } else if d.group_action_error.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("demo: complete");
+    Ok(())
 }

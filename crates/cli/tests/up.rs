@@ -1,0 +1,143 @@
+//! `riposte up --demo` on a fresh data folder: the whole flow in one command; Ctrl-C stops
+//! it cleanly, and starting again keeps the data.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run_up(data: &std::path::Path, listen: &str, demo: bool, until: &str) -> (Proc, Vec<String>) {
+    let mut cmd = Command::new(bin());
+    cmd.args(["up", "--data"])
+        .arg(data)
+        .args(["--listen", listen]);
+    if demo {
+        cmd.arg("--demo");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => {
+                let done = l.contains(until);
+                lines.push(l);
+                if done {
+                    return (Proc(child), lines);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("`riposte up` never printed '{until}': {lines:#?}");
+}
+
+fn interrupt(mut p: Proc) -> std::process::ExitStatus {
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`riposte up` did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn up_demo_shows_the_whole_flow_and_keeps_its_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("riposte-data");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (p, lines) = run_up(&data, &listen, true, "Press Ctrl-C");
+    let text = lines.join("\n");
+    assert!(
+        text.contains(&format!("console and API: https://127.0.0.1:{port}/")),
+        "{text}"
+    );
+    assert!(
+        text.contains("admin user:      admin, one-time password: "),
+        "{text}"
+    );
+    assert!(text.contains("watched folder:"), "{text}");
+    assert!(text.contains("demo: verdict Malicious: EICAR"), "{text}");
+    assert!(text.contains("demo: quarantine_and_delete: done"), "{text}");
+    assert!(text.contains("demo: notify_user: "), "{text}");
+    assert!(
+        text.contains("demo: group_ioc_scan: done — autonomous IOC scan task"),
+        "{text}"
+    );
+    assert!(
+        text.contains("demo: task 1 on local-agent: completed"),
+        "{text}"
+    );
+    assert!(text.contains("demo: complete"), "{text}");
+    let dropped: Vec<_> = std::fs::read_dir(data.join("watched")).unwrap().collect();
+    assert!(
+        dropped.is_empty(),
+        "the test object was removed from the watched folder"
+    );
+    let first_password = text
+        .lines()
+        .find_map(|l| l.split("one-time password: ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert!(interrupt(p).success(), "clean exit on Ctrl-C");
+
+    // Again: same data, no new admin password, the detection is still there.
+    let (p, lines) = run_up(&data, &listen, false, "Press Ctrl-C");
+    let text = lines.join("\n");
+    assert!(
+        text.contains("its password was shown at the first start"),
+        "{text}"
+    );
+    // The first run's one-time password still works, and the detection is still there.
+    let pwfile = tmp.path().join("admin.pw");
+    std::fs::write(&pwfile, &first_password).unwrap();
+    let admin = Admin {
+        url: format!("https://127.0.0.1:{port}"),
+        ca: data.join("server/ca.pem"),
+        pwfile,
+    };
+    let dets = admin.json(&["detection", "list"]);
+    assert_eq!(dets.as_array().unwrap().len(), 1, "{dets}");
+    assert_eq!(dets[0]["record"]["threat"], "EICAR-Test-File");
+    let out = Command::new(bin())
+        .args(["agent", "--data"])
+        .arg(data.join("agent"))
+        .args(["ctl", "quarantine", "list", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "the quarantined test object is kept: {list}"
+    );
+    assert!(interrupt(p).success());
+}
