@@ -15,12 +15,13 @@ fn run_up(data: &std::path::Path, listen: &str, demo: bool, until: &str) -> (Pro
     if demo {
         cmd.arg("--demo");
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = Proc(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -37,7 +38,7 @@ fn run_up(data: &std::path::Path, listen: &str, demo: bool, until: &str) -> (Pro
                 let done = l.contains(until);
                 lines.push(l);
                 if done {
-                    return (Proc(child), lines);
+                    return (child, lines);
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
