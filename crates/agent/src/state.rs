@@ -1,14 +1,11 @@
 //! The agent's persisted state: what it last applied from the server, its effective
 //! settings (so it keeps working offline), its tasks, and the events the server has not yet
-//! acknowledged. Written atomically (temporary file, fsync, rename) after every change, so
-//! a crash leaves either the old or the new state, never a torn one.
+//! acknowledged — in a SQLite database in the agent's data directory.
 
 use riposte_model::{DeviceTaskState, EffectiveSettings};
 use riposte_proto::{AgentEvent, TaskOffer, TaskUpdate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Everything the agent must remember across restarts.
@@ -34,45 +31,195 @@ pub struct TaskRecord {
     pub last_update: Option<TaskUpdate>,
 }
 
-/// The state file.
+/// The agent's local database (`DIR/agent.db`, SQLite).
+///
+/// Settings and counters are rows of a key/value table; tasks and unacknowledged events
+/// have tables of their own. Every save is one transaction with `synchronous=FULL`, so a
+/// crash leaves either the old or the new state.
 pub struct StateFile {
     path: PathBuf,
+}
+
+fn db_err(e: rusqlite::Error) -> std::io::Error {
+    std::io::Error::other(format!("agent database: {e}"))
 }
 
 impl StateFile {
     pub fn new(dir: &Path) -> StateFile {
         StateFile {
-            path: dir.join("state.json"),
+            path: dir.join("agent.db"),
         }
     }
 
-    /// Loads the state; a missing file is a fresh state.
+    fn open(&self) -> std::io::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(&self.path).map_err(db_err)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600));
+        }
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS tasks (task_id INTEGER PRIMARY KEY, record TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (pos INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, event TEXT NOT NULL);",
+        )
+        .map_err(db_err)?;
+        Ok(conn)
+    }
+
+    /// Loads the state; an empty database is a fresh state.
     pub fn load(&self) -> std::io::Result<AgentState> {
-        match std::fs::read(&self.path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                std::io::Error::other(format!(
-                    "{} is corrupt ({e}); move it away to start afresh",
-                    self.path.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgentState::default()),
-            Err(e) => Err(e),
+        let conn = self.open()?;
+        let corrupt = |what: &str, e: serde_json::Error| {
+            std::io::Error::other(format!(
+                "{} holds a corrupt {what} ({e}); move it away to start afresh",
+                self.path.display()
+            ))
+        };
+        let mut state = AgentState::default();
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM meta")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(db_err)?;
+        for row in rows {
+            let (k, v) = row.map_err(db_err)?;
+            match k.as_str() {
+                "last_applied" => state.last_applied = v.parse().unwrap_or(0),
+                "settings" => {
+                    state.settings = serde_json::from_str(&v).map_err(|e| corrupt("settings", e))?
+                }
+                "response_group" => {
+                    state.response_group =
+                        serde_json::from_str(&v).map_err(|e| corrupt("group", e))?
+                }
+                "special_password" => {
+                    state.special_password =
+                        serde_json::from_str(&v).map_err(|e| corrupt("secret", e))?
+                }
+                "connected" => state.connected = v == "true",
+                "last_link_note" => state.last_link_note = v,
+                _ => {}
+            }
         }
+        let mut stmt = conn
+            .prepare("SELECT record FROM tasks ORDER BY task_id")
+            .map_err(db_err)?;
+        for rec in stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+        {
+            let t: TaskRecord =
+                serde_json::from_str(&rec.map_err(db_err)?).map_err(|e| corrupt("task", e))?;
+            state.tasks.insert(t.offer.task_id, t);
+        }
+        let mut stmt = conn
+            .prepare("SELECT event FROM events ORDER BY pos")
+            .map_err(db_err)?;
+        for ev in stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+        {
+            state
+                .outbox
+                .push(serde_json::from_str(&ev.map_err(db_err)?).map_err(|e| corrupt("event", e))?);
+        }
+        Ok(state)
     }
 
-    /// Saves the state atomically.
+    /// Saves the state in one transaction.
     pub fn save(&self, state: &AgentState) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        Ok(())
+        let mut conn = self.open()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        let meta: [(&str, String); 6] = [
+            ("last_applied", state.last_applied.to_string()),
+            ("settings", json(&state.settings)),
+            ("response_group", json(&state.response_group)),
+            ("special_password", json(&state.special_password)),
+            ("connected", state.connected.to_string()),
+            ("last_link_note", state.last_link_note.clone()),
+        ];
+        for (k, v) in meta {
+            tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (k, v))
+                .map_err(db_err)?;
+        }
+        tx.execute("DELETE FROM tasks", []).map_err(db_err)?;
+        for t in state.tasks.values() {
+            tx.execute(
+                "INSERT INTO tasks (task_id, record) VALUES (?1, ?2)",
+                (t.offer.task_id, json(t)),
+            )
+            .map_err(db_err)?;
+        }
+        tx.execute("DELETE FROM events", []).map_err(db_err)?;
+        for e in &state.outbox {
+            tx.execute(
+                "INSERT INTO events (event_id, event) VALUES (?1, ?2)",
+                (&e.event_id, json(e)),
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+}
+
+/// JSON text for the database's text columns.
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riposte_model::DeviceTaskState;
+
+    #[test]
+    fn state_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path());
+        assert_eq!(f.load().unwrap().last_applied, 0);
+        let mut s = AgentState {
+            last_applied: 7,
+            special_password: Some("pw".into()),
+            ..Default::default()
+        };
+        s.tasks.insert(
+            3,
+            TaskRecord {
+                offer: TaskOffer {
+                    task_id: 3,
+                    autonomous: true,
+                    iocs: vec![],
+                    scope: Default::default(),
+                    actions: vec![],
+                },
+                state: DeviceTaskState::Running,
+                last_update: None,
+            },
+        );
+        s.outbox.push(AgentEvent {
+            event_id: "e1".into(),
+            at_ms: 1,
+            body: riposte_proto::EventBody::Alert {
+                code: "c".into(),
+                message: "m".into(),
+            },
+        });
+        f.save(&s).unwrap();
+        let back = StateFile::new(dir.path()).load().unwrap();
+        assert_eq!(back.last_applied, 7);
+        assert_eq!(back.special_password.as_deref(), Some("pw"));
+        assert_eq!(back.tasks[&3].state, DeviceTaskState::Running);
+        assert_eq!(back.outbox.len(), 1);
+        s.outbox.clear();
+        f.save(&s).unwrap();
+        assert!(f.load().unwrap().outbox.is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("agent.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

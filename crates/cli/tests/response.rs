@@ -444,3 +444,155 @@ fn threat_response_end_to_end_postgres() {
 fn group_action_fails_visibly_without_the_special_account() {
     scenario(None, true);
 }
+
+#[test]
+fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sdir = tmp.path().join("server");
+    let pwfile = tmp.path().join("admin.pw");
+    std::fs::write(&pwfile, "e2e-admin-password\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (server, url) = start_server_with(&sdir, &pwfile, &listen, None);
+    let ca = sdir.join("ca.pem");
+    let admin = Admin {
+        url: url.clone(),
+        ca: ca.clone(),
+        pwfile: pwfile.clone(),
+    };
+    admin.ok(&["group", "create", "A"]);
+    admin.ok(&[
+        "policy",
+        "set",
+        "A",
+        "--threat-response",
+        "on",
+        "--actions",
+        "quarantine_and_delete",
+        "--enforce",
+    ]);
+    let token = admin
+        .ok(&["enroll-token", "create", "--group", "A"])
+        .trim()
+        .to_string();
+    let d = start_agent(tmp.path(), &url, &ca, &token, "solo");
+    wait_connected(&admin, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&d.data)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["settings"]["threat_response"]["value"]["enabled"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let hash = sha256(THREAT);
+    let ctl_err = |path: &str, h: &str| -> String {
+        let out = Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&d.data)
+            .args([
+                "ctl",
+                "report-detection",
+                "--path",
+                path,
+                "--sha256",
+                h,
+                "--threat",
+                "T",
+                "--user",
+                "alice",
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{path} must be refused");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // A wrong hash: the file is not the detected one.
+    let e = ctl_err("/home/alice/Downloads/invoice.sh", &"0".repeat(64));
+    assert!(e.contains("no longer has SHA-256"), "{e}");
+    // A path with `..`, a directory, a missing file, a symlink.
+    assert!(ctl_err("/home/alice/../alice/Downloads/invoice.sh", &hash).contains(".."));
+    assert!(!ctl_err("/home/alice/Downloads", &hash).is_empty());
+    assert!(!ctl_err("/home/alice/nope.sh", &hash).is_empty());
+    std::os::unix::fs::symlink(d.threat(), d.root.join("home/alice/link.sh")).unwrap();
+    assert!(!ctl_err("/home/alice/link.sh", &hash).is_empty());
+    assert_eq!(
+        std::fs::read(d.threat()).unwrap(),
+        THREAT,
+        "nothing was touched"
+    );
+    assert!(d
+        .ctl(&["quarantine", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // The server goes away: the local action still runs, and the detection waits on disk.
+    drop(server);
+    let report = d.ctl(&[
+        "report-detection",
+        "--path",
+        "/home/alice/Downloads/invoice.sh",
+        "--sha256",
+        &hash,
+        "--threat",
+        "T",
+        "--user",
+        "alice",
+    ]);
+    assert_eq!(
+        outcome(&report, "quarantine_and_delete")["outcome"],
+        "done",
+        "{report}"
+    );
+    assert!(!d.threat().exists());
+    let st: Value = serde_json::from_slice(
+        &Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&d.data)
+            .args(["status", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        st["unsent_events"].as_u64().unwrap() >= 3,
+        "detection, quarantine and outcome queued: {st}"
+    );
+    assert_eq!(st["quarantine"]["objects"], 1, "{st}");
+    // Back online: everything reaches the server.
+    let (_server, _) = start_server_with(&sdir, &pwfile, &listen, None);
+    let id = report["detection"]["detection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dets = admin.json(&["detection", "list"]);
+        let found = dets.as_array().unwrap().iter().any(|x| {
+            x["id"] == id.as_str() && x["outcomes"].as_array().map(|a| a.len()) == Some(1)
+        });
+        if found
+            && admin
+                .json(&["quarantine", "list"])
+                .as_array()
+                .unwrap()
+                .len()
+                == 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queued events never arrived: {dets}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
