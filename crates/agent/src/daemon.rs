@@ -560,11 +560,13 @@ pub async fn run(
 ) {
     agent.resume_tasks();
     let control = tokio::spawn(crate::control::serve(agent.clone(), stop.clone()));
+    let sandboxing = tokio::spawn(crate::sandboxing::run(agent.clone(), stop.clone()));
     let h = Arc::new(Handler(agent.clone()));
     let hostname = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     link::run(agent.identity.clone(), hostname, h, rx, stop).await;
+    let _ = sandboxing.await;
     match control.await {
         Ok(Err(e)) => tracing::error!("control socket: {e}"),
         Err(e) => tracing::error!("control socket task: {e}"),

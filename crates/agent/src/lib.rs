@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod identity;
 pub mod link;
 pub mod response;
+pub mod sandboxing;
 pub mod scanner;
 pub mod state;

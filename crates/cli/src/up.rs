@@ -154,7 +154,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let (agent, rx) = crate::agent_cmd::open_agent(&agent_dir, Path::new("/"))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let agent_task = tokio::spawn(daemon::run(agent.clone(), rx, stop));
+    let agent_task = tokio::spawn(daemon::run(agent, rx, stop));
 
     println!("Riposte is up.");
     println!("  console and API: {url}/");
@@ -171,7 +171,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  agent data:      {}", agent_dir.display());
 
     if a.demo {
-        if let Err(e) = demo(&core, &agent, &watched, &sandbox_url, &sandbox.cert_pem).await {
+        if let Err(e) = demo(&core, &watched).await {
             println!("demo failed: {e:#}");
         }
     }
@@ -185,14 +185,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Drops EICAR into the watched folder and walks it through sandbox, response and task.
-async fn demo(
-    core: &Arc<Core>,
-    agent: &Arc<riposte_agent::daemon::Agent>,
-    watched: &Path,
-    sandbox_url: &str,
-    sandbox_cert: &str,
-) -> anyhow::Result<()> {
+/// Drops EICAR into the watched folder and follows it: the agent's watcher sends it to the
+/// sandbox, the verdict triggers the response, the group action creates the autonomous task.
+async fn demo(core: &Arc<Core>, watched: &Path) -> anyhow::Result<()> {
     // Assembled at run time so that this source file is not itself flagged.
     let eicar = [
         "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
@@ -200,99 +195,62 @@ async fn demo(
         "TEST-FILE!$H+H*",
     ]
     .concat();
+    // Give the watcher a moment to take the folder from the settings.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let path = watched.join(format!("eicar-demo-{}.com", std::process::id()));
     std::fs::write(&path, eicar.as_bytes())?;
-    println!("demo: dropped the EICAR test file at {}", path.display());
-
-    let client = riposte_sandbox::SandboxClient::new(riposte_sandbox::ClientConfig::new(
-        vec![sandbox_url.to_string()],
-        sandbox_cert.to_string(),
-    ))?;
-    let report = match client.submit("eicar-demo.com", eicar.as_bytes()).await? {
-        riposte_sandbox::Submitted::AlreadyScanned(r) => *r,
-        riposte_sandbox::Submitted::Queued(id) => {
-            match client
-                .wait(&id, Duration::from_millis(200), Duration::from_secs(60))
-                .await?
-            {
-                riposte_sandbox::TaskStatus::Found { report, .. } => *report,
-                riposte_sandbox::TaskStatus::NotFound(r) => *r,
-                other => anyhow::bail!("the sandbox gave no verdict: {other:?}"),
-            }
-        }
-    };
-    println!(
-        "demo: verdict {:?}: {}",
-        report.verdict,
-        report
-            .threat_name
-            .clone()
-            .unwrap_or_else(|| "no threat".into())
-    );
-    if report.verdict != riposte_sandbox::Verdict::Malicious {
-        anyhow::bail!("the sandbox did not find the test file malicious");
-    }
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let dropped = report
-        .iocs
-        .dropped_files
-        .iter()
-        .map(|f| f.sha256.clone())
-        .collect();
-    let outcome = agent
-        .respond(riposte_agent::response::DetectionInput {
-            path: path.display().to_string(),
-            sha256: report
-                .iocs
-                .object
-                .as_ref()
-                .map(|o| o.sha256.clone())
-                .unwrap_or_default(),
-            threat: report
-                .threat_name
-                .clone()
-                .unwrap_or_else(|| "EICAR-Test-File".into()),
-            user,
-            user_uid: None,
-            source: "riposte-sandbox".into(),
-            source_ref: None,
-            dropped_sha256: dropped,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    for o in outcome["outcomes"].as_array().cloned().unwrap_or_default() {
-        println!(
-            "demo: {}: {} — {}",
-            o["action"].as_str().unwrap_or("?"),
-            o["outcome"].as_str().unwrap_or("?"),
-            o["detail"].as_str().unwrap_or("")
-        );
-    }
-    // Follow the autonomous task, if the group action created one.
-    let detection_id = outcome["detection"]["detection_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    for _ in 0..600 {
-        if let Ok(d) = core.store.detection(&detection_id).await {
-            if let Some(task_id) = d.task_id {
-                let rows = core.store.task_devices(task_id).await?;
-                if rows.iter().all(|r| r.state.is_final()) && !rows.is_empty() {
-                    for r in rows {
-                        println!(
-                            "demo: task {task_id} on {}: {} ({} hits){}",
-                            r.device_name,
-                            r.state.as_str(),
-                            r.hits,
-                            r.reason.map(|x| format!(": {x}")).unwrap_or_default()
-                        );
-                    }
-                    println!("demo: complete");
-                    return Ok(());
-                }
-            } else if d.group_action_error.is_some() {
+    let device_path = path.display().to_string();
+    println!("demo: dropped the EICAR test file at {device_path}");
+    let mut detection = None;
+    for _ in 0..240 {
+        let found = core
+            .store
+            .detections(None, 100)
+            .await?
+            .into_iter()
+            .find(|d| d.record["path"] == device_path.as_str());
+        if let Some(d) = found {
+            let done = d.outcomes.iter().any(|o| o.action == "group_ioc_scan")
+                || (d.outcomes.len() >= 2 && d.task_id.is_none() && d.group_action_error.is_some());
+            if done || d.outcomes.len() >= 3 {
+                detection = Some(d);
                 break;
             }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let Some(d) = detection else {
+        anyhow::bail!(
+            "no verdict arrived within a minute; see `riposte agent --data DIR status` and the log"
+        );
+    };
+    println!(
+        "demo: verdict from {}: malicious, {}",
+        d.record["source"].as_str().unwrap_or("?"),
+        d.record["threat"].as_str().unwrap_or("?")
+    );
+    for o in &d.outcomes {
+        println!("demo: {}: {} — {}", o.action, o.outcome, o.detail);
+    }
+    let detection_id = d.id.clone();
+    for _ in 0..600 {
+        let d = core.store.detection(&detection_id).await?;
+        if let Some(task_id) = d.task_id {
+            let rows = core.store.task_devices(task_id).await?;
+            if !rows.is_empty() && rows.iter().all(|r| r.state.is_final()) {
+                for r in rows {
+                    println!(
+                        "demo: task {task_id} on {}: {} ({} hits){}",
+                        r.device_name,
+                        r.state.as_str(),
+                        r.hits,
+                        r.reason.map(|x| format!(": {x}")).unwrap_or_default()
+                    );
+                }
+                break;
+            }
+        } else if d.group_action_error.is_some() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -85,7 +85,10 @@ fn up_demo_shows_the_whole_flow_and_keeps_its_data() {
         "{text}"
     );
     assert!(text.contains("watched folder:"), "{text}");
-    assert!(text.contains("demo: verdict Malicious: EICAR"), "{text}");
+    assert!(
+        text.contains("demo: verdict from riposte-sandbox: malicious, EICAR"),
+        "{text}"
+    );
     assert!(text.contains("demo: quarantine_and_delete: done"), "{text}");
     assert!(text.contains("demo: notify_user: "), "{text}");
     assert!(

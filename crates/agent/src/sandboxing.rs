@@ -1,0 +1,108 @@
+//! Objects to the sandbox, verdicts back: runs the watcher (`riposte-watch`) with the
+//! device's effective *Sandbox integration* settings, restarts it when they change, and
+//! turns malicious verdicts into the response ([`Agent::respond`]).
+
+use crate::daemon::Agent;
+use crate::response::DetectionInput;
+use riposte_model::SandboxIntegration;
+use riposte_proto::EventBody;
+use riposte_watch::{WatchConfig, WatchEvent, Watcher};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+fn current(agent: &Agent) -> Option<SandboxIntegration> {
+    let s = agent.snapshot().settings?.sandbox_integration.value;
+    (!s.sandboxes.is_empty() && !s.watch.is_empty()).then_some(s)
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let Some(local) = agent.local.clone() else {
+        return;
+    };
+    let host_root = local.host.path().to_path_buf();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut watcher: Option<Watcher> = None;
+    let mut applied: Option<SandboxIntegration> = None;
+    loop {
+        // Registered before reading the settings, so a change in between is not missed.
+        let changed = agent.settings_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let wanted = current(&agent);
+        if wanted != applied {
+            match &wanted {
+                None => {
+                    if let Some(w) = watcher.take() {
+                        w.shutdown().await;
+                    }
+                }
+                Some(s) => {
+                    let config = WatchConfig::from_settings(s, host_root.clone(), &agent.data_dir);
+                    let result = match watcher.as_mut() {
+                        Some(w) => w.reconfigure(config).await,
+                        None => Watcher::start(config, tx.clone()).map(|w| {
+                            watcher = Some(w);
+                        }),
+                    };
+                    match result {
+                        Err(e) => agent.report(EventBody::Alert {
+                            code: "watch_failed".into(),
+                            message: e.to_string(),
+                        }),
+                        Ok(()) => {
+                            if let Some(b) = watcher.as_ref().and_then(|w| w.backend()) {
+                                tracing::info!("watching {:?} with {b}", s.watch);
+                            }
+                        }
+                    }
+                }
+            }
+            applied = wanted;
+        }
+        tokio::select! {
+            _ = changed => {}
+            Some(ev) = events.recv() => handle(&agent, ev).await,
+            _ = stop.changed() => break,
+        }
+    }
+    if let Some(w) = watcher.take() {
+        w.shutdown().await;
+    }
+}
+
+async fn handle(agent: &Arc<Agent>, ev: WatchEvent) {
+    match ev {
+        WatchEvent::Verdict(v) if v.malicious => {
+            let input = DetectionInput {
+                path: v.device_path.clone(),
+                sha256: v.sha256.clone(),
+                threat: v
+                    .threat
+                    .clone()
+                    .unwrap_or_else(|| "malicious object".into()),
+                user: v
+                    .user_name
+                    .clone()
+                    .unwrap_or_else(|| v.user_uid.map(|u| u.to_string()).unwrap_or_default()),
+                user_uid: v.user_uid,
+                source: v.source.clone(),
+                source_ref: v.source_ref.clone(),
+                dropped_sha256: v.dropped_sha256.clone(),
+            };
+            if let Err(e) = agent.respond(input).await {
+                agent.report(EventBody::Alert {
+                    code: "response_refused".into(),
+                    message: e,
+                });
+            }
+        }
+        WatchEvent::Verdict(_) => {}
+        WatchEvent::Alert { code, message, .. } => {
+            agent.report(EventBody::Alert {
+                code: code.as_str().to_string(),
+                message,
+            });
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Small file helpers: crash-safe writes and Unix time.
+//!
+//! Why: the queue and the verdict cache must survive a crash or power loss at any
+//! point, so every file is written to a temporary name, synced, then renamed.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::WatchError;
+
+/// Write `data` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), WatchError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| WatchError::Config(format!("{} has no parent directory", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        WatchError::io("write", path, e)
+    })
+}
+
+/// Create `dir` (and parents) and restrict it to the owner (0700).
+pub(crate) fn private_dir(dir: &Path) -> Result<(), WatchError> {
+    std::fs::create_dir_all(dir).map_err(|e| WatchError::io("create", dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| WatchError::io("restrict to mode 0700", dir, e))
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,121 @@
+//! fanotify back end: mount marks for close-after-write and exec.
+//!
+//! A mount mark sees every file on the mount, so events are filtered to the watched
+//! folders by the path of the descriptor the kernel hands us (`/proc/self/fd/N`). The
+//! descriptor itself is passed on and read, so a rename after the event does not change
+//! what is hashed; it is closed by the processing task.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{wait_readable, MonitorMsg, Scope};
+use crate::event::AlertCode;
+
+/// Create a fanotify group and mark the mount of every watched folder.
+pub(super) fn init(scope: &Scope) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked.
+    let raw = unsafe {
+        libc::fanotify_init(
+            libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK,
+            (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as libc::c_uint,
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    for (_, folder) in &scope.folders {
+        let c = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let mark = |mask: u64| {
+            // SAFETY: fd and the C string are valid for the call.
+            unsafe {
+                libc::fanotify_mark(
+                    fd.as_raw_fd(),
+                    libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
+                    mask,
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                )
+            }
+        };
+        if mark(libc::FAN_CLOSE_WRITE | libc::FAN_OPEN_EXEC) != 0 {
+            // Kernels before 5.0 have no FAN_OPEN_EXEC: keep close-after-write.
+            if mark(libc::FAN_CLOSE_WRITE) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            tracing::warn!("fanotify without exec events on this kernel");
+        }
+    }
+    Ok(fd)
+}
+
+/// Read events until stopped.
+pub(super) fn run(fd: OwnedFd, scope: Scope, stop: OwnedFd, tx: UnboundedSender<MonitorMsg>) {
+    let meta_len = std::mem::size_of::<libc::fanotify_event_metadata>();
+    let mut buf = vec![0u8; 64 * 1024];
+    while wait_readable(&fd, &stop) {
+        // SAFETY: reading into a buffer we own, of the given length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) {
+                continue;
+            }
+            let _ = tx.send(MonitorMsg::Alert(
+                AlertCode::WatchFailed,
+                format!("reading fanotify events failed ({e}); restart the agent"),
+                None,
+            ));
+            return;
+        }
+        let n = n as usize;
+        let mut off = 0;
+        while off + meta_len <= n {
+            // SAFETY: at least meta_len bytes are available at off; read_unaligned copes
+            // with any alignment.
+            let m: libc::fanotify_event_metadata =
+                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
+            let len = m.event_len as usize;
+            if len < meta_len || off + len > n {
+                break;
+            }
+            off += len;
+            if m.mask & libc::FAN_Q_OVERFLOW != 0 {
+                let _ = tx.send(MonitorMsg::Alert(
+                    AlertCode::WatchFailed,
+                    "the fanotify queue overflowed: some new objects were not seen; the system is writing faster than the agent hashes".into(),
+                    None,
+                ));
+            }
+            if m.fd < 0 {
+                continue;
+            }
+            // SAFETY: the kernel opened this descriptor for us; we own it now.
+            let obj = unsafe { OwnedFd::from_raw_fd(m.fd) };
+            let Ok(link) = std::fs::read_link(format!("/proc/self/fd/{}", obj.as_raw_fd())) else {
+                continue;
+            };
+            // A file deleted since the event still has its content behind the descriptor.
+            let bytes = link.as_os_str().as_encoded_bytes();
+            let path = match bytes.strip_suffix(b" (deleted)") {
+                Some(b) => {
+                    PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b))
+                }
+                None => link,
+            };
+            let pid = u32::try_from(m.pid).ok();
+            if let Some(t) = scope.trigger(path, Some(obj), pid) {
+                if tx.send(MonitorMsg::Object(t)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

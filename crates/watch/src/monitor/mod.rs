@@ -1,0 +1,233 @@
+//! Seeing new and executed objects: fanotify where the kernel allows it, else inotify.
+//!
+//! Why two back ends: fanotify (close-after-write and exec events on whole mounts, with
+//! the writing or running process's pid and an open descriptor of the object) is the
+//! right tool but needs CAP_SYS_ADMIN; inotify works for any user but only sees writes
+//! and renames into folders it watches, one watch per directory, and no exec. Both run
+//! on one thread blocked in `poll(2)` together with a stop pipe, and hand objects to the
+//! watcher's processing task; events outside the configured folders (fanotify marks
+//! whole mounts) and inside the watcher's own queue are dropped here.
+
+mod fanotify;
+mod inotify;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::{BackendChoice, WatchConfig};
+use crate::event::AlertCode;
+use crate::object::Trigger;
+use crate::WatchError;
+
+/// The kernel interface in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// fanotify mount marks: close-after-write and exec, with the process id.
+    Fanotify,
+    /// inotify watches on the configured folders: close-after-write and moves in.
+    Inotify,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Fanotify => "fanotify",
+            Backend::Inotify => "inotify",
+        })
+    }
+}
+
+/// What a monitor thread sends to the processing task.
+#[derive(Debug)]
+pub(crate) enum MonitorMsg {
+    /// An object to look at.
+    Object(Trigger),
+    /// A problem with watching itself.
+    Alert(AlertCode, String, Option<String>),
+}
+
+/// The folders in scope, as host paths, and how to map them back to device paths.
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    host_root: PathBuf,
+    /// (device path, host path) of each existing folder.
+    folders: Vec<(String, PathBuf)>,
+    exclude: PathBuf,
+}
+
+impl Scope {
+    /// Host path → device path, if inside a watched folder and outside the queue.
+    pub(crate) fn device_path(&self, host: &Path) -> Option<String> {
+        if host.starts_with(&self.exclude) {
+            return None;
+        }
+        if !self.folders.iter().any(|(_, f)| host.starts_with(f)) {
+            return None;
+        }
+        let rel = host.strip_prefix(&self.host_root).ok()?;
+        Some(format!("/{}", rel.to_string_lossy()))
+    }
+
+    fn trigger(&self, host: PathBuf, fd: Option<OwnedFd>, pid: Option<u32>) -> Option<Trigger> {
+        Some(Trigger {
+            device_path: self.device_path(&host)?,
+            host_path: host,
+            fd,
+            pid,
+            manual: false,
+        })
+    }
+}
+
+/// A running monitor thread.
+#[derive(Debug)]
+pub(crate) struct Monitor {
+    /// Back end in use.
+    pub backend: Backend,
+    stop: Option<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Start watching `config.folders` (config.host_root must be canonical).
+    pub(crate) fn start(
+        config: &WatchConfig,
+        tx: UnboundedSender<MonitorMsg>,
+    ) -> Result<Monitor, WatchError> {
+        let mut folders = Vec::new();
+        for f in &config.folders {
+            let host = config.host_path(f);
+            match std::fs::canonicalize(&host) {
+                Ok(p) if p.is_dir() && p.starts_with(&config.host_root) => {
+                    folders.push((f.clone(), p))
+                }
+                Ok(_) => {
+                    let _ = tx.send(MonitorMsg::Alert(
+                        AlertCode::WatchFailed,
+                        format!("watched folder {f} is not a directory inside the device's file system; fix the Sandbox integration settings"),
+                        Some(f.clone()),
+                    ));
+                }
+                Err(e) => {
+                    let _ = tx.send(MonitorMsg::Alert(
+                        AlertCode::WatchFailed,
+                        format!("watched folder {f} cannot be watched ({e}); create it or fix the Sandbox integration settings"),
+                        Some(f.clone()),
+                    ));
+                }
+            }
+        }
+        let scope = Scope {
+            host_root: config.host_root.clone(),
+            folders,
+            exclude: std::fs::canonicalize(&config.queue_dir).unwrap_or(config.queue_dir.clone()),
+        };
+        let (fd, backend) = match config.backend {
+            BackendChoice::Inotify => (None, Backend::Inotify),
+            BackendChoice::Fanotify => (
+                Some(fanotify::init(&scope).map_err(|e| {
+                    WatchError::Monitor(format!(
+                        "fanotify unavailable ({e}); run the agent as root with CAP_SYS_ADMIN or choose inotify"
+                    ))
+                })?),
+                Backend::Fanotify,
+            ),
+            BackendChoice::Auto => match fanotify::init(&scope) {
+                Ok(fd) => (Some(fd), Backend::Fanotify),
+                Err(e) => {
+                    tracing::info!("fanotify unavailable ({e}); watching with inotify");
+                    (None, Backend::Inotify)
+                }
+            },
+        };
+        let (stop_read, stop_write) = pipe()?;
+        let thread = match fd {
+            Some(fd) => std::thread::Builder::new()
+                .name("riposte-fanotify".into())
+                .spawn(move || fanotify::run(fd, scope, stop_read, tx)),
+            None => {
+                let mut ino = inotify::Inotify::new(scope)
+                    .map_err(|e| WatchError::Monitor(format!("inotify unavailable: {e}")))?;
+                ino.add_folders(&tx);
+                std::thread::Builder::new()
+                    .name("riposte-inotify".into())
+                    .spawn(move || ino.run(stop_read, tx))
+            }
+        }
+        .map_err(|e| WatchError::Monitor(format!("cannot start the monitor thread: {e}")))?;
+        tracing::info!(%backend, "watching for new objects");
+        Ok(Monitor {
+            backend,
+            stop: Some(stop_write),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop the thread and wait for it.
+    pub(crate) fn stop(&mut self) {
+        if let Some(w) = self.stop.take() {
+            // SAFETY: writing one byte from a valid buffer to a pipe we own.
+            unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+            drop(w);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), WatchError> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(WatchError::Monitor(format!(
+            "cannot create a pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Block until `fd` is readable (`true`) or the stop pipe is (`false`).
+pub(crate) fn wait_readable(fd: &OwnedFd, stop: &OwnedFd) -> bool {
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return false;
+        }
+        if fds[1].revents != 0 {
+            return false;
+        }
+        if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            return false;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            return true;
+        }
+    }
+}

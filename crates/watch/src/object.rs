@@ -1,0 +1,268 @@
+//! Reading one object: open without following links, check type and size, hash it
+//! (MD5, SHA-1, SHA-256 in one read) and find the account behind it.
+//!
+//! Why one read: the bytes hashed are the bytes copied into the queue and submitted,
+//! so the verdict, the hashes and the queued copy always describe the same content even
+//! if the file changes or disappears afterwards.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use md5::Md5;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use crate::config::{ObjectFilter, WatchConfig};
+use crate::event::AlertCode;
+
+/// An object's content and hashes.
+#[derive(Debug, Clone)]
+pub(crate) struct Object {
+    /// File name used for the submission.
+    pub name: String,
+    /// The content.
+    pub bytes: Vec<u8>,
+    /// MD5 hex.
+    pub md5: String,
+    /// SHA-1 hex.
+    pub sha1: String,
+    /// SHA-256 hex.
+    pub sha256: String,
+}
+
+/// Where and by whom an object was seen.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Sighting {
+    /// Device path.
+    pub device_path: String,
+    /// Account name, when the uid is in the device's passwd file.
+    pub user_name: Option<String>,
+    /// Uid.
+    pub user_uid: Option<u32>,
+}
+
+/// Result of reading one object.
+#[derive(Debug)]
+pub(crate) enum ReadOutcome {
+    /// Read and hashed.
+    Object(Object, Sighting),
+    /// Not in scope (filtered by type, empty, not a regular file, a symbolic link).
+    Skipped(&'static str),
+    /// Could not be read; tell the administrator.
+    Alert(AlertCode, String),
+}
+
+/// What triggered the read.
+#[derive(Debug)]
+pub(crate) struct Trigger {
+    /// Device path.
+    pub device_path: String,
+    /// Host path.
+    pub host_path: std::path::PathBuf,
+    /// File descriptor from fanotify (the object itself, immune to renames).
+    pub fd: Option<OwnedFd>,
+    /// Process that wrote or ran it (fanotify).
+    pub pid: Option<u32>,
+    /// Manual submission: the type filter does not apply and skips are reported.
+    pub manual: bool,
+}
+
+const EXEC_EXTENSIONS: &[&str] = &[
+    "exe", "com", "dll", "sys", "scr", "msi", "bat", "cmd", "ps1", "psm1", "vbs", "vbe", "js",
+    "jse", "wsf", "hta", "jar", "sh", "bash", "py", "pl", "rb", "php", "elf", "so", "bin", "run",
+    "appimage", "lnk", "docm", "xlsm",
+];
+
+/// Whether `bytes` (with file `mode` and `name`) passes `filter`.
+pub(crate) fn passes_filter(filter: ObjectFilter, name: &str, mode: u32, bytes: &[u8]) -> bool {
+    match filter {
+        ObjectFilter::Any => true,
+        ObjectFilter::Executables => {
+            bytes.starts_with(b"\x7fELF")
+                || bytes.starts_with(b"MZ")
+                || bytes.starts_with(b"#!")
+                || mode & 0o111 != 0
+                || Path::new(name)
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXEC_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        }
+    }
+}
+
+/// Open, check, read and hash the object of `t`.
+pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
+    let shown = &t.device_path;
+    let file = match t.fd {
+        Some(fd) => File::from(fd),
+        None => match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&t.host_path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return ReadOutcome::Alert(
+                    AlertCode::PathVanished,
+                    format!(
+                        "{shown} vanished before it could be hashed (deleted or renamed right after it was written); nothing was submitted for it. If it reappears under another name in a watched folder it is seen there"
+                    ),
+                )
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return if t.manual {
+                    ReadOutcome::Alert(
+                        AlertCode::ReadFailed,
+                        format!("{shown} is a symbolic link; submit the file it points to"),
+                    )
+                } else {
+                    ReadOutcome::Skipped("symbolic link")
+                }
+            }
+            Err(e) => {
+                return ReadOutcome::Alert(
+                    AlertCode::ReadFailed,
+                    format!("cannot open {shown}: {e}; check that the agent runs as root"),
+                )
+            }
+        },
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            return ReadOutcome::Alert(AlertCode::ReadFailed, format!("cannot stat {shown}: {e}"))
+        }
+    };
+    if !meta.is_file() {
+        return if t.manual {
+            ReadOutcome::Alert(
+                AlertCode::ReadFailed,
+                format!("{shown} is not a regular file; only files can be submitted"),
+            )
+        } else {
+            ReadOutcome::Skipped("not a regular file")
+        };
+    }
+    if meta.len() == 0 && !t.manual {
+        return ReadOutcome::Skipped("empty");
+    }
+    let too_large = |size: u64| {
+        ReadOutcome::Alert(
+            AlertCode::ObjectTooLarge,
+            format!(
+                "{shown} is {size} bytes, over the {}-byte limit for sandbox submission; it was not submitted. Raise the limit or have it analysed another way",
+                config.max_object_size
+            ),
+        )
+    };
+    if meta.len() > config.max_object_size {
+        return too_large(meta.len());
+    }
+    let name = t
+        .host_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "object".into());
+    // Read at most one byte past the limit: the file may grow after the stat.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    if let Err(e) = (&file)
+        .take(config.max_object_size + 1)
+        .read_to_end(&mut bytes)
+    {
+        return ReadOutcome::Alert(AlertCode::ReadFailed, format!("cannot read {shown}: {e}"));
+    }
+    if bytes.len() as u64 > config.max_object_size {
+        return too_large(bytes.len() as u64);
+    }
+    if !t.manual && !passes_filter(config.filter, &name, meta.permissions().mode(), &bytes) {
+        return ReadOutcome::Skipped("not an executable type");
+    }
+    let uid = t.pid.and_then(process_uid).unwrap_or_else(|| meta.uid());
+    let sighting = Sighting {
+        device_path: t.device_path.clone(),
+        user_name: user_name(&config.host_root, uid),
+        user_uid: Some(uid),
+    };
+    let (md5, sha1, sha256) = (
+        Md5::digest(&bytes),
+        Sha1::digest(&bytes),
+        Sha256::digest(&bytes),
+    );
+    ReadOutcome::Object(
+        Object {
+            name,
+            md5: hex::encode(md5),
+            sha1: hex::encode(sha1),
+            sha256: hex::encode(sha256),
+            bytes,
+        },
+        sighting,
+    )
+}
+
+/// Real uid of a running process (`None` once it has exited).
+pub(crate) fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Account name of `uid` in the device's `/etc/passwd` (under `host_root`).
+pub(crate) fn user_name(host_root: &Path, uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string(host_root.join("etc/passwd")).ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let entry_uid: u32 = f.nth(1)?.parse().ok()?;
+        (entry_uid == uid && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_by_type() {
+        let f = ObjectFilter::Executables;
+        assert!(passes_filter(f, "a", 0o644, b"\x7fELF\x02"));
+        assert!(passes_filter(f, "a", 0o644, b"MZ\x90\x00"));
+        assert!(passes_filter(f, "a", 0o644, b"#!/bin/sh\n"));
+        assert!(passes_filter(f, "a", 0o755, b"data"));
+        assert!(passes_filter(f, "setup.EXE", 0o644, b"data"));
+        assert!(!passes_filter(f, "notes.txt", 0o644, b"hello"));
+        assert!(passes_filter(
+            ObjectFilter::Any,
+            "notes.txt",
+            0o644,
+            b"hello"
+        ));
+    }
+
+    #[test]
+    fn passwd_lookup() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nbroken\nalice:x:4242:4242::/home/alice:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(user_name(d.path(), 4242).as_deref(), Some("alice"));
+        assert_eq!(user_name(d.path(), 0).as_deref(), Some("root"));
+        assert_eq!(user_name(d.path(), 7), None);
+        assert_eq!(
+            process_uid(std::process::id()),
+            Some(unsafe { libc::getuid() })
+        );
+    }
+}

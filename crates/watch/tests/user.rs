@@ -1,0 +1,124 @@
+//! The account recorded with a verdict: the file owner (inotify, or a writer that has
+//! exited), or the writing process's account (fanotify, while the writer runs).
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+use riposte_watch::{Backend, BackendChoice, Watcher};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_owner_is_recorded_and_new_subfolders_are_watched() {
+    let host = Host::new();
+    let sdir = tempfile::tempdir().unwrap();
+    let sb = sandbox(sdir.path()).await;
+    let mut config = host.config(
+        vec![format!("https://{}", sb.addr)],
+        Some(sb.cert_pem.clone()),
+    );
+    config.backend = BackendChoice::Inotify;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = Watcher::start(config, tx).unwrap();
+    assert_eq!(watcher.backend(), Some(Backend::Inotify));
+
+    // Owned by alice (uid 4242 in the device's passwd) before the close that triggers.
+    let data = eicar();
+    {
+        let mut f = std::fs::File::create(host.path("/watched/alice.com")).unwrap();
+        std::os::unix::fs::fchown(&f, Some(4242), Some(4242)).unwrap();
+        f.write_all(&data).unwrap();
+    }
+    // A subfolder created after the start is watched too; a uid without a passwd entry
+    // is kept as a uid with no name.
+    std::fs::create_dir_all(host.path("/watched/new/deeper")).unwrap();
+    {
+        let mut f = std::fs::File::create(host.path("/watched/new/deeper/x.sh")).unwrap();
+        std::os::unix::fs::fchown(&f, Some(5555), None).unwrap();
+        f.write_all(&harmless("deeper")).unwrap();
+    }
+    let e = collect_until(&mut rx, Duration::from_secs(20), |e| verdicts(e).len() >= 2).await;
+    let v = verdicts(&e);
+    let a = v
+        .iter()
+        .find(|v| v.device_path == "/watched/alice.com")
+        .unwrap();
+    assert_eq!(
+        (a.user_name.as_deref(), a.user_uid),
+        (Some("alice"), Some(4242))
+    );
+    assert!(a.malicious);
+    let x = v
+        .iter()
+        .find(|v| v.device_path == "/watched/new/deeper/x.sh")
+        .unwrap();
+    assert_eq!((x.user_name.as_deref(), x.user_uid), (None, Some(5555)));
+    watcher.shutdown().await;
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fanotify_the_writing_process_account_is_recorded() {
+    let host = Host::new();
+    let sdir = tempfile::tempdir().unwrap();
+    let sb = sandbox(sdir.path()).await;
+    let mut config = host.config(
+        vec![format!("https://{}", sb.addr)],
+        Some(sb.cert_pem.clone()),
+    );
+    config.backend = BackendChoice::Fanotify;
+    // Prepared before the watcher starts, so root's own writes raise no event.
+    // bob may traverse the host root and write the file, which alice owns.
+    std::fs::set_permissions(host.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        host.path("/watched"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let target = host.path("/watched/by-bob.sh");
+    std::fs::write(&target, b"").unwrap();
+    std::os::unix::fs::chown(&target, Some(4242), Some(4242)).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let src = host.state.path().join("src.sh");
+    std::fs::write(&src, harmless("bob")).unwrap();
+    std::fs::set_permissions(host.state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = match Watcher::start(config, tx) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    // bob writes, then stays alive a while so his process can be looked up.
+    let mut child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "cat '{}' > '{}'; sleep 3",
+            src.display(),
+            target.display()
+        ))
+        .uid(4343)
+        .spawn()
+        .unwrap();
+    let e = collect_until(&mut rx, Duration::from_secs(20), |e| {
+        !verdicts(e).is_empty()
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = verdicts(&e)[0];
+    assert_eq!(v.device_path, "/watched/by-bob.sh");
+    assert_eq!(
+        (v.user_name.as_deref(), v.user_uid),
+        (Some("bob"), Some(4343)),
+        "writer, not owner"
+    );
+    watcher.shutdown().await;
+    sb.shutdown().await;
+}
+
+use std::os::unix::process::CommandExt;
