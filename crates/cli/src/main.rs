@@ -96,7 +96,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The web console's routes, when this build has it.
+/// The web console's routes, served beside the API.
 pub fn console_ui() -> Option<riposte_server::UiBuilder> {
-    None
+    Some(std::sync::Arc::new(riposte_console::router))
 }

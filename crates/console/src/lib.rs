@@ -1,1 +1,87 @@
-//! placeholder
+//! The Riposte web console.
+//!
+//! Server-rendered HTML pages (maud templates) over the server's service layer
+//! ([`riposte_server::service::Core`]), never over its HTTP API: every page and form calls
+//! the same operations as the API, so the same authorisation and audit apply.
+//!
+//! The server serves these routes beside `/api/v1`:
+//!
+//! ```ignore
+//! ServerOptions { ui: Some(Arc::new(riposte_console::router)), .. }
+//! ```
+//!
+//! Security: a login page first; the session cookie `riposte_session` is `Secure; HttpOnly;
+//! SameSite=Strict; Path=/`; every state-changing form carries a per-session CSRF token (an
+//! HMAC of the session token under a per-process key) checked before anything runs; every
+//! response carries a Content-Security-Policy without inline scripts or styles; every value is
+//! escaped by the templates. The JavaScript (`static/console.js`) and the style sheet are
+//! compiled into the binary and served from `/static/`.
+
+mod layout;
+mod pages;
+mod web;
+
+use axum::routing::{get, post};
+use axum::Router;
+use riposte_server::service::Core;
+use std::sync::Arc;
+
+pub use web::{CSP, SESSION_COOKIE};
+
+/// The console's routes over a server core; merge them beside the API.
+pub fn router(core: Arc<Core>) -> Router {
+    let state = web::Console::new(core);
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_page).post(pages::login_post))
+        .route("/logout", post(pages::logout))
+        .route("/static/console.css", get(web::css))
+        .route("/static/console.js", get(web::js))
+        .route("/devices", get(pages::devices::list))
+        .route("/devices/{id}", get(pages::devices::detail))
+        .route("/devices/{id}/apps/riposte", get(pages::devices::app))
+        .route(
+            "/devices/{id}/threat-response",
+            post(pages::devices::set_threat_response),
+        )
+        .route("/policies", get(pages::policies::list))
+        .route("/policies/{gid}", get(pages::policies::detail))
+        .route(
+            "/policies/{gid}/threat-response",
+            post(pages::policies::set_threat_response),
+        )
+        .route(
+            "/policies/{gid}/sandbox-integration",
+            post(pages::policies::set_sandbox),
+        )
+        .route("/policies/{gid}/save", post(pages::policies::save))
+        .route("/policies/{gid}/discard", post(pages::policies::discard))
+        .route("/special-account", post(pages::admin::create_special))
+        .route(
+            "/special-account/delete",
+            post(pages::admin::delete_special),
+        )
+        .route("/detections", get(pages::fleet::detections))
+        .route("/tasks", get(pages::tasks::list))
+        .route("/tasks/{id}", get(pages::tasks::detail))
+        .route("/tasks/{id}/events", get(pages::tasks::events))
+        .route("/tasks/{id}/cancel", post(pages::tasks::cancel))
+        .route("/quarantine", get(pages::fleet::quarantine))
+        .route("/quarantine/action", post(pages::fleet::quarantine_action))
+        .route(
+            "/accounts",
+            get(pages::admin::accounts).post(pages::admin::create_account),
+        )
+        .route(
+            "/accounts/{name}/delete",
+            post(pages::admin::delete_account),
+        )
+        .route(
+            "/enroll-tokens",
+            get(pages::admin::tokens).post(pages::admin::create_token),
+        )
+        .route("/audit", get(pages::admin::audit))
+        .layer(axum::middleware::from_fn(web::security_headers))
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
+        .with_state(state)
+}

@@ -211,8 +211,13 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         agent_tls,
         rx.clone(),
     )));
+    let mut app = api::router(core.clone());
+    if let Some(ui) = &opts.ui {
+        app = app.merge(ui(core.clone()));
+    }
+    let app = app.fallback(api::not_found);
     tasks.push(tokio::spawn(serve_https(
-        api::router(core.clone()),
+        app,
         api_listener,
         api_tls,
         rx.clone(),

@@ -1,0 +1,418 @@
+//! **Devices → Managed devices**: the group tree, device lists and a device's pages.
+
+use super::settings::{self, TrSection};
+use super::{after, fleet};
+use crate::layout::{fmt_time, page, provenance_text, tabs, Nav};
+use crate::web::{Console, Posted, Reject, Session};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use maud::{html, Markup};
+use riposte_model::{GroupNode, Operation, Provenance};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// Devices on one page of the list.
+pub const PAGE_SIZE: i64 = 50;
+
+/// The list's filters.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    group: Option<i64>,
+    #[serde(default)]
+    q: String,
+    /// `subtree` (default) or `group`.
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    page: i64,
+}
+
+fn tree(groups: &[GroupNode], selected: Option<i64>, scope: &str) -> Markup {
+    let mut children: HashMap<Option<i64>, Vec<&GroupNode>> = HashMap::new();
+    for g in groups {
+        children.entry(g.parent).or_default().push(g);
+    }
+    fn branch(
+        parent: Option<i64>,
+        children: &HashMap<Option<i64>, Vec<&GroupNode>>,
+        selected: Option<i64>,
+        scope: &str,
+        depth: usize,
+    ) -> Markup {
+        let empty = Vec::new();
+        let list = children.get(&parent).unwrap_or(&empty);
+        html! {
+            @if !list.is_empty() && depth < 32 {
+                ul {
+                    @for g in list {
+                        li {
+                            a href={ "/devices?group=" (g.id) "&scope=" (scope) } .active[selected == Some(g.id)] data-group=(g.name) { (g.name) }
+                            (branch(Some(g.id), children, selected, scope, depth + 1))
+                        }
+                    }
+                }
+            }
+        }
+    }
+    html! { nav.tree #group-tree { h3 { "Administration groups" } (branch(None, &children, selected, scope, 0)) } }
+}
+
+fn connection(c: &Console, id: i64, revoked: bool) -> Markup {
+    if revoked {
+        html! { span.badge.bad { "Revoked" } }
+    } else if c.core().hub.is_connected(id) {
+        html! { span.badge.good { "Connected" } }
+    } else {
+        html! { span.badge { "Not connected" } }
+    }
+}
+
+/// `GET /devices`: the group tree and one page of devices (offset/limit in the store).
+pub async fn list(
+    State(c): State<Console>,
+    s: Session,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Reject> {
+    let groups = c.core().groups(&s.caller).await?;
+    let names: HashMap<i64, &str> = groups.iter().map(|g| (g.id, g.name.as_str())).collect();
+    let scope = if q.scope == "group" {
+        "group"
+    } else {
+        "subtree"
+    };
+    let ids = match q.group {
+        Some(g) if names.contains_key(&g) => Some(if scope == "group" {
+            vec![g]
+        } else {
+            c.core()
+                .store
+                .group_tree()
+                .await
+                .map_err(|e| Reject::Internal(e.to_string()))?
+                .subtree(g)
+        }),
+        Some(_) => return Err(Reject::NotFound("no such administration group".into())),
+        None => None,
+    };
+    let page_no = q.page.clamp(0, 1_000_000);
+    let search = q.q.trim();
+    let mut rows = c
+        .core()
+        .store
+        .devices(
+            ids.as_deref(),
+            (!search.is_empty()).then_some(search),
+            page_no * PAGE_SIZE,
+            PAGE_SIZE + 1,
+        )
+        .await
+        .map_err(|e| Reject::Internal(e.to_string()))?;
+    let more = rows.len() as i64 > PAGE_SIZE;
+    rows.truncate(PAGE_SIZE as usize);
+    let link = |p: i64| {
+        let mut u = format!("/devices?page={p}&scope={scope}");
+        if let Some(g) = q.group {
+            u.push_str(&format!("&group={g}"));
+        }
+        if !search.is_empty() {
+            u.push_str("&q=");
+            u.push_str(&urlencode(search));
+        }
+        u
+    };
+    let title = q
+        .group
+        .and_then(|g| names.get(&g).copied())
+        .unwrap_or("All devices");
+    let body = html! {
+        h1 { "Managed devices" }
+        div.split {
+            (tree(&groups, q.group, scope))
+            section.list {
+                h2 #list-title { (title) }
+                form.filters method="get" action="/devices" {
+                    @if let Some(g) = q.group { input type="hidden" name="group" value=(g); }
+                    input type="search" name="q" #device-search value=(search) placeholder="Search by device or host name";
+                    select name="scope" #device-scope {
+                        option value="subtree" selected[scope == "subtree"] { "This group and its subgroups" }
+                        option value="group" selected[scope == "group"] { "This group only" }
+                    }
+                    button type="submit" { "Filter" }
+                }
+                table.grid #devices {
+                    thead { tr { th { "Device" } th { "Host name" } th { "Group" } th { "Connection" } th { "Last seen" } } }
+                    tbody {
+                        @for d in &rows {
+                            tr {
+                                td { a.device href={ "/devices/" (d.id) } { (d.name) } }
+                                td { (d.hostname) }
+                                td { (names.get(&d.group_id).copied().unwrap_or("?")) }
+                                td { (connection(&c, d.id, d.revoked)) }
+                                td { (fmt_time(d.last_seen)) }
+                            }
+                        }
+                        @if rows.is_empty() { tr { td colspan="5" { "No devices match." } } }
+                    }
+                }
+                nav.pager {
+                    @if page_no > 0 { a #prev href=(link(page_no - 1)) { "← Previous" } }
+                    span #range { "Devices " (page_no * PAGE_SIZE + i64::from(!rows.is_empty())) "–" (page_no * PAGE_SIZE + rows.len() as i64) }
+                    @if more { a #next href=(link(page_no + 1)) { "Next →" } }
+                }
+            }
+        }
+    };
+    Ok(page(&c, &s, "Managed devices", Nav::Devices, body))
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The tab query of device pages.
+#[derive(Debug, Default, Deserialize)]
+pub struct TabQuery {
+    #[serde(default)]
+    tab: String,
+    #[serde(default)]
+    section: String,
+    #[serde(default)]
+    dialog: String,
+}
+
+fn device_header(c: &Console, d: &riposte_store::DeviceRow, group: &str) -> Markup {
+    html! {
+        p.crumbs { a href="/devices" { "Managed devices" } " › " a href={ "/devices?group=" (d.group_id) } { (group) } " › " (d.name) }
+        h1 #device-name { (d.name) " " (connection(c, d.id, d.revoked)) }
+    }
+}
+
+/// `GET /devices/{id}`: a device's tabs.
+pub async fn detail(
+    State(c): State<Console>,
+    s: Session,
+    Path(id): Path<i64>,
+    Query(q): Query<TabQuery>,
+) -> Result<Response, Reject> {
+    let (d, eff) = c.core().device_settings(&s.caller, &id.to_string()).await?;
+    let group = c
+        .core()
+        .store
+        .group(d.group_id)
+        .await
+        .map(|g| g.name)
+        .unwrap_or_default();
+    let tab = match q.tab.as_str() {
+        "applications" | "settings" | "detections" | "quarantine" | "tasks" => q.tab.as_str(),
+        _ => "general",
+    };
+    let base = format!("/devices/{id}");
+    let content = match tab {
+        "applications" => html! {
+            table.grid #applications {
+                thead { tr { th { "Application" } th { "State" } } }
+                tbody { tr {
+                    td { a #app-riposte href={ "/devices/" (id) "/apps/riposte" } { "Riposte agent" } }
+                    td { (connection(&c, d.id, d.revoked)) }
+                } }
+            }
+        },
+        "settings" => html! {
+            h2 { "Effective settings" }
+            table.grid #effective {
+                thead { tr { th { "Settings group" } th { "Value" } th { "Where it comes from" } } }
+                tbody {
+                    tr {
+                        td { "Threat Response" }
+                        td {
+                            (if eff.threat_response.value.enabled { "On" } else { "Off" })
+                            @for a in &eff.threat_response.value.actions { ", " code { (a.as_str()) } }
+                        }
+                        td { (lock_mark(&eff.threat_response.provenance)) (provenance_text(&eff.threat_response.provenance)) }
+                    }
+                    tr {
+                        td { "Sandbox integration" }
+                        td { (eff.sandbox_integration.value.sandboxes.len()) " sandbox server(s), " (eff.sandbox_integration.value.watch.len()) " watched folder(s)" }
+                        td { (lock_mark(&eff.sandbox_integration.provenance)) (provenance_text(&eff.sandbox_integration.provenance)) }
+                    }
+                }
+            }
+        },
+        "detections" => fleet::detections_table(
+            &c.core()
+                .detections(&s.caller, Some(&id.to_string()))
+                .await?,
+            None,
+        ),
+        "quarantine" => fleet::quarantine_table(
+            &s,
+            &c.core()
+                .quarantine(&s.caller, Some(&id.to_string()))
+                .await?,
+            None,
+            &format!("{base}?tab=quarantine"),
+        ),
+        "tasks" => {
+            let rows = c
+                .core()
+                .store
+                .device_tasks(d.id)
+                .await
+                .map_err(|e| Reject::Internal(e.to_string()))?;
+            html! {
+                table.grid #device-tasks {
+                    thead { tr { th { "Task" } th { "State" } th { "Hits" } th { "Reason" } th { "Updated" } } }
+                    tbody {
+                        @for t in &rows {
+                            tr { td { a href={ "/tasks/" (t.task_id) } { "Task " (t.task_id) } } td { (t.state.as_str()) } td { (t.hits) } td { (t.reason.clone().unwrap_or_default()) } td { (fmt_time(t.updated_at)) } }
+                        }
+                        @if rows.is_empty() { tr { td colspan="5" { "No tasks on this device." } } }
+                    }
+                }
+            }
+        }
+        _ => html! {
+            dl.facts #device-facts {
+                dt { "Device id" } dd { (d.id) }
+                dt { "Host name" } dd { (d.hostname) }
+                dt { "Administration group" } dd { (group) }
+                dt { "Connection" } dd #connection { (connection(&c, d.id, d.revoked)) }
+                dt { "Enrolled" } dd { (fmt_time(d.enrolled_at)) }
+                dt { "Last seen" } dd { (fmt_time(d.last_seen)) }
+                dt { "Certificate (SHA-256)" } dd { code { (d.cert_fingerprint) } }
+            }
+        },
+    };
+    let body = html! {
+        (device_header(&c, &d, &group))
+        (tabs(&base, tab, &[("general", "General"), ("applications", "Applications"), ("settings", "Effective settings"), ("detections", "Detections"), ("quarantine", "Quarantine"), ("tasks", "Tasks")]))
+        div.tab-body { (content) }
+    };
+    Ok(page(&c, &s, &d.name, Nav::Devices, body))
+}
+
+fn lock_mark(p: &Provenance) -> Markup {
+    html! { @if p.is_locked() { span.lock { "Locked · " } } }
+}
+
+/// `GET /devices/{id}/apps/riposte`: the *Riposte agent* application, with its
+/// **Application settings** tab.
+pub async fn app(
+    State(c): State<Console>,
+    s: Session,
+    Path(id): Path<i64>,
+    Query(q): Query<TabQuery>,
+) -> Result<Response, Reject> {
+    let (d, eff) = c.core().device_settings(&s.caller, &id.to_string()).await?;
+    let group = c
+        .core()
+        .store
+        .group(d.group_id)
+        .await
+        .map(|g| g.name)
+        .unwrap_or_default();
+    let base = format!("/devices/{id}/apps/riposte");
+    let tab = if q.tab == "settings" {
+        "settings"
+    } else {
+        "general"
+    };
+    let section = q.section.as_str();
+    let content = if tab == "settings" {
+        let here = format!("{base}?tab=settings&section=threat-response");
+        let inner = match section {
+            "threat-response" => {
+                let special = c
+                    .core()
+                    .store
+                    .special_account()
+                    .await
+                    .map_err(|e| Reject::Internal(e.to_string()))?;
+                let tr = &eff.threat_response;
+                let locked_by = match &tr.provenance {
+                    Provenance::Policy {
+                        policy,
+                        locked: true,
+                        ..
+                    } => Some(policy.clone()),
+                    _ => None,
+                };
+                let full = c.core().effective_for(&d).await?;
+                settings::threat_response(&TrSection {
+                    session: &s,
+                    action: format!("/devices/{id}/threat-response"),
+                    here,
+                    value: tr.value.clone(),
+                    password_set: full.threat_response.value.special_password.is_some(),
+                    mode: None,
+                    locked_by,
+                    provenance: Some(provenance_text(&tr.provenance)),
+                    special_exists: special.is_some(),
+                    can_edit: s.can(Operation::ChangeDeviceSettings),
+                    can_special: s.can(Operation::ManageSpecialAccount),
+                    dialog: q.dialog == "special",
+                    unsaved: false,
+                })
+            }
+            "sandbox" => html! {
+                (settings::sandbox(&s, &eff.sandbox_integration.value, None, None, Some(&eff.sandbox_integration.provenance)))
+                p { "Sub-sections: " a href={ (base) "?tab=settings&section=threat-response" } { "Threat Response" } }
+            },
+            _ => html! { p.hint { "Choose a section." } },
+        };
+        html! {
+            div.split {
+                (settings::section_nav(&format!("{base}?tab=settings"), section))
+                div.section-body { (inner) }
+            }
+        }
+    } else {
+        html! {
+            dl.facts {
+                dt { "Application" } dd { "Riposte agent" }
+                dt { "State" } dd { (connection(&c, d.id, d.revoked)) }
+                dt { "Last seen" } dd { (fmt_time(d.last_seen)) }
+            }
+        }
+    };
+    let body = html! {
+        (device_header(&c, &d, &group))
+        p.crumbs { a href={ "/devices/" (id) "?tab=applications" } { "Applications" } " › Riposte agent" }
+        h2 { "Riposte agent" }
+        (tabs(&base, tab, &[("general", "General"), ("settings", "Application settings")]))
+        div.tab-body { (content) }
+    };
+    Ok(page(
+        &c,
+        &s,
+        &format!("{} — Riposte agent", d.name),
+        Nav::Devices,
+        body,
+    ))
+}
+
+/// `POST /devices/{id}/threat-response`: **OK** applies the section to the device.
+pub async fn set_threat_response(
+    State(c): State<Console>,
+    Path(id): Path<i64>,
+    p: Posted,
+) -> Response {
+    let back = format!("/devices/{id}/apps/riposte?tab=settings&section=threat-response");
+    let res = async {
+        let patch = settings::read_patch(&p.fields, false)?;
+        c.core()
+            .set_device_threat_response(&p.session.caller, &id.to_string(), &patch)
+            .await?;
+        Ok("Threat Response applied to the device; it receives the new settings now.".to_string())
+    }
+    .await;
+    after(&c, &p.session, res, &back)
+}

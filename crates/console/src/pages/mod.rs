@@ -1,0 +1,107 @@
+//! The pages. Handlers stay thin: read the request, call the service, render.
+
+pub mod admin;
+pub mod devices;
+pub mod fleet;
+pub mod policies;
+pub mod settings;
+pub mod tasks;
+
+use crate::layout::bare;
+use crate::web::{self, Console, Posted, Reject, Session};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::html;
+use riposte_server::ServiceError;
+use serde::Deserialize;
+
+/// Redirects back after a form: a message on success; on a refusal of rights the
+/// refusal page (403); on any other error the message on the page.
+pub fn after(c: &Console, s: &Session, res: Result<String, ServiceError>, back: &str) -> Response {
+    match res {
+        Ok(msg) => {
+            c.flash(s, true, msg);
+            Redirect::to(back).into_response()
+        }
+        Err(e @ (ServiceError::Forbidden(_) | ServiceError::Unauthorized(_))) => {
+            Reject::from(e).into_response()
+        }
+        Err(e) => {
+            c.flash(s, false, e.to_string());
+            Redirect::to(back).into_response()
+        }
+    }
+}
+
+/// `GET /`.
+pub async fn home(_s: Session) -> Redirect {
+    Redirect::to("/devices")
+}
+
+fn login_form(error: Option<&str>) -> maud::Markup {
+    html! {
+        h1 { "Riposte" }
+        p.sub { "Administration console" }
+        @if let Some(e) = error {
+            p.flash.error #login-error role="alert" { (e) }
+        }
+        form.login method="post" action="/login" {
+            label { "User name" input type="text" name="user" #user autocomplete="username" required autofocus; }
+            label { "Password" input type="password" name="password" #password autocomplete="current-password" required; }
+            button type="submit" #login { "Log in" }
+        }
+    }
+}
+
+/// `GET /login`.
+pub async fn login_page() -> Response {
+    bare("Log in", login_form(None)).into_response()
+}
+
+/// The login form's fields.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /login`: checks the account with the service and sets the session cookie.
+pub async fn login_post(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    src: web::Source,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if let Err(r) = web::same_origin(&headers) {
+        return r.into_response();
+    }
+    match c.core().login(f.user.trim(), &f.password, &src.0).await {
+        Ok((token, expires, _)) => {
+            let max_age = ((expires - riposte_store::now_ms()) / 1000).max(1);
+            (
+                [(header::SET_COOKIE, web::session_cookie(&token, max_age))],
+                Redirect::to("/devices"),
+            )
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::UNAUTHORIZED,
+            bare("Log in", login_form(Some(&e.to_string()))),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /logout`.
+pub async fn logout(State(c): State<Console>, p: Posted) -> Response {
+    web::end_session(&c, &p.session).await;
+    (
+        [(header::SET_COOKIE, web::clear_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}

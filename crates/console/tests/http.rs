@@ -1,0 +1,474 @@
+//! The console over plain HTTPS (no browser): login, cookies, headers, CSRF, roles, escaping.
+
+mod common;
+
+use common::{admin, Harness, Visitor, ADMIN_PASSWORD};
+use riposte_model::{PolicyMode, Role};
+use serde_json::json;
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_cookie_and_headers() {
+    let h = Harness::start().await;
+    let mut v = Visitor::new(&h);
+
+    // Pages need a session: to the login page first.
+    let p = v.get("/devices").await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(p.location(), "/login");
+
+    let p = v.get("/login").await;
+    assert_eq!(p.status, 200);
+    assert_eq!(p.headers["content-security-policy"], CSP);
+    assert_eq!(p.headers["x-frame-options"], "DENY");
+    assert_eq!(p.headers["x-content-type-options"], "nosniff");
+    assert!(!p.body.contains("<script>"), "no inline script");
+    assert!(!p.body.contains("style="), "no inline style");
+
+    // A wrong password: refused with the service's message, no cookie.
+    let p = v.login("admin", "not-the-password").await;
+    assert_eq!(p.status, 401);
+    assert!(p.body.contains("wrong user name or password"), "{}", p.body);
+    assert!(p.headers.get("set-cookie").is_none());
+    assert!(v.cookie.is_none());
+
+    let p = v.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(p.status, 303);
+    let cookie = p.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("riposte_session="), "{cookie}");
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.split("; ").any(|f| f == flag), "{flag} in {cookie}");
+    }
+    let p = v.get("/devices").await;
+    assert_eq!(p.status, 200);
+    assert_eq!(p.headers["content-security-policy"], CSP);
+    assert_eq!(p.headers["cache-control"], "no-store");
+    assert!(p.body.contains("Managed devices"));
+
+    // Static files come from the crate.
+    let css = v.get("/static/console.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    let js = v.get("/static/console.js").await;
+    assert!(js.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+
+    // Logging out ends the session in the server, not only in the browser.
+    let csrf = p.csrf();
+    let out = v.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    assert!(out.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(v.get("/devices").await.status, 303);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csrf_token_is_required() {
+    let h = Harness::start().await;
+    let gid = h.group("Finance").await;
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let path = format!("/policies/{gid}/threat-response");
+    let form = |csrf: &'static str| {
+        vec![
+            ("csrf", csrf),
+            ("op", "save"),
+            ("mode", "enforce"),
+            ("enabled", "1"),
+            ("action", "notify_user"),
+        ]
+    };
+    // No token, then a wrong one: refused before anything runs.
+    let mut no_token = form("");
+    no_token.remove(0);
+    let p = v.post(&path, &no_token).await;
+    assert_eq!(p.status, 403);
+    assert!(p.body.contains("CSRF"), "{}", p.body);
+    let p = v.post(&path, &form("00112233")).await;
+    assert_eq!(p.status, 403);
+    // A token from another session does not work either.
+    let mut other = Visitor::new(&h);
+    other.login("admin", ADMIN_PASSWORD).await;
+    let foreign = other.get("/devices").await.csrf();
+    let mut f = form("");
+    f[0].1 = &foreign;
+    assert_eq!(v.post(&path, &f).await.status, 403);
+    let pol = h.core().policy(&admin(), "Finance").await.unwrap();
+    assert!(pol.threat_response.is_none(), "nothing stored");
+
+    // A cross-site form is refused even with the right token.
+    let own = v.get("/devices").await.csrf();
+    let mut f = form("");
+    f[0].1 = &own;
+    let r = v
+        .http
+        .post(format!("{}{path}", v.url))
+        .header("cookie", v.cookie.clone().unwrap())
+        .header("origin", "https://evil.example")
+        .form(&f)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // The right token works.
+    let p = v.post(&path, &f).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let pol = h.core().policy(&admin(), "Finance").await.unwrap();
+    let tr = pol.threat_response.unwrap();
+    assert_eq!(tr.mode, PolicyMode::Enforce);
+    assert!(tr.value.enabled);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditor_cannot_change_anything() {
+    let h = Harness::start().await;
+    let gid = h.group("Finance").await;
+    h.add_account("audrey", Role::Auditor, "auditor-password-1")
+        .await;
+    let mut v = Visitor::new(&h);
+    assert_eq!(v.login("audrey", "auditor-password-1").await.status, 303);
+
+    // The pages show no control that changes anything.
+    let pages = [
+        format!("/policies/{gid}?tab=settings&section=threat-response"),
+        format!("/policies/{gid}?tab=settings&section=sandbox"),
+        "/accounts".to_string(),
+        "/quarantine".to_string(),
+        "/devices".to_string(),
+        "/tasks".to_string(),
+    ];
+    for path in &pages {
+        let p = v.get(path).await;
+        assert_eq!(p.status, 200, "{path}: {}", p.body);
+        for control in [
+            "id=\"ok\"",
+            "id=\"save\"",
+            "id=\"sandbox-save\"",
+            "id=\"create-special\" href",
+            "id=\"create-account\"",
+            "id=\"delete-special\"",
+            ">Delete<",
+            ">Restore<",
+        ] {
+            assert!(!p.body.contains(control), "{path} shows {control}");
+        }
+    }
+    let p = v
+        .get(&format!(
+            "/policies/{gid}?tab=settings&section=threat-response"
+        ))
+        .await;
+    for id in [
+        "tr-enabled",
+        "action-group_ioc_scan",
+        "special-password",
+        "mode-enforce",
+    ] {
+        assert!(
+            tag(&p.body, id).contains(" disabled"),
+            "{id} read-only: {}",
+            tag(&p.body, id)
+        );
+    }
+    // Enrollment tokens are not even readable for an auditor.
+    assert_eq!(v.get("/enroll-tokens").await.status, 403);
+
+    // Forged requests with the auditor's own valid token: the service refuses them.
+    let csrf = v.get("/devices").await.csrf();
+    let forged: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("/policies/{gid}/threat-response"),
+            vec![("op", "save"), ("mode", "enforce"), ("enabled", "1")],
+        ),
+        (
+            format!("/policies/{gid}/sandbox-integration"),
+            vec![("mode", "enforce"), ("timeout", "30")],
+        ),
+        ("/special-account".into(), vec![("password", "abcdefghij")]),
+        (
+            "/accounts".into(),
+            vec![
+                ("name", "mallory"),
+                ("role", "administrator"),
+                ("password", "mallory-password-1"),
+            ],
+        ),
+        ("/accounts/admin/delete".into(), vec![]),
+        (
+            "/enroll-tokens".into(),
+            vec![("group", "Finance"), ("hours", "1"), ("uses", "5")],
+        ),
+    ];
+    for (path, fields) in &forged {
+        let mut f = vec![("csrf", csrf.as_str())];
+        f.extend(fields.iter().copied());
+        let p = v.post(path, &f).await;
+        assert_eq!(p.status, 403, "{path}: {}", p.body);
+        assert!(p.body.contains("auditor"), "{path}: {}", p.body);
+    }
+    // And without a token.
+    let p = v
+        .post(
+            &format!("/policies/{gid}/threat-response"),
+            &[("op", "save"), ("enabled", "1")],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+
+    let core = h.core();
+    assert!(core
+        .policy(&admin(), "Finance")
+        .await
+        .unwrap()
+        .threat_response
+        .is_none());
+    assert!(core
+        .policy(&admin(), "Finance")
+        .await
+        .unwrap()
+        .sandbox_integration
+        .is_none());
+    assert!(core.special_status(&admin()).await.unwrap().is_none());
+    let names: Vec<String> = core
+        .accounts(&admin())
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(core.enroll_tokens(&admin()).await.unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_user_password_checked_on_the_server() {
+    let h = Harness::start().await;
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let csrf = v.get("/accounts").await.csrf();
+    let p = v
+        .post(
+            "/special-account",
+            &[
+                ("csrf", &csrf),
+                ("password", "1234567"),
+                ("back", "/accounts"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    assert_eq!(p.location(), "/accounts?dialog=special");
+    let page = v.get(p.location()).await;
+    assert!(
+        page.body
+            .contains("8 to 16 characters long; this one has 7"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("id=\"special-dialog\""),
+        "the dialog is open again"
+    );
+    assert!(h.core().special_status(&admin()).await.unwrap().is_none());
+
+    let p = v
+        .post(
+            "/special-account",
+            &[
+                ("csrf", &csrf),
+                ("password", "12345678"),
+                ("back", "//evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(p.location(), "/accounts", "only local redirects");
+    let page = v.get("/accounts").await;
+    assert!(page.body.contains("special user was created"));
+    assert!(page.body.contains("id=\"delete-special\""));
+    // Deleting the special account from the accounts page.
+    let p = v.post("/special-account/delete", &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 303);
+    assert!(h.core().special_status(&admin()).await.unwrap().is_none());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detection_file_names_are_escaped() {
+    let h = Harness::start().await;
+    let dev = h.enroll("Managed devices", "web-01").await;
+    insert_hostile_detection(&h, dev).await;
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    for path in [
+        "/detections".to_string(),
+        format!("/devices/{dev}?tab=detections"),
+    ] {
+        let p = v.get(&path).await;
+        assert_eq!(p.status, 200);
+        assert!(
+            p.body
+                .contains("/tmp/&lt;img src=x onerror=alert(1)&gt;.sh"),
+            "{path}: {}",
+            p.body
+        );
+        assert!(!p.body.contains("<img"), "{path}");
+    }
+    h.stop().await;
+}
+
+/// The opening tag of the element with this id.
+fn tag<'a>(body: &'a str, id: &str) -> &'a str {
+    let at = body
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let start = body[..at].rfind('<').unwrap();
+    let end = at + body[at..].find('>').unwrap();
+    &body[start..=end]
+}
+
+/// Stores a detection whose file name is HTML.
+pub async fn insert_hostile_detection(h: &Harness, device: i64) {
+    let rec = json!({
+        "detection_id": "det-xss-1",
+        "path": "/tmp/<img src=x onerror=alert(1)>.sh",
+        "size": 42,
+        "md5": "0".repeat(32),
+        "sha1": "0".repeat(40),
+        "sha256": "a".repeat(64),
+        "threat": "Trojan.<b>Shell</b>",
+        "source": "riposte-sandbox",
+        "user_name": "alice",
+        "detected_at_ms": 1_700_000_000_000i64,
+    });
+    assert!(h
+        .core()
+        .store
+        .insert_detection(device, "det-xss-1", &rec)
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_list_pages_and_search() {
+    let h = Harness::start().await;
+    h.group("Finance").await;
+    let core = h.core();
+    // 120 devices straight into the store (enrollment without certificates).
+    let token = "t".repeat(40);
+    let hash = riposte_server::secrets::token_hash(&token);
+    let g = core.store.group_by_name("Finance").await.unwrap();
+    core.store
+        .create_enroll_token(
+            &hash,
+            g.id,
+            riposte_store::now_ms() + 3_600_000,
+            1000,
+            "test",
+        )
+        .await
+        .unwrap();
+    for i in 0..120 {
+        let name = format!("pc-{i:03}");
+        core.store
+            .enroll_device(&hash, &name, &name, "")
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let p = v.get(&format!("/devices?group={}", g.id)).await;
+    assert_eq!(p.status, 200);
+    assert_eq!(p.body.matches("class=\"device\"").count(), 50);
+    assert!(p.body.contains("Devices 1–50"));
+    assert!(p.body.contains("id=\"next\""));
+    let p = v.get(&format!("/devices?group={}&page=2", g.id)).await;
+    assert_eq!(p.body.matches("class=\"device\"").count(), 20);
+    assert!(!p.body.contains("id=\"next\""));
+    let p = v.get("/devices?q=pc-11").await;
+    assert_eq!(
+        p.body.matches("class=\"device\"").count(),
+        10,
+        "pc-110..pc-119"
+    );
+    // The root group's own devices only: none.
+    let root = core.store.group_by_name("Managed devices").await.unwrap();
+    let p = v
+        .get(&format!("/devices?group={}&scope=group", root.id))
+        .await;
+    assert_eq!(p.body.matches("class=\"device\"").count(), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_progress_streams_and_cancel() {
+    let h = Harness::start().await;
+    h.group("Finance").await;
+    let dev = h.enroll("Finance", "fin-01").await;
+    let req: riposte_server::service::TaskRequest = serde_json::from_value(json!({
+        "name": "Sweep <for> Emotet",
+        "group": "Finance",
+        "iocs": [{"format": "yara", "name": "r", "content": "rule r { strings: $a = \"x\" condition: $a }"}],
+    }))
+    .unwrap();
+    let id = h.core().create_task(&admin(), &req).await.unwrap();
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let p = v.get(&format!("/tasks/{id}")).await;
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("Sweep &lt;for&gt; Emotet"));
+    assert!(p.body.contains(&format!("id=\"dev-{dev}\"")));
+    assert!(p.body.contains("id=\"cancel-task\""));
+
+    // The live stream names each device's state.
+    let mut resp = v
+        .http
+        .get(format!("{}/tasks/{id}/events", v.url))
+        .header("cookie", v.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&first).to_string();
+    assert!(text.contains("event: progress"), "{text}");
+    assert!(text.contains(&format!("\"device_id\":{dev}")), "{text}");
+    assert!(text.contains("\"state\":\"pending\""), "{text}");
+
+    // Cancel: the next event says so.
+    let p = v
+        .post(&format!("/tasks/{id}/cancel"), &[("csrf", &p.csrf())])
+        .await;
+    assert_eq!(p.status, 303);
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&next).to_string();
+    assert!(text.contains("\"state\":\"cancelled\""), "{text}");
+    let p = v.get(&format!("/tasks/{id}")).await;
+    assert!(!p.body.contains("id=\"cancel-task\""));
+    drop(resp);
+    h.stop().await;
+}
