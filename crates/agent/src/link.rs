@@ -61,14 +61,21 @@ pub async fn run<H: LinkHandler>(
         if *stop.borrow() {
             return;
         }
+        let mut was_up = false;
         let result = session(
             &identity,
             &hostname,
             handler.as_ref(),
             &mut outgoing,
             &mut stop,
+            &mut was_up,
         )
         .await;
+        if was_up {
+            // The link worked: start the backoff afresh rather than waiting long after a
+            // single drop.
+            backoff = Duration::from_millis(200);
+        }
         match result {
             Ok(()) => return,
             Err(e) => {
@@ -95,6 +102,7 @@ async fn session<H: LinkHandler>(
     handler: &H,
     outgoing: &mut mpsc::UnboundedReceiver<AgentToServer>,
     stop: &mut watch::Receiver<bool>,
+    was_up: &mut bool,
 ) -> Result<(), LinkError> {
     let tls = identity
         .tls_config()
@@ -138,6 +146,7 @@ async fn session<H: LinkHandler>(
         }
     }
     handler.link_state(true, "connected");
+    *was_up = true;
     for m in handler.resend_on_connect() {
         write_frame(&mut writer, &m).await?;
     }

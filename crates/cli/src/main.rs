@@ -33,6 +33,16 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Run server, sandbox and one agent on this machine with embedded defaults.
     Up(up::UpArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// N simulated agents against a real server process: enrollment rate, server memory
+    /// per agent, autonomous task fan-out and results (see docs/FLEET.md).
+    Fleet(riposte_fleet::FleetArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +71,9 @@ fn main() -> ExitCode {
             Command::Agent(a) => agent_cmd::run(a).await,
             Command::Admin(a) => admin::run(a).await,
             Command::Up(a) => up::run(a).await,
+            Command::Bench(BenchCommand::Fleet(a)) => {
+                riposte_fleet::run(a).await.map(|_| ExitCode::SUCCESS)
+            }
             Command::Sandbox(a) => riposte_sandbox::cli::run(a)
                 .await
                 .map(|_| ExitCode::SUCCESS),

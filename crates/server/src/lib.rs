@@ -222,6 +222,10 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         api_tls,
         rx.clone(),
     )));
+    let wake_core = core.clone();
+    let wake_listener = core
+        .store
+        .spawn_wake_listener(move |d| wake_core.hub.wake(d));
     let hk_core = core.clone();
     let mut hk_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -235,6 +239,13 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
             }
         }
     }));
+    if let Some(listener) = wake_listener {
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = rx.changed().await;
+            listener.abort();
+        }));
+    }
     tracing::info!(%api_addr, %agent_addr, "administration server started");
     Ok(RunningServer {
         core,

@@ -509,9 +509,20 @@ impl Core {
             self.store
                 .enqueue(*id, KIND_SETTINGS, None, &payload)
                 .await?;
-            self.hub.wake(*id);
         }
+        self.wake(device_ids).await;
         Ok(())
+    }
+
+    /// Wakes these devices' connections: here through the hub, and in the other server
+    /// processes sharing a PostgreSQL database through `NOTIFY`.
+    pub async fn wake(&self, device_ids: &[i64]) {
+        for d in device_ids {
+            self.hub.wake(*d);
+        }
+        if let Err(e) = self.store.notify_devices(device_ids).await {
+            tracing::warn!("cannot notify other server processes: {e}");
+        }
     }
 
     async fn push_settings_for_subtree(&self, group_id: i64) -> ServiceResult<()> {
@@ -931,9 +942,7 @@ impl Core {
                 serde_json::to_string(&Delivery::TaskOffer(o)).unwrap_or_default()
             })
             .await?;
-        for d in devices {
-            self.hub.wake(d);
-        }
+        self.wake(&devices).await;
         Ok(id)
     }
 
@@ -1167,9 +1176,7 @@ impl Core {
         let payload =
             serde_json::to_string(&Delivery::TaskCancel { task_id: id }).unwrap_or_default();
         let notified = self.store.cancel_task(id, &payload).await?;
-        for d in notified {
-            self.hub.wake(d);
-        }
+        self.wake(&notified).await;
         self.audit(c, "task_cancel", &format!("task {id}")).await;
         Ok(())
     }
@@ -1268,7 +1275,7 @@ impl Core {
         self.store
             .enqueue(d.id, riposte_store::KIND_QUARANTINE, None, &payload)
             .await?;
-        self.hub.wake(d.id);
+        self.wake(&[d.id]).await;
         self.audit(
             c,
             "quarantine_action",

@@ -225,3 +225,65 @@ async fn a_certificate_of_another_device_is_refused() {
     agent.stop().await;
     ts.stop().await;
 }
+
+/// Two server processes on one PostgreSQL database: a task created through one reaches an
+/// agent connected to the other within a second (wake-ups travel by LISTEN/NOTIFY).
+#[tokio::test]
+async fn two_servers_share_one_postgres_database() {
+    let ts = TestServer::start(Backend::Postgres).await;
+    let api_a = ts.client().await;
+    api_a
+        .ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
+    let identity = enroll(&api_a, &ts.ca, "A", "dev1").await;
+    let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(5), |d| !d.is_empty())
+            .await
+    );
+
+    // The second process shares the data directory (CA and keys) and the database.
+    let b = riposte_server::start(options(
+        ts.dir.path(),
+        ts.db.as_ref().unwrap(),
+        Backend::Postgres,
+    ))
+    .await
+    .unwrap();
+    let url_b = format!("https://127.0.0.1:{}", b.api_addr.port());
+    let api_b = Api::login(&url_b, &ts.ca, "admin", ADMIN_PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // let B's listener subscribe
+
+    let t0 = Instant::now();
+    let task = api_b
+        .ok("POST", "/api/v1/tasks", Some(task_body("via-b")))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(1), |d| offers(d).contains(&task))
+            .await,
+        "a task created on server B did not reach the agent on server A within 1 s"
+    );
+    api_b
+        .ok(
+            "PUT",
+            "/api/v1/groups/A/policy/threat-response",
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(1), |d| tr_enabled(d) == Some(true))
+            .await
+    );
+    eprintln!("cross-process push in {:?}", t0.elapsed());
+    agent.stop().await;
+    b.shutdown().await;
+    ts.stop().await;
+}

@@ -58,7 +58,13 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The PostgreSQL URL, for the wake-up listener.
+    url: Option<String>,
 }
+
+/// The `NOTIFY` channel on which server processes sharing a database wake each other's
+/// agent connections.
+pub const WAKE_CHANNEL: &str = "riposte_wake";
 
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -101,8 +107,11 @@ impl Store {
             pool.close().await;
         }
         let schema = schema.map(str::to_string);
+        // SQLite: one connection. SQLite serialises writers anyway, and a deferred
+        // transaction that reads and then writes fails at once ("database is locked") when
+        // another connection wrote in between, which busy_timeout does not cover.
         let mut options = AnyPoolOptions::new().max_connections(match backend {
-            Backend::Sqlite => 4,
+            Backend::Sqlite => 1,
             Backend::Postgres => 10,
         });
         options = options.after_connect(move |conn, _meta| {
@@ -130,7 +139,11 @@ impl Store {
             _ => url.to_string(),
         };
         let pool = options.connect(&url).await?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            url: (backend == Backend::Postgres).then(|| url.clone()),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -182,6 +195,65 @@ impl Store {
     /// Closes the pool (waits for connections to return).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Tells other server processes on this PostgreSQL database that these devices have
+    /// new outbox messages (a no-op on SQLite, which one process owns).
+    pub async fn notify_devices(&self, device_ids: &[i64]) -> Result<()> {
+        if self.backend != Backend::Postgres || device_ids.is_empty() {
+            return Ok(());
+        }
+        // NOTIFY payloads are limited to 8000 bytes.
+        let mut chunk = String::new();
+        for id in device_ids {
+            if chunk.len() > 7000 {
+                self.notify_chunk(&chunk).await?;
+                chunk.clear();
+            }
+            if !chunk.is_empty() {
+                chunk.push(',');
+            }
+            chunk.push_str(&id.to_string());
+        }
+        self.notify_chunk(&chunk).await
+    }
+
+    async fn notify_chunk(&self, payload: &str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(WAKE_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Listens for wake-ups from other server processes (PostgreSQL only) and calls `wake`
+    /// for each device id, until the returned task is aborted. Reconnects after errors.
+    pub fn spawn_wake_listener(
+        &self,
+        wake: impl Fn(i64) + Send + Sync + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let url = self.url.clone()?;
+        Some(tokio::spawn(async move {
+            loop {
+                let listener = async {
+                    let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+                    l.listen(WAKE_CHANNEL).await?;
+                    loop {
+                        let n = l.recv().await?;
+                        for id in n.payload().split(',').filter_map(|x| x.parse::<i64>().ok()) {
+                            wake(id);
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                if let Err(e) = listener.await {
+                    tracing::warn!("wake-up listener: {e}; reconnecting");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }))
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

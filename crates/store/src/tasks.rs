@@ -110,16 +110,44 @@ impl Store {
         .await?;
         let id: i64 = row.try_get("id")?;
         let payload = offer(id);
-        for device in devices {
-            sqlx::query(
-                "INSERT INTO task_devices (task_id, device_id, state, updated_at) VALUES ($1, $2, 'pending', $3)",
-            )
-            .bind(id)
-            .bind(device)
-            .bind(now)
+        // A few statements per chunk of devices, not three per device: fan-out to 10,000
+        // devices must not cost 30,000 round trips. Ids and times are integers from the
+        // store itself, so they are written inline; the payload is bound once per chunk.
+        for chunk in devices.chunks(500) {
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|d| format!("({id}, {d}, 'pending', {now})"))
+                .collect();
+            sqlx::query(&format!(
+                "INSERT INTO task_devices (task_id, device_id, state, updated_at) VALUES {}",
+                rows.join(", ")
+            ))
             .execute(&mut *tx)
             .await?;
-            enqueue_in(&mut tx, *device, KIND_TASK_OFFER, Some(id), &payload).await?;
+            let list: Vec<String> = chunk.iter().map(|d| d.to_string()).collect();
+            let seqs = sqlx::query(&format!(
+                "UPDATE devices SET next_seq = next_seq + 1 WHERE id IN ({}) RETURNING id, next_seq",
+                list.join(",")
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut rows = Vec::with_capacity(seqs.len());
+            for r in &seqs {
+                let device: i64 = r.try_get("id")?;
+                let seq: i64 = r.try_get("next_seq")?;
+                rows.push(format!(
+                    "({device}, {seq}, '{KIND_TASK_OFFER}', {id}, $1, {now})"
+                ));
+            }
+            if !rows.is_empty() {
+                sqlx::query(&format!(
+                    "INSERT INTO outbox (device_id, seq, kind, ref_id, payload, created_at) VALUES {}",
+                    rows.join(", ")
+                ))
+                .bind(&payload)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(id)
@@ -244,11 +272,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if matches!(to, DeviceTaskState::Running | DeviceTaskState::Completed) {
-            sqlx::query("UPDATE tasks SET last_run_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(task_id)
-                .execute(&mut *tx)
-                .await?;
+            // At most once a second per task: thousands of devices finishing together
+            // should not queue up on this one row.
+            sqlx::query(
+                "UPDATE tasks SET last_run_at = $1 WHERE id = $2 AND last_run_at < $1 - 1000",
+            )
+            .bind(now)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(to)

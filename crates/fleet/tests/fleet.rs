@@ -1,0 +1,31 @@
+//! A small fleet against a real server process: every agent gets the offer, every result
+//! arrives, and the reported numbers are sane.
+
+use riposte_fleet::{measure, FleetArgs};
+use std::path::PathBuf;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_agents_on_sqlite() {
+    let mut args = FleetArgs::new(20);
+    args.riposte_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_riposte-fleet")));
+    args.settle_secs = 1;
+    args.timeout_secs = 60;
+    let r = measure(args).await.expect("the benchmark runs");
+    println!("{}", r.table());
+    assert_eq!(r.backend, "SQLite");
+    assert_eq!(r.offers, 20, "every agent got the offer");
+    assert_eq!(r.completed, 20, "every result arrived");
+    assert!(r.enroll_per_sec > 0.0 && r.enroll_secs > 0.0);
+    assert!(r.connect_secs > 0.0);
+    assert!(r.rss_idle_kb > 0 && r.rss_before_kb > 0 && r.rss_after_kb > 0);
+    assert!(r.create_ms > 0.0);
+    for l in [r.offer_latency, r.result_latency] {
+        assert!(l.max_ms > 0.0, "{l:?}");
+        assert!(l.p50_ms <= l.p99_ms && l.p99_ms <= l.max_ms, "{l:?}");
+    }
+    // A result is stored after its offer arrived (server clock in ms, so allow 1 ms).
+    assert!(r.result_latency.max_ms + 1.0 >= r.offer_latency.p50_ms);
+    assert!(r.server_nofile.unwrap_or(0) >= 4 * 20);
+    let md = r.markdown_row();
+    assert!(md.contains("| SQLite | 20 |"), "{md}");
+}
