@@ -28,6 +28,40 @@ const DEFAULT_RULES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The built-in EPP scanner with the default rules (the embedded default).
+pub fn builtin_epp() -> anyhow::Result<riposte_epp::builtin::BuiltinScanner> {
+    let mut rules = String::new();
+    for (_, text) in DEFAULT_RULES {
+        rules.push_str(text);
+        rules.push('\n');
+    }
+    let yara = riposte_ioc::yara::YaraRules::compile_str(&rules, "built-in rules")?;
+    Ok(
+        riposte_epp::builtin::BuiltinScanner::new(riposte_epp::builtin::HashDb::new())
+            .with_rules(Box::new(yara)),
+    )
+}
+
+/// ClamAV's clamd at a unix socket as the EPP; `conf` is its clamd.conf, whose limits the
+/// client enforces itself (clamd answers OK for what it did not scan).
+pub fn clamd_epp(
+    socket: &Path,
+    conf: Option<&Path>,
+) -> anyhow::Result<riposte_epp::clamd::ClamdClient> {
+    let limits = match conf {
+        Some(c) => riposte_epp::clamd::ClamdLimits::from_conf(&std::fs::read_to_string(c)?),
+        None => riposte_epp::clamd::ClamdLimits::default(),
+    };
+    let client = riposte_epp::clamd::ClamdClient::new(
+        riposte_epp::clamd::ClamdAddr::Unix(socket.to_path_buf()),
+        limits,
+    );
+    client
+        .ping()
+        .map_err(|e| anyhow::anyhow!("clamd at {} does not answer: {e}", socket.display()))?;
+    Ok(client)
+}
+
 /// What a sandbox (or an external tool) reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DetectionInput {
@@ -84,6 +118,7 @@ impl LocalActions {
     pub fn open(
         data_dir: &Path,
         host_root: &Path,
+        epp: Option<Arc<dyn Epp>>,
     ) -> anyhow::Result<(LocalActions, riposte_quarantine::RecoveryReport)> {
         let host = HostRoot::new(host_root);
         let mut config = QuarantineConfig::default();
@@ -95,20 +130,16 @@ impl LocalActions {
             QuarantineStore::open(data_dir.join("quarantine"), host.clone(), config)?;
         let sessions = Arc::new(riposte_host::SystemSessions { root: host.clone() });
         let notifier = Notifier::new(host.clone(), sessions).with_app_name("Riposte");
-        let mut rules = String::new();
-        for (_, text) in DEFAULT_RULES {
-            rules.push_str(text);
-            rules.push('\n');
-        }
-        let yara = riposte_ioc::yara::YaraRules::compile_str(&rules, "built-in rules")?;
-        let epp = riposte_epp::builtin::BuiltinScanner::new(riposte_epp::builtin::HashDb::new())
-            .with_rules(Box::new(yara));
+        let epp = match epp {
+            Some(e) => e,
+            None => Arc::new(builtin_epp()?),
+        };
         Ok((
             LocalActions {
                 host,
                 quarantine: Mutex::new(store),
                 notifier,
-                epp: Arc::new(epp),
+                epp,
             },
             recovery,
         ))

@@ -29,6 +29,12 @@ pub struct AgentArgs {
     /// Treat this directory as the device's `/` for watching, scans and critical areas.
     #[arg(long, default_value = "/")]
     pub host_root: PathBuf,
+    /// Use ClamAV's clamd at this unix socket as the EPP (default: the built-in scanner).
+    #[arg(long)]
+    pub clamd: Option<PathBuf>,
+    /// clamd's configuration file, for its size limits.
+    #[arg(long, requires = "clamd")]
+    pub clamd_conf: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<AgentCommand>,
 }
@@ -146,7 +152,14 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         None => {}
     }
     ensure_enrolled(&a).await?;
-    let (agent, rx) = open_agent(&a.data, &a.host_root)?;
+    let epp: Option<Arc<dyn riposte_epp::Epp>> = match &a.clamd {
+        Some(sock) => Some(Arc::new(riposte_agent::response::clamd_epp(
+            sock,
+            a.clamd_conf.as_deref(),
+        )?)),
+        None => None,
+    };
+    let (agent, rx) = open_agent(&a.data, &a.host_root, epp)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(daemon::run(agent, rx, stop));
     crate::shutdown_signal().await;
@@ -205,11 +218,12 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
 pub fn open_agent(
     data: &std::path::Path,
     host_root: &std::path::Path,
+    epp: Option<Arc<dyn riposte_epp::Epp>>,
 ) -> anyhow::Result<(
     Arc<Agent>,
     tokio::sync::mpsc::UnboundedReceiver<riposte_proto::AgentToServer>,
 )> {
-    let (local, recovery) = riposte_agent::response::LocalActions::open(data, host_root)?;
+    let (local, recovery) = riposte_agent::response::LocalActions::open(data, host_root, epp)?;
     if recovery != Default::default() {
         eprintln!("quarantine recovery: {recovery:?}");
     }

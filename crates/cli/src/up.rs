@@ -148,11 +148,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             enroll_token: Some(token),
             name: Some("local-agent".into()),
             host_root: "/".into(),
+            clamd: None,
+            clamd_conf: None,
             command: None,
         };
         crate::agent_cmd::ensure_enrolled(&args).await?;
     }
-    let (agent, rx) = crate::agent_cmd::open_agent(&agent_dir, Path::new("/"))?;
+    let (agent, rx) = crate::agent_cmd::open_agent(&agent_dir, Path::new("/"), None)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent_task = tokio::spawn(daemon::run(agent, rx, stop));
 

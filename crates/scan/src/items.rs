@@ -596,14 +596,25 @@ pub enum ContentError {
 }
 
 /// Computes the requested digests over `reader` in one pass.
-pub fn digest_reader(mut r: impl Read, alg: Algorithms) -> std::io::Result<Digests> {
+pub fn digest_reader(r: impl Read, alg: Algorithms) -> std::io::Result<Digests> {
+    // One buffer per sweep thread: allocating (and faulting in) 256 KiB for each of
+    // 100,000 files cost more than the hashing of small files.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
+    }
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => digest_with(r, alg, &mut buf),
+        Err(_) => digest_with(r, alg, &mut vec![0u8; 256 * 1024]),
+    })
+}
+
+fn digest_with(mut r: impl Read, alg: Algorithms, buf: &mut [u8]) -> std::io::Result<Digests> {
     use md5::Digest as _;
     let mut m = alg.md5.then(md5::Md5::new);
     let mut s1 = alg.sha1.then(sha1::Sha1::new);
     let mut s2 = alg.sha256.then(sha2::Sha256::new);
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match r.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
