@@ -59,8 +59,6 @@ pub struct Core {
     pub authority: Authority,
     pub throttle: Throttle,
     pub config: CoreConfig,
-    /// Serialises autonomous task creation so simultaneous detections yield one task.
-    autonomous: tokio::sync::Mutex<()>,
 }
 
 /// Where a request comes from, for the audit log and throttling.
@@ -160,7 +158,6 @@ impl Core {
             authority,
             throttle: Throttle::default(),
             config,
-            autonomous: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -919,7 +916,15 @@ impl Core {
 
     // ----- tasks ------------------------------------------------------------------------
 
-    async fn fan_out(&self, new: NewTask, offer: TaskOffer) -> ServiceResult<i64> {
+    /// Creates a task for every live device of the group's subtree and wakes them. With
+    /// `dedup_since`, an autonomous task for the same object and group created since then
+    /// is returned instead (with `true`).
+    async fn fan_out(
+        &self,
+        new: NewTask,
+        offer: TaskOffer,
+        dedup_since: Option<i64>,
+    ) -> ServiceResult<(i64, bool)> {
         let groups = self.store.group_tree().await?.subtree(new.group_id);
         let mut devices = Vec::new();
         let mut offset = 0;
@@ -934,16 +939,26 @@ impl Core {
             offset += page.len() as i64;
             devices.extend(page.into_iter().filter(|d| !d.revoked).map(|d| d.id));
         }
-        let id = self
-            .store
-            .create_task(&new, &devices, |id| {
-                let mut o = offer.clone();
-                o.task_id = id;
-                serde_json::to_string(&Delivery::TaskOffer(o)).unwrap_or_default()
-            })
-            .await?;
-        self.wake(&devices).await;
-        Ok(id)
+        let make_offer = |id| {
+            let mut o = offer.clone();
+            o.task_id = id;
+            serde_json::to_string(&Delivery::TaskOffer(o)).unwrap_or_default()
+        };
+        let (id, existing) = match dedup_since {
+            Some(since) => {
+                self.store
+                    .create_task_dedup(&new, &devices, since, make_offer)
+                    .await?
+            }
+            None => (
+                self.store.create_task(&new, &devices, make_offer).await?,
+                false,
+            ),
+        };
+        if !existing {
+            self.wake(&devices).await;
+        }
+        Ok((id, existing))
     }
 
     pub async fn create_task(&self, c: &Caller, req: &TaskRequest) -> ServiceResult<i64> {
@@ -984,7 +999,7 @@ impl Core {
             scope: req.scope,
             actions: req.actions.clone(),
         };
-        let id = self.fan_out(new, offer).await?;
+        let (id, _) = self.fan_out(new, offer, None).await?;
         self.audit(
             c,
             "task_create",
@@ -1097,18 +1112,6 @@ impl Core {
         }
         let group_id = eff.response_group(device.group_id);
         let dedup_key = format!("{}:{}", d.sha256.to_ascii_lowercase(), d.size);
-        let _guard = self.autonomous.lock().await;
-        if let Some(task_id) = self
-            .store
-            .recent_autonomous_task(group_id, &dedup_key, now_ms() - self.config.dedup_window_ms)
-            .await?
-        {
-            return Ok(AutonomousAnswer {
-                task_id,
-                group_id,
-                deduplicated: true,
-            });
-        }
         let mut actions = Vec::new();
         if tr.actions.contains(&Action::GroupIocQuarantineAndDelete) {
             actions.push(TaskAction::QuarantineAndDelete);
@@ -1137,7 +1140,15 @@ impl Core {
             scope: ScanScope::SystemDrives,
             actions,
         };
-        let task_id = self.fan_out(new, offer).await?;
+        let since = now_ms() - self.config.dedup_window_ms;
+        let (task_id, deduplicated) = self.fan_out(new, offer, Some(since)).await?;
+        if deduplicated {
+            return Ok(AutonomousAnswer {
+                task_id,
+                group_id,
+                deduplicated: true,
+            });
+        }
         self.audit(
             c,
             "autonomous_task_create",

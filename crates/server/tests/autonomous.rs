@@ -299,3 +299,67 @@ async fn local_settings_target_the_device_group() {
     );
     ts.stop().await;
 }
+
+/// Two server processes on one PostgreSQL database receive the same object at once from
+/// several devices: still one task (the check and the creation hold an advisory lock).
+#[tokio::test]
+async fn simultaneous_detections_on_two_servers_yield_one_task() {
+    let ts = TestServer::start(Backend::Postgres).await;
+    let api = ts.client().await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
+    let mut devices = Vec::new();
+    for i in 0..4 {
+        devices.push(enroll(&api, &ts.ca, "A", &format!("d{i}")).await.device_id);
+    }
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({"password": "autonomous-pw"})),
+    )
+    .await;
+    api.ok("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({
+        "enabled": true, "mode": "enforce", "special_password": "autonomous-pw", "actions": ["group_ioc_scan"]}))).await;
+    let b = riposte_server::start(options(
+        ts.dir.path(),
+        ts.db.as_ref().unwrap(),
+        Backend::Postgres,
+    ))
+    .await
+    .unwrap();
+    let urls = [
+        ts.url.clone(),
+        format!("https://127.0.0.1:{}", b.api_addr.port()),
+    ];
+    let http =
+        riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
+            .unwrap();
+    let mut handles = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        for url in &urls {
+            let http = http.clone();
+            let url = url.clone();
+            let body = detection(&format!("x-{i}-{}", url.len()), *d, '9');
+            handles.push(tokio::spawn(async move {
+                autonomous(&http, &url, "autonomous-pw", &body).await
+            }));
+        }
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for h in handles {
+        let (s, v) = h.await.unwrap();
+        assert_eq!(s, 200, "{v}");
+        ids.insert(v["task_id"].as_i64().unwrap());
+    }
+    assert_eq!(ids.len(), 1, "one task across both servers: {ids:?}");
+    assert_eq!(
+        api.ok("GET", "/api/v1/tasks", None)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    b.shutdown().await;
+    ts.stop().await;
+}

@@ -87,70 +87,47 @@ impl Store {
         devices: &[i64],
         offer: impl Fn(i64) -> String,
     ) -> Result<i64> {
-        let now = now_ms();
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO tasks (name, autonomous, group_id, created_by, created_at, iocs, scope, actions,
-                                dedup_key, last_run_at, expires_at, detection_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-        )
-        .bind(&new.name)
-        .bind(new.autonomous as i64)
-        .bind(new.group_id)
-        .bind(&new.created_by)
-        .bind(now)
-        .bind(to_json(&new.iocs))
-        .bind(&new.scope)
-        .bind(to_json(&new.actions))
-        .bind(new.dedup_key.as_deref())
-        .bind(now)
-        .bind(new.expires_at)
-        .bind(new.detection_id.as_deref())
-        .fetch_one(&mut *tx)
-        .await?;
-        let id: i64 = row.try_get("id")?;
-        let payload = offer(id);
-        // A few statements per chunk of devices, not three per device: fan-out to 10,000
-        // devices must not cost 30,000 round trips. Ids and times are integers from the
-        // store itself, so they are written inline; the payload is bound once per chunk.
-        for chunk in devices.chunks(500) {
-            let rows: Vec<String> = chunk
-                .iter()
-                .map(|d| format!("({id}, {d}, 'pending', {now})"))
-                .collect();
-            sqlx::query(&format!(
-                "INSERT INTO task_devices (task_id, device_id, state, updated_at) VALUES {}",
-                rows.join(", ")
-            ))
-            .execute(&mut *tx)
-            .await?;
-            let list: Vec<String> = chunk.iter().map(|d| d.to_string()).collect();
-            let seqs = sqlx::query(&format!(
-                "UPDATE devices SET next_seq = next_seq + 1 WHERE id IN ({}) RETURNING id, next_seq",
-                list.join(",")
-            ))
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut rows = Vec::with_capacity(seqs.len());
-            for r in &seqs {
-                let device: i64 = r.try_get("id")?;
-                let seq: i64 = r.try_get("next_seq")?;
-                rows.push(format!(
-                    "({device}, {seq}, '{KIND_TASK_OFFER}', {id}, $1, {now})"
-                ));
-            }
-            if !rows.is_empty() {
-                sqlx::query(&format!(
-                    "INSERT INTO outbox (device_id, seq, kind, ref_id, payload, created_at) VALUES {}",
-                    rows.join(", ")
-                ))
-                .bind(&payload)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        let id = insert_task(&mut tx, new, devices, offer).await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// Like [`Store::create_task`], unless an autonomous task with the same group and
+    /// `dedup_key` was created since `since`: then that task's id and `true`. The check and
+    /// the creation are one transaction, serialised across server processes by a
+    /// PostgreSQL advisory lock on the key (SQLite has a single writer anyway).
+    pub async fn create_task_dedup(
+        &self,
+        new: &NewTask,
+        devices: &[i64],
+        since: i64,
+        offer: impl Fn(i64) -> String,
+    ) -> Result<(i64, bool)> {
+        let key = new.dedup_key.clone().unwrap_or_default();
+        let mut tx = self.pool().begin().await?;
+        if self.backend() == crate::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_key(new.group_id, &key))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let existing = sqlx::query(
+            "SELECT id FROM tasks WHERE autonomous = 1 AND group_id = $1 AND dedup_key = $2 AND created_at >= $3
+             ORDER BY id LIMIT 1",
+        )
+        .bind(new.group_id)
+        .bind(&key)
+        .bind(since)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            tx.commit().await?;
+            return Ok((row.try_get("id")?, true));
+        }
+        let id = insert_task(&mut tx, new, devices, offer).await?;
+        tx.commit().await?;
+        Ok((id, false))
     }
 
     /// An autonomous task for `group_id` with `dedup_key` created after `since`, if any.
@@ -375,6 +352,88 @@ impl Store {
         tx.commit().await?;
         Ok(done.rows_affected())
     }
+}
+
+/// A 64-bit advisory-lock key for (group, dedup key): FNV-1a, stable across processes.
+fn lock_key(group_id: i64, key: &str) -> i64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in group_id.to_le_bytes().iter().chain(key.as_bytes()) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h as i64
+}
+
+/// Inserts a task, its per-device rows and its offers, inside the caller's transaction.
+async fn insert_task(
+    tx: &mut sqlx::AnyConnection,
+    new: &NewTask,
+    devices: &[i64],
+    offer: impl Fn(i64) -> String,
+) -> Result<i64> {
+    let now = now_ms();
+    let row = sqlx::query(
+
+            "INSERT INTO tasks (name, autonomous, group_id, created_by, created_at, iocs, scope, actions,
+                                dedup_key, last_run_at, expires_at, detection_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind(&new.name)
+        .bind(new.autonomous as i64)
+        .bind(new.group_id)
+        .bind(&new.created_by)
+        .bind(now)
+        .bind(to_json(&new.iocs))
+        .bind(&new.scope)
+        .bind(to_json(&new.actions))
+        .bind(new.dedup_key.as_deref())
+        .bind(now)
+        .bind(new.expires_at)
+        .bind(new.detection_id.as_deref())
+        .fetch_one(&mut *tx)
+        .await?;
+    let id: i64 = row.try_get("id")?;
+    let payload = offer(id);
+    // A few statements per chunk of devices, not three per device: fan-out to 10,000
+    // devices must not cost 30,000 round trips. Ids and times are integers from the
+    // store itself, so they are written inline; the payload is bound once per chunk.
+    for chunk in devices.chunks(500) {
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|d| format!("({id}, {d}, 'pending', {now})"))
+            .collect();
+        sqlx::query(&format!(
+            "INSERT INTO task_devices (task_id, device_id, state, updated_at) VALUES {}",
+            rows.join(", ")
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let list: Vec<String> = chunk.iter().map(|d| d.to_string()).collect();
+        let seqs = sqlx::query(&format!(
+            "UPDATE devices SET next_seq = next_seq + 1 WHERE id IN ({}) RETURNING id, next_seq",
+            list.join(",")
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut rows = Vec::with_capacity(seqs.len());
+        for r in &seqs {
+            let device: i64 = r.try_get("id")?;
+            let seq: i64 = r.try_get("next_seq")?;
+            rows.push(format!(
+                "({device}, {seq}, '{KIND_TASK_OFFER}', {id}, $1, {now})"
+            ));
+        }
+        if !rows.is_empty() {
+            sqlx::query(&format!(
+                "INSERT INTO outbox (device_id, seq, kind, ref_id, payload, created_at) VALUES {}",
+                rows.join(", ")
+            ))
+            .bind(&payload)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(id)
 }
 
 #[cfg(test)]
