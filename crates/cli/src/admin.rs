@@ -382,6 +382,21 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
     let out = |v: &Value| {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     };
+    // Every command prints the server's JSON with --json, else a line or a table.
+    let done = |v: &Value, text: String| {
+        if json_out {
+            out(v)
+        } else {
+            println!("{text}")
+        }
+    };
+    let table = |v: &Value, cols: &[&str]| {
+        if json_out {
+            out(v)
+        } else {
+            print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), cols)
+        }
+    };
     match a.command {
         AdminCommand::Group(GroupCmd::Create { name, parent }) => {
             let v = c
@@ -391,22 +406,11 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     Some(json!({"name": name, "parent": parent})),
                 )
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("group '{}' created (id {})", name, v["id"])
-            }
+            done(&v, format!("group '{}' created (id {})", name, v["id"]))
         }
         AdminCommand::Group(GroupCmd::List) => {
             let v = c.call("GET", "/api/v1/groups", None).await?;
-            if json_out {
-                out(&v)
-            } else {
-                print_table(
-                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
-                    &["id", "name", "parent"],
-                )
-            }
+            table(&v, &["id", "name", "parent"])
         }
         AdminCommand::EnrollToken(TokenCmd::Create { group, uses, ttl }) => {
             let v = c
@@ -416,29 +420,21 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     Some(json!({"group": group, "max_uses": uses, "ttl_secs": ttl})),
                 )
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("{}", v["token"].as_str().unwrap_or_default())
-            }
+            done(&v, v["token"].as_str().unwrap_or_default().to_string())
         }
         AdminCommand::EnrollToken(TokenCmd::List) => {
             let v = c.call("GET", "/api/v1/enroll-tokens", None).await?;
-            if json_out {
-                out(&v)
-            } else {
-                print_table(
-                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
-                    &[
-                        "id",
-                        "group_id",
-                        "uses_left",
-                        "max_uses",
-                        "expires_at",
-                        "created_by",
-                    ],
-                )
-            }
+            table(
+                &v,
+                &[
+                    "id",
+                    "group_id",
+                    "uses_left",
+                    "max_uses",
+                    "expires_at",
+                    "created_by",
+                ],
+            )
         }
         AdminCommand::Device(DeviceCmd::List { group, search }) => {
             let mut q = vec![];
@@ -452,14 +448,10 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             let v = c
                 .call("GET", &format!("/api/v1/devices?{}", q.join("&")), None)
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                print_table(
-                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
-                    &["id", "name", "hostname", "group_id", "connected", "revoked"],
-                )
-            }
+            table(
+                &v,
+                &["id", "name", "hostname", "group_id", "connected", "revoked"],
+            )
         }
         AdminCommand::Device(DeviceCmd::Show { device }) => {
             out(&c
@@ -474,11 +466,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     Some(json!({"group": group})),
                 )
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("device {device} moved to {group}")
-            }
+            done(&v, format!("device {device} moved to {group}"))
         }
         AdminCommand::Device(DeviceCmd::Revoke { device }) => {
             let v = c
@@ -488,11 +476,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     None,
                 )
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("device {device} revoked")
-            }
+            done(&v, format!("device {device} revoked"))
         }
         AdminCommand::Device(DeviceCmd::Settings { device }) => {
             let v = c
@@ -603,11 +587,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     )
                     .await?;
             }
-            if json_out {
-                out(&v)
-            } else {
-                println!("policy of group {} saved", p.group)
-            }
+            done(&v, format!("policy of group {} saved", p.group))
         }
         AdminCommand::SpecialAccount(SpecialCmd::Create { password_file }) => {
             let pw = crate::read_secret_file(&password_file)?;
@@ -618,22 +598,17 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     Some(json!({"password": pw})),
                 )
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!(
+            done(
+                &v,
+                format!(
                     "special account '{}' created",
                     v["name"].as_str().unwrap_or("?")
-                )
-            }
+                ),
+            )
         }
         AdminCommand::SpecialAccount(SpecialCmd::Delete) => {
             let v = c.call("DELETE", "/api/v1/special-account", None).await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("special account deleted")
-            }
+            done(&v, "special account deleted".to_string())
         }
         AdminCommand::SpecialAccount(SpecialCmd::Status) => {
             let v = c.call("GET", "/api/v1/special-account", None).await?;
@@ -650,14 +625,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Account(AccountCmd::List) => {
             let v = c.call("GET", "/api/v1/accounts", None).await?;
-            if json_out {
-                out(&v)
-            } else {
-                print_table(
-                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
-                    &["id", "name", "kind", "role"],
-                )
-            }
+            table(&v, &["id", "name", "kind", "role"])
         }
         AdminCommand::Account(AccountCmd::Create {
             name,
@@ -672,39 +640,27 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     Some(json!({"name": name, "role": role, "password": pw})),
                 )
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("account '{name}' created")
-            }
+            done(&v, format!("account '{name}' created"))
         }
         AdminCommand::Account(AccountCmd::Delete { name }) => {
             let v = c
                 .call("DELETE", &format!("/api/v1/accounts/{}", enc(&name)), None)
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("account '{name}' deleted")
-            }
+            done(&v, format!("account '{name}' deleted"))
         }
         AdminCommand::Task(TaskCmd::List) => {
             let v = c.call("GET", "/api/v1/tasks", None).await?;
-            if json_out {
-                out(&v)
-            } else {
-                print_table(
-                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
-                    &[
-                        "id",
-                        "name",
-                        "autonomous",
-                        "group_id",
-                        "created_by",
-                        "cancelled",
-                    ],
-                )
-            }
+            table(
+                &v,
+                &[
+                    "id",
+                    "name",
+                    "autonomous",
+                    "group_id",
+                    "created_by",
+                    "cancelled",
+                ],
+            )
         }
         AdminCommand::Task(TaskCmd::Show { id }) => {
             let v = c.call("GET", &format!("/api/v1/tasks/{id}"), None).await?;
@@ -728,11 +684,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             let v = c
                 .call("POST", &format!("/api/v1/tasks/{id}/cancel"), None)
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("task {id} cancelled")
-            }
+            done(&v, format!("task {id} cancelled"))
         }
         AdminCommand::Task(TaskCmd::Create {
             group,
@@ -758,11 +710,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             let acts = actions.as_deref().map(split_list).unwrap_or_default();
             let body = json!({"name": name.unwrap_or_else(|| "IOC scan".into()), "group": group, "iocs": docs, "actions": acts, "scope": scope});
             let v = c.call("POST", "/api/v1/tasks", Some(body)).await?;
-            if json_out {
-                out(&v)
-            } else {
-                println!("task {} created", v["id"])
-            }
+            done(&v, format!("task {} created", v["id"]))
         }
         AdminCommand::Detection(DetectionCmd::List { device }) => {
             let q = device
@@ -802,27 +750,13 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             let v = c
                 .call("GET", &format!("/api/v1/quarantine{q}"), None)
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                print_table(
-                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
-                    &["device_id", "entry_id", "state"],
-                )
-            }
+            table(&v, &["device_id", "entry_id", "state"])
         }
         AdminCommand::Audit(AuditCmd::List { limit }) => {
             let v = c
                 .call("GET", &format!("/api/v1/audit?limit={limit}"), None)
                 .await?;
-            if json_out {
-                out(&v)
-            } else {
-                print_table(
-                    v.as_array().map(|x| x.as_slice()).unwrap_or(&[]),
-                    &["at", "actor", "source", "action", "detail"],
-                )
-            }
+            table(&v, &["at", "actor", "source", "action", "detail"])
         }
     }
     Ok(ExitCode::SUCCESS)
