@@ -185,7 +185,11 @@ impl Core {
         password: &str,
         source: &str,
     ) -> ServiceResult<Principal> {
-        if let Some(wait) = self.throttle.locked_for(user, source) {
+        // The special account is shared by every device of the fleet: counting its failures
+        // per account would let anyone lock all group actions with a few wrong guesses, so
+        // for it only the guessing source is locked.
+        let counted = (user != SPECIAL_ACCOUNT_NAME).then_some(user);
+        if let Some(wait) = self.throttle.locked_for(counted, source) {
             return Err(ServiceError::TooManyAttempts(format!(
                 "too many failed logins; try again in {wait} seconds"
             )));
@@ -217,7 +221,7 @@ impl Core {
                 Ok(p)
             }
             (_, None) if user == SPECIAL_ACCOUNT_NAME => {
-                self.throttle.fail(user, source);
+                self.throttle.fail(counted, source);
                 let _ = self
                     .store
                     .audit(
@@ -232,7 +236,7 @@ impl Core {
                 ))
             }
             _ => {
-                self.throttle.fail(user, source);
+                self.throttle.fail(counted, source);
                 let _ = self
                     .store
                     .audit(user, source, "login_failed", "wrong name or password")

@@ -18,12 +18,17 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    fn keys(account: &str, source: &str) -> [String; 2] {
-        [format!("account:{account}"), format!("source:{source}")]
+    /// `account` is `None` for an account counted per source only.
+    fn keys(account: Option<&str>, source: &str) -> Vec<String> {
+        let mut k = vec![format!("source:{source}")];
+        if let Some(a) = account {
+            k.push(format!("account:{a}"));
+        }
+        k
     }
 
     /// Seconds until attempts are allowed again, if currently locked out.
-    pub fn locked_for(&self, account: &str, source: &str) -> Option<u64> {
+    pub fn locked_for(&self, account: Option<&str>, source: &str) -> Option<u64> {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let mut wait = None;
@@ -41,7 +46,7 @@ impl Throttle {
     }
 
     /// Records a failure.
-    pub fn fail(&self, account: &str, source: &str) {
+    pub fn fail(&self, account: Option<&str>, source: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         for key in Self::keys(account, source) {
             map.entry(key).or_default().push(Instant::now());
@@ -63,17 +68,33 @@ mod tests {
     fn locks_per_account_and_source() {
         let t = Throttle::default();
         for _ in 0..MAX_FAILURES {
-            assert!(t.locked_for("alice", "1.1.1.1").is_none());
-            t.fail("alice", "1.1.1.1");
+            assert!(t.locked_for(Some("alice"), "1.1.1.1").is_none());
+            t.fail(Some("alice"), "1.1.1.1");
         }
         assert!(
-            t.locked_for("alice", "2.2.2.2").is_some(),
+            t.locked_for(Some("alice"), "2.2.2.2").is_some(),
             "account locked from any source"
         );
         assert!(
-            t.locked_for("bob", "1.1.1.1").is_some(),
+            t.locked_for(Some("bob"), "1.1.1.1").is_some(),
             "source locked for any account"
         );
-        assert!(t.locked_for("bob", "2.2.2.2").is_none());
+        assert!(t.locked_for(Some("bob"), "2.2.2.2").is_none());
+    }
+
+    #[test]
+    fn an_account_counted_per_source_only_cannot_be_locked_for_everyone() {
+        let t = Throttle::default();
+        for _ in 0..MAX_FAILURES {
+            t.fail(None, "6.6.6.6");
+        }
+        assert!(
+            t.locked_for(None, "6.6.6.6").is_some(),
+            "the guessing source is locked"
+        );
+        assert!(
+            t.locked_for(None, "10.0.0.7").is_none(),
+            "other sources still get in"
+        );
     }
 }
