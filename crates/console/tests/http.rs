@@ -472,3 +472,72 @@ async fn task_progress_streams_and_cancel() {
     drop(resp);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn quarantine_page_sends_restore_and_delete_to_the_device() {
+    let h = Harness::start().await;
+    let dev = h.enroll("Managed devices", "q-01").await;
+    let core = h.core();
+    let rec = json!({"id": "e1", "original_path": "/home/u/evil.sh", "size": 12, "threat_name": "T", "sha256": "ab"});
+    core.store
+        .upsert_quarantine(dev, "e1", "quarantined", &rec)
+        .await
+        .unwrap();
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let page = v.get("/quarantine").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/home/u/evil.sh"), "{}", page.body);
+    let csrf = page.csrf();
+    let before = core.store.outbox_after(dev, 0, 100).await.unwrap().len();
+    for action in ["restore", "delete"] {
+        let dev_s = dev.to_string();
+        let p = v
+            .post(
+                "/quarantine/action",
+                &[
+                    ("csrf", &csrf),
+                    ("back", "/quarantine"),
+                    ("device", &dev_s),
+                    ("entry", "e1"),
+                    ("action", action),
+                ],
+            )
+            .await;
+        assert!(
+            p.status == 200 || p.status == 303,
+            "{action}: {} {}",
+            p.status,
+            p.body
+        );
+    }
+    // Both requests are queued for the device, in order, as quarantine commands.
+    let rows = core.store.outbox_after(dev, 0, 100).await.unwrap();
+    let cmds: Vec<serde_json::Value> = rows[before..]
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.payload).unwrap())
+        .collect();
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    assert_eq!(cmds[0]["kind"], "quarantine");
+    assert_eq!(cmds[0]["action"], "restore");
+    assert_eq!(cmds[1]["action"], "delete");
+    assert_eq!(cmds[1]["entry_id"], "e1");
+    // An unknown entry changes nothing.
+    let dev_s = dev.to_string();
+    v.post(
+        "/quarantine/action",
+        &[
+            ("csrf", &csrf),
+            ("back", "/quarantine"),
+            ("device", &dev_s),
+            ("entry", "nope"),
+            ("action", "delete"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        core.store.outbox_after(dev, 0, 100).await.unwrap().len(),
+        rows.len()
+    );
+    h.stop().await;
+}
