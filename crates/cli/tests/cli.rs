@@ -42,7 +42,7 @@ fn server_agent_and_admin_commands() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut devices = serde_json::Value::Null;
     while Instant::now() < deadline {
         devices = admin.json(&["device", "list"]);
@@ -106,7 +106,7 @@ fn server_agent_and_admin_commands() {
         "{text}"
     );
     // The agent received the settings.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut st = serde_json::Value::Null;
     while Instant::now() < deadline {
         let out = Command::new(bin())
@@ -273,7 +273,7 @@ fn a_task_sweeps_the_agent_host_root_and_reports_hits() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline && admin.json(&["device", "list"])[0]["connected"] != true {
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -68,12 +68,12 @@ fn start_agent(tmp: &Path, url: &str, ca: &Path, token: &str, name: &str) -> Dev
             .arg(&data)
             .arg("--host-root")
             .arg(&root)
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(tmp.join(format!("{name}.log"))).unwrap())
             .spawn()
             .unwrap(),
     );
     // Wait until the control socket answers.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let out = Command::new(bin())
             .args(["agent", "--data"])
@@ -86,8 +86,9 @@ fn start_agent(tmp: &Path, url: &str, ca: &Path, token: &str, name: &str) -> Dev
         }
         assert!(
             Instant::now() < deadline,
-            "agent {name} did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "agent {name} did not start: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(tmp.join(format!("{name}.log"))).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -99,7 +100,7 @@ fn start_agent(tmp: &Path, url: &str, ca: &Path, token: &str, name: &str) -> Dev
 }
 
 fn wait_connected(admin: &Admin, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let list = admin.json(&["device", "list"]);
         let connected = list
@@ -121,7 +122,7 @@ fn wait_connected(admin: &Admin, n: usize) {
 
 /// Waits until the agent has the settings with group actions (password included).
 fn wait_settings(d: &Device) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let out = Command::new(bin())
             .args(["agent", "--data"])
@@ -252,7 +253,7 @@ fn scenario(database: Option<&str>, delete_special: bool) {
             "{report}"
         );
         // The failure is on the detection's record on the server, and in its audit log.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let det = Command::new(bin())
                 .args(["admin", "--server", &url, "--ca"])
@@ -367,7 +368,7 @@ fn scenario(database: Option<&str>, delete_special: bool) {
     assert_eq!(st3["tasks"].as_array().unwrap().len(), 0, "{st3}");
 
     // Visible through riposte admin --json: the detection with its task and outcomes, and the quarantine.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let dets = admin.json(&["detection", "list"]);
         let det = dets
@@ -388,7 +389,7 @@ fn scenario(database: Option<&str>, delete_special: bool) {
         assert!(Instant::now() < deadline, "detection not visible: {dets}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while admin
         .json(&["quarantine", "list"])
         .as_array()
@@ -476,7 +477,7 @@ fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
         .to_string();
     let d = start_agent(tmp.path(), &url, &ca, &token, "solo");
     wait_connected(&admin, 1);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let out = Command::new(bin())
             .args(["agent", "--data"])

@@ -55,7 +55,7 @@ fn interrupt(mut p: Proc) -> std::process::ExitStatus {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(s) = p.0.try_wait().unwrap() {
             return s;
