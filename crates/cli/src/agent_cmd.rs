@@ -127,7 +127,7 @@ pub async fn ensure_enrolled(a: &AgentArgs) -> anyhow::Result<Identity> {
                 .with_context(|| format!("cannot read the CA file {}", ca.display()))?;
             let host = hostname();
             let name = a.name.clone().unwrap_or_else(|| host.clone());
-            let id = identity::enroll(server, &ca_pem, token, &name, &host).await?;
+            let id = enroll_with_retries(server, &ca_pem, token, &name, &host).await?;
             std::fs::create_dir_all(&a.data)
                 .with_context(|| format!("cannot create {}", a.data.display()))?;
             {
@@ -337,5 +337,31 @@ fn quarantine_summary(data: &std::path::Path, host_root: &std::path::Path) -> se
             "bytes": list.iter().map(|r| r.size).sum::<u64>(),
         }),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
+/// Enrolls, retrying while the server cannot be reached (it may be starting or briefly
+/// overloaded); a refusal (bad token, wrong CA) ends at once. Gives up after five minutes.
+async fn enroll_with_retries(
+    server: &str,
+    ca_pem: &str,
+    token: &str,
+    name: &str,
+    host: &str,
+) -> anyhow::Result<Identity> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match identity::enroll(server, ca_pem, token, name, host).await {
+            Ok(id) => return Ok(id),
+            Err(e @ IdentityError::Unreachable { .. })
+                if std::time::Instant::now() + wait < deadline =>
+            {
+                eprintln!("{e}; retrying in {} s", wait.as_secs());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
