@@ -19,21 +19,6 @@ pub trait TaskRunner: Send + Sync + 'static {
     fn run(&self, offer: TaskOffer, cancel: watch::Receiver<bool>) -> TaskUpdate;
 }
 
-/// A runner for builds without a scan engine: every task fails with the reason.
-pub struct NoScanner;
-
-impl TaskRunner for NoScanner {
-    fn run(&self, offer: TaskOffer, _: watch::Receiver<bool>) -> TaskUpdate {
-        TaskUpdate {
-            task_id: offer.task_id,
-            state: DeviceTaskState::Failed,
-            hits: 0,
-            reason: Some("this agent has no IOC scan engine".into()),
-            results: serde_json::Value::Null,
-        }
-    }
-}
-
 /// The agent's shared state.
 pub struct Agent {
     pub data_dir: PathBuf,

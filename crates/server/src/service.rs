@@ -19,7 +19,7 @@ use riposte_model::{
     Role, SandboxIntegration, ScanScope, TaskAction, ThreatResponse,
 };
 use riposte_proto::{Delivery, IocDocument, TaskOffer};
-use riposte_store::{now_ms, AccountKind, NewTask, Store, KIND_SETTINGS, KIND_TASK_CANCEL};
+use riposte_store::{now_ms, AccountKind, NewTask, Store, KIND_SETTINGS};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -1309,9 +1309,6 @@ impl Core {
             .await?;
         Ok(())
     }
-
-    /// The kind name used in outbox rows for cancel messages (re-exported for tests).
-    pub const CANCEL_KIND: &'static str = KIND_TASK_CANCEL;
 }
 
 fn is_hex_len(s: &str, n: usize) -> bool {

@@ -259,23 +259,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::now_ms;
     use crate::testing::each_backend;
 
     #[tokio::test]
     async fn detections_are_idempotent() {
         each_backend(|store| async move {
-            let g = store.create_group("G", None).await.unwrap();
-            store
-                .create_enroll_token("t", g, now_ms() + 10_000, 1, "a")
-                .await
-                .unwrap();
-            let d = store
-                .enroll_device("t", "d", "h", "fp")
-                .await
-                .unwrap()
-                .unwrap()
-                .id;
+            let (_, devices) = crate::testing::group_with_devices(&store, &["d"]).await;
+            let d = devices[0];
             assert!(store.mark_event_processed(d, "e1").await.unwrap());
             assert!(!store.mark_event_processed(d, "e1").await.unwrap());
             let rec = serde_json::json!({"path": "/tmp/x", "threat": "EICAR"});

@@ -137,23 +137,8 @@ mod tests {
     #[tokio::test]
     async fn outbox_orders_coalesces_and_acks() {
         each_backend(|store| async move {
-            let g = store.create_group("G", None).await.unwrap();
-            store
-                .create_enroll_token("t", g, now_ms() + 10_000, 2, "a")
-                .await
-                .unwrap();
-            let d = store
-                .enroll_device("t", "d", "h", "fp")
-                .await
-                .unwrap()
-                .unwrap()
-                .id;
-            let e = store
-                .enroll_device("t", "e", "h", "fp")
-                .await
-                .unwrap()
-                .unwrap()
-                .id;
+            let (_, devices) = crate::testing::group_with_devices(&store, &["d", "e"]).await;
+            let [d, e] = devices[..] else { unreachable!() };
             let s1 = store.enqueue(d, KIND_SETTINGS, None, "s1").await.unwrap();
             let t1 = store
                 .enqueue(d, KIND_TASK_OFFER, Some(42), "t1")

@@ -112,18 +112,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let existing = sqlx::query(
-            "SELECT id FROM tasks WHERE autonomous = 1 AND group_id = $1 AND dedup_key = $2 AND created_at >= $3
-             ORDER BY id LIMIT 1",
-        )
-        .bind(new.group_id)
-        .bind(&key)
-        .bind(since)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = existing {
+        if let Some(id) = find_recent_autonomous(&mut tx, new.group_id, &key, since).await? {
             tx.commit().await?;
-            return Ok((row.try_get("id")?, true));
+            return Ok((id, true));
         }
         let id = insert_task(&mut tx, new, devices, offer).await?;
         tx.commit().await?;
@@ -137,16 +128,8 @@ impl Store {
         dedup_key: &str,
         since: i64,
     ) -> Result<Option<i64>> {
-        let row = sqlx::query(
-            "SELECT id FROM tasks WHERE autonomous = 1 AND group_id = $1 AND dedup_key = $2 AND created_at >= $3
-             ORDER BY id LIMIT 1",
-        )
-        .bind(group_id)
-        .bind(dedup_key)
-        .bind(since)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| r.try_get("id")).transpose()?)
+        let mut conn = self.pool().acquire().await?;
+        find_recent_autonomous(&mut conn, group_id, dedup_key, since).await
     }
 
     /// One task.
@@ -354,6 +337,25 @@ impl Store {
     }
 }
 
+/// The autonomous task for `group_id` and `dedup_key` created since `since`, if any.
+async fn find_recent_autonomous(
+    conn: &mut sqlx::AnyConnection,
+    group_id: i64,
+    dedup_key: &str,
+    since: i64,
+) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "SELECT id FROM tasks WHERE autonomous = 1 AND group_id = $1 AND dedup_key = $2 AND created_at >= $3
+         ORDER BY id LIMIT 1",
+    )
+    .bind(group_id)
+    .bind(dedup_key)
+    .bind(since)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| r.try_get("id")).transpose()?)
+}
+
 /// A 64-bit advisory-lock key for (group, dedup key): FNV-1a, stable across processes.
 fn lock_key(group_id: i64, key: &str) -> i64 {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -445,29 +447,11 @@ mod tests {
     #[tokio::test]
     async fn task_life_cycle() {
         each_backend(|store| async move {
-            let g = store.create_group("G", None).await.unwrap();
-            store
-                .create_enroll_token("t", g, now_ms() + 10_000, 3, "a")
-                .await
-                .unwrap();
-            let d1 = store
-                .enroll_device("t", "d1", "h", "fp")
-                .await
-                .unwrap()
-                .unwrap()
-                .id;
-            let d2 = store
-                .enroll_device("t", "d2", "h", "fp")
-                .await
-                .unwrap()
-                .unwrap()
-                .id;
-            let d3 = store
-                .enroll_device("t", "d3", "h", "fp")
-                .await
-                .unwrap()
-                .unwrap()
-                .id;
+            let (g, devices) =
+                crate::testing::group_with_devices(&store, &["d1", "d2", "d3"]).await;
+            let [d1, d2, d3] = devices[..] else {
+                unreachable!()
+            };
             let new = NewTask {
                 name: "sweep".into(),
                 autonomous: true,

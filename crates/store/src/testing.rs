@@ -75,3 +75,23 @@ where
         db.cleanup().await;
     }
 }
+
+/// Creates group `G` with devices enrolled under these names; returns the group and the
+/// device ids, in order.
+pub async fn group_with_devices(store: &Store, names: &[&str]) -> (i64, Vec<i64>) {
+    let g = store.create_group("G", None).await.expect("group");
+    store
+        .create_enroll_token("t", g, crate::now_ms() + 10_000, names.len() as i64, "test")
+        .await
+        .expect("token");
+    let mut ids = Vec::new();
+    for n in names {
+        let d = store
+            .enroll_device("t", n, "h", "fp")
+            .await
+            .expect("enroll")
+            .expect("token accepted");
+        ids.push(d.id);
+    }
+    (g, ids)
+}
