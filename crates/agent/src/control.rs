@@ -46,7 +46,7 @@ pub async fn serve(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) -> std::i
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
-    let own_uid = rustix_uid();
+    let own_uid = effective_uid();
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
@@ -66,7 +66,7 @@ pub async fn serve(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) -> std::i
 }
 
 /// The agent's effective uid (the owner of its /proc entry).
-fn rustix_uid() -> u32 {
+fn effective_uid() -> u32 {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .unwrap_or(0)

@@ -53,7 +53,8 @@ async fn configure(
     }
     core.create_group(&me, DEFAULT_GROUP, None).await?;
     let special_password = if core.store.special_account().await?.is_none() {
-        let pw: String = format!("{:016x}", rand_u64());
+        // 16 characters, the longest the special account allows.
+        let pw: String = riposte_server::secrets::random_token()[..16].to_string();
         core.create_special(&me, &pw).await?;
         Some(pw)
     } else {
@@ -87,18 +88,6 @@ async fn configure(
     )
     .await?;
     Ok(())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {

@@ -202,18 +202,22 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(core): State<AppState>, parts: Parts2, Body(b): Body<LoginBody>) -> ApiResult {
+async fn login(
+    State(core): State<AppState>,
+    parts: SourceAddr,
+    Body(b): Body<LoginBody>,
+) -> ApiResult {
     let (token, expires_at, principal) = core.login(&b.user, &b.password, &parts.0).await?;
     ok(json!({ "token": token, "expires_at": expires_at, "principal": principal }))
 }
 
 /// The caller's source address, for handlers without authentication.
-struct Parts2(String);
+struct SourceAddr(String);
 
-impl<S: Send + Sync> FromRequestParts<S> for Parts2 {
+impl<S: Send + Sync> FromRequestParts<S> for SourceAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Parts2(source_of(parts)))
+        Ok(SourceAddr(source_of(parts)))
     }
 }
 
@@ -241,7 +245,11 @@ struct EnrollBody {
     hostname: String,
 }
 
-async fn enroll(State(core): State<AppState>, src: Parts2, Body(b): Body<EnrollBody>) -> ApiResult {
+async fn enroll(
+    State(core): State<AppState>,
+    src: SourceAddr,
+    Body(b): Body<EnrollBody>,
+) -> ApiResult {
     ok(core
         .enroll(&b.token, &b.csr_pem, &b.name, &b.hostname, &src.0)
         .await?)
@@ -497,7 +505,7 @@ async fn cancel_task(State(core): State<AppState>, c: Caller, Path(id): Path<Str
 async fn create_autonomous(
     State(core): State<AppState>,
     c: Result<Caller, ServiceError>,
-    src: Parts2,
+    src: SourceAddr,
     Body(b): Body<AutonomousRequest>,
 ) -> ApiResult {
     match c {
