@@ -7,8 +7,10 @@
 //! is "undetermined", not "no match". AND/OR short-circuit, and children are ordered
 //! cheapest first, so file content is only requested when a remaining term needs it.
 
-use crate::model::{Field, FieldValue, Ioc, ItemType, Node};
+use crate::model::{Condition, Field, FieldValue, Ioc, ItemType, Node, Operand, Term};
 use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 /// Kleene truth value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,7 +39,9 @@ pub trait Item {
     /// The type of this item.
     fn item_type(&self) -> ItemType;
     /// The value of one field, `None` when the item has none (or it could not be read).
-    fn value(&mut self, field: Field) -> Option<FieldValue>;
+    /// Borrowed where the item holds it: a sweep asks a file for its path or digest once
+    /// per term, and copying it each time cost more than the comparisons.
+    fn value(&mut self, field: Field) -> Option<Cow<'_, FieldValue>>;
 }
 
 /// Result of evaluating one indicator on one item.
@@ -63,7 +67,7 @@ pub fn evaluate(ioc: &Ioc, item: &mut dyn Item, other: &dyn Fn(usize) -> Truth) 
 pub fn eval_term(ioc: &Ioc, term: usize, item: &mut dyn Item) -> bool {
     let t = &ioc.terms[term];
     let v = item.value(t.field);
-    t.test(v.as_ref())
+    t.test(v.as_deref())
 }
 
 fn eval_node(
@@ -120,6 +124,78 @@ fn eval_node(
             }
             acc
         }
+    }
+}
+
+/// What a file must have for an indicator to be able to hold on it: a sweep looks up
+/// each file's size and name here and evaluates only the indicators that can still
+/// hold, so that hash IOCs with sizes (what detections produce) cost one stat per file.
+///
+/// Soundness: for a file outside these sets, [`evaluate`] returns [`Truth::False`]
+/// (never `Unknown`): a non-negated `is` term on the file's own size or name is false
+/// there, `AND` is false when one child is, and `OR` when all are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileNecessity {
+    /// Sizes in bytes the file must have one of (`None`: any size).
+    pub sizes: Option<BTreeSet<u64>>,
+    /// Names, lower-cased, the file's lower-cased name must be one of (`None`: any).
+    pub names: Option<BTreeSet<String>>,
+}
+
+impl FileNecessity {
+    /// Derives the necessary sizes and names of `ioc`.
+    pub fn of(ioc: &Ioc) -> Self {
+        let size = |t: &Term| match (&t.field, &t.operand) {
+            (Field::FileSize, Operand::Int(n)) if plain_is(t) => {
+                Some(u64::try_from(*n).map_or_else(|_| BTreeSet::new(), |n| BTreeSet::from([n])))
+            }
+            _ => None,
+        };
+        let name = |t: &Term| match (&t.field, &t.operand) {
+            (Field::FileName, Operand::Str(s)) if plain_is(t) => {
+                Some(BTreeSet::from([s.to_lowercase()]))
+            }
+            _ => None,
+        };
+        FileNecessity {
+            sizes: necessary(&ioc.root, &ioc.terms, &size),
+            names: necessary(&ioc.root, &ioc.terms, &name),
+        }
+    }
+
+    /// Can the indicator hold on a file of this size and (lower-cased) name?
+    pub fn admits(&self, size: u64, lowercase_name: impl FnOnce() -> String) -> bool {
+        self.sizes.as_ref().is_none_or(|s| s.contains(&size))
+            && self
+                .names
+                .as_ref()
+                .is_none_or(|n| n.contains(&lowercase_name()))
+    }
+}
+
+fn plain_is(t: &Term) -> bool {
+    t.condition == Condition::Is && !t.negate
+}
+
+/// The values a file must take for `node` to hold, per `leaf`; `None` when any will do.
+fn necessary<T: Ord + Clone>(
+    node: &Node,
+    terms: &[Term],
+    leaf: &dyn Fn(&Term) -> Option<BTreeSet<T>>,
+) -> Option<BTreeSet<T>> {
+    match node {
+        Node::Term(i) if terms[*i].field.item() == ItemType::File => leaf(&terms[*i]),
+        Node::Term(_) | Node::Unsupported(_) => None,
+        // An empty AND or OR is false: nothing can satisfy it.
+        Node::And(c) if c.is_empty() => Some(BTreeSet::new()),
+        Node::And(c) => c
+            .iter()
+            .filter_map(|n| necessary(n, terms, leaf))
+            .reduce(|a, b| a.intersection(&b).cloned().collect()),
+        Node::Or(c) => c.iter().try_fold(BTreeSet::new(), |mut acc, n| {
+            acc.extend(necessary(n, terms, leaf)?);
+            Some(acc)
+        }),
     }
 }
 

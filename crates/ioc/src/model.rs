@@ -10,6 +10,7 @@
 use crate::value::{format_datetime, ip_key};
 use regex::Regex;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
@@ -263,15 +264,18 @@ pub enum FieldValue {
 }
 
 impl FieldValue {
-    /// The value as text (dates in ISO 8601).
-    pub fn text(&self) -> String {
+    /// The value as text (dates in ISO 8601); borrowed for text values, which a sweep
+    /// compares millions of times.
+    pub fn text(&self) -> Cow<'_, str> {
         match self {
-            FieldValue::Str(s) => s.clone(),
-            FieldValue::Int(i) => i.to_string(),
-            FieldValue::Time(t) => format_datetime(*t),
-            FieldValue::Duration(d) => d.to_string(),
-            FieldValue::Ip(ip) => ip.to_string(),
-            FieldValue::List(l) => l.iter().map(|v| v.text()).collect::<Vec<_>>().join(","),
+            FieldValue::Str(s) => Cow::Borrowed(s),
+            FieldValue::Int(i) => Cow::Owned(i.to_string()),
+            FieldValue::Time(t) => Cow::Owned(format_datetime(*t)),
+            FieldValue::Duration(d) => Cow::Owned(d.to_string()),
+            FieldValue::Ip(ip) => Cow::Owned(ip.to_string()),
+            FieldValue::List(l) => {
+                Cow::Owned(l.iter().map(|v| v.text()).collect::<Vec<_>>().join(","))
+            }
         }
     }
 }
@@ -407,11 +411,47 @@ fn sort_by_cost(node: &mut Node, terms: &[Term]) {
     }
 }
 
-fn fold(s: &str, preserve: bool) -> std::borrow::Cow<'_, str> {
-    if preserve {
-        std::borrow::Cow::Borrowed(s)
+fn fold(s: &str, preserve: bool) -> Cow<'_, str> {
+    if preserve || (s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase())) {
+        Cow::Borrowed(s)
     } else {
-        std::borrow::Cow::Owned(s.to_lowercase())
+        Cow::Owned(s.to_lowercase())
+    }
+}
+
+/// Orders two texts as their lower-case forms would order, without allocating when
+/// both are ASCII (the common case for paths, names and hex digests).
+fn cmp_folded(a: &str, b: &str, preserve: bool) -> Ordering {
+    if preserve {
+        a.cmp(b)
+    } else if a.is_ascii() && b.is_ascii() {
+        let fold = |c: &u8| c.to_ascii_lowercase();
+        a.as_bytes()
+            .iter()
+            .map(fold)
+            .cmp(b.as_bytes().iter().map(fold))
+    } else {
+        a.to_lowercase().cmp(&b.to_lowercase())
+    }
+}
+
+/// `contains` / `starts-with` / `ends-with` under the term's case rule.
+fn text_condition(condition: Condition, value: &str, operand: &str, preserve: bool) -> bool {
+    if !preserve && value.is_ascii() && operand.is_ascii() {
+        let (v, o) = (value.as_bytes(), operand.as_bytes());
+        return match condition {
+            Condition::Contains => {
+                o.is_empty() || v.windows(o.len()).any(|w| w.eq_ignore_ascii_case(o))
+            }
+            Condition::StartsWith => v.len() >= o.len() && v[..o.len()].eq_ignore_ascii_case(o),
+            _ => v.len() >= o.len() && v[v.len() - o.len()..].eq_ignore_ascii_case(o),
+        };
+    }
+    let (v, o) = (fold(value, preserve), fold(operand, preserve));
+    match condition {
+        Condition::Contains => v.contains(o.as_ref()),
+        Condition::StartsWith => v.starts_with(o.as_ref()),
+        _ => v.ends_with(o.as_ref()),
     }
 }
 
@@ -431,24 +471,20 @@ fn compare(value: &FieldValue, op: &Operand, preserve: bool) -> Option<Ordering>
             crate::value::parse_ip(v).map(|v| ip_key(v).cmp(&ip_key(*o)))
         }
         (FieldValue::Str(v), Operand::Date(o)) => crate::value::parse_datetime(v).map(|v| v.cmp(o)),
-        (v, Operand::Hash(h)) => Some(v.text().to_ascii_lowercase().as_str().cmp(h.as_str())),
-        (v, Operand::Str(s)) => Some(
-            fold(&v.text(), preserve)
-                .as_ref()
-                .cmp(fold(s, preserve).as_ref()),
-        ),
+        (v, Operand::Hash(h)) => Some(cmp_folded(&v.text(), h, false)),
+        (v, Operand::Str(s)) => Some(cmp_folded(&v.text(), s, preserve)),
         _ => None,
     }
 }
 
-fn operand_text(op: &Operand) -> String {
+fn operand_text(op: &Operand) -> Cow<'_, str> {
     match op {
-        Operand::Str(s) | Operand::Hash(s) => s.clone(),
-        Operand::Int(i) => i.to_string(),
-        Operand::Date(d) => format_datetime(*d),
-        Operand::Duration(d) => d.to_string(),
-        Operand::Ip(ip) => ip.to_string(),
-        Operand::Range(a, b) => format!("{} TO {}", operand_text(a), operand_text(b)),
+        Operand::Str(s) | Operand::Hash(s) => Cow::Borrowed(s),
+        Operand::Int(i) => Cow::Owned(i.to_string()),
+        Operand::Date(d) => Cow::Owned(format_datetime(*d)),
+        Operand::Duration(d) => Cow::Owned(d.to_string()),
+        Operand::Ip(ip) => Cow::Owned(ip.to_string()),
+        Operand::Range(a, b) => Cow::Owned(format!("{} TO {}", operand_text(a), operand_text(b))),
     }
 }
 
@@ -478,16 +514,12 @@ impl Term {
                 .regex
                 .as_ref()
                 .is_some_and(|r| r.is_match(&value.text())),
-            Condition::Contains | Condition::StartsWith | Condition::EndsWith => {
-                let v = value.text();
-                let o = operand_text(&self.operand);
-                let (v, o) = (fold(&v, pc), fold(&o, pc));
-                match self.condition {
-                    Condition::Contains => v.contains(o.as_ref()),
-                    Condition::StartsWith => v.starts_with(o.as_ref()),
-                    _ => v.ends_with(o.as_ref()),
-                }
-            }
+            Condition::Contains | Condition::StartsWith | Condition::EndsWith => text_condition(
+                self.condition,
+                &value.text(),
+                &operand_text(&self.operand),
+                pc,
+            ),
         }
     }
 

@@ -3,6 +3,7 @@
 use riposte_ioc::eval::{evaluate, evaluate_host, Item, Truth};
 use riposte_ioc::model::{Field, FieldValue, ItemType};
 use riposte_ioc::{ioc_from_detection, openioc, stix, DetectedObject, Detection, Error, Ioc};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 struct Fake(ItemType, HashMap<Field, FieldValue>);
@@ -10,8 +11,8 @@ impl Item for Fake {
     fn item_type(&self) -> ItemType {
         self.0
     }
-    fn value(&mut self, f: Field) -> Option<FieldValue> {
-        self.1.get(&f).cloned()
+    fn value(&mut self, f: Field) -> Option<Cow<'_, FieldValue>> {
+        self.1.get(&f).map(Cow::Borrowed)
     }
 }
 
@@ -421,7 +422,7 @@ fn nesting_and_unsupported_three_valued() {
         fn item_type(&self) -> ItemType {
             ItemType::File
         }
-        fn value(&mut self, f: Field) -> Option<FieldValue> {
+        fn value(&mut self, f: Field) -> Option<Cow<'_, FieldValue>> {
             self.1.push(f);
             self.0.value(f)
         }
@@ -686,4 +687,207 @@ fn generated_ioc_roundtrips_and_matches_size_then_hash() {
         ),
         Truth::False
     );
+}
+
+mod necessity {
+    use super::*;
+    use riposte_ioc::eval::FileNecessity;
+    use std::collections::BTreeSet;
+
+    fn sizes(v: &[u64]) -> Option<BTreeSet<u64>> {
+        Some(v.iter().copied().collect())
+    }
+
+    #[test]
+    fn or_of_hash_and_size_pairs_needs_one_of_the_sizes() {
+        let pair = |size: &str, md5: &str| {
+            format!(
+                r#"<Indicator operator="AND" id="a{size}">{}{}</Indicator>"#,
+                item11("is", "FileItem/SizeInBytes", "int", size, false, false),
+                item11("is", "FileItem/Md5sum", "md5", md5, false, false)
+            )
+        };
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}{}</Indicator>"#,
+            pair("10", "0123456789abcdef0123456789abcdef"),
+            pair("20", "fedcba9876543210fedcba9876543210")
+        ));
+        let ioc = openioc::parse(&x, "t").unwrap();
+        let n = FileNecessity::of(&ioc);
+        assert_eq!(n.sizes, sizes(&[10, 20]));
+        assert_eq!(n.names, None);
+        assert!(n.admits(20, String::new));
+        assert!(!n.admits(21, String::new));
+    }
+
+    #[test]
+    fn negation_other_conditions_and_other_items_need_nothing() {
+        for (cond, negate) in [("is", true), ("greater-than", false)] {
+            let ioc = one(cond, "FileItem/SizeInBytes", "int", "10", negate, false);
+            assert_eq!(
+                FileNecessity::of(&ioc).sizes,
+                None,
+                "{cond} negate={negate}"
+            );
+        }
+        // OR with a process term: a file of any size may be part of a hit.
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}{}</Indicator>"#,
+            item11("is", "FileItem/SizeInBytes", "int", "10", false, false),
+            item11("is", "ProcessItem/name", "string", "evil", false, false)
+        ));
+        assert_eq!(
+            FileNecessity::of(&openioc::parse(&x, "t").unwrap()).sizes,
+            None
+        );
+        // AND of a size and a name: both are needed; names are compared lower-cased.
+        let x = v11(&format!(
+            r#"<Indicator operator="AND" id="r">{}{}</Indicator>"#,
+            item11("is", "FileItem/SizeInBytes", "int", "10", false, false),
+            item11("is", "FileItem/FileName", "string", "Evil.EXE", false, true)
+        ));
+        let n = FileNecessity::of(&openioc::parse(&x, "t").unwrap());
+        assert_eq!(n.sizes, sizes(&[10]));
+        assert_eq!(n.names, Some(BTreeSet::from(["evil.exe".to_string()])));
+        assert!(n.admits(10, || "evil.exe".into()));
+        assert!(!n.admits(10, || "good.exe".into()));
+    }
+
+    #[test]
+    fn detection_iocs_need_their_sizes() {
+        let d = Detection {
+            id: String::new(),
+            name: "x".into(),
+            description: String::new(),
+            author: "t".into(),
+            time: 0,
+            objects: vec![
+                DetectedObject {
+                    size: Some(68),
+                    md5: None,
+                    sha1: None,
+                    sha256: Some("a".repeat(64)),
+                    name: None,
+                },
+                DetectedObject {
+                    size: Some(4096),
+                    md5: Some("b".repeat(32)),
+                    sha1: None,
+                    sha256: None,
+                    name: None,
+                },
+            ],
+        };
+        let ioc = openioc::parse(&ioc_from_detection(&d), "d").unwrap();
+        assert_eq!(FileNecessity::of(&ioc).sizes, sizes(&[68, 4096]));
+    }
+
+    /// Soundness, on random indicator trees: where a file is not admitted, the
+    /// indicator evaluates to false on it (never true, never unknown), whatever the
+    /// other item types say.
+    #[test]
+    fn a_file_not_admitted_is_false_on_random_indicators() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let leaves = [
+            ("is", "FileItem/SizeInBytes", "int", "10", false, false),
+            ("is", "FileItem/SizeInBytes", "int", "20", false, false),
+            ("is", "FileItem/SizeInBytes", "int", "10", true, false),
+            (
+                "is",
+                "FileItem/SizeInBytes",
+                "int",
+                "10 TO 30",
+                false,
+                false,
+            ),
+            ("is", "FileItem/FileName", "string", "A.exe", false, false),
+            ("is", "FileItem/FileName", "string", "b.exe", false, true),
+            ("is", "FileItem/FileName", "string", "b.exe", true, false),
+            (
+                "contains",
+                "FileItem/FileName",
+                "string",
+                "exe",
+                false,
+                false,
+            ),
+            (
+                "is",
+                "FileItem/Md5sum",
+                "md5",
+                "0123456789abcdef0123456789abcdef",
+                false,
+                false,
+            ),
+            ("is", "ProcessItem/name", "string", "evil", false, false),
+            ("is", "RegistryItem/Path", "string", "HKLM", false, false),
+        ];
+        fn tree(
+            depth: u32,
+            rnd: &mut dyn FnMut(u64) -> u64,
+            leaves: &[(&str, &str, &str, &str, bool, bool)],
+            id: &mut u32,
+        ) -> String {
+            *id += 1;
+            if depth == 0 || rnd(3) == 0 {
+                let (c, s, t, v, n, pc) = leaves[rnd(leaves.len() as u64) as usize];
+                return format!(
+                    r#"<IndicatorItem id="i{id}" condition="{c}" preserve-case="{pc}" negate="{n}"><Context document="X" search="{s}" type="mir"/><Content type="{t}">{v}</Content></IndicatorItem>"#
+                );
+            }
+            let op = if rnd(2) == 0 { "AND" } else { "OR" };
+            let kids: String = (0..1 + rnd(3))
+                .map(|_| tree(depth - 1, rnd, leaves, id))
+                .collect();
+            format!(r#"<Indicator operator="{op}" id="n{id}">{kids}</Indicator>"#)
+        }
+        let files = [
+            ("A.exe", 10),
+            ("a.EXE", 20),
+            ("b.exe", 15),
+            ("b.exe", 10),
+            ("c.txt", 20),
+            ("c.txt", 99),
+        ];
+        let (mut constrained, mut checked) = (0, 0);
+        for _ in 0..600 {
+            let mut id = 0;
+            let body = tree(3, &mut rnd, &leaves, &mut id);
+            let body = if body.starts_with("<IndicatorItem") {
+                format!(r#"<Indicator operator="OR" id="root">{body}</Indicator>"#)
+            } else {
+                body
+            };
+            let ioc = openioc::parse(&v11(&body), "r").unwrap_or_else(|e| panic!("{e}\n{body}"));
+            let n = FileNecessity::of(&ioc);
+            if n.sizes.is_some() || n.names.is_some() {
+                constrained += 1;
+            }
+            for (name, size) in files {
+                if n.admits(size as u64, || name.to_lowercase()) {
+                    continue;
+                }
+                checked += 1;
+                let mut f = file(name, size, "0123456789abcdef0123456789abcdef", 0);
+                for other in [Truth::True, Truth::Unknown, Truth::False] {
+                    assert_eq!(
+                        evaluate(&ioc, &mut f, &|_| other).truth,
+                        Truth::False,
+                        "{name} {size} not admitted by {n:?}, other={other:?}\n{body}"
+                    );
+                }
+            }
+        }
+        println!("{constrained} of 600 random indicators constrained, {checked} file checks");
+        assert!(
+            constrained > 100 && checked > 300,
+            "{constrained} {checked}"
+        );
+    }
 }

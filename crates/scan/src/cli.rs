@@ -6,7 +6,7 @@ use crate::{
     sweep, DocumentKind, IocDocument, Preset, Progress, Scope, SweepReport, SweepRequest, Verdict,
 };
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -49,7 +49,8 @@ pub struct ScanArgs {
     /// Do not collect processes, ports, users, services, host info, hosts entries.
     #[arg(long)]
     pub no_system_items: bool,
-    /// Device paths to sweep.
+    /// Device paths to sweep. A relative path is taken from the current directory, as
+    /// grep does (with `--host-root`, from the device's `/`).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
@@ -72,29 +73,49 @@ fn read_docs(
     Ok(())
 }
 
+/// The PATH arguments as device paths: on the real root a relative path is the
+/// current directory's, so `riposte scan .` sweeps where the user stands.
+fn sweep_paths(args: &ScanArgs) -> anyhow::Result<Vec<PathBuf>> {
+    if args.host_root != Path::new("/") {
+        return Ok(args.paths.clone());
+    }
+    args.paths
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .map_err(|e| anyhow::anyhow!("{}: cannot resolve the path: {e}", p.display()))
+        })
+        .collect()
+}
+
+/// The sweep scope these arguments describe (no PATH: the *system drives* preset).
+pub fn scope_of(args: &ScanArgs) -> anyhow::Result<Scope> {
+    let preset = match (args.preset, args.paths.is_empty()) {
+        (None, true) => Some(Preset::SystemDrives),
+        (p, _) => p,
+    };
+    Ok(Scope {
+        host_root: args.host_root.clone(),
+        paths: sweep_paths(args)?,
+        preset,
+        exclude: args.exclude.clone(),
+        max_file_size: Some(args.max_file_size),
+        one_file_system: args.one_file_system,
+        threads: args.threads,
+        proc_root: PathBuf::from("/proc"),
+        system_items: !args.no_system_items,
+    })
+}
+
 /// Builds the sweep request for these arguments.
 pub fn request(args: &ScanArgs) -> anyhow::Result<SweepRequest> {
     let mut documents = Vec::new();
     read_docs(&args.ioc, DocumentKind::OpenIoc, &mut documents)?;
     read_docs(&args.stix, DocumentKind::Stix, &mut documents)?;
     read_docs(&args.yara, DocumentKind::Yara, &mut documents)?;
-    let preset = match (args.preset, args.paths.is_empty()) {
-        (None, true) => Some(Preset::SystemDrives),
-        (p, _) => p,
-    };
     Ok(SweepRequest {
         documents,
-        scope: Scope {
-            host_root: args.host_root.clone(),
-            paths: args.paths.clone(),
-            preset,
-            exclude: args.exclude.clone(),
-            max_file_size: Some(args.max_file_size),
-            one_file_system: args.one_file_system,
-            threads: args.threads,
-            proc_root: PathBuf::from("/proc"),
-            system_items: !args.no_system_items,
-        },
+        scope: scope_of(args)?,
         strict: args.strict,
         cancel: Arc::new(AtomicBool::new(false)),
         progress: Some(Arc::new(Progress::default())),

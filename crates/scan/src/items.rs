@@ -8,6 +8,7 @@
 use riposte_ioc::model::{Field, FieldValue, ItemType};
 use riposte_ioc::Item;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io::Read;
@@ -107,8 +108,8 @@ impl Item for SimpleItem {
     fn item_type(&self) -> ItemType {
         self.ty
     }
-    fn value(&mut self, field: Field) -> Option<FieldValue> {
-        self.values.get(&field).cloned()
+    fn value(&mut self, field: Field) -> Option<Cow<'_, FieldValue>> {
+        self.values.get(&field).map(Cow::Borrowed)
     }
 }
 
@@ -597,18 +598,32 @@ pub enum ContentError {
 
 /// Computes the requested digests over `reader` in one pass.
 pub fn digest_reader(r: impl Read, alg: Algorithms) -> std::io::Result<Digests> {
+    digest_sized(r, alg, u64::MAX)
+}
+
+/// As [`digest_reader`], for a regular file whose size was `expected` when it was
+/// stat'ed: a short read at or past that size is its end, which saves the final
+/// zero-length read (a system call per file, 100,000 of them in a large sweep). A
+/// file that grew since is still read to its end at the time of reading.
+pub fn digest_sized(r: impl Read, alg: Algorithms, expected: u64) -> std::io::Result<Digests> {
     // One buffer per sweep thread: allocating (and faulting in) 256 KiB for each of
     // 100,000 files cost more than the hashing of small files.
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
     }
     BUF.with(|b| match b.try_borrow_mut() {
-        Ok(mut buf) => digest_with(r, alg, &mut buf),
-        Err(_) => digest_with(r, alg, &mut vec![0u8; 256 * 1024]),
+        Ok(mut buf) => digest_with(r, alg, &mut buf, expected),
+        Err(_) => digest_with(r, alg, &mut vec![0u8; 256 * 1024], expected),
     })
 }
 
-fn digest_with(mut r: impl Read, alg: Algorithms, buf: &mut [u8]) -> std::io::Result<Digests> {
+fn digest_with(
+    mut r: impl Read,
+    alg: Algorithms,
+    buf: &mut [u8],
+    expected: u64,
+) -> std::io::Result<Digests> {
+    let mut total = 0u64;
     use md5::Digest as _;
     let mut m = alg.md5.then(md5::Md5::new);
     let mut s1 = alg.sha1.then(sha1::Sha1::new);
@@ -620,6 +635,7 @@ fn digest_with(mut r: impl Read, alg: Algorithms, buf: &mut [u8]) -> std::io::Re
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        total += n as u64;
         let chunk = &buf[..n];
         if let Some(h) = m.as_mut() {
             h.update(chunk);
@@ -630,12 +646,39 @@ fn digest_with(mut r: impl Read, alg: Algorithms, buf: &mut [u8]) -> std::io::Re
         if let Some(h) = s2.as_mut() {
             h.update(chunk);
         }
+        if n < buf.len() && total >= expected {
+            break;
+        }
     }
     Ok(Digests {
         md5: m.map(|h| hex::encode(h.finalize())),
         sha1: s1.map(|h| hex::encode(h.finalize())),
         sha256: s2.map(|h| hex::encode(h.finalize())),
     })
+}
+
+/// Opens a file to read its content without updating its access time: a sweep must
+/// not change what `FileItem/Accessed` indicators and investigators later look at.
+/// `O_NOATIME` is refused (EPERM) on files the caller does not own unless it has
+/// CAP_FOWNER; such files are opened normally.
+pub fn open_content(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
+        other => other,
+    }
+}
+
+/// Reads a whole file (for YARA), as [`open_content`] opens it.
+pub fn read_content(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = open_content(path)?;
+    let mut data = Vec::with_capacity(f.metadata().map_or(0, |m| m.len() as usize));
+    f.read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// A file under evaluation: metadata up front, digests on first request.
@@ -656,6 +699,9 @@ pub struct FileItem<'a> {
     pub content: Option<&'a [u8]>,
     /// Digests once computed (or why not).
     pub digests: Option<Result<Digests, ContentError>>,
+    /// Text values computed so far: an indicator set asks for the same path or digest
+    /// once per term, and each answer is lent, not copied.
+    pub texts: Vec<(Field, FieldValue)>,
 }
 
 impl FileItem<'_> {
@@ -667,8 +713,8 @@ impl FileItem<'_> {
             } else if self.max_size.is_some_and(|m| self.meta.len() > m) {
                 Err(ContentError::TooLarge)
             } else {
-                std::fs::File::open(self.host_path)
-                    .and_then(|f| digest_reader(f, self.algorithms))
+                open_content(self.host_path)
+                    .and_then(|f| digest_sized(f, self.algorithms, self.meta.len()))
                     .map_err(|e| ContentError::Unreadable(e.to_string()))
             };
             self.digests = Some(r);
@@ -679,53 +725,112 @@ impl FileItem<'_> {
     }
 }
 
+impl FileItem<'_> {
+    /// A text field's value, computed on first use.
+    fn text_value(&mut self, field: Field) -> Option<String> {
+        let p = &self.device_path;
+        let name = p.rsplit('/').next().unwrap_or(p);
+        Some(match field {
+            Field::FileFullPath => p.clone(),
+            Field::FilePath => match p.rfind('/') {
+                Some(0) => "/".to_string(),
+                Some(i) => p[..i].to_string(),
+                None => String::new(),
+            },
+            Field::FileName => name.to_string(),
+            Field::FileExtension => match name.rfind('.') {
+                Some(i) if i > 0 => name[i + 1..].to_string(),
+                _ => return None,
+            },
+            Field::FileOwner => {
+                let uid = self.meta.uid();
+                self.names
+                    .get(&uid)
+                    .cloned()
+                    .unwrap_or_else(|| uid.to_string())
+            }
+            Field::FileMd5 | Field::FileSha1 | Field::FileSha256 => {
+                let d = self.digests().as_ref().ok()?;
+                match field {
+                    Field::FileMd5 => d.md5.clone(),
+                    Field::FileSha1 => d.sha1.clone(),
+                    _ => d.sha256.clone(),
+                }?
+            }
+            _ => return None,
+        })
+    }
+}
+
 impl Item for FileItem<'_> {
     fn item_type(&self) -> ItemType {
         ItemType::File
     }
 
-    fn value(&mut self, field: Field) -> Option<FieldValue> {
-        let p = &self.device_path;
-        let name = p.rsplit('/').next().unwrap_or(p);
-        Some(match field {
-            Field::FileFullPath => s(p.clone()),
-            Field::FilePath => s(match p.rfind('/') {
-                Some(0) => "/".to_string(),
-                Some(i) => p[..i].to_string(),
-                None => String::new(),
-            }),
-            Field::FileName => s(name),
-            Field::FileExtension => match name.rfind('.') {
-                Some(i) if i > 0 => s(&name[i + 1..]),
-                _ => return None,
-            },
-            Field::FileSize => FieldValue::Int(self.meta.len() as i64),
-            Field::FileModified => FieldValue::Time(self.meta.mtime()),
-            Field::FileAccessed => FieldValue::Time(self.meta.atime()),
-            Field::FileChanged => FieldValue::Time(self.meta.ctime()),
+    fn value(&mut self, field: Field) -> Option<Cow<'_, FieldValue>> {
+        let number = match field {
+            Field::FileSize => Some(FieldValue::Int(self.meta.len() as i64)),
+            Field::FileModified => Some(FieldValue::Time(self.meta.mtime())),
+            Field::FileAccessed => Some(FieldValue::Time(self.meta.atime())),
+            Field::FileChanged => Some(FieldValue::Time(self.meta.ctime())),
             Field::FileCreated => {
                 let t = self.meta.created().ok()?;
                 let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-                FieldValue::Time(secs as i64)
+                Some(FieldValue::Time(secs as i64))
             }
-            Field::FileOwner => {
-                let uid = self.meta.uid();
-                s(self
-                    .names
-                    .get(&uid)
-                    .cloned()
-                    .unwrap_or_else(|| uid.to_string()))
+            _ => None,
+        };
+        if let Some(n) = number {
+            return Some(Cow::Owned(n));
+        }
+        let at = match self.texts.iter().position(|(f, _)| *f == field) {
+            Some(at) => at,
+            None => {
+                let text = self.text_value(field)?;
+                self.texts.push((field, FieldValue::Str(text)));
+                self.texts.len() - 1
             }
-            Field::FileMd5 | Field::FileSha1 | Field::FileSha256 => {
-                let d = self.digests().as_ref().ok()?;
-                let v = match field {
-                    Field::FileMd5 => d.md5.clone(),
-                    Field::FileSha1 => d.sha1.clone(),
-                    _ => d.sha256.clone(),
-                }?;
-                s(v)
-            }
-            _ => return None,
-        })
+        };
+        Some(Cow::Borrowed(&self.texts[at].1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns at most `step` bytes per read, as a pipe or a slow device may.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn sized_digest_reads_to_the_end_whatever_the_read_sizes() {
+        use md5::Digest as _;
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let want = hex::encode(md5::Md5::digest(&data));
+        let alg = Algorithms {
+            md5: true,
+            ..Default::default()
+        };
+        let len = data.len() as u64;
+        // Short reads before the stat'ed size are not the end.
+        for (step, expected) in [(7, len), (100_000, len), (1 << 20, len), (7, u64::MAX)] {
+            let d = digest_sized(Trickle(&data, step), alg, expected).unwrap();
+            assert_eq!(d.md5.as_deref(), Some(want.as_str()), "step {step}");
+        }
+        // A file that grew since its stat is read to its end.
+        let d = digest_sized(&data[..], alg, 10).unwrap();
+        assert_eq!(d.md5.as_deref(), Some(want.as_str()));
+        // One that shrank ends where it ends.
+        let d = digest_sized(&data[..100], alg, len).unwrap();
+        assert_eq!(d.md5, Some(hex::encode(md5::Md5::digest(&data[..100]))));
     }
 }

@@ -19,12 +19,12 @@ pub mod items;
 pub mod walk;
 
 use items::{Algorithms, ContentError, FileItem, HitItem, SimpleItem};
-use riposte_ioc::eval::{evaluate, evaluate_host, Truth};
+use riposte_ioc::eval::{evaluate, evaluate_host, FileNecessity, Truth};
 use riposte_ioc::model::{Condition, ItemType};
 use riposte_ioc::yara::YaraRules;
 use riposte_ioc::{openioc, stix, Ioc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -412,6 +412,72 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// Runs a sweep: loads the indicators, collects items, walks the scope, and reports.
+/// Index from a file's size and name to the file indicators that may hold on it.
+struct Candidates {
+    by_size: HashMap<u64, Vec<usize>>,
+    by_name: HashMap<String, Vec<usize>>,
+    /// Constrained by both: the size index finds them, the name is checked after.
+    names_of: HashMap<usize, FileNecessity>,
+    always: Vec<usize>,
+}
+
+impl Candidates {
+    fn new(iocs: &[Loaded], file_iocs: &[usize]) -> Self {
+        let mut c = Candidates {
+            by_size: HashMap::new(),
+            by_name: HashMap::new(),
+            names_of: HashMap::new(),
+            always: Vec::new(),
+        };
+        for &i in file_iocs {
+            let need = FileNecessity::of(&iocs[i].ioc);
+            match (&need.sizes, &need.names) {
+                (Some(sizes), names) => {
+                    for s in sizes {
+                        c.by_size.entry(*s).or_default().push(i);
+                    }
+                    if names.is_some() {
+                        c.names_of.insert(i, need);
+                    }
+                }
+                (None, Some(names)) => {
+                    for n in names {
+                        c.by_name.entry(n.clone()).or_default().push(i);
+                    }
+                }
+                (None, None) => c.always.push(i),
+            }
+        }
+        c
+    }
+
+    /// The indicators to evaluate on a file, in load order.
+    fn for_file(&self, size: u64, path: &Path) -> Vec<usize> {
+        let mut out = self.always.clone();
+        let lower_name = || {
+            path.file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default()
+        };
+        if let Some(v) = self.by_size.get(&size) {
+            out.extend(v.iter().filter(|i| {
+                self.names_of
+                    .get(i)
+                    .is_none_or(|need| need.admits(size, lower_name))
+            }));
+        }
+        if !self.by_name.is_empty() {
+            if let Some(v) = self.by_name.get(&lower_name()) {
+                out.extend(v);
+            }
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+        }
+        out
+    }
+}
+
 pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let start = std::time::Instant::now();
     let (iocs, yara, warnings) = load(request)?;
@@ -493,6 +559,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             }
         }
     }
+    // Which indicators a file of a given size or name can still satisfy; the rest are
+    // false on it without evaluation (see `FileNecessity`).
+    let candidates = Candidates::new(&iocs, &file_iocs);
     let (roots, skip_dirs) = scope_roots(scope);
     let hits = Mutex::new(Vec::<Hit>::new());
     let unreadable = Mutex::new(Vec::<Unreadable>::new());
@@ -542,6 +611,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     p.files.fetch_add(1, Ordering::Relaxed);
                     p.bytes.fetch_add(meta.len(), Ordering::Relaxed);
                 }
+                let to_evaluate = candidates.for_file(meta.len(), path);
+                if to_evaluate.is_empty() && yara.is_empty() {
+                    return;
+                }
                 let device_path = walk::device_path(&scope.host_root, path);
                 let too_large = scope.max_file_size.is_some_and(|m| meta.len() > m);
                 let mut content: Option<Vec<u8>> = None;
@@ -550,7 +623,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     if too_large {
                         count_skip("content: larger than max file size");
                     } else {
-                        match std::fs::read(path) {
+                        match items::read_content(path) {
                             Ok(data) => {
                                 files_read.fetch_add(1, Ordering::Relaxed);
                                 bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -575,9 +648,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     max_size: scope.max_file_size,
                     content: content.as_deref(),
                     digests: None,
+                    texts: Vec::new(),
                 };
                 let mut local_hits = Vec::new();
-                for &i in &file_iocs {
+                for &i in &to_evaluate {
                     let l = &iocs[i];
                     let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
                     if ev.truth == Truth::Unknown {

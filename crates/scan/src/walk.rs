@@ -76,6 +76,11 @@ impl Excludes {
         Excludes(patterns.to_vec())
     }
 
+    /// No patterns: nothing is excluded (lets the walk skip building device paths).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Is this device path excluded?
     pub fn matches(&self, device_path: &str) -> bool {
         let name = device_path.rsplit('/').next().unwrap_or(device_path);
@@ -208,7 +213,9 @@ where
                                     on_skip(&path, SkipReason::PseudoFs);
                                     continue;
                                 }
-                                if cfg.excludes.matches(&device_path(cfg.host_root, &path)) {
+                                if !cfg.excludes.is_empty()
+                                    && cfg.excludes.matches(&device_path(cfg.host_root, &path))
+                                {
                                     on_skip(&path, SkipReason::Excluded);
                                     continue;
                                 }
@@ -227,7 +234,9 @@ where
                                 }
                                 subdirs.push((path, dev));
                             } else if ft.is_file() {
-                                if cfg.excludes.matches(&device_path(cfg.host_root, &path)) {
+                                if !cfg.excludes.is_empty()
+                                    && cfg.excludes.matches(&device_path(cfg.host_root, &path))
+                                {
                                     on_skip(&path, SkipReason::Excluded);
                                     continue;
                                 }

@@ -521,3 +521,107 @@ fn cli_exit_codes() {
     assert_eq!(run(&["/tmp", "--ioc", "/does/not/exist.ioc"]), 2);
     assert_eq!(run(&["/tmp", "--stix", hit.to_str().unwrap()]), 2);
 }
+
+/// Hash IOCs with sizes (what detections produce) hash only the files of those sizes,
+/// and name-constrained ones only the files of that name; the answer is unchanged.
+#[test]
+fn size_and_name_prefilter_reads_only_candidate_files() {
+    let d = device();
+    for i in 0..40 {
+        write(d.path(), &format!("data/f{i}.bin"), &vec![b'x'; 100 + i]);
+    }
+    // Same size as the payload, different content: read, hashed, not a hit.
+    write(d.path(), "data/decoy.bin", &vec![b'y'; EVIL.len()]);
+    let gen = ioc_from_detection(&Detection {
+        id: "gen-1".into(),
+        name: "generated".into(),
+        time: 1_700_000_000,
+        objects: vec![DetectedObject {
+            size: Some(EVIL.len() as u64),
+            sha256: Some(sha256_hex(EVIL)),
+            md5: Some(md5_hex(EVIL)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let by_name = ioc(
+        "named",
+        &and(&[
+            term("FileItem/FileName", "is", "string", "F7.BIN"),
+            term("FileItem/Md5sum", "is", "md5", &md5_hex(&[b'x'; 107])),
+        ]),
+    );
+    let run = |docs: Vec<IocDocument>| sweep(&request(d.path(), docs)).unwrap();
+    let gen_doc = IocDocument {
+        kind: DocumentKind::OpenIoc,
+        origin: "gen.ioc".into(),
+        text: gen,
+    };
+    let r = run(vec![gen_doc]);
+    assert_eq!(
+        hit_paths(&r, "gen-1"),
+        ["file /tmp/evil.bin", "file /var/cache/evil.bin"]
+    );
+    // Two payload copies and the decoy have the payload's size: three reads of 50 files.
+    assert_eq!(r.stats.files_read, 3, "{:?}", r.stats);
+    assert!(r.stats.files_seen >= 48, "{:?}", r.stats);
+    let r = run(vec![by_name]);
+    assert_eq!(hit_paths(&r, "named"), ["file /data/f7.bin"]);
+    assert_eq!(r.stats.files_read, 1, "{:?}", r.stats);
+}
+
+/// Reading a file's content for a hash must not change its access time.
+#[test]
+fn hashing_keeps_access_times() {
+    let d = device();
+    let f = d.path().join("tmp/evil.bin");
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    // atime older than mtime: under `relatime` a plain read would update it.
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_accessed(old))
+        .unwrap();
+    let r = sweep(&request(
+        d.path(),
+        vec![ioc(
+            "h",
+            &or(&[term("FileItem/Md5sum", "is", "md5", &md5_hex(EVIL))]),
+        )],
+    ))
+    .unwrap();
+    assert_eq!(
+        hit_paths(&r, "h"),
+        ["file /tmp/evil.bin", "file /var/cache/evil.bin"]
+    );
+    assert!(r.stats.files_read >= 2);
+    assert_eq!(std::fs::metadata(&f).unwrap().accessed().unwrap(), old);
+}
+
+#[test]
+fn relative_paths_are_the_current_directorys() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        scan: riposte_scan::cli::ScanArgs,
+    }
+    let args = Cli::parse_from(["scan", "--ioc", "x.ioc", "--", "some/dir", "/abs"]).scan;
+    let scope = riposte_scan::cli::scope_of(&args).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(scope.paths, [cwd.join("some/dir"), PathBuf::from("/abs")]);
+    // Under another device root, a relative path is the device's, from its `/`.
+    let args = Cli::parse_from([
+        "scan",
+        "--host-root",
+        "/mnt/img",
+        "--ioc",
+        "x.ioc",
+        "--",
+        "rel",
+    ])
+    .scan;
+    let scope = riposte_scan::cli::scope_of(&args).unwrap();
+    assert_eq!(scope.paths, [PathBuf::from("rel")]);
+}
