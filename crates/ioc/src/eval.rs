@@ -63,6 +63,19 @@ pub fn evaluate(ioc: &Ioc, item: &mut dyn Item, other: &dyn Fn(usize) -> Truth) 
     Evaluation { truth, matched }
 }
 
+/// Evaluates `ioc` on `item` as far as it can without the item's content: terms on
+/// content (hashes) are *unknown*. `False` or `True` here is the final answer; only an
+/// `Unknown` from an indicator with content terms means the content must be read. A
+/// sweep uses it to decide which files to queue for hashing.
+pub fn evaluate_without_content(
+    ioc: &Ioc,
+    item: &mut dyn Item,
+    other: &dyn Fn(usize) -> Truth,
+) -> Truth {
+    let mut matched = Vec::new();
+    eval_node_with(ioc, &ioc.root, item, other, &mut matched, false)
+}
+
 /// Evaluates a single term of `ioc` on `item` (which must be of the term's item type).
 pub fn eval_term(ioc: &Ioc, term: usize, item: &mut dyn Item) -> bool {
     let t = &ioc.terms[term];
@@ -77,11 +90,24 @@ fn eval_node(
     other: &dyn Fn(usize) -> Truth,
     matched: &mut Vec<usize>,
 ) -> Truth {
+    eval_node_with(ioc, node, item, other, matched, true)
+}
+
+fn eval_node_with(
+    ioc: &Ioc,
+    node: &Node,
+    item: &mut dyn Item,
+    other: &dyn Fn(usize) -> Truth,
+    matched: &mut Vec<usize>,
+    content: bool,
+) -> Truth {
     match node {
         Node::Unsupported(_) => Truth::Unknown,
         Node::Term(i) => {
             let t = &ioc.terms[*i];
-            let r = if t.field.item() == item.item_type() {
+            let r = if !content && t.field.needs_content() {
+                Truth::Unknown
+            } else if t.field.item() == item.item_type() {
                 Truth::from(eval_term(ioc, *i, item))
             } else {
                 other(*i)
@@ -98,7 +124,7 @@ fn eval_node(
             let mark = matched.len();
             let mut acc = Truth::True;
             for c in children {
-                match eval_node(ioc, c, item, other, matched) {
+                match eval_node_with(ioc, c, item, other, matched, content) {
                     Truth::False => {
                         matched.truncate(mark);
                         return Truth::False;
@@ -113,7 +139,7 @@ fn eval_node(
             let mut acc = Truth::False;
             for c in children {
                 let mark = matched.len();
-                match eval_node(ioc, c, item, other, matched) {
+                match eval_node_with(ioc, c, item, other, matched, content) {
                     Truth::True => return Truth::True,
                     Truth::Unknown => {
                         matched.truncate(mark);

@@ -587,6 +587,25 @@ pub struct Digests {
     sha256: Option<String>,
 }
 
+impl Digests {
+    /// Digests computed elsewhere (the multi-file lanes), hex.
+    pub fn new(md5: Option<String>, sha1: Option<String>, sha256: Option<String>) -> Self {
+        Digests { md5, sha1, sha256 }
+    }
+    /// MD5, hex, when computed.
+    pub fn md5(&self) -> Option<&str> {
+        self.md5.as_deref()
+    }
+    /// SHA-1, hex, when computed.
+    pub fn sha1(&self) -> Option<&str> {
+        self.sha1.as_deref()
+    }
+    /// SHA-256, hex, when computed.
+    pub fn sha256(&self) -> Option<&str> {
+        self.sha256.as_deref()
+    }
+}
+
 /// Why a file's content could not be examined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContentError {

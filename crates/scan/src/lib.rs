@@ -16,10 +16,13 @@
 
 pub mod cli;
 pub mod items;
+pub mod md5x16;
+pub mod multi;
 pub mod walk;
 
 use items::{Algorithms, ContentError, FileItem, HitItem, SimpleItem};
-use riposte_ioc::eval::{evaluate, evaluate_host, FileNecessity, Truth};
+use multi::Lanes;
+use riposte_ioc::eval::{evaluate, evaluate_host, evaluate_without_content, FileNecessity, Truth};
 use riposte_ioc::model::{Condition, ItemType};
 use riposte_ioc::yara::YaraRules;
 use riposte_ioc::{openioc, stix, Ioc};
@@ -412,6 +415,13 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// Runs a sweep: loads the indicators, collects items, walks the scope, and reports.
+/// A file waiting in the hashing lanes, with what its evaluation needs.
+struct LaneJob {
+    path: PathBuf,
+    meta: std::fs::Metadata,
+    to_evaluate: Vec<usize>,
+}
+
 /// Index from a file's size and name to the file indicators that may hold on it.
 struct Candidates {
     by_size: HashMap<u64, Vec<usize>>,
@@ -602,10 +612,111 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 .entry(reason.to_string())
                 .or_default() += 1;
         };
-        walk::walk(
+        // Evaluates the candidate indicators on one file whose content, if any was
+        // needed, has been read (YARA) or hashed (the lanes), and records the outcome.
+        let judge = |path: &Path,
+                     meta: &std::fs::Metadata,
+                     to_evaluate: &[usize],
+                     content: Option<Vec<u8>>,
+                     yara_hits: Vec<(usize, Vec<String>)>,
+                     digests: Option<Result<items::Digests, ContentError>>| {
+            let device_path = walk::device_path(&scope.host_root, path);
+            let mut item = FileItem {
+                host_path: path,
+                device_path: device_path.clone(),
+                meta,
+                names: &names,
+                algorithms: alg,
+                max_size: scope.max_file_size,
+                content: content.as_deref(),
+                digests,
+                texts: Vec::new(),
+            };
+            let mut local_hits = Vec::new();
+            for &i in to_evaluate {
+                let l = &iocs[i];
+                let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
+                if ev.truth == Truth::Unknown {
+                    saw_unknown[i].store(true, Ordering::Relaxed);
+                }
+                if ev.truth == Truth::True {
+                    for t in &ev.matched {
+                        if l.ioc.terms[*t].field.item() == ItemType::File {
+                            exists[i][*t].store(true, Ordering::Relaxed);
+                        }
+                    }
+                    local_hits.push(Hit {
+                        ioc_id: l.ioc.id.clone(),
+                        ioc_name: l.ioc.name.clone(),
+                        origin: l.origin.clone(),
+                        item: HitItem::File {
+                            path: device_path.clone(),
+                        },
+                        matched: matched_terms(&l.ioc, &ev.matched),
+                    });
+                }
+            }
+            match &item.digests {
+                Some(Ok(_)) if content.is_none() => {
+                    files_read.fetch_add(1, Ordering::Relaxed);
+                    bytes_read.fetch_add(meta.len(), Ordering::Relaxed);
+                }
+                Some(Err(ContentError::TooLarge)) => {
+                    count_skip("content: larger than max file size")
+                }
+                Some(Err(ContentError::Unreadable(e))) if content.is_none() => {
+                    note_unreadable(path, e.clone())
+                }
+                _ => {}
+            }
+            if let Some(p) = &request.progress {
+                if item.digests.is_some() || content.is_some() {
+                    p.read.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            for (i, rules) in yara_hits {
+                for rule in rules {
+                    local_hits.push(Hit {
+                        ioc_id: rule.clone(),
+                        ioc_name: rule.clone(),
+                        origin: yara[i].origin().to_string(),
+                        item: HitItem::File {
+                            path: device_path.clone(),
+                        },
+                        matched: vec![MatchedTerm {
+                            id: rule,
+                            search: "yara".into(),
+                            condition: "rule".into(),
+                            value: yara[i].origin().to_string(),
+                        }],
+                    });
+                }
+            }
+            if !local_hits.is_empty() {
+                hits.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(local_hits);
+            }
+        };
+        // Files whose indicators need their hashes and no YARA read: hashed sixteen at
+        // a time per thread (see `multi`), where the CPU allows.
+        let lanes_wanted = yara.is_empty() && alg.md5;
+        let from_lanes = |job: LaneJob, r: std::io::Result<items::Digests>| {
+            let digests = r.map_err(|e| ContentError::Unreadable(e.to_string()));
+            judge(
+                &job.path,
+                &job.meta,
+                &job.to_evaluate,
+                None,
+                Vec::new(),
+                Some(digests),
+            );
+        };
+        walk::walk_with(
             &roots,
             &cfg,
-            |path, meta| {
+            || lanes_wanted.then(|| Lanes::<LaneJob>::new(alg)).flatten(),
+            |lanes, path, meta| {
                 files_seen.fetch_add(1, Ordering::Relaxed);
                 if let Some(p) = &request.progress {
                     p.files.fetch_add(1, Ordering::Relaxed);
@@ -615,8 +726,35 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 if to_evaluate.is_empty() && yara.is_empty() {
                     return;
                 }
-                let device_path = walk::device_path(&scope.host_root, path);
                 let too_large = scope.max_file_size.is_some_and(|m| meta.len() > m);
+                if let Some(lanes) = lanes.as_mut().filter(|_| !too_large) {
+                    let mut item = FileItem {
+                        host_path: path,
+                        device_path: walk::device_path(&scope.host_root, path),
+                        meta,
+                        names: &names,
+                        algorithms: alg,
+                        max_size: scope.max_file_size,
+                        content: None,
+                        digests: None,
+                        texts: Vec::new(),
+                    };
+                    let needs_content = to_evaluate.iter().any(|&i| {
+                        let ioc = &iocs[i].ioc;
+                        ioc.fields().any(|f| f.needs_content())
+                            && evaluate_without_content(ioc, &mut item, &truth_of(i))
+                                == Truth::Unknown
+                    });
+                    if needs_content {
+                        let job = LaneJob {
+                            path: path.to_path_buf(),
+                            meta: meta.clone(),
+                            to_evaluate,
+                        };
+                        lanes.push(job, path, meta.len(), &mut |job, r| from_lanes(job, r));
+                        return;
+                    }
+                }
                 let mut content: Option<Vec<u8>> = None;
                 let mut yara_hits: Vec<(usize, Vec<String>)> = Vec::new();
                 if !yara.is_empty() {
@@ -639,81 +777,11 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         }
                     }
                 }
-                let mut item = FileItem {
-                    host_path: path,
-                    device_path: device_path.clone(),
-                    meta,
-                    names: &names,
-                    algorithms: alg,
-                    max_size: scope.max_file_size,
-                    content: content.as_deref(),
-                    digests: None,
-                    texts: Vec::new(),
-                };
-                let mut local_hits = Vec::new();
-                for &i in &to_evaluate {
-                    let l = &iocs[i];
-                    let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
-                    if ev.truth == Truth::Unknown {
-                        saw_unknown[i].store(true, Ordering::Relaxed);
-                    }
-                    if ev.truth == Truth::True {
-                        for t in &ev.matched {
-                            if l.ioc.terms[*t].field.item() == ItemType::File {
-                                exists[i][*t].store(true, Ordering::Relaxed);
-                            }
-                        }
-                        local_hits.push(Hit {
-                            ioc_id: l.ioc.id.clone(),
-                            ioc_name: l.ioc.name.clone(),
-                            origin: l.origin.clone(),
-                            item: HitItem::File {
-                                path: device_path.clone(),
-                            },
-                            matched: matched_terms(&l.ioc, &ev.matched),
-                        });
-                    }
-                }
-                match &item.digests {
-                    Some(Ok(_)) if content.is_none() => {
-                        files_read.fetch_add(1, Ordering::Relaxed);
-                        bytes_read.fetch_add(meta.len(), Ordering::Relaxed);
-                    }
-                    Some(Err(ContentError::TooLarge)) => {
-                        count_skip("content: larger than max file size")
-                    }
-                    Some(Err(ContentError::Unreadable(e))) if content.is_none() => {
-                        note_unreadable(path, e.clone())
-                    }
-                    _ => {}
-                }
-                if let Some(p) = &request.progress {
-                    if item.digests.is_some() || content.is_some() {
-                        p.read.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                for (i, rules) in yara_hits {
-                    for rule in rules {
-                        local_hits.push(Hit {
-                            ioc_id: rule.clone(),
-                            ioc_name: rule.clone(),
-                            origin: yara[i].origin().to_string(),
-                            item: HitItem::File {
-                                path: device_path.clone(),
-                            },
-                            matched: vec![MatchedTerm {
-                                id: rule,
-                                search: "yara".into(),
-                                condition: "rule".into(),
-                                value: yara[i].origin().to_string(),
-                            }],
-                        });
-                    }
-                }
-                if !local_hits.is_empty() {
-                    hits.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend(local_hits);
+                judge(path, meta, &to_evaluate, content, yara_hits, None);
+            },
+            |lanes| {
+                if let Some(mut lanes) = lanes {
+                    lanes.flush(&mut |job, r| from_lanes(job, r));
                 }
             },
             |_, reason| count_skip(skip_name(reason)),

@@ -139,11 +139,36 @@ where
     S: Fn(&Path, SkipReason) + Sync,
     E: Fn(&Path, &std::io::Error) + Sync,
 {
-    struct Queue {
-        dirs: Vec<(PathBuf, u64)>,
-        busy: usize,
-    }
-    let queue = Mutex::new(Queue {
+    walk_with(
+        roots,
+        cfg,
+        || (),
+        |_, path, meta| on_file(path, meta),
+        |_| {},
+        on_skip,
+        on_error,
+    )
+}
+
+/// As [`walk`], with state per worker thread: `start` makes it, `on_file` gets it with
+/// each file, and `finish` gets it when the worker has no directory left. The sweep
+/// keeps its multi-file hashing lanes there.
+pub fn walk_with<W, I, F, D, S, E>(
+    roots: &[PathBuf],
+    cfg: &WalkConfig,
+    start: I,
+    on_file: F,
+    finish: D,
+    on_skip: S,
+    on_error: E,
+) where
+    I: Fn() -> W + Sync,
+    F: Fn(&mut W, &Path, &Metadata) + Sync,
+    D: Fn(W) + Sync,
+    S: Fn(&Path, SkipReason) + Sync,
+    E: Fn(&Path, &std::io::Error) + Sync,
+{
+    let queue: DirQueue = Mutex::new(Queue {
         dirs: Vec::new(),
         busy: 0,
     });
@@ -157,7 +182,9 @@ where
                 .push((root.clone(), m.dev())),
             Ok(m) if m.is_file() => {
                 if !cfg.excludes.matches(&device_path(cfg.host_root, root)) {
-                    on_file(root, &m)
+                    let mut w = start();
+                    on_file(&mut w, root, &m);
+                    finish(w);
                 }
             }
             Ok(_) => on_skip(root, SkipReason::NotRegular),
@@ -167,99 +194,127 @@ where
     let threads = cfg.threads.max(1);
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| loop {
-                let (dir, dev) = {
-                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                    loop {
-                        if cfg.cancel.load(Ordering::Relaxed) {
-                            q.dirs.clear();
-                        }
-                        if let Some(d) = q.dirs.pop() {
-                            q.busy += 1;
-                            break d;
-                        }
-                        if q.busy == 0 {
-                            cv.notify_all();
-                            return;
-                        }
-                        q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
+            s.spawn(|| {
+                let mut worker = start();
+                walk_worker(&queue, &cv, cfg, &mut worker, &on_file, &on_skip, &on_error);
+                finish(worker);
+            });
+        }
+    });
+}
+
+type DirQueue = Mutex<Queue>;
+
+struct Queue {
+    dirs: Vec<(PathBuf, u64)>,
+    busy: usize,
+}
+
+/// One worker: pops directories until none is left and none is being listed.
+fn walk_worker<W, F, S, E>(
+    queue: &DirQueue,
+    cv: &Condvar,
+    cfg: &WalkConfig,
+    worker: &mut W,
+    on_file: &F,
+    on_skip: &S,
+    on_error: &E,
+) where
+    F: Fn(&mut W, &Path, &Metadata) + Sync,
+    S: Fn(&Path, SkipReason) + Sync,
+    E: Fn(&Path, &std::io::Error) + Sync,
+{
+    loop {
+        let (dir, dev) = {
+            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if cfg.cancel.load(Ordering::Relaxed) {
+                    q.dirs.clear();
+                }
+                if let Some(d) = q.dirs.pop() {
+                    q.busy += 1;
+                    break d;
+                }
+                if q.busy == 0 {
+                    cv.notify_all();
+                    return;
+                }
+                q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let mut subdirs = Vec::new();
+        match std::fs::read_dir(&dir) {
+            Err(e) => on_error(&dir, &e),
+            Ok(rd) => {
+                for entry in rd {
+                    if cfg.cancel.load(Ordering::Relaxed) {
+                        break;
                     }
-                };
-                let mut subdirs = Vec::new();
-                match std::fs::read_dir(&dir) {
-                    Err(e) => on_error(&dir, &e),
-                    Ok(rd) => {
-                        for entry in rd {
-                            if cfg.cancel.load(Ordering::Relaxed) {
-                                break;
-                            }
-                            let entry = match entry {
-                                Ok(e) => e,
-                                Err(e) => {
-                                    on_error(&dir, &e);
+                    let entry = match entry {
+                        Ok(e) => e,
+                        Err(e) => {
+                            on_error(&dir, &e);
+                            continue;
+                        }
+                    };
+                    let path = entry.path();
+                    let ft = match entry.file_type() {
+                        Ok(t) => t,
+                        Err(e) => {
+                            on_error(&path, &e);
+                            continue;
+                        }
+                    };
+                    if ft.is_dir() {
+                        if cfg.skip_dirs.iter().any(|s| s == &path) {
+                            on_skip(&path, SkipReason::PseudoFs);
+                            continue;
+                        }
+                        if !cfg.excludes.is_empty()
+                            && cfg.excludes.matches(&device_path(cfg.host_root, &path))
+                        {
+                            on_skip(&path, SkipReason::Excluded);
+                            continue;
+                        }
+                        if cfg.one_file_system {
+                            match entry.metadata() {
+                                Ok(m) if m.dev() != dev => {
+                                    on_skip(&path, SkipReason::OtherFs);
                                     continue;
                                 }
-                            };
-                            let path = entry.path();
-                            let ft = match entry.file_type() {
-                                Ok(t) => t,
+                                Ok(_) => {}
                                 Err(e) => {
                                     on_error(&path, &e);
                                     continue;
                                 }
-                            };
-                            if ft.is_dir() {
-                                if cfg.skip_dirs.iter().any(|s| s == &path) {
-                                    on_skip(&path, SkipReason::PseudoFs);
-                                    continue;
-                                }
-                                if !cfg.excludes.is_empty()
-                                    && cfg.excludes.matches(&device_path(cfg.host_root, &path))
-                                {
-                                    on_skip(&path, SkipReason::Excluded);
-                                    continue;
-                                }
-                                if cfg.one_file_system {
-                                    match entry.metadata() {
-                                        Ok(m) if m.dev() != dev => {
-                                            on_skip(&path, SkipReason::OtherFs);
-                                            continue;
-                                        }
-                                        Ok(_) => {}
-                                        Err(e) => {
-                                            on_error(&path, &e);
-                                            continue;
-                                        }
-                                    }
-                                }
-                                subdirs.push((path, dev));
-                            } else if ft.is_file() {
-                                if !cfg.excludes.is_empty()
-                                    && cfg.excludes.matches(&device_path(cfg.host_root, &path))
-                                {
-                                    on_skip(&path, SkipReason::Excluded);
-                                    continue;
-                                }
-                                match entry.metadata() {
-                                    Ok(m) => on_file(&path, &m),
-                                    Err(e) => on_error(&path, &e),
-                                }
-                            } else {
-                                on_skip(&path, SkipReason::NotRegular);
                             }
                         }
+                        subdirs.push((path, dev));
+                    } else if ft.is_file() {
+                        if !cfg.excludes.is_empty()
+                            && cfg.excludes.matches(&device_path(cfg.host_root, &path))
+                        {
+                            on_skip(&path, SkipReason::Excluded);
+                            continue;
+                        }
+                        match entry.metadata() {
+                            Ok(m) => on_file(worker, &path, &m),
+                            Err(e) => on_error(&path, &e),
+                        }
+                    } else {
+                        on_skip(&path, SkipReason::NotRegular);
                     }
                 }
-                let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                q.busy -= 1;
-                let n = subdirs.len();
-                q.dirs.extend(subdirs);
-                if n > 0 || q.busy == 0 {
-                    cv.notify_all();
-                }
-            });
+            }
         }
-    });
+        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.busy -= 1;
+        let n = subdirs.len();
+        q.dirs.extend(subdirs);
+        if n > 0 || q.busy == 0 {
+            cv.notify_all();
+        }
+    }
 }
 
 /// Mount points (host paths) under `host_root` whose type is in `types`, from

@@ -625,3 +625,66 @@ fn relative_paths_are_the_current_directorys() {
     let scope = riposte_scan::cli::scope_of(&args).unwrap();
     assert_eq!(scope.paths, [PathBuf::from("rel")]);
 }
+
+/// Many files hashed together (sixteen lanes per thread where the CPU has AVX-512):
+/// exactly the planted ones match, and a cheap term that fails keeps a file unread.
+#[test]
+fn hash_only_sweep_over_many_files() {
+    let d = device();
+    let mut wanted_md5 = Vec::new();
+    let mut wanted_sha = Vec::new();
+    for i in 0..300usize {
+        let size = (i * 7919) % 150_000;
+        let data: Vec<u8> = (0..size).map(|j| (j * 31 + i) as u8).collect();
+        let rel = format!("bulk/d{}/f{i}.dat", i % 7);
+        write(d.path(), &rel, &data);
+        if i % 50 == 3 {
+            wanted_md5.push((format!("file /{rel}"), md5_hex(&data)));
+        }
+        if i % 70 == 5 {
+            wanted_sha.push((format!("file /{rel}"), sha256_hex(&data)));
+        }
+    }
+    let md5_terms: Vec<String> = wanted_md5
+        .iter()
+        .map(|(_, h)| term("FileItem/Md5sum", "is", "md5", h))
+        .collect();
+    let sha_terms: Vec<String> = wanted_sha
+        .iter()
+        .map(|(_, h)| term("FileItem/Sha256sum", "is", "sha256", h))
+        .collect();
+    // Only files under /bulk/d3 may match: the others are never read.
+    let scoped = and(&[
+        term("FileItem/FullPath", "contains", "string", "/bulk/d3/"),
+        or(&md5_terms),
+    ]);
+    let r = sweep(&request(
+        d.path(),
+        vec![
+            ioc("md5s", &or(&md5_terms)),
+            ioc("shas", &or(&sha_terms)),
+            ioc("scoped", &scoped),
+        ],
+    ))
+    .unwrap();
+    let mut want: Vec<String> = wanted_md5.iter().map(|(p, _)| p.clone()).collect();
+    want.sort();
+    assert_eq!(hit_paths(&r, "md5s"), want);
+    let mut want: Vec<String> = wanted_sha.iter().map(|(p, _)| p.clone()).collect();
+    want.sort();
+    assert_eq!(hit_paths(&r, "shas"), want);
+    let want: Vec<String> = wanted_md5
+        .iter()
+        .map(|(p, _)| p.clone())
+        .filter(|p| p.contains("/bulk/d3/"))
+        .collect();
+    assert_eq!(hit_paths(&r, "scoped"), want);
+    // Every file is hashed once, for all three indicators together.
+    assert_eq!(r.stats.files_read, r.stats.files_seen, "{:?}", r.stats);
+
+    // With only the scoped indicator, only the files under /bulk/d3 are read.
+    let r = sweep(&request(d.path(), vec![ioc("scoped", &scoped)])).unwrap();
+    assert_eq!(hit_paths(&r, "scoped"), want);
+    let in_d3 = (0..300).filter(|i| i % 7 == 3).count() as u64;
+    assert_eq!(r.stats.files_read, in_d3, "{:?}", r.stats);
+}
