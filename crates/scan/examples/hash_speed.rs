@@ -2,10 +2,19 @@
 //! sweep uses. `bench/sweep.sh` uses it for the hashing limit of the machine.
 //!
 //! `cargo run --release -p riposte-scan --example hash_speed [MB]`
+//! `cargo run --release -p riposte-scan --example hash_speed -- --read-tree DIR`: the
+//! I/O floor of a content sweep: the sweep's own walk and reads, every file, no hashing.
 
 use std::time::Instant;
 
 fn main() {
+    if let Some(dir) = std::env::args()
+        .nth(1)
+        .filter(|a| a == "--read-tree")
+        .and(std::env::args().nth(2))
+    {
+        return read_tree(&dir);
+    }
     let mb: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -44,8 +53,7 @@ fn main() {
             let per_lane = d.len() / LANES / 64 * 64;
             let offsets: [i32; LANES] = std::array::from_fn(|l| (l * per_lane) as i32);
             let mut state = INIT;
-            // SAFETY: AVX-512F is available; each lane reads inside `d`.
-            unsafe { compress(&mut state, d.as_ptr(), &offsets, per_lane / 64) };
+            compress(&mut state, d, &offsets, per_lane / 64);
             state[0][0] as usize
         });
     }
@@ -59,4 +67,48 @@ fn main() {
         d.chunks(256 << 10).for_each(|c| h.update(c));
         h.finalize()[0] as usize
     });
+}
+
+/// Walks `dir` on all cores as the sweep does and reads every file once.
+fn read_tree(dir: &str) {
+    use riposte_scan::walk::{walk, Excludes, WalkConfig};
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let cancel = AtomicBool::new(false);
+    let excludes = Excludes::default();
+    let cfg = WalkConfig {
+        host_root: std::path::Path::new("/"),
+        excludes: &excludes,
+        skip_dirs: &[],
+        one_file_system: false,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        cancel: &cancel,
+    };
+    let bytes = AtomicU64::new(0);
+    let t = Instant::now();
+    walk(
+        &[std::path::PathBuf::from(dir)],
+        &cfg,
+        |path, _| {
+            thread_local! {
+                static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
+            }
+            let Ok(mut f) = riposte_scan::items::open_content(path) else {
+                return;
+            };
+            BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                while let Ok(n @ 1..) = f.read(&mut b) {
+                    bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        },
+        |_, _| {},
+        |_, _| {},
+    );
+    println!(
+        "read {} MB in {:.3} s",
+        bytes.load(Ordering::Relaxed) / 1_000_000,
+        t.elapsed().as_secs_f64()
+    );
 }

@@ -676,20 +676,40 @@ fn digest_with(
     })
 }
 
-/// Opens a file to read its content without updating its access time: a sweep must
-/// not change what `FileItem/Accessed` indicators and investigators later look at.
-/// `O_NOATIME` is refused (EPERM) on files the caller does not own unless it has
-/// CAP_FOWNER; such files are opened normally.
+/// Opens a file the walk found to be regular, to read its content.
+///
+/// * Without updating its access time (`O_NOATIME`): a sweep must not change what
+///   `FileItem/Accessed` indicators and investigators later look at. The kernel refuses
+///   it (EPERM) on files the caller does not own unless it has CAP_FOWNER; those are
+///   opened normally.
+/// * Without following a symbolic link, and without blocking, then checked to be a
+///   regular file: between the walk's stat and this open the path may have been
+///   replaced, and a link to `/dev/zero` or a FIFO must not hang or flood the sweep.
 pub fn open_content(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
+    let open = |extra: libc::c_int| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | extra)
+            .open(path)
+    };
+    let file = match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         other => other,
     }
+    .map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            std::io::Error::other("replaced by a symbolic link during the sweep (not followed)")
+        } else {
+            e
+        }
+    })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "no longer a regular file (replaced during the sweep)",
+        ));
+    }
+    Ok(file)
 }
 
 /// Reads a whole file (for YARA), as [`open_content`] opens it.
@@ -828,6 +848,27 @@ mod tests {
             self.0 = &self.0[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn content_is_opened_only_from_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"data").unwrap();
+        assert!(open_content(&file).is_ok());
+        // A path swapped for a link to a device, or for a FIFO with no writer (which a
+        // plain open would wait on forever), is refused at once.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let e = open_content(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_content(&fifo).unwrap_err();
+        assert!(e.to_string().contains("regular file"), "{e}");
+        assert!(open_content(dir.path()).is_err());
     }
 
     #[test]

@@ -5,9 +5,13 @@
 //! YARA), works out which item types, fields and hash algorithms they need, and then:
 //!
 //! * collects processes, sockets, users, services, host info and hosts entries once;
-//! * walks the file scope in parallel on all cores, evaluating cheap terms (path, name,
-//!   size, times) first and reading a file only when a remaining term needs its
-//!   content — once, for all hash algorithms and YARA rule sets together;
+//! * walks the file scope in parallel on all cores; looks up each file's size and name
+//!   in an index of what each indicator can accept (`FileNecessity`), so hash IOCs
+//!   with sizes cost one stat per file; evaluates cheap terms (path, name, size, times)
+//!   first and reads a file only when a remaining term needs its content — once, for
+//!   all hash algorithms and YARA rule sets together;
+//! * hashes MD5 sixteen files at a time per thread where the CPU has AVX-512
+//!   ([`multi`], [`md5x16`]): one MD5 stream cannot use a core's width;
 //! * reports per indicator a verdict (hit, no match, or undetermined when unsupported
 //!   terms could change the outcome) and the unsupported terms by id.
 //!

@@ -37,14 +37,41 @@ pub fn available() -> bool {
 }
 
 /// Runs `blocks` 64-byte blocks of every lane through MD5's compression function.
-/// Lane `l` reads its blocks at `base + offsets[l]`, `base + offsets[l] + 64`, …
+/// Lane `l` reads its blocks from `arena[offsets[l]..offsets[l] + blocks * 64]`.
+///
+/// # Panics
+/// Where [`available`] is false, or a lane's range is outside `arena` (both are the
+/// caller's bugs, not input errors).
+pub fn compress(state: &mut State, arena: &[u8], offsets: &[i32; LANES], blocks: usize) {
+    assert!(
+        i32::try_from(arena.len()).is_ok(),
+        "arena too large for 32-bit offsets"
+    );
+    for &o in offsets {
+        let end = usize::try_from(o)
+            .ok()
+            .and_then(|o| o.checked_add(blocks * 64));
+        assert!(
+            end.is_some_and(|e| e <= arena.len()),
+            "lane outside the arena"
+        );
+    }
+    assert!(available(), "md5x16::compress without AVX-512F");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512F, and every lane's range lies inside `arena`.
+    unsafe {
+        kernel(state, arena.as_ptr(), offsets, blocks)
+    }
+}
+
+/// The AVX-512 body of [`compress`].
 ///
 /// # Safety
-/// [`available`] must be true, and for every lane the `blocks * 64` bytes from
-/// `base + offsets[l]` must lie inside one allocation that `base` points into.
+/// AVX-512F must be available, and for every lane the `blocks * 64` bytes from
+/// `base + offsets[l]` must be readable.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn compress(state: &mut State, base: *const u8, offsets: &[i32; LANES], blocks: usize) {
+unsafe fn kernel(state: &mut State, base: *const u8, offsets: &[i32; LANES], blocks: usize) {
     use std::arch::x86_64::*;
     // SAFETY (whole function): loads and stores are unaligned ones of our own arrays;
     // gathers read only the ranges the caller vouches for.
@@ -224,7 +251,7 @@ mod tests {
                 }
             }
             let offsets: [i32; LANES] = std::array::from_fn(|l| (l * 64) as i32);
-            unsafe { compress(&mut state, arena.as_ptr(), &offsets, 1) };
+            compress(&mut state, &arena, &offsets, 1);
             for (l, p) in padded.iter().enumerate() {
                 if blk + 1 == p.len() / 64 {
                     done[l] = digest(&state, l);
@@ -232,6 +259,15 @@ mod tests {
             }
         }
         done
+    }
+
+    #[test]
+    #[should_panic(expected = "lane outside the arena")]
+    fn a_lane_outside_the_arena_is_refused() {
+        let arena = vec![0u8; LANES * 64];
+        let mut offsets = [0i32; LANES];
+        offsets[3] = (LANES * 64 - 32) as i32;
+        compress(&mut INIT.clone(), &arena, &offsets, 1);
     }
 
     #[test]

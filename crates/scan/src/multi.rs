@@ -124,11 +124,10 @@ impl<J> Lanes<J> {
             let start = self.lanes[l].as_ref().map_or(0, |lane| lane.start);
             (l * STRIDE + start) as i32
         });
-        // SAFETY: `new` checked the CPU. Every lane reads `blocks * 64` bytes from its
-        // offset: an active lane holds at least that much unconsumed data inside its
-        // stride; an idle one reads from its stride's start, and `blocks * 64` never
-        // exceeds a stride (a lane never holds more than WINDOW + 128 bytes).
-        unsafe { md5x16::compress(&mut self.state, self.arena.as_ptr(), &offsets, blocks) };
+        // Every lane stays inside its stride: an active lane holds at least `blocks * 64`
+        // unconsumed bytes there; an idle one reads from its stride's start, and a lane
+        // never holds more than a stride.
+        md5x16::compress(&mut self.state, &self.arena, &offsets, blocks);
         for l in 0..LANES {
             let finished = match &mut self.lanes[l] {
                 Some(lane) => {
