@@ -25,7 +25,7 @@ pub mod multi;
 pub mod walk;
 
 use items::{Algorithms, ContentError, FileItem, HitItem, SimpleItem};
-use multi::Lanes;
+use multi::{Lanes, Source};
 use riposte_ioc::eval::{evaluate, evaluate_host, evaluate_without_content, FileNecessity, Truth};
 use riposte_ioc::model::{Condition, ItemType};
 use riposte_ioc::yara::YaraRules;
@@ -424,6 +424,10 @@ struct LaneJob {
     path: PathBuf,
     meta: std::fs::Metadata,
     to_evaluate: Vec<usize>,
+    /// YARA matches, when the rules read the file first.
+    yara_hits: Vec<(usize, Vec<String>)>,
+    /// The YARA read already counted this file as read.
+    counted: bool,
 }
 
 /// Index from a file's size and name to the file indicators that may hold on it.
@@ -623,7 +627,11 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                      to_evaluate: &[usize],
                      content: Option<Vec<u8>>,
                      yara_hits: Vec<(usize, Vec<String>)>,
-                     digests: Option<Result<items::Digests, ContentError>>| {
+                     digests: Option<Result<items::Digests, ContentError>>,
+                     counted: bool| {
+            // `counted`: the read was already counted (and any error noted) by the
+            // YARA read that supplied the bytes.
+            let counted = counted || content.is_some();
             let device_path = walk::device_path(&scope.host_root, path);
             let mut item = FileItem {
                 host_path: path,
@@ -661,20 +669,20 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 }
             }
             match &item.digests {
-                Some(Ok(_)) if content.is_none() => {
+                Some(Ok(_)) if !counted => {
                     files_read.fetch_add(1, Ordering::Relaxed);
                     bytes_read.fetch_add(meta.len(), Ordering::Relaxed);
                 }
                 Some(Err(ContentError::TooLarge)) => {
                     count_skip("content: larger than max file size")
                 }
-                Some(Err(ContentError::Unreadable(e))) if content.is_none() => {
+                Some(Err(ContentError::Unreadable(e))) if !counted => {
                     note_unreadable(path, e.clone())
                 }
                 _ => {}
             }
             if let Some(p) = &request.progress {
-                if item.digests.is_some() || content.is_some() {
+                if item.digests.is_some() || counted {
                     p.read.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -704,7 +712,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         };
         // Files whose indicators need their hashes and no YARA read: hashed sixteen at
         // a time per thread (see `multi`), where the CPU allows.
-        let lanes_wanted = yara.is_empty() && alg.md5;
+        let lanes_wanted = alg.md5;
         let from_lanes = |job: LaneJob, r: std::io::Result<items::Digests>| {
             let digests = r.map_err(|e| ContentError::Unreadable(e.to_string()));
             judge(
@@ -712,8 +720,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 &job.meta,
                 &job.to_evaluate,
                 None,
-                Vec::new(),
+                job.yara_hits,
                 Some(digests),
+                job.counted,
             );
         };
         walk::walk_with(
@@ -731,34 +740,27 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     return;
                 }
                 let too_large = scope.max_file_size.is_some_and(|m| meta.len() > m);
-                if let Some(lanes) = lanes.as_mut().filter(|_| !too_large) {
-                    let mut item = FileItem {
-                        host_path: path,
-                        device_path: walk::device_path(&scope.host_root, path),
-                        meta,
-                        names: &names,
-                        algorithms: alg,
-                        max_size: scope.max_file_size,
-                        content: None,
-                        digests: None,
-                        texts: Vec::new(),
-                    };
-                    let needs_content = to_evaluate.iter().any(|&i| {
+                // Do the hash indicators need this file's digests? (Only asked where
+                // the lanes would hash them; elsewhere the item computes them lazily.)
+                let to_lanes = lanes.is_some()
+                    && !too_large
+                    && to_evaluate.iter().any(|&i| {
                         let ioc = &iocs[i].ioc;
+                        let mut item = FileItem {
+                            host_path: path,
+                            device_path: walk::device_path(&scope.host_root, path),
+                            meta,
+                            names: &names,
+                            algorithms: alg,
+                            max_size: scope.max_file_size,
+                            content: None,
+                            digests: None,
+                            texts: Vec::new(),
+                        };
                         ioc.fields().any(|f| f.needs_content())
                             && evaluate_without_content(ioc, &mut item, &truth_of(i))
                                 == Truth::Unknown
                     });
-                    if needs_content {
-                        let job = LaneJob {
-                            path: path.to_path_buf(),
-                            meta: meta.clone(),
-                            to_evaluate,
-                        };
-                        lanes.push(job, path, meta.len(), &mut |job, r| from_lanes(job, r));
-                        return;
-                    }
-                }
                 let mut content: Option<Vec<u8>> = None;
                 let mut yara_hits: Vec<(usize, Vec<String>)> = Vec::new();
                 if !yara.is_empty() {
@@ -781,7 +783,36 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         }
                     }
                 }
-                judge(path, meta, &to_evaluate, content, yara_hits, None);
+                if let Some(lanes) = lanes.as_mut().filter(|_| to_lanes) {
+                    let counted = content.is_some();
+                    let job = LaneJob {
+                        path: path.to_path_buf(),
+                        meta: meta.clone(),
+                        to_evaluate,
+                        yara_hits,
+                        counted,
+                    };
+                    let source = match content {
+                        // YARA has read it: hash those bytes, do not read again.
+                        Some(data) => Source::Memory(data),
+                        None if !yara.is_empty() => {
+                            // YARA could not read it either: judged without content.
+                            let LaneJob {
+                                to_evaluate,
+                                yara_hits,
+                                ..
+                            } = job;
+                            return judge(path, meta, &to_evaluate, None, yara_hits, None, true);
+                        }
+                        None => match items::open_content(path) {
+                            Ok(f) => Source::File(f),
+                            Err(e) => return from_lanes(job, Err(e)),
+                        },
+                    };
+                    lanes.push(job, source, meta.len(), &mut |job, r| from_lanes(job, r));
+                    return;
+                }
+                judge(path, meta, &to_evaluate, content, yara_hits, None, false);
             },
             |lanes| {
                 if let Some(mut lanes) = lanes {

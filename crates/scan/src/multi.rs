@@ -6,22 +6,44 @@
 //! shortest one holds. A file's last partial block is padded in place, and when its
 //! lane has consumed it, the file's digests go to the caller's `done` callback with the
 //! job it was pushed with. SHA-1 and SHA-256, when also wanted, are updated from the
-//! same reads, so a file is still read once.
+//! same reads, so a file is still read once; bytes YARA has already read are hashed from
+//! memory.
 
-use crate::items::{open_content, Algorithms, Digests};
+use crate::items::{Algorithms, Digests};
 use crate::md5x16::{self, LANES};
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
 
 /// Bytes of file data a lane holds between refills.
 const WINDOW: usize = 64 * 1024;
 /// Distance between lanes in the arena: a window plus room for two padding blocks.
 const STRIDE: usize = WINDOW + 128;
 
+/// Where a lane's bytes come from.
+pub enum Source {
+    /// A file opened for reading (see [`crate::items::open_content`]).
+    File(File),
+    /// Bytes already in memory (read whole for YARA): hashed without a second read.
+    Memory(Vec<u8>),
+}
+
+enum Reader {
+    File(File),
+    Memory(std::io::Cursor<Vec<u8>>),
+}
+
+impl Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Reader::File(f) => f.read(buf),
+            Reader::Memory(c) => c.read(buf),
+        }
+    }
+}
+
 struct Lane<J> {
     job: J,
-    file: File,
+    file: Reader,
     /// The size at stat time: a short read at or past it is the end (see
     /// [`crate::items::digest_sized`]).
     expected: u64,
@@ -58,18 +80,18 @@ impl<J> Lanes<J> {
         })
     }
 
-    /// Adds a file; calls `done` for any files that complete meanwhile. A file that
-    /// cannot be opened completes at once with the error.
+    /// Adds a file whose size was `expected` at its stat; calls `done` for any files
+    /// that complete meanwhile.
     pub fn push(
         &mut self,
         job: J,
-        path: &Path,
+        source: Source,
         expected: u64,
         done: &mut dyn FnMut(J, std::io::Result<Digests>),
     ) {
-        let file = match open_content(path) {
-            Ok(f) => f,
-            Err(e) => return done(job, Err(e)),
+        let file = match source {
+            Source::File(f) => Reader::File(f),
+            Source::Memory(v) => Reader::Memory(std::io::Cursor::new(v)),
         };
         while !self.lanes.iter().any(Option::is_none) {
             self.pump(done);
@@ -238,14 +260,15 @@ mod tests {
         let mut got: Vec<Option<Digests>> = vec![None; sizes.len()];
         let mut done = |i: usize, d: std::io::Result<Digests>| got[i] = Some(d.unwrap());
         for (i, &n) in sizes.iter().enumerate() {
-            lanes.push(i, &dir.path().join(i.to_string()), n as u64, &mut done);
+            let path = dir.path().join(i.to_string());
+            // Every third file comes from memory (as after a YARA read).
+            let source = if i % 3 == 0 {
+                Source::Memory(std::fs::read(&path).unwrap())
+            } else {
+                Source::File(crate::items::open_content(&path).unwrap())
+            };
+            lanes.push(i, source, n as u64, &mut done);
         }
-        // A file that is missing completes with its error, not a digest.
-        let mut missing = None;
-        lanes.push(usize::MAX, &dir.path().join("absent"), 1, &mut |i, d| {
-            missing = Some((i, d.is_err()))
-        });
-        assert_eq!(missing, Some((usize::MAX, true)));
         lanes.flush(&mut done);
         for (i, w) in want.iter().enumerate() {
             let d = got[i]

@@ -682,6 +682,35 @@ fn hash_only_sweep_over_many_files() {
     // Every file is hashed once, for all three indicators together.
     assert_eq!(r.stats.files_read, r.stats.files_seen, "{:?}", r.stats);
 
+    // With YARA rules too, the bytes YARA read are the ones hashed: same hits, each
+    // file read (and counted) once.
+    let rule = IocDocument {
+        kind: DocumentKind::Yara,
+        origin: "r.yar".into(),
+        text: "rule planted { strings: $a = \"planted malware\" condition: $a }".into(),
+    };
+    let with_yara = sweep(&request(
+        d.path(),
+        vec![
+            ioc("md5s", &or(&md5_terms)),
+            ioc("shas", &or(&sha_terms)),
+            ioc("scoped", &scoped),
+            rule,
+        ],
+    ))
+    .unwrap();
+    for id in ["md5s", "shas", "scoped"] {
+        assert_eq!(hit_paths(&with_yara, id), hit_paths(&r, id), "{id}");
+    }
+    assert_eq!(
+        hit_paths(&with_yara, "planted"),
+        ["file /tmp/evil.bin", "file /var/cache/evil.bin"]
+    );
+    assert_eq!(
+        (with_yara.stats.files_read, with_yara.stats.bytes_read),
+        (r.stats.files_read, r.stats.bytes_read)
+    );
+
     // With only the scoped indicator, only the files under /bulk/d3 are read.
     let r = sweep(&request(d.path(), vec![ioc("scoped", &scoped)])).unwrap();
     assert_eq!(hit_paths(&r, "scoped"), want);
