@@ -815,7 +815,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 judge(path, meta, &to_evaluate, content, yara_hits, None, false);
             },
             |lanes| {
-                if let Some(mut lanes) = lanes {
+                // A cancelled sweep leaves the files in flight unjudged (it reports
+                // itself cancelled) rather than finish hashing up to sixteen of them.
+                if let Some(mut lanes) = lanes.filter(|_| !request.cancel.load(Ordering::Relaxed)) {
                     lanes.flush(&mut |job, r| from_lanes(job, r));
                 }
             },
