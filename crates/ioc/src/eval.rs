@@ -42,6 +42,14 @@ pub trait Item {
     /// Borrowed where the item holds it: a sweep asks a file for its path or digest once
     /// per term, and copying it each time cost more than the comparisons.
     fn value(&mut self, field: Field) -> Option<Cow<'_, FieldValue>>;
+
+    /// After [`Item::value`] gave `None`: was the value there but could not be found out
+    /// (the hash of a file that could not be read, or was over the size limit)? Then a
+    /// term on it is *unknown*, not false: `Md5sum isnot X` must not hold for a file
+    /// whose MD5 nobody computed.
+    fn undetermined(&mut self, _field: Field) -> bool {
+        false
+    }
 }
 
 /// Result of evaluating one indicator on one item.
@@ -108,7 +116,11 @@ fn eval_node_with(
             let r = if !content && t.field.needs_content() {
                 Truth::Unknown
             } else if t.field.item() == item.item_type() {
-                Truth::from(eval_term(ioc, *i, item))
+                match item.value(t.field).map(|v| t.test(Some(&v))) {
+                    Some(hit) => Truth::from(hit),
+                    None if item.undetermined(t.field) => Truth::Unknown,
+                    None => Truth::from(t.test(None)),
+                }
             } else {
                 other(*i)
             };

@@ -832,6 +832,10 @@ impl Item for FileItem<'_> {
         };
         Some(Cow::Borrowed(&self.texts[at].1))
     }
+
+    fn undetermined(&mut self, field: Field) -> bool {
+        field.needs_content() && matches!(self.digests, Some(Err(_)))
+    }
 }
 
 #[cfg(test)]

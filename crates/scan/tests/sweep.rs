@@ -717,3 +717,59 @@ fn hash_only_sweep_over_many_files() {
     let in_d3 = (0..300).filter(|i| i % 7 == 3).count() as u64;
     assert_eq!(r.stats.files_read, in_d3, "{:?}", r.stats);
 }
+
+/// A hash that could not be computed (file over the size limit) makes a term on it
+/// unknown: `Md5sum isnot X` must not turn an unhashed file into a hit.
+#[test]
+fn an_uncomputed_hash_is_unknown_not_a_match() {
+    let d = device();
+    write(d.path(), "opt/big/svchost.exe", &vec![b'z'; 4096]);
+    write(d.path(), "opt/small/svchost.exe", b"small impostor");
+    let impostor = ioc(
+        "impostor",
+        &and(&[
+            term("FileItem/FileName", "is", "string", "svchost.exe"),
+            term_x(
+                "FileItem/Md5sum",
+                "is",
+                "md5",
+                &md5_hex(b"the genuine one"),
+                true,
+                false,
+            ),
+        ]),
+    );
+    let mut req = request(d.path(), vec![impostor]);
+    req.scope.max_file_size = Some(1000);
+    let r = sweep(&req).unwrap();
+    // The small one is hashed and is not the genuine file: a hit. The big one could not
+    // be hashed: no hit, and the indicator is undetermined rather than a clean miss.
+    assert_eq!(hit_paths(&r, "impostor"), ["file /opt/small/svchost.exe"]);
+    assert_eq!(
+        r.stats.skipped.get("content: larger than max file size"),
+        Some(&1),
+        "{:?}",
+        r.stats
+    );
+    let mut req = request(
+        d.path(),
+        vec![ioc(
+            "impostor2",
+            &and(&[
+                term("FileItem/FullPath", "contains", "string", "/opt/big/"),
+                term_x(
+                    "FileItem/Md5sum",
+                    "is",
+                    "md5",
+                    &md5_hex(b"the genuine one"),
+                    true,
+                    false,
+                ),
+            ]),
+        )],
+    );
+    req.scope.max_file_size = Some(1000);
+    let r = sweep(&req).unwrap();
+    assert!(r.hits.is_empty(), "{:?}", r.hits);
+    assert_eq!(verdict(&r, "impostor2"), Verdict::Undetermined);
+}
