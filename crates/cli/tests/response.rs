@@ -49,6 +49,18 @@ fn sha256(b: &[u8]) -> String {
 }
 
 fn start_agent(tmp: &Path, url: &str, ca: &Path, token: &str, name: &str) -> Device {
+    start_agent_with(tmp, url, ca, token, name, &[])
+}
+
+/// As `start_agent`, with more `riposte agent` arguments (`--clamd SOCKET`…).
+fn start_agent_with(
+    tmp: &Path,
+    url: &str,
+    ca: &Path,
+    token: &str,
+    name: &str,
+    extra: &[&std::ffi::OsStr],
+) -> Device {
     let data = tmp.join(format!("{name}-data"));
     let root = tmp.join(format!("{name}-root"));
     std::fs::create_dir_all(root.join("home/alice/Downloads")).unwrap();
@@ -68,6 +80,7 @@ fn start_agent(tmp: &Path, url: &str, ca: &Path, token: &str, name: &str) -> Dev
             .arg(&data)
             .arg("--host-root")
             .arg(&root)
+            .args(extra)
             .stderr(std::fs::File::create(tmp.join(format!("{name}.log"))).unwrap())
             .spawn()
             .unwrap(),
@@ -122,6 +135,11 @@ fn wait_connected(admin: &Admin, n: usize) {
 
 /// Waits until the agent has the settings with group actions (password included).
 fn wait_settings(d: &Device) {
+    wait_settings_with(d, "group_ioc_scan")
+}
+
+/// Waits until the agent's Threat Response settings are on and include `action`.
+fn wait_settings_with(d: &Device, action: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let out = Command::new(bin())
@@ -132,8 +150,7 @@ fn wait_settings(d: &Device) {
             .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let actions = v["settings"]["threat_response"]["value"]["actions"].to_string();
-        if v["settings"]["threat_response"]["value"]["enabled"] == true
-            && actions.contains("group_ioc_scan")
+        if v["settings"]["threat_response"]["value"]["enabled"] == true && actions.contains(action)
         {
             return;
         }
@@ -596,4 +613,106 @@ fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// `riposte agent --clamd SOCKET --clamd-conf FILE` makes ClamAV's clamd the EPP: the
+/// critical-areas scan of a detection goes through a real clamd and finds the startup
+/// program planted on the device. A clamd that does not answer stops the agent at start
+/// with the reason.
+#[test]
+fn the_agent_scans_critical_areas_through_clamd() {
+    const KNOWN_BAD: &[u8] = b"riposte cli test: startup program known to clamd as bad";
+    let tmp = tempfile::tempdir().unwrap();
+    let clamd_dir = tmp.path().join("clamd");
+    std::fs::create_dir_all(&clamd_dir).unwrap();
+    let Some(clamd) =
+        riposte_epp::testing::start_clamd(&clamd_dir, KNOWN_BAD, b"riposte-cli-marker")
+    else {
+        return;
+    };
+    let sdir = tmp.path().join("server");
+    let pwfile = tmp.path().join("admin.pw");
+    std::fs::write(&pwfile, "e2e-admin-password\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_server, url) = start_server_with(&sdir, &pwfile, &listen, None);
+    let ca = sdir.join("ca.pem");
+    let admin = Admin {
+        url: url.clone(),
+        ca: ca.clone(),
+        pwfile,
+    };
+    admin.ok(&["group", "create", "A"]);
+    admin.ok(&[
+        "policy",
+        "set",
+        "A",
+        "--threat-response",
+        "on",
+        "--enforce",
+        "--actions",
+        "quarantine_and_delete,epp_critical_areas_scan",
+    ]);
+    let token = admin
+        .ok(&["enroll-token", "create", "--group", "A"])
+        .trim()
+        .to_string();
+    let d = start_agent_with(
+        tmp.path(),
+        &url,
+        &ca,
+        &token,
+        "clamd-agent",
+        &[
+            "--clamd".as_ref(),
+            clamd.socket.as_os_str(),
+            "--clamd-conf".as_ref(),
+            clamd.conf_path.as_os_str(),
+        ],
+    );
+    wait_connected(&admin, 1);
+    wait_settings_with(&d, "epp_critical_areas_scan");
+    // A startup program (started by a systemd unit) that clamd knows as bad.
+    let unit = d.root.join("etc/systemd/system/updater.service");
+    std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
+    std::fs::write(
+        &unit,
+        "[Service]\nExecStart=/usr/local/bin/updater --daemon\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.root.join("usr/local/bin")).unwrap();
+    std::fs::write(d.root.join("usr/local/bin/updater"), KNOWN_BAD).unwrap();
+
+    let report = d.ctl(&[
+        "report-detection",
+        "--path",
+        "/home/alice/Downloads/invoice.sh",
+        "--sha256",
+        &sha256(THREAT),
+        "--threat",
+        "Test.Sh.Dropper",
+        "--user",
+        "alice",
+    ]);
+    assert_eq!(outcome(&report, "quarantine_and_delete")["outcome"], "done");
+    let epp = outcome(&report, "epp_critical_areas_scan");
+    assert_eq!(epp["outcome"], "done", "{report}");
+    let detail = epp["detail"].as_str().unwrap();
+    assert!(detail.starts_with("clamd (ClamAV"), "{detail}");
+    assert!(
+        detail.contains("Riposte.Test.KnownBad.UNOFFICIAL in /usr/local/bin/updater"),
+        "{detail}"
+    );
+    assert!(detail.contains("1 threats"), "{detail}");
+
+    // A clamd that does not answer: the agent refuses to start, and says why.
+    let out = Command::new(bin())
+        .args(["agent", "--data"])
+        .arg(&d.data)
+        .arg("--clamd")
+        .arg(tmp.path().join("no-such-clamd.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-clamd.sock does not answer"), "{err}");
 }

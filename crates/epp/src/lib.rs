@@ -19,6 +19,8 @@
 
 pub mod builtin;
 pub mod clamd;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 

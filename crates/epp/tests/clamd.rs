@@ -4,139 +4,23 @@
 
 mod common;
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use common::*;
-use md5::Md5;
 use riposte_epp::clamd::{ClamdAddr, ClamdClient, ClamdLimits};
+use riposte_epp::testing::{eicar, start_clamd as start_clamd_in, Clamd};
 use riposte_epp::{scan_critical_areas, Epp, ScanOutcome};
 use riposte_host::HostRoot;
-use sha2::Digest;
 
-/// Kills clamd when the test ends, whatever happens.
-struct Clamd {
-    child: Child,
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    tcp: String,
-    conf: String,
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clamd_bin() -> Option<PathBuf> {
-    ["/usr/sbin/clamd", "/usr/bin/clamd", "/usr/local/sbin/clamd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-/// The EICAR test string, assembled at run time so that this source file is
-/// not itself flagged by scanners.
-fn eicar() -> Vec<u8> {
-    let parts = [
-        "X5O!P%@AP[4\\PZX54(P^)7CC)7}",
-        "$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!",
-        "$H+H*",
-    ];
-    parts.concat().into_bytes()
-}
-
-fn start_clamd(known_bad: &[u8]) -> Option<Clamd> {
-    let Some(bin) = clamd_bin() else {
-        if std::env::var("RIPOSTE_SKIP_CLAMD").as_deref() == Ok("1") {
-            eprintln!("clamd not installed; skipped because RIPOSTE_SKIP_CLAMD=1");
-            return None;
-        }
-        panic!("clamd is not installed: run `apt-get install -y clamav-daemon` (or set RIPOSTE_SKIP_CLAMD=1 to skip)");
-    };
+fn start_clamd(known_bad: &[u8]) -> Option<(Clamd, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db");
-    fs::create_dir(&db).unwrap();
-    fs::write(
-        db.join("test.hdb"),
-        format!(
-            "{}:{}:Riposte.Test.KnownBad\n",
-            hex::encode(Md5::digest(known_bad)),
-            known_bad.len()
-        ),
-    )
-    .unwrap();
-    let e = eicar();
-    fs::write(
-        db.join("eicar.hdb"),
-        format!(
-            "{}:{}:Riposte.Test.EICAR\n",
-            hex::encode(Md5::digest(&e)),
-            e.len()
-        ),
-    )
-    .unwrap();
-    fs::write(
-        db.join("marker.ndb"),
-        format!("Riposte.Test.Marker:0:*:{}\n", hex::encode(MARKER)),
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let socket = dir.path().join("clamd.sock");
-    let conf = format!(
-        "LocalSocket {}\nTCPSocket {port}\nTCPAddr 127.0.0.1\nForeground yes\nDatabaseDirectory {}\nLogFile {}\nPidFile {}\nTemporaryDirectory {}\n\
-         MaxFileSize 1M\nMaxScanSize 4M\nStreamMaxLength 1M\nMaxThreads 2\nBytecode no\nOfficialDatabaseOnly no\n",
-        socket.display(),
-        db.display(),
-        dir.path().join("clamd.log").display(),
-        dir.path().join("clamd.pid").display(),
-        dir.path().display(),
-    );
-    let conf_path = dir.path().join("clamd.conf");
-    fs::write(&conf_path, &conf).unwrap();
-    let child = Command::new(bin)
-        .arg("--config-file")
-        .arg(&conf_path)
-        .arg("--foreground")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut c = Clamd {
-        child,
-        socket,
-        tcp: format!("127.0.0.1:{port}"),
-        conf,
-        _dir: dir,
-    };
-    let client = ClamdClient::new(ClamdAddr::Unix(c.socket.clone()), ClamdLimits::default());
-    let t0 = Instant::now();
-    while client.ping().is_err() {
-        if let Some(st) = c.child.try_wait().unwrap() {
-            let log = fs::read_to_string(c._dir.path().join("clamd.log")).unwrap_or_default();
-            panic!("clamd exited with {st}: {log}");
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "clamd did not answer PING within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(c)
+    start_clamd_in(dir.path(), known_bad, MARKER).map(|c| (c, dir))
 }
 
 #[test]
 fn real_clamd_protocol_limits_and_critical_areas() {
     let known_bad = b"riposte generated known-bad sample 1234567890".to_vec();
-    let Some(clamd) = start_clamd(&known_bad) else {
+    let Some((clamd, _dir)) = start_clamd(&known_bad) else {
         return;
     };
     let limits = ClamdLimits::from_conf(&clamd.conf);
