@@ -130,7 +130,7 @@ fn server_agent_and_admin_commands() {
     let ioc = tmp.path().join("x.ioc");
     std::fs::write(
         &ioc,
-        "<OpenIOC xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\"/>",
+        "<OpenIOC xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\" id=\"t\" last-modified=\"2020-01-01T00:00:00Z\" published-date=\"2020-01-01T00:00:00Z\"><metadata><short_description>t</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator=\"OR\" id=\"o\"><IndicatorItem id=\"i\" condition=\"is\" preserve-case=\"false\" negate=\"false\"><Context document=\"FileItem\" search=\"FileItem/FileName\" type=\"mir\"/><Content type=\"string\">no-such-file.bin</Content></IndicatorItem></Indicator></criteria></OpenIOC>",
     )
     .unwrap();
     let t = admin.json(&[

@@ -40,6 +40,9 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/devices", get(pages::devices::list))
         .route("/devices/{id}", get(pages::devices::detail))
         .route("/devices/{id}/apps/riposte", get(pages::devices::app))
+        .route("/devices/{id}/move", post(pages::devices::move_device))
+        .route("/devices/{id}/revoke", post(pages::devices::revoke_device))
+        .route("/groups", post(pages::devices::create_group))
         .route(
             "/devices/{id}/threat-response",
             post(pages::devices::set_threat_response),
@@ -62,7 +65,7 @@ pub fn router(core: Arc<Core>) -> Router {
             post(pages::admin::delete_special),
         )
         .route("/detections", get(pages::fleet::detections))
-        .route("/tasks", get(pages::tasks::list))
+        .route("/tasks", get(pages::tasks::list).post(pages::tasks::create))
         .route("/tasks/{id}", get(pages::tasks::detail))
         .route("/tasks/{id}/events", get(pages::tasks::events))
         .route("/tasks/{id}/cancel", post(pages::tasks::cancel))

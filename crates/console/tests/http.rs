@@ -160,6 +160,8 @@ async fn auditor_cannot_change_anything() {
             "id=\"delete-special\"",
             ">Delete<",
             ">Restore<",
+            "id=\"create-group\"",
+            "id=\"create-task\"",
         ] {
             assert!(!p.body.contains(control), "{path} shows {control}");
         }
@@ -208,6 +210,21 @@ async fn auditor_cannot_change_anything() {
         (
             "/enroll-tokens".into(),
             vec![("group", "Finance"), ("hours", "1"), ("uses", "5")],
+        ),
+        (
+            "/groups".into(),
+            vec![("name", "Shadow"), ("parent", "Finance")],
+        ),
+        ("/devices/1/move".into(), vec![("group", "Finance")]),
+        ("/devices/1/revoke".into(), vec![("confirm", "yes")]),
+        (
+            "/tasks".into(),
+            vec![
+                ("name", "t"),
+                ("group", "Finance"),
+                ("format", "yara"),
+                ("content", "rule r { condition: true }"),
+            ],
         ),
     ];
     for (path, fields) in &forged {
@@ -539,5 +556,183 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
         core.store.outbox_after(dev, 0, 100).await.unwrap().len(),
         rows.len()
     );
+    h.stop().await;
+}
+
+/// The management forms: a new group, moving and revoking a device, a new IOC scan
+/// task; each goes through the service, and bad input changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_devices_and_tasks_are_managed_from_the_console() {
+    let h = Harness::start().await;
+    let finance = h.group("Finance").await;
+    let dev = h.enroll("Finance", "fin-01").await;
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let core = h.core();
+    let group_names = || async {
+        let mut n: Vec<(String, Option<i64>)> = core
+            .groups(&admin())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| (g.name, g.parent))
+            .collect();
+        n.sort();
+        n
+    };
+
+    // New group inside Finance.
+    let p = v.get("/devices").await;
+    assert!(p.body.contains("id=\"create-group\""));
+    let csrf = p.csrf();
+    let p = v
+        .post(
+            "/groups",
+            &[
+                ("csrf", &csrf),
+                ("name", "Branch <A>"),
+                ("parent", "Finance"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let branch = core.group_by_name(&admin(), "Branch <A>").await.unwrap();
+    assert_eq!(branch.parent, Some(finance));
+    assert_eq!(p.location(), format!("/devices?group={}", branch.id));
+    let page = v.get(p.location()).await;
+    assert!(
+        page.body
+            .contains("Group &#39;Branch &lt;A&gt;&#39; created.")
+            || page.body.contains("Group 'Branch &lt;A&gt;' created."),
+        "{}",
+        page.body
+    );
+    // A bad name: refused, said, nothing created.
+    let before = group_names().await;
+    let p = v
+        .post(
+            "/groups",
+            &[("csrf", &csrf), ("name", "  "), ("parent", "Finance")],
+        )
+        .await;
+    assert_eq!(p.location(), "/devices");
+    assert!(v
+        .get("/devices")
+        .await
+        .body
+        .contains("a group name must be 1 to 128 printable characters"));
+    assert_eq!(group_names().await, before);
+
+    // A task from the form: a broken document is refused before any task exists.
+    let p = v.get("/tasks").await;
+    assert!(p.body.contains("id=\"create-task\""));
+    let p = v
+        .post(
+            "/tasks",
+            &[
+                ("csrf", &csrf),
+                ("name", "Hunt"),
+                ("group", "Finance"),
+                ("format", "openioc"),
+                ("content", "<OpenIOC/>"),
+                ("action", "quarantine_and_delete"),
+            ],
+        )
+        .await;
+    assert_eq!(p.location(), "/tasks");
+    assert!(v.get("/tasks").await.body.contains("cannot be used"));
+    assert!(core.tasks(&admin()).await.unwrap().is_empty());
+    let p = v
+        .post(
+            "/tasks",
+            &[
+                ("csrf", &csrf),
+                ("name", "Hunt"),
+                ("group", "Finance"),
+                ("format", "yara"),
+                (
+                    "content",
+                    "rule hunt { strings: $a = \"evil\" condition: $a }",
+                ),
+                ("scope", "critical_areas"),
+                ("action", "quarantine_and_delete"),
+                ("action", "epp_critical_areas_scan"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let tasks = core.tasks(&admin()).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(p.location(), format!("/tasks/{}", tasks[0].id));
+    let (t, rows) = core.task(&admin(), tasks[0].id).await.unwrap();
+    assert_eq!(t.name, "Hunt");
+    assert_eq!(t.scope, "critical_areas");
+    assert_eq!(
+        t.actions,
+        json!(["quarantine_and_delete", "epp_critical_areas_scan"])
+    );
+    assert_eq!(rows.iter().map(|r| r.device_id).collect::<Vec<_>>(), [dev]);
+
+    // Move the device into the new group; an unknown group changes nothing.
+    let p = v.get(&format!("/devices/{dev}")).await;
+    assert!(p.body.contains("id=\"move-device\"") && p.body.contains("id=\"revoke-device\""));
+    let p = v
+        .post(
+            &format!("/devices/{dev}/move"),
+            &[("csrf", &csrf), ("group", "Branch <A>")],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    assert_eq!(
+        core.device(&admin(), &dev.to_string())
+            .await
+            .unwrap()
+            .group_id,
+        branch.id
+    );
+    v.post(
+        &format!("/devices/{dev}/move"),
+        &[("csrf", &csrf), ("group", "Nowhere")],
+    )
+    .await;
+    assert_eq!(
+        core.device(&admin(), &dev.to_string())
+            .await
+            .unwrap()
+            .group_id,
+        branch.id
+    );
+
+    // Revoke: not without the confirmation box; then for good.
+    v.post(&format!("/devices/{dev}/revoke"), &[("csrf", &csrf)])
+        .await;
+    assert!(v
+        .get(&format!("/devices/{dev}"))
+        .await
+        .body
+        .contains("tick the box to confirm"));
+    assert!(
+        !core
+            .device(&admin(), &dev.to_string())
+            .await
+            .unwrap()
+            .revoked
+    );
+    let p = v
+        .post(
+            &format!("/devices/{dev}/revoke"),
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    assert!(
+        core.device(&admin(), &dev.to_string())
+            .await
+            .unwrap()
+            .revoked
+    );
+    let p = v.get(&format!("/devices/{dev}")).await;
+    assert!(p.body.contains("Revoked"));
+    assert!(!p.body.contains("id=\"revoke-device\"") && !p.body.contains("id=\"move-device\""));
     h.stop().await;
 }

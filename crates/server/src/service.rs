@@ -135,6 +135,28 @@ pub struct TaskRequest {
     pub actions: Vec<TaskAction>,
 }
 
+/// Refuses an IOC document the devices could not load, before any task exists: a
+/// broken document is the administrator's error to fix, not a failure on every device.
+fn check_ioc_document(doc: &IocDocument) -> ServiceResult<()> {
+    let bad = |e: riposte_ioc::Error| {
+        ServiceError::BadRequest(format!("IOC document '{}' cannot be used: {e}", doc.name))
+    };
+    match doc.format.as_str() {
+        "openioc" => riposte_ioc::openioc::parse(&doc.content, &doc.name)
+            .map(drop)
+            .map_err(bad),
+        "stix" => riposte_ioc::stix::parse_document(&doc.content, &doc.name)
+            .map(drop)
+            .map_err(bad),
+        "yara" => riposte_ioc::yara::YaraRules::compile_str(&doc.content, &doc.name)
+            .map(drop)
+            .map_err(bad),
+        other => Err(ServiceError::BadRequest(format!(
+            "unknown IOC format '{other}'; use openioc, stix or yara"
+        ))),
+    }
+}
+
 /// Result of enrolling a device.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enrolled {
@@ -972,13 +994,14 @@ impl Core {
                 "a task needs at least one IOC document".into(),
             ));
         }
+        let name = req.name.trim();
+        if name.is_empty() || name.len() > 200 || name.chars().any(|ch| ch.is_control()) {
+            return Err(ServiceError::BadRequest(
+                "a task name must be 1 to 200 printable characters".into(),
+            ));
+        }
         for doc in &req.iocs {
-            if !matches!(doc.format.as_str(), "openioc" | "stix" | "yara") {
-                return Err(ServiceError::BadRequest(format!(
-                    "unknown IOC format '{}'; use openioc, stix or yara",
-                    doc.format
-                )));
-            }
+            check_ioc_document(doc)?;
         }
         let g = self.store.group_by_name(&req.group).await?;
         let new = NewTask {

@@ -93,6 +93,29 @@ async fn bad_requests_change_nothing() {
     assert_eq!(s, 400, "{v}");
     let (s, _) = api.call("POST", "/api/v1/tasks", Some(json!({"name": "t", "group": "A", "iocs": [{"format": "exe", "name": "x", "content": ""}]}))).await;
     assert_eq!(s, 400);
+    // IOC documents the devices could not load are refused before any task exists.
+    for (format, content, says) in [
+        ("openioc", "<OpenIOC/>", "x.doc"),
+        ("openioc", "not xml at all", "x.doc"),
+        ("stix", "[file:name = ", "x.doc"),
+        ("yara", "rule broken { condition: }", "x.doc"),
+    ] {
+        let (s, v) = api
+            .call(
+                "POST",
+                "/api/v1/tasks",
+                Some(json!({"name": "t", "group": "A", "iocs": [{"format": format, "name": "x.doc", "content": content}]})),
+            )
+            .await;
+        assert_eq!(s, 400, "{format}: {v}");
+        assert!(v.to_string().contains(says), "{format}: {v}");
+    }
+    let (s, v) = api
+        .call("POST", "/api/v1/tasks", Some(json!({"name": " ", "group": "A", "iocs": [{"format": "yara", "name": "r", "content": "rule r { condition: true }"}]})))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (_, tasks) = api.call("GET", "/api/v1/tasks", None).await;
+    assert_eq!(tasks.as_array().map(Vec::len), Some(0), "{tasks}");
     // No credentials, a bad token.
     let (s, _) = send(
         &api.http,

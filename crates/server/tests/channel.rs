@@ -26,7 +26,7 @@ fn tr_enabled(d: &[(u64, Delivery)]) -> Option<bool> {
 }
 
 fn task_body(name: &str) -> serde_json::Value {
-    json!({"name": name, "group": "A", "iocs": [{"format": "openioc", "name": "x.ioc", "content": "<OpenIOC/>"}],
+    json!({"name": name, "group": "A", "iocs": [{"format": "openioc", "name": "x.ioc", "content": "<OpenIOC xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\" id=\"t\" last-modified=\"2020-01-01T00:00:00Z\" published-date=\"2020-01-01T00:00:00Z\"><metadata><short_description>t</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator=\"OR\" id=\"o\"><IndicatorItem id=\"i\" condition=\"is\" preserve-case=\"false\" negate=\"false\"><Context document=\"FileItem\" search=\"FileItem/FileName\" type=\"mir\"/><Content type=\"string\">no-such-file.bin</Content></IndicatorItem></Indicator></criteria></OpenIOC>"}],
            "actions": ["quarantine_and_delete"]})
 }
 

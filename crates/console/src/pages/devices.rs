@@ -2,7 +2,7 @@
 
 use super::settings::{self, TrSection};
 use super::{after, fleet};
-use crate::layout::{fmt_time, page, provenance_text, tabs, Nav};
+use crate::layout::{csrf, fmt_time, page, provenance_text, tabs, Nav};
 use crate::web::{Console, Posted, Reject, Session};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -127,7 +127,24 @@ pub async fn list(
     let body = html! {
         h1 { "Managed devices" }
         div.split {
-            (tree(&groups, q.group, scope))
+            div.side {
+                (tree(&groups, q.group, scope))
+                @if s.can(Operation::ChangeGroups) {
+                    form.stacked #new-group method="post" action="/groups" {
+                        (csrf(&s))
+                        h3 { "New group" }
+                        label for="new-group-name" { "Name" }
+                        input type="text" name="name" #new-group-name required maxlength="128";
+                        label for="new-group-parent" { "Inside" }
+                        select name="parent" #new-group-parent {
+                            @for g in &groups {
+                                option value=(g.name) selected[q.group == Some(g.id)] { (g.name) }
+                            }
+                        }
+                        button type="submit" #create-group { "Create group" }
+                    }
+                }
+            }
             section.list {
                 h2 #list-title { (title) }
                 form.filters method="get" action="/devices" {
@@ -203,12 +220,11 @@ pub async fn detail(
     Query(q): Query<TabQuery>,
 ) -> Result<Response, Reject> {
     let (d, eff) = c.core().device_settings(&s.caller, &id.to_string()).await?;
-    let group = c
-        .core()
-        .store
-        .group(d.group_id)
-        .await
-        .map(|g| g.name)
+    let groups = c.core().groups(&s.caller).await?;
+    let group = groups
+        .iter()
+        .find(|g| g.id == d.group_id)
+        .map(|g| g.name.clone())
         .unwrap_or_default();
     let tab = match q.tab.as_str() {
         "applications" | "settings" | "detections" | "quarantine" | "tasks" => q.tab.as_str(),
@@ -288,6 +304,28 @@ pub async fn detail(
                 dt { "Enrolled" } dd { (fmt_time(d.enrolled_at)) }
                 dt { "Last seen" } dd { (fmt_time(d.last_seen)) }
                 dt { "Certificate (SHA-256)" } dd { code { (d.cert_fingerprint) } }
+            }
+            @if !d.revoked && s.can(Operation::MoveDevice) {
+                form.inline #move-form method="post" action={ "/devices/" (id) "/move" } {
+                    (csrf(&s))
+                    label for="move-group" { "Move to group " }
+                    select name="group" #move-group {
+                        @for g in &groups {
+                            option value=(g.name) selected[g.id == d.group_id] { (g.name) }
+                        }
+                    }
+                    button type="submit" #move-device { "Move" }
+                }
+            }
+            @if !d.revoked && s.can(Operation::RevokeDevice) {
+                form.inline #revoke-form method="post" action={ "/devices/" (id) "/revoke" } {
+                    (csrf(&s))
+                    label {
+                        input type="checkbox" name="confirm" value="yes" #revoke-confirm required;
+                        " Stop managing this device: its certificate is refused from now on, and it must enroll again to return"
+                    }
+                    button type="submit" #revoke-device { "Revoke the device" }
+                }
             }
         },
     };
@@ -415,4 +453,50 @@ pub async fn set_threat_response(
     }
     .await;
     after(&c, &p.session, res, &back)
+}
+
+/// `POST /groups`: a new administration group inside another.
+pub async fn create_group(State(c): State<Console>, p: Posted) -> Response {
+    let name = p.fields.text("name");
+    let parent = p.fields.text("parent");
+    let parent = (!parent.is_empty()).then_some(parent.as_str());
+    match c
+        .core()
+        .create_group(&p.session.caller, &name, parent)
+        .await
+    {
+        Ok(id) => after(
+            &c,
+            &p.session,
+            Ok(format!("Group '{name}' created.")),
+            &format!("/devices?group={id}"),
+        ),
+        Err(e) => after(&c, &p.session, Err(e), "/devices"),
+    }
+}
+
+/// `POST /devices/{id}/move`: into another group; its settings follow at once.
+pub async fn move_device(State(c): State<Console>, Path(id): Path<i64>, p: Posted) -> Response {
+    let group = p.fields.text("group");
+    let res = c
+        .core()
+        .move_device(&p.session.caller, &id.to_string(), &group)
+        .await
+        .map(|()| format!("Device moved to '{group}'; its new settings are sent now."));
+    after(&c, &p.session, res, &format!("/devices/{id}"))
+}
+
+/// `POST /devices/{id}/revoke`: only with the confirmation box ticked.
+pub async fn revoke_device(State(c): State<Console>, Path(id): Path<i64>, p: Posted) -> Response {
+    let res = if p.fields.get("confirm") != Some("yes") {
+        Err(riposte_server::error::ServiceError::BadRequest(
+            "tick the box to confirm the revocation".into(),
+        ))
+    } else {
+        c.core()
+            .revoke_device(&p.session.caller, &id.to_string())
+            .await
+            .map(|()| "Device revoked: its connection is closed and refused from now on.".into())
+    };
+    after(&c, &p.session, res, &format!("/devices/{id}"))
 }

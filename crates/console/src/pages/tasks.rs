@@ -9,7 +9,10 @@ use axum::response::Response;
 use futures_util::Stream;
 use maud::{html, Markup};
 use riposte_model::Operation;
-use riposte_server::service::{Caller, Core};
+use riposte_model::{ScanScope, TaskAction};
+use riposte_proto::IocDocument;
+use riposte_server::error::ServiceError;
+use riposte_server::service::{Caller, Core, TaskRequest};
 use riposte_store::TaskDeviceRow;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,8 +29,43 @@ pub async fn list(State(c): State<Console>, s: Session) -> Result<Response, Reje
         .into_iter()
         .map(|g| (g.id, g.name))
         .collect();
+    let mut sorted: Vec<(&i64, &String)> = groups.iter().collect();
+    sorted.sort();
     let body = html! {
         h1 { "Tasks" }
+        @if s.can(Operation::CreateTask) {
+            details #new-task-panel {
+                summary { "New IOC scan task" }
+                form.stacked #new-task method="post" action="/tasks" {
+                    (csrf(&s))
+                    label for="new-task-name" { "Name" }
+                    input type="text" name="name" #new-task-name required maxlength="200";
+                    label for="new-task-group" { "Administration group (and its subgroups)" }
+                    select name="group" #new-task-group {
+                        @for (_, g) in &sorted { option value=(g) { (g) } }
+                    }
+                    label for="new-task-format" { "Indicator format" }
+                    select name="format" #new-task-format {
+                        option value="openioc" { "OpenIOC 1.0 / 1.1" }
+                        option value="stix" { "STIX 2.1 (bundle or pattern)" }
+                        option value="yara" { "YARA rules" }
+                    }
+                    label for="new-task-ioc" { "Indicator document (up to 200 KB)" }
+                    textarea name="content" #new-task-ioc rows="8" required {}
+                    label for="new-task-scope" { "Where to look" }
+                    select name="scope" #new-task-scope {
+                        option value="system_drives" { "System drives" }
+                        option value="critical_areas" { "Critical areas" }
+                    }
+                    fieldset {
+                        legend { "Where the IOC is found" }
+                        label { input type="checkbox" name="action" value="quarantine_and_delete" #new-task-quarantine; " Quarantine and delete" }
+                        label { input type="checkbox" name="action" value="epp_critical_areas_scan" #new-task-epp; " Run the EPP critical-areas scan" }
+                    }
+                    button type="submit" #create-task { "Create the task" }
+                }
+            }
+        }
         table.grid #tasks {
             thead { tr { th { "Id" } th { "Name" } th { "Group" } th { "Kind" } th { "Created by" } th { "Created" } th { "State" } } }
             tbody {
@@ -185,4 +223,44 @@ pub async fn cancel(State(c): State<Console>, Path(id): Path<i64>, p: Posted) ->
         .await
         .map(|()| format!("Task {id} cancelled; the devices are told now."));
     after(&c, &p.session, res, &format!("/tasks/{id}"))
+}
+
+/// `POST /tasks`: an IOC scan task from the form; the server checks the document
+/// before any device is told.
+pub async fn create(State(c): State<Console>, p: Posted) -> Response {
+    let f = &p.fields;
+    let scope = match f.get("scope") {
+        Some("critical_areas") => ScanScope::CriticalAreas,
+        _ => ScanScope::SystemDrives,
+    };
+    let actions: Result<Vec<TaskAction>, String> =
+        f.all("action").into_iter().map(TaskAction::parse).collect();
+    let name = f.text("name");
+    let format = f.text("format");
+    let res = match actions {
+        Err(e) => Err(ServiceError::BadRequest(e)),
+        Ok(actions) => {
+            let req = TaskRequest {
+                name: name.clone(),
+                group: f.text("group"),
+                iocs: vec![IocDocument {
+                    name: format!("{name} ({format})"),
+                    format,
+                    content: f.get("content").unwrap_or_default().to_string(),
+                }],
+                scope,
+                actions,
+            };
+            c.core().create_task(&p.session.caller, &req).await
+        }
+    };
+    match res {
+        Ok(id) => after(
+            &c,
+            &p.session,
+            Ok(format!("Task {id} created; the devices are told now.")),
+            &format!("/tasks/{id}"),
+        ),
+        Err(e) => after(&c, &p.session, Err(e), "/tasks"),
+    }
 }
