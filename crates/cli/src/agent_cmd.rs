@@ -152,6 +152,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         None => {}
     }
     ensure_enrolled(&a).await?;
+    let stop_signal = crate::shutdown_signal();
     let epp: Option<Arc<dyn riposte_epp::Epp>> = match &a.clamd {
         Some(sock) => Some(Arc::new(riposte_agent::response::clamd_epp(
             sock,
@@ -162,7 +163,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let (agent, rx) = open_agent(&a.data, &a.host_root, epp)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(daemon::run(agent, rx, stop));
-    crate::shutdown_signal().await;
+    stop_signal.await;
     let _ = stop_tx.send(true);
     let _ = handle.await;
     Ok(ExitCode::SUCCESS)

@@ -101,11 +101,26 @@ pub fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// Waits for Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // Registered now, not when first awaited: a Ctrl-C that arrives between the
+    // "Press Ctrl-C" line and the await must stop the process cleanly, not kill it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            _ = recv(int.as_mut()) => {}
+            _ = recv(term.as_mut()) => {}
+        }
+    }
+}
+
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -40,6 +40,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     let server = riposte_server::start(o)
         .await
         .context("cannot start the server")?;
+    let stop_signal = crate::shutdown_signal();
     println!("Riposte administration server");
     println!("  API and console: https://{}/", server.api_addr);
     println!("  agent channel:   {}", server.agent_addr);
@@ -48,7 +49,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
         println!("  first start: account 'admin' created with password: {pw}");
         println!("  (shown only once; store it now)");
     }
-    crate::shutdown_signal().await;
+    stop_signal.await;
     eprintln!("shutting down");
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -166,8 +166,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             println!("demo failed: {e:#}");
         }
     }
+    // Catch Ctrl-C from before the line that invites it (until now it ends the process).
+    let stop_signal = crate::shutdown_signal();
     println!("Press Ctrl-C to stop.");
-    crate::shutdown_signal().await;
+    stop_signal.await;
     eprintln!("shutting down");
     let _ = stop_tx.send(true);
     let _ = agent_task.await;

@@ -248,3 +248,53 @@ async fn hostile_file_name_renders_as_text() {
     drop(b);
     h.stop().await;
 }
+
+/// A new group and a new IOC scan task, made through the forms in a real browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_and_task_created_through_the_forms() {
+    let h = Harness::start().await;
+    h.group("Finance").await;
+    let device = h.enroll("Finance", "fin-ws-02").await;
+    let b = Browser::start().await;
+    b.login(&h.url, "admin", ADMIN_PASSWORD).await;
+    b.wait_text("#whoami", "admin").await;
+
+    // Devices: New group inside Finance.
+    b.type_in("#new-group-name", "Branch office").await;
+    b.click("#new-group-parent option[value='Finance']").await;
+    b.click("#create-group").await;
+    b.wait_text("#list-title", "Branch office").await;
+    let g = h
+        .core()
+        .group_by_name(&admin(), "Branch office")
+        .await
+        .unwrap();
+    let finance = h.core().group_by_name(&admin(), "Finance").await.unwrap();
+    assert_eq!(g.parent, Some(finance.id));
+    assert!(b.text("#group-tree").await.contains("Branch office"));
+
+    // Tasks: New IOC scan task, a YARA rule pasted in, both actions.
+    b.click_link("Tasks").await;
+    b.click("#new-task-panel summary").await;
+    b.type_in("#new-task-name", "Hunt for the dropper").await;
+    b.click("#new-task-group option[value='Finance']").await;
+    b.click("#new-task-format option[value='yara']").await;
+    b.type_in(
+        "#new-task-ioc",
+        "rule dropper { strings: $a = \"pwned\" condition: $a }",
+    )
+    .await;
+    b.click("#new-task-quarantine").await;
+    b.screenshot("new-task").await;
+    b.click("#create-task").await;
+    b.wait_text("#task-name", "Hunt for the dropper").await;
+    let devices = b.wait_text("#task-devices", "fin-ws-02").await;
+    assert!(devices.contains("pending"), "{devices}");
+    let tasks = h.core().tasks(&admin()).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    let (t, rows) = h.core().task(&admin(), tasks[0].id).await.unwrap();
+    assert_eq!(t.actions, serde_json::json!(["quarantine_and_delete"]));
+    assert_eq!(rows[0].device_id, device);
+    drop(b);
+    h.stop().await;
+}

@@ -312,7 +312,8 @@ impl Browser {
     }
 
     /// Runs one command on an element found by `css`, finding it again when the page was
-    /// re-rendered in between (a "stale element reference" under load is not a failure).
+    /// re-rendered in between (a "stale element reference", or Chromium's "node does not
+    /// belong to the document", under load is not a failure).
     async fn on_element(
         &self,
         css: &str,
@@ -332,7 +333,12 @@ impl Browser {
                 .await
             {
                 Ok(v) => return v,
-                Err(err) if err.contains("stale element") && Instant::now() < deadline => {
+                // Chromium names a node of the page being replaced either way.
+                Err(err)
+                    if (err.contains("stale element")
+                        || err.contains("does not belong to the document"))
+                        && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(err) => panic!("{err}"),
