@@ -419,6 +419,9 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// Runs a sweep: loads the indicators, collects items, walks the scope, and reports.
+/// Largest file content (read for YARA) handed to the hashing lanes from memory.
+const MAX_LANE_BUFFER: usize = 1 << 20;
+
 /// A file waiting in the hashing lanes, with what its evaluation needs.
 struct LaneJob {
     path: PathBuf,
@@ -783,7 +786,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         }
                     }
                 }
-                if let Some(lanes) = lanes.as_mut().filter(|_| to_lanes) {
+                // Bytes held for the lanes are bounded (16 lanes × 1 MiB per thread): a
+                // larger file YARA has read is hashed from its buffer here, one stream.
+                let small = content.as_ref().is_none_or(|c| c.len() <= MAX_LANE_BUFFER);
+                if let Some(lanes) = lanes.as_mut().filter(|_| to_lanes && small) {
                     let counted = content.is_some();
                     let job = LaneJob {
                         path: path.to_path_buf(),

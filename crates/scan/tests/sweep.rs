@@ -645,6 +645,15 @@ fn hash_only_sweep_over_many_files() {
             wanted_sha.push((format!("file /{rel}"), sha256_hex(&data)));
         }
     }
+    // Two files over a MiB: with YARA, their buffers are hashed outside the lanes.
+    for i in 0..2usize {
+        let data: Vec<u8> = (0..1_300_000 + i).map(|j| (j * 7 + i) as u8).collect();
+        let rel = format!("bulk/big{i}.dat");
+        write(d.path(), &rel, &data);
+        if i == 1 {
+            wanted_md5.push((format!("file /{rel}"), md5_hex(&data)));
+        }
+    }
     let md5_terms: Vec<String> = wanted_md5
         .iter()
         .map(|(_, h)| term("FileItem/Md5sum", "is", "md5", h))
