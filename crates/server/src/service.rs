@@ -178,7 +178,7 @@ impl Core {
             sealer,
             hub: Hub::default(),
             authority,
-            throttle: Throttle::default(),
+            throttle: Throttle,
             config,
         })
     }
@@ -211,7 +211,11 @@ impl Core {
         // per account would let anyone lock all group actions with a few wrong guesses, so
         // for it only the guessing source is locked.
         let counted = (user != SPECIAL_ACCOUNT_NAME).then_some(user);
-        if let Some(wait) = self.throttle.locked_for(counted, source) {
+        if let Some(wait) = self
+            .throttle
+            .locked_for(&self.store, counted, source)
+            .await?
+        {
             return Err(ServiceError::TooManyAttempts(format!(
                 "too many failed logins; try again in {wait} seconds"
             )));
@@ -239,11 +243,11 @@ impl Core {
             .unwrap_or(false);
         match (ok, principal) {
             (true, Some(p)) => {
-                self.throttle.succeed(user);
+                self.throttle.succeed(&self.store, user).await?;
                 Ok(p)
             }
             (_, None) if user == SPECIAL_ACCOUNT_NAME => {
-                self.throttle.fail(counted, source);
+                self.throttle.fail(&self.store, counted, source).await?;
                 let _ = self
                     .store
                     .audit(
@@ -258,7 +262,7 @@ impl Core {
                 ))
             }
             _ => {
-                self.throttle.fail(counted, source);
+                self.throttle.fail(&self.store, counted, source).await?;
                 let _ = self
                     .store
                     .audit(user, source, "login_failed", "wrong name or password")
@@ -1326,6 +1330,7 @@ impl Core {
     /// Periodic upkeep: expire overdue tasks, delete old autonomous tasks.
     pub async fn housekeeping(&self) -> ServiceResult<()> {
         let now = now_ms();
+        self.throttle.prune(&self.store).await?;
         self.store.expire_tasks(now).await?;
         self.store
             .delete_old_autonomous_tasks(now - self.config.autonomous_retention_ms)

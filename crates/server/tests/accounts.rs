@@ -366,3 +366,47 @@ async fn failed_logins_are_throttled_and_audited() {
     );
     ts.stop().await;
 }
+
+/// The failures are in the database: a second server process on the same PostgreSQL
+/// refuses the locked-out account, and so does the first after a restart.
+#[tokio::test]
+async fn failed_logins_count_across_server_processes_and_restarts() {
+    let mut ts = TestServer::start(Backend::Postgres).await;
+    let b = riposte_server::start(options(
+        ts.dir.path(),
+        ts.db.as_ref().unwrap(),
+        Backend::Postgres,
+    ))
+    .await
+    .unwrap();
+    let url_b = format!("https://127.0.0.1:{}", b.api_addr.port());
+    let http =
+        riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
+            .unwrap();
+    let login = |url: String, pw: &'static str| {
+        let http = http.clone();
+        async move {
+            send(
+                &http,
+                reqwest::Method::POST,
+                &format!("{url}/api/v1/login"),
+                "",
+                Some(json!({"user": "admin", "password": pw})),
+            )
+            .await
+        }
+    };
+    // Spread over both processes: 3 on A, 2 on B.
+    for url in [&ts.url, &ts.url, &ts.url, &url_b, &url_b] {
+        assert_eq!(login(url.clone(), "wrong").await.0, 401);
+    }
+    for url in [&ts.url, &url_b] {
+        let (s, v) = login(url.clone(), ADMIN_PASSWORD).await;
+        assert_eq!(s, 429, "{url}: {v}");
+    }
+    b.shutdown().await;
+    ts.restart().await;
+    let (s, v) = login(ts.url.clone(), ADMIN_PASSWORD).await;
+    assert_eq!(s, 429, "still locked after a restart: {v}");
+    ts.stop().await;
+}

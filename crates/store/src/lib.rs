@@ -16,6 +16,7 @@ mod devices;
 mod groups;
 mod outbox;
 mod tasks;
+mod throttle;
 
 pub use accounts::{AccountKind, AccountRow, SessionRow};
 pub use audit::AuditRow;
@@ -24,6 +25,7 @@ pub use devices::{DeviceRow, EnrollTokenRow, TokenRefusal};
 pub use outbox::OutboxRow;
 pub use outbox::{KIND_QUARANTINE, KIND_SETTINGS, KIND_TASK_CANCEL, KIND_TASK_OFFER};
 pub use tasks::{NewTask, TaskDeviceRow, TaskRow};
+pub use throttle::FailureCount;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -75,7 +77,10 @@ pub fn now_ms() -> i64 {
 }
 
 /// One migration: its SQL, with `{ID}` standing for the auto-incrementing primary key.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_login_failures.sql"),
+];
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs pending migrations.

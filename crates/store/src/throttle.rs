@@ -1,0 +1,120 @@
+//! Failed logins, kept in the database so that every server process on one database
+//! counts the same failures (a guesser gains nothing by spreading attempts over them),
+//! and so that a restart does not reset a lockout.
+
+use crate::{Result, Store};
+use sqlx::Row;
+
+/// Failures of one throttle key within a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureCount {
+    /// How many.
+    pub count: i64,
+    /// When the oldest of them happened (ms), when there is one.
+    pub oldest_ms: Option<i64>,
+}
+
+impl Store {
+    /// Records one failed login under each key (`account:NAME`, `source:ADDR`).
+    pub async fn record_login_failure(&self, keys: &[String], at_ms: i64) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        for k in keys {
+            sqlx::query("INSERT INTO login_failures (throttle_key, at_ms) VALUES ($1, $2)")
+                .bind(k)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The failures of `key` after `since_ms`.
+    pub async fn login_failures(&self, key: &str, since_ms: i64) -> Result<FailureCount> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(at_ms) AS oldest FROM login_failures WHERE throttle_key = $1 AND at_ms > $2",
+        )
+        .bind(key)
+        .bind(since_ms)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(FailureCount {
+            count: row.try_get("n")?,
+            oldest_ms: row.try_get("oldest")?,
+        })
+    }
+
+    /// Forgets the failures of `key` (a successful login clears its account's).
+    pub async fn clear_login_failures(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE throttle_key = $1")
+            .bind(key)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes failures at or before `before_ms` (housekeeping: they no longer count).
+    pub async fn prune_login_failures(&self, before_ms: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM login_failures WHERE at_ms <= $1")
+            .bind(before_ms)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureCount;
+    use crate::testing::each_backend;
+
+    #[tokio::test]
+    async fn failures_count_per_key_within_the_window_and_are_cleared() {
+        each_backend(|store| async move {
+            let keys = ["account:alice".to_string(), "source:10.0.0.1".to_string()];
+            for t in [1_000, 2_000, 3_000] {
+                store.record_login_failure(&keys, t).await.unwrap();
+            }
+            store
+                .record_login_failure(&["source:10.0.0.2".to_string()], 2_500)
+                .await
+                .unwrap();
+            let at = |count, oldest_ms| FailureCount { count, oldest_ms };
+            assert_eq!(
+                store.login_failures("account:alice", 0).await.unwrap(),
+                at(3, Some(1_000))
+            );
+            assert_eq!(
+                store
+                    .login_failures("source:10.0.0.1", 1_500)
+                    .await
+                    .unwrap(),
+                at(2, Some(2_000))
+            );
+            assert_eq!(
+                store.login_failures("account:bob", 0).await.unwrap(),
+                at(0, None)
+            );
+            store.clear_login_failures("account:alice").await.unwrap();
+            assert_eq!(
+                store.login_failures("account:alice", 0).await.unwrap(),
+                at(0, None)
+            );
+            assert_eq!(
+                store
+                    .login_failures("source:10.0.0.1", 0)
+                    .await
+                    .unwrap()
+                    .count,
+                3,
+                "the source's failures stay"
+            );
+            assert_eq!(store.prune_login_failures(2_000).await.unwrap(), 2);
+            assert_eq!(
+                store.login_failures("source:10.0.0.1", 0).await.unwrap(),
+                at(1, Some(3_000))
+            );
+        })
+        .await;
+    }
+}
