@@ -46,10 +46,13 @@ pub struct Flash {
 
 impl Console {
     pub fn new(core: Arc<Core>) -> Console {
+        // Derived from the server's secret key, not random per process: a form rendered
+        // by one server process must be accepted by another, and after a restart.
+        let csrf_key = core.sealer.derive_key("console-csrf");
         Console {
             inner: Arc::new(Inner {
                 core,
-                csrf_key: rand::random(),
+                csrf_key,
                 flashes: Mutex::default(),
                 drafts: Mutex::default(),
             }),

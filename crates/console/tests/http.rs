@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{admin, Harness, Visitor, ADMIN_PASSWORD};
+use common::{admin, serve_console, Harness, Visitor, ADMIN_PASSWORD};
 use riposte_model::{PolicyMode, Role};
 use serde_json::json;
 
@@ -734,5 +734,47 @@ async fn groups_devices_and_tasks_are_managed_from_the_console() {
     let p = v.get(&format!("/devices/{dev}")).await;
     assert!(p.body.contains("Revoked"));
     assert!(!p.body.contains("id=\"revoke-device\"") && !p.body.contains("id=\"move-device\""));
+    h.stop().await;
+}
+
+/// A form rendered by one console (server process) is accepted by another on the same
+/// database and secret key: the CSRF key is derived from the server's secret, not drawn
+/// per process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_from_one_server_process_is_accepted_by_another() {
+    let h = Harness::start().await;
+    h.group("Finance").await;
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let csrf = v.get("/devices").await.csrf();
+    let (other, stop) = serve_console(h.core(), h.dir.path()).await;
+    let mut w = Visitor::new(&h);
+    w.url = other;
+    w.cookie = v.cookie.clone();
+    let p = w
+        .post(
+            "/groups",
+            &[
+                ("csrf", &csrf),
+                ("name", "Made elsewhere"),
+                ("parent", "Finance"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(h
+        .core()
+        .group_by_name(&admin(), "Made elsewhere")
+        .await
+        .is_ok());
+    // A token that is not the session's is still refused there.
+    let p = w
+        .post(
+            "/groups",
+            &[("csrf", "00ff"), ("name", "Forged"), ("parent", "Finance")],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    let _ = stop.send(true);
     h.stop().await;
 }

@@ -44,6 +44,7 @@ pub fn dummy_hash() -> &'static str {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    key: [u8; 32],
 }
 
 impl Sealer {
@@ -58,9 +59,26 @@ impl Sealer {
                 dir.join("secret.key").display()
             )));
         }
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(&key);
         Ok(Sealer {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            key: raw,
         })
+    }
+
+    /// A key for another purpose, derived from the sealing key: the same in every server
+    /// process that shares `secret.key` (as processes on one database must), and after a
+    /// restart. The console signs its CSRF tokens with one, so a form rendered by one
+    /// process is accepted by another.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"riposte derived key\0");
+        h.update(purpose.as_bytes());
+        h.update(b"\0");
+        h.update(self.key);
+        h.finalize().into()
     }
 
     /// Encrypts `secret`; the result is base64 text.

@@ -61,22 +61,8 @@ impl Harness {
             .unwrap_or_default()
             .starts_with("text/html")
         {
-            let core = server.core.clone();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let (chain, key) = core
-                .authority
-                .server_identity(dir.path(), &["127.0.0.1".to_string()])
-                .unwrap();
-            let tls = riposte_server::pki::api_tls_config(chain, key).unwrap();
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(riposte_server::serve_https(
-                riposte_console::router(core),
-                listener,
-                tls,
-                rx,
-            ));
-            url = format!("https://127.0.0.1:{port}");
+            let (u, tx) = serve_console(server.core.clone(), dir.path()).await;
+            url = u;
             stop = Some(tx);
         }
         Harness {
@@ -133,6 +119,29 @@ impl Harness {
             s.shutdown().await;
         }
     }
+}
+
+/// Serves a console router of its own over `core` on a new port (as a second server
+/// process would); returns its URL and the sender that stops it.
+pub async fn serve_console(
+    core: Arc<Core>,
+    dir: &std::path::Path,
+) -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (chain, key) = core
+        .authority
+        .server_identity(dir, &["127.0.0.1".to_string()])
+        .unwrap();
+    let tls = riposte_server::pki::api_tls_config(chain, key).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(riposte_server::serve_https(
+        riposte_console::router(core),
+        listener,
+        tls,
+        rx,
+    ));
+    (format!("https://127.0.0.1:{port}"), tx)
 }
 
 /// An HTTPS client that trusts the server's CA and does not follow redirects.
