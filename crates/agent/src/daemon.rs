@@ -16,7 +16,14 @@ use tokio::sync::{mpsc, watch};
 /// Runs IOC scan tasks on this device.
 pub trait TaskRunner: Send + Sync + 'static {
     /// Runs a task to the end (or until `cancel` turns true) and returns its final update.
-    fn run(&self, offer: TaskOffer, cancel: watch::Receiver<bool>) -> TaskUpdate;
+    /// While it runs, `progress` may be called (from any thread) with what it has done so
+    /// far; the agent sends that to the server as the results of a `running` update.
+    fn run(
+        &self,
+        offer: TaskOffer,
+        cancel: watch::Receiver<bool>,
+        progress: &(dyn Fn(serde_json::Value) + Sync),
+    ) -> TaskUpdate;
 }
 
 /// The agent's shared state.
@@ -113,15 +120,27 @@ impl Agent {
                 results: serde_json::Value::Null,
             });
             let runner = agent.runner.clone();
-            let update = tokio::task::spawn_blocking(move || runner.run(offer, cancel_rx))
-                .await
-                .unwrap_or_else(|e| TaskUpdate {
-                    task_id: id,
-                    state: DeviceTaskState::Failed,
-                    hits: 0,
-                    reason: Some(format!("the scan crashed: {e}")),
-                    results: serde_json::Value::Null,
-                });
+            let reporter = agent.clone();
+            let update = tokio::task::spawn_blocking(move || {
+                let progress = |results: serde_json::Value| {
+                    reporter.set_task(TaskUpdate {
+                        task_id: id,
+                        state: DeviceTaskState::Running,
+                        hits: 0,
+                        reason: None,
+                        results,
+                    })
+                };
+                runner.run(offer, cancel_rx, &progress)
+            })
+            .await
+            .unwrap_or_else(|e| TaskUpdate {
+                task_id: id,
+                state: DeviceTaskState::Failed,
+                hits: 0,
+                reason: Some(format!("the scan crashed: {e}")),
+                results: serde_json::Value::Null,
+            });
             agent
                 .cancels
                 .lock()

@@ -228,9 +228,7 @@ pub fn open_agent(
     if recovery != Default::default() {
         eprintln!("quarantine recovery: {recovery:?}");
     }
-    let runner = Arc::new(SweepRunner {
-        host_root: host_root.to_path_buf(),
-    });
+    let runner = Arc::new(SweepRunner::new(host_root.to_path_buf()));
     Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))
 }
 

@@ -38,7 +38,7 @@ function liveTasks() {
     (msg.rows || []).forEach(function (r) {
       var tr = document.getElementById("dev-" + r.device_id);
       if (!tr) return;
-      [["state", r.state], ["hits", String(r.hits)], ["reason", r.reason], ["updated", r.updated]].forEach(function (kv) {
+      [["state", r.state], ["progress", r.progress || ""], ["hits", String(r.hits)], ["reason", r.reason], ["updated", r.updated]].forEach(function (kv) {
         var td = tr.querySelector("td." + kv[0]);
         if (td) td.textContent = kv[1];
       });

@@ -778,3 +778,66 @@ async fn a_form_from_one_server_process_is_accepted_by_another() {
     let _ = stop.send(true);
     h.stop().await;
 }
+
+/// A running device's progress (files and bytes examined so far) shows on the task page
+/// and in its live stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_devices_progress_is_shown() {
+    let h = Harness::start().await;
+    h.group("Finance").await;
+    let dev = h.enroll("Finance", "fin-01").await;
+    let req: riposte_server::service::TaskRequest = serde_json::from_value(json!({
+        "name": "Sweep",
+        "group": "Finance",
+        "iocs": [{"format": "yara", "name": "r", "content": "rule r { strings: $a = \"x\" condition: $a }"}],
+    }))
+    .unwrap();
+    let id = h.core().create_task(&admin(), &req).await.unwrap();
+    h.core()
+        .store
+        .update_task_device(
+            id,
+            dev,
+            riposte_model::DeviceTaskState::Running,
+            0,
+            None,
+            &json!({"progress": {"files": 1234, "bytes": 5_000_000, "read": 10}}),
+        )
+        .await
+        .unwrap();
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let want = "1234 files (5.0 MB) examined, 10 read";
+    let p = v.get(&format!("/tasks/{id}")).await;
+    assert!(p.body.contains(want), "{}", p.body);
+    let mut resp = v
+        .http
+        .get(format!("{}/tasks/{id}/events", v.url))
+        .header("cookie", v.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&first).to_string();
+    assert!(text.contains(&format!("\"progress\":\"{want}\"")), "{text}");
+    // Once finished, the progress column is empty again: the results are the report.
+    h.core()
+        .store
+        .update_task_device(
+            id,
+            dev,
+            riposte_model::DeviceTaskState::Completed,
+            0,
+            None,
+            &json!({"stats": {"files_seen": 1300}}),
+        )
+        .await
+        .unwrap();
+    assert!(!v.get(&format!("/tasks/{id}")).await.body.contains(want));
+    drop(resp);
+    h.stop().await;
+}

@@ -9,7 +9,7 @@ use axum::response::Response;
 use futures_util::Stream;
 use maud::{html, Markup};
 use riposte_model::Operation;
-use riposte_model::{ScanScope, TaskAction};
+use riposte_model::{DeviceTaskState, ScanScope, TaskAction};
 use riposte_proto::IocDocument;
 use riposte_server::error::ServiceError;
 use riposte_server::service::{Caller, Core, TaskRequest};
@@ -87,6 +87,19 @@ pub async fn list(State(c): State<Console>, s: Session) -> Result<Response, Reje
     Ok(page(&c, &s, "Tasks", Nav::Tasks, body))
 }
 
+/// What a running device has swept so far, from its last `running` update.
+fn progress_text(r: &TaskDeviceRow) -> String {
+    let p = &r.results["progress"];
+    match (r.state, p["files"].as_u64()) {
+        (DeviceTaskState::Running, Some(files)) => format!(
+            "{files} files ({:.1} MB) examined, {} read",
+            p["bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
+            p["read"].as_u64().unwrap_or(0)
+        ),
+        _ => String::new(),
+    }
+}
+
 fn counts(rows: &[TaskDeviceRow]) -> serde_json::Value {
     let mut m: std::collections::BTreeMap<&str, i64> = Default::default();
     for r in rows {
@@ -141,12 +154,13 @@ pub async fn detail(
         div #live data-events={ "/tasks/" (id) "/events" } {
             (summary(&rows))
             table.grid #task-devices {
-                thead { tr { th { "Device" } th { "State" } th { "Hits" } th { "Reason" } th { "Updated" } } }
+                thead { tr { th { "Device" } th { "State" } th { "Progress" } th { "Hits" } th { "Reason" } th { "Updated" } } }
                 tbody {
                     @for r in &rows {
                         tr id={ "dev-" (r.device_id) } {
                             td { a href={ "/devices/" (r.device_id) } { (r.device_name) } }
                             td.state { (r.state.as_str()) }
+                            td.progress { (progress_text(r)) }
                             td.hits { (r.hits) }
                             td.reason { (r.reason.clone().unwrap_or_default()) }
                             td.updated { (fmt_time(r.updated_at)) }
@@ -163,7 +177,7 @@ struct Poll {
     core: Arc<Core>,
     caller: Caller,
     id: i64,
-    seen: HashMap<i64, (String, i64, Option<String>)>,
+    seen: HashMap<i64, (String, i64, Option<String>, String)>,
     first: bool,
 }
 
@@ -178,13 +192,19 @@ async fn next_event(mut p: Poll) -> Option<(Result<Event, Infallible>, Poll)> {
         };
         let mut changed = Vec::new();
         for r in &rows {
-            let key = (r.state.as_str().to_string(), r.hits, r.reason.clone());
+            let key = (
+                r.state.as_str().to_string(),
+                r.hits,
+                r.reason.clone(),
+                progress_text(r),
+            );
             if p.seen.get(&r.device_id) != Some(&key) {
                 changed.push(serde_json::json!({
                     "device_id": r.device_id,
                     "state": r.state.as_str(),
                     "hits": r.hits,
                     "reason": r.reason.clone().unwrap_or_default(),
+                    "progress": key.3,
                     "updated": fmt_time(r.updated_at),
                 }));
                 p.seen.insert(r.device_id, key);
