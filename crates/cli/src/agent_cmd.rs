@@ -20,8 +20,8 @@ pub struct AgentArgs {
     /// The server's CA certificate, pinned at enrollment.
     #[arg(long)]
     pub ca: Option<PathBuf>,
-    /// Enrollment token (needed once).
-    #[arg(long)]
+    /// Enrollment token (needed once). Older servers made tokens that may begin with `-`.
+    #[arg(long, allow_hyphen_values = true)]
     pub enroll_token: Option<String>,
     /// Device name shown in the console (default: host name).
     #[arg(long)]
@@ -362,5 +362,24 @@ async fn enroll_with_retries(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    #[test]
+    fn an_enrollment_token_may_begin_with_a_hyphen() {
+        let w = Wrapper::try_parse_from(["agent", "--data", "d", "--enroll-token", "-Kx_9"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.agent.enroll_token.as_deref(), Some("-Kx_9"));
     }
 }

@@ -118,9 +118,21 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A random token for sessions and enrollment, URL-safe.
+/// A random token for sessions and enrollment: 43 letters and digits (256 bits).
+///
+/// Letters and digits only, not base64url: a token that began with `-` was taken for an
+/// option by command lines (`riposte agent --enroll-token -K…`), one token in 32.
 pub fn random_token() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(43);
+    while out.len() < 43 {
+        // Rejection sampling: 248 = 4 × 62, so every character is equally likely.
+        let b: u8 = rand::random();
+        if b < 248 {
+            out.push(ALPHABET[usize::from(b % 62)] as char);
+        }
+    }
+    out
 }
 
 /// How tokens are stored: their SHA-256, so a database leak gives no usable token.
@@ -132,6 +144,19 @@ pub fn token_hash(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_letters_and_digits_and_distinct() {
+        let tokens: std::collections::HashSet<String> = (0..2000).map(|_| random_token()).collect();
+        assert_eq!(tokens.len(), 2000);
+        for t in &tokens {
+            assert_eq!(t.len(), 43, "{t}");
+            assert!(t.bytes().all(|b| b.is_ascii_alphanumeric()), "{t}");
+        }
+        // Every character of the alphabet turns up (no bias to a subset).
+        let seen: std::collections::HashSet<char> = tokens.iter().flat_map(|t| t.chars()).collect();
+        assert_eq!(seen.len(), 62);
+    }
 
     #[test]
     fn hashing_and_sealing() {
