@@ -745,25 +745,25 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 let too_large = scope.max_file_size.is_some_and(|m| meta.len() > m);
                 // Do the hash indicators need this file's digests? (Only asked where
                 // the lanes would hash them; elsewhere the item computes them lazily.)
-                let to_lanes = lanes.is_some()
-                    && !too_large
-                    && to_evaluate.iter().any(|&i| {
+                let to_lanes = lanes.is_some() && !too_large && {
+                    let mut item = FileItem {
+                        host_path: path,
+                        device_path: walk::device_path(&scope.host_root, path),
+                        meta,
+                        names: &names,
+                        algorithms: alg,
+                        max_size: scope.max_file_size,
+                        content: None,
+                        digests: None,
+                        texts: Vec::new(),
+                    };
+                    to_evaluate.iter().any(|&i| {
                         let ioc = &iocs[i].ioc;
-                        let mut item = FileItem {
-                            host_path: path,
-                            device_path: walk::device_path(&scope.host_root, path),
-                            meta,
-                            names: &names,
-                            algorithms: alg,
-                            max_size: scope.max_file_size,
-                            content: None,
-                            digests: None,
-                            texts: Vec::new(),
-                        };
                         ioc.fields().any(|f| f.needs_content())
                             && evaluate_without_content(ioc, &mut item, &truth_of(i))
                                 == Truth::Unknown
-                    });
+                    })
+                };
                 let mut content: Option<Vec<u8>> = None;
                 let mut yara_hits: Vec<(usize, Vec<String>)> = Vec::new();
                 if !yara.is_empty() {
