@@ -686,6 +686,11 @@ fn digest_with(
 ///   regular file: between the walk's stat and this open the path may have been
 ///   replaced, and a link to `/dev/zero` or a FIFO must not hang or flood the sweep.
 pub fn open_content(path: &Path) -> std::io::Result<std::fs::File> {
+    open_regular(path).map(|(file, _)| file)
+}
+
+/// [`open_content`], with the metadata of what was opened.
+fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = |extra: libc::c_int| {
         std::fs::OpenOptions::new()
@@ -704,18 +709,19 @@ pub fn open_content(path: &Path) -> std::io::Result<std::fs::File> {
             e
         }
     })?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::other(
             "no longer a regular file (replaced during the sweep)",
         ));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Reads a whole file (for YARA), as [`open_content`] opens it.
 pub fn read_content(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = open_content(path)?;
-    let mut data = Vec::with_capacity(f.metadata().map_or(0, |m| m.len() as usize));
+    let (mut f, meta) = open_regular(path)?;
+    let mut data = Vec::with_capacity(meta.len() as usize);
     f.read_to_end(&mut data)?;
     Ok(data)
 }

@@ -43,7 +43,7 @@ impl Read for Reader {
 
 struct Lane<J> {
     job: J,
-    file: Reader,
+    reader: Reader,
     /// The size at stat time: a short read at or past it is the end (see
     /// [`crate::items::digest_sized`]).
     expected: u64,
@@ -89,7 +89,7 @@ impl<J> Lanes<J> {
         expected: u64,
         done: &mut dyn FnMut(J, std::io::Result<Digests>),
     ) {
-        let file = match source {
+        let reader = match source {
             Source::File(f) => Reader::File(f),
             Source::Memory(v) => Reader::Memory(std::io::Cursor::new(v)),
         };
@@ -105,7 +105,7 @@ impl<J> Lanes<J> {
         let alg = self.algorithms;
         self.lanes[l] = Some(Lane {
             job,
-            file,
+            reader,
             expected,
             total: 0,
             start: 0,
@@ -188,7 +188,7 @@ impl<J> Lanes<J> {
                 lane.start = 0;
             }
             if !lane.eof {
-                let n = match lane.file.read(&mut buf[lane.filled..WINDOW]) {
+                let n = match lane.reader.read(&mut buf[lane.filled..WINDOW]) {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
