@@ -135,6 +135,17 @@ pub struct TaskRequest {
     pub actions: Vec<TaskAction>,
 }
 
+/// A name as typed, trimmed: 1 to `max` bytes, no control characters.
+fn check_name<'a>(what: &str, name: &'a str, max: usize) -> ServiceResult<&'a str> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > max || name.chars().any(char::is_control) {
+        return Err(ServiceError::BadRequest(format!(
+            "{what} must be 1 to {max} printable characters"
+        )));
+    }
+    Ok(name)
+}
+
 /// Refuses an IOC document the devices could not load, before any task exists: a
 /// broken document is the administrator's error to fix, not a failure on every device.
 fn check_ioc_document(doc: &IocDocument) -> ServiceResult<()> {
@@ -371,12 +382,7 @@ impl Core {
         parent: Option<&str>,
     ) -> ServiceResult<i64> {
         authorize(&c.principal, Operation::ChangeGroups)?;
-        let name = name.trim();
-        if name.is_empty() || name.len() > 128 || name.chars().any(|ch| ch.is_control()) {
-            return Err(ServiceError::BadRequest(
-                "a group name must be 1 to 128 printable characters".into(),
-            ));
-        }
+        let name = check_name("a group name", name, 128)?;
         let parent = self
             .store
             .group_by_name(parent.unwrap_or(ROOT_GROUP))
@@ -998,15 +1004,12 @@ impl Core {
                 "a task needs at least one IOC document".into(),
             ));
         }
-        let name = req.name.trim();
-        if name.is_empty() || name.len() > 200 || name.chars().any(|ch| ch.is_control()) {
-            return Err(ServiceError::BadRequest(
-                "a task name must be 1 to 200 printable characters".into(),
-            ));
-        }
-        for doc in &req.iocs {
-            check_ioc_document(doc)?;
-        }
+        check_name("a task name", &req.name, 200)?;
+        // Compiling a large YARA rule set takes a while: off the async workers.
+        let docs = req.iocs.clone();
+        tokio::task::spawn_blocking(move || docs.iter().try_for_each(check_ioc_document))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("checking the IOC documents: {e}")))??;
         let g = self.store.group_by_name(&req.group).await?;
         let new = NewTask {
             name: req.name.clone(),
