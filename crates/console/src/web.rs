@@ -34,7 +34,6 @@ struct Inner {
     core: Arc<Core>,
     csrf_key: [u8; 32],
     flashes: Mutex<HashMap<String, Vec<Flash>>>,
-    drafts: Mutex<HashMap<(String, i64), ThreatResponsePatch>>,
 }
 
 /// A message shown once on the next page.
@@ -54,7 +53,6 @@ impl Console {
                 core,
                 csrf_key,
                 flashes: Mutex::default(),
-                drafts: Mutex::default(),
             }),
         }
     }
@@ -110,35 +108,44 @@ impl Console {
             .unwrap_or_default()
     }
 
-    /// The policy edit kept by OK, not saved yet.
-    pub fn draft(&self, s: &Session, group: i64) -> Option<ThreatResponsePatch> {
-        self.inner
-            .drafts
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&(s.key.clone(), group)).cloned())
+    /// The policy edit kept by OK, not saved yet. It lives in the database, sealed (it
+    /// may hold the special account's password), so that any server process can show
+    /// and save it; it goes with the session.
+    pub async fn draft(&self, s: &Session, group: i64) -> Option<ThreatResponsePatch> {
+        let sealed = self
+            .core()
+            .store
+            .console_draft(&s.key, group)
+            .await
+            .ok()??;
+        let json = self.core().sealer.open(&sealed)?;
+        serde_json::from_str(&json).ok()
     }
 
-    pub fn set_draft(&self, s: &Session, group: i64, patch: ThreatResponsePatch) {
-        if let Ok(mut m) = self.inner.drafts.lock() {
-            m.insert((s.key.clone(), group), patch);
-        }
+    /// Stages an edit; says so when it cannot be kept.
+    pub async fn set_draft(
+        &self,
+        s: &Session,
+        group: i64,
+        patch: ThreatResponsePatch,
+    ) -> Result<(), ServiceError> {
+        let json = serde_json::to_string(&patch)
+            .map_err(|e| ServiceError::Internal(format!("cannot keep the changes: {e}")))?;
+        let sealed = self.core().sealer.seal(&json);
+        self.core()
+            .store
+            .put_console_draft(&s.key, group, &sealed)
+            .await
+            .map_err(ServiceError::from)
     }
 
-    pub fn clear_draft(&self, s: &Session, group: i64) -> Option<ThreatResponsePatch> {
-        self.inner
-            .drafts
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(&(s.key.clone(), group)))
+    pub async fn clear_draft(&self, s: &Session, group: i64) {
+        let _ = self.core().store.delete_console_draft(&s.key, group).await;
     }
 
     fn forget_session(&self, key: &str) {
         if let Ok(mut m) = self.inner.flashes.lock() {
             m.remove(key);
-        }
-        if let Ok(mut m) = self.inner.drafts.lock() {
-            m.retain(|(k, _), _| k != key);
         }
     }
 }

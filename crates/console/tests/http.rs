@@ -767,6 +767,70 @@ async fn a_form_from_one_server_process_is_accepted_by_another() {
         .group_by_name(&admin(), "Made elsewhere")
         .await
         .is_ok());
+    // A Threat Response edit kept with OK on one process is saved from the other; the
+    // kept edit is stored sealed (it holds the special password).
+    let gid = h
+        .core()
+        .group_by_name(&admin(), "Finance")
+        .await
+        .unwrap()
+        .id;
+    h.core()
+        .create_special(&admin(), "Sp3cial-pass")
+        .await
+        .unwrap();
+    let p = v
+        .post(
+            &format!("/policies/{gid}/threat-response"),
+            &[
+                ("csrf", &csrf),
+                ("op", "ok"),
+                ("mode", "enforce"),
+                ("enabled", "1"),
+                ("action", "group_ioc_scan"),
+                ("special_password", "Sp3cial-pass"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let token = v.cookie.as_deref().unwrap().split_once('=').unwrap().1;
+    let session_hash = riposte_server::secrets::token_hash(token);
+    let sealed = h
+        .core()
+        .store
+        .console_draft(&session_hash, gid)
+        .await
+        .unwrap()
+        .expect("the kept edit is in the database");
+    assert!(!sealed.contains("Sp3cial-pass"));
+    assert!(h
+        .core()
+        .policy(&admin(), "Finance")
+        .await
+        .unwrap()
+        .threat_response
+        .is_none());
+    let p = w
+        .post(&format!("/policies/{gid}/save"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let tr = h
+        .core()
+        .policy(&admin(), "Finance")
+        .await
+        .unwrap()
+        .threat_response
+        .expect("saved by the other process");
+    assert!(tr.value.enabled, "{tr:?}");
+    assert_eq!(
+        h.core()
+            .store
+            .console_draft(&session_hash, gid)
+            .await
+            .unwrap(),
+        None
+    );
+
     // A token that is not the session's is still refused there.
     let p = w
         .post(

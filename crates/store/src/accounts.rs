@@ -190,6 +190,54 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A console session's staged policy edit for a group (sealed by the caller: it may
+    /// hold a password), kept in the database so that any server process can save it.
+    pub async fn console_draft(&self, session_hash: &str, group_id: i64) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT sealed FROM console_drafts WHERE session_hash = $1 AND group_id = $2",
+        )
+        .bind(session_hash)
+        .bind(group_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("sealed")?),
+            None => None,
+        })
+    }
+
+    /// Stages (or replaces) a session's edit for a group.
+    pub async fn put_console_draft(
+        &self,
+        session_hash: &str,
+        group_id: i64,
+        sealed: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO console_drafts (session_hash, group_id, sealed, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (session_hash, group_id) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+        )
+        .bind(session_hash)
+        .bind(group_id)
+        .bind(sealed)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a session's edit for a group.
+    pub async fn delete_console_draft(&self, session_hash: &str, group_id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM console_drafts WHERE session_hash = $1 AND group_id = $2")
+            .bind(session_hash)
+            .bind(group_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::AccountKind;
@@ -240,6 +288,25 @@ mod tests {
                 store.session("t2").await.unwrap().is_none(),
                 "expired session"
             );
+            // Console drafts: per session and group, replaced in place, gone with the session.
+            let g = store.create_group("D", None).await.unwrap();
+            store.put_console_draft("t1", g, "sealed-1").await.unwrap();
+            store.put_console_draft("t1", g, "sealed-2").await.unwrap();
+            assert_eq!(
+                store.console_draft("t1", g).await.unwrap().as_deref(),
+                Some("sealed-2")
+            );
+            assert_eq!(store.console_draft("t2", g).await.unwrap(), None);
+            store.delete_console_draft("t1", g).await.unwrap();
+            assert_eq!(store.console_draft("t1", g).await.unwrap(), None);
+            store.put_console_draft("t1", g, "sealed-3").await.unwrap();
+            store.delete_session("t1").await.unwrap();
+            assert_eq!(store.console_draft("t1", g).await.unwrap(), None);
+            store
+                .create_session("t1", admin, now_ms() + 60_000)
+                .await
+                .unwrap();
+
             store.delete_account(special).await.unwrap();
             assert!(store.special_account().await.unwrap().is_none());
             assert!(matches!(

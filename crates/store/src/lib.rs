@@ -80,6 +80,7 @@ pub fn now_ms() -> i64 {
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_login_failures.sql"),
+    include_str!("../migrations/0003_console_drafts.sql"),
 ];
 
 impl Store {

@@ -83,7 +83,7 @@ pub async fn detail(
     } else {
         "general"
     };
-    let draft = c.draft(&s, gid);
+    let draft = c.draft(&s, gid).await;
     let can_edit = s.can(Operation::ChangePolicy);
     let content = if tab == "settings" {
         let section = q.section.as_str();
@@ -199,7 +199,9 @@ pub async fn set_threat_response(
         Err(e) => return after(&c, s, Err(e), &here),
     };
     if p.fields.get("op") == Some("ok") {
-        c.set_draft(s, gid, patch);
+        if let Err(e) = c.set_draft(s, gid, patch).await {
+            return after(&c, s, Err(e), &here);
+        }
         c.flash(
             s,
             true,
@@ -212,7 +214,7 @@ pub async fn set_threat_response(
         // Keep what was entered (never the password) so the form shows it again.
         let mut kept = patch;
         kept.special_password = None;
-        c.set_draft(s, gid, kept);
+        let _ = c.set_draft(s, gid, kept).await;
     }
     after(&c, s, res, &here)
 }
@@ -227,7 +229,7 @@ async fn store(
     c.core()
         .set_policy_threat_response(&s.caller, &name, patch)
         .await?;
-    c.clear_draft(s, gid);
+    c.clear_draft(s, gid).await;
     Ok(format!(
         "{} saved. The devices of the group receive the new settings now.",
         policy_name(&name)
@@ -238,7 +240,7 @@ async fn store(
 pub async fn save(State(c): State<Console>, Path(gid): Path<i64>, p: Posted) -> Response {
     let s = &p.session;
     let here = format!("/policies/{gid}?tab=settings&section=threat-response");
-    let Some(patch) = c.draft(s, gid) else {
+    let Some(patch) = c.draft(s, gid).await else {
         c.flash(s, true, "Nothing to save.");
         return Redirect::to(&here).into_response();
     };
@@ -248,7 +250,7 @@ pub async fn save(State(c): State<Console>, Path(gid): Path<i64>, p: Posted) -> 
 
 /// `POST /policies/{gid}/discard`: forgets the changes kept by OK.
 pub async fn discard(State(c): State<Console>, Path(gid): Path<i64>, p: Posted) -> Response {
-    c.clear_draft(&p.session, gid);
+    c.clear_draft(&p.session, gid).await;
     after(
         &c,
         &p.session,
