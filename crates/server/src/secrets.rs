@@ -121,7 +121,7 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 /// A random token for sessions and enrollment: 43 letters and digits (256 bits).
 ///
 /// Letters and digits only, not base64url: a token that began with `-` was taken for an
-/// option by command lines (`riposte agent --enroll-token -K…`), one token in 32.
+/// option by command lines (`riposte agent --enroll-token -K…`), one token in 64.
 pub fn random_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut out = String::with_capacity(43);
