@@ -463,11 +463,23 @@ fn group_action_fails_visibly_without_the_special_account() {
     scenario(None, true);
 }
 
-#[test]
-fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sdir = tmp.path().join("server");
-    let pwfile = tmp.path().join("admin.pw");
+/// A server process with group A, whose enforced policy turns Threat Response on with
+/// `actions`, and an enrollment token for A.
+struct GroupA {
+    server: Proc,
+    url: String,
+    ca: PathBuf,
+    admin: Admin,
+    token: String,
+    /// To start the server again on the same data and address.
+    sdir: PathBuf,
+    pwfile: PathBuf,
+    listen: String,
+}
+
+fn server_with_group_a(tmp: &Path, actions: &str) -> GroupA {
+    let sdir = tmp.join("server");
+    let pwfile = tmp.join("admin.pw");
     std::fs::write(&pwfile, "e2e-admin-password\n").unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let (server, url) = start_server_with(&sdir, &pwfile, &listen, None);
@@ -484,14 +496,39 @@ fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
         "A",
         "--threat-response",
         "on",
-        "--actions",
-        "quarantine_and_delete",
         "--enforce",
+        "--actions",
+        actions,
     ]);
     let token = admin
         .ok(&["enroll-token", "create", "--group", "A"])
         .trim()
         .to_string();
+    GroupA {
+        server,
+        url,
+        ca,
+        admin,
+        token,
+        sdir,
+        pwfile,
+        listen,
+    }
+}
+
+#[test]
+fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let GroupA {
+        server,
+        url,
+        ca,
+        admin,
+        token,
+        sdir,
+        pwfile,
+        listen,
+    } = server_with_group_a(tmp.path(), "quarantine_and_delete");
     let d = start_agent(tmp.path(), &url, &ca, &token, "solo");
     wait_connected(&admin, 1);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -630,32 +667,14 @@ fn the_agent_scans_critical_areas_through_clamd() {
     else {
         return;
     };
-    let sdir = tmp.path().join("server");
-    let pwfile = tmp.path().join("admin.pw");
-    std::fs::write(&pwfile, "e2e-admin-password\n").unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let (_server, url) = start_server_with(&sdir, &pwfile, &listen, None);
-    let ca = sdir.join("ca.pem");
-    let admin = Admin {
-        url: url.clone(),
-        ca: ca.clone(),
-        pwfile,
-    };
-    admin.ok(&["group", "create", "A"]);
-    admin.ok(&[
-        "policy",
-        "set",
-        "A",
-        "--threat-response",
-        "on",
-        "--enforce",
-        "--actions",
-        "quarantine_and_delete,epp_critical_areas_scan",
-    ]);
-    let token = admin
-        .ok(&["enroll-token", "create", "--group", "A"])
-        .trim()
-        .to_string();
+    let GroupA {
+        server: _server,
+        url,
+        ca,
+        admin,
+        token,
+        ..
+    } = server_with_group_a(tmp.path(), "quarantine_and_delete,epp_critical_areas_scan");
     let d = start_agent_with(
         tmp.path(),
         &url,

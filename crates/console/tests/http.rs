@@ -434,13 +434,7 @@ async fn task_progress_streams_and_cancel() {
     let h = Harness::start().await;
     h.group("Finance").await;
     let dev = h.enroll("Finance", "fin-01").await;
-    let req: riposte_server::service::TaskRequest = serde_json::from_value(json!({
-        "name": "Sweep <for> Emotet",
-        "group": "Finance",
-        "iocs": [{"format": "yara", "name": "r", "content": "rule r { strings: $a = \"x\" condition: $a }"}],
-    }))
-    .unwrap();
-    let id = h.core().create_task(&admin(), &req).await.unwrap();
+    let id = yara_task(&h, "Sweep <for> Emotet").await;
     let mut v = Visitor::new(&h);
     v.login("admin", ADMIN_PASSWORD).await;
     let p = v.get(&format!("/tasks/{id}")).await;
@@ -850,13 +844,7 @@ async fn a_running_devices_progress_is_shown() {
     let h = Harness::start().await;
     h.group("Finance").await;
     let dev = h.enroll("Finance", "fin-01").await;
-    let req: riposte_server::service::TaskRequest = serde_json::from_value(json!({
-        "name": "Sweep",
-        "group": "Finance",
-        "iocs": [{"format": "yara", "name": "r", "content": "rule r { strings: $a = \"x\" condition: $a }"}],
-    }))
-    .unwrap();
-    let id = h.core().create_task(&admin(), &req).await.unwrap();
+    let id = yara_task(&h, "Sweep").await;
     h.core()
         .store
         .update_task_device(
@@ -904,4 +892,15 @@ async fn a_running_devices_progress_is_shown() {
     assert!(!v.get(&format!("/tasks/{id}")).await.body.contains(want));
     drop(resp);
     h.stop().await;
+}
+
+/// A task for the Finance group with a one-rule YARA document.
+async fn yara_task(h: &Harness, name: &str) -> i64 {
+    let req: riposte_server::service::TaskRequest = serde_json::from_value(json!({
+        "name": name,
+        "group": "Finance",
+        "iocs": [{"format": "yara", "name": "r", "content": "rule r { strings: $a = \"x\" condition: $a }"}],
+    }))
+    .unwrap();
+    h.core().create_task(&admin(), &req).await.unwrap()
 }
