@@ -22,6 +22,17 @@ struct Device {
 }
 
 impl Device {
+    /// `riposte agent status --json` (null while the agent cannot answer yet).
+    fn status(&self) -> Value {
+        let out = Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&self.data)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
     fn ctl(&self, args: &[&str]) -> Value {
         let out = Command::new(bin())
             .args(["agent", "--data"])
@@ -142,13 +153,7 @@ fn wait_settings(d: &Device) {
 fn wait_settings_with(d: &Device, action: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = Command::new(bin())
-            .args(["agent", "--data"])
-            .arg(&d.data)
-            .args(["status", "--json"])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let v = d.status();
         let actions = v["settings"]["threat_response"]["value"]["actions"].to_string();
         if v["settings"]["threat_response"]["value"]["enabled"] == true && actions.contains(action)
         {
@@ -372,16 +377,7 @@ fn scenario(database: Option<&str>, delete_special: bool) {
     // Agent 3 keeps its copy and got no task.
     assert!(d3.threat().exists());
     assert_eq!(std::fs::read(d3.threat()).unwrap(), THREAT);
-    let st3: Value = serde_json::from_slice(
-        &Command::new(bin())
-            .args(["agent", "--data"])
-            .arg(&d3.data)
-            .args(["status", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let st3 = d3.status();
     assert_eq!(st3["tasks"].as_array().unwrap().len(), 0, "{st3}");
 
     // Visible through riposte admin --json: the detection with its task and outcomes, and the quarantine.
@@ -531,21 +527,7 @@ fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
     } = server_with_group_a(tmp.path(), "quarantine_and_delete");
     let d = start_agent(tmp.path(), &url, &ca, &token, "solo");
     wait_connected(&admin, 1);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = Command::new(bin())
-            .args(["agent", "--data"])
-            .arg(&d.data)
-            .args(["status", "--json"])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if v["settings"]["threat_response"]["value"]["enabled"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{v}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_settings_with(&d, "quarantine_and_delete");
     let hash = sha256(THREAT);
     let ctl_err = |path: &str, h: &str| -> String {
         let out = Command::new(bin())
@@ -607,16 +589,7 @@ fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
         "{report}"
     );
     assert!(!d.threat().exists());
-    let st: Value = serde_json::from_slice(
-        &Command::new(bin())
-            .args(["agent", "--data"])
-            .arg(&d.data)
-            .args(["status", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let st = d.status();
     assert!(
         st["unsent_events"].as_u64().unwrap() >= 3,
         "detection, quarantine and outcome queued: {st}"
