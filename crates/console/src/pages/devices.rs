@@ -368,12 +368,7 @@ pub async fn app(
         let here = format!("{base}?tab=settings&section=threat-response");
         let inner = match section {
             "threat-response" => {
-                let special = c
-                    .core()
-                    .store
-                    .special_account()
-                    .await
-                    .map_err(|e| Reject::Internal(e.to_string()))?;
+                let special = c.core().special_status(&s.caller).await?;
                 let tr = &eff.threat_response;
                 let locked_by = match &tr.provenance {
                     Provenance::Policy {

@@ -89,12 +89,7 @@ pub async fn detail(
         let section = q.section.as_str();
         let inner = match section {
             "threat-response" => {
-                let special = c
-                    .core()
-                    .store
-                    .special_account()
-                    .await
-                    .map_err(|e| Reject::Internal(e.to_string()))?;
+                let special = c.core().special_status(&s.caller).await?;
                 let (stored, mode) = p
                     .threat_response
                     .clone()
