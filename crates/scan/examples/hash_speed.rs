@@ -28,7 +28,7 @@ fn main() {
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
-    let run = |name: &str, f: &dyn Fn(&[u8]) -> usize| {
+    let run = |name: &str, note: &str, f: &dyn Fn(&[u8]) -> usize| {
         // Hash in 256 KiB pieces, as the sweep does, best of three.
         let best = (0..3)
             .map(|_| {
@@ -37,18 +37,22 @@ fn main() {
                 t.elapsed().as_secs_f64()
             })
             .fold(f64::MAX, f64::min);
-        println!("{name} {:.1}", (data.len() as f64 / 1e6) / best);
+        println!("{name} {:.1}{note}", (data.len() as f64 / 1e6) / best);
     };
     use md5::Digest as _;
-    run("md5", &|d| {
+    run("md5", "", &|d| {
         let mut h = md5::Md5::new();
         d.chunks(256 << 10).for_each(|c| h.update(c));
         h.finalize()[0] as usize
     });
-    if riposte_scan::md5x16::available() {
+    if let Some(kernel) = riposte_scan::md5x16::Kernel::best() {
         // Sixteen streams side by side, one sixteenth of the data each: the sweep's MD5
         // when it has many files to hash.
-        run("md5x16", &|d| {
+        let note = match kernel {
+            riposte_scan::md5x16::Kernel::Avx512 => " AVX-512",
+            riposte_scan::md5x16::Kernel::Avx2 => " AVX2",
+        };
+        run("md5x16", note, &|d| {
             use riposte_scan::md5x16::{compress, INIT, LANES};
             let per_lane = d.len() / LANES / 64 * 64;
             let offsets: [i32; LANES] = std::array::from_fn(|l| (l * per_lane) as i32);
@@ -57,12 +61,12 @@ fn main() {
             state[0][0] as usize
         });
     }
-    run("sha1", &|d| {
+    run("sha1", "", &|d| {
         let mut h = sha1::Sha1::new();
         d.chunks(256 << 10).for_each(|c| h.update(c));
         h.finalize()[0] as usize
     });
-    run("sha256", &|d| {
+    run("sha256", "", &|d| {
         let mut h = sha2::Sha256::new();
         d.chunks(256 << 10).for_each(|c| h.update(c));
         h.finalize()[0] as usize

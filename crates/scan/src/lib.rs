@@ -10,7 +10,7 @@
 //!   with sizes cost one stat per file; evaluates cheap terms (path, name, size, times)
 //!   first and reads a file only when a remaining term needs its content — once, for
 //!   all hash algorithms and YARA rule sets together;
-//! * hashes MD5 sixteen files at a time per thread where the CPU has AVX-512
+//! * hashes MD5 sixteen files at a time per thread where the CPU has AVX-512 or AVX2
 //!   ([`multi`], [`md5x16`]): one MD5 stream cannot use a core's width;
 //! * reports per indicator a verdict (hit, no match, or undetermined when unsupported
 //!   terms could change the outcome) and the unsupported terms by id.

@@ -66,8 +66,8 @@ pub struct Lanes<J> {
 }
 
 impl<J> Lanes<J> {
-    /// Lanes for `algorithms` (which must include MD5), or `None` where the CPU lacks
-    /// the AVX-512 kernel.
+    /// Lanes for `algorithms` (which must include MD5), or `None` where the CPU has
+    /// neither the AVX-512 nor the AVX2 kernel.
     pub fn new(algorithms: Algorithms) -> Option<Self> {
         if !algorithms.md5 || !md5x16::available() {
             return None;
@@ -229,7 +229,7 @@ mod tests {
             sha256: true,
         };
         let Some(mut lanes) = Lanes::<usize>::new(alg) else {
-            eprintln!("no AVX-512F on this CPU: multi-file hashing not tested here");
+            eprintln!("no AVX-512F or AVX2 on this CPU: multi-file hashing not tested here");
             return;
         };
         let dir = tempfile::tempdir().unwrap();

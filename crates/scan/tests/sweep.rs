@@ -626,7 +626,7 @@ fn relative_paths_are_the_current_directorys() {
     assert_eq!(scope.paths, [PathBuf::from("rel")]);
 }
 
-/// Many files hashed together (sixteen lanes per thread where the CPU has AVX-512):
+/// Many files hashed together (sixteen lanes per thread where the CPU has AVX-512 or AVX2):
 /// exactly the planted ones match, and a cheap term that fails keeps a file unread.
 #[test]
 fn hash_only_sweep_over_many_files() {
