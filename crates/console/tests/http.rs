@@ -33,6 +33,16 @@ async fn login_cookie_and_headers() {
     assert!(p.headers.get("set-cookie").is_none());
     assert!(v.cookie.is_none());
 
+    // The special account, with its right password: no session either.
+    h.core()
+        .create_special(&admin(), "special-pw-1")
+        .await
+        .unwrap();
+    let p = v.login("riposte-autonomous", "special-pw-1").await;
+    assert_ne!(p.status, 303, "{}", p.body);
+    assert!(p.body.contains("cannot log in"), "{}", p.body);
+    assert!(p.headers.get("set-cookie").is_none());
+
     let p = v.login("admin", ADMIN_PASSWORD).await;
     assert_eq!(p.status, 303);
     let cookie = p.headers["set-cookie"].to_str().unwrap().to_string();

@@ -573,21 +573,48 @@ async fn drive(
     report.rss_after_kb = server.rss_kb()?;
     report.kb_per_agent = (report.rss_after_kb as f64 - report.rss_before_kb as f64) / n as f64;
 
-    // The autonomous task.
+    // The detection, reported by the first agent over its link as a real agent does;
+    // the timed part starts once the server has it.
     let http = riposte_agent::identity::pinned_http_client(&server.ca_pem, timeout)?;
+    let detected_ms = wall_ms();
+    let detection: Value = json!({
+        "detection_id": format!("fleet-{}-{detected_ms}", std::process::id()),
+        "path": "/tmp/fleet-bench-object", "size": 4242,
+        "md5": "0".repeat(32), "sha1": "1".repeat(40),
+        "sha256": format!("{:064x}", detected_ms),
+        "threat": "Fleet.Bench", "source": "riposte-bench-fleet",
+        "user_name": "bench", "detected_at_ms": detected_ms});
+    let detection_id = detection["detection_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !agents[0].report_detection(serde_json::from_value(detection.clone())?) {
+        bail!("the detecting agent's link is gone");
+    }
+    let reported_by = Instant::now() + Duration::from_secs(30);
+    while admin
+        .call(
+            Method::GET,
+            &format!("/api/v1/detections/{detection_id}"),
+            None,
+        )
+        .await
+        .is_err()
+    {
+        if Instant::now() > reported_by {
+            bail!("the server did not store the detection within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The autonomous task.
     let t0_wall_ms = wall_ms();
     let t0 = shared.stamp();
     let req_started = Instant::now();
     let resp = http
         .post(format!("{}/api/v1/autonomous-tasks", server.url))
         .basic_auth("riposte-autonomous", Some(SPECIAL_PASSWORD))
-        .json(&json!({"device_id": device_id, "detection": {
-            "detection_id": format!("fleet-{}-{t0_wall_ms}", std::process::id()),
-            "path": "/tmp/fleet-bench-object", "size": 4242,
-            "md5": "0".repeat(32), "sha1": "1".repeat(40),
-            "sha256": format!("{:064x}", t0_wall_ms),
-            "threat": "Fleet.Bench", "source": "riposte-bench-fleet",
-            "user_name": "bench", "detected_at_ms": t0_wall_ms}}))
+        .json(&json!({"device_id": device_id, "detection": detection}))
         .send()
         .await
         .context("POST /api/v1/autonomous-tasks")?;

@@ -76,6 +76,17 @@ impl SimAgent {
         }
     }
 
+    /// Reports a detection over this agent's link, as a real agent does before it asks
+    /// for the group task (the server builds the task from what the device reported).
+    pub fn report_detection(&self, record: riposte_proto::DetectionRecord) -> bool {
+        let event = riposte_proto::AgentEvent {
+            event_id: format!("detection-{}", record.detection_id),
+            at_ms: record.detected_at_ms,
+            body: riposte_proto::EventBody::Detection(record),
+        };
+        self.tx.send(AgentToServer::Event(event)).is_ok()
+    }
+
     fn completed(task_id: i64) -> AgentToServer {
         AgentToServer::TaskUpdate(TaskUpdate {
             task_id,

@@ -6,11 +6,12 @@ use crate::service::{
     AutonomousRequest, Caller, Core, SandboxPatch, TaskRequest, ThreatResponsePatch,
 };
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
-use axum::http::{header, request::Parts, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
+use riposte_model::accounts::SPECIAL_ACCOUNT_NAME;
 use riposte_model::Role;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -94,17 +95,10 @@ impl FromRequestParts<AppState> for Caller {
         let principal = if let Some(token) = header.strip_prefix("Bearer ") {
             core.session(token.trim()).await?
         } else if let Some(basic) = header.strip_prefix("Basic ") {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(basic.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    ServiceError::Unauthorized("malformed Basic authorization".into())
-                })?;
-            let (user, password) = raw.split_once(':').ok_or_else(|| {
+            let (user, password) = basic_credentials(basic).ok_or_else(|| {
                 ServiceError::Unauthorized("malformed Basic authorization".into())
             })?;
-            core.check_password(user, password, &source).await?
+            core.check_password(&user, &password, &source).await?
         } else {
             return Err(ServiceError::Unauthorized(
                 "log in first: no credentials were given".into(),
@@ -221,7 +215,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SourceAddr {
     }
 }
 
-async fn logout(State(core): State<AppState>, headers: axum::http::HeaderMap) -> ApiResult {
+async fn logout(State(core): State<AppState>, headers: HeaderMap) -> ApiResult {
     if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -233,6 +227,11 @@ async fn logout(State(core): State<AppState>, headers: axum::http::HeaderMap) ->
 }
 
 async fn whoami(c: Caller) -> ApiResult {
+    if c.principal == riposte_model::Principal::Special {
+        return Err(ServiceError::Forbidden(
+            "the special account may only create autonomous IOC scan tasks".into(),
+        ));
+    }
     ok(json!({ "principal": c.principal }))
 }
 
@@ -504,6 +503,7 @@ async fn cancel_task(State(core): State<AppState>, c: Caller, Path(id): Path<Str
 
 async fn create_autonomous(
     State(core): State<AppState>,
+    headers: HeaderMap,
     c: Result<Caller, ServiceError>,
     src: SourceAddr,
     Body(b): Body<AutonomousRequest>,
@@ -511,10 +511,35 @@ async fn create_autonomous(
     match c {
         Ok(c) => ok(core.create_autonomous_task(&c, &b).await?),
         Err(e) => {
-            core.record_group_action_failure(&src.0, &b, &e).await;
+            // A device whose special password is wrong gets its failure recorded (the
+            // login throttle bounds how often); a request without even a try at the
+            // special account's credentials writes nothing.
+            if basic_user(&headers).as_deref() == Some(SPECIAL_ACCOUNT_NAME) {
+                core.record_group_action_failure(&src.0, &b, &e).await;
+            }
             Err(e)
         }
     }
+}
+
+/// The user name of a Basic authorization header, if there is one.
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    let basic = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    basic_credentials(basic).map(|(user, _)| user)
+}
+
+/// User name and password of a Basic authorization value (after `Basic `).
+fn basic_credentials(encoded: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (user, password) = raw.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 #[derive(Deserialize)]

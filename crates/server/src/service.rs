@@ -19,7 +19,7 @@ use riposte_model::{
     Role, SandboxIntegration, ScanScope, TaskAction, ThreatResponse,
 };
 use riposte_proto::{Delivery, IocDocument, TaskOffer};
-use riposte_store::{now_ms, AccountKind, NewTask, Store, KIND_SETTINGS};
+use riposte_store::{now_ms, AccountKind, NewTask, Store, StoreError, KIND_SETTINGS};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +37,9 @@ pub struct CoreConfig {
     pub dedup_window_ms: i64,
     /// A task not finished on a device after this long is `expired` there.
     pub task_expiry_ms: i64,
+    /// How long an autonomous task request waits for its detection to arrive over the
+    /// device's channel (the agent reports it just before calling).
+    pub detection_wait_ms: i64,
 }
 
 impl Default for CoreConfig {
@@ -47,6 +50,7 @@ impl Default for CoreConfig {
             autonomous_retention_ms: 7 * 24 * 3600 * 1000,
             dedup_window_ms: 10 * 60 * 1000,
             task_expiry_ms: 7 * 24 * 3600 * 1000,
+            detection_wait_ms: 15_000,
         }
     }
 }
@@ -293,12 +297,20 @@ impl Core {
         source: &str,
     ) -> ServiceResult<(String, i64, Principal)> {
         let principal = self.check_password(user, password, source).await?;
-        let account = if principal == Principal::Special {
-            self.store.special_account().await?
-        } else {
-            self.store.account_by_name(user).await?
+        if principal == Principal::Special {
+            // Its one right is one request with its password (Basic): a session would
+            // only be a second credential to steal, and the console has nothing for it.
+            return Err(ServiceError::Forbidden(
+                "the special account cannot log in: it may only create autonomous IOC scan \
+                 tasks, with its password on each request"
+                    .into(),
+            ));
         }
-        .ok_or_else(|| ServiceError::Unauthorized("wrong user name or password".into()))?;
+        let account = self
+            .store
+            .account_by_name(user)
+            .await?
+            .ok_or_else(|| ServiceError::Unauthorized("wrong user name or password".into()))?;
         let token = secrets::random_token();
         let expires = now_ms() + self.config.session_ms;
         self.store
@@ -1068,14 +1080,11 @@ impl Core {
                     &format!("device {}: {e}", req.device_id),
                 )
                 .await;
-                let _ = self
-                    .store
-                    .set_detection_group_result(
-                        &req.detection.detection_id,
-                        None,
-                        Some(&e.to_string()),
-                    )
-                    .await;
+                // Only the special account speaks for devices here: another caller's
+                // refused request must not mark anyone's detection.
+                if matches!(c.principal, Principal::Special) {
+                    self.mark_group_failure(req, e).await;
+                }
             }
         }
         result
@@ -1098,6 +1107,12 @@ impl Core {
                 &format!("device {}: {error}", req.device_id),
             )
             .await;
+        self.mark_group_failure(req, error).await;
+    }
+
+    /// Writes a group action's failure on the detection, if that device reported it and
+    /// no task was created for it yet (a later success is never overwritten).
+    async fn mark_group_failure(&self, req: &AutonomousRequest, error: &ServiceError) {
         if let Ok(d) = self.store.detection(&req.detection.detection_id).await {
             if d.device_id == req.device_id && d.task_id.is_none() {
                 let _ = self
@@ -1106,6 +1121,50 @@ impl Core {
                     .await;
             }
         }
+    }
+
+    /// The detection an autonomous request names, as the device reported it over its
+    /// own (mutually authenticated) channel: the request's device id and hashes are only
+    /// claims, and the special password is on every device of the group, so the task is
+    /// built from what that device really reported. The agent reports the detection just
+    /// before it calls, so a detection not yet stored is waited for a little while.
+    async fn reported_detection(
+        &self,
+        req: &AutonomousRequest,
+    ) -> ServiceResult<riposte_proto::DetectionRecord> {
+        let id = &req.detection.detection_id;
+        let deadline = now_ms() + self.config.detection_wait_ms;
+        let row = loop {
+            match self.store.detection(id).await {
+                Ok(row) => break row,
+                Err(StoreError::NotFound(_)) if now_ms() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(StoreError::NotFound(_)) => {
+                    return Err(ServiceError::Conflict(format!(
+                        "device {} has not reported detection {id} to the server: group \
+                         actions start only from a detection the device reported over its \
+                         channel",
+                        req.device_id
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if row.device_id != req.device_id {
+            return Err(ServiceError::Forbidden(format!(
+                "detection {id} was not reported by device {}",
+                req.device_id
+            )));
+        }
+        let d: riposte_proto::DetectionRecord = serde_json::from_value(row.record)
+            .map_err(|e| ServiceError::Internal(format!("stored detection {id}: {e}")))?;
+        if !d.sha256.eq_ignore_ascii_case(&req.detection.sha256) || d.size != req.detection.size {
+            return Err(ServiceError::BadRequest(format!(
+                "the request's object differs from detection {id} as the device reported it"
+            )));
+        }
+        Ok(d)
     }
 
     async fn autonomous_inner(
@@ -1138,7 +1197,8 @@ impl Core {
                 "this device's Threat Response settings carry no special account password".into(),
             ));
         }
-        let d = &req.detection;
+        let reported = self.reported_detection(req).await?;
+        let d = &reported;
         if !is_hex_len(&d.sha256, 64) || !is_hex_len(&d.md5, 32) || !is_hex_len(&d.sha1, 40) {
             return Err(ServiceError::BadRequest(
                 "the detection's hashes are not valid hex MD5/SHA-1/SHA-256".into(),

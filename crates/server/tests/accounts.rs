@@ -155,8 +155,23 @@ async fn special_account_rules(backend: Backend) {
         "{v}"
     );
 
-    // The special account can log in, and may do nothing but create autonomous tasks.
-    let special = Api::login(&ts.url, &ts.ca, "riposte-autonomous", "12345678").await;
+    // The special account cannot log in (no session, no console), and with its password
+    // on each request may do nothing but create autonomous tasks.
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/login",
+            Some(json!({"user": "riposte-autonomous", "password": "12345678"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot log in"),
+        "{v}"
+    );
+    let special = Api::basic(&ts.url, &ts.ca, "riposte-autonomous", "12345678");
+    let (s, v) = special.call("GET", "/api/v1/whoami", None).await;
+    assert_eq!(s, 403, "whoami is not its right either: {v}");
     for (method, path, body, op) in every_operation() {
         let (s, v) = special.call(method, path, body).await;
         assert_eq!(
@@ -247,7 +262,7 @@ async fn special_account_rules(backend: Backend) {
     let (s, _) = special
         .call("POST", "/api/v1/autonomous-tasks", Some(det_body.clone()))
         .await;
-    assert_eq!(s, 401, "the deleted account's session ended");
+    assert_eq!(s, 401, "the deleted account's password no longer works");
     api.ok(
         "POST",
         "/api/v1/special-account",

@@ -13,6 +13,19 @@ fn detection(id: &str, device_id: i64, sha: char) -> Value {
         "threat": "Test.Threat", "source": "builtin-sandbox", "user_name": "alice", "detected_at_ms": 1}})
 }
 
+/// A detection the device reported over its channel (stored as the channel stores it),
+/// and the autonomous request that names it.
+async fn reported(ts: &TestServer, id: &str, device_id: i64, sha: char) -> Value {
+    let body = detection(id, device_id, sha);
+    ts.running()
+        .core
+        .store
+        .insert_detection(device_id, id, &body["detection"])
+        .await
+        .unwrap();
+    body
+}
+
 async fn autonomous(
     http: &reqwest::Client,
     url: &str,
@@ -62,7 +75,7 @@ async fn flow(backend: Backend) {
         &http,
         &ts.url,
         "autonomous-pw",
-        &detection("det-1", d1, 'c'),
+        &reported(&ts, "det-1", d1, 'c').await,
     )
     .await;
     assert_eq!(s, 200, "{a}");
@@ -100,7 +113,7 @@ async fn flow(backend: Backend) {
         &http,
         &ts.url,
         "autonomous-pw",
-        &detection("det-2", d2, 'c'),
+        &reported(&ts, "det-2", d2, 'c').await,
     )
     .await;
     assert_eq!(s, 200, "{b}");
@@ -112,7 +125,13 @@ async fn flow(backend: Backend) {
     for i in 0..6 {
         let http = http.clone();
         let url = ts.url.clone();
-        let body = detection(&format!("burst-{i}"), if i % 2 == 0 { d1 } else { d2 }, 'd');
+        let body = reported(
+            &ts,
+            &format!("burst-{i}"),
+            if i % 2 == 0 { d1 } else { d2 },
+            'd',
+        )
+        .await;
         handles.push(tokio::spawn(async move {
             autonomous(&http, &url, "autonomous-pw", &body).await
         }));
@@ -142,7 +161,7 @@ async fn flow(backend: Backend) {
         &http,
         &ts.url,
         "autonomous-pw",
-        &detection("det-3", d3, 'e'),
+        &reported(&ts, "det-3", d3, 'e').await,
     )
     .await;
     assert_eq!(s, 403, "{v}");
@@ -156,16 +175,11 @@ async fn flow(backend: Backend) {
 
     // Wrong password, then a deleted account: clear errors, in the audit log and on the
     // detection's record (the device reported the detection over its channel first).
-    let store = &ts.running().core.store;
-    store
-        .insert_detection(d1, "det-4", &json!({"path": "/tmp/x"}))
-        .await
-        .unwrap();
     let (s, v) = autonomous(
         &http,
         &ts.url,
         "wrong-password",
-        &detection("det-4", d1, 'f'),
+        &reported(&ts, "det-4", d1, 'f').await,
     )
     .await;
     assert_eq!(s, 401, "{v}");
@@ -178,15 +192,11 @@ async fn flow(backend: Backend) {
         "{det} {v}"
     );
     api.ok("DELETE", "/api/v1/special-account", None).await;
-    store
-        .insert_detection(d1, "det-5", &json!({"path": "/tmp/y"}))
-        .await
-        .unwrap();
     let (s, v) = autonomous(
         &http,
         &ts.url,
         "autonomous-pw",
-        &detection("det-5", d1, 'f'),
+        &reported(&ts, "det-5", d1, 'f').await,
     )
     .await;
     assert_eq!(s, 401, "{v}");
@@ -265,7 +275,13 @@ async fn local_settings_target_the_device_group() {
     let http =
         riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
             .unwrap();
-    let (s, a) = autonomous(&http, &ts.url, "autonomous-pw", &detection("det-l", d, 'a')).await;
+    let (s, a) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &reported(&ts, "det-l", d, 'a').await,
+    )
+    .await;
     assert_eq!(s, 200, "{a}");
     let t = api
         .ok("GET", &format!("/api/v1/tasks/{}", a["task_id"]), None)
@@ -339,7 +355,7 @@ async fn simultaneous_detections_on_two_servers_yield_one_task() {
         for url in &urls {
             let http = http.clone();
             let url = url.clone();
-            let body = detection(&format!("x-{i}-{}", url.len()), *d, '9');
+            let body = reported(&ts, &format!("x-{i}-{}", url.len()), *d, '9').await;
             handles.push(tokio::spawn(async move {
                 autonomous(&http, &url, "autonomous-pw", &body).await
             }));
@@ -361,5 +377,128 @@ async fn simultaneous_detections_on_two_servers_yield_one_task() {
         1
     );
     b.shutdown().await;
+    ts.stop().await;
+}
+
+/// The special password is on every device of the group, so a request's device id and
+/// hashes are only claims: a task starts only from a detection that device reported over
+/// its own channel, and is built from what it reported. Refused requests by other callers
+/// leave detections and the audit log alone.
+#[tokio::test]
+async fn group_actions_start_only_from_detections_the_device_reported() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let api = ts.client().await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
+    let d1 = enroll(&api, &ts.ca, "A", "d1").await.device_id;
+    let d2 = enroll(&api, &ts.ca, "A", "d2").await.device_id;
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({"password": "autonomous-pw"})),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({
+        "enabled": true, "mode": "enforce", "special_password": "autonomous-pw",
+        "actions": ["group_ioc_scan", "group_ioc_quarantine_and_delete"]})),
+    )
+    .await;
+    let http =
+        riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
+            .unwrap();
+    let error = |v: &Value| v["error"].as_str().unwrap_or_default().to_string();
+
+    // Never reported: refused after the short wait, with the reason.
+    let (s, v) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &detection("ghost", d1, '1'),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        error(&v).contains("has not reported detection ghost"),
+        "{v}"
+    );
+
+    // Reported by d2, claimed by d1.
+    let mut body = reported(&ts, "by-d2", d2, '2').await;
+    body["device_id"] = json!(d1);
+    let (s, v) = autonomous(&http, &ts.url, "autonomous-pw", &body).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(error(&v).contains("was not reported by device"), "{v}");
+
+    // Another object than the one reported (say, a business binary's hash).
+    let mut body = reported(&ts, "swapped", d1, '3').await;
+    body["detection"]["sha256"] = json!("4".repeat(64));
+    let (s, v) = autonomous(&http, &ts.url, "autonomous-pw", &body).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(error(&v).contains("differs from detection swapped"), "{v}");
+    assert_eq!(
+        api.ok("GET", "/api/v1/tasks", None)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "no task from refused requests"
+    );
+
+    // The task carries what the device reported, not what the request says.
+    let mut body = reported(&ts, "real", d1, '5').await;
+    body["detection"]["threat"] = json!("Forged.Name");
+    let (s, a) = autonomous(&http, &ts.url, "autonomous-pw", &body).await;
+    assert_eq!(s, 200, "{a}");
+    let t = api
+        .ok("GET", &format!("/api/v1/tasks/{}", a["task_id"]), None)
+        .await;
+    let ioc = t["task"]["iocs"][0]["content"].as_str().unwrap();
+    assert!(
+        ioc.contains("Test.Threat") && !ioc.contains("Forged.Name"),
+        "{ioc}"
+    );
+
+    // An auditor who read a detection id cannot mark it, and a request without any
+    // credentials writes no audit entry.
+    api.ok(
+        "POST",
+        "/api/v1/accounts",
+        Some(json!({"name": "aud", "role": "auditor", "password": "a-long-password-1"})),
+    )
+    .await;
+    let aud = Api::login(&ts.url, &ts.ca, "aud", "a-long-password-1").await;
+    let body = reported(&ts, "victim", d2, '6').await;
+    let (s, _) = aud
+        .call("POST", "/api/v1/autonomous-tasks", Some(body.clone()))
+        .await;
+    assert_eq!(s, 403);
+    let det = api.ok("GET", "/api/v1/detections/victim", None).await;
+    assert_eq!(det["group_action_error"], Value::Null, "{det}");
+    let refused = |audit: &Value| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "autonomous_task_refused")
+            .count()
+    };
+    let before = refused(&api.ok("GET", "/api/v1/audit?limit=1000", None).await);
+    for _ in 0..3 {
+        let r = http
+            .post(format!("{}/api/v1/autonomous-tasks", ts.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let after = refused(&api.ok("GET", "/api/v1/audit?limit=1000", None).await);
+    assert_eq!(before, after, "anonymous requests wrote to the audit log");
+    let det = api.ok("GET", "/api/v1/detections/victim", None).await;
+    assert_eq!(det["group_action_error"], Value::Null, "{det}");
     ts.stop().await;
 }

@@ -33,6 +33,8 @@ pub fn options(dir: &std::path::Path, db: &TestDb, backend: Backend) -> ServerOp
         o.database = Some(db.url.clone());
     }
     o.admin_password = Some(ADMIN_PASSWORD.to_string());
+    // Tests store their detections before asking; a missing one is refused sooner.
+    o.core.detection_wait_ms = 1_000;
     o
 }
 
@@ -110,6 +112,19 @@ impl Api {
         }
     }
 
+    /// A client that sends a name and password with every request (as agents do for
+    /// the special account), without a session.
+    pub fn basic(url: &str, ca: &str, user: &str, password: &str) -> Api {
+        use base64::Engine;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Api {
+            http: pinned_http_client(ca, Duration::from_secs(30)).unwrap(),
+            url: url.to_string(),
+            token: format!("Basic {encoded}"),
+        }
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         send(
@@ -137,7 +152,9 @@ pub async fn send(
     body: Option<Value>,
 ) -> (u16, Value) {
     let mut req = http.request(method, url);
-    if !token.is_empty() {
+    if token.starts_with("Basic ") {
+        req = req.header(reqwest::header::AUTHORIZATION, token);
+    } else if !token.is_empty() {
         req = req.bearer_auth(token);
     }
     if let Some(b) = body {
