@@ -152,6 +152,13 @@ where
     });
 
     let result = async {
+        let refuse_revoked = ServerToAgent::Refused {
+            reason: "this device has been revoked or reconnected elsewhere".into(),
+        };
+        if revoked(&core, device_id).await? {
+            let _ = write_frame(&mut writer, &refuse_revoked).await;
+            return Ok(());
+        }
         let mut sent_upto = last_applied_seq as i64;
         acknowledge(&core, device_id, sent_upto).await?;
         sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
@@ -183,8 +190,8 @@ where
                     }
                 }
                 _ = conn.wake.notified() => {
-                    if conn.kicked.load(Ordering::SeqCst) {
-                        let _ = write_frame(&mut writer, &ServerToAgent::Refused { reason: "this device has been revoked or reconnected elsewhere".into() }).await;
+                    if conn.kicked.load(Ordering::SeqCst) || revoked(&core, device_id).await? {
+                        let _ = write_frame(&mut writer, &refuse_revoked).await;
                         return Ok(());
                     }
                     sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
@@ -238,6 +245,7 @@ async fn deliver<W: AsyncWrite + Unpin>(
         for row in rows {
             match serde_json::from_str::<Delivery>(&row.payload) {
                 Ok(delivery) => {
+                    let delivery = unseal(core, delivery);
                     write_frame(
                         writer,
                         &ServerToAgent::Deliver {
@@ -257,6 +265,49 @@ async fn deliver<W: AsyncWrite + Unpin>(
         if n < 100 {
             return Ok(sent_upto);
         }
+    }
+}
+
+/// Opens the special password of queued settings, which the outbox keeps sealed.
+fn unseal(core: &Core, delivery: Delivery) -> Delivery {
+    match delivery {
+        Delivery::Settings {
+            response_group,
+            settings,
+            special_password: Some(queued),
+        } => {
+            let special_password = match queued.strip_prefix(crate::service::SEALED_PREFIX) {
+                Some(sealed) => {
+                    let opened = core.sealer.open(sealed);
+                    if opened.is_none() {
+                        tracing::error!(
+                            "a queued special password does not open with this server's key \
+                             (secret.key replaced?); the device gets its settings without it"
+                        );
+                    }
+                    opened
+                }
+                // Queued before passwords were kept sealed in the outbox.
+                None => Some(queued),
+            };
+            Delivery::Settings {
+                response_group,
+                settings,
+                special_password,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Whether the device was revoked since its connection was accepted: checked after
+/// the connection is registered (a revocation in between found nothing to kick) and on
+/// every wake (a revocation in another server process only wakes this one).
+async fn revoked(core: &Core, device_id: i64) -> Result<bool, ConnError> {
+    match core.store.device(device_id).await {
+        Ok(d) => Ok(d.revoked),
+        Err(StoreError::NotFound(_)) => Ok(true),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Marks a special password queued in the outbox still sealed under the server key.
+pub const SEALED_PREFIX: &str = "sealed:";
+
 /// Tunables of the server's behaviour.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -470,6 +473,9 @@ impl Core {
         let device = self.store.device_by_ref(reference).await?;
         self.store.revoke_device(device.id).await?;
         self.hub.kick(device.id);
+        // A connection held by another server process wakes, finds the device revoked
+        // and closes (channel::serve_connection).
+        self.wake(&[device.id]).await;
         self.audit(c, "device_revoke", &format!("device {}", device.id))
             .await;
         Ok(())
@@ -534,13 +540,19 @@ impl Core {
         let (tree, policies) = self.settings_context().await?;
         for id in device_ids {
             let device = self.store.device(*id).await?;
+            if device.revoked {
+                continue;
+            }
             let eff = Self::compute(&tree, &policies, device.group_id, &device.local_settings)?;
+            // Queued sealed: the outbox is a table a backup or a dump carries around, and
+            // an offline device's row can wait there for weeks. It is opened only as it
+            // is sent (channel::deliver).
             let special_password = if eff.threat_response.value.needs_special_password() {
                 eff.threat_response
                     .value
                     .special_password
                     .as_deref()
-                    .and_then(|s| self.sealer.open(s))
+                    .map(|sealed| format!("{SEALED_PREFIX}{sealed}"))
             } else {
                 None
             };

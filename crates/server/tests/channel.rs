@@ -287,3 +287,122 @@ async fn two_servers_share_one_postgres_database() {
     b.shutdown().await;
     ts.stop().await;
 }
+
+/// A device connected to one server process is revoked through another (one PostgreSQL
+/// database): its connection closes at once, what was queued for it is dropped, and
+/// later settings are not queued for it.
+#[tokio::test]
+async fn revocation_through_another_server_process_closes_the_connection() {
+    let ts = TestServer::start(Backend::Postgres).await;
+    let api = ts.client().await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
+    let mut identity = enroll(&api, &ts.ca, "A", "dev1").await;
+    let b = riposte_server::start(options(
+        ts.dir.path(),
+        ts.db.as_ref().unwrap(),
+        Backend::Postgres,
+    ))
+    .await
+    .unwrap();
+    identity.channel_addr = format!("127.0.0.1:{}", b.agent_addr.port());
+    let device = identity.device_id;
+    let agent = TestAgent::start(identity.clone(), Arc::new(Recorder::default()));
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(5), |d| !d.is_empty())
+            .await
+    );
+    assert!(b.core.hub.is_connected(device));
+    assert!(!ts.running().core.hub.is_connected(device));
+    let agent = {
+        // Queued while offline, then revoked through server A.
+        let recorder = agent.stop().await;
+        api.ok("POST", "/api/v1/tasks", Some(task_body("queued")))
+            .await;
+        let store = &ts.running().core.store;
+        assert_eq!(store.outbox_after(device, 0, 100).await.unwrap().len(), 1);
+        let agent = TestAgent::start(identity, recorder);
+        assert!(
+            agent
+                .recorder
+                .wait_for(Duration::from_secs(5), |d| !offers(d).is_empty())
+                .await
+        );
+        agent
+    };
+    api.ok("POST", &format!("/api/v1/devices/{device}/revoke"), None)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while b.core.hub.is_connected(device) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !b.core.hub.is_connected(device),
+        "still connected to the other process after revocation"
+    );
+    let store = &ts.running().core.store;
+    assert!(store.outbox_after(device, 0, 100).await.unwrap().is_empty());
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert!(
+        store.outbox_after(device, 0, 100).await.unwrap().is_empty(),
+        "settings queued for a revoked device"
+    );
+    agent.stop().await;
+    b.shutdown().await;
+    ts.stop().await;
+}
+
+/// The outbox keeps the special password sealed; the agent receives it in clear.
+#[tokio::test]
+async fn queued_settings_keep_the_special_password_sealed() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let api = ts.client().await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
+    let identity = enroll(&api, &ts.ca, "A", "dev1").await;
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({"password": "sealed-pw-123"})),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({
+        "enabled": true, "mode": "enforce", "special_password": "sealed-pw-123",
+        "actions": ["group_ioc_scan"]})),
+    )
+    .await;
+    let rows = ts
+        .running()
+        .core
+        .store
+        .outbox_after(identity.device_id, 0, 100)
+        .await
+        .unwrap();
+    assert!(rows.iter().any(|r| r.payload.contains("special_password")));
+    for r in &rows {
+        assert!(!r.payload.contains("sealed-pw-123"), "{}", r.payload);
+    }
+    let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(5), |d| d.iter().any(|(_, d)| matches!(
+                d,
+                Delivery::Settings { special_password: Some(p), .. } if p == "sealed-pw-123"
+            )))
+            .await,
+        "the agent did not receive the password in clear"
+    );
+    agent.stop().await;
+    ts.stop().await;
+}

@@ -243,14 +243,25 @@ impl Store {
     }
 
     /// Revokes a device: it can no longer connect.
+    ///
+    /// Also drops what was queued for it: a revoked device never gets it, and queued
+    /// settings may carry (sealed) the special account's password.
     pub async fn revoke_device(&self, id: i64) -> Result<()> {
+        // Outbox first, then the device row: the order `ack_outbox` takes its locks in,
+        // so that a revocation during an acknowledgement cannot deadlock on PostgreSQL.
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM outbox WHERE device_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("UPDATE devices SET revoked = 1 WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no device with id {id}")));
         }
+        tx.commit().await?;
         Ok(())
     }
 
