@@ -196,7 +196,7 @@ impl Core {
             sealer,
             hub: Hub::default(),
             authority,
-            throttle: Throttle,
+            throttle: Throttle::new(),
             config,
         })
     }
@@ -229,6 +229,7 @@ impl Core {
         // per account would let anyone lock all group actions with a few wrong guesses, so
         // for it only the guessing source is locked.
         let counted = (user != SPECIAL_ACCOUNT_NAME).then_some(user);
+        let _one_at_a_time = self.throttle.serialize(source).await;
         if let Some(wait) = self
             .throttle
             .locked_for(&self.store, counted, source)
@@ -256,9 +257,11 @@ impl Core {
             }
         };
         let password = password.to_string();
+        let slot = self.throttle.verify_slot().await;
         let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
             .await
             .unwrap_or(false);
+        drop(slot);
         match (ok, principal) {
             (true, Some(p)) => {
                 self.throttle.succeed(&self.store, user).await?;

@@ -425,3 +425,41 @@ async fn failed_logins_count_across_server_processes_and_restarts() {
     assert_eq!(s, 429, "still locked after a restart: {v}");
     ts.stop().await;
 }
+
+/// A burst of parallel guesses from one source is counted like the same guesses one
+/// after another: only as many are checked as the lockout allows.
+#[tokio::test]
+async fn parallel_guesses_do_not_outrun_the_throttle() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let http =
+        riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
+            .unwrap();
+    let mut guesses = Vec::new();
+    for i in 0..20 {
+        let http = http.clone();
+        let url = format!("{}/api/v1/login", ts.url);
+        guesses.push(tokio::spawn(async move {
+            send(
+                &http,
+                reqwest::Method::POST,
+                &url,
+                "",
+                Some(json!({"user": format!("user{i}"), "password": "guess"})),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut statuses = Vec::new();
+    for g in guesses {
+        statuses.push(g.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (checked, refused),
+        (riposte_server::throttle::MAX_FAILURES as usize, 20 - 5),
+        "{statuses:?}"
+    );
+    ts.stop().await;
+}
