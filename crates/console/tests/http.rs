@@ -488,9 +488,38 @@ async fn task_progress_streams_and_cancel() {
         .unwrap();
     let text = String::from_utf8_lossy(&next).to_string();
     assert!(text.contains("\"state\":\"cancelled\""), "{text}");
+    // Every device is final: the stream ends rather than polling forever.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+        .await
+        .expect("the stream of a finished task did not end")
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
     let p = v.get(&format!("/tasks/{id}")).await;
     assert!(!p.body.contains("id=\"cancel-task\""));
-    drop(resp);
+
+    // A stream ends with its session.
+    let id = yara_task(&h, "Second sweep").await;
+    let mut resp = v
+        .http
+        .get(format!("{}/tasks/{id}/events", v.url))
+        .header("cookie", v.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("\"state\":\"pending\""));
+    let page = v.get("/devices").await;
+    let p = v.post("/logout", &[("csrf", &page.csrf())]).await;
+    assert_eq!(p.status, 303);
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+        .await
+        .expect("the stream outlived its session")
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
     h.stop().await;
 }
 

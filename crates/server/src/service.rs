@@ -1409,6 +1409,7 @@ impl Core {
     pub async fn housekeeping(&self) -> ServiceResult<()> {
         let now = now_ms();
         self.throttle.prune(&self.store).await?;
+        self.store.delete_expired_sessions(now).await?;
         self.store.expire_tasks(now).await?;
         self.store
             .delete_old_autonomous_tasks(now - self.config.autonomous_retention_ms)

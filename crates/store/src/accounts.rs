@@ -180,6 +180,16 @@ impl Store {
         .transpose()
     }
 
+    /// Deletes sessions that expired before `now`, and with them (cascade) their staged
+    /// console edits, which may hold a sealed password. Returns how many.
+    pub async fn delete_expired_sessions(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Ends a session.
     pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
@@ -244,6 +254,36 @@ mod tests {
     use crate::testing::each_backend;
     use crate::{now_ms, StoreError};
     use riposte_model::Role;
+
+    #[tokio::test]
+    async fn expired_sessions_go_with_their_drafts() {
+        each_backend(|store| async move {
+            let a = store
+                .create_account("admin", AccountKind::Admin, Role::Administrator, "h")
+                .await
+                .unwrap();
+            let g = store.create_group("G", None).await.unwrap();
+            let now = now_ms();
+            store.create_session("old", a, now - 1).await.unwrap();
+            store.create_session("live", a, now + 60_000).await.unwrap();
+            store
+                .put_console_draft("old", g, "sealed-old")
+                .await
+                .unwrap();
+            store
+                .put_console_draft("live", g, "sealed-live")
+                .await
+                .unwrap();
+            assert_eq!(store.delete_expired_sessions(now).await.unwrap(), 1);
+            assert!(store.console_draft("old", g).await.unwrap().is_none());
+            assert_eq!(
+                store.console_draft("live", g).await.unwrap().as_deref(),
+                Some("sealed-live")
+            );
+            assert!(store.session("live").await.unwrap().is_some());
+        })
+        .await;
+    }
 
     #[tokio::test]
     async fn accounts_and_sessions() {

@@ -175,9 +175,14 @@ pub async fn detail(
 struct Poll {
     core: Arc<Core>,
     caller: Caller,
+    /// The session's token: the stream ends when the session does (logout, expiry,
+    /// account deleted), not only when the page is closed.
+    token: String,
     id: i64,
     seen: HashMap<i64, (String, i64, Option<String>, String)>,
     first: bool,
+    /// Every device reached a final state and that was sent: nothing more will change.
+    finished: bool,
 }
 
 async fn next_event(mut p: Poll) -> Option<(Result<Event, Infallible>, Poll)> {
@@ -186,9 +191,13 @@ async fn next_event(mut p: Poll) -> Option<(Result<Event, Infallible>, Poll)> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         p.first = false;
+        if p.finished || p.core.session(&p.token).await.is_err() {
+            return None;
+        }
         let Ok((_, rows)) = p.core.task(&p.caller, p.id).await else {
             return None;
         };
+        p.finished = rows.iter().all(|r| r.state.is_final());
         let mut changed = Vec::new();
         for r in &rows {
             let key = (
@@ -227,9 +236,11 @@ pub async fn events(
     let start = Poll {
         core: c.core_arc(),
         caller: s.caller.clone(),
+        token: s.token.clone(),
         id,
         seen: HashMap::new(),
         first: true,
+        finished: false,
     };
     Ok(Sse::new(futures_util::stream::unfold(start, next_event)).keep_alive(KeepAlive::default()))
 }
