@@ -37,8 +37,18 @@ impl IntoResponse for ServiceError {
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::Internal(m) => {
-                tracing::error!("internal error: {m}");
-                StatusCode::INTERNAL_SERVER_ERROR
+                // The details (database messages, paths) are for the operator's log, not
+                // for whoever sent the request; the reference ties the two together.
+                let reference = format!("{:08x}", rand::random::<u32>());
+                tracing::error!(reference, "internal error: {m}");
+                let message = format!(
+                    "internal error (reference {reference}); the server's log has the details"
+                );
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({ "error": message })),
+                )
+                    .into_response();
             }
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
@@ -427,6 +437,8 @@ async fn create_account(
     c: Caller,
     Body(b): Body<AccountBody>,
 ) -> ApiResult {
+    // Whoever may not manage accounts learns that, not whether the role name was valid.
+    riposte_model::authorize(&c.principal, riposte_model::Operation::ManageAccounts)?;
     let role = Role::parse(&b.role).map_err(ServiceError::from)?;
     let id = core.create_account(&c, &b.name, role, &b.password).await?;
     ok(json!({ "id": id, "name": b.name, "role": role }))
@@ -592,4 +604,27 @@ async fn quarantine_action(
         .quarantine_action(&c, &device, &entry, &action, b.restore_to, b.on_conflict)
         .await?;
     ok(json!({ "request_id": id, "device": device, "entry_id": entry, "action": action }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_keep_their_details_in_the_log() {
+        let r = ServiceError::Internal("database error: relation \"devices\" at /var/lib/x".into())
+            .into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("internal error (reference "), "{text}");
+        assert!(
+            !text.contains("database") && !text.contains("/var/lib"),
+            "{text}"
+        );
+        // Other errors keep their message: it tells the caller what to do.
+        let r = ServiceError::Conflict("name it by its id".into()).into_response();
+        let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("name it by its id"));
+    }
 }

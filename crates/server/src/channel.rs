@@ -118,6 +118,9 @@ where
         }
         Err(e) => return Err(e.into()),
     };
+    // The agent says what its host is called; enrollment limits names to 255 characters
+    // and so does every later report.
+    let hostname: String = hostname.chars().take(255).collect();
     if let Some(reason) = refusal {
         let _ = write_frame(
             &mut writer,

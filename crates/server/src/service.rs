@@ -831,6 +831,12 @@ impl Core {
                 "device and host names are at most 255 characters".into(),
             ));
         }
+        if name.chars().all(|c| c.is_ascii_digit()) {
+            // Devices are named by id or name everywhere; a number would read as an id.
+            return Err(ServiceError::BadRequest(format!(
+                "a device cannot be named '{name}': a name of digits only reads as a device id"
+            )));
+        }
         let device = self
             .store
             .enroll_device(&secrets::token_hash(token), name, hostname, "")

@@ -74,6 +74,15 @@ fn every_operation() -> Vec<(
             Some(json!({"name": "zed", "role": "auditor", "password": "long-enough-password"})),
             "ManageAccounts",
         ),
+        // Refused for lack of the right before the role name is even looked at.
+        (
+            "POST",
+            "/api/v1/accounts",
+            Some(
+                json!({"name": "zed", "role": "no-such-role", "password": "long-enough-password"}),
+            ),
+            "ManageAccounts",
+        ),
         ("DELETE", "/api/v1/accounts/nobody", None, "ManageAccounts"),
         (
             "POST",

@@ -406,3 +406,30 @@ async fn queued_settings_keep_the_special_password_sealed() {
     agent.stop().await;
     ts.stop().await;
 }
+
+/// A name of digits only would read as another device's id wherever devices are named,
+/// so enrollment refuses it and spends nothing.
+#[tokio::test]
+async fn a_device_name_of_digits_is_refused_at_enrollment() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let api = ts.client().await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+        .await;
+    let t = api
+        .ok(
+            "POST",
+            "/api/v1/enroll-tokens",
+            Some(json!({"group": "A", "max_uses": 1})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap();
+    let err = riposte_agent::identity::enroll(&api.url, &ts.ca, token, "1", "host-1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("digits only"), "{err}");
+    // The token's one use is still there.
+    let ok = riposte_agent::identity::enroll(&api.url, &ts.ca, token, "web-1", "host-1").await;
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+    ts.stop().await;
+}

@@ -184,18 +184,24 @@ impl Store {
         if let Ok(id) = reference.parse::<i64>() {
             return self.device(id).await;
         }
-        let row = sqlx::query(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE name = $1 ORDER BY id LIMIT 1"
+        // Agents choose their names, so two may share one: acting on "the first" could
+        // revoke or move the wrong device.
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE name = $1 ORDER BY id LIMIT 2"
         ))
         .bind(reference)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or_else(|| {
-            StoreError::NotFound(format!(
+        .fetch_all(self.pool())
+        .await?;
+        match rows.as_slice() {
+            [] => Err(StoreError::NotFound(format!(
                 "no device named '{reference}'; `riposte admin device list` shows them"
-            ))
-        })?;
-        device(&row)
+            ))),
+            [row] => device(row),
+            [..] => Err(StoreError::Conflict(format!(
+                "more than one device is named '{reference}'; name it by its id \
+                 (`riposte admin device list` shows them)"
+            ))),
+        }
     }
 
     /// Devices, optionally only those in the given groups, with a name filter and paging.
@@ -367,6 +373,28 @@ mod tests {
             assert_eq!(store.device_by_ref("d1").await.unwrap().id, d1.id);
             store.revoke_device(d1.id).await.unwrap();
             assert!(store.device(d1.id).await.unwrap().revoked);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_name_two_devices_share_is_refused_as_a_reference() {
+        each_backend(|store| async move {
+            let (_, ids) =
+                crate::testing::group_with_devices(&store, &["twin", "twin", "solo"]).await;
+            match store.device_by_ref("twin").await {
+                Err(crate::StoreError::Conflict(m)) => assert!(m.contains("by its id"), "{m}"),
+                other => panic!("{:?}", other.map(|d| d.id)),
+            }
+            assert_eq!(store.device_by_ref("solo").await.unwrap().id, ids[2]);
+            assert_eq!(
+                store.device_by_ref(&ids[1].to_string()).await.unwrap().id,
+                ids[1]
+            );
+            assert!(matches!(
+                store.device_by_ref("nobody").await,
+                Err(crate::StoreError::NotFound(_))
+            ));
         })
         .await;
     }
