@@ -52,6 +52,9 @@ pub struct ServerOptions {
     /// Extra names (DNS or IP) for the server certificate.
     pub tls_names: Vec<String>,
     pub core: CoreConfig,
+    /// How long a client may take to send a request's headers (slow clients holding
+    /// connections open are cut off).
+    pub header_timeout: Duration,
     /// More routes served beside the API (the web console), built over the same core.
     pub ui: Option<UiBuilder>,
 }
@@ -70,6 +73,7 @@ impl ServerOptions {
             admin_password: None,
             tls_names: Vec::new(),
             core: CoreConfig::default(),
+            header_timeout: Duration::from_secs(20),
             ui: None,
         }
     }
@@ -220,6 +224,7 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         app,
         api_listener,
         api_tls,
+        opts.header_timeout,
         rx.clone(),
     )));
     let wake_core = core.clone();
@@ -262,9 +267,10 @@ pub async fn serve_https(
     app: axum::Router,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    header_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt;
     let acceptor = TlsAcceptor::from(tls);
     loop {
@@ -294,7 +300,11 @@ pub async fn serve_https(
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -282,3 +282,49 @@ async fn openapi_lists_every_route() {
     assert!(n >= 25, "found {n} routes");
     ts.stop().await;
 }
+
+/// A client that opens a connection and sends its request's headers slowly (or never)
+/// is cut off after the header timeout, instead of holding the connection forever.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = riposte_store::testing::TestDb::new(Backend::Sqlite).await;
+    let mut o = options(dir.path(), &db, Backend::Sqlite);
+    o.header_timeout = std::time::Duration::from_secs(1);
+    let server = riposte_server::start(o).await.unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(riposte_agent::identity::root_store(server.ca_pem()).unwrap())
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.api_addr)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /api/v1/whoami HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "closed before the timeout: {waited:?}"
+    );
+    server.shutdown().await;
+    db.cleanup().await;
+}

@@ -139,6 +139,7 @@ pub async fn serve_console(
         riposte_console::router(core),
         listener,
         tls,
+        std::time::Duration::from_secs(20),
         rx,
     ));
     (format!("https://127.0.0.1:{port}"), tx)
