@@ -14,7 +14,8 @@
 //! 2. encrypt the content into `objects/ID.obj`, fsync;
 //! 3. write the record `records/ID.json` atomically (tmp, fsync, rename,
 //!    fsync dir) — the commit point;
-//! 4. delete the original (device, inode and SHA-256 re-checked);
+//! 4. delete the original (device, inode and SHA-256 re-checked, and size,
+//!    mtime and ctime still those seen when the copy was made);
 //! 5. remove the intent.
 //!
 //! [`QuarantineStore::open`] runs [`QuarantineStore::recover`]: an intent
@@ -41,7 +42,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::Md5;
 use rand::RngCore;
-use riposte_host::{FileIdentity, HostError, HostRoot};
+use riposte_host::{FileIdentity, FileStamp, HostError, HostRoot};
 use rustix::fs::{Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
@@ -513,8 +514,8 @@ impl QuarantineStore {
             ino: m.ino,
             sha256,
         };
-        match self.host.safe_unlink(path, &ident) {
-            Ok(()) | Err(HostError::NotFound { .. }) => {}
+        match self.host.safe_unlink_since(path, &ident, Some(&m.stamp())) {
+            Ok(_) | Err(HostError::NotFound { .. }) => {}
             Err(e @ HostError::Changed { .. }) => {
                 self.remove_intent(&id)?;
                 return Err(QuarantineError::ChangedBeforeDelete { id, source: e });
@@ -581,9 +582,18 @@ impl QuarantineStore {
                                     ino: rec.ino,
                                     sha256,
                                 });
+                            let copied = FileStamp {
+                                size: rec.size,
+                                mtime: rec.mtime,
+                                ctime: rec.ctime,
+                            };
                             if let (Some(ident), true) = (ident, self.object_path(&id).exists()) {
-                                match self.host.safe_unlink(&rec.original_path, &ident) {
-                                    Ok(()) | Err(HostError::NotFound { .. }) => {}
+                                match self.host.safe_unlink_since(
+                                    &rec.original_path,
+                                    &ident,
+                                    Some(&copied),
+                                ) {
+                                    Ok(_) | Err(HostError::NotFound { .. }) => {}
                                     Err(e) => rep
                                         .warnings
                                         .push(format!("entry {id}: original not deleted: {e}")),

@@ -450,6 +450,44 @@ fn symlink_swap_before_delete_deletes_nothing() {
 }
 
 #[test]
+fn modified_between_copy_and_delete_deletes_nothing() {
+    let e = env();
+    let p = write(&e, "/home/alice/evil", b"malware body");
+    let hp = p.clone();
+    // Same inode and, in the end, the same content: only size/mtime/ctime show
+    // that someone wrote to it after the copy.
+    let hook: riposte_quarantine::PreDeleteHook = Arc::new(move |_: &Path| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::write(&hp, b"something else entirely").unwrap();
+        fs::write(&hp, b"malware body").unwrap();
+    });
+    let ino = fs::metadata(&p).unwrap().ino();
+    let s = store(
+        &e,
+        QuarantineConfig {
+            pre_delete_hook: Some(hook),
+            ..cfg()
+        },
+    );
+    let err = s.quarantine(&req("/home/alice/evil")).unwrap_err();
+    let QuarantineError::ChangedBeforeDelete { id, source } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        source
+            .to_string()
+            .contains("changed while being quarantined"),
+        "{source}"
+    );
+    assert_eq!(fs::metadata(&p).unwrap().ino(), ino);
+    assert_eq!(fs::read(&p).unwrap(), b"malware body", "not deleted");
+    let mut out = Vec::new();
+    s.extract(id, &mut out).unwrap();
+    assert_eq!(out, b"malware body");
+    assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
+}
+
+#[test]
 fn swap_between_detection_and_quarantine_is_refused() {
     let e = env();
     let host = HostRoot::new(&e.root);
