@@ -21,7 +21,9 @@
 //! [`QuarantineStore::open`] runs [`QuarantineStore::recover`]: an intent
 //! without record is rolled back (partial object removed; the original was
 //! never touched), an intent with record is finished (the original deleted if
-//! it is still the same object). Restores are journaled the same way.
+//! it is still the same object), and an intent whose record exists but cannot
+//! be read is left alone with a warning (the object may be the only copy).
+//! Restores are journaled the same way.
 //!
 //! ## Layout of the data directory
 //! `quarantine.key` (32 random bytes, mode 0600), `objects/`, `records/`
@@ -604,11 +606,23 @@ impl QuarantineStore {
                                     .push(format!("entry {id}: record without valid object"));
                             }
                         }
-                        Err(_) => {
+                        // No record was ever committed: the original was never
+                        // touched, so the partial copy is worthless.
+                        Err(QuarantineError::NoSuchEntry(_)) => {
                             remove_if_exists(&self.object_path(&id))?;
                             remove_if_exists(&self.dir.join("records").join(format!("{id}.json")))?;
                             rep.rolled_back.push(id.clone());
                             let _ = path;
+                        }
+                        // A record exists but cannot be read (I/O error, damage): it
+                        // may have been committed and the original deleted, making
+                        // the object the only copy. Keep object, record and intent
+                        // for the operator; the next start looks again.
+                        Err(e) => {
+                            rep.warnings.push(format!(
+                                "entry {id}: interrupted quarantine left as is, its record cannot be read: {e}"
+                            ));
+                            continue;
                         }
                     }
                 }
@@ -629,9 +643,17 @@ impl QuarantineStore {
                     remove_if_exists(&e.path())?;
                 } else if sub == "objects" {
                     let id = name.trim_end_matches(".obj");
-                    if !self.record_path(id).exists() {
-                        rep.warnings.push(format!("removed orphan object {name}"));
-                        remove_if_exists(&e.path())?;
+                    match self.record_path(id).try_exists() {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            rep.warnings.push(format!("removed orphan object {name}"));
+                            remove_if_exists(&e.path())?;
+                        }
+                        // Not knowing whether the record exists is no proof that
+                        // the object is an orphan.
+                        Err(err) => rep.warnings.push(format!(
+                            "kept object {name}: cannot tell whether its record exists: {err}"
+                        )),
                     }
                 }
             }

@@ -602,3 +602,54 @@ fn recovery_rolls_back_and_finishes() {
     assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
     assert_eq!(s.list().unwrap().len(), 1);
 }
+
+#[test]
+fn recovery_keeps_the_object_when_the_record_is_unreadable() {
+    let e = env();
+    let s = store(&e, cfg());
+    write(&e, "/home/alice/r", b"only copy");
+    let rec = s.quarantine(&req("/home/alice/r")).unwrap();
+    assert!(!e.root.join("home/alice/r").exists());
+    drop(s);
+    // Crash between deleting the original and removing the intent, and the
+    // record damaged since: the object is the only copy left.
+    let intent = e.data.join("journal").join(format!("{}.json", rec.id));
+    fs::write(
+        &intent,
+        format!(
+            r#"{{"Quarantine":{{"id":"{}","path":"/home/alice/r"}}}}"#,
+            rec.id
+        ),
+    )
+    .unwrap();
+    let record = e.data.join("records").join(format!("{}.json", rec.id));
+    fs::write(&record, b"{\"format\": 1, \"id\": ").unwrap();
+    let object = e.data.join("objects").join(format!("{}.obj", rec.id));
+    let (_s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    assert!(rep.rolled_back.is_empty(), "{rep:?}");
+    assert!(object.exists(), "the encrypted object is kept");
+    assert!(record.exists(), "the damaged record is kept");
+    assert!(intent.exists(), "the intent is kept for the next start");
+    assert!(rep.warnings.iter().any(|w| w.contains(&rec.id)), "{rep:?}");
+}
+
+#[test]
+fn recovery_keeps_an_object_whose_record_cannot_be_checked() {
+    let e = env();
+    let s = store(&e, cfg());
+    write(&e, "/home/alice/o", b"data");
+    let rec = s.quarantine(&req("/home/alice/o")).unwrap();
+    drop(s);
+    // A record path that cannot be resolved (a symlink loop): stat fails with
+    // ELOOP, which says nothing about whether a record exists.
+    let record = e.data.join("records").join(format!("{}.json", rec.id));
+    fs::remove_file(&record).unwrap();
+    std::os::unix::fs::symlink(&record, &record).unwrap();
+    let object = e.data.join("objects").join(format!("{}.obj", rec.id));
+    let (_s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    assert!(object.exists(), "{rep:?}");
+    assert!(
+        rep.warnings.iter().any(|w| w.contains("kept object")),
+        "{rep:?}"
+    );
+}
