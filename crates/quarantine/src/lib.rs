@@ -15,7 +15,8 @@
 //! 3. write the record `records/ID.json` atomically (tmp, fsync, rename,
 //!    fsync dir) — the commit point;
 //! 4. delete the original (device, inode and SHA-256 re-checked, and size,
-//!    mtime and ctime still those seen when the copy was made);
+//!    mtime and ctime still those seen when the copy was made) and fsync
+//!    its directory;
 //! 5. remove the intent.
 //!
 //! [`QuarantineStore::open`] runs [`QuarantineStore::recover`]: an intent
@@ -250,6 +251,22 @@ fn atomic_write(dir: &Path, name: &str, data: &[u8]) -> Result<(), QuarantineErr
     fsync_dir(dir)
 }
 
+/// Makes the unlink of an original durable. Must come before its intent is
+/// removed: otherwise a power cut can bring the original back with no intent
+/// left to say it must go.
+fn sync_original_dir(parent: &OwnedFd) -> std::io::Result<()> {
+    riposte_host::safefs::sync_dir(parent)?;
+    step("synced original's directory");
+    Ok(())
+}
+
+/// Records a step whose order crash safety depends on, for the unit tests.
+fn step(name: &'static str) {
+    #[cfg(test)]
+    tests::STEPS.with(|s| s.borrow_mut().push(name));
+    let _ = name;
+}
+
 fn remove_if_exists(p: &Path) -> Result<(), QuarantineError> {
     match fs::remove_file(p) {
         Ok(()) => Ok(()),
@@ -330,7 +347,9 @@ impl QuarantineStore {
     }
 
     fn remove_intent(&self, id: &str) -> Result<(), QuarantineError> {
-        remove_if_exists(&self.journal_dir().join(format!("{id}.json")))
+        remove_if_exists(&self.journal_dir().join(format!("{id}.json")))?;
+        step("removed intent");
+        Ok(())
     }
 
     /// Total bytes of stored objects.
@@ -517,7 +536,16 @@ impl QuarantineStore {
             sha256,
         };
         match self.host.safe_unlink_since(path, &ident, Some(&m.stamp())) {
-            Ok(_) | Err(HostError::NotFound { .. }) => {}
+            Ok(parent) => {
+                step("unlinked original");
+                if sync_original_dir(&parent).is_err() {
+                    // The unlink may not survive a power cut yet; the intent
+                    // stays so that recovery deletes the original again (or
+                    // finds it gone and syncs). The object is safe either way.
+                    return Ok(record);
+                }
+            }
+            Err(HostError::NotFound { .. }) => {}
             Err(e @ HostError::Changed { .. }) => {
                 self.remove_intent(&id)?;
                 return Err(QuarantineError::ChangedBeforeDelete { id, source: e });
@@ -590,15 +618,36 @@ impl QuarantineStore {
                                 ctime: rec.ctime,
                             };
                             if let (Some(ident), true) = (ident, self.object_path(&id).exists()) {
-                                match self.host.safe_unlink_since(
+                                let synced = match self.host.safe_unlink_since(
                                     &rec.original_path,
                                     &ident,
                                     Some(&copied),
                                 ) {
-                                    Ok(_) | Err(HostError::NotFound { .. }) => {}
-                                    Err(e) => rep
-                                        .warnings
-                                        .push(format!("entry {id}: original not deleted: {e}")),
+                                    Ok(parent) => {
+                                        step("unlinked original");
+                                        sync_original_dir(&parent)
+                                    }
+                                    // Gone already, perhaps by our unlink before a
+                                    // crash that came before its directory was synced.
+                                    Err(HostError::NotFound { .. }) => {
+                                        match self.host.open_parent(&rec.original_path) {
+                                            Ok((parent, _)) => sync_original_dir(&parent),
+                                            Err(HostError::NotFound { .. }) => Ok(()),
+                                            Err(e) => Err(std::io::Error::other(e)),
+                                        }
+                                    }
+                                    Err(e) => {
+                                        rep.warnings
+                                            .push(format!("entry {id}: original not deleted: {e}"));
+                                        Ok(())
+                                    }
+                                };
+                                if let Err(e) = synced {
+                                    // Keep the intent: the deletion is not durable yet.
+                                    rep.warnings.push(format!(
+                                        "entry {id}: cannot sync the original's directory, will retry: {e}"
+                                    ));
+                                    continue;
                                 }
                                 rep.completed.push(id.clone());
                             } else {
@@ -629,6 +678,7 @@ impl QuarantineStore {
             }
             remove_if_exists(&self.dir.join("records").join(format!("{id}.json.tmp")))?;
             remove_if_exists(&p)?;
+            step("removed intent");
         }
         // Objects without record nor intent (interrupted deletion from the
         // store) and stray temporaries.
@@ -973,5 +1023,84 @@ fn load_or_create_key(dir: &Path) -> Result<[u8; 32], QuarantineError> {
             load_or_create_key(dir)
         }
         Err(e) => Err(bad(format!("cannot install: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub(super) static STEPS: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn take_steps() -> Vec<&'static str> {
+        STEPS.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
+    fn cfg(hook: Option<PreDeleteHook>) -> QuarantineConfig {
+        QuarantineConfig {
+            min_free_bytes: 0,
+            pre_delete_hook: hook,
+            ..Default::default()
+        }
+    }
+
+    fn request(path: &str) -> QuarantineRequest {
+        QuarantineRequest {
+            path: PathBuf::from(path),
+            detection_id: "det".into(),
+            threat_name: "t".into(),
+            user: "u".into(),
+            expected: None,
+        }
+    }
+
+    #[test]
+    fn original_directory_is_synced_after_unlink_and_before_intent_removal() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let data = t.path().join("data");
+        fs::create_dir_all(root.join("home/u")).unwrap();
+        fs::write(root.join("home/u/live"), b"live").unwrap();
+        fs::write(root.join("home/u/crashed"), b"crashed").unwrap();
+        let host = HostRoot::new(&root);
+
+        // Live path.
+        let (s, _) = QuarantineStore::open(&data, host.clone(), cfg(None)).unwrap();
+        take_steps();
+        s.quarantine(&request("/home/u/live")).unwrap();
+        assert_eq!(
+            take_steps(),
+            [
+                "unlinked original",
+                "synced original's directory",
+                "removed intent"
+            ]
+        );
+        drop(s);
+
+        // Recovery path: a crash between the commit and the unlink.
+        let crash: PreDeleteHook = Arc::new(|_: &Path| panic!("simulated crash"));
+        let (s, _) = QuarantineStore::open(&data, host.clone(), cfg(Some(crash))).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.quarantine(&request("/home/u/crashed"))
+        }));
+        assert!(r.is_err());
+        assert!(root.join("home/u/crashed").exists());
+        drop(s);
+        take_steps();
+        let (_s, rep) = QuarantineStore::open(&data, host, cfg(None)).unwrap();
+        assert_eq!(rep.completed.len(), 1, "{rep:?}");
+        assert!(!root.join("home/u/crashed").exists());
+        assert_eq!(
+            take_steps(),
+            [
+                "unlinked original",
+                "synced original's directory",
+                "removed intent"
+            ]
+        );
     }
 }
