@@ -390,24 +390,23 @@ impl Agent {
         if update.state != DeviceTaskState::Completed || update.hits == 0 {
             return update;
         }
-        let files: Vec<String> = update.results["hit_files"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let files = crate::scanner::hit_file_identities(&update.results);
         let mut outcomes = Vec::new();
         for action in actions {
             match action {
                 riposte_model::TaskAction::QuarantineAndDelete => {
-                    for f in &files {
+                    for (f, identity) in &files {
+                        // Only the object the sweep judged may go, not whatever is at
+                        // the path by now.
+                        let Some(identity) = *identity else {
+                            outcomes.push(serde_json::json!({"action": "quarantine_and_delete", "path": f, "outcome": "failed", "detail": "not quarantined: the sweep could not read the file to identify it"}));
+                            continue;
+                        };
                         let l = local.clone();
                         let path = f.clone();
                         let id = format!("task-{}", update.task_id);
                         let res = tokio::task::spawn_blocking(move || {
-                            l.quarantine(&path, &id, "IOC scan hit", "", None)
+                            l.quarantine(&path, &id, "IOC scan hit", "", Some(identity))
                         })
                         .await
                         .map_err(|e| e.to_string())
@@ -575,5 +574,94 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!("control socket: {e}"),
         Err(e) => tracing::error!("control socket task: {e}"),
         Ok(Ok(())) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scanner::SweepRunner;
+    use std::path::Path;
+
+    /// An agent over `data` whose local actions work on the device under `root`.
+    fn agent(root: &Path, data: &Path) -> Arc<Agent> {
+        Identity {
+            device_id: 1,
+            server_url: "https://127.0.0.1:9".into(),
+            channel_addr: "127.0.0.1:10".into(),
+            ca_pem: String::new(),
+            cert_pem: String::new(),
+            key_pem: "not a key".into(),
+        }
+        .save(data)
+        .unwrap();
+        let (local, _) = crate::response::LocalActions::open(data, root, None).unwrap();
+        let runner = Arc::new(SweepRunner::new(root.to_path_buf()));
+        Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))
+            .unwrap()
+            .0
+    }
+
+    fn name_ioc(contains: &str) -> riposte_proto::IocDocument {
+        riposte_proto::IocDocument {
+            format: "openioc".into(),
+            name: "n.ioc".into(),
+            content: format!(
+                r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="n" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>n</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="contains" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">{contains}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hit_replaced_after_the_sweep_is_not_deleted() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        let dir = root.join("home/u");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("evil-kept"), b"payload one").unwrap();
+        std::fs::write(dir.join("evil-swapped"), b"payload two").unwrap();
+        let agent = agent(&root, &data);
+        let offer = TaskOffer {
+            task_id: 9,
+            autonomous: false,
+            iocs: vec![name_ioc("evil-")],
+            scope: riposte_model::ScanScope::SystemDrives,
+            actions: vec![riposte_model::TaskAction::QuarantineAndDelete],
+        };
+        let runner = agent.runner.clone();
+        let (_cancel, rx) = watch::channel(false);
+        let swept = tokio::task::spawn_blocking(move || runner.run(offer, rx, &|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(swept.hits, 2, "{swept:?}");
+        // Between the sweep and the action the path gets another inode and content.
+        std::fs::write(dir.join("tmp"), b"an innocent file").unwrap();
+        std::fs::rename(dir.join("tmp"), dir.join("evil-swapped")).unwrap();
+
+        let done = agent
+            .act_on_hits(&[riposte_model::TaskAction::QuarantineAndDelete], swept)
+            .await;
+        assert!(
+            !dir.join("evil-kept").exists(),
+            "the unchanged hit is removed"
+        );
+        assert_eq!(
+            std::fs::read(dir.join("evil-swapped")).unwrap(),
+            b"an innocent file",
+            "the replacement is not deleted"
+        );
+        let outcome = |path: &str| {
+            done.results["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["path"] == path)
+                .map(|o| o["outcome"].clone())
+        };
+        assert_eq!(outcome("/home/u/evil-kept"), Some("done".into()));
+        assert_eq!(outcome("/home/u/evil-swapped"), Some("failed".into()));
+        let entries = agent.local().unwrap().quarantine_list().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].original_path, Path::new("/home/u/evil-kept"));
     }
 }
