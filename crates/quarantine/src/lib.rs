@@ -38,7 +38,7 @@ mod protect;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -305,6 +305,9 @@ impl QuarantineStore {
                     .create(&d)
                     .map_err(error::io_err("creating directory", &d))?;
             }
+            // A directory made by hand or by an older version may be readable by all.
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+                .map_err(error::io_err("restricting to mode 0700", &d))?;
         }
         let key = load_or_create_key(&dir)?;
         Ok(QuarantineStore {
@@ -340,7 +343,17 @@ impl QuarantineStore {
         let data = serde_json::to_vec(intent)
             .map_err(|e| error::io_err("encoding intent", self.journal_dir())(e.into()))?;
         let p = self.journal_dir().join(format!("{id}.json"));
-        let mut f = File::create(&p).map_err(error::io_err("creating", &p))?;
+        // An intent names the path of a detected object: owner-only, like the records.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(error::io_err("creating", &p))?;
+        // `mode` applies only to a file it creates; a leftover keeps its own.
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(error::io_err("restricting", &p))?;
         f.write_all(&data).map_err(error::io_err("writing", &p))?;
         f.sync_all().map_err(error::io_err("syncing", &p))?;
         fsync_dir(&self.journal_dir())

@@ -653,3 +653,35 @@ fn recovery_keeps_an_object_whose_record_cannot_be_checked() {
         "{rep:?}"
     );
 }
+
+#[test]
+fn intents_are_owner_only_and_an_open_store_tightens_its_directories() {
+    let e = env();
+    // A store directory made readable by all (by hand or an older version).
+    for sub in ["", "objects", "records", "journal"] {
+        fs::create_dir_all(e.data.join(sub)).unwrap();
+        fs::set_permissions(e.data.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    write(&e, "/home/alice/evil", b"payload");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (journal, modes) = (e.data.join("journal"), seen.clone());
+    let hook: riposte_quarantine::PreDeleteHook = Arc::new(move |_: &Path| {
+        for f in fs::read_dir(&journal).unwrap() {
+            let mode = f.unwrap().metadata().unwrap().permissions().mode();
+            modes.lock().unwrap().push(mode & 0o777);
+        }
+    });
+    let s = store(
+        &e,
+        QuarantineConfig {
+            pre_delete_hook: Some(hook),
+            ..cfg()
+        },
+    );
+    for sub in ["", "objects", "records", "journal"] {
+        let mode = fs::metadata(e.data.join(sub)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{sub:?}");
+    }
+    s.quarantine(&req("/home/alice/evil")).unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0o600], "the intent while it exists");
+}
