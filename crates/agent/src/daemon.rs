@@ -83,12 +83,20 @@ impl Agent {
 
     /// Queues an event for the server; it is kept until acknowledged.
     pub fn report(&self, body: EventBody) {
+        self.report_with(body, |_| {});
+    }
+
+    /// [`Agent::report`], with `also` applied to the state in the same saved update.
+    fn report_with(&self, body: EventBody, also: impl FnOnce(&mut AgentState)) {
         let event = AgentEvent {
             event_id: format!("{:032x}", rand::random::<u128>()),
             at_ms: now_ms(),
             body,
         };
-        self.update(|s| s.outbox.push(event.clone()));
+        self.update(|s| {
+            s.outbox.push(event.clone());
+            also(s);
+        });
         let _ = self.to_server.send(AgentToServer::Event(event));
     }
 
@@ -151,28 +159,27 @@ impl Agent {
         });
     }
 
-    /// Restores or deletes a quarantined object as the server asked.
-    fn handle_quarantine_command(&self, cmd: riposte_proto::QuarantineCommand) {
+    /// Restores or deletes a quarantined object as the server asked (blocking: it
+    /// decrypts and writes files). Returns the event that reports the outcome.
+    fn run_quarantine_command(&self, cmd: &riposte_proto::QuarantineCommand) -> EventBody {
         let result = match cmd.action.as_str() {
             "restore" => self
-                .quarantine_restore(
+                .restore_entry(
                     &cmd.entry_id,
                     cmd.restore_to.as_deref(),
                     cmd.on_conflict.as_deref(),
                 )
-                .map(|_| ()),
-            "delete" => self.quarantine_delete(&cmd.entry_id),
+                .map(|(_, event)| event),
+            "delete" => self.delete_entry(&cmd.entry_id),
             other => Err(format!("unknown quarantine action '{other}'")),
         };
-        if let Err(e) = result {
-            self.report(EventBody::Alert {
-                code: "quarantine_command_failed".into(),
-                message: format!(
-                    "{} of quarantine entry {} failed: {e}",
-                    cmd.action, cmd.entry_id
-                ),
-            });
-        }
+        result.unwrap_or_else(|e| EventBody::Alert {
+            code: "quarantine_command_failed".into(),
+            message: format!(
+                "{} of quarantine entry {} failed: {e}",
+                cmd.action, cmd.entry_id
+            ),
+        })
     }
 
     fn local(&self) -> Result<&Arc<crate::response::LocalActions>, String> {
@@ -188,30 +195,46 @@ impl Agent {
         to: Option<&str>,
         on_conflict: Option<&str>,
     ) -> Result<String, String> {
+        let (path, event) = self.restore_entry(id, to, on_conflict)?;
+        self.report(event);
+        Ok(path)
+    }
+
+    fn restore_entry(
+        &self,
+        id: &str,
+        to: Option<&str>,
+        on_conflict: Option<&str>,
+    ) -> Result<(String, EventBody), String> {
         let local = self.local()?;
         let record = local.store_record(id)?;
         let path = local.quarantine_restore(id, to, on_conflict)?;
         let mut json = serde_json::to_value(&record).unwrap_or_default();
         json["restored_to"] = serde_json::json!(path.display().to_string());
-        self.report(EventBody::Quarantine {
+        let event = EventBody::Quarantine {
             entry_id: id.to_string(),
             state: "restored".into(),
             record: json,
-        });
-        Ok(path.display().to_string())
+        };
+        Ok((path.display().to_string(), event))
     }
 
     /// Deletes a quarantined object for good and tells the server.
     pub fn quarantine_delete(&self, id: &str) -> Result<(), String> {
+        let event = self.delete_entry(id)?;
+        self.report(event);
+        Ok(())
+    }
+
+    fn delete_entry(&self, id: &str) -> Result<EventBody, String> {
         let local = self.local()?;
         let record = local.store_record(id)?;
         local.quarantine_delete(id)?;
-        self.report(EventBody::Quarantine {
+        Ok(EventBody::Quarantine {
             entry_id: id.to_string(),
             state: "deleted".into(),
             record: serde_json::to_value(&record).unwrap_or_default(),
-        });
-        Ok(())
+        })
     }
 
     fn report_outcome(&self, detection_id: &str, o: &crate::response::Outcome) {
@@ -390,24 +413,23 @@ impl Agent {
         if update.state != DeviceTaskState::Completed || update.hits == 0 {
             return update;
         }
-        let files: Vec<String> = update.results["hit_files"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let files = crate::scanner::hit_file_identities(&update.results);
         let mut outcomes = Vec::new();
         for action in actions {
             match action {
                 riposte_model::TaskAction::QuarantineAndDelete => {
-                    for f in &files {
+                    for (f, identity) in &files {
+                        // Only the object the sweep judged may go, not whatever is at
+                        // the path by now.
+                        let Some(identity) = *identity else {
+                            outcomes.push(serde_json::json!({"action": "quarantine_and_delete", "path": f, "outcome": "failed", "detail": "not quarantined: the sweep could not read the file to identify it"}));
+                            continue;
+                        };
                         let l = local.clone();
                         let path = f.clone();
                         let id = format!("task-{}", update.task_id);
                         let res = tokio::task::spawn_blocking(move || {
-                            l.quarantine(&path, &id, "IOC scan hit", "", None)
+                            l.quarantine(&path, &id, "IOC scan hit", "", Some(identity))
                         })
                         .await
                         .map_err(|e| e.to_string())
@@ -506,12 +528,23 @@ impl LinkHandler for Handler {
                     agent.start_task(offer);
                 }
             }
+            // A command counts as applied only once it has run, in the same saved
+            // update as its outcome: a crash before that has the server deliver it
+            // again, and running it twice is harmless (an entry already restored or
+            // deleted is reported as missing).
             Delivery::Quarantine(cmd) => {
-                agent.update(|s| s.last_applied = seq);
-                agent.handle_quarantine_command(cmd);
+                let runner = agent.clone();
+                let (action, entry) = (cmd.action.clone(), cmd.entry_id.clone());
+                let event =
+                    tokio::task::spawn_blocking(move || runner.run_quarantine_command(&cmd))
+                        .await
+                        .unwrap_or_else(|e| EventBody::Alert {
+                            code: "quarantine_command_failed".into(),
+                            message: format!("{action} of quarantine entry {entry} crashed: {e}"),
+                        });
+                agent.report_with(event, |s| s.last_applied = seq);
             }
             Delivery::TaskCancel { task_id } => {
-                agent.update(|s| s.last_applied = seq);
                 if let Some(c) = agent
                     .cancels
                     .lock()
@@ -526,6 +559,7 @@ impl LinkHandler for Handler {
                             t.state = DeviceTaskState::Cancelled;
                         }
                     }
+                    s.last_applied = seq;
                 });
             }
         }
@@ -575,5 +609,165 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!("control socket: {e}"),
         Err(e) => tracing::error!("control socket task: {e}"),
         Ok(Ok(())) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scanner::SweepRunner;
+    use std::path::Path;
+
+    /// An agent over `data` whose local actions work on the device under `root`.
+    fn open_agent(root: &Path, data: &Path) -> Arc<Agent> {
+        Identity {
+            device_id: 1,
+            server_url: "https://127.0.0.1:9".into(),
+            channel_addr: "127.0.0.1:10".into(),
+            ca_pem: String::new(),
+            cert_pem: String::new(),
+            key_pem: "not a key".into(),
+        }
+        .save(data)
+        .unwrap();
+        let (local, _) = crate::response::LocalActions::open(data, root, None).unwrap();
+        let runner = Arc::new(SweepRunner::new(root.to_path_buf()));
+        Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))
+            .unwrap()
+            .0
+    }
+
+    fn name_ioc(contains: &str) -> riposte_proto::IocDocument {
+        riposte_proto::IocDocument {
+            format: "openioc".into(),
+            name: "n.ioc".into(),
+            content: format!(
+                r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="n" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>n</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="contains" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">{contains}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hit_replaced_after_the_sweep_is_not_deleted() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        let dir = root.join("home/u");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("evil-kept"), b"payload one").unwrap();
+        std::fs::write(dir.join("evil-swapped"), b"payload two").unwrap();
+        let agent = open_agent(&root, &data);
+        let offer = TaskOffer {
+            task_id: 9,
+            autonomous: false,
+            iocs: vec![name_ioc("evil-")],
+            scope: riposte_model::ScanScope::SystemDrives,
+            actions: vec![riposte_model::TaskAction::QuarantineAndDelete],
+        };
+        let runner = agent.runner.clone();
+        let (_cancel, rx) = watch::channel(false);
+        let swept = tokio::task::spawn_blocking(move || runner.run(offer, rx, &|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(swept.hits, 2, "{swept:?}");
+        // Between the sweep and the action the path gets another inode and content.
+        std::fs::write(dir.join("tmp"), b"an innocent file").unwrap();
+        std::fs::rename(dir.join("tmp"), dir.join("evil-swapped")).unwrap();
+
+        let done = agent
+            .act_on_hits(&[riposte_model::TaskAction::QuarantineAndDelete], swept)
+            .await;
+        assert!(
+            !dir.join("evil-kept").exists(),
+            "the unchanged hit is removed"
+        );
+        assert_eq!(
+            std::fs::read(dir.join("evil-swapped")).unwrap(),
+            b"an innocent file",
+            "the replacement is not deleted"
+        );
+        let outcome = |path: &str| {
+            done.results["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["path"] == path)
+                .map(|o| o["outcome"].clone())
+        };
+        assert_eq!(outcome("/home/u/evil-kept"), Some("done".into()));
+        assert_eq!(outcome("/home/u/evil-swapped"), Some("failed".into()));
+        let entries = agent.local().unwrap().quarantine_list().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].original_path, Path::new("/home/u/evil-kept"));
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_cut_short_by_a_crash_is_applied_again_on_redelivery() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::write(root.join("home/u/evil"), b"payload").unwrap();
+        let agent = open_agent(&root, &data);
+        let local = agent.local().unwrap().clone();
+        let entry = local
+            .quarantine("/home/u/evil", "det", "T", "u", None)
+            .unwrap();
+        let cmd = riposte_proto::QuarantineCommand {
+            request_id: "r1".into(),
+            entry_id: entry.id.clone(),
+            action: "delete".into(),
+            restore_to: None,
+            on_conflict: None,
+        };
+
+        // Hold the store while the command runs, and take an image of the data
+        // directory then: what a crash at that instant leaves on disk.
+        let crashed = t.path().join("crashed");
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (store, from, to) = (local.clone(), data.clone(), crashed.clone());
+        let image = std::thread::spawn(move || {
+            let guard = store.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            copy_dir(&from, &to);
+            drop(guard);
+        });
+        locked_rx.recv().unwrap();
+        Handler(agent.clone())
+            .apply(5, Delivery::Quarantine(cmd.clone()))
+            .await;
+        image.join().unwrap();
+        assert_eq!(agent.snapshot().last_applied, 5);
+        assert!(local.quarantine_list().unwrap().is_empty());
+
+        // The agent restarted from the image names an older sequence number, so the
+        // server delivers the command again, and it runs.
+        let restarted = Handler(open_agent(&root, &crashed));
+        assert_eq!(restarted.last_applied(), 0);
+        let store = restarted.0.local().unwrap().clone();
+        assert_eq!(store.quarantine_list().unwrap().len(), 1);
+        restarted.apply(5, Delivery::Quarantine(cmd)).await;
+        assert!(store.quarantine_list().unwrap().is_empty());
+        let on_disk = StateFile::new(&crashed).load().unwrap();
+        assert_eq!(on_disk.last_applied, 5);
+        assert!(
+            on_disk.outbox.iter().any(|e| matches!(
+                &e.body,
+                EventBody::Quarantine { state, entry_id, .. } if state == "deleted" && *entry_id == entry.id
+            )),
+            "{:?}",
+            on_disk.outbox
+        );
     }
 }

@@ -139,11 +139,7 @@ async fn session<H: LinkHandler>(
     match read_frame::<_, ServerToAgent>(&mut reader).await? {
         ServerToAgent::Welcome { .. } => {}
         ServerToAgent::Refused { reason } => return Err(LinkError::Refused(reason)),
-        other => {
-            return Err(LinkError::Refused(format!(
-                "unexpected first answer {other:?}"
-            )))
-        }
+        other => return Err(LinkError::Refused(unexpected_first_answer(&other))),
     }
     handler.link_state(true, "connected");
     *was_up = true;
@@ -192,4 +188,48 @@ async fn session<H: LinkHandler>(
     };
     reader_task.abort();
     result
+}
+
+/// Why a session was refused when the server's first frame was not an answer to hello.
+/// Names the frame's kind only: the frame itself may carry the special password, and
+/// this text is logged and stored as the link's state.
+fn unexpected_first_answer(frame: &ServerToAgent) -> String {
+    let kind = match frame {
+        ServerToAgent::Welcome { .. } => "welcome",
+        ServerToAgent::Deliver { .. } => "deliver",
+        ServerToAgent::EventAck { .. } => "event_ack",
+        ServerToAgent::Pong => "pong",
+        ServerToAgent::Refused { .. } => "refused",
+    };
+    format!("unexpected first answer from the server: a {kind} frame instead of welcome")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_first_frame_is_named_without_its_content() {
+        let settings = riposte_model::EffectiveSettings {
+            threat_response: riposte_model::EffectiveValue {
+                value: Default::default(),
+                provenance: riposte_model::Provenance::Default,
+            },
+            sandbox_integration: riposte_model::EffectiveValue {
+                value: Default::default(),
+                provenance: riposte_model::Provenance::Default,
+            },
+        };
+        let frame = ServerToAgent::Deliver {
+            seq: 1,
+            delivery: Delivery::Settings {
+                settings,
+                response_group: 2,
+                special_password: Some("hunter2-very-secret".into()),
+            },
+        };
+        let m = unexpected_first_answer(&frame);
+        assert!(!m.contains("hunter2"), "{m}");
+        assert!(m.contains("deliver frame"), "{m}");
+    }
 }

@@ -131,7 +131,7 @@ impl TaskRunner for SweepRunner {
                     .hits
                     .iter()
                     .filter_map(|h| match &h.item {
-                        HitItem::File { path } => Some(path.clone()),
+                        HitItem::File { path, .. } => Some(path.clone()),
                         _ => None,
                     })
                     .collect();
@@ -151,6 +151,35 @@ impl TaskRunner for SweepRunner {
             Err(e) => fail(format!("the IOC scan failed: {e}")),
         }
     }
+}
+
+/// The files a completed sweep hit, each once, with the identity the sweep saw (device,
+/// inode, SHA-256); `None` where the sweep could not read the file to hash it.
+pub fn hit_file_identities(
+    results: &serde_json::Value,
+) -> Vec<(String, Option<riposte_host::FileIdentity>)> {
+    let mut out: Vec<(String, Option<riposte_host::FileIdentity>)> = Vec::new();
+    for hit in results["hits"].as_array().into_iter().flatten() {
+        let item = &hit["item"];
+        let Some(path) = item["path"].as_str().filter(|_| item["type"] == "file") else {
+            continue;
+        };
+        if out.iter().any(|(p, _)| p == path) {
+            continue;
+        }
+        let sha256 = item["sha256"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        let identity = match (item["dev"].as_u64(), item["ino"].as_u64(), sha256) {
+            (Some(dev), Some(ino), Some(sha256)) => {
+                Some(riposte_host::FileIdentity { dev, ino, sha256 })
+            }
+            _ => None,
+        };
+        out.push((path.to_string(), identity));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Everything the agent must remember across restarts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Everything the agent must remember across restarts. `Debug` hides the special
+/// password (it says only whether there is one).
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct AgentState {
     pub last_applied: u64,
     pub settings: Option<EffectiveSettings>,
@@ -21,6 +22,24 @@ pub struct AgentState {
     pub outbox: Vec<AgentEvent>,
     pub connected: bool,
     pub last_link_note: String,
+}
+
+impl std::fmt::Debug for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentState")
+            .field("last_applied", &self.last_applied)
+            .field("settings", &self.settings)
+            .field("response_group", &self.response_group)
+            .field(
+                "special_password",
+                &self.special_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tasks", &self.tasks)
+            .field("outbox", &self.outbox)
+            .field("connected", &self.connected)
+            .field("last_link_note", &self.last_link_note)
+            .finish()
+    }
 }
 
 /// A task as the agent knows it.
@@ -210,6 +229,12 @@ mod tests {
         let back = StateFile::new(dir.path()).load().unwrap();
         assert_eq!(back.last_applied, 7);
         assert_eq!(back.special_password.as_deref(), Some("pw"));
+        let shown = format!("{back:?}");
+        assert!(!shown.contains("\"pw\""), "{shown}");
+        assert!(
+            shown.contains("special_password: Some(\"<redacted>\")"),
+            "{shown}"
+        );
         assert_eq!(back.tasks[&3].state, DeviceTaskState::Running);
         assert_eq!(back.outbox.len(), 1);
         s.outbox.clear();

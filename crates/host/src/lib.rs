@@ -30,5 +30,5 @@ pub use critical::{BootSector, CriticalAreas, CriticalCategory, CriticalObject, 
 pub use error::HostError;
 pub use notify::{Notifier, NotifyOutcome};
 pub use root::HostRoot;
-pub use safefs::{FileIdentity, FileMeta, OpenedFile};
+pub use safefs::{FileIdentity, FileMeta, FileStamp, OpenedFile};
 pub use users::{SessionSource, StaticSessions, SystemSessions, UserSession};

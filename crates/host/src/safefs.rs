@@ -16,7 +16,12 @@
 //! 3. before deleting, re-check device, inode and SHA-256 through the
 //!    descriptor, re-check that the name in the (already open) parent
 //!    directory still refers to that inode, and only then `unlinkat` relative
-//!    to the parent descriptor.
+//!    to the parent descriptor;
+//! 4. bracket the re-hash with `fstat`s of the descriptor and require the
+//!    same size, mtime and ctime before it, after it (immediately before
+//!    `unlinkat`) and, when the caller gives one, as the [`FileStamp`] taken
+//!    when the file was copied: a hash alone passes a write that lands behind
+//!    the re-hash's read position, or content changed and changed back.
 //!
 //! A residual window remains between the last `fstatat` and `unlinkat` (Linux
 //! has no "unlink if inode is X"); it is a few instructions wide and an
@@ -81,6 +86,30 @@ impl FileMeta {
     pub fn permissions(&self) -> u32 {
         self.mode & 0o7777
     }
+
+    /// Size and change times: what any write, truncation or attribute change moves.
+    pub fn stamp(&self) -> FileStamp {
+        FileStamp {
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        }
+    }
+}
+
+/// Size, mtime and ctime (with nanoseconds) of a file at one instant.
+///
+/// The kernel moves mtime on every write and ctime on every write, attribute
+/// change and `utimensat`; ctime cannot be set back by anyone short of
+/// changing the clock, so an equal stamp means "not modified since".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// Last status change time (seconds, nanoseconds).
+    pub ctime: (i64, i64),
 }
 
 /// What identifies "the object that was inspected": device, inode and content.
@@ -297,7 +326,8 @@ impl HostRoot {
     }
 
     /// Deletes `device_path` only if it still is the object described by
-    /// `expected` (same device, inode and SHA-256, reached without symlinks).
+    /// `expected` (same device, inode and SHA-256, reached without symlinks,
+    /// and not modified while it was being re-checked).
     ///
     /// Returns [`HostError::Changed`] — and deletes nothing — when the path now
     /// leads to a symlink, to another file, or to modified content;
@@ -307,6 +337,23 @@ impl HostRoot {
         device_path: &Path,
         expected: &FileIdentity,
     ) -> Result<(), HostError> {
+        self.safe_unlink_since(device_path, expected, None)
+            .map(|_parent| ())
+    }
+
+    /// [`HostRoot::safe_unlink`], additionally requiring that size, mtime and
+    /// ctime still equal `since` (taken when the object was copied), so that a
+    /// write after the copy refuses the deletion even if the content was put
+    /// back.
+    ///
+    /// Returns the descriptor of the directory the name was removed from: the
+    /// removal is durable only once the caller has synced it ([`sync_dir`]).
+    pub fn safe_unlink_since(
+        &self,
+        device_path: &Path,
+        expected: &FileIdentity,
+        since: Option<&FileStamp>,
+    ) -> Result<OwnedFd, HostError> {
         let changed = |detail: String| HostError::Changed {
             path: device_path.to_path_buf(),
             detail,
@@ -324,23 +371,46 @@ impl HostRoot {
             }
             Err(e) => return Err(e),
         };
-        unlink_opened(&opened, expected)
+        unlink_opened(&opened, expected, since)?;
+        Ok(opened.parent)
     }
 }
 
-/// Deletes an already opened file if it still matches `expected`; see
-/// [`HostRoot::safe_unlink`].
-pub fn unlink_opened(opened: &OpenedFile, expected: &FileIdentity) -> Result<(), HostError> {
+fn fstat_stamp(opened: &OpenedFile) -> Result<FileStamp, HostError> {
+    let st = rustix::fs::fstat(&opened.file)
+        .map_err(|e| HostError::io("fstat", &opened.device_path, e))?;
+    Ok(FileMeta::from_stat(&st).stamp())
+}
+
+/// Deletes an already opened file if it still matches `expected` (and
+/// `since`, when given); see [`HostRoot::safe_unlink_since`].
+pub fn unlink_opened(
+    opened: &OpenedFile,
+    expected: &FileIdentity,
+    since: Option<&FileStamp>,
+) -> Result<(), HostError> {
     let path = &opened.device_path;
     let changed = |detail: String| HostError::Changed {
         path: path.clone(),
         detail,
+    };
+    let modified = |when: &str| {
+        changed(format!(
+            "it changed while being quarantined (size, modification or change time differ from {when})"
+        ))
     };
     if opened.meta.dev != expected.dev || opened.meta.ino != expected.ino {
         return Err(changed(format!(
             "it is now another file (dev {} inode {}, expected dev {} inode {})",
             opened.meta.dev, opened.meta.ino, expected.dev, expected.ino
         )));
+    }
+    let before = fstat_stamp(opened)?;
+    if since.is_some_and(|s| *s != before) {
+        return Err(modified("when it was copied"));
+    }
+    if before != opened.meta.stamp() {
+        return Err(modified("when it was opened for deletion"));
     }
     let now = opened.sha256()?;
     if now != expected.sha256 {
@@ -365,6 +435,11 @@ pub fn unlink_opened(opened: &OpenedFile, expected: &FileIdentity) -> Result<(),
         return Err(changed(
             "the name was switched to another object just before deletion".into(),
         ));
+    }
+    // Last look before the unlink: a write that landed behind the re-hash's
+    // read position changed the content without changing the hash we computed.
+    if fstat_stamp(opened)? != before {
+        return Err(modified("before its final check"));
     }
     rustix::fs::unlinkat(&opened.parent, opened.name.as_os_str(), AtFlags::empty())
         .map_err(|e| HostError::io("deleting", path, e))?;

@@ -113,3 +113,32 @@ fn refusals() {
         "{e}"
     );
 }
+
+#[test]
+fn written_since_the_copy_deletes_nothing_even_with_the_same_content() {
+    let (t, h) = setup();
+    let opened = h.open_regular(Path::new("/home/u/evil")).unwrap();
+    let copied = opened.meta.stamp();
+    let id = opened.identity().unwrap();
+    drop(opened);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    fs::write(t.path().join("home/u/evil"), b"evil, appended").unwrap();
+    fs::write(t.path().join("home/u/evil"), b"evil").unwrap();
+    let e = h
+        .safe_unlink_since(Path::new("/home/u/evil"), &id, Some(&copied))
+        .unwrap_err();
+    assert!(matches!(e, HostError::Changed { .. }), "{e}");
+    assert!(
+        e.to_string().contains("changed while being quarantined"),
+        "{e}"
+    );
+    assert_eq!(fs::read(t.path().join("home/u/evil")).unwrap(), b"evil");
+    // Unchanged since the (new) copy: deleted.
+    let opened = h.open_regular(Path::new("/home/u/evil")).unwrap();
+    let copied = opened.meta.stamp();
+    let id = opened.identity().unwrap();
+    drop(opened);
+    h.safe_unlink_since(Path::new("/home/u/evil"), &id, Some(&copied))
+        .unwrap();
+    assert!(!t.path().join("home/u/evil").exists());
+}

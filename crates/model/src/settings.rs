@@ -108,8 +108,9 @@ impl Action {
     }
 }
 
-/// The Threat Response settings group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The Threat Response settings group. `Debug` shows whether the special password is
+/// set, never the password (sealed or not): debug output ends up in logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreatResponse {
     /// "Take response actions on threats detected by the sandbox".
     pub enabled: bool,
@@ -120,6 +121,19 @@ pub struct ThreatResponse {
     /// and the agent's channel; never returned by the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub special_password: Option<String>,
+}
+
+impl std::fmt::Debug for ThreatResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreatResponse")
+            .field("enabled", &self.enabled)
+            .field("actions", &self.actions)
+            .field(
+                "special_password",
+                &self.special_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for ThreatResponse {

@@ -71,7 +71,10 @@ pub enum ServerToAgent {
 }
 
 /// What the server queues for a device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` is written by hand: it shows whether the special password is there, never
+/// the password, since debug output ends up in logs and stored error messages.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Delivery {
     /// The device's new effective settings (secrets redacted) and, when group actions
@@ -88,6 +91,32 @@ pub enum Delivery {
     TaskCancel { task_id: i64 },
     /// Restore or delete a quarantined object on the device.
     Quarantine(QuarantineCommand),
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Delivery::Settings {
+                settings,
+                response_group,
+                special_password,
+            } => f
+                .debug_struct("Settings")
+                .field("settings", settings)
+                .field("response_group", response_group)
+                .field(
+                    "special_password",
+                    &special_password.as_ref().map(|_| "<redacted>"),
+                )
+                .finish(),
+            Delivery::TaskOffer(offer) => f.debug_tuple("TaskOffer").field(offer).finish(),
+            Delivery::TaskCancel { task_id } => f
+                .debug_struct("TaskCancel")
+                .field("task_id", task_id)
+                .finish(),
+            Delivery::Quarantine(cmd) => f.debug_tuple("Quarantine").field(cmd).finish(),
+        }
+    }
 }
 
 /// What an administrator asks of a quarantined object.
@@ -253,6 +282,38 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_special_password() {
+        use riposte_model::{EffectiveValue, Provenance};
+        let settings = EffectiveSettings {
+            threat_response: EffectiveValue {
+                value: riposte_model::ThreatResponse {
+                    special_password: Some("hunter2-sealed".into()),
+                    ..Default::default()
+                },
+                provenance: Provenance::Default,
+            },
+            sandbox_integration: EffectiveValue {
+                value: Default::default(),
+                provenance: Provenance::Default,
+            },
+        };
+        let d = Delivery::Settings {
+            settings,
+            response_group: 4,
+            special_password: Some("hunter2-very-secret".into()),
+        };
+        let frame = ServerToAgent::Deliver {
+            seq: 9,
+            delivery: d.clone(),
+        };
+        for shown in [format!("{d:?}"), format!("{frame:?}"), format!("{d:#?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(shown.contains("response_group"), "{shown}");
+        }
+    }
 
     #[tokio::test]
     async fn frames_round_trip_and_limits() {

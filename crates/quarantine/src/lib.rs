@@ -14,13 +14,17 @@
 //! 2. encrypt the content into `objects/ID.obj`, fsync;
 //! 3. write the record `records/ID.json` atomically (tmp, fsync, rename,
 //!    fsync dir) — the commit point;
-//! 4. delete the original (device, inode and SHA-256 re-checked);
+//! 4. delete the original (device, inode and SHA-256 re-checked, and size,
+//!    mtime and ctime still those seen when the copy was made) and fsync
+//!    its directory;
 //! 5. remove the intent.
 //!
 //! [`QuarantineStore::open`] runs [`QuarantineStore::recover`]: an intent
 //! without record is rolled back (partial object removed; the original was
 //! never touched), an intent with record is finished (the original deleted if
-//! it is still the same object). Restores are journaled the same way.
+//! it is still the same object), and an intent whose record exists but cannot
+//! be read is left alone with a warning (the object may be the only copy).
+//! Restores are journaled the same way.
 //!
 //! ## Layout of the data directory
 //! `quarantine.key` (32 random bytes, mode 0600), `objects/`, `records/`
@@ -34,14 +38,14 @@ mod protect;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::Md5;
 use rand::RngCore;
-use riposte_host::{FileIdentity, HostError, HostRoot};
+use riposte_host::{FileIdentity, FileStamp, HostError, HostRoot};
 use rustix::fs::{Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
@@ -247,6 +251,22 @@ fn atomic_write(dir: &Path, name: &str, data: &[u8]) -> Result<(), QuarantineErr
     fsync_dir(dir)
 }
 
+/// Makes the unlink of an original durable. Must come before its intent is
+/// removed: otherwise a power cut can bring the original back with no intent
+/// left to say it must go.
+fn sync_original_dir(parent: &OwnedFd) -> std::io::Result<()> {
+    riposte_host::safefs::sync_dir(parent)?;
+    step("synced original's directory");
+    Ok(())
+}
+
+/// Records a step whose order crash safety depends on, for the unit tests.
+fn step(name: &'static str) {
+    #[cfg(test)]
+    tests::STEPS.with(|s| s.borrow_mut().push(name));
+    let _ = name;
+}
+
 fn remove_if_exists(p: &Path) -> Result<(), QuarantineError> {
     match fs::remove_file(p) {
         Ok(()) => Ok(()),
@@ -285,6 +305,9 @@ impl QuarantineStore {
                     .create(&d)
                     .map_err(error::io_err("creating directory", &d))?;
             }
+            // A directory made by hand or by an older version may be readable by all.
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+                .map_err(error::io_err("restricting to mode 0700", &d))?;
         }
         let key = load_or_create_key(&dir)?;
         Ok(QuarantineStore {
@@ -320,14 +343,26 @@ impl QuarantineStore {
         let data = serde_json::to_vec(intent)
             .map_err(|e| error::io_err("encoding intent", self.journal_dir())(e.into()))?;
         let p = self.journal_dir().join(format!("{id}.json"));
-        let mut f = File::create(&p).map_err(error::io_err("creating", &p))?;
+        // An intent names the path of a detected object: owner-only, like the records.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(error::io_err("creating", &p))?;
+        // `mode` applies only to a file it creates; a leftover keeps its own.
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(error::io_err("restricting", &p))?;
         f.write_all(&data).map_err(error::io_err("writing", &p))?;
         f.sync_all().map_err(error::io_err("syncing", &p))?;
         fsync_dir(&self.journal_dir())
     }
 
     fn remove_intent(&self, id: &str) -> Result<(), QuarantineError> {
-        remove_if_exists(&self.journal_dir().join(format!("{id}.json")))
+        remove_if_exists(&self.journal_dir().join(format!("{id}.json")))?;
+        step("removed intent");
+        Ok(())
     }
 
     /// Total bytes of stored objects.
@@ -513,8 +548,17 @@ impl QuarantineStore {
             ino: m.ino,
             sha256,
         };
-        match self.host.safe_unlink(path, &ident) {
-            Ok(()) | Err(HostError::NotFound { .. }) => {}
+        match self.host.safe_unlink_since(path, &ident, Some(&m.stamp())) {
+            Ok(parent) => {
+                step("unlinked original");
+                if sync_original_dir(&parent).is_err() {
+                    // The unlink may not survive a power cut yet; the intent
+                    // stays so that recovery deletes the original again (or
+                    // finds it gone and syncs). The object is safe either way.
+                    return Ok(record);
+                }
+            }
+            Err(HostError::NotFound { .. }) => {}
             Err(e @ HostError::Changed { .. }) => {
                 self.remove_intent(&id)?;
                 return Err(QuarantineError::ChangedBeforeDelete { id, source: e });
@@ -581,12 +625,42 @@ impl QuarantineStore {
                                     ino: rec.ino,
                                     sha256,
                                 });
+                            let copied = FileStamp {
+                                size: rec.size,
+                                mtime: rec.mtime,
+                                ctime: rec.ctime,
+                            };
                             if let (Some(ident), true) = (ident, self.object_path(&id).exists()) {
-                                match self.host.safe_unlink(&rec.original_path, &ident) {
-                                    Ok(()) | Err(HostError::NotFound { .. }) => {}
-                                    Err(e) => rep
-                                        .warnings
-                                        .push(format!("entry {id}: original not deleted: {e}")),
+                                let synced = match self.host.safe_unlink_since(
+                                    &rec.original_path,
+                                    &ident,
+                                    Some(&copied),
+                                ) {
+                                    Ok(parent) => {
+                                        step("unlinked original");
+                                        sync_original_dir(&parent)
+                                    }
+                                    // Gone already, perhaps by our unlink before a
+                                    // crash that came before its directory was synced.
+                                    Err(HostError::NotFound { .. }) => {
+                                        match self.host.open_parent(&rec.original_path) {
+                                            Ok((parent, _)) => sync_original_dir(&parent),
+                                            Err(HostError::NotFound { .. }) => Ok(()),
+                                            Err(e) => Err(std::io::Error::other(e)),
+                                        }
+                                    }
+                                    Err(e) => {
+                                        rep.warnings
+                                            .push(format!("entry {id}: original not deleted: {e}"));
+                                        Ok(())
+                                    }
+                                };
+                                if let Err(e) = synced {
+                                    // Keep the intent: the deletion is not durable yet.
+                                    rep.warnings.push(format!(
+                                        "entry {id}: cannot sync the original's directory, will retry: {e}"
+                                    ));
+                                    continue;
                                 }
                                 rep.completed.push(id.clone());
                             } else {
@@ -594,17 +668,30 @@ impl QuarantineStore {
                                     .push(format!("entry {id}: record without valid object"));
                             }
                         }
-                        Err(_) => {
+                        // No record was ever committed: the original was never
+                        // touched, so the partial copy is worthless.
+                        Err(QuarantineError::NoSuchEntry(_)) => {
                             remove_if_exists(&self.object_path(&id))?;
                             remove_if_exists(&self.dir.join("records").join(format!("{id}.json")))?;
                             rep.rolled_back.push(id.clone());
                             let _ = path;
+                        }
+                        // A record exists but cannot be read (I/O error, damage): it
+                        // may have been committed and the original deleted, making
+                        // the object the only copy. Keep object, record and intent
+                        // for the operator; the next start looks again.
+                        Err(e) => {
+                            rep.warnings.push(format!(
+                                "entry {id}: interrupted quarantine left as is, its record cannot be read: {e}"
+                            ));
+                            continue;
                         }
                     }
                 }
             }
             remove_if_exists(&self.dir.join("records").join(format!("{id}.json.tmp")))?;
             remove_if_exists(&p)?;
+            step("removed intent");
         }
         // Objects without record nor intent (interrupted deletion from the
         // store) and stray temporaries.
@@ -619,9 +706,17 @@ impl QuarantineStore {
                     remove_if_exists(&e.path())?;
                 } else if sub == "objects" {
                     let id = name.trim_end_matches(".obj");
-                    if !self.record_path(id).exists() {
-                        rep.warnings.push(format!("removed orphan object {name}"));
-                        remove_if_exists(&e.path())?;
+                    match self.record_path(id).try_exists() {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            rep.warnings.push(format!("removed orphan object {name}"));
+                            remove_if_exists(&e.path())?;
+                        }
+                        // Not knowing whether the record exists is no proof that
+                        // the object is an orphan.
+                        Err(err) => rep.warnings.push(format!(
+                            "kept object {name}: cannot tell whether its record exists: {err}"
+                        )),
                     }
                 }
             }
@@ -941,5 +1036,84 @@ fn load_or_create_key(dir: &Path) -> Result<[u8; 32], QuarantineError> {
             load_or_create_key(dir)
         }
         Err(e) => Err(bad(format!("cannot install: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub(super) static STEPS: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn take_steps() -> Vec<&'static str> {
+        STEPS.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
+    fn cfg(hook: Option<PreDeleteHook>) -> QuarantineConfig {
+        QuarantineConfig {
+            min_free_bytes: 0,
+            pre_delete_hook: hook,
+            ..Default::default()
+        }
+    }
+
+    fn request(path: &str) -> QuarantineRequest {
+        QuarantineRequest {
+            path: PathBuf::from(path),
+            detection_id: "det".into(),
+            threat_name: "t".into(),
+            user: "u".into(),
+            expected: None,
+        }
+    }
+
+    #[test]
+    fn original_directory_is_synced_after_unlink_and_before_intent_removal() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let data = t.path().join("data");
+        fs::create_dir_all(root.join("home/u")).unwrap();
+        fs::write(root.join("home/u/live"), b"live").unwrap();
+        fs::write(root.join("home/u/crashed"), b"crashed").unwrap();
+        let host = HostRoot::new(&root);
+
+        // Live path.
+        let (s, _) = QuarantineStore::open(&data, host.clone(), cfg(None)).unwrap();
+        take_steps();
+        s.quarantine(&request("/home/u/live")).unwrap();
+        assert_eq!(
+            take_steps(),
+            [
+                "unlinked original",
+                "synced original's directory",
+                "removed intent"
+            ]
+        );
+        drop(s);
+
+        // Recovery path: a crash between the commit and the unlink.
+        let crash: PreDeleteHook = Arc::new(|_: &Path| panic!("simulated crash"));
+        let (s, _) = QuarantineStore::open(&data, host.clone(), cfg(Some(crash))).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.quarantine(&request("/home/u/crashed"))
+        }));
+        assert!(r.is_err());
+        assert!(root.join("home/u/crashed").exists());
+        drop(s);
+        take_steps();
+        let (_s, rep) = QuarantineStore::open(&data, host, cfg(None)).unwrap();
+        assert_eq!(rep.completed.len(), 1, "{rep:?}");
+        assert!(!root.join("home/u/crashed").exists());
+        assert_eq!(
+            take_steps(),
+            [
+                "unlinked original",
+                "synced original's directory",
+                "removed intent"
+            ]
+        );
     }
 }

@@ -450,6 +450,44 @@ fn symlink_swap_before_delete_deletes_nothing() {
 }
 
 #[test]
+fn modified_between_copy_and_delete_deletes_nothing() {
+    let e = env();
+    let p = write(&e, "/home/alice/evil", b"malware body");
+    let hp = p.clone();
+    // Same inode and, in the end, the same content: only size/mtime/ctime show
+    // that someone wrote to it after the copy.
+    let hook: riposte_quarantine::PreDeleteHook = Arc::new(move |_: &Path| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::write(&hp, b"something else entirely").unwrap();
+        fs::write(&hp, b"malware body").unwrap();
+    });
+    let ino = fs::metadata(&p).unwrap().ino();
+    let s = store(
+        &e,
+        QuarantineConfig {
+            pre_delete_hook: Some(hook),
+            ..cfg()
+        },
+    );
+    let err = s.quarantine(&req("/home/alice/evil")).unwrap_err();
+    let QuarantineError::ChangedBeforeDelete { id, source } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        source
+            .to_string()
+            .contains("changed while being quarantined"),
+        "{source}"
+    );
+    assert_eq!(fs::metadata(&p).unwrap().ino(), ino);
+    assert_eq!(fs::read(&p).unwrap(), b"malware body", "not deleted");
+    let mut out = Vec::new();
+    s.extract(id, &mut out).unwrap();
+    assert_eq!(out, b"malware body");
+    assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
+}
+
+#[test]
 fn swap_between_detection_and_quarantine_is_refused() {
     let e = env();
     let host = HostRoot::new(&e.root);
@@ -563,4 +601,87 @@ fn recovery_rolls_back_and_finishes() {
     assert!(!e.data.join("objects").join(format!("{id2}.obj")).exists());
     assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
     assert_eq!(s.list().unwrap().len(), 1);
+}
+
+#[test]
+fn recovery_keeps_the_object_when_the_record_is_unreadable() {
+    let e = env();
+    let s = store(&e, cfg());
+    write(&e, "/home/alice/r", b"only copy");
+    let rec = s.quarantine(&req("/home/alice/r")).unwrap();
+    assert!(!e.root.join("home/alice/r").exists());
+    drop(s);
+    // Crash between deleting the original and removing the intent, and the
+    // record damaged since: the object is the only copy left.
+    let intent = e.data.join("journal").join(format!("{}.json", rec.id));
+    fs::write(
+        &intent,
+        format!(
+            r#"{{"Quarantine":{{"id":"{}","path":"/home/alice/r"}}}}"#,
+            rec.id
+        ),
+    )
+    .unwrap();
+    let record = e.data.join("records").join(format!("{}.json", rec.id));
+    fs::write(&record, b"{\"format\": 1, \"id\": ").unwrap();
+    let object = e.data.join("objects").join(format!("{}.obj", rec.id));
+    let (_s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    assert!(rep.rolled_back.is_empty(), "{rep:?}");
+    assert!(object.exists(), "the encrypted object is kept");
+    assert!(record.exists(), "the damaged record is kept");
+    assert!(intent.exists(), "the intent is kept for the next start");
+    assert!(rep.warnings.iter().any(|w| w.contains(&rec.id)), "{rep:?}");
+}
+
+#[test]
+fn recovery_keeps_an_object_whose_record_cannot_be_checked() {
+    let e = env();
+    let s = store(&e, cfg());
+    write(&e, "/home/alice/o", b"data");
+    let rec = s.quarantine(&req("/home/alice/o")).unwrap();
+    drop(s);
+    // A record path that cannot be resolved (a symlink loop): stat fails with
+    // ELOOP, which says nothing about whether a record exists.
+    let record = e.data.join("records").join(format!("{}.json", rec.id));
+    fs::remove_file(&record).unwrap();
+    std::os::unix::fs::symlink(&record, &record).unwrap();
+    let object = e.data.join("objects").join(format!("{}.obj", rec.id));
+    let (_s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    assert!(object.exists(), "{rep:?}");
+    assert!(
+        rep.warnings.iter().any(|w| w.contains("kept object")),
+        "{rep:?}"
+    );
+}
+
+#[test]
+fn intents_are_owner_only_and_an_open_store_tightens_its_directories() {
+    let e = env();
+    // A store directory made readable by all (by hand or an older version).
+    for sub in ["", "objects", "records", "journal"] {
+        fs::create_dir_all(e.data.join(sub)).unwrap();
+        fs::set_permissions(e.data.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    write(&e, "/home/alice/evil", b"payload");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (journal, modes) = (e.data.join("journal"), seen.clone());
+    let hook: riposte_quarantine::PreDeleteHook = Arc::new(move |_: &Path| {
+        for f in fs::read_dir(&journal).unwrap() {
+            let mode = f.unwrap().metadata().unwrap().permissions().mode();
+            modes.lock().unwrap().push(mode & 0o777);
+        }
+    });
+    let s = store(
+        &e,
+        QuarantineConfig {
+            pre_delete_hook: Some(hook),
+            ..cfg()
+        },
+    );
+    for sub in ["", "objects", "records", "journal"] {
+        let mode = fs::metadata(e.data.join(sub)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{sub:?}");
+    }
+    s.quarantine(&req("/home/alice/evil")).unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0o600], "the intent while it exists");
 }

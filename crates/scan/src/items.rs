@@ -19,10 +19,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HitItem {
-    /// A file (device path).
+    /// A file (device path), with what identifies the object that hit, so that an
+    /// action taken later acts on that object only and not on whatever is at the
+    /// path by then.
     File {
         /// Path as seen on the device.
         path: String,
+        /// Device id the sweep saw.
+        dev: u64,
+        /// Inode the sweep saw.
+        ino: u64,
+        /// SHA-256 (hex) of that inode's content; `None` when it could not be read.
+        sha256: Option<String>,
     },
     /// A process.
     Process {
@@ -71,7 +79,7 @@ pub enum HitItem {
 impl std::fmt::Display for HitItem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HitItem::File { path } => write!(f, "file {path}"),
+            HitItem::File { path, .. } => write!(f, "file {path}"),
             HitItem::Process { pid, name } => write!(f, "process {pid} ({name})"),
             HitItem::Port {
                 protocol,
@@ -716,6 +724,22 @@ fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, Metadata)> {
         ));
     }
     Ok((file, meta))
+}
+
+/// SHA-256 (hex) of the file at `path`, read as [`open_content`] opens it, provided the
+/// opened object still is inode `ino` on device `dev` (the one the walk saw).
+pub fn sha256_of_inode(path: &Path, dev: u64, ino: u64) -> std::io::Result<String> {
+    let (f, meta) = open_regular(path)?;
+    if meta.dev() != dev || meta.ino() != ino {
+        return Err(std::io::Error::other("replaced during the sweep"));
+    }
+    let alg = Algorithms {
+        sha256: true,
+        ..Algorithms::default()
+    };
+    digest_sized(f, alg, meta.len())?
+        .sha256
+        .ok_or_else(|| std::io::Error::other("SHA-256 not computed"))
 }
 
 /// Reads a whole file (for YARA), as [`open_content`] opens it.

@@ -32,6 +32,7 @@ use riposte_ioc::yara::YaraRules;
 use riposte_ioc::{openioc, stix, Ioc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -666,6 +667,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         origin: l.origin.clone(),
                         item: HitItem::File {
                             path: device_path.clone(),
+                            dev: meta.dev(),
+                            ino: meta.ino(),
+                            sha256: None,
                         },
                         matched: matched_terms(&l.ioc, &ev.matched),
                     });
@@ -697,6 +701,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         origin: yara[i].origin().to_string(),
                         item: HitItem::File {
                             path: device_path.clone(),
+                            dev: meta.dev(),
+                            ino: meta.ino(),
+                            sha256: None,
                         },
                         matched: vec![MatchedTerm {
                             id: rule,
@@ -708,6 +715,19 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 }
             }
             if !local_hits.is_empty() {
+                // The SHA-256 lets an action on the hit refuse an object changed since:
+                // the sweep's own when it computed one, else read now (hits are few).
+                let computed = match &item.digests {
+                    Some(Ok(d)) => d.sha256().map(str::to_string),
+                    _ => None,
+                };
+                let sha256 =
+                    computed.or_else(|| items::sha256_of_inode(path, meta.dev(), meta.ino()).ok());
+                for h in &mut local_hits {
+                    if let HitItem::File { sha256: s, .. } = &mut h.item {
+                        s.clone_from(&sha256);
+                    }
+                }
                 hits.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .extend(local_hits);

@@ -782,3 +782,37 @@ fn an_uncomputed_hash_is_unknown_not_a_match() {
     assert!(r.hits.is_empty(), "{:?}", r.hits);
     assert_eq!(verdict(&r, "impostor2"), Verdict::Undetermined);
 }
+
+#[test]
+fn file_hits_carry_the_identity_of_what_hit() {
+    use std::os::unix::fs::MetadataExt;
+    let d = device();
+    let meta = std::fs::metadata(d.path().join("tmp/evil.bin")).unwrap();
+    // By name (nothing hashed during the sweep) and by SHA-256 (hashed by it).
+    let by_name = ioc(
+        "name",
+        &or(&[term("FileItem/FullPath", "is", "string", "/tmp/evil.bin")]),
+    );
+    let by_hash = ioc(
+        "hash",
+        &and(&[
+            term("FileItem/FullPath", "is", "string", "/tmp/evil.bin"),
+            term("FileItem/Sha256sum", "is", "string", &sha256_hex(EVIL)),
+        ]),
+    );
+    for doc in [by_name, by_hash] {
+        let origin = doc.origin.clone();
+        let r = sweep(&request(d.path(), vec![doc])).unwrap();
+        let items: Vec<&HitItem> = r.hits.iter().map(|h| &h.item).collect();
+        assert_eq!(
+            items,
+            [&HitItem::File {
+                path: "/tmp/evil.bin".into(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+                sha256: Some(sha256_hex(EVIL)),
+            }],
+            "{origin}"
+        );
+    }
+}

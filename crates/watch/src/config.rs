@@ -105,9 +105,12 @@ impl WatchConfig {
         }
     }
 
-    /// The host path of a device path (`/x/y` → `host_root/x/y`).
-    pub fn host_path(&self, device_path: &str) -> PathBuf {
-        self.host_root.join(device_path.trim_start_matches('/'))
+    /// The host path of a device path (`/x/y` → `host_root/x/y`). Relative paths and
+    /// paths with `..` are refused: they could name something outside the device.
+    pub fn host_path(&self, device_path: &str) -> Result<PathBuf, crate::WatchError> {
+        riposte_host::HostRoot::new(&self.host_root)
+            .host_path(Path::new(device_path))
+            .map_err(|e| crate::WatchError::Config(e.to_string()))
     }
 
     /// The device path of a host path under `host_root`, if it is under it.
@@ -127,6 +130,9 @@ impl WatchConfig {
             return Err(crate::WatchError::Config(format!(
                 "watched folder {f:?} must be an absolute device path such as /home"
             )));
+        }
+        for f in &self.folders {
+            self.host_path(f)?;
         }
         if self.max_queue_bytes == 0 || self.max_object_size == 0 {
             return Err(crate::WatchError::Config(

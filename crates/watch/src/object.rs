@@ -8,10 +8,11 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use md5::Md5;
+use riposte_host::{HostError, HostRoot};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -98,13 +99,12 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
     let shown = &t.device_path;
     let file = match t.fd {
         Some(fd) => File::from(fd),
-        None => match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&t.host_path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // Every component is opened without following links and the object is checked
+        // to be a regular file before it is opened: O_NOFOLLOW alone covers only the
+        // last component, so a directory swapped for a link would lead anywhere.
+        None => match HostRoot::new(&config.host_root).open_regular(Path::new(&t.device_path)) {
+            Ok(opened) => opened.file,
+            Err(HostError::NotFound { .. }) => {
                 return ReadOutcome::Alert(
                     AlertCode::PathVanished,
                     format!(
@@ -112,15 +112,28 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
                     ),
                 )
             }
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            Err(HostError::SymlinkInPath { component, .. }) => {
                 return if t.manual {
                     ReadOutcome::Alert(
                         AlertCode::ReadFailed,
-                        format!("{shown} is a symbolic link; submit the file it points to"),
+                        format!("{shown}: {component:?} is a symbolic link, not followed; submit the path of the file itself"),
                     )
                 } else {
                     ReadOutcome::Skipped("symbolic link")
                 }
+            }
+            Err(HostError::NotRegularFile { kind, .. }) => {
+                return if t.manual {
+                    ReadOutcome::Alert(
+                        AlertCode::ReadFailed,
+                        format!("{shown} is a {kind}, not a regular file; only files can be submitted"),
+                    )
+                } else {
+                    ReadOutcome::Skipped("not a regular file")
+                }
+            }
+            Err(e @ (HostError::InvalidPath { .. } | HostError::NotADirectory { .. })) => {
+                return ReadOutcome::Alert(AlertCode::ReadFailed, e.to_string())
             }
             Err(e) => {
                 return ReadOutcome::Alert(
@@ -246,6 +259,55 @@ mod tests {
             0o644,
             b"hello"
         ));
+    }
+
+    fn trigger(root: &Path, device_path: &str, manual: bool) -> Trigger {
+        Trigger {
+            device_path: device_path.into(),
+            host_path: root.join(device_path.trim_start_matches('/')),
+            fd: None,
+            pid: None,
+            manual,
+        }
+    }
+
+    #[test]
+    fn a_symlinked_directory_on_the_way_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("secret")).unwrap();
+        std::fs::create_dir_all(root.join("watched")).unwrap();
+        std::fs::write(
+            root.join("secret/key.sh"),
+            b"#!/bin/sh
+secret
+",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("watched/real.sh"),
+            b"#!/bin/sh
+real
+",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root.join("secret"), root.join("watched/dir")).unwrap();
+        let config = WatchConfig::from_settings(&Default::default(), &root, d.path());
+
+        match read_object(&config, trigger(&root, "/watched/dir/key.sh", false)) {
+            ReadOutcome::Skipped(why) => assert_eq!(why, "symbolic link"),
+            other => panic!("{other:?}"),
+        }
+        match read_object(&config, trigger(&root, "/watched/dir/key.sh", true)) {
+            ReadOutcome::Alert(AlertCode::ReadFailed, m) => {
+                assert!(m.contains("\"dir\" is a symbolic link"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match read_object(&config, trigger(&root, "/watched/real.sh", false)) {
+            ReadOutcome::Object(o, _) => assert_eq!(o.bytes, b"#!/bin/sh\nreal\n"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -149,9 +149,10 @@ impl Watcher {
         let r = self.running.as_ref().ok_or_else(|| {
             WatchError::Config("the watcher is shut down; start it again first".into())
         })?;
+        let host_path = r.shared.config.host_path(device_path)?;
         let trigger = Trigger {
             device_path: device_path.to_string(),
-            host_path: r.shared.config.host_path(device_path),
+            host_path,
             fd: None,
             pid: None,
             manual: true,

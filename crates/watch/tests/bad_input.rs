@@ -166,3 +166,30 @@ async fn a_missing_folder_and_a_missing_sandbox_are_reported() {
     .await;
     watcher.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_path_with_dotdot_or_relative_is_refused() {
+    let host = Host::new();
+    let sdir = tempfile::tempdir().unwrap();
+    let sb = sandbox(sdir.path()).await;
+    let config = host.config(
+        vec![format!("https://{}", sb.addr)],
+        Some(sb.cert_pem.clone()),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = Watcher::start(config, tx).unwrap();
+    let e = watcher
+        .submit_path("/watched/../../outside-the-device.sh")
+        .unwrap_err();
+    assert!(e.to_string().contains("`..`"), "{e}");
+    let e = watcher.submit_path("watched/x.sh").unwrap_err();
+    assert!(e.to_string().contains("absolute"), "{e}");
+    let rest = drain_for(&mut rx, Duration::from_millis(500)).await;
+    assert!(
+        verdicts(&rest).is_empty() && alerts(&rest, AlertCode::PathVanished).is_empty(),
+        "nothing was looked at"
+    );
+    assert_eq!(watcher.status().unwrap().queued_objects, 0);
+    watcher.shutdown().await;
+    sb.shutdown().await;
+}

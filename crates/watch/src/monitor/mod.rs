@@ -98,7 +98,10 @@ impl Monitor {
     ) -> Result<Monitor, WatchError> {
         let mut folders = Vec::new();
         for f in &config.folders {
-            let host = config.host_path(f);
+            // `validate` has refused such folders already; never watch one anyway.
+            let Ok(host) = config.host_path(f) else {
+                continue;
+            };
             match std::fs::canonicalize(&host) {
                 Ok(p) if p.is_dir() && p.starts_with(&config.host_root) => {
                     folders.push((f.clone(), p))
