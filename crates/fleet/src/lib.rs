@@ -64,6 +64,11 @@ pub struct FleetArgs {
     /// Keep the server's data directory and log (printed at the end) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Progress reports (`running` updates) each agent sends on receiving the task before
+    /// it completes: measures how fast the server stores them, against the rate a fleet
+    /// of this size needs (one per device every 30 s).
+    #[arg(long, default_value_t = 0)]
+    pub progress_reports: u64,
 }
 
 impl FleetArgs {
@@ -79,6 +84,7 @@ impl FleetArgs {
             settle_secs: 5,
             timeout_secs: 600,
             keep: false,
+            progress_reports: 0,
         }
     }
 }
@@ -167,9 +173,20 @@ pub struct FleetReport {
     pub offers: usize,
     /// From just before the request to each agent holding the offer.
     pub offer_latency: Latency,
+    /// Progress reports per agent (`--progress-reports`).
+    pub progress_reports: u64,
+    /// From just before the request until every device's last progress report was stored.
+    pub progress_secs: f64,
+    /// Progress reports stored per second over that time (all agents).
+    pub progress_per_sec: f64,
+    /// That rate over the rate this fleet needs (agents / 30 s): above 1, the server
+    /// keeps up with every device reporting every 30 s.
+    pub progress_headroom: f64,
     /// Devices whose result is `completed` on the server.
     pub completed: usize,
-    /// From just before the request to each device's result being stored.
+    /// From just before the agents report completion (with progress reports: after they
+    /// are all stored, when the benchmark tells the agents to complete; else: just before
+    /// the request) to each device's result being stored.
     pub result_latency: Latency,
     /// Links that dropped after being up (the agent then reconnects).
     pub link_drops: usize,
@@ -225,6 +242,21 @@ impl FleetReport {
                 ),
             ),
             (
+                "progress reports stored",
+                if self.progress_reports == 0 {
+                    "not measured (--progress-reports)".to_string()
+                } else {
+                    format!(
+                        "{} per agent in {:.1} s: {:.0}/s, {:.1}x the {:.0}/s this fleet needs",
+                        self.progress_reports,
+                        self.progress_secs,
+                        self.progress_per_sec,
+                        self.progress_headroom,
+                        self.agents as f64 / PROGRESS_INTERVAL_SECS,
+                    )
+                },
+            ),
+            (
                 "result stored p50 / p99 / max",
                 format!(
                     "{}  ({}/{} completed)",
@@ -275,6 +307,9 @@ impl FleetReport {
         )
     }
 }
+
+/// How often a sweeping agent reports progress (the agent's `scanner`).
+pub const PROGRESS_INTERVAL_SECS: f64 = 30.0;
 
 /// Runs the benchmark, prints the table, and appends it to `--output` if given.
 pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
@@ -525,7 +560,7 @@ async fn drive(
     let device_id = identities[0].device_id;
 
     // Connect every link.
-    let shared = Shared::new();
+    let shared = Shared::new(args.progress_reports);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut agents = Vec::with_capacity(n);
     let mut links = tokio::task::JoinSet::new();
@@ -650,9 +685,56 @@ async fn drive(
         progress(&format!("{e:#}"));
     }
 
+    // Progress reports: poll until every device's last one is stored, then tell the
+    // agents to complete.
+    let every = Duration::from_millis((n as u64 / 10).clamp(200, 1000));
+    let mut t_complete_ms = t0_wall_ms;
+    if args.progress_reports > 0 {
+        let want = args.progress_reports;
+        loop {
+            let v = admin
+                .call(Method::GET, &format!("/api/v1/tasks/{task_id}"), None)
+                .await?;
+            let rows = v["devices"].as_array().cloned().unwrap_or_default();
+            let stored = rows
+                .iter()
+                .filter(|r| r["results"]["progress"]["report"].as_u64() == Some(want))
+                .count();
+            if stored >= n {
+                // The last report's stored time, as the results below are timed.
+                let last = rows
+                    .iter()
+                    .filter_map(|r| r["updated_at"].as_i64())
+                    .max()
+                    .unwrap_or(t0_wall_ms);
+                report.progress_reports = want;
+                report.progress_secs = ((last - t0_wall_ms).max(1)) as f64 / 1000.0;
+                report.progress_per_sec = (n as u64 * want) as f64 / report.progress_secs;
+                report.progress_headroom =
+                    report.progress_per_sec / (n as f64 / PROGRESS_INTERVAL_SECS);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {stored}/{n} devices' progress reports were stored within {} s",
+                    timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(every).await;
+        }
+        progress(&format!(
+            "{} progress reports stored in {:.1} s",
+            n as u64 * want,
+            report.progress_secs
+        ));
+        t_complete_ms = wall_ms();
+        for a in &agents {
+            a.complete();
+        }
+    }
+
     // Results: poll the task until every device is completed (sparingly: the answer
     // holds one row per device), then take each row's stored time.
-    let every = Duration::from_millis((n as u64 / 10).clamp(200, 1000));
     let rows = loop {
         let v = admin
             .call(Method::GET, &format!("/api/v1/tasks/{task_id}"), None)
@@ -675,7 +757,7 @@ async fn drive(
         .iter()
         .filter(|r| r["state"] == "completed")
         .filter_map(|r| r["updated_at"].as_i64())
-        .map(|at| (at - t0_wall_ms).max(0) as f64)
+        .map(|at| (at - t_complete_ms).max(0) as f64)
         .collect();
     report.completed = result_ms.len();
     report.result_latency = Latency::of(&mut result_ms);

@@ -28,11 +28,16 @@ pub(crate) struct Shared {
     pub connect_failures: AtomicUsize,
     /// The most recent reason a link went down, for diagnostics.
     pub last_error: Mutex<Option<String>>,
+    /// Progress reports each agent sends (`running`, as a sweeping agent does every 30 s)
+    /// when the offer arrives; with any, the agent completes only when told
+    /// ([`SimAgent::complete`]).
+    pub progress_reports: u64,
 }
 
 impl Shared {
-    pub fn new() -> Arc<Shared> {
+    pub fn new(progress_reports: u64) -> Arc<Shared> {
         Arc::new(Shared {
+            progress_reports,
             epoch: Instant::now(),
             connected: AtomicUsize::new(0),
             ever_connected: AtomicUsize::new(0),
@@ -56,8 +61,10 @@ pub(crate) struct SimAgent {
     last: AtomicU64,
     /// When the first task offer arrived ([`Shared::stamp`]); 0 = none yet.
     pub offer_at: AtomicU64,
-    /// The task this agent completed (0 = none), re-reported after a reconnect.
+    /// The task this agent was offered (0 = none).
     task: AtomicI64,
+    /// It reported the task completed (re-reported after a reconnect).
+    done: AtomicBool,
     up: AtomicBool,
     ever_up: AtomicBool,
     tx: mpsc::UnboundedSender<AgentToServer>,
@@ -70,6 +77,7 @@ impl SimAgent {
             last: AtomicU64::new(0),
             offer_at: AtomicU64::new(0),
             task: AtomicI64::new(0),
+            done: AtomicBool::new(false),
             up: AtomicBool::new(false),
             ever_up: AtomicBool::new(false),
             tx,
@@ -85,6 +93,31 @@ impl SimAgent {
             body: riposte_proto::EventBody::Detection(record),
         };
         self.tx.send(AgentToServer::Event(event)).is_ok()
+    }
+
+    /// Reports the task it was offered completed (after its progress reports).
+    pub fn complete(&self) -> bool {
+        match self.task.load(Ordering::SeqCst) {
+            0 => false,
+            id => {
+                self.done.store(true, Ordering::SeqCst);
+                self.tx.send(Self::completed(id)).is_ok()
+            }
+        }
+    }
+
+    /// The `running` update a sweeping agent sends with its progress (the agent's
+    /// `scanner` reports these fields).
+    fn progress(task_id: i64, n: u64) -> AgentToServer {
+        AgentToServer::TaskUpdate(TaskUpdate {
+            task_id,
+            state: DeviceTaskState::Running,
+            hits: 0,
+            reason: None,
+            results: serde_json::json!({"progress": {
+                "report": n, "files_seen": n * 1000, "bytes_seen": n * 50_000_000,
+                "files_read": n * 10}}),
+        })
     }
 
     fn completed(task_id: i64) -> AgentToServer {
@@ -114,8 +147,14 @@ impl LinkHandler for SimAgent {
                 self.shared.offers.fetch_add(1, Ordering::SeqCst);
             }
             self.task.store(offer.task_id, Ordering::SeqCst);
-            // The link writes the Ack for this delivery first, then this update.
-            let _ = self.tx.send(Self::completed(offer.task_id));
+            // The link writes the Ack for this delivery first, then these updates.
+            for n in 1..=self.shared.progress_reports {
+                let _ = self.tx.send(Self::progress(offer.task_id, n));
+            }
+            if self.shared.progress_reports == 0 {
+                self.done.store(true, Ordering::SeqCst);
+                let _ = self.tx.send(Self::completed(offer.task_id));
+            }
         }
         if self.last.swap(seq, Ordering::SeqCst) == 0 {
             self.shared.applied_any.fetch_add(1, Ordering::SeqCst);
@@ -126,7 +165,11 @@ impl LinkHandler for SimAgent {
         // An update written into a link that then broke is lost; say it again.
         match self.task.load(Ordering::SeqCst) {
             0 => Vec::new(),
-            id => vec![Self::completed(id)],
+            id if self.done.load(Ordering::SeqCst) => vec![Self::completed(id)],
+            id => match self.shared.progress_reports {
+                0 => Vec::new(),
+                p => vec![Self::progress(id, p)],
+            },
         }
     }
 

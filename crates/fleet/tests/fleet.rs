@@ -29,3 +29,31 @@ async fn twenty_agents_on_sqlite() {
     let md = r.markdown_row();
     assert!(md.contains("| SQLite | 20 |"), "{md}");
 }
+
+/// With progress reports, every device's last report is stored before the agents
+/// complete, and the rate is reported against what the fleet needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reports_are_stored_and_rated() {
+    let mut args = FleetArgs::new(20);
+    args.riposte_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_riposte-fleet")));
+    args.settle_secs = 1;
+    args.timeout_secs = 60;
+    args.progress_reports = 3;
+    let r = measure(args).await.expect("the benchmark runs");
+    println!("{}", r.table());
+    assert_eq!(r.progress_reports, 3);
+    assert_eq!(r.completed, 20, "every agent completed after its reports");
+    assert!(r.progress_secs > 0.0);
+    let expected_rate = 60.0 / r.progress_secs;
+    assert!(
+        (r.progress_per_sec - expected_rate).abs() < 1e-6,
+        "{} vs {expected_rate}",
+        r.progress_per_sec
+    );
+    assert!(
+        (r.progress_headroom - r.progress_per_sec / (20.0 / 30.0)).abs() < 1e-6,
+        "{}",
+        r.progress_headroom
+    );
+    assert!(r.table().contains("3 per agent"), "{}", r.table());
+}
