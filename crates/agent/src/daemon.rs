@@ -879,6 +879,39 @@ mod tests {
         assert!(!agent.allowed.contains(&entry.sha256));
     }
 
+    #[test]
+    fn a_restore_into_the_agents_own_data_is_refused_and_writes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        // The data directory on the device, as in production (host root `/`).
+        let root = t.path().join("root");
+        let data = root.join("var/lib/riposte");
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(root.join("home/u/evil"), b"payload").unwrap();
+        let agent = open_agent(&root, &data);
+        let entry = agent
+            .local()
+            .unwrap()
+            .quarantine("/home/u/evil", "det", "T", "u", None)
+            .unwrap();
+        let db_before = std::fs::read(data.join("agent.db")).unwrap();
+        for (to, policy) in [
+            ("/var/lib/riposte/agent.db", "replace"),
+            ("/var/lib/riposte/new-file", "refuse"),
+            ("/var/lib/riposte/quarantine/records/x.json", "refuse"),
+        ] {
+            let err = agent
+                .quarantine_restore(&entry.id, Some(to), Some(policy))
+                .unwrap_err();
+            assert!(err.contains("refusing to restore"), "{to}: {err}");
+        }
+        assert_eq!(std::fs::read(data.join("agent.db")).unwrap(), db_before);
+        assert!(!data.join("new-file").exists());
+        assert!(!data.join("quarantine/records/x.json").exists());
+        assert!(!agent.allowed.contains(&entry.sha256));
+        assert_eq!(agent.local().unwrap().quarantine_list().unwrap().len(), 1);
+    }
+
     fn copy_dir(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap() {

@@ -122,8 +122,10 @@ impl LocalActions {
     ) -> anyhow::Result<(LocalActions, riposte_quarantine::RecoveryReport)> {
         let host = HostRoot::new(host_root);
         let mut config = QuarantineConfig::default();
-        // The agent's own files are never quarantined.
-        if let Some(own) = host.device_path(data_dir) {
+        // The agent's own files are never quarantined nor restored over. Canonical, so
+        // that a relative `--data` or one reached through a link is still recognised.
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
+        if let Some(own) = HostRoot::new(canonical(host_root)).device_path(&canonical(data_dir)) {
             config.protected.push(format!("{}/", own.display()));
         }
         let (store, recovery) =

@@ -844,6 +844,12 @@ impl QuarantineStore {
     /// mode and timestamps, then removes it from quarantine. Returns the
     /// device path written (which differs from the target with
     /// [`ConflictPolicy::Rename`]).
+    ///
+    /// A target that matches the protected list, or lies inside the store or
+    /// a protected directory, is refused with
+    /// [`QuarantineError::ProtectedTarget`] before anything is written.
+    /// Set-user-id and set-group-id bits are restored only at the original
+    /// path.
     pub fn restore(
         &self,
         id: &str,
@@ -857,6 +863,20 @@ impl QuarantineStore {
             RestoreTarget::Path(p) => p.clone(),
         };
         let (parent, name) = self.host.open_parent(&target)?;
+        protect::check_restore_target(
+            &self.host,
+            &self.cfg.protected,
+            &self.dir,
+            &target,
+            &parent,
+            &name,
+        )?;
+        // Set-id bits were the original's privilege at its own path; anywhere
+        // else they would hand its owner's rights to whoever can run it there.
+        let at_original = matches!(
+            (HostRoot::components(&target), HostRoot::components(&rec.original_path)),
+            (Ok(t), Ok(o)) if t == o
+        );
         let tmp_name = format!(".riposte-restore-{id}.tmp");
         self.write_intent(
             id,
@@ -866,7 +886,15 @@ impl QuarantineStore {
                 tmp_name: tmp_name.clone(),
             },
         )?;
-        let r = self.restore_inner(&rec, &target, &parent, &name, &tmp_name, policy);
+        let r = self.restore_inner(
+            &rec,
+            &target,
+            at_original,
+            &parent,
+            &name,
+            &tmp_name,
+            policy,
+        );
         if r.is_err() {
             let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), rustix::fs::AtFlags::empty());
             let _ = self.remove_intent(id);
@@ -877,10 +905,12 @@ impl QuarantineStore {
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn restore_inner(
         &self,
         rec: &QuarantineRecord,
         target: &Path,
+        at_original: bool,
         parent: &OwnedFd,
         name: &std::ffi::OsStr,
         tmp_name: &str,
@@ -913,8 +943,16 @@ impl QuarantineStore {
             Some(rustix::fs::Gid::from_raw(rec.gid)),
         )
         .map_err(fail("setting owner of"))?;
-        rustix::fs::fchmod(&f, Mode::from_raw_mode(rec.mode & 0o7777))
-            .map_err(fail("setting mode of"))?;
+        let full_mode = rec.mode & 0o7777;
+        // Rename may land beside the original instead of on it: set-id bits
+        // are added back only once the file is known to be at its own path.
+        let exact = at_original && policy != ConflictPolicy::Rename;
+        let first_mode = if exact {
+            full_mode
+        } else {
+            full_mode & !0o6000
+        };
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(first_mode)).map_err(fail("setting mode of"))?;
         let ts = |t: (i64, i64)| Timespec {
             tv_sec: t.0,
             tv_nsec: t.1 as _,
@@ -969,6 +1007,11 @@ impl QuarantineStore {
                 }
             }
         };
+        if at_original && final_name == name && first_mode != full_mode {
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(full_mode))
+                .map_err(fail("setting mode of"))?;
+            f.sync_all().map_err(error::io_err("syncing", target))?;
+        }
         rustix::fs::fsync(parent.as_fd()).map_err(fail("syncing directory of"))?;
         Ok(target.with_file_name(final_name))
     }

@@ -685,3 +685,142 @@ fn intents_are_owner_only_and_an_open_store_tightens_its_directories() {
     s.quarantine(&req("/home/alice/evil")).unwrap();
     assert_eq!(*seen.lock().unwrap(), [0o600], "the intent while it exists");
 }
+
+/// Every file under `dir`, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn restore_refuses_protected_targets_and_writes_nothing() {
+    let e = env();
+    // The store on the device itself, as in production (host root `/`).
+    let data = e.root.join("var/lib/riposte/quarantine");
+    let mut c = cfg();
+    // Protected under a name that goes through a link: the file is reached
+    // as /opt/real/agentd.
+    c.protected.push("/opt/link/agentd".into());
+    fs::create_dir_all(e.root.join("opt/real")).unwrap();
+    std::os::unix::fs::symlink("real", e.root.join("opt/link")).unwrap();
+    fs::create_dir_all(e.root.join("boot")).unwrap();
+    fs::create_dir_all(e.root.join("usr/bin")).unwrap();
+    let s = QuarantineStore::open(&data, HostRoot::new(&e.root), c)
+        .unwrap()
+        .0;
+    write(&e, "/home/alice/a", b"payload");
+    let rec = s.quarantine(&req("/home/alice/a")).unwrap();
+    let store_before = files_under(&data);
+    let key_before = fs::read(data.join("quarantine.key")).unwrap();
+
+    for (target, why) in [
+        ("/boot/vmlinuz", "protected pattern \"/boot/\""),
+        ("/usr/bin/sh", "protected pattern \"/usr/bin/sh\""),
+        (
+            "/opt/real/agentd",
+            "same file as protected \"/opt/link/agentd\"",
+        ),
+        (
+            "/var/lib/riposte/quarantine/quarantine.key",
+            "inside the quarantine store",
+        ),
+        (
+            "/var/lib/riposte/quarantine/records/x.json",
+            "inside the quarantine store",
+        ),
+    ] {
+        for policy in [ConflictPolicy::Refuse, ConflictPolicy::Replace] {
+            let err = s
+                .restore(&rec.id, &RestoreTarget::Path(target.into()), policy)
+                .unwrap_err();
+            assert!(
+                matches!(&err, QuarantineError::ProtectedTarget { path, reason }
+                    if path == Path::new(target) && reason.contains(why)),
+                "{target}: {err}"
+            );
+        }
+    }
+    assert!(files_under(&e.root.join("boot")).is_empty());
+    assert!(files_under(&e.root.join("usr/bin")).is_empty());
+    assert!(files_under(&e.root.join("opt/real")).is_empty());
+    assert_eq!(
+        files_under(&data),
+        store_before,
+        "nothing written to the store"
+    );
+    assert_eq!(fs::read(data.join("quarantine.key")).unwrap(), key_before);
+    assert_eq!(s.list().unwrap(), vec![rec.clone()], "entry kept");
+    // A target that is allowed still works.
+    s.restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
+        .unwrap();
+    assert_eq!(fs::read(e.root.join("home/alice/a")).unwrap(), b"payload");
+}
+
+#[test]
+fn set_id_bits_are_restored_only_at_the_original_path() {
+    let e = env();
+    let s = store(&e, cfg());
+    let mode = |dev: &str| {
+        fs::metadata(e.root.join(dev.trim_start_matches('/')))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let quarantine = |dev: &str| {
+        let p = write(&e, dev, b"a privileged tool");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o6755)).unwrap();
+        s.quarantine(&req(dev)).unwrap()
+    };
+
+    // Elsewhere: the bits go.
+    let rec = quarantine("/home/alice/tool");
+    fs::create_dir_all(e.root.join("srv")).unwrap();
+    s.restore(
+        &rec.id,
+        &RestoreTarget::Path("/srv/tool".into()),
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(mode("/srv/tool"), 0o755);
+
+    // Beside the original (Rename on a conflict): another path, the bits go.
+    let rec = quarantine("/home/alice/tool");
+    write(&e, "/home/alice/tool", b"someone else's file");
+    let out = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Rename)
+        .unwrap();
+    assert_eq!(out, Path::new("/home/alice/tool.restored"));
+    assert_eq!(mode("/home/alice/tool.restored"), 0o755);
+
+    // Rename without a conflict lands on the original path: the bits stay.
+    fs::remove_file(e.root.join("home/alice/tool")).unwrap();
+    let rec = quarantine("/home/alice/tool.restored");
+    let out = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Rename)
+        .unwrap();
+    assert_eq!(out, Path::new("/home/alice/tool.restored"));
+    assert_eq!(mode("/home/alice/tool.restored"), 0o6755);
+
+    // The original path named differently is still the original path.
+    let rec = quarantine("/home/alice/tool");
+    s.restore(
+        &rec.id,
+        &RestoreTarget::Path("/home/./alice/tool".into()),
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(mode("/home/alice/tool"), 0o6755);
+}
