@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use riposte_host::{HostRoot, OpenedFile};
+use riposte_host::{HostError, HostRoot, OpenedFile};
 use rustix::fs::{Mode, OFlags};
 
 use crate::QuarantineError;
@@ -66,17 +66,38 @@ fn wildcard(pat: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// Whether `path` matches protection pattern `pat`.
-pub(crate) fn matches(pat: &str, path: &Path) -> bool {
-    let p = path.to_string_lossy();
+/// `path` as the patterns spell paths: absolute, one `/` between components,
+/// no `.`. Without this `//boot/vmlinuz` or `/./lib/…/libc.so.6` would name a
+/// protected file and match no pattern. Relative paths and `..` are refused,
+/// as the host refuses them.
+pub(crate) fn normalise(path: &Path) -> Result<String, HostError> {
+    let mut out = String::new();
+    for c in HostRoot::components(path)? {
+        out.push('/');
+        out.push_str(&c.to_string_lossy());
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Whether the normalised path `p` matches protection pattern `pat`.
+pub(crate) fn matches(pat: &str, p: &str) -> bool {
     if let Some(dir) = pat.strip_suffix('/') {
         return p == dir || p.starts_with(pat);
     }
     wildcard(pat.as_bytes(), p.as_bytes())
 }
 
+/// The first pattern of `list` that `path` matches, once normalised.
+fn first_match<'a>(list: &'a [String], path: &Path) -> Result<Option<&'a String>, HostError> {
+    let p = normalise(path)?;
+    Ok(list.iter().find(|pat| matches(pat, &p)))
+}
+
 pub(crate) fn check_path(list: &[String], path: &Path) -> Result<(), QuarantineError> {
-    if let Some(pat) = list.iter().find(|pat| matches(pat, path)) {
+    if let Some(pat) = first_match(list, path)? {
         return Err(QuarantineError::Protected {
             path: path.to_path_buf(),
             reason: format!("matches protected pattern {pat:?}"),
@@ -151,7 +172,7 @@ pub(crate) fn check_restore_target(
         path: target.to_path_buf(),
         reason,
     };
-    if let Some(pat) = list.iter().find(|pat| matches(pat, target)) {
+    if let Some(pat) = first_match(list, target)? {
         return Err(refuse(format!("it matches protected pattern {pat:?}")));
     }
     let io = |e: rustix::io::Errno| QuarantineError::Io {
@@ -228,18 +249,48 @@ mod tests {
 
     #[test]
     fn patterns() {
-        assert!(matches("/boot/", Path::new("/boot/vmlinuz")));
-        assert!(matches("/boot/", Path::new("/boot")));
-        assert!(!matches("/boot/", Path::new("/bootx")));
+        assert!(matches("/boot/", "/boot/vmlinuz"));
+        assert!(matches("/boot/", "/boot"));
+        assert!(!matches("/boot/", "/bootx"));
         assert!(matches(
             "/lib/*-linux-gnu*/libc.so*",
-            Path::new("/lib/x86_64-linux-gnu/libc.so.6")
+            "/lib/x86_64-linux-gnu/libc.so.6"
         ));
         assert!(!matches(
             "/lib/*-linux-gnu*/libc.so*",
-            Path::new("/lib/x86_64-linux-gnu/sub/libc.so.6")
+            "/lib/x86_64-linux-gnu/sub/libc.so.6"
         ));
-        assert!(matches("/bin/sh", Path::new("/bin/sh")));
-        assert!(!matches("/bin/sh", Path::new("/bin/shx")));
+        assert!(matches("/bin/sh", "/bin/sh"));
+        assert!(!matches("/bin/sh", "/bin/shx"));
+    }
+
+    #[test]
+    fn a_path_spelled_unusually_still_matches_and_dotdot_is_refused() {
+        let list = default_protected();
+        for p in [
+            "//boot/vmlinuz",
+            "/./lib/x86_64-linux-gnu/libc.so.6",
+            "/lib//x86_64-linux-gnu/./libc.so.6",
+            "/boot/./",
+            "/usr/bin/sh/",
+        ] {
+            assert!(
+                matches!(
+                    check_path(&list, Path::new(p)),
+                    Err(QuarantineError::Protected { .. })
+                ),
+                "{p}"
+            );
+        }
+        for p in ["/boot/../etc/passwd", "boot/vmlinuz", ""] {
+            assert!(
+                matches!(
+                    check_path(&list, Path::new(p)),
+                    Err(QuarantineError::Host(HostError::InvalidPath { .. }))
+                ),
+                "{p}"
+            );
+        }
+        assert!(check_path(&list, Path::new("/home/alice/boot/vmlinuz")).is_ok());
     }
 }

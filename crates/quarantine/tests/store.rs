@@ -199,6 +199,19 @@ fn protected_objects_are_refused() {
         );
         assert!(err.to_string().contains("protected"));
     }
+    // The same files named unusually: still the protected files.
+    for p in [
+        "//boot/vmlinuz-6.1",
+        "/./lib/x86_64-linux-gnu/libc.so.6",
+        "/usr//bin/./sh",
+    ] {
+        let err = s.quarantine(&req(p)).unwrap_err();
+        assert!(
+            matches!(err, QuarantineError::Protected { .. }),
+            "{p}: {err}"
+        );
+    }
+    assert!(e.root.join("lib/x86_64-linux-gnu/libc.so.6").exists());
     // identity-based: /usr/bin/dash hard-linked to sh
     fs::hard_link(e.root.join("usr/bin/sh"), e.root.join("usr/bin/sh2")).unwrap();
     let err = s.quarantine(&req("/usr/bin/sh2")).unwrap_err();
