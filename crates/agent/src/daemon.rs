@@ -718,7 +718,7 @@ mod tests {
         };
         assert_eq!(outcome("/home/u/evil-kept"), Some("done".into()));
         assert_eq!(outcome("/home/u/evil-swapped"), Some("failed".into()));
-        let entries = agent.local().unwrap().quarantine_list().unwrap();
+        let entries = agent.local().unwrap().quarantine_list().unwrap().entries;
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].original_path, Path::new("/home/u/evil-kept"));
     }
@@ -786,7 +786,7 @@ mod tests {
             let device = format!("/watched/{tag}-{n}.sh");
             std::fs::write(root.join(&device[1..]), content).unwrap();
             for _ in 0..25 {
-                let list = agent.local().unwrap().quarantine_list().unwrap();
+                let list = agent.local().unwrap().quarantine_list().unwrap().entries;
                 if let Some(e) = list.iter().find(|e| e.original_path == Path::new(&device)) {
                     return e.id.clone();
                 }
@@ -821,7 +821,7 @@ mod tests {
 
         std::fs::write(root.join("watched/tool.sh"), flagged).unwrap();
         settle(&agent, &root, "before", marker).await;
-        let list = agent.local().unwrap().quarantine_list().unwrap();
+        let list = agent.local().unwrap().quarantine_list().unwrap().entries;
         let entry = list
             .iter()
             .find(|e| e.original_path == Path::new("/watched/tool.sh"))
@@ -909,7 +909,16 @@ mod tests {
         assert!(!data.join("new-file").exists());
         assert!(!data.join("quarantine/records/x.json").exists());
         assert!(!agent.allowed.contains(&entry.sha256));
-        assert_eq!(agent.local().unwrap().quarantine_list().unwrap().len(), 1);
+        assert_eq!(
+            agent
+                .local()
+                .unwrap()
+                .quarantine_list()
+                .unwrap()
+                .entries
+                .len(),
+            1
+        );
     }
 
     fn copy_dir(from: &Path, to: &Path) {
@@ -961,16 +970,16 @@ mod tests {
             .await;
         image.join().unwrap();
         assert_eq!(agent.snapshot().last_applied, 5);
-        assert!(local.quarantine_list().unwrap().is_empty());
+        assert!(local.quarantine_list().unwrap().entries.is_empty());
 
         // The agent restarted from the image names an older sequence number, so the
         // server delivers the command again, and it runs.
         let restarted = Handler(open_agent(&root, &crashed));
         assert_eq!(restarted.last_applied(), 0);
         let store = restarted.0.local().unwrap().clone();
-        assert_eq!(store.quarantine_list().unwrap().len(), 1);
+        assert_eq!(store.quarantine_list().unwrap().entries.len(), 1);
         restarted.apply(5, Delivery::Quarantine(cmd)).await;
-        assert!(store.quarantine_list().unwrap().is_empty());
+        assert!(store.quarantine_list().unwrap().entries.is_empty());
         let on_disk = StateFile::new(&crashed).load().unwrap();
         assert_eq!(on_disk.last_applied, 5);
         assert!(

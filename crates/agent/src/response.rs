@@ -175,8 +175,8 @@ impl LocalActions {
         self.store().read_record(id).map_err(|e| e.to_string())
     }
 
-    /// Entries in quarantine.
-    pub fn quarantine_list(&self) -> Result<Vec<QuarantineRecord>, String> {
+    /// Entries in quarantine, and those whose record cannot be read.
+    pub fn quarantine_list(&self) -> Result<riposte_quarantine::Listing, String> {
         self.store().list().map_err(|e| e.to_string())
     }
 

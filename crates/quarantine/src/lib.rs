@@ -158,6 +158,25 @@ pub struct QuarantineRecord {
     pub quarantined_at: u64,
 }
 
+/// What [`QuarantineStore::list`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Entries whose record was read, oldest first.
+    pub entries: Vec<QuarantineRecord>,
+    /// Entries whose record cannot be read (damaged, unreadable). Their
+    /// objects are kept; they cannot be restored until the record is fixed.
+    pub unreadable: Vec<UnreadableEntry>,
+}
+
+/// An entry whose record cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableEntry {
+    /// Entry id.
+    pub id: String,
+    /// Why its record cannot be read.
+    pub reason: String,
+}
+
 /// Where to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreTarget {
@@ -773,10 +792,12 @@ impl QuarantineStore {
         Ok(rec)
     }
 
-    /// Lists entries, oldest first.
-    pub fn list(&self) -> Result<Vec<QuarantineRecord>, QuarantineError> {
+    /// Lists entries, oldest first, and the entries whose record cannot be
+    /// read. Fails only if the records directory itself cannot be listed: one
+    /// damaged record must not hide every other entry from the administrator.
+    pub fn list(&self) -> Result<Listing, QuarantineError> {
         let d = self.dir.join("records");
-        let mut v = Vec::new();
+        let mut out = Listing::default();
         for e in fs::read_dir(&d)
             .map_err(error::io_err("listing", &d))?
             .flatten()
@@ -784,12 +805,22 @@ impl QuarantineStore {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(".json") {
                 if valid_id(id) {
-                    v.push(self.read_record(id)?);
+                    match self.read_record(id) {
+                        Ok(rec) => out.entries.push(rec),
+                        // Deleted or restored since the directory was read.
+                        Err(QuarantineError::NoSuchEntry(_)) => {}
+                        Err(e) => out.unreadable.push(UnreadableEntry {
+                            id: id.to_string(),
+                            reason: e.to_string(),
+                        }),
+                    }
                 }
             }
         }
-        v.sort_by(|a, b| (a.quarantined_at, &a.id).cmp(&(b.quarantined_at, &b.id)));
-        Ok(v)
+        out.entries
+            .sort_by(|a, b| (a.quarantined_at, &a.id).cmp(&(b.quarantined_at, &b.id)));
+        out.unreadable.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     /// Decrypts entry `id` into `out`, verifying its SHA-256 against the

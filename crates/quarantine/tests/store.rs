@@ -87,7 +87,7 @@ fn quarantine_and_restore_original_with_owner_mode_times() {
         fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert_eq!(s.list().unwrap(), vec![rec.clone()]);
+    assert_eq!(s.list().unwrap().entries, vec![rec.clone()]);
 
     let out = s
         .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
@@ -100,7 +100,7 @@ fn quarantine_and_restore_original_with_owner_mode_times() {
     assert_eq!(after.mtime(), before.mtime());
     assert_eq!(after.mtime_nsec(), before.mtime_nsec());
     assert!(
-        s.list().unwrap().is_empty(),
+        s.list().unwrap().entries.is_empty(),
         "restored entry leaves quarantine"
     );
 }
@@ -122,7 +122,7 @@ fn restore_to_new_path_and_conflicts() {
         b"new content"
     );
     assert_eq!(
-        s.list().unwrap().len(),
+        s.list().unwrap().entries.len(),
         1,
         "entry kept after refused restore"
     );
@@ -170,9 +170,9 @@ fn restore_to_new_path_and_conflicts() {
         matches!(err, QuarantineError::Host(HostError::NotFound { .. })),
         "{err}"
     );
-    assert_eq!(s.list().unwrap().len(), 1);
+    assert_eq!(s.list().unwrap().entries.len(), 1);
     s.delete(&rec.id).unwrap();
-    assert!(s.list().unwrap().is_empty());
+    assert!(s.list().unwrap().entries.is_empty());
     assert!(matches!(
         s.delete(&rec.id),
         Err(QuarantineError::NoSuchEntry(_))
@@ -325,7 +325,7 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
         "{err}"
     );
     assert_eq!(fs::read(e.root.join("etc/passwd")).unwrap(), b"root:x:0:0");
-    assert!(s.list().unwrap().is_empty());
+    assert!(s.list().unwrap().entries.is_empty());
     assert_eq!(fs::read_dir(e.data.join("objects")).unwrap().count(), 0);
     assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
 }
@@ -527,7 +527,7 @@ fn swap_between_detection_and_quarantine_is_refused() {
         b"other file"
     );
     assert_eq!(fs::read(&victim).unwrap(), b"other file");
-    assert!(s.list().unwrap().is_empty());
+    assert!(s.list().unwrap().entries.is_empty());
     // content modified in place (same inode)
     write(&e, "/home/alice/m", b"v1");
     let ident = host.identify(Path::new("/home/alice/m")).unwrap();
@@ -543,7 +543,7 @@ fn swap_between_detection_and_quarantine_is_refused() {
         Err(QuarantineError::Host(HostError::Changed { .. }))
     ));
     assert_eq!(fs::read(e.root.join("home/alice/m")).unwrap(), b"v2");
-    assert!(s.list().unwrap().is_empty());
+    assert!(s.list().unwrap().entries.is_empty());
     assert_eq!(fs::read_dir(e.data.join("objects")).unwrap().count(), 0);
 }
 
@@ -572,7 +572,7 @@ fn tampered_object_is_detected_and_restore_refused() {
             .is_none(),
         "temporary removed"
     );
-    assert_eq!(s.list().unwrap().len(), 1);
+    assert_eq!(s.list().unwrap().entries.len(), 1);
 }
 
 #[test]
@@ -613,7 +613,7 @@ fn recovery_rolls_back_and_finishes() {
     );
     assert!(!e.data.join("objects").join(format!("{id2}.obj")).exists());
     assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
-    assert_eq!(s.list().unwrap().len(), 1);
+    assert_eq!(s.list().unwrap().entries.len(), 1);
 }
 
 #[test]
@@ -774,7 +774,7 @@ fn restore_refuses_protected_targets_and_writes_nothing() {
         "nothing written to the store"
     );
     assert_eq!(fs::read(data.join("quarantine.key")).unwrap(), key_before);
-    assert_eq!(s.list().unwrap(), vec![rec.clone()], "entry kept");
+    assert_eq!(s.list().unwrap().entries, vec![rec.clone()], "entry kept");
     // A target that is allowed still works.
     s.restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
         .unwrap();
@@ -836,4 +836,53 @@ fn set_id_bits_are_restored_only_at_the_original_path() {
     )
     .unwrap();
     assert_eq!(mode("/home/alice/tool"), 0o6755);
+}
+
+#[test]
+fn a_damaged_record_is_reported_and_hides_no_other_entry() {
+    let e = env();
+    let s = store(&e, cfg());
+    let mut recs: Vec<_> = ["/home/alice/1", "/home/alice/2", "/home/alice/3"]
+        .iter()
+        .map(|p| {
+            write(&e, p, p.as_bytes());
+            s.quarantine(&req(p)).unwrap()
+        })
+        .collect();
+    let bad = recs.remove(1);
+    fs::write(
+        e.data.join("records").join(format!("{}.json", bad.id)),
+        b"{\"format\": 1, \"id\": ",
+    )
+    .unwrap();
+
+    let listing = s.list().unwrap();
+    let mut ids: Vec<_> = listing.entries.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    let mut want: Vec<_> = recs.iter().map(|r| r.id.clone()).collect();
+    want.sort();
+    assert_eq!(ids, want, "both readable entries are listed");
+    assert_eq!(listing.unreadable.len(), 1, "{listing:?}");
+    assert_eq!(listing.unreadable[0].id, bad.id);
+    assert!(
+        listing.unreadable[0].reason.contains("damaged"),
+        "{:?}",
+        listing.unreadable[0]
+    );
+    // The damaged entry's object is kept, and the others still restore.
+    assert!(e
+        .data
+        .join("objects")
+        .join(format!("{}.obj", bad.id))
+        .exists());
+    s.restore(
+        &recs[0].id,
+        &RestoreTarget::Original,
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(e.root.join("home/alice/1")).unwrap(),
+        b"/home/alice/1"
+    );
 }
