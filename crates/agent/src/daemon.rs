@@ -39,6 +39,8 @@ pub struct Agent {
     cancels: Mutex<std::collections::HashMap<i64, watch::Sender<bool>>>,
     /// Signalled whenever settings change (for tests and the response engine).
     pub settings_changed: tokio::sync::Notify,
+    /// Content restored from quarantine, which the sandbox integration leaves alone.
+    pub allowed: Arc<riposte_watch::AllowList>,
 }
 
 impl Agent {
@@ -52,6 +54,9 @@ impl Agent {
         let file = StateFile::new(&data_dir);
         let mut state = file.load()?;
         state.connected = false;
+        let allowed = Arc::new(riposte_watch::AllowList::open_in(
+            &riposte_watch::WatchConfig::queue_dir(&data_dir),
+        )?);
         let (tx, rx) = mpsc::unbounded_channel();
         let agent = Arc::new(Agent {
             data_dir,
@@ -63,6 +68,7 @@ impl Agent {
             local,
             cancels: Mutex::new(Default::default()),
             settings_changed: tokio::sync::Notify::new(),
+            allowed,
         });
         Ok((agent, rx))
     }
@@ -208,7 +214,24 @@ impl Agent {
     ) -> Result<(String, EventBody), String> {
         let local = self.local()?;
         let record = local.store_record(id)?;
-        let path = local.quarantine_restore(id, to, on_conflict)?;
+        // Allowed before the restore, not after: the restored file's own close-write or
+        // moved-to event may reach the watcher before the restore returns.
+        let newly_allowed = self.allowed.allow(&record.sha256).map_err(|e| {
+            format!("not restored: cannot record the content as allowed for the sandbox integration: {e}")
+        })?;
+        let path = match local.quarantine_restore(id, to, on_conflict) {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing was restored, so the administrator's decision has not taken
+                // effect either; a content allowed earlier stays allowed.
+                if newly_allowed {
+                    if let Err(r) = self.allowed.revoke(&record.sha256) {
+                        tracing::warn!("cannot withdraw the allowance of {}: {r}", record.sha256);
+                    }
+                }
+                return Err(e);
+            }
+        };
         let mut json = serde_json::to_value(&record).unwrap_or_default();
         json["restored_to"] = serde_json::json!(path.display().to_string());
         let event = EventBody::Quarantine {
@@ -695,9 +718,207 @@ mod tests {
         };
         assert_eq!(outcome("/home/u/evil-kept"), Some("done".into()));
         assert_eq!(outcome("/home/u/evil-swapped"), Some("failed".into()));
-        let entries = agent.local().unwrap().quarantine_list().unwrap();
+        let entries = agent.local().unwrap().quarantine_list().unwrap().entries;
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].original_path, Path::new("/home/u/evil-kept"));
+    }
+
+    /// Settings that quarantine what the sandbox calls malicious in `/watched`.
+    fn watching_settings() -> riposte_model::EffectiveSettings {
+        use riposte_model::{EffectiveValue, Provenance, SandboxIntegration, ThreatResponse};
+        riposte_model::EffectiveSettings {
+            threat_response: EffectiveValue {
+                value: ThreatResponse {
+                    enabled: true,
+                    actions: [riposte_model::Action::QuarantineAndDelete]
+                        .into_iter()
+                        .collect(),
+                    special_password: None,
+                },
+                provenance: Provenance::Local,
+            },
+            sandbox_integration: EffectiveValue {
+                value: SandboxIntegration {
+                    // Never reached: every verdict in these tests comes from the cache.
+                    sandboxes: vec!["https://127.0.0.1:9".into()],
+                    sandbox_ca_pem: None,
+                    watch: vec!["/watched".into()],
+                    request_timeout_secs: 5,
+                },
+                provenance: Provenance::Local,
+            },
+        }
+    }
+
+    fn sha256_hex(data: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(data))
+    }
+
+    /// Puts "malicious" verdicts for `contents` in the watcher's verdict cache, as a
+    /// sandbox would have left them.
+    fn cache_malicious(data: &Path, contents: &[&[u8]]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut cache = serde_json::Map::new();
+        for c in contents {
+            cache.insert(
+                sha256_hex(c),
+                serde_json::json!({"malicious": true, "threat": "Test.Threat", "source": "riposte-sandbox", "source_ref": null, "at": now}),
+            );
+        }
+        let dir = riposte_watch::WatchConfig::queue_dir(data);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("verdicts.json"),
+            serde_json::to_vec(&cache).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Writes `content` to fresh `/watched/TAG-N.sh` files until one is quarantined, and
+    /// returns its entry. Objects are handled one after another, in the order they were
+    /// seen, so everything seen before that file has been handled too.
+    async fn settle(agent: &Agent, root: &Path, tag: &str, content: &[u8]) -> String {
+        for n in 0..40 {
+            let device = format!("/watched/{tag}-{n}.sh");
+            std::fs::write(root.join(&device[1..]), content).unwrap();
+            for _ in 0..25 {
+                let list = agent.local().unwrap().quarantine_list().unwrap().entries;
+                if let Some(e) = list.iter().find(|e| e.original_path == Path::new(&device)) {
+                    return e.id.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        panic!("the watcher never quarantined /watched/{tag}-*.sh");
+    }
+
+    fn detections_of(agent: &Agent, sha256: &str) -> usize {
+        agent
+            .snapshot()
+            .outbox
+            .iter()
+            .filter(|e| matches!(&e.body, EventBody::Detection(d) if d.sha256 == sha256))
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restored_false_positive_is_not_quarantined_again_even_after_a_restart() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("watched")).unwrap();
+        let flagged: &[u8] = b"#!/bin/sh\necho 'wrongly flagged'\n";
+        let marker: &[u8] = b"#!/bin/sh\necho 'really flagged'\n";
+        cache_malicious(&data, &[flagged, marker]);
+        let agent = open_agent(&root, &data);
+        agent.update(|s| s.settings = Some(watching_settings()));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::sandboxing::run(agent.clone(), stop_rx));
+        settle(&agent, &root, "ready", marker).await;
+
+        std::fs::write(root.join("watched/tool.sh"), flagged).unwrap();
+        settle(&agent, &root, "before", marker).await;
+        let list = agent.local().unwrap().quarantine_list().unwrap().entries;
+        let entry = list
+            .iter()
+            .find(|e| e.original_path == Path::new("/watched/tool.sh"))
+            .expect("the cached verdict quarantines the object")
+            .id
+            .clone();
+
+        let a = agent.clone();
+        tokio::task::spawn_blocking(move || a.quarantine_restore(&entry, None, None))
+            .await
+            .unwrap()
+            .unwrap();
+        settle(&agent, &root, "after", marker).await;
+        assert_eq!(
+            std::fs::read(root.join("watched/tool.sh")).ok().as_deref(),
+            Some(flagged),
+            "the restored object stays"
+        );
+        assert_eq!(detections_of(&agent, &sha256_hex(flagged)), 1);
+
+        // The decision survives a restart of the agent.
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        drop(agent);
+        let agent = open_agent(&root, &data);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::sandboxing::run(agent.clone(), stop_rx));
+        settle(&agent, &root, "ready-again", marker).await;
+        std::fs::write(root.join("watched/copy.sh"), flagged).unwrap();
+        settle(&agent, &root, "after-restart", marker).await;
+        assert_eq!(
+            std::fs::read(root.join("watched/copy.sh")).ok().as_deref(),
+            Some(flagged)
+        );
+        assert_eq!(detections_of(&agent, &sha256_hex(flagged)), 1);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn a_failed_restore_allows_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::write(root.join("home/u/evil"), b"payload").unwrap();
+        let agent = open_agent(&root, &data);
+        let entry = agent
+            .local()
+            .unwrap()
+            .quarantine("/home/u/evil", "det", "T", "u", None)
+            .unwrap();
+        std::fs::write(root.join("home/u/evil"), b"a new file in its place").unwrap();
+        let err = agent.quarantine_restore(&entry.id, None, None).unwrap_err();
+        assert!(err.contains("already exists"), "{err}");
+        assert!(!agent.allowed.contains(&entry.sha256));
+    }
+
+    #[test]
+    fn a_restore_into_the_agents_own_data_is_refused_and_writes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        // The data directory on the device, as in production (host root `/`).
+        let root = t.path().join("root");
+        let data = root.join("var/lib/riposte");
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(root.join("home/u/evil"), b"payload").unwrap();
+        let agent = open_agent(&root, &data);
+        let entry = agent
+            .local()
+            .unwrap()
+            .quarantine("/home/u/evil", "det", "T", "u", None)
+            .unwrap();
+        let db_before = std::fs::read(data.join("agent.db")).unwrap();
+        for (to, policy) in [
+            ("/var/lib/riposte/agent.db", "replace"),
+            ("/var/lib/riposte/new-file", "refuse"),
+            ("/var/lib/riposte/quarantine/records/x.json", "refuse"),
+        ] {
+            let err = agent
+                .quarantine_restore(&entry.id, Some(to), Some(policy))
+                .unwrap_err();
+            assert!(err.contains("refusing to restore"), "{to}: {err}");
+        }
+        assert_eq!(std::fs::read(data.join("agent.db")).unwrap(), db_before);
+        assert!(!data.join("new-file").exists());
+        assert!(!data.join("quarantine/records/x.json").exists());
+        assert!(!agent.allowed.contains(&entry.sha256));
+        assert_eq!(
+            agent
+                .local()
+                .unwrap()
+                .quarantine_list()
+                .unwrap()
+                .entries
+                .len(),
+            1
+        );
     }
 
     fn copy_dir(from: &Path, to: &Path) {
@@ -749,16 +970,16 @@ mod tests {
             .await;
         image.join().unwrap();
         assert_eq!(agent.snapshot().last_applied, 5);
-        assert!(local.quarantine_list().unwrap().is_empty());
+        assert!(local.quarantine_list().unwrap().entries.is_empty());
 
         // The agent restarted from the image names an older sequence number, so the
         // server delivers the command again, and it runs.
         let restarted = Handler(open_agent(&root, &crashed));
         assert_eq!(restarted.last_applied(), 0);
         let store = restarted.0.local().unwrap().clone();
-        assert_eq!(store.quarantine_list().unwrap().len(), 1);
+        assert_eq!(store.quarantine_list().unwrap().entries.len(), 1);
         restarted.apply(5, Delivery::Quarantine(cmd)).await;
-        assert!(store.quarantine_list().unwrap().is_empty());
+        assert!(store.quarantine_list().unwrap().entries.is_empty());
         let on_disk = StateFile::new(&crashed).load().unwrap();
         assert_eq!(on_disk.last_applied, 5);
         assert!(

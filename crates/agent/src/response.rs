@@ -122,8 +122,10 @@ impl LocalActions {
     ) -> anyhow::Result<(LocalActions, riposte_quarantine::RecoveryReport)> {
         let host = HostRoot::new(host_root);
         let mut config = QuarantineConfig::default();
-        // The agent's own files are never quarantined.
-        if let Some(own) = host.device_path(data_dir) {
+        // The agent's own files are never quarantined nor restored over. Canonical, so
+        // that a relative `--data` or one reached through a link is still recognised.
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
+        if let Some(own) = HostRoot::new(canonical(host_root)).device_path(&canonical(data_dir)) {
             config.protected.push(format!("{}/", own.display()));
         }
         let (store, recovery) =
@@ -173,8 +175,8 @@ impl LocalActions {
         self.store().read_record(id).map_err(|e| e.to_string())
     }
 
-    /// Entries in quarantine.
-    pub fn quarantine_list(&self) -> Result<Vec<QuarantineRecord>, String> {
+    /// Entries in quarantine, and those whose record cannot be read.
+    pub fn quarantine_list(&self) -> Result<riposte_quarantine::Listing, String> {
         self.store().list().map_err(|e| e.to_string())
     }
 

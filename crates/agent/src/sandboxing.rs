@@ -38,7 +38,9 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 Some(s) => {
-                    let config = WatchConfig::from_settings(s, host_root.clone(), &agent.data_dir);
+                    let mut config =
+                        WatchConfig::from_settings(s, host_root.clone(), &agent.data_dir);
+                    config.allowed = Some(agent.allowed.clone());
                     let result = match watcher.as_mut() {
                         Some(w) => w.reconfigure(config).await,
                         None => Watcher::start(config, tx.clone()).map(|w| {
@@ -73,7 +75,9 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
 
 async fn handle(agent: &Arc<Agent>, ev: WatchEvent) {
     match ev {
-        WatchEvent::Verdict(v) if v.malicious => {
+        // The watcher filters allowed content too, but a verdict may have been on its way
+        // here when an administrator restored the object.
+        WatchEvent::Verdict(v) if v.malicious && !agent.allowed.contains(&v.sha256) => {
             let input = DetectionInput {
                 path: v.device_path.clone(),
                 sha256: v.sha256.clone(),

@@ -290,7 +290,7 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
     }
     match c {
         CtlCommand::Quarantine(QuarantineCmd::List { .. }) => {
-            for e in v.as_array().cloned().unwrap_or_default() {
+            for e in v["entries"].as_array().cloned().unwrap_or_default() {
                 println!(
                     "{}  {}  {} bytes  {}",
                     e["id"].as_str().unwrap_or("?"),
@@ -298,6 +298,18 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
                     e["size"],
                     e["threat_name"].as_str().unwrap_or("")
                 );
+            }
+            let unreadable = v["unreadable"].as_array().cloned().unwrap_or_default();
+            for e in &unreadable {
+                eprintln!(
+                    "{}  unreadable: {}",
+                    e["id"].as_str().unwrap_or("?"),
+                    e["reason"].as_str().unwrap_or("")
+                );
+            }
+            // Listed, but not everything could be: scripts should notice.
+            if !unreadable.is_empty() {
+                return Ok(ExitCode::FAILURE);
             }
         }
         CtlCommand::Quarantine(QuarantineCmd::Restore { .. }) => {
@@ -332,8 +344,9 @@ fn quarantine_summary(data: &std::path::Path, host_root: &std::path::Path) -> se
     );
     match store.and_then(|s| s.list()) {
         Ok(list) => serde_json::json!({
-            "objects": list.len(),
-            "bytes": list.iter().map(|r| r.size).sum::<u64>(),
+            "objects": list.entries.len(),
+            "bytes": list.entries.iter().map(|r| r.size).sum::<u64>(),
+            "unreadable": list.unreadable,
         }),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     }

@@ -70,7 +70,7 @@ fn main() {
             lat.push(s.elapsed());
         }
         let qrate = n as f64 / t0.elapsed().as_secs_f64();
-        for r in store.list().unwrap() {
+        for r in store.list().unwrap().entries {
             store.delete(&r.id).unwrap();
         }
         let files = make_files(&root, &format!("c{size}"), size, n);

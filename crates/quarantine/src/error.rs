@@ -18,6 +18,16 @@ pub enum QuarantineError {
         /// Which protection matched.
         reason: String,
     },
+    /// The restore target is protected: it matches the protected list, or it
+    /// is inside the quarantine store or a protected directory (the agent's
+    /// own data). Nothing was written.
+    #[error("refusing to restore to {path:?}: {reason}; choose another target")]
+    ProtectedTarget {
+        /// Device path of the requested target.
+        path: PathBuf,
+        /// Which protection matched.
+        reason: String,
+    },
     /// The object is larger than the configured maximum object size.
     #[error("{path:?} is {size} bytes, over the quarantine limit of {limit} bytes; raise max_object_size or handle it manually")]
     TooLarge {

@@ -158,6 +158,25 @@ pub struct QuarantineRecord {
     pub quarantined_at: u64,
 }
 
+/// What [`QuarantineStore::list`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Entries whose record was read, oldest first.
+    pub entries: Vec<QuarantineRecord>,
+    /// Entries whose record cannot be read (damaged, unreadable). Their
+    /// objects are kept; they cannot be restored until the record is fixed.
+    pub unreadable: Vec<UnreadableEntry>,
+}
+
+/// An entry whose record cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableEntry {
+    /// Entry id.
+    pub id: String,
+    /// Why its record cannot be read.
+    pub reason: String,
+}
+
 /// Where to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreTarget {
@@ -773,10 +792,12 @@ impl QuarantineStore {
         Ok(rec)
     }
 
-    /// Lists entries, oldest first.
-    pub fn list(&self) -> Result<Vec<QuarantineRecord>, QuarantineError> {
+    /// Lists entries, oldest first, and the entries whose record cannot be
+    /// read. Fails only if the records directory itself cannot be listed: one
+    /// damaged record must not hide every other entry from the administrator.
+    pub fn list(&self) -> Result<Listing, QuarantineError> {
         let d = self.dir.join("records");
-        let mut v = Vec::new();
+        let mut out = Listing::default();
         for e in fs::read_dir(&d)
             .map_err(error::io_err("listing", &d))?
             .flatten()
@@ -784,12 +805,22 @@ impl QuarantineStore {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(".json") {
                 if valid_id(id) {
-                    v.push(self.read_record(id)?);
+                    match self.read_record(id) {
+                        Ok(rec) => out.entries.push(rec),
+                        // Deleted or restored since the directory was read.
+                        Err(QuarantineError::NoSuchEntry(_)) => {}
+                        Err(e) => out.unreadable.push(UnreadableEntry {
+                            id: id.to_string(),
+                            reason: e.to_string(),
+                        }),
+                    }
                 }
             }
         }
-        v.sort_by(|a, b| (a.quarantined_at, &a.id).cmp(&(b.quarantined_at, &b.id)));
-        Ok(v)
+        out.entries
+            .sort_by(|a, b| (a.quarantined_at, &a.id).cmp(&(b.quarantined_at, &b.id)));
+        out.unreadable.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     /// Decrypts entry `id` into `out`, verifying its SHA-256 against the
@@ -844,6 +875,12 @@ impl QuarantineStore {
     /// mode and timestamps, then removes it from quarantine. Returns the
     /// device path written (which differs from the target with
     /// [`ConflictPolicy::Rename`]).
+    ///
+    /// A target that matches the protected list, or lies inside the store or
+    /// a protected directory, is refused with
+    /// [`QuarantineError::ProtectedTarget`] before anything is written.
+    /// Set-user-id and set-group-id bits are restored only at the original
+    /// path.
     pub fn restore(
         &self,
         id: &str,
@@ -857,6 +894,20 @@ impl QuarantineStore {
             RestoreTarget::Path(p) => p.clone(),
         };
         let (parent, name) = self.host.open_parent(&target)?;
+        protect::check_restore_target(
+            &self.host,
+            &self.cfg.protected,
+            &self.dir,
+            &target,
+            &parent,
+            &name,
+        )?;
+        // Set-id bits were the original's privilege at its own path; anywhere
+        // else they would hand its owner's rights to whoever can run it there.
+        let at_original = matches!(
+            (HostRoot::components(&target), HostRoot::components(&rec.original_path)),
+            (Ok(t), Ok(o)) if t == o
+        );
         let tmp_name = format!(".riposte-restore-{id}.tmp");
         self.write_intent(
             id,
@@ -866,7 +917,15 @@ impl QuarantineStore {
                 tmp_name: tmp_name.clone(),
             },
         )?;
-        let r = self.restore_inner(&rec, &target, &parent, &name, &tmp_name, policy);
+        let r = self.restore_inner(
+            &rec,
+            &target,
+            at_original,
+            &parent,
+            &name,
+            &tmp_name,
+            policy,
+        );
         if r.is_err() {
             let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), rustix::fs::AtFlags::empty());
             let _ = self.remove_intent(id);
@@ -877,10 +936,12 @@ impl QuarantineStore {
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn restore_inner(
         &self,
         rec: &QuarantineRecord,
         target: &Path,
+        at_original: bool,
         parent: &OwnedFd,
         name: &std::ffi::OsStr,
         tmp_name: &str,
@@ -913,8 +974,16 @@ impl QuarantineStore {
             Some(rustix::fs::Gid::from_raw(rec.gid)),
         )
         .map_err(fail("setting owner of"))?;
-        rustix::fs::fchmod(&f, Mode::from_raw_mode(rec.mode & 0o7777))
-            .map_err(fail("setting mode of"))?;
+        let full_mode = rec.mode & 0o7777;
+        // Rename may land beside the original instead of on it: set-id bits
+        // are added back only once the file is known to be at its own path.
+        let exact = at_original && policy != ConflictPolicy::Rename;
+        let first_mode = if exact {
+            full_mode
+        } else {
+            full_mode & !0o6000
+        };
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(first_mode)).map_err(fail("setting mode of"))?;
         let ts = |t: (i64, i64)| Timespec {
             tv_sec: t.0,
             tv_nsec: t.1 as _,
@@ -969,6 +1038,11 @@ impl QuarantineStore {
                 }
             }
         };
+        if at_original && final_name == name && first_mode != full_mode {
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(full_mode))
+                .map_err(fail("setting mode of"))?;
+            f.sync_all().map_err(error::io_err("syncing", target))?;
+        }
         rustix::fs::fsync(parent.as_fd()).map_err(fail("syncing directory of"))?;
         Ok(target.with_file_name(final_name))
     }

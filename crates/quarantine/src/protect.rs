@@ -9,10 +9,13 @@
 //! `/usr/bin/sh` is protected when `/bin/sh` is listed and `/bin` links to
 //! `/usr/bin`.
 
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use riposte_host::{HostRoot, OpenedFile};
+use riposte_host::{HostError, HostRoot, OpenedFile};
+use rustix::fs::{Mode, OFlags};
 
 use crate::QuarantineError;
 
@@ -63,17 +66,38 @@ fn wildcard(pat: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// Whether `path` matches protection pattern `pat`.
-pub(crate) fn matches(pat: &str, path: &Path) -> bool {
-    let p = path.to_string_lossy();
+/// `path` as the patterns spell paths: absolute, one `/` between components,
+/// no `.`. Without this `//boot/vmlinuz` or `/./lib/…/libc.so.6` would name a
+/// protected file and match no pattern. Relative paths and `..` are refused,
+/// as the host refuses them.
+pub(crate) fn normalise(path: &Path) -> Result<String, HostError> {
+    let mut out = String::new();
+    for c in HostRoot::components(path)? {
+        out.push('/');
+        out.push_str(&c.to_string_lossy());
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Whether the normalised path `p` matches protection pattern `pat`.
+pub(crate) fn matches(pat: &str, p: &str) -> bool {
     if let Some(dir) = pat.strip_suffix('/') {
         return p == dir || p.starts_with(pat);
     }
     wildcard(pat.as_bytes(), p.as_bytes())
 }
 
+/// The first pattern of `list` that `path` matches, once normalised.
+fn first_match<'a>(list: &'a [String], path: &Path) -> Result<Option<&'a String>, HostError> {
+    let p = normalise(path)?;
+    Ok(list.iter().find(|pat| matches(pat, &p)))
+}
+
 pub(crate) fn check_path(list: &[String], path: &Path) -> Result<(), QuarantineError> {
-    if let Some(pat) = list.iter().find(|pat| matches(pat, path)) {
+    if let Some(pat) = first_match(list, path)? {
         return Err(QuarantineError::Protected {
             path: path.to_path_buf(),
             reason: format!("matches protected pattern {pat:?}"),
@@ -120,24 +144,153 @@ pub(crate) fn check_identity(
     Ok(())
 }
 
+/// Device and inode of what `p` names, links followed.
+fn identity_of(p: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Refuses a restore to `target` (whose parent directory is open as
+/// `parent`, the last component being `name`) when the target is protected.
+///
+/// Restores run as root with the entry's owner and mode, so a target is as
+/// dangerous as a deletion: over the boot loader, into the agent's data, or
+/// into the quarantine store itself (a forged record or key). Names alone are
+/// not enough: a directory can be reached under another name (a bind mount, a
+/// link higher up in the protected list's own paths), so protected
+/// directories are also compared by device and inode with every directory
+/// from `parent` up to `/`, and protected files by their directory's identity
+/// and their name.
+pub(crate) fn check_restore_target(
+    host: &HostRoot,
+    list: &[String],
+    store_dir: &Path,
+    target: &Path,
+    parent: &OwnedFd,
+    name: &OsStr,
+) -> Result<(), QuarantineError> {
+    let refuse = |reason: String| QuarantineError::ProtectedTarget {
+        path: target.to_path_buf(),
+        reason,
+    };
+    if let Some(pat) = first_match(list, target)? {
+        return Err(refuse(format!("it matches protected pattern {pat:?}")));
+    }
+    let io = |e: rustix::io::Errno| QuarantineError::Io {
+        op: "inspecting the directories above",
+        path: target.to_path_buf(),
+        source: e.into(),
+    };
+    let parent_st = rustix::fs::fstat(parent).map_err(io)?;
+    let parent_id = (parent_st.st_dev, parent_st.st_ino);
+
+    let mut dirs: Vec<((u64, u64), String)> = Vec::new();
+    if let Some(id) = identity_of(store_dir) {
+        dirs.push((id, "it is inside the quarantine store".into()));
+    }
+    for pat in list.iter().filter(|p| !p.contains('*')) {
+        match pat.strip_suffix('/') {
+            Some(dir) => {
+                if let Some(id) = host
+                    .host_path(Path::new(dir))
+                    .ok()
+                    .and_then(|p| identity_of(&p))
+                {
+                    dirs.push((id, format!("it is inside protected directory {pat:?}")));
+                }
+            }
+            None => {
+                let pat_path = Path::new(pat);
+                let same_name = pat_path.file_name() == Some(name);
+                let pat_dir = pat_path.parent().and_then(|d| host.host_path(d).ok());
+                if same_name && pat_dir.and_then(|d| identity_of(&d)) == Some(parent_id) {
+                    return Err(refuse(format!("it is the same file as protected {pat:?}")));
+                }
+            }
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    // Up through `..` from the directory that will be written to, so that what
+    // is compared is where the file would land, whatever the path said.
+    let mut cur = rustix::fs::openat(
+        parent,
+        ".",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io)?;
+    let mut id = parent_id;
+    // Deeper than any real tree; a bound keeps a bind-mount loop from spinning.
+    for _ in 0..4096 {
+        if let Some((_, why)) = dirs.iter().find(|(d, _)| *d == id) {
+            return Err(refuse(why.clone()));
+        }
+        let up = rustix::fs::openat(
+            &cur,
+            "..",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        let st = rustix::fs::fstat(&up).map_err(io)?;
+        if (st.st_dev, st.st_ino) == id {
+            return Ok(()); // `/`: its `..` is itself
+        }
+        id = (st.st_dev, st.st_ino);
+        cur = up;
+    }
+    Err(refuse("its directory is nested too deeply to check".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn patterns() {
-        assert!(matches("/boot/", Path::new("/boot/vmlinuz")));
-        assert!(matches("/boot/", Path::new("/boot")));
-        assert!(!matches("/boot/", Path::new("/bootx")));
+        assert!(matches("/boot/", "/boot/vmlinuz"));
+        assert!(matches("/boot/", "/boot"));
+        assert!(!matches("/boot/", "/bootx"));
         assert!(matches(
             "/lib/*-linux-gnu*/libc.so*",
-            Path::new("/lib/x86_64-linux-gnu/libc.so.6")
+            "/lib/x86_64-linux-gnu/libc.so.6"
         ));
         assert!(!matches(
             "/lib/*-linux-gnu*/libc.so*",
-            Path::new("/lib/x86_64-linux-gnu/sub/libc.so.6")
+            "/lib/x86_64-linux-gnu/sub/libc.so.6"
         ));
-        assert!(matches("/bin/sh", Path::new("/bin/sh")));
-        assert!(!matches("/bin/sh", Path::new("/bin/shx")));
+        assert!(matches("/bin/sh", "/bin/sh"));
+        assert!(!matches("/bin/sh", "/bin/shx"));
+    }
+
+    #[test]
+    fn a_path_spelled_unusually_still_matches_and_dotdot_is_refused() {
+        let list = default_protected();
+        for p in [
+            "//boot/vmlinuz",
+            "/./lib/x86_64-linux-gnu/libc.so.6",
+            "/lib//x86_64-linux-gnu/./libc.so.6",
+            "/boot/./",
+            "/usr/bin/sh/",
+        ] {
+            assert!(
+                matches!(
+                    check_path(&list, Path::new(p)),
+                    Err(QuarantineError::Protected { .. })
+                ),
+                "{p}"
+            );
+        }
+        for p in ["/boot/../etc/passwd", "boot/vmlinuz", ""] {
+            assert!(
+                matches!(
+                    check_path(&list, Path::new(p)),
+                    Err(QuarantineError::Host(HostError::InvalidPath { .. }))
+                ),
+                "{p}"
+            );
+        }
+        assert!(check_path(&list, Path::new("/home/alice/boot/vmlinuz")).is_ok());
     }
 }

@@ -31,7 +31,13 @@ fn check(root: &Path, data: &Path, recovered: bool) -> (usize, usize) {
     };
     let s = QuarantineStore::open_no_recover(data, HostRoot::new(root), cfg).unwrap();
     let mut in_q: HashMap<PathBuf, usize> = HashMap::new();
-    for rec in s.list().expect("every record is complete and parseable") {
+    let listing = s.list().unwrap();
+    assert!(
+        listing.unreadable.is_empty(),
+        "every record is complete and parseable: {:?}",
+        listing.unreadable
+    );
+    for rec in listing.entries {
         let mut out = Vec::new();
         s.extract(&rec.id, &mut out)
             .expect("every recorded object decrypts and matches its hash");

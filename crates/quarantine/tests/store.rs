@@ -87,7 +87,7 @@ fn quarantine_and_restore_original_with_owner_mode_times() {
         fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert_eq!(s.list().unwrap(), vec![rec.clone()]);
+    assert_eq!(s.list().unwrap().entries, vec![rec.clone()]);
 
     let out = s
         .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
@@ -100,7 +100,7 @@ fn quarantine_and_restore_original_with_owner_mode_times() {
     assert_eq!(after.mtime(), before.mtime());
     assert_eq!(after.mtime_nsec(), before.mtime_nsec());
     assert!(
-        s.list().unwrap().is_empty(),
+        s.list().unwrap().entries.is_empty(),
         "restored entry leaves quarantine"
     );
 }
@@ -122,7 +122,7 @@ fn restore_to_new_path_and_conflicts() {
         b"new content"
     );
     assert_eq!(
-        s.list().unwrap().len(),
+        s.list().unwrap().entries.len(),
         1,
         "entry kept after refused restore"
     );
@@ -170,9 +170,9 @@ fn restore_to_new_path_and_conflicts() {
         matches!(err, QuarantineError::Host(HostError::NotFound { .. })),
         "{err}"
     );
-    assert_eq!(s.list().unwrap().len(), 1);
+    assert_eq!(s.list().unwrap().entries.len(), 1);
     s.delete(&rec.id).unwrap();
-    assert!(s.list().unwrap().is_empty());
+    assert!(s.list().unwrap().entries.is_empty());
     assert!(matches!(
         s.delete(&rec.id),
         Err(QuarantineError::NoSuchEntry(_))
@@ -199,6 +199,19 @@ fn protected_objects_are_refused() {
         );
         assert!(err.to_string().contains("protected"));
     }
+    // The same files named unusually: still the protected files.
+    for p in [
+        "//boot/vmlinuz-6.1",
+        "/./lib/x86_64-linux-gnu/libc.so.6",
+        "/usr//bin/./sh",
+    ] {
+        let err = s.quarantine(&req(p)).unwrap_err();
+        assert!(
+            matches!(err, QuarantineError::Protected { .. }),
+            "{p}: {err}"
+        );
+    }
+    assert!(e.root.join("lib/x86_64-linux-gnu/libc.so.6").exists());
     // identity-based: /usr/bin/dash hard-linked to sh
     fs::hard_link(e.root.join("usr/bin/sh"), e.root.join("usr/bin/sh2")).unwrap();
     let err = s.quarantine(&req("/usr/bin/sh2")).unwrap_err();
@@ -312,7 +325,7 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
         "{err}"
     );
     assert_eq!(fs::read(e.root.join("etc/passwd")).unwrap(), b"root:x:0:0");
-    assert!(s.list().unwrap().is_empty());
+    assert!(s.list().unwrap().entries.is_empty());
     assert_eq!(fs::read_dir(e.data.join("objects")).unwrap().count(), 0);
     assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
 }
@@ -514,7 +527,7 @@ fn swap_between_detection_and_quarantine_is_refused() {
         b"other file"
     );
     assert_eq!(fs::read(&victim).unwrap(), b"other file");
-    assert!(s.list().unwrap().is_empty());
+    assert!(s.list().unwrap().entries.is_empty());
     // content modified in place (same inode)
     write(&e, "/home/alice/m", b"v1");
     let ident = host.identify(Path::new("/home/alice/m")).unwrap();
@@ -530,7 +543,7 @@ fn swap_between_detection_and_quarantine_is_refused() {
         Err(QuarantineError::Host(HostError::Changed { .. }))
     ));
     assert_eq!(fs::read(e.root.join("home/alice/m")).unwrap(), b"v2");
-    assert!(s.list().unwrap().is_empty());
+    assert!(s.list().unwrap().entries.is_empty());
     assert_eq!(fs::read_dir(e.data.join("objects")).unwrap().count(), 0);
 }
 
@@ -559,7 +572,7 @@ fn tampered_object_is_detected_and_restore_refused() {
             .is_none(),
         "temporary removed"
     );
-    assert_eq!(s.list().unwrap().len(), 1);
+    assert_eq!(s.list().unwrap().entries.len(), 1);
 }
 
 #[test]
@@ -600,7 +613,7 @@ fn recovery_rolls_back_and_finishes() {
     );
     assert!(!e.data.join("objects").join(format!("{id2}.obj")).exists());
     assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
-    assert_eq!(s.list().unwrap().len(), 1);
+    assert_eq!(s.list().unwrap().entries.len(), 1);
 }
 
 #[test]
@@ -684,4 +697,192 @@ fn intents_are_owner_only_and_an_open_store_tightens_its_directories() {
     }
     s.quarantine(&req("/home/alice/evil")).unwrap();
     assert_eq!(*seen.lock().unwrap(), [0o600], "the intent while it exists");
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn restore_refuses_protected_targets_and_writes_nothing() {
+    let e = env();
+    // The store on the device itself, as in production (host root `/`).
+    let data = e.root.join("var/lib/riposte/quarantine");
+    let mut c = cfg();
+    // Protected under a name that goes through a link: the file is reached
+    // as /opt/real/agentd.
+    c.protected.push("/opt/link/agentd".into());
+    fs::create_dir_all(e.root.join("opt/real")).unwrap();
+    std::os::unix::fs::symlink("real", e.root.join("opt/link")).unwrap();
+    fs::create_dir_all(e.root.join("boot")).unwrap();
+    fs::create_dir_all(e.root.join("usr/bin")).unwrap();
+    let s = QuarantineStore::open(&data, HostRoot::new(&e.root), c)
+        .unwrap()
+        .0;
+    write(&e, "/home/alice/a", b"payload");
+    let rec = s.quarantine(&req("/home/alice/a")).unwrap();
+    let store_before = files_under(&data);
+    let key_before = fs::read(data.join("quarantine.key")).unwrap();
+
+    for (target, why) in [
+        ("/boot/vmlinuz", "protected pattern \"/boot/\""),
+        ("/usr/bin/sh", "protected pattern \"/usr/bin/sh\""),
+        (
+            "/opt/real/agentd",
+            "same file as protected \"/opt/link/agentd\"",
+        ),
+        (
+            "/var/lib/riposte/quarantine/quarantine.key",
+            "inside the quarantine store",
+        ),
+        (
+            "/var/lib/riposte/quarantine/records/x.json",
+            "inside the quarantine store",
+        ),
+    ] {
+        for policy in [ConflictPolicy::Refuse, ConflictPolicy::Replace] {
+            let err = s
+                .restore(&rec.id, &RestoreTarget::Path(target.into()), policy)
+                .unwrap_err();
+            assert!(
+                matches!(&err, QuarantineError::ProtectedTarget { path, reason }
+                    if path == Path::new(target) && reason.contains(why)),
+                "{target}: {err}"
+            );
+        }
+    }
+    assert!(files_under(&e.root.join("boot")).is_empty());
+    assert!(files_under(&e.root.join("usr/bin")).is_empty());
+    assert!(files_under(&e.root.join("opt/real")).is_empty());
+    assert_eq!(
+        files_under(&data),
+        store_before,
+        "nothing written to the store"
+    );
+    assert_eq!(fs::read(data.join("quarantine.key")).unwrap(), key_before);
+    assert_eq!(s.list().unwrap().entries, vec![rec.clone()], "entry kept");
+    // A target that is allowed still works.
+    s.restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
+        .unwrap();
+    assert_eq!(fs::read(e.root.join("home/alice/a")).unwrap(), b"payload");
+}
+
+#[test]
+fn set_id_bits_are_restored_only_at_the_original_path() {
+    let e = env();
+    let s = store(&e, cfg());
+    let mode = |dev: &str| {
+        fs::metadata(e.root.join(dev.trim_start_matches('/')))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let quarantine = |dev: &str| {
+        let p = write(&e, dev, b"a privileged tool");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o6755)).unwrap();
+        s.quarantine(&req(dev)).unwrap()
+    };
+
+    // Elsewhere: the bits go.
+    let rec = quarantine("/home/alice/tool");
+    fs::create_dir_all(e.root.join("srv")).unwrap();
+    s.restore(
+        &rec.id,
+        &RestoreTarget::Path("/srv/tool".into()),
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(mode("/srv/tool"), 0o755);
+
+    // Beside the original (Rename on a conflict): another path, the bits go.
+    let rec = quarantine("/home/alice/tool");
+    write(&e, "/home/alice/tool", b"someone else's file");
+    let out = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Rename)
+        .unwrap();
+    assert_eq!(out, Path::new("/home/alice/tool.restored"));
+    assert_eq!(mode("/home/alice/tool.restored"), 0o755);
+
+    // Rename without a conflict lands on the original path: the bits stay.
+    fs::remove_file(e.root.join("home/alice/tool")).unwrap();
+    let rec = quarantine("/home/alice/tool.restored");
+    let out = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Rename)
+        .unwrap();
+    assert_eq!(out, Path::new("/home/alice/tool.restored"));
+    assert_eq!(mode("/home/alice/tool.restored"), 0o6755);
+
+    // The original path named differently is still the original path.
+    let rec = quarantine("/home/alice/tool");
+    s.restore(
+        &rec.id,
+        &RestoreTarget::Path("/home/./alice/tool".into()),
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(mode("/home/alice/tool"), 0o6755);
+}
+
+#[test]
+fn a_damaged_record_is_reported_and_hides_no_other_entry() {
+    let e = env();
+    let s = store(&e, cfg());
+    let mut recs: Vec<_> = ["/home/alice/1", "/home/alice/2", "/home/alice/3"]
+        .iter()
+        .map(|p| {
+            write(&e, p, p.as_bytes());
+            s.quarantine(&req(p)).unwrap()
+        })
+        .collect();
+    let bad = recs.remove(1);
+    fs::write(
+        e.data.join("records").join(format!("{}.json", bad.id)),
+        b"{\"format\": 1, \"id\": ",
+    )
+    .unwrap();
+
+    let listing = s.list().unwrap();
+    let mut ids: Vec<_> = listing.entries.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    let mut want: Vec<_> = recs.iter().map(|r| r.id.clone()).collect();
+    want.sort();
+    assert_eq!(ids, want, "both readable entries are listed");
+    assert_eq!(listing.unreadable.len(), 1, "{listing:?}");
+    assert_eq!(listing.unreadable[0].id, bad.id);
+    assert!(
+        listing.unreadable[0].reason.contains("damaged"),
+        "{:?}",
+        listing.unreadable[0]
+    );
+    // The damaged entry's object is kept, and the others still restore.
+    assert!(e
+        .data
+        .join("objects")
+        .join(format!("{}.obj", bad.id))
+        .exists());
+    s.restore(
+        &recs[0].id,
+        &RestoreTarget::Original,
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(e.root.join("home/alice/1")).unwrap(),
+        b"/home/alice/1"
+    );
 }

@@ -6,6 +6,7 @@
 //! its state lives) and tuning knobs that tests shorten.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use riposte_model::SandboxIntegration;
@@ -74,6 +75,9 @@ pub struct WatchConfig {
     pub filter: ObjectFilter,
     /// Which kernel interface to use.
     pub backend: BackendChoice,
+    /// Content an administrator declared harmless (see [`crate::AllowList`]), shared
+    /// with whoever adds to it. `None`: the watcher opens the list in `queue_dir` itself.
+    pub allowed: Option<Arc<crate::AllowList>>,
 }
 
 impl WatchConfig {
@@ -92,7 +96,7 @@ impl WatchConfig {
             sandboxes: settings.sandboxes.clone(),
             pinned_cert_pem: settings.sandbox_ca_pem.clone(),
             request_timeout: Duration::from_secs(settings.request_timeout_secs.max(1)),
-            queue_dir: data_dir.join("sandbox-watch"),
+            queue_dir: Self::queue_dir(data_dir),
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             cache_ttl: Duration::from_secs(24 * 3600),
@@ -102,7 +106,13 @@ impl WatchConfig {
             unreachable_alert_after: Duration::from_secs(600),
             filter: ObjectFilter::Executables,
             backend: BackendChoice::Auto,
+            allowed: None,
         }
+    }
+
+    /// The watcher's state directory in the agent's data directory.
+    pub fn queue_dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("sandbox-watch")
     }
 
     /// The host path of a device path (`/x/y` → `host_root/x/y`). Relative paths and

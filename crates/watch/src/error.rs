@@ -29,6 +29,17 @@ pub enum WatchError {
     /// The sandbox client could not be built (bad pinned certificate, no URL).
     #[error("cannot set up the sandbox client: {0}; check the sandbox URLs and the pinned certificate (the sandbox's DATA_DIR/cert.pem)")]
     Client(#[from] riposte_sandbox::SandboxError),
+    /// A state file holds something this version cannot read.
+    #[error("{} is damaged ({reason}); move it away to start afresh", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A SHA-256 was expected.
+    #[error("{0:?} is not a SHA-256 (64 hexadecimal digits)")]
+    NotSha256(String),
 }
 
 impl WatchError {

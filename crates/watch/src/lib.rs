@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod allow;
 mod cache;
 pub mod config;
 pub mod error;
@@ -39,6 +40,7 @@ mod queue;
 pub mod watcher;
 mod worker;
 
+pub use allow::AllowList;
 pub use config::{
     BackendChoice, ObjectFilter, WatchConfig, DEFAULT_MAX_OBJECT_SIZE, DEFAULT_MAX_QUEUE_BYTES,
 };

@@ -13,6 +13,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::allow::AllowList;
 use crate::cache::VerdictCache;
 use crate::config::WatchConfig;
 use crate::event::{AlertCode, WatchEvent};
@@ -96,12 +97,17 @@ impl Watcher {
         };
         let (queue, damaged) = Queue::open(&config.queue_dir, config.max_queue_bytes)?;
         let cache = VerdictCache::open(config.queue_dir.join("verdicts.json"), config.cache_ttl);
+        let allowed = match &config.allowed {
+            Some(a) => a.clone(),
+            None => Arc::new(AllowList::open_in(&config.queue_dir)?),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let monitor = Monitor::start(&config, tx.clone())?;
         let shared = Arc::new(Shared {
             config,
             queue,
             cache,
+            allowed,
             sink,
             wake: Notify::new(),
         });

@@ -15,6 +15,7 @@ use riposte_sandbox::{Report, SandboxClient, SandboxError, Submitted, TaskStatus
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Notify};
 
+use crate::allow::AllowList;
 use crate::cache::{CacheEntry, VerdictCache};
 use crate::config::WatchConfig;
 use crate::event::{AlertCode, Verdict, WatchEvent};
@@ -32,6 +33,7 @@ pub(crate) struct Shared {
     pub config: WatchConfig,
     pub queue: Queue,
     pub cache: VerdictCache,
+    pub allowed: Arc<AllowList>,
     pub sink: UnboundedSender<WatchEvent>,
     pub wake: Notify,
 }
@@ -76,6 +78,11 @@ fn process(shared: &Shared, t: Trigger) {
             return;
         }
     };
+    // Before the cache: a cached "malicious" is exactly what an administrator overruled.
+    if shared.allowed.contains(&object.sha256) {
+        tracing::debug!(path = %device_path, "allowed by an administrator; not submitted");
+        return;
+    }
     if let Some(hit) = shared.cache.get(&object.sha256) {
         let v = verdict(
             &sighting,
@@ -172,6 +179,11 @@ pub(crate) async fn run_worker(
         for item in shared.queue.pending() {
             if *stop.borrow() {
                 return;
+            }
+            // Allowed while it waited (the same content was restored from quarantine).
+            if shared.allowed.contains(&item.sha256) {
+                shared.queue.remove(&item.sha256);
+                continue;
             }
             let step = tokio::select! {
                 _ = stop.changed() => return,
@@ -347,6 +359,10 @@ fn finish(shared: &Shared, item: &QueueItem, report: &Report, task: Option<Strin
         .queue
         .remove(&item.sha256)
         .unwrap_or_else(|| item.clone());
+    // Allowed while the sandbox worked on it: the administrator's decision stands.
+    if shared.allowed.contains(&item.sha256) {
+        return Step::Finished;
+    }
     for s in &item.sightings {
         let v = verdict(
             s,

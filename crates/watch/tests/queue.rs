@@ -180,3 +180,50 @@ async fn the_same_object_seen_twice_while_queued_is_submitted_once_and_both_get_
     watcher.shutdown().await;
     sb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_content_is_neither_submitted_nor_given_a_verdict() {
+    let host = Host::new();
+    let sdir = tempfile::tempdir().unwrap();
+    let sb = sandbox(sdir.path()).await;
+    let front = counting_front(&sb, sdir.path()).await;
+    let mut config = host.config(vec![front.url.clone()], Some(sb.cert_pem.clone()));
+    let allowed =
+        std::sync::Arc::new(riposte_watch::AllowList::open_in(&config.queue_dir).unwrap());
+    config.allowed = Some(allowed.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = Watcher::start(config, tx).unwrap();
+
+    let data = eicar();
+    std::fs::write(host.path("/watched/one.com"), &data).unwrap();
+    let e = collect_until(&mut rx, Duration::from_secs(20), |e| {
+        !verdicts(e).is_empty()
+    })
+    .await;
+    assert!(verdicts(&e)[0].malicious);
+    assert_eq!(front.uploads(), 1);
+
+    // An administrator restores it: the running watcher sees the shared list at once.
+    assert!(allowed.allow(&hashes(&data).2).unwrap());
+    std::fs::write(host.path("/watched/restored.com"), &data).unwrap();
+    // Seen after it, so handled after it: once this has its verdict, so would the other.
+    std::fs::write(host.path("/watched/later.sh"), harmless("later")).unwrap();
+    let e = collect_until(&mut rx, Duration::from_secs(20), |e| {
+        verdicts(e)
+            .iter()
+            .any(|v| v.device_path == "/watched/later.sh")
+    })
+    .await;
+    let paths: Vec<_> = verdicts(&e)
+        .iter()
+        .map(|v| v.device_path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/watched/later.sh"],
+        "no verdict for the allowed content"
+    );
+    assert_eq!(front.uploads(), 2, "only the later object was submitted");
+    watcher.shutdown().await;
+    sb.shutdown().await;
+}
