@@ -284,34 +284,16 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
         ),
     };
     let v = call(&a.data, &req).await?;
+    if let CtlCommand::Quarantine(QuarantineCmd::List { .. }) = c {
+        return Ok(print_quarantine_list(&v, json)?);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     match c {
-        CtlCommand::Quarantine(QuarantineCmd::List { .. }) => {
-            for e in v["entries"].as_array().cloned().unwrap_or_default() {
-                println!(
-                    "{}  {}  {} bytes  {}",
-                    e["id"].as_str().unwrap_or("?"),
-                    e["original_path"].as_str().unwrap_or("?"),
-                    e["size"],
-                    e["threat_name"].as_str().unwrap_or("")
-                );
-            }
-            let unreadable = v["unreadable"].as_array().cloned().unwrap_or_default();
-            for e in &unreadable {
-                eprintln!(
-                    "{}  unreadable: {}",
-                    e["id"].as_str().unwrap_or("?"),
-                    e["reason"].as_str().unwrap_or("")
-                );
-            }
-            // Listed, but not everything could be: scripts should notice.
-            if !unreadable.is_empty() {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        // Printed above.
+        CtlCommand::Quarantine(QuarantineCmd::List { .. }) => {}
         CtlCommand::Quarantine(QuarantineCmd::Restore { .. }) => {
             println!("restored to {}", v["restored_to"].as_str().unwrap_or("?"))
         }
@@ -334,6 +316,39 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the quarantine as listed by the agent: entries on standard output (a JSON array
+/// with `--json`, as before damaged records were reported), damaged records on standard
+/// error. Some entries unreadable is a failure: a script must not take the list as whole.
+fn print_quarantine_list(v: &serde_json::Value, json: bool) -> anyhow::Result<ExitCode> {
+    let entries = v["entries"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else {
+        for e in &entries {
+            println!(
+                "{}  {}  {} bytes  {}",
+                e["id"].as_str().unwrap_or("?"),
+                e["original_path"].as_str().unwrap_or("?"),
+                e["size"],
+                e["threat_name"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let unreadable = v["unreadable"].as_array().cloned().unwrap_or_default();
+    for e in &unreadable {
+        eprintln!(
+            "quarantine entry {} is unreadable: {}",
+            e["id"].as_str().unwrap_or("?"),
+            e["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(if unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn quarantine_summary(data: &std::path::Path, host_root: &std::path::Path) -> serde_json::Value {

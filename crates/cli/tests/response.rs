@@ -250,7 +250,7 @@ fn scenario(database: Option<&str>, delete_special: bool) {
     let q = outcome(&report, "quarantine_and_delete");
     assert_eq!(q["outcome"], "done", "{report}");
     assert!(!d1.threat().exists(), "agent 1's copy is deleted");
-    let list = &d1.ctl(&["quarantine", "list"])["entries"];
+    let list = d1.ctl(&["quarantine", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["sha256"], hash.as_str());
     assert_eq!(list[0]["original_path"], "/home/alice/Downloads/invoice.sh");
@@ -369,13 +369,7 @@ fn scenario(database: Option<&str>, delete_special: bool) {
         "agent 1's copy was already quarantined: {show}"
     );
     assert!(!d2.threat().exists(), "agent 2's copy is deleted");
-    assert_eq!(
-        d2.ctl(&["quarantine", "list"])["entries"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(d2.ctl(&["quarantine", "list"]).as_array().unwrap().len(), 1);
     assert!(
         d2.root.join("home/alice/notes.txt").exists(),
         "nothing else touched"
@@ -424,7 +418,7 @@ fn scenario(database: Option<&str>, delete_special: bool) {
     }
 
     // Restore agent 1's copy from the device: owner and content back at the original path.
-    let id = d1.ctl(&["quarantine", "list"])["entries"][0]["id"]
+    let id = d1.ctl(&["quarantine", "list"])[0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -570,7 +564,8 @@ fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
         THREAT,
         "nothing was touched"
     );
-    assert!(d.ctl(&["quarantine", "list"])["entries"]
+    assert!(d
+        .ctl(&["quarantine", "list"])
         .as_array()
         .unwrap()
         .is_empty());

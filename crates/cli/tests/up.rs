@@ -139,7 +139,7 @@ fn up_demo_shows_the_whole_flow_and_keeps_its_data() {
         .unwrap();
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        list["entries"].as_array().unwrap().len(),
+        list.as_array().unwrap().len(),
         1,
         "the quarantined test object is kept: {list}"
     );
