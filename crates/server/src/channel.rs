@@ -193,7 +193,7 @@ where
                     }
                 }
                 _ = conn.wake.notified() => {
-                    if conn.kicked.load(Ordering::SeqCst) || revoked(&core, device_id).await? {
+                    if conn.kicked.load(Ordering::SeqCst) {
                         let _ = write_frame(&mut writer, &refuse_revoked).await;
                         return Ok(());
                     }
@@ -303,9 +303,10 @@ fn unseal(core: &Core, delivery: Delivery) -> Delivery {
     }
 }
 
-/// Whether the device was revoked since its connection was accepted: checked after
-/// the connection is registered (a revocation in between found nothing to kick) and on
-/// every wake (a revocation in another server process only wakes this one).
+/// Whether the device was revoked since its connection was accepted: checked once the
+/// connection is registered, since a revocation in between found nothing to kick. Later
+/// revocations kick the registered connection, in this process or through
+/// `Store::notify_kick` in another.
 async fn revoked(core: &Core, device_id: i64) -> Result<bool, ConnError> {
     match core.store.device(device_id).await {
         Ok(d) => Ok(d.revoked),

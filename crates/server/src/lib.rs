@@ -228,9 +228,10 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         rx.clone(),
     )));
     let wake_core = core.clone();
-    let wake_listener = core
-        .store
-        .spawn_wake_listener(move |d| wake_core.hub.wake(d));
+    let wake_listener = core.store.spawn_wake_listener(move |signal| match signal {
+        riposte_store::Signal::Wake(d) => wake_core.hub.wake(d),
+        riposte_store::Signal::Kick(d) => wake_core.hub.kick(d),
+    });
     let hk_core = core.clone();
     let mut hk_rx = rx.clone();
     tasks.push(tokio::spawn(async move {

@@ -476,9 +476,10 @@ impl Core {
         let device = self.store.device_by_ref(reference).await?;
         self.store.revoke_device(device.id).await?;
         self.hub.kick(device.id);
-        // A connection held by another server process wakes, finds the device revoked
-        // and closes (channel::serve_connection).
-        self.wake(&[device.id]).await;
+        // The connection may be held by another server process sharing the database.
+        if let Err(e) = self.store.notify_kick(device.id).await {
+            tracing::warn!("cannot tell other server processes of the revocation: {e}");
+        }
         self.audit(c, "device_revoke", &format!("device {}", device.id))
             .await;
         Ok(())

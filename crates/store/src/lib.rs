@@ -233,11 +233,21 @@ impl Store {
         Ok(())
     }
 
-    /// Listens for wake-ups from other server processes (PostgreSQL only) and calls `wake`
-    /// for each device id, until the returned task is aborted. Reconnects after errors.
+    /// Tells every server process on this database (PostgreSQL only) that a device was
+    /// revoked, so that whichever holds its connection closes it.
+    pub async fn notify_kick(&self, device_id: i64) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        self.notify_chunk(&format!("{KICK_PREFIX}{device_id}"))
+            .await
+    }
+
+    /// Listens for wake-ups and kicks from other server processes (PostgreSQL only) and
+    /// passes each on, until the returned task is aborted. Reconnects after errors.
     pub fn spawn_wake_listener(
         &self,
-        wake: impl Fn(i64) + Send + Sync + 'static,
+        on: impl Fn(Signal) + Send + Sync + 'static,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let url = self.url.clone()?;
         Some(tokio::spawn(async move {
@@ -247,8 +257,14 @@ impl Store {
                     l.listen(WAKE_CHANNEL).await?;
                     loop {
                         let n = l.recv().await?;
+                        if let Some(id) = n.payload().strip_prefix(KICK_PREFIX) {
+                            if let Ok(id) = id.parse::<i64>() {
+                                on(Signal::Kick(id));
+                            }
+                            continue;
+                        }
                         for id in n.payload().split(',').filter_map(|x| x.parse::<i64>().ok()) {
-                            wake(id);
+                            on(Signal::Wake(id));
                         }
                     }
                     #[allow(unreachable_code)]
@@ -266,6 +282,17 @@ impl Store {
         &self.pool
     }
 }
+
+/// What another server process asks of this one about a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Something was queued for it: deliver.
+    Wake(i64),
+    /// It was revoked: close its connection.
+    Kick(i64),
+}
+
+const KICK_PREFIX: &str = "kick:";
 
 /// Maps a unique-constraint violation to a `Conflict` with `message`.
 pub(crate) fn conflict(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
