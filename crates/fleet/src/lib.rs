@@ -283,14 +283,14 @@ impl FleetReport {
 
     /// The markdown table header matching [`FleetReport::markdown_row`].
     pub fn markdown_header() -> &'static str {
-        "| date | backend | agents | enroll (agents/s) | all links up | server RSS before → after | per agent | task request | offer p50 / p99 / max | result stored p50 / p99 / max | offers / results |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "| date | backend | agents | enroll (agents/s) | all links up | server RSS before → after | per agent | task request | offer p50 / p99 / max | progress stored (× needed) | result stored p50 / p99 / max | offers / results |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     }
 
     /// One markdown table row.
     pub fn markdown_row(&self) -> String {
         format!(
-            "| {} | {} | {} | {:.0} | {:.1} s | {:.1} → {:.1} MB | {:.1} KB | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {} | {:.0} | {:.1} s | {:.1} → {:.1} MB | {:.1} KB | {} | {} | {} | {} | {} / {} |\n",
             self.date,
             self.backend,
             self.agents,
@@ -301,6 +301,14 @@ impl FleetReport {
             self.kb_per_agent,
             ms(self.create_ms),
             self.offer_latency.cell(),
+            if self.progress_reports == 0 {
+                "–".to_string()
+            } else {
+                format!(
+                    "{:.0}/s ({:.1}×)",
+                    self.progress_per_sec, self.progress_headroom
+                )
+            },
             self.result_latency.cell(),
             self.offers,
             self.completed,

@@ -56,4 +56,19 @@ async fn progress_reports_are_stored_and_rated() {
         r.progress_headroom
     );
     assert!(r.table().contains("3 per agent"), "{}", r.table());
+    let md = r.markdown_row();
+    assert!(
+        md.contains(&format!("{:.0}/s ({:.1}×)", r.progress_per_sec, r.progress_headroom)),
+        "{md}"
+    );
+    assert_eq!(
+        md.matches('|').count(),
+        riposte_fleet::FleetReport::markdown_header()
+            .lines()
+            .next()
+            .unwrap()
+            .matches('|')
+            .count(),
+        "row and header have the same columns"
+    );
 }
