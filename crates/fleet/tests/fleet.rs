@@ -58,7 +58,10 @@ async fn progress_reports_are_stored_and_rated() {
     assert!(r.table().contains("3 per agent"), "{}", r.table());
     let md = r.markdown_row();
     assert!(
-        md.contains(&format!("{:.0}/s ({:.1}×)", r.progress_per_sec, r.progress_headroom)),
+        md.contains(&format!(
+            "{:.0}/s ({:.1}×)",
+            r.progress_per_sec, r.progress_headroom
+        )),
         "{md}"
     );
     assert_eq!(

@@ -121,6 +121,30 @@ pub fn compress_with(
     }
 }
 
+/// MD5's 64 steps over one block, for any vector width: `$step!(f, a, b, c, d, g, k, s)`
+/// is the kernel's own step (boolean function `f` of the round, message word `g`,
+/// constant `k`, rotation `s`); `$f0`..`$f3` name each round's boolean function as that
+/// step understands it. The shifts and message schedule are MD5's (RFC 1321).
+macro_rules! md5_rounds {
+    ($step:ident, $a:ident, $b:ident, $c:ident, $d:ident; $f0:tt, $f1:tt, $f2:tt, $f3:tt) => {
+        md5_rounds!(@round $step, $a, $b, $c, $d, $f0, 7, 12, 17, 22, 0, |i: usize| i);
+        md5_rounds!(@round $step, $a, $b, $c, $d, $f1, 5, 9, 14, 20, 16, |i: usize| (5 * i + 1) % 16);
+        md5_rounds!(@round $step, $a, $b, $c, $d, $f2, 4, 11, 16, 23, 32, |i: usize| (3 * i + 5) % 16);
+        md5_rounds!(@round $step, $a, $b, $c, $d, $f3, 6, 10, 15, 21, 48, |i: usize| (7 * i) % 16);
+    };
+    (@round $step:ident, $a:ident, $b:ident, $c:ident, $d:ident, $f:tt,
+     $s0:literal, $s1:literal, $s2:literal, $s3:literal, $first:expr, $g:expr) => {
+        let mut i = $first;
+        while i < $first + 16 {
+            $step!($f, $a, $b, $c, $d, $g(i), K[i], $s0);
+            $step!($f, $d, $a, $b, $c, $g(i + 1), K[i + 1], $s1);
+            $step!($f, $c, $d, $a, $b, $g(i + 2), K[i + 2], $s2);
+            $step!($f, $b, $c, $d, $a, $g(i + 3), K[i + 3], $s3);
+            i += 4;
+        }
+    };
+}
+
 /// The AVX-512 body of [`compress`].
 ///
 /// # Safety
@@ -159,22 +183,7 @@ unsafe fn kernel_avx512(state: &mut State, base: *const u8, offsets: &[i32; LANE
                 $a = _mm512_add_epi32($b, _mm512_rol_epi32::<$s>(t));
             };
         }
-        macro_rules! round {
-            ($f:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal, $first:expr, $g:expr) => {
-                let mut i = $first;
-                while i < $first + 16 {
-                    step!($f, a, b, c, d, $g(i), K[i], $s0);
-                    step!($f, d, a, b, c, $g(i + 1), K[i + 1], $s1);
-                    step!($f, c, d, a, b, $g(i + 2), K[i + 2], $s2);
-                    step!($f, b, c, d, a, $g(i + 3), K[i + 3], $s3);
-                    i += 4;
-                }
-            };
-        }
-        round!(0xCA, 7, 12, 17, 22, 0, |i: usize| i);
-        round!(0xE4, 5, 9, 14, 20, 16, |i: usize| (5 * i + 1) % 16);
-        round!(0x96, 4, 11, 16, 23, 32, |i: usize| (3 * i + 5) % 16);
-        round!(0x39, 6, 10, 15, 21, 48, |i: usize| (7 * i) % 16);
+        md5_rounds!(step, a, b, c, d; 0xCA, 0xE4, 0x96, 0x39);
         a = _mm512_add_epi32(a, aa);
         b = _mm512_add_epi32(b, bb);
         c = _mm512_add_epi32(c, cc);
@@ -253,22 +262,7 @@ unsafe fn kernel_avx2(state: &mut State, base: *const u8, offsets: &[i32; LANES]
                 }
             };
         }
-        macro_rules! round {
-            ($f:tt, $s0:literal, $s1:literal, $s2:literal, $s3:literal, $first:expr, $g:expr) => {
-                let mut i = $first;
-                while i < $first + 16 {
-                    step!($f, a, b, c, d, $g(i), K[i], $s0);
-                    step!($f, d, a, b, c, $g(i + 1), K[i + 1], $s1);
-                    step!($f, c, d, a, b, $g(i + 2), K[i + 2], $s2);
-                    step!($f, b, c, d, a, $g(i + 3), K[i + 3], $s3);
-                    i += 4;
-                }
-            };
-        }
-        round!(0, 7, 12, 17, 22, 0, |i: usize| i);
-        round!(1, 5, 9, 14, 20, 16, |i: usize| (5 * i + 1) % 16);
-        round!(2, 4, 11, 16, 23, 32, |i: usize| (3 * i + 5) % 16);
-        round!(3, 6, 10, 15, 21, 48, |i: usize| (7 * i) % 16);
+        md5_rounds!(step, a, b, c, d; 0, 1, 2, 3);
         for h in 0..2 {
             a[h] = _mm256_add_epi32(a[h], aa[h]);
             b[h] = _mm256_add_epi32(b[h], bb[h]);
