@@ -297,11 +297,7 @@ async fn special_account_rules_postgres() {
 
 #[tokio::test]
 async fn rights_matrix_of_the_three_roles() {
-    let ts = TestServer::start(Backend::Sqlite).await;
-    let admin = ts.client().await;
-    admin
-        .ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, admin) = TestServer::with_group_a(Backend::Sqlite).await;
     for (name, role) in [("oper", "operator"), ("aud", "auditor")] {
         admin
             .ok(

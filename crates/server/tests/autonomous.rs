@@ -57,15 +57,17 @@ async fn flow(backend: Backend) {
     let d1 = enroll(&api, &ts.ca, "A1", "d1").await.device_id;
     let d2 = enroll(&api, &ts.ca, "A", "d2").await.device_id;
     let d3 = enroll(&api, &ts.ca, "B", "d3").await.device_id;
-    api.ok(
-        "POST",
-        "/api/v1/special-account",
-        Some(json!({"password": "autonomous-pw"})),
+    enforce_group_actions(
+        &api,
+        "A",
+        "autonomous-pw",
+        &[
+            "quarantine_and_delete",
+            "group_ioc_scan",
+            "group_ioc_quarantine_and_delete",
+        ],
     )
     .await;
-    api.ok("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({
-        "enabled": true, "mode": "enforce", "special_password": "autonomous-pw",
-        "actions": ["quarantine_and_delete", "group_ioc_scan", "group_ioc_quarantine_and_delete"]}))).await;
     let http =
         riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
             .unwrap();
@@ -320,22 +322,12 @@ async fn local_settings_target_the_device_group() {
 /// several devices: still one task (the check and the creation hold an advisory lock).
 #[tokio::test]
 async fn simultaneous_detections_on_two_servers_yield_one_task() {
-    let ts = TestServer::start(Backend::Postgres).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Postgres).await;
     let mut devices = Vec::new();
     for i in 0..4 {
         devices.push(enroll(&api, &ts.ca, "A", &format!("d{i}")).await.device_id);
     }
-    api.ok(
-        "POST",
-        "/api/v1/special-account",
-        Some(json!({"password": "autonomous-pw"})),
-    )
-    .await;
-    api.ok("PUT", "/api/v1/groups/A/policy/threat-response", Some(json!({
-        "enabled": true, "mode": "enforce", "special_password": "autonomous-pw", "actions": ["group_ioc_scan"]}))).await;
+    enforce_group_actions(&api, "A", "autonomous-pw", &["group_ioc_scan"]).await;
     let b = riposte_server::start(options(
         ts.dir.path(),
         ts.db.as_ref().unwrap(),
@@ -386,24 +378,14 @@ async fn simultaneous_detections_on_two_servers_yield_one_task() {
 /// leave detections and the audit log alone.
 #[tokio::test]
 async fn group_actions_start_only_from_detections_the_device_reported() {
-    let ts = TestServer::start(Backend::Sqlite).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     let d1 = enroll(&api, &ts.ca, "A", "d1").await.device_id;
     let d2 = enroll(&api, &ts.ca, "A", "d2").await.device_id;
-    api.ok(
-        "POST",
-        "/api/v1/special-account",
-        Some(json!({"password": "autonomous-pw"})),
-    )
-    .await;
-    api.ok(
-        "PUT",
-        "/api/v1/groups/A/policy/threat-response",
-        Some(json!({
-        "enabled": true, "mode": "enforce", "special_password": "autonomous-pw",
-        "actions": ["group_ioc_scan", "group_ioc_quarantine_and_delete"]})),
+    enforce_group_actions(
+        &api,
+        "A",
+        "autonomous-pw",
+        &["group_ioc_scan", "group_ioc_quarantine_and_delete"],
     )
     .await;
     let http =

@@ -7,10 +7,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn bad_requests_change_nothing() {
-    let ts = TestServer::start(Backend::Sqlite).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     let audit_before = api
         .ok("GET", "/api/v1/audit?limit=10000", None)
         .await
@@ -167,10 +164,7 @@ async fn bad_requests_change_nothing() {
 
 #[tokio::test]
 async fn bad_enrollment_tokens_create_no_device() {
-    let ts = TestServer::start(Backend::Sqlite).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     let one = api
         .ok(
             "POST",

@@ -146,10 +146,7 @@ async fn push_offline_and_restart_postgres() {
 
 #[tokio::test]
 async fn revoked_device_is_refused_at_once() {
-    let ts = TestServer::start(Backend::Sqlite).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     let identity = enroll(&api, &ts.ca, "A", "dev1").await;
     let agent = TestAgent::start(identity.clone(), Arc::new(Recorder::default()));
     assert!(
@@ -195,10 +192,7 @@ async fn revoked_device_is_refused_at_once() {
 
 #[tokio::test]
 async fn a_certificate_of_another_device_is_refused() {
-    let ts = TestServer::start(Backend::Sqlite).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     let a = enroll(&api, &ts.ca, "A", "a").await;
     let b = enroll(&api, &ts.ca, "A", "b").await;
     // Device b's certificate claiming to be device a.
@@ -230,11 +224,7 @@ async fn a_certificate_of_another_device_is_refused() {
 /// agent connected to the other within a second (wake-ups travel by LISTEN/NOTIFY).
 #[tokio::test]
 async fn two_servers_share_one_postgres_database() {
-    let ts = TestServer::start(Backend::Postgres).await;
-    let api_a = ts.client().await;
-    api_a
-        .ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api_a) = TestServer::with_group_a(Backend::Postgres).await;
     let identity = enroll(&api_a, &ts.ca, "A", "dev1").await;
     let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
     assert!(
@@ -293,10 +283,7 @@ async fn two_servers_share_one_postgres_database() {
 /// later settings are not queued for it.
 #[tokio::test]
 async fn revocation_through_another_server_process_closes_the_connection() {
-    let ts = TestServer::start(Backend::Postgres).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Postgres).await;
     let mut identity = enroll(&api, &ts.ca, "A", "dev1").await;
     let b = riposte_server::start(options(
         ts.dir.path(),
@@ -362,25 +349,9 @@ async fn revocation_through_another_server_process_closes_the_connection() {
 /// The outbox keeps the special password sealed; the agent receives it in clear.
 #[tokio::test]
 async fn queued_settings_keep_the_special_password_sealed() {
-    let ts = TestServer::start(Backend::Sqlite).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     let identity = enroll(&api, &ts.ca, "A", "dev1").await;
-    api.ok(
-        "POST",
-        "/api/v1/special-account",
-        Some(json!({"password": "sealed-pw-123"})),
-    )
-    .await;
-    api.ok(
-        "PUT",
-        "/api/v1/groups/A/policy/threat-response",
-        Some(json!({
-        "enabled": true, "mode": "enforce", "special_password": "sealed-pw-123",
-        "actions": ["group_ioc_scan"]})),
-    )
-    .await;
+    enforce_group_actions(&api, "A", "sealed-pw-123", &["group_ioc_scan"]).await;
     let rows = ts
         .running()
         .core
@@ -411,10 +382,7 @@ async fn queued_settings_keep_the_special_password_sealed() {
 /// so enrollment refuses it and spends nothing.
 #[tokio::test]
 async fn a_device_name_of_digits_is_refused_at_enrollment() {
-    let ts = TestServer::start(Backend::Sqlite).await;
-    let api = ts.client().await;
-    api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
-        .await;
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     let t = api
         .ok(
             "POST",

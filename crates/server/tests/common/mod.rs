@@ -57,6 +57,15 @@ impl TestServer {
         }
     }
 
+    /// A server with group `A`, and an administrator's client.
+    pub async fn with_group_a(backend: Backend) -> (TestServer, Api) {
+        let ts = TestServer::start(backend).await;
+        let api = ts.client().await;
+        api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+            .await;
+        (ts, api)
+    }
+
     pub fn running(&self) -> &RunningServer {
         self.server.as_ref().unwrap()
     }
@@ -256,6 +265,26 @@ impl TestAgent {
 }
 
 /// Creates an enrollment token for `group` and enrolls a device with it.
+/// Creates the special account with `password` and enforces on `group` a Threat Response
+/// policy that carries it, with these actions.
+pub async fn enforce_group_actions(api: &Api, group: &str, password: &str, actions: &[&str]) {
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({ "password": password })),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        &format!("/api/v1/groups/{group}/policy/threat-response"),
+        Some(
+            json!({"enabled": true, "mode": "enforce", "special_password": password,
+                    "actions": actions}),
+        ),
+    )
+    .await;
+}
+
 pub async fn enroll(api: &Api, ca: &str, group: &str, name: &str) -> Identity {
     let t = api
         .ok(
