@@ -41,7 +41,13 @@ pub struct Agent {
     pub settings_changed: tokio::sync::Notify,
     /// Content restored from quarantine, which the sandbox integration leaves alone.
     pub allowed: Arc<riposte_watch::AllowList>,
+    /// Signalled whenever the server acknowledges an event.
+    event_acked: tokio::sync::Notify,
 }
+
+/// How long a detection's group action waits for the server to acknowledge the detection
+/// before it is left pending (and requested when the acknowledgement comes).
+pub const GROUP_ACTION_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Agent {
     /// Loads the agent from its data directory; returns it and the link's receiving end.
@@ -69,6 +75,7 @@ impl Agent {
             cancels: Mutex::new(Default::default()),
             settings_changed: tokio::sync::Notify::new(),
             allowed,
+            event_acked: tokio::sync::Notify::new(),
         });
         Ok((agent, rx))
     }
@@ -92,8 +99,9 @@ impl Agent {
         self.report_with(body, |_| {});
     }
 
-    /// [`Agent::report`], with `also` applied to the state in the same saved update.
-    fn report_with(&self, body: EventBody, also: impl FnOnce(&mut AgentState)) {
+    /// [`Agent::report`], with `also` applied to the state in the same saved update;
+    /// returns the event's id.
+    fn report_with(&self, body: EventBody, also: impl FnOnce(&mut AgentState)) -> String {
         let event = AgentEvent {
             event_id: format!("{:032x}", rand::random::<u128>()),
             at_ms: now_ms(),
@@ -103,7 +111,9 @@ impl Agent {
             s.outbox.push(event.clone());
             also(s);
         });
+        let id = event.event_id.clone();
         let _ = self.to_server.send(AgentToServer::Event(event));
+        id
     }
 
     fn set_task(&self, update: TaskUpdate) {
@@ -280,7 +290,7 @@ impl Agent {
         let (record, identity) = tokio::task::spawn_blocking(move || l2.examine(&inp))
             .await
             .map_err(|e| e.to_string())??;
-        self.report(EventBody::Detection(record.clone()));
+        let detection_event = self.report_with(EventBody::Detection(record.clone()), |_| {});
         let state = self.snapshot();
         let mut outcomes = Vec::new();
         match crate::response::selected(state.settings.as_ref()) {
@@ -343,8 +353,7 @@ impl Agent {
                                 })
                         }
                         riposte_model::Action::GroupIocScan => {
-                            self.autonomous_task(&record, state.special_password.as_deref())
-                                .await
+                            self.group_action(&detection_event, &record).await
                         }
                         // These say what devices do on a hit; they travel inside the task.
                         riposte_model::Action::GroupIocQuarantineAndDelete
@@ -358,6 +367,74 @@ impl Agent {
             self.report_outcome(&record.detection_id, o);
         }
         Ok(serde_json::json!({ "detection": record, "outcomes": outcomes }))
+    }
+
+    /// The group action of a detection reported as event `event_id`: requested at once
+    /// when the server acknowledges the event within [`GROUP_ACTION_ACK_WAIT`], else kept
+    /// (on disk) and requested when the acknowledgement comes, even after a restart.
+    async fn group_action(
+        self: &Arc<Self>,
+        event_id: &str,
+        record: &DetectionRecord,
+    ) -> crate::response::Outcome {
+        let deadline = tokio::time::Instant::now() + GROUP_ACTION_ACK_WAIT;
+        loop {
+            let acked = self.event_acked.notified();
+            if !self
+                .snapshot()
+                .outbox
+                .iter()
+                .any(|e| e.event_id == event_id)
+            {
+                let password = self.snapshot().special_password;
+                return self.autonomous_task(record, password.as_deref()).await;
+            }
+            if tokio::time::timeout_at(deadline, acked).await.is_err() {
+                break;
+            }
+        }
+        let pending = crate::state::PendingGroupAction {
+            event_id: event_id.to_string(),
+            detection: record.clone(),
+        };
+        self.update(|s| s.pending_group_actions.push(pending));
+        // Acknowledged between the last check and the save: nobody else will run it.
+        self.run_acknowledged_group_actions();
+        crate::response::Outcome {
+            action: "group_ioc_scan".into(),
+            outcome: "pending".into(),
+            detail: "the server has not yet received this detection (no connection); the \
+                     group task is requested as soon as it has"
+                .into(),
+        }
+    }
+
+    /// Requests the pending group actions whose detections the server has acknowledged,
+    /// and reports each outcome.
+    fn run_acknowledged_group_actions(self: &Arc<Self>) {
+        let ready: Vec<crate::state::PendingGroupAction> = self.update(|s| {
+            let acked = |p: &crate::state::PendingGroupAction| {
+                !s.outbox.iter().any(|e| e.event_id == p.event_id)
+            };
+            let ready = s
+                .pending_group_actions
+                .iter()
+                .filter(|p| acked(p))
+                .cloned()
+                .collect();
+            s.pending_group_actions.retain(|p| !acked(p));
+            ready
+        });
+        for p in ready {
+            let agent = self.clone();
+            tokio::spawn(async move {
+                let password = agent.snapshot().special_password;
+                let o = agent
+                    .autonomous_task(&p.detection, password.as_deref())
+                    .await;
+                agent.report_outcome(&p.detection.detection_id, &o);
+            });
+        }
     }
 
     /// Creates (or joins) the autonomous IOC scan task on the server as the special account.
@@ -603,6 +680,16 @@ impl LinkHandler for Handler {
     fn event_acked(&self, event_id: &str) {
         self.0
             .update(|s| s.outbox.retain(|e| e.event_id != event_id));
+        self.0.event_acked.notify_waiters();
+        if self
+            .0
+            .snapshot()
+            .pending_group_actions
+            .iter()
+            .any(|p| p.event_id == event_id)
+        {
+            self.0.run_acknowledged_group_actions();
+        }
     }
 
     fn link_state(&self, up: bool, note: &str) {
@@ -620,6 +707,8 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) {
     agent.resume_tasks();
+    // Group actions whose detections were acknowledged just before a stop.
+    agent.run_acknowledged_group_actions();
     let control = tokio::spawn(crate::control::serve(agent.clone(), stop.clone()));
     let sandboxing = tokio::spawn(crate::sandboxing::run(agent.clone(), stop.clone()));
     let h = Arc::new(Handler(agent.clone()));
@@ -990,5 +1079,98 @@ mod tests {
             "{:?}",
             on_disk.outbox
         );
+    }
+
+    fn detection(id: &str) -> DetectionRecord {
+        DetectionRecord {
+            detection_id: id.into(),
+            path: "/home/u/evil".into(),
+            size: 7,
+            md5: "0".repeat(32),
+            sha1: "0".repeat(40),
+            sha256: "0".repeat(64),
+            threat: "T".into(),
+            source: "test".into(),
+            source_ref: None,
+            user_name: "u".into(),
+            user_uid: None,
+            detected_at_ms: 1,
+            dropped_sha256: Vec::new(),
+        }
+    }
+
+    fn group_outcomes(agent: &Agent, detection_id: &str) -> Vec<String> {
+        agent
+            .snapshot()
+            .outbox
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::ActionOutcome {
+                    detection_id: d,
+                    action,
+                    outcome,
+                    ..
+                } if d == detection_id && action == "group_ioc_scan" => Some(outcome.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The server acknowledges the detection while the agent waits: the group task is
+    /// requested at once (here it fails: this agent's CA is empty, so no request leaves).
+    #[tokio::test(start_paused = true)]
+    async fn a_group_action_is_requested_once_the_server_has_the_detection() {
+        let t = tempfile::tempdir().unwrap();
+        let agent = open_agent(&t.path().join("root"), &t.path().join("data"));
+        let record = detection("d1");
+        let event = agent.report_with(EventBody::Detection(record.clone()), |_| {});
+        let handler = Handler(agent.clone());
+        let acked = event.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            handler.event_acked(&acked);
+        });
+        let o = agent.group_action(&event, &record).await;
+        assert_eq!(o.outcome, "failed", "{}", o.detail);
+        assert!(agent.snapshot().pending_group_actions.is_empty());
+    }
+
+    /// No acknowledgement in time (no connection): the group action waits on disk and is
+    /// requested, with its outcome reported, when the acknowledgement comes, also after
+    /// a restart.
+    #[tokio::test(start_paused = true)]
+    async fn a_group_action_waits_for_the_acknowledgement_across_a_restart() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        let agent = open_agent(&root, &data);
+        let record = detection("d2");
+        let event = agent.report_with(EventBody::Detection(record.clone()), |_| {});
+        let o = agent.group_action(&event, &record).await;
+        assert_eq!(o.outcome, "pending", "{}", o.detail);
+        assert!(
+            group_outcomes(&agent, "d2").is_empty(),
+            "nothing requested yet"
+        );
+        drop(agent);
+
+        let agent = open_agent(&root, &data);
+        let on_disk = agent.snapshot().pending_group_actions;
+        assert_eq!(on_disk.len(), 1);
+        assert_eq!(on_disk[0].event_id, event);
+        assert_eq!(on_disk[0].detection, record);
+        Handler(agent.clone()).event_acked(&event);
+        for _ in 0..100 {
+            if !group_outcomes(&agent, "d2").is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(group_outcomes(&agent, "d2"), ["failed"]);
+        assert!(agent.snapshot().pending_group_actions.is_empty());
+        assert!(StateFile::new(&data)
+            .load()
+            .unwrap()
+            .pending_group_actions
+            .is_empty());
     }
 }

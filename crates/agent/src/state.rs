@@ -20,6 +20,9 @@ pub struct AgentState {
     pub tasks: BTreeMap<i64, TaskRecord>,
     /// Events not yet acknowledged by the server, oldest first.
     pub outbox: Vec<AgentEvent>,
+    /// Group actions waiting for the server to acknowledge their detection's event: the
+    /// server starts a group action only from a detection it has stored.
+    pub pending_group_actions: Vec<PendingGroupAction>,
     pub connected: bool,
     pub last_link_note: String,
 }
@@ -36,10 +39,19 @@ impl std::fmt::Debug for AgentState {
             )
             .field("tasks", &self.tasks)
             .field("outbox", &self.outbox)
+            .field("pending_group_actions", &self.pending_group_actions)
             .field("connected", &self.connected)
             .field("last_link_note", &self.last_link_note)
             .finish()
     }
+}
+
+/// A group action (the autonomous IOC scan task) to request once the server has
+/// acknowledged the event that reported its detection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingGroupAction {
+    pub event_id: String,
+    pub detection: riposte_proto::DetectionRecord,
 }
 
 /// A task as the agent knows it.
@@ -117,6 +129,10 @@ impl StateFile {
                     state.special_password =
                         serde_json::from_str(&v).map_err(|e| corrupt("secret", e))?
                 }
+                "pending_group_actions" => {
+                    state.pending_group_actions =
+                        serde_json::from_str(&v).map_err(|e| corrupt("group action", e))?
+                }
                 "connected" => state.connected = v == "true",
                 "last_link_note" => state.last_link_note = v,
                 _ => {}
@@ -151,11 +167,12 @@ impl StateFile {
     pub fn save(&self, state: &AgentState) -> std::io::Result<()> {
         let mut conn = self.open()?;
         let tx = conn.transaction().map_err(db_err)?;
-        let meta: [(&str, String); 6] = [
+        let meta: [(&str, String); 7] = [
             ("last_applied", state.last_applied.to_string()),
             ("settings", json(&state.settings)),
             ("response_group", json(&state.response_group)),
             ("special_password", json(&state.special_password)),
+            ("pending_group_actions", json(&state.pending_group_actions)),
             ("connected", state.connected.to_string()),
             ("last_link_note", state.last_link_note.clone()),
         ];
