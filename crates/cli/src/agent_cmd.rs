@@ -285,7 +285,7 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
     };
     let v = call(&a.data, &req).await?;
     if let CtlCommand::Quarantine(QuarantineCmd::List { .. }) = c {
-        return Ok(print_quarantine_list(&v, json)?);
+        return print_quarantine_list(&v, json);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
