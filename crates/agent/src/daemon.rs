@@ -85,6 +85,11 @@ impl Agent {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Reads the state without copying it.
+    fn read<R>(&self, f: impl FnOnce(&AgentState) -> R) -> R {
+        f(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     fn update<R>(&self, f: impl FnOnce(&mut AgentState) -> R) -> R {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let r = f(&mut s);
@@ -380,13 +385,8 @@ impl Agent {
         let deadline = tokio::time::Instant::now() + GROUP_ACTION_ACK_WAIT;
         loop {
             let acked = self.event_acked.notified();
-            if !self
-                .snapshot()
-                .outbox
-                .iter()
-                .any(|e| e.event_id == event_id)
-            {
-                let password = self.snapshot().special_password;
+            if !self.read(|s| s.outbox.iter().any(|e| e.event_id == event_id)) {
+                let password = self.read(|s| s.special_password.clone());
                 return self.autonomous_task(record, password.as_deref()).await;
             }
             if tokio::time::timeout_at(deadline, acked).await.is_err() {
@@ -428,7 +428,7 @@ impl Agent {
         for p in ready {
             let agent = self.clone();
             tokio::spawn(async move {
-                let password = agent.snapshot().special_password;
+                let password = agent.read(|s| s.special_password.clone());
                 let o = agent
                     .autonomous_task(&p.detection, password.as_deref())
                     .await;
@@ -678,16 +678,14 @@ impl LinkHandler for Handler {
     }
 
     fn event_acked(&self, event_id: &str) {
-        self.0
-            .update(|s| s.outbox.retain(|e| e.event_id != event_id));
+        let group_action_waits = self.0.update(|s| {
+            s.outbox.retain(|e| e.event_id != event_id);
+            s.pending_group_actions
+                .iter()
+                .any(|p| p.event_id == event_id)
+        });
         self.0.event_acked.notify_waiters();
-        if self
-            .0
-            .snapshot()
-            .pending_group_actions
-            .iter()
-            .any(|p| p.event_id == event_id)
-        {
+        if group_action_waits {
             self.0.run_acknowledged_group_actions();
         }
     }
