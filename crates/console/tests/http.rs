@@ -454,24 +454,15 @@ async fn task_progress_streams_and_cancel() {
     assert!(p.body.contains("id=\"cancel-task\""));
 
     // The live stream names each device's state.
-    let mut resp = v
-        .http
-        .get(format!("{}/tasks/{id}/events", v.url))
-        .header("cookie", v.cookie.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let mut resp = open_stream(&v, id).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let first = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+    let text = next_event(&mut resp, "an event")
         .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&first).to_string();
+        .expect("the stream ended");
     assert!(text.contains("event: progress"), "{text}");
     assert!(text.contains(&format!("\"device_id\":{dev}")), "{text}");
     assert!(text.contains("\"state\":\"pending\""), "{text}");
@@ -481,44 +472,27 @@ async fn task_progress_streams_and_cancel() {
         .post(&format!("/tasks/{id}/cancel"), &[("csrf", &p.csrf())])
         .await;
     assert_eq!(p.status, 303);
-    let next = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+    let text = next_event(&mut resp, "an event")
         .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&next).to_string();
+        .expect("the stream ended");
     assert!(text.contains("\"state\":\"cancelled\""), "{text}");
     // Every device is final: the stream ends rather than polling forever.
-    let end = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
-        .await
-        .expect("the stream of a finished task did not end")
-        .unwrap();
+    let end = next_event(&mut resp, "the stream of a finished task did not end").await;
     assert!(end.is_none(), "{end:?}");
     let p = v.get(&format!("/tasks/{id}")).await;
     assert!(!p.body.contains("id=\"cancel-task\""));
 
     // A stream ends with its session.
     let id = yara_task(&h, "Second sweep").await;
-    let mut resp = v
-        .http
-        .get(format!("{}/tasks/{id}/events", v.url))
-        .header("cookie", v.cookie.clone().unwrap())
-        .send()
+    let mut resp = open_stream(&v, id).await;
+    let first = next_event(&mut resp, "an event")
         .await
-        .unwrap();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&first).contains("\"state\":\"pending\""));
+        .expect("the stream ended");
+    assert!(first.contains("\"state\":\"pending\""));
     let page = v.get("/devices").await;
     let p = v.post("/logout", &[("csrf", &page.csrf())]).await;
     assert_eq!(p.status, 303);
-    let end = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
-        .await
-        .expect("the stream outlived its session")
-        .unwrap();
+    let end = next_event(&mut resp, "the stream outlived its session").await;
     assert!(end.is_none(), "{end:?}");
     h.stop().await;
 }
@@ -901,19 +875,10 @@ async fn a_running_devices_progress_is_shown() {
     let want = "1234 files (5.0 MB) examined, 10 read";
     let p = v.get(&format!("/tasks/{id}")).await;
     assert!(p.body.contains(want), "{}", p.body);
-    let mut resp = v
-        .http
-        .get(format!("{}/tasks/{id}/events", v.url))
-        .header("cookie", v.cookie.clone().unwrap())
-        .send()
+    let mut resp = open_stream(&v, id).await;
+    let text = next_event(&mut resp, "an event")
         .await
-        .unwrap();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&first).to_string();
+        .expect("the stream ended");
     assert!(text.contains(&format!("\"progress\":\"{want}\"")), "{text}");
     // Once finished, the progress column is empty again: the results are the report.
     h.core()
@@ -942,4 +907,24 @@ async fn yara_task(h: &Harness, name: &str) -> i64 {
     }))
     .unwrap();
     h.core().create_task(&admin(), &req).await.unwrap()
+}
+
+/// Opens a task's live stream with the visitor's session.
+async fn open_stream(v: &Visitor, id: i64) -> reqwest::Response {
+    v.http
+        .get(format!("{}/tasks/{id}/events", v.url))
+        .header("cookie", v.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The stream's next chunk as text, or `None` when it ended; panics with `waiting_for`
+/// when nothing comes within 5 s.
+async fn next_event(resp: &mut reqwest::Response, waiting_for: &str) -> Option<String> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+        .await
+        .unwrap_or_else(|_| panic!("{waiting_for}: nothing within 5 s"))
+        .unwrap()
+        .map(|b| String::from_utf8_lossy(&b).to_string())
 }
