@@ -392,13 +392,7 @@ async fn failed_logins_are_throttled_and_audited() {
 #[tokio::test]
 async fn failed_logins_count_across_server_processes_and_restarts() {
     let mut ts = TestServer::start(Backend::Postgres).await;
-    let b = riposte_server::start(options(
-        ts.dir.path(),
-        ts.db.as_ref().unwrap(),
-        Backend::Postgres,
-    ))
-    .await
-    .unwrap();
+    let b = ts.another_process().await;
     let url_b = format!("https://127.0.0.1:{}", b.api_addr.port());
     let http =
         riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))

@@ -328,13 +328,7 @@ async fn simultaneous_detections_on_two_servers_yield_one_task() {
         devices.push(enroll(&api, &ts.ca, "A", &format!("d{i}")).await.device_id);
     }
     enforce_group_actions(&api, "A", "autonomous-pw", &["group_ioc_scan"]).await;
-    let b = riposte_server::start(options(
-        ts.dir.path(),
-        ts.db.as_ref().unwrap(),
-        Backend::Postgres,
-    ))
-    .await
-    .unwrap();
+    let b = ts.another_process().await;
     let urls = [
         ts.url.clone(),
         format!("https://127.0.0.1:{}", b.api_addr.port()),

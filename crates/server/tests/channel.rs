@@ -235,13 +235,7 @@ async fn two_servers_share_one_postgres_database() {
     );
 
     // The second process shares the data directory (CA and keys) and the database.
-    let b = riposte_server::start(options(
-        ts.dir.path(),
-        ts.db.as_ref().unwrap(),
-        Backend::Postgres,
-    ))
-    .await
-    .unwrap();
+    let b = ts.another_process().await;
     let url_b = format!("https://127.0.0.1:{}", b.api_addr.port());
     let api_b = Api::login(&url_b, &ts.ca, "admin", ADMIN_PASSWORD).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // let B's listener subscribe
@@ -285,13 +279,7 @@ async fn two_servers_share_one_postgres_database() {
 async fn revocation_through_another_server_process_closes_the_connection() {
     let (ts, api) = TestServer::with_group_a(Backend::Postgres).await;
     let mut identity = enroll(&api, &ts.ca, "A", "dev1").await;
-    let b = riposte_server::start(options(
-        ts.dir.path(),
-        ts.db.as_ref().unwrap(),
-        Backend::Postgres,
-    ))
-    .await
-    .unwrap();
+    let b = ts.another_process().await;
     identity.channel_addr = format!("127.0.0.1:{}", b.agent_addr.port());
     let device = identity.device_id;
     let agent = TestAgent::start(identity.clone(), Arc::new(Recorder::default()));

@@ -66,6 +66,18 @@ impl TestServer {
         (ts, api)
     }
 
+    /// A second server process on the same data directory and database (PostgreSQL:
+    /// several processes share one database).
+    pub async fn another_process(&self) -> RunningServer {
+        riposte_server::start(options(
+            self.dir.path(),
+            self.db.as_ref().unwrap(),
+            self.backend,
+        ))
+        .await
+        .unwrap()
+    }
+
     pub fn running(&self) -> &RunningServer {
         self.server.as_ref().unwrap()
     }
