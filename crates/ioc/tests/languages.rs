@@ -754,6 +754,50 @@ mod necessity {
     }
 
     #[test]
+    fn hash_terms_need_their_digests() {
+        // An OR of hash terms needs one of the digests, lower-cased, whatever the
+        // algorithm; a negated hash or an OR with a name term needs none.
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}{}</Indicator>"#,
+            item11(
+                "is",
+                "FileItem/Md5sum",
+                "md5",
+                "0123456789ABCDEF0123456789ABCDEF",
+                false,
+                false
+            ),
+            item11(
+                "is",
+                "FileItem/Sha256sum",
+                "sha256",
+                &"c".repeat(64),
+                false,
+                false
+            )
+        ));
+        let n = FileNecessity::of(&openioc::parse(&x, "t").unwrap());
+        let md5 = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            n.digests,
+            Some(BTreeSet::from([md5.to_string(), "c".repeat(64)]))
+        );
+        assert!(n.admits_digests([md5, "d".repeat(64).as_str()]));
+        assert!(!n.admits_digests(["f".repeat(32).as_str(), "d".repeat(64).as_str()]));
+        let ioc = one("is", "FileItem/Md5sum", "md5", md5, true, false);
+        assert_eq!(FileNecessity::of(&ioc).digests, None);
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}{}</Indicator>"#,
+            item11("is", "FileItem/Md5sum", "md5", md5, false, false),
+            item11("is", "FileItem/FileName", "string", "a.exe", false, false)
+        ));
+        assert_eq!(
+            FileNecessity::of(&openioc::parse(&x, "t").unwrap()).digests,
+            None
+        );
+    }
+
+    #[test]
     fn detection_iocs_need_their_sizes() {
         let d = Detection {
             id: String::new(),
@@ -825,6 +869,30 @@ mod necessity {
                 false,
                 false,
             ),
+            (
+                "is",
+                "FileItem/Md5sum",
+                "md5",
+                "FEDCBA9876543210FEDCBA9876543210",
+                false,
+                false,
+            ),
+            (
+                "is",
+                "FileItem/Md5sum",
+                "md5",
+                "0123456789abcdef0123456789abcdef",
+                true,
+                false,
+            ),
+            (
+                "is",
+                "FileItem/Sha256sum",
+                "sha256",
+                "00000000000000000000000000000000000000000000000000000000000000aa",
+                false,
+                false,
+            ),
             ("is", "ProcessItem/name", "string", "evil", false, false),
             ("is", "RegistryItem/Path", "string", "HKLM", false, false),
         ];
@@ -848,12 +916,12 @@ mod necessity {
             format!(r#"<Indicator operator="{op}" id="n{id}">{kids}</Indicator>"#)
         }
         let files = [
-            ("A.exe", 10),
-            ("a.EXE", 20),
-            ("b.exe", 15),
-            ("b.exe", 10),
-            ("c.txt", 20),
-            ("c.txt", 99),
+            ("A.exe", 10, "0123456789abcdef0123456789abcdef"),
+            ("a.EXE", 20, "fedcba9876543210fedcba9876543210"),
+            ("b.exe", 15, "0123456789abcdef0123456789abcdef"),
+            ("b.exe", 10, "11111111111111111111111111111111"),
+            ("c.txt", 20, "fedcba9876543210fedcba9876543210"),
+            ("c.txt", 99, "22222222222222222222222222222222"),
         ];
         let (mut constrained, mut checked) = (0, 0);
         for _ in 0..600 {
@@ -866,15 +934,20 @@ mod necessity {
             };
             let ioc = openioc::parse(&v11(&body), "r").unwrap_or_else(|e| panic!("{e}\n{body}"));
             let n = FileNecessity::of(&ioc);
-            if n.sizes.is_some() || n.names.is_some() {
+            if n.sizes.is_some() || n.names.is_some() || n.digests.is_some() {
                 constrained += 1;
             }
-            for (name, size) in files {
-                if n.admits(size as u64, || name.to_lowercase()) {
+            for (name, size, md5) in files {
+                // The sweep's SHA-256 of the same file, never one of the leaves'.
+                let sha256 = format!("{md5}{md5}");
+                if n.admits(size as u64, || name.to_lowercase())
+                    && n.admits_digests([md5, sha256.as_str()])
+                {
                     continue;
                 }
                 checked += 1;
-                let mut f = file(name, size, "0123456789abcdef0123456789abcdef", 0);
+                let mut f = file(name, size, md5, 0);
+                f.1.insert(Field::FileSha256, FieldValue::Str(sha256.clone()));
                 for other in [Truth::True, Truth::Unknown, Truth::False] {
                     assert_eq!(
                         evaluate(&ioc, &mut f, &|_| other).truth,

@@ -71,6 +71,30 @@ fn main() {
         d.chunks(256 << 10).for_each(|c| h.update(c));
         h.finalize()[0] as usize
     });
+    if let Some(kernel) = riposte_scan::sha256x16::Kernel::all_available()
+        .first()
+        .copied()
+    {
+        // As md5x16; the sweep uses it only where the CPU has no SHA-NI (the note
+        // says which this machine does).
+        use riposte_scan::sha256x16::{compress_with, Kernel, INIT, LANES};
+        let which = match kernel {
+            Kernel::Avx512 => "AVX-512",
+            Kernel::Avx2 => "AVX2",
+        };
+        let used = if Kernel::preferred().is_some() {
+            "used by the sweep"
+        } else {
+            "not used: SHA-NI"
+        };
+        run("sha256x16", &format!(" {which}, {used}"), &|d| {
+            let per_lane = d.len() / LANES / 64 * 64;
+            let offsets: [i32; LANES] = std::array::from_fn(|l| (l * per_lane) as i32);
+            let mut state = INIT;
+            compress_with(kernel, &mut state, d, &offsets, per_lane / 64);
+            state[0][0] as usize
+        });
+    }
 }
 
 /// Walks `dir` on all cores as the sweep does and reads every file once.
@@ -93,11 +117,11 @@ fn read_tree(dir: &str) {
     walk(
         &[std::path::PathBuf::from(dir)],
         &cfg,
-        |path, _| {
+        |file| {
             thread_local! {
                 static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
             }
-            let Ok(mut f) = riposte_scan::items::open_content(path) else {
+            let Ok(mut f) = file.open() else {
                 return;
             };
             BUF.with(|b| {

@@ -193,8 +193,8 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
                 crate::walk::walk(
                     &roots,
                     &cfg,
-                    |_, m| {
-                        tb.fetch_add(m.len(), Ordering::Relaxed);
+                    |file| {
+                        tb.fetch_add(file.meta.size(), Ordering::Relaxed);
                     },
                     |_, _| {},
                     |_, _| {},

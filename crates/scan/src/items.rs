@@ -5,13 +5,16 @@
 //! `--host-root`. Processes and sockets come from `proc_root` (the live `/proc` unless
 //! told otherwise).
 
+use crate::walk::FileMeta;
 use riposte_ioc::model::{Field, FieldValue, ItemType};
 use riposte_ioc::Item;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::fs::Metadata;
 use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -697,15 +700,44 @@ pub fn open_content(path: &Path) -> std::io::Result<std::fs::File> {
     open_regular(path).map(|(file, _)| file)
 }
 
+/// [`open_content`] of entry `name` of the open directory `dir` (or of a path, with
+/// `libc::AT_FDCWD`): what the walk uses, so that the open does not look the path up
+/// from `/` again.
+pub fn open_content_at(dir: RawFd, name: &CStr) -> std::io::Result<std::fs::File> {
+    let open = |extra: libc::c_int| {
+        // SAFETY: `name` is NUL-terminated; the result is checked before it is owned.
+        let fd = unsafe {
+            libc::openat(
+                dir,
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | extra,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    };
+    checked_regular(open).map(|(file, _)| file)
+}
+
 /// [`open_content`], with the metadata of what was opened.
 fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let open = |extra: libc::c_int| {
+    checked_regular(|extra: libc::c_int| {
         std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | extra)
             .open(path)
-    };
+    })
+}
+
+/// Opens with `open(extra_flags)` as [`open_content`] says: `O_NOATIME` where the
+/// kernel allows it, and a regular file or an error.
+fn checked_regular(
+    open: impl Fn(libc::c_int) -> std::io::Result<std::fs::File>,
+) -> std::io::Result<(std::fs::File, Metadata)> {
     let file = match open(libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         other => other,
@@ -744,9 +776,14 @@ pub fn sha256_of_inode(path: &Path, dev: u64, ino: u64) -> std::io::Result<Strin
 
 /// Reads a whole file (for YARA), as [`open_content`] opens it.
 pub fn read_content(path: &Path) -> std::io::Result<Vec<u8>> {
-    let (mut f, meta) = open_regular(path)?;
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut data)?;
+    let (f, meta) = open_regular(path)?;
+    read_all(f, meta.len())
+}
+
+/// Reads the rest of `file`, whose size was `size_hint` at its stat.
+pub fn read_all(mut file: std::fs::File, size_hint: u64) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
+    file.read_to_end(&mut data)?;
     Ok(data)
 }
 
@@ -756,8 +793,11 @@ pub struct FileItem<'a> {
     pub host_path: &'a Path,
     /// Device path.
     pub device_path: String,
-    /// Metadata (not following symlinks).
-    pub meta: &'a Metadata,
+    /// Status from the walk (not following symlinks).
+    pub meta: &'a FileMeta,
+    /// The walk's entry, while its directory is open: content is then opened relative
+    /// to it rather than by `host_path`.
+    pub entry: Option<&'a crate::walk::FileEntry<'a>>,
     /// uid → login.
     pub names: &'a HashMap<u32, String>,
     /// Algorithms to compute when content is needed.
@@ -779,11 +819,12 @@ impl FileItem<'_> {
             let r = if let Some(c) = self.content {
                 digest_reader(c, self.algorithms)
                     .map_err(|e| ContentError::Unreadable(e.to_string()))
-            } else if self.max_size.is_some_and(|m| self.meta.len() > m) {
+            } else if self.max_size.is_some_and(|m| self.meta.size() > m) {
                 Err(ContentError::TooLarge)
             } else {
-                open_content(self.host_path)
-                    .and_then(|f| digest_sized(f, self.algorithms, self.meta.len()))
+                self.entry
+                    .map_or_else(|| open_content(self.host_path), |e| e.open())
+                    .and_then(|f| digest_sized(f, self.algorithms, self.meta.size()))
                     .map_err(|e| ContentError::Unreadable(e.to_string()))
             };
             self.digests = Some(r);
@@ -838,15 +879,11 @@ impl Item for FileItem<'_> {
 
     fn value(&mut self, field: Field) -> Option<Cow<'_, FieldValue>> {
         let number = match field {
-            Field::FileSize => Some(FieldValue::Int(self.meta.len() as i64)),
+            Field::FileSize => Some(FieldValue::Int(self.meta.size() as i64)),
             Field::FileModified => Some(FieldValue::Time(self.meta.mtime())),
             Field::FileAccessed => Some(FieldValue::Time(self.meta.atime())),
             Field::FileChanged => Some(FieldValue::Time(self.meta.ctime())),
-            Field::FileCreated => {
-                let t = self.meta.created().ok()?;
-                let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-                Some(FieldValue::Time(secs as i64))
-            }
+            Field::FileCreated => Some(FieldValue::Time(self.meta.created()?)),
             _ => None,
         };
         if let Some(n) = number {

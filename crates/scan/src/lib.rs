@@ -10,8 +10,9 @@
 //!   with sizes cost one stat per file; evaluates cheap terms (path, name, size, times)
 //!   first and reads a file only when a remaining term needs its content — once, for
 //!   all hash algorithms and YARA rule sets together;
-//! * hashes MD5 sixteen files at a time per thread where the CPU has AVX-512 or AVX2
-//!   ([`multi`], [`md5x16`]): one MD5 stream cannot use a core's width;
+//! * hashes MD5, and SHA-256 where the CPU lacks SHA-NI, sixteen files at a time per
+//!   thread where the CPU has AVX-512 or AVX2 ([`multi`], [`md5x16`], [`sha256x16`]):
+//!   one stream of either cannot use a core's width;
 //! * reports per indicator a verdict (hit, no match, or undetermined when unsupported
 //!   terms could change the outcome) and the unsupported terms by id.
 //!
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod items;
 pub mod md5x16;
 pub mod multi;
+pub mod sha256x16;
 pub mod walk;
 
 use items::{Algorithms, ContentError, FileItem, HitItem, SimpleItem};
@@ -32,7 +34,6 @@ use riposte_ioc::yara::YaraRules;
 use riposte_ioc::{openioc, stix, Ioc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -426,12 +427,19 @@ const MAX_LANE_BUFFER: usize = 1 << 20;
 /// A file waiting in the hashing lanes, with what its evaluation needs.
 struct LaneJob {
     path: PathBuf,
-    meta: std::fs::Metadata,
+    meta: walk::FileMeta,
     to_evaluate: Vec<usize>,
     /// YARA matches, when the rules read the file first.
     yara_hits: Vec<(usize, Vec<String>)>,
     /// The YARA read already counted this file as read.
     counted: bool,
+}
+
+/// What each walk thread keeps between files.
+struct SweepWorker {
+    /// Its multi-file hashing lanes, where they are worth it.
+    lanes: Option<Lanes<LaneJob>>,
+    files_seen: u64,
 }
 
 /// Index from a file's size and name to the file indicators that may hold on it.
@@ -441,6 +449,13 @@ struct Candidates {
     /// Constrained by both: the size index finds them, the name is checked after.
     names_of: HashMap<usize, FileNecessity>,
     always: Vec<usize>,
+    /// Per indicator, the digests a file must have one of, where its terms say so.
+    digests_of: HashMap<usize, FileNecessity>,
+    /// Per indicator: has a term on file content (a hash).
+    needs_content: Vec<bool>,
+    /// Per indicator: every term is on file content, so without the content it is
+    /// unknown on any file (the sweep need not evaluate it to know it must hash).
+    content_only: Vec<bool>,
 }
 
 impl Candidates {
@@ -450,9 +465,21 @@ impl Candidates {
             by_name: HashMap::new(),
             names_of: HashMap::new(),
             always: Vec::new(),
+            digests_of: HashMap::new(),
+            needs_content: iocs
+                .iter()
+                .map(|l| l.ioc.fields().any(|f| f.needs_content()))
+                .collect(),
+            content_only: iocs
+                .iter()
+                .map(|l| !l.ioc.terms.is_empty() && l.ioc.fields().all(|f| f.needs_content()))
+                .collect(),
         };
         for &i in file_iocs {
             let need = FileNecessity::of(&iocs[i].ioc);
+            if need.digests.is_some() {
+                c.digests_of.insert(i, need.clone());
+            }
             match (&need.sizes, &need.names) {
                 (Some(sizes), names) => {
                     for s in sizes {
@@ -497,6 +524,18 @@ impl Candidates {
             out.sort_unstable();
         }
         out
+    }
+
+    /// Can indicator `ioc` hold on a file with these digests (every algorithm the
+    /// sweep computes)? Lets a file be judged with one set lookup per indicator.
+    fn admits_digests(&self, ioc: usize, digests: &items::Digests) -> bool {
+        self.digests_of.get(&ioc).is_none_or(|need| {
+            need.admits_digests(
+                [digests.md5(), digests.sha1(), digests.sha256()]
+                    .into_iter()
+                    .flatten(),
+            )
+        })
     }
 }
 
@@ -627,7 +666,8 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         // Evaluates the candidate indicators on one file whose content, if any was
         // needed, has been read (YARA) or hashed (the lanes), and records the outcome.
         let judge = |path: &Path,
-                     meta: &std::fs::Metadata,
+                     meta: &walk::FileMeta,
+                     entry: Option<&walk::FileEntry>,
                      to_evaluate: &[usize],
                      content: Option<Vec<u8>>,
                      yara_hits: Vec<(usize, Vec<String>)>,
@@ -641,6 +681,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 host_path: path,
                 device_path: device_path.clone(),
                 meta,
+                entry,
                 names: &names,
                 algorithms: alg,
                 max_size: scope.max_file_size,
@@ -650,6 +691,12 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             };
             let mut local_hits = Vec::new();
             for &i in to_evaluate {
+                if let Some(Ok(d)) = &item.digests {
+                    if !candidates.admits_digests(i, d) {
+                        // False without evaluation (see `FileNecessity`).
+                        continue;
+                    }
+                }
                 let l = &iocs[i];
                 let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
                 if ev.truth == Truth::Unknown {
@@ -678,7 +725,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             match &item.digests {
                 Some(Ok(_)) if !counted => {
                     files_read.fetch_add(1, Ordering::Relaxed);
-                    bytes_read.fetch_add(meta.len(), Ordering::Relaxed);
+                    bytes_read.fetch_add(meta.size(), Ordering::Relaxed);
                 }
                 Some(Err(ContentError::TooLarge)) => {
                     count_skip("content: larger than max file size")
@@ -735,12 +782,13 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         };
         // Files whose indicators need their hashes and no YARA read: hashed sixteen at
         // a time per thread (see `multi`), where the CPU allows.
-        let lanes_wanted = alg.md5;
+        let lanes_wanted = multi::worth_it(alg);
         let from_lanes = |job: LaneJob, r: std::io::Result<items::Digests>| {
             let digests = r.map_err(|e| ContentError::Unreadable(e.to_string()));
             judge(
                 &job.path,
                 &job.meta,
+                None,
                 &job.to_evaluate,
                 None,
                 job.yara_hits,
@@ -751,46 +799,55 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         walk::walk_with(
             &roots,
             &cfg,
-            || lanes_wanted.then(|| Lanes::<LaneJob>::new(alg)).flatten(),
-            |lanes, path, meta| {
-                files_seen.fetch_add(1, Ordering::Relaxed);
+            || SweepWorker {
+                lanes: lanes_wanted.then(|| Lanes::<LaneJob>::new(alg)).flatten(),
+                files_seen: 0,
+            },
+            |worker, entry| {
+                let (path, meta) = (entry.path, &entry.meta);
+                // Counted per thread and added up at the end: a shared counter bumped
+                // for every file costs the two cores a cache line each time.
+                worker.files_seen += 1;
                 if let Some(p) = &request.progress {
                     p.files.fetch_add(1, Ordering::Relaxed);
-                    p.bytes.fetch_add(meta.len(), Ordering::Relaxed);
+                    p.bytes.fetch_add(meta.size(), Ordering::Relaxed);
                 }
-                let to_evaluate = candidates.for_file(meta.len(), path);
+                let to_evaluate = candidates.for_file(meta.size(), path);
                 if to_evaluate.is_empty() && yara.is_empty() {
                     return;
                 }
-                let too_large = scope.max_file_size.is_some_and(|m| meta.len() > m);
+                let lanes = &mut worker.lanes;
+                let too_large = scope.max_file_size.is_some_and(|m| meta.size() > m);
                 // Do the hash indicators need this file's digests? (Only asked where
                 // the lanes would hash them; elsewhere the item computes them lazily.)
-                let to_lanes = lanes.is_some() && !too_large && {
-                    let mut item = FileItem {
-                        host_path: path,
-                        device_path: walk::device_path(&scope.host_root, path),
-                        meta,
-                        names: &names,
-                        algorithms: alg,
-                        max_size: scope.max_file_size,
-                        content: None,
-                        digests: None,
-                        texts: Vec::new(),
-                    };
-                    to_evaluate.iter().any(|&i| {
-                        let ioc = &iocs[i].ioc;
-                        ioc.fields().any(|f| f.needs_content())
-                            && evaluate_without_content(ioc, &mut item, &truth_of(i))
-                                == Truth::Unknown
-                    })
-                };
+                let to_lanes = lanes.is_some()
+                    && !too_large
+                    && (to_evaluate.iter().any(|&i| candidates.content_only[i]) || {
+                        let mut item = FileItem {
+                            host_path: path,
+                            device_path: walk::device_path(&scope.host_root, path),
+                            meta,
+                            entry: Some(entry),
+                            names: &names,
+                            algorithms: alg,
+                            max_size: scope.max_file_size,
+                            content: None,
+                            digests: None,
+                            texts: Vec::new(),
+                        };
+                        to_evaluate.iter().any(|&i| {
+                            candidates.needs_content[i]
+                                && evaluate_without_content(&iocs[i].ioc, &mut item, &truth_of(i))
+                                    == Truth::Unknown
+                        })
+                    });
                 let mut content: Option<Vec<u8>> = None;
                 let mut yara_hits: Vec<(usize, Vec<String>)> = Vec::new();
                 if !yara.is_empty() {
                     if too_large {
                         count_skip("content: larger than max file size");
                     } else {
-                        match items::read_content(path) {
+                        match entry.open().and_then(|f| items::read_all(f, meta.size())) {
                             Ok(data) => {
                                 files_read.fetch_add(1, Ordering::Relaxed);
                                 bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -813,7 +870,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     let counted = content.is_some();
                     let job = LaneJob {
                         path: path.to_path_buf(),
-                        meta: meta.clone(),
+                        meta: *meta,
                         to_evaluate,
                         yara_hits,
                         counted,
@@ -828,21 +885,41 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                                 yara_hits,
                                 ..
                             } = job;
-                            return judge(path, meta, &to_evaluate, None, yara_hits, None, true);
+                            return judge(
+                                path,
+                                meta,
+                                Some(entry),
+                                &to_evaluate,
+                                None,
+                                yara_hits,
+                                None,
+                                true,
+                            );
                         }
-                        None => match items::open_content(path) {
+                        None => match entry.open() {
                             Ok(f) => Source::File(f),
                             Err(e) => return from_lanes(job, Err(e)),
                         },
                     };
-                    lanes.push(job, source, meta.len(), &mut |job, r| from_lanes(job, r));
+                    lanes.push(job, source, meta.size(), &mut |job, r| from_lanes(job, r));
                     return;
                 }
-                judge(path, meta, &to_evaluate, content, yara_hits, None, false);
+                judge(
+                    path,
+                    meta,
+                    Some(entry),
+                    &to_evaluate,
+                    content,
+                    yara_hits,
+                    None,
+                    false,
+                );
             },
-            |lanes| {
+            |worker| {
+                files_seen.fetch_add(worker.files_seen, Ordering::Relaxed);
                 // A cancelled sweep leaves the files in flight unjudged (it reports
                 // itself cancelled) rather than finish hashing up to sixteen of them.
+                let lanes = worker.lanes;
                 if let Some(mut lanes) = lanes.filter(|_| !request.cancel.load(Ordering::Relaxed)) {
                     lanes.flush(&mut |job, r| from_lanes(job, r));
                 }

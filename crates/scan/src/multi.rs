@@ -1,16 +1,19 @@
-//! Hashing many files at once on one thread: sixteen MD5 lanes fed from sixteen files.
+//! Hashing many files at once on one thread: sixteen lanes fed from sixteen files.
 //!
 //! A sweep thread hands files to [`Lanes::push`] instead of hashing them one by one.
 //! Each lane owns a 64 KiB window of one arena; the lanes are refilled with `read` as
-//! they drain, and [`md5x16::compress`] advances all of them by as many blocks as the
-//! shortest one holds. A file's last partial block is padded in place, and when its
-//! lane has consumed it, the file's digests go to the caller's `done` callback with the
-//! job it was pushed with. SHA-1 and SHA-256, when also wanted, are updated from the
-//! same reads, so a file is still read once; bytes YARA has already read are hashed from
+//! they drain, and the vector kernels ([`md5x16`], and [`sha256x16`] where the CPU has
+//! no SHA-NI) advance all of them by as many blocks as the shortest one holds. A file's
+//! last partial block is padded in place, once per algorithm (MD5 and SHA-256 write the
+//! length in opposite byte orders), and when its lane has consumed it, the file's
+//! digests go to the caller's `done` callback with the job it was pushed with. SHA-1,
+//! and SHA-256 on a CPU with SHA-NI, are updated one stream at a time from the same
+//! reads, so a file is still read once; bytes YARA has already read are hashed from
 //! memory.
 
 use crate::items::{Algorithms, Digests};
 use crate::md5x16::{self, LANES};
+use crate::sha256x16;
 use std::fs::File;
 use std::io::Read;
 
@@ -18,6 +21,15 @@ use std::io::Read;
 const WINDOW: usize = 64 * 1024;
 /// Distance between lanes in the arena: a window plus room for two padding blocks.
 const STRIDE: usize = WINDOW + 128;
+/// Where in its stride a lane's SHA-256 padding goes once its file has ended; the MD5
+/// padding is at the stride's start, and each is at most two blocks.
+const SHA256_PAD: usize = 128;
+
+/// Would [`Lanes`] hash files of these algorithms faster than one at a time here?
+pub fn worth_it(algorithms: Algorithms) -> bool {
+    (algorithms.md5 && md5x16::Kernel::best().is_some())
+        || (algorithms.sha256 && sha256x16::Kernel::preferred().is_some())
+}
 
 /// Where a lane's bytes come from.
 pub enum Source {
@@ -54,27 +66,42 @@ struct Lane<J> {
     eof: bool,
     padded: bool,
     sha1: Option<sha1::Sha1>,
+    /// SHA-256 one stream at a time, where it is not in the lanes.
     sha256: Option<sha2::Sha256>,
 }
 
 /// Sixteen files in flight on one thread; `J` is what the caller needs back per file.
 pub struct Lanes<J> {
     arena: Vec<u8>,
-    state: md5x16::State,
+    md5: Option<(md5x16::Kernel, md5x16::State)>,
+    sha256: Option<(sha256x16::Kernel, sha256x16::State)>,
     lanes: Vec<Option<Lane<J>>>,
     algorithms: Algorithms,
 }
 
 impl<J> Lanes<J> {
-    /// Lanes for `algorithms` (which must include MD5), or `None` where the CPU has
-    /// neither the AVX-512 nor the AVX2 kernel.
+    /// Lanes for `algorithms`, or `None` where [`worth_it`] is false, or where MD5 is
+    /// wanted and the CPU has no MD5 kernel.
     pub fn new(algorithms: Algorithms) -> Option<Self> {
-        if !algorithms.md5 || !md5x16::available() {
+        let md5 = md5x16::Kernel::best().filter(|_| algorithms.md5);
+        let sha256 = sha256x16::Kernel::preferred().filter(|_| algorithms.sha256);
+        Self::with_kernels(algorithms, md5, sha256)
+    }
+
+    /// [`Lanes::new`] with chosen kernels (`None`: that algorithm one stream at a
+    /// time), so that tests can check every combination the CPU runs.
+    pub fn with_kernels(
+        algorithms: Algorithms,
+        md5: Option<md5x16::Kernel>,
+        sha256: Option<sha256x16::Kernel>,
+    ) -> Option<Self> {
+        if md5.is_none() && sha256.is_none() || algorithms.md5 && md5.is_none() {
             return None;
         }
         Some(Lanes {
             arena: vec![0u8; LANES * STRIDE],
-            state: md5x16::INIT,
+            md5: md5.map(|k| (k, md5x16::INIT)),
+            sha256: sha256.map(|k| (k, sha256x16::INIT)),
             lanes: (0..LANES).map(|_| None).collect(),
             algorithms,
         })
@@ -99,10 +126,18 @@ impl<J> Lanes<J> {
         let Some(l) = self.lanes.iter().position(Option::is_none) else {
             return;
         };
-        for word in 0..4 {
-            self.state[word][l] = md5x16::INIT[word][l];
+        if let Some((_, state)) = self.md5.as_mut() {
+            for (word, init) in state.iter_mut().zip(md5x16::INIT) {
+                word[l] = init[l];
+            }
+        }
+        if let Some((_, state)) = self.sha256.as_mut() {
+            for (word, init) in state.iter_mut().zip(sha256x16::INIT) {
+                word[l] = init[l];
+            }
         }
         let alg = self.algorithms;
+        let scalar_sha256 = alg.sha256 && self.sha256.is_none();
         self.lanes[l] = Some(Lane {
             job,
             reader,
@@ -113,7 +148,7 @@ impl<J> Lanes<J> {
             eof: false,
             padded: false,
             sha1: alg.sha1.then(<sha1::Sha1 as sha1::Digest>::new),
-            sha256: alg.sha256.then(<sha2::Sha256 as sha2::Digest>::new),
+            sha256: scalar_sha256.then(<sha2::Sha256 as sha2::Digest>::new),
         });
     }
 
@@ -142,14 +177,24 @@ impl<J> Lanes<J> {
         let Some(blocks) = blocks else {
             return;
         };
-        let offsets: [i32; LANES] = std::array::from_fn(|l| {
-            let start = self.lanes[l].as_ref().map_or(0, |lane| lane.start);
-            (l * STRIDE + start) as i32
-        });
+        let offsets = |pad_at: usize| -> [i32; LANES] {
+            std::array::from_fn(|l| {
+                let at = self.lanes[l]
+                    .as_ref()
+                    .map_or(0, |lane| lane.start + if lane.padded { pad_at } else { 0 });
+                (l * STRIDE + at) as i32
+            })
+        };
         // Every lane stays inside its stride: an active lane holds at least `blocks * 64`
-        // unconsumed bytes there; an idle one reads from its stride's start, and a lane
+        // unconsumed bytes there (its padding too: `filled` counts the blocks from
+        // either pad's start); an idle one reads from its stride's start, and a lane
         // never holds more than a stride.
-        md5x16::compress(&mut self.state, &self.arena, &offsets, blocks);
+        if let Some((kernel, state)) = self.md5.as_mut() {
+            md5x16::compress_with(*kernel, state, &self.arena, &offsets(0), blocks);
+        }
+        if let Some((kernel, state)) = self.sha256.as_mut() {
+            sha256x16::compress_with(*kernel, state, &self.arena, &offsets(SHA256_PAD), blocks);
+        }
         for l in 0..LANES {
             let finished = match &mut self.lanes[l] {
                 Some(lane) => {
@@ -160,13 +205,20 @@ impl<J> Lanes<J> {
             };
             if finished {
                 if let Some(lane) = self.lanes[l].take() {
-                    let md5 = md5x16::digest(&self.state, l);
+                    let md5 = self
+                        .md5
+                        .as_ref()
+                        .map(|(_, state)| hex::encode(md5x16::digest(state, l)));
+                    let sha256 = match &self.sha256 {
+                        Some((_, state)) => Some(hex::encode(sha256x16::digest(state, l))),
+                        None => lane.sha256.map(|h| hex::encode(sha2::Digest::finalize(h))),
+                    };
                     done(
                         lane.job,
                         Ok(Digests::new(
-                            Some(hex::encode(md5)),
+                            md5,
                             lane.sha1.map(|h| hex::encode(sha1::Digest::finalize(h))),
-                            lane.sha256.map(|h| hex::encode(sha2::Digest::finalize(h))),
+                            sha256,
                         )),
                     );
                 }
@@ -205,9 +257,13 @@ impl<J> Lanes<J> {
                 lane.total += n as u64;
                 lane.eof = n == 0 || (n < room && lane.total >= lane.expected);
             } else {
-                let mut tail = [0u8; 128];
-                let n = md5x16::pad_tail(&buf[..lane.filled], lane.total, &mut tail);
-                buf[..n * 64].copy_from_slice(&tail[..n * 64]);
+                // Both paddings, whichever kernels run: the one not hashed is never read.
+                let mut md5_tail = [0u8; 128];
+                let mut sha256_tail = [0u8; 128];
+                let n = md5x16::pad_tail(&buf[..lane.filled], lane.total, &mut md5_tail);
+                sha256x16::pad_tail(&buf[..lane.filled], lane.total, &mut sha256_tail);
+                buf[..128].copy_from_slice(&md5_tail);
+                buf[SHA256_PAD..SHA256_PAD + 128].copy_from_slice(&sha256_tail);
                 lane.filled = n * 64;
                 lane.padded = true;
             }
@@ -221,17 +277,57 @@ mod tests {
     use super::*;
     use md5::Digest as _;
 
+    /// Every way the lanes can be set up on this CPU: MD5 in lanes or not wanted,
+    /// SHA-256 in lanes (each kernel) or one stream at a time.
+    fn setups() -> Vec<(
+        Algorithms,
+        Option<md5x16::Kernel>,
+        Option<sha256x16::Kernel>,
+    )> {
+        let mut out = Vec::new();
+        for md5 in md5x16::Kernel::all_available() {
+            for sha in sha256x16::Kernel::all_available() {
+                out.push((
+                    Algorithms {
+                        md5: true,
+                        sha1: true,
+                        sha256: true,
+                    },
+                    Some(md5),
+                    Some(sha),
+                ));
+            }
+            out.push((
+                Algorithms {
+                    md5: true,
+                    sha1: true,
+                    sha256: true,
+                },
+                Some(md5),
+                None,
+            ));
+        }
+        for sha in sha256x16::Kernel::all_available() {
+            out.push((
+                Algorithms {
+                    md5: false,
+                    sha1: false,
+                    sha256: true,
+                },
+                None,
+                Some(sha),
+            ));
+        }
+        out
+    }
+
     #[test]
     fn many_files_of_every_size_hash_as_md5_sha1_and_sha256_do() {
-        let alg = Algorithms {
-            md5: true,
-            sha1: true,
-            sha256: true,
-        };
-        let Some(mut lanes) = Lanes::<usize>::new(alg) else {
+        let setups = setups();
+        if setups.is_empty() {
             eprintln!("no AVX-512F or AVX2 on this CPU: multi-file hashing not tested here");
             return;
-        };
+        }
         let dir = tempfile::tempdir().unwrap();
         // Sizes around block and window edges, with a few large files among them so
         // that lanes finish at different times and are refilled with new files.
@@ -257,29 +353,37 @@ mod tests {
                 hex::encode(sha2::Sha256::digest(&data)),
             ));
         }
-        let mut got: Vec<Option<Digests>> = vec![None; sizes.len()];
-        let mut done = |i: usize, d: std::io::Result<Digests>| got[i] = Some(d.unwrap());
-        for (i, &n) in sizes.iter().enumerate() {
-            let path = dir.path().join(i.to_string());
-            // Every third file comes from memory (as after a YARA read).
-            let source = if i % 3 == 0 {
-                Source::Memory(std::fs::read(&path).unwrap())
-            } else {
-                Source::File(crate::items::open_content(&path).unwrap())
-            };
-            lanes.push(i, source, n as u64, &mut done);
-        }
-        lanes.flush(&mut done);
-        for (i, w) in want.iter().enumerate() {
-            let d = got[i]
-                .as_ref()
-                .unwrap_or_else(|| panic!("file {i} not done"));
-            assert_eq!(
-                (d.md5(), d.sha1(), d.sha256()),
-                (Some(w.0.as_str()), Some(w.1.as_str()), Some(w.2.as_str())),
-                "size {}",
-                sizes[i]
-            );
+        for (alg, md5_kernel, sha_kernel) in setups {
+            let mut lanes = Lanes::<usize>::with_kernels(alg, md5_kernel, sha_kernel).unwrap();
+            let mut got: Vec<Option<Digests>> = vec![None; sizes.len()];
+            let mut done = |i: usize, d: std::io::Result<Digests>| got[i] = Some(d.unwrap());
+            for (i, &n) in sizes.iter().enumerate() {
+                let path = dir.path().join(i.to_string());
+                // Every third file comes from memory (as after a YARA read).
+                let source = if i % 3 == 0 {
+                    Source::Memory(std::fs::read(&path).unwrap())
+                } else {
+                    Source::File(crate::items::open_content(&path).unwrap())
+                };
+                lanes.push(i, source, n as u64, &mut done);
+            }
+            lanes.flush(&mut done);
+            for (i, w) in want.iter().enumerate() {
+                let d = got[i]
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("file {i} not done"));
+                let expected = (
+                    alg.md5.then_some(w.0.as_str()),
+                    alg.sha1.then_some(w.1.as_str()),
+                    Some(w.2.as_str()),
+                );
+                assert_eq!(
+                    (d.md5(), d.sha1(), d.sha256()),
+                    expected,
+                    "size {}, md5 {md5_kernel:?}, sha256 {sha_kernel:?}",
+                    sizes[i]
+                );
+            }
         }
     }
 }

@@ -3,9 +3,15 @@
 //! Workers share one stack of directories: each pops a directory, lists it, pushes its
 //! subdirectories and handles its files itself. With as many workers as cores this
 //! keeps every core busy on deep and wide trees alike, with std threads only.
+//!
+//! The listing is `getdents64` into one buffer per worker, and each file's status a
+//! `statx` relative to the open directory: a sweep with size indicators must stat every
+//! file, and on a warm cache that stat is most of its cost, so the walk adds as little
+//! as it can around it (no allocation per entry, no path lookup from `/`).
 
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -131,11 +137,135 @@ pub fn device_path(host_root: &Path, p: &Path) -> String {
     }
 }
 
-/// Walks `roots` (host paths). `on_file` gets each regular file with its metadata,
-/// `on_skip` each skipped path, `on_error` each path that could not be read.
+/// What the walk learnt of a file from one `statx`, relative to its directory and
+/// without following a symlink. (`std::fs::Metadata` cannot be built from a `statx`
+/// the walk makes itself.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    atime: i64,
+    mtime: i64,
+    ctime: i64,
+    btime: Option<i64>,
+}
+
+impl FileMeta {
+    fn from_statx(s: &libc::statx) -> Self {
+        FileMeta {
+            // As `std::os::unix::fs::MetadataExt::dev` computes it, so the two compare.
+            dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+            ino: s.stx_ino,
+            size: s.stx_size,
+            mode: u32::from(s.stx_mode),
+            uid: s.stx_uid,
+            atime: s.stx_atime.tv_sec,
+            mtime: s.stx_mtime.tv_sec,
+            ctime: s.stx_ctime.tv_sec,
+            btime: (s.stx_mask & libc::STATX_BTIME != 0).then_some(s.stx_btime.tv_sec),
+        }
+    }
+
+    /// `statx` of `name` in directory `dir` (or of a path, with `libc::AT_FDCWD`),
+    /// without following a symlink.
+    fn stat_at(dir: RawFd, name: &CStr) -> std::io::Result<Self> {
+        let mut s = std::mem::MaybeUninit::<libc::statx>::zeroed();
+        // SAFETY: `name` is NUL-terminated, `s` is a writable statx buffer, and `dir`
+        // is an open directory or AT_FDCWD.
+        let r = unsafe {
+            libc::statx(
+                dir,
+                name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+                libc::STATX_BASIC_STATS | libc::STATX_BTIME,
+                s.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: statx succeeded and filled the buffer (zeroed before, so any field
+        // it left out is zero).
+        Ok(FileMeta::from_statx(unsafe { s.assume_init_ref() }))
+    }
+
+    /// The status of `path` itself (a symlink is not followed).
+    pub fn of_path(path: &Path) -> std::io::Result<Self> {
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+        FileMeta::stat_at(libc::AT_FDCWD, &c)
+    }
+
+    /// Device id, as `MetadataExt::dev`.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+    /// Inode number.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Owner's uid.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+    /// Last access, Unix seconds.
+    pub fn atime(&self) -> i64 {
+        self.atime
+    }
+    /// Last modification, Unix seconds.
+    pub fn mtime(&self) -> i64 {
+        self.mtime
+    }
+    /// Last status change, Unix seconds.
+    pub fn ctime(&self) -> i64 {
+        self.ctime
+    }
+    /// Creation, Unix seconds, where the file system records it.
+    pub fn created(&self) -> Option<i64> {
+        self.btime
+    }
+    /// A regular file?
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+    /// A directory?
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// A regular file the walk found: its path, its status, and how to open it relative
+/// to the directory it was listed in (so a renamed or symlinked parent directory cannot
+/// redirect the open elsewhere).
+pub struct FileEntry<'a> {
+    /// Host path.
+    pub path: &'a Path,
+    /// Status, from the walk's `statx`.
+    pub meta: FileMeta,
+    dir: RawFd,
+    name: &'a CStr,
+}
+
+impl FileEntry<'_> {
+    /// Opens the file for reading as [`crate::items::open_content`] does, relative to
+    /// its directory.
+    pub fn open(&self) -> std::io::Result<std::fs::File> {
+        crate::items::open_content_at(self.dir, self.name)
+    }
+}
+
+/// Walks `roots` (host paths). `on_file` gets each regular file, `on_skip` each skipped
+/// path, `on_error` each path that could not be read.
 pub fn walk<F, S, E>(roots: &[PathBuf], cfg: &WalkConfig, on_file: F, on_skip: S, on_error: E)
 where
-    F: Fn(&Path, &Metadata) + Sync,
+    F: Fn(&FileEntry) + Sync,
     S: Fn(&Path, SkipReason) + Sync,
     E: Fn(&Path, &std::io::Error) + Sync,
 {
@@ -143,7 +273,7 @@ where
         roots,
         cfg,
         || (),
-        |_, path, meta| on_file(path, meta),
+        |_, file| on_file(file),
         |_| {},
         on_skip,
         on_error,
@@ -163,7 +293,7 @@ pub fn walk_with<W, I, F, D, S, E>(
     on_error: E,
 ) where
     I: Fn() -> W + Sync,
-    F: Fn(&mut W, &Path, &Metadata) + Sync,
+    F: Fn(&mut W, &FileEntry) + Sync,
     D: Fn(W) + Sync,
     S: Fn(&Path, SkipReason) + Sync,
     E: Fn(&Path, &std::io::Error) + Sync,
@@ -174,7 +304,7 @@ pub fn walk_with<W, I, F, D, S, E>(
     });
     let cv = Condvar::new();
     for root in roots {
-        match std::fs::symlink_metadata(root) {
+        match FileMeta::of_path(root) {
             Ok(m) if m.is_dir() => queue
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -182,8 +312,17 @@ pub fn walk_with<W, I, F, D, S, E>(
                 .push((root.clone(), m.dev())),
             Ok(m) if m.is_file() => {
                 if !cfg.excludes.matches(&device_path(cfg.host_root, root)) {
+                    let Ok(name) = CString::new(root.as_os_str().as_bytes()) else {
+                        continue;
+                    };
                     let mut w = start();
-                    on_file(&mut w, root, &m);
+                    let entry = FileEntry {
+                        path: root,
+                        meta: m,
+                        dir: libc::AT_FDCWD,
+                        name: &name,
+                    };
+                    on_file(&mut w, &entry);
                     finish(w);
                 }
             }
@@ -206,8 +345,30 @@ pub fn walk_with<W, I, F, D, S, E>(
 type DirQueue = Mutex<Queue>;
 
 struct Queue {
+    /// Directories to list, with the device of the root they were found under.
     dirs: Vec<(PathBuf, u64)>,
     busy: usize,
+}
+
+/// Bytes asked of each `getdents64`: most directories fit in one call.
+const DIRENT_BUFFER: usize = 64 * 1024;
+
+/// Opens a directory to list, refusing a symlink in its place.
+fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+    // SAFETY: `c` is NUL-terminated; the result is checked before it is owned.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// One worker: pops directories until none is left and none is being listed.
@@ -220,10 +381,15 @@ fn walk_worker<W, F, S, E>(
     on_skip: &S,
     on_error: &E,
 ) where
-    F: Fn(&mut W, &Path, &Metadata) + Sync,
+    F: Fn(&mut W, &FileEntry) + Sync,
     S: Fn(&Path, SkipReason) + Sync,
     E: Fn(&Path, &std::io::Error) + Sync,
 {
+    // `u64`s, so the records `getdents64` writes are 8-byte aligned.
+    let mut buffer = vec![0u64; DIRENT_BUFFER / 8];
+    // The path of the entry at hand: the directory's bytes, a `/`, then the name,
+    // rebuilt in place for every entry instead of allocated.
+    let mut path_bytes: Vec<u8> = Vec::with_capacity(4096);
     loop {
         let (dir, dev) = {
             let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -243,67 +409,35 @@ fn walk_worker<W, F, S, E>(
             }
         };
         let mut subdirs = Vec::new();
-        match std::fs::read_dir(&dir) {
+        match open_dir(&dir) {
             Err(e) => on_error(&dir, &e),
-            Ok(rd) => {
-                for entry in rd {
-                    if cfg.cancel.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let entry = match entry {
-                        Ok(e) => e,
-                        Err(e) => {
-                            on_error(&dir, &e);
-                            continue;
-                        }
-                    };
-                    let path = entry.path();
-                    let ft = match entry.file_type() {
-                        Ok(t) => t,
-                        Err(e) => {
-                            on_error(&path, &e);
-                            continue;
-                        }
-                    };
-                    if ft.is_dir() {
-                        if cfg.skip_dirs.iter().any(|s| s == &path) {
-                            on_skip(&path, SkipReason::PseudoFs);
-                            continue;
-                        }
-                        if !cfg.excludes.is_empty()
-                            && cfg.excludes.matches(&device_path(cfg.host_root, &path))
-                        {
-                            on_skip(&path, SkipReason::Excluded);
-                            continue;
-                        }
-                        if cfg.one_file_system {
-                            match entry.metadata() {
-                                Ok(m) if m.dev() != dev => {
-                                    on_skip(&path, SkipReason::OtherFs);
-                                    continue;
-                                }
-                                Ok(_) => {}
-                                Err(e) => {
-                                    on_error(&path, &e);
-                                    continue;
-                                }
-                            }
-                        }
-                        subdirs.push((path, dev));
-                    } else if ft.is_file() {
-                        if !cfg.excludes.is_empty()
-                            && cfg.excludes.matches(&device_path(cfg.host_root, &path))
-                        {
-                            on_skip(&path, SkipReason::Excluded);
-                            continue;
-                        }
-                        match entry.metadata() {
-                            Ok(m) => on_file(worker, &path, &m),
-                            Err(e) => on_error(&path, &e),
-                        }
-                    } else {
-                        on_skip(&path, SkipReason::NotRegular);
-                    }
+            Ok(fd) => {
+                path_bytes.clear();
+                path_bytes.extend_from_slice(dir.as_os_str().as_bytes());
+                if path_bytes.last() != Some(&b'/') {
+                    path_bytes.push(b'/');
+                }
+                let dir_len = path_bytes.len();
+                let mut list = |name: &CStr, d_type: u8| {
+                    path_bytes.truncate(dir_len);
+                    path_bytes.extend_from_slice(name.to_bytes());
+                    let path = Path::new(OsStr::from_bytes(&path_bytes));
+                    visit(
+                        cfg,
+                        fd.as_raw_fd(),
+                        dev,
+                        name,
+                        d_type,
+                        path,
+                        worker,
+                        &mut subdirs,
+                        on_file,
+                        on_skip,
+                        on_error,
+                    );
+                };
+                if let Err(e) = list_dir(&fd, &mut buffer, cfg.cancel, &mut list) {
+                    on_error(&dir, &e);
                 }
             }
         }
@@ -314,6 +448,140 @@ fn walk_worker<W, F, S, E>(
         if n > 0 || q.busy == 0 {
             cv.notify_all();
         }
+    }
+}
+
+/// Calls `entry` with the name and `d_type` of every entry of directory `fd` but `.`
+/// and `..`, reading them with `getdents64` into `buffer`.
+fn list_dir(
+    fd: &OwnedFd,
+    buffer: &mut [u64],
+    cancel: &AtomicBool,
+    entry: &mut dyn FnMut(&CStr, u8),
+) -> std::io::Result<()> {
+    // Offsets of the fields of `struct linux_dirent64` (d_ino u64, d_off i64,
+    // d_reclen u16, d_type u8, then the NUL-terminated name).
+    const RECLEN: usize = 16;
+    const TYPE: usize = 18;
+    const NAME: usize = 19;
+    loop {
+        // SAFETY: the buffer is writable for its whole length in bytes, and `fd` is
+        // an open directory.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buffer.as_mut_ptr(),
+                std::mem::size_of_val(buffer),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: the kernel wrote `n` bytes of the buffer; reading them as bytes is
+        // always valid.
+        let bytes = unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), n as usize) };
+        let mut at = 0;
+        while at + NAME < bytes.len() {
+            let reclen = usize::from(u16::from_ne_bytes([
+                bytes[at + RECLEN],
+                bytes[at + RECLEN + 1],
+            ]));
+            let record = bytes.get(at..at + reclen).filter(|_| reclen > NAME);
+            let Some(record) = record else {
+                return Err(std::io::Error::other(
+                    "malformed directory listing from the kernel",
+                ));
+            };
+            let name = CStr::from_bytes_until_nul(&record[NAME..]).map_err(|_| {
+                std::io::Error::other("malformed directory listing from the kernel")
+            })?;
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                if cancel.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                entry(name, record[TYPE]);
+            }
+            at += reclen;
+        }
+    }
+}
+
+/// Handles one directory entry: a file goes to `on_file`, a directory to `subdirs`.
+#[allow(clippy::too_many_arguments)]
+fn visit<W, F, S, E>(
+    cfg: &WalkConfig,
+    dir: RawFd,
+    dev: u64,
+    name: &CStr,
+    d_type: u8,
+    path: &Path,
+    worker: &mut W,
+    subdirs: &mut Vec<(PathBuf, u64)>,
+    on_file: &F,
+    on_skip: &S,
+    on_error: &E,
+) where
+    F: Fn(&mut W, &FileEntry),
+    S: Fn(&Path, SkipReason),
+    E: Fn(&Path, &std::io::Error),
+{
+    // File systems that do not fill `d_type` (DT_UNKNOWN) cost a stat to tell.
+    let stat = || FileMeta::stat_at(dir, name);
+    let (is_dir, is_file, mut meta) = match d_type {
+        libc::DT_DIR => (true, false, None),
+        libc::DT_REG => (false, true, None),
+        libc::DT_UNKNOWN => match stat() {
+            Ok(m) => (m.is_dir(), m.is_file(), Some(m)),
+            Err(e) => return on_error(path, &e),
+        },
+        _ => (false, false, None),
+    };
+    let excluded =
+        || !cfg.excludes.is_empty() && cfg.excludes.matches(&device_path(cfg.host_root, path));
+    if is_dir {
+        if cfg.skip_dirs.iter().any(|s| s == path) {
+            return on_skip(path, SkipReason::PseudoFs);
+        }
+        if excluded() {
+            return on_skip(path, SkipReason::Excluded);
+        }
+        if cfg.one_file_system {
+            match meta.map_or_else(stat, Ok) {
+                Ok(m) if m.dev() != dev => return on_skip(path, SkipReason::OtherFs),
+                Ok(_) => {}
+                Err(e) => return on_error(path, &e),
+            }
+        }
+        subdirs.push((path.to_path_buf(), dev));
+    } else if is_file {
+        if excluded() {
+            return on_skip(path, SkipReason::Excluded);
+        }
+        let meta = match meta.take().map_or_else(stat, Ok) {
+            Ok(m) if m.is_file() => m,
+            // Replaced by something else since the listing.
+            Ok(_) => return on_skip(path, SkipReason::NotRegular),
+            Err(e) => return on_error(path, &e),
+        };
+        on_file(
+            worker,
+            &FileEntry {
+                path,
+                meta,
+                dir,
+                name,
+            },
+        );
+    } else {
+        on_skip(path, SkipReason::NotRegular);
     }
 }
 
@@ -341,6 +609,152 @@ pub fn mounts_of_type(proc_root: &Path, host_root: &Path, types: &[&str]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_walk_finds_regular_files_with_their_status_and_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sub/deep")).unwrap();
+        std::fs::create_dir_all(root.join("skipped")).unwrap();
+        std::fs::create_dir_all(root.join("cache")).unwrap();
+        std::fs::write(root.join("a.txt"), b"hello").unwrap();
+        std::fs::write(root.join("sub/deep/b.bin"), vec![7u8; 70_000]).unwrap();
+        std::fs::write(root.join("skipped/c"), b"c").unwrap();
+        std::fs::write(root.join("cache/d"), b"d").unwrap();
+        std::fs::write(root.join("sub/e.iso"), b"e").unwrap();
+        // A name that is not UTF-8 is still a file to sweep.
+        let odd = OsStr::from_bytes(b"odd\xff\xfe.bin");
+        std::fs::write(root.join(odd), b"odd").unwrap();
+        std::os::unix::fs::symlink(root.join("a.txt"), root.join("link-to-file")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub"), root.join("link-to-dir")).unwrap();
+        let fifo = CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        // Enough entries that one directory takes several getdents64 calls.
+        for i in 0..3000 {
+            std::fs::write(
+                root.join("sub")
+                    .join(format!("many-{i:04}-{}", "x".repeat(40))),
+                b"",
+            )
+            .unwrap();
+        }
+
+        let cancel = AtomicBool::new(false);
+        let excludes = Excludes::new(&["*.iso".into(), "/cache".into()]);
+        let skip_dirs = [root.join("skipped")];
+        let cfg = WalkConfig {
+            host_root: root,
+            excludes: &excludes,
+            skip_dirs: &skip_dirs,
+            one_file_system: true,
+            threads: 2,
+            cancel: &cancel,
+        };
+        let files = Mutex::new(Vec::new());
+        let skips = Mutex::new(Vec::new());
+        let errors = Mutex::new(Vec::new());
+        walk(
+            &[root.to_path_buf()],
+            &cfg,
+            |f| {
+                // The status is the file's own, as std reads it, and the entry opens it.
+                let std_meta = std::fs::symlink_metadata(f.path).unwrap();
+                assert_eq!(
+                    (
+                        f.meta.size(),
+                        f.meta.ino(),
+                        f.meta.dev(),
+                        f.meta.mtime(),
+                        f.meta.uid()
+                    ),
+                    (
+                        std_meta.len(),
+                        std_meta.ino(),
+                        std_meta.dev(),
+                        std_meta.mtime(),
+                        std_meta.uid()
+                    ),
+                    "{}",
+                    f.path.display()
+                );
+                let mut content = Vec::new();
+                std::io::Read::read_to_end(&mut f.open().unwrap(), &mut content).unwrap();
+                assert_eq!(content.len() as u64, f.meta.size());
+                files
+                    .lock()
+                    .unwrap()
+                    .push(f.path.strip_prefix(root).unwrap().to_path_buf());
+            },
+            |p, why| {
+                skips
+                    .lock()
+                    .unwrap()
+                    .push((p.strip_prefix(root).unwrap().to_path_buf(), why))
+            },
+            |p, e| errors.lock().unwrap().push(format!("{}: {e}", p.display())),
+        );
+        assert_eq!(errors.into_inner().unwrap(), Vec::<String>::new());
+        let mut files = files.into_inner().unwrap();
+        files.retain(|p| !p.to_string_lossy().contains("many-"));
+        files.sort();
+        let want: Vec<PathBuf> = vec![
+            "a.txt".into(),
+            Path::new(odd).into(),
+            "sub/deep/b.bin".into(),
+        ];
+        let mut want = want;
+        want.sort();
+        assert_eq!(files, want);
+        let mut skips = skips.into_inner().unwrap();
+        skips.sort();
+        assert_eq!(
+            skips,
+            vec![
+                (PathBuf::from("cache"), SkipReason::Excluded),
+                (PathBuf::from("fifo"), SkipReason::NotRegular),
+                (PathBuf::from("link-to-dir"), SkipReason::NotRegular),
+                (PathBuf::from("link-to-file"), SkipReason::NotRegular),
+                (PathBuf::from("skipped"), SkipReason::PseudoFs),
+                (PathBuf::from("sub/e.iso"), SkipReason::Excluded),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_symlink_as_a_root_or_a_missing_root_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::write(dir.path().join("real/f"), b"f").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let cancel = AtomicBool::new(false);
+        let excludes = Excludes::default();
+        let cfg = WalkConfig {
+            host_root: Path::new("/"),
+            excludes: &excludes,
+            skip_dirs: &[],
+            one_file_system: false,
+            threads: 1,
+            cancel: &cancel,
+        };
+        let files = Mutex::new(0);
+        let skips = Mutex::new(Vec::new());
+        let errors = Mutex::new(0);
+        walk(
+            &[dir.path().join("link"), dir.path().join("missing")],
+            &cfg,
+            |_| *files.lock().unwrap() += 1,
+            |p, why| skips.lock().unwrap().push((p.to_path_buf(), why)),
+            |_, _| *errors.lock().unwrap() += 1,
+        );
+        assert_eq!(*files.lock().unwrap(), 0);
+        assert_eq!(
+            skips.into_inner().unwrap(),
+            vec![(dir.path().join("link"), SkipReason::NotRegular)]
+        );
+        assert_eq!(*errors.lock().unwrap(), 1);
+    }
 
     #[test]
     fn globs() {

@@ -1,6 +1,7 @@
 //! Fuzz the OpenIOC reader: any input must give an indicator or an error, never a
 //! panic. For an indicator that loads, check the sweep's pre-filter on the way: a file
-//! that `FileNecessity` does not admit must evaluate to false.
+//! that `FileNecessity` does not admit (by size and name, or by digests) must evaluate
+//! to false.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use riposte_ioc::eval::{evaluate, evaluate_host, FileNecessity, Item};
@@ -8,8 +9,12 @@ use riposte_ioc::model::{Field, FieldValue, ItemType};
 use riposte_ioc::Truth;
 use std::borrow::Cow;
 
-/// A file whose size and name no necessary set contains.
+/// A file whose size, name and digests no necessary set contains.
 struct Outsider;
+
+const MD5: &str = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f";
+const SHA1: &str = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f";
+const SHA256: &str = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f";
 
 impl Item for Outsider {
     fn item_type(&self) -> ItemType {
@@ -20,6 +25,9 @@ impl Item for Outsider {
             Field::FileSize => FieldValue::Int(987_654_321),
             Field::FileName => FieldValue::Str("riposte-fuzz-outsider".into()),
             Field::FileFullPath => FieldValue::Str("/riposte-fuzz-outsider".into()),
+            Field::FileMd5 => FieldValue::Str(MD5.into()),
+            Field::FileSha1 => FieldValue::Str(SHA1.into()),
+            Field::FileSha256 => FieldValue::Str(SHA256.into()),
             _ => return None,
         }))
     }
@@ -29,7 +37,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ioc) = riposte_ioc::openioc::parse_bytes(data, "fuzz") {
         let _ = evaluate_host(&ioc, &|_| Truth::Unknown);
         let need = FileNecessity::of(&ioc);
-        if !need.admits(987_654_321, || "riposte-fuzz-outsider".into()) {
+        if !need.admits(987_654_321, || "riposte-fuzz-outsider".into())
+            || !need.admits_digests([MD5, SHA1, SHA256])
+        {
             for other in [Truth::True, Truth::Unknown, Truth::False] {
                 assert_eq!(evaluate(&ioc, &mut Outsider, &|_| other).truth, Truth::False);
             }
