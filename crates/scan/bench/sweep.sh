@@ -79,9 +79,19 @@ row() { printf '%-44s %9.2f s %9.0f MB/s %9.0f files/s\n' "$1" "$2" "$(echo "$BY
 
 echo "tree: $NF files, $((BYTES / 1000000)) MB, $NPROC cores"
 printf '%-44s %11s %14s %16s\n' case time throughput files
-FIND=$(tb find "$TREE" -type f);                               row "baseline: find walk (floor)" "$FIND"
-# A sweep with size terms must stat every file; find does that only when asked for sizes.
-FINDS=$(tb find "$TREE" -type f -printf '%s\n');                row "baseline: find with sizes (stat walk)" "$FINDS"
+COMMON="--no-system-items --max-file-size 100000000"
+# The walk floor and the hash+size sweep are compared at a 1.3x target on rows of about
+# 0.1 s, which drift with the host's load between rows (steal time here): they are
+# measured interleaved, seven rounds, and each keeps its best.
+FIND=9; FINDS=9; S1=9
+for _ in 1 2 3 4 5 6 7; do
+  FIND=$(printf '%s\n%s\n' "$FIND" "$(t find "$TREE" -type f)" | sort -g | head -1)
+  # A sweep with size terms must stat every file; find does that only when asked.
+  FINDS=$(printf '%s\n%s\n' "$FINDS" "$(t find "$TREE" -type f -printf '%s\n')" | sort -g | head -1)
+  S1=$(printf '%s\n%s\n' "$S1" "$(t "$SCAN" $COMMON --ioc "$DIR/hash_size.ioc" -- "$TREE")" | sort -g | head -1)
+done
+row "baseline: find walk (floor)" "$FIND"
+row "baseline: find with sizes (stat walk)" "$FINDS"
 SHA256=$(t sh -c "find '$TREE' -type f -print0 | xargs -0 -P $NPROC -n 64 sha256sum"); row "baseline: sha256sum, xargs -P $NPROC" "$SHA256"
 MD5S=$(t sh -c "find '$TREE' -type f -print0 | xargs -0 -P $NPROC -n 64 md5sum");     row "baseline: md5sum, xargs -P $NPROC" "$MD5S"
 if command -v yara >/dev/null; then Y=$(t yara -r -p "$NPROC" "$YAR" "$TREE"); row "baseline: yara -r (rttc rules)" "$Y"; fi
@@ -120,8 +130,8 @@ READ=$(for i in 1 2 3; do "$HASH_SPEED" --read-tree "$TREE" | awk '{print $(NF-1
 row "floor: walk + read every file, no hash" "$READ"
 MD5FLOOR=$(echo "$BYTES / 1000000 / ($MD5_CORE * $NPROC)" | bc -l)
 SHAFLOOR=$(echo "$BYTES / 1000000 / ($SHA_CORE * $NPROC)" | bc -l)
-COMMON="--no-system-items --max-file-size 100000000"
-S1=$(tb "$SCAN" $COMMON --ioc "$DIR/hash_size.ioc" -- "$TREE");   row "sweep: 100 hash+size IOCs" "$S1"
+row "sweep: 100 hash+size IOCs (interleaved with find)" "$S1"
+"$SCAN" $COMMON --ioc "$DIR/hash_size.ioc" -- "$TREE" > "$DIR/out.txt" || true
 grep -q "HIT" "$DIR/out.txt" || echo "  !! expected a hit"
 S2=$(tb "$SCAN" $COMMON --ioc "$DIR/hash_only.ioc" -- "$TREE");   row "sweep: 100 md5-only IOCs (hash all)" "$S2"
 S6=$(tb "$SCAN" $COMMON --ioc "$DIR/sha256_only.ioc" -- "$TREE"); row "sweep: 100 sha256-only IOCs (hash all)" "$S6"
