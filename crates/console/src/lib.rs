@@ -12,7 +12,9 @@
 //!
 //! Security: a login page first; the session cookie `riposte_session` is `Secure; HttpOnly;
 //! SameSite=Strict; Path=/`; every state-changing form carries a per-session CSRF token (an
-//! HMAC of the session token under a per-process key) checked before anything runs; every
+//! HMAC of the session token under a key derived from the server's secret key, so every
+//! server process on one database accepts it) checked before anything runs; a session holds
+//! at most [`MAX_STREAMS_PER_SESSION`] live task streams; every
 //! response carries a Content-Security-Policy without inline scripts or styles; every value is
 //! escaped by the templates. The JavaScript (`static/console.js`) and the style sheet are
 //! compiled into the binary and served from `/static/`.
@@ -26,7 +28,7 @@ use axum::Router;
 use riposte_server::service::Core;
 use std::sync::Arc;
 
-pub use web::{CSP, SESSION_COOKIE};
+pub use web::{CSP, MAX_STREAMS_PER_SESSION, SESSION_COOKIE};
 
 /// The console's routes over a server core; merge them beside the API.
 pub fn router(core: Arc<Core>) -> Router {

@@ -34,6 +34,31 @@ struct Inner {
     core: Arc<Core>,
     csrf_key: [u8; 32],
     flashes: Mutex<HashMap<String, Vec<Flash>>>,
+    /// Live streams open per session (by the session token's CSRF MAC, not the token).
+    streams: Mutex<HashMap<String, usize>>,
+}
+
+/// Live task streams one session may hold open at once. Each one polls the database
+/// every second for as long as it is open, so a session (or a stolen cookie) must not be
+/// able to open them without bound; a few browser tabs on tasks stay well under it.
+pub const MAX_STREAMS_PER_SESSION: usize = 8;
+
+/// One open live stream of a session: counted while it exists.
+pub struct StreamSlot {
+    inner: Arc<Inner>,
+    key: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = streams.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                streams.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// A message shown once on the next page.
@@ -53,8 +78,27 @@ impl Console {
                 core,
                 csrf_key,
                 flashes: Mutex::default(),
+                streams: Mutex::default(),
             }),
         }
+    }
+
+    /// A slot for one more live stream of the session with `token`, or why not.
+    pub fn stream_slot(&self, token: &str) -> Result<StreamSlot, Reject> {
+        let key = self.csrf_for(token);
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let open = streams.entry(key.clone()).or_default();
+        if *open >= MAX_STREAMS_PER_SESSION {
+            return Err(Reject::TooMany(format!(
+                "this session already has {MAX_STREAMS_PER_SESSION} live task views open; \
+                 close some tabs and reload"
+            )));
+        }
+        *open += 1;
+        Ok(StreamSlot {
+            inner: self.inner.clone(),
+            key,
+        })
     }
 
     pub fn core(&self) -> &Core {
@@ -192,6 +236,8 @@ pub enum Reject {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    TooMany(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -215,6 +261,7 @@ impl IntoResponse for Reject {
             Reject::Forbidden(_) => (StatusCode::FORBIDDEN, "Refused"),
             Reject::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
             Reject::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            Reject::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many open views"),
             Reject::Internal(m) => {
                 tracing::error!("console: {m}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal error")

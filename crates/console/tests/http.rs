@@ -497,6 +497,53 @@ async fn task_progress_streams_and_cancel() {
     h.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_holds_a_bounded_number_of_live_streams() {
+    let h = Harness::start().await;
+    h.group("Finance").await;
+    h.enroll("Finance", "fin-01").await;
+    let id = yara_task(&h, "Bounded").await;
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let max = riposte_console::MAX_STREAMS_PER_SESSION;
+    let mut open = Vec::new();
+    for _ in 0..max {
+        let mut resp = open_stream(&v, id).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        next_event(&mut resp, "an event")
+            .await
+            .expect("the stream ended");
+        open.push(resp);
+    }
+    // One more from the same session is refused, with a reason.
+    let refused = open_stream(&v, id).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("live task views open"));
+    // The limit is the session's, not the server's.
+    let mut other = Visitor::new(&h);
+    other.login("admin", ADMIN_PASSWORD).await;
+    let resp = open_stream(&other, id).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    drop(resp);
+    // Streams that end give their slots back: once the task is cancelled, every
+    // stream sends the final states and ends, and the session may open a new one.
+    h.core().cancel_task(&admin(), id).await.unwrap();
+    for resp in &mut open {
+        while next_event(resp, "the stream of a cancelled task did not end")
+            .await
+            .is_some()
+        {}
+    }
+    drop(open);
+    let resp = open_stream(&v, id).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn quarantine_page_sends_restore_and_delete_to_the_device() {
     let h = Harness::start().await;

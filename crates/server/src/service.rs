@@ -19,7 +19,9 @@ use riposte_model::{
     Role, SandboxIntegration, ScanScope, TaskAction, ThreatResponse,
 };
 use riposte_proto::{Delivery, IocDocument, TaskOffer};
-use riposte_store::{now_ms, AccountKind, NewTask, Store, StoreError, KIND_SETTINGS};
+use riposte_store::{
+    now_ms, AccountKind, EnrollFailure, NewTask, Store, StoreError, KIND_SETTINGS,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -838,18 +840,25 @@ impl Core {
                 "a device cannot be named '{name}': a name of digits only reads as a device id"
             )));
         }
-        let device = self
+        // One transaction: a certificate that cannot be signed leaves the token's use
+        // unspent and no device behind, so the agent can simply try again.
+        let (device, cert_pem) = self
             .store
-            .enroll_device(&secrets::token_hash(token), name, hostname, "")
+            .enroll_device_signed(&secrets::token_hash(token), name, hostname, |id| {
+                let cert_pem = self
+                    .authority
+                    .sign_device_csr(csr_pem, id)
+                    .map_err(|e| e.to_string())?;
+                let fp = crate::pki::pem_fingerprint(&cert_pem).map_err(|e| e.to_string())?;
+                Ok((fp, cert_pem))
+            })
             .await?
-            .map_err(|refusal| ServiceError::Unauthorized(refusal.to_string()))?;
-        let cert_pem = self
-            .authority
-            .sign_device_csr(csr_pem, device.id)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let fp = crate::pki::pem_fingerprint(&cert_pem)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        self.store.set_device_certificate(device.id, &fp).await?;
+            .map_err(|failure: EnrollFailure<String>| match failure {
+                EnrollFailure::Token(refusal) => ServiceError::Unauthorized(refusal.to_string()),
+                EnrollFailure::Sign(e) => {
+                    ServiceError::Internal(format!("signing the device certificate: {e}"))
+                }
+            })?;
         let _ = self
             .store
             .audit(

@@ -43,6 +43,15 @@ pub enum TokenRefusal {
     UsedUp,
 }
 
+/// Why [`Store::enroll_device_signed`] enrolled nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollFailure<E> {
+    /// The token was refused.
+    Token(TokenRefusal),
+    /// The caller's signing step failed.
+    Sign(E),
+}
+
 fn device(r: &AnyRow) -> Result<DeviceRow> {
     Ok(DeviceRow {
         id: r.try_get("id")?,
@@ -116,6 +125,29 @@ impl Store {
         hostname: &str,
         cert_fingerprint: &str,
     ) -> Result<std::result::Result<DeviceRow, TokenRefusal>> {
+        let enrolled = self
+            .enroll_device_signed(token_hash, name, hostname, |_| {
+                Ok::<_, std::convert::Infallible>((cert_fingerprint.to_string(), ()))
+            })
+            .await?;
+        Ok(enrolled.map(|(d, ())| d).map_err(|f| match f {
+            EnrollFailure::Token(r) => r,
+            EnrollFailure::Sign(never) => match never {},
+        }))
+    }
+
+    /// Enrolls a device as one transaction: spends a use of the token, creates the
+    /// device, and calls `sign` with its new id for its certificate's fingerprint (and
+    /// whatever else the caller needs back, the certificate itself). If `sign` fails
+    /// nothing is kept: the token keeps its use and no device exists, so the agent can
+    /// simply try again.
+    pub async fn enroll_device_signed<T, E>(
+        &self,
+        token_hash: &str,
+        name: &str,
+        hostname: &str,
+        sign: impl FnOnce(i64) -> std::result::Result<(String, T), E>,
+    ) -> Result<std::result::Result<(DeviceRow, T), EnrollFailure<E>>> {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let used = sqlx::query(
@@ -138,7 +170,7 @@ impl Store {
                 Some(r) if r.try_get::<i64, _>("expires_at")? <= now => TokenRefusal::Expired,
                 Some(_) => TokenRefusal::UsedUp,
             };
-            return Ok(Err(refusal));
+            return Ok(Err(EnrollFailure::Token(refusal)));
         };
         let group_id: i64 = used.try_get("group_id")?;
         let row = sqlx::query(&format!(
@@ -148,23 +180,26 @@ impl Store {
         .bind(name)
         .bind(hostname)
         .bind(group_id)
-        .bind(cert_fingerprint)
+        .bind("")
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let dev = device(&row)?;
-        tx.commit().await?;
-        Ok(Ok(dev))
-    }
-
-    /// Sets the certificate fingerprint of a device (once its certificate is signed).
-    pub async fn set_device_certificate(&self, id: i64, fingerprint: &str) -> Result<()> {
+        let mut dev = device(&row)?;
+        let (fingerprint, extra) = match sign(dev.id) {
+            Ok(signed) => signed,
+            Err(e) => {
+                tx.rollback().await?;
+                return Ok(Err(EnrollFailure::Sign(e)));
+            }
+        };
         sqlx::query("UPDATE devices SET cert_fingerprint = $1 WHERE id = $2")
-            .bind(fingerprint)
-            .bind(id)
-            .execute(self.pool())
+            .bind(&fingerprint)
+            .bind(dev.id)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await?;
+        dev.cert_fingerprint = fingerprint;
+        Ok(Ok((dev, extra)))
     }
 
     /// One device.
@@ -298,7 +333,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::TokenRefusal;
+    use super::{EnrollFailure, TokenRefusal};
     use crate::now_ms;
     use crate::testing::each_backend;
 
@@ -353,6 +388,40 @@ mod tests {
             // Refused tokens created nothing.
             assert_eq!(store.devices(None, None, 0, 100).await.unwrap().len(), 2);
             assert_eq!(store.enroll_tokens().await.unwrap()[0].uses_left, 0);
+
+            // A signing step that fails keeps nothing: the token keeps its use, and no
+            // device was created; the next try succeeds with the same token.
+            let k = store.create_group("K", None).await.unwrap();
+            store
+                .create_enroll_token("once", k, now_ms() + 60_000, 1, "admin")
+                .await
+                .unwrap();
+            let failed = store
+                .enroll_device_signed("once", "d4", "h4", |_| Err::<(String, ()), _>("no key"))
+                .await
+                .unwrap();
+            assert_eq!(failed.unwrap_err(), EnrollFailure::Sign("no key"));
+            assert_eq!(store.devices(None, None, 0, 100).await.unwrap().len(), 2);
+            // The one-use token is the only one of max_uses 1.
+            let uses = |tokens: Vec<crate::EnrollTokenRow>| {
+                tokens.iter().find(|t| t.max_uses == 1).map(|t| t.uses_left)
+            };
+            assert_eq!(uses(store.enroll_tokens().await.unwrap()), Some(1));
+            let (d4, cert) = store
+                .enroll_device_signed("once", "d4", "h4", |id| {
+                    Ok::<_, ()>((format!("fp-{id}"), format!("cert of {id}")))
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(d4.cert_fingerprint, format!("fp-{}", d4.id));
+            assert_eq!(cert, format!("cert of {}", d4.id));
+            assert_eq!(
+                store.device(d4.id).await.unwrap().cert_fingerprint,
+                d4.cert_fingerprint
+            );
+            assert_eq!(uses(store.enroll_tokens().await.unwrap()), Some(0));
+            store.revoke_device(d4.id).await.unwrap();
 
             store.move_device(d1.id, h).await.unwrap();
             assert_eq!(store.device(d1.id).await.unwrap().group_id, h);

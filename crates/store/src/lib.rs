@@ -21,7 +21,7 @@ mod throttle;
 pub use accounts::{AccountKind, AccountRow, SessionRow};
 pub use audit::AuditRow;
 pub use detections::{ActionOutcome, DetectionRow, QuarantineRow};
-pub use devices::{DeviceRow, EnrollTokenRow, TokenRefusal};
+pub use devices::{DeviceRow, EnrollFailure, EnrollTokenRow, TokenRefusal};
 pub use outbox::OutboxRow;
 pub use outbox::{KIND_QUARANTINE, KIND_SETTINGS, KIND_TASK_CANCEL, KIND_TASK_OFFER};
 pub use tasks::{NewTask, TaskDeviceRow, TaskRow};

@@ -183,6 +183,8 @@ struct Poll {
     first: bool,
     /// Every device reached a final state and that was sent: nothing more will change.
     finished: bool,
+    /// Counts this stream against the session's limit until it ends.
+    _slot: crate::web::StreamSlot,
 }
 
 async fn next_event(mut p: Poll) -> Option<(Result<Event, Infallible>, Poll)> {
@@ -233,6 +235,7 @@ pub async fn events(
     Path(id): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Reject> {
     c.core().task(&s.caller, id).await?;
+    let slot = c.stream_slot(&s.token)?;
     let start = Poll {
         core: c.core_arc(),
         caller: s.caller.clone(),
@@ -241,6 +244,7 @@ pub async fn events(
         seen: HashMap::new(),
         first: true,
         finished: false,
+        _slot: slot,
     };
     Ok(Sse::new(futures_util::stream::unfold(start, next_event)).keep_alive(KeepAlive::default()))
 }
