@@ -185,6 +185,39 @@ pub struct FileNecessity {
     /// Digests (lower-case hex, any algorithm), one of which the file's digests must
     /// include (`None`: any).
     pub digests: Option<BTreeSet<String>>,
+    /// Tests on the file's path, one of which must hold (`None`: no such set). Unlike
+    /// the sets above these are alternatives, not values: a file passes when any one
+    /// of them holds on it (see [`TextNeed::holds`]).
+    pub texts: Option<BTreeSet<TextNeed>>,
+}
+
+/// A test on a file's path that an indicator needs (or needs one of its alternatives):
+/// a non-negated, case-insensitive `is`, `contains`, `starts-with` or `ends-with` term
+/// on the full path, directory, name or extension, with an ASCII operand.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TextNeed {
+    /// `FileFullPath`, `FilePath`, `FileName` or `FileExtension`.
+    pub field: Field,
+    /// `Is`, `Contains`, `StartsWith` or `EndsWith`.
+    pub condition: Condition,
+    /// The operand, lower-cased (ASCII).
+    pub needle: String,
+}
+
+impl TextNeed {
+    /// Does the test hold on a field value that is ASCII and already lower-cased?
+    /// (For any other value the term's own evaluation decides: Unicode case folding
+    /// can turn a non-ASCII character into an ASCII one.)
+    pub fn holds(&self, lowercase_ascii_value: &str) -> bool {
+        let v = lowercase_ascii_value;
+        match self.condition {
+            Condition::Is => v == self.needle,
+            Condition::Contains => v.contains(&self.needle),
+            Condition::StartsWith => v.starts_with(&self.needle),
+            Condition::EndsWith => v.ends_with(&self.needle),
+            _ => true,
+        }
+    }
 }
 
 impl FileNecessity {
@@ -212,11 +245,45 @@ impl FileNecessity {
             }
             _ => None,
         };
+        let text = |t: &Term| match (&t.field, &t.operand) {
+            (
+                Field::FileFullPath | Field::FilePath | Field::FileName | Field::FileExtension,
+                Operand::Str(s),
+            ) if !t.negate
+                && !t.preserve_case
+                && s.is_ascii()
+                && matches!(
+                    t.condition,
+                    Condition::Is
+                        | Condition::Contains
+                        | Condition::StartsWith
+                        | Condition::EndsWith
+                ) =>
+            {
+                Some(BTreeSet::from([TextNeed {
+                    field: t.field,
+                    condition: t.condition,
+                    needle: s.to_ascii_lowercase(),
+                }]))
+            }
+            _ => None,
+        };
         FileNecessity {
             sizes: necessary(&ioc.root, &ioc.terms, &size),
             names: necessary(&ioc.root, &ioc.terms, &name),
             digests: necessary(&ioc.root, &ioc.terms, &digest),
+            texts: necessary_alternatives(&ioc.root, &ioc.terms, &text),
         }
+    }
+
+    /// Can the indicator hold on a file whose text fields (`field` gives each one,
+    /// ASCII and lower-cased, or `None` where the file has no such value) are these?
+    pub fn admits_texts<'a>(&self, field: impl Fn(Field) -> Option<&'a str>) -> bool {
+        self.texts.as_ref().is_none_or(|needs| {
+            needs
+                .iter()
+                .any(|n| field(n.field).is_some_and(|v| n.holds(v)))
+        })
     }
 
     /// Can the indicator hold on a file with these digests (lower-case hex, of every
@@ -258,6 +325,35 @@ fn necessary<T: Ord + Clone>(
             .reduce(|a, b| a.intersection(&b).cloned().collect()),
         Node::Or(c) => c.iter().try_fold(BTreeSet::new(), |mut acc, n| {
             acc.extend(necessary(n, terms, leaf)?);
+            Some(acc)
+        }),
+    }
+}
+
+/// Tests one of which must hold for `node` to hold, per `leaf` (the tests a term needs,
+/// `None` when it constrains nothing); `None` when no such set exists.
+///
+/// The tests are alternatives: an OR needs one of its children's tests, so it takes
+/// their union (and constrains nothing if one child does not); an AND needs every
+/// child's, so any one child's set will do: the smallest is kept. (Intersecting, as
+/// [`necessary`] does for values, would be wrong here: two different tests can both
+/// hold on one file.)
+fn necessary_alternatives<T: Ord + Clone>(
+    node: &Node,
+    terms: &[Term],
+    leaf: &dyn Fn(&Term) -> Option<BTreeSet<T>>,
+) -> Option<BTreeSet<T>> {
+    match node {
+        Node::Term(i) if terms[*i].field.item() == ItemType::File => leaf(&terms[*i]),
+        Node::Term(_) | Node::Unsupported(_) => None,
+        // An empty AND or OR is false: nothing can satisfy it.
+        Node::And(c) if c.is_empty() => Some(BTreeSet::new()),
+        Node::And(c) => c
+            .iter()
+            .filter_map(|n| necessary_alternatives(n, terms, leaf))
+            .min_by_key(BTreeSet::len),
+        Node::Or(c) => c.iter().try_fold(BTreeSet::new(), |mut acc, n| {
+            acc.extend(necessary_alternatives(n, terms, leaf)?);
             Some(acc)
         }),
     }

@@ -194,7 +194,7 @@ impl Field {
 }
 
 /// How a term compares the item's value with the indicator's operand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Condition {
     /// Equality (or inclusion in an `A TO B` range).
     Is,

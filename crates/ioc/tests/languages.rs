@@ -798,6 +798,93 @@ mod necessity {
     }
 
     #[test]
+    fn path_terms_need_one_of_their_tests() {
+        use riposte_ioc::eval::TextNeed;
+        use riposte_ioc::model::Condition;
+        let need = |field, condition, needle: &str| TextNeed {
+            field,
+            condition,
+            needle: needle.into(),
+        };
+        // OR: one of the children's tests; the operands lower-cased.
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}{}</Indicator>"#,
+            item11(
+                "contains",
+                "FileItem/FullPath",
+                "string",
+                "/TMP/Evil/",
+                false,
+                false
+            ),
+            item11(
+                "is",
+                "FileItem/FileName",
+                "string",
+                "Dropper.EXE",
+                false,
+                false
+            )
+        ));
+        let n = FileNecessity::of(&openioc::parse(&x, "t").unwrap());
+        assert_eq!(
+            n.texts,
+            Some(BTreeSet::from([
+                need(Field::FileFullPath, Condition::Contains, "/tmp/evil/"),
+                need(Field::FileName, Condition::Is, "dropper.exe"),
+            ]))
+        );
+        let at = |full: &'static str, name: &'static str| {
+            move |f: Field| match f {
+                Field::FileFullPath => Some(full),
+                Field::FileName => Some(name),
+                _ => None,
+            }
+        };
+        assert!(n.admits_texts(at("/tmp/evil/x", "x")));
+        assert!(n.admits_texts(at("/home/dropper.exe", "dropper.exe")));
+        assert!(!n.admits_texts(at("/home/x", "x")));
+        // AND: every child is needed, so one child's tests suffice.
+        let x = v11(&format!(
+            r#"<Indicator operator="AND" id="r">{}{}</Indicator>"#,
+            item11(
+                "ends-with",
+                "FileItem/FileName",
+                "string",
+                ".so",
+                false,
+                false
+            ),
+            item11(
+                "starts-with",
+                "FileItem/FullPath",
+                "string",
+                "/tmp/",
+                false,
+                false
+            )
+        ));
+        let texts = FileNecessity::of(&openioc::parse(&x, "t").unwrap())
+            .texts
+            .unwrap();
+        assert_eq!(texts.len(), 1);
+        // Negated, case-preserving, regular-expression and non-ASCII terms need nothing.
+        for (cond, val, negate, pc) in [
+            ("contains", "/tmp/", true, false),
+            ("contains", "/tmp/", false, true),
+            ("matches", "^/tmp/", false, false),
+            ("contains", "/tmp/é", false, false),
+        ] {
+            let ioc = one(cond, "FileItem/FullPath", "string", val, negate, pc);
+            assert_eq!(
+                FileNecessity::of(&ioc).texts,
+                None,
+                "{cond} {val} {negate} {pc}"
+            );
+        }
+    }
+
+    #[test]
     fn detection_iocs_need_their_sizes() {
         let d = Detection {
             id: String::new(),
@@ -895,6 +982,48 @@ mod necessity {
             ),
             ("is", "ProcessItem/name", "string", "evil", false, false),
             ("is", "RegistryItem/Path", "string", "HKLM", false, false),
+            (
+                "contains",
+                "FileItem/FullPath",
+                "string",
+                "/TMP/X/B",
+                false,
+                false,
+            ),
+            (
+                "starts-with",
+                "FileItem/FullPath",
+                "string",
+                "/tmp/x/c",
+                false,
+                false,
+            ),
+            (
+                "ends-with",
+                "FileItem/FileName",
+                "string",
+                ".EXE",
+                false,
+                false,
+            ),
+            (
+                "is",
+                "FileItem/FileExtension",
+                "string",
+                "txt",
+                false,
+                false,
+            ),
+            ("contains", "FileItem/FileName", "string", "a", false, true),
+            (
+                "contains",
+                "FileItem/FullPath",
+                "string",
+                "/tmp/",
+                true,
+                false,
+            ),
+            ("matches", "FileItem/FileName", "string", "^b", false, false),
         ];
         fn tree(
             depth: u32,
@@ -934,14 +1063,25 @@ mod necessity {
             };
             let ioc = openioc::parse(&v11(&body), "r").unwrap_or_else(|e| panic!("{e}\n{body}"));
             let n = FileNecessity::of(&ioc);
-            if n.sizes.is_some() || n.names.is_some() || n.digests.is_some() {
+            if n.sizes.is_some() || n.names.is_some() || n.digests.is_some() || n.texts.is_some() {
                 constrained += 1;
             }
             for (name, size, md5) in files {
                 // The sweep's SHA-256 of the same file, never one of the leaves'.
                 let sha256 = format!("{md5}{md5}");
+                // The file's text fields as the sweep hands them over: lower-cased ASCII.
+                let full = format!("/tmp/x/{name}").to_ascii_lowercase();
+                let lower = name.to_ascii_lowercase();
+                let ext = lower.rsplit('.').next().unwrap_or("").to_string();
+                let text = |f: Field| match f {
+                    Field::FileFullPath => Some(full.as_str()),
+                    Field::FileName => Some(lower.as_str()),
+                    Field::FileExtension => Some(ext.as_str()),
+                    _ => None,
+                };
                 if n.admits(size as u64, || name.to_lowercase())
                     && n.admits_digests([md5, sha256.as_str()])
+                    && n.admits_texts(text)
                 {
                     continue;
                 }

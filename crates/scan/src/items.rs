@@ -835,23 +835,50 @@ impl FileItem<'_> {
     }
 }
 
+/// The text fields of a file, cut from its device path: what `FileItem/FullPath`,
+/// `FilePath`, `FileName` and `FileExtension` terms compare (the sweep's path index cuts
+/// them the same way).
+pub struct PathFields<'a> {
+    /// The whole path.
+    pub full: &'a str,
+    /// Its directory (`/` for a file at the root).
+    pub dir: &'a str,
+    /// Its last component.
+    pub name: &'a str,
+    /// What follows the name's last dot, if the name has a dot after its first byte.
+    pub extension: Option<&'a str>,
+}
+
+impl<'a> PathFields<'a> {
+    /// Cuts `device_path` into its fields.
+    pub fn of(device_path: &'a str) -> Self {
+        let p = device_path;
+        let name = p.rsplit('/').next().unwrap_or(p);
+        PathFields {
+            full: p,
+            dir: match p.rfind('/') {
+                Some(0) => "/",
+                Some(i) => &p[..i],
+                None => "",
+            },
+            name,
+            extension: match name.rfind('.') {
+                Some(i) if i > 0 => Some(&name[i + 1..]),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl FileItem<'_> {
     /// A text field's value, computed on first use.
     fn text_value(&mut self, field: Field) -> Option<String> {
-        let p = &self.device_path;
-        let name = p.rsplit('/').next().unwrap_or(p);
+        let fields = PathFields::of(&self.device_path);
         Some(match field {
-            Field::FileFullPath => p.clone(),
-            Field::FilePath => match p.rfind('/') {
-                Some(0) => "/".to_string(),
-                Some(i) => p[..i].to_string(),
-                None => String::new(),
-            },
-            Field::FileName => name.to_string(),
-            Field::FileExtension => match name.rfind('.') {
-                Some(i) if i > 0 => name[i + 1..].to_string(),
-                _ => return None,
-            },
+            Field::FileFullPath => fields.full.to_string(),
+            Field::FilePath => fields.dir.to_string(),
+            Field::FileName => fields.name.to_string(),
+            Field::FileExtension => fields.extension?.to_string(),
             Field::FileOwner => {
                 let uid = self.meta.uid();
                 self.names

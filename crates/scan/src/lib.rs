@@ -28,12 +28,14 @@ pub mod walk;
 
 use items::{Algorithms, ContentError, FileItem, HitItem, SimpleItem};
 use multi::{Lanes, Source};
-use riposte_ioc::eval::{evaluate, evaluate_host, evaluate_without_content, FileNecessity, Truth};
-use riposte_ioc::model::{Condition, ItemType};
+use riposte_ioc::eval::{
+    evaluate, evaluate_host, evaluate_without_content, FileNecessity, TextNeed, Truth,
+};
+use riposte_ioc::model::{Condition, Field, ItemType};
 use riposte_ioc::yara::YaraRules;
 use riposte_ioc::{openioc, stix, Ioc};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -456,10 +458,120 @@ struct Candidates {
     /// Per indicator: every term is on file content, so without the content it is
     /// unknown on any file (the sweep need not evaluate it to know it must hash).
     content_only: Vec<bool>,
+    /// Indicators that need one of a few tests on the path (and no size or name).
+    by_text: TextIndex,
+    /// Where device paths start on the host, for the text index.
+    host_root: PathBuf,
+}
+
+/// The path tests of the indicators that need one ([`FileNecessity::texts`]), indexed
+/// so that a file's path is matched against all of them at once: `is` tests by value,
+/// the substring tests of each field by one Aho–Corasick automaton. An indicator none
+/// of whose tests holds on a file is false on it without evaluation.
+/// The indicators using one needle, each with its condition.
+type NeedleUsers = Vec<(Condition, usize)>;
+
+/// One field's automaton over its substring needles, and each needle's users (by
+/// pattern id).
+struct FieldAutomaton {
+    field: Field,
+    automaton: aho_corasick::AhoCorasick,
+    users: Vec<NeedleUsers>,
+}
+
+#[derive(Default)]
+struct TextIndex {
+    /// Indicators indexed here: all of them are candidates on a path that is not ASCII,
+    /// since Unicode case folding can make a non-ASCII path match an ASCII operand.
+    iocs: Vec<usize>,
+    /// `(field, lower-cased value)` → indicators with an `is` test of it.
+    is: HashMap<(Field, String), Vec<usize>>,
+    /// Per field, the automaton of its `contains` / `starts-with` / `ends-with` needles
+    /// and, per needle, the (condition, indicator) pairs that use it.
+    substrings: Vec<FieldAutomaton>,
+}
+
+impl TextIndex {
+    /// The index of `needs` (indicator, its tests), and the indicators it could not
+    /// index (to be evaluated on every file).
+    fn new(needs: &[(usize, BTreeSet<TextNeed>)]) -> (Self, Vec<usize>) {
+        let mut index = TextIndex::default();
+        let mut unindexed = Vec::new();
+        let mut needles: BTreeMap<Field, BTreeMap<&str, NeedleUsers>> = BTreeMap::new();
+        for (ioc, tests) in needs {
+            index.iocs.push(*ioc);
+            for t in tests {
+                if t.condition == Condition::Is {
+                    index
+                        .is
+                        .entry((t.field, t.needle.clone()))
+                        .or_default()
+                        .push(*ioc);
+                } else {
+                    needles
+                        .entry(t.field)
+                        .or_default()
+                        .entry(t.needle.as_str())
+                        .or_default()
+                        .push((t.condition, *ioc));
+                }
+            }
+        }
+        for (field, by_needle) in needles {
+            let (patterns, users): (Vec<&str>, Vec<_>) = by_needle.into_iter().unzip();
+            match aho_corasick::AhoCorasick::new(&patterns) {
+                Ok(automaton) => index.substrings.push(FieldAutomaton {
+                    field,
+                    automaton,
+                    users,
+                }),
+                // Too many needles for one automaton: those indicators are evaluated on
+                // every file instead (sound, only slower).
+                Err(_) => unindexed.extend(users.into_iter().flatten().map(|(_, ioc)| ioc)),
+            }
+        }
+        (index, unindexed)
+    }
+
+    /// Adds to `out` the indicators whose path tests may hold on `device_path`.
+    fn candidates(&self, device_path: &str, out: &mut Vec<usize>) {
+        if !device_path.is_ascii() {
+            out.extend(&self.iocs);
+            return;
+        }
+        let lower = device_path.to_ascii_lowercase();
+        let fields = items::PathFields::of(&lower);
+        for (field, value) in [
+            (Field::FileFullPath, Some(fields.full)),
+            (Field::FilePath, Some(fields.dir)),
+            (Field::FileName, Some(fields.name)),
+            (Field::FileExtension, fields.extension),
+        ] {
+            let Some(value) = value else { continue };
+            if let Some(v) = self.is.get(&(field, value.to_string())) {
+                out.extend(v);
+            }
+            for fa in self.substrings.iter().filter(|fa| fa.field == field) {
+                for m in fa.automaton.find_overlapping_iter(value) {
+                    for &(condition, ioc) in &fa.users[m.pattern().as_usize()] {
+                        let holds = match condition {
+                            Condition::StartsWith => m.start() == 0,
+                            Condition::EndsWith => m.end() == value.len(),
+                            _ => true,
+                        };
+                        if holds {
+                            out.push(ioc);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Candidates {
-    fn new(iocs: &[Loaded], file_iocs: &[usize]) -> Self {
+    fn new(iocs: &[Loaded], file_iocs: &[usize], host_root: &Path) -> Self {
+        let mut text_needs = Vec::new();
         let mut c = Candidates {
             by_size: HashMap::new(),
             by_name: HashMap::new(),
@@ -474,6 +586,8 @@ impl Candidates {
                 .iter()
                 .map(|l| !l.ioc.terms.is_empty() && l.ioc.fields().all(|f| f.needs_content()))
                 .collect(),
+            by_text: TextIndex::default(),
+            host_root: host_root.to_path_buf(),
         };
         for &i in file_iocs {
             let need = FileNecessity::of(&iocs[i].ioc);
@@ -494,9 +608,22 @@ impl Candidates {
                         c.by_name.entry(n.clone()).or_default().push(i);
                     }
                 }
-                (None, None) => c.always.push(i),
+                (None, None) => match need.texts {
+                    // An empty needle holds on every path: nothing to index.
+                    Some(t) if !t.is_empty() && t.iter().all(|n| !n.needle.is_empty()) => {
+                        text_needs.push((i, t))
+                    }
+                    // No test can hold: the indicator is false on every file.
+                    Some(t) if t.is_empty() => {}
+                    _ => c.always.push(i),
+                },
             }
         }
+        let (by_text, unindexed) = TextIndex::new(&text_needs);
+        c.by_text = by_text;
+        c.always.extend(unindexed);
+        c.always.sort_unstable();
+        c.always.dedup();
         c
     }
 
@@ -520,8 +647,13 @@ impl Candidates {
                 out.extend(v);
             }
         }
+        if !self.by_text.iocs.is_empty() {
+            let device_path = walk::device_path(&self.host_root, path);
+            self.by_text.candidates(&device_path, &mut out);
+        }
         if out.len() > 1 {
             out.sort_unstable();
+            out.dedup();
         }
         out
     }
@@ -622,7 +754,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     }
     // Which indicators a file of a given size or name can still satisfy; the rest are
     // false on it without evaluation (see `FileNecessity`).
-    let candidates = Candidates::new(&iocs, &file_iocs);
+    let candidates = Candidates::new(&iocs, &file_iocs, &scope.host_root);
     let (roots, skip_dirs) = scope_roots(scope);
     let hits = Mutex::new(Vec::<Hit>::new());
     let unreadable = Mutex::new(Vec::<Unreadable>::new());

@@ -816,3 +816,110 @@ fn file_hits_carry_the_identity_of_what_hit() {
         );
     }
 }
+
+/// Indicators that need one of a few path tests are looked up in an index instead of
+/// being evaluated on every file: the hits must be exactly those of evaluating them.
+#[test]
+fn path_tests_are_indexed_without_changing_what_hits() {
+    let d = device();
+    write(d.path(), "data/key.txt", b"k");
+    // KELVIN SIGN: lower-cased it is an ASCII 'k', so a test for `/key.txt` holds.
+    write(d.path(), "data/\u{212A}ey.txt", b"k");
+    write(d.path(), "data/noext", b"n");
+    write(d.path(), "data/.hidden", b"h");
+    let docs = vec![
+        ioc(
+            "i1",
+            &or(&[
+                term("FileItem/FullPath", "contains", "string", "/OPT/app/"),
+                term("FileItem/FileName", "is", "string", "notes.TXT"),
+            ]),
+        ),
+        ioc(
+            "i2",
+            &and(&[
+                term("FileItem/FilePath", "starts-with", "string", "/home"),
+                term("FileItem/FileExtension", "is", "string", "txt"),
+            ]),
+        ),
+        ioc(
+            "i3",
+            &and(&[
+                term("FileItem/FileName", "ends-with", "string", ".BIN"),
+                term("FileItem/FullPath", "contains", "string", "cache"),
+            ]),
+        ),
+        // (`FileName is` goes to the name index; a full-path test to the path index.)
+        ioc(
+            "i4",
+            &or(&[term("FileItem/FullPath", "ends-with", "string", "/KEY.txt")]),
+        ),
+        ioc(
+            "i5",
+            &or(&[
+                term("FileItem/FullPath", "contains", "string", "/tmp/"),
+                term("FileItem/FileName", "matches", "string", "^Read"),
+            ]),
+        ),
+        ioc(
+            "i6",
+            &and(&[
+                term("FileItem/FileName", "starts-with", "string", "EVIL"),
+                term_x(
+                    "FileItem/FullPath",
+                    "contains",
+                    "string",
+                    "/var/",
+                    true,
+                    false,
+                ),
+            ]),
+        ),
+        ioc(
+            "i7",
+            &or(&[term("FileItem/FullPath", "ends-with", "string", "evil.bin")]),
+        ),
+        ioc(
+            "i8",
+            &or(&[term(
+                "FileItem/FullPath",
+                "starts-with",
+                "string",
+                "evil.bin",
+            )]),
+        ),
+        ioc(
+            "i9",
+            &or(&[term("FileItem/FileExtension", "is", "string", "hidden")]),
+        ),
+    ];
+    let mut req = request(d.path(), docs);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    let want: &[(&str, &[&str])] = &[
+        (
+            "i1",
+            &["file /home/alice/notes.txt", "file /opt/app/Readme.TXT"],
+        ),
+        ("i2", &["file /home/alice/notes.txt"]),
+        ("i3", &["file /var/cache/evil.bin"]),
+        ("i4", &["file /data/key.txt", "file /data/\u{212A}ey.txt"]),
+        ("i5", &["file /opt/app/Readme.TXT", "file /tmp/evil.bin"]),
+        ("i6", &["file /tmp/evil.bin"]),
+        ("i7", &["file /tmp/evil.bin", "file /var/cache/evil.bin"]),
+        ("i8", &[]),
+        // `.hidden` has no extension: the dot is its first byte.
+        ("i9", &[]),
+    ];
+    for (id, paths) in want {
+        assert_eq!(hit_paths(&r, id), *paths, "{id}");
+        let v = if paths.is_empty() {
+            Verdict::NoMatch
+        } else {
+            Verdict::Hit
+        };
+        assert_eq!(verdict(&r, id), v, "{id}");
+    }
+    // Nothing needed content: no file was read.
+    assert_eq!(r.stats.files_read, 0, "{:?}", r.stats);
+}

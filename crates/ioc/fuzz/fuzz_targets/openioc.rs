@@ -1,7 +1,7 @@
 //! Fuzz the OpenIOC reader: any input must give an indicator or an error, never a
 //! panic. For an indicator that loads, check the sweep's pre-filter on the way: a file
-//! that `FileNecessity` does not admit (by size and name, or by digests) must evaluate
-//! to false.
+//! that `FileNecessity` does not admit (by size and name, digests or path tests) must
+//! evaluate to false.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use riposte_ioc::eval::{evaluate, evaluate_host, FileNecessity, Item};
@@ -39,6 +39,11 @@ fuzz_target!(|data: &[u8]| {
         let need = FileNecessity::of(&ioc);
         if !need.admits(987_654_321, || "riposte-fuzz-outsider".into())
             || !need.admits_digests([MD5, SHA1, SHA256])
+            || !need.admits_texts(|f| match f {
+                Field::FileFullPath => Some("/riposte-fuzz-outsider"),
+                Field::FileName => Some("riposte-fuzz-outsider"),
+                _ => None,
+            })
         {
             for other in [Truth::True, Truth::Unknown, Truth::False] {
                 assert_eq!(evaluate(&ioc, &mut Outsider, &|_| other).truth, Truth::False);
