@@ -5,9 +5,11 @@
 //! YARA), works out which item types, fields and hash algorithms they need, and then:
 //!
 //! * collects processes, sockets, users, services, host info and hosts entries once;
-//! * walks the file scope in parallel on all cores; looks up each file's size and name
-//!   in an index of what each indicator can accept (`FileNecessity`), so hash IOCs
-//!   with sizes cost one stat per file; evaluates cheap terms (path, name, size, times)
+//! * walks the file scope in parallel on all cores; looks up each file's size, name and
+//!   path (one Aho–Corasick pass for all path tests) in an index of what each indicator
+//!   can accept (`FileNecessity`), so hash IOCs with sizes cost one stat per file and
+//!   path IOCs one pass over the path, and a hashed file's digests in the set each
+//!   indicator needs; evaluates cheap terms (path, name, size, times)
 //!   first and reads a file only when a remaining term needs its content — once, for
 //!   all hash algorithms and YARA rule sets together;
 //! * hashes MD5, and SHA-256 where the CPU lacks SHA-NI, sixteen files at a time per
