@@ -247,14 +247,16 @@ impl Agent {
                 return Err(e);
             }
         };
+        // As text that finds the restored file again, like the record's original path.
+        let restored_to = riposte_model::path_text::encode(&path);
         let mut json = serde_json::to_value(&record).unwrap_or_default();
-        json["restored_to"] = serde_json::json!(path.display().to_string());
+        json["restored_to"] = serde_json::json!(restored_to);
         let event = EventBody::Quarantine {
             entry_id: id.to_string(),
             state: "restored".into(),
             record: json,
         };
-        Ok((path.display().to_string(), event))
+        Ok((restored_to, event))
     }
 
     /// Deletes a quarantined object for good and tells the server.
