@@ -13,6 +13,7 @@ use std::path::Path;
 
 use md5::Md5;
 use riposte_host::{HostError, HostRoot};
+use riposte_model::path_text;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -37,7 +38,7 @@ pub(crate) struct Object {
 /// Where and by whom an object was seen.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sighting {
-    /// Device path.
+    /// Device path, in its `path_text` form.
     pub device_path: String,
     /// Account name, when the uid is in the device's passwd file.
     pub user_name: Option<String>,
@@ -59,7 +60,7 @@ pub(crate) enum ReadOutcome {
 /// What triggered the read.
 #[derive(Debug)]
 pub(crate) struct Trigger {
-    /// Device path.
+    /// Device path, in its `path_text` form.
     pub device_path: String,
     /// Host path.
     pub host_path: std::path::PathBuf,
@@ -102,7 +103,9 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
         // Every component is opened without following links and the object is checked
         // to be a regular file before it is opened: O_NOFOLLOW alone covers only the
         // last component, so a directory swapped for a link would lead anywhere.
-        None => match HostRoot::new(&config.host_root).open_regular(Path::new(&t.device_path)) {
+        None => match HostRoot::new(&config.host_root)
+            .open_regular(&path_text::decode(&t.device_path))
+        {
             Ok(opened) => opened.file,
             Err(HostError::NotFound { .. }) => {
                 return ReadOutcome::Alert(
@@ -174,10 +177,11 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
     if meta.len() > config.max_object_size {
         return too_large(meta.len());
     }
+    // Encoded like the device path, so that the sandbox's report names the same bytes.
     let name = t
         .host_path
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(path_text::encode)
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "object".into());
     // Read at most one byte past the limit: the file may grow after the stat.
@@ -264,7 +268,9 @@ mod tests {
     fn trigger(root: &Path, device_path: &str, manual: bool) -> Trigger {
         Trigger {
             device_path: device_path.into(),
-            host_path: root.join(device_path.trim_start_matches('/')),
+            host_path: HostRoot::new(root)
+                .host_path(&path_text::decode(device_path))
+                .unwrap(),
             fd: None,
             pid: None,
             manual,
