@@ -816,3 +816,58 @@ fn file_hits_carry_the_identity_of_what_hit() {
         );
     }
 }
+
+/// A hit on a file whose name is not UTF-8 names it with `\xHH` (the `path_text` form),
+/// which an IOC can spell and which leads back to the very file that hit.
+#[test]
+fn a_hit_on_a_name_that_is_not_utf8_names_it_losslessly() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    const ODD: &[u8] = b"a payload under a name that is not UTF-8";
+    let d = device();
+    let host = d
+        .path()
+        .join("tmp")
+        .join(std::ffi::OsStr::from_bytes(b"odd\xff\xfe.bin"));
+    std::fs::write(&host, ODD).unwrap();
+    // Where a lossy copy of the name would lead: another file, which must not hit.
+    write(d.path(), "tmp/odd\u{fffd}\u{fffd}.bin", b"innocent");
+    let meta = std::fs::metadata(&host).unwrap();
+    let by_hash = ioc(
+        "hash",
+        &or(&[term("FileItem/Md5sum", "is", "md5", &md5_hex(ODD))]),
+    );
+    let by_path = ioc(
+        "path",
+        &or(&[term(
+            "FileItem/FullPath",
+            "is",
+            "string",
+            "/tmp/odd\\xff\\xfe.bin",
+        )]),
+    );
+    for doc in [by_hash, by_path] {
+        let origin = doc.origin.clone();
+        let r = sweep(&request(d.path(), vec![doc])).unwrap();
+        let items: Vec<&HitItem> = r.hits.iter().map(|h| &h.item).collect();
+        assert_eq!(
+            items,
+            [&HitItem::File {
+                path: "/tmp/odd\\xff\\xfe.bin".into(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+                sha256: Some(sha256_hex(ODD)),
+            }],
+            "{origin}"
+        );
+        let HitItem::File { path, .. } = items[0] else {
+            unreachable!()
+        };
+        let device_path = riposte_model::path_text::decode(path);
+        assert_eq!(
+            d.path().join(device_path.strip_prefix("/").unwrap()),
+            host,
+            "{origin}"
+        );
+    }
+}
