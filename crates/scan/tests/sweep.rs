@@ -871,3 +871,50 @@ fn a_hit_on_a_name_that_is_not_utf8_names_it_losslessly() {
         );
     }
 }
+
+/// A process running a file whose name is not UTF-8 has that path in `path_text` form,
+/// as the file's own hits spell it.
+#[test]
+fn a_process_path_that_is_not_utf8_is_named_losslessly() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = device();
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join(std::ffi::OsStr::from_bytes(b"sle\xffep"));
+    std::fs::copy("/usr/bin/sleep", &exe).unwrap();
+    let spelt = format!(
+        "{}/sle\\xffep",
+        bin.path().to_str().expect("a UTF-8 temporary directory")
+    );
+    let mut child = std::process::Command::new(&exe)
+        .arg("986.54321")
+        .spawn()
+        .unwrap();
+    // Until the child has run exec, its /proc entry still shows this test's executable.
+    let proc_exe = format!("/proc/{}/exe", child.id());
+    for _ in 0..200 {
+        if std::fs::read_link(&proc_exe).is_ok_and(|p| p == exe) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let docs = vec![ioc(
+        "proc",
+        &and(&[
+            term("ProcessItem/path", "is", "string", &spelt),
+            term("ProcessItem/arguments", "contains", "string", "986.54321"),
+        ]),
+    )];
+    let mut req = request(d.path(), docs);
+    req.scope.paths.clear();
+    let r = sweep(&req);
+    let _ = child.kill();
+    let _ = child.wait();
+    let hits: Vec<_> = r.unwrap().hits.into_iter().map(|h| h.item).collect();
+    assert_eq!(
+        hits,
+        [HitItem::Process {
+            pid: child.id() as i64,
+            name: "sle\\xffep".into()
+        }]
+    );
+}
