@@ -223,7 +223,10 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
 
 /// Real uid of a running process (`None` once it has exited).
 pub(crate) fn process_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // Read lossily: the Name: line holds the process's raw name, which need not be UTF-8
+    // (a sample can name itself so), while the Uid: line is ASCII.
+    let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+    let status = String::from_utf8_lossy(&status);
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?
@@ -314,6 +317,29 @@ real
             ReadOutcome::Object(o, _) => assert_eq!(o.bytes, b"#!/bin/sh\nreal\n"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A writer that names itself with bytes that are not UTF-8 is still attributed to its
+    /// account, not to the file's owner.
+    #[test]
+    fn the_uid_of_a_process_named_with_bytes_that_are_not_utf8_is_found() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let exe = d.path().join(std::ffi::OsStr::from_bytes(b"wri\xffter"));
+        std::fs::copy("/usr/bin/sleep", &exe).unwrap();
+        let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        // Until the child has run exec, its status still names this test.
+        let status = format!("/proc/{}/status", child.id());
+        for _ in 0..200 {
+            if std::fs::read(&status).is_ok_and(|s| s.windows(3).any(|w| w == b"\xffte")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let uid = process_uid(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(uid, Some(unsafe { libc::getuid() }));
     }
 
     #[test]
