@@ -247,14 +247,16 @@ impl Agent {
                 return Err(e);
             }
         };
+        // As text that finds the restored file again, like the record's original path.
+        let restored_to = riposte_model::path_text::encode(&path);
         let mut json = serde_json::to_value(&record).unwrap_or_default();
-        json["restored_to"] = serde_json::json!(path.display().to_string());
+        json["restored_to"] = serde_json::json!(restored_to);
         let event = EventBody::Quarantine {
             entry_id: id.to_string(),
             state: "restored".into(),
             record: json,
         };
-        Ok((path.display().to_string(), event))
+        Ok((restored_to, event))
     }
 
     /// Deletes a quarantined object for good and tells the server.
@@ -726,7 +728,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::scanner::SweepRunner;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     /// An agent over `data` whose local actions work on the device under `root`.
     fn open_agent(root: &Path, data: &Path) -> Arc<Agent> {
@@ -808,6 +810,74 @@ mod tests {
         let entries = agent.local().unwrap().quarantine_list().unwrap().entries;
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].original_path, Path::new("/home/u/evil-kept"));
+    }
+
+    fn md5_ioc(data: &[u8]) -> riposte_proto::IocDocument {
+        use md5::Digest;
+        let md5 = hex::encode(md5::Md5::digest(data));
+        riposte_proto::IocDocument {
+            format: "openioc".into(),
+            name: "h.ioc".into(),
+            content: format!(
+                r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="h" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>h</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/Md5sum" type="mir"/><Content type="md5">{md5}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
+            ),
+        }
+    }
+
+    /// A device path whose last component is `name`'s bytes.
+    fn odd_path(dir: &str, name: &[u8]) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        Path::new(dir).join(std::ffi::OsStr::from_bytes(name))
+    }
+
+    /// An IOC hit on a file whose name is not UTF-8 names it with `\xHH`, and the
+    /// quarantine-on-hit action removes that very file, not the file a lossy copy of the
+    /// name would point at.
+    #[tokio::test]
+    async fn an_ioc_hit_on_a_name_that_is_not_utf8_quarantines_that_file() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        let dir = root.join("home/u");
+        std::fs::create_dir_all(&dir).unwrap();
+        let payload: &[u8] = b"payload under an odd name";
+        let original = dir.join(odd_path("", b"evil\xff\xfe.bin"));
+        std::fs::write(&original, payload).unwrap();
+        let lookalike = dir.join("evil\u{fffd}\u{fffd}.bin");
+        std::fs::write(&lookalike, b"an innocent file").unwrap();
+        let agent = open_agent(&root, &data);
+        let offer = TaskOffer {
+            task_id: 11,
+            autonomous: false,
+            iocs: vec![md5_ioc(payload)],
+            scope: riposte_model::ScanScope::SystemDrives,
+            actions: vec![riposte_model::TaskAction::QuarantineAndDelete],
+        };
+        let runner = agent.runner.clone();
+        let (_cancel, rx) = watch::channel(false);
+        let swept = tokio::task::spawn_blocking(move || runner.run(offer, rx, &|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(swept.hits, 1, "{swept:?}");
+        assert_eq!(
+            swept.results["hit_files"],
+            serde_json::json!(["/home/u/evil\\xff\\xfe.bin"])
+        );
+
+        let done = agent
+            .act_on_hits(&[riposte_model::TaskAction::QuarantineAndDelete], swept)
+            .await;
+        let actions = done.results["actions"].as_array().unwrap();
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert_eq!(actions[0]["path"], "/home/u/evil\\xff\\xfe.bin");
+        assert_eq!(actions[0]["outcome"], "done", "{actions:?}");
+        assert!(!original.exists(), "the hit is removed");
+        assert_eq!(std::fs::read(&lookalike).unwrap(), b"an innocent file");
+        let entries = agent.local().unwrap().quarantine_list().unwrap().entries;
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            entries[0].original_path,
+            odd_path("/home/u", b"evil\xff\xfe.bin")
+        );
     }
 
     /// Settings that quarantine what the sandbox calls malicious in `/watched`.
@@ -946,6 +1016,70 @@ mod tests {
         assert_eq!(detections_of(&agent, &sha256_hex(flagged)), 1);
         stop.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    /// The local pipeline on a file named with bytes that are not UTF-8: the watcher sees
+    /// it, the cached verdict is malicious, and the object is quarantined and its original
+    /// removed; the detection names it with `\xHH`, and a restore brings it back under its
+    /// own bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_malicious_file_named_with_bytes_that_are_not_utf8_is_quarantined_and_restored() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("watched")).unwrap();
+        let flagged: &[u8] = b"#!/bin/sh\necho 'named to slip through'\n";
+        let marker: &[u8] = b"#!/bin/sh\necho 'really flagged'\n";
+        cache_malicious(&data, &[flagged, marker]);
+        let agent = open_agent(&root, &data);
+        agent.update(|s| s.settings = Some(watching_settings()));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::sandboxing::run(agent.clone(), stop_rx));
+        settle(&agent, &root, "ready", marker).await;
+
+        let device = odd_path("/watched", b"evil\xff\xfe.bin");
+        let original = root.join(device.strip_prefix("/").unwrap());
+        // Where a lossy copy of the name leads: another file, which must stay.
+        let lookalike = root.join("watched/evil\u{fffd}\u{fffd}.bin");
+        std::fs::write(&lookalike, b"#!/bin/sh\necho 'innocent'\n").unwrap();
+        std::fs::write(&original, flagged).unwrap();
+        settle(&agent, &root, "after", marker).await;
+
+        assert!(!original.exists(), "the malicious original is removed");
+        assert!(lookalike.exists(), "the look-alike is left alone");
+        let entries = agent.local().unwrap().quarantine_list().unwrap().entries;
+        let entry = entries
+            .iter()
+            .find(|e| e.original_path == device)
+            .unwrap_or_else(|| panic!("quarantined under its own bytes: {entries:?}"))
+            .clone();
+        let outbox = agent.snapshot().outbox;
+        let detection = outbox
+            .iter()
+            .find_map(|e| match &e.body {
+                EventBody::Detection(d) if d.sha256 == sha256_hex(flagged) => Some(d.clone()),
+                _ => None,
+            })
+            .expect("the detection is reported");
+        assert_eq!(detection.path, "/watched/evil\\xff\\xfe.bin");
+        assert!(
+            outbox.iter().any(|e| matches!(&e.body,
+                EventBody::ActionOutcome { detection_id, action, outcome, .. }
+                    if *detection_id == detection.detection_id
+                        && action == "quarantine_and_delete" && outcome == "done")),
+            "{outbox:?}"
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+
+        let a = agent.clone();
+        let id = entry.id.clone();
+        let restored_to =
+            tokio::task::spawn_blocking(move || a.quarantine_restore(&id, None, None))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(restored_to, "/watched/evil\\xff\\xfe.bin");
+        assert_eq!(std::fs::read(&original).unwrap(), flagged);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use riposte_epp::Epp;
 use riposte_host::{HostRoot, Notifier, NotifyOutcome};
-use riposte_model::Action;
+use riposte_model::{path_text, Action};
 use riposte_proto::DetectionRecord;
 use riposte_quarantine::{QuarantineConfig, QuarantineRecord, QuarantineRequest, QuarantineStore};
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,8 @@ pub fn clamd_epp(
 /// What a sandbox (or an external tool) reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DetectionInput {
-    /// Device path of the object.
+    /// Device path of the object, in its [`path_text`] form (a byte that is not UTF-8 as
+    /// `\xHH`, a backslash as `\\`; a lone backslash typed by hand is taken as it is).
     pub path: String,
     pub sha256: String,
     pub threat: String,
@@ -126,7 +127,9 @@ impl LocalActions {
         // that a relative `--data` or one reached through a link is still recognised.
         let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
         if let Some(own) = HostRoot::new(canonical(host_root)).device_path(&canonical(data_dir)) {
-            config.protected.push(format!("{}/", own.display()));
+            config
+                .protected
+                .push(format!("{}/", path_text::encode(own)));
         }
         let (store, recovery) =
             QuarantineStore::open(data_dir.join("quarantine"), host.clone(), config)?;
@@ -151,7 +154,8 @@ impl LocalActions {
         self.quarantine.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Quarantines and deletes the object at `path`.
+    /// Quarantines and deletes the object at device path `path` ([`path_text`] form, as
+    /// detections and hits carry it).
     pub fn quarantine(
         &self,
         path: &str,
@@ -161,7 +165,7 @@ impl LocalActions {
         expected: Option<riposte_host::FileIdentity>,
     ) -> Result<QuarantineRecord, String> {
         let req = QuarantineRequest {
-            path: PathBuf::from(path),
+            path: path_text::decode(path),
             detection_id: detection_id.to_string(),
             threat_name: threat.to_string(),
             user: user.to_string(),
@@ -180,7 +184,8 @@ impl LocalActions {
         self.store().list().map_err(|e| e.to_string())
     }
 
-    /// Restores an entry; `to` another device path; `on_conflict` refuse|replace|rename.
+    /// Restores an entry; `to` another device path ([`path_text`] form); `on_conflict`
+    /// refuse|replace|rename. Returns the device path written.
     pub fn quarantine_restore(
         &self,
         id: &str,
@@ -188,7 +193,7 @@ impl LocalActions {
         on_conflict: Option<&str>,
     ) -> Result<PathBuf, String> {
         let target = match to {
-            Some(p) => riposte_quarantine::RestoreTarget::Path(PathBuf::from(p)),
+            Some(p) => riposte_quarantine::RestoreTarget::Path(path_text::decode(p)),
             None => riposte_quarantine::RestoreTarget::Original,
         };
         let policy = match on_conflict.unwrap_or("refuse") {
@@ -223,7 +228,7 @@ impl LocalActions {
             report.findings.len()
         );
         for f in &report.findings {
-            detail.push_str(&format!("; {} in {}", f.threat, f.path.display()));
+            detail.push_str(&format!("; {} in {}", f.threat, path_text::encode(&f.path)));
         }
         Outcome::new("epp_critical_areas_scan", "done", detail)
     }
@@ -233,9 +238,10 @@ impl LocalActions {
         &self,
         input: &DetectionInput,
     ) -> Result<(DetectionRecord, riposte_host::FileIdentity), String> {
+        let device_path = path_text::decode(&input.path);
         let opened = self
             .host
-            .open_regular(Path::new(&input.path))
+            .open_regular(&device_path)
             .map_err(|e| format!("not acting on {}: {e}", input.path))?;
         let identity = opened.identity().map_err(|e| e.to_string())?;
         if !hex::encode(identity.sha256).eq_ignore_ascii_case(input.sha256.trim()) {
@@ -248,7 +254,9 @@ impl LocalActions {
             md5_sha1(&opened.file).map_err(|e| format!("cannot read {}: {e}", input.path))?;
         let record = DetectionRecord {
             detection_id: format!("{:032x}", rand::random::<u128>()),
-            path: input.path.clone(),
+            // Canonical, so that the record names the object as the watcher and the sweep
+            // do, however a tool typed it.
+            path: path_text::encode(&device_path),
             size: opened.meta.size,
             md5,
             sha1,

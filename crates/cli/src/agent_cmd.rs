@@ -58,7 +58,8 @@ pub enum CtlCommand {
     Quarantine(QuarantineCmd),
     /// Report a malicious object: the agent responds per its Threat Response settings.
     ReportDetection {
-        /// Device path of the object.
+        /// Device path of the object, as detections spell it: a byte that is not UTF-8 as
+        /// \xHH, a backslash as \\ (a lone backslash is taken as it is).
         #[arg(long)]
         path: String,
         /// Its SHA-256; the agent acts only while the file at PATH has it.
@@ -86,7 +87,8 @@ pub enum QuarantineCmd {
     },
     Restore {
         id: String,
-        /// Restore to this device path instead of the original one.
+        /// Restore to this device path instead of the original one (spelt as in
+        /// detections: \xHH for a byte that is not UTF-8).
         #[arg(long)]
         to: Option<String>,
         /// Replace an existing file at the target.

@@ -192,7 +192,8 @@ async fn demo(core: &Arc<Core>, watched: &Path) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let path = watched.join(format!("eicar-demo-{}.com", std::process::id()));
     std::fs::write(&path, eicar.as_bytes())?;
-    let device_path = path.display().to_string();
+    // As the agent writes it in the detection (the host root is `/` here).
+    let device_path = riposte_model::path_text::encode(&path);
     println!("demo: dropped the EICAR test file at {device_path}");
     let mut detection = None;
     for _ in 0..240 {

@@ -15,6 +15,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use riposte_model::path_text;
+
 use crate::HostRoot;
 
 /// Bytes read from the start of each disk and partition: the MBR/VBR, the
@@ -83,8 +85,11 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    fn host(&self, dev: &str) -> PathBuf {
-        self.root.path().join(dev.trim_start_matches('/'))
+    /// The host path of device path `dev`, built from its bytes: a name that is not
+    /// UTF-8 must lead to the very file that was listed.
+    fn host(&self, dev: impl AsRef<Path>) -> PathBuf {
+        let dev = dev.as_ref();
+        self.root.path().join(dev.strip_prefix("/").unwrap_or(dev))
     }
 
     fn skip(&mut self, what: impl Into<String>, reason: impl Into<String>) {
@@ -98,10 +103,7 @@ impl Collector<'_> {
     /// left to the scanner, which opens safely and reports what it skips.
     fn add(&mut self, category: CriticalCategory, dev: &Path, origin: impl Into<String>) {
         if HostRoot::components(dev).is_err() {
-            self.skip(
-                dev.display().to_string(),
-                "not an absolute path without `..`",
-            );
+            self.skip(path_text::encode(dev), "not an absolute path without `..`");
             return;
         }
         if self.seen.insert(dev.to_path_buf()) {
@@ -113,7 +115,9 @@ impl Collector<'_> {
         }
     }
 
-    /// Regular files (not symlinks) directly in a directory, sorted.
+    /// Regular files (not symlinks) directly in a directory, sorted, with their names as
+    /// text for matching. The device path keeps the name's bytes: a startup file named
+    /// with bytes that are not UTF-8 must still be found, opened and scanned.
     fn list_dir(&mut self, dev_dir: &str) -> Vec<(String, PathBuf)> {
         let host = self.host(dev_dir);
         let rd = match fs::read_dir(&host) {
@@ -128,9 +132,8 @@ impl Collector<'_> {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
             .map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let dev = Path::new(dev_dir).join(&name);
-                (name, dev)
+                let dev = Path::new(dev_dir).join(e.file_name());
+                (path_text::encode(e.file_name()), dev)
             })
             .collect();
         v.sort();
@@ -147,7 +150,7 @@ impl Collector<'_> {
             Ok(mods) => {
                 let release = self.root.kernel_release();
                 let dep = release.as_ref().and_then(|r| {
-                    fs::read_to_string(self.host(&format!("/lib/modules/{r}/modules.dep"))).ok()
+                    fs::read_to_string(self.host(format!("/lib/modules/{r}/modules.dep"))).ok()
                 });
                 for line in mods.lines() {
                     let Some(name) = line.split_whitespace().next() else {
@@ -208,12 +211,12 @@ impl Collector<'_> {
                     continue;
                 }
                 self.add(Startup, &unit, "systemd unit");
-                if let Ok(text) = fs::read_to_string(self.host(&unit.to_string_lossy())) {
+                if let Ok(text) = fs::read_to_string(self.host(&unit)) {
                     for (key, prog) in unit_exec_programs(&text) {
                         self.add(
                             StartupProgram,
                             Path::new(&prog),
-                            format!("{key}= of {}", unit.display()),
+                            format!("{key}= of {}", path_text::encode(&unit)),
                         );
                     }
                 }
@@ -308,7 +311,7 @@ impl Collector<'_> {
                     continue;
                 }
                 self.add(Startup, &f, "XDG autostart entry");
-                if let Ok(t) = fs::read_to_string(self.host(&f.to_string_lossy())) {
+                if let Ok(t) = fs::read_to_string(self.host(&f)) {
                     for l in t.lines() {
                         if let Some(cmd) = l.strip_prefix("Exec=") {
                             if let Some(p) =
@@ -317,7 +320,7 @@ impl Collector<'_> {
                                 self.add(
                                     StartupProgram,
                                     Path::new(p),
-                                    format!("Exec= of {}", f.display()),
+                                    format!("Exec= of {}", path_text::encode(&f)),
                                 );
                             }
                         }
@@ -338,12 +341,11 @@ impl Collector<'_> {
         };
         let mut devices = Vec::new();
         for disk in rd.filter_map(|e| e.ok()) {
-            let name = disk.file_name().to_string_lossy().into_owned();
-            devices.push((name.clone(), disk.path()));
+            devices.push((disk.file_name(), disk.path()));
             if let Ok(parts) = fs::read_dir(disk.path()) {
                 for p in parts.filter_map(|e| e.ok()) {
                     if p.path().join("partition").exists() {
-                        devices.push((p.file_name().to_string_lossy().into_owned(), p.path()));
+                        devices.push((p.file_name(), p.path()));
                     }
                 }
             }
@@ -353,13 +355,15 @@ impl Collector<'_> {
             let size = fs::read_to_string(sys.join("size"))
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok());
+            // The node is named by the name's bytes, the report by its text.
+            let dev = Path::new("/dev").join(&name);
+            let name = path_text::encode(&name);
             if size == Some(0) {
                 self.skip(format!("/dev/{name}"), "empty device (size 0)");
                 continue;
             }
-            let dev = PathBuf::from(format!("/dev/{name}"));
             let mut buf = vec![0u8; BOOT_SECTOR_BYTES];
-            let r = fs::File::open(self.host(&dev.to_string_lossy())).and_then(|mut f| {
+            let r = fs::File::open(self.host(&dev)).and_then(|mut f| {
                 let mut n = 0;
                 while n < buf.len() {
                     let k = f.read(&mut buf[n..])?;
@@ -371,7 +375,7 @@ impl Collector<'_> {
                 Ok(n)
             });
             match r {
-                Ok(0) => self.skip(dev.display().to_string(), "read 0 bytes"),
+                Ok(0) => self.skip(path_text::encode(&dev), "read 0 bytes"),
                 Ok(n) => {
                     buf.truncate(n);
                     self.out.boot_sectors.push(BootSector {
@@ -381,7 +385,7 @@ impl Collector<'_> {
                     })
                 }
                 Err(e) => self.skip(
-                    dev.display().to_string(),
+                    path_text::encode(&dev),
                     format!("cannot read raw device: {e}"),
                 ),
             }
@@ -443,5 +447,35 @@ impl HostRoot {
         c.startup();
         c.boot_sectors();
         c.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// A startup file named with bytes that are not UTF-8 is listed under its own name,
+    /// so that the scanner opens that file and not a look-alike that does not exist.
+    #[test]
+    fn a_startup_file_with_a_non_utf8_name_is_listed_under_its_own_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let name = OsStr::from_bytes(b"evil\xff\xfe");
+        std::fs::create_dir_all(d.path().join("etc/cron.d")).unwrap();
+        std::fs::write(
+            d.path().join("etc/cron.d").join(name),
+            b"* * * * * root /x\n",
+        )
+        .unwrap();
+        let root = HostRoot::new(d.path());
+        let areas = root.critical_areas();
+        let cron = areas
+            .files
+            .iter()
+            .find(|f| f.origin == "cron")
+            .expect("the cron file is listed");
+        assert_eq!(cron.path, Path::new("/etc/cron.d").join(name));
+        assert!(root.host_path(&cron.path).unwrap().is_file());
     }
 }

@@ -9,6 +9,11 @@ use crate::HostError;
 /// production the root is `/`; tests point it at a temporary directory so
 /// that they can build a fake device (with `/proc/modules`, `/boot`, `/dev`…)
 /// and run in parallel.
+///
+/// Device paths are taken and given as `Path`s, which keep every byte of a
+/// name. Where one is carried as text (detections, hits, records) it goes
+/// through [`riposte_model::path_text`]: a lossy string would lead to another
+/// file, or to none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoot {
     root: PathBuf,

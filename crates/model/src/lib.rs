@@ -3,12 +3,14 @@
 //! Everything the server and the agent must agree on lives here as plain data and pure
 //! functions: the administration-group tree, policies and their settings groups, how a
 //! device's effective settings are computed (with provenance), who may do what, the rules
-//! of the special account, and the per-device state machine of a task. Keeping this crate
-//! free of I/O lets the rules be tested exhaustively with table-driven tests, and lets the
-//! storage and transport layers change without touching them.
+//! of the special account, the per-device state machine of a task, and the lossless text
+//! form of file paths ([`path_text`]) that every crate uses where a path becomes a string.
+//! Keeping this crate free of I/O lets the rules be tested exhaustively with table-driven
+//! tests, and lets the storage and transport layers change without touching them.
 
 pub mod accounts;
 pub mod groups;
+pub mod path_text;
 pub mod rights;
 pub mod settings;
 pub mod tasks;

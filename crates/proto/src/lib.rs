@@ -127,7 +127,8 @@ pub struct QuarantineCommand {
     pub entry_id: String,
     /// `restore` or `delete`.
     pub action: String,
-    /// For `restore`: another path than the original (device path).
+    /// For `restore`: another path than the original (device path, in its
+    /// `riposte_model::path_text` form).
     #[serde(default)]
     pub restore_to: Option<String>,
     /// For `restore` onto an existing file: `refuse` (default), `replace` or `rename`.
@@ -207,6 +208,8 @@ pub enum EventBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetectionRecord {
     pub detection_id: String,
+    /// Device path of the object, in its `riposte_model::path_text` form (a byte that is
+    /// not UTF-8 as `\xHH`), so that it names the object exactly.
     pub path: String,
     pub size: u64,
     pub md5: String,

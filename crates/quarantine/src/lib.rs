@@ -70,7 +70,8 @@ pub struct QuarantineConfig {
     /// object is stored (bytes). Default 64 MiB.
     pub min_free_bytes: u64,
     /// Protected device paths: exact paths, `dir/` prefixes, and `*`
-    /// wildcards within one component. Default [`default_protected`].
+    /// wildcards within one component, in their [`riposte_model::path_text`]
+    /// form (`\xHH` for a byte that is not UTF-8). Default [`default_protected`].
     pub protected: Vec<String>,
     /// Called after the copy is committed and before the original is deleted.
     pub pre_delete_hook: Option<PreDeleteHook>,
@@ -122,7 +123,10 @@ pub struct QuarantineRecord {
     pub format: u32,
     /// Entry id (32 hex digits).
     pub id: String,
-    /// Device path the object was taken from.
+    /// Device path the object was taken from. Stored in its
+    /// [`riposte_model::path_text`] form, so that a name that is not UTF-8 is
+    /// restored under its own bytes (plain serde refuses such a path).
+    #[serde(with = "riposte_model::path_text::as_string")]
     pub original_path: PathBuf,
     /// Owner uid.
     pub uid: u32,
@@ -210,14 +214,17 @@ pub struct RecoveryReport {
     pub warnings: Vec<String>,
 }
 
+// Paths as `path_text`, like the records: recovery must find the same bytes.
 #[derive(Debug, Serialize, Deserialize)]
 enum Intent {
     Quarantine {
         id: String,
+        #[serde(with = "riposte_model::path_text::as_string")]
         path: PathBuf,
     },
     Restore {
         id: String,
+        #[serde(with = "riposte_model::path_text::as_string")]
         target: PathBuf,
         tmp_name: String,
     },
@@ -720,7 +727,9 @@ impl QuarantineStore {
                 .map_err(error::io_err("listing", &d))?
                 .flatten()
             {
-                let name = e.file_name().to_string_lossy().into_owned();
+                // Exact in the warnings; a name that is not UTF-8 keeps `\xHH`, so
+                // it can never pass for an entry's id.
+                let name = riposte_model::path_text::encode(e.file_name());
                 if name.ends_with(".tmp") {
                     remove_if_exists(&e.path())?;
                 } else if sub == "objects" {
@@ -802,7 +811,8 @@ impl QuarantineStore {
             .map_err(error::io_err("listing", &d))?
             .flatten()
         {
-            let name = e.file_name().to_string_lossy().into_owned();
+            // A name that is not UTF-8 keeps `\xHH` and is no valid id.
+            let name = riposte_model::path_text::encode(e.file_name());
             if let Some(id) = name.strip_suffix(".json") {
                 if valid_id(id) {
                     match self.read_record(id) {

@@ -11,10 +11,12 @@
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use riposte_host::{HostError, HostRoot, OpenedFile};
+use riposte_model::path_text;
 use rustix::fs::{Mode, OFlags};
 
 use crate::QuarantineError;
@@ -66,28 +68,31 @@ fn wildcard(pat: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// `path` as the patterns spell paths: absolute, one `/` between components,
-/// no `.`. Without this `//boot/vmlinuz` or `/./lib/…/libc.so.6` would name a
-/// protected file and match no pattern. Relative paths and `..` are refused,
-/// as the host refuses them.
-pub(crate) fn normalise(path: &Path) -> Result<String, HostError> {
-    let mut out = String::new();
+/// `path` as the patterns spell paths, as bytes: absolute, one `/` between
+/// components, no `.`. Without this `//boot/vmlinuz` or `/./lib/…/libc.so.6`
+/// would name a protected file and match no pattern. Relative paths and `..`
+/// are refused, as the host refuses them. Bytes, not text: a lossy copy would
+/// let names that differ only in bytes that are not UTF-8 match alike.
+pub(crate) fn normalise(path: &Path) -> Result<Vec<u8>, HostError> {
+    let mut out = Vec::new();
     for c in HostRoot::components(path)? {
-        out.push('/');
-        out.push_str(&c.to_string_lossy());
+        out.push(b'/');
+        out.extend_from_slice(c.as_bytes());
     }
     if out.is_empty() {
-        out.push('/');
+        out.push(b'/');
     }
     Ok(out)
 }
 
-/// Whether the normalised path `p` matches protection pattern `pat`.
-pub(crate) fn matches(pat: &str, p: &str) -> bool {
-    if let Some(dir) = pat.strip_suffix('/') {
-        return p == dir || p.starts_with(pat);
+/// Whether the normalised path `p` matches protection pattern `pat`, a device
+/// path in its [`path_text`] form (so that a pattern can name any bytes).
+pub(crate) fn matches(pat: &str, p: &[u8]) -> bool {
+    let pat = path_text::decode_bytes(pat);
+    if let Some(dir) = pat.strip_suffix(b"/") {
+        return p == dir || p.starts_with(&pat);
     }
-    wildcard(pat.as_bytes(), p.as_bytes())
+    wildcard(&pat, p)
 }
 
 /// The first pattern of `list` that `path` matches, once normalised.
@@ -116,7 +121,7 @@ pub(crate) fn check_identity(
         .iter()
         .filter(|p| !p.contains('*') && !p.ends_with('/'))
     {
-        if let Ok(hp) = host.host_path(Path::new(pat)) {
+        if let Ok(hp) = host.host_path(&path_text::decode(pat)) {
             if let Ok(md) = std::fs::metadata(&hp) {
                 if md.dev() == f.meta.dev && md.ino() == f.meta.ino {
                     return Err(QuarantineError::Protected {
@@ -191,7 +196,7 @@ pub(crate) fn check_restore_target(
         match pat.strip_suffix('/') {
             Some(dir) => {
                 if let Some(id) = host
-                    .host_path(Path::new(dir))
+                    .host_path(&path_text::decode(dir))
                     .ok()
                     .and_then(|p| identity_of(&p))
                 {
@@ -199,7 +204,7 @@ pub(crate) fn check_restore_target(
                 }
             }
             None => {
-                let pat_path = Path::new(pat);
+                let pat_path = path_text::decode(pat);
                 let same_name = pat_path.file_name() == Some(name);
                 let pat_dir = pat_path.parent().and_then(|d| host.host_path(d).ok());
                 if same_name && pat_dir.and_then(|d| identity_of(&d)) == Some(parent_id) {
@@ -249,19 +254,19 @@ mod tests {
 
     #[test]
     fn patterns() {
-        assert!(matches("/boot/", "/boot/vmlinuz"));
-        assert!(matches("/boot/", "/boot"));
-        assert!(!matches("/boot/", "/bootx"));
+        assert!(matches("/boot/", b"/boot/vmlinuz"));
+        assert!(matches("/boot/", b"/boot"));
+        assert!(!matches("/boot/", b"/bootx"));
         assert!(matches(
             "/lib/*-linux-gnu*/libc.so*",
-            "/lib/x86_64-linux-gnu/libc.so.6"
+            b"/lib/x86_64-linux-gnu/libc.so.6"
         ));
         assert!(!matches(
             "/lib/*-linux-gnu*/libc.so*",
-            "/lib/x86_64-linux-gnu/sub/libc.so.6"
+            b"/lib/x86_64-linux-gnu/sub/libc.so.6"
         ));
-        assert!(matches("/bin/sh", "/bin/sh"));
-        assert!(!matches("/bin/sh", "/bin/shx"));
+        assert!(matches("/bin/sh", b"/bin/sh"));
+        assert!(!matches("/bin/sh", b"/bin/shx"));
     }
 
     #[test]
@@ -292,5 +297,36 @@ mod tests {
             );
         }
         assert!(check_path(&list, Path::new("/home/alice/boot/vmlinuz")).is_ok());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_matched_by_their_bytes() {
+        let odd = |b: &[u8]| Path::new(OsStr::from_bytes(b)).to_path_buf();
+        let list = vec![
+            "/boot/".to_string(),
+            "/opt/evil\\xff.bin".to_string(),
+            "/opt/lib\\xfe*".to_string(),
+        ];
+        for p in [
+            odd(b"/boot/vmlinuz\xff"),
+            odd(b"/boot/\xff\xfe/x"),
+            odd(b"/opt/evil\xff.bin"),
+            odd(b"/opt/lib\xfe.so.1"),
+        ] {
+            assert!(
+                matches!(
+                    check_path(&list, &p),
+                    Err(QuarantineError::Protected { .. })
+                ),
+                "{p:?}"
+            );
+        }
+        // Another byte, or U+FFFD (what a lossy copy of \xff would read), is another name.
+        for p in [
+            odd(b"/opt/evil\xfe.bin"),
+            odd("/opt/evil\u{fffd}.bin".as_bytes()),
+        ] {
+            assert!(check_path(&list, &p).is_ok(), "{p:?}");
+        }
     }
 }

@@ -886,3 +886,132 @@ fn a_damaged_record_is_reported_and_hides_no_other_entry() {
         b"/home/alice/1"
     );
 }
+
+/// A device path whose last component is `name`'s bytes.
+fn odd_path(dir: &str, name: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(dir).join(std::ffi::OsStr::from_bytes(name))
+}
+
+fn host_of(e: &Env, dev: &Path) -> PathBuf {
+    HostRoot::new(&e.root).host_path(dev).unwrap()
+}
+
+/// An object whose name is not UTF-8 goes into quarantine, its record keeps the name as
+/// `\xHH` text, and a restore puts it back under its exact bytes, also after a reopen.
+#[test]
+fn a_name_that_is_not_utf8_is_restored_under_its_own_bytes() {
+    let e = env();
+    let dev = odd_path("/home/alice", b"evil\xff\xfe.bin");
+    let original = host_of(&e, &dev);
+    fs::write(&original, b"payload").unwrap();
+    // Where a lossy copy of the name would lead: another file, left alone throughout.
+    let lookalike = e.root.join("home/alice/evil\u{fffd}\u{fffd}.bin");
+    fs::write(&lookalike, b"innocent").unwrap();
+    let s = store(&e, cfg());
+    let rec = s
+        .quarantine(&QuarantineRequest {
+            path: dev.clone(),
+            ..req("/")
+        })
+        .unwrap();
+    assert!(!original.exists(), "original must be deleted");
+    assert_eq!(rec.original_path, dev);
+    let json = fs::read_to_string(e.data.join("records").join(format!("{}.json", rec.id))).unwrap();
+    assert!(
+        json.contains(r#""original_path": "/home/alice/evil\\xff\\xfe.bin""#),
+        "{json}"
+    );
+    drop(s);
+
+    let s = store(&e, cfg());
+    assert_eq!(s.list().unwrap().entries, vec![rec.clone()]);
+    let out = s
+        .restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
+        .unwrap();
+    assert_eq!(out, dev);
+    assert_eq!(fs::read(&original).unwrap(), b"payload");
+    assert_eq!(fs::read(&lookalike).unwrap(), b"innocent");
+}
+
+/// A quarantine of such a name cut short between the commit and the deletion is
+/// finished by recovery: the intent, too, keeps the name's bytes.
+#[test]
+fn recovery_finishes_the_quarantine_of_a_name_that_is_not_utf8() {
+    let e = env();
+    let dev = odd_path("/home/alice", b"crash\xff");
+    let original = host_of(&e, &dev);
+    fs::write(&original, b"payload").unwrap();
+    let crash = QuarantineConfig {
+        pre_delete_hook: Some(Arc::new(|_: &Path| panic!("simulated crash"))),
+        ..cfg()
+    };
+    let s = store(&e, crash);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.quarantine(&QuarantineRequest {
+            path: dev.clone(),
+            ..req("/")
+        })
+    }));
+    assert!(r.is_err());
+    assert!(original.exists());
+    drop(s);
+    let (s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    assert_eq!(rep.completed.len(), 1, "{rep:?}");
+    assert!(!original.exists(), "recovery deletes the original");
+    assert_eq!(s.list().unwrap().entries[0].original_path, dev);
+}
+
+/// The protected list still protects names that are not UTF-8: inside a protected
+/// directory, under a pattern that spells the bytes as `\xHH`, and as restore targets.
+#[test]
+fn protected_paths_with_names_that_are_not_utf8_are_refused() {
+    let e = env();
+    let c = QuarantineConfig {
+        protected: vec!["/opt/keep/".into(), "/opt/tools/agent\\xff".into()],
+        ..cfg()
+    };
+    let s = store(&e, c);
+    let in_dir = odd_path("/opt/keep", b"child\xfe");
+    let named = odd_path("/opt/tools", b"agent\xff");
+    for dev in [&in_dir, &named] {
+        fs::create_dir_all(host_of(&e, dev).parent().unwrap()).unwrap();
+        fs::write(host_of(&e, dev), b"needed").unwrap();
+        let err = s
+            .quarantine(&QuarantineRequest {
+                path: dev.clone(),
+                ..req("/")
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, QuarantineError::Protected { .. }),
+            "{dev:?}: {err}"
+        );
+        assert!(host_of(&e, dev).exists());
+    }
+    // Another byte in the same place is another name, and not protected.
+    let other = odd_path("/opt/tools", b"agent\xfe");
+    fs::write(host_of(&e, &other), b"payload").unwrap();
+    let rec = s
+        .quarantine(&QuarantineRequest {
+            path: other.clone(),
+            ..req("/")
+        })
+        .unwrap();
+    fs::remove_file(host_of(&e, &named)).unwrap();
+    for target in [&in_dir, &named] {
+        let err = s
+            .restore(
+                &rec.id,
+                &RestoreTarget::Path(target.clone()),
+                ConflictPolicy::Replace,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, QuarantineError::ProtectedTarget { .. }),
+            "{target:?}: {err}"
+        );
+    }
+    assert!(!host_of(&e, &named).exists(), "nothing written");
+    assert_eq!(fs::read(host_of(&e, &in_dir)).unwrap(), b"needed");
+}

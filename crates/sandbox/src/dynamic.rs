@@ -12,8 +12,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use riposte_model::path_text;
 
 use crate::report::{Destination, Evidence, FileIoc, PersistenceIoc, ProcessIoc, Report, Verdict};
 use crate::SandboxError;
@@ -388,13 +390,19 @@ fn sanitize_name(name: &str) -> String {
     }
 }
 
-/// Map a path inside the jail to the host scratch path if it is in a writable area.
+/// Map a path inside the jail (in its `path_text` form, as the trace's paths are kept) to
+/// the host scratch path if it is in a writable area: decoded, so that a file the sample
+/// named with bytes that are not UTF-8 is found and hashed.
 fn host_path(root: &Path, jail_path: &str) -> Option<PathBuf> {
     for (inside, sub) in WRITABLE {
         if let Some(rest) = jail_path.strip_prefix(inside) {
             if rest.is_empty() || rest.starts_with('/') {
-                let rest = rest.trim_start_matches('/');
-                if rest.split('/').any(|c| c == "..") {
+                let rest = path_text::decode(rest.trim_start_matches('/'));
+                // Checked after decoding: only plain names may lead below the scratch area.
+                if !rest
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+                {
                     return None;
                 }
                 return Some(root.join(sub).join(rest));
@@ -578,7 +586,7 @@ pub fn parse_strace(text: &str, sample_path: &str) -> Trace {
                 let Some(path) = strings.first() else {
                     continue;
                 };
-                let path = String::from_utf8_lossy(path).to_string();
+                let path = path_text::encode_bytes(path);
                 let writes = name == "creat"
                     || args.contains("O_WRONLY")
                     || args.contains("O_RDWR")
@@ -598,13 +606,13 @@ pub fn parse_strace(text: &str, sample_path: &str) -> Trace {
                     strings.get(1)
                 };
                 if let Some(p) = target {
-                    let full = resolve(&String::from_utf8_lossy(p), &cwd);
+                    let full = resolve(&path_text::encode_bytes(p), &cwd);
                     record_write(&mut t, full, ok);
                 }
             }
             "chdir" if ok => {
                 if let Some(p) = strings.first() {
-                    let full = resolve(&String::from_utf8_lossy(p), &cwd);
+                    let full = resolve(&path_text::encode_bytes(p), &cwd);
                     cwd.insert(pid.clone(), full);
                 }
             }
@@ -612,7 +620,7 @@ pub fn parse_strace(text: &str, sample_path: &str) -> Trace {
                 let Some(path) = strings.first() else {
                     continue;
                 };
-                let path = String::from_utf8_lossy(path).to_string();
+                let path = path_text::encode_bytes(path);
                 if path == sample_path {
                     continue;
                 }
@@ -864,6 +872,36 @@ mod tests {
         assert_eq!(t.connects[0].protocol, "tcp");
         assert_eq!(t.connects[1].ip, "2001:db8::1");
         assert_eq!(t.dns_names, vec!["evil.example.com"]);
+    }
+
+    /// A file the sample names with bytes that are not UTF-8 keeps them in the trace, and
+    /// is found in the scratch area to be hashed (its SHA-256 is a dropped-file IOC).
+    #[test]
+    fn a_written_name_that_is_not_utf8_leads_to_the_file_itself() {
+        let text = r#"7     openat(AT_FDCWD, "/tmp/drop\377\376.bin", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 3
+7     openat(AT_FDCWD, "/tmp/back\\slash", O_WRONLY|O_CREAT, 0666) = 4
+"#;
+        let t = parse_strace(text, "/.riposte-sample/s.sh");
+        assert_eq!(t.written, ["/tmp/drop\\xff\\xfe.bin", "/tmp/back\\\\slash"]);
+        let scratch = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(scratch.path().join("tmp")).unwrap();
+        let dropped = scratch.path().join("tmp").join(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"drop\xff\xfe.bin"),
+        );
+        std::fs::write(&dropped, b"payload").unwrap();
+        assert_eq!(host_path(scratch.path(), &t.written[0]), Some(dropped));
+        assert_eq!(
+            host_path(scratch.path(), &t.written[1]),
+            Some(scratch.path().join("tmp/back\\slash"))
+        );
+        // Whatever a path decodes to, it stays below the scratch area.
+        for escape in [
+            "/tmp/\\x2e\\x2e/etc/passwd",
+            "/tmp/\\x2fetc/passwd",
+            "/tmp/../etc",
+        ] {
+            assert_eq!(host_path(scratch.path(), escape), None, "{escape}");
+        }
     }
 
     #[test]

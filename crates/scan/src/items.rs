@@ -204,12 +204,20 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
             continue;
         };
         let dir = e.path();
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+        // Bytes, not text: a process named with bytes that are not UTF-8 must not vanish
+        // from the sweep because its stat line cannot be read as a string.
+        let Ok(stat) = std::fs::read(dir.join("stat")) else {
             continue;
         };
         // comm is in parentheses and may contain spaces: split after the last ')'.
-        let (comm, rest) = match (stat.find('('), stat.rfind(')')) {
-            (Some(a), Some(b)) if b > a => (&stat[a + 1..b], &stat[b + 1..]),
+        let (comm, rest) = match (
+            stat.iter().position(|&b| b == b'('),
+            stat.iter().rposition(|&b| b == b')'),
+        ) {
+            (Some(a), Some(b)) if b > a => (
+                riposte_model::path_text::encode_bytes(&stat[a + 1..b]),
+                String::from_utf8_lossy(&stat[b + 1..]).into_owned(),
+            ),
             _ => continue,
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
@@ -219,9 +227,10 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
         let utime = num(11) as f64 / USER_HZ;
         let stime = num(12) as f64 / USER_HZ;
         let start = btime + (num(19) as f64 / USER_HZ) as i64;
+        // In path_text form, like file paths, so that an IOC names a process's file the
+        // way it names the file itself.
         let exe = std::fs::read_link(dir.join("exe")).ok().map(|p| {
-            p.display()
-                .to_string()
+            riposte_model::path_text::encode(p)
                 .trim_end_matches(" (deleted)")
                 .to_string()
         });
@@ -235,9 +244,11 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
             .as_deref()
             .and_then(|p| p.rsplit('/').next())
             .map(str::to_string)
-            .unwrap_or_else(|| comm.to_string());
-        let uid = std::fs::read_to_string(dir.join("status"))
+            .unwrap_or(comm);
+        // Read lossily: its Name: line holds the raw name, the Uid: line is ASCII.
+        let uid = std::fs::read(dir.join("status"))
             .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
             .and_then(|t| {
                 t.lines().find_map(|l| {
                     l.strip_prefix("Uid:")
@@ -323,8 +334,9 @@ fn socket_owners(proc_root: &Path) -> HashMap<u64, (i64, String)> {
         let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
             continue;
         };
-        let name = std::fs::read_to_string(e.path().join("comm"))
-            .map(|c| c.trim().to_string())
+        // Spelt like process names: bytes that are not UTF-8 as `\xHH`.
+        let name = std::fs::read(e.path().join("comm"))
+            .map(|c| riposte_model::path_text::encode_bytes(c.trim_ascii()))
             .unwrap_or_default();
         for fd in fds.flatten() {
             if let Ok(target) = std::fs::read_link(fd.path()) {
@@ -384,7 +396,7 @@ pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
                 v.insert(Field::PortPid, FieldValue::Int(*pid));
                 v.insert(Field::PortProcess, s(name.clone()));
                 if let Ok(p) = std::fs::read_link(proc_root.join(pid.to_string()).join("exe")) {
-                    v.insert(Field::PortPath, s(p.display().to_string()));
+                    v.insert(Field::PortPath, s(riposte_model::path_text::encode(p)));
                 }
             }
             let fmt = |ip: std::net::IpAddr, port: i64| match ip {

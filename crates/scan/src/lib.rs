@@ -634,7 +634,7 @@ impl Candidates {
         let mut out = self.always.clone();
         let lower_name = || {
             path.file_name()
-                .map(|n| n.to_string_lossy().to_lowercase())
+                .map(|n| riposte_model::path_text::encode(n).to_lowercase())
                 .unwrap_or_default()
         };
         if let Some(v) = self.by_size.get(&size) {

@@ -129,11 +129,14 @@ pub enum SkipReason {
     NotRegular,
 }
 
-/// The device path of a host path (`host_root/etc/x` → `/etc/x`).
+/// The device path of a host path (`host_root/etc/x` → `/etc/x`), in its
+/// [`riposte_model::path_text`] form: hits name the file so that the agent can find the very
+/// same file again (a name that is not UTF-8 keeps its bytes as `\xHH`).
 pub fn device_path(host_root: &Path, p: &Path) -> String {
+    use riposte_model::path_text::encode;
     match p.strip_prefix(host_root) {
-        Ok(rel) => format!("/{}", rel.display()),
-        Err(_) => p.display().to_string(),
+        Ok(rel) => format!("/{}", encode(rel)),
+        Err(_) => encode(p),
     }
 }
 

@@ -923,3 +923,115 @@ fn path_tests_are_indexed_without_changing_what_hits() {
     // Nothing needed content: no file was read.
     assert_eq!(r.stats.files_read, 0, "{:?}", r.stats);
 }
+
+/// A hit on a file whose name is not UTF-8 names it with `\xHH` (the `path_text` form),
+/// which an IOC can spell and which leads back to the very file that hit.
+#[test]
+fn a_hit_on_a_name_that_is_not_utf8_names_it_losslessly() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    const ODD: &[u8] = b"a payload under a name that is not UTF-8";
+    let d = device();
+    let host = d
+        .path()
+        .join("tmp")
+        .join(std::ffi::OsStr::from_bytes(b"odd\xff\xfe.bin"));
+    std::fs::write(&host, ODD).unwrap();
+    // Where a lossy copy of the name would lead: another file, which must not hit.
+    write(d.path(), "tmp/odd\u{fffd}\u{fffd}.bin", b"innocent");
+    let meta = std::fs::metadata(&host).unwrap();
+    let by_hash = ioc(
+        "hash",
+        &or(&[term("FileItem/Md5sum", "is", "md5", &md5_hex(ODD))]),
+    );
+    let by_path = ioc(
+        "path",
+        &or(&[term(
+            "FileItem/FullPath",
+            "is",
+            "string",
+            "/tmp/odd\\xff\\xfe.bin",
+        )]),
+    );
+    // By name: the name index spells file names as the evaluation does.
+    let by_name = ioc(
+        "name",
+        &or(&[term(
+            "FileItem/FileName",
+            "is",
+            "string",
+            "ODD\\xFF\\xfe.bin",
+        )]),
+    );
+    for doc in [by_hash, by_path, by_name] {
+        let origin = doc.origin.clone();
+        let r = sweep(&request(d.path(), vec![doc])).unwrap();
+        let items: Vec<&HitItem> = r.hits.iter().map(|h| &h.item).collect();
+        assert_eq!(
+            items,
+            [&HitItem::File {
+                path: "/tmp/odd\\xff\\xfe.bin".into(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+                sha256: Some(sha256_hex(ODD)),
+            }],
+            "{origin}"
+        );
+        let HitItem::File { path, .. } = items[0] else {
+            unreachable!()
+        };
+        let device_path = riposte_model::path_text::decode(path);
+        assert_eq!(
+            d.path().join(device_path.strip_prefix("/").unwrap()),
+            host,
+            "{origin}"
+        );
+    }
+}
+
+/// A process running a file whose name is not UTF-8 has that path in `path_text` form,
+/// as the file's own hits spell it.
+#[test]
+fn a_process_path_that_is_not_utf8_is_named_losslessly() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = device();
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join(std::ffi::OsStr::from_bytes(b"sle\xffep"));
+    std::fs::copy("/usr/bin/sleep", &exe).unwrap();
+    let spelt = format!(
+        "{}/sle\\xffep",
+        bin.path().to_str().expect("a UTF-8 temporary directory")
+    );
+    let mut child = std::process::Command::new(&exe)
+        .arg("986.54321")
+        .spawn()
+        .unwrap();
+    // Until the child has run exec, its /proc entry still shows this test's executable.
+    let proc_exe = format!("/proc/{}/exe", child.id());
+    for _ in 0..200 {
+        if std::fs::read_link(&proc_exe).is_ok_and(|p| p == exe) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let docs = vec![ioc(
+        "proc",
+        &and(&[
+            term("ProcessItem/path", "is", "string", &spelt),
+            term("ProcessItem/arguments", "contains", "string", "986.54321"),
+        ]),
+    )];
+    let mut req = request(d.path(), docs);
+    req.scope.paths.clear();
+    let r = sweep(&req);
+    let _ = child.kill();
+    let _ = child.wait();
+    let hits: Vec<_> = r.unwrap().hits.into_iter().map(|h| h.item).collect();
+    assert_eq!(
+        hits,
+        [HitItem::Process {
+            pid: child.id() as i64,
+            name: "sle\\xffep".into()
+        }]
+    );
+}

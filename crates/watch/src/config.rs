@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use riposte_model::SandboxIntegration;
+use riposte_model::{path_text, SandboxIntegration};
 
 /// Default cap on the bytes held in the submission queue: 100 MB.
 pub const DEFAULT_MAX_QUEUE_BYTES: u64 = 100 * 1024 * 1024;
@@ -115,18 +115,20 @@ impl WatchConfig {
         data_dir.join("sandbox-watch")
     }
 
-    /// The host path of a device path (`/x/y` → `host_root/x/y`). Relative paths and
-    /// paths with `..` are refused: they could name something outside the device.
+    /// The host path of a device path (`/x/y` → `host_root/x/y`), given in its
+    /// [`path_text`] form (bytes that are not UTF-8 as `\xHH`). Relative paths and paths
+    /// with `..` are refused: they could name something outside the device.
     pub fn host_path(&self, device_path: &str) -> Result<PathBuf, crate::WatchError> {
         riposte_host::HostRoot::new(&self.host_root)
-            .host_path(Path::new(device_path))
+            .host_path(&path_text::decode(device_path))
             .map_err(|e| crate::WatchError::Config(e.to_string()))
     }
 
-    /// The device path of a host path under `host_root`, if it is under it.
+    /// The device path of a host path under `host_root`, if it is under it, in its
+    /// [`path_text`] form: [`WatchConfig::host_path`] finds the very same file again.
     pub fn device_path(&self, host_path: &Path) -> Option<String> {
         let rel = host_path.strip_prefix(&self.host_root).ok()?;
-        Some(format!("/{}", rel.to_string_lossy()))
+        Some(format!("/{}", path_text::encode(rel)))
     }
 
     pub(crate) fn validate(&self) -> Result<(), crate::WatchError> {

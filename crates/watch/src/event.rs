@@ -17,7 +17,7 @@ pub enum WatchEvent {
         code: AlertCode,
         /// What happened and what to do.
         message: String,
-        /// The object concerned, as a device path, when there is one.
+        /// The object concerned, as a device path (`path_text` form), when there is one.
         device_path: Option<String>,
     },
 }
@@ -25,7 +25,8 @@ pub enum WatchEvent {
 /// A sandbox verdict for an object seen at `device_path`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// Where the object was seen (device path, not host path).
+    /// Where the object was seen (device path, not host path), in its
+    /// [`riposte_model::path_text`] form: decode it to find the file again.
     pub device_path: String,
     /// Size in bytes of the hashed content.
     pub size: u64,

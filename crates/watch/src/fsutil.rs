@@ -14,11 +14,11 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Wa
     let dir = path
         .parent()
         .ok_or_else(|| WatchError::Config(format!("{} has no parent directory", path.display())))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Built from the name's bytes: a lossy copy could give two files one temporary.
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use md5::Md5;
 use riposte_host::{HostError, HostRoot};
+use riposte_model::path_text;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -37,7 +38,7 @@ pub(crate) struct Object {
 /// Where and by whom an object was seen.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sighting {
-    /// Device path.
+    /// Device path, in its `path_text` form.
     pub device_path: String,
     /// Account name, when the uid is in the device's passwd file.
     pub user_name: Option<String>,
@@ -59,7 +60,7 @@ pub(crate) enum ReadOutcome {
 /// What triggered the read.
 #[derive(Debug)]
 pub(crate) struct Trigger {
-    /// Device path.
+    /// Device path, in its `path_text` form.
     pub device_path: String,
     /// Host path.
     pub host_path: std::path::PathBuf,
@@ -102,7 +103,9 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
         // Every component is opened without following links and the object is checked
         // to be a regular file before it is opened: O_NOFOLLOW alone covers only the
         // last component, so a directory swapped for a link would lead anywhere.
-        None => match HostRoot::new(&config.host_root).open_regular(Path::new(&t.device_path)) {
+        None => match HostRoot::new(&config.host_root)
+            .open_regular(&path_text::decode(&t.device_path))
+        {
             Ok(opened) => opened.file,
             Err(HostError::NotFound { .. }) => {
                 return ReadOutcome::Alert(
@@ -174,10 +177,11 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
     if meta.len() > config.max_object_size {
         return too_large(meta.len());
     }
+    // Encoded like the device path, so that the sandbox's report names the same bytes.
     let name = t
         .host_path
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(path_text::encode)
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "object".into());
     // Read at most one byte past the limit: the file may grow after the stat.
@@ -219,7 +223,10 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
 
 /// Real uid of a running process (`None` once it has exited).
 pub(crate) fn process_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // Read lossily: the Name: line holds the process's raw name, which need not be UTF-8
+    // (a sample can name itself so), while the Uid: line is ASCII.
+    let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+    let status = String::from_utf8_lossy(&status);
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?
@@ -264,7 +271,9 @@ mod tests {
     fn trigger(root: &Path, device_path: &str, manual: bool) -> Trigger {
         Trigger {
             device_path: device_path.into(),
-            host_path: root.join(device_path.trim_start_matches('/')),
+            host_path: HostRoot::new(root)
+                .host_path(&path_text::decode(device_path))
+                .unwrap(),
             fd: None,
             pid: None,
             manual,
@@ -308,6 +317,29 @@ real
             ReadOutcome::Object(o, _) => assert_eq!(o.bytes, b"#!/bin/sh\nreal\n"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A writer that names itself with bytes that are not UTF-8 is still attributed to its
+    /// account, not to the file's owner.
+    #[test]
+    fn the_uid_of_a_process_named_with_bytes_that_are_not_utf8_is_found() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let exe = d.path().join(std::ffi::OsStr::from_bytes(b"wri\xffter"));
+        std::fs::copy("/usr/bin/sleep", &exe).unwrap();
+        let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        // Until the child has run exec, its status still names this test.
+        let status = format!("/proc/{}/status", child.id());
+        for _ in 0..200 {
+            if std::fs::read(&status).is_ok_and(|s| s.windows(3).any(|w| w == b"\xffte")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let uid = process_uid(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(uid, Some(unsafe { libc::getuid() }));
     }
 
     #[test]

@@ -136,8 +136,12 @@ impl Queue {
         // Copies without a record: a crash between writing the copy and its record.
         if let Ok(list) = std::fs::read_dir(&objects) {
             for entry in list.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !state.items.contains_key(&name) {
+                // Copies are named by SHA-256; a name that is not even UTF-8 is no copy.
+                let known = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|name| state.items.contains_key(name));
+                if !known {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }

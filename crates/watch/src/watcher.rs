@@ -145,7 +145,8 @@ impl Watcher {
 
     /// Look at the object at `device_path` now (manual or external submission): hashed,
     /// checked against the cache, queued. The type filter does not apply; problems come
-    /// back as alerts on the sink, the verdict as a verdict.
+    /// back as alerts on the sink, the verdict as a verdict. The path is read in its
+    /// [`riposte_model::path_text`] form (`\xHH` for a byte that is not UTF-8).
     pub fn submit_path(&self, device_path: &str) -> Result<(), WatchError> {
         if !device_path.starts_with('/') {
             return Err(WatchError::Config(format!(
@@ -157,7 +158,9 @@ impl Watcher {
         })?;
         let host_path = r.shared.config.host_path(device_path)?;
         let trigger = Trigger {
-            device_path: device_path.to_string(),
+            // Spelt as the watcher spells the paths it sees, so that a verdict names the
+            // object the same way however the path was typed.
+            device_path: riposte_model::path_text::canonical(device_path).into_owned(),
             host_path,
             fd: None,
             pid: None,

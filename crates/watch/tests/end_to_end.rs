@@ -144,3 +144,56 @@ async fn reconfigure_moves_the_watch_and_keeps_the_queue() {
     watcher.shutdown().await;
     sb.shutdown().await;
 }
+
+/// A malicious object whose name is not UTF-8, seen in a watched folder (by either back
+/// end) or submitted by hand as `\xHH` text, comes back as a verdict whose device path
+/// names it with `\xHH` and decodes to the file itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_is_not_utf8_is_seen_and_named_losslessly() {
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"eicar\xff\xfe.com");
+    for backend in [
+        riposte_watch::BackendChoice::Auto,
+        riposte_watch::BackendChoice::Inotify,
+    ] {
+        let host = Host::new();
+        let sdir = tempfile::tempdir().unwrap();
+        let sb = sandbox(sdir.path()).await;
+        let mut config = host.config(
+            vec![format!("https://{}", sb.addr)],
+            Some(sb.cert_pem.clone()),
+        );
+        config.backend = backend;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = Watcher::start(config.clone(), tx).unwrap();
+        let original = host.path("/watched").join(odd);
+        std::fs::write(&original, eicar()).unwrap();
+        let events = collect_until(&mut rx, Duration::from_secs(20), |e| {
+            !verdicts(e).is_empty()
+        })
+        .await;
+        let v = verdicts(&events);
+        assert_eq!(v.len(), 1, "{backend:?}: {events:#?}");
+        assert!(v[0].malicious, "{backend:?}: {:#?}", v[0]);
+        assert_eq!(
+            v[0].device_path, "/watched/eicar\\xff\\xfe.com",
+            "{backend:?}"
+        );
+        assert_eq!(config.host_path(&v[0].device_path).unwrap(), original);
+
+        // By hand, in the same text: the same object, the same name.
+        std::fs::create_dir_all(host.path("/srv")).unwrap();
+        std::fs::write(host.path("/srv").join(odd), eicar()).unwrap();
+        watcher.submit_path("/srv/eicar\\xff\\xfe.com").unwrap();
+        let events = collect_until(&mut rx, Duration::from_secs(20), |e| {
+            !verdicts(e).is_empty()
+        })
+        .await;
+        let v = verdicts(&events);
+        assert_eq!(v.len(), 1, "{backend:?}: {events:#?}");
+        assert_eq!(v[0].device_path, "/srv/eicar\\xff\\xfe.com", "{backend:?}");
+        assert!(v[0].malicious);
+        watcher.shutdown().await;
+        sb.shutdown().await;
+    }
+}

@@ -58,7 +58,8 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    /// Host path → device path, if inside a watched folder and outside the queue.
+    /// Host path → device path (in its `path_text` form, so that the object can be found
+    /// again whatever bytes its name has), if inside a watched folder and outside the queue.
     pub(crate) fn device_path(&self, host: &Path) -> Option<String> {
         if host.starts_with(&self.exclude) {
             return None;
@@ -67,7 +68,7 @@ impl Scope {
             return None;
         }
         let rel = host.strip_prefix(&self.host_root).ok()?;
-        Some(format!("/{}", rel.to_string_lossy()))
+        Some(format!("/{}", riposte_model::path_text::encode(rel)))
     }
 
     fn trigger(&self, host: PathBuf, fd: Option<OwnedFd>, pid: Option<u32>) -> Option<Trigger> {

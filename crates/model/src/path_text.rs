@@ -1,0 +1,294 @@
+//! Lossless text for Unix path bytes.
+//!
+//! A Unix path is a string of bytes, not of characters: `evil\xff.bin` is a perfectly good
+//! file name. Detections, watcher objects, scan hits and quarantine records carry paths as
+//! text (JSON, the database, the API), and a lossy conversion (`to_string_lossy`,
+//! `display`) turns every such byte into U+FFFD — after which the agent can no longer find
+//! the file to quarantine or delete it, and a sample only has to be named badly to stay.
+//!
+//! This module is the one way a path crosses that boundary, in both directions:
+//!
+//! * [`encode`] copies valid UTF-8 as it is, except `\`, which becomes `\\`; each byte that
+//!   is not part of valid UTF-8 becomes `\xHH` (two lower-case hex digits).
+//! * [`decode`] undoes it: `\\` is `\`, `\xHH` is that byte, and any other backslash is kept
+//!   as it is, so that a path typed by hand (`C:\temp` style names, a lone `\`) still means
+//!   what it says.
+//!
+//! `decode(encode(p)) == p` for every byte string (see the tests), and text that is valid
+//! UTF-8 without a backslash is the same in both forms, so every ordinary path already in
+//! the database, the API and the tests keeps its spelling.
+//!
+//! The functions do no I/O; [`as_string`] plugs them into serde for `PathBuf` fields.
+
+use std::borrow::Cow;
+
+/// The text form of path bytes `bytes` (see the [module documentation](self)).
+pub fn encode_bytes(bytes: &[u8]) -> String {
+    // Runs of valid text are copied whole: the sweep encodes the path of every file it
+    // judges, and nearly all of them have nothing to escape.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        let mut valid = chunk.valid();
+        while let Some(at) = valid.find('\\') {
+            out.push_str(&valid[..at]);
+            out.push_str("\\\\");
+            valid = &valid[at + 1..];
+        }
+        out.push_str(valid);
+        for &b in chunk.invalid() {
+            out.push_str("\\x");
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        }
+    }
+    out
+}
+
+/// The path bytes that `text` stands for: the inverse of [`encode_bytes`]. Never fails:
+/// a backslash that starts neither `\\` nor `\xHH` is taken literally. Hex digits may be
+/// of either case, and `\xHH` may name any byte, `/` and NUL included: check the decoded
+/// path (as `riposte_host::HostRoot` does), never the text.
+pub fn decode_bytes(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if b.get(i + 1) == Some(&b'\\') {
+                out.push(b'\\');
+                i += 2;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'x') {
+                if let Some(v) = b.get(i + 2..i + 4).and_then(hex_byte) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Two ASCII hex digits (either case) as a byte.
+fn hex_byte(digits: &[u8]) -> Option<u8> {
+    let value = |d: u8| (d as char).to_digit(16);
+    match digits {
+        [h, l] => Some((value(*h)? * 16 + value(*l)?) as u8),
+        _ => None,
+    }
+}
+
+/// The text form of a path (see the [module documentation](self)).
+#[cfg(unix)]
+pub fn encode(path: impl AsRef<std::ffi::OsStr>) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    encode_bytes(path.as_ref().as_bytes())
+}
+
+/// The path that `text` stands for: the inverse of [`encode`]. As with [`decode_bytes`],
+/// validate the path, not the text: `\x2e\x2e` decodes to `..`.
+#[cfg(unix)]
+pub fn decode(text: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    if needs_decoding(text) {
+        std::ffi::OsString::from_vec(decode_bytes(text)).into()
+    } else {
+        // The common case: nothing to undo, no byte-by-byte copy.
+        std::path::PathBuf::from(text)
+    }
+}
+
+/// The canonical spelling of `text`: what [`encode`] gives for the path `text` stands
+/// for. A hand-typed `a\b` becomes `a\\b`; what `encode` wrote comes back unchanged.
+pub fn canonical(text: &str) -> Cow<'_, str> {
+    if needs_decoding(text) {
+        Cow::Owned(encode_bytes(&decode_bytes(text)))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Only a backslash starts an escape: text without one is its own decoding.
+fn needs_decoding(text: &str) -> bool {
+    text.contains('\\')
+}
+
+/// Serde for `PathBuf` fields kept as [`encode`]d text:
+/// `#[serde(with = "riposte_model::path_text::as_string")]`.
+///
+/// Plain serde refuses to serialise a path that is not UTF-8 (and a lossy copy could not
+/// find the file again); through this module any path is stored, and an ordinary one is
+/// stored exactly as before.
+#[cfg(unix)]
+pub mod as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::path::{Path, PathBuf};
+
+    /// Writes `path` as its [`encode`](super::encode)d text.
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::encode(path))
+    }
+
+    /// Reads a path from its [`encode`](super::encode)d text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(super::decode(&text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"/home/alice/evil.bin", "/home/alice/evil.bin"),
+            (b"/tmp/evil\xff\xfe.bin", "/tmp/evil\\xff\\xfe.bin"),
+            (b"a\\b", "a\\\\b"),
+            (b"\\x41", "\\\\x41"),
+            (b"\\", "\\\\"),
+            (
+                "/tmp/caf\u{e9}/\u{1F600}".as_bytes(),
+                "/tmp/caf\u{e9}/\u{1F600}",
+            ),
+            // A truncated multibyte sequence is invalid: each byte is escaped.
+            (b"\xe2\x82", "\\xe2\\x82"),
+            (b"ok\xc3\xa9\xc3", "ok\u{e9}\\xc3"),
+            (b"", ""),
+        ];
+        for (bytes, text) in cases {
+            assert_eq!(encode_bytes(bytes), *text, "{bytes:?}");
+            assert_eq!(decode_bytes(text), *bytes, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_hand_typed_backslash_is_kept() {
+        for (typed, bytes) in [
+            ("C:\\temp", &b"C:\\temp"[..]),
+            ("\\", b"\\"),
+            ("end\\x", b"end\\x"),
+            ("\\x4", b"\\x4"),
+            ("\\xzz", b"\\xzz"),
+            ("\\xFF", b"\xff"),
+            ("\\x41", b"A"),
+        ] {
+            assert_eq!(decode_bytes(typed), bytes, "{typed:?}");
+        }
+        assert_eq!(canonical("a\\b"), "a\\\\b");
+        assert_eq!(canonical("/tmp/e\\xff"), "/tmp/e\\xff");
+        assert!(matches!(canonical("/plain/path"), Cow::Borrowed(_)));
+    }
+
+    /// A small deterministic generator, so that a failure is reproducible without a
+    /// property-testing dependency.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> usize {
+            (self.next() % n) as usize
+        }
+    }
+
+    /// Random bytes biased towards what could confuse the encoding: backslashes, `x`,
+    /// hex digits, invalid bytes, and whole or partial multibyte sequences.
+    fn random_bytes(rng: &mut XorShift) -> Vec<u8> {
+        const PIECES: &[&[u8]] = &[
+            b"\\",
+            b"x",
+            b"\\x",
+            b"\\\\",
+            b"ff",
+            b"4",
+            b"A",
+            b"/",
+            b".",
+            b"\xff",
+            b"\xfe",
+            b"\x80",
+            b"\xc3",
+            b"\xc3\xa9",
+            b"\xe2\x82\xac",
+            b"\xe2\x82",
+            b"\xf0\x9f\x98\x80",
+            b"\xf0\x9f",
+            b"\xed\xa0\x80",
+            b"\0",
+            b"\n",
+        ];
+        let len = rng.below(24);
+        let mut v = Vec::new();
+        for _ in 0..len {
+            match rng.below(3) {
+                0 => v.push(rng.next() as u8),
+                _ => v.extend_from_slice(PIECES[rng.below(PIECES.len() as u64)]),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn decode_undoes_encode_for_any_bytes() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..50_000 {
+            let bytes = random_bytes(&mut rng);
+            let text = encode_bytes(&bytes);
+            assert_eq!(decode_bytes(&text), bytes, "{bytes:?} → {text:?}");
+            assert_eq!(canonical(&text), text, "encoded text is canonical");
+            assert!(
+                !text.contains('\u{fffd}') || bytes.windows(3).any(|w| w == "\u{fffd}".as_bytes()),
+                "no replacement character is invented: {bytes:?} → {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn utf8_without_backslashes_is_unchanged_both_ways() {
+        let mut rng = XorShift(42);
+        for _ in 0..20_000 {
+            let s: String = String::from_utf8_lossy(&random_bytes(&mut rng))
+                .chars()
+                .filter(|c| *c != '\\')
+                .collect();
+            assert_eq!(encode_bytes(s.as_bytes()), s);
+            assert_eq!(decode_bytes(&s), s.as_bytes());
+            assert!(matches!(canonical(&s), Cow::Borrowed(_)));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_and_serde() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::path::{Path, PathBuf};
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/watched/evil\xff\xfe.bin"));
+        assert_eq!(encode(p), "/watched/evil\\xff\\xfe.bin");
+        assert_eq!(decode(&encode(p)), p);
+        assert_eq!(decode("/etc/passwd"), Path::new("/etc/passwd"));
+
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Record {
+            #[serde(with = "as_string")]
+            path: PathBuf,
+        }
+        let r = Record { path: p.into() };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"path":"/watched/evil\\xff\\xfe.bin"}"#);
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+        // Records written before this module read the same.
+        let old: Record = serde_json::from_str(r#"{"path":"/home/u/x"}"#).unwrap();
+        assert_eq!(old.path, Path::new("/home/u/x"));
+    }
+}
