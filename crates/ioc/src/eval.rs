@@ -309,10 +309,24 @@ fn plain_is(t: &Term) -> bool {
 }
 
 /// The values a file must take for `node` to hold, per `leaf`; `None` when any will do.
+/// An AND needs all its children's values at once: their intersection.
 fn necessary<T: Ord + Clone>(
     node: &Node,
     terms: &[Term],
     leaf: &dyn Fn(&Term) -> Option<BTreeSet<T>>,
+) -> Option<BTreeSet<T>> {
+    necessary_with(node, terms, leaf, &|a, b| {
+        a.intersection(&b).cloned().collect()
+    })
+}
+
+/// What a file needs for `node` to hold, per `leaf`, with `and` joining what two children
+/// of an AND need (an OR needs one of its children's: their union).
+fn necessary_with<T: Ord + Clone>(
+    node: &Node,
+    terms: &[Term],
+    leaf: &dyn Fn(&Term) -> Option<BTreeSet<T>>,
+    and: &dyn Fn(BTreeSet<T>, BTreeSet<T>) -> BTreeSet<T>,
 ) -> Option<BTreeSet<T>> {
     match node {
         Node::Term(i) if terms[*i].field.item() == ItemType::File => leaf(&terms[*i]),
@@ -321,10 +335,10 @@ fn necessary<T: Ord + Clone>(
         Node::And(c) if c.is_empty() => Some(BTreeSet::new()),
         Node::And(c) => c
             .iter()
-            .filter_map(|n| necessary(n, terms, leaf))
-            .reduce(|a, b| a.intersection(&b).cloned().collect()),
+            .filter_map(|n| necessary_with(n, terms, leaf, and))
+            .reduce(and),
         Node::Or(c) => c.iter().try_fold(BTreeSet::new(), |mut acc, n| {
-            acc.extend(necessary(n, terms, leaf)?);
+            acc.extend(necessary_with(n, terms, leaf, and)?);
             Some(acc)
         }),
     }
@@ -343,20 +357,13 @@ fn necessary_alternatives<T: Ord + Clone>(
     terms: &[Term],
     leaf: &dyn Fn(&Term) -> Option<BTreeSet<T>>,
 ) -> Option<BTreeSet<T>> {
-    match node {
-        Node::Term(i) if terms[*i].field.item() == ItemType::File => leaf(&terms[*i]),
-        Node::Term(_) | Node::Unsupported(_) => None,
-        // An empty AND or OR is false: nothing can satisfy it.
-        Node::And(c) if c.is_empty() => Some(BTreeSet::new()),
-        Node::And(c) => c
-            .iter()
-            .filter_map(|n| necessary_alternatives(n, terms, leaf))
-            .min_by_key(BTreeSet::len),
-        Node::Or(c) => c.iter().try_fold(BTreeSet::new(), |mut acc, n| {
-            acc.extend(necessary_alternatives(n, terms, leaf)?);
-            Some(acc)
-        }),
-    }
+    necessary_with(node, terms, leaf, &|a, b| {
+        if b.len() < a.len() {
+            b
+        } else {
+            a
+        }
+    })
 }
 
 /// Evaluates `ioc` at host level: every supported term takes its truth from `term`

@@ -82,7 +82,7 @@ fn main() {
             Kernel::Avx512 => "AVX-512",
             Kernel::Avx2 => "AVX2",
         };
-        let used = if Kernel::preferred().is_some() {
+        let used = if riposte_scan::sha256x16::preferred().is_some() {
             "used by the sweep"
         } else {
             "not used: SHA-NI"

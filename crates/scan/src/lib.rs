@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod items;
+pub mod kernel;
 pub mod md5x16;
 pub mod multi;
 pub mod sha256x16;

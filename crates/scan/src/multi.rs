@@ -28,7 +28,7 @@ const SHA256_PAD: usize = 128;
 /// Would [`Lanes`] hash files of these algorithms faster than one at a time here?
 pub fn worth_it(algorithms: Algorithms) -> bool {
     (algorithms.md5 && md5x16::Kernel::best().is_some())
-        || (algorithms.sha256 && sha256x16::Kernel::preferred().is_some())
+        || (algorithms.sha256 && sha256x16::preferred().is_some())
 }
 
 /// Where a lane's bytes come from.
@@ -84,7 +84,7 @@ impl<J> Lanes<J> {
     /// wanted and the CPU has no MD5 kernel.
     pub fn new(algorithms: Algorithms) -> Option<Self> {
         let md5 = md5x16::Kernel::best().filter(|_| algorithms.md5);
-        let sha256 = sha256x16::Kernel::preferred().filter(|_| algorithms.sha256);
+        let sha256 = sha256x16::preferred().filter(|_| algorithms.sha256);
         Self::with_kernels(algorithms, md5, sha256)
     }
 

@@ -7,14 +7,13 @@
 //! MD5 (Intel's ISA-L calls this "multi-buffer" hashing).
 //!
 //! Where the CPU has SHA-NI, one stream through it is as fast as these lanes or faster,
-//! so [`Kernel::preferred`] gives `None` there and the sweep keeps the `sha2` crate,
+//! so [`preferred`] gives `None` there and the sweep keeps the `sha2` crate,
 //! which uses SHA-NI.
 //!
 //! This module is only the compression function over lanes, its padding and digest
 //! layout; [`crate::multi`] feeds it files.
 
-/// Number of streams hashed together.
-pub const LANES: usize = 16;
+pub use crate::kernel::{Kernel, LANES};
 
 /// SHA-256 state of sixteen streams, word-major: `state[w][lane]`.
 pub type State = [[u32; LANES]; 8];
@@ -31,45 +30,14 @@ pub const INIT: State = [
     [0x5be0_cd19; LANES],
 ];
 
-/// A vector implementation of the compression function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernel {
-    /// Sixteen lanes in one 512-bit register.
-    Avx512,
-    /// Sixteen lanes as two 256-bit registers of eight.
-    Avx2,
-}
-
-impl Kernel {
-    /// The kernel the sweep should use for SHA-256 on this CPU: the fastest one, or
-    /// `None` where the CPU has SHA-NI (one stream is faster there) or no vector kernel.
-    pub fn preferred() -> Option<Kernel> {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("sha") {
-            return None;
-        }
-        Kernel::all_available().into_iter().next()
+/// The kernel the sweep should use for SHA-256 on this CPU: the fastest one, or `None`
+/// where the CPU has SHA-NI (one stream is as fast there) or no vector kernel.
+pub fn preferred() -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sha") {
+        return None;
     }
-
-    /// Every kernel this CPU runs, fastest first (tests check each of them).
-    pub fn all_available() -> Vec<Kernel> {
-        let mut out = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                out.push(Kernel::Avx512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                out.push(Kernel::Avx2);
-            }
-        }
-        out
-    }
-
-    /// Is this kernel usable on this CPU?
-    pub fn is_available(self) -> bool {
-        Kernel::all_available().contains(&self)
-    }
+    Kernel::best()
 }
 
 /// Runs `blocks` 64-byte blocks of every lane through SHA-256's compression function
@@ -86,23 +54,7 @@ pub fn compress_with(
     offsets: &[i32; LANES],
     blocks: usize,
 ) {
-    assert!(
-        i32::try_from(arena.len()).is_ok(),
-        "arena too large for 32-bit offsets"
-    );
-    for &o in offsets {
-        let end = usize::try_from(o)
-            .ok()
-            .and_then(|o| o.checked_add(blocks * 64));
-        assert!(
-            end.is_some_and(|e| e <= arena.len()),
-            "lane outside the arena"
-        );
-    }
-    assert!(
-        kernel.is_available(),
-        "{kernel:?} kernel not available on this CPU"
-    );
+    crate::kernel::check_call(kernel, arena, offsets, blocks);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has the kernel's features, and every lane's range lies inside
     // `arena`.
@@ -456,39 +408,14 @@ mod tests {
     use super::*;
     use sha2::Digest as _;
 
-    /// Hashes whole messages through the lanes one block row at a time, to check the
-    /// kernel, the padding and the digest layout.
-    fn sha256_lanes(kernel: Kernel, messages: &[Vec<u8>]) -> Vec<[u8; 32]> {
-        let padded: Vec<Vec<u8>> = messages
-            .iter()
-            .map(|m| {
-                let full = m.len() / 64 * 64;
-                let mut v = m[..full].to_vec();
-                let mut tail = [0u8; 128];
-                let n = pad_tail(&m[full..], m.len() as u64, &mut tail);
-                v.extend_from_slice(&tail[..n * 64]);
-                v
-            })
-            .collect();
-        let max_blocks = padded.iter().map(|p| p.len() / 64).max().unwrap_or(0);
-        let mut state = INIT;
-        let mut done = vec![[0u8; 32]; messages.len()];
-        for blk in 0..max_blocks {
-            let mut arena = vec![0u8; LANES * 64];
-            for (l, p) in padded.iter().enumerate() {
-                if blk * 64 < p.len() {
-                    arena[l * 64..l * 64 + 64].copy_from_slice(&p[blk * 64..blk * 64 + 64]);
-                }
-            }
-            let offsets: [i32; LANES] = std::array::from_fn(|l| (l * 64) as i32);
-            compress_with(kernel, &mut state, &arena, &offsets, 1);
-            for (l, p) in padded.iter().enumerate() {
-                if blk + 1 == p.len() / 64 {
-                    done[l] = digest(&state, l);
-                }
-            }
-        }
-        done
+    fn sha256_lanes(kernel: Kernel, messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let state = std::cell::RefCell::new(INIT);
+        crate::kernel::through_lanes(
+            messages,
+            pad_tail,
+            &mut |arena, offsets| compress_with(kernel, &mut state.borrow_mut(), arena, offsets, 1),
+            &|l| digest(&state.borrow(), l).to_vec(),
+        )
     }
 
     #[test]
