@@ -447,7 +447,8 @@ struct SweepWorker {
     files_seen: u64,
 }
 
-/// Index from a file's size and name to the file indicators that may hold on it.
+/// Index from a file's size, name and path to the file indicators that may hold on
+/// it, and from its digests to those that still may once it is hashed.
 struct Candidates {
     by_size: HashMap<u64, Vec<usize>>,
     by_name: HashMap<String, Vec<usize>>,
@@ -467,10 +468,6 @@ struct Candidates {
     host_root: PathBuf,
 }
 
-/// The path tests of the indicators that need one ([`FileNecessity::texts`]), indexed
-/// so that a file's path is matched against all of them at once: `is` tests by value,
-/// the substring tests of each field by one Aho–Corasick automaton. An indicator none
-/// of whose tests holds on a file is false on it without evaluation.
 /// The indicators using one needle, each with its condition.
 type NeedleUsers = Vec<(Condition, usize)>;
 
@@ -482,6 +479,10 @@ struct FieldAutomaton {
     users: Vec<NeedleUsers>,
 }
 
+/// The path tests of the indicators that need one ([`FileNecessity::texts`]), indexed
+/// so that a file's path is matched against all of them at once: `is` tests by value,
+/// the substring tests of each field by one Aho–Corasick automaton. An indicator none
+/// of whose tests holds on a file is false on it without evaluation.
 #[derive(Default)]
 struct TextIndex {
     /// Indicators indexed here: all of them are candidates on a path that is not ASCII,
