@@ -786,13 +786,7 @@ pub fn sha256_of_inode(path: &Path, dev: u64, ino: u64) -> std::io::Result<Strin
         .ok_or_else(|| std::io::Error::other("SHA-256 not computed"))
 }
 
-/// Reads a whole file (for YARA), as [`open_content`] opens it.
-pub fn read_content(path: &Path) -> std::io::Result<Vec<u8>> {
-    let (f, meta) = open_regular(path)?;
-    read_all(f, meta.len())
-}
-
-/// Reads the rest of `file`, whose size was `size_hint` at its stat.
+/// Reads the rest of `file` (for YARA), whose size was `size_hint` at its stat.
 pub fn read_all(mut file: std::fs::File, size_hint: u64) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
     file.read_to_end(&mut data)?;

@@ -28,17 +28,12 @@ pub const INIT: State = [
     [0x1032_5476; LANES],
 ];
 
-/// Is a vector kernel usable on this CPU?
-pub fn available() -> bool {
-    Kernel::best().is_some()
-}
-
 /// Runs `blocks` 64-byte blocks of every lane through MD5's compression function, with
 /// the best kernel of this CPU. Lane `l` reads its blocks from
 /// `arena[offsets[l]..offsets[l] + blocks * 64]`.
 ///
 /// # Panics
-/// Where [`available`] is false, or a lane's range is outside `arena` (both are the
+/// Where the CPU has no kernel ([`Kernel::best`] is `None`), or a lane's range is outside `arena` (both are the
 /// caller's bugs, not input errors).
 pub fn compress(state: &mut State, arena: &[u8], offsets: &[i32; LANES], blocks: usize) {
     let kernel = Kernel::best().expect("md5x16::compress without AVX-512F or AVX2");

@@ -284,28 +284,17 @@ mod tests {
         Option<md5x16::Kernel>,
         Option<sha256x16::Kernel>,
     )> {
+        const ALL: Algorithms = Algorithms {
+            md5: true,
+            sha1: true,
+            sha256: true,
+        };
         let mut out = Vec::new();
         for md5 in md5x16::Kernel::all_available() {
             for sha in sha256x16::Kernel::all_available() {
-                out.push((
-                    Algorithms {
-                        md5: true,
-                        sha1: true,
-                        sha256: true,
-                    },
-                    Some(md5),
-                    Some(sha),
-                ));
+                out.push((ALL, Some(md5), Some(sha)));
             }
-            out.push((
-                Algorithms {
-                    md5: true,
-                    sha1: true,
-                    sha256: true,
-                },
-                Some(md5),
-                None,
-            ));
+            out.push((ALL, Some(md5), None));
         }
         for sha in sha256x16::Kernel::all_available() {
             out.push((
