@@ -71,23 +71,20 @@ fn main() {
         d.chunks(256 << 10).for_each(|c| h.update(c));
         h.finalize()[0] as usize
     });
-    if let Some(kernel) = riposte_scan::sha256x16::Kernel::all_available()
-        .first()
-        .copied()
+    // Every SHA-256 lane kernel this CPU runs, the sweep's (the first) marked.
+    for (i, kernel) in riposte_scan::sha256x16::Sha256Kernel::all_available()
+        .into_iter()
+        .enumerate()
     {
-        // As md5x16; the sweep uses it only where the CPU has no SHA-NI (the note
-        // says which this machine does).
-        use riposte_scan::sha256x16::{compress_with, Kernel, INIT, LANES};
+        use riposte_scan::kernel::Kernel;
+        use riposte_scan::sha256x16::{compress_with, Sha256Kernel, INIT, LANES};
         let which = match kernel {
-            Kernel::Avx512 => "AVX-512",
-            Kernel::Avx2 => "AVX2",
+            Sha256Kernel::ShaNi => "sha-ni",
+            Sha256Kernel::Vector(Kernel::Avx512) => "avx512",
+            Sha256Kernel::Vector(Kernel::Avx2) => "avx2",
         };
-        let used = if riposte_scan::sha256x16::preferred().is_some() {
-            "used by the sweep"
-        } else {
-            "not used: SHA-NI"
-        };
-        run("sha256x16", &format!(" {which}, {used}"), &|d| {
+        let used = if i == 0 { " (used by the sweep)" } else { "" };
+        run(&format!("sha256x16-{which}"), used, &|d| {
             let per_lane = d.len() / LANES / 64 * 64;
             let offsets: [i32; LANES] = std::array::from_fn(|l| (l * per_lane) as i32);
             let mut state = INIT;

@@ -12,9 +12,9 @@
 //!   indicator needs; evaluates cheap terms (path, name, size, times)
 //!   first and reads a file only when a remaining term needs its content — once, for
 //!   all hash algorithms and YARA rule sets together;
-//! * hashes MD5, and SHA-256 where the CPU lacks SHA-NI, sixteen files at a time per
-//!   thread where the CPU has AVX-512 or AVX2 ([`multi`], [`md5x16`], [`sha256x16`]):
-//!   one stream of either cannot use a core's width;
+//! * hashes MD5 and SHA-256 sixteen files at a time per thread ([`multi`], [`md5x16`],
+//!   [`sha256x16`]): MD5 with AVX-512 or AVX2, SHA-256 with SHA-NI (two streams
+//!   interleaved) or else AVX-512 or AVX2; one stream of either cannot fill a core;
 //! * reports per indicator a verdict (hit, no match, or undetermined when unsupported
 //!   terms could change the outcome) and the unsupported terms by id.
 //!

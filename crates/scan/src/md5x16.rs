@@ -51,7 +51,7 @@ pub fn compress_with(
     offsets: &[i32; LANES],
     blocks: usize,
 ) {
-    crate::kernel::check_call(kernel, arena, offsets, blocks);
+    crate::kernel::check_call(kernel, kernel.is_available(), arena, offsets, blocks);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has the kernel's features, and every lane's range lies inside
     // `arena`.

@@ -2,14 +2,14 @@
 //!
 //! A sweep thread hands files to [`Lanes::push`] instead of hashing them one by one.
 //! Each lane owns a 64 KiB window of one arena; the lanes are refilled with `read` as
-//! they drain, and the vector kernels ([`md5x16`], and [`sha256x16`] where the CPU has
-//! no SHA-NI) advance all of them by as many blocks as the shortest one holds. A file's
+//! they drain, and the multi-lane kernels ([`md5x16`], [`sha256x16`]) advance all of
+//! them by as many blocks as the shortest one holds. A file's
 //! last partial block is padded in place, once per algorithm (MD5 and SHA-256 write the
 //! length in opposite byte orders), and when its lane has consumed it, the file's
 //! digests go to the caller's `done` callback with the job it was pushed with. SHA-1,
-//! and SHA-256 on a CPU with SHA-NI, are updated one stream at a time from the same
-//! reads, so a file is still read once; bytes YARA has already read are hashed from
-//! memory.
+//! and SHA-256 on a CPU without a SHA-256 kernel, are updated one stream at a time from
+//! the same reads, so a file is still read once; bytes YARA has already read are hashed
+//! from memory.
 
 use crate::items::{Algorithms, Digests};
 use crate::md5x16::{self, LANES};
@@ -74,7 +74,7 @@ struct Lane<J> {
 pub struct Lanes<J> {
     arena: Vec<u8>,
     md5: Option<(md5x16::Kernel, md5x16::State)>,
-    sha256: Option<(sha256x16::Kernel, sha256x16::State)>,
+    sha256: Option<(sha256x16::Sha256Kernel, sha256x16::State)>,
     lanes: Vec<Option<Lane<J>>>,
     algorithms: Algorithms,
 }
@@ -93,7 +93,7 @@ impl<J> Lanes<J> {
     pub fn with_kernels(
         algorithms: Algorithms,
         md5: Option<md5x16::Kernel>,
-        sha256: Option<sha256x16::Kernel>,
+        sha256: Option<sha256x16::Sha256Kernel>,
     ) -> Option<Self> {
         if md5.is_none() && sha256.is_none() || algorithms.md5 && md5.is_none() {
             return None;
@@ -282,7 +282,7 @@ mod tests {
     fn setups() -> Vec<(
         Algorithms,
         Option<md5x16::Kernel>,
-        Option<sha256x16::Kernel>,
+        Option<sha256x16::Sha256Kernel>,
     )> {
         const ALL: Algorithms = Algorithms {
             md5: true,
@@ -291,12 +291,12 @@ mod tests {
         };
         let mut out = Vec::new();
         for md5 in md5x16::Kernel::all_available() {
-            for sha in sha256x16::Kernel::all_available() {
+            for sha in sha256x16::Sha256Kernel::all_available() {
                 out.push((ALL, Some(md5), Some(sha)));
             }
             out.push((ALL, Some(md5), None));
         }
-        for sha in sha256x16::Kernel::all_available() {
+        for sha in sha256x16::Sha256Kernel::all_available() {
             out.push((
                 Algorithms {
                     md5: false,
