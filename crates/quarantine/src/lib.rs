@@ -577,10 +577,17 @@ impl QuarantineStore {
         match self.host.safe_unlink_since(path, &ident, Some(&m.stamp())) {
             Ok(parent) => {
                 step("unlinked original");
-                if sync_original_dir(&parent).is_err() {
+                if let Err(e) = sync_original_dir(&parent) {
                     // The unlink may not survive a power cut yet; the intent
                     // stays so that recovery deletes the original again (or
                     // finds it gone and syncs). The object is safe either way.
+                    tracing::warn!(
+                        id = %id,
+                        path = %riposte_model::path_text::encode(path),
+                        error = %e,
+                        "could not sync the directory of a quarantined file after deleting it; \
+                         the deletion is finished again at the next start"
+                    );
                     return Ok(record);
                 }
             }
@@ -591,7 +598,9 @@ impl QuarantineStore {
             }
             Err(e) => {
                 let _ = remove_if_exists(&self.record_path(&id));
-                let _ = fsync_dir(&self.dir.join("records"));
+                if let Err(sync) = fsync_dir(&self.dir.join("records")) {
+                    tracing::warn!(id = %id, error = %sync, "could not sync the quarantine's records directory while rolling back");
+                }
                 rollback(self);
                 return Err(QuarantineError::DeleteFailed {
                     path: path.clone(),

@@ -4,8 +4,10 @@
 //! libc makes the device unbootable or unusable, and deleting the agent's own
 //! data would blind it; a false positive on any of them must end in a clear
 //! refusal, not in an outage. Paths are matched by name (exact, `dir/`
-//! prefix, `*` within a component) and, for exact names, by identity (device
-//! and inode, resolved under the root with links followed), so that
+//! prefix, `*` within a component of a file pattern; a `dir/` pattern is
+//! literal, so a directory named with a `*` is still exactly that directory)
+//! and, for literal names, by identity (device and inode, resolved under the
+//! root with links followed), so that
 //! `/usr/bin/sh` is protected when `/bin/sh` is listed and `/bin` links to
 //! `/usr/bin`.
 
@@ -95,6 +97,12 @@ pub(crate) fn matches(pat: &str, p: &[u8]) -> bool {
     wildcard(&pat, p)
 }
 
+/// Does `pat` name one path (so that it can also be compared by identity)? A
+/// directory pattern always does: [`matches`] takes it literally.
+fn is_literal(pat: &str) -> bool {
+    pat.ends_with('/') || !pat.contains('*')
+}
+
 /// The first pattern of `list` that `path` matches, once normalised.
 fn first_match<'a>(list: &'a [String], path: &Path) -> Result<Option<&'a String>, HostError> {
     let p = normalise(path)?;
@@ -117,10 +125,7 @@ pub(crate) fn check_identity(
     data_dir: &Path,
     f: &OpenedFile,
 ) -> Result<(), QuarantineError> {
-    for pat in list
-        .iter()
-        .filter(|p| !p.contains('*') && !p.ends_with('/'))
-    {
+    for pat in list.iter().filter(|p| is_literal(p) && !p.ends_with('/')) {
         if let Ok(hp) = host.host_path(&path_text::decode(pat)) {
             if let Ok(md) = std::fs::metadata(&hp) {
                 if md.dev() == f.meta.dev && md.ino() == f.meta.ino {
@@ -192,7 +197,7 @@ pub(crate) fn check_restore_target(
     if let Some(id) = identity_of(store_dir) {
         dirs.push((id, "it is inside the quarantine store".into()));
     }
-    for pat in list.iter().filter(|p| !p.contains('*')) {
+    for pat in list.iter().filter(|p| is_literal(p)) {
         match pat.strip_suffix('/') {
             Some(dir) => {
                 if let Some(id) = host

@@ -781,6 +781,46 @@ fn restore_refuses_protected_targets_and_writes_nothing() {
     assert_eq!(fs::read(e.root.join("home/alice/a")).unwrap(), b"payload");
 }
 
+/// A protected directory whose name holds a `*` (the agent's data directory can be
+/// anywhere) is still compared by identity, like any other protected directory: here
+/// it is named through a link, and the restore names the real directory.
+#[test]
+fn a_protected_directory_named_with_a_star_is_refused_under_another_name() {
+    let e = env();
+    let mut c = cfg();
+    c.protected.push("/opt/data*link/".into());
+    fs::create_dir_all(e.root.join("opt/real")).unwrap();
+    std::os::unix::fs::symlink("real", e.root.join("opt/data*link")).unwrap();
+    let s = store(&e, c);
+    write(&e, "/home/alice/a", b"payload");
+    let rec = s.quarantine(&req("/home/alice/a")).unwrap();
+    let err = s
+        .restore(
+            &rec.id,
+            &RestoreTarget::Path("/opt/real/a".into()),
+            ConflictPolicy::Refuse,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, QuarantineError::ProtectedTarget { reason, .. }
+            if reason.contains("inside protected directory \"/opt/data*link/\"")),
+        "{err}"
+    );
+    assert!(files_under(&e.root.join("opt/real")).is_empty());
+    // The `*` is not a wildcard in a directory pattern: a sibling is not protected.
+    fs::create_dir_all(e.root.join("opt/dataXlink")).unwrap();
+    s.restore(
+        &rec.id,
+        &RestoreTarget::Path("/opt/dataXlink/a".into()),
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(e.root.join("opt/dataXlink/a")).unwrap(),
+        b"payload"
+    );
+}
+
 #[test]
 fn set_id_bits_are_restored_only_at_the_original_path() {
     let e = env();
