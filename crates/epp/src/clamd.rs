@@ -11,6 +11,12 @@
 //! configuration, so the client is *configured* with the limits
 //! ([`ClamdLimits`], e.g. parsed from the same `clamd.conf` with
 //! [`ClamdLimits::from_conf`]) and reports larger objects as skipped.
+//!
+//! [`Epp::scan_file`] opens the file itself (without following links) and
+//! streams that descriptor with `INSTREAM`, rather than handing clamd a path:
+//! clamd then scans exactly the object that was checked, needs no read access
+//! to the device's files, and scans names that are not UTF-8. Only a file over
+//! `StreamMaxLength` but within `MaxFileSize` goes by path (`CONTSCAN`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -284,22 +290,45 @@ impl ClamdClient {
     /// `INSTREAM`: sends `data` in length-prefixed chunks. Data over the
     /// stream limit is not sent and gives [`ScanOutcome::Skipped`].
     pub fn instream(&self, data: &[u8]) -> Result<ScanOutcome, EppError> {
-        if data.len() as u64 > self.limits.stream_limit() {
-            return Ok(ScanOutcome::Skipped {
-                reason: format!(
-                    "skipped: larger than clamd's limit ({} bytes > {} bytes)",
-                    data.len(),
-                    self.limits.stream_limit()
-                ),
-            });
+        self.instream_from(&mut &data[..], data.len() as u64)
+    }
+
+    /// `INSTREAM` of what `reader` gives, `size` bytes expected. Over the stream
+    /// limit nothing is sent (or, if the source grows past it while being sent,
+    /// the stream is abandoned) and the outcome is [`ScanOutcome::Skipped`].
+    fn instream_from(&self, reader: &mut dyn Read, size: u64) -> Result<ScanOutcome, EppError> {
+        let limit = self.limits.stream_limit();
+        let too_large = |size: u64| ScanOutcome::Skipped {
+            reason: format!("skipped: larger than clamd's limit ({size} bytes > {limit} bytes)"),
+        };
+        if size > limit {
+            return Ok(too_large(size));
         }
         let mut c = self.connect()?;
         c.write_all(b"zINSTREAM\0")
             .map_err(|e| self.unreachable(e))?;
-        for chunk in data.chunks(64 * 1024) {
-            c.write_all(&(chunk.len() as u32).to_be_bytes())
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        loop {
+            let n = match reader.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(EppError::Io {
+                        path: PathBuf::from("stream"),
+                        source: e,
+                    })
+                }
+            };
+            sent += n as u64;
+            if sent > limit {
+                // Grown since it was measured: clamd would refuse the stream.
+                return Ok(too_large(sent));
+            }
+            c.write_all(&(n as u32).to_be_bytes())
                 .map_err(|e| self.unreachable(e))?;
-            c.write_all(chunk).map_err(|e| self.unreachable(e))?;
+            c.write_all(&chunk[..n]).map_err(|e| self.unreachable(e))?;
         }
         c.write_all(&0u32.to_be_bytes())
             .map_err(|e| self.unreachable(e))?;
@@ -336,12 +365,27 @@ impl Epp for ClamdClient {
                 }
             },
         };
+        // The descriptor just opened is streamed, not the path handed to clamd:
+        // clamd then scans exactly the object that was checked (a path can be
+        // swapped in between), needs no read access to the device's files, and
+        // takes names that are not UTF-8, which its path commands cannot carry.
+        let size = opened.meta.size;
+        if size <= self.limits.stream_limit() {
+            let mut file = &opened.file;
+            return match self.instream_from(&mut file, size) {
+                Err(EppError::Io { source, .. }) => Err(EppError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }),
+                other => other,
+            };
+        }
+        // Over `StreamMaxLength` but within what clamd scans by path: by path.
         let limit = self.limits.file_limit();
-        if opened.meta.size > limit {
+        if size > limit {
             return Ok(ScanOutcome::Skipped {
                 reason: format!(
-                    "skipped: larger than clamd's limit ({} bytes > {limit} bytes)",
-                    opened.meta.size
+                    "skipped: larger than clamd's limit ({size} bytes > {limit} bytes)"
                 ),
             });
         }

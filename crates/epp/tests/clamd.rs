@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use common::*;
@@ -72,6 +73,23 @@ fn real_clamd_protocol_limits_and_critical_areas() {
         assert_eq!(
             c.scan_bytes("mbr", &[0u8; 512]).unwrap(),
             ScanOutcome::Clean
+        );
+    }
+    // A name that is not UTF-8: clamd's path commands cannot carry it; the client
+    // streams the descriptor it opened instead, so the file is still scanned.
+    let odd = Path::new(std::ffi::OsStr::from_bytes(b"/home/alice/evil\xff.bin"));
+    std::fs::write(root.join(odd.strip_prefix("/").unwrap()), &known_bad).unwrap();
+    let by_path = unix.contscan(&root.join(odd.strip_prefix("/").unwrap()));
+    assert!(
+        by_path.unwrap_err().to_string().contains("not UTF-8"),
+        "clamd's path command cannot name the file"
+    );
+    for c in [&unix, &tcp] {
+        assert_eq!(
+            c.scan_file(&host, odd).unwrap(),
+            ScanOutcome::Infected {
+                threat: "Riposte.Test.KnownBad.UNOFFICIAL".into()
+            }
         );
     }
     // clamd answers OK for what it did not scan: the client must not trust it.
