@@ -30,6 +30,12 @@ pub enum Request {
         id: String,
     },
     ReportDetection(DetectionInput),
+    /// The SHA-256s an administrator's restores allowed on this device.
+    AllowedList,
+    /// Withdraws an allowance: the content is acted on again when it is found.
+    AllowedWithdraw {
+        sha256: String,
+    },
 }
 
 /// The socket's path in a data directory.
@@ -129,6 +135,20 @@ async fn execute(agent: &Arc<Agent>, req: Request) -> Result<serde_json::Value, 
             Ok(serde_json::json!({ "deleted": id }))
         }
         Request::ReportDetection(input) => agent.respond(input).await,
+        Request::AllowedList => Ok(serde_json::json!({ "allowed": agent.allowed.list() })),
+        Request::AllowedWithdraw { sha256 } => {
+            let a = agent.clone();
+            let h = sha256.clone();
+            let was = tokio::task::spawn_blocking(move || a.allowed.revoke(&h))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            if !was {
+                return Err(format!("{sha256} is not allowed on this device"));
+            }
+            tracing::info!(sha256 = %sha256, "allowance withdrawn");
+            Ok(serde_json::json!({ "withdrawn": sha256.trim().to_ascii_lowercase() }))
+        }
     }
 }
 

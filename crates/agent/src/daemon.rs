@@ -49,6 +49,10 @@ pub struct Agent {
 /// before it is left pending (and requested when the acknowledgement comes).
 pub const GROUP_ACTION_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Why allowed content is left alone: an administrator restored it on this device.
+const ALLOWED_HERE: &str = "an administrator restored this content on this device, which \
+     allows it; withdraw that with `riposte agent ctl allowed withdraw SHA256`";
+
 impl Agent {
     /// Loads the agent from its data directory; returns it and the link's receiving end.
     pub fn open(
@@ -297,6 +301,9 @@ impl Agent {
         let (record, identity) = tokio::task::spawn_blocking(move || l2.examine(&inp))
             .await
             .map_err(|e| e.to_string())??;
+        if self.allowed.contains(&record.sha256) {
+            return Err(format!("not acted on: {ALLOWED_HERE}"));
+        }
         let detection_event = self.report_with(EventBody::Detection(record.clone()), |_| {});
         let state = self.snapshot();
         let mut outcomes = Vec::new();
@@ -527,6 +534,12 @@ impl Agent {
                             outcomes.push(serde_json::json!({"action": "quarantine_and_delete", "path": f, "outcome": "failed", "detail": "not quarantined: the sweep could not read the file to identify it"}));
                             continue;
                         };
+                        // An administrator restored this content here: their decision
+                        // stands until they withdraw it.
+                        if self.allowed.contains(&hex::encode(identity.sha256)) {
+                            outcomes.push(serde_json::json!({"action": "quarantine_and_delete", "path": f, "outcome": "skipped", "detail": ALLOWED_HERE}));
+                            continue;
+                        }
                         let l = local.clone();
                         let path = f.clone();
                         let id = format!("task-{}", update.task_id);
@@ -810,6 +823,69 @@ mod tests {
         let entries = agent.local().unwrap().quarantine_list().unwrap().entries;
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].original_path, Path::new("/home/u/evil-kept"));
+    }
+
+    /// Content an administrator restored is allowed on this device: an IOC task's hit on
+    /// it and a reported detection of it leave it in place until the allowance is
+    /// withdrawn.
+    #[tokio::test]
+    async fn allowed_content_is_left_alone_until_the_allowance_is_withdrawn() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        let dir = root.join("home/u");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("evil-tool"), b"a false positive").unwrap();
+        let agent = open_agent(&root, &data);
+        let entry = agent
+            .local()
+            .unwrap()
+            .quarantine("/home/u/evil-tool", "det", "T", "u", None)
+            .unwrap();
+        agent.quarantine_restore(&entry.id, None, None).unwrap();
+        assert_eq!(agent.allowed.list(), vec![entry.sha256.clone()]);
+
+        let sweep = || {
+            let runner = agent.runner.clone();
+            let offer = TaskOffer {
+                task_id: 11,
+                autonomous: true,
+                iocs: vec![name_ioc("evil-")],
+                scope: riposte_model::ScanScope::SystemDrives,
+                actions: vec![riposte_model::TaskAction::QuarantineAndDelete],
+            };
+            let (_cancel, rx) = watch::channel(false);
+            tokio::task::spawn_blocking(move || runner.run(offer, rx, &|_| {}))
+        };
+        let action = [riposte_model::TaskAction::QuarantineAndDelete];
+        let done = agent.act_on_hits(&action, sweep().await.unwrap()).await;
+        assert_eq!(done.hits, 1);
+        assert_eq!(done.results["actions"][0]["outcome"], "skipped");
+        assert!(done.results["actions"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("allowed withdraw"));
+        assert!(dir.join("evil-tool").exists(), "left in place");
+        let report = crate::response::DetectionInput {
+            path: "/home/u/evil-tool".into(),
+            sha256: entry.sha256.clone(),
+            threat: "T".into(),
+            user: "u".into(),
+            user_uid: None,
+            source: "external".into(),
+            source_ref: None,
+            dropped_sha256: Vec::new(),
+        };
+        let err = agent.respond(report.clone()).await.unwrap_err();
+        assert!(err.contains("allows it"), "{err}");
+        assert!(dir.join("evil-tool").exists(), "left in place");
+
+        assert!(agent.allowed.revoke(&entry.sha256).unwrap());
+        let done = agent.act_on_hits(&action, sweep().await.unwrap()).await;
+        assert_eq!(done.results["actions"][0]["outcome"], "done");
+        assert!(
+            !dir.join("evil-tool").exists(),
+            "quarantined once withdrawn"
+        );
     }
 
     fn md5_ioc(data: &[u8]) -> riposte_proto::IocDocument {

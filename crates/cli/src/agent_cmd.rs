@@ -56,6 +56,11 @@ pub enum CtlCommand {
     /// The quarantine store of this device.
     #[command(subcommand)]
     Quarantine(QuarantineCmd),
+    /// Content allowed on this device: restoring a quarantined object allows its
+    /// SHA-256, so that neither the sandbox integration, nor IOC scan tasks, nor
+    /// `report-detection` act on it again.
+    #[command(subcommand)]
+    Allowed(AllowedCmd),
     /// Report a malicious object: the agent responds per its Threat Response settings.
     ReportDetection {
         /// Device path of the object, as detections spell it: a byte that is not UTF-8 as
@@ -74,6 +79,21 @@ pub enum CtlCommand {
         /// Who gave the verdict.
         #[arg(long, default_value = "external")]
         source: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AllowedCmd {
+    /// The allowed SHA-256s.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw an allowance: the content is acted on again when it is found.
+    Withdraw {
+        sha256: String,
         #[arg(long)]
         json: bool,
     },
@@ -264,6 +284,13 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
         CtlCommand::Quarantine(QuarantineCmd::Delete { id, json }) => {
             (Request::QuarantineDelete { id: id.clone() }, *json)
         }
+        CtlCommand::Allowed(AllowedCmd::List { json }) => (Request::AllowedList, *json),
+        CtlCommand::Allowed(AllowedCmd::Withdraw { sha256, json }) => (
+            Request::AllowedWithdraw {
+                sha256: sha256.clone(),
+            },
+            *json,
+        ),
         CtlCommand::ReportDetection {
             path,
             sha256,
@@ -301,6 +328,21 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
         }
         CtlCommand::Quarantine(QuarantineCmd::Delete { id, .. }) => {
             println!("quarantine entry {id} deleted")
+        }
+        CtlCommand::Allowed(AllowedCmd::List { .. }) => {
+            let list = v["allowed"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no content is allowed on this device");
+            }
+            for h in list {
+                println!("{}", h.as_str().unwrap_or("?"));
+            }
+        }
+        CtlCommand::Allowed(AllowedCmd::Withdraw { .. }) => {
+            println!(
+                "allowance of {} withdrawn",
+                v["withdrawn"].as_str().unwrap_or("?")
+            )
         }
         CtlCommand::ReportDetection { .. } => {
             println!(

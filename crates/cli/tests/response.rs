@@ -424,6 +424,38 @@ fn scenario(database: Option<&str>, delete_special: bool) {
         .to_string();
     d1.ctl(&["quarantine", "restore", &id]);
     assert_eq!(std::fs::read(d1.threat()).unwrap(), THREAT);
+
+    // The restore allowed the content on agent 1: another report of it changes nothing
+    // until the allowance is withdrawn.
+    assert_eq!(
+        d1.ctl(&["allowed", "list"])["allowed"],
+        serde_json::json!([hash])
+    );
+    let again = |d: &Device| {
+        Command::new(bin())
+            .args(["agent", "--data"])
+            .arg(&d.data)
+            .args(["ctl", "report-detection", "--path"])
+            .args(["/home/alice/Downloads/invoice.sh", "--sha256", &hash])
+            .args(["--threat", "Test.Sh.Dropper", "--user", "alice"])
+            .output()
+            .unwrap()
+    };
+    let refused = again(&d1);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("allowed withdraw"), "{why}");
+    assert_eq!(std::fs::read(d1.threat()).unwrap(), THREAT);
+    assert_eq!(
+        d1.ctl(&["allowed", "withdraw", &hash.to_uppercase()])["withdrawn"],
+        hash.as_str()
+    );
+    assert_eq!(
+        d1.ctl(&["allowed", "list"])["allowed"],
+        serde_json::json!([])
+    );
+    assert!(again(&d1).status.success());
+    assert!(!d1.threat().exists(), "quarantined again once withdrawn");
 }
 
 #[test]

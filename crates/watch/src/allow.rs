@@ -91,18 +91,25 @@ impl AllowList {
         Ok(true)
     }
 
-    /// Withdraws an allowance (used to undo [`AllowList::allow`] when the restore it
-    /// was made for fails).
-    pub fn revoke(&self, sha256: &str) -> Result<(), WatchError> {
+    /// Withdraws an allowance: an administrator's change of mind, or the undoing of
+    /// [`AllowList::allow`] when the restore it was made for fails. Returns whether it
+    /// was there (`false`: nothing to withdraw, nothing written).
+    pub fn revoke(&self, sha256: &str) -> Result<bool, WatchError> {
         let s = normalise(sha256)?;
         let mut entries = self.lock();
-        if entries.remove(&s) {
-            if let Err(e) = self.save(&entries) {
-                entries.insert(s);
-                return Err(e);
-            }
+        if !entries.remove(&s) {
+            return Ok(false);
         }
-        Ok(())
+        if let Err(e) = self.save(&entries) {
+            entries.insert(s);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Every allowed SHA-256, in order.
+    pub fn list(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -143,8 +150,11 @@ mod tests {
         ));
         let b = AllowList::open_in(&dir).unwrap();
         assert!(b.contains(&sha.to_lowercase()), "survives a reopen");
-        b.revoke(&sha).unwrap();
+        assert_eq!(b.list(), vec![sha.to_lowercase()]);
+        assert!(b.revoke(&sha).unwrap());
+        assert!(!b.revoke(&sha).unwrap(), "nothing left to withdraw");
         assert!(!AllowList::open_in(&dir).unwrap().contains(&sha));
+        assert!(b.list().is_empty());
 
         std::fs::write(dir.join(FILE_NAME), b"{garbage").unwrap();
         assert!(
