@@ -107,9 +107,9 @@ pub fn compress_with(
 /// The SHA-NI body of [`compress_with`]: the lanes two at a time, the rounds of the two
 /// streams interleaved. A `sha256rnds2` (two rounds) needs the result of the one before
 /// it in its stream, so one stream leaves the unit waiting; the other stream's rounds
-/// run in that time. Two streams hash about 1.5× as fast as one on the AMD EPYC of the
-/// fifth session; three or four need more than the sixteen XMM registers the SHA
-/// instructions can use, and spill.
+/// run in that time. Two streams hash 1.5–1.9× as fast as one on the AMD EPYC of the
+/// fifth session (BENCH.md); three or four need more than the sixteen XMM registers the
+/// SHA instructions can use, and spill.
 ///
 /// # Safety
 /// SHA, SSSE3 and SSE4.1 must be available, and for every lane the `blocks * 64` bytes
