@@ -69,6 +69,17 @@ pub(crate) fn check_call(
     assert!(available, "{kernel:?} kernel not available on this CPU");
 }
 
+/// `message` with its padding (by `pad_tail`), as whole blocks.
+#[cfg(test)]
+pub(crate) fn padded(message: &[u8], pad_tail: fn(&[u8], u64, &mut [u8; 128]) -> usize) -> Vec<u8> {
+    let full = message.len() / 64 * 64;
+    let mut v = message[..full].to_vec();
+    let mut tail = [0u8; 128];
+    let n = pad_tail(&message[full..], message.len() as u64, &mut tail);
+    v.extend_from_slice(&tail[..n * 64]);
+    v
+}
+
 /// Hashes whole messages through a kernel the slow simple way, one block row at a time,
 /// to check the kernel, its padding and its digest layout: `pad_tail` pads a message's
 /// last partial block, `compress` runs one block of every lane (lane `l` at `l * 64` of
@@ -80,17 +91,7 @@ pub(crate) fn through_lanes(
     compress: &mut dyn FnMut(&[u8], &[i32; LANES]),
     digest: &dyn Fn(usize) -> Vec<u8>,
 ) -> Vec<Vec<u8>> {
-    let padded: Vec<Vec<u8>> = messages
-        .iter()
-        .map(|m| {
-            let full = m.len() / 64 * 64;
-            let mut v = m[..full].to_vec();
-            let mut tail = [0u8; 128];
-            let n = pad_tail(&m[full..], m.len() as u64, &mut tail);
-            v.extend_from_slice(&tail[..n * 64]);
-            v
-        })
-        .collect();
+    let padded: Vec<Vec<u8>> = messages.iter().map(|m| padded(m, pad_tail)).collect();
     let max_blocks = padded.iter().map(|p| p.len() / 64).max().unwrap_or(0);
     let mut done = vec![Vec::new(); messages.len()];
     let offsets: [i32; LANES] = std::array::from_fn(|l| (l * 64) as i32);

@@ -3,7 +3,9 @@
 //! A sweep thread hands files to [`Lanes::push`] instead of hashing them one by one.
 //! Each lane owns a 64 KiB window of one arena; the lanes are refilled with `read` as
 //! they drain, and the multi-lane kernels ([`md5x16`], [`sha256x16`]) advance all of
-//! them by as many blocks as the shortest one holds. A file's
+//! them by as many blocks as the shortest one holds. With one or two files left in
+//! flight (at the end of a sweep, where the last file may be large) each is hashed as
+//! one plain stream instead, and the SHA-NI kernel only ever hashes the lanes in use. A file's
 //! last partial block is padded in place, once per algorithm (MD5 and SHA-256 write the
 //! length in opposite byte orders), and when its lane has consumed it, the file's
 //! digests go to the caller's `done` callback with the job it was pushed with. SHA-1,
@@ -21,6 +23,11 @@ use std::io::Read;
 const WINDOW: usize = 64 * 1024;
 /// Distance between lanes in the arena: a window plus room for two padding blocks.
 const STRIDE: usize = WINDOW + 128;
+/// Up to this many files in flight are hashed one plain stream each rather than by a
+/// vector kernel over all sixteen lanes: with AVX-512 or AVX2 a lane costs 1/16 of the
+/// kernel, so one stream wins below 16 × (one stream's speed / the kernel's), about 3
+/// for MD5 and SHA-256 on the machines in BENCH.md.
+const FEW_LANES: usize = 2;
 /// Where in its stride a lane's SHA-256 padding goes once its file has ended; the MD5
 /// padding is at the stride's start, and each is at most two blocks.
 const SHA256_PAD: usize = 128;
@@ -189,11 +196,36 @@ impl<J> Lanes<J> {
         // unconsumed bytes there (its padding too: `filled` counts the blocks from
         // either pad's start); an idle one reads from its stride's start, and a lane
         // never holds more than a stride.
+        let active = (0..LANES)
+            .filter(|&l| self.lanes[l].is_some())
+            .fold(0u16, |mask, l| mask | 1 << l);
+        // With one or two files left (the end of a sweep, where a large file may be the
+        // last), one plain stream per file beats a vector kernel over all sixteen lanes.
+        let few = active.count_ones() as usize <= FEW_LANES;
+        let one_by_one = |pad_at: usize, compress: &mut dyn FnMut(usize, &[u8])| {
+            let offsets = offsets(pad_at);
+            for l in (0..LANES).filter(|l| active & (1 << l) != 0) {
+                let at = offsets[l] as usize;
+                compress(l, &self.arena[at..at + blocks * 64]);
+            }
+        };
         if let Some((kernel, state)) = self.md5.as_mut() {
-            md5x16::compress_with(*kernel, state, &self.arena, &offsets(0), blocks);
+            if few {
+                one_by_one(0, &mut |l, data| md5x16::compress_one(state, l, data));
+            } else {
+                md5x16::compress_with(*kernel, state, &self.arena, &offsets(0), blocks);
+            }
         }
         if let Some((kernel, state)) = self.sha256.as_mut() {
-            sha256x16::compress_with(*kernel, state, &self.arena, &offsets(SHA256_PAD), blocks);
+            // The SHA-NI kernel's cost is per active lane already.
+            if few && *kernel != sha256x16::Sha256Kernel::ShaNi {
+                one_by_one(SHA256_PAD, &mut |l, data| {
+                    sha256x16::compress_one(state, l, data)
+                });
+            } else {
+                let offsets = offsets(SHA256_PAD);
+                sha256x16::compress_some(*kernel, state, &self.arena, &offsets, blocks, active);
+            }
         }
         for l in 0..LANES {
             let finished = match &mut self.lanes[l] {

@@ -87,13 +87,30 @@ pub fn compress_with(
     offsets: &[i32; LANES],
     blocks: usize,
 ) {
+    compress_some(kernel, state, arena, offsets, blocks, u16::MAX);
+}
+
+/// [`compress_with`] for the lanes whose bit is set in `active` (bit `l` for lane `l`);
+/// the others are left as they are or hashed, whichever is cheaper for the kernel. The
+/// SHA-NI kernel's cost is per lane, so a sweep's last few files do not pay for sixteen.
+///
+/// # Panics
+/// As [`compress_with`].
+pub fn compress_some(
+    kernel: Sha256Kernel,
+    state: &mut State,
+    arena: &[u8],
+    offsets: &[i32; LANES],
+    blocks: usize,
+    active: u16,
+) {
     crate::kernel::check_call(kernel, kernel.is_available(), arena, offsets, blocks);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has the kernel's features, and every lane's range lies inside
     // `arena`.
     unsafe {
         match kernel {
-            Sha256Kernel::ShaNi => kernel_sha_ni(state, arena.as_ptr(), offsets, blocks),
+            Sha256Kernel::ShaNi => kernel_sha_ni(state, arena.as_ptr(), offsets, blocks, active),
             Sha256Kernel::Vector(Kernel::Avx512) => {
                 kernel_avx512(state, arena.as_ptr(), offsets, blocks)
             }
@@ -104,10 +121,29 @@ pub fn compress_with(
     }
 }
 
-/// The SHA-NI body of [`compress_with`]: the lanes two at a time, the rounds of the two
-/// streams interleaved. A `sha256rnds2` (two rounds) needs the result of the one before
-/// it in its stream, so one stream leaves the unit waiting; the other stream's rounds
-/// run in that time. Two streams hash 1.5–1.9× as fast as one on the AMD EPYC of the
+/// Runs the 64-byte blocks of `data` through SHA-256's compression function for lane
+/// `lane` alone, one plain stream (the `sha2` crate's, with SHA-NI where the CPU has
+/// it): with one or two lanes left this beats a vector kernel over all sixteen.
+///
+/// # Panics
+/// Where `data` is not whole blocks or `lane` is not a lane (the caller's bugs).
+pub fn compress_one(state: &mut State, lane: usize, data: &[u8]) {
+    assert!(data.len() % 64 == 0, "SHA-256 takes whole 64-byte blocks");
+    let mut one: [u32; 8] = std::array::from_fn(|w| state[w][lane]);
+    let blocks: Vec<sha2::digest::generic_array::GenericArray<u8, _>> = data
+        .chunks_exact(64)
+        .map(|b| *sha2::digest::generic_array::GenericArray::from_slice(b))
+        .collect();
+    sha2::compress256(&mut one, &blocks);
+    for (w, value) in one.into_iter().enumerate() {
+        state[w][lane] = value;
+    }
+}
+
+/// The SHA-NI body of [`compress_some`]: the active lanes two at a time, the rounds of
+/// the two streams interleaved (a lone last lane runs as one stream). A `sha256rnds2`
+/// (two rounds) needs the result of the one before it in its stream, so one stream
+/// leaves the unit waiting; the other stream's rounds run in that time. Two streams hash 1.5–1.9× as fast as one on the AMD EPYC of the
 /// fifth session (BENCH.md); three or four need more than the sixteen XMM registers the
 /// SHA instructions can use, and spill.
 ///
@@ -116,13 +152,47 @@ pub fn compress_with(
 /// from `base + offsets[l]` must be readable.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-unsafe fn kernel_sha_ni(state: &mut State, base: *const u8, offsets: &[i32; LANES], blocks: usize) {
+unsafe fn kernel_sha_ni(
+    state: &mut State,
+    base: *const u8,
+    offsets: &[i32; LANES],
+    blocks: usize,
+    active: u16,
+) {
+    let mut lanes = [0usize; LANES];
+    let mut n = 0;
+    for l in (0..LANES).filter(|l| active & (1 << l) != 0) {
+        lanes[n] = l;
+        n += 1;
+    }
+    let mut pairs = lanes[..n].chunks_exact(2);
+    for pair in pairs.by_ref() {
+        // SAFETY: as this function's.
+        unsafe { sha_ni_streams(state, base, offsets, blocks, [pair[0], pair[1]]) };
+    }
+    if let [lone] = pairs.remainder() {
+        // SAFETY: as this function's.
+        unsafe { sha_ni_streams(state, base, offsets, blocks, [*lone]) };
+    }
+}
+
+/// `blocks` blocks of each of `lanes` through SHA-NI, their rounds interleaved.
+///
+/// # Safety
+/// As [`kernel_sha_ni`]'s, and every entry of `lanes` is below [`LANES`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+unsafe fn sha_ni_streams<const STREAMS: usize>(
+    state: &mut State,
+    base: *const u8,
+    offsets: &[i32; LANES],
+    blocks: usize,
+    lanes: [usize; STREAMS],
+) {
     use std::arch::x86_64::*;
-    const STREAMS: usize = 2;
     // Big-endian words from little-endian loads.
     let byte_swap = _mm_set_epi64x(0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203);
-    for first in (0..LANES).step_by(STREAMS) {
-        let lanes: [usize; STREAMS] = std::array::from_fn(|i| first + i);
+    {
         // The SHA instructions hold a state as (a, b, e, f) and (c, d, g, h), `a` and
         // `c` in the highest element.
         let word = |lane: usize, w: usize| state[w][lane] as i32;
@@ -564,6 +634,52 @@ mod tests {
                         "{kernel:?}, len {}",
                         m.len()
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_lane_alone_hashes_as_sha256_and_leaves_the_others() {
+        for n in [0, 1, 55, 56, 63, 64, 65, 1000, 65_537] {
+            let m: Vec<u8> = (0..n).map(|i| (i * 7 + n) as u8).collect();
+            let mut state = INIT;
+            compress_one(&mut state, 9, &crate::kernel::padded(&m, pad_tail));
+            assert_eq!(
+                hex::encode(digest(&state, 9)),
+                hex::encode(sha2::Sha256::digest(&m)),
+                "len {n}"
+            );
+            assert!((0..LANES)
+                .filter(|&l| l != 9)
+                .all(|l| (0..8).all(|w| state[w][l] == INIT[w][l])));
+        }
+    }
+
+    /// A sparse set of lanes, an odd number of them (the SHA-NI kernel pairs them and
+    /// runs the last alone): those hash right in every kernel, and the SHA-NI kernel
+    /// leaves the others untouched.
+    #[test]
+    fn only_the_active_lanes_hash_as_sha256_in_every_kernel() {
+        let arena: Vec<u8> = (0..LANES * 700).map(|i| (i * 37 % 251) as u8).collect();
+        let offsets: [i32; LANES] = std::array::from_fn(|l| (l * 613 + l % 5) as i32);
+        let mut pad = [0u8; 128];
+        assert_eq!(pad_tail(&[], 192, &mut pad), 1);
+        let active: u16 = 1 | 1 << 3 | 1 << 6 | 1 << 10 | 1 << 15;
+        for kernel in Sha256Kernel::all_available() {
+            let mut state = INIT;
+            compress_some(kernel, &mut state, &arena, &offsets, 3, active);
+            compress_some(kernel, &mut state, &pad[..64], &[0; LANES], 1, active);
+            for (l, &o) in offsets.iter().enumerate() {
+                if active & (1 << l) != 0 {
+                    let message = &arena[o as usize..o as usize + 192];
+                    assert_eq!(
+                        hex::encode(digest(&state, l)),
+                        hex::encode(sha2::Sha256::digest(message)),
+                        "{kernel:?}, lane {l}"
+                    );
+                } else if kernel == Sha256Kernel::ShaNi {
+                    assert!((0..8).all(|w| state[w][l] == INIT[w][l]), "lane {l}");
                 }
             }
         }
