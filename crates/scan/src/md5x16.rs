@@ -94,7 +94,10 @@ macro_rules! md5_rounds {
 /// # Panics
 /// Where `data` is not whole blocks or `lane` is not a lane (the caller's bugs).
 pub fn compress_one(state: &mut State, lane: usize, data: &[u8]) {
-    assert!(data.len() % 64 == 0, "MD5 takes whole 64-byte blocks");
+    assert!(
+        data.len().is_multiple_of(64),
+        "MD5 takes whole 64-byte blocks"
+    );
     let [mut a, mut b, mut c, mut d] = [0, 1, 2, 3].map(|w| state[w][lane]);
     for block in data.chunks_exact(64) {
         let m: [u32; 16] = std::array::from_fn(|j| {

@@ -128,7 +128,10 @@ pub fn compress_some(
 /// # Panics
 /// Where `data` is not whole blocks or `lane` is not a lane (the caller's bugs).
 pub fn compress_one(state: &mut State, lane: usize, data: &[u8]) {
-    assert!(data.len() % 64 == 0, "SHA-256 takes whole 64-byte blocks");
+    assert!(
+        data.len().is_multiple_of(64),
+        "SHA-256 takes whole 64-byte blocks"
+    );
     let mut one: [u32; 8] = std::array::from_fn(|w| state[w][lane]);
     let blocks: Vec<sha2::digest::generic_array::GenericArray<u8, _>> = data
         .chunks_exact(64)
