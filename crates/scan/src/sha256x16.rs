@@ -133,11 +133,10 @@ pub fn compress_one(state: &mut State, lane: usize, data: &[u8]) {
         "SHA-256 takes whole 64-byte blocks"
     );
     let mut one: [u32; 8] = std::array::from_fn(|w| state[w][lane]);
-    let blocks: Vec<sha2::digest::generic_array::GenericArray<u8, _>> = data
-        .chunks_exact(64)
-        .map(|b| *sha2::digest::generic_array::GenericArray::from_slice(b))
-        .collect();
-    sha2::compress256(&mut one, &blocks);
+    for block in data.chunks_exact(64) {
+        let block = sha2::digest::generic_array::GenericArray::from_slice(block);
+        sha2::compress256(&mut one, std::slice::from_ref(block));
+    }
     for (w, value) in one.into_iter().enumerate() {
         state[w][lane] = value;
     }
