@@ -137,21 +137,75 @@ pub(crate) fn check_identity(
             }
         }
     }
-    // The agent's own data directory: is the file's parent inside it?
-    if let (Ok(dd), Ok(hp)) = (
-        std::fs::canonicalize(data_dir),
-        host.host_path(&f.device_path),
-    ) {
-        if let Some(parent) = hp.parent().and_then(|p| std::fs::canonicalize(p).ok()) {
-            if parent.starts_with(&dd) {
-                return Err(QuarantineError::Protected {
-                    path: f.device_path.clone(),
-                    reason: "it is inside the agent's data directory".into(),
-                });
+    // Inside a protected directory, or the store, under whatever name: compared by
+    // identity from the directory the file was opened in up to `/`.
+    let io = |e: rustix::io::Errno| QuarantineError::Io {
+        op: "inspecting the directories above",
+        path: f.device_path.clone(),
+        source: e.into(),
+    };
+    let store =
+        identity_of(data_dir).map(|id| (id, "it is inside the agent's data directory".into()));
+    match protected_ancestor(host, list, store, &f.parent).map_err(io)? {
+        Some(reason) => Err(QuarantineError::Protected {
+            path: f.device_path.clone(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Why the directory `parent`, or one above it, is protected, if it is: its device
+/// and inode are compared with those of every literal directory pattern of `list`
+/// and with `also`, going up through `..`, so that what is compared is where a file
+/// is, whatever name the path gave it (a bind mount, a link higher up in a
+/// pattern's own path).
+fn protected_ancestor(
+    host: &HostRoot,
+    list: &[String],
+    also: Option<((u64, u64), String)>,
+    parent: &OwnedFd,
+) -> Result<Option<String>, rustix::io::Errno> {
+    let mut dirs: Vec<((u64, u64), String)> = also.into_iter().collect();
+    for pat in list.iter().filter(|p| is_literal(p)) {
+        if let Some(dir) = pat.strip_suffix('/') {
+            if let Some(id) = host
+                .host_path(&path_text::decode(dir))
+                .ok()
+                .and_then(|p| identity_of(&p))
+            {
+                dirs.push((id, format!("it is inside protected directory {pat:?}")));
             }
         }
     }
-    Ok(())
+    if dirs.is_empty() {
+        return Ok(None);
+    }
+    let open_dir = |at: &OwnedFd, name: &str| {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let mut cur = open_dir(parent, ".")?;
+    let st = rustix::fs::fstat(&cur)?;
+    let mut id = (st.st_dev, st.st_ino);
+    // Deeper than any real tree; a bound keeps a bind-mount loop from spinning.
+    for _ in 0..4096 {
+        if let Some((_, why)) = dirs.iter().find(|(d, _)| *d == id) {
+            return Ok(Some(why.clone()));
+        }
+        let up = open_dir(&cur, "..")?;
+        let st = rustix::fs::fstat(&up)?;
+        if (st.st_dev, st.st_ino) == id {
+            return Ok(None); // `/`: its `..` is itself
+        }
+        id = (st.st_dev, st.st_ino);
+        cur = up;
+    }
+    Ok(Some("its directory is nested too deeply to check".into()))
 }
 
 /// Device and inode of what `p` names, links followed.
@@ -192,65 +246,19 @@ pub(crate) fn check_restore_target(
     };
     let parent_st = rustix::fs::fstat(parent).map_err(io)?;
     let parent_id = (parent_st.st_dev, parent_st.st_ino);
-
-    let mut dirs: Vec<((u64, u64), String)> = Vec::new();
-    if let Some(id) = identity_of(store_dir) {
-        dirs.push((id, "it is inside the quarantine store".into()));
-    }
-    for pat in list.iter().filter(|p| is_literal(p)) {
-        match pat.strip_suffix('/') {
-            Some(dir) => {
-                if let Some(id) = host
-                    .host_path(&path_text::decode(dir))
-                    .ok()
-                    .and_then(|p| identity_of(&p))
-                {
-                    dirs.push((id, format!("it is inside protected directory {pat:?}")));
-                }
-            }
-            None => {
-                let pat_path = path_text::decode(pat);
-                let same_name = pat_path.file_name() == Some(name);
-                let pat_dir = pat_path.parent().and_then(|d| host.host_path(d).ok());
-                if same_name && pat_dir.and_then(|d| identity_of(&d)) == Some(parent_id) {
-                    return Err(refuse(format!("it is the same file as protected {pat:?}")));
-                }
-            }
+    for pat in list.iter().filter(|p| is_literal(p) && !p.ends_with('/')) {
+        let pat_path = path_text::decode(pat);
+        let same_name = pat_path.file_name() == Some(name);
+        let pat_dir = pat_path.parent().and_then(|d| host.host_path(d).ok());
+        if same_name && pat_dir.and_then(|d| identity_of(&d)) == Some(parent_id) {
+            return Err(refuse(format!("it is the same file as protected {pat:?}")));
         }
     }
-    if dirs.is_empty() {
-        return Ok(());
+    let store = identity_of(store_dir).map(|id| (id, "it is inside the quarantine store".into()));
+    match protected_ancestor(host, list, store, parent).map_err(io)? {
+        Some(why) => Err(refuse(why)),
+        None => Ok(()),
     }
-    // Up through `..` from the directory that will be written to, so that what
-    // is compared is where the file would land, whatever the path said.
-    let mut cur = rustix::fs::openat(
-        parent,
-        ".",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io)?;
-    let mut id = parent_id;
-    // Deeper than any real tree; a bound keeps a bind-mount loop from spinning.
-    for _ in 0..4096 {
-        if let Some((_, why)) = dirs.iter().find(|(d, _)| *d == id) {
-            return Err(refuse(why.clone()));
-        }
-        let up = rustix::fs::openat(
-            &cur,
-            "..",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io)?;
-        let st = rustix::fs::fstat(&up).map_err(io)?;
-        if (st.st_dev, st.st_ino) == id {
-            return Ok(()); // `/`: its `..` is itself
-        }
-        id = (st.st_dev, st.st_ino);
-        cur = up;
-    }
-    Err(refuse("its directory is nested too deeply to check".into()))
 }
 
 #[cfg(test)]

@@ -781,6 +781,30 @@ fn restore_refuses_protected_targets_and_writes_nothing() {
     assert_eq!(fs::read(e.root.join("home/alice/a")).unwrap(), b"payload");
 }
 
+/// A file inside a protected directory is not quarantined when its path names the
+/// directory another way: the pattern goes through a link, the file's path does not.
+#[test]
+fn a_file_in_a_protected_directory_under_another_name_is_not_quarantined() {
+    let e = env();
+    let mut c = cfg();
+    c.protected.push("/opt/link/".into());
+    fs::create_dir_all(e.root.join("opt/real/sub")).unwrap();
+    std::os::unix::fs::symlink("real", e.root.join("opt/link")).unwrap();
+    let s = store(&e, c);
+    write(&e, "/opt/real/sub/tool", b"the agent's own tool");
+    let err = s.quarantine(&req("/opt/real/sub/tool")).unwrap_err();
+    assert!(
+        matches!(&err, QuarantineError::Protected { reason, .. }
+            if reason.contains("inside protected directory \"/opt/link/\"")),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(e.root.join("opt/real/sub/tool")).unwrap(),
+        b"the agent's own tool"
+    );
+    assert!(s.list().unwrap().entries.is_empty());
+}
+
 /// A protected directory whose name holds a `*` (the agent's data directory can be
 /// anywhere) is still compared by identity, like any other protected directory: here
 /// it is named through a link, and the restore names the real directory.
