@@ -290,19 +290,28 @@ impl ClamdClient {
     /// `INSTREAM`: sends `data` in length-prefixed chunks. Data over the
     /// stream limit is not sent and gives [`ScanOutcome::Skipped`].
     pub fn instream(&self, data: &[u8]) -> Result<ScanOutcome, EppError> {
-        self.instream_from(&mut &data[..], data.len() as u64)
+        self.instream_from(&mut &data[..], data.len() as u64)?
+            .map_err(|message| EppError::Engine {
+                engine: "clamd",
+                message,
+            })
     }
 
     /// `INSTREAM` of what `reader` gives, `size` bytes expected. Over the stream
     /// limit nothing is sent (or, if the source grows past it while being sent,
-    /// the stream is abandoned) and the outcome is [`ScanOutcome::Skipped`].
-    fn instream_from(&self, reader: &mut dyn Read, size: u64) -> Result<ScanOutcome, EppError> {
+    /// the stream is abandoned) and the outcome is [`ScanOutcome::Skipped`]. The inner
+    /// error is clamd's own `ERROR` reply.
+    fn instream_from(
+        &self,
+        reader: &mut dyn Read,
+        size: u64,
+    ) -> Result<Result<ScanOutcome, String>, EppError> {
         let limit = self.limits.stream_limit();
         let too_large = |size: u64| ScanOutcome::Skipped {
             reason: format!("skipped: larger than clamd's limit ({size} bytes > {limit} bytes)"),
         };
         if size > limit {
-            return Ok(too_large(size));
+            return Ok(Ok(too_large(size)));
         }
         let mut c = self.connect()?;
         c.write_all(b"zINSTREAM\0")
@@ -324,7 +333,7 @@ impl ClamdClient {
             sent += n as u64;
             if sent > limit {
                 // Grown since it was measured: clamd would refuse the stream.
-                return Ok(too_large(sent));
+                return Ok(Ok(too_large(sent)));
             }
             c.write_all(&(n as u32).to_be_bytes())
                 .map_err(|e| self.unreachable(e))?;
@@ -337,10 +346,7 @@ impl ClamdClient {
             engine: "clamd",
             message: "empty INSTREAM reply".into(),
         })?;
-        parse_reply(line).outcome.map_err(|m| EppError::Engine {
-            engine: "clamd",
-            message: m,
-        })
+        Ok(parse_reply(line).outcome)
     }
 }
 
@@ -373,11 +379,17 @@ impl Epp for ClamdClient {
         if size <= self.limits.stream_limit() {
             let mut file = &opened.file;
             return match self.instream_from(&mut file, size) {
+                Ok(Ok(outcome)) => Ok(outcome),
+                // As for a file clamd reads itself: what it could not scan is skipped,
+                // with its reason.
+                Ok(Err(m)) => Ok(ScanOutcome::Skipped {
+                    reason: format!("clamd could not scan it: {m}"),
+                }),
                 Err(EppError::Io { source, .. }) => Err(EppError::Io {
                     path: path.to_path_buf(),
                     source,
                 }),
-                other => other,
+                Err(e) => Err(e),
             };
         }
         // Over `StreamMaxLength` but within what clamd scans by path: by path.

@@ -92,6 +92,30 @@ fn real_clamd_protocol_limits_and_critical_areas() {
             }
         );
     }
+    // A file over the stream limit the client is configured with, but within clamd's
+    // file limit, goes by path (CONTSCAN) and is still scanned.
+    let mut mid = vec![b'b'; 5000];
+    mid[100..100 + MARKER.len()].copy_from_slice(MARKER);
+    w(root, "/home/alice/mid.bin", &mid);
+    let short_streams = ClamdClient::new(
+        ClamdAddr::Unix(clamd.socket.clone()),
+        ClamdLimits {
+            stream_max_length: 1000,
+            ..limits
+        },
+    );
+    assert_eq!(
+        short_streams
+            .scan_file(&host, Path::new("/home/alice/mid.bin"))
+            .unwrap(),
+        ScanOutcome::Infected {
+            threat: "Riposte.Test.Marker.UNOFFICIAL".into()
+        }
+    );
+    assert!(matches!(
+        short_streams.scan_bytes("mid", &mid).unwrap(),
+        ScanOutcome::Skipped { .. }
+    ));
     // clamd answers OK for what it did not scan: the client must not trust it.
     let raw = unix.contscan(&root.join("home/alice/big.bin")).unwrap();
     assert_eq!(
