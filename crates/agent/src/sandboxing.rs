@@ -95,6 +95,12 @@ async fn handle(agent: &Arc<Agent>, ev: WatchEvent) {
                 dropped_sha256: v.dropped_sha256.clone(),
             };
             if let Err(e) = agent.respond(input).await {
+                // Allowed between the check above and the response: the administrator's
+                // decision was respected, which is nothing to alert about.
+                if agent.allowed.contains(&v.sha256) {
+                    tracing::debug!(sha256 = %v.sha256, "verdict on content allowed meanwhile: left alone");
+                    return;
+                }
                 agent.report(EventBody::Alert {
                     code: "response_refused".into(),
                     message: e,

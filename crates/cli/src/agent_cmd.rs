@@ -62,6 +62,8 @@ pub enum CtlCommand {
     #[command(subcommand)]
     Allowed(AllowedCmd),
     /// Report a malicious object: the agent responds per its Threat Response settings.
+    /// Content an administrator allowed here (by restoring it) is refused with an error
+    /// and left alone; see `allowed`.
     ReportDetection {
         /// Device path of the object, as detections spell it: a byte that is not UTF-8 as
         /// \xHH, a backslash as \\ (a lone backslash is taken as it is).
