@@ -41,6 +41,9 @@ pub struct Agent {
     pub settings_changed: tokio::sync::Notify,
     /// Content restored from quarantine, which the sandbox integration leaves alone.
     pub allowed: Arc<riposte_watch::AllowList>,
+    /// Held from a restore's allowance to its outcome, and by a withdrawal: a failed
+    /// restore takes back only what no concurrent restore of the same content relies on.
+    pub allowance_changes: Mutex<()>,
     /// Signalled whenever the server acknowledges an event.
     event_acked: tokio::sync::Notify,
 }
@@ -79,6 +82,7 @@ impl Agent {
             cancels: Mutex::new(Default::default()),
             settings_changed: tokio::sync::Notify::new(),
             allowed,
+            allowance_changes: Mutex::new(()),
             event_acked: tokio::sync::Notify::new(),
         });
         Ok((agent, rx))
@@ -233,6 +237,10 @@ impl Agent {
     ) -> Result<(String, EventBody), String> {
         let local = self.local()?;
         let record = local.store_record(id)?;
+        let _changing = self
+            .allowance_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         // Allowed before the restore, not after: the restored file's own close-write or
         // moved-to event may reach the watcher before the restore returns.
         let newly_allowed = self.allowed.allow(&record.sha256).map_err(|e| {
