@@ -102,7 +102,11 @@ where
     else {
         return Err(ConnError::Refused("first frame was not a hello".into()));
     };
-    let refusal = match core.store.device(device_id).await {
+    let known = {
+        let _slot = store_slot(&core).await?;
+        core.store.device(device_id).await
+    };
+    let refusal = match known {
         Ok(d) if d.revoked => Some(format!(
             "device {device_id} has been revoked; enroll it again"
         )),
@@ -131,14 +135,16 @@ where
         .await;
         return Err(ConnError::Refused(reason));
     }
-    core.store.touch_device(device_id, &hostname).await?;
-    let device = core.store.device(device_id).await?;
-    let group = core
-        .store
-        .group(device.group_id)
-        .await
-        .map(|g| g.name)
-        .unwrap_or_default();
+    let group = {
+        let _slot = store_slot(&core).await?;
+        core.store.touch_device(device_id, &hostname).await?;
+        let device = core.store.device(device_id).await?;
+        core.store
+            .group(device.group_id)
+            .await
+            .map(|g| g.name)
+            .unwrap_or_default()
+    };
     write_frame(&mut writer, &ServerToAgent::Welcome { device_id, group }).await?;
     let conn = core.hub.register(device_id);
 
@@ -176,6 +182,7 @@ where
                     match frame {
                         AgentToServer::Ack { seq } => acknowledge(&core, device_id, seq as i64).await?,
                         AgentToServer::TaskUpdate(u) => {
+                            let _slot = store_slot(&core).await?;
                             match core.store.update_task_device(u.task_id, device_id, u.state, u.hits as i64, u.reason.as_deref(), &u.results).await {
                                 Ok(_) | Err(StoreError::Conflict(_)) | Err(StoreError::NotFound(_)) => {}
                                 Err(e) => return Err(e.into()),
@@ -206,8 +213,20 @@ where
     .await;
     reader_task.abort();
     core.hub.unregister(device_id, &conn);
-    let _ = core.store.touch_device(device_id, &hostname).await;
+    if let Ok(_slot) = store_slot(&core).await {
+        let _ = core.store.touch_device(device_id, &hostname).await;
+    }
     result
+}
+
+/// A slot for the agent-side store operations that follow, held until it is dropped
+/// (see `Core::agent_store_slots`): agents queue for these, not for the pool, so that
+/// requests find a connection free.
+async fn store_slot(core: &Core) -> Result<tokio::sync::SemaphorePermit<'_>, ConnError> {
+    core.agent_store_slots
+        .acquire()
+        .await
+        .map_err(|_| ConnError::Refused("the server is shutting down".into()))
 }
 
 /// The agent applied everything up to `seq`.
@@ -215,6 +234,7 @@ async fn acknowledge(core: &Core, device_id: i64, seq: i64) -> Result<(), ConnEr
     if seq <= 0 {
         return Ok(());
     }
+    let _slot = store_slot(core).await?;
     for task in core.store.ack_outbox(device_id, seq).await? {
         match core
             .store
@@ -243,7 +263,10 @@ async fn deliver<W: AsyncWrite + Unpin>(
     writer: &mut W,
 ) -> Result<i64, ConnError> {
     loop {
-        let rows = core.store.outbox_after(device_id, sent_upto, 100).await?;
+        let rows = {
+            let _slot = store_slot(core).await?;
+            core.store.outbox_after(device_id, sent_upto, 100).await?
+        };
         let n = rows.len();
         for row in rows {
             match serde_json::from_str::<Delivery>(&row.payload) {
@@ -308,6 +331,7 @@ fn unseal(core: &Core, delivery: Delivery) -> Delivery {
 /// revocations kick the registered connection, in this process or through
 /// `Store::notify_kick` in another.
 async fn revoked(core: &Core, device_id: i64) -> Result<bool, ConnError> {
+    let _slot = store_slot(core).await?;
     match core.store.device(device_id).await {
         Ok(d) => Ok(d.revoked),
         Err(StoreError::NotFound(_)) => Ok(true),
@@ -316,6 +340,7 @@ async fn revoked(core: &Core, device_id: i64) -> Result<bool, ConnError> {
 }
 
 async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), ConnError> {
+    let _slot = store_slot(core).await?;
     if !core
         .store
         .mark_event_processed(device_id, &e.event_id)

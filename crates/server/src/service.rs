@@ -68,7 +68,16 @@ pub struct Core {
     pub authority: Authority,
     pub throttle: Throttle,
     pub config: CoreConfig,
+    /// Store operations agent connections may run at once: all but
+    /// [`RESERVED_FOR_REQUESTS`] of the pool's connections. Ten thousand agents
+    /// acknowledging a task queue here, not in the pool, so an API or console request
+    /// waits for at most a few of them (before: 11–27 s for an autonomous task request
+    /// at 10,000 devices on PostgreSQL, close to the agent's 30 s timeout; FLEET.md).
+    pub agent_store_slots: tokio::sync::Semaphore,
 }
+
+/// Pool connections agent connections leave to requests (where the pool has more).
+pub const RESERVED_FOR_REQUESTS: u32 = 3;
 
 /// Where a request comes from, for the audit log and throttling.
 #[derive(Debug, Clone)]
@@ -193,6 +202,10 @@ impl Core {
         authority: Authority,
         config: CoreConfig,
     ) -> Arc<Core> {
+        let agent_slots = store
+            .pool_size()
+            .saturating_sub(RESERVED_FOR_REQUESTS)
+            .max(1);
         Arc::new(Core {
             store,
             sealer,
@@ -200,6 +213,7 @@ impl Core {
             authority,
             throttle: Throttle::new(),
             config,
+            agent_store_slots: tokio::sync::Semaphore::new(agent_slots as usize),
         })
     }
 

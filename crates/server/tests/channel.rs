@@ -389,3 +389,53 @@ async fn a_device_name_of_digits_is_refused_at_enrollment() {
     assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
     ts.stop().await;
 }
+
+/// Agent connections take their store operations from a share of the pool's connections
+/// (`Core::agent_store_slots`), so that requests never queue behind them: with every
+/// agent slot taken, a device cannot even finish its hello, while an API request is
+/// answered at once; the device connects when a slot frees.
+async fn agents_queue_for_their_share_and_requests_do_not(backend: Backend) {
+    let (ts, api) = TestServer::with_group_a(backend).await;
+    let identity = enroll(&api, &ts.ca, "A", "dev1").await;
+    let core = ts.running().core.clone();
+    let slots = core.agent_store_slots.available_permits() as u32;
+    let expected = match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => {
+            core.store.pool_size() - riposte_server::service::RESERVED_FOR_REQUESTS
+        }
+    };
+    assert_eq!(slots, expected);
+    let held = core.agent_store_slots.acquire_many(slots).await.unwrap();
+    let agent = TestAgent::start(identity.clone(), Arc::new(Recorder::default()));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !core.hub.is_connected(identity.device_id),
+        "the device's hello waits for a slot"
+    );
+    let t = Instant::now();
+    let devices = api.ok("GET", "/api/v1/devices", None).await;
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(devices.to_string().contains("dev1"), "{devices}");
+    drop(held);
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(10), |d| !d.is_empty())
+            .await,
+        "connected once a slot is free"
+    );
+    assert!(core.hub.is_connected(identity.device_id));
+    agent.stop().await;
+    ts.stop().await;
+}
+
+#[tokio::test]
+async fn agents_queue_for_their_share_and_requests_do_not_sqlite() {
+    agents_queue_for_their_share_and_requests_do_not(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn agents_queue_for_their_share_and_requests_do_not_postgres() {
+    agents_queue_for_their_share_and_requests_do_not(Backend::Postgres).await;
+}

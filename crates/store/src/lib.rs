@@ -55,6 +55,19 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Connections in the pool. SQLite: one. SQLite serialises writers anyway, and a
+    /// deferred transaction that reads and then writes fails at once ("database is
+    /// locked") when another connection wrote in between, which busy_timeout does not
+    /// cover.
+    fn pool_size(self) -> u32 {
+        match self {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 10,
+        }
+    }
+}
+
 /// The server's storage.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -113,13 +126,7 @@ impl Store {
             pool.close().await;
         }
         let schema = schema.map(str::to_string);
-        // SQLite: one connection. SQLite serialises writers anyway, and a deferred
-        // transaction that reads and then writes fails at once ("database is locked") when
-        // another connection wrote in between, which busy_timeout does not cover.
-        let mut options = AnyPoolOptions::new().max_connections(match backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 10,
-        });
+        let mut options = AnyPoolOptions::new().max_connections(backend.pool_size());
         options = options.after_connect(move |conn, _meta| {
             let schema = schema.clone();
             Box::pin(async move {
@@ -163,6 +170,11 @@ impl Store {
     /// Which back end this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// How many connections the store's pool holds.
+    pub fn pool_size(&self) -> u32 {
+        self.backend.pool_size()
     }
 
     async fn migrate(&self) -> Result<()> {
