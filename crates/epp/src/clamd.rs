@@ -229,6 +229,21 @@ impl ClamdClient {
             .collect())
     }
 
+    /// After a failed write of a stream: clamd stops reading and closes the connection
+    /// when a stream passes its own `StreamMaxLength` (a limit the client was not told
+    /// of), after saying why. That reply, if it came, is the outcome; otherwise clamd is
+    /// unreachable.
+    fn refusal_or(
+        &self,
+        c: &mut dyn Conn,
+        write_error: std::io::Error,
+    ) -> Result<Result<ScanOutcome, String>, EppError> {
+        match self.read_lines(c).ok().as_deref() {
+            Some([line, ..]) => Ok(parse_reply(line).outcome),
+            _ => Err(self.unreachable(write_error)),
+        }
+    }
+
     fn command(&self, cmd: &[u8]) -> Result<Vec<String>, EppError> {
         let mut c = self.connect()?;
         c.write_all(cmd).map_err(|e| self.unreachable(e))?;
@@ -335,12 +350,16 @@ impl ClamdClient {
                 // Grown since it was measured: clamd would refuse the stream.
                 return Ok(Ok(too_large(sent)));
             }
-            c.write_all(&(n as u32).to_be_bytes())
-                .map_err(|e| self.unreachable(e))?;
-            c.write_all(&chunk[..n]).map_err(|e| self.unreachable(e))?;
+            let written = c
+                .write_all(&(n as u32).to_be_bytes())
+                .and_then(|()| c.write_all(&chunk[..n]));
+            if let Err(e) = written {
+                return self.refusal_or(&mut *c, e);
+            }
         }
-        c.write_all(&0u32.to_be_bytes())
-            .map_err(|e| self.unreachable(e))?;
+        if let Err(e) = c.write_all(&0u32.to_be_bytes()) {
+            return self.refusal_or(&mut *c, e);
+        }
         let lines = self.read_lines(&mut *c)?;
         let line = lines.first().ok_or_else(|| EppError::Engine {
             engine: "clamd",
