@@ -80,6 +80,32 @@ pub(crate) fn padded(message: &[u8], pad_tail: fn(&[u8], u64, &mut [u8; 128]) ->
     v
 }
 
+/// A hash state of every lane, word-major (`md5x16::State`, `sha256x16::State`).
+#[cfg(test)]
+pub(crate) type LaneWords<const WORDS: usize> = [[u32; LANES]; WORDS];
+
+/// Checks a module's one-stream `compress_one` on messages of every padding case: lane
+/// 9's digest is `reference`'s, and no other lane changes.
+#[cfg(test)]
+pub(crate) fn check_one_lane<const WORDS: usize>(
+    init: LaneWords<WORDS>,
+    compress_one: fn(&mut LaneWords<WORDS>, usize, &[u8]),
+    pad_tail: fn(&[u8], u64, &mut [u8; 128]) -> usize,
+    digest: &dyn Fn(&LaneWords<WORDS>, usize) -> Vec<u8>,
+    reference: &dyn Fn(&[u8]) -> Vec<u8>,
+) {
+    const LANE: usize = 9;
+    for n in [0, 1, 55, 56, 63, 64, 65, 1000, 65_537] {
+        let m: Vec<u8> = (0..n).map(|i| (i * 7 + n) as u8).collect();
+        let mut state = init;
+        compress_one(&mut state, LANE, &padded(&m, pad_tail));
+        assert_eq!(digest(&state, LANE), reference(&m), "len {n}");
+        assert!((0..LANES)
+            .filter(|&l| l != LANE)
+            .all(|l| (0..WORDS).all(|w| state[w][l] == init[w][l])));
+    }
+}
+
 /// Hashes whole messages through a kernel the slow simple way, one block row at a time,
 /// to check the kernel, its padding and its digest layout: `pad_tail` pads a message's
 /// last partial block, `compress` runs one block of every lane (lane `l` at `l * 64` of
