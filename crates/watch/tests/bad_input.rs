@@ -47,10 +47,7 @@ async fn a_path_that_vanished_before_hashing_is_reported() {
     let host = Host::new();
     let sdir = tempfile::tempdir().unwrap();
     let sb = sandbox(sdir.path()).await;
-    let config = host.config(
-        vec![format!("https://{}", sb.addr)],
-        Some(sb.cert_pem.clone()),
-    );
+    let config = host.config_for(&sb);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = Watcher::start(config, tx).unwrap();
     watcher.submit_path("/watched/gone.sh").unwrap();
@@ -172,10 +169,7 @@ async fn a_submitted_path_with_dotdot_or_relative_is_refused() {
     let host = Host::new();
     let sdir = tempfile::tempdir().unwrap();
     let sb = sandbox(sdir.path()).await;
-    let config = host.config(
-        vec![format!("https://{}", sb.addr)],
-        Some(sb.cert_pem.clone()),
-    );
+    let config = host.config_for(&sb);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = Watcher::start(config, tx).unwrap();
     let e = watcher

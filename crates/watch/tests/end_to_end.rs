@@ -13,10 +13,7 @@ async fn eicar_is_malicious_and_a_harmless_script_is_not() {
     let host = Host::new();
     let sdir = tempfile::tempdir().unwrap();
     let sb = sandbox(sdir.path()).await;
-    let config = host.config(
-        vec![format!("https://{}", sb.addr)],
-        Some(sb.cert_pem.clone()),
-    );
+    let config = host.config_for(&sb);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = Watcher::start(config, tx).unwrap();
     let backend = watcher.backend().unwrap();
@@ -87,10 +84,7 @@ async fn manual_submission_skips_the_type_filter() {
     let host = Host::new();
     let sdir = tempfile::tempdir().unwrap();
     let sb = sandbox(sdir.path()).await;
-    let mut config = host.config(
-        vec![format!("https://{}", sb.addr)],
-        Some(sb.cert_pem.clone()),
-    );
+    let mut config = host.config_for(&sb);
     config.folders.clear(); // nothing watched: only the manual submission counts
     std::fs::create_dir_all(host.path("/srv")).unwrap();
     std::fs::write(host.path("/srv/eicar.txt"), eicar()).unwrap();
@@ -159,10 +153,7 @@ async fn a_name_that_is_not_utf8_is_seen_and_named_losslessly() {
         let host = Host::new();
         let sdir = tempfile::tempdir().unwrap();
         let sb = sandbox(sdir.path()).await;
-        let mut config = host.config(
-            vec![format!("https://{}", sb.addr)],
-            Some(sb.cert_pem.clone()),
-        );
+        let mut config = host.config_for(&sb);
         config.backend = backend;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let watcher = Watcher::start(config.clone(), tx).unwrap();

@@ -15,10 +15,7 @@ async fn the_file_owner_is_recorded_and_new_subfolders_are_watched() {
     let host = Host::new();
     let sdir = tempfile::tempdir().unwrap();
     let sb = sandbox(sdir.path()).await;
-    let mut config = host.config(
-        vec![format!("https://{}", sb.addr)],
-        Some(sb.cert_pem.clone()),
-    );
+    let mut config = host.config_for(&sb);
     config.backend = BackendChoice::Inotify;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = Watcher::start(config, tx).unwrap();
@@ -64,10 +61,7 @@ async fn with_fanotify_the_writing_process_account_is_recorded() {
     let host = Host::new();
     let sdir = tempfile::tempdir().unwrap();
     let sb = sandbox(sdir.path()).await;
-    let mut config = host.config(
-        vec![format!("https://{}", sb.addr)],
-        Some(sb.cert_pem.clone()),
-    );
+    let mut config = host.config_for(&sb);
     config.backend = BackendChoice::Fanotify;
     // Prepared before the watcher starts, so root's own writes raise no event.
     // bob may traverse the host root and write the file, which alice owns.

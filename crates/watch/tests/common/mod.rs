@@ -65,6 +65,14 @@ impl Host {
         self.root.path().join(device.trim_start_matches('/'))
     }
 
+    /// [`Host::config`] with `sandbox` as the only sandbox, trusted by its certificate.
+    pub fn config_for(&self, sandbox: &ServeHandle) -> WatchConfig {
+        self.config(
+            vec![format!("https://{}", sandbox.addr)],
+            Some(sandbox.cert_pem.clone()),
+        )
+    }
+
     /// Watcher settings with short timings for tests.
     pub fn config(&self, sandboxes: Vec<String>, cert: Option<String>) -> WatchConfig {
         let settings = riposte_model::SandboxIntegration {
