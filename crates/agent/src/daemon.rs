@@ -1037,6 +1037,33 @@ mod tests {
         panic!("the watcher never quarantined /watched/{tag}-*.sh");
     }
 
+    /// A file the test verdict cache calls malicious; `settle` uses it to know the
+    /// watcher has handled everything written before it.
+    const MARKER: &[u8] = b"#!/bin/sh\necho 'really flagged'\n";
+
+    /// An agent over `root` whose verdict cache calls `flagged` and [`MARKER`] malicious
+    /// (kept in `data`), with Threat Response and the watcher's settings applied.
+    fn flagging_agent(root: &Path, data: &Path, flagged: &[u8]) -> Arc<Agent> {
+        std::fs::create_dir_all(root.join("watched")).unwrap();
+        cache_malicious(data, &[flagged, MARKER]);
+        let agent = open_agent(root, data);
+        agent.update(|s| s.settings = Some(watching_settings()));
+        agent
+    }
+
+    /// Starts the agent's watcher and waits until it handles files (`tag` names the
+    /// marker files of the wait); send `true` to stop it.
+    async fn start_watcher(
+        agent: &Arc<Agent>,
+        root: &Path,
+        tag: &str,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::sandboxing::run(agent.clone(), stop_rx));
+        settle(agent, root, tag, MARKER).await;
+        (stop, task)
+    }
+
     fn detections_of(agent: &Agent, sha256: &str) -> usize {
         agent
             .snapshot()
@@ -1050,18 +1077,12 @@ mod tests {
     async fn a_restored_false_positive_is_not_quarantined_again_even_after_a_restart() {
         let t = tempfile::tempdir().unwrap();
         let (root, data) = (t.path().join("root"), t.path().join("data"));
-        std::fs::create_dir_all(root.join("watched")).unwrap();
         let flagged: &[u8] = b"#!/bin/sh\necho 'wrongly flagged'\n";
-        let marker: &[u8] = b"#!/bin/sh\necho 'really flagged'\n";
-        cache_malicious(&data, &[flagged, marker]);
-        let agent = open_agent(&root, &data);
-        agent.update(|s| s.settings = Some(watching_settings()));
-        let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(crate::sandboxing::run(agent.clone(), stop_rx));
-        settle(&agent, &root, "ready", marker).await;
+        let agent = flagging_agent(&root, &data, flagged);
+        let (stop, task) = start_watcher(&agent, &root, "ready").await;
 
         std::fs::write(root.join("watched/tool.sh"), flagged).unwrap();
-        settle(&agent, &root, "before", marker).await;
+        settle(&agent, &root, "before", MARKER).await;
         let list = agent.local().unwrap().quarantine_list().unwrap().entries;
         let entry = list
             .iter()
@@ -1075,7 +1096,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        settle(&agent, &root, "after", marker).await;
+        settle(&agent, &root, "after", MARKER).await;
         assert_eq!(
             std::fs::read(root.join("watched/tool.sh")).ok().as_deref(),
             Some(flagged),
@@ -1088,11 +1109,9 @@ mod tests {
         task.await.unwrap();
         drop(agent);
         let agent = open_agent(&root, &data);
-        let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(crate::sandboxing::run(agent.clone(), stop_rx));
-        settle(&agent, &root, "ready-again", marker).await;
+        let (stop, task) = start_watcher(&agent, &root, "ready-again").await;
         std::fs::write(root.join("watched/copy.sh"), flagged).unwrap();
-        settle(&agent, &root, "after-restart", marker).await;
+        settle(&agent, &root, "after-restart", MARKER).await;
         assert_eq!(
             std::fs::read(root.join("watched/copy.sh")).ok().as_deref(),
             Some(flagged)
@@ -1110,15 +1129,9 @@ mod tests {
     async fn a_malicious_file_named_with_bytes_that_are_not_utf8_is_quarantined_and_restored() {
         let t = tempfile::tempdir().unwrap();
         let (root, data) = (t.path().join("root"), t.path().join("data"));
-        std::fs::create_dir_all(root.join("watched")).unwrap();
         let flagged: &[u8] = b"#!/bin/sh\necho 'named to slip through'\n";
-        let marker: &[u8] = b"#!/bin/sh\necho 'really flagged'\n";
-        cache_malicious(&data, &[flagged, marker]);
-        let agent = open_agent(&root, &data);
-        agent.update(|s| s.settings = Some(watching_settings()));
-        let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(crate::sandboxing::run(agent.clone(), stop_rx));
-        settle(&agent, &root, "ready", marker).await;
+        let agent = flagging_agent(&root, &data, flagged);
+        let (stop, task) = start_watcher(&agent, &root, "ready").await;
 
         let device = odd_path("/watched", b"evil\xff\xfe.bin");
         let original = root.join(device.strip_prefix("/").unwrap());
@@ -1126,7 +1139,7 @@ mod tests {
         let lookalike = root.join("watched/evil\u{fffd}\u{fffd}.bin");
         std::fs::write(&lookalike, b"#!/bin/sh\necho 'innocent'\n").unwrap();
         std::fs::write(&original, flagged).unwrap();
-        settle(&agent, &root, "after", marker).await;
+        settle(&agent, &root, "after", MARKER).await;
 
         assert!(!original.exists(), "the malicious original is removed");
         assert!(lookalike.exists(), "the look-alike is left alone");
