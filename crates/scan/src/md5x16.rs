@@ -370,25 +370,18 @@ mod tests {
     use super::*;
     use md5::Digest as _;
 
+    const MD5: crate::kernel::checks::LaneHash<Kernel, 4> = crate::kernel::checks::LaneHash {
+        init: INIT,
+        compress: compress_with,
+        compress_one,
+        pad_tail,
+        digest: |state, l| digest(state, l).to_vec(),
+        reference: |m| md5::Md5::digest(m).to_vec(),
+    };
+
     #[test]
     fn one_lane_alone_hashes_as_md5_and_leaves_the_others() {
-        crate::kernel::check_one_lane(
-            INIT,
-            compress_one,
-            pad_tail,
-            &|state, l| digest(state, l).to_vec(),
-            &|m| md5::Md5::digest(m).to_vec(),
-        );
-    }
-
-    fn md5_lanes(kernel: Kernel, messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let state = std::cell::RefCell::new(INIT);
-        crate::kernel::through_lanes(
-            messages,
-            pad_tail,
-            &mut |arena, offsets| compress_with(kernel, &mut state.borrow_mut(), arena, offsets, 1),
-            &|l| digest(&state.borrow(), l).to_vec(),
-        )
+        MD5.one_lane_alone();
     }
 
     #[test]
@@ -402,54 +395,11 @@ mod tests {
 
     #[test]
     fn sixteen_lanes_agree_with_md5_on_every_tail_length() {
-        let kernels = Kernel::all_available();
-        if kernels.is_empty() {
-            eprintln!("no AVX-512F or AVX2 on this CPU: kernels not tested here");
-            return;
-        }
-        // Lengths around every padding boundary, and longer ones.
-        let lens: Vec<usize> = (0..130).chain([1000, 4096, 65_537]).collect();
-        for kernel in kernels {
-            for group in lens.chunks(LANES) {
-                let msgs: Vec<Vec<u8>> = group
-                    .iter()
-                    .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
-                    .collect();
-                let got = md5_lanes(kernel, &msgs);
-                for (m, g) in msgs.iter().zip(&got) {
-                    assert_eq!(
-                        hex::encode(g),
-                        hex::encode(md5::Md5::digest(m)),
-                        "{kernel:?}, len {}",
-                        m.len()
-                    );
-                }
-            }
-        }
+        MD5.every_tail_length(&Kernel::all_available());
     }
 
     #[test]
     fn several_blocks_in_one_call_hash_as_md5_in_every_kernel() {
-        // Lanes at unaligned, interleaved offsets, as the sweep's arena holds them.
-        let arena: Vec<u8> = (0..LANES * 700).map(|i| (i * 31 % 251) as u8).collect();
-        let offsets: [i32; LANES] = std::array::from_fn(|l| (l * 613 + l % 3) as i32);
-        // Every lane's message is its 5 blocks; the padding of a 320-byte message is one
-        // block, the same for every lane.
-        let mut pad = [0u8; 128];
-        assert_eq!(pad_tail(&[], 320, &mut pad), 1);
-        let pad_arena = pad[..64].to_vec();
-        for kernel in Kernel::all_available() {
-            let mut state = INIT;
-            compress_with(kernel, &mut state, &arena, &offsets, 5);
-            compress_with(kernel, &mut state, &pad_arena, &[0; LANES], 1);
-            for (l, &o) in offsets.iter().enumerate() {
-                let message = &arena[o as usize..o as usize + 320];
-                assert_eq!(
-                    hex::encode(digest(&state, l)),
-                    hex::encode(md5::Md5::digest(message)),
-                    "{kernel:?}, lane {l}"
-                );
-            }
-        }
+        MD5.several_blocks_in_one_call(&Kernel::all_available());
     }
 }

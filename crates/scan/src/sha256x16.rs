@@ -592,15 +592,15 @@ mod tests {
     use super::*;
     use sha2::Digest as _;
 
-    fn sha256_lanes(kernel: Sha256Kernel, messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let state = std::cell::RefCell::new(INIT);
-        crate::kernel::through_lanes(
-            messages,
+    const SHA256: crate::kernel::checks::LaneHash<Sha256Kernel, 8> =
+        crate::kernel::checks::LaneHash {
+            init: INIT,
+            compress: compress_with,
+            compress_one,
             pad_tail,
-            &mut |arena, offsets| compress_with(kernel, &mut state.borrow_mut(), arena, offsets, 1),
-            &|l| digest(&state.borrow(), l).to_vec(),
-        )
-    }
+            digest: |state, l| digest(state, l).to_vec(),
+            reference: |m| sha2::Sha256::digest(m).to_vec(),
+        };
 
     #[test]
     #[should_panic(expected = "lane outside the arena")]
@@ -616,40 +616,12 @@ mod tests {
 
     #[test]
     fn sixteen_lanes_agree_with_sha256_on_every_tail_length() {
-        let kernels = Sha256Kernel::all_available();
-        if kernels.is_empty() {
-            eprintln!("no SHA-NI, AVX-512F or AVX2 on this CPU: kernels not tested here");
-            return;
-        }
-        let lens: Vec<usize> = (0..130).chain([1000, 4096, 65_537]).collect();
-        for kernel in kernels {
-            for group in lens.chunks(LANES) {
-                let msgs: Vec<Vec<u8>> = group
-                    .iter()
-                    .map(|&n| (0..n).map(|i| (i * 13 + n) as u8).collect())
-                    .collect();
-                let got = sha256_lanes(kernel, &msgs);
-                for (m, g) in msgs.iter().zip(&got) {
-                    assert_eq!(
-                        hex::encode(g),
-                        hex::encode(sha2::Sha256::digest(m)),
-                        "{kernel:?}, len {}",
-                        m.len()
-                    );
-                }
-            }
-        }
+        SHA256.every_tail_length(&Sha256Kernel::all_available());
     }
 
     #[test]
     fn one_lane_alone_hashes_as_sha256_and_leaves_the_others() {
-        crate::kernel::check_one_lane(
-            INIT,
-            compress_one,
-            pad_tail,
-            &|state, l| digest(state, l).to_vec(),
-            &|m| sha2::Sha256::digest(m).to_vec(),
-        );
+        SHA256.one_lane_alone();
     }
 
     /// A sparse set of lanes, an odd number of them (the SHA-NI kernel pairs them and
@@ -683,23 +655,6 @@ mod tests {
 
     #[test]
     fn several_blocks_in_one_call_hash_as_sha256_in_every_kernel() {
-        let arena: Vec<u8> = (0..LANES * 700).map(|i| (i * 37 % 253) as u8).collect();
-        let offsets: [i32; LANES] = std::array::from_fn(|l| (l * 613 + l % 3) as i32);
-        let mut pad = [0u8; 128];
-        assert_eq!(pad_tail(&[], 320, &mut pad), 1);
-        let pad_arena = pad[..64].to_vec();
-        for kernel in Sha256Kernel::all_available() {
-            let mut state = INIT;
-            compress_with(kernel, &mut state, &arena, &offsets, 5);
-            compress_with(kernel, &mut state, &pad_arena, &[0; LANES], 1);
-            for (l, &o) in offsets.iter().enumerate() {
-                let message = &arena[o as usize..o as usize + 320];
-                assert_eq!(
-                    hex::encode(digest(&state, l)),
-                    hex::encode(sha2::Sha256::digest(message)),
-                    "{kernel:?}, lane {l}"
-                );
-            }
-        }
+        SHA256.several_blocks_in_one_call(&Sha256Kernel::all_available());
     }
 }
