@@ -780,6 +780,27 @@ mod tests {
         }
     }
 
+    /// Sweeps the agent's host for `ioc` as task `task_id`, whose action is quarantine
+    /// and delete (acted on by the caller, with `act_on_hits`).
+    async fn sweep_to_quarantine(
+        agent: &Agent,
+        task_id: i64,
+        ioc: riposte_proto::IocDocument,
+    ) -> TaskUpdate {
+        let runner = agent.runner.clone();
+        let offer = TaskOffer {
+            task_id,
+            autonomous: false,
+            iocs: vec![ioc],
+            scope: riposte_model::ScanScope::SystemDrives,
+            actions: vec![riposte_model::TaskAction::QuarantineAndDelete],
+        };
+        let (_cancel, rx) = watch::channel(false);
+        tokio::task::spawn_blocking(move || runner.run(offer, rx, &|_| {}))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_hit_replaced_after_the_sweep_is_not_deleted() {
         let t = tempfile::tempdir().unwrap();
@@ -789,18 +810,7 @@ mod tests {
         std::fs::write(dir.join("evil-kept"), b"payload one").unwrap();
         std::fs::write(dir.join("evil-swapped"), b"payload two").unwrap();
         let agent = open_agent(&root, &data);
-        let offer = TaskOffer {
-            task_id: 9,
-            autonomous: false,
-            iocs: vec![name_ioc("evil-")],
-            scope: riposte_model::ScanScope::SystemDrives,
-            actions: vec![riposte_model::TaskAction::QuarantineAndDelete],
-        };
-        let runner = agent.runner.clone();
-        let (_cancel, rx) = watch::channel(false);
-        let swept = tokio::task::spawn_blocking(move || runner.run(offer, rx, &|_| {}))
-            .await
-            .unwrap();
+        let swept = sweep_to_quarantine(&agent, 9, name_ioc("evil-")).await;
         assert_eq!(swept.hits, 2, "{swept:?}");
         // Between the sweep and the action the path gets another inode and content.
         std::fs::write(dir.join("tmp"), b"an innocent file").unwrap();
@@ -852,20 +862,9 @@ mod tests {
         agent.quarantine_restore(&entry.id, None, None).unwrap();
         assert_eq!(agent.allowed.list(), vec![entry.sha256.clone()]);
 
-        let sweep = || {
-            let runner = agent.runner.clone();
-            let offer = TaskOffer {
-                task_id: 11,
-                autonomous: true,
-                iocs: vec![name_ioc("evil-")],
-                scope: riposte_model::ScanScope::SystemDrives,
-                actions: vec![riposte_model::TaskAction::QuarantineAndDelete],
-            };
-            let (_cancel, rx) = watch::channel(false);
-            tokio::task::spawn_blocking(move || runner.run(offer, rx, &|_| {}))
-        };
+        let sweep = || sweep_to_quarantine(&agent, 11, name_ioc("evil-"));
         let action = [riposte_model::TaskAction::QuarantineAndDelete];
-        let done = agent.act_on_hits(&action, sweep().await.unwrap()).await;
+        let done = agent.act_on_hits(&action, sweep().await).await;
         assert_eq!(done.hits, 1);
         assert_eq!(done.results["actions"][0]["outcome"], "skipped");
         assert!(done.results["actions"][0]["detail"]
@@ -888,7 +887,7 @@ mod tests {
         assert!(dir.join("evil-tool").exists(), "left in place");
 
         assert!(agent.allowed.revoke(&entry.sha256).unwrap());
-        let done = agent.act_on_hits(&action, sweep().await.unwrap()).await;
+        let done = agent.act_on_hits(&action, sweep().await).await;
         assert_eq!(done.results["actions"][0]["outcome"], "done");
         assert!(
             !dir.join("evil-tool").exists(),
@@ -929,18 +928,7 @@ mod tests {
         let lookalike = dir.join("evil\u{fffd}\u{fffd}.bin");
         std::fs::write(&lookalike, b"an innocent file").unwrap();
         let agent = open_agent(&root, &data);
-        let offer = TaskOffer {
-            task_id: 11,
-            autonomous: false,
-            iocs: vec![md5_ioc(payload)],
-            scope: riposte_model::ScanScope::SystemDrives,
-            actions: vec![riposte_model::TaskAction::QuarantineAndDelete],
-        };
-        let runner = agent.runner.clone();
-        let (_cancel, rx) = watch::channel(false);
-        let swept = tokio::task::spawn_blocking(move || runner.run(offer, rx, &|_| {}))
-            .await
-            .unwrap();
+        let swept = sweep_to_quarantine(&agent, 11, md5_ioc(payload)).await;
         assert_eq!(swept.hits, 1, "{swept:?}");
         assert_eq!(
             swept.results["hit_files"],
