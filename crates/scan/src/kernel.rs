@@ -41,6 +41,28 @@ impl Kernel {
     }
 }
 
+/// Up to this many lanes in use, a vector kernel hashes them one plain stream each
+/// instead ([`lane_by_lane`]): a lane costs 1/16 of a vector kernel's work, so one
+/// stream wins below 16 × (one stream's speed / the kernel's), about 3 for MD5 and
+/// SHA-256 on the machines in BENCH.md. It happens at the end of a sweep, where the
+/// last file may be a large one.
+pub(crate) const FEW_LANES: u32 = 2;
+
+/// Calls `one` with each lane set in `active` (bit `l` for lane `l`) and its `blocks`
+/// blocks from the arena.
+pub(crate) fn lane_by_lane(
+    active: u16,
+    arena: &[u8],
+    offsets: &[i32; LANES],
+    blocks: usize,
+    mut one: impl FnMut(usize, &[u8]),
+) {
+    for l in (0..LANES).filter(|l| active & (1 << l) != 0) {
+        let at = offsets[l] as usize;
+        one(l, &arena[at..at + blocks * 64]);
+    }
+}
+
 /// Checks a kernel call: every lane's `blocks * 64` bytes from its offset lie inside the
 /// arena, and the CPU runs `kernel` (`available`).
 ///

@@ -51,7 +51,29 @@ pub fn compress_with(
     offsets: &[i32; LANES],
     blocks: usize,
 ) {
+    compress_some(kernel, state, arena, offsets, blocks, u16::MAX);
+}
+
+/// [`compress_with`] for the lanes whose bit is set in `active` (bit `l` for lane `l`);
+/// the others are left as they are or hashed. With only a few lanes in use they are
+/// hashed one plain stream each ([`compress_one`]), which is faster.
+///
+/// # Panics
+/// As [`compress_with`].
+pub fn compress_some(
+    kernel: Kernel,
+    state: &mut State,
+    arena: &[u8],
+    offsets: &[i32; LANES],
+    blocks: usize,
+    active: u16,
+) {
     crate::kernel::check_call(kernel, kernel.is_available(), arena, offsets, blocks);
+    if active.count_ones() <= crate::kernel::FEW_LANES {
+        return crate::kernel::lane_by_lane(active, arena, offsets, blocks, |l, data| {
+            compress_one(state, l, data)
+        });
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has the kernel's features, and every lane's range lies inside
     // `arena`.

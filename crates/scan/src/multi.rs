@@ -23,11 +23,6 @@ use std::io::Read;
 const WINDOW: usize = 64 * 1024;
 /// Distance between lanes in the arena: a window plus room for two padding blocks.
 const STRIDE: usize = WINDOW + 128;
-/// Up to this many files in flight are hashed one plain stream each rather than by a
-/// vector kernel over all sixteen lanes: with AVX-512 or AVX2 a lane costs 1/16 of the
-/// kernel, so one stream wins below 16 × (one stream's speed / the kernel's), about 3
-/// for MD5 and SHA-256 on the machines in BENCH.md.
-const FEW_LANES: usize = 2;
 /// Where in its stride a lane's SHA-256 padding goes once its file has ended; the MD5
 /// padding is at the stride's start, and each is at most two blocks.
 const SHA256_PAD: usize = 128;
@@ -199,33 +194,12 @@ impl<J> Lanes<J> {
         let active = (0..LANES)
             .filter(|&l| self.lanes[l].is_some())
             .fold(0u16, |mask, l| mask | 1 << l);
-        // With one or two files left (the end of a sweep, where a large file may be the
-        // last), one plain stream per file beats a vector kernel over all sixteen lanes.
-        let few = active.count_ones() as usize <= FEW_LANES;
-        let one_by_one = |pad_at: usize, compress: &mut dyn FnMut(usize, &[u8])| {
-            let offsets = offsets(pad_at);
-            for l in (0..LANES).filter(|l| active & (1 << l) != 0) {
-                let at = offsets[l] as usize;
-                compress(l, &self.arena[at..at + blocks * 64]);
-            }
-        };
         if let Some((kernel, state)) = self.md5.as_mut() {
-            if few {
-                one_by_one(0, &mut |l, data| md5x16::compress_one(state, l, data));
-            } else {
-                md5x16::compress_with(*kernel, state, &self.arena, &offsets(0), blocks);
-            }
+            md5x16::compress_some(*kernel, state, &self.arena, &offsets(0), blocks, active);
         }
         if let Some((kernel, state)) = self.sha256.as_mut() {
-            // The SHA-NI kernel's cost is per active lane already.
-            if few && *kernel != sha256x16::Sha256Kernel::ShaNi {
-                one_by_one(SHA256_PAD, &mut |l, data| {
-                    sha256x16::compress_one(state, l, data)
-                });
-            } else {
-                let offsets = offsets(SHA256_PAD);
-                sha256x16::compress_some(*kernel, state, &self.arena, &offsets, blocks, active);
-            }
+            let offsets = offsets(SHA256_PAD);
+            sha256x16::compress_some(*kernel, state, &self.arena, &offsets, blocks, active);
         }
         for l in 0..LANES {
             let finished = match &mut self.lanes[l] {

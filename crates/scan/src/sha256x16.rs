@@ -92,7 +92,9 @@ pub fn compress_with(
 
 /// [`compress_with`] for the lanes whose bit is set in `active` (bit `l` for lane `l`);
 /// the others are left as they are or hashed, whichever is cheaper for the kernel. The
-/// SHA-NI kernel's cost is per lane, so a sweep's last few files do not pay for sixteen.
+/// SHA-NI kernel's cost is per lane; a vector kernel with only a few lanes in use
+/// hashes them one plain stream each ([`compress_one`]). So a sweep's last few files do
+/// not pay for sixteen.
 ///
 /// # Panics
 /// As [`compress_with`].
@@ -105,6 +107,11 @@ pub fn compress_some(
     active: u16,
 ) {
     crate::kernel::check_call(kernel, kernel.is_available(), arena, offsets, blocks);
+    if kernel != Sha256Kernel::ShaNi && active.count_ones() <= crate::kernel::FEW_LANES {
+        return crate::kernel::lane_by_lane(active, arena, offsets, blocks, |l, data| {
+            compress_one(state, l, data)
+        });
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has the kernel's features, and every lane's range lies inside
     // `arena`.
