@@ -108,6 +108,7 @@ fn read_tree(dir: &str) {
         one_file_system: false,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         cancel: &cancel,
+        file_status: riposte_scan::walk::FileStatus::Opened,
     };
     let bytes = AtomicU64::new(0);
     let t = Instant::now();

@@ -189,6 +189,7 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
                     one_file_system: scope.one_file_system,
                     threads: 1,
                     cancel: &d,
+                    file_status: crate::walk::FileStatus::ByName,
                 };
                 crate::walk::walk(
                     &roots,

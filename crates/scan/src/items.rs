@@ -629,6 +629,18 @@ impl Digests {
     }
 }
 
+/// Lower-case hex of a digest, as indicators write it. (`hex::encode` goes through an
+/// iterator of `char`s: about one per cent of a sweep that hashes every file.)
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
 /// Why a file's content could not be examined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContentError {
@@ -693,9 +705,9 @@ fn digest_with(
         }
     }
     Ok(Digests {
-        md5: m.map(|h| hex::encode(h.finalize())),
-        sha1: s1.map(|h| hex::encode(h.finalize())),
-        sha256: s2.map(|h| hex::encode(h.finalize())),
+        md5: m.map(|h| hex_lower(&h.finalize())),
+        sha1: s1.map(|h| hex_lower(&h.finalize())),
+        sha256: s2.map(|h| hex_lower(&h.finalize())),
     })
 }
 
@@ -716,22 +728,42 @@ pub fn open_content(path: &Path) -> std::io::Result<std::fs::File> {
 /// `libc::AT_FDCWD`): what the walk uses, so that the open does not look the path up
 /// from `/` again.
 pub fn open_content_at(dir: RawFd, name: &CStr) -> std::io::Result<std::fs::File> {
-    let open = |extra: libc::c_int| {
-        // SAFETY: `name` is NUL-terminated; the result is checked before it is owned.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | extra,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just opened and is owned by nothing else.
-        Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    checked_regular(|extra| open_flags_at(dir, name, extra)).map(|(file, _)| file)
+}
+
+/// Opens entry `name` of directory `dir` with [`open_content`]'s flags, without the
+/// check that it is a regular file: for a caller that stats the open file itself and
+/// so makes that check (the walk's [`crate::walk::FileStatus::Opened`]). A symbolic
+/// link in its place fails with `ELOOP`.
+pub fn open_unchecked_at(dir: RawFd, name: &CStr) -> std::io::Result<std::fs::File> {
+    without_atime(|extra| open_flags_at(dir, name, extra))
+}
+
+fn open_flags_at(dir: RawFd, name: &CStr, extra: libc::c_int) -> std::io::Result<std::fs::File> {
+    // SAFETY: `name` is NUL-terminated; the result is checked before it is owned.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | extra,
+        )
     };
-    checked_regular(open).map(|(file, _)| file)
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// `open(O_NOATIME)`, or `open(0)` where the kernel refuses `O_NOATIME` (a file the
+/// caller does not own, without CAP_FOWNER).
+fn without_atime(
+    open: impl Fn(libc::c_int) -> std::io::Result<std::fs::File>,
+) -> std::io::Result<std::fs::File> {
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        other => other,
+    }
 }
 
 /// [`open_content`], with the metadata of what was opened.
@@ -750,11 +782,7 @@ fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, Metadata)> {
 fn checked_regular(
     open: impl Fn(libc::c_int) -> std::io::Result<std::fs::File>,
 ) -> std::io::Result<(std::fs::File, Metadata)> {
-    let file = match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
-        other => other,
-    }
-    .map_err(|e| {
+    let file = without_atime(open).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             std::io::Error::other("replaced by a symbolic link during the sweep (not followed)")
         } else {
@@ -952,6 +980,14 @@ mod tests {
             self.0 = &self.0[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn digests_are_written_in_lower_case_hex_as_indicators_write_them() {
+        let every_byte: Vec<u8> = (0..=255).collect();
+        assert_eq!(hex_lower(&every_byte), hex::encode(&every_byte));
+        assert_eq!(hex_lower(&[0x0f, 0xa0]), "0fa0");
+        assert_eq!(hex_lower(&[]), "");
     }
 
     #[test]

@@ -781,6 +781,19 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             one_file_system: scope.one_file_system,
             threads,
             cancel: &request.cancel,
+            // Where every file is read (YARA, or an indicator of hashes alone that no
+            // size narrows), the walk opens each file to stat it, instead of a stat by
+            // name and then an open: one path lookup per file instead of two.
+            file_status: if !yara.is_empty()
+                || candidates
+                    .always
+                    .iter()
+                    .any(|&i| candidates.content_only[i])
+            {
+                walk::FileStatus::Opened
+            } else {
+                walk::FileStatus::ByName
+            },
         };
         let note_unreadable = |path: &Path, err: String| {
             unreadable_count.fetch_add(1, Ordering::Relaxed);

@@ -13,7 +13,7 @@
 //! the same reads, so a file is still read once; bytes YARA has already read are hashed
 //! from memory.
 
-use crate::items::{Algorithms, Digests};
+use crate::items::{hex_lower, Algorithms, Digests};
 use crate::md5x16::{self, LANES};
 use crate::sha256x16;
 use std::fs::File;
@@ -214,16 +214,16 @@ impl<J> Lanes<J> {
                     let md5 = self
                         .md5
                         .as_ref()
-                        .map(|(_, state)| hex::encode(md5x16::digest(state, l)));
+                        .map(|(_, state)| hex_lower(&md5x16::digest(state, l)));
                     let sha256 = match &self.sha256 {
-                        Some((_, state)) => Some(hex::encode(sha256x16::digest(state, l))),
-                        None => lane.sha256.map(|h| hex::encode(sha2::Digest::finalize(h))),
+                        Some((_, state)) => Some(hex_lower(&sha256x16::digest(state, l))),
+                        None => lane.sha256.map(|h| hex_lower(&sha2::Digest::finalize(h))),
                     };
                     done(
                         lane.job,
                         Ok(Digests::new(
                             md5,
-                            lane.sha1.map(|h| hex::encode(sha1::Digest::finalize(h))),
+                            lane.sha1.map(|h| hex_lower(&sha1::Digest::finalize(h))),
                             sha256,
                         )),
                     );

@@ -9,6 +9,7 @@
 //! file, and on a warm cache that stat is most of its cost, so the walk adds as little
 //! as it can around it (no allocation per entry, no path lookup from `/`).
 
+use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -114,6 +115,22 @@ pub struct WalkConfig<'a> {
     pub threads: usize,
     /// Stop early.
     pub cancel: &'a AtomicBool,
+    /// How each regular file's status is learnt.
+    pub file_status: FileStatus,
+}
+
+/// How the walk learns the status of a regular file before handing it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileStatus {
+    /// `statx` of its name relative to its directory: for a sweep that decides from
+    /// the status (size, times) whether to read the file at all.
+    #[default]
+    ByName,
+    /// Open it for reading and `statx` the open descriptor, and hand the open file
+    /// over ([`FileEntry::open`] returns it): for a sweep that reads every file anyway,
+    /// one path lookup per file instead of the two a stat and then an open make. A file
+    /// that cannot be opened is stated by name instead, so that it is still seen.
+    Opened,
 }
 
 /// Why a path was not looked at (counted in the report).
@@ -172,17 +189,26 @@ impl FileMeta {
         }
     }
 
+    /// `statx` of an open file (an empty path relative to its descriptor).
+    fn of_fd(fd: RawFd) -> std::io::Result<Self> {
+        FileMeta::statx(fd, c"", libc::AT_EMPTY_PATH)
+    }
+
     /// `statx` of `name` in directory `dir` (or of a path, with `libc::AT_FDCWD`),
     /// without following a symlink.
     fn stat_at(dir: RawFd, name: &CStr) -> std::io::Result<Self> {
+        FileMeta::statx(dir, name, libc::AT_SYMLINK_NOFOLLOW)
+    }
+
+    fn statx(dir: RawFd, name: &CStr, flags: libc::c_int) -> std::io::Result<Self> {
         let mut s = std::mem::MaybeUninit::<libc::statx>::zeroed();
         // SAFETY: `name` is NUL-terminated, `s` is a writable statx buffer, and `dir`
-        // is an open directory or AT_FDCWD.
+        // is an open descriptor or AT_FDCWD.
         let r = unsafe {
             libc::statx(
                 dir,
                 name.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+                flags | libc::AT_NO_AUTOMOUNT,
                 libc::STATX_BASIC_STATS | libc::STATX_BTIME,
                 s.as_mut_ptr(),
             )
@@ -254,13 +280,20 @@ pub struct FileEntry<'a> {
     pub meta: FileMeta,
     dir: RawFd,
     name: &'a CStr,
+    /// The file the walk opened to learn `meta` ([`FileStatus::Opened`]), until
+    /// [`FileEntry::open`] hands it over.
+    opened: Cell<Option<std::fs::File>>,
 }
 
 impl FileEntry<'_> {
     /// Opens the file for reading as [`crate::items::open_content`] does, relative to
-    /// its directory.
+    /// its directory; the first call returns the file the walk already opened, if it
+    /// did (the very object `meta` describes).
     pub fn open(&self) -> std::io::Result<std::fs::File> {
-        crate::items::open_content_at(self.dir, self.name)
+        match self.opened.take() {
+            Some(file) => Ok(file),
+            None => crate::items::open_content_at(self.dir, self.name),
+        }
     }
 }
 
@@ -324,6 +357,7 @@ pub fn walk_with<W, I, F, D, S, E>(
                         meta: m,
                         dir: libc::AT_FDCWD,
                         name: &name,
+                        opened: Cell::new(None),
                     };
                     on_file(&mut w, &entry);
                     finish(w);
@@ -568,6 +602,27 @@ fn visit<W, F, S, E>(
         if excluded() {
             return on_skip(path, SkipReason::Excluded);
         }
+        let mut opened = None;
+        if cfg.file_status == FileStatus::Opened && meta.is_none() {
+            match crate::items::open_unchecked_at(dir, name)
+                .and_then(|f| Ok((FileMeta::of_fd(f.as_raw_fd())?, f)))
+            {
+                // Replaced by something else since the listing (a FIFO or a device
+                // opens without blocking, and is closed unread).
+                Ok((m, _)) if !m.is_file() => return on_skip(path, SkipReason::NotRegular),
+                Ok((m, f)) => {
+                    meta = Some(m);
+                    opened = Some(f);
+                }
+                // Replaced by a symbolic link since the listing.
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    return on_skip(path, SkipReason::NotRegular)
+                }
+                // Unreadable, or no longer a regular file: the stat by name below tells
+                // which, and an unreadable file is still seen (its name may match).
+                Err(_) => {}
+            }
+        }
         let meta = match meta.take().map_or_else(stat, Ok) {
             Ok(m) if m.is_file() => m,
             // Replaced by something else since the listing.
@@ -581,6 +636,7 @@ fn visit<W, F, S, E>(
                 meta,
                 dir,
                 name,
+                opened: Cell::new(opened),
             },
         );
     } else {
@@ -644,85 +700,134 @@ mod tests {
             .unwrap();
         }
 
+        // Both ways of learning a file's status find the same files, with the same status.
+        for file_status in [FileStatus::ByName, FileStatus::Opened] {
+            let cancel = AtomicBool::new(false);
+            let excludes = Excludes::new(&["*.iso".into(), "/cache".into()]);
+            let skip_dirs = [root.join("skipped")];
+            let cfg = WalkConfig {
+                host_root: root,
+                excludes: &excludes,
+                skip_dirs: &skip_dirs,
+                one_file_system: true,
+                threads: 2,
+                cancel: &cancel,
+                file_status,
+            };
+            let files = Mutex::new(Vec::new());
+            let skips = Mutex::new(Vec::new());
+            let errors = Mutex::new(Vec::new());
+            walk(
+                &[root.to_path_buf()],
+                &cfg,
+                |f| {
+                    // The status is the file's own, as std reads it, and the entry opens it.
+                    let std_meta = std::fs::symlink_metadata(f.path).unwrap();
+                    assert_eq!(
+                        (
+                            f.meta.size(),
+                            f.meta.ino(),
+                            f.meta.dev(),
+                            f.meta.mtime(),
+                            f.meta.uid()
+                        ),
+                        (
+                            std_meta.len(),
+                            std_meta.ino(),
+                            std_meta.dev(),
+                            std_meta.mtime(),
+                            std_meta.uid()
+                        ),
+                        "{}",
+                        f.path.display()
+                    );
+                    let mut content = Vec::new();
+                    std::io::Read::read_to_end(&mut f.open().unwrap(), &mut content).unwrap();
+                    assert_eq!(content.len() as u64, f.meta.size());
+                    files
+                        .lock()
+                        .unwrap()
+                        .push(f.path.strip_prefix(root).unwrap().to_path_buf());
+                },
+                |p, why| {
+                    skips
+                        .lock()
+                        .unwrap()
+                        .push((p.strip_prefix(root).unwrap().to_path_buf(), why))
+                },
+                |p, e| errors.lock().unwrap().push(format!("{}: {e}", p.display())),
+            );
+            assert_eq!(errors.into_inner().unwrap(), Vec::<String>::new());
+            let mut files = files.into_inner().unwrap();
+            files.retain(|p| !p.to_string_lossy().contains("many-"));
+            files.sort();
+            let want: Vec<PathBuf> = vec![
+                "a.txt".into(),
+                Path::new(odd).into(),
+                "sub/deep/b.bin".into(),
+            ];
+            let mut want = want;
+            want.sort();
+            assert_eq!(files, want);
+            let mut skips = skips.into_inner().unwrap();
+            skips.sort();
+            assert_eq!(
+                skips,
+                vec![
+                    (PathBuf::from("cache"), SkipReason::Excluded),
+                    (PathBuf::from("fifo"), SkipReason::NotRegular),
+                    (PathBuf::from("link-to-dir"), SkipReason::NotRegular),
+                    (PathBuf::from("link-to-file"), SkipReason::NotRegular),
+                    (PathBuf::from("skipped"), SkipReason::PseudoFs),
+                    (PathBuf::from("sub/e.iso"), SkipReason::Excluded),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_the_walk_opened_to_stat_is_the_one_its_entry_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"what the walk saw").unwrap();
         let cancel = AtomicBool::new(false);
-        let excludes = Excludes::new(&["*.iso".into(), "/cache".into()]);
-        let skip_dirs = [root.join("skipped")];
-        let cfg = WalkConfig {
-            host_root: root,
-            excludes: &excludes,
-            skip_dirs: &skip_dirs,
-            one_file_system: true,
-            threads: 2,
-            cancel: &cancel,
-        };
-        let files = Mutex::new(Vec::new());
-        let skips = Mutex::new(Vec::new());
-        let errors = Mutex::new(Vec::new());
-        walk(
-            &[root.to_path_buf()],
-            &cfg,
-            |f| {
-                // The status is the file's own, as std reads it, and the entry opens it.
-                let std_meta = std::fs::symlink_metadata(f.path).unwrap();
-                assert_eq!(
-                    (
-                        f.meta.size(),
-                        f.meta.ino(),
-                        f.meta.dev(),
-                        f.meta.mtime(),
-                        f.meta.uid()
-                    ),
-                    (
-                        std_meta.len(),
-                        std_meta.ino(),
-                        std_meta.dev(),
-                        std_meta.mtime(),
-                        std_meta.uid()
-                    ),
-                    "{}",
-                    f.path.display()
-                );
-                let mut content = Vec::new();
-                std::io::Read::read_to_end(&mut f.open().unwrap(), &mut content).unwrap();
-                assert_eq!(content.len() as u64, f.meta.size());
-                files
-                    .lock()
-                    .unwrap()
-                    .push(f.path.strip_prefix(root).unwrap().to_path_buf());
-            },
-            |p, why| {
-                skips
-                    .lock()
-                    .unwrap()
-                    .push((p.strip_prefix(root).unwrap().to_path_buf(), why))
-            },
-            |p, e| errors.lock().unwrap().push(format!("{}: {e}", p.display())),
-        );
-        assert_eq!(errors.into_inner().unwrap(), Vec::<String>::new());
-        let mut files = files.into_inner().unwrap();
-        files.retain(|p| !p.to_string_lossy().contains("many-"));
-        files.sort();
-        let want: Vec<PathBuf> = vec![
-            "a.txt".into(),
-            Path::new(odd).into(),
-            "sub/deep/b.bin".into(),
-        ];
-        let mut want = want;
-        want.sort();
-        assert_eq!(files, want);
-        let mut skips = skips.into_inner().unwrap();
-        skips.sort();
-        assert_eq!(
-            skips,
-            vec![
-                (PathBuf::from("cache"), SkipReason::Excluded),
-                (PathBuf::from("fifo"), SkipReason::NotRegular),
-                (PathBuf::from("link-to-dir"), SkipReason::NotRegular),
-                (PathBuf::from("link-to-file"), SkipReason::NotRegular),
-                (PathBuf::from("skipped"), SkipReason::PseudoFs),
-                (PathBuf::from("sub/e.iso"), SkipReason::Excluded),
-            ]
-        );
+        let excludes = Excludes::default();
+        for (file_status, want) in [
+            (FileStatus::Opened, &b"what the walk saw"[..]),
+            // By name, the entry opens whatever holds the name by then.
+            (FileStatus::ByName, &b"a replacement"[..]),
+        ] {
+            std::fs::write(dir.path().join("f"), b"what the walk saw").unwrap();
+            let cfg = WalkConfig {
+                host_root: Path::new("/"),
+                excludes: &excludes,
+                skip_dirs: &[],
+                one_file_system: false,
+                threads: 1,
+                cancel: &cancel,
+                file_status,
+            };
+            let read = Mutex::new(Vec::new());
+            walk(
+                &[dir.path().to_path_buf()],
+                &cfg,
+                |f| {
+                    // Replaced between the walk's status and the sweep's read.
+                    let tmp = dir.path().join("tmp");
+                    std::fs::write(&tmp, b"a replacement").unwrap();
+                    std::fs::rename(&tmp, f.path).unwrap();
+                    let mut content = Vec::new();
+                    std::io::Read::read_to_end(&mut f.open().unwrap(), &mut content).unwrap();
+                    read.lock().unwrap().push(content);
+                },
+                |p, why| panic!("{} skipped: {why:?}", p.display()),
+                |p, e| panic!("{}: {e}", p.display()),
+            );
+            assert_eq!(
+                read.into_inner().unwrap(),
+                vec![want.to_vec()],
+                "{file_status:?}"
+            );
+        }
     }
 
     #[test]
@@ -740,6 +845,7 @@ mod tests {
             one_file_system: false,
             threads: 1,
             cancel: &cancel,
+            file_status: FileStatus::ByName,
         };
         let files = Mutex::new(0);
         let skips = Mutex::new(Vec::new());
