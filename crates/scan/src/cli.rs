@@ -171,10 +171,12 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
     let progress = req.progress.clone().unwrap_or_default();
     std::thread::spawn(move || {
         let total_bytes = Arc::new(AtomicU64::new(0));
+        let total_files = Arc::new(AtomicU64::new(0));
         let counted = Arc::new(AtomicBool::new(false));
         {
-            let (tb, c, d, scope) = (
+            let (tb, tf, c, d, scope) = (
                 total_bytes.clone(),
+                total_files.clone(),
                 counted.clone(),
                 done.clone(),
                 scope.clone(),
@@ -195,7 +197,8 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
                     &roots,
                     &cfg,
                     |file| {
-                        tb.fetch_add(file.meta.size(), Ordering::Relaxed);
+                        tf.fetch_add(1, Ordering::Relaxed);
+                        tb.fetch_add(file.meta().map_or(0, |m| m.size()), Ordering::Relaxed);
                     },
                     |_, _| {},
                     |_, _| {},
@@ -211,12 +214,16 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
             let bytes = progress.bytes.load(Ordering::Relaxed) as f64;
             let secs = start.elapsed().as_secs_f64().max(0.001);
             let rate = bytes / secs;
-            let eta = if counted.load(Ordering::Relaxed) && rate > 0.0 {
-                let left = (total_bytes.load(Ordering::Relaxed) as f64 - bytes).max(0.0);
-                format!("ETA {:.0}s", left / rate)
-            } else {
-                "ETA ?".to_string()
-            };
+            let eta = eta(
+                counted.load(Ordering::Relaxed).then(|| {
+                    (
+                        total_files.load(Ordering::Relaxed),
+                        total_bytes.load(Ordering::Relaxed),
+                    )
+                }),
+                (files, bytes as u64),
+                secs,
+            );
             let _ = write!(
                 err,
                 "\r{files} files, {} ({}/s, {:.0} files/s), read {}  {eta}   ",
@@ -228,6 +235,26 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
         }
         let _ = writeln!(err);
     })
+}
+
+/// The progress line's estimate of the time left, from the scope's total files and bytes
+/// (once counted) and those done after `secs` seconds. By bytes where the sweep counts
+/// them; a sweep of names and paths does not stat files, and counts files only.
+fn eta(total: Option<(u64, u64)>, done: (u64, u64), secs: f64) -> String {
+    let Some((total_files, total_bytes)) = total else {
+        return "ETA ?".into();
+    };
+    let (files, bytes) = done;
+    let (left, rate) = if bytes > 0 {
+        (total_bytes.saturating_sub(bytes), bytes as f64 / secs)
+    } else {
+        (total_files.saturating_sub(files), files as f64 / secs)
+    };
+    if rate > 0.0 {
+        format!("ETA {:.0}s", left as f64 / rate)
+    } else {
+        "ETA ?".into()
+    }
 }
 
 /// Writes the human-readable report.
@@ -294,4 +321,19 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
         writeln!(out, "cancelled before completion")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eta;
+
+    #[test]
+    fn the_estimate_goes_by_bytes_where_the_sweep_counts_them_and_else_by_files() {
+        // 100 of 1,000 bytes in 2 s: 900 left at 50/s.
+        assert_eq!(eta(Some((10, 1000)), (1, 100), 2.0), "ETA 18s");
+        // A sweep of names and paths counts no bytes: 20 of 100 files in 1 s.
+        assert_eq!(eta(Some((100, 1000)), (20, 0), 1.0), "ETA 4s");
+        assert_eq!(eta(None, (20, 100), 1.0), "ETA ?");
+        assert_eq!(eta(Some((100, 1000)), (0, 0), 1.0), "ETA ?");
+    }
 }

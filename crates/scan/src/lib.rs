@@ -759,6 +759,19 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     // Which indicators a file of a given size or name can still satisfy; the rest are
     // false on it without evaluation (see `FileNecessity`).
     let candidates = Candidates::new(&iocs, &file_iocs, &scope.host_root);
+    // No file term but on names and paths: the walk need not stat a file to know which
+    // indicators it can satisfy (see `walk::FileStatus::Deferred`).
+    let names_and_paths_only = yara.is_empty()
+        && iocs.iter().flat_map(|l| l.ioc.fields()).all(|f| {
+            f.item() != ItemType::File
+                || matches!(
+                    f,
+                    riposte_ioc::Field::FileFullPath
+                        | riposte_ioc::Field::FilePath
+                        | riposte_ioc::Field::FileName
+                        | riposte_ioc::Field::FileExtension
+                )
+        });
     let (roots, skip_dirs) = scope_roots(scope);
     let hits = Mutex::new(Vec::<Hit>::new());
     let unreadable = Mutex::new(Vec::<Unreadable>::new());
@@ -783,7 +796,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             cancel: &request.cancel,
             // Where every file is read (YARA, or an indicator of hashes alone that no
             // size narrows), the walk opens each file to stat it, instead of a stat by
-            // name and then an open: one path lookup per file instead of two.
+            // name and then an open: one path lookup per file instead of two. Where
+            // indicators test only names and paths, only the files they select are
+            // stated (the stat is most of the cost of such a sweep).
             file_status: if !yara.is_empty()
                 || candidates
                     .always
@@ -791,6 +806,8 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     .any(|&i| candidates.content_only[i])
             {
                 walk::FileStatus::Opened
+            } else if names_and_paths_only {
+                walk::FileStatus::Deferred
             } else {
                 walk::FileStatus::ByName
             },
@@ -953,18 +970,26 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 files_seen: 0,
             },
             |worker, entry| {
-                let (path, meta) = (entry.path, &entry.meta);
+                let path = entry.path;
                 // Counted per thread and added up at the end: a shared counter bumped
                 // for every file costs the two cores a cache line each time.
                 worker.files_seen += 1;
+                let known = entry.known_meta();
                 if let Some(p) = &request.progress {
                     p.files.fetch_add(1, Ordering::Relaxed);
-                    p.bytes.fetch_add(meta.size(), Ordering::Relaxed);
+                    p.bytes
+                        .fetch_add(known.map_or(0, |m| m.size()), Ordering::Relaxed);
                 }
-                let to_evaluate = candidates.for_file(meta.size(), path);
+                // Without a status (`FileStatus::Deferred`) no indicator has a size term,
+                // so the size given here selects nothing.
+                let to_evaluate = candidates.for_file(known.map_or(0, |m| m.size()), path);
                 if to_evaluate.is_empty() && yara.is_empty() {
                     return;
                 }
+                let meta = &match entry.meta() {
+                    Ok(meta) => meta,
+                    Err(e) => return note_unreadable(path, e.to_string()),
+                };
                 let lanes = &mut worker.lanes;
                 let too_large = scope.max_file_size.is_some_and(|m| meta.size() > m);
                 // Do the hash indicators need this file's digests? (Only asked where

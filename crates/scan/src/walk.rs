@@ -131,6 +131,9 @@ pub enum FileStatus {
     /// one path lookup per file instead of the two a stat and then an open make. A file
     /// that cannot be opened is stated by name instead, so that it is still seen.
     Opened,
+    /// No status until [`FileEntry::meta`] asks for it: for a sweep whose indicators
+    /// test only names and paths, which stats only the files whose names match.
+    Deferred,
 }
 
 /// Why a path was not looked at (counted in the report).
@@ -276,8 +279,9 @@ impl FileMeta {
 pub struct FileEntry<'a> {
     /// Host path.
     pub path: &'a Path,
-    /// Status, from the walk's `statx`.
-    pub meta: FileMeta,
+    /// Status, from the walk's `statx`, or (with [`FileStatus::Deferred`]) from the
+    /// first call of [`FileEntry::meta`].
+    meta: Cell<Option<FileMeta>>,
     dir: RawFd,
     name: &'a CStr,
     /// The file the walk opened to learn `meta` ([`FileStatus::Opened`]), until
@@ -286,6 +290,27 @@ pub struct FileEntry<'a> {
 }
 
 impl FileEntry<'_> {
+    /// The file's status: the walk's, or with [`FileStatus::Deferred`], a `statx` of its
+    /// name now (an error if it is gone or no longer a regular file).
+    pub fn meta(&self) -> std::io::Result<FileMeta> {
+        if let Some(meta) = self.meta.get() {
+            return Ok(meta);
+        }
+        let meta = FileMeta::stat_at(self.dir, self.name)?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other(
+                "no longer a regular file (replaced during the sweep)",
+            ));
+        }
+        self.meta.set(Some(meta));
+        Ok(meta)
+    }
+
+    /// The status, where the walk has it already.
+    pub fn known_meta(&self) -> Option<FileMeta> {
+        self.meta.get()
+    }
+
     /// Opens the file for reading as [`crate::items::open_content`] does, relative to
     /// its directory; the first call returns the file the walk already opened, if it
     /// did (the very object `meta` describes).
@@ -354,7 +379,7 @@ pub fn walk_with<W, I, F, D, S, E>(
                     let mut w = start();
                     let entry = FileEntry {
                         path: root,
-                        meta: m,
+                        meta: Cell::new(Some(m)),
                         dir: libc::AT_FDCWD,
                         name: &name,
                         opened: Cell::new(None),
@@ -623,17 +648,21 @@ fn visit<W, F, S, E>(
                 Err(_) => {}
             }
         }
-        let meta = match meta.take().map_or_else(stat, Ok) {
-            Ok(m) if m.is_file() => m,
-            // Replaced by something else since the listing.
-            Ok(_) => return on_skip(path, SkipReason::NotRegular),
-            Err(e) => return on_error(path, &e),
+        let meta = if cfg.file_status == FileStatus::Deferred && meta.is_none() {
+            None
+        } else {
+            match meta.take().map_or_else(stat, Ok) {
+                Ok(m) if m.is_file() => Some(m),
+                // Replaced by something else since the listing.
+                Ok(_) => return on_skip(path, SkipReason::NotRegular),
+                Err(e) => return on_error(path, &e),
+            }
         };
         on_file(
             worker,
             &FileEntry {
                 path,
-                meta,
+                meta: Cell::new(meta),
                 dir,
                 name,
                 opened: Cell::new(opened),
@@ -701,7 +730,7 @@ mod tests {
         }
 
         // Both ways of learning a file's status find the same files, with the same status.
-        for file_status in [FileStatus::ByName, FileStatus::Opened] {
+        for file_status in [FileStatus::ByName, FileStatus::Opened, FileStatus::Deferred] {
             let cancel = AtomicBool::new(false);
             let excludes = Excludes::new(&["*.iso".into(), "/cache".into()]);
             let skip_dirs = [root.join("skipped")];
@@ -721,15 +750,19 @@ mod tests {
                 &[root.to_path_buf()],
                 &cfg,
                 |f| {
+                    assert_eq!(
+                        f.known_meta().is_none(),
+                        file_status == FileStatus::Deferred
+                    );
                     // The status is the file's own, as std reads it, and the entry opens it.
                     let std_meta = std::fs::symlink_metadata(f.path).unwrap();
                     assert_eq!(
                         (
-                            f.meta.size(),
-                            f.meta.ino(),
-                            f.meta.dev(),
-                            f.meta.mtime(),
-                            f.meta.uid()
+                            f.meta().unwrap().size(),
+                            f.meta().unwrap().ino(),
+                            f.meta().unwrap().dev(),
+                            f.meta().unwrap().mtime(),
+                            f.meta().unwrap().uid()
                         ),
                         (
                             std_meta.len(),
@@ -743,7 +776,7 @@ mod tests {
                     );
                     let mut content = Vec::new();
                     std::io::Read::read_to_end(&mut f.open().unwrap(), &mut content).unwrap();
-                    assert_eq!(content.len() as u64, f.meta.size());
+                    assert_eq!(content.len() as u64, f.meta().unwrap().size());
                     files
                         .lock()
                         .unwrap()
@@ -795,6 +828,7 @@ mod tests {
             (FileStatus::Opened, &b"what the walk saw"[..]),
             // By name, the entry opens whatever holds the name by then.
             (FileStatus::ByName, &b"a replacement"[..]),
+            (FileStatus::Deferred, &b"a replacement"[..]),
         ] {
             std::fs::write(dir.path().join("f"), b"what the walk saw").unwrap();
             let cfg = WalkConfig {
@@ -828,6 +862,53 @@ mod tests {
                 "{file_status:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_deferred_status_of_a_file_gone_or_replaced_since_the_listing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gone"), b"g").unwrap();
+        std::fs::write(dir.path().join("now-a-dir"), b"d").unwrap();
+        let cancel = AtomicBool::new(false);
+        let excludes = Excludes::default();
+        let cfg = WalkConfig {
+            host_root: Path::new("/"),
+            excludes: &excludes,
+            skip_dirs: &[],
+            one_file_system: false,
+            threads: 1,
+            cancel: &cancel,
+            file_status: FileStatus::Deferred,
+        };
+        let errors = Mutex::new(Vec::new());
+        walk(
+            &[dir.path().to_path_buf()],
+            &cfg,
+            |f| {
+                std::fs::remove_file(f.path).unwrap();
+                if f.path.ends_with("now-a-dir") {
+                    std::fs::create_dir(f.path).unwrap();
+                }
+                let e = f.meta().unwrap_err();
+                errors
+                    .lock()
+                    .unwrap()
+                    .push((f.path.file_name().unwrap().to_owned(), e.to_string()));
+            },
+            |p, why| panic!("{} skipped: {why:?}", p.display()),
+            |p, e| panic!("{}: {e}", p.display()),
+        );
+        let mut errors = errors.into_inner().unwrap();
+        errors.sort();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].0, "gone");
+        assert!(errors[0].1.contains("No such file"), "{}", errors[0].1);
+        assert_eq!(errors[1].0, "now-a-dir");
+        assert!(
+            errors[1].1.contains("no longer a regular file"),
+            "{}",
+            errors[1].1
+        );
     }
 
     #[test]

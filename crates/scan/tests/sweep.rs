@@ -800,9 +800,12 @@ fn file_hits_carry_the_identity_of_what_hit() {
             term("FileItem/Sha256sum", "is", "string", &sha256_hex(EVIL)),
         ]),
     );
+    let mut seen = Vec::new();
     for doc in [by_name, by_hash] {
         let origin = doc.origin.clone();
         let r = sweep(&request(d.path(), vec![doc])).unwrap();
+        // The sweep by name stats only the files whose names match; it still sees all.
+        seen.push(r.stats.files_seen);
         let items: Vec<&HitItem> = r.hits.iter().map(|h| &h.item).collect();
         assert_eq!(
             items,
@@ -815,6 +818,7 @@ fn file_hits_carry_the_identity_of_what_hit() {
             "{origin}"
         );
     }
+    assert!(seen[0] > 1 && seen[0] == seen[1], "{seen:?}");
 }
 
 /// Indicators that need one of a few path tests are looked up in an index instead of
