@@ -32,13 +32,17 @@ impl SweepRunner {
     }
 }
 
-/// A sweep's counters as the results of a `running` update.
+/// A sweep's counters as the results of a `running` update; `bytes` only where the
+/// sweep counts the sizes of the files it examines (see `Progress::counts_sizes`).
 fn progress_json(p: &Progress) -> serde_json::Value {
-    serde_json::json!({ "progress": {
+    let mut progress = serde_json::json!({
         "files": p.files.load(Ordering::Relaxed),
-        "bytes": p.bytes.load(Ordering::Relaxed),
         "read": p.read.load(Ordering::Relaxed),
-    }})
+    });
+    if p.counts_sizes.get() == Some(&true) {
+        progress["bytes"] = p.bytes.load(Ordering::Relaxed).into();
+    }
+    serde_json::json!({ "progress": progress })
 }
 
 impl SweepRunner {
@@ -231,5 +235,11 @@ mod tests {
             "the last report is the sweep's own count"
         );
         assert_eq!(files.last(), Some(&400));
+        // A sweep of names stats only the files whose names match: it reports no bytes
+        // rather than a count of none.
+        assert!(
+            reports.iter().all(|r| r["progress"].get("bytes").is_none()),
+            "{reports:?}"
+        );
     }
 }

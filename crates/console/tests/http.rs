@@ -927,6 +927,21 @@ async fn a_running_devices_progress_is_shown() {
         .await
         .expect("the stream ended");
     assert!(text.contains(&format!("\"progress\":\"{want}\"")), "{text}");
+    // A sweep that does not stat every file (names and paths only) reports no bytes.
+    h.core()
+        .store
+        .update_task_device(
+            id,
+            dev,
+            riposte_model::DeviceTaskState::Running,
+            0,
+            None,
+            &json!({"progress": {"files": 2000, "read": 3}}),
+        )
+        .await
+        .unwrap();
+    let body = v.get(&format!("/tasks/{id}")).await.body;
+    assert!(body.contains("2000 files examined, 3 read"), "{body}");
     // Once finished, the progress column is empty again: the results are the report.
     h.core()
         .store

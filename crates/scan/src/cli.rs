@@ -174,14 +174,26 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
         let total_files = Arc::new(AtomicU64::new(0));
         let counted = Arc::new(AtomicBool::new(false));
         {
-            let (tb, tf, c, d, scope) = (
+            let (tb, tf, c, d, scope, progress) = (
                 total_bytes.clone(),
                 total_files.clone(),
                 counted.clone(),
                 done.clone(),
                 scope.clone(),
+                progress.clone(),
             );
             std::thread::spawn(move || {
+                // Counts what the sweep counts: sizes only where the sweep stats every
+                // file, so that this walk does not stat what the sweep spares.
+                let sizes = loop {
+                    if let Some(sizes) = progress.counts_sizes.get() {
+                        break *sizes;
+                    }
+                    if d.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                };
                 let (roots, skip) = crate::scope_roots(&scope);
                 let ex = crate::walk::Excludes::new(&scope.exclude);
                 let cfg = crate::walk::WalkConfig {
@@ -191,14 +203,20 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
                     one_file_system: scope.one_file_system,
                     threads: 1,
                     cancel: &d,
-                    file_status: crate::walk::FileStatus::ByName,
+                    file_status: if sizes {
+                        crate::walk::FileStatus::ByName
+                    } else {
+                        crate::walk::FileStatus::Deferred
+                    },
                 };
                 crate::walk::walk(
                     &roots,
                     &cfg,
                     |file| {
                         tf.fetch_add(1, Ordering::Relaxed);
-                        tb.fetch_add(file.meta().map_or(0, |m| m.size()), Ordering::Relaxed);
+                        if sizes {
+                            tb.fetch_add(file.meta().map_or(0, |m| m.size()), Ordering::Relaxed);
+                        }
                     },
                     |_, _| {},
                     |_, _| {},
@@ -211,49 +229,44 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
         while !done.load(Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(250));
             let files = progress.files.load(Ordering::Relaxed);
-            let bytes = progress.bytes.load(Ordering::Relaxed) as f64;
             let secs = start.elapsed().as_secs_f64().max(0.001);
-            let rate = bytes / secs;
-            let eta = eta(
-                counted.load(Ordering::Relaxed).then(|| {
-                    (
-                        total_files.load(Ordering::Relaxed),
-                        total_bytes.load(Ordering::Relaxed),
-                    )
-                }),
-                (files, bytes as u64),
-                secs,
-            );
-            let _ = write!(
-                err,
-                "\r{files} files, {} ({}/s, {:.0} files/s), read {}  {eta}   ",
-                human(bytes),
-                human(rate),
-                files as f64 / secs,
-                progress.read.load(Ordering::Relaxed),
-            );
+            let counted = counted.load(Ordering::Relaxed);
+            let line = if progress.counts_sizes.get() == Some(&true) {
+                let bytes = progress.bytes.load(Ordering::Relaxed);
+                let total = counted.then(|| total_bytes.load(Ordering::Relaxed));
+                format!(
+                    "{files} files, {} ({}/s, {:.0} files/s), read {}  {}",
+                    human(bytes as f64),
+                    human(bytes as f64 / secs),
+                    files as f64 / secs,
+                    progress.read.load(Ordering::Relaxed),
+                    eta(total, bytes, secs)
+                )
+            } else {
+                let total = counted.then(|| total_files.load(Ordering::Relaxed));
+                format!(
+                    "{files} files ({:.0} files/s), read {}  {}",
+                    files as f64 / secs,
+                    progress.read.load(Ordering::Relaxed),
+                    eta(total, files, secs)
+                )
+            };
+            let _ = write!(err, "\r{line}   ");
         }
         let _ = writeln!(err);
     })
 }
 
-/// The progress line's estimate of the time left, from the scope's total files and bytes
-/// (once counted) and those done after `secs` seconds. By bytes where the sweep counts
-/// them; a sweep of names and paths does not stat files, and counts files only.
-fn eta(total: Option<(u64, u64)>, done: (u64, u64), secs: f64) -> String {
-    let Some((total_files, total_bytes)) = total else {
-        return "ETA ?".into();
-    };
-    let (files, bytes) = done;
-    let (left, rate) = if bytes > 0 {
-        (total_bytes.saturating_sub(bytes), bytes as f64 / secs)
-    } else {
-        (total_files.saturating_sub(files), files as f64 / secs)
-    };
-    if rate > 0.0 {
-        format!("ETA {:.0}s", left as f64 / rate)
-    } else {
-        "ETA ?".into()
+/// The progress line's estimate of the time left: `total` units of work in the scope
+/// (once counted: bytes, or files where the sweep does not count sizes), `done` of them
+/// after `secs` seconds.
+fn eta(total: Option<u64>, done: u64, secs: f64) -> String {
+    let rate = done as f64 / secs;
+    match total {
+        Some(total) if rate > 0.0 => {
+            format!("ETA {:.0}s", total.saturating_sub(done) as f64 / rate)
+        }
+        _ => "ETA ?".into(),
     }
 }
 
@@ -328,12 +341,14 @@ mod tests {
     use super::eta;
 
     #[test]
-    fn the_estimate_goes_by_bytes_where_the_sweep_counts_them_and_else_by_files() {
+    fn the_estimate_is_what_is_left_at_the_rate_so_far() {
         // 100 of 1,000 bytes in 2 s: 900 left at 50/s.
-        assert_eq!(eta(Some((10, 1000)), (1, 100), 2.0), "ETA 18s");
-        // A sweep of names and paths counts no bytes: 20 of 100 files in 1 s.
-        assert_eq!(eta(Some((100, 1000)), (20, 0), 1.0), "ETA 4s");
-        assert_eq!(eta(None, (20, 100), 1.0), "ETA ?");
-        assert_eq!(eta(Some((100, 1000)), (0, 0), 1.0), "ETA ?");
+        assert_eq!(eta(Some(1000), 100, 2.0), "ETA 18s");
+        // Files, where the sweep counts no sizes: 20 of 100 in 1 s.
+        assert_eq!(eta(Some(100), 20, 1.0), "ETA 4s");
+        assert_eq!(eta(None, 20, 1.0), "ETA ?");
+        assert_eq!(eta(Some(100), 0, 1.0), "ETA ?");
+        // More done than counted (files created since the count): nothing left.
+        assert_eq!(eta(Some(10), 20, 1.0), "ETA 0s");
     }
 }

@@ -170,10 +170,14 @@ impl Default for Scope {
 pub struct Progress {
     /// Files examined.
     pub files: AtomicU64,
-    /// Bytes of files examined (their sizes).
+    /// Bytes of files examined (their sizes), where [`Progress::counts_sizes`] says so.
     pub bytes: AtomicU64,
     /// Files whose content was read.
     pub read: AtomicU64,
+    /// Set by the sweep before it walks: does `bytes` count the sizes of the files
+    /// examined? Not in a sweep whose indicators need no file's size up front, which
+    /// does not stat every file (see `walk::FileStatus::Deferred`).
+    pub counts_sizes: std::sync::OnceLock<bool>,
 }
 
 /// A sweep request.
@@ -759,19 +763,6 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     // Which indicators a file of a given size or name can still satisfy; the rest are
     // false on it without evaluation (see `FileNecessity`).
     let candidates = Candidates::new(&iocs, &file_iocs, &scope.host_root);
-    // No file term but on names and paths: the walk need not stat a file to know which
-    // indicators it can satisfy (see `walk::FileStatus::Deferred`).
-    let names_and_paths_only = yara.is_empty()
-        && iocs.iter().flat_map(|l| l.ioc.fields()).all(|f| {
-            f.item() != ItemType::File
-                || matches!(
-                    f,
-                    riposte_ioc::Field::FileFullPath
-                        | riposte_ioc::Field::FilePath
-                        | riposte_ioc::Field::FileName
-                        | riposte_ioc::Field::FileExtension
-                )
-        });
     let (roots, skip_dirs) = scope_roots(scope);
     let hits = Mutex::new(Vec::<Hit>::new());
     let unreadable = Mutex::new(Vec::<Unreadable>::new());
@@ -787,6 +778,29 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         } else {
             scope.threads
         };
+        // Where every file is read (YARA, or an indicator of hashes alone that no
+        // size narrows), the walk opens each file to stat it, instead of a stat by
+        // name and then an open: one path lookup per file instead of two. Where no
+        // indicator is looked up by size, a file's status is not needed to know which
+        // indicators it can satisfy: only the files that some indicator's name or path
+        // tests select (or every file, for an indicator no test narrows) are stated,
+        // before they are evaluated; the stat is most of the cost of such a sweep.
+        let file_status = if !yara.is_empty()
+            || candidates
+                .always
+                .iter()
+                .any(|&i| candidates.content_only[i])
+        {
+            walk::FileStatus::Opened
+        } else if candidates.by_size.is_empty() {
+            walk::FileStatus::Deferred
+        } else {
+            walk::FileStatus::ByName
+        };
+        let deferred = file_status == walk::FileStatus::Deferred;
+        if let Some(p) = &request.progress {
+            let _ = p.counts_sizes.set(!deferred);
+        }
         let cfg = WalkConfig {
             host_root: &scope.host_root,
             excludes: &excludes,
@@ -794,23 +808,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             one_file_system: scope.one_file_system,
             threads,
             cancel: &request.cancel,
-            // Where every file is read (YARA, or an indicator of hashes alone that no
-            // size narrows), the walk opens each file to stat it, instead of a stat by
-            // name and then an open: one path lookup per file instead of two. Where
-            // indicators test only names and paths, only the files they select are
-            // stated (the stat is most of the cost of such a sweep).
-            file_status: if !yara.is_empty()
-                || candidates
-                    .always
-                    .iter()
-                    .any(|&i| candidates.content_only[i])
-            {
-                walk::FileStatus::Opened
-            } else if names_and_paths_only {
-                walk::FileStatus::Deferred
-            } else {
-                walk::FileStatus::ByName
-            },
+            file_status,
         };
         let note_unreadable = |path: &Path, err: String| {
             unreadable_count.fetch_add(1, Ordering::Relaxed);
@@ -977,18 +975,30 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 let known = entry.known_meta();
                 if let Some(p) = &request.progress {
                     p.files.fetch_add(1, Ordering::Relaxed);
-                    p.bytes
-                        .fetch_add(known.map_or(0, |m| m.size()), Ordering::Relaxed);
+                    if !deferred {
+                        p.bytes
+                            .fetch_add(known.map_or(0, |m| m.size()), Ordering::Relaxed);
+                    }
                 }
-                // Without a status (`FileStatus::Deferred`) no indicator has a size term,
-                // so the size given here selects nothing.
+                // Without a status (`FileStatus::Deferred`) no indicator is looked up by
+                // size, so the size given here selects nothing.
+                debug_assert!(known.is_some() || candidates.by_size.is_empty());
                 let to_evaluate = candidates.for_file(known.map_or(0, |m| m.size()), path);
                 if to_evaluate.is_empty() && yara.is_empty() {
                     return;
                 }
                 let meta = &match entry.meta() {
                     Ok(meta) => meta,
-                    Err(e) => return note_unreadable(path, e.to_string()),
+                    // Changed since the listing: reported as the walk reports it.
+                    Err(e) => {
+                        worker.files_seen -= 1;
+                        return match e {
+                            walk::Stale::NotRegular => {
+                                count_skip(skip_name(SkipReason::NotRegular))
+                            }
+                            walk::Stale::Io(e) => note_unreadable(path, e.to_string()),
+                        };
+                    }
                 };
                 let lanes = &mut worker.lanes;
                 let too_large = scope.max_file_size.is_some_and(|m| meta.size() > m);

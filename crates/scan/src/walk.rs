@@ -292,15 +292,13 @@ pub struct FileEntry<'a> {
 impl FileEntry<'_> {
     /// The file's status: the walk's, or with [`FileStatus::Deferred`], a `statx` of its
     /// name now (an error if it is gone or no longer a regular file).
-    pub fn meta(&self) -> std::io::Result<FileMeta> {
+    pub fn meta(&self) -> Result<FileMeta, Stale> {
         if let Some(meta) = self.meta.get() {
             return Ok(meta);
         }
-        let meta = FileMeta::stat_at(self.dir, self.name)?;
+        let meta = FileMeta::stat_at(self.dir, self.name).map_err(Stale::Io)?;
         if !meta.is_file() {
-            return Err(std::io::Error::other(
-                "no longer a regular file (replaced during the sweep)",
-            ));
+            return Err(Stale::NotRegular);
         }
         self.meta.set(Some(meta));
         Ok(meta)
@@ -318,6 +316,27 @@ impl FileEntry<'_> {
         match self.opened.take() {
             Some(file) => Ok(file),
             None => crate::items::open_content_at(self.dir, self.name),
+        }
+    }
+}
+
+/// Why [`FileEntry::meta`] has no status for a file the walk listed: it changed since.
+#[derive(Debug)]
+pub enum Stale {
+    /// Replaced by something other than a regular file (counted as the walk counts a
+    /// [`SkipReason::NotRegular`]).
+    NotRegular,
+    /// Its `statx` failed: gone, say.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Stale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stale::NotRegular => {
+                f.write_str("no longer a regular file (replaced during the sweep)")
+            }
+            Stale::Io(e) => e.fmt(f),
         }
     }
 }
@@ -821,7 +840,10 @@ mod tests {
     #[test]
     fn a_file_the_walk_opened_to_stat_is_the_one_its_entry_reads() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), b"what the walk saw").unwrap();
+        // The replacement is written beside the walked directory, not in it.
+        let (walked, beside) = (dir.path().join("walked"), dir.path().join("beside"));
+        std::fs::create_dir(&walked).unwrap();
+        std::fs::create_dir(&beside).unwrap();
         let cancel = AtomicBool::new(false);
         let excludes = Excludes::default();
         for (file_status, want) in [
@@ -830,7 +852,7 @@ mod tests {
             (FileStatus::ByName, &b"a replacement"[..]),
             (FileStatus::Deferred, &b"a replacement"[..]),
         ] {
-            std::fs::write(dir.path().join("f"), b"what the walk saw").unwrap();
+            std::fs::write(walked.join("f"), b"what the walk saw").unwrap();
             let cfg = WalkConfig {
                 host_root: Path::new("/"),
                 excludes: &excludes,
@@ -842,16 +864,22 @@ mod tests {
             };
             let read = Mutex::new(Vec::new());
             walk(
-                &[dir.path().to_path_buf()],
+                std::slice::from_ref(&walked),
                 &cfg,
                 |f| {
+                    let mut read = read.lock().unwrap();
+                    // A file system may list the renamed entry once more: the first
+                    // listing is the one under test.
+                    if !read.is_empty() {
+                        return;
+                    }
                     // Replaced between the walk's status and the sweep's read.
-                    let tmp = dir.path().join("tmp");
+                    let tmp = beside.join("tmp");
                     std::fs::write(&tmp, b"a replacement").unwrap();
                     std::fs::rename(&tmp, f.path).unwrap();
                     let mut content = Vec::new();
                     std::io::Read::read_to_end(&mut f.open().unwrap(), &mut content).unwrap();
-                    read.lock().unwrap().push(content);
+                    read.push(content);
                 },
                 |p, why| panic!("{} skipped: {why:?}", p.display()),
                 |p, e| panic!("{}: {e}", p.display()),

@@ -222,9 +222,21 @@ fn files_users_hosts_services_on_a_fake_device() {
             ]),
         ),
     ];
-    let mut req = request(d.path(), docs);
+    let mut req = request(d.path(), docs.clone());
     req.scope.exclude = vec!["/var/cache/**".into()];
     let r = sweep(&req).unwrap();
+    // Each indicator alone hits what it hits among the others, and with the same verdict.
+    // How the walk learns a file's status depends on all the indicators loaded (by name,
+    // by opening every file, or only for the files some name or path test selects), and
+    // must not change what hits.
+    for doc in docs {
+        let id = doc.origin.trim_end_matches(".ioc").to_string();
+        let mut alone = request(d.path(), vec![doc]);
+        alone.scope.exclude = req.scope.exclude.clone();
+        let ra = sweep(&alone).unwrap();
+        assert_eq!(hit_paths(&ra, &id), hit_paths(&r, &id), "{id}");
+        assert_eq!(verdict(&ra, &id), verdict(&r, &id), "{id}");
+    }
     assert_eq!(
         hit_paths(&r, "hash-size"),
         ["file /tmp/evil.bin"],

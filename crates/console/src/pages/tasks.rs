@@ -86,15 +86,19 @@ pub async fn list(State(c): State<Console>, s: Session) -> Result<Response, Reje
     Ok(page(&c, &s, "Tasks", Nav::Tasks, body))
 }
 
-/// What a running device has swept so far, from its last `running` update.
+/// What a running device has swept so far, from its last `running` update (a sweep that
+/// does not stat every file reports no bytes).
 fn progress_text(r: &TaskDeviceRow) -> String {
     let p = &r.results["progress"];
-    match (r.state, p["files"].as_u64()) {
-        (DeviceTaskState::Running, Some(files)) => format!(
-            "{files} files ({:.1} MB) examined, {} read",
-            p["bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
-            p["read"].as_u64().unwrap_or(0)
+    let read = p["read"].as_u64().unwrap_or(0);
+    match (r.state, p["files"].as_u64(), p["bytes"].as_u64()) {
+        (DeviceTaskState::Running, Some(files), Some(bytes)) => format!(
+            "{files} files ({:.1} MB) examined, {read} read",
+            bytes as f64 / 1e6
         ),
+        (DeviceTaskState::Running, Some(files), None) => {
+            format!("{files} files examined, {read} read")
+        }
         _ => String::new(),
     }
 }
