@@ -216,6 +216,55 @@ fn every_subcommand_answers_help() {
     }
 }
 
+/// More sweep threads than the descriptor limit holds would make files unreadable
+/// (`EMFILE`) instead of swept: the sweep runs only as many as fit.
+#[test]
+fn scan_under_a_low_descriptor_limit_still_reads_every_file() {
+    use sha2::Digest;
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    for i in 0..2000 {
+        let dir = tree.join(format!("d{}", i % 40));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), format!("file {i}")).unwrap();
+    }
+    let sha = hex::encode(sha2::Sha256::digest(b"file 123"));
+    let ioc = tmp.path().join("one.ioc");
+    std::fs::write(
+        &ioc,
+        format!(
+            r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="one" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>one</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/Sha256sum" type="mir"/><Content type="sha256">{sha}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["scan", "--json", "--threads", "8", "--ioc"])
+        .arg(&ioc)
+        .arg("--")
+        .arg(&tree);
+    // SAFETY: only setrlimit, which is async-signal-safe, runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let rl = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report["unreadable"], serde_json::json!([]), "{report}");
+    assert_eq!(report["stats"]["files_read"], 2000, "{report}");
+    assert_eq!(report["hits"].as_array().unwrap().len(), 1, "{report}");
+}
+
 #[test]
 fn a_task_sweeps_the_agent_host_root_and_reports_hits() {
     let tmp = tempfile::tempdir().unwrap();

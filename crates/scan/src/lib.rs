@@ -679,6 +679,35 @@ impl Candidates {
     }
 }
 
+/// Descriptors one sweep thread holds at most: the directory it lists, a file in each
+/// of its lanes, the file being pushed into them and the one the walk just opened.
+const DESCRIPTORS_PER_THREAD: u64 = md5x16::LANES as u64 + 3;
+
+/// This process's soft limit on open descriptors (`RLIMIT_NOFILE`), if it has one.
+fn open_files_limit() -> Option<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    (r == 0 && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
+}
+
+/// How many of `wanted` sweep threads fit in the descriptor limit, leaving a quarter of
+/// it to the rest of the process (the agent's connections and databases): past it every
+/// open fails with `EMFILE`, and files would be reported unreadable instead of swept.
+/// The usual soft limit, 1024, allows 40 threads.
+fn threads_within(wanted: usize, open_files_limit: Option<u64>) -> usize {
+    let Some(limit) = open_files_limit else {
+        return wanted.max(1);
+    };
+    let fit = (limit - limit / 4) / DESCRIPTORS_PER_THREAD;
+    wanted
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1)
+}
+
 pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let start = std::time::Instant::now();
     let (iocs, yara, warnings) = load(request)?;
@@ -778,6 +807,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         } else {
             scope.threads
         };
+        let threads = threads_within(threads, open_files_limit());
         // Where every file is read (YARA, or an indicator of hashes alone that no
         // size narrows), the walk opens each file to stat it, instead of a stat by
         // name and then an open: one path lookup per file instead of two. Where no
@@ -1175,4 +1205,21 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     report.stats.elapsed_ms = start.elapsed().as_millis() as u64;
     report.cancelled = request.cancel.load(Ordering::Relaxed);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads_within;
+
+    #[test]
+    fn a_sweep_runs_no_more_threads_than_its_descriptor_limit_holds() {
+        // 1024 descriptors, a quarter kept for the rest of the process, 19 per thread.
+        assert_eq!(threads_within(64, Some(1024)), 40);
+        assert_eq!(threads_within(8, Some(1024)), 8);
+        assert_eq!(threads_within(64, Some(65_536)), 64);
+        assert_eq!(threads_within(64, None), 64);
+        // Never none, however low the limit: the sweep then reports what it cannot open.
+        assert_eq!(threads_within(4, Some(20)), 1);
+        assert_eq!(threads_within(0, None), 1);
+    }
 }
