@@ -122,22 +122,29 @@ fn real_clamd_protocol_limits_and_critical_areas() {
     let mut large = vec![b'c'; 3 << 20];
     large[7..7 + MARKER.len()].copy_from_slice(MARKER);
     w(root, "/home/alice/large.bin", &large);
-    let uninformed = ClamdClient::new(
+    for addr in [
         ClamdAddr::Unix(clamd.socket.clone()),
-        ClamdLimits {
-            stream_max_length: 100 << 20,
-            max_file_size: 100 << 20,
-            max_scan_size: 100 << 20,
-        },
-    );
-    match uninformed
-        .scan_file(&host, Path::new("/home/alice/large.bin"))
-        .unwrap()
-    {
-        ScanOutcome::Skipped { reason } => {
-            assert!(reason.contains("size limit exceeded"), "{reason}")
+        ClamdAddr::Tcp(clamd.tcp.clone()),
+    ] {
+        let uninformed = ClamdClient::new(
+            addr.clone(),
+            ClamdLimits {
+                stream_max_length: 100 << 20,
+                max_file_size: 100 << 20,
+                max_scan_size: 100 << 20,
+            },
+        );
+        match uninformed
+            .scan_file(&host, Path::new("/home/alice/large.bin"))
+            .unwrap()
+        {
+            ScanOutcome::Skipped { reason } => {
+                assert!(reason.contains("size limit exceeded"), "{addr:?}: {reason}")
+            }
+            o => panic!(
+                "{addr:?}: a stream over clamd's limit must be skipped with its reason, got {o:?}"
+            ),
         }
-        o => panic!("a stream over clamd's limit must be skipped with its reason, got {o:?}"),
     }
     // clamd answers OK for what it did not scan: the client must not trust it.
     let raw = unix.contscan(&root.join("home/alice/big.bin")).unwrap();
