@@ -905,18 +905,22 @@ async fn a_running_devices_progress_is_shown() {
     h.group("Finance").await;
     let dev = h.enroll("Finance", "fin-01").await;
     let id = yara_task(&h, "Sweep").await;
-    h.core()
-        .store
-        .update_task_device(
-            id,
-            dev,
-            riposte_model::DeviceTaskState::Running,
-            0,
-            None,
-            &json!({"progress": {"files": 1234, "bytes": 5_000_000, "read": 10}}),
-        )
-        .await
-        .unwrap();
+    // What the device reports of the task: its state and results.
+    let harness = &h;
+    let report = |state, results: serde_json::Value| async move {
+        harness
+            .core()
+            .store
+            .update_task_device(id, dev, state, 0, None, &results)
+            .await
+            .unwrap();
+    };
+    use riposte_model::DeviceTaskState::{Completed, Running};
+    report(
+        Running,
+        json!({"progress": {"files": 1234, "bytes": 5_000_000, "read": 10}}),
+    )
+    .await;
     let mut v = Visitor::new(&h);
     v.login("admin", ADMIN_PASSWORD).await;
     let want = "1234 files (5.0 MB) examined, 10 read";
@@ -928,33 +932,11 @@ async fn a_running_devices_progress_is_shown() {
         .expect("the stream ended");
     assert!(text.contains(&format!("\"progress\":\"{want}\"")), "{text}");
     // A sweep that does not stat every file (names and paths only) reports no bytes.
-    h.core()
-        .store
-        .update_task_device(
-            id,
-            dev,
-            riposte_model::DeviceTaskState::Running,
-            0,
-            None,
-            &json!({"progress": {"files": 2000, "read": 3}}),
-        )
-        .await
-        .unwrap();
+    report(Running, json!({"progress": {"files": 2000, "read": 3}})).await;
     let body = v.get(&format!("/tasks/{id}")).await.body;
     assert!(body.contains("2000 files examined, 3 read"), "{body}");
     // Once finished, the progress column is empty again: the results are the report.
-    h.core()
-        .store
-        .update_task_device(
-            id,
-            dev,
-            riposte_model::DeviceTaskState::Completed,
-            0,
-            None,
-            &json!({"stats": {"files_seen": 1300}}),
-        )
-        .await
-        .unwrap();
+    report(Completed, json!({"stats": {"files_seen": 1300}})).await;
     assert!(!v.get(&format!("/tasks/{id}")).await.body.contains(want));
     drop(resp);
     h.stop().await;

@@ -718,6 +718,23 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// A walk of absolute roots on one thread, nothing skipped but `excludes`.
+    fn one_thread_from_root<'a>(
+        excludes: &'a Excludes,
+        cancel: &'a AtomicBool,
+        file_status: FileStatus,
+    ) -> WalkConfig<'a> {
+        WalkConfig {
+            host_root: Path::new("/"),
+            excludes,
+            skip_dirs: &[],
+            one_file_system: false,
+            threads: 1,
+            cancel,
+            file_status,
+        }
+    }
+
     #[test]
     fn the_walk_finds_regular_files_with_their_status_and_skips_the_rest() {
         let dir = tempfile::tempdir().unwrap();
@@ -853,15 +870,7 @@ mod tests {
             (FileStatus::Deferred, &b"a replacement"[..]),
         ] {
             std::fs::write(walked.join("f"), b"what the walk saw").unwrap();
-            let cfg = WalkConfig {
-                host_root: Path::new("/"),
-                excludes: &excludes,
-                skip_dirs: &[],
-                one_file_system: false,
-                threads: 1,
-                cancel: &cancel,
-                file_status,
-            };
+            let cfg = one_thread_from_root(&excludes, &cancel, file_status);
             let read = Mutex::new(Vec::new());
             walk(
                 std::slice::from_ref(&walked),
@@ -899,15 +908,7 @@ mod tests {
         std::fs::write(dir.path().join("now-a-dir"), b"d").unwrap();
         let cancel = AtomicBool::new(false);
         let excludes = Excludes::default();
-        let cfg = WalkConfig {
-            host_root: Path::new("/"),
-            excludes: &excludes,
-            skip_dirs: &[],
-            one_file_system: false,
-            threads: 1,
-            cancel: &cancel,
-            file_status: FileStatus::Deferred,
-        };
+        let cfg = one_thread_from_root(&excludes, &cancel, FileStatus::Deferred);
         let errors = Mutex::new(Vec::new());
         walk(
             &[dir.path().to_path_buf()],
@@ -947,15 +948,7 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
         let cancel = AtomicBool::new(false);
         let excludes = Excludes::default();
-        let cfg = WalkConfig {
-            host_root: Path::new("/"),
-            excludes: &excludes,
-            skip_dirs: &[],
-            one_file_system: false,
-            threads: 1,
-            cancel: &cancel,
-            file_status: FileStatus::ByName,
-        };
+        let cfg = one_thread_from_root(&excludes, &cancel, FileStatus::ByName);
         let files = Mutex::new(0);
         let skips = Mutex::new(Vec::new());
         let errors = Mutex::new(0);
