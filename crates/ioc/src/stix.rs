@@ -21,9 +21,13 @@
 //! Observation operators and qualifiers that need event history (FOLLOWEDBY, WITHIN,
 //! REPEATS, START/STOP) cannot be decided by a point-in-time sweep: they are kept as
 //! unsupported terms, so a pattern using them is "undetermined" rather than "no match".
+//! Observations of the same object type joined by AND (`[file:name = 'a'] AND
+//! [file:name = 'b']`) may each match a different object, which a sweep of one object at a
+//! time cannot join: such a pattern hits where one object matches them all, and is
+//! otherwise "undetermined", with the join listed as unsupported.
 
 use crate::model::{
-    Condition, ContentType, Field, Ioc, IocFormat, Node, Operand, Term, UnsupportedTerm,
+    Condition, ContentType, Field, Ioc, IocFormat, ItemType, Node, Operand, Term, UnsupportedTerm,
 };
 use crate::openioc::build_term;
 use crate::value::{parse_datetime, parse_ip};
@@ -634,11 +638,11 @@ impl Builder {
     fn obs(&mut self, o: &Obs) -> Result<Node, String> {
         Ok(match o {
             Obs::Atom(c) => self.cmp(c)?,
-            Obs::And(v) => Node::And(v.iter().map(|o| self.obs(o)).collect::<Result<_, _>>()?),
+            Obs::And(v) => self.joined(v, "AND")?,
             Obs::Or(v) => Node::Or(v.iter().map(|o| self.obs(o)).collect::<Result<_, _>>()?),
             Obs::Temporal(v, what) => {
-                let mut c: Vec<Node> = v.iter().map(|o| self.obs(o)).collect::<Result<_, _>>()?;
                 let word = what.split_whitespace().next().unwrap_or(what).to_string();
+                let mut c = vec![self.joined(v, &word)?];
                 c.push(self.unsupported(
                     what,
                     &word,
@@ -647,6 +651,48 @@ impl Builder {
                 Node::And(c)
             }
         })
+    }
+
+    /// Observations joined by `what` (AND, FOLLOWEDBY). Joined observations may each
+    /// match a different object, and the sweep judges one object at a time: where two
+    /// of them test objects of the same type, one object satisfying them all proves the
+    /// join, but none doing so proves nothing (`[file:name = 'a'] AND [file:name = 'b']`
+    /// holds where both files exist). So the join is then true where one object
+    /// satisfies it and unknown elsewhere, never a silent "no match".
+    fn joined(&mut self, v: &[Obs], what: &str) -> Result<Node, String> {
+        let mut nodes = Vec::with_capacity(v.len());
+        let mut types_seen: Vec<ItemType> = Vec::new();
+        let mut shared = None;
+        for o in v {
+            let first = self.terms.len();
+            nodes.push(self.obs(o)?);
+            let mut types: Vec<ItemType> = self.terms[first..]
+                .iter()
+                .map(|t| t.field.item())
+                // There is one host: observations of it are of the same object.
+                .filter(|t| *t != ItemType::SystemInfo)
+                .collect();
+            types.sort_unstable();
+            types.dedup();
+            if let Some(t) = types.iter().find(|t| types_seen.contains(t)) {
+                shared.get_or_insert(*t);
+            }
+            types_seen.extend(types);
+        }
+        let Some(ty) = shared else {
+            return Ok(Node::And(nodes));
+        };
+        let kind = format!("{ty:?}").to_lowercase();
+        let unjoined = self.unsupported(
+            &format!("observations joined by {what}"),
+            what,
+            format!(
+                "observations of {kind} objects joined by {what} may each match a different \
+                 object; a sweep judges one object at a time, so only one object matching \
+                 them all is found"
+            ),
+        );
+        Ok(Node::Or(vec![Node::And(nodes), unjoined]))
     }
 
     fn cmp(&mut self, c: &Cmp) -> Result<Node, String> {

@@ -548,6 +548,10 @@ fn stix_patterns_operators() {
         ("[file:hashes.MD5 = 'ffffffffffffffffffffffffffffffff' OR (file:name = 'x' OR file:size = 1234)]", Truth::True),
         ("[file:mtime = t'2020-09-13T12:26:40Z']", Truth::True),
         ("[file:name = 'evil.exe'] AND [file:size = 1234]", Truth::True),
+        // Two observations of files may be two files: one file matching neither both
+        // proves nothing (unknown, listed as unsupported), never "no match".
+        ("[file:name = 'evil.exe'] AND [file:name = 'other.exe']", Truth::Unknown),
+        ("[file:name = 'nope.exe'] AND [file:size = 1]", Truth::Unknown),
         ("[file:name = 'evil.exe'] FOLLOWEDBY [file:size = 1234]", Truth::Unknown),
         ("[file:name = 'evil.exe'] WITHIN 300 SECONDS", Truth::Unknown),
         ("[file:name = 'nope.exe'] REPEATS 5 TIMES", Truth::False),

@@ -293,9 +293,12 @@ fn stix_yara_and_generated_ioc() {
         r#"{{"type":"bundle","id":"bundle--1","objects":[
         {{"type":"indicator","id":"indicator--sha","name":"evil by hash","pattern_type":"stix","pattern":"[file:hashes.'SHA-256' = '{}' AND file:size = {}]"}},
         {{"type":"indicator","id":"indicator--seq","name":"sequence","pattern_type":"stix","pattern":"[file:name = 'evil.bin'] FOLLOWEDBY [file:size = 33]"}},
-        {{"type":"indicator","id":"indicator--user","pattern_type":"stix","pattern":"[user-account:account_login = 'bob' AND user-account:extensions.'unix-account-ext'.shell LIKE '%nologin']"}}]}}"#,
+        {{"type":"indicator","id":"indicator--user","pattern_type":"stix","pattern":"[user-account:account_login = 'bob' AND user-account:extensions.'unix-account-ext'.shell LIKE '%nologin']"}},
+        {{"type":"indicator","id":"indicator--one-file","pattern_type":"stix","pattern":"[file:name = 'payload.js'] AND [file:size = {}]"}},
+        {{"type":"indicator","id":"indicator--two-files","pattern_type":"stix","pattern":"[file:name = 'payload.js'] AND [file:name = 'benign.js']"}}]}}"#,
         sha256_hex(EVIL),
-        EVIL.len()
+        EVIL.len(),
+        b"var x = 'henlOZXRUb0pzY3JpcHRMb2Fk';".len()
     );
     let gen = ioc_from_detection(&Detection {
         id: "gen-1".into(),
@@ -332,6 +335,14 @@ fn stix_yara_and_generated_ioc() {
         ["file /tmp/evil.bin", "file /var/cache/evil.bin"]
     );
     assert_eq!(verdict(&r, "indicator--seq"), Verdict::Undetermined);
+    // Two observations of files: one file matching both is a hit; two files, one for
+    // each, cannot be joined by a sweep of one file at a time, and are undetermined.
+    assert_eq!(
+        hit_paths(&r, "indicator--one-file"),
+        ["file /srv/payload.js"]
+    );
+    assert_eq!(verdict(&r, "indicator--two-files"), Verdict::Undetermined);
+    assert!(hit_paths(&r, "indicator--two-files").is_empty());
     assert_eq!(hit_paths(&r, "indicator--user"), ["user bob (uid 1001)"]);
     assert_eq!(
         hit_paths(&r, "gen-1"),
