@@ -769,9 +769,19 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         })
         .collect();
     let saw_unknown: Vec<AtomicBool> = iocs.iter().map(|_| AtomicBool::new(false)).collect();
+    // Without system items (`Scope::system_items` off) nothing was collected to test a
+    // process, port, user, service, host or hosts-entry term on: such a term is unknown,
+    // not false, so the indicator is undetermined rather than "no match".
     let truth_of = |ioc: usize| {
         let e = &exists[ioc];
-        move |t: usize| Truth::from(e[t].load(Ordering::Relaxed))
+        let terms = &iocs[ioc].ioc.terms;
+        move |t: usize| {
+            if !scope.system_items && terms[t].field.item() != ItemType::File {
+                Truth::Unknown
+            } else {
+                Truth::from(e[t].load(Ordering::Relaxed))
+            }
+        }
     };
 
     // 3. The file walk.

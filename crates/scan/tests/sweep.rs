@@ -440,6 +440,32 @@ fn spawned_process_and_listening_port() {
     assert_eq!(r.stats.files_seen, 0);
 }
 
+/// Without system items nothing is collected to test a user or process term on: the
+/// indicator is undetermined, not "no match". With them it is decided.
+#[test]
+fn terms_on_items_not_collected_are_unknown() {
+    let d = device();
+    let user = ioc(
+        "user",
+        &or(&[term("UserItem/Username", "is", "string", "nobody-here")]),
+    );
+    let mixed = ioc(
+        "mixed",
+        &and(&[
+            term("FileItem/FileName", "is", "string", "evil.bin"),
+            term("ProcessItem/name", "is", "string", "no-such-process"),
+        ]),
+    );
+    let mut req = request(d.path(), vec![user.clone(), mixed.clone()]);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    assert_eq!(verdict(&r, "user"), Verdict::Undetermined);
+    assert_eq!(verdict(&r, "mixed"), Verdict::Undetermined);
+    let r = sweep(&request(d.path(), vec![user, mixed])).unwrap();
+    assert_eq!(verdict(&r, "user"), Verdict::NoMatch);
+    assert_eq!(verdict(&r, "mixed"), Verdict::NoMatch);
+}
+
 #[test]
 fn strict_unreadable_limits_and_cancel() {
     let d = device();
