@@ -55,20 +55,57 @@ pub struct ScanArgs {
     pub paths: Vec<PathBuf>,
 }
 
+/// Largest indicator document read (bytes). Each parser has its own, lower limit; this
+/// one only keeps `--ioc /dev/zero` or a runaway pipe from filling memory first.
+const MAX_DOCUMENT_READ: u64 = 64 << 20;
+
 fn read_docs(
     paths: &[PathBuf],
     kind: DocumentKind,
     out: &mut Vec<IocDocument>,
 ) -> anyhow::Result<()> {
+    use std::io::Read;
     for p in paths {
-        let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text: {e}", p.display()))?;
+        let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", p.display());
+        if p.is_dir() {
+            return Err(fail(
+                &"a directory, not an indicator file: to sweep it, put `--` between the \
+                  indicator files and the paths (`riposte scan --ioc FILE... -- PATH...`)",
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(p)
+            .and_then(|f| f.take(MAX_DOCUMENT_READ + 1).read_to_end(&mut bytes))
+            .map_err(|e| fail(&e))?;
+        if bytes.len() as u64 > MAX_DOCUMENT_READ {
+            return Err(fail(&format!(
+                "larger than {} MiB: not an indicator document",
+                MAX_DOCUMENT_READ >> 20
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| fail(&format!("not UTF-8 text: {e}")))?;
         out.push(IocDocument {
             kind,
             origin: p.display().to_string(),
             text,
         });
+    }
+    Ok(())
+}
+
+/// Checks that every PATH named on the command line exists, as grep does (exit 2, and
+/// nothing swept, rather than a clean "no hit" for a mistyped path). On the real root, a
+/// PATH that is a symbolic link is followed, as `grep -r` follows one named on its
+/// command line; links found inside the tree are never followed.
+fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
+    for p in &mut scope.paths {
+        let host = scope.host_root.join(p.strip_prefix("/").unwrap_or(p));
+        let meta = std::fs::symlink_metadata(&host)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        if meta.file_type().is_symlink() && scope.host_root == Path::new("/") {
+            *p = std::fs::canonicalize(&host)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        }
     }
     Ok(())
 }
@@ -113,9 +150,11 @@ pub fn request(args: &ScanArgs) -> anyhow::Result<SweepRequest> {
     read_docs(&args.ioc, DocumentKind::OpenIoc, &mut documents)?;
     read_docs(&args.stix, DocumentKind::Stix, &mut documents)?;
     read_docs(&args.yara, DocumentKind::Yara, &mut documents)?;
+    let mut scope = scope_of(args)?;
+    resolve_named_paths(&mut scope)?;
     Ok(SweepRequest {
         documents,
-        scope: scope_of(args)?,
+        scope,
         strict: args.strict,
         cancel: Arc::new(AtomicBool::new(false)),
         progress: Some(Arc::new(Progress::default())),

@@ -569,6 +569,36 @@ fn cli_exit_codes() {
     assert_eq!(run(&["/tmp", "--ioc", miss.to_str().unwrap()]), 0);
     assert_eq!(run(&["/tmp", "--ioc", "/does/not/exist.ioc"]), 2);
     assert_eq!(run(&["/tmp", "--stix", hit.to_str().unwrap()]), 2);
+    // A mistyped path is an error, as in grep, not a clean "no hit".
+    assert_eq!(run(&["/no/such/dir", "--ioc", hit.to_str().unwrap()]), 2);
+    let request = |args: &[&str]| {
+        let mut a = vec!["scan"];
+        a.extend_from_slice(args);
+        riposte_scan::cli::request(&Cli::parse_from(a).scan).map(|r| r.scope.paths)
+    };
+    let e = request(&["--ioc", hit.to_str().unwrap(), root]).unwrap_err();
+    assert!(e.to_string().contains("put `--` between"), "{e}");
+    // An endless document is refused, not read into memory.
+    let e = request(&["--ioc", "/dev/zero", "--", root]).unwrap_err();
+    assert!(e.to_string().contains("larger than 64 MiB"), "{e}");
+    // On the real root, a PATH that is a symbolic link is followed, as `grep -r` does.
+    let links = tempfile::tempdir().unwrap();
+    std::fs::create_dir(links.path().join("real")).unwrap();
+    std::fs::write(links.path().join("real/evil.bin"), b"x").unwrap();
+    let link = links.path().join("link");
+    std::os::unix::fs::symlink("real", &link).unwrap();
+    let real = std::fs::canonicalize(links.path().join("real")).unwrap();
+    let named = request(&["--ioc", hit.to_str().unwrap(), "--", link.to_str().unwrap()]);
+    assert_eq!(named.unwrap(), [real]);
+    let args = Cli::parse_from([
+        "scan",
+        "--no-system-items",
+        "--ioc",
+        hit.to_str().unwrap(),
+        "--",
+        link.to_str().unwrap(),
+    ]);
+    assert_eq!(riposte_scan::cli::run(args.scan).unwrap(), 1);
 }
 
 /// Hash IOCs with sizes (what detections produce) hash only the files of those sizes,
