@@ -424,8 +424,17 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
             skip.extend(walk::mounts_of_type(&scope.proc_root, hr, walk::NETWORK_FS));
         }
     }
-    // An explicitly requested root is walked even if it lies in a skipped area.
+    // An explicitly requested root is walked even if it lies in a skipped area (say
+    // `/dev/shm`, a tmpfs), but not if it is itself on a pseudo file system (`/proc`,
+    // `/sys/kernel`): reading `/proc/<pid>/pagemap` alone would never end.
     skip.retain(|s| !roots.contains(s));
+    if hr == Path::new("/") {
+        let pseudo = |r: &&PathBuf| {
+            walk::mount_type_of(&scope.proc_root, hr, r)
+                .is_some_and(|t| walk::PSEUDO_FS.contains(&t.as_str()))
+        };
+        skip.extend(roots.iter().filter(pseudo).cloned());
+    }
     (roots, skip)
 }
 

@@ -385,6 +385,10 @@ pub fn walk_with<W, I, F, D, S, E>(
     let cv = Condvar::new();
     for root in roots {
         match FileMeta::of_path(root) {
+            // A root on a pseudo file system (see `scope_roots`).
+            Ok(m) if m.is_dir() && cfg.skip_dirs.contains(root) => {
+                on_skip(root, SkipReason::PseudoFs)
+            }
             Ok(m) if m.is_dir() => queue
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -695,6 +699,25 @@ fn visit<W, F, S, E>(
 /// Mount points (host paths) under `host_root` whose type is in `types`, from
 /// `proc_root/self/mountinfo` (only meaningful when `host_root` is `/`).
 pub fn mounts_of_type(proc_root: &Path, host_root: &Path, types: &[&str]) -> Vec<PathBuf> {
+    mounts(proc_root, host_root)
+        .into_iter()
+        .filter(|(mp, fstype)| types.contains(&fstype.as_str()) && mp != host_root)
+        .map(|(mp, _)| mp)
+        .collect()
+}
+
+/// The type of the file system `path` (a host path) lies on: that of the deepest
+/// mount point above it in `proc_root/self/mountinfo`.
+pub fn mount_type_of(proc_root: &Path, host_root: &Path, path: &Path) -> Option<String> {
+    mounts(proc_root, host_root)
+        .into_iter()
+        .filter(|(mp, _)| path.starts_with(mp))
+        .max_by_key(|(mp, _)| mp.components().count())
+        .map(|(_, fstype)| fstype)
+}
+
+/// Every mount: its mount point as a host path, and its file-system type.
+fn mounts(proc_root: &Path, host_root: &Path) -> Vec<(PathBuf, String)> {
     let Ok(text) = std::fs::read_to_string(proc_root.join("self/mountinfo")) else {
         return Vec::new();
     };
@@ -705,10 +728,11 @@ pub fn mounts_of_type(proc_root: &Path, host_root: &Path, types: &[&str]) -> Vec
         };
         let mount_point = left.split(' ').nth(4).unwrap_or("");
         let fstype = right.split(' ').next().unwrap_or("");
-        if types.contains(&fstype) && mount_point != "/" {
-            let mp = mount_point.replace("\\040", " ");
-            out.push(host_root.join(mp.trim_start_matches('/')));
-        }
+        let mp = mount_point.replace("\\040", " ");
+        out.push((
+            host_root.join(mp.trim_start_matches('/')),
+            fstype.to_string(),
+        ));
     }
     out
 }

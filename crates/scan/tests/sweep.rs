@@ -440,6 +440,49 @@ fn spawned_process_and_listening_port() {
     assert_eq!(r.stats.files_seen, 0);
 }
 
+/// A path named explicitly is swept even inside an area skipped by default (a tmpfs
+/// under `/dev`), but not when it is itself on a pseudo file system such as proc.
+#[test]
+fn a_named_path_on_a_pseudo_file_system_is_skipped() {
+    let d = tempfile::tempdir().unwrap();
+    let (pseudo, tmpfs) = (d.path().join("pseudo"), d.path().join("tmpfs"));
+    for dir in [&pseudo, &tmpfs] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::write(dir.join("evil.bin"), b"x").unwrap();
+    }
+    // This process's mount table, as the sweep reads it under `proc_root`.
+    let proc_root = d.path().join("proc");
+    std::fs::create_dir_all(proc_root.join("self")).unwrap();
+    std::fs::write(
+        proc_root.join("self/mountinfo"),
+        format!(
+            "1 0 8:1 / / rw - ext4 /dev/vda rw\n\
+             2 1 0:5 / {} rw - proc proc rw\n\
+             3 1 0:6 / {} rw - tmpfs tmpfs rw\n",
+            pseudo.display(),
+            tmpfs.display()
+        ),
+    )
+    .unwrap();
+    let named = ioc(
+        "named",
+        &or(&[term("FileItem/FileName", "is", "string", "evil.bin")]),
+    );
+    let mut req = request(Path::new("/"), vec![named]);
+    req.scope.paths = vec![pseudo.clone(), tmpfs.clone()];
+    req.scope.proc_root = proc_root;
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    let hits: Vec<String> = r.hits.iter().map(|h| h.item.to_string()).collect();
+    assert_eq!(hits, [format!("file {}", tmpfs.join("evil.bin").display())]);
+    assert_eq!(
+        r.stats.skipped.get("pseudo or network file system"),
+        Some(&1),
+        "{:?}",
+        r.stats
+    );
+}
+
 /// Without system items nothing is collected to test a user or process term on: the
 /// indicator is undetermined, not "no match". With them it is decided.
 #[test]
