@@ -29,7 +29,8 @@ impl std::fmt::Debug for YaraRules {
 
 /// Splits YARA source into its imports and top-level rules (text spans), tracking
 /// strings, comments, regexes and braces, so that rules can be compiled one by one.
-fn split_rules(src: &str) -> (String, Vec<(String, String)>) {
+/// Each rule comes with its name and the byte offset where it starts.
+fn split_rules(src: &str) -> (String, Vec<(String, String, usize)>) {
     let b = src.as_bytes();
     let mut imports = String::new();
     let mut rules = Vec::new();
@@ -112,7 +113,7 @@ fn split_rules(src: &str) -> (String, Vec<(String, String)>) {
                         .unwrap_or("?")
                         .trim_end_matches([':', '{'])
                         .to_string();
-                    rules.push((name, text.to_string()));
+                    rules.push((name, text.to_string(), s));
                 }
             }
         }
@@ -152,8 +153,18 @@ impl YaraRules {
                 let mut compiler = boreal::Compiler::new();
                 let mut warnings = Vec::new();
                 let mut ok = 0;
-                for (name, text) in &rules {
-                    let chunk = format!("{imports}{text}\n");
+                let import_lines = imports.matches('\n').count();
+                for (name, text, start) in &rules {
+                    // The rule at its own line and column, after the imports, so that
+                    // the positions in a message are the file's.
+                    let before = &src[..*start];
+                    let line = before.matches('\n').count();
+                    let column = start - before.rfind('\n').map_or(0, |p| p + 1);
+                    let chunk = format!(
+                        "{imports}{}{}{text}\n",
+                        "\n".repeat(line.saturating_sub(import_lines)),
+                        " ".repeat(column)
+                    );
                     match compiler.add_rules_str(&chunk) {
                         Ok(_) => ok += 1,
                         Err(e) => warnings.push(format!(
@@ -242,6 +253,15 @@ mod tests {
         assert!(r.warnings()[0].contains("bad"), "{:?}", r.warnings());
         assert_eq!(r.scan_bytes(b"xx evil xx"), ["good"]);
         assert!(r.scan_bytes(b"benign").is_empty());
+    }
+
+    #[test]
+    fn a_skipped_rule_is_named_at_its_line_and_column_in_the_file() {
+        // The error is on line 5 (`and and`), column 24, after an import and a good rule.
+        let src = "import \"math\"\nrule good { condition: true }\n\n  rule bad {\n    condition: true and and false\n  }\n";
+        let r = YaraRules::compile_str(src, "t.yar").unwrap();
+        assert_eq!(r.rule_count(), 1);
+        assert!(r.warnings()[0].contains("t.yar:5:"), "{:?}", r.warnings());
     }
 
     #[test]

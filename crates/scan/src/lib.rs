@@ -66,6 +66,15 @@ pub enum Error {
         /// Why it is unsupported.
         reason: String,
     },
+    /// Under strict mode, a YARA rule the engine refused (elsewhere it is skipped, with
+    /// a warning in the report).
+    #[error("{origin}: a YARA rule did not compile (an error in strict mode): {message}")]
+    RefusedRule {
+        /// Document.
+        origin: String,
+        /// Which rule, where, and why.
+        message: String,
+    },
     /// Nothing to look for.
     #[error("no indicators given")]
     NoIndicators,
@@ -357,6 +366,12 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
             }
             DocumentKind::Yara => {
                 let r = YaraRules::compile_str(&d.text, &d.origin)?;
+                if let Some(w) = r.warnings().first().filter(|_| req.strict) {
+                    return Err(Error::RefusedRule {
+                        origin: d.origin.clone(),
+                        message: w.clone(),
+                    });
+                }
                 warnings.extend(r.warnings().iter().map(|w| format!("{}: {w}", d.origin)));
                 yara.push(r);
             }

@@ -528,6 +528,33 @@ fn strict_unreadable_limits_and_cancel() {
         sweep(&request(d.path(), vec![])),
         Err(Error::NoIndicators)
     ));
+    // A rule the YARA engine refuses is skipped with a warning, or under strict mode an
+    // error that names it.
+    let half_bad = IocDocument {
+        kind: DocumentKind::Yara,
+        origin: "half.yar".into(),
+        text: "rule good { condition: true }\nrule broken { condition: true and and false }\n"
+            .into(),
+    };
+    let mut lenient = request(d.path(), vec![half_bad.clone()]);
+    lenient.scope.system_items = false;
+    let r = sweep(&lenient).unwrap();
+    assert!(
+        r.warnings.iter().any(|w| w.contains("broken")),
+        "{:?}",
+        r.warnings
+    );
+    let mut strict = request(d.path(), vec![half_bad]);
+    strict.strict = true;
+    match sweep(&strict) {
+        Err(e @ Error::RefusedRule { .. }) => {
+            assert!(
+                e.to_string().starts_with("half.yar: skipped rule 'broken'"),
+                "{e}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     let bad = IocDocument {
         kind: DocumentKind::OpenIoc,
         origin: "bad.ioc".into(),
