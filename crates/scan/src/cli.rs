@@ -332,6 +332,22 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
         count(Verdict::Undetermined),
         r.hits.len()
     )?;
+    // Undetermined without an unsupported term: a term could not be decided somewhere
+    // (a file unreadable or over the size limit, items not collected).
+    let unsure: Vec<_> = r
+        .iocs
+        .iter()
+        .filter(|i| i.verdict == Verdict::Undetermined && i.unsupported.is_empty())
+        .collect();
+    if !unsure.is_empty() {
+        writeln!(
+            out,
+            "undetermined (a term could not be decided: unreadable or too large files, items not collected):"
+        )?;
+        for i in unsure {
+            writeln!(out, "  {} [{}] ({})", i.name, i.id, i.origin)?;
+        }
+    }
     let with_unsupported: Vec<_> = r
         .iocs
         .iter()

@@ -504,6 +504,16 @@ fn terms_on_items_not_collected_are_unknown() {
     let r = sweep(&req).unwrap();
     assert_eq!(verdict(&r, "user"), Verdict::Undetermined);
     assert_eq!(verdict(&r, "mixed"), Verdict::Undetermined);
+    // The text report names them, though they have no unsupported term.
+    let mut text = Vec::new();
+    riposte_scan::cli::print_text(&mut text, &r).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("undetermined (a term could not be decided")
+            && text.contains("  user name [user] (user.ioc)")
+            && text.contains("  mixed name [mixed] (mixed.ioc)"),
+        "{text}"
+    );
     let r = sweep(&request(d.path(), vec![user, mixed])).unwrap();
     assert_eq!(verdict(&r, "user"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "mixed"), Verdict::NoMatch);
