@@ -815,10 +815,52 @@ pub fn sha256_of_inode(path: &Path, dev: u64, ino: u64) -> std::io::Result<Strin
 }
 
 /// Reads the rest of `file` (for YARA), whose size was `size_hint` at its stat.
-pub fn read_all(mut file: std::fs::File, size_hint: u64) -> std::io::Result<Vec<u8>> {
+pub fn read_all(
+    file: std::fs::File,
+    size_hint: u64,
+    limit: Option<u64>,
+) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
-    file.read_to_end(&mut data)?;
+    Capped::new(file, limit).read_to_end(&mut data)?;
     Ok(data)
+}
+
+/// A reader that fails once `inner` gives more than `limit` bytes: the sweep checks a
+/// file's size at its stat, but a file can grow while it is read (a log written to), and
+/// one on a pseudo file system may say 0 bytes and never end.
+pub struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R> Capped<R> {
+    /// `inner`, read up to `limit` bytes (`None`: no limit).
+    pub fn new(inner: R, limit: Option<u64>) -> Self {
+        Capped {
+            inner,
+            left: limit.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Asks for one byte past the limit, so that a file of exactly the limit is told
+        // from a longer one, and never answers short because of the limit (a short read
+        // is how the lanes see a file end).
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(
+                "larger than the maximum file size once read (it grew after its status was \
+                 taken)",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// A file under evaluation: metadata up front, digests on first request.
@@ -858,7 +900,10 @@ impl FileItem<'_> {
             } else {
                 self.entry
                     .map_or_else(|| open_content(self.host_path), |e| e.open())
-                    .and_then(|f| digest_sized(f, self.algorithms, self.meta.size()))
+                    .and_then(|f| {
+                        let f = Capped::new(f, self.max_size);
+                        digest_sized(f, self.algorithms, self.meta.size())
+                    })
                     .map_err(|e| ContentError::Unreadable(e.to_string()))
             };
             self.digests = Some(r);
@@ -980,6 +1025,29 @@ mod tests {
             self.0 = &self.0[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn a_capped_read_fails_past_its_limit_and_only_then() {
+        let data = [1u8; 10];
+        let read = |limit| {
+            let mut out = Vec::new();
+            Capped::new(&data[..], limit)
+                .read_to_end(&mut out)
+                .map(|_| out.len())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(read(None), Ok(10));
+        assert_eq!(read(Some(10)), Ok(10));
+        assert!(read(Some(9))
+            .unwrap_err()
+            .contains("larger than the maximum file size"));
+        assert!(read(Some(0)).is_err());
+        // Through a reader that answers a byte at a time, as a pipe may.
+        let mut out = Vec::new();
+        assert!(Capped::new(Trickle(&data, 1), Some(9))
+            .read_to_end(&mut out)
+            .is_err());
     }
 
     #[test]

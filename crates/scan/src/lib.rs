@@ -1028,7 +1028,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             &roots,
             &cfg,
             || SweepWorker {
-                lanes: lanes_wanted.then(|| Lanes::<LaneJob>::new(alg)).flatten(),
+                lanes: lanes_wanted
+                    .then(|| Lanes::<LaneJob>::new(alg))
+                    .flatten()
+                    .map(|l| l.capped_at(scope.max_file_size)),
                 files_seen: 0,
             },
             |worker, entry| {
@@ -1095,7 +1098,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     if too_large {
                         count_skip("content: larger than max file size");
                     } else {
-                        match entry.open().and_then(|f| items::read_all(f, meta.size())) {
+                        match entry
+                            .open()
+                            .and_then(|f| items::read_all(f, meta.size(), scope.max_file_size))
+                        {
                             Ok(data) => {
                                 files_read.fetch_add(1, Ordering::Relaxed);
                                 bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -42,7 +42,7 @@ pub enum Source {
 }
 
 enum Reader {
-    File(File),
+    File(crate::items::Capped<File>),
     Memory(std::io::Cursor<Vec<u8>>),
 }
 
@@ -79,6 +79,8 @@ pub struct Lanes<J> {
     sha256: Option<(sha256x16::Sha256Kernel, sha256x16::State)>,
     lanes: Vec<Option<Lane<J>>>,
     algorithms: Algorithms,
+    /// Most bytes read of one file.
+    limit: Option<u64>,
 }
 
 impl<J> Lanes<J> {
@@ -106,7 +108,15 @@ impl<J> Lanes<J> {
             sha256: sha256.map(|k| (k, sha256x16::INIT)),
             lanes: (0..LANES).map(|_| None).collect(),
             algorithms,
+            limit: None,
         })
+    }
+
+    /// Fails a file (its `done` gets the error) once more than `limit` bytes of it are
+    /// read: see [`crate::items::Capped`].
+    pub fn capped_at(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Adds a file whose size was `expected` at its stat; calls `done` for any files
@@ -119,7 +129,7 @@ impl<J> Lanes<J> {
         done: &mut dyn FnMut(J, std::io::Result<Digests>),
     ) {
         let reader = match source {
-            Source::File(f) => Reader::File(f),
+            Source::File(f) => Reader::File(crate::items::Capped::new(f, self.limit)),
             Source::Memory(v) => Reader::Memory(std::io::Cursor::new(v)),
         };
         while !self.lanes.iter().any(Option::is_none) {
@@ -314,6 +324,38 @@ mod tests {
             ));
         }
         out
+    }
+
+    #[test]
+    fn a_file_read_past_the_size_limit_fails_in_its_lane() {
+        let Some((alg, md5_kernel, sha_kernel)) = setups().into_iter().next() else {
+            eprintln!("no lane kernel on this CPU: not tested here");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (grown, at_limit) = (dir.path().join("grown"), dir.path().join("at-limit"));
+        std::fs::write(&grown, vec![7u8; 300_000]).unwrap();
+        std::fs::write(&at_limit, vec![7u8; 100_000]).unwrap();
+        let mut lanes = Lanes::<&str>::with_kernels(alg, md5_kernel, sha_kernel)
+            .unwrap()
+            .capped_at(Some(100_000));
+        let mut got = Vec::new();
+        let mut done = |name: &str, d: std::io::Result<Digests>| {
+            got.push((name.to_string(), d.map_err(|e| e.to_string())))
+        };
+        let open = |p: &std::path::Path| Source::File(crate::items::open_content(p).unwrap());
+        // Stated at 1,000 bytes, then grown: read past the limit, it is refused.
+        lanes.push("grown", open(&grown), 1_000, &mut done);
+        lanes.push("at-limit", open(&at_limit), 100_000, &mut done);
+        lanes.flush(&mut done);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].1.as_ref().map(|d| d.sha256().map(str::to_string)),
+            Ok(Some(hex::encode(sha2::Sha256::digest(vec![7u8; 100_000]))))
+        );
+        let e = got[1].1.as_ref().unwrap_err();
+        assert!(e.contains("larger than the maximum file size"), "{e}");
     }
 
     #[test]
