@@ -468,6 +468,22 @@ struct LaneJob {
     counted: bool,
 }
 
+/// Adds a file's size to the progress's bytes when dropped: when the sweep is done with
+/// the file, whichever way it leaves (`progress` is cleared where the hashing lanes take
+/// the file: they count its bytes as they read them).
+struct BytesDone<'a> {
+    progress: Option<&'a Progress>,
+    size: u64,
+}
+
+impl Drop for BytesDone<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.progress {
+            p.bytes.fetch_add(self.size, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What each walk thread keeps between files.
 struct SweepWorker {
     /// Its multi-file hashing lanes, where they are worth it.
@@ -1031,7 +1047,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 lanes: lanes_wanted
                     .then(|| Lanes::<LaneJob>::new(alg))
                     .flatten()
-                    .map(|l| l.capped_at(scope.max_file_size)),
+                    .map(|l| {
+                        l.capped_at(scope.max_file_size)
+                            .counting_into(request.progress.clone().filter(|_| !deferred))
+                    }),
                 files_seen: 0,
             },
             |worker, entry| {
@@ -1042,11 +1061,13 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 let known = entry.known_meta();
                 if let Some(p) = &request.progress {
                     p.files.fetch_add(1, Ordering::Relaxed);
-                    if !deferred {
-                        p.bytes
-                            .fetch_add(known.map_or(0, |m| m.size()), Ordering::Relaxed);
-                    }
                 }
+                // The file's bytes count as done when this call ends, unless the lanes
+                // take it: they count its bytes as they read them.
+                let mut bytes_done = BytesDone {
+                    progress: request.progress.as_deref().filter(|_| !deferred),
+                    size: known.map_or(0, |m| m.size()),
+                };
                 // Without a status (`FileStatus::Deferred`) no indicator is looked up by
                 // size, so the size given here selects nothing.
                 debug_assert!(known.is_some() || candidates.by_size.is_empty());
@@ -1155,6 +1176,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                             Err(e) => return from_lanes(job, Err(e)),
                         },
                     };
+                    bytes_done.progress = None;
                     lanes.push(job, source, meta.size(), &mut |job, r| from_lanes(job, r));
                     return;
                 }

@@ -18,6 +18,7 @@ use crate::md5x16::{self, LANES};
 use crate::sha256x16;
 use std::fs::File;
 use std::io::Read;
+use std::sync::atomic::Ordering;
 
 /// Bytes of file data a lane holds between refills.
 const WINDOW: usize = 64 * 1024;
@@ -81,6 +82,8 @@ pub struct Lanes<J> {
     algorithms: Algorithms,
     /// Most bytes read of one file.
     limit: Option<u64>,
+    /// Where the bytes hashed are counted as they come (see [`Lanes::counting_into`]).
+    progress: Option<std::sync::Arc<crate::Progress>>,
 }
 
 impl<J> Lanes<J> {
@@ -109,7 +112,15 @@ impl<J> Lanes<J> {
             lanes: (0..LANES).map(|_| None).collect(),
             algorithms,
             limit: None,
+            progress: None,
         })
+    }
+
+    /// Counts the bytes of each file in `progress` as they are read (from memory: when
+    /// the file is pushed), so that a sweep's progress moves through a large file.
+    pub fn counting_into(mut self, progress: Option<std::sync::Arc<crate::Progress>>) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// Fails a file (its `done` gets the error) once more than `limit` bytes of it are
@@ -130,7 +141,12 @@ impl<J> Lanes<J> {
     ) {
         let reader = match source {
             Source::File(f) => Reader::File(crate::items::Capped::new(f, self.limit)),
-            Source::Memory(v) => Reader::Memory(std::io::Cursor::new(v)),
+            Source::Memory(v) => {
+                if let Some(p) = &self.progress {
+                    p.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
+                }
+                Reader::Memory(std::io::Cursor::new(v))
+            }
         };
         while !self.lanes.iter().any(Option::is_none) {
             self.pump(done);
@@ -268,6 +284,9 @@ impl<J> Lanes<J> {
                 if let Some(h) = lane.sha256.as_mut() {
                     sha2::Digest::update(h, fresh);
                 }
+                if let (Some(p), Reader::File(_)) = (&self.progress, &lane.reader) {
+                    p.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 let room = WINDOW - lane.filled;
                 lane.filled += n;
                 lane.total += n as u64;
@@ -324,6 +343,32 @@ mod tests {
             ));
         }
         out
+    }
+
+    #[test]
+    fn the_lanes_count_the_bytes_they_read_as_they_read_them() {
+        let Some((alg, md5_kernel, sha_kernel)) = setups().into_iter().next() else {
+            eprintln!("no lane kernel on this CPU: not tested here");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![3u8; 300_000]).unwrap();
+        let progress = std::sync::Arc::new(crate::Progress::default());
+        let bytes = || progress.bytes.load(Ordering::Relaxed);
+        let mut lanes = Lanes::<u8>::with_kernels(alg, md5_kernel, sha_kernel)
+            .unwrap()
+            .counting_into(Some(progress.clone()));
+        let mut done = |_: u8, d: std::io::Result<Digests>| assert!(d.is_ok());
+        // Bytes already in memory (read for YARA) count when they are handed over.
+        lanes.push(0, Source::Memory(vec![1u8; 1000]), 1000, &mut done);
+        assert_eq!(bytes(), 1000);
+        let file = Source::File(crate::items::open_content(&big).unwrap());
+        lanes.push(1, file, 300_000, &mut done);
+        // Nothing of the file is read until the lanes are pumped.
+        assert_eq!(bytes(), 1000);
+        lanes.flush(&mut done);
+        assert_eq!(bytes(), 301_000);
     }
 
     #[test]

@@ -483,6 +483,77 @@ fn a_named_path_on_a_pseudo_file_system_is_skipped() {
     );
 }
 
+/// When a sweep ends, its progress has counted the bytes of every file it saw, once,
+/// however each was handled: hashed through the lanes, read for YARA and then hashed from
+/// memory, read alone, or not read at all. A sweep of names and paths counts none.
+#[test]
+fn progress_counts_the_bytes_of_every_file_once() {
+    let d = device();
+    write(d.path(), "data/big.bin", &vec![1u8; 300_000]);
+    write(d.path(), "data/mid.bin", &vec![2u8; 70_001]);
+    fn sizes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let t = e.file_type().unwrap();
+                if t.is_dir() {
+                    sizes(&e.path())
+                } else if t.is_file() {
+                    e.metadata().unwrap().len()
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+    let total = sizes(d.path());
+    let sha = ioc(
+        "sha",
+        &or(&[term(
+            "FileItem/Sha256sum",
+            "is",
+            "sha256",
+            &sha256_hex(EVIL),
+        )]),
+    );
+    let sized = ioc(
+        "sized",
+        &and(&[
+            term("FileItem/SizeInBytes", "is", "int", &EVIL.len().to_string()),
+            term("FileItem/Md5sum", "is", "md5", &md5_hex(EVIL)),
+        ]),
+    );
+    let md5 = ioc(
+        "md5",
+        &or(&[term("FileItem/Md5sum", "is", "md5", &md5_hex(EVIL))]),
+    );
+    let yara = IocDocument {
+        kind: DocumentKind::Yara,
+        origin: "r.yar".into(),
+        text: "rule r { strings: $a = \"never-there\" condition: $a }".into(),
+    };
+    let named = ioc(
+        "named",
+        &or(&[term("FileItem/FileName", "is", "string", "evil.bin")]),
+    );
+    for (what, docs, want) in [
+        ("sha256 only", vec![sha], total),
+        ("size and md5", vec![sized], total),
+        ("yara and md5", vec![yara, md5], total),
+        ("names only", vec![named], 0),
+    ] {
+        let mut req = request(d.path(), docs);
+        req.scope.system_items = false;
+        let progress = std::sync::Arc::new(riposte_scan::Progress::default());
+        req.progress = Some(progress.clone());
+        let r = sweep(&req).unwrap();
+        let bytes = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(bytes, want, "{what}: {:?}", r.stats);
+        assert_eq!(progress.counts_sizes.get(), Some(&(want > 0)), "{what}");
+    }
+}
+
 /// Without system items nothing is collected to test a user or process term on: the
 /// indicator is undetermined, not "no match". With them it is decided.
 #[test]
