@@ -123,12 +123,37 @@ fn split_rules(src: &str) -> (String, Vec<(String, String, usize)>) {
 }
 
 fn describe(e: &boreal::compiler::AddRuleError, origin: &str, src: &str) -> String {
-    let diag = e.to_diagnostic();
-    boreal::compiler::generate_description(&diag, origin, src)
-        .lines()
-        .take(6)
-        .collect::<Vec<_>>()
-        .join(" | ")
+    one_line(boreal::compiler::generate_description(
+        &e.to_diagnostic(),
+        origin,
+        src,
+    ))
+}
+
+/// [`describe`] of an error in a rule compiled alone (after the imports, `imports_len`
+/// bytes), placed at the rule's own offset `start` in the whole file `src`, so that the
+/// position given is the file's. An error in the imports is described in the chunk.
+fn describe_in_file(
+    e: &boreal::compiler::AddRuleError,
+    origin: &str,
+    chunk: &str,
+    imports_len: usize,
+    src: &str,
+    start: usize,
+) -> String {
+    let mut diag = e.to_diagnostic();
+    if diag.labels.iter().any(|l| l.range.start < imports_len) {
+        return describe(e, origin, chunk);
+    }
+    for l in &mut diag.labels {
+        l.range = l.range.start - imports_len + start..l.range.end - imports_len + start;
+    }
+    one_line(boreal::compiler::generate_description(&diag, origin, src))
+}
+
+/// The first lines of a compiler report, on one line.
+fn one_line(report: String) -> String {
+    report.lines().take(6).collect::<Vec<_>>().join(" | ")
 }
 
 impl YaraRules {
@@ -153,23 +178,13 @@ impl YaraRules {
                 let mut compiler = boreal::Compiler::new();
                 let mut warnings = Vec::new();
                 let mut ok = 0;
-                let import_lines = imports.matches('\n').count();
                 for (name, text, start) in &rules {
-                    // The rule at its own line and column, after the imports, so that
-                    // the positions in a message are the file's.
-                    let before = &src[..*start];
-                    let line = before.matches('\n').count();
-                    let column = start - before.rfind('\n').map_or(0, |p| p + 1);
-                    let chunk = format!(
-                        "{imports}{}{}{text}\n",
-                        "\n".repeat(line.saturating_sub(import_lines)),
-                        " ".repeat(column)
-                    );
+                    let chunk = format!("{imports}{text}\n");
                     match compiler.add_rules_str(&chunk) {
                         Ok(_) => ok += 1,
                         Err(e) => warnings.push(format!(
                             "skipped rule '{name}': {}",
-                            describe(&e, origin, &chunk)
+                            describe_in_file(&e, origin, &chunk, imports.len(), src, *start)
                         )),
                     }
                 }

@@ -96,13 +96,16 @@ fn read_docs(
 /// Checks that every PATH named on the command line exists, as grep does (exit 2, and
 /// nothing swept, rather than a clean "no hit" for a mistyped path). On the real root, a
 /// PATH that is a symbolic link is followed, as `grep -r` follows one named on its
-/// command line; links found inside the tree are never followed.
+/// command line; links found inside the tree are never followed. Links in a pseudo file
+/// system are not: `/proc/<pid>/root` reads as `/` from here, whatever it is in the
+/// process's own namespace.
 fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
     for p in &mut scope.paths {
         let host = scope.host_root.join(p.strip_prefix("/").unwrap_or(p));
         let meta = std::fs::symlink_metadata(&host)
             .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-        if meta.file_type().is_symlink() && scope.host_root == Path::new("/") {
+        let in_pseudo_fs = || host.parent().is_some_and(crate::walk::on_pseudo_fs);
+        if meta.file_type().is_symlink() && scope.host_root == Path::new("/") && !in_pseudo_fs() {
             *p = std::fs::canonicalize(&host)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
         }

@@ -444,11 +444,7 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     // `/sys/kernel`): reading `/proc/<pid>/pagemap` alone would never end.
     skip.retain(|s| !roots.contains(s));
     if hr == Path::new("/") {
-        let pseudo = |r: &&PathBuf| {
-            walk::mount_type_of(&scope.proc_root, hr, r)
-                .is_some_and(|t| walk::PSEUDO_FS.contains(&t.as_str()))
-        };
-        skip.extend(roots.iter().filter(pseudo).cloned());
+        skip.extend(roots.iter().filter(|r| walk::on_pseudo_fs(r)).cloned());
     }
     (roots, skip)
 }

@@ -706,14 +706,43 @@ pub fn mounts_of_type(proc_root: &Path, host_root: &Path, types: &[&str]) -> Vec
         .collect()
 }
 
-/// The type of the file system `path` (a host path) lies on: that of the deepest
-/// mount point above it in `proc_root/self/mountinfo`.
-pub fn mount_type_of(proc_root: &Path, host_root: &Path, path: &Path) -> Option<String> {
-    mounts(proc_root, host_root)
-        .into_iter()
-        .filter(|(mp, _)| path.starts_with(mp))
-        .max_by_key(|(mp, _)| mp.components().count())
-        .map(|(_, fstype)| fstype)
+/// Is `path` (followed if it is a link) on a pseudo file system, whose files are not
+/// at rest (proc, sysfs, debugfs, cgroup...)? By the type the kernel reports for it
+/// (`statfs`), which resolves `..` and links as the walk would, and mounts an automount
+/// point rather than judging it by its `autofs` placeholder. devtmpfs reports tmpfs's
+/// type: a `/dev` named explicitly is walked (its device nodes are not regular files).
+pub fn on_pseudo_fs(path: &Path) -> bool {
+    const PSEUDO_MAGIC: &[u32] = &[
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x6462_6720, // debugfs
+        0x7472_6163, // tracefs
+        0x7363_6673, // securityfs
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0xcafe_4a11, // bpf
+        0x6265_6570, // configfs
+        0x6165_676c, // pstore
+        0xde5e_81e0, // efivarfs
+        0x1cd1,      // devpts
+        0x1980_0202, // mqueue
+        0x6573_5543, // fusectl
+        0x4249_4e4d, // binfmt_misc
+        0x6e73_6673, // nsfs
+        0x6759_6969, // rpc_pipefs
+    ];
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c` is NUL-terminated and `st` a writable statfs buffer.
+    if unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statfs succeeded and filled the buffer.
+    let kind = unsafe { st.assume_init_ref() }.f_type;
+    // Magic numbers are 32-bit; `f_type` is wider on 64-bit targets.
+    PSEUDO_MAGIC.contains(&(kind as u32))
 }
 
 /// Every mount: its mount point as a host path, and its file-system type.
