@@ -101,7 +101,7 @@ fn read_docs(
 /// process's own namespace.
 fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
     for p in &mut scope.paths {
-        let host = scope.host_root.join(p.strip_prefix("/").unwrap_or(p));
+        let host = crate::host_path(&scope.host_root, p);
         let meta = std::fs::symlink_metadata(&host)
             .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
         let in_pseudo_fs = || host.parent().is_some_and(crate::walk::on_pseudo_fs);

@@ -766,6 +766,9 @@ fn without_atime(
     }
 }
 
+/// Why a file the walk listed as regular is not read: what is at its name now is not.
+pub const REPLACED_BY_NON_REGULAR: &str = "no longer a regular file (replaced during the sweep)";
+
 /// [`open_content`], with the metadata of what was opened.
 fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -791,9 +794,7 @@ fn checked_regular(
     })?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(std::io::Error::other(
-            "no longer a regular file (replaced during the sweep)",
-        ));
+        return Err(std::io::Error::other(REPLACED_BY_NON_REGULAR));
     }
     Ok((file, meta))
 }

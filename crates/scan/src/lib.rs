@@ -405,6 +405,17 @@ fn skip_name(r: SkipReason) -> &'static str {
     }
 }
 
+/// The host path of a device path under `host_root` (`/` is `host_root` itself; a
+/// relative path is taken from the device's `/`).
+pub fn host_path(host_root: &Path, device: &Path) -> PathBuf {
+    let rel = device.strip_prefix("/").unwrap_or(device);
+    if rel.as_os_str().is_empty() {
+        host_root.to_path_buf()
+    } else {
+        host_root.join(rel)
+    }
+}
+
 /// The host paths a scope walks, and the host directories never entered.
 pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut device: Vec<PathBuf> = scope.paths.clone();
@@ -416,12 +427,7 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let hr = &scope.host_root;
     let mut roots: Vec<PathBuf> = Vec::new();
     for d in device {
-        let rel = d.strip_prefix("/").unwrap_or(&d);
-        let host = if rel.as_os_str().is_empty() {
-            hr.clone()
-        } else {
-            hr.join(rel)
-        };
+        let host = host_path(hr, &d);
         if scope.preset == Some(Preset::CriticalAreas)
             && !host.exists()
             && !scope.paths.contains(&d)

@@ -333,9 +333,7 @@ pub enum Stale {
 impl std::fmt::Display for Stale {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stale::NotRegular => {
-                f.write_str("no longer a regular file (replaced during the sweep)")
-            }
+            Stale::NotRegular => f.write_str(crate::items::REPLACED_BY_NON_REGULAR),
             Stale::Io(e) => e.fmt(f),
         }
     }
