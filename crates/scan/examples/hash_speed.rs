@@ -72,11 +72,8 @@ fn main() {
         d.chunks(256 << 10).for_each(|c| h.update(c));
         h.finalize()[0] as usize
     });
-    // Every SHA-256 lane kernel this CPU runs, the sweep's (the first) marked.
-    for (i, kernel) in riposte_scan::sha256x16::Sha256Kernel::all_available()
-        .into_iter()
-        .enumerate()
-    {
+    // Every SHA-256 lane kernel this CPU runs, the sweep's marked.
+    for kernel in riposte_scan::sha256x16::Sha256Kernel::all_available() {
         use riposte_scan::kernel::Kernel;
         use riposte_scan::sha256x16::{compress_with, Sha256Kernel, INIT, LANES};
         let which = match kernel {
@@ -84,7 +81,11 @@ fn main() {
             Sha256Kernel::Vector(Kernel::Avx512) => "avx512",
             Sha256Kernel::Vector(Kernel::Avx2) => "avx2",
         };
-        let used = if i == 0 { " (used by the sweep)" } else { "" };
+        let used = if Some(kernel) == riposte_scan::sha256x16::preferred() {
+            " (used by the sweep)"
+        } else {
+            ""
+        };
         run(&format!("sha256x16-{which}"), used, &|d| {
             let per_lane = d.len() / LANES / 64 * 64;
             let offsets: [i32; LANES] = std::array::from_fn(|l| (l * per_lane) as i32);

@@ -489,8 +489,36 @@ impl Drop for BytesDone<'_> {
 /// What each walk thread keeps between files.
 struct SweepWorker {
     /// Its multi-file hashing lanes, where they are worth it.
-    lanes: Option<Lanes<LaneJob>>,
+    lanes: ThreadLanes,
     files_seen: u64,
+}
+
+/// A walk thread's multi-file hashing lanes, set up when its first file needs them: a
+/// sweep whose hash indicators are narrowed by size hashes a handful of files, and
+/// should not pay for a megabyte of arena per thread and the timing of the SHA-256
+/// kernels ([`sha256x16::preferred`]) before its first file.
+enum ThreadLanes {
+    /// Not worth it for these algorithms on this CPU, or they could not be set up.
+    Unused,
+    /// Worth it, and not needed yet.
+    NotYet,
+    Ready(Box<Lanes<LaneJob>>),
+}
+
+impl ThreadLanes {
+    /// The lanes, set up with `make` the first time; `None` where they are unused.
+    fn get(
+        &mut self,
+        make: impl FnOnce() -> Option<Lanes<LaneJob>>,
+    ) -> Option<&mut Lanes<LaneJob>> {
+        if let ThreadLanes::NotYet = self {
+            *self = make().map_or(ThreadLanes::Unused, |l| ThreadLanes::Ready(Box::new(l)));
+        }
+        match self {
+            ThreadLanes::Ready(lanes) => Some(lanes),
+            ThreadLanes::Unused | ThreadLanes::NotYet => None,
+        }
+    }
 }
 
 /// Index from a file's size, name and path to the file indicators that may hold on
@@ -1046,13 +1074,11 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             &roots,
             &cfg,
             || SweepWorker {
-                lanes: lanes_wanted
-                    .then(|| Lanes::<LaneJob>::new(alg))
-                    .flatten()
-                    .map(|l| {
-                        l.capped_at(scope.max_file_size)
-                            .counting_into(request.progress.clone().filter(|_| !deferred))
-                    }),
+                lanes: if lanes_wanted {
+                    ThreadLanes::NotYet
+                } else {
+                    ThreadLanes::Unused
+                },
                 files_seen: 0,
             },
             |worker, entry| {
@@ -1090,11 +1116,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         };
                     }
                 };
-                let lanes = &mut worker.lanes;
                 let too_large = scope.max_file_size.is_some_and(|m| meta.size() > m);
                 // Do the hash indicators need this file's digests? (Only asked where
                 // the lanes would hash them; elsewhere the item computes them lazily.)
-                let to_lanes = lanes.is_some()
+                let to_lanes = !matches!(worker.lanes, ThreadLanes::Unused)
                     && !too_large
                     && (to_evaluate.iter().any(|&i| candidates.content_only[i]) || {
                         let mut item = FileItem {
@@ -1143,7 +1168,16 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 // Bytes held for the lanes are bounded (16 lanes × 1 MiB per thread): a
                 // larger file YARA has read is hashed from its buffer here, one stream.
                 let small = content.as_ref().is_none_or(|c| c.len() <= MAX_LANE_BUFFER);
-                if let Some(lanes) = lanes.as_mut().filter(|_| to_lanes && small) {
+                let new_lanes = || {
+                    Lanes::new(alg).map(|l| {
+                        l.capped_at(scope.max_file_size)
+                            .counting_into(request.progress.clone().filter(|_| !deferred))
+                    })
+                };
+                if let Some(lanes) = (to_lanes && small)
+                    .then(|| worker.lanes.get(new_lanes))
+                    .flatten()
+                {
                     let counted = content.is_some();
                     let job = LaneJob {
                         path: path.to_path_buf(),
@@ -1197,9 +1231,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 files_seen.fetch_add(worker.files_seen, Ordering::Relaxed);
                 // A cancelled sweep leaves the files in flight unjudged (it reports
                 // itself cancelled) rather than finish hashing up to sixteen of them.
-                let lanes = worker.lanes;
-                if let Some(mut lanes) = lanes.filter(|_| !request.cancel.load(Ordering::Relaxed)) {
-                    lanes.flush(&mut |job, r| from_lanes(job, r));
+                if let ThreadLanes::Ready(mut lanes) = worker.lanes {
+                    if !request.cancel.load(Ordering::Relaxed) {
+                        lanes.flush(&mut |job, r| from_lanes(job, r));
+                    }
                 }
             },
             |_, reason| count_skip(skip_name(reason)),

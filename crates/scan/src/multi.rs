@@ -29,9 +29,10 @@ const STRIDE: usize = WINDOW + 128;
 const SHA256_PAD: usize = 128;
 
 /// Would [`Lanes`] hash files of these algorithms faster than one at a time here?
+/// (Answered from the CPU's features, without timing its kernels.)
 pub fn worth_it(algorithms: Algorithms) -> bool {
     (algorithms.md5 && md5x16::Kernel::best().is_some())
-        || (algorithms.sha256 && sha256x16::preferred().is_some())
+        || (algorithms.sha256 && !sha256x16::Sha256Kernel::all_available().is_empty())
 }
 
 /// Where a lane's bytes come from.

@@ -69,8 +69,57 @@ impl Sha256Kernel {
 
 /// The kernel the sweep uses for SHA-256 on this CPU: the fastest one, or `None` where
 /// the CPU has none (the sweep then hashes one stream at a time with the `sha2` crate).
+///
+/// Which is fastest depends on the CPU, not on its features: the SHA-NI kernel beats
+/// AVX-512 on the AMD EPYCs here (Zen 3 has no AVX-512 at all), and AVX-512 beats
+/// SHA-NI by about 1.4× on the Intel Xeons (BENCH.md, seventh session). So where the
+/// CPU runs more than one, each is timed once per process, on data in cache
+/// ([`fastest`]); that costs under a millisecond, paid by the first sweep thread that
+/// hashes with the lanes.
 pub fn preferred() -> Option<Sha256Kernel> {
-    Sha256Kernel::all_available().into_iter().next()
+    static CHOSEN: std::sync::OnceLock<Option<Sha256Kernel>> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| fastest(&Sha256Kernel::all_available()))
+}
+
+/// Bytes per lane that [`fastest`] hashes in one timed call: 64 KiB in all, in the
+/// L2 cache of every CPU here.
+const CALIBRATION_BYTES: usize = 4 * 1024;
+/// Timed calls per kernel; each kernel keeps its quickest, so that a burst of load on
+/// the host (steal time on these VMs) does not decide.
+const CALIBRATION_ROUNDS: usize = 5;
+
+/// The quickest of `kernels` at hashing sixteen lanes of [`CALIBRATION_BYTES`], ties
+/// going to the earlier one; `None` for none.
+pub fn fastest(kernels: &[Sha256Kernel]) -> Option<Sha256Kernel> {
+    if kernels.len() <= 1 {
+        return kernels.first().copied();
+    }
+    let arena: Vec<u8> = (0..LANES * CALIBRATION_BYTES)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let offsets: [i32; LANES] = std::array::from_fn(|l| (l * CALIBRATION_BYTES) as i32);
+    let mut quickest = vec![std::time::Duration::MAX; kernels.len()];
+    // Rounds take the kernels in turn, so that the host's load falls on all of them.
+    for _ in 0..CALIBRATION_ROUNDS {
+        for (kernel, best) in kernels.iter().zip(quickest.iter_mut()) {
+            let mut state = INIT;
+            let start = std::time::Instant::now();
+            compress_with(
+                *kernel,
+                &mut state,
+                &arena,
+                &offsets,
+                CALIBRATION_BYTES / 64,
+            );
+            *best = (*best).min(start.elapsed());
+            std::hint::black_box(&state);
+        }
+    }
+    let (at, _) = quickest
+        .iter()
+        .enumerate()
+        .min_by_key(|&(i, time)| (*time, i))?;
+    kernels.get(at).copied()
 }
 
 /// Runs `blocks` 64-byte blocks of every lane through SHA-256's compression function
@@ -619,6 +668,26 @@ mod tests {
         let mut offsets = [0i32; LANES];
         offsets[5] = (LANES * 64 - 8) as i32;
         compress_with(kernel, &mut INIT.clone(), &arena, &offsets, 1);
+    }
+
+    /// The timing picks among the kernels given, whatever their order, and never times
+    /// a lone kernel or invents one.
+    #[test]
+    fn the_fastest_kernel_is_one_of_those_given() {
+        let all = Sha256Kernel::all_available();
+        assert_eq!(fastest(&[]), None);
+        for &kernel in &all {
+            assert_eq!(fastest(&[kernel]), Some(kernel));
+        }
+        let mut reversed = all.clone();
+        reversed.reverse();
+        for kernels in [&all, &reversed] {
+            let chosen = fastest(kernels);
+            assert_eq!(chosen.is_some(), !kernels.is_empty());
+            assert!(chosen.is_none_or(|k| kernels.contains(&k)), "{chosen:?}");
+        }
+        assert_eq!(preferred().is_some(), !all.is_empty());
+        assert!(preferred().is_none_or(|k| all.contains(&k)));
     }
 
     #[test]

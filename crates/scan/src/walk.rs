@@ -414,11 +414,15 @@ pub fn walk_with<W, I, F, D, S, E>(
         }
     }
     let threads = cfg.threads.max(1);
+    let skip_dirs = SkipDirs::new(cfg.skip_dirs);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 let mut worker = start();
-                walk_worker(&queue, &cv, cfg, &mut worker, &on_file, &on_skip, &on_error);
+                let w = &mut worker;
+                walk_worker(
+                    &queue, &cv, cfg, &skip_dirs, w, &on_file, &on_skip, &on_error,
+                );
                 finish(worker);
             });
         }
@@ -426,6 +430,26 @@ pub fn walk_with<W, I, F, D, S, E>(
 }
 
 type DirQueue = Mutex<Queue>;
+
+/// [`WalkConfig::skip_dirs`], each with its last name: a directory entry is compared
+/// with a whole path only where its name is that name. Comparing paths component by
+/// component against every skipped directory, for every directory walked, was a tenth
+/// of a sweep's own work in profiles.
+struct SkipDirs<'a>(Vec<(Option<&'a OsStr>, &'a Path)>);
+
+impl<'a> SkipDirs<'a> {
+    fn new(dirs: &'a [PathBuf]) -> Self {
+        SkipDirs(dirs.iter().map(|d| (d.file_name(), d.as_path())).collect())
+    }
+
+    /// Is the entry `name`, at `path`, a skipped directory?
+    fn contains(&self, name: &CStr, path: &Path) -> bool {
+        let name = OsStr::from_bytes(name.to_bytes());
+        self.0
+            .iter()
+            .any(|&(last, dir)| last == Some(name) && dir == path)
+    }
+}
 
 struct Queue {
     /// Directories to list, with the device of the root they were found under.
@@ -455,10 +479,12 @@ fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
 }
 
 /// One worker: pops directories until none is left and none is being listed.
+#[allow(clippy::too_many_arguments)]
 fn walk_worker<W, F, S, E>(
     queue: &DirQueue,
     cv: &Condvar,
     cfg: &WalkConfig,
+    skip_dirs: &SkipDirs,
     worker: &mut W,
     on_file: &F,
     on_skip: &S,
@@ -507,6 +533,7 @@ fn walk_worker<W, F, S, E>(
                     let path = Path::new(OsStr::from_bytes(&path_bytes));
                     visit(
                         cfg,
+                        skip_dirs,
                         fd.as_raw_fd(),
                         dev,
                         name,
@@ -601,6 +628,7 @@ fn list_dir(
 #[allow(clippy::too_many_arguments)]
 fn visit<W, F, S, E>(
     cfg: &WalkConfig,
+    skip_dirs: &SkipDirs,
     dir: RawFd,
     dev: u64,
     name: &CStr,
@@ -630,7 +658,7 @@ fn visit<W, F, S, E>(
     let excluded =
         || !cfg.excludes.is_empty() && cfg.excludes.matches(&device_path(cfg.host_root, path));
     if is_dir {
-        if cfg.skip_dirs.iter().any(|s| s == path) {
+        if skip_dirs.contains(name, path) {
             return on_skip(path, SkipReason::PseudoFs);
         }
         if excluded() {
