@@ -114,6 +114,21 @@ if command -v openssl >/dev/null; then
 fi
 max() { echo "if ($1 > $2) $1 else $2" | bc -l; }
 MD5_CORE=$(max "$OWN_MD5" "${SSL_MD5:-0}"); SHA_CORE=$(max "$OWN_SHA" "${SSL_SHA:-0}")
+# The SHA-256 target (1.25x the limit) is checked on CPU-bound rows of about a second,
+# which drift here by 10-20 % with the host's load: the SHA-256-only sweep and one core's
+# SHA-256 speed are measured interleaved, five rounds, each keeping its best (the
+# highest speed: the tightest limit).
+S6=99
+for _ in 1 2 3 4 5; do
+  S6=$(printf '%s\n%s\n' "$S6" "$(t "$SCAN" $COMMON --ioc "$DIR/sha256_only.ioc" -- "$TREE")" | sort -g | head -1)
+  read -r _ OWN_NOW <<<"$("$HASH_SPEED" 100 | grep '^sha256 ')"
+  SSL_NOW=0
+  if command -v openssl >/dev/null; then
+    SSL_NOW=$(openssl speed -bytes 262144 -seconds 1 sha256 2>/dev/null | awk '/^sha256 /{sub("k","",$2); print $2/1000}')
+  fi
+  OWN_SHA=$(max "$OWN_SHA" "$OWN_NOW"); SSL_SHA=$(max "${SSL_SHA:-0}" "${SSL_NOW:-0}")
+done
+SHA_CORE=$(max "$OWN_SHA" "${SSL_SHA:-0}")
 limit_row() { # label, own MB/s, openssl MB/s, best MB/s
   printf '%-44s %9.2f s   own %5.0f MB/s, openssl %5.0f MB/s per core, x%s cores\n' \
     "$1" "$(echo "$BYTES / 1000000 / ($4 * $NPROC)" | bc -l)" "$2" "$3" "$NPROC"
@@ -142,7 +157,8 @@ row "sweep: 100 hash+size IOCs (interleaved with find)" "$S1"
 "$SCAN" $COMMON --ioc "$DIR/hash_size.ioc" -- "$TREE" > "$DIR/out.txt" || true
 grep -q "HIT" "$DIR/out.txt" || echo "  !! expected a hit"
 S2=$(tb "$SCAN" $COMMON --ioc "$DIR/hash_only.ioc" -- "$TREE");   row "sweep: 100 md5-only IOCs (hash all)" "$S2"
-S6=$(tb "$SCAN" $COMMON --ioc "$DIR/sha256_only.ioc" -- "$TREE"); row "sweep: 100 sha256-only IOCs (hash all)" "$S6"
+row "sweep: 100 sha256-only IOCs (interleaved with the limit)" "$S6"
+"$SCAN" $COMMON --ioc "$DIR/sha256_only.ioc" -- "$TREE" > "$DIR/out.txt" || true
 grep -q "HIT" "$DIR/out.txt" || echo "  !! expected a hit"
 S3=$(tb "$SCAN" $COMMON --ioc "$DIR/name_path.ioc" -- "$TREE");   row "sweep: 101 name/path IOCs" "$S3"
 S4=$(tb "$SCAN" $COMMON --yara "$YAR" -- "$TREE");                row "sweep: YARA rttc (169 rules)" "$S4"

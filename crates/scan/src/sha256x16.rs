@@ -86,7 +86,7 @@ pub fn preferred() -> Option<Sha256Kernel> {
 const CALIBRATION_BYTES: usize = 4 * 1024;
 /// Timed calls per kernel; each kernel keeps its quickest, so that a burst of load on
 /// the host (steal time on these VMs) does not decide.
-const CALIBRATION_ROUNDS: usize = 5;
+const CALIBRATION_ROUNDS: usize = 3;
 
 /// The quickest of `kernels` at hashing sixteen lanes of [`CALIBRATION_BYTES`], ties
 /// going to the earlier one; `None` for none.
