@@ -118,9 +118,10 @@ MD5_CORE=$(max "$OWN_MD5" "${SSL_MD5:-0}"); SHA_CORE=$(max "$OWN_SHA" "${SSL_SHA
 # which drift here by 10-20 % with the host's load: the SHA-256-only sweep and one core's
 # SHA-256 speed are measured interleaved, five rounds, each keeping its best (the
 # highest speed: the tightest limit).
-S6=99
+S6=
 for _ in 1 2 3 4 5; do
-  S6=$(printf '%s\n%s\n' "$S6" "$(t "$SCAN" $COMMON --ioc "$DIR/sha256_only.ioc" -- "$TREE")" | sort -g | head -1)
+  S6=$(printf '%s\n%s\n' "${S6:-}" "$(t "$SCAN" $COMMON --ioc "$DIR/sha256_only.ioc" -- "$TREE")" | grep . | sort -g | head -1)
+  cp "$DIR/out.txt" "$DIR/sha256_only.out"
   read -r _ OWN_NOW <<<"$("$HASH_SPEED" 100 | grep '^sha256 ')"
   SSL_NOW=0
   if command -v openssl >/dev/null; then
@@ -157,9 +158,8 @@ row "sweep: 100 hash+size IOCs (interleaved with find)" "$S1"
 "$SCAN" $COMMON --ioc "$DIR/hash_size.ioc" -- "$TREE" > "$DIR/out.txt" || true
 grep -q "HIT" "$DIR/out.txt" || echo "  !! expected a hit"
 S2=$(tb "$SCAN" $COMMON --ioc "$DIR/hash_only.ioc" -- "$TREE");   row "sweep: 100 md5-only IOCs (hash all)" "$S2"
-row "sweep: 100 sha256-only IOCs (interleaved with the limit)" "$S6"
-"$SCAN" $COMMON --ioc "$DIR/sha256_only.ioc" -- "$TREE" > "$DIR/out.txt" || true
-grep -q "HIT" "$DIR/out.txt" || echo "  !! expected a hit"
+row "sweep: 100 sha256-only IOCs (interleaved)" "$S6"
+grep -q "HIT" "$DIR/sha256_only.out" || echo "  !! expected a hit"
 S3=$(tb "$SCAN" $COMMON --ioc "$DIR/name_path.ioc" -- "$TREE");   row "sweep: 101 name/path IOCs" "$S3"
 S4=$(tb "$SCAN" $COMMON --yara "$YAR" -- "$TREE");                row "sweep: YARA rttc (169 rules)" "$S4"
 S5=$(tb "$SCAN" $COMMON --ioc "$DIR/hash_only.ioc" --yara "$YAR" -- "$TREE"); row "sweep: md5 IOCs + YARA, one read" "$S5"

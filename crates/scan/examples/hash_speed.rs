@@ -72,7 +72,9 @@ fn main() {
         d.chunks(256 << 10).for_each(|c| h.update(c));
         h.finalize()[0] as usize
     });
-    // Every SHA-256 lane kernel this CPU runs, the sweep's marked.
+    // Every SHA-256 lane kernel this CPU runs, marked where it is the one a sweep would
+    // choose (timed in this process as a sweep's is: where two are close, a sweep may
+    // choose the other).
     for kernel in riposte_scan::sha256x16::Sha256Kernel::all_available() {
         use riposte_scan::kernel::Kernel;
         use riposte_scan::sha256x16::{compress_with, Sha256Kernel, INIT, LANES};
