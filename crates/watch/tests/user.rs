@@ -87,11 +87,13 @@ async fn with_fanotify_the_writing_process_account_is_recorded() {
             return;
         }
     };
-    // bob writes, then stays alive a while so his process can be looked up.
+    // bob writes, then stays alive a while so his process can be looked up. The shell
+    // becomes the `sleep` (`exec`), so that killing it below leaves no grandchild
+    // holding the test's output open past its end.
     let mut child = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "cat '{}' > '{}'; sleep 3",
+            "cat '{}' > '{}'; exec sleep 3",
             src.display(),
             target.display()
         ))
