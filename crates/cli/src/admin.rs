@@ -56,6 +56,10 @@ enum AdminCommand {
     /// Quarantined objects across the fleet.
     #[command(subcommand)]
     Quarantine(QuarantineCmd),
+    /// Alerts raised by devices: among them restores and deletions a device could not
+    /// carry out.
+    #[command(subcommand)]
+    Alert(AlertCmd),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -217,6 +221,31 @@ enum DetectionCmd {
 
 #[derive(Subcommand, Debug)]
 enum QuarantineCmd {
+    List {
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Asks DEVICE to put the object of quarantine entry ENTRY back (the device reports
+    /// the outcome: the entry's state, or an alert).
+    Restore {
+        device: String,
+        entry: String,
+        /// Restore to this absolute path instead of the original one.
+        #[arg(long)]
+        to: Option<String>,
+        /// Where a file is in the way: replace it.
+        #[arg(long, conflicts_with = "rename")]
+        replace: bool,
+        /// Where a file is in the way: restore beside it under a new name.
+        #[arg(long)]
+        rename: bool,
+    },
+    /// Asks DEVICE to delete quarantine entry ENTRY and its copy for good.
+    Delete { device: String, entry: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertCmd {
     List {
         #[arg(long)]
         device: Option<String>,
@@ -751,6 +780,41 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                 .call("GET", &format!("/api/v1/quarantine{q}"), None)
                 .await?;
             table(&v, &["device_id", "entry_id", "state"])
+        }
+        AdminCommand::Quarantine(QuarantineCmd::Restore {
+            device,
+            entry,
+            to,
+            replace,
+            rename,
+        }) => {
+            let on_conflict = if replace {
+                "replace"
+            } else if rename {
+                "rename"
+            } else {
+                "refuse"
+            };
+            let body = json!({"restore_to": to, "on_conflict": on_conflict});
+            let path = format!(
+                "/api/v1/quarantine/{}/{}/restore",
+                enc(&device),
+                enc(&entry)
+            );
+            let v = c.call("POST", &path, Some(body)).await?;
+            done(&v, format!("restore of {entry} sent to device {device}"))
+        }
+        AdminCommand::Quarantine(QuarantineCmd::Delete { device, entry }) => {
+            let path = format!("/api/v1/quarantine/{}/{}/delete", enc(&device), enc(&entry));
+            let v = c.call("POST", &path, Some(json!({}))).await?;
+            done(&v, format!("deletion of {entry} sent to device {device}"))
+        }
+        AdminCommand::Alert(AlertCmd::List { device }) => {
+            let q = device
+                .map(|d| format!("?device={}", enc(&d)))
+                .unwrap_or_default();
+            let v = c.call("GET", &format!("/api/v1/alerts{q}"), None).await?;
+            table(&v, &["at", "device_id", "code", "message"])
         }
         AdminCommand::Audit(AuditCmd::List { limit }) => {
             let v = c

@@ -456,6 +456,67 @@ fn scenario(database: Option<&str>, delete_special: bool) {
     );
     assert!(again(&d1).status.success());
     assert!(!d1.threat().exists(), "quarantined again once withdrawn");
+
+    // From the administration side: a restore the device cannot carry out (into a
+    // folder that does not exist) comes back as an alert of that device; an entry the
+    // device has already restored is refused at once.
+    let entries = admin.json(&["quarantine", "list"]);
+    let entries = entries.as_array().unwrap();
+    let d1_entry = entries
+        .iter()
+        .find(|e| e["entry_id"] == id.as_str())
+        .expect("agent 1's first entry");
+    let d1_id = d1_entry["device_id"].to_string();
+    let other = entries
+        .iter()
+        .find(|e| e["device_id"].to_string() != d1_id)
+        .expect("agent 2's entry");
+    let (d2_id, d2_entry) = (
+        other["device_id"].to_string(),
+        other["entry_id"].as_str().unwrap().to_string(),
+    );
+    admin.ok(&[
+        "quarantine",
+        "restore",
+        &d2_id,
+        &d2_entry,
+        "--to",
+        "/riposte-no-such-folder/invoice.sh",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let alerts = loop {
+        let a = admin.json(&["alert", "list", "--device", &d2_id]);
+        if !a.as_array().unwrap().is_empty() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no alert for the failed restore");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(alerts[0]["code"], "quarantine_command_failed", "{alerts}");
+    assert!(
+        alerts[0]["message"].as_str().unwrap().contains(&d2_entry),
+        "{alerts}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while admin
+        .json(&["quarantine", "list", "--device", &d1_id])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["entry_id"] != id.as_str() || e["state"] != "restored")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the server never saw the restore"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, _, err) = admin.run(&["quarantine", "restore", &d1_id, &id]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("only a quarantined entry can be restored or deleted"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -559,6 +559,8 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
     let page = v.get("/quarantine").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("/home/u/evil.sh"), "{}", page.body);
+    // The threat's name, from the record's `threat_name`.
+    assert!(page.body.contains("<td>T</td>"), "{}", page.body);
     let csrf = page.csrf();
     let before = core.store.outbox_after(dev, 0, 100).await.unwrap().len();
     for action in ["restore", "delete"] {
@@ -610,6 +612,62 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
         core.store.outbox_after(dev, 0, 100).await.unwrap().len(),
         rows.len()
     );
+    // Once the device has restored it, the entry is not sent again: the console says
+    // why, and the device's Alerts tab lists what the device could not do.
+    core.store
+        .upsert_quarantine(dev, "e1", "restored", &rec)
+        .await
+        .unwrap();
+    let p = v
+        .post(
+            "/quarantine/action",
+            &[
+                ("csrf", &csrf),
+                ("back", "/quarantine"),
+                ("device", &dev_s),
+                ("entry", "e1"),
+                ("action", "restore"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let shown = v.get("/quarantine").await;
+    assert!(
+        shown
+            .body
+            .contains("is restored: only a quarantined entry can be restored or deleted"),
+        "{}",
+        shown.body
+    );
+    assert_eq!(
+        core.store.outbox_after(dev, 0, 100).await.unwrap().len(),
+        rows.len()
+    );
+    let alerts = v.get(&format!("/devices/{dev}?tab=alerts")).await;
+    assert!(
+        alerts.body.contains("No alerts from this device."),
+        "{}",
+        alerts.body
+    );
+    core.store
+        .add_alert(
+            dev,
+            "quarantine_command_failed",
+            "delete of quarantine entry e9 failed: gone",
+        )
+        .await
+        .unwrap();
+    let alerts = v.get(&format!("/devices/{dev}?tab=alerts")).await;
+    assert!(
+        alerts
+            .body
+            .contains("<code>quarantine_command_failed</code>"),
+        "{}",
+        alerts.body
+    );
+    assert!(alerts
+        .body
+        .contains("delete of quarantine entry e9 failed: gone"));
     h.stop().await;
 }
 

@@ -175,6 +175,7 @@ pub fn router(core: AppState) -> Router {
             "/api/v1/quarantine/{device}/{entry}/{action}",
             post(quarantine_action),
         )
+        .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/audit", get(audit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(core)
@@ -577,6 +578,14 @@ async fn quarantine(
     Query(q): Query<DeviceFilter>,
 ) -> ApiResult {
     ok(core.quarantine(&c, q.device.as_deref()).await?)
+}
+
+async fn alerts(
+    State(core): State<AppState>,
+    c: Caller,
+    Query(q): Query<DeviceFilter>,
+) -> ApiResult {
+    ok(core.alerts(&c, q.device.as_deref()).await?)
 }
 
 #[derive(Deserialize)]

@@ -1368,8 +1368,24 @@ impl Core {
         Ok(self.store.quarantine(device_id).await?)
     }
 
+    /// Alerts the devices raised, of one device or of all, newest first: among them the
+    /// restores and deletions a device could not carry out (`quarantine_command_failed`).
+    pub async fn alerts(
+        &self,
+        c: &Caller,
+        device: Option<&str>,
+    ) -> ServiceResult<Vec<riposte_store::AlertRow>> {
+        authorize(&c.principal, Operation::ReadInventory)?;
+        let device_id = match device {
+            Some(d) => Some(self.store.device_by_ref(d).await?.id),
+            None => None,
+        };
+        Ok(self.store.alerts(device_id, 1000).await?)
+    }
+
     /// Asks a device to restore or delete a quarantined object; the device reports the
-    /// outcome as a quarantine event. Returns the request id.
+    /// outcome as a quarantine event, or a failure as an alert ([`Core::alerts`]).
+    /// Returns the request id.
     pub async fn quarantine_action(
         &self,
         c: &Caller,
@@ -1400,16 +1416,19 @@ impl Core {
             }
         }
         let d = self.store.device_by_ref(device).await?;
-        if !self
-            .store
-            .quarantine(Some(d.id))
-            .await?
-            .iter()
-            .any(|q| q.entry_id == entry_id)
-        {
+        let entries = self.store.quarantine(Some(d.id)).await?;
+        let Some(entry) = entries.iter().find(|q| q.entry_id == entry_id) else {
             return Err(ServiceError::NotFound(format!(
                 "device {} has no quarantine entry '{entry_id}'",
                 d.id
+            )));
+        };
+        // The device would only fail it: the object is back in place, or gone.
+        if entry.state != "quarantined" {
+            return Err(ServiceError::Conflict(format!(
+                "quarantine entry '{entry_id}' on device {} is {}: only a quarantined entry \
+                 can be restored or deleted",
+                d.id, entry.state
             )));
         }
         let request_id = secrets::random_token()[..16].to_string();

@@ -322,3 +322,77 @@ async fn slow_headers_are_cut_off() {
     server.shutdown().await;
     db.cleanup().await;
 }
+
+/// A restore or deletion of an entry the device has already restored or deleted is
+/// refused at once, instead of being sent to fail on the device; a failure the device
+/// reports is listed among its alerts, on both back ends.
+#[tokio::test]
+async fn quarantine_actions_on_finished_entries_are_refused_and_alerts_are_listed() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (ts, api) = TestServer::with_group_a(backend).await;
+        let dev = enroll(&api, &ts.ca, "A", "q-01").await.device_id;
+        let other = enroll(&api, &ts.ca, "A", "q-02").await.device_id;
+        let store = &ts.running().core.store;
+        let rec = json!({"id": "e1", "original_path": "/tmp/x", "threat_name": "T"});
+        store
+            .upsert_quarantine(dev, "e1", "restored", &rec)
+            .await
+            .unwrap();
+        store
+            .upsert_quarantine(dev, "e2", "quarantined", &rec)
+            .await
+            .unwrap();
+        let queued = || async { store.outbox_after(dev, 0, 100).await.unwrap().len() };
+        let before = queued().await;
+        for action in ["restore", "delete"] {
+            let (status, body) = api
+                .call(
+                    "POST",
+                    &format!("/api/v1/quarantine/{dev}/e1/{action}"),
+                    Some(json!({})),
+                )
+                .await;
+            assert_eq!(status, 409, "{action}: {body}");
+            assert!(
+                body.to_string()
+                    .contains("is restored: only a quarantined entry can be restored or deleted"),
+                "{body}"
+            );
+        }
+        assert_eq!(queued().await, before, "nothing is sent to the device");
+        let (status, _) = api
+            .call(
+                "POST",
+                &format!("/api/v1/quarantine/{dev}/e2/delete"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(queued().await, before + 1);
+
+        store
+            .add_alert(
+                dev,
+                "quarantine_command_failed",
+                "restore of quarantine entry e2 failed: x",
+            )
+            .await
+            .unwrap();
+        store
+            .add_alert(other, "watch_failed", "elsewhere")
+            .await
+            .unwrap();
+        let mine = api
+            .ok("GET", &format!("/api/v1/alerts?device={dev}"), None)
+            .await;
+        let mine = mine.as_array().unwrap();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0]["code"], "quarantine_command_failed");
+        assert_eq!(mine[0]["device_id"], dev);
+        let all = api.ok("GET", "/api/v1/alerts", None).await;
+        assert_eq!(all.as_array().unwrap().len(), 2);
+        let (status, _) = api.call("GET", "/api/v1/alerts?device=999999", None).await;
+        assert_eq!(status, 404);
+        ts.stop().await;
+    }
+}

@@ -4,6 +4,18 @@
 use crate::{get_json, now_ms, to_json, Result, Store, StoreError};
 use sqlx::Row;
 
+/// An alert a device raised: something it was asked to do failed, or it could not
+/// watch or respond as its settings say.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertRow {
+    pub device_id: i64,
+    /// What kind of failure, as the agent names it (`quarantine_command_failed`, …).
+    pub code: String,
+    pub message: String,
+    /// When the server stored it (milliseconds since the epoch).
+    pub at: i64,
+}
+
 /// A stored detection with what happened to it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DetectionRow {
@@ -243,16 +255,31 @@ impl Store {
         Ok(())
     }
 
-    /// Alerts of a device (newest first).
-    pub async fn alerts(&self, device_id: i64) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT code, message, at FROM alerts WHERE device_id = $1 ORDER BY id DESC",
-        )
-        .bind(device_id)
+    /// The newest `limit` alerts, of one device or of all, newest first.
+    pub async fn alerts(&self, device_id: Option<i64>, limit: i64) -> Result<Vec<AlertRow>> {
+        let rows = match device_id {
+            Some(d) => sqlx::query(
+                "SELECT device_id, code, message, at FROM alerts WHERE device_id = $1
+                 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(d)
+            .bind(limit),
+            None => sqlx::query(
+                "SELECT device_id, code, message, at FROM alerts ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit),
+        }
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("code")?, r.try_get("message")?, r.try_get("at")?)))
+            .map(|r| {
+                Ok(AlertRow {
+                    device_id: r.try_get("device_id")?,
+                    code: r.try_get("code")?,
+                    message: r.try_get("message")?,
+                    at: r.try_get("at")?,
+                })
+            })
             .collect()
     }
 }
@@ -299,6 +326,44 @@ mod tests {
             assert_eq!(q.len(), 1);
             assert_eq!(q[0].state, "restored");
             assert!(store.detection("nope").await.is_err());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn alerts_are_listed_per_device_newest_first() {
+        each_backend(|store| async move {
+            let (_, devices) = crate::testing::group_with_devices(&store, &["a", "b"]).await;
+            let (a, b) = (devices[0], devices[1]);
+            store.add_alert(a, "watch_failed", "first").await.unwrap();
+            store
+                .add_alert(b, "response_refused", "other")
+                .await
+                .unwrap();
+            store
+                .add_alert(a, "quarantine_command_failed", "second")
+                .await
+                .unwrap();
+            let of_a: Vec<(i64, String, String)> = store
+                .alerts(Some(a), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.device_id, r.code, r.message))
+                .collect();
+            assert_eq!(
+                of_a,
+                [
+                    (a, "quarantine_command_failed".into(), "second".into()),
+                    (a, "watch_failed".into(), "first".into())
+                ]
+            );
+            let all = store.alerts(None, 2).await.unwrap();
+            assert_eq!(
+                all.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(),
+                ["second", "other"]
+            );
+            assert!(all[0].at > 0);
         })
         .await;
     }

@@ -20,7 +20,7 @@ mod throttle;
 
 pub use accounts::{AccountKind, AccountRow, SessionRow};
 pub use audit::AuditRow;
-pub use detections::{ActionOutcome, DetectionRow, QuarantineRow};
+pub use detections::{ActionOutcome, AlertRow, DetectionRow, QuarantineRow};
 pub use devices::{DeviceRow, EnrollFailure, EnrollTokenRow, TokenRefusal};
 pub use outbox::OutboxRow;
 pub use outbox::{KIND_QUARANTINE, KIND_SETTINGS, KIND_TASK_CANCEL, KIND_TASK_OFFER};

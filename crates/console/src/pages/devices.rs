@@ -227,7 +227,9 @@ pub async fn detail(
         .map(|g| g.name.clone())
         .unwrap_or_default();
     let tab = match q.tab.as_str() {
-        "applications" | "settings" | "detections" | "quarantine" | "tasks" => q.tab.as_str(),
+        "applications" | "settings" | "detections" | "quarantine" | "alerts" | "tasks" => {
+            q.tab.as_str()
+        }
         _ => "general",
     };
     let base = format!("/devices/{id}");
@@ -276,6 +278,20 @@ pub async fn detail(
             None,
             &format!("{base}?tab=quarantine"),
         ),
+        "alerts" => {
+            let rows = c.core().alerts(&s.caller, Some(&id.to_string())).await?;
+            html! {
+                table.grid #device-alerts {
+                    thead { tr { th { "Raised" } th { "Alert" } th { "Message" } } }
+                    tbody {
+                        @for a in &rows {
+                            tr { td { (fmt_time(a.at)) } td { code { (a.code) } } td { (a.message) } }
+                        }
+                        @if rows.is_empty() { tr { td colspan="3" { "No alerts from this device." } } }
+                    }
+                }
+            }
+        }
         "tasks" => {
             let rows = c
                 .core()
@@ -331,7 +347,7 @@ pub async fn detail(
     };
     let body = html! {
         (device_header(&c, &d, &group))
-        (tabs(&base, tab, &[("general", "General"), ("applications", "Applications"), ("settings", "Effective settings"), ("detections", "Detections"), ("quarantine", "Quarantine"), ("tasks", "Tasks")]))
+        (tabs(&base, tab, &[("general", "General"), ("applications", "Applications"), ("settings", "Effective settings"), ("detections", "Detections"), ("quarantine", "Quarantine"), ("alerts", "Alerts"), ("tasks", "Tasks")]))
         div.tab-body { (content) }
     };
     Ok(page(&c, &s, &d.name, Nav::Devices, body))

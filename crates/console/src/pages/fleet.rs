@@ -104,7 +104,7 @@ pub fn quarantine_table(
                         }
                         td { code { (q.entry_id) } }
                         td.path { (field(&q.record, &["original_path", "path"])) }
-                        td { (field(&q.record, &["threat"])) }
+                        td { (field(&q.record, &["threat_name", "threat"])) }
                         td { (q.state) }
                         td { (fmt_time(q.updated_at)) }
                         @if can {
@@ -137,7 +137,7 @@ pub async fn quarantine(State(c): State<Console>, s: Session) -> Result<Response
     let names = device_names(&c, rows.iter().map(|d| d.device_id).collect()).await;
     let body = html! {
         h1 { "Quarantine" }
-        p.hint { "Objects in the devices' quarantine. Restore and delete are sent to the device, which reports the outcome." }
+        p.hint { "Objects in the devices' quarantine. Restore and delete are sent to the device, which reports the outcome: the entry's new state, or an alert on the device's Alerts tab when it could not carry it out." }
         (quarantine_table(&s, &rows, Some(&names), "/quarantine"))
     };
     Ok(page(&c, &s, "Quarantine", Nav::Quarantine, body))
@@ -158,6 +158,6 @@ pub async fn quarantine_action(State(c): State<Console>, p: Posted) -> Response 
             None,
         )
         .await
-        .map(|id| format!("Request {id} sent to the device; its outcome appears here when the device reports it."));
+        .map(|id| format!("Request {id} sent to the device; the entry's state changes when the device has done it, and a failure is listed on the device's Alerts tab."));
     after(&c, &p.session, res, &back)
 }
