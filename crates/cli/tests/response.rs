@@ -469,7 +469,7 @@ fn scenario(database: Option<&str>, delete_special: bool) {
     let d1_id = d1_entry["device_id"].to_string();
     let other = entries
         .iter()
-        .find(|e| e["device_id"].to_string() != d1_id)
+        .find(|e| e["device_id"] != d1_entry["device_id"])
         .expect("agent 2's entry");
     let (d2_id, d2_entry) = (
         other["device_id"].to_string(),

@@ -171,6 +171,8 @@ where
         let mut sent_upto = last_applied_seq as i64;
         acknowledge(&core, device_id, sent_upto).await?;
         sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
+        let seen_refresh = Duration::from_millis(core.config.seen_refresh_ms.max(0) as u64);
+        let mut seen_stored = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 frame = tokio::time::timeout(IDLE_TIMEOUT, frames.recv()) => {
@@ -197,6 +199,11 @@ where
                             write_frame(&mut writer, &ServerToAgent::Pong).await?;
                         }
                         AgentToServer::Hello { .. } => return Err(ConnError::Refused("second hello".into())),
+                    }
+                    if seen_stored.elapsed() >= seen_refresh {
+                        let _slot = store_slot(&core).await?;
+                        core.store.touch_device(device_id, &hostname).await?;
+                        seen_stored = tokio::time::Instant::now();
                     }
                 }
                 _ = conn.wake.notified() => {

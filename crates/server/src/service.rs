@@ -45,6 +45,10 @@ pub struct CoreConfig {
     /// How long an autonomous task request waits for its detection to arrive over the
     /// device's channel (the agent reports it just before calling).
     pub detection_wait_ms: i64,
+    /// While a device is connected, its "last seen" time is stored again at most this
+    /// often, on the next frame it sends: often enough to be read as "recently", rarely
+    /// enough that ten thousand pinging agents do not each write every minute.
+    pub seen_refresh_ms: i64,
 }
 
 impl Default for CoreConfig {
@@ -56,6 +60,7 @@ impl Default for CoreConfig {
             dedup_window_ms: 10 * 60 * 1000,
             task_expiry_ms: 7 * 24 * 3600 * 1000,
             detection_wait_ms: 15_000,
+            seen_refresh_ms: 5 * 60 * 1000,
         }
     }
 }

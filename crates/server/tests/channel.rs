@@ -439,3 +439,49 @@ async fn agents_queue_for_their_share_and_requests_do_not_sqlite() {
 async fn agents_queue_for_their_share_and_requests_do_not_postgres() {
     agents_queue_for_their_share_and_requests_do_not(Backend::Postgres).await;
 }
+
+/// A connected device's "last seen" moves with the frames it sends, stored at most once
+/// per `seen_refresh_ms`: before, it stayed at the time of its hello for as long as the
+/// connection lasted.
+#[tokio::test]
+async fn last_seen_moves_while_the_device_is_connected_at_most_once_per_refresh() {
+    use riposte_proto::AgentToServer;
+    for refresh_ms in [50, 60 * 60 * 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = riposte_store::testing::TestDb::new(Backend::Sqlite).await;
+        let mut o = options(dir.path(), &db, Backend::Sqlite);
+        o.core.seen_refresh_ms = refresh_ms;
+        let server = riposte_server::start(o).await.unwrap();
+        let url = format!("https://127.0.0.1:{}", server.api_addr.port());
+        let ca = server.ca_pem().to_string();
+        let api = Api::login(&url, &ca, "admin", ADMIN_PASSWORD).await;
+        api.ok("POST", "/api/v1/groups", Some(json!({"name": "A"})))
+            .await;
+        let identity = enroll(&api, &ca, "A", "seen-01").await;
+        let id = identity.device_id;
+        let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !server.core.hub.is_connected(id) {
+            assert!(Instant::now() < deadline, "never connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let at_hello = server.core.store.device(id).await.unwrap().last_seen;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        agent.tx.send(AgentToServer::Ping).unwrap();
+        // Long enough for the ping to be handled; the second round waits it out.
+        let deadline = Instant::now() + Duration::from_secs(if refresh_ms == 50 { 5 } else { 1 });
+        let mut last_seen = at_hello;
+        while last_seen == at_hello && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            last_seen = server.core.store.device(id).await.unwrap().last_seen;
+        }
+        if refresh_ms == 50 {
+            assert!(last_seen > at_hello, "last seen stayed at the hello");
+        } else {
+            assert_eq!(last_seen, at_hello, "stored again within the refresh");
+        }
+        agent.stop().await;
+        server.shutdown().await;
+        db.cleanup().await;
+    }
+}
