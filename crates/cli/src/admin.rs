@@ -73,6 +73,22 @@ enum GroupCmd {
         parent: Option<String>,
     },
     List,
+    /// Renames a group (not the root group).
+    Rename {
+        name: String,
+        new_name: String,
+    },
+    /// Moves a group, with its subgroups and devices, under PARENT: they then inherit
+    /// PARENT's policies.
+    Move {
+        name: String,
+        #[arg(long)]
+        parent: String,
+    },
+    /// Deletes a group that no device (revoked ones too), subgroup or task refers to.
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -440,6 +456,25 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Group(GroupCmd::List) => {
             let v = c.call("GET", "/api/v1/groups", None).await?;
             table(&v, &["id", "name", "parent"])
+        }
+        AdminCommand::Group(GroupCmd::Rename { name, new_name }) => {
+            let path = format!("/api/v1/groups/{}/rename", enc(&name));
+            let v = c
+                .call("POST", &path, Some(json!({"name": new_name})))
+                .await?;
+            done(&v, format!("group '{name}' renamed to '{new_name}'"))
+        }
+        AdminCommand::Group(GroupCmd::Move { name, parent }) => {
+            let path = format!("/api/v1/groups/{}/move", enc(&name));
+            let v = c
+                .call("POST", &path, Some(json!({"parent": parent})))
+                .await?;
+            done(&v, format!("group '{name}' moved under '{parent}'"))
+        }
+        AdminCommand::Group(GroupCmd::Delete { name }) => {
+            let path = format!("/api/v1/groups/{}", enc(&name));
+            let v = c.call("DELETE", &path, None).await?;
+            done(&v, format!("group '{name}' deleted"))
         }
         AdminCommand::EnrollToken(TokenCmd::Create { group, uses, ttl }) => {
             let v = c

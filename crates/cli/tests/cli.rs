@@ -26,6 +26,29 @@ fn server_agent_and_admin_commands() {
     let (code, _, err) = admin.run(&["group", "create", "A"]);
     assert_ne!(code, 0);
     assert!(err.contains("already exists"), "{err}");
+    // Groups are renamed, moved and deleted; a move into the group's own subtree is not.
+    admin.ok(&["group", "create", "Tmp"]);
+    admin.ok(&["group", "rename", "Tmp", "Tmp2"]);
+    admin.ok(&["group", "move", "Tmp2", "--parent", "A1"]);
+    let (code, _, err) = admin.run(&["group", "move", "A", "--parent", "Tmp2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("one of its subgroups"), "{err}");
+    let listed = admin.json(&["group", "list"]);
+    let tmp2 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "Tmp2")
+        .expect("renamed group");
+    let a1 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "A1")
+        .unwrap();
+    assert_eq!(tmp2["parent"], a1["id"]);
+    admin.ok(&["group", "delete", "Tmp2"]);
+    assert_eq!(admin.json(&["group", "list"]).as_array().unwrap().len(), 3);
 
     let token = admin
         .ok(&["enroll-token", "create", "--group", "A1"])

@@ -45,6 +45,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/devices/{id}/move", post(pages::devices::move_device))
         .route("/devices/{id}/revoke", post(pages::devices::revoke_device))
         .route("/groups", post(pages::devices::create_group))
+        .route("/groups/change", post(pages::devices::change_group))
         .route(
             "/devices/{id}/threat-response",
             post(pages::devices::set_threat_response),

@@ -735,6 +735,108 @@ async fn groups_devices_and_tasks_are_managed_from_the_console() {
         .contains("a group name must be 1 to 128 printable characters"));
     assert_eq!(group_names().await, before);
 
+    // The selected group can be renamed, moved and deleted; the root group offers none
+    // of it; a move into its own subgroup and the deletion of a group with a device are
+    // refused and change nothing.
+    let root = core
+        .group_by_name(&admin(), "Managed devices")
+        .await
+        .unwrap();
+    assert!(!v
+        .get(&format!("/devices?group={}", root.id))
+        .await
+        .body
+        .contains("id=\"change-group\""));
+    let page = v.get(&format!("/devices?group={finance}")).await;
+    assert!(page.body.contains("id=\"change-group\""), "{}", page.body);
+    let change = |fields: Vec<(&'static str, String)>| {
+        let mut form = vec![("csrf", csrf.clone())];
+        form.extend(fields);
+        let v = &v;
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, x)| (*k, x.as_str())).collect();
+            v.post("/groups/change", &form).await
+        }
+    };
+    let p = change(vec![
+        ("group", "Branch <A>".into()),
+        ("action", "rename".into()),
+        ("name", "Branch B".into()),
+    ])
+    .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(p.location(), format!("/devices?group={}", branch.id));
+    assert_eq!(core.store.group(branch.id).await.unwrap().name, "Branch B");
+    let before = group_names().await;
+    let p = change(vec![
+        ("group", "Finance".into()),
+        ("action", "move".into()),
+        ("parent", "Branch B".into()),
+    ])
+    .await;
+    assert_eq!(p.location(), format!("/devices?group={finance}"));
+    assert!(v
+        .get(p.location())
+        .await
+        .body
+        .contains("one of its subgroups"));
+    let p = change(vec![
+        ("group", "Finance".into()),
+        ("action", "delete".into()),
+        ("confirm", "yes".into()),
+    ])
+    .await;
+    assert!(v.get(p.location()).await.body.contains("1 device(s)"));
+    assert_eq!(group_names().await, before);
+    let p = change(vec![
+        ("group", "Branch B".into()),
+        ("action", "move".into()),
+        ("parent", "Managed devices".into()),
+    ])
+    .await;
+    assert_eq!(p.status, 303);
+    assert_eq!(
+        core.store.group(branch.id).await.unwrap().parent,
+        Some(root.id)
+    );
+    let spare = core
+        .create_group(&admin(), "Spare", Some("Branch B"))
+        .await
+        .unwrap();
+    let p = change(vec![("group", "Spare".into()), ("action", "delete".into())]).await;
+    assert!(v.get(p.location()).await.body.contains("tick the box"));
+    let p = change(vec![
+        ("group", "Spare".into()),
+        ("action", "delete".into()),
+        ("confirm", "yes".into()),
+    ])
+    .await;
+    assert_eq!(p.location(), "/devices");
+    assert!(core.store.group(spare).await.is_err());
+    let p = change(vec![
+        ("group", "Managed devices".into()),
+        ("action", "rename".into()),
+        ("name", "Everything".into()),
+    ])
+    .await;
+    assert!(v
+        .get(p.location())
+        .await
+        .body
+        .contains("cannot be renamed, moved or deleted"));
+    // Back as it was, for the rest of the test.
+    core.move_group(&admin(), "Branch B", "Finance")
+        .await
+        .unwrap();
+    core.rename_group(&admin(), "Branch B", "Branch <A>")
+        .await
+        .unwrap();
+    let back = core.store.group(branch.id).await.unwrap();
+    assert_eq!(
+        (back.name.as_str(), back.parent),
+        ("Branch <A>", Some(finance))
+    );
+
     // A task from the form: a broken document is refused before any task exists.
     let p = v.get("/tasks").await;
     assert!(p.body.contains("id=\"create-task\""));

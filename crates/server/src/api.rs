@@ -127,6 +127,12 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/enroll", post(enroll))
         .route("/api/v1/groups", get(groups).post(create_group))
+        .route(
+            "/api/v1/groups/{group}",
+            axum::routing::delete(delete_group),
+        )
+        .route("/api/v1/groups/{group}/rename", post(rename_group))
+        .route("/api/v1/groups/{group}/move", post(move_group))
         .route("/api/v1/groups/{group}/policy", get(policy))
         .route(
             "/api/v1/groups/{group}/policy/threat-response",
@@ -282,6 +288,45 @@ async fn create_group(
 ) -> ApiResult {
     let id = core.create_group(&c, &b.name, b.parent.as_deref()).await?;
     ok(json!({ "id": id, "name": b.name.trim() }))
+}
+
+#[derive(Deserialize)]
+struct RenameBody {
+    name: String,
+}
+
+async fn rename_group(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(group): Path<String>,
+    Body(b): Body<RenameBody>,
+) -> ApiResult {
+    core.rename_group(&c, &group, &b.name).await?;
+    ok(json!({ "renamed": true, "name": b.name.trim() }))
+}
+
+#[derive(Deserialize)]
+struct MoveGroupBody {
+    parent: String,
+}
+
+async fn move_group(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(group): Path<String>,
+    Body(b): Body<MoveGroupBody>,
+) -> ApiResult {
+    core.move_group(&c, &group, &b.parent).await?;
+    ok(json!({ "moved": true }))
+}
+
+async fn delete_group(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(group): Path<String>,
+) -> ApiResult {
+    core.delete_group(&c, &group).await?;
+    ok(json!({ "deleted": true }))
 }
 
 async fn policy(State(core): State<AppState>, c: Caller, Path(group): Path<String>) -> ApiResult {

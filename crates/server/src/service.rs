@@ -432,6 +432,52 @@ impl Core {
         Ok(id)
     }
 
+    /// A group other than the root, by name, for a change to the tree: the root group
+    /// is where new groups and enrolled devices go by default, found by its name.
+    async fn changeable_group(&self, name: &str) -> ServiceResult<riposte_model::GroupNode> {
+        let group = self.store.group_by_name(name).await?;
+        if group.name == ROOT_GROUP && group.parent.is_none() {
+            return Err(ServiceError::Conflict(format!(
+                "the root group '{ROOT_GROUP}' cannot be renamed, moved or deleted"
+            )));
+        }
+        Ok(group)
+    }
+
+    /// Renames a group. Its devices are sent their settings again: the settings name
+    /// the groups whose policies they come from.
+    pub async fn rename_group(&self, c: &Caller, group: &str, new_name: &str) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::ChangeGroups)?;
+        let new_name = check_name("a group name", new_name, 128)?;
+        let g = self.changeable_group(group).await?;
+        self.store.rename_group(g.id, new_name).await?;
+        self.audit(c, "group_rename", &format!("{} to {new_name}", g.name))
+            .await;
+        self.push_settings_for_subtree(g.id).await
+    }
+
+    /// Moves a group, with its subgroups and devices, under `parent`: their devices
+    /// now inherit `parent`'s policies, and are sent their settings again.
+    pub async fn move_group(&self, c: &Caller, group: &str, parent: &str) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::ChangeGroups)?;
+        let g = self.changeable_group(group).await?;
+        let p = self.store.group_by_name(parent).await?;
+        self.store.move_group(g.id, p.id).await?;
+        self.audit(c, "group_move", &format!("{} under {}", g.name, p.name))
+            .await;
+        self.push_settings_for_subtree(g.id).await
+    }
+
+    /// Deletes a group no device, subgroup or task refers to, with its policy and
+    /// enrollment tokens.
+    pub async fn delete_group(&self, c: &Caller, group: &str) -> ServiceResult<()> {
+        authorize(&c.principal, Operation::ChangeGroups)?;
+        let g = self.changeable_group(group).await?;
+        self.store.delete_group(g.id).await?;
+        self.audit(c, "group_delete", &g.name).await;
+        Ok(())
+    }
+
     pub async fn group_by_name(
         &self,
         c: &Caller,

@@ -4,6 +4,27 @@ use crate::{conflict, get_json, now_ms, to_json, Result, Store, StoreError};
 use riposte_model::{GroupNode, GroupTree, PolicySettings};
 use sqlx::Row;
 
+/// The advisory lock key of group moves and deletions ("riposte groups" in ASCII).
+const GROUP_TREE_LOCK: i64 = 0x7269_706f_7374_6567;
+
+/// The groups, as the pool or a transaction sees them.
+async fn group_nodes<'e>(
+    on: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> Result<Vec<GroupNode>> {
+    let rows = sqlx::query("SELECT id, name, parent_id FROM groups ORDER BY id")
+        .fetch_all(on)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(GroupNode {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                parent: r.try_get("parent_id")?,
+            })
+        })
+        .collect()
+}
+
 impl Store {
     /// Creates a group under `parent` (`None`: a root group).
     pub async fn create_group(&self, name: &str, parent: Option<i64>) -> Result<i64> {
@@ -19,20 +40,116 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
+    /// Renames group `id`.
+    pub async fn rename_group(&self, id: i64, name: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE groups SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(|e| conflict(e, || format!("a group named '{name}' already exists")))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no administration group with id {id}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes group `id` a subgroup of `parent`, with everything under it. Refused where
+    /// `parent` is the group itself or one of its subgroups (the tree would become a
+    /// cycle). Moves and deletions of groups are serialised across server processes.
+    pub async fn move_group(&self, id: i64, parent: i64) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        self.lock_group_tree(&mut tx).await?;
+        let tree = GroupTree::new(group_nodes(&mut *tx).await?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (Some(group), Some(new_parent)) = (tree.get(id), tree.get(parent)) else {
+            return Err(StoreError::NotFound(format!(
+                "no administration group with id {}",
+                if tree.get(id).is_none() { id } else { parent }
+            )));
+        };
+        if tree.subtree(id).contains(&parent) {
+            return Err(StoreError::Conflict(format!(
+                "cannot move group '{}' into '{}': that is the group itself or one of its \
+                 subgroups",
+                group.name, new_parent.name
+            )));
+        }
+        sqlx::query("UPDATE groups SET parent_id = $1 WHERE id = $2")
+            .bind(parent)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes group `id` with its policy and enrollment tokens. Refused while devices
+    /// (revoked ones too: they keep their history), subgroups or tasks refer to it.
+    pub async fn delete_group(&self, id: i64) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        self.lock_group_tree(&mut tx).await?;
+        let name: String = sqlx::query("SELECT name FROM groups WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no administration group with id {id}")))?
+            .try_get("name")?;
+        let count = |sql: &'static str| sqlx::query(sql).bind(id);
+        let mut refusals = Vec::new();
+        for (sql, what) in [
+            (
+                "SELECT COUNT(*) AS n FROM devices WHERE group_id = $1",
+                "device(s), revoked ones included: move them to another group first",
+            ),
+            (
+                "SELECT COUNT(*) AS n FROM groups WHERE parent_id = $1",
+                "subgroup(s): move or delete them first",
+            ),
+            (
+                "SELECT COUNT(*) AS n FROM tasks WHERE group_id = $1",
+                "task(s), kept as the group's history",
+            ),
+        ] {
+            let n: i64 = count(sql).fetch_one(&mut *tx).await?.try_get("n")?;
+            if n > 0 {
+                refusals.push(format!("{n} {what}"));
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "group '{name}' cannot be deleted: it has {}",
+                refusals.join("; ")
+            )));
+        }
+        for sql in [
+            "DELETE FROM policies WHERE group_id = $1",
+            "DELETE FROM enroll_tokens WHERE group_id = $1",
+            "DELETE FROM groups WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Serialises changes to the group tree's shape across PostgreSQL server processes
+    /// for the rest of `tx` (SQLite has a single writer).
+    async fn lock_group_tree(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+        if self.backend() == crate::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(GROUP_TREE_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// All groups.
     pub async fn groups(&self) -> Result<Vec<GroupNode>> {
-        let rows = sqlx::query("SELECT id, name, parent_id FROM groups ORDER BY id")
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GroupNode {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    parent: r.try_get("parent_id")?,
-                })
-            })
-            .collect()
+        group_nodes(self.pool()).await
     }
 
     /// The group tree.
@@ -141,6 +258,90 @@ mod tests {
             store.set_policy(a, &p).await.unwrap();
             assert_eq!(store.policy(a).await.unwrap(), Some(p.clone()));
             assert_eq!(store.policies().await.unwrap(), vec![(a, p)]);
+        })
+        .await;
+    }
+
+    /// Renames, moves (never into the group's own subtree) and deletions (never of a
+    /// group something still refers to); a refused change leaves the tree as it was.
+    #[tokio::test]
+    async fn groups_are_renamed_moved_and_deleted() {
+        each_backend(|store| async move {
+            let (g, devices) = crate::testing::group_with_devices(&store, &["d"]).await;
+            let a = store.create_group("A", Some(g)).await.unwrap();
+            let b = store.create_group("B", Some(a)).await.unwrap();
+            let c = store.create_group("C", Some(g)).await.unwrap();
+            let parents = || async {
+                let mut v: Vec<(String, Option<i64>)> = store
+                    .groups()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|n| (n.name, n.parent))
+                    .collect();
+                v.sort();
+                v
+            };
+
+            store.rename_group(a, "A2").await.unwrap();
+            assert_eq!(store.group(a).await.unwrap().name, "A2");
+            assert!(matches!(
+                store.rename_group(a, "C").await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                store.rename_group(999, "Z").await,
+                Err(StoreError::NotFound(_))
+            ));
+
+            let before = parents().await;
+            for (group, into) in [(a, a), (a, b), (g, b)] {
+                match store.move_group(group, into).await {
+                    Err(StoreError::Conflict(m)) => assert!(m.contains("subgroups"), "{m}"),
+                    other => panic!("{group} into {into}: {other:?}"),
+                }
+            }
+            assert!(matches!(
+                store.move_group(a, 999).await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert_eq!(parents().await, before, "refused moves change nothing");
+            store.move_group(a, c).await.unwrap();
+            let tree = store.group_tree().await.unwrap();
+            assert_eq!(tree.path_to(b).unwrap(), vec![g, c, a, b]);
+
+            // B: a policy and an enrollment token, nothing else; C: a subgroup; G: a device.
+            store
+                .set_policy(b, &PolicySettings::default())
+                .await
+                .unwrap();
+            store
+                .create_enroll_token("tb", b, crate::now_ms() + 10_000, 1, "test")
+                .await
+                .unwrap();
+            for (group, why) in [(c, "1 subgroup(s)"), (g, "1 device(s)")] {
+                match store.delete_group(group).await {
+                    Err(StoreError::Conflict(m)) => assert!(m.contains(why), "{m}"),
+                    other => panic!("{group}: {other:?}"),
+                }
+            }
+            store.revoke_device(devices[0]).await.unwrap();
+            assert!(matches!(
+                store.delete_group(g).await,
+                Err(StoreError::Conflict(_))
+            ));
+            store.delete_group(b).await.unwrap();
+            assert!(matches!(store.group(b).await, Err(StoreError::NotFound(_))));
+            assert!(store.policy(b).await.unwrap().is_none());
+            assert!(matches!(
+                store.delete_group(b).await,
+                Err(StoreError::NotFound(_))
+            ));
+            store.delete_group(a).await.unwrap();
+            assert_eq!(
+                parents().await,
+                vec![("C".into(), Some(g)), ("G".into(), None)]
+            );
         })
         .await;
     }

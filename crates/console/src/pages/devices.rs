@@ -143,6 +143,41 @@ pub async fn list(
                         }
                         button type="submit" #create-group { "Create group" }
                     }
+                    @if let Some(g) = q.group.and_then(|g| groups.iter().find(|n| n.id == g)).filter(|g| g.parent.is_some()) {
+                        div #change-group {
+                            h3 { "This group: " (g.name) }
+                            form.stacked #rename-group-form method="post" action="/groups/change" {
+                                (csrf(&s))
+                                input type="hidden" name="group" value=(g.name);
+                                input type="hidden" name="action" value="rename";
+                                label for="rename-group-name" { "New name" }
+                                input type="text" name="name" #rename-group-name required maxlength="128" value=(g.name);
+                                button type="submit" #rename-group { "Rename" }
+                            }
+                            form.stacked #move-group-form method="post" action="/groups/change" {
+                                (csrf(&s))
+                                input type="hidden" name="group" value=(g.name);
+                                input type="hidden" name="action" value="move";
+                                label for="move-group-parent" { "Move inside" }
+                                select name="parent" #move-group-parent {
+                                    @for other in groups.iter().filter(|o| o.id != g.id) {
+                                        option value=(other.name) selected[Some(other.id) == g.parent] { (other.name) }
+                                    }
+                                }
+                                button type="submit" #move-group { "Move" }
+                            }
+                            form.stacked #delete-group-form method="post" action="/groups/change" {
+                                (csrf(&s))
+                                input type="hidden" name="group" value=(g.name);
+                                input type="hidden" name="action" value="delete";
+                                label {
+                                    input type="checkbox" name="confirm" value="yes" #delete-group-confirm required;
+                                    " Delete this group and its policy (only once no device, subgroup or task refers to it)"
+                                }
+                                button type="submit" #delete-group { "Delete group" }
+                            }
+                        }
+                    }
                 }
             }
             section.list {
@@ -484,6 +519,59 @@ pub async fn create_group(State(c): State<Console>, p: Posted) -> Response {
         ),
         Err(e) => after(&c, &p.session, Err(e), "/devices"),
     }
+}
+
+/// `POST /groups/change`: rename, move or delete the group named `group`.
+pub async fn change_group(State(c): State<Console>, p: Posted) -> Response {
+    let f = &p.fields;
+    let group = f.text("group");
+    let core = c.core();
+    let caller = &p.session.caller;
+    let (res, back) = match f.text("action").as_str() {
+        "rename" => {
+            let name = f.text("name");
+            let res = core.rename_group(caller, &group, &name).await;
+            (
+                res.map(|()| format!("Group '{group}' renamed to '{}'.", name.trim())),
+                name,
+            )
+        }
+        "move" => {
+            let parent = f.text("parent");
+            let res = core.move_group(caller, &group, &parent).await;
+            (
+                res.map(|()| format!("Group '{group}' moved inside '{parent}'.")),
+                group.clone(),
+            )
+        }
+        "delete" if f.text("confirm") == "yes" => {
+            let res = core.delete_group(caller, &group).await;
+            let back = if res.is_ok() {
+                String::new()
+            } else {
+                group.clone()
+            };
+            (res.map(|()| format!("Group '{group}' deleted.")), back)
+        }
+        "delete" => (
+            Err(riposte_server::ServiceError::BadRequest(
+                "tick the box to confirm the deletion".into(),
+            )),
+            group.clone(),
+        ),
+        other => (
+            Err(riposte_server::ServiceError::BadRequest(format!(
+                "unknown group change '{other}'"
+            ))),
+            group.clone(),
+        ),
+    };
+    // Back to the group, under whatever name it has now.
+    let back = match core.store.group_by_name(back.trim()).await {
+        Ok(g) => format!("/devices?group={}", g.id),
+        Err(_) => "/devices".to_string(),
+    };
+    after(&c, &p.session, res, &back)
 }
 
 /// `POST /devices/{id}/move`: into another group; its settings follow at once.
