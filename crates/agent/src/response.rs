@@ -238,13 +238,20 @@ impl LocalActions {
         &self,
         input: &DetectionInput,
     ) -> Result<(DetectionRecord, riposte_host::FileIdentity), String> {
+        let wanted = input.sha256.trim();
+        if wanted.len() != 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "not acting on {}: '{}' is not a SHA-256 (64 hexadecimal digits)",
+                input.path, input.sha256
+            ));
+        }
         let device_path = path_text::decode(&input.path);
         let opened = self
             .host
             .open_regular(&device_path)
             .map_err(|e| format!("not acting on {}: {e}", input.path))?;
         let identity = opened.identity().map_err(|e| e.to_string())?;
-        if !hex::encode(identity.sha256).eq_ignore_ascii_case(input.sha256.trim()) {
+        if !hex::encode(identity.sha256).eq_ignore_ascii_case(wanted) {
             return Err(format!(
                 "not acting on {}: it no longer has SHA-256 {} (the file changed or was replaced)",
                 input.path, input.sha256

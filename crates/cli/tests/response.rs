@@ -646,6 +646,9 @@ fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
     // A wrong hash: the file is not the detected one.
     let e = ctl_err("/home/alice/Downloads/invoice.sh", &"0".repeat(64));
     assert!(e.contains("no longer has SHA-256"), "{e}");
+    // Not a SHA-256 at all: said so, not taken for a changed file.
+    let e = ctl_err("/home/alice/Downloads/invoice.sh", "xyz");
+    assert!(e.contains("'xyz' is not a SHA-256"), "{e}");
     // A path with `..`, a directory, a missing file, a symlink.
     assert!(ctl_err("/home/alice/../alice/Downloads/invoice.sh", &hash).contains(".."));
     assert!(!ctl_err("/home/alice/Downloads", &hash).is_empty());

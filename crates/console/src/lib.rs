@@ -88,6 +88,6 @@ pub fn router(core: Arc<Core>) -> Router {
         )
         .route("/audit", get(pages::admin::audit))
         .layer(axum::middleware::from_fn(web::security_headers))
-        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(web::FORM_LIMIT))
         .with_state(state)
 }

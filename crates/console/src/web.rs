@@ -43,6 +43,10 @@ struct Inner {
 /// able to open them without bound; a few browser tabs on tasks stay well under it.
 pub const MAX_STREAMS_PER_SESSION: usize = 8;
 
+/// The largest form the console reads: room for an indicator document of 200 KB,
+/// URL-encoded.
+pub const FORM_LIMIT: usize = 256 * 1024;
+
 /// One open live stream of a session: counted while it exists.
 pub struct StreamSlot {
     inner: Arc<Inner>,
@@ -419,7 +423,19 @@ impl FromRequest<Console> for Posted {
         let req = Request::from_parts(parts, body);
         let axum::Form(pairs) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
             .await
-            .map_err(|e| Reject::BadRequest(format!("unreadable form: {e}")))?;
+            .map_err(|e| {
+                let e = e.to_string();
+                Reject::BadRequest(if e.contains("length limit") {
+                    format!(
+                        "the form is larger than the console takes ({} KiB); a larger indicator \
+                         document goes through the API (`riposte admin task create`, up to {} MiB)",
+                        FORM_LIMIT / 1024,
+                        riposte_server::api::BODY_LIMIT / (1024 * 1024)
+                    )
+                } else {
+                    format!("unreadable form: {e}")
+                })
+            })?;
         let fields = Fields(pairs);
         let given = fields.get("csrf").unwrap_or_default();
         if !state.csrf_ok(&session.token, given) {

@@ -494,6 +494,31 @@ async fn task_progress_streams_and_cancel() {
     assert_eq!(p.status, 303);
     let end = next_event(&mut resp, "the stream outlived its session").await;
     assert!(end.is_none(), "{end:?}");
+
+    // A task is active until every device it was given has finished it.
+    v.login("admin", ADMIN_PASSWORD).await;
+    let id = yara_task(&h, "Third sweep").await;
+    let state = |body: &str| {
+        let at = body.find("id=\"task-state\">").expect("the task's state") + 16;
+        body[at..at + body[at..].find('<').unwrap()].to_string()
+    };
+    assert_eq!(state(&v.get(&format!("/tasks/{id}")).await.body), "Active");
+    h.core()
+        .store
+        .update_task_device(
+            id,
+            dev,
+            riposte_model::DeviceTaskState::Completed,
+            0,
+            None,
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&v.get(&format!("/tasks/{id}")).await.body),
+        "Finished on every device"
+    );
     h.stop().await;
 }
 
@@ -855,6 +880,28 @@ async fn groups_devices_and_tasks_are_managed_from_the_console() {
         .await;
     assert_eq!(p.location(), "/tasks");
     assert!(v.get("/tasks").await.body.contains("cannot be used"));
+    assert!(core.tasks(&admin()).await.unwrap().is_empty());
+    // A document too large for a form: the console says where it goes instead.
+    let big = "a".repeat(300 * 1024);
+    let p = v
+        .post(
+            "/tasks",
+            &[
+                ("csrf", &csrf),
+                ("name", "Big"),
+                ("group", "Finance"),
+                ("format", "yara"),
+                ("content", &big),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 400);
+    assert!(
+        p.body.contains("larger than the console takes (256 KiB)")
+            && p.body.contains("through the API"),
+        "{}",
+        p.body
+    );
     assert!(core.tasks(&admin()).await.unwrap().is_empty());
     let p = v
         .post(

@@ -67,6 +67,27 @@ impl Operation {
         Operation::ReadAudit,
     ];
 
+    /// What the operation does, in words for an error message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Operation::ReadInventory => "read devices, groups, detections and quarantine",
+            Operation::ChangeGroups => "create, rename, move or delete administration groups",
+            Operation::MoveDevice => "move devices between groups",
+            Operation::RevokeDevice => "revoke devices",
+            Operation::ChangePolicy => "change policies",
+            Operation::ChangeDeviceSettings => "change a device's application settings",
+            Operation::ManageEnrollTokens => "create enrollment tokens",
+            Operation::CreateTask => "create IOC scan tasks",
+            Operation::CancelTask => "cancel tasks",
+            Operation::CreateAutonomousTask => "create autonomous IOC scan tasks",
+            Operation::HandleQuarantine => "restore or delete quarantined objects",
+            Operation::ReadAccounts => "list accounts",
+            Operation::ManageAccounts => "create or delete accounts",
+            Operation::ManageSpecialAccount => "manage the special account",
+            Operation::ReadAudit => "read the audit log",
+        }
+    }
+
     /// Whether the operation only reads.
     pub fn is_read(self) -> bool {
         matches!(
@@ -107,8 +128,9 @@ pub fn authorize(who: &Principal, op: Operation) -> Result<(), Denied> {
             "the special account may only create autonomous IOC scan tasks".to_string()
         }
         Principal::Account { name, role } => format!(
-            "account '{name}' with role {} may not perform {op:?}",
-            role.as_str()
+            "account '{name}' with role {} may not {}",
+            role.as_str(),
+            op.describe()
         ),
     }))
 }

@@ -87,7 +87,7 @@ pub enum QuarantineError {
     #[error("no quarantine entry {0:?}; list entries to see valid ids")]
     NoSuchEntry(String),
     /// The restore target exists and the policy is `Refuse`.
-    #[error("{0:?} already exists; choose Replace or Rename to restore anyway")]
+    #[error("{0:?} already exists; restore anyway by replacing it or beside it under a new name (--replace or --rename)")]
     TargetExists(PathBuf),
     /// A stored object or record is damaged or was tampered with.
     #[error("quarantine entry {id} is damaged: {reason}")]

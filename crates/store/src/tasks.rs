@@ -214,6 +214,12 @@ impl Store {
         let to = from
             .advance(to)
             .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        // A device repeats its last update of every task when it reconnects: a finished
+        // task's row, its results and its time stay as they were.
+        if from.is_final() {
+            tx.commit().await?;
+            return Ok(from);
+        }
         let now = now_ms();
         let keep_results = results.is_null();
         sqlx::query(
@@ -506,6 +512,19 @@ mod tests {
                 )
                 .await
                 .unwrap();
+            // The device's repeat of its final update on a reconnect changes nothing,
+            // not even the row's time.
+            let finished = store.task_devices(id).await.unwrap()[0].clone();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            store
+                .update_task_device(id, d1, Completed, 7, None, &serde_json::json!({"hits": []}))
+                .await
+                .unwrap();
+            let again = store.task_devices(id).await.unwrap()[0].clone();
+            assert_eq!(
+                (again.hits, again.updated_at, &again.results),
+                (finished.hits, finished.updated_at, &finished.results)
+            );
             // A late, repeated "running" after completion changes nothing.
             assert!(matches!(
                 store

@@ -49,7 +49,7 @@ pub async fn list(State(c): State<Console>, s: Session) -> Result<Response, Reje
                         option value="stix" { "STIX 2.1 (bundle or pattern)" }
                         option value="yara" { "YARA rules" }
                     }
-                    label for="new-task-ioc" { "Indicator document (up to 200 KB)" }
+                    label for="new-task-ioc" { "Indicator document (up to 200 KB here; larger ones through the API)" }
                     textarea name="content" #new-task-ioc rows="8" required {}
                     label for="new-task-scope" { "Where to look" }
                     select name="scope" #new-task-scope {
@@ -122,6 +122,17 @@ fn summary(rows: &[TaskDeviceRow]) -> Markup {
     }
 }
 
+/// A task's state from its devices': finished once every device it was given is.
+fn task_state(cancelled: bool, rows: &[TaskDeviceRow]) -> &'static str {
+    if cancelled {
+        "Cancelled"
+    } else if !rows.is_empty() && rows.iter().all(|r| r.state.is_final()) {
+        "Finished on every device"
+    } else {
+        "Active"
+    }
+}
+
 /// `GET /tasks/{id}`.
 pub async fn detail(
     State(c): State<Console>,
@@ -145,7 +156,7 @@ pub async fn detail(
             dt { "Scope" } dd { (t.scope) }
             dt { "Actions where the IOC is found" } dd { code { (t.actions.to_string()) } }
             dt { "Created" } dd { (fmt_time(t.created_at)) " by " (t.created_by) }
-            dt { "State" } dd #task-state { (if t.cancelled { "Cancelled" } else { "Active" }) }
+            dt { "State" } dd #task-state { (task_state(t.cancelled, &rows)) }
         }
         @if !t.cancelled && s.can(Operation::CancelTask) {
             form.inline method="post" action={ "/tasks/" (id) "/cancel" } {
