@@ -123,16 +123,21 @@ pub fn authorize(who: &Principal, op: Operation) -> Result<(), Denied> {
     if allowed {
         return Ok(());
     }
-    Err(Denied(match who {
-        Principal::Special => {
-            "the special account may only create autonomous IOC scan tasks".to_string()
-        }
-        Principal::Account { name, role } => format!(
+    Err(match who {
+        Principal::Special => Denied::special(),
+        Principal::Account { name, role } => Denied(format!(
             "account '{name}' with role {} may not {}",
             role.as_str(),
             op.describe()
-        ),
-    }))
+        )),
+    })
+}
+
+impl Denied {
+    /// The refusal of anything but an autonomous IOC scan task to the special account.
+    pub fn special() -> Denied {
+        Denied("the special account may only create autonomous IOC scan tasks".to_string())
+    }
 }
 
 #[cfg(test)]

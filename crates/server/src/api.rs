@@ -114,9 +114,18 @@ impl FromRequestParts<AppState> for Caller {
                 "log in first: no credentials were given".into(),
             ));
         };
+        // Refused here, before the request's body is read: the special account learns
+        // nothing about any other endpoint, not even what its body should hold. (Each
+        // operation checks the role again.)
+        if principal == riposte_model::Principal::Special && parts.uri.path() != AUTONOMOUS_PATH {
+            return Err(riposte_model::Denied::special().into());
+        }
         Ok(Caller { principal, source })
     }
 }
+
+/// The one endpoint the special account may call.
+const AUTONOMOUS_PATH: &str = "/api/v1/autonomous-tasks";
 
 /// The API router.
 pub fn router(core: AppState) -> Router {
@@ -173,7 +182,7 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/tasks", get(tasks).post(create_task))
         .route("/api/v1/tasks/{id}", get(task))
         .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
-        .route("/api/v1/autonomous-tasks", post(create_autonomous))
+        .route(AUTONOMOUS_PATH, post(create_autonomous))
         .route("/api/v1/detections", get(detections))
         .route("/api/v1/detections/{id}", get(detection))
         .route("/api/v1/quarantine", get(quarantine))
@@ -244,11 +253,6 @@ async fn logout(State(core): State<AppState>, headers: HeaderMap) -> ApiResult {
 }
 
 async fn whoami(c: Caller) -> ApiResult {
-    if c.principal == riposte_model::Principal::Special {
-        return Err(ServiceError::Forbidden(
-            "the special account may only create autonomous IOC scan tasks".into(),
-        ));
-    }
     ok(json!({ "principal": c.principal }))
 }
 
