@@ -249,12 +249,8 @@ enum QuarantineCmd {
         /// Restore to this absolute path instead of the original one.
         #[arg(long)]
         to: Option<String>,
-        /// Where a file is in the way: replace it.
-        #[arg(long, conflicts_with = "rename")]
-        replace: bool,
-        /// Where a file is in the way: restore beside it under a new name.
-        #[arg(long)]
-        rename: bool,
+        #[command(flatten)]
+        on_conflict: crate::conflict::OnConflict,
     },
     /// Asks DEVICE to delete quarantine entry ENTRY and its copy for good.
     Delete { device: String, entry: String },
@@ -397,7 +393,7 @@ fn print_table(rows: &[Value], cols: &[&str]) {
             .zip(&widths)
             .map(|(v, w)| format!("{v:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(cols.iter().map(|c| c.to_uppercase()).collect());
     for r in cells {
@@ -425,14 +421,14 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
     let c = Client::connect(&a).await?;
     let json_out = a.json;
     let out = |v: &Value| {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     };
     // Every command prints the server's JSON with --json, else a line or a table.
     let done = |v: &Value, text: String| {
         if json_out {
             out(v)
         } else {
-            println!("{text}")
+            outln!("{text}")
         }
     };
     let table = |v: &Value, cols: &[&str]| {
@@ -554,21 +550,21 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                 out(&v)
             } else {
                 let tr = &v["effective"]["threat_response"];
-                println!(
+                outln!(
                     "Device {} ({})",
                     v["device"].as_str().unwrap_or("?"),
                     v["device_id"]
                 );
-                println!("Threat Response — from {}", provenance(&tr["provenance"]));
-                println!("  enabled: {}", tr["value"]["enabled"]);
-                println!("  actions: {}", tr["value"]["actions"]);
+                outln!("Threat Response — from {}", provenance(&tr["provenance"]));
+                outln!("  enabled: {}", tr["value"]["enabled"]);
+                outln!("  actions: {}", tr["value"]["actions"]);
                 let sb = &v["effective"]["sandbox_integration"];
-                println!(
+                outln!(
                     "Sandbox integration — from {}",
                     provenance(&sb["provenance"])
                 );
-                println!("  sandboxes: {}", sb["value"]["sandboxes"]);
-                println!("  watch: {}", sb["value"]["watch"]);
+                outln!("  sandboxes: {}", sb["value"]["sandboxes"]);
+                outln!("  watch: {}", sb["value"]["watch"]);
             }
         }
         AdminCommand::Policy(PolicyCmd::Show { group }) => {
@@ -679,12 +675,12 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             if json_out {
                 out(&v)
             } else if v["exists"] == true {
-                println!(
+                outln!(
                     "special account '{}' exists",
                     v["name"].as_str().unwrap_or("?")
                 )
             } else {
-                println!("no special account")
+                outln!("no special account")
             }
         }
         AdminCommand::Account(AccountCmd::List) => {
@@ -731,7 +727,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             if json_out {
                 out(&v)
             } else {
-                println!(
+                outln!(
                     "task {} '{}' (group {}, by {})",
                     v["task"]["id"],
                     v["task"]["name"].as_str().unwrap_or(""),
@@ -820,17 +816,9 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             device,
             entry,
             to,
-            replace,
-            rename,
+            on_conflict,
         }) => {
-            let on_conflict = if replace {
-                "replace"
-            } else if rename {
-                "rename"
-            } else {
-                "refuse"
-            };
-            let body = json!({"restore_to": to, "on_conflict": on_conflict});
+            let body = json!({"restore_to": to, "on_conflict": on_conflict.policy()});
             let path = format!(
                 "/api/v1/quarantine/{}/{}/restore",
                 enc(&device),

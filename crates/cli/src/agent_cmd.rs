@@ -113,12 +113,8 @@ pub enum QuarantineCmd {
         /// detections: \xHH for a byte that is not UTF-8).
         #[arg(long)]
         to: Option<String>,
-        /// Replace an existing file at the target.
-        #[arg(long, conflicts_with = "rename")]
-        replace: bool,
-        /// Restore beside an existing file as NAME.restored.
-        #[arg(long)]
-        rename: bool,
+        #[command(flatten)]
+        on_conflict: crate::conflict::OnConflict,
         #[arg(long)]
         json: bool,
     },
@@ -214,27 +210,27 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         "quarantine": quarantine_summary(&a.data, &a.host_root),
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("device:    {}", id.device_id);
-        println!("server:    {} (channel {})", id.server_url, id.channel_addr);
-        println!("connected: {} ({})", state.connected, state.last_link_note);
+        outln!("device:    {}", id.device_id);
+        outln!("server:    {} (channel {})", id.server_url, id.channel_addr);
+        outln!("connected: {} ({})", state.connected, state.last_link_note);
         match &state.settings {
             Some(s) => {
                 let tr = &s.threat_response.value;
                 let actions: Vec<&str> = tr.actions.iter().map(|a| a.as_str()).collect();
-                println!(
+                outln!(
                     "threat response: {} [{}]",
                     if tr.enabled { "on" } else { "off" },
                     actions.join(", ")
                 );
             }
-            None => println!("threat response: no settings received yet"),
+            None => outln!("threat response: no settings received yet"),
         }
-        println!("tasks:     {}", tasks.len());
-        println!("unsent events: {}", state.outbox.len());
+        outln!("tasks:     {}", tasks.len());
+        outln!("unsent events: {}", state.outbox.len());
         let q = &v["quarantine"];
-        println!("quarantine: {} objects, {} bytes", q["objects"], q["bytes"]);
+        outln!("quarantine: {} objects, {} bytes", q["objects"], q["bytes"]);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -263,23 +259,13 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
         CtlCommand::Quarantine(QuarantineCmd::Restore {
             id,
             to,
-            replace,
-            rename,
+            on_conflict,
             json,
         }) => (
             Request::QuarantineRestore {
                 id: id.clone(),
                 to: to.clone(),
-                on_conflict: Some(
-                    if *replace {
-                        "replace"
-                    } else if *rename {
-                        "rename"
-                    } else {
-                        "refuse"
-                    }
-                    .into(),
-                ),
+                on_conflict: Some(on_conflict.policy().into()),
             },
             *json,
         ),
@@ -319,40 +305,40 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
         return print_quarantine_list(&v, json);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     match c {
         // Printed above.
         CtlCommand::Quarantine(QuarantineCmd::List { .. }) => {}
         CtlCommand::Quarantine(QuarantineCmd::Restore { .. }) => {
-            println!("restored to {}", v["restored_to"].as_str().unwrap_or("?"))
+            outln!("restored to {}", v["restored_to"].as_str().unwrap_or("?"))
         }
         CtlCommand::Quarantine(QuarantineCmd::Delete { id, .. }) => {
-            println!("quarantine entry {id} deleted")
+            outln!("quarantine entry {id} deleted")
         }
         CtlCommand::Allowed(AllowedCmd::List { .. }) => {
             let list = v["allowed"].as_array().cloned().unwrap_or_default();
             if list.is_empty() {
-                println!("no content is allowed on this device");
+                outln!("no content is allowed on this device");
             }
             for h in list {
-                println!("{}", h.as_str().unwrap_or("?"));
+                outln!("{}", h.as_str().unwrap_or("?"));
             }
         }
         CtlCommand::Allowed(AllowedCmd::Withdraw { .. }) => {
-            println!(
+            outln!(
                 "allowance of {} withdrawn",
                 v["withdrawn"].as_str().unwrap_or("?")
             )
         }
         CtlCommand::ReportDetection { .. } => {
-            println!(
+            outln!(
                 "detection {}",
                 v["detection"]["detection_id"].as_str().unwrap_or("?")
             );
             for o in v["outcomes"].as_array().cloned().unwrap_or_default() {
-                println!(
+                outln!(
                     "  {}: {} — {}",
                     o["action"].as_str().unwrap_or("?"),
                     o["outcome"].as_str().unwrap_or("?"),
@@ -370,10 +356,10 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
 fn print_quarantine_list(v: &serde_json::Value, json: bool) -> anyhow::Result<ExitCode> {
     let entries = v["entries"].as_array().cloned().unwrap_or_default();
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        outln!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
         for e in &entries {
-            println!(
+            outln!(
                 "{}  {}  {} bytes  {}",
                 e["id"].as_str().unwrap_or("?"),
                 e["original_path"].as_str().unwrap_or("?"),

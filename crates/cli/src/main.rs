@@ -1,7 +1,19 @@
 //! `riposte`: one binary, thin subcommands that wire the crates together.
 
+/// `println!` for a command's output: a reader that went away (`riposte admin … | head`)
+/// ends the command quietly, as it ends `cat`, instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
 mod admin;
 mod agent_cmd;
+mod conflict;
 mod server_cmd;
 mod up;
 
@@ -43,6 +55,16 @@ enum BenchCommand {
     /// N simulated agents against a real server process: enrollment rate, server memory
     /// per agent, autonomous task fan-out and results (see docs/FLEET.md).
     Fleet(riposte_fleet::FleetArgs),
+}
+
+/// Ends the process after its standard output failed: quietly where the reader closed
+/// it, with a message otherwise.
+fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("riposte: cannot write the output: {e}");
+    std::process::exit(2)
 }
 
 fn main() -> ExitCode {

@@ -587,21 +587,23 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
     // The threat's name, from the record's `threat_name`.
     assert!(page.body.contains("<td>T</td>"), "{}", page.body);
     let csrf = page.csrf();
+    let dev_s = dev.to_string();
+    let act = |entry: &'static str, action: &'static str| {
+        let (v, csrf, dev_s) = (&v, &csrf, &dev_s);
+        async move {
+            let form = [
+                ("csrf", csrf.as_str()),
+                ("back", "/quarantine"),
+                ("device", dev_s.as_str()),
+                ("entry", entry),
+                ("action", action),
+            ];
+            v.post("/quarantine/action", &form).await
+        }
+    };
     let before = core.store.outbox_after(dev, 0, 100).await.unwrap().len();
     for action in ["restore", "delete"] {
-        let dev_s = dev.to_string();
-        let p = v
-            .post(
-                "/quarantine/action",
-                &[
-                    ("csrf", &csrf),
-                    ("back", "/quarantine"),
-                    ("device", &dev_s),
-                    ("entry", "e1"),
-                    ("action", action),
-                ],
-            )
-            .await;
+        let p = act("e1", action).await;
         assert!(
             p.status == 200 || p.status == 303,
             "{action}: {} {}",
@@ -621,18 +623,7 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
     assert_eq!(cmds[1]["action"], "delete");
     assert_eq!(cmds[1]["entry_id"], "e1");
     // An unknown entry changes nothing.
-    let dev_s = dev.to_string();
-    v.post(
-        "/quarantine/action",
-        &[
-            ("csrf", &csrf),
-            ("back", "/quarantine"),
-            ("device", &dev_s),
-            ("entry", "nope"),
-            ("action", "delete"),
-        ],
-    )
-    .await;
+    act("nope", "delete").await;
     assert_eq!(
         core.store.outbox_after(dev, 0, 100).await.unwrap().len(),
         rows.len()
@@ -643,18 +634,7 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
         .upsert_quarantine(dev, "e1", "restored", &rec)
         .await
         .unwrap();
-    let p = v
-        .post(
-            "/quarantine/action",
-            &[
-                ("csrf", &csrf),
-                ("back", "/quarantine"),
-                ("device", &dev_s),
-                ("entry", "e1"),
-                ("action", "restore"),
-            ],
-        )
-        .await;
+    let p = act("e1", "restore").await;
     assert_eq!(p.status, 303, "{}", p.body);
     let shown = v.get("/quarantine").await;
     assert!(
@@ -792,6 +772,24 @@ async fn groups_devices_and_tasks_are_managed_from_the_console() {
     assert_eq!(p.status, 303, "{}", p.body);
     assert_eq!(p.location(), format!("/devices?group={}", branch.id));
     assert_eq!(core.store.group(branch.id).await.unwrap().name, "Branch B");
+    // A rename refused because the name is another group's stays on this group's page.
+    let p = change(vec![
+        ("group", "Branch B".into()),
+        ("action", "rename".into()),
+        ("name", "Finance".into()),
+    ])
+    .await;
+    assert_eq!(p.location(), format!("/devices?group={}", branch.id));
+    assert!(v.get(p.location()).await.body.contains("already exists"));
+    // Finance cannot move into its own subgroup: the list does not offer it.
+    let page = v.get(&format!("/devices?group={finance}")).await.body;
+    let at = page.find("id=\"move-group-parent\"").unwrap();
+    let offered = &page[at..at + page[at..].find("</select>").unwrap()];
+    assert!(offered.contains(">Managed devices<"), "{offered}");
+    assert!(
+        !offered.contains(">Branch B<") && !offered.contains(">Finance<"),
+        "{offered}"
+    );
     let before = group_names().await;
     let p = change(vec![
         ("group", "Finance".into()),

@@ -15,10 +15,12 @@ pub enum HostError {
         reason: String,
     },
     /// Nothing exists at the path.
-    #[error("{path:?} does not exist (it may already have been removed)")]
+    #[error("{}", not_found_text(path, missing_folder.as_deref()))]
     NotFound {
         /// Device path.
         path: PathBuf,
+        /// The folder on the way to it that does not exist, where that is what is missing.
+        missing_folder: Option<String>,
     },
     /// A component of the path (or the object itself) is a symbolic link.
     #[error("{path:?}: component {component:?} is a symbolic link; refusing to follow it (use the resolved path of the object instead)")]
@@ -78,5 +80,14 @@ impl HostError {
             path: path.into(),
             source: source.into(),
         }
+    }
+}
+
+/// The message of [`HostError::NotFound`]: a missing folder on the way is named, since
+/// "already removed" would send the reader looking for the object itself.
+fn not_found_text(path: &std::path::Path, missing_folder: Option<&str>) -> String {
+    match missing_folder {
+        Some(folder) => format!("{path:?}: its folder {folder:?} does not exist"),
+        None => format!("{path:?} does not exist (it may already have been removed)"),
     }
 }

@@ -190,6 +190,7 @@ fn classify_dir_error(parent: &OwnedFd, name: &OsStr, path: &Path, e: Errno) -> 
     match e {
         Errno::NOENT => HostError::NotFound {
             path: path.to_path_buf(),
+            missing_folder: Some(component),
         },
         Errno::LOOP | Errno::NOTDIR => {
             match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -262,6 +263,7 @@ impl HostRoot {
                 if e == Errno::NOENT {
                     HostError::NotFound {
                         path: device_path.to_path_buf(),
+                        missing_folder: None,
                     }
                 } else {
                     HostError::io("inspecting", device_path, e)
@@ -290,6 +292,7 @@ impl HostRoot {
         .map_err(|e| match e {
             Errno::NOENT => HostError::NotFound {
                 path: device_path.to_path_buf(),
+                missing_folder: None,
             },
             Errno::LOOP => HostError::SymlinkInPath {
                 path: device_path.to_path_buf(),
@@ -423,7 +426,10 @@ pub fn unlink_opened(
     )
     .map_err(|e| {
         if e == Errno::NOENT {
-            HostError::NotFound { path: path.clone() }
+            HostError::NotFound {
+                path: path.clone(),
+                missing_folder: None,
+            }
         } else {
             HostError::io("inspecting", path, e)
         }

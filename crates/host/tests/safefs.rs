@@ -106,6 +106,21 @@ fn refusals() {
         h.open_regular(Path::new("/nope")),
         Err(HostError::NotFound { .. })
     ));
+    // A missing folder on the way is named as such, not taken for a removed object.
+    let e = h.open_regular(Path::new("/home/missing/evil")).unwrap_err();
+    assert!(
+        matches!(&e, HostError::NotFound { missing_folder: Some(f), .. } if f == "missing"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "\"/home/missing/evil\": its folder \"missing\" does not exist"
+    );
+    assert!(h
+        .open_regular(Path::new("/home/u/gone"))
+        .unwrap_err()
+        .to_string()
+        .contains("may already have been removed"));
     std::os::unix::fs::symlink("u", t.path().join("home/link")).unwrap();
     let e = h.open_regular(Path::new("/home/link/evil")).unwrap_err();
     assert!(

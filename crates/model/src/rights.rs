@@ -76,7 +76,7 @@ impl Operation {
             Operation::RevokeDevice => "revoke devices",
             Operation::ChangePolicy => "change policies",
             Operation::ChangeDeviceSettings => "change a device's application settings",
-            Operation::ManageEnrollTokens => "create enrollment tokens",
+            Operation::ManageEnrollTokens => "list or create enrollment tokens",
             Operation::CreateTask => "create IOC scan tasks",
             Operation::CancelTask => "cancel tasks",
             Operation::CreateAutonomousTask => "create autonomous IOC scan tasks",

@@ -1384,16 +1384,21 @@ impl Core {
 
     // ----- detections -------------------------------------------------------------------
 
+    /// The id of the device a listing is narrowed to, if any (by id or unique name).
+    async fn device_filter(&self, device: Option<&str>) -> ServiceResult<Option<i64>> {
+        Ok(match device {
+            Some(d) => Some(self.store.device_by_ref(d).await?.id),
+            None => None,
+        })
+    }
+
     pub async fn detections(
         &self,
         c: &Caller,
         device: Option<&str>,
     ) -> ServiceResult<Vec<riposte_store::DetectionRow>> {
         authorize(&c.principal, Operation::ReadInventory)?;
-        let device_id = match device {
-            Some(d) => Some(self.store.device_by_ref(d).await?.id),
-            None => None,
-        };
+        let device_id = self.device_filter(device).await?;
         Ok(self.store.detections(device_id, 1000).await?)
     }
 
@@ -1412,10 +1417,7 @@ impl Core {
         device: Option<&str>,
     ) -> ServiceResult<Vec<riposte_store::QuarantineRow>> {
         authorize(&c.principal, Operation::ReadInventory)?;
-        let device_id = match device {
-            Some(d) => Some(self.store.device_by_ref(d).await?.id),
-            None => None,
-        };
+        let device_id = self.device_filter(device).await?;
         Ok(self.store.quarantine(device_id).await?)
     }
 
@@ -1427,10 +1429,7 @@ impl Core {
         device: Option<&str>,
     ) -> ServiceResult<Vec<riposte_store::AlertRow>> {
         authorize(&c.principal, Operation::ReadInventory)?;
-        let device_id = match device {
-            Some(d) => Some(self.store.device_by_ref(d).await?.id),
-            None => None,
-        };
+        let device_id = self.device_filter(device).await?;
         Ok(self.store.alerts(device_id, 1000).await?)
     }
 

@@ -80,20 +80,26 @@ pub async fn list(
     } else {
         "subtree"
     };
-    let ids = match q.group {
-        Some(g) if names.contains_key(&g) => Some(if scope == "group" {
+    // The selected group and everything under it: the devices listed by default, and
+    // the groups it cannot be moved into.
+    let own_subtree = match q.group {
+        Some(g) if names.contains_key(&g) => c
+            .core()
+            .store
+            .group_tree()
+            .await
+            .map_err(|e| Reject::Internal(e.to_string()))?
+            .subtree(g),
+        Some(_) => return Err(Reject::NotFound("no such administration group".into())),
+        None => Vec::new(),
+    };
+    let ids = q.group.map(|g| {
+        if scope == "group" {
             vec![g]
         } else {
-            c.core()
-                .store
-                .group_tree()
-                .await
-                .map_err(|e| Reject::Internal(e.to_string()))?
-                .subtree(g)
-        }),
-        Some(_) => return Err(Reject::NotFound("no such administration group".into())),
-        None => None,
-    };
+            own_subtree.clone()
+        }
+    });
     let page_no = q.page.clamp(0, 1_000_000);
     let search = q.q.trim();
     let mut rows = c
@@ -160,7 +166,7 @@ pub async fn list(
                                 input type="hidden" name="action" value="move";
                                 label for="move-group-parent" { "Move inside" }
                                 select name="parent" #move-group-parent {
-                                    @for other in groups.iter().filter(|o| o.id != g.id) {
+                                    @for other in groups.iter().filter(|o| !own_subtree.contains(&o.id)) {
                                         option value=(other.name) selected[Some(other.id) == g.parent] { (other.name) }
                                     }
                                 }
@@ -531,9 +537,16 @@ pub async fn change_group(State(c): State<Console>, p: Posted) -> Response {
         "rename" => {
             let name = f.text("name");
             let res = core.rename_group(caller, &group, &name).await;
+            // Back to the group under its new name, or under its old one where refused
+            // (the name asked for may be another group's).
+            let back = if res.is_ok() {
+                name.clone()
+            } else {
+                group.clone()
+            };
             (
                 res.map(|()| format!("Group '{group}' renamed to '{}'.", name.trim())),
-                name,
+                back,
             )
         }
         "move" => {
