@@ -402,19 +402,9 @@ fn print_table(rows: &[Value], cols: &[&str]) {
 }
 
 fn provenance(v: &Value) -> String {
-    match v["source"].as_str() {
-        Some("policy") => format!(
-            "{}{}",
-            v["policy"].as_str().unwrap_or("?"),
-            if v["locked"] == true {
-                " (enforced, locked)"
-            } else {
-                " (not enforced)"
-            }
-        ),
-        Some("local") => "local device setting".into(),
-        _ => "product default".into(),
-    }
+    serde_json::from_value::<riposte_model::Provenance>(v.clone())
+        .map(|p| p.describe())
+        .unwrap_or_else(|_| format!("unknown ({v})"))
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {

@@ -220,9 +220,17 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
                 let tr = &s.threat_response.value;
                 let actions: Vec<&str> = tr.actions.iter().map(|a| a.as_str()).collect();
                 outln!(
-                    "threat response: {} [{}]",
+                    "threat response: {} [{}], from {}",
                     if tr.enabled { "on" } else { "off" },
-                    actions.join(", ")
+                    actions.join(", "),
+                    s.threat_response.provenance.describe()
+                );
+                let si = &s.sandbox_integration.value;
+                outln!(
+                    "sandbox integration: {} sandbox server(s), watching [{}], from {}",
+                    si.sandboxes.len(),
+                    si.watch.join(", "),
+                    s.sandbox_integration.provenance.describe()
                 );
             }
             None => outln!("threat response: no settings received yet"),

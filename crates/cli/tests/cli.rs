@@ -164,6 +164,20 @@ fn server_agent_and_admin_commands() {
         st["settings"]["threat_response"]["value"]["enabled"], true,
         "{st}"
     );
+    // The text says where each settings group comes from.
+    let out = Command::new(bin())
+        .args(["agent", "--data"])
+        .arg(&adir)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("threat response: on [")
+            && text.contains("from Riposte policy (A) (enforced, locked)"),
+        "{text}"
+    );
+    assert!(text.contains("sandbox integration: "), "{text}");
 
     // Tasks: create, show, cancel.
     let ioc = tmp.path().join("x.ioc");

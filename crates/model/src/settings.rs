@@ -229,6 +229,20 @@ impl Provenance {
     pub fn is_locked(&self) -> bool {
         matches!(self, Provenance::Policy { locked: true, .. })
     }
+
+    /// Where the value comes from, in words for a command's text output.
+    pub fn describe(&self) -> String {
+        match self {
+            Provenance::Policy {
+                policy,
+                locked: true,
+                ..
+            } => format!("{policy} (enforced, locked)"),
+            Provenance::Policy { policy, .. } => format!("{policy} (not enforced)"),
+            Provenance::Local => "local device setting".into(),
+            Provenance::Default => "product default".into(),
+        }
+    }
 }
 
 /// A value and why it applies.
