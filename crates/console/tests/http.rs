@@ -227,6 +227,12 @@ async fn auditor_cannot_change_anything() {
         ),
         ("/devices/1/move".into(), vec![("group", "Finance")]),
         ("/devices/1/revoke".into(), vec![("confirm", "yes")]),
+        // Saving with nothing kept: refused as such, not "nothing to save".
+        (format!("/policies/{gid}/save"), vec![]),
+        (
+            "/groups/change".into(),
+            vec![("group", "Finance"), ("action", "rename"), ("name", "Mine")],
+        ),
         (
             "/tasks".into(),
             vec![

@@ -235,6 +235,11 @@ async fn store(
 pub async fn save(State(c): State<Console>, Path(gid): Path<i64>, p: Posted) -> Response {
     let s = &p.session;
     let here = format!("/policies/{gid}?tab=settings&section=threat-response");
+    // Refused as the server would refuse it, before "nothing to save" could answer a
+    // caller who may not save at all.
+    if let Err(denied) = riposte_model::authorize(&s.caller.principal, Operation::ChangePolicy) {
+        return after(&c, s, Err(ServiceError::from(denied)), &here);
+    }
     let Some(patch) = c.draft(s, gid).await else {
         c.flash(s, true, "Nothing to save.");
         return Redirect::to(&here).into_response();
