@@ -274,7 +274,29 @@ async fn openapi_lists_every_route() {
         n += 1;
     }
     assert!(n >= 25, "found {n} routes");
+    // Every request body is described field by field, as login's is.
+    for (path, ops) in paths {
+        for (method, op) in op_list(ops) {
+            if let Some(body) = op.get("requestBody") {
+                let schema = &body["content"]["application/json"]["schema"];
+                let fields = schema["properties"].as_object();
+                assert!(
+                    fields.is_some_and(|f| !f.is_empty()),
+                    "{method} {path}: its body has no fields documented"
+                );
+            }
+        }
+    }
+    let login =
+        &paths["/api/v1/login"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(login["required"], json!(["user", "password"]));
     ts.stop().await;
+}
+
+fn op_list(ops: &serde_json::Value) -> Vec<(&String, &serde_json::Value)> {
+    ops.as_object()
+        .map(|o| o.iter().collect())
+        .unwrap_or_default()
 }
 
 /// A client that opens a connection and sends its request's headers slowly (or never)
