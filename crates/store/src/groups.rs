@@ -14,15 +14,16 @@ async fn group_nodes<'e>(
     let rows = sqlx::query("SELECT id, name, parent_id FROM groups ORDER BY id")
         .fetch_all(on)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(GroupNode {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                parent: r.try_get("parent_id")?,
-            })
-        })
-        .collect()
+    rows.iter().map(group_node).collect()
+}
+
+/// A group from a row of `SELECT id, name, parent_id FROM groups`.
+fn group_node(r: &sqlx::any::AnyRow) -> Result<GroupNode> {
+    Ok(GroupNode {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        parent: r.try_get("parent_id")?,
+    })
 }
 
 impl Store {
@@ -164,11 +165,7 @@ impl Store {
             .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no administration group with id {id}")))?;
-        Ok(GroupNode {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            parent: row.try_get("parent_id")?,
-        })
+        group_node(&row)
     }
 
     /// One group by name.
