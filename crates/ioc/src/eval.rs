@@ -372,6 +372,39 @@ pub fn evaluate_host(ioc: &Ioc, term: &dyn Fn(usize) -> Truth) -> Truth {
     eval_host_node(&ioc.root, term)
 }
 
+/// Joins the observations of a pattern ([`crate::Observations`]): `formula` with the
+/// truth of each observation over every object from `part`. Returns the truth and, when
+/// it is true, the observations that make it so: every true child of an OR, so that
+/// each matching observation is named, and none of an AND that failed.
+pub fn join_observations(
+    formula: &Node,
+    part: &dyn Fn(usize) -> Truth,
+) -> (Truth, BTreeSet<usize>) {
+    let truth = eval_host_node(formula, part);
+    let mut witnesses = BTreeSet::new();
+    if truth == Truth::True {
+        collect_witnesses(formula, part, &mut witnesses);
+    }
+    (truth, witnesses)
+}
+
+/// Adds to `out` the observations under `node`, which is true, that make it true.
+fn collect_witnesses(node: &Node, part: &dyn Fn(usize) -> Truth, out: &mut BTreeSet<usize>) {
+    match node {
+        Node::Term(k) => {
+            out.insert(*k);
+        }
+        Node::Unsupported(_) => {}
+        Node::And(c) | Node::Or(c) => {
+            for n in c {
+                if eval_host_node(n, part) == Truth::True {
+                    collect_witnesses(n, part, out);
+                }
+            }
+        }
+    }
+}
+
 fn eval_host_node(node: &Node, term: &dyn Fn(usize) -> Truth) -> Truth {
     match node {
         Node::Term(i) => term(*i),

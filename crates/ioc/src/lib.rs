@@ -19,9 +19,9 @@ pub mod stix;
 pub mod value;
 pub mod yara;
 
-pub use eval::{evaluate, Item, Truth};
+pub use eval::{evaluate, join_observations, Item, Truth};
 pub use generate::{ioc_from_detection, DetectedObject, Detection};
-pub use model::{Field, FieldValue, Ioc, IocFormat, ItemType, UnsupportedTerm};
+pub use model::{Field, FieldValue, Ioc, IocFormat, ItemType, Observations, UnsupportedTerm};
 
 /// Errors reading indicator documents. Every variant names the document (`origin`)
 /// and, where the format allows it, the position of the problem.

@@ -353,6 +353,25 @@ pub struct Ioc {
     pub terms: Vec<Term>,
     /// Comparisons that cannot be evaluated on Linux.
     pub unsupported: Vec<UnsupportedTerm>,
+    /// For a pattern of several observations (STIX), each of which an object of its own
+    /// may match: the observations and how they combine. `root` is then the pattern as
+    /// one object alone would satisfy it; a sweep judges every observation over all
+    /// objects and joins them with [`Observations::formula`].
+    pub observations: Option<Observations>,
+}
+
+/// The observations of a STIX pattern such as `[file:name = 'a'] AND [file:name = 'b']`,
+/// which holds where both files exist: each observation is matched by some object, not
+/// necessarily the same one.
+#[derive(Debug, Clone)]
+pub struct Observations {
+    /// Per observation, its comparisons: nodes into the indicator's `terms` and
+    /// `unsupported`.
+    pub parts: Vec<Node>,
+    /// How the observations combine: `Node::Term(k)` is "some object matches observation
+    /// `k`", `Node::Unsupported(j)` is the indicator's unsupported term `j` (an operator
+    /// that needs event history).
+    pub formula: Node,
 }
 
 impl Ioc {
@@ -373,11 +392,73 @@ impl Ioc {
             root,
             terms,
             unsupported,
+            observations: None,
         };
         let mut root = std::mem::replace(&mut ioc.root, Node::And(Vec::new()));
         sort_by_cost(&mut root, &ioc.terms);
         ioc.root = root;
         ioc
+    }
+
+    /// This indicator with its observations set (see [`Ioc::observations`]).
+    pub fn with_observations(mut self, observations: Observations) -> Ioc {
+        self.observations = Some(observations);
+        self
+    }
+
+    /// One standalone indicator per observation (empty without [`Ioc::observations`]):
+    /// observation `k` keeps only its own terms, renumbered, and is named after this
+    /// indicator with `#observation-{k+1}` appended to its id.
+    pub fn observation_parts(&self) -> Vec<Ioc> {
+        let Some(obs) = &self.observations else {
+            return Vec::new();
+        };
+        obs.parts
+            .iter()
+            .enumerate()
+            .map(|(k, part)| {
+                let mut terms = Vec::new();
+                let mut unsupported = Vec::new();
+                let root = self.renumbered(part, &mut terms, &mut unsupported);
+                Ioc::new(
+                    format!("{}#observation-{}", self.id, k + 1),
+                    self.name.clone(),
+                    self.format,
+                    root,
+                    terms,
+                    unsupported,
+                )
+            })
+            .collect()
+    }
+
+    /// `node` with its terms and unsupported terms copied into `terms` and `unsupported`.
+    fn renumbered(
+        &self,
+        node: &Node,
+        terms: &mut Vec<Term>,
+        unsupported: &mut Vec<UnsupportedTerm>,
+    ) -> Node {
+        match node {
+            Node::Term(i) => {
+                terms.push(self.terms[*i].clone());
+                Node::Term(terms.len() - 1)
+            }
+            Node::Unsupported(j) => {
+                unsupported.push(self.unsupported[*j].clone());
+                Node::Unsupported(unsupported.len() - 1)
+            }
+            Node::And(c) => Node::And(
+                c.iter()
+                    .map(|n| self.renumbered(n, terms, unsupported))
+                    .collect(),
+            ),
+            Node::Or(c) => Node::Or(
+                c.iter()
+                    .map(|n| self.renumbered(n, terms, unsupported))
+                    .collect(),
+            ),
+        }
     }
 
     /// The item types this indicator has supported terms for.

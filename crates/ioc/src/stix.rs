@@ -21,13 +21,14 @@
 //! Observation operators and qualifiers that need event history (FOLLOWEDBY, WITHIN,
 //! REPEATS, START/STOP) cannot be decided by a point-in-time sweep: they are kept as
 //! unsupported terms, so a pattern using them is "undetermined" rather than "no match".
-//! Observations of the same object type joined by AND (`[file:name = 'a'] AND
-//! [file:name = 'b']`) may each match a different object, which a sweep of one object at a
-//! time cannot join: such a pattern hits where one object matches them all, and is
-//! otherwise "undetermined", with the join listed as unsupported.
+//! A pattern of several observations (`[file:name = 'a'] AND [file:name = 'b']`) holds
+//! where each observation is matched by some object, not necessarily the same one: it
+//! keeps its observations apart ([`Observations`]), and a sweep judges each over every
+//! object before joining them.
 
 use crate::model::{
-    Condition, ContentType, Field, Ioc, IocFormat, ItemType, Node, Operand, Term, UnsupportedTerm,
+    Condition, ContentType, Field, Ioc, IocFormat, Node, Observations, Operand, Term,
+    UnsupportedTerm,
 };
 use crate::openioc::build_term;
 use crate::value::{parse_datetime, parse_ip};
@@ -623,6 +624,8 @@ fn like_to_regex(s: &str) -> String {
 struct Builder {
     terms: Vec<Term>,
     unsupported: Vec<UnsupportedTerm>,
+    /// Per observation (`[…]`), its comparisons.
+    parts: Vec<Node>,
 }
 
 impl Builder {
@@ -635,64 +638,48 @@ impl Builder {
         Node::Unsupported(self.unsupported.len() - 1)
     }
 
-    fn obs(&mut self, o: &Obs) -> Result<Node, String> {
+    /// Compiles an observation expression into the pattern as one object would satisfy
+    /// it (the first node) and into its formula over observations (the second: each
+    /// `[…]` becomes `Node::Term(k)`, its comparisons kept in `parts[k]`).
+    fn obs(&mut self, o: &Obs) -> Result<(Node, Node), String> {
         Ok(match o {
-            Obs::Atom(c) => self.cmp(c)?,
-            Obs::And(v) => self.joined(v, "AND")?,
-            Obs::Or(v) => Node::Or(v.iter().map(|o| self.obs(o)).collect::<Result<_, _>>()?),
+            Obs::Atom(c) => {
+                let root = self.cmp(c)?;
+                self.parts.push(root.clone());
+                (root, Node::Term(self.parts.len() - 1))
+            }
+            Obs::And(v) => {
+                let (roots, formulas) = self.each(v)?;
+                (Node::And(roots), Node::And(formulas))
+            }
+            Obs::Or(v) => {
+                let (roots, formulas) = self.each(v)?;
+                (Node::Or(roots), Node::Or(formulas))
+            }
             Obs::Temporal(v, what) => {
                 let word = what.split_whitespace().next().unwrap_or(what).to_string();
-                let mut c = vec![self.joined(v, &word)?];
-                c.push(self.unsupported(
+                let (mut roots, mut formulas) = self.each(v)?;
+                let history = self.unsupported(
                     what,
                     &word,
                     format!("{word} needs event history; a point-in-time scan cannot evaluate it"),
-                ));
-                Node::And(c)
+                );
+                roots.push(history.clone());
+                formulas.push(history);
+                (Node::And(roots), Node::And(formulas))
             }
         })
     }
 
-    /// Observations joined by `what` (AND, FOLLOWEDBY). Joined observations may each
-    /// match a different object, and the sweep judges one object at a time: where two
-    /// of them test objects of the same type, one object satisfying them all proves the
-    /// join, but none doing so proves nothing (`[file:name = 'a'] AND [file:name = 'b']`
-    /// holds where both files exist). So the join is then true where one object
-    /// satisfies it and unknown elsewhere, never a silent "no match".
-    fn joined(&mut self, v: &[Obs], what: &str) -> Result<Node, String> {
-        let mut nodes = Vec::with_capacity(v.len());
-        let mut types_seen: Vec<ItemType> = Vec::new();
-        let mut shared = None;
+    fn each(&mut self, v: &[Obs]) -> Result<(Vec<Node>, Vec<Node>), String> {
+        let mut roots = Vec::with_capacity(v.len());
+        let mut formulas = Vec::with_capacity(v.len());
         for o in v {
-            let first = self.terms.len();
-            nodes.push(self.obs(o)?);
-            let mut types: Vec<ItemType> = self.terms[first..]
-                .iter()
-                .map(|t| t.field.item())
-                // There is one host: observations of it are of the same object.
-                .filter(|t| *t != ItemType::SystemInfo)
-                .collect();
-            types.sort_unstable();
-            types.dedup();
-            if let Some(t) = types.iter().find(|t| types_seen.contains(t)) {
-                shared.get_or_insert(*t);
-            }
-            types_seen.extend(types);
+            let (root, formula) = self.obs(o)?;
+            roots.push(root);
+            formulas.push(formula);
         }
-        let Some(ty) = shared else {
-            return Ok(Node::And(nodes));
-        };
-        let kind = format!("{ty:?}").to_lowercase();
-        let unjoined = self.unsupported(
-            &format!("observations joined by {what}"),
-            what,
-            format!(
-                "observations of {kind} objects joined by {what} may each match a different \
-                 object; a sweep judges one object at a time, so only one object matching \
-                 them all is found"
-            ),
-        );
-        Ok(Node::Or(vec![Node::And(nodes), unjoined]))
+        Ok((roots, formulas))
     }
 
     fn cmp(&mut self, c: &Cmp) -> Result<Node, String> {
@@ -827,16 +814,25 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
     let mut b = Builder {
         terms: Vec::new(),
         unsupported: Vec::new(),
+        parts: Vec::new(),
     };
-    let root = b.obs(&obs).map_err(|m| fail(0, m))?;
-    Ok(Ioc::new(
+    let (root, formula) = b.obs(&obs).map_err(|m| fail(0, m))?;
+    let ioc = Ioc::new(
         id.to_string(),
         name.to_string(),
         IocFormat::Stix21,
         root,
         b.terms,
         b.unsupported,
-    ))
+    );
+    Ok(if b.parts.len() > 1 {
+        ioc.with_observations(Observations {
+            parts: b.parts,
+            formula,
+        })
+    } else {
+        ioc
+    })
 }
 
 /// Reads STIX content: a bundle, one indicator object, a JSON array of objects, or a

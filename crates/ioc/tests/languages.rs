@@ -548,10 +548,10 @@ fn stix_patterns_operators() {
         ("[file:hashes.MD5 = 'ffffffffffffffffffffffffffffffff' OR (file:name = 'x' OR file:size = 1234)]", Truth::True),
         ("[file:mtime = t'2020-09-13T12:26:40Z']", Truth::True),
         ("[file:name = 'evil.exe'] AND [file:size = 1234]", Truth::True),
-        // Two observations of files may be two files: one file matching neither both
-        // proves nothing (unknown, listed as unsupported), never "no match".
-        ("[file:name = 'evil.exe'] AND [file:name = 'other.exe']", Truth::Unknown),
-        ("[file:name = 'nope.exe'] AND [file:size = 1]", Truth::Unknown),
+        // On one item, a pattern of several observations is what that item alone
+        // satisfies; a sweep joins observations matched by different items (below).
+        ("[file:name = 'evil.exe'] AND [file:name = 'other.exe']", Truth::False),
+        ("[file:name = 'nope.exe'] AND [file:size = 1]", Truth::False),
         ("[file:name = 'evil.exe'] FOLLOWEDBY [file:size = 1234]", Truth::Unknown),
         ("[file:name = 'evil.exe'] WITHIN 300 SECONDS", Truth::Unknown),
         ("[file:name = 'nope.exe'] REPEATS 5 TIMES", Truth::False),
@@ -593,6 +593,89 @@ fn stix_patterns_operators() {
         let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap();
         assert_eq!(check(&ioc, &mut port), want, "{p}");
     }
+}
+
+#[test]
+fn stix_observations_are_kept_apart_and_joined() {
+    use riposte_ioc::join_observations;
+    use std::collections::BTreeSet;
+    // One observation: nothing to join.
+    let one = stix::parse_pattern("[file:name = 'a' AND file:size = 1]", "i", "n", "t").unwrap();
+    assert!(one.observations.is_none());
+    assert!(one.observation_parts().is_empty());
+
+    let p = "[file:name = 'a.exe'] AND ([file:size = 7] OR [process:name = 'x' AND file:name = 'b']) FOLLOWEDBY [user-account:user_id = '0']";
+    let ioc = stix::parse_pattern(p, "indicator--j", "joined", "t").unwrap();
+    let parts = ioc.observation_parts();
+    assert_eq!(parts.len(), 4, "{parts:#?}");
+    let ids: Vec<&str> = parts.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "indicator--j#observation-1",
+            "indicator--j#observation-2",
+            "indicator--j#observation-3",
+            "indicator--j#observation-4"
+        ]
+    );
+    // Each part keeps only its own comparisons, renumbered.
+    let fields = |i: &Ioc| {
+        let mut f: Vec<Field> = i.fields().collect();
+        f.sort();
+        f
+    };
+    assert_eq!(fields(&parts[0]), [Field::FileName]);
+    assert_eq!(fields(&parts[1]), [Field::FileSize]);
+    assert_eq!(fields(&parts[2]), [Field::FileName, Field::ProcName]);
+    assert_eq!(fields(&parts[3]), [Field::UserId]);
+    assert_eq!(parts[0].terms[0].raw, "a.exe");
+    assert_eq!(
+        parts[2]
+            .terms
+            .iter()
+            .map(|t| t.raw.as_str())
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["x", "b"])
+    );
+    assert!(parts.iter().all(|p| p.unsupported.is_empty()));
+    // FOLLOWEDBY stays unsupported, in the indicator and in its formula.
+    assert_eq!(ioc.unsupported.len(), 1);
+    assert_eq!(ioc.unsupported[0].search, "FOLLOWEDBY");
+    let formula = &ioc.observations.as_ref().unwrap().formula;
+    let truths = |t: [Truth; 4]| move |k: usize| t[k];
+    use Truth::{False as F, True as T, Unknown as U};
+    // The observations' joins, with FOLLOWEDBY unknown: never better than unknown.
+    assert_eq!(join_observations(formula, &truths([T, T, F, T])).0, U);
+    assert_eq!(join_observations(formula, &truths([F, T, T, T])).0, F);
+    assert_eq!(join_observations(formula, &truths([T, F, F, T])).0, F);
+
+    let ioc = stix::parse_pattern(
+        "[file:name = 'a'] AND ([file:name = 'b'] OR [file:size = 3])",
+        "i",
+        "n",
+        "t",
+    )
+    .unwrap();
+    let formula = &ioc.observations.as_ref().unwrap().formula;
+    let (truth, witnesses) = join_observations(formula, &truths([T, T, T, F]));
+    assert_eq!(truth, T);
+    assert_eq!(
+        witnesses,
+        BTreeSet::from([0, 1, 2]),
+        "every matching observation"
+    );
+    let (truth, witnesses) = join_observations(formula, &truths([T, F, T, F]));
+    assert_eq!(truth, T);
+    assert_eq!(
+        witnesses,
+        BTreeSet::from([0, 2]),
+        "not the observation that failed"
+    );
+    assert_eq!(
+        join_observations(formula, &truths([T, U, F, F])),
+        (U, BTreeSet::new())
+    );
+    assert_eq!(join_observations(formula, &truths([F, T, T, F])).0, F);
 }
 
 #[test]

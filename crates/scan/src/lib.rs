@@ -310,6 +310,44 @@ struct Loaded {
     origin: String,
 }
 
+/// An indicator as the report lists it.
+enum Listed {
+    /// Swept as it is: its index among the swept indicators.
+    Swept(usize),
+    /// A pattern of several observations ([`riposte_ioc::Observations`]): each
+    /// observation is swept as an indicator of its own (`parts`, indices among the swept
+    /// indicators), so that different objects may match them, and joined after.
+    Joined {
+        pattern: Box<Loaded>,
+        parts: Vec<usize>,
+    },
+}
+
+/// The indicators to sweep, with every pattern of several observations split into one
+/// indicator per observation, and what the report lists, in the documents' order.
+fn observations_apart(loaded: Vec<Loaded>) -> (Vec<Loaded>, Vec<Listed>) {
+    let mut swept = Vec::with_capacity(loaded.len());
+    let mut listed = Vec::with_capacity(loaded.len());
+    for l in loaded {
+        let observations = l.ioc.observation_parts();
+        if observations.is_empty() {
+            listed.push(Listed::Swept(swept.len()));
+            swept.push(l);
+            continue;
+        }
+        let parts = (swept.len()..swept.len() + observations.len()).collect();
+        swept.extend(observations.into_iter().map(|ioc| Loaded {
+            ioc,
+            origin: l.origin.clone(),
+        }));
+        listed.push(Listed::Joined {
+            pattern: Box::new(l),
+            parts,
+        });
+    }
+    (swept, listed)
+}
+
 fn condition_name(c: Condition) -> &'static str {
     match c {
         Condition::Is => "is",
@@ -806,7 +844,8 @@ fn threads_within(wanted: usize, open_files_limit: Option<u64>) -> usize {
 
 pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let start = std::time::Instant::now();
-    let (iocs, yara, warnings) = load(request)?;
+    let (loaded, yara, warnings) = load(request)?;
+    let (iocs, listed) = observations_apart(loaded);
     let scope = &request.scope;
     let mut report = SweepReport {
         warnings,
@@ -1268,7 +1307,6 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         );
     }
     let mut hits = hits.into_inner().unwrap_or_else(|e| e.into_inner());
-    hits.sort_by(|a, b| (&a.ioc_id, a.item.to_string()).cmp(&(&b.ioc_id, b.item.to_string())));
 
     // 4. Non-file items, now that file terms' existential truths are known.
     for (i, l) in iocs.iter().enumerate() {
@@ -1291,29 +1329,94 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         }
     }
 
-    // 5. Verdicts.
-    for (i, l) in iocs.iter().enumerate() {
-        let hit = hits
-            .iter()
-            .any(|h| h.ioc_id == l.ioc.id && h.origin == l.origin);
-        let verdict = if hit {
-            Verdict::Hit
-        } else if saw_unknown[i].load(Ordering::Relaxed)
-            || evaluate_host(&l.ioc, &truth_of(i)) == Truth::Unknown
-        {
-            Verdict::Undetermined
-        } else {
-            Verdict::NoMatch
-        };
-        report.iocs.push(IocSummary {
-            id: l.ioc.id.clone(),
-            name: l.ioc.name.clone(),
-            origin: l.origin.clone(),
-            verdict,
-            supported_terms: l.ioc.terms.len(),
-            unsupported: l.ioc.unsupported.clone(),
-        });
+    // 5. Verdicts, and the observations of a pattern joined.
+    let verdicts: Vec<Verdict> = iocs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if hits
+                .iter()
+                .any(|h| h.ioc_id == l.ioc.id && h.origin == l.origin)
+            {
+                Verdict::Hit
+            } else if saw_unknown[i].load(Ordering::Relaxed)
+                || evaluate_host(&l.ioc, &truth_of(i)) == Truth::Unknown
+            {
+                Verdict::Undetermined
+            } else {
+                Verdict::NoMatch
+            }
+        })
+        .collect();
+    let summary = |l: &Loaded, verdict| IocSummary {
+        id: l.ioc.id.clone(),
+        name: l.ioc.name.clone(),
+        origin: l.origin.clone(),
+        verdict,
+        supported_terms: l.ioc.terms.len(),
+        unsupported: l.ioc.unsupported.clone(),
+    };
+    // Hits of an observation count only as hits of its pattern, where the pattern holds.
+    let mut part_of: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+    let mut shown: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); listed.len()];
+    for (n, entry) in listed.iter().enumerate() {
+        match entry {
+            Listed::Swept(i) => report.iocs.push(summary(&iocs[*i], verdicts[*i])),
+            Listed::Joined { pattern, parts } => {
+                let formula = pattern
+                    .ioc
+                    .observations
+                    .as_ref()
+                    .map_or(&pattern.ioc.root, |o| &o.formula);
+                let (truth, witnesses) =
+                    riposte_ioc::join_observations(formula, &|k| match verdicts[parts[k]] {
+                        Verdict::Hit => Truth::True,
+                        Verdict::NoMatch => Truth::False,
+                        Verdict::Undetermined => Truth::Unknown,
+                    });
+                for (k, &i) in parts.iter().enumerate() {
+                    part_of.insert((&iocs[i].ioc.id, &iocs[i].origin), (n, k));
+                }
+                shown[n] = witnesses;
+                report.iocs.push(summary(
+                    pattern,
+                    match truth {
+                        Truth::True => Verdict::Hit,
+                        Truth::False => Verdict::NoMatch,
+                        Truth::Unknown => Verdict::Undetermined,
+                    },
+                ));
+            }
+        }
     }
+    let mut hits: Vec<Hit> = hits
+        .into_iter()
+        .filter_map(|mut h| {
+            let Some(&(n, k)) = part_of.get(&(h.ioc_id.as_str(), h.origin.as_str())) else {
+                return Some(h);
+            };
+            let Listed::Joined { pattern, .. } = &listed[n] else {
+                return None;
+            };
+            shown[n].contains(&k).then(|| {
+                h.ioc_id = pattern.ioc.id.clone();
+                h.ioc_name = pattern.ioc.name.clone();
+                h
+            })
+        })
+        .collect();
+    hits.sort_by(|a, b| (&a.ioc_id, a.item.to_string()).cmp(&(&b.ioc_id, b.item.to_string())));
+    // One object that matched several observations of a pattern is one hit of it, with
+    // the terms of them all.
+    hits.dedup_by(|later, kept| {
+        let same = later.ioc_id == kept.ioc_id
+            && later.origin == kept.origin
+            && later.item.to_string() == kept.item.to_string();
+        if same {
+            kept.matched.append(&mut later.matched);
+        }
+        same
+    });
     report.hits = hits;
     report.unreadable = unreadable.into_inner().unwrap_or_else(|e| e.into_inner());
     report.stats.files_seen = files_seen.load(Ordering::Relaxed);

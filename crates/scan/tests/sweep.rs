@@ -295,7 +295,11 @@ fn stix_yara_and_generated_ioc() {
         {{"type":"indicator","id":"indicator--seq","name":"sequence","pattern_type":"stix","pattern":"[file:name = 'evil.bin'] FOLLOWEDBY [file:size = 33]"}},
         {{"type":"indicator","id":"indicator--user","pattern_type":"stix","pattern":"[user-account:account_login = 'bob' AND user-account:extensions.'unix-account-ext'.shell LIKE '%nologin']"}},
         {{"type":"indicator","id":"indicator--one-file","pattern_type":"stix","pattern":"[file:name = 'payload.js'] AND [file:size = {}]"}},
-        {{"type":"indicator","id":"indicator--two-files","pattern_type":"stix","pattern":"[file:name = 'payload.js'] AND [file:name = 'benign.js']"}}]}}"#,
+        {{"type":"indicator","id":"indicator--two-files","pattern_type":"stix","pattern":"[file:name = 'payload.js'] AND [file:name = 'benign.js']"}},
+        {{"type":"indicator","id":"indicator--one-missing","pattern_type":"stix","pattern":"[file:name = 'payload.js'] AND [file:name = 'missing.js']"}},
+        {{"type":"indicator","id":"indicator--either","pattern_type":"stix","pattern":"[file:name = 'payload.js'] OR ([file:name = 'benign.js'] AND [file:name = 'missing.js'])"}},
+        {{"type":"indicator","id":"indicator--file-and-user","pattern_type":"stix","pattern":"[file:name = 'benign.js'] AND [user-account:account_login = 'bob']"}},
+        {{"type":"indicator","id":"indicator--then","pattern_type":"stix","pattern":"[file:name = 'payload.js'] FOLLOWEDBY [file:name = 'benign.js']"}}]}}"#,
         sha256_hex(EVIL),
         EVIL.len(),
         b"var x = 'henlOZXRUb0pzY3JpcHRMb2Fk';".len()
@@ -335,14 +339,51 @@ fn stix_yara_and_generated_ioc() {
         ["file /tmp/evil.bin", "file /var/cache/evil.bin"]
     );
     assert_eq!(verdict(&r, "indicator--seq"), Verdict::Undetermined);
-    // Two observations of files: one file matching both is a hit; two files, one for
-    // each, cannot be joined by a sweep of one file at a time, and are undetermined.
+    // Two observations may be matched by one object or by two: either way the pattern
+    // holds, and its hits are the objects that matched an observation.
     assert_eq!(
         hit_paths(&r, "indicator--one-file"),
         ["file /srv/payload.js"]
     );
-    assert_eq!(verdict(&r, "indicator--two-files"), Verdict::Undetermined);
-    assert!(hit_paths(&r, "indicator--two-files").is_empty());
+    let one_file = r
+        .hits
+        .iter()
+        .find(|h| h.ioc_id == "indicator--one-file")
+        .unwrap();
+    assert_eq!(
+        one_file.matched.len(),
+        2,
+        "both observations' terms: {one_file:?}"
+    );
+    assert_eq!(verdict(&r, "indicator--two-files"), Verdict::Hit);
+    assert_eq!(
+        hit_paths(&r, "indicator--two-files"),
+        ["file /srv/benign.js", "file /srv/payload.js"]
+    );
+    assert_eq!(verdict(&r, "indicator--one-missing"), Verdict::NoMatch);
+    assert!(hit_paths(&r, "indicator--one-missing").is_empty());
+    // benign.js matched an observation, but not one that made the pattern hold.
+    assert_eq!(hit_paths(&r, "indicator--either"), ["file /srv/payload.js"]);
+    assert_eq!(
+        hit_paths(&r, "indicator--file-and-user"),
+        ["file /srv/benign.js", "user bob (uid 1001)"]
+    );
+    // An order in time stays unknown however the observations fare.
+    assert_eq!(verdict(&r, "indicator--then"), Verdict::Undetermined);
+    assert!(hit_paths(&r, "indicator--then").is_empty());
+    // Observations are swept apart but listed as their pattern, once.
+    assert!(r.iocs.iter().all(|i| !i.id.contains("#observation")));
+    assert!(r.hits.iter().all(|h| !h.ioc_id.contains("#observation")));
+    assert_eq!(
+        r.iocs
+            .iter()
+            .filter(|i| i.id == "indicator--two-files")
+            .count(),
+        1
+    );
+    let then = r.iocs.iter().find(|i| i.id == "indicator--then").unwrap();
+    assert_eq!(then.supported_terms, 2);
+    assert_eq!(then.unsupported.len(), 1);
     assert_eq!(hit_paths(&r, "indicator--user"), ["user bob (uid 1001)"]);
     assert_eq!(
         hit_paths(&r, "gen-1"),
