@@ -182,8 +182,14 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
         }
     };
     let done = Arc::new(AtomicBool::new(false));
-    let progress_thread =
-        (std::io::stderr().is_terminal()).then(|| spawn_progress(&req, done.clone()));
+    let progress_thread = (std::io::stderr().is_terminal()).then(|| {
+        spawn_progress(
+            &req,
+            done.clone(),
+            std::io::stderr(),
+            std::time::Duration::from_millis(250),
+        )
+    });
     let result = sweep(&req);
     done.store(true, Ordering::Relaxed);
     if let Some(h) = progress_thread {
@@ -206,9 +212,14 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
     Ok(if report.hits.is_empty() { 0 } else { 1 })
 }
 
-/// Counts the scope's files and bytes in the background (for the ETA) and prints a
-/// progress line on stderr every quarter second.
-fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+/// Counts the scope's files and bytes in the background (for the ETA) and writes a
+/// progress line to `out` (standard error) `every` so often until `done`.
+fn spawn_progress(
+    req: &SweepRequest,
+    done: Arc<AtomicBool>,
+    mut out: impl Write + Send + 'static,
+    every: std::time::Duration,
+) -> std::thread::JoinHandle<()> {
     let scope = req.scope.clone();
     let progress = req.progress.clone().unwrap_or_default();
     std::thread::spawn(move || {
@@ -267,9 +278,8 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
             });
         }
         let start = std::time::Instant::now();
-        let mut err = std::io::stderr();
         while !done.load(Ordering::Relaxed) {
-            std::thread::sleep(std::time::Duration::from_millis(250));
+            std::thread::sleep(every);
             let files = progress.files.load(Ordering::Relaxed);
             let secs = start.elapsed().as_secs_f64().max(0.001);
             let counted = counted.load(Ordering::Relaxed);
@@ -293,22 +303,37 @@ fn spawn_progress(req: &SweepRequest, done: Arc<AtomicBool>) -> std::thread::Joi
                     eta(total, files, secs)
                 )
             };
-            let _ = write!(err, "\r{line}   ");
+            let _ = write!(out, "\r{line}   ");
+            let _ = out.flush();
         }
-        let _ = writeln!(err);
+        let _ = writeln!(out);
     })
 }
 
 /// The progress line's estimate of the time left: `total` units of work in the scope
 /// (once counted: bytes, or files where the sweep does not count sizes), `done` of them
-/// after `secs` seconds.
+/// after `secs` seconds. Until the background count is done there is no total to show.
 fn eta(total: Option<u64>, done: u64, secs: f64) -> String {
+    let Some(total) = total else {
+        return "ETA after the count".into();
+    };
     let rate = done as f64 / secs;
-    match total {
-        Some(total) if rate > 0.0 => {
-            format!("ETA {:.0}s", total.saturating_sub(done) as f64 / rate)
-        }
-        _ => "ETA ?".into(),
+    let percent = (done.min(total) as f64 * 100.0 / total.max(1) as f64).floor();
+    if rate > 0.0 {
+        let left = total.saturating_sub(done) as f64 / rate;
+        format!("{percent:.0}%, ETA {}", duration(left))
+    } else {
+        format!("{percent:.0}%, ETA ?")
+    }
+}
+
+/// `secs` as `42s`, `3m05s` or `2h07m`.
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -396,17 +421,97 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
 
 #[cfg(test)]
 mod tests {
-    use super::eta;
+    use super::{eta, spawn_progress};
+    use crate::{Progress, Scope, SweepRequest};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// What the progress thread wrote, shared with the test.
+    #[derive(Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Screen {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Screen {
+        /// The last line drawn (lines are redrawn after a carriage return).
+        fn last_line(&self) -> String {
+            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).to_string();
+            text.rsplit('\r')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        }
+    }
+
+    #[test]
+    fn the_progress_line_shows_counts_rate_share_done_and_eta() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a"), vec![0u8; 3_000_000]).unwrap();
+        std::fs::write(tmp.path().join("b"), vec![0u8; 1_000_000]).unwrap();
+        let progress = Arc::new(Progress::default());
+        let req = SweepRequest {
+            scope: Scope {
+                paths: vec![tmp.path().to_path_buf()],
+                ..Scope::default()
+            },
+            progress: Some(progress.clone()),
+            ..SweepRequest::default()
+        };
+        // As a sweep that has examined the first file of the two.
+        progress.counts_sizes.set(true).unwrap();
+        progress.files.store(1, Ordering::Relaxed);
+        progress.bytes.store(3_000_000, Ordering::Relaxed);
+        progress.read.store(1, Ordering::Relaxed);
+        let done = Arc::new(AtomicBool::new(false));
+        let screen = Screen::default();
+        let thread = spawn_progress(
+            &req,
+            done.clone(),
+            screen.clone(),
+            std::time::Duration::from_millis(5),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // Three quarters of the bytes counted in the background are done.
+        while !screen.last_line().contains("75%, ETA ") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                screen.last_line()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        done.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        let line = screen.last_line();
+        assert!(line.starts_with("1 files, 3.0 MB ("), "{line}");
+        assert!(
+            line.contains("MB/s, ") && line.contains(" files/s), read 1 "),
+            "{line}"
+        );
+        assert!(screen.0.lock().unwrap().ends_with(b"\n"), "ends its line");
+    }
 
     #[test]
     fn the_estimate_is_what_is_left_at_the_rate_so_far() {
         // 100 of 1,000 bytes in 2 s: 900 left at 50/s.
-        assert_eq!(eta(Some(1000), 100, 2.0), "ETA 18s");
+        assert_eq!(eta(Some(1000), 100, 2.0), "10%, ETA 18s");
         // Files, where the sweep counts no sizes: 20 of 100 in 1 s.
-        assert_eq!(eta(Some(100), 20, 1.0), "ETA 4s");
-        assert_eq!(eta(None, 20, 1.0), "ETA ?");
-        assert_eq!(eta(Some(100), 0, 1.0), "ETA ?");
+        assert_eq!(eta(Some(100), 20, 1.0), "20%, ETA 4s");
+        assert_eq!(eta(None, 20, 1.0), "ETA after the count");
+        assert_eq!(eta(Some(100), 0, 1.0), "0%, ETA ?");
         // More done than counted (files created since the count): nothing left.
-        assert_eq!(eta(Some(10), 20, 1.0), "ETA 0s");
+        assert_eq!(eta(Some(10), 20, 1.0), "100%, ETA 0s");
+        // Long sweeps in minutes and hours: 1 of 1,000 GB in 10 s.
+        assert_eq!(eta(Some(1000), 1, 10.0), "0%, ETA 2h46m");
+        assert_eq!(eta(Some(1000), 100, 20.0), "10%, ETA 3m00s");
     }
 }
