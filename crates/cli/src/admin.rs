@@ -401,6 +401,99 @@ fn print_table(rows: &[Value], cols: &[&str]) {
     }
 }
 
+/// A JSON value as one cell of text: strings bare, `-` for none.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        Value::Bool(true) => "yes".into(),
+        Value::Bool(false) => "no".into(),
+        v => v.to_string(),
+    }
+}
+
+/// A stored time (milliseconds since the epoch) as people read it.
+fn when(v: &Value) -> String {
+    v.as_i64()
+        .map(riposte_model::time::utc)
+        .unwrap_or_else(|| cell(v))
+}
+
+/// `label: value` lines, the values aligned.
+fn print_fields(fields: &[(&str, String)]) {
+    let width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
+    for (label, value) in fields {
+        outln!("  {:<width$} {value}", format!("{label}:"));
+    }
+}
+
+/// `admin device show` as text.
+fn print_device(v: &Value) {
+    outln!("Device {} '{}'", v["id"], cell(&v["name"]));
+    print_fields(&[
+        ("hostname", cell(&v["hostname"])),
+        ("group", cell(&v["group_id"])),
+        ("enrolled", when(&v["enrolled_at"])),
+        ("last seen", when(&v["last_seen"])),
+        ("connected", cell(&v["connected"])),
+        ("revoked", cell(&v["revoked"])),
+    ]);
+}
+
+/// `admin detection show` as text: the object, who and what found it, and what was done.
+fn print_detection(v: &Value) {
+    let r = &v["record"];
+    outln!("Detection {} on device {}", cell(&v["id"]), v["device_id"]);
+    let user = match r["user_uid"].as_u64() {
+        Some(uid) => format!("{} (uid {uid})", cell(&r["user_name"])),
+        None => cell(&r["user_name"]),
+    };
+    let source = match r["source_ref"].as_str() {
+        Some(reference) => format!("{} ({reference})", cell(&r["source"])),
+        None => cell(&r["source"]),
+    };
+    print_fields(&[
+        ("threat", cell(&r["threat"])),
+        ("path", cell(&r["path"])),
+        ("size", format!("{} bytes", cell(&r["size"]))),
+        ("sha256", cell(&r["sha256"])),
+        ("md5", cell(&r["md5"])),
+        ("sha1", cell(&r["sha1"])),
+        ("user", user),
+        ("found by", source),
+        ("detected", when(&r["detected_at_ms"])),
+        ("received", when(&v["created_at"])),
+        ("group task", cell(&v["task_id"])),
+        ("group action error", cell(&v["group_action_error"])),
+    ]);
+    let dropped: Vec<String> = r["dropped_sha256"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(cell)
+        .collect();
+    if !dropped.is_empty() {
+        outln!("Files the sample dropped (SHA-256):");
+        for d in dropped {
+            outln!("  {d}");
+        }
+    }
+    let outcomes: Vec<Value> = v["outcomes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            json!({"action": o["action"], "outcome": o["outcome"], "detail": o["detail"],
+                   "at": when(&o["at"])})
+        })
+        .collect();
+    if outcomes.is_empty() {
+        outln!("No action reported yet.");
+    } else {
+        print_table(&outcomes, &["action", "outcome", "at", "detail"]);
+    }
+}
+
 fn provenance(v: &Value) -> String {
     serde_json::from_value::<riposte_model::Provenance>(v.clone())
         .map(|p| p.describe())
@@ -504,9 +597,14 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             )
         }
         AdminCommand::Device(DeviceCmd::Show { device }) => {
-            out(&c
+            let v = c
                 .call("GET", &format!("/api/v1/devices/{}", enc(&device)), None)
-                .await?);
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                print_device(&v)
+            }
         }
         AdminCommand::Device(DeviceCmd::Move { device, group }) => {
             let v = c
@@ -789,9 +887,14 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             }
         }
         AdminCommand::Detection(DetectionCmd::Show { id }) => {
-            out(&c
+            let v = c
                 .call("GET", &format!("/api/v1/detections/{}", enc(&id)), None)
-                .await?);
+                .await?;
+            if json_out {
+                out(&v)
+            } else {
+                print_detection(&v)
+            }
         }
         AdminCommand::Quarantine(QuarantineCmd::List { device }) => {
             let q = device

@@ -92,6 +92,23 @@ fn server_agent_and_admin_commands() {
     }
     assert_eq!(devices[0]["name"], "dev-one", "{devices}");
     assert_eq!(devices[0]["connected"], true, "{devices}");
+    // Without --json, a device is shown as text, its times as dates.
+    let text = admin.ok(&["device", "show", "dev-one"]);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(&format!("{name}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_string()
+    };
+    assert!(
+        text.starts_with("Device ") && text.contains("'dev-one'"),
+        "{text}"
+    );
+    assert_eq!(field("connected"), "yes", "{text}");
+    assert_eq!(field("revoked"), "no", "{text}");
+    assert!(field("last seen").ends_with(" UTC"), "{text}");
+    assert!(field("enrolled").starts_with("20"), "{text}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(adir.join("device.key"))
         .unwrap()

@@ -312,6 +312,28 @@ fn scenario(database: Option<&str>, delete_special: bool) {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // Without --json, the detection is shown as text, with its actions' outcomes.
+        let text = admin.ok(&["detection", "show", &detection_id]);
+        assert!(
+            text.starts_with(&format!("Detection {detection_id} on device ")),
+            "{text}"
+        );
+        let path = text
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("path:"))
+            .map(str::trim);
+        assert_eq!(path, Some("/home/alice/Downloads/invoice.sh"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("group action error:")
+                    && l.contains("special account does not exist")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("group_ioc_scan") && l.contains("failed")),
+            "{text}"
+        );
         let audit = admin.json(&["audit", "list", "--limit", "500"]);
         assert!(
             audit

@@ -14,6 +14,7 @@ pub mod path_text;
 pub mod rights;
 pub mod settings;
 pub mod tasks;
+pub mod time;
 
 pub use accounts::{validate_special_password, AccountError, Role};
 pub use groups::{GroupId, GroupNode, GroupTree, GroupTreeError};

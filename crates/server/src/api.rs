@@ -81,6 +81,39 @@ where
     }
 }
 
+/// A JSON request body that may be left out: an empty body, sent without a content
+/// type, stands for `T::default()`. A body that is there must be JSON, as for [`Body`].
+pub struct OptionalBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalBody<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
+            return Body::<T>::from_request(req, state)
+                .await
+                .map(|Body(v)| OptionalBody(v));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if bytes.is_empty() {
+            return Ok(OptionalBody(T::default()));
+        }
+        Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(json!({
+                "error": "the request body must be JSON, sent with `Content-Type: application/json`"
+            })),
+        )
+            .into_response())
+    }
+}
+
 fn source_of(parts: &Parts) -> String {
     parts
         .extensions
@@ -647,7 +680,7 @@ async fn audit(State(core): State<AppState>, c: Caller, Query(q): Query<AuditQue
     ok(core.audit_log(&c, q.limit.unwrap_or(200)).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct QuarantineBody {
     restore_to: Option<String>,
     on_conflict: Option<String>,
@@ -657,7 +690,7 @@ async fn quarantine_action(
     State(core): State<AppState>,
     c: Caller,
     Path((device, entry, action)): Path<(String, String, String)>,
-    Body(b): Body<QuarantineBody>,
+    OptionalBody(b): OptionalBody<QuarantineBody>,
 ) -> ApiResult {
     let id = core
         .quarantine_action(&c, &device, &entry, &action, b.restore_to, b.on_conflict)
