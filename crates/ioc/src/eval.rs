@@ -4,8 +4,11 @@
 //! term about another item type takes its value from a caller-supplied lookup (in a
 //! sweep: "does any item of that type on this host satisfy it?"); an unsupported term
 //! is *unknown*. Unknown propagates with Kleene logic so that `OR(unsupported, miss)`
-//! is "undetermined", not "no match". AND/OR short-circuit, and children are ordered
-//! cheapest first, so file content is only requested when a remaining term needs it.
+//! is "undetermined", not "no match". An AND stops at its first false child, and
+//! children are ordered cheapest first, so file content is only requested when a
+//! remaining term needs it. An item is a *hit* only where the indicator holds through
+//! one of its own terms ([`Evaluation::witness`]), not merely because items of other
+//! types satisfy the rest.
 
 use crate::model::{Condition, Field, FieldValue, Ioc, ItemType, Node, Operand, Term};
 use serde::Serialize;
@@ -55,33 +58,47 @@ pub trait Item {
 /// Result of evaluating one indicator on one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
-    /// The verdict.
+    /// The indicator's truth, this item's own terms tested on it and the others taken
+    /// from the caller.
     pub truth: Truth,
-    /// Indices (into [`Ioc::terms`]) of the terms that held on the path to a true verdict.
+    /// Is this item itself a hit? True where the indicator holds along a path through
+    /// one of the item's own terms: in `OR(FileName is x, DnsEntryItem/Host is h)`, a
+    /// hosts entry for `h` makes the indicator true on every file, but only a file named
+    /// `x` is a hit (and the hosts entry is, as an item of its own).
+    pub witness: Truth,
+    /// Indices (into [`Ioc::terms`]) of the terms that held on the paths that make this
+    /// item a hit: every matching child of an `OR`, all children of an `AND`.
     pub matched: Vec<usize>,
 }
 
 /// Evaluates `ioc` on `item`. `other` gives the truth of a term about another item type.
 pub fn evaluate(ioc: &Ioc, item: &mut dyn Item, other: &dyn Fn(usize) -> Truth) -> Evaluation {
     let mut matched = Vec::new();
-    let truth = eval_node(ioc, &ioc.root, item, other, &mut matched);
-    if truth != Truth::True {
+    let (truth, witness) = eval_node_with(ioc, &ioc.root, item, other, &mut matched, true);
+    if witness != Truth::True {
         matched.clear();
     }
-    Evaluation { truth, matched }
+    Evaluation {
+        truth,
+        witness,
+        matched,
+    }
 }
 
 /// Evaluates `ioc` on `item` as far as it can without the item's content: terms on
-/// content (hashes) are *unknown*. `False` or `True` here is the final answer; only an
-/// `Unknown` from an indicator with content terms means the content must be read. A
-/// sweep uses it to decide which files to queue for hashing.
+/// content (hashes) are *unknown*. `False` (not a hit) or `True` (a hit) here is the
+/// final answer; only an `Unknown` from an indicator with content terms means the
+/// content must be read. A sweep uses it to decide which files to queue for hashing.
 pub fn evaluate_without_content(
     ioc: &Ioc,
     item: &mut dyn Item,
     other: &dyn Fn(usize) -> Truth,
 ) -> Truth {
     let mut matched = Vec::new();
-    eval_node_with(ioc, &ioc.root, item, other, &mut matched, false)
+    match eval_node_with(ioc, &ioc.root, item, other, &mut matched, false) {
+        (Truth::Unknown, _) => Truth::Unknown,
+        (_, witness) => witness,
+    }
 }
 
 /// Evaluates a single term of `ioc` on `item` (which must be of the term's item type).
@@ -91,16 +108,9 @@ pub fn eval_term(ioc: &Ioc, term: usize, item: &mut dyn Item) -> bool {
     t.test(v.as_deref())
 }
 
-fn eval_node(
-    ioc: &Ioc,
-    node: &Node,
-    item: &mut dyn Item,
-    other: &dyn Fn(usize) -> Truth,
-    matched: &mut Vec<usize>,
-) -> Truth {
-    eval_node_with(ioc, node, item, other, matched, true)
-}
-
+/// The truth of `node` and whether the item is a witness of it (see
+/// [`Evaluation::witness`]; never above the truth), pushing onto `matched` the terms of
+/// the paths that make the item a witness.
 fn eval_node_with(
     ioc: &Ioc,
     node: &Node,
@@ -108,14 +118,15 @@ fn eval_node_with(
     other: &dyn Fn(usize) -> Truth,
     matched: &mut Vec<usize>,
     content: bool,
-) -> Truth {
+) -> (Truth, Truth) {
     match node {
-        Node::Unsupported(_) => Truth::Unknown,
+        Node::Unsupported(_) => (Truth::Unknown, Truth::False),
         Node::Term(i) => {
             let t = &ioc.terms[*i];
+            let own = t.field.item() == item.item_type();
             let r = if !content && t.field.needs_content() {
                 Truth::Unknown
-            } else if t.field.item() == item.item_type() {
+            } else if own {
                 match item.value(t.field).map(|v| t.test(Some(&v))) {
                     Some(hit) => Truth::from(hit),
                     None if item.undetermined(t.field) => Truth::Unknown,
@@ -127,41 +138,68 @@ fn eval_node_with(
             if r == Truth::True {
                 matched.push(*i);
             }
-            r
+            (r, if own { r } else { Truth::False })
         }
         Node::And(children) => {
             if children.is_empty() {
-                return Truth::False;
+                return (Truth::False, Truth::False);
             }
             let mark = matched.len();
-            let mut acc = Truth::True;
+            let mut truth = Truth::True;
+            let mut witness = Truth::False;
             for c in children {
-                match eval_node_with(ioc, c, item, other, matched, content) {
+                let (t, w) = eval_node_with(ioc, c, item, other, matched, content);
+                match t {
                     Truth::False => {
                         matched.truncate(mark);
-                        return Truth::False;
+                        return (Truth::False, Truth::False);
                     }
-                    Truth::Unknown => acc = Truth::Unknown,
+                    Truth::Unknown => truth = Truth::Unknown,
                     Truth::True => {}
                 }
+                witness = or(witness, w);
             }
-            acc
+            // A witness of one child is one of the AND only where the AND holds.
+            let witness = and(truth, witness);
+            if witness != Truth::True {
+                matched.truncate(mark);
+            }
+            (truth, witness)
         }
         Node::Or(children) => {
-            let mut acc = Truth::False;
+            // Every child is evaluated, even after one holds: the item may be a witness
+            // through a later one, and a hit lists every term that matched.
+            let mut truth = Truth::False;
+            let mut witness = Truth::False;
             for c in children {
                 let mark = matched.len();
-                match eval_node_with(ioc, c, item, other, matched, content) {
-                    Truth::True => return Truth::True,
-                    Truth::Unknown => {
-                        matched.truncate(mark);
-                        acc = Truth::Unknown
-                    }
-                    Truth::False => matched.truncate(mark),
+                let (t, w) = eval_node_with(ioc, c, item, other, matched, content);
+                truth = or(truth, t);
+                witness = or(witness, w);
+                if w != Truth::True {
+                    matched.truncate(mark);
                 }
             }
-            acc
+            (truth, witness)
         }
+    }
+}
+
+/// Kleene AND.
+fn and(a: Truth, b: Truth) -> Truth {
+    match (a, b) {
+        (Truth::False, _) | (_, Truth::False) => Truth::False,
+        (Truth::True, Truth::True) => Truth::True,
+        _ => Truth::Unknown,
+    }
+}
+
+/// Kleene OR.
+fn or(a: Truth, b: Truth) -> Truth {
+    match (a, b) {
+        (Truth::True, _) | (_, Truth::True) => Truth::True,
+        (Truth::False, Truth::False) => Truth::False,
+        _ => Truth::Unknown,
     }
 }
 

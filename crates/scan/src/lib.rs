@@ -1038,10 +1038,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 }
                 let l = &iocs[i];
                 let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
-                if ev.truth == Truth::Unknown {
+                if ev.truth == Truth::Unknown || ev.witness == Truth::Unknown {
                     saw_unknown[i].store(true, Ordering::Relaxed);
                 }
-                if ev.truth == Truth::True {
+                if ev.witness == Truth::True {
                     for t in &ev.matched {
                         if l.ioc.terms[*t].field.item() == ItemType::File {
                             exists[i][*t].store(true, Ordering::Relaxed);
@@ -1314,10 +1314,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         for it in collected.iter().filter(|it| types.contains(&it.ty)) {
             let mut it = it.clone();
             let ev = evaluate(&l.ioc, &mut it, &truth_of(i));
-            if ev.truth == Truth::Unknown {
+            if ev.truth == Truth::Unknown || ev.witness == Truth::Unknown {
                 saw_unknown[i].store(true, Ordering::Relaxed);
             }
-            if ev.truth == Truth::True {
+            if ev.witness == Truth::True {
                 hits.push(Hit {
                     ioc_id: l.ioc.id.clone(),
                     ioc_name: l.ioc.name.clone(),

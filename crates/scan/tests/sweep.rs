@@ -280,6 +280,77 @@ fn files_users_hosts_services_on_a_fake_device() {
     assert_eq!(u[0].search, "RegistryItem/Path");
 }
 
+/// In an OR of terms on different item types, a hosts entry that matches makes the
+/// indicator hold on every file, but only the items that match a term of their own type
+/// are hits, each listing every term of its own that matched.
+#[test]
+fn an_or_across_item_types_hits_only_the_items_that_match_it() {
+    let d = device();
+    let docs = vec![
+        ioc(
+            "elsewhere",
+            &or(&[
+                term("FileItem/FileName", "is", "string", "nowhere.exe"),
+                term("DnsEntryItem/Host", "is", "string", "evil.example"),
+            ]),
+        ),
+        ioc(
+            "both",
+            &or(&[
+                term("DnsEntryItem/Host", "is", "string", "evil.example"),
+                term("FileItem/FileName", "is", "string", "notes.txt"),
+                term("FileItem/SizeInBytes", "is", "int", "4096"),
+                term("FileItem/FileExtension", "is", "string", "exe"),
+            ]),
+        ),
+        ioc(
+            "joined",
+            &and(&[
+                term("FileItem/FileName", "is", "string", "notes.txt"),
+                term("DnsEntryItem/Host", "is", "string", "evil.example"),
+            ]),
+        ),
+    ];
+    let r = sweep(&request(d.path(), docs)).unwrap();
+    assert_eq!(
+        hit_paths(&r, "elsewhere"),
+        ["hosts entry evil.example 203.0.113.9"]
+    );
+    assert_eq!(
+        hit_paths(&r, "both"),
+        [
+            "file /home/alice/notes.txt",
+            "hosts entry evil.example 203.0.113.9"
+        ]
+    );
+    let file_hit = r
+        .hits
+        .iter()
+        .find(|h| h.ioc_id == "both" && h.item.to_string().starts_with("file"))
+        .unwrap();
+    let mut terms: Vec<&str> = file_hit.matched.iter().map(|t| t.search.as_str()).collect();
+    terms.sort();
+    assert_eq!(
+        terms,
+        ["FileItem/FileName", "FileItem/SizeInBytes"],
+        "every term of its own that matched, and none of the hosts entry's"
+    );
+    // In an AND, the hosts entry's term is part of why the file is a hit.
+    assert_eq!(
+        hit_paths(&r, "joined"),
+        [
+            "file /home/alice/notes.txt",
+            "hosts entry evil.example 203.0.113.9"
+        ]
+    );
+    let joined = r
+        .hits
+        .iter()
+        .find(|h| h.ioc_id == "joined" && h.item.to_string().starts_with("file"))
+        .unwrap();
+    assert_eq!(joined.matched.len(), 2, "{joined:?}");
+}
+
 #[test]
 fn stix_yara_and_generated_ioc() {
     let d = device();
