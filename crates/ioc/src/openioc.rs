@@ -85,6 +85,15 @@ pub fn parse(text: &str, origin: &str) -> Result<Ioc, Error> {
         });
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(at) = too_deep(text) {
+        let (line, col) = line_col(text, at);
+        return Err(Error::Xml {
+            origin: origin.to_string(),
+            line,
+            col,
+            msg: format!("elements nested deeper than {MAX_ELEMENT_DEPTH} levels"),
+        });
+    }
     let opts = ParsingOptions {
         allow_dtd: false,
         nodes_limit: 1_000_000,
@@ -190,6 +199,78 @@ fn check_datetime_attr(cx: &Ctx, n: XNode, attr: &str, required: bool) -> Result
 }
 
 const MAX_DEPTH: usize = 64;
+
+/// Deepest element nesting accepted. The XML parser descends one call per level: a
+/// document of a few kilobytes nested thousands deep would overflow the stack, so the
+/// depth is measured before parsing.
+const MAX_ELEMENT_DEPTH: usize = 256;
+
+/// The byte offset of the first start tag nested deeper than [`MAX_ELEMENT_DEPTH`], if
+/// any. A lexical pass: comments, CDATA sections, processing instructions and
+/// declarations are skipped, and a `>` inside a quoted attribute value does not end its
+/// tag (a `<` cannot appear there in XML). Text that is not XML is left to the parser.
+fn too_deep(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let find = |from: usize, what: &[u8]| {
+        b[from..]
+            .windows(what.len())
+            .position(|w| w == what)
+            .map_or(b.len(), |p| from + p + what.len())
+    };
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(p) = b[i..].iter().position(|&c| c == b'<') {
+        let start = i + p;
+        let rest = &b[start..];
+        i = if rest.starts_with(b"<!--") {
+            find(start + 4, b"-->")
+        } else if rest.starts_with(b"<![CDATA[") {
+            find(start + 9, b"]]>")
+        } else if rest.starts_with(b"<?") {
+            find(start + 2, b"?>")
+        } else if rest.starts_with(b"<!") {
+            find(start + 2, b">")
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            find(start + 2, b">")
+        } else {
+            // A start tag: to its `>`, outside quoted attribute values.
+            let mut quote = None;
+            let mut j = start + 1;
+            while j < b.len() {
+                match (quote, b[j]) {
+                    (None, q @ (b'"' | b'\'')) => quote = Some(q),
+                    (Some(q), c) if c == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            if j >= b.len() || b[j - 1] != b'/' {
+                depth += 1;
+                if depth > MAX_ELEMENT_DEPTH {
+                    return Some(start);
+                }
+            }
+            j + 1
+        };
+        if i >= b.len() {
+            break;
+        }
+    }
+    None
+}
+
+/// The 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (u32, u32) {
+    let before = &text[..offset];
+    let line = before.bytes().filter(|&c| c == b'\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
+}
 
 fn indicator(cx: &mut Ctx, n: XNode, depth: usize) -> Result<Node, Error> {
     if depth > MAX_DEPTH {

@@ -459,6 +459,56 @@ fn err(x: &str) -> String {
     openioc::parse(x, "bad.ioc").unwrap_err().to_string()
 }
 
+/// Thousands of nested elements in a few kilobytes are refused with their position,
+/// before the XML parser (which descends one call per level) could overflow the stack.
+/// The check is lexical: markup in comments, CDATA and attribute values is not counted.
+#[test]
+fn deeply_nested_documents_are_refused_not_a_crash() {
+    let term = item11("is", "FileItem/FileName", "string", "a.exe", false, false);
+    let deep_links = v11(&format!(
+        r#"<Indicator operator="OR" id="r">{term}</Indicator>"#
+    ))
+    .replace(
+        "<criteria>",
+        &format!("<!-- {} -->\n<criteria>", "<x>".repeat(20_000)),
+    )
+    .replace(
+        "</metadata>",
+        &format!(
+            "<links>{}{}</links></metadata>",
+            "<x>".repeat(5_000),
+            "</x>".repeat(5_000)
+        ),
+    );
+    let e = openioc::parse(&deep_links, "deep.ioc")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("elements nested deeper than 256 levels"), "{e}");
+    assert!(e.starts_with("deep.ioc:"), "{e}");
+    let deep_indicators = v11(&format!(
+        "{}{term}{}",
+        r#"<Indicator operator="AND" id="n">"#.repeat(5_000),
+        "</Indicator>".repeat(5_000)
+    ));
+    let e = err(&deep_indicators);
+    assert!(e.contains("nested deeper than"), "{e}");
+
+    // Under the limit, with markup-like text where it is not markup, it parses.
+    let fine = v11(&format!(
+        r#"<Indicator operator="OR" id="r"><!-- <<< <x> --><![CDATA[ ]]>{term}</Indicator>"#
+    ))
+    .replace(
+        "</metadata>",
+        &format!(
+            "<links>{}<link rel=\"a>b\" href='c/>d'/>{}</links></metadata>",
+            "<x>".repeat(200),
+            "</x>".repeat(200)
+        ),
+    );
+    let ioc = openioc::parse(&fine, "fine.ioc").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ioc.terms.len(), 1);
+}
+
 #[test]
 fn bad_openioc_inputs_have_clear_errors_with_positions() {
     assert!(
