@@ -69,8 +69,8 @@ fn read_docs(
         let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", p.display());
         if p.is_dir() {
             return Err(fail(
-                &"a directory, not an indicator file: to sweep it, put `--` between the \
-                  indicator files and the paths (`riposte scan --ioc FILE... -- PATH...`)",
+                &"a directory, not an indicator file: name the indicator files first, \
+                  then the paths to sweep (`riposte scan --ioc FILE... PATH...`)",
             ));
         }
         let mut bytes = Vec::new();
@@ -147,8 +147,83 @@ pub fn scope_of(args: &ScanArgs) -> anyhow::Result<Scope> {
     })
 }
 
+/// Does the file at `path` look like an indicator document of `kind`? Only its first
+/// bytes are read. A directory does not; a path that cannot be read does (reading it as
+/// an indicator then says why it cannot be).
+fn looks_like_indicators(path: &Path, kind: DocumentKind) -> bool {
+    use std::io::Read;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return false,
+        Ok(m) if m.is_file() => {}
+        // A pipe (`--ioc <(…)`) must not lose its first bytes to a peek.
+        _ => return true,
+    }
+    let mut head = Vec::new();
+    let limit = match kind {
+        DocumentKind::Yara => 64 << 10,
+        _ => 4 << 10,
+    };
+    match std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut head)) {
+        Ok(_) => {}
+        Err(_) => return true,
+    }
+    let text = match std::str::from_utf8(&head) {
+        Ok(t) => t,
+        // Cut inside a character at the limit: what came before it counts.
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    let start = text.trim_start_matches('\u{feff}').trim_start();
+    match kind {
+        DocumentKind::OpenIoc => start.starts_with('<'),
+        DocumentKind::Stix => start.starts_with(['{', '[', '(']),
+        DocumentKind::Yara => {
+            start.is_empty()
+                || text
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .any(|w| matches!(w, "rule" | "import" | "include"))
+        }
+    }
+}
+
+/// Lets the synopsis `riposte scan --ioc FILE... PATH...` work as written: the values of
+/// an indicator option, from the first that is a directory or a file not of the option's
+/// format on, are PATHs to sweep. (Without that, `--ioc` takes every value that follows
+/// it.) The first value always stays an indicator file, so `--ioc DIR` says what is
+/// wrong rather than sweeping with no indicator. Under `--host-root`, a value that is
+/// no file here but is one on the device is a PATH too.
+fn split_trailing_paths(args: &mut ScanArgs) {
+    let host_root = args.host_root.clone();
+    let on_device_only = |p: &Path| {
+        host_root != Path::new("/")
+            && std::fs::symlink_metadata(p).is_err()
+            && std::fs::symlink_metadata(crate::host_path(&host_root, p)).is_ok()
+    };
+    let mut paths = Vec::new();
+    for (values, kind) in [
+        (&mut args.ioc, DocumentKind::OpenIoc),
+        (&mut args.stix, DocumentKind::Stix),
+        (&mut args.yara, DocumentKind::Yara),
+    ] {
+        if let Some(first) = values
+            .iter()
+            .skip(1)
+            .position(|p| on_device_only(p) || !looks_like_indicators(p, kind))
+        {
+            paths.extend(values.drain(first + 1..));
+        }
+    }
+    paths.append(&mut args.paths);
+    args.paths = paths;
+}
+
 /// Builds the sweep request for these arguments.
 pub fn request(args: &ScanArgs) -> anyhow::Result<SweepRequest> {
+    let mut args = args.clone();
+    split_trailing_paths(&mut args);
+    let args = &args;
     let mut documents = Vec::new();
     read_docs(&args.ioc, DocumentKind::OpenIoc, &mut documents)?;
     read_docs(&args.stix, DocumentKind::Stix, &mut documents)?;

@@ -827,8 +827,31 @@ fn cli_exit_codes() {
         a.extend_from_slice(args);
         riposte_scan::cli::request(&Cli::parse_from(a).scan).map(|r| r.scope.paths)
     };
-    let e = request(&["--ioc", hit.to_str().unwrap(), root]).unwrap_err();
-    assert!(e.to_string().contains("put `--` between"), "{e}");
+    // The synopsis `--ioc FILE... PATH...` works as written: from the first value that
+    // is a directory or a file not of the option's format on, the values are PATHs.
+    let (hit_s, miss_s) = (hit.to_str().unwrap(), miss.to_str().unwrap());
+    let elf = d.path().join("bin-tool");
+    std::fs::write(&elf, b"\x7fELF\x02\x01\x01 not an indicator").unwrap();
+    let elf_s = elf.to_str().unwrap();
+    let parsed = |args: &[&str]| {
+        let mut a = vec!["scan"];
+        a.extend_from_slice(args);
+        riposte_scan::cli::request(&Cli::parse_from(a).scan)
+    };
+    let r = parsed(&["--ioc", hit_s, miss_s, root, elf_s]).unwrap();
+    assert_eq!(r.documents.len(), 2);
+    assert_eq!(r.scope.paths, [PathBuf::from(root), elf.clone()]);
+    assert_eq!(r.scope.preset, None, "PATHs given: no preset");
+    let r = parsed(&["--ioc", hit_s, elf_s, "--json"]).unwrap();
+    assert_eq!((r.documents.len(), r.scope.paths.len()), (1, 1));
+    assert_eq!(run(&["--ioc", hit_s, "/tmp"]), 1);
+    assert_eq!(run(&["--ioc", miss_s, "/tmp"]), 0);
+    // The first value stays an indicator file: a directory there is the mistake named.
+    let e = request(&["--ioc", root]).unwrap_err();
+    assert!(
+        e.to_string().contains("a directory, not an indicator file"),
+        "{e}"
+    );
     // An endless document is refused, not read into memory.
     let e = request(&["--ioc", "/dev/zero", "--", root]).unwrap_err();
     assert!(e.to_string().contains("larger than 64 MiB"), "{e}");
