@@ -477,6 +477,14 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
         human(s.bytes_read as f64),
         s.elapsed_ms
     )?;
+    if s.hits_hashed > 0 {
+        write!(
+            out,
+            "; hits hashed for their SHA-256: {} ({})",
+            s.hits_hashed,
+            human(s.hits_hashed_bytes as f64)
+        )?;
+    }
     for (k, v) in &s.skipped {
         write!(out, "; {k}: {v}")?;
     }

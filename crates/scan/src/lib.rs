@@ -280,6 +280,11 @@ pub struct Stats {
     pub files_read: u64,
     /// Bytes read for content.
     pub bytes_read: u64,
+    /// Hits on files the sweep had not hashed (matched by name, size…), read once more
+    /// to give their SHA-256.
+    pub hits_hashed: u64,
+    /// Bytes read for those.
+    pub hits_hashed_bytes: u64,
     /// Skipped paths by reason.
     pub skipped: BTreeMap<String, u64>,
     /// Non-file items collected, by type.
@@ -944,6 +949,8 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let files_seen = AtomicU64::new(0);
     let files_read = AtomicU64::new(0);
     let bytes_read = AtomicU64::new(0);
+    let hits_hashed = AtomicU64::new(0);
+    let hits_hashed_bytes = AtomicU64::new(0);
     let unreadable_count = AtomicU64::new(0);
     if !roots.is_empty() && (!file_iocs.is_empty() || !yara.is_empty()) {
         let excludes = Excludes::new(&scope.exclude);
@@ -1107,8 +1114,19 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     Some(Ok(d)) => d.sha256().map(str::to_string),
                     _ => None,
                 };
-                let sha256 =
-                    computed.or_else(|| items::sha256_of_inode(path, meta.dev(), meta.ino()).ok());
+                // Not past the scope's maximum size: a hit by name on a 4 GB image
+                // must not read it (the action then goes without the check).
+                let within_limit = scope.max_file_size.is_none_or(|max| meta.size() <= max);
+                let sha256 = computed.or_else(|| {
+                    if !within_limit {
+                        count_skip("hit's SHA-256: larger than max file size");
+                        return None;
+                    }
+                    let sha256 = items::sha256_of_inode(path, meta.dev(), meta.ino()).ok()?;
+                    hits_hashed.fetch_add(1, Ordering::Relaxed);
+                    hits_hashed_bytes.fetch_add(meta.size(), Ordering::Relaxed);
+                    Some(sha256)
+                });
                 for h in &mut local_hits {
                     if let HitItem::File { sha256: s, .. } = &mut h.item {
                         s.clone_from(&sha256);
@@ -1422,6 +1440,8 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     report.stats.files_seen = files_seen.load(Ordering::Relaxed);
     report.stats.files_read = files_read.load(Ordering::Relaxed);
     report.stats.bytes_read = bytes_read.load(Ordering::Relaxed);
+    report.stats.hits_hashed = hits_hashed.load(Ordering::Relaxed);
+    report.stats.hits_hashed_bytes = hits_hashed_bytes.load(Ordering::Relaxed);
     report.stats.skipped = skipped.into_inner().unwrap_or_else(|e| e.into_inner());
     let n_unreadable = unreadable_count.load(Ordering::Relaxed);
     if n_unreadable > 0 {

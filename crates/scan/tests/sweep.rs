@@ -351,6 +351,42 @@ fn an_or_across_item_types_hits_only_the_items_that_match_it() {
     assert_eq!(joined.matched.len(), 2, "{joined:?}");
 }
 
+/// A hit by name carries its SHA-256 (so an action can refuse a changed object), read
+/// for it and counted as read, but never past the scope's maximum file size.
+#[test]
+fn a_hit_by_name_is_hashed_only_within_the_size_limit() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "srv/small.evil", &[7u8; 900]);
+    write(d.path(), "srv/large.evil", &[7u8; 5000]);
+    let docs = vec![ioc(
+        "byname",
+        &or(&[term("FileItem/FileExtension", "is", "string", "evil")]),
+    )];
+    let mut req = request(d.path(), docs);
+    req.scope.max_file_size = Some(1000);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    let sha = |name: &str| {
+        r.hits
+            .iter()
+            .find_map(|h| match &h.item {
+                HitItem::File { path, sha256, .. } if path.ends_with(name) => Some(sha256.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no hit on {name}: {r:?}"))
+    };
+    assert_eq!(sha("small.evil"), Some(sha256_hex(&[7u8; 900])));
+    assert_eq!(sha("large.evil"), None, "5000 bytes, over the 1000-byte limit");
+    assert_eq!(
+        r.stats.skipped.get("hit's SHA-256: larger than max file size"),
+        Some(&1),
+        "{:?}",
+        r.stats
+    );
+    assert_eq!((r.stats.hits_hashed, r.stats.hits_hashed_bytes), (1, 900));
+    assert_eq!(r.stats.files_read, 0, "nothing read to evaluate");
+}
+
 #[test]
 fn stix_yara_and_generated_ioc() {
     let d = device();
