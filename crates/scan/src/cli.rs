@@ -115,17 +115,46 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
 
 /// The PATH arguments as device paths: on the real root a relative path is the
 /// current directory's, so `riposte scan .` sweeps where the user stands.
+///
+/// A `..` is resolved as the kernel would: on the real root through the file system
+/// (a symbolic link before it counts), under `--host-root` lexically, `/..` being `/`,
+/// so that no PATH climbs out of the device. Either way the paths reported, and those
+/// that path terms and exclusions see, are free of `..`.
 fn sweep_paths(args: &ScanArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let climbs = |p: &Path| p.components().any(|c| c == std::path::Component::ParentDir);
     if args.host_root != Path::new("/") {
-        return Ok(args.paths.clone());
+        return Ok(args.paths.iter().map(|p| lexically_normal(p)).collect());
     }
     args.paths
         .iter()
         .map(|p| {
-            std::path::absolute(p)
-                .map_err(|e| anyhow::anyhow!("{}: cannot resolve the path: {e}", p.display()))
+            let fail = |e: std::io::Error| {
+                anyhow::anyhow!("{}: cannot resolve the path: {e}", p.display())
+            };
+            let abs = std::path::absolute(p).map_err(fail)?;
+            if climbs(&abs) {
+                std::fs::canonicalize(&abs).map_err(fail)
+            } else {
+                Ok(abs)
+            }
         })
         .collect()
+}
+
+/// `path` as an absolute device path without `.` or `..`, read lexically (`/..` is `/`).
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
 }
 
 /// The sweep scope these arguments describe (no PATH: the *system drives* preset).

@@ -496,7 +496,30 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     if hr == Path::new("/") {
         skip.extend(roots.iter().filter(|r| walk::on_pseudo_fs(r)).cloned());
     }
+    let roots = without_nested(roots, &skip, scope.one_file_system);
     (roots, skip)
+}
+
+/// `roots` without those another root's walk reaches anyway, so that no file is swept
+/// twice (`riposte scan /etc /etc/ssh`): a root inside another is dropped unless a
+/// skipped directory lies between them or, on one file system, they are on different
+/// ones (the outer walk would then not enter it).
+fn without_nested(roots: Vec<PathBuf>, skip: &[PathBuf], one_file_system: bool) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let device = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.dev()).ok();
+    let reached_from = |outer: &Path, inner: &Path| {
+        inner != outer
+            && inner.starts_with(outer)
+            && !skip
+                .iter()
+                .any(|s| s.starts_with(outer) && s != outer && inner.starts_with(s))
+            && (!one_file_system || device(outer).is_some_and(|d| device(inner) == Some(d)))
+    };
+    roots
+        .iter()
+        .filter(|r| !roots.iter().any(|outer| reached_from(outer, r)))
+        .cloned()
+        .collect()
 }
 
 /// Runs a sweep: loads the indicators, collects items, walks the scope, and reports.

@@ -376,9 +376,15 @@ fn a_hit_by_name_is_hashed_only_within_the_size_limit() {
             .unwrap_or_else(|| panic!("no hit on {name}: {r:?}"))
     };
     assert_eq!(sha("small.evil"), Some(sha256_hex(&[7u8; 900])));
-    assert_eq!(sha("large.evil"), None, "5000 bytes, over the 1000-byte limit");
     assert_eq!(
-        r.stats.skipped.get("hit's SHA-256: larger than max file size"),
+        sha("large.evil"),
+        None,
+        "5000 bytes, over the 1000-byte limit"
+    );
+    assert_eq!(
+        r.stats
+            .skipped
+            .get("hit's SHA-256: larger than max file size"),
         Some(&1),
         "{:?}",
         r.stats
@@ -912,6 +918,45 @@ fn cli_exit_codes() {
         link.to_str().unwrap(),
     ]);
     assert_eq!(riposte_scan::cli::run(args.scan).unwrap(), 1);
+    // A `..` is resolved, so that path terms and exclusions see the path as it is:
+    // through the file system on the real root (the link before it counts)…
+    let climbing = format!("{}/../real/../real", link.display());
+    let named = request(&["--ioc", hit_s, "--", &climbing]).unwrap();
+    assert_eq!(
+        named,
+        [std::fs::canonicalize(links.path()).unwrap().join("real")]
+    );
+    // …and lexically on a device, never above its `/`.
+    let named = request(&["--host-root", root, "--ioc", hit_s, "--", "/srv/../tmp/./"]);
+    assert_eq!(named.unwrap(), [PathBuf::from("/tmp")]);
+    let named = request(&["--host-root", root, "--ioc", hit_s, "--", "/../../etc/.."]);
+    assert_eq!(named.unwrap(), [PathBuf::from("/")]);
+}
+
+/// PATHs inside other PATHs are swept once: no file is seen, nor a hit listed, twice.
+#[test]
+fn nested_paths_are_swept_once() {
+    let d = device();
+    let docs = vec![ioc(
+        "evil",
+        &or(&[term("FileItem/FileName", "is", "string", "evil.bin")]),
+    )];
+    let mut once = request(d.path(), docs.clone());
+    once.scope.system_items = false;
+    let once = sweep(&once).unwrap();
+    let mut req = request(d.path(), docs);
+    req.scope.system_items = false;
+    req.scope.paths = ["/tmp", "/tmp/evil.bin", "/", "/var/cache"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let r = sweep(&req).unwrap();
+    assert_eq!(r.stats.files_seen, once.stats.files_seen, "{:?}", r.stats);
+    assert_eq!(
+        hit_paths(&r, "evil"),
+        ["file /tmp/evil.bin", "file /var/cache/evil.bin"]
+    );
+    assert!(r.hits.iter().all(|h| h.matched.len() == 1), "{:?}", r.hits);
 }
 
 /// Hash IOCs with sizes (what detections produce) hash only the files of those sizes,
@@ -1015,7 +1060,7 @@ fn relative_paths_are_the_current_directorys() {
     ])
     .scan;
     let scope = riposte_scan::cli::scope_of(&args).unwrap();
-    assert_eq!(scope.paths, [PathBuf::from("rel")]);
+    assert_eq!(scope.paths, [PathBuf::from("/rel")]);
 }
 
 /// Many files hashed together (sixteen lanes per thread where the CPU has AVX-512 or AVX2):
