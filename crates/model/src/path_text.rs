@@ -9,14 +9,17 @@
 //! This module is the one way a path crosses that boundary, in both directions:
 //!
 //! * [`encode`] copies valid UTF-8 as it is, except `\`, which becomes `\\`; each byte that
-//!   is not part of valid UTF-8 becomes `\xHH` (two lower-case hex digits).
+//!   is not part of valid UTF-8 becomes `\xHH` (two lower-case hex digits), and so does
+//!   each byte of a control character (a newline, an escape, U+0080–U+009F): a file
+//!   named to fake a line of a report, or to send commands to the terminal showing it,
+//!   shows its name instead.
 //! * [`decode`] undoes it: `\\` is `\`, `\xHH` is that byte, and any other backslash is kept
 //!   as it is, so that a path typed by hand (`C:\temp` style names, a lone `\`) still means
 //!   what it says.
 //!
 //! `decode(encode(p)) == p` for every byte string (see the tests), and text that is valid
-//! UTF-8 without a backslash is the same in both forms, so every ordinary path already in
-//! the database, the API and the tests keeps its spelling.
+//! UTF-8 without a backslash or a control character is the same in both forms, so every
+//! ordinary path already in the database, the API and the tests keeps its spelling.
 //!
 //! The functions do no I/O; [`as_string`] plugs them into serde for `PathBuf` fields.
 
@@ -28,18 +31,34 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
     // judges, and nearly all of them have nothing to escape.
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len());
+    let mut escape = |out: &mut String, b: u8| {
+        out.push_str("\\x");
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    };
     for chunk in bytes.utf8_chunks() {
-        let mut valid = chunk.valid();
-        while let Some(at) = valid.find('\\') {
-            out.push_str(&valid[..at]);
-            out.push_str("\\\\");
-            valid = &valid[at + 1..];
+        let valid = chunk.valid();
+        // 0xc2 leads U+0080–U+00BF, among them the C1 controls.
+        if !valid
+            .bytes()
+            .any(|b| b == b'\\' || b < 0x20 || b == 0x7f || b == 0xc2)
+        {
+            out.push_str(valid);
+        } else {
+            for c in valid.chars() {
+                if c == '\\' {
+                    out.push_str("\\\\");
+                } else if c.is_control() {
+                    for &b in c.encode_utf8(&mut [0; 4]).as_bytes() {
+                        escape(&mut out, b);
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
         }
-        out.push_str(valid);
         for &b in chunk.invalid() {
-            out.push_str("\\x");
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xf)] as char);
+            escape(&mut out, b);
         }
     }
     out
@@ -106,7 +125,7 @@ pub fn decode(text: &str) -> std::path::PathBuf {
 /// The canonical spelling of `text`: what [`encode`] gives for the path `text` stands
 /// for. A hand-typed `a\b` becomes `a\\b`; what `encode` wrote comes back unchanged.
 pub fn canonical(text: &str) -> Cow<'_, str> {
-    if needs_decoding(text) {
+    if needs_decoding(text) || text.chars().any(char::is_control) {
         Cow::Owned(encode_bytes(&decode_bytes(text)))
     } else {
         Cow::Borrowed(text)
@@ -161,6 +180,10 @@ mod tests {
             (b"\xe2\x82", "\\xe2\\x82"),
             (b"ok\xc3\xa9\xc3", "ok\u{e9}\\xc3"),
             (b"", ""),
+            // Control characters: a fake report line, a terminal escape, a C1 CSI.
+            (b"/tmp/new\nline.exe", "/tmp/new\\x0aline.exe"),
+            (b"a\x1b[2Jb\x7f\t", "a\\x1b[2Jb\\x7f\\x09"),
+            ("x\u{9b}31m\u{a3}".as_bytes(), "x\\xc2\\x9b31m\u{a3}"),
         ];
         for (bytes, text) in cases {
             assert_eq!(encode_bytes(bytes), *text, "{bytes:?}");
@@ -182,6 +205,7 @@ mod tests {
             assert_eq!(decode_bytes(typed), bytes, "{typed:?}");
         }
         assert_eq!(canonical("a\\b"), "a\\\\b");
+        assert_eq!(canonical("raw\nline"), "raw\\x0aline");
         assert_eq!(canonical("/tmp/e\\xff"), "/tmp/e\\xff");
         assert!(matches!(canonical("/plain/path"), Cow::Borrowed(_)));
     }
@@ -255,12 +279,12 @@ mod tests {
     }
 
     #[test]
-    fn utf8_without_backslashes_is_unchanged_both_ways() {
+    fn utf8_without_backslashes_or_controls_is_unchanged_both_ways() {
         let mut rng = XorShift(42);
         for _ in 0..20_000 {
             let s: String = String::from_utf8_lossy(&random_bytes(&mut rng))
                 .chars()
-                .filter(|c| *c != '\\')
+                .filter(|c| *c != '\\' && !c.is_control())
                 .collect();
             assert_eq!(encode_bytes(s.as_bytes()), s);
             assert_eq!(decode_bytes(&s), s.as_bytes());

@@ -79,11 +79,31 @@ pub enum HitItem {
     },
 }
 
+/// `text` with its control characters as `\xHH` (each byte): a process may name itself,
+/// and a unit file be named, with a newline or a terminal escape in it. (File paths are
+/// already escaped so by `path_text`.)
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl std::fmt::Display for HitItem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HitItem::File { path, .. } => write!(f, "file {path}"),
-            HitItem::Process { pid, name } => write!(f, "process {pid} ({name})"),
+            HitItem::File { path, .. } => write!(f, "file {}", printable(path)),
+            HitItem::Process { pid, name } => write!(f, "process {pid} ({})", printable(name)),
             HitItem::Port {
                 protocol,
                 local,
@@ -96,10 +116,12 @@ impl std::fmt::Display for HitItem {
                 }
                 Ok(())
             }
-            HitItem::User { name, uid } => write!(f, "user {name} (uid {uid})"),
-            HitItem::Service { name } => write!(f, "service {name}"),
-            HitItem::System { hostname } => write!(f, "system {hostname}"),
-            HitItem::Dns { host, address } => write!(f, "hosts entry {host} {address}"),
+            HitItem::User { name, uid } => write!(f, "user {} (uid {uid})", printable(name)),
+            HitItem::Service { name } => write!(f, "service {}", printable(name)),
+            HitItem::System { hostname } => write!(f, "system {}", printable(hostname)),
+            HitItem::Dns { host, address } => {
+                write!(f, "hosts entry {} {}", printable(host), printable(address))
+            }
         }
     }
 }

@@ -933,6 +933,42 @@ fn cli_exit_codes() {
     assert_eq!(named.unwrap(), [PathBuf::from("/")]);
 }
 
+/// A file name cannot fake a line of the text report, nor send escapes to the terminal
+/// showing it: its control characters are printed as `\xHH`, in the report's paths and
+/// in JSON alike, and the path still names the file.
+#[test]
+fn control_characters_in_names_are_escaped_in_reports() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "srv/new\nHIT fake [x] (y)\x1b[2J.exe", b"x");
+    let docs = vec![ioc(
+        "exe",
+        &or(&[term("FileItem/FileExtension", "is", "string", "exe")]),
+    )];
+    let mut req = request(d.path(), docs);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    let mut text = Vec::new();
+    riposte_scan::cli::print_text(&mut text, &r).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("file /srv/new\\x0aHIT fake [x] (y)\\x1b[2J.exe"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("HIT")).count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "{text}");
+    let HitItem::File { path, .. } = &r.hits[0].item else {
+        panic!("{:?}", r.hits)
+    };
+    assert_eq!(
+        riposte_model::path_text::decode(path),
+        Path::new("/srv/new\nHIT fake [x] (y)\x1b[2J.exe")
+    );
+}
+
 /// PATHs inside other PATHs are swept once: no file is seen, nor a hit listed, twice.
 #[test]
 fn nested_paths_are_swept_once() {
