@@ -31,7 +31,7 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
     // judges, and nearly all of them have nothing to escape.
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len());
-    let mut escape = |out: &mut String, b: u8| {
+    let escape = |out: &mut String, b: u8| {
         out.push_str("\\x");
         out.push(HEX[usize::from(b >> 4)] as char);
         out.push(HEX[usize::from(b & 0xf)] as char);
