@@ -342,6 +342,39 @@ fn scan_under_a_low_descriptor_limit_still_reads_every_file() {
     assert_eq!(report["hits"].as_array().unwrap().len(), 1, "{report}");
 }
 
+/// A reader that goes away (`riposte scan --json … | head`) still gets the answer in
+/// the exit code, with no error: as grep does.
+#[test]
+fn scan_into_a_closed_pipe_still_exits_with_its_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("evil.exe"), b"x").unwrap();
+    let ioc = tmp.path().join("name.ioc");
+    std::fs::write(
+        &ioc,
+        r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="n" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>n</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">evil.exe</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#,
+    )
+    .unwrap();
+    for json in [true, false] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = Command::new(bin());
+        cmd.args(["scan", "--no-system-items"]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .arg("--ioc")
+            .arg(&ioc)
+            .arg(tmp.path())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "json {json}: {err}");
+        assert!(!err.contains("Broken pipe"), "json {json}: {err}");
+    }
+}
+
 #[test]
 fn a_task_sweeps_the_agent_host_root_and_reports_hits() {
     let tmp = tempfile::tempdir().unwrap();

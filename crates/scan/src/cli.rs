@@ -307,11 +307,19 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
         }
     };
     let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        print_text(&mut out, &report)?;
+        print_text(&mut out, &report)
+    };
+    match written.and_then(|()| out.flush()) {
+        // A reader that stopped early (`riposte scan --json … | head`) still gets the
+        // answer in the exit code, as grep gives it.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
     }
     Ok(if report.hits.is_empty() { 0 } else { 1 })
 }
@@ -407,11 +415,35 @@ fn spawn_progress(
                     eta(total, files, secs)
                 )
             };
-            let _ = write!(out, "\r{line}   ");
+            let _ = out.write_all(redraw(&line, terminal_width()).as_bytes());
             let _ = out.flush();
         }
         let _ = writeln!(out);
     })
+}
+
+/// What redraws the progress line in place: back to the line's start, the line cut to
+/// the terminal's width (a wrapped line would scroll on every redraw), then an erase to
+/// the end of the line (a shorter line leaves nothing of the last behind).
+fn redraw(line: &str, width: Option<usize>) -> String {
+    let shown: String = match width {
+        Some(w) if w > 1 => line.chars().take(w - 1).collect(),
+        _ => line.to_string(),
+    };
+    format!("\r{shown}\x1b[K")
+}
+
+/// The width of the terminal on standard error, if it is one that says.
+fn terminal_width() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which is valid.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
 /// The progress line's estimate of the time left: `total` units of work in the scope
@@ -533,7 +565,7 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
 
 #[cfg(test)]
 mod tests {
-    use super::{eta, spawn_progress};
+    use super::{eta, redraw, spawn_progress};
     use crate::{Progress, Scope, SweepRequest};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
@@ -553,15 +585,24 @@ mod tests {
     }
 
     impl Screen {
-        /// The last line drawn (lines are redrawn after a carriage return).
+        /// The last line drawn (lines are redrawn after a carriage return, and end with
+        /// an erase to the end of the line).
         fn last_line(&self) -> String {
             let text = String::from_utf8_lossy(&self.0.lock().unwrap()).to_string();
-            text.rsplit('\r')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
+            let last = text.rsplit('\r').next().unwrap_or_default();
+            last.trim_end().trim_end_matches("\x1b[K").to_string()
         }
+    }
+
+    #[test]
+    fn a_redrawn_line_fits_the_terminal_and_erases_what_was_there() {
+        let line = "12 files, 3.4 MB (1.0 MB/s, 10 files/s), read 2  40%, ETA 3s";
+        assert_eq!(redraw(line, Some(30)), format!("\r{}\x1b[K", &line[..29]));
+        assert_eq!(redraw(line, None), format!("\r{line}\x1b[K"));
+        assert_eq!(
+            redraw("é".repeat(50).as_str(), Some(11)),
+            format!("\r{}\x1b[K", "é".repeat(10))
+        );
     }
 
     #[test]
