@@ -249,13 +249,7 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
         let utime = num(11) as f64 / USER_HZ;
         let stime = num(12) as f64 / USER_HZ;
         let start = btime + (num(19) as f64 / USER_HZ) as i64;
-        // In path_text form, like file paths, so that an IOC names a process's file the
-        // way it names the file itself.
-        let exe = std::fs::read_link(dir.join("exe")).ok().map(|p| {
-            riposte_model::path_text::encode(p)
-                .trim_end_matches(" (deleted)")
-                .to_string()
-        });
+        let exe = executable(&dir);
         let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
@@ -343,6 +337,16 @@ fn parse_addr(s: &str) -> Option<(std::net::IpAddr, i64)> {
     Some((ip, port))
 }
 
+/// The program a process runs (`/proc/<pid>/exe`), in path_text form like file paths,
+/// so that an IOC names a process's file the way it names the file itself.
+fn executable(proc_dir: &Path) -> Option<String> {
+    std::fs::read_link(proc_dir.join("exe")).ok().map(|p| {
+        riposte_model::path_text::encode(p)
+            .trim_end_matches(" (deleted)")
+            .to_string()
+    })
+}
+
 /// Socket inode → (pid, process name), from `proc_root/*/fd`.
 fn socket_owners(proc_root: &Path) -> HashMap<u64, (i64, String)> {
     let mut m = HashMap::new();
@@ -356,9 +360,15 @@ fn socket_owners(proc_root: &Path) -> HashMap<u64, (i64, String)> {
         let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
             continue;
         };
-        // Spelt like process names: bytes that are not UTF-8 as `\xHH`.
-        let name = std::fs::read(e.path().join("comm"))
-            .map(|c| riposte_model::path_text::encode_bytes(c.trim_ascii()))
+        // The name ProcessItem/name gives the same process (its program's file name,
+        // else its comm), so that PortItem/process and it agree.
+        let name = executable(&e.path())
+            .and_then(|p| p.rsplit('/').next().map(str::to_string))
+            .or_else(|| {
+                std::fs::read(e.path().join("comm"))
+                    .ok()
+                    .map(|c| riposte_model::path_text::encode_bytes(c.trim_ascii()))
+            })
             .unwrap_or_default();
         for fd in fds.flatten() {
             if let Ok(target) = std::fs::read_link(fd.path()) {

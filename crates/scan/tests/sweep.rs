@@ -522,6 +522,14 @@ fn spawned_process_and_listening_port() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let me = std::process::id().to_string();
+    let exe_name = std::env::current_exe()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(exe_name.len() > 15, "{exe_name}: longer than a comm");
     let docs = vec![
         ioc(
             "proc",
@@ -553,6 +561,22 @@ fn spawned_process_and_listening_port() {
                 term("PortItem/state", "is", "string", "LISTEN"),
                 term("PortItem/localIP", "is", "IP", "127.0.0.1"),
                 term("PortItem/pid", "is", "int", &me),
+            ]),
+        ),
+        // The listening process by the name ProcessItem/name gives it: its program's
+        // file name (this test binary's is longer than the 15 bytes of its comm).
+        ioc(
+            "port-process",
+            &and(&[
+                term("PortItem/localPort", "is", "int", &port),
+                term("PortItem/process", "is", "string", &exe_name),
+            ]),
+        ),
+        ioc(
+            "me-by-name",
+            &and(&[
+                term("ProcessItem/name", "is", "string", &exe_name),
+                term("ProcessItem/pid", "is", "int", &me),
             ]),
         ),
     ];
@@ -591,6 +615,8 @@ fn spawned_process_and_listening_port() {
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(verdict(&r, "port-process"), Verdict::Hit);
+    assert_eq!(verdict(&r, "me-by-name"), Verdict::Hit);
     assert_eq!(r.stats.files_seen, 0);
 }
 
