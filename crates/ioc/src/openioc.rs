@@ -484,6 +484,19 @@ pub(crate) fn parse_operand(
         if let Some((a, b)) = raw.split_once(" TO ") {
             let a = parse_operand(ty, condition, a)?;
             let b = parse_operand(ty, condition, b)?;
+            let reversed = match (&a, &b) {
+                (Operand::Int(a), Operand::Int(b)) => a > b,
+                (Operand::Date(a), Operand::Date(b)) => a > b,
+                (Operand::Duration(a), Operand::Duration(b)) => a > b,
+                (Operand::Ip(a), Operand::Ip(b)) => a > b,
+                _ => false,
+            };
+            if reversed {
+                return Err(format!(
+                    "the range '{}' ends before it starts: nothing is in it",
+                    raw.trim()
+                ));
+            }
             return Ok(Operand::Range(Box::new(a), Box::new(b)));
         }
     }

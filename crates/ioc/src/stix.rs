@@ -536,7 +536,73 @@ fn is_ip_field(f: Field) -> bool {
     )
 }
 
-fn operand_for(field: Field, lit: &Lit) -> (ContentType, Operand) {
+/// The operand a literal gives a comparison with `field`. A literal of the wrong kind
+/// for the field (`file:size > 'abc'`, an MD5 that is not one) is an error rather than a
+/// comparison that can never hold; `textual` comparisons (LIKE, MATCHES, ISSUBSET) take
+/// the text as it is and are checked where they are built.
+fn operand_for(field: Field, lit: &Lit, textual: bool) -> Result<(ContentType, Operand), String> {
+    if let (Lit::Bin(s) | Lit::Str(s), false) = (lit, textual) {
+        if is_number_field(field) {
+            // STIX writes some numbers as strings (`user-account:user_id = '0'`).
+            return match s.trim().parse::<i64>() {
+                Ok(n) => Ok((ContentType::Int, Operand::Int(n))),
+                Err(_) => Err(format!(
+                    "'{s}' is not a number, and this property holds one"
+                )),
+            };
+        }
+        if is_time_field(field) {
+            return match parse_datetime(s) {
+                Some(t) => Ok((ContentType::Date, Operand::Date(t))),
+                None => Err(format!(
+                    "'{s}' is not a timestamp (write t'2020-01-01T00:00:00Z')"
+                )),
+            };
+        }
+        if field.needs_content() {
+            let (ty, len) = match field {
+                Field::FileMd5 => (ContentType::Md5, 32),
+                Field::FileSha1 => (ContentType::Sha1, 40),
+                _ => (ContentType::Sha256, 64),
+            };
+            if s.len() != len || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("'{s}' is not a {ty:?} hash ({len} hex digits)"));
+            }
+        }
+        if is_ip_field(field) && parse_ip(s).is_none() {
+            return match cidr_range(s) {
+                // An address written as a block (`= '198.51.100.0/24'`): any in it.
+                Some(range) => Ok((ContentType::Ip, range)),
+                None => Err(format!("'{s}' is not an IP address or a CIDR block")),
+            };
+        }
+    }
+    Ok(operand_of(field, lit))
+}
+
+/// Properties that hold a number.
+fn is_number_field(f: Field) -> bool {
+    matches!(
+        f,
+        Field::FileSize
+            | Field::ProcPid
+            | Field::ProcParentPid
+            | Field::PortLocalPort
+            | Field::PortRemotePort
+            | Field::UserId
+            | Field::UserGroupId
+    )
+}
+
+/// Properties that hold a time.
+fn is_time_field(f: Field) -> bool {
+    matches!(
+        f,
+        Field::FileCreated | Field::FileModified | Field::FileAccessed | Field::ProcStartTime
+    )
+}
+
+fn operand_of(field: Field, lit: &Lit) -> (ContentType, Operand) {
     match lit {
         Lit::Int(i) => (ContentType::Int, Operand::Int(*i)),
         Lit::Float(f) if f.fract() == 0.0 && f.abs() < 9e15 => {
@@ -719,7 +785,9 @@ impl Builder {
             ));
         }
         let mut one = |lit: &Lit, cond: Condition, neg: bool| -> Result<Node, String> {
-            let (ty, mut operand) = operand_for(field, lit);
+            let textual = matches!(op, Op::Like | Op::Matches | Op::IsSubset);
+            let (ty, mut operand) =
+                operand_for(field, lit, textual).map_err(|e| format!("in '{text}': {e}"))?;
             let mut raw = match lit {
                 Lit::Str(s) | Lit::Bin(s) => s.clone(),
                 Lit::Int(i) => i.to_string(),

@@ -511,6 +511,14 @@ fn deeply_nested_documents_are_refused_not_a_crash() {
 
 #[test]
 fn bad_openioc_inputs_have_clear_errors_with_positions() {
+    let e = err(&v11(&format!(
+        r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+        item11("is", "FileItem/SizeInBytes", "int", "10 TO 4", false, false)
+    )));
+    assert!(
+        e.contains("the range '10 TO 4' ends before it starts"),
+        "{e}"
+    );
     assert!(
         err("not xml at all").starts_with("bad.ioc:1:1: XML error"),
         "{}",
@@ -750,6 +758,39 @@ fn stix_errors_have_offsets() {
     }
     let e = stix::parse_pattern("[file:name MATCHES 'a(']", "i", "n", "t").unwrap_err();
     assert!(e.to_string().contains("bad regular expression"), "{e}");
+    // A literal of the wrong kind for its property is an error, not a comparison that
+    // can never hold.
+    for (p, needle) in [
+        ("[file:size > 'abc']", "'abc' is not a number"),
+        (
+            "[network-traffic:dst_port IN (443, 'https')]",
+            "'https' is not a number",
+        ),
+        (
+            "[file:hashes.MD5 = 'xyz']",
+            "'xyz' is not a Md5 hash (32 hex digits)",
+        ),
+        (
+            "[ipv4-addr:value = 'not-an-ip']",
+            "not an IP address or a CIDR block",
+        ),
+        ("[file:mtime > 'last week']", "is not a timestamp"),
+    ] {
+        let e = stix::parse_pattern(p, "i", "n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{p}: {e}");
+    }
+    // What such a property can hold is still taken: a date written without t'…', an
+    // address block with `=`, and text for the text operators.
+    for p in [
+        "[file:mtime > '2020-01-01T00:00:00Z']",
+        "[ipv4-addr:value = '198.51.100.0/24']",
+        "[file:size LIKE '12%']",
+        "[file:hashes.MD5 MATCHES '^00']",
+    ] {
+        stix::parse_pattern(p, "i", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
+    }
     let deep = format!("{}[file:name = 'x']{}", "(".repeat(200), ")".repeat(200));
     assert!(stix::parse_pattern(&deep, "i", "n", "t")
         .unwrap_err()
