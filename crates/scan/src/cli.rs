@@ -66,6 +66,17 @@ fn read_docs(
 ) -> anyhow::Result<()> {
     use std::io::Read;
     for p in paths {
+        // The same file named twice is read once: its indicators would be counted, and
+        // their hits listed, twice.
+        let same = |d: &IocDocument| {
+            Path::new(&d.origin) == p
+                || std::fs::canonicalize(&d.origin)
+                    .ok()
+                    .is_some_and(|c| std::fs::canonicalize(p).is_ok_and(|q| q == c))
+        };
+        if out.iter().any(|d| d.kind == kind && same(d)) {
+            continue;
+        }
         let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", p.display());
         if p.is_dir() {
             return Err(fail(

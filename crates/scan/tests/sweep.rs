@@ -910,6 +910,16 @@ fn cli_exit_codes() {
     assert_eq!(r.documents.len(), 2);
     assert_eq!(r.scope.paths, [PathBuf::from(root), elf.clone()]);
     assert_eq!(r.scope.preset, None, "PATHs given: no preset");
+    // A file named twice is read once.
+    let twice = format!(
+        "{}/../{}",
+        d.path().display(),
+        hit.strip_prefix(d.path().parent().unwrap())
+            .unwrap()
+            .display()
+    );
+    let r = parsed(&["--ioc", hit_s, &twice, hit_s, "--", root]).unwrap();
+    assert_eq!(r.documents.len(), 1);
     let r = parsed(&["--ioc", hit_s, elf_s, "--json"]).unwrap();
     assert_eq!((r.documents.len(), r.scope.paths.len()), (1, 1));
     assert_eq!(run(&["--ioc", hit_s, "/tmp"]), 1);
