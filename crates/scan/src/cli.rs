@@ -507,6 +507,27 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
         count(Verdict::Undetermined),
         r.hits.len()
     )?;
+    if r.yara_rules > 0 {
+        // Hits of no indicator listed are the rules'.
+        let mut matched: Vec<(&str, &str)> = r
+            .hits
+            .iter()
+            .filter(|h| {
+                !r.iocs
+                    .iter()
+                    .any(|i| i.id == h.ioc_id && i.origin == h.origin)
+            })
+            .map(|h| (h.origin.as_str(), h.ioc_id.as_str()))
+            .collect();
+        matched.sort_unstable();
+        matched.dedup();
+        writeln!(
+            out,
+            "YARA rules: {} ({} matched)",
+            r.yara_rules,
+            matched.len()
+        )?;
+    }
     // Undetermined without an unsupported term: a term could not be decided somewhere
     // (a file unreadable or over the size limit, items not collected).
     let unsure: Vec<_> = r

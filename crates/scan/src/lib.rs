@@ -300,6 +300,8 @@ pub struct SweepReport {
     pub hits: Vec<Hit>,
     /// One entry per indicator (YARA rule sets excluded).
     pub iocs: Vec<IocSummary>,
+    /// YARA rules loaded (their hits are in `hits`, with the rule's name as `ioc_id`).
+    pub yara_rules: usize,
     /// Files that could not be read (listed, not fatal). Capped at 1000 entries.
     pub unreadable: Vec<Unreadable>,
     /// Counters.
@@ -877,6 +879,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let scope = &request.scope;
     let mut report = SweepReport {
         warnings,
+        yara_rules: yara.iter().map(YaraRules::rule_count).sum(),
         ..Default::default()
     };
     let needs = |t: ItemType| iocs.iter().any(|l| l.ioc.item_types().contains(&t));

@@ -508,6 +508,15 @@ fn stix_yara_and_generated_ioc() {
     );
     let yara_hits = r.hits.iter().filter(|h| h.origin == "rttc.yar").count();
     assert_eq!(yara_hits, 1, "no false positives on the other files");
+    // The text report counts the rules, and those that matched.
+    assert!(r.yara_rules > 100, "{}", r.yara_rules);
+    let mut text = Vec::new();
+    riposte_scan::cli::print_text(&mut text, &r).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(&format!("YARA rules: {} (1 matched)", r.yara_rules)),
+        "{text}"
+    );
     // YARA reads every file once; hashes reuse that content.
     assert_eq!(r.stats.files_read, r.stats.files_seen);
 }
