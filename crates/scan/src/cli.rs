@@ -111,6 +111,25 @@ fn read_docs(
 /// system are not: `/proc/<pid>/root` reads as `/` from here, whatever it is in the
 /// process's own namespace.
 fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
+    if scope.host_root != Path::new("/") {
+        // Under another root, links are the device's: resolved inside it, never to
+        // the host's files (an image's `/var/run -> /run` is its own `/run`).
+        for p in &mut scope.paths {
+            *p = match crate::walk::resolve_in_root(&scope.host_root, p) {
+                Ok(resolved) => resolved,
+                // A kernel before 5.6 has no openat2: `..` is then read lexically,
+                // and a link is not followed.
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    let normal = lexically_normal(p);
+                    std::fs::symlink_metadata(crate::host_path(&scope.host_root, &normal))
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                    normal
+                }
+                Err(e) => return Err(anyhow::anyhow!("{}: {e}", p.display())),
+            };
+        }
+        return Ok(());
+    }
     for p in &mut scope.paths {
         let host = crate::host_path(&scope.host_root, p);
         let meta = std::fs::symlink_metadata(&host)
@@ -127,14 +146,15 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
 /// The PATH arguments as device paths: on the real root a relative path is the
 /// current directory's, so `riposte scan .` sweeps where the user stands.
 ///
-/// A `..` is resolved as the kernel would: on the real root through the file system
-/// (a symbolic link before it counts), under `--host-root` lexically, `/..` being `/`,
-/// so that no PATH climbs out of the device. Either way the paths reported, and those
-/// that path terms and exclusions see, are free of `..`.
+/// A `..` is resolved as the kernel would, through the file system (a symbolic link
+/// before it counts); under `--host-root` inside the device, `/..` being its `/`, so that
+/// no PATH climbs out of it (`resolve_named_paths`). Either way the paths reported, and
+/// those that path terms and exclusions see, are free of `..`.
 fn sweep_paths(args: &ScanArgs) -> anyhow::Result<Vec<PathBuf>> {
     let climbs = |p: &Path| p.components().any(|c| c == std::path::Component::ParentDir);
     if args.host_root != Path::new("/") {
-        return Ok(args.paths.iter().map(|p| lexically_normal(p)).collect());
+        // Resolved inside the device's root later (`resolve_named_paths`).
+        return Ok(args.paths.iter().map(|p| Path::new("/").join(p)).collect());
     }
     args.paths
         .iter()

@@ -160,6 +160,52 @@ pub fn device_path(host_root: &Path, p: &Path) -> String {
     }
 }
 
+/// `device` (an absolute device path) resolved inside `host_root` as the device's own
+/// kernel would resolve it: a symbolic link is read as the device's (an absolute one
+/// from the device's `/`, not the host's), and `..` never climbs above the device's `/`.
+/// Returns the device path of what it names, which must exist. The kernel does the
+/// resolution (`openat2` with `RESOLVE_IN_ROOT`), so that no link in an image can point
+/// a sweep at the host's own files.
+pub fn resolve_in_root(host_root: &Path, device: &Path) -> std::io::Result<PathBuf> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let root = std::fs::canonicalize(host_root)?;
+    let root_fd = std::fs::File::open(&root)?;
+    let rel = device.strip_prefix("/").unwrap_or(device);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let name = CString::new(rel.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain data; zeroed is a valid value before the fields are set.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: the pointers are to a live C string and a live open_how of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root_fd.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let host = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let inside = host
+        .strip_prefix(&root)
+        .map_err(|_| std::io::Error::other("resolved outside the device's root"))?;
+    Ok(Path::new("/").join(inside))
+}
+
 /// What the walk learnt of a file from one `statx`, relative to its directory and
 /// without following a symlink. (`std::fs::Metadata` cannot be built from a `statx`
 /// the walk makes itself.)

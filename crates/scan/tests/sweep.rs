@@ -971,11 +971,34 @@ fn cli_exit_codes() {
         named,
         [std::fs::canonicalize(links.path()).unwrap().join("real")]
     );
-    // …and lexically on a device, never above its `/`.
-    let named = request(&["--host-root", root, "--ioc", hit_s, "--", "/srv/../tmp/./"]);
+    // …and inside the device under --host-root, never above its `/`, its links read as
+    // its own: an absolute link is taken from the device's `/`, not the host's.
+    let named = request(&["--host-root", root, "--ioc", hit_s, "--", "/var/../tmp/./"]);
     assert_eq!(named.unwrap(), [PathBuf::from("/tmp")]);
     let named = request(&["--host-root", root, "--ioc", hit_s, "--", "/../../etc/.."]);
     assert_eq!(named.unwrap(), [PathBuf::from("/")]);
+    std::os::unix::fs::symlink("/tmp", d.path().join("var/run")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../opt", d.path().join("home/up")).unwrap();
+    let named = request(&[
+        "--host-root",
+        root,
+        "--ioc",
+        hit_s,
+        "--",
+        "/var/run",
+        "/home/up/app",
+    ]);
+    assert_eq!(
+        named.unwrap(),
+        [PathBuf::from("/tmp"), PathBuf::from("/opt/app")]
+    );
+    assert_eq!(
+        run(&["--ioc", hit_s, "--", "/var/run"]),
+        1,
+        "the device's /tmp/evil.bin"
+    );
+    let e = request(&["--host-root", root, "--ioc", hit_s, "--", "/var/run/none"]).unwrap_err();
+    assert!(e.to_string().contains("No such file"), "{e}");
 }
 
 /// A file name cannot fake a line of the text report, nor send escapes to the terminal
