@@ -473,6 +473,13 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let hr = &scope.host_root;
     let mut roots: Vec<PathBuf> = Vec::new();
     for d in device {
+        // Under another root, a link on the way is the device's (`walk::resolve_in_root`):
+        // a preset's `/var/tmp` in an image must not lead to the host's.
+        let d = if hr == Path::new("/") {
+            d
+        } else {
+            walk::resolve_in_root(hr, &d).unwrap_or(d)
+        };
         let host = host_path(hr, &d);
         if scope.preset == Some(Preset::CriticalAreas)
             && !host.exists()

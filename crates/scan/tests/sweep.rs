@@ -1037,6 +1037,29 @@ fn control_characters_in_names_are_escaped_in_reports() {
     );
 }
 
+/// Under another root, a preset's directory that is a link in the image is followed as
+/// the device's own link: `/var/tmp -> /opt/vt` leads to the image's `/opt/vt`.
+#[test]
+fn preset_links_in_an_image_are_the_images() {
+    let d = device();
+    write(d.path(), "opt/vt/evil.bin", EVIL);
+    std::fs::create_dir_all(d.path().join("var")).unwrap();
+    std::os::unix::fs::symlink("/opt/vt", d.path().join("var/tmp")).unwrap();
+    let docs = vec![ioc(
+        "evil",
+        &or(&[term("FileItem/FileName", "is", "string", "evil.bin")]),
+    )];
+    let mut req = request(d.path(), docs);
+    req.scope.paths.clear();
+    req.scope.preset = Some(riposte_scan::Preset::CriticalAreas);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    assert_eq!(
+        hit_paths(&r, "evil"),
+        ["file /opt/vt/evil.bin", "file /tmp/evil.bin"]
+    );
+}
+
 /// PATHs inside other PATHs are swept once: no file is seen, nor a hit listed, twice.
 #[test]
 fn nested_paths_are_swept_once() {
