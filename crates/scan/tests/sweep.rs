@@ -1038,13 +1038,13 @@ fn control_characters_in_names_are_escaped_in_reports() {
 }
 
 /// Under another root, a preset's directory that is a link in the image is followed as
-/// the device's own link: `/var/tmp -> /opt/vt` leads to the image's `/opt/vt`.
+/// the device's own link: `/var/tmp -> /data/vt` leads to the image's `/data/vt`.
 #[test]
 fn preset_links_in_an_image_are_the_images() {
     let d = device();
-    write(d.path(), "opt/vt/evil.bin", EVIL);
+    write(d.path(), "data/vt/evil.bin", EVIL);
     std::fs::create_dir_all(d.path().join("var")).unwrap();
-    std::os::unix::fs::symlink("/opt/vt", d.path().join("var/tmp")).unwrap();
+    std::os::unix::fs::symlink("/data/vt", d.path().join("var/tmp")).unwrap();
     let docs = vec![ioc(
         "evil",
         &or(&[term("FileItem/FileName", "is", "string", "evil.bin")]),
@@ -1056,7 +1056,7 @@ fn preset_links_in_an_image_are_the_images() {
     let r = sweep(&req).unwrap();
     assert_eq!(
         hit_paths(&r, "evil"),
-        ["file /opt/vt/evil.bin", "file /tmp/evil.bin"]
+        ["file /data/vt/evil.bin", "file /tmp/evil.bin"]
     );
 }
 
