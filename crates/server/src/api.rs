@@ -402,7 +402,7 @@ fn device_json(core: &Core, d: &riposte_store::DeviceRow) -> Value {
     json!({
         "id": d.id, "name": d.name, "hostname": d.hostname, "group_id": d.group_id,
         "enrolled_at": d.enrolled_at, "revoked": d.revoked, "last_seen": d.last_seen,
-        "connected": core.hub.is_connected(d.id),
+        "connected": core.is_connected(d),
     })
 }
 

@@ -137,7 +137,9 @@ where
     }
     let group = {
         let _slot = store_slot(&core).await?;
-        core.store.touch_device(device_id, &hostname).await?;
+        core.store
+            .device_connected(device_id, &hostname, &core.instance)
+            .await?;
         let device = core.store.device(device_id).await?;
         core.store
             .group(device.group_id)
@@ -221,7 +223,10 @@ where
     reader_task.abort();
     core.hub.unregister(device_id, &conn);
     if let Ok(_slot) = store_slot(&core).await {
-        let _ = core.store.touch_device(device_id, &hostname).await;
+        let _ = core
+            .store
+            .device_disconnected(device_id, &hostname, &core.instance)
+            .await;
     }
     result
 }

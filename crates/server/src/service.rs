@@ -79,6 +79,9 @@ pub struct Core {
     /// waits for at most a few of them (before: 11–27 s for an autonomous task request
     /// at 10,000 devices on PostgreSQL, close to the agent's 30 s timeout; FLEET.md).
     pub agent_store_slots: tokio::sync::Semaphore,
+    /// This process's name in `devices.connected_via`: its host, pid and a random part,
+    /// so that processes sharing one PostgreSQL database tell their connections apart.
+    pub instance: String,
 }
 
 /// Pool connections agent connections leave to requests (where the pool has more).
@@ -219,7 +222,29 @@ impl Core {
             throttle: Throttle::new(),
             config,
             agent_store_slots: tokio::sync::Semaphore::new(agent_slots as usize),
+            instance: format!(
+                "{}:{}:{:016x}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim(),
+                std::process::id(),
+                rand::random::<u64>()
+            ),
         })
+    }
+
+    /// Whether the device is connected to a server process: this one, or another
+    /// sharing the database whose connection is recorded and was heard from within two
+    /// refreshes of "last seen" (a process that died stops refreshing it).
+    pub fn is_connected(&self, device: &riposte_store::DeviceRow) -> bool {
+        if self.hub.is_connected(device.id) {
+            return true;
+        }
+        let fresh_since = riposte_store::now_ms() - 2 * self.config.seen_refresh_ms.max(0) - 60_000;
+        device
+            .connected_via
+            .as_deref()
+            .is_some_and(|via| via != self.instance && device.last_seen >= fresh_since)
     }
 
     async fn audit(&self, caller: &Caller, action: &str, detail: &str) {

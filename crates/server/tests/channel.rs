@@ -272,6 +272,45 @@ async fn two_servers_share_one_postgres_database() {
     ts.stop().await;
 }
 
+/// With several server processes on one PostgreSQL database, each shows a device as
+/// connected whichever process holds its channel, and as disconnected once it left.
+#[tokio::test]
+async fn a_device_connected_to_another_process_is_shown_connected() {
+    let (ts, api) = TestServer::with_group_a(Backend::Postgres).await;
+    let mut identity = enroll(&api, &ts.ca, "A", "elsewhere").await;
+    let b = ts.another_process().await;
+    identity.channel_addr = format!("127.0.0.1:{}", b.agent_addr.port());
+    let device = identity.device_id;
+    let connected = || async {
+        api.ok("GET", &format!("/api/v1/devices/{device}"), None)
+            .await["connected"]
+            .clone()
+    };
+    assert_eq!(connected().await, json!(false));
+    let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(5), |d| !d.is_empty())
+            .await
+    );
+    assert!(b.core.hub.is_connected(device));
+    assert!(!ts.running().core.hub.is_connected(device));
+    assert_eq!(
+        connected().await,
+        json!(true),
+        "connected through process B"
+    );
+    agent.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connected().await == json!(true) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(connected().await, json!(false), "gone from process B");
+    b.shutdown().await;
+    ts.stop().await;
+}
+
 /// A device connected to one server process is revoked through another (one PostgreSQL
 /// database): its connection closes at once, what was queued for it is dropped, and
 /// later settings are not queued for it.

@@ -18,6 +18,10 @@ pub struct DeviceRow {
     pub revoked: bool,
     pub last_seen: i64,
     pub local_settings: LocalSettings,
+    /// The server process whose channel the device is connected to, as that process
+    /// names itself; `None` once it disconnected. A process that died leaves its name
+    /// behind: read it together with `last_seen`, which a live connection keeps fresh.
+    pub connected_via: Option<String>,
 }
 
 /// An enrollment token (only its hash is stored).
@@ -63,11 +67,12 @@ fn device(r: &AnyRow) -> Result<DeviceRow> {
         revoked: r.try_get::<i64, _>("revoked")? != 0,
         last_seen: r.try_get("last_seen")?,
         local_settings: get_json(r, "local_settings")?,
+        connected_via: r.try_get("connected_via")?,
     })
 }
 
-const DEVICE_COLUMNS: &str =
-    "id, name, hostname, group_id, cert_fingerprint, enrolled_at, revoked, last_seen, local_settings";
+const DEVICE_COLUMNS: &str = "id, name, hostname, group_id, cert_fingerprint, enrolled_at, \
+     revoked, last_seen, local_settings, connected_via";
 
 impl Store {
     /// Records an enrollment token.
@@ -320,6 +325,37 @@ impl Store {
     }
 
     /// Records that a device was seen now, with its host name.
+    /// The device connected to server process `via`: seen now, under `hostname`.
+    pub async fn device_connected(&self, id: i64, hostname: &str, via: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET last_seen = $1, hostname = $2, connected_via = $3 WHERE id = $4",
+        )
+        .bind(now_ms())
+        .bind(hostname)
+        .bind(via)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The device's connection to server process `via` ended: seen now. A connection it
+    /// has since made to another process stays recorded.
+    pub async fn device_disconnected(&self, id: i64, hostname: &str, via: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET last_seen = $1, hostname = $2, \
+             connected_via = CASE WHEN connected_via = $3 THEN NULL ELSE connected_via END \
+             WHERE id = $4",
+        )
+        .bind(now_ms())
+        .bind(hostname)
+        .bind(via)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     pub async fn touch_device(&self, id: i64, hostname: &str) -> Result<()> {
         sqlx::query("UPDATE devices SET last_seen = $1, hostname = $2 WHERE id = $3")
             .bind(now_ms())

@@ -94,6 +94,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_login_failures.sql"),
     include_str!("../migrations/0003_console_drafts.sql"),
+    include_str!("../migrations/0004_device_connection.sql"),
 ];
 
 impl Store {

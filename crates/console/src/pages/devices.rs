@@ -57,10 +57,10 @@ fn tree(groups: &[GroupNode], selected: Option<i64>, scope: &str) -> Markup {
     html! { nav.tree #group-tree { h3 { "Administration groups" } (branch(None, &children, selected, scope, 0)) } }
 }
 
-fn connection(c: &Console, id: i64, revoked: bool) -> Markup {
-    if revoked {
+fn connection(c: &Console, d: &riposte_store::DeviceRow) -> Markup {
+    if d.revoked {
         html! { span.badge.bad { "Revoked" } }
-    } else if c.core().hub.is_connected(id) {
+    } else if c.core().is_connected(d) {
         html! { span.badge.good { "Connected" } }
     } else {
         html! { span.badge { "Not connected" } }
@@ -205,7 +205,7 @@ pub async fn list(
                                 td { a.device href={ "/devices/" (d.id) } { (d.name) } }
                                 td { (d.hostname) }
                                 td { (names.get(&d.group_id).copied().unwrap_or("?")) }
-                                td { (connection(&c, d.id, d.revoked)) }
+                                td { (connection(&c, d)) }
                                 td { (fmt_time(d.last_seen)) }
                             }
                         }
@@ -249,7 +249,7 @@ pub struct TabQuery {
 fn device_header(c: &Console, d: &riposte_store::DeviceRow, group: &str) -> Markup {
     html! {
         p.crumbs { a href="/devices" { "Managed devices" } " › " a href={ "/devices?group=" (d.group_id) } { (group) } " › " (d.name) }
-        h1 #device-name { (d.name) " " (connection(c, d.id, d.revoked)) }
+        h1 #device-name { (d.name) " " (connection(c, d)) }
     }
 }
 
@@ -280,7 +280,7 @@ pub async fn detail(
                 thead { tr { th { "Application" } th { "State" } } }
                 tbody { tr {
                     td { a #app-riposte href={ "/devices/" (id) "/apps/riposte" } { "Riposte agent" } }
-                    td { (connection(&c, d.id, d.revoked)) }
+                    td { (connection(&c, &d)) }
                 } }
             }
         },
@@ -357,7 +357,7 @@ pub async fn detail(
                 dt { "Device id" } dd { (d.id) }
                 dt { "Host name" } dd { (d.hostname) }
                 dt { "Administration group" } dd { (group) }
-                dt { "Connection" } dd #connection { (connection(&c, d.id, d.revoked)) }
+                dt { "Connection" } dd #connection { (connection(&c, &d)) }
                 dt { "Enrolled" } dd { (fmt_time(d.enrolled_at)) }
                 dt { "Last seen" } dd { (fmt_time(d.last_seen)) }
                 dt { "Certificate (SHA-256)" } dd { code { (d.cert_fingerprint) } }
@@ -468,7 +468,7 @@ pub async fn app(
         html! {
             dl.facts {
                 dt { "Application" } dd { "Riposte agent" }
-                dt { "State" } dd { (connection(&c, d.id, d.revoked)) }
+                dt { "State" } dd { (connection(&c, &d)) }
                 dt { "Last seen" } dd { (fmt_time(d.last_seen)) }
             }
         }
