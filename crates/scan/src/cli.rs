@@ -65,16 +65,12 @@ fn read_docs(
     out: &mut Vec<IocDocument>,
 ) -> anyhow::Result<()> {
     use std::io::Read;
+    // The same file named twice is read once: its indicators would be counted, and
+    // their hits listed, twice. (Each path is resolved once: thousands of files are
+    // named at a time.)
+    let mut seen = std::collections::HashSet::new();
     for p in paths {
-        // The same file named twice is read once: its indicators would be counted, and
-        // their hits listed, twice.
-        let same = |d: &IocDocument| {
-            Path::new(&d.origin) == p
-                || std::fs::canonicalize(&d.origin)
-                    .ok()
-                    .is_some_and(|c| std::fs::canonicalize(p).is_ok_and(|q| q == c))
-        };
-        if out.iter().any(|d| d.kind == kind && same(d)) {
+        if !seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())) {
             continue;
         }
         let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", p.display());

@@ -472,6 +472,7 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     }
     let hr = &scope.host_root;
     let mut roots: Vec<PathBuf> = Vec::new();
+    let mut identities: Vec<Option<(u64, u64)>> = Vec::new();
     for d in device {
         // Under another root, a link on the way is the device's (`walk::resolve_in_root`):
         // a preset's `/var/tmp` in an image must not lead to the host's.
@@ -487,7 +488,19 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
         {
             continue;
         }
-        if !roots.contains(&host) {
+        // One directory reached by two paths (`/lib/systemd/system` and
+        // `/usr/lib/systemd/system` where `/lib` links to `usr/lib`) is swept once,
+        // under the first.
+        let identity = std::fs::metadata(&host).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        if !roots.contains(&host)
+            && !identities
+                .iter()
+                .any(|seen| identity.is_some() && *seen == identity)
+        {
+            identities.push(identity);
             roots.push(host);
         }
     }

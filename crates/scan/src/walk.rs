@@ -428,6 +428,12 @@ pub fn walk_with<W, I, F, D, S, E>(
     });
     let cv = Condvar::new();
     for root in roots {
+        // An exclusion holds for a root as for what is under it, and is counted the same:
+        // `--preset critical-areas --exclude /tmp` leaves out /tmp.
+        if !cfg.excludes.is_empty() && cfg.excludes.matches(&device_path(cfg.host_root, root)) {
+            on_skip(root, SkipReason::Excluded);
+            continue;
+        }
         match FileMeta::of_path(root) {
             // A root on a pseudo file system (see `scope_roots`).
             Ok(m) if m.is_dir() && cfg.skip_dirs.contains(root) => {
@@ -439,21 +445,19 @@ pub fn walk_with<W, I, F, D, S, E>(
                 .dirs
                 .push((root.clone(), m.dev())),
             Ok(m) if m.is_file() => {
-                if !cfg.excludes.matches(&device_path(cfg.host_root, root)) {
-                    let Ok(name) = CString::new(root.as_os_str().as_bytes()) else {
-                        continue;
-                    };
-                    let mut w = start();
-                    let entry = FileEntry {
-                        path: root,
-                        meta: Cell::new(Some(m)),
-                        dir: libc::AT_FDCWD,
-                        name: &name,
-                        opened: Cell::new(None),
-                    };
-                    on_file(&mut w, &entry);
-                    finish(w);
-                }
+                let Ok(name) = CString::new(root.as_os_str().as_bytes()) else {
+                    continue;
+                };
+                let mut w = start();
+                let entry = FileEntry {
+                    path: root,
+                    meta: Cell::new(Some(m)),
+                    dir: libc::AT_FDCWD,
+                    name: &name,
+                    opened: Cell::new(None),
+                };
+                on_file(&mut w, &entry);
+                finish(w);
             }
             Ok(_) => on_skip(root, SkipReason::NotRegular),
             Err(e) => on_error(root, &e),

@@ -1060,6 +1060,53 @@ fn preset_links_in_an_image_are_the_images() {
     );
 }
 
+/// Exclusions hold for the roots themselves (named PATHs, preset directories, a named
+/// file) as for what is under them, and each is counted; one directory reached by two
+/// preset paths (merged /usr) is swept once.
+#[test]
+fn exclusions_hold_for_roots_and_one_directory_is_swept_once() {
+    let d = device();
+    write(
+        d.path(),
+        "usr/lib/systemd/system/apt-daily.timer",
+        b"[Timer]\n",
+    );
+    std::os::unix::fs::symlink("usr/lib", d.path().join("lib")).unwrap();
+    let docs = vec![ioc(
+        "named",
+        &or(&[
+            term("FileItem/FileName", "is", "string", "evil.bin"),
+            term("FileItem/FileName", "is", "string", "apt-daily.timer"),
+        ]),
+    )];
+    let mut req = request(d.path(), docs.clone());
+    req.scope.paths.clear();
+    req.scope.preset = Some(riposte_scan::Preset::CriticalAreas);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    assert_eq!(
+        hit_paths(&r, "named"),
+        [
+            "file /tmp/evil.bin",
+            "file /usr/lib/systemd/system/apt-daily.timer"
+        ]
+    );
+    req.scope.exclude = vec!["/tmp".into()];
+    let r = sweep(&req).unwrap();
+    assert_eq!(
+        hit_paths(&r, "named"),
+        ["file /usr/lib/systemd/system/apt-daily.timer"]
+    );
+    assert_eq!(r.stats.skipped.get("excluded"), Some(&1), "{:?}", r.stats);
+    let mut req = request(d.path(), docs);
+    req.scope.system_items = false;
+    req.scope.paths = vec![PathBuf::from("/tmp/evil.bin"), PathBuf::from("/var/cache")];
+    req.scope.exclude = vec!["*.bin".into()];
+    let r = sweep(&req).unwrap();
+    assert!(r.hits.is_empty(), "{:?}", r.hits);
+    assert_eq!(r.stats.skipped.get("excluded"), Some(&2), "{:?}", r.stats);
+}
+
 /// PATHs inside other PATHs are swept once: no file is seen, nor a hit listed, twice.
 #[test]
 fn nested_paths_are_swept_once() {
