@@ -410,20 +410,153 @@ pub fn evaluate_host(ioc: &Ioc, term: &dyn Fn(usize) -> Truth) -> Truth {
     eval_host_node(&ioc.root, term)
 }
 
-/// Joins the observations of a pattern ([`crate::Observations`]): `formula` with the
-/// truth of each observation over every object from `part`. Returns the truth and, when
-/// it is true, the observations that make it so: every true child of an OR, so that
-/// each matching observation is named, and none of an AND that failed.
-pub fn join_observations(
-    formula: &Node,
-    part: &dyn Fn(usize) -> Truth,
-) -> (Truth, BTreeSet<usize>) {
-    let truth = eval_host_node(formula, part);
+/// One observation of a pattern, judged over every object: its truth, and the objects
+/// (as the report names them) that matched it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservationOutcome {
+    /// True where some object matched the observation.
+    pub truth: Truth,
+    /// The objects that matched it.
+    pub objects: Vec<String>,
+}
+
+/// Most alternatives a pattern's formula is expanded into before the join gives up on
+/// telling objects apart (see [`join_observations`]).
+const MAX_ALTERNATIVES: usize = 256;
+
+/// Joins the observations of a pattern ([`crate::Observations`]): `formula` over each
+/// observation's outcome. As STIX defines it, the observations an `AND` joins are
+/// matched by *different* objects: `[file:name = 'a'] AND [file:name = 'a']` needs two
+/// files named `a`. Returns the truth and, when it is true, the observations that make
+/// it so (those of every alternative that holds).
+///
+/// The formula is expanded into its alternatives (the sets of observations that make it
+/// hold together); an alternative holds where its observations can each be given an
+/// object of their own. Past [`MAX_ALTERNATIVES`], objects are not told apart: each
+/// observation then only needs an object.
+pub fn join_observations(formula: &Node, parts: &[ObservationOutcome]) -> (Truth, BTreeSet<usize>) {
+    let truth_of = |k: usize| parts.get(k).map_or(Truth::Unknown, |p| p.truth);
+    let Some(alternatives) = alternatives(formula) else {
+        let truth = eval_host_node(formula, &truth_of);
+        let mut witnesses = BTreeSet::new();
+        if truth == Truth::True {
+            collect_witnesses(formula, &truth_of, &mut witnesses);
+        }
+        return (truth, witnesses);
+    };
+    let mut truth = Truth::False;
     let mut witnesses = BTreeSet::new();
-    if truth == Truth::True {
-        collect_witnesses(formula, part, &mut witnesses);
+    for alt in &alternatives {
+        if alt.parts.iter().any(|&k| truth_of(k) == Truth::False) {
+            continue;
+        }
+        let matched: Vec<usize> = alt
+            .parts
+            .iter()
+            .copied()
+            .filter(|&k| truth_of(k) == Truth::True)
+            .collect();
+        if !distinct_objects(&matched, parts) {
+            continue;
+        }
+        if alt.unsupported || matched.len() < alt.parts.len() {
+            if truth == Truth::False {
+                truth = Truth::Unknown;
+            }
+            continue;
+        }
+        truth = Truth::True;
+        witnesses.extend(alt.parts.iter().copied());
     }
     (truth, witnesses)
+}
+
+/// One way for a formula to hold: these observations together, and an unsupported
+/// operator (unknown) among them or not.
+struct Alternative {
+    parts: Vec<usize>,
+    unsupported: bool,
+}
+
+/// The formula's alternatives (its disjunctive form), `None` past [`MAX_ALTERNATIVES`].
+fn alternatives(node: &Node) -> Option<Vec<Alternative>> {
+    Some(match node {
+        Node::Term(k) => vec![Alternative {
+            parts: vec![*k],
+            unsupported: false,
+        }],
+        Node::Unsupported(_) => vec![Alternative {
+            parts: Vec::new(),
+            unsupported: true,
+        }],
+        Node::Or(children) => {
+            let mut all = Vec::new();
+            for c in children {
+                all.extend(alternatives(c)?);
+                if all.len() > MAX_ALTERNATIVES {
+                    return None;
+                }
+            }
+            all
+        }
+        Node::And(children) => {
+            if children.is_empty() {
+                return Some(Vec::new());
+            }
+            let mut all = vec![Alternative {
+                parts: Vec::new(),
+                unsupported: false,
+            }];
+            for c in children {
+                let next = alternatives(c)?;
+                if all.len() * next.len() > MAX_ALTERNATIVES {
+                    return None;
+                }
+                all = all
+                    .iter()
+                    .flat_map(|a| {
+                        next.iter().map(move |b| Alternative {
+                            parts: a.parts.iter().chain(&b.parts).copied().collect(),
+                            unsupported: a.unsupported || b.unsupported,
+                        })
+                    })
+                    .collect();
+            }
+            all
+        }
+    })
+}
+
+/// Can each observation in `observations` be given an object of its own among those
+/// that matched it? (A bipartite matching, by augmenting paths.)
+fn distinct_objects(observations: &[usize], parts: &[ObservationOutcome]) -> bool {
+    fn augment(
+        i: usize,
+        candidates: &[&[String]],
+        owner: &mut std::collections::HashMap<String, usize>,
+        visited: &mut BTreeSet<String>,
+    ) -> bool {
+        for object in candidates[i] {
+            if !visited.insert(object.clone()) {
+                continue;
+            }
+            let free = match owner.get(object) {
+                None => true,
+                Some(&j) => augment(j, candidates, owner, visited),
+            };
+            if free {
+                owner.insert(object.clone(), i);
+                return true;
+            }
+        }
+        false
+    }
+    let candidates: Vec<&[String]> = observations
+        .iter()
+        .map(|&k| parts.get(k).map_or(&[][..], |p| p.objects.as_slice()))
+        .collect();
+    let mut owner = std::collections::HashMap::new();
+    (0..candidates.len()).all(|i| augment(i, &candidates, &mut owner, &mut BTreeSet::new()))
 }
 
 /// Adds to `out` the observations under `node`, which is true, that make it true.

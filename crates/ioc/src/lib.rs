@@ -19,7 +19,7 @@ pub mod stix;
 pub mod value;
 pub mod yara;
 
-pub use eval::{evaluate, join_observations, Item, Truth};
+pub use eval::{evaluate, join_observations, Item, ObservationOutcome, Truth};
 pub use generate::{ioc_from_detection, DetectedObject, Detection};
 pub use model::{Field, FieldValue, Ioc, IocFormat, ItemType, Observations, UnsupportedTerm};
 

@@ -361,8 +361,8 @@ pub struct Ioc {
 }
 
 /// The observations of a STIX pattern such as `[file:name = 'a'] AND [file:name = 'b']`,
-/// which holds where both files exist: each observation is matched by some object, not
-/// necessarily the same one.
+/// which holds where both files exist: each observation is matched by an object, and
+/// those an AND joins by different objects.
 #[derive(Debug, Clone)]
 pub struct Observations {
     /// Per observation, its comparisons: nodes into the indicator's `terms` and

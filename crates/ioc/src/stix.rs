@@ -22,9 +22,10 @@
 //! REPEATS, START/STOP) cannot be decided by a point-in-time sweep: they are kept as
 //! unsupported terms, so a pattern using them is "undetermined" rather than "no match".
 //! A pattern of several observations (`[file:name = 'a'] AND [file:name = 'b']`) holds
-//! where each observation is matched by some object, not necessarily the same one: it
-//! keeps its observations apart ([`Observations`]), and a sweep judges each over every
-//! object before joining them.
+//! where each observation is matched by an object, those an AND joins by different
+//! objects (two files here): it keeps its observations apart ([`Observations`]), and a
+//! sweep judges each over every object before joining them
+//! ([`crate::eval::join_observations`]).
 
 use crate::model::{
     Condition, ContentType, Field, Ioc, IocFormat, Node, Observations, Operand, Term,

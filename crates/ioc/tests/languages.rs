@@ -700,7 +700,20 @@ fn stix_observations_are_kept_apart_and_joined() {
     assert_eq!(ioc.unsupported.len(), 1);
     assert_eq!(ioc.unsupported[0].search, "FOLLOWEDBY");
     let formula = &ioc.observations.as_ref().unwrap().formula;
-    let truths = |t: [Truth; 4]| move |k: usize| t[k];
+    // Each observation matched by an object of its own, where it matched.
+    let truths = |t: [Truth; 4]| {
+        t.iter()
+            .enumerate()
+            .map(|(k, &truth)| riposte_ioc::ObservationOutcome {
+                truth,
+                objects: if truth == Truth::True {
+                    vec![format!("object {k}")]
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect::<Vec<_>>()
+    };
     use Truth::{False as F, True as T, Unknown as U};
     // The observations' joins, with FOLLOWEDBY unknown: never better than unknown.
     assert_eq!(join_observations(formula, &truths([T, T, F, T])).0, U);
@@ -734,6 +747,42 @@ fn stix_observations_are_kept_apart_and_joined() {
         (U, BTreeSet::new())
     );
     assert_eq!(join_observations(formula, &truths([F, T, T, F])).0, F);
+
+    // The observations an AND joins are matched by different objects: one file named
+    // `a` cannot be both of `[file:name = 'a'] AND [file:name = 'a']`.
+    let twice =
+        stix::parse_pattern("[file:name = 'a'] AND [file:name = 'a']", "i", "n", "t").unwrap();
+    let formula = &twice.observations.as_ref().unwrap().formula;
+    let seen = |objects: &[&[&str]]| {
+        objects
+            .iter()
+            .map(|o| riposte_ioc::ObservationOutcome {
+                truth: if o.is_empty() { F } else { T },
+                objects: o.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(join_observations(formula, &seen(&[&["/a"], &["/a"]])).0, F);
+    assert_eq!(
+        join_observations(formula, &seen(&[&["/a", "/b/a"], &["/a"]])).0,
+        T
+    );
+    // An OR with one alternative that fits: held by it alone.
+    let either = stix::parse_pattern(
+        "([file:name = 'a'] AND [file:size = 1]) OR [file:name = 'b']",
+        "i",
+        "n",
+        "t",
+    )
+    .unwrap();
+    let formula = &either.observations.as_ref().unwrap().formula;
+    let (truth, witnesses) = join_observations(formula, &seen(&[&["/a"], &["/a"], &["/b"]]));
+    assert_eq!(truth, T);
+    assert_eq!(
+        witnesses,
+        BTreeSet::from([2]),
+        "not the AND one file cannot fill"
+    );
 }
 
 #[test]

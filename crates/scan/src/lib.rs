@@ -1432,12 +1432,22 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     .observations
                     .as_ref()
                     .map_or(&pattern.ioc.root, |o| &o.formula);
-                let (truth, witnesses) =
-                    riposte_ioc::join_observations(formula, &|k| match verdicts[parts[k]] {
-                        Verdict::Hit => Truth::True,
-                        Verdict::NoMatch => Truth::False,
-                        Verdict::Undetermined => Truth::Unknown,
-                    });
+                let outcomes: Vec<riposte_ioc::ObservationOutcome> = parts
+                    .iter()
+                    .map(|&i| riposte_ioc::ObservationOutcome {
+                        truth: match verdicts[i] {
+                            Verdict::Hit => Truth::True,
+                            Verdict::NoMatch => Truth::False,
+                            Verdict::Undetermined => Truth::Unknown,
+                        },
+                        objects: hits
+                            .iter()
+                            .filter(|h| h.ioc_id == iocs[i].ioc.id && h.origin == iocs[i].origin)
+                            .map(|h| h.item.to_string())
+                            .collect(),
+                    })
+                    .collect();
+                let (truth, witnesses) = riposte_ioc::join_observations(formula, &outcomes);
                 for (k, &i) in parts.iter().enumerate() {
                     part_of.insert((&iocs[i].ioc.id, &iocs[i].origin), (n, k));
                 }
