@@ -291,6 +291,9 @@ impl<J> Lanes<J> {
                 let room = WINDOW - lane.filled;
                 lane.filled += n;
                 lane.total += n as u64;
+                if n == 0 && lane.expected != u64::MAX && lane.total < lane.expected {
+                    return Err(shrunk(lane.total, lane.expected));
+                }
                 lane.eof = n == 0 || (n < room && lane.total >= lane.expected);
             } else {
                 // Both paddings, whichever kernels run: the one not hashed is never read.
@@ -306,6 +309,14 @@ impl<J> Lanes<J> {
         }
         Ok(())
     }
+}
+
+/// The error of a file that ended before the size it had at its stat: what was read is
+/// not the file that was judged, so its digests would be those of no version of it.
+pub fn shrunk(read: u64, expected: u64) -> std::io::Error {
+    std::io::Error::other(format!(
+        "changed while it was read: it ended after {read} of its {expected} bytes"
+    ))
 }
 
 #[cfg(test)]
@@ -473,6 +484,48 @@ mod tests {
                     sizes[i]
                 );
             }
+        }
+    }
+
+    /// A file that ends before the size it had at its stat (truncated and rewritten
+    /// while the sweep read it) gives an error, not the digests of a part of it; the
+    /// files hashed beside it are not disturbed.
+    #[test]
+    fn a_file_shorter_than_its_stat_is_an_error_in_lanes_and_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("short"), vec![7u8; 1000]).unwrap();
+        std::fs::write(dir.path().join("whole"), vec![8u8; 3000]).unwrap();
+        let open = |name: &str| crate::items::open_content(&dir.path().join(name)).unwrap();
+        let alg = Algorithms {
+            md5: true,
+            sha1: false,
+            sha256: true,
+        };
+        let alone = crate::items::digest_sized(open("short"), alg, 5000).unwrap_err();
+        assert!(
+            alone.to_string().contains("changed while it was read"),
+            "{alone}"
+        );
+        assert!(
+            alone.to_string().contains("1000 of its 5000 bytes"),
+            "{alone}"
+        );
+        for (alg, md5_kernel, sha_kernel) in setups() {
+            let mut lanes = Lanes::<usize>::with_kernels(alg, md5_kernel, sha_kernel).unwrap();
+            let mut got: Vec<Option<Result<Digests, String>>> = vec![None, None];
+            let mut done = |i: usize, d: std::io::Result<Digests>| {
+                got[i] = Some(d.map_err(|e| e.to_string()));
+            };
+            lanes.push(0, Source::File(open("short")), 5000, &mut done);
+            lanes.push(1, Source::File(open("whole")), 3000, &mut done);
+            lanes.flush(&mut done);
+            let short = got[0].as_ref().unwrap().as_ref().unwrap_err();
+            assert!(short.contains("changed while it was read"), "{short}");
+            let whole = got[1].as_ref().unwrap().as_ref().unwrap();
+            assert_eq!(
+                whole.sha256(),
+                Some(hex::encode(sha2::Sha256::digest(vec![8u8; 3000])).as_str())
+            );
         }
     }
 }
