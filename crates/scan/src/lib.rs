@@ -992,6 +992,16 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let hits = Mutex::new(Vec::<Hit>::new());
     let unreadable = Mutex::new(Vec::<Unreadable>::new());
     let skipped = Mutex::new(BTreeMap::<String, u64>::new());
+    // The swept indicators that are observations of a pattern (see `Listed::Joined`).
+    let part_ids: std::collections::HashSet<(&str, &str)> = listed
+        .iter()
+        .filter_map(|entry| match entry {
+            Listed::Joined { parts, .. } => Some(parts),
+            Listed::Swept(_) => None,
+        })
+        .flatten()
+        .map(|&i| (iocs[i].ioc.id.as_str(), iocs[i].origin.as_str()))
+        .collect();
     let files_seen = AtomicU64::new(0);
     let files_read = AtomicU64::new(0);
     let bytes_read = AtomicU64::new(0);
@@ -1160,6 +1170,18 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     Some(Ok(d)) => d.sha256().map(str::to_string),
                     _ => None,
                 };
+                // A file matched by observations of a pattern only is read for it once
+                // the pattern is known to hold (step 5), not now.
+                if computed.is_none()
+                    && local_hits
+                        .iter()
+                        .all(|h| part_ids.contains(&(h.ioc_id.as_str(), h.origin.as_str())))
+                {
+                    hits.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(local_hits);
+                    return;
+                }
                 // Not past the scope's maximum size: a hit by name on a 4 GB image
                 // must not read it (the action then goes without the check).
                 let within_limit = scope.max_file_size.is_none_or(|max| meta.size() <= max);
@@ -1463,6 +1485,28 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             }
         }
     }
+    // The SHA-256 of a file a pattern's observation matched, read now that the pattern
+    // holds (as step 3 does for other hits), once per file.
+    let mut hashed: HashMap<String, Option<String>> = HashMap::new();
+    let hash_hit = |device_path: &str, dev: u64, ino: u64| {
+        let host = host_path(
+            &scope.host_root,
+            &riposte_model::path_text::decode(device_path),
+        );
+        let size = std::fs::symlink_metadata(&host).ok()?.len();
+        if scope.max_file_size.is_some_and(|max| size > max) {
+            *skipped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry("hit's SHA-256: larger than max file size".into())
+                .or_default() += 1;
+            return None;
+        }
+        let sha256 = items::sha256_of_inode(&host, dev, ino).ok()?;
+        hits_hashed.fetch_add(1, Ordering::Relaxed);
+        hits_hashed_bytes.fetch_add(size, Ordering::Relaxed);
+        Some(sha256)
+    };
     let mut hits: Vec<Hit> = hits
         .into_iter()
         .filter_map(|mut h| {
@@ -1475,6 +1519,18 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             shown[n].contains(&k).then(|| {
                 h.ioc_id = pattern.ioc.id.clone();
                 h.ioc_name = pattern.ioc.name.clone();
+                if let HitItem::File {
+                    path,
+                    dev,
+                    ino,
+                    sha256: sha256 @ None,
+                } = &mut h.item
+                {
+                    *sha256 = hashed
+                        .entry(path.clone())
+                        .or_insert_with(|| hash_hit(path, *dev, *ino))
+                        .clone();
+                }
                 h
             })
         })

@@ -1095,6 +1095,43 @@ fn exclusions_hold_for_roots_and_one_directory_is_swept_once() {
     assert_eq!(r.stats.skipped.get("excluded"), Some(&2), "{:?}", r.stats);
 }
 
+/// The files a pattern's observations matched are read for their SHA-256 only once
+/// the pattern holds: not for a pattern that turns out not to.
+#[test]
+fn observation_hits_are_hashed_only_for_patterns_that_hold() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "srv/a.js", b"first");
+    write(d.path(), "srv/b.js", b"second");
+    let stix = |pattern: &str| IocDocument {
+        kind: DocumentKind::Stix,
+        origin: "p.json".into(),
+        text: pattern.into(),
+    };
+    let mut req = request(
+        d.path(),
+        vec![stix("[file:name = 'a.js'] AND [file:name = 'missing.js']")],
+    );
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    assert!(r.hits.is_empty(), "{:?}", r.hits);
+    assert_eq!(r.stats.hits_hashed, 0, "{:?}", r.stats);
+    req.documents = vec![stix("[file:name = 'a.js'] AND [file:name = 'b.js']")];
+    let r = sweep(&req).unwrap();
+    let shas: Vec<_> = r
+        .hits
+        .iter()
+        .map(|h| match &h.item {
+            HitItem::File { sha256, .. } => sha256.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        shas,
+        [Some(sha256_hex(b"first")), Some(sha256_hex(b"second"))]
+    );
+    assert_eq!(r.stats.hits_hashed, 2, "{:?}", r.stats);
+}
+
 /// PATHs inside other PATHs are swept once: no file is seen, nor a hit listed, twice.
 #[test]
 fn nested_paths_are_swept_once() {
