@@ -10,9 +10,10 @@
 //!
 //! * [`encode`] copies valid UTF-8 as it is, except `\`, which becomes `\\`; each byte that
 //!   is not part of valid UTF-8 becomes `\xHH` (two lower-case hex digits), and so does
-//!   each byte of a control character (a newline, an escape, U+0080–U+009F): a file
-//!   named to fake a line of a report, or to send commands to the terminal showing it,
-//!   shows its name instead.
+//!   each byte of a control character (a newline, an escape, U+0080–U+009F) or of a
+//!   bidirectional override (U+202A–U+202E, U+2066–U+2069): a file named to fake a
+//!   line of a report, to send commands to the terminal showing it, or to read as
+//!   another extension, shows its name instead.
 //! * [`decode`] undoes it: `\\` is `\`, `\xHH` is that byte, and any other backslash is kept
 //!   as it is, so that a path typed by hand (`C:\temp` style names, a lone `\`) still means
 //!   what it says.
@@ -38,17 +39,18 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
     };
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
-        // 0xc2 leads U+0080–U+00BF, among them the C1 controls.
+        // 0xc2 leads U+0080–U+00BF, among them the C1 controls; 0xe2 leads U+2000–U+2FFF,
+        // among them the bidirectional overrides.
         if !valid
             .bytes()
-            .any(|b| b == b'\\' || b < 0x20 || b == 0x7f || b == 0xc2)
+            .any(|b| b == b'\\' || b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
         {
             out.push_str(valid);
         } else {
             for c in valid.chars() {
                 if c == '\\' {
                     out.push_str("\\\\");
-                } else if c.is_control() {
+                } else if hidden(c) {
                     for &b in c.encode_utf8(&mut [0; 4]).as_bytes() {
                         escape(&mut out, b);
                     }
@@ -62,6 +64,13 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Characters a path's text never shows as they are: controls (a newline, an escape,
+/// C1) and the bidirectional embeddings, overrides and isolates, with which
+/// `invoice\u{202e}fdp.exe` reads as `invoiceexe.pdf`.
+fn hidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The path bytes that `text` stands for: the inverse of [`encode_bytes`]. Never fails:
@@ -125,7 +134,7 @@ pub fn decode(text: &str) -> std::path::PathBuf {
 /// The canonical spelling of `text`: what [`encode`] gives for the path `text` stands
 /// for. A hand-typed `a\b` becomes `a\\b`; what `encode` wrote comes back unchanged.
 pub fn canonical(text: &str) -> Cow<'_, str> {
-    if needs_decoding(text) || text.chars().any(char::is_control) {
+    if needs_decoding(text) || text.chars().any(hidden) {
         Cow::Owned(encode_bytes(&decode_bytes(text)))
     } else {
         Cow::Borrowed(text)
@@ -184,6 +193,11 @@ mod tests {
             (b"/tmp/new\nline.exe", "/tmp/new\\x0aline.exe"),
             (b"a\x1b[2Jb\x7f\t", "a\\x1b[2Jb\\x7f\\x09"),
             ("x\u{9b}31m\u{a3}".as_bytes(), "x\\xc2\\x9b31m\u{a3}"),
+            // A right-to-left override (invoice<RLO>fdp.exe reads as invoiceexe.pdf).
+            (
+                "invoice\u{202e}fdp.exe \u{2014}".as_bytes(),
+                "invoice\\xe2\\x80\\xaefdp.exe \u{2014}",
+            ),
         ];
         for (bytes, text) in cases {
             assert_eq!(encode_bytes(bytes), *text, "{bytes:?}");
@@ -284,7 +298,7 @@ mod tests {
         for _ in 0..20_000 {
             let s: String = String::from_utf8_lossy(&random_bytes(&mut rng))
                 .chars()
-                .filter(|c| *c != '\\' && !c.is_control())
+                .filter(|c| *c != '\\' && !hidden(*c))
                 .collect();
             assert_eq!(encode_bytes(s.as_bytes()), s);
             assert_eq!(decode_bytes(&s), s.as_bytes());
