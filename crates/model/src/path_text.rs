@@ -73,6 +73,25 @@ fn hidden(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// `text` (a name that is not a path: a process's, a unit's) with the characters a path's
+/// text never shows as they are ([`hidden`]) written `\xHH`, byte by byte.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The path bytes that `text` stands for: the inverse of [`encode_bytes`]. Never fails:
 /// a backslash that starts neither `\\` nor `\xHH` is taken literally. Hex digits may be
 /// of either case, and `\xHH` may name any byte, `/` and NUL included: check the decoded
@@ -220,6 +239,11 @@ mod tests {
         }
         assert_eq!(canonical("a\\b"), "a\\\\b");
         assert_eq!(canonical("raw\nline"), "raw\\x0aline");
+        assert_eq!(
+            shown("top\u{202e}gpj.sh\t\\"),
+            "top\\xe2\\x80\\xaegpj.sh\\x09\\"
+        );
+        assert!(matches!(shown("plain \u{2014} name"), Cow::Borrowed(_)));
         assert_eq!(canonical("/tmp/e\\xff"), "/tmp/e\\xff");
         assert!(matches!(canonical("/plain/path"), Cow::Borrowed(_)));
     }

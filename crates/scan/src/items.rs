@@ -79,24 +79,11 @@ pub enum HitItem {
     },
 }
 
-/// `text` with its control characters as `\xHH` (each byte): a process may name itself,
-/// and a unit file be named, with a newline or a terminal escape in it. (File paths are
-/// already escaped so by `path_text`.)
+/// A name shown in a report: a process may name itself, and a unit file be named, with a
+/// newline, a terminal escape or a right-to-left override in it (file paths are already
+/// escaped so by `path_text`).
 fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            for b in c.encode_utf8(&mut [0; 4]).bytes() {
-                out.push_str(&format!("\\x{b:02x}"));
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    riposte_model::path_text::shown(text)
 }
 
 impl std::fmt::Display for HitItem {
