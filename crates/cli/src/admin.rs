@@ -440,6 +440,60 @@ fn print_device(v: &Value) {
     ]);
 }
 
+/// `admin policy show` as text: each settings group with its switch (a group the policy
+/// leaves out is "Undefined", settings come from above).
+fn print_policy(v: &Value) {
+    outln!("{} (group {})", cell(&v["policy"]), cell(&v["group"]));
+    let mode = |section: &Value| match section["mode"].as_str() {
+        Some("enforce") => "Enforce: devices and child policies cannot change it",
+        Some(_) => "Undefined: a device's own value wins",
+        None => "not set by this policy",
+    };
+    let tr = &v["threat_response"];
+    outln!("Threat Response — {}", mode(tr));
+    if !tr.is_null() {
+        let actions: Vec<String> = tr["value"]["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(cell)
+            .collect();
+        print_fields(&[
+            ("enabled", cell(&tr["value"]["enabled"])),
+            ("actions", actions.join(", ")),
+            (
+                "special password",
+                if v["special_password_set"] == true {
+                    "set".into()
+                } else {
+                    "not set".into()
+                },
+            ),
+        ]);
+    }
+    let sb = &v["sandbox_integration"];
+    outln!("Sandbox integration — {}", mode(sb));
+    if !sb.is_null() {
+        let list = |key: &str| {
+            sb["value"][key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(cell)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        print_fields(&[
+            ("sandboxes", list("sandboxes")),
+            ("watched folders", list("watch")),
+            (
+                "request timeout",
+                format!("{} s", cell(&sb["value"]["request_timeout_secs"])),
+            ),
+        ]);
+    }
+}
+
 /// `admin detection show` as text: the object, who and what found it, and what was done.
 fn print_detection(v: &Value) {
     let r = &v["record"];
@@ -663,7 +717,11 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     None,
                 )
                 .await?;
-            out(&v);
+            if json_out {
+                out(&v)
+            } else {
+                print_policy(&v)
+            }
         }
         AdminCommand::Policy(PolicyCmd::Set(p)) => {
             let mode = if p.enforce {

@@ -161,6 +161,24 @@ fn server_agent_and_admin_commands() {
         text.contains("Riposte policy (A) (enforced, locked)"),
         "{text}"
     );
+    // The policy itself, as text without --json.
+    let text = admin.ok(&["policy", "show", "A"]);
+    assert!(text.starts_with("Riposte policy (A) (group A)"), "{text}");
+    assert!(
+        text.contains("Threat Response — Enforce: devices and child policies cannot change it"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("actions:")
+            && l.contains("quarantine_and_delete, group_ioc_scan")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("special password:") && l.ends_with("set")),
+        "{text}"
+    );
+    assert!(!text.contains('{'), "no JSON: {text}");
     // The agent received the settings.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut st = serde_json::Value::Null;
