@@ -1416,14 +1416,22 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     }
 
     // 5. Verdicts, and the observations of a pattern joined.
+    // Per indicator (id, document), the items it hit: looked up, not searched for, as
+    // a sweep may hold thousands of indicators and of hits.
+    let mut hit_items: HashMap<(&str, &str), Vec<String>> = HashMap::new();
+    for h in &hits {
+        let items = hit_items
+            .entry((h.ioc_id.as_str(), h.origin.as_str()))
+            .or_default();
+        if part_ids.contains(&(h.ioc_id.as_str(), h.origin.as_str())) {
+            items.push(h.item.to_string());
+        }
+    }
     let verdicts: Vec<Verdict> = iocs
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            if hits
-                .iter()
-                .any(|h| h.ioc_id == l.ioc.id && h.origin == l.origin)
-            {
+            if hit_items.contains_key(&(l.ioc.id.as_str(), l.origin.as_str())) {
                 Verdict::Hit
             } else if saw_unknown[i].load(Ordering::Relaxed)
                 || evaluate_host(&l.ioc, &truth_of(i)) == Truth::Unknown
@@ -1462,11 +1470,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                             Verdict::NoMatch => Truth::False,
                             Verdict::Undetermined => Truth::Unknown,
                         },
-                        objects: hits
-                            .iter()
-                            .filter(|h| h.ioc_id == iocs[i].ioc.id && h.origin == iocs[i].origin)
-                            .map(|h| h.item.to_string())
-                            .collect(),
+                        objects: hit_items
+                            .get(&(iocs[i].ioc.id.as_str(), iocs[i].origin.as_str()))
+                            .cloned()
+                            .unwrap_or_default(),
                     })
                     .collect();
                 let (truth, witnesses) = riposte_ioc::join_observations(formula, &outcomes);
