@@ -53,6 +53,23 @@ pub struct Agent {
 pub const GROUP_ACTION_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why allowed content is left alone: an administrator restored it on this device.
+/// Replaces results larger than `limit` bytes by a note of their size. An update that
+/// could not cross the channel would be sent again after every reconnection and cut
+/// the device off for good: its results give way, its state and hit count stay.
+fn fit_results(update: &mut TaskUpdate, limit: usize) {
+    let size = serde_json::to_vec(&update.results).map_or(0, |v| v.len());
+    if size > limit {
+        update.results = serde_json::json!({
+            "error": format!("the results ({size} bytes) are over the {limit} bytes a device sends"),
+            "hits_total": update.hits,
+        });
+    }
+}
+
+/// Largest task results a device sends: well under the channel's frame limit
+/// ([`riposte_proto::MAX_FRAME`]), which the update's other fields and JSON share.
+const MAX_RESULTS_BYTES: usize = riposte_proto::MAX_FRAME / 4;
+
 const ALLOWED_HERE: &str = "an administrator restored this content on this device, which \
      allows it; withdraw that with `riposte agent ctl allowed withdraw SHA256`";
 
@@ -129,7 +146,8 @@ impl Agent {
         id
     }
 
-    fn set_task(&self, update: TaskUpdate) {
+    fn set_task(&self, mut update: TaskUpdate) {
+        fit_results(&mut update, MAX_RESULTS_BYTES);
         self.update(|s| {
             if let Some(t) = s.tasks.get_mut(&update.task_id) {
                 t.state = update.state;
@@ -518,7 +536,9 @@ impl Agent {
         }
     }
 
-    /// Acts on a task's hits as the task says (quarantine and delete, EPP scan).
+    /// Acts on a task's hits as the task says (quarantine and delete, EPP scan). Not on
+    /// more hits than a device reports ([`crate::scanner::MAX_REPORTED_HITS`]): an
+    /// indicator that broad is refused here rather than half-applied.
     async fn act_on_hits(
         &self,
         actions: &[riposte_model::TaskAction],
@@ -528,6 +548,20 @@ impl Agent {
             return update;
         };
         if update.state != DeviceTaskState::Completed || update.hits == 0 {
+            return update;
+        }
+        if update.results["hits_truncated"] == true {
+            let detail = format!(
+                "not done: the scan hit {} objects, more than the {} a task acts on; review the indicators",
+                update.hits,
+                crate::scanner::MAX_REPORTED_HITS
+            );
+            update.results["actions"] = serde_json::Value::Array(
+                actions
+                    .iter()
+                    .map(|a| serde_json::json!({"action": a, "outcome": "skipped", "detail": detail}))
+                    .collect(),
+            );
             return update;
         }
         let files = crate::scanner::hit_file_identities(&update.results);
@@ -748,6 +782,29 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_too_large_for_the_channel_give_way_to_a_note() {
+        let mut update = TaskUpdate {
+            task_id: 3,
+            state: DeviceTaskState::Completed,
+            hits: 9,
+            reason: None,
+            results: serde_json::json!({"hits": vec!["x".repeat(100); 50]}),
+        };
+        let small = update.clone();
+        fit_results(&mut update, 100_000);
+        assert_eq!(update.results, small.results, "under the limit: unchanged");
+        fit_results(&mut update, 1000);
+        assert_eq!(update.state, DeviceTaskState::Completed);
+        assert_eq!(update.hits, 9);
+        assert_eq!(update.results["hits_total"], 9);
+        let note = update.results["error"].as_str().unwrap();
+        assert!(
+            note.contains("over the 1000 bytes a device sends"),
+            "{note}"
+        );
+    }
     use crate::scanner::SweepRunner;
     use std::path::{Path, PathBuf};
 
@@ -893,6 +950,32 @@ mod tests {
             !dir.join("evil-tool").exists(),
             "quarantined once withdrawn"
         );
+    }
+
+    /// A task whose hits were too many to report acts on none of them: a broad
+    /// indicator is refused rather than half-applied.
+    #[tokio::test]
+    async fn hits_too_many_to_report_are_not_acted_on() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        let dir = root.join("home/u");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("evil-tool"), b"x").unwrap();
+        let agent = open_agent(&root, &data);
+        let mut update = sweep_to_quarantine(&agent, 12, name_ioc("evil-")).await;
+        assert_eq!(update.hits, 1);
+        // As a sweep with more hits than it reports would have said.
+        update.results["hits_truncated"] = serde_json::json!(true);
+        update.hits = 9_999;
+        let action = [riposte_model::TaskAction::QuarantineAndDelete];
+        let done = agent.act_on_hits(&action, update).await;
+        assert_eq!(done.results["actions"][0]["outcome"], "skipped");
+        let detail = done.results["actions"][0]["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("hit 9999 objects, more than the 5000"),
+            "{detail}"
+        );
+        assert!(dir.join("evil-tool").exists(), "left in place");
     }
 
     fn md5_ioc(data: &[u8]) -> riposte_proto::IocDocument {

@@ -131,22 +131,42 @@ impl TaskRunner for SweepRunner {
         match outcome {
             Ok(report) if report.cancelled => fail("cancelled".into()),
             Ok(report) => {
-                let files: Vec<String> = report
-                    .hits
+                let total = report.hits.len();
+                let mut hits = report.hits;
+                hits.truncate(MAX_REPORTED_HITS);
+                let files: Vec<String> = hits
                     .iter()
                     .filter_map(|h| match &h.item {
                         HitItem::File { path, .. } => Some(path.clone()),
                         _ => None,
                     })
                     .collect();
+                let undetermined: Vec<&riposte_scan::IocSummary> = report
+                    .iocs
+                    .iter()
+                    .filter(|i| i.verdict == riposte_scan::Verdict::Undetermined)
+                    .collect();
+                // Said where a device reports no hit: "0 hits" is not "clean" when an
+                // indicator could not be decided here.
+                let reason = (!undetermined.is_empty()).then(|| {
+                    let unsupported = undetermined.iter().filter(|i| !i.unsupported.is_empty()).count();
+                    format!(
+                        "{} of {} indicators undetermined here ({unsupported} with terms no Linux collector evaluates)",
+                        undetermined.len(),
+                        report.iocs.len()
+                    )
+                });
                 TaskUpdate {
                     task_id: offer.task_id,
                     state: DeviceTaskState::Completed,
-                    hits: report.hits.len() as u64,
-                    reason: None,
+                    hits: total as u64,
+                    reason,
                     results: serde_json::json!({
                         "hit_files": files,
-                        "hits": report.hits,
+                        "hits": hits,
+                        "hits_total": total,
+                        "hits_truncated": total > MAX_REPORTED_HITS,
+                        "iocs": report.iocs,
                         "stats": report.stats,
                         "unreadable": report.unreadable.len(),
                     }),
@@ -156,6 +176,11 @@ impl TaskRunner for SweepRunner {
         }
     }
 }
+
+/// Most hits a device reports, and acts on, per task: an indicator that hits half a
+/// million files (`[file:ctime > t'…']`) is a mistake to be seen in the count, not a
+/// frame over the channel's limit nor half a million quarantines.
+pub const MAX_REPORTED_HITS: usize = 5_000;
 
 /// The files a completed sweep hit, each once, with the identity the sweep saw (device,
 /// inode, SHA-256); `None` where the sweep could not read the file to hash it.
@@ -241,5 +266,69 @@ mod tests {
             reports.iter().all(|r| r["progress"].get("bytes").is_none()),
             "{reports:?}"
         );
+    }
+
+    fn offer_of(task_id: i64, format: &str, content: &str) -> TaskOffer {
+        TaskOffer {
+            task_id,
+            autonomous: false,
+            iocs: vec![riposte_proto::IocDocument {
+                format: format.into(),
+                name: format!("doc.{format}"),
+                content: content.into(),
+            }],
+            scope: ScanScope::SystemDrives,
+            actions: Vec::new(),
+        }
+    }
+
+    /// An indicator that hits more files than a device reports: the count is whole, the
+    /// list is cut and says so, and the results stay far under the channel's frame limit.
+    #[test]
+    fn a_sweep_with_too_many_hits_reports_the_count_and_a_cut_list() {
+        let root = tempfile::tempdir().unwrap();
+        let many = MAX_REPORTED_HITS + 7;
+        for i in 0..many {
+            let d = root.path().join(format!("srv/d{}", i % 50));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("f{i}.log")), b"x").unwrap();
+        }
+        let runner = SweepRunner {
+            host_root: root.path().to_path_buf(),
+            progress_every: Duration::from_secs(60),
+        };
+        let (_cancel, rx) = watch::channel(false);
+        let done = runner.run(offer_of(8, "stix", "[file:name LIKE '%.log']"), rx, &|_| {});
+        assert_eq!(done.state, DeviceTaskState::Completed, "{done:?}");
+        assert_eq!(done.hits, many as u64);
+        assert_eq!(done.results["hits_total"], many);
+        assert_eq!(done.results["hits_truncated"], true);
+        assert_eq!(
+            done.results["hits"].as_array().unwrap().len(),
+            MAX_REPORTED_HITS
+        );
+        assert_eq!(hit_file_identities(&done.results).len(), MAX_REPORTED_HITS);
+        let size = serde_json::to_vec(&done.results).unwrap().len();
+        assert!(size < riposte_proto::MAX_FRAME / 4, "{size} bytes");
+    }
+
+    /// No hit is not "clean" where an indicator could not be decided: the device says so.
+    #[test]
+    fn a_sweep_with_undetermined_indicators_says_so() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("srv")).unwrap();
+        let runner = SweepRunner {
+            host_root: root.path().to_path_buf(),
+            progress_every: Duration::from_secs(60),
+        };
+        let (_cancel, rx) = watch::channel(false);
+        let done = runner.run(offer_of(9, "stix", "[file:nosuchprop = 'a']"), rx, &|_| {});
+        assert_eq!(done.state, DeviceTaskState::Completed, "{done:?}");
+        assert_eq!(done.hits, 0);
+        assert_eq!(
+            done.reason.as_deref(),
+            Some("1 of 1 indicators undetermined here (1 with terms no Linux collector evaluates)")
+        );
+        assert_eq!(done.results["iocs"][0]["verdict"], "undetermined");
     }
 }
