@@ -578,6 +578,30 @@ fn operand_for(field: Field, lit: &Lit, textual: bool) -> Result<(ContentType, O
             };
         }
     }
+    // A literal of another kind than the property's: a number for a time (`file:ctime >
+    // 5` would hold on every file), a time or a number for a hash, and so on.
+    if !textual {
+        let kind = match lit {
+            Lit::Int(_) | Lit::Float(_) => Some("a number"),
+            Lit::Time(_) => Some("a timestamp"),
+            Lit::Bool(_) => Some("a boolean"),
+            Lit::Str(_) | Lit::Bin(_) | Lit::List(_) => None,
+        };
+        let wanted = if is_number_field(field) {
+            (!matches!(lit, Lit::Int(_) | Lit::Float(_))).then_some("a number")
+        } else if is_time_field(field) {
+            (!matches!(lit, Lit::Time(_))).then_some("a timestamp (t'2020-01-01T00:00:00Z')")
+        } else if field.needs_content() {
+            Some("a hash in quotes")
+        } else if is_ip_field(field) {
+            Some("an address in quotes")
+        } else {
+            None
+        };
+        if let (Some(kind), Some(wanted)) = (kind, wanted) {
+            return Err(format!("{kind} where this property holds {wanted}"));
+        }
+    }
     Ok(operand_of(field, lit))
 }
 

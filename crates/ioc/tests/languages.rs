@@ -824,6 +824,22 @@ fn stix_errors_have_offsets() {
             "not an IP address or a CIDR block",
         ),
         ("[file:mtime > 'last week']", "is not a timestamp"),
+        (
+            "[file:ctime > 5]",
+            "a number where this property holds a timestamp",
+        ),
+        (
+            "[file:size > t'2020-01-01T00:00:00Z']",
+            "a timestamp where this property holds a number",
+        ),
+        (
+            "[file:hashes.MD5 = 5]",
+            "a number where this property holds a hash in quotes",
+        ),
+        (
+            "[ipv4-addr:value = 7]",
+            "a number where this property holds an address in quotes",
+        ),
     ] {
         let e = stix::parse_pattern(p, "i", "n", "t")
             .unwrap_err()
