@@ -165,11 +165,18 @@ impl YaraRules {
         match compiler.add_rules_str(src) {
             Ok(_) => {
                 let (_, rules) = split_rules(src);
+                // A file without a rule would read every file for nothing.
+                if rules.is_empty() {
+                    return Err(Error::Yara {
+                        origin: origin.to_string(),
+                        msg: "no rule in it: a YARA file must hold at least one rule".into(),
+                    });
+                }
                 Ok(YaraRules {
                     scanner: compiler.finalize(),
                     origin: origin.to_string(),
                     warnings: Vec::new(),
-                    rule_count: rules.len().max(1),
+                    rule_count: rules.len(),
                 })
             }
             Err(first) => {
@@ -249,6 +256,19 @@ impl YaraRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_without_a_rule_is_refused() {
+        for src in ["", "// nothing here\n", "import \"pe\"\n"] {
+            let e = YaraRules::compile_str(src, "empty.yar")
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("no rule in it")),
+                "{src:?}: {e:?}"
+            );
+        }
+    }
 
     #[test]
     fn split_handles_strings_and_braces() {
