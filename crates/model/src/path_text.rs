@@ -39,11 +39,11 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
     };
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
-        // 0xc2 leads U+0080–U+00BF, among them the C1 controls; 0xe2 leads U+2000–U+2FFF,
-        // among them the bidirectional overrides.
+        // Lead bytes of the ranges that hold hidden characters: 0xc2 (U+0080–U+00BF, the
+        // C1 controls), 0xd8 (U+0600–U+063F), 0xe2 (U+2000–U+2FFF), 0xef (U+F000–U+FFFF).
         if !valid
             .bytes()
-            .any(|b| b == b'\\' || b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
+            .any(|b| matches!(b, b'\\' | 0..=0x1f | 0x7f | 0xc2 | 0xd8 | 0xe2 | 0xef))
         {
             out.push_str(valid);
         } else {
@@ -70,7 +70,18 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
 /// C1) and the bidirectional embeddings, overrides and isolates, with which
 /// `invoice\u{202e}fdp.exe` reads as `invoiceexe.pdf`.
 fn hidden(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            // Arabic letter mark; zero-width spaces, joiners and direction marks; line
+            // and paragraph separators, embeddings and overrides; word joiner, invisible
+            // operators and isolates; the zero-width no-break space (BOM).
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 /// `text` (a name that is not a path: a process's, a unit's) with the characters a path's
@@ -244,6 +255,17 @@ mod tests {
             "top\\xe2\\x80\\xaegpj.sh\\x09\\"
         );
         assert!(matches!(shown("plain \u{2014} name"), Cow::Borrowed(_)));
+        for c in [
+            '\u{200e}', '\u{200f}', '\u{061c}', '\u{2028}', '\u{feff}', '\u{200b}',
+        ] {
+            let name = format!("a{c}b");
+            assert_eq!(encode(&name).matches("\\x").count(), c.len_utf8(), "{c:?}");
+            assert_eq!(decode(&encode(&name)), std::path::Path::new(&name));
+        }
+        assert_eq!(
+            encode("\u{0627}\u{0644}\u{fe8e}"),
+            "\u{0627}\u{0644}\u{fe8e}"
+        );
         assert_eq!(canonical("/tmp/e\\xff"), "/tmp/e\\xff");
         assert!(matches!(canonical("/plain/path"), Cow::Borrowed(_)));
     }

@@ -73,7 +73,9 @@ fn read_docs(
         if !seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())) {
             continue;
         }
-        let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", p.display());
+        let fail = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(&*p))
+        };
         if p.is_dir() {
             return Err(fail(
                 &"a directory, not an indicator file: name the indicator files first, \
@@ -93,7 +95,7 @@ fn read_docs(
         let text = String::from_utf8(bytes).map_err(|e| fail(&format!("not UTF-8 text: {e}")))?;
         out.push(IocDocument {
             kind,
-            origin: p.display().to_string(),
+            origin: riposte_model::path_text::encode(&*p),
             text,
         });
     }
@@ -118,10 +120,17 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                     let normal = lexically_normal(p);
                     std::fs::symlink_metadata(crate::host_path(&scope.host_root, &normal))
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                        .map_err(|e| {
+                            anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(&*p))
+                        })?;
                     normal
                 }
-                Err(e) => return Err(anyhow::anyhow!("{}: {e}", p.display())),
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "{}: {e}",
+                        riposte_model::path_text::encode(p)
+                    ))
+                }
             };
         }
         return Ok(());
@@ -129,11 +138,11 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
     for p in &mut scope.paths {
         let host = crate::host_path(&scope.host_root, p);
         let meta = std::fs::symlink_metadata(&host)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(&*p)))?;
         let in_pseudo_fs = || host.parent().is_some_and(crate::walk::on_pseudo_fs);
         if meta.file_type().is_symlink() && scope.host_root == Path::new("/") && !in_pseudo_fs() {
             *p = std::fs::canonicalize(&host)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                .map_err(|e| anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(&*p)))?;
         }
     }
     Ok(())
@@ -156,7 +165,10 @@ fn sweep_paths(args: &ScanArgs) -> anyhow::Result<Vec<PathBuf>> {
         .iter()
         .map(|p| {
             let fail = |e: std::io::Error| {
-                anyhow::anyhow!("{}: cannot resolve the path: {e}", p.display())
+                anyhow::anyhow!(
+                    "{}: cannot resolve the path: {e}",
+                    riposte_model::path_text::encode(p)
+                )
             };
             let abs = std::path::absolute(p).map_err(fail)?;
             if climbs(&abs) {

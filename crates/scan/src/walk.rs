@@ -78,9 +78,18 @@ pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
 pub struct Excludes(Vec<String>);
 
 impl Excludes {
-    /// Wraps the patterns.
+    /// Wraps the patterns. A trailing `/` (`/data/skip/`, as a shell completes a
+    /// directory) is dropped: device paths never end with one.
     pub fn new(patterns: &[String]) -> Self {
-        Excludes(patterns.to_vec())
+        Excludes(
+            patterns
+                .iter()
+                .map(|p| match p.trim_end_matches('/') {
+                    "" => p.clone(),
+                    trimmed => trimmed.to_string(),
+                })
+                .collect(),
+        )
     }
 
     /// No patterns: nothing is excluded (lets the walk skip building device paths).

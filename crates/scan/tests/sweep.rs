@@ -987,6 +987,13 @@ fn cli_exit_codes() {
     );
     let e = request(&["--host-root", root, "--ioc", hit_s, "--", "/var/run/none"]).unwrap_err();
     assert!(e.to_string().contains("No such file"), "{e}");
+    // A path in an error is escaped as in reports: no terminal escape nor override.
+    let e = request(&["--ioc", hit_s, "--", "/no/such\u{202e}txt.exe\x1b[2J"]).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/no/such\\xe2\\x80\\xaetxt.exe\\x1b[2J: "),
+        "{e}"
+    );
 }
 
 /// A file name cannot fake a line of the text report, nor send escapes to the terminal
@@ -1079,7 +1086,8 @@ fn exclusions_hold_for_roots_and_one_directory_is_swept_once() {
             "file /usr/lib/systemd/system/apt-daily.timer"
         ]
     );
-    req.scope.exclude = vec!["/tmp".into()];
+    // As a shell completes a directory: with a trailing slash.
+    req.scope.exclude = vec!["/tmp/".into()];
     let r = sweep(&req).unwrap();
     assert_eq!(
         hit_paths(&r, "named"),
