@@ -74,7 +74,7 @@ fn read_docs(
             continue;
         }
         let fail = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(&*p))
+            anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
         };
         if p.is_dir() {
             return Err(fail(
@@ -95,7 +95,7 @@ fn read_docs(
         let text = String::from_utf8(bytes).map_err(|e| fail(&format!("not UTF-8 text: {e}")))?;
         out.push(IocDocument {
             kind,
-            origin: riposte_model::path_text::encode(&*p),
+            origin: riposte_model::path_text::encode(p.as_os_str()),
             text,
         });
     }
@@ -121,14 +121,17 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
                     let normal = lexically_normal(p);
                     std::fs::symlink_metadata(crate::host_path(&scope.host_root, &normal))
                         .map_err(|e| {
-                            anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(&*p))
+                            anyhow::anyhow!(
+                                "{}: {e}",
+                                riposte_model::path_text::encode(p.as_os_str())
+                            )
                         })?;
                     normal
                 }
                 Err(e) => {
                     return Err(anyhow::anyhow!(
                         "{}: {e}",
-                        riposte_model::path_text::encode(p)
+                        riposte_model::path_text::encode(p.as_os_str())
                     ))
                 }
             };
@@ -137,12 +140,14 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
     }
     for p in &mut scope.paths {
         let host = crate::host_path(&scope.host_root, p);
-        let meta = std::fs::symlink_metadata(&host)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(&*p)))?;
+        let meta = std::fs::symlink_metadata(&host).map_err(|e| {
+            anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
+        })?;
         let in_pseudo_fs = || host.parent().is_some_and(crate::walk::on_pseudo_fs);
         if meta.file_type().is_symlink() && scope.host_root == Path::new("/") && !in_pseudo_fs() {
-            *p = std::fs::canonicalize(&host)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(&*p)))?;
+            *p = std::fs::canonicalize(&host).map_err(|e| {
+                anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
+            })?;
         }
     }
     Ok(())
@@ -167,7 +172,7 @@ fn sweep_paths(args: &ScanArgs) -> anyhow::Result<Vec<PathBuf>> {
             let fail = |e: std::io::Error| {
                 anyhow::anyhow!(
                     "{}: cannot resolve the path: {e}",
-                    riposte_model::path_text::encode(p)
+                    riposte_model::path_text::encode(p.as_os_str())
                 )
             };
             let abs = std::path::absolute(p).map_err(fail)?;
