@@ -206,14 +206,14 @@ enum TaskCmd {
         group: String,
         #[arg(long)]
         name: Option<String>,
-        /// OpenIOC files.
-        #[arg(long)]
+        /// OpenIOC files (several after one --ioc, as `riposte scan` takes them).
+        #[arg(long, num_args = 1..)]
         ioc: Vec<PathBuf>,
         /// STIX 2.1 files.
-        #[arg(long)]
+        #[arg(long, num_args = 1..)]
         stix: Vec<PathBuf>,
         /// YARA rule files.
-        #[arg(long)]
+        #[arg(long, num_args = 1..)]
         yara: Vec<PathBuf>,
         /// Actions on a hit: quarantine_and_delete, epp_critical_areas_scan (comma-separated).
         #[arg(long)]
@@ -961,7 +961,24 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             let v = c
                 .call("GET", &format!("/api/v1/quarantine{q}"), None)
                 .await?;
-            table(&v, &["device_id", "entry_id", "state"])
+            // Each entry's original path and threat, from the record the device sent.
+            let rows: Vec<Value> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|q| {
+                    json!({"device_id": q["device_id"], "entry_id": q["entry_id"], "state": q["state"],
+                           "threat": q["record"]["threat_name"], "original_path": q["record"]["original_path"]})
+                })
+                .collect();
+            if json_out {
+                out(&v)
+            } else {
+                print_table(
+                    &rows,
+                    &["device_id", "entry_id", "state", "threat", "original_path"],
+                );
+            }
         }
         AdminCommand::Quarantine(QuarantineCmd::Restore {
             device,

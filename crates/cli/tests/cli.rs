@@ -221,6 +221,15 @@ fn server_agent_and_admin_commands() {
         "<OpenIOC xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\" id=\"t\" last-modified=\"2020-01-01T00:00:00Z\" published-date=\"2020-01-01T00:00:00Z\"><metadata><short_description>t</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator=\"OR\" id=\"o\"><IndicatorItem id=\"i\" condition=\"is\" preserve-case=\"false\" negate=\"false\"><Context document=\"FileItem\" search=\"FileItem/FileName\" type=\"mir\"/><Content type=\"string\">no-such-file.bin</Content></IndicatorItem></Indicator></criteria></OpenIOC>",
     )
     .unwrap();
+    // Several files after one --ioc, as `riposte scan` takes them.
+    let ioc2 = tmp.path().join("t2.ioc");
+    std::fs::write(
+        &ioc2,
+        std::fs::read_to_string(&ioc)
+            .unwrap()
+            .replace("id=\"t\"", "id=\"t2\""),
+    )
+    .unwrap();
     let t = admin.json(&[
         "task",
         "create",
@@ -228,6 +237,7 @@ fn server_agent_and_admin_commands() {
         "A",
         "--ioc",
         ioc.to_str().unwrap(),
+        ioc2.to_str().unwrap(),
     ]);
     let id = t["id"].as_i64().unwrap().to_string();
     let show = admin.json(&["task", "show", &id]);

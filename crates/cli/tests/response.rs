@@ -483,6 +483,13 @@ fn scenario(database: Option<&str>, delete_special: bool) {
     // folder that does not exist) comes back as an alert of that device; an entry the
     // device has already restored is refused at once.
     let entries = admin.json(&["quarantine", "list"]);
+    // As text: each entry with where it came from.
+    let text = admin.ok(&["quarantine", "list"]);
+    assert!(
+        text.lines().next().unwrap().contains("ORIGINAL_PATH"),
+        "{text}"
+    );
+    assert!(text.contains("/home/alice/Downloads/invoice.sh"), "{text}");
     let entries = entries.as_array().unwrap();
     let d1_entry = entries
         .iter()
