@@ -79,15 +79,12 @@ pub enum HitItem {
     },
 }
 
-/// A name shown in a report: a process may name itself, and a unit file be named, with a
-/// newline, a terminal escape or a right-to-left override in it (file paths are already
-/// escaped so by `path_text`).
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    riposte_model::path_text::shown(text)
-}
-
 impl std::fmt::Display for HitItem {
+    /// Names are shown escaped as paths are (`path_text::shown`): a process may name
+    /// itself, and a unit file be named, with a newline, a terminal escape or a
+    /// right-to-left override in it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use riposte_model::path_text::shown as printable;
         match self {
             HitItem::File { path, .. } => write!(f, "file {}", printable(path)),
             HitItem::Process { pid, name } => write!(f, "process {pid} ({})", printable(name)),
