@@ -109,10 +109,22 @@ fn read_docs(
 /// system are not: `/proc/<pid>/root` reads as `/` from here, whatever it is in the
 /// process's own namespace.
 fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
+    // A PATH excluded as it was named stays as named, so that the walk leaves it out
+    // (`--exclude /bin /bin`, `/bin` a link to `usr/bin`), once it is known to exist.
+    let excludes = crate::walk::Excludes::new(&scope.exclude);
+    let excluded = |p: &Path| {
+        !excludes.is_empty() && excludes.matches(&riposte_model::path_text::encode(p.as_os_str()))
+    };
     if scope.host_root != Path::new("/") {
         // Under another root, links are the device's: resolved inside it, never to
         // the host's files (an image's `/var/run -> /run` is its own `/run`).
         for p in &mut scope.paths {
+            if excluded(p) {
+                std::fs::symlink_metadata(crate::host_path(&scope.host_root, p)).map_err(|e| {
+                    anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
+                })?;
+                continue;
+            }
             *p = match crate::walk::resolve_in_root(&scope.host_root, p) {
                 Ok(resolved) => resolved,
                 // A kernel before 5.6 has no openat2: `..` is then read lexically,
@@ -144,7 +156,11 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
             anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
         })?;
         let in_pseudo_fs = || host.parent().is_some_and(crate::walk::on_pseudo_fs);
-        if meta.file_type().is_symlink() && scope.host_root == Path::new("/") && !in_pseudo_fs() {
+        if meta.file_type().is_symlink()
+            && scope.host_root == Path::new("/")
+            && !in_pseudo_fs()
+            && !excluded(p)
+        {
             *p = std::fs::canonicalize(&host).map_err(|e| {
                 anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
             })?;

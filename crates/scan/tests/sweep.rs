@@ -951,6 +951,21 @@ fn cli_exit_codes() {
         link.to_str().unwrap(),
     ]);
     assert_eq!(riposte_scan::cli::run(args.scan).unwrap(), 1);
+    // Excluded as named, a link is left as named, and the walk leaves it out.
+    let link_s = link.to_str().unwrap();
+    let named = request(&["--exclude", link_s, "--ioc", hit_s, "--", link_s]);
+    assert_eq!(named.unwrap(), [link.clone()]);
+    let args = Cli::parse_from([
+        "scan",
+        "--no-system-items",
+        "--exclude",
+        link_s,
+        "--ioc",
+        hit_s,
+        "--",
+        link_s,
+    ]);
+    assert_eq!(riposte_scan::cli::run(args.scan).unwrap(), 0);
     // A `..` is resolved, so that path terms and exclusions see the path as it is:
     // through the file system on the real root (the link before it counts)…
     let climbing = format!("{}/../real/../real", link.display());
