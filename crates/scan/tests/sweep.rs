@@ -954,7 +954,7 @@ fn cli_exit_codes() {
     // Excluded as named, a link is left as named, and the walk leaves it out.
     let link_s = link.to_str().unwrap();
     let named = request(&["--exclude", link_s, "--ioc", hit_s, "--", link_s]);
-    assert_eq!(named.unwrap(), [link.clone()]);
+    assert_eq!(named.unwrap(), std::slice::from_ref(&link));
     let args = Cli::parse_from([
         "scan",
         "--no-system-items",
