@@ -1007,6 +1007,24 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let bytes_read = AtomicU64::new(0);
     let hits_hashed = AtomicU64::new(0);
     let hits_hashed_bytes = AtomicU64::new(0);
+    // The SHA-256 of a hit's file (host path, identity and size at the walk's stat),
+    // which lets an action refuse an object changed since. Not past the scope's maximum
+    // size: a hit by name on a 4 GB image must not read it (the action then goes
+    // without the check).
+    let hash_hit = |host: &Path, dev: u64, ino: u64, size: u64| {
+        if scope.max_file_size.is_some_and(|max| size > max) {
+            *skipped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry("hit's SHA-256: larger than max file size".into())
+                .or_default() += 1;
+            return None;
+        }
+        let sha256 = items::sha256_of_inode(host, dev, ino).ok()?;
+        hits_hashed.fetch_add(1, Ordering::Relaxed);
+        hits_hashed_bytes.fetch_add(size, Ordering::Relaxed);
+        Some(sha256)
+    };
     let unreadable_count = AtomicU64::new(0);
     if !roots.is_empty() && (!file_iocs.is_empty() || !yara.is_empty()) {
         let excludes = Excludes::new(&scope.exclude);
@@ -1182,19 +1200,8 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         .extend(local_hits);
                     return;
                 }
-                // Not past the scope's maximum size: a hit by name on a 4 GB image
-                // must not read it (the action then goes without the check).
-                let within_limit = scope.max_file_size.is_none_or(|max| meta.size() <= max);
-                let sha256 = computed.or_else(|| {
-                    if !within_limit {
-                        count_skip("hit's SHA-256: larger than max file size");
-                        return None;
-                    }
-                    let sha256 = items::sha256_of_inode(path, meta.dev(), meta.ino()).ok()?;
-                    hits_hashed.fetch_add(1, Ordering::Relaxed);
-                    hits_hashed_bytes.fetch_add(meta.size(), Ordering::Relaxed);
-                    Some(sha256)
-                });
+                let sha256 =
+                    computed.or_else(|| hash_hit(path, meta.dev(), meta.ino(), meta.size()));
                 for h in &mut local_hits {
                     if let HitItem::File { sha256: s, .. } = &mut h.item {
                         s.clone_from(&sha256);
@@ -1495,24 +1502,13 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     // The SHA-256 of a file a pattern's observation matched, read now that the pattern
     // holds (as step 3 does for other hits), once per file.
     let mut hashed: HashMap<String, Option<String>> = HashMap::new();
-    let hash_hit = |device_path: &str, dev: u64, ino: u64| {
+    let hash_observed = |device_path: &str, dev: u64, ino: u64| {
         let host = host_path(
             &scope.host_root,
             &riposte_model::path_text::decode(device_path),
         );
         let size = std::fs::symlink_metadata(&host).ok()?.len();
-        if scope.max_file_size.is_some_and(|max| size > max) {
-            *skipped
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry("hit's SHA-256: larger than max file size".into())
-                .or_default() += 1;
-            return None;
-        }
-        let sha256 = items::sha256_of_inode(&host, dev, ino).ok()?;
-        hits_hashed.fetch_add(1, Ordering::Relaxed);
-        hits_hashed_bytes.fetch_add(size, Ordering::Relaxed);
-        Some(sha256)
+        hash_hit(&host, dev, ino, size)
     };
     let mut hits: Vec<Hit> = hits
         .into_iter()
@@ -1535,7 +1531,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 {
                     *sha256 = hashed
                         .entry(path.clone())
-                        .or_insert_with(|| hash_hit(path, *dev, *ino))
+                        .or_insert_with(|| hash_observed(path, *dev, *ino))
                         .clone();
                 }
                 h

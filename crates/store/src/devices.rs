@@ -324,7 +324,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records that a device was seen now, with its host name.
     /// The device connected to server process `via`: seen now, under `hostname`.
     pub async fn device_connected(&self, id: i64, hostname: &str, via: &str) -> Result<()> {
         sqlx::query(
@@ -356,6 +355,7 @@ impl Store {
         Ok(())
     }
 
+    /// Records that a device was seen now, with its host name.
     pub async fn touch_device(&self, id: i64, hostname: &str) -> Result<()> {
         sqlx::query("UPDATE devices SET last_seen = $1, hostname = $2 WHERE id = $3")
             .bind(now_ms())
