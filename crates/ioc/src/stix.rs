@@ -74,6 +74,8 @@ enum Cmp {
     And(Vec<Cmp>),
     Or(Vec<Cmp>),
     Leaf {
+        /// Byte offset of the comparison in the pattern, for errors found after parsing.
+        at: usize,
         text: String,
         object: String,
         path: Vec<String>,
@@ -280,6 +282,7 @@ impl<'a> Parser<'a> {
         if self.kw("EXISTS") {
             let (object, path) = self.path()?;
             return Ok(Cmp::Leaf {
+                at: start,
                 text: self.src[start..self.pos].trim().to_string(),
                 object,
                 path,
@@ -334,6 +337,7 @@ impl<'a> Parser<'a> {
             self.literal()?
         };
         Ok(Cmp::Leaf {
+            at: start,
             text: self.src[start..self.pos].trim().to_string(),
             object,
             path,
@@ -732,7 +736,7 @@ impl Builder {
     /// Compiles an observation expression into the pattern as one object would satisfy
     /// it (the first node) and into its formula over observations (the second: each
     /// `[…]` becomes `Node::Term(k)`, its comparisons kept in `parts[k]`).
-    fn obs(&mut self, o: &Obs) -> Result<(Node, Node), String> {
+    fn obs(&mut self, o: &Obs) -> PResult<(Node, Node)> {
         Ok(match o {
             Obs::Atom(c) => {
                 let root = self.cmp(c)?;
@@ -762,7 +766,7 @@ impl Builder {
         })
     }
 
-    fn each(&mut self, v: &[Obs]) -> Result<(Vec<Node>, Vec<Node>), String> {
+    fn each(&mut self, v: &[Obs]) -> PResult<(Vec<Node>, Vec<Node>)> {
         let mut roots = Vec::with_capacity(v.len());
         let mut formulas = Vec::with_capacity(v.len());
         for o in v {
@@ -773,8 +777,8 @@ impl Builder {
         Ok((roots, formulas))
     }
 
-    fn cmp(&mut self, c: &Cmp) -> Result<Node, String> {
-        let (text, object, path, negated, op, value) = match c {
+    fn cmp(&mut self, c: &Cmp) -> PResult<Node> {
+        let (at, text, object, path, negated, op, value) = match c {
             Cmp::And(v) => {
                 return Ok(Node::And(
                     v.iter().map(|c| self.cmp(c)).collect::<Result<_, _>>()?,
@@ -786,13 +790,14 @@ impl Builder {
                 ))
             }
             Cmp::Leaf {
+                at,
                 text,
                 object,
                 path,
                 negated,
                 op,
                 value,
-            } => (text, object, path, *negated, *op, value),
+            } => (*at, text, object, path, *negated, *op, value),
         };
         let search = format!("{object}:{}", path.join("."));
         let Some(field) = field_for(object, path) else {
@@ -809,10 +814,10 @@ impl Builder {
                 format!("operator {op:?} is not supported"),
             ));
         }
-        let mut one = |lit: &Lit, cond: Condition, neg: bool| -> Result<Node, String> {
+        let mut one = |lit: &Lit, cond: Condition, neg: bool| -> PResult<Node> {
             let textual = matches!(op, Op::Like | Op::Matches | Op::IsSubset);
             let (ty, mut operand) =
-                operand_for(field, lit, textual).map_err(|e| format!("in '{text}': {e}"))?;
+                operand_for(field, lit, textual).map_err(|e| (at, format!("in '{text}': {e}")))?;
             let mut raw = match lit {
                 Lit::Str(s) | Lit::Bin(s) => s.clone(),
                 Lit::Int(i) => i.to_string(),
@@ -829,13 +834,14 @@ impl Builder {
                 }
                 Op::Matches => operand = Operand::Str(raw.clone()),
                 Op::IsSubset => {
-                    operand =
-                        cidr_range(&raw).ok_or_else(|| format!("'{raw}' is not a CIDR block"))?;
+                    operand = cidr_range(&raw)
+                        .ok_or_else(|| (at, format!("'{raw}' is not a CIDR block")))?;
                     cond = Condition::Is;
                 }
                 _ => {}
             }
-            let t = build_term(text.clone(), field, cond, neg, true, ty, raw, operand)?;
+            let t = build_term(text.clone(), field, cond, neg, true, ty, raw, operand)
+                .map_err(|e| (at, e))?;
             self.terms.push(t);
             Ok(Node::Term(self.terms.len() - 1))
         };
@@ -849,14 +855,14 @@ impl Builder {
             Op::Le => one(value, Condition::GreaterThan, !n)?,
             Op::Like | Op::Matches => {
                 if !matches!(value, Lit::Str(_)) {
-                    return Err(format!("{op:?} needs a string in '{text}'"));
+                    return Err((at, format!("{op:?} needs a string in '{text}'")));
                 }
                 one(value, Condition::Matches, n)?
             }
             Op::IsSubset => one(value, Condition::Is, n)?,
             Op::In => {
                 let Lit::List(items) = value else {
-                    return Err("IN needs a list".into());
+                    return Err((at, "IN needs a list".into()));
                 };
                 let nodes = items
                     .iter()
@@ -909,7 +915,7 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
         unsupported: Vec::new(),
         parts: Vec::new(),
     };
-    let (root, formula) = b.obs(&obs).map_err(|m| fail(0, m))?;
+    let (root, formula) = b.obs(&obs).map_err(|(o, m)| fail(o, m))?;
     let ioc = Ioc::new(
         id.to_string(),
         name.to_string(),

@@ -841,11 +841,19 @@ fn stix_errors_have_offsets() {
             "a number where this property holds an address in quotes",
         ),
     ] {
-        let e = stix::parse_pattern(p, "i", "n", "t")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains(needle), "{p}: {e}");
+        let e = stix::parse_pattern(p, "i", "n", "t").unwrap_err();
+        assert!(e.to_string().contains(needle), "{p}: {e}");
+        // The error points at the comparison, found after parsing.
+        assert!(matches!(e, Error::Stix { offset: 1, .. }), "{p}: {e:?}");
     }
+    let e = stix::parse_pattern(
+        "[file:name = 'a'] AND [file:size > 'abc' OR file:name = 'b']",
+        "i",
+        "n",
+        "t",
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Stix { offset: 23, .. }), "{e:?}");
     // What such a property can hold is still taken: a date written without t'…', an
     // address block with `=`, and text for the text operators.
     for p in [
