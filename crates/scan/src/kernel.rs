@@ -35,9 +35,19 @@ impl Kernel {
         out
     }
 
-    /// Is this kernel usable on this CPU?
+    /// Is this kernel usable on this CPU? (Asked before every call: no allocation.)
     pub fn is_available(self) -> bool {
-        Kernel::all_available().contains(&self)
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
     }
 }
 

@@ -1096,7 +1096,17 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             // `counted`: the read was already counted (and any error noted) by the
             // YARA read that supplied the bytes.
             let counted = counted || content.is_some();
-            let device_path = walk::device_path(&scope.host_root, path);
+            // Most files hashed for digest indicators have none of their digests: they
+            // are false without evaluation (see `FileNecessity`), and cost no path text.
+            let evaluated = match &digests {
+                Some(Ok(d)) => to_evaluate.iter().any(|&i| candidates.admits_digests(i, d)),
+                _ => !to_evaluate.is_empty(),
+            };
+            let device_path = if evaluated || !yara_hits.is_empty() {
+                walk::device_path(&scope.host_root, path)
+            } else {
+                String::new()
+            };
             let mut item = FileItem {
                 host_path: path,
                 device_path: device_path.clone(),
@@ -1110,10 +1120,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 texts: Vec::new(),
             };
             let mut local_hits = Vec::new();
-            for &i in to_evaluate {
+            for &i in to_evaluate.iter().filter(|_| evaluated) {
                 if let Some(Ok(d)) = &item.digests {
                     if !candidates.admits_digests(i, d) {
-                        // False without evaluation (see `FileNecessity`).
                         continue;
                     }
                 }

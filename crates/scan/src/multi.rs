@@ -188,17 +188,38 @@ impl<J> Lanes<J> {
         }
     }
 
-    /// Refills the lanes that ran dry, then advances all of them together.
+    /// Refills the lanes that ran dry and advances them: all sixteen together, or, where
+    /// SHA-NI alone hashes them, two by two.
     fn pump(&mut self, done: &mut dyn FnMut(J, std::io::Result<Digests>)) {
-        for l in 0..LANES {
+        // SHA-NI hashes the lanes two at a time anyway (`kernel_sha_ni`), so a pair
+        // needs no other: it is refilled and hashed at once, its fresh bytes still in
+        // the cache rather than behind fifteen other windows, and it advances by the
+        // shorter of its own two rather than by the shortest of sixteen.
+        let pairwise =
+            self.md5.is_none() && matches!(self.sha256, Some((sha256x16::Sha256Kernel::ShaNi, _)));
+        if pairwise {
+            for first in (0..LANES).step_by(2) {
+                self.pump_lanes(first..first + 2, done);
+            }
+        } else {
+            self.pump_lanes(0..LANES, done);
+        }
+    }
+
+    /// [`Lanes::pump`] over the lanes of `range`; the others are left as they are.
+    fn pump_lanes(
+        &mut self,
+        range: std::ops::Range<usize>,
+        done: &mut dyn FnMut(J, std::io::Result<Digests>),
+    ) {
+        for l in range.clone() {
             if let Err(e) = self.refill(l) {
                 if let Some(lane) = self.lanes[l].take() {
                     done(lane.job, Err(e));
                 }
             }
         }
-        let blocks = self
-            .lanes
+        let blocks = self.lanes[range.clone()]
             .iter()
             .flatten()
             .map(|lane| (lane.filled - lane.start) / 64)
@@ -210,15 +231,17 @@ impl<J> Lanes<J> {
             std::array::from_fn(|l| {
                 let at = self.lanes[l]
                     .as_ref()
+                    .filter(|_| range.contains(&l))
                     .map_or(0, |lane| lane.start + if lane.padded { pad_at } else { 0 });
                 (l * STRIDE + at) as i32
             })
         };
         // Every lane stays inside its stride: an active lane holds at least `blocks * 64`
         // unconsumed bytes there (its padding too: `filled` counts the blocks from
-        // either pad's start); an idle one reads from its stride's start, and a lane
-        // never holds more than a stride.
-        let active = (0..LANES)
+        // either pad's start); an idle one, or one outside `range`, reads from its
+        // stride's start, and a lane never holds more than a stride.
+        let active = range
+            .clone()
             .filter(|&l| self.lanes[l].is_some())
             .fold(0u16, |mask, l| mask | 1 << l);
         if let Some((kernel, state)) = self.md5.as_mut() {
@@ -228,7 +251,7 @@ impl<J> Lanes<J> {
             let offsets = offsets(SHA256_PAD);
             sha256x16::compress_some(*kernel, state, &self.arena, &offsets, blocks, active);
         }
-        for l in 0..LANES {
+        for l in range {
             let finished = match &mut self.lanes[l] {
                 Some(lane) => {
                     lane.start += blocks * 64;

@@ -47,11 +47,7 @@ impl Sha256Kernel {
     /// (see [`preferred`]; tests check each of them).
     pub fn all_available() -> Vec<Sha256Kernel> {
         let mut out = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("sha")
-            && std::arch::is_x86_feature_detected!("ssse3")
-            && std::arch::is_x86_feature_detected!("sse4.1")
-        {
+        if Sha256Kernel::ShaNi.is_available() {
             out.push(Sha256Kernel::ShaNi);
         }
         out.extend(
@@ -62,9 +58,19 @@ impl Sha256Kernel {
         out
     }
 
-    /// Is this kernel usable on this CPU?
+    /// Is this kernel usable on this CPU? (Asked before every call: no allocation.)
     pub fn is_available(self) -> bool {
-        Sha256Kernel::all_available().contains(&self)
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Sha256Kernel::ShaNi => {
+                std::arch::is_x86_feature_detected!("sha")
+                    && std::arch::is_x86_feature_detected!("ssse3")
+                    && std::arch::is_x86_feature_detected!("sse4.1")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Sha256Kernel::ShaNi => false,
+            Sha256Kernel::Vector(kernel) => kernel.is_available(),
+        }
     }
 }
 
