@@ -30,6 +30,20 @@ pub enum IdentityError {
     Key(#[from] rcgen::Error),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("the server URL must start with https:// (got {0:?}): secrets are never sent unencrypted, and the CA file pins the server's certificate")]
+    NotHttps(String),
+}
+
+/// Refuses a server URL that is not `https://`, before anything is sent to it.
+pub fn require_https(server_url: &str) -> Result<(), IdentityError> {
+    if server_url
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    {
+        Ok(())
+    } else {
+        Err(IdentityError::NotHttps(server_url.to_string()))
+    }
 }
 
 /// What a device keeps after enrolling.
@@ -160,6 +174,8 @@ pub fn pinned_http_client(
     .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
+        // A password, token or key is never sent in clear, whatever URL is given.
+        .https_only(true)
         .timeout(timeout)
         .build()
         .map_err(|e| IdentityError::Refused(e.to_string()))
@@ -181,6 +197,7 @@ pub async fn enroll(
     name: &str,
     hostname: &str,
 ) -> Result<Identity, IdentityError> {
+    require_https(server_url)?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();

@@ -310,8 +310,9 @@ impl Client {
             .with_context(|| format!("cannot read the CA file {}", a.ca.display()))?;
         let http =
             riposte_agent::identity::pinned_http_client(&ca, std::time::Duration::from_secs(60))?;
-        let password = crate::read_secret_file(&a.password_file)?;
         let url = a.server.trim_end_matches('/').to_string();
+        riposte_agent::identity::require_https(&url)?;
+        let password = crate::read_secret_file(&a.password_file)?;
         let mut c = Client {
             http,
             url,
@@ -362,18 +363,30 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Longest cell a table shows, in characters; `--json` gives whole values.
+const MAX_CELL_CHARS: usize = 200;
+
+/// A value as a table shows it: on one line, invisible and control characters written
+/// `\xHH` (a name cannot fake a row or send terminal escapes), cut at
+/// [`MAX_CELL_CHARS`].
+fn cell_text(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => riposte_model::path_text::shown(s).into_owned(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    if s.chars().count() <= MAX_CELL_CHARS {
+        return s;
+    }
+    let mut cut: String = s.chars().take(MAX_CELL_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 fn print_table(rows: &[Value], cols: &[&str]) {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| {
-            cols.iter()
-                .map(|c| match &r[*c] {
-                    Value::String(s) => s.clone(),
-                    Value::Null => "-".into(),
-                    v => v.to_string(),
-                })
-                .collect()
-        })
+        .map(|r| cols.iter().map(|c| cell_text(&r[*c])).collect())
         .collect();
     let widths: Vec<usize> = cols
         .iter()
@@ -1015,4 +1028,26 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table cell stays on one line and within bounds whatever a value holds: a
+    /// 70,000-character name once made the audit table's width overflow `format!`
+    /// (a panic), and a newline in a device's name faked a row.
+    #[test]
+    fn table_cells_are_cut_and_escaped() {
+        let long = cell_text(&json!("y".repeat(70_000)));
+        assert_eq!(long.chars().count(), MAX_CELL_CHARS);
+        assert!(long.ends_with('…'));
+        assert_eq!(
+            cell_text(&json!("laptop)\n1795953147000  admin")),
+            "laptop)\\x0a1795953147000  admin"
+        );
+        assert_eq!(cell_text(&json!("a\u{202e}b")), "a\\xe2\\x80\\xaeb");
+        assert_eq!(cell_text(&Value::Null), "-");
+        assert_eq!(cell_text(&json!(42)), "42");
+    }
 }

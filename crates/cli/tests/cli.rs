@@ -65,6 +65,23 @@ fn server_agent_and_admin_commands() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // A server URL in plain HTTP is refused before the password is sent anywhere.
+    let plain = Command::new(bin())
+        .args([
+            "admin",
+            "--server",
+            &url.replacen("https://", "http://", 1),
+            "--ca",
+        ])
+        .arg(&admin.ca)
+        .args(["--user", "admin", "--password-file"])
+        .arg(&admin.pwfile)
+        .args(["group", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(plain.status.code(), Some(2), "{err}");
+    assert!(err.contains("must start with https://"), "{err}");
 
     let token = admin
         .ok(&["enroll-token", "create", "--group", "A1"])

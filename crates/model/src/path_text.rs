@@ -69,7 +69,7 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
 /// Characters a path's text never shows as they are: controls (a newline, an escape,
 /// C1) and the bidirectional embeddings, overrides and isolates, with which
 /// `invoice\u{202e}fdp.exe` reads as `invoiceexe.pdf`.
-fn hidden(c: char) -> bool {
+pub fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

@@ -161,10 +161,12 @@ pub struct TaskRequest {
     pub actions: Vec<TaskAction>,
 }
 
-/// A name as typed, trimmed: 1 to `max` bytes, no control characters.
+/// A name as typed, trimmed: 1 to `max` bytes, no control characters and none of the
+/// invisible ones (direction overrides, zero-width characters) with which a name could
+/// fake a line of a listing or read as another ([`riposte_model::path_text::hidden`]).
 fn check_name<'a>(what: &str, name: &'a str, max: usize) -> ServiceResult<&'a str> {
     let name = name.trim();
-    if name.is_empty() || name.len() > max || name.chars().any(char::is_control) {
+    if name.is_empty() || name.len() > max || name.chars().any(riposte_model::path_text::hidden) {
         return Err(ServiceError::BadRequest(format!(
             "{what} must be 1 to {max} printable characters"
         )));
@@ -274,7 +276,22 @@ impl Core {
         // The special account is shared by every device of the fleet: counting its failures
         // per account would let anyone lock all group actions with a few wrong guesses, so
         // for it only the guessing source is locked.
-        let counted = (user != SPECIAL_ACCOUNT_NAME).then_some(user);
+        // A name no account can have (over 64 characters, or with control or invisible
+        // characters) is counted for its source only, and recorded cut and escaped: an
+        // anonymous caller must not be able to fill the store or forge audit lines.
+        let plausible =
+            user.chars().count() <= 64 && !user.chars().any(riposte_model::path_text::hidden);
+        let counted = (user != SPECIAL_ACCOUNT_NAME && plausible).then_some(user);
+        let recorded: String = if plausible {
+            user.to_string()
+        } else {
+            let shown = riposte_model::path_text::shown(user);
+            let mut cut: String = shown.chars().take(64).collect();
+            if shown.chars().count() > 64 {
+                cut.push('…');
+            }
+            cut
+        };
         let _one_at_a_time = self.throttle.serialize(source).await;
         if let Some(wait) = self
             .throttle
@@ -332,7 +349,7 @@ impl Core {
                 self.throttle.fail(&self.store, counted, source).await?;
                 let _ = self
                     .store
-                    .audit(user, source, "login_failed", "wrong name or password")
+                    .audit(&recorded, source, "login_failed", "wrong name or password")
                     .await;
                 Err(ServiceError::Unauthorized(
                     "wrong user name or password".into(),
@@ -922,6 +939,12 @@ impl Core {
         if name.len() > 255 || hostname.len() > 255 {
             return Err(ServiceError::BadRequest(
                 "device and host names are at most 255 characters".into(),
+            ));
+        }
+        let name = check_name("a device name", name, 255)?;
+        if hostname.chars().any(riposte_model::path_text::hidden) {
+            return Err(ServiceError::BadRequest(
+                "a host name cannot hold control or invisible characters".into(),
             ));
         }
         if name.chars().all(|c| c.is_ascii_digit()) {

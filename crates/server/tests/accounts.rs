@@ -396,6 +396,50 @@ async fn failed_logins_are_throttled_and_audited() {
     ts.stop().await;
 }
 
+/// A login with a name no account can have (70,000 characters, a newline) is refused
+/// and recorded cut to 64 characters and escaped: an anonymous caller can neither fill
+/// the audit log nor forge a line of it; and such names count for their source only,
+/// so they do not create a throttle record per name.
+#[tokio::test]
+async fn failed_logins_with_impossible_names_are_recorded_cut_and_escaped() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let http =
+        riposte_agent::identity::pinned_http_client(&ts.ca, std::time::Duration::from_secs(30))
+            .unwrap();
+    let url = format!("{}/api/v1/login", ts.url);
+    let long = "y".repeat(70_000);
+    for user in [
+        long.as_str(),
+        "x\n1795953147000  admin  127.0.0.1  account_delete",
+    ] {
+        let (s, _) = send(
+            &http,
+            reqwest::Method::POST,
+            &url,
+            "",
+            Some(json!({"user": user, "password": "x"})),
+        )
+        .await;
+        assert_eq!(s, 401);
+    }
+    let rows = ts.running().core.store.audit_log(100).await.unwrap();
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.action == "login_failed")
+        .map(|r| r.actor.as_str())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed.contains(&format!("{}…", "y".repeat(64)).as_str()),
+        "{failed:?}"
+    );
+    assert!(
+        failed.contains(&"x\\x0a1795953147000  admin  127.0.0.1  account_delete"),
+        "{failed:?}"
+    );
+    ts.stop().await;
+}
+
 /// The failures are in the database: a second server process on the same PostgreSQL
 /// refuses the locked-out account, and so does the first after a restart.
 #[tokio::test]

@@ -429,6 +429,50 @@ async fn a_device_name_of_digits_is_refused_at_enrollment() {
     ts.stop().await;
 }
 
+/// A device names itself at enrollment: a name with a newline or a direction override
+/// would fake lines of the audit log and device listings, or read as another device's.
+/// Such names are refused, the token's use unspent; and the agent never enrolls over
+/// plain HTTP, where its token would travel in clear.
+#[tokio::test]
+async fn device_names_with_invisible_characters_are_refused_at_enrollment() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let t = api
+        .ok(
+            "POST",
+            "/api/v1/enroll-tokens",
+            Some(json!({"group": "A", "max_uses": 1})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap();
+    for (name, host) in [
+        (
+            "laptop)\n1795953147000  admin  127.0.0.1  account_delete  admin (x",
+            "h",
+        ),
+        ("invoice\u{202e}fdp", "h"),
+        ("web\u{0}1", "h"),
+        ("web-1", "host\u{200b}1"),
+    ] {
+        let err = riposte_agent::identity::enroll(&api.url, &ts.ca, token, name, host)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("printable characters") || err.contains("invisible characters"),
+            "{name:?}/{host:?}: {err}"
+        );
+    }
+    let plain = api.url.replacen("https://", "http://", 1);
+    let err = riposte_agent::identity::enroll(&plain, &ts.ca, token, "web-1", "host-1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must start with https://"), "{err}");
+    let ok = riposte_agent::identity::enroll(&api.url, &ts.ca, token, "web-1", "host-1").await;
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+    ts.stop().await;
+}
+
 /// Agent connections take their store operations from a share of the pool's connections
 /// (`Core::agent_store_slots`), so that requests never queue behind them: with every
 /// agent slot taken, a device cannot even finish its hello, while an API request is
