@@ -100,6 +100,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let watched = data.join("watched");
     std::fs::create_dir_all(&watched)?;
 
+    // The agent runs in this process: its watcher must never be handed (and close) a
+    // descriptor of the server's or the sandbox's database files, which would drop this
+    // process's locks on them.
+    for dir in [&server_dir, &sandbox_dir] {
+        std::fs::create_dir_all(dir)?;
+        riposte_watch::monitor::keep_quiet(dir.clone());
+    }
     let mut opts = riposte_server::ServerOptions::new(server_dir.clone(), a.listen);
     opts.ui = crate::console_ui();
     let server = riposte_server::start(opts)

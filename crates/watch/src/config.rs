@@ -78,6 +78,12 @@ pub struct WatchConfig {
     /// Content an administrator declared harmless (see [`crate::AllowList`]), shared
     /// with whoever adds to it. `None`: the watcher opens the list in `queue_dir` itself.
     pub allowed: Option<Arc<crate::AllowList>>,
+    /// Directories whose files this process keeps databases in (the agent's data
+    /// directory; see also [`crate::monitor::keep_quiet`]). The kernel is told to give the
+    /// watcher no event for the files directly in them: a fanotify event hands the
+    /// watcher a descriptor of the file, and closing any descriptor of a file drops
+    /// every POSIX lock the process holds on it, SQLite's among them.
+    pub quiet_dirs: Vec<PathBuf>,
 }
 
 impl WatchConfig {
@@ -107,6 +113,7 @@ impl WatchConfig {
             filter: ObjectFilter::Executables,
             backend: BackendChoice::Auto,
             allowed: None,
+            quiet_dirs: vec![data_dir.to_path_buf()],
         }
     }
 

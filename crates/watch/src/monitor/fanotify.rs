@@ -50,7 +50,60 @@ pub(super) fn init(scope: &Scope) -> std::io::Result<OwnedFd> {
             tracing::warn!("fanotify without exec events on this kernel");
         }
     }
+    for dir in &scope.quiet {
+        quiet(&fd, dir);
+    }
     Ok(fd)
+}
+
+/// `FAN_MARK_IGNORE` (Linux 6.0): an ignore mask that also honours `FAN_EVENT_ON_CHILD`.
+const FAN_MARK_IGNORE: libc::c_uint = 0x0000_0400;
+
+/// Tells the kernel to raise no event for the files directly in `dir`, so that the
+/// watcher never receives (and closes) a descriptor of one of this process's databases:
+/// closing it would drop the process's POSIX locks on it, and another process could
+/// then check the database point the live write-ahead log away (see
+/// [`crate::WatchConfig::quiet_dirs`]). Before Linux 6.0 a directory cannot carry such
+/// a mask for its children: the files in it now are marked one by one.
+fn quiet(fd: &OwnedFd, dir: &std::path::Path) {
+    let mark = |path: &std::path::Path, flags: libc::c_uint, mask: u64| {
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: fd and the C string are valid for the call.
+        unsafe { libc::fanotify_mark(fd.as_raw_fd(), flags, mask, libc::AT_FDCWD, c.as_ptr()) == 0 }
+    };
+    let events = libc::FAN_CLOSE_WRITE | libc::FAN_OPEN_EXEC;
+    let ignore = libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORED_SURV_MODIFY;
+    if mark(
+        dir,
+        ignore | FAN_MARK_IGNORE,
+        events | libc::FAN_EVENT_ON_CHILD,
+    ) || mark(
+        dir,
+        ignore | FAN_MARK_IGNORE,
+        libc::FAN_CLOSE_WRITE | libc::FAN_EVENT_ON_CHILD,
+    ) {
+        return;
+    }
+    tracing::warn!(
+        dir = %dir.display(),
+        "this kernel cannot ignore a directory's files (Linux 6.0 can): its files now are ignored one by one"
+    );
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let path = entry.path();
+            let _ = mark(&path, ignore | libc::FAN_MARK_IGNORED_MASK, events)
+                || mark(
+                    &path,
+                    ignore | libc::FAN_MARK_IGNORED_MASK,
+                    libc::FAN_CLOSE_WRITE,
+                );
+        }
+    }
 }
 
 /// Read events until stopped.

@@ -48,6 +48,19 @@ pub(crate) enum MonitorMsg {
     Alert(AlertCode, String, Option<String>),
 }
 
+/// Directories of this process's databases named by [`keep_quiet`].
+static QUIET_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds `dir` to the directories whose files no watcher of this process gets events for
+/// (see [`crate::WatchConfig::quiet_dirs`]): for a process that holds databases the
+/// agent's settings do not know of, such as `riposte up`'s server.
+pub fn keep_quiet(dir: PathBuf) {
+    let mut dirs = QUIET_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    if !dirs.contains(&dir) {
+        dirs.push(dir);
+    }
+}
+
 /// The folders in scope, as host paths, and how to map them back to device paths.
 #[derive(Debug, Clone)]
 pub(crate) struct Scope {
@@ -55,6 +68,8 @@ pub(crate) struct Scope {
     /// (device path, host path) of each existing folder.
     folders: Vec<(String, PathBuf)>,
     exclude: PathBuf,
+    /// Directories whose files raise no event (see [`crate::WatchConfig::quiet_dirs`]).
+    quiet: Vec<PathBuf>,
 }
 
 impl Scope {
@@ -127,6 +142,12 @@ impl Monitor {
             host_root: config.host_root.clone(),
             folders,
             exclude: std::fs::canonicalize(&config.queue_dir).unwrap_or(config.queue_dir.clone()),
+            quiet: config
+                .quiet_dirs
+                .iter()
+                .chain(QUIET_DIRS.lock().unwrap_or_else(|e| e.into_inner()).iter())
+                .filter_map(|d| std::fs::canonicalize(d).ok())
+                .collect(),
         };
         let (fd, backend) = match config.backend {
             BackendChoice::Inotify => (None, Backend::Inotify),
