@@ -780,7 +780,8 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
                     sb.insert("mode".into(), json!(m));
                 }
             }
-            let tr_touched = tr.keys().any(|k| k != "mode") || !sandbox_touched;
+            // `--enforce`/`--undefined` alone set Threat Response's switch.
+            let tr_touched = !tr.is_empty() && (tr.keys().any(|k| k != "mode") || !sandbox_touched);
             if !tr_touched && !sandbox_touched {
                 bail!("nothing to change: give --threat-response, --actions, --special-password-file, --enforce/--undefined, --sandbox, --sandbox-ca or --watch");
             }

@@ -260,9 +260,13 @@ async fn login(
     State(core): State<AppState>,
     parts: SourceAddr,
     Body(b): Body<LoginBody>,
-) -> ApiResult {
+) -> Result<impl IntoResponse, ServiceError> {
     let (token, expires_at, principal) = core.login(&b.user, &b.password, &parts.0).await?;
-    ok(json!({ "token": token, "expires_at": expires_at, "principal": principal }))
+    // A session token is a credential: no cache along the way may keep it.
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        ok(json!({ "token": token, "expires_at": expires_at, "principal": principal }))?,
+    ))
 }
 
 /// The caller's source address, for handlers without authentication.

@@ -102,8 +102,11 @@ pub fn policy_name(group: &str) -> String {
     format!("Riposte policy ({group})")
 }
 
-/// A Threat Response update: absent fields keep their value.
+/// A Threat Response update: absent fields keep their value (the group's own, or where
+/// its policy has no such section yet, the value it inherits). Unknown fields are
+/// refused: a misspelt one would otherwise change nothing and say "saved".
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ThreatResponsePatch {
     pub mode: Option<PolicyMode>,
     pub enabled: Option<bool>,
@@ -112,8 +115,10 @@ pub struct ThreatResponsePatch {
     pub special_password: Option<String>,
 }
 
-/// A Sandbox integration update: absent fields keep their value.
+/// A Sandbox integration update: absent fields keep their value, as for
+/// [`ThreatResponsePatch`]; unknown fields are refused.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct SandboxPatch {
     pub mode: Option<PolicyMode>,
     pub sandboxes: Option<Vec<String>>,
@@ -785,11 +790,22 @@ impl Core {
         patch: &ThreatResponsePatch,
     ) -> ServiceResult<PolicyView> {
         authorize(&c.principal, Operation::ChangePolicy)?;
+        if patch.mode.is_none()
+            && patch.enabled.is_none()
+            && patch.actions.is_none()
+            && patch.special_password.is_none()
+        {
+            return Err(ServiceError::BadRequest(
+                "nothing to change: give mode, enabled, actions or special_password".into(),
+            ));
+        }
         let g = self.store.group_by_name(group).await?;
+        let inherited = self.inherited(&g).await?;
+        self.refuse_if_enforced_above(&g, &inherited.threat_response.provenance, patch.mode)?;
         let mut p = self.store.policy(g.id).await?.unwrap_or_default();
         let current = p.threat_response.clone().unwrap_or(PolicySection {
             mode: PolicyMode::Undefined,
-            value: ThreatResponse::default(),
+            value: inherited.threat_response.value,
         });
         let value = self.patch_threat_response(current.value, patch).await?;
         p.threat_response = Some(PolicySection {
@@ -818,11 +834,23 @@ impl Core {
         patch: &SandboxPatch,
     ) -> ServiceResult<PolicyView> {
         authorize(&c.principal, Operation::ChangePolicy)?;
+        if patch.mode.is_none()
+            && patch.sandboxes.is_none()
+            && patch.sandbox_ca_pem.is_none()
+            && patch.watch.is_none()
+            && patch.request_timeout_secs.is_none()
+        {
+            return Err(ServiceError::BadRequest(
+                "nothing to change: give mode, sandboxes, sandbox_ca_pem, watch or request_timeout_secs".into(),
+            ));
+        }
         let g = self.store.group_by_name(group).await?;
+        let inherited = self.inherited(&g).await?;
+        self.refuse_if_enforced_above(&g, &inherited.sandbox_integration.provenance, patch.mode)?;
         let mut p = self.store.policy(g.id).await?.unwrap_or_default();
         let current = p.sandbox_integration.clone().unwrap_or(PolicySection {
             mode: PolicyMode::Undefined,
-            value: SandboxIntegration::default(),
+            value: inherited.sandbox_integration.value,
         });
         let value = apply_sandbox_patch(current.value, patch)?;
         p.sandbox_integration = Some(PolicySection {
@@ -834,6 +862,48 @@ impl Core {
             .await;
         self.push_settings_for_subtree(g.id).await?;
         self.policy(c, group).await
+    }
+
+    /// What group `g` inherits from the policies above it (its parent's settings for a
+    /// device with no local values; product defaults at the root).
+    async fn inherited(
+        &self,
+        g: &riposte_model::groups::GroupNode,
+    ) -> ServiceResult<EffectiveSettings> {
+        let Some(parent) = g.parent else {
+            return Ok(riposte_model::settings::effective_settings(
+                &[],
+                &LocalSettings::default(),
+            ));
+        };
+        let (tree, policies) = self.settings_context().await?;
+        Self::compute(&tree, &policies, parent, &LocalSettings::default())
+    }
+
+    /// Refuses to set a section to Enforce where a policy above already enforces it:
+    /// that one wins for every device below, so the change would say "saved" and do
+    /// nothing.
+    fn refuse_if_enforced_above(
+        &self,
+        g: &riposte_model::groups::GroupNode,
+        inherited: &Provenance,
+        mode: Option<PolicyMode>,
+    ) -> ServiceResult<()> {
+        if let (
+            Provenance::Policy {
+                policy,
+                locked: true,
+                ..
+            },
+            Some(PolicyMode::Enforce),
+        ) = (inherited, mode)
+        {
+            return Err(ServiceError::Conflict(format!(
+                "the policy {policy} above group {} enforces this section: its values hold for every device below, so it cannot be enforced here; change it there",
+                g.name
+            )));
+        }
+        Ok(())
     }
 
     /// Changes a device's local Threat Response values; refused when a policy enforces them.

@@ -415,3 +415,104 @@ async fn quarantine_actions_on_finished_entries_are_refused_and_alerts_are_liste
         ts.stop().await;
     }
 }
+
+/// A policy change gives what it changes and keeps the rest: an empty change or a
+/// misspelt field is refused (they said "saved" and, for a group whose policy had no
+/// section yet, turned Threat Response off for its whole subtree with the product's
+/// defaults); fields left out keep what the group inherits; and a section an ancestor
+/// enforces cannot be enforced again below, where it would have no effect.
+#[tokio::test]
+async fn policy_changes_keep_what_they_do_not_name() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    api.ok(
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "A2", "parent": "A"})),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"enabled": true, "actions": ["quarantine_and_delete"]})),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/sandbox-integration",
+        Some(json!({"watch": ["/srv"]})),
+    )
+    .await;
+    let before = api.ok("GET", "/api/v1/groups/A2/policy", None).await;
+    for (path, body) in [
+        ("threat-response", json!({})),
+        ("threat-response", json!({"enable": false})),
+        (
+            "threat-response",
+            json!({"enabled": false, "Mode": "enforce"}),
+        ),
+        ("sandbox-integration", json!({})),
+        ("sandbox-integration", json!({"watched": ["/tmp"]})),
+    ] {
+        let (s, v) = api
+            .call(
+                "PUT",
+                &format!("/api/v1/groups/A2/policy/{path}"),
+                Some(body.clone()),
+            )
+            .await;
+        assert!(s == 400 || s == 422, "{path} {body}: {s} {v}");
+    }
+    assert_eq!(
+        api.ok("GET", "/api/v1/groups/A2/policy", None).await,
+        before
+    );
+    // Only the actions change; Threat Response stays on, as A2 inherits it.
+    let p = api
+        .ok(
+            "PUT",
+            "/api/v1/groups/A2/policy/threat-response",
+            Some(json!({"actions": ["notify_user"]})),
+        )
+        .await;
+    assert_eq!(p["threat_response"]["value"]["enabled"], true, "{p}");
+    assert_eq!(
+        p["threat_response"]["value"]["actions"],
+        json!(["notify_user"]),
+        "{p}"
+    );
+    let p = api
+        .ok(
+            "PUT",
+            "/api/v1/groups/A2/policy/sandbox-integration",
+            Some(json!({"request_timeout_secs": 30})),
+        )
+        .await;
+    assert_eq!(
+        p["sandbox_integration"]["value"]["watch"],
+        json!(["/srv"]),
+        "{p}"
+    );
+    // Enforced above: not again below.
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"mode": "enforce"})),
+    )
+    .await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/groups/A2/policy/threat-response",
+            Some(json!({"enabled": false, "mode": "enforce"})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("enforces this section"),
+        "{v}"
+    );
+    ts.stop().await;
+}

@@ -257,17 +257,37 @@ impl Store {
     /// Returns the devices that were sent a cancel message.
     pub async fn cancel_task(&self, task_id: i64, cancel: &str) -> Result<Vec<i64>> {
         let mut tx = self.pool().begin().await?;
-        let done = sqlx::query("UPDATE tasks SET cancelled = 1 WHERE id = $1")
+        let done = sqlx::query("UPDATE tasks SET cancelled = 1 WHERE id = $1 AND cancelled = 0")
             .bind(task_id)
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("no task with id {task_id}")));
+            let exists = sqlx::query("SELECT 1 FROM tasks WHERE id = $1")
+                .bind(task_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Err(if exists {
+                StoreError::Conflict(format!("task {task_id} is already cancelled"))
+            } else {
+                StoreError::NotFound(format!("no task with id {task_id}"))
+            });
         }
         let rows = sqlx::query("SELECT device_id, state FROM task_devices WHERE task_id = $1")
             .bind(task_id)
             .fetch_all(&mut *tx)
             .await?;
+        // A task every device has finished has nothing left to cancel: saying it was
+        // cancelled would misreport its outcome (the transaction is dropped, unchanged).
+        let mut finished = true;
+        for r in &rows {
+            finished &= state(&r.try_get::<String, _>("state")?)?.is_final();
+        }
+        if finished && !rows.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "task {task_id} has already finished on every device"
+            )));
+        }
         let mut notified = Vec::new();
         for r in rows {
             let device: i64 = r.try_get("device_id")?;
@@ -559,6 +579,31 @@ mod tests {
                 store.task(999).await,
                 Err(StoreError::NotFound(_))
             ));
+            // Cancelled twice: the second says so and changes nothing.
+            assert!(matches!(
+                store.cancel_task(id, "cancel").await,
+                Err(StoreError::Conflict(m)) if m.contains("already cancelled")
+            ));
+            assert!(matches!(
+                store.cancel_task(999, "cancel").await,
+                Err(StoreError::NotFound(_))
+            ));
+            // A task every device has finished is not cancelled after the fact.
+            let mut one = new.clone();
+            one.dedup_key = None;
+            let t1 = store
+                .create_task(&one, &[d1], |id| format!("offer {id}"))
+                .await
+                .unwrap();
+            store
+                .update_task_device(t1, d1, Completed, 0, None, &serde_json::json!({"hits": []}))
+                .await
+                .unwrap();
+            assert!(matches!(
+                store.cancel_task(t1, "cancel").await,
+                Err(StoreError::Conflict(m)) if m.contains("already finished")
+            ));
+            assert!(!store.task(t1).await.unwrap().cancelled);
 
             // Expiry and retention.
             let mut short = new.clone();
@@ -575,7 +620,7 @@ mod tests {
                     .delete_old_autonomous_tasks(now_ms() + 1)
                     .await
                     .unwrap(),
-                2
+                3
             );
             assert!(store.tasks(10).await.unwrap().is_empty());
         })
