@@ -247,6 +247,50 @@ impl Agent {
         Ok(path)
     }
 
+    /// Settles the restores a stop interrupted, which the quarantine's recovery has
+    /// finished or rolled back (`ids`, from its report). A restore allows its content
+    /// before it begins (see `restore_entry`): where it was rolled back, the entry is
+    /// still in quarantine and nobody restored anything, so the allowance is withdrawn;
+    /// either way an alert tells the administrator what happened.
+    pub fn settle_interrupted_restores(&self, ids: &[String]) {
+        let Ok(local) = self.local() else {
+            return;
+        };
+        for id in ids {
+            let message = match local.store_record(id) {
+                Ok(record) => {
+                    let withdrawn = match self.allowed.revoke(&record.sha256) {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::warn!(
+                                "cannot withdraw the allowance of {}: {e}",
+                                record.sha256
+                            );
+                            false
+                        }
+                    };
+                    format!(
+                        "the restore of quarantine entry {id} was interrupted (the agent stopped) \
+                         and rolled back: the object is still in quarantine{}",
+                        if withdrawn {
+                            ", and its content is no longer allowed on this device"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+                Err(_) => format!(
+                    "the restore of quarantine entry {id} was interrupted (the agent stopped) \
+                     and finished when the agent started again"
+                ),
+            };
+            self.report(EventBody::Alert {
+                code: "restore_interrupted".into(),
+                message,
+            });
+        }
+    }
+
     fn restore_entry(
         &self,
         id: &str,
@@ -324,9 +368,19 @@ impl Agent {
         let local = self.local()?.clone();
         let l2 = local.clone();
         let inp = input.clone();
-        let (record, identity) = tokio::task::spawn_blocking(move || l2.examine(&inp))
+        let examined = tokio::task::spawn_blocking(move || l2.examine(&inp))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| e.to_string())?;
+        // Renamed, moved, replaced or changed since the watcher judged it: nothing is
+        // acted on at the path, but the detection is recorded with what the watcher read,
+        // and the group sweep (this device's too) looks for the object by its hashes.
+        let (record, identity, gone) = match examined {
+            Ok((record, identity)) => (record, Some(identity), None),
+            Err(e) => match input.record_without_object() {
+                Some(record) if !self.allowed.contains(&record.sha256) => (record, None, Some(e)),
+                _ => return Err(e),
+            },
+        };
         if self.allowed.contains(&record.sha256) {
             return Err(format!("not acted on: {ALLOWED_HERE}"));
         }
@@ -342,8 +396,18 @@ impl Agent {
             Some(actions) => {
                 let mut quarantined = false;
                 for action in actions {
-                    let o = match action {
-                        riposte_model::Action::QuarantineAndDelete => {
+                    let o = match (action, identity, &gone) {
+                        (riposte_model::Action::QuarantineAndDelete, _, Some(why)) => {
+                            crate::response::Outcome {
+                                action: action.as_str().into(),
+                                outcome: "failed".into(),
+                                detail: format!(
+                                    "{why}; the object was moved or changed after it was judged, \
+                                     and the group sweep looks for it by its hashes"
+                                ),
+                            }
+                        }
+                        (riposte_model::Action::QuarantineAndDelete, Some(identity), None) => {
                             let l = local.clone();
                             let r = record.clone();
                             let res = tokio::task::spawn_blocking(move || {
@@ -379,10 +443,17 @@ impl Agent {
                                 },
                             }
                         }
-                        riposte_model::Action::NotifyUser => {
+                        (riposte_model::Action::QuarantineAndDelete, None, None) => {
+                            crate::response::Outcome {
+                                action: action.as_str().into(),
+                                outcome: "failed".into(),
+                                detail: "the object could not be identified".into(),
+                            }
+                        }
+                        (riposte_model::Action::NotifyUser, ..) => {
                             local.notify(&record, quarantined).await
                         }
-                        riposte_model::Action::EppCriticalAreasScan => {
+                        (riposte_model::Action::EppCriticalAreasScan, ..) => {
                             let l = local.clone();
                             tokio::task::spawn_blocking(move || l.critical_areas_scan())
                                 .await
@@ -392,12 +463,15 @@ impl Agent {
                                     detail: e.to_string(),
                                 })
                         }
-                        riposte_model::Action::GroupIocScan => {
+                        (riposte_model::Action::GroupIocScan, ..) => {
                             self.group_action(&detection_event, &record).await
                         }
                         // These say what devices do on a hit; they travel inside the task.
-                        riposte_model::Action::GroupIocQuarantineAndDelete
-                        | riposte_model::Action::GroupIocEppCriticalAreasScan => continue,
+                        (
+                            riposte_model::Action::GroupIocQuarantineAndDelete
+                            | riposte_model::Action::GroupIocEppCriticalAreasScan,
+                            ..,
+                        ) => continue,
                     };
                     outcomes.push(o);
                 }
@@ -938,6 +1012,7 @@ mod tests {
             source: "external".into(),
             source_ref: None,
             dropped_sha256: Vec::new(),
+            seen: None,
         };
         let err = agent.respond(report.clone()).await.unwrap_err();
         assert!(err.contains("allows it"), "{err}");
@@ -949,6 +1024,102 @@ mod tests {
         assert!(
             !dir.join("evil-tool").exists(),
             "quarantined once withdrawn"
+        );
+    }
+
+    /// An object the sandbox judged malicious but which was renamed (or moved, or
+    /// changed) before the response: nothing is done at its old path, but the detection
+    /// is recorded with what the watcher read of it, so that the server knows the threat
+    /// and the group sweep (this device's too) finds the object by its hashes. Reported by
+    /// hand (no watcher's reading), such a path is still only an error.
+    #[tokio::test]
+    async fn an_object_moved_after_its_verdict_is_still_recorded() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("watched")).unwrap();
+        let agent = open_agent(&root, &data);
+        agent.update(|s| s.settings = Some(watching_settings()));
+        let mut input = crate::response::DetectionInput {
+            path: "/watched/setup.exe.crdownload".into(),
+            sha256: "ab".repeat(32),
+            threat: "Trojan.X\r\x1b]0;pwned\x07".into(),
+            user: "u".into(),
+            user_uid: Some(1000),
+            source: "riposte-sandbox".into(),
+            source_ref: None,
+            dropped_sha256: Vec::new(),
+            seen: None,
+        };
+        let err = agent.respond(input.clone()).await.unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(
+            agent.read(|s| s.outbox.is_empty()),
+            "nothing recorded by hand"
+        );
+
+        input.seen = Some(crate::response::SeenObject {
+            size: 68,
+            md5: "CD".repeat(16),
+            sha1: "ef".repeat(20),
+        });
+        let v = agent.respond(input).await.unwrap();
+        assert_eq!(v["detection"]["sha256"], "ab".repeat(32), "{v}");
+        assert_eq!(v["detection"]["size"], 68, "{v}");
+        assert_eq!(v["detection"]["md5"], "cd".repeat(16), "{v}");
+        // A name from a sandbox's report is escaped as paths are: no terminal escapes.
+        assert_eq!(
+            v["detection"]["threat"], "Trojan.X\\x0d\\x1b]0;pwned\\x07",
+            "{v}"
+        );
+        assert_eq!(v["outcomes"][0]["action"], "quarantine_and_delete", "{v}");
+        assert_eq!(v["outcomes"][0]["outcome"], "failed", "{v}");
+        assert!(
+            v["outcomes"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("moved or changed after it was judged"),
+            "{v}"
+        );
+        let recorded = agent.read(|s| {
+            s.outbox
+                .iter()
+                .filter(|e| matches!(e.body, EventBody::Detection(_)))
+                .count()
+        });
+        assert_eq!(recorded, 1, "the detection is on its way to the server");
+    }
+
+    /// A restore the agent's stop interrupted and the quarantine's recovery rolled back
+    /// leaves no allowance behind (it was recorded before the restore began), and an
+    /// alert says so.
+    #[tokio::test]
+    async fn a_restore_rolled_back_after_a_crash_leaves_no_allowance() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::write(root.join("home/u/evil"), b"payload").unwrap();
+        let agent = open_agent(&root, &data);
+        let entry = agent
+            .local()
+            .unwrap()
+            .quarantine("/home/u/evil", "det", "T", "u", None)
+            .unwrap();
+        // The state a crash leaves between the allowance and the restore.
+        assert!(agent.allowed.allow(&entry.sha256).unwrap());
+        agent.settle_interrupted_restores(std::slice::from_ref(&entry.id));
+        assert!(agent.allowed.list().is_empty(), "allowance withdrawn");
+        let alert = agent.read(|s| {
+            s.outbox.iter().find_map(|e| match &e.body {
+                EventBody::Alert { code, message } if code == "restore_interrupted" => {
+                    Some(message.clone())
+                }
+                _ => None,
+            })
+        });
+        let alert = alert.expect("an alert about the interrupted restore");
+        assert!(
+            alert.contains(&entry.id) && alert.contains("no longer allowed"),
+            "{alert}"
         );
     }
 

@@ -80,6 +80,43 @@ pub struct DetectionInput {
     pub source_ref: Option<String>,
     #[serde(default)]
     pub dropped_sha256: Vec<String>,
+    /// What the watcher read of the object when it was judged (never taken from a
+    /// request): where the object has been renamed, moved or changed by the time of the
+    /// response, the detection is still recorded with these and the group sweep looks for
+    /// the object by them, on this device too.
+    #[serde(skip)]
+    pub seen: Option<SeenObject>,
+}
+
+/// An object as the watcher hashed it, through the descriptor of its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenObject {
+    pub size: u64,
+    pub md5: String,
+    pub sha1: String,
+}
+
+impl DetectionInput {
+    /// The detection of an object no longer where it was judged (`why`), from what the
+    /// watcher read of it; `None` where the watcher did not read it (a report by hand).
+    pub fn record_without_object(&self) -> Option<DetectionRecord> {
+        let seen = self.seen.as_ref()?;
+        Some(DetectionRecord {
+            detection_id: format!("{:032x}", rand::random::<u128>()),
+            path: self.path.clone(),
+            size: seen.size,
+            md5: seen.md5.to_ascii_lowercase(),
+            sha1: seen.sha1.to_ascii_lowercase(),
+            sha256: self.sha256.trim().to_ascii_lowercase(),
+            threat: path_text::shown(&self.threat).into_owned(),
+            source: path_text::shown(&self.source).into_owned(),
+            source_ref: self.source_ref.clone(),
+            user_name: path_text::shown(&self.user).into_owned(),
+            user_uid: self.user_uid,
+            detected_at_ms: crate::daemon::now_ms(),
+            dropped_sha256: self.dropped_sha256.clone(),
+        })
+    }
 }
 
 fn default_source() -> String {
@@ -268,10 +305,11 @@ impl LocalActions {
             md5,
             sha1,
             sha256: hex::encode(identity.sha256),
-            threat: input.threat.clone(),
-            source: input.source.clone(),
+            // Shown in listings, notifications and logs: escaped as paths are.
+            threat: path_text::shown(&input.threat).into_owned(),
+            source: path_text::shown(&input.source).into_owned(),
             source_ref: input.source_ref.clone(),
-            user_name: input.user.clone(),
+            user_name: path_text::shown(&input.user).into_owned(),
             user_uid: input.user_uid,
             detected_at_ms: crate::daemon::now_ms(),
             dropped_sha256: input.dropped_sha256.clone(),

@@ -93,6 +93,11 @@ async fn handle(agent: &Arc<Agent>, ev: WatchEvent) {
                 source: v.source.clone(),
                 source_ref: v.source_ref.clone(),
                 dropped_sha256: v.dropped_sha256.clone(),
+                seen: Some(crate::response::SeenObject {
+                    size: v.size,
+                    md5: v.md5.clone(),
+                    sha1: v.sha1.clone(),
+                }),
             };
             if let Err(e) = agent.respond(input).await {
                 // Allowed between the check above and the response: the administrator's

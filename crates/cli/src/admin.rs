@@ -569,6 +569,16 @@ fn provenance(v: &Value) -> String {
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
     let c = Client::connect(&a).await?;
+    let result = run_logged_in(&c, a).await;
+    // Each command logs in for itself: it logs out too, so that no session it opened
+    // stays valid (for eight hours) after it.
+    if let Err(e) = c.call("POST", "/api/v1/logout", None).await {
+        tracing::debug!("logout failed: {e:#}");
+    }
+    result
+}
+
+async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
     let json_out = a.json;
     let out = |v: &Value| {
         outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -828,7 +838,15 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::SpecialAccount(SpecialCmd::Delete) => {
             let v = c.call("DELETE", "/api/v1/special-account", None).await?;
-            done(&v, "special account deleted".to_string())
+            done(
+                &v,
+                format!(
+                    "special account deleted; its password was removed from {} policies \
+                     (after creating it again, give the new one with `policy set GROUP \
+                     --special-password-file F`)",
+                    v["policies_cleared"]
+                ),
+            )
         }
         AdminCommand::SpecialAccount(SpecialCmd::Status) => {
             let v = c.call("GET", "/api/v1/special-account", None).await?;

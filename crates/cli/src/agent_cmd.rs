@@ -191,7 +191,17 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
 
 fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
     let id = Identity::load(&a.data)?;
-    let state = riposte_agent::state::StateFile::new(&a.data).load()?;
+    let mut state = riposte_agent::state::StateFile::new(&a.data).load()?;
+    // The state file says what the agent last knew; a stopped (or crashed) agent is
+    // connected to nothing, whatever it last wrote.
+    let running =
+        std::os::unix::net::UnixStream::connect(riposte_agent::control::socket_path(&a.data))
+            .is_ok();
+    if !running {
+        state.connected = false;
+        state.last_link_note =
+            "the agent is not running (its control socket does not answer)".into();
+    }
     let tasks: Vec<serde_json::Value> = state
         .tasks
         .values()
@@ -257,7 +267,9 @@ pub fn open_agent(
         eprintln!("quarantine recovery: {recovery:?}");
     }
     let runner = Arc::new(SweepRunner::new(host_root.to_path_buf()));
-    Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))
+    let (agent, rx) = Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))?;
+    agent.settle_interrupted_restores(&recovery.restores_cleaned);
+    Ok((agent, rx))
 }
 
 async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
@@ -304,6 +316,7 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
                 source: source.clone(),
                 source_ref: None,
                 dropped_sha256: Vec::new(),
+                seen: None,
             }),
             *json,
         ),

@@ -316,6 +316,19 @@ fn server_agent_and_admin_commands() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong user name or password"));
 
+    // A command logs out after itself: no session is left behind in the database.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt
+        .block_on(riposte_store::Store::open_sqlite_in(&sdir))
+        .unwrap();
+    let sessions = || {
+        rt.block_on(store.delete_expired_sessions(i64::MAX))
+            .unwrap()
+    };
+    sessions(); // the earlier ones, among them a listing cut off by its reader
+    admin.ok(&["group", "list"]);
+    assert_eq!(sessions(), 0, "a session left open by an admin command");
+
     // A restart of the server keeps everything.
     // The cancel stopped the device's sweep, unless the device (sweeping the names
     // of this machine's files, a fraction of a second) had already finished it.
@@ -333,6 +346,17 @@ fn server_agent_and_admin_commands() {
         admin.json(&["task", "show", &id])["devices"][0]["state"],
         before
     );
+    // A stopped agent is connected to nothing, whatever its state file last said.
+    drop(_agent);
+    let out = Command::new(bin())
+        .args(["agent", "--data"])
+        .arg(&adir)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["connected"], false, "{st}");
+    assert!(st["link"].as_str().unwrap().contains("not running"), "{st}");
 }
 
 #[test]

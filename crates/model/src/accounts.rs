@@ -56,6 +56,10 @@ pub enum AccountError {
     UnknownRole(String),
     #[error("an account name must be 1 to 64 characters of letters, digits, '.', '-', '_' or '@'")]
     BadName,
+    #[error("the name '{0}' is the special account's (in any case): choose another")]
+    ReservedName(String),
+    #[error("the special account's password cannot hold control characters (a newline, a tab) nor be only spaces: every device must be able to present it as given")]
+    SpecialPasswordCharacters,
     #[error("an administrator password must be at least 12 characters long")]
     WeakPassword,
 }
@@ -63,11 +67,13 @@ pub enum AccountError {
 /// Checks the special account's password rule (8–16 characters, counted as characters).
 pub fn validate_special_password(password: &str) -> Result<(), AccountError> {
     let n = password.chars().count();
-    if (SPECIAL_PASSWORD_MIN..=SPECIAL_PASSWORD_MAX).contains(&n) {
-        Ok(())
-    } else {
-        Err(AccountError::SpecialPasswordLength(n))
+    if !(SPECIAL_PASSWORD_MIN..=SPECIAL_PASSWORD_MAX).contains(&n) {
+        return Err(AccountError::SpecialPasswordLength(n));
     }
+    if password.chars().any(char::is_control) || password.trim().is_empty() {
+        return Err(AccountError::SpecialPasswordCharacters);
+    }
+    Ok(())
 }
 
 /// Checks an account name.
@@ -77,11 +83,14 @@ pub fn validate_account_name(name: &str) -> Result<(), AccountError> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
-    if ok && name != SPECIAL_ACCOUNT_NAME {
-        Ok(())
-    } else {
-        Err(AccountError::BadName)
+    if !ok {
+        return Err(AccountError::BadName);
     }
+    // A look-alike of the special account's name would read as it in the audit log.
+    if name.eq_ignore_ascii_case(SPECIAL_ACCOUNT_NAME) {
+        return Err(AccountError::ReservedName(name.to_string()));
+    }
+    Ok(())
 }
 
 /// Checks an administrator account password.
@@ -111,6 +120,20 @@ mod tests {
         );
         // Characters, not bytes: eight 2-byte characters are eight characters.
         assert_eq!(validate_special_password("éééééééé"), Ok(()));
+        for bad in ["        ", "1234\n5678", "1234\t5678", "\u{1}2345678"] {
+            assert_eq!(
+                validate_special_password(bad),
+                Err(AccountError::SpecialPasswordCharacters),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(validate_special_password("pass word"), Ok(()));
+        for reserved in ["riposte-autonomous", "Riposte-Autonomous"] {
+            assert_eq!(
+                validate_account_name(reserved),
+                Err(AccountError::ReservedName(reserved.into()))
+            );
+        }
         let msg = AccountError::SpecialPasswordLength(7).to_string();
         assert!(msg.contains("8 to 16"), "{msg}");
     }

@@ -151,6 +151,16 @@ impl FromRequestParts<AppState> for Caller {
         // nothing about any other endpoint, not even what its body should hold. (Each
         // operation checks the role again.)
         if principal == riposte_model::Principal::Special && parts.uri.path() != AUTONOMOUS_PATH {
+            // Recorded: the special account calling anything else is a sign that a
+            // device holding its password is compromised.
+            let detail = format!("{} {}", parts.method, parts.uri.path());
+            if let Err(e) = core
+                .store
+                .audit(SPECIAL_ACCOUNT_NAME, &source, "refused", &detail)
+                .await
+            {
+                tracing::error!("cannot write the audit log: {e}");
+            }
             return Err(riposte_model::Denied::special().into());
         }
         Ok(Caller { principal, source })
@@ -563,8 +573,8 @@ async fn create_special(
 }
 
 async fn delete_special(State(core): State<AppState>, c: Caller) -> ApiResult {
-    core.delete_special(&c).await?;
-    ok(json!({ "deleted": true }))
+    let cleared = core.delete_special(&c).await?;
+    ok(json!({ "deleted": true, "policies_cleared": cleared }))
 }
 
 async fn change_special_password(State(core): State<AppState>, c: Caller) -> ApiResult {
@@ -606,18 +616,26 @@ async fn create_autonomous(
     headers: HeaderMap,
     c: Result<Caller, ServiceError>,
     src: SourceAddr,
-    Body(b): Body<AutonomousRequest>,
-) -> ApiResult {
-    match c {
-        Ok(c) => ok(core.create_autonomous_task(&c, &b).await?),
-        Err(e) => {
+    body: Result<Body<AutonomousRequest>, Response>,
+) -> Response {
+    match (c, body) {
+        (Ok(c), Ok(Body(b))) => match core.create_autonomous_task(&c, &b).await {
+            Ok(v) => ok(v).into_response(),
+            Err(e) => e.into_response(),
+        },
+        // Credentials first, as everywhere: a request without them learns nothing of
+        // what a valid body looks like.
+        (Ok(_), Err(rejection)) => rejection,
+        (Err(e), body) => {
             // A device whose special password is wrong gets its failure recorded (the
             // login throttle bounds how often); a request without even a try at the
             // special account's credentials writes nothing.
-            if basic_user(&headers).as_deref() == Some(SPECIAL_ACCOUNT_NAME) {
-                core.record_group_action_failure(&src.0, &b, &e).await;
+            if let (Some(SPECIAL_ACCOUNT_NAME), Ok(Body(b))) =
+                (basic_user(&headers).as_deref(), &body)
+            {
+                core.record_group_action_failure(&src.0, b, &e).await;
             }
-            Err(e)
+            e.into_response()
         }
     }
 }

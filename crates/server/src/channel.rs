@@ -361,7 +361,13 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
         return Ok(()); // a re-delivery after a reconnect
     }
     match e.body {
-        EventBody::Detection(d) => {
+        EventBody::Detection(mut d) => {
+            // Names a device sends end up in listings, tables and this log: escaped as
+            // paths are (`\xHH`), so that none fakes a line or sends terminal escapes.
+            use riposte_model::path_text::shown;
+            for name in [&mut d.threat, &mut d.user_name, &mut d.source] {
+                *name = shown(name).into_owned();
+            }
             let json = serde_json::to_value(&d).unwrap_or_default();
             core.store
                 .insert_detection(device_id, &d.detection_id, &json)

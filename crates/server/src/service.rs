@@ -179,6 +179,18 @@ fn check_name<'a>(what: &str, name: &'a str, max: usize) -> ServiceResult<&'a st
     Ok(name)
 }
 
+/// A group name: as [`check_name`], and not `.` or `..`, which no URL can carry as a
+/// path segment (clients resolve them away).
+fn check_group_name(name: &str) -> ServiceResult<&str> {
+    let name = check_name("a group name", name, 128)?;
+    if name == "." || name == ".." {
+        return Err(ServiceError::BadRequest(format!(
+            "a group cannot be named '{name}'"
+        )));
+    }
+    Ok(name)
+}
+
 /// Refuses an IOC document the devices could not load, before any task exists: a
 /// broken document is the administrator's error to fix, not a failure on every device.
 fn check_ioc_document(doc: &IocDocument) -> ServiceResult<()> {
@@ -252,6 +264,17 @@ impl Core {
             .connected_via
             .as_deref()
             .is_some_and(|via| via != self.instance && device.last_seen >= fresh_since)
+    }
+
+    /// [`authorize`], with a refusal written to the audit log: the special account
+    /// calling anything but its one operation is a sign its device is compromised, and a
+    /// person's attempts beyond their role are worth seeing.
+    async fn allow(&self, c: &Caller, op: Operation) -> ServiceResult<()> {
+        if let Err(denied) = authorize(&c.principal, op) {
+            self.audit(c, "refused", &format!("{op:?}")).await;
+            return Err(denied.into());
+        }
+        Ok(())
     }
 
     async fn audit(&self, caller: &Caller, action: &str, detail: &str) {
@@ -457,7 +480,7 @@ impl Core {
     // ----- groups and devices -----------------------------------------------------------
 
     pub async fn groups(&self, c: &Caller) -> ServiceResult<Vec<riposte_model::GroupNode>> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         Ok(self.store.groups().await?)
     }
 
@@ -467,8 +490,8 @@ impl Core {
         name: &str,
         parent: Option<&str>,
     ) -> ServiceResult<i64> {
-        authorize(&c.principal, Operation::ChangeGroups)?;
-        let name = check_name("a group name", name, 128)?;
+        self.allow(c, Operation::ChangeGroups).await?;
+        let name = check_group_name(name)?;
         let parent = self
             .store
             .group_by_name(parent.unwrap_or(ROOT_GROUP))
@@ -494,8 +517,8 @@ impl Core {
     /// Renames a group. Its devices are sent their settings again: the settings name
     /// the groups whose policies they come from.
     pub async fn rename_group(&self, c: &Caller, group: &str, new_name: &str) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::ChangeGroups)?;
-        let new_name = check_name("a group name", new_name, 128)?;
+        self.allow(c, Operation::ChangeGroups).await?;
+        let new_name = check_group_name(new_name)?;
         let g = self.changeable_group(group).await?;
         self.store.rename_group(g.id, new_name).await?;
         self.audit(c, "group_rename", &format!("{} to {new_name}", g.name))
@@ -506,7 +529,7 @@ impl Core {
     /// Moves a group, with its subgroups and devices, under `parent`: their devices
     /// now inherit `parent`'s policies, and are sent their settings again.
     pub async fn move_group(&self, c: &Caller, group: &str, parent: &str) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::ChangeGroups)?;
+        self.allow(c, Operation::ChangeGroups).await?;
         let g = self.changeable_group(group).await?;
         let p = self.store.group_by_name(parent).await?;
         self.store.move_group(g.id, p.id).await?;
@@ -518,7 +541,7 @@ impl Core {
     /// Deletes a group no device, subgroup or task refers to, with its policy and
     /// enrollment tokens.
     pub async fn delete_group(&self, c: &Caller, group: &str) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::ChangeGroups)?;
+        self.allow(c, Operation::ChangeGroups).await?;
         let g = self.changeable_group(group).await?;
         self.store.delete_group(g.id).await?;
         self.audit(c, "group_delete", &g.name).await;
@@ -530,7 +553,7 @@ impl Core {
         c: &Caller,
         name: &str,
     ) -> ServiceResult<riposte_model::GroupNode> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         Ok(self.store.group_by_name(name).await?)
     }
 
@@ -542,7 +565,7 @@ impl Core {
         offset: i64,
         limit: i64,
     ) -> ServiceResult<Vec<riposte_store::DeviceRow>> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         let groups = match group {
             Some(g) => {
                 let g = self.store.group_by_name(g).await?;
@@ -566,12 +589,12 @@ impl Core {
         c: &Caller,
         reference: &str,
     ) -> ServiceResult<riposte_store::DeviceRow> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         Ok(self.store.device_by_ref(reference).await?)
     }
 
     pub async fn move_device(&self, c: &Caller, reference: &str, group: &str) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::MoveDevice)?;
+        self.allow(c, Operation::MoveDevice).await?;
         let device = self.store.device_by_ref(reference).await?;
         let group = self.store.group_by_name(group).await?;
         self.store.move_device(device.id, group.id).await?;
@@ -586,7 +609,7 @@ impl Core {
     }
 
     pub async fn revoke_device(&self, c: &Caller, reference: &str) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::RevokeDevice)?;
+        self.allow(c, Operation::RevokeDevice).await?;
         let device = self.store.device_by_ref(reference).await?;
         self.store.revoke_device(device.id).await?;
         self.hub.kick(device.id);
@@ -647,7 +670,7 @@ impl Core {
         c: &Caller,
         reference: &str,
     ) -> ServiceResult<(riposte_store::DeviceRow, EffectiveSettings)> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         let device = self.store.device_by_ref(reference).await?;
         let eff = self.effective_for(&device).await?;
         Ok((device, eff.redacted()))
@@ -719,7 +742,7 @@ impl Core {
     }
 
     pub async fn policy(&self, c: &Caller, group: &str) -> ServiceResult<PolicyView> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         let g = self.store.group_by_name(group).await?;
         let p = self.store.policy(g.id).await?.unwrap_or_default();
         Ok(PolicyView {
@@ -789,7 +812,7 @@ impl Core {
         group: &str,
         patch: &ThreatResponsePatch,
     ) -> ServiceResult<PolicyView> {
-        authorize(&c.principal, Operation::ChangePolicy)?;
+        self.allow(c, Operation::ChangePolicy).await?;
         if patch.mode.is_none()
             && patch.enabled.is_none()
             && patch.actions.is_none()
@@ -833,7 +856,7 @@ impl Core {
         group: &str,
         patch: &SandboxPatch,
     ) -> ServiceResult<PolicyView> {
-        authorize(&c.principal, Operation::ChangePolicy)?;
+        self.allow(c, Operation::ChangePolicy).await?;
         if patch.mode.is_none()
             && patch.sandboxes.is_none()
             && patch.sandbox_ca_pem.is_none()
@@ -913,7 +936,7 @@ impl Core {
         reference: &str,
         patch: &ThreatResponsePatch,
     ) -> ServiceResult<EffectiveSettings> {
-        authorize(&c.principal, Operation::ChangeDeviceSettings)?;
+        self.allow(c, Operation::ChangeDeviceSettings).await?;
         let mut device = self.store.device_by_ref(reference).await?;
         let eff = self.effective_for(&device).await?;
         if let Provenance::Policy {
@@ -955,7 +978,7 @@ impl Core {
         ttl_secs: i64,
         max_uses: i64,
     ) -> ServiceResult<(String, i64)> {
-        authorize(&c.principal, Operation::ManageEnrollTokens)?;
+        self.allow(c, Operation::ManageEnrollTokens).await?;
         if !(1..=1_000_000).contains(&max_uses) || !(60..=366 * 86400).contains(&ttl_secs) {
             return Err(ServiceError::BadRequest(
                 "an enrollment token allows 1 to 1,000,000 uses and lives 60 seconds to 366 days"
@@ -987,7 +1010,7 @@ impl Core {
         &self,
         c: &Caller,
     ) -> ServiceResult<Vec<riposte_store::EnrollTokenRow>> {
-        authorize(&c.principal, Operation::ManageEnrollTokens)?;
+        self.allow(c, Operation::ManageEnrollTokens).await?;
         Ok(self.store.enroll_tokens().await?)
     }
 
@@ -1063,7 +1086,7 @@ impl Core {
     // ----- accounts ---------------------------------------------------------------------
 
     pub async fn accounts(&self, c: &Caller) -> ServiceResult<Vec<serde_json::Value>> {
-        authorize(&c.principal, Operation::ReadAccounts)?;
+        self.allow(c, Operation::ReadAccounts).await?;
         Ok(self
             .store
             .accounts()
@@ -1087,7 +1110,7 @@ impl Core {
         role: Role,
         password: &str,
     ) -> ServiceResult<i64> {
-        authorize(&c.principal, Operation::ManageAccounts)?;
+        self.allow(c, Operation::ManageAccounts).await?;
         validate_account_name(name)?;
         validate_admin_password(password)?;
         let hash = secrets::hash_password(password);
@@ -1101,7 +1124,7 @@ impl Core {
     }
 
     pub async fn delete_account(&self, c: &Caller, name: &str) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::ManageAccounts)?;
+        self.allow(c, Operation::ManageAccounts).await?;
         let a = self
             .store
             .account_by_name(name)
@@ -1121,12 +1144,12 @@ impl Core {
     }
 
     pub async fn special_status(&self, c: &Caller) -> ServiceResult<Option<i64>> {
-        authorize(&c.principal, Operation::ReadAccounts)?;
+        self.allow(c, Operation::ReadAccounts).await?;
         Ok(self.store.special_account().await?.map(|a| a.created_at))
     }
 
     pub async fn create_special(&self, c: &Caller, password: &str) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::ManageSpecialAccount)?;
+        self.allow(c, Operation::ManageSpecialAccount).await?;
         validate_special_password(password)?;
         if self.store.special_account().await?.is_some() {
             return Err(riposte_model::AccountError::SpecialAccountExists.into());
@@ -1147,21 +1170,43 @@ impl Core {
         Ok(())
     }
 
-    pub async fn delete_special(&self, c: &Caller) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::ManageSpecialAccount)?;
+    /// Deletes the special account, and its password from every policy that holds it:
+    /// a password kept there would be presented by the devices after the account is
+    /// created again with another, and each group action would fail as a wrong password.
+    /// Without it, a device says plainly that no special password is set. Returns how
+    /// many policies held it.
+    pub async fn delete_special(&self, c: &Caller) -> ServiceResult<usize> {
+        self.allow(c, Operation::ManageSpecialAccount).await?;
         let a = self
             .store
             .special_account()
             .await?
             .ok_or(riposte_model::AccountError::NoSpecialAccount)?;
         self.store.delete_account(a.id).await?;
-        self.audit(c, "special_account_delete", "").await;
-        Ok(())
+        let mut cleared = Vec::new();
+        for (group_id, mut p) in self.store.policies().await? {
+            if let Some(section) = p.threat_response.as_mut() {
+                if section.value.special_password.take().is_some() {
+                    self.store.set_policy(group_id, &p).await?;
+                    cleared.push(group_id);
+                }
+            }
+        }
+        self.audit(
+            c,
+            "special_account_delete",
+            &format!("its password removed from {} policies", cleared.len()),
+        )
+        .await;
+        for group_id in &cleared {
+            self.push_settings_for_subtree(*group_id).await?;
+        }
+        Ok(cleared.len())
     }
 
     /// Every attempt to change the special account's password is refused.
     pub async fn change_special_password(&self, c: &Caller) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::ManageSpecialAccount)?;
+        self.allow(c, Operation::ManageSpecialAccount).await?;
         self.audit(c, "special_account_password_change_refused", "")
             .await;
         Err(riposte_model::AccountError::SpecialPasswordImmutable.into())
@@ -1172,7 +1217,7 @@ impl Core {
         c: &Caller,
         limit: i64,
     ) -> ServiceResult<Vec<riposte_store::AuditRow>> {
-        authorize(&c.principal, Operation::ReadAudit)?;
+        self.allow(c, Operation::ReadAudit).await?;
         Ok(self.store.audit_log(limit.clamp(1, 10_000)).await?)
     }
 
@@ -1224,7 +1269,7 @@ impl Core {
     }
 
     pub async fn create_task(&self, c: &Caller, req: &TaskRequest) -> ServiceResult<i64> {
-        authorize(&c.principal, Operation::CreateTask)?;
+        self.allow(c, Operation::CreateTask).await?;
         if req.iocs.is_empty() {
             return Err(ServiceError::BadRequest(
                 "a task needs at least one IOC document".into(),
@@ -1386,7 +1431,7 @@ impl Core {
         c: &Caller,
         req: &AutonomousRequest,
     ) -> ServiceResult<AutonomousAnswer> {
-        authorize(&c.principal, Operation::CreateAutonomousTask)?;
+        self.allow(c, Operation::CreateAutonomousTask).await?;
         let device = self.store.device(req.device_id).await?;
         if device.revoked {
             return Err(ServiceError::Forbidden(format!(
@@ -1474,7 +1519,7 @@ impl Core {
     }
 
     pub async fn tasks(&self, c: &Caller) -> ServiceResult<Vec<riposte_store::TaskRow>> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         Ok(self.store.tasks(500).await?)
     }
 
@@ -1483,7 +1528,7 @@ impl Core {
         c: &Caller,
         id: i64,
     ) -> ServiceResult<(riposte_store::TaskRow, Vec<riposte_store::TaskDeviceRow>)> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         Ok((
             self.store.task(id).await?,
             self.store.task_devices(id).await?,
@@ -1491,7 +1536,7 @@ impl Core {
     }
 
     pub async fn cancel_task(&self, c: &Caller, id: i64) -> ServiceResult<()> {
-        authorize(&c.principal, Operation::CancelTask)?;
+        self.allow(c, Operation::CancelTask).await?;
         let payload =
             serde_json::to_string(&Delivery::TaskCancel { task_id: id }).unwrap_or_default();
         let notified = self.store.cancel_task(id, &payload).await?;
@@ -1515,7 +1560,7 @@ impl Core {
         c: &Caller,
         device: Option<&str>,
     ) -> ServiceResult<Vec<riposte_store::DetectionRow>> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         let device_id = self.device_filter(device).await?;
         Ok(self.store.detections(device_id, 1000).await?)
     }
@@ -1525,7 +1570,7 @@ impl Core {
         c: &Caller,
         id: &str,
     ) -> ServiceResult<riposte_store::DetectionRow> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         Ok(self.store.detection(id).await?)
     }
 
@@ -1534,7 +1579,7 @@ impl Core {
         c: &Caller,
         device: Option<&str>,
     ) -> ServiceResult<Vec<riposte_store::QuarantineRow>> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         let device_id = self.device_filter(device).await?;
         Ok(self.store.quarantine(device_id).await?)
     }
@@ -1546,7 +1591,7 @@ impl Core {
         c: &Caller,
         device: Option<&str>,
     ) -> ServiceResult<Vec<riposte_store::AlertRow>> {
-        authorize(&c.principal, Operation::ReadInventory)?;
+        self.allow(c, Operation::ReadInventory).await?;
         let device_id = self.device_filter(device).await?;
         Ok(self.store.alerts(device_id, 1000).await?)
     }
@@ -1563,7 +1608,7 @@ impl Core {
         restore_to: Option<String>,
         on_conflict: Option<String>,
     ) -> ServiceResult<String> {
-        authorize(&c.principal, Operation::HandleQuarantine)?;
+        self.allow(c, Operation::HandleQuarantine).await?;
         if !matches!(action, "restore" | "delete") {
             return Err(ServiceError::BadRequest(format!(
                 "unknown quarantine action '{action}'; use restore or delete"

@@ -197,6 +197,25 @@ async fn special_account_rules(backend: Backend) {
     }
     let (s, v) = special.call("POST", "/api/v1/tasks", Some(json!({}))).await;
     assert_eq!(s, 403, "a task with an empty body: {v}");
+    // Each refusal is in the audit log, with the operation it was refused.
+    let refused: std::collections::HashSet<String> = ts
+        .running()
+        .core
+        .store
+        .audit_log(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        // Only the special account has been refused anything so far.
+        .filter(|r| r.action == "refused")
+        .map(|r| r.detail)
+        .collect();
+    for (method, path, _, op) in every_operation() {
+        assert!(
+            refused.contains(&format!("{method} {path}")),
+            "{op} ({method} {path}) refused without a trace: {refused:?}"
+        );
+    }
     // Its one right is allowed through authorisation (then fails on the unknown device).
     let det = json!({"device_id": 999, "detection": {
         "detection_id": "d1", "path": "/x", "size": 1, "md5": "0".repeat(32), "sha1": "0".repeat(40),
@@ -273,8 +292,16 @@ async fn special_account_rules(backend: Backend) {
         "a secret reached the audit log"
     );
 
-    // Delete and create again with another password.
-    api.ok("DELETE", "/api/v1/special-account", None).await;
+    // Delete and create again with another password. The deletion takes the old
+    // password out of the policy too: devices would present it, and fail, for ever.
+    let v = api.ok("DELETE", "/api/v1/special-account", None).await;
+    assert_eq!(v["policies_cleared"], 1, "{v}");
+    let p = api.ok("GET", "/api/v1/groups/A/policy", None).await;
+    assert_eq!(p["special_password_set"], false, "{p}");
+    assert_eq!(
+        p["threat_response"]["value"]["actions"],
+        json!(["group_ioc_scan"])
+    );
     let (s, _) = api.call("GET", "/api/v1/whoami", None).await;
     assert_eq!(s, 200);
     let (s, _) = special
@@ -428,6 +455,13 @@ async fn failed_logins_with_impossible_names_are_recorded_cut_and_escaped() {
         .filter(|r| r.action == "login_failed")
         .map(|r| r.actor.as_str())
         .collect();
+    // Without credentials the autonomous-task route answers 401 whatever the body, as
+    // every route does: it tells an anonymous caller nothing of a valid request.
+    let auto = format!("{}/api/v1/autonomous-tasks", ts.url);
+    for body in [json!({}), json!("garbage")] {
+        let (s, v) = send(&http, reqwest::Method::POST, &auto, "", Some(body)).await;
+        assert_eq!(s, 401, "{v}");
+    }
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert!(
         failed.contains(&format!("{}…", "y".repeat(64)).as_str()),

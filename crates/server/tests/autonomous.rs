@@ -121,6 +121,32 @@ async fn flow(backend: Backend) {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["task_id"].as_i64(), Some(task));
     assert_eq!(b["deduplicated"], true);
+    // Once every device has finished that sweep, a new detection of the object sweeps
+    // again: a copy may have appeared since.
+    let store = &ts.running().core.store;
+    for d in [d1, d2] {
+        store
+            .update_task_device(
+                task,
+                d,
+                riposte_model::DeviceTaskState::Completed,
+                0,
+                None,
+                &json!({"hits": []}),
+            )
+            .await
+            .unwrap();
+    }
+    let (s, b) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &reported(&ts, "det-3", d1, 'c').await,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["deduplicated"], false, "{b}");
+    assert_ne!(b["task_id"].as_i64(), Some(task));
 
     // Many simultaneous detections of a new object: exactly one task.
     let mut handles = Vec::new();
@@ -155,7 +181,7 @@ async fn flow(backend: Backend) {
             .as_array()
             .unwrap()
             .len(),
-        2
+        3
     );
 
     // d3's group has no policy enabling group actions: refused with the reason.
@@ -231,7 +257,7 @@ async fn flow(backend: Backend) {
             .as_array()
             .unwrap()
             .len(),
-        2,
+        3,
         "no task from refused requests"
     );
     ts.stop().await;

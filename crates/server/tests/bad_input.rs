@@ -516,3 +516,34 @@ async fn policy_changes_keep_what_they_do_not_name() {
     );
     ts.stop().await;
 }
+
+/// Group names a listing or a URL cannot show as they are: `.` and `..` (clients resolve
+/// them away, so the group could not be managed), and names with a direction override,
+/// a zero-width character or a newline.
+#[tokio::test]
+async fn group_names_that_cannot_be_shown_are_refused() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    for name in [
+        ".",
+        "..",
+        "pay\u{202e}fdp",
+        "zero\u{200b}width",
+        "two\nlines",
+    ] {
+        let (s, v) = api
+            .call("POST", "/api/v1/groups", Some(json!({ "name": name })))
+            .await;
+        assert_eq!(s, 400, "{name:?}: {v}");
+        let (s, v) = api
+            .call(
+                "POST",
+                "/api/v1/groups/A/rename",
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(s, 400, "{name:?}: {v}");
+    }
+    let groups = api.ok("GET", "/api/v1/groups", None).await;
+    assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
+    ts.stop().await;
+}

@@ -363,7 +363,8 @@ impl Store {
     }
 }
 
-/// The autonomous task for `group_id` and `dedup_key` created since `since`, if any.
+/// The autonomous task for `group_id` and `dedup_key` created since `since` and not yet
+/// finished on every device, if any.
 async fn find_recent_autonomous(
     conn: &mut sqlx::AnyConnection,
     group_id: i64,
@@ -371,7 +372,11 @@ async fn find_recent_autonomous(
     since: i64,
 ) -> Result<Option<i64>> {
     let row = sqlx::query(
+        // Only a task still under way: once every device has finished it, a new copy of
+        // the object may have appeared since its sweep, and a new detection sweeps again.
         "SELECT id FROM tasks WHERE autonomous = 1 AND group_id = $1 AND dedup_key = $2 AND created_at >= $3
+         AND cancelled = 0 AND EXISTS (SELECT 1 FROM task_devices d WHERE d.task_id = tasks.id
+         AND d.state IN ('pending', 'delivered', 'running'))
          ORDER BY id LIMIT 1",
     )
     .bind(group_id)

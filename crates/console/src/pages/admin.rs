@@ -155,7 +155,7 @@ pub async fn delete_special(State(c): State<Console>, p: Posted) -> Response {
         .core()
         .delete_special(&p.session.caller)
         .await
-        .map(|()| "The special user was deleted. Devices whose settings carry its password can no longer create group tasks until it is created again and the password entered in their policy.".to_string());
+        .map(|cleared| format!("The special user was deleted, and its password removed from {cleared} policies: devices can no longer create group tasks until it is created again and the new password entered in their policy."));
     after(&c, &p.session, res, "/accounts")
 }
 
