@@ -1089,13 +1089,15 @@ mod tests {
         assert_eq!(recorded, 1, "the detection is on its way to the server");
     }
 
-    /// A restore the agent's stop interrupted and the quarantine's recovery rolled back
-    /// leaves no allowance behind (it was recorded before the restore began), and an
-    /// alert says so.
-    #[tokio::test]
-    async fn a_restore_rolled_back_after_a_crash_leaves_no_allowance() {
-        let t = tempfile::tempdir().unwrap();
-        let (root, data) = (t.path().join("root"), t.path().join("data"));
+    /// An agent under `dir` (device at `dir/root`) with `/home/u/evil` in quarantine.
+    fn agent_with_evil_quarantined(
+        dir: &Path,
+    ) -> (
+        std::path::PathBuf,
+        Arc<Agent>,
+        riposte_quarantine::QuarantineRecord,
+    ) {
+        let (root, data) = (dir.join("root"), dir.join("data"));
         std::fs::create_dir_all(root.join("home/u")).unwrap();
         std::fs::write(root.join("home/u/evil"), b"payload").unwrap();
         let agent = open_agent(&root, &data);
@@ -1104,6 +1106,16 @@ mod tests {
             .unwrap()
             .quarantine("/home/u/evil", "det", "T", "u", None)
             .unwrap();
+        (root, agent, entry)
+    }
+
+    /// A restore the agent's stop interrupted and the quarantine's recovery rolled back
+    /// leaves no allowance behind (it was recorded before the restore began), and an
+    /// alert says so.
+    #[tokio::test]
+    async fn a_restore_rolled_back_after_a_crash_leaves_no_allowance() {
+        let t = tempfile::tempdir().unwrap();
+        let (_, agent, entry) = agent_with_evil_quarantined(t.path());
         // The state a crash leaves between the allowance and the restore.
         assert!(agent.allowed.allow(&entry.sha256).unwrap());
         agent.settle_interrupted_restores(std::slice::from_ref(&entry.id));
@@ -1424,15 +1436,7 @@ mod tests {
     #[test]
     fn a_failed_restore_allows_nothing() {
         let t = tempfile::tempdir().unwrap();
-        let (root, data) = (t.path().join("root"), t.path().join("data"));
-        std::fs::create_dir_all(root.join("home/u")).unwrap();
-        std::fs::write(root.join("home/u/evil"), b"payload").unwrap();
-        let agent = open_agent(&root, &data);
-        let entry = agent
-            .local()
-            .unwrap()
-            .quarantine("/home/u/evil", "det", "T", "u", None)
-            .unwrap();
+        let (root, agent, entry) = agent_with_evil_quarantined(t.path());
         std::fs::write(root.join("home/u/evil"), b"a new file in its place").unwrap();
         let err = agent.quarantine_restore(&entry.id, None, None).unwrap_err();
         assert!(err.contains("already exists"), "{err}");
