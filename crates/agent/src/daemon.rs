@@ -385,17 +385,68 @@ impl Agent {
             return Err(format!("not acted on: {ALLOWED_HERE}"));
         }
         let detection_event = self.report_with(EventBody::Detection(record.clone()), |_| {});
+        // Journaled before the first action, so that a stop at any instant is finished
+        // when the agent starts again (`resume_responses`).
+        self.update(|s| {
+            s.pending_responses.push(crate::state::PendingResponse {
+                event_id: detection_event.clone(),
+                detection: record.clone(),
+                done: Vec::new(),
+            })
+        });
+        let outcomes = self
+            .run_actions(&detection_event, &record, identity, gone.as_deref(), &[])
+            .await;
+        self.update(|s| {
+            s.pending_responses
+                .retain(|p| p.detection.detection_id != record.detection_id)
+        });
+        Ok(serde_json::json!({ "detection": record, "outcomes": outcomes }))
+    }
+
+    /// Runs the selected actions of the response to `record` (reported as event
+    /// `event_id`) but those in `done`, reporting each outcome as it comes and noting it
+    /// in the response's journal entry. `identity` is the object's at the path, where it
+    /// is still the one judged; else `gone` says why not.
+    async fn run_actions(
+        self: &Arc<Self>,
+        event_id: &str,
+        record: &riposte_proto::DetectionRecord,
+        identity: Option<riposte_host::FileIdentity>,
+        gone: Option<&str>,
+        done: &[String],
+    ) -> Vec<crate::response::Outcome> {
+        let detection_event = event_id.to_string();
+        let record = record.clone();
+        let local = match self.local() {
+            Ok(l) => l.clone(),
+            Err(e) => {
+                return vec![crate::response::Outcome {
+                    action: "threat_response".into(),
+                    outcome: "failed".into(),
+                    detail: e,
+                }]
+            }
+        };
+        let gone = gone.map(str::to_string);
         let state = self.snapshot();
         let mut outcomes = Vec::new();
         match crate::response::selected(state.settings.as_ref()) {
-            None => outcomes.push(crate::response::Outcome {
-                action: "threat_response".into(),
-                outcome: "skipped".into(),
-                detail: "Threat Response is not enabled on this device".into(),
-            }),
+            None => {
+                let o = crate::response::Outcome {
+                    action: "threat_response".into(),
+                    outcome: "skipped".into(),
+                    detail: "Threat Response is not enabled on this device".into(),
+                };
+                self.report_outcome(&record.detection_id, &o);
+                outcomes.push(o);
+            }
             Some(actions) => {
-                let mut quarantined = false;
+                let mut quarantined = done.iter().any(|d| d == "quarantine_and_delete");
                 for action in actions {
+                    if done.iter().any(|d| d == action.as_str()) {
+                        continue;
+                    }
                     let o = match (action, identity, &gone) {
                         (riposte_model::Action::QuarantineAndDelete, _, Some(why)) => {
                             crate::response::Outcome {
@@ -473,14 +524,86 @@ impl Agent {
                             ..,
                         ) => continue,
                     };
+                    self.report_outcome(&record.detection_id, &o);
+                    self.update(|s| {
+                        for p in s.pending_responses.iter_mut() {
+                            if p.detection.detection_id == record.detection_id {
+                                p.done.push(action.as_str().to_string());
+                            }
+                        }
+                    });
                     outcomes.push(o);
                 }
             }
         }
-        for o in &outcomes {
-            self.report_outcome(&record.detection_id, o);
+        outcomes
+    }
+
+    /// Finishes the responses a stop interrupted (see [`crate::state::PendingResponse`]):
+    /// an object quarantined before the stop is reported so; one still at its path with
+    /// the content judged is acted on now; one gone is reported as such, and the group
+    /// sweep, if selected, looks for it by its hashes.
+    pub async fn resume_responses(self: &Arc<Self>) {
+        let pending = self.read(|s| s.pending_responses.clone());
+        for p in pending {
+            let record = p.detection.clone();
+            let mut done = p.done.clone();
+            let Ok(local) = self.local().cloned() else {
+                return;
+            };
+            if !done.iter().any(|d| d == "quarantine_and_delete") {
+                let entries = local
+                    .quarantine_list()
+                    .map(|l| l.entries)
+                    .unwrap_or_default();
+                if let Some(q) = entries
+                    .iter()
+                    .find(|e| e.detection_id == record.detection_id)
+                {
+                    self.report(EventBody::Quarantine {
+                        entry_id: q.id.clone(),
+                        state: "quarantined".into(),
+                        record: serde_json::to_value(q).unwrap_or_default(),
+                    });
+                    self.report_outcome(
+                        &record.detection_id,
+                        &crate::response::Outcome {
+                            action: "quarantine_and_delete".into(),
+                            outcome: "done".into(),
+                            detail: format!("quarantine entry {}", q.id),
+                        },
+                    );
+                    done.push("quarantine_and_delete".into());
+                }
+            }
+            let input = crate::response::DetectionInput {
+                path: record.path.clone(),
+                sha256: record.sha256.clone(),
+                threat: record.threat.clone(),
+                user: record.user_name.clone(),
+                user_uid: record.user_uid,
+                source: record.source.clone(),
+                source_ref: record.source_ref.clone(),
+                dropped_sha256: record.dropped_sha256.clone(),
+                seen: None,
+            };
+            let l = local.clone();
+            let examined = tokio::task::spawn_blocking(move || l.examine(&input))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|x| x);
+            let (identity, gone) = match examined {
+                Ok((_, identity)) => (Some(identity), None),
+                Err(e) => (None, Some(e)),
+            };
+            tracing::info!(detection = %record.detection_id, "finishing a response the agent's stop interrupted");
+            self.run_actions(&p.event_id, &record, identity, gone.as_deref(), &done)
+                .await;
+            self.update(|s| {
+                s.pending_responses
+                    .retain(|q| q.detection.detection_id != record.detection_id)
+            });
         }
-        Ok(serde_json::json!({ "detection": record, "outcomes": outcomes }))
     }
 
     /// The group action of a detection reported as event `event_id`: requested at once
@@ -838,6 +961,11 @@ pub async fn run(
     agent.resume_tasks();
     // Group actions whose detections were acknowledged just before a stop.
     agent.run_acknowledged_group_actions();
+    // Responses a stop interrupted.
+    tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.resume_responses().await }
+    });
     let control = tokio::spawn(crate::control::serve(agent.clone(), stop.clone()));
     let sandboxing = tokio::spawn(crate::sandboxing::run(agent.clone(), stop.clone()));
     let h = Arc::new(Handler(agent.clone()));
@@ -1087,6 +1215,10 @@ mod tests {
                 .count()
         });
         assert_eq!(recorded, 1, "the detection is on its way to the server");
+        assert!(
+            agent.read(|s| s.pending_responses.is_empty()),
+            "journal emptied"
+        );
     }
 
     /// An agent under `dir` (device at `dir/root`) with `/home/u/evil` in quarantine.
@@ -1107,6 +1239,78 @@ mod tests {
             .quarantine("/home/u/evil", "det", "T", "u", None)
             .unwrap();
         (root, agent, entry)
+    }
+
+    /// A response cut short by a crash is finished when the agent starts again: before
+    /// the quarantine (the object is still in place: it is quarantined now), and after it
+    /// but before its outcome was reported (the entry is found and reported, not made
+    /// twice). Nothing is left in the journal.
+    #[tokio::test]
+    async fn a_response_cut_short_by_a_crash_is_finished_at_start() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::write(root.join("home/u/before"), b"payload one").unwrap();
+        std::fs::write(root.join("home/u/after"), b"payload two").unwrap();
+        let agent = open_agent(&root, &data);
+        agent.update(|s| s.settings = Some(watching_settings()));
+        let local = agent.local().unwrap().clone();
+        let journal = |name: &str| {
+            let input = crate::response::DetectionInput {
+                path: format!("/home/u/{name}"),
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                    std::fs::read(root.join("home/u").join(name)).unwrap(),
+                )),
+                threat: "T".into(),
+                user: "u".into(),
+                user_uid: None,
+                source: "external".into(),
+                source_ref: None,
+                dropped_sha256: Vec::new(),
+                seen: None,
+            };
+            let (record, _) = local.examine(&input).unwrap();
+            agent.update(|s| {
+                s.pending_responses.push(crate::state::PendingResponse {
+                    event_id: format!("event-{name}"),
+                    detection: record.clone(),
+                    done: Vec::new(),
+                })
+            });
+            record
+        };
+        let before = journal("before");
+        let after = journal("after");
+        // `after` was quarantined before the crash; its outcome was never reported.
+        local
+            .quarantine("/home/u/after", &after.detection_id, "T", "u", None)
+            .unwrap();
+
+        agent.resume_responses().await;
+        assert!(!root.join("home/u/before").exists(), "quarantined at start");
+        let entries = local.quarantine_list().unwrap().entries;
+        assert_eq!(entries.len(), 2, "one entry each, none made twice");
+        for r in [&before, &after] {
+            assert!(entries.iter().any(|e| e.detection_id == r.detection_id));
+        }
+        let done: Vec<String> = agent.read(|s| {
+            s.outbox
+                .iter()
+                .filter_map(|e| match &e.body {
+                    EventBody::ActionOutcome {
+                        detection_id,
+                        action,
+                        outcome,
+                        ..
+                    } if action == "quarantine_and_delete" && outcome == "done" => {
+                        Some(detection_id.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        });
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(agent.read(|s| s.pending_responses.is_empty()));
     }
 
     /// A restore the agent's stop interrupted and the quarantine's recovery rolled back

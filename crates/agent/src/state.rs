@@ -23,6 +23,9 @@ pub struct AgentState {
     /// Group actions waiting for the server to acknowledge their detection's event: the
     /// server starts a group action only from a detection it has stored.
     pub pending_group_actions: Vec<PendingGroupAction>,
+    /// Responses begun and not finished: replayed when the agent starts again, so that a
+    /// stop at any instant loses no action (see [`PendingResponse`]).
+    pub pending_responses: Vec<PendingResponse>,
     pub connected: bool,
     pub last_link_note: String,
 }
@@ -40,6 +43,7 @@ impl std::fmt::Debug for AgentState {
             .field("tasks", &self.tasks)
             .field("outbox", &self.outbox)
             .field("pending_group_actions", &self.pending_group_actions)
+            .field("pending_responses", &self.pending_responses)
             .field("connected", &self.connected)
             .field("last_link_note", &self.last_link_note)
             .finish()
@@ -52,6 +56,17 @@ impl std::fmt::Debug for AgentState {
 pub struct PendingGroupAction {
     pub event_id: String,
     pub detection: riposte_proto::DetectionRecord,
+}
+
+/// A response to a detection, recorded before its first action and removed after its
+/// last: the actions whose outcomes were reported are in `done`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingResponse {
+    /// The event that reported the detection.
+    pub event_id: String,
+    pub detection: riposte_proto::DetectionRecord,
+    /// Actions (`Action::as_str`) whose outcomes have been reported.
+    pub done: Vec<String>,
 }
 
 /// A task as the agent knows it.
@@ -133,6 +148,10 @@ impl StateFile {
                     state.pending_group_actions =
                         serde_json::from_str(&v).map_err(|e| corrupt("group action", e))?
                 }
+                "pending_responses" => {
+                    state.pending_responses =
+                        serde_json::from_str(&v).map_err(|e| corrupt("response", e))?
+                }
                 "connected" => state.connected = v == "true",
                 "last_link_note" => state.last_link_note = v,
                 _ => {}
@@ -167,12 +186,13 @@ impl StateFile {
     pub fn save(&self, state: &AgentState) -> std::io::Result<()> {
         let mut conn = self.open()?;
         let tx = conn.transaction().map_err(db_err)?;
-        let meta: [(&str, String); 7] = [
+        let meta: [(&str, String); 8] = [
             ("last_applied", state.last_applied.to_string()),
             ("settings", json(&state.settings)),
             ("response_group", json(&state.response_group)),
             ("special_password", json(&state.special_password)),
             ("pending_group_actions", json(&state.pending_group_actions)),
+            ("pending_responses", json(&state.pending_responses)),
             ("connected", state.connected.to_string()),
             ("last_link_note", state.last_link_note.clone()),
         ];
