@@ -118,3 +118,58 @@ async fn with_fanotify_the_writing_process_account_is_recorded() {
 }
 
 use std::os::unix::process::CommandExt;
+
+/// fanotify sees writes and executions, not renames or links: an object written
+/// elsewhere and then moved, renamed or hard-linked into a watched folder (a download
+/// written as `.crdownload`, then renamed) is seen all the same, through inotify
+/// watches beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fanotify_objects_moved_or_linked_in_are_seen() {
+    let host = Host::new();
+    let sdir = tempfile::tempdir().unwrap();
+    let sb = sandbox(sdir.path()).await;
+    let mut config = host.config_for(&sb);
+    config.backend = BackendChoice::Fanotify;
+    // Written before the watcher starts: no write event will ever show them.
+    std::fs::create_dir_all(host.path("/outside")).unwrap();
+    std::fs::write(host.path("/outside/moved.sh"), harmless("moved")).unwrap();
+    std::fs::write(host.path("/outside/linked.sh"), harmless("linked")).unwrap();
+    std::fs::write(host.path("/watched/dl.crdownload"), harmless("renamed")).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = match Watcher::start(config, tx) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("skipped (fanotify needs root): {e}");
+            return;
+        }
+    };
+    assert_eq!(watcher.backend(), Some(Backend::Fanotify));
+    std::fs::rename(
+        host.path("/outside/moved.sh"),
+        host.path("/watched/moved.sh"),
+    )
+    .unwrap();
+    std::fs::hard_link(
+        host.path("/outside/linked.sh"),
+        host.path("/watched/linked.sh"),
+    )
+    .unwrap();
+    std::fs::rename(
+        host.path("/watched/dl.crdownload"),
+        host.path("/watched/dl.sh"),
+    )
+    .unwrap();
+    let e = collect_until(&mut rx, Duration::from_secs(20), |e| verdicts(e).len() >= 3).await;
+    let mut seen: Vec<&str> = verdicts(&e)
+        .iter()
+        .map(|v| v.device_path.as_str())
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["/watched/dl.sh", "/watched/linked.sh", "/watched/moved.sh"],
+        "{e:#?}"
+    );
+    watcher.shutdown().await;
+    sb.shutdown().await;
+}

@@ -21,14 +21,33 @@ const MASK: u32 = libc::IN_CLOSE_WRITE
     | libc::IN_EXCL_UNLINK
     | libc::IN_ONLYDIR;
 
+/// What fanotify's close-after-write and exec events do not show: an object renamed or
+/// moved into a folder (a download written as `x.crdownload`, then renamed `x.exe`), and
+/// a hard link made in one. Watched beside fanotify (see [`Inotify::moves_only`]).
+const MOVES_MASK: u32 = libc::IN_MOVED_TO
+    | libc::IN_CREATE
+    | libc::IN_DONT_FOLLOW
+    | libc::IN_EXCL_UNLINK
+    | libc::IN_ONLYDIR;
+
 /// An inotify instance and its watch descriptors.
 pub(super) struct Inotify {
     fd: OwnedFd,
     scope: Scope,
     dirs: HashMap<i32, PathBuf>,
+    /// Beside fanotify: only moves in and hard links (see [`MOVES_MASK`]).
+    moves_only: bool,
 }
 
 impl Inotify {
+    /// Watches for objects moved or linked into the folders only: fanotify sees the
+    /// writes and executions, with the process.
+    pub(super) fn moves_only(scope: Scope) -> std::io::Result<Self> {
+        let mut ino = Self::new(scope)?;
+        ino.moves_only = true;
+        Ok(ino)
+    }
+
     pub(super) fn new(scope: Scope) -> std::io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
@@ -40,6 +59,7 @@ impl Inotify {
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
             scope,
             dirs: HashMap::new(),
+            moves_only: false,
         })
     }
 
@@ -61,8 +81,9 @@ impl Inotify {
             let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
                 continue;
             };
+            let mask = if self.moves_only { MOVES_MASK } else { MASK };
             // SAFETY: valid descriptor and C string.
-            let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
+            let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), mask) };
             if wd < 0 {
                 let e = std::io::Error::last_os_error();
                 let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -85,7 +106,7 @@ impl Inotify {
                 let Ok(ft) = entry.file_type() else { continue };
                 if ft.is_dir() {
                     stack.push(entry.path());
-                } else if scan && ft.is_file() {
+                } else if scan && ft.is_file() && !self.moves_only {
                     if let Some(t) = self.scope.trigger(entry.path(), None, None) {
                         let _ = tx.send(MonitorMsg::Object(t));
                     }
@@ -167,10 +188,19 @@ impl Inotify {
             if ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
                 self.add_tree(&path, true, tx);
             }
-        } else if ev.mask & (libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO) != 0 {
+        } else if ev.mask & (libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO) != 0
+            || (self.moves_only && ev.mask & libc::IN_CREATE != 0 && is_hard_link(&path))
+        {
             if let Some(t) = self.scope.trigger(path, None, None) {
                 let _ = tx.send(MonitorMsg::Object(t));
             }
         }
     }
+}
+
+/// A name just created for a file that already had one: a hard link, whose content no
+/// write will follow (a new file's name is created empty and is looked at once written).
+fn is_hard_link(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.nlink() > 1)
 }

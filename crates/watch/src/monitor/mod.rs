@@ -3,9 +3,11 @@
 //! Why two back ends: fanotify (close-after-write and exec events on whole mounts, with
 //! the writing or running process's pid and an open descriptor of the object) is the
 //! right tool but needs CAP_SYS_ADMIN; inotify works for any user but only sees writes
-//! and renames into folders it watches, one watch per directory, and no exec. Both run
-//! on one thread blocked in `poll(2)` together with a stop pipe, and hand objects to the
-//! watcher's processing task; events outside the configured folders (fanotify marks
+//! and renames into folders it watches, one watch per directory, and no exec. Either
+//! runs on one thread blocked in `poll(2)` together with a stop pipe, and hands objects
+//! to the watcher's processing task; beside fanotify, which has no event for a rename
+//! or a link, a second thread watches the folders with inotify for objects moved or
+//! hard-linked in only; events outside the configured folders (fanotify marks
 //! whole mounts) and inside the watcher's own queue are dropped here.
 
 mod fanotify;
@@ -104,6 +106,8 @@ pub(crate) struct Monitor {
     pub backend: Backend,
     stop: Option<OwnedFd>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Beside fanotify, the inotify watches that see objects moved or linked in.
+    moves: Option<(OwnedFd, std::thread::JoinHandle<()>)>,
 }
 
 impl Monitor {
@@ -168,6 +172,13 @@ impl Monitor {
             },
         };
         let (stop_read, stop_write) = pipe()?;
+        // fanotify has no event for a rename or a link into a folder (not without its
+        // file-handle mode, Linux 5.9, and no descriptor then): inotify watches the
+        // folders for those beside it.
+        let moves = match fd {
+            Some(_) => Self::start_moves(scope.clone(), &tx),
+            None => None,
+        };
         let thread = match fd {
             Some(fd) => std::thread::Builder::new()
                 .name("riposte-fanotify".into())
@@ -187,7 +198,38 @@ impl Monitor {
             backend,
             stop: Some(stop_write),
             thread: Some(thread),
+            moves,
         })
+    }
+
+    /// The inotify watches for moves and links in, on a thread of their own; `None`
+    /// (said in an alert) where inotify cannot be had.
+    fn start_moves(
+        scope: Scope,
+        tx: &UnboundedSender<MonitorMsg>,
+    ) -> Option<(OwnedFd, std::thread::JoinHandle<()>)> {
+        let started = (|| {
+            let mut ino = inotify::Inotify::moves_only(scope).map_err(|e| e.to_string())?;
+            ino.add_folders(tx);
+            let (stop_read, stop_write) = pipe().map_err(|e| e.to_string())?;
+            let tx = tx.clone();
+            let thread = std::thread::Builder::new()
+                .name("riposte-moves".into())
+                .spawn(move || ino.run(stop_read, tx))
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((stop_write, thread))
+        })();
+        match started {
+            Ok(moves) => Some(moves),
+            Err(e) => {
+                let _ = tx.send(MonitorMsg::Alert(
+                    AlertCode::WatchFailed,
+                    format!("objects moved or linked into the watched folders are not seen: inotify unavailable ({e})"),
+                    None,
+                ));
+                None
+            }
+        }
     }
 
     /// Stop the thread and wait for it.
@@ -198,6 +240,12 @@ impl Monitor {
             drop(w);
         }
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some((w, t)) = self.moves.take() {
+            // SAFETY: writing one byte from a valid buffer to a pipe we own.
+            unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+            drop(w);
             let _ = t.join();
         }
     }
