@@ -253,6 +253,18 @@ pub async fn not_found() -> ServiceError {
     ServiceError::NotFound("no such API endpoint; see /api/v1/openapi.json".into())
 }
 
+/// The answer for a known path asked with a method it does not take: a JSON error as
+/// every other, not an empty body.
+pub async fn method_not_allowed(method: axum::http::Method) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({
+            "error": format!("this endpoint does not take {method}; see /api/v1/openapi.json")
+        })),
+    )
+        .into_response()
+}
+
 async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -219,7 +219,9 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
     if let Some(ui) = &opts.ui {
         app = app.merge(ui(core.clone()));
     }
-    let app = app.fallback(api::not_found);
+    let app = app
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed);
     tasks.push(tokio::spawn(serve_https(
         app,
         api_listener,

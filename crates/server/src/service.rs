@@ -330,7 +330,10 @@ impl Core {
                 "too many failed logins; try again in {wait} seconds"
             )));
         }
-        let (hash, principal) = if user == SPECIAL_ACCOUNT_NAME {
+        let (hash, principal) = if !plausible {
+            // No account has such a name: not even looked up (PostgreSQL refuses a NUL).
+            (secrets::dummy_hash().to_string(), None)
+        } else if user == SPECIAL_ACCOUNT_NAME {
             match self.store.special_account().await? {
                 Some(a) => (a.password_hash, Some(Principal::Special)),
                 None => (secrets::dummy_hash().to_string(), None),
@@ -1629,6 +1632,12 @@ impl Core {
             }
         }
         let d = self.store.device_by_ref(device).await?;
+        if d.revoked {
+            return Err(ServiceError::Conflict(format!(
+                "device {} is revoked: it will never receive the command",
+                d.id
+            )));
+        }
         let entries = self.store.quarantine(Some(d.id)).await?;
         let Some(entry) = entries.iter().find(|q| q.entry_id == entry_id) else {
             return Err(ServiceError::NotFound(format!(

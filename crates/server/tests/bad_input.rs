@@ -412,6 +412,54 @@ async fn quarantine_actions_on_finished_entries_are_refused_and_alerts_are_liste
         assert_eq!(all.as_array().unwrap().len(), 2);
         let (status, _) = api.call("GET", "/api/v1/alerts?device=999999", None).await;
         assert_eq!(status, 404);
+        // A revoked device never receives a command: refused, nothing queued.
+        store
+            .upsert_quarantine(other, "e3", "quarantined", &rec)
+            .await
+            .unwrap();
+        api.ok("POST", &format!("/api/v1/devices/{other}/revoke"), None)
+            .await;
+        let before = store.outbox_after(other, 0, 100).await.unwrap().len();
+        let (status, body) = api
+            .call(
+                "POST",
+                &format!("/api/v1/quarantine/{other}/e3/delete"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body.to_string().contains("is revoked"), "{body}");
+        assert_eq!(
+            store.outbox_after(other, 0, 100).await.unwrap().len(),
+            before
+        );
+        ts.stop().await;
+    }
+}
+
+/// Odd requests get a JSON error like any other, on both back ends: a NUL in a login
+/// name or a search (PostgreSQL refuses it in text: it was a 500), and a known path
+/// asked with a method it does not take (an empty body before).
+#[tokio::test]
+async fn nul_characters_and_wrong_methods_get_clear_answers() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (ts, api) = TestServer::with_group_a(backend).await;
+        let (s, v) = api
+            .call(
+                "POST",
+                "/api/v1/login",
+                Some(json!({"user": "a\u{0}b", "password": "x"})),
+            )
+            .await;
+        assert_eq!(s, 401, "{v}");
+        let (s, v) = api.call("GET", "/api/v1/devices?search=a%00b", None).await;
+        assert_eq!((s, v.clone()), (200, json!([])), "{v}");
+        let (s, v) = api.call("PUT", "/api/v1/groups", Some(json!({}))).await;
+        assert_eq!(s, 405, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("does not take PUT"),
+            "{v}"
+        );
         ts.stop().await;
     }
 }

@@ -261,13 +261,24 @@ impl Store {
             let list: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
             sql.push_str(&format!(" AND group_id IN ({})", list.join(",")));
         }
-        if name_contains.is_some() {
-            sql.push_str(" AND (LOWER(name) LIKE $1 OR LOWER(hostname) LIKE $1)");
+        if let Some(n) = name_contains {
+            // No name holds a NUL (and PostgreSQL refuses one in text).
+            if n.contains('\0') {
+                return Ok(Vec::new());
+            }
+            sql.push_str(
+                " AND (LOWER(name) LIKE $1 ESCAPE '\\' OR LOWER(hostname) LIKE $1 ESCAPE '\\')",
+            );
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {limit} OFFSET {offset}"));
         let mut q = sqlx::query(&sql);
         if let Some(n) = name_contains {
-            let escaped = n.to_lowercase().replace(['%', '_'], "");
+            // Taken as typed: `%` and `_` match themselves, not any text.
+            let escaped = n
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             q = q.bind(format!("%{escaped}%"));
         }
         let rows = q.fetch_all(self.pool()).await?;
@@ -475,6 +486,17 @@ mod tests {
                 store.devices(None, Some("HOST1"), 0, 10).await.unwrap()[0].id,
                 d1.id
             );
+            // A search is taken as typed: `%` and `_` are no wildcards, a NUL no error.
+            for typed in ["%", "d_", "_", "\\", "d\0"] {
+                assert!(
+                    store
+                        .devices(None, Some(typed), 0, 10)
+                        .await
+                        .unwrap()
+                        .is_empty(),
+                    "{typed:?}"
+                );
+            }
             assert_eq!(store.device_by_ref("d1").await.unwrap().id, d1.id);
             store.revoke_device(d1.id).await.unwrap();
             assert!(store.device(d1.id).await.unwrap().revoked);
