@@ -463,6 +463,20 @@ async fn failed_logins_with_impossible_names_are_recorded_cut_and_escaped() {
         assert_eq!(s, 401, "{v}");
     }
     assert_eq!(failed.len(), 2, "{failed:?}");
+    // A session token is a credential: its answer may not be cached along the way.
+    let resp = http
+        .post(&url)
+        .json(&json!({"user": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some("no-store".to_string())
+    );
     assert!(
         failed.contains(&format!("{}…", "y".repeat(64)).as_str()),
         "{failed:?}"
