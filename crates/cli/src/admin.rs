@@ -375,12 +375,7 @@ fn cell_text(v: &Value) -> String {
         Value::Null => "-".into(),
         v => v.to_string(),
     };
-    if s.chars().count() <= MAX_CELL_CHARS {
-        return s;
-    }
-    let mut cut: String = s.chars().take(MAX_CELL_CHARS - 1).collect();
-    cut.push('…');
-    cut
+    riposte_model::path_text::shortened(&s, MAX_CELL_CHARS).into_owned()
 }
 
 fn print_table(rows: &[Value], cols: &[&str]) {

@@ -103,6 +103,18 @@ pub fn shown(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` cut to at most `max_chars` characters (`max_chars` ≥ 1), its end marked `…`
+/// where it was cut: for a table cell or a log field that must stay bounded whatever a
+/// caller typed.
+pub fn shortened(text: &str, max_chars: usize) -> Cow<'_, str> {
+    if text.chars().count() <= max_chars {
+        return Cow::Borrowed(text);
+    }
+    let mut cut: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    cut.push('…');
+    Cow::Owned(cut)
+}
+
 /// The path bytes that `text` stands for: the inverse of [`encode_bytes`]. Never fails:
 /// a backslash that starts neither `\\` nor `\xHH` is taken literally. Hex digits may be
 /// of either case, and `\xHH` may name any byte, `/` and NUL included: check the decoded
@@ -202,6 +214,13 @@ pub mod as_string {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shortened_keeps_short_text_and_marks_a_cut() {
+        assert_eq!(shortened("abc", 3), "abc");
+        assert_eq!(shortened("abcd", 3), "ab…");
+        assert_eq!(shortened("éééé", 2), "é…");
+    }
 
     #[test]
     fn examples() {

@@ -313,12 +313,8 @@ impl Core {
         let recorded: String = if plausible {
             user.to_string()
         } else {
-            let shown = riposte_model::path_text::shown(user);
-            let mut cut: String = shown.chars().take(64).collect();
-            if shown.chars().count() > 64 {
-                cut.push('…');
-            }
-            cut
+            use riposte_model::path_text::{shortened, shown};
+            shortened(&shown(user), 65).into_owned()
         };
         let _one_at_a_time = self.throttle.serialize(source).await;
         if let Some(wait) = self
