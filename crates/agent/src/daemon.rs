@@ -377,8 +377,8 @@ impl Agent {
         let (record, identity, gone) = match examined {
             Ok((record, identity)) => (record, Some(identity), None),
             Err(e) => match input.record_without_object() {
-                Some(record) if !self.allowed.contains(&record.sha256) => (record, None, Some(e)),
-                _ => return Err(e),
+                Some(record) => (record, None, Some(e)),
+                None => return Err(e),
             },
         };
         if self.allowed.contains(&record.sha256) {
@@ -545,12 +545,11 @@ impl Agent {
     /// sweep, if selected, looks for it by its hashes.
     pub async fn resume_responses(self: &Arc<Self>) {
         let pending = self.read(|s| s.pending_responses.clone());
+        let Ok(local) = self.local().cloned() else {
+            return;
+        };
         for p in pending {
-            let record = p.detection.clone();
-            let mut done = p.done.clone();
-            let Ok(local) = self.local().cloned() else {
-                return;
-            };
+            let (record, mut done) = (p.detection, p.done);
             if !done.iter().any(|d| d == "quarantine_and_delete") {
                 let entries = local
                     .quarantine_list()
