@@ -153,14 +153,9 @@ impl FromRequestParts<AppState> for Caller {
         if principal == riposte_model::Principal::Special && parts.uri.path() != AUTONOMOUS_PATH {
             // Recorded: the special account calling anything else is a sign that a
             // device holding its password is compromised.
+            let caller = Caller { principal, source };
             let detail = format!("{} {}", parts.method, parts.uri.path());
-            if let Err(e) = core
-                .store
-                .audit(SPECIAL_ACCOUNT_NAME, &source, "refused", &detail)
-                .await
-            {
-                tracing::error!("cannot write the audit log: {e}");
-            }
+            core.audit(&caller, "refused", &detail).await;
             return Err(riposte_model::Denied::special().into());
         }
         Ok(Caller { principal, source })

@@ -277,7 +277,8 @@ impl Core {
         Ok(())
     }
 
-    async fn audit(&self, caller: &Caller, action: &str, detail: &str) {
+    /// Appends to the audit log as `caller`; a failure to write is logged, not returned.
+    pub(crate) async fn audit(&self, caller: &Caller, action: &str, detail: &str) {
         if let Err(e) = self
             .store
             .audit(
