@@ -166,19 +166,28 @@ pub fn pinned_http_client(
     ca_pem: &str,
     timeout: std::time::Duration,
 ) -> Result<reqwest::Client, IdentityError> {
+    pinned_http_client_builder(ca_pem, timeout)?
+        .build()
+        .map_err(|e| IdentityError::Refused(e.to_string()))
+}
+
+/// The builder of [`pinned_http_client`], for a caller that sets more (a test's source
+/// address).
+pub fn pinned_http_client_builder(
+    ca_pem: &str,
+    timeout: std::time::Duration,
+) -> Result<reqwest::ClientBuilder, IdentityError> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_root_certificates(root_store(ca_pem)?)
     .with_no_client_auth();
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .use_preconfigured_tls(config)
         // A password, token or key is never sent in clear, whatever URL is given.
         .https_only(true)
-        .timeout(timeout)
-        .build()
-        .map_err(|e| IdentityError::Refused(e.to_string()))
+        .timeout(timeout))
 }
 
 #[derive(Deserialize)]

@@ -331,7 +331,7 @@ impl LocalActions {
         );
         match self
             .notifier
-            .notify(&record.user_name, "Riposte: threat detected", &body)
+            .notify(&record.user_name, "Threat detected", &body)
             .await
         {
             NotifyOutcome::Shown { how } => Outcome::new("notify_user", "shown", how),

@@ -41,6 +41,11 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
                     let mut config =
                         WatchConfig::from_settings(s, host_root.clone(), &agent.data_dir);
                     config.allowed = Some(agent.allowed.clone());
+                    // A sandbox that admits only enrolled agents asks for this.
+                    config.client_identity = Some(riposte_watch::ClientIdentity {
+                        cert_pem: agent.identity.cert_pem.clone(),
+                        key_pem: agent.identity.key_pem.clone(),
+                    });
                     let result = match watcher.as_mut() {
                         Some(w) => w.reconfigure(config).await,
                         None => Watcher::start(config, tx.clone()).map(|w| {

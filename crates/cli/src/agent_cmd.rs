@@ -21,8 +21,13 @@ pub struct AgentArgs {
     #[arg(long)]
     pub ca: Option<PathBuf>,
     /// Enrollment token (needed once). Older servers made tokens that may begin with `-`.
-    #[arg(long, allow_hyphen_values = true)]
+    /// A command line is visible to every user of the machine (`ps`): prefer
+    /// --enroll-token-file.
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "enroll_token_file")]
     pub enroll_token: Option<String>,
+    /// A file holding the enrollment token (its first line).
+    #[arg(long)]
+    pub enroll_token_file: Option<PathBuf>,
     /// Device name shown in the console (default: host name).
     #[arg(long)]
     pub name: Option<String>,
@@ -64,6 +69,9 @@ pub enum CtlCommand {
     /// Report a malicious object: the agent responds per its Threat Response settings.
     /// Content an administrator allowed here (by restoring it) is refused with an error
     /// and left alone; see `allowed`.
+    ///
+    /// Exits 0 when every action was taken (or skipped as the settings say), 1 when one
+    /// failed (the outcomes say which and why), 2 when the detection was not recorded.
     ReportDetection {
         /// Device path of the object, as detections spell it: a byte that is not UTF-8 as
         /// \xHH, a backslash as \\ (a lone backslash is taken as it is).
@@ -138,16 +146,22 @@ pub async fn ensure_enrolled(a: &AgentArgs) -> anyhow::Result<Identity> {
     match Identity::load(&a.data) {
         Ok(id) => Ok(id),
         Err(IdentityError::NotEnrolled) => {
-            let (Some(server), Some(ca), Some(token)) = (&a.server, &a.ca, &a.enroll_token) else {
+            let token = match (&a.enroll_token, &a.enroll_token_file) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(f)) => Some(crate::read_secret_file(f)?.trim().to_string()),
+                (None, None) => None,
+            };
+            let (Some(server), Some(ca), Some(token)) = (&a.server, &a.ca, token) else {
                 bail!(
-                    "this agent is not enrolled yet: give --server URL --ca FILE --enroll-token T"
+                    "this agent is not enrolled yet: give --server URL --ca FILE and \
+                     --enroll-token-file FILE (or --enroll-token T)"
                 );
             };
             let ca_pem = std::fs::read_to_string(ca)
                 .with_context(|| format!("cannot read the CA file {}", ca.display()))?;
             let host = hostname();
             let name = a.name.clone().unwrap_or_else(|| host.clone());
-            let id = enroll_with_retries(server, &ca_pem, token, &name, &host).await?;
+            let id = enroll_with_retries(server, &ca_pem, &token, &name, &host).await?;
             std::fs::create_dir_all(&a.data)
                 .with_context(|| format!("cannot create {}", a.data.display()))?;
             {
@@ -325,9 +339,30 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
     if let CtlCommand::Quarantine(QuarantineCmd::List { .. }) = c {
         return print_quarantine_list(&v, json);
     }
+    // A response some of whose actions failed is not a success: a script that reports a
+    // detection must learn that the object may still be in place.
+    let failed: Vec<String> = match c {
+        CtlCommand::ReportDetection { .. } => v["outcomes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["outcome"] == "failed")
+            .map(|o| o["action"].as_str().unwrap_or("?").to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let status = if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "riposte: the response is incomplete: failed: {}",
+            failed.join(", ")
+        );
+        ExitCode::FAILURE
+    };
     if json {
         outln!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(status);
     }
     match c {
         // Printed above.
@@ -368,7 +403,7 @@ async fn ctl(a: &AgentArgs, c: &CtlCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(status)
 }
 
 /// Prints the quarantine as listed by the agent: entries on standard output (a JSON array
@@ -462,5 +497,19 @@ mod tests {
         let w = Wrapper::try_parse_from(["agent", "--data", "d", "--enroll-token", "-Kx_9"])
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(w.agent.enroll_token.as_deref(), Some("-Kx_9"));
+    }
+
+    #[test]
+    fn an_enrollment_token_is_given_once() {
+        let both = Wrapper::try_parse_from([
+            "agent",
+            "--data",
+            "d",
+            "--enroll-token",
+            "t",
+            "--enroll-token-file",
+            "f",
+        ]);
+        assert!(both.is_err(), "a token on the command line and in a file");
     }
 }

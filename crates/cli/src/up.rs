@@ -124,12 +124,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(sandbox_addr)
         .await
         .with_context(|| format!("cannot listen on {sandbox_addr} for the sandbox"))?;
-    let sandbox = riposte_sandbox::serve(
-        riposte_sandbox::SandboxConfig::new(sandbox_dir.clone()),
-        listener,
-    )
-    .await
-    .context("cannot start the built-in sandbox")?;
+    // Only agents this server enrolled may submit: the sandbox listens on the server's
+    // address, which need not be loopback (--listen).
+    let mut sandbox_config = riposte_sandbox::SandboxConfig::new(sandbox_dir.clone());
+    sandbox_config.client_ca_pem = Some(server.ca_pem().to_string());
+    let sandbox = riposte_sandbox::serve(sandbox_config, listener)
+        .await
+        .context("cannot start the built-in sandbox")?;
     let sandbox_url = format!("https://{}", sandbox.addr);
 
     configure(&core, &watched, &sandbox_url, &sandbox.cert_pem).await?;
@@ -142,6 +143,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             server: Some(url.clone()),
             ca: Some(server_dir.join("ca.pem")),
             enroll_token: Some(token),
+            enroll_token_file: None,
             name: Some("local-agent".into()),
             host_root: "/".into(),
             clamd: None,

@@ -34,6 +34,10 @@ impl Device {
     }
 
     fn ctl(&self, args: &[&str]) -> Value {
+        self.ctl_exiting(args, 0)
+    }
+    /// `ctl`, expecting exit code `code`.
+    fn ctl_exiting(&self, args: &[&str], code: i32) -> Value {
         let out = Command::new(bin())
             .args(["agent", "--data"])
             .arg(&self.data)
@@ -42,8 +46,9 @@ impl Device {
             .arg("--json")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
+        assert_eq!(
+            out.status.code(),
+            Some(code),
             "ctl {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -83,11 +88,16 @@ fn start_agent_with(
     .unwrap();
     std::fs::write(root.join("home/alice/Downloads/invoice.sh"), THREAT).unwrap();
     std::fs::write(root.join("home/alice/notes.txt"), b"nothing to see").unwrap();
+    // The token from a file, as the help advises (a command line is visible in `ps`).
+    let token_file = tmp.join(format!("{name}.token"));
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let proc = Proc(
         Command::new(bin())
             .args(["agent", "--server", url, "--ca"])
             .arg(ca)
-            .args(["--enroll-token", token, "--name", name, "--data"])
+            .arg("--enroll-token-file")
+            .arg(&token_file)
+            .args(["--name", name, "--data"])
             .arg(&data)
             .arg("--host-root")
             .arg(&root)
@@ -234,19 +244,23 @@ fn scenario(database: Option<&str>, delete_special: bool) {
 
     // The sandbox's verdict on agent 1 (through the control socket, as the sandbox integration does).
     let hash = sha256(THREAT);
-    let report = d1.ctl(&[
-        "report-detection",
-        "--path",
-        "/home/alice/Downloads/invoice.sh",
-        "--sha256",
-        &hash,
-        "--threat",
-        "Test.Sh.Dropper",
-        "--user",
-        "alice",
-        "--source",
-        "riposte-sandbox",
-    ]);
+    // Without the special account the group action fails, and the command says so.
+    let report = d1.ctl_exiting(
+        &[
+            "report-detection",
+            "--path",
+            "/home/alice/Downloads/invoice.sh",
+            "--sha256",
+            &hash,
+            "--threat",
+            "Test.Sh.Dropper",
+            "--user",
+            "alice",
+            "--source",
+            "riposte-sandbox",
+        ],
+        i32::from(delete_special),
+    );
     let q = outcome(&report, "quarantine_and_delete");
     assert_eq!(q["outcome"], "done", "{report}");
     assert!(!d1.threat().exists(), "agent 1's copy is deleted");

@@ -10,6 +10,7 @@ use crate::service::{serve, SandboxConfig, DEFAULT_MAX_OBJECT_SIZE};
 
 /// Arguments of `riposte sandbox`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("clients").required(true).args(["client_ca", "allow_anonymous_clients"])))]
 pub struct SandboxArgs {
     /// Address to listen on (HTTPS).
     #[arg(long, default_value = "0.0.0.0:8443", env = "RIPOSTE_SANDBOX_LISTEN")]
@@ -41,6 +42,15 @@ pub struct SandboxArgs {
     /// Extra names for the self-signed certificate.
     #[arg(long = "server-name")]
     pub server_names: Vec<String>,
+    /// The administration server's CA certificate (its DATA/ca.pem): only agents it
+    /// enrolled, presenting their device certificates, may submit objects and read
+    /// verdicts.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Accept objects from anyone who can reach the sandbox, who can then fill its queue
+    /// and have anything run in its jail (a sandbox on a closed network only).
+    #[arg(long)]
+    pub allow_anonymous_clients: bool,
 }
 
 /// Run the service until Ctrl-C.
@@ -54,6 +64,14 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     config.hash_lists = args.hash_lists.clone();
     config.server_names = args.server_names.clone();
     config.rules_dir = args.rules.clone();
+    if let Some(ca) = &args.client_ca {
+        config.client_ca_pem = Some(std::fs::read_to_string(ca).with_context(|| {
+            format!(
+                "cannot read the client CA {}: give the administration server's ca.pem",
+                ca.display()
+            )
+        })?);
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -66,6 +84,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     tracing::info!(
         addr = %handle.addr,
         cert = %args.data.join("cert.pem").display(),
+        anonymous_clients = args.allow_anonymous_clients,
         "sandbox listening; give agents cert.pem to pin"
     );
     tokio::signal::ctrl_c()
@@ -95,11 +114,34 @@ mod tests {
             "--data",
             "/tmp/sb",
             "--no-dynamic",
+            "--client-ca",
+            "/srv/ca.pem",
         ])
         .unwrap();
+        assert_eq!(c.args.client_ca, Some(PathBuf::from("/srv/ca.pem")));
         assert_eq!(c.args.data, PathBuf::from("/tmp/sb"));
         assert!(c.args.no_dynamic);
         assert_eq!(c.args.max_object_size, DEFAULT_MAX_OBJECT_SIZE);
         assert!(Cmd::try_parse_from(["riposte", "--listen", "nope", "--data", "/x"]).is_err());
+    }
+
+    #[test]
+    fn who_may_submit_is_a_choice_made_at_start() {
+        let err = Cmd::try_parse_from(["riposte", "--data", "/x"])
+            .err()
+            .expect("neither --client-ca nor --allow-anonymous-clients");
+        assert!(err.to_string().contains("--client-ca"), "{err}");
+        let c =
+            Cmd::try_parse_from(["riposte", "--data", "/x", "--allow-anonymous-clients"]).unwrap();
+        assert!(c.args.allow_anonymous_clients);
+        assert!(Cmd::try_parse_from([
+            "riposte",
+            "--data",
+            "/x",
+            "--allow-anonymous-clients",
+            "--client-ca",
+            "ca.pem"
+        ])
+        .is_err());
     }
 }

@@ -27,6 +27,9 @@ pub struct ClientConfig {
     pub retries: u32,
     /// Initial pause between rounds; doubles each round.
     pub backoff: Duration,
+    /// The device's certificate and key, presented to a sandbox that admits only
+    /// enrolled agents.
+    pub identity: Option<crate::tls::ClientIdentity>,
 }
 
 impl ClientConfig {
@@ -38,6 +41,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(30),
             retries: 2,
             backoff: Duration::from_millis(500),
+            identity: None,
         }
     }
 }
@@ -110,7 +114,8 @@ impl SandboxClient {
                 "give at least one sandbox server URL".into(),
             ));
         }
-        let tls = crate::tls::pinned_client_config(&config.pinned_cert_pem)?;
+        let tls =
+            crate::tls::pinned_client_config(&config.pinned_cert_pem, config.identity.as_ref())?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(config.timeout)
@@ -181,6 +186,9 @@ impl SandboxClient {
                     let status = r.status();
                     let parsed: Result<SubmitResponse, _> = r.json().await;
                     match parsed {
+                        Ok(SubmitResponse::Error { .. }) if status.as_u16() == 401 => {
+                            Err(Attempt::Fatal(SandboxError::NotAdmitted))
+                        }
                         Ok(SubmitResponse::Error { error }) if status.is_server_error() => {
                             Err(Attempt::Retry(format!("{status}: {error}")))
                         }
@@ -225,6 +233,11 @@ impl SandboxClient {
                     let r = req.send().await.map_err(|e| Attempt::Retry(describe(&e)))?;
                     let status = r.status();
                     match r.json::<PollResponse>().await {
+                        // Not admitted: no other server of the list would say otherwise
+                        // of this task, and the task itself has not failed.
+                        Ok(PollResponse::Error { .. }) if status.as_u16() == 401 => {
+                            Err(Attempt::Fatal(SandboxError::NotAdmitted))
+                        }
                         Ok(PollResponse::Error { error })
                             if status.is_server_error() || status.as_u16() == 404 =>
                         {

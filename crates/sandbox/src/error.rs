@@ -26,6 +26,10 @@ pub enum SandboxError {
         /// Queue capacity.
         capacity: usize,
     },
+    /// The sandbox admits only enrolled agents and the request came without a device
+    /// certificate.
+    #[error("this sandbox accepts objects only from agents enrolled with its administration server, and the request carried no device certificate: submit through an enrolled agent (or start the sandbox with --allow-anonymous-clients)")]
+    NotAdmitted,
     /// The request is malformed (missing name, bad JSON, ...).
     #[error("bad request: {0}")]
     BadRequest(String),

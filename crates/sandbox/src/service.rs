@@ -56,6 +56,11 @@ pub struct SandboxConfig {
     pub rule_engines: Vec<Box<dyn RuleEngine>>,
     /// Extra DNS names / IPs for the certificate.
     pub server_names: Vec<String>,
+    /// The CA of the administration server (PEM): only clients presenting a certificate
+    /// it issued (enrolled agents) may submit objects and read verdicts. `None` admits
+    /// anyone who reaches the sandbox, who can then fill its queue and run what they
+    /// like in its jail; `riposte sandbox` asks for that choice explicitly.
+    pub client_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for SandboxConfig {
@@ -85,6 +90,7 @@ impl SandboxConfig {
             rules_dir: None,
             rule_engines: Vec::new(),
             server_names: Vec::new(),
+            client_ca_pem: None,
         }
     }
 }
@@ -175,6 +181,25 @@ pub struct App {
     max_object_size: u64,
     webhook_key: Vec<u8>,
     pending: Mutex<HashMap<String, String>>,
+    /// Submissions and polls need a verified client certificate.
+    clients_must_be_enrolled: bool,
+}
+
+/// Whether the connection a request came on presented a client certificate that the
+/// TLS layer verified against the client CA (set per connection by [`serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedClient(pub bool);
+
+impl App {
+    /// Refuses a request from a client that is not admitted (see
+    /// [`SandboxConfig::client_ca_pem`]).
+    fn admit(&self, client: Option<axum::Extension<VerifiedClient>>) -> Result<(), SandboxError> {
+        let verified = client.is_some_and(|axum::Extension(VerifiedClient(v))| v);
+        if self.clients_must_be_enrolled && !verified {
+            return Err(SandboxError::NotAdmitted);
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -356,7 +381,7 @@ fn error_status(e: &SandboxError) -> StatusCode {
         SandboxError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         SandboxError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
         SandboxError::UnknownTask(_) => StatusCode::NOT_FOUND,
-        SandboxError::BadSignature => StatusCode::UNAUTHORIZED,
+        SandboxError::BadSignature | SandboxError::NotAdmitted => StatusCode::UNAUTHORIZED,
         SandboxError::BadRequest(_) | SandboxError::Truncated { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -430,10 +455,14 @@ struct SubmitQuery {
 
 async fn submit_handler(
     State(app): State<Arc<App>>,
+    client: Option<axum::Extension<VerifiedClient>>,
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(e) = app.admit(client) {
+        return error_response(e);
+    }
     let name = match query
         .ok()
         .and_then(|Query(q)| q.name)
@@ -459,8 +488,12 @@ async fn submit_handler(
     }
 }
 
-async fn poll_handler(State(app): State<Arc<App>>, Path(task_id): Path<String>) -> Response {
-    match app.poll(&task_id) {
+async fn poll_handler(
+    State(app): State<Arc<App>>,
+    client: Option<axum::Extension<VerifiedClient>>,
+    Path(task_id): Path<String>,
+) -> Response {
+    match app.admit(client).and_then(|()| app.poll(&task_id)) {
         Ok(r) => Json(r).into_response(),
         Err(e) => {
             let status = error_status(&e);
@@ -576,7 +609,11 @@ pub async fn serve(
     std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("create", &dir, e))?;
     let store = Store::open(&dir)?;
     let (cert_pem, key_pem) = crate::tls::load_or_create(&dir, &config.server_names)?;
-    let tls = Arc::new(crate::tls::server_config(&cert_pem, &key_pem)?);
+    let tls = Arc::new(crate::tls::server_config(
+        &cert_pem,
+        &key_pem,
+        config.client_ca_pem.as_deref(),
+    )?);
     let webhook_key = load_or_create_webhook_key(&dir)?;
 
     let mut hashes = HashList::new();
@@ -619,6 +656,7 @@ pub async fn serve(
         max_object_size: config.max_object_size,
         webhook_key: webhook_key.clone(),
         pending: Mutex::new(pending),
+        clients_must_be_enrolled: config.client_ca_pem.is_some(),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -659,7 +697,7 @@ pub async fn serve(
                 },
             };
             let acceptor = acceptor.clone();
-            let svc = hyper_util::service::TowerToHyperService::new(routes.clone());
+            let routes = routes.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(
                     std::time::Duration::from_secs(10),
@@ -674,6 +712,12 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
+                // A certificate that reached this point chained to the client CA: the
+                // handshake refuses any other.
+                let verified = VerifiedClient(tls.get_ref().1.peer_certificates().is_some());
+                let svc = hyper_util::service::TowerToHyperService::new(
+                    routes.layer(axum::Extension(verified)),
+                );
                 let builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 );

@@ -55,15 +55,50 @@ pub fn cert_der(cert_pem: &str) -> Result<CertificateDer<'static>, SandboxError>
     })
 }
 
-/// Server configuration for `cert_pem`/`key_pem`.
-pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, SandboxError> {
+/// Server configuration for `cert_pem`/`key_pem`. With `client_ca_pem`, a client may
+/// present a certificate, and one that does not chain to that CA ends the handshake; one
+/// that presents none gets through TLS (the webhook of an external sandbox signs its
+/// messages instead) and the handlers decide ([`crate::service::SandboxConfig::client_ca_pem`]).
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+) -> Result<rustls::ServerConfig, SandboxError> {
     let cert = cert_der(cert_pem)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| SandboxError::Tls(format!("cannot read key.pem: {e}")))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| SandboxError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| SandboxError::Tls(e.to_string()))?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                let c = c.map_err(|e| {
+                    SandboxError::Tls(format!("cannot read the client CA certificate: {e}"))
+                })?;
+                roots.add(c).map_err(|e| {
+                    SandboxError::Tls(format!("unusable client CA certificate: {e}"))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(SandboxError::Tls(
+                    "no certificate in the client CA file: give the administration server's ca.pem"
+                        .into(),
+                ));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| SandboxError::Tls(format!("client CA: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder
         .with_single_cert(vec![cert], key)
         .map_err(|e| SandboxError::Tls(format!("certificate and key do not match: {e}")))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -130,15 +165,50 @@ impl ServerCertVerifier for PinnedCert {
     }
 }
 
-/// Client configuration trusting only the certificate in `cert_pem`.
-pub fn pinned_client_config(cert_pem: &str) -> Result<rustls::ClientConfig, SandboxError> {
+/// A client's certificate and key: an agent's device identity, issued by the
+/// administration server's CA, which a sandbox started with that CA asks for.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: never in a log line.
+        f.debug_struct("ClientIdentity").finish_non_exhaustive()
+    }
+}
+
+/// Client configuration trusting only the certificate in `cert_pem`, presenting
+/// `identity` when the sandbox asks for a client certificate.
+pub fn pinned_client_config(
+    cert_pem: &str,
+    identity: Option<&ClientIdentity>,
+) -> Result<rustls::ClientConfig, SandboxError> {
     let der = cert_der(cert_pem)?.as_ref().to_vec();
     let provider = provider();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| SandboxError::Tls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCert { der, provider }))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(PinnedCert { der, provider }));
+    let cfg = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    SandboxError::Tls(format!("cannot read the device certificate: {e}"))
+                })?;
+            let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                .map_err(|e| SandboxError::Tls(format!("cannot read the device key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| SandboxError::Tls(format!("device certificate and key: {e}")))?
+        }
+    };
     Ok(cfg)
 }

@@ -188,7 +188,9 @@ async fn oversized_and_nameless_uploads_are_refused_and_not_recorded() {
     assert!(e.to_string().contains("413"), "{e}");
 
     let http = reqwest::Client::builder()
-        .use_preconfigured_tls(riposte_sandbox::tls::pinned_client_config(&h.cert_pem).unwrap())
+        .use_preconfigured_tls(
+            riposte_sandbox::tls::pinned_client_config(&h.cert_pem, None).unwrap(),
+        )
         .build()
         .unwrap();
     let r = http
@@ -212,7 +214,7 @@ async fn truncated_upload_is_refused_and_not_recorded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let h = start(static_only(dir.path())).await;
-    let tls = riposte_sandbox::tls::pinned_client_config(&h.cert_pem).unwrap();
+    let tls = riposte_sandbox::tls::pinned_client_config(&h.cert_pem, None).unwrap();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
@@ -250,7 +252,9 @@ async fn webhook_signed_recorded_wrong_signature_rejected() {
     }))
     .unwrap();
     let http = reqwest::Client::builder()
-        .use_preconfigured_tls(riposte_sandbox::tls::pinned_client_config(&h.cert_pem).unwrap())
+        .use_preconfigured_tls(
+            riposte_sandbox::tls::pinned_client_config(&h.cert_pem, None).unwrap(),
+        )
         .build()
         .unwrap();
     let url = format!("https://{}/sandbox/v1/webhook", h.addr);
@@ -330,5 +334,105 @@ async fn full_queue_is_an_explicit_error() {
     // The same object again is not a new task: it answers the existing task id.
     let a = c.submit("b2.txt", b"second").await.unwrap();
     assert!(matches!(a, Submitted::Queued(_)));
+    h.shutdown().await;
+}
+
+/// A CA and a client certificate it issued, as the administration server issues device
+/// certificates.
+fn ca_and_device() -> (String, riposte_sandbox::tls::ClientIdentity) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut device = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    device
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "device-7");
+    device.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = device.signed_by(&key, &ca, &ca_key).unwrap();
+    (
+        ca.pem(),
+        riposte_sandbox::tls::ClientIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+    )
+}
+
+/// A sandbox started with the administration server's CA takes objects only from
+/// clients presenting a certificate that CA issued: no certificate is refused with a
+/// reason and nothing is queued; a certificate of another CA does not get through TLS;
+/// an enrolled device's is served. The webhook, signed with its key, needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_enrolled_agents_may_submit_when_the_sandbox_knows_their_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, device) = ca_and_device();
+    let (_, stranger) = ca_and_device();
+    let mut config = static_only(dir.path());
+    config.client_ca_pem = Some(ca_pem);
+    let h = start(config).await;
+    let with = |identity: Option<riposte_sandbox::tls::ClientIdentity>| {
+        let mut c = ClientConfig::new(vec![format!("https://{}", h.addr)], h.cert_pem.clone());
+        c.timeout = Duration::from_secs(20);
+        c.retries = 0;
+        c.identity = identity;
+        SandboxClient::new(c).unwrap()
+    };
+
+    let anonymous = with(None).submit("eicar.com", EICAR).await.unwrap_err();
+    assert!(
+        anonymous.to_string().contains("only from agents enrolled"),
+        "{anonymous}"
+    );
+    let foreign = with(Some(stranger))
+        .submit("eicar.com", EICAR)
+        .await
+        .unwrap_err();
+    assert!(
+        !foreign.to_string().contains("only from agents enrolled"),
+        "refused by TLS, before any handler: {foreign}"
+    );
+    assert!(
+        Store::open(dir.path()).unwrap().tasks().unwrap().is_empty(),
+        "nothing was queued for the refused clients"
+    );
+
+    let enrolled = with(Some(device));
+    let Submitted::Queued(id) = enrolled.submit("eicar.com", EICAR).await.unwrap() else {
+        panic!("an enrolled device's submission is queued");
+    };
+    assert!(matches!(
+        wait_done(&enrolled, &id).await,
+        TaskStatus::Found { .. }
+    ));
+    // Polling is the enrolled agents' too: a task id alone does not show a verdict.
+    let poll = with(None).poll(&id).await.unwrap_err();
+    assert!(
+        poll.to_string().contains("only from agents enrolled"),
+        "{poll}"
+    );
+
+    // The webhook answers on its signature alone.
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            riposte_sandbox::tls::pinned_client_config(&h.cert_pem, None).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let resp = http
+        .post(format!("https://{}/sandbox/v1/webhook", h.addr))
+        .header(SIGNATURE_HEADER, "sha256=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "a bad signature, judged by the handler");
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("only from agents enrolled"), "{body}");
     h.shutdown().await;
 }

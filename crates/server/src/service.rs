@@ -8,7 +8,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::hub::Hub;
 use crate::pki::Authority;
 use crate::secrets::{self, Sealer};
-use crate::throttle::Throttle;
+use crate::throttle::{Target, Throttle};
 use riposte_model::accounts::{
     validate_account_name, validate_admin_password, SPECIAL_ACCOUNT_NAME,
 };
@@ -302,15 +302,19 @@ impl Core {
         password: &str,
         source: &str,
     ) -> ServiceResult<Principal> {
-        // The special account is shared by every device of the fleet: counting its failures
-        // per account would let anyone lock all group actions with a few wrong guesses, so
-        // for it only the guessing source is locked.
+        // How failures are counted, and whom they lock out: `throttle`'s module docs.
         // A name no account can have (over 64 characters, or with control or invisible
         // characters) is counted for its source only, and recorded cut and escaped: an
         // anonymous caller must not be able to fill the store or forge audit lines.
         let plausible =
             user.chars().count() <= 64 && !user.chars().any(riposte_model::path_text::hidden);
-        let counted = (user != SPECIAL_ACCOUNT_NAME && plausible).then_some(user);
+        let target = if !plausible {
+            Target::NoAccount
+        } else if user == SPECIAL_ACCOUNT_NAME {
+            Target::Special
+        } else {
+            Target::Account(user)
+        };
         let recorded: String = if plausible {
             user.to_string()
         } else {
@@ -318,14 +322,12 @@ impl Core {
             shortened(&shown(user), 65).into_owned()
         };
         let _one_at_a_time = self.throttle.serialize(source).await;
-        if let Some(wait) = self
+        if let Some(lockout) = self
             .throttle
-            .locked_for(&self.store, counted, source)
+            .locked_for(&self.store, target, source)
             .await?
         {
-            return Err(ServiceError::TooManyAttempts(format!(
-                "too many failed logins; try again in {wait} seconds"
-            )));
+            return Err(ServiceError::TooManyAttempts(lockout.to_string()));
         }
         let (hash, principal) = if !plausible {
             // No account has such a name: not even looked up (PostgreSQL refuses a NUL).
@@ -355,11 +357,11 @@ impl Core {
         drop(slot);
         match (ok, principal) {
             (true, Some(p)) => {
-                self.throttle.succeed(&self.store, user).await?;
+                self.throttle.succeed(&self.store, target, source).await?;
                 Ok(p)
             }
             (_, None) if user == SPECIAL_ACCOUNT_NAME => {
-                self.throttle.fail(&self.store, counted, source).await?;
+                self.throttle.fail(&self.store, target, source).await?;
                 let _ = self
                     .store
                     .audit(
@@ -374,7 +376,7 @@ impl Core {
                 ))
             }
             _ => {
-                self.throttle.fail(&self.store, counted, source).await?;
+                self.throttle.fail(&self.store, target, source).await?;
                 let _ = self
                     .store
                     .audit(&recorded, source, "login_failed", "wrong name or password")
@@ -566,6 +568,12 @@ impl Core {
         limit: i64,
     ) -> ServiceResult<Vec<riposte_store::DeviceRow>> {
         self.allow(c, Operation::ReadInventory).await?;
+        let limit = page_limit(limit, 1000)?;
+        if offset < 0 {
+            return Err(ServiceError::BadRequest(format!(
+                "offset must be 0 or more, not {offset}"
+            )));
+        }
         let groups = match group {
             Some(g) => {
                 let g = self.store.group_by_name(g).await?;
@@ -575,12 +583,7 @@ impl Core {
         };
         Ok(self
             .store
-            .devices(
-                groups.as_deref(),
-                search,
-                offset.max(0),
-                limit.clamp(1, 1000),
-            )
+            .devices(groups.as_deref(), search, offset, limit)
             .await?)
     }
 
@@ -1139,6 +1142,7 @@ impl Core {
             ));
         }
         self.store.delete_account(a.id).await?;
+        self.throttle.forget_account(&self.store, name).await?;
         self.audit(c, "account_delete", name).await;
         Ok(())
     }
@@ -1218,7 +1222,7 @@ impl Core {
         limit: i64,
     ) -> ServiceResult<Vec<riposte_store::AuditRow>> {
         self.allow(c, Operation::ReadAudit).await?;
-        Ok(self.store.audit_log(limit.clamp(1, 10_000)).await?)
+        Ok(self.store.audit_log(page_limit(limit, 10_000)?).await?)
     }
 
     // ----- tasks ------------------------------------------------------------------------
@@ -1622,9 +1626,16 @@ impl Core {
             }
         }
         if let Some(p) = &restore_to {
+            let shown = riposte_model::path_text::shown(p);
             if !p.starts_with('/') || p.split('/').any(|x| x == "..") {
                 return Err(ServiceError::BadRequest(format!(
-                    "restore path '{p}' must be absolute, without '..'"
+                    "restore path '{shown}' must be absolute, without '..'"
+                )));
+            }
+            // No file name on the device can hold a NUL: it would only fail there.
+            if p.contains('\0') {
+                return Err(ServiceError::BadRequest(format!(
+                    "restore path '{shown}' contains a NUL character, which no path can hold"
                 )));
             }
         }
@@ -1684,6 +1695,17 @@ impl Core {
             .await?;
         Ok(())
     }
+}
+
+/// A list's `limit`: at least one row (0 or a negative number is a mistake, not a
+/// request for one row), at most `max` (more is cut to `max`: pages have a size).
+fn page_limit(limit: i64, max: i64) -> ServiceResult<i64> {
+    if limit < 1 {
+        return Err(ServiceError::BadRequest(format!(
+            "limit must be 1 or more (at most {max} rows are returned), not {limit}"
+        )));
+    }
+    Ok(limit.min(max))
 }
 
 fn is_hex_len(s: &str, n: usize) -> bool {

@@ -1,10 +1,25 @@
-//! Throttling of failed logins, per account and per source address.
+//! Throttling of failed logins, per source address and per account.
 //!
-//! After [`MAX_FAILURES`] failures within [`WINDOW`], further attempts for that account or
-//! from that source are refused until the window has passed, even with the right password:
-//! a guesser learns nothing while locked out. The failures are kept in the store, so every
-//! server process on one database counts them together and a restart does not reset them;
-//! housekeeping deletes those older than the window.
+//! Two counts, over a sliding [`WINDOW`]:
+//!
+//! * **Per source.** After [`MAX_FAILURES`] failures from one address, further attempts
+//!   from it are refused until the window has passed, even with the right password: a
+//!   guesser learns nothing while locked out. The special account's attempts are counted
+//!   apart from the administrators' ones, so an administrator mistyping a password on a
+//!   device does not stop that device's group actions, and the other way round.
+//! * **Per account, across sources.** A guesser with many addresses would get
+//!   [`MAX_FAILURES`] tries from each. After [`MAX_FAILURES`] failures for one
+//!   administrator account ([`MAX_SPECIAL_FAILURES`] for the special account, which the
+//!   whole fleet shares and whose stale passwords fail from many devices at once), that
+//!   account is locked **for sources it has not logged in from** within
+//!   [`KNOWN_SOURCE_FOR`]. Locking it everywhere would hand any outsider a switch that
+//!   shuts the administrators, or every device's group actions, out; sparing known
+//!   sources keeps them working while new sources wait. A success does not clear the
+//!   account's count, so logging in from a known source does not open the way again.
+//!
+//! The failures and known sources are kept in the store, so every server process on one
+//! database counts them together and a restart does not reset them; housekeeping deletes
+//! those that no longer count.
 //!
 //! Two more things keep the count honest and the server up:
 //!
@@ -22,21 +37,60 @@ use riposte_store::{now_ms, Result, Store};
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// Failures from one source, or for one administrator account, before a lockout.
 pub const MAX_FAILURES: i64 = 5;
+/// Failures for the special account, from all sources together, before unknown sources
+/// are locked out of it.
+pub const MAX_SPECIAL_FAILURES: i64 = 20;
+/// How long failures count.
 pub const WINDOW: Duration = Duration::from_secs(300);
+/// How long a source an account logged in from stays known to it.
+pub const KNOWN_SOURCE_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn window_ms() -> i64 {
     WINDOW.as_millis() as i64
 }
 
-/// The throttle keys of an attempt; `account` is `None` for an account counted per
-/// source only (the special account, which the whole fleet shares).
-fn keys(account: Option<&str>, source: &str) -> Vec<String> {
-    let mut k = vec![format!("source:{}", source_key(source))];
-    if let Some(a) = account {
-        k.push(format!("account:{a}"));
+fn known_for_ms() -> i64 {
+    KNOWN_SOURCE_FOR.as_millis() as i64
+}
+
+/// Whose password an attempt tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// An administrator account, by name (whether or not it exists: a guesser must not
+    /// learn which names do).
+    Account(&'a str),
+    /// The special account.
+    Special,
+    /// A name no account can have: counted for its source only, so that such names do
+    /// not create a record each.
+    NoAccount,
+}
+
+impl Target<'_> {
+    fn source_key(self, source: &str) -> String {
+        match self {
+            Target::Special => format!("special-source:{}", source_key(source)),
+            _ => format!("source:{}", source_key(source)),
+        }
     }
-    k
+
+    /// The account-wide key, its limit, and the name its known sources are kept under.
+    fn account_key(self) -> Option<(String, i64, String)> {
+        match self {
+            Target::Account(name) => {
+                Some((format!("account:{name}"), MAX_FAILURES, name.to_string()))
+            }
+            Target::Special => Some((
+                "special".to_string(),
+                MAX_SPECIAL_FAILURES,
+                // A name no administrator account can have.
+                riposte_model::accounts::SPECIAL_ACCOUNT_NAME.to_string(),
+            )),
+            Target::NoAccount => None,
+        }
+    }
 }
 
 /// The part of a source address that is counted: the address, or its /64 for IPv6.
@@ -55,13 +109,40 @@ pub fn source_key(source: &str) -> String {
 
 const STRIPES: usize = 64;
 
-/// Seconds left of a lockout, given a key's failures in the window (pure, for tests).
-pub fn lockout_left(count: i64, oldest_ms: Option<i64>, now_ms: i64) -> Option<u64> {
+/// Seconds left of a lockout, given a key's failures in the window and its limit
+/// (pure, for tests).
+pub fn lockout_left(count: i64, limit: i64, oldest_ms: Option<i64>, now_ms: i64) -> Option<u64> {
     let oldest = oldest_ms?;
-    (count >= MAX_FAILURES).then(|| {
+    (count >= limit).then(|| {
         let left_ms = (oldest + window_ms() - now_ms).max(0);
         (left_ms as u64).div_ceil(1000).max(1)
     })
+}
+
+/// Why attempts are refused for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lockout {
+    /// Too many failures from this source; seconds left.
+    Source(u64),
+    /// Too many failures for this account, and this source is not one it has used;
+    /// seconds left.
+    Account(u64),
+}
+
+impl std::fmt::Display for Lockout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lockout::Source(s) => write!(
+                f,
+                "too many failed logins from this address; try again in {s} seconds"
+            ),
+            Lockout::Account(s) => write!(
+                f,
+                "too many failed logins for this account from addresses it has not logged in \
+                 from before; try again in {s} seconds, or from an address it has used"
+            ),
+        }
+    }
 }
 
 /// Failed-login throttle over the store.
@@ -104,41 +185,66 @@ impl Throttle {
         self.verifying.acquire().await.ok()
     }
 
-    /// Seconds until attempts are allowed again, if currently locked out.
+    /// Whether an attempt at `target` from `source` is refused for now, and why.
     pub async fn locked_for(
         &self,
         store: &Store,
-        account: Option<&str>,
+        target: Target<'_>,
         source: &str,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<Lockout>> {
         let now = now_ms();
-        let mut wait: Option<u64> = None;
-        for key in keys(account, source) {
-            let f = store.login_failures(&key, now - window_ms()).await?;
-            if let Some(left) = lockout_left(f.count, f.oldest_ms, now) {
-                wait = Some(wait.map_or(left, |w| w.max(left)));
+        let since = now - window_ms();
+        let f = store
+            .login_failures(&target.source_key(source), since)
+            .await?;
+        if let Some(left) = lockout_left(f.count, MAX_FAILURES, f.oldest_ms, now) {
+            return Ok(Some(Lockout::Source(left)));
+        }
+        if let Some((key, limit, known_as)) = target.account_key() {
+            let f = store.login_failures(&key, since).await?;
+            if let Some(left) = lockout_left(f.count, limit, f.oldest_ms, now) {
+                let known = store
+                    .is_known_source(&known_as, &source_key(source), now - known_for_ms())
+                    .await?;
+                if !known {
+                    return Ok(Some(Lockout::Account(left)));
+                }
             }
         }
-        Ok(wait)
+        Ok(None)
     }
 
     /// Records a failure.
-    pub async fn fail(&self, store: &Store, account: Option<&str>, source: &str) -> Result<()> {
-        store
-            .record_login_failure(&keys(account, source), now_ms())
-            .await
+    pub async fn fail(&self, store: &Store, target: Target<'_>, source: &str) -> Result<()> {
+        let mut keys = vec![target.source_key(source)];
+        keys.extend(target.account_key().map(|(key, _, _)| key));
+        store.record_login_failure(&keys, now_ms()).await
     }
 
-    /// A success clears the account's failures (not the source's).
-    pub async fn succeed(&self, store: &Store, account: &str) -> Result<()> {
-        store
-            .clear_login_failures(&format!("account:{account}"))
-            .await
+    /// Records a success: `source` becomes known to the account.
+    pub async fn succeed(&self, store: &Store, target: Target<'_>, source: &str) -> Result<()> {
+        match target.account_key() {
+            Some((_, _, known_as)) => {
+                store
+                    .record_known_source(&known_as, &source_key(source), now_ms())
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
-    /// Forgets failures that no longer count.
+    /// Forgets what was learnt of an administrator account (its deletion: an account
+    /// created later under that name is someone else).
+    pub async fn forget_account(&self, store: &Store, name: &str) -> Result<()> {
+        store.forget_known_sources(name).await?;
+        store.clear_login_failures(&format!("account:{name}")).await
+    }
+
+    /// Forgets failures and known sources that no longer count.
     pub async fn prune(&self, store: &Store) -> Result<u64> {
-        store.prune_login_failures(now_ms() - window_ms()).await
+        let now = now_ms();
+        Ok(store.prune_login_failures(now - window_ms()).await?
+            + store.prune_known_sources(now - known_for_ms()).await?)
     }
 }
 
@@ -162,86 +268,162 @@ mod tests {
 
     #[test]
     fn lockout_needs_enough_failures_and_ends_with_the_window() {
-        assert_eq!(lockout_left(MAX_FAILURES - 1, Some(0), 1_000), None);
-        assert_eq!(lockout_left(MAX_FAILURES, None, 1_000), None);
-        assert_eq!(lockout_left(MAX_FAILURES, Some(0), 1_000), Some(299));
-        assert_eq!(lockout_left(MAX_FAILURES, Some(0), 299_999), Some(1));
+        assert_eq!(
+            lockout_left(MAX_FAILURES - 1, MAX_FAILURES, Some(0), 1_000),
+            None
+        );
+        assert_eq!(lockout_left(MAX_FAILURES, MAX_FAILURES, None, 1_000), None);
+        assert_eq!(
+            lockout_left(MAX_FAILURES, MAX_FAILURES, Some(0), 1_000),
+            Some(299)
+        );
+        assert_eq!(
+            lockout_left(MAX_FAILURES, MAX_FAILURES, Some(0), 299_999),
+            Some(1)
+        );
+        assert_eq!(lockout_left(19, MAX_SPECIAL_FAILURES, Some(0), 1_000), None);
+    }
+
+    async fn locked(
+        t: &Throttle,
+        store: &Store,
+        target: Target<'_>,
+        source: &str,
+    ) -> Option<Lockout> {
+        t.locked_for(store, target, source).await.unwrap()
     }
 
     #[tokio::test]
-    async fn locks_per_account_and_source() {
+    async fn a_source_is_locked_for_every_account_after_its_failures() {
         each_backend(|store| async move {
             let t = Throttle::new();
             for _ in 0..MAX_FAILURES {
-                assert!(t
-                    .locked_for(&store, Some("alice"), "1.1.1.1")
+                assert_eq!(
+                    locked(&t, &store, Target::Account("alice"), "1.1.1.1").await,
+                    None
+                );
+                t.fail(&store, Target::Account("alice"), "1.1.1.1")
                     .await
-                    .unwrap()
-                    .is_none());
-                t.fail(&store, Some("alice"), "1.1.1.1").await.unwrap();
+                    .unwrap();
             }
-            assert!(
-                t.locked_for(&store, Some("alice"), "2.2.2.2")
-                    .await
-                    .unwrap()
-                    .is_some(),
-                "account locked from any source"
+            assert!(matches!(
+                locked(&t, &store, Target::Account("bob"), "1.1.1.1").await,
+                Some(Lockout::Source(_))
+            ));
+            assert!(matches!(
+                locked(&t, &store, Target::NoAccount, "1.1.1.1").await,
+                Some(Lockout::Source(_))
+            ));
+            // The special account's attempts are counted apart: a device's group actions
+            // go on while someone mistypes an administrator's password at it.
+            assert_eq!(locked(&t, &store, Target::Special, "1.1.1.1").await, None);
+            assert_eq!(
+                locked(&t, &store, Target::Account("bob"), "2.2.2.2").await,
+                None
             );
-            assert!(
-                t.locked_for(&store, Some("bob"), "1.1.1.1")
-                    .await
-                    .unwrap()
-                    .is_some(),
-                "source locked for any account"
-            );
-            assert!(t
-                .locked_for(&store, Some("bob"), "2.2.2.2")
-                .await
-                .unwrap()
-                .is_none());
-            // A success clears the account, not the source.
-            t.succeed(&store, "alice").await.unwrap();
-            assert!(t
-                .locked_for(&store, Some("alice"), "2.2.2.2")
-                .await
-                .unwrap()
-                .is_none());
-            assert!(t
-                .locked_for(&store, Some("bob"), "1.1.1.1")
-                .await
-                .unwrap()
-                .is_some());
             // Housekeeping keeps what is inside the window.
             assert_eq!(t.prune(&store).await.unwrap(), 0);
-            assert!(t
-                .locked_for(&store, Some("bob"), "1.1.1.1")
+            assert!(locked(&t, &store, Target::Account("bob"), "1.1.1.1")
                 .await
-                .unwrap()
                 .is_some());
         })
         .await;
     }
 
     #[tokio::test]
-    async fn an_account_counted_per_source_only_cannot_be_locked_for_everyone() {
+    async fn failures_from_many_sources_lock_an_account_only_for_sources_it_has_not_used() {
         each_backend(|store| async move {
             let t = Throttle::new();
-            for _ in 0..MAX_FAILURES {
-                t.fail(&store, None, "6.6.6.6").await.unwrap();
+            // Alice logged in from her workstation before the attack.
+            t.succeed(&store, Target::Account("alice"), "10.0.0.5")
+                .await
+                .unwrap();
+            for i in 0..MAX_FAILURES {
+                let source = format!("203.0.113.{i}");
+                assert_eq!(
+                    locked(&t, &store, Target::Account("alice"), &source).await,
+                    None
+                );
+                t.fail(&store, Target::Account("alice"), &source)
+                    .await
+                    .unwrap();
             }
             assert!(
-                t.locked_for(&store, None, "6.6.6.6")
-                    .await
-                    .unwrap()
-                    .is_some(),
-                "the guessing source is locked"
+                matches!(
+                    locked(&t, &store, Target::Account("alice"), "198.51.100.1").await,
+                    Some(Lockout::Account(_))
+                ),
+                "a new source is locked out of the account"
             );
-            assert!(
-                t.locked_for(&store, None, "10.0.0.7")
+            assert_eq!(
+                locked(&t, &store, Target::Account("alice"), "10.0.0.5").await,
+                None,
+                "her own workstation still gets in"
+            );
+            assert_eq!(
+                locked(&t, &store, Target::Account("bob"), "198.51.100.1").await,
+                None,
+                "other accounts are not touched"
+            );
+            // Her success does not reopen the account to new sources.
+            t.succeed(&store, Target::Account("alice"), "10.0.0.5")
+                .await
+                .unwrap();
+            assert!(locked(&t, &store, Target::Account("alice"), "198.51.100.1")
+                .await
+                .is_some());
+            // Deleting the account forgets it: a new "alice" starts afresh.
+            t.forget_account(&store, "alice").await.unwrap();
+            assert_eq!(
+                locked(&t, &store, Target::Account("alice"), "198.51.100.1").await,
+                None
+            );
+            assert!(!store.is_known_source("alice", "10.0.0.5", 0).await.unwrap());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_special_account_locks_unknown_sources_only_after_many_failures() {
+        each_backend(|store| async move {
+            let t = Throttle::new();
+            // A device that has used the special account before.
+            t.succeed(&store, Target::Special, "10.0.0.7")
+                .await
+                .unwrap();
+            // One guessing source is locked on its own ...
+            for _ in 0..MAX_FAILURES {
+                t.fail(&store, Target::Special, "6.6.6.6").await.unwrap();
+            }
+            assert!(matches!(
+                locked(&t, &store, Target::Special, "6.6.6.6").await,
+                Some(Lockout::Source(_))
+            ));
+            assert_eq!(
+                locked(&t, &store, Target::Special, "10.0.0.8").await,
+                None,
+                "five failures do not lock the whole fleet"
+            );
+            // ... and many sources together lock every source the account has not used.
+            for i in 0..(MAX_SPECIAL_FAILURES - MAX_FAILURES) {
+                t.fail(&store, Target::Special, &format!("203.0.113.{i}"))
                     .await
-                    .unwrap()
-                    .is_none(),
-                "other sources still get in"
+                    .unwrap();
+            }
+            assert!(matches!(
+                locked(&t, &store, Target::Special, "10.0.0.8").await,
+                Some(Lockout::Account(_))
+            ));
+            assert_eq!(
+                locked(&t, &store, Target::Special, "10.0.0.7").await,
+                None,
+                "a device that used the account keeps its group actions"
+            );
+            // An administrator account of the special account's known-source name
+            // cannot exist, and its failures never touch the special account.
+            assert_eq!(
+                locked(&t, &store, Target::Account("special"), "10.0.0.8").await,
+                None
             );
         })
         .await;

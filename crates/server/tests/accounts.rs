@@ -526,6 +526,107 @@ async fn failed_logins_count_across_server_processes_and_restarts() {
     ts.stop().await;
 }
 
+/// Failures for one account from many addresses lock it only for addresses it has not
+/// logged in from: an outsider with many addresses cannot shut the administrator out.
+/// And an administrator's failed logins at an address do not stop the special account's
+/// requests from it (a device's group actions), which are counted apart.
+#[tokio::test]
+async fn failures_from_many_addresses_spare_the_addresses_an_account_has_used() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let from = |last: u8| {
+        riposte_agent::identity::pinned_http_client_builder(
+            &ts.ca,
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap()
+        .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+        .build()
+        .unwrap()
+    };
+    let url = format!("{}/api/v1/login", ts.url);
+    let login = |http: reqwest::Client, pw: &'static str| {
+        let url = url.clone();
+        async move {
+            send(
+                &http,
+                reqwest::Method::POST,
+                &url,
+                "",
+                Some(json!({"user": "admin", "password": pw})),
+            )
+            .await
+        }
+    };
+    // The administrator's workstation.
+    assert_eq!(login(from(1), ADMIN_PASSWORD).await.0, 200);
+    // One guess from each of five other addresses.
+    for last in 2..7 {
+        assert_eq!(login(from(last), "wrong").await.0, 401);
+    }
+    let (s, v) = login(from(9), ADMIN_PASSWORD).await;
+    assert_eq!(
+        s, 429,
+        "a new address is refused, even with the password: {v}"
+    );
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("addresses it has not logged in from"),
+        "{v}"
+    );
+    let (s, v) = login(from(1), ADMIN_PASSWORD).await;
+    assert_eq!(s, 200, "the workstation still gets in: {v}");
+
+    // Five failures at one address lock it for administrators ...
+    let api = Api::login(&ts.url, &ts.ca, "admin", ADMIN_PASSWORD).await;
+    api.ok(
+        "POST",
+        "/api/v1/special-account",
+        Some(json!({"password": "Sp3cial-pass"})),
+    )
+    .await;
+    // (guesses at another name: the administrator's account is already locked for
+    // addresses it has not used, and this is one)
+    for _ in 0..5 {
+        let (s, v) = send(
+            &from(20),
+            reqwest::Method::POST,
+            &url,
+            "",
+            Some(json!({"user": "carol", "password": "wrong"})),
+        )
+        .await;
+        assert_eq!(s, 401, "{v}");
+    }
+    let (s, v) = login(from(20), ADMIN_PASSWORD).await;
+    assert_eq!(s, 429, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("from this address"),
+        "{v}"
+    );
+    // ... not for the special account: its request is authenticated and goes on to the
+    // operation (which finds no device 999).
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("riposte-autonomous:Sp3cial-pass")
+    );
+    let det = json!({"device_id": 999, "detection": {
+        "detection_id": "d1", "path": "/x", "size": 1, "md5": "0".repeat(32), "sha1": "0".repeat(40),
+        "sha256": "0".repeat(64), "threat": "T", "source": "test", "user_name": "u", "detected_at_ms": 0}});
+    let (s, v) = send(
+        &from(20),
+        reqwest::Method::POST,
+        &format!("{}/api/v1/autonomous-tasks", ts.url),
+        &basic,
+        Some(det),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    ts.stop().await;
+}
+
 /// A burst of parallel guesses from one source is counted like the same guesses one
 /// after another: only as many are checked as the lockout allows.
 #[tokio::test]

@@ -382,6 +382,23 @@ async fn quarantine_actions_on_finished_entries_are_refused_and_alerts_are_liste
             );
         }
         assert_eq!(queued().await, before, "nothing is sent to the device");
+        // A restore path no file system can hold is refused here, not sent to fail there.
+        let (status, body) = api
+            .call(
+                "POST",
+                &format!("/api/v1/quarantine/{dev}/e2/restore"),
+                Some(json!({"restore_to": "/tmp/a\u{0}b"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains(r"'/tmp/a\x00b' contains a NUL"),
+            "{body}"
+        );
+        assert_eq!(queued().await, before, "nothing is sent to the device");
         // A deletion needs no body (the API description says it is optional).
         let (status, body) = api
             .call("POST", &format!("/api/v1/quarantine/{dev}/e2/delete"), None)
@@ -454,6 +471,19 @@ async fn nul_characters_and_wrong_methods_get_clear_answers() {
         assert_eq!(s, 401, "{v}");
         let (s, v) = api.call("GET", "/api/v1/devices?search=a%00b", None).await;
         assert_eq!((s, v.clone()), (200, json!([])), "{v}");
+        // A page of no rows, or of a negative number of them, is a mistake: said so.
+        for path in [
+            "/api/v1/devices?limit=-1",
+            "/api/v1/devices?limit=0",
+            "/api/v1/devices?offset=-5",
+            "/api/v1/audit?limit=-1",
+        ] {
+            let (s, v) = api.call("GET", path, None).await;
+            assert_eq!(s, 400, "{path}: {v}");
+            assert!(v["error"].as_str().unwrap().contains("must be"), "{v}");
+        }
+        let (s, v) = api.call("GET", "/api/v1/audit?limit=1", None).await;
+        assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(1)), "{v}");
         let (s, v) = api.call("PUT", "/api/v1/groups", Some(json!({}))).await;
         assert_eq!(s, 405, "{v}");
         assert!(

@@ -95,6 +95,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_login_failures.sql"),
     include_str!("../migrations/0003_console_drafts.sql"),
     include_str!("../migrations/0004_device_connection.sql"),
+    include_str!("../migrations/0005_login_known_sources.sql"),
 ];
 
 impl Store {

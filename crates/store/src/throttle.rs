@@ -61,6 +61,67 @@ impl Store {
             .await?
             .rows_affected())
     }
+
+    /// Notes that `account` logged in from `source_key` at `at_ms`: a source an account
+    /// has used is not locked out by failures that other sources caused.
+    pub async fn record_known_source(
+        &self,
+        account: &str,
+        source_key: &str,
+        at_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO login_known_sources (account, source_key, last_ok_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, source_key) DO UPDATE SET last_ok_ms = excluded.last_ok_ms",
+        )
+        .bind(account)
+        .bind(source_key)
+        .bind(at_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `account` logged in from `source_key` after `since_ms`.
+    pub async fn is_known_source(
+        &self,
+        account: &str,
+        source_key: &str,
+        since_ms: i64,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM login_known_sources \
+             WHERE account = $1 AND source_key = $2 AND last_ok_ms > $3",
+        )
+        .bind(account)
+        .bind(source_key)
+        .bind(since_ms)
+        .fetch_one(self.pool())
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n > 0)
+    }
+
+    /// Forgets the known sources of `account` (its deletion: a new account of that name
+    /// starts with none).
+    pub async fn forget_known_sources(&self, account: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_known_sources WHERE account = $1")
+            .bind(account)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes known sources last used at or before `before_ms` (housekeeping).
+    pub async fn prune_known_sources(&self, before_ms: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM login_known_sources WHERE last_ok_ms <= $1")
+                .bind(before_ms)
+                .execute(self.pool())
+                .await?
+                .rows_affected(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +175,33 @@ mod tests {
                 store.login_failures("source:10.0.0.1", 0).await.unwrap(),
                 at(1, Some(3_000))
             );
+            // Known sources: recorded, refreshed, told apart per account, forgotten.
+            assert!(!store.is_known_source("alice", "10.0.0.1", 0).await.unwrap());
+            store
+                .record_known_source("alice", "10.0.0.1", 1_000)
+                .await
+                .unwrap();
+            store
+                .record_known_source("alice", "10.0.0.1", 5_000)
+                .await
+                .unwrap();
+            store
+                .record_known_source("bob", "10.0.0.2", 1_000)
+                .await
+                .unwrap();
+            assert!(store
+                .is_known_source("alice", "10.0.0.1", 4_000)
+                .await
+                .unwrap());
+            assert!(!store.is_known_source("alice", "10.0.0.2", 0).await.unwrap());
+            assert!(!store
+                .is_known_source("bob", "10.0.0.2", 1_000)
+                .await
+                .unwrap());
+            assert_eq!(store.prune_known_sources(1_000).await.unwrap(), 1);
+            assert!(!store.is_known_source("bob", "10.0.0.2", 0).await.unwrap());
+            store.forget_known_sources("alice").await.unwrap();
+            assert!(!store.is_known_source("alice", "10.0.0.1", 0).await.unwrap());
         })
         .await;
     }

@@ -51,6 +51,8 @@ pub struct WatchConfig {
     /// PEM certificate pinned for the sandbox servers. Without it nothing is submitted:
     /// objects stay queued and an alert says so.
     pub pinned_cert_pem: Option<String>,
+    /// The device's certificate and key, for a sandbox that admits only enrolled agents.
+    pub client_identity: Option<riposte_sandbox::tls::ClientIdentity>,
     /// Per-request timeout towards a sandbox.
     pub request_timeout: Duration,
     /// The watcher's state directory: the submission queue (`objects/`, mode 0700, and
@@ -101,6 +103,7 @@ impl WatchConfig {
             folders: settings.watch.clone(),
             sandboxes: settings.sandboxes.clone(),
             pinned_cert_pem: settings.sandbox_ca_pem.clone(),
+            client_identity: None,
             request_timeout: Duration::from_secs(settings.request_timeout_secs.max(1)),
             queue_dir: Self::queue_dir(data_dir),
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,

@@ -47,4 +47,6 @@ pub use config::{
 pub use error::WatchError;
 pub use event::{AlertCode, Verdict, WatchEvent};
 pub use monitor::Backend;
+/// The device identity presented to a sandbox that admits only enrolled agents.
+pub use riposte_sandbox::tls::ClientIdentity;
 pub use watcher::{WatchStatus, Watcher};

@@ -91,6 +91,7 @@ impl Watcher {
                 c.timeout = config.request_timeout;
                 c.retries = 1;
                 c.backoff = config.retry_backoff.min(std::time::Duration::from_secs(2));
+                c.identity = config.client_identity.clone();
                 Some(SandboxClient::new(c)?)
             }
             _ => None,
