@@ -743,7 +743,25 @@ impl Agent {
         let Ok(local) = self.local().cloned() else {
             return update;
         };
-        if update.state != DeviceTaskState::Completed || update.hits == 0 {
+        if update.state != DeviceTaskState::Completed {
+            return update;
+        }
+        // What this task quarantined before a stop of the agent: the sweep run again at
+        // start no longer finds those objects, but the task did take them.
+        let detection_id = format!("task-{}", update.task_id);
+        let earlier: Vec<riposte_quarantine::QuarantineRecord> =
+            if actions.contains(&riposte_model::TaskAction::QuarantineAndDelete) {
+                local
+                    .quarantine_list()
+                    .map(|l| l.entries)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| e.detection_id == detection_id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        if update.hits == 0 && earlier.is_empty() {
             return update;
         }
         if update.results["hits_truncated"] == true {
@@ -780,7 +798,7 @@ impl Agent {
                         }
                         let l = local.clone();
                         let path = f.clone();
-                        let id = format!("task-{}", update.task_id);
+                        let id = detection_id.clone();
                         let res = tokio::task::spawn_blocking(move || {
                             l.quarantine(&path, &id, "IOC scan hit", "", Some(identity))
                         })
@@ -798,6 +816,15 @@ impl Agent {
                             }
                             Err(e) => outcomes.push(serde_json::json!({"action": "quarantine_and_delete", "path": f, "outcome": "failed", "detail": e})),
                         }
+                    }
+                    for q in &earlier {
+                        outcomes.push(serde_json::json!({
+                            "action": "quarantine_and_delete",
+                            "path": riposte_model::path_text::encode(q.original_path.as_os_str()),
+                            "outcome": "done",
+                            "entry_id": q.id,
+                            "detail": "quarantined before the agent restarted and ran the task again",
+                        }));
                     }
                 }
                 riposte_model::TaskAction::EppCriticalAreasScan => {
@@ -1099,6 +1126,45 @@ mod tests {
         let entries = agent.local().unwrap().quarantine_list().unwrap().entries;
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].original_path, Path::new("/home/u/evil-kept"));
+    }
+
+    /// A task the agent's stop interrupted after it had quarantined an object runs again
+    /// at start; that sweep no longer finds the object, but the task's outcome still
+    /// lists it (it listed nothing before).
+    #[tokio::test]
+    async fn a_task_run_again_after_a_stop_reports_what_it_quarantined_before() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        let dir = root.join("home/u");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("evil-one"), b"payload").unwrap();
+        let agent = open_agent(&root, &data);
+        let action = [riposte_model::TaskAction::QuarantineAndDelete];
+        // The first run: its sweep, its quarantine, then the stop.
+        assert_eq!(
+            sweep_to_quarantine(&agent, 12, name_ioc("evil-"))
+                .await
+                .hits,
+            1
+        );
+        let entry = agent
+            .local()
+            .unwrap()
+            .quarantine("/home/u/evil-one", "task-12", "IOC scan hit", "", None)
+            .unwrap();
+        // The run at start.
+        let again = sweep_to_quarantine(&agent, 12, name_ioc("evil-")).await;
+        assert_eq!(again.hits, 0);
+        let done = agent.act_on_hits(&action, again).await;
+        let actions = done.results["actions"].as_array().unwrap();
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert_eq!(actions[0]["outcome"], "done");
+        assert_eq!(actions[0]["entry_id"], entry.id.as_str());
+        assert_eq!(actions[0]["path"], "/home/u/evil-one");
+        // Another task takes no credit for it.
+        let other = sweep_to_quarantine(&agent, 13, name_ioc("evil-")).await;
+        let done = agent.act_on_hits(&action, other).await;
+        assert!(done.results["actions"].is_null(), "{:?}", done.results);
     }
 
     /// Content an administrator restored is allowed on this device: an IOC task's hit on
