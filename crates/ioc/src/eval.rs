@@ -309,7 +309,7 @@ impl FileNecessity {
         FileNecessity {
             sizes: necessary(&ioc.root, &ioc.terms, &size),
             names: necessary(&ioc.root, &ioc.terms, &name),
-            digests: necessary(&ioc.root, &ioc.terms, &digest),
+            digests: necessary_with(&ioc.root, &ioc.terms, &digest, &and_digests),
             texts: necessary_alternatives(&ioc.root, &ioc.terms, &text),
         }
     }
@@ -339,6 +339,24 @@ impl FileNecessity {
                 .names
                 .as_ref()
                 .is_none_or(|n| n.contains(&lowercase_name()))
+    }
+}
+
+/// What two children of an AND need of a file's digests, joined. A file has one digest
+/// per algorithm: where both children name digests of one and the same algorithm, the
+/// file's digest of it must be in both sets, their intersection. Otherwise (an MD5 and a
+/// SHA-256 the file must both have) the file can meet each child with a different
+/// digest, and only each child's own set is necessary: the smaller is kept.
+fn and_digests(a: BTreeSet<String>, b: BTreeSet<String>) -> BTreeSet<String> {
+    // The three algorithms' digests differ in length.
+    let algorithms = |s: &BTreeSet<String>| s.iter().map(String::len).collect::<BTreeSet<_>>();
+    let (of_a, of_b) = (algorithms(&a), algorithms(&b));
+    if of_a.len() == 1 && of_a == of_b {
+        a.intersection(&b).cloned().collect()
+    } else if b.len() < a.len() {
+        b
+    } else {
+        a
     }
 }
 

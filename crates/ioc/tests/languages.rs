@@ -1035,6 +1035,25 @@ mod necessity {
         );
         assert!(n.admits_digests([md5, "d".repeat(64).as_str()]));
         assert!(!n.admits_digests(["f".repeat(32).as_str(), "d".repeat(64).as_str()]));
+        // An AND of digests of two algorithms: a file meets each with its own digest.
+        let both = v11(&format!(
+            r#"<Indicator operator="AND" id="r">{}{}</Indicator>"#,
+            item11("is", "FileItem/Md5sum", "md5", md5, false, false),
+            item11("is", "FileItem/Sha256sum", "sha256", &"c".repeat(64), false, false)
+        ));
+        let n = FileNecessity::of(&openioc::parse(&both, "t").unwrap());
+        assert!(n.admits_digests([md5, "c".repeat(64).as_str()]));
+        assert!(!n.admits_digests(["f".repeat(32).as_str(), "d".repeat(64).as_str()]));
+        // Two MD5s in an AND: no file has both.
+        let twice = v11(&format!(
+            r#"<Indicator operator="AND" id="r">{}{}</Indicator>"#,
+            item11("is", "FileItem/Md5sum", "md5", md5, false, false),
+            item11("is", "FileItem/Md5sum", "md5", &"f".repeat(32), false, false)
+        ));
+        assert_eq!(
+            FileNecessity::of(&openioc::parse(&twice, "t").unwrap()).digests,
+            Some(BTreeSet::new())
+        );
         let ioc = one("is", "FileItem/Md5sum", "md5", md5, true, false);
         assert_eq!(FileNecessity::of(&ioc).digests, None);
         let x = v11(&format!(
@@ -1275,6 +1294,16 @@ mod necessity {
                 false,
             ),
             ("matches", "FileItem/FileName", "string", "^b", false, false),
+            // The SHA-256 the files below get from their MD5 ("{md5}{md5}"): beside an
+            // MD5 term in an AND, a file matches each with a different algorithm.
+            (
+                "is",
+                "FileItem/Sha256sum",
+                "sha256",
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                false,
+                false,
+            ),
         ];
         fn tree(
             depth: u32,
