@@ -1039,7 +1039,14 @@ mod necessity {
         let both = v11(&format!(
             r#"<Indicator operator="AND" id="r">{}{}</Indicator>"#,
             item11("is", "FileItem/Md5sum", "md5", md5, false, false),
-            item11("is", "FileItem/Sha256sum", "sha256", &"c".repeat(64), false, false)
+            item11(
+                "is",
+                "FileItem/Sha256sum",
+                "sha256",
+                &"c".repeat(64),
+                false,
+                false
+            )
         ));
         let n = FileNecessity::of(&openioc::parse(&both, "t").unwrap());
         assert!(n.admits_digests([md5, "c".repeat(64).as_str()]));
@@ -1048,7 +1055,14 @@ mod necessity {
         let twice = v11(&format!(
             r#"<Indicator operator="AND" id="r">{}{}</Indicator>"#,
             item11("is", "FileItem/Md5sum", "md5", md5, false, false),
-            item11("is", "FileItem/Md5sum", "md5", &"f".repeat(32), false, false)
+            item11(
+                "is",
+                "FileItem/Md5sum",
+                "md5",
+                &"f".repeat(32),
+                false,
+                false
+            )
         ));
         assert_eq!(
             FileNecessity::of(&openioc::parse(&twice, "t").unwrap()).digests,

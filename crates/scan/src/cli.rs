@@ -535,14 +535,27 @@ fn duration(secs: f64) -> String {
 
 /// Writes the human-readable report.
 pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> {
+    // Indicator documents come from outside as much as file names do: their names, ids
+    // and values are shown escaped, so that a hostile document cannot forge a line of
+    // the report or send escapes to the terminal.
+    let v = |text: &str| riposte_model::path_text::shown(text).into_owned();
     for h in &r.hits {
-        writeln!(out, "HIT {} [{}] ({})", h.ioc_name, h.ioc_id, h.origin)?;
+        writeln!(
+            out,
+            "HIT {} [{}] ({})",
+            v(&h.ioc_name),
+            v(&h.ioc_id),
+            v(&h.origin)
+        )?;
         writeln!(out, "    {}", h.item)?;
         for t in &h.matched {
             writeln!(
                 out,
-                "      {} {} {:?} (term {})",
-                t.search, t.condition, t.value, t.id
+                "      {} {} \"{}\" (term {})",
+                v(&t.search),
+                v(&t.condition),
+                v(&t.value),
+                v(&t.id)
             )?;
         }
     }
@@ -590,7 +603,7 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
             "undetermined (a term could not be decided: unreadable or too large files, items not collected):"
         )?;
         for i in unsure {
-            writeln!(out, "  {} [{}] ({})", i.name, i.id, i.origin)?;
+            writeln!(out, "  {} [{}] ({})", v(&i.name), v(&i.id), v(&i.origin))?;
         }
     }
     let with_unsupported: Vec<_> = r
@@ -601,14 +614,14 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
     if !with_unsupported.is_empty() {
         writeln!(out, "unsupported terms:")?;
         for i in with_unsupported {
-            writeln!(out, "  {} [{}] ({:?}):", i.name, i.id, i.verdict)?;
+            writeln!(out, "  {} [{}] ({:?}):", v(&i.name), v(&i.id), i.verdict)?;
             for u in &i.unsupported {
-                writeln!(out, "    {} {}: {}", u.id, u.search, u.reason)?;
+                writeln!(out, "    {} {}: {}", v(&u.id), v(&u.search), v(&u.reason))?;
             }
         }
     }
     for w in &r.warnings {
-        writeln!(out, "warning: {w}")?;
+        writeln!(out, "warning: {}", v(w))?;
     }
     let s = &r.stats;
     write!(

@@ -1047,6 +1047,42 @@ fn control_characters_in_names_are_escaped_in_reports() {
     );
 }
 
+/// An indicator document is outside input too: its id, name and values cannot fake a
+/// line of the text report or reach the terminal raw (a newline, a C1 escape, a
+/// right-to-left override: all legal in XML).
+#[test]
+fn indicator_names_and_values_are_escaped_in_reports() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "srv/a.exe", b"x");
+    let docs = vec![ioc(
+        "evil&#10;HIT fake [x] (y)&#x9b;2J&#x202e;",
+        &or(&[
+            term("FileItem/FileExtension", "is", "string", "exe&#x202e;"),
+            term("FileItem/FileName", "is", "string", "a.exe"),
+        ]),
+    )];
+    let mut req = request(d.path(), docs);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    assert_eq!(r.hits.len(), 1, "{:?}", r.hits);
+    let mut text = Vec::new();
+    riposte_scan::cli::print_text(&mut text, &r).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("HIT")).count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("HIT evil\\x0aHIT fake [x] (y)\\xc2\\x9b2J\\xe2\\x80\\xae name"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{9b}') && !text.contains('\u{202e}'),
+        "{text}"
+    );
+}
+
 /// Under another root, a preset's directory that is a link in the image is followed as
 /// the device's own link: `/var/tmp -> /data/vt` leads to the image's `/data/vt`.
 #[test]
