@@ -301,6 +301,11 @@ pub struct Term {
     pub operand: Operand,
     /// Compiled regex for [`Condition::Matches`].
     pub regex: Option<Regex>,
+    /// A value the item does not have makes the term false, negated or not. STIX
+    /// compares only properties an object has (`file:ctime >= t'…'` must not hold on a
+    /// file system that keeps no birth time); an OpenIOC `isnot` holds where the value
+    /// is missing.
+    pub absent_never_holds: bool,
 }
 
 /// A term that no Linux collector can evaluate; reported, never treated as "no match".
@@ -605,9 +610,13 @@ impl Term {
     }
 
     /// Evaluates the term on a value; `None` (the item has no such value) counts as
-    /// a failed condition, which `negate` then inverts.
+    /// a failed condition, which `negate` then inverts, unless the term's language
+    /// says a missing value never holds ([`Term::absent_never_holds`]).
     pub fn test(&self, value: Option<&FieldValue>) -> bool {
-        let hit = value.is_some_and(|v| self.test_one(v));
-        hit != self.negate
+        match value {
+            None if self.absent_never_holds => false,
+            None => self.negate,
+            Some(v) => self.test_one(v) != self.negate,
+        }
     }
 }

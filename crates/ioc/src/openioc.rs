@@ -463,6 +463,7 @@ pub(crate) fn build_term(
         raw,
         operand,
         regex,
+        absent_never_holds: false,
     })
 }
 

@@ -840,8 +840,11 @@ impl Builder {
                 }
                 _ => {}
             }
-            let t = build_term(text.clone(), field, cond, neg, true, ty, raw, operand)
+            let mut t = build_term(text.clone(), field, cond, neg, true, ty, raw, operand)
                 .map_err(|e| (at, e))?;
+            // A comparison on a property the object does not have is false, whatever its
+            // operator: `!=`, `>=` and `<=` are built as negations, which would hold there.
+            t.absent_never_holds = true;
             self.terms.push(t);
             Ok(Node::Term(self.terms.len() - 1))
         };

@@ -614,6 +614,16 @@ fn stix_patterns_operators() {
         ("[file:name = 'evil.exe'] WITHIN 300 SECONDS", Truth::Unknown),
         ("[file:name = 'nope.exe'] REPEATS 5 TIMES", Truth::False),
         ("[file:name = 'x'] OR [windows-registry-key:key = 'HKLM']", Truth::Unknown),
+        // A property the object does not have (this file has no birth time nor SHA-256):
+        // no comparison on it holds, negated ones neither.
+        ("[file:ctime >= t'2100-01-01T00:00:00Z']", Truth::False),
+        ("[file:ctime <= t'2100-01-01T00:00:00Z']", Truth::False),
+        ("[file:ctime != t'2100-01-01T00:00:00Z']", Truth::False),
+        (
+            "[file:hashes.'SHA-256' NOT = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa']",
+            Truth::False,
+        ),
+        ("[file:name NOT = 'x.exe']", Truth::True),
     ];
     for (p, want) in cases {
         let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
