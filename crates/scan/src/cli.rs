@@ -13,15 +13,8 @@ use std::sync::Arc;
 /// Arguments of `riposte scan`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScanArgs {
-    /// OpenIOC 1.0/1.1 files.
-    #[arg(long = "ioc", value_name = "FILE", num_args = 1..)]
-    pub ioc: Vec<PathBuf>,
-    /// YARA rule files (matched against file contents).
-    #[arg(long = "yara", value_name = "FILE", num_args = 1..)]
-    pub yara: Vec<PathBuf>,
-    /// STIX 2.1 bundles, indicators, or files holding one bare pattern.
-    #[arg(long = "stix", value_name = "FILE", num_args = 1..)]
-    pub stix: Vec<PathBuf>,
+    #[command(flatten)]
+    pub indicators: IndicatorFiles,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -53,6 +46,70 @@ pub struct ScanArgs {
     /// grep does (with `--host-root`, from the device's `/`).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+/// The indicator files of `riposte scan`, as given: each occurrence of an option with
+/// its values, apart. (`--ioc a.ioc /srv --ioc b.ioc`: /srv ends the first occurrence's
+/// files, and b.ioc is one again; see `split_trailing_paths`.) Written out rather than
+/// derived: the derive keeps occurrences apart only under an unstable clap feature.
+#[derive(Debug, Clone, Default)]
+pub struct IndicatorFiles {
+    /// `--ioc`: OpenIOC 1.0/1.1 files.
+    pub ioc: Vec<Vec<PathBuf>>,
+    /// `--yara`: YARA rule files.
+    pub yara: Vec<Vec<PathBuf>>,
+    /// `--stix`: STIX 2.1 documents or bare patterns.
+    pub stix: Vec<Vec<PathBuf>>,
+}
+
+const INDICATOR_OPTIONS: [(&str, &str); 3] = [
+    ("ioc", "OpenIOC 1.0/1.1 files."),
+    ("yara", "YARA rule files (matched against file contents)."),
+    (
+        "stix",
+        "STIX 2.1 bundles, indicators, or files holding one bare pattern.",
+    ),
+];
+
+impl clap::FromArgMatches for IndicatorFiles {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut files = IndicatorFiles::default();
+        files.update_from_arg_matches(m)?;
+        Ok(files)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        let occurrences = |id: &str| -> Vec<Vec<PathBuf>> {
+            m.get_occurrences::<PathBuf>(id)
+                .map(|o| o.map(|values| values.cloned().collect()).collect())
+                .unwrap_or_default()
+        };
+        self.ioc = occurrences("ioc");
+        self.yara = occurrences("yara");
+        self.stix = occurrences("stix");
+        Ok(())
+    }
+}
+
+impl clap::Args for IndicatorFiles {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for (id, help) in INDICATOR_OPTIONS {
+            cmd = cmd.arg(
+                clap::Arg::new(id)
+                    .long(id)
+                    .value_name("FILE")
+                    .num_args(1..)
+                    .action(clap::ArgAction::Append)
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help(help),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// Largest indicator document read (bytes). Each parser has its own, lower limit; this
@@ -291,17 +348,21 @@ fn split_trailing_paths(args: &mut ScanArgs) {
             && std::fs::symlink_metadata(crate::host_path(&host_root, p)).is_ok()
     };
     let mut paths = Vec::new();
-    for (values, kind) in [
-        (&mut args.ioc, DocumentKind::OpenIoc),
-        (&mut args.stix, DocumentKind::Stix),
-        (&mut args.yara, DocumentKind::Yara),
+    // Each occurrence of an option on its own: in `--ioc a.ioc /srv --ioc b.ioc`, /srv
+    // ends the first list and b.ioc is an indicator file again.
+    for (occurrences, kind) in [
+        (&mut args.indicators.ioc, DocumentKind::OpenIoc),
+        (&mut args.indicators.stix, DocumentKind::Stix),
+        (&mut args.indicators.yara, DocumentKind::Yara),
     ] {
-        if let Some(first) = values
-            .iter()
-            .skip(1)
-            .position(|p| on_device_only(p) || !looks_like_indicators(p, kind))
-        {
-            paths.extend(values.drain(first + 1..));
+        for values in occurrences.iter_mut() {
+            if let Some(first) = values
+                .iter()
+                .skip(1)
+                .position(|p| on_device_only(p) || !looks_like_indicators(p, kind))
+            {
+                paths.extend(values.drain(first + 1..));
+            }
         }
     }
     paths.append(&mut args.paths);
@@ -314,9 +375,10 @@ pub fn request(args: &ScanArgs) -> anyhow::Result<SweepRequest> {
     split_trailing_paths(&mut args);
     let args = &args;
     let mut documents = Vec::new();
-    read_docs(&args.ioc, DocumentKind::OpenIoc, &mut documents)?;
-    read_docs(&args.stix, DocumentKind::Stix, &mut documents)?;
-    read_docs(&args.yara, DocumentKind::Yara, &mut documents)?;
+    let files = &args.indicators;
+    read_docs(&files.ioc.concat(), DocumentKind::OpenIoc, &mut documents)?;
+    read_docs(&files.stix.concat(), DocumentKind::Stix, &mut documents)?;
+    read_docs(&files.yara.concat(), DocumentKind::Yara, &mut documents)?;
     let mut scope = scope_of(args)?;
     resolve_named_paths(&mut scope)?;
     Ok(SweepRequest {

@@ -906,6 +906,11 @@ fn cli_exit_codes() {
     let r = parsed(&["--ioc", hit_s, miss_s, root, elf_s]).unwrap();
     assert_eq!(r.documents.len(), 2);
     assert_eq!(r.scope.paths, [PathBuf::from(root), elf.clone()]);
+    // Each occurrence of the option on its own: a PATH ends the first's files, and the
+    // next `--ioc` gives indicator files again (it was swept as a PATH).
+    let r = parsed(&["--ioc", hit_s, root, "--ioc", miss_s]).unwrap();
+    assert_eq!(r.documents.len(), 2, "{:?}", r.scope.paths);
+    assert_eq!(r.scope.paths, [PathBuf::from(root)]);
     assert_eq!(r.scope.preset, None, "PATHs given: no preset");
     // A file named twice is read once.
     let twice = format!(
