@@ -81,6 +81,40 @@ async fn login_cookie_and_headers() {
     h.stop().await;
 }
 
+/// The console and the API count failed logins, and remember the addresses an account
+/// has used, under one key per address: failures elsewhere that lock the account for new
+/// addresses do not lock its administrator out of the console at their own address, and
+/// a guesser gets no second count by switching from the API to the console form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_and_api_logins_share_one_count_per_address() {
+    let h = Harness::start().await;
+    let core = h.core();
+    // The administrator has used the API from this machine.
+    core.login("admin", ADMIN_PASSWORD, "127.0.0.1")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert!(core.login("admin", "guess", "198.51.100.9").await.is_err());
+    }
+    let mut v = Visitor::new(&h);
+    let p = v.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(p.status, 303, "a known address gets in: {}", p.body);
+
+    // Five failures on the form lock the address for the API too.
+    let mut guesser = Visitor::new(&h);
+    for _ in 0..5 {
+        assert_eq!(guesser.login("nobody", "guess").await.status, 401);
+    }
+    let e = core
+        .login("admin", ADMIN_PASSWORD, "127.0.0.1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("from this address"), "{e}");
+    let p = guesser.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(p.status, 429, "{}", p.body);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csrf_token_is_required() {
     let h = Harness::start().await;

@@ -93,8 +93,13 @@ impl Target<'_> {
     }
 }
 
-/// The part of a source address that is counted: the address, or its /64 for IPv6.
+/// The part of a source address that is counted: the address, or its /64 for IPv6. A
+/// source may name where the request came in before its address (`console 192.0.2.7`,
+/// as the console's requests are written to the audit log): only the address counts,
+/// so that the API and the console keep one count, and one set of known sources, per
+/// address.
 pub fn source_key(source: &str) -> String {
+    let source = source.rsplit(' ').next().unwrap_or(source);
     match source.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
             let s = v6.segments();
@@ -263,6 +268,12 @@ mod tests {
         );
         assert_ne!(source_key("2001:db8:1:3::1"), source_key("2001:db8:1:2::1"));
         assert_eq!(source_key("::ffff:192.0.2.7"), "192.0.2.7");
+        // The console's sources name it; the address is what counts.
+        assert_eq!(source_key("console 192.0.2.7"), "192.0.2.7");
+        assert_eq!(
+            source_key("console 2001:db8:1:2::9"),
+            source_key("2001:db8:1:2::1")
+        );
         assert_eq!(source_key("unknown"), "unknown");
     }
 

@@ -89,7 +89,10 @@ pub async fn login_post(
                 .into_response()
         }
         Err(e) => (
-            StatusCode::UNAUTHORIZED,
+            match e {
+                riposte_server::ServiceError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            },
             bare("Log in", login_form(Some(&e.to_string()))),
         )
             .into_response(),
