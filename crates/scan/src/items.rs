@@ -843,6 +843,12 @@ pub fn read_all(
 ) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
     Capped::new(file, limit).read_to_end(&mut data)?;
+    // Ended before the size it had at its stat: the bytes are of no version of the file
+    // the sweep judged (or it is a pseudo file that lies about its size). Unreadable,
+    // as in the hashing lanes, not a silent "no match" on a part.
+    if (data.len() as u64) < size_hint {
+        return Err(crate::multi::shrunk(data.len() as u64, size_hint));
+    }
     Ok(data)
 }
 
@@ -1121,5 +1127,23 @@ mod tests {
         // One that shrank is not the file judged: an error, not the digest of a part.
         let e = digest_sized(&data[..100], alg, len).unwrap_err();
         assert!(e.to_string().contains("changed while it was read"), "{e}");
+    }
+
+    /// The whole-file read of YARA's content says so too: it served rules, and digests
+    /// of files over the lanes' buffer, with the bytes of a part.
+    #[test]
+    fn a_whole_read_shorter_than_the_stat_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"twelve bytes").unwrap();
+        let open = || std::fs::File::open(&p).unwrap();
+        assert_eq!(read_all(open(), 12, None).unwrap(), b"twelve bytes");
+        assert_eq!(read_all(open(), 5, None).unwrap().len(), 12, "grown: to its end");
+        let e = read_all(open(), 4096, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("changed while it was read: it ended after 12 of its 4096 bytes"),
+            "{e}"
+        );
     }
 }
