@@ -301,8 +301,14 @@ fn looks_like_indicators(path: &Path, kind: DocumentKind) -> bool {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => return false,
         Ok(m) if m.is_file() => {}
-        // A pipe (`--ioc <(…)`) must not lose its first bytes to a peek.
-        _ => return true,
+        // A pipe the shell opened for this command (`--ioc <(…)`, /dev/stdin) must not
+        // lose its first bytes to a peek.
+        Ok(_) if is_descriptor_path(path) => return true,
+        // Any other special file (a named FIFO, a device, a socket) is a PATH: opening a
+        // FIFO no one writes to waits for ever, and `/dev/zero` never ends.
+        Ok(_) => return false,
+        // Reading it as an indicator file says why it cannot be read.
+        Err(_) => return true,
     }
     let mut head = Vec::new();
     let limit = match kind {
@@ -324,7 +330,20 @@ fn looks_like_indicators(path: &Path, kind: DocumentKind) -> bool {
     let start = text.trim_start_matches('\u{feff}').trim_start();
     match kind {
         DocumentKind::OpenIoc => start.starts_with('<'),
-        DocumentKind::Stix => start.starts_with(['{', '[', '(']),
+        // A bare pattern (`[file:…`, `(`), or JSON that names a bundle or an indicator:
+        // any JSON file (a `package.json` given as a PATH) is not STIX.
+        DocumentKind::Stix => {
+            let pattern = start.starts_with('(')
+                || start.strip_prefix('[').is_some_and(|rest| {
+                    rest.trim_start()
+                        .starts_with(|c: char| c.is_ascii_alphabetic())
+                });
+            pattern
+                || start.starts_with(['{', '['])
+                    && ["\"bundle\"", "\"indicator\""]
+                        .iter()
+                        .any(|t| text.contains(t))
+        }
         DocumentKind::Yara => {
             start.is_empty()
                 || text
@@ -332,6 +351,14 @@ fn looks_like_indicators(path: &Path, kind: DocumentKind) -> bool {
                     .any(|w| matches!(w, "rule" | "import" | "include"))
         }
     }
+}
+
+/// Is `path` one of this process's descriptors by name (`/dev/stdin`, `/dev/fd/N`,
+/// `/proc/self/fd/N`), as a shell's process substitution gives?
+fn is_descriptor_path(path: &Path) -> bool {
+    path == Path::new("/dev/stdin")
+        || path.starts_with("/dev/fd")
+        || path.starts_with("/proc/self/fd")
 }
 
 /// Lets the synopsis `riposte scan --ioc FILE... PATH...` work as written: the values of

@@ -1138,7 +1138,11 @@ mod tests {
         std::fs::write(&p, b"twelve bytes").unwrap();
         let open = || std::fs::File::open(&p).unwrap();
         assert_eq!(read_all(open(), 12, None).unwrap(), b"twelve bytes");
-        assert_eq!(read_all(open(), 5, None).unwrap().len(), 12, "grown: to its end");
+        assert_eq!(
+            read_all(open(), 5, None).unwrap().len(),
+            12,
+            "grown: to its end"
+        );
         let e = read_all(open(), 4096, None).unwrap_err();
         assert!(
             e.to_string()

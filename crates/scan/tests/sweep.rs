@@ -911,6 +911,27 @@ fn cli_exit_codes() {
     let r = parsed(&["--ioc", hit_s, root, "--ioc", miss_s]).unwrap();
     assert_eq!(r.documents.len(), 2, "{:?}", r.scope.paths);
     assert_eq!(r.scope.paths, [PathBuf::from(root)]);
+    // Any JSON is not STIX: a `package.json` after the patterns is a PATH.
+    let pattern = d.path().join("p.stix");
+    std::fs::write(&pattern, "[file:name = 'package.json']").unwrap();
+    let package = d.path().join("package.json");
+    std::fs::write(&package, r#"{"name": "app", "version": "1.0.0"}"#).unwrap();
+    let r = parsed(&[
+        "--stix",
+        pattern.to_str().unwrap(),
+        package.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(r.documents.len(), 1);
+    assert_eq!(r.scope.paths, [package.clone()]);
+    // A named FIFO is a PATH, not a document to wait on for ever.
+    let fifo = d.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let r = parsed(&["--ioc", hit_s, fifo.to_str().unwrap()]).unwrap();
+    assert_eq!((r.documents.len(), r.scope.paths.len()), (1, 1));
+    std::fs::remove_file(&fifo).unwrap();
     assert_eq!(r.scope.preset, None, "PATHs given: no preset");
     // A file named twice is read once.
     let twice = format!(
