@@ -204,11 +204,17 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
     let Ok(rd) = std::fs::read_dir(proc_root) else {
         return Vec::new();
     };
+    // Not the sweeping process itself: its command line names the indicator files, and
+    // an indicator on process arguments (`arguments contains mimikatz`) would find it.
+    let own = (proc_root == Path::new("/proc")).then(|| i64::from(std::process::id()));
     let mut out = Vec::new();
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
             continue;
         };
+        if Some(pid) == own {
+            continue;
+        }
         let dir = e.path();
         // Bytes, not text: a process named with bytes that are not UTF-8 must not vanish
         // from the sweep because its stat line cannot be read as a string.
@@ -1127,6 +1133,20 @@ mod tests {
         // One that shrank is not the file judged: an error, not the digest of a part.
         let e = digest_sized(&data[..100], alg, len).unwrap_err();
         assert!(e.to_string().contains("changed while it was read"), "{e}");
+    }
+
+    #[test]
+    fn the_sweeping_process_is_not_an_item() {
+        let names = HashMap::new();
+        let pids: Vec<i64> = processes(Path::new("/proc"), &names)
+            .iter()
+            .filter_map(|p| match &p.describe {
+                HitItem::Process { pid, .. } => Some(*pid),
+                _ => None,
+            })
+            .collect();
+        assert!(pids.len() > 1, "{pids:?}");
+        assert!(!pids.contains(&i64::from(std::process::id())), "{pids:?}");
     }
 
     /// The whole-file read of YARA's content says so too: it served rules, and digests
