@@ -475,6 +475,20 @@ async fn submit_handler(
             ))
         }
     };
+    // A file name, as agents send it (`path_text`: control and invisible characters as
+    // `\xHH`): it is shown in reports and logs, and must not fake a line there nor
+    // read as a path.
+    if name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.chars().any(riposte_model::path_text::hidden)
+    {
+        return error_response(SandboxError::BadRequest(format!(
+            "'{}' is not a file name: no '/', no '.' or '..', and control or invisible \
+             characters written \\xHH",
+            riposte_model::path_text::shown(&name)
+        )));
+    }
     let data = match read_body(&headers, body, app.max_object_size).await {
         Ok(d) => d,
         Err(e) => return error_response(e),

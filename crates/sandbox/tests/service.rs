@@ -203,6 +203,27 @@ async fn oversized_and_nameless_uploads_are_refused_and_not_recorded() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["status"], "error");
     assert!(v["error"].as_str().unwrap().contains("?name="));
+    // Names that are paths, or would fake a line where they are shown.
+    for name in [
+        "../../etc/passwd",
+        "..",
+        "a%0Ab%1B%5B31m",
+        "a%00b",
+        "x%E2%80%AEexe.txt",
+    ] {
+        let r = http
+            .post(format!("https://{}/sandbox/v1/tasks?name={name}", h.addr))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains("is not a file name"),
+            "{name}: {v}"
+        );
+    }
     assert_eq!(count(dir.path(), "tasks"), 0);
     assert_eq!(count(dir.path(), "objects"), 0);
     assert_eq!(count(dir.path(), "verdicts"), 0);
