@@ -1116,6 +1116,20 @@ impl Core {
         self.allow(c, Operation::ManageAccounts).await?;
         validate_account_name(name)?;
         validate_admin_password(password)?;
+        // `Admin` beside `admin` would read as one person in the audit log and in lists.
+        let folded = name.to_lowercase();
+        if let Some(other) = self
+            .store
+            .accounts()
+            .await?
+            .into_iter()
+            .find(|a| a.name != name && a.name.to_lowercase() == folded)
+        {
+            return Err(ServiceError::Conflict(format!(
+                "an account named '{}' exists: names may not differ only in case",
+                other.name
+            )));
+        }
         let hash = secrets::hash_password(password);
         let id = self
             .store

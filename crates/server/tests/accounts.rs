@@ -343,6 +343,19 @@ async fn rights_matrix_of_the_three_roles() {
             )
             .await;
     }
+    // A name that differs from another only in case is refused.
+    let (s, v) = admin
+        .call(
+            "POST",
+            "/api/v1/accounts",
+            Some(json!({"name": "Oper", "role": "administrator", "password": "a-long-password-1"})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("named 'oper' exists"),
+        "{v}"
+    );
     let oper = Api::login(&ts.url, &ts.ca, "oper", "a-long-password-1").await;
     let aud = Api::login(&ts.url, &ts.ca, "aud", "a-long-password-1").await;
     for (method, path, body, op) in every_operation() {
