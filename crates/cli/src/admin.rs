@@ -659,12 +659,31 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
             if let Some(s) = search {
                 q.push(format!("search={}", enc(&s)));
             }
-            q.push("limit=1000".into());
-            let v = c
-                .call("GET", &format!("/api/v1/devices?{}", q.join("&")), None)
-                .await?;
+            // Page by page: a fleet has more devices than one answer holds.
+            const PAGE: usize = 1000;
+            let mut all = Vec::new();
+            loop {
+                let v = c
+                    .call(
+                        "GET",
+                        &format!(
+                            "/api/v1/devices?{}{}limit={PAGE}&offset={}",
+                            q.join("&"),
+                            if q.is_empty() { "" } else { "&" },
+                            all.len()
+                        ),
+                        None,
+                    )
+                    .await?;
+                let page = v.as_array().cloned().unwrap_or_default();
+                let last = page.len() < PAGE;
+                all.extend(page);
+                if last {
+                    break;
+                }
+            }
             table(
-                &v,
+                &Value::Array(all),
                 &["id", "name", "hostname", "group_id", "connected", "revoked"],
             )
         }

@@ -541,3 +541,55 @@ fn a_task_sweeps_the_agent_host_root_and_reports_hits() {
         "device paths, not host paths"
     );
 }
+
+/// `admin device list` pages through the API: a fleet has more devices than one answer
+/// holds (it stopped at the first 1,000 without a word).
+#[test]
+fn device_list_shows_every_device_of_a_large_fleet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sdir = tmp.path().join("server");
+    let pwfile = tmp.path().join("admin.pw");
+    std::fs::write(&pwfile, "cli-test-admin-password\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_server, url) = start_server(&sdir, &pwfile, &listen);
+    let admin = Admin {
+        url,
+        ca: sdir.join("ca.pem"),
+        pwfile,
+    };
+    let token = admin
+        .ok(&[
+            "enroll-token",
+            "create",
+            "--group",
+            "Managed devices",
+            "--uses",
+            "1005",
+        ])
+        .trim()
+        .to_string();
+    // 1,005 devices straight into the server's database (enrolling each through the
+    // API would sign 1,005 certificates).
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = riposte_store::Store::open_sqlite_in(&sdir).await.unwrap();
+        let hash = riposte_server::secrets::token_hash(&token);
+        for i in 0..1005 {
+            let name = format!("bulk-{i:04}");
+            store
+                .enroll_device(&hash, &name, &name, &format!("fp{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        store.close().await;
+    });
+    let listed = admin.json(&["device", "list"]);
+    let names: std::collections::BTreeSet<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 1005);
+    assert!(names.contains("bulk-0000") && names.contains("bulk-1004"));
+}
