@@ -102,10 +102,14 @@ pub fn evaluate_without_content(
 }
 
 /// Evaluates a single term of `ioc` on `item` (which must be of the term's item type).
+/// A value that could not be found out ([`Item::undetermined`]) satisfies no term here:
+/// "some item satisfies it" must not rest on a value nobody read.
 pub fn eval_term(ioc: &Ioc, term: usize, item: &mut dyn Item) -> bool {
     let t = &ioc.terms[term];
-    let v = item.value(t.field);
-    t.test(v.as_deref())
+    match item.value(t.field).map(|v| t.test(Some(&v))) {
+        Some(hit) => hit,
+        None => !item.undetermined(t.field) && t.test(None),
+    }
 }
 
 /// The truth of `node` and whether the item is a witness of it (see

@@ -119,6 +119,9 @@ pub struct SimpleItem {
     pub values: HashMap<Field, FieldValue>,
     /// Description for reports.
     pub describe: HitItem,
+    /// Fields the item has but that could not be read (a process's program, without the
+    /// right to read its `exe` link): a term on them is unknown, not false.
+    pub undetermined: Vec<Field>,
 }
 
 impl Item for SimpleItem {
@@ -127,6 +130,9 @@ impl Item for SimpleItem {
     }
     fn value(&mut self, field: Field) -> Option<Cow<'_, FieldValue>> {
         self.values.get(&field).map(Cow::Borrowed)
+    }
+    fn undetermined(&mut self, field: Field) -> bool {
+        self.undetermined.contains(&field)
     }
 }
 
@@ -180,6 +186,7 @@ pub fn users(host_root: &Path) -> Vec<SimpleItem> {
                     name: f[0].to_string(),
                     uid,
                 },
+                undetermined: Vec::new(),
             })
         })
         .collect()
@@ -240,6 +247,13 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
         let stime = num(12) as f64 / USER_HZ;
         let start = btime + (num(19) as f64 / USER_HZ) as i64;
         let exe = executable(&dir);
+        // Without the right to read it (another user's process, swept without root), the
+        // program is not known: a negated test on it must not hold. (A kernel thread has
+        // none: not found.)
+        let exe_hidden = exe
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+        let exe = exe.ok();
         let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
@@ -281,6 +295,11 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
             ty: ItemType::Process,
             values: v,
             describe: HitItem::Process { pid, name },
+            undetermined: if exe_hidden {
+                vec![Field::ProcPath]
+            } else {
+                Vec::new()
+            },
         });
     }
     out
@@ -329,8 +348,8 @@ fn parse_addr(s: &str) -> Option<(std::net::IpAddr, i64)> {
 
 /// The program a process runs (`/proc/<pid>/exe`), in path_text form like file paths,
 /// so that an IOC names a process's file the way it names the file itself.
-fn executable(proc_dir: &Path) -> Option<String> {
-    std::fs::read_link(proc_dir.join("exe")).ok().map(|p| {
+fn executable(proc_dir: &Path) -> std::io::Result<String> {
+    std::fs::read_link(proc_dir.join("exe")).map(|p| {
         riposte_model::path_text::encode(p)
             .trim_end_matches(" (deleted)")
             .to_string()
@@ -353,6 +372,7 @@ fn socket_owners(proc_root: &Path) -> HashMap<u64, (i64, String)> {
         // The name ProcessItem/name gives the same process (its program's file name,
         // else its comm), so that PortItem/process and it agree.
         let name = executable(&e.path())
+            .ok()
             .and_then(|p| p.rsplit('/').next().map(str::to_string))
             .or_else(|| {
                 std::fs::read(e.path().join("comm"))
@@ -434,6 +454,7 @@ pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
                     remote: fmt(rip, rport),
                     pid: owner.map(|o| o.0),
                 },
+                undetermined: Vec::new(),
             });
         }
     }
@@ -530,6 +551,7 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
                 ty: ItemType::Service,
                 values: v,
                 describe: HitItem::Service { name },
+                undetermined: Vec::new(),
             });
         }
     }
@@ -576,6 +598,7 @@ pub fn system_info(host_root: &Path, proc_root: &Path) -> Vec<SimpleItem> {
         ty: ItemType::SystemInfo,
         values: v,
         describe: HitItem::System { hostname },
+        undetermined: Vec::new(),
     }]
 }
 
@@ -607,6 +630,7 @@ pub fn dns_entries(host_root: &Path) -> Vec<SimpleItem> {
                     host: host.to_string(),
                     address: addr.to_string(),
                 },
+                undetermined: Vec::new(),
             });
         }
     }
@@ -1133,6 +1157,37 @@ mod tests {
         // One that shrank is not the file judged: an error, not the digest of a part.
         let e = digest_sized(&data[..100], alg, len).unwrap_err();
         assert!(e.to_string().contains("changed while it was read"), "{e}");
+    }
+
+    /// A process whose program could not be read (another user's, swept without root)
+    /// leaves a negated test on its path unknown: it held there, a false hit.
+    #[test]
+    fn a_program_that_cannot_be_read_leaves_a_negated_term_unknown() {
+        let doc = r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="p" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>p</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="AND" id="a"><IndicatorItem id="n" condition="is" preserve-case="false" negate="false"><Context document="ProcessItem" search="ProcessItem/name" type="mir"/><Content type="string">mariadbd</Content></IndicatorItem><IndicatorItem id="p" condition="is" preserve-case="false" negate="true"><Context document="ProcessItem" search="ProcessItem/path" type="mir"/><Content type="string">/usr/sbin/mariadbd</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#;
+        let ioc = riposte_ioc::openioc::parse(doc, "p.ioc").unwrap();
+        let item = |undetermined: Vec<Field>| SimpleItem {
+            ty: ItemType::Process,
+            values: HashMap::from([(Field::ProcName, FieldValue::Str("mariadbd".into()))]),
+            describe: HitItem::Process {
+                pid: 7,
+                name: "mariadbd".into(),
+            },
+            undetermined,
+        };
+        let truth = |mut it: SimpleItem| {
+            riposte_ioc::eval::evaluate(&ioc, &mut it, &|_| riposte_ioc::Truth::False).truth
+        };
+        assert_eq!(
+            truth(item(vec![Field::ProcPath])),
+            riposte_ioc::Truth::Unknown
+        );
+        // A process with no program at all (a kernel thread) is another matter.
+        assert_eq!(truth(item(Vec::new())), riposte_ioc::Truth::True);
+        // Nor does it count as "some process satisfies the negated term".
+        let path_term = ioc.terms.iter().position(|t| t.negate).unwrap();
+        let exists = |mut it: SimpleItem| riposte_ioc::eval::eval_term(&ioc, path_term, &mut it);
+        assert!(!exists(item(vec![Field::ProcPath])));
+        assert!(exists(item(Vec::new())));
     }
 
     #[test]

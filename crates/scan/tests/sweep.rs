@@ -527,6 +527,18 @@ fn spawned_process_and_listening_port() {
         .unwrap()
         .to_string();
     assert!(exe_name.len() > 15, "{exe_name}: longer than a comm");
+    // A program whose file name is longer than its comm: a copy of `sleep`.
+    let long = d.path().join("a-program-named-at-length");
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    std::fs::copy(sleep, &long).unwrap();
+    let mut long_child = std::process::Command::new(&long)
+        .arg("987.654321")
+        .spawn()
+        .unwrap();
+    let long_pid = long_child.id().to_string();
     let docs = vec![
         ioc(
             "proc",
@@ -570,18 +582,27 @@ fn spawned_process_and_listening_port() {
             ]),
         ),
         ioc(
-            "me-by-name",
+            "long-by-name",
             &and(&[
-                term("ProcessItem/name", "is", "string", &exe_name),
-                term("ProcessItem/pid", "is", "int", &me),
+                term(
+                    "ProcessItem/name",
+                    "is",
+                    "string",
+                    "a-program-named-at-length",
+                ),
+                term("ProcessItem/pid", "is", "int", &long_pid),
             ]),
         ),
+        // The sweeping process is no item: its arguments name the indicators.
+        ioc("me", &and(&[term("ProcessItem/pid", "is", "int", &me)])),
     ];
     let mut req = request(d.path(), docs);
     req.scope.paths.clear();
     let r = sweep(&req);
     let _ = child.kill();
     let _ = child.wait();
+    let _ = long_child.kill();
+    let _ = long_child.wait();
     drop(listener);
     let r = r.unwrap();
     let procs: Vec<_> = r
@@ -613,7 +634,8 @@ fn spawned_process_and_listening_port() {
         other => panic!("{other:?}"),
     }
     assert_eq!(verdict(&r, "port-process"), Verdict::Hit);
-    assert_eq!(verdict(&r, "me-by-name"), Verdict::Hit);
+    assert_eq!(verdict(&r, "long-by-name"), Verdict::Hit);
+    assert_eq!(verdict(&r, "me"), Verdict::NoMatch);
     assert_eq!(r.stats.files_seen, 0);
 }
 
