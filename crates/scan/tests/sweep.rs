@@ -945,7 +945,7 @@ fn cli_exit_codes() {
     ])
     .unwrap();
     assert_eq!(r.documents.len(), 1);
-    assert_eq!(r.scope.paths, [package.clone()]);
+    assert_eq!(r.scope.paths, std::slice::from_ref(&package));
     // A named FIFO is a PATH, not a document to wait on for ever.
     let fifo = d.path().join("fifo");
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
