@@ -483,13 +483,47 @@ pub(crate) fn parse_operand(
     }
     if ty != ContentType::String {
         if let Some((a, b)) = raw.split_once(" TO ") {
+            let range = raw.trim();
+            if b.contains(" TO ") {
+                return Err(format!("'{range}' is not a range: a range is 'A TO B'"));
+            }
+            if condition != Condition::Is {
+                return Err(format!(
+                    "the range '{range}' goes with the condition 'is' (a value in it), \
+                     not '{}'",
+                    if condition == Condition::GreaterThan {
+                        "greater-than"
+                    } else {
+                        "less-than"
+                    }
+                ));
+            }
+            if matches!(
+                ty,
+                ContentType::Md5 | ContentType::Sha1 | ContentType::Sha256
+            ) {
+                return Err(format!("'{range}': digests have no order, so no range"));
+            }
             let a = parse_operand(ty, condition, a)?;
             let b = parse_operand(ty, condition, b)?;
+            // Addresses of one family: an IPv4 address is the IPv4-mapped IPv6 one.
+            let v4 = |ip: &std::net::IpAddr| match ip {
+                std::net::IpAddr::V4(v4) => Some(*v4),
+                std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+            };
             let reversed = match (&a, &b) {
                 (Operand::Int(a), Operand::Int(b)) => a > b,
                 (Operand::Date(a), Operand::Date(b)) => a > b,
                 (Operand::Duration(a), Operand::Duration(b)) => a > b,
-                (Operand::Ip(a), Operand::Ip(b)) => a > b,
+                (Operand::Ip(a), Operand::Ip(b)) => match (v4(a), v4(b)) {
+                    (Some(a), Some(b)) => a > b,
+                    (None, None) => a > b,
+                    _ => {
+                        return Err(format!(
+                            "the range '{range}' mixes an IPv4 and an IPv6 address"
+                        ))
+                    }
+                },
                 _ => false,
             };
             if reversed {

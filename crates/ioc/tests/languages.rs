@@ -547,6 +547,49 @@ fn bad_openioc_inputs_have_clear_errors_with_positions() {
         e.contains("the range '10 TO 4' ends before it starts"),
         "{e}"
     );
+    // Ranges that mean nothing: refused, not kept to match nothing.
+    for (cond, ty, value, says) in [
+        ("is", "int", "1 TO 3 TO 5", "a range is 'A TO B'"),
+        ("is", "int", "5 TO 3 TO 9", "a range is 'A TO B'"),
+        (
+            "greater-than",
+            "int",
+            "1 TO 5",
+            "goes with the condition 'is'",
+        ),
+        (
+            "is",
+            "md5",
+            &format!("{} TO {}", "f".repeat(32), "0".repeat(32)),
+            "no range",
+        ),
+        (
+            "is",
+            "IP",
+            "10.0.0.9 TO ::ffff:10.0.0.1",
+            "ends before it starts",
+        ),
+        ("is", "IP", "10.0.0.1 TO ::1", "mixes an IPv4 and an IPv6"),
+    ] {
+        let e = err(&v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+            item11(cond, "FileItem/SizeInBytes", ty, value, false, false)
+        )));
+        assert!(e.contains(says), "{cond} {value}: {e}");
+    }
+    // An IPv4 address and its IPv4-mapped form are one family.
+    let ok = v11(&format!(
+        r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+        item11(
+            "is",
+            "PortItem/remoteIP",
+            "IP",
+            "10.0.0.1 TO ::ffff:10.0.0.9",
+            false,
+            false
+        )
+    ));
+    openioc::parse(&ok, "ok.ioc").unwrap_or_else(|e| panic!("{e}"));
     assert!(
         err("not xml at all").starts_with("bad.ioc:1:1: XML error"),
         "{}",
