@@ -40,11 +40,16 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
         // Lead bytes of the ranges that hold hidden characters: 0xc2 (U+0080–U+00BF, the
-        // C1 controls), 0xd8 (U+0600–U+063F), 0xe2 (U+2000–U+2FFF), 0xef (U+F000–U+FFFF).
-        if !valid
-            .bytes()
-            .any(|b| matches!(b, b'\\' | 0..=0x1f | 0x7f | 0xc2 | 0xd8 | 0xe2 | 0xef))
-        {
+        // C1 controls and the soft hyphen), 0xcd (U+0340–U+037F), 0xd8 (U+0600–U+063F),
+        // 0xe1 (U+1000–U+1FFF), 0xe2 (U+2000–U+2FFF), 0xe3 (U+3000–U+3FFF), 0xef
+        // (U+F000–U+FFFF), 0xf0 (U+10000–U+3FFFF) and 0xf3 (U+C0000–U+FFFFF).
+        if !valid.bytes().any(|b| {
+            matches!(
+                b,
+                b'\\' | 0
+                    ..=0x1f | 0x7f | 0xc2 | 0xcd | 0xd8 | 0xe1 | 0xe2 | 0xe3 | 0xef | 0xf0 | 0xf3
+            )
+        }) {
             out.push_str(valid);
         } else {
             for c in valid.chars() {
@@ -67,20 +72,38 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
 }
 
 /// Characters a path's text never shows as they are: controls (a newline, an escape,
-/// C1) and the bidirectional embeddings, overrides and isolates, with which
-/// `invoice\u{202e}fdp.exe` reads as `invoiceexe.pdf`.
+/// C1), the bidirectional embeddings, overrides and isolates, with which
+/// `invoice\u{202e}fdp.exe` reads as `invoiceexe.pdf`, and the characters that show as
+/// nothing at all, with which two different names read alike.
 pub fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            // Arabic letter mark; zero-width spaces, joiners and direction marks; line
-            // and paragraph separators, embeddings and overrides; word joiner, invisible
-            // operators and isolates; the zero-width no-break space (BOM).
-            '\u{061c}'
+            // Soft hyphen; combining grapheme joiner; Arabic letter mark; Hangul and
+            // Khmer fillers and inherent vowels; Mongolian variation selectors and vowel
+            // separator; zero-width spaces, joiners and direction marks; line and
+            // paragraph separators, embeddings and overrides; word joiner, invisible
+            // operators and isolates; Hangul fillers; the zero-width no-break space
+            // (BOM); interlinear annotation marks; shorthand format controls; musical
+            // invisible format characters; tags.
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
                 | '\u{2060}'..='\u{2069}'
+                | '\u{3164}'
                 | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -215,6 +238,17 @@ pub mod as_string {
 mod tests {
     use super::*;
 
+    /// The fast path of `encode_bytes` (a run with no lead byte of a hidden character is
+    /// copied whole) agrees with `hidden` on every character.
+    #[test]
+    fn every_hidden_character_is_escaped_and_no_other() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32).filter(|&c| c != '\\') {
+            let text = format!("a{c}b");
+            let escaped = encode_bytes(text.as_bytes()) != text;
+            assert_eq!(escaped, hidden(c), "U+{:04X}", u32::from(c));
+        }
+    }
+
     #[test]
     fn shortened_keeps_short_text_and_marks_a_cut() {
         assert_eq!(shortened("abc", 3), "abc");
@@ -275,7 +309,19 @@ mod tests {
         );
         assert!(matches!(shown("plain \u{2014} name"), Cow::Borrowed(_)));
         for c in [
-            '\u{200e}', '\u{200f}', '\u{061c}', '\u{2028}', '\u{feff}', '\u{200b}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{061c}',
+            '\u{2028}',
+            '\u{feff}',
+            '\u{200b}',
+            // Characters that show as nothing: a soft hyphen, a Mongolian vowel
+            // separator, a Hangul filler, an interlinear annotation mark, a tag.
+            '\u{00ad}',
+            '\u{180e}',
+            '\u{3164}',
+            '\u{fff9}',
+            '\u{e0041}',
         ] {
             let name = format!("a{c}b");
             assert_eq!(encode(&name).matches("\\x").count(), c.len_utf8(), "{c:?}");
