@@ -242,7 +242,10 @@ mod tests {
     /// copied whole) agrees with `hidden` on every character.
     #[test]
     fn every_hidden_character_is_escaped_and_no_other() {
-        for c in (0..=0x10ffff).filter_map(char::from_u32).filter(|&c| c != '\\') {
+        for c in (0..=0x10ffff)
+            .filter_map(char::from_u32)
+            .filter(|&c| c != '\\')
+        {
             let text = format!("a{c}b");
             let escaped = encode_bytes(text.as_bytes()) != text;
             assert_eq!(escaped, hidden(c), "U+{:04X}", u32::from(c));

@@ -590,6 +590,20 @@ pub fn system_info(host_root: &Path, proc_root: &Path) -> Vec<SimpleItem> {
             }
         }
     }
+    // IPv6: one address per line, 32 hex digits first.
+    if let Ok(t) = std::fs::read_to_string(proc_root.join("net/if_inet6")) {
+        for l in t.lines() {
+            let Some(hex) = l.split_whitespace().next() else {
+                continue;
+            };
+            if let Ok(n) = u128::from_str_radix(hex, 16) {
+                let ip = FieldValue::Ip(std::net::IpAddr::V6(std::net::Ipv6Addr::from(n)));
+                if hex.len() == 32 && !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+    }
     let mut v = HashMap::new();
     v.insert(Field::SysHostname, s(hostname.clone()));
     v.insert(Field::SysOs, s(os));
@@ -1157,6 +1171,27 @@ mod tests {
         // One that shrank is not the file judged: an error, not the digest of a part.
         let e = digest_sized(&data[..100], alg, len).unwrap_err();
         assert!(e.to_string().contains("changed while it was read"), "{e}");
+    }
+
+    #[test]
+    fn system_addresses_include_ipv6() {
+        let d = tempfile::tempdir().unwrap();
+        let proc_root = d.path().join("proc");
+        std::fs::create_dir_all(proc_root.join("net")).unwrap();
+        std::fs::write(
+            proc_root.join("net/if_inet6"),
+            "00000000000000000000000000000001 01 80 10 80       lo\n\
+             fd000000000000000000000000000002 02 40 00 80     eth0\n",
+        )
+        .unwrap();
+        let items = system_info(d.path(), &proc_root);
+        let Some(FieldValue::List(ips)) = items[0].values.get(&Field::SysIpAddress) else {
+            panic!("{:?}", items[0].values)
+        };
+        for want in ["::1", "fd00::2"] {
+            let ip = FieldValue::Ip(want.parse().unwrap());
+            assert!(ips.contains(&ip), "{want} in {ips:?}");
+        }
     }
 
     /// A process whose program could not be read (another user's, swept without root)
