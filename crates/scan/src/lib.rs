@@ -1156,7 +1156,8 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     files_read.fetch_add(1, Ordering::Relaxed);
                     bytes_read.fetch_add(meta.size(), Ordering::Relaxed);
                 }
-                Some(Err(ContentError::TooLarge)) => {
+                // Where YARA runs, its read already counted the file (once per file).
+                Some(Err(ContentError::TooLarge)) if yara.is_empty() => {
                     count_skip("content: larger than max file size")
                 }
                 Some(Err(ContentError::Unreadable(e))) if !counted => {

@@ -1524,6 +1524,36 @@ fn an_uncomputed_hash_is_unknown_not_a_match() {
     let r = sweep(&req).unwrap();
     assert!(r.hits.is_empty(), "{:?}", r.hits);
     assert_eq!(verdict(&r, "impostor2"), Verdict::Undetermined);
+    // With YARA rules too (which read every file), each file over the limit is counted
+    // once, not once per reader: the big svchost.exe and alice's notes.
+    let impostor = ioc(
+        "impostor",
+        &and(&[
+            term("FileItem/FileName", "is", "string", "svchost.exe"),
+            term_x(
+                "FileItem/Md5sum",
+                "is",
+                "md5",
+                &md5_hex(b"the genuine one"),
+                true,
+                false,
+            ),
+        ]),
+    );
+    let rules = IocDocument {
+        kind: DocumentKind::Yara,
+        origin: "z.yar".into(),
+        text: "rule zz { strings: $a = \"zzzz\" condition: $a }".into(),
+    };
+    let mut req = request(d.path(), vec![impostor, rules]);
+    req.scope.max_file_size = Some(1000);
+    let r = sweep(&req).unwrap();
+    assert_eq!(
+        r.stats.skipped.get("content: larger than max file size"),
+        Some(&2),
+        "{:?}",
+        r.stats
+    );
 }
 
 #[test]
