@@ -456,16 +456,9 @@ fn scan_into_a_closed_pipe_still_exits_with_its_answer() {
 #[test]
 fn a_task_sweeps_the_agent_host_root_and_reports_hits() {
     let tmp = tempfile::tempdir().unwrap();
+    let (_server, admin) = server_and_admin(tmp.path());
     let sdir = tmp.path().join("server");
-    let pwfile = tmp.path().join("admin.pw");
-    std::fs::write(&pwfile, "cli-test-admin-password\n").unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let (_server, url) = start_server(&sdir, &pwfile, &listen);
-    let admin = Admin {
-        url: url.clone(),
-        ca: sdir.join("ca.pem"),
-        pwfile,
-    };
+    let url = admin.url.clone();
     admin.ok(&["group", "create", "G"]);
     let token = admin
         .ok(&["enroll-token", "create", "--group", "G"])
@@ -547,16 +540,8 @@ fn a_task_sweeps_the_agent_host_root_and_reports_hits() {
 #[test]
 fn device_list_shows_every_device_of_a_large_fleet() {
     let tmp = tempfile::tempdir().unwrap();
+    let (_server, admin) = server_and_admin(tmp.path());
     let sdir = tmp.path().join("server");
-    let pwfile = tmp.path().join("admin.pw");
-    std::fs::write(&pwfile, "cli-test-admin-password\n").unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let (_server, url) = start_server(&sdir, &pwfile, &listen);
-    let admin = Admin {
-        url,
-        ca: sdir.join("ca.pem"),
-        pwfile,
-    };
     let token = admin
         .ok(&[
             "enroll-token",

@@ -1477,21 +1477,23 @@ fn an_uncomputed_hash_is_unknown_not_a_match() {
     let d = device();
     write(d.path(), "opt/big/svchost.exe", &vec![b'z'; 4096]);
     write(d.path(), "opt/small/svchost.exe", b"small impostor");
-    let impostor = ioc(
-        "impostor",
-        &and(&[
-            term("FileItem/FileName", "is", "string", "svchost.exe"),
-            term_x(
-                "FileItem/Md5sum",
-                "is",
-                "md5",
-                &md5_hex(b"the genuine one"),
-                true,
-                false,
-            ),
-        ]),
-    );
-    let mut req = request(d.path(), vec![impostor]);
+    let impostor = || {
+        ioc(
+            "impostor",
+            &and(&[
+                term("FileItem/FileName", "is", "string", "svchost.exe"),
+                term_x(
+                    "FileItem/Md5sum",
+                    "is",
+                    "md5",
+                    &md5_hex(b"the genuine one"),
+                    true,
+                    false,
+                ),
+            ]),
+        )
+    };
+    let mut req = request(d.path(), vec![impostor()]);
     req.scope.max_file_size = Some(1000);
     let r = sweep(&req).unwrap();
     // The small one is hashed and is not the genuine file: a hit. The big one could not
@@ -1526,26 +1528,12 @@ fn an_uncomputed_hash_is_unknown_not_a_match() {
     assert_eq!(verdict(&r, "impostor2"), Verdict::Undetermined);
     // With YARA rules too (which read every file), each file over the limit is counted
     // once, not once per reader: the big svchost.exe and alice's notes.
-    let impostor = ioc(
-        "impostor",
-        &and(&[
-            term("FileItem/FileName", "is", "string", "svchost.exe"),
-            term_x(
-                "FileItem/Md5sum",
-                "is",
-                "md5",
-                &md5_hex(b"the genuine one"),
-                true,
-                false,
-            ),
-        ]),
-    );
     let rules = IocDocument {
         kind: DocumentKind::Yara,
         origin: "z.yar".into(),
         text: "rule zz { strings: $a = \"zzzz\" condition: $a }".into(),
     };
-    let mut req = request(d.path(), vec![impostor, rules]);
+    let mut req = request(d.path(), vec![impostor(), rules]);
     req.scope.max_file_size = Some(1000);
     let r = sweep(&req).unwrap();
     assert_eq!(

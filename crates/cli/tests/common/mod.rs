@@ -65,6 +65,21 @@ pub struct Admin {
     pub pwfile: PathBuf,
 }
 
+/// Starts `riposte server` in `dir/server` on a free port, and `riposte admin` for it.
+pub fn server_and_admin(dir: &Path) -> (Proc, Admin) {
+    let sdir = dir.join("server");
+    let pwfile = dir.join("admin.pw");
+    std::fs::write(&pwfile, "cli-test-admin-password\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (server, url) = start_server(&sdir, &pwfile, &listen);
+    let admin = Admin {
+        url,
+        ca: sdir.join("ca.pem"),
+        pwfile,
+    };
+    (server, admin)
+}
+
 impl Admin {
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(bin())
