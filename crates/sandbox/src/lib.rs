@@ -16,9 +16,12 @@
 //! - [`importers`]: CAPE, Cuckoo 2 and Cuckoo3 report JSON → [`report::Report`], with
 //!   background noise filtered; [`cape`] drives a CAPEv2 server over its REST API.
 //! - [`service`]: the HTTPS protocol (`/sandbox/v1/...`), bounded worker queue,
-//!   persistence in a data directory, signed webhook; [`client`] is the agent side
-//!   with failover and certificate pinning.
-//! - [`cli`]: `riposte sandbox --listen ADDR --data DIR`.
+//!   persistence in a data directory, signed webhook; objects and verdicts only for
+//!   clients presenting a device certificate of the administration server's CA
+//!   ([`SandboxConfig::client_ca_pem`]), since the sandbox runs what it is given;
+//!   [`client`] is the agent side with failover, certificate pinning and the device
+//!   certificate.
+//! - [`cli`]: `riposte sandbox --listen ADDR --data DIR --client-ca CA.PEM`.
 
 pub mod cape;
 pub mod cli;
