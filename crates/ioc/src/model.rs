@@ -560,13 +560,14 @@ fn compare(value: &FieldValue, op: &Operand, preserve: bool) -> Option<Ordering>
         (v, Operand::Hash(h)) => Some(cmp_folded(&v.text(), h, false)),
         // A number or a time written as a `string` (as some IOC editors write sizes) is
         // compared as what it is: as text, "6" is greater than "100".
-        (FieldValue::Int(v), Operand::Str(s)) if crate::value::parse_int(s).is_some() => {
-            crate::value::parse_int(s).map(|o| v.cmp(&o))
+        (v, Operand::Str(s)) => {
+            let as_what_it_is = match v {
+                FieldValue::Int(v) => crate::value::parse_int(s).map(|o| v.cmp(&o)),
+                FieldValue::Time(v) => crate::value::parse_datetime(s).map(|o| v.cmp(&o)),
+                _ => None,
+            };
+            Some(as_what_it_is.unwrap_or_else(|| cmp_folded(&v.text(), s, preserve)))
         }
-        (FieldValue::Time(v), Operand::Str(s)) if crate::value::parse_datetime(s).is_some() => {
-            crate::value::parse_datetime(s).map(|o| v.cmp(&o))
-        }
-        (v, Operand::Str(s)) => Some(cmp_folded(&v.text(), s, preserve)),
         _ => None,
     }
 }
