@@ -76,21 +76,33 @@ impl Target<'_> {
         }
     }
 
-    /// The account-wide key, its limit, and the name its known sources are kept under.
-    fn account_key(self) -> Option<(String, i64, String)> {
+    /// How failures are counted for the account across sources, if it has an account.
+    fn account_count(self) -> Option<AccountCount> {
         match self {
-            Target::Account(name) => {
-                Some((format!("account:{name}"), MAX_FAILURES, name.to_string()))
-            }
-            Target::Special => Some((
-                "special".to_string(),
-                MAX_SPECIAL_FAILURES,
+            Target::Account(name) => Some(AccountCount {
+                key: format!("account:{name}"),
+                limit: MAX_FAILURES,
+                known_as: name.to_string(),
+            }),
+            Target::Special => Some(AccountCount {
+                key: "special".to_string(),
+                limit: MAX_SPECIAL_FAILURES,
                 // A name no administrator account can have.
-                riposte_model::accounts::SPECIAL_ACCOUNT_NAME.to_string(),
-            )),
+                known_as: riposte_model::accounts::SPECIAL_ACCOUNT_NAME.to_string(),
+            }),
             Target::NoAccount => None,
         }
     }
+}
+
+/// An account's count of failures across sources.
+struct AccountCount {
+    /// Its failures' key in the store.
+    key: String,
+    /// Failures within the window that lock it for unknown sources.
+    limit: i64,
+    /// The name its known sources are kept under.
+    known_as: String,
 }
 
 /// The part of a source address that is counted: the address, or its /64 for IPv6. A
@@ -205,11 +217,11 @@ impl Throttle {
         if let Some(left) = lockout_left(f.count, MAX_FAILURES, f.oldest_ms, now) {
             return Ok(Some(Lockout::Source(left)));
         }
-        if let Some((key, limit, known_as)) = target.account_key() {
-            let f = store.login_failures(&key, since).await?;
-            if let Some(left) = lockout_left(f.count, limit, f.oldest_ms, now) {
+        if let Some(account) = target.account_count() {
+            let f = store.login_failures(&account.key, since).await?;
+            if let Some(left) = lockout_left(f.count, account.limit, f.oldest_ms, now) {
                 let known = store
-                    .is_known_source(&known_as, &source_key(source), now - known_for_ms())
+                    .is_known_source(&account.known_as, &source_key(source), now - known_for_ms())
                     .await?;
                 if !known {
                     return Ok(Some(Lockout::Account(left)));
@@ -222,16 +234,16 @@ impl Throttle {
     /// Records a failure.
     pub async fn fail(&self, store: &Store, target: Target<'_>, source: &str) -> Result<()> {
         let mut keys = vec![target.source_key(source)];
-        keys.extend(target.account_key().map(|(key, _, _)| key));
+        keys.extend(target.account_count().map(|account| account.key));
         store.record_login_failure(&keys, now_ms()).await
     }
 
     /// Records a success: `source` becomes known to the account.
     pub async fn succeed(&self, store: &Store, target: Target<'_>, source: &str) -> Result<()> {
-        match target.account_key() {
-            Some((_, _, known_as)) => {
+        match target.account_count() {
+            Some(account) => {
                 store
-                    .record_known_source(&known_as, &source_key(source), now_ms())
+                    .record_known_source(&account.known_as, &source_key(source), now_ms())
                     .await
             }
             None => Ok(()),
@@ -241,8 +253,11 @@ impl Throttle {
     /// Forgets what was learnt of an administrator account (its deletion: an account
     /// created later under that name is someone else).
     pub async fn forget_account(&self, store: &Store, name: &str) -> Result<()> {
-        store.forget_known_sources(name).await?;
-        store.clear_login_failures(&format!("account:{name}")).await
+        if let Some(account) = Target::Account(name).account_count() {
+            store.forget_known_sources(&account.known_as).await?;
+            store.clear_login_failures(&account.key).await?;
+        }
+        Ok(())
     }
 
     /// Forgets failures and known sources that no longer count.
