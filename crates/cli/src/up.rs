@@ -128,6 +128,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     // address, which need not be loopback (--listen).
     let mut sandbox_config = riposte_sandbox::SandboxConfig::new(sandbox_dir.clone());
     sandbox_config.client_ca_pem = Some(server.ca_pem().to_string());
+    // Revoked devices too are refused, by the list the server publishes for any sandbox.
+    sandbox_config.client_crl = Some(riposte_sandbox::revocation::CrlSource::Url(format!(
+        "{url}/api/v1/pki/crl"
+    )));
     let sandbox = riposte_sandbox::serve(sandbox_config, listener)
         .await
         .context("cannot start the built-in sandbox")?;

@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::revocation::CrlSource;
 use crate::service::{serve, SandboxConfig, DEFAULT_MAX_OBJECT_SIZE};
+
+fn parse_crl_source(text: &str) -> Result<CrlSource, String> {
+    CrlSource::parse(text)
+}
 
 /// Arguments of `riposte sandbox`.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,8 +50,14 @@ pub struct SandboxArgs {
     /// The administration server's CA certificate (its DATA/ca.pem): only agents it
     /// enrolled, presenting their device certificates, may submit objects and read
     /// verdicts.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "crl")]
     pub client_ca: Option<PathBuf>,
+    /// Where that CA's revocation list comes from, so that a device the server revoked
+    /// may no longer submit: the server's `https://SERVER:PORT/api/v1/pki/crl` (fetched
+    /// every minute, trusting only the client CA), or a PEM file kept current by other
+    /// means. A list past its nextUpdate (7 days after signing) admits no one.
+    #[arg(long, value_name = "SOURCE", value_parser = parse_crl_source)]
+    pub crl: Option<CrlSource>,
     /// Accept objects from anyone who can reach the sandbox, who can then fill its queue
     /// and have anything run in its jail (a sandbox on a closed network only).
     #[arg(long)]
@@ -72,6 +83,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             )
         })?);
     }
+    config.client_crl = args.crl.clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -116,9 +128,15 @@ mod tests {
             "--no-dynamic",
             "--client-ca",
             "/srv/ca.pem",
+            "--crl",
+            "https://srv:8443/api/v1/pki/crl",
         ])
         .unwrap();
         assert_eq!(c.args.client_ca, Some(PathBuf::from("/srv/ca.pem")));
+        assert_eq!(
+            c.args.crl,
+            Some(CrlSource::Url("https://srv:8443/api/v1/pki/crl".into()))
+        );
         assert_eq!(c.args.data, PathBuf::from("/tmp/sb"));
         assert!(c.args.no_dynamic);
         assert_eq!(c.args.max_object_size, DEFAULT_MAX_OBJECT_SIZE);
@@ -131,6 +149,20 @@ mod tests {
             .err()
             .expect("neither --client-ca nor --allow-anonymous-clients");
         assert!(err.to_string().contains("--client-ca"), "{err}");
+        let err = Cmd::try_parse_from(["riposte", "--data", "/x", "--client-ca", "ca.pem"])
+            .err()
+            .expect("a client CA without its revocation list");
+        assert!(err.to_string().contains("--crl"), "{err}");
+        assert!(Cmd::try_parse_from([
+            "riposte",
+            "--data",
+            "/x",
+            "--client-ca",
+            "ca.pem",
+            "--crl",
+            "http://srv/api/v1/pki/crl"
+        ])
+        .is_err());
         let c =
             Cmd::try_parse_from(["riposte", "--data", "/x", "--allow-anonymous-clients"]).unwrap();
         assert!(c.args.allow_anonymous_clients);

@@ -32,6 +32,7 @@ pub mod importers;
 pub mod openioc;
 pub mod protocol;
 pub mod report;
+pub mod revocation;
 pub mod service;
 pub mod static_analysis;
 pub mod store;

@@ -26,6 +26,7 @@ use crate::protocol::{
     verify_webhook, PollResponse, SubmitResponse, WebhookVerdict, SIGNATURE_HEADER,
 };
 use crate::report::{FileIoc, Report};
+use crate::revocation::{Accepting, CrlSource, TlsState};
 use crate::static_analysis::{HashList, RuleEngine, StaticAnalyzer};
 use crate::store::{Store, TaskRecord, TaskState, WebhookRecord};
 use crate::util::{now_secs, uuid4, write_atomic};
@@ -61,6 +62,12 @@ pub struct SandboxConfig {
     /// anyone who reaches the sandbox, who can then fill its queue and run what they
     /// like in its jail; `riposte sandbox` asks for that choice explicitly.
     pub client_ca_pem: Option<String>,
+    /// Where the client CA's revocation list comes from ([`crate::revocation`]): a
+    /// device the administration server revoked is then refused in the handshake.
+    /// `None` trusts every certificate the CA ever issued.
+    pub client_crl: Option<CrlSource>,
+    /// How often the revocation list is fetched again.
+    pub crl_refresh: std::time::Duration,
 }
 
 impl std::fmt::Debug for SandboxConfig {
@@ -72,6 +79,7 @@ impl std::fmt::Debug for SandboxConfig {
             .field("workers", &self.workers)
             .field("dynamic", &self.dynamic)
             .field("hash_lists", &self.hash_lists)
+            .field("client_crl", &self.client_crl)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +99,8 @@ impl SandboxConfig {
             rule_engines: Vec::new(),
             server_names: Vec::new(),
             client_ca_pem: None,
+            client_crl: None,
+            crl_refresh: crate::revocation::DEFAULT_REFRESH,
         }
     }
 }
@@ -183,22 +193,41 @@ pub struct App {
     pending: Mutex<HashMap<String, String>>,
     /// Submissions and polls need a verified client certificate.
     clients_must_be_enrolled: bool,
+    /// Where the revocation list comes from, to name it in refusals.
+    crl_source: Option<CrlSource>,
 }
 
-/// Whether the connection a request came on presented a client certificate that the
-/// TLS layer verified against the client CA (set per connection by [`serve`]).
-#[derive(Debug, Clone, Copy)]
-pub struct VerifiedClient(pub bool);
+/// What the TLS layer established about the client of a connection (set per connection
+/// by [`serve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientStanding {
+    /// No client certificate.
+    Anonymous,
+    /// A certificate that chains to the client CA and that the revocation list (when one
+    /// is required) does not name.
+    Enrolled,
+    /// A certificate that chains to the client CA, checked before the required
+    /// revocation list was first loaded: it may have been revoked.
+    RevocationUnknown,
+}
 
 impl App {
     /// Refuses a request from a client that is not admitted (see
     /// [`SandboxConfig::client_ca_pem`]).
-    fn admit(&self, client: Option<axum::Extension<VerifiedClient>>) -> Result<(), SandboxError> {
-        let verified = client.is_some_and(|axum::Extension(VerifiedClient(v))| v);
-        if self.clients_must_be_enrolled && !verified {
-            return Err(SandboxError::NotAdmitted);
+    fn admit(&self, client: Option<axum::Extension<ClientStanding>>) -> Result<(), SandboxError> {
+        if !self.clients_must_be_enrolled {
+            return Ok(());
         }
-        Ok(())
+        match client.map(|axum::Extension(s)| s) {
+            Some(ClientStanding::Enrolled) => Ok(()),
+            Some(ClientStanding::RevocationUnknown) => Err(SandboxError::RevocationUnknown(
+                self.crl_source
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )),
+            Some(ClientStanding::Anonymous) | None => Err(SandboxError::NotAdmitted),
+        }
     }
 }
 
@@ -379,7 +408,9 @@ impl App {
 fn error_status(e: &SandboxError) -> StatusCode {
     match e {
         SandboxError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        SandboxError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        SandboxError::QueueFull { .. } | SandboxError::RevocationUnknown(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         SandboxError::UnknownTask(_) => StatusCode::NOT_FOUND,
         SandboxError::BadSignature | SandboxError::NotAdmitted => StatusCode::UNAUTHORIZED,
         SandboxError::BadRequest(_) | SandboxError::Truncated { .. } => StatusCode::BAD_REQUEST,
@@ -455,7 +486,7 @@ struct SubmitQuery {
 
 async fn submit_handler(
     State(app): State<Arc<App>>,
-    client: Option<axum::Extension<VerifiedClient>>,
+    client: Option<axum::Extension<ClientStanding>>,
     query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -504,7 +535,7 @@ async fn submit_handler(
 
 async fn poll_handler(
     State(app): State<Arc<App>>,
-    client: Option<axum::Extension<VerifiedClient>>,
+    client: Option<axum::Extension<ClientStanding>>,
     Path(task_id): Path<String>,
 ) -> Response {
     match app.admit(client).and_then(|()| app.poll(&task_id)) {
@@ -613,6 +644,65 @@ pub fn default_engines(
     }
 }
 
+/// Fetches the revocation list again and again, and swaps the TLS configuration when
+/// it arrives.
+struct Refresher {
+    source: CrlSource,
+    http: reqwest::Client,
+    state: TlsState,
+    cert_pem: String,
+    key_pem: String,
+    client_ca_pem: String,
+}
+
+impl Refresher {
+    async fn run(self, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
+        // When fetching began to fail, and when that was last said.
+        let mut failing: Option<(std::time::Instant, std::time::Instant)> = None;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let built = crate::revocation::fetch(&self.source, &self.http)
+                .await
+                .and_then(|crls| {
+                    crate::tls::server_config(
+                        &self.cert_pem,
+                        &self.key_pem,
+                        Some(&self.client_ca_pem),
+                        Some(crls),
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            match built {
+                Ok(config) => {
+                    if failing.take().is_some() {
+                        tracing::info!(source = %self.source, "revocation list fetched again");
+                    }
+                    self.state.replace(Accepting {
+                        config: Arc::new(config),
+                        revocation_known: true,
+                    });
+                }
+                Err(e) => {
+                    // Said at once, then hourly: a server down for a day should not fill
+                    // the log. The last good list stays in force until it expires.
+                    let now = std::time::Instant::now();
+                    let (since, said) = failing.get_or_insert((now, now));
+                    if *said == now || now.duration_since(*said).as_secs() >= 3600 {
+                        *said = now;
+                        tracing::warn!(
+                            "cannot refresh the revocation list ({e}), for {} min now; the last list stays in force until its nextUpdate",
+                            now.duration_since(*since).as_secs() / 60
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Start the service on `listener` (bind port 0 in tests). Creates the certificate
 /// and webhook key on first start, re-queues unfinished tasks, and spawns the workers.
 pub async fn serve(
@@ -623,11 +713,39 @@ pub async fn serve(
     std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("create", &dir, e))?;
     let store = Store::open(&dir)?;
     let (cert_pem, key_pem) = crate::tls::load_or_create(&dir, &config.server_names)?;
-    let tls = Arc::new(crate::tls::server_config(
-        &cert_pem,
-        &key_pem,
-        config.client_ca_pem.as_deref(),
-    )?);
+    let revocation = match (&config.client_ca_pem, &config.client_crl) {
+        (Some(ca), Some(source)) => Some((source.clone(), crate::revocation::ca_client(ca)?)),
+        _ => None,
+    };
+    let first_list = match &revocation {
+        None => None,
+        Some((source, http)) => match crate::revocation::fetch(source, http).await {
+            Ok(crls) => Some(crls),
+            // A file is the administrator's to mend now; a server may simply not be up
+            // yet, and the refresher keeps asking.
+            Err(e) if matches!(source, CrlSource::File(_)) => {
+                return Err(SandboxError::Tls(format!(
+                    "cannot read the revocation list: {e}"
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot fetch the revocation list yet ({e}); enrolled agents are asked to retry until it arrives"
+                );
+                None
+            }
+        },
+    };
+    let revocation_known = revocation.is_none() || first_list.is_some();
+    let tls_state = TlsState::new(
+        Arc::new(crate::tls::server_config(
+            &cert_pem,
+            &key_pem,
+            config.client_ca_pem.as_deref(),
+            first_list,
+        )?),
+        revocation_known,
+    );
     let webhook_key = load_or_create_webhook_key(&dir)?;
 
     let mut hashes = HashList::new();
@@ -671,6 +789,7 @@ pub async fn serve(
         webhook_key: webhook_key.clone(),
         pending: Mutex::new(pending),
         clients_must_be_enrolled: config.client_ca_pem.is_some(),
+        crl_source: revocation.as_ref().map(|(source, _)| source.clone()),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -694,7 +813,17 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| SandboxError::io("read the address of", PathBuf::from("listener"), e))?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    if let Some((source, http)) = revocation {
+        let refresher = Refresher {
+            source,
+            http,
+            state: tls_state.clone(),
+            cert_pem: cert_pem.clone(),
+            key_pem: key_pem.to_string(),
+            client_ca_pem: config.client_ca_pem.clone().unwrap_or_default(),
+        };
+        tokio::spawn(refresher.run(config.crl_refresh, shutdown_rx.clone()));
+    }
     let routes = router(app.clone());
     let mut stop = shutdown_rx;
     let accept = tokio::spawn(async move {
@@ -710,7 +839,8 @@ pub async fn serve(
                     }
                 },
             };
-            let acceptor = acceptor.clone();
+            let accepting = tls_state.current();
+            let acceptor = tokio_rustls::TlsAcceptor::from(accepting.config);
             let routes = routes.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(
@@ -726,11 +856,15 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-                // A certificate that reached this point chained to the client CA: the
-                // handshake refuses any other.
-                let verified = VerifiedClient(tls.get_ref().1.peer_certificates().is_some());
+                // A certificate that reached this point chained to the client CA and
+                // is not on the revocation list: the handshake refuses any other.
+                let standing = match tls.get_ref().1.peer_certificates() {
+                    None => ClientStanding::Anonymous,
+                    Some(_) if accepting.revocation_known => ClientStanding::Enrolled,
+                    Some(_) => ClientStanding::RevocationUnknown,
+                };
                 let svc = hyper_util::service::TowerToHyperService::new(
-                    routes.layer(axum::Extension(verified)),
+                    routes.layer(axum::Extension(standing)),
                 );
                 let builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::util::write_atomic;
@@ -59,10 +61,14 @@ pub fn cert_der(cert_pem: &str) -> Result<CertificateDer<'static>, SandboxError>
 /// present a certificate, and one that does not chain to that CA ends the handshake; one
 /// that presents none gets through TLS (the webhook of an external sandbox signs its
 /// messages instead) and the handlers decide ([`crate::service::SandboxConfig::client_ca_pem`]).
+///
+/// With `crls` as well, a client certificate they revoke ends the handshake, as does one
+/// checked against a list past its `nextUpdate` ([`crate::revocation`]).
 pub fn server_config(
     cert_pem: &str,
     key_pem: &str,
     client_ca_pem: Option<&str>,
+    crls: Option<Vec<CertificateRevocationListDer<'static>>>,
 ) -> Result<rustls::ServerConfig, SandboxError> {
     let cert = cert_der(cert_pem)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
@@ -88,13 +94,20 @@ pub fn server_config(
                         .into(),
                 ));
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider(),
             )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| SandboxError::Tls(format!("client CA: {e}")))?;
+            .allow_unauthenticated();
+            if let Some(crls) = crls {
+                verifier = verifier
+                    .with_crls(crls)
+                    .only_check_end_entity_revocation()
+                    .enforce_revocation_expiration();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| SandboxError::Tls(format!("client CA: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use riposte_sandbox::protocol::{sign_webhook, SIGNATURE_HEADER};
 use riposte_sandbox::report::{FileIoc, Verdict};
+use riposte_sandbox::revocation::CrlSource;
 use riposte_sandbox::static_analysis::EICAR;
 use riposte_sandbox::store::Store;
 use riposte_sandbox::{
@@ -455,5 +456,197 @@ async fn only_enrolled_agents_may_submit_when_the_sandbox_knows_their_ca() {
     assert_eq!(resp.status(), 401, "a bad signature, judged by the handler");
     let body = resp.text().await.unwrap();
     assert!(!body.contains("only from agents enrolled"), "{body}");
+    h.shutdown().await;
+}
+
+/// A CA that issues device certificates with chosen serials and signs revocation lists,
+/// as the administration server does.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    fn device(&self, serial: u64) -> riposte_sandbox::tls::ClientIdentity {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("riposte-device-{serial}"),
+        );
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        riposte_sandbox::tls::ClientIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A list revoking `serials`, issued `age` ago and valid for `valid` from then.
+    fn crl(&self, serials: &[u64], age: time::Duration, valid: time::Duration) -> String {
+        let this_update = time::OffsetDateTime::now_utc() - age;
+        rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update: this_update + valid,
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: this_update,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.cert, &self.key)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+}
+
+/// With a revocation list, a device the list names is refused in the handshake while
+/// other enrolled devices are served; a new list is picked up while the sandbox runs; a
+/// list past its nextUpdate admits no one. Without a readable list file the sandbox does
+/// not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_refused_and_new_lists_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (kept, revoked) = (ca.device(11), ca.device(12));
+    let crl_path = dir.path().join("crl.pem");
+    let week = time::Duration::days(7);
+    std::fs::write(&crl_path, ca.crl(&[12], time::Duration::ZERO, week)).unwrap();
+
+    let mut config = static_only(&dir.path().join("missing-list"));
+    config.client_ca_pem = Some(ca.cert.pem());
+    config.client_crl = Some(CrlSource::File(dir.path().join("no-such-crl.pem")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let Err(err) = serve(config, listener).await else {
+        panic!("no list, no start");
+    };
+    assert!(err.to_string().contains("no-such-crl.pem"), "{err}");
+
+    let mut config = static_only(&dir.path().join("sb"));
+    config.client_ca_pem = Some(ca.cert.pem());
+    config.client_crl = Some(CrlSource::File(crl_path.clone()));
+    config.crl_refresh = Duration::from_millis(100);
+    let h = start(config).await;
+    let with = |identity: riposte_sandbox::tls::ClientIdentity| {
+        let mut c = ClientConfig::new(vec![format!("https://{}", h.addr)], h.cert_pem.clone());
+        c.timeout = Duration::from_secs(20);
+        c.retries = 0;
+        c.identity = Some(identity);
+        SandboxClient::new(c).unwrap()
+    };
+
+    let refused = with(revoked.clone())
+        .submit("a.txt", b"from a revoked device")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, riposte_sandbox::SandboxError::Unreachable(_)),
+        "refused in the handshake, before any handler: {refused}"
+    );
+    assert!(matches!(
+        with(kept.clone())
+            .submit("b.txt", b"from a device in good standing")
+            .await,
+        Ok(Submitted::Queued(_))
+    ));
+
+    // The server revokes the other device too: the next list names both.
+    std::fs::write(&crl_path, ca.crl(&[11, 12], time::Duration::ZERO, week)).unwrap();
+    let mut refused_at_last = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if with(kept.clone()).submit("c.txt", b"again").await.is_err() {
+            refused_at_last = true;
+            break;
+        }
+    }
+    assert!(refused_at_last, "the new list was never taken up");
+
+    // A list past its nextUpdate: even a device it does not name is refused.
+    let fresh = ca.device(13);
+    std::fs::write(&crl_path, ca.crl(&[], time::Duration::days(8), week)).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stale = with(fresh.clone())
+        .submit("d.txt", b"stale list")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, riposte_sandbox::SandboxError::Unreachable(_)),
+        "{stale}"
+    );
+    std::fs::write(&crl_path, ca.crl(&[], time::Duration::ZERO, week)).unwrap();
+    let mut served = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if with(fresh.clone())
+            .submit("d.txt", b"fresh list")
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "a fresh list admits the device again");
+    h.shutdown().await;
+}
+
+/// A sandbox whose revocation list comes from a server that does not answer yet starts,
+/// and tells enrolled devices to retry (a server error, which the agent's client retries)
+/// rather than serving a device that may have been revoked; an anonymous client is still
+/// told it is not admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_a_first_list_arrives_enrolled_devices_are_asked_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/api/v1/pki/crl", closed.local_addr().unwrap());
+    drop(closed);
+    let mut config = static_only(dir.path());
+    config.client_ca_pem = Some(ca.cert.pem());
+    config.client_crl = Some(CrlSource::Url(url.clone()));
+    let h = start(config).await;
+    let with = |identity: Option<riposte_sandbox::tls::ClientIdentity>| {
+        let mut c = ClientConfig::new(vec![format!("https://{}", h.addr)], h.cert_pem.clone());
+        c.timeout = Duration::from_secs(20);
+        c.retries = 0;
+        c.identity = identity;
+        SandboxClient::new(c).unwrap()
+    };
+    let err = with(Some(ca.device(5)))
+        .submit("a.txt", b"x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, riposte_sandbox::SandboxError::Unreachable(m) if m.contains("revocation list") && m.contains(&url)),
+        "{err}"
+    );
+    let anonymous = with(None).submit("a.txt", b"x").await.unwrap_err();
+    assert!(
+        matches!(anonymous, riposte_sandbox::SandboxError::NotAdmitted),
+        "{anonymous}"
+    );
+    assert!(Store::open(dir.path()).unwrap().tasks().unwrap().is_empty());
     h.shutdown().await;
 }

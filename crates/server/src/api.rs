@@ -174,6 +174,7 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/enroll", post(enroll))
+        .route("/api/v1/pki/crl", get(revocation_list))
         .route("/api/v1/groups", get(groups).post(create_group))
         .route(
             "/api/v1/groups/{group}",
@@ -328,6 +329,19 @@ async fn enroll(
     ok(core
         .enroll(&b.token, &b.csr_pem, &b.name, &b.hostname, &src.0)
         .await?)
+}
+
+/// The CA's revocation list, for sandboxes that admit enrolled devices: public, as CRLs
+/// are, and signed by the CA, so that whoever relays it cannot change it.
+async fn revocation_list(State(core): State<AppState>) -> Result<impl IntoResponse, ServiceError> {
+    let pem = core.revocation_list().await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        pem,
+    ))
 }
 
 async fn groups(State(core): State<AppState>, c: Caller) -> ApiResult {

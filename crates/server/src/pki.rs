@@ -4,13 +4,18 @@
 
 use crate::files::{read_or_create_secret_file, write_private_file};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams,
+    CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+/// How long a revocation list from [`Authority::revocation_list`] stays valid.
+pub const CRL_VALIDITY: Duration = Duration::days(7);
 
 /// Errors of the certificate authority.
 #[derive(Debug, thiserror::Error)]
@@ -134,8 +139,14 @@ impl Authority {
             .map_err(|_| PkiError::Pem("ca.pem".into()))
     }
 
-    /// Signs a device's certificate request; the subject is set by the server, not the agent.
-    pub fn sign_device_csr(&self, csr_pem: &str, device_id: i64) -> Result<String, PkiError> {
+    /// Signs a device's certificate request; the subject is set by the server, not the
+    /// agent. Returns the certificate (PEM) and its serial number (hex), which a
+    /// revocation list names once the device is revoked.
+    pub fn sign_device_csr(
+        &self,
+        csr_pem: &str,
+        device_id: i64,
+    ) -> Result<(String, String), PkiError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::BadCsr(e.to_string()))?;
         let mut dn = DistinguishedName::new();
@@ -144,8 +155,48 @@ impl Authority {
         csr.params.subject_alt_names = Vec::new();
         csr.params.is_ca = IsCa::ExplicitNoCa;
         csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        // Random rather than rcgen's default (a digest of the public key): an agent that
+        // enrolls again with the same key must not be revoked by its old certificate's
+        // entry.
+        let mut serial: [u8; 16] = rand::random();
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        csr.params.serial_number = Some(SerialNumber::from_slice(&serial));
         let cert = csr.signed_by(&self.ca_cert, &self.ca_key)?;
-        Ok(cert.pem())
+        Ok((cert.pem(), hex::encode(serial)))
+    }
+
+    /// A certificate revocation list, signed by this CA, naming `revoked` (serials in hex,
+    /// revocation times in Unix milliseconds). It is valid for [`CRL_VALIDITY`]; readers
+    /// fetch a fresh one well before that.
+    pub fn revocation_list(&self, revoked: &[(String, i64)]) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|(serial, at_ms)| {
+                let serial = hex::decode(serial)
+                    .map_err(|_| PkiError::Pem(format!("revoked serial {serial}")))?;
+                let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(*at_ms) * 1_000_000)
+                    .unwrap_or(now);
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&serial),
+                    revocation_time: at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        // CRL numbers must grow: the issue time in milliseconds does, across processes.
+        let number = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + CRL_VALIDITY,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.ca_cert, &self.ca_key)?.pem()?)
     }
 
     /// Checks that a PEM certificate request parses, without signing it.

@@ -20,7 +20,8 @@ use riposte_model::{
 };
 use riposte_proto::{Delivery, IocDocument, TaskOffer};
 use riposte_store::{
-    now_ms, AccountKind, EnrollFailure, NewTask, Store, StoreError, KIND_SETTINGS,
+    now_ms, AccountKind, EnrollFailure, IssuedCertificate, NewTask, Store, StoreError,
+    KIND_SETTINGS,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -611,6 +612,21 @@ impl Core {
         Ok(())
     }
 
+    /// The CA's current certificate revocation list (PEM), naming every revoked
+    /// device's certificate. Public: it holds serial numbers and dates only.
+    pub async fn revocation_list(&self) -> ServiceResult<String> {
+        let revoked: Vec<(String, i64)> = self
+            .store
+            .revoked_certificates()
+            .await?
+            .into_iter()
+            .map(|r| (r.serial, r.revoked_ms))
+            .collect();
+        self.authority
+            .revocation_list(&revoked)
+            .map_err(|e| ServiceError::Internal(format!("signing the revocation list: {e}")))
+    }
+
     pub async fn revoke_device(&self, c: &Caller, reference: &str) -> ServiceResult<()> {
         self.allow(c, Operation::RevokeDevice).await?;
         let device = self.store.device_by_ref(reference).await?;
@@ -1054,12 +1070,17 @@ impl Core {
         let (device, cert_pem) = self
             .store
             .enroll_device_signed(&secrets::token_hash(token), name, hostname, |id| {
-                let cert_pem = self
+                let (cert_pem, serial) = self
                     .authority
                     .sign_device_csr(csr_pem, id)
                     .map_err(|e| e.to_string())?;
-                let fp = crate::pki::pem_fingerprint(&cert_pem).map_err(|e| e.to_string())?;
-                Ok((fp, cert_pem))
+                let fingerprint =
+                    crate::pki::pem_fingerprint(&cert_pem).map_err(|e| e.to_string())?;
+                let issued = IssuedCertificate {
+                    fingerprint,
+                    serial: Some(serial),
+                };
+                Ok((issued, cert_pem))
             })
             .await?
             .map_err(|failure: EnrollFailure<String>| match failure {

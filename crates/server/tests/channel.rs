@@ -568,3 +568,86 @@ async fn last_seen_moves_while_the_device_is_connected_at_most_once_per_refresh(
         db.cleanup().await;
     }
 }
+
+/// Whether `cert_pem` passes a client-certificate check against `ca_pem` with the CA's
+/// revocation list `crl_pem`, as a sandbox checks a device (the list's signature too).
+fn passes_with_list(ca_pem: &str, crl_pem: &str, cert_pem: &str) -> Result<(), rustls::Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(crl_pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(crls.len(), 1, "one list: {crl_pem}");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .with_crls(crls)
+    .enforce_revocation_expiration()
+    .build()
+    .unwrap();
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    verifier
+        .verify_client_cert(&cert, &[], UnixTime::now())
+        .map(|_| ())
+}
+
+/// The CA's revocation list is public and signed; it names a device's certificate once
+/// the device is revoked, through any server process of the database, and no other.
+async fn revocation_list_names_revoked_devices(backend: Backend) {
+    let (ts, api) = TestServer::with_group_a(backend).await;
+    let dev1 = enroll(&api, &ts.ca, "A", "dev1").await;
+    let dev2 = enroll(&api, &ts.ca, "A", "dev2").await;
+    let fetch = || async {
+        // No session: a sandbox reads the list without an account.
+        let resp = api
+            .http
+            .get(format!("{}/api/v1/pki/crl", api.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "application/x-pem-file"
+        );
+        resp.text().await.unwrap()
+    };
+    let before = fetch().await;
+    assert!(before.contains("BEGIN X509 CRL"), "{before}");
+    for dev in [&dev1, &dev2] {
+        passes_with_list(&ts.ca, &before, &dev.cert_pem).unwrap();
+    }
+
+    api.ok(
+        "POST",
+        &format!("/api/v1/devices/{}/revoke", dev1.device_id),
+        None,
+    )
+    .await;
+    let after = fetch().await;
+    let refused = passes_with_list(&ts.ca, &after, &dev1.cert_pem).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+        ),
+        "{refused:?}"
+    );
+    passes_with_list(&ts.ca, &after, &dev2.cert_pem).unwrap();
+    ts.stop().await;
+}
+
+#[tokio::test]
+async fn revocation_list_names_revoked_devices_sqlite() {
+    revocation_list_names_revoked_devices(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn revocation_list_names_revoked_devices_postgres() {
+    revocation_list_names_revoked_devices(Backend::Postgres).await;
+}

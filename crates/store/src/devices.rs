@@ -47,6 +47,25 @@ pub enum TokenRefusal {
     UsedUp,
 }
 
+/// What the caller's signing step of [`Store::enroll_device_signed`] issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// SHA-256 of the certificate (DER), hex: how the channel recognises the device.
+    pub fingerprint: String,
+    /// The certificate's serial number, hex: what a revocation list names. `None` for
+    /// certificates issued elsewhere (tests).
+    pub serial: Option<String>,
+}
+
+/// A device certificate that was revoked, as a certificate revocation list names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedCertificate {
+    /// Serial number, hex.
+    pub serial: String,
+    pub device_id: i64,
+    pub revoked_ms: i64,
+}
+
 /// Why [`Store::enroll_device_signed`] enrolled nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnrollFailure<E> {
@@ -132,7 +151,11 @@ impl Store {
     ) -> Result<std::result::Result<DeviceRow, TokenRefusal>> {
         let enrolled = self
             .enroll_device_signed(token_hash, name, hostname, |_| {
-                Ok::<_, std::convert::Infallible>((cert_fingerprint.to_string(), ()))
+                let issued = IssuedCertificate {
+                    fingerprint: cert_fingerprint.to_string(),
+                    serial: None,
+                };
+                Ok::<_, std::convert::Infallible>((issued, ()))
             })
             .await?;
         Ok(enrolled.map(|(d, ())| d).map_err(|f| match f {
@@ -142,8 +165,8 @@ impl Store {
     }
 
     /// Enrolls a device as one transaction: spends a use of the token, creates the
-    /// device, and calls `sign` with its new id for its certificate's fingerprint (and
-    /// whatever else the caller needs back, the certificate itself). If `sign` fails
+    /// device, and calls `sign` with its new id for its certificate's fingerprint and
+    /// serial (and whatever else the caller needs back, the certificate itself). If `sign` fails
     /// nothing is kept: the token keeps its use and no device exists, so the agent can
     /// simply try again.
     pub async fn enroll_device_signed<T, E>(
@@ -151,7 +174,7 @@ impl Store {
         token_hash: &str,
         name: &str,
         hostname: &str,
-        sign: impl FnOnce(i64) -> std::result::Result<(String, T), E>,
+        sign: impl FnOnce(i64) -> std::result::Result<(IssuedCertificate, T), E>,
     ) -> Result<std::result::Result<(DeviceRow, T), EnrollFailure<E>>> {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
@@ -190,20 +213,21 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let mut dev = device(&row)?;
-        let (fingerprint, extra) = match sign(dev.id) {
+        let (issued, extra) = match sign(dev.id) {
             Ok(signed) => signed,
             Err(e) => {
                 tx.rollback().await?;
                 return Ok(Err(EnrollFailure::Sign(e)));
             }
         };
-        sqlx::query("UPDATE devices SET cert_fingerprint = $1 WHERE id = $2")
-            .bind(&fingerprint)
+        sqlx::query("UPDATE devices SET cert_fingerprint = $1, cert_serial = $2 WHERE id = $3")
+            .bind(&issued.fingerprint)
+            .bind(&issued.serial)
             .bind(dev.id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        dev.cert_fingerprint = fingerprint;
+        dev.cert_fingerprint = issued.fingerprint;
         Ok(Ok((dev, extra)))
     }
 
@@ -299,7 +323,8 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes a device: it can no longer connect.
+    /// Revokes a device: it can no longer connect, and its certificate joins the
+    /// revocation list ([`Store::revoked_certificates`]) that a sandbox checks.
     ///
     /// Also drops what was queued for it: a revoked device never gets it, and queued
     /// settings may carry (sealed) the special account's password.
@@ -318,8 +343,37 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no device with id {id}")));
         }
+        // Revoking twice keeps the first date: the list says when it happened.
+        sqlx::query(
+            "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
+             SELECT cert_serial, id, $1 FROM devices WHERE id = $2 AND cert_serial IS NOT NULL
+             ON CONFLICT (serial) DO NOTHING",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every revoked device certificate, oldest revocation first.
+    pub async fn revoked_certificates(&self) -> Result<Vec<RevokedCertificate>> {
+        let rows = sqlx::query(
+            "SELECT serial, device_id, revoked_ms FROM revoked_certificates
+             ORDER BY revoked_ms, serial",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevokedCertificate {
+                    serial: r.try_get("serial")?,
+                    device_id: r.try_get("device_id")?,
+                    revoked_ms: r.try_get("revoked_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// Stores a device's local settings.
@@ -380,7 +434,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{EnrollFailure, TokenRefusal};
+    use super::{EnrollFailure, IssuedCertificate, TokenRefusal};
     use crate::now_ms;
     use crate::testing::each_backend;
 
@@ -444,7 +498,9 @@ mod tests {
                 .await
                 .unwrap();
             let failed = store
-                .enroll_device_signed("once", "d4", "h4", |_| Err::<(String, ()), _>("no key"))
+                .enroll_device_signed("once", "d4", "h4", |_| {
+                    Err::<(IssuedCertificate, ()), _>("no key")
+                })
                 .await
                 .unwrap();
             assert_eq!(failed.unwrap_err(), EnrollFailure::Sign("no key"));
@@ -456,7 +512,11 @@ mod tests {
             assert_eq!(uses(store.enroll_tokens().await.unwrap()), Some(1));
             let (d4, cert) = store
                 .enroll_device_signed("once", "d4", "h4", |id| {
-                    Ok::<_, ()>((format!("fp-{id}"), format!("cert of {id}")))
+                    let issued = IssuedCertificate {
+                        fingerprint: format!("fp-{id}"),
+                        serial: None,
+                    };
+                    Ok::<_, ()>((issued, format!("cert of {id}")))
                 })
                 .await
                 .unwrap()
@@ -500,6 +560,54 @@ mod tests {
             assert_eq!(store.device_by_ref("d1").await.unwrap().id, d1.id);
             store.revoke_device(d1.id).await.unwrap();
             assert!(store.device(d1.id).await.unwrap().revoked);
+        })
+        .await;
+    }
+
+    /// A revoked device's certificate serial is listed once, with the date of its first
+    /// revocation; a device whose serial is unknown, or that is not revoked, is not.
+    #[tokio::test]
+    async fn revoking_lists_the_certificate_serial_once() {
+        each_backend(|store| async move {
+            let g = store.create_group("G", None).await.unwrap();
+            store
+                .create_enroll_token("t", g, now_ms() + 60_000, 5, "admin")
+                .await
+                .unwrap();
+            let enroll = |name: &'static str, serial: Option<&'static str>| {
+                let store = store.clone();
+                async move {
+                    let issued = IssuedCertificate {
+                        fingerprint: format!("fp-{name}"),
+                        serial: serial.map(str::to_string),
+                    };
+                    store
+                        .enroll_device_signed("t", name, "h", |_| {
+                            Ok::<_, std::convert::Infallible>((issued, ()))
+                        })
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .0
+                }
+            };
+            let a = enroll("a", Some("0a0b")).await;
+            let b = enroll("b", Some("0c0d")).await;
+            let legacy = enroll("legacy", None).await;
+            assert!(store.revoked_certificates().await.unwrap().is_empty());
+
+            store.revoke_device(a.id).await.unwrap();
+            store.revoke_device(legacy.id).await.unwrap();
+            let listed = store.revoked_certificates().await.unwrap();
+            assert_eq!(listed.len(), 1, "{listed:?}");
+            assert_eq!(
+                (listed[0].serial.as_str(), listed[0].device_id),
+                ("0a0b", a.id)
+            );
+
+            store.revoke_device(a.id).await.unwrap();
+            assert_eq!(store.revoked_certificates().await.unwrap(), listed);
+            assert!(!store.device(b.id).await.unwrap().revoked);
         })
         .await;
     }

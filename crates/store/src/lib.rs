@@ -21,7 +21,9 @@ mod throttle;
 pub use accounts::{AccountKind, AccountRow, SessionRow};
 pub use audit::AuditRow;
 pub use detections::{ActionOutcome, AlertRow, DetectionRow, QuarantineRow};
-pub use devices::{DeviceRow, EnrollFailure, EnrollTokenRow, TokenRefusal};
+pub use devices::{
+    DeviceRow, EnrollFailure, EnrollTokenRow, IssuedCertificate, RevokedCertificate, TokenRefusal,
+};
 pub use outbox::OutboxRow;
 pub use outbox::{KIND_QUARANTINE, KIND_SETTINGS, KIND_TASK_CANCEL, KIND_TASK_OFFER};
 pub use tasks::{NewTask, TaskDeviceRow, TaskRow};
@@ -96,6 +98,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_console_drafts.sql"),
     include_str!("../migrations/0004_device_connection.sql"),
     include_str!("../migrations/0005_login_known_sources.sql"),
+    include_str!("../migrations/0006_certificate_revocation.sql"),
 ];
 
 impl Store {
