@@ -56,6 +56,7 @@ impl SweepRunner {
                 other => return Err(format!("unknown IOC format '{other}'")),
             };
             documents.push(IocDocument {
+                include_dir: None,
                 kind,
                 origin: d.name.clone(),
                 text: d.content.clone(),

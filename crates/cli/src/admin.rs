@@ -266,9 +266,13 @@ enum AlertCmd {
 
 #[derive(Subcommand, Debug)]
 enum AuditCmd {
+    /// Newest entries first; `--before ID` (the last id a page showed) gives the next page.
     List {
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Only entries older than this entry id.
+        #[arg(long, value_name = "ID")]
+        before: Option<i64>,
     },
 }
 
@@ -1053,11 +1057,12 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
             let v = c.call("GET", &format!("/api/v1/alerts{q}"), None).await?;
             table(&v, &["at", "device_id", "code", "message"])
         }
-        AdminCommand::Audit(AuditCmd::List { limit }) => {
+        AdminCommand::Audit(AuditCmd::List { limit, before }) => {
+            let before = before.map(|b| format!("&before={b}")).unwrap_or_default();
             let v = c
-                .call("GET", &format!("/api/v1/audit?limit={limit}"), None)
+                .call("GET", &format!("/api/v1/audit?limit={limit}{before}"), None)
                 .await?;
-            table(&v, &["at", "actor", "source", "action", "detail"])
+            table(&v, &["id", "at", "actor", "source", "action", "detail"])
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -420,6 +420,40 @@ fn scan_under_a_low_descriptor_limit_still_reads_every_file() {
     assert_eq!(report["hits"].as_array().unwrap().len(), 1, "{report}");
 }
 
+/// `riposte scan --yara rules/main.yar`, run from another folder, finds the files the
+/// rule file includes beside it (as `yara` does), and their rules hit.
+#[test]
+fn scan_yara_includes_resolve_beside_the_rule_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = tmp.path().join("rules");
+    std::fs::create_dir_all(rules.join("families")).unwrap();
+    std::fs::write(rules.join("main.yar"), "include \"families/dropper.yar\"\n").unwrap();
+    std::fs::write(
+        rules.join("families/dropper.yar"),
+        "rule dropper { strings: $s = \"riposte-included-marker\" condition: $s }\n",
+    )
+    .unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("x.bin"), b"..riposte-included-marker..").unwrap();
+    std::fs::write(tree.join("y.bin"), b"nothing").unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = Command::new(bin())
+        .current_dir(&elsewhere)
+        .args(["scan", "--json", "--no-system-items", "--yara"])
+        .arg(rules.join("main.yar"))
+        .arg(&tree)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let hits = report["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{report}");
+    assert!(hits[0].to_string().contains("x.bin"), "{report}");
+}
+
 /// A reader that goes away (`riposte scan --json … | head`) still gets the answer in
 /// the exit code, with no error: as grep does.
 #[test]

@@ -150,10 +150,19 @@ fn read_docs(
             )));
         }
         let text = String::from_utf8(bytes).map_err(|e| fail(&format!("not UTF-8 text: {e}")))?;
+        // Includes resolve from the rule file's folder, as `yara` does; from the
+        // current one for a pipe or `<(…)`, whose folder is /dev/fd.
+        let include_dir = match p.parent() {
+            Some(dir) if !is_descriptor_path(p) && !dir.as_os_str().is_empty() => {
+                Some(dir.to_path_buf())
+            }
+            _ => Some(PathBuf::from(".")),
+        };
         out.push(IocDocument {
             kind,
             origin: riposte_model::path_text::encode(p.as_os_str()),
             text,
+            include_dir,
         });
     }
     Ok(())

@@ -104,6 +104,9 @@ pub struct IocDocument {
     pub origin: String,
     /// The content.
     pub text: String,
+    /// Where a YARA document's `include`s resolve from (the folder of the file it was
+    /// read from); `None` refuses them, for documents that came over the network.
+    pub include_dir: Option<std::path::PathBuf>,
 }
 
 /// Named sets of places to sweep.
@@ -411,7 +414,11 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
                 }
             }
             DocumentKind::Yara => {
-                let r = YaraRules::compile_str(&d.text, &d.origin)?;
+                let includes = match &d.include_dir {
+                    Some(dir) => riposte_ioc::yara::Includes::RelativeTo(dir),
+                    None => riposte_ioc::yara::Includes::Refused,
+                };
+                let r = YaraRules::compile(&d.text, &d.origin, includes)?;
                 if let Some(w) = r.warnings().first().filter(|_| req.strict) {
                     return Err(Error::RefusedRule {
                         origin: d.origin.clone(),

@@ -29,6 +29,7 @@ fn write(root: &Path, rel: &str, data: &[u8]) {
 
 fn ioc(id: &str, body: &str) -> IocDocument {
     IocDocument {
+        include_dir: None,
         kind: DocumentKind::OpenIoc,
         origin: format!("{id}.ioc"),
         text: format!(
@@ -431,16 +432,19 @@ fn stix_yara_and_generated_ioc() {
     let yara = std::fs::read_to_string(corpus().join("yara/fireeye-rttc-all.yar")).unwrap();
     let docs = vec![
         IocDocument {
+            include_dir: None,
             kind: DocumentKind::Stix,
             origin: "b.json".into(),
             text: bundle,
         },
         IocDocument {
+            include_dir: None,
             kind: DocumentKind::OpenIoc,
             origin: "gen.ioc".into(),
             text: gen,
         },
         IocDocument {
+            include_dir: None,
             kind: DocumentKind::Yara,
             origin: "rttc.yar".into(),
             text: yara,
@@ -714,6 +718,7 @@ fn progress_counts_the_bytes_of_every_file_once() {
         &or(&[term("FileItem/Md5sum", "is", "md5", &md5_hex(EVIL))]),
     );
     let yara = IocDocument {
+        include_dir: None,
         kind: DocumentKind::Yara,
         origin: "r.yar".into(),
         text: "rule r { strings: $a = \"never-there\" condition: $a }".into(),
@@ -797,6 +802,7 @@ fn strict_unreadable_limits_and_cancel() {
     // A rule the YARA engine refuses is skipped with a warning, or under strict mode an
     // error that names it.
     let half_bad = IocDocument {
+        include_dir: None,
         kind: DocumentKind::Yara,
         origin: "half.yar".into(),
         text: "rule good { condition: true }\nrule broken { condition: true and and false }\n"
@@ -824,6 +830,7 @@ fn strict_unreadable_limits_and_cancel() {
         other => panic!("{other:?}"),
     }
     let bad = IocDocument {
+        include_dir: None,
         kind: DocumentKind::OpenIoc,
         origin: "bad.ioc".into(),
         text: "<nope".into(),
@@ -1210,6 +1217,7 @@ fn observation_hits_are_hashed_only_for_patterns_that_hold() {
     write(d.path(), "srv/a.js", b"first");
     write(d.path(), "srv/b.js", b"second");
     let stix = |pattern: &str| IocDocument {
+        include_dir: None,
         kind: DocumentKind::Stix,
         origin: "p.json".into(),
         text: pattern.into(),
@@ -1296,6 +1304,7 @@ fn size_and_name_prefilter_reads_only_candidate_files() {
     );
     let run = |docs: Vec<IocDocument>| sweep(&request(d.path(), docs)).unwrap();
     let gen_doc = IocDocument {
+        include_dir: None,
         kind: DocumentKind::OpenIoc,
         origin: "gen.ioc".into(),
         text: gen,
@@ -1437,6 +1446,7 @@ fn hash_only_sweep_over_many_files() {
     // With YARA rules too, the bytes YARA read are the ones hashed: same hits, each
     // file read (and counted) once.
     let rule = IocDocument {
+        include_dir: None,
         kind: DocumentKind::Yara,
         origin: "r.yar".into(),
         text: "rule planted { strings: $a = \"planted malware\" condition: $a }".into(),
@@ -1529,6 +1539,7 @@ fn an_uncomputed_hash_is_unknown_not_a_match() {
     // With YARA rules too (which read every file), each file over the limit is counted
     // once, not once per reader: the big svchost.exe and alice's notes.
     let rules = IocDocument {
+        include_dir: None,
         kind: DocumentKind::Yara,
         origin: "z.yar".into(),
         text: "rule zz { strings: $a = \"zzzz\" condition: $a }".into(),

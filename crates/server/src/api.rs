@@ -717,10 +717,12 @@ async fn alerts(
 #[derive(Deserialize)]
 struct AuditQuery {
     limit: Option<i64>,
+    /// Only entries older than this entry id: the next page after a page's last id.
+    before: Option<i64>,
 }
 
 async fn audit(State(core): State<AppState>, c: Caller, Query(q): Query<AuditQuery>) -> ApiResult {
-    ok(core.audit_log(&c, q.limit.unwrap_or(200)).await?)
+    ok(core.audit_log(&c, q.limit.unwrap_or(200), q.before).await?)
 }
 
 #[derive(Deserialize, Default)]

@@ -1255,9 +1255,18 @@ impl Core {
         &self,
         c: &Caller,
         limit: i64,
+        before: Option<i64>,
     ) -> ServiceResult<Vec<riposte_store::AuditRow>> {
         self.allow(c, Operation::ReadAudit).await?;
-        Ok(self.store.audit_log(page_limit(limit, 10_000)?).await?)
+        if let Some(before) = before.filter(|b| *b < 1) {
+            return Err(ServiceError::BadRequest(format!(
+                "before must be an entry id (1 or more), not {before}"
+            )));
+        }
+        Ok(self
+            .store
+            .audit_page(page_limit(limit, 10_000)?, before)
+            .await?)
     }
 
     // ----- tasks ------------------------------------------------------------------------

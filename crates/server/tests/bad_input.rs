@@ -477,6 +477,7 @@ async fn nul_characters_and_wrong_methods_get_clear_answers() {
             "/api/v1/devices?limit=0",
             "/api/v1/devices?offset=-5",
             "/api/v1/audit?limit=-1",
+            "/api/v1/audit?before=0",
         ] {
             let (s, v) = api.call("GET", path, None).await;
             assert_eq!(s, 400, "{path}: {v}");
@@ -492,6 +493,51 @@ async fn nul_characters_and_wrong_methods_get_clear_answers() {
         );
         ts.stop().await;
     }
+}
+
+/// The audit log pages by entry id: `before` the last id of a page gives the next page,
+/// older entries only, and entries written meanwhile do not shift it. Every entry can be
+/// reached, past the newest 10,000 too.
+#[tokio::test]
+async fn the_audit_log_pages_by_entry_id() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    for i in 0..5 {
+        api.ok(
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": format!("g{i}")})),
+        )
+        .await;
+    }
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect()
+    };
+    let all = ids(&api.ok("GET", "/api/v1/audit?limit=10000", None).await);
+    assert!(all.len() >= 6, "{all:?}");
+    assert!(all.windows(2).all(|w| w[0] > w[1]), "newest first: {all:?}");
+
+    let first = ids(&api.ok("GET", "/api/v1/audit?limit=2", None).await);
+    assert_eq!(first, all[..2]);
+    // A new entry between the pages does not shift the next one.
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "between"})))
+        .await;
+    let next = ids(&api
+        .ok(
+            "GET",
+            &format!("/api/v1/audit?limit=2&before={}", first[1]),
+            None,
+        )
+        .await);
+    assert_eq!(next, all[2..4]);
+    let rest = ids(&api
+        .ok("GET", &format!("/api/v1/audit?before={}", next[1]), None)
+        .await);
+    assert_eq!(rest, all[4..]);
+    ts.stop().await;
 }
 
 /// A policy change gives what it changes and keeps the rest: an empty change or a

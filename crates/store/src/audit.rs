@@ -32,9 +32,18 @@ impl Store {
 
     /// The newest entries first.
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>> {
+        self.audit_page(limit, None).await
+    }
+
+    /// At most `limit` entries older than the entry with id `before` (all when `None`),
+    /// newest first. Paging by id, not by offset, so that entries written meanwhile do
+    /// not shift the pages.
+    pub async fn audit_page(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, source, action, detail FROM audit ORDER BY id DESC LIMIT $1",
+            "SELECT id, at, actor, source, action, detail FROM audit WHERE id < $1
+             ORDER BY id DESC LIMIT $2",
         )
+        .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
         .fetch_all(self.pool())
         .await?;

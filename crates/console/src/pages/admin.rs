@@ -229,7 +229,7 @@ pub async fn create_token(State(c): State<Console>, p: Posted) -> Response {
 
 /// `GET /audit`.
 pub async fn audit(State(c): State<Console>, s: Session) -> Result<Response, Reject> {
-    let rows = c.core().audit_log(&s.caller, 500).await?;
+    let rows = c.core().audit_log(&s.caller, 500, None).await?;
     let body = html! {
         h1 { "Audit log" }
         p.hint { "The last 500 entries, newest first." }

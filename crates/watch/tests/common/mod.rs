@@ -139,7 +139,7 @@ impl Drop for Counting {
 
 pub async fn counting_front(h: &ServeHandle, data_dir: &Path) -> Counting {
     let (cert, key) = riposte_sandbox::tls::load_or_create(data_dir, &[]).unwrap();
-    let tls = Arc::new(riposte_sandbox::tls::server_config(&cert, &key, None).unwrap());
+    let tls = Arc::new(riposte_sandbox::tls::server_config(&cert, &key, None, None).unwrap());
     let uploads = Arc::new(AtomicUsize::new(0));
     let counter = uploads.clone();
     let routes = riposte_sandbox::service::router(h.app.clone()).layer(axum::middleware::from_fn(
