@@ -16,6 +16,16 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days in month `m` (1–12) of year `y`, proleptic Gregorian.
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 /// Civil date (y, m, d) for a day count since the epoch.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -49,7 +59,7 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     let y = num(parts.next()?)?;
     let m = num(parts.next()?)?;
     let d = num(parts.next()?)?;
-    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=days_in_month(y, m)).contains(&d) {
         return None;
     }
     let mut secs = days_from_civil(y, m, d) * 86_400;
@@ -65,6 +75,9 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
                 None if o.len() == 4 => (num(&o[..2])?, num(&o[2..])?),
                 None => (num(o)?, 0),
             };
+            if oh > 23 || om > 59 {
+                return None;
+            }
             (c, sign * (oh * 3600 + om * 60))
         } else {
             (t, 0)
@@ -72,14 +85,20 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
         let mut cp = clock.split(':');
         let h = num(cp.next()?)?;
         let mi = num(cp.next()?)?;
-        let sec = match cp.next() {
-            Some(sp) => {
-                let whole = sp.split('.').next()?;
-                num(whole)?
-            }
-            None => 0,
+        // Fractions of a second must be digits; they are dropped, as times compare in
+        // whole seconds.
+        let (sec, fraction_nonzero) = match cp.next() {
+            Some(sp) => match sp.split_once(['.', ',']) {
+                Some((whole, fraction)) => {
+                    num(fraction)?;
+                    (num(whole)?, fraction.bytes().any(|b| b != b'0'))
+                }
+                None => (num(sp)?, false),
+            },
+            None => (0, false),
         };
-        if cp.next().is_some() || h > 24 || mi > 59 || sec > 60 {
+        let end_of_day = h == 24 && mi == 0 && sec == 0 && !fraction_nonzero;
+        if cp.next().is_some() || (h > 23 && !end_of_day) || mi > 59 || sec > 60 {
             return None;
         }
         secs += h * 3600 + mi * 60 + sec - offset;
@@ -185,6 +204,36 @@ mod tests {
         assert_eq!(format_datetime(1_409_772_919), "2014-09-03T19:35:19Z");
         assert_eq!(parse_datetime("2014-13-03"), None);
         assert_eq!(parse_datetime("yesterday"), None);
+    }
+
+    /// Dates that do not exist are refused, not rolled over into the next month, and
+    /// the parts of a time must be in range and digits.
+    #[test]
+    fn impossible_dates_and_times_are_refused() {
+        for bad in [
+            "2015-02-29",
+            "2015-02-31",
+            "2016-04-31",
+            "1900-02-29",
+            "2014-09-03T24:30:00Z",
+            "2014-09-03T12:00:00.5x",
+            "2014-09-03T12:00:00.Z",
+            "2014-09-03T12:00:00+24:00",
+            "2014-09-03T12:00:00+02:60",
+        ] {
+            assert_eq!(parse_datetime(bad), None, "{bad}");
+        }
+        assert!(parse_datetime("2016-02-29").is_some(), "a leap year");
+        assert!(parse_datetime("2000-02-29").is_some(), "divisible by 400");
+        assert_eq!(
+            parse_datetime("2014-09-03T24:00:00Z"),
+            parse_datetime("2014-09-04T00:00:00Z"),
+            "the end of a day"
+        );
+        assert_eq!(
+            parse_datetime("2014-09-03T19:35:19,250Z"),
+            Some(1_409_772_919)
+        );
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub struct ScanArgs {
     /// Preset scope (used when no PATH is given: system-drives).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
-    /// Exclusion glob on device paths (repeatable): `*.iso`, `/var/lib/docker/**`.
+    /// Exclusion glob on device paths (repeatable): `*.iso`, `/var/lib/docker/**`,
+    /// `/home/**/cache`, `core.[0-9]*`. `*`, `?` and `[…]` stay within a segment; a
+    /// pattern without `/` matches file names.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// Do not read files larger than this many bytes.
@@ -556,21 +558,22 @@ fn spawn_progress(
             let line = if progress.counts_sizes.get() == Some(&true) {
                 let bytes = progress.bytes.load(Ordering::Relaxed);
                 let total = counted.then(|| total_bytes.load(Ordering::Relaxed));
+                // Share done and ETA first: a narrow terminal cuts the line's end.
                 format!(
-                    "{files} files, {} ({}/s, {:.0} files/s), read {}  {}",
+                    "{}  {files} files, {} ({}/s, {:.0} files/s), read {}",
+                    eta(total, bytes, secs),
                     human(bytes as f64),
                     human(bytes as f64 / secs),
                     files as f64 / secs,
                     progress.read.load(Ordering::Relaxed),
-                    eta(total, bytes, secs)
                 )
             } else {
                 let total = counted.then(|| total_files.load(Ordering::Relaxed));
                 format!(
-                    "{files} files ({:.0} files/s), read {}  {}",
+                    "{}  {files} files ({:.0} files/s), read {}",
+                    eta(total, files, secs),
                     files as f64 / secs,
                     progress.read.load(Ordering::Relaxed),
-                    eta(total, files, secs)
                 )
             };
             let _ = out.write_all(redraw(&line, terminal_width()).as_bytes());
@@ -788,7 +791,7 @@ mod tests {
 
     #[test]
     fn a_redrawn_line_fits_the_terminal_and_erases_what_was_there() {
-        let line = "12 files, 3.4 MB (1.0 MB/s, 10 files/s), read 2  40%, ETA 3s";
+        let line = "40%, ETA 3s  12 files, 3.4 MB (1.0 MB/s, 10 files/s), read 2";
         assert_eq!(redraw(line, Some(30)), format!("\r{}\x1b[K", &line[..29]));
         assert_eq!(redraw(line, None), format!("\r{line}\x1b[K"));
         assert_eq!(
@@ -837,9 +840,11 @@ mod tests {
         done.store(true, Ordering::Relaxed);
         thread.join().unwrap();
         let line = screen.last_line();
-        assert!(line.starts_with("1 files, 3.0 MB ("), "{line}");
+        // Share and ETA lead: a narrow terminal cuts the line's end, not them.
+        assert!(line.starts_with("75%, ETA "), "{line}");
+        assert!(line.contains("  1 files, 3.0 MB ("), "{line}");
         assert!(
-            line.contains("MB/s, ") && line.contains(" files/s), read 1 "),
+            line.contains("MB/s, ") && line.ends_with(" files/s), read 1"),
             "{line}"
         );
         assert!(screen.0.lock().unwrap().ends_with(b"\n"), "ends its line");

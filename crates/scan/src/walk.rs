@@ -43,50 +43,180 @@ pub const PSEUDO_FS: &[&str] = &[
 /// Network file-system types, skipped by the *system drives* preset.
 pub const NETWORK_FS: &[&str] = &["nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p"];
 
-/// Glob match: `*` and `?` stay within a path segment, `**` crosses segments.
-pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
-    match (pat.first(), s.first()) {
-        (None, None) => true,
-        (None, Some(_)) => false,
-        (Some(b'*'), _) if pat.get(1) == Some(&b'*') => {
-            let rest = &pat[2..];
-            let rest = rest.strip_prefix(b"/").unwrap_or(rest);
-            (0..=s.len()).any(|i| glob_match(rest, &s[i..]))
-                || (0..=s.len()).any(|i| glob_match(&pat[2..], &s[i..]))
+/// One element of a compiled glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GlobToken {
+    Byte(u8),
+    /// `?`: one byte other than `/`.
+    AnyByte,
+    /// `[…]`: one byte of the set (bit per byte value; `/` never in it).
+    Class([u64; 4]),
+    /// `*`: any bytes within a segment.
+    Star,
+    /// `**`: any bytes, across segments.
+    AnyPath,
+    /// `**/`: nothing, or any bytes ending with `/` (whole segments).
+    AnySegments,
+}
+
+impl GlobToken {
+    fn admits(&self, byte: u8) -> bool {
+        match self {
+            GlobToken::Byte(b) => *b == byte,
+            GlobToken::AnyByte => byte != b'/',
+            GlobToken::Class(set) => set[usize::from(byte >> 6)] >> (byte & 63) & 1 == 1,
+            _ => false,
         }
-        (Some(b'*'), _) => {
-            let mut i = 0;
-            loop {
-                if glob_match(&pat[1..], &s[i..]) {
-                    return true;
+    }
+}
+
+/// Reads a character class at the start of `pat` (which begins with `[`): `[abc]`,
+/// `[a-z0-9]`, `[!abc]` or `[^abc]` for the complement, `]` first to include it. Returns
+/// the set and the length of its text; `None` when it is not closed, and the `[` then
+/// stands for itself, as in the shell.
+fn parse_class(pat: &[u8]) -> Option<([u64; 4], usize)> {
+    let mut set = [0u64; 4];
+    let mut add = |b: u8| set[usize::from(b >> 6)] |= 1 << (b & 63);
+    let mut j = 1;
+    let negated = matches!(pat.get(j), Some(b'!' | b'^'));
+    if negated {
+        j += 1;
+    }
+    let first = j;
+    loop {
+        let c = *pat.get(j)?;
+        if c == b']' && j > first {
+            break;
+        }
+        match (pat.get(j + 1), pat.get(j + 2)) {
+            (Some(b'-'), Some(&end)) if end != b']' => {
+                for b in c..=end {
+                    add(b);
                 }
-                if i >= s.len() || s[i] == b'/' {
-                    return false;
-                }
-                i += 1;
+                j += 3;
+            }
+            _ => {
+                add(c);
+                j += 1;
             }
         }
-        (Some(b'?'), Some(c)) if *c != b'/' => glob_match(&pat[1..], &s[1..]),
-        (Some(p), Some(c)) if p == c => glob_match(&pat[1..], &s[1..]),
-        _ => false,
     }
+    if negated {
+        for word in &mut set {
+            *word = !*word;
+        }
+    }
+    // A class stays within a segment, as `?` does.
+    set[usize::from(b'/' >> 6)] &= !(1 << (b'/' & 63));
+    Some((set, j + 1))
+}
+
+fn compile_glob(pat: &[u8]) -> Vec<GlobToken> {
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < pat.len() {
+        let (token, len) = match pat[i] {
+            b'*' if pat.get(i + 1) == Some(&b'*') => {
+                if pat.get(i + 2) == Some(&b'/') {
+                    (GlobToken::AnySegments, 3)
+                } else {
+                    (GlobToken::AnyPath, 2)
+                }
+            }
+            b'*' => (GlobToken::Star, 1),
+            b'?' => (GlobToken::AnyByte, 1),
+            b'[' => match parse_class(&pat[i..]) {
+                Some((set, len)) => (GlobToken::Class(set), len),
+                None => (GlobToken::Byte(b'['), 1),
+            },
+            b => (GlobToken::Byte(b), 1),
+        };
+        tokens.push(token);
+        i += len;
+    }
+    tokens
+}
+
+/// Whether `tokens` match the whole of `s`. One pass per token over a row of "the
+/// tokens so far match `s[..j]`": time `tokens × s`, whatever the pattern (a recursive
+/// matcher is exponential in the number of stars).
+fn tokens_match(tokens: &[GlobToken], s: &[u8]) -> bool {
+    let mut on_stack = [false; 512];
+    let mut on_heap = Vec::new();
+    let m: &mut [bool] = if s.len() < on_stack.len() {
+        &mut on_stack[..=s.len()]
+    } else {
+        on_heap.resize(s.len() + 1, false);
+        &mut on_heap
+    };
+    m[0] = true;
+    for t in tokens {
+        match t {
+            GlobToken::Star => {
+                for j in 1..m.len() {
+                    m[j] = m[j] || (m[j - 1] && s[j - 1] != b'/');
+                }
+            }
+            GlobToken::AnyPath => {
+                for j in 1..m.len() {
+                    m[j] = m[j] || m[j - 1];
+                }
+            }
+            GlobToken::AnySegments => {
+                let mut before = false;
+                for j in 0..m.len() {
+                    let old = m[j];
+                    m[j] = old || (before && s[j - 1] == b'/');
+                    before |= old;
+                }
+            }
+            one_byte => {
+                for j in (0..s.len()).rev() {
+                    m[j + 1] = m[j] && one_byte.admits(s[j]);
+                }
+                m[0] = false;
+            }
+        }
+        if !m.contains(&true) {
+            return false;
+        }
+    }
+    m[s.len()]
+}
+
+/// Glob match: `*`, `?` and `[…]` stay within a path segment, `**` crosses segments and
+/// `**/` stands for whole segments (none too).
+pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+    tokens_match(&compile_glob(pat), s)
 }
 
 /// Exclusion globs: a pattern with a `/` matches the whole device path, one without
 /// matches the file name only.
 #[derive(Debug, Clone, Default)]
-pub struct Excludes(Vec<String>);
+pub struct Excludes(Vec<Exclude>);
+
+#[derive(Debug, Clone)]
+struct Exclude {
+    tokens: Vec<GlobToken>,
+    whole_path: bool,
+}
 
 impl Excludes {
-    /// Wraps the patterns. A trailing `/` (`/data/skip/`, as a shell completes a
+    /// Compiles the patterns. A trailing `/` (`/data/skip/`, as a shell completes a
     /// directory) is dropped: device paths never end with one.
     pub fn new(patterns: &[String]) -> Self {
         Excludes(
             patterns
                 .iter()
-                .map(|p| match p.trim_end_matches('/') {
-                    "" => p.clone(),
-                    trimmed => trimmed.to_string(),
+                .map(|p| {
+                    let p = match p.trim_end_matches('/') {
+                        "" => p.as_str(),
+                        trimmed => trimmed,
+                    };
+                    Exclude {
+                        tokens: compile_glob(p.as_bytes()),
+                        whole_path: p.contains('/'),
+                    }
                 })
                 .collect(),
         )
@@ -101,11 +231,8 @@ impl Excludes {
     pub fn matches(&self, device_path: &str) -> bool {
         let name = device_path.rsplit('/').next().unwrap_or(device_path);
         self.0.iter().any(|p| {
-            if p.contains('/') {
-                glob_match(p.as_bytes(), device_path.as_bytes())
-            } else {
-                glob_match(p.as_bytes(), name.as_bytes())
-            }
+            let subject = if p.whole_path { device_path } else { name };
+            tokens_match(&p.tokens, subject.as_bytes())
         })
     }
 }
@@ -1113,6 +1240,32 @@ mod tests {
         assert!(glob_match(b"/var/**", b"/var/a/b"));
         assert!(glob_match(b"/tmp/?x", b"/tmp/ax"));
         assert!(!glob_match(b"/tmp/?x", b"/tmp/x"));
+        // `**/` stands for whole segments: it no longer matches inside a name.
+        assert!(glob_match(b"/var/**/x.log", b"/var/x.log"));
+        assert!(glob_match(b"/var/**/x.log", b"/var/a/b/x.log"));
+        assert!(!glob_match(b"/var/**/x.log", b"/var/ax.log"));
+        assert!(glob_match(b"**/cache", b"/home/bob/cache"));
+        assert!(glob_match(b"/a/**", b"/a/"));
+        // Character classes, within a segment.
+        assert!(glob_match(b"core.[0-9]*", b"core.123"));
+        assert!(!glob_match(b"core.[0-9]*", b"core.x1"));
+        assert!(glob_match(b"[!.]*", b"visible"));
+        assert!(!glob_match(b"[!.]*", b".hidden"));
+        assert!(glob_match(b"[^.]*", b"visible"));
+        assert!(glob_match(b"[]x]", b"]"));
+        assert!(!glob_match(b"a[/]b", b"a/b"));
+        assert!(
+            !glob_match(b"a[!x]b", b"a/b"),
+            "a class never matches a slash"
+        );
+        assert!(
+            glob_match(b"file[", b"file["),
+            "an unclosed [ stands for itself"
+        );
+        assert!(glob_match(b"[ab]", b"b") && !glob_match(b"[ab]", b"c"));
+        // No exponential time on many stars (this took minutes with the recursive matcher).
+        let stars = b"**a**a**a**a**a**a**a**a**a**a**a**a**b";
+        assert!(!glob_match(stars, &[b'a'; 200]));
         let ex = Excludes::new(&["*.iso".into(), "/home/*/cache".into()]);
         assert!(ex.matches("/data/big.iso"));
         assert!(ex.matches("/home/bob/cache"));
