@@ -57,7 +57,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Parses an OpenIOC document given as bytes (a UTF-8 BOM is skipped).
+/// Parses an OpenIOC document given as bytes, in UTF-8 (a byte-order mark is skipped),
+/// UTF-16 (with a byte-order mark, or starting `<?`), or what its XML declaration names
+/// of ISO-8859-1, windows-1252 and US-ASCII: editors on Windows save these.
 pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Ioc, Error> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge {
@@ -66,13 +68,91 @@ pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Ioc, Error> {
             limit: MAX_DOCUMENT_BYTES,
         });
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| Error::Invalid {
+    let text = decode_xml(bytes).map_err(|msg| Error::Invalid {
         origin: origin.to_string(),
         line: 0,
         col: 0,
-        msg: format!("not UTF-8 text (byte offset {})", e.valid_up_to()),
+        msg,
     })?;
-    parse(text, origin)
+    parse(&text, origin)
+}
+
+/// The text of an XML document's bytes (see [`parse_bytes`] for the encodings).
+pub fn decode_xml(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
+    use std::borrow::Cow;
+    let utf16 = |body: &[u8], little: bool| -> Result<Cow<'_, str>, String> {
+        if !body.len().is_multiple_of(2) {
+            return Err("UTF-16 text of an odd number of bytes".into());
+        }
+        let units = body.chunks_exact(2).map(|p| {
+            if little {
+                u16::from_le_bytes([p[0], p[1]])
+            } else {
+                u16::from_be_bytes([p[0], p[1]])
+            }
+        });
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map(Cow::Owned)
+            .map_err(|e| format!("not UTF-16 text: {e}"))
+    };
+    match bytes {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => return utf8(rest),
+        [0xFF, 0xFE, rest @ ..] => return utf16(rest, true),
+        [0xFE, 0xFF, rest @ ..] => return utf16(rest, false),
+        [b'<', 0, b'?', 0, ..] => return utf16(bytes, true),
+        [0, b'<', 0, b'?', ..] => return utf16(bytes, false),
+        _ => {}
+    }
+    match declared_encoding(bytes).map(|e| e.to_ascii_lowercase()) {
+        None => utf8(bytes),
+        Some(e) if e == "utf-8" || e == "utf8" => utf8(bytes),
+        Some(e) if matches!(e.as_str(), "iso-8859-1" | "iso8859-1" | "latin1" | "l1") => {
+            Ok(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()))
+        }
+        Some(e) if matches!(e.as_str(), "windows-1252" | "cp1252") => {
+            Ok(Cow::Owned(bytes.iter().map(|&b| windows_1252(b)).collect()))
+        }
+        Some(e) if matches!(e.as_str(), "us-ascii" | "ascii") => match bytes.iter().position(|b| !b.is_ascii()) {
+            None => utf8(bytes),
+            Some(at) => Err(format!("a byte that is not US-ASCII at offset {at}, as the declaration says the text is")),
+        },
+        Some(e) => Err(format!(
+            "the document is in {e}, which is not read here: convert it to UTF-8 (`iconv -f {e} -t UTF-8`)"
+        )),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
+    std::str::from_utf8(bytes)
+        .map(std::borrow::Cow::Borrowed)
+        .map_err(|e| format!("not UTF-8 text (byte offset {})", e.valid_up_to()))
+}
+
+/// The `encoding` of an XML declaration at the start of `bytes`, if there is one.
+fn declared_encoding(bytes: &[u8]) -> Option<&str> {
+    let head = bytes.strip_prefix(b"<?xml")?;
+    let end = head.iter().position(|&b| b == b'>')?;
+    let decl = std::str::from_utf8(&head[..end]).ok()?;
+    let after = &decl[decl.find("encoding")? + "encoding".len()..];
+    let after = after.trim_start().strip_prefix('=')?.trim_start();
+    let quote = after.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+    let value = &after[1..];
+    Some(&value[..value.find(quote)?])
+}
+
+/// windows-1252: ISO-8859-1 but for 0x80–0x9F, which hold punctuation (the five bytes
+/// it leaves undefined are kept as their C1 controls, as browsers do).
+fn windows_1252(b: u8) -> char {
+    const HIGH: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž',
+        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
+        'ž', 'Ÿ',
+    ];
+    match b {
+        0x80..=0x9F => HIGH[usize::from(b - 0x80)],
+        _ => char::from(b),
+    }
 }
 
 /// Parses an OpenIOC 1.0 or 1.1 document; `origin` names it in errors.

@@ -483,6 +483,79 @@ fn openioc_10_conditions_and_bom() {
     assert_eq!(check(&ioc, &mut file("good.exe", 1, "", 0)), Truth::False);
 }
 
+/// A document saved as UTF-16 (with or without a byte-order mark), ISO-8859-1 or
+/// windows-1252 (as its declaration says) reads as its UTF-8 twin; a name with `é` or `’`
+/// matches. An encoding not read here is named, with what to do.
+#[test]
+fn openioc_in_utf16_latin1_and_windows_1252() {
+    let name = "caf\u{e9}\u{2019}s.exe";
+    let doc = |encoding: &str| {
+        v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+            item11("is", "FileItem/FileName", "string", name, false, false)
+        ))
+        .replacen(
+            r#"<?xml version="1.0"?>"#,
+            &format!(r#"<?xml version="1.0" encoding="{encoding}"?>"#),
+            1,
+        )
+    };
+    let hits = |ioc: &riposte_ioc::Ioc| check(ioc, &mut file(name, 1, "", 0)) == Truth::True;
+    let utf8 = openioc::parse_bytes(doc("UTF-8").as_bytes(), "t").unwrap();
+    assert!(hits(&utf8));
+
+    let text = doc("UTF-16");
+    let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    for (bytes, what) in [
+        ([&[0xFF, 0xFE][..], &le].concat(), "LE with BOM"),
+        ([&[0xFE, 0xFF][..], &be].concat(), "BE with BOM"),
+        (le.clone(), "LE"),
+        (be.clone(), "BE"),
+    ] {
+        let ioc = openioc::parse_bytes(&bytes, "t").unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(hits(&ioc), "{what}");
+    }
+
+    // é is 0xE9 in both; ’ is 0x92 in windows-1252 only.
+    let latin1 = doc("ISO-8859-1")
+        .replace('\u{2019}', "")
+        .replace('\u{e9}', "\u{0}");
+    let latin1: Vec<u8> = latin1
+        .bytes()
+        .map(|b| if b == 0 { 0xE9 } else { b })
+        .collect();
+    let ioc = openioc::parse_bytes(&latin1, "t").unwrap();
+    assert!(check(&ioc, &mut file("caf\u{e9}s.exe", 1, "", 0)) == Truth::True);
+    let cp1252: Vec<u8> = doc("windows-1252")
+        .chars()
+        .map(|c| match c {
+            '\u{e9}' => 0xE9,
+            '\u{2019}' => 0x92,
+            c => u8::try_from(c).unwrap(),
+        })
+        .collect();
+    assert!(hits(&openioc::parse_bytes(&cp1252, "t").unwrap()));
+
+    let e = openioc::parse_bytes(doc("EUC-JP").as_bytes(), "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("euc-jp") && e.contains("iconv"), "{e}");
+    // Latin-1 bytes under a UTF-8 declaration are still refused, with where.
+    let mislabelled: Vec<u8> = latin1
+        .iter()
+        .copied()
+        .collect::<Vec<u8>>()
+        .splitn(2, |b| *b == b'\n')
+        .nth(1)
+        .unwrap()
+        .to_vec();
+    let e = openioc::parse_bytes(&mislabelled, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not UTF-8 text (byte offset"), "{e}");
+}
+
 fn err(x: &str) -> String {
     openioc::parse(x, "bad.ioc").unwrap_err().to_string()
 }

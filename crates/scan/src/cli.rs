@@ -151,7 +151,14 @@ fn read_docs(
                 MAX_DOCUMENT_READ >> 20
             )));
         }
-        let text = String::from_utf8(bytes).map_err(|e| fail(&format!("not UTF-8 text: {e}")))?;
+        // OpenIOC is XML, which editors also save as UTF-16 or Latin-1; the others are
+        // UTF-8 by their specifications.
+        let text = match kind {
+            DocumentKind::OpenIoc => riposte_ioc::openioc::decode_xml(&bytes)
+                .map(|t| t.into_owned())
+                .map_err(|e| fail(&e))?,
+            _ => String::from_utf8(bytes).map_err(|e| fail(&format!("not UTF-8 text: {e}")))?,
+        };
         // Includes resolve from the rule file's folder, as `yara` does; from the
         // current one for a pipe or `<(…)`, whose folder is /dev/fd.
         let include_dir = match p.parent() {
