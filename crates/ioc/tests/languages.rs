@@ -542,14 +542,7 @@ fn openioc_in_utf16_latin1_and_windows_1252() {
         .to_string();
     assert!(e.contains("euc-jp") && e.contains("iconv"), "{e}");
     // Latin-1 bytes under a UTF-8 declaration are still refused, with where.
-    let mislabelled: Vec<u8> = latin1
-        .iter()
-        .copied()
-        .collect::<Vec<u8>>()
-        .splitn(2, |b| *b == b'\n')
-        .nth(1)
-        .unwrap()
-        .to_vec();
+    let mislabelled: Vec<u8> = latin1.splitn(2, |b| *b == b'\n').nth(1).unwrap().to_vec();
     let e = openioc::parse_bytes(&mislabelled, "t")
         .unwrap_err()
         .to_string();
