@@ -323,13 +323,11 @@ impl Core {
             shortened(&shown(user), 65).into_owned()
         };
         let _one_at_a_time = self.throttle.serialize(source).await;
-        if let Some(lockout) = self
+        let attempt = self
             .throttle
-            .locked_for(&self.store, target, source)
+            .admit(&self.store, target, source)
             .await?
-        {
-            return Err(ServiceError::TooManyAttempts(lockout.to_string()));
-        }
+            .map_err(|lockout| ServiceError::TooManyAttempts(lockout.to_string()))?;
         let (hash, principal) = if !plausible {
             // No account has such a name: not even looked up (PostgreSQL refuses a NUL).
             (secrets::dummy_hash().to_string(), None)
@@ -358,11 +356,15 @@ impl Core {
         drop(slot);
         match (ok, principal) {
             (true, Some(p)) => {
-                self.throttle.succeed(&self.store, target, source).await?;
+                self.throttle
+                    .succeeded(&self.store, target, source, attempt)
+                    .await?;
                 Ok(p)
             }
             (_, None) if user == SPECIAL_ACCOUNT_NAME => {
-                self.throttle.fail(&self.store, target, source).await?;
+                self.throttle
+                    .failed(&self.store, target, source, attempt)
+                    .await?;
                 let _ = self
                     .store
                     .audit(
@@ -377,7 +379,9 @@ impl Core {
                 ))
             }
             _ => {
-                self.throttle.fail(&self.store, target, source).await?;
+                self.throttle
+                    .failed(&self.store, target, source, attempt)
+                    .await?;
                 let _ = self
                     .store
                     .audit(&recorded, source, "login_failed", "wrong name or password")

@@ -27,6 +27,10 @@
 //!   burst of parallel guesses would otherwise all pass the lockout check before the
 //!   first failure was recorded. The locks are a fixed set of stripes, so memory does
 //!   not grow with the number of sources.
+//! * Across sources, an attempt counts as a failure of its account from the moment it
+//!   is admitted, before its password is checked, and a success withdraws it
+//!   ([`Throttle::admit`]): guesses from many addresses at once get no more checks than
+//!   the account's limit, in every server process on the database.
 //! * Password hashes are checked at most [`Throttle::verify_slots`] at a time: Argon2id
 //!   takes about 19 MiB and tens of milliseconds per check, before anyone is
 //!   authenticated.
@@ -162,6 +166,15 @@ impl std::fmt::Display for Lockout {
     }
 }
 
+/// An attempt [`Throttle::admit`] let through, to be finished with
+/// [`Throttle::failed`] or [`Throttle::succeeded`].
+#[must_use = "an admitted attempt counts as a failure until it is finished"]
+#[derive(Debug)]
+pub struct Attempt {
+    /// The id of the failure counted against its account in advance.
+    reserved: Option<String>,
+}
+
 /// Failed-login throttle over the store.
 pub struct Throttle {
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -229,6 +242,75 @@ impl Throttle {
             }
         }
         Ok(None)
+    }
+
+    /// Admits an attempt at `target` from `source`, or says why it is refused for now.
+    ///
+    /// An admitted attempt already counts as a failure of its account, before its
+    /// password is checked: parallel attempts from many sources would otherwise all
+    /// pass the account's check while the first one was still being verified. The count
+    /// is withdrawn when the attempt succeeds ([`Throttle::succeeded`]); an attempt that
+    /// is never finished (a crash) stays counted, which errs on the safe side.
+    pub async fn admit(
+        &self,
+        store: &Store,
+        target: Target<'_>,
+        source: &str,
+    ) -> Result<std::result::Result<Attempt, Lockout>> {
+        let now = now_ms();
+        let since = now - window_ms();
+        let f = store
+            .login_failures(&target.source_key(source), since)
+            .await?;
+        if let Some(left) = lockout_left(f.count, MAX_FAILURES, f.oldest_ms, now) {
+            return Ok(Err(Lockout::Source(left)));
+        }
+        let Some(account) = target.account_count() else {
+            return Ok(Ok(Attempt { reserved: None }));
+        };
+        let id = format!("{now}-{:016x}", rand::random::<u64>());
+        let f = store
+            .reserve_login_failure(&account.key, &id, now, since)
+            .await?;
+        // The failures before this attempt: all but its own.
+        if let Some(left) = lockout_left(f.count - 1, account.limit, f.oldest_ms, now) {
+            let known = store
+                .is_known_source(&account.known_as, &source_key(source), now - known_for_ms())
+                .await?;
+            if !known {
+                store.withdraw_login_failure(&id).await?;
+                return Ok(Err(Lockout::Account(left)));
+            }
+        }
+        Ok(Ok(Attempt { reserved: Some(id) }))
+    }
+
+    /// Records that an admitted attempt failed (its account's count already holds it).
+    pub async fn failed(
+        &self,
+        store: &Store,
+        target: Target<'_>,
+        source: &str,
+        _attempt: Attempt,
+    ) -> Result<()> {
+        store
+            .record_login_failure(&[target.source_key(source)], now_ms())
+            .await
+    }
+
+    /// Records that an admitted attempt succeeded: it no longer counts as a failure, and
+    /// `source` becomes known to the account.
+    pub async fn succeeded(
+        &self,
+        store: &Store,
+        target: Target<'_>,
+        source: &str,
+        attempt: Attempt,
+    ) -> Result<()> {
+        if let Some(id) = &attempt.reserved {
+            store.withdraw_login_failure(id).await?;
+        }
+        self.succeed(store, target, source).await
     }
 
     /// Records a failure.
@@ -405,6 +487,68 @@ mod tests {
                 None
             );
             assert!(!store.is_known_source("alice", "10.0.0.5", 0).await.unwrap());
+        })
+        .await;
+    }
+
+    /// Thirty guesses at one account from thirty addresses at once: exactly as many get
+    /// a password check as the account allows, since each is counted before its check.
+    /// A success withdraws its count; a known source still gets in.
+    #[tokio::test]
+    async fn parallel_attempts_from_many_sources_get_no_more_checks_than_the_account_allows() {
+        each_backend(|store| async move {
+            let t = std::sync::Arc::new(Throttle::new());
+            t.succeed(&store, Target::Account("alice"), "10.0.0.5")
+                .await
+                .unwrap();
+            let ok = t
+                .admit(&store, Target::Account("alice"), "10.0.0.5")
+                .await
+                .unwrap()
+                .unwrap();
+            t.succeeded(&store, Target::Account("alice"), "10.0.0.5", ok)
+                .await
+                .unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..30 {
+                let (t, store) = (t.clone(), store.clone());
+                tasks.push(tokio::spawn(async move {
+                    let source = format!("203.0.113.{i}");
+                    match t
+                        .admit(&store, Target::Account("alice"), &source)
+                        .await
+                        .unwrap()
+                    {
+                        Ok(attempt) => {
+                            // The password check would take a while: the others run.
+                            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                            t.failed(&store, Target::Account("alice"), &source, attempt)
+                                .await
+                                .unwrap();
+                            true
+                        }
+                        Err(lockout) => {
+                            assert!(matches!(lockout, Lockout::Account(_)), "{lockout}");
+                            false
+                        }
+                    }
+                }));
+            }
+            let mut checked = 0;
+            for task in tasks {
+                checked += i64::from(task.await.unwrap());
+            }
+            assert_eq!(checked, MAX_FAILURES);
+            let failures = store.login_failures("account:alice", 0).await.unwrap();
+            assert_eq!(
+                failures.count, MAX_FAILURES,
+                "refused attempts are not counted"
+            );
+            assert!(t
+                .admit(&store, Target::Account("alice"), "10.0.0.5")
+                .await
+                .unwrap()
+                .is_ok());
         })
         .await;
     }

@@ -99,6 +99,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_device_connection.sql"),
     include_str!("../migrations/0005_login_known_sources.sql"),
     include_str!("../migrations/0006_certificate_revocation.sql"),
+    include_str!("../migrations/0007_login_attempts.sql"),
 ];
 
 impl Store {

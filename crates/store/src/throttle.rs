@@ -44,6 +44,59 @@ impl Store {
         })
     }
 
+    /// Counts an attempt under `key` as a failure before it is known to have failed (the
+    /// id `attempt` withdraws it, [`Store::withdraw_login_failure`]), and returns the
+    /// failures of `key` after `since_ms`, this one included.
+    ///
+    /// Attempts under one key are taken one at a time (PostgreSQL: an advisory lock;
+    /// SQLite has one writer), so that each count includes every attempt before it: no
+    /// two parallel attempts both see room for one more.
+    pub async fn reserve_login_failure(
+        &self,
+        key: &str,
+        attempt: &str,
+        at_ms: i64,
+        since_ms: i64,
+    ) -> Result<FailureCount> {
+        let mut tx = self.pool().begin().await?;
+        if self.backend() == crate::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO login_failures (throttle_key, at_ms, attempt) VALUES ($1, $2, $3)",
+        )
+        .bind(key)
+        .bind(at_ms)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(at_ms) AS oldest FROM login_failures WHERE throttle_key = $1 AND at_ms > $2",
+        )
+        .bind(key)
+        .bind(since_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(FailureCount {
+            count: row.try_get("n")?,
+            oldest_ms: row.try_get("oldest")?,
+        })
+    }
+
+    /// Withdraws a failure counted by [`Store::reserve_login_failure`] (the attempt
+    /// succeeded, or was refused without a password check).
+    pub async fn withdraw_login_failure(&self, attempt: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE attempt = $1")
+            .bind(attempt)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Forgets the failures of `key` (a successful login clears its account's).
     pub async fn clear_login_failures(&self, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM login_failures WHERE throttle_key = $1")
