@@ -937,9 +937,48 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
     })
 }
 
+/// The indicators of `objects` in their current versions: of several objects with one
+/// id (versions of one indicator), the one most recently `modified` (STIX 2.1, 3.6), and
+/// none where that version is `revoked` (its producer withdrew it). In document order.
+fn current_versions<'a>(objects: Vec<&'a serde_json::Value>) -> Vec<&'a serde_json::Value> {
+    let modified = |o: &serde_json::Value| {
+        let text = o.get("modified").and_then(|v| v.as_str()).unwrap_or("");
+        // Timestamps compare as times; the text breaks ties of fractions of a second.
+        (parse_datetime(text), text.to_string())
+    };
+    let indicators: Vec<&serde_json::Value> = objects
+        .into_iter()
+        .filter(|o| o.get("type").and_then(|v| v.as_str()) == Some("indicator"))
+        .collect();
+    let mut latest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, o) in indicators.iter().enumerate() {
+        // An indicator without an id cannot be a version of another.
+        let Some(id) = o.get("id").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        match latest.get(id) {
+            Some(&j) if modified(indicators[j]) >= modified(o) => {}
+            _ => {
+                latest.insert(id, i);
+            }
+        }
+    }
+    indicators
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| match o.get("id").and_then(|v| v.as_str()) {
+            Some(id) => latest.get(id) == Some(i),
+            None => true,
+        })
+        .filter(|(_, o)| o.get("revoked").and_then(|v| v.as_bool()) != Some(true))
+        .map(|(_, o)| *o)
+        .collect()
+}
+
 /// Reads STIX content: a bundle, one indicator object, a JSON array of objects, or a
 /// bare pattern (text starting with `[` or `(`). Returns one indicator per STIX
-/// indicator with `pattern_type` `stix` (or none); other objects are ignored.
+/// indicator with `pattern_type` `stix` (or none), in its current version (a revoked
+/// one not at all); other objects are ignored.
 pub fn parse_document(text: &str, origin: &str) -> Result<Vec<Ioc>, Error> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge {
@@ -977,10 +1016,7 @@ pub fn parse_document(text: &str, origin: &str) -> Result<Vec<Ioc>, Error> {
         }
     };
     let mut out = Vec::new();
-    for o in objects {
-        if o.get("type").and_then(|v| v.as_str()) != Some("indicator") {
-            continue;
-        }
+    for o in current_versions(objects) {
         let id = o
             .get("id")
             .and_then(|v| v.as_str())

@@ -1034,6 +1034,23 @@ fn stix_bundle_document() {
     assert!(e.to_string().contains("line 1"), "{e}");
 }
 
+/// Versions of one indicator (one id) in a bundle: only the most recently modified is
+/// evaluated, and none when that version is revoked. Indicators with other ids stay, in
+/// document order.
+#[test]
+fn stix_versions_count_once_and_revoked_indicators_not_at_all() {
+    let doc = r#"{"type":"bundle","id":"bundle--1","objects":[
+      {"type":"indicator","id":"indicator--a","modified":"2020-01-01T00:00:00.000Z","name":"a v1","pattern_type":"stix","pattern":"[file:name = 'old.exe']"},
+      {"type":"indicator","id":"indicator--b","modified":"2020-01-01T00:00:00Z","name":"b","pattern_type":"stix","pattern":"[file:name = 'b.exe']"},
+      {"type":"indicator","id":"indicator--a","modified":"2021-06-01T00:00:00.500Z","name":"a v3","pattern_type":"stix","pattern":"[file:name = 'new.exe']"},
+      {"type":"indicator","id":"indicator--a","modified":"2021-06-01T00:00:00.100Z","name":"a v2","pattern_type":"stix","pattern":"[file:name = 'mid.exe']"},
+      {"type":"indicator","id":"indicator--c","modified":"2020-01-01T00:00:00Z","name":"c v1","pattern_type":"stix","pattern":"[file:name = 'c.exe']"},
+      {"type":"indicator","id":"indicator--c","modified":"2022-01-01T00:00:00Z","name":"c v2","revoked":true,"pattern_type":"stix","pattern":"[file:name = 'c.exe']"}]}"#;
+    let iocs = stix::parse_document(doc, "b.json").unwrap();
+    let names: Vec<&str> = iocs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["b", "a v3"]);
+}
+
 #[test]
 fn generated_ioc_roundtrips_and_matches_size_then_hash() {
     let d = Detection {
