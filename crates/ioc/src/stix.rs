@@ -940,7 +940,7 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
 /// The indicators of `objects` in their current versions: of several objects with one
 /// id (versions of one indicator), the one most recently `modified` (STIX 2.1, 3.6), and
 /// none where that version is `revoked` (its producer withdrew it). In document order.
-fn current_versions<'a>(objects: Vec<&'a serde_json::Value>) -> Vec<&'a serde_json::Value> {
+fn current_versions(objects: Vec<&serde_json::Value>) -> Vec<&serde_json::Value> {
     let modified = |o: &serde_json::Value| {
         let text = o.get("modified").and_then(|v| v.as_str()).unwrap_or("");
         // Timestamps compare as times; the text breaks ties of fractions of a second.
