@@ -461,6 +461,54 @@ pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
     out
 }
 
+/// Where `device_path` (absolute, as the device names it) is on this machine, following
+/// symbolic links inside the device's tree: an absolute link target is taken under
+/// `host_root`, and `..` never leaves it. `None` after 40 links (a loop).
+fn resolve_in_root(host_root: &Path, device_path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    if host_root == Path::new("/") {
+        return Some(device_path.to_path_buf());
+    }
+    let mut pending: Vec<std::ffi::OsString> = device_path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        match std::fs::read_link(host_root.join(&candidate)) {
+            Ok(target) => {
+                links += 1;
+                if links > 40 {
+                    return None;
+                }
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push(n.to_os_string()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            Err(_) => resolved = candidate,
+        }
+    }
+    Some(host_root.join(resolved))
+}
+
 /// systemd service units from the standard unit directories under the host root.
 pub fn services(host_root: &Path) -> Vec<SimpleItem> {
     let dirs = [
@@ -485,7 +533,12 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
                 continue;
             }
             let masked = std::fs::read_link(&p).is_ok_and(|t| t == Path::new("/dev/null"));
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            // A unit file is often a link with an absolute target: the device's, not
+            // this machine's, under --host-root.
+            let device_unit = Path::new("/").join(d).join(&name);
+            let text = resolve_in_root(host_root, &device_unit)
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default();
             let mut exec = None;
             let mut desc = String::new();
             let mut install = false;
@@ -508,8 +561,10 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
             let enabled = std::fs::read_dir(host_root.join("etc/systemd/system"))
                 .map(|rd| {
                     rd.flatten().any(|e| {
+                        // The link in `*.wants` is what enables a unit; where it
+                        // points is the device's business.
                         e.file_name().to_string_lossy().ends_with(".wants")
-                            && e.path().join(&name).exists()
+                            && std::fs::symlink_metadata(e.path().join(&name)).is_ok()
                     })
                 })
                 .unwrap_or(false);
@@ -1085,6 +1140,58 @@ impl Item for FileItem<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under a host root, unit files and `.wants` links with absolute targets are read
+    /// in the device's tree, not on this machine (where they do not exist).
+    #[test]
+    fn services_under_a_host_root_follow_links_inside_it() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in [
+            "lib/systemd/system",
+            "etc/systemd/system/multi-user.target.wants",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        let unit = "riposte-test-only-unit.service";
+        std::fs::write(
+            r.join("lib/systemd/system").join(unit),
+            "[Service]\nExecStart=/opt/evil/run --quiet\n[Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+        let absolute = Path::new("/lib/systemd/system").join(unit);
+        assert!(
+            !absolute.exists(),
+            "the test needs a unit this machine lacks"
+        );
+        std::os::unix::fs::symlink(&absolute, r.join("etc/systemd/system").join(unit)).unwrap();
+        std::os::unix::fs::symlink(
+            &absolute,
+            r.join("etc/systemd/system/multi-user.target.wants")
+                .join(unit),
+        )
+        .unwrap();
+        // A link loop is not followed forever.
+        std::os::unix::fs::symlink("loop.service", r.join("lib/systemd/system/loop.service"))
+            .unwrap();
+
+        let items = services(r);
+        let item = items
+            .iter()
+            .find(|i| matches!(&i.describe, HitItem::Service { name } if name == unit))
+            .unwrap();
+        assert_eq!(item.values[&Field::ServiceProgram], s("/opt/evil/run"));
+        assert_eq!(item.values[&Field::ServiceMode], s("enabled"));
+        assert_eq!(
+            resolve_in_root(r, Path::new("/lib/systemd/system/loop.service")),
+            None
+        );
+        assert_eq!(
+            resolve_in_root(r, Path::new("/etc/../../lib/systemd/system")),
+            Some(r.join("lib/systemd/system")),
+            "`..` stops at the root"
+        );
+    }
 
     /// Returns at most `step` bytes per read, as a pipe or a slow device may.
     struct Trickle<'a>(&'a [u8], usize);
