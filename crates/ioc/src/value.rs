@@ -57,6 +57,11 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     };
     let mut parts = date.split('-');
     let y = num(parts.next()?)?;
+    // Four-digit years, as ISO 8601 writes them without agreement: beyond, the seconds
+    // would overflow.
+    if y > 9999 {
+        return None;
+    }
     let m = num(parts.next()?)?;
     let d = num(parts.next()?)?;
     if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=days_in_month(y, m)).contains(&d) {
@@ -220,6 +225,8 @@ mod tests {
             "2014-09-03T12:00:00.Z",
             "2014-09-03T12:00:00+24:00",
             "2014-09-03T12:00:00+02:60",
+            "10000-01-01",
+            "1000000000000000-01-01T00:00:00Z",
         ] {
             assert_eq!(parse_datetime(bad), None, "{bad}");
         }

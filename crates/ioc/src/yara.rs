@@ -12,8 +12,7 @@
 //! of the machine that compiles them, and a compiler error could show its content.
 
 use crate::Error;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Largest rule text accepted, includes counted: far beyond real rule sets, and it keeps
 /// a hostile document from exhausting the compiler's memory.
@@ -59,11 +58,15 @@ fn split_rules(src: &str) -> (String, Vec<(String, String, usize)>) {
     (imports, rules)
 }
 
-/// [`split_rules`], with the `include` lines apart.
-fn split_top_level(src: &str) -> (String, String, Vec<(String, String, usize)>) {
+/// The imports, the spans of the `include` lines and the rules of YARA source (see
+/// [`split_rules`]).
+type TopLevel = (String, Vec<(usize, usize)>, Vec<(String, String, usize)>);
+
+/// [`split_rules`], with the spans of the `include` lines apart.
+fn split_top_level(src: &str) -> TopLevel {
     let b = src.as_bytes();
     let mut imports = String::new();
-    let mut includes = String::new();
+    let mut includes = Vec::new();
     let mut rules = Vec::new();
     let mut i = 0;
     let mut start: Option<usize> = None;
@@ -121,13 +124,12 @@ fn split_top_level(src: &str) -> (String, String, Vec<(String, String, usize)>) 
                 .find(|k| word_start && rest.starts_with(k));
             if let Some(keyword) = directive {
                 let end = rest.find('\n').map_or(b.len(), |e| i + e);
-                let into = if keyword == "import" {
-                    &mut imports
+                if keyword == "import" {
+                    imports.push_str(&src[i..end]);
+                    imports.push('\n');
                 } else {
-                    &mut includes
-                };
-                into.push_str(&src[i..end]);
-                into.push('\n');
+                    includes.push((i, end));
+                }
                 i = end;
                 continue;
             }
@@ -161,35 +163,6 @@ fn split_top_level(src: &str) -> (String, String, Vec<(String, String, usize)>) 
     (imports, includes, rules)
 }
 
-fn describe(e: &boreal::compiler::AddRuleError, origin: &str, src: &str) -> String {
-    one_line(boreal::compiler::generate_description(
-        &e.to_diagnostic(),
-        origin,
-        src,
-    ))
-}
-
-/// [`describe`] of an error in a rule compiled alone (after the imports, `imports_len`
-/// bytes), placed at the rule's own offset `start` in the whole file `src`, so that the
-/// position given is the file's. An error in the imports is described in the chunk.
-fn describe_in_file(
-    e: &boreal::compiler::AddRuleError,
-    origin: &str,
-    chunk: &str,
-    imports_len: usize,
-    src: &str,
-    start: usize,
-) -> String {
-    let mut diag = e.to_diagnostic();
-    if diag.labels.iter().any(|l| l.range.start < imports_len) {
-        return describe(e, origin, chunk);
-    }
-    for l in &mut diag.labels {
-        l.range = l.range.start - imports_len + start..l.range.end - imports_len + start;
-    }
-    one_line(boreal::compiler::generate_description(&diag, origin, src))
-}
-
 /// The first lines of a compiler report, on one line.
 fn one_line(report: String) -> String {
     report.lines().take(6).collect::<Vec<_>>().join(" | ")
@@ -213,47 +186,181 @@ fn read_rules(path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
-/// A compiler whose includes follow `includes`.
-fn new_compiler(includes: Includes<'_>) -> boreal::Compiler {
+/// A compiler that refuses `include`: includes are put in place by [`expand`] first.
+fn new_compiler() -> boreal::Compiler {
     let mut compiler = boreal::Compiler::new();
-    match includes {
-        Includes::Refused => {
-            compiler.set_params(boreal::compiler::CompilerParams::default().disable_includes(true))
-        }
-        Includes::RelativeTo(dir) => {
-            let base = dir.to_path_buf();
-            // boreal names the including document by its include text, not by a path:
-            // remember where each text was found to resolve nested includes from there.
-            // The depth stops a file that includes itself (boreal has no limit of its own).
-            let mut found: HashMap<String, (PathBuf, usize)> = HashMap::new();
-            let mut total = 0usize;
-            compiler.set_include_callback(move |name, including, _namespace| {
-                let parent = including.and_then(|p| found.get(&*p.to_string_lossy()));
-                let depth = parent.map_or(1, |(_, d)| d + 1);
-                if depth > MAX_INCLUDE_DEPTH {
-                    return Err(std::io::Error::other(format!(
-                        "includes nested more than {MAX_INCLUDE_DEPTH} deep (a file that includes itself?)"
-                    )));
-                }
-                let from = parent
-                    .and_then(|(p, _)| p.parent().map(Path::to_path_buf))
-                    .unwrap_or_else(|| base.clone());
-                let path = from.join(name);
-                let text = read_rules(&path)
-                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-                total += text.len();
-                if total > MAX_RULES_BYTES {
-                    return Err(std::io::Error::other(format!(
-                        "the included files pass {} MiB together",
-                        MAX_RULES_BYTES >> 20
-                    )));
-                }
-                found.insert(name.to_string(), (path, depth));
-                Ok(text)
-            });
+    compiler.set_params(boreal::compiler::CompilerParams::default().disable_includes(true));
+    compiler
+}
+
+/// Rule text with its includes put in place, and where each stretch of it came from, so
+/// that an error is told at its own file's line.
+struct Expanded {
+    text: String,
+    /// (offset in `text`, index in `sources`, offset in that source), by offset.
+    parts: Vec<(usize, usize, usize)>,
+    /// (origin, text) of the top file and of each included file.
+    sources: Vec<(String, String)>,
+}
+
+impl Expanded {
+    fn single(src: &str, origin: &str) -> Expanded {
+        Expanded {
+            text: src.to_string(),
+            parts: vec![(0, 0, 0)],
+            sources: vec![(origin.to_string(), src.to_string())],
         }
     }
-    compiler
+
+    /// Puts `src`'s includes in place, resolving them from `dir`, each included file's
+    /// own from its folder. Done here rather than by boreal's include callback, which
+    /// names the including document only by its include text: two files included as
+    /// `x.yar` from different folders could not be told apart.
+    fn with_includes(src: &str, origin: &str, dir: &Path) -> Result<Expanded, Error> {
+        let mut out = Expanded {
+            text: String::new(),
+            parts: Vec::new(),
+            sources: Vec::new(),
+        };
+        let mut budget = MAX_RULES_BYTES.saturating_sub(src.len());
+        out.append_file(src, origin, dir, 0, &mut budget)?;
+        Ok(out)
+    }
+
+    fn append_file(
+        &mut self,
+        src: &str,
+        origin: &str,
+        dir: &Path,
+        depth: usize,
+        budget: &mut usize,
+    ) -> Result<(), Error> {
+        let source = self.sources.len();
+        self.sources.push((origin.to_string(), src.to_string()));
+        let fail = |at: usize, msg: String| {
+            let line = src[..at].matches('\n').count() + 1;
+            Error::Yara {
+                origin: format!("{origin}:{line}"),
+                msg,
+            }
+        };
+        let mut pos = 0;
+        for (start, end) in split_top_level(src).1 {
+            self.parts.push((self.text.len(), source, pos));
+            self.text.push_str(&src[pos..start]);
+            let line = &src[start..end];
+            let name = line
+                .split_once('"')
+                .and_then(|(_, rest)| rest.rsplit_once('"'))
+                .map(|(name, _)| name)
+                .ok_or_else(|| {
+                    fail(
+                        start,
+                        format!("not an include of a quoted file name: {line}"),
+                    )
+                })?;
+            if depth + 1 > MAX_INCLUDE_DEPTH {
+                return Err(fail(
+                    start,
+                    format!(
+                        "includes nested more than {MAX_INCLUDE_DEPTH} deep (a file that includes itself?)"
+                    ),
+                ));
+            }
+            let path = dir.join(name);
+            // A FIFO or a device would block or never end.
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(fail(
+                        start,
+                        format!("cannot include {}: not a regular file", path.display()),
+                    ))
+                }
+                Err(e) => {
+                    return Err(fail(
+                        start,
+                        format!("cannot include {}: {e}", path.display()),
+                    ))
+                }
+            }
+            let text = read_rules(&path)
+                .map_err(|e| fail(start, format!("cannot include {}: {e}", path.display())))?;
+            *budget = budget.checked_sub(text.len()).ok_or_else(|| {
+                fail(
+                    start,
+                    format!(
+                        "the rules and the files they include pass {} MiB together",
+                        MAX_RULES_BYTES >> 20
+                    ),
+                )
+            })?;
+            let child_dir = path.parent().unwrap_or(dir).to_path_buf();
+            self.append_file(
+                &text,
+                &path.display().to_string(),
+                &child_dir,
+                depth + 1,
+                budget,
+            )?;
+            self.text.push('\n');
+            pos = end;
+        }
+        self.parts.push((self.text.len(), source, pos));
+        self.text.push_str(&src[pos..]);
+        Ok(())
+    }
+
+    /// A compiler error about `self.text`, told in the file the error is in.
+    fn describe(&self, e: &boreal::compiler::AddRuleError) -> String {
+        self.describe_at(e, 0, 0)
+    }
+
+    /// [`Expanded::describe`] of an error in a rule compiled alone (after the imports,
+    /// `imports_len` bytes), the rule starting at `start` in `self.text`. An error in the
+    /// imports is described in the chunk.
+    fn describe_chunk(
+        &self,
+        e: &boreal::compiler::AddRuleError,
+        chunk: &str,
+        imports_len: usize,
+        start: usize,
+    ) -> String {
+        if e.to_diagnostic()
+            .labels
+            .iter()
+            .any(|l| l.range.start < imports_len)
+        {
+            let diag = e.to_diagnostic();
+            return one_line(boreal::compiler::generate_description(
+                &diag,
+                &self.sources[0].0,
+                chunk,
+            ));
+        }
+        self.describe_at(e, imports_len, start)
+    }
+
+    /// The error's labels moved from `from` to `to` in `self.text`, told in the file of
+    /// the first label.
+    fn describe_at(&self, e: &boreal::compiler::AddRuleError, from: usize, to: usize) -> String {
+        let mut diag = e.to_diagnostic();
+        for l in &mut diag.labels {
+            l.range = l.range.start - from + to..l.range.end - from + to;
+        }
+        let at = diag.labels.first().map_or(0, |l| l.range.start);
+        let part = self.parts.partition_point(|p| p.0 <= at).saturating_sub(1);
+        let (part_at, source, offset) = self.parts.get(part).copied().unwrap_or((0, 0, 0));
+        let part_end = self.parts.get(part + 1).map_or(self.text.len(), |p| p.0);
+        // Labels outside the stretch of the first one belong to another file.
+        diag.labels
+            .retain(|l| l.range.start >= part_at && l.range.end <= part_end);
+        for l in &mut diag.labels {
+            l.range = l.range.start - part_at + offset..l.range.end - part_at + offset;
+        }
+        let (origin, text) = &self.sources[source];
+        one_line(boreal::compiler::generate_description(&diag, origin, text))
+    }
 }
 
 impl YaraRules {
@@ -274,29 +381,35 @@ impl YaraRules {
                 limit: MAX_RULES_BYTES,
             });
         }
-        let mut compiler = new_compiler(includes);
-        let (rules, warnings) = match compiler.add_rules_str(src) {
+        let expanded = match includes {
+            Includes::Refused => Expanded::single(src, origin),
+            Includes::RelativeTo(dir) => Expanded::with_includes(src, origin, dir)?,
+        };
+        let text = expanded.text.as_str();
+        let mut compiler = new_compiler();
+        let (rules, warnings) = match compiler.add_rules_str(text) {
             Ok(_) => (compiler.finalize(), Vec::new()),
             Err(first) => {
-                let first_msg = describe(&first, origin, src);
-                let (imports, include_lines, rules) = split_top_level(src);
-                let mut compiler = new_compiler(includes);
+                let first_msg = expanded.describe(&first);
+                let (imports, include_lines, rules) = split_top_level(text);
+                let mut compiler = new_compiler();
                 let mut warnings = Vec::new();
-                if !include_lines.is_empty() {
-                    let chunk = format!("{imports}{include_lines}");
+                // Only rules that may not include anything still hold include lines.
+                for (start, end) in include_lines {
+                    let chunk = format!("{imports}{}\n", &text[start..end]);
                     if let Err(e) = compiler.add_rules_str(&chunk) {
                         warnings.push(format!(
-                            "skipped the included files: {}",
-                            describe(&e, origin, &chunk)
+                            "skipped an include: {}",
+                            expanded.describe_chunk(&e, &chunk, imports.len(), start)
                         ));
                     }
                 }
-                for (name, text, start) in &rules {
-                    let chunk = format!("{imports}{text}\n");
+                for (name, rule, start) in &rules {
+                    let chunk = format!("{imports}{rule}\n");
                     if let Err(e) = compiler.add_rules_str(&chunk) {
                         warnings.push(format!(
                             "skipped rule '{name}': {}",
-                            describe_in_file(&e, origin, &chunk, imports.len(), src, *start)
+                            expanded.describe_chunk(&e, &chunk, imports.len(), *start)
                         ));
                     }
                 }
@@ -445,9 +558,79 @@ mod tests {
             "include \"loop.yar\"\nrule l { condition: true }\n",
         )
         .unwrap();
-        let r = YaraRules::compile_file(&dir.path().join("loop.yar")).unwrap();
+        let e = YaraRules::compile_file(&dir.path().join("loop.yar"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nested more than"), "{e}");
+    }
+
+    /// Two files included under one name from different folders are told apart; an
+    /// error in an included file is told at its own line; a broken rule in the top file
+    /// does not drop the included rules; a FIFO is not opened; the size limit counts the
+    /// top file and its includes together.
+    #[test]
+    fn includes_are_put_in_place_file_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+        write("main.yar", "include \"x.yar\"\n");
+        write("x.yar", "include \"sub/q.yar\"\ninclude \"y.yar\"\n");
+        write("sub/q.yar", "include \"x.yar\"\n");
+        write("sub/x.yar", "rule sub_x { condition: true }\n");
+        write("y.yar", "rule y_correct { condition: true }\n");
+        write("sub/y.yar", "rule y_wrong_file { condition: true }\n");
+        let r = YaraRules::compile_file(&d.join("main.yar")).unwrap();
+        assert_eq!(r.scan_bytes(b"x"), ["sub_x", "y_correct"]);
+
+        write(
+            "bad_inc.yar",
+            "rule fine { condition: true }\n\nrule broken { condition: nosuch }\n",
+        );
+        write(
+            "top.yar",
+            "include \"bad_inc.yar\"\nrule top { condition: true }\n",
+        );
+        let r = YaraRules::compile_file(&d.join("top.yar")).unwrap();
+        assert_eq!(r.rule_count(), 2, "{:?}", r.warnings());
         let w = r.warnings().join(" ");
-        assert!(w.contains("nested more than"), "{w}");
+        assert!(
+            w.contains("bad_inc.yar:3:"),
+            "told at the included file's line: {w}"
+        );
+
+        write("base_first.yar", "rule base { condition: true }\ninclude \"uses_base.yar\"\nrule bad { condition: nosuch }\n");
+        write("uses_base.yar", "rule derived { condition: base }\n");
+        let r = YaraRules::compile_file(&d.join("base_first.yar")).unwrap();
+        assert_eq!(
+            r.scan_bytes(b"x"),
+            ["base", "derived"],
+            "{:?}",
+            r.warnings()
+        );
+
+        let fifo = d.join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        write("fifo.yar", "include \"fifo\"\nrule f { condition: true }\n");
+        let e = YaraRules::compile_file(&d.join("fifo.yar"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a regular file") && e.contains("fifo.yar:1"),
+            "{e}"
+        );
+
+        let half = "/".to_string() + &"*".repeat(MAX_RULES_BYTES / 2) + "*/\n";
+        write("half.yar", &format!("{half}rule h {{ condition: true }}\n"));
+        write("two_halves.yar", &format!("{half}include \"half.yar\"\n"));
+        let e = YaraRules::compile_file(&d.join("two_halves.yar"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("together"), "{e}");
     }
 
     #[test]

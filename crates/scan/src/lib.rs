@@ -82,6 +82,9 @@ pub enum Error {
     /// A scope path does not exist.
     #[error("scope path {0}: {1}")]
     Scope(String, std::io::Error),
+    /// An exclusion pattern that could never match.
+    #[error("--exclude {0}: {1}")]
+    Exclude(String, String),
 }
 
 /// The language of an indicator document.
@@ -901,6 +904,9 @@ fn threads_within(wanted: usize, open_files_limit: Option<u64>) -> usize {
 
 pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let start = std::time::Instant::now();
+    for pattern in &request.scope.exclude {
+        walk::check_exclude(pattern).map_err(|why| Error::Exclude(pattern.clone(), why))?;
+    }
     let (loaded, yara, warnings) = load(request)?;
     let (iocs, listed) = observations_apart(loaded);
     let scope = &request.scope;

@@ -190,6 +190,17 @@ pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
     tokens_match(&compile_glob(pat), s)
 }
 
+/// Why an exclusion pattern could never match, if it could not: a pattern with a `/` is
+/// matched against whole device paths, which are absolute.
+pub fn check_exclude(pattern: &str) -> Result<(), String> {
+    if pattern.contains('/') && !pattern.starts_with('/') && !pattern.starts_with("**") {
+        return Err(format!(
+            "a pattern with '/' matches whole paths from the root: write /{pattern}, or **/{pattern} for any depth"
+        ));
+    }
+    Ok(())
+}
+
 /// Exclusion globs: a pattern with a `/` matches the whole device path, one without
 /// matches the file name only.
 #[derive(Debug, Clone, Default)]
@@ -1266,6 +1277,13 @@ mod tests {
         // No exponential time on many stars (this took minutes with the recursive matcher).
         let stars = b"**a**a**a**a**a**a**a**a**a**a**a**a**b";
         assert!(!glob_match(stars, &[b'a'; 200]));
+        // A relative pattern with a slash could never match an absolute device path.
+        assert!(check_exclude("nd/skipme")
+            .unwrap_err()
+            .contains("/nd/skipme"));
+        for fine in ["/nd/skipme", "**/skipme", "*.iso", "core.[0-9]*"] {
+            assert_eq!(check_exclude(fine), Ok(()), "{fine}");
+        }
         let ex = Excludes::new(&["*.iso".into(), "/home/*/cache".into()]);
         assert!(ex.matches("/data/big.iso"));
         assert!(ex.matches("/home/bob/cache"));
