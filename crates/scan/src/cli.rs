@@ -29,7 +29,8 @@ pub struct ScanArgs {
     pub preset: Option<Preset>,
     /// Exclusion glob on device paths (repeatable): `*.iso`, `/var/lib/docker/**`,
     /// `/home/**/cache`, `core.[0-9]*`. `*`, `?` and `[…]` stay within a segment; a
-    /// pattern without `/` matches file names.
+    /// pattern without `/` matches file names. Paths are matched as the report shows
+    /// them: a backslash is `\\`, a control or invisible byte `\xHH`.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// Do not read files larger than this many bytes.
