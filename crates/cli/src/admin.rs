@@ -719,6 +719,12 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
                     None,
                 )
                 .await?;
+            if v["on_revocation_list"] == json!(false) {
+                eprintln!(
+                    "note: device {device} was enrolled by an older server and its certificate's serial is not known yet, \
+                     so sandboxes cannot refuse it: it is put on the revocation list when it next connects"
+                );
+            }
             done(&v, format!("device {device} revoked"))
         }
         AdminCommand::Device(DeviceCmd::Settings { device }) => {

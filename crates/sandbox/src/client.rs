@@ -189,6 +189,9 @@ impl SandboxClient {
                         Ok(SubmitResponse::Error { .. }) if status.as_u16() == 401 => {
                             Err(Attempt::Fatal(SandboxError::NotAdmitted))
                         }
+                        Ok(SubmitResponse::Error { .. }) if status.as_u16() == 403 => {
+                            Err(Attempt::Fatal(SandboxError::Revoked))
+                        }
                         Ok(SubmitResponse::Error { error }) if status.is_server_error() => {
                             Err(Attempt::Retry(format!("{status}: {error}")))
                         }
@@ -237,6 +240,9 @@ impl SandboxClient {
                         // of this task, and the task itself has not failed.
                         Ok(PollResponse::Error { .. }) if status.as_u16() == 401 => {
                             Err(Attempt::Fatal(SandboxError::NotAdmitted))
+                        }
+                        Ok(PollResponse::Error { .. }) if status.as_u16() == 403 => {
+                            Err(Attempt::Fatal(SandboxError::Revoked))
                         }
                         Ok(PollResponse::Error { error })
                             if status.is_server_error() || status.as_u16() == 404 =>

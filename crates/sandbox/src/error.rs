@@ -30,10 +30,13 @@ pub enum SandboxError {
     /// certificate.
     #[error("this sandbox accepts objects only from agents enrolled with its administration server, and the request carried no device certificate: submit through an enrolled agent (or start the sandbox with --allow-anonymous-clients)")]
     NotAdmitted,
-    /// The sandbox admits only enrolled agents that have not been revoked, and it has not
-    /// yet loaded the revocation list (from the source named) that would tell.
-    #[error("this sandbox has not yet loaded the administration server's revocation list ({0}), so it cannot tell whether this device is still enrolled: retry later")]
+    /// The sandbox admits only enrolled agents that have not been revoked, and it cannot
+    /// tell (the reason) whether this one was.
+    #[error("this sandbox cannot tell whether this device is still enrolled: {0}; retry later")]
     RevocationUnknown(String),
+    /// The administration server revoked this device.
+    #[error("this device's certificate has been revoked by the administration server: enroll the device again")]
+    Revoked,
     /// The request is malformed (missing name, bad JSON, ...).
     #[error("bad request: {0}")]
     BadRequest(String),

@@ -9,10 +9,17 @@
 //! past its `nextUpdate` (seven days after the server signed it) no longer admits anyone,
 //! so a sandbox cut off from its server stops trusting stale revocation state.
 //!
+//! A list is taken only if the client CA signed it, it has not expired, and its CRL
+//! number is not below the one in force ([`RevocationList::parse`],
+//! [`RevocationList::may_follow`]): a wrong file must not lock every device out, nor an
+//! old one undo a revocation. Each request is checked against the list in force, not only
+//! the handshake: a revoked device must not keep a connection it opened before.
+//!
 //! Until a first list is loaded, enrolled clients are told to retry later
 //! ([`crate::SandboxError::RevocationUnknown`]): the sandbox cannot tell whether they
 //! are still enrolled.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -38,10 +45,19 @@ pub enum CrlSource {
 impl CrlSource {
     /// `https://…` is a URL, anything else a file path. Plain `http://` is refused: the
     /// list is signed, but an attacker in the path could still withhold new revocations.
+    /// So is a URL with a user name or password: the list needs none, and it would be
+    /// written in logs.
     pub fn parse(text: &str) -> Result<CrlSource, String> {
-        if text.starts_with("https://") {
+        let scheme = text.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if scheme.as_deref() == Some("https") {
+            let authority = text["https://".len()..].split(['/', '?', '#']).next();
+            if authority.is_some_and(|a| a.contains('@')) {
+                return Err(
+                    "the revocation list URL must not hold a user name or password: the server publishes the list to anyone".into(),
+                );
+            }
             Ok(CrlSource::Url(text.to_string()))
-        } else if text.starts_with("http://") {
+        } else if scheme.is_some_and(|s| s == "http") {
             Err(format!(
                 "{text}: the revocation list must come over https:// (the server's own URL) or from a file"
             ))
@@ -78,11 +94,140 @@ pub fn parse_pem(pem: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>
     Ok(crls)
 }
 
-/// Fetches the list from `source` once.
+/// A revocation list checked against the client CA: the one the TLS layer and each
+/// request are judged by.
+#[derive(Debug, Clone)]
+pub struct RevocationList {
+    /// The list, DER, for the TLS layer.
+    pub der: CertificateRevocationListDer<'static>,
+    /// Serial numbers it revokes (big-endian, no leading zero bytes).
+    revoked: HashSet<Vec<u8>>,
+    /// Its CRL number (big-endian, no leading zero bytes), compared as a number.
+    number: Vec<u8>,
+    /// Its `nextUpdate`, Unix seconds.
+    pub next_update: i64,
+}
+
+/// A serial or CRL number as compared here: no leading zero bytes (DER adds one where
+/// the top bit is set).
+fn unsigned(bytes: &[u8]) -> Vec<u8> {
+    let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    bytes[first..].to_vec()
+}
+
+impl RevocationList {
+    /// The newest of the lists in `pem` that the CA in `ca_pem` signed. Refused: a list
+    /// no certificate of `ca_pem` signed, one past its `nextUpdate`, one without a CRL
+    /// number or `nextUpdate`.
+    pub fn parse(pem: &[u8], ca_pem: &str, now_secs: i64) -> Result<RevocationList, String> {
+        use x509_parser::prelude::FromDer;
+        let mut cas = Vec::new();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            cas.push(c.map_err(|e| format!("client CA: {e}"))?);
+        }
+        let mut newest: Option<RevocationList> = None;
+        for der in parse_pem(pem)? {
+            let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+                .map_err(|e| format!("not a revocation list: {e}"))?;
+            let signed = cas.iter().any(|ca| {
+                x509_parser::certificate::X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
+                    crl.issuer() == ca.subject() && crl.verify_signature(ca.public_key()).is_ok()
+                })
+            });
+            if !signed {
+                return Err(format!(
+                    "a list issued by {} and not signed by the client CA: give the administration server's own list",
+                    crl.issuer()
+                ));
+            }
+            let next_update = crl
+                .next_update()
+                .ok_or("a list without a nextUpdate: the server's lists have one")?
+                .timestamp();
+            if next_update <= now_secs {
+                return Err(format!(
+                    "a list that expired {} s ago (nextUpdate passed): fetch a fresh one",
+                    now_secs - next_update
+                ));
+            }
+            let number = unsigned(
+                &crl.crl_number()
+                    .ok_or("a list without a CRL number: the server's lists have one")?
+                    .to_bytes_be(),
+            );
+            let list = RevocationList {
+                revoked: crl
+                    .iter_revoked_certificates()
+                    .map(|r| unsigned(r.raw_serial()))
+                    .collect(),
+                der: der.clone(),
+                number,
+                next_update,
+            };
+            if newest.as_ref().is_none_or(|n| list.newer_than(n)) {
+                newest = Some(list);
+            }
+        }
+        newest.ok_or_else(|| "no revocation list in it".into())
+    }
+
+    fn newer_than(&self, other: &RevocationList) -> bool {
+        (self.number.len(), &self.number) > (other.number.len(), &other.number)
+    }
+
+    /// Whether this list may replace `current`: not an older list (a lower CRL number),
+    /// which would undo the revocations made since.
+    pub fn may_follow(&self, current: &RevocationList) -> Result<(), String> {
+        if current.newer_than(self) {
+            return Err(format!(
+                "an older list than the one in force (CRL number {} below {}): kept the newer one",
+                hex_number(&self.number),
+                hex_number(&current.number)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the certificate with this serial (big-endian) is revoked.
+    pub fn revokes(&self, serial: &[u8]) -> bool {
+        self.revoked.contains(&unsigned(serial))
+    }
+}
+
+fn hex_number(n: &[u8]) -> String {
+    if n.is_empty() {
+        return "0".into();
+    }
+    n.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The serial number of a DER certificate (big-endian), if it parses.
+pub fn certificate_serial(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    x509_parser::certificate::X509Certificate::from_der(der)
+        .ok()
+        .map(|(_, c)| unsigned(c.raw_serial()))
+}
+
+/// The text of an error and of its causes: reqwest's own says only "error sending
+/// request", and the cause (refused, an untrusted certificate) is what helps.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Fetches the list from `source` once and checks it against the client CA.
 pub async fn fetch(
     source: &CrlSource,
     http: &reqwest::Client,
-) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    ca_pem: &str,
+) -> Result<RevocationList, String> {
     let bytes = match source {
         CrlSource::File(path) => {
             let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -96,7 +241,7 @@ pub async fn fetch(
                 .get(url)
                 .send()
                 .await
-                .map_err(|e| format!("{url}: {e}"))?;
+                .map_err(|e| format!("{url}: {}", with_causes(&e)))?;
             if !resp.status().is_success() {
                 return Err(format!("{url}: {}", resp.status()));
             }
@@ -110,7 +255,8 @@ pub async fn fetch(
             body.to_vec()
         }
     };
-    parse_pem(&bytes).map_err(|e| format!("{source}: {e}"))
+    RevocationList::parse(&bytes, ca_pem, crate::util::now_secs() as i64)
+        .map_err(|e| format!("{source}: {e}"))
 }
 
 /// The TLS configuration connections are accepted with, swapped when a new list arrives.
@@ -119,24 +265,21 @@ pub struct TlsState {
     current: Arc<RwLock<Accepting>>,
 }
 
-/// One TLS configuration and what it can tell about client certificates.
+/// One TLS configuration and the revocation list in force with it.
 #[derive(Clone)]
 pub struct Accepting {
     /// The configuration handshakes use.
     pub config: Arc<rustls::ServerConfig>,
-    /// Whether a client certificate that passed this configuration's handshake is known
-    /// not to be revoked (false while a required list is still missing).
-    pub revocation_known: bool,
+    /// The list each request is checked against; `None` while a required list is still
+    /// missing (or where none is required).
+    pub list: Option<Arc<RevocationList>>,
 }
 
 impl TlsState {
     /// Starts with `config`.
-    pub fn new(config: Arc<rustls::ServerConfig>, revocation_known: bool) -> TlsState {
+    pub fn new(config: Arc<rustls::ServerConfig>, list: Option<Arc<RevocationList>>) -> TlsState {
         TlsState {
-            current: Arc::new(RwLock::new(Accepting {
-                config,
-                revocation_known,
-            })),
+            current: Arc::new(RwLock::new(Accepting { config, list })),
         }
     }
 
@@ -194,6 +337,20 @@ mod tests {
             .unwrap_err()
             .contains("https://"));
         assert!(CrlSource::parse("").is_err());
+        assert!(CrlSource::parse("HTTP://srv/api/v1/pki/crl")
+            .unwrap_err()
+            .contains("https://"));
+        assert!(matches!(
+            CrlSource::parse("HTTPS://srv/api/v1/pki/crl"),
+            Ok(CrlSource::Url(_))
+        ));
+        assert!(CrlSource::parse("https://user:pw@srv/api/v1/pki/crl")
+            .unwrap_err()
+            .contains("user name or password"));
+        assert!(matches!(
+            CrlSource::parse("https://srv/api/v1/pki/crl?at=x@y"),
+            Ok(CrlSource::Url(_))
+        ));
     }
 
     #[test]

@@ -193,40 +193,47 @@ pub struct App {
     pending: Mutex<HashMap<String, String>>,
     /// Submissions and polls need a verified client certificate.
     clients_must_be_enrolled: bool,
-    /// Where the revocation list comes from, to name it in refusals.
-    crl_source: Option<CrlSource>,
+    /// The revocation list in force, where one is required.
+    revocation: Option<TlsState>,
 }
 
 /// What the TLS layer established about the client of a connection (set per connection
 /// by [`serve`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientStanding {
     /// No client certificate.
     Anonymous,
-    /// A certificate that chains to the client CA and that the revocation list (when one
-    /// is required) does not name.
-    Enrolled,
-    /// A certificate that chains to the client CA, checked before the required
-    /// revocation list was first loaded: it may have been revoked.
-    RevocationUnknown,
+    /// A certificate that chains to the client CA (the handshake refuses any other), with
+    /// its serial number, which each request checks against the list in force.
+    Certified(Vec<u8>),
 }
 
 impl App {
     /// Refuses a request from a client that is not admitted (see
-    /// [`SandboxConfig::client_ca_pem`]).
+    /// [`SandboxConfig::client_ca_pem`]): each request, not only the handshake, so that a
+    /// device revoked since it connected is refused on its open connection too.
     fn admit(&self, client: Option<axum::Extension<ClientStanding>>) -> Result<(), SandboxError> {
         if !self.clients_must_be_enrolled {
             return Ok(());
         }
-        match client.map(|axum::Extension(s)| s) {
-            Some(ClientStanding::Enrolled) => Ok(()),
-            Some(ClientStanding::RevocationUnknown) => Err(SandboxError::RevocationUnknown(
-                self.crl_source
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
+        let serial = match client.map(|axum::Extension(s)| s) {
+            Some(ClientStanding::Certified(serial)) => serial,
+            Some(ClientStanding::Anonymous) | None => return Err(SandboxError::NotAdmitted),
+        };
+        let Some(tls) = &self.revocation else {
+            return Ok(());
+        };
+        match tls.current().list {
+            None => Err(SandboxError::RevocationUnknown(
+                "its revocation list has not been loaded yet".into(),
             )),
-            Some(ClientStanding::Anonymous) | None => Err(SandboxError::NotAdmitted),
+            Some(list) if list.next_update <= crate::util::now_secs() as i64 => {
+                Err(SandboxError::RevocationUnknown(
+                    "its revocation list has expired and no fresh one could be fetched".into(),
+                ))
+            }
+            Some(list) if list.revokes(&serial) => Err(SandboxError::Revoked),
+            Some(_) => Ok(()),
         }
     }
 }
@@ -413,14 +420,19 @@ fn error_status(e: &SandboxError) -> StatusCode {
         }
         SandboxError::UnknownTask(_) => StatusCode::NOT_FOUND,
         SandboxError::BadSignature | SandboxError::NotAdmitted => StatusCode::UNAUTHORIZED,
+        SandboxError::Revoked => StatusCode::FORBIDDEN,
         SandboxError::BadRequest(_) | SandboxError::Truncated { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 fn error_response(e: SandboxError) -> Response {
+    // Retry soon: the refresher asks every few seconds while no list is in force.
+    let retry =
+        matches!(e, SandboxError::RevocationUnknown(_)).then_some([(header::RETRY_AFTER, "10")]);
     (
         error_status(&e),
+        retry,
         Json(SubmitResponse::Error {
             error: e.to_string(),
         }),
@@ -660,29 +672,40 @@ impl Refresher {
         // When fetching began to fail, and when that was last said.
         let mut failing: Option<(std::time::Instant, std::time::Instant)> = None;
         loop {
+            let in_force = self.state.current().list;
+            // While no list is in force, enrolled devices are turned away: ask often.
+            let wait = match &in_force {
+                None => every.min(std::time::Duration::from_secs(5)),
+                Some(_) => every,
+            };
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            let built = crate::revocation::fetch(&self.source, &self.http)
+            let built = crate::revocation::fetch(&self.source, &self.http, &self.client_ca_pem)
                 .await
-                .and_then(|crls| {
+                .and_then(|list| match &in_force {
+                    Some(current) => list.may_follow(current).map(|()| list),
+                    None => Ok(list),
+                })
+                .and_then(|list| {
                     crate::tls::server_config(
                         &self.cert_pem,
                         &self.key_pem,
                         Some(&self.client_ca_pem),
-                        Some(crls),
+                        Some(vec![list.der.clone()]),
                     )
+                    .map(|config| (config, list))
                     .map_err(|e| e.to_string())
                 });
             match built {
-                Ok(config) => {
+                Ok((config, list)) => {
                     if failing.take().is_some() {
                         tracing::info!(source = %self.source, "revocation list fetched again");
                     }
                     self.state.replace(Accepting {
                         config: Arc::new(config),
-                        revocation_known: true,
+                        list: Some(Arc::new(list)),
                     });
                 }
                 Err(e) => {
@@ -693,7 +716,7 @@ impl Refresher {
                     if *said == now || now.duration_since(*said).as_secs() >= 3600 {
                         *said = now;
                         tracing::warn!(
-                            "cannot refresh the revocation list ({e}), for {} min now; the last list stays in force until its nextUpdate",
+                            "cannot refresh the revocation list ({e}), for {} min now; the last good list stays in force until its nextUpdate",
                             now.duration_since(*since).as_secs() / 60
                         );
                     }
@@ -714,12 +737,16 @@ pub async fn serve(
     let store = Store::open(&dir)?;
     let (cert_pem, key_pem) = crate::tls::load_or_create(&dir, &config.server_names)?;
     let revocation = match (&config.client_ca_pem, &config.client_crl) {
-        (Some(ca), Some(source)) => Some((source.clone(), crate::revocation::ca_client(ca)?)),
+        (Some(ca), Some(source)) => Some((
+            source.clone(),
+            crate::revocation::ca_client(ca)?,
+            ca.clone(),
+        )),
         _ => None,
     };
     let first_list = match &revocation {
         None => None,
-        Some((source, http)) => match crate::revocation::fetch(source, http).await {
+        Some((source, http, ca)) => match crate::revocation::fetch(source, http, ca).await {
             Ok(crls) => Some(crls),
             // A file is the administrator's to mend now; a server may simply not be up
             // yet, and the refresher keeps asking.
@@ -736,15 +763,14 @@ pub async fn serve(
             }
         },
     };
-    let revocation_known = revocation.is_none() || first_list.is_some();
     let tls_state = TlsState::new(
         Arc::new(crate::tls::server_config(
             &cert_pem,
             &key_pem,
             config.client_ca_pem.as_deref(),
-            first_list,
+            first_list.as_ref().map(|l| vec![l.der.clone()]),
         )?),
-        revocation_known,
+        first_list.map(Arc::new),
     );
     let webhook_key = load_or_create_webhook_key(&dir)?;
 
@@ -789,7 +815,7 @@ pub async fn serve(
         webhook_key: webhook_key.clone(),
         pending: Mutex::new(pending),
         clients_must_be_enrolled: config.client_ca_pem.is_some(),
-        crl_source: revocation.as_ref().map(|(source, _)| source.clone()),
+        revocation: revocation.is_some().then(|| tls_state.clone()),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -813,14 +839,14 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| SandboxError::io("read the address of", PathBuf::from("listener"), e))?;
-    if let Some((source, http)) = revocation {
+    if let Some((source, http, client_ca_pem)) = revocation {
         let refresher = Refresher {
             source,
             http,
             state: tls_state.clone(),
             cert_pem: cert_pem.clone(),
             key_pem: key_pem.to_string(),
-            client_ca_pem: config.client_ca_pem.clone().unwrap_or_default(),
+            client_ca_pem,
         };
         tokio::spawn(refresher.run(config.crl_refresh, shutdown_rx.clone()));
     }
@@ -828,7 +854,7 @@ pub async fn serve(
     let mut stop = shutdown_rx;
     let accept = tokio::spawn(async move {
         loop {
-            let (tcp, _) = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 _ = stop.changed() => break,
                 r = listener.accept() => match r {
                     Ok(c) => c,
@@ -839,8 +865,7 @@ pub async fn serve(
                     }
                 },
             };
-            let accepting = tls_state.current();
-            let acceptor = tokio_rustls::TlsAcceptor::from(accepting.config);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls_state.current().config);
             let routes = routes.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(
@@ -851,17 +876,31 @@ pub async fn serve(
                 {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake failed: {e}");
+                        // A revoked or foreign certificate is worth an administrator's
+                        // eye; a scanner's half-open connection is not.
+                        let refused = e
+                            .get_ref()
+                            .and_then(|e| e.downcast_ref::<rustls::Error>())
+                            .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+                        if refused {
+                            tracing::info!(peer = %peer, "client certificate refused: {e}");
+                        } else {
+                            tracing::debug!("TLS handshake failed: {e}");
+                        }
                         return;
                     }
                     Err(_) => return,
                 };
                 // A certificate that reached this point chained to the client CA and
-                // is not on the revocation list: the handshake refuses any other.
+                // was not on the list in force: the handshake refuses any other.
                 let standing = match tls.get_ref().1.peer_certificates() {
                     None => ClientStanding::Anonymous,
-                    Some(_) if accepting.revocation_known => ClientStanding::Enrolled,
-                    Some(_) => ClientStanding::RevocationUnknown,
+                    Some(certs) => ClientStanding::Certified(
+                        certs
+                            .first()
+                            .and_then(|c| crate::revocation::certificate_serial(c))
+                            .unwrap_or_default(),
+                    ),
                 };
                 let svc = hyper_util::service::TowerToHyperService::new(
                     routes.layer(axum::Extension(standing)),

@@ -495,13 +495,20 @@ impl TestCa {
         }
     }
 
-    /// A list revoking `serials`, issued `age` ago and valid for `valid` from then.
-    fn crl(&self, serials: &[u64], age: time::Duration, valid: time::Duration) -> String {
+    /// List number `number`, revoking `serials`, issued `age` ago and valid for `valid`
+    /// from then.
+    fn crl(
+        &self,
+        number: u64,
+        serials: &[u64],
+        age: time::Duration,
+        valid: time::Duration,
+    ) -> String {
         let this_update = time::OffsetDateTime::now_utc() - age;
         rcgen::CertificateRevocationListParams {
             this_update,
             next_update: this_update + valid,
-            crl_number: rcgen::SerialNumber::from(1u64),
+            crl_number: rcgen::SerialNumber::from(number),
             issuing_distribution_point: None,
             revoked_certs: serials
                 .iter()
@@ -521,28 +528,61 @@ impl TestCa {
     }
 }
 
+/// Polls `f` every 50 ms for up to 5 s, until it holds.
+async fn eventually<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F) -> bool {
+    for _ in 0..100 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// With a revocation list, a device the list names is refused in the handshake while
-/// other enrolled devices are served; a new list is picked up while the sandbox runs; a
-/// list past its nextUpdate admits no one. Without a readable list file the sandbox does
-/// not start.
+/// other enrolled devices are served; a new list is picked up while the sandbox runs, and
+/// refuses a device revoked since on the connection it already holds. A list of another
+/// CA or an older list (a lower number) is not taken; a list that expires admits no one
+/// until a fresh one comes. Without a usable list file the sandbox does not start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_is_refused_and_new_lists_take_effect() {
+    use riposte_sandbox::SandboxError;
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
+    let stranger = TestCa::new();
     let (kept, revoked) = (ca.device(11), ca.device(12));
     let crl_path = dir.path().join("crl.pem");
     let week = time::Duration::days(7);
-    std::fs::write(&crl_path, ca.crl(&[12], time::Duration::ZERO, week)).unwrap();
+    let now = time::Duration::ZERO;
 
-    let mut config = static_only(&dir.path().join("missing-list"));
-    config.client_ca_pem = Some(ca.cert.pem());
-    config.client_crl = Some(CrlSource::File(dir.path().join("no-such-crl.pem")));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let Err(err) = serve(config, listener).await else {
-        panic!("no list, no start");
-    };
-    assert!(err.to_string().contains("no-such-crl.pem"), "{err}");
+    // No list, a list of another CA, an expired list: no start.
+    for (file, text, why) in [
+        ("no-such-crl.pem", None, "no-such-crl.pem"),
+        (
+            "foreign.pem",
+            Some(stranger.crl(1, &[], now, week)),
+            "not signed by the client CA",
+        ),
+        (
+            "expired.pem",
+            Some(ca.crl(1, &[], time::Duration::days(8), week)),
+            "expired",
+        ),
+    ] {
+        if let Some(text) = text {
+            std::fs::write(dir.path().join(file), text).unwrap();
+        }
+        let mut config = static_only(&dir.path().join("never"));
+        config.client_ca_pem = Some(ca.cert.pem());
+        config.client_crl = Some(CrlSource::File(dir.path().join(file)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let Err(err) = serve(config, listener).await else {
+            panic!("{file}: no usable list, no start");
+        };
+        assert!(err.to_string().contains(why), "{file}: {err}");
+    }
 
+    std::fs::write(&crl_path, ca.crl(1, &[12], now, week)).unwrap();
     let mut config = static_only(&dir.path().join("sb"));
     config.client_ca_pem = Some(ca.cert.pem());
     config.client_crl = Some(CrlSource::File(crl_path.clone()));
@@ -561,54 +601,54 @@ async fn a_revoked_device_is_refused_and_new_lists_take_effect() {
         .await
         .unwrap_err();
     assert!(
-        matches!(refused, riposte_sandbox::SandboxError::Unreachable(_)),
+        matches!(refused, SandboxError::Unreachable(_)),
         "refused in the handshake, before any handler: {refused}"
     );
+    // One client: its connection stays open between requests.
+    let kept_client = with(kept.clone());
     assert!(matches!(
-        with(kept.clone())
+        kept_client
             .submit("b.txt", b"from a device in good standing")
             .await,
         Ok(Submitted::Queued(_))
     ));
 
-    // The server revokes the other device too: the next list names both.
-    std::fs::write(&crl_path, ca.crl(&[11, 12], time::Duration::ZERO, week)).unwrap();
-    let mut refused_at_last = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if with(kept.clone()).submit("c.txt", b"again").await.is_err() {
-            refused_at_last = true;
-            break;
-        }
-    }
-    assert!(refused_at_last, "the new list was never taken up");
-
-    // A list past its nextUpdate: even a device it does not name is refused.
-    let fresh = ca.device(13);
-    std::fs::write(&crl_path, ca.crl(&[], time::Duration::days(8), week)).unwrap();
+    // A list of another CA, then an older list, are not taken: 12 stays revoked, 11 in.
+    std::fs::write(&crl_path, stranger.crl(5, &[], now, week)).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let stale = with(fresh.clone())
-        .submit("d.txt", b"stale list")
-        .await
-        .unwrap_err();
+    std::fs::write(&crl_path, ca.crl(0, &[], now, week)).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(with(revoked.clone()).submit("a2.txt", b"x").await.is_err());
+    assert!(with(kept.clone()).submit("b2.txt", b"y").await.is_ok());
+
+    // The server revokes the other device too: refused on its open connection as well.
+    std::fs::write(&crl_path, ca.crl(2, &[11, 12], now, week)).unwrap();
     assert!(
-        matches!(stale, riposte_sandbox::SandboxError::Unreachable(_)),
+        eventually(|| async {
+            matches!(
+                kept_client.submit("c.txt", b"again").await,
+                Err(SandboxError::Revoked)
+            )
+        })
+        .await,
+        "the new list was never applied to the open connection"
+    );
+
+    // A list that expires: even a device it does not name is refused, until a fresh one.
+    let fresh = with(ca.device(13));
+    std::fs::write(&crl_path, ca.crl(3, &[], now, time::Duration::seconds(2))).unwrap();
+    assert!(eventually(|| async { fresh.submit("d.txt", b"listed").await.is_ok() }).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stale = fresh.submit("d2.txt", b"stale list").await.unwrap_err();
+    assert!(
+        matches!(&stale, SandboxError::Unreachable(m) if m.contains("expired")),
         "{stale}"
     );
-    std::fs::write(&crl_path, ca.crl(&[], time::Duration::ZERO, week)).unwrap();
-    let mut served = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if with(fresh.clone())
-            .submit("d.txt", b"fresh list")
-            .await
-            .is_ok()
-        {
-            served = true;
-            break;
-        }
-    }
-    assert!(served, "a fresh list admits the device again");
+    std::fs::write(&crl_path, ca.crl(4, &[], now, week)).unwrap();
+    assert!(
+        eventually(|| async { fresh.submit("d3.txt", b"fresh list").await.is_ok() }).await,
+        "a fresh list admits the device again"
+    );
     h.shutdown().await;
 }
 
@@ -639,7 +679,8 @@ async fn until_a_first_list_arrives_enrolled_devices_are_asked_to_retry() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, riposte_sandbox::SandboxError::Unreachable(m) if m.contains("revocation list") && m.contains(&url)),
+        matches!(&err, riposte_sandbox::SandboxError::Unreachable(m)
+            if m.contains("revocation list has not been loaded yet") && !m.contains(&url)),
         "{err}"
     );
     let anonymous = with(None).submit("a.txt", b"x").await.unwrap_err();

@@ -486,8 +486,8 @@ async fn revoke_device(
     c: Caller,
     Path(device): Path<String>,
 ) -> ApiResult {
-    core.revoke_device(&c, &device).await?;
-    ok(json!({ "revoked": true }))
+    let listed = core.revoke_device(&c, &device).await?;
+    ok(json!({ "revoked": true, "on_revocation_list": listed }))
 }
 
 async fn device_settings(

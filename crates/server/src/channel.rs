@@ -56,14 +56,12 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let fingerprint = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| crate::pki::fingerprint(c))
-                .unwrap_or_default();
-            if let Err(e) = connection(core, tls, fingerprint, shutdown).await {
+            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let presented = Presented {
+                fingerprint: cert.map(|c| crate::pki::fingerprint(c)).unwrap_or_default(),
+                serial: cert.and_then(|c| crate::pki::certificate_serial(c)),
+            };
+            if let Err(e) = connection(core, tls, presented, shutdown).await {
                 tracing::debug!("agent connection from {peer} ended: {e}");
             }
         });
@@ -80,10 +78,18 @@ enum ConnError {
     Refused(String),
 }
 
+/// The client certificate a connection presented.
+struct Presented {
+    /// SHA-256 of its DER, hex: what the device's row names.
+    fingerprint: String,
+    /// Its serial number, hex.
+    serial: Option<String>,
+}
+
 async fn connection<S>(
     core: Arc<Core>,
     stream: S,
-    fingerprint: String,
+    presented: Presented,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError>
 where
@@ -102,10 +108,28 @@ where
     else {
         return Err(ConnError::Refused("first frame was not a hello".into()));
     };
+    let fingerprint = presented.fingerprint;
     let known = {
         let _slot = store_slot(&core).await?;
         core.store.device(device_id).await
     };
+    // A device enrolled before serials were kept gets its serial from the certificate it
+    // shows, so that a revocation can list it (even one made while it was away).
+    if let (Ok(d), Some(serial)) = (&known, &presented.serial) {
+        if !d.cert_fingerprint.is_empty() && d.cert_fingerprint == fingerprint {
+            let _slot = store_slot(&core).await?;
+            if core
+                .store
+                .note_cert_serial(device_id, &fingerprint, serial)
+                .await?
+            {
+                tracing::info!(
+                    device = device_id,
+                    "recorded the serial of the device's certificate"
+                );
+            }
+        }
+    }
     let refusal = match known {
         Ok(d) if d.revoked => Some(format!(
             "device {device_id} has been revoked; enroll it again"

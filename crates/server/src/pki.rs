@@ -243,6 +243,16 @@ pub fn api_tls_config(
     Ok(Arc::new(config))
 }
 
+/// The serial number of a DER certificate, hex without leading zero bytes (as
+/// [`Authority::sign_device_csr`] returns it), if it parses.
+pub fn certificate_serial(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let raw = cert.raw_serial();
+    let first = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
+    Some(hex::encode(&raw[first..]))
+}
+
 /// SHA-256 of a certificate's DER, hex: how the store recognises a device's certificate.
 pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))

@@ -631,7 +631,10 @@ impl Core {
             .map_err(|e| ServiceError::Internal(format!("signing the revocation list: {e}")))
     }
 
-    pub async fn revoke_device(&self, c: &Caller, reference: &str) -> ServiceResult<()> {
+    /// Revokes a device. Returns whether its certificate is on the revocation list that
+    /// sandboxes check: not yet for a device enrolled before serials were kept and not
+    /// connected since (it is listed once it connects).
+    pub async fn revoke_device(&self, c: &Caller, reference: &str) -> ServiceResult<bool> {
         self.allow(c, Operation::RevokeDevice).await?;
         let device = self.store.device_by_ref(reference).await?;
         self.store.revoke_device(device.id).await?;
@@ -642,7 +645,7 @@ impl Core {
         }
         self.audit(c, "device_revoke", &format!("device {}", device.id))
             .await;
-        Ok(())
+        Ok(self.store.cert_serial_known(device.id).await?)
     }
 
     // ----- settings ---------------------------------------------------------------------

@@ -642,6 +642,43 @@ async fn revocation_list_names_revoked_devices(backend: Backend) {
     ts.stop().await;
 }
 
+/// A device enrolled before serials were kept: revoking it says it is not listed yet,
+/// and the certificate it shows when it next connects (refused) puts it on the list.
+#[tokio::test]
+async fn a_device_enrolled_before_serials_were_kept_is_listed_when_it_shows_its_certificate() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let dev = enroll(&api, &ts.ca, "A", "old").await;
+    riposte_store::testing::forget_cert_serial(&ts.running().core.store, dev.device_id).await;
+    let answer = api
+        .ok(
+            "POST",
+            &format!("/api/v1/devices/{}/revoke", dev.device_id),
+            None,
+        )
+        .await;
+    assert_eq!(answer["on_revocation_list"], json!(false), "{answer}");
+    let crl = |api: &Api| {
+        let url = format!("{}/api/v1/pki/crl", api.url);
+        let http = api.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    passes_with_list(&ts.ca, &crl(&api).await, &dev.cert_pem).unwrap();
+
+    let agent = TestAgent::start(dev.clone(), Arc::new(Recorder::default()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut listed = false;
+    while Instant::now() < deadline && !listed {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        listed = passes_with_list(&ts.ca, &crl(&api).await, &dev.cert_pem).is_err();
+    }
+    assert!(
+        listed,
+        "the refused connection put the certificate on the list"
+    );
+    agent.stop().await;
+    ts.stop().await;
+}
+
 #[tokio::test]
 async fn revocation_list_names_revoked_devices_sqlite() {
     revocation_list_names_revoked_devices(Backend::Sqlite).await;

@@ -357,6 +357,50 @@ impl Store {
         Ok(())
     }
 
+    /// Records the serial of device `id`'s certificate, as the device presents it, where
+    /// enrollment did not (devices enrolled before serials were kept): only for the
+    /// certificate the device's row names (`fingerprint`), and only once. A device that
+    /// is already revoked joins the revocation list then. Returns whether it recorded.
+    pub async fn note_cert_serial(&self, id: i64, fingerprint: &str, serial: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query(
+            "UPDATE devices SET cert_serial = $1
+             WHERE id = $2 AND cert_serial IS NULL AND cert_fingerprint = $3",
+        )
+        .bind(serial)
+        .bind(id)
+        .bind(fingerprint)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
+             SELECT cert_serial, id, $1 FROM devices WHERE id = $2 AND revoked = 1
+             ON CONFLICT (serial) DO NOTHING",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether device `id`'s certificate serial is known (and so can be listed when the
+    /// device is revoked).
+    pub async fn cert_serial_known(&self, id: i64) -> Result<bool> {
+        let row = sqlx::query("SELECT cert_serial FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<String>, _>("cert_serial")?.is_some(),
+            None => false,
+        })
+    }
+
     /// Every revoked device certificate, oldest revocation first.
     pub async fn revoked_certificates(&self) -> Result<Vec<RevokedCertificate>> {
         let rows = sqlx::query(

@@ -281,7 +281,9 @@ async fn step(shared: &Shared, client: &SandboxClient, item: QueueItem) -> Step 
         // A sandbox that does not admit this device (its CA is another server's, or it
         // was started before this device enrolled): the object stays queued, and the
         // alert for an unreachable sandbox tells why, until an administrator mends it.
-        Err(e @ SandboxError::NotAdmitted) => Step::Unreachable(e.to_string()),
+        Err(e @ (SandboxError::NotAdmitted | SandboxError::Revoked)) => {
+            Step::Unreachable(e.to_string())
+        }
         Err(e) => {
             drop_item(shared, &item, AlertCode::SandboxRejected, &e.to_string());
             Step::Finished

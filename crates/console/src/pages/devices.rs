@@ -608,7 +608,13 @@ pub async fn revoke_device(State(c): State<Console>, Path(id): Path<i64>, p: Pos
         c.core()
             .revoke_device(&p.session.caller, &id.to_string())
             .await
-            .map(|()| "Device revoked: its connection is closed and refused from now on.".into())
+            .map(|listed| {
+                if listed {
+                    "Device revoked: its connection is closed and refused from now on, and sandboxes refuse it within a minute.".into()
+                } else {
+                    "Device revoked: its connection is closed and refused from now on. It was enrolled by an older server, so sandboxes can refuse it only once it has connected again.".into()
+                }
+            })
     };
     after(&c, &p.session, res, &format!("/devices/{id}"))
 }
