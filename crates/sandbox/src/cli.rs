@@ -56,7 +56,13 @@ pub struct SandboxArgs {
     /// may no longer submit: the server's `https://SERVER:PORT/api/v1/pki/crl` (fetched
     /// every minute, trusting only the client CA), or a PEM file kept current by other
     /// means. A list past its nextUpdate (7 days after signing) admits no one.
-    #[arg(long, value_name = "SOURCE", value_parser = parse_crl_source, requires = "client_ca")]
+    #[arg(
+        long,
+        value_name = "SOURCE",
+        value_parser = parse_crl_source,
+        requires = "client_ca",
+        conflicts_with = "allow_anonymous_clients"
+    )]
     pub crl: Option<CrlSource>,
     /// Accept objects from anyone who can reach the sandbox, who can then fill its queue
     /// and have anything run in its jail (a sandbox on a closed network only).
