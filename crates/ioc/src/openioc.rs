@@ -98,6 +98,12 @@ pub fn decode_xml(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
     };
     match bytes {
         [0xEF, 0xBB, 0xBF, rest @ ..] => return utf8(rest),
+        [0xFF, 0xFE, 0, 0, ..] | [0, 0, 0xFE, 0xFF, ..] => {
+            return Err(
+                "the document is in UTF-32, which is not read here: convert it to UTF-8 (`iconv -f UTF-32 -t UTF-8`)"
+                    .into(),
+            )
+        }
         [0xFF, 0xFE, rest @ ..] => return utf16(rest, true),
         [0xFE, 0xFF, rest @ ..] => return utf16(rest, false),
         [b'<', 0, b'?', 0, ..] => return utf16(bytes, true),
@@ -107,6 +113,11 @@ pub fn decode_xml(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
     match declared_encoding(bytes).map(|e| e.to_ascii_lowercase()) {
         None => utf8(bytes),
         Some(e) if e == "utf-8" || e == "utf8" => utf8(bytes),
+        // A declaration of UTF-16 on 8-bit text: what `iconv` leaves after converting a
+        // UTF-16 file (it does not rewrite the declaration). Such text is UTF-8.
+        Some(e) if e.starts_with("utf-16") || e == "ucs-2" => utf8(bytes).map_err(|e| {
+            format!("{e}, and the declared UTF-16 would start with a byte-order mark")
+        }),
         Some(e) if matches!(e.as_str(), "iso-8859-1" | "iso8859-1" | "latin1" | "l1") => {
             Ok(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()))
         }

@@ -943,8 +943,22 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
 fn current_versions(objects: Vec<&serde_json::Value>) -> Vec<&serde_json::Value> {
     let modified = |o: &serde_json::Value| {
         let text = o.get("modified").and_then(|v| v.as_str()).unwrap_or("");
-        // Timestamps compare as times; the text breaks ties of fractions of a second.
-        (parse_datetime(text), text.to_string())
+        // Whole seconds, then the fraction as nanoseconds (`.5` after `.49999`).
+        let fraction = text
+            .split_once('.')
+            .map(|(_, f)| {
+                f.bytes()
+                    .take_while(u8::is_ascii_digit)
+                    .take(9)
+                    .collect::<Vec<u8>>()
+            })
+            .unwrap_or_default();
+        let nanos = fraction
+            .iter()
+            .chain(std::iter::repeat(&b'0'))
+            .take(9)
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+        (parse_datetime(text), nanos)
     };
     let indicators: Vec<&serde_json::Value> = objects
         .into_iter()

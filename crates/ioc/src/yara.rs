@@ -54,23 +54,65 @@ impl std::fmt::Debug for YaraRules {
 /// strings, comments, regexes and braces, so that rules can be compiled one by one.
 /// Each rule comes with its name and the byte offset where it starts.
 fn split_rules(src: &str) -> (String, Vec<(String, String, usize)>) {
-    let (imports, _, rules) = split_top_level(src);
-    (imports, rules)
+    let top = split_top_level(src);
+    (top.imports, top.rules)
 }
 
-/// The imports, the spans of the `include` lines and the rules of YARA source (see
-/// [`split_rules`]).
-type TopLevel = (String, Vec<(usize, usize)>, Vec<(String, String, usize)>);
+/// YARA source split at its top level (see [`split_top_level`]).
+#[derive(Debug, Default)]
+struct TopLevel {
+    /// The `import` lines, one after the other.
+    imports: String,
+    /// Spans of the `include` lines.
+    includes: Vec<(usize, usize)>,
+    /// Each rule's name, text and offset.
+    rules: Vec<(String, String, usize)>,
+    /// Where text that is neither a rule, a directive nor a comment starts (one offset
+    /// per line of it).
+    strays: Vec<usize>,
+}
 
-/// [`split_rules`], with the spans of the `include` lines apart.
+/// The name of a rule from its text.
+fn rule_name(text: &str) -> String {
+    text.split_whitespace()
+        .find(|w| !matches!(*w, "rule" | "private" | "global"))
+        .unwrap_or("?")
+        .trim_end_matches([':', '{'])
+        .to_string()
+}
+
+/// Whether `src[i..]` starts the word `word` followed by white space.
+fn keyword_at(src: &str, i: usize, word: &str) -> bool {
+    let b = src.as_bytes();
+    let word_start = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+    word_start
+        && src[i..].starts_with(word)
+        && b.get(i + word.len()).is_some_and(u8::is_ascii_whitespace)
+}
+
+/// Splits YARA source into its imports, include lines and top-level rules (text spans),
+/// tracking strings, comments, regexes and braces, so that rules can be compiled one by
+/// one. A rule left open (a missing `}`) ends where the next `rule` keyword starts (the
+/// keyword cannot appear inside a rule), or at the end: it then fails alone instead of
+/// swallowing the rules after it. Text outside any rule is noted, not dropped in silence.
 fn split_top_level(src: &str) -> TopLevel {
     let b = src.as_bytes();
-    let mut imports = String::new();
-    let mut includes = Vec::new();
-    let mut rules = Vec::new();
+    let mut out = TopLevel::default();
     let mut i = 0;
     let mut start: Option<usize> = None;
     let mut depth = 0usize;
+    let mut stray_line: Option<usize> = None;
+    let mut note_stray = |at: usize, out: &mut TopLevel| {
+        let line = src[..at].rfind('\n').map_or(0, |n| n + 1);
+        if stray_line != Some(line) {
+            stray_line = Some(line);
+            out.strays.push(at);
+        }
+    };
+    let push_rule = |s: usize, end: usize, out: &mut TopLevel| {
+        let text = &src[s..end];
+        out.rules.push((rule_name(text), text.to_string(), s));
+    };
     while i < b.len() {
         let c = b[i];
         if c == b'/' && b.get(i + 1) == Some(&b'/') {
@@ -88,6 +130,9 @@ fn split_top_level(src: &str) -> TopLevel {
             continue;
         }
         if c == b'"' {
+            if depth == 0 && start.is_none() {
+                note_stray(i, &mut out);
+            }
             i += 1;
             while i < b.len() && b[i] != b'"' {
                 if b[i] == b'\\' {
@@ -116,29 +161,51 @@ fn split_top_level(src: &str) -> TopLevel {
                 continue;
             }
         }
+        if depth > 0 && keyword_at(src, i, "rule") {
+            if let Some(s) = start.take() {
+                // The rule before is still open. Its modifiers on this line belong to
+                // the new one.
+                let line = src[..i].rfind('\n').map_or(0, |n| n + 1);
+                let cut = if src[line..i]
+                    .split_whitespace()
+                    .all(|w| matches!(w, "private" | "global"))
+                    && line > s
+                {
+                    line
+                } else {
+                    i
+                };
+                push_rule(s, cut, &mut out);
+                depth = 0;
+                i = cut;
+                continue;
+            }
+        }
         if depth == 0 && start.is_none() {
-            let word_start = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
             let rest = &src[i..];
-            let directive = ["import", "include"]
-                .into_iter()
-                .find(|k| word_start && rest.starts_with(k));
+            let directive = ["import", "include"].into_iter().find(|k| {
+                keyword_at(src, i, k) || (rest.starts_with(k) && rest[k.len()..].starts_with('"'))
+            });
             if let Some(keyword) = directive {
                 let end = rest.find('\n').map_or(b.len(), |e| i + e);
                 if keyword == "import" {
-                    imports.push_str(&src[i..end]);
-                    imports.push('\n');
+                    out.imports.push_str(&src[i..end]);
+                    out.imports.push('\n');
                 } else {
-                    includes.push((i, end));
+                    out.includes.push((i, end));
                 }
                 i = end;
                 continue;
             }
-            if word_start
-                && (rest.starts_with("rule")
-                    || rest.starts_with("private")
-                    || rest.starts_with("global"))
+            if ["rule", "private", "global"]
+                .into_iter()
+                .any(|k| keyword_at(src, i, k))
             {
                 start = Some(i);
+            } else if !c.is_ascii_whitespace() {
+                note_stray(i, &mut out);
+                i += 1;
+                continue;
             }
         }
         if c == b'{' {
@@ -147,20 +214,16 @@ fn split_top_level(src: &str) -> TopLevel {
             depth = depth.saturating_sub(1);
             if depth == 0 {
                 if let Some(s) = start.take() {
-                    let text = &src[s..=i];
-                    let name = text
-                        .split_whitespace()
-                        .find(|w| !matches!(*w, "rule" | "private" | "global"))
-                        .unwrap_or("?")
-                        .trim_end_matches([':', '{'])
-                        .to_string();
-                    rules.push((name, text.to_string(), s));
+                    push_rule(s, i + 1, &mut out);
                 }
             }
         }
         i += 1;
     }
-    (imports, includes, rules)
+    if let Some(s) = start {
+        push_rule(s, b.len(), &mut out);
+    }
+    out
 }
 
 /// The first lines of a compiler report, on one line.
@@ -245,13 +308,13 @@ impl Expanded {
             }
         };
         let mut pos = 0;
-        for (start, end) in split_top_level(src).1 {
+        for (start, end) in split_top_level(src).includes {
             self.parts.push((self.text.len(), source, pos));
             self.text.push_str(&src[pos..start]);
             let line = &src[start..end];
             let name = line
                 .split_once('"')
-                .and_then(|(_, rest)| rest.rsplit_once('"'))
+                .and_then(|(_, rest)| rest.split_once('"'))
                 .map(|(name, _)| name)
                 .ok_or_else(|| {
                     fail(
@@ -309,6 +372,16 @@ impl Expanded {
         self.parts.push((self.text.len(), source, pos));
         self.text.push_str(&src[pos..]);
         Ok(())
+    }
+
+    /// `FILE:LINE` of an offset in `self.text`.
+    fn locate(&self, at: usize) -> String {
+        let part = self.parts.partition_point(|p| p.0 <= at).saturating_sub(1);
+        let (part_at, source, offset) = self.parts.get(part).copied().unwrap_or((0, 0, 0));
+        let (origin, text) = &self.sources[source];
+        let in_source = (at - part_at + offset).min(text.len());
+        let line = text[..in_source].matches('\n').count() + 1;
+        format!("{origin}:{line}")
     }
 
     /// A compiler error about `self.text`, told in the file the error is in.
@@ -391,7 +464,12 @@ impl YaraRules {
             Ok(_) => (compiler.finalize(), Vec::new()),
             Err(first) => {
                 let first_msg = expanded.describe(&first);
-                let (imports, include_lines, rules) = split_top_level(text);
+                let TopLevel {
+                    imports,
+                    includes: include_lines,
+                    rules,
+                    strays,
+                } = split_top_level(text);
                 let mut compiler = new_compiler();
                 let mut warnings = Vec::new();
                 // Only rules that may not include anything still hold include lines.
@@ -403,6 +481,12 @@ impl YaraRules {
                             expanded.describe_chunk(&e, &chunk, imports.len(), start)
                         ));
                     }
+                }
+                for at in strays {
+                    warnings.push(format!(
+                        "skipped text that is not a rule, at {}",
+                        expanded.locate(at)
+                    ));
                 }
                 for (name, rule, start) in &rules {
                     let chunk = format!("{imports}{rule}\n");
@@ -649,6 +733,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("MiB"), "{e}");
+    }
+
+    /// A rule left open (a truncated file) fails alone: the rules after it, in the same
+    /// file or in the file that included it, still load. Text that is no rule is named in
+    /// a warning, not dropped in silence. An include line may end with a comment.
+    #[test]
+    fn an_open_rule_or_stray_text_does_not_swallow_what_follows() {
+        let src = "rule r1 { strings: $a = \"alpha\" condition: $a }\nrule r2 { strings: $t = \"beta\" condition: $t\n\nprivate rule r3 { strings: $w = \"world\" condition: $w }\nrule r4 { condition: r3 }\n";
+        let r = YaraRules::compile_str(src, "t.yar").unwrap();
+        assert_eq!(r.rule_count(), 3, "{:?}", r.warnings());
+        assert!(
+            r.warnings().iter().any(|w| w.contains("'r2'")),
+            "{:?}",
+            r.warnings()
+        );
+        // r3 is private: it shows through r4, which needs it.
+        assert_eq!(r.scan_bytes(b"world alpha"), ["r1", "r4"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("trunc.yar"),
+            "rule cut { strings: $t = \"beta\" condition: $t\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("main.yar"),
+            "include \"trunc.yar\" // see \"notes\"\nrule after { condition: true }\n",
+        )
+        .unwrap();
+        let r = YaraRules::compile_file(&dir.path().join("main.yar")).unwrap();
+        assert_eq!(r.scan_bytes(b"x"), ["after"], "{:?}", r.warnings());
+        assert!(
+            r.warnings().iter().any(|w| w.contains("'cut'")),
+            "{:?}",
+            r.warnings()
+        );
+
+        std::fs::write(dir.path().join("notes.txt"), "just some text\nand more\n").unwrap();
+        std::fs::write(
+            dir.path().join("leak.yar"),
+            "include \"notes.txt\"\nrule kept { condition: true }\n",
+        )
+        .unwrap();
+        let r = YaraRules::compile_file(&dir.path().join("leak.yar")).unwrap();
+        assert_eq!(r.rule_count(), 1);
+        let w = r.warnings().join(" ");
+        assert!(w.contains("not a rule") && w.contains("notes.txt:1"), "{w}");
+        assert!(!w.contains("some text"), "{w}");
     }
 
     #[test]

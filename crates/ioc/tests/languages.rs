@@ -537,6 +537,11 @@ fn openioc_in_utf16_latin1_and_windows_1252() {
         .collect();
     assert!(hits(&openioc::parse_bytes(&cp1252, "t").unwrap()));
 
+    // What iconv leaves of a UTF-16 file: UTF-8 text that still declares UTF-16.
+    assert!(hits(&openioc::parse_bytes(doc("UTF-16").as_bytes(), "t").unwrap()));
+    let utf32 = [&[0xFF, 0xFE, 0, 0][..], b"<\0\0\0"].concat();
+    let e = openioc::parse_bytes(&utf32, "t").unwrap_err().to_string();
+    assert!(e.contains("UTF-32") && e.contains("iconv"), "{e}");
     let e = openioc::parse_bytes(doc("EUC-JP").as_bytes(), "t")
         .unwrap_err()
         .to_string();
@@ -1045,10 +1050,13 @@ fn stix_versions_count_once_and_revoked_indicators_not_at_all() {
       {"type":"indicator","id":"indicator--a","modified":"2021-06-01T00:00:00.500Z","name":"a v3","pattern_type":"stix","pattern":"[file:name = 'new.exe']"},
       {"type":"indicator","id":"indicator--a","modified":"2021-06-01T00:00:00.100Z","name":"a v2","pattern_type":"stix","pattern":"[file:name = 'mid.exe']"},
       {"type":"indicator","id":"indicator--c","modified":"2020-01-01T00:00:00Z","name":"c v1","pattern_type":"stix","pattern":"[file:name = 'c.exe']"},
-      {"type":"indicator","id":"indicator--c","modified":"2022-01-01T00:00:00Z","name":"c v2","revoked":true,"pattern_type":"stix","pattern":"[file:name = 'c.exe']"}]}"#;
+      {"type":"indicator","id":"indicator--c","modified":"2022-01-01T00:00:00Z","name":"c v2","revoked":true,"pattern_type":"stix","pattern":"[file:name = 'c.exe']"},
+      {"type":"indicator","id":"indicator--d","modified":"2022-01-01T00:00:00.51Z","name":"d v2","pattern_type":"stix","pattern":"[file:name = 'd.exe']"},
+      {"type":"indicator","id":"indicator--d","modified":"2022-01-01T00:00:00.5Z","name":"d v1","pattern_type":"stix","pattern":"[file:name = 'd.exe']"}]}"#;
     let iocs = stix::parse_document(doc, "b.json").unwrap();
     let names: Vec<&str> = iocs.iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, ["b", "a v3"]);
+    // Fractions compare as numbers: .51 is after .5.
+    assert_eq!(names, ["b", "a v3", "d v2"]);
 }
 
 #[test]

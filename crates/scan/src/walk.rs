@@ -193,6 +193,11 @@ pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
 /// Why an exclusion pattern could never match, if it could not: a pattern with a `/` is
 /// matched against whole device paths, which are absolute.
 pub fn check_exclude(pattern: &str) -> Result<(), String> {
+    // A trailing slash is dropped (a shell completes directories with one).
+    let pattern = match pattern.trim_end_matches('/') {
+        "" => pattern,
+        trimmed => trimmed,
+    };
     if pattern.contains('/') && !pattern.starts_with('/') && !pattern.starts_with("**") {
         return Err(format!(
             "a pattern with '/' matches whole paths from the root: write /{pattern}, or **/{pattern} for any depth"
@@ -1281,7 +1286,14 @@ mod tests {
         assert!(check_exclude("nd/skipme")
             .unwrap_err()
             .contains("/nd/skipme"));
-        for fine in ["/nd/skipme", "**/skipme", "*.iso", "core.[0-9]*"] {
+        for fine in [
+            "/nd/skipme",
+            "**/skipme",
+            "*.iso",
+            "core.[0-9]*",
+            "cache/",
+            "/",
+        ] {
             assert_eq!(check_exclude(fine), Ok(()), "{fine}");
         }
         let ex = Excludes::new(&["*.iso".into(), "/home/*/cache".into()]);
