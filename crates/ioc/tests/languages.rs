@@ -538,7 +538,9 @@ fn openioc_in_utf16_latin1_and_windows_1252() {
     assert!(hits(&openioc::parse_bytes(&cp1252, "t").unwrap()));
 
     // What iconv leaves of a UTF-16 file: UTF-8 text that still declares UTF-16.
-    assert!(hits(&openioc::parse_bytes(doc("UTF-16").as_bytes(), "t").unwrap()));
+    assert!(hits(
+        &openioc::parse_bytes(doc("UTF-16").as_bytes(), "t").unwrap()
+    ));
     let utf32 = [&[0xFF, 0xFE, 0, 0][..], b"<\0\0\0"].concat();
     let e = openioc::parse_bytes(&utf32, "t").unwrap_err().to_string();
     assert!(e.contains("UTF-32") && e.contains("iconv"), "{e}");
