@@ -46,25 +46,31 @@ pub const NETWORK_FS: &[&str] = &["nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.
 /// One element of a compiled glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum GlobToken {
+    /// A byte of the pattern's text, matched as it is (a character of several bytes is
+    /// several of these, in a row).
     Byte(u8),
-    /// `?`: one byte other than `/`.
-    AnyByte,
-    /// `[…]`: one byte of the set (bit per byte value; `/` never in it).
-    Class([u64; 4]),
-    /// `*`: any bytes within a segment.
+    /// `?`: one character other than `/`.
+    AnyChar,
+    /// `[…]`: one character other than `/` in these ranges, or, negated, in none of them.
+    Class {
+        ranges: Vec<(char, char)>,
+        negated: bool,
+    },
+    /// `*`: any text within a segment.
     Star,
-    /// `**`: any bytes, across segments.
+    /// `**`: any text, across segments.
     AnyPath,
-    /// `**/`: nothing, or any bytes ending with `/` (whole segments).
+    /// `**/`: nothing, or any text ending with `/` (whole segments).
     AnySegments,
 }
 
 impl GlobToken {
-    fn admits(&self, byte: u8) -> bool {
+    fn admits(&self, c: char) -> bool {
         match self {
-            GlobToken::Byte(b) => *b == byte,
-            GlobToken::AnyByte => byte != b'/',
-            GlobToken::Class(set) => set[usize::from(byte >> 6)] >> (byte & 63) & 1 == 1,
+            GlobToken::AnyChar => c != '/',
+            GlobToken::Class { ranges, negated } => {
+                c != '/' && ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
+            }
             _ => false,
         }
     }
@@ -72,64 +78,52 @@ impl GlobToken {
 
 /// Reads a character class at the start of `pat` (which begins with `[`): `[abc]`,
 /// `[a-z0-9]`, `[!abc]` or `[^abc]` for the complement, `]` first to include it. Returns
-/// the set and the length of its text; `None` when it is not closed, and the `[` then
+/// the token and the length of its text; `None` when it is not closed, and the `[` then
 /// stands for itself, as in the shell.
-fn parse_class(pat: &[u8]) -> Option<([u64; 4], usize)> {
-    let mut set = [0u64; 4];
-    let mut add = |b: u8| set[usize::from(b >> 6)] |= 1 << (b & 63);
+fn parse_class(pat: &str) -> Option<(GlobToken, usize)> {
+    let chars: Vec<(usize, char)> = pat.char_indices().collect();
     let mut j = 1;
-    let negated = matches!(pat.get(j), Some(b'!' | b'^'));
+    let negated = matches!(chars.get(j), Some((_, '!' | '^')));
     if negated {
         j += 1;
     }
     let first = j;
+    let mut ranges = Vec::new();
     loop {
-        let c = *pat.get(j)?;
-        if c == b']' && j > first {
-            break;
+        let (at, c) = *chars.get(j)?;
+        if c == ']' && j > first {
+            return Some((GlobToken::Class { ranges, negated }, at + 1));
         }
-        match (pat.get(j + 1), pat.get(j + 2)) {
-            (Some(b'-'), Some(&end)) if end != b']' => {
-                for b in c..=end {
-                    add(b);
-                }
+        match (chars.get(j + 1), chars.get(j + 2)) {
+            (Some((_, '-')), Some(&(_, end))) if end != ']' => {
+                ranges.push((c, end));
                 j += 3;
             }
             _ => {
-                add(c);
+                ranges.push((c, c));
                 j += 1;
             }
         }
     }
-    if negated {
-        for word in &mut set {
-            *word = !*word;
-        }
-    }
-    // A class stays within a segment, as `?` does.
-    set[usize::from(b'/' >> 6)] &= !(1 << (b'/' & 63));
-    Some((set, j + 1))
 }
 
-fn compile_glob(pat: &[u8]) -> Vec<GlobToken> {
+fn compile_glob(pat: &str) -> Vec<GlobToken> {
+    let b = pat.as_bytes();
     let mut tokens = Vec::new();
     let mut i = 0;
-    while i < pat.len() {
-        let (token, len) = match pat[i] {
-            b'*' if pat.get(i + 1) == Some(&b'*') => {
-                if pat.get(i + 2) == Some(&b'/') {
+    while i < b.len() {
+        let (token, len) = match b[i] {
+            b'*' if b.get(i + 1) == Some(&b'*') => {
+                if b.get(i + 2) == Some(&b'/') {
                     (GlobToken::AnySegments, 3)
                 } else {
                     (GlobToken::AnyPath, 2)
                 }
             }
             b'*' => (GlobToken::Star, 1),
-            b'?' => (GlobToken::AnyByte, 1),
-            b'[' => match parse_class(&pat[i..]) {
-                Some((set, len)) => (GlobToken::Class(set), len),
-                None => (GlobToken::Byte(b'['), 1),
-            },
-            b => (GlobToken::Byte(b), 1),
+            b'?' => (GlobToken::AnyChar, 1),
+            b'[' => parse_class(&pat[i..]).unwrap_or((GlobToken::Byte(b'['), 1)),
+            byte => (GlobToken::Byte(byte), 1),
         };
         tokens.push(token);
         i += len;
@@ -138,23 +132,25 @@ fn compile_glob(pat: &[u8]) -> Vec<GlobToken> {
 }
 
 /// Whether `tokens` match the whole of `s`. One pass per token over a row of "the
-/// tokens so far match `s[..j]`": time `tokens × s`, whatever the pattern (a recursive
-/// matcher is exponential in the number of stars).
-fn tokens_match(tokens: &[GlobToken], s: &[u8]) -> bool {
-    let mut on_stack = [false; 512];
+/// tokens so far match `s[..j]`" (byte offsets): time `tokens × s`, whatever the
+/// pattern (a recursive matcher is exponential in the number of stars).
+fn tokens_match(tokens: &[GlobToken], s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut rows = [[false; 512]; 2];
     let mut on_heap = Vec::new();
-    let m: &mut [bool] = if s.len() < on_stack.len() {
-        &mut on_stack[..=s.len()]
+    let (m, next): (&mut [bool], &mut [bool]) = if b.len() < 512 {
+        let [m, next] = &mut rows;
+        (&mut m[..=b.len()], &mut next[..=b.len()])
     } else {
-        on_heap.resize(s.len() + 1, false);
-        &mut on_heap
+        on_heap.resize(2 * (b.len() + 1), false);
+        on_heap.split_at_mut(b.len() + 1)
     };
     m[0] = true;
     for t in tokens {
         match t {
             GlobToken::Star => {
                 for j in 1..m.len() {
-                    m[j] = m[j] || (m[j - 1] && s[j - 1] != b'/');
+                    m[j] = m[j] || (m[j - 1] && b[j - 1] != b'/');
                 }
             }
             GlobToken::AnyPath => {
@@ -166,27 +162,37 @@ fn tokens_match(tokens: &[GlobToken], s: &[u8]) -> bool {
                 let mut before = false;
                 for j in 0..m.len() {
                     let old = m[j];
-                    m[j] = old || (before && s[j - 1] == b'/');
+                    m[j] = old || (before && b[j - 1] == b'/');
                     before |= old;
                 }
             }
-            one_byte => {
-                for j in (0..s.len()).rev() {
-                    m[j + 1] = m[j] && one_byte.admits(s[j]);
+            GlobToken::Byte(byte) => {
+                for j in (0..b.len()).rev() {
+                    m[j + 1] = m[j] && b[j] == *byte;
                 }
                 m[0] = false;
+            }
+            one_char => {
+                next.fill(false);
+                for (j, c) in s.char_indices() {
+                    if m[j] && one_char.admits(c) {
+                        next[j + c.len_utf8()] = true;
+                    }
+                }
+                m.copy_from_slice(next);
             }
         }
         if !m.contains(&true) {
             return false;
         }
     }
-    m[s.len()]
+    m[b.len()]
 }
 
-/// Glob match: `*`, `?` and `[…]` stay within a path segment, `**` crosses segments and
-/// `**/` stands for whole segments (none too).
-pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+/// Glob match: `*`, `?` and `[…]` stay within a path segment (`?` and `[…]` stand for
+/// one character), `**` crosses segments and `**/` stands for whole segments (none
+/// too).
+pub fn glob_match(pat: &str, s: &str) -> bool {
     tokens_match(&compile_glob(pat), s)
 }
 
@@ -230,7 +236,7 @@ impl Excludes {
                         trimmed => trimmed,
                     };
                     Exclude {
-                        tokens: compile_glob(p.as_bytes()),
+                        tokens: compile_glob(p),
                         whole_path: p.contains('/'),
                     }
                 })
@@ -248,7 +254,7 @@ impl Excludes {
         let name = device_path.rsplit('/').next().unwrap_or(device_path);
         self.0.iter().any(|p| {
             let subject = if p.whole_path { device_path } else { name };
-            tokens_match(&p.tokens, subject.as_bytes())
+            tokens_match(&p.tokens, subject)
         })
     }
 }
@@ -1250,38 +1256,45 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob_match(b"*.log", b"a.log"));
-        assert!(!glob_match(b"*.log", b"dir/a.log"));
-        assert!(glob_match(b"/var/**/*.log", b"/var/a/b/c.log"));
-        assert!(glob_match(b"/var/**", b"/var/a/b"));
-        assert!(glob_match(b"/tmp/?x", b"/tmp/ax"));
-        assert!(!glob_match(b"/tmp/?x", b"/tmp/x"));
+        assert!(glob_match("*.log", "a.log"));
+        assert!(!glob_match("*.log", "dir/a.log"));
+        assert!(glob_match("/var/**/*.log", "/var/a/b/c.log"));
+        assert!(glob_match("/var/**", "/var/a/b"));
+        assert!(glob_match("/tmp/?x", "/tmp/ax"));
+        assert!(!glob_match("/tmp/?x", "/tmp/x"));
         // `**/` stands for whole segments: it no longer matches inside a name.
-        assert!(glob_match(b"/var/**/x.log", b"/var/x.log"));
-        assert!(glob_match(b"/var/**/x.log", b"/var/a/b/x.log"));
-        assert!(!glob_match(b"/var/**/x.log", b"/var/ax.log"));
-        assert!(glob_match(b"**/cache", b"/home/bob/cache"));
-        assert!(glob_match(b"/a/**", b"/a/"));
+        assert!(glob_match("/var/**/x.log", "/var/x.log"));
+        assert!(glob_match("/var/**/x.log", "/var/a/b/x.log"));
+        assert!(!glob_match("/var/**/x.log", "/var/ax.log"));
+        assert!(glob_match("**/cache", "/home/bob/cache"));
+        assert!(glob_match("/a/**", "/a/"));
         // Character classes, within a segment.
-        assert!(glob_match(b"core.[0-9]*", b"core.123"));
-        assert!(!glob_match(b"core.[0-9]*", b"core.x1"));
-        assert!(glob_match(b"[!.]*", b"visible"));
-        assert!(!glob_match(b"[!.]*", b".hidden"));
-        assert!(glob_match(b"[^.]*", b"visible"));
-        assert!(glob_match(b"[]x]", b"]"));
-        assert!(!glob_match(b"a[/]b", b"a/b"));
+        assert!(glob_match("core.[0-9]*", "core.123"));
+        assert!(!glob_match("core.[0-9]*", "core.x1"));
+        assert!(glob_match("[!.]*", "visible"));
+        assert!(!glob_match("[!.]*", ".hidden"));
+        assert!(glob_match("[^.]*", "visible"));
+        assert!(glob_match("[]x]", "]"));
+        assert!(!glob_match("a[/]b", "a/b"));
         assert!(
-            !glob_match(b"a[!x]b", b"a/b"),
+            !glob_match("a[!x]b", "a/b"),
             "a class never matches a slash"
         );
         assert!(
-            glob_match(b"file[", b"file["),
+            glob_match("file[", "file["),
             "an unclosed [ stands for itself"
         );
-        assert!(glob_match(b"[ab]", b"b") && !glob_match(b"[ab]", b"c"));
+        assert!(glob_match("[ab]", "b") && !glob_match("[ab]", "c"));
         // No exponential time on many stars (this took minutes with the recursive matcher).
-        let stars = b"**a**a**a**a**a**a**a**a**a**a**a**a**b";
-        assert!(!glob_match(stars, &[b'a'; 200]));
+        let stars = "**a**a**a**a**a**a**a**a**a**a**a**a**b";
+        assert!(!glob_match(stars, &"a".repeat(200)));
+        // `?` and classes stand for characters, not bytes.
+        assert!(glob_match("caf?", "café"));
+        assert!(glob_match("caf[éè]", "café") && !glob_match("caf[!é]", "café"));
+        assert!(glob_match("[à-ü]*", "élan"));
+        // Paths past the stack rows.
+        let deep = format!("/{}x.log", "a/".repeat(300));
+        assert!(glob_match("/**/x.?og", &deep) && !glob_match("/**/y.log", &deep));
         // A relative pattern with a slash could never match an absolute device path.
         assert!(check_exclude("nd/skipme")
             .unwrap_err()
