@@ -271,7 +271,7 @@ enum AuditCmd {
         #[arg(long, default_value_t = 100)]
         limit: i64,
         /// Only entries older than this entry id.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", allow_negative_numbers = true)]
         before: Option<i64>,
     },
 }

@@ -5,7 +5,7 @@ use crate::error::ServiceError;
 use crate::service::{
     AutonomousRequest, Caller, Core, SandboxPatch, TaskRequest, ThreatResponsePatch,
 };
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -77,6 +77,29 @@ where
                 };
                 Err((status, Json(json!({ "error": message }))).into_response())
             }
+        }
+    }
+}
+
+/// Query parameters, refused with a JSON error (as everything else is) when they do not
+/// parse: `limit=abc` says so in the API's own words.
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rejection) => Err((
+                rejection.status(),
+                Json(json!({ "error": format!("malformed query: {}", rejection.body_text()) })),
+            )
+                .into_response()),
         }
     }
 }
