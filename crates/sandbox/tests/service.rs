@@ -20,9 +20,18 @@ async fn start(config: SandboxConfig) -> ServeHandle {
 }
 
 fn client(h: &ServeHandle) -> SandboxClient {
+    client_as(h, None)
+}
+
+/// A client of `h` presenting `identity` (a device certificate), or none.
+fn client_as(
+    h: &ServeHandle,
+    identity: Option<riposte_sandbox::tls::ClientIdentity>,
+) -> SandboxClient {
     let mut c = ClientConfig::new(vec![format!("https://{}", h.addr)], h.cert_pem.clone());
     c.timeout = Duration::from_secs(20);
     c.retries = 0;
+    c.identity = identity;
     SandboxClient::new(c).unwrap()
 }
 
@@ -398,13 +407,7 @@ async fn only_enrolled_agents_may_submit_when_the_sandbox_knows_their_ca() {
     let mut config = static_only(dir.path());
     config.client_ca_pem = Some(ca_pem);
     let h = start(config).await;
-    let with = |identity: Option<riposte_sandbox::tls::ClientIdentity>| {
-        let mut c = ClientConfig::new(vec![format!("https://{}", h.addr)], h.cert_pem.clone());
-        c.timeout = Duration::from_secs(20);
-        c.retries = 0;
-        c.identity = identity;
-        SandboxClient::new(c).unwrap()
-    };
+    let with = |identity| client_as(&h, identity);
 
     let anonymous = with(None).submit("eicar.com", EICAR).await.unwrap_err();
     assert!(
@@ -588,13 +591,7 @@ async fn a_revoked_device_is_refused_and_new_lists_take_effect() {
     config.client_crl = Some(CrlSource::File(crl_path.clone()));
     config.crl_refresh = Duration::from_millis(100);
     let h = start(config).await;
-    let with = |identity: riposte_sandbox::tls::ClientIdentity| {
-        let mut c = ClientConfig::new(vec![format!("https://{}", h.addr)], h.cert_pem.clone());
-        c.timeout = Duration::from_secs(20);
-        c.retries = 0;
-        c.identity = Some(identity);
-        SandboxClient::new(c).unwrap()
-    };
+    let with = |identity| client_as(&h, Some(identity));
 
     let refused = with(revoked.clone())
         .submit("a.txt", b"from a revoked device")
@@ -667,13 +664,7 @@ async fn until_a_first_list_arrives_enrolled_devices_are_asked_to_retry() {
     config.client_ca_pem = Some(ca.cert.pem());
     config.client_crl = Some(CrlSource::Url(url.clone()));
     let h = start(config).await;
-    let with = |identity: Option<riposte_sandbox::tls::ClientIdentity>| {
-        let mut c = ClientConfig::new(vec![format!("https://{}", h.addr)], h.cert_pem.clone());
-        c.timeout = Duration::from_secs(20);
-        c.retries = 0;
-        c.identity = identity;
-        SandboxClient::new(c).unwrap()
-    };
+    let with = |identity| client_as(&h, identity);
     let err = with(Some(ca.device(5)))
         .submit("a.txt", b"x")
         .await

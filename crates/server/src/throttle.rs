@@ -166,6 +166,38 @@ impl std::fmt::Display for Lockout {
     }
 }
 
+/// The lockout of `source` itself, if its failures (for `target`'s kind of account)
+/// reached the limit.
+async fn source_lockout(
+    store: &Store,
+    target: Target<'_>,
+    source: &str,
+    now: i64,
+) -> Result<Option<Lockout>> {
+    let f = store
+        .login_failures(&target.source_key(source), now - window_ms())
+        .await?;
+    Ok(lockout_left(f.count, MAX_FAILURES, f.oldest_ms, now).map(Lockout::Source))
+}
+
+/// The lockout of `account` for `source`, given its failures `f`: none for a source the
+/// account has logged in from lately.
+async fn account_lockout(
+    store: &Store,
+    account: &AccountCount,
+    f: riposte_store::FailureCount,
+    source: &str,
+    now: i64,
+) -> Result<Option<Lockout>> {
+    let Some(left) = lockout_left(f.count, account.limit, f.oldest_ms, now) else {
+        return Ok(None);
+    };
+    let known = store
+        .is_known_source(&account.known_as, &source_key(source), now - known_for_ms())
+        .await?;
+    Ok((!known).then_some(Lockout::Account(left)))
+}
+
 /// An attempt [`Throttle::admit`] let through, to be finished with
 /// [`Throttle::failed`] or [`Throttle::succeeded`].
 #[must_use = "an admitted attempt counts as a failure until it is finished"]
@@ -223,25 +255,18 @@ impl Throttle {
         source: &str,
     ) -> Result<Option<Lockout>> {
         let now = now_ms();
-        let since = now - window_ms();
-        let f = store
-            .login_failures(&target.source_key(source), since)
-            .await?;
-        if let Some(left) = lockout_left(f.count, MAX_FAILURES, f.oldest_ms, now) {
-            return Ok(Some(Lockout::Source(left)));
+        if let Some(lockout) = source_lockout(store, target, source, now).await? {
+            return Ok(Some(lockout));
         }
-        if let Some(account) = target.account_count() {
-            let f = store.login_failures(&account.key, since).await?;
-            if let Some(left) = lockout_left(f.count, account.limit, f.oldest_ms, now) {
-                let known = store
-                    .is_known_source(&account.known_as, &source_key(source), now - known_for_ms())
+        match target.account_count() {
+            Some(account) => {
+                let f = store
+                    .login_failures(&account.key, now - window_ms())
                     .await?;
-                if !known {
-                    return Ok(Some(Lockout::Account(left)));
-                }
+                account_lockout(store, &account, f, source, now).await
             }
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     /// Admits an attempt at `target` from `source`, or says why it is refused for now.
@@ -258,29 +283,21 @@ impl Throttle {
         source: &str,
     ) -> Result<std::result::Result<Attempt, Lockout>> {
         let now = now_ms();
-        let since = now - window_ms();
-        let f = store
-            .login_failures(&target.source_key(source), since)
-            .await?;
-        if let Some(left) = lockout_left(f.count, MAX_FAILURES, f.oldest_ms, now) {
-            return Ok(Err(Lockout::Source(left)));
+        if let Some(lockout) = source_lockout(store, target, source, now).await? {
+            return Ok(Err(lockout));
         }
         let Some(account) = target.account_count() else {
             return Ok(Ok(Attempt { reserved: None }));
         };
         let id = format!("{now}-{:016x}", rand::random::<u64>());
-        let f = store
-            .reserve_login_failure(&account.key, &id, now, since)
+        let mut f = store
+            .reserve_login_failure(&account.key, &id, now, now - window_ms())
             .await?;
         // The failures before this attempt: all but its own.
-        if let Some(left) = lockout_left(f.count - 1, account.limit, f.oldest_ms, now) {
-            let known = store
-                .is_known_source(&account.known_as, &source_key(source), now - known_for_ms())
-                .await?;
-            if !known {
-                store.withdraw_login_failure(&id).await?;
-                return Ok(Err(Lockout::Account(left)));
-            }
+        f.count -= 1;
+        if let Some(lockout) = account_lockout(store, &account, f, source, now).await? {
+            store.withdraw_login_failure(&id).await?;
+            return Ok(Err(lockout));
         }
         Ok(Ok(Attempt { reserved: Some(id) }))
     }
