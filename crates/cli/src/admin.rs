@@ -268,7 +268,7 @@ enum AlertCmd {
 enum AuditCmd {
     /// Newest entries first; `--before ID` (the last id a page showed) gives the next page.
     List {
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
         limit: i64,
         /// Only entries older than this entry id.
         #[arg(long, value_name = "ID", allow_negative_numbers = true)]

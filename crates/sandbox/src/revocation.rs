@@ -116,59 +116,78 @@ fn unsigned(bytes: &[u8]) -> Vec<u8> {
 }
 
 impl RevocationList {
-    /// The newest of the lists in `pem` that the CA in `ca_pem` signed. Refused: a list
-    /// no certificate of `ca_pem` signed, one past its `nextUpdate`, one without a CRL
-    /// number or `nextUpdate`.
+    /// The newest of the lists in `pem` that the CA in `ca_pem` signed and that have not
+    /// expired; the others are passed over (a file kept by appending each new list). An
+    /// error, with the first list's reason, when no list is usable: one no certificate of
+    /// `ca_pem` signed, one past its `nextUpdate`, one without a CRL number or
+    /// `nextUpdate`.
     pub fn parse(pem: &[u8], ca_pem: &str, now_secs: i64) -> Result<RevocationList, String> {
-        use x509_parser::prelude::FromDer;
         let mut cas = Vec::new();
         for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             cas.push(c.map_err(|e| format!("client CA: {e}"))?);
         }
         let mut newest: Option<RevocationList> = None;
+        let mut first_refusal = None;
         for der in parse_pem(pem)? {
-            let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
-                .map_err(|e| format!("not a revocation list: {e}"))?;
-            let signed = cas.iter().any(|ca| {
-                x509_parser::certificate::X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
-                    crl.issuer() == ca.subject() && crl.verify_signature(ca.public_key()).is_ok()
-                })
-            });
-            if !signed {
-                return Err(format!(
-                    "a list issued by {} and not signed by the client CA: give the administration server's own list",
-                    crl.issuer()
-                ));
-            }
-            let next_update = crl
-                .next_update()
-                .ok_or("a list without a nextUpdate: the server's lists have one")?
-                .timestamp();
-            if next_update <= now_secs {
-                return Err(format!(
-                    "a list that expired {} s ago (nextUpdate passed): fetch a fresh one",
-                    now_secs - next_update
-                ));
-            }
-            let number = unsigned(
-                &crl.crl_number()
-                    .ok_or("a list without a CRL number: the server's lists have one")?
-                    .to_bytes_be(),
-            );
-            let list = RevocationList {
-                revoked: crl
-                    .iter_revoked_certificates()
-                    .map(|r| unsigned(r.raw_serial()))
-                    .collect(),
-                der: der.clone(),
-                number,
-                next_update,
-            };
-            if newest.as_ref().is_none_or(|n| list.newer_than(n)) {
-                newest = Some(list);
+            match Self::check(der, &cas, now_secs) {
+                Ok(list) => {
+                    if newest.as_ref().is_none_or(|n| list.newer_than(n)) {
+                        newest = Some(list);
+                    }
+                }
+                Err(why) => {
+                    first_refusal.get_or_insert(why);
+                }
             }
         }
-        newest.ok_or_else(|| "no revocation list in it".into())
+        newest.ok_or_else(|| first_refusal.unwrap_or_else(|| "no revocation list in it".into()))
+    }
+
+    /// One list, checked against the client CA's certificates `cas`.
+    fn check(
+        der: CertificateRevocationListDer<'static>,
+        cas: &[rustls_pki_types::CertificateDer<'_>],
+        now_secs: i64,
+    ) -> Result<RevocationList, String> {
+        use x509_parser::prelude::FromDer;
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+            .map_err(|e| format!("not a revocation list: {e}"))?;
+        let signed = cas.iter().any(|ca| {
+            x509_parser::certificate::X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
+                crl.issuer() == ca.subject() && crl.verify_signature(ca.public_key()).is_ok()
+            })
+        });
+        if !signed {
+            return Err(format!(
+                "a list issued by {} and not signed by the client CA: give the administration server's own list",
+                crl.issuer()
+            ));
+        }
+        let next_update = crl
+            .next_update()
+            .ok_or("a list without a nextUpdate: the server's lists have one")?
+            .timestamp();
+        if next_update <= now_secs {
+            return Err(format!(
+                "a list that expired {} s ago (nextUpdate passed): fetch a fresh one",
+                now_secs - next_update
+            ));
+        }
+        let number = unsigned(
+            &crl.crl_number()
+                .ok_or("a list without a CRL number: the server's lists have one")?
+                .to_bytes_be(),
+        );
+        let revoked = crl
+            .iter_revoked_certificates()
+            .map(|r| unsigned(r.raw_serial()))
+            .collect();
+        Ok(RevocationList {
+            revoked,
+            der,
+            number,
+            next_update,
+        })
     }
 
     fn newer_than(&self, other: &RevocationList) -> bool {
@@ -181,8 +200,8 @@ impl RevocationList {
         if current.newer_than(self) {
             return Err(format!(
                 "an older list than the one in force (CRL number {} below {}): kept the newer one",
-                hex_number(&self.number),
-                hex_number(&current.number)
+                decimal(&self.number),
+                decimal(&current.number)
             ));
         }
         Ok(())
@@ -194,11 +213,9 @@ impl RevocationList {
     }
 }
 
-fn hex_number(n: &[u8]) -> String {
-    if n.is_empty() {
-        return "0".into();
-    }
-    n.iter().map(|b| format!("{b:02x}")).collect()
+/// A CRL number in decimal, as `openssl crl -text` shows it.
+fn decimal(n: &[u8]) -> String {
+    x509_parser::num_bigint::BigUint::from_bytes_be(n).to_string()
 }
 
 /// The serial number of a DER certificate (big-endian), if it parses.
@@ -351,6 +368,65 @@ mod tests {
             CrlSource::parse("https://srv/api/v1/pki/crl?at=x@y"),
             Ok(CrlSource::Url(_))
         ));
+    }
+
+    /// Signs a list numbered `number`, issued `age_days` ago and valid for `valid_days`.
+    fn crl(
+        ca: &(rcgen::Certificate, rcgen::KeyPair),
+        number: u64,
+        age_days: i64,
+        valid_days: i64,
+    ) -> String {
+        let this_update = time::OffsetDateTime::now_utc() - time::Duration::days(age_days);
+        rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update: this_update + time::Duration::days(valid_days),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca.0, &ca.1)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+
+    fn ca() -> (rcgen::Certificate, rcgen::KeyPair) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap(), key)
+    }
+
+    /// Of several lists in one text, the newest usable one is taken; an expired list or
+    /// one of another CA is passed over, and refused only when nothing else is there.
+    #[test]
+    fn the_newest_usable_list_of_a_file_is_taken() {
+        let (ours, theirs) = (ca(), ca());
+        let now = crate::util::now_secs() as i64;
+        let ca_pem = ours.0.pem();
+        let mixed = [
+            crl(&ours, 1, 10, 7),
+            crl(&theirs, 9, 0, 7),
+            crl(&ours, 3, 0, 7),
+            crl(&ours, 2, 0, 7),
+        ]
+        .concat();
+        let list = RevocationList::parse(mixed.as_bytes(), &ca_pem, now).unwrap();
+        assert_eq!(decimal(&list.number), "3");
+        let e = RevocationList::parse(crl(&ours, 1, 10, 7).as_bytes(), &ca_pem, now).unwrap_err();
+        assert!(e.contains("expired"), "{e}");
+        let e = RevocationList::parse(crl(&theirs, 1, 0, 7).as_bytes(), &ca_pem, now).unwrap_err();
+        assert!(e.contains("not signed by the client CA"), "{e}");
+        let older = RevocationList::parse(crl(&ours, 2, 0, 7).as_bytes(), &ca_pem, now).unwrap();
+        let e = older.may_follow(&list).unwrap_err();
+        assert!(e.contains("CRL number 2 below 3"), "{e}");
+        assert!(list.may_follow(&older).is_ok());
     }
 
     #[test]

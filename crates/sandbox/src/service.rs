@@ -426,13 +426,16 @@ fn error_status(e: &SandboxError) -> StatusCode {
     }
 }
 
+/// `Retry-After` for a refusal that passes soon: the refresher asks every few seconds
+/// while no usable list is in force.
+fn retry_after(e: &SandboxError) -> Option<[(header::HeaderName, &'static str); 1]> {
+    matches!(e, SandboxError::RevocationUnknown(_)).then_some([(header::RETRY_AFTER, "10")])
+}
+
 fn error_response(e: SandboxError) -> Response {
-    // Retry soon: the refresher asks every few seconds while no list is in force.
-    let retry =
-        matches!(e, SandboxError::RevocationUnknown(_)).then_some([(header::RETRY_AFTER, "10")]);
     (
         error_status(&e),
-        retry,
+        retry_after(&e),
         Json(SubmitResponse::Error {
             error: e.to_string(),
         }),
@@ -556,6 +559,7 @@ async fn poll_handler(
             let status = error_status(&e);
             (
                 status,
+                retry_after(&e),
                 Json(PollResponse::Error {
                     error: e.to_string(),
                 }),
@@ -669,14 +673,29 @@ struct Refresher {
 
 impl Refresher {
     async fn run(self, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
-        // When fetching began to fail, and when that was last said.
-        let mut failing: Option<(std::time::Instant, std::time::Instant)> = None;
+        // When fetching began to fail, and what was last said of it, when.
+        let mut failing: Option<(std::time::Instant, String, std::time::Instant)> = None;
+        let mut said_expired = false;
         loop {
             let in_force = self.state.current().list;
-            // While no list is in force, enrolled devices are turned away: ask often.
-            let wait = match &in_force {
-                None => every.min(std::time::Duration::from_secs(5)),
-                Some(_) => every,
+            let now_secs = crate::util::now_secs() as i64;
+            let usable = in_force
+                .as_ref()
+                .filter(|l| l.next_update > now_secs)
+                .is_some();
+            if in_force.is_some() && !usable && !said_expired {
+                said_expired = true;
+                tracing::warn!(
+                    source = %self.source,
+                    "the revocation list in force has expired: enrolled devices are asked to retry until a fresh one arrives"
+                );
+            }
+            // While no usable list is in force, enrolled devices are turned away: ask
+            // often.
+            let wait = if usable {
+                every
+            } else {
+                every.min(std::time::Duration::from_secs(5))
             };
             tokio::select! {
                 _ = stop.changed() => return,
@@ -685,7 +704,10 @@ impl Refresher {
             let built = crate::revocation::fetch(&self.source, &self.http, &self.client_ca_pem)
                 .await
                 .and_then(|list| match &in_force {
-                    Some(current) => list.may_follow(current).map(|()| list),
+                    Some(current) => list
+                        .may_follow(current)
+                        .map(|()| list)
+                        .map_err(|e| format!("{}: {e}", self.source)),
                     None => Ok(list),
                 })
                 .and_then(|list| {
@@ -700,6 +722,7 @@ impl Refresher {
                 });
             match built {
                 Ok((config, list)) => {
+                    said_expired = false;
                     if failing.take().is_some() {
                         tracing::info!(source = %self.source, "revocation list fetched again");
                     }
@@ -709,14 +732,21 @@ impl Refresher {
                     });
                 }
                 Err(e) => {
-                    // Said at once, then hourly: a server down for a day should not fill
-                    // the log. The last good list stays in force until it expires.
+                    // Said at once, again when the cause changes, else hourly: a server
+                    // down for a day should not fill the log.
                     let now = std::time::Instant::now();
-                    let (since, said) = failing.get_or_insert((now, now));
-                    if *said == now || now.duration_since(*said).as_secs() >= 3600 {
+                    let (since, last, said) =
+                        failing.get_or_insert_with(|| (now, String::new(), now));
+                    if *last != e || now.duration_since(*said).as_secs() >= 3600 {
                         *said = now;
+                        last.clone_from(&e);
+                        let standing = if usable {
+                            "the last good list stays in force until its nextUpdate"
+                        } else {
+                            "no usable list is in force: enrolled devices are asked to retry"
+                        };
                         tracing::warn!(
-                            "cannot refresh the revocation list ({e}), for {} min now; the last good list stays in force until its nextUpdate",
+                            "cannot refresh the revocation list ({e}), for {} min now; {standing}",
                             now.duration_since(*since).as_secs() / 60
                         );
                     }

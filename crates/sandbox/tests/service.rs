@@ -680,5 +680,22 @@ async fn until_a_first_list_arrives_enrolled_devices_are_asked_to_retry() {
         "{anonymous}"
     );
     assert!(Store::open(dir.path()).unwrap().tasks().unwrap().is_empty());
+    // Submissions and polls alike say when to come back.
+    let device = ca.device(6);
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            riposte_sandbox::tls::pinned_client_config(&h.cert_pem, Some(&device)).unwrap(),
+        )
+        .build()
+        .unwrap();
+    for req in [
+        http.post(format!("https://{}/sandbox/v1/tasks?name=a.txt", h.addr))
+            .body("x"),
+        http.get(format!("https://{}/sandbox/v1/tasks/some-task", h.addr)),
+    ] {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "10");
+    }
     h.shutdown().await;
 }
