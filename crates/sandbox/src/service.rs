@@ -63,7 +63,8 @@ pub struct SandboxConfig {
     /// like in its jail; `riposte sandbox` asks for that choice explicitly.
     pub client_ca_pem: Option<String>,
     /// Where the client CA's revocation list comes from ([`crate::revocation`]): a
-    /// device the administration server revoked is then refused in the handshake.
+    /// device the administration server revoked is then refused, in the handshake and on
+    /// each request.
     /// `None` trusts every certificate the CA ever issued.
     pub client_crl: Option<CrlSource>,
     /// How often the revocation list is fetched again.
@@ -923,14 +924,17 @@ pub async fn serve(
                 };
                 // A certificate that reached this point chained to the client CA and
                 // was not on the list in force: the handshake refuses any other.
-                let standing = match tls.get_ref().1.peer_certificates() {
+                // One whose serial cannot be read could not be checked against the
+                // list: it counts as none.
+                let standing = match tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|c| crate::revocation::certificate_serial(c))
+                {
                     None => ClientStanding::Anonymous,
-                    Some(certs) => ClientStanding::Certified(
-                        certs
-                            .first()
-                            .and_then(|c| crate::revocation::certificate_serial(c))
-                            .unwrap_or_default(),
-                    ),
+                    Some(serial) => ClientStanding::Certified(serial),
                 };
                 let svc = hyper_util::service::TowerToHyperService::new(
                     routes.layer(axum::Extension(standing)),
