@@ -234,6 +234,24 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         riposte_store::Signal::Wake(d) => wake_core.hub.wake(d),
         riposte_store::Signal::Kick(d) => wake_core.hub.kick(d),
     });
+    // Alive before the first request, so that devices held by other processes show
+    // connected at once.
+    if let Err(e) = core.beat().await {
+        tracing::warn!("cannot record this server process as alive: {e}");
+    }
+    let beat_core = core.clone();
+    let mut beat_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(service::PROCESS_BEAT) => {}
+                _ = beat_rx.changed() => return,
+            }
+            if let Err(e) = beat_core.beat().await {
+                tracing::warn!("cannot record this server process as alive: {e}");
+            }
+        }
+    }));
     let hk_core = core.clone();
     let mut hk_rx = rx.clone();
     tasks.push(tokio::spawn(async move {

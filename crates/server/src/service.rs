@@ -83,7 +83,18 @@ pub struct Core {
     /// This process's name in `devices.connected_via`: its host, pid and a random part,
     /// so that processes sharing one PostgreSQL database tell their connections apart.
     pub instance: String,
+    /// The server processes on the database heard from lately ([`Core::beat`]), and
+    /// when a device named one not among them last made it read again.
+    live_processes: std::sync::RwLock<(
+        std::collections::HashSet<String>,
+        Option<std::time::Instant>,
+    )>,
 }
+
+/// How often a server process says it is alive ([`Core::beat`]).
+pub const PROCESS_BEAT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long after its last beat a process counts as alive: three beats.
+pub const PROCESS_LIVE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Pool connections agent connections leave to requests (where the pool has more).
 pub const RESERVED_FOR_REQUESTS: u32 = 3;
@@ -250,21 +261,82 @@ impl Core {
                 std::process::id(),
                 rand::random::<u64>()
             ),
+            live_processes: Default::default(),
         })
     }
 
     /// Whether the device is connected to a server process: this one, or another
-    /// sharing the database whose connection is recorded and was heard from within two
-    /// refreshes of "last seen" (a process that died stops refreshing it).
+    /// sharing the database that holds its connection, is alive ([`Core::beat`]) and
+    /// refreshed "last seen" within two refreshes. A process that died stops beating:
+    /// its devices show disconnected within [`PROCESS_LIVE_FOR`], not when their "last
+    /// seen" grows old.
     pub fn is_connected(&self, device: &riposte_store::DeviceRow) -> bool {
         if self.hub.is_connected(device.id) {
             return true;
         }
         let fresh_since = riposte_store::now_ms() - 2 * self.config.seen_refresh_ms.max(0) - 60_000;
-        device
-            .connected_via
-            .as_deref()
-            .is_some_and(|via| via != self.instance && device.last_seen >= fresh_since)
+        let live = self
+            .live_processes
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        device.connected_via.as_deref().is_some_and(|via| {
+            via != self.instance && live.0.contains(via) && device.last_seen >= fresh_since
+        })
+    }
+
+    /// Tells the other server processes on the database that this one is alive, and
+    /// learns which of them are ([`Core::is_connected`]). Called every
+    /// [`PROCESS_BEAT`].
+    pub async fn beat(&self) -> ServiceResult<()> {
+        let now = riposte_store::now_ms();
+        let live_for = PROCESS_LIVE_FOR.as_millis() as i64;
+        let live = self
+            .store
+            .beat_server_process(&self.instance, now, now - live_for)
+            .await?;
+        self.set_live_processes(live);
+        Ok(())
+    }
+
+    fn set_live_processes(&self, live: Vec<String>) {
+        self.live_processes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .0 = live.into_iter().collect();
+    }
+
+    /// Reads which server processes are alive again before `devices` are shown, where
+    /// one of them names a process not known alive (one started since the last beat
+    /// shows its devices at once; a dead one is asked about once a second at most).
+    async fn refresh_live_processes(&self, devices: &[riposte_store::DeviceRow]) {
+        let (unknown, read_at) = {
+            let live = self
+                .live_processes
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let unknown = devices.iter().any(|d| {
+                d.connected_via
+                    .as_deref()
+                    .is_some_and(|via| via != self.instance && !live.0.contains(via))
+            });
+            (unknown, live.1)
+        };
+        if !unknown || read_at.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
+            return;
+        }
+        self.live_processes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .1 = Some(std::time::Instant::now());
+        let now = riposte_store::now_ms();
+        match self
+            .store
+            .live_server_processes(now - PROCESS_LIVE_FOR.as_millis() as i64)
+            .await
+        {
+            Ok(live) => self.set_live_processes(live),
+            Err(e) => tracing::warn!("cannot read which server processes are alive: {e}"),
+        }
     }
 
     /// [`authorize`], with a refusal written to the audit log: the special account
@@ -586,10 +658,12 @@ impl Core {
             }
             None => None,
         };
-        Ok(self
+        let devices = self
             .store
             .devices(groups.as_deref(), search, offset, limit)
-            .await?)
+            .await?;
+        self.refresh_live_processes(&devices).await;
+        Ok(devices)
     }
 
     pub async fn device(
@@ -598,7 +672,10 @@ impl Core {
         reference: &str,
     ) -> ServiceResult<riposte_store::DeviceRow> {
         self.allow(c, Operation::ReadInventory).await?;
-        Ok(self.store.device_by_ref(reference).await?)
+        let device = self.store.device_by_ref(reference).await?;
+        self.refresh_live_processes(std::slice::from_ref(&device))
+            .await;
+        Ok(device)
     }
 
     pub async fn move_device(&self, c: &Caller, reference: &str, group: &str) -> ServiceResult<()> {

@@ -272,6 +272,49 @@ async fn two_servers_share_one_postgres_database() {
     ts.stop().await;
 }
 
+/// A device recorded as held by another server process shows connected only while that
+/// process beats: one that died (it stops beating, and leaves its rows behind) no longer
+/// holds its devices for the minutes their "last seen" stays fresh.
+#[tokio::test]
+async fn a_device_held_by_a_dead_process_shows_disconnected() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let dev = enroll(&api, &ts.ca, "A", "held").await;
+    let core = ts.running().core.clone();
+    let connected = || async {
+        api.ok("GET", &format!("/api/v1/devices/{}", dev.device_id), None)
+            .await["connected"]
+            .clone()
+    };
+    // Another process took the device's channel a moment ago and never beat: dead.
+    core.store
+        .device_connected(dev.device_id, "held", "ghost:1:0")
+        .await
+        .unwrap();
+    core.beat().await.unwrap();
+    assert_eq!(connected().await, json!(false));
+
+    let now = riposte_store::now_ms();
+    core.store
+        .beat_server_process("ghost:1:0", now, 0)
+        .await
+        .unwrap();
+    core.beat().await.unwrap();
+    assert_eq!(connected().await, json!(true), "held by a live process");
+
+    let stale = now - 2 * riposte_server::service::PROCESS_LIVE_FOR.as_millis() as i64;
+    core.store
+        .beat_server_process("ghost:1:0", stale, 0)
+        .await
+        .unwrap();
+    core.beat().await.unwrap();
+    assert_eq!(
+        connected().await,
+        json!(false),
+        "the process stopped beating"
+    );
+    ts.stop().await;
+}
+
 /// With several server processes on one PostgreSQL database, each shows a device as
 /// connected whichever process holds its channel, and as disconnected once it left.
 #[tokio::test]

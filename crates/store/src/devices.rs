@@ -401,6 +401,39 @@ impl Store {
         })
     }
 
+    /// Notes that server process `instance` is alive at `at_ms`, and returns the
+    /// processes heard from after `live_since_ms` (this one included). Processes not
+    /// heard from for a day are forgotten.
+    pub async fn beat_server_process(
+        &self,
+        instance: &str,
+        at_ms: i64,
+        live_since_ms: i64,
+    ) -> Result<Vec<String>> {
+        sqlx::query(
+            "INSERT INTO server_processes (instance, beat_ms) VALUES ($1, $2) \
+             ON CONFLICT (instance) DO UPDATE SET beat_ms = excluded.beat_ms",
+        )
+        .bind(instance)
+        .bind(at_ms)
+        .execute(self.pool())
+        .await?;
+        sqlx::query("DELETE FROM server_processes WHERE beat_ms < $1")
+            .bind(at_ms - 24 * 3600 * 1000)
+            .execute(self.pool())
+            .await?;
+        self.live_server_processes(live_since_ms).await
+    }
+
+    /// The server processes heard from after `live_since_ms`.
+    pub async fn live_server_processes(&self, live_since_ms: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT instance FROM server_processes WHERE beat_ms > $1")
+            .bind(live_since_ms)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("instance")?)).collect()
+    }
+
     /// Every revoked device certificate, oldest revocation first.
     pub async fn revoked_certificates(&self) -> Result<Vec<RevokedCertificate>> {
         let rows = sqlx::query(

@@ -100,6 +100,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_login_known_sources.sql"),
     include_str!("../migrations/0006_certificate_revocation.sql"),
     include_str!("../migrations/0007_login_attempts.sql"),
+    include_str!("../migrations/0008_server_processes.sql"),
 ];
 
 impl Store {
