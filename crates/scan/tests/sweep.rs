@@ -1782,10 +1782,15 @@ fn a_process_path_that_is_not_utf8_is_named_losslessly() {
         .arg("986.54321")
         .spawn()
         .unwrap();
-    // Until the child has run exec, its /proc entry still shows this test's executable.
+    // Until the child has run exec, its /proc entry still shows this test's executable;
+    // and the kernel sets the new program's link a moment before its arguments, so a
+    // loaded machine can show one without the other.
     let proc_exe = format!("/proc/{}/exe", child.id());
-    for _ in 0..200 {
-        if std::fs::read_link(&proc_exe).is_ok_and(|p| p == exe) {
+    let proc_cmdline = format!("/proc/{}/cmdline", child.id());
+    for _ in 0..1000 {
+        if std::fs::read_link(&proc_exe).is_ok_and(|p| p == exe)
+            && std::fs::read(&proc_cmdline).is_ok_and(|c| c.windows(9).any(|w| w == b"986.54321"))
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -373,6 +373,14 @@ async fn revocation_through_another_server_process_closes_the_connection() {
     );
     assert!(b.core.hub.is_connected(device));
     assert!(!ts.running().core.hub.is_connected(device));
+    // What was delivered (the settings) is acknowledged before the agent stops, so that
+    // the outbox holds only what is queued next.
+    let store = &ts.running().core.store;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.outbox_after(device, 0, 100).await.unwrap().is_empty() && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let agent = {
         // Queued while offline, then revoked through server A.
         let recorder = agent.stop().await;
