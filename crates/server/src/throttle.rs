@@ -247,7 +247,9 @@ impl Throttle {
         self.verifying.acquire().await.ok()
     }
 
-    /// Whether an attempt at `target` from `source` is refused for now, and why.
+    /// Whether an attempt at `target` from `source` is refused for now, and why,
+    /// without counting one (the tests' view of [`Throttle::admit`]).
+    #[cfg(test)]
     pub async fn locked_for(
         &self,
         store: &Store,
@@ -330,7 +332,9 @@ impl Throttle {
         self.succeed(store, target, source).await
     }
 
-    /// Records a failure.
+    /// Records a failure not admitted first (the tests' shortcut for
+    /// [`Throttle::admit`] then [`Throttle::failed`]).
+    #[cfg(test)]
     pub async fn fail(&self, store: &Store, target: Target<'_>, source: &str) -> Result<()> {
         let mut keys = vec![target.source_key(source)];
         keys.extend(target.account_count().map(|account| account.key));
