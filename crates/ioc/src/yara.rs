@@ -399,12 +399,8 @@ impl Expanded {
         imports_len: usize,
         start: usize,
     ) -> String {
-        if e.to_diagnostic()
-            .labels
-            .iter()
-            .any(|l| l.range.start < imports_len)
-        {
-            let diag = e.to_diagnostic();
+        let diag = e.to_diagnostic();
+        if diag.labels.iter().any(|l| l.range.start < imports_len) {
             return one_line(boreal::compiler::generate_description(
                 &diag,
                 &self.sources[0].0,

@@ -196,14 +196,19 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
     tokens_match(&compile_glob(pat), s)
 }
 
+/// An exclusion pattern without its trailing `/` (`/data/skip/`, as a shell completes a
+/// directory): device paths never end with one. `/` alone stays.
+fn without_trailing_slash(pattern: &str) -> &str {
+    match pattern.trim_end_matches('/') {
+        "" => pattern,
+        trimmed => trimmed,
+    }
+}
+
 /// Why an exclusion pattern could never match, if it could not: a pattern with a `/` is
 /// matched against whole device paths, which are absolute.
 pub fn check_exclude(pattern: &str) -> Result<(), String> {
-    // A trailing slash is dropped (a shell completes directories with one).
-    let pattern = match pattern.trim_end_matches('/') {
-        "" => pattern,
-        trimmed => trimmed,
-    };
+    let pattern = without_trailing_slash(pattern);
     if pattern.contains('/') && !pattern.starts_with('/') && !pattern.starts_with("**") {
         return Err(format!(
             "a pattern with '/' matches whole paths from the root: write /{pattern}, or **/{pattern} for any depth"
@@ -231,10 +236,7 @@ impl Excludes {
             patterns
                 .iter()
                 .map(|p| {
-                    let p = match p.trim_end_matches('/') {
-                        "" => p.as_str(),
-                        trimmed => trimmed,
-                    };
+                    let p = without_trailing_slash(p);
                     Exclude {
                         tokens: compile_glob(p),
                         whole_path: p.contains('/'),
