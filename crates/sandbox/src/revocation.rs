@@ -247,11 +247,16 @@ pub async fn fetch(
 ) -> Result<RevocationList, String> {
     let bytes = match source {
         CrlSource::File(path) => {
-            let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            if meta.len() > MAX_CRL_BYTES as u64 {
+            // Read with the limit, not after a stat: the file may grow in between.
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_CRL_BYTES as u64 + 1).read_to_end(&mut bytes))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if bytes.len() > MAX_CRL_BYTES {
                 return Err(format!("{}: larger than 16 MiB", path.display()));
             }
-            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+            bytes
         }
         CrlSource::Url(url) => {
             let resp = http

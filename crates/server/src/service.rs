@@ -83,12 +83,17 @@ pub struct Core {
     /// This process's name in `devices.connected_via`: its host, pid and a random part,
     /// so that processes sharing one PostgreSQL database tell their connections apart.
     pub instance: String,
-    /// The server processes on the database heard from lately ([`Core::beat`]), and
-    /// when a device named one not among them last made it read again.
-    live_processes: std::sync::RwLock<(
-        std::collections::HashSet<String>,
-        Option<std::time::Instant>,
-    )>,
+    /// The server processes on the database heard from lately ([`Core::beat`]).
+    live_processes: std::sync::RwLock<LiveProcesses>,
+}
+
+/// What a server process knows of the others on its database ([`Core::beat`]).
+#[derive(Debug, Default)]
+struct LiveProcesses {
+    /// Those heard from within [`PROCESS_LIVE_FOR`].
+    instances: std::collections::HashSet<String>,
+    /// When a device naming one not among them last made this read again.
+    unknown_read_at: Option<std::time::Instant>,
 }
 
 /// How often a server process says it is alive ([`Core::beat`]).
@@ -280,7 +285,7 @@ impl Core {
             .read()
             .unwrap_or_else(|p| p.into_inner());
         device.connected_via.as_deref().is_some_and(|via| {
-            via != self.instance && live.0.contains(via) && device.last_seen >= fresh_since
+            via != self.instance && live.instances.contains(via) && device.last_seen >= fresh_since
         })
     }
 
@@ -302,7 +307,7 @@ impl Core {
         self.live_processes
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .0 = live.into_iter().collect();
+            .instances = live.into_iter().collect();
     }
 
     /// Reads which server processes are alive again before `devices` are shown, where
@@ -317,9 +322,9 @@ impl Core {
             let unknown = devices.iter().any(|d| {
                 d.connected_via
                     .as_deref()
-                    .is_some_and(|via| via != self.instance && !live.0.contains(via))
+                    .is_some_and(|via| via != self.instance && !live.instances.contains(via))
             });
-            (unknown, live.1)
+            (unknown, live.unknown_read_at)
         };
         if !unknown || read_at.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
             return;
@@ -327,7 +332,7 @@ impl Core {
         self.live_processes
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .1 = Some(std::time::Instant::now());
+            .unknown_read_at = Some(std::time::Instant::now());
         let now = riposte_store::now_ms();
         match self
             .store
