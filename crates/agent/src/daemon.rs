@@ -29,7 +29,8 @@ pub trait TaskRunner: Send + Sync + 'static {
 /// The agent's shared state.
 pub struct Agent {
     pub data_dir: PathBuf,
-    pub identity: Identity,
+    /// Read through [`Agent::identity`]: a renewal replaces the certificate and key.
+    identity: std::sync::RwLock<Identity>,
     state: Mutex<AgentState>,
     file: StateFile,
     to_server: mpsc::UnboundedSender<AgentToServer>,
@@ -90,7 +91,7 @@ impl Agent {
         let (tx, rx) = mpsc::unbounded_channel();
         let agent = Arc::new(Agent {
             data_dir,
-            identity,
+            identity: std::sync::RwLock::new(identity),
             state: Mutex::new(state),
             file,
             to_server: tx,
@@ -103,6 +104,14 @@ impl Agent {
             event_acked: tokio::sync::Notify::new(),
         });
         Ok((agent, rx))
+    }
+
+    /// The device's identity as it stands (its certificate is renewed now and then).
+    pub fn identity(&self) -> Identity {
+        self.identity
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A copy of the current state.
@@ -682,19 +691,17 @@ impl Agent {
         let Some(password) = password else {
             return fail("no special account password in this device's settings".into());
         };
+        let identity = self.identity();
         let client = match crate::identity::pinned_http_client(
-            &self.identity.ca_pem,
+            &identity.ca_pem,
             std::time::Duration::from_secs(30),
         ) {
             Ok(c) => c,
             Err(e) => return fail(e.to_string()),
         };
-        let body = serde_json::json!({ "device_id": self.identity.device_id, "detection": record });
+        let body = serde_json::json!({ "device_id": identity.device_id, "detection": record });
         let resp = client
-            .post(format!(
-                "{}/api/v1/autonomous-tasks",
-                self.identity.server_url
-            ))
+            .post(format!("{}/api/v1/autonomous-tasks", identity.server_url))
             .basic_auth(
                 riposte_model::accounts::SPECIAL_ACCOUNT_NAME,
                 Some(password),
@@ -976,6 +983,17 @@ impl LinkHandler for Handler {
             s.last_link_note = note.to_string();
         });
     }
+
+    fn certificate_renewed(&self, identity: &Identity) -> Result<(), String> {
+        let agent = &self.0;
+        identity
+            .save_renewed(&agent.data_dir)
+            .map_err(|e| e.to_string())?;
+        *agent.identity.write().unwrap_or_else(|e| e.into_inner()) = identity.clone();
+        // The sandbox integration presents the device certificate too.
+        agent.settings_changed.notify_waiters();
+        Ok(())
+    }
 }
 
 /// Runs the agent daemon (link and control socket) until `stop` turns true.
@@ -998,7 +1016,7 @@ pub async fn run(
     let hostname = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
-    link::run(agent.identity.clone(), hostname, h, rx, stop).await;
+    link::run(agent.identity(), hostname, h, rx, stop).await;
     let _ = sandboxing.await;
     match control.await {
         Ok(Err(e)) => tracing::error!("control socket: {e}"),

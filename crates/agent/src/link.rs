@@ -28,6 +28,18 @@ pub trait LinkHandler: Send + Sync + 'static {
     fn event_acked(&self, event_id: &str);
     /// The link came up (`true`) or went down (`false`, with the reason).
     fn link_state(&self, up: bool, note: &str);
+    /// The server renewed the device certificate: store `identity` (crash-safe) and use
+    /// it from now on. On an error the link goes on with the current certificate, which
+    /// the server still accepts, and is asked again on a later connection.
+    fn certificate_renewed(&self, identity: &Identity) -> Result<(), String>;
+}
+
+/// How a link session ended without an error.
+enum Ended {
+    /// Asked to stop.
+    Stopped,
+    /// The certificate was renewed: reconnect with it at once.
+    Renewed,
 }
 
 /// Why a link session ended.
@@ -50,7 +62,7 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Keeps the link up until `stop` turns true.
 pub async fn run<H: LinkHandler>(
-    identity: Identity,
+    mut identity: Identity,
     hostname: String,
     handler: Arc<H>,
     mut outgoing: mpsc::UnboundedReceiver<AgentToServer>,
@@ -63,7 +75,7 @@ pub async fn run<H: LinkHandler>(
         }
         let mut was_up = false;
         let result = session(
-            &identity,
+            &mut identity,
             &hostname,
             handler.as_ref(),
             &mut outgoing,
@@ -77,7 +89,11 @@ pub async fn run<H: LinkHandler>(
             backoff = Duration::from_millis(200);
         }
         match result {
-            Ok(()) => return,
+            Ok(Ended::Stopped) => return,
+            Ok(Ended::Renewed) => {
+                handler.link_state(false, "reconnecting with the renewed device certificate");
+                continue;
+            }
             Err(e) => {
                 handler.link_state(false, &e.to_string());
                 tracing::info!("link to the server down: {e}");
@@ -97,13 +113,24 @@ pub async fn run<H: LinkHandler>(
 }
 
 async fn session<H: LinkHandler>(
-    identity: &Identity,
+    identity: &mut Identity,
     hostname: &str,
     handler: &H,
     outgoing: &mut mpsc::UnboundedReceiver<AgentToServer>,
     stop: &mut watch::Receiver<bool>,
     was_up: &mut bool,
-) -> Result<(), LinkError> {
+) -> Result<Ended, LinkError> {
+    // The server would refuse it in the handshake with a bare TLS alert; say what to do.
+    if let Some(expired) = identity
+        .certificate_expires_ms()
+        .filter(|&at| at <= crate::daemon::now_ms())
+    {
+        return Err(LinkError::Refused(format!(
+            "the device certificate expired on {}: the device was away longer than the \
+             server keeps certificates valid; enroll the agent again",
+            riposte_model::time::utc(expired)
+        )));
+    }
     let tls = identity
         .tls_config()
         .map_err(|e| LinkError::Tls(e.to_string()))?;
@@ -133,6 +160,7 @@ async fn session<H: LinkHandler>(
             protocol: PROTOCOL_VERSION,
             last_applied_seq: handler.last_applied(),
             hostname: hostname.to_string(),
+            renews_certificate: true,
         },
     )
     .await?;
@@ -158,6 +186,8 @@ async fn session<H: LinkHandler>(
     });
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    // The key of a certificate request sent on this connection, until its answer.
+    let mut new_key: Option<String> = None;
     let result = loop {
         tokio::select! {
             f = frames.recv() => {
@@ -176,14 +206,44 @@ async fn session<H: LinkHandler>(
                     ServerToAgent::EventAck { event_id } => handler.event_acked(&event_id),
                     ServerToAgent::Pong | ServerToAgent::Welcome { .. } => {}
                     ServerToAgent::Refused { reason } => break Err(LinkError::Refused(reason)),
+                    ServerToAgent::RenewCertificate => {
+                        match crate::identity::key_and_request(hostname) {
+                            Ok((key, csr_pem)) => {
+                                new_key = Some(key);
+                                write_frame(&mut writer, &AgentToServer::CertificateRequest { csr_pem }).await?;
+                            }
+                            Err(e) => tracing::warn!("cannot make a key to renew the device certificate: {e}"),
+                        }
+                    }
+                    ServerToAgent::Certificate { cert_pem } => {
+                        let Some(key) = new_key.take() else {
+                            tracing::warn!("the server sent a certificate this agent did not ask for; ignored");
+                            continue;
+                        };
+                        let stored = identity
+                            .renewed(key, cert_pem)
+                            .map_err(|e| e.to_string())
+                            .and_then(|renewed| {
+                                handler.certificate_renewed(&renewed)?;
+                                Ok(renewed)
+                            });
+                        match stored {
+                            Ok(renewed) => {
+                                *identity = renewed;
+                                tracing::info!("the device certificate was renewed");
+                                break Ok(Ended::Renewed);
+                            }
+                            Err(e) => tracing::warn!("keeping the current device certificate: {e}"),
+                        }
+                    }
                 }
             }
             m = outgoing.recv() => match m {
                 Some(m) => write_frame(&mut writer, &m).await?,
-                None => break Ok(()),
+                None => break Ok(Ended::Stopped),
             },
             _ = ping.tick() => write_frame(&mut writer, &AgentToServer::Ping).await?,
-            _ = stop.changed() => break Ok(()),
+            _ = stop.changed() => break Ok(Ended::Stopped),
         }
     };
     reader_task.abort();
@@ -200,6 +260,8 @@ fn unexpected_first_answer(frame: &ServerToAgent) -> String {
         ServerToAgent::EventAck { .. } => "event_ack",
         ServerToAgent::Pong => "pong",
         ServerToAgent::Refused { .. } => "refused",
+        ServerToAgent::RenewCertificate => "renew_certificate",
+        ServerToAgent::Certificate { .. } => "certificate",
     };
     format!("unexpected first answer from the server: a {kind} frame instead of welcome")
 }
@@ -207,6 +269,63 @@ fn unexpected_first_answer(frame: &ServerToAgent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Notes(std::sync::Mutex<Vec<String>>);
+
+    impl LinkHandler for Notes {
+        fn last_applied(&self) -> u64 {
+            0
+        }
+        async fn apply(&self, _: u64, _: Delivery) {}
+        fn resend_on_connect(&self) -> Vec<AgentToServer> {
+            Vec::new()
+        }
+        fn event_acked(&self, _: &str) {}
+        fn link_state(&self, _: bool, note: &str) {
+            self.0.lock().unwrap().push(note.to_string());
+        }
+        fn certificate_renewed(&self, _: &Identity) -> Result<(), String> {
+            Err("not in this test".into())
+        }
+    }
+
+    /// An expired certificate is named as such, with what to do, before any connection
+    /// (the server would answer it with a bare TLS alert).
+    #[tokio::test]
+    async fn an_expired_certificate_says_to_enroll_again() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 3, 4);
+        let cert = params.self_signed(&key).unwrap();
+        let identity = Identity {
+            device_id: 1,
+            server_url: "https://127.0.0.1:1".into(),
+            // Nothing listens here: a connection attempt would say so instead.
+            channel_addr: "127.0.0.1:1".into(),
+            ca_pem: cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        assert_eq!(identity.certificate_expires_ms(), Some(1_614_816_000_000));
+        let notes = Arc::new(Notes::default());
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = watch::channel(false);
+        let link = tokio::spawn(run(identity, "h".into(), notes.clone(), rx, stop));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while notes.0.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop_tx.send(true);
+        link.await.unwrap();
+        let notes = notes.0.lock().unwrap();
+        assert!(
+            notes[0].contains("expired on 2021-03-04 00:00:00 UTC")
+                && notes[0].contains("enroll the agent again"),
+            "{notes:?}"
+        );
+    }
 
     #[test]
     fn an_unexpected_first_frame_is_named_without_its_content() {

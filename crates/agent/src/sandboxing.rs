@@ -10,9 +10,23 @@ use riposte_watch::{WatchConfig, WatchEvent, Watcher};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-fn current(agent: &Agent) -> Option<SandboxIntegration> {
+/// What the watcher runs with: the settings, and the device certificate it presents to
+/// a sandbox (which changes when it is renewed).
+#[derive(PartialEq)]
+struct Wanted {
+    settings: SandboxIntegration,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn current(agent: &Agent) -> Option<Wanted> {
     let s = agent.snapshot().settings?.sandbox_integration.value;
-    (!s.sandboxes.is_empty() && !s.watch.is_empty()).then_some(s)
+    let identity = agent.identity();
+    (!s.sandboxes.is_empty() && !s.watch.is_empty()).then_some(Wanted {
+        settings: s,
+        cert_pem: identity.cert_pem,
+        key_pem: identity.key_pem,
+    })
 }
 
 /// Runs until `stop` turns true.
@@ -23,7 +37,7 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     let host_root = local.host.path().to_path_buf();
     let (tx, mut events) = mpsc::unbounded_channel();
     let mut watcher: Option<Watcher> = None;
-    let mut applied: Option<SandboxIntegration> = None;
+    let mut applied: Option<Wanted> = None;
     loop {
         // Registered before reading the settings, so a change in between is not missed.
         let changed = agent.settings_changed.notified();
@@ -37,14 +51,18 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
                         w.shutdown().await;
                     }
                 }
-                Some(s) => {
+                Some(Wanted {
+                    settings: s,
+                    cert_pem,
+                    key_pem,
+                }) => {
                     let mut config =
                         WatchConfig::from_settings(s, host_root.clone(), &agent.data_dir);
                     config.allowed = Some(agent.allowed.clone());
                     // A sandbox that admits only enrolled agents asks for this.
                     config.client_identity = Some(riposte_watch::ClientIdentity {
-                        cert_pem: agent.identity.cert_pem.clone(),
-                        key_pem: agent.identity.key_pem.clone(),
+                        cert_pem: cert_pem.clone(),
+                        key_pem: key_pem.clone(),
                     });
                     let result = match watcher.as_mut() {
                         Some(w) => w.reconfigure(config).await,

@@ -225,6 +225,7 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         "device_id": id.device_id,
         "server": id.server_url,
         "channel": id.channel_addr,
+        "certificate_expires_ms": id.certificate_expires_ms(),
         "connected": state.connected,
         "link": state.last_link_note,
         "last_applied": state.last_applied,
@@ -239,6 +240,10 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         outln!("device:    {}", id.device_id);
         outln!("server:    {} (channel {})", id.server_url, id.channel_addr);
         outln!("connected: {} ({})", state.connected, state.last_link_note);
+        if let Some(at) = id.certificate_expires_ms() {
+            // Renewed over the channel well before then.
+            outln!("certificate: valid until {}", riposte_model::time::utc(at));
+        }
         match &state.settings {
             Some(s) => {
                 let tr = &s.threat_response.value;

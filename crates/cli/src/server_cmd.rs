@@ -26,6 +26,10 @@ pub struct ServerArgs {
     /// Extra DNS names or IP addresses for the server certificate.
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,
+    /// How many days a device certificate is valid. Agents renew theirs once a third of
+    /// its life is left; a device away for longer than this must enroll again.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub device_cert_days: u32,
 }
 
 pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -33,6 +37,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     o.agent_listen = a.agent_listen;
     o.database = a.database;
     o.tls_names = a.tls_names;
+    o.core.device_cert_lifetime_ms = i64::from(a.device_cert_days) * 24 * 3600 * 1000;
     o.ui = crate::console_ui();
     if let Some(f) = &a.admin_password_file {
         o.admin_password = Some(crate::read_secret_file(f)?);

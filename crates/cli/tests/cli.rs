@@ -339,13 +339,34 @@ fn server_agent_and_admin_commands() {
         ["cancelled", "failed", "completed"].contains(&before.as_str().unwrap_or_default()),
         "{before}"
     );
+    // It now issues device certificates for 30 days: the agent's year-long one is
+    // renewed over the channel, stored with its new key, and the agent stays connected.
+    let old_key = std::fs::read(adir.join("device.key")).unwrap();
     drop(server);
-    let (_server, _) = start_server(&sdir, &pwfile, &listen);
+    let (_server, _) = start_server_args(&sdir, &pwfile, &listen, &["--device-cert-days", "30"]);
     assert_eq!(admin.json(&["group", "list"]).as_array().unwrap().len(), 3);
     assert_eq!(
         admin.json(&["task", "show", &id])["devices"][0]["state"],
         before
     );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let renewed = || {
+        std::fs::read(adir.join("device.key")).unwrap() != old_key
+            && admin.json(&["device", "list"])[0]["connected"] == true
+            && admin
+                .ok(&["audit", "list"])
+                .contains("device_certificate_renewed")
+    };
+    while !renewed() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(renewed(), "{}", admin.ok(&["audit", "list"]));
+    assert!(!adir.join("renewal.json").exists());
+    let mode = std::fs::metadata(adir.join("device.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the renewed key is private");
     // A stopped agent is connected to nothing, whatever its state file last said.
     drop(_agent);
     let out = Command::new(bin())

@@ -195,4 +195,9 @@ impl LinkHandler for SimAgent {
             *e = Some(note.to_string());
         }
     }
+
+    fn certificate_renewed(&self, _: &riposte_agent::identity::Identity) -> Result<(), String> {
+        // A simulated agent keeps its identity in memory only: nothing to store.
+        Ok(())
+    }
 }

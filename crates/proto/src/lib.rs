@@ -32,6 +32,11 @@ pub enum AgentToServer {
         /// The highest delivery sequence number the agent has applied (0: none).
         last_applied_seq: u64,
         hostname: String,
+        /// The agent renews its certificate when asked
+        /// ([`ServerToAgent::RenewCertificate`]); agents from before renewal leave it out
+        /// and are never asked.
+        #[serde(default)]
+        renews_certificate: bool,
     },
     /// The agent applied the delivery with this sequence number.
     Ack { seq: u64 },
@@ -41,6 +46,9 @@ pub enum AgentToServer {
     Event(AgentEvent),
     /// Keeps NAT and idle timers happy; answered with [`ServerToAgent::Pong`].
     Ping,
+    /// Answer to [`ServerToAgent::RenewCertificate`]: a request for a certificate over a
+    /// key the agent just made.
+    CertificateRequest { csr_pem: String },
 }
 
 /// Server → agent.
@@ -67,6 +75,14 @@ pub enum ServerToAgent {
     /// The server refuses the connection (revoked device, wrong protocol…).
     Refused {
         reason: String,
+    },
+    /// The device's certificate is due for renewal: the agent answers with
+    /// [`AgentToServer::CertificateRequest`].
+    RenewCertificate,
+    /// The renewed certificate. The agent stores it with its new key and reconnects with
+    /// it; until it does, the server still accepts the old one.
+    Certificate {
+        cert_pem: String,
     },
 }
 
@@ -326,10 +342,23 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             last_applied_seq: 3,
             hostname: "h".into(),
+            renews_certificate: true,
         };
         write_frame(&mut a, &msg).await.unwrap();
         let got: AgentToServer = read_frame(&mut b).await.unwrap();
         assert_eq!(got, msg);
+        // An agent from before renewal says nothing of it: it is never asked to renew.
+        let old: AgentToServer = serde_json::from_str(
+            r#"{"type":"hello","device_id":7,"protocol":1,"last_applied_seq":3,"hostname":"h"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            old,
+            AgentToServer::Hello {
+                renews_certificate: false,
+                ..
+            }
+        ));
 
         // An announced length over the limit is refused before reading the body.
         a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes())

@@ -59,7 +59,7 @@ pub async fn serve(
             let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
             let presented = Presented {
                 fingerprint: cert.map(|c| crate::pki::fingerprint(c)).unwrap_or_default(),
-                serial: cert.and_then(|c| crate::pki::certificate_serial(c)),
+                facts: cert.and_then(|c| crate::pki::certificate_facts(c)),
             };
             if let Err(e) = connection(core, tls, presented, shutdown).await {
                 tracing::debug!("agent connection from {peer} ended: {e}");
@@ -82,8 +82,8 @@ enum ConnError {
 struct Presented {
     /// SHA-256 of its DER, hex: what the device's row names.
     fingerprint: String,
-    /// Its serial number, hex.
-    serial: Option<String>,
+    /// Its serial number and validity.
+    facts: Option<crate::pki::CertificateFacts>,
 }
 
 async fn connection<S>(
@@ -104,18 +104,30 @@ where
         protocol,
         last_applied_seq,
         hostname,
+        renews_certificate,
     } = hello
     else {
         return Err(ConnError::Refused("first frame was not a hello".into()));
     };
     let fingerprint = presented.fingerprint;
-    let known = {
+    let mut known = {
         let _slot = store_slot(&core).await?;
         core.store.device(device_id).await
     };
+    // The first connection with a renewed certificate makes it the device's own and
+    // revokes the one it replaces.
+    if let Ok(d) = &known {
+        if !fingerprint.is_empty() && d.next_cert_fingerprint.as_deref() == Some(&fingerprint) {
+            let _slot = store_slot(&core).await?;
+            match core.certificate_used(device_id, &fingerprint).await {
+                Ok(_) => known = core.store.device(device_id).await,
+                Err(e) => tracing::error!(device = device_id, "renewing the certificate: {e}"),
+            }
+        }
+    }
     // A device enrolled before serials were kept gets its serial from the certificate it
     // shows, so that a revocation can list it (even one made while it was away).
-    if let (Ok(d), Some(serial)) = (&known, &presented.serial) {
+    if let (Ok(d), Some(serial)) = (&known, presented.facts.as_ref().map(|f| &f.serial)) {
         if !d.cert_fingerprint.is_empty() && d.cert_fingerprint == fingerprint {
             let _slot = store_slot(&core).await?;
             if core
@@ -197,6 +209,16 @@ where
         let mut sent_upto = last_applied_seq as i64;
         acknowledge(&core, device_id, sent_upto).await?;
         sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
+        // Asked at most once per connection; the agent reconnects with what it gets.
+        let renewal_asked = renews_certificate
+            && presented
+                .facts
+                .as_ref()
+                .is_some_and(|f| core.certificate_renewal_due(f));
+        if renewal_asked {
+            write_frame(&mut writer, &ServerToAgent::RenewCertificate).await?;
+        }
+        let mut renewal_answered = false;
         let seen_refresh = Duration::from_millis(core.config.seen_refresh_ms.max(0) as u64);
         let mut seen_stored = tokio::time::Instant::now();
         loop {
@@ -223,6 +245,24 @@ where
                         }
                         AgentToServer::Ping => {
                             write_frame(&mut writer, &ServerToAgent::Pong).await?;
+                        }
+                        AgentToServer::CertificateRequest { csr_pem } => {
+                            // Only an asked-for request is signed, and one per connection: a
+                            // device cannot mint itself certificates.
+                            if !renewal_asked || renewal_answered {
+                                return Err(ConnError::Refused("a certificate request the server did not ask for".into()));
+                            }
+                            renewal_answered = true;
+                            let signed = {
+                                let _slot = store_slot(&core).await?;
+                                core.renew_device_certificate(device_id, &fingerprint, &csr_pem).await
+                            };
+                            match signed {
+                                Ok(cert_pem) => write_frame(&mut writer, &ServerToAgent::Certificate { cert_pem }).await?,
+                                // The device goes on with the certificate it has; it is asked
+                                // again on its next connection.
+                                Err(e) => tracing::warn!(device = device_id, "renewing the device certificate: {e}"),
+                            }
                         }
                         AgentToServer::Hello { .. } => return Err(ConnError::Refused("second hello".into())),
                     }

@@ -139,13 +139,14 @@ impl Authority {
             .map_err(|_| PkiError::Pem("ca.pem".into()))
     }
 
-    /// Signs a device's certificate request; the subject is set by the server, not the
-    /// agent. Returns the certificate (PEM) and its serial number (hex), which a
-    /// revocation list names once the device is revoked.
+    /// Signs a device's certificate request, valid for `lifetime` from now; the subject is
+    /// set by the server, not the agent. Returns the certificate (PEM) and its serial
+    /// number (hex), which a revocation list names once the device is revoked.
     pub fn sign_device_csr(
         &self,
         csr_pem: &str,
         device_id: i64,
+        lifetime: Duration,
     ) -> Result<(String, String), PkiError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::BadCsr(e.to_string()))?;
@@ -162,6 +163,12 @@ impl Authority {
         serial[0] &= 0x7f;
         serial[0] |= 0x01;
         csr.params.serial_number = Some(SerialNumber::from_slice(&serial));
+        // A bounded life, renewed over the channel (`renewal_due`): a key that leaked
+        // stops working on its own, and every device moves to a fresh key regularly.
+        // The hour before now absorbs a device clock a little behind the server's.
+        let now = OffsetDateTime::now_utc();
+        csr.params.not_before = now - Duration::hours(1);
+        csr.params.not_after = now + lifetime;
         let cert = csr.signed_by(&self.ca_cert, &self.ca_key)?;
         Ok((cert.pem(), hex::encode(serial)))
     }
@@ -243,14 +250,41 @@ pub fn api_tls_config(
     Ok(Arc::new(config))
 }
 
-/// The serial number of a DER certificate, hex without leading zero bytes (as
-/// [`Authority::sign_device_csr`] returns it), if it parses.
-pub fn certificate_serial(der: &[u8]) -> Option<String> {
+/// What the server reads off a device's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// The serial number, hex without leading zero bytes (as
+    /// [`Authority::sign_device_csr`] returns it).
+    pub serial: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// Reads a DER certificate's serial number and validity, if it parses.
+pub fn certificate_facts(der: &[u8]) -> Option<CertificateFacts> {
     use x509_parser::prelude::FromDer;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
     let raw = cert.raw_serial();
     let first = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
-    Some(hex::encode(&raw[first..]))
+    Some(CertificateFacts {
+        serial: hex::encode(&raw[first..]),
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+    })
+}
+
+/// Whether a device certificate valid from `not_before` to `not_after` should be replaced
+/// at `now`, when the server issues certificates for `lifetime`: once less than a third
+/// of its own life is left, or when it outlives what the server issues now by more than
+/// a day (certificates from before lifetimes were bounded, or from a longer setting).
+pub fn renewal_due(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> bool {
+    let left = not_after - now;
+    left < (not_after - not_before) / 3 || left > lifetime + Duration::days(1)
 }
 
 /// SHA-256 of a certificate's DER, hex: how the store recognises a device's certificate.
@@ -263,4 +297,71 @@ pub fn pem_fingerprint(pem: &str) -> Result<String, PkiError> {
     let der = CertificateDer::from_pem_slice(pem.as_bytes())
         .map_err(|_| PkiError::Pem("certificate".into()))?;
     Ok(fingerprint(&der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr() -> String {
+        let key = KeyPair::generate().unwrap();
+        CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_device_certificate_lives_as_long_as_the_server_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::load_or_create(dir.path()).unwrap();
+        let before = OffsetDateTime::now_utc();
+        let (pem, serial) = ca.sign_device_csr(&csr(), 7, Duration::days(30)).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let facts = certificate_facts(&der).unwrap();
+        assert_eq!(facts.serial, serial.trim_start_matches("00"));
+        let life = facts.not_after - before;
+        assert!(
+            life > Duration::days(30) - Duration::minutes(1) && life <= Duration::days(30),
+            "{life}"
+        );
+        assert!(facts.not_before < before && facts.not_before > before - Duration::hours(2));
+        // Fresh from the server: nothing to renew.
+        assert!(!renewal_due(
+            facts.not_before,
+            facts.not_after,
+            OffsetDateTime::now_utc(),
+            Duration::days(30)
+        ));
+    }
+
+    #[test]
+    fn renewal_is_due_late_in_life_or_when_a_certificate_outlives_the_setting() {
+        let start = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let year = Duration::days(365);
+        let end = start + year;
+        // Two thirds of its life gone, less a day: not yet; a day later: due.
+        assert!(!renewal_due(
+            start,
+            end,
+            start + year * 2 / 3 - Duration::days(1),
+            year
+        ));
+        assert!(renewal_due(
+            start,
+            end,
+            start + year * 2 / 3 + Duration::days(1),
+            year
+        ));
+        // Expired: due (the server never sees one, TLS refuses it first, but the rule holds).
+        assert!(renewal_due(start, end, end + Duration::days(1), year));
+        // A certificate of the unbounded days (valid until 4096) is replaced at once...
+        let forever = OffsetDateTime::from_unix_timestamp(67_000_000_000).unwrap();
+        assert!(renewal_due(start, forever, start + Duration::days(1), year));
+        // ...and so is a year-long one when the setting falls to 30 days.
+        assert!(renewal_due(start, end, start, Duration::days(30)));
+        assert!(!renewal_due(start, end, start, year));
+    }
 }

@@ -50,7 +50,13 @@ pub struct CoreConfig {
     /// often, on the next frame it sends: often enough to be read as "recently", rarely
     /// enough that ten thousand pinging agents do not each write every minute.
     pub seen_refresh_ms: i64,
+    /// How long a device certificate is valid. Agents renew theirs over the channel once
+    /// a third of its life is left, so a device away for longer must enroll again.
+    pub device_cert_lifetime_ms: i64,
 }
+
+/// The default of [`CoreConfig::device_cert_lifetime_ms`]: a year.
+pub const DEVICE_CERT_LIFETIME_MS: i64 = 365 * 24 * 3600 * 1000;
 
 impl Default for CoreConfig {
     fn default() -> Self {
@@ -62,6 +68,7 @@ impl Default for CoreConfig {
             task_expiry_ms: 7 * 24 * 3600 * 1000,
             detection_wait_ms: 15_000,
             seen_refresh_ms: 5 * 60 * 1000,
+            device_cert_lifetime_ms: DEVICE_CERT_LIFETIME_MS,
         }
     }
 }
@@ -268,6 +275,80 @@ impl Core {
             ),
             live_processes: Default::default(),
         })
+    }
+
+    /// How long device certificates issued now are valid (at least an hour).
+    pub fn device_cert_lifetime(&self) -> time::Duration {
+        time::Duration::milliseconds(self.config.device_cert_lifetime_ms.max(3_600_000))
+    }
+
+    /// Whether the certificate a device connected with is due for renewal.
+    pub fn certificate_renewal_due(&self, presented: &crate::pki::CertificateFacts) -> bool {
+        crate::pki::renewal_due(
+            presented.not_before,
+            presented.not_after,
+            time::OffsetDateTime::now_utc(),
+            self.device_cert_lifetime(),
+        )
+    }
+
+    /// Signs a renewed certificate for device `device_id`, connected with the certificate
+    /// `current` (fingerprint), over the key of `csr_pem`. The device goes on using
+    /// `current` until it connects with the new one, which then replaces it
+    /// ([`Core::certificate_used`]): a device that loses the answer keeps working.
+    pub async fn renew_device_certificate(
+        &self,
+        device_id: i64,
+        current: &str,
+        csr_pem: &str,
+    ) -> ServiceResult<String> {
+        let (cert_pem, serial) = self
+            .authority
+            .sign_device_csr(csr_pem, device_id, self.device_cert_lifetime())
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let fingerprint = crate::pki::pem_fingerprint(&cert_pem)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let issued = IssuedCertificate {
+            fingerprint,
+            serial: Some(serial),
+        };
+        if !self
+            .store
+            .offer_renewed_certificate(device_id, current, &issued)
+            .await?
+        {
+            return Err(ServiceError::Forbidden(format!(
+                "device {device_id} no longer holds the certificate it asked to renew"
+            )));
+        }
+        Ok(cert_pem)
+    }
+
+    /// Device `device_id` connected with the certificate `fingerprint`: if that is its
+    /// renewed certificate, it replaces the current one, which is revoked. Returns
+    /// whether it did.
+    pub async fn certificate_used(&self, device_id: i64, fingerprint: &str) -> ServiceResult<bool> {
+        if !self
+            .store
+            .promote_renewed_certificate(device_id, fingerprint)
+            .await?
+        {
+            return Ok(false);
+        }
+        let _ = self
+            .store
+            .audit(
+                &format!("device {device_id}"),
+                "agent channel",
+                "device_certificate_renewed",
+                &format!("device {device_id}: its previous certificate is revoked"),
+            )
+            .await;
+        tracing::info!(
+            device = device_id,
+            "the device connected with its renewed certificate"
+        );
+        Ok(true)
     }
 
     /// Whether the device is connected to a server process: this one, or another
@@ -1161,7 +1242,7 @@ impl Core {
             .enroll_device_signed(&secrets::token_hash(token), name, hostname, |id| {
                 let (cert_pem, serial) = self
                     .authority
-                    .sign_device_csr(csr_pem, id)
+                    .sign_device_csr(csr_pem, id, self.device_cert_lifetime())
                     .map_err(|e| e.to_string())?;
                 let fingerprint =
                     crate::pki::pem_fingerprint(&cert_pem).map_err(|e| e.to_string())?;

@@ -739,3 +739,140 @@ async fn revocation_list_names_revoked_devices_sqlite() {
 async fn revocation_list_names_revoked_devices_postgres() {
     revocation_list_names_revoked_devices(Backend::Postgres).await;
 }
+
+fn facts(cert_pem: &str) -> riposte_server::pki::CertificateFacts {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    riposte_server::pki::certificate_facts(&der).unwrap()
+}
+
+/// Waits until `pred` holds on the recorder's link notes.
+async fn wait_for_note(recorder: &Recorder, pred: impl Fn(&str) -> bool) -> bool {
+    for _ in 0..200 {
+        if recorder.notes.lock().unwrap().iter().any(|n| pred(n)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Device certificates have a bounded life. A certificate that outlives the server's
+/// setting (or has a third of its life left) is renewed over the channel: the agent gets
+/// a certificate over a new key, reconnects with it, and the old one is revoked then —
+/// refused on the channel and named on the revocation list.
+async fn device_certificates_are_renewed_over_the_channel(backend: Backend) {
+    let (mut ts, api) = TestServer::with_group_a(backend).await;
+    let old = enroll(&api, &ts.ca, "A", "dev1").await;
+    let id = old.device_id;
+    let year = time::Duration::days(365);
+    let issued = facts(&old.cert_pem);
+    assert!((issued.not_after - issued.not_before - year).abs() < time::Duration::hours(2));
+
+    // Fresh: the agent is not asked to renew.
+    let agent = TestAgent::start(old.clone(), Arc::new(Recorder::default()));
+    assert!(
+        agent
+            .recorder
+            .wait_for(Duration::from_secs(5), |d| !d.is_empty())
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(agent.recorder.renewed.lock().unwrap().is_empty());
+    agent.stop().await;
+
+    // The server now issues certificates for 30 days: the year-long one is renewed.
+    ts.restart_with(|o| o.core.device_cert_lifetime_ms = 30 * 24 * 3600 * 1000)
+        .await;
+    let agent = TestAgent::start(old.clone(), Arc::new(Recorder::default()));
+    let store = ts.running().core.store.clone();
+    let mut renewed = None;
+    for _ in 0..200 {
+        let got = agent.recorder.renewed.lock().unwrap().first().cloned();
+        if let Some(new) = got {
+            let fingerprint = riposte_server::pki::pem_fingerprint(&new.cert_pem).unwrap();
+            if store.device(id).await.unwrap().cert_fingerprint == fingerprint {
+                renewed = Some(new);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new = renewed.expect("the certificate was renewed and the device connected with it");
+    assert_ne!(new.key_pem, old.key_pem, "a new key");
+    assert_eq!(new.device_id, id);
+    let now = time::OffsetDateTime::now_utc();
+    let life = facts(&new.cert_pem).not_after - now;
+    assert!(
+        life > time::Duration::days(29) && life <= time::Duration::days(30),
+        "{life}"
+    );
+    assert!(wait_for_note(&agent.recorder, |n| n.contains("renewed")).await);
+    assert!(ts.running().core.hub.is_connected(id));
+    assert!(store
+        .device(id)
+        .await
+        .unwrap()
+        .next_cert_fingerprint
+        .is_none());
+    let audit = api.ok("GET", "/api/v1/audit", None).await;
+    assert!(
+        audit.to_string().contains("device_certificate_renewed"),
+        "{audit}"
+    );
+
+    // The old certificate is revoked: named on the list, and refused on the channel.
+    let crl = api
+        .http
+        .get(format!("{}/api/v1/pki/crl", api.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(passes_with_list(&ts.ca, &crl, &old.cert_pem).is_err());
+    passes_with_list(&ts.ca, &crl, &new.cert_pem).unwrap();
+    let stolen = TestAgent::start(old.clone(), Arc::new(Recorder::default()));
+    assert!(wait_for_note(&stolen.recorder, |n| n.contains("does not belong")).await);
+    stolen.stop().await;
+
+    // The renewed certificate is not renewed again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agent.recorder.renewed.lock().unwrap().len(), 1);
+    agent.stop().await;
+
+    // A request the server did not ask for is refused and signs nothing.
+    let agent = TestAgent::start(new.clone(), Arc::new(Recorder::default()));
+    assert!(wait_for_note(&agent.recorder, |n| n == "connected").await);
+    let (_, csr_pem) = riposte_agent::identity::key_and_request("dev1").unwrap();
+    agent
+        .tx
+        .send(riposte_proto::AgentToServer::CertificateRequest { csr_pem })
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ts.running().core.hub.is_connected(id) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let notes = agent.recorder.notes.lock().unwrap().clone();
+    assert!(notes.iter().any(|n| n != "connected"), "{notes:?}");
+    assert!(store
+        .device(id)
+        .await
+        .unwrap()
+        .next_cert_fingerprint
+        .is_none());
+    assert!(agent.recorder.renewed.lock().unwrap().is_empty());
+    agent.stop().await;
+    ts.stop().await;
+}
+
+#[tokio::test]
+async fn device_certificates_are_renewed_over_the_channel_sqlite() {
+    device_certificates_are_renewed_over_the_channel(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn device_certificates_are_renewed_over_the_channel_postgres() {
+    device_certificates_are_renewed_over_the_channel(Backend::Postgres).await;
+}

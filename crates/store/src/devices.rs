@@ -22,6 +22,11 @@ pub struct DeviceRow {
     /// names itself; `None` once it disconnected. A process that died leaves its name
     /// behind: read it together with `last_seen`, which a live connection keeps fresh.
     pub connected_via: Option<String>,
+    /// A renewed certificate the server signed for the device (SHA-256 of its DER, hex)
+    /// that the device has not connected with yet. It takes the current one's place when
+    /// it does ([`Store::promote_renewed_certificate`]).
+    #[serde(skip)]
+    pub next_cert_fingerprint: Option<String>,
 }
 
 /// An enrollment token (only its hash is stored).
@@ -87,11 +92,12 @@ fn device(r: &AnyRow) -> Result<DeviceRow> {
         last_seen: r.try_get("last_seen")?,
         local_settings: get_json(r, "local_settings")?,
         connected_via: r.try_get("connected_via")?,
+        next_cert_fingerprint: r.try_get("next_cert_fingerprint")?,
     })
 }
 
 const DEVICE_COLUMNS: &str = "id, name, hostname, group_id, cert_fingerprint, enrolled_at, \
-     revoked, last_seen, local_settings, connected_via";
+     revoked, last_seen, local_settings, connected_via, next_cert_fingerprint";
 
 impl Store {
     /// Records an enrollment token.
@@ -343,18 +349,111 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no device with id {id}")));
         }
-        // Revoking twice keeps the first date: the list says when it happened.
+        // Revoking twice keeps the first date: the list says when it happened. A renewed
+        // certificate the device has not used yet is revoked with the current one.
+        for column in ["cert_serial", "next_cert_serial"] {
+            sqlx::query(&format!(
+                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
+                 SELECT {column}, id, $1 FROM devices WHERE id = $2 AND {column} IS NOT NULL
+                 ON CONFLICT (serial) DO NOTHING"
+            ))
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records `issued`, a renewed certificate signed for device `id` while it was
+    /// connected with the certificate `current` (fingerprint). The device keeps using
+    /// `current` until it connects with the renewed one. A renewed certificate issued
+    /// before and never used is revoked: the device asked again, so it does not hold it.
+    /// Returns `false`, recording nothing, when the device is revoked or no longer holds
+    /// `current`.
+    pub async fn offer_renewed_certificate(
+        &self,
+        id: i64,
+        current: &str,
+        issued: &IssuedCertificate,
+    ) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let holds = sqlx::query(
+            "SELECT id FROM devices WHERE id = $1 AND revoked = 0 AND cert_fingerprint = $2",
+        )
+        .bind(id)
+        .bind(current)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if holds.is_none() {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
-             SELECT cert_serial, id, $1 FROM devices WHERE id = $2 AND cert_serial IS NOT NULL
+             SELECT next_cert_serial, id, $1 FROM devices
+             WHERE id = $2 AND next_cert_serial IS NOT NULL
              ON CONFLICT (serial) DO NOTHING",
         )
         .bind(now_ms())
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE devices SET next_cert_fingerprint = $1, next_cert_serial = $2 WHERE id = $3",
+        )
+        .bind(&issued.fingerprint)
+        .bind(&issued.serial)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Device `id` connected with its renewed certificate (`fingerprint`): that becomes
+    /// its certificate, and the one it replaces is revoked, so that its key, wherever it
+    /// is, no longer opens the channel or a sandbox. Returns `false`, changing nothing,
+    /// unless `fingerprint` is the device's renewed certificate and the device is not
+    /// revoked.
+    pub async fn promote_renewed_certificate(&self, id: i64, fingerprint: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "SELECT cert_serial, next_cert_serial FROM devices
+             WHERE id = $1 AND revoked = 0 AND next_cert_fingerprint = $2",
+        )
+        .bind(id)
+        .bind(fingerprint)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let replaced: Option<String> = row.try_get("cert_serial")?;
+        let next_serial: Option<String> = row.try_get("next_cert_serial")?;
+        if let Some(replaced) = replaced {
+            sqlx::query(
+                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
+                 VALUES ($1, $2, $3) ON CONFLICT (serial) DO NOTHING",
+            )
+            .bind(replaced)
+            .bind(id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE devices SET cert_fingerprint = $1, cert_serial = $2,
+                    next_cert_fingerprint = NULL, next_cert_serial = NULL
+             WHERE id = $3",
+        )
+        .bind(fingerprint)
+        .bind(next_serial)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Records the serial of device `id`'s certificate, as the device presents it, where
@@ -685,6 +784,109 @@ mod tests {
             store.revoke_device(a.id).await.unwrap();
             assert_eq!(store.revoked_certificates().await.unwrap(), listed);
             assert!(!store.device(b.id).await.unwrap().revoked);
+        })
+        .await;
+    }
+
+    /// A renewed certificate replaces the current one only when the device connects
+    /// with it; the replaced one, and a renewed one never used, join the revocation list.
+    #[tokio::test]
+    async fn a_renewed_certificate_takes_over_when_used_and_revokes_what_it_replaces() {
+        each_backend(|store| async move {
+            let g = store.create_group("G", None).await.unwrap();
+            store
+                .create_enroll_token("t", g, now_ms() + 60_000, 5, "admin")
+                .await
+                .unwrap();
+            let issued = |n: &str| IssuedCertificate {
+                fingerprint: format!("fp-{n}"),
+                serial: Some(format!("5e{n}")),
+            };
+            let (d, ()) = store
+                .enroll_device_signed("t", "d", "h", |_| {
+                    Ok::<_, std::convert::Infallible>((issued("1"), ()))
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            let serials = || async {
+                let mut s: Vec<String> = store
+                    .revoked_certificates()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.serial)
+                    .collect();
+                s.sort();
+                s
+            };
+            // Offered only to the holder of the current certificate.
+            assert!(!store
+                .offer_renewed_certificate(d.id, "fp-other", &issued("2"))
+                .await
+                .unwrap());
+            assert!(store
+                .offer_renewed_certificate(d.id, "fp-1", &issued("2"))
+                .await
+                .unwrap());
+            let row = store.device(d.id).await.unwrap();
+            assert_eq!(
+                (
+                    row.cert_fingerprint.as_str(),
+                    row.next_cert_fingerprint.as_deref()
+                ),
+                ("fp-1", Some("fp-2"))
+            );
+            // Asked again (the device lost the answer): the unused one is revoked.
+            assert!(store
+                .offer_renewed_certificate(d.id, "fp-1", &issued("3"))
+                .await
+                .unwrap());
+            assert_eq!(serials().await, ["5e2"]);
+            // Only the renewed certificate promotes; then the old one is revoked.
+            assert!(!store
+                .promote_renewed_certificate(d.id, "fp-2")
+                .await
+                .unwrap());
+            assert!(!store
+                .promote_renewed_certificate(d.id, "fp-1")
+                .await
+                .unwrap());
+            assert!(store
+                .promote_renewed_certificate(d.id, "fp-3")
+                .await
+                .unwrap());
+            let row = store.device(d.id).await.unwrap();
+            assert_eq!(
+                (
+                    row.cert_fingerprint.as_str(),
+                    row.next_cert_fingerprint.as_deref()
+                ),
+                ("fp-3", None)
+            );
+            assert_eq!(serials().await, ["5e1", "5e2"]);
+            assert!(!store
+                .promote_renewed_certificate(d.id, "fp-3")
+                .await
+                .unwrap());
+
+            // A revocation lists the current certificate and a pending renewed one.
+            assert!(store
+                .offer_renewed_certificate(d.id, "fp-3", &issued("4"))
+                .await
+                .unwrap());
+            store.revoke_device(d.id).await.unwrap();
+            assert_eq!(serials().await, ["5e1", "5e2", "5e3", "5e4"]);
+            // A revoked device is offered nothing and promotes nothing.
+            assert!(!store
+                .offer_renewed_certificate(d.id, "fp-3", &issued("5"))
+                .await
+                .unwrap());
+            assert!(!store
+                .promote_renewed_certificate(d.id, "fp-4")
+                .await
+                .unwrap());
+            assert_eq!(store.device(d.id).await.unwrap().cert_fingerprint, "fp-3");
         })
         .await;
     }

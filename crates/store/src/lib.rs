@@ -101,6 +101,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_certificate_revocation.sql"),
     include_str!("../migrations/0007_login_attempts.sql"),
     include_str!("../migrations/0008_server_processes.sql"),
+    include_str!("../migrations/0009_certificate_renewal.sql"),
 ];
 
 impl Store {

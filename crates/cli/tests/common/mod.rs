@@ -29,12 +29,21 @@ pub fn start_server_with(
     listen: &str,
     database: Option<&str>,
 ) -> (Proc, String) {
-    let mut cmd = Command::new(bin());
-    if let Some(db) = database {
-        cmd.args(["server", "--database", db]);
-    } else {
-        cmd.arg("server");
+    match database {
+        Some(db) => start_server_args(dir, pwfile, listen, &["--database", db]),
+        None => start_server_args(dir, pwfile, listen, &[]),
     }
+}
+
+/// Starts `riposte server` with more arguments.
+pub fn start_server_args(
+    dir: &Path,
+    pwfile: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> (Proc, String) {
+    let mut cmd = Command::new(bin());
+    cmd.arg("server").args(extra);
     let mut child = cmd
         .arg("--data")
         .arg(dir)

@@ -84,12 +84,18 @@ impl TestServer {
 
     /// Stops the server and starts it again on the same data and database, same ports.
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`TestServer::restart`], with options changed by `change`.
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut ServerOptions)) {
         let old = self.server.take().unwrap();
         let (api, agent) = (old.api_addr, old.agent_addr);
         old.shutdown().await;
         let mut o = options(self.dir.path(), self.db.as_ref().unwrap(), self.backend);
         o.listen = api;
         o.agent_listen = Some(agent);
+        change(&mut o);
         self.server = Some(riposte_server::start(o).await.unwrap());
     }
 
@@ -198,6 +204,8 @@ pub struct Recorder {
     pub up: AtomicBool,
     pub notes: Mutex<Vec<String>>,
     pub changed: tokio::sync::Notify,
+    /// The identities the link renewed to, in order.
+    pub renewed: Mutex<Vec<Identity>>,
 }
 
 impl LinkHandler for Recorder {
@@ -217,6 +225,11 @@ impl LinkHandler for Recorder {
         self.up.store(up, Ordering::SeqCst);
         self.notes.lock().unwrap().push(note.to_string());
         self.changed.notify_waiters();
+    }
+    fn certificate_renewed(&self, identity: &Identity) -> Result<(), String> {
+        self.renewed.lock().unwrap().push(identity.clone());
+        self.changed.notify_waiters();
+        Ok(())
     }
 }
 

@@ -1,0 +1,2 @@
+ALTER TABLE devices ADD COLUMN next_cert_fingerprint TEXT;
+ALTER TABLE devices ADD COLUMN next_cert_serial TEXT
