@@ -938,8 +938,8 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
 }
 
 /// The indicators of `objects` in their current versions: of several objects with one
-/// id (versions of one indicator), the one most recently `modified` (STIX 2.1, 3.6), and
-/// none where that version is `revoked` (its producer withdrew it). In document order.
+/// id (versions of one indicator), the one most recently `modified` (STIX 2.1, 3.6). In
+/// document order.
 fn current_versions(objects: Vec<&serde_json::Value>) -> Vec<&serde_json::Value> {
     let modified = |o: &serde_json::Value| {
         let text = o.get("modified").and_then(|v| v.as_str()).unwrap_or("");
@@ -984,16 +984,57 @@ fn current_versions(objects: Vec<&serde_json::Value>) -> Vec<&serde_json::Value>
             Some(id) => latest.get(id) == Some(i),
             None => true,
         })
-        .filter(|(_, o)| o.get("revoked").and_then(|v| v.as_bool()) != Some(true))
         .map(|(_, o)| *o)
         .collect()
 }
 
+/// An indicator's `valid_from` or `valid_until` (Unix seconds), if it has one.
+fn validity_bound(
+    o: &serde_json::Value,
+    field: &str,
+    id: &str,
+    origin: &str,
+) -> Result<Option<i64>, Error> {
+    match o.get(field) {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .and_then(parse_datetime)
+            .map(Some)
+            .ok_or_else(|| Error::Json {
+                origin: origin.to_string(),
+                msg: format!(
+                    "indicator {id}: '{field}' is not a timestamp (`2024-01-31T12:00:00Z`): {v}"
+                ),
+            }),
+    }
+}
+
 /// Reads STIX content: a bundle, one indicator object, a JSON array of objects, or a
 /// bare pattern (text starting with `[` or `(`). Returns one indicator per STIX
-/// indicator with `pattern_type` `stix` (or none), in its current version (a revoked
-/// one not at all); other objects are ignored.
+/// indicator with `pattern_type` `stix` (or none), in its current version, unless it is
+/// set aside (see [`parse_document_noting`]); other objects are ignored.
 pub fn parse_document(text: &str, origin: &str) -> Result<Vec<Ioc>, Error> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    parse_document_noting(text, origin, now).map(|d| d.iocs)
+}
+
+/// A STIX document's indicators, and those it holds that are not evaluated.
+#[derive(Debug)]
+pub struct StixDocument {
+    /// The indicators to evaluate.
+    pub iocs: Vec<Ioc>,
+    /// One line per indicator set aside: revoked by its producer, expired (`valid_until`
+    /// passed) or not valid yet (`valid_from` to come) at the time of reading.
+    pub set_aside: Vec<String>,
+}
+
+/// [`parse_document`] at time `now` (Unix seconds), saying which indicators it set
+/// aside. A `valid_from` or `valid_until` that is not a timestamp, or a `valid_until`
+/// not after `valid_from`, is an error (STIX 2.1, 4.1.1).
+pub fn parse_document_noting(text: &str, origin: &str, now: i64) -> Result<StixDocument, Error> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge {
             origin: origin.to_string(),
@@ -1005,7 +1046,10 @@ pub fn parse_document(text: &str, origin: &str) -> Result<Vec<Ioc>, Error> {
     if t.starts_with('[') && serde_json::from_str::<serde_json::Value>(t).is_err()
         || t.starts_with('(')
     {
-        return Ok(vec![parse_pattern(t, origin, origin, origin)?]);
+        return Ok(StixDocument {
+            iocs: vec![parse_pattern(t, origin, origin, origin)?],
+            set_aside: Vec::new(),
+        });
     }
     let json: serde_json::Value = serde_json::from_str(t).map_err(|e| Error::Json {
         origin: origin.to_string(),
@@ -1030,12 +1074,44 @@ pub fn parse_document(text: &str, origin: &str) -> Result<Vec<Ioc>, Error> {
         }
     };
     let mut out = Vec::new();
+    let mut set_aside = Vec::new();
     for o in current_versions(objects) {
         let id = o
             .get("id")
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_string();
+        if o.get("revoked").and_then(|v| v.as_bool()) == Some(true) {
+            set_aside.push(format!(
+                "indicator {id} is revoked by its producer: not evaluated"
+            ));
+            continue;
+        }
+        let valid_from = validity_bound(o, "valid_from", &id, origin)?;
+        let valid_until = validity_bound(o, "valid_until", &id, origin)?;
+        if let (Some(from), Some(until)) = (valid_from, valid_until) {
+            if until <= from {
+                return Err(Error::Json {
+                    origin: origin.to_string(),
+                    msg: format!("indicator {id}: 'valid_until' is not after 'valid_from'"),
+                });
+            }
+        }
+        let shown = |field: &str| o.get(field).and_then(|v| v.as_str()).unwrap_or_default();
+        if valid_until.is_some_and(|until| until <= now) {
+            set_aside.push(format!(
+                "indicator {id} expired at {} (valid_until): not evaluated",
+                shown("valid_until")
+            ));
+            continue;
+        }
+        if valid_from.is_some_and(|from| from > now) {
+            set_aside.push(format!(
+                "indicator {id} is valid only from {} (valid_from): not evaluated",
+                shown("valid_from")
+            ));
+            continue;
+        }
         let name = o
             .get("name")
             .and_then(|v| v.as_str())
@@ -1069,5 +1145,8 @@ pub fn parse_document(text: &str, origin: &str) -> Result<Vec<Ioc>, Error> {
         }
         out.push(parse_pattern(pattern, &id, &name, origin)?);
     }
-    Ok(out)
+    Ok(StixDocument {
+        iocs: out,
+        set_aside,
+    })
 }

@@ -1061,6 +1061,72 @@ fn stix_versions_count_once_and_revoked_indicators_not_at_all() {
     assert_eq!(names, ["b", "a v3", "d v2"]);
 }
 
+/// An indicator outside its validity (STIX 2.1 `valid_from`, `valid_until`) or revoked
+/// is set aside, and said so; malformed bounds, or an end not after the start, are
+/// errors that name the indicator.
+#[test]
+fn stix_indicators_outside_their_validity_are_set_aside_and_said_so() {
+    let now = 1_700_000_000; // 2023-11-14T22:13:20Z
+    let indicator = |id: &str, extra: &str| {
+        format!(
+            r#"{{"type":"indicator","id":"indicator--{id}",{extra}"pattern_type":"stix","pattern":"[file:name = '{id}.exe']"}}"#
+        )
+    };
+    let doc = format!(
+        r#"{{"type":"bundle","id":"bundle--1","objects":[{},{},{},{},{}]}}"#,
+        indicator(
+            "current",
+            r#""valid_from":"2023-01-01T00:00:00Z","valid_until":"2024-01-01T00:00:00Z","#
+        ),
+        indicator(
+            "expired",
+            r#""valid_from":"2020-01-01T00:00:00Z","valid_until":"2023-11-14T22:13:20Z","#
+        ),
+        indicator("future", r#""valid_from":"2023-11-14T22:13:21.5Z","#),
+        indicator("withdrawn", r#""revoked":true,"valid_from":"not checked","#),
+        indicator("open", r#""valid_from":"2016-05-12T08:17:27.000Z","#),
+    );
+    let d = stix::parse_document_noting(&doc, "v.json", now).unwrap();
+    let ids: Vec<&str> = d.iocs.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["indicator--current", "indicator--open"]);
+    assert_eq!(
+        d.set_aside,
+        [
+            "indicator indicator--expired expired at 2023-11-14T22:13:20Z (valid_until): not evaluated",
+            "indicator indicator--future is valid only from 2023-11-14T22:13:21.5Z (valid_from): not evaluated",
+            "indicator indicator--withdrawn is revoked by its producer: not evaluated",
+        ]
+    );
+
+    for (extra, says) in [
+        (
+            r#""valid_from":"yesterday","#,
+            "'valid_from' is not a timestamp",
+        ),
+        (r#""valid_until":42,"#, "'valid_until' is not a timestamp"),
+        (
+            r#""valid_from":"2023-02-30T00:00:00Z","#,
+            "'valid_from' is not a timestamp",
+        ),
+        (
+            r#""valid_from":"2023-01-02T00:00:00Z","valid_until":"2023-01-01T00:00:00Z","#,
+            "'valid_until' is not after 'valid_from'",
+        ),
+    ] {
+        let doc = format!(
+            r#"{{"type":"bundle","id":"bundle--1","objects":[{}]}}"#,
+            indicator("x", extra)
+        );
+        let e = stix::parse_document_noting(&doc, "bad.json", now)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bad.json") && e.contains("indicator--x") && e.contains(says),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn generated_ioc_roundtrips_and_matches_size_then_hash() {
     let d = Detection {

@@ -76,15 +76,23 @@ pub enum Error {
         /// Which rule, where, and why.
         message: String,
     },
-    /// Nothing to look for.
-    #[error("no indicators given")]
-    NoIndicators,
+    /// Nothing to look for; what the documents held but set aside, if anything.
+    #[error("no indicators given{}", set_aside_note(.0))]
+    NoIndicators(Vec<String>),
     /// A scope path does not exist.
     #[error("scope path {0}: {1}")]
     Scope(String, std::io::Error),
     /// An exclusion pattern that could never match.
     #[error("--exclude {0}: {1}")]
     Exclude(String, String),
+}
+
+fn set_aside_note(set_aside: &[String]) -> String {
+    if set_aside.is_empty() {
+        String::new()
+    } else {
+        format!(" to evaluate; set aside: {}", set_aside.join("; "))
+    }
 }
 
 /// The language of an indicator document.
@@ -409,7 +417,17 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
                 origin: d.origin.clone(),
             }),
             DocumentKind::Stix => {
-                for ioc in stix::parse_document(&d.text, &d.origin)? {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |t| t.as_secs() as i64);
+                let document = stix::parse_document_noting(&d.text, &d.origin, now)?;
+                warnings.extend(
+                    document
+                        .set_aside
+                        .iter()
+                        .map(|w| format!("{}: {w}", d.origin)),
+                );
+                for ioc in document.iocs {
                     iocs.push(Loaded {
                         ioc,
                         origin: d.origin.clone(),
@@ -447,7 +465,7 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
         }
     }
     if iocs.is_empty() && yara.is_empty() {
-        return Err(Error::NoIndicators);
+        return Err(Error::NoIndicators(warnings));
     }
     Ok((iocs, yara, warnings))
 }

@@ -797,8 +797,23 @@ fn strict_unreadable_limits_and_cancel() {
     }
     assert!(matches!(
         sweep(&request(d.path(), vec![])),
-        Err(Error::NoIndicators)
+        Err(Error::NoIndicators(set_aside)) if set_aside.is_empty()
     ));
+    // A STIX document whose only indicator is withdrawn says so, rather than that no
+    // indicator was given.
+    let withdrawn = IocDocument {
+        include_dir: None,
+        origin: "w.json".into(),
+        kind: DocumentKind::Stix,
+        text: r#"{"type":"indicator","id":"indicator--w","revoked":true,"pattern":"[file:name = 'w']"}"#.into(),
+    };
+    let e = sweep(&request(d.path(), vec![withdrawn]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "no indicators given to evaluate; set aside: w.json: indicator indicator--w is revoked by its producer: not evaluated"
+    );
     // A rule the YARA engine refuses is skipped with a warning, or under strict mode an
     // error that names it.
     let half_bad = IocDocument {

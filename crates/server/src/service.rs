@@ -225,9 +225,24 @@ fn check_ioc_document(doc: &IocDocument) -> ServiceResult<()> {
         "openioc" => riposte_ioc::openioc::parse(&doc.content, &doc.name)
             .map(drop)
             .map_err(bad),
-        "stix" => riposte_ioc::stix::parse_document(&doc.content, &doc.name)
-            .map(drop)
-            .map_err(bad),
+        "stix" => match riposte_ioc::stix::parse_document_noting(
+            &doc.content,
+            &doc.name,
+            riposte_store::now_ms() / 1000,
+        ) {
+            Err(e) => Err(bad(e)),
+            // A task that devices would refuse for want of anything to look for.
+            Ok(d) if d.iocs.is_empty() => Err(ServiceError::BadRequest(format!(
+                "IOC document '{}' cannot be used: it holds no STIX indicator to evaluate{}",
+                doc.name,
+                if d.set_aside.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", d.set_aside.join("; "))
+                }
+            ))),
+            Ok(_) => Ok(()),
+        },
         "yara" => riposte_ioc::yara::YaraRules::compile_str(&doc.content, &doc.name)
             .map(drop)
             .map_err(bad),

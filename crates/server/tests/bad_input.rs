@@ -95,6 +95,12 @@ async fn bad_requests_change_nothing() {
         ("openioc", "<OpenIOC/>", "x.doc"),
         ("openioc", "not xml at all", "x.doc"),
         ("stix", "[file:name = ", "x.doc"),
+        (
+            "stix",
+            r#"{"type":"indicator","id":"indicator--old","valid_until":"2001-01-01T00:00:00Z","pattern":"[file:name = 'a']"}"#,
+            "no STIX indicator to evaluate (indicator indicator--old expired at 2001-01-01T00:00:00Z",
+        ),
+        ("stix", r#"{"type":"bundle","id":"bundle--1","objects":[]}"#, "no STIX indicator to evaluate"),
         ("yara", "rule broken { condition: }", "x.doc"),
     ] {
         let (s, v) = api
