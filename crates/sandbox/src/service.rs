@@ -212,17 +212,21 @@ pub enum ClientStanding {
 impl App {
     /// Refuses a request from a client that is not admitted (see
     /// [`SandboxConfig::client_ca_pem`]): each request, not only the handshake, so that a
-    /// device revoked since it connected is refused on its open connection too.
-    fn admit(&self, client: Option<axum::Extension<ClientStanding>>) -> Result<(), SandboxError> {
+    /// device revoked since it connected is refused on its open connection too. Returns
+    /// the admitted client's certificate serial, where enrolled clients are required.
+    fn admit(
+        &self,
+        client: Option<axum::Extension<ClientStanding>>,
+    ) -> Result<Option<Vec<u8>>, SandboxError> {
         if !self.clients_must_be_enrolled {
-            return Ok(());
+            return Ok(None);
         }
         let serial = match client.map(|axum::Extension(s)| s) {
             Some(ClientStanding::Certified(serial)) => serial,
             Some(ClientStanding::Anonymous) | None => return Err(SandboxError::NotAdmitted),
         };
         let Some(tls) = &self.revocation else {
-            return Ok(());
+            return Ok(Some(serial));
         };
         match tls.current().list {
             None => Err(SandboxError::RevocationUnknown(
@@ -234,8 +238,22 @@ impl App {
                 ))
             }
             Some(list) if list.revokes(&serial) => Err(SandboxError::Revoked),
-            Some(_) => Ok(()),
+            Some(_) => Ok(Some(serial)),
         }
+    }
+
+    /// Why a queued task is not analysed after all: every device that submitted it has
+    /// been revoked since (by the list in force). A revoked device's key may be in other
+    /// hands, and what it queued is theirs to run in the jail.
+    fn submitters_revoked(&self, task: &TaskRecord) -> Option<String> {
+        let list = self.revocation.as_ref()?.current().list?;
+        let all_revoked = !task.submitters.is_empty()
+            && task
+                .submitters
+                .iter()
+                .all(|s| hex::decode(s).is_ok_and(|serial| list.revokes(&serial)));
+        all_revoked
+            .then(|| "every device that submitted it was revoked before its turn came".to_string())
     }
 }
 
@@ -250,6 +268,18 @@ impl std::fmt::Debug for App {
 impl App {
     /// Accept an object: known verdict, already-queued task, or a new task.
     pub fn submit(&self, name: &str, data: &[u8]) -> Result<SubmitResponse, SandboxError> {
+        self.submit_from(name, data, None)
+    }
+
+    /// [`App::submit`] for the device whose certificate has serial `submitter`, which
+    /// the task records ([`TaskRecord::submitters`]).
+    pub fn submit_from(
+        &self,
+        name: &str,
+        data: &[u8],
+        submitter: Option<&[u8]>,
+    ) -> Result<SubmitResponse, SandboxError> {
+        let submitter = submitter.map(hex::encode);
         let object = FileIoc::from_bytes(Some(name.to_string()), data);
         if let Some(r) = self.store.verdict(&object.sha256)? {
             return Ok(SubmitResponse::AlreadyScanned {
@@ -261,6 +291,14 @@ impl App {
         }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(id) = pending.get(&object.sha256) {
+            // Another device wants it too: it is analysed unless every one that asked
+            // is revoked.
+            if let (Some(submitter), Some(mut task)) = (submitter, self.store.task(id)?) {
+                if task.state == TaskState::Queued && !task.submitters.contains(&submitter) {
+                    task.submitters.push(submitter);
+                    self.store.put_task(&task)?;
+                }
+            }
             return Ok(SubmitResponse::Queued {
                 task_id: id.clone(),
             });
@@ -283,6 +321,7 @@ impl App {
             finished_at: None,
             report: None,
             error: None,
+            submitters: submitter.into_iter().collect(),
         })?;
         pending.insert(object.sha256, id.clone());
         permit.send(id.clone());
@@ -383,6 +422,18 @@ impl App {
                 return;
             }
         };
+        if let Some(why) = self.submitters_revoked(&task) {
+            tracing::info!(task = id, sha256 = %task.sha256, "not analysed: {why}");
+            task.state = TaskState::Failed;
+            task.error = Some(why);
+            task.finished_at = Some(now_secs());
+            if let Err(e) = self.store.put_task(&task) {
+                tracing::error!(task = id, "cannot save task: {e}");
+            }
+            self.store.remove_object(id);
+            self.finish(&task.sha256);
+            return;
+        }
         task.state = TaskState::Processing;
         let _ = self.store.put_task(&task);
         let report = self.pipeline.analyse(&task.name, Arc::new(data)).await;
@@ -507,9 +558,10 @@ async fn submit_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = app.admit(client) {
-        return error_response(e);
-    }
+    let submitter = match app.admit(client) {
+        Ok(serial) => serial,
+        Err(e) => return error_response(e),
+    };
     let name = match query
         .ok()
         .and_then(|Query(q)| q.name)
@@ -541,7 +593,9 @@ async fn submit_handler(
         Err(e) => return error_response(e),
     };
     // Hashing and the fsync'd write of up to 60 MB are blocking work.
-    let result = tokio::task::spawn_blocking(move || app.submit(&name, &data)).await;
+    let result =
+        tokio::task::spawn_blocking(move || app.submit_from(&name, &data, submitter.as_deref()))
+            .await;
     match result {
         Ok(Ok(r)) => Json(r).into_response(),
         Ok(Err(e)) => error_response(e),
@@ -554,7 +608,7 @@ async fn poll_handler(
     client: Option<axum::Extension<ClientStanding>>,
     Path(task_id): Path<String>,
 ) -> Response {
-    match app.admit(client).and_then(|()| app.poll(&task_id)) {
+    match app.admit(client).and_then(|_| app.poll(&task_id)) {
         Ok(r) => Json(r).into_response(),
         Err(e) => {
             let status = error_status(&e);

@@ -51,6 +51,11 @@ pub struct TaskRecord {
     /// Error once failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// The serial numbers (hex) of the device certificates it was submitted with, where
+    /// the sandbox admits enrolled devices only: if every one of them is revoked before
+    /// the object's turn comes, it is not analysed. Empty for anonymous submissions.
+    #[serde(default)]
+    pub submitters: Vec<String>,
 }
 
 /// A verdict received through the webhook.

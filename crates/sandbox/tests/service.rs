@@ -649,6 +649,141 @@ async fn a_revoked_device_is_refused_and_new_lists_take_effect() {
     h.shutdown().await;
 }
 
+/// An object still queued when every device that submitted it is revoked is not
+/// analysed (the device's key may be in other hands); one that a device in good standing
+/// asked for too, or that came anonymously, is. A submission records its device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_queued_by_devices_revoked_since_are_not_analysed() {
+    use riposte_sandbox::store::{TaskRecord, TaskState};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let sb = dir.path().join("sb");
+    // Queued when the sandbox stopped: serial 0x0c alone, 0x0c and 0x0b, anonymously.
+    {
+        let store = Store::open(&sb).unwrap();
+        for (id, data, submitters) in [
+            ("t-revoked", b"queued by twelve".as_slice(), vec!["0c"]),
+            ("t-shared", EICAR, vec!["0c", "0b"]),
+            (
+                "t-anonymous",
+                b"queued by no one in particular".as_slice(),
+                vec![],
+            ),
+        ] {
+            store.put_object(id, data).unwrap();
+            store
+                .put_task(&TaskRecord {
+                    id: id.into(),
+                    name: format!("{id}.txt"),
+                    sha256: FileIoc::from_bytes(None, data).sha256,
+                    size: data.len() as u64,
+                    state: TaskState::Queued,
+                    submitted_at: 1,
+                    finished_at: None,
+                    report: None,
+                    error: None,
+                    submitters: submitters.into_iter().map(String::from).collect(),
+                })
+                .unwrap();
+        }
+    }
+    let crl_path = dir.path().join("crl.pem");
+    let week = time::Duration::days(7);
+    std::fs::write(&crl_path, ca.crl(1, &[12], time::Duration::ZERO, week)).unwrap();
+    let mut config = static_only(&sb);
+    config.client_ca_pem = Some(ca.cert.pem());
+    config.client_crl = Some(CrlSource::File(crl_path));
+    let h = start(config).await;
+    let c = client_as(&h, Some(ca.device(11)));
+
+    match wait_done(&c, "t-revoked").await {
+        TaskStatus::Failed(why) => assert!(why.contains("revoked before its turn"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(Store::open(&sb)
+        .unwrap()
+        .object("t-revoked")
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        wait_done(&c, "t-shared").await,
+        TaskStatus::Found { .. }
+    ));
+    assert!(matches!(
+        wait_done(&c, "t-anonymous").await,
+        TaskStatus::NotFound(_)
+    ));
+
+    let Submitted::Queued(id) = c.submit("new.txt", b"from eleven").await.unwrap() else {
+        panic!("a new object is queued");
+    };
+    wait_done(&c, &id).await;
+    let task = Store::open(&sb).unwrap().task(&id).unwrap().unwrap();
+    let shown: Vec<&str> = task
+        .submitters
+        .iter()
+        .map(|s| s.trim_start_matches("00"))
+        .collect();
+    assert_eq!(shown, ["0b"]);
+    h.shutdown().await;
+}
+
+/// While objects wait behind a slow one, their device is revoked: what it alone asked
+/// for is dropped, what another device in good standing asked for too is analysed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_in_good_standing_keeps_a_shared_object_queued_for_analysis() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let crl_path = dir.path().join("crl.pem");
+    let week = time::Duration::days(7);
+    std::fs::write(&crl_path, ca.crl(1, &[], time::Duration::ZERO, week)).unwrap();
+    let mut config = SandboxConfig::new(&dir.path().join("sb"));
+    config.workers = 1;
+    config.client_ca_pem = Some(ca.cert.pem());
+    config.client_crl = Some(CrlSource::File(crl_path.clone()));
+    config.crl_refresh = Duration::from_millis(100);
+    let h = start(config).await;
+    let (twelve, eleven) = (
+        client_as(&h, Some(ca.device(12))),
+        client_as(&h, Some(ca.device(11))),
+    );
+    let queued = |s: Submitted| match s {
+        Submitted::Queued(id) => id,
+        other => panic!("{other:?}"),
+    };
+    // The single worker runs a 2-second script in the jail; the rest waits.
+    twelve
+        .submit("slow.sh", b"#!/bin/sh\nsleep 2\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alone = queued(twelve.submit("alone.txt", b"twelve alone").await.unwrap());
+    let shared = queued(twelve.submit("shared.txt", b"both asked").await.unwrap());
+    assert_eq!(
+        queued(eleven.submit("shared2.txt", b"both asked").await.unwrap()),
+        shared
+    );
+    std::fs::write(&crl_path, ca.crl(2, &[12], time::Duration::ZERO, week)).unwrap();
+    assert!(
+        eventually(|| async {
+            matches!(
+                twelve.submit("probe.txt", b"probe").await,
+                Err(riposte_sandbox::SandboxError::Revoked)
+            )
+        })
+        .await
+    );
+    match wait_done(&eleven, &alone).await {
+        TaskStatus::Failed(why) => assert!(why.contains("revoked before its turn"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        wait_done(&eleven, &shared).await,
+        TaskStatus::NotFound(_)
+    ));
+    h.shutdown().await;
+}
+
 /// A sandbox whose revocation list comes from a server that does not answer yet starts,
 /// and tells enrolled devices to retry (a server error, which the agent's client retries)
 /// rather than serving a device that may have been revoked; an anonymous client is still
