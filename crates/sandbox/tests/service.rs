@@ -737,7 +737,7 @@ async fn a_device_in_good_standing_keeps_a_shared_object_queued_for_analysis() {
     let crl_path = dir.path().join("crl.pem");
     let week = time::Duration::days(7);
     std::fs::write(&crl_path, ca.crl(1, &[], time::Duration::ZERO, week)).unwrap();
-    let mut config = SandboxConfig::new(&dir.path().join("sb"));
+    let mut config = SandboxConfig::new(dir.path().join("sb"));
     config.workers = 1;
     config.client_ca_pem = Some(ca.cert.pem());
     config.client_crl = Some(CrlSource::File(crl_path.clone()));
