@@ -73,6 +73,16 @@ impl Default for CoreConfig {
     }
 }
 
+/// How old a signed revocation list may be before a fetch has it signed again.
+const REVOCATION_LIST_RESIGN_MS: i64 = 3600 * 1000;
+
+/// A revocation list as signed, with the entries it names.
+struct SignedRevocationList {
+    entries: Vec<(String, i64)>,
+    signed_ms: i64,
+    pem: String,
+}
+
 /// The server's shared state and operations.
 pub struct Core {
     pub store: Store,
@@ -92,6 +102,9 @@ pub struct Core {
     pub instance: String,
     /// The server processes on the database heard from lately ([`Core::beat`]).
     live_processes: std::sync::RwLock<LiveProcesses>,
+    /// The revocation list last signed, for the entries it names: anyone may fetch the
+    /// list, and a fetch should not cost a signature while nothing changed.
+    signed_revocation_list: std::sync::Mutex<Option<SignedRevocationList>>,
 }
 
 /// What a server process knows of the others on its database ([`Core::beat`]).
@@ -289,6 +302,7 @@ impl Core {
                 rand::random::<u64>()
             ),
             live_processes: Default::default(),
+            signed_revocation_list: Default::default(),
         })
     }
 
@@ -796,6 +810,10 @@ impl Core {
 
     /// The CA's current certificate revocation list (PEM), naming every revoked
     /// device's certificate. Public: it holds serial numbers and dates only.
+    ///
+    /// A list is signed again when its entries change, or once it is an hour old (well
+    /// inside its validity, [`crate::pki::CRL_VALIDITY`]); in between every fetch gets
+    /// the same one.
     pub async fn revocation_list(&self) -> ServiceResult<String> {
         let revoked: Vec<(String, i64)> = self
             .store
@@ -804,9 +822,26 @@ impl Core {
             .into_iter()
             .map(|r| (r.serial, r.revoked_ms))
             .collect();
-        self.authority
+        let now = riposte_store::now_ms();
+        let mut signed = self
+            .signed_revocation_list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = signed.as_ref() {
+            if s.entries == revoked && now - s.signed_ms < REVOCATION_LIST_RESIGN_MS {
+                return Ok(s.pem.clone());
+            }
+        }
+        let pem = self
+            .authority
             .revocation_list(&revoked)
-            .map_err(|e| ServiceError::Internal(format!("signing the revocation list: {e}")))
+            .map_err(|e| ServiceError::Internal(format!("signing the revocation list: {e}")))?;
+        *signed = Some(SignedRevocationList {
+            entries: revoked,
+            signed_ms: now,
+            pem: pem.clone(),
+        });
+        Ok(pem)
     }
 
     /// Revokes a device. Returns whether its certificate is on the revocation list that

@@ -670,6 +670,8 @@ async fn revocation_list_names_revoked_devices(backend: Backend) {
     };
     let before = fetch().await;
     assert!(before.contains("BEGIN X509 CRL"), "{before}");
+    // Nothing changed: the same signed list, not a new signature per fetch.
+    assert_eq!(fetch().await, before);
     for dev in [&dev1, &dev2] {
         passes_with_list(&ts.ca, &before, &dev.cert_pem).unwrap();
     }
@@ -681,6 +683,7 @@ async fn revocation_list_names_revoked_devices(backend: Backend) {
     )
     .await;
     let after = fetch().await;
+    assert_ne!(after, before, "a revocation is a new list at once");
     let refused = passes_with_list(&ts.ca, &after, &dev1.cert_pem).unwrap_err();
     assert!(
         matches!(
