@@ -139,20 +139,14 @@ async fn execute(agent: &Arc<Agent>, req: Request) -> Result<serde_json::Value, 
         Request::AllowedWithdraw { sha256 } => {
             let a = agent.clone();
             let h = sha256.clone();
-            let was = tokio::task::spawn_blocking(move || {
-                let _changing = a
-                    .allowance_changes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                a.allowed.revoke(&h)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            let (was, event) = tokio::task::spawn_blocking(move || a.withdraw_allowance(&h))
+                .await
+                .map_err(|e| e.to_string())??;
             if !was {
                 return Err(format!("{sha256} is not allowed on this device"));
             }
-            tracing::info!(sha256 = %sha256, "allowance withdrawn");
+            // The administrator sees it withdrawn too.
+            agent.report(event);
             Ok(serde_json::json!({ "withdrawn": sha256.trim().to_ascii_lowercase() }))
         }
     }

@@ -334,12 +334,37 @@ impl Agent {
         let restored_to = riposte_model::path_text::encode(&path);
         let mut json = serde_json::to_value(&record).unwrap_or_default();
         json["restored_to"] = serde_json::json!(restored_to);
+        // What the administrator sees of the allowance, until it is withdrawn
+        // (`EventBody::Allowance`).
+        json["allowed"] = serde_json::json!(true);
         let event = EventBody::Quarantine {
             entry_id: id.to_string(),
             state: "restored".into(),
             record: json,
         };
         Ok((restored_to, event))
+    }
+
+    /// Withdraws the allowance of content an administrator restored (`sha256`, hex): the
+    /// sandbox integration and the response act on it again. Returns whether it was
+    /// allowed, and the event that tells the server it is not (sent either way by a
+    /// withdrawal the server asked for, so that its view comes right).
+    pub fn withdraw_allowance(&self, sha256: &str) -> Result<(bool, EventBody), String> {
+        let _changing = self
+            .allowance_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let was = self.allowed.revoke(sha256).map_err(|e| e.to_string())?;
+        if was {
+            tracing::info!(sha256 = %sha256, "allowance withdrawn");
+        }
+        Ok((
+            was,
+            EventBody::Allowance {
+                sha256: sha256.trim().to_ascii_lowercase(),
+                allowed: false,
+            },
+        ))
     }
 
     /// Deletes a quarantined object for good and tells the server.
@@ -929,6 +954,20 @@ impl LinkHandler for Handler {
                             code: "quarantine_command_failed".into(),
                             message: format!("{action} of quarantine entry {entry} crashed: {e}"),
                         });
+                agent.report_with(event, |s| s.last_applied = seq);
+            }
+            Delivery::WithdrawAllowance { sha256 } => {
+                let runner = agent.clone();
+                let hash = sha256.clone();
+                let event = tokio::task::spawn_blocking(move || runner.withdraw_allowance(&hash))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                    .map(|(_, event)| event)
+                    .unwrap_or_else(|e| EventBody::Alert {
+                        code: "withdraw_allowance_failed".into(),
+                        message: format!("the allowance of {sha256} could not be withdrawn: {e}"),
+                    });
                 agent.report_with(event, |s| s.last_applied = seq);
             }
             Delivery::TaskCancel { task_id } => {

@@ -254,6 +254,9 @@ enum QuarantineCmd {
     },
     /// Asks DEVICE to delete quarantine entry ENTRY and its copy for good.
     Delete { device: String, entry: String },
+    /// Asks DEVICE to withdraw the allowance its restore of ENTRY gave the object's
+    /// content: the device acts on that content again when it finds it.
+    WithdrawAllowance { device: String, entry: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1023,7 +1026,11 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
                 .into_iter()
                 .flatten()
                 .map(|q| {
-                    json!({"device_id": q["device_id"], "entry_id": q["entry_id"], "state": q["state"],
+                    let state = match (q["state"].as_str(), &q["record"]["allowed"]) {
+                        (Some("restored"), Value::Bool(true)) => json!("restored (allowed)"),
+                        _ => q["state"].clone(),
+                    };
+                    json!({"device_id": q["device_id"], "entry_id": q["entry_id"], "state": state,
                            "threat": q["record"]["threat_name"], "original_path": q["record"]["original_path"]})
                 })
                 .collect();
@@ -1055,6 +1062,18 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
             let path = format!("/api/v1/quarantine/{}/{}/delete", enc(&device), enc(&entry));
             let v = c.call("POST", &path, Some(json!({}))).await?;
             done(&v, format!("deletion of {entry} sent to device {device}"))
+        }
+        AdminCommand::Quarantine(QuarantineCmd::WithdrawAllowance { device, entry }) => {
+            let path = format!(
+                "/api/v1/quarantine/{}/{}/withdraw_allowance",
+                enc(&device),
+                enc(&entry)
+            );
+            let v = c.call("POST", &path, Some(json!({}))).await?;
+            done(
+                &v,
+                format!("withdrawal of the allowance of {entry} sent to device {device}"),
+            )
         }
         AdminCommand::Alert(AlertCmd::List { device }) => {
             let q = device

@@ -562,6 +562,79 @@ fn scenario(database: Option<&str>, delete_special: bool) {
         err.contains("only a quarantined entry can be restored or deleted"),
         "{err}"
     );
+
+    // The administrator sees allowances: the device withdrew this one itself, so there
+    // is none to withdraw.
+    let allowed_on_server = |entry: &str| {
+        admin
+            .json(&["quarantine", "list", "--device", &d1_id])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["entry_id"] == entry)
+            .map(|e| e["record"]["allowed"].clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while allowed_on_server(&id) != Some(serde_json::json!(false)) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never saw the withdrawal on the device: {:?}",
+            allowed_on_server(&id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, _, err) = admin.run(&["quarantine", "withdraw-allowance", &d1_id, &id]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no allowance to withdraw"), "{err}");
+
+    // A restore from the administration side allows the content on the device, which
+    // the administrator sees and withdraws; the device then acts on it again.
+    let requarantined = d1.ctl(&["quarantine", "list"]);
+    let id2 = requarantined
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .find(|e| *e != id)
+        .expect("the second quarantine of the threat on agent 1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while allowed_on_server(&id2).is_none() {
+        assert!(Instant::now() < deadline, "the server never saw {id2}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    admin.ok(&["quarantine", "restore", &d1_id, &id2]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while allowed_on_server(&id2) != Some(serde_json::json!(true)) {
+        assert!(
+            Instant::now() < deadline,
+            "the restore's allowance never showed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(admin
+        .ok(&["quarantine", "list", "--device", &d1_id])
+        .contains("restored (allowed)"));
+    assert_eq!(
+        d1.ctl(&["allowed", "list"])["allowed"],
+        serde_json::json!([hash])
+    );
+    admin.ok(&["quarantine", "withdraw-allowance", &d1_id, &id2]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d1.ctl(&["allowed", "list"])["allowed"] != serde_json::json!([])
+        || allowed_on_server(&id2) != Some(serde_json::json!(false))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the withdrawal never took effect: {:?}",
+            allowed_on_server(&id2)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(admin
+        .ok(&["audit", "list"])
+        .contains(&format!("withdraw the allowance of entry {id2}")));
+    assert!(again(&d1).status.success());
+    assert!(!d1.threat().exists(), "quarantined again once withdrawn");
 }
 
 #[test]

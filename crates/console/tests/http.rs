@@ -688,6 +688,51 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
         core.store.outbox_after(dev, 0, 100).await.unwrap().len(),
         rows.len()
     );
+    // A restore allowed the content on the device: shown, and withdrawn from here.
+    assert!(!shown.body.contains("Withdraw allowance"), "{}", shown.body);
+    let mut allowed = rec.clone();
+    allowed["allowed"] = json!(true);
+    core.store
+        .upsert_quarantine(dev, "e1", "restored", &allowed)
+        .await
+        .unwrap();
+    let shown = v.get("/quarantine").await;
+    assert!(
+        shown
+            .body
+            .contains("restored, content allowed on the device")
+            && shown.body.contains("Withdraw allowance"),
+        "{}",
+        shown.body
+    );
+    let p = act("e1", "withdraw_allowance").await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let queued = core.store.outbox_after(dev, 0, 100).await.unwrap();
+    assert_eq!(queued.len(), rows.len() + 1);
+    let cmd: serde_json::Value = serde_json::from_str(&queued[rows.len()].payload).unwrap();
+    assert_eq!(cmd, json!({"kind": "withdraw_allowance", "sha256": "ab"}));
+    // The device reports it withdrawn (its hash in capitals is the same content).
+    assert_eq!(
+        core.store
+            .set_quarantine_allowance(dev, "AB", false)
+            .await
+            .unwrap(),
+        1
+    );
+    let shown = v.get("/quarantine").await;
+    assert!(!shown.body.contains("Withdraw allowance"), "{}", shown.body);
+    let p = act("e1", "withdraw_allowance").await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(v
+        .get("/quarantine")
+        .await
+        .body
+        .contains("there is no allowance to withdraw"));
+    assert_eq!(
+        core.store.outbox_after(dev, 0, 100).await.unwrap().len(),
+        queued.len(),
+        "nothing queued for an allowance already withdrawn"
+    );
     let alerts = v.get(&format!("/devices/{dev}?tab=alerts")).await;
     assert!(
         alerts.body.contains("No alerts from this device."),

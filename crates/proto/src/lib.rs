@@ -107,6 +107,10 @@ pub enum Delivery {
     TaskCancel { task_id: i64 },
     /// Restore or delete a quarantined object on the device.
     Quarantine(QuarantineCommand),
+    /// Content an administrator restored is no longer allowed on the device: the
+    /// sandbox integration and the response act on it again. Answered with
+    /// [`EventBody::Allowance`].
+    WithdrawAllowance { sha256: String },
 }
 
 impl std::fmt::Debug for Delivery {
@@ -131,6 +135,10 @@ impl std::fmt::Debug for Delivery {
                 .field("task_id", task_id)
                 .finish(),
             Delivery::Quarantine(cmd) => f.debug_tuple("Quarantine").field(cmd).finish(),
+            Delivery::WithdrawAllowance { sha256 } => f
+                .debug_struct("WithdrawAllowance")
+                .field("sha256", sha256)
+                .finish(),
         }
     }
 }
@@ -217,6 +225,13 @@ pub enum EventBody {
     Alert {
         code: String,
         message: String,
+    },
+    /// Whether content (by SHA-256) is allowed on the device, as a restore from
+    /// quarantine allows it, after it changed other than by a restore: withdrawn by the
+    /// administrator or on the device.
+    Allowance {
+        sha256: String,
+        allowed: bool,
     },
 }
 

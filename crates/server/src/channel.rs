@@ -457,6 +457,11 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
                 .upsert_quarantine(device_id, &entry_id, &state, &record)
                 .await?;
         }
+        EventBody::Allowance { sha256, allowed } => {
+            core.store
+                .set_quarantine_allowance(device_id, &sha256, allowed)
+                .await?;
+        }
         EventBody::Alert { code, message } => {
             tracing::warn!(device_id, %code, "{message}");
             core.store.add_alert(device_id, &code, &message).await?;

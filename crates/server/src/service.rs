@@ -1864,8 +1864,10 @@ impl Core {
         Ok(self.store.alerts(device_id, 1000).await?)
     }
 
-    /// Asks a device to restore or delete a quarantined object; the device reports the
-    /// outcome as a quarantine event, or a failure as an alert ([`Core::alerts`]).
+    /// Asks a device to restore or delete a quarantined object, or to withdraw the
+    /// allowance a restore gave the object's content (`withdraw_allowance`: the device
+    /// acts on that content again when it finds it); the device reports the outcome as
+    /// a quarantine or allowance event, or a failure as an alert ([`Core::alerts`]).
     /// Returns the request id.
     pub async fn quarantine_action(
         &self,
@@ -1877,9 +1879,9 @@ impl Core {
         on_conflict: Option<String>,
     ) -> ServiceResult<String> {
         self.allow(c, Operation::HandleQuarantine).await?;
-        if !matches!(action, "restore" | "delete") {
+        if !matches!(action, "restore" | "delete" | "withdraw_allowance") {
             return Err(ServiceError::BadRequest(format!(
-                "unknown quarantine action '{action}'; use restore or delete"
+                "unknown quarantine action '{action}'; use restore, delete or withdraw_allowance"
             )));
         }
         if let Some(c) = &on_conflict {
@@ -1917,6 +1919,34 @@ impl Core {
                 d.id
             )));
         };
+        if action == "withdraw_allowance" {
+            let sha256 = entry.record["sha256"].as_str().unwrap_or_default();
+            if entry.state != "restored" || entry.record["allowed"] != true || sha256.is_empty() {
+                return Err(ServiceError::Conflict(format!(
+                    "quarantine entry '{entry_id}' on device {} was not restored with its \
+                     content allowed: there is no allowance to withdraw",
+                    d.id
+                )));
+            }
+            let payload = serde_json::to_string(&Delivery::WithdrawAllowance {
+                sha256: sha256.to_string(),
+            })
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            self.store
+                .enqueue(d.id, riposte_store::KIND_QUARANTINE, None, &payload)
+                .await?;
+            self.wake(&[d.id]).await;
+            self.audit(
+                c,
+                "quarantine_action",
+                &format!(
+                    "withdraw the allowance of entry {entry_id} ({sha256}) on device {}",
+                    d.id
+                ),
+            )
+            .await;
+            return Ok(secrets::random_token()[..16].to_string());
+        }
         // The device would only fail it: the object is back in place, or gone.
         if entry.state != "quarantined" {
             return Err(ServiceError::Conflict(format!(

@@ -219,6 +219,40 @@ impl Store {
         Ok(())
     }
 
+    /// Records whether content (`sha256`, hex) is allowed on device `device_id`, on the
+    /// restored quarantine entries of that content (`record.allowed`, which the device
+    /// set when it restored them). Returns how many entries it changed.
+    pub async fn set_quarantine_allowance(
+        &self,
+        device_id: i64,
+        sha256: &str,
+        allowed: bool,
+    ) -> Result<usize> {
+        let mut changed = 0;
+        for row in self.quarantine(Some(device_id)).await? {
+            let same_content = row.record["sha256"]
+                .as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case(sha256));
+            if row.state != "restored" || !same_content || row.record["allowed"] == allowed {
+                continue;
+            }
+            let mut record = row.record;
+            record["allowed"] = serde_json::json!(allowed);
+            sqlx::query(
+                "UPDATE quarantine SET record = $1, updated_at = $2
+                 WHERE device_id = $3 AND entry_id = $4",
+            )
+            .bind(to_json(&record))
+            .bind(now_ms())
+            .bind(device_id)
+            .bind(&row.entry_id)
+            .execute(self.pool())
+            .await?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     /// Quarantine entries across the fleet or of one device.
     pub async fn quarantine(&self, device_id: Option<i64>) -> Result<Vec<QuarantineRow>> {
         let rows = match device_id {

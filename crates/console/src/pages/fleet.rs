@@ -105,7 +105,13 @@ pub fn quarantine_table(
                         td { code { (q.entry_id) } }
                         td.path { (field(&q.record, &["original_path", "path"])) }
                         td { (field(&q.record, &["threat_name", "threat"])) }
-                        td { (q.state) }
+                        td {
+                            (q.state)
+                            // Restored content stays allowed on the device until withdrawn.
+                            @if q.state == "restored" && q.record["allowed"] == true {
+                                ", content allowed on the device"
+                            }
+                        }
                         td { (fmt_time(q.updated_at)) }
                         @if can {
                             td {
@@ -119,6 +125,16 @@ pub fn quarantine_table(
                                             input type="hidden" name="action" value=(action);
                                             button type="submit" { (label) }
                                         }
+                                    }
+                                }
+                                @if q.state == "restored" && q.record["allowed"] == true {
+                                    form.inline method="post" action="/quarantine/action" {
+                                        (csrf(s))
+                                        input type="hidden" name="back" value=(back);
+                                        input type="hidden" name="device" value=(q.device_id);
+                                        input type="hidden" name="entry" value=(q.entry_id);
+                                        input type="hidden" name="action" value="withdraw_allowance";
+                                        button type="submit" title="The device acts on this content again when it finds it" { "Withdraw allowance" }
                                     }
                                 }
                             }
@@ -137,7 +153,7 @@ pub async fn quarantine(State(c): State<Console>, s: Session) -> Result<Response
     let names = device_names(&c, rows.iter().map(|d| d.device_id).collect()).await;
     let body = html! {
         h1 { "Quarantine" }
-        p.hint { "Objects in the devices' quarantine. Restore and delete are sent to the device, which reports the outcome: the entry's new state, or an alert on the device's Alerts tab when it could not carry it out." }
+        p.hint { "Objects in the devices' quarantine. Restore and delete are sent to the device, which reports the outcome: the entry's new state, or an alert on the device's Alerts tab when it could not carry it out. A restore allows the object's content on its device, which then leaves it alone, until the allowance is withdrawn." }
         (quarantine_table(&s, &rows, Some(&names), "/quarantine"))
     };
     Ok(page(&c, &s, "Quarantine", Nav::Quarantine, body))
