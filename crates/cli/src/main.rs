@@ -108,7 +108,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("riposte: {e:#}");
+            // Messages quote what others wrote (indicator ids, device names, a server's
+            // answer): escaped, so that none fakes a line or sends terminal escapes.
+            eprintln!(
+                "riposte: {}",
+                riposte_model::path_text::shown(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

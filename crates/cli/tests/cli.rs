@@ -441,6 +441,31 @@ fn scan_under_a_low_descriptor_limit_still_reads_every_file() {
     assert_eq!(report["hits"].as_array().unwrap().len(), 1, "{report}");
 }
 
+/// An error quoting a document (here an indicator id with a line break and a terminal
+/// escape) is escaped on standard error: the document cannot fake a line there.
+#[test]
+fn scan_errors_escape_what_the_documents_say() {
+    let tmp = tempfile::tempdir().unwrap();
+    let doc = tmp.path().join("r1.json");
+    std::fs::write(
+        &doc,
+        r#"{"type":"indicator","id":"indicator--x\nHIT fake [indicator--evil] (feed.json)\u001b[2J","pattern":"[file:name = 'a']","revoked":true}"#,
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["scan", "--stix"])
+        .arg(&doc)
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is revoked by its producer"), "{err}");
+    assert!(err.contains(r"indicator--x\x0aHIT fake"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
 /// `riposte scan --yara rules/main.yar`, run from another folder, finds the files the
 /// rule file includes beside it (as `yara` does), and their rules hit.
 #[test]

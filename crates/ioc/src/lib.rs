@@ -88,3 +88,13 @@ pub enum Error {
         msg: String,
     },
 }
+
+/// The first `n` of `lines`, joined with `; `, and how many more there are: for
+/// messages that list what a document set aside, which a feed can make endless.
+pub fn first_of(lines: &[String], n: usize) -> String {
+    let mut text = lines[..lines.len().min(n)].join("; ");
+    if lines.len() > n {
+        text.push_str(&format!("; and {} more", lines.len() - n));
+    }
+    text
+}

@@ -940,30 +940,22 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
 /// The indicators of `objects` in their current versions: of several objects with one
 /// id (versions of one indicator), the one most recently `modified` (STIX 2.1, 3.6). In
 /// document order.
-fn current_versions(objects: Vec<&serde_json::Value>) -> Vec<&serde_json::Value> {
-    let modified = |o: &serde_json::Value| {
-        let text = o.get("modified").and_then(|v| v.as_str()).unwrap_or("");
-        // Whole seconds, then the fraction as nanoseconds (`.5` after `.49999`).
-        let fraction = text
-            .split_once('.')
-            .map(|(_, f)| {
-                f.bytes()
-                    .take_while(u8::is_ascii_digit)
-                    .take(9)
-                    .collect::<Vec<u8>>()
-            })
-            .unwrap_or_default();
-        let nanos = fraction
-            .iter()
-            .chain(std::iter::repeat(&b'0'))
-            .take(9)
-            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-        (parse_datetime(text), nanos)
-    };
+fn current_versions<'a>(
+    objects: Vec<&'a serde_json::Value>,
+    origin: &str,
+) -> Result<Vec<&'a serde_json::Value>, Error> {
     let indicators: Vec<&serde_json::Value> = objects
         .into_iter()
         .filter(|o| o.get("type").and_then(|v| v.as_str()) == Some("indicator"))
         .collect();
+    // Each one's `modified`; none counts as the oldest.
+    let modified = indicators
+        .iter()
+        .map(|o| {
+            let id = o.get("id").and_then(|v| v.as_str()).unwrap_or_default();
+            timestamp_field(o, "modified", id, origin)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let mut latest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, o) in indicators.iter().enumerate() {
         // An indicator without an id cannot be a version of another.
@@ -971,13 +963,13 @@ fn current_versions(objects: Vec<&serde_json::Value>) -> Vec<&serde_json::Value>
             continue;
         };
         match latest.get(id) {
-            Some(&j) if modified(indicators[j]) >= modified(o) => {}
+            Some(&j) if modified[j] >= modified[i] => {}
             _ => {
                 latest.insert(id, i);
             }
         }
     }
-    indicators
+    Ok(indicators
         .iter()
         .enumerate()
         .filter(|(i, o)| match o.get("id").and_then(|v| v.as_str()) {
@@ -985,21 +977,43 @@ fn current_versions(objects: Vec<&serde_json::Value>) -> Vec<&serde_json::Value>
             None => true,
         })
         .map(|(_, o)| *o)
-        .collect()
+        .collect())
 }
 
-/// An indicator's `valid_from` or `valid_until` (Unix seconds), if it has one.
-fn validity_bound(
+/// A STIX timestamp as (Unix seconds, nanoseconds), so that fractions compare as
+/// numbers (`.5` after `.49999`, `.9` after `.1` of the same second).
+fn stix_time(text: &str) -> Option<(i64, u32)> {
+    let secs = parse_datetime(text)?;
+    let fraction = text
+        .split_once('.')
+        .map(|(_, f)| {
+            f.bytes()
+                .take_while(u8::is_ascii_digit)
+                .take(9)
+                .collect::<Vec<u8>>()
+        })
+        .unwrap_or_default();
+    let nanos = fraction
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(9)
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    Some((secs, nanos))
+}
+
+/// An indicator's timestamp property `field` (`modified`, `valid_from`, `valid_until`),
+/// if it has one; one that is not a timestamp is an error naming the indicator.
+fn timestamp_field(
     o: &serde_json::Value,
     field: &str,
     id: &str,
     origin: &str,
-) -> Result<Option<i64>, Error> {
+) -> Result<Option<(i64, u32)>, Error> {
     match o.get(field) {
         None => Ok(None),
         Some(v) => v
             .as_str()
-            .and_then(parse_datetime)
+            .and_then(stix_time)
             .map(Some)
             .ok_or_else(|| Error::Json {
                 origin: origin.to_string(),
@@ -1075,20 +1089,34 @@ pub fn parse_document_noting(text: &str, origin: &str, now: i64) -> Result<StixD
     };
     let mut out = Vec::new();
     let mut set_aside = Vec::new();
-    for o in current_versions(objects) {
-        let id = o
+    for (n, o) in current_versions(objects, origin)?.into_iter().enumerate() {
+        // Named by position when it has no id: verdicts are kept per indicator id.
+        let id = match o
             .get("id")
             .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        if o.get("revoked").and_then(|v| v.as_bool()) == Some(true) {
+            .filter(|id| !id.is_empty())
+        {
+            Some(id) => id.to_string(),
+            None => format!("(indicator {} without an id)", n + 1),
+        };
+        let revoked = match o.get("revoked") {
+            None => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(Error::Json {
+                    origin: origin.to_string(),
+                    msg: format!("indicator {id}: 'revoked' must be true or false, not {other}"),
+                })
+            }
+        };
+        if revoked {
             set_aside.push(format!(
                 "indicator {id} is revoked by its producer: not evaluated"
             ));
             continue;
         }
-        let valid_from = validity_bound(o, "valid_from", &id, origin)?;
-        let valid_until = validity_bound(o, "valid_until", &id, origin)?;
+        let valid_from = timestamp_field(o, "valid_from", &id, origin)?;
+        let valid_until = timestamp_field(o, "valid_until", &id, origin)?;
         if let (Some(from), Some(until)) = (valid_from, valid_until) {
             if until <= from {
                 return Err(Error::Json {
@@ -1098,14 +1126,14 @@ pub fn parse_document_noting(text: &str, origin: &str, now: i64) -> Result<StixD
             }
         }
         let shown = |field: &str| o.get(field).and_then(|v| v.as_str()).unwrap_or_default();
-        if valid_until.is_some_and(|until| until <= now) {
+        if valid_until.is_some_and(|until| until <= (now, 0)) {
             set_aside.push(format!(
                 "indicator {id} expired at {} (valid_until): not evaluated",
                 shown("valid_until")
             ));
             continue;
         }
-        if valid_from.is_some_and(|from| from > now) {
+        if valid_from.is_some_and(|from| from > (now, 0)) {
             set_aside.push(format!(
                 "indicator {id} is valid only from {} (valid_from): not evaluated",
                 shown("valid_from")

@@ -1127,6 +1127,57 @@ fn stix_indicators_outside_their_validity_are_set_aside_and_said_so() {
     }
 }
 
+/// Validity compares to the nanosecond; `revoked` and `modified` of the wrong kind are
+/// errors; indicators without an id keep apart.
+#[test]
+fn stix_validity_fractions_property_kinds_and_indicators_without_ids() {
+    let now = 1_700_000_000;
+    let one = |extra: &str| {
+        format!(
+            r#"[{{"type":"indicator",{extra}"pattern_type":"stix","pattern":"[file:name = 'a.exe']"}}]"#
+        )
+    };
+    // A window of less than a second, to come: valid, set aside as not yet valid.
+    let d = stix::parse_document_noting(
+        &one(r#""id":"indicator--w","valid_from":"2099-01-01T00:00:00.1Z","valid_until":"2099-01-01T00:00:00.9Z","#),
+        "w.json",
+        now,
+    )
+    .unwrap();
+    assert!(d.iocs.is_empty() && d.set_aside.len() == 1, "{d:?}");
+    for (extra, says) in [
+        (
+            r#""id":"indicator--r","revoked":"true","#,
+            "'revoked' must be true or false",
+        ),
+        (
+            r#""id":"indicator--r","revoked":1,"#,
+            "'revoked' must be true or false",
+        ),
+        (
+            r#""id":"indicator--m","modified":"2099-99-01T00:00:00Z","#,
+            "'modified' is not a timestamp",
+        ),
+    ] {
+        let e = stix::parse_document_noting(&one(extra), "k.json", now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("k.json") && e.contains(says), "{e}");
+    }
+    let two = r#"[{"type":"indicator","name":"A","pattern":"[file:name = 'a']"},
+                 {"type":"indicator","id":5,"name":"B","pattern":"[file:name = 'b']"}]"#;
+    let d = stix::parse_document_noting(two, "n.json", now).unwrap();
+    let ids: Vec<&str> = d.iocs.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["(indicator 1 without an id)", "(indicator 2 without an id)"]
+    );
+    assert_eq!(
+        riposte_ioc::first_of(&(1..=7).map(|i| i.to_string()).collect::<Vec<_>>(), 5),
+        "1; 2; 3; 4; 5; and 2 more"
+    );
+}
+
 #[test]
 fn generated_ioc_roundtrips_and_matches_size_then_hash() {
     let d = Detection {

@@ -357,11 +357,7 @@ fn looks_like_indicators(path: &Path, kind: DocumentKind) -> bool {
                     rest.trim_start()
                         .starts_with(|c: char| c.is_ascii_alphabetic())
                 });
-            pattern
-                || start.starts_with(['{', '['])
-                    && ["\"bundle\"", "\"indicator\""]
-                        .iter()
-                        .any(|t| text.contains(t))
+            pattern || start.starts_with(['{', '[']) && json_is_stix(path, text)
         }
         DocumentKind::Yara => {
             start.is_empty()
@@ -369,6 +365,34 @@ fn looks_like_indicators(path: &Path, kind: DocumentKind) -> bool {
                     .split(|c: char| !(c.is_alphanumeric() || c == '_'))
                     .any(|w| matches!(w, "rule" | "import" | "include"))
         }
+    }
+}
+
+/// Does the JSON file at `path` (its first bytes `head`) hold STIX indicators: a bundle,
+/// an indicator, or an array with one? The whole document is read, up to the size an
+/// indicator document may have: a feed often opens with long identity or report objects.
+/// A larger file, or one that is not JSON, is judged by its words, so that loading it
+/// says what is wrong with it.
+fn json_is_stix(path: &Path, head: &str) -> bool {
+    use std::io::Read;
+    let names_stix = |text: &str| {
+        ["\"bundle\"", "\"indicator\""]
+            .iter()
+            .any(|t| text.contains(t))
+    };
+    let limit = riposte_ioc::stix::MAX_DOCUMENT_BYTES as u64;
+    let mut whole = Vec::new();
+    match std::fs::File::open(path).and_then(|f| f.take(limit + 1).read_to_end(&mut whole)) {
+        Ok(n) if n as u64 <= limit => {}
+        _ => return names_stix(head),
+    }
+    let text = String::from_utf8_lossy(&whole);
+    let is_type =
+        |v: &serde_json::Value, t: &str| v.get("type").and_then(|v| v.as_str()) == Some(t);
+    match serde_json::from_str::<serde_json::Value>(text.trim_start_matches('\u{feff}')) {
+        Ok(serde_json::Value::Array(items)) => items.iter().any(|v| is_type(v, "indicator")),
+        Ok(v) => is_type(&v, "bundle") || is_type(&v, "indicator"),
+        Err(_) => names_stix(&text),
     }
 }
 
@@ -449,7 +473,11 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
     let req = match request(&args) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("riposte scan: {e:#}");
+            // Errors quote the documents (ids, values): escaped as the report is.
+            eprintln!(
+                "riposte scan: {}",
+                riposte_model::path_text::shown(&format!("{e:#}"))
+            );
             return Ok(2);
         }
     };
@@ -470,7 +498,10 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("riposte scan: {e}");
+            eprintln!(
+                "riposte scan: {}",
+                riposte_model::path_text::shown(&e.to_string())
+            );
             return Ok(2);
         }
     };

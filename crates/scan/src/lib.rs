@@ -91,7 +91,10 @@ fn set_aside_note(set_aside: &[String]) -> String {
     if set_aside.is_empty() {
         String::new()
     } else {
-        format!(" to evaluate; set aside: {}", set_aside.join("; "))
+        format!(
+            " to evaluate; set aside: {}",
+            riposte_ioc::first_of(set_aside, 5)
+        )
     }
 }
 

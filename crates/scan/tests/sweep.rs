@@ -968,6 +968,31 @@ fn cli_exit_codes() {
     .unwrap();
     assert_eq!(r.documents.len(), 1);
     assert_eq!(r.scope.paths, std::slice::from_ref(&package));
+    // JSON that merely says "indicator" is no STIX either; a feed whose indicators come
+    // after kilobytes of other objects is.
+    std::fs::write(
+        &package,
+        r#"{"name": "dashboard", "description": "an \"indicator\" light"}"#,
+    )
+    .unwrap();
+    let feed = d.path().join("feed.json");
+    std::fs::write(
+        &feed,
+        format!(
+            r#"[{{"type":"identity","id":"identity--1","name":"{}"}},{{"type":"indicator","id":"indicator--late","pattern":"[file:name = 'x']"}}]"#,
+            "x".repeat(20_000)
+        ),
+    )
+    .unwrap();
+    let r = parsed(&[
+        "--stix",
+        pattern.to_str().unwrap(),
+        feed.to_str().unwrap(),
+        package.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(r.documents.len(), 2, "{:?}", r.scope.paths);
+    assert_eq!(r.scope.paths, std::slice::from_ref(&package));
     // A named FIFO is a PATH, not a document to wait on for ever.
     let fifo = d.path().join("fifo");
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();

@@ -251,7 +251,7 @@ fn check_ioc_document(doc: &IocDocument) -> ServiceResult<()> {
                 if d.set_aside.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", d.set_aside.join("; "))
+                    format!(" ({})", riposte_ioc::first_of(&d.set_aside, 5))
                 }
             ))),
             Ok(_) => Ok(()),
