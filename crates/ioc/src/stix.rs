@@ -941,23 +941,23 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
 /// id (versions of one indicator), the one most recently `modified` (STIX 2.1, 3.6). In
 /// document order.
 fn current_versions<'a>(
-    objects: Vec<&'a serde_json::Value>,
-    origin: &str,
-) -> Result<Vec<&'a serde_json::Value>, Error> {
-    let indicators: Vec<&serde_json::Value> = objects
+    objects: Vec<(usize, &'a serde_json::Value)>,
+    origins: &[&str],
+) -> Result<Vec<(usize, &'a serde_json::Value)>, Error> {
+    let indicators: Vec<(usize, &serde_json::Value)> = objects
         .into_iter()
-        .filter(|o| o.get("type").and_then(|v| v.as_str()) == Some("indicator"))
+        .filter(|(_, o)| o.get("type").and_then(|v| v.as_str()) == Some("indicator"))
         .collect();
     // Each one's `modified`; none counts as the oldest.
     let modified = indicators
         .iter()
-        .map(|o| {
+        .map(|(doc, o)| {
             let id = o.get("id").and_then(|v| v.as_str()).unwrap_or_default();
-            timestamp_field(o, "modified", id, origin)
+            timestamp_field(o, "modified", id, origins[*doc])
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let mut latest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (i, o) in indicators.iter().enumerate() {
+    for (i, (_, o)) in indicators.iter().enumerate() {
         // An indicator without an id cannot be a version of another.
         let Some(id) = o.get("id").and_then(|v| v.as_str()) else {
             continue;
@@ -972,11 +972,11 @@ fn current_versions<'a>(
     Ok(indicators
         .iter()
         .enumerate()
-        .filter(|(i, o)| match o.get("id").and_then(|v| v.as_str()) {
+        .filter(|(i, (_, o))| match o.get("id").and_then(|v| v.as_str()) {
             Some(id) => latest.get(id) == Some(i),
             None => true,
         })
-        .map(|(_, o)| *o)
+        .map(|(_, found)| *found)
         .collect())
 }
 
@@ -1049,132 +1049,167 @@ pub struct StixDocument {
 /// aside. A `valid_from` or `valid_until` that is not a timestamp, or a `valid_until`
 /// not after `valid_from`, is an error (STIX 2.1, 4.1.1).
 pub fn parse_document_noting(text: &str, origin: &str, now: i64) -> Result<StixDocument, Error> {
-    if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(Error::TooLarge {
-            origin: origin.to_string(),
-            size: text.len(),
-            limit: MAX_DOCUMENT_BYTES,
-        });
-    }
-    let t = text.trim_start_matches('\u{feff}').trim();
-    if t.starts_with('[') && serde_json::from_str::<serde_json::Value>(t).is_err()
-        || t.starts_with('(')
-    {
-        return Ok(StixDocument {
-            iocs: vec![parse_pattern(t, origin, origin, origin)?],
+    let mut docs = parse_documents_noting(&[(text, origin)], now)?;
+    Ok(docs.pop().unwrap_or(StixDocument {
+        iocs: Vec::new(),
+        set_aside: Vec::new(),
+    }))
+}
+
+/// Several STIX documents (text, origin) read as one feed, each as
+/// [`parse_document_noting`] reads it, except that the versions of an indicator are
+/// compared across them: a revocation or a newer version sent in an update file
+/// replaces the indicator of an earlier file. One [`StixDocument`] per document, in
+/// order.
+pub fn parse_documents_noting(docs: &[(&str, &str)], now: i64) -> Result<Vec<StixDocument>, Error> {
+    let mut out: Vec<StixDocument> = docs
+        .iter()
+        .map(|_| StixDocument {
+            iocs: Vec::new(),
             set_aside: Vec::new(),
-        });
-    }
-    let json: serde_json::Value = serde_json::from_str(t).map_err(|e| Error::Json {
-        origin: origin.to_string(),
-        msg: format!("not JSON nor a STIX pattern: {e}"),
-    })?;
-    let objects: Vec<&serde_json::Value> = match &json {
-        serde_json::Value::Array(a) => a.iter().collect(),
-        serde_json::Value::Object(o)
-            if o.get("type").and_then(|v| v.as_str()) == Some("bundle") =>
-        {
-            o.get("objects")
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().collect())
-                .unwrap_or_default()
+        })
+        .collect();
+    let origins: Vec<&str> = docs.iter().map(|(_, origin)| *origin).collect();
+    let mut parsed: Vec<(usize, serde_json::Value)> = Vec::new();
+    for (doc, (text, origin)) in docs.iter().enumerate() {
+        if text.len() > MAX_DOCUMENT_BYTES {
+            return Err(Error::TooLarge {
+                origin: origin.to_string(),
+                size: text.len(),
+                limit: MAX_DOCUMENT_BYTES,
+            });
         }
-        v @ serde_json::Value::Object(_) => vec![v],
-        _ => {
+        let t = text.trim_start_matches('\u{feff}').trim();
+        if t.starts_with('[') && serde_json::from_str::<serde_json::Value>(t).is_err()
+            || t.starts_with('(')
+        {
+            out[doc]
+                .iocs
+                .push(parse_pattern(t, origin, origin, origin)?);
+            continue;
+        }
+        let json: serde_json::Value = serde_json::from_str(t).map_err(|e| Error::Json {
+            origin: origin.to_string(),
+            msg: format!("not JSON nor a STIX pattern: {e}"),
+        })?;
+        parsed.push((doc, json));
+    }
+    let mut objects: Vec<(usize, &serde_json::Value)> = Vec::new();
+    for (doc, json) in &parsed {
+        match json {
+            serde_json::Value::Array(a) => objects.extend(a.iter().map(|o| (*doc, o))),
+            serde_json::Value::Object(o)
+                if o.get("type").and_then(|v| v.as_str()) == Some("bundle") =>
+            {
+                if let Some(a) = o.get("objects").and_then(|v| v.as_array()) {
+                    objects.extend(a.iter().map(|o| (*doc, o)));
+                }
+            }
+            v @ serde_json::Value::Object(_) => objects.push((*doc, v)),
+            _ => {
+                return Err(Error::Json {
+                    origin: origins[*doc].to_string(),
+                    msg: "expected a STIX bundle, an indicator object or an array".into(),
+                })
+            }
+        }
+    }
+    // Indicators without an id are numbered within their own document.
+    let mut numbered = vec![0usize; docs.len()];
+    for (doc, o) in current_versions(objects, &origins)? {
+        numbered[doc] += 1;
+        match indicator(o, numbered[doc], origins[doc], now)? {
+            Ok(ioc) => out[doc].iocs.push(ioc),
+            Err(why) => out[doc].set_aside.push(why),
+        }
+    }
+    Ok(out)
+}
+
+/// One indicator object of document `origin` (the `n`th there): the indicator, or why
+/// it is set aside.
+fn indicator(
+    o: &serde_json::Value,
+    n: usize,
+    origin: &str,
+    now: i64,
+) -> Result<Result<Ioc, String>, Error> {
+    // Named by position when it has no id: verdicts are kept per indicator id.
+    let id = match o
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|id| !id.is_empty())
+    {
+        Some(id) => id.to_string(),
+        None => format!("(indicator {n} without an id)"),
+    };
+    let revoked = match o.get("revoked") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(other) => {
             return Err(Error::Json {
                 origin: origin.to_string(),
-                msg: "expected a STIX bundle, an indicator object or an array".into(),
+                msg: format!("indicator {id}: 'revoked' must be true or false, not {other}"),
             })
         }
     };
-    let mut out = Vec::new();
-    let mut set_aside = Vec::new();
-    for (n, o) in current_versions(objects, origin)?.into_iter().enumerate() {
-        // Named by position when it has no id: verdicts are kept per indicator id.
-        let id = match o
-            .get("id")
-            .and_then(|v| v.as_str())
-            .filter(|id| !id.is_empty())
-        {
-            Some(id) => id.to_string(),
-            None => format!("(indicator {} without an id)", n + 1),
-        };
-        let revoked = match o.get("revoked") {
-            None => false,
-            Some(serde_json::Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(Error::Json {
-                    origin: origin.to_string(),
-                    msg: format!("indicator {id}: 'revoked' must be true or false, not {other}"),
-                })
-            }
-        };
-        if revoked {
-            set_aside.push(format!(
-                "indicator {id} is revoked by its producer: not evaluated"
-            ));
-            continue;
-        }
-        let valid_from = timestamp_field(o, "valid_from", &id, origin)?;
-        let valid_until = timestamp_field(o, "valid_until", &id, origin)?;
-        if let (Some(from), Some(until)) = (valid_from, valid_until) {
-            if until <= from {
-                return Err(Error::Json {
-                    origin: origin.to_string(),
-                    msg: format!("indicator {id}: 'valid_until' is not after 'valid_from'"),
-                });
-            }
-        }
-        let shown = |field: &str| o.get(field).and_then(|v| v.as_str()).unwrap_or_default();
-        if valid_until.is_some_and(|until| until <= (now, 0)) {
-            set_aside.push(format!(
-                "indicator {id} expired at {} (valid_until): not evaluated",
-                shown("valid_until")
-            ));
-            continue;
-        }
-        if valid_from.is_some_and(|from| from > (now, 0)) {
-            set_aside.push(format!(
-                "indicator {id} is valid only from {} (valid_from): not evaluated",
-                shown("valid_from")
-            ));
-            continue;
-        }
-        let name = o
-            .get("name")
-            .and_then(|v| v.as_str())
-            .unwrap_or(&id)
-            .to_string();
-        let ptype = o
-            .get("pattern_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or("stix");
-        let Some(pattern) = o.get("pattern").and_then(|v| v.as_str()) else {
+    if revoked {
+        return Ok(Err(format!(
+            "indicator {id} is revoked by its producer: not evaluated"
+        )));
+    }
+    let valid_from = timestamp_field(o, "valid_from", &id, origin)?;
+    let valid_until = timestamp_field(o, "valid_until", &id, origin)?;
+    if let (Some(from), Some(until)) = (valid_from, valid_until) {
+        if until <= from {
             return Err(Error::Json {
                 origin: origin.to_string(),
-                msg: format!("indicator {id} has no 'pattern'"),
+                msg: format!("indicator {id}: 'valid_until' is not after 'valid_from'"),
             });
-        };
-        if ptype != "stix" {
-            let u = UnsupportedTerm {
-                id: id.clone(),
-                search: format!("pattern_type {ptype}"),
-                reason: format!("pattern_type '{ptype}' is not evaluated by the sweep"),
-            };
-            out.push(Ioc::new(
-                id,
-                name,
-                IocFormat::Stix21,
-                Node::Unsupported(0),
-                Vec::new(),
-                vec![u],
-            ));
-            continue;
         }
-        out.push(parse_pattern(pattern, &id, &name, origin)?);
     }
-    Ok(StixDocument {
-        iocs: out,
-        set_aside,
-    })
+    let shown = |field: &str| o.get(field).and_then(|v| v.as_str()).unwrap_or_default();
+    if valid_until.is_some_and(|until| until <= (now, 0)) {
+        return Ok(Err(format!(
+            "indicator {id} expired at {} (valid_until): not evaluated",
+            shown("valid_until")
+        )));
+    }
+    if valid_from.is_some_and(|from| from > (now, 0)) {
+        return Ok(Err(format!(
+            "indicator {id} is valid only from {} (valid_from): not evaluated",
+            shown("valid_from")
+        )));
+    }
+    let name = o
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&id)
+        .to_string();
+    let ptype = o
+        .get("pattern_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("stix");
+    let Some(pattern) = o.get("pattern").and_then(|v| v.as_str()) else {
+        return Err(Error::Json {
+            origin: origin.to_string(),
+            msg: format!("indicator {id} has no 'pattern'"),
+        });
+    };
+    if ptype != "stix" {
+        let u = UnsupportedTerm {
+            id: id.clone(),
+            search: format!("pattern_type {ptype}"),
+            reason: format!("pattern_type '{ptype}' is not evaluated by the sweep"),
+        };
+        return Ok(Ok(Ioc::new(
+            id,
+            name,
+            IocFormat::Stix21,
+            Node::Unsupported(0),
+            Vec::new(),
+            vec![u],
+        )));
+    }
+    Ok(Ok(parse_pattern(pattern, &id, &name, origin)?))
 }

@@ -1178,6 +1178,53 @@ fn stix_validity_fractions_property_kinds_and_indicators_without_ids() {
     );
 }
 
+/// Documents read together are one feed: a newer version in an update file (a
+/// revocation, a changed pattern) replaces the indicator of the earlier file.
+#[test]
+fn stix_versions_are_compared_across_documents() {
+    let v = |modified: &str, extra: &str, file: &str| {
+        format!(
+            r#"{{"type":"indicator","id":"indicator--v","modified":"{modified}",{extra}"pattern":"[file:name = '{file}']"}}"#
+        )
+    };
+    let old = format!("[{}]", v("2020-01-01T00:00:00Z", "", "old.exe"));
+    let revoked = format!(
+        "[{}]",
+        v("2021-01-01T00:00:00Z", r#""revoked":true,"#, "old.exe")
+    );
+    let newer = format!("[{}]", v("2022-01-01T00:00:00Z", "", "new.exe"));
+    let docs =
+        stix::parse_documents_noting(&[(&old, "old.json"), (&revoked, "update.json")], 0).unwrap();
+    assert!(
+        docs[0].iocs.is_empty() && docs[1].iocs.is_empty(),
+        "{docs:?}"
+    );
+    assert_eq!(
+        docs[1].set_aside,
+        ["indicator indicator--v is revoked by its producer: not evaluated"]
+    );
+    // Order does not matter: the newest version wins wherever it is.
+    let docs = stix::parse_documents_noting(
+        &[
+            (&newer, "new.json"),
+            (&old, "old.json"),
+            (&revoked, "update.json"),
+        ],
+        0,
+    )
+    .unwrap();
+    assert_eq!(docs[0].iocs.len(), 1);
+    assert!(docs[1].iocs.is_empty() && docs[2].iocs.is_empty() && docs[2].set_aside.is_empty());
+    // Read alone, each is its own feed.
+    assert_eq!(
+        stix::parse_document_noting(&old, "old.json", 0)
+            .unwrap()
+            .iocs
+            .len(),
+        1
+    );
+}
+
 #[test]
 fn generated_ioc_roundtrips_and_matches_size_then_hash() {
     let d = Detection {

@@ -413,6 +413,18 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
     let mut iocs = Vec::new();
     let mut yara = Vec::new();
     let mut warnings = Vec::new();
+    // STIX documents are read together, as one feed: a revocation or newer version of
+    // an indicator in one replaces the indicator in another.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs() as i64);
+    let stix_sources: Vec<(&str, &str)> = req
+        .documents
+        .iter()
+        .filter(|d| d.kind == DocumentKind::Stix)
+        .map(|d| (d.text.as_str(), d.origin.as_str()))
+        .collect();
+    let mut stix_documents = stix::parse_documents_noting(&stix_sources, now)?.into_iter();
     for d in &req.documents {
         match d.kind {
             DocumentKind::OpenIoc => iocs.push(Loaded {
@@ -420,10 +432,9 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
                 origin: d.origin.clone(),
             }),
             DocumentKind::Stix => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |t| t.as_secs() as i64);
-                let document = stix::parse_document_noting(&d.text, &d.origin, now)?;
+                let Some(document) = stix_documents.next() else {
+                    continue;
+                };
                 warnings.extend(
                     document
                         .set_aside

@@ -228,41 +228,69 @@ fn check_group_name(name: &str) -> ServiceResult<&str> {
     Ok(name)
 }
 
-/// Refuses an IOC document the devices could not load, before any task exists: a
-/// broken document is the administrator's error to fix, not a failure on every device.
-fn check_ioc_document(doc: &IocDocument) -> ServiceResult<()> {
-    let bad = |e: riposte_ioc::Error| {
+/// Refuses IOC documents the devices could not load, before any task exists: a broken
+/// document is the administrator's error to fix, not a failure on every device. So is a
+/// task left with nothing to evaluate. STIX documents are read together, as the devices
+/// read them: an update that only revokes an indicator of another is fine.
+fn check_ioc_documents(docs: &[IocDocument]) -> ServiceResult<()> {
+    let bad = |doc: &IocDocument, e: riposte_ioc::Error| {
         ServiceError::BadRequest(format!("IOC document '{}' cannot be used: {e}", doc.name))
     };
-    match doc.format.as_str() {
-        "openioc" => riposte_ioc::openioc::parse(&doc.content, &doc.name)
-            .map(drop)
-            .map_err(bad),
-        "stix" => match riposte_ioc::stix::parse_document_noting(
-            &doc.content,
-            &doc.name,
-            riposte_store::now_ms() / 1000,
-        ) {
-            Err(e) => Err(bad(e)),
-            // A task that devices would refuse for want of anything to look for.
-            Ok(d) if d.iocs.is_empty() => Err(ServiceError::BadRequest(format!(
-                "IOC document '{}' cannot be used: it holds no STIX indicator to evaluate{}",
-                doc.name,
-                if d.set_aside.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", riposte_ioc::first_of(&d.set_aside, 5))
-                }
-            ))),
-            Ok(_) => Ok(()),
-        },
-        "yara" => riposte_ioc::yara::YaraRules::compile_str(&doc.content, &doc.name)
-            .map(drop)
-            .map_err(bad),
-        other => Err(ServiceError::BadRequest(format!(
-            "unknown IOC format '{other}'; use openioc, stix or yara"
-        ))),
+    let mut stix = Vec::new();
+    for doc in docs {
+        match doc.format.as_str() {
+            "openioc" => riposte_ioc::openioc::parse(&doc.content, &doc.name)
+                .map(drop)
+                .map_err(|e| bad(doc, e))?,
+            "stix" => stix.push(doc),
+            "yara" => riposte_ioc::yara::YaraRules::compile_str(&doc.content, &doc.name)
+                .map(drop)
+                .map_err(|e| bad(doc, e))?,
+            other => {
+                return Err(ServiceError::BadRequest(format!(
+                    "unknown IOC format '{other}'; use openioc, stix or yara"
+                )))
+            }
+        }
     }
+    if stix.is_empty() {
+        return Ok(());
+    }
+    let sources: Vec<(&str, &str)> = stix
+        .iter()
+        .map(|d| (d.content.as_str(), d.name.as_str()))
+        .collect();
+    let read = riposte_ioc::stix::parse_documents_noting(&sources, riposte_store::now_ms() / 1000)
+        .map_err(|e| {
+            // The error names its document; the message says which one anyway.
+            ServiceError::BadRequest(format!("an IOC document cannot be used: {e}"))
+        })?;
+    let nothing_else = stix.len() == docs.len();
+    if nothing_else && read.iter().all(|d| d.iocs.is_empty()) {
+        // Devices would refuse the task for want of anything to look for.
+        let set_aside: Vec<String> = stix
+            .iter()
+            .zip(&read)
+            .flat_map(|(doc, d)| {
+                d.set_aside
+                    .iter()
+                    .map(move |w| format!("{}: {w}", doc.name))
+            })
+            .collect();
+        return Err(ServiceError::BadRequest(format!(
+            "IOC document '{}' cannot be used: it holds no STIX indicator to evaluate{}",
+            stix.iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join("', '"),
+            if set_aside.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", riposte_ioc::first_of(&set_aside, 5))
+            }
+        )));
+    }
+    Ok(())
 }
 
 /// Result of enrolling a device.
@@ -1546,7 +1574,7 @@ impl Core {
         check_name("a task name", &req.name, 200)?;
         // Compiling a large YARA rule set takes a while: off the async workers.
         let docs = req.iocs.clone();
-        tokio::task::spawn_blocking(move || docs.iter().try_for_each(check_ioc_document))
+        tokio::task::spawn_blocking(move || check_ioc_documents(&docs))
             .await
             .map_err(|e| ServiceError::Internal(format!("checking the IOC documents: {e}")))??;
         let g = self.store.group_by_name(&req.group).await?;

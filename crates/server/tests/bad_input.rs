@@ -98,7 +98,7 @@ async fn bad_requests_change_nothing() {
         (
             "stix",
             r#"{"type":"indicator","id":"indicator--old","valid_until":"2001-01-01T00:00:00Z","pattern":"[file:name = 'a']"}"#,
-            "no STIX indicator to evaluate (indicator indicator--old expired at 2001-01-01T00:00:00Z",
+            "no STIX indicator to evaluate (x.doc: indicator indicator--old expired at 2001-01-01T00:00:00Z",
         ),
         ("stix", r#"{"type":"bundle","id":"bundle--1","objects":[]}"#, "no STIX indicator to evaluate"),
         ("yara", "rule broken { condition: }", "x.doc"),
@@ -119,6 +119,39 @@ async fn bad_requests_change_nothing() {
     assert_eq!(s, 400, "{v}");
     let (_, tasks) = api.call("GET", "/api/v1/tasks", None).await;
     assert_eq!(tasks.as_array().map(Vec::len), Some(0), "{tasks}");
+    // STIX documents are read together: an update that revokes an indicator of the feed
+    // is fine beside it, and refused only when nothing is left to evaluate.
+    let feed = |ids: &[&str]| {
+        let objects: Vec<String> = ids
+            .iter()
+            .map(|id| format!(r#"{{"type":"indicator","id":"indicator--{id}","modified":"2020-01-01T00:00:00Z","pattern":"[file:name = '{id}']"}}"#))
+            .collect();
+        format!("[{}]", objects.join(","))
+    };
+    let update = r#"[{"type":"indicator","id":"indicator--a","modified":"2021-01-01T00:00:00Z","revoked":true,"pattern":"[file:name = 'a']"}]"#;
+    let task = |docs: Vec<(&str, String)>| {
+        let iocs: Vec<serde_json::Value> = docs
+            .into_iter()
+            .map(|(name, content)| json!({"format": "stix", "name": name, "content": content}))
+            .collect();
+        json!({"name": "feed", "group": "A", "iocs": iocs})
+    };
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(task(vec![
+                ("feed.json", feed(&["a"])),
+                ("update.json", update.into()),
+            ])),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v.to_string()
+            .contains("update.json: indicator indicator--a is revoked"),
+        "{v}"
+    );
     // No credentials, a bad token.
     let (s, _) = send(
         &api.http,
@@ -681,5 +714,39 @@ async fn group_names_that_cannot_be_shown_are_refused() {
     }
     let groups = api.ok("GET", "/api/v1/groups", None).await;
     assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
+    ts.stop().await;
+}
+
+/// STIX documents of a task are read together, as the devices read them: an update
+/// that revokes one indicator of the feed leaves the others, and the task stands.
+#[tokio::test]
+async fn a_stix_update_beside_its_feed_is_read_as_one_feed() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let feed = |ids: &[&str]| {
+        let objects: Vec<String> = ids
+            .iter()
+            .map(|id| format!(r#"{{"type":"indicator","id":"indicator--{id}","modified":"2020-01-01T00:00:00Z","pattern":"[file:name = '{id}']"}}"#))
+            .collect();
+        format!("[{}]", objects.join(","))
+    };
+    let update = r#"[{"type":"indicator","id":"indicator--a","modified":"2021-01-01T00:00:00Z","revoked":true,"pattern":"[file:name = 'a']"}]"#;
+    let task = |docs: Vec<(&str, String)>| {
+        let iocs: Vec<serde_json::Value> = docs
+            .into_iter()
+            .map(|(name, content)| json!({"format": "stix", "name": name, "content": content}))
+            .collect();
+        json!({"name": "feed", "group": "A", "iocs": iocs})
+    };
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(task(vec![
+                ("feed.json", feed(&["a", "b"])),
+                ("update.json", update.into()),
+            ])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     ts.stop().await;
 }
