@@ -149,7 +149,7 @@ impl TaskRunner for SweepRunner {
                     .collect();
                 // Said where a device reports no hit: "0 hits" is not "clean" when an
                 // indicator could not be decided here.
-                let reason = (!undetermined.is_empty()).then(|| {
+                let undetermined_note = (!undetermined.is_empty()).then(|| {
                     let unsupported = undetermined.iter().filter(|i| !i.unsupported.is_empty()).count();
                     format!(
                         "{} of {} indicators undetermined here ({unsupported} with terms no Linux collector evaluates)",
@@ -157,6 +157,20 @@ impl TaskRunner for SweepRunner {
                         report.iocs.len()
                     )
                 });
+                // What was not looked for at all (a revoked or expired indicator, a rule
+                // the engine refused), beside the task's row rather than only in results.
+                let warnings_note =
+                    report
+                        .warnings
+                        .first()
+                        .map(|first| match report.warnings.len() {
+                            1 => format!("not looked for: {first}"),
+                            n => format!("not looked for: {first} (and {} more)", n - 1),
+                        });
+                let reason = match (undetermined_note, warnings_note) {
+                    (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                    (a, b) => a.or(b),
+                };
                 TaskUpdate {
                     task_id: offer.task_id,
                     state: DeviceTaskState::Completed,
@@ -170,6 +184,10 @@ impl TaskRunner for SweepRunner {
                         "iocs": report.iocs,
                         "stats": report.stats,
                         "unreadable": report.unreadable.len(),
+                        // Indicators set aside (revoked, expired) and rules skipped: the
+                        // administrator sees what this device did not look for.
+                        "warnings": report.warnings.iter().take(20).collect::<Vec<_>>(),
+                        "warnings_total": report.warnings.len(),
                     }),
                 }
             }
@@ -331,5 +349,27 @@ mod tests {
             Some("1 of 1 indicators undetermined here (1 with terms no Linux collector evaluates)")
         );
         assert_eq!(done.results["iocs"][0]["verdict"], "undetermined");
+    }
+
+    /// What a device did not look for (an expired indicator beside a live one) is on the
+    /// task's row and in its results.
+    #[test]
+    fn a_sweep_says_which_indicators_it_set_aside() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("srv")).unwrap();
+        let runner = SweepRunner {
+            host_root: root.path().to_path_buf(),
+            progress_every: Duration::from_secs(60),
+        };
+        let feed = r#"[{"type":"indicator","id":"indicator--live","pattern":"[file:name = 'nothing-here']"},
+                       {"type":"indicator","id":"indicator--old","valid_until":"2001-01-01T00:00:00Z","pattern":"[file:name = 'x']"}]"#;
+        let (_cancel, rx) = watch::channel(false);
+        let done = runner.run(offer_of(10, "stix", feed), rx, &|_| {});
+        assert_eq!(done.state, DeviceTaskState::Completed, "{done:?}");
+        assert_eq!(
+            done.reason.as_deref(),
+            Some("not looked for: doc.stix: indicator indicator--old expired at 2001-01-01T00:00:00Z (valid_until): not evaluated")
+        );
+        assert_eq!(done.results["warnings_total"], 1);
     }
 }
