@@ -1956,23 +1956,15 @@ impl Core {
                     d.id
                 )));
             }
-            let payload = serde_json::to_string(&Delivery::WithdrawAllowance {
+            let delivery = Delivery::WithdrawAllowance {
                 sha256: sha256.to_string(),
-            })
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            self.store
-                .enqueue(d.id, riposte_store::KIND_QUARANTINE, None, &payload)
+            };
+            let detail = format!(
+                "withdraw the allowance of entry {entry_id} ({sha256}) on device {}",
+                d.id
+            );
+            self.send_quarantine_command(c, d.id, &delivery, &detail)
                 .await?;
-            self.wake(&[d.id]).await;
-            self.audit(
-                c,
-                "quarantine_action",
-                &format!(
-                    "withdraw the allowance of entry {entry_id} ({sha256}) on device {}",
-                    d.id
-                ),
-            )
-            .await;
             return Ok(secrets::random_token()[..16].to_string());
         }
         // The device would only fail it: the object is back in place, or gone.
@@ -1991,19 +1983,29 @@ impl Core {
             restore_to,
             on_conflict,
         };
-        let payload = serde_json::to_string(&Delivery::Quarantine(cmd))
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        self.store
-            .enqueue(d.id, riposte_store::KIND_QUARANTINE, None, &payload)
+        let detail = format!("{action} entry {entry_id} on device {}", d.id);
+        self.send_quarantine_command(c, d.id, &Delivery::Quarantine(cmd), &detail)
             .await?;
-        self.wake(&[d.id]).await;
-        self.audit(
-            c,
-            "quarantine_action",
-            &format!("{action} entry {entry_id} on device {}", d.id),
-        )
-        .await;
         Ok(request_id)
+    }
+
+    /// Queues a quarantine command for device `device_id`, wakes its connection, and
+    /// audits it as `detail`.
+    async fn send_quarantine_command(
+        &self,
+        c: &Caller,
+        device_id: i64,
+        delivery: &Delivery,
+        detail: &str,
+    ) -> ServiceResult<()> {
+        let payload =
+            serde_json::to_string(delivery).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.store
+            .enqueue(device_id, riposte_store::KIND_QUARANTINE, None, &payload)
+            .await?;
+        self.wake(&[device_id]).await;
+        self.audit(c, "quarantine_action", detail).await;
+        Ok(())
     }
 
     /// Periodic upkeep: expire overdue tasks, delete old autonomous tasks.

@@ -121,28 +121,13 @@ async fn bad_requests_change_nothing() {
     assert_eq!(tasks.as_array().map(Vec::len), Some(0), "{tasks}");
     // STIX documents are read together: an update that revokes an indicator of the feed
     // is fine beside it, and refused only when nothing is left to evaluate.
-    let feed = |ids: &[&str]| {
-        let objects: Vec<String> = ids
-            .iter()
-            .map(|id| format!(r#"{{"type":"indicator","id":"indicator--{id}","modified":"2020-01-01T00:00:00Z","pattern":"[file:name = '{id}']"}}"#))
-            .collect();
-        format!("[{}]", objects.join(","))
-    };
-    let update = r#"[{"type":"indicator","id":"indicator--a","modified":"2021-01-01T00:00:00Z","revoked":true,"pattern":"[file:name = 'a']"}]"#;
-    let task = |docs: Vec<(&str, String)>| {
-        let iocs: Vec<serde_json::Value> = docs
-            .into_iter()
-            .map(|(name, content)| json!({"format": "stix", "name": name, "content": content}))
-            .collect();
-        json!({"name": "feed", "group": "A", "iocs": iocs})
-    };
     let (s, v) = api
         .call(
             "POST",
             "/api/v1/tasks",
-            Some(task(vec![
-                ("feed.json", feed(&["a"])),
-                ("update.json", update.into()),
+            Some(stix_task(vec![
+                ("feed.json", stix_feed(&["a"])),
+                ("update.json", STIX_UPDATE_REVOKING_A.into()),
             ])),
         )
         .await;
@@ -722,31 +707,37 @@ async fn group_names_that_cannot_be_shown_are_refused() {
 #[tokio::test]
 async fn a_stix_update_beside_its_feed_is_read_as_one_feed() {
     let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
-    let feed = |ids: &[&str]| {
-        let objects: Vec<String> = ids
-            .iter()
-            .map(|id| format!(r#"{{"type":"indicator","id":"indicator--{id}","modified":"2020-01-01T00:00:00Z","pattern":"[file:name = '{id}']"}}"#))
-            .collect();
-        format!("[{}]", objects.join(","))
-    };
-    let update = r#"[{"type":"indicator","id":"indicator--a","modified":"2021-01-01T00:00:00Z","revoked":true,"pattern":"[file:name = 'a']"}]"#;
-    let task = |docs: Vec<(&str, String)>| {
-        let iocs: Vec<serde_json::Value> = docs
-            .into_iter()
-            .map(|(name, content)| json!({"format": "stix", "name": name, "content": content}))
-            .collect();
-        json!({"name": "feed", "group": "A", "iocs": iocs})
-    };
     let (s, v) = api
         .call(
             "POST",
             "/api/v1/tasks",
-            Some(task(vec![
-                ("feed.json", feed(&["a", "b"])),
-                ("update.json", update.into()),
+            Some(stix_task(vec![
+                ("feed.json", stix_feed(&["a", "b"])),
+                ("update.json", STIX_UPDATE_REVOKING_A.into()),
             ])),
         )
         .await;
     assert_eq!(s, 200, "{v}");
     ts.stop().await;
+}
+
+/// A STIX feed of one indicator per id, each naming the file of its id.
+fn stix_feed(ids: &[&str]) -> String {
+    let objects: Vec<String> = ids
+        .iter()
+        .map(|id| format!(r#"{{"type":"indicator","id":"indicator--{id}","modified":"2020-01-01T00:00:00Z","pattern":"[file:name = '{id}']"}}"#))
+        .collect();
+    format!("[{}]", objects.join(","))
+}
+
+/// An update to [`stix_feed`]: a newer version of indicator `a`, revoked.
+const STIX_UPDATE_REVOKING_A: &str = r#"[{"type":"indicator","id":"indicator--a","modified":"2021-01-01T00:00:00Z","revoked":true,"pattern":"[file:name = 'a']"}]"#;
+
+/// A task on group A with these STIX documents (name, content).
+fn stix_task(docs: Vec<(&str, String)>) -> serde_json::Value {
+    let iocs: Vec<serde_json::Value> = docs
+        .into_iter()
+        .map(|(name, content)| json!({"format": "stix", "name": name, "content": content}))
+        .collect();
+    json!({"name": "feed", "group": "A", "iocs": iocs})
 }
