@@ -4,7 +4,7 @@
 //! is not cancel-safe, so it lives in its own task and hands whole frames over). There is
 //! no per-agent timer: idle connections wait on their socket and their hub `Notify` only.
 
-use crate::service::Core;
+use crate::service::{CertificateCheck, Core};
 use riposte_proto::{
     read_frame, write_frame, AgentEvent, AgentToServer, Delivery, EventBody, ServerToAgent,
     PROTOCOL_VERSION,
@@ -209,19 +209,43 @@ where
         let mut sent_upto = last_applied_seq as i64;
         acknowledge(&core, device_id, sent_upto).await?;
         sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
-        // Asked at most once per connection; the agent reconnects with what it gets.
-        let renewal_asked = renews_certificate
-            && presented
-                .facts
-                .as_ref()
-                .is_some_and(|f| core.certificate_renewal_due(f));
-        if renewal_asked {
-            write_frame(&mut writer, &ServerToAgent::RenewCertificate).await?;
-        }
+        // The certificate is checked at the start and then every minute, on the agent's
+        // frames (it pings twice a minute): a connection can outlive the point where
+        // renewal is due, and even the certificate. A renewal is asked for at most once
+        // per connection; the agent reconnects with what it gets.
+        let mut renewal_asked = false;
         let mut renewal_answered = false;
+        let mut certificate_checked: Option<tokio::time::Instant> = None;
+
         let seen_refresh = Duration::from_millis(core.config.seen_refresh_ms.max(0) as u64);
         let mut seen_stored = tokio::time::Instant::now();
         loop {
+            let check_every = Duration::from_millis(core.config.certificate_check_ms.max(0) as u64);
+            if certificate_checked.is_none_or(|at| at.elapsed() >= check_every) {
+                certificate_checked = Some(tokio::time::Instant::now());
+                if let Some(facts) = &presented.facts {
+                    let check = {
+                        let _slot = store_slot(&core).await?;
+                        core.certificate_check(device_id, facts).await
+                    };
+                    match check {
+                        Ok(CertificateCheck::Expired) => {
+                            let reason = format!(
+                                "the device certificate expired at {}; enroll the agent again",
+                                facts.not_after
+                            );
+                            let _ = write_frame(&mut writer, &ServerToAgent::Refused { reason: reason.clone() }).await;
+                            return Err(ConnError::Refused(reason));
+                        }
+                        Ok(CertificateCheck::Renew) if renews_certificate && !renewal_asked => {
+                            renewal_asked = true;
+                            write_frame(&mut writer, &ServerToAgent::RenewCertificate).await?;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(device = device_id, "checking the device certificate: {e}"),
+                    }
+                }
+            }
             tokio::select! {
                 frame = tokio::time::timeout(IDLE_TIMEOUT, frames.recv()) => {
                     let frame = match frame {
@@ -255,7 +279,10 @@ where
                             renewal_answered = true;
                             let signed = {
                                 let _slot = store_slot(&core).await?;
-                                core.renew_device_certificate(device_id, &fingerprint, &csr_pem).await
+                                match &presented.facts {
+                                    Some(facts) => core.renew_device_certificate(device_id, &fingerprint, facts, &csr_pem).await,
+                                    None => Err(crate::error::ServiceError::BadRequest("the connection's certificate could not be read".into())),
+                                }
                             };
                             match signed {
                                 Ok(cert_pem) => write_frame(&mut writer, &ServerToAgent::Certificate { cert_pem }).await?,

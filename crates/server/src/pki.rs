@@ -258,6 +258,8 @@ pub struct CertificateFacts {
     pub serial: String,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The subject's public key (the bits of its `subjectPublicKey`).
+    pub public_key: Vec<u8>,
 }
 
 /// Reads a DER certificate's serial number and validity, if it parses.
@@ -270,7 +272,16 @@ pub fn certificate_facts(der: &[u8]) -> Option<CertificateFacts> {
         serial: hex::encode(&raw[first..]),
         not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
+        public_key: cert.public_key().subject_public_key.data.to_vec(),
     })
+}
+
+/// The public key (the bits of its `subjectPublicKey`) a certificate request is over.
+pub fn csr_public_key(csr_pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rcgen::PublicKeyData;
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+    Ok(csr.public_key.der_bytes().to_vec())
 }
 
 /// Whether a device certificate valid from `not_before` to `not_after` should be replaced
@@ -322,6 +333,15 @@ mod tests {
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         let facts = certificate_facts(&der).unwrap();
         assert_eq!(facts.serial, serial.trim_start_matches("00"));
+        // The certificate is over the request's key.
+        let request = csr();
+        let (pem2, _) = ca.sign_device_csr(&request, 7, Duration::days(30)).unwrap();
+        let der2 = CertificateDer::from_pem_slice(pem2.as_bytes()).unwrap();
+        assert_eq!(
+            certificate_facts(&der2).unwrap().public_key,
+            csr_public_key(&request).unwrap()
+        );
+        assert_ne!(facts.public_key, csr_public_key(&request).unwrap());
         let life = facts.not_after - before;
         assert!(
             life > Duration::days(30) - Duration::minutes(1) && life <= Duration::days(30),

@@ -53,6 +53,8 @@ pub struct CoreConfig {
     /// How long a device certificate is valid. Agents renew theirs over the channel once
     /// a third of its life is left, so a device away for longer must enroll again.
     pub device_cert_lifetime_ms: i64,
+    /// How often a connected agent's certificate is checked (renewal due, expired).
+    pub certificate_check_ms: i64,
 }
 
 /// The default of [`CoreConfig::device_cert_lifetime_ms`]: a year.
@@ -69,8 +71,30 @@ impl Default for CoreConfig {
             detection_wait_ms: 15_000,
             seen_refresh_ms: 5 * 60 * 1000,
             device_cert_lifetime_ms: DEVICE_CERT_LIFETIME_MS,
+            certificate_check_ms: 60_000,
         }
     }
+}
+
+/// How long a renewed certificate that was not used yet holds off another: its agent is
+/// expected to connect with it within seconds; one that lost it (a crash before storing
+/// it) gets another after this.
+pub const RENEWAL_REISSUE_MS: i64 = 3600 * 1000;
+
+/// Whether device `d` holds a renewed certificate issued within [`RENEWAL_REISSUE_MS`]
+/// that it has not used yet.
+fn renewal_waits(d: &riposte_store::DeviceRow) -> bool {
+    d.next_cert_fingerprint.is_some()
+        && d.next_cert_offered_ms
+            .is_some_and(|at| now_ms() - at < RENEWAL_REISSUE_MS)
+}
+
+/// What a connection does about its certificate ([`Core::certificate_check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateCheck {
+    Fine,
+    Renew,
+    Expired,
 }
 
 /// How old a signed revocation list may be before a fetch has it signed again.
@@ -105,6 +129,8 @@ pub struct Core {
     /// The revocation list last signed, for the entries it names: anyone may fetch the
     /// list, and a fetch should not cost a signature while nothing changed.
     signed_revocation_list: std::sync::Mutex<Option<SignedRevocationList>>,
+    /// [`CoreConfig::device_cert_lifetime_ms`], as it stands ([`Core::set_device_cert_lifetime`]).
+    device_cert_lifetime_ms: std::sync::atomic::AtomicI64,
 }
 
 /// What a server process knows of the others on its database ([`Core::beat`]).
@@ -313,6 +339,8 @@ impl Core {
             .pool_size()
             .saturating_sub(RESERVED_FOR_REQUESTS)
             .max(1);
+        let device_cert_lifetime_ms =
+            std::sync::atomic::AtomicI64::new(config.device_cert_lifetime_ms);
         Arc::new(Core {
             store,
             sealer,
@@ -331,34 +359,81 @@ impl Core {
             ),
             live_processes: Default::default(),
             signed_revocation_list: Default::default(),
+            device_cert_lifetime_ms,
         })
     }
 
     /// How long device certificates issued now are valid (at least an hour).
     pub fn device_cert_lifetime(&self) -> time::Duration {
-        time::Duration::milliseconds(self.config.device_cert_lifetime_ms.max(3_600_000))
+        let ms = self
+            .device_cert_lifetime_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        time::Duration::milliseconds(ms.max(3_600_000))
     }
 
-    /// Whether the certificate a device connected with is due for renewal.
-    pub fn certificate_renewal_due(&self, presented: &crate::pki::CertificateFacts) -> bool {
-        crate::pki::renewal_due(
+    /// Changes how long device certificates issued from now on are valid; connected
+    /// agents whose certificates now outlive it renew them at their next check.
+    pub fn set_device_cert_lifetime(&self, ms: i64) {
+        self.device_cert_lifetime_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What a connection does about the certificate it was opened with, now: nothing,
+    /// ask the agent to renew it, or end (it expired while connected). A renewal is not
+    /// asked for while one issued within [`RENEWAL_REISSUE_MS`] waits to be used: the
+    /// agent that holds it is expected to connect with it, and whoever connects with the
+    /// old key instead gets nothing new.
+    pub async fn certificate_check(
+        &self,
+        device_id: i64,
+        presented: &crate::pki::CertificateFacts,
+    ) -> ServiceResult<CertificateCheck> {
+        let now = time::OffsetDateTime::now_utc();
+        if presented.not_after <= now {
+            return Ok(CertificateCheck::Expired);
+        }
+        let due = crate::pki::renewal_due(
             presented.not_before,
             presented.not_after,
-            time::OffsetDateTime::now_utc(),
+            now,
             self.device_cert_lifetime(),
-        )
+        );
+        if !due {
+            return Ok(CertificateCheck::Fine);
+        }
+        let device = self.store.device(device_id).await?;
+        Ok(if renewal_waits(&device) {
+            CertificateCheck::Fine
+        } else {
+            CertificateCheck::Renew
+        })
     }
 
     /// Signs a renewed certificate for device `device_id`, connected with the certificate
-    /// `current` (fingerprint), over the key of `csr_pem`. The device goes on using
-    /// `current` until it connects with the new one, which then replaces it
-    /// ([`Core::certificate_used`]): a device that loses the answer keeps working.
+    /// `current` (fingerprint) and `presented`, over the key of `csr_pem`, which must be a
+    /// new one. The device goes on using `current` until it connects with the new one,
+    /// which then replaces it ([`Core::certificate_used`]): a device that loses the answer
+    /// keeps working, and is given another an hour later.
     pub async fn renew_device_certificate(
         &self,
         device_id: i64,
         current: &str,
+        presented: &crate::pki::CertificateFacts,
         csr_pem: &str,
     ) -> ServiceResult<String> {
+        let key = crate::pki::csr_public_key(csr_pem)
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        if key == presented.public_key {
+            return Err(ServiceError::BadRequest(
+                "a renewed certificate must be over a new key, not the current one".into(),
+            ));
+        }
+        if renewal_waits(&self.store.device(device_id).await?) {
+            return Err(ServiceError::Conflict(format!(
+                "device {device_id} was issued a renewed certificate within the hour that it \
+                 has not used yet"
+            )));
+        }
         let (cert_pem, serial) = self
             .authority
             .sign_device_csr(csr_pem, device_id, self.device_cert_lifetime())
@@ -367,17 +442,29 @@ impl Core {
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let issued = IssuedCertificate {
             fingerprint,
-            serial: Some(serial),
+            serial: Some(serial.clone()),
         };
         if !self
             .store
             .offer_renewed_certificate(device_id, current, &issued)
             .await?
         {
-            return Err(ServiceError::Forbidden(format!(
-                "device {device_id} no longer holds the certificate it asked to renew"
+            return Err(ServiceError::Conflict(format!(
+                "device {device_id} is revoked, or its certificate changed while it asked"
             )));
         }
+        let _ = self
+            .store
+            .audit(
+                &format!("device {device_id}"),
+                "agent channel",
+                "device_certificate_issued",
+                &format!(
+                    "device {device_id}: renewed certificate {serial}, to replace {} once used",
+                    presented.serial
+                ),
+            )
+            .await;
         Ok(cert_pem)
     }
 
@@ -385,20 +472,24 @@ impl Core {
     /// renewed certificate, it replaces the current one, which is revoked. Returns
     /// whether it did.
     pub async fn certificate_used(&self, device_id: i64, fingerprint: &str) -> ServiceResult<bool> {
-        if !self
+        let Some((replaced, new)) = self
             .store
             .promote_renewed_certificate(device_id, fingerprint)
             .await?
-        {
+        else {
             return Ok(false);
-        }
+        };
         let _ = self
             .store
             .audit(
                 &format!("device {device_id}"),
                 "agent channel",
                 "device_certificate_renewed",
-                &format!("device {device_id}: its previous certificate is revoked"),
+                &format!(
+                    "device {device_id}: certificate {} replaces {}, which is revoked",
+                    new.as_deref().unwrap_or("?"),
+                    replaced.as_deref().unwrap_or("(serial unknown)")
+                ),
             )
             .await;
         tracing::info!(

@@ -879,3 +879,88 @@ async fn device_certificates_are_renewed_over_the_channel_sqlite() {
 async fn device_certificates_are_renewed_over_the_channel_postgres() {
     device_certificates_are_renewed_over_the_channel(Backend::Postgres).await;
 }
+
+/// A connection that outlives the point where renewal is due is asked then, not only
+/// when it opens. Once a renewed certificate is issued, the old key gets no other for
+/// an hour (whoever holds it: a stolen copy, or the agent that could not store it), and
+/// a request over the current key is refused.
+#[tokio::test]
+async fn a_connected_agent_is_asked_to_renew_once_due_and_the_old_key_gets_one_certificate() {
+    let (mut ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    ts.restart_with(|o| o.core.certificate_check_ms = 50).await;
+    let old = enroll(&api, &ts.ca, "A", "dev1").await;
+    let id = old.device_id;
+    let store = ts.running().core.store.clone();
+    let recorder = Arc::new(Recorder::default());
+    recorder
+        .fail_renewal
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let agent = TestAgent::start(old.clone(), recorder.clone());
+    assert!(wait_for_note(&recorder, |n| n == "connected").await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    agent.tx.send(riposte_proto::AgentToServer::Ping).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(store
+        .device(id)
+        .await
+        .unwrap()
+        .next_cert_fingerprint
+        .is_none());
+
+    // The setting falls to 30 days while the agent is connected: at its next frame it
+    // is asked, gets a certificate, and (here) cannot store it.
+    ts.running()
+        .core
+        .set_device_cert_lifetime(30 * 24 * 3600 * 1000);
+    agent.tx.send(riposte_proto::AgentToServer::Ping).unwrap();
+    assert!(wait_for_note(&recorder, |n| n == "renewal not stored").await);
+    let pending = store.device(id).await.unwrap().next_cert_fingerprint;
+    assert!(pending.is_some());
+    assert!(
+        ts.running().core.hub.is_connected(id),
+        "still on the old certificate"
+    );
+
+    // The old key again, elsewhere: not asked, nothing new issued.
+    let copy = TestAgent::start(old.clone(), Arc::new(Recorder::default()));
+    assert!(wait_for_note(&copy.recorder, |n| n == "connected").await);
+    copy.tx.send(riposte_proto::AgentToServer::Ping).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(copy.recorder.renewed.lock().unwrap().is_empty());
+    assert_eq!(
+        store.device(id).await.unwrap().next_cert_fingerprint,
+        pending
+    );
+    copy.stop().await;
+    agent.stop().await;
+
+    // Asked directly, the server refuses within the hour, and a request over the
+    // current key at any time.
+    let core = &ts.running().core;
+    let facts = facts(&old.cert_pem);
+    let current = riposte_server::pki::pem_fingerprint(&old.cert_pem).unwrap();
+    let (_, fresh) = riposte_agent::identity::key_and_request("dev1").unwrap();
+    let e = core
+        .renew_device_certificate(id, &current, &facts, &fresh)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("within the hour"), "{e}");
+    let same_key = {
+        let key = rcgen::KeyPair::from_pem(&old.key_pem).unwrap();
+        rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    };
+    let e = core
+        .renew_device_certificate(id, &current, &facts, &same_key)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("over a new key"), "{e}");
+    let audit = api.ok("GET", "/api/v1/audit", None).await.to_string();
+    assert!(audit.contains("device_certificate_issued"), "{audit}");
+    assert!(audit.contains(&facts.serial), "{audit}");
+    ts.stop().await;
+}

@@ -1,2 +1,3 @@
 ALTER TABLE devices ADD COLUMN next_cert_fingerprint TEXT;
-ALTER TABLE devices ADD COLUMN next_cert_serial TEXT
+ALTER TABLE devices ADD COLUMN next_cert_serial TEXT;
+ALTER TABLE devices ADD COLUMN next_cert_offered_ms BIGINT

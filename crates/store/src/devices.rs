@@ -27,6 +27,9 @@ pub struct DeviceRow {
     /// it does ([`Store::promote_renewed_certificate`]).
     #[serde(skip)]
     pub next_cert_fingerprint: Option<String>,
+    /// When that renewed certificate was issued (Unix milliseconds).
+    #[serde(skip)]
+    pub next_cert_offered_ms: Option<i64>,
 }
 
 /// An enrollment token (only its hash is stored).
@@ -93,11 +96,13 @@ fn device(r: &AnyRow) -> Result<DeviceRow> {
         local_settings: get_json(r, "local_settings")?,
         connected_via: r.try_get("connected_via")?,
         next_cert_fingerprint: r.try_get("next_cert_fingerprint")?,
+        next_cert_offered_ms: r.try_get("next_cert_offered_ms")?,
     })
 }
 
 const DEVICE_COLUMNS: &str = "id, name, hostname, group_id, cert_fingerprint, enrolled_at, \
-     revoked, last_seen, local_settings, connected_via, next_cert_fingerprint";
+     revoked, last_seen, local_settings, connected_via, next_cert_fingerprint, \
+     next_cert_offered_ms";
 
 impl Store {
     /// Records an enrollment token.
@@ -379,44 +384,63 @@ impl Store {
         issued: &IssuedCertificate,
     ) -> Result<bool> {
         let mut tx = self.pool().begin().await?;
-        let holds = sqlx::query(
-            "SELECT id FROM devices WHERE id = $1 AND revoked = 0 AND cert_fingerprint = $2",
+        let row = sqlx::query(
+            "SELECT next_cert_serial FROM devices
+             WHERE id = $1 AND revoked = 0 AND cert_fingerprint = $2",
         )
         .bind(id)
         .bind(current)
         .fetch_optional(&mut *tx)
         .await?;
-        if holds.is_none() {
+        let Some(row) = row else {
             return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
-             SELECT next_cert_serial, id, $1 FROM devices
-             WHERE id = $2 AND next_cert_serial IS NOT NULL
-             ON CONFLICT (serial) DO NOTHING",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE devices SET next_cert_fingerprint = $1, next_cert_serial = $2 WHERE id = $3",
+        };
+        let unused: Option<String> = row.try_get("next_cert_serial")?;
+        // Only if nothing changed since: a revocation or another renewal in between
+        // (another server process) would otherwise leave a signed certificate that no
+        // list names.
+        let done = sqlx::query(
+            "UPDATE devices SET next_cert_fingerprint = $1, next_cert_serial = $2,
+                    next_cert_offered_ms = $3
+             WHERE id = $4 AND revoked = 0 AND cert_fingerprint = $5
+               AND COALESCE(next_cert_serial, '') = $6",
         )
         .bind(&issued.fingerprint)
         .bind(&issued.serial)
+        .bind(now_ms())
         .bind(id)
+        .bind(current)
+        .bind(unused.clone().unwrap_or_default())
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(unused) = unused {
+            sqlx::query(
+                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
+                 VALUES ($1, $2, $3) ON CONFLICT (serial) DO NOTHING",
+            )
+            .bind(unused)
+            .bind(id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
 
     /// Device `id` connected with its renewed certificate (`fingerprint`): that becomes
     /// its certificate, and the one it replaces is revoked, so that its key, wherever it
-    /// is, no longer opens the channel or a sandbox. Returns `false`, changing nothing,
-    /// unless `fingerprint` is the device's renewed certificate and the device is not
-    /// revoked.
-    pub async fn promote_renewed_certificate(&self, id: i64, fingerprint: &str) -> Result<bool> {
+    /// is, no longer opens the channel or a sandbox. Returns the serials (replaced, new)
+    /// when it did; `None`, changing nothing, unless `fingerprint` is the device's
+    /// renewed certificate and the device is not revoked.
+    pub async fn promote_renewed_certificate(
+        &self,
+        id: i64,
+        fingerprint: &str,
+    ) -> Result<Option<(Option<String>, Option<String>)>> {
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(
             "SELECT cert_serial, next_cert_serial FROM devices
@@ -427,11 +451,27 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Ok(false);
+            return Ok(None);
         };
         let replaced: Option<String> = row.try_get("cert_serial")?;
         let next_serial: Option<String> = row.try_get("next_cert_serial")?;
-        if let Some(replaced) = replaced {
+        let done = sqlx::query(
+            "UPDATE devices SET cert_fingerprint = $1, cert_serial = $2,
+                    next_cert_fingerprint = NULL, next_cert_serial = NULL,
+                    next_cert_offered_ms = NULL
+             WHERE id = $3 AND revoked = 0 AND next_cert_fingerprint = $1
+               AND COALESCE(cert_serial, '') = $4",
+        )
+        .bind(fingerprint)
+        .bind(&next_serial)
+        .bind(id)
+        .bind(replaced.clone().unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        if let Some(replaced) = &replaced {
             sqlx::query(
                 "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
                  VALUES ($1, $2, $3) ON CONFLICT (serial) DO NOTHING",
@@ -442,18 +482,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "UPDATE devices SET cert_fingerprint = $1, cert_serial = $2,
-                    next_cert_fingerprint = NULL, next_cert_serial = NULL
-             WHERE id = $3",
-        )
-        .bind(fingerprint)
-        .bind(next_serial)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some((replaced, next_serial)))
     }
 
     /// Records the serial of device `id`'s certificate, as the device presents it, where
@@ -844,18 +874,23 @@ mod tests {
                 .unwrap());
             assert_eq!(serials().await, ["5e2"]);
             // Only the renewed certificate promotes; then the old one is revoked.
-            assert!(!store
+            assert!(store
                 .promote_renewed_certificate(d.id, "fp-2")
                 .await
-                .unwrap());
-            assert!(!store
+                .unwrap()
+                .is_none());
+            assert!(store
                 .promote_renewed_certificate(d.id, "fp-1")
                 .await
-                .unwrap());
-            assert!(store
-                .promote_renewed_certificate(d.id, "fp-3")
-                .await
-                .unwrap());
+                .unwrap()
+                .is_none());
+            assert_eq!(
+                store
+                    .promote_renewed_certificate(d.id, "fp-3")
+                    .await
+                    .unwrap(),
+                Some((Some("5e1".into()), Some("5e3".into())))
+            );
             let row = store.device(d.id).await.unwrap();
             assert_eq!(
                 (
@@ -865,10 +900,11 @@ mod tests {
                 ("fp-3", None)
             );
             assert_eq!(serials().await, ["5e1", "5e2"]);
-            assert!(!store
+            assert!(store
                 .promote_renewed_certificate(d.id, "fp-3")
                 .await
-                .unwrap());
+                .unwrap()
+                .is_none());
 
             // A revocation lists the current certificate and a pending renewed one.
             assert!(store
@@ -882,10 +918,11 @@ mod tests {
                 .offer_renewed_certificate(d.id, "fp-3", &issued("5"))
                 .await
                 .unwrap());
-            assert!(!store
+            assert!(store
                 .promote_renewed_certificate(d.id, "fp-4")
                 .await
-                .unwrap());
+                .unwrap()
+                .is_none());
             assert_eq!(store.device(d.id).await.unwrap().cert_fingerprint, "fp-3");
         })
         .await;

@@ -206,6 +206,8 @@ pub struct Recorder {
     pub changed: tokio::sync::Notify,
     /// The identities the link renewed to, in order.
     pub renewed: Mutex<Vec<Identity>>,
+    /// Fail to store a renewed certificate (as a full disk would).
+    pub fail_renewal: AtomicBool,
 }
 
 impl LinkHandler for Recorder {
@@ -227,6 +229,10 @@ impl LinkHandler for Recorder {
         self.changed.notify_waiters();
     }
     fn certificate_renewed(&self, identity: &Identity) -> Result<(), String> {
+        if self.fail_renewal.load(Ordering::SeqCst) {
+            self.notes.lock().unwrap().push("renewal not stored".into());
+            return Err("no space left on device".into());
+        }
         self.renewed.lock().unwrap().push(identity.clone());
         self.changed.notify_waiters();
         Ok(())
