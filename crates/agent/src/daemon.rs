@@ -82,6 +82,7 @@ impl Agent {
         local: Option<Arc<crate::response::LocalActions>>,
     ) -> anyhow::Result<(Arc<Agent>, mpsc::UnboundedReceiver<AgentToServer>)> {
         let identity = Identity::load(&data_dir)?;
+        Identity::remove_leftovers(&data_dir);
         let file = StateFile::new(&data_dir);
         let mut state = file.load()?;
         state.connected = false;
@@ -1023,15 +1024,22 @@ impl LinkHandler for Handler {
         });
     }
 
-    fn certificate_renewed(&self, identity: &Identity) -> Result<(), String> {
+    fn renewal(&self, step: crate::link::Renewal<'_>) -> Result<(), String> {
+        use crate::link::Renewal;
         let agent = &self.0;
-        identity
-            .save_renewed(&agent.data_dir)
-            .map_err(|e| e.to_string())?;
-        *agent.identity.write().unwrap_or_else(|e| e.into_inner()) = identity.clone();
-        // The sandbox integration presents the device certificate too.
-        agent.settings_changed.notify_waiters();
-        Ok(())
+        match step {
+            Renewal::Issued(renewed) => renewed.save_pending_renewal(&agent.data_dir),
+            Renewal::Accepted(renewed) => {
+                // In use from now on, whether or not it can be stored yet (the pending
+                // file stays until it is).
+                *agent.identity.write().unwrap_or_else(|e| e.into_inner()) = renewed.clone();
+                // The sandbox integration presents the device certificate too.
+                agent.settings_changed.notify_waiters();
+                renewed.commit_renewal(&agent.data_dir)
+            }
+            Renewal::Discarded => Identity::discard_pending_renewal(&agent.data_dir),
+        }
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -1055,7 +1063,9 @@ pub async fn run(
     let hostname = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
-    link::run(agent.identity(), hostname, h, rx, stop).await;
+    let identity = agent.identity();
+    let pending = identity.pending_renewal(&agent.data_dir);
+    link::run(identity, pending, hostname, h, rx, stop).await;
     let _ = sandboxing.await;
     match control.await {
         Ok(Err(e)) => tracing::error!("control socket: {e}"),

@@ -30,6 +30,8 @@ pub enum IdentityError {
     Key(#[from] rcgen::Error),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("the renewed certificate is not usable: {0}")]
+    BadRenewal(String),
     #[error("the server URL must start with https:// (got {0:?}): secrets are never sent unencrypted, and the CA file pins the server's certificate")]
     NotHttps(String),
 }
@@ -62,8 +64,10 @@ pub struct Identity {
 
 const IDENTITY: &str = "identity.json";
 const KEY: &str = "device.key";
-/// A renewed key and certificate, written whole before they replace the current pair
-/// (two files, which no single rename swaps). Finished by [`Identity::load`] when found.
+/// A renewed key and certificate the server issued, kept whole in one file beside the
+/// current pair until the server has accepted them on a connection; only then do they
+/// replace it ([`Identity::commit_renewal`]). Until then the current pair stays as it
+/// is, so nothing the server still takes is ever thrown away.
 const RENEWAL: &str = "renewal.json";
 
 /// What [`RENEWAL`] holds.
@@ -113,36 +117,43 @@ pub fn key_and_request(hostname: &str) -> Result<(String, String), IdentityError
 }
 
 impl Identity {
-    /// Loads the identity from the data directory, finishing a renewal that a crash
-    /// interrupted ([`Identity::save_renewed`]).
+    /// Loads the identity from the data directory (reading only).
     pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
-        let mut id = Identity::load_current(dir)?;
-        let renewal_path = dir.join(RENEWAL);
-        let io = |source| IdentityError::Io {
-            path: renewal_path.display().to_string(),
-            source,
-        };
-        match std::fs::read(&renewal_path) {
-            Ok(bytes) => match serde_json::from_slice::<Renewal>(&bytes) {
-                Ok(r) => {
-                    id.cert_pem = r.cert_pem;
-                    id.key_pem = r.key_pem;
-                    id.save(dir)?;
-                    tracing::info!("finished storing the renewed device certificate");
-                }
-                // Written whole or not at all; whatever this is, the server still takes
-                // the current certificate and asks for a renewal again.
-                Err(_) => tracing::warn!(
+        Identity::load_current(dir)
+    }
+
+    /// The renewed identity waiting in the data directory to be accepted by the server
+    /// ([`Identity::save_pending_renewal`]), if there is one. An unreadable one (it is
+    /// written whole, so this is damage) is passed over: the current pair still works.
+    pub fn pending_renewal(&self, dir: &Path) -> Option<Identity> {
+        let path = dir.join(RENEWAL);
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice::<Renewal>(&bytes) {
+            Ok(r) => Some(Identity {
+                cert_pem: r.cert_pem,
+                key_pem: r.key_pem,
+                ..self.clone()
+            }),
+            Err(_) => {
+                tracing::warn!(
                     "{} is unreadable; keeping the current device certificate",
-                    renewal_path.display()
-                ),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(id),
-            Err(source) => return Err(io(source)),
+                    path.display()
+                );
+                None
+            }
         }
-        std::fs::remove_file(&renewal_path).map_err(io)?;
-        sync_parent(&renewal_path).map_err(io)?;
-        Ok(id)
+    }
+
+    /// Removes what an interrupted write left behind (`*.tmp` beside the identity's
+    /// files: one may hold a private key). For the agent's own start only, while no
+    /// other process writes the directory.
+    pub fn remove_leftovers(dir: &Path) {
+        for name in [KEY, IDENTITY, RENEWAL] {
+            let tmp = dir.join(name).with_extension("tmp");
+            if std::fs::remove_file(&tmp).is_ok() {
+                tracing::info!("removed {}, left by an interrupted write", tmp.display());
+            }
+        }
     }
 
     /// The identity as its two files hold it.
@@ -184,14 +195,25 @@ impl Identity {
     }
 
     /// This identity with a renewed key and certificate, once the certificate is shown to
-    /// be this device's: signed by the pinned CA, valid now, for a client, and over the
-    /// key. An agent that took a bad one would lock itself out.
+    /// be this device's: signed by the pinned CA, for a client, and over the key. Its
+    /// dates are the server's to judge, by the server's clock: checked here at the start
+    /// of its own validity, a device whose clock is behind still takes it.
     pub fn renewed(&self, key_pem: String, cert_pem: String) -> Result<Identity, IdentityError> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, UnixTime};
-        let bad = |why: String| IdentityError::Refused(format!("the renewed certificate {why}"));
+        use x509_parser::prelude::FromDer;
+        let bad = |why: String| IdentityError::BadRenewal(format!("it {why}"));
         let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|_| bad("is not a PEM certificate".into()))?;
+        let starts = x509_parser::certificate::X509Certificate::from_der(&cert)
+            .map_err(|_| bad("does not parse".into()))?
+            .1
+            .validity()
+            .not_before
+            .timestamp();
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(starts).unwrap_or(0) + 60,
+        ));
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(root_store(&self.ca_pem)?),
             Arc::new(rustls::crypto::ring::default_provider()),
@@ -199,7 +221,7 @@ impl Identity {
         .build()
         .map_err(|e| bad(e.to_string()))?;
         verifier
-            .verify_client_cert(&cert, &[], UnixTime::now())
+            .verify_client_cert(&cert, &[], at)
             .map_err(|e| bad(format!("does not verify: {e}")))?;
         let renewed = Identity {
             cert_pem,
@@ -213,24 +235,37 @@ impl Identity {
         Ok(renewed)
     }
 
-    /// Saves a renewed identity so that a crash at any instant leaves either the old pair
-    /// or the new one: the new pair is written whole to one file first, and
-    /// [`Identity::load`] finishes the swap if this does not.
-    pub fn save_renewed(&self, dir: &Path) -> Result<(), IdentityError> {
+    /// Keeps this renewed identity beside the current one, whole in one file, until the
+    /// server accepts it ([`Identity::commit_renewal`]).
+    pub fn save_pending_renewal(&self, dir: &Path) -> Result<(), IdentityError> {
         let renewal = serde_json::to_vec(&Renewal {
             cert_pem: self.cert_pem.clone(),
             key_pem: self.key_pem.clone(),
         })
         .map_err(|_| IdentityError::Corrupt("renewal".into()))?;
-        write_file(&dir.join(RENEWAL), &renewal, 0o600)?;
+        write_file(&dir.join(RENEWAL), &renewal, 0o600)
+    }
+
+    /// The server accepted this renewed identity: it becomes the current pair, and the
+    /// pending file goes. A crash or failure on the way leaves the pending file, which
+    /// the agent uses (and commits) again on its next connection.
+    pub fn commit_renewal(&self, dir: &Path) -> Result<(), IdentityError> {
         self.save(dir)?;
+        Identity::discard_pending_renewal(dir)
+    }
+
+    /// Forgets a pending renewed identity (the server refused it).
+    pub fn discard_pending_renewal(dir: &Path) -> Result<(), IdentityError> {
         let path = dir.join(RENEWAL);
         let io = |source| IdentityError::Io {
             path: path.display().to_string(),
             source,
         };
-        std::fs::remove_file(&path).map_err(io)?;
-        sync_parent(&path).map_err(io)
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_parent(&path).map_err(io),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// When the device certificate stops being valid, in Unix milliseconds, if it parses.
@@ -374,6 +409,14 @@ mod tests {
 
     /// A CA, and a function signing a request with it for a client.
     fn authority() -> (String, impl Fn(&str) -> String) {
+        authority_dated(None)
+    }
+
+    /// A day: year, month, day.
+    type Day = (i32, u8, u8);
+
+    /// [`authority`], its certificates valid between these days.
+    fn authority_dated(dates: Option<(Day, Day)>) -> (String, impl Fn(&str) -> String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -382,6 +425,10 @@ mod tests {
         let sign = move |csr: &str| {
             let mut req = rcgen::CertificateSigningRequestParams::from_pem(csr).unwrap();
             req.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            if let Some(((y0, m0, d0), (y1, m1, d1))) = dates {
+                req.params.not_before = rcgen::date_time_ymd(y0, m0, d0);
+                req.params.not_after = rcgen::date_time_ymd(y1, m1, d1);
+            }
             req.signed_by(&ca, &key).unwrap().pem()
         };
         (pem, sign)
@@ -421,10 +468,11 @@ mod tests {
         assert!(err.to_string().contains("not a PEM"), "{err}");
     }
 
-    /// A crash after the renewal file was written, at any point of the swap, is finished
-    /// on the next load; an unreadable renewal file leaves the current pair.
+    /// A renewed pair waits beside the current one, which stays as it is, until the
+    /// server accepts it; a commit interrupted at any point still finds it; a refusal or
+    /// damage leaves the current pair; leftovers of interrupted writes go at start.
     #[test]
-    fn a_renewal_interrupted_by_a_crash_is_finished_on_load() {
+    fn a_renewal_replaces_the_current_pair_only_once_accepted() {
         let (ca, sign) = authority();
         let dir = tempfile::tempdir().unwrap();
         let current = identity(&ca, &sign);
@@ -432,43 +480,73 @@ mod tests {
         let (key, csr) = key_and_request("host").unwrap();
         let renewed = current.renewed(key, sign(&csr)).unwrap();
 
-        // Crash right after the renewal file, and after the key but before identity.json.
-        for key_written in [false, true] {
-            current.save(dir.path()).unwrap();
-            let renewal = serde_json::to_vec(&Renewal {
-                cert_pem: renewed.cert_pem.clone(),
-                key_pem: renewed.key_pem.clone(),
-            })
-            .unwrap();
-            write_file(&dir.path().join(RENEWAL), &renewal, 0o600).unwrap();
-            if key_written {
-                write_file(&dir.path().join(KEY), renewed.key_pem.as_bytes(), 0o600).unwrap();
-            }
-            let loaded = Identity::load(dir.path()).unwrap();
-            assert_eq!(
-                (&loaded.cert_pem, &loaded.key_pem),
-                (&renewed.cert_pem, &renewed.key_pem)
-            );
-            assert!(!dir.path().join(RENEWAL).exists());
-            loaded.tls_config().unwrap();
-        }
+        renewed.save_pending_renewal(dir.path()).unwrap();
+        let loaded = Identity::load(dir.path()).unwrap();
+        assert_eq!(
+            loaded.key_pem, current.key_pem,
+            "the current pair is untouched"
+        );
+        let pending = loaded.pending_renewal(dir.path()).unwrap();
+        assert_eq!(
+            (&pending.cert_pem, &pending.key_pem),
+            (&renewed.cert_pem, &renewed.key_pem)
+        );
+        assert_eq!(pending.device_id, current.device_id);
 
-        current.save(dir.path()).unwrap();
+        // A commit cut short after the key: the pending pair is still there to use.
+        write_file(&dir.path().join(KEY), renewed.key_pem.as_bytes(), 0o600).unwrap();
+        let loaded = Identity::load(dir.path()).unwrap();
+        let pending = loaded.pending_renewal(dir.path()).unwrap();
+        pending.tls_config().unwrap();
+        pending.commit_renewal(dir.path()).unwrap();
+        let loaded = Identity::load(dir.path()).unwrap();
+        assert_eq!(
+            (&loaded.cert_pem, &loaded.key_pem),
+            (&renewed.cert_pem, &renewed.key_pem)
+        );
+        loaded.tls_config().unwrap();
+        assert!(loaded.pending_renewal(dir.path()).is_none());
+
+        // Refused or damaged: the current pair is what remains.
+        let (key, csr) = key_and_request("host").unwrap();
+        let another = loaded.renewed(key, sign(&csr)).unwrap();
+        another.save_pending_renewal(dir.path()).unwrap();
+        Identity::discard_pending_renewal(dir.path()).unwrap();
+        assert!(Identity::load(dir.path())
+            .unwrap()
+            .pending_renewal(dir.path())
+            .is_none());
         std::fs::write(dir.path().join(RENEWAL), b"{\"cert_pem\": \"trunc").unwrap();
         let loaded = Identity::load(dir.path()).unwrap();
-        assert_eq!(loaded.cert_pem, current.cert_pem);
-        assert!(!dir.path().join(RENEWAL).exists());
-
-        // The whole save: the new pair, the file gone, mode 0600.
-        renewed.save_renewed(dir.path()).unwrap();
-        let loaded = Identity::load(dir.path()).unwrap();
+        assert!(loaded.pending_renewal(dir.path()).is_none());
         assert_eq!(loaded.key_pem, renewed.key_pem);
-        assert!(!dir.path().join(RENEWAL).exists());
+
+        std::fs::write(dir.path().join("renewal.tmp"), b"half a private key").unwrap();
+        Identity::remove_leftovers(dir.path());
+        assert!(!dir.path().join("renewal.tmp").exists());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(KEY))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        for file in [KEY, IDENTITY] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+
+    /// A device whose clock is behind the server's takes a certificate that starts
+    /// "in the future" by its own clock: the server judges the dates.
+    #[test]
+    fn a_renewed_certificate_starting_after_the_device_clock_is_taken() {
+        let (ca, sign_later) = authority_dated(Some(((2099, 1, 1), (2100, 1, 1))));
+        let current = identity(&ca, &sign_later);
+        let (key, csr) = key_and_request("host").unwrap();
+        let renewed = current.renewed(key, sign_later(&csr)).unwrap();
+        assert_eq!(renewed.device_id, current.device_id);
+        // Another CA's is still refused, dates or not.
+        let (_, foreign) = authority_dated(Some(((2099, 1, 1), (2100, 1, 1))));
+        let (key, csr) = key_and_request("host").unwrap();
+        let e = current.renewed(key, foreign(&csr)).unwrap_err();
+        assert!(e.to_string().contains("not usable"), "{e}");
     }
 }

@@ -28,18 +28,40 @@ pub trait LinkHandler: Send + Sync + 'static {
     fn event_acked(&self, event_id: &str);
     /// The link came up (`true`) or went down (`false`, with the reason).
     fn link_state(&self, up: bool, note: &str);
-    /// The server renewed the device certificate: store `identity` (crash-safe) and use
-    /// it from now on. On an error the link goes on with the current certificate, which
-    /// the server still accepts, and is asked again on a later connection.
-    fn certificate_renewed(&self, identity: &Identity) -> Result<(), String>;
+    /// A step of a certificate renewal, for the handler to store (crash-safe). On an
+    /// error at `Issued` the link goes on with the current certificate, which the server
+    /// still accepts.
+    fn renewal(&self, step: Renewal<'_>) -> Result<(), String>;
+}
+
+/// The steps of a certificate renewal ([`LinkHandler::renewal`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Renewal<'a> {
+    /// The server issued this identity: keep it beside the current one.
+    Issued(&'a Identity),
+    /// The server accepted it on a connection: it is the device's identity from now on.
+    Accepted(&'a Identity),
+    /// The server took the current identity while a renewed one waited: it never
+    /// accepted the renewed one, which is forgotten.
+    Discarded,
 }
 
 /// How a link session ended without an error.
 enum Ended {
     /// Asked to stop.
     Stopped,
-    /// The certificate was renewed: reconnect with it at once.
-    Renewed,
+    /// The certificate was renewed: reconnect with the new one at once.
+    Renewed(Box<Identity>),
+}
+
+/// What a session does once the server has welcomed it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnWelcome {
+    Nothing,
+    /// It connected with the pending renewed identity: that is accepted.
+    AcceptPending,
+    /// It connected with the current identity while a renewed one was pending.
+    DiscardPending,
 }
 
 /// Why a link session ended.
@@ -54,28 +76,46 @@ pub enum LinkError {
     Tls(String),
     #[error("the server refused this device: {0}")]
     Refused(String),
+    #[error(
+        "the device certificate expired on {0}: the device was away longer than the server \
+         keeps certificates valid; enroll the agent again, in a new data directory \
+         (`riposte agent --data NEW --server URL --ca FILE --enroll-token-file FILE`)"
+    )]
+    Expired(String),
     #[error(transparent)]
     Frame(#[from] riposte_proto::FrameError),
 }
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 
-/// Keeps the link up until `stop` turns true.
+/// Keeps the link up until `stop` turns true. `pending` is a renewed identity the
+/// server issued that it has not accepted on a connection yet
+/// ([`Identity::pending_renewal`]): tried first, the current one when it fails.
 pub async fn run<H: LinkHandler>(
     mut identity: Identity,
+    mut pending: Option<Identity>,
     hostname: String,
     handler: Arc<H>,
     mut outgoing: mpsc::UnboundedReceiver<AgentToServer>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(200);
+    // After a pending identity failed to connect, the current one is tried once: if the
+    // server takes it, it never accepted the pending one.
+    let mut try_current = false;
     loop {
         if *stop.borrow() {
             return;
         }
+        let (using, on_welcome) = match &pending {
+            Some(p) if !try_current => (p.clone(), OnWelcome::AcceptPending),
+            Some(_) => (identity.clone(), OnWelcome::DiscardPending),
+            None => (identity.clone(), OnWelcome::Nothing),
+        };
         let mut was_up = false;
         let result = session(
-            &mut identity,
+            &using,
+            on_welcome,
             &hostname,
             handler.as_ref(),
             &mut outgoing,
@@ -83,6 +123,16 @@ pub async fn run<H: LinkHandler>(
             &mut was_up,
         )
         .await;
+        match (on_welcome, was_up) {
+            (OnWelcome::AcceptPending, true) => {
+                identity = using;
+                pending = None;
+            }
+            (OnWelcome::DiscardPending, true) => pending = None,
+            (OnWelcome::AcceptPending, false) => try_current = true,
+            (OnWelcome::DiscardPending, false) => try_current = false,
+            (OnWelcome::Nothing, _) => {}
+        }
         if was_up {
             // The link worked: start the backoff afresh rather than waiting long after a
             // single drop.
@@ -90,14 +140,25 @@ pub async fn run<H: LinkHandler>(
         }
         match result {
             Ok(Ended::Stopped) => return,
-            Ok(Ended::Renewed) => {
+            Ok(Ended::Renewed(renewed)) => {
                 handler.link_state(false, "reconnecting with the renewed device certificate");
+                pending = Some(*renewed);
+                try_current = false;
+                continue;
+            }
+            // The renewed identity was refused: the current one at once.
+            Err(e) if try_current && on_welcome == OnWelcome::AcceptPending => {
+                let note = format!(
+                    "the renewed device certificate did not connect ({e}); trying the current one"
+                );
+                tracing::warn!("{note}");
+                handler.link_state(false, &note);
                 continue;
             }
             Err(e) => {
                 handler.link_state(false, &e.to_string());
                 tracing::info!("link to the server down: {e}");
-                if matches!(e, LinkError::Refused(_)) {
+                if matches!(e, LinkError::Refused(_) | LinkError::Expired(_)) {
                     backoff = backoff.max(Duration::from_secs(30));
                 }
             }
@@ -113,7 +174,8 @@ pub async fn run<H: LinkHandler>(
 }
 
 async fn session<H: LinkHandler>(
-    identity: &mut Identity,
+    identity: &Identity,
+    on_welcome: OnWelcome,
     hostname: &str,
     handler: &H,
     outgoing: &mut mpsc::UnboundedReceiver<AgentToServer>,
@@ -125,11 +187,7 @@ async fn session<H: LinkHandler>(
         .certificate_expires_ms()
         .filter(|&at| at <= crate::daemon::now_ms())
     {
-        return Err(LinkError::Refused(format!(
-            "the device certificate expired on {}: the device was away longer than the \
-             server keeps certificates valid; enroll the agent again",
-            riposte_model::time::utc(expired)
-        )));
+        return Err(LinkError::Expired(riposte_model::time::utc(expired)));
     }
     let tls = identity
         .tls_config()
@@ -168,6 +226,24 @@ async fn session<H: LinkHandler>(
         ServerToAgent::Welcome { .. } => {}
         ServerToAgent::Refused { reason } => return Err(LinkError::Refused(reason)),
         other => return Err(LinkError::Refused(unexpected_first_answer(&other))),
+    }
+    match on_welcome {
+        OnWelcome::Nothing => {}
+        OnWelcome::AcceptPending => {
+            tracing::info!("the server accepted the renewed device certificate");
+            if let Err(e) = handler.renewal(Renewal::Accepted(identity)) {
+                // Kept pending on disk: the next start connects with it and stores it.
+                tracing::warn!("cannot store the accepted device certificate yet: {e}");
+            }
+        }
+        OnWelcome::DiscardPending => {
+            tracing::warn!(
+                "the server took the current device certificate, not the renewed one: the renewed one is dropped"
+            );
+            if let Err(e) = handler.renewal(Renewal::Discarded) {
+                tracing::warn!("cannot drop the renewed device certificate: {e}");
+            }
+        }
     }
     handler.link_state(true, "connected");
     *was_up = true;
@@ -224,14 +300,13 @@ async fn session<H: LinkHandler>(
                             .renewed(key, cert_pem)
                             .map_err(|e| e.to_string())
                             .and_then(|renewed| {
-                                handler.certificate_renewed(&renewed)?;
+                                handler.renewal(Renewal::Issued(&renewed))?;
                                 Ok(renewed)
                             });
                         match stored {
                             Ok(renewed) => {
-                                *identity = renewed;
-                                tracing::info!("the device certificate was renewed");
-                                break Ok(Ended::Renewed);
+                                tracing::info!("the server issued a renewed device certificate; reconnecting with it");
+                                break Ok(Ended::Renewed(Box::new(renewed)));
                             }
                             Err(e) => tracing::warn!("keeping the current device certificate: {e}"),
                         }
@@ -285,7 +360,7 @@ mod tests {
         fn link_state(&self, _: bool, note: &str) {
             self.0.lock().unwrap().push(note.to_string());
         }
-        fn certificate_renewed(&self, _: &Identity) -> Result<(), String> {
+        fn renewal(&self, _: Renewal<'_>) -> Result<(), String> {
             Err("not in this test".into())
         }
     }
@@ -312,7 +387,7 @@ mod tests {
         let notes = Arc::new(Notes::default());
         let (_tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop) = watch::channel(false);
-        let link = tokio::spawn(run(identity, "h".into(), notes.clone(), rx, stop));
+        let link = tokio::spawn(run(identity, None, "h".into(), notes.clone(), rx, stop));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while notes.0.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -144,7 +144,17 @@ fn hostname() -> String {
 /// Enrolls the agent if its data directory has no identity yet.
 pub async fn ensure_enrolled(a: &AgentArgs) -> anyhow::Result<Identity> {
     match Identity::load(&a.data) {
-        Ok(id) => Ok(id),
+        Ok(id) => {
+            if a.enroll_token.is_some() || a.enroll_token_file.is_some() {
+                eprintln!(
+                    "riposte agent: {} already holds device {}'s identity: the enrollment \
+                     token is not used (to enroll again, give a new --data directory)",
+                    a.data.display(),
+                    id.device_id
+                );
+            }
+            Ok(id)
+        }
         Err(IdentityError::NotEnrolled) => {
             let token = match (&a.enroll_token, &a.enroll_token_file) {
                 (Some(t), _) => Some(t.clone()),
@@ -242,7 +252,17 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         outln!("connected: {} ({})", state.connected, state.last_link_note);
         if let Some(at) = id.certificate_expires_ms() {
             // Renewed over the channel well before then.
-            outln!("certificate: valid until {}", riposte_model::time::utc(at));
+            if at <= riposte_agent::daemon::now_ms() {
+                outln!(
+                    "certificate: EXPIRED on {}: enroll the agent again in a new data directory",
+                    riposte_model::time::utc(at)
+                );
+            } else {
+                outln!("certificate: valid until {}", riposte_model::time::utc(at));
+            }
+        }
+        if id.pending_renewal(&a.data).is_some() {
+            outln!("certificate: a renewed one waits to be accepted by the server");
         }
         match &state.settings {
             Some(s) => {

@@ -593,6 +593,7 @@ async fn drive(
         agents.push(agent.clone());
         links.spawn(riposte_agent::link::run(
             identity,
+            None,
             format!("fleet-{i:05}"),
             agent,
             rx,

@@ -196,7 +196,7 @@ impl LinkHandler for SimAgent {
         }
     }
 
-    fn certificate_renewed(&self, _: &riposte_agent::identity::Identity) -> Result<(), String> {
+    fn renewal(&self, _: riposte_agent::link::Renewal<'_>) -> Result<(), String> {
         // A simulated agent keeps its identity in memory only: nothing to store.
         Ok(())
     }

@@ -964,3 +964,36 @@ async fn a_connected_agent_is_asked_to_renew_once_due_and_the_old_key_gets_one_c
     assert!(audit.contains(&facts.serial), "{audit}");
     ts.stop().await;
 }
+
+/// A renewed identity the server never accepted (here another device's certificate) is
+/// tried first, refused, and dropped once the current one connects; one it issued is
+/// accepted on first use, which the link reports.
+#[tokio::test]
+async fn a_pending_renewal_the_server_refuses_falls_back_to_the_current_certificate() {
+    let (mut ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let dev = enroll(&api, &ts.ca, "A", "dev1").await;
+    let other = enroll(&api, &ts.ca, "A", "dev2").await;
+    let mut wrong = other.clone();
+    wrong.device_id = dev.device_id;
+    let agent =
+        TestAgent::start_with_pending(dev.clone(), Some(wrong), Arc::new(Recorder::default()));
+    assert!(wait_for_note(&agent.recorder, |n| n == "connected").await);
+    assert!(wait_for_note(&agent.recorder, |n| n.contains("does not belong")).await);
+    assert_eq!(*agent.recorder.renewal_steps.lock().unwrap(), ["discarded"]);
+    agent.stop().await;
+
+    // A real renewal: issued, then accepted on the next connection.
+    ts.restart_with(|o| o.core.device_cert_lifetime_ms = 30 * 24 * 3600 * 1000)
+        .await;
+    let agent = TestAgent::start(dev.clone(), Arc::new(Recorder::default()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.recorder.renewal_steps.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        *agent.recorder.renewal_steps.lock().unwrap(),
+        ["issued", "accepted"]
+    );
+    agent.stop().await;
+    ts.stop().await;
+}

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use riposte_agent::identity::{pinned_http_client, Identity};
-use riposte_agent::link::LinkHandler;
+use riposte_agent::link::{LinkHandler, Renewal};
 use riposte_proto::{AgentToServer, Delivery};
 use riposte_server::{RunningServer, ServerOptions};
 use riposte_store::testing::TestDb;
@@ -208,6 +208,8 @@ pub struct Recorder {
     pub renewed: Mutex<Vec<Identity>>,
     /// Fail to store a renewed certificate (as a full disk would).
     pub fail_renewal: AtomicBool,
+    /// The renewal steps the link took: `issued`, `accepted`, `discarded`.
+    pub renewal_steps: Mutex<Vec<&'static str>>,
 }
 
 impl LinkHandler for Recorder {
@@ -228,12 +230,19 @@ impl LinkHandler for Recorder {
         self.notes.lock().unwrap().push(note.to_string());
         self.changed.notify_waiters();
     }
-    fn certificate_renewed(&self, identity: &Identity) -> Result<(), String> {
-        if self.fail_renewal.load(Ordering::SeqCst) {
-            self.notes.lock().unwrap().push("renewal not stored".into());
-            return Err("no space left on device".into());
+    fn renewal(&self, step: Renewal<'_>) -> Result<(), String> {
+        self.renewal_steps.lock().unwrap().push(match step {
+            Renewal::Issued(_) => "issued",
+            Renewal::Accepted(_) => "accepted",
+            Renewal::Discarded => "discarded",
+        });
+        if let Renewal::Issued(identity) = step {
+            if self.fail_renewal.load(Ordering::SeqCst) {
+                self.notes.lock().unwrap().push("renewal not stored".into());
+                return Err("no space left on device".into());
+            }
+            self.renewed.lock().unwrap().push(identity.clone());
         }
-        self.renewed.lock().unwrap().push(identity.clone());
         self.changed.notify_waiters();
         Ok(())
     }
@@ -270,10 +279,20 @@ pub struct TestAgent {
 
 impl TestAgent {
     pub fn start(identity: Identity, recorder: Arc<Recorder>) -> TestAgent {
+        TestAgent::start_with_pending(identity, None, recorder)
+    }
+
+    /// [`TestAgent::start`] with a renewed identity waiting to be accepted.
+    pub fn start_with_pending(
+        identity: Identity,
+        pending: Option<Identity>,
+        recorder: Arc<Recorder>,
+    ) -> TestAgent {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(riposte_agent::link::run(
             identity.clone(),
+            pending,
             "test-host".into(),
             recorder.clone(),
             rx,
