@@ -450,6 +450,7 @@ fn print_device(v: &Value) {
         ("group", cell(&v["group_id"])),
         ("enrolled", when(&v["enrolled_at"])),
         ("last seen", when(&v["last_seen"])),
+        ("certificate until", when(&v["certificate_expires_at"])),
         ("connected", cell(&v["connected"])),
         ("revoked", cell(&v["revoked"])),
     ]);

@@ -1020,6 +1020,22 @@ async fn groups_devices_and_tasks_are_managed_from_the_console() {
     // Move the device into the new group; an unknown group changes nothing.
     let p = v.get(&format!("/devices/{dev}")).await;
     assert!(p.body.contains("id=\"move-device\"") && p.body.contains("id=\"revoke-device\""));
+    // When its certificate must be renewed by, as enrollment issued it: a year on.
+    let expires = core
+        .store
+        .device(dev)
+        .await
+        .unwrap()
+        .cert_expires_ms
+        .unwrap();
+    let year_ms = 365 * 24 * 3600 * 1000;
+    assert!((expires - riposte_store::now_ms() - year_ms).abs() < 3_600_000);
+    assert!(
+        p.body.contains("Certificate valid until")
+            && p.body.contains(&riposte_model::time::utc(expires)),
+        "{}",
+        p.body
+    );
     let p = v
         .post(
             &format!("/devices/{dev}/move"),

@@ -460,7 +460,7 @@ fn device_json(core: &Core, d: &riposte_store::DeviceRow) -> Value {
     json!({
         "id": d.id, "name": d.name, "hostname": d.hostname, "group_id": d.group_id,
         "enrolled_at": d.enrolled_at, "revoked": d.revoked, "last_seen": d.last_seen,
-        "connected": core.is_connected(d),
+        "connected": core.is_connected(d), "certificate_expires_at": d.cert_expires_ms,
     })
 }
 

@@ -127,8 +127,17 @@ where
     }
     // A device enrolled before serials were kept gets its serial from the certificate it
     // shows, so that a revocation can list it (even one made while it was away).
-    if let (Ok(d), Some(serial)) = (&known, presented.facts.as_ref().map(|f| &f.serial)) {
+    if let (Ok(d), Some(facts)) = (&known, presented.facts.as_ref()) {
+        let serial = &facts.serial;
         if !d.cert_fingerprint.is_empty() && d.cert_fingerprint == fingerprint {
+            if d.cert_expires_ms.is_none() {
+                let _slot = store_slot(&core).await?;
+                let expires_ms = i64::try_from(facts.not_after.unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or(i64::MAX);
+                core.store
+                    .note_cert_expiry(device_id, &fingerprint, expires_ms)
+                    .await?;
+            }
             let _slot = store_slot(&core).await?;
             if core
                 .store

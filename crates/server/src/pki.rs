@@ -303,6 +303,13 @@ pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
+/// When the first certificate in a PEM text stops being valid (Unix milliseconds).
+pub fn pem_expires_ms(pem: &str) -> Option<i64> {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let facts = certificate_facts(&der)?;
+    i64::try_from(facts.not_after.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// Fingerprint of the first certificate in a PEM text.
 pub fn pem_fingerprint(pem: &str) -> Result<String, PkiError> {
     let der = CertificateDer::from_pem_slice(pem.as_bytes())

@@ -443,6 +443,7 @@ impl Core {
         let issued = IssuedCertificate {
             fingerprint,
             serial: Some(serial.clone()),
+            expires_ms: crate::pki::pem_expires_ms(&cert_pem),
         };
         if !self
             .store
@@ -1418,6 +1419,7 @@ impl Core {
                 let issued = IssuedCertificate {
                     fingerprint,
                     serial: Some(serial),
+                    expires_ms: crate::pki::pem_expires_ms(&cert_pem),
                 };
                 Ok((issued, cert_pem))
             })

@@ -703,6 +703,10 @@ async fn a_device_enrolled_before_serials_were_kept_is_listed_when_it_shows_its_
     let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     let dev = enroll(&api, &ts.ca, "A", "old").await;
     riposte_store::testing::forget_cert_serial(&ts.running().core.store, dev.device_id).await;
+    let shown = api
+        .ok("GET", &format!("/api/v1/devices/{}", dev.device_id), None)
+        .await;
+    assert_eq!(shown["certificate_expires_at"], json!(null), "{shown}");
     let answer = api
         .ok(
             "POST",
@@ -728,6 +732,20 @@ async fn a_device_enrolled_before_serials_were_kept_is_listed_when_it_shows_its_
     assert!(
         listed,
         "the refused connection put the certificate on the list"
+    );
+    // ...and its expiry on the device's record.
+    let expires = ts
+        .running()
+        .core
+        .store
+        .device(dev.device_id)
+        .await
+        .unwrap()
+        .cert_expires_ms;
+    assert_eq!(
+        expires,
+        riposte_server::pki::pem_expires_ms(&dev.cert_pem),
+        "read from the certificate shown"
     );
     agent.stop().await;
     ts.stop().await;
@@ -771,6 +789,12 @@ async fn device_certificates_are_renewed_over_the_channel(backend: Backend) {
     let year = time::Duration::days(365);
     let issued = facts(&old.cert_pem);
     assert!((issued.not_after - issued.not_before - year).abs() < time::Duration::hours(2));
+    let shown = api.ok("GET", &format!("/api/v1/devices/{id}"), None).await;
+    assert_eq!(
+        shown["certificate_expires_at"].as_i64(),
+        riposte_server::pki::pem_expires_ms(&old.cert_pem),
+        "{shown}"
+    );
 
     // Fresh: the agent is not asked to renew.
     let agent = TestAgent::start(old.clone(), Arc::new(Recorder::default()));
@@ -812,6 +836,11 @@ async fn device_certificates_are_renewed_over_the_channel(backend: Backend) {
     );
     assert!(wait_for_note(&agent.recorder, |n| n.contains("renewed")).await);
     assert!(ts.running().core.hub.is_connected(id));
+    assert_eq!(
+        store.device(id).await.unwrap().cert_expires_ms,
+        riposte_server::pki::pem_expires_ms(&new.cert_pem),
+        "the device's record follows the renewed certificate"
+    );
     assert!(store
         .device(id)
         .await

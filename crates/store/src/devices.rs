@@ -30,6 +30,9 @@ pub struct DeviceRow {
     /// When that renewed certificate was issued (Unix milliseconds).
     #[serde(skip)]
     pub next_cert_offered_ms: Option<i64>,
+    /// When the device's certificate stops being valid (Unix milliseconds); `None` for a
+    /// device enrolled before this was kept that has not connected since.
+    pub cert_expires_ms: Option<i64>,
 }
 
 /// An enrollment token (only its hash is stored).
@@ -63,6 +66,8 @@ pub struct IssuedCertificate {
     /// The certificate's serial number, hex: what a revocation list names. `None` for
     /// certificates issued elsewhere (tests).
     pub serial: Option<String>,
+    /// When it stops being valid (Unix milliseconds), where known.
+    pub expires_ms: Option<i64>,
 }
 
 /// A device certificate that was revoked, as a certificate revocation list names it.
@@ -97,12 +102,13 @@ fn device(r: &AnyRow) -> Result<DeviceRow> {
         connected_via: r.try_get("connected_via")?,
         next_cert_fingerprint: r.try_get("next_cert_fingerprint")?,
         next_cert_offered_ms: r.try_get("next_cert_offered_ms")?,
+        cert_expires_ms: r.try_get("cert_expires_ms")?,
     })
 }
 
 const DEVICE_COLUMNS: &str = "id, name, hostname, group_id, cert_fingerprint, enrolled_at, \
      revoked, last_seen, local_settings, connected_via, next_cert_fingerprint, \
-     next_cert_offered_ms";
+     next_cert_offered_ms, cert_expires_ms";
 
 impl Store {
     /// Records an enrollment token.
@@ -165,6 +171,7 @@ impl Store {
                 let issued = IssuedCertificate {
                     fingerprint: cert_fingerprint.to_string(),
                     serial: None,
+                    expires_ms: None,
                 };
                 Ok::<_, std::convert::Infallible>((issued, ()))
             })
@@ -231,14 +238,19 @@ impl Store {
                 return Ok(Err(EnrollFailure::Sign(e)));
             }
         };
-        sqlx::query("UPDATE devices SET cert_fingerprint = $1, cert_serial = $2 WHERE id = $3")
-            .bind(&issued.fingerprint)
-            .bind(&issued.serial)
-            .bind(dev.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE devices SET cert_fingerprint = $1, cert_serial = $2, cert_expires_ms = $3
+             WHERE id = $4",
+        )
+        .bind(&issued.fingerprint)
+        .bind(&issued.serial)
+        .bind(issued.expires_ms)
+        .bind(dev.id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         dev.cert_fingerprint = issued.fingerprint;
+        dev.cert_expires_ms = issued.expires_ms;
         Ok(Ok((dev, extra)))
     }
 
@@ -401,7 +413,7 @@ impl Store {
         // list names.
         let done = sqlx::query(
             "UPDATE devices SET next_cert_fingerprint = $1, next_cert_serial = $2,
-                    next_cert_offered_ms = $3
+                    next_cert_offered_ms = $3, next_cert_expires_ms = $7
              WHERE id = $4 AND revoked = 0 AND cert_fingerprint = $5
                AND COALESCE(next_cert_serial, '') = $6",
         )
@@ -411,6 +423,7 @@ impl Store {
         .bind(id)
         .bind(current)
         .bind(unused.clone().unwrap_or_default())
+        .bind(issued.expires_ms)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -457,8 +470,9 @@ impl Store {
         let next_serial: Option<String> = row.try_get("next_cert_serial")?;
         let done = sqlx::query(
             "UPDATE devices SET cert_fingerprint = $1, cert_serial = $2,
+                    cert_expires_ms = next_cert_expires_ms,
                     next_cert_fingerprint = NULL, next_cert_serial = NULL,
-                    next_cert_offered_ms = NULL
+                    next_cert_offered_ms = NULL, next_cert_expires_ms = NULL
              WHERE id = $3 AND revoked = 0 AND next_cert_fingerprint = $1
                AND COALESCE(cert_serial, '') = $4",
         )
@@ -515,6 +529,27 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Records when device `id`'s certificate stops being valid, as the device presents
+    /// it, where that is not known (devices enrolled before it was kept): only for the
+    /// certificate the device's row names (`fingerprint`).
+    pub async fn note_cert_expiry(
+        &self,
+        id: i64,
+        fingerprint: &str,
+        expires_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET cert_expires_ms = $1
+             WHERE id = $2 AND cert_expires_ms IS NULL AND cert_fingerprint = $3",
+        )
+        .bind(expires_ms)
+        .bind(id)
+        .bind(fingerprint)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Whether device `id`'s certificate serial is known (and so can be listed when the
@@ -721,6 +756,7 @@ mod tests {
                     let issued = IssuedCertificate {
                         fingerprint: format!("fp-{id}"),
                         serial: None,
+                        expires_ms: None,
                     };
                     Ok::<_, ()>((issued, format!("cert of {id}")))
                 })
@@ -786,6 +822,7 @@ mod tests {
                     let issued = IssuedCertificate {
                         fingerprint: format!("fp-{name}"),
                         serial: serial.map(str::to_string),
+                        expires_ms: None,
                     };
                     store
                         .enroll_device_signed("t", name, "h", |_| {
@@ -831,6 +868,7 @@ mod tests {
             let issued = |n: &str| IssuedCertificate {
                 fingerprint: format!("fp-{n}"),
                 serial: Some(format!("5e{n}")),
+                expires_ms: None,
             };
             let (d, ()) = store
                 .enroll_device_signed("t", "d", "h", |_| {

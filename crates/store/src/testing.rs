@@ -96,9 +96,9 @@ pub async fn group_with_devices(store: &Store, names: &[&str]) -> (i64, Vec<i64>
     (g, ids)
 }
 
-/// Makes device `id` look enrolled before certificate serials were kept.
+/// Makes device `id` look enrolled before certificate serials and expiry dates were kept.
 pub async fn forget_cert_serial(store: &Store, id: i64) {
-    sqlx::query("UPDATE devices SET cert_serial = NULL WHERE id = $1")
+    sqlx::query("UPDATE devices SET cert_serial = NULL, cert_expires_ms = NULL WHERE id = $1")
         .bind(id)
         .execute(store.pool())
         .await

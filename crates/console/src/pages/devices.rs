@@ -361,6 +361,14 @@ pub async fn detail(
                 dt { "Enrolled" } dd { (fmt_time(d.enrolled_at)) }
                 dt { "Last seen" } dd { (fmt_time(d.last_seen)) }
                 dt { "Certificate (SHA-256)" } dd { code { (d.cert_fingerprint) } }
+                // Renewed over the channel a third of its life before this; a device
+                // away longer must be enrolled again.
+                dt { "Certificate valid until" } dd #cert-expiry {
+                    @match d.cert_expires_ms {
+                        Some(at) => (fmt_time(at)),
+                        None => "not known yet (it is read when the device next connects)",
+                    }
+                }
             }
             @if !d.revoked && s.can(Operation::MoveDevice) {
                 form.inline #move-form method="post" action={ "/devices/" (id) "/move" } {
