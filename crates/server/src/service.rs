@@ -935,9 +935,11 @@ impl Core {
     /// inside its validity, [`crate::pki::CRL_VALIDITY`]); in between every fetch gets
     /// the same one.
     pub async fn revocation_list(&self) -> ServiceResult<String> {
+        // Certificates past their end are refused anyway: the list does not grow with
+        // every renewal for ever.
         let revoked: Vec<(String, i64)> = self
             .store
-            .revoked_certificates()
+            .revoked_certificates_valid_at(now_ms())
             .await?
             .into_iter()
             .map(|r| (r.serial, r.revoked_ms))

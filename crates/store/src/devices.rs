@@ -368,10 +368,14 @@ impl Store {
         }
         // Revoking twice keeps the first date: the list says when it happened. A renewed
         // certificate the device has not used yet is revoked with the current one.
-        for column in ["cert_serial", "next_cert_serial"] {
+        for (column, expires) in [
+            ("cert_serial", "cert_expires_ms"),
+            ("next_cert_serial", "next_cert_expires_ms"),
+        ] {
             sqlx::query(&format!(
-                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
-                 SELECT {column}, id, $1 FROM devices WHERE id = $2 AND {column} IS NOT NULL
+                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms, expires_ms)
+                 SELECT {column}, id, $1, {expires} FROM devices
+                 WHERE id = $2 AND {column} IS NOT NULL
                  ON CONFLICT (serial) DO NOTHING"
             ))
             .bind(now_ms())
@@ -397,7 +401,7 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(
-            "SELECT next_cert_serial FROM devices
+            "SELECT next_cert_serial, next_cert_expires_ms FROM devices
              WHERE id = $1 AND revoked = 0 AND cert_fingerprint = $2",
         )
         .bind(id)
@@ -408,6 +412,7 @@ impl Store {
             return Ok(false);
         };
         let unused: Option<String> = row.try_get("next_cert_serial")?;
+        let unused_expires: Option<i64> = row.try_get("next_cert_expires_ms")?;
         // Only if nothing changed since: a revocation or another renewal in between
         // (another server process) would otherwise leave a signed certificate that no
         // list names.
@@ -431,12 +436,13 @@ impl Store {
         }
         if let Some(unused) = unused {
             sqlx::query(
-                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
-                 VALUES ($1, $2, $3) ON CONFLICT (serial) DO NOTHING",
+                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms, expires_ms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING",
             )
             .bind(unused)
             .bind(id)
             .bind(now_ms())
+            .bind(unused_expires)
             .execute(&mut *tx)
             .await?;
         }
@@ -456,7 +462,7 @@ impl Store {
     ) -> Result<Option<(Option<String>, Option<String>)>> {
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(
-            "SELECT cert_serial, next_cert_serial FROM devices
+            "SELECT cert_serial, next_cert_serial, cert_expires_ms FROM devices
              WHERE id = $1 AND revoked = 0 AND next_cert_fingerprint = $2",
         )
         .bind(id)
@@ -468,6 +474,7 @@ impl Store {
         };
         let replaced: Option<String> = row.try_get("cert_serial")?;
         let next_serial: Option<String> = row.try_get("next_cert_serial")?;
+        let replaced_expires: Option<i64> = row.try_get("cert_expires_ms")?;
         let done = sqlx::query(
             "UPDATE devices SET cert_fingerprint = $1, cert_serial = $2,
                     cert_expires_ms = next_cert_expires_ms,
@@ -487,12 +494,13 @@ impl Store {
         }
         if let Some(replaced) = &replaced {
             sqlx::query(
-                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
-                 VALUES ($1, $2, $3) ON CONFLICT (serial) DO NOTHING",
+                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms, expires_ms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING",
             )
             .bind(replaced)
             .bind(id)
             .bind(now_ms())
+            .bind(replaced_expires)
             .execute(&mut *tx)
             .await?;
         }
@@ -519,8 +527,9 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO revoked_certificates (serial, device_id, revoked_ms)
-             SELECT cert_serial, id, $1 FROM devices WHERE id = $2 AND revoked = 1
+            "INSERT INTO revoked_certificates (serial, device_id, revoked_ms, expires_ms)
+             SELECT cert_serial, id, $1, cert_expires_ms FROM devices
+             WHERE id = $2 AND revoked = 1
              ON CONFLICT (serial) DO NOTHING",
         )
         .bind(now_ms())
@@ -600,10 +609,22 @@ impl Store {
 
     /// Every revoked device certificate, oldest revocation first.
     pub async fn revoked_certificates(&self) -> Result<Vec<RevokedCertificate>> {
+        self.revoked_certificates_valid_at(i64::MIN).await
+    }
+
+    /// The revoked device certificates still valid at `at_ms` (or whose end is not
+    /// known), oldest revocation first: what a revocation list must name, since an
+    /// expired certificate is refused anyway.
+    pub async fn revoked_certificates_valid_at(
+        &self,
+        at_ms: i64,
+    ) -> Result<Vec<RevokedCertificate>> {
         let rows = sqlx::query(
             "SELECT serial, device_id, revoked_ms FROM revoked_certificates
+             WHERE expires_ms IS NULL OR expires_ms > $1
              ORDER BY revoked_ms, serial",
         )
+        .bind(at_ms)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
@@ -851,6 +872,52 @@ mod tests {
             store.revoke_device(a.id).await.unwrap();
             assert_eq!(store.revoked_certificates().await.unwrap(), listed);
             assert!(!store.device(b.id).await.unwrap().revoked);
+        })
+        .await;
+    }
+
+    /// A revocation list needs to name only certificates not yet expired: those past
+    /// their end are refused anyway, and the list would otherwise grow with every
+    /// renewal for ever. One whose end is unknown stays.
+    #[tokio::test]
+    async fn expired_revoked_certificates_leave_the_list() {
+        each_backend(|store| async move {
+            let g = store.create_group("G", None).await.unwrap();
+            store
+                .create_enroll_token("t", g, now_ms() + 60_000, 5, "admin")
+                .await
+                .unwrap();
+            let now = now_ms();
+            let mut ids = Vec::new();
+            for (name, expires_ms) in [
+                ("past", Some(now - 1)),
+                ("future", Some(now + 60_000)),
+                ("unknown", None),
+            ] {
+                let issued = IssuedCertificate {
+                    fingerprint: format!("fp-{name}"),
+                    serial: Some(format!("5e{}", name.len())),
+                    expires_ms,
+                };
+                let (d, ()) = store
+                    .enroll_device_signed("t", name, "h", |_| {
+                        Ok::<_, std::convert::Infallible>((issued, ()))
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                store.revoke_device(d.id).await.unwrap();
+                ids.push(d.id);
+            }
+            assert_eq!(store.revoked_certificates().await.unwrap().len(), 3);
+            let listed: Vec<i64> = store
+                .revoked_certificates_valid_at(now)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.device_id)
+                .collect();
+            assert_eq!(listed, [ids[1], ids[2]]);
         })
         .await;
     }
