@@ -183,6 +183,18 @@ impl Pipeline {
     }
 }
 
+/// What becomes of a queued task at its turn ([`App::submitters_standing`]).
+enum Standing {
+    Analyse,
+    /// Not until a revocation list is in force: back in the queue a little later.
+    Wait,
+    /// Not at all, for this reason.
+    Drop(String),
+}
+
+/// How long a task whose submitters cannot be checked yet waits before its next turn.
+const STANDING_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Shared service state (explicit state for the handlers).
 pub struct App {
     store: Store,
@@ -242,18 +254,33 @@ impl App {
         }
     }
 
-    /// Why a queued task is not analysed after all: every device that submitted it has
-    /// been revoked since (by the list in force). A revoked device's key may be in other
-    /// hands, and what it queued is theirs to run in the jail.
-    fn submitters_revoked(&self, task: &TaskRecord) -> Option<String> {
-        let list = self.revocation.as_ref()?.current().list?;
-        let all_revoked = !task.submitters.is_empty()
-            && task
-                .submitters
-                .iter()
-                .all(|s| hex::decode(s).is_ok_and(|serial| list.revokes(&serial)));
-        all_revoked
-            .then(|| "every device that submitted it was revoked before its turn came".to_string())
+    /// Whether a queued task is analysed now: not if every device that submitted it has
+    /// been revoked since (a revoked device's key may be in other hands, and what it
+    /// queued is theirs to run in the jail), and not yet while no usable list is in
+    /// force to tell (a task queued before a restart, when the list's server is not up
+    /// yet). Anonymous submissions and sandboxes without a list go ahead.
+    fn submitters_standing(&self, task: &TaskRecord) -> Standing {
+        let Some(tls) = &self.revocation else {
+            return Standing::Analyse;
+        };
+        if task.submitters.is_empty() {
+            return Standing::Analyse;
+        }
+        let list = match tls.current().list {
+            Some(list) if list.next_update > crate::util::now_secs() as i64 => list,
+            _ => return Standing::Wait,
+        };
+        let all_revoked = task
+            .submitters
+            .iter()
+            .all(|s| hex::decode(s).is_ok_and(|serial| list.revokes(&serial)));
+        if all_revoked {
+            Standing::Drop(
+                "every device that submitted it was revoked before its turn came".to_string(),
+            )
+        } else {
+            Standing::Analyse
+        }
     }
 }
 
@@ -422,7 +449,26 @@ impl App {
                 return;
             }
         };
-        if let Some(why) = self.submitters_revoked(&task) {
+        // Read again under the lock submissions take: a device that asked for the same
+        // object a moment ago is among the submitters judged.
+        let standing = {
+            let _pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Ok(Some(fresh)) = self.store.task(id) {
+                task = fresh;
+            }
+            self.submitters_standing(&task)
+        };
+        if let Standing::Wait = standing {
+            tracing::debug!(task = id, "waiting for a revocation list before analysing");
+            let queue = self.queue.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(STANDING_RETRY).await;
+                let _ = queue.send(id).await;
+            });
+            return;
+        }
+        if let Standing::Drop(why) = standing {
             tracing::info!(task = id, sha256 = %task.sha256, "not analysed: {why}");
             task.state = TaskState::Failed;
             task.error = Some(why);

@@ -649,6 +649,64 @@ async fn a_revoked_device_is_refused_and_new_lists_take_effect() {
     h.shutdown().await;
 }
 
+/// A task queued by enrolled devices before a restart waits while no revocation list
+/// is in force (its server not up yet): it may be a revoked device's. An anonymous one
+/// goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_objects_of_enrolled_devices_wait_for_a_revocation_list() {
+    use riposte_sandbox::store::{TaskRecord, TaskState};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let sb = dir.path().join("sb");
+    {
+        let store = Store::open(&sb).unwrap();
+        for (id, data, submitters) in [
+            ("t-enrolled", b"queued by a device".as_slice(), vec!["0c"]),
+            (
+                "t-anonymous",
+                b"queued by no one in particular".as_slice(),
+                vec![],
+            ),
+        ] {
+            store.put_object(id, data).unwrap();
+            store
+                .put_task(&TaskRecord {
+                    id: id.into(),
+                    name: format!("{id}.txt"),
+                    sha256: FileIoc::from_bytes(None, data).sha256,
+                    size: data.len() as u64,
+                    state: TaskState::Queued,
+                    submitted_at: 1,
+                    finished_at: None,
+                    report: None,
+                    error: None,
+                    submitters: submitters.into_iter().map(String::from).collect(),
+                })
+                .unwrap();
+        }
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/api/v1/pki/crl", closed.local_addr().unwrap());
+    drop(closed);
+    let mut config = static_only(&sb);
+    config.client_ca_pem = Some(ca.cert.pem());
+    config.client_crl = Some(CrlSource::Url(url));
+    let h = start(config).await;
+    let state = |id: &str| Store::open(&sb).unwrap().task(id).unwrap().unwrap().state;
+    assert!(
+        eventually(|| async { state("t-anonymous") == TaskState::Done }).await,
+        "the anonymous task is analysed"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(state("t-enrolled"), TaskState::Queued, "still waiting");
+    assert!(Store::open(&sb)
+        .unwrap()
+        .object("t-enrolled")
+        .unwrap()
+        .is_some());
+    h.shutdown().await;
+}
+
 /// An object still queued when every device that submitted it is revoked is not
 /// analysed (the device's key may be in other hands); one that a device in good standing
 /// asked for too, or that came anonymously, is. A submission records its device.
