@@ -47,6 +47,9 @@ pub struct Agent {
     pub allowance_changes: Mutex<()>,
     /// Signalled whenever the server acknowledges an event.
     event_acked: tokio::sync::Notify,
+    /// Whether the allow list was reported to a server that takes allowance events, once
+    /// per start: restores of earlier versions allowed content without saying so.
+    allowances_reported: std::sync::atomic::AtomicBool,
 }
 
 /// How long a detection's group action waits for the server to acknowledge the detection
@@ -103,6 +106,7 @@ impl Agent {
             allowed,
             allowance_changes: Mutex::new(()),
             event_acked: tokio::sync::Notify::new(),
+            allowances_reported: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((agent, rx))
     }
@@ -267,18 +271,30 @@ impl Agent {
             return;
         };
         for id in ids {
+            // Allowed before this restore began (another restore of the same content):
+            // that allowance stands.
+            let allowed_before = self.update(|s| s.restore_allowances.remove(id.as_str()));
             let message = match local.store_record(id) {
                 Ok(record) => {
-                    let withdrawn = match self.allowed.revoke(&record.sha256) {
-                        Ok(w) => w,
-                        Err(e) => {
-                            tracing::warn!(
-                                "cannot withdraw the allowance of {}: {e}",
-                                record.sha256
-                            );
-                            false
-                        }
+                    let withdrawn = match allowed_before {
+                        Some(true) => false,
+                        _ => match self.allowed.revoke(&record.sha256) {
+                            Ok(w) => w,
+                            Err(e) => {
+                                tracing::warn!(
+                                    "cannot withdraw the allowance of {}: {e}",
+                                    record.sha256
+                                );
+                                false
+                            }
+                        },
                     };
+                    if withdrawn {
+                        self.report(EventBody::Allowance {
+                            sha256: record.sha256.to_ascii_lowercase(),
+                            allowed: false,
+                        });
+                    }
                     format!(
                         "the restore of quarantine entry {id} was interrupted (the agent stopped) \
                          and rolled back: the object is still in quarantine{}",
@@ -314,23 +330,40 @@ impl Agent {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         // Allowed before the restore, not after: the restored file's own close-write or
-        // moved-to event may reach the watcher before the restore returns.
+        // moved-to event may reach the watcher before the restore returns. An allowance
+        // that predates this restore is noted first, for a stop that interrupts it: the
+        // rollback then takes back only an allowance this restore gave.
+        let allowed_before = self.allowed.contains(&record.sha256);
+        if allowed_before {
+            self.update(|s| {
+                s.restore_allowances.insert(id.to_string(), true);
+            });
+        }
         let newly_allowed = self.allowed.allow(&record.sha256).map_err(|e| {
             format!("not restored: cannot record the content as allowed for the sandbox integration: {e}")
-        })?;
-        let path = match local.quarantine_restore(id, to, on_conflict) {
-            Ok(p) => p,
-            Err(e) => {
-                // Nothing was restored, so the administrator's decision has not taken
-                // effect either; a content allowed earlier stays allowed.
-                if newly_allowed {
-                    if let Err(r) = self.allowed.revoke(&record.sha256) {
-                        tracing::warn!("cannot withdraw the allowance of {}: {r}", record.sha256);
+        });
+        let restored = newly_allowed.and_then(|newly| {
+            local
+                .quarantine_restore(id, to, on_conflict)
+                .inspect_err(|_| {
+                    // Nothing was restored, so the administrator's decision has not taken
+                    // effect either; a content allowed earlier stays allowed.
+                    if newly {
+                        if let Err(r) = self.allowed.revoke(&record.sha256) {
+                            tracing::warn!(
+                                "cannot withdraw the allowance of {}: {r}",
+                                record.sha256
+                            );
+                        }
                     }
-                }
-                return Err(e);
-            }
-        };
+                })
+        });
+        if allowed_before {
+            self.update(|s| {
+                s.restore_allowances.remove(id);
+            });
+        }
+        let path = restored?;
         // As text that finds the restored file again, like the record's original path.
         let restored_to = riposte_model::path_text::encode(&path);
         let mut json = serde_json::to_value(&record).unwrap_or_default();
@@ -1024,6 +1057,33 @@ impl LinkHandler for Handler {
         });
     }
 
+    fn welcomed(&self, features: &[String]) {
+        let agent = &self.0;
+        let takes_allowances = features
+            .iter()
+            .any(|f| f == riposte_proto::FEATURE_ALLOWANCE_EVENTS);
+        if !takes_allowances {
+            // An older server cannot read these frames: they would break the link at
+            // every reconnection.
+            agent.update(|s| {
+                s.outbox
+                    .retain(|e| !matches!(e.body, EventBody::Allowance { .. }))
+            });
+            return;
+        }
+        if !agent
+            .allowances_reported
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            for sha256 in agent.allowed.list() {
+                agent.report(EventBody::Allowance {
+                    sha256,
+                    allowed: true,
+                });
+            }
+        }
+    }
+
     fn renewal(&self, step: crate::link::Renewal<'_>) -> Result<(), String> {
         use crate::link::Renewal;
         let agent = &self.0;
@@ -1469,6 +1529,55 @@ mod tests {
             alert.contains(&entry.id) && alert.contains("no longer allowed"),
             "{alert}"
         );
+        // The administrator sees it withdrawn.
+        assert!(agent.read(|s| s.outbox.iter().any(|e| matches!(
+            &e.body,
+            EventBody::Allowance { sha256, allowed: false } if *sha256 == entry.sha256
+        ))));
+
+        // Allowed already by an earlier restore of the same content when this restore
+        // began (as the agent notes before it allows): that allowance stands.
+        assert!(agent.allowed.allow(&entry.sha256).unwrap());
+        agent.update(|s| {
+            s.restore_allowances.insert(entry.id.clone(), true);
+        });
+        agent.settle_interrupted_restores(std::slice::from_ref(&entry.id));
+        assert_eq!(agent.allowed.list(), std::slice::from_ref(&entry.sha256));
+        assert!(agent.read(|s| s.restore_allowances.is_empty()));
+    }
+
+    /// The allow list is reported once to a server that takes allowance events (restores
+    /// of earlier versions allowed content without saying so); for an older server,
+    /// allowance events leave the outbox, since it could not read them.
+    #[tokio::test]
+    async fn allowances_are_reported_only_to_a_server_that_takes_them() {
+        let t = tempfile::tempdir().unwrap();
+        let (_, agent, entry) = agent_with_evil_quarantined(t.path());
+        assert!(agent.allowed.allow(&entry.sha256).unwrap());
+        agent.report(EventBody::Allowance {
+            sha256: "00".repeat(32),
+            allowed: false,
+        });
+        let allowance_events = |agent: &Agent| {
+            agent.read(|s| {
+                s.outbox
+                    .iter()
+                    .filter_map(|e| match &e.body {
+                        EventBody::Allowance { sha256, allowed } => {
+                            Some((sha256.clone(), *allowed))
+                        }
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let handler = Handler(agent.clone());
+        handler.welcomed(&[]);
+        assert!(allowance_events(&agent).is_empty());
+        let features = [riposte_proto::FEATURE_ALLOWANCE_EVENTS.to_string()];
+        handler.welcomed(&features);
+        handler.welcomed(&features);
+        assert_eq!(allowance_events(&agent), [(entry.sha256.clone(), true)]);
     }
 
     /// A task whose hits were too many to report acts on none of them: a broad

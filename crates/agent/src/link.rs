@@ -28,6 +28,9 @@ pub trait LinkHandler: Send + Sync + 'static {
     fn event_acked(&self, event_id: &str);
     /// The link came up (`true`) or went down (`false`, with the reason).
     fn link_state(&self, up: bool, note: &str);
+    /// The server welcomed the link, naming the features it takes beyond the first
+    /// protocol (before anything is sent again on the connection).
+    fn welcomed(&self, _features: &[String]) {}
     /// A step of a certificate renewal, for the handler to store (crash-safe). On an
     /// error at `Issued` the link goes on with the current certificate, which the server
     /// still accepts.
@@ -223,7 +226,7 @@ async fn session<H: LinkHandler>(
     )
     .await?;
     match read_frame::<_, ServerToAgent>(&mut reader).await? {
-        ServerToAgent::Welcome { .. } => {}
+        ServerToAgent::Welcome { features, .. } => handler.welcomed(&features),
         ServerToAgent::Refused { reason } => return Err(LinkError::Refused(reason)),
         other => return Err(LinkError::Refused(unexpected_first_answer(&other))),
     }

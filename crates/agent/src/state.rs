@@ -26,6 +26,10 @@ pub struct AgentState {
     /// Responses begun and not finished: replayed when the agent starts again, so that a
     /// stop at any instant loses no action (see [`PendingResponse`]).
     pub pending_responses: Vec<PendingResponse>,
+    /// Restores under way whose content was allowed already, by quarantine entry id
+    /// (always `true`): a restore a stop interrupts and the quarantine rolls back takes
+    /// back only an allowance it gave.
+    pub restore_allowances: BTreeMap<String, bool>,
     pub connected: bool,
     pub last_link_note: String,
 }
@@ -44,6 +48,7 @@ impl std::fmt::Debug for AgentState {
             .field("outbox", &self.outbox)
             .field("pending_group_actions", &self.pending_group_actions)
             .field("pending_responses", &self.pending_responses)
+            .field("restore_allowances", &self.restore_allowances)
             .field("connected", &self.connected)
             .field("last_link_note", &self.last_link_note)
             .finish()
@@ -152,6 +157,10 @@ impl StateFile {
                     state.pending_responses =
                         serde_json::from_str(&v).map_err(|e| corrupt("response", e))?
                 }
+                "restore_allowances" => {
+                    state.restore_allowances =
+                        serde_json::from_str(&v).map_err(|e| corrupt("restore", e))?
+                }
                 "connected" => state.connected = v == "true",
                 "last_link_note" => state.last_link_note = v,
                 _ => {}
@@ -186,13 +195,14 @@ impl StateFile {
     pub fn save(&self, state: &AgentState) -> std::io::Result<()> {
         let mut conn = self.open()?;
         let tx = conn.transaction().map_err(db_err)?;
-        let meta: [(&str, String); 8] = [
+        let meta: [(&str, String); 9] = [
             ("last_applied", state.last_applied.to_string()),
             ("settings", json(&state.settings)),
             ("response_group", json(&state.response_group)),
             ("special_password", json(&state.special_password)),
             ("pending_group_actions", json(&state.pending_group_actions)),
             ("pending_responses", json(&state.pending_responses)),
+            ("restore_allowances", json(&state.restore_allowances)),
             ("connected", state.connected.to_string()),
             ("last_link_note", state.last_link_note.clone()),
         ];

@@ -614,7 +614,8 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
     let h = Harness::start().await;
     let dev = h.enroll("Managed devices", "q-01").await;
     let core = h.core();
-    let rec = json!({"id": "e1", "original_path": "/home/u/evil.sh", "size": 12, "threat_name": "T", "sha256": "ab"});
+    let sha = "ab".repeat(32);
+    let rec = json!({"id": "e1", "original_path": "/home/u/evil.sh", "size": 12, "threat_name": "T", "sha256": sha});
     core.store
         .upsert_quarantine(dev, "e1", "quarantined", &rec)
         .await
@@ -710,11 +711,11 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
     let queued = core.store.outbox_after(dev, 0, 100).await.unwrap();
     assert_eq!(queued.len(), rows.len() + 1);
     let cmd: serde_json::Value = serde_json::from_str(&queued[rows.len()].payload).unwrap();
-    assert_eq!(cmd, json!({"kind": "withdraw_allowance", "sha256": "ab"}));
+    assert_eq!(cmd, json!({"kind": "withdraw_allowance", "sha256": sha}));
     // The device reports it withdrawn (its hash in capitals is the same content).
     assert_eq!(
         core.store
-            .set_quarantine_allowance(dev, "AB", false)
+            .set_quarantine_allowance(dev, &sha.to_uppercase(), false)
             .await
             .unwrap(),
         1

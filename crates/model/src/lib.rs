@@ -25,3 +25,9 @@ pub use settings::{
     ThreatResponse,
 };
 pub use tasks::{DeviceTaskState, ScanScope, TaskAction, TransitionError};
+
+/// Whether `text` is a SHA-256 digest in hex (64 hex digits, either case): what a device
+/// must send where it names content.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}

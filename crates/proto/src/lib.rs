@@ -17,6 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Version of this protocol; the server refuses agents that speak another.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// A [`ServerToAgent::Welcome`] feature: the server takes [`EventBody::Allowance`].
+pub const FEATURE_ALLOWANCE_EVENTS: &str = "allowance_events";
+
 /// Largest frame either side accepts (IOC documents can be large, but not unbounded).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -60,6 +63,11 @@ pub enum ServerToAgent {
     Welcome {
         device_id: i64,
         group: String,
+        /// What this server takes beyond the first protocol ([`FEATURE_ALLOWANCE_EVENTS`]):
+        /// an agent sends newer messages only to a server that names them, so that an
+        /// older server is not sent frames it cannot read.
+        #[serde(default)]
+        features: Vec<String>,
     },
     /// A queued message for this device.
     Deliver {

@@ -192,7 +192,16 @@ where
             .map(|g| g.name)
             .unwrap_or_default()
     };
-    write_frame(&mut writer, &ServerToAgent::Welcome { device_id, group }).await?;
+    let features = vec![riposte_proto::FEATURE_ALLOWANCE_EVENTS.to_string()];
+    write_frame(
+        &mut writer,
+        &ServerToAgent::Welcome {
+            device_id,
+            group,
+            features,
+        },
+    )
+    .await?;
     let conn = core.hub.register(device_id);
 
     let (frames_tx, mut frames) =
@@ -494,9 +503,16 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
                 .await?;
         }
         EventBody::Allowance { sha256, allowed } => {
-            core.store
-                .set_quarantine_allowance(device_id, &sha256, allowed)
-                .await?;
+            if riposte_model::is_sha256_hex(&sha256) {
+                core.store
+                    .set_quarantine_allowance(device_id, &sha256, allowed)
+                    .await?;
+            } else {
+                tracing::warn!(
+                    device_id,
+                    "an allowance event without a valid SHA-256 was ignored"
+                );
+            }
         }
         EventBody::Alert { code, message } => {
             tracing::warn!(device_id, %code, "{message}");

@@ -2044,7 +2044,10 @@ impl Core {
         };
         if action == "withdraw_allowance" {
             let sha256 = entry.record["sha256"].as_str().unwrap_or_default();
-            if entry.state != "restored" || entry.record["allowed"] != true || sha256.is_empty() {
+            if entry.state != "restored"
+                || entry.record["allowed"] != true
+                || !riposte_model::is_sha256_hex(sha256)
+            {
                 return Err(ServiceError::Conflict(format!(
                     "quarantine entry '{entry_id}' on device {} was not restored with its \
                      content allowed: there is no allowance to withdraw",

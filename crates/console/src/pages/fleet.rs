@@ -163,17 +163,25 @@ pub async fn quarantine(State(c): State<Console>, s: Session) -> Result<Response
 pub async fn quarantine_action(State(c): State<Console>, p: Posted) -> Response {
     let f = &p.fields;
     let back = f.back("/quarantine");
+    let action = f.text("action");
     let res = c
         .core()
         .quarantine_action(
             &p.session.caller,
             &f.text("device"),
             &f.text("entry"),
-            &f.text("action"),
+            &action,
             None,
             None,
         )
         .await
-        .map(|id| format!("Request {id} sent to the device; the entry's state changes when the device has done it, and a failure is listed on the device's Alerts tab."));
+        .map(|id| {
+            let change = if action == "withdraw_allowance" {
+                "the entry stops showing its content as allowed"
+            } else {
+                "the entry's state changes"
+            };
+            format!("Request {id} sent to the device; {change} when the device has done it, and a failure is listed on the device's Alerts tab.")
+        });
     after(&c, &p.session, res, &back)
 }
