@@ -50,6 +50,10 @@ pub struct Agent {
     /// Whether the allow list was reported to a server that takes allowance events, once
     /// per start: restores of earlier versions allowed content without saying so.
     allowances_reported: std::sync::atomic::AtomicBool,
+    /// The identity in use is not the one `device.key` and `identity.json` hold (storing
+    /// an accepted renewal failed; `renewal.json` still holds it): stored again before
+    /// anything replaces `renewal.json`.
+    identity_unsaved: std::sync::atomic::AtomicBool,
 }
 
 /// How long a detection's group action waits for the server to acknowledge the detection
@@ -107,8 +111,20 @@ impl Agent {
             allowance_changes: Mutex::new(()),
             event_acked: tokio::sync::Notify::new(),
             allowances_reported: std::sync::atomic::AtomicBool::new(false),
+            identity_unsaved: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((agent, rx))
+    }
+
+    /// Stores the identity in use as the device's, if storing it failed before.
+    fn store_identity_in_use(&self) -> Result<(), crate::identity::IdentityError> {
+        use std::sync::atomic::Ordering;
+        if self.identity_unsaved.load(Ordering::SeqCst) {
+            self.identity().save(&self.data_dir)?;
+            self.identity_unsaved.store(false, Ordering::SeqCst);
+            tracing::info!("stored the device certificate in use");
+        }
+        Ok(())
     }
 
     /// The device's identity as it stands (its certificate is renewed now and then).
@@ -1059,6 +1075,9 @@ impl LinkHandler for Handler {
 
     fn welcomed(&self, features: &[String]) {
         let agent = &self.0;
+        if let Err(e) = agent.store_identity_in_use() {
+            tracing::warn!("cannot store the device certificate in use yet: {e}");
+        }
         let takes_allowances = features
             .iter()
             .any(|f| f == riposte_proto::FEATURE_ALLOWANCE_EVENTS);
@@ -1086,18 +1105,29 @@ impl LinkHandler for Handler {
 
     fn renewal(&self, step: crate::link::Renewal<'_>) -> Result<(), String> {
         use crate::link::Renewal;
+        use std::sync::atomic::Ordering;
         let agent = &self.0;
         match step {
-            Renewal::Issued(renewed) => renewed.save_pending_renewal(&agent.data_dir),
+            // `renewal.json` may hold the pair in use: not replaced before that pair is
+            // stored as the device's.
+            Renewal::Issued(renewed) => agent
+                .store_identity_in_use()
+                .and_then(|()| renewed.save_pending_renewal(&agent.data_dir)),
             Renewal::Accepted(renewed) => {
                 // In use from now on, whether or not it can be stored yet (the pending
                 // file stays until it is).
                 *agent.identity.write().unwrap_or_else(|e| e.into_inner()) = renewed.clone();
                 // The sandbox integration presents the device certificate too.
                 agent.settings_changed.notify_waiters();
-                renewed.commit_renewal(&agent.data_dir)
+                let stored = renewed.commit_renewal(&agent.data_dir);
+                agent
+                    .identity_unsaved
+                    .store(stored.is_err(), Ordering::SeqCst);
+                stored
             }
-            Renewal::Discarded => Identity::discard_pending_renewal(&agent.data_dir),
+            Renewal::Discarded => agent
+                .store_identity_in_use()
+                .and_then(|()| Identity::discard_pending_renewal(&agent.data_dir)),
         }
         .map_err(|e| e.to_string())
     }

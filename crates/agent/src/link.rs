@@ -185,51 +185,68 @@ async fn session<H: LinkHandler>(
     stop: &mut watch::Receiver<bool>,
     was_up: &mut bool,
 ) -> Result<Ended, LinkError> {
-    // The server would refuse it in the handshake with a bare TLS alert; say what to do.
-    if let Some(expired) = identity
+    // Expired by this device's clock: the server, whose clock judges, is asked anyway (a
+    // clock ahead must not make the device give up); if it refuses, with a bare TLS
+    // alert, the error says what to do.
+    let expired_here = identity
         .certificate_expires_ms()
-        .filter(|&at| at <= crate::daemon::now_ms())
-    {
-        return Err(LinkError::Expired(riposte_model::time::utc(expired)));
+        .filter(|&at| at <= crate::daemon::now_ms());
+    if let Some(at) = expired_here {
+        tracing::warn!(
+            "the device certificate expired on {} by this device's clock; trying the server anyway",
+            riposte_model::time::utc(at)
+        );
     }
-    let tls = identity
-        .tls_config()
-        .map_err(|e| LinkError::Tls(e.to_string()))?;
-    let addr = identity.channel_addr.clone();
-    let tcp = TcpStream::connect(&addr)
-        .await
-        .map_err(|source| LinkError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let host = addr
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
-        .unwrap_or_default();
-    let name =
-        rustls_pki_types::ServerName::try_from(host).map_err(|e| LinkError::Tls(e.to_string()))?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| LinkError::Tls(e.to_string()))?;
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    write_frame(
-        &mut writer,
-        &AgentToServer::Hello {
-            device_id: identity.device_id,
-            protocol: PROTOCOL_VERSION,
-            last_applied_seq: handler.last_applied(),
-            hostname: hostname.to_string(),
-            renews_certificate: true,
-        },
-    )
-    .await?;
-    match read_frame::<_, ServerToAgent>(&mut reader).await? {
-        ServerToAgent::Welcome { features, .. } => handler.welcomed(&features),
-        ServerToAgent::Refused { reason } => return Err(LinkError::Refused(reason)),
-        other => return Err(LinkError::Refused(unexpected_first_answer(&other))),
+    let opened = async {
+        let tls = identity
+            .tls_config()
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+        let addr = identity.channel_addr.clone();
+        let tcp = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| LinkError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let host = addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            .unwrap_or_default();
+        let name = rustls_pki_types::ServerName::try_from(host)
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        write_frame(
+            &mut writer,
+            &AgentToServer::Hello {
+                device_id: identity.device_id,
+                protocol: PROTOCOL_VERSION,
+                last_applied_seq: handler.last_applied(),
+                hostname: hostname.to_string(),
+                renews_certificate: true,
+            },
+        )
+        .await?;
+        match read_frame::<_, ServerToAgent>(&mut reader).await? {
+            ServerToAgent::Welcome { features, .. } => handler.welcomed(&features),
+            ServerToAgent::Refused { reason } => return Err(LinkError::Refused(reason)),
+            other => return Err(LinkError::Refused(unexpected_first_answer(&other))),
+        }
+        Ok((reader, writer))
     }
+    .await;
+    let (mut reader, mut writer) = match (opened, expired_here) {
+        (Ok(halves), _) => halves,
+        (Err(LinkError::Connect { addr, source }), _) => {
+            return Err(LinkError::Connect { addr, source })
+        }
+        (Err(_), Some(at)) => return Err(LinkError::Expired(riposte_model::time::utc(at))),
+        (Err(e), None) => return Err(e),
+    };
     match on_welcome {
         OnWelcome::Nothing => {}
         OnWelcome::AcceptPending => {
@@ -368,10 +385,18 @@ mod tests {
         }
     }
 
-    /// An expired certificate is named as such, with what to do, before any connection
-    /// (the server would answer it with a bare TLS alert).
+    /// A certificate expired by the device's clock is still tried (the server's clock
+    /// judges); when the server refuses it (with a bare TLS alert, here a peer that
+    /// closes), the error says it expired and what to do.
     #[tokio::test]
     async fn an_expired_certificate_says_to_enroll_again() {
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refusing_addr = refusing.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for conn in refusing.incoming() {
+                drop(conn);
+            }
+        });
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -380,8 +405,7 @@ mod tests {
         let identity = Identity {
             device_id: 1,
             server_url: "https://127.0.0.1:1".into(),
-            // Nothing listens here: a connection attempt would say so instead.
-            channel_addr: "127.0.0.1:1".into(),
+            channel_addr: refusing_addr,
             ca_pem: cert.pem(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

@@ -109,7 +109,7 @@ where
     else {
         return Err(ConnError::Refused("first frame was not a hello".into()));
     };
-    let fingerprint = presented.fingerprint;
+    let fingerprint = presented.fingerprint.clone();
     let mut known = {
         let _slot = store_slot(&core).await?;
         core.store.device(device_id).await
@@ -227,13 +227,16 @@ where
         let mut sent_upto = last_applied_seq as i64;
         acknowledge(&core, device_id, sent_upto).await?;
         sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
-        // The certificate is checked at the start and then every minute, on the agent's
-        // frames (it pings twice a minute): a connection can outlive the point where
-        // renewal is due, and even the certificate. A renewal is asked for at most once
-        // per connection; the agent reconnects with what it gets.
-        let mut renewal_asked = false;
+        // The certificate is checked at the start, then at the agent's frames (it pings
+        // twice a minute) once `certificate_check_ms` has passed, and before every
+        // delivery: a connection can outlive the point where renewal is due, the
+        // certificate itself, or its place as the device's. A renewal is asked again on
+        // the same connection once the last one's certificate has waited unused for
+        // `renewal_reissue_ms` (the agent could not store it); one answer per ask.
+        let mut renewal_asked: Option<tokio::time::Instant> = None;
         let mut renewal_answered = false;
         let mut certificate_checked: Option<tokio::time::Instant> = None;
+        let reissue_after = Duration::from_millis(core.config.renewal_reissue_ms.max(0) as u64);
 
         let seen_refresh = Duration::from_millis(core.config.seen_refresh_ms.max(0) as u64);
         let mut seen_stored = tokio::time::Instant::now();
@@ -241,27 +244,19 @@ where
             let check_every = Duration::from_millis(core.config.certificate_check_ms.max(0) as u64);
             if certificate_checked.is_none_or(|at| at.elapsed() >= check_every) {
                 certificate_checked = Some(tokio::time::Instant::now());
-                if let Some(facts) = &presented.facts {
-                    let check = {
-                        let _slot = store_slot(&core).await?;
-                        core.certificate_check(device_id, facts).await
-                    };
-                    match check {
-                        Ok(CertificateCheck::Expired) => {
-                            let reason = format!(
-                                "the device certificate expired at {}; enroll the agent again",
-                                facts.not_after
-                            );
-                            let _ = write_frame(&mut writer, &ServerToAgent::Refused { reason: reason.clone() }).await;
-                            return Err(ConnError::Refused(reason));
-                        }
-                        Ok(CertificateCheck::Renew) if renews_certificate && !renewal_asked => {
-                            renewal_asked = true;
-                            write_frame(&mut writer, &ServerToAgent::RenewCertificate).await?;
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(device = device_id, "checking the device certificate: {e}"),
+                match check_certificate(&core, device_id, &fingerprint, &presented).await? {
+                    CertificateCheck::Renew
+                        if renews_certificate
+                            && renewal_asked.is_none_or(|at| at.elapsed() >= reissue_after) =>
+                    {
+                        renewal_asked = Some(tokio::time::Instant::now());
+                        renewal_answered = false;
+                        write_frame(&mut writer, &ServerToAgent::RenewCertificate).await?;
                     }
+                    CertificateCheck::Expired | CertificateCheck::Replaced => {
+                        return end_for_certificate(&core, device_id, &fingerprint, &presented, &mut writer).await;
+                    }
+                    _ => {}
                 }
             }
             tokio::select! {
@@ -291,7 +286,7 @@ where
                         AgentToServer::CertificateRequest { csr_pem } => {
                             // Only an asked-for request is signed, and one per connection: a
                             // device cannot mint itself certificates.
-                            if !renewal_asked || renewal_answered {
+                            if renewal_asked.is_none() || renewal_answered {
                                 return Err(ConnError::Refused("a certificate request the server did not ask for".into()));
                             }
                             renewal_answered = true;
@@ -322,6 +317,14 @@ where
                         let _ = write_frame(&mut writer, &refuse_revoked).await;
                         return Ok(());
                     }
+                    // Deliveries may carry the special password: only to the device's
+                    // current certificate.
+                    if matches!(
+                        check_certificate(&core, device_id, &fingerprint, &presented).await?,
+                        CertificateCheck::Expired | CertificateCheck::Replaced
+                    ) {
+                        return end_for_certificate(&core, device_id, &fingerprint, &presented, &mut writer).await;
+                    }
                     sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
                 }
                 _ = shutdown.changed() => return Ok(()),
@@ -338,6 +341,64 @@ where
             .await;
     }
     result
+}
+
+/// [`Core::certificate_check`] for a connection's certificate; a store error counts as
+/// nothing to do (logged), one that cannot be read as fine (nothing to check).
+async fn check_certificate(
+    core: &Core,
+    device_id: i64,
+    fingerprint: &str,
+    presented: &Presented,
+) -> Result<CertificateCheck, ConnError> {
+    let Some(facts) = &presented.facts else {
+        return Ok(CertificateCheck::Fine);
+    };
+    let _slot = store_slot(core).await?;
+    match core.certificate_check(device_id, fingerprint, facts).await {
+        Ok(check) => Ok(check),
+        Err(e) => {
+            tracing::warn!(device = device_id, "checking the device certificate: {e}");
+            Ok(CertificateCheck::Fine)
+        }
+    }
+}
+
+/// Ends a connection whose certificate expired or is no longer the device's, telling
+/// the agent why.
+async fn end_for_certificate<W: AsyncWrite + Unpin>(
+    core: &Core,
+    device_id: i64,
+    fingerprint: &str,
+    presented: &Presented,
+    writer: &mut W,
+) -> Result<(), ConnError> {
+    let expired = presented.facts.as_ref().map(|f| {
+        riposte_model::time::utc(
+            i64::try_from(f.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+        )
+    });
+    let replaced = matches!(
+        check_certificate(core, device_id, fingerprint, presented).await?,
+        CertificateCheck::Replaced
+    );
+    let reason = if replaced {
+        "the client certificate is no longer this device's (renewed or revoked)".to_string()
+    } else {
+        format!(
+            "the device certificate expired on {}; enroll the agent again, in a new data directory",
+            expired.unwrap_or_default()
+        )
+    };
+    tracing::info!(device = device_id, "connection ended: {reason}");
+    let _ = write_frame(
+        writer,
+        &ServerToAgent::Refused {
+            reason: reason.clone(),
+        },
+    )
+    .await;
+    Err(ConnError::Refused(reason))
 }
 
 /// A slot for the agent-side store operations that follow, held until it is dropped

@@ -55,6 +55,9 @@ pub struct CoreConfig {
     pub device_cert_lifetime_ms: i64,
     /// How often a connected agent's certificate is checked (renewal due, expired).
     pub certificate_check_ms: i64,
+    /// How long a renewed certificate not used yet holds off another
+    /// ([`RENEWAL_REISSUE_MS`] by default).
+    pub renewal_reissue_ms: i64,
 }
 
 /// The default of [`CoreConfig::device_cert_lifetime_ms`]: a year.
@@ -71,22 +74,23 @@ impl Default for CoreConfig {
             detection_wait_ms: 15_000,
             seen_refresh_ms: 5 * 60 * 1000,
             device_cert_lifetime_ms: DEVICE_CERT_LIFETIME_MS,
-            certificate_check_ms: 60_000,
+            certificate_check_ms: 5 * 60_000,
+            renewal_reissue_ms: RENEWAL_REISSUE_MS,
         }
     }
 }
 
-/// How long a renewed certificate that was not used yet holds off another: its agent is
-/// expected to connect with it within seconds; one that lost it (a crash before storing
-/// it) gets another after this.
+/// The default of [`CoreConfig::renewal_reissue_ms`]: a renewed certificate's agent is
+/// expected to connect with it within seconds; one that lost it (a crash, a full disk
+/// before storing it) gets another after this.
 pub const RENEWAL_REISSUE_MS: i64 = 3600 * 1000;
 
-/// Whether device `d` holds a renewed certificate issued within [`RENEWAL_REISSUE_MS`]
-/// that it has not used yet.
-fn renewal_waits(d: &riposte_store::DeviceRow) -> bool {
+/// Whether device `d` holds a renewed certificate issued within `reissue_ms` that it has
+/// not used yet.
+fn renewal_waits(d: &riposte_store::DeviceRow, reissue_ms: i64) -> bool {
     d.next_cert_fingerprint.is_some()
         && d.next_cert_offered_ms
-            .is_some_and(|at| now_ms() - at < RENEWAL_REISSUE_MS)
+            .is_some_and(|at| now_ms() - at < reissue_ms)
 }
 
 /// What a connection does about its certificate ([`Core::certificate_check`]).
@@ -95,6 +99,8 @@ pub enum CertificateCheck {
     Fine,
     Renew,
     Expired,
+    /// The certificate is no longer the device's (renewed since, or the device revoked).
+    Replaced,
 }
 
 /// How old a signed revocation list may be before a fetch has it signed again.
@@ -378,19 +384,26 @@ impl Core {
             .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// What a connection does about the certificate it was opened with, now: nothing,
-    /// ask the agent to renew it, or end (it expired while connected). A renewal is not
-    /// asked for while one issued within [`RENEWAL_REISSUE_MS`] waits to be used: the
-    /// agent that holds it is expected to connect with it, and whoever connects with the
-    /// old key instead gets nothing new.
+    /// What a connection does about the certificate it was opened with (`fingerprint`),
+    /// now: nothing, ask the agent to renew it, or end (it expired while connected, or
+    /// it is no longer the device's: replaced by a renewal through another server
+    /// process, whose connection's kick does not reach this one). A renewal is not asked
+    /// for while one issued within [`RENEWAL_REISSUE_MS`] waits to be used: the agent
+    /// that holds it is expected to connect with it, and whoever connects with the old
+    /// key instead gets nothing.
     pub async fn certificate_check(
         &self,
         device_id: i64,
+        fingerprint: &str,
         presented: &crate::pki::CertificateFacts,
     ) -> ServiceResult<CertificateCheck> {
         let now = time::OffsetDateTime::now_utc();
         if presented.not_after <= now {
             return Ok(CertificateCheck::Expired);
+        }
+        let device = self.store.device(device_id).await?;
+        if device.revoked || device.cert_fingerprint != fingerprint {
+            return Ok(CertificateCheck::Replaced);
         }
         let due = crate::pki::renewal_due(
             presented.not_before,
@@ -401,8 +414,7 @@ impl Core {
         if !due {
             return Ok(CertificateCheck::Fine);
         }
-        let device = self.store.device(device_id).await?;
-        Ok(if renewal_waits(&device) {
+        Ok(if renewal_waits(&device, self.config.renewal_reissue_ms) {
             CertificateCheck::Fine
         } else {
             CertificateCheck::Renew
@@ -428,7 +440,10 @@ impl Core {
                 "a renewed certificate must be over a new key, not the current one".into(),
             ));
         }
-        if renewal_waits(&self.store.device(device_id).await?) {
+        if renewal_waits(
+            &self.store.device(device_id).await?,
+            self.config.renewal_reissue_ms,
+        ) {
             return Err(ServiceError::Conflict(format!(
                 "device {device_id} was issued a renewed certificate within the hour that it \
                  has not used yet"

@@ -1026,3 +1026,104 @@ async fn a_pending_renewal_the_server_refuses_falls_back_to_the_current_certific
     agent.stop().await;
     ts.stop().await;
 }
+
+/// A connection still open with a certificate that is no longer the device's (renewed
+/// through another server process, whose kick does not cross processes) gets no
+/// delivery and is ended: before the next delivery, and at its next check.
+#[tokio::test]
+async fn a_connection_on_a_replaced_certificate_gets_nothing_and_is_ended() {
+    let (mut ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    ts.restart_with(|o| o.core.certificate_check_ms = 50).await;
+    let old = enroll(&api, &ts.ca, "A", "dev1").await;
+    let id = old.device_id;
+    let copy = TestAgent::start(old.clone(), Arc::new(Recorder::default()));
+    assert!(
+        copy.recorder
+            .wait_for(Duration::from_secs(5), |d| !d.is_empty())
+            .await
+    );
+    let delivered = copy.recorder.got.lock().unwrap().len();
+    // The renewal another process carried out, as the store records it.
+    let store = ts.running().core.store.clone();
+    let current = riposte_server::pki::pem_fingerprint(&old.cert_pem).unwrap();
+    let issued = riposte_store::IssuedCertificate {
+        fingerprint: "f".repeat(64),
+        serial: Some("5e0001".into()),
+        expires_ms: None,
+    };
+    assert!(store
+        .offer_renewed_certificate(id, &current, &issued)
+        .await
+        .unwrap());
+    assert!(store
+        .promote_renewed_certificate(id, &issued.fingerprint)
+        .await
+        .unwrap()
+        .is_some());
+    // A settings change: not delivered to the old certificate, which is ended.
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"enabled": true, "mode": "enforce"})),
+    )
+    .await;
+    assert!(
+        wait_for_note(&copy.recorder, |n| n.contains("no longer this device's")).await,
+        "{:?}",
+        copy.recorder.notes.lock().unwrap()
+    );
+    assert_eq!(copy.recorder.got.lock().unwrap().len(), delivered);
+    copy.stop().await;
+    ts.stop().await;
+}
+
+/// An agent that could not store its renewed certificate, and stays connected, is asked
+/// again on the same connection once that certificate has waited unused for the reissue
+/// window; before that it is not.
+#[tokio::test]
+async fn a_connected_agent_that_could_not_store_its_renewal_is_asked_again_later() {
+    let (mut ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    ts.restart_with(|o| {
+        o.core.certificate_check_ms = 50;
+        o.core.renewal_reissue_ms = 3_000;
+        o.core.device_cert_lifetime_ms = 30 * 24 * 3600 * 1000;
+    })
+    .await;
+    // Enrolled under 30 days, so the certificate is not due: made due below.
+    let old = enroll(&api, &ts.ca, "A", "dev1").await;
+    let recorder = Arc::new(Recorder::default());
+    recorder
+        .fail_renewal
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let agent = TestAgent::start(old.clone(), recorder.clone());
+    assert!(wait_for_note(&recorder, |n| n == "connected").await);
+    ts.running().core.set_device_cert_lifetime(24 * 3600 * 1000);
+    let failures = || {
+        recorder
+            .notes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| *n == "renewal not stored")
+            .count()
+    };
+    let ping_until = |want: usize, within: Duration| {
+        let (agent, failures) = (&agent, &failures);
+        async move {
+            let deadline = Instant::now() + within;
+            while failures() < want && Instant::now() < deadline {
+                agent.tx.send(riposte_proto::AgentToServer::Ping).unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            failures()
+        }
+    };
+    assert_eq!(ping_until(1, Duration::from_secs(5)).await, 1);
+    // Within the window: not asked again.
+    assert_eq!(ping_until(2, Duration::from_millis(1_000)).await, 1);
+    // After it: asked again, on the same connection.
+    assert_eq!(ping_until(2, Duration::from_secs(8)).await, 2);
+    assert!(ts.running().core.hub.is_connected(old.device_id));
+    agent.stop().await;
+    ts.stop().await;
+}

@@ -69,13 +69,17 @@ impl TestServer {
     /// A second server process on the same data directory and database (PostgreSQL:
     /// several processes share one database).
     pub async fn another_process(&self) -> RunningServer {
-        riposte_server::start(options(
-            self.dir.path(),
-            self.db.as_ref().unwrap(),
-            self.backend,
-        ))
-        .await
-        .unwrap()
+        self.another_process_with(|_| {}).await
+    }
+
+    /// [`TestServer::another_process`], with options changed by `change`.
+    pub async fn another_process_with(
+        &self,
+        change: impl FnOnce(&mut ServerOptions),
+    ) -> RunningServer {
+        let mut o = options(self.dir.path(), self.db.as_ref().unwrap(), self.backend);
+        change(&mut o);
+        riposte_server::start(o).await.unwrap()
     }
 
     pub fn running(&self) -> &RunningServer {
