@@ -654,37 +654,21 @@ async fn a_revoked_device_is_refused_and_new_lists_take_effect() {
 /// goes ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_objects_of_enrolled_devices_wait_for_a_revocation_list() {
-    use riposte_sandbox::store::{TaskRecord, TaskState};
+    use riposte_sandbox::store::TaskState;
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let sb = dir.path().join("sb");
-    {
-        let store = Store::open(&sb).unwrap();
-        for (id, data, submitters) in [
-            ("t-enrolled", b"queued by a device".as_slice(), vec!["0c"]),
+    queued_before_start(
+        &sb,
+        &[
+            ("t-enrolled", b"queued by a device".as_slice(), &["0c"]),
             (
                 "t-anonymous",
                 b"queued by no one in particular".as_slice(),
-                vec![],
+                &[],
             ),
-        ] {
-            store.put_object(id, data).unwrap();
-            store
-                .put_task(&TaskRecord {
-                    id: id.into(),
-                    name: format!("{id}.txt"),
-                    sha256: FileIoc::from_bytes(None, data).sha256,
-                    size: data.len() as u64,
-                    state: TaskState::Queued,
-                    submitted_at: 1,
-                    finished_at: None,
-                    report: None,
-                    error: None,
-                    submitters: submitters.into_iter().map(String::from).collect(),
-                })
-                .unwrap();
-        }
-    }
+        ],
+    );
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}/api/v1/pki/crl", closed.local_addr().unwrap());
     drop(closed);
@@ -712,39 +696,22 @@ async fn queued_objects_of_enrolled_devices_wait_for_a_revocation_list() {
 /// asked for too, or that came anonymously, is. A submission records its device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_queued_by_devices_revoked_since_are_not_analysed() {
-    use riposte_sandbox::store::{TaskRecord, TaskState};
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let sb = dir.path().join("sb");
     // Queued when the sandbox stopped: serial 0x0c alone, 0x0c and 0x0b, anonymously.
-    {
-        let store = Store::open(&sb).unwrap();
-        for (id, data, submitters) in [
-            ("t-revoked", b"queued by twelve".as_slice(), vec!["0c"]),
-            ("t-shared", EICAR, vec!["0c", "0b"]),
+    queued_before_start(
+        &sb,
+        &[
+            ("t-revoked", b"queued by twelve".as_slice(), &["0c"]),
+            ("t-shared", EICAR, &["0c", "0b"]),
             (
                 "t-anonymous",
                 b"queued by no one in particular".as_slice(),
-                vec![],
+                &[],
             ),
-        ] {
-            store.put_object(id, data).unwrap();
-            store
-                .put_task(&TaskRecord {
-                    id: id.into(),
-                    name: format!("{id}.txt"),
-                    sha256: FileIoc::from_bytes(None, data).sha256,
-                    size: data.len() as u64,
-                    state: TaskState::Queued,
-                    submitted_at: 1,
-                    finished_at: None,
-                    report: None,
-                    error: None,
-                    submitters: submitters.into_iter().map(String::from).collect(),
-                })
-                .unwrap();
-        }
-    }
+        ],
+    );
     let crl_path = dir.path().join("crl.pem");
     let week = time::Duration::days(7);
     std::fs::write(&crl_path, ca.crl(1, &[12], time::Duration::ZERO, week)).unwrap();
@@ -891,4 +858,28 @@ async fn until_a_first_list_arrives_enrolled_devices_are_asked_to_retry() {
         assert_eq!(resp.headers()["retry-after"], "10");
     }
     h.shutdown().await;
+}
+
+/// Tasks left queued in the sandbox's data directory `sb` when it stopped: (id, object,
+/// the submitters' certificate serials in hex).
+fn queued_before_start(sb: &std::path::Path, tasks: &[(&str, &[u8], &[&str])]) {
+    use riposte_sandbox::store::{TaskRecord, TaskState};
+    let store = Store::open(sb).unwrap();
+    for (id, data, submitters) in tasks {
+        store.put_object(id, data).unwrap();
+        store
+            .put_task(&TaskRecord {
+                id: id.to_string(),
+                name: format!("{id}.txt"),
+                sha256: FileIoc::from_bytes(None, data).sha256,
+                size: data.len() as u64,
+                state: TaskState::Queued,
+                submitted_at: 1,
+                finished_at: None,
+                report: None,
+                error: None,
+                submitters: submitters.iter().map(|s| s.to_string()).collect(),
+            })
+            .unwrap();
+    }
 }

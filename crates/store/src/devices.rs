@@ -106,6 +106,27 @@ fn device(r: &AnyRow) -> Result<DeviceRow> {
     })
 }
 
+/// Puts a certificate of device `device_id` on the revocation list (once: a second
+/// revocation keeps the first date).
+async fn list_revoked(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    serial: &str,
+    device_id: i64,
+    expires_ms: Option<i64>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO revoked_certificates (serial, device_id, revoked_ms, expires_ms)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING",
+    )
+    .bind(serial)
+    .bind(device_id)
+    .bind(now_ms())
+    .bind(expires_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 const DEVICE_COLUMNS: &str = "id, name, hostname, group_id, cert_fingerprint, enrolled_at, \
      revoked, last_seen, local_settings, connected_via, next_cert_fingerprint, \
      next_cert_offered_ms, cert_expires_ms";
@@ -435,16 +456,7 @@ impl Store {
             return Ok(false);
         }
         if let Some(unused) = unused {
-            sqlx::query(
-                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms, expires_ms)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING",
-            )
-            .bind(unused)
-            .bind(id)
-            .bind(now_ms())
-            .bind(unused_expires)
-            .execute(&mut *tx)
-            .await?;
+            list_revoked(&mut tx, &unused, id, unused_expires).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -493,16 +505,7 @@ impl Store {
             return Ok(None);
         }
         if let Some(replaced) = &replaced {
-            sqlx::query(
-                "INSERT INTO revoked_certificates (serial, device_id, revoked_ms, expires_ms)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING",
-            )
-            .bind(replaced)
-            .bind(id)
-            .bind(now_ms())
-            .bind(replaced_expires)
-            .execute(&mut *tx)
-            .await?;
+            list_revoked(&mut tx, replaced, id, replaced_expires).await?;
         }
         tx.commit().await?;
         Ok(Some((replaced, next_serial)))
