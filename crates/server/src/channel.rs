@@ -76,6 +76,9 @@ enum ConnError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Refused(String),
+    /// The connection's certificate expired or is no longer the device's.
+    #[error("the connection's certificate is no longer valid for this device")]
+    CertificateGone,
 }
 
 /// The client certificate a connection presented.
@@ -226,7 +229,7 @@ where
         }
         let mut sent_upto = last_applied_seq as i64;
         acknowledge(&core, device_id, sent_upto).await?;
-        sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
+        sent_upto = deliver(&core, device_id, sent_upto, &mut writer, None).await?;
         // The certificate is checked at the start, then at the agent's frames (it pings
         // twice a minute) once `certificate_check_ms` has passed, and before every
         // delivery: a connection can outlive the point where renewal is due, the
@@ -317,15 +320,12 @@ where
                         let _ = write_frame(&mut writer, &refuse_revoked).await;
                         return Ok(());
                     }
-                    // Deliveries may carry the special password: only to the device's
-                    // current certificate.
-                    if matches!(
-                        check_certificate(&core, device_id, &fingerprint, &presented).await?,
-                        CertificateCheck::Expired | CertificateCheck::Replaced
-                    ) {
-                        return end_for_certificate(&core, device_id, &fingerprint, &presented, &mut writer).await;
-                    }
-                    sent_upto = deliver(&core, device_id, sent_upto, &mut writer).await?;
+                    sent_upto = match deliver(&core, device_id, sent_upto, &mut writer, Some((&fingerprint, &presented))).await {
+                        Err(ConnError::CertificateGone) => {
+                            return end_for_certificate(&core, device_id, &fingerprint, &presented, &mut writer).await;
+                        }
+                        other => other?,
+                    };
                 }
                 _ = shutdown.changed() => return Ok(()),
             }
@@ -438,11 +438,19 @@ async fn acknowledge(core: &Core, device_id: i64, seq: i64) -> Result<(), ConnEr
 }
 
 /// Sends everything queued after `sent_upto`; returns the new high-water mark.
+///
+/// With `certificate` (the connection's, after its hello), a delivery that carries the
+/// special password goes only to the device's current certificate: one renewed through
+/// another server process meanwhile ends the connection ([`ConnError::CertificateGone`])
+/// before it is sent. Other deliveries are not worth a read each, which ten thousand
+/// devices would pay at every task; the connection's periodic check ends such a
+/// connection within `certificate_check_ms`.
 async fn deliver<W: AsyncWrite + Unpin>(
     core: &Core,
     device_id: i64,
     mut sent_upto: i64,
     writer: &mut W,
+    certificate: Option<(&str, &Presented)>,
 ) -> Result<i64, ConnError> {
     loop {
         let rows = {
@@ -453,6 +461,21 @@ async fn deliver<W: AsyncWrite + Unpin>(
         for row in rows {
             match serde_json::from_str::<Delivery>(&row.payload) {
                 Ok(delivery) => {
+                    let secret = matches!(
+                        &delivery,
+                        Delivery::Settings {
+                            special_password: Some(_),
+                            ..
+                        }
+                    );
+                    if let (true, Some((fingerprint, presented))) = (secret, certificate) {
+                        if matches!(
+                            check_certificate(core, device_id, fingerprint, presented).await?,
+                            CertificateCheck::Expired | CertificateCheck::Replaced
+                        ) {
+                            return Err(ConnError::CertificateGone);
+                        }
+                    }
                     let delivery = unseal(core, delivery);
                     write_frame(
                         writer,

@@ -1028,8 +1028,8 @@ async fn a_pending_renewal_the_server_refuses_falls_back_to_the_current_certific
 }
 
 /// A connection still open with a certificate that is no longer the device's (renewed
-/// through another server process, whose kick does not cross processes) gets no
-/// delivery and is ended: before the next delivery, and at its next check.
+/// through another server process, whose kick does not cross processes) is not sent
+/// the special password, and is ended.
 #[tokio::test]
 async fn a_connection_on_a_replaced_certificate_gets_nothing_and_is_ended() {
     let (mut ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
@@ -1060,13 +1060,9 @@ async fn a_connection_on_a_replaced_certificate_gets_nothing_and_is_ended() {
         .await
         .unwrap()
         .is_some());
-    // A settings change: not delivered to the old certificate, which is ended.
-    api.ok(
-        "PUT",
-        "/api/v1/groups/A/policy/threat-response",
-        Some(json!({"enabled": true, "mode": "enforce"})),
-    )
-    .await;
+    // Settings that carry the special password: not delivered to the old certificate,
+    // which is ended.
+    enforce_group_actions(&api, "A", "special-pw-12", &["group_ioc_scan"]).await;
     assert!(
         wait_for_note(&copy.recorder, |n| n.contains("no longer this device's")).await,
         "{:?}",
