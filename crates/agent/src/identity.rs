@@ -117,11 +117,6 @@ pub fn key_and_request(hostname: &str) -> Result<(String, String), IdentityError
 }
 
 impl Identity {
-    /// Loads the identity from the data directory (reading only).
-    pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
-        Identity::load_current(dir)
-    }
-
     /// The renewed identity waiting in the data directory to be accepted by the server
     /// ([`Identity::save_pending_renewal`]), if there is one. An unreadable one (it is
     /// written whole, so this is damage) is passed over: the current pair still works.
@@ -156,8 +151,9 @@ impl Identity {
         }
     }
 
-    /// The identity as its two files hold it.
-    fn load_current(dir: &Path) -> Result<Identity, IdentityError> {
+    /// Loads the identity from the data directory, as its two files hold it (reading
+    /// only: a pending renewal is [`Identity::pending_renewal`]).
+    pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
         let path = dir.join(IDENTITY);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,

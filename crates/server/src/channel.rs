@@ -76,9 +76,10 @@ enum ConnError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Refused(String),
-    /// The connection's certificate expired or is no longer the device's.
+    /// The connection's certificate expired or is no longer the device's (which of the
+    /// two, as the check found).
     #[error("the connection's certificate is no longer valid for this device")]
-    CertificateGone,
+    CertificateGone(CertificateCheck),
 }
 
 /// The client certificate a connection presented.
@@ -135,10 +136,8 @@ where
         if !d.cert_fingerprint.is_empty() && d.cert_fingerprint == fingerprint {
             if d.cert_expires_ms.is_none() {
                 let _slot = store_slot(&core).await?;
-                let expires_ms = i64::try_from(facts.not_after.unix_timestamp_nanos() / 1_000_000)
-                    .unwrap_or(i64::MAX);
                 core.store
-                    .note_cert_expiry(device_id, &fingerprint, expires_ms)
+                    .note_cert_expiry(device_id, &fingerprint, facts.not_after_ms())
                     .await?;
             }
             let _slot = store_slot(&core).await?;
@@ -231,20 +230,21 @@ where
         acknowledge(&core, device_id, sent_upto).await?;
         sent_upto = deliver(&core, device_id, sent_upto, &mut writer, None).await?;
         // The certificate is checked at the start, then at the agent's frames (it pings
-        // twice a minute) once `certificate_check_ms` has passed, and before every
-        // delivery: a connection can outlive the point where renewal is due, the
-        // certificate itself, or its place as the device's. A renewal is asked again on
+        // twice a minute) once `certificate_check_ms` has passed, and before a delivery
+        // that carries the special password (`deliver`): a connection can outlive the
+        // point where renewal is due, the certificate itself, or its place as the
+        // device's. A renewal is asked again on
         // the same connection once the last one's certificate has waited unused for
         // `renewal_reissue_ms` (the agent could not store it); one answer per ask.
         let mut renewal_asked: Option<tokio::time::Instant> = None;
         let mut renewal_answered = false;
         let mut certificate_checked: Option<tokio::time::Instant> = None;
         let reissue_after = Duration::from_millis(core.config.renewal_reissue_ms.max(0) as u64);
+        let check_every = Duration::from_millis(core.config.certificate_check_ms.max(0) as u64);
 
         let seen_refresh = Duration::from_millis(core.config.seen_refresh_ms.max(0) as u64);
         let mut seen_stored = tokio::time::Instant::now();
         loop {
-            let check_every = Duration::from_millis(core.config.certificate_check_ms.max(0) as u64);
             if certificate_checked.is_none_or(|at| at.elapsed() >= check_every) {
                 certificate_checked = Some(tokio::time::Instant::now());
                 match check_certificate(&core, device_id, &fingerprint, &presented).await? {
@@ -256,8 +256,8 @@ where
                         renewal_answered = false;
                         write_frame(&mut writer, &ServerToAgent::RenewCertificate).await?;
                     }
-                    CertificateCheck::Expired | CertificateCheck::Replaced => {
-                        return end_for_certificate(&core, device_id, &fingerprint, &presented, &mut writer).await;
+                    gone @ (CertificateCheck::Expired | CertificateCheck::Replaced) => {
+                        return end_for_certificate(gone, device_id, &presented, &mut writer).await;
                     }
                     _ => {}
                 }
@@ -287,8 +287,8 @@ where
                             write_frame(&mut writer, &ServerToAgent::Pong).await?;
                         }
                         AgentToServer::CertificateRequest { csr_pem } => {
-                            // Only an asked-for request is signed, and one per connection: a
-                            // device cannot mint itself certificates.
+                            // Only an asked-for request is signed, one per ask: a device
+                            // cannot mint itself certificates.
                             if renewal_asked.is_none() || renewal_answered {
                                 return Err(ConnError::Refused("a certificate request the server did not ask for".into()));
                             }
@@ -303,7 +303,7 @@ where
                             match signed {
                                 Ok(cert_pem) => write_frame(&mut writer, &ServerToAgent::Certificate { cert_pem }).await?,
                                 // The device goes on with the certificate it has; it is asked
-                                // again on its next connection.
+                                // again once the reissue window has passed.
                                 Err(e) => tracing::warn!(device = device_id, "renewing the device certificate: {e}"),
                             }
                         }
@@ -321,8 +321,8 @@ where
                         return Ok(());
                     }
                     sent_upto = match deliver(&core, device_id, sent_upto, &mut writer, Some((&fingerprint, &presented))).await {
-                        Err(ConnError::CertificateGone) => {
-                            return end_for_certificate(&core, device_id, &fingerprint, &presented, &mut writer).await;
+                        Err(ConnError::CertificateGone(gone)) => {
+                            return end_for_certificate(gone, device_id, &presented, &mut writer).await;
                         }
                         other => other?,
                     };
@@ -364,25 +364,19 @@ async fn check_certificate(
     }
 }
 
-/// Ends a connection whose certificate expired or is no longer the device's, telling
-/// the agent why.
+/// Ends a connection whose certificate expired or is no longer the device's (`gone`, as
+/// the check found), telling the agent why.
 async fn end_for_certificate<W: AsyncWrite + Unpin>(
-    core: &Core,
+    gone: CertificateCheck,
     device_id: i64,
-    fingerprint: &str,
     presented: &Presented,
     writer: &mut W,
 ) -> Result<(), ConnError> {
-    let expired = presented.facts.as_ref().map(|f| {
-        riposte_model::time::utc(
-            i64::try_from(f.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
-        )
-    });
-    let replaced = matches!(
-        check_certificate(core, device_id, fingerprint, presented).await?,
-        CertificateCheck::Replaced
-    );
-    let reason = if replaced {
+    let expired = presented
+        .facts
+        .as_ref()
+        .map(|f| riposte_model::time::utc(f.not_after_ms()));
+    let reason = if gone == CertificateCheck::Replaced {
         "the client certificate is no longer this device's (renewed or revoked)".to_string()
     } else {
         format!(
@@ -469,11 +463,10 @@ async fn deliver<W: AsyncWrite + Unpin>(
                         }
                     );
                     if let (true, Some((fingerprint, presented))) = (secret, certificate) {
-                        if matches!(
-                            check_certificate(core, device_id, fingerprint, presented).await?,
-                            CertificateCheck::Expired | CertificateCheck::Replaced
-                        ) {
-                            return Err(ConnError::CertificateGone);
+                        if let gone @ (CertificateCheck::Expired | CertificateCheck::Replaced) =
+                            check_certificate(core, device_id, fingerprint, presented).await?
+                        {
+                            return Err(ConnError::CertificateGone(gone));
                         }
                     }
                     let delivery = unseal(core, delivery);

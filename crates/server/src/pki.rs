@@ -262,6 +262,14 @@ pub struct CertificateFacts {
     pub public_key: Vec<u8>,
 }
 
+impl CertificateFacts {
+    /// When the certificate stops being valid, in Unix milliseconds (as the store keeps
+    /// times).
+    pub fn not_after_ms(&self) -> i64 {
+        i64::try_from(self.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+}
+
 /// Reads a DER certificate's serial number and validity, if it parses.
 pub fn certificate_facts(der: &[u8]) -> Option<CertificateFacts> {
     use x509_parser::prelude::FromDer;
@@ -306,8 +314,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// When the first certificate in a PEM text stops being valid (Unix milliseconds).
 pub fn pem_expires_ms(pem: &str) -> Option<i64> {
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
-    let facts = certificate_facts(&der)?;
-    i64::try_from(facts.not_after.unix_timestamp_nanos() / 1_000_000).ok()
+    Some(certificate_facts(&der)?.not_after_ms())
 }
 
 /// Fingerprint of the first certificate in a PEM text.
