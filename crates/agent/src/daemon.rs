@@ -289,12 +289,11 @@ impl Agent {
         for id in ids {
             // Allowed before this restore began (another restore of the same content):
             // that allowance stands.
-            let allowed_before = self.update(|s| s.restore_allowances.remove(id.as_str()));
+            let allowed_before = self.update(|s| s.restores_of_allowed_content.remove(id.as_str()));
             let message = match local.store_record(id) {
                 Ok(record) => {
-                    let withdrawn = match allowed_before {
-                        Some(true) => false,
-                        _ => match self.allowed.revoke(&record.sha256) {
+                    let withdrawn = !allowed_before
+                        && match self.allowed.revoke(&record.sha256) {
                             Ok(w) => w,
                             Err(e) => {
                                 tracing::warn!(
@@ -303,8 +302,7 @@ impl Agent {
                                 );
                                 false
                             }
-                        },
-                    };
+                        };
                     if withdrawn {
                         self.report(EventBody::Allowance {
                             sha256: record.sha256.to_ascii_lowercase(),
@@ -352,7 +350,7 @@ impl Agent {
         let allowed_before = self.allowed.contains(&record.sha256);
         if allowed_before {
             self.update(|s| {
-                s.restore_allowances.insert(id.to_string(), true);
+                s.restores_of_allowed_content.insert(id.to_string());
             });
         }
         let newly_allowed = self.allowed.allow(&record.sha256).map_err(|e| {
@@ -376,7 +374,7 @@ impl Agent {
         });
         if allowed_before {
             self.update(|s| {
-                s.restore_allowances.remove(id);
+                s.restores_of_allowed_content.remove(id);
             });
         }
         let path = restored?;
@@ -1569,11 +1567,11 @@ mod tests {
         // began (as the agent notes before it allows): that allowance stands.
         assert!(agent.allowed.allow(&entry.sha256).unwrap());
         agent.update(|s| {
-            s.restore_allowances.insert(entry.id.clone(), true);
+            s.restores_of_allowed_content.insert(entry.id.clone());
         });
         agent.settle_interrupted_restores(std::slice::from_ref(&entry.id));
         assert_eq!(agent.allowed.list(), std::slice::from_ref(&entry.sha256));
-        assert!(agent.read(|s| s.restore_allowances.is_empty()));
+        assert!(agent.read(|s| s.restores_of_allowed_content.is_empty()));
     }
 
     /// The allow list is reported once to a server that takes allowance events (restores

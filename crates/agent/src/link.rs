@@ -80,8 +80,8 @@ pub enum LinkError {
     #[error("the server refused this device: {0}")]
     Refused(String),
     #[error(
-        "the device certificate expired on {0}: the device was away longer than the server \
-         keeps certificates valid; enroll the agent again, in a new data directory \
+        "the device certificate expired on {0} without being renewed (the device was away, \
+         or could not store a renewal); enroll the agent again, in a new data directory \
          (`riposte agent --data NEW --server URL --ca FILE --enroll-token-file FILE`)"
     )]
     Expired(String),
@@ -241,9 +241,8 @@ async fn session<H: LinkHandler>(
     .await;
     let (mut reader, mut writer) = match (opened, expired_here) {
         (Ok(halves), _) => halves,
-        (Err(LinkError::Connect { addr, source }), _) => {
-            return Err(LinkError::Connect { addr, source })
-        }
+        // Nothing reached: the certificate was not judged.
+        (Err(e @ LinkError::Connect { .. }), _) => return Err(e),
         (Err(_), Some(at)) => return Err(LinkError::Expired(riposte_model::time::utc(at))),
         (Err(e), None) => return Err(e),
     };
@@ -252,7 +251,8 @@ async fn session<H: LinkHandler>(
         OnWelcome::AcceptPending => {
             tracing::info!("the server accepted the renewed device certificate");
             if let Err(e) = handler.renewal(Renewal::Accepted(identity)) {
-                // Kept pending on disk: the next start connects with it and stores it.
+                // Kept pending on disk (`renewal.json`): stored at the next welcome or
+                // renewal, or used again at the next start.
                 tracing::warn!("cannot store the accepted device certificate yet: {e}");
             }
         }

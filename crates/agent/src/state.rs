@@ -26,10 +26,10 @@ pub struct AgentState {
     /// Responses begun and not finished: replayed when the agent starts again, so that a
     /// stop at any instant loses no action (see [`PendingResponse`]).
     pub pending_responses: Vec<PendingResponse>,
-    /// Restores under way whose content was allowed already, by quarantine entry id
-    /// (always `true`): a restore a stop interrupts and the quarantine rolls back takes
-    /// back only an allowance it gave.
-    pub restore_allowances: BTreeMap<String, bool>,
+    /// Restores under way (quarantine entry ids) whose content was allowed already: a
+    /// restore a stop interrupts and the quarantine rolls back takes back only an
+    /// allowance it gave.
+    pub restores_of_allowed_content: std::collections::BTreeSet<String>,
     pub connected: bool,
     pub last_link_note: String,
 }
@@ -48,7 +48,10 @@ impl std::fmt::Debug for AgentState {
             .field("outbox", &self.outbox)
             .field("pending_group_actions", &self.pending_group_actions)
             .field("pending_responses", &self.pending_responses)
-            .field("restore_allowances", &self.restore_allowances)
+            .field(
+                "restores_of_allowed_content",
+                &self.restores_of_allowed_content,
+            )
             .field("connected", &self.connected)
             .field("last_link_note", &self.last_link_note)
             .finish()
@@ -157,8 +160,8 @@ impl StateFile {
                     state.pending_responses =
                         serde_json::from_str(&v).map_err(|e| corrupt("response", e))?
                 }
-                "restore_allowances" => {
-                    state.restore_allowances =
+                "restores_of_allowed_content" => {
+                    state.restores_of_allowed_content =
                         serde_json::from_str(&v).map_err(|e| corrupt("restore", e))?
                 }
                 "connected" => state.connected = v == "true",
@@ -202,7 +205,10 @@ impl StateFile {
             ("special_password", json(&state.special_password)),
             ("pending_group_actions", json(&state.pending_group_actions)),
             ("pending_responses", json(&state.pending_responses)),
-            ("restore_allowances", json(&state.restore_allowances)),
+            (
+                "restores_of_allowed_content",
+                json(&state.restores_of_allowed_content),
+            ),
             ("connected", state.connected.to_string()),
             ("last_link_note", state.last_link_note.clone()),
         ];
