@@ -183,6 +183,22 @@ impl Pipeline {
     }
 }
 
+/// The revocation list enrolled clients are judged by: none while it has not been
+/// loaded yet or has expired without a fresh one, when whoever asks is told to retry.
+fn list_in_force(tls: &TlsState) -> Result<Arc<crate::revocation::RevocationList>, SandboxError> {
+    match tls.current().list {
+        None => Err(SandboxError::RevocationUnknown(
+            "its revocation list has not been loaded yet".into(),
+        )),
+        Some(list) if list.next_update <= crate::util::now_secs() as i64 => {
+            Err(SandboxError::RevocationUnknown(
+                "its revocation list has expired and no fresh one could be fetched".into(),
+            ))
+        }
+        Some(list) => Ok(list),
+    }
+}
+
 /// What becomes of a queued task at its turn ([`App::submitters_standing`]).
 enum Standing {
     Analyse,
@@ -240,18 +256,10 @@ impl App {
         let Some(tls) = &self.revocation else {
             return Ok(Some(serial));
         };
-        match tls.current().list {
-            None => Err(SandboxError::RevocationUnknown(
-                "its revocation list has not been loaded yet".into(),
-            )),
-            Some(list) if list.next_update <= crate::util::now_secs() as i64 => {
-                Err(SandboxError::RevocationUnknown(
-                    "its revocation list has expired and no fresh one could be fetched".into(),
-                ))
-            }
-            Some(list) if list.revokes(&serial) => Err(SandboxError::Revoked),
-            Some(_) => Ok(Some(serial)),
+        if list_in_force(tls)?.revokes(&serial) {
+            return Err(SandboxError::Revoked);
         }
+        Ok(Some(serial))
     }
 
     /// Whether a queued task is analysed now: not if every device that submitted it has
@@ -266,9 +274,8 @@ impl App {
         if task.submitters.is_empty() {
             return Standing::Analyse;
         }
-        let list = match tls.current().list {
-            Some(list) if list.next_update > crate::util::now_secs() as i64 => list,
-            _ => return Standing::Wait,
+        let Ok(list) = list_in_force(tls) else {
+            return Standing::Wait;
         };
         let all_revoked = task
             .submitters
