@@ -230,6 +230,16 @@ fn server_agent_and_admin_commands() {
         "{text}"
     );
     assert!(text.contains("sandbox integration: "), "{text}");
+    // When the device certificate must be renewed by: a year on, as enrollment issued it.
+    let expires = st["certificate_expires_ms"].as_i64().expect("an expiry");
+    assert!(
+        text.contains(&format!(
+            "certificate: valid until {}",
+            riposte_model::time::utc(expires)
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("renewed one waits"), "{text}");
 
     // Tasks: create, show, cancel.
     let ioc = tmp.path().join("x.ioc");
