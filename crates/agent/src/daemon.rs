@@ -156,12 +156,12 @@ impl Agent {
 
     /// Queues an event for the server; it is kept until acknowledged.
     pub fn report(&self, body: EventBody) {
-        self.report_with(body, |_| {});
+        self.report_with(body, |_, _| {});
     }
 
     /// [`Agent::report`], with `also` applied to the state in the same saved update;
     /// returns the event's id.
-    fn report_with(&self, body: EventBody, also: impl FnOnce(&mut AgentState)) -> String {
+    fn report_with(&self, body: EventBody, also: impl FnOnce(&mut AgentState, &str)) -> String {
         let event = AgentEvent {
             event_id: format!("{:032x}", rand::random::<u128>()),
             at_ms: now_ms(),
@@ -169,7 +169,7 @@ impl Agent {
         };
         self.update(|s| {
             s.outbox.push(event.clone());
-            also(s);
+            also(s, &event.event_id);
         });
         let id = event.event_id.clone();
         let _ = self.to_server.send(AgentToServer::Event(event));
@@ -273,25 +273,54 @@ impl Agent {
         on_conflict: Option<&str>,
     ) -> Result<String, String> {
         let (path, event) = self.restore_entry(id, to, on_conflict)?;
-        self.report(event);
+        self.report_with(event, |s, _| end_quarantine_change(s, id));
         Ok(path)
     }
 
-    /// Settles the restores a stop interrupted, which the quarantine's recovery has
-    /// finished or rolled back (`ids`, from its report). A restore allows its content
-    /// before it begins (see `restore_entry`): where it was rolled back, the entry is
-    /// still in quarantine and nobody restored anything, so the allowance is withdrawn;
-    /// either way an alert tells the administrator what happened.
-    pub fn settle_interrupted_restores(&self, ids: &[String]) {
+    /// Settles the restores and deletions a stop interrupted: those journaled in the
+    /// agent's state (`AgentState::quarantine_changes`), and those the quarantine's own
+    /// recovery finished or rolled back (`recovered`, from its report; an older agent
+    /// journaled none). A restore allows its content before it begins (see
+    /// `restore_entry`): where the entry is still in quarantine, nobody restored
+    /// anything, so the allowance is withdrawn. Where the entry is gone, the change took
+    /// place: the server is told, as it would have been. Either way an alert tells the
+    /// administrator what happened.
+    pub fn settle_interrupted_quarantine_changes(&self, recovered: &[String]) {
         let Ok(local) = self.local() else {
             return;
         };
-        for id in ids {
-            // Allowed before this restore began (another restore of the same content):
-            // that allowance stands.
-            let allowed_before = self.update(|s| s.restores_of_allowed_content.remove(id.as_str()));
-            let message = match local.store_record(id) {
-                Ok(record) => {
+        let mut changes = self.read(|s| s.quarantine_changes.clone());
+        for id in recovered {
+            changes
+                .entry(id.clone())
+                .or_insert_with(|| crate::state::QuarantineChange {
+                    action: "restore".into(),
+                    record: serde_json::Value::Null,
+                });
+        }
+        for (id, change) in changes {
+            let still_quarantined = local.store_record(&id).ok();
+            let mut events = Vec::new();
+            let message = match (change.action.as_str(), still_quarantined) {
+                ("delete", Some(_)) => format!(
+                    "the deletion of quarantine entry {id} was interrupted (the agent \
+                     stopped): the object is still in quarantine; delete it again"
+                ),
+                ("delete", None) => {
+                    events.push(EventBody::Quarantine {
+                        entry_id: id.clone(),
+                        state: "deleted".into(),
+                        record: change.record.clone(),
+                    });
+                    format!(
+                        "the deletion of quarantine entry {id} was interrupted (the agent \
+                         stopped) and finished when the agent started again"
+                    )
+                }
+                (_, Some(record)) => {
+                    // Allowed before this restore began (another restore of the same
+                    // content): that allowance stands.
+                    let allowed_before = self.read(|s| s.restores_of_allowed_content.contains(&id));
                     let withdrawn = !allowed_before
                         && match self.allowed.revoke(&record.sha256) {
                             Ok(w) => w,
@@ -304,7 +333,7 @@ impl Agent {
                             }
                         };
                     if withdrawn {
-                        self.report(EventBody::Allowance {
+                        events.push(EventBody::Allowance {
                             sha256: record.sha256.to_ascii_lowercase(),
                             allowed: false,
                         });
@@ -319,15 +348,36 @@ impl Agent {
                         }
                     )
                 }
-                Err(_) => format!(
-                    "the restore of quarantine entry {id} was interrupted (the agent stopped) \
-                     and finished when the agent started again"
-                ),
+                (_, None) => {
+                    if !change.record.is_null() {
+                        events.push(EventBody::Quarantine {
+                            entry_id: id.clone(),
+                            state: "restored".into(),
+                            record: change.record.clone(),
+                        });
+                    }
+                    format!(
+                        "the restore of quarantine entry {id} was interrupted (the agent stopped) \
+                         and finished when the agent started again"
+                    )
+                }
             };
-            self.report(EventBody::Alert {
-                code: "restore_interrupted".into(),
+            let code = if change.action == "delete" {
+                "delete_interrupted"
+            } else {
+                "restore_interrupted"
+            };
+            events.push(EventBody::Alert {
+                code: code.into(),
                 message,
             });
+            let last = events.pop();
+            for e in events {
+                self.report(e);
+            }
+            if let Some(last) = last {
+                self.report_with(last, |s, _| end_quarantine_change(s, &id));
+            }
         }
     }
 
@@ -348,11 +398,24 @@ impl Agent {
         // that predates this restore is noted first, for a stop that interrupts it: the
         // rollback then takes back only an allowance this restore gave.
         let allowed_before = self.allowed.contains(&record.sha256);
-        if allowed_before {
-            self.update(|s| {
+        let mut json = serde_json::to_value(&record).unwrap_or_default();
+        // What the administrator sees of the allowance, until it is withdrawn
+        // (`EventBody::Allowance`).
+        json["allowed"] = serde_json::json!(true);
+        // Journaled before the allowance, so that a stop at any instant from here is
+        // settled at start (`settle_interrupted_quarantine_changes`).
+        self.update(|s| {
+            s.quarantine_changes.insert(
+                id.to_string(),
+                crate::state::QuarantineChange {
+                    action: "restore".into(),
+                    record: json.clone(),
+                },
+            );
+            if allowed_before {
                 s.restores_of_allowed_content.insert(id.to_string());
-            });
-        }
+            }
+        });
         let newly_allowed = self.allowed.allow(&record.sha256).map_err(|e| {
             format!("not restored: cannot record the content as allowed for the sandbox integration: {e}")
         });
@@ -372,19 +435,16 @@ impl Agent {
                     }
                 })
         });
-        if allowed_before {
-            self.update(|s| {
-                s.restores_of_allowed_content.remove(id);
-            });
-        }
-        let path = restored?;
+        let path = match restored {
+            Ok(path) => path,
+            Err(e) => {
+                self.update(|s| end_quarantine_change(s, id));
+                return Err(e);
+            }
+        };
         // As text that finds the restored file again, like the record's original path.
         let restored_to = riposte_model::path_text::encode(&path);
-        let mut json = serde_json::to_value(&record).unwrap_or_default();
         json["restored_to"] = serde_json::json!(restored_to);
-        // What the administrator sees of the allowance, until it is withdrawn
-        // (`EventBody::Allowance`).
-        json["allowed"] = serde_json::json!(true);
         let event = EventBody::Quarantine {
             entry_id: id.to_string(),
             state: "restored".into(),
@@ -418,18 +478,33 @@ impl Agent {
     /// Deletes a quarantined object for good and tells the server.
     pub fn quarantine_delete(&self, id: &str) -> Result<(), String> {
         let event = self.delete_entry(id)?;
-        self.report(event);
+        self.report_with(event, |s, _| end_quarantine_change(s, id));
         Ok(())
     }
 
+    /// Deletes entry `id`, journaled (`AgentState::quarantine_changes`) until the caller
+    /// queues the returned event; a failure ends the journal entry here.
     fn delete_entry(&self, id: &str) -> Result<EventBody, String> {
         let local = self.local()?;
         let record = local.store_record(id)?;
-        local.quarantine_delete(id)?;
+        let record = serde_json::to_value(&record).unwrap_or_default();
+        self.update(|s| {
+            s.quarantine_changes.insert(
+                id.to_string(),
+                crate::state::QuarantineChange {
+                    action: "delete".into(),
+                    record: record.clone(),
+                },
+            );
+        });
+        if let Err(e) = local.quarantine_delete(id) {
+            self.update(|s| end_quarantine_change(s, id));
+            return Err(e);
+        }
         Ok(EventBody::Quarantine {
             entry_id: id.to_string(),
             state: "deleted".into(),
-            record: serde_json::to_value(&record).unwrap_or_default(),
+            record,
         })
     }
 
@@ -466,12 +541,12 @@ impl Agent {
         if self.allowed.contains(&record.sha256) {
             return Err(format!("not acted on: {ALLOWED_HERE}"));
         }
-        let detection_event = self.report_with(EventBody::Detection(record.clone()), |_| {});
-        // Journaled before the first action, so that a stop at any instant is finished
-        // when the agent starts again (`resume_responses`).
-        self.update(|s| {
+        // Journaled with the detection, in one save, before the first action: a stop at
+        // any instant after the detection is recorded is finished when the agent starts
+        // again (`resume_responses`).
+        let detection_event = self.report_with(EventBody::Detection(record.clone()), |s, id| {
             s.pending_responses.push(crate::state::PendingResponse {
-                event_id: detection_event.clone(),
+                event_id: id.to_string(),
                 detection: record.clone(),
                 done: Vec::new(),
             })
@@ -937,6 +1012,13 @@ impl Agent {
 }
 
 /// The current time in Unix milliseconds.
+/// Ends the journal entry of a restore or deletion of quarantine entry `id`
+/// (`AgentState::quarantine_changes`), once its outcome's event is queued or it failed.
+fn end_quarantine_change(s: &mut AgentState, id: &str) {
+    s.quarantine_changes.remove(id);
+    s.restores_of_allowed_content.remove(id);
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1002,7 +1084,12 @@ impl LinkHandler for Handler {
                             code: "quarantine_command_failed".into(),
                             message: format!("{action} of quarantine entry {entry} crashed: {e}"),
                         });
-                agent.report_with(event, |s| s.last_applied = seq);
+                // The outcome's event and the end of the change's journal entry, in one
+                // save: a stop before it leaves the change to settle at start.
+                agent.report_with(event, |s, _| {
+                    s.last_applied = seq;
+                    end_quarantine_change(s, &entry);
+                });
             }
             Delivery::WithdrawAllowance { sha256 } => {
                 let runner = agent.clone();
@@ -1016,7 +1103,7 @@ impl LinkHandler for Handler {
                         code: "withdraw_allowance_failed".into(),
                         message: format!("the allowance of {sha256} could not be withdrawn: {e}"),
                     });
-                agent.report_with(event, |s| s.last_applied = seq);
+                agent.report_with(event, |s, _| s.last_applied = seq);
             }
             Delivery::TaskCancel { task_id } => {
                 if let Some(c) = agent
@@ -1542,7 +1629,7 @@ mod tests {
         let (_, agent, entry) = agent_with_evil_quarantined(t.path());
         // The state a crash leaves between the allowance and the restore.
         assert!(agent.allowed.allow(&entry.sha256).unwrap());
-        agent.settle_interrupted_restores(std::slice::from_ref(&entry.id));
+        agent.settle_interrupted_quarantine_changes(std::slice::from_ref(&entry.id));
         assert!(agent.allowed.list().is_empty(), "allowance withdrawn");
         let alert = agent.read(|s| {
             s.outbox.iter().find_map(|e| match &e.body {
@@ -1569,9 +1656,83 @@ mod tests {
         agent.update(|s| {
             s.restores_of_allowed_content.insert(entry.id.clone());
         });
-        agent.settle_interrupted_restores(std::slice::from_ref(&entry.id));
+        agent.settle_interrupted_quarantine_changes(std::slice::from_ref(&entry.id));
         assert_eq!(agent.allowed.list(), std::slice::from_ref(&entry.sha256));
         assert!(agent.read(|s| s.restores_of_allowed_content.is_empty()));
+    }
+
+    /// Restores and deletions journaled when a stop cut them short are settled at start
+    /// from the journal alone (the quarantine's recovery may know nothing of them): a
+    /// restore stopped before its intent was written is rolled back with its allowance;
+    /// one that took place, and a deletion that did, are reported to the server as if
+    /// they had finished; a deletion that did not is left to do again. Each clears its
+    /// journal entry.
+    #[tokio::test]
+    async fn quarantine_changes_a_stop_cut_short_are_settled_and_reported_at_start() {
+        use crate::state::QuarantineChange;
+        let t = tempfile::tempdir().unwrap();
+        let (root, agent, entry) = agent_with_evil_quarantined(t.path());
+        let local = agent.local().unwrap().clone();
+        let journal = |action: &str, id: &str| {
+            agent.update(|s| {
+                s.quarantine_changes.insert(
+                    id.to_string(),
+                    QuarantineChange {
+                        action: action.into(),
+                        record: serde_json::json!({"id": id, "original_path": "/home/u/evil"}),
+                    },
+                );
+            })
+        };
+        let events = |agent: &Agent| agent.read(|s| s.outbox.clone());
+        // A restore stopped between its allowance and the quarantine's intent.
+        journal("restore", &entry.id);
+        assert!(agent.allowed.allow(&entry.sha256).unwrap());
+        agent.settle_interrupted_quarantine_changes(&[]);
+        assert!(agent.allowed.list().is_empty(), "allowance withdrawn");
+        assert_eq!(local.quarantine_list().unwrap().entries.len(), 1);
+        assert!(events(&agent).iter().any(|e| matches!(&e.body,
+            EventBody::Alert { code, message } if code == "restore_interrupted" && message.contains("rolled back"))));
+        assert!(agent.read(|s| s.quarantine_changes.is_empty()));
+
+        // A restore that took place (the entry is gone) before its event was queued.
+        journal("restore", &entry.id);
+        agent.allowed.allow(&entry.sha256).unwrap();
+        local.quarantine_restore(&entry.id, None, None).unwrap();
+        assert!(root.join("home/u/evil").exists());
+        let before = events(&agent).len();
+        agent.settle_interrupted_quarantine_changes(&[]);
+        let new = events(&agent)[before..].to_vec();
+        assert!(new.iter().any(|e| matches!(&e.body,
+            EventBody::Quarantine { entry_id, state, .. } if *entry_id == entry.id && state == "restored")), "{new:?}");
+        assert!(new.iter().any(|e| matches!(&e.body,
+            EventBody::Alert { code, message } if code == "restore_interrupted" && message.contains("finished"))));
+        assert_eq!(
+            agent.allowed.list(),
+            std::slice::from_ref(&entry.sha256),
+            "it stays allowed"
+        );
+
+        // A deletion that did not happen, then one that did.
+        let again = local
+            .quarantine("/home/u/evil", "det2", "T", "u", None)
+            .unwrap();
+        journal("delete", &again.id);
+        let before = events(&agent).len();
+        agent.settle_interrupted_quarantine_changes(&[]);
+        let new = events(&agent)[before..].to_vec();
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert!(matches!(&new[0].body,
+            EventBody::Alert { code, message } if code == "delete_interrupted" && message.contains("delete it again")));
+        assert_eq!(local.quarantine_list().unwrap().entries.len(), 1);
+        journal("delete", &again.id);
+        local.quarantine_delete(&again.id).unwrap();
+        let before = events(&agent).len();
+        agent.settle_interrupted_quarantine_changes(&[]);
+        let new = events(&agent)[before..].to_vec();
+        assert!(new.iter().any(|e| matches!(&e.body,
+            EventBody::Quarantine { entry_id, state, .. } if *entry_id == again.id && state == "deleted")), "{new:?}");
+        assert!(agent.read(|s| s.quarantine_changes.is_empty()));
     }
 
     /// The allow list is reported once to a server that takes allowance events (restores
@@ -1931,7 +2092,8 @@ mod tests {
             .unwrap()
             .quarantine("/home/u/evil", "det", "T", "u", None)
             .unwrap();
-        let db_before = std::fs::read(data.join("agent.db")).unwrap();
+        let state_file = crate::state::StateFile::new(&data);
+        let outbox_before = state_file.load().unwrap().outbox;
         for (to, policy) in [
             ("/var/lib/riposte/agent.db", "replace"),
             ("/var/lib/riposte/new-file", "refuse"),
@@ -1942,7 +2104,10 @@ mod tests {
                 .unwrap_err();
             assert!(err.contains("refusing to restore"), "{to}: {err}");
         }
-        assert_eq!(std::fs::read(data.join("agent.db")).unwrap(), db_before);
+        // Still the agent's own database (each attempt was journaled, then ended).
+        let state = state_file.load().unwrap();
+        assert_eq!(state.outbox, outbox_before);
+        assert!(state.quarantine_changes.is_empty());
         assert!(!data.join("new-file").exists());
         assert!(!data.join("quarantine/records/x.json").exists());
         assert!(!agent.allowed.contains(&entry.sha256));
@@ -2071,7 +2236,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let agent = open_agent(&t.path().join("root"), &t.path().join("data"));
         let record = detection("d1");
-        let event = agent.report_with(EventBody::Detection(record.clone()), |_| {});
+        let event = agent.report_with(EventBody::Detection(record.clone()), |_, _| {});
         let handler = Handler(agent.clone());
         let acked = event.clone();
         tokio::spawn(async move {
@@ -2092,7 +2257,7 @@ mod tests {
         let (root, data) = (t.path().join("root"), t.path().join("data"));
         let agent = open_agent(&root, &data);
         let record = detection("d2");
-        let event = agent.report_with(EventBody::Detection(record.clone()), |_| {});
+        let event = agent.report_with(EventBody::Detection(record.clone()), |_, _| {});
         let o = agent.group_action(&event, &record).await;
         assert_eq!(o.outcome, "pending", "{}", o.detail);
         assert!(

@@ -30,6 +30,11 @@ pub struct AgentState {
     /// restore a stop interrupts and the quarantine rolls back takes back only an
     /// allowance it gave.
     pub restores_of_allowed_content: std::collections::BTreeSet<String>,
+    /// Restores and deletions of quarantine entries under way, by entry id: recorded
+    /// before they begin and removed in the save that queues the event telling the
+    /// server their outcome, so that one a stop interrupts is settled, and reported,
+    /// when the agent starts again (`Agent::settle_interrupted_quarantine_changes`).
+    pub quarantine_changes: BTreeMap<String, QuarantineChange>,
     pub connected: bool,
     pub last_link_note: String,
 }
@@ -52,6 +57,7 @@ impl std::fmt::Debug for AgentState {
                 "restores_of_allowed_content",
                 &self.restores_of_allowed_content,
             )
+            .field("quarantine_changes", &self.quarantine_changes)
             .field("connected", &self.connected)
             .field("last_link_note", &self.last_link_note)
             .finish()
@@ -75,6 +81,15 @@ pub struct PendingResponse {
     pub detection: riposte_proto::DetectionRecord,
     /// Actions (`Action::as_str`) whose outcomes have been reported.
     pub done: Vec<String>,
+}
+
+/// A restore or deletion of a quarantine entry under way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineChange {
+    /// `restore` or `delete`.
+    pub action: String,
+    /// The entry's record as the server knows it (what the outcome's event carries).
+    pub record: serde_json::Value,
 }
 
 /// A task as the agent knows it.
@@ -164,6 +179,10 @@ impl StateFile {
                     state.restores_of_allowed_content =
                         serde_json::from_str(&v).map_err(|e| corrupt("restore", e))?
                 }
+                "quarantine_changes" => {
+                    state.quarantine_changes =
+                        serde_json::from_str(&v).map_err(|e| corrupt("quarantine change", e))?
+                }
                 "connected" => state.connected = v == "true",
                 "last_link_note" => state.last_link_note = v,
                 _ => {}
@@ -198,7 +217,7 @@ impl StateFile {
     pub fn save(&self, state: &AgentState) -> std::io::Result<()> {
         let mut conn = self.open()?;
         let tx = conn.transaction().map_err(db_err)?;
-        let meta: [(&str, String); 9] = [
+        let meta: [(&str, String); 10] = [
             ("last_applied", state.last_applied.to_string()),
             ("settings", json(&state.settings)),
             ("response_group", json(&state.response_group)),
@@ -209,6 +228,7 @@ impl StateFile {
                 "restores_of_allowed_content",
                 json(&state.restores_of_allowed_content),
             ),
+            ("quarantine_changes", json(&state.quarantine_changes)),
             ("connected", state.connected.to_string()),
             ("last_link_note", state.last_link_note.clone()),
         ];

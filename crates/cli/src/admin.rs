@@ -56,8 +56,8 @@ enum AdminCommand {
     /// Quarantined objects across the fleet.
     #[command(subcommand)]
     Quarantine(QuarantineCmd),
-    /// Alerts raised by devices: among them restores and deletions a device could not
-    /// carry out.
+    /// Alerts about devices: restores and deletions a device could not carry out, and
+    /// what the server saw (an earlier certificate of the device presented).
     #[command(subcommand)]
     Alert(AlertCmd),
     /// The audit log.
@@ -246,7 +246,9 @@ enum QuarantineCmd {
     Restore {
         device: String,
         entry: String,
-        /// Restore to this absolute path instead of the original one.
+        /// Restore to this absolute path instead of the original one (administrators
+        /// only: the device writes it as root). In a directory the object's owner does
+        /// not own, it gets the directory's owner, without group and other write.
         #[arg(long)]
         to: Option<String>,
         #[command(flatten)]
@@ -646,7 +648,12 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
             done(&v, v["token"].as_str().unwrap_or_default().to_string())
         }
         AdminCommand::EnrollToken(TokenCmd::List) => {
-            let v = c.call("GET", "/api/v1/enroll-tokens", None).await?;
+            let mut v = c.call("GET", "/api/v1/enroll-tokens", None).await?;
+            if !json_out {
+                for t in v.as_array_mut().into_iter().flatten() {
+                    t["expires_at"] = json!(when(&t["expires_at"]));
+                }
+            }
             table(
                 &v,
                 &[
@@ -690,9 +697,33 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
                     break;
                 }
             }
-            table(
-                &Value::Array(all),
-                &["id", "name", "hostname", "group_id", "connected", "revoked"],
+            if json_out {
+                out(&Value::Array(all));
+                return Ok(ExitCode::SUCCESS);
+            }
+            // The day each device certificate expires: one the device has not renewed
+            // (away too long) shows here before the device is locked out.
+            let rows: Vec<Value> = all
+                .into_iter()
+                .map(|mut d| {
+                    let day = d["certificate_expires_at"]
+                        .as_i64()
+                        .map(|ms| riposte_model::time::utc(ms)[..10].to_string());
+                    d["certificate_expires"] = json!(day);
+                    d
+                })
+                .collect();
+            print_table(
+                &rows,
+                &[
+                    "id",
+                    "name",
+                    "hostname",
+                    "group_id",
+                    "connected",
+                    "revoked",
+                    "certificate_expires",
+                ],
             )
         }
         AdminCommand::Device(DeviceCmd::Show { device }) => {

@@ -231,11 +231,19 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         .values()
         .map(|t| serde_json::json!({"task_id": t.offer.task_id, "state": t.state, "autonomous": t.offer.autonomous}))
         .collect();
+    let expires = id.certificate_expires_ms();
+    let now = riposte_agent::daemon::now_ms();
+    let renewal = id
+        .pending_renewal(&a.data)
+        .map(|r| r.certificate_expires_ms());
     let v = serde_json::json!({
         "device_id": id.device_id,
         "server": id.server_url,
         "channel": id.channel_addr,
-        "certificate_expires_ms": id.certificate_expires_ms(),
+        "certificate_expires_ms": expires,
+        "certificate_expired": expires.is_some_and(|at| at <= now),
+        "certificate_renewal_pending": renewal.is_some(),
+        "certificate_renewal_expires_ms": renewal.flatten(),
         "connected": state.connected,
         "link": state.last_link_note,
         "last_applied": state.last_applied,
@@ -250,19 +258,8 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         outln!("device:    {}", id.device_id);
         outln!("server:    {} (channel {})", id.server_url, id.channel_addr);
         outln!("connected: {} ({})", state.connected, state.last_link_note);
-        if let Some(at) = id.certificate_expires_ms() {
-            // Renewed over the channel well before then.
-            if at <= riposte_agent::daemon::now_ms() {
-                outln!(
-                    "certificate: EXPIRED on {}: enroll the agent again in a new data directory",
-                    riposte_model::time::utc(at)
-                );
-            } else {
-                outln!("certificate: valid until {}", riposte_model::time::utc(at));
-            }
-        }
-        if id.pending_renewal(&a.data).is_some() {
-            outln!("certificate: a renewed one waits to be accepted by the server");
+        for line in certificate_lines(expires, now, renewal) {
+            outln!("{line}");
         }
         match &state.settings {
             Some(s) => {
@@ -292,6 +289,48 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `status` says of the device certificate: until when it is valid (renewed over
+/// the channel well before then), whether a renewed one waits for the server to accept
+/// it (`renewal`: its expiry, `None` inside when it cannot be read), and, once no usable
+/// certificate is left, what to do.
+fn certificate_lines(
+    expires_ms: Option<i64>,
+    now_ms: i64,
+    renewal: Option<Option<i64>>,
+) -> Vec<String> {
+    let renewal_usable = renewal.is_some_and(|r| r.is_some_and(|at| at > now_ms));
+    let mut lines = Vec::new();
+    match expires_ms {
+        Some(at) if at <= now_ms && !renewal_usable => lines.push(format!(
+            "certificate: EXPIRED on {}: enroll the agent again in a new data directory",
+            riposte_model::time::utc(at)
+        )),
+        Some(at) if at <= now_ms => lines.push(format!(
+            "certificate: EXPIRED on {}",
+            riposte_model::time::utc(at)
+        )),
+        Some(at) => lines.push(format!(
+            "certificate: valid until {}",
+            riposte_model::time::utc(at)
+        )),
+        None => {}
+    }
+    match renewal {
+        Some(Some(at)) if at > now_ms => lines.push(format!(
+            "certificate: a renewed one, valid until {}, waits to be accepted by the server \
+             (the agent offers it when it connects)",
+            riposte_model::time::utc(at)
+        )),
+        Some(_) => lines.push(
+            "certificate: a renewed one waits, but it has expired or cannot be read: \
+             the server will refuse it"
+                .into(),
+        ),
+        None => {}
+    }
+    lines
+}
+
 /// Opens the agent with its local actions (recovering the quarantine first).
 pub fn open_agent(
     data: &std::path::Path,
@@ -307,7 +346,7 @@ pub fn open_agent(
     }
     let runner = Arc::new(SweepRunner::new(host_root.to_path_buf()));
     let (agent, rx) = Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))?;
-    agent.settle_interrupted_restores(&recovery.restores_cleaned);
+    agent.settle_interrupted_quarantine_changes(&recovery.restores_cleaned);
     Ok((agent, rx))
 }
 
@@ -508,8 +547,47 @@ async fn enroll_with_retries(
 
 #[cfg(test)]
 mod tests {
-    use super::AgentArgs;
+    use super::{certificate_lines, AgentArgs};
     use clap::Parser;
+    use riposte_model::time::utc;
+
+    #[test]
+    fn status_says_until_when_the_certificate_holds_and_what_to_do_once_it_has_expired() {
+        const DAY: i64 = 86_400_000;
+        let now = 1_800_000_000_000;
+        assert_eq!(
+            certificate_lines(Some(now + DAY), now, None),
+            [format!("certificate: valid until {}", utc(now + DAY))]
+        );
+        assert_eq!(
+            certificate_lines(Some(now - DAY), now, None),
+            [format!(
+                "certificate: EXPIRED on {}: enroll the agent again in a new data directory",
+                utc(now - DAY)
+            )]
+        );
+        // A renewal still to be accepted: the agent offers it, so no advice to enroll.
+        let waiting = certificate_lines(Some(now - DAY), now, Some(Some(now + 365 * DAY)));
+        assert_eq!(
+            waiting[0],
+            format!("certificate: EXPIRED on {}", utc(now - DAY))
+        );
+        assert!(
+            waiting[1].contains(&format!(
+                "a renewed one, valid until {}",
+                utc(now + 365 * DAY)
+            )),
+            "{waiting:?}"
+        );
+        assert_eq!(waiting.len(), 2);
+        // An expired or unreadable renewal helps nothing.
+        for useless in [Some(now - 1), None] {
+            let lines = certificate_lines(Some(now - DAY), now, Some(useless));
+            assert!(lines[0].ends_with("enroll the agent again in a new data directory"));
+            assert!(lines[1].contains("the server will refuse it"), "{lines:?}");
+        }
+        assert!(certificate_lines(None, now, None).is_empty());
+    }
 
     #[derive(Parser)]
     struct Wrapper {

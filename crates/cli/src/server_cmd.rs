@@ -50,9 +50,26 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     println!("  API and console: https://{}/", server.api_addr);
     println!("  agent channel:   {}", server.agent_addr);
     println!("  CA certificate:  {}", a.data.join("ca.pem").display());
-    if let Some(pw) = &server.generated_admin_password {
-        println!("  first start: account 'admin' created with password: {pw}");
-        println!("  (shown only once; store it now)");
+    if let Some(created) = &server.created_admin {
+        let why = if created.first_start {
+            "first start"
+        } else {
+            "no account had the Administrator role left"
+        };
+        match &created.generated_password {
+            Some(pw) => {
+                println!(
+                    "  {why}: administrator account '{}' created with password: {pw}",
+                    created.name
+                );
+                println!("  (shown only once; store it now)");
+            }
+            None => println!(
+                "  {why}: administrator account '{}' created with the password of \
+                 --admin-password-file",
+                created.name
+            ),
+        }
     }
     stop_signal.await;
     eprintln!("shutting down");

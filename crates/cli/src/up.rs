@@ -163,8 +163,15 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     println!("Riposte is up.");
     println!("  console and API: {url}/");
     println!("  CA certificate:  {}", server_dir.join("ca.pem").display());
-    match &server.generated_admin_password {
-        Some(pw) => println!("  admin user:      admin, one-time password: {pw} (shown only once)"),
+    match server
+        .created_admin
+        .as_ref()
+        .map(|c| (&c.name, &c.generated_password))
+    {
+        Some((name, Some(pw))) => {
+            println!("  admin user:      {name}, one-time password: {pw} (shown only once)")
+        }
+        Some((name, None)) => println!("  admin user:      {name} (with the password given)"),
         None => println!("  admin user:      admin (its password was shown at the first start)"),
     }
     println!(

@@ -759,6 +759,28 @@ async fn quarantine_page_sends_restore_and_delete_to_the_device() {
     assert!(alerts
         .body
         .contains("delete of quarantine entry e9 failed: gone"));
+    // A revoked device never receives a command: its entries offer none, on the
+    // fleet's page and on the device's own tab.
+    core.store
+        .upsert_quarantine(dev, "e2", "quarantined", &rec)
+        .await
+        .unwrap();
+    let offered = |body: &str| body.contains("name=\"entry\" value=\"e2\"");
+    assert!(offered(&v.get("/quarantine").await.body));
+    core.store.revoke_device(dev).await.unwrap();
+    for page in [
+        "/quarantine".to_string(),
+        format!("/devices/{dev}?tab=quarantine"),
+    ] {
+        let shown = v.get(&page).await;
+        assert!(shown.body.contains("/home/u/evil.sh"), "{}", shown.body);
+        assert!(!offered(&shown.body), "{page}: {}", shown.body);
+        assert!(
+            shown.body.contains("device revoked"),
+            "{page}: {}",
+            shown.body
+        );
+    }
     h.stop().await;
 }
 

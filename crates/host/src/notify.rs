@@ -9,10 +9,14 @@
 //! Sessions without a bus get a short message written to their terminals.
 //!
 //! A session bus only accepts connections from its owner (SASL `EXTERNAL`
-//! checks the peer uid), so when the agent runs as root and the user is not
-//! root, the connection is made from a dedicated thread whose *thread*
-//! credentials (Linux `setresuid` is per-thread at the syscall level) are
-//! switched to the user; the rest of the process keeps root.
+//! checks the peer's effective uid), so when the agent runs as root and the
+//! user is not root, the connection is made from a dedicated thread whose
+//! *thread* credentials (Linux `setresuid` is per-thread at the syscall level)
+//! take the user's uid as the effective one only: its real and saved uids
+//! stay root, so that the user, who controls the bus and can make the call
+//! hang, cannot signal or trace that thread (which would reach the whole
+//! agent). The thread gives up after the notifier's timeout and ends; the rest
+//! of the process keeps root throughout.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -103,7 +107,7 @@ impl Notifier {
         for (addr, uid) in &buses {
             match tokio::time::timeout(
                 self.timeout,
-                desktop_notify(addr, *uid, &self.app_name, summary, body),
+                desktop_notify(addr, *uid, &self.app_name, summary, body, self.timeout),
             )
             .await
             {
@@ -168,15 +172,20 @@ impl Notifier {
 }
 
 /// Sends one `org.freedesktop.Notifications.Notify` call on the bus at
-/// `address` and returns the notification id. When running as root and
-/// `uid` is another user, connects with that user's thread credentials.
+/// `address` and returns the notification id, giving up after `timeout`.
+/// When running as root and `uid` is another user, connects from a thread
+/// whose effective uid (and gid) are that user's, its real and saved ones
+/// root's (see the module's documentation).
 pub async fn desktop_notify(
     address: &str,
     uid: Option<u32>,
     app_name: &str,
     summary: &str,
     body: &str,
+    timeout: Duration,
 ) -> Result<u32, String> {
+    let body = markup_escaped(body);
+    let body = body.as_str();
     let euid = rustix::process::geteuid().as_raw();
     match uid {
         Some(u) if u != euid && euid == 0 => {
@@ -189,19 +198,26 @@ pub async fn desktop_notify(
             let (tx, rx) = tokio::sync::oneshot::channel();
             std::thread::spawn(move || {
                 let r = (|| {
+                    use rustix::process::{Gid, Uid};
                     let gid = primary_gid(u);
-                    rustix::thread::set_thread_res_gid(gid, gid, gid)
+                    rustix::thread::set_thread_res_gid(Gid::ROOT, gid, Gid::ROOT)
                         .map_err(|e| format!("setresgid: {e}"))?;
                     rustix::thread::set_thread_groups(&[gid])
                         .map_err(|e| format!("setgroups: {e}"))?;
-                    let uid = rustix::process::Uid::from_raw(u);
-                    rustix::thread::set_thread_res_uid(uid, uid, uid)
+                    rustix::thread::set_thread_res_uid(Uid::ROOT, Uid::from_raw(u), Uid::ROOT)
                         .map_err(|e| format!("setresuid: {e}"))?;
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .map_err(|e| e.to_string())?;
-                    rt.block_on(notify_on_bus(&address, &app, &summary, &body))
+                    rt.block_on(async {
+                        tokio::time::timeout(
+                            timeout,
+                            notify_on_bus(&address, &app, &summary, &body),
+                        )
+                        .await
+                        .map_err(|_| "timed out".to_string())?
+                    })
                 })();
                 let _ = tx.send(r);
             });
@@ -210,6 +226,24 @@ pub async fn desktop_notify(
         }
         _ => notify_on_bus(address, app_name, summary, body).await,
     }
+}
+
+/// `text` with the characters of the notification body's markup (a subset of
+/// HTML that many notification servers render: `<b>`, `<a href>`…) escaped, so
+/// that a file or threat name shows as written and cannot become a link.
+pub fn markup_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn primary_gid(uid: u32) -> rustix::process::Gid {

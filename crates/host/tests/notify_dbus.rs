@@ -185,3 +185,105 @@ async fn terminal_message_without_desktop_and_failure_reported() {
         NotifyOutcome::Failed { .. }
     ));
 }
+
+/// The effective, real and saved uids of this process's threads whose effective uid is
+/// `uid`, with their thread ids.
+fn threads_acting_as(uid: u32) -> Vec<(String, [u32; 3])> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) else {
+            continue;
+        };
+        let ids: Vec<u32> = line[4..]
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if ids.len() == 4 && ids[1] == uid {
+            let tid = t.file_name().to_string_lossy().into_owned();
+            out.push((tid, [ids[1], ids[0], ids[2]]));
+        }
+    }
+    out
+}
+
+/// Notifying another user connects from a thread that acts as that user; the user owns
+/// the bus, so can make the call hang, but can neither signal that thread (which would
+/// stop the whole agent) nor keep it: it ends at the timeout.
+#[tokio::test]
+async fn a_notification_as_another_user_is_sent_from_a_thread_that_user_cannot_signal() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root, to act as another user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    // A bus that takes connections and never answers.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("bus");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let address = format!("unix:path={}", path.display());
+    let call = tokio::spawn(async move {
+        riposte_host::notify::desktop_notify(
+            &address,
+            Some(NOBODY),
+            "Riposte",
+            "s",
+            "b",
+            std::time::Duration::from_secs(3),
+        )
+        .await
+    });
+    let mut acting = Vec::new();
+    for _ in 0..100 {
+        acting = threads_acting_as(NOBODY);
+        if !acting.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The thread, and any its runtime started (they inherit its credentials).
+    assert!(!acting.is_empty(), "a thread acts as the user");
+    for (tid, ids) in &acting {
+        assert_eq!(*ids, [NOBODY, 0, 0], "thread {tid}: effective, real, saved");
+        let signalled = Command::new("/bin/kill")
+            .args(["-0", tid])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!signalled.success(), "the user could signal thread {tid}");
+    }
+    let r = call.await.unwrap();
+    assert!(r.as_ref().is_err_and(|e| e.contains("timed out")), "{r:?}");
+    let mut gone = false;
+    for _ in 0..100 {
+        if threads_acting_as(NOBODY).is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the thread ended after the timeout");
+    held.abort();
+}
+
+#[test]
+fn notification_bodies_show_markup_as_text() {
+    assert_eq!(
+        riposte_host::notify::markup_escaped("<b>Trojan</b> in /home/a/<a href=\"x\">'&'"),
+        "&lt;b&gt;Trojan&lt;/b&gt; in /home/a/&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;"
+    );
+}

@@ -42,6 +42,7 @@ pub enum Operation {
     CancelTask,
     CreateAutonomousTask,
     HandleQuarantine,
+    RestoreElsewhere,
     ReadAccounts,
     ManageAccounts,
     ManageSpecialAccount,
@@ -49,7 +50,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::ReadInventory,
         Operation::ChangeGroups,
         Operation::MoveDevice,
@@ -61,6 +62,7 @@ impl Operation {
         Operation::CancelTask,
         Operation::CreateAutonomousTask,
         Operation::HandleQuarantine,
+        Operation::RestoreElsewhere,
         Operation::ReadAccounts,
         Operation::ManageAccounts,
         Operation::ManageSpecialAccount,
@@ -81,6 +83,11 @@ impl Operation {
             Operation::CancelTask => "cancel tasks",
             Operation::CreateAutonomousTask => "create autonomous IOC scan tasks",
             Operation::HandleQuarantine => "restore or delete quarantined objects",
+            // The agent writes the restored file as root: to a path of the caller's
+            // choosing, that is writing a chosen content anywhere on the device.
+            Operation::RestoreElsewhere => {
+                "restore quarantined objects to another path than their own"
+            }
             Operation::ReadAccounts => "list accounts",
             Operation::ManageAccounts => "create or delete accounts",
             Operation::ManageSpecialAccount => "manage the special account",
@@ -164,6 +171,7 @@ mod tests {
             (CancelTask, true, true, false, false),
             (CreateAutonomousTask, false, false, false, true),
             (HandleQuarantine, true, true, false, false),
+            (RestoreElsewhere, true, false, false, false),
             (ReadAccounts, true, true, true, false),
             (ManageAccounts, true, false, false, false),
             (ManageSpecialAccount, true, false, false, false),

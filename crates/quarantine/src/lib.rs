@@ -227,6 +227,10 @@ enum Intent {
         #[serde(with = "riposte_model::path_text::as_string")]
         target: PathBuf,
         tmp_name: String,
+        /// Restored with [`ConflictPolicy::Rename`]: it may have landed beside the
+        /// target, as `NAME.restored`, `NAME.restored-2`…
+        #[serde(default)]
+        renames: bool,
     },
 }
 
@@ -641,8 +645,9 @@ impl QuarantineStore {
                     id,
                     target,
                     tmp_name,
+                    renames,
                 }) => {
-                    self.recover_restore(&id, &target, &tmp_name, &mut rep);
+                    self.recover_restore(&id, &target, &tmp_name, renames, &mut rep);
                 }
                 // A torn intent was written before anything else happened.
                 Some(Intent::Quarantine { .. }) | None => {
@@ -762,7 +767,14 @@ impl QuarantineStore {
         Ok(rep)
     }
 
-    fn recover_restore(&self, id: &str, target: &Path, tmp_name: &str, rep: &mut RecoveryReport) {
+    fn recover_restore(
+        &self,
+        id: &str,
+        target: &Path,
+        tmp_name: &str,
+        renames: bool,
+        rep: &mut RecoveryReport,
+    ) {
         if let Ok(tmp) = target.parent().map(|p| p.join(tmp_name)).ok_or(()) {
             if let Ok((parent, name)) = self.host.open_parent(&tmp) {
                 let _ =
@@ -770,12 +782,39 @@ impl QuarantineStore {
             }
         }
         if let Ok(rec) = self.read_record(id) {
-            // Finished if the target now holds the restored content.
-            let done = self
-                .host
-                .identify(target)
-                .map(|i| hex::encode(i.sha256) == rec.sha256)
-                .unwrap_or(false);
+            // Finished if the target, or with renames a name it took beside the target
+            // (the first free one of those tried, in order), holds the restored content.
+            let holds = |path: &Path| {
+                self.host
+                    .identify(path)
+                    .map(|i| hex::encode(i.sha256) == rec.sha256)
+            };
+            let done = if renames {
+                let mut done = false;
+                for candidate in rename_candidates(target) {
+                    match holds(&candidate) {
+                        Ok(true) => {
+                            done = true;
+                            break;
+                        }
+                        Ok(false) => {}
+                        // Past the first free name, the restore did not go; a name
+                        // taken by other than a regular file was passed over.
+                        Err(_) => {
+                            let taken = self
+                                .host
+                                .host_path(&candidate)
+                                .is_ok_and(|p| p.symlink_metadata().is_ok());
+                            if !taken {
+                                break;
+                            }
+                        }
+                    }
+                }
+                done
+            } else {
+                holds(target).unwrap_or(false)
+            };
             if done {
                 let _ = self.remove_entry(id);
             }
@@ -899,7 +938,11 @@ impl QuarantineStore {
     /// a protected directory, is refused with
     /// [`QuarantineError::ProtectedTarget`] before anything is written.
     /// Set-user-id and set-group-id bits are restored only at the original
-    /// path.
+    /// path. Elsewhere, in a directory the entry's owner does not own, the
+    /// file is given the directory's owner and group, without group and
+    /// other write permission: whoever could write the quarantined file must
+    /// not get a file they can change in a directory only root could write to
+    /// (`/etc/cron.d`, say).
     pub fn restore(
         &self,
         id: &str,
@@ -934,6 +977,7 @@ impl QuarantineStore {
                 id: id.to_string(),
                 target: target.clone(),
                 tmp_name: tmp_name.clone(),
+                renames: policy == ConflictPolicy::Rename,
             },
         )?;
         let r = self.restore_inner(
@@ -987,13 +1031,24 @@ impl QuarantineStore {
         self.extract(&rec.id, &mut w)?;
         w.flush().map_err(error::io_err("writing", target))?;
         drop(w);
+        let parent_st = rustix::fs::fstat(parent).map_err(fail("inspecting the directory of"))?;
+        let adopted = !at_original && parent_st.st_uid != rec.uid;
+        let (uid, gid) = if adopted {
+            (parent_st.st_uid, parent_st.st_gid)
+        } else {
+            (rec.uid, rec.gid)
+        };
         rustix::fs::fchown(
             &f,
-            Some(rustix::fs::Uid::from_raw(rec.uid)),
-            Some(rustix::fs::Gid::from_raw(rec.gid)),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
         )
         .map_err(fail("setting owner of"))?;
-        let full_mode = rec.mode & 0o7777;
+        let full_mode = if adopted {
+            rec.mode & 0o7777 & !0o6022
+        } else {
+            rec.mode & 0o7777
+        };
         // Rename may land beside the original instead of on it: set-id bits
         // are added back only once the file is known to be at its own path.
         let exact = at_original && policy != ConflictPolicy::Rename;
@@ -1037,12 +1092,7 @@ impl QuarantineStore {
             ConflictPolicy::Rename => {
                 let mut i = 0u32;
                 loop {
-                    let mut cand = name.to_os_string();
-                    match i {
-                        0 => {}
-                        1 => cand.push(".restored"),
-                        n => cand.push(format!(".restored-{n}")),
-                    }
+                    let cand = rename_candidate(name, i);
                     match rustix::fs::renameat_with(
                         parent,
                         tmp_name,
@@ -1065,6 +1115,26 @@ impl QuarantineStore {
         rustix::fs::fsync(parent.as_fd()).map_err(fail("syncing directory of"))?;
         Ok(target.with_file_name(final_name))
     }
+}
+
+/// The `i`th name a restore with [`ConflictPolicy::Rename`] tries for `name`: the
+/// name itself, then `NAME.restored`, `NAME.restored-2`…
+fn rename_candidate(name: &std::ffi::OsStr, i: u32) -> std::ffi::OsString {
+    let mut cand = name.to_os_string();
+    match i {
+        0 => {}
+        1 => cand.push(".restored"),
+        n => cand.push(format!(".restored-{n}")),
+    }
+    cand
+}
+
+/// The paths a restore with [`ConflictPolicy::Rename`] to `target` tries, in order.
+fn rename_candidates(target: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+    (0..=1000).filter_map(move |i| {
+        let name = target.file_name()?;
+        Some(target.with_file_name(rename_candidate(name, i)))
+    })
 }
 
 struct HashWriter<'a, W: Write> {

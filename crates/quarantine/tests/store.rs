@@ -616,6 +616,43 @@ fn recovery_rolls_back_and_finishes() {
     assert_eq!(s.list().unwrap().entries.len(), 1);
 }
 
+/// A restore with renames that a stop cut short after its file landed beside the
+/// target (`NAME.restored`) is finished by recovery, not taken for rolled back.
+#[test]
+fn recovery_finds_a_renamed_restore_beside_its_target() {
+    let e = env();
+    let s = store(&e, cfg());
+    write(&e, "/home/alice/rn", b"restored content");
+    let rec = s.quarantine(&req("/home/alice/rn")).unwrap();
+    write(&e, "/home/alice/rn", b"what took its place");
+    write(&e, "/home/alice/rn.restored", b"an earlier file");
+    // The state the stop left: the object at the second free name, entry and intent
+    // still there.
+    write(&e, "/home/alice/rn.restored-2", b"restored content");
+    let intent = |renames: bool| {
+        format!(
+            r#"{{"Restore":{{"id":"{}","target":"/home/alice/rn","tmp_name":".riposte-restore-{}.tmp","renames":{renames}}}}}"#,
+            rec.id, rec.id
+        )
+    };
+    let journal = e.data.join("journal").join(format!("{}.json", rec.id));
+    // Without renames only the target counts: the entry stays.
+    fs::write(&journal, intent(false)).unwrap();
+    drop(s);
+    let (s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    assert_eq!(rep.restores_cleaned, vec![rec.id.clone()]);
+    assert_eq!(s.list().unwrap().entries.len(), 1);
+    fs::write(&journal, intent(true)).unwrap();
+    drop(s);
+    let (s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    assert_eq!(rep.restores_cleaned, vec![rec.id.clone()]);
+    assert!(s.list().unwrap().entries.is_empty(), "finished: {rep:?}");
+    assert_eq!(
+        fs::read(e.root.join("home/alice/rn")).unwrap(),
+        b"what took its place"
+    );
+}
+
 #[test]
 fn recovery_keeps_the_object_when_the_record_is_unreadable() {
     let e = env();
@@ -843,6 +880,54 @@ fn a_protected_directory_named_with_a_star_is_refused_under_another_name() {
         fs::read(e.root.join("opt/dataXlink/a")).unwrap(),
         b"payload"
     );
+}
+
+#[test]
+fn restored_elsewhere_a_file_keeps_its_owner_only_in_a_directory_of_that_owner() {
+    let e = env();
+    let s = store(&e, cfg());
+    let quarantine = |dev: &str| {
+        let p = write(&e, dev, b"* * * * * root /home/alice/x.sh\n");
+        std::os::unix::fs::chown(&p, Some(1234), Some(2345)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
+        s.quarantine(&req(dev)).unwrap()
+    };
+    let owner_and_mode = |dev: &str| {
+        let m = fs::metadata(e.root.join(dev.trim_start_matches('/'))).unwrap();
+        (m.uid(), m.gid(), m.permissions().mode() & 0o7777)
+    };
+    // Into a directory only root writes: root's file, writable by root alone.
+    let cron = e.root.join("etc/cron.d");
+    fs::create_dir_all(&cron).unwrap();
+    std::os::unix::fs::chown(&cron, Some(0), Some(0)).unwrap();
+    let rec = quarantine("/home/alice/payload");
+    s.restore(
+        &rec.id,
+        &RestoreTarget::Path("/etc/cron.d/job".into()),
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(owner_and_mode("/etc/cron.d/job"), (0, 0, 0o644));
+    // Into another directory of the same owner: as it was.
+    let other = e.root.join("home/alice/restored");
+    fs::create_dir_all(&other).unwrap();
+    std::os::unix::fs::chown(&other, Some(1234), Some(2345)).unwrap();
+    let rec = quarantine("/home/alice/payload");
+    s.restore(
+        &rec.id,
+        &RestoreTarget::Path("/home/alice/restored/payload".into()),
+        ConflictPolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(
+        owner_and_mode("/home/alice/restored/payload"),
+        (1234, 2345, 0o666)
+    );
+    // At its own path, whatever the directory: as it was.
+    let rec = quarantine("/home/alice/payload");
+    s.restore(&rec.id, &RestoreTarget::Original, ConflictPolicy::Refuse)
+        .unwrap();
+    assert_eq!(owner_and_mode("/home/alice/payload"), (1234, 2345, 0o666));
 }
 
 #[test]

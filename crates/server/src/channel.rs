@@ -153,7 +153,11 @@ where
             }
         }
     }
-    let refusal = match known {
+    let known = match known {
+        Err(e) if !matches!(e, StoreError::NotFound(_)) => return Err(e.into()),
+        known => known,
+    };
+    let refusal = match &known {
         Ok(d) if d.revoked => Some(format!(
             "device {device_id} has been revoked; enroll it again"
         )),
@@ -164,14 +168,23 @@ where
             "protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
         )),
         Ok(_) => None,
-        Err(StoreError::NotFound(_)) => {
-            Some(format!("unknown device {device_id}; enroll it again"))
-        }
-        Err(e) => return Err(e.into()),
+        Err(_) => Some(format!("unknown device {device_id}; enroll it again")),
     };
     // The agent says what its host is called; enrollment limits names to 255 characters
     // and so does every later report.
     let hostname: String = hostname.chars().take(255).collect();
+    if let (Some(_), Ok(d), Some(facts)) = (&refusal, &known, presented.facts.as_ref()) {
+        if !d.revoked
+            && !d.cert_fingerprint.is_empty()
+            && d.cert_fingerprint != fingerprint
+            && d.next_cert_fingerprint.as_deref() != Some(&fingerprint)
+        {
+            let _slot = store_slot(&core).await?;
+            if let Err(e) = core.old_certificate_presented(device_id, facts).await {
+                tracing::error!(device = device_id, "noting an earlier certificate: {e}");
+            }
+        }
+    }
     if let Some(reason) = refusal {
         let _ = write_frame(
             &mut writer,

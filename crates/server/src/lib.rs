@@ -105,8 +105,9 @@ pub struct RunningServer {
     pub core: Arc<Core>,
     pub api_addr: SocketAddr,
     pub agent_addr: SocketAddr,
-    /// The generated password of `admin`, on the very first start only.
-    pub generated_admin_password: Option<String>,
+    /// The administrator account this start created: on the first start, or when no
+    /// account had the Administrator role left.
+    pub created_admin: Option<service::CreatedAdmin>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -205,7 +206,7 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
     let mut config = opts.core.clone();
     config.agent_port = agent_addr.port();
     let core = Core::new(store, sealer, authority, config);
-    let generated_admin_password = core.bootstrap(opts.admin_password.clone()).await?;
+    let created_admin = core.bootstrap(opts.admin_password.clone()).await?;
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -277,7 +278,7 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         core,
         api_addr,
         agent_addr,
-        generated_admin_password,
+        created_admin,
         shutdown,
         tasks,
     })

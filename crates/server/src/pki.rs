@@ -148,8 +148,7 @@ impl Authority {
         device_id: i64,
         lifetime: Duration,
     ) -> Result<(String, String), PkiError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        let mut csr = parse_csr(csr_pem)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("riposte-device-{device_id}"));
         csr.params.distinguished_name = dn;
@@ -284,11 +283,63 @@ pub fn certificate_facts(der: &[u8]) -> Option<CertificateFacts> {
     })
 }
 
+/// A certificate request, its signature checked. Where it fails on the key rather than
+/// the encoding, the error names the key and the keys that are taken: the signature
+/// library alone says only "Unspecified" for, say, an RSA key of 1024 bits.
+fn parse_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams, PkiError> {
+    CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+        let key = unusable_csr_key(csr_pem);
+        PkiError::BadCsr(match key {
+            Some(key) => format!(
+                "its key is {key}; a device key must be ECDSA P-256 or P-384, Ed25519, \
+                 or RSA of 2048 to 8192 bits"
+            ),
+            None => e.to_string(),
+        })
+    })
+}
+
+/// The kind of key a certificate request carries, when it is one that is not taken.
+fn unusable_csr_key(csr_pem: &str) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::public_key::PublicKey;
+    let der =
+        rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).ok()?;
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
+            .ok()?;
+    let spki = &csr.certification_request_info.subject_pki;
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) if !(2048..=8192).contains(&rsa.key_size()) => {
+            Some(format!("RSA of {} bits", rsa.key_size()))
+        }
+        Ok(PublicKey::EC(_)) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string())
+                .unwrap_or_default();
+            // P-256 and P-384.
+            (!matches!(curve.as_str(), "1.2.840.10045.3.1.7" | "1.3.132.0.34"))
+                .then(|| format!("ECDSA on the curve {curve}"))
+        }
+        Ok(PublicKey::DSA(_)) => Some("DSA".into()),
+        Ok(PublicKey::GostR3410(_) | PublicKey::GostR3410_2012(_)) => Some("GOST".into()),
+        Ok(PublicKey::Unknown(_)) | Err(_) => {
+            let oid = spki.algorithm.algorithm.to_id_string();
+            // Ed25519 (1.3.101.112) is taken; x509-parser does not parse it.
+            (oid != "1.3.101.112").then(|| format!("of the algorithm {oid}"))
+        }
+        _ => None,
+    }
+}
+
 /// The public key (the bits of its `subjectPublicKey`) a certificate request is over.
 pub fn csr_public_key(csr_pem: &str) -> Result<Vec<u8>, PkiError> {
     use rcgen::PublicKeyData;
-    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-        .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+    let csr = parse_csr(csr_pem)?;
     Ok(csr.public_key.der_bytes().to_vec())
 }
 
@@ -336,6 +387,59 @@ mod tests {
             .unwrap()
             .pem()
             .unwrap()
+    }
+
+    #[test]
+    fn a_request_over_a_key_that_is_not_taken_says_which_key_and_which_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::load_or_create(dir.path()).unwrap();
+        // Made with `openssl req -new -newkey rsa:1024` (and `ec … P-521`, `rsa:2048`).
+        for (csr, key) in [
+            (
+                include_str!("testdata/rsa-1024.csr"),
+                "its key is RSA of 1024 bits",
+            ),
+            (
+                include_str!("testdata/ecdsa-p521.csr"),
+                "its key is ECDSA on the curve 1.3.132.0.35",
+            ),
+        ] {
+            let e = ca.sign_device_csr(csr, 1, Duration::days(1)).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains("ECDSA P-256 or P-384, Ed25519"), "{e}");
+            assert!(Authority::check_csr(csr).is_err());
+        }
+        let rsa = include_str!("testdata/rsa-2048.csr");
+        ca.sign_device_csr(rsa, 1, Duration::days(1)).unwrap();
+        // A broken signature over a key that is taken is not blamed on the key.
+        let good = csr();
+        let mut der =
+            rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(good.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        let broken = pem_of("CERTIFICATE REQUEST", &der);
+        let e = ca
+            .sign_device_csr(&broken, 1, Duration::days(1))
+            .unwrap_err();
+        assert!(!e.to_string().contains("its key is"), "{e}");
+    }
+
+    fn pem_of(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
     }
 
     #[test]

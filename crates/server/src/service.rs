@@ -58,6 +58,21 @@ pub struct CoreConfig {
     /// How long a renewed certificate not used yet holds off another
     /// ([`RENEWAL_REISSUE_MS`] by default).
     pub renewal_reissue_ms: i64,
+    /// A device's certificate replaced by a renewal less than this long ago may still be
+    /// presented by the device itself (its connection with the new one dropped before it
+    /// stored it): only later is its use raised as an alert ([`Core::old_certificate_presented`]).
+    pub replaced_certificate_grace_ms: i64,
+}
+
+/// The administrator account a start created ([`Core::bootstrap`]).
+#[derive(Debug, Clone)]
+pub struct CreatedAdmin {
+    pub name: String,
+    /// The password, when it was generated rather than given: shown once.
+    pub generated_password: Option<String>,
+    /// Whether the database had no account at all; else every administrator had
+    /// been deleted.
+    pub first_start: bool,
 }
 
 /// The default of [`CoreConfig::device_cert_lifetime_ms`]: a year.
@@ -76,6 +91,7 @@ impl Default for CoreConfig {
             device_cert_lifetime_ms: DEVICE_CERT_LIFETIME_MS,
             certificate_check_ms: 5 * 60_000,
             renewal_reissue_ms: RENEWAL_REISSUE_MS,
+            replaced_certificate_grace_ms: 10 * 60_000,
         }
     }
 }
@@ -419,6 +435,55 @@ impl Core {
         } else {
             CertificateCheck::Renew
         })
+    }
+
+    /// A connection for device `device_id` presented one of the device's own earlier
+    /// certificates (signed by this CA, so issued to it) rather than its current one:
+    /// raised as an alert (`device_certificate_reused`, once an hour per device), since
+    /// the device itself moved to its renewed certificate, unless its data was restored
+    /// from a backup, and whoever else holds the old key may be trying it. Not raised
+    /// within [`CoreConfig::replaced_certificate_grace_ms`] of the renewal that replaced
+    /// it. Returns whether an alert was recorded.
+    pub async fn old_certificate_presented(
+        &self,
+        device_id: i64,
+        presented: &crate::pki::CertificateFacts,
+    ) -> ServiceResult<bool> {
+        let device = self.store.device(device_id).await?;
+        if device.revoked {
+            return Ok(false);
+        }
+        let revocation = self.store.revoked_certificate(&presented.serial).await?;
+        let replaced = match &revocation {
+            Some(r) if r.device_id == device_id => {
+                let since = riposte_store::now_ms() - r.revoked_ms;
+                if since < self.config.replaced_certificate_grace_ms {
+                    return Ok(false);
+                }
+                format!("replaced on {}", riposte_model::time::utc(r.revoked_ms))
+            }
+            _ => "not its current one".to_string(),
+        };
+        let message = format!(
+            "a connection presented this device's earlier certificate (serial {}, {replaced}): \
+             the device uses its renewed one, so unless its data was restored from a backup \
+             its old key may be held by someone else; if so, revoke the device and enroll it \
+             again",
+            presented.serial
+        );
+        let recorded = self
+            .store
+            .add_alert_unless_recent(
+                device_id,
+                "device_certificate_reused",
+                &message,
+                3600 * 1000,
+            )
+            .await?;
+        if recorded {
+            tracing::warn!(device = device_id, serial = %presented.serial, "an earlier certificate of the device was presented");
+        }
+        Ok(recorded)
     }
 
     /// Signs a renewed certificate for device `device_id`, connected with the certificate
@@ -780,15 +845,21 @@ impl Core {
 
     // ----- first start ----------------------------------------------------------------
 
-    /// Creates the root group and, with an empty database, the `admin` account. Returns
-    /// the generated password when one was generated (to be shown once).
-    pub async fn bootstrap(&self, admin_password: Option<String>) -> ServiceResult<Option<String>> {
+    /// Creates the root group and, while no account has the Administrator role (an empty
+    /// database, or one whose administrators were all deleted), an administrator: named
+    /// `admin`, or `admin-2`, `admin-3`… when an operator or auditor holds that name,
+    /// with `admin_password` or a generated one (returned, to be shown once).
+    pub async fn bootstrap(
+        &self,
+        admin_password: Option<String>,
+    ) -> ServiceResult<Option<CreatedAdmin>> {
         if self.store.groups().await?.is_empty() {
             self.store.create_group(ROOT_GROUP, None).await?;
         }
         if self.store.count_admins().await? > 0 {
             return Ok(None);
         }
+        let first_start = self.store.accounts().await?.is_empty();
         let (password, generated) = match admin_password {
             Some(p) => {
                 validate_admin_password(&p)?;
@@ -797,13 +868,42 @@ impl Core {
             None => (secrets::random_token()[..20].to_string(), true),
         };
         let hash = secrets::hash_password(&password);
+        let mut n = 1;
+        let name = loop {
+            let name = if n == 1 {
+                "admin".to_string()
+            } else {
+                format!("admin-{n}")
+            };
+            match self
+                .store
+                .create_account(&name, AccountKind::Admin, Role::Administrator, &hash)
+                .await
+            {
+                Ok(_) => break name,
+                Err(StoreError::Conflict(_)) if n < 100 => n += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let why = if first_start {
+            "first start"
+        } else {
+            "no account had the Administrator role"
+        };
         self.store
-            .create_account("admin", AccountKind::Admin, Role::Administrator, &hash)
+            .audit(
+                "server",
+                "local",
+                "bootstrap",
+                &format!("created administrator account {name} ({why})"),
+            )
             .await?;
-        self.store
-            .audit("server", "local", "bootstrap", "created account admin")
-            .await?;
-        Ok(generated.then_some(password))
+        tracing::warn!(account = %name, "{why}: created an administrator account");
+        Ok(Some(CreatedAdmin {
+            name,
+            generated_password: generated.then_some(password),
+            first_start,
+        }))
     }
 
     // ----- groups and devices -----------------------------------------------------------
@@ -1534,7 +1634,14 @@ impl Core {
                 "you cannot delete your own account".into(),
             ));
         }
-        self.store.delete_account(a.id).await?;
+        match self.store.delete_account(a.id).await {
+            Err(StoreError::Conflict(why)) => {
+                return Err(ServiceError::Conflict(format!(
+                    "account '{name}' is not deleted: {why}"
+                )))
+            }
+            done => done?,
+        }
         self.throttle.forget_account(&self.store, name).await?;
         self.audit(c, "account_delete", name).await;
         Ok(())
@@ -2087,6 +2194,13 @@ impl Core {
                  can be restored or deleted",
                 d.id, entry.state
             )));
+        }
+        // Anywhere but the object's own path is an administrator's choice: the device
+        // writes it as root.
+        let original = entry.record["original_path"].as_str();
+        let restore_to = restore_to.filter(|p| Some(p.as_str()) != original);
+        if action == "restore" && restore_to.is_some() {
+            self.allow(c, Operation::RestoreElsewhere).await?;
         }
         let request_id = secrets::random_token()[..16].to_string();
         let cmd = riposte_proto::QuarantineCommand {

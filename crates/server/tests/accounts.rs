@@ -391,6 +391,141 @@ async fn rights_matrix_of_the_three_roles() {
     ts.stop().await;
 }
 
+/// An administrator cannot delete the last administrator; a database left without one
+/// (by an older version) gets one at the next start, under a free name, and an operator
+/// named `admin` keeps its name and role.
+#[tokio::test]
+async fn the_last_administrator_stays_and_a_start_without_one_creates_one() {
+    let (mut ts, admin) = TestServer::with_group_a(Backend::Sqlite).await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/accounts",
+            Some(
+                json!({"name": "second", "role": "administrator", "password": "a-long-password-1"}),
+            ),
+        )
+        .await;
+    let second = Api::login(&ts.url, &ts.ca, "second", "a-long-password-1").await;
+    second.ok("DELETE", "/api/v1/accounts/admin", None).await;
+    // Alone now: it cannot delete itself, and nobody else can delete it.
+    let (s, v) = second.call("DELETE", "/api/v1/accounts/second", None).await;
+    assert_eq!(s, 409, "{v}");
+    let store = ts.running().core.store.clone();
+    let e = store
+        .delete_account(store.account_by_name("second").await.unwrap().unwrap().id)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("last account with the Administrator role"),
+        "{e}"
+    );
+
+    second
+        .ok(
+            "POST",
+            "/api/v1/accounts",
+            Some(json!({"name": "admin", "role": "operator", "password": "a-long-password-1"})),
+        )
+        .await;
+    riposte_store::testing::delete_account_anyway(&store, "second").await;
+    assert_eq!(store.count_admins().await.unwrap(), 0);
+    ts.restart_with(|_| {}).await;
+    let created = ts
+        .running()
+        .created_admin
+        .clone()
+        .expect("an administrator is created");
+    assert_eq!(created.name, "admin-2");
+    assert!(!created.first_start);
+    // The tests' servers are given the administrator's password.
+    assert!(created.generated_password.is_none());
+    let recovered = Api::login(&ts.url, &ts.ca, "admin-2", ADMIN_PASSWORD).await;
+    let accounts = recovered.ok("GET", "/api/v1/accounts", None).await;
+    let role_of = |name: &str| {
+        accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["role"].clone())
+    };
+    assert_eq!(
+        role_of("admin-2"),
+        Some(json!("administrator")),
+        "{accounts}"
+    );
+    assert_eq!(role_of("admin"), Some(json!("operator")), "{accounts}");
+    // With one there again, a start creates none.
+    ts.restart_with(|_| {}).await;
+    assert!(ts.running().created_admin.is_none());
+    ts.stop().await;
+}
+
+/// The device writes a restored object as root: an operator may put it back where it
+/// was, and only an administrator anywhere else.
+#[tokio::test]
+async fn only_an_administrator_restores_an_object_to_another_path() {
+    let (ts, admin) = TestServer::with_group_a(Backend::Sqlite).await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/accounts",
+            Some(json!({"name": "oper", "role": "operator", "password": "a-long-password-1"})),
+        )
+        .await;
+    let oper = Api::login(&ts.url, &ts.ca, "oper", "a-long-password-1").await;
+    let dev = common::enroll(&admin, &ts.ca, "A", "q-01").await.device_id;
+    let store = &ts.running().core.store;
+    let rec = json!({"id": "e1", "original_path": "/home/u/payload", "threat_name": "T"});
+    store
+        .upsert_quarantine(dev, "e1", "quarantined", &rec)
+        .await
+        .unwrap();
+    let queued = || async { store.outbox_after(dev, 0, 100).await.unwrap() };
+    let restore = format!("/api/v1/quarantine/{dev}/e1/restore");
+    for body in [
+        json!({"restore_to": "/etc/cron.d/job"}),
+        json!({"restore_to": "/etc/cron.d/job", "on_conflict": "replace"}),
+    ] {
+        let (s, v) = oper.call("POST", &restore, Some(body)).await;
+        assert_eq!(s, 403, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("may not restore quarantined objects to another path"),
+            "{v}"
+        );
+    }
+    assert!(queued().await.is_empty(), "nothing sent");
+    // Its own path, named or not, and over what is there now: the operator's to do.
+    for body in [
+        json!({}),
+        json!({"restore_to": "/home/u/payload", "on_conflict": "replace"}),
+    ] {
+        let (s, v) = oper.call("POST", &restore, Some(body)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let sent = queued().await;
+    assert_eq!(sent.len(), 2);
+    let cmd: serde_json::Value = serde_json::from_str(&sent[1].payload).unwrap();
+    assert_eq!(cmd["restore_to"], serde_json::Value::Null, "{cmd}");
+    let (s, v) = admin
+        .call(
+            "POST",
+            &restore,
+            Some(json!({"restore_to": "/srv/evidence/payload"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let sent = queued().await;
+    let cmd: serde_json::Value = serde_json::from_str(&sent[2].payload).unwrap();
+    assert_eq!(cmd["restore_to"], "/srv/evidence/payload", "{cmd}");
+    ts.stop().await;
+}
+
 fn snake(s: &str) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -868,6 +868,15 @@ async fn device_certificates_are_renewed_over_the_channel(backend: Backend) {
     let stolen = TestAgent::start(old.clone(), Arc::new(Recorder::default()));
     assert!(wait_for_note(&stolen.recorder, |n| n.contains("does not belong")).await);
     stolen.stop().await;
+    // So soon after the renewal it may be the device itself, whose connection with the
+    // new certificate dropped: no alert.
+    let reused = |alerts: Vec<riposte_store::AlertRow>| {
+        alerts
+            .into_iter()
+            .filter(|a| a.code == "device_certificate_reused")
+            .collect::<Vec<_>>()
+    };
+    assert!(reused(store.alerts(Some(id), 100).await.unwrap()).is_empty());
 
     // The renewed certificate is not renewed again.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -896,6 +905,30 @@ async fn device_certificates_are_renewed_over_the_channel(backend: Backend) {
         .is_none());
     assert!(agent.recorder.renewed.lock().unwrap().is_empty());
     agent.stop().await;
+
+    // Later, the old key is someone else's: an alert names the certificate, once
+    // however often it is tried.
+    ts.restart_with(|o| o.core.replaced_certificate_grace_ms = 0)
+        .await;
+    let store = ts.running().core.store.clone();
+    for _ in 0..2 {
+        let stolen = TestAgent::start(old.clone(), Arc::new(Recorder::default()));
+        assert!(wait_for_note(&stolen.recorder, |n| n.contains("does not belong")).await);
+        stolen.stop().await;
+    }
+    let alerts = reused(store.alerts(Some(id), 100).await.unwrap());
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let old_serial = facts(&old.cert_pem).serial;
+    assert!(
+        alerts[0].message.contains(&old_serial) && alerts[0].message.contains("replaced on"),
+        "{}",
+        alerts[0].message
+    );
+    // The device on its renewed certificate raises none.
+    let agent = TestAgent::start(new.clone(), Arc::new(Recorder::default()));
+    assert!(wait_for_note(&agent.recorder, |n| n == "connected").await);
+    agent.stop().await;
+    assert_eq!(reused(store.alerts(Some(id), 100).await.unwrap()).len(), 1);
     ts.stop().await;
 }
 

@@ -5,6 +5,9 @@ use riposte_model::Role;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+/// The advisory lock key of account deletions ("ripoacct" in ASCII).
+const ACCOUNTS_LOCK: i64 = 0x7269_706f_6163_6374;
+
 /// Administrator account or the special account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountKind {
@@ -117,21 +120,49 @@ impl Store {
         rows.iter().map(account).collect()
     }
 
-    /// How many administrator accounts exist.
+    /// How many accounts have the Administrator role (operators and auditors, who
+    /// cannot manage accounts, do not count).
     pub async fn count_admins(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM accounts WHERE kind = 'admin'")
-            .fetch_one(self.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM accounts WHERE kind = 'admin' AND role = $1")
+                .bind(Role::Administrator.as_str())
+                .fetch_one(self.pool())
+                .await?;
         Ok(row.try_get("n")?)
     }
 
-    /// Deletes an account and its sessions.
+    /// Deletes an account and its sessions, unless it is the last account with the
+    /// Administrator role ([`StoreError::Conflict`]): without one, nobody could manage
+    /// accounts again. Deletions are taken one at a time (SQLite: the first statement
+    /// writes, which takes its single write lock; PostgreSQL: an advisory lock), so two
+    /// administrators deleting each other at once leave one of them.
     pub async fn delete_account(&self, id: i64) -> Result<()> {
         let mut tx = self.pool().begin().await?;
+        if self.backend() == crate::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ACCOUNTS_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("DELETE FROM sessions WHERE account_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let administrators =
+            sqlx::query("SELECT id FROM accounts WHERE kind = 'admin' AND role = $1")
+                .bind(Role::Administrator.as_str())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>("id"))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+        if administrators == [id] {
+            return Err(StoreError::Conflict(
+                "it is the last account with the Administrator role: create another \
+                 administrator first"
+                    .into(),
+            ));
+        }
         let done = sqlx::query("DELETE FROM accounts WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -285,6 +316,53 @@ mod tests {
         .await;
     }
 
+    /// Two administrators deleting each other at once: one deletion is refused, on both
+    /// back ends, and an operator or auditor does not count as an administrator.
+    #[tokio::test]
+    async fn the_last_administrator_is_never_deleted() {
+        each_backend(|store| async move {
+            let op = store
+                .create_account("op", AccountKind::Admin, Role::Operator, "h")
+                .await
+                .unwrap();
+            for round in 0..5 {
+                let admin = |name: String| {
+                    let store = &store;
+                    async move {
+                        store
+                            .create_account(&name, AccountKind::Admin, Role::Administrator, "h")
+                            .await
+                            .unwrap()
+                    }
+                };
+                let a = admin(format!("a{round}")).await;
+                let b = admin(format!("b{round}")).await;
+                let (x, y) = tokio::join!(store.delete_account(a), store.delete_account(b));
+                let last = |r: &crate::Result<()>| {
+                    matches!(r, Err(StoreError::Conflict(m))
+                        if m.contains("last account with the Administrator role"))
+                };
+                let refused = [&x, &y].into_iter().filter(|r| last(r)).count();
+                assert_eq!(refused, 1, "round {round}: {x:?} {y:?}");
+                assert!(x.is_ok() || y.is_ok(), "{x:?} {y:?}");
+                assert_eq!(store.count_admins().await.unwrap(), 1);
+                let survivor = if x.is_ok() { b } else { a };
+                assert!(matches!(
+                    store.delete_account(survivor).await,
+                    Err(StoreError::Conflict(_))
+                ));
+                // Gone behind the store's back, so that the next round starts with two.
+                sqlx::query("DELETE FROM accounts WHERE id = $1")
+                    .bind(survivor)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+            }
+            store.delete_account(op).await.unwrap();
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn accounts_and_sessions() {
         each_backend(|store| async move {
@@ -353,6 +431,11 @@ mod tests {
                 store.delete_account(special).await,
                 Err(StoreError::NotFound(_))
             ));
+            // Another administrator first: the last one is never deleted.
+            store
+                .create_account("admin2", AccountKind::Admin, Role::Administrator, "h4")
+                .await
+                .unwrap();
             store.delete_account(admin).await.unwrap();
             assert!(store.session("t1").await.unwrap().is_none());
         })

@@ -4,8 +4,9 @@
 use crate::{get_json, now_ms, to_json, Result, Store, StoreError};
 use sqlx::Row;
 
-/// An alert a device raised: something it was asked to do failed, or it could not
-/// watch or respond as its settings say.
+/// An alert about a device: something it was asked to do failed, or it could not watch
+/// or respond as its settings say (raised by the device), or the server saw something
+/// wrong with it, such as an earlier certificate of it presented (raised by the server).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AlertRow {
     pub device_id: i64,
@@ -287,6 +288,33 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    /// Records an alert unless the device raised one with the same `code` in the last
+    /// `window_ms`: for conditions a device may repeat at every reconnection. Says
+    /// whether it was recorded. (Two server processes may both record one at the same
+    /// instant: a duplicate, never a loss.)
+    pub async fn add_alert_unless_recent(
+        &self,
+        device_id: i64,
+        code: &str,
+        message: &str,
+        window_ms: i64,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "INSERT INTO alerts (device_id, code, message, at)
+             SELECT $1, $2, $3, $4
+             WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE device_id = $1 AND code = $2 AND at > $5)",
+        )
+        .bind(device_id)
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .bind(now - window_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The newest `limit` alerts, of one device or of all, newest first.

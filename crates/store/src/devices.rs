@@ -641,6 +641,24 @@ impl Store {
             .collect()
     }
 
+    /// The revocation of the certificate with `serial` (hex), if it is revoked.
+    pub async fn revoked_certificate(&self, serial: &str) -> Result<Option<RevokedCertificate>> {
+        let row = sqlx::query(
+            "SELECT serial, device_id, revoked_ms FROM revoked_certificates WHERE serial = $1",
+        )
+        .bind(serial)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(RevokedCertificate {
+                serial: r.try_get("serial")?,
+                device_id: r.try_get("device_id")?,
+                revoked_ms: r.try_get("revoked_ms")?,
+            })
+        })
+        .transpose()
+    }
+
     /// Stores a device's local settings.
     pub async fn set_local_settings(&self, id: i64, settings: &LocalSettings) -> Result<()> {
         let done = sqlx::query("UPDATE devices SET local_settings = $1 WHERE id = $2")

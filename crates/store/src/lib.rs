@@ -102,6 +102,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_login_attempts.sql"),
     include_str!("../migrations/0008_server_processes.sql"),
     include_str!("../migrations/0009_certificate_renewal.sql"),
+    include_str!("../migrations/0010_alert_lookup.sql"),
 ];
 
 impl Store {

@@ -104,3 +104,13 @@ pub async fn forget_cert_serial(store: &Store, id: i64) {
         .await
         .expect("forget the serial");
 }
+
+/// Deletes account `name` whatever its role, as a database from before the last
+/// administrator was kept could have.
+pub async fn delete_account_anyway(store: &Store, name: &str) {
+    sqlx::query("DELETE FROM accounts WHERE name = $1")
+        .bind(name)
+        .execute(store.pool())
+        .await
+        .expect("delete the account");
+}

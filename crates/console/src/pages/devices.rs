@@ -317,6 +317,11 @@ pub async fn detail(
                 .quarantine(&s.caller, Some(&id.to_string()))
                 .await?,
             None,
+            &if d.revoked {
+                std::collections::HashSet::from([d.id])
+            } else {
+                Default::default()
+            },
             &format!("{base}?tab=quarantine"),
         ),
         "alerts" => {

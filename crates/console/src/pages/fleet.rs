@@ -8,7 +8,7 @@ use axum::response::Response;
 use maud::{html, Markup};
 use riposte_model::Operation;
 use riposte_store::{DetectionRow, QuarantineRow};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 fn field<'a>(v: &'a serde_json::Value, names: &[&str]) -> &'a str {
     names
@@ -55,24 +55,29 @@ pub fn detections_table(rows: &[DetectionRow], devices: Option<&HashMap<i64, Str
     }
 }
 
-/// The names of the devices that rows refer to (one query per distinct device).
-async fn device_names(c: &Console, ids: Vec<i64>) -> HashMap<i64, String> {
-    let mut out = HashMap::new();
+/// The names of the devices that rows refer to (one query per distinct device), and
+/// which of them are revoked.
+async fn device_names(c: &Console, ids: Vec<i64>) -> (HashMap<i64, String>, HashSet<i64>) {
+    let mut names = HashMap::new();
+    let mut revoked = HashSet::new();
     for id in ids {
-        if out.contains_key(&id) || out.len() > 2000 {
+        if names.contains_key(&id) || names.len() > 2000 {
             continue;
         }
         if let Ok(d) = c.core().store.device(id).await {
-            out.insert(id, d.name);
+            if d.revoked {
+                revoked.insert(id);
+            }
+            names.insert(id, d.name);
         }
     }
-    out
+    (names, revoked)
 }
 
 /// `GET /detections`.
 pub async fn detections(State(c): State<Console>, s: Session) -> Result<Response, Reject> {
     let rows = c.core().detections(&s.caller, None).await?;
-    let names = device_names(&c, rows.iter().map(|d| d.device_id).collect()).await;
+    let (names, _) = device_names(&c, rows.iter().map(|d| d.device_id).collect()).await;
     let body = html! {
         h1 { "Detections" }
         p.hint { "Objects a sandbox found malicious on the devices, newest first, with what Threat Response did." }
@@ -81,11 +86,13 @@ pub async fn detections(State(c): State<Console>, s: Session) -> Result<Response
     Ok(page(&c, &s, "Detections", Nav::Detections, body))
 }
 
-/// A table of quarantine entries, with restore and delete for those who may.
+/// A table of quarantine entries, with restore and delete for those who may. Entries
+/// of `revoked` devices get no actions: such a device never receives a command.
 pub fn quarantine_table(
     s: &Session,
     rows: &[QuarantineRow],
     devices: Option<&HashMap<i64, String>>,
+    revoked: &HashSet<i64>,
     back: &str,
 ) -> Markup {
     let can = s.can(Operation::HandleQuarantine);
@@ -113,7 +120,9 @@ pub fn quarantine_table(
                             }
                         }
                         td { (fmt_time(q.updated_at)) }
-                        @if can {
+                        @if can && revoked.contains(&q.device_id) {
+                            td.hint { "device revoked" }
+                        } @else if can {
                             td {
                                 @if q.state == "quarantined" {
                                     @for (action, label) in [("restore", "Restore"), ("delete", "Delete")] {
@@ -150,11 +159,11 @@ pub fn quarantine_table(
 /// `GET /quarantine`.
 pub async fn quarantine(State(c): State<Console>, s: Session) -> Result<Response, Reject> {
     let rows = c.core().quarantine(&s.caller, None).await?;
-    let names = device_names(&c, rows.iter().map(|d| d.device_id).collect()).await;
+    let (names, revoked) = device_names(&c, rows.iter().map(|d| d.device_id).collect()).await;
     let body = html! {
         h1 { "Quarantine" }
         p.hint { "Objects in the devices' quarantine. Restore and delete are sent to the device, which reports the outcome: the entry's new state, or an alert on the device's Alerts tab when it could not carry it out. A restore allows the object's content on its device, which then leaves it alone, until the allowance is withdrawn." }
-        (quarantine_table(&s, &rows, Some(&names), "/quarantine"))
+        (quarantine_table(&s, &rows, Some(&names), &revoked, "/quarantine"))
     };
     Ok(page(&c, &s, "Quarantine", Nav::Quarantine, body))
 }
