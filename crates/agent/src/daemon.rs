@@ -60,6 +60,10 @@ pub struct Agent {
 /// before it is left pending (and requested when the acknowledgement comes).
 pub const GROUP_ACTION_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How many times a group action is requested while the server refuses it for a passing
+/// reason (about a day, the later ones an hour apart).
+pub const GROUP_ACTION_ATTEMPTS: u32 = 30;
+
 /// Why allowed content is left alone: an administrator restored it on this device.
 /// Replaces results larger than `limit` bytes by a note of their size. An update that
 /// could not cross the channel would be sent again after every reconnection and cut
@@ -188,13 +192,33 @@ impl Agent {
     }
 
     fn start_task(self: &Arc<Self>, offer: TaskOffer) {
+        // A group's autonomous task reaches its whole subtree: each device runs it, and
+        // acts on hits, only as far as its own effective settings select group actions
+        // (a policy that enforces fewer below, or a device's own value where nothing is
+        // enforced).
+        let own = self.read(|s| s.settings.clone());
+        let (actions, declined) = match (&own, offer.autonomous) {
+            (Some(settings), true) => match group_actions_allowed(settings, &offer.actions) {
+                Ok(split) => split,
+                Err(reason) => {
+                    self.set_task(TaskUpdate {
+                        task_id: offer.task_id,
+                        state: DeviceTaskState::Cancelled,
+                        hits: 0,
+                        reason: Some(reason),
+                        results: serde_json::Value::Null,
+                    });
+                    return;
+                }
+            },
+            _ => (offer.actions.clone(), Vec::new()),
+        };
         let (cancel_tx, cancel_rx) = watch::channel(false);
         self.cancels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(offer.task_id, cancel_tx);
         let agent = self.clone();
-        let actions = offer.actions.clone();
         tokio::spawn(async move {
             let id = offer.task_id;
             agent.set_task(TaskUpdate {
@@ -231,7 +255,16 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
-            let update = agent.act_on_hits(&actions, update).await;
+            let mut update = agent.act_on_hits(&actions, update).await;
+            if update.hits > 0 && !declined.is_empty() {
+                let skipped = declined.iter().map(|(a, why)| {
+                    serde_json::json!({"action": a, "outcome": "skipped", "detail": why})
+                });
+                match update.results["actions"].as_array_mut() {
+                    Some(done) => done.extend(skipped),
+                    None => update.results["actions"] = skipped.collect(),
+                }
+            }
             agent.set_task(update);
         });
     }
@@ -775,7 +808,8 @@ impl Agent {
             let acked = self.event_acked.notified();
             if !self.read(|s| s.outbox.iter().any(|e| e.event_id == event_id)) {
                 let password = self.read(|s| s.special_password.clone());
-                return self.autonomous_task(record, password.as_deref()).await;
+                let (outcome, passing) = self.autonomous_task(record, password.as_deref()).await;
+                return self.retry_if_passing(event_id, record, 0, outcome, passing);
             }
             if tokio::time::timeout_at(deadline, acked).await.is_err() {
                 break;
@@ -784,6 +818,8 @@ impl Agent {
         let pending = crate::state::PendingGroupAction {
             event_id: event_id.to_string(),
             detection: record.clone(),
+            attempts: 0,
+            retry_at_ms: 0,
         };
         self.update(|s| s.pending_group_actions.push(pending));
         // Acknowledged between the last check and the save: nobody else will run it.
@@ -797,12 +833,58 @@ impl Agent {
         }
     }
 
-    /// Requests the pending group actions whose detections the server has acknowledged,
-    /// and reports each outcome.
+    /// An autonomous task request's `outcome`: as it is, unless it failed for a passing
+    /// reason (`passing`) and has been tried fewer than [`GROUP_ACTION_ATTEMPTS`] times
+    /// (`attempts` before this one); then it is kept on disk to be asked again later
+    /// (`run_acknowledged_group_actions`), and the outcome says so.
+    fn retry_if_passing(
+        &self,
+        event_id: &str,
+        record: &DetectionRecord,
+        attempts: u32,
+        outcome: crate::response::Outcome,
+        passing: bool,
+    ) -> crate::response::Outcome {
+        let attempts = attempts + 1;
+        if !passing || attempts >= GROUP_ACTION_ATTEMPTS {
+            return outcome;
+        }
+        // 30 s, 1, 2, 4… minutes, at most an hour apart.
+        let wait_ms = (30_000i64 << (attempts - 1).min(7)).min(3_600_000);
+        let retry_at_ms = now_ms() + wait_ms;
+        self.update(|s| {
+            s.pending_group_actions
+                .push(crate::state::PendingGroupAction {
+                    event_id: event_id.to_string(),
+                    detection: record.clone(),
+                    attempts,
+                    retry_at_ms,
+                })
+        });
+        tracing::warn!(
+            detection = %record.detection_id,
+            "the group action could not be requested ({}); asking again in {} s",
+            outcome.detail,
+            wait_ms / 1000
+        );
+        crate::response::Outcome {
+            action: outcome.action,
+            outcome: "pending".into(),
+            detail: format!(
+                "{}; asked again at {} (attempt {attempts} of {GROUP_ACTION_ATTEMPTS})",
+                outcome.detail,
+                riposte_model::time::utc(retry_at_ms)
+            ),
+        }
+    }
+
+    /// Requests the pending group actions whose detections the server has acknowledged
+    /// and whose time to be asked (again) has come, and reports each outcome.
     fn run_acknowledged_group_actions(self: &Arc<Self>) {
+        let now = now_ms();
         let ready: Vec<crate::state::PendingGroupAction> = self.update(|s| {
             let acked = |p: &crate::state::PendingGroupAction| {
-                !s.outbox.iter().any(|e| e.event_id == p.event_id)
+                !s.outbox.iter().any(|e| e.event_id == p.event_id) && p.retry_at_ms <= now
             };
             let ready = s
                 .pending_group_actions
@@ -817,25 +899,29 @@ impl Agent {
             let agent = self.clone();
             tokio::spawn(async move {
                 let password = agent.read(|s| s.special_password.clone());
-                let o = agent
+                let (o, passing) = agent
                     .autonomous_task(&p.detection, password.as_deref())
                     .await;
+                let o = agent.retry_if_passing(&p.event_id, &p.detection, p.attempts, o, passing);
                 agent.report_outcome(&p.detection.detection_id, &o);
             });
         }
     }
 
-    /// Creates (or joins) the autonomous IOC scan task on the server as the special account.
+    /// Creates (or joins) the autonomous IOC scan task on the server as the special
+    /// account. Says too whether a failure may pass (the server unreachable or busy, or
+    /// refusing this address for a while), so that asking again later can succeed.
     async fn autonomous_task(
         &self,
         record: &DetectionRecord,
         password: Option<&str>,
-    ) -> crate::response::Outcome {
-        let fail = |detail: String| crate::response::Outcome {
+    ) -> (crate::response::Outcome, bool) {
+        let failed = |detail: String| crate::response::Outcome {
             action: "group_ioc_scan".into(),
             outcome: "failed".into(),
             detail,
         };
+        let fail = |detail: String| (failed(detail), false);
         let Some(password) = password else {
             return fail("no special account password in this device's settings".into());
         };
@@ -858,12 +944,15 @@ impl Agent {
             .send()
             .await;
         match resp {
-            Err(e) => fail(format!("cannot reach the administration server: {e}")),
+            Err(e) => (
+                failed(format!("cannot reach the administration server: {e}")),
+                true,
+            ),
             Ok(r) => {
                 let status = r.status();
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                 if status.is_success() {
-                    crate::response::Outcome {
+                    let done = crate::response::Outcome {
                         action: "group_ioc_scan".into(),
                         outcome: "done".into(),
                         detail: format!(
@@ -876,12 +965,17 @@ impl Agent {
                                 ""
                             }
                         ),
-                    }
+                    };
+                    (done, false)
                 } else {
-                    fail(format!(
-                        "the server refused the autonomous task: {}",
-                        v["error"].as_str().unwrap_or("no reason given")
-                    ))
+                    let passing = status.as_u16() == 429 || status.is_server_error();
+                    (
+                        failed(format!(
+                            "the server refused the autonomous task: {}",
+                            v["error"].as_str().unwrap_or("no reason given")
+                        )),
+                        passing,
+                    )
                 }
             }
         }
@@ -1012,6 +1106,52 @@ impl Agent {
 }
 
 /// The current time in Unix milliseconds.
+/// What this device does of an autonomous task asking for `asked` (actions on hits),
+/// by its own effective `settings`: the actions it takes, and those it declines with
+/// why; or why it does not run the task at all (its settings do not select the group
+/// IOC scan).
+fn group_actions_allowed(
+    settings: &riposte_model::EffectiveSettings,
+    asked: &[riposte_model::TaskAction],
+) -> Result<
+    (
+        Vec<riposte_model::TaskAction>,
+        Vec<(riposte_model::TaskAction, String)>,
+    ),
+    String,
+> {
+    use riposte_model::{Action, TaskAction};
+    let tr = &settings.threat_response;
+    let from = tr.provenance.describe();
+    if !tr.value.enabled || !tr.value.actions.contains(&Action::GroupIocScan) {
+        return Err(format!(
+            "not run on this device: its Threat Response settings (from {from}) do not \
+             select the group IOC scan"
+        ));
+    }
+    let mut take = Vec::new();
+    let mut decline = Vec::new();
+    for a in asked {
+        let needs = match a {
+            TaskAction::QuarantineAndDelete => Action::GroupIocQuarantineAndDelete,
+            TaskAction::EppCriticalAreasScan => Action::GroupIocEppCriticalAreasScan,
+        };
+        if tr.value.actions.contains(&needs) {
+            take.push(*a);
+        } else {
+            decline.push((
+                *a,
+                format!(
+                    "not done on this device: its Threat Response settings (from {from}) do \
+                     not select {}",
+                    needs.as_str()
+                ),
+            ));
+        }
+    }
+    Ok((take, decline))
+}
+
 /// Ends the journal entry of a restore or deletion of quarantine entry `id`
 /// (`AgentState::quarantine_changes`), once its outcome's event is queued or it failed.
 fn end_quarantine_change(s: &mut AgentState, id: &str) {
@@ -1231,6 +1371,22 @@ pub async fn run(
     tokio::spawn({
         let agent = agent.clone();
         async move { agent.resume_responses().await }
+    });
+    // Group actions asked again after a passing refusal, when their time comes.
+    tokio::spawn({
+        let (agent, mut stop) = (agent.clone(), stop.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    return;
+                }
+                agent.run_acknowledged_group_actions();
+            }
+        }
     });
     let control = tokio::spawn(crate::control::serve(agent.clone(), stop.clone()));
     let sandboxing = tokio::spawn(crate::sandboxing::run(agent.clone(), stop.clone()));
@@ -1659,6 +1815,78 @@ mod tests {
         agent.settle_interrupted_quarantine_changes(std::slice::from_ref(&entry.id));
         assert_eq!(agent.allowed.list(), std::slice::from_ref(&entry.sha256));
         assert!(agent.read(|s| s.restores_of_allowed_content.is_empty()));
+    }
+
+    /// An autonomous task runs on a device, and acts on its hits, only as far as the
+    /// device's own effective settings select group actions.
+    #[test]
+    fn a_device_takes_only_the_group_actions_its_own_settings_select() {
+        use riposte_model::{
+            Action, EffectiveSettings, EffectiveValue, Provenance, SandboxIntegration, TaskAction,
+            ThreatResponse,
+        };
+        let settings = |enabled: bool, actions: &[Action]| EffectiveSettings {
+            threat_response: EffectiveValue {
+                value: ThreatResponse {
+                    enabled,
+                    actions: actions.iter().copied().collect(),
+                    special_password: None,
+                },
+                provenance: Provenance::Policy {
+                    group_id: 2,
+                    policy: "Riposte policy (Corp)".into(),
+                    locked: true,
+                },
+            },
+            sandbox_integration: EffectiveValue {
+                value: SandboxIntegration::default(),
+                provenance: Provenance::Default,
+            },
+        };
+        let asked = [
+            TaskAction::QuarantineAndDelete,
+            TaskAction::EppCriticalAreasScan,
+        ];
+        for off in [
+            settings(false, &[Action::GroupIocScan]),
+            settings(true, &[Action::QuarantineAndDelete]),
+        ] {
+            let why = group_actions_allowed(&off, &asked).unwrap_err();
+            assert!(
+                why.contains("Riposte policy (Corp)") && why.contains("group IOC scan"),
+                "{why}"
+            );
+        }
+        let (take, decline) = group_actions_allowed(
+            &settings(
+                true,
+                &[Action::GroupIocScan, Action::GroupIocEppCriticalAreasScan],
+            ),
+            &asked,
+        )
+        .unwrap();
+        assert_eq!(take, [TaskAction::EppCriticalAreasScan]);
+        assert_eq!(decline.len(), 1);
+        assert_eq!(decline[0].0, TaskAction::QuarantineAndDelete);
+        assert!(
+            decline[0].1.contains("group_ioc_quarantine_and_delete"),
+            "{}",
+            decline[0].1
+        );
+        let (take, decline) = group_actions_allowed(
+            &settings(
+                true,
+                &[
+                    Action::GroupIocScan,
+                    Action::GroupIocQuarantineAndDelete,
+                    Action::GroupIocEppCriticalAreasScan,
+                ],
+            ),
+            &asked,
+        )
+        .unwrap();
+        assert_eq!(take, asked);
+        assert!(decline.is_empty());
     }
 
     /// Restores and deletions journaled when a stop cut them short are settled at start
@@ -2243,6 +2471,83 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             handler.event_acked(&acked);
         });
+        let o = agent.group_action(&event, &record).await;
+        assert_eq!(o.outcome, "failed", "{}", o.detail);
+        assert!(agent.snapshot().pending_group_actions.is_empty());
+    }
+
+    /// A request the server could not take for a passing reason (here it cannot be
+    /// reached) is kept and asked again later, up to a limit; a refusal that cannot pass
+    /// (no password) is final at once.
+    #[tokio::test]
+    async fn a_group_action_refused_for_a_passing_reason_is_asked_again() {
+        let t = tempfile::tempdir().unwrap();
+        let agent = open_agent(&t.path().join("root"), &t.path().join("data"));
+        // A CA the client can pin, and a server address where nothing listens.
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap();
+        {
+            let mut id = agent.identity.write().unwrap();
+            id.ca_pem = ca.cert.pem();
+            id.server_url = "https://127.0.0.1:9".into();
+        }
+        agent.update(|s| s.special_password = Some("special-pw".into()));
+        let record = detection("d3");
+        let event = agent.report_with(EventBody::Detection(record.clone()), |_, _| {});
+        Handler(agent.clone()).event_acked(&event);
+        let before = now_ms();
+        let o = agent.group_action(&event, &record).await;
+        assert_eq!(o.outcome, "pending", "{}", o.detail);
+        assert!(
+            o.detail.contains("cannot reach") && o.detail.contains("attempt 1 of"),
+            "{}",
+            o.detail
+        );
+        let waiting = agent.snapshot().pending_group_actions;
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].attempts, 1);
+        assert!(waiting[0].retry_at_ms >= before + 30_000, "{waiting:?}");
+        // Not before its time.
+        agent.run_acknowledged_group_actions();
+        assert_eq!(agent.snapshot().pending_group_actions, waiting);
+        // Its time come, asked again: still unreachable, kept with a longer wait; on the
+        // last attempt, it fails for good.
+        agent.update(|s| s.pending_group_actions[0].retry_at_ms = 0);
+        agent.run_acknowledged_group_actions();
+        let mut again = Vec::new();
+        for _ in 0..200 {
+            again = agent.snapshot().pending_group_actions;
+            if again.first().is_some_and(|p| p.attempts == 2) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(again[0].attempts, 2, "{again:?}");
+        assert!(again[0].retry_at_ms >= now_ms() + 50_000, "{again:?}");
+        agent.update(|s| {
+            s.pending_group_actions[0].retry_at_ms = 0;
+            s.pending_group_actions[0].attempts = GROUP_ACTION_ATTEMPTS - 1;
+        });
+        agent.run_acknowledged_group_actions();
+        for _ in 0..200 {
+            if group_outcomes(&agent, "d3")
+                .last()
+                .is_some_and(|o| o == "failed")
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            group_outcomes(&agent, "d3").last().map(String::as_str),
+            Some("failed")
+        );
+        assert!(agent.snapshot().pending_group_actions.is_empty());
+
+        // Without a password nothing can pass.
+        agent.update(|s| s.special_password = None);
+        let record = detection("d4");
+        let event = agent.report_with(EventBody::Detection(record.clone()), |_, _| {});
+        Handler(agent.clone()).event_acked(&event);
         let o = agent.group_action(&event, &record).await;
         assert_eq!(o.outcome, "failed", "{}", o.detail);
         assert!(agent.snapshot().pending_group_actions.is_empty());

@@ -70,6 +70,12 @@ impl std::fmt::Debug for AgentState {
 pub struct PendingGroupAction {
     pub event_id: String,
     pub detection: riposte_proto::DetectionRecord,
+    /// Requests the server could not take for a passing reason (unreachable, busy,
+    /// too many failed logins from this address): it is asked again from `retry_at_ms`.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub retry_at_ms: i64,
 }
 
 /// A response to a detection, recorded before its first action and removed after its
