@@ -1106,6 +1106,12 @@ impl Agent {
 }
 
 /// The current time in Unix milliseconds.
+/// The actions on hits a device takes, and those it declines with why.
+type GroupActionsAllowed = (
+    Vec<riposte_model::TaskAction>,
+    Vec<(riposte_model::TaskAction, String)>,
+);
+
 /// What this device does of an autonomous task asking for `asked` (actions on hits),
 /// by its own effective `settings`: the actions it takes, and those it declines with
 /// why; or why it does not run the task at all (its settings do not select the group
@@ -1113,13 +1119,7 @@ impl Agent {
 fn group_actions_allowed(
     settings: &riposte_model::EffectiveSettings,
     asked: &[riposte_model::TaskAction],
-) -> Result<
-    (
-        Vec<riposte_model::TaskAction>,
-        Vec<(riposte_model::TaskAction, String)>,
-    ),
-    String,
-> {
+) -> Result<GroupActionsAllowed, String> {
     use riposte_model::{Action, TaskAction};
     let tr = &settings.threat_response;
     let from = tr.provenance.describe();

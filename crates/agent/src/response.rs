@@ -56,9 +56,20 @@ pub fn clamd_epp(
         riposte_epp::clamd::ClamdAddr::Unix(socket.to_path_buf()),
         limits,
     );
-    client
-        .ping()
-        .map_err(|e| anyhow::anyhow!("clamd at {} does not answer: {e}", socket.display()))?;
+    // clamd opens its socket only once its signatures are loaded, which takes a while
+    // at boot: the agent starts anyway (quarantine, tasks and the channel do not need
+    // it), and each scan says that clamd could not be reached until it can.
+    if let Err(e) = client.ping() {
+        tracing::warn!(
+            "clamd at {} does not answer yet ({e}); critical-areas scans fail until it does",
+            socket.display()
+        );
+        eprintln!(
+            "riposte agent: warning: clamd at {} does not answer yet ({e}); critical-areas \
+             scans fail until it does",
+            socket.display()
+        );
+    }
     Ok(client)
 }
 
@@ -158,15 +169,30 @@ impl LocalActions {
         host_root: &Path,
         epp: Option<Arc<dyn Epp>>,
     ) -> anyhow::Result<(LocalActions, riposte_quarantine::RecoveryReport)> {
+        Self::open_protecting(data_dir, host_root, epp, &[])
+    }
+
+    /// [`LocalActions::open`], with `protect` (host paths: another Riposte part's data
+    /// on this machine, such as the server's CA key under `up`) never quarantined from
+    /// nor restored into, as the agent's own data directory is not.
+    pub fn open_protecting(
+        data_dir: &Path,
+        host_root: &Path,
+        epp: Option<Arc<dyn Epp>>,
+        protect: &[std::path::PathBuf],
+    ) -> anyhow::Result<(LocalActions, riposte_quarantine::RecoveryReport)> {
         let host = HostRoot::new(host_root);
         let mut config = QuarantineConfig::default();
         // The agent's own files are never quarantined nor restored over. Canonical, so
         // that a relative `--data` or one reached through a link is still recognised.
         let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
-        if let Some(own) = HostRoot::new(canonical(host_root)).device_path(&canonical(data_dir)) {
-            config
-                .protected
-                .push(format!("{}/", path_text::encode(own)));
+        let device_root = HostRoot::new(canonical(host_root));
+        for dir in std::iter::once(data_dir).chain(protect.iter().map(|p| p.as_path())) {
+            if let Some(own) = device_root.device_path(&canonical(dir)) {
+                config
+                    .protected
+                    .push(format!("{}/", path_text::encode(own)));
+            }
         }
         let (store, recovery) =
             QuarantineStore::open(data_dir.join("quarantine"), host.clone(), config)?;
@@ -266,6 +292,15 @@ impl LocalActions {
         );
         for f in &report.findings {
             detail.push_str(&format!("; {} in {}", f.threat, path_text::encode(&f.path)));
+        }
+        // An engine that could not be reached scanned nothing it was asked to: that is
+        // no clean result.
+        if let Some(e) = &report.engine_failure {
+            return Outcome::new(
+                "epp_critical_areas_scan",
+                "failed",
+                format!("{e}; the scan stopped there ({detail})"),
+            );
         }
         Outcome::new("epp_critical_areas_scan", "done", detail)
     }
@@ -370,8 +405,18 @@ pub fn selected(settings: Option<&riposte_model::EffectiveSettings>) -> Option<V
     if !tr.enabled {
         return None;
     }
+    // The group action right after the quarantine: the rest of the fleet should not
+    // wait for a notification or a critical-areas scan that can take minutes.
+    const ORDER: [Action; 6] = [
+        Action::QuarantineAndDelete,
+        Action::GroupIocScan,
+        Action::NotifyUser,
+        Action::EppCriticalAreasScan,
+        Action::GroupIocQuarantineAndDelete,
+        Action::GroupIocEppCriticalAreasScan,
+    ];
     Some(
-        Action::ALL
+        ORDER
             .into_iter()
             .filter(|a| tr.actions.contains(a))
             .collect(),

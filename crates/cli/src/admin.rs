@@ -129,6 +129,10 @@ enum DeviceCmd {
     Settings {
         device: String,
     },
+    /// Removes DEVICE's own Threat Response value: it follows its policies again.
+    FollowPolicy {
+        device: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -726,6 +730,21 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
                 ],
             )
         }
+        AdminCommand::Device(DeviceCmd::FollowPolicy { device }) => {
+            let v = c
+                .call(
+                    "DELETE",
+                    &format!("/api/v1/devices/{}/settings/threat-response", enc(&device)),
+                    None,
+                )
+                .await?;
+            let text = if v["had_own_value"] == true {
+                format!("device '{device}' now follows its policies for Threat Response")
+            } else {
+                format!("device '{device}' had no Threat Response value of its own")
+            };
+            done(&v, text)
+        }
         AdminCommand::Device(DeviceCmd::Show { device }) => {
             let v = c
                 .call("GET", &format!("/api/v1/devices/{}", enc(&device)), None)
@@ -900,10 +919,10 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
             done(
                 &v,
                 format!(
-                    "special account deleted; its password was removed from {} policies \
-                     (after creating it again, give the new one with `policy set GROUP \
-                     --special-password-file F`)",
-                    v["policies_cleared"]
+                    "special account deleted; its password was removed from {} policies and \
+                     {} devices' own settings (after creating it again, give the new one with \
+                     `policy set GROUP --special-password-file F`)",
+                    v["policies_cleared"], v["devices_cleared"]
                 ),
             )
         }

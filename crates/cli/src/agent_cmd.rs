@@ -34,6 +34,11 @@ pub struct AgentArgs {
     /// Treat this directory as the device's `/` for watching, scans and critical areas.
     #[arg(long, default_value = "/")]
     pub host_root: PathBuf,
+    /// A directory the agent never quarantines from nor restores into, as its own
+    /// --data (repeatable): another Riposte part's data on this machine, such as a
+    /// server's (its CA key) or a sandbox's.
+    #[arg(long = "protect", value_name = "DIR")]
+    pub protect: Vec<PathBuf>,
     /// Use ClamAV's clamd at this unix socket as the EPP (default: the built-in scanner).
     #[arg(long)]
     pub clamd: Option<PathBuf>,
@@ -204,7 +209,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         )?)),
         None => None,
     };
-    let (agent, rx) = open_agent(&a.data, &a.host_root, epp)?;
+    let (agent, rx) = open_agent(&a.data, &a.host_root, epp, &a.protect)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(daemon::run(agent, rx, stop));
     stop_signal.await;
@@ -336,11 +341,13 @@ pub fn open_agent(
     data: &std::path::Path,
     host_root: &std::path::Path,
     epp: Option<Arc<dyn riposte_epp::Epp>>,
+    protect: &[PathBuf],
 ) -> anyhow::Result<(
     Arc<Agent>,
     tokio::sync::mpsc::UnboundedReceiver<riposte_proto::AgentToServer>,
 )> {
-    let (local, recovery) = riposte_agent::response::LocalActions::open(data, host_root, epp)?;
+    let (local, recovery) =
+        riposte_agent::response::LocalActions::open_protecting(data, host_root, epp, protect)?;
     if recovery != Default::default() {
         eprintln!("quarantine recovery: {recovery:?}");
     }

@@ -150,13 +150,21 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             enroll_token_file: None,
             name: Some("local-agent".into()),
             host_root: "/".into(),
+            protect: Vec::new(),
             clamd: None,
             clamd_conf: None,
             command: None,
         };
         crate::agent_cmd::ensure_enrolled(&args).await?;
     }
-    let (agent, rx) = crate::agent_cmd::open_agent(&agent_dir, Path::new("/"), None)?;
+    // The server's and the sandbox's data (the CA key, the secret key) are as much
+    // out of the agent's reach as its own; the watched folder beside them is not.
+    let (agent, rx) = crate::agent_cmd::open_agent(
+        &agent_dir,
+        Path::new("/"),
+        None,
+        &[server_dir.clone(), sandbox_dir.clone()],
+    )?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent_task = tokio::spawn(daemon::run(agent, rx, stop));
 

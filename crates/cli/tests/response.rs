@@ -841,8 +841,8 @@ fn the_agent_refuses_bad_reports_and_queues_events_while_offline() {
 
 /// `riposte agent --clamd SOCKET --clamd-conf FILE` makes ClamAV's clamd the EPP: the
 /// critical-areas scan of a detection goes through a real clamd and finds the startup
-/// program planted on the device. A clamd that does not answer stops the agent at start
-/// with the reason.
+/// program planted on the device. An agent whose clamd does not answer starts anyway,
+/// and its scans fail with the reason.
 #[test]
 fn the_agent_scans_critical_areas_through_clamd() {
     const KNOWN_BAD: &[u8] = b"riposte cli test: startup program known to clamd as bad";
@@ -910,15 +910,53 @@ fn the_agent_scans_critical_areas_through_clamd() {
     );
     assert!(detail.contains("1 threats"), "{detail}");
 
-    // A clamd that does not answer: the agent refuses to start, and says why.
-    let out = Command::new(bin())
-        .args(["agent", "--data"])
-        .arg(&d.data)
-        .arg("--clamd")
-        .arg(tmp.path().join("no-such-clamd.sock"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no-such-clamd.sock does not answer"), "{err}");
+    // A clamd that does not answer (not up yet at boot, or gone): the agent starts
+    // anyway and says so, and a scan it cannot do fails rather than pass for clean.
+    let late_token = admin
+        .ok(&["enroll-token", "create", "--group", "A"])
+        .trim()
+        .to_string();
+    let late = start_agent_with(
+        tmp.path(),
+        &url,
+        &ca,
+        &late_token,
+        "late-clamd",
+        &[
+            "--clamd".as_ref(),
+            tmp.path().join("no-such-clamd.sock").as_os_str(),
+        ],
+    );
+    let log = std::fs::read_to_string(tmp.path().join("late-clamd.log")).unwrap();
+    assert!(
+        log.contains("no-such-clamd.sock does not answer yet"),
+        "{log}"
+    );
+    wait_connected(&admin, 2);
+    wait_settings_with(&late, "epp_critical_areas_scan");
+    // Exit 1: an action failed.
+    let report = late.ctl_exiting(
+        &[
+            "report-detection",
+            "--path",
+            "/home/alice/Downloads/invoice.sh",
+            "--sha256",
+            &sha256(THREAT),
+            "--threat",
+            "Test.Sh.Dropper",
+            "--user",
+            "alice",
+        ],
+        1,
+    );
+    assert_eq!(outcome(&report, "quarantine_and_delete")["outcome"], "done");
+    let epp = outcome(&report, "epp_critical_areas_scan");
+    assert_eq!(epp["outcome"], "failed", "{report}");
+    assert!(
+        epp["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach clamd"),
+        "{report}"
+    );
 }

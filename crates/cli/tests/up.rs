@@ -152,5 +152,23 @@ fn up_demo_shows_the_whole_flow_and_keeps_its_data() {
         })
         .collect();
     assert_eq!(ours.len(), 1, "the quarantined test object is kept: {list}");
+    // The server's keys are out of the agent's reach, as its own data is.
+    let ca_key = data.join("server/ca.key");
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&ca_key).unwrap()))
+    };
+    let out = Command::new(bin())
+        .args(["agent", "--data"])
+        .arg(data.join("agent"))
+        .args(["ctl", "report-detection", "--path"])
+        .arg(&ca_key)
+        .args(["--sha256", &sha, "--threat", "T", "--user", "root"])
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(ca_key.exists(), "the CA key stays: {said}");
+    assert!(said.contains("protected"), "{said}");
     assert!(interrupt(p).success());
 }

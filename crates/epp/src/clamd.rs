@@ -370,6 +370,10 @@ impl ClamdClient {
 }
 
 impl Epp for ClamdClient {
+    fn check(&self) -> Result<(), EppError> {
+        self.ping()
+    }
+
     fn name(&self) -> String {
         match self.version() {
             Ok(v) => format!("clamd ({v})"),

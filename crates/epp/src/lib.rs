@@ -96,6 +96,11 @@ pub trait Epp: Send + Sync {
     fn scan_file(&self, host: &HostRoot, path: &Path) -> Result<ScanOutcome, EppError>;
     /// Scans bytes (e.g. a boot sector); `label` names them in reports.
     fn scan_bytes(&self, label: &str, data: &[u8]) -> Result<ScanOutcome, EppError>;
+    /// Whether the engine can be reached now ([`EppError::Unreachable`] if not); an
+    /// engine inside the process always can.
+    fn check(&self) -> Result<(), EppError> {
+        Ok(())
+    }
 }
 
 /// A threat found in a critical area.
@@ -124,6 +129,9 @@ pub struct CriticalAreasReport {
     pub boot_sectors_scanned: usize,
     /// Everything not scanned, with the reason (enumeration and scanning).
     pub skipped: Vec<Skipped>,
+    /// The engine could not be reached (down, or silent past its timeout): the scan
+    /// stopped at the first such error rather than wait that long for every object.
+    pub engine_failure: Option<String>,
 }
 
 /// Enumerates the critical areas of `host` and scans them with `epp`.
@@ -134,6 +142,12 @@ pub fn scan_critical_areas(host: &HostRoot, epp: &dyn Epp) -> CriticalAreasRepor
         skipped: areas.skipped,
         ..Default::default()
     };
+    // Asked first: with nothing to scan on a small device, an engine that is down
+    // would otherwise go unnoticed.
+    if let Err(e) = epp.check() {
+        rep.engine_failure = Some(e.to_string());
+        return rep;
+    }
     for obj in &areas.files {
         match epp.scan_file(host, &obj.path) {
             Ok(ScanOutcome::Clean) => rep.files_scanned += 1,
@@ -150,6 +164,10 @@ pub fn scan_critical_areas(host: &HostRoot, epp: &dyn Epp) -> CriticalAreasRepor
                 what: obj.path.display().to_string(),
                 reason,
             }),
+            Err(e @ EppError::Unreachable { .. }) => {
+                rep.engine_failure = Some(e.to_string());
+                return rep;
+            }
             Err(e) => rep.skipped.push(Skipped {
                 what: obj.path.display().to_string(),
                 reason: e.to_string(),
@@ -173,6 +191,10 @@ pub fn scan_critical_areas(host: &HostRoot, epp: &dyn Epp) -> CriticalAreasRepor
                 what: label,
                 reason,
             }),
+            Err(e @ EppError::Unreachable { .. }) => {
+                rep.engine_failure = Some(e.to_string());
+                return rep;
+            }
             Err(e) => rep.skipped.push(Skipped {
                 what: label,
                 reason: e.to_string(),

@@ -223,3 +223,27 @@ fn unreachable_clamd_is_a_clear_error() {
     let e = c.ping().unwrap_err();
     assert!(e.to_string().contains("cannot reach clamd"), "{e}");
 }
+
+/// A clamd that cannot be reached scans nothing: the critical-areas scan stops at the
+/// first object and says why, rather than report every object skipped (a clean look)
+/// after waiting for each.
+#[test]
+fn a_clamd_that_cannot_be_reached_stops_the_scan_with_the_reason() {
+    let dev = tempfile::tempdir().unwrap();
+    common::fake_device(dev.path(), b"whatever");
+    let gone = riposte_epp::clamd::ClamdClient::new(
+        riposte_epp::clamd::ClamdAddr::Unix(dev.path().join("no-clamd.sock")),
+        riposte_epp::clamd::ClamdLimits::default(),
+    );
+    let rep = scan_critical_areas(&HostRoot::new(dev.path()), &gone);
+    let failure = rep.engine_failure.expect("the engine failure is reported");
+    assert!(failure.contains("cannot reach clamd"), "{failure}");
+    assert_eq!(rep.files_scanned + rep.boot_sectors_scanned, 0);
+    assert!(
+        !rep.skipped
+            .iter()
+            .any(|s| s.reason.contains("cannot reach")),
+        "{:?}",
+        rep.skipped
+    );
+}

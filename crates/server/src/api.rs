@@ -221,7 +221,7 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/devices/{device}/settings", get(device_settings))
         .route(
             "/api/v1/devices/{device}/settings/threat-response",
-            put(set_device_tr),
+            put(set_device_tr).delete(clear_device_tr),
         )
         .route(
             "/api/v1/enroll-tokens",
@@ -531,6 +531,15 @@ async fn set_device_tr(
     ok(core.set_device_threat_response(&c, &device, &b).await?)
 }
 
+async fn clear_device_tr(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(device): Path<String>,
+) -> ApiResult {
+    let (had_own_value, effective) = core.clear_device_threat_response(&c, &device).await?;
+    ok(json!({ "had_own_value": had_own_value, "effective": effective }))
+}
+
 #[derive(Deserialize)]
 struct TokenBody {
     group: String,
@@ -617,8 +626,8 @@ async fn create_special(
 }
 
 async fn delete_special(State(core): State<AppState>, c: Caller) -> ApiResult {
-    let cleared = core.delete_special(&c).await?;
-    ok(json!({ "deleted": true, "policies_cleared": cleared }))
+    let (policies, devices) = core.delete_special(&c).await?;
+    ok(json!({ "deleted": true, "policies_cleared": policies, "devices_cleared": devices }))
 }
 
 async fn change_special_password(State(core): State<AppState>, c: Caller) -> ApiResult {

@@ -98,6 +98,13 @@ pub enum StartError {
     Store(#[from] riposte_store::StoreError),
     #[error("{0}")]
     Service(#[from] ServiceError),
+    #[error(
+        "the database is used by a server with another {what}: every server process on one \
+         database must share the first one's ca.pem, ca.key and secret.key (copy them from its \
+         data directory into {dir}), or it could not open what the others sealed nor be \
+         trusted by their agents"
+    )]
+    KeysDiffer { what: &'static str, dir: String },
 }
 
 /// A running server.
@@ -149,6 +156,18 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         path: dir.display().to_string(),
         source,
     })?;
+    let ca = pki::pem_fingerprint(&authority.ca_pem)?;
+    for (name, what, mine) in [
+        ("ca", "certificate authority", ca),
+        ("secret", "sealing key (secret.key)", sealer.check_value()),
+    ] {
+        if store.claim_server_key(name, &mine).await? != mine {
+            return Err(StartError::KeysDiffer {
+                what,
+                dir: dir.display().to_string(),
+            });
+        }
+    }
 
     let api_listener =
         TcpListener::bind(opts.listen)

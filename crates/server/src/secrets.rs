@@ -67,6 +67,12 @@ impl Sealer {
         })
     }
 
+    /// A value that tells sealing keys apart without revealing them (a key derived for
+    /// nothing else), for processes on one database to check they share one.
+    pub fn check_value(&self) -> String {
+        hex::encode(self.derive_key("key check"))
+    }
+
     /// A key for another purpose, derived from the sealing key: the same in every server
     /// process that shares `secret.key` (as processes on one database must), and after a
     /// restart. The console signs its CSRF tokens with one, so a form rendered by one

@@ -1413,6 +1413,19 @@ impl Core {
         patch: &ThreatResponsePatch,
     ) -> ServiceResult<EffectiveSettings> {
         self.allow(c, Operation::ChangeDeviceSettings).await?;
+        if patch.mode.is_some() {
+            return Err(ServiceError::BadRequest(
+                "mode is a policy's switch (Undefined or Enforce); a device's own value is \
+                 given with enabled, actions and special_password, and deleting it returns \
+                 the device to what its policies say"
+                    .into(),
+            ));
+        }
+        if patch.enabled.is_none() && patch.actions.is_none() && patch.special_password.is_none() {
+            return Err(ServiceError::BadRequest(
+                "nothing to change: give enabled, actions or special_password".into(),
+            ));
+        }
         let mut device = self.store.device_by_ref(reference).await?;
         let eff = self.effective_for(&device).await?;
         if let Provenance::Policy {
@@ -1443,6 +1456,31 @@ impl Core {
         .await;
         self.push_settings(&[device.id]).await?;
         Ok(self.effective_for(&device).await?.redacted())
+    }
+
+    /// Removes a device's own Threat Response value: it follows its policies again.
+    /// Says whether there was one.
+    pub async fn clear_device_threat_response(
+        &self,
+        c: &Caller,
+        reference: &str,
+    ) -> ServiceResult<(bool, EffectiveSettings)> {
+        self.allow(c, Operation::ChangeDeviceSettings).await?;
+        let mut device = self.store.device_by_ref(reference).await?;
+        let had = device.local_settings.threat_response.take().is_some();
+        if had {
+            self.store
+                .set_local_settings(device.id, &device.local_settings)
+                .await?;
+            self.audit(
+                c,
+                "device_settings_cleared",
+                &format!("device {} threat_response", device.id),
+            )
+            .await;
+            self.push_settings(&[device.id]).await?;
+        }
+        Ok((had, self.effective_for(&device).await?.redacted()))
     }
 
     // ----- enrollment -------------------------------------------------------------------
@@ -1679,7 +1717,9 @@ impl Core {
     /// created again with another, and each group action would fail as a wrong password.
     /// Without it, a device says plainly that no special password is set. Returns how
     /// many policies held it.
-    pub async fn delete_special(&self, c: &Caller) -> ServiceResult<usize> {
+    /// Deletes the special account, and its (now useless) password from every policy
+    /// and every device's own settings. Returns how many policies and devices held it.
+    pub async fn delete_special(&self, c: &Caller) -> ServiceResult<(usize, usize)> {
         self.allow(c, Operation::ManageSpecialAccount).await?;
         let a = self
             .store
@@ -1696,16 +1736,48 @@ impl Core {
                 }
             }
         }
+        // Devices' own values held it too: a device left with it would fail every group
+        // action without a sign in its settings.
+        let mut devices_cleared = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self.store.devices(None, None, offset, 1000).await?;
+            offset += page.len() as i64;
+            for mut d in page.iter().cloned() {
+                let held = d
+                    .local_settings
+                    .threat_response
+                    .as_mut()
+                    .and_then(|tr| tr.special_password.take())
+                    .is_some();
+                if held {
+                    self.store
+                        .set_local_settings(d.id, &d.local_settings)
+                        .await?;
+                    devices_cleared.push(d.id);
+                }
+            }
+            if page.len() < 1000 {
+                break;
+            }
+        }
         self.audit(
             c,
             "special_account_delete",
-            &format!("its password removed from {} policies", cleared.len()),
+            &format!(
+                "its password removed from {} policies and {} devices' own settings",
+                cleared.len(),
+                devices_cleared.len()
+            ),
         )
         .await;
         for group_id in &cleared {
             self.push_settings_for_subtree(*group_id).await?;
         }
-        Ok(cleared.len())
+        if !devices_cleared.is_empty() {
+            self.push_settings(&devices_cleared).await?;
+        }
+        Ok((cleared.len(), devices_cleared.len()))
     }
 
     /// Every attempt to change the special account's password is refused.
@@ -1971,6 +2043,17 @@ impl Core {
         }
         let reported = self.reported_detection(req).await?;
         let d = &reported;
+        // One detection starts one task: asked again (a retry whose answer was lost, or
+        // a replay by whoever holds the password), the task it started answers.
+        if let Some(task_id) = self.store.detection(&d.detection_id).await?.task_id {
+            if let Ok(task) = self.store.task(task_id).await {
+                return Ok(AutonomousAnswer {
+                    task_id,
+                    group_id: task.group_id,
+                    deduplicated: true,
+                });
+            }
+        }
         if !is_hex_len(&d.sha256, 64) || !is_hex_len(&d.md5, 32) || !is_hex_len(&d.sha1, 40) {
             return Err(ServiceError::BadRequest(
                 "the detection's hashes are not valid hex MD5/SHA-1/SHA-256".into(),

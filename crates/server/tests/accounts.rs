@@ -51,6 +51,12 @@ fn every_operation() -> Vec<(
             "ChangeDeviceSettings",
         ),
         (
+            "DELETE",
+            "/api/v1/devices/999/settings/threat-response",
+            None,
+            "ChangeDeviceSettings",
+        ),
+        (
             "POST",
             "/api/v1/enroll-tokens",
             Some(json!({"group": "A"})),
@@ -292,10 +298,40 @@ async fn special_account_rules(backend: Backend) {
         "a secret reached the audit log"
     );
 
+    // A device's own value holds the password too (where nothing is enforced).
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "B"})))
+        .await;
+    let own = common::enroll(&api, &ts.ca, "B", "own-value")
+        .await
+        .device_id;
+    api.ok(
+        "PUT",
+        &format!("/api/v1/devices/{own}/settings/threat-response"),
+        Some(
+            json!({"enabled": true, "actions": ["group_ioc_scan"], "special_password": "12345678"}),
+        ),
+    )
+    .await;
+    let own_password = || async {
+        ts.running()
+            .core
+            .store
+            .device(own)
+            .await
+            .unwrap()
+            .local_settings
+            .threat_response
+            .and_then(|tr| tr.special_password)
+    };
+    assert!(own_password().await.is_some());
+
     // Delete and create again with another password. The deletion takes the old
-    // password out of the policy too: devices would present it, and fail, for ever.
+    // password out of the policy and the device's value too: devices would present
+    // it, and fail, for ever.
     let v = api.ok("DELETE", "/api/v1/special-account", None).await;
     assert_eq!(v["policies_cleared"], 1, "{v}");
+    assert_eq!(v["devices_cleared"], 1, "{v}");
+    assert!(own_password().await.is_none());
     let p = api.ok("GET", "/api/v1/groups/A/policy", None).await;
     assert_eq!(p["special_password_set"], false, "{p}");
     assert_eq!(
@@ -813,4 +849,48 @@ async fn parallel_guesses_do_not_outrun_the_throttle() {
         "{statuses:?}"
     );
     ts.stop().await;
+}
+
+/// A second server process on the same database with keys of its own (a fresh data
+/// directory) refuses to start, saying what to copy: it could not open the special
+/// password the others sealed, nor would their agents trust its CA. With the first
+/// one's keys it starts.
+#[tokio::test]
+async fn a_server_with_other_keys_refuses_a_database_in_use() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let ts = TestServer::start(backend).await;
+        let fresh = tempfile::tempdir().unwrap();
+        let e = match riposte_server::start(options(fresh.path(), ts.db.as_ref().unwrap(), backend))
+            .await
+        {
+            Ok(_) => panic!("{backend:?}: a server with other keys started"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("another certificate authority") && e.contains("ca.key and secret.key"),
+            "{e}"
+        );
+        // The CA copied, the sealing key not: refused for that.
+        for f in ["ca.pem", "ca.key"] {
+            std::fs::copy(ts.dir.path().join(f), fresh.path().join(f)).unwrap();
+        }
+        std::fs::remove_file(fresh.path().join("secret.key")).ok();
+        let e = match riposte_server::start(options(fresh.path(), ts.db.as_ref().unwrap(), backend))
+            .await
+        {
+            Ok(_) => panic!("{backend:?}: a server with another sealing key started"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("another sealing key (secret.key)"), "{e}");
+        std::fs::copy(
+            ts.dir.path().join("secret.key"),
+            fresh.path().join("secret.key"),
+        )
+        .unwrap();
+        let second = riposte_server::start(options(fresh.path(), ts.db.as_ref().unwrap(), backend))
+            .await
+            .expect("with the first one's keys");
+        second.shutdown().await;
+        ts.stop().await;
+    }
 }

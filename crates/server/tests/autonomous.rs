@@ -147,6 +147,32 @@ async fn flow(backend: Backend) {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["deduplicated"], false, "{b}");
     assert_ne!(b["task_id"].as_i64(), Some(task));
+    // The first detection asked again (a lost answer, or a replay): its own task
+    // answers, finished as it is, and no sweep starts.
+    let tasks_before = api
+        .ok("GET", "/api/v1/tasks", None)
+        .await
+        .as_array()
+        .unwrap()
+        .len();
+    let (s, again) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &detection("det-1", d1, 'c'),
+    )
+    .await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["task_id"].as_i64(), Some(task), "{again}");
+    assert_eq!(again["deduplicated"], true);
+    assert_eq!(
+        api.ok("GET", "/api/v1/tasks", None)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        tasks_before
+    );
 
     // Many simultaneous detections of a new object: exactly one task.
     let mut handles = Vec::new();

@@ -741,3 +741,49 @@ fn stix_task(docs: Vec<(&str, String)>) -> serde_json::Value {
         .collect();
     json!({"name": "feed", "group": "A", "iocs": iocs})
 }
+
+/// A device's own Threat Response value: an empty change and a policy's switch are
+/// refused and change nothing; deleting the value returns the device to its policies.
+#[tokio::test]
+async fn a_device_value_is_changed_only_by_what_it_can_hold_and_can_be_removed() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let dev = enroll(&api, &ts.ca, "A", "v-01").await.device_id;
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"enabled": true, "actions": ["quarantine_and_delete"]})),
+    )
+    .await;
+    let source = || async {
+        let s = api
+            .ok("GET", &format!("/api/v1/devices/{dev}/settings"), None)
+            .await;
+        s["effective"]["threat_response"]["provenance"]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(source().await, "policy");
+    let path = format!("/api/v1/devices/{dev}/settings/threat-response");
+    for (body, says) in [
+        (json!({}), "nothing to change"),
+        (json!({"mode": "enforce"}), "mode is a policy's switch"),
+        (
+            json!({"mode": "undefined", "enabled": false}),
+            "mode is a policy's switch",
+        ),
+    ] {
+        let (status, v) = api.call("PUT", &path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+        assert_eq!(source().await, "policy", "{body} changed nothing");
+    }
+    api.ok("PUT", &path, Some(json!({"enabled": false}))).await;
+    assert_eq!(source().await, "local");
+    let cleared = api.ok("DELETE", &path, None).await;
+    assert_eq!(cleared["had_own_value"], true, "{cleared}");
+    assert_eq!(source().await, "policy");
+    let again = api.ok("DELETE", &path, None).await;
+    assert_eq!(again["had_own_value"], false, "{again}");
+    ts.stop().await;
+}

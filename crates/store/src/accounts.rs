@@ -174,6 +174,25 @@ impl Store {
         Ok(())
     }
 
+    /// Records `fingerprint` as the one of the server key `name` on this database, unless
+    /// another process recorded one first; returns the one recorded (so a process whose
+    /// key differs can refuse to start).
+    pub async fn claim_server_key(&self, name: &str, fingerprint: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO server_keys (name, fingerprint) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .execute(self.pool())
+        .await?;
+        let row = sqlx::query("SELECT fingerprint FROM server_keys WHERE name = $1")
+            .bind(name)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("fingerprint")?)
+    }
+
     /// Records a session by the hash of its token.
     pub async fn create_session(
         &self,

@@ -103,6 +103,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_server_processes.sql"),
     include_str!("../migrations/0009_certificate_renewal.sql"),
     include_str!("../migrations/0010_alert_lookup.sql"),
+    include_str!("../migrations/0011_server_keys.sql"),
 ];
 
 impl Store {

@@ -155,7 +155,7 @@ pub async fn delete_special(State(c): State<Console>, p: Posted) -> Response {
         .core()
         .delete_special(&p.session.caller)
         .await
-        .map(|cleared| format!("The special user was deleted, and its password removed from {cleared} policies: devices can no longer create group tasks until it is created again and the new password entered in their policy."));
+        .map(|(policies, devices)| format!("The special user was deleted, and its password removed from {policies} policies and {devices} devices' own settings: devices can no longer create group tasks until it is created again and the new password entered in their policy."));
     after(&c, &p.session, res, "/accounts")
 }
 
