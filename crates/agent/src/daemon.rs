@@ -652,6 +652,9 @@ impl Agent {
                             let l = local.clone();
                             let r = record.clone();
                             let res = tokio::task::spawn_blocking(move || {
+                                // Other names of the file keep its content after this
+                                // one goes: counted first, to be said.
+                                let links = l.link_count(&r.path);
                                 l.quarantine(
                                     &r.path,
                                     &r.detection_id,
@@ -659,22 +662,31 @@ impl Agent {
                                     &r.user_name,
                                     Some(identity),
                                 )
+                                .map(|q| (q, links))
                             })
                             .await
                             .map_err(|e| e.to_string())
                             .and_then(|x| x);
                             match res {
-                                Ok(q) => {
+                                Ok((q, links)) => {
                                     quarantined = true;
                                     self.report(EventBody::Quarantine {
                                         entry_id: q.id.clone(),
                                         state: "quarantined".into(),
                                         record: serde_json::to_value(&q).unwrap_or_default(),
                                     });
+                                    let mut detail = format!("quarantine entry {}", q.id);
+                                    if let Some(others) = links.filter(|n| *n > 1).map(|n| n - 1) {
+                                        detail.push_str(&format!(
+                                            "; the file had {others} other name(s) (hard \
+                                             links) on this device, which still hold its \
+                                             content: an IOC scan for its hashes finds them"
+                                        ));
+                                    }
                                     crate::response::Outcome {
                                         action: action.as_str().into(),
                                         outcome: "done".into(),
-                                        detail: format!("quarantine entry {}", q.id),
+                                        detail,
                                     }
                                 }
                                 Err(e) => crate::response::Outcome {
@@ -1615,6 +1627,56 @@ mod tests {
         assert!(
             !dir.join("evil-tool").exists(),
             "quarantined once withdrawn"
+        );
+    }
+
+    /// A quarantined file with other names (hard links): the outcome says that they
+    /// still hold its content.
+    #[tokio::test]
+    async fn a_quarantine_says_when_other_names_still_hold_the_content() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::write(root.join("home/u/linked"), b"linked payload").unwrap();
+        std::fs::hard_link(root.join("home/u/linked"), root.join("home/u/other-name")).unwrap();
+        std::fs::write(root.join("home/u/single"), b"single payload").unwrap();
+        let agent = open_agent(&root, &data);
+        agent.update(|s| s.settings = Some(watching_settings()));
+        let report = |name: &str, content: &[u8]| crate::response::DetectionInput {
+            path: format!("/home/u/{name}"),
+            sha256: sha256_hex(content),
+            threat: "T".into(),
+            user: "u".into(),
+            user_uid: None,
+            source: "external".into(),
+            source_ref: None,
+            dropped_sha256: Vec::new(),
+            seen: None,
+        };
+        let v = agent
+            .respond(report("linked", b"linked payload"))
+            .await
+            .unwrap();
+        assert_eq!(v["outcomes"][0]["outcome"], "done", "{v}");
+        assert!(
+            v["outcomes"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("1 other name(s) (hard links)"),
+            "{v}"
+        );
+        assert!(root.join("home/u/other-name").exists());
+        let v = agent
+            .respond(report("single", b"single payload"))
+            .await
+            .unwrap();
+        assert_eq!(v["outcomes"][0]["outcome"], "done", "{v}");
+        assert!(
+            !v["outcomes"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("other name"),
+            "{v}"
         );
     }
 

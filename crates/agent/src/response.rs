@@ -237,6 +237,14 @@ impl LocalActions {
         self.store().quarantine(&req).map_err(|e| e.to_string())
     }
 
+    /// How many names (hard links) the regular file at device path `path` has.
+    pub fn link_count(&self, path: &str) -> Option<u64> {
+        self.host
+            .open_regular(&path_text::decode(path))
+            .ok()
+            .map(|o| o.meta.nlink)
+    }
+
     /// One entry's record.
     pub fn store_record(&self, id: &str) -> Result<QuarantineRecord, String> {
         self.store().read_record(id).map_err(|e| e.to_string())

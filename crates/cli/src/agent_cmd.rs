@@ -51,7 +51,8 @@ pub struct AgentArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
-    /// Identity, server, connection state, effective settings, tasks.
+    /// Identity, server, connection state, effective settings, tasks. Exits 0 when the
+    /// agent is running, 3 when it is not (as `systemctl status` does).
     Status {
         #[arg(long)]
         json: bool,
@@ -249,6 +250,7 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         "certificate_expired": expires.is_some_and(|at| at <= now),
         "certificate_renewal_pending": renewal.is_some(),
         "certificate_renewal_expires_ms": renewal.flatten(),
+        "running": running,
         "connected": state.connected,
         "link": state.last_link_note,
         "last_applied": state.last_applied,
@@ -291,7 +293,11 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         let q = &v["quarantine"];
         outln!("quarantine: {} objects, {} bytes", q["objects"], q["bytes"]);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 /// What `status` says of the device certificate: until when it is valid (renewed over

@@ -223,6 +223,7 @@ fn server_agent_and_admin_commands() {
         .arg("status")
         .output()
         .unwrap();
+    assert!(out.status.success(), "a running agent's status exits 0");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("threat response: on [")
@@ -387,7 +388,13 @@ fn server_agent_and_admin_commands() {
         .unwrap();
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["connected"], false, "{st}");
+    assert_eq!(st["running"], false, "{st}");
     assert!(st["link"].as_str().unwrap().contains("not running"), "{st}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "status exits 3 for an agent not running"
+    );
 }
 
 #[test]

@@ -399,12 +399,22 @@ impl Fields {
     /// The page to go back to: a local path only.
     pub fn back(&self, default: &str) -> String {
         match self.get("back") {
-            Some(b) if b.starts_with('/') && !b.starts_with("//") && !b.contains('\\') => {
-                b.to_string()
-            }
+            Some(b) if is_local_path(b) => b.to_string(),
             _ => default.to_string(),
         }
     }
+}
+
+/// Whether `b` is a path on this site that no browser reads as another host: it starts
+/// with one `/`, and holds no backslash, control character or whitespace (browsers
+/// drop tabs and newlines from URLs, so `/\t/evil.example` would become
+/// `//evil.example`).
+fn is_local_path(b: &str) -> bool {
+    b.starts_with('/')
+        && !b.starts_with("//")
+        && !b
+            .chars()
+            .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
 }
 
 /// A state-changing form from a logged-in visitor whose CSRF token was checked.
@@ -505,4 +515,26 @@ pub async fn css() -> Response {
 /// `GET /static/console.js`.
 pub async fn js() -> Response {
     asset(JS, "text/javascript; charset=utf-8")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_paths_on_this_site_are_taken_as_where_to_go_back() {
+        for ok in ["/", "/quarantine", "/devices/3?tab=quarantine"] {
+            assert!(super::is_local_path(ok), "{ok}");
+        }
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "evil",
+            "",
+        ] {
+            assert!(!super::is_local_path(bad), "{bad:?}");
+        }
+    }
 }

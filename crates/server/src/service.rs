@@ -921,6 +921,7 @@ impl Core {
     ) -> ServiceResult<i64> {
         self.allow(c, Operation::ChangeGroups).await?;
         let name = check_group_name(name)?;
+        self.no_group_named_alike(name, None).await?;
         let parent = self
             .store
             .group_by_name(parent.unwrap_or(ROOT_GROUP))
@@ -929,6 +930,30 @@ impl Core {
         self.audit(c, "group_create", &format!("{name} under {}", parent.name))
             .await;
         Ok(id)
+    }
+
+    /// Refuses `name` when another group (not `except`) has a name that differs from it
+    /// only in case: groups are named in commands and policies, where `Finance` and
+    /// `FINANCE` side by side would be mistaken for each other (as account names are).
+    async fn no_group_named_alike(&self, name: &str, except: Option<i64>) -> ServiceResult<()> {
+        let lower = name.to_lowercase();
+        if let Some(g) = self
+            .store
+            .groups()
+            .await?
+            .into_iter()
+            .find(|g| Some(g.id) != except && g.name.to_lowercase() == lower)
+        {
+            return Err(ServiceError::Conflict(if g.name == name {
+                format!("a group named '{name}' already exists")
+            } else {
+                format!(
+                    "a group named '{}' exists; names may not differ only in case",
+                    g.name
+                )
+            }));
+        }
+        Ok(())
     }
 
     /// A group other than the root, by name, for a change to the tree: the root group
@@ -949,6 +974,7 @@ impl Core {
         self.allow(c, Operation::ChangeGroups).await?;
         let new_name = check_group_name(new_name)?;
         let g = self.changeable_group(group).await?;
+        self.no_group_named_alike(new_name, Some(g.id)).await?;
         self.store.rename_group(g.id, new_name).await?;
         self.audit(c, "group_rename", &format!("{} to {new_name}", g.name))
             .await;

@@ -787,3 +787,49 @@ async fn a_device_value_is_changed_only_by_what_it_can_hold_and_can_be_removed()
     assert_eq!(again["had_own_value"], false, "{again}");
     ts.stop().await;
 }
+
+/// Group names that differ only in case are refused, on creation and on renaming, as
+/// account names are; a group may change the case of its own name.
+#[tokio::test]
+async fn group_names_may_not_differ_only_in_case() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": "Finance"})))
+        .await;
+    let (s, v) = api
+        .call("POST", "/api/v1/groups", Some(json!({"name": "FINANCE"})))
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("'Finance' exists; names may not differ only in case"),
+        "{v}"
+    );
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/groups/A/rename",
+            Some(json!({"name": "finance"})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    api.ok(
+        "POST",
+        "/api/v1/groups/Finance/rename",
+        Some(json!({"name": "FINANCE"})),
+    )
+    .await;
+    let groups = api.ok("GET", "/api/v1/groups", None).await;
+    let names: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"FINANCE") && names.contains(&"A") && !names.contains(&"finance"),
+        "{names:?}"
+    );
+    ts.stop().await;
+}
