@@ -2251,6 +2251,25 @@ mod tests {
             .count()
     }
 
+    /// A watched folder that does not exist when the settings arrive is watched once it
+    /// is created, without new settings or a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watched_folder_created_later_is_watched() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        cache_malicious(&data, &[MARKER]);
+        let agent = open_agent(&root, &data);
+        agent.update(|s| s.settings = Some(watching_settings()));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::sandboxing::run(agent.clone(), stop_rx));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!root.join("watched").exists());
+        std::fs::create_dir_all(root.join("watched")).unwrap();
+        settle(&agent, &root, "created-later", MARKER).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restored_false_positive_is_not_quarantined_again_even_after_a_restart() {
         let t = tempfile::tempdir().unwrap();

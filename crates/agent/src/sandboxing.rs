@@ -29,6 +29,16 @@ fn current(agent: &Agent) -> Option<Wanted> {
     })
 }
 
+/// How often watched folders that are missing are looked for again.
+const MISSING_RECHECK: std::time::Duration =
+    std::time::Duration::from_secs(if cfg!(test) { 1 } else { 15 });
+
+/// Whether the watched folder `folder` (a device path) is a directory now.
+fn is_dir(host: &riposte_host::HostRoot, folder: &str) -> bool {
+    host.host_path(std::path::Path::new(folder))
+        .is_ok_and(|p| p.is_dir())
+}
+
 /// Runs until `stop` turns true.
 pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     let Some(local) = agent.local.clone() else {
@@ -38,6 +48,10 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     let (tx, mut events) = mpsc::unbounded_channel();
     let mut watcher: Option<Watcher> = None;
     let mut applied: Option<Wanted> = None;
+    // Watched folders that did not exist when the settings were applied: looked for
+    // every `MISSING_RECHECK`, and watched once they appear (a user's folder created
+    // later, a mount that comes up after the agent).
+    let mut missing: Vec<String> = Vec::new();
     loop {
         // Registered before reading the settings, so a change in between is not missed.
         let changed = agent.settings_changed.notified();
@@ -70,6 +84,12 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
                             watcher = Some(w);
                         }),
                     };
+                    missing = s
+                        .watch
+                        .iter()
+                        .filter(|f| !is_dir(&local.host, f))
+                        .cloned()
+                        .collect();
                     match result {
                         Err(e) => agent.report(EventBody::Alert {
                             code: "watch_failed".into(),
@@ -83,11 +103,24 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
                     }
                 }
             }
+            if wanted.is_none() {
+                missing.clear();
+            }
             applied = wanted;
         }
         tokio::select! {
             _ = changed => {}
             Some(ev) = events.recv() => handle(&agent, ev).await,
+            _ = tokio::time::sleep(MISSING_RECHECK), if !missing.is_empty() => {
+                if missing.iter().any(|f| is_dir(&local.host, f)) {
+                    tracing::info!("a watched folder that was missing exists now: watching it");
+                    // Applied afresh at the top of the loop.
+                    applied = None;
+                    if let Some(w) = watcher.take() {
+                        w.shutdown().await;
+                    }
+                }
+            }
             _ = stop.changed() => break,
         }
     }
