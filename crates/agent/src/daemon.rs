@@ -1643,7 +1643,7 @@ mod tests {
         let agent = open_agent(&root, &data);
         agent.update(|s| s.settings = Some(watching_settings()));
         let report = |name: &str, content: &[u8]| crate::response::DetectionInput {
-            path: format!("/home/u/{name}"),
+            path: format!("/home//u/{name}"),
             sha256: sha256_hex(content),
             threat: "T".into(),
             user: "u".into(),
@@ -1667,9 +1667,11 @@ mod tests {
         );
         assert!(root.join("home/u/other-name").exists());
         let v = agent
-            .respond(report("single", b"single payload"))
+            .respond(report("./single", b"single payload"))
             .await
             .unwrap();
+        // A path typed with `.` and doubled `/` is recorded as the sweep names it.
+        assert_eq!(v["detection"]["path"], "/home/u/single", "{v}");
         assert_eq!(v["outcomes"][0]["outcome"], "done", "{v}");
         assert!(
             !v["outcomes"][0]["detail"]

@@ -341,9 +341,18 @@ impl LocalActions {
             md5_sha1(&opened.file).map_err(|e| format!("cannot read {}: {e}", input.path))?;
         let record = DetectionRecord {
             detection_id: format!("{:032x}", rand::random::<u128>()),
-            // Canonical, so that the record names the object as the watcher and the sweep
-            // do, however a tool typed it.
-            path: path_text::encode(&device_path),
+            // Canonical (no `.`, no doubled `/`), so that the record names the object as
+            // the watcher and the sweep do, however a tool typed it; the file was opened
+            // through it, so its components are valid.
+            path: path_text::encode(
+                riposte_host::HostRoot::components(&device_path)
+                    .map(|c| {
+                        std::iter::once(std::ffi::OsString::from("/"))
+                            .chain(c)
+                            .collect::<PathBuf>()
+                    })
+                    .unwrap_or_else(|_| device_path.clone()),
+            ),
             size: opened.meta.size,
             md5,
             sha1,

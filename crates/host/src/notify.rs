@@ -152,7 +152,11 @@ impl Notifier {
         )
         .map_err(|e| format!("opening {}: {e}", dev.display()))?;
         let st = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::CharacterDevice {
+        // A character device is not enough: a session's line could name `mem` or a
+        // watchdog, which must never be written to.
+        if FileType::from_raw_mode(st.st_mode) != FileType::CharacterDevice
+            || !rustix::termios::isatty(&fd)
+        {
             return Err(format!("{} is not a terminal device", dev.display()));
         }
         let clean = |s: &str| {

@@ -146,30 +146,60 @@ async fn desktop_notification_only_when_the_user_has_a_session() {
 
 #[tokio::test]
 async fn terminal_message_without_desktop_and_failure_reported() {
+    use std::io::Read;
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("dev/pts")).unwrap();
-    // a character device standing for the user's terminal (same as /dev/null)
+    // The user's terminal: a real pseudo-terminal (on this machine's /dev/pts); what
+    // the agent writes there is read from its other side.
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let pts = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let pts = pts
+        .to_str()
+        .unwrap()
+        .strip_prefix("/dev/")
+        .unwrap()
+        .to_string();
+    // A character device that is no terminal (as /dev/null): never written to.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        root.path().join("dev/pts/7"),
+        root.path().join("dev/pts/9"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o620),
         rustix::fs::makedev(1, 3),
     )
     .unwrap();
     std::fs::write(root.path().join("dev/pts/8"), b"").unwrap(); // not a terminal
+    let on_this_machine = Notifier::new(
+        HostRoot::new("/"),
+        Arc::new(StaticSessions(vec![session("carol", None, Some(&pts))])),
+    );
     let sessions = Arc::new(StaticSessions(vec![
-        session("carol", None, Some("pts/7")),
         session("dave", Some("unix:path=/nonexistent/bus"), Some("pts/8")),
         session("erin", None, None),
+        session("frank", None, Some("pts/9")),
     ]));
     let n = Notifier::new(HostRoot::new(root.path()), sessions);
     assert_eq!(
-        n.notify("carol", "Threat removed", "x").await,
+        on_this_machine
+            .notify("carol", "Threat removed", "x was quarantined")
+            .await,
         NotifyOutcome::Shown {
-            how: "terminal pts/7".into()
+            how: format!("terminal {pts}")
         }
     );
+    let mut seen = vec![0u8; 4096];
+    let mut master = std::fs::File::from(master);
+    let n_read = master.read(&mut seen).unwrap();
+    let seen = String::from_utf8_lossy(&seen[..n_read]).to_string();
+    assert!(seen.contains("Threat removed"), "{seen:?}");
+    match n.notify("frank", "s", "b").await {
+        NotifyOutcome::Failed { reason } => assert!(reason.contains("not a terminal"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
     match n.notify("dave", "s", "b").await {
         NotifyOutcome::Failed { reason } => {
             assert!(
