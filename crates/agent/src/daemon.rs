@@ -542,6 +542,10 @@ impl Agent {
     }
 
     fn report_outcome(&self, detection_id: &str, o: &crate::response::Outcome) {
+        // The device's own log says it too, not only the server's records.
+        if o.outcome == "failed" {
+            tracing::warn!(detection = detection_id, action = %o.action, "{}", o.detail);
+        }
         self.report(EventBody::ActionOutcome {
             detection_id: detection_id.to_string(),
             action: o.action.clone(),

@@ -521,6 +521,26 @@ async fn task_progress_streams_and_cancel() {
     assert!(end.is_none(), "{end:?}");
     let p = v.get(&format!("/tasks/{id}")).await;
     assert!(!p.body.contains("id=\"cancel-task\""));
+    // Nor is a task finished on every device offered for cancelling.
+    let done = yara_task(&h, "Finished sweep").await;
+    h.core()
+        .store
+        .update_task_device(
+            done,
+            dev,
+            riposte_model::DeviceTaskState::Completed,
+            0,
+            None,
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    let p = v.get(&format!("/tasks/{done}")).await;
+    assert!(
+        p.body.contains("Finished on every device") && !p.body.contains("id=\"cancel-task\""),
+        "{}",
+        p.body
+    );
 
     // A stream ends with its session.
     let id = yara_task(&h, "Second sweep").await;

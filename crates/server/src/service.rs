@@ -1338,16 +1338,34 @@ impl Core {
             value,
         });
         self.store.set_policy(g.id, &p).await?;
-        let tr = p
-            .threat_response
-            .as_ref()
-            .map(|s| (s.mode, s.value.redacted()));
-        self.audit(
-            c,
-            "policy_set",
-            &format!("{} threat_response {:?}", g.name, tr),
-        )
-        .await;
+        // Said in words: the value's debug form would show the password left out as
+        // `None`, as if none were set.
+        let detail = match &p.threat_response {
+            Some(s) => format!(
+                "{} threat_response: mode {:?}, enabled {}, actions [{}], special password {}{}",
+                g.name,
+                s.mode,
+                s.value.enabled,
+                s.value
+                    .actions
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if s.value.special_password.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                },
+                if patch.special_password.is_some() {
+                    " (given in this change)"
+                } else {
+                    ""
+                }
+            ),
+            None => format!("{} threat_response", g.name),
+        };
+        self.audit(c, "policy_set", &detail).await;
         self.push_settings_for_subtree(g.id).await?;
         self.policy(c, group).await
     }

@@ -158,7 +158,8 @@ pub async fn detail(
             dt { "Created" } dd { (fmt_time(t.created_at)) " by " (t.created_by) }
             dt { "State" } dd #task-state { (task_state(t.cancelled, &rows)) }
         }
-        @if !t.cancelled && s.can(Operation::CancelTask) {
+        // Nothing is left to cancel once every device has finished.
+        @if task_state(t.cancelled, &rows) == "Active" && s.can(Operation::CancelTask) {
             form.inline method="post" action={ "/tasks/" (id) "/cancel" } {
                 (csrf(&s))
                 button type="submit" #cancel-task { "Cancel the task" }
