@@ -1026,6 +1026,12 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
             let acts = actions.as_deref().map(split_list).unwrap_or_default();
             let body = json!({"name": name.unwrap_or_else(|| "IOC scan".into()), "group": group, "iocs": docs, "actions": acts, "scope": scope});
             let v = c.call("POST", "/api/v1/tasks", Some(body)).await?;
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "warning: left out of the task's indicators: {}",
+                    cell_text(w)
+                );
+            }
             done(&v, format!("task {} created", v["id"]))
         }
         AdminCommand::Detection(DetectionCmd::List { device }) => {

@@ -644,8 +644,8 @@ async fn create_task(
     c: Caller,
     Body(b): Body<TaskRequest>,
 ) -> ApiResult {
-    let id = core.create_task(&c, &b).await?;
-    ok(json!({ "id": id }))
+    let (id, warnings) = core.create_task_noting(&c, &b).await?;
+    ok(json!({ "id": id, "warnings": warnings }))
 }
 
 async fn task(State(core): State<AppState>, c: Caller, Path(id): Path<String>) -> ApiResult {

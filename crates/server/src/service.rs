@@ -280,7 +280,11 @@ fn check_group_name(name: &str) -> ServiceResult<&str> {
 /// document is the administrator's error to fix, not a failure on every device. So is a
 /// task left with nothing to evaluate. STIX documents are read together, as the devices
 /// read them: an update that only revokes an indicator of another is fine.
-fn check_ioc_documents(docs: &[IocDocument]) -> ServiceResult<()> {
+/// Checks a task's IOC documents as the devices will read them; returns what would be
+/// left out of them (a YARA rule that does not compile, an `include`, a STIX indicator
+/// set aside), for whoever creates the task to see.
+fn check_ioc_documents(docs: &[IocDocument]) -> ServiceResult<Vec<String>> {
+    let mut warnings = Vec::new();
     let bad = |doc: &IocDocument, e: riposte_ioc::Error| {
         ServiceError::BadRequest(format!("IOC document '{}' cannot be used: {e}", doc.name))
     };
@@ -291,9 +295,16 @@ fn check_ioc_documents(docs: &[IocDocument]) -> ServiceResult<()> {
                 .map(drop)
                 .map_err(|e| bad(doc, e))?,
             "stix" => stix.push(doc),
-            "yara" => riposte_ioc::yara::YaraRules::compile_str(&doc.content, &doc.name)
-                .map(drop)
-                .map_err(|e| bad(doc, e))?,
+            "yara" => {
+                let rules = riposte_ioc::yara::YaraRules::compile_str(&doc.content, &doc.name)
+                    .map_err(|e| bad(doc, e))?;
+                warnings.extend(
+                    rules
+                        .warnings()
+                        .iter()
+                        .map(|w| format!("{}: {w}", doc.name)),
+                );
+            }
             other => {
                 return Err(ServiceError::BadRequest(format!(
                     "unknown IOC format '{other}'; use openioc, stix or yara"
@@ -302,7 +313,7 @@ fn check_ioc_documents(docs: &[IocDocument]) -> ServiceResult<()> {
         }
     }
     if stix.is_empty() {
-        return Ok(());
+        return Ok(warnings);
     }
     let sources: Vec<(&str, &str)> = stix
         .iter()
@@ -338,7 +349,10 @@ fn check_ioc_documents(docs: &[IocDocument]) -> ServiceResult<()> {
             }
         )));
     }
-    Ok(())
+    for (doc, d) in stix.iter().zip(&read) {
+        warnings.extend(d.set_aside.iter().map(|w| format!("{}: {w}", doc.name)));
+    }
+    Ok(warnings)
 }
 
 /// Result of enrolling a device.
@@ -1898,6 +1912,15 @@ impl Core {
     }
 
     pub async fn create_task(&self, c: &Caller, req: &TaskRequest) -> ServiceResult<i64> {
+        Ok(self.create_task_noting(c, req).await?.0)
+    }
+
+    /// [`Core::create_task`], with what the devices will leave out of its IOC documents.
+    pub async fn create_task_noting(
+        &self,
+        c: &Caller,
+        req: &TaskRequest,
+    ) -> ServiceResult<(i64, Vec<String>)> {
         self.allow(c, Operation::CreateTask).await?;
         if req.iocs.is_empty() {
             return Err(ServiceError::BadRequest(
@@ -1907,7 +1930,7 @@ impl Core {
         check_name("a task name", &req.name, 200)?;
         // Compiling a large YARA rule set takes a while: off the async workers.
         let docs = req.iocs.clone();
-        tokio::task::spawn_blocking(move || check_ioc_documents(&docs))
+        let warnings = tokio::task::spawn_blocking(move || check_ioc_documents(&docs))
             .await
             .map_err(|e| ServiceError::Internal(format!("checking the IOC documents: {e}")))??;
         let g = self.store.group_by_name(&req.group).await?;
@@ -1940,7 +1963,7 @@ impl Core {
             &format!("task {id} '{}' for group {}", req.name, g.name),
         )
         .await;
-        Ok(id)
+        Ok((id, warnings))
     }
 
     /// Creates (or joins) the autonomous IOC scan task for a device's detection.

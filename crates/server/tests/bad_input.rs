@@ -833,3 +833,39 @@ async fn group_names_may_not_differ_only_in_case() {
     );
     ts.stop().await;
 }
+
+/// What the devices will leave out of a task's indicators (a YARA `include`, which a
+/// task's rules may not use) is told to whoever creates it, not only logged by each
+/// device.
+#[tokio::test]
+async fn a_task_says_what_its_devices_will_leave_out() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let rules = "include \"/etc/passwd\"\nrule kept { strings: $a = \"evil\" condition: $a }\n";
+    let v = api
+        .ok(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"name": "t", "group": "A",
+                "iocs": [{"format": "yara", "name": "r.yar", "content": rules}]})),
+        )
+        .await;
+    assert!(v["id"].as_i64().is_some(), "{v}");
+    let warnings = v["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("r.yar: ")
+                && w.as_str().unwrap().contains("include")),
+        "{v}"
+    );
+    let clean = api
+        .ok(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"name": "t2", "group": "A",
+                "iocs": [{"format": "yara", "name": "ok.yar", "content": "rule kept { strings: $a = \"evil\" condition: $a }"}]})),
+        )
+        .await;
+    assert_eq!(clean["warnings"], json!([]), "{clean}");
+    ts.stop().await;
+}

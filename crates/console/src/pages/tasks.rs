@@ -301,14 +301,24 @@ pub async fn create(State(c): State<Console>, p: Posted) -> Response {
                 scope,
                 actions,
             };
-            c.core().create_task(&p.session.caller, &req).await
+            c.core().create_task_noting(&p.session.caller, &req).await
         }
     };
     match res {
-        Ok(id) => after(
+        Ok((id, warnings)) => after(
             &c,
             &p.session,
-            Ok(format!("Task {id} created; the devices are told now.")),
+            Ok(if warnings.is_empty() {
+                format!("Task {id} created; the devices are told now.")
+            } else {
+                let mut left_out = warnings[..warnings.len().min(5)].join("; ");
+                if warnings.len() > 5 {
+                    left_out.push_str(&format!("; and {} more", warnings.len() - 5));
+                }
+                format!(
+                    "Task {id} created; the devices are told now. Left out of its indicators: {left_out}"
+                )
+            }),
             &format!("/tasks/{id}"),
         ),
         Err(e) => after(&c, &p.session, Err(e), "/tasks"),
