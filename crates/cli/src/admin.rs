@@ -471,8 +471,17 @@ fn print_policy(v: &Value) {
         Some(_) => "Undefined: a device's own value wins",
         None => "not set by this policy",
     };
+    // A section enforced above is what every device below gets, whatever this says.
+    let above = |key: &str| match v[key].as_str() {
+        Some(p) => format!(" (no effect: {} above enforces it)", cell(&json!(p))),
+        None => String::new(),
+    };
     let tr = &v["threat_response"];
-    outln!("Threat Response — {}", mode(tr));
+    outln!(
+        "Threat Response — {}{}",
+        mode(tr),
+        above("threat_response_enforced_above")
+    );
     if !tr.is_null() {
         let actions: Vec<String> = tr["value"]["actions"]
             .as_array()
@@ -494,7 +503,11 @@ fn print_policy(v: &Value) {
         ]);
     }
     let sb = &v["sandbox_integration"];
-    outln!("Sandbox integration — {}", mode(sb));
+    outln!(
+        "Sandbox integration — {}{}",
+        mode(sb),
+        above("sandbox_integration_enforced_above")
+    );
     if !sb.is_null() {
         let list = |key: &str| {
             sb["value"][key]

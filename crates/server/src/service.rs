@@ -221,6 +221,11 @@ pub struct PolicyView {
     pub threat_response: Option<PolicySection<ThreatResponse>>,
     pub special_password_set: bool,
     pub sandbox_integration: Option<PolicySection<SandboxIntegration>>,
+    /// The policy above that enforces Threat Response, if one does: this policy's own
+    /// section then has no effect (it may have been set before, or moved under it).
+    pub threat_response_enforced_above: Option<String>,
+    /// The same for Sandbox integration.
+    pub sandbox_integration_enforced_above: Option<String>,
 }
 
 /// What the agent sends to create an autonomous task.
@@ -1261,7 +1266,18 @@ impl Core {
         self.allow(c, Operation::ReadInventory).await?;
         let g = self.store.group_by_name(group).await?;
         let p = self.store.policy(g.id).await?.unwrap_or_default();
+        let above = self.inherited(&g).await?;
+        let enforcing = |prov: &Provenance| match prov {
+            Provenance::Policy {
+                policy,
+                locked: true,
+                ..
+            } => Some(policy.clone()),
+            _ => None,
+        };
         Ok(PolicyView {
+            threat_response_enforced_above: enforcing(&above.threat_response.provenance),
+            sandbox_integration_enforced_above: enforcing(&above.sandbox_integration.provenance),
             group_id: g.id,
             policy: policy_name(&g.name),
             group: g.name,

@@ -869,3 +869,51 @@ async fn a_task_says_what_its_devices_will_leave_out() {
     assert_eq!(clean["warnings"], json!([]), "{clean}");
     ts.stop().await;
 }
+
+/// A policy whose settings group a policy above enforces says so: its own section has
+/// no effect on any device while that lasts.
+#[tokio::test]
+async fn a_policy_says_when_a_policy_above_enforces_its_section() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    api.ok(
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "A1", "parent": "A"})),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A1/policy/threat-response",
+        Some(json!({"mode": "enforce", "enabled": true, "actions": ["quarantine_and_delete"]})),
+    )
+    .await;
+    let p = api.ok("GET", "/api/v1/groups/A1/policy", None).await;
+    assert_eq!(
+        p["threat_response_enforced_above"],
+        serde_json::Value::Null,
+        "{p}"
+    );
+    api.ok(
+        "PUT",
+        "/api/v1/groups/A/policy/threat-response",
+        Some(json!({"mode": "enforce", "enabled": false})),
+    )
+    .await;
+    let p = api.ok("GET", "/api/v1/groups/A1/policy", None).await;
+    assert_eq!(
+        p["threat_response_enforced_above"], "Riposte policy (A)",
+        "{p}"
+    );
+    assert_eq!(
+        p["sandbox_integration_enforced_above"],
+        serde_json::Value::Null,
+        "{p}"
+    );
+    let a = api.ok("GET", "/api/v1/groups/A/policy", None).await;
+    assert_eq!(
+        a["threat_response_enforced_above"],
+        serde_json::Value::Null,
+        "{a}"
+    );
+    ts.stop().await;
+}

@@ -20,6 +20,15 @@ fn mode_text(m: Option<PolicyMode>) -> &'static str {
     }
 }
 
+/// The policy above that enforces `section` of `p`'s, if one does.
+fn enforced_above<'a>(p: &'a PolicyView, section: &str) -> Option<&'a str> {
+    match section {
+        "threat-response" => p.threat_response_enforced_above.as_deref(),
+        "sandbox" => p.sandbox_integration_enforced_above.as_deref(),
+        _ => None,
+    }
+}
+
 /// `GET /policies`.
 pub async fn list(State(c): State<Console>, s: Session) -> Result<Response, Reject> {
     let groups = c.core().groups(&s.caller).await?;
@@ -145,7 +154,14 @@ pub async fn detail(
             }
             div.split {
                 (settings::section_nav(&format!("{base}?tab=settings"), section))
-                div.section-body { (inner) }
+                div.section-body {
+                    @if let Some(above) = enforced_above(&p, section) {
+                        p.hint #enforced-above {
+                            (above) " above enforces this settings group: what this policy says here has no effect on any device while it does."
+                        }
+                    }
+                    (inner)
+                }
             }
         }
     } else {
@@ -154,8 +170,10 @@ pub async fn detail(
                 dt { "Policy" } dd { (p.policy) }
                 dt { "Administration group" } dd { (p.group) }
                 dt { "Applies to" } dd { "The devices of " (p.group) " and of its subgroups" }
-                dt { "Threat Response" } dd { (mode_text(p.threat_response.as_ref().map(|t| t.mode))) }
-                dt { "Sandbox integration" } dd { (mode_text(p.sandbox_integration.as_ref().map(|t| t.mode))) }
+                dt { "Threat Response" } dd { (mode_text(p.threat_response.as_ref().map(|t| t.mode)))
+                    @if let Some(above) = &p.threat_response_enforced_above { " (no effect: " (above) " above enforces it)" } }
+                dt { "Sandbox integration" } dd { (mode_text(p.sandbox_integration.as_ref().map(|t| t.mode)))
+                    @if let Some(above) = &p.sandbox_integration_enforced_above { " (no effect: " (above) " above enforces it)" } }
             }
         }
     };
