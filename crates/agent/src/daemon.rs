@@ -1610,17 +1610,7 @@ mod tests {
             .unwrap()
             .contains("allowed withdraw"));
         assert!(dir.join("evil-tool").exists(), "left in place");
-        let report = crate::response::DetectionInput {
-            path: "/home/u/evil-tool".into(),
-            sha256: entry.sha256.clone(),
-            threat: "T".into(),
-            user: "u".into(),
-            user_uid: None,
-            source: "external".into(),
-            source_ref: None,
-            dropped_sha256: Vec::new(),
-            seen: None,
-        };
+        let report = external_report("/home/u/evil-tool", &entry.sha256);
         let err = agent.respond(report.clone()).await.unwrap_err();
         assert!(err.contains("allows it"), "{err}");
         assert!(dir.join("evil-tool").exists(), "left in place");
@@ -1646,16 +1636,8 @@ mod tests {
         std::fs::write(root.join("home/u/single"), b"single payload").unwrap();
         let agent = open_agent(&root, &data);
         agent.update(|s| s.settings = Some(watching_settings()));
-        let report = |name: &str, content: &[u8]| crate::response::DetectionInput {
-            path: format!("/home//u/{name}"),
-            sha256: sha256_hex(content),
-            threat: "T".into(),
-            user: "u".into(),
-            user_uid: None,
-            source: "external".into(),
-            source_ref: None,
-            dropped_sha256: Vec::new(),
-            seen: None,
+        let report = |name: &str, content: &[u8]| {
+            external_report(&format!("/home//u/{name}"), &sha256_hex(content))
         };
         let v = agent
             .respond(report("linked", b"linked payload"))
@@ -1787,19 +1769,10 @@ mod tests {
         agent.update(|s| s.settings = Some(watching_settings()));
         let local = agent.local().unwrap().clone();
         let journal = |name: &str| {
-            let input = crate::response::DetectionInput {
-                path: format!("/home/u/{name}"),
-                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                    std::fs::read(root.join("home/u").join(name)).unwrap(),
-                )),
-                threat: "T".into(),
-                user: "u".into(),
-                user_uid: None,
-                source: "external".into(),
-                source_ref: None,
-                dropped_sha256: Vec::new(),
-                seen: None,
-            };
+            let input = external_report(
+                &format!("/home/u/{name}"),
+                &sha256_hex(&std::fs::read(root.join("home/u").join(name)).unwrap()),
+            );
             let (record, _) = local.examine(&input).unwrap();
             agent.update(|s| {
                 s.pending_responses.push(crate::state::PendingResponse {
@@ -2172,6 +2145,22 @@ mod tests {
                 },
                 provenance: Provenance::Local,
             },
+        }
+    }
+
+    /// What an external tool reports through `ctl report-detection`: `path` malicious,
+    /// with SHA-256 `sha256`, found under account `u`.
+    fn external_report(path: &str, sha256: &str) -> crate::response::DetectionInput {
+        crate::response::DetectionInput {
+            path: path.into(),
+            sha256: sha256.into(),
+            threat: "T".into(),
+            user: "u".into(),
+            user_uid: None,
+            source: "external".into(),
+            source_ref: None,
+            dropped_sha256: Vec::new(),
+            seen: None,
         }
     }
 

@@ -54,6 +54,24 @@ impl Device {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     }
+    /// `ctl report-detection` of the planted invoice.sh (the threat every device has),
+    /// expecting exit code `code` (1: an action failed).
+    fn report_invoice(&self, code: i32) -> Value {
+        self.ctl_exiting(
+            &[
+                "report-detection",
+                "--path",
+                "/home/alice/Downloads/invoice.sh",
+                "--sha256",
+                &sha256(THREAT),
+                "--threat",
+                "Test.Sh.Dropper",
+                "--user",
+                "alice",
+            ],
+            code,
+        )
+    }
     fn threat(&self) -> PathBuf {
         self.root.join("home/alice/Downloads/invoice.sh")
     }
@@ -888,17 +906,7 @@ fn the_agent_scans_critical_areas_through_clamd() {
     std::fs::create_dir_all(d.root.join("usr/local/bin")).unwrap();
     std::fs::write(d.root.join("usr/local/bin/updater"), KNOWN_BAD).unwrap();
 
-    let report = d.ctl(&[
-        "report-detection",
-        "--path",
-        "/home/alice/Downloads/invoice.sh",
-        "--sha256",
-        &sha256(THREAT),
-        "--threat",
-        "Test.Sh.Dropper",
-        "--user",
-        "alice",
-    ]);
+    let report = d.report_invoice(0);
     assert_eq!(outcome(&report, "quarantine_and_delete")["outcome"], "done");
     let epp = outcome(&report, "epp_critical_areas_scan");
     assert_eq!(epp["outcome"], "done", "{report}");
@@ -935,20 +943,7 @@ fn the_agent_scans_critical_areas_through_clamd() {
     wait_connected(&admin, 2);
     wait_settings_with(&late, "epp_critical_areas_scan");
     // Exit 1: an action failed.
-    let report = late.ctl_exiting(
-        &[
-            "report-detection",
-            "--path",
-            "/home/alice/Downloads/invoice.sh",
-            "--sha256",
-            &sha256(THREAT),
-            "--threat",
-            "Test.Sh.Dropper",
-            "--user",
-            "alice",
-        ],
-        1,
-    );
+    let report = late.report_invoice(1);
     assert_eq!(outcome(&report, "quarantine_and_delete")["outcome"], "done");
     let epp = outcome(&report, "epp_critical_areas_scan");
     assert_eq!(epp["outcome"], "failed", "{report}");
