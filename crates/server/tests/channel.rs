@@ -835,6 +835,12 @@ async fn device_certificates_are_renewed_over_the_channel(backend: Backend) {
         "{life}"
     );
     assert!(wait_for_note(&agent.recorder, |n| n.contains("renewed")).await);
+    // The server registers the connection just after it sends the welcome, which the
+    // agent may read first.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ts.running().core.hub.is_connected(id) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(ts.running().core.hub.is_connected(id));
     assert_eq!(
         store.device(id).await.unwrap().cert_expires_ms,
