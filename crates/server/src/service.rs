@@ -228,6 +228,38 @@ pub struct PolicyView {
     pub sandbox_integration_enforced_above: Option<String>,
 }
 
+/// Group `g`'s policy `p` as the API shows it, `above` being what `g` inherits.
+fn policy_view(
+    g: riposte_model::GroupNode,
+    p: PolicySettings,
+    above: &EffectiveSettings,
+) -> PolicyView {
+    let enforcing = |prov: &Provenance| match prov {
+        Provenance::Policy {
+            policy,
+            locked: true,
+            ..
+        } => Some(policy.clone()),
+        _ => None,
+    };
+    PolicyView {
+        threat_response_enforced_above: enforcing(&above.threat_response.provenance),
+        sandbox_integration_enforced_above: enforcing(&above.sandbox_integration.provenance),
+        group_id: g.id,
+        policy: policy_name(&g.name),
+        group: g.name,
+        special_password_set: p
+            .threat_response
+            .as_ref()
+            .is_some_and(|s| s.value.special_password.is_some()),
+        threat_response: p.threat_response.map(|s| PolicySection {
+            mode: s.mode,
+            value: s.value.redacted(),
+        }),
+        sandbox_integration: p.sandbox_integration,
+    }
+}
+
 /// What the agent sends to create an autonomous task.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct AutonomousRequest {
@@ -1267,30 +1299,24 @@ impl Core {
         let g = self.store.group_by_name(group).await?;
         let p = self.store.policy(g.id).await?.unwrap_or_default();
         let above = self.inherited(&g).await?;
-        let enforcing = |prov: &Provenance| match prov {
-            Provenance::Policy {
-                policy,
-                locked: true,
-                ..
-            } => Some(policy.clone()),
-            _ => None,
-        };
-        Ok(PolicyView {
-            threat_response_enforced_above: enforcing(&above.threat_response.provenance),
-            sandbox_integration_enforced_above: enforcing(&above.sandbox_integration.provenance),
-            group_id: g.id,
-            policy: policy_name(&g.name),
-            group: g.name,
-            special_password_set: p
-                .threat_response
-                .as_ref()
-                .is_some_and(|s| s.value.special_password.is_some()),
-            threat_response: p.threat_response.map(|s| PolicySection {
-                mode: s.mode,
-                value: s.value.redacted(),
-            }),
-            sandbox_integration: p.sandbox_integration,
-        })
+        Ok(policy_view(g, p, &above))
+    }
+
+    /// Every group's policy, in the order of [`Core::groups`]; the tree and the policies
+    /// are read once, not once per group.
+    pub async fn policies(&self, c: &Caller) -> ServiceResult<Vec<PolicyView>> {
+        self.allow(c, Operation::ReadInventory).await?;
+        let (tree, policies) = self.settings_context().await?;
+        let mut out = Vec::new();
+        for g in self.store.groups().await? {
+            let above = match g.parent {
+                Some(parent) => Self::compute(&tree, &policies, parent, &LocalSettings::default())?,
+                None => riposte_model::settings::effective_settings(&[], &LocalSettings::default()),
+            };
+            let p = policies.get(&g.id).cloned().unwrap_or_default();
+            out.push(policy_view(g, p, &above));
+        }
+        Ok(out)
     }
 
     /// Applies a patch to Threat Response values, checking the special password.

@@ -31,11 +31,7 @@ fn enforced_above<'a>(p: &'a PolicyView, section: &str) -> Option<&'a str> {
 
 /// `GET /policies`.
 pub async fn list(State(c): State<Console>, s: Session) -> Result<Response, Reject> {
-    let groups = c.core().groups(&s.caller).await?;
-    let mut rows = Vec::with_capacity(groups.len());
-    for g in &groups {
-        rows.push(c.core().policy(&s.caller, &g.name).await?);
-    }
+    let rows = c.core().policies(&s.caller).await?;
     let body = html! {
         h1 { "Policies and profiles" }
         table.grid #policies {
