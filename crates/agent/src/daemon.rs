@@ -219,6 +219,7 @@ impl Agent {
             .unwrap_or_else(|e| e.into_inner())
             .insert(offer.task_id, cancel_tx);
         let agent = self.clone();
+        let (autonomous, asked) = (offer.autonomous, offer.actions.clone());
         tokio::spawn(async move {
             let id = offer.task_id;
             agent.set_task(TaskUpdate {
@@ -255,6 +256,24 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
+            // Judged again before acting: settings sent after the task (queued behind it
+            // while the device was away) have arrived by now, and they decide.
+            let (actions, declined) = match agent.read(|s| s.settings.clone()) {
+                Some(settings) if autonomous => match group_actions_allowed(&settings, &asked) {
+                    Ok(split) => split,
+                    Err(reason) => {
+                        agent.set_task(TaskUpdate {
+                            task_id: id,
+                            state: DeviceTaskState::Cancelled,
+                            hits: update.hits,
+                            reason: Some(format!("{reason} (its settings changed while it ran)")),
+                            results: update.results,
+                        });
+                        return;
+                    }
+                },
+                _ => (actions, declined),
+            };
             let mut update = agent.act_on_hits(&actions, update).await;
             if update.hits > 0 && !declined.is_empty() {
                 let skipped = declined.iter().map(|(a, why)| {

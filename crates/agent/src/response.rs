@@ -59,7 +59,7 @@ pub fn clamd_epp(
     // clamd opens its socket only once its signatures are loaded, which takes a while
     // at boot: the agent starts anyway (quarantine, tasks and the channel do not need
     // it), and each scan says that clamd could not be reached until it can.
-    if let Err(e) = client.ping() {
+    if let Err(e) = riposte_epp::Epp::check(&client) {
         tracing::warn!(
             "clamd at {} does not answer yet ({e}); critical-areas scans fail until it does",
             socket.display()
@@ -307,7 +307,10 @@ impl LocalActions {
             return Outcome::new(
                 "epp_critical_areas_scan",
                 "failed",
-                format!("{e}; the scan stopped there ({detail})"),
+                format!(
+                    "{e}; the scan stopped there ({} files and {} boot sectors scanned)",
+                    report.files_scanned, report.boot_sectors_scanned
+                ),
             );
         }
         Outcome::new("epp_critical_areas_scan", "done", detail)

@@ -52,6 +52,10 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     // every `MISSING_RECHECK`, and watched once they appear (a user's folder created
     // later, a mount that comes up after the agent).
     let mut missing: Vec<String> = Vec::new();
+    // A fixed beat, not a sleep begun afresh at each pass: verdicts on other objects
+    // come more often than that and would put the look off for ever.
+    let mut recheck = tokio::time::interval(MISSING_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Registered before reading the settings, so a change in between is not missed.
         let changed = agent.settings_changed.notified();
@@ -111,7 +115,7 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = changed => {}
             Some(ev) = events.recv() => handle(&agent, ev).await,
-            _ = tokio::time::sleep(MISSING_RECHECK), if !missing.is_empty() => {
+            _ = recheck.tick(), if !missing.is_empty() => {
                 if missing.iter().any(|f| is_dir(&local.host, f)) {
                     tracing::info!("a watched folder that was missing exists now: watching it");
                     // Applied afresh at the top of the loop.

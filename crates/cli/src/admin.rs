@@ -251,8 +251,8 @@ enum QuarantineCmd {
         device: String,
         entry: String,
         /// Restore to this absolute path instead of the original one (administrators
-        /// only: the device writes it as root). In a directory the object's owner does
-        /// not own, it gets the directory's owner, without group and other write.
+        /// only: the device writes it as root). It loses group and other write there,
+        /// and in a directory the object's owner does not own takes the directory's.
         #[arg(long)]
         to: Option<String>,
         #[command(flatten)]

@@ -352,6 +352,36 @@ pub fn open_agent(
     Arc<Agent>,
     tokio::sync::mpsc::UnboundedReceiver<riposte_proto::AgentToServer>,
 )> {
+    // One agent per data directory: a second would recover the first one's quarantine
+    // under it, and on exit remove the control socket the first one listens on.
+    let lock_path = data.join("agent.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another agent is running on {} (it holds agent.lock); stop it first",
+            data.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
+        }
+    }
+    // Held until the process ends.
+    std::mem::forget(lock);
+    for dir in protect {
+        if !dir.is_dir() {
+            eprintln!(
+                "riposte agent: warning: --protect {} is not a directory (yet); it is protected \
+                 only if it exists when the agent starts",
+                dir.display()
+            );
+        }
+    }
     let (local, recovery) =
         riposte_agent::response::LocalActions::open_protecting(data, host_root, epp, protect)?;
     if recovery != Default::default() {

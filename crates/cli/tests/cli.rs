@@ -378,6 +378,27 @@ fn server_agent_and_admin_commands() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the renewed key is private");
+    // A second agent on the same data directory is refused, and the first one keeps
+    // its control socket.
+    let second = Command::new(bin())
+        .args(["agent", "--data"])
+        .arg(&adir)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another agent is running"), "{err}");
+    let still = Command::new(bin())
+        .args(["agent", "--data"])
+        .arg(&adir)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        still.status.code(),
+        Some(0),
+        "the first agent still answers"
+    );
     // A stopped agent is connected to nothing, whatever its state file last said.
     drop(_agent);
     let out = Command::new(bin())

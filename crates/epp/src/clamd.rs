@@ -161,6 +161,9 @@ pub fn parse_reply(line: &str) -> ClamdReply {
 trait Conn: Read + Write {}
 impl<T: Read + Write> Conn for T {}
 
+/// How long [`Epp::check`] waits for clamd's answer to `PING`.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A clamd client.
 #[derive(Debug, Clone)]
 pub struct ClamdClient {
@@ -371,7 +374,9 @@ impl ClamdClient {
 
 impl Epp for ClamdClient {
     fn check(&self) -> Result<(), EppError> {
-        self.ping()
+        // A live clamd answers PING at once; one that holds the connection without a
+        // word should not hold the caller for the scan timeout.
+        self.clone().with_timeout(CHECK_TIMEOUT).ping()
     }
 
     fn name(&self) -> String {

@@ -137,14 +137,18 @@ pub struct CriticalAreasReport {
 /// Enumerates the critical areas of `host` and scans them with `epp`.
 pub fn scan_critical_areas(host: &HostRoot, epp: &dyn Epp) -> CriticalAreasReport {
     let areas = host.critical_areas();
+    // Asked first, with a short wait: with nothing to scan on a small device an engine
+    // that is down would otherwise go unnoticed, and its name is asked of it too.
+    let checked = epp.check();
     let mut rep = CriticalAreasReport {
-        engine: epp.name(),
+        engine: match &checked {
+            Ok(()) => epp.name(),
+            Err(_) => String::new(),
+        },
         skipped: areas.skipped,
         ..Default::default()
     };
-    // Asked first: with nothing to scan on a small device, an engine that is down
-    // would otherwise go unnoticed.
-    if let Err(e) = epp.check() {
+    if let Err(e) = checked {
         rep.engine_failure = Some(e.to_string());
         return rep;
     }

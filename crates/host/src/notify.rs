@@ -144,6 +144,20 @@ impl Notifier {
     fn write_tty(&self, tty: &str, summary: &str, body: &str) -> Result<(), String> {
         let dev = Path::new("/dev").join(tty);
         let (parent, name) = self.root.open_parent(&dev).map_err(|e| e.to_string())?;
+        // Looked at before it is opened: opening some devices acts (a watchdog arms).
+        // Terminals are the virtual consoles (major 4) and pseudo-terminals (136–143).
+        let st = rustix::fs::statat(
+            &parent,
+            name.as_os_str(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| format!("looking at {}: {e}", dev.display()))?;
+        let major = rustix::fs::major(st.st_rdev);
+        if FileType::from_raw_mode(st.st_mode) != FileType::CharacterDevice
+            || !(major == 4 || (136..=143).contains(&major))
+        {
+            return Err(format!("{} is not a terminal device", dev.display()));
+        }
         let fd = rustix::fs::openat(
             &parent,
             name.as_os_str(),

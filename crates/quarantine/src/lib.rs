@@ -938,10 +938,10 @@ impl QuarantineStore {
     /// a protected directory, is refused with
     /// [`QuarantineError::ProtectedTarget`] before anything is written.
     /// Set-user-id and set-group-id bits are restored only at the original
-    /// path. Elsewhere, in a directory the entry's owner does not own, the
-    /// file is given the directory's owner and group, without group and
-    /// other write permission: whoever could write the quarantined file must
-    /// not get a file they can change in a directory only root could write to
+    /// path. Elsewhere the file loses group and other write permission, and,
+    /// in a directory the entry's owner does not own, takes the directory's
+    /// owner and group: whoever could write the quarantined file must not get
+    /// a file they can change in a directory only root could write to
     /// (`/etc/cron.d`, say).
     pub fn restore(
         &self,
@@ -1044,10 +1044,11 @@ impl QuarantineStore {
             Some(rustix::fs::Gid::from_raw(gid)),
         )
         .map_err(fail("setting owner of"))?;
-        let full_mode = if adopted {
-            rec.mode & 0o7777 & !0o6022
-        } else {
+        // Elsewhere, never writable by group or others: the place was chosen for it.
+        let full_mode = if at_original {
             rec.mode & 0o7777
+        } else {
+            rec.mode & 0o7777 & !0o6022
         };
         // Rename may land beside the original instead of on it: set-id bits
         // are added back only once the file is known to be at its own path.

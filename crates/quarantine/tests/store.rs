@@ -908,7 +908,8 @@ fn restored_elsewhere_a_file_keeps_its_owner_only_in_a_directory_of_that_owner()
     )
     .unwrap();
     assert_eq!(owner_and_mode("/etc/cron.d/job"), (0, 0, 0o644));
-    // Into another directory of the same owner: as it was.
+    // Into another directory of the same owner: its owner, still without group and
+    // other write.
     let other = e.root.join("home/alice/restored");
     fs::create_dir_all(&other).unwrap();
     std::os::unix::fs::chown(&other, Some(1234), Some(2345)).unwrap();
@@ -921,7 +922,7 @@ fn restored_elsewhere_a_file_keeps_its_owner_only_in_a_directory_of_that_owner()
     .unwrap();
     assert_eq!(
         owner_and_mode("/home/alice/restored/payload"),
-        (1234, 2345, 0o666)
+        (1234, 2345, 0o644)
     );
     // At its own path, whatever the directory: as it was.
     let rec = quarantine("/home/alice/payload");

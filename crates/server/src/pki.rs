@@ -33,6 +33,11 @@ pub enum PkiError {
     BadCsr(String),
     #[error("bad PEM in {0}")]
     Pem(String),
+    #[error(
+        "{key} is not the key of the certificate in {cert}: copy both from the same server \
+         (a server on a shared database needs the first one's ca.pem, ca.key and secret.key)"
+    )]
+    KeyMismatch { key: String, cert: String },
 }
 
 /// The CA: its certificate (PEM) and what is needed to sign with it.
@@ -83,7 +88,22 @@ impl Authority {
         // the purpose of chaining; ca.pem itself is written only once.
         let ca_cert = params.self_signed(&ca_key)?;
         let ca_pem = match std::fs::read_to_string(&cert_path) {
-            Ok(pem) => pem,
+            // The key must be the certificate's: with another (a ca.key not copied with
+            // ca.pem) everything it signs fails to verify against the pinned ca.pem.
+            Ok(pem) => {
+                use rcgen::PublicKeyData;
+                let der = CertificateDer::from_pem_slice(pem.as_bytes())
+                    .map_err(|_| PkiError::Pem(cert_path.display().to_string()))?;
+                let facts = certificate_facts(&der)
+                    .ok_or_else(|| PkiError::Pem(cert_path.display().to_string()))?;
+                if ca_key.der_bytes() != facts.public_key.as_slice() {
+                    return Err(PkiError::KeyMismatch {
+                        key: key_path.display().to_string(),
+                        cert: cert_path.display().to_string(),
+                    });
+                }
+                pem
+            }
             Err(_) => {
                 let pem = ca_cert.pem();
                 crate::files::write_public_file(&cert_path, pem.as_bytes()).map_err(|source| {
@@ -387,6 +407,26 @@ mod tests {
             .unwrap()
             .pem()
             .unwrap()
+    }
+
+    #[test]
+    fn a_ca_key_that_is_not_the_certificates_is_refused_at_load() {
+        let first = tempfile::tempdir().unwrap();
+        let ca = Authority::load_or_create(first.path()).unwrap();
+        // Loads again as it is.
+        Authority::load_or_create(first.path()).unwrap();
+        // ca.pem copied, ca.key not: another key is made, and refused.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("ca.pem"), &ca.ca_pem).unwrap();
+        let e = Authority::load_or_create(other.path())
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(e, PkiError::KeyMismatch { .. }) && e.to_string().contains("ca.pem"),
+            "{e}"
+        );
+        std::fs::copy(first.path().join("ca.key"), other.path().join("ca.key")).unwrap();
+        Authority::load_or_create(other.path()).unwrap();
     }
 
     #[test]

@@ -228,6 +228,14 @@ pub struct PolicyView {
     pub sandbox_integration_enforced_above: Option<String>,
 }
 
+fn special_deleted_meanwhile() -> ServiceError {
+    ServiceError::Conflict(
+        "the special account was deleted while this change was being saved: the password \
+         was not kept; create the account again and give its new password"
+            .into(),
+    )
+}
+
 /// Group `g`'s policy `p` as the API shows it, `above` being what `g` inherits.
 fn policy_view(
     g: riposte_model::GroupNode,
@@ -1319,6 +1327,14 @@ impl Core {
         Ok(out)
     }
 
+    /// Whether `patch` carried the special password of an account that is gone now:
+    /// deleted after the password was checked and before the value holding it was
+    /// stored, so that the deletion's clean-up may have missed it. Looked at after the
+    /// store; the caller then takes the password out again.
+    async fn special_deleted_meanwhile(&self, patch: &ThreatResponsePatch) -> ServiceResult<bool> {
+        Ok(patch.special_password.is_some() && self.store.special_account().await?.is_none())
+    }
+
     /// Applies a patch to Threat Response values, checking the special password.
     async fn patch_threat_response(
         &self,
@@ -1394,6 +1410,13 @@ impl Core {
             value,
         });
         self.store.set_policy(g.id, &p).await?;
+        if self.special_deleted_meanwhile(patch).await? {
+            if let Some(section) = p.threat_response.as_mut() {
+                section.value.special_password = None;
+            }
+            self.store.set_policy(g.id, &p).await?;
+            return Err(special_deleted_meanwhile());
+        }
         // Said in words: the value's debug form would show the password left out as
         // `None`, as if none were set.
         let detail = match &p.threat_response {
@@ -1548,6 +1571,15 @@ impl Core {
         self.store
             .set_local_settings(device.id, &device.local_settings)
             .await?;
+        if self.special_deleted_meanwhile(patch).await? {
+            if let Some(tr) = device.local_settings.threat_response.as_mut() {
+                tr.special_password = None;
+            }
+            self.store
+                .set_local_settings(device.id, &device.local_settings)
+                .await?;
+            return Err(special_deleted_meanwhile());
+        }
         self.audit(
             c,
             "device_settings_set",
@@ -2402,7 +2434,19 @@ impl Core {
             restore_to,
             on_conflict,
         };
-        let detail = format!("{action} entry {entry_id} on device {}", d.id);
+        // Where a restore writes, and over what, is the part that matters afterwards.
+        let mut detail = format!("{action} entry {entry_id} on device {}", d.id);
+        if action == "restore" {
+            let to = cmd
+                .restore_to
+                .as_deref()
+                .map(|p| format!("to {}", riposte_model::path_text::shown(p)))
+                .unwrap_or_else(|| "to its original path".into());
+            detail.push_str(&format!(
+                " {to}, on conflict {}",
+                cmd.on_conflict.as_deref().unwrap_or("refuse")
+            ));
+        }
         self.send_quarantine_command(c, d.id, &Delivery::Quarantine(cmd), &detail)
             .await?;
         Ok(request_id)

@@ -561,6 +561,14 @@ async fn only_an_administrator_restores_an_object_to_another_path() {
     let sent = queued().await;
     let cmd: serde_json::Value = serde_json::from_str(&sent[2].payload).unwrap();
     assert_eq!(cmd["restore_to"], "/srv/evidence/payload", "{cmd}");
+    // The audit log says where each restore writes.
+    let audit = admin.ok("GET", "/api/v1/audit", None).await.to_string();
+    assert!(
+        audit.contains("restore entry e1 on device")
+            && audit.contains("to /srv/evidence/payload, on conflict refuse")
+            && audit.contains("to its original path, on conflict replace"),
+        "{audit}"
+    );
     ts.stop().await;
 }
 
