@@ -194,10 +194,18 @@ impl ClamdClient {
     }
 
     fn unreachable(&self, e: std::io::Error) -> EppError {
+        // A socket timeout reads as "Resource temporarily unavailable": say what it is.
+        let source = match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", self.timeout.as_secs()),
+            ),
+            _ => e,
+        };
         EppError::Unreachable {
             engine: "clamd",
             addr: self.addr.to_string(),
-            source: e,
+            source,
         }
     }
 

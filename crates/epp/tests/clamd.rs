@@ -247,3 +247,31 @@ fn a_clamd_that_cannot_be_reached_stops_the_scan_with_the_reason() {
         rep.skipped
     );
 }
+
+/// A clamd that takes the connection and never answers (hung, or not clamd at all):
+/// the critical-areas scan gives up after the short check, not the scan timeout, and
+/// says that nothing answered.
+#[test]
+fn a_clamd_that_never_answers_fails_the_scan_at_the_check() {
+    let dev = tempfile::tempdir().unwrap();
+    common::fake_device(dev.path(), b"whatever");
+    let sock = dev.path().join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let silent = ClamdClient::new(ClamdAddr::Unix(sock), ClamdLimits::default());
+    let rep = scan_critical_areas(&HostRoot::new(dev.path()), &silent);
+    let failure = rep.engine_failure.expect("the engine failure is reported");
+    assert!(
+        failure.contains(&format!(
+            "no answer within {} s",
+            riposte_epp::clamd::CHECK_TIMEOUT.as_secs()
+        )),
+        "{failure}"
+    );
+    assert_eq!(rep.files_scanned, 0);
+}
