@@ -454,6 +454,11 @@ impl Agent {
         // What the administrator sees of the allowance, until it is withdrawn
         // (`EventBody::Allowance`).
         json["allowed"] = serde_json::json!(true);
+        // Where it is meant to go, for a restore a stop interrupts (settled from the
+        // journal); replaced by where it went once it is done.
+        json["restored_to"] = serde_json::json!(to
+            .map(str::to_string)
+            .unwrap_or_else(|| riposte_model::path_text::encode(&record.original_path)));
         // Journaled before the allowance, so that a stop at any instant from here is
         // settled at start (`settle_interrupted_quarantine_changes`).
         self.update(|s| {
@@ -2000,6 +2005,28 @@ mod tests {
             std::slice::from_ref(&entry.sha256),
             "it stays allowed"
         );
+
+        // A restore elsewhere that took place, its event lost with the stop: the server
+        // is told where the object went.
+        let moved = local
+            .quarantine("/home/u/evil", "det3", "T", "u", None)
+            .unwrap();
+        let (path, _lost) = agent
+            .restore_entry(&moved.id, Some("/home/u/evil-elsewhere"), None)
+            .unwrap();
+        assert_eq!(path, "/home/u/evil-elsewhere");
+        assert!(agent.read(|s| s.quarantine_changes.contains_key(&moved.id)));
+        let before = events(&agent).len();
+        agent.settle_interrupted_quarantine_changes(&[]);
+        let new = events(&agent)[before..].to_vec();
+        assert!(
+            new.iter().any(|e| matches!(&e.body,
+            EventBody::Quarantine { entry_id, state, record }
+                if *entry_id == moved.id && state == "restored"
+                    && record["restored_to"] == "/home/u/evil-elsewhere")),
+            "{new:?}"
+        );
+        std::fs::rename(root.join("home/u/evil-elsewhere"), root.join("home/u/evil")).unwrap();
 
         // A deletion that did not happen, then one that did.
         let again = local
