@@ -50,6 +50,10 @@ pub fn router(core: Arc<Core>) -> Router {
             "/devices/{id}/threat-response",
             post(pages::devices::set_threat_response),
         )
+        .route(
+            "/devices/{id}/threat-response/follow-policy",
+            post(pages::devices::follow_policy),
+        )
         .route("/policies", get(pages::policies::list))
         .route("/policies/{gid}", get(pages::policies::detail))
         .route(

@@ -261,6 +261,7 @@ async fn auditor_cannot_change_anything() {
         ),
         ("/devices/1/move".into(), vec![("group", "Finance")]),
         ("/devices/1/revoke".into(), vec![("confirm", "yes")]),
+        ("/devices/1/threat-response/follow-policy".into(), vec![]),
         // Saving with nothing kept: refused as such, not "nothing to save".
         (format!("/policies/{gid}/save"), vec![]),
         (
@@ -1320,4 +1321,59 @@ async fn next_event(resp: &mut reqwest::Response, waiting_for: &str) -> Option<S
         .unwrap_or_else(|_| panic!("{waiting_for}: nothing within 5 s"))
         .unwrap()
         .map(|b| String::from_utf8_lossy(&b).to_string())
+}
+
+/// A device's own Threat Response value (the **OK** of its settings page) can be given
+/// back to its policies from the same page.
+#[tokio::test]
+async fn a_devices_own_value_can_be_given_back_to_its_policies() {
+    let h = Harness::start().await;
+    let dev = h.enroll("Managed devices", "own-01").await;
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let page = format!("/devices/{dev}/apps/riposte?tab=settings&section=threat-response");
+    assert!(!v.get(&page).await.body.contains("id=\"follow-policy\""));
+    let csrf = v.get(&page).await.csrf();
+    let p = v
+        .post(
+            &format!("/devices/{dev}/threat-response"),
+            &[("csrf", csrf.as_str()), ("enabled", "1")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let own = || async {
+        h.core()
+            .store
+            .device(dev)
+            .await
+            .unwrap()
+            .local_settings
+            .threat_response
+            .is_some()
+    };
+    assert!(own().await);
+    let shown = v.get(&page).await;
+    assert!(
+        shown.body.contains("id=\"follow-policy\""),
+        "{}",
+        shown.body
+    );
+    let p = v
+        .post(
+            &format!("/devices/{dev}/threat-response/follow-policy"),
+            &[("csrf", shown.csrf().as_str())],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(!own().await);
+    let shown = v.get(&page).await;
+    assert!(
+        shown
+            .body
+            .contains("follows its policies for Threat Response again"),
+        "{}",
+        shown.body
+    );
+    assert!(!shown.body.contains("id=\"follow-policy\""));
+    h.stop().await;
 }

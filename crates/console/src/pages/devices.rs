@@ -449,7 +449,18 @@ pub async fn app(
                     _ => None,
                 };
                 let full = c.core().effective_for(&d).await?;
-                settings::threat_response(&TrSection {
+                // A value of the device's own can be given back to its policies.
+                let own_value = matches!(tr.provenance, Provenance::Local)
+                    && s.can(Operation::ChangeDeviceSettings);
+                let follow = html! {
+                    @if own_value {
+                        form.inline method="post" action={ "/devices/" (id) "/threat-response/follow-policy" } {
+                            (crate::layout::csrf(&s))
+                            button type="submit" #follow-policy title="Remove this device's own value: its policies decide again" { "Follow the policies" }
+                        }
+                    }
+                };
+                let section = settings::threat_response(&TrSection {
                     session: &s,
                     action: format!("/devices/{id}/threat-response"),
                     here,
@@ -463,7 +474,8 @@ pub async fn app(
                     can_special: s.can(Operation::ManageSpecialAccount),
                     dialog: q.dialog == "special",
                     unsaved: false,
-                })
+                });
+                html! { (section) (follow) }
             }
             "sandbox" => html! {
                 (settings::sandbox(&s, &eff.sandbox_integration.value, None, None, Some(&eff.sandbox_integration.provenance)))
@@ -517,6 +529,24 @@ pub async fn set_threat_response(
         Ok("Threat Response applied to the device; it receives the new settings now.".to_string())
     }
     .await;
+    after(&c, &p.session, res, &back)
+}
+
+/// `POST /devices/{id}/threat-response/follow-policy`: the device's own Threat
+/// Response value goes; its policies decide again.
+pub async fn follow_policy(State(c): State<Console>, Path(id): Path<i64>, p: Posted) -> Response {
+    let back = format!("/devices/{id}/apps/riposte?tab=settings&section=threat-response");
+    let res = c
+        .core()
+        .clear_device_threat_response(&p.session.caller, &id.to_string())
+        .await
+        .map(|(had, _)| {
+            if had {
+                "The device follows its policies for Threat Response again; it receives the settings now.".to_string()
+            } else {
+                "The device had no Threat Response value of its own.".to_string()
+            }
+        });
     after(&c, &p.session, res, &back)
 }
 
