@@ -773,9 +773,8 @@ async fn a_device_value_is_changed_only_by_what_it_can_hold_and_can_be_removed()
             "mode is a policy's switch",
         ),
     ] {
-        let (status, v) = api.call("PUT", &path, Some(body.clone())).await;
-        assert_eq!(status, 400, "{body}: {v}");
-        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+        api.refused("PUT", &path, Some(body.clone()), 400, says)
+            .await;
         assert_eq!(source().await, "policy", "{body} changed nothing");
     }
     api.ok("PUT", &path, Some(json!({"enabled": false}))).await;
@@ -795,25 +794,22 @@ async fn group_names_may_not_differ_only_in_case() {
     let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
     api.ok("POST", "/api/v1/groups", Some(json!({"name": "Finance"})))
         .await;
-    let (s, v) = api
-        .call("POST", "/api/v1/groups", Some(json!({"name": "FINANCE"})))
-        .await;
-    assert_eq!(s, 409, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("'Finance' exists; names may not differ only in case"),
-        "{v}"
-    );
-    let (s, v) = api
-        .call(
-            "POST",
-            "/api/v1/groups/A/rename",
-            Some(json!({"name": "finance"})),
-        )
-        .await;
-    assert_eq!(s, 409, "{v}");
+    api.refused(
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "FINANCE"})),
+        409,
+        "'Finance' exists; names may not differ only in case",
+    )
+    .await;
+    api.refused(
+        "POST",
+        "/api/v1/groups/A/rename",
+        Some(json!({"name": "finance"})),
+        409,
+        "names may not differ only in case",
+    )
+    .await;
     api.ok(
         "POST",
         "/api/v1/groups/Finance/rename",

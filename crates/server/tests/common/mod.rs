@@ -173,6 +173,22 @@ impl Api {
         assert_eq!(s, 200, "{method} {path}: {v}");
         v
     }
+
+    /// A call that must be refused with `status` and an error that says `says`.
+    pub async fn refused(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+        says: &str,
+    ) -> Value {
+        let (s, v) = self.call(method, path, body).await;
+        assert_eq!(s, status, "{method} {path}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{method} {path}: {v}");
+        v
+    }
 }
 
 pub async fn send(
