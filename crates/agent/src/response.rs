@@ -64,11 +64,6 @@ pub fn clamd_epp(
             "clamd at {} does not answer yet ({e}); critical-areas scans fail until it does",
             socket.display()
         );
-        eprintln!(
-            "riposte agent: warning: clamd at {} does not answer yet ({e}); critical-areas \
-             scans fail until it does",
-            socket.display()
-        );
     }
     Ok(client)
 }

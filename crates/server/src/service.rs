@@ -228,7 +228,8 @@ pub struct PolicyView {
     pub sandbox_integration_enforced_above: Option<String>,
 }
 
-fn special_deleted_meanwhile() -> ServiceError {
+/// The refusal of a password given while the special account was being deleted.
+fn special_deleted_error() -> ServiceError {
     ServiceError::Conflict(
         "the special account was deleted while this change was being saved: the password \
          was not kept; create the account again and give its new password"
@@ -1415,7 +1416,7 @@ impl Core {
                 section.value.special_password = None;
             }
             self.store.set_policy(g.id, &p).await?;
-            return Err(special_deleted_meanwhile());
+            return Err(special_deleted_error());
         }
         // Said in words: the value's debug form would show the password left out as
         // `None`, as if none were set.
@@ -1578,7 +1579,7 @@ impl Core {
             self.store
                 .set_local_settings(device.id, &device.local_settings)
                 .await?;
-            return Err(special_deleted_meanwhile());
+            return Err(special_deleted_error());
         }
         self.audit(
             c,

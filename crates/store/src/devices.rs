@@ -127,6 +127,15 @@ async fn list_revoked(
     Ok(())
 }
 
+/// A row of `revoked_certificates` (serial, device_id, revoked_ms).
+fn revoked_row(r: &sqlx::any::AnyRow) -> Result<RevokedCertificate> {
+    Ok(RevokedCertificate {
+        serial: r.try_get("serial")?,
+        device_id: r.try_get("device_id")?,
+        revoked_ms: r.try_get("revoked_ms")?,
+    })
+}
+
 const DEVICE_COLUMNS: &str = "id, name, hostname, group_id, cert_fingerprint, enrolled_at, \
      revoked, last_seen, local_settings, connected_via, next_cert_fingerprint, \
      next_cert_offered_ms, cert_expires_ms";
@@ -630,15 +639,7 @@ impl Store {
         .bind(at_ms)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RevokedCertificate {
-                    serial: r.try_get("serial")?,
-                    device_id: r.try_get("device_id")?,
-                    revoked_ms: r.try_get("revoked_ms")?,
-                })
-            })
-            .collect()
+        rows.iter().map(revoked_row).collect()
     }
 
     /// The revocation of the certificate with `serial` (hex), if it is revoked.
@@ -649,14 +650,7 @@ impl Store {
         .bind(serial)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|r| {
-            Ok(RevokedCertificate {
-                serial: r.try_get("serial")?,
-                device_id: r.try_get("device_id")?,
-                revoked_ms: r.try_get("revoked_ms")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(revoked_row).transpose()
     }
 
     /// Stores a device's local settings.

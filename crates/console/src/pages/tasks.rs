@@ -311,12 +311,9 @@ pub async fn create(State(c): State<Console>, p: Posted) -> Response {
             Ok(if warnings.is_empty() {
                 format!("Task {id} created; the devices are told now.")
             } else {
-                let mut left_out = warnings[..warnings.len().min(5)].join("; ");
-                if warnings.len() > 5 {
-                    left_out.push_str(&format!("; and {} more", warnings.len() - 5));
-                }
                 format!(
-                    "Task {id} created; the devices are told now. Left out of its indicators: {left_out}"
+                    "Task {id} created; the devices are told now. Left out of its indicators: {}",
+                    riposte_ioc::first_of(&warnings, 5)
                 )
             }),
             &format!("/tasks/{id}"),
