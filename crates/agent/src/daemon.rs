@@ -54,6 +54,10 @@ pub struct Agent {
     /// an accepted renewal failed; `renewal.json` still holds it): stored again before
     /// anything replaces `renewal.json`.
     identity_unsaved: std::sync::atomic::AtomicBool,
+    /// Restores and deletions that a stop cut short and that were found done at start
+    /// (entry id → action): the server delivers their command again, and running it on
+    /// an entry no longer in quarantine would raise a failure for what succeeded.
+    finished_at_start: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// How long a detection's group action waits for the server to acknowledge the detection
@@ -116,6 +120,7 @@ impl Agent {
             event_acked: tokio::sync::Notify::new(),
             allowances_reported: std::sync::atomic::AtomicBool::new(false),
             identity_unsaved: std::sync::atomic::AtomicBool::new(false),
+            finished_at_start: Mutex::new(std::collections::HashMap::new()),
         });
         Ok((agent, rx))
     }
@@ -359,6 +364,7 @@ impl Agent {
                      stopped): the object is still in quarantine; delete it again"
                 ),
                 ("delete", None) => {
+                    self.note_finished_at_start(&id, "delete");
                     events.push(EventBody::Quarantine {
                         entry_id: id.clone(),
                         state: "deleted".into(),
@@ -401,6 +407,7 @@ impl Agent {
                     )
                 }
                 (_, None) => {
+                    self.note_finished_at_start(&id, "restore");
                     if !change.record.is_null() {
                         events.push(EventBody::Quarantine {
                             entry_id: id.clone(),
@@ -431,6 +438,28 @@ impl Agent {
                 self.report_with(last, |s, _| end_quarantine_change(s, &id));
             }
         }
+    }
+
+    fn note_finished_at_start(&self, id: &str, action: &str) {
+        self.finished_at_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), action.to_string());
+    }
+
+    /// Whether `cmd` is the command of a change found done at start, delivered again
+    /// because the stop came before it counted as applied (its entry is gone).
+    fn finished_before_this_start(&self, cmd: &riposte_proto::QuarantineCommand) -> bool {
+        let finished = self
+            .finished_at_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cmd.entry_id)
+            .is_some_and(|action| *action == cmd.action);
+        finished
+            && self
+                .local()
+                .is_ok_and(|l| l.store_record(&cmd.entry_id).is_err())
     }
 
     fn restore_entry(
@@ -1255,6 +1284,20 @@ impl LinkHandler for Handler {
             // again, and running it twice is harmless (an entry already restored or
             // deleted is reported as missing).
             Delivery::Quarantine(cmd) => {
+                if agent.finished_before_this_start(&cmd) {
+                    // Its outcome was reported when the change was settled at start.
+                    tracing::info!(
+                        "the {} of quarantine entry {} finished before this start; \
+                         nothing to do again",
+                        cmd.action,
+                        cmd.entry_id
+                    );
+                    agent.update(|s| {
+                        s.last_applied = seq;
+                        end_quarantine_change(s, &cmd.entry_id);
+                    });
+                    return;
+                }
                 let runner = agent.clone();
                 let (action, entry) = (cmd.action.clone(), cmd.entry_id.clone());
                 let event =
@@ -2048,6 +2091,37 @@ mod tests {
         assert!(new.iter().any(|e| matches!(&e.body,
             EventBody::Quarantine { entry_id, state, .. } if *entry_id == again.id && state == "deleted")), "{new:?}");
         assert!(agent.read(|s| s.quarantine_changes.is_empty()));
+
+        // The server delivers the command again (the stop came before it counted as
+        // applied): it counts as applied now, with no failure raised for what was done.
+        let before = events(&agent).len();
+        let cmd = riposte_proto::QuarantineCommand {
+            request_id: "r9".into(),
+            entry_id: again.id.clone(),
+            action: "delete".into(),
+            restore_to: None,
+            on_conflict: None,
+        };
+        Handler(agent.clone())
+            .apply(9, Delivery::Quarantine(cmd.clone()))
+            .await;
+        assert_eq!(agent.snapshot().last_applied, 9);
+        let new = events(&agent)[before..].to_vec();
+        assert!(new.is_empty(), "{new:?}");
+        // Another action on that entry is still run (and fails: the entry is gone).
+        let restore = riposte_proto::QuarantineCommand {
+            action: "restore".into(),
+            ..cmd
+        };
+        Handler(agent.clone())
+            .apply(10, Delivery::Quarantine(restore))
+            .await;
+        let new = events(&agent)[before..].to_vec();
+        assert!(
+            matches!(&new[..], [e] if matches!(&e.body,
+                EventBody::Alert { code, .. } if code == "quarantine_command_failed")),
+            "{new:?}"
+        );
     }
 
     /// The allow list is reported once to a server that takes allowance events (restores

@@ -33,6 +33,19 @@ async fn login_cookie_and_headers() {
     assert!(p.headers.get("set-cookie").is_none());
     assert!(v.cookie.is_none());
 
+    // An oversized login form gets the login page with the reason, not plain text.
+    let huge = "x".repeat(300 * 1024);
+    let p = v
+        .post("/login", &[("user", "admin"), ("password", huge.as_str())])
+        .await;
+    assert_eq!(p.status, 413, "{}", p.body);
+    assert!(
+        p.body.contains("larger than the console takes") && p.body.contains("<form"),
+        "{}",
+        p.body
+    );
+    assert!(p.headers.get("set-cookie").is_none());
+
     // The special account, with its right password: no session either.
     h.core()
         .create_special(&admin(), "special-pw-1")
@@ -1333,14 +1346,6 @@ async fn a_devices_own_value_can_be_given_back_to_its_policies() {
     v.login("admin", ADMIN_PASSWORD).await;
     let page = format!("/devices/{dev}/apps/riposte?tab=settings&section=threat-response");
     assert!(!v.get(&page).await.body.contains("id=\"follow-policy\""));
-    let csrf = v.get(&page).await.csrf();
-    let p = v
-        .post(
-            &format!("/devices/{dev}/threat-response"),
-            &[("csrf", csrf.as_str()), ("enabled", "1")],
-        )
-        .await;
-    assert_eq!(p.status, 303, "{}", p.body);
     let own = || async {
         h.core()
             .store
@@ -1351,6 +1356,44 @@ async fn a_devices_own_value_can_be_given_back_to_its_policies() {
             .threat_response
             .is_some()
     };
+    // OK on the form as it was shown changes nothing: the device keeps following its
+    // policies (the form carries every value, so saving it would pin them all).
+    let shown = v.get(&page).await;
+    for checked in [
+        "id=\"action-quarantine_and_delete\" checked",
+        "id=\"action-notify_user\" checked",
+    ] {
+        assert!(shown.body.contains(checked), "{checked}: {}", shown.body);
+    }
+    let csrf = shown.csrf();
+    let p = v
+        .post(
+            &format!("/devices/{dev}/threat-response"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("action", "quarantine_and_delete"),
+                ("action", "notify_user"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(!own().await);
+    let shown = v.get(&page).await;
+    assert!(
+        shown
+            .body
+            .contains("Nothing changed: the device still follows its policies"),
+        "{}",
+        shown.body
+    );
+    let csrf = shown.csrf();
+    let p = v
+        .post(
+            &format!("/devices/{dev}/threat-response"),
+            &[("csrf", csrf.as_str()), ("enabled", "1")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
     assert!(own().await);
     let shown = v.get(&page).await;
     assert!(
@@ -1375,5 +1418,19 @@ async fn a_devices_own_value_can_be_given_back_to_its_policies() {
         shown.body
     );
     assert!(!shown.body.contains("id=\"follow-policy\""));
+
+    // A form for a device that does not exist answers the not-found page; its message
+    // is not left behind to show on some later page.
+    let p = v
+        .post(
+            "/devices/987654/threat-response",
+            &[("csrf", shown.csrf().as_str()), ("enabled", "1")],
+        )
+        .await;
+    assert_eq!(p.status, 404, "{}", p.body);
+    assert!(p.body.contains("987654"), "{}", p.body);
+    let next = v.get("/devices").await;
+    assert_eq!(next.status, 200);
+    assert!(!next.body.contains("987654"), "{}", next.body);
     h.stop().await;
 }

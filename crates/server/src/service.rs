@@ -907,14 +907,18 @@ impl Core {
 
     /// Creates the root group and, while no account has the Administrator role (an empty
     /// database, or one whose administrators were all deleted), an administrator: named
-    /// `admin`, or `admin-2`, `admin-3`… when an operator or auditor holds that name,
+    /// `admin`, or `admin-2`, `admin-3`… when another account holds that name in any case,
     /// with `admin_password` or a generated one (returned, to be shown once).
     pub async fn bootstrap(
         &self,
         admin_password: Option<String>,
     ) -> ServiceResult<Option<CreatedAdmin>> {
         if self.store.groups().await?.is_empty() {
-            self.store.create_group(ROOT_GROUP, None).await?;
+            // Another process starting on the same database may create it first.
+            match self.store.create_group(ROOT_GROUP, None).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         if self.store.count_admins().await? > 0 {
             return Ok(None);
@@ -928,22 +932,10 @@ impl Core {
             None => (secrets::random_token()[..20].to_string(), true),
         };
         let hash = secrets::hash_password(&password);
-        let mut n = 1;
-        let name = loop {
-            let name = if n == 1 {
-                "admin".to_string()
-            } else {
-                format!("admin-{n}")
-            };
-            match self
-                .store
-                .create_account(&name, AccountKind::Admin, Role::Administrator, &hash)
-                .await
-            {
-                Ok(_) => break name,
-                Err(StoreError::Conflict(_)) if n < 100 => n += 1,
-                Err(e) => return Err(e.into()),
-            }
+        // Checked again under the accounts' lock: a process starting beside this one
+        // may have created the administrator meanwhile.
+        let Some(name) = self.store.create_first_administrator(&hash).await? else {
+            return Ok(None);
         };
         let why = if first_start {
             "first start"
@@ -981,7 +973,6 @@ impl Core {
     ) -> ServiceResult<i64> {
         self.allow(c, Operation::ChangeGroups).await?;
         let name = check_group_name(name)?;
-        self.no_group_named_alike(name, None).await?;
         let parent = self
             .store
             .group_by_name(parent.unwrap_or(ROOT_GROUP))
@@ -990,30 +981,6 @@ impl Core {
         self.audit(c, "group_create", &format!("{name} under {}", parent.name))
             .await;
         Ok(id)
-    }
-
-    /// Refuses `name` when another group (not `except`) has a name that differs from it
-    /// only in case: groups are named in commands and policies, where `Finance` and
-    /// `FINANCE` side by side would be mistaken for each other (as account names are).
-    async fn no_group_named_alike(&self, name: &str, except: Option<i64>) -> ServiceResult<()> {
-        let lower = name.to_lowercase();
-        if let Some(g) = self
-            .store
-            .groups()
-            .await?
-            .into_iter()
-            .find(|g| Some(g.id) != except && g.name.to_lowercase() == lower)
-        {
-            return Err(ServiceError::Conflict(if g.name == name {
-                format!("a group named '{name}' already exists")
-            } else {
-                format!(
-                    "a group named '{}' exists; names may not differ only in case",
-                    g.name
-                )
-            }));
-        }
-        Ok(())
     }
 
     /// A group other than the root, by name, for a change to the tree: the root group
@@ -1034,7 +1001,6 @@ impl Core {
         self.allow(c, Operation::ChangeGroups).await?;
         let new_name = check_group_name(new_name)?;
         let g = self.changeable_group(group).await?;
-        self.no_group_named_alike(new_name, Some(g.id)).await?;
         self.store.rename_group(g.id, new_name).await?;
         self.audit(c, "group_rename", &format!("{} to {new_name}", g.name))
             .await;
@@ -1766,20 +1732,6 @@ impl Core {
         self.allow(c, Operation::ManageAccounts).await?;
         validate_account_name(name)?;
         validate_admin_password(password)?;
-        // `Admin` beside `admin` would read as one person in the audit log and in lists.
-        let folded = name.to_lowercase();
-        if let Some(other) = self
-            .store
-            .accounts()
-            .await?
-            .into_iter()
-            .find(|a| a.name != name && a.name.to_lowercase() == folded)
-        {
-            return Err(ServiceError::Conflict(format!(
-                "an account named '{}' exists: names may not differ only in case",
-                other.name
-            )));
-        }
         let hash = secrets::hash_password(password);
         let id = self
             .store
@@ -2159,6 +2111,13 @@ impl Core {
         req: &AutonomousRequest,
     ) -> ServiceResult<AutonomousAnswer> {
         self.allow(c, Operation::CreateAutonomousTask).await?;
+        // The detection is established before anything about the device is looked at:
+        // the special password is on every device of the group, so its holder must not
+        // learn from the answers which device ids exist, which are revoked or what their
+        // settings are. A device's own state is told only to a request naming a
+        // detection that device reported, whose 128-bit id only it and the server know.
+        let reported = self.reported_detection(req).await?;
+        let d = &reported;
         let device = self.store.device(req.device_id).await?;
         if device.revoked {
             return Err(ServiceError::Forbidden(format!(
@@ -2183,8 +2142,6 @@ impl Core {
                 "this device's Threat Response settings carry no special account password".into(),
             ));
         }
-        let reported = self.reported_detection(req).await?;
-        let d = &reported;
         // One detection starts one task: asked again (a retry whose answer was lost, or
         // a replay by whoever holds the password), the task it started answers.
         if let Some(task_id) = self.store.detection(&d.detection_id).await?.task_id {

@@ -222,7 +222,8 @@ async fn special_account_rules(backend: Backend) {
             "{op} ({method} {path}) refused without a trace: {refused:?}"
         );
     }
-    // Its one right is allowed through authorisation (then fails on the unknown device).
+    // Its one right is allowed through authorisation (then finds no detection d1 that
+    // the named device reported; whether device 999 exists is not told).
     let det = json!({"device_id": 999, "detection": {
         "detection_id": "d1", "path": "/x", "size": 1, "md5": "0".repeat(32), "sha1": "0".repeat(40),
         "sha256": "0".repeat(64), "threat": "T", "source": "test", "user_name": "u", "detected_at_ms": 0}});
@@ -230,7 +231,7 @@ async fn special_account_rules(backend: Backend) {
     let (s, v) = special
         .call("POST", "/api/v1/autonomous-tasks", Some(det.clone()))
         .await;
-    assert_eq!(s, 404, "{v}");
+    assert_eq!(s, 409, "{v}");
     // …and nobody else may create autonomous tasks.
     let (s, _) = api
         .call("POST", "/api/v1/autonomous-tasks", Some(det))
@@ -800,7 +801,7 @@ async fn failures_from_many_addresses_spare_the_addresses_an_account_has_used() 
         "{v}"
     );
     // ... not for the special account: its request is authenticated and goes on to the
-    // operation (which finds no device 999).
+    // operation (which finds no detection d1 reported by device 999).
     use base64::Engine;
     let basic = format!(
         "Basic {}",
@@ -817,7 +818,7 @@ async fn failures_from_many_addresses_spare_the_addresses_an_account_has_used() 
         Some(det),
     )
     .await;
-    assert_eq!(s, 404, "{v}");
+    assert_eq!(s, 409, "{v}");
     ts.stop().await;
 }
 

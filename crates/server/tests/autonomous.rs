@@ -215,7 +215,7 @@ async fn flow(backend: Backend) {
         &http,
         &ts.url,
         "autonomous-pw",
-        &reported(&ts, "det-3", d3, 'e').await,
+        &reported(&ts, "det-d3", d3, 'e').await,
     )
     .await;
     assert_eq!(s, 403, "{v}");
@@ -453,12 +453,38 @@ async fn group_actions_start_only_from_detections_the_device_reported() {
         "{v}"
     );
 
+    // The holder of the special password learns nothing of which device ids exist: an
+    // unknown device is answered as a known one is, for a detection nobody reported…
+    let unknown = 987_654;
+    let (s, u) = autonomous(
+        &http,
+        &ts.url,
+        "autonomous-pw",
+        &detection("ghost", unknown, '1'),
+    )
+    .await;
+    assert_eq!(s, 409, "{u}");
+    assert_eq!(
+        error(&u),
+        error(&v).replace(&format!("device {d1} "), &format!("device {unknown} ")),
+        "{u} {v}"
+    );
+
     // Reported by d2, claimed by d1.
     let mut body = reported(&ts, "by-d2", d2, '2').await;
     body["device_id"] = json!(d1);
     let (s, v) = autonomous(&http, &ts.url, "autonomous-pw", &body).await;
     assert_eq!(s, 403, "{v}");
     assert!(error(&v).contains("was not reported by device"), "{v}");
+    // …and for one another device reported.
+    body["device_id"] = json!(unknown);
+    let (s, u) = autonomous(&http, &ts.url, "autonomous-pw", &body).await;
+    assert_eq!(s, 403, "{u}");
+    assert_eq!(
+        error(&u),
+        error(&v).replace(&format!("device {d1}"), &format!("device {unknown}")),
+        "{u} {v}"
+    );
 
     // Another object than the one reported (say, a business binary's hash).
     let mut body = reported(&ts, "swapped", d1, '3').await;

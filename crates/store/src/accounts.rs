@@ -1,11 +1,11 @@
 //! Accounts (administrators and the special account) and login sessions.
 
-use crate::{conflict, now_ms, Result, Store, StoreError};
+use crate::{conflict, named_alike, now_ms, Result, Store, StoreError};
 use riposte_model::Role;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-/// The advisory lock key of account deletions ("ripoacct" in ASCII).
+/// The lock key of account creations and deletions ("ripoacct" in ASCII).
 const ACCOUNTS_LOCK: i64 = 0x7269_706f_6163_6374;
 
 /// Administrator account or the special account.
@@ -62,8 +62,49 @@ fn account(r: &AnyRow) -> Result<AccountRow> {
 
 const COLUMNS: &str = "id, name, kind, role, password_hash, created_at";
 
+/// Every account's name, as `tx` sees them.
+async fn account_names(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<Vec<String>> {
+    sqlx::query("SELECT name FROM accounts")
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get("name")?))
+        .collect()
+}
+
+async fn insert_account(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    name: &str,
+    kind: AccountKind,
+    role: Role,
+    password_hash: &str,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO accounts (name, kind, role, password_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(name)
+    .bind(kind.as_str())
+    .bind(role.as_str())
+    .bind(password_hash)
+    .bind(now_ms())
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| {
+        conflict(e, || match kind {
+            AccountKind::Special => riposte_model::AccountError::SpecialAccountExists.to_string(),
+            AccountKind::Admin => format!("an account named '{name}' already exists"),
+        })
+    })?;
+    Ok(row.try_get("id")?)
+}
+
 impl Store {
-    /// Creates an account. A second special account is refused as a `Conflict`.
+    /// Creates an account. Refused as a [`StoreError::Conflict`]: a second special
+    /// account, and a name that an account has, or one that differs from it only in
+    /// case (`Admin` beside `admin` would read as one person in the audit log and in
+    /// lists). The check and the write are one step, so racing requests cannot create
+    /// both.
     pub async fn create_account(
         &self,
         name: &str,
@@ -71,26 +112,58 @@ impl Store {
         role: Role,
         password_hash: &str,
     ) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO accounts (name, kind, role, password_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(name)
-        .bind(kind.as_str())
-        .bind(role.as_str())
-        .bind(password_hash)
-        .bind(now_ms())
-        .fetch_one(self.pool())
-        .await
-        .map_err(|e| {
-            conflict(e, || match kind {
-                AccountKind::Special => {
-                    riposte_model::AccountError::SpecialAccountExists.to_string()
-                }
-                AccountKind::Admin => format!("an account named '{name}' already exists"),
+        let mut tx = self.pool().begin().await?;
+        self.serialise(&mut tx, ACCOUNTS_LOCK).await?;
+        if kind == AccountKind::Admin {
+            let names = account_names(&mut tx).await?;
+            if let Some(other) = named_alike(name, &names) {
+                return Err(StoreError::Conflict(if other == name {
+                    format!("an account named '{name}' already exists")
+                } else {
+                    format!("an account named '{other}' exists: names may not differ only in case")
+                }));
+            }
+        }
+        let id = insert_account(&mut tx, name, kind, role, password_hash).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Creates an administrator while no account has the Administrator role (an empty
+    /// database, or one whose administrators were all deleted); returns its name, or
+    /// `None` where there is one. It is named `admin`, or `admin-2`, `admin-3`… where
+    /// another account holds that name in any case. Taken one at a time, so that server
+    /// processes starting together on one database create one administrator between them.
+    pub async fn create_first_administrator(&self, password_hash: &str) -> Result<Option<String>> {
+        let mut tx = self.pool().begin().await?;
+        self.serialise(&mut tx, ACCOUNTS_LOCK).await?;
+        let administrators: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM accounts WHERE kind = 'admin' AND role = $1")
+                .bind(Role::Administrator.as_str())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+        if administrators > 0 {
+            return Ok(None);
+        }
+        let names = account_names(&mut tx).await?;
+        let name = (1..)
+            .map(|n| match n {
+                1 => "admin".to_string(),
+                n => format!("admin-{n}"),
             })
-        })?;
-        Ok(row.try_get("id")?)
+            .find(|candidate| named_alike(candidate, &names).is_none())
+            .expect("an unbounded sequence has a name no account holds");
+        insert_account(
+            &mut tx,
+            &name,
+            AccountKind::Admin,
+            Role::Administrator,
+            password_hash,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(name))
     }
 
     /// Looks an account up by name.
@@ -133,17 +206,11 @@ impl Store {
 
     /// Deletes an account and its sessions, unless it is the last account with the
     /// Administrator role ([`StoreError::Conflict`]): without one, nobody could manage
-    /// accounts again. Deletions are taken one at a time (SQLite: the first statement
-    /// writes, which takes its single write lock; PostgreSQL: an advisory lock), so two
+    /// accounts again. Deletions are taken one at a time (see `Store::serialise`), so two
     /// administrators deleting each other at once leave one of them.
     pub async fn delete_account(&self, id: i64) -> Result<()> {
         let mut tx = self.pool().begin().await?;
-        if self.backend() == crate::Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(ACCOUNTS_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.serialise(&mut tx, ACCOUNTS_LOCK).await?;
         sqlx::query("DELETE FROM sessions WHERE account_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -377,6 +444,51 @@ mod tests {
                     .await
                     .unwrap();
             }
+            store.delete_account(op).await.unwrap();
+        })
+        .await;
+    }
+
+    /// Names differing only in case, asked for at once, and two starts at once with no
+    /// administrator: one of each, on both back ends.
+    #[tokio::test]
+    async fn racing_creations_make_one_account() {
+        each_backend(|store| async move {
+            let op = store
+                .create_account("Admin", AccountKind::Admin, Role::Operator, "h")
+                .await
+                .unwrap();
+            for round in 0..5 {
+                let create = |name: String| {
+                    let store = &store;
+                    async move {
+                        store
+                            .create_account(&name, AccountKind::Admin, Role::Auditor, "h")
+                            .await
+                    }
+                };
+                let (x, y) = tokio::join!(create(format!("bob{round}")), create(format!("BOB{round}")));
+                assert_eq!(
+                    [&x, &y].iter().filter(|r| r.is_ok()).count(),
+                    1,
+                    "round {round}: {x:?} {y:?}"
+                );
+                let refused = if x.is_ok() { &y } else { &x };
+                assert!(
+                    matches!(refused, Err(StoreError::Conflict(m)) if m.contains("differ only in case")),
+                    "{refused:?}"
+                );
+            }
+            // `Admin` is an operator's: the first administrator is `admin-2`, made once
+            // however many starts ask at once.
+            let (x, y) = tokio::join!(
+                store.create_first_administrator("h"),
+                store.create_first_administrator("h")
+            );
+            let made: Vec<String> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+            assert_eq!(made, ["admin-2"]);
+            assert_eq!(store.count_admins().await.unwrap(), 1);
+            assert_eq!(store.create_first_administrator("h").await.unwrap(), None);
             store.delete_account(op).await.unwrap();
         })
         .await;

@@ -1,10 +1,10 @@
 //! Administration groups and their policies.
 
-use crate::{conflict, get_json, now_ms, to_json, Result, Store, StoreError};
+use crate::{conflict, get_json, named_alike, now_ms, to_json, Result, Store, StoreError};
 use riposte_model::{GroupNode, GroupTree, PolicySettings};
 use sqlx::Row;
 
-/// The advisory lock key of group moves and deletions ("riposte groups" in ASCII).
+/// The lock key of changes to the group tree ("riposte groups" in ASCII).
 const GROUP_TREE_LOCK: i64 = 0x7269_706f_7374_6567;
 
 /// The groups, as the pool or a transaction sees them.
@@ -26,27 +26,64 @@ fn group_node(r: &sqlx::any::AnyRow) -> Result<GroupNode> {
     })
 }
 
+/// Refuses `name` where another group than `except` has it, or a name that differs
+/// from it only in case: groups are named in commands and policies, where `Finance` and
+/// `FINANCE` side by side would be mistaken for each other.
+fn no_group_named_alike(name: &str, groups: &[GroupNode], except: Option<i64>) -> Result<()> {
+    let others: Vec<String> = groups
+        .iter()
+        .filter(|g| Some(g.id) != except)
+        .map(|g| g.name.clone())
+        .collect();
+    match named_alike(name, &others) {
+        None => Ok(()),
+        Some(other) if other == name => Err(StoreError::Conflict(format!(
+            "a group named '{name}' already exists"
+        ))),
+        Some(other) => Err(StoreError::Conflict(format!(
+            "a group named '{other}' exists; names may not differ only in case"
+        ))),
+    }
+}
+
 impl Store {
-    /// Creates a group under `parent` (`None`: a root group).
+    /// Creates a group under `parent` (`None`: a root group). Refused as a
+    /// [`StoreError::Conflict`] where a group has that name, or one that differs from it
+    /// only in case (checked and written as one step, so that racing requests cannot
+    /// create `X` and `x`).
     pub async fn create_group(&self, name: &str, parent: Option<i64>) -> Result<i64> {
+        let mut tx = self.pool().begin().await?;
+        self.lock_group_tree(&mut tx).await?;
+        let groups = group_nodes(&mut *tx).await?;
         if let Some(p) = parent {
-            self.group(p).await?;
+            if !groups.iter().any(|g| g.id == p) {
+                return Err(StoreError::NotFound(format!(
+                    "no administration group with id {p}"
+                )));
+            }
         }
+        no_group_named_alike(name, &groups, None)?;
         let row = sqlx::query("INSERT INTO groups (name, parent_id) VALUES ($1, $2) RETURNING id")
             .bind(name)
             .bind(parent)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| conflict(e, || format!("a group named '{name}' already exists")))?;
-        Ok(row.try_get("id")?)
+        let id = row.try_get("id")?;
+        tx.commit().await?;
+        Ok(id)
     }
 
-    /// Renames group `id`.
+    /// Renames group `id`; refused as [`Store::create_group`] refuses a name.
     pub async fn rename_group(&self, id: i64, name: &str) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        self.lock_group_tree(&mut tx).await?;
+        let groups = group_nodes(&mut *tx).await?;
+        no_group_named_alike(name, &groups, Some(id))?;
         let done = sqlx::query("UPDATE groups SET name = $1 WHERE id = $2")
             .bind(name)
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await
             .map_err(|e| conflict(e, || format!("a group named '{name}' already exists")))?;
         if done.rows_affected() == 0 {
@@ -54,6 +91,7 @@ impl Store {
                 "no administration group with id {id}"
             )));
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -136,16 +174,10 @@ impl Store {
         Ok(())
     }
 
-    /// Serialises changes to the group tree's shape across PostgreSQL server processes
-    /// for the rest of `tx` (SQLite has a single writer).
+    /// Serialises changes to the group tree (names and shape) for the rest of `tx`,
+    /// across server processes too.
     async fn lock_group_tree(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
-        if self.backend() == crate::Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(GROUP_TREE_LOCK)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
+        self.serialise(tx, GROUP_TREE_LOCK).await
     }
 
     /// All groups.
@@ -237,6 +269,38 @@ mod tests {
                 store.create_group("X", Some(999)).await,
                 Err(StoreError::NotFound(_))
             ));
+            // Names differing only in case: refused, when asked for at once too.
+            assert!(matches!(
+                store.create_group("a", Some(root)).await,
+                Err(StoreError::Conflict(m)) if m.contains("'A' exists; names may not differ only in case")
+            ));
+            for round in 0..5 {
+                let (lower, upper) = (format!("race{round}"), format!("RACE{round}"));
+                let (x, y) = tokio::join!(
+                    store.create_group(&lower, Some(root)),
+                    store.create_group(&upper, Some(root))
+                );
+                assert_eq!(
+                    [&x, &y].iter().filter(|r| r.is_ok()).count(),
+                    1,
+                    "round {round}: {x:?} {y:?}"
+                );
+                let made = x.or(y).unwrap();
+                let other = store.create_group(&format!("other{round}"), Some(root)).await.unwrap();
+                let (upper, lower) = (format!("Twin{round}"), format!("twin{round}"));
+                let (x, y) = tokio::join!(
+                    store.rename_group(made, &upper),
+                    store.rename_group(other, &lower)
+                );
+                assert_eq!(
+                    [&x, &y].iter().filter(|r| r.is_ok()).count(),
+                    1,
+                    "round {round}: {x:?} {y:?}"
+                );
+            }
+            // A group may take another case of its own name.
+            store.rename_group(a, "a").await.unwrap();
+            store.rename_group(a, "A").await.unwrap();
             let tree = store.group_tree().await.unwrap();
             assert_eq!(tree.path_to(a).unwrap(), vec![root, a]);
             assert_eq!(store.group_by_name("A").await.unwrap().id, a);

@@ -182,6 +182,32 @@ impl Store {
         self.backend
     }
 
+    /// Holds the lock `key` for the rest of `tx`, so that a check and the write it
+    /// guards are one step, across server processes too. PostgreSQL: a
+    /// transaction-scoped advisory lock. SQLite: its one write lock, taken at once by a
+    /// write that changes nothing (any table would do: the lock is the database's); a
+    /// transaction that read first could not take it later without failing as busy.
+    pub(crate) async fn serialise(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        key: i64,
+    ) -> Result<()> {
+        match self.backend {
+            Backend::Postgres => {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(key)
+                    .execute(&mut **tx)
+                    .await?
+            }
+            Backend::Sqlite => {
+                sqlx::query("UPDATE groups SET id = id WHERE 1 = 0")
+                    .execute(&mut **tx)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
     /// How many connections the store's pool holds.
     pub fn pool_size(&self) -> u32 {
         self.backend.pool_size()
@@ -317,6 +343,13 @@ pub enum Signal {
 const KICK_PREFIX: &str = "kick:";
 
 /// Maps a unique-constraint violation to a `Conflict` with `message`.
+/// The first of `names` that `name` equals or differs from only in case: names that
+/// people type and read (groups, accounts) must not be told apart by case alone.
+pub(crate) fn named_alike(name: &str, names: &[String]) -> Option<String> {
+    let folded = name.to_lowercase();
+    names.iter().find(|n| n.to_lowercase() == folded).cloned()
+}
+
 pub(crate) fn conflict(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         if db.is_unique_violation() {

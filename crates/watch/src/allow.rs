@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::fsutil::{private_dir, write_atomic};
+use crate::fsutil::{private_dir, remove_interrupted_writes, write_atomic};
 use crate::WatchError;
 
 /// The file's name in the watcher's state directory.
@@ -45,6 +45,7 @@ impl AllowList {
     pub fn open_in(queue_dir: &Path) -> Result<AllowList, WatchError> {
         private_dir(queue_dir)?;
         let path = queue_dir.join(FILE_NAME);
+        remove_interrupted_writes(&path);
         let entries = match std::fs::read(&path) {
             Ok(b) => {
                 let damaged = |reason: String| WatchError::Damaged {
@@ -155,6 +156,18 @@ mod tests {
         assert!(!b.revoke(&sha).unwrap(), "nothing left to withdraw");
         assert!(!AllowList::open_in(&dir).unwrap().contains(&sha));
         assert!(b.list().is_empty());
+
+        // A write cut short by a crash left its temporary: gone at the next open, unless
+        // its process still runs (it may be writing it now).
+        let dead = dir.join(format!(".{FILE_NAME}.4294000000.tmp"));
+        let live = dir.join(format!(".{FILE_NAME}.1.tmp"));
+        let other = dir.join(format!(".{FILE_NAME}.x.tmp"));
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"[").unwrap();
+        }
+        assert!(!AllowList::open_in(&dir).unwrap().contains(&sha));
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
 
         std::fs::write(dir.join(FILE_NAME), b"{garbage").unwrap();
         assert!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{now_secs, write_atomic};
+use crate::fsutil::{now_secs, remove_interrupted_writes, write_atomic};
 use crate::WatchError;
 
 /// Most entries kept; the oldest go first.
@@ -51,6 +51,7 @@ impl VerdictCache {
     /// Load `path` (a missing or unreadable file starts an empty cache, with a warning
     /// for the unreadable case: losing the cache costs resubmissions, not verdicts).
     pub fn open(path: PathBuf, ttl: Duration) -> Self {
+        remove_interrupted_writes(&path);
         let entries = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 tracing::warn!(

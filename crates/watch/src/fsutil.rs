@@ -1,7 +1,7 @@
 //! Small file helpers: crash-safe writes and Unix time.
 //!
-//! Why: the queue and the verdict cache must survive a crash or power loss at any
-//! point, so every file is written to a temporary name, synced, then renamed.
+//! Why: the queue, the allow list and the verdict cache must survive a crash or power
+//! loss at any point, so every file is written to a temporary name, synced, then renamed.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -38,6 +38,38 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Wa
         let _ = std::fs::remove_file(&tmp);
         WatchError::io("write", path, e)
     })
+}
+
+/// Removes what [`write_atomic`] to `path` left behind when its process died between
+/// creating the temporary and renaming it (`.NAME.PID.tmp` beside `path`). Temporaries of
+/// a process still running are left alone: it may be writing them now.
+pub(crate) fn remove_interrupted_writes(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .as_encoded_bytes()
+            .strip_prefix(prefix.as_slice())
+            .and_then(|rest| rest.strip_suffix(b".tmp"))
+            .and_then(|pid| std::str::from_utf8(pid).ok())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let running = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !running {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Create `dir` (and parents) and restrict it to the owner (0700).

@@ -523,6 +523,27 @@ pub async fn set_threat_response(
     let back = format!("/devices/{id}/apps/riposte?tab=settings&section=threat-response");
     let res = async {
         let patch = settings::read_patch(&p.fields, false)?;
+        // The form always carries every value, so an unchanged OK on a device that
+        // follows its policies would silently cut it off them: later policy changes
+        // would no longer reach it. Only a change gives it a value of its own.
+        let (_, eff) = c
+            .core()
+            .device_settings(&p.session.caller, &id.to_string())
+            .await?;
+        let tr = &eff.threat_response;
+        let unchanged = patch.enabled == Some(tr.value.enabled)
+            && patch
+                .actions
+                .as_ref()
+                .map(|a| a.iter().copied().collect::<std::collections::BTreeSet<_>>())
+                == Some(tr.value.actions.clone())
+            && patch.special_password.is_none();
+        if unchanged && !matches!(tr.provenance, Provenance::Local) {
+            return Ok(
+                "Nothing changed: the device still follows its policies for Threat Response."
+                    .to_string(),
+            );
+        }
         c.core()
             .set_device_threat_response(&p.session.caller, &id.to_string(), &patch)
             .await?;

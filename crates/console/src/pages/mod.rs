@@ -9,6 +9,7 @@ pub mod tasks;
 
 use crate::layout::bare;
 use crate::web::{self, Console, Posted, Reject, Session};
+use axum::extract::rejection::FormRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,16 +19,20 @@ use riposte_server::ServiceError;
 use serde::Deserialize;
 
 /// Redirects back after a form: a message on success; on a refusal of rights the
-/// refusal page (403); on any other error the message on the page.
+/// refusal page (403); on something that does not exist the not-found page (404): the
+/// page to go back to is often that very thing, whose 404 would leave the message
+/// unshown until some later page; on any other error the message on the page.
 pub fn after(c: &Console, s: &Session, res: Result<String, ServiceError>, back: &str) -> Response {
     match res {
         Ok(msg) => {
             c.flash(s, true, msg);
             Redirect::to(back).into_response()
         }
-        Err(e @ (ServiceError::Forbidden(_) | ServiceError::Unauthorized(_))) => {
-            Reject::from(e).into_response()
-        }
+        Err(
+            e @ (ServiceError::Forbidden(_)
+            | ServiceError::Unauthorized(_)
+            | ServiceError::NotFound(_)),
+        ) => Reject::from(e).into_response(),
         Err(e) => {
             c.flash(s, false, e.to_string());
             Redirect::to(back).into_response()
@@ -74,11 +79,27 @@ pub async fn login_post(
     State(c): State<Console>,
     headers: HeaderMap,
     src: web::Source,
-    Form(f): Form<LoginForm>,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     if let Err(r) = web::same_origin(&headers) {
         return r.into_response();
     }
+    // An unreadable or oversized form gets the login page with the reason, not the
+    // framework's plain-text answer.
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => {
+            let text = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "the form is larger than the console takes ({} KiB)",
+                    web::FORM_LIMIT / 1024
+                )
+            } else {
+                format!("unreadable form: {}", e.body_text())
+            };
+            return (e.status(), bare("Log in", login_form(Some(&text)))).into_response();
+        }
+    };
     match c.core().login(f.user.trim(), &f.password, &src.0).await {
         Ok((token, expires, _)) => {
             let max_age = ((expires - riposte_store::now_ms()) / 1000).max(1);
