@@ -232,7 +232,15 @@ impl ClamdClient {
 
     fn read_lines(&self, c: &mut dyn Conn) -> Result<Vec<String>, EppError> {
         let mut buf = Vec::new();
-        c.read_to_end(&mut buf).map_err(|e| self.unreachable(e))?;
+        if let Err(e) = c.read_to_end(&mut buf) {
+            // A clamd that closes while data it did not read is still queued to it (a
+            // stream it refused midway) resets the connection: the reply it sent first
+            // is read, then the reset comes as an error. That reply, whole (it ends
+            // with the NUL of a `z` command's reply), is the answer.
+            if buf.last() != Some(&0) {
+                return Err(self.unreachable(e));
+            }
+        }
         Ok(buf
             .split(|&b| b == 0)
             .map(|l| String::from_utf8_lossy(l).trim().to_string())
@@ -489,6 +497,46 @@ mod tests {
         assert!(parse_reply("INSTREAM size limit exceeded. ERROR")
             .outcome
             .is_err());
+    }
+
+    /// clamd refuses a stream over its `StreamMaxLength` midway: it says why, then
+    /// closes with the client's later chunks unread, which resets the connection. The
+    /// client's write fails; its read gets the reply, then the reset as an error (which
+    /// chunk the reset meets depends on timing, so the connection is played here). The
+    /// reply is the outcome, not "clamd unreachable"; a reply cut short is not.
+    #[test]
+    fn a_stream_refused_midway_gives_clamds_reason() {
+        struct Refused(std::io::Cursor<&'static [u8]>);
+        impl Read for Refused {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.read(buf)? {
+                    0 => Err(std::io::ErrorKind::ConnectionReset.into()),
+                    n => Ok(n),
+                }
+            }
+        }
+        impl Write for Refused {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let client = ClamdClient::new(ClamdAddr::Tcp("127.0.0.1:1".into()), ClamdLimits::default());
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let whole = Refused(std::io::Cursor::new(
+            b"INSTREAM size limit exceeded. ERROR\0",
+        ));
+        match client.refusal_or(&mut { whole }, pipe()) {
+            Ok(Err(reason)) => assert!(reason.contains("size limit exceeded"), "{reason}"),
+            other => panic!("expected clamd's refusal, got {other:?}"),
+        }
+        let cut = Refused(std::io::Cursor::new(b"INSTREAM size li"));
+        assert!(matches!(
+            client.refusal_or(&mut { cut }, pipe()),
+            Err(EppError::Unreachable { .. })
+        ));
     }
 
     #[test]
