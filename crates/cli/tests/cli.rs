@@ -696,3 +696,75 @@ fn device_list_shows_every_device_of_a_large_fleet() {
     assert_eq!(names.len(), 1005);
     assert!(names.contains("bulk-0000") && names.contains("bulk-1004"));
 }
+
+/// A directory the sweep cannot list (run as `nobody`, here one of mode 0000) leaves
+/// an indicator of files that found nothing undetermined, not "no match": what it
+/// looks for may be in there. What could be read is still judged.
+#[test]
+fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the scan as another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("closed")).unwrap();
+    std::fs::write(tree.join("closed/inner.txt"), b"x").unwrap();
+    std::fs::write(tree.join("open.txt"), b"o").unwrap();
+    std::fs::set_permissions(tree.join("closed"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let doc = |id: &str, name: &str| {
+        let path = tmp.path().join(format!("{id}.ioc"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="{id}" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>{id}</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">{name}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (inner, open) = (doc("inner", "inner.txt"), doc("open", "open.txt"));
+    let mut cmd = Command::new(bin());
+    cmd.args(["scan", "--json", "--no-system-items", "--ioc"])
+        .arg(&inner)
+        .arg(&open)
+        .arg("--")
+        .arg(&tree);
+    // SAFETY: only async-signal-safe calls run in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(65534, 65534, 65534) != 0
+                || libc::setresuid(65534, 65534, 65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    std::fs::set_permissions(tree.join("closed"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let verdict = |id: &str| {
+        report["iocs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .map(|i| i["verdict"].clone())
+    };
+    assert_eq!(
+        verdict("inner"),
+        Some(serde_json::json!("undetermined")),
+        "{report}"
+    );
+    assert_eq!(verdict("open"), Some(serde_json::json!("hit")), "{report}");
+    assert!(
+        report["unreadable"].to_string().contains("/closed"),
+        "{report}"
+    );
+}

@@ -938,8 +938,8 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
 }
 
 /// The indicators of `objects` in their current versions: of several objects with one
-/// id (versions of one indicator), the one most recently `modified` (STIX 2.1, 3.6). In
-/// document order.
+/// id (versions of one indicator), the one most recently `modified` (STIX 2.1, 3.6), or
+/// each of the newest where they differ. In document order.
 fn current_versions<'a>(
     objects: Vec<(usize, &'a serde_json::Value)>,
     origins: &[&str],
@@ -956,24 +956,31 @@ fn current_versions<'a>(
             timestamp_field(o, "modified", id, origins[*doc])
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let mut latest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Per id, the newest versions: several where they are equally new (no `modified`,
+    // or the same one) but differ, since nothing tells which one stands and dropping
+    // either would drop its pattern without a word; identical copies count once.
+    let mut latest: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
     for (i, (_, o)) in indicators.iter().enumerate() {
         // An indicator without an id cannot be a version of another.
         let Some(id) = o.get("id").and_then(|v| v.as_str()) else {
             continue;
         };
-        match latest.get(id) {
-            Some(&j) if modified[j] >= modified[i] => {}
-            _ => {
-                latest.insert(id, i);
+        let newest = latest.entry(id).or_default();
+        match newest.first() {
+            Some(&j) if modified[j] > modified[i] => {}
+            Some(&j) if modified[j] == modified[i] => {
+                if !newest.iter().any(|&k| indicators[k].1 == *o) {
+                    newest.push(i);
+                }
             }
+            _ => *newest = vec![i],
         }
     }
     Ok(indicators
         .iter()
         .enumerate()
         .filter(|(i, (_, o))| match o.get("id").and_then(|v| v.as_str()) {
-            Some(id) => latest.get(id) == Some(i),
+            Some(id) => latest.get(id).is_some_and(|newest| newest.contains(i)),
             None => true,
         })
         .map(|(_, found)| *found)

@@ -31,6 +31,9 @@ pub enum Includes<'a> {
     RelativeTo(&'a Path),
 }
 
+/// Most matches of one string that a scan counts, as `yara` does.
+pub const STRING_MAX_MATCHES: u32 = 1_000_000;
+
 /// A compiled set of YARA rules. Cheap to share between threads (`Send + Sync`).
 pub struct YaraRules {
     scanner: boreal::Scanner,
@@ -511,6 +514,12 @@ impl YaraRules {
                 msg: "no rule in it: a YARA file must hold at least one rule".into(),
             });
         }
+        // As many matches of one string as `yara` counts (its YR_MAX_STRING_MATCHES):
+        // the engine's default of a thousand would leave `#s > 1000` for ever false.
+        let mut rules = rules;
+        rules.set_scan_params(
+            boreal::scanner::ScanParams::default().string_max_nb_matches(STRING_MAX_MATCHES),
+        );
         Ok(YaraRules {
             scanner: rules,
             origin: origin.to_string(),
@@ -577,6 +586,26 @@ mod tests {
                 "{src:?}: {e:?}"
             );
         }
+    }
+
+    /// A string matched more than a thousand times counts as `yara` counts it (two
+    /// FireEye rules of the corpus test `#rat > 1000`), and the `hash` module loads (the
+    /// digest is `"rat"` 1,500 times, as `md5sum` gives it).
+    #[test]
+    fn match_counts_past_a_thousand_and_the_hash_module() {
+        let rules = YaraRules::compile_str(
+            r#"import "hash"
+            rule more_than_1000 { strings: $r = "rat" condition: #r > 1000 }
+            rule exactly_1000 { strings: $r = "rat" condition: #r == 1000 }
+            rule the_1001st { strings: $r = "rat" condition: @r[1001] == 3000 }
+            rule by_md5 { condition: hash.md5(0, filesize) == "4f0cdc1a09982ac8cf32e2a19815aa12" }"#,
+            "counts.yar",
+        )
+        .unwrap();
+        let mut hits = rules.scan_bytes(&b"rat".repeat(1500));
+        hits.sort();
+        assert_eq!(hits, ["by_md5", "more_than_1000", "the_1001st"]);
+        assert_eq!(rules.scan_bytes(&b"rat".repeat(1000)), ["exactly_1000"]);
     }
 
     #[test]

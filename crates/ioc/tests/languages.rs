@@ -1042,7 +1042,8 @@ fn stix_bundle_document() {
 }
 
 /// Versions of one indicator (one id) in a bundle: only the most recently modified is
-/// evaluated, and none when that version is revoked. Indicators with other ids stay, in
+/// evaluated (each of the newest where they are equally new and differ), and none when
+/// that version is revoked. Indicators with other ids stay, in
 /// document order.
 #[test]
 fn stix_versions_count_once_and_revoked_indicators_not_at_all() {
@@ -1054,11 +1055,16 @@ fn stix_versions_count_once_and_revoked_indicators_not_at_all() {
       {"type":"indicator","id":"indicator--c","modified":"2020-01-01T00:00:00Z","name":"c v1","pattern_type":"stix","pattern":"[file:name = 'c.exe']"},
       {"type":"indicator","id":"indicator--c","modified":"2022-01-01T00:00:00Z","name":"c v2","revoked":true,"pattern_type":"stix","pattern":"[file:name = 'c.exe']"},
       {"type":"indicator","id":"indicator--d","modified":"2022-01-01T00:00:00.51Z","name":"d v2","pattern_type":"stix","pattern":"[file:name = 'd.exe']"},
-      {"type":"indicator","id":"indicator--d","modified":"2022-01-01T00:00:00.5Z","name":"d v1","pattern_type":"stix","pattern":"[file:name = 'd.exe']"}]}"#;
+      {"type":"indicator","id":"indicator--d","modified":"2022-01-01T00:00:00.5Z","name":"d v1","pattern_type":"stix","pattern":"[file:name = 'd.exe']"},
+      {"type":"indicator","id":"indicator--e","name":"e one","pattern_type":"stix","pattern":"[file:name = 'e1.exe']"},
+      {"type":"indicator","id":"indicator--e","name":"e other","pattern_type":"stix","pattern":"[file:name = 'e2.exe']"},
+      {"type":"indicator","id":"indicator--f","name":"f","pattern_type":"stix","pattern":"[file:name = 'f.exe']"},
+      {"type":"indicator","id":"indicator--f","name":"f","pattern_type":"stix","pattern":"[file:name = 'f.exe']"}]}"#;
     let iocs = stix::parse_document(doc, "b.json").unwrap();
     let names: Vec<&str> = iocs.iter().map(|i| i.name.as_str()).collect();
-    // Fractions compare as numbers: .51 is after .5.
-    assert_eq!(names, ["b", "a v3", "d v2"]);
+    // Fractions compare as numbers: .51 is after .5. Equally new versions that differ
+    // are each evaluated (nothing tells which stands); identical copies once.
+    assert_eq!(names, ["b", "a v3", "d v2", "e one", "e other", "f"]);
 }
 
 /// An indicator outside its validity (STIX 2.1 `valid_from`, `valid_until`) or revoked

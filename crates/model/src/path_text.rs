@@ -167,6 +167,27 @@ pub fn decode_bytes(text: &str) -> Vec<u8> {
     out
 }
 
+/// The path that `text` stands for as indicators compare it: its characters as they
+/// are, a backslash, a newline or another control character included
+/// (`back\slash.txt` is `back\slash.txt` to a term, not `back\\slash.txt`); only bytes
+/// that are not UTF-8, which no character stands for, stay written `\xHH`, so that an
+/// indicator can name such a file as reports do (and a lossy U+FFFD in their place would
+/// confuse it with another file). Text with nothing escaped is itself (no copy).
+pub fn matching_text(text: &str) -> Cow<'_, str> {
+    if !text.contains('\\') {
+        return Cow::Borrowed(text);
+    }
+    let bytes = decode_bytes(text);
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Two ASCII hex digits (either case) as a byte.
 fn hex_byte(digits: &[u8]) -> Option<u8> {
     let value = |d: u8| (d as char).to_digit(16);
@@ -237,6 +258,27 @@ pub mod as_string {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matching_text_is_the_characters_with_only_non_utf8_bytes_escaped() {
+        assert!(matches!(matching_text("/tmp/plain.txt"), Cow::Borrowed(_)));
+        assert_eq!(
+            matching_text(&encode_bytes(b"/t/back\\slash.txt")),
+            "/t/back\\slash.txt"
+        );
+        assert_eq!(
+            matching_text(&encode_bytes(b"/t/new\nline")),
+            "/t/new\nline"
+        );
+        assert_eq!(
+            matching_text(&encode_bytes("/t/a\u{202e}b".as_bytes())),
+            "/t/a\u{202e}b"
+        );
+        assert_eq!(
+            matching_text(&encode_bytes(b"/t/odd\xff\xfe.bin")),
+            "/t/odd\\xff\\xfe.bin"
+        );
+    }
 
     /// The fast path of `encode_bytes` (a run with no lead byte of a hidden character is
     /// copied whole) agrees with `hidden` on every character.

@@ -143,7 +143,7 @@ fn read_docs(
             ));
         }
         let mut bytes = Vec::new();
-        std::fs::File::open(p)
+        open_document(p)
             .and_then(|f| f.take(MAX_DOCUMENT_READ + 1).read_to_end(&mut bytes))
             .map_err(|e| fail(&e))?;
         if bytes.len() as u64 > MAX_DOCUMENT_READ {
@@ -176,6 +176,29 @@ fn read_docs(
         });
     }
     Ok(())
+}
+
+/// Opens an indicator document for reading without waiting for a writer: a named FIFO
+/// that nobody writes to reads as empty (and is refused as an empty document) rather than
+/// holding the scan for ever; one with a writer is read to its end, as a pipe is.
+fn open_document(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    // Reads wait again from here on: a writer that has not written yet is waited for.
+    // SAFETY: F_GETFL and F_SETFL on a descriptor this function owns.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if flags == -1
+            || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) == -1
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(file)
 }
 
 /// Checks that every PATH named on the command line exists, as grep does (exit 2, and
@@ -396,6 +419,23 @@ fn json_is_stix(path: &Path, head: &str) -> bool {
     }
 }
 
+/// Is the regular file at `path` named as only a document of `kind` is (`.ioc`,
+/// `.stix`, `.yar`, `.yara`)? Such a file given to the option is an indicator file
+/// whatever it holds, so that a broken one is refused with its reason rather than swept
+/// as a PATH (which would drop its indicators without a word). Names that other files
+/// share (`.xml`, `.json`: a `pom.xml`, a `package.json`) are judged by their content.
+fn named_as(path: &Path, kind: DocumentKind) -> bool {
+    let extensions: &[&str] = match kind {
+        DocumentKind::OpenIoc => &["ioc"],
+        DocumentKind::Stix => &["stix"],
+        DocumentKind::Yara => &["yar", "yara"],
+    };
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
+        && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// Is `path` one of this process's descriptors by name (`/dev/stdin`, `/dev/fd/N`,
 /// `/proc/self/fd/N`), as a shell's process substitution gives?
 fn is_descriptor_path(path: &Path) -> bool {
@@ -426,11 +466,9 @@ fn split_trailing_paths(args: &mut ScanArgs) {
         (&mut args.indicators.yara, DocumentKind::Yara),
     ] {
         for values in occurrences.iter_mut() {
-            if let Some(first) = values
-                .iter()
-                .skip(1)
-                .position(|p| on_device_only(p) || !looks_like_indicators(p, kind))
-            {
+            if let Some(first) = values.iter().skip(1).position(|p| {
+                on_device_only(p) || !(named_as(p, kind) || looks_like_indicators(p, kind))
+            }) {
                 paths.extend(values.drain(first + 1..));
             }
         }

@@ -1078,7 +1078,9 @@ impl<'a> PathFields<'a> {
 impl FileItem<'_> {
     /// A text field's value, computed on first use.
     fn text_value(&mut self, field: Field) -> Option<String> {
-        let fields = PathFields::of(&self.device_path);
+        // Terms compare the name's characters, not its escaped form (see `matching_text`).
+        let text = riposte_model::path_text::matching_text(&self.device_path);
+        let fields = PathFields::of(&text);
         Some(match field {
             Field::FileFullPath => fields.full.to_string(),
             Field::FilePath => fields.dir.to_string(),

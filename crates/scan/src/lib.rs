@@ -76,6 +76,12 @@ pub enum Error {
         /// Which rule, where, and why.
         message: String,
     },
+    /// A STIX document without any indicator (a JSON file of something else).
+    #[error(
+        "{0}: no STIX indicator in it (give a bundle or an indicator object, or a file \
+         holding one pattern)"
+    )]
+    EmptyDocument(String),
     /// Nothing to look for; what the documents held but set aside, if anything.
     #[error("no indicators given{}", set_aside_note(.0))]
     NoIndicators(Vec<String>),
@@ -435,6 +441,12 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
                 let Some(document) = stix_documents.next() else {
                     continue;
                 };
+                // A file given for its indicators that holds none (a JSON file of
+                // something else, an empty bundle) is a mistake to name, not a file to
+                // leave out without a word while the others are swept.
+                if document.iocs.is_empty() && document.set_aside.is_empty() {
+                    return Err(Error::EmptyDocument(d.origin.clone()));
+                }
                 warnings.extend(
                     document
                         .set_aside
@@ -769,7 +781,9 @@ impl TextIndex {
 
     /// Adds to `out` the indicators whose path tests may hold on `device_path`.
     fn candidates(&self, device_path: &str, out: &mut Vec<usize>) {
-        if !device_path.is_ascii() {
+        // Not indexed: a path that is not ASCII (Unicode case folding may make it match),
+        // and one with an escape, whose characters terms compare (`matching_text`).
+        if !device_path.is_ascii() || device_path.contains('\\') {
             out.extend(&self.iocs);
             return;
         }
@@ -864,9 +878,14 @@ impl Candidates {
     /// The indicators to evaluate on a file, in load order.
     fn for_file(&self, size: u64, path: &Path) -> Vec<usize> {
         let mut out = self.always.clone();
+        // Spelt as terms compare it (`matching_text`), so that the lookups agree with
+        // the evaluation.
         let lower_name = || {
             path.file_name()
-                .map(|n| riposte_model::path_text::encode(n).to_lowercase())
+                .map(|n| {
+                    riposte_model::path_text::matching_text(&riposte_model::path_text::encode(n))
+                        .to_lowercase()
+                })
                 .unwrap_or_default()
         };
         if let Some(v) = self.by_size.get(&size) {
@@ -1003,14 +1022,23 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     // Without system items (`Scope::system_items` off) nothing was collected to test a
     // process, port, user, service, host or hosts-entry term on: such a term is unknown,
     // not false, so the indicator is undetermined rather than "no match".
+    // Where the walk could not look somewhere (a directory it could not list, a file it
+    // could not stat), a file term no file was found to satisfy is unknown, not false:
+    // what it looks for may be just there. A file gone since its listing is not that.
+    let walk_incomplete = AtomicBool::new(false);
     let truth_of = |ioc: usize| {
         let e = &exists[ioc];
         let terms = &iocs[ioc].ioc.terms;
+        let walk_incomplete = &walk_incomplete;
         move |t: usize| {
-            if !scope.system_items && terms[t].field.item() != ItemType::File {
+            let is_file = terms[t].field.item() == ItemType::File;
+            let found = e[t].load(Ordering::Relaxed);
+            if !scope.system_items && !is_file
+                || is_file && !found && walk_incomplete.load(Ordering::Relaxed)
+            {
                 Truth::Unknown
             } else {
-                Truth::from(e[t].load(Ordering::Relaxed))
+                Truth::from(found)
             }
         }
     };
@@ -1451,7 +1479,12 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 }
             },
             |_, reason| count_skip(skip_name(reason)),
-            |path, err| note_unreadable(path, err.to_string()),
+            |path, err| {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    walk_incomplete.store(true, Ordering::Relaxed);
+                }
+                note_unreadable(path, err.to_string())
+            },
         );
     }
     let mut hits = hits.into_inner().unwrap_or_else(|e| e.into_inner());

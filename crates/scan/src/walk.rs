@@ -671,16 +671,41 @@ struct Queue {
 const DIRENT_BUFFER: usize = 64 * 1024;
 
 /// Opens a directory to list, refusing a symlink in its place.
+///
+/// A path longer than the kernel takes at once (`PATH_MAX`, 4,096 bytes) is opened a
+/// part at a time, each part relative to the directory before it: a tree nested that
+/// deep is still walked (it would otherwise hide what lies there from every sweep).
 fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+    const FLAGS: libc::c_int =
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() < libc::PATH_MAX as usize {
+        return open_dir_at(libc::AT_FDCWD, bytes, FLAGS);
+    }
+    // The longest leading part, ending at a `/`, that the kernel takes at once (links
+    // in it followed, as in a shorter path), then the rest name by name, never
+    // through a link.
+    let cut = bytes[..libc::PATH_MAX as usize - 1]
+        .iter()
+        .rposition(|&b| b == b'/')
+        .filter(|&i| i > 0)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
+    let mut dir = open_dir_at(
+        libc::AT_FDCWD,
+        &bytes[..cut],
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    )?;
+    for name in bytes[cut..].split(|&b| b == b'/').filter(|n| !n.is_empty()) {
+        dir = open_dir_at(dir.as_raw_fd(), name, FLAGS)?;
+    }
+    Ok(dir)
+}
+
+/// `openat(dir, name, flags)` of a directory.
+fn open_dir_at(dir: RawFd, name: &[u8], flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    let c = CString::new(name).map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
     // SAFETY: `c` is NUL-terminated; the result is checked before it is owned.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -814,6 +814,27 @@ fn strict_unreadable_limits_and_cancel() {
         e,
         "no indicators given to evaluate; set aside: w.json: indicator indicator--w is revoked by its producer: not evaluated"
     );
+    // A STIX file without any indicator, given beside others, is named as the mistake
+    // it is rather than left out.
+    let not_stix = IocDocument {
+        include_dir: None,
+        origin: "package.json".into(),
+        kind: DocumentKind::Stix,
+        text: r#"{"name": "app", "version": "1.0.0"}"#.into(),
+    };
+    let pattern = IocDocument {
+        include_dir: None,
+        origin: "p.stix".into(),
+        kind: DocumentKind::Stix,
+        text: "[file:name = 'x']".into(),
+    };
+    let e = sweep(&request(d.path(), vec![pattern, not_stix]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("package.json: no STIX indicator in it"),
+        "{e}"
+    );
     // A rule the YARA engine refuses is skipped with a warning, or under strict mode an
     // error that names it.
     let half_bad = IocDocument {
@@ -1000,7 +1021,19 @@ fn cli_exit_codes() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let r = parsed(&["--ioc", hit_s, fifo.to_str().unwrap()]).unwrap();
     assert_eq!((r.documents.len(), r.scope.paths.len()), (1, 1));
+    // Named first, it is read without waiting for a writer that never comes: empty.
+    let r = parsed(&["--ioc", fifo.to_str().unwrap(), "--", root]).unwrap();
+    assert_eq!(r.documents[0].text, "");
+    assert_eq!(run(&["--ioc", fifo.to_str().unwrap(), "--", root]), 2);
     std::fs::remove_file(&fifo).unwrap();
+    // A file named as an indicator document is one, whatever it holds: a broken one is
+    // refused, not swept as a PATH with its indicators dropped.
+    let broken = d.path().join("broken.ioc");
+    std::fs::write(&broken, b"\x00\x01 not xml").unwrap();
+    let r = parsed(&["--ioc", hit_s, broken.to_str().unwrap(), root]).unwrap();
+    assert_eq!(r.documents.len(), 2);
+    assert_eq!(r.scope.paths, [PathBuf::from(root)]);
+    assert_eq!(run(&["--ioc", hit_s, broken.to_str().unwrap(), "/tmp"]), 2);
     assert_eq!(r.scope.preset, None, "PATHs given: no preset");
     // A file named twice is read once.
     let twice = format!(
@@ -1855,4 +1888,114 @@ fn a_process_path_that_is_not_utf8_is_named_losslessly() {
             name: "sle\\xffep".into()
         }]
     );
+}
+
+/// A tree nested past `PATH_MAX` (4,096 bytes) is walked and its files read: a payload
+/// hidden that deep is found, by name and by content.
+#[test]
+fn files_nested_past_path_max_are_swept() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("deep")).unwrap();
+    let segment = std::ffi::CString::new("d".repeat(200)).unwrap();
+    let mut dir = std::fs::File::open(root.path().join("deep"))
+        .map(OwnedFd::from)
+        .unwrap();
+    for _ in 0..25 {
+        // SAFETY: valid NUL-terminated names; each descriptor is checked and owned.
+        unsafe {
+            assert_eq!(libc::mkdirat(dir.as_raw_fd(), segment.as_ptr(), 0o755), 0);
+            let fd = libc::openat(
+                dir.as_raw_fd(),
+                segment.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            );
+            assert!(fd >= 0);
+            dir = OwnedFd::from_raw_fd(fd);
+        }
+    }
+    let name = std::ffi::CString::new("deepfile.txt").unwrap();
+    let payload = b"hidden deep below PATH_MAX";
+    // SAFETY: as above.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT,
+            0o644,
+        )
+    };
+    assert!(fd >= 0);
+    // SAFETY: a descriptor just opened, owned here.
+    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::io::Write::write_all(&mut f, payload).unwrap();
+    drop(f);
+    let docs = vec![
+        ioc(
+            "by-name",
+            &or(&[term("FileItem/FileName", "is", "string", "deepfile.txt")]),
+        ),
+        ioc(
+            "by-hash",
+            &or(&[term("FileItem/Md5sum", "is", "md5", &md5_hex(payload))]),
+        ),
+    ];
+    let mut req = request(root.path(), docs);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
+    for id in ["by-name", "by-hash"] {
+        assert_eq!(verdict(&r, id), Verdict::Hit, "{id}");
+        let hits = hit_paths(&r, id);
+        assert!(
+            hits.len() == 1 && hits[0].ends_with("/deepfile.txt") && hits[0].len() > 5000,
+            "{id}: {hits:?}"
+        );
+    }
+}
+
+/// Terms compare a name's characters, not the escaped form reports show: a backslash
+/// or a newline in a name is matched as it is, by OpenIOC and STIX alike, and the
+/// escape's own backslash matches nothing.
+#[test]
+fn names_with_a_backslash_or_a_newline_are_matched_as_they_are() {
+    let d = device();
+    write(d.path(), "tmp/back\\slash.txt", b"b");
+    write(d.path(), "tmp/new\nline.txt", b"n");
+    let run = |doc: IocDocument| {
+        let mut req = request(d.path(), vec![doc]);
+        req.scope.system_items = false;
+        req.scope.paths = vec![PathBuf::from("/tmp")];
+        let r = sweep(&req).unwrap();
+        let mut names: Vec<String> = r.hits.iter().map(|h| h.item.to_string()).collect();
+        names.sort();
+        names
+    };
+    let by_name = ioc(
+        "n",
+        &or(&[term("FileItem/FileName", "is", "string", "back\\slash.txt")]),
+    );
+    assert_eq!(run(by_name), ["file /tmp/back\\\\slash.txt"]);
+    let by_regex = ioc(
+        "r",
+        &or(&[term(
+            "FileItem/FileName",
+            "matches",
+            "string",
+            "^new\\nline",
+        )]),
+    );
+    assert_eq!(run(by_regex), ["file /tmp/new\\x0aline.txt"]);
+    let backslash = ioc(
+        "b",
+        &or(&[term("FileItem/FileName", "contains", "string", "\\")]),
+    );
+    assert_eq!(run(backslash), ["file /tmp/back\\\\slash.txt"]);
+    let stix = IocDocument {
+        include_dir: None,
+        origin: "s.stix".into(),
+        kind: DocumentKind::Stix,
+        text: r"[file:name = 'back\\slash.txt']".into(),
+    };
+    assert_eq!(run(stix), ["file /tmp/back\\\\slash.txt"]);
 }
