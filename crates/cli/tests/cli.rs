@@ -768,3 +768,56 @@ fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
         "{report}"
     );
 }
+
+/// Ctrl-C (here `SIGINT`) stops a sweep with its report, marked cancelled, and exit 2
+/// when it found nothing: an unfinished sweep is not "no hit".
+#[test]
+fn an_interrupted_scan_reports_what_it_looked_at() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    // Sparse files: seconds of hashing, no disk.
+    for i in 0..400 {
+        let f = std::fs::File::create(tree.join(format!("zeros{i}"))).unwrap();
+        f.set_len(32 << 20).unwrap();
+    }
+    let ioc = tmp.path().join("h.ioc");
+    std::fs::write(
+        &ioc,
+        format!(
+            r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="h" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>h</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/Sha256sum" type="mir"/><Content type="sha256">{}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#,
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin())
+        .args([
+            "scan",
+            "--json",
+            "--no-system-items",
+            "--threads",
+            "1",
+            "--ioc",
+        ])
+        .arg(&ioc)
+        .arg("--")
+        .arg(&tree)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(report["cancelled"], true, "{report}");
+    assert!(
+        report["stats"]["files_read"].as_u64().unwrap() < 400,
+        "{report}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+}

@@ -245,8 +245,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Ioc, Error> {
     }
     let name = cx
         .child(meta, "short_description")
-        .and_then(|n| n.text())
-        .unwrap_or("")
+        .map(text_of)
+        .unwrap_or_default()
         .trim()
         .to_string();
     let mut roots = Vec::new();
@@ -481,7 +481,7 @@ fn item(cx: &mut Ctx, n: XNode) -> Result<Node, Error> {
             ))
         }
     };
-    let raw = content.text().unwrap_or("").to_string();
+    let raw = text_of(content);
     let operand = parse_operand(content_type, condition, &raw).map_err(|m| cx.err(content, m))?;
     let Some(field) = Field::from_search(&search) else {
         let event = context.attribute("type") == Some("event")
@@ -561,6 +561,23 @@ pub(crate) fn build_term(
 /// Parses an operand of a declared type; `A TO B` gives an inclusive range.
 /// Text conditions (contains, starts-with, ends-with, matches) keep the operand as text
 /// whatever its declared type, since `103.41.124.` is a valid prefix but not an address.
+/// The text of an element: all of its text, a comment or processing instruction inside
+/// it left out rather than cutting it short (`a<!-- c -->.txt` is `a.txt`).
+fn text_of(node: roxmltree::Node) -> String {
+    node.children()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .collect()
+}
+
+/// The last second of a day, counted from its first.
+const DAY_LAST_SECOND: i64 = 86_399;
+
+/// Is `t` a date without a time of day (`2020-01-15`)?
+fn is_day_alone(t: &str) -> bool {
+    !t.trim().contains(['T', 't', ' '])
+}
+
 pub(crate) fn parse_operand(
     ty: ContentType,
     condition: Condition,
@@ -595,8 +612,21 @@ pub(crate) fn parse_operand(
             ) {
                 return Err(format!("'{range}': digests have no order, so no range"));
             }
-            let a = parse_operand(ty, condition, a)?;
-            let b = parse_operand(ty, condition, b)?;
+            let (a, b) = if ty == ContentType::Date {
+                // A day alone as an end is the whole of it: `2020-01-01 TO 2020-01-31`
+                // takes in the 31st.
+                let (a, b) = (a.trim(), b.trim());
+                let point = |t: &str| {
+                    parse_datetime(t).ok_or_else(|| format!("'{t}' is not a valid ISO 8601 date"))
+                };
+                let end = point(b)? + if is_day_alone(b) { DAY_LAST_SECOND } else { 0 };
+                (Operand::Date(point(a)?), Operand::Date(end))
+            } else {
+                (
+                    parse_operand(ty, condition, a)?,
+                    parse_operand(ty, condition, b)?,
+                )
+            };
             // Addresses of one family: an IPv4 address is the IPv4-mapped IPv6 one.
             let v4 = |ip: &std::net::IpAddr| match ip {
                 std::net::IpAddr::V4(v4) => Some(*v4),
@@ -631,7 +661,19 @@ pub(crate) fn parse_operand(
     Ok(match ty {
         ContentType::String => Operand::Str(raw.to_string()),
         ContentType::Int => Operand::Int(parse_int(t).ok_or_else(|| bad("int"))?),
-        ContentType::Date => Operand::Date(parse_datetime(t).ok_or_else(|| bad("ISO 8601 date"))?),
+        ContentType::Date => {
+            let at = parse_datetime(t).ok_or_else(|| bad("ISO 8601 date"))?;
+            // A day alone (`2020-01-15`) stands for the whole day, not its first second:
+            // `is` holds at any time of it, `greater-than` after it, `less-than` before.
+            match condition {
+                Condition::Is if is_day_alone(t) => Operand::Range(
+                    Box::new(Operand::Date(at)),
+                    Box::new(Operand::Date(at + DAY_LAST_SECOND)),
+                ),
+                Condition::GreaterThan if is_day_alone(t) => Operand::Date(at + DAY_LAST_SECOND),
+                _ => Operand::Date(at),
+            }
+        }
         ContentType::Duration => {
             Operand::Duration(parse_duration(t).ok_or_else(|| bad("duration"))?)
         }

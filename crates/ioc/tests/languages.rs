@@ -349,6 +349,98 @@ fn every_condition_negate_and_case() {
             false,
             Truth::True,
         ),
+        // A day alone is the whole day: `is` any time of it, `greater-than` after it,
+        // a range's last day taken in whole; an instant stays an instant.
+        (
+            "is",
+            "FileItem/Modified",
+            "date",
+            "2020-09-13",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/Modified",
+            "date",
+            "2020-09-12",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "is",
+            "FileItem/Modified",
+            "date",
+            "2020-09-13T00:00:00Z",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "greater-than",
+            "FileItem/Modified",
+            "date",
+            "2020-09-13",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "greater-than",
+            "FileItem/Modified",
+            "date",
+            "2020-09-12",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "less-than",
+            "FileItem/Modified",
+            "date",
+            "2020-09-13",
+            false,
+            false,
+            Truth::False,
+        ),
+        (
+            "less-than",
+            "FileItem/Modified",
+            "date",
+            "2020-09-14",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/Modified",
+            "date",
+            "2020-09-01 TO 2020-09-13",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/Modified",
+            "date",
+            "2020-09-13 TO 2020-09-20",
+            false,
+            false,
+            Truth::True,
+        ),
+        (
+            "is",
+            "FileItem/Modified",
+            "date",
+            "2020-09-01 TO 2020-09-12",
+            false,
+            false,
+            Truth::False,
+        ),
     ];
     for (cond, search, ty, val, neg, pc, want) in cases {
         let ioc = one(cond, search, ty, val, *neg, *pc);
@@ -481,6 +573,28 @@ fn openioc_10_conditions_and_bom() {
     assert_eq!(ioc.format, riposte_ioc::IocFormat::OpenIoc10);
     assert_eq!(check(&ioc, &mut file("evil.exe", 1, "", 0)), Truth::True);
     assert_eq!(check(&ioc, &mut file("good.exe", 1, "", 0)), Truth::False);
+}
+
+/// A comment or processing instruction inside a value is left out, not where the value
+/// ends: `a<!-- c -->.txt` is `a.txt`, as an XML reader sees it.
+#[test]
+fn openioc_values_read_past_comments() {
+    for content in [
+        "<!-- c -->a.txt",
+        "a<!--c-->.txt",
+        "a<?pi x?>.txt",
+        "a<![CDATA[.txt]]>",
+    ] {
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="o"><IndicatorItem id="n" condition="is" negate="false" preserve-case="false"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">{content}</Content></IndicatorItem></Indicator>"#
+        ));
+        let ioc = openioc::parse(&x, "t").unwrap();
+        assert_eq!(
+            check(&ioc, &mut file("a.txt", 1, "", 0)),
+            Truth::True,
+            "{content}"
+        );
+    }
 }
 
 /// A document saved as UTF-16 (with or without a byte-order mark), ISO-8859-1 or

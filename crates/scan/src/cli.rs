@@ -24,7 +24,7 @@ pub struct ScanArgs {
     /// Directory standing for the device's `/`; paths are reported as the device's.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub host_root: PathBuf,
-    /// Preset scope (used when no PATH is given: system-drives).
+    /// Preset scope, swept beside any PATH given (with neither, system-drives).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     /// Exclusion glob on device paths (repeatable): `*.iso`, `/var/lib/docker/**`,
@@ -519,6 +519,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    let interrupt = on_interrupt_cancel(&req.cancel);
     let done = Arc::new(AtomicBool::new(false));
     let progress_thread = (std::io::stderr().is_terminal()).then(|| {
         spawn_progress(
@@ -529,6 +530,9 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
         )
     });
     let result = sweep(&req);
+    for id in interrupt {
+        signal_hook_registry::unregister(id);
+    }
     done.store(true, Ordering::Relaxed);
     if let Some(h) = progress_thread {
         let _ = h.join();
@@ -558,7 +562,36 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
         Err(e) => return Err(e.into()),
         Ok(()) => {}
     }
+    if report.cancelled {
+        eprintln!(
+            "riposte scan: interrupted: the sweep did not finish; the report covers what it \
+             looked at"
+        );
+        // A hit found is still a hit; no hit in an unfinished sweep is not "no hit".
+        return Ok(if report.hits.is_empty() { 2 } else { 1 });
+    }
     Ok(if report.hits.is_empty() { 0 } else { 1 })
+}
+
+/// Makes Ctrl-C (`SIGINT`) and `SIGTERM` stop the sweep, which then reports what it
+/// looked at, marked cancelled; a second one ends the process at once (exit 130).
+fn on_interrupt_cancel(cancel: &Arc<AtomicBool>) -> Vec<signal_hook_registry::SigId> {
+    [libc::SIGINT, libc::SIGTERM]
+        .into_iter()
+        .filter_map(|signal| {
+            let cancel = cancel.clone();
+            // SAFETY: the action only swaps an atomic and may call `_exit`, both
+            // async-signal-safe.
+            unsafe {
+                signal_hook_registry::register(signal, move || {
+                    if cancel.swap(true, Ordering::SeqCst) {
+                        libc::_exit(130);
+                    }
+                })
+            }
+            .ok()
+        })
+        .collect()
 }
 
 /// Counts the scope's files and bytes in the background (for the ETA) and writes a
@@ -718,13 +751,13 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
     // the report or send escapes to the terminal.
     let v = |text: &str| riposte_model::path_text::shown(text).into_owned();
     for h in &r.hits {
-        writeln!(
-            out,
-            "HIT {} [{}] ({})",
-            v(&h.ioc_name),
-            v(&h.ioc_id),
-            v(&h.origin)
-        )?;
+        // An indicator without a description goes by its id.
+        let name = if h.ioc_name.trim().is_empty() {
+            &h.ioc_id
+        } else {
+            &h.ioc_name
+        };
+        writeln!(out, "HIT {} [{}] ({})", v(name), v(&h.ioc_id), v(&h.origin))?;
         writeln!(out, "    {}", h.item)?;
         for t in &h.matched {
             writeln!(

@@ -519,6 +519,11 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
     ];
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
+    // Whether a unit runs is read from systemd's cgroups: only where systemd manages the
+    // system (`/run/systemd/system`, as `sd_booted` tells) and its cgroups are there. On
+    // a host without it, or an image under `--host-root`, a status term is unknown.
+    let status_known = host_root.join("run/systemd/system").is_dir()
+        && host_root.join("sys/fs/cgroup/system.slice").is_dir();
     for d in dirs {
         let Ok(rd) = std::fs::read_dir(host_root.join(d)) else {
             continue;
@@ -591,10 +596,12 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
                 FieldValue::List(vec![s(name.clone()), s(stem)]),
             );
             v.insert(Field::ServicePath, s(format!("/{d}/{name}")));
-            v.insert(
-                Field::ServiceStatus,
-                s(if running { "running" } else { "stopped" }),
-            );
+            if status_known {
+                v.insert(
+                    Field::ServiceStatus,
+                    s(if running { "running" } else { "stopped" }),
+                );
+            }
             v.insert(Field::ServiceMode, s(mode));
             v.insert(Field::ServiceDescription, s(desc));
             if let Some(e) = exec {
@@ -606,7 +613,11 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
                 ty: ItemType::Service,
                 values: v,
                 describe: HitItem::Service { name },
-                undetermined: Vec::new(),
+                undetermined: if status_known {
+                    Vec::new()
+                } else {
+                    vec![Field::ServiceStatus]
+                },
             });
         }
     }

@@ -1255,11 +1255,12 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                             ino: meta.ino(),
                             sha256: None,
                         },
+                        // Reads `yara rule "NAME"`, as a term reads `FileName is "x"`.
                         matched: vec![MatchedTerm {
-                            id: rule,
+                            id: rule.clone(),
                             search: "yara".into(),
                             condition: "rule".into(),
-                            value: yara[i].origin().to_string(),
+                            value: rule,
                         }],
                     });
                 }

@@ -1999,3 +1999,34 @@ fn names_with_a_backslash_or_a_newline_are_matched_as_they_are() {
     };
     assert_eq!(run(stix), ["file /tmp/back\\\\slash.txt"]);
 }
+
+/// A unit's status is read from systemd's cgroups, so it is known only where systemd
+/// runs the device: elsewhere (a host without it, an image) a status term is unknown,
+/// not "stopped".
+#[test]
+fn a_service_status_is_unknown_without_systemd() {
+    let d = device();
+    let status = |status: &str| {
+        ioc(
+            status,
+            &and(&[
+                term("ServiceItem/name", "is", "string", "backdoor"),
+                term("ServiceItem/status", "is", "string", status),
+            ]),
+        )
+    };
+    let verdicts = || {
+        let mut req = request(d.path(), vec![status("running"), status("stopped")]);
+        req.scope.paths = vec![PathBuf::from("/etc")];
+        let r = sweep(&req).unwrap();
+        (verdict(&r, "running"), verdict(&r, "stopped"))
+    };
+    assert_eq!(verdicts(), (Verdict::Undetermined, Verdict::Undetermined));
+    std::fs::create_dir_all(d.path().join("run/systemd/system")).unwrap();
+    write(
+        d.path(),
+        "sys/fs/cgroup/system.slice/backdoor.service/cgroup.procs",
+        b"4242\n",
+    );
+    assert_eq!(verdicts(), (Verdict::Hit, Verdict::NoMatch));
+}
