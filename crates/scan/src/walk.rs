@@ -208,6 +208,11 @@ fn without_trailing_slash(pattern: &str) -> &str {
 /// Why an exclusion pattern could never match, if it could not: a pattern with a `/` is
 /// matched against whole device paths, which are absolute.
 pub fn check_exclude(pattern: &str) -> Result<(), String> {
+    // No file has an empty name: an empty pattern (an unset shell variable, say) would
+    // leave out nothing while its author thinks something is.
+    if pattern.is_empty() {
+        return Err("an empty pattern matches no file: give a name or a path".into());
+    }
     let pattern = without_trailing_slash(pattern);
     if pattern.contains('/') && !pattern.starts_with('/') && !pattern.starts_with("**") {
         return Err(format!(
@@ -1326,6 +1331,7 @@ mod tests {
         assert!(check_exclude("nd/skipme")
             .unwrap_err()
             .contains("/nd/skipme"));
+        assert!(check_exclude("").unwrap_err().contains("empty pattern"));
         for fine in [
             "/nd/skipme",
             "**/skipme",
