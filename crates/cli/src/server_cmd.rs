@@ -62,7 +62,12 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
                     "  {why}: administrator account '{}' created with password: {pw}",
                     created.name
                 );
-                println!("  (shown only once; store it now)");
+                println!(
+                    "  (also in {}: delete that file once you have stored the password)",
+                    a.data
+                        .join(riposte_server::INITIAL_ADMIN_PASSWORD_FILE)
+                        .display()
+                );
             }
             None => println!(
                 "  {why}: administrator account '{}' created with the password of \

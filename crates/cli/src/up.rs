@@ -40,7 +40,8 @@ fn system() -> Caller {
 }
 
 /// First start: the default group, the special account, and a policy enabling Threat
-/// Response with local and group actions and the built-in sandbox.
+/// Response with local actions, the group IOC scan (reporting, not removing) and the
+/// built-in sandbox.
 async fn configure(
     core: &Core,
     watched: &Path,
@@ -61,8 +62,12 @@ async fn configure(
         None
     };
     let mut actions = vec![Action::QuarantineAndDelete, Action::NotifyUser];
+    // The group's IOC scan sweeps the whole machine: on a machine `up` runs on (a
+    // workstation, a test host) it reports the copies it finds, and removes nothing
+    // outside the watched folder unless an administrator adds
+    // `group_ioc_quarantine_and_delete` to the policy.
     if special_password.is_some() {
-        actions.extend([Action::GroupIocScan, Action::GroupIocQuarantineAndDelete]);
+        actions.push(Action::GroupIocScan);
     }
     core.set_policy_threat_response(
         &me,
@@ -94,6 +99,28 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&a.data)
         .with_context(|| format!("cannot create {}", a.data.display()))?;
     let data = std::fs::canonicalize(&a.data)?;
+    // One `up` per data directory, decided before anything starts: a second one would
+    // start a second server on the same database before its agent found the first's.
+    let lock_path = data.join("up.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `riposte up` is running on {} (it holds up.lock); stop it first, or give \
+             this one another --data",
+            data.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
+        }
+    }
+    // Held until the process ends.
+    std::mem::forget(lock);
     let server_dir = data.join("server");
     let agent_dir = data.join("agent");
     let sandbox_dir = data.join("sandbox");
@@ -168,6 +195,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent_task = tokio::spawn(daemon::run(agent, rx, stop));
 
+    let password_file = server_dir.join(riposte_server::INITIAL_ADMIN_PASSWORD_FILE);
     println!("Riposte is up.");
     println!("  console and API: {url}/");
     println!("  CA certificate:  {}", server_dir.join("ca.pem").display());
@@ -176,10 +204,17 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|c| (&c.name, &c.generated_password))
     {
-        Some((name, Some(pw))) => {
-            println!("  admin user:      {name}, one-time password: {pw} (shown only once)")
-        }
+        Some((name, Some(pw))) => println!(
+            "  admin user:      {name}, password: {pw} (also in {}: delete that file once \
+             you have stored the password)",
+            password_file.display()
+        ),
         Some((name, None)) => println!("  admin user:      {name} (with the password given)"),
+        None if password_file.exists() => println!(
+            "  admin user:      admin (its first password is in {}: delete that file once \
+             you have stored it)",
+            password_file.display()
+        ),
         None => println!("  admin user:      admin (its password was shown at the first start)"),
     }
     println!(
@@ -187,6 +222,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         sandbox_dir.join("cert.pem").display()
     );
     println!("  watched folder:  {}", watched.display());
+    println!(
+        "  response:        quarantine in the watched folder; the group IOC scan reports \
+         copies elsewhere on this machine (add group_ioc_quarantine_and_delete to the \
+         {DEFAULT_GROUP} policy to remove them too)"
+    );
     println!("  agent data:      {}", agent_dir.display());
 
     if a.demo {

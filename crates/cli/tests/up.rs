@@ -81,7 +81,7 @@ fn up_demo_shows_the_whole_flow_and_keeps_its_data() {
         "{text}"
     );
     assert!(
-        text.contains("admin user:      admin, one-time password: "),
+        text.contains("admin user:      admin, password: "),
         "{text}"
     );
     assert!(text.contains("watched folder:"), "{text}");
@@ -107,18 +107,45 @@ fn up_demo_shows_the_whole_flow_and_keeps_its_data() {
     );
     let first_password = text
         .lines()
-        .find_map(|l| l.split("one-time password: ").nth(1))
+        .find_map(|l| l.split("admin, password: ").nth(1))
         .and_then(|r| r.split(' ').next())
         .unwrap()
         .to_string();
+    // Kept in a private file too, until the administrator deletes it: a first start
+    // that dies after creating the account does not lose the password.
+    let kept = data.join("server/initial-admin-password");
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap().trim(),
+        first_password
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     assert!(interrupt(p).success(), "clean exit on Ctrl-C");
 
-    // Again: same data, no new admin password, the detection is still there.
+    // Again: same data, no new admin password, the detection is still there; the file
+    // is named while it is there.
     let (p, lines) = run_up(&data, &listen, false, "Press Ctrl-C");
     let text = lines.join("\n");
     assert!(
-        text.contains("its password was shown at the first start"),
+        text.contains("its first password is in") && text.contains("initial-admin-password"),
         "{text}"
+    );
+    // A second `up` on the same data is refused before it starts anything.
+    let second = Command::new(bin())
+        .args(["up", "--data"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(err.contains("another `riposte up` is running"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&second.stdout).contains("Riposte is up"),
+        "{err}"
     );
     // The first run's one-time password still works, and the detection is still there.
     let pwfile = tmp.path().join("admin.pw");
@@ -138,20 +165,22 @@ fn up_demo_shows_the_whole_flow_and_keeps_its_data() {
         .output()
         .unwrap();
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // The group's IOC scan sweeps the whole machine and may also quarantine a copy of
-    // EICAR found elsewhere on it (another test's, a user's): only the demo's is counted.
+    // The group's IOC scan sweeps the whole machine, but by default only reports what
+    // it finds there: nothing outside the watched folder (another test's EICAR, a
+    // user's) is taken.
     let watched = data.join("watched").display().to_string();
-    let ours: Vec<_> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| {
-            e["original_path"]
-                .as_str()
-                .is_some_and(|p| p.starts_with(&watched))
-        })
-        .collect();
-    assert_eq!(ours.len(), 1, "the quarantined test object is kept: {list}");
+    let entries = list.as_array().unwrap();
+    assert!(
+        entries.iter().all(|e| e["original_path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&watched))),
+        "only the watched folder's object is quarantined: {list}"
+    );
+    assert_eq!(
+        entries.len(),
+        1,
+        "the quarantined test object is kept: {list}"
+    );
     // The server's keys are out of the agent's reach, as its own data is.
     let ca_key = data.join("server/ca.key");
     let sha = {

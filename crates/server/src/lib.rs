@@ -107,6 +107,11 @@ pub enum StartError {
     KeysDiffer { what: &'static str, dir: String },
 }
 
+/// Where in the data directory a generated administrator password is kept (mode
+/// 0600), from before its account exists until the administrator deletes the file: a
+/// first start that fails, or is killed, after creating the account must not lose it.
+pub const INITIAL_ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
+
 /// A running server.
 pub struct RunningServer {
     pub core: Arc<Core>,
@@ -225,7 +230,12 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
     let mut config = opts.core.clone();
     config.agent_port = agent_addr.port();
     let core = Core::new(store, sealer, authority, config);
-    let created_admin = core.bootstrap(opts.admin_password.clone()).await?;
+    let created_admin = core
+        .bootstrap(
+            opts.admin_password.clone(),
+            Some(&dir.join(INITIAL_ADMIN_PASSWORD_FILE)),
+        )
+        .await?;
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -909,9 +909,14 @@ impl Core {
     /// database, or one whose administrators were all deleted), an administrator: named
     /// `admin`, or `admin-2`, `admin-3`… when another account holds that name in any case,
     /// with `admin_password` or a generated one (returned, to be shown once).
+    ///
+    /// A generated password is written to `password_file` (mode 0600) before the account
+    /// exists, so that a start that fails or is killed after creating it does not lose
+    /// the only password the administrator could log in with.
     pub async fn bootstrap(
         &self,
         admin_password: Option<String>,
+        password_file: Option<&std::path::Path>,
     ) -> ServiceResult<Option<CreatedAdmin>> {
         if self.store.groups().await?.is_empty() {
             // Another process starting on the same database may create it first.
@@ -932,9 +937,18 @@ impl Core {
             None => (secrets::random_token()[..20].to_string(), true),
         };
         let hash = secrets::hash_password(&password);
+        let file = password_file.filter(|_| generated);
+        if let Some(f) = file {
+            crate::files::write_private_file(f, format!("{password}\n").as_bytes()).map_err(
+                |e| ServiceError::Internal(format!("cannot write {}: {e}", f.display())),
+            )?;
+        }
         // Checked again under the accounts' lock: a process starting beside this one
         // may have created the administrator meanwhile.
         let Some(name) = self.store.create_first_administrator(&hash).await? else {
+            if let Some(f) = file {
+                let _ = std::fs::remove_file(f);
+            }
             return Ok(None);
         };
         let why = if first_start {

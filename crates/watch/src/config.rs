@@ -19,9 +19,10 @@ pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 60 * 1024 * 1024;
 /// Which objects are hashed and submitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectFilter {
-    /// Executable content: ELF (`\x7fELF`), PE (`MZ`), scripts (`#!`), any file with an
-    /// execute bit, and files with an executable or script extension (`.exe`, `.com`,
-    /// `.dll`, `.bat`, `.ps1`, `.js`, `.vbs`, `.jar`, `.sh`, `.py`, ...).
+    /// Executable and active content: ELF (`\x7fELF`), PE (`MZ`), scripts (`#!`),
+    /// documents and archives (PDF, OLE2 Office, RTF, ZIP), any file with an execute
+    /// bit, and files with such an extension (`.exe`, `.com`, `.dll`, `.bat`, `.ps1`,
+    /// `.js`, `.vbs`, `.jar`, `.sh`, `.py`, `.docx`, `.pdf`, `.zip`, ...).
     Executables,
     /// Every regular, non-empty file (for tests and for folders where anything counts).
     Any,

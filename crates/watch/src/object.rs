@@ -75,7 +75,18 @@ pub(crate) struct Trigger {
 const EXEC_EXTENSIONS: &[&str] = &[
     "exe", "com", "dll", "sys", "scr", "msi", "bat", "cmd", "ps1", "psm1", "vbs", "vbe", "js",
     "jse", "wsf", "hta", "jar", "sh", "bash", "py", "pl", "rb", "php", "elf", "so", "bin", "run",
-    "appimage", "lnk", "docm", "xlsm",
+    "appimage", "lnk", "docm", "xlsm", "pptm", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "rtf",
+    "pdf", "one", "iso", "img", "zip", "7z", "rar",
+];
+
+/// Leading bytes of documents and archives that carry active content as often as
+/// programs do (macros, scripts, exploits, packed executables): PDF, OLE2 (Office 97–2003,
+/// MSI), RTF, ZIP (Office Open XML, JAR, APK and plain archives).
+const ACTIVE_CONTENT_MAGIC: &[&[u8]] = &[
+    b"%PDF-",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+    b"{\\rtf",
+    b"PK\x03\x04",
 ];
 
 /// Whether `bytes` (with file `mode` and `name`) passes `filter`.
@@ -86,6 +97,7 @@ pub(crate) fn passes_filter(filter: ObjectFilter, name: &str, mode: u32, bytes: 
             bytes.starts_with(b"\x7fELF")
                 || bytes.starts_with(b"MZ")
                 || bytes.starts_with(b"#!")
+                || ACTIVE_CONTENT_MAGIC.iter().any(|m| bytes.starts_with(m))
                 || mode & 0o111 != 0
                 || Path::new(name)
                     .extension()
@@ -260,6 +272,16 @@ mod tests {
         assert!(passes_filter(f, "a", 0o755, b"data"));
         assert!(passes_filter(f, "setup.EXE", 0o644, b"data"));
         assert!(!passes_filter(f, "notes.txt", 0o644, b"hello"));
+        // Documents and archives, by content whatever their name, and by name.
+        for magic in [
+            &b"%PDF-1.4\n"[..],
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00",
+            b"{\\rtf1\\ansi",
+            b"PK\x03\x04\x14\x00",
+        ] {
+            assert!(passes_filter(f, "download", 0o644, magic), "{magic:?}");
+        }
+        assert!(passes_filter(f, "Invoice.DOCX", 0o644, b"data"));
         assert!(passes_filter(
             ObjectFilter::Any,
             "notes.txt",

@@ -150,6 +150,9 @@ enum Step {
     Waiting,
     /// No server answered.
     Unreachable(String),
+    /// A server answered that it does not admit this device (revoked, or enrolled with
+    /// another administration server): waiting will not mend it, an administrator must.
+    Refused(String),
 }
 
 /// Drain the queue into the sandbox until `stop` turns true.
@@ -193,24 +196,32 @@ pub(crate) async fn run_worker(
                 Step::Finished => {}
                 Step::Waiting => waiting = true,
                 Step::Unreachable(m) => {
-                    unreachable = Some(m);
+                    unreachable = Some((m, false));
+                    break;
+                }
+                Step::Refused(m) => {
+                    unreachable = Some((m, true));
                     break;
                 }
             }
         }
-        if let Some(msg) = unreachable {
+        if let Some((msg, refused)) = unreachable {
             let since = *down_since.get_or_insert_with(Instant::now);
-            if !alerted && since.elapsed() >= cfg.unreachable_alert_after {
+            // A refusal is said at once: unlike a network outage it does not pass.
+            if !alerted && (refused || since.elapsed() >= cfg.unreachable_alert_after) {
                 alerted = true;
                 let (n, bytes) = shared.queue.usage();
-                shared.alert(
-                    AlertCode::SandboxUnreachable,
+                let message = if refused {
+                    format!(
+                        "the sandbox refuses this device: {msg}; {n} objects ({bytes} bytes) wait in the queue and are submitted once it admits the device"
+                    )
+                } else {
                     format!(
                         "no sandbox server has answered for {} s ({msg}); {n} objects ({bytes} bytes) wait in the queue and are submitted when one answers",
                         since.elapsed().as_secs()
-                    ),
-                    None,
-                );
+                    )
+                };
+                shared.alert(AlertCode::SandboxUnreachable, message, None);
             }
             let pause = backoff;
             backoff = backoff.saturating_mul(2).min(cfg.max_retry_backoff);
@@ -282,7 +293,7 @@ async fn step(shared: &Shared, client: &SandboxClient, item: QueueItem) -> Step 
         // was started before this device enrolled): the object stays queued, and the
         // alert for an unreachable sandbox tells why, until an administrator mends it.
         Err(e @ (SandboxError::NotAdmitted | SandboxError::Revoked)) => {
-            Step::Unreachable(e.to_string())
+            Step::Refused(e.to_string())
         }
         Err(e) => {
             drop_item(shared, &item, AlertCode::SandboxRejected, &e.to_string());

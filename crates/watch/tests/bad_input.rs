@@ -187,3 +187,39 @@ async fn a_submitted_path_with_dotdot_or_relative_is_refused() {
     watcher.shutdown().await;
     sb.shutdown().await;
 }
+
+/// A sandbox that answers but does not admit this device (it wants an enrolled agent's
+/// certificate) is said at once, not after the long wait for a network outage: waiting
+/// will not mend it. The object stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_that_refuses_the_device_is_said_at_once() {
+    let host = Host::new();
+    let sdir = tempfile::tempdir().unwrap();
+    let mut cfg = riposte_sandbox::SandboxConfig::new(sdir.path());
+    cfg.dynamic = false;
+    // Any CA: this watcher presents no certificate at all.
+    let ca = tempfile::tempdir().unwrap();
+    let other = sandbox(ca.path()).await;
+    cfg.client_ca_pem = Some(other.cert_pem.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sb = riposte_sandbox::serve(cfg, listener).await.unwrap();
+    let config = host.config_for(&sb);
+    assert_eq!(config.unreachable_alert_after, Duration::from_secs(3600));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = Watcher::start(config, tx).unwrap();
+    std::fs::write(host.path("/watched/x.sh"), harmless("refused")).unwrap();
+    let e = collect_until(&mut rx, Duration::from_secs(20), |e| {
+        !alerts(e, AlertCode::SandboxUnreachable).is_empty()
+    })
+    .await;
+    let said = alerts(&e, AlertCode::SandboxUnreachable);
+    assert!(
+        said.first()
+            .is_some_and(|(m, _)| m.contains("refuses this device")),
+        "{e:#?}"
+    );
+    assert_eq!(watcher.status().unwrap().queued_objects, 1);
+    watcher.shutdown().await;
+    sb.shutdown().await;
+    other.shutdown().await;
+}

@@ -188,3 +188,30 @@ async fn a_name_that_is_not_utf8_is_seen_and_named_losslessly() {
         sb.shutdown().await;
     }
 }
+
+/// Objects written while no watcher ran (the agent stopped, or crashed before it had
+/// queued them) are looked at when it starts: nothing in a watched folder stays
+/// unjudged because it arrived at the wrong time. The type filter still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_already_in_the_folders_are_looked_at_on_start() {
+    let host = Host::new();
+    let sdir = tempfile::tempdir().unwrap();
+    let sb = sandbox(sdir.path()).await;
+    std::fs::create_dir_all(host.path("/watched/deeper")).unwrap();
+    std::fs::write(host.path("/watched/deeper/early.com"), eicar()).unwrap();
+    std::fs::write(host.path("/watched/notes.txt"), b"just some notes").unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = Watcher::start(host.config_for(&sb), tx).unwrap();
+    let events = collect_until(&mut rx, Duration::from_secs(20), |e| {
+        !verdicts(e).is_empty()
+    })
+    .await;
+    let mut all = events;
+    all.append(&mut drain_for(&mut rx, Duration::from_millis(500)).await);
+    let v = verdicts(&all);
+    assert_eq!(v.len(), 1, "{all:#?}");
+    assert_eq!(v[0].device_path, "/watched/deeper/early.com");
+    assert!(v[0].malicious, "{:#?}", v[0]);
+    watcher.shutdown().await;
+    sb.shutdown().await;
+}

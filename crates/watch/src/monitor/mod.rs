@@ -99,6 +99,92 @@ impl Scope {
     }
 }
 
+fn change_time(m: &std::fs::Metadata) -> std::time::Duration {
+    use std::os::unix::fs::MetadataExt;
+    std::time::Duration::new(
+        u64::try_from(m.ctime()).unwrap_or(0),
+        u32::try_from(m.ctime_nsec()).unwrap_or(0),
+    )
+}
+
+/// The kernel's file clock now: the change time of a file written in `dir` (file times
+/// come from a coarser clock than the system time, and may read earlier than it).
+fn file_clock_now(dir: &Path) -> std::time::Duration {
+    let stamp = dir.join(".watch-started");
+    std::fs::write(&stamp, b"")
+        .and_then(|()| std::fs::metadata(&stamp))
+        .map(|m| change_time(&m))
+        .unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+        })
+}
+
+/// Most objects looked at when the watch starts: a folder holding more is said so in
+/// the log, and the rest are looked at when they are written again.
+const INITIAL_SCAN_LIMIT: usize = 100_000;
+
+/// Sends every regular file already in the watched folders to be looked at, as the
+/// monitor sends a new one (the type filter applies; the verdict cache and the queue
+/// keep a known object from being sent to the sandbox again). Links are not followed;
+/// the queue's directory and the quiet directories are left alone: opening and closing
+/// a file of this process's databases would drop its locks on them.
+///
+/// Only objects last changed before `watched_since` (a file's change time, so that it
+/// reads the kernel's clock as theirs do) are sent: one written, renamed or linked in
+/// since then raises its own event, and sending it twice would judge (and answer) it
+/// twice.
+fn look_at_what_is_there(
+    scope: &Scope,
+    tx: &UnboundedSender<MonitorMsg>,
+    watched_since: std::time::Duration,
+) {
+    let changed_before = |m: &std::fs::Metadata| change_time(m) < watched_since;
+    let skip =
+        |p: &Path| p.starts_with(&scope.exclude) || scope.quiet.iter().any(|q| p.starts_with(q));
+    let mut pending: Vec<PathBuf> = scope.folders.iter().map(|(_, f)| f.clone()).collect();
+    let mut sent = 0usize;
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if skip(&path) {
+                continue;
+            }
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                if !entry.metadata().is_ok_and(|m| changed_before(&m)) {
+                    continue;
+                }
+                if sent == INITIAL_SCAN_LIMIT {
+                    tracing::warn!(
+                        "more than {INITIAL_SCAN_LIMIT} objects already in the watched folders: \
+                         the others are looked at when they are written again"
+                    );
+                    return;
+                }
+                let Some(trigger) = scope.trigger(path, None, None) else {
+                    continue;
+                };
+                if tx.send(MonitorMsg::Object(trigger)).is_err() {
+                    return; // the watcher stopped
+                }
+                sent += 1;
+            }
+        }
+    }
+    if sent > 0 {
+        tracing::info!("{sent} objects already in the watched folders sent to be looked at");
+    }
+}
+
 /// A running monitor thread.
 #[derive(Debug)]
 pub(crate) struct Monitor {
@@ -153,6 +239,8 @@ impl Monitor {
                 .filter_map(|d| std::fs::canonicalize(d).ok())
                 .collect(),
         };
+        let initial_scope = scope.clone();
+        let initial_tx = tx.clone();
         let (fd, backend) = match config.backend {
             BackendChoice::Inotify => (None, Backend::Inotify),
             BackendChoice::Fanotify => (
@@ -194,6 +282,18 @@ impl Monitor {
         }
         .map_err(|e| WatchError::Monitor(format!("cannot start the monitor thread: {e}")))?;
         tracing::info!(%backend, "watching for new objects");
+        // What is in the folders already was written while nobody watched (the agent
+        // stopped, crashed with objects not yet queued, or the folder came later): it
+        // is looked at as a new object would be, once the watch is in place so that
+        // nothing falls between the two.
+        let initial = initial_scope;
+        let watched_since = file_clock_now(&config.queue_dir);
+        if let Err(e) = std::thread::Builder::new()
+            .name("riposte-watch-scan".into())
+            .spawn(move || look_at_what_is_there(&initial, &initial_tx, watched_since))
+        {
+            tracing::warn!("cannot look at the objects already in the watched folders: {e}");
+        }
         Ok(Monitor {
             backend,
             stop: Some(stop_write),
