@@ -156,17 +156,33 @@ async fn execute(agent: &Arc<Agent>, req: Request) -> Result<serde_json::Value, 
 pub async fn call(data_dir: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
     let path = socket_path(data_dir);
     let mut stream = UnixStream::connect(&path).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the agent at {}: {e} (is `riposte agent --data {}` running?)",
-            path.display(),
-            data_dir.display()
-        )
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            // The socket is root's (mode 0600): it controls a root process.
+            anyhow::anyhow!(
+                "cannot reach the agent at {}: only root may control the agent; run this as root",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!(
+                "cannot reach the agent at {}: {e} (is `riposte agent --data {}` running?)",
+                path.display(),
+                data_dir.display()
+            )
+        }
     })?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line).await?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).await?;
+    if answer.trim().is_empty() {
+        anyhow::bail!(
+            "the agent closed the connection without answering (it stopped, or was stopped, \
+             while it worked on the request): see its log, and `riposte agent --data {} \
+             status`; what it had begun is finished or rolled back when it starts again",
+            data_dir.display()
+        );
+    }
     let v: serde_json::Value = serde_json::from_str(&answer)?;
     if v["ok"] == true {
         Ok(v["result"].clone())
@@ -175,5 +191,31 @@ pub async fn call(data_dir: &Path, req: &Request) -> anyhow::Result<serde_json::
             "{}",
             v["error"].as_str().unwrap_or("the agent gave no reason")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent that stops while it works on a request closes the connection without
+    /// an answer: the caller is told that, not that the answer was malformed.
+    #[tokio::test]
+    async fn an_agent_gone_mid_request_is_said_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::UnixListener::bind(socket_path(dir.path())).unwrap();
+        let gone = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = String::new();
+            let mut reader = BufReader::new(&mut conn);
+            reader.read_line(&mut request).await.unwrap();
+            // Dropped without a word.
+        });
+        let e = call(dir.path(), &Request::QuarantineList)
+            .await
+            .unwrap_err()
+            .to_string();
+        gone.await.unwrap();
+        assert!(e.contains("closed the connection without answering"), "{e}");
     }
 }

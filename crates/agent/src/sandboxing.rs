@@ -101,7 +101,9 @@ pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
                         }),
                         Ok(()) => {
                             if let Some(b) = watcher.as_ref().and_then(|w| w.backend()) {
-                                tracing::info!("watching {:?} with {b}", s.watch);
+                                let watched: Vec<&String> =
+                                    s.watch.iter().filter(|f| !missing.contains(f)).collect();
+                                tracing::info!("watching {watched:?} with {b}");
                             }
                         }
                     }

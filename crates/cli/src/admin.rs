@@ -369,6 +369,39 @@ impl Client {
     }
 }
 
+/// What a running device of a task has swept so far, from its last progress report
+/// (`results.progress`: files, bytes where the sweep stats every file, files read).
+fn task_progress(device: &Value) -> String {
+    let p = &device["results"]["progress"];
+    match (device["state"].as_str(), p["files"].as_u64()) {
+        (Some("running"), Some(files)) => {
+            let read = p["read"].as_u64().unwrap_or(0);
+            match p["bytes"].as_u64() {
+                Some(b) => format!(
+                    "{files} files ({:.1} MB) examined, {read} read",
+                    b as f64 / 1e6
+                ),
+                None => format!("{files} files examined, {read} read"),
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// `--actions` of Threat Response, checked before anything is sent: an unknown name is
+/// said with the ones there are, and an empty list (which would leave Threat Response on
+/// doing nothing) is refused.
+fn threat_response_actions(list: &str) -> anyhow::Result<Vec<String>> {
+    let actions = split_list(list);
+    if actions.is_empty() {
+        bail!("--actions names no action: give at least one, or --threat-response off to stop responding");
+    }
+    for a in &actions {
+        riposte_model::Action::parse(a).map_err(|e| anyhow::anyhow!("--actions: {e}"))?;
+    }
+    Ok(actions)
+}
+
 fn split_list(s: &str) -> Vec<String> {
     s.split(',')
         .map(|x| x.trim().to_string())
@@ -617,7 +650,21 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
         if json_out {
             out(v)
         } else {
-            print_table(v.as_array().map(|x| x.as_slice()).unwrap_or(&[]), cols)
+            // Times as people read them; `--json` keeps the milliseconds.
+            let rows: Vec<Value> = v
+                .as_array()
+                .map(|x| x.as_slice())
+                .unwrap_or(&[])
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    if r["at"].is_i64() {
+                        r["at"] = json!(when(&r["at"]));
+                    }
+                    r
+                })
+                .collect();
+            print_table(&rows, cols)
         }
     };
     match a.command {
@@ -853,7 +900,7 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
                 tr.insert("enabled".into(), json!(on == "on"));
             }
             if let Some(acts) = &p.actions {
-                tr.insert("actions".into(), json!(split_list(acts)));
+                tr.insert("actions".into(), json!(threat_response_actions(acts)?));
             }
             if let Some(f) = &p.special_password_file {
                 tr.insert(
@@ -1003,9 +1050,28 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
                     v["task"]["group_id"],
                     v["task"]["created_by"].as_str().unwrap_or("")
                 );
+                // A running device's sweep so far, from its last progress report.
+                let rows: Vec<Value> = v["devices"]
+                    .as_array()
+                    .map(|x| x.as_slice())
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|d| {
+                        let mut d = d.clone();
+                        d["progress"] = json!(task_progress(&d));
+                        d
+                    })
+                    .collect();
                 print_table(
-                    v["devices"].as_array().map(|x| x.as_slice()).unwrap_or(&[]),
-                    &["device_id", "device_name", "state", "hits", "reason"],
+                    &rows,
+                    &[
+                        "device_id",
+                        "device_name",
+                        "state",
+                        "hits",
+                        "progress",
+                        "reason",
+                    ],
                 );
             }
         }
@@ -1166,6 +1232,20 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_devices_progress_is_shown() {
+        let running = json!({"state": "running", "results": {"progress": {"files": 157897, "bytes": 18366200000u64, "read": 12}}});
+        assert_eq!(
+            task_progress(&running),
+            "157897 files (18366.2 MB) examined, 12 read"
+        );
+        let names_only =
+            json!({"state": "running", "results": {"progress": {"files": 40, "read": 0}}});
+        assert_eq!(task_progress(&names_only), "40 files examined, 0 read");
+        let done = json!({"state": "completed", "results": {"progress": {"files": 40}}});
+        assert_eq!(task_progress(&done), "");
+    }
 
     /// A table cell stays on one line and within bounds whatever a value holds: a
     /// 70,000-character name once made the audit table's width overflow `format!`

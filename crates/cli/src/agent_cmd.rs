@@ -279,10 +279,23 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
                     s.threat_response.provenance.describe()
                 );
                 let si = &s.sandbox_integration.value;
+                // A folder that does not exist is not watched until it does (the agent
+                // looks for it every few seconds).
+                let folders: Vec<String> = si
+                    .watch
+                    .iter()
+                    .map(|f| {
+                        if std::path::Path::new(f).is_dir() {
+                            f.clone()
+                        } else {
+                            format!("{f} (missing: watched once it exists)")
+                        }
+                    })
+                    .collect();
                 outln!(
                     "sandbox integration: {} sandbox server(s), watching [{}], from {}",
                     si.sandboxes.len(),
-                    si.watch.join(", "),
+                    folders.join(", "),
                     s.sandbox_integration.provenance.describe()
                 );
             }
@@ -354,25 +367,12 @@ pub fn open_agent(
 )> {
     // One agent per data directory: a second would recover the first one's quarantine
     // under it, and on exit remove the control socket the first one listens on.
-    let lock_path = data.join("agent.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
+    crate::hold_lock(&data.join("agent.lock"), || {
+        format!(
             "another agent is running on {} (it holds agent.lock); stop it first",
             data.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
-        }
-    }
-    // Held until the process ends.
-    std::mem::forget(lock);
+        )
+    })?;
     for dir in protect {
         if !dir.is_dir() {
             eprintln!(
@@ -384,8 +384,26 @@ pub fn open_agent(
     }
     let (local, recovery) =
         riposte_agent::response::LocalActions::open_protecting(data, host_root, epp, protect)?;
-    if recovery != Default::default() {
-        eprintln!("quarantine recovery: {recovery:?}");
+    // What a stop cut short, finished or undone now: said in words (the ids are the
+    // quarantine entries', as `ctl quarantine list` shows them).
+    for (ids, what) in [
+        (&recovery.completed, "quarantines finished"),
+        (
+            &recovery.rolled_back,
+            "quarantines rolled back (the object stays where it was)",
+        ),
+        (&recovery.restores_cleaned, "restores cut short, cleaned up"),
+    ] {
+        if !ids.is_empty() {
+            eprintln!(
+                "quarantine recovery: {} {what}: {}",
+                ids.len(),
+                ids.join(", ")
+            );
+        }
+    }
+    for w in &recovery.warnings {
+        eprintln!("quarantine recovery: warning: {w}");
     }
     let runner = Arc::new(SweepRunner::new(host_root.to_path_buf()));
     let (agent, rx) = Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))?;

@@ -124,7 +124,33 @@ pub fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
     use anyhow::Context;
     let s =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+    let secret = s.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        anyhow::bail!("{} is empty: write the password in it", path.display());
+    }
+    Ok(secret.to_string())
+}
+
+/// Takes the lock file at `path` for as long as this process runs, or says `taken()`
+/// where another process holds it: one process per data directory.
+pub fn hold_lock(path: &std::path::Path, taken: impl FnOnce() -> String) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!("{}", taken()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    // Held until the process ends (the kernel lets go of it then, however it ends).
+    std::mem::forget(lock);
+    Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM.

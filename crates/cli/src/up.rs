@@ -101,26 +101,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let data = std::fs::canonicalize(&a.data)?;
     // One `up` per data directory, decided before anything starts: a second one would
     // start a second server on the same database before its agent found the first's.
-    let lock_path = data.join("up.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+    crate::hold_lock(&data.join("up.lock"), || {
+        format!(
             "another `riposte up` is running on {} (it holds up.lock); stop it first, or give \
              this one another --data",
             data.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
-        }
-    }
-    // Held until the process ends.
-    std::mem::forget(lock);
+        )
+    })?;
     let server_dir = data.join("server");
     let agent_dir = data.join("agent");
     let sandbox_dir = data.join("sandbox");
@@ -263,6 +250,17 @@ async fn demo(core: &Arc<Core>, watched: &Path) -> anyhow::Result<()> {
     // As the agent writes it in the detection (the host root is `/` here).
     let device_path = riposte_model::path_text::encode(&path);
     println!("demo: dropped the EICAR test file at {device_path}");
+    // Every action of the group's policy reports an outcome (the group action comes
+    // right after the quarantine, before the notification): the demo shows them all.
+    let expected = match core.store.group_by_name(DEFAULT_GROUP).await {
+        Ok(g) => core
+            .store
+            .policy(g.id)
+            .await?
+            .and_then(|p| p.threat_response)
+            .map_or(1, |tr| tr.value.actions.len().max(1)),
+        Err(_) => 1,
+    };
     let mut detection = None;
     for _ in 0..240 {
         let found = core
@@ -272,9 +270,7 @@ async fn demo(core: &Arc<Core>, watched: &Path) -> anyhow::Result<()> {
             .into_iter()
             .find(|d| d.record["path"] == device_path.as_str());
         if let Some(d) = found {
-            let done = d.outcomes.iter().any(|o| o.action == "group_ioc_scan")
-                || (d.outcomes.len() >= 2 && d.task_id.is_none() && d.group_action_error.is_some());
-            if done || d.outcomes.len() >= 3 {
+            if d.outcomes.len() >= expected {
                 detection = Some(d);
                 break;
             }

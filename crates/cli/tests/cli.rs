@@ -154,6 +154,18 @@ fn server_agent_and_admin_commands() {
     ]);
     assert_eq!(admin.json(&["special-account", "status"])["exists"], true);
 
+    // A mistyped or empty action list is refused before anything is sent.
+    for (actions, says) in [
+        (
+            "quarantine_and_delete,bogus_action",
+            "unknown action 'bogus_action'; valid actions:",
+        ),
+        ("", "names no action"),
+    ] {
+        let (code, _, err) = admin.run(&["policy", "set", "A", "--actions", actions]);
+        assert_ne!(code, 0);
+        assert!(err.contains(says), "{err}");
+    }
     // Policy on A, enforced: the device in A1 inherits it, locked, with provenance.
     admin.ok(&[
         "policy",
@@ -372,6 +384,9 @@ fn server_agent_and_admin_commands() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(renewed(), "{}", admin.ok(&["audit", "list"]));
+    // The text table says when as people read it (`--json` keeps milliseconds).
+    let text = admin.ok(&["audit", "list"]);
+    assert!(text.contains(" UTC"), "{text}");
     assert!(!adir.join("renewal.json").exists());
     let mode = std::fs::metadata(adir.join("device.key"))
         .unwrap()

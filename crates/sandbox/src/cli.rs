@@ -49,13 +49,14 @@ pub struct SandboxArgs {
     pub server_names: Vec<String>,
     /// The administration server's CA certificate (its DATA/ca.pem): only agents it
     /// enrolled, presenting their device certificates, may submit objects and read
-    /// verdicts.
+    /// verdicts. Requires --crl, so that a revoked device is refused too.
     #[arg(long, value_name = "FILE", requires = "crl")]
     pub client_ca: Option<PathBuf>,
     /// Where that CA's revocation list comes from, so that a device the server revoked
     /// may no longer submit: the server's `https://SERVER:PORT/api/v1/pki/crl` (fetched
     /// every minute, trusting only the client CA), or a PEM file kept current by other
-    /// means. A list past its nextUpdate (7 days after signing) admits no one.
+    /// means. A list past its nextUpdate (7 days after signing) admits no one. Required
+    /// with --client-ca.
     #[arg(
         long,
         value_name = "SOURCE",

@@ -689,12 +689,37 @@ async fn webhook_handler(State(app): State<Arc<App>>, headers: HeaderMap, body: 
     }
 }
 
+/// What `GET /` and an unknown path answer: the routes there are, so that the API can
+/// be found from the service itself.
+fn routes_index() -> serde_json::Value {
+    serde_json::json!({
+        "service": "riposte-sandbox",
+        "routes": {
+            "POST /sandbox/v1/tasks?name=NAME": "submit an object (the request body); answers the task id, or the report of content already analysed",
+            "GET /sandbox/v1/tasks/{task_id}": "a task's state and, once done, its report",
+            "POST /sandbox/v1/webhook": "an external sandbox's report, signed with HMAC-SHA256 of webhook.key in the X-Riposte-Signature header",
+        }
+    })
+}
+
+async fn index_handler() -> Response {
+    Json(routes_index()).into_response()
+}
+
+async fn not_found_handler() -> Response {
+    let mut body = routes_index();
+    body["error"] = serde_json::json!("no such route");
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
 /// The HTTP routes over `app`.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(index_handler))
         .route("/sandbox/v1/tasks", post(submit_handler))
         .route("/sandbox/v1/tasks/{task_id}", get(poll_handler))
         .route("/sandbox/v1/webhook", post(webhook_handler))
+        .fallback(not_found_handler)
         .with_state(app)
 }
 

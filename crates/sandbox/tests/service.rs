@@ -213,6 +213,23 @@ async fn oversized_and_nameless_uploads_are_refused_and_not_recorded() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["status"], "error");
     assert!(v["error"].as_str().unwrap().contains("?name="));
+
+    // The service says what its routes are, at `/` and for a path it does not have.
+    for (path, status) in [("/", 200), ("/nothing/here", 404)] {
+        let r = http
+            .get(format!("https://{}{path}", h.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["routes"]
+                .as_object()
+                .is_some_and(|r| r.keys().any(|k| k.starts_with("POST /sandbox/v1/tasks"))),
+            "{path}: {v}"
+        );
+    }
     // Names that are paths, or would fake a line where they are shown.
     for name in [
         "../../etc/passwd",

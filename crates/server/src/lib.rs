@@ -82,15 +82,14 @@ impl ServerOptions {
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot use the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot listen on {addr}: {source}")]
+    // The I/O error is said in the message and is not also the error's source: a
+    // report of the whole chain would say it twice.
+    #[error("cannot use the data directory {path}: {cause}")]
+    DataDir { path: String, cause: std::io::Error },
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
@@ -144,9 +143,9 @@ impl RunningServer {
 /// agent channel until [`RunningServer::shutdown`].
 pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
     let dir = &opts.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+    std::fs::create_dir_all(dir).map_err(|cause| StartError::DataDir {
         path: dir.display().to_string(),
-        source,
+        cause,
     })?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -157,9 +156,9 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
         None => Store::open_sqlite_in(dir).await?,
     };
     let authority = Authority::load_or_create(dir)?;
-    let sealer = Sealer::load_or_create(dir).map_err(|source| StartError::DataDir {
+    let sealer = Sealer::load_or_create(dir).map_err(|cause| StartError::DataDir {
         path: dir.display().to_string(),
-        source,
+        cause,
     })?;
     let ca = pki::pem_fingerprint(&authority.ca_pem)?;
     for (name, what, mine) in [
@@ -177,15 +176,15 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
     let api_listener =
         TcpListener::bind(opts.listen)
             .await
-            .map_err(|source| StartError::Listen {
+            .map_err(|cause| StartError::Listen {
                 addr: opts.listen,
-                source,
+                cause,
             })?;
     let api_addr = api_listener
         .local_addr()
-        .map_err(|source| StartError::Listen {
+        .map_err(|cause| StartError::Listen {
             addr: opts.listen,
-            source,
+            cause,
         })?;
     let agent_want = opts.agent_listen.unwrap_or_else(|| {
         let mut a = api_addr;
@@ -199,15 +198,15 @@ pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {
     let agent_listener =
         TcpListener::bind(agent_want)
             .await
-            .map_err(|source| StartError::Listen {
+            .map_err(|cause| StartError::Listen {
                 addr: agent_want,
-                source,
+                cause,
             })?;
     let agent_addr = agent_listener
         .local_addr()
-        .map_err(|source| StartError::Listen {
+        .map_err(|cause| StartError::Listen {
             addr: agent_want,
-            source,
+            cause,
         })?;
 
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
