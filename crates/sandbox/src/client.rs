@@ -92,6 +92,48 @@ enum Attempt {
     Fatal(SandboxError),
 }
 
+/// The TLS alert by which a server refused this client's certificate, if that is why
+/// the request failed: a refusal waiting will not mend, unlike a network outage.
+fn certificate_refusal(e: &reqwest::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        // An I/O error holds the TLS error as its payload rather than as its source.
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            if matches!(
+                alert,
+                A::BadCertificate
+                    | A::UnsupportedCertificate
+                    | A::CertificateRevoked
+                    | A::CertificateExpired
+                    | A::CertificateUnknown
+                    | A::UnknownCA
+                    | A::DecryptError
+                    | A::AccessDenied
+                    | A::CertificateRequired
+            ) {
+                return Some(format!("{alert:?}"));
+            }
+        }
+        src = err.source();
+    }
+    None
+}
+
+/// A failed request as an attempt's outcome: a certificate refused is final, anything
+/// else is tried again (another server, later).
+fn send_failed(e: &reqwest::Error) -> Attempt {
+    match certificate_refusal(e) {
+        Some(alert) => Attempt::Fatal(SandboxError::CertificateRefused(alert)),
+        None => Attempt::Retry(describe(e)),
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -182,7 +224,7 @@ impl SandboxClient {
                     .query(&[("name", name)])
                     .body(body.clone());
                 async move {
-                    let r = req.send().await.map_err(|e| Attempt::Retry(describe(&e)))?;
+                    let r = req.send().await.map_err(|e| send_failed(&e))?;
                     let status = r.status();
                     let parsed: Result<SubmitResponse, _> = r.json().await;
                     match parsed {
@@ -233,7 +275,7 @@ impl SandboxClient {
             .with_failover(first, |base| {
                 let req = self.http.get(format!("{base}/sandbox/v1/tasks/{task_id}"));
                 async move {
-                    let r = req.send().await.map_err(|e| Attempt::Retry(describe(&e)))?;
+                    let r = req.send().await.map_err(|e| send_failed(&e))?;
                     let status = r.status();
                     match r.json::<PollResponse>().await {
                         // Not admitted: no other server of the list would say otherwise

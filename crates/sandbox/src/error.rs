@@ -34,6 +34,10 @@ pub enum SandboxError {
     /// tell (the reason) whether this one was.
     #[error("this sandbox cannot tell whether this device is still enrolled: {0}; retry later")]
     RevocationUnknown(String),
+    /// The sandbox refused the device's certificate in the TLS handshake: it admits the
+    /// devices of another administration server, or this device was revoked.
+    #[error("the sandbox refused this device's certificate in the TLS handshake ({0}): it admits the devices of another administration server (check its --client-ca), or this device was revoked")]
+    CertificateRefused(String),
     /// The administration server revoked this device.
     #[error("this device's certificate has been revoked by the administration server: enroll the device again")]
     Revoked,

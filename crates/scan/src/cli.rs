@@ -371,7 +371,18 @@ fn looks_like_indicators(path: &Path, kind: DocumentKind) -> bool {
     };
     let start = text.trim_start_matches('\u{feff}').trim_start();
     match kind {
-        DocumentKind::OpenIoc => start.starts_with('<'),
+        // XML of another kind (a `pom.xml`) is a PATH: the head must name OpenIOC.
+        DocumentKind::OpenIoc => {
+            start.starts_with('<')
+                && [
+                    "mandiant.com/2010/ioc",
+                    "openioc.org/schemas",
+                    "<ioc",
+                    "<OpenIOC",
+                ]
+                .iter()
+                .any(|t| text.contains(t))
+        }
         // A bare pattern (`[file:…`, `(`), or JSON that names a bundle or an indicator:
         // any JSON file (a `package.json` given as a PATH) is not STIX.
         DocumentKind::Stix => {

@@ -1413,6 +1413,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 let new_lanes = || {
                     Lanes::new(alg).map(|l| {
                         l.capped_at(scope.max_file_size)
+                            .cancelled_by(request.cancel.clone())
                             .counting_into(request.progress.clone().filter(|_| !deferred))
                     })
                 };
@@ -1529,7 +1530,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         .map(|(i, l)| {
             if hit_items.contains_key(&(l.ioc.id.as_str(), l.origin.as_str())) {
                 Verdict::Hit
-            } else if saw_unknown[i].load(Ordering::Relaxed)
+            } else if request.cancel.load(Ordering::Relaxed)
+                // A cancelled sweep did not look everywhere: nothing found is no answer.
+                || saw_unknown[i].load(Ordering::Relaxed)
                 || evaluate_host(&l.ioc, &truth_of(i)) == Truth::Unknown
             {
                 Verdict::Undetermined

@@ -898,6 +898,12 @@ fn strict_unreadable_limits_and_cancel() {
     let r = sweep(&req).unwrap();
     assert!(r.cancelled);
     assert_eq!(r.stats.files_seen, 0);
+    // Nothing found by a sweep that did not finish is no answer.
+    assert!(
+        r.iocs.iter().all(|i| i.verdict == Verdict::Undetermined),
+        "{:?}",
+        r.iocs
+    );
 }
 
 #[test]
@@ -976,6 +982,16 @@ fn cli_exit_codes() {
     let r = parsed(&["--ioc", hit_s, root, "--ioc", miss_s]).unwrap();
     assert_eq!(r.documents.len(), 2, "{:?}", r.scope.paths);
     assert_eq!(r.scope.paths, [PathBuf::from(root)]);
+    // Any XML is not OpenIOC: a `pom.xml` after the indicator files is a PATH.
+    let pom = d.path().join("pom.xml");
+    std::fs::write(
+        &pom,
+        "<?xml version=\"1.0\"?>\n<project><modelVersion>4.0.0</modelVersion></project>\n",
+    )
+    .unwrap();
+    let r = parsed(&["--ioc", hit_s, pom.to_str().unwrap()]).unwrap();
+    assert_eq!(r.documents.len(), 1);
+    assert_eq!(r.scope.paths, std::slice::from_ref(&pom));
     // Any JSON is not STIX: a `package.json` after the patterns is a PATH.
     let pattern = d.path().join("p.stix");
     std::fs::write(&pattern, "[file:name = 'package.json']").unwrap();

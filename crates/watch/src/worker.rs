@@ -263,6 +263,13 @@ async fn step(shared: &Shared, client: &SandboxClient, item: QueueItem) -> Step 
                 finish(shared, &item, &report, Some(task))
             }
             Ok(TaskStatus::Failed(msg)) => failed(shared, &item, msg),
+            // Revoked, or the sandbox changed its mind about this device: the task
+            // stays; an administrator must act.
+            Err(
+                e @ (SandboxError::NotAdmitted
+                | SandboxError::Revoked
+                | SandboxError::CertificateRefused(_)),
+            ) => Step::Refused(e.to_string()),
             Err(e) => {
                 // The server may have lost the task: submit again next round (the
                 // sandbox keys objects by SHA-256, so this never analyses twice).
@@ -292,9 +299,11 @@ async fn step(shared: &Shared, client: &SandboxClient, item: QueueItem) -> Step 
         // A sandbox that does not admit this device (its CA is another server's, or it
         // was started before this device enrolled): the object stays queued, and the
         // alert for an unreachable sandbox tells why, until an administrator mends it.
-        Err(e @ (SandboxError::NotAdmitted | SandboxError::Revoked)) => {
-            Step::Refused(e.to_string())
-        }
+        Err(
+            e @ (SandboxError::NotAdmitted
+            | SandboxError::Revoked
+            | SandboxError::CertificateRefused(_)),
+        ) => Step::Refused(e.to_string()),
         Err(e) => {
             drop_item(shared, &item, AlertCode::SandboxRejected, &e.to_string());
             Step::Finished

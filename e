@@ -1,0 +1,1 @@
+timeout: failed to run command ‘../riposte’: No such file or directory
