@@ -369,22 +369,11 @@ impl Client {
     }
 }
 
-/// What a running device of a task has swept so far, from its last progress report
-/// (`results.progress`: files, bytes where the sweep stats every file, files read).
+/// What a running device of a task has swept so far, as the console says it.
 fn task_progress(device: &Value) -> String {
-    let p = &device["results"]["progress"];
-    match (device["state"].as_str(), p["files"].as_u64()) {
-        (Some("running"), Some(files)) => {
-            let read = p["read"].as_u64().unwrap_or(0);
-            match p["bytes"].as_u64() {
-                Some(b) => format!(
-                    "{files} files ({:.1} MB) examined, {read} read",
-                    b as f64 / 1e6
-                ),
-                None => format!("{files} files examined, {read} read"),
-            }
-        }
-        _ => String::new(),
+    match serde_json::from_value(device["state"].clone()) {
+        Ok(state) => riposte_model::tasks::progress_text(state, &device["results"]),
+        Err(_) => String::new(),
     }
 }
 

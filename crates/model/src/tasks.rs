@@ -110,6 +110,24 @@ impl DeviceTaskState {
     }
 }
 
+/// What a running device has swept so far, from its last `running` update's
+/// `results.progress` (files, bytes where the sweep stats every file, files read); empty
+/// for a device not running.
+pub fn progress_text(state: DeviceTaskState, results: &serde_json::Value) -> String {
+    let p = &results["progress"];
+    let read = p["read"].as_u64().unwrap_or(0);
+    match (state, p["files"].as_u64(), p["bytes"].as_u64()) {
+        (DeviceTaskState::Running, Some(files), Some(bytes)) => format!(
+            "{files} files ({:.1} MB) examined, {read} read",
+            bytes as f64 / 1e6
+        ),
+        (DeviceTaskState::Running, Some(files), None) => {
+            format!("{files} files examined, {read} read")
+        }
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::DeviceTaskState::*;

@@ -8,7 +8,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Response;
 use futures_util::Stream;
 use maud::{html, Markup};
-use riposte_model::{DeviceTaskState, Operation, ScanScope, TaskAction};
+use riposte_model::{Operation, ScanScope, TaskAction};
 use riposte_proto::IocDocument;
 use riposte_server::error::ServiceError;
 use riposte_server::service::{Caller, Core, TaskRequest};
@@ -86,21 +86,9 @@ pub async fn list(State(c): State<Console>, s: Session) -> Result<Response, Reje
     Ok(page(&c, &s, "Tasks", Nav::Tasks, body))
 }
 
-/// What a running device has swept so far, from its last `running` update (a sweep that
-/// does not stat every file reports no bytes).
+/// What a running device has swept so far (`riposte_model::tasks::progress_text`).
 fn progress_text(r: &TaskDeviceRow) -> String {
-    let p = &r.results["progress"];
-    let read = p["read"].as_u64().unwrap_or(0);
-    match (r.state, p["files"].as_u64(), p["bytes"].as_u64()) {
-        (DeviceTaskState::Running, Some(files), Some(bytes)) => format!(
-            "{files} files ({:.1} MB) examined, {read} read",
-            bytes as f64 / 1e6
-        ),
-        (DeviceTaskState::Running, Some(files), None) => {
-            format!("{files} files examined, {read} read")
-        }
-        _ => String::new(),
-    }
+    riposte_model::tasks::progress_text(r.state, &r.results)
 }
 
 fn counts(rows: &[TaskDeviceRow]) -> serde_json::Value {
