@@ -193,6 +193,21 @@ enum AccountCmd {
     Delete {
         name: String,
     },
+    /// Change your own password (the current one is --password-file's). Every session
+    /// of the account ends.
+    Password {
+        /// File holding the new password (12 characters or more).
+        #[arg(long)]
+        new_password_file: PathBuf,
+    },
+    /// Set another account's password (administrators; a reset for whoever forgot
+    /// theirs). Its sessions end and its failed logins are forgotten.
+    SetPassword {
+        name: String,
+        /// File holding the new password (12 characters or more).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1012,6 +1027,42 @@ async fn run_logged_in(c: &Client, a: AdminArgs) -> anyhow::Result<ExitCode> {
                 .call("DELETE", &format!("/api/v1/accounts/{}", enc(&name)), None)
                 .await?;
             done(&v, format!("account '{name}' deleted"))
+        }
+        AdminCommand::Account(AccountCmd::Password { new_password_file }) => {
+            let current = crate::read_secret_file(&a.password_file)?;
+            let new = crate::read_secret_file(&new_password_file)?;
+            let v = c
+                .call(
+                    "PUT",
+                    "/api/v1/password",
+                    Some(json!({"current_password": current, "new_password": new})),
+                )
+                .await?;
+            done(
+                &v,
+                format!(
+                    "password of '{}' changed; its sessions have ended (use the new password \
+                     from now on)",
+                    a.user
+                ),
+            )
+        }
+        AdminCommand::Account(AccountCmd::SetPassword {
+            name,
+            password_file,
+        }) => {
+            let pw = crate::read_secret_file(&password_file)?;
+            let v = c
+                .call(
+                    "PUT",
+                    &format!("/api/v1/accounts/{}/password", enc(&name)),
+                    Some(json!({"password": pw})),
+                )
+                .await?;
+            done(
+                &v,
+                format!("password of '{name}' set; its sessions have ended"),
+            )
         }
         AdminCommand::Task(TaskCmd::List) => {
             let v = c.call("GET", "/api/v1/tasks", None).await?;

@@ -1,7 +1,7 @@
 //! `riposte server`.
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,9 +30,44 @@ pub struct ServerArgs {
     /// its life is left; a device away for longer than this must enroll again.
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub device_cert_days: u32,
+    #[command(subcommand)]
+    pub action: Option<ServerAction>,
+}
+
+/// What `riposte server` does instead of serving.
+#[derive(Subcommand, Debug)]
+pub enum ServerAction {
+    /// Set an administrator account's password straight in the server's database, for
+    /// when no administrator remembers one. Needs the server's --data (and --database if
+    /// it uses PostgreSQL); the server may be running. Its sessions end.
+    ResetPassword {
+        /// The account.
+        name: String,
+        /// File holding the new password (12 characters or more).
+        #[arg(long)]
+        password_file: std::path::PathBuf,
+    },
 }
 
 pub async fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ServerAction::ResetPassword {
+        name,
+        password_file,
+    }) = &a.action
+    {
+        let password = crate::read_secret_file(password_file)?;
+        let ended = riposte_server::reset_password_offline(
+            &a.data,
+            a.database.as_deref(),
+            None,
+            name,
+            &password,
+        )
+        .await
+        .with_context(|| format!("the password of '{name}' is not reset"))?;
+        println!("password of '{name}' reset; {ended} session(s) ended");
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut o = riposte_server::ServerOptions::new(a.data.clone(), a.listen);
     o.agent_listen = a.agent_listen;
     o.database = a.database;

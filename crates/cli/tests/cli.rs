@@ -836,3 +836,163 @@ fn an_interrupted_scan_reports_what_it_looked_at() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("interrupted"), "{err}");
 }
+
+/// `admin account password` changes the caller's own password (the current one is
+/// `--password-file`'s); `admin account set-password` sets another account's, and is
+/// refused for one's own account and for the special account.
+#[test]
+fn account_passwords_are_changed_and_set_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, admin) = server_and_admin(tmp.path());
+    let file = |name: &str, content: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, format!("{content}\n")).unwrap();
+        p
+    };
+    let first = file("oper-1.pw", "first-password-1");
+    let second = file("oper-2.pw", "second-password-2");
+    let third = file("oper-3.pw", "third-password-3");
+    let as_oper = |pw: &std::path::Path, args: &[&str]| {
+        let out = Command::new(bin())
+            .args(["admin", "--server", &admin.url, "--ca"])
+            .arg(&admin.ca)
+            .args(["--user", "oper", "--password-file"])
+            .arg(pw)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    admin.ok(&[
+        "account",
+        "create",
+        "oper",
+        "--role",
+        "operator",
+        "--password-file",
+        first.to_str().unwrap(),
+    ]);
+    let (code, out, err) = as_oper(
+        &first,
+        &[
+            "account",
+            "password",
+            "--new-password-file",
+            second.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("password of 'oper' changed"), "{out}");
+    let (code, _, err) = as_oper(&first, &["account", "list"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("wrong user name or password"), "{err}");
+    let (code, _, err) = as_oper(&second, &["account", "list"]);
+    assert_eq!(code, 0, "{err}");
+    // An operator may not set another's password.
+    let (code, _, err) = as_oper(
+        &second,
+        &[
+            "account",
+            "set-password",
+            "admin",
+            "--password-file",
+            third.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("may not create or delete accounts, or set"),
+        "{err}"
+    );
+
+    let out = admin.ok(&[
+        "account",
+        "set-password",
+        "oper",
+        "--password-file",
+        third.to_str().unwrap(),
+    ]);
+    assert!(out.contains("password of 'oper' set"), "{out}");
+    let (code, _, err) = as_oper(&second, &["account", "list"]);
+    assert_ne!(code, 0, "the old password no longer opens anything: {err}");
+    let (code, _, err) = as_oper(&third, &["account", "list"]);
+    assert_eq!(code, 0, "{err}");
+    for (name, says) in [
+        ("admin", "give the current one"),
+        ("riposte-autonomous", "can never be changed"),
+    ] {
+        let (code, _, err) = admin.run(&[
+            "account",
+            "set-password",
+            name,
+            "--password-file",
+            third.to_str().unwrap(),
+        ]);
+        assert_ne!(code, 0, "{name}");
+        assert!(err.contains(says), "{name}: {err}");
+    }
+}
+
+/// `riposte server --data DIR reset-password NAME` sets an administrator's password in
+/// the database, the server running: the way back in when no one remembers one. A data
+/// directory without a database is refused, and nothing is created there.
+#[test]
+fn a_forgotten_administrator_password_is_reset_on_the_server_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, admin) = server_and_admin(tmp.path());
+    let sdir = tmp.path().join("server");
+    let new = tmp.path().join("new.pw");
+    std::fs::write(&new, "a-password-set-offline\n").unwrap();
+    let reset = |data: &std::path::Path, name: &str| {
+        let out = Command::new(bin())
+            .args(["server", "--data"])
+            .arg(data)
+            .args(["reset-password", name, "--password-file"])
+            .arg(&new)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = reset(&sdir, "admin");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("password of 'admin' reset"), "{out}");
+    let (code, _, err) = admin.run(&["account", "list"]);
+    assert_ne!(code, 0, "the old password opens nothing: {err}");
+    let renewed = Admin {
+        url: admin.url.clone(),
+        ca: admin.ca.clone(),
+        pwfile: new.clone(),
+    };
+    let audit = renewed.json(&["audit", "list"]);
+    let row = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "account_password_set")
+        .expect("the reset is audited");
+    assert_eq!(row["actor"], "server (offline reset)", "{row}");
+
+    let (code, _, err) = reset(&sdir, "nobody");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no administrator account named 'nobody'"),
+        "{err}"
+    );
+    let (code, _, err) = reset(&sdir, "riposte-autonomous");
+    assert_ne!(code, 0);
+    assert!(err.contains("can never be changed"), "{err}");
+    let elsewhere = tmp.path().join("not-a-server");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let (code, _, err) = reset(&elsewhere, "admin");
+    assert_ne!(code, 0);
+    assert!(err.contains("holds no server database"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}

@@ -16,6 +16,7 @@ pub enum Nav {
     Accounts,
     Tokens,
     Audit,
+    Password,
 }
 
 fn head(title: &str) -> Markup {
@@ -44,6 +45,7 @@ pub fn page(c: &Console, s: &Session, title: &str, nav: Nav, body: Markup) -> Re
                 header.top {
                     a.brand href="/devices" { "Riposte" }
                     span.who { "Signed in as " strong #whoami { (s.name()) } " (" span #role { (s.role()) } ")" }
+                    a #change-password .active[nav == Nav::Password] href="/password" { "Change password" }
                     form.inline method="post" action="/logout" {
                         (csrf(s))
                         button type="submit" #logout { "Log out" }

@@ -37,6 +37,10 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/", get(pages::home))
         .route("/login", get(pages::login_page).post(pages::login_post))
         .route("/logout", post(pages::logout))
+        .route(
+            "/password",
+            get(pages::admin::password_page).post(pages::admin::change_password),
+        )
         .route("/static/console.css", get(web::css))
         .route("/static/console.js", get(web::js))
         .route("/devices", get(pages::devices::list))
@@ -85,6 +89,10 @@ pub fn router(core: Arc<Core>) -> Router {
         .route(
             "/accounts/{name}/delete",
             post(pages::admin::delete_account),
+        )
+        .route(
+            "/accounts/{name}/password",
+            post(pages::admin::set_password),
         )
         .route(
             "/enroll-tokens",

@@ -470,6 +470,11 @@ pub fn clear_cookie() -> String {
 /// Ends a session in the core and in memory.
 pub async fn end_session(state: &Console, s: &Session) {
     let _ = state.core().logout(&s.token).await;
+    forget(state, s);
+}
+
+/// Drops what the console keeps in memory for a session the server has already ended.
+pub fn forget(state: &Console, s: &Session) {
     state.forget_session(&s.key);
 }
 

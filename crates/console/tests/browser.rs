@@ -295,6 +295,17 @@ async fn group_and_task_created_through_the_forms() {
     let (t, rows) = h.core().task(&admin(), tasks[0].id).await.unwrap();
     assert_eq!(t.actions, serde_json::json!(["quarantine_and_delete"]));
     assert_eq!(rows[0].device_id, device);
+
+    // The administrator's own password, changed from the header's link: the session
+    // ends, the login page says why, and the new password opens a new one.
+    b.click("#change-password").await;
+    b.type_in("#current-password", ADMIN_PASSWORD).await;
+    b.type_in("#new-password", "a-brand-new-password").await;
+    b.type_in("#confirm-password", "a-brand-new-password").await;
+    b.click("#change-password-submit").await;
+    b.wait_text("#login-notice", "password is changed").await;
+    b.login(&h.url, "admin", "a-brand-new-password").await;
+    b.wait_text("#whoami", "admin").await;
     drop(b);
     h.stop().await;
 }

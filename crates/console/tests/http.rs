@@ -1434,3 +1434,135 @@ async fn a_devices_own_value_can_be_given_back_to_its_policies() {
     assert!(!next.body.contains("987654"), "{}", next.body);
     h.stop().await;
 }
+
+/// The Password page changes the signed-in account's own password: a confirmation that
+/// differs or a wrong current password changes nothing; a change ends the session and
+/// says so on the login page. An administrator sets another account's password from the
+/// Accounts page (not their own there, nor the special user's); an operator may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_changed_on_the_password_page_and_set_on_accounts() {
+    let h = Harness::start().await;
+    h.add_account("oper", Role::Operator, "first-password-1")
+        .await;
+    h.core()
+        .create_special(&admin(), "special-pw-1")
+        .await
+        .unwrap();
+    let mut oper = Visitor::new(&h);
+    assert_eq!(oper.login("oper", "first-password-1").await.status, 303);
+    let page = oper.get("/password").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"password-form\""), "{}", page.body);
+    let csrf = page.csrf();
+    let change = |current: &'static str, new: &'static str, again: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("current_password", current.to_string()),
+            ("new_password", new.to_string()),
+            ("confirm_password", again.to_string()),
+        ]
+    };
+    for (form, says) in [
+        (
+            change("first-password-1", "second-password-2", "second-password-3"),
+            "the two new passwords differ",
+        ),
+        (
+            change("not-the-password", "second-password-2", "second-password-2"),
+            "the current password is wrong",
+        ),
+        (change("first-password-1", "short", "short"), "at least 12"),
+    ] {
+        let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let p = oper.post("/password", &fields).await;
+        assert_eq!(p.status, 303, "{}", p.body);
+        assert_eq!(p.location(), "/password");
+        let shown = oper.get("/password").await;
+        assert!(shown.body.contains(says), "{says}: {}", shown.body);
+    }
+    let form = change("first-password-1", "second-password-2", "second-password-2");
+    let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = oper.post("/password", &fields).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(p.location(), "/login?changed=1");
+    assert!(p.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(
+        oper.get("/devices").await.status,
+        303,
+        "the session has ended"
+    );
+    let notice = oper.get("/login?changed=1").await;
+    assert!(
+        notice.body.contains("log in with the new one"),
+        "{}",
+        notice.body
+    );
+    assert_eq!(oper.login("oper", "first-password-1").await.status, 401);
+    assert_eq!(oper.login("oper", "second-password-2").await.status, 303);
+
+    // An operator cannot set the administrator's.
+    let accounts = oper.get("/accounts").await;
+    assert!(!accounts.body.contains("Set password"), "{}", accounts.body);
+    let csrf = accounts.csrf();
+    let p = oper
+        .post(
+            "/accounts/admin/password",
+            &[("csrf", &csrf), ("password", "taken-over-password")],
+        )
+        .await;
+    assert_eq!(p.status, 403, "{}", p.body);
+
+    // The administrator sets the operator's, from the Accounts page.
+    let mut adm = Visitor::new(&h);
+    assert_eq!(adm.login("admin", ADMIN_PASSWORD).await.status, 303);
+    let accounts = adm.get("/accounts").await;
+    assert!(
+        accounts.body.contains("action=\"/accounts/oper/password\""),
+        "{}",
+        accounts.body
+    );
+    for other in ["admin", "riposte-autonomous"] {
+        assert!(
+            !accounts
+                .body
+                .contains(&format!("action=\"/accounts/{other}/password\"")),
+            "no form for {other}"
+        );
+    }
+    let csrf = accounts.csrf();
+    let p = adm
+        .post(
+            "/accounts/oper/password",
+            &[("csrf", &csrf), ("password", "third-password-3")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(adm
+        .get("/accounts")
+        .await
+        .body
+        .contains("Password of oper set"));
+    assert_eq!(
+        oper.get("/devices").await.status,
+        303,
+        "oper's session ended"
+    );
+    assert_eq!(oper.login("oper", "third-password-3").await.status, 303);
+    // Posted by hand for the administrator's own account: refused, said on the page.
+    let p = adm
+        .post(
+            "/accounts/admin/password",
+            &[("csrf", &csrf), ("password", "without-the-current")],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    assert!(adm
+        .get("/accounts")
+        .await
+        .body
+        .contains("give the current one"));
+    h.stop().await;
+}

@@ -11,7 +11,7 @@ pub enum Role {
     /// Runs tasks and handles quarantine; reads everything; cannot change accounts,
     /// groups or policies.
     Operator,
-    /// Reads everything, changes nothing.
+    /// Reads everything, changes nothing but its own password.
     Auditor,
 }
 
@@ -62,6 +62,8 @@ pub enum AccountError {
     SpecialPasswordCharacters,
     #[error("an administrator password must be at least 12 characters long")]
     WeakPassword,
+    #[error("the new password is the current one: choose another")]
+    PasswordUnchanged,
 }
 
 /// Checks the special account's password rule (8–16 characters, counted as characters).

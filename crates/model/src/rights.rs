@@ -47,10 +47,12 @@ pub enum Operation {
     ManageAccounts,
     ManageSpecialAccount,
     ReadAudit,
+    /// Changing one's own password, knowing the current one.
+    ChangeOwnPassword,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 17] = [
         Operation::ReadInventory,
         Operation::ChangeGroups,
         Operation::MoveDevice,
@@ -67,6 +69,7 @@ impl Operation {
         Operation::ManageAccounts,
         Operation::ManageSpecialAccount,
         Operation::ReadAudit,
+        Operation::ChangeOwnPassword,
     ];
 
     /// What the operation does, in words for an error message.
@@ -89,9 +92,10 @@ impl Operation {
                 "restore quarantined objects to another path than their own"
             }
             Operation::ReadAccounts => "list accounts",
-            Operation::ManageAccounts => "create or delete accounts",
+            Operation::ManageAccounts => "create or delete accounts, or set their passwords",
             Operation::ManageSpecialAccount => "manage the special account",
             Operation::ReadAudit => "read the audit log",
+            Operation::ChangeOwnPassword => "change its password",
         }
     }
 
@@ -121,10 +125,13 @@ pub fn authorize(who: &Principal, op: Operation) -> Result<(), Denied> {
                 op.is_read()
                     || matches!(
                         op,
-                        Operation::CreateTask | Operation::CancelTask | Operation::HandleQuarantine
+                        Operation::CreateTask
+                            | Operation::CancelTask
+                            | Operation::HandleQuarantine
+                            | Operation::ChangeOwnPassword
                     )
             }
-            Role::Auditor => op.is_read(),
+            Role::Auditor => op.is_read() || op == Operation::ChangeOwnPassword,
         },
     };
     if allowed {
@@ -176,6 +183,7 @@ mod tests {
             (ManageAccounts, true, false, false, false),
             (ManageSpecialAccount, true, false, false, false),
             (ReadAudit, true, true, true, false),
+            (ChangeOwnPassword, true, true, true, false),
         ];
         assert_eq!(matrix.len(), Operation::ALL.len());
         for (op, admin, oper, aud, special) in matrix {

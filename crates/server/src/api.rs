@@ -196,6 +196,7 @@ pub fn router(core: AppState) -> Router {
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/password", put(change_own_password))
         .route("/api/v1/enroll", post(enroll))
         .route("/api/v1/pki/crl", get(revocation_list))
         .route("/api/v1/groups", get(groups).post(create_group))
@@ -231,6 +232,10 @@ pub fn router(core: AppState) -> Router {
         .route(
             "/api/v1/accounts/{name}",
             axum::routing::delete(delete_account),
+        )
+        .route(
+            "/api/v1/accounts/{name}/password",
+            put(set_account_password),
         )
         .route(
             "/api/v1/special-account",
@@ -602,6 +607,38 @@ async fn delete_account(
 ) -> ApiResult {
     core.delete_account(&c, &name).await?;
     ok(json!({ "deleted": name }))
+}
+
+#[derive(Deserialize)]
+struct OwnPasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// The caller's own password; every session of the account ends, this one included.
+async fn change_own_password(
+    State(core): State<AppState>,
+    c: Caller,
+    Body(b): Body<OwnPasswordBody>,
+) -> ApiResult {
+    core.change_own_password(&c, &b.current_password, &b.new_password)
+        .await?;
+    ok(json!({ "changed": true, "sessions_ended": true }))
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn set_account_password(
+    State(core): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(b): Body<PasswordBody>,
+) -> ApiResult {
+    core.set_account_password(&c, &name, &b.password).await?;
+    ok(json!({ "changed": true, "name": name }))
 }
 
 async fn special_status(State(core): State<AppState>, c: Caller) -> ApiResult {

@@ -139,6 +139,71 @@ impl RunningServer {
     }
 }
 
+/// Sets an administrator account's password straight in the store, without the API: the
+/// way back in for whoever holds the server's data directory (or its database) when no
+/// administrator remembers a password. Every session of the account ends, its failed
+/// logins are forgotten, and the audit log records the reset as done on the server's
+/// machine. Returns how many sessions ended. A server may be running on the store.
+pub async fn reset_password_offline(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+    schema: Option<&str>,
+    name: &str,
+    password: &str,
+) -> Result<u64, ServiceError> {
+    use riposte_model::accounts::{validate_admin_password, SPECIAL_ACCOUNT_NAME};
+    if name == SPECIAL_ACCOUNT_NAME {
+        return Err(riposte_model::AccountError::SpecialPasswordImmutable.into());
+    }
+    validate_admin_password(password)?;
+    let store = match database {
+        Some(url) => Store::open(url, schema).await?,
+        None => {
+            // Opening would create an empty database: a mistyped --data must say so.
+            if !data_dir.join("riposte.db").is_file() {
+                return Err(ServiceError::NotFound(format!(
+                    "{} holds no server database (riposte.db): give the server's --data, \
+                     and its --database if it uses PostgreSQL",
+                    data_dir.display()
+                )));
+            }
+            Store::open_sqlite_in(data_dir).await?
+        }
+    };
+    let outcome = async {
+        let account = store
+            .account_by_name(name)
+            .await?
+            .filter(|a| a.kind == riposte_store::AccountKind::Admin)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("no administrator account named '{name}'"))
+            })?;
+        let password = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let ended = store
+            .set_account_password(account.id, None, &hash)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("no administrator account named '{name}'"))
+            })?;
+        throttle::clear_account_failures(&store, &account.name).await?;
+        store
+            .audit(
+                "server (offline reset)",
+                "local",
+                "account_password_set",
+                &format!("{}; {ended} session(s) ended", account.name),
+            )
+            .await?;
+        Ok(ended)
+    }
+    .await;
+    store.close().await;
+    outcome
+}
+
 /// Starts the server: opens the store, loads or creates the CA, and serves the API and the
 /// agent channel until [`RunningServer::shutdown`].
 pub async fn start(opts: ServerOptions) -> Result<RunningServer, StartError> {

@@ -750,6 +750,18 @@ impl Core {
         password: &str,
         source: &str,
     ) -> ServiceResult<Principal> {
+        Ok(self.verify_password(user, password, source).await?.0)
+    }
+
+    /// [`Core::check_password`], returning also the hash the password was checked
+    /// against: what follows (a session, a password change) is bound to it, so that it
+    /// cannot outlive a password change made meanwhile.
+    async fn verify_password(
+        &self,
+        user: &str,
+        password: &str,
+        source: &str,
+    ) -> ServiceResult<(Principal, String)> {
         // How failures are counted, and whom they lock out: `throttle`'s module docs.
         // A name no account can have (over 64 characters, or with control or invisible
         // characters) is counted for its source only, and recorded cut and escaped: an
@@ -797,7 +809,8 @@ impl Core {
         };
         let password = password.to_string();
         let slot = self.throttle.verify_slot().await;
-        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+        let checked = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &checked))
             .await
             .unwrap_or(false);
         drop(slot);
@@ -806,7 +819,7 @@ impl Core {
                 self.throttle
                     .succeeded(&self.store, target, source, attempt)
                     .await?;
-                Ok(p)
+                Ok((p, hash))
             }
             (_, None) if user == SPECIAL_ACCOUNT_NAME => {
                 self.throttle
@@ -847,7 +860,7 @@ impl Core {
         password: &str,
         source: &str,
     ) -> ServiceResult<(String, i64, Principal)> {
-        let principal = self.check_password(user, password, source).await?;
+        let (principal, checked_hash) = self.verify_password(user, password, source).await?;
         if principal == Principal::Special {
             // Its one right is one request with its password (Basic): a session would
             // only be a second credential to steal, and the console has nothing for it.
@@ -864,9 +877,22 @@ impl Core {
             .ok_or_else(|| ServiceError::Unauthorized("wrong user name or password".into()))?;
         let token = secrets::random_token();
         let expires = now_ms() + self.config.session_ms;
-        self.store
-            .create_session(&secrets::token_hash(&token), account.id, expires)
+        let opened = self
+            .store
+            .create_session(
+                &secrets::token_hash(&token),
+                account.id,
+                &checked_hash,
+                expires,
+            )
             .await?;
+        if !opened {
+            // The password was changed (or the account deleted) while this one was
+            // checked: the password it was checked against no longer opens anything.
+            return Err(ServiceError::Unauthorized(
+                "wrong user name or password".into(),
+            ));
+        }
         let caller = Caller {
             principal: principal.clone(),
             source: source.to_string(),
@@ -1784,6 +1810,115 @@ impl Core {
         Ok(())
     }
 
+    /// Changes the caller's own password, given its current one (checked and throttled
+    /// as a login is, so this is no second way to guess it). Every session of the
+    /// account ends, the caller's included: one opened by whoever learnt the old
+    /// password must not survive its change. The special account's password can never
+    /// be changed.
+    pub async fn change_own_password(
+        &self,
+        c: &Caller,
+        current: &str,
+        new: &str,
+    ) -> ServiceResult<()> {
+        if c.principal == Principal::Special {
+            return Err(riposte_model::AccountError::SpecialPasswordImmutable.into());
+        }
+        self.allow(c, Operation::ChangeOwnPassword).await?;
+        validate_admin_password(new)?;
+        if current == new {
+            return Err(riposte_model::AccountError::PasswordUnchanged.into());
+        }
+        let name = c.principal.display_name().to_string();
+        let (_, checked_hash) = match self.verify_password(&name, current, &c.source).await {
+            Ok(checked) => checked,
+            // Said as what it is (not 401): the caller is logged in, only the password
+            // it typed for the change is wrong.
+            Err(ServiceError::Unauthorized(_)) => {
+                return Err(ServiceError::BadRequest(
+                    "the current password is wrong; the password is not changed".into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        let account = self
+            .store
+            .account_by_name(&name)
+            .await?
+            .filter(|a| a.kind == AccountKind::Admin)
+            .ok_or_else(|| ServiceError::NotFound(format!("no account named '{name}'")))?;
+        let hash = hash_off_thread(new).await?;
+        let ended = self
+            .store
+            .set_account_password(account.id, Some(&checked_hash), &hash)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Conflict(
+                    "the password was changed by someone else meanwhile; it is not changed \
+                     again"
+                        .into(),
+                )
+            })?;
+        self.audit(
+            c,
+            "account_password_change",
+            &format!("{name}; {ended} session(s) ended"),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Sets another account's password (an administrator's reset, for an operator who
+    /// forgot theirs). Every session of that account ends, and its failed logins are
+    /// forgotten so that a lockout does not outlast the reset. An administrator changes
+    /// their own password with [`Core::change_own_password`], which asks for the current
+    /// one: a session taken over must not be enough to lock its owner out.
+    pub async fn set_account_password(
+        &self,
+        c: &Caller,
+        name: &str,
+        new: &str,
+    ) -> ServiceResult<()> {
+        self.allow(c, Operation::ManageAccounts).await?;
+        if name == SPECIAL_ACCOUNT_NAME {
+            return Err(riposte_model::AccountError::SpecialPasswordImmutable.into());
+        }
+        let account = self
+            .store
+            .account_by_name(name)
+            .await?
+            .filter(|a| a.kind == AccountKind::Admin)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("no administrator account named '{name}'"))
+            })?;
+        if c.principal.display_name() == account.name {
+            return Err(ServiceError::Conflict(
+                "to change your own password, give the current one: `riposte admin account \
+                 password`, or the console's Password page"
+                    .into(),
+            ));
+        }
+        validate_admin_password(new)?;
+        let hash = hash_off_thread(new).await?;
+        let ended = self
+            .store
+            .set_account_password(account.id, None, &hash)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("no administrator account named '{name}'"))
+            })?;
+        self.throttle
+            .clear_account_failures(&self.store, &account.name)
+            .await?;
+        self.audit(
+            c,
+            "account_password_set",
+            &format!("{}; {ended} session(s) ended", account.name),
+        )
+        .await;
+        Ok(())
+    }
+
     pub async fn special_status(&self, c: &Caller) -> ServiceResult<Option<i64>> {
         self.allow(c, Operation::ReadAccounts).await?;
         Ok(self.store.special_account().await?.map(|a| a.created_at))
@@ -1795,10 +1930,7 @@ impl Core {
         if self.store.special_account().await?.is_some() {
             return Err(riposte_model::AccountError::SpecialAccountExists.into());
         }
-        let pw = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || secrets::hash_password(&pw))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let hash = hash_off_thread(password).await?;
         self.store
             .create_account(
                 SPECIAL_ACCOUNT_NAME,
@@ -2512,4 +2644,13 @@ fn apply_sandbox_patch(
         v.request_timeout_secs = t;
     }
     Ok(v)
+}
+
+/// Hashes a password with Argon2id on a blocking thread: it takes tens of milliseconds
+/// and about 19 MiB, which the async workers must not wait for.
+async fn hash_off_thread(password: &str) -> ServiceResult<String> {
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))
 }

@@ -363,12 +363,27 @@ impl Throttle {
         Ok(())
     }
 
+    /// Forgets an account's failures across sources (its password was set anew: a
+    /// lockout earned against the old one would only keep its owner out).
+    pub async fn clear_account_failures(&self, store: &Store, name: &str) -> Result<()> {
+        clear_account_failures(store, name).await
+    }
+
     /// Forgets failures and known sources that no longer count.
     pub async fn prune(&self, store: &Store) -> Result<u64> {
         let now = now_ms();
         Ok(store.prune_login_failures(now - window_ms()).await?
             + store.prune_known_sources(now - known_for_ms()).await?)
     }
+}
+
+/// [`Throttle::clear_account_failures`], for a process that serves nothing (the offline
+/// password reset): the failures are in the store, not in the throttle.
+pub async fn clear_account_failures(store: &Store, name: &str) -> Result<()> {
+    if let Some(account) = Target::Account(name).account_count() {
+        store.clear_login_failures(&account.key).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

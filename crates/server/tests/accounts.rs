@@ -91,6 +91,20 @@ fn every_operation() -> Vec<(
         ),
         ("DELETE", "/api/v1/accounts/nobody", None, "ManageAccounts"),
         (
+            "PUT",
+            "/api/v1/accounts/nobody/password",
+            Some(json!({"password": "long-enough-password"})),
+            "ManageAccounts",
+        ),
+        // Too short a new password: refused before the current one is checked, so the
+        // matrix counts no failed login.
+        (
+            "PUT",
+            "/api/v1/password",
+            Some(json!({"current_password": "wrong", "new_password": "short"})),
+            "ChangeOwnPassword",
+        ),
+        (
             "POST",
             "/api/v1/special-account",
             Some(json!({"password": "12345678"})),
@@ -902,4 +916,230 @@ async fn a_server_with_other_keys_refuses_a_database_in_use() {
         second.shutdown().await;
         ts.stop().await;
     }
+}
+
+/// An account changes its own password knowing the current one; an administrator sets
+/// another's. Either ends every session of the account, the old password opens nothing
+/// afterwards, and neither works on the special account or (for a reset) on oneself.
+async fn passwords_are_changed_and_set(backend: Backend) {
+    let ts = TestServer::start(backend).await;
+    let admin = ts.client().await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/accounts",
+            Some(json!({"name": "oper", "role": "operator", "password": "first-password-1"})),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/special-account",
+            Some(json!({"password": "special-pw"})),
+        )
+        .await;
+    let first = Api::login(&ts.url, &ts.ca, "oper", "first-password-1").await;
+    let second = Api::login(&ts.url, &ts.ca, "oper", "first-password-1").await;
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    // Refused, and nothing changes: a wrong current password, a short or unchanged one.
+    for (body, says) in [
+        (
+            change("not-the-password", "second-password-2"),
+            "current password is wrong",
+        ),
+        (change("first-password-1", "short"), "at least 12"),
+        (
+            change("first-password-1", "first-password-1"),
+            "is the current one",
+        ),
+    ] {
+        let (s, v) = first.call("PUT", "/api/v1/password", Some(body)).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+    }
+    first.ok("GET", "/api/v1/whoami", None).await;
+    let (s, v) = first
+        .call(
+            "PUT",
+            "/api/v1/password",
+            Some(change("first-password-1", "second-password-2")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Both sessions ended, the changing one too; the old password opens nothing.
+    for api in [&first, &second] {
+        let (s, v) = api.call("GET", "/api/v1/whoami", None).await;
+        assert_eq!(s, 401, "{v}");
+    }
+    let (s, _) = Api::basic(&ts.url, &ts.ca, "oper", "first-password-1")
+        .call("GET", "/api/v1/whoami", None)
+        .await;
+    assert_eq!(s, 401);
+    let oper = Api::login(&ts.url, &ts.ca, "oper", "second-password-2").await;
+
+    // What an operator may not do, and what no one may.
+    let (s, v) = oper
+        .call(
+            "PUT",
+            "/api/v1/accounts/admin/password",
+            Some(json!({"password": "taken-over-password"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = admin
+        .call(
+            "PUT",
+            "/api/v1/accounts/admin/password",
+            Some(json!({"password": "without-the-current"})),
+        )
+        .await;
+    assert_eq!(s, 409, "one's own only with the current password: {v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("give the current one"),
+        "{v}"
+    );
+    let (s, v) = admin
+        .call(
+            "PUT",
+            "/api/v1/accounts/riposte-autonomous/password",
+            Some(json!({"password": "new-special-pw"})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("can never be changed"),
+        "{v}"
+    );
+    let (s, v) = admin
+        .call(
+            "PUT",
+            "/api/v1/accounts/nobody/password",
+            Some(json!({"password": "long-enough-password"})),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = admin
+        .call(
+            "PUT",
+            "/api/v1/accounts/oper/password",
+            Some(json!({"password": "short"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    oper.ok("GET", "/api/v1/whoami", None).await;
+    // The special account can change nothing, its own password included.
+    let (s, v) = Api::basic(&ts.url, &ts.ca, "riposte-autonomous", "special-pw")
+        .call(
+            "PUT",
+            "/api/v1/password",
+            Some(change("special-pw", "other-special")),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+
+    // The reset.
+    admin
+        .ok(
+            "PUT",
+            "/api/v1/accounts/oper/password",
+            Some(json!({"password": "third-password-3"})),
+        )
+        .await;
+    let (s, _) = oper.call("GET", "/api/v1/whoami", None).await;
+    assert_eq!(s, 401, "the reset ends the account's sessions");
+    admin.ok("GET", "/api/v1/whoami", None).await;
+    let (s, _) = Api::basic(&ts.url, &ts.ca, "oper", "second-password-2")
+        .call("GET", "/api/v1/whoami", None)
+        .await;
+    assert_eq!(s, 401);
+    let v = Api::basic(&ts.url, &ts.ca, "oper", "third-password-3")
+        .ok("GET", "/api/v1/whoami", None)
+        .await;
+    assert_eq!(v["principal"]["name"], "oper");
+
+    // Audited, without a password in sight.
+    let rows = ts.running().core.store.audit_log(200).await.unwrap();
+    let change = rows
+        .iter()
+        .find(|r| r.action == "account_password_change")
+        .expect("the change is audited");
+    assert_eq!(change.actor, "oper");
+    assert!(
+        change.detail.contains("2 session(s) ended"),
+        "{}",
+        change.detail
+    );
+    let set = rows
+        .iter()
+        .find(|r| r.action == "account_password_set")
+        .expect("the reset is audited");
+    assert_eq!(set.actor, "admin");
+    assert!(set.detail.starts_with("oper;"), "{}", set.detail);
+    for r in &rows {
+        for secret in ["first-password-1", "second-password-2", "third-password-3"] {
+            assert!(!r.detail.contains(secret), "{} {}", r.action, r.detail);
+        }
+    }
+    ts.stop().await;
+}
+
+#[tokio::test]
+async fn passwords_are_changed_and_set_sqlite() {
+    passwords_are_changed_and_set(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn passwords_are_changed_and_set_postgres() {
+    passwords_are_changed_and_set(Backend::Postgres).await;
+}
+
+/// An administrator's reset lifts the lockout that guesses from many addresses put on
+/// the account: its owner, at an address it has never used, can log in with the new one.
+#[tokio::test]
+async fn a_reset_lifts_the_accounts_lockout() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let admin = ts.client().await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/accounts",
+            Some(json!({"name": "oper", "role": "operator", "password": "first-password-1"})),
+        )
+        .await;
+    let core = &ts.running().core;
+    for n in 1..=5 {
+        let source = format!("198.51.100.{n}");
+        assert!(core.login("oper", "guess", &source).await.is_err());
+    }
+    let locked = core
+        .login("oper", "first-password-1", "203.0.113.7")
+        .await
+        .expect_err("locked for a new address");
+    assert!(
+        matches!(
+            locked,
+            riposte_server::error::ServiceError::TooManyAttempts(_)
+        ),
+        "{locked:?}"
+    );
+    admin
+        .ok(
+            "PUT",
+            "/api/v1/accounts/oper/password",
+            Some(json!({"password": "second-password-2"})),
+        )
+        .await;
+    let (_, _, principal) = core
+        .login("oper", "second-password-2", "203.0.113.7")
+        .await
+        .expect("the reset lifted the lockout");
+    assert_eq!(principal.display_name(), "oper");
+    ts.stop().await;
 }

@@ -261,20 +261,75 @@ impl Store {
     }
 
     /// Records a session by the hash of its token.
+    ///
+    /// Opened only while the account's password hash is still `password_hash`, the one
+    /// the login checked; returns whether it was. A password changed between the check
+    /// and this write (which ends every session) must not let the old one open a new
+    /// session after it.
     pub async fn create_session(
         &self,
         token_hash: &str,
         account_id: i64,
+        password_hash: &str,
         expires_at: i64,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash)
-            .bind(account_id)
-            .bind(now_ms())
-            .bind(expires_at)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO sessions (token_hash, account_id, created_at, expires_at)
+             SELECT $1, id, $3, $4 FROM accounts WHERE id = $2 AND password_hash = $5",
+        )
+        .bind(token_hash)
+        .bind(account_id)
+        .bind(now_ms())
+        .bind(expires_at)
+        .bind(password_hash)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces an administrator account's password hash and ends all its sessions, in
+    /// one transaction; returns how many sessions ended, or `None` where the account is
+    /// gone, or (with `expected_hash`) its hash is no longer that one: a change made
+    /// knowing the current password must not undo another change made meanwhile.
+    pub async fn set_account_password(
+        &self,
+        id: i64,
+        expected_hash: Option<&str>,
+        new_hash: &str,
+    ) -> Result<Option<u64>> {
+        let mut tx = self.pool().begin().await?;
+        let changed = match expected_hash {
+            Some(expected) => {
+                sqlx::query(
+                    "UPDATE accounts SET password_hash = $1
+                     WHERE id = $2 AND kind = 'admin' AND password_hash = $3",
+                )
+                .bind(new_hash)
+                .bind(id)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE accounts SET password_hash = $1 WHERE id = $2 AND kind = 'admin'",
+                )
+                .bind(new_hash)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+            }
+        };
+        if changed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let ended = sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Some(ended))
     }
 
     /// The live session with this token hash.
@@ -381,8 +436,11 @@ mod tests {
                 .unwrap();
             let g = store.create_group("G", None).await.unwrap();
             let now = now_ms();
-            store.create_session("old", a, now - 1).await.unwrap();
-            store.create_session("live", a, now + 60_000).await.unwrap();
+            assert!(store.create_session("old", a, "h", now - 1).await.unwrap());
+            assert!(store
+                .create_session("live", a, "h", now + 60_000)
+                .await
+                .unwrap());
             store
                 .put_console_draft("old", g, "sealed-old")
                 .await
@@ -521,14 +579,14 @@ mod tests {
             assert_eq!(store.count_admins().await.unwrap(), 1);
             assert_eq!(store.special_account().await.unwrap().unwrap().id, special);
 
-            store
-                .create_session("t1", admin, now_ms() + 60_000)
+            assert!(store
+                .create_session("t1", admin, "h1", now_ms() + 60_000)
                 .await
-                .unwrap();
-            store
-                .create_session("t2", admin, now_ms() - 1)
+                .unwrap());
+            assert!(store
+                .create_session("t2", admin, "h1", now_ms() - 1)
                 .await
-                .unwrap();
+                .unwrap());
             assert_eq!(
                 store.session("t1").await.unwrap().unwrap().account.name,
                 "admin"
@@ -551,10 +609,10 @@ mod tests {
             store.put_console_draft("t1", g, "sealed-3").await.unwrap();
             store.delete_session("t1").await.unwrap();
             assert_eq!(store.console_draft("t1", g).await.unwrap(), None);
-            store
-                .create_session("t1", admin, now_ms() + 60_000)
+            assert!(store
+                .create_session("t1", admin, "h1", now_ms() + 60_000)
                 .await
-                .unwrap();
+                .unwrap());
 
             store.delete_account(special).await.unwrap();
             assert!(store.special_account().await.unwrap().is_none());
@@ -569,6 +627,98 @@ mod tests {
                 .unwrap();
             store.delete_account(admin).await.unwrap();
             assert!(store.session("t1").await.unwrap().is_none());
+        })
+        .await;
+    }
+
+    /// A password change ends the account's sessions (and their drafts), and no login
+    /// checked against the old password opens one after it; a change made knowing the
+    /// old hash does not undo one made meanwhile; the special account's is never set.
+    #[tokio::test]
+    async fn a_password_change_ends_sessions_and_is_not_undone() {
+        each_backend(|store| async move {
+            let a = store
+                .create_account("ops", AccountKind::Admin, Role::Operator, "old")
+                .await
+                .unwrap();
+            let other = store
+                .create_account("aud", AccountKind::Admin, Role::Auditor, "keep")
+                .await
+                .unwrap();
+            let special = store
+                .create_account(
+                    "riposte-autonomous",
+                    AccountKind::Special,
+                    Role::Auditor,
+                    "sp",
+                )
+                .await
+                .unwrap();
+            let g = store.create_group("G", None).await.unwrap();
+            let later = now_ms() + 60_000;
+            assert!(store.create_session("s1", a, "old", later).await.unwrap());
+            assert!(store.create_session("s2", a, "old", later).await.unwrap());
+            assert!(store
+                .create_session("o1", other, "keep", later)
+                .await
+                .unwrap());
+            store.put_console_draft("s1", g, "sealed").await.unwrap();
+
+            assert_eq!(
+                store
+                    .set_account_password(a, Some("old"), "new")
+                    .await
+                    .unwrap(),
+                Some(2)
+            );
+            assert!(store.session("s1").await.unwrap().is_none());
+            assert!(store.session("s2").await.unwrap().is_none());
+            assert_eq!(store.console_draft("s1", g).await.unwrap(), None);
+            assert!(
+                store.session("o1").await.unwrap().is_some(),
+                "another account's"
+            );
+            // A login that checked the old password, landing after the change.
+            assert!(!store.create_session("late", a, "old", later).await.unwrap());
+            assert!(store.session("late").await.unwrap().is_none());
+            assert!(store.create_session("s3", a, "new", later).await.unwrap());
+            // Knowing "old" is not enough to undo the change.
+            assert_eq!(
+                store
+                    .set_account_password(a, Some("old"), "again")
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert!(store.session("s3").await.unwrap().is_some());
+            // A reset needs no old hash.
+            assert_eq!(
+                store.set_account_password(a, None, "reset").await.unwrap(),
+                Some(1)
+            );
+            let row = store.account_by_name("ops").await.unwrap().unwrap();
+            assert_eq!(row.password_hash, "reset");
+            // Not the special account's, and not an account that is gone.
+            assert_eq!(
+                store
+                    .set_account_password(special, None, "x")
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .special_account()
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .password_hash,
+                "sp"
+            );
+            assert_eq!(
+                store.set_account_password(9999, None, "x").await.unwrap(),
+                None
+            );
         })
         .await;
     }

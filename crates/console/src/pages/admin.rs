@@ -56,6 +56,11 @@ pub async fn accounts(
                                         (csrf(&s))
                                         button type="submit" { "Delete" }
                                     }
+                                    form.inline.set-password method="post" action={ "/accounts/" (super::devices::urlencode(name)) "/password" } {
+                                        (csrf(&s))
+                                        input type="password" name="password" autocomplete="new-password" required minlength="12" placeholder="New password" aria-label={ "New password of " (name) };
+                                        button type="submit" { "Set password" }
+                                    }
                                 }
                             }
                         }
@@ -123,6 +128,70 @@ pub async fn delete_account(
         .await
         .map(|()| format!("Account {name} deleted."));
     after(&c, &p.session, res, "/accounts")
+}
+
+/// `POST /accounts/{name}/password`: an administrator sets another account's password.
+pub async fn set_password(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    p: Posted,
+) -> Response {
+    let res = c
+        .core()
+        .set_account_password(
+            &p.session.caller,
+            &name,
+            p.fields.get("password").unwrap_or_default(),
+        )
+        .await
+        .map(|()| format!("Password of {name} set; its sessions have ended."));
+    after(&c, &p.session, res, "/accounts")
+}
+
+/// `GET /password`: the signed-in account changes its own password.
+pub async fn password_page(State(c): State<Console>, s: Session) -> Response {
+    let body = html! {
+        h1 { "Change your password" }
+        p { "Every session of " strong { (s.name()) } " ends with the change, this one too: you log in again with the new password." }
+        form.stack method="post" action="/password" #password-form {
+            (csrf(&s))
+            input type="hidden" name="user" value=(s.name()) autocomplete="username";
+            label { "Current password" input type="password" name="current_password" #current-password autocomplete="current-password" required; }
+            label { "New password (at least 12 characters)" input type="password" name="new_password" #new-password autocomplete="new-password" required minlength="12"; }
+            label { "New password again" input type="password" name="confirm_password" #confirm-password autocomplete="new-password" required minlength="12"; }
+            div.buttons { button type="submit" #change-password-submit { "Change the password" } }
+        }
+    };
+    page(&c, &s, "Change your password", Nav::Password, body)
+}
+
+/// `POST /password`: on success the session has ended with every other one of the
+/// account, so the visitor is sent to the login page, told why.
+pub async fn change_password(State(c): State<Console>, p: Posted) -> Response {
+    let f = &p.fields;
+    let new = f.get("new_password").unwrap_or_default();
+    if f.get("confirm_password").unwrap_or_default() != new {
+        let res = Err(ServiceError::BadRequest(
+            "the two new passwords differ; the password is not changed".into(),
+        ));
+        return after(&c, &p.session, res, "/password");
+    }
+    let current = f.get("current_password").unwrap_or_default();
+    match c
+        .core()
+        .change_own_password(&p.session.caller, current, new)
+        .await
+    {
+        Ok(()) => {
+            crate::web::forget(&c, &p.session);
+            (
+                [(axum::http::header::SET_COOKIE, crate::web::clear_cookie())],
+                axum::response::Redirect::to("/login?changed=1"),
+            )
+                .into_response()
+        }
+        Err(e) => after(&c, &p.session, Err(e), "/password"),
+    }
 }
 
 /// `POST /special-account`: the dialog's **Create the user**.

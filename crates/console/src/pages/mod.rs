@@ -46,11 +46,18 @@ pub async fn home(_s: Session) -> Redirect {
 }
 
 fn login_form(error: Option<&str>) -> maud::Markup {
+    login_form_with(error, None)
+}
+
+fn login_form_with(error: Option<&str>, notice: Option<&str>) -> maud::Markup {
     html! {
         h1 { "Riposte" }
         p.sub { "Administration console" }
         @if let Some(e) = error {
             p.flash.error #login-error role="alert" { (e) }
+        }
+        @if let Some(n) = notice {
+            p.flash.ok #login-notice role="status" { (n) }
         }
         form.login method="post" action="/login" {
             label { "User name" input type="text" name="user" #user autocomplete="username" required autofocus; }
@@ -60,9 +67,19 @@ fn login_form(error: Option<&str>) -> maud::Markup {
     }
 }
 
+/// The login page's query: `changed` after a password change ended the session.
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    changed: Option<String>,
+}
+
 /// `GET /login`.
-pub async fn login_page() -> Response {
-    bare("Log in", login_form(None)).into_response()
+pub async fn login_page(axum::extract::Query(q): axum::extract::Query<LoginQuery>) -> Response {
+    let notice = q.changed.is_some().then_some(
+        "Your password is changed and your sessions have ended: log in with the new one.",
+    );
+    bare("Log in", login_form_with(None, notice)).into_response()
 }
 
 /// The login form's fields.
