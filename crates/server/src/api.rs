@@ -297,6 +297,7 @@ async fn openapi() -> impl IntoResponse {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LoginBody {
     user: String,
     password: String,
@@ -377,6 +378,7 @@ async fn groups(State(core): State<AppState>, c: Caller) -> ApiResult {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GroupBody {
     name: String,
     parent: Option<String>,
@@ -392,6 +394,7 @@ async fn create_group(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RenameBody {
     name: String,
 }
@@ -407,6 +410,7 @@ async fn rename_group(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MoveGroupBody {
     parent: String,
 }
@@ -495,6 +499,7 @@ async fn device(State(core): State<AppState>, c: Caller, Path(device): Path<Stri
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MoveBody {
     group: String,
 }
@@ -546,6 +551,7 @@ async fn clear_device_tr(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TokenBody {
     group: String,
     #[serde(default = "default_ttl")]
@@ -582,6 +588,7 @@ async fn accounts(State(core): State<AppState>, c: Caller) -> ApiResult {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AccountBody {
     name: String,
     role: String,
@@ -610,6 +617,7 @@ async fn delete_account(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OwnPasswordBody {
     current_password: String,
     new_password: String,
@@ -627,6 +635,7 @@ async fn change_own_password(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PasswordBody {
     password: String,
 }
@@ -649,6 +658,7 @@ async fn special_status(State(core): State<AppState>, c: Caller) -> ApiResult {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SpecialBody {
     password: String,
 }
@@ -717,11 +727,14 @@ async fn create_autonomous(
         // what a valid body looks like.
         (Ok(_), Err(rejection)) => rejection,
         (Err(e), body) => {
-            // A device whose special password is wrong gets its failure recorded (the
-            // login throttle bounds how often); a request without even a try at the
-            // special account's credentials writes nothing.
-            if let (Some(SPECIAL_ACCOUNT_NAME), Ok(Body(b))) =
-                (basic_user(&headers).as_deref(), &body)
+            // A device whose special password is wrong gets its failure recorded: the
+            // login throttle bounds how often, because a request it refused before
+            // checking the password writes nothing, as a request without even a try at
+            // the special account's credentials does. Otherwise anyone could fill the
+            // audit log at the rate of their requests.
+            let throttled = matches!(e, ServiceError::TooManyAttempts(_));
+            if let (Some(SPECIAL_ACCOUNT_NAME), Ok(Body(b)), false) =
+                (basic_user(&headers).as_deref(), &body, throttled)
             {
                 core.record_group_action_failure(&src.0, b, &e).await;
             }
@@ -795,6 +808,7 @@ async fn audit(State(core): State<AppState>, c: Caller, Query(q): Query<AuditQue
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct QuarantineBody {
     restore_to: Option<String>,
     on_conflict: Option<String>,

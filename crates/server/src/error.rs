@@ -24,6 +24,21 @@ pub enum ServiceError {
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
+        // A row this change refers to went away meanwhile (a group deleted while a device
+        // was moved into it, by another request or another server process): the
+        // database refused the change whole, so nothing changed.
+        if e.refers_to_missing_row() {
+            return ServiceError::Conflict(
+                "something this change refers to was changed or deleted meanwhile; nothing \
+                 was changed: check and try again"
+                    .into(),
+            );
+        }
+        if e.is_unstorable_text() {
+            return ServiceError::BadRequest(
+                "the request holds a NUL character, which no name nor value may hold".into(),
+            );
+        }
         match e {
             StoreError::NotFound(m) => ServiceError::NotFound(m),
             StoreError::Conflict(m) => ServiceError::Conflict(m),

@@ -182,6 +182,10 @@ pub struct Caller {
 /// Name of the root administration group created on first start.
 pub const ROOT_GROUP: &str = "Managed devices";
 
+/// How many times a change of a policy or of a device's settings is applied again when
+/// other changes keep landing between its read and its write.
+const CHANGE_ATTEMPTS: usize = 16;
+
 /// A policy's name as shown to people.
 pub fn policy_name(group: &str) -> String {
     format!("Riposte policy ({group})")
@@ -285,8 +289,10 @@ pub struct AutonomousAnswer {
     pub deduplicated: bool,
 }
 
-/// What an operator sends to create a task.
+/// What an operator sends to create a task. Unknown fields are refused, as for the
+/// patches: a misspelt one (an action, a scope) would otherwise be dropped unseen.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskRequest {
     pub name: String,
     pub group: String,
@@ -297,12 +303,15 @@ pub struct TaskRequest {
     pub actions: Vec<TaskAction>,
 }
 
-/// A name as typed, trimmed: 1 to `max` bytes, no control characters and none of the
+/// A name as typed, trimmed: 1 to `max` characters, no control characters and none of the
 /// invisible ones (direction overrides, zero-width characters) with which a name could
 /// fake a line of a listing or read as another ([`riposte_model::path_text::hidden`]).
 fn check_name<'a>(what: &str, name: &'a str, max: usize) -> ServiceResult<&'a str> {
     let name = name.trim();
-    if name.is_empty() || name.len() > max || name.chars().any(riposte_model::path_text::hidden) {
+    if name.is_empty()
+        || name.chars().count() > max
+        || name.chars().any(riposte_model::path_text::hidden)
+    {
         return Err(ServiceError::BadRequest(format!(
             "{what} must be 1 to {max} printable characters"
         )));
@@ -1342,11 +1351,44 @@ impl Core {
         Ok(patch.special_password.is_some() && self.store.special_account().await?.is_none())
     }
 
-    /// Applies a patch to Threat Response values, checking the special password.
-    async fn patch_threat_response(
+    /// The special password a patch gives, checked against the special account and
+    /// sealed for storing; `None` where the patch gives none. Checked once per request,
+    /// before the stored value is read, so that a change retried after a concurrent one
+    /// does not check it again.
+    async fn sealed_special_password(
+        &self,
+        patch: &ThreatResponsePatch,
+    ) -> ServiceResult<Option<String>> {
+        let Some(pw) = &patch.special_password else {
+            return Ok(None);
+        };
+        let special = self.store.special_account().await?.ok_or_else(|| {
+            ServiceError::BadRequest(
+                "the special account does not exist yet; create it first (special-account create)"
+                    .into(),
+            )
+        })?;
+        let hash = special.password_hash.clone();
+        let pw2 = pw.clone();
+        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&pw2, &hash))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(ServiceError::BadRequest(
+                "the administration server password does not match the special account's password"
+                    .into(),
+            ));
+        }
+        Ok(Some(self.sealer.seal(pw)))
+    }
+
+    /// Applies a patch to Threat Response values; `sealed` is the patch's special
+    /// password as [`Core::sealed_special_password`] checked it.
+    fn apply_threat_response(
         &self,
         current: ThreatResponse,
         patch: &ThreatResponsePatch,
+        sealed: Option<&str>,
     ) -> ServiceResult<ThreatResponse> {
         let mut tr = current;
         if let Some(e) = patch.enabled {
@@ -1355,23 +1397,8 @@ impl Core {
         if let Some(a) = &patch.actions {
             tr.actions = a.iter().copied().collect();
         }
-        if let Some(pw) = &patch.special_password {
-            let special = self.store.special_account().await?.ok_or_else(|| {
-                ServiceError::BadRequest(
-                    "the special account does not exist yet; create it first (special-account create)".into(),
-                )
-            })?;
-            let hash = special.password_hash.clone();
-            let pw2 = pw.clone();
-            let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&pw2, &hash))
-                .await
-                .unwrap_or(false);
-            if !ok {
-                return Err(ServiceError::BadRequest(
-                    "the administration server password does not match the special account's password".into(),
-                ));
-            }
-            tr.special_password = Some(self.sealer.seal(pw));
+        if let Some(sealed) = sealed {
+            tr.special_password = Some(sealed.to_string());
         }
         if tr.needs_special_password() {
             let valid = tr
@@ -1406,22 +1433,33 @@ impl Core {
         let g = self.store.group_by_name(group).await?;
         let inherited = self.inherited(&g).await?;
         self.refuse_if_enforced_above(&g, &inherited.threat_response.provenance, patch.mode)?;
-        let mut p = self.store.policy(g.id).await?.unwrap_or_default();
-        let current = p.threat_response.clone().unwrap_or(PolicySection {
-            mode: PolicyMode::Undefined,
-            value: inherited.threat_response.value,
-        });
-        let value = self.patch_threat_response(current.value, patch).await?;
-        p.threat_response = Some(PolicySection {
-            mode: patch.mode.unwrap_or(current.mode),
-            value,
-        });
-        self.store.set_policy(g.id, &p).await?;
+        let sealed = self.sealed_special_password(patch).await?;
+        let p = self
+            .change_policy(g.id, |mut p| {
+                let current = p.threat_response.clone().unwrap_or(PolicySection {
+                    mode: PolicyMode::Undefined,
+                    value: inherited.threat_response.value.clone(),
+                });
+                let value = self.apply_threat_response(current.value, patch, sealed.as_deref())?;
+                p.threat_response = Some(PolicySection {
+                    mode: patch.mode.unwrap_or(current.mode),
+                    value,
+                });
+                Ok(p)
+            })
+            .await?;
         if self.special_deleted_meanwhile(patch).await? {
-            if let Some(section) = p.threat_response.as_mut() {
-                section.value.special_password = None;
-            }
-            self.store.set_policy(g.id, &p).await?;
+            // Only the password this change wrote: another one would be as useless, but
+            // taking it is the deletion's business, not this change's.
+            self.change_policy(g.id, |mut p| {
+                if let Some(section) = p.threat_response.as_mut() {
+                    if section.value.special_password == sealed {
+                        section.value.special_password = None;
+                    }
+                }
+                Ok(p)
+            })
+            .await?;
             return Err(special_deleted_error());
         }
         // Said in words: the value's debug form would show the password left out as
@@ -1476,21 +1514,75 @@ impl Core {
         let g = self.store.group_by_name(group).await?;
         let inherited = self.inherited(&g).await?;
         self.refuse_if_enforced_above(&g, &inherited.sandbox_integration.provenance, patch.mode)?;
-        let mut p = self.store.policy(g.id).await?.unwrap_or_default();
-        let current = p.sandbox_integration.clone().unwrap_or(PolicySection {
-            mode: PolicyMode::Undefined,
-            value: inherited.sandbox_integration.value,
-        });
-        let value = apply_sandbox_patch(current.value, patch)?;
-        p.sandbox_integration = Some(PolicySection {
-            mode: patch.mode.unwrap_or(current.mode),
-            value,
-        });
-        self.store.set_policy(g.id, &p).await?;
+        self.change_policy(g.id, |mut p| {
+            let current = p.sandbox_integration.clone().unwrap_or(PolicySection {
+                mode: PolicyMode::Undefined,
+                value: inherited.sandbox_integration.value.clone(),
+            });
+            let value = apply_sandbox_patch(current.value, patch)?;
+            p.sandbox_integration = Some(PolicySection {
+                mode: patch.mode.unwrap_or(current.mode),
+                value,
+            });
+            Ok(p)
+        })
+        .await?;
         self.audit(c, "policy_set", &format!("{} sandbox_integration", g.name))
             .await;
         self.push_settings_for_subtree(g.id).await?;
         self.policy(c, group).await
+    }
+
+    /// Applies `change` to a group's stored policy (an empty one where it has none) and
+    /// stores the result, unless another change landed since it was read: then applies
+    /// `change` again to what is stored now. Two administrators (or two server
+    /// processes) changing different fields at once both hold; neither is told "saved"
+    /// while the other silently undoes it. Returns the policy stored.
+    async fn change_policy(
+        &self,
+        group_id: i64,
+        mut change: impl FnMut(PolicySettings) -> ServiceResult<PolicySettings>,
+    ) -> ServiceResult<PolicySettings> {
+        for _ in 0..CHANGE_ATTEMPTS {
+            let (stored, seen) = self.store.policy_for_change(group_id).await?;
+            let changed = change(stored)?;
+            if self
+                .store
+                .replace_policy(group_id, seen.as_deref(), &changed)
+                .await?
+            {
+                return Ok(changed);
+            }
+        }
+        Err(ServiceError::Conflict(
+            "the policy kept changing while this change was applied; nothing was changed, \
+             try again"
+                .into(),
+        ))
+    }
+
+    /// [`Core::change_policy`] for a device's own settings.
+    async fn change_local_settings(
+        &self,
+        device_id: i64,
+        mut change: impl FnMut(LocalSettings) -> ServiceResult<LocalSettings>,
+    ) -> ServiceResult<LocalSettings> {
+        for _ in 0..CHANGE_ATTEMPTS {
+            let (stored, seen) = self.store.local_settings_for_change(device_id).await?;
+            let changed = change(stored)?;
+            if self
+                .store
+                .replace_local_settings(device_id, &seen, &changed)
+                .await?
+            {
+                return Ok(changed);
+            }
+        }
+        Err(ServiceError::Conflict(
+            "the device's settings kept changing while this change was applied; nothing was \
+             changed, try again"
+                .into(),
+        ))
     }
 
     /// What group `g` inherits from the policies above it (its parent's settings for a
@@ -1568,23 +1660,28 @@ impl Core {
                 "Threat Response on this device is enforced by {policy}; change the policy instead"
             )));
         }
-        let current = device
-            .local_settings
-            .threat_response
-            .clone()
-            .unwrap_or(eff.threat_response.value);
-        let value = self.patch_threat_response(current, patch).await?;
-        device.local_settings.threat_response = Some(value);
-        self.store
-            .set_local_settings(device.id, &device.local_settings)
+        let sealed = self.sealed_special_password(patch).await?;
+        device.local_settings = self
+            .change_local_settings(device.id, |mut local| {
+                let current = local
+                    .threat_response
+                    .clone()
+                    .unwrap_or(eff.threat_response.value.clone());
+                let value = self.apply_threat_response(current, patch, sealed.as_deref())?;
+                local.threat_response = Some(value);
+                Ok(local)
+            })
             .await?;
         if self.special_deleted_meanwhile(patch).await? {
-            if let Some(tr) = device.local_settings.threat_response.as_mut() {
-                tr.special_password = None;
-            }
-            self.store
-                .set_local_settings(device.id, &device.local_settings)
-                .await?;
+            self.change_local_settings(device.id, |mut local| {
+                if let Some(tr) = local.threat_response.as_mut() {
+                    if tr.special_password == sealed {
+                        tr.special_password = None;
+                    }
+                }
+                Ok(local)
+            })
+            .await?;
             return Err(special_deleted_error());
         }
         self.audit(
@@ -1606,11 +1703,14 @@ impl Core {
     ) -> ServiceResult<(bool, EffectiveSettings)> {
         self.allow(c, Operation::ChangeDeviceSettings).await?;
         let mut device = self.store.device_by_ref(reference).await?;
-        let had = device.local_settings.threat_response.take().is_some();
+        let mut had = false;
+        device.local_settings = self
+            .change_local_settings(device.id, |mut local| {
+                had = local.threat_response.take().is_some();
+                Ok(local)
+            })
+            .await?;
         if had {
-            self.store
-                .set_local_settings(device.id, &device.local_settings)
-                .await?;
             self.audit(
                 c,
                 "device_settings_cleared",
@@ -1943,13 +2043,11 @@ impl Core {
         Ok(())
     }
 
-    /// Deletes the special account, and its password from every policy that holds it:
-    /// a password kept there would be presented by the devices after the account is
-    /// created again with another, and each group action would fail as a wrong password.
-    /// Without it, a device says plainly that no special password is set. Returns how
-    /// many policies held it.
-    /// Deletes the special account, and its (now useless) password from every policy
-    /// and every device's own settings. Returns how many policies and devices held it.
+    /// Deletes the special account, and its password from every policy and every
+    /// device's own settings that hold it: a password kept there would be presented by
+    /// the devices after the account is created again with another, and each group
+    /// action would fail as a wrong password. Without it, a device says plainly that no
+    /// special password is set. Returns how many policies and devices held it.
     pub async fn delete_special(&self, c: &Caller) -> ServiceResult<(usize, usize)> {
         self.allow(c, Operation::ManageSpecialAccount).await?;
         let a = self
@@ -1959,12 +2057,21 @@ impl Core {
             .ok_or(riposte_model::AccountError::NoSpecialAccount)?;
         self.store.delete_account(a.id).await?;
         let mut cleared = Vec::new();
-        for (group_id, mut p) in self.store.policies().await? {
-            if let Some(section) = p.threat_response.as_mut() {
-                if section.value.special_password.take().is_some() {
-                    self.store.set_policy(group_id, &p).await?;
-                    cleared.push(group_id);
-                }
+        for (group_id, p) in self.store.policies().await? {
+            let held = |p: &PolicySettings| {
+                p.threat_response
+                    .as_ref()
+                    .is_some_and(|s| s.value.special_password.is_some())
+            };
+            if held(&p) {
+                self.change_policy(group_id, |mut p| {
+                    if let Some(section) = p.threat_response.as_mut() {
+                        section.value.special_password = None;
+                    }
+                    Ok(p)
+                })
+                .await?;
+                cleared.push(group_id);
             }
         }
         // Devices' own values held it too: a device left with it would fail every group
@@ -1974,17 +2081,20 @@ impl Core {
         loop {
             let page = self.store.devices(None, None, offset, 1000).await?;
             offset += page.len() as i64;
-            for mut d in page.iter().cloned() {
+            for d in &page {
                 let held = d
                     .local_settings
                     .threat_response
-                    .as_mut()
-                    .and_then(|tr| tr.special_password.take())
-                    .is_some();
+                    .as_ref()
+                    .is_some_and(|tr| tr.special_password.is_some());
                 if held {
-                    self.store
-                        .set_local_settings(d.id, &d.local_settings)
-                        .await?;
+                    self.change_local_settings(d.id, |mut local| {
+                        if let Some(tr) = local.threat_response.as_mut() {
+                            tr.special_password = None;
+                        }
+                        Ok(local)
+                    })
+                    .await?;
                     devices_cleared.push(d.id);
                 }
             }
@@ -2101,6 +2211,10 @@ impl Core {
             ));
         }
         check_name("a task name", &req.name, 200)?;
+        // Shown in the task's listings and the devices' reports, as the task's name is.
+        for doc in &req.iocs {
+            check_name("an IOC document's name", &doc.name, 255)?;
+        }
         // Compiling a large YARA rule set takes a while: off the async workers.
         let docs = req.iocs.clone();
         let warnings = tokio::task::spawn_blocking(move || check_ioc_documents(&docs))

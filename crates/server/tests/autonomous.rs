@@ -554,5 +554,26 @@ async fn group_actions_start_only_from_detections_the_device_reported() {
     assert_eq!(before, after, "anonymous requests wrote to the audit log");
     let det = api.ok("GET", "/api/v1/detections/victim", None).await;
     assert_eq!(det["group_action_error"], Value::Null, "{det}");
+
+    // Wrong special passwords are recorded while the throttle admits them, and not once
+    // it refuses them unchecked: anyone could otherwise grow the audit log at the rate
+    // of their requests.
+    let before = refused(&api.ok("GET", "/api/v1/audit?limit=1000", None).await);
+    let mut throttled = 0;
+    for _ in 0..12 {
+        let (s, v) = autonomous(&http, &ts.url, "wrong-password", &body).await;
+        match s {
+            429 => throttled += 1,
+            401 => {}
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert!(throttled >= 6, "the throttle refused {throttled} of 12");
+    let after = refused(&api.ok("GET", "/api/v1/audit?limit=1000", None).await);
+    assert_eq!(
+        after - before,
+        12 - throttled,
+        "one entry per checked request"
+    );
     ts.stop().await;
 }

@@ -495,6 +495,34 @@ async fn nul_characters_and_wrong_methods_get_clear_answers() {
         assert_eq!(s, 401, "{v}");
         let (s, v) = api.call("GET", "/api/v1/devices?search=a%00b", None).await;
         assert_eq!((s, v.clone()), (200, json!([])), "{v}");
+        // A NUL in any name or reference: a clear refusal, never a 500 (PostgreSQL says
+        // 400 as it cannot hold one, SQLite that no such thing exists), and no change.
+        let groups_before = api.ok("GET", "/api/v1/groups", None).await;
+        for (method, path, body) in [
+            ("GET", "/api/v1/devices/a%00b", None),
+            ("GET", "/api/v1/devices/a%00b/settings", None),
+            ("POST", "/api/v1/devices/a%00b/revoke", None),
+            ("GET", "/api/v1/groups/a%00b/policy", None),
+            ("DELETE", "/api/v1/groups/a%00b", None),
+            ("DELETE", "/api/v1/accounts/a%00b", None),
+            ("GET", "/api/v1/detections/a%00b", None),
+            ("GET", "/api/v1/alerts?device=a%00b", None),
+            (
+                "POST",
+                "/api/v1/groups",
+                Some(json!({"name": "x", "parent": "a\u{0}b"})),
+            ),
+            (
+                "POST",
+                "/api/v1/enroll-tokens",
+                Some(json!({"group": "a\u{0}b"})),
+            ),
+        ] {
+            let (s, v) = api.call(method, path, body).await;
+            assert!(s == 400 || s == 404, "{backend:?} {method} {path}: {s} {v}");
+            assert!(v["error"].is_string(), "{v}");
+        }
+        assert_eq!(api.ok("GET", "/api/v1/groups", None).await, groups_before);
         // A page of no rows, or of a negative number of them, is a mistake: said so.
         for path in [
             "/api/v1/devices?limit=-1",
@@ -911,5 +939,84 @@ async fn a_policy_says_when_a_policy_above_enforces_its_section() {
         serde_json::Value::Null,
         "{a}"
     );
+    ts.stop().await;
+}
+
+/// A misspelt field is refused, not dropped: `parnet` would have made the group under
+/// the root, `max_use` a one-use token. Names are counted in characters, as their
+/// errors say, and an IOC document's name is held to the rules of a task's.
+#[tokio::test]
+async fn misspelt_fields_are_refused_and_names_counted_in_characters() {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let groups_before = api.ok("GET", "/api/v1/groups", None).await;
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/v1/groups",
+            json!({"name": "Typo", "parnet": "A"}),
+        ),
+        (
+            "POST",
+            "/api/v1/enroll-tokens",
+            json!({"group": "A", "max_use": 100}),
+        ),
+        ("POST", "/api/v1/groups/A/rename", json!({"nmae": "B"})),
+        (
+            "POST",
+            "/api/v1/accounts",
+            json!({"name": "x", "role": "auditor", "password": "long-enough-pw", "rol": "administrator"}),
+        ),
+        (
+            "POST",
+            "/api/v1/tasks",
+            json!({"name": "t", "group": "A", "iocs": [{"format": "yara", "name": "r", "content": "rule r { condition: true }"}], "action": ["quarantine_and_delete"]}),
+        ),
+    ] {
+        let (s, v) = api.call(method, path, Some(body)).await;
+        assert_eq!(s, 422, "{method} {path}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("unknown field"),
+            "{v}"
+        );
+    }
+    assert_eq!(api.ok("GET", "/api/v1/groups", None).await, groups_before);
+    assert_eq!(
+        api.ok("GET", "/api/v1/enroll-tokens", None).await,
+        json!([])
+    );
+    assert_eq!(api.ok("GET", "/api/v1/tasks", None).await, json!([]));
+
+    // 128 characters of two bytes each are a name; 129 are not.
+    let long = "é".repeat(128);
+    api.ok("POST", "/api/v1/groups", Some(json!({"name": long})))
+        .await;
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": "é".repeat(129)})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("1 to 128"), "{v}");
+
+    for name in ["a\u{1b}[31mb", "", "   "] {
+        let (s, v) = api
+            .call(
+                "POST",
+                "/api/v1/tasks",
+                Some(json!({"name": "t", "group": "A", "iocs": [{"format": "yara", "name": name, "content": "rule r { condition: true }"}]})),
+            )
+            .await;
+        assert_eq!(s, 400, "{name:?}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("an IOC document's name"),
+            "{v}"
+        );
+    }
+    assert_eq!(api.ok("GET", "/api/v1/tasks", None).await, json!([]));
     ts.stop().await;
 }

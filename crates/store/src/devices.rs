@@ -653,6 +653,39 @@ impl Store {
         row.as_ref().map(revoked_row).transpose()
     }
 
+    /// A device's local settings with the text they are stored as, for
+    /// [`Store::replace_local_settings`].
+    pub async fn local_settings_for_change(&self, id: i64) -> Result<(LocalSettings, String)> {
+        let row = sqlx::query("SELECT local_settings FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no device with id {id}")))?;
+        Ok((
+            get_json(&row, "local_settings")?,
+            row.try_get("local_settings")?,
+        ))
+    }
+
+    /// Stores a device's local settings in place of those read as `seen` (their stored
+    /// text); returns `false`, storing nothing, where another change landed since.
+    pub async fn replace_local_settings(
+        &self,
+        id: i64,
+        seen: &str,
+        settings: &LocalSettings,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE devices SET local_settings = $1 WHERE id = $2 AND local_settings = $3",
+        )
+        .bind(to_json(settings))
+        .bind(id)
+        .bind(seen)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Stores a device's local settings.
     pub async fn set_local_settings(&self, id: i64, settings: &LocalSettings) -> Result<()> {
         let done = sqlx::query("UPDATE devices SET local_settings = $1 WHERE id = $2")

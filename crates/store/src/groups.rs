@@ -233,6 +233,62 @@ impl Store {
             .collect()
     }
 
+    /// A group's policy (empty where it has none) with the text it is stored as, for
+    /// [`Store::replace_policy`].
+    pub async fn policy_for_change(
+        &self,
+        group_id: i64,
+    ) -> Result<(PolicySettings, Option<String>)> {
+        let row = sqlx::query("SELECT settings FROM policies WHERE group_id = $1")
+            .bind(group_id)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(r) => Ok((get_json(&r, "settings")?, Some(r.try_get("settings")?))),
+            None => Ok((PolicySettings::default(), None)),
+        }
+    }
+
+    /// Stores a group's policy in place of the one read as `seen` (its stored text, or
+    /// `None` where it had none); returns `false`, storing nothing, where another change
+    /// landed since. Compared on the stored text, not on a re-serialised value, so that
+    /// a policy written by an older version compares equal to itself.
+    pub async fn replace_policy(
+        &self,
+        group_id: i64,
+        seen: Option<&str>,
+        settings: &PolicySettings,
+    ) -> Result<bool> {
+        self.group(group_id).await?;
+        let json = to_json(settings);
+        let done = match seen {
+            Some(seen) => {
+                sqlx::query(
+                    "UPDATE policies SET settings = $1, updated_at = $2
+                     WHERE group_id = $3 AND settings = $4",
+                )
+                .bind(json)
+                .bind(now_ms())
+                .bind(group_id)
+                .bind(seen)
+                .execute(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO policies (group_id, settings, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (group_id) DO NOTHING",
+                )
+                .bind(group_id)
+                .bind(json)
+                .bind(now_ms())
+                .execute(self.pool())
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Stores a group's policy, replacing the previous one.
     pub async fn set_policy(&self, group_id: i64, settings: &PolicySettings) -> Result<()> {
         self.group(group_id).await?;
@@ -403,6 +459,102 @@ mod tests {
                 parents().await,
                 vec![("C".into(), Some(g)), ("G".into(), None)]
             );
+        })
+        .await;
+    }
+
+    /// A policy or a device's settings are replaced only over what was read: a write
+    /// based on a stale read stores nothing and says so.
+    #[tokio::test]
+    async fn replacements_over_a_stale_read_store_nothing() {
+        each_backend(|store| async move {
+            let root = store.create_group("Managed devices", None).await.unwrap();
+            let (empty, seen) = store.policy_for_change(root).await.unwrap();
+            assert_eq!(seen, None);
+            let mut one = empty.clone();
+            one.threat_response = Some(PolicySection {
+                mode: PolicyMode::Enforce,
+                value: ThreatResponse::default(),
+            });
+            assert!(store.replace_policy(root, None, &one).await.unwrap());
+            // A second writer that also read "no policy" stores nothing.
+            assert!(!store.replace_policy(root, None, &empty).await.unwrap());
+            let (now, seen) = store.policy_for_change(root).await.unwrap();
+            assert_eq!(
+                now.threat_response.as_ref().unwrap().mode,
+                PolicyMode::Enforce
+            );
+            let seen = seen.expect("stored text");
+            let mut two = now.clone();
+            two.threat_response.as_mut().unwrap().mode = PolicyMode::Undefined;
+            assert!(store.replace_policy(root, Some(&seen), &two).await.unwrap());
+            assert!(!store.replace_policy(root, Some(&seen), &one).await.unwrap());
+            assert_eq!(
+                store
+                    .policy(root)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .threat_response
+                    .unwrap()
+                    .mode,
+                PolicyMode::Undefined
+            );
+            assert!(matches!(
+                store.replace_policy(9999, None, &one).await,
+                Err(StoreError::NotFound(_))
+            ));
+
+            let (_, devices) = crate::testing::group_with_devices(&store, &["dev"]).await;
+            let device = devices[0];
+            let (mut local, seen) = store.local_settings_for_change(device).await.unwrap();
+            local.threat_response = Some(ThreatResponse::default());
+            assert!(store
+                .replace_local_settings(device, &seen, &local)
+                .await
+                .unwrap());
+            assert!(!store
+                .replace_local_settings(device, &seen, &Default::default())
+                .await
+                .unwrap());
+            assert!(store
+                .local_settings_for_change(device)
+                .await
+                .unwrap()
+                .0
+                .threat_response
+                .is_some());
+        })
+        .await;
+    }
+
+    /// The database's refusals that a caller answers in words: a row referred to that
+    /// is gone (a change racing a deletion), and text PostgreSQL cannot hold (a NUL).
+    #[tokio::test]
+    async fn database_refusals_are_told_apart() {
+        each_backend(|store| async move {
+            let e: StoreError = sqlx::query(
+                "INSERT INTO policies (group_id, settings, updated_at) VALUES (99999, '{}', 0)",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap_err()
+            .into();
+            assert!(e.refers_to_missing_row(), "{e}");
+            assert!(!e.is_unstorable_text(), "{e}");
+            let found = sqlx::query("SELECT id FROM groups WHERE name = $1")
+                .bind("a\0b")
+                .fetch_optional(store.pool())
+                .await
+                .map(|row| row.is_some());
+            match store.backend() {
+                crate::Backend::Postgres => {
+                    let e = StoreError::from(found.unwrap_err());
+                    assert!(e.is_unstorable_text(), "{e}");
+                    assert!(!e.refers_to_missing_row(), "{e}");
+                }
+                crate::Backend::Sqlite => assert!(!found.unwrap()),
+            }
         })
         .await;
     }

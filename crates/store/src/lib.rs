@@ -48,6 +48,28 @@ pub enum StoreError {
     BadUrl(String),
 }
 
+/// PostgreSQL's SQLSTATE for text it cannot store, such as a NUL character.
+const POSTGRES_CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+
+impl StoreError {
+    /// Whether the database refused a write because a row it refers to does not exist
+    /// (deleted meanwhile): nothing of that write was stored.
+    pub fn refers_to_missing_row(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(db)) if db.is_foreign_key_violation())
+    }
+
+    /// Whether the database refused text it cannot store: PostgreSQL stores no NUL
+    /// character, and says so only as an error (SQLite stores it, and a name holding
+    /// one is then simply not found).
+    pub fn is_unstorable_text(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some(POSTGRES_CHARACTER_NOT_IN_REPERTOIRE)
+        )
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Which database is behind the store.
