@@ -5,18 +5,22 @@
 //! so that nothing but the grammar below is accepted:
 //!
 //! ```text
-//! pattern     := obs_or EOF
+//! pattern     := obs_fby EOF
+//! obs_fby     := obs_or ("FOLLOWEDBY" obs_or)*
 //! obs_or      := obs_and ("OR" obs_and)*
-//! obs_and     := obs_fby ("AND" obs_fby)*
-//! obs_fby     := obs_qual ("FOLLOWEDBY" obs_qual)*
+//! obs_and     := obs_qual ("AND" obs_qual)*
 //! obs_qual    := obs_atom qualifier*
-//! obs_atom    := "[" cmp_or "]" | "(" obs_or ")"
+//! obs_atom    := "[" cmp_or "]" | "(" obs_fby ")"
 //! qualifier   := "WITHIN" num "SECONDS" | "REPEATS" int "TIMES" | "START" t'…' "STOP" t'…'
 //! cmp_or      := cmp_and ("OR" cmp_and)*
 //! cmp_and     := cmp ("AND" cmp)*
 //! cmp         := "(" cmp_or ")" | path ["NOT"] op value | ["NOT"] "EXISTS" path
 //! op          := = != < <= > >= IN LIKE MATCHES ISSUBSET ISSUPERSET
 //! ```
+//!
+//! FOLLOWEDBY binds loosest, as in STIX 2.1's grammar (STIXPattern.g4): `[a] OR [b]
+//! FOLLOWEDBY [c]` is `([a] OR [b]) FOLLOWEDBY [c]`, and so needs event history as a
+//! whole; binding it tighter would let `[a]` alone make the pattern a hit.
 //!
 //! Observation operators and qualifiers that need event history (FOLLOWEDBY, WITHIN,
 //! REPEATS, START/STOP) cannot be decided by a point-in-time sweep: they are kept as
@@ -156,6 +160,18 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    fn obs_fby(&mut self) -> PResult<Obs> {
+        let mut v = vec![self.obs_or()?];
+        while self.kw("FOLLOWEDBY") {
+            v.push(self.obs_or()?);
+        }
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Obs::Temporal(v, "FOLLOWEDBY".into())
+        })
+    }
+
     fn obs_or(&mut self) -> PResult<Obs> {
         let mut v = vec![self.obs_and()?];
         while self.kw("OR") {
@@ -169,26 +185,14 @@ impl<'a> Parser<'a> {
     }
 
     fn obs_and(&mut self) -> PResult<Obs> {
-        let mut v = vec![self.obs_fby()?];
-        while self.kw("AND") {
-            v.push(self.obs_fby()?);
-        }
-        Ok(if v.len() == 1 {
-            v.remove(0)
-        } else {
-            Obs::And(v)
-        })
-    }
-
-    fn obs_fby(&mut self) -> PResult<Obs> {
         let mut v = vec![self.obs_qual()?];
-        while self.kw("FOLLOWEDBY") {
+        while self.kw("AND") {
             v.push(self.obs_qual()?);
         }
         Ok(if v.len() == 1 {
             v.remove(0)
         } else {
-            Obs::Temporal(v, "FOLLOWEDBY".into())
+            Obs::And(v)
         })
     }
 
@@ -230,7 +234,7 @@ impl<'a> Parser<'a> {
             }
             Obs::Atom(c)
         } else if self.eat("(") {
-            let o = self.obs_or()?;
+            let o = self.obs_fby()?;
             if !self.eat(")") {
                 return self.err("expected ')'");
             }
@@ -908,7 +912,7 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
         pos: 0,
         depth: 0,
     };
-    let obs = p.obs_or().map_err(|(o, m)| fail(o, m))?;
+    let obs = p.obs_fby().map_err(|(o, m)| fail(o, m))?;
     p.ws();
     if p.pos != pattern.len() {
         return Err(fail(p.pos, "unexpected text after the pattern".into()));

@@ -1053,6 +1053,101 @@ fn stix_observations_are_kept_apart_and_joined() {
     );
 }
 
+/// FOLLOWEDBY binds loosest (STIX 2.1, STIXPattern.g4): in `[a] OR [b] FOLLOWEDBY [c]`
+/// the OR is one side of the FOLLOWEDBY, so `[a]` alone never makes the pattern hold.
+#[test]
+fn stix_followedby_binds_looser_than_or_and_and() {
+    use riposte_ioc::{join_observations, ObservationOutcome};
+    use Truth::{False as F, True as T, Unknown as U};
+    let outcomes = |truths: &[Truth]| {
+        truths
+            .iter()
+            .enumerate()
+            .map(|(k, &truth)| ObservationOutcome {
+                truth,
+                objects: if truth == T {
+                    vec![format!("object {k}")]
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect::<Vec<_>>()
+    };
+    let joined = |pattern: &str, truths: &[Truth]| {
+        let ioc = stix::parse_pattern(pattern, "i", "n", "t")
+            .unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        assert_eq!(ioc.unsupported.len(), 1, "{pattern}");
+        assert_eq!(ioc.unsupported[0].search, "FOLLOWEDBY", "{pattern}");
+        let formula = &ioc.observations.as_ref().expect(pattern).formula;
+        join_observations(formula, &outcomes(truths)).0
+    };
+    // Each side of the FOLLOWEDBY matched: only event history could tell.
+    for (pattern, truths) in [
+        (
+            "[file:name = 'a'] OR [file:name = 'nope'] FOLLOWEDBY [file:name = 'b']",
+            [T, F, T],
+        ),
+        (
+            "[file:name = 'a'] FOLLOWEDBY [file:name = 'nope'] OR [file:name = 'b']",
+            [T, F, T],
+        ),
+        (
+            "[file:name = 'a'] AND [file:name = 'c'] FOLLOWEDBY [file:name = 'b']",
+            [T, T, T],
+        ),
+        (
+            "([file:name = 'a'] OR [file:name = 'nope']) FOLLOWEDBY [file:name = 'b']",
+            [T, F, T],
+        ),
+    ] {
+        assert_eq!(joined(pattern, &truths), U, "{pattern}");
+    }
+    // One side matched by nothing: the FOLLOWEDBY cannot hold, whatever the history.
+    assert_eq!(
+        joined(
+            "[file:name = 'a'] OR [file:name = 'nope'] FOLLOWEDBY [file:name = 'b']",
+            &[T, F, F]
+        ),
+        F
+    );
+    assert_eq!(
+        joined(
+            "[file:name = 'a'] FOLLOWEDBY [file:name = 'nope'] OR [file:name = 'b']",
+            &[F, F, T]
+        ),
+        F
+    );
+    // Parentheses still group a FOLLOWEDBY under an OR, which an alternative then fills.
+    assert_eq!(
+        joined(
+            "[file:name = 'a'] OR ([file:name = 'nope'] FOLLOWEDBY [file:name = 'b'])",
+            &[T, F, T]
+        ),
+        T
+    );
+    assert_eq!(
+        joined(
+            "([file:name = 'a'] FOLLOWEDBY [file:name = 'nope']) OR [file:name = 'b']",
+            &[F, F, T]
+        ),
+        T
+    );
+    // On one object alike: `evil.exe` matches the OR, not the FOLLOWEDBY.
+    let mut f = file(
+        "evil.exe",
+        1234,
+        "0123456789abcdef0123456789abcdef",
+        1_600_000_000,
+    );
+    for p in [
+        "[file:name = 'evil.exe'] OR [file:name = 'nope'] FOLLOWEDBY [file:size = 1234]",
+        "[file:size = 1234] FOLLOWEDBY [file:name = 'nope'] OR [file:name = 'evil.exe']",
+    ] {
+        let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap();
+        assert_eq!(check(&ioc, &mut f), Truth::Unknown, "{p}");
+    }
+}
+
 #[test]
 fn stix_errors_have_offsets() {
     for (p, offset, needle) in [

@@ -1336,6 +1336,38 @@ fn observation_hits_are_hashed_only_for_patterns_that_hold() {
     assert_eq!(r.stats.hits_hashed, 2, "{:?}", r.stats);
 }
 
+/// FOLLOWEDBY binds loosest (STIX 2.1): `[a] OR [nope] FOLLOWEDBY [b]` is
+/// `([a] OR [nope]) FOLLOWEDBY [b]`, which a point-in-time sweep cannot decide, so the
+/// file matching `[a]` is no hit and the pattern is undetermined.
+#[test]
+fn a_followedby_after_an_or_is_undetermined_not_a_hit() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "srv/a.txt", b"a");
+    write(d.path(), "srv/b.bin", b"b");
+    for pattern in [
+        "[file:name = 'a.txt'] OR [file:name = 'nope'] FOLLOWEDBY [file:name = 'b.bin']",
+        "[file:name = 'a.txt'] FOLLOWEDBY [file:name = 'nope'] OR [file:name = 'b.bin']",
+    ] {
+        let doc = IocDocument {
+            include_dir: None,
+            kind: DocumentKind::Stix,
+            origin: "q.json".into(),
+            text: pattern.into(),
+        };
+        let mut req = request(d.path(), vec![doc]);
+        req.scope.system_items = false;
+        let r = sweep(&req).unwrap();
+        assert!(r.hits.is_empty(), "{pattern}: {:?}", r.hits);
+        assert_eq!(verdict(&r, "q.json"), Verdict::Undetermined, "{pattern}");
+        let unsupported: Vec<&str> = r.iocs[0]
+            .unsupported
+            .iter()
+            .map(|u| u.search.as_str())
+            .collect();
+        assert_eq!(unsupported, ["FOLLOWEDBY"], "{pattern}");
+    }
+}
+
 /// PATHs inside other PATHs are swept once: no file is seen, nor a hit listed, twice.
 #[test]
 fn nested_paths_are_swept_once() {
