@@ -707,8 +707,11 @@ fn cidr_range(s: &str) -> Option<Operand> {
     ))
 }
 
+/// The regular expression of a LIKE operand. `%` and `_` match any character, as SQL's
+/// wildcards do, a newline too (`(?s)`): a file name or command line holding a newline
+/// must not escape `LIKE '%name'`.
 fn like_to_regex(s: &str) -> String {
-    let mut r = String::from("^");
+    let mut r = String::from("(?s)^");
     for c in s.chars() {
         match c {
             '%' => r.push_str(".*"),

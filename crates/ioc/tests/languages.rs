@@ -1053,6 +1053,45 @@ fn stix_observations_are_kept_apart_and_joined() {
     );
 }
 
+/// LIKE's wildcards match any character, a newline too: a name or a command line with
+/// a newline in it does not escape a LIKE indicator; its other characters stay literal.
+#[test]
+fn stix_like_wildcards_match_newlines() {
+    let mut f = file(
+        "nl\nname",
+        1,
+        "0123456789abcdef0123456789abcdef",
+        1_600_000_000,
+    );
+    let mut m = HashMap::new();
+    m.insert(Field::ProcName, FieldValue::Str("sh".into()));
+    m.insert(
+        Field::ProcArguments,
+        FieldValue::Str("x\n--evil-flag".into()),
+    );
+    let mut process = Fake(ItemType::Process, m);
+    let holds = |p: &str, item: &mut Fake| {
+        let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
+        check(&ioc, item)
+    };
+    for (p, want) in [
+        ("[file:name LIKE '%name']", Truth::True),
+        ("[file:name LIKE 'nl_name']", Truth::True),
+        ("[file:name LIKE 'nl%']", Truth::True),
+        ("[file:name LIKE 'nl.name']", Truth::False),
+        ("[file:name LIKE 'nl_nam']", Truth::False),
+    ] {
+        assert_eq!(holds(p, &mut f), want, "{p}");
+    }
+    for (p, want) in [
+        ("[process:command_line LIKE '%evil-flag%']", Truth::True),
+        ("[process:command_line LIKE 'x_--evil-flag']", Truth::True),
+        ("[process:command_line LIKE '%evil.flag%']", Truth::False),
+    ] {
+        assert_eq!(holds(p, &mut process), want, "{p}");
+    }
+}
+
 /// FOLLOWEDBY binds loosest (STIX 2.1, STIXPattern.g4): in `[a] OR [b] FOLLOWEDBY [c]`
 /// the OR is one side of the FOLLOWEDBY, so `[a]` alone never makes the pattern hold.
 #[test]

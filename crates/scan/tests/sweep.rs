@@ -2046,6 +2046,19 @@ fn names_with_a_backslash_or_a_newline_are_matched_as_they_are() {
         text: r"[file:name = 'back\\slash.txt']".into(),
     };
     assert_eq!(run(stix), ["file /tmp/back\\\\slash.txt"]);
+    // LIKE's wildcards match a newline as any other character.
+    for pattern in [
+        "[file:name LIKE '%line.txt']",
+        "[file:name LIKE 'new_line%']",
+    ] {
+        let like = IocDocument {
+            include_dir: None,
+            origin: "l.stix".into(),
+            kind: DocumentKind::Stix,
+            text: pattern.into(),
+        };
+        assert_eq!(run(like), ["file /tmp/new\\x0aline.txt"], "{pattern}");
+    }
 }
 
 /// A unit's status is read from systemd's cgroups, so it is known only where systemd
