@@ -895,6 +895,10 @@ pub fn parse_pattern(pattern: &str, id: &str, name: &str, origin: &str) -> Resul
     let fail = |offset: usize, msg: String| Error::Stix {
         origin: if id.is_empty() || id == origin {
             origin.to_string()
+        } else if id.starts_with('(') && id.ends_with(')') {
+            // Named by its position (`(indicator 1 without an id)`), already in
+            // parentheses.
+            format!("{origin} {id}")
         } else {
             format!("{origin} ({id})")
         },

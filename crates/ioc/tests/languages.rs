@@ -1426,6 +1426,22 @@ fn stix_validity_fractions_property_kinds_and_indicators_without_ids() {
         ids,
         ["(indicator 1 without an id)", "(indicator 2 without an id)"]
     );
+    // An error in such an indicator names it in one pair of parentheses, as others.
+    for (document, named) in [
+        (
+            r#"[{"type":"indicator","pattern":"[file:name ~ 'a']"}]"#,
+            "q.json (indicator 1 without an id): STIX pattern error",
+        ),
+        (
+            r#"[{"type":"indicator","id":"indicator--x","pattern":"[file:name ~ 'a']"}]"#,
+            "q.json (indicator--x): STIX pattern error",
+        ),
+    ] {
+        let e = stix::parse_document_noting(document, "q.json", now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(named), "{e}");
+    }
     assert_eq!(
         riposte_ioc::first_of(&(1..=7).map(|i| i.to_string()).collect::<Vec<_>>(), 5),
         "1; 2; 3; 4; 5; and 2 more"
