@@ -539,7 +539,7 @@ pub(crate) fn build_term(
                 .case_insensitive(!preserve_case)
                 .size_limit(1 << 22)
                 .build()
-                .map_err(|e| format!("bad regular expression: {e}"))?,
+                .map_err(|e| format!("bad regular expression '{raw}': {}", regex_error_text(&e)))?,
         )
     } else {
         None
@@ -556,6 +556,23 @@ pub(crate) fn build_term(
         regex,
         absent_never_holds: false,
     })
+}
+
+/// What the regex crate says is wrong, on one line. Its syntax errors span several
+/// lines (the pattern, a caret under the place, then `error: unclosed group`), which
+/// reports escape into one unreadable line; the last says what is wrong, and the
+/// caller names the pattern.
+fn regex_error_text(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .map(str::trim)
+            .rfind(|line| !line.is_empty())
+            .map(|line| line.strip_prefix("error:").unwrap_or(line).trim())
+            .unwrap_or(text)
+            .to_string(),
+        other => other.to_string().replace('\n', "; "),
+    }
 }
 
 /// Parses an operand of a declared type; `A TO B` gives an inclusive range.
