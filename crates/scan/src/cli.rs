@@ -784,11 +784,14 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
     let count = |v: Verdict| r.iocs.iter().filter(|i| i.verdict == v).count();
     writeln!(
         out,
-        "indicators: {} ({} hit, {} no match, {} undetermined); hits: {}",
+        "indicators: {} ({} {}, {} {}, {} {}); hits: {}",
         r.iocs.len(),
         count(Verdict::Hit),
+        Verdict::Hit,
         count(Verdict::NoMatch),
+        Verdict::NoMatch,
         count(Verdict::Undetermined),
+        Verdict::Undetermined,
         r.hits.len()
     )?;
     if r.yara_rules > 0 {
@@ -836,7 +839,7 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
     if !with_unsupported.is_empty() {
         writeln!(out, "unsupported terms:")?;
         for i in with_unsupported {
-            writeln!(out, "  {} [{}] ({:?}):", v(&i.name), v(&i.id), i.verdict)?;
+            writeln!(out, "  {} [{}] ({}):", v(&i.name), v(&i.id), i.verdict)?;
             for u in &i.unsupported {
                 writeln!(out, "    {} {}: {}", v(&u.id), v(&u.search), v(&u.reason))?;
             }

@@ -37,7 +37,7 @@ use riposte_ioc::eval::{
 };
 use riposte_ioc::model::{Condition, Field, ItemType};
 use riposte_ioc::yara::YaraRules;
-use riposte_ioc::{openioc, stix, Ioc};
+use riposte_ioc::{openioc, stix, Ioc, IocFormat};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -235,7 +235,8 @@ pub struct MatchedTerm {
     pub id: String,
     /// What it looked at (`FileItem/Md5sum`, `yara`).
     pub search: String,
-    /// Condition (`is`, `contains`…, or `rule` for YARA).
+    /// Condition (`is`, `contains`…, or `rule` for YARA); a negated one as OpenIOC 1.0
+    /// writes it (`isnot`, `containsnot`), or else marked (`starts-with (negated)`).
     pub condition: String,
     /// Operand as written.
     pub value: String,
@@ -266,6 +267,18 @@ pub enum Verdict {
     NoMatch,
     /// Nothing matched, but unsupported terms leave the outcome open.
     Undetermined,
+}
+
+/// The verdict in the words of the text report's summary (`no match`), not its Rust
+/// name (`NoMatch`).
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Hit => "hit",
+            Verdict::NoMatch => "no match",
+            Verdict::Undetermined => "undetermined",
+        })
+    }
 }
 
 /// Per-indicator summary.
@@ -390,6 +403,18 @@ fn condition_name(c: Condition) -> &'static str {
     }
 }
 
+/// A term's condition as its author would write it: OpenIOC 1.0's own negations
+/// (`isnot`, `containsnot`), elsewhere the condition marked `(negated)` (OpenIOC 1.1's
+/// `negate="true"`, and STIX's `!=`, `>=`, `<=` and `NOT`, which are built as negations).
+fn condition_text(format: IocFormat, condition: Condition, negate: bool) -> String {
+    match (negate, format, condition) {
+        (false, ..) => condition_name(condition).to_string(),
+        (true, IocFormat::OpenIoc10, Condition::Is) => "isnot".to_string(),
+        (true, IocFormat::OpenIoc10, Condition::Contains) => "containsnot".to_string(),
+        (true, ..) => format!("{} (negated)", condition_name(condition)),
+    }
+}
+
 fn matched_terms(ioc: &Ioc, idx: &[usize]) -> Vec<MatchedTerm> {
     idx.iter()
         .map(|i| {
@@ -397,11 +422,7 @@ fn matched_terms(ioc: &Ioc, idx: &[usize]) -> Vec<MatchedTerm> {
             MatchedTerm {
                 id: t.id.clone(),
                 search: t.field.search().to_string(),
-                condition: format!(
-                    "{}{}",
-                    if t.negate { "not " } else { "" },
-                    condition_name(t.condition)
-                ),
+                condition: condition_text(ioc.format, t.condition, t.negate),
                 value: t.raw.clone(),
             }
         })

@@ -780,6 +780,80 @@ fn terms_on_items_not_collected_are_unknown() {
     assert_eq!(verdict(&r, "mixed"), Verdict::NoMatch);
 }
 
+/// The report reads as the indicators' authors write: a negated OpenIOC 1.0 term as
+/// `isnot` / `containsnot`, a 1.1 `negate="true"` as `(negated)`, in the text and the
+/// JSON alike, and verdicts in the summary's words, not the program's names.
+#[test]
+fn negated_terms_and_verdicts_read_as_their_authors_write_them() {
+    let d = device();
+    let v10 = IocDocument {
+        include_dir: None,
+        kind: DocumentKind::OpenIoc,
+        origin: "old.ioc".into(),
+        text: "<ioc xmlns=\"http://schemas.mandiant.com/2010/ioc\" id=\"old\" last-modified=\"2014-01-01T00:00:00\"><short_description>old</short_description><authored_date>2014-01-01T00:00:00</authored_date><definition><Indicator operator=\"AND\" id=\"a\">\
+<IndicatorItem id=\"1\" condition=\"is\"><Context document=\"FileItem\" search=\"FileItem/FileName\" type=\"mir\"/><Content type=\"string\">evil.bin</Content></IndicatorItem>\
+<IndicatorItem id=\"2\" condition=\"isnot\"><Context document=\"FileItem\" search=\"FileItem/FullPath\" type=\"mir\"/><Content type=\"string\">/var/cache/evil.bin</Content></IndicatorItem>\
+<IndicatorItem id=\"3\" condition=\"containsnot\"><Context document=\"FileItem\" search=\"FileItem/FullPath\" type=\"mir\"/><Content type=\"string\">/usr/</Content></IndicatorItem>\
+</Indicator></definition></ioc>".into(),
+    };
+    let v11 = ioc(
+        "new",
+        &and(&[
+            term("FileItem/FileName", "is", "string", "evil.bin"),
+            term_x(
+                "FileItem/FullPath",
+                "starts-with",
+                "string",
+                "/var/",
+                true,
+                false,
+            ),
+        ]),
+    );
+    let unsupported = ioc(
+        "reg",
+        &or(&[term("RegistryItem/Path", "is", "string", "HKLM\\Run")]),
+    );
+    let mut req = request(d.path(), vec![v10, v11, unsupported]);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    let conditions = |id: &str| {
+        let mut c: Vec<String> = r
+            .hits
+            .iter()
+            .filter(|h| h.ioc_id == id)
+            .flat_map(|h| h.matched.iter().map(|t| t.condition.clone()))
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(conditions("old"), ["containsnot", "is", "isnot"]);
+    assert_eq!(conditions("new"), ["is", "starts-with (negated)"]);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(
+        json.contains(r#""condition":"isnot""#)
+            && json.contains(r#""condition":"starts-with (negated)""#)
+            && !json.contains(r#""condition":"not "#),
+        "{json}"
+    );
+    let mut text = Vec::new();
+    riposte_scan::cli::print_text(&mut text, &r).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(r#"FileItem/FullPath isnot "/var/cache/evil.bin""#)
+            && text.contains(r#"FileItem/FullPath containsnot "/usr/""#)
+            && text.contains(r#"FileItem/FullPath starts-with (negated) "/var/""#),
+        "{text}"
+    );
+    assert_eq!(verdict(&r, "reg"), Verdict::Undetermined);
+    assert!(
+        text.contains("  reg name [reg] (undetermined):")
+            && text.contains("(2 hit, 0 no match, 1 undetermined)")
+            && !text.contains("(Undetermined)"),
+        "{text}"
+    );
+}
+
 #[test]
 fn strict_unreadable_limits_and_cancel() {
     let d = device();
