@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::Metadata;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -902,6 +902,12 @@ pub const REPLACED_BY_NON_REGULAR: &str = "no longer a regular file (replaced du
 /// [`open_content`], with the metadata of what was opened.
 fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str().len() >= libc::PATH_MAX as usize {
+        // The kernel refuses a path that long whole (ENAMETOOLONG), yet the walk finds
+        // files there: open it relative to its directory, reached as the walk reaches it.
+        let (dir, name) = crate::walk::open_parent(path)?;
+        return checked_regular(|extra| open_flags_at(dir.as_raw_fd(), &name, extra));
+    }
     checked_regular(|extra: libc::c_int| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -929,20 +935,32 @@ fn checked_regular(
     Ok((file, meta))
 }
 
-/// SHA-256 (hex) of the file at `path`, read as [`open_content`] opens it, provided the
-/// opened object still is inode `ino` on device `dev` (the one the walk saw).
-pub fn sha256_of_inode(path: &Path, dev: u64, ino: u64) -> std::io::Result<String> {
-    let (f, meta) = open_regular(path)?;
+/// SHA-256 (hex) of the file at `path` and its size, read as [`open_content`] opens it
+/// (past `PATH_MAX` too), provided the opened object still is inode `ino` on device
+/// `dev` (the one the walk saw) and is not larger than `max_size`.
+pub fn sha256_of_inode(
+    path: &Path,
+    dev: u64,
+    ino: u64,
+    max_size: Option<u64>,
+) -> Result<(String, u64), ContentError> {
+    let unreadable = |e: std::io::Error| ContentError::Unreadable(e.to_string());
+    let (f, meta) = open_regular(path).map_err(unreadable)?;
     if meta.dev() != dev || meta.ino() != ino {
-        return Err(std::io::Error::other("replaced during the sweep"));
+        return Err(ContentError::Unreadable("replaced during the sweep".into()));
+    }
+    if max_size.is_some_and(|max| meta.len() > max) {
+        return Err(ContentError::TooLarge);
     }
     let alg = Algorithms {
         sha256: true,
         ..Algorithms::default()
     };
-    digest_sized(f, alg, meta.len())?
+    let sha256 = digest_sized(Capped::new(f, max_size), alg, meta.len())
+        .map_err(unreadable)?
         .sha256
-        .ok_or_else(|| std::io::Error::other("SHA-256 not computed"))
+        .ok_or_else(|| ContentError::Unreadable("SHA-256 not computed".into()))?;
+    Ok((sha256, meta.len()))
 }
 
 /// Reads the rest of `file` (for YARA), whose size was `size_hint` at its stat.
@@ -1268,6 +1286,37 @@ mod tests {
         let e = open_content(&fifo).unwrap_err();
         assert!(e.to_string().contains("regular file"), "{e}");
         assert!(open_content(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_hits_sha256_is_read_only_from_the_object_the_walk_saw_and_says_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"data").unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        let want = digest_reader(
+            &b"data"[..],
+            Algorithms {
+                sha256: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .sha256;
+        let (sha256, size) = sha256_of_inode(&file, meta.dev(), meta.ino(), Some(4)).unwrap();
+        assert_eq!((Some(sha256), size), (want, 4));
+        assert_eq!(
+            sha256_of_inode(&file, meta.dev(), meta.ino(), Some(3)),
+            Err(ContentError::TooLarge)
+        );
+        assert_eq!(
+            sha256_of_inode(&file, meta.dev(), meta.ino() + 1, None),
+            Err(ContentError::Unreadable("replaced during the sweep".into()))
+        );
+        match sha256_of_inode(&dir.path().join("missing"), meta.dev(), meta.ino(), None) {
+            Err(ContentError::Unreadable(why)) => assert!(why.contains("No such file"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -517,6 +517,14 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
     Ok((iocs, yara, warnings))
 }
 
+/// The count in [`Stats::skipped`] of a hit left without its SHA-256, by why.
+fn hit_unhashed(why: &ContentError) -> String {
+    match why {
+        ContentError::TooLarge => "hit's SHA-256: larger than max file size".to_string(),
+        ContentError::Unreadable(e) => format!("hit's SHA-256: {e}"),
+    }
+}
+
 fn skip_name(r: SkipReason) -> &'static str {
     match r {
         SkipReason::Excluded => "excluded",
@@ -1101,23 +1109,30 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let bytes_read = AtomicU64::new(0);
     let hits_hashed = AtomicU64::new(0);
     let hits_hashed_bytes = AtomicU64::new(0);
-    // The SHA-256 of a hit's file (host path, identity and size at the walk's stat),
-    // which lets an action refuse an object changed since. Not past the scope's maximum
-    // size: a hit by name on a 4 GB image must not read it (the action then goes
-    // without the check).
-    let hash_hit = |host: &Path, dev: u64, ino: u64, size: u64| {
-        if scope.max_file_size.is_some_and(|max| size > max) {
+    // The SHA-256 of a hit's file (host path and identity at the walk's stat), which
+    // lets an action refuse an object changed since. Not past the scope's maximum size:
+    // a hit by name on a 4 GB image must not read it (the action then goes without the
+    // check). A hit left without one is counted with the reason, as the action on it
+    // will go without the check.
+    let hash_hit = |host: &Path, dev: u64, ino: u64| match items::sha256_of_inode(
+        host,
+        dev,
+        ino,
+        scope.max_file_size,
+    ) {
+        Ok((sha256, size)) => {
+            hits_hashed.fetch_add(1, Ordering::Relaxed);
+            hits_hashed_bytes.fetch_add(size, Ordering::Relaxed);
+            Some(sha256)
+        }
+        Err(why) => {
             *skipped
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry("hit's SHA-256: larger than max file size".into())
+                .entry(hit_unhashed(&why))
                 .or_default() += 1;
-            return None;
+            None
         }
-        let sha256 = items::sha256_of_inode(host, dev, ino).ok()?;
-        hits_hashed.fetch_add(1, Ordering::Relaxed);
-        hits_hashed_bytes.fetch_add(size, Ordering::Relaxed);
-        Some(sha256)
     };
     let unreadable_count = AtomicU64::new(0);
     if !roots.is_empty() && (!file_iocs.is_empty() || !yara.is_empty()) {
@@ -1305,8 +1320,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         .extend(local_hits);
                     return;
                 }
-                let sha256 =
-                    computed.or_else(|| hash_hit(path, meta.dev(), meta.ino(), meta.size()));
+                let sha256 = computed.or_else(|| hash_hit(path, meta.dev(), meta.ino()));
                 for h in &mut local_hits {
                     if let HitItem::File { sha256: s, .. } = &mut h.item {
                         s.clone_from(&sha256);
@@ -1620,8 +1634,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             &scope.host_root,
             &riposte_model::path_text::decode(device_path),
         );
-        let size = std::fs::symlink_metadata(&host).ok()?.len();
-        hash_hit(&host, dev, ino, size)
+        hash_hit(&host, dev, ino)
     };
     let mut hits: Vec<Hit> = hits
         .into_iter()
@@ -1685,7 +1698,21 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::threads_within;
+    use super::{hit_unhashed, threads_within, ContentError};
+
+    #[test]
+    fn a_hit_left_without_its_sha256_is_counted_by_why() {
+        assert_eq!(
+            hit_unhashed(&ContentError::TooLarge),
+            "hit's SHA-256: larger than max file size"
+        );
+        assert_eq!(
+            hit_unhashed(&ContentError::Unreadable(
+                "replaced during the sweep".into()
+            )),
+            "hit's SHA-256: replaced during the sweep"
+        );
+    }
 
     #[test]
     fn a_sweep_runs_no_more_threads_than_its_descriptor_limit_holds() {

@@ -706,6 +706,23 @@ fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(dir)
 }
 
+/// The directory holding `path`, opened as [`open_dir`] opens it (part by part past
+/// `PATH_MAX`), and the last name of `path`, to open relative to it: a file the walk
+/// found that deep is opened again by its path (a hit read for its SHA-256).
+pub(crate) fn open_parent(path: &Path) -> std::io::Result<(OwnedFd, CString)> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("not a path to a file in a directory"));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let name = CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+    Ok((open_dir(parent)?, name))
+}
+
 /// `openat(dir, name, flags)` of a directory.
 fn open_dir_at(dir: RawFd, name: &[u8], flags: libc::c_int) -> std::io::Result<OwnedFd> {
     let c = CString::new(name).map_err(|_| std::io::Error::other("path contains a NUL byte"))?;

@@ -2013,7 +2013,7 @@ fn a_process_path_that_is_not_utf8_is_named_losslessly() {
 }
 
 /// A tree nested past `PATH_MAX` (4,096 bytes) is walked and its files read: a payload
-/// hidden that deep is found, by name and by content.
+/// hidden that deep is found, by name and by content, and its hits get their SHA-256.
 #[test]
 fn files_nested_past_path_max_are_swept() {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -2072,6 +2072,43 @@ fn files_nested_past_path_max_are_swept() {
         assert!(
             hits.len() == 1 && hits[0].ends_with("/deepfile.txt") && hits[0].len() > 5000,
             "{id}: {hits:?}"
+        );
+    }
+    // The hits' SHA-256, read again by path after the walk: past PATH_MAX too, and a
+    // pattern's observation, read once the pattern holds, alike.
+    write(root.path(), "top.txt", b"top");
+    let stix = IocDocument {
+        include_dir: None,
+        kind: DocumentKind::Stix,
+        origin: "p.json".into(),
+        text: "[file:name = 'deepfile.txt'] AND [file:name = 'top.txt']".into(),
+    };
+    let by_extension = ioc(
+        "by-extension",
+        &or(&[term("FileItem/FileExtension", "is", "string", "txt")]),
+    );
+    for doc in [by_extension, stix] {
+        req.documents = vec![doc];
+        let r = sweep(&req).unwrap();
+        let deep: Vec<&Option<String>> = r
+            .hits
+            .iter()
+            .filter_map(|h| match &h.item {
+                HitItem::File { path, sha256, .. } if path.ends_with("/deepfile.txt") => {
+                    Some(sha256)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deep, [&Some(sha256_hex(payload))], "{:?}", r.stats);
+        assert_eq!(r.stats.hits_hashed, 2, "{:?}", r.stats);
+        assert!(
+            !r.stats
+                .skipped
+                .keys()
+                .any(|k| k.starts_with("hit's SHA-256")),
+            "{:?}",
+            r.stats
         );
     }
 }
