@@ -865,6 +865,9 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
             human(s.hits_hashed_bytes as f64)
         )?;
     }
+    if s.gone > 0 {
+        write!(out, "; gone during the sweep: {}", s.gone)?;
+    }
     for (k, v) in &s.skipped {
         write!(out, "; {k}: {v}")?;
     }

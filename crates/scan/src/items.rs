@@ -772,8 +772,29 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 pub enum ContentError {
     /// Larger than the scope's maximum file size.
     TooLarge,
+    /// Gone since the walk listed it (removed or renamed): there was nothing to read,
+    /// which the report counts apart from what could not be read.
+    Gone,
     /// Read failed.
     Unreadable(String),
+}
+
+impl From<std::io::Error> for ContentError {
+    fn from(e: std::io::Error) -> Self {
+        if gone(&e) {
+            ContentError::Gone
+        } else {
+            ContentError::Unreadable(e.to_string())
+        }
+    }
+}
+
+/// Does `e`, from opening or stating something the walk listed, say that it is gone
+/// (removed or renamed since)? The sweep then could look, and found nothing there: not
+/// "unreadable", and no reason to think the walk missed anything (ARCHITECTURE.md,
+/// invariant 5).
+pub fn gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
 }
 
 /// Computes the requested digests over `reader` in one pass.
@@ -944,8 +965,7 @@ pub fn sha256_of_inode(
     ino: u64,
     max_size: Option<u64>,
 ) -> Result<(String, u64), ContentError> {
-    let unreadable = |e: std::io::Error| ContentError::Unreadable(e.to_string());
-    let (f, meta) = open_regular(path).map_err(unreadable)?;
+    let (f, meta) = open_regular(path)?;
     if meta.dev() != dev || meta.ino() != ino {
         return Err(ContentError::Unreadable("replaced during the sweep".into()));
     }
@@ -956,8 +976,7 @@ pub fn sha256_of_inode(
         sha256: true,
         ..Algorithms::default()
     };
-    let sha256 = digest_sized(Capped::new(f, max_size), alg, meta.len())
-        .map_err(unreadable)?
+    let sha256 = digest_sized(Capped::new(f, max_size), alg, meta.len())?
         .sha256
         .ok_or_else(|| ContentError::Unreadable("SHA-256 not computed".into()))?;
     Ok((sha256, meta.len()))
@@ -1048,8 +1067,7 @@ impl FileItem<'_> {
     fn digests(&mut self) -> &Result<Digests, ContentError> {
         if self.digests.is_none() {
             let r = if let Some(c) = self.content {
-                digest_reader(c, self.algorithms)
-                    .map_err(|e| ContentError::Unreadable(e.to_string()))
+                digest_reader(c, self.algorithms).map_err(ContentError::from)
             } else if self.max_size.is_some_and(|m| self.meta.size() > m) {
                 Err(ContentError::TooLarge)
             } else {
@@ -1059,7 +1077,7 @@ impl FileItem<'_> {
                         let f = Capped::new(f, self.max_size);
                         digest_sized(f, self.algorithms, self.meta.size())
                     })
-                    .map_err(|e| ContentError::Unreadable(e.to_string()))
+                    .map_err(ContentError::from)
             };
             self.digests = Some(r);
         }
@@ -1288,6 +1306,27 @@ mod tests {
         assert!(open_content(dir.path()).is_err());
     }
 
+    /// Only a name that no longer leads anywhere is "gone"; a file there that could not
+    /// be opened, or a directory replaced by a file, is unreadable.
+    #[test]
+    fn only_what_is_no_longer_there_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open_content(&dir.path().join("removed")).unwrap_err();
+        assert!(gone(&e), "{e}");
+        assert_eq!(ContentError::from(e), ContentError::Gone);
+        std::fs::write(dir.path().join("file"), b"f").unwrap();
+        let e = open_content(&dir.path().join("file/below")).unwrap_err();
+        assert!(!gone(&e), "{e}");
+        for errno in [libc::EACCES, libc::EIO, libc::ENOTDIR, libc::ELOOP] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(!gone(&e), "{e}");
+            assert!(
+                matches!(ContentError::from(e), ContentError::Unreadable(_)),
+                "{errno}"
+            );
+        }
+    }
+
     #[test]
     fn a_hits_sha256_is_read_only_from_the_object_the_walk_saw_and_says_why_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -1313,10 +1352,10 @@ mod tests {
             sha256_of_inode(&file, meta.dev(), meta.ino() + 1, None),
             Err(ContentError::Unreadable("replaced during the sweep".into()))
         );
-        match sha256_of_inode(&dir.path().join("missing"), meta.dev(), meta.ino(), None) {
-            Err(ContentError::Unreadable(why)) => assert!(why.contains("No such file"), "{why}"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            sha256_of_inode(&dir.path().join("missing"), meta.dev(), meta.ino(), None),
+            Err(ContentError::Gone)
+        );
     }
 
     #[test]

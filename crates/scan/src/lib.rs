@@ -321,6 +321,9 @@ pub struct Stats {
     pub hits_hashed: u64,
     /// Bytes read for those.
     pub hits_hashed_bytes: u64,
+    /// Files and directories gone between their listing and their opening (removed or
+    /// renamed during the sweep): not unreadable, as there was nothing left to look at.
+    pub gone: u64,
     /// Skipped paths by reason.
     pub skipped: BTreeMap<String, u64>,
     /// Non-file items collected, by type.
@@ -521,6 +524,7 @@ fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
 fn hit_unhashed(why: &ContentError) -> String {
     match why {
         ContentError::TooLarge => "hit's SHA-256: larger than max file size".to_string(),
+        ContentError::Gone => "hit's SHA-256: gone during the sweep".to_string(),
         ContentError::Unreadable(e) => format!("hit's SHA-256: {e}"),
     }
 }
@@ -1135,6 +1139,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         }
     };
     let unreadable_count = AtomicU64::new(0);
+    let gone_count = AtomicU64::new(0);
     if !roots.is_empty() && (!file_iocs.is_empty() || !yara.is_empty()) {
         let excludes = Excludes::new(&scope.exclude);
         let threads = if scope.threads == 0 {
@@ -1183,6 +1188,15 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     path: walk::device_path(&scope.host_root, path),
                     error: err,
                 });
+            }
+        };
+        // A path the walk listed and could not open or stat: gone since (counted), or
+        // unreadable (listed).
+        let note_failure = |path: &Path, err: &std::io::Error| {
+            if items::gone(err) {
+                gone_count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                note_unreadable(path, err.to_string())
             }
         };
         let count_skip = |reason: &str| {
@@ -1272,6 +1286,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 Some(Err(ContentError::Unreadable(e))) if !counted => {
                     note_unreadable(path, e.clone())
                 }
+                Some(Err(ContentError::Gone)) if !counted => {
+                    gone_count.fetch_add(1, Ordering::Relaxed);
+                }
                 _ => {}
             }
             if let Some(p) = &request.progress {
@@ -1335,7 +1352,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         // a time per thread (see `multi`), where the CPU allows.
         let lanes_wanted = multi::worth_it(alg);
         let from_lanes = |job: LaneJob, r: std::io::Result<items::Digests>| {
-            let digests = r.map_err(|e| ContentError::Unreadable(e.to_string()));
+            let digests = r.map_err(ContentError::from);
             judge(
                 &job.path,
                 &job.meta,
@@ -1389,7 +1406,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                             walk::Stale::NotRegular => {
                                 count_skip(skip_name(SkipReason::NotRegular))
                             }
-                            walk::Stale::Io(e) => note_unreadable(path, e.to_string()),
+                            walk::Stale::Io(e) => note_failure(path, &e),
                         };
                     }
                 };
@@ -1438,7 +1455,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                                 }
                                 content = Some(data);
                             }
-                            Err(e) => note_unreadable(path, e.to_string()),
+                            Err(e) => note_failure(path, &e),
                         }
                     }
                 }
@@ -1517,10 +1534,16 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             },
             |_, reason| count_skip(skip_name(reason)),
             |path, err| {
-                if err.kind() != std::io::ErrorKind::NotFound {
+                if !items::gone(err) {
                     walk_incomplete.store(true, Ordering::Relaxed);
                 }
-                note_unreadable(path, err.to_string())
+                if roots.iter().any(|root| root == path) {
+                    // A root that is not there was asked for and never seen: said as
+                    // unreadable, with the error, rather than counted as gone.
+                    note_unreadable(path, err.to_string())
+                } else {
+                    note_failure(path, err)
+                }
             },
         );
     }
@@ -1683,6 +1706,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     report.stats.bytes_read = bytes_read.load(Ordering::Relaxed);
     report.stats.hits_hashed = hits_hashed.load(Ordering::Relaxed);
     report.stats.hits_hashed_bytes = hits_hashed_bytes.load(Ordering::Relaxed);
+    report.stats.gone = gone_count.load(Ordering::Relaxed);
     report.stats.skipped = skipped.into_inner().unwrap_or_else(|e| e.into_inner());
     let n_unreadable = unreadable_count.load(Ordering::Relaxed);
     if n_unreadable > 0 {

@@ -2012,6 +2012,70 @@ fn a_process_path_that_is_not_utf8_is_named_losslessly() {
     );
 }
 
+/// Files and directories removed while the sweep runs are counted as gone, not listed
+/// as unreadable: the sweep looked, and nothing was there. (The removal races with the
+/// walk, so the sweep is run again until something vanished between its listing and
+/// its opening.)
+#[test]
+fn what_vanishes_during_a_sweep_is_gone_not_unreadable() {
+    let d = tempfile::tempdir().unwrap();
+    let churn = d.path().join("churn");
+    let docs = vec![ioc(
+        "size",
+        &or(&[term("FileItem/SizeInBytes", "is", "int", "987654")]),
+    )];
+    let mut req = request(d.path(), docs);
+    req.scope.system_items = false;
+    req.scope.threads = 1;
+    for attempt in 0..50 {
+        let mut paths = Vec::new();
+        for dir in 0..20 {
+            std::fs::create_dir_all(churn.join(format!("d{dir}"))).unwrap();
+            for file in 0..100 {
+                let path = churn.join(format!("d{dir}/f{file}"));
+                std::fs::write(&path, b"x").unwrap();
+                paths.push(path);
+            }
+        }
+        // Removed in an order unrelated to the walk's, so that some go after their
+        // directory was listed and before they are looked at.
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        let mut seed = 0x9E37_79B9_u64 + attempt;
+        for i in (1..order.len()).rev() {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        let remover = std::thread::spawn({
+            let churn = churn.clone();
+            move || {
+                for i in order {
+                    let _ = std::fs::remove_file(&paths[i]);
+                }
+                let _ = std::fs::remove_dir_all(&churn);
+            }
+        });
+        let r = sweep(&req).unwrap();
+        remover.join().unwrap();
+        assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
+        assert!(!r.stats.skipped.contains_key("unreadable"), "{:?}", r.stats);
+        assert_eq!(verdict(&r, "size"), Verdict::NoMatch);
+        if r.stats.gone > 0 {
+            let mut text = Vec::new();
+            riposte_scan::cli::print_text(&mut text, &r).unwrap();
+            let text = String::from_utf8(text).unwrap();
+            assert!(
+                text.contains(&format!("; gone during the sweep: {}", r.stats.gone))
+                    && !text.contains("unreadable"),
+                "{text}"
+            );
+            let json = serde_json::to_value(&r).unwrap();
+            assert_eq!(json["stats"]["gone"], r.stats.gone, "{json}");
+            return;
+        }
+    }
+    panic!("nothing vanished between its listing and its opening in 50 sweeps");
+}
+
 /// A tree nested past `PATH_MAX` (4,096 bytes) is walked and its files read: a payload
 /// hidden that deep is found, by name and by content, and its hits get their SHA-256.
 #[test]
