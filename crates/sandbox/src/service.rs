@@ -897,6 +897,14 @@ pub async fn serve(
 ) -> Result<ServeHandle, SandboxError> {
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("create", &dir, e))?;
+    // It holds the objects devices sent (malware, and whatever else a device judged
+    // suspicious: someone's documents), their verdicts, and the TLS and webhook keys:
+    // no other local account has anything to read there.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SandboxError::io("restrict", &dir, e))?;
+    }
     let store = Store::open(&dir)?;
     let (cert_pem, key_pem) = crate::tls::load_or_create(&dir, &config.server_names)?;
     let revocation = match (&config.client_ca_pem, &config.client_crl) {

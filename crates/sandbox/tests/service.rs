@@ -52,7 +52,10 @@ fn static_only(dir: &std::path::Path) -> SandboxConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eicar_found_then_already_scanned_and_survives_restart() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    // As a directory made by hand (or by an older version) would be.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let h = start(static_only(dir.path())).await;
     let c = client(&h);
     let Submitted::Queued(id) = c.submit("eicar.com", EICAR).await.unwrap() else {
@@ -76,12 +79,14 @@ async fn eicar_found_then_already_scanned_and_survives_restart() {
         other => panic!("expected already_scanned, got {other:?}"),
     }
     // Key file permissions: the private key is 0600.
-    use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("key.pem"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // The data directory, which holds what devices sent, is no one else's to read.
+    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
     let cert_before = h.cert_pem.clone();
     h.shutdown().await;
 
