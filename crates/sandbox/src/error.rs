@@ -96,6 +96,9 @@ pub enum SandboxError {
     /// The dynamic-analysis jail could not run.
     #[error("jail unavailable: {0}")]
     Jail(String),
+    /// Another sandbox process serves this data directory.
+    #[error("another sandbox is running on {} (it holds sandbox.lock): stop it first, or give this one another --data", .0.display())]
+    DataDirInUse(PathBuf),
     /// A webhook signature did not verify.
     #[error("webhook signature missing or wrong: sign the raw body with HMAC-SHA256 using the key in DATA_DIR/webhook.key")]
     BadSignature,

@@ -737,6 +737,8 @@ pub struct ServeHandle {
     pub app: Arc<App>,
     shutdown: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
+    /// `DATA_DIR/sandbox.lock`, locked while this sandbox serves it.
+    _lock: std::fs::File,
 }
 
 impl ServeHandle {
@@ -904,6 +906,23 @@ pub async fn serve(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| SandboxError::io("restrict", &dir, e))?;
+    }
+    // One process per data directory: a second would queue the first one's unfinished
+    // tasks again, analyse each object twice and race it on every file here. Held until
+    // the handle (and its accept loop) is gone; the kernel lets go however it ends.
+    let lock_path = dir.join("sandbox.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| SandboxError::io("open", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(SandboxError::DataDirInUse(dir)),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(SandboxError::io("lock", &lock_path, e))
+        }
     }
     let store = Store::open(&dir)?;
     let (cert_pem, key_pem) = crate::tls::load_or_create(&dir, &config.server_names)?;
@@ -1098,6 +1117,7 @@ pub async fn serve(
         app,
         shutdown: shutdown_tx,
         accept,
+        _lock: lock,
     })
 }
 

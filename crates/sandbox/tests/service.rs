@@ -57,6 +57,15 @@ async fn eicar_found_then_already_scanned_and_survives_restart() {
     // As a directory made by hand (or by an older version) would be.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let h = start(static_only(dir.path())).await;
+    // One sandbox per data directory: a second one is refused, saying why.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    match serve(static_only(dir.path()), listener).await {
+        Err(e @ riposte_sandbox::SandboxError::DataDirInUse(_)) => {
+            assert!(e.to_string().contains("sandbox.lock"), "{e}")
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a second sandbox started on the same data directory"),
+    }
     let c = client(&h);
     let Submitted::Queued(id) = c.submit("eicar.com", EICAR).await.unwrap() else {
         panic!("first submit must queue");
