@@ -829,6 +829,9 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
         )?;
         for i in unsure {
             writeln!(out, "  {} [{}] ({})", v(&i.name), v(&i.id), v(&i.origin))?;
+            for why in &i.undetermined_because {
+                writeln!(out, "    because {}", v(why))?;
+            }
         }
     }
     let with_unsupported: Vec<_> = r
@@ -842,6 +845,9 @@ pub fn print_text(out: &mut impl Write, r: &SweepReport) -> std::io::Result<()> 
             writeln!(out, "  {} [{}] ({}):", v(&i.name), v(&i.id), i.verdict)?;
             for u in &i.unsupported {
                 writeln!(out, "    {} {}: {}", v(&u.id), v(&u.search), v(&u.reason))?;
+            }
+            for why in &i.undetermined_because {
+                writeln!(out, "    also because {}", v(why))?;
             }
         }
     }

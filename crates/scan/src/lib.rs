@@ -296,6 +296,11 @@ pub struct IocSummary {
     pub supported_terms: usize,
     /// Unsupported terms.
     pub unsupported: Vec<riposte_ioc::UnsupportedTerm>,
+    /// Why an undetermined indicator is undetermined, beside its unsupported terms:
+    /// the first item on which a term could not be decided, and why; items not
+    /// collected; places the walk could not look; a cancelled sweep.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undetermined_because: Vec<String>,
 }
 
 /// A file that could not be read.
@@ -1052,6 +1057,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         })
         .collect();
     let saw_unknown: Vec<AtomicBool> = iocs.iter().map(|_| AtomicBool::new(false)).collect();
+    // The first item each indicator could not be decided on, and why: said with the
+    // verdict, so that "undetermined" comes with something to act on.
+    let first_unknown: Vec<std::sync::OnceLock<String>> =
+        iocs.iter().map(|_| std::sync::OnceLock::new()).collect();
     // Without system items (`Scope::system_items` off) nothing was collected to test a
     // process, port, user, service, host or hosts-entry term on: such a term is unknown,
     // not false, so the indicator is undetermined rather than "no match".
@@ -1253,6 +1262,18 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
                 if ev.truth == Truth::Unknown || ev.witness == Truth::Unknown {
                     saw_unknown[i].store(true, Ordering::Relaxed);
+                    first_unknown[i].get_or_init(|| {
+                        let why = match &item.digests {
+                            Some(Err(ContentError::TooLarge)) => {
+                                "larger than the maximum file size".to_string()
+                            }
+                            Some(Err(ContentError::Gone)) => "gone during the sweep".to_string(),
+                            Some(Err(ContentError::Unreadable(e))) => e.clone(),
+                            _ => "a term could not be decided on it".to_string(),
+                        };
+                        // The device path is in the report's form already.
+                        format!("file {}: {why}", item.device_path)
+                    });
                 }
                 if ev.witness == Truth::True {
                     for t in &ev.matched {
@@ -1557,6 +1578,8 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             let ev = evaluate(&l.ioc, &mut it, &truth_of(i));
             if ev.truth == Truth::Unknown || ev.witness == Truth::Unknown {
                 saw_unknown[i].store(true, Ordering::Relaxed);
+                first_unknown[i]
+                    .get_or_init(|| format!("{}: a term could not be decided on it", it.describe));
             }
             if ev.witness == Truth::True {
                 hits.push(Hit {
@@ -1599,20 +1622,53 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             }
         })
         .collect();
-    let summary = |l: &Loaded, verdict| IocSummary {
+    // Why indicator `i` may be undetermined, in the order a reader acts on them.
+    let reasons_of = |i: usize| {
+        let mut why = Vec::new();
+        if request.cancel.load(Ordering::Relaxed) {
+            why.push("the sweep was cancelled before it looked everywhere".to_string());
+        }
+        if let Some(first) = first_unknown[i].get() {
+            why.push(first.clone());
+        }
+        let types = iocs[i].ioc.item_types();
+        if !scope.system_items && types.iter().any(|t| *t != ItemType::File) {
+            why.push(
+                "items other than files (processes, ports, users, services…) were not \
+                 collected"
+                    .to_string(),
+            );
+        }
+        if walk_incomplete.load(Ordering::Relaxed) && types.contains(&ItemType::File) {
+            why.push(
+                "some places could not be looked at (listed as unreadable), and no file \
+                 seen satisfied its file terms"
+                    .to_string(),
+            );
+        }
+        why
+    };
+    let summary = |l: &Loaded, verdict, because: Vec<String>| IocSummary {
         id: l.ioc.id.clone(),
         name: l.ioc.name.clone(),
         origin: l.origin.clone(),
         verdict,
         supported_terms: l.ioc.terms.len(),
         unsupported: l.ioc.unsupported.clone(),
+        undetermined_because: if verdict == Verdict::Undetermined {
+            because
+        } else {
+            Vec::new()
+        },
     };
     // Hits of an observation count only as hits of its pattern, where the pattern holds.
     let mut part_of: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
     let mut shown: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); listed.len()];
     for (n, entry) in listed.iter().enumerate() {
         match entry {
-            Listed::Swept(i) => report.iocs.push(summary(&iocs[*i], verdicts[*i])),
+            Listed::Swept(i) => report
+                .iocs
+                .push(summary(&iocs[*i], verdicts[*i], reasons_of(*i))),
             Listed::Joined { pattern, parts } => {
                 let formula = pattern
                     .ioc
@@ -1638,6 +1694,18 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     part_of.insert((&iocs[i].ioc.id, &iocs[i].origin), (n, k));
                 }
                 shown[n] = witnesses;
+                // The reasons of its undetermined observations, each said once.
+                let mut because: Vec<String> = Vec::new();
+                for &i in parts
+                    .iter()
+                    .filter(|&&i| verdicts[i] == Verdict::Undetermined)
+                {
+                    for r in reasons_of(i) {
+                        if !because.contains(&r) {
+                            because.push(r);
+                        }
+                    }
+                }
                 report.iocs.push(summary(
                     pattern,
                     match truth {
@@ -1645,6 +1713,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         Truth::False => Verdict::NoMatch,
                         Truth::Unknown => Verdict::Undetermined,
                     },
+                    because,
                 ));
             }
         }

@@ -775,9 +775,24 @@ fn terms_on_items_not_collected_are_unknown() {
             && text.contains("  mixed name [mixed] (mixed.ioc)"),
         "{text}"
     );
+    // And say why, under each.
+    assert!(
+        text.contains(
+            "  user name [user] (user.ioc)\n    because items other than files (processes, \
+             ports, users, services…) were not collected\n"
+        ),
+        "{text}"
+    );
     let r = sweep(&request(d.path(), vec![user, mixed])).unwrap();
     assert_eq!(verdict(&r, "user"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "mixed"), Verdict::NoMatch);
+    // Decided verdicts carry no reason (and no field in the JSON).
+    assert!(r.iocs.iter().all(|i| i.undetermined_because.is_empty()));
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(
+        json["iocs"][0].get("undetermined_because").is_none(),
+        "{json}"
+    );
 }
 
 /// The report reads as the indicators' authors write: a negated OpenIOC 1.0 term as
@@ -1731,6 +1746,18 @@ fn an_uncomputed_hash_is_unknown_not_a_match() {
     let r = sweep(&req).unwrap();
     assert!(r.hits.is_empty(), "{:?}", r.hits);
     assert_eq!(verdict(&r, "impostor2"), Verdict::Undetermined);
+    // It says which file, and why.
+    let summary = r.iocs.iter().find(|i| i.id == "impostor2").unwrap();
+    assert_eq!(
+        summary.undetermined_because,
+        ["file /opt/big/svchost.exe: larger than the maximum file size"],
+        "{summary:?}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["iocs"][0]["undetermined_because"][0],
+        "file /opt/big/svchost.exe: larger than the maximum file size"
+    );
     // With YARA rules too (which read every file), each file over the limit is counted
     // once, not once per reader: the big svchost.exe and alice's notes.
     let rules = IocDocument {
