@@ -761,10 +761,17 @@ impl Builder {
             Obs::Temporal(v, what) => {
                 let word = what.split_whitespace().next().unwrap_or(what).to_string();
                 let (mut roots, mut formulas) = self.each(v)?;
+                // Said once each: "observation operator FOLLOWEDBY: needs event
+                // history…", "qualifier WITHIN: WITHIN 5 SECONDS needs event history…".
+                let (kind, said) = if *what == word {
+                    ("observation operator", String::new())
+                } else {
+                    ("qualifier", format!("{what} "))
+                };
                 let history = self.unsupported(
-                    what,
+                    kind,
                     &word,
-                    format!("{word} needs event history; a point-in-time scan cannot evaluate it"),
+                    format!("{said}needs event history; a point-in-time scan cannot evaluate it"),
                 );
                 roots.push(history.clone());
                 formulas.push(history);

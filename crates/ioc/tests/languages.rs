@@ -900,6 +900,15 @@ fn stix_patterns_operators() {
     )
     .unwrap();
     assert_eq!(ioc.unsupported[0].search, "START");
+    // Said once: the kind, the keyword, then the qualifier whole.
+    assert_eq!(ioc.unsupported[0].id, "qualifier");
+    assert!(
+        ioc.unsupported[0].reason.starts_with(
+            "START t'2020-01-01T00:00:00Z' STOP t'2021-01-01T00:00:00Z' needs event history"
+        ),
+        "{:?}",
+        ioc.unsupported[0]
+    );
     let mut m = HashMap::new();
     m.insert(
         Field::PortRemoteIp,
@@ -972,6 +981,12 @@ fn stix_observations_are_kept_apart_and_joined() {
     // FOLLOWEDBY stays unsupported, in the indicator and in its formula.
     assert_eq!(ioc.unsupported.len(), 1);
     assert_eq!(ioc.unsupported[0].search, "FOLLOWEDBY");
+    assert_eq!(ioc.unsupported[0].id, "observation operator");
+    assert!(
+        ioc.unsupported[0].reason.starts_with("needs event history"),
+        "{:?}",
+        ioc.unsupported[0]
+    );
     let formula = &ioc.observations.as_ref().unwrap().formula;
     // Each observation matched by an object of its own, where it matched.
     let truths = |t: [Truth; 4]| {

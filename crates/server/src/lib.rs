@@ -157,7 +157,20 @@ pub async fn reset_password_offline(
     }
     validate_admin_password(password)?;
     let store = match database {
-        Some(url) => Store::open(url, schema).await?,
+        Some(url) => {
+            // Opening would create the schema in whatever database the URL names.
+            let present = Store::holds_store(url, schema).await.map_err(|e| {
+                ServiceError::BadRequest(format!("cannot read the database of --database: {e}"))
+            })?;
+            if !present {
+                return Err(ServiceError::NotFound(
+                    "the database of --database holds no Riposte server data: give the \
+                     server's own --database"
+                        .into(),
+                ));
+            }
+            Store::open(url, schema).await?
+        }
         None => {
             // Opening would create an empty database: a mistyped --data must say so.
             if !data_dir.join("riposte.db").is_file() {

@@ -27,10 +27,12 @@
 //!   burst of parallel guesses would otherwise all pass the lockout check before the
 //!   first failure was recorded. The locks are a fixed set of stripes, so memory does
 //!   not grow with the number of sources.
-//! * Across sources, an attempt counts as a failure of its account from the moment it
-//!   is admitted, before its password is checked, and a success withdraws it
-//!   ([`Throttle::admit`]): guesses from many addresses at once get no more checks than
-//!   the account's limit, in every server process on the database.
+//! * Across sources, an attempt from an address the account does not know counts as a
+//!   failure of its account from the moment it is admitted, before its password is
+//!   checked, and a success withdraws it ([`Throttle::admit`]): guesses from many
+//!   addresses at once get no more checks than the account's limit, in every server
+//!   process on the database. An attempt from a known address counts only once it has
+//!   failed, so that its owner's parallel requests lock no one out.
 //! * Password hashes are checked at most [`Throttle::verify_slots`] at a time: Argon2id
 //!   takes about 19 MiB and tens of milliseconds per check, before anyone is
 //!   authenticated.
@@ -205,6 +207,9 @@ async fn account_lockout(
 pub struct Attempt {
     /// The id of the failure counted against its account in advance.
     reserved: Option<String>,
+    /// The account's failure key, where the attempt was not counted in advance (it
+    /// comes from a source the account knows) and is counted only if it fails.
+    counts_on_failure: Option<String>,
 }
 
 /// Failed-login throttle over the store.
@@ -289,8 +294,26 @@ impl Throttle {
             return Ok(Err(lockout));
         }
         let Some(account) = target.account_count() else {
-            return Ok(Ok(Attempt { reserved: None }));
+            return Ok(Ok(Attempt {
+                reserved: None,
+                counts_on_failure: None,
+            }));
         };
+        // From an address the account has logged in from, attempts are not counted in
+        // advance: its owner's parallel requests (a script, a console beside the CLI)
+        // would otherwise read as failures and lock the account for new addresses, with
+        // no failure at all. Such an address cannot burst guesses: its attempts are taken
+        // one at a time (`serialize`) and it has a count of its own; a failure from it
+        // still counts against the account, once it has failed.
+        if store
+            .is_known_source(&account.known_as, &source_key(source), now - known_for_ms())
+            .await?
+        {
+            return Ok(Ok(Attempt {
+                reserved: None,
+                counts_on_failure: Some(account.key),
+            }));
+        }
         let id = format!("{now}-{:016x}", rand::random::<u64>());
         let mut f = store
             .reserve_login_failure(&account.key, &id, now, now - window_ms())
@@ -301,20 +324,24 @@ impl Throttle {
             store.withdraw_login_failure(&id).await?;
             return Ok(Err(lockout));
         }
-        Ok(Ok(Attempt { reserved: Some(id) }))
+        Ok(Ok(Attempt {
+            reserved: Some(id),
+            counts_on_failure: None,
+        }))
     }
 
-    /// Records that an admitted attempt failed (its account's count already holds it).
+    /// Records that an admitted attempt failed (its account's count already holds it,
+    /// unless it came from a known source).
     pub async fn failed(
         &self,
         store: &Store,
         target: Target<'_>,
         source: &str,
-        _attempt: Attempt,
+        attempt: Attempt,
     ) -> Result<()> {
-        store
-            .record_login_failure(&[target.source_key(source)], now_ms())
-            .await
+        let mut keys = vec![target.source_key(source)];
+        keys.extend(attempt.counts_on_failure);
+        store.record_login_failure(&keys, now_ms()).await
     }
 
     /// Records that an admitted attempt succeeded: it no longer counts as a failure, and
@@ -585,6 +612,55 @@ mod tests {
                 .await
                 .unwrap()
                 .is_ok());
+        })
+        .await;
+    }
+
+    /// Attempts in flight from addresses the account knows (its owner working from
+    /// several at once) are not counted in advance: they lock no new address out while
+    /// none has failed. One that fails counts, once it has.
+    #[tokio::test]
+    async fn attempts_in_flight_from_known_sources_lock_no_one_out() {
+        each_backend(|store| async move {
+            let t = Throttle::new();
+            let known: Vec<String> = (0..MAX_FAILURES + 3)
+                .map(|i| format!("10.0.1.{i}"))
+                .collect();
+            for source in &known {
+                t.succeed(&store, Target::Account("alice"), source)
+                    .await
+                    .unwrap();
+            }
+            let mut in_flight = Vec::new();
+            for source in &known {
+                in_flight.push(
+                    t.admit(&store, Target::Account("alice"), source)
+                        .await
+                        .unwrap()
+                        .expect("a known source is admitted"),
+                );
+            }
+            // A new address, meanwhile: nothing has failed.
+            let fresh = t
+                .admit(&store, Target::Account("alice"), "198.51.100.7")
+                .await
+                .unwrap()
+                .expect("no failure, no lockout");
+            t.succeeded(&store, Target::Account("alice"), "198.51.100.7", fresh)
+                .await
+                .unwrap();
+            // The known sources' attempts fail: now they count against the account.
+            for (source, attempt) in known.iter().zip(in_flight) {
+                t.failed(&store, Target::Account("alice"), source, attempt)
+                    .await
+                    .unwrap();
+            }
+            let failures = store.login_failures("account:alice", 0).await.unwrap();
+            assert_eq!(failures.count, MAX_FAILURES + 3);
+            assert!(matches!(
+                locked(&t, &store, Target::Account("alice"), "198.51.100.8").await,
+                Some(Lockout::Account(_))
+            ));
         })
         .await;
     }

@@ -1143,3 +1143,46 @@ async fn a_reset_lifts_the_accounts_lockout() {
     assert_eq!(principal.display_name(), "oper");
     ts.stop().await;
 }
+
+/// The offline reset works only on a server's own data: a `--database` that holds no
+/// Riposte store (a mistyped URL) is refused and left as it was, and one that cannot be
+/// opened is said as such, not as an internal error.
+#[tokio::test]
+async fn an_offline_reset_on_a_database_without_a_store_changes_nothing() {
+    use riposte_server::ServiceError;
+    let url = riposte_store::testing::postgres_url();
+    let schema = format!("e_{}", hex::encode(rand::random::<[u8; 8]>()));
+    let dir = tempfile::tempdir().unwrap();
+    let e = riposte_server::reset_password_offline(
+        dir.path(),
+        Some(&url),
+        Some(&schema),
+        "admin",
+        "long-enough-password",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::NotFound(m) if m.contains("holds no Riposte server data")),
+        "{e:?}"
+    );
+    assert!(!riposte_store::Store::holds_store(&url, Some(&schema))
+        .await
+        .unwrap());
+    // The test database's name with a suffix: a database that does not exist.
+    let missing = format!("{url}_no_such_database");
+    let e = riposte_server::reset_password_offline(
+        dir.path(),
+        Some(&missing),
+        None,
+        "admin",
+        "long-enough-password",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::BadRequest(m) if m.contains("cannot read the database of --database")),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

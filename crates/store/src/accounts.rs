@@ -273,17 +273,32 @@ impl Store {
         password_hash: &str,
         expires_at: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO sessions (token_hash, account_id, created_at, expires_at)
-             SELECT $1, id, $3, $4 FROM accounts WHERE id = $2 AND password_hash = $5",
-        )
-        .bind(token_hash)
-        .bind(account_id)
-        .bind(now_ms())
-        .bind(expires_at)
-        .bind(password_hash)
-        .execute(self.pool())
-        .await?;
+        // On PostgreSQL the account row is locked (`FOR SHARE`): a change in flight holds
+        // it from its update to its commit, so this waits for the change, then sees the
+        // new hash and opens nothing; a session opened first is committed before the
+        // change's update can start, and its deletion of the sessions then sees it.
+        // Without the lock, READ COMMITTED let this insert read the old hash while the
+        // change, not yet committed, deleted the sessions without seeing it. (SQLite takes
+        // one writer at a time.)
+        let sql = match self.backend() {
+            crate::Backend::Postgres => {
+                "INSERT INTO sessions (token_hash, account_id, created_at, expires_at)
+                 SELECT $1, id, $3, $4 FROM accounts WHERE id = $2 AND password_hash = $5
+                 FOR SHARE"
+            }
+            crate::Backend::Sqlite => {
+                "INSERT INTO sessions (token_hash, account_id, created_at, expires_at)
+                 SELECT $1, id, $3, $4 FROM accounts WHERE id = $2 AND password_hash = $5"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(token_hash)
+            .bind(account_id)
+            .bind(now_ms())
+            .bind(expires_at)
+            .bind(password_hash)
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -719,6 +734,58 @@ mod tests {
                 store.set_account_password(9999, None, "x").await.unwrap(),
                 None
             );
+        })
+        .await;
+    }
+
+    /// Logins racing a password change, on every connection of the pool: a session
+    /// opened with the old password either is ended by the change or is not opened at
+    /// all. None survives it.
+    #[tokio::test]
+    async fn no_session_opened_with_the_old_password_survives_its_change() {
+        each_backend(|store| async move {
+            let a = store
+                .create_account("racer", AccountKind::Admin, Role::Operator, "old")
+                .await
+                .unwrap();
+            let later = now_ms() + 60_000;
+            for round in 0..30 {
+                let login = |worker: u32| {
+                    let store = &store;
+                    async move {
+                        let mut opened = Vec::new();
+                        for n in 0.. {
+                            let token = format!("r{round}-w{worker}-{n}");
+                            if !store.create_session(&token, a, "old", later).await.unwrap() {
+                                break;
+                            }
+                            opened.push(token);
+                        }
+                        opened
+                    }
+                };
+                let change = async {
+                    tokio::task::yield_now().await;
+                    store.set_account_password(a, None, "new").await.unwrap()
+                };
+                let (l0, l1, l2, l3, l4, l5, ended) = tokio::join!(
+                    login(0),
+                    login(1),
+                    login(2),
+                    login(3),
+                    login(4),
+                    login(5),
+                    change
+                );
+                assert!(ended.is_some());
+                for token in [l0, l1, l2, l3, l4, l5].iter().flatten() {
+                    assert!(
+                        store.session(token).await.unwrap().is_none(),
+                        "round {round}: session {token} outlived the change"
+                    );
+                }
+                store.set_account_password(a, None, "old").await.unwrap();
+            }
         })
         .await;
     }

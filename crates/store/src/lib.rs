@@ -129,6 +129,49 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 impl Store {
+    /// Whether the database at `url` (in `schema`, for PostgreSQL) holds a Riposte
+    /// store, without creating or changing anything: for tools that must work on an
+    /// existing server's data and not make a new one where a URL was mistyped.
+    pub async fn holds_store(url: &str, schema: Option<&str>) -> Result<bool> {
+        sqlx::any::install_default_drivers();
+        let table = match schema {
+            Some(s) if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                format!("{s}.schema_version")
+            }
+            Some(s) => return Err(StoreError::BadUrl(format!("bad schema name {s}"))),
+            None => "schema_version".to_string(),
+        };
+        let (sql, backend) = if url.starts_with("sqlite:") {
+            (
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
+                Backend::Sqlite,
+            )
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (
+                "SELECT COUNT(*) AS n FROM (SELECT to_regclass($1) AS t) r WHERE r.t IS NOT NULL",
+                Backend::Postgres,
+            )
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        let name = if backend == Backend::Sqlite {
+            "schema_version"
+        } else {
+            table.as_str()
+        };
+        let found: i64 = sqlx::query(sql)
+            .bind(name)
+            .fetch_one(&pool)
+            .await?
+            .try_get("n")?;
+        pool.close().await;
+        Ok(found > 0)
+    }
+
     /// Opens (creating if needed) the database at `url` and runs pending migrations.
     ///
     /// `schema`, for PostgreSQL only, puts every table in that schema (created if missing);

@@ -114,3 +114,47 @@ pub async fn delete_account_anyway(store: &Store, name: &str) {
         .await
         .expect("delete the account");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    /// A store is told from a database (or schema) that holds none, and asking creates
+    /// nothing there.
+    #[tokio::test]
+    async fn a_store_is_found_only_where_there_is_one() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let db = TestDb::new(backend).await;
+            assert!(
+                Store::holds_store(&db.url, db.schema.as_deref())
+                    .await
+                    .unwrap(),
+                "{backend:?}"
+            );
+            db.cleanup().await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.db");
+        std::fs::write(&path, b"").unwrap();
+        let url = format!("sqlite://{}", path.display());
+        assert!(!Store::holds_store(&url, None).await.unwrap());
+
+        let db = TestDb::new(Backend::Postgres).await;
+        let empty = format!("e_{}", hex::encode(rand::random::<[u8; 8]>()));
+        assert!(!Store::holds_store(&db.url, Some(&empty)).await.unwrap());
+        // Asking created nothing.
+        let made: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = $1",
+        )
+        .bind(&empty)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+        assert_eq!(made, 0);
+        assert!(Store::holds_store("mysql://x", None).await.is_err());
+        db.cleanup().await;
+    }
+}
