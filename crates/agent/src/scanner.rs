@@ -151,8 +151,14 @@ impl TaskRunner for SweepRunner {
                 // indicator could not be decided here.
                 let undetermined_note = (!undetermined.is_empty()).then(|| {
                     let unsupported = undetermined.iter().filter(|i| !i.unsupported.is_empty()).count();
+                    // One reason, for the row: the rest are in the results' `iocs`.
+                    let example = undetermined
+                        .iter()
+                        .find_map(|i| i.undetermined_because.first())
+                        .map(|why| format!("; for one: {why}"))
+                        .unwrap_or_default();
                     format!(
-                        "{} of {} indicators undetermined here ({unsupported} with terms no Linux collector evaluates)",
+                        "{} of {} indicators undetermined here ({unsupported} with terms no Linux collector evaluates{example})",
                         undetermined.len(),
                         report.iocs.len()
                     )
@@ -349,6 +355,37 @@ mod tests {
             Some("1 of 1 indicators undetermined here (1 with terms no Linux collector evaluates)")
         );
         assert_eq!(done.results["iocs"][0]["verdict"], "undetermined");
+    }
+
+    /// The row says why, for one indicator: here a file too large to hash.
+    #[test]
+    fn an_undetermined_sweep_says_why_for_one() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("srv")).unwrap();
+        // Sparse: over the default 100 MiB limit without taking the disk.
+        std::fs::File::create(root.path().join("srv/big.bin"))
+            .unwrap()
+            .set_len(101 << 20)
+            .unwrap();
+        let runner = SweepRunner {
+            host_root: root.path().to_path_buf(),
+            progress_every: Duration::from_secs(60),
+        };
+        let (_cancel, rx) = watch::channel(false);
+        let pattern = format!("[file:hashes.MD5 = '{}']", "0".repeat(32));
+        let done = runner.run(offer_of(10, "stix", &pattern), rx, &|_| {});
+        assert_eq!(done.state, DeviceTaskState::Completed, "{done:?}");
+        assert_eq!(
+            done.reason.as_deref(),
+            Some(
+                "1 of 1 indicators undetermined here (0 with terms no Linux collector evaluates; \
+                 for one: file /srv/big.bin: larger than the maximum file size)"
+            )
+        );
+        assert_eq!(
+            done.results["iocs"][0]["undetermined_because"][0],
+            "file /srv/big.bin: larger than the maximum file size"
+        );
     }
 
     /// What a device did not look for (an expired indicator beside a live one) is on the
