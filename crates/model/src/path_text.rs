@@ -28,10 +28,17 @@ use std::borrow::Cow;
 
 /// The text form of path bytes `bytes` (see the [module documentation](self)).
 pub fn encode_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    encode_bytes_into(bytes, &mut out);
+    out
+}
+
+/// [`encode_bytes`], appended to `out`: the sweep builds a device path (`/` and the
+/// path below the device's root) in one allocation.
+pub fn encode_bytes_into(bytes: &[u8], out: &mut String) {
     // Runs of valid text are copied whole: the sweep encodes the path of every file it
     // judges, and nearly all of them have nothing to escape.
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len());
     let escape = |out: &mut String, b: u8| {
         out.push_str("\\x");
         out.push(HEX[usize::from(b >> 4)] as char);
@@ -57,7 +64,7 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
                     out.push_str("\\\\");
                 } else if hidden(c) {
                     for &b in c.encode_utf8(&mut [0; 4]).as_bytes() {
-                        escape(&mut out, b);
+                        escape(out, b);
                     }
                 } else {
                     out.push(c);
@@ -65,10 +72,9 @@ pub fn encode_bytes(bytes: &[u8]) -> String {
             }
         }
         for &b in chunk.invalid() {
-            escape(&mut out, b);
+            escape(out, b);
         }
     }
-    out
 }
 
 /// Characters a path's text never shows as they are: controls (a newline, an escape,

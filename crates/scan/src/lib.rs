@@ -727,11 +727,38 @@ impl std::hash::Hasher for SizeHasher {
     }
 }
 
+/// Hashes the names and path parts the text indexes are keyed by (FNV-1a). As with
+/// [`SizeHasher`], every file is looked up there, SipHash was a few per cent of a name
+/// and path sweep, and its resistance is not needed: the keys are the indicators'
+/// operands, so a crafted file name can collide with at most those few.
+struct TextHasher(u64);
+
+impl Default for TextHasher {
+    fn default() -> Self {
+        TextHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for TextHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by names or path parts, hashed with [`TextHasher`].
+type TextMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<TextHasher>>;
+
 /// Index from a file's size, name and path to the file indicators that may hold on
 /// it, and from its digests to those that still may once it is hashed.
 struct Candidates {
     by_size: HashMap<u64, Vec<usize>, std::hash::BuildHasherDefault<SizeHasher>>,
-    by_name: HashMap<String, Vec<usize>>,
+    by_name: TextMap<Vec<usize>>,
     /// Constrained by both: the size index finds them, the name is checked after.
     names_of: HashMap<usize, FileNecessity>,
     always: Vec<usize>,
@@ -768,8 +795,9 @@ struct TextIndex {
     /// Indicators indexed here: all of them are candidates on a path that is not ASCII,
     /// since Unicode case folding can make a non-ASCII path match an ASCII operand.
     iocs: Vec<usize>,
-    /// `(field, lower-cased value)` → indicators with an `is` test of it.
-    is: HashMap<(Field, String), Vec<usize>>,
+    /// Per field, lower-cased value → indicators with an `is` test of it (looked up
+    /// with the file's text as it is, without a copy).
+    is: BTreeMap<Field, TextMap<Vec<usize>>>,
     /// Per field, the automaton of its `contains` / `starts-with` / `ends-with` needles
     /// and, per needle, the (condition, indicator) pairs that use it.
     substrings: Vec<FieldAutomaton>,
@@ -788,7 +816,9 @@ impl TextIndex {
                 if t.condition == Condition::Is {
                     index
                         .is
-                        .entry((t.field, t.needle.clone()))
+                        .entry(t.field)
+                        .or_default()
+                        .entry(t.needle.clone())
                         .or_default()
                         .push(*ioc);
                 } else {
@@ -834,7 +864,7 @@ impl TextIndex {
             (Field::FileExtension, fields.extension),
         ] {
             let Some(value) = value else { continue };
-            if let Some(v) = self.is.get(&(field, value.to_string())) {
+            if let Some(v) = self.is.get(&field).and_then(|by_value| by_value.get(value)) {
                 out.extend(v);
             }
             for fa in self.substrings.iter().filter(|fa| fa.field == field) {
@@ -860,7 +890,7 @@ impl Candidates {
         let mut text_needs = Vec::new();
         let mut c = Candidates {
             by_size: HashMap::default(),
-            by_name: HashMap::new(),
+            by_name: TextMap::default(),
             names_of: HashMap::new(),
             always: Vec::new(),
             digests_of: HashMap::new(),
@@ -921,8 +951,19 @@ impl Candidates {
         let lower_name = || {
             path.file_name()
                 .map(|n| {
-                    riposte_model::path_text::matching_text(&riposte_model::path_text::encode(n))
+                    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(n);
+                    if bytes.iter().all(|&b| b == b' ' || b.is_ascii_graphic())
+                        && !bytes.contains(&b'\\')
+                    {
+                        // Printable ASCII without a backslash: text as it is, which the
+                        // general way below would copy twice to the same result.
+                        String::from_utf8(bytes.to_ascii_lowercase()).unwrap_or_default()
+                    } else {
+                        riposte_model::path_text::matching_text(&riposte_model::path_text::encode(
+                            n,
+                        ))
                         .to_lowercase()
+                    }
                 })
                 .unwrap_or_default()
         };

@@ -318,9 +318,16 @@ pub enum SkipReason {
 /// [`riposte_model::path_text`] form: hits name the file so that the agent can find the very
 /// same file again (a name that is not UTF-8 keeps its bytes as `\xHH`).
 pub fn device_path(host_root: &Path, p: &Path) -> String {
-    use riposte_model::path_text::encode;
+    use riposte_model::path_text::{encode, encode_bytes_into};
     match p.strip_prefix(host_root) {
-        Ok(rel) => format!("/{}", encode(rel)),
+        Ok(rel) => {
+            // One allocation: this runs for every file a name or path test looks at.
+            let rel = rel.as_os_str().as_bytes();
+            let mut out = String::with_capacity(rel.len() + 1);
+            out.push('/');
+            encode_bytes_into(rel, &mut out);
+            out
+        }
         Err(_) => encode(p),
     }
 }

@@ -2293,3 +2293,38 @@ fn a_service_status_is_unknown_without_systemd() {
     );
     assert_eq!(verdicts(), (Verdict::Hit, Verdict::NoMatch));
 }
+
+/// The name index reads a plain ASCII name as it is and any other through its text form:
+/// either way it finds what the terms find, case folded (ASCII and not), with a space,
+/// a tab or a non-UTF-8 byte in the name.
+#[test]
+fn the_name_index_finds_names_as_the_terms_read_them() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = device();
+    write(d.path(), "tmp/MiXeD Case.TXT", b"m");
+    write(d.path(), "tmp/tab\tname.txt", b"t");
+    write(d.path(), "tmp/ÉTÉ.txt", b"e");
+    let odd = d
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"tmp/BAD\xffNAME.txt"));
+    std::fs::write(&odd, b"x").unwrap();
+    let run = |value: &str| {
+        let doc = ioc(
+            "n",
+            &or(&[term("FileItem/FileName", "is", "string", value)]),
+        );
+        let mut req = request(d.path(), vec![doc]);
+        req.scope.system_items = false;
+        req.scope.paths = vec![PathBuf::from("/tmp")];
+        let r = sweep(&req).unwrap();
+        r.hits
+            .iter()
+            .map(|h| h.item.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run("mixed case.txt"), ["file /tmp/MiXeD Case.TXT"]);
+    assert_eq!(run("TAB&#9;NAME.TXT"), ["file /tmp/tab\\x09name.txt"]);
+    assert_eq!(run("été.txt"), ["file /tmp/ÉTÉ.txt"]);
+    assert_eq!(run("bad\\xffname.txt"), ["file /tmp/BAD\\xffNAME.txt"]);
+    assert!(run("mixed  case.txt").is_empty());
+}
