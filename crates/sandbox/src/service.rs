@@ -737,7 +737,11 @@ pub struct ServeHandle {
     pub app: Arc<App>,
     shutdown: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
-    /// `DATA_DIR/sandbox.lock`, locked while this sandbox serves it.
+    /// The analysis workers, waited for at shutdown (each finishes the object it holds).
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    /// `DATA_DIR/sandbox.lock`, locked while this sandbox serves it: until its workers
+    /// have stopped, so that a sandbox started after [`ServeHandle::shutdown`] never
+    /// analyses an object beside one of them.
     _lock: std::fs::File,
 }
 
@@ -746,6 +750,9 @@ impl ServeHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.accept.await;
+        for worker in self.workers {
+            let _ = worker.await;
+        }
     }
 
     /// Wait until the accept loop ends (it runs until [`ServeHandle::shutdown`]).
@@ -902,10 +909,17 @@ pub async fn serve(
     // It holds the objects devices sent (malware, and whatever else a device judged
     // suspicious: someone's documents), their verdicts, and the TLS and webhook keys:
     // no other local account has anything to read there.
+    // Where this account may not change it (a directory another account owns and lends
+    // it), the sandbox still starts, and says so.
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| SandboxError::io("restrict", &dir, e))?;
+        if let Err(e) = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(
+                "cannot make {} private to this account (mode 0700): {e}; objects devices \
+                 sent are kept there",
+                dir.display()
+            );
+        }
     }
     // One process per data directory: a second would queue the first one's unfinished
     // tasks again, analyse each object twice and race it on every file here. Held until
@@ -1010,9 +1024,10 @@ pub async fn serve(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut workers = Vec::new();
     for _ in 0..config.workers.max(1) {
         let (app, rx, mut stop) = (app.clone(), rx.clone(), shutdown_rx.clone());
-        tokio::spawn(async move {
+        workers.push(tokio::spawn(async move {
             loop {
                 let id = tokio::select! {
                     _ = stop.changed() => break,
@@ -1023,7 +1038,7 @@ pub async fn serve(
                     None => break,
                 }
             }
-        });
+        }));
     }
 
     let addr = listener
@@ -1117,6 +1132,7 @@ pub async fn serve(
         app,
         shutdown: shutdown_tx,
         accept,
+        workers,
         _lock: lock,
     })
 }

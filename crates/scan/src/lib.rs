@@ -1498,6 +1498,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     });
                 let mut content: Option<Vec<u8>> = None;
                 let mut yara_hits: Vec<(usize, Vec<String>)> = Vec::new();
+                // A failed YARA read has noted the file (unreadable, or gone): judged
+                // after it, the file is not noted a second time.
+                let mut read_noted = false;
                 if !yara.is_empty() {
                     if too_large {
                         count_skip("content: larger than max file size");
@@ -1517,7 +1520,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                                 }
                                 content = Some(data);
                             }
-                            Err(e) => note_failure(path, &e),
+                            Err(e) => {
+                                read_noted = true;
+                                note_failure(path, &e)
+                            }
                         }
                     }
                 }
@@ -1581,7 +1587,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     content,
                     yara_hits,
                     None,
-                    false,
+                    read_noted,
                 );
             },
             |worker| {

@@ -156,23 +156,11 @@ pub async fn reset_password_offline(
         return Err(riposte_model::AccountError::SpecialPasswordImmutable.into());
     }
     validate_admin_password(password)?;
-    let store = match database {
-        Some(url) => {
-            // Opening would create the schema in whatever database the URL names.
-            let present = Store::holds_store(url, schema).await.map_err(|e| {
-                ServiceError::BadRequest(format!("cannot read the database of --database: {e}"))
-            })?;
-            if !present {
-                return Err(ServiceError::NotFound(
-                    "the database of --database holds no Riposte server data: give the \
-                     server's own --database"
-                        .into(),
-                ));
-            }
-            Store::open(url, schema).await?
-        }
+    // Opened as it is: nothing created where a URL or a directory was mistyped, and no
+    // migration under a server that may be running on it.
+    let (url, what) = match database {
+        Some(url) => (url.to_string(), "the database of --database"),
         None => {
-            // Opening would create an empty database: a mistyped --data must say so.
             if !data_dir.join("riposte.db").is_file() {
                 return Err(ServiceError::NotFound(format!(
                     "{} holds no server database (riposte.db): give the server's --data, \
@@ -180,8 +168,23 @@ pub async fn reset_password_offline(
                     data_dir.display()
                 )));
             }
-            Store::open_sqlite_in(data_dir).await?
+            (
+                format!("sqlite://{}", data_dir.join("riposte.db").display()),
+                "the server's database",
+            )
         }
+    };
+    let store = match Store::open_current(&url, schema).await {
+        Ok(store) => store,
+        Err(riposte_store::StoreError::NotFound(_)) => {
+            return Err(ServiceError::NotFound(format!(
+                "{what} holds no Riposte server data: give the server's own --database"
+            )))
+        }
+        Err(riposte_store::StoreError::Conflict(why)) => {
+            return Err(ServiceError::Conflict(format!("{what}: {why}")))
+        }
+        Err(e) => return Err(ServiceError::BadRequest(format!("cannot read {what}: {e}"))),
     };
     let outcome = async {
         let account = store
@@ -201,15 +204,24 @@ pub async fn reset_password_offline(
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("no administrator account named '{name}'"))
             })?;
-        throttle::clear_account_failures(&store, &account.name).await?;
-        store
+        // The reset is done: what follows is said, not turned into its failure.
+        if let Err(e) = throttle::forget_account(&store, &account.name).await {
+            tracing::warn!(
+                "cannot forget the failed logins and known addresses of '{}': {e}",
+                account.name
+            );
+        }
+        if let Err(e) = store
             .audit(
                 "server (offline reset)",
                 "local",
                 "account_password_set",
                 &format!("{}; {ended} session(s) ended", account.name),
             )
-            .await?;
+            .await
+        {
+            tracing::warn!("the reset is not in the audit log: {e}");
+        }
         Ok(ended)
     }
     .await;

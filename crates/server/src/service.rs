@@ -1782,7 +1782,7 @@ impl Core {
         } else {
             name
         };
-        if name.len() > 255 || hostname.len() > 255 {
+        if name.chars().count() > 255 || hostname.chars().count() > 255 {
             return Err(ServiceError::BadRequest(
                 "device and host names are at most 255 characters".into(),
             ));
@@ -1921,9 +1921,7 @@ impl Core {
         current: &str,
         new: &str,
     ) -> ServiceResult<()> {
-        if c.principal == Principal::Special {
-            return Err(riposte_model::AccountError::SpecialPasswordImmutable.into());
-        }
+        // The special account is refused here, as everywhere, by its one right.
         self.allow(c, Operation::ChangeOwnPassword).await?;
         validate_admin_password(new)?;
         if current == new {
@@ -1992,7 +1990,7 @@ impl Core {
                 ServiceError::NotFound(format!("no administrator account named '{name}'"))
             })?;
         if c.principal.display_name() == account.name {
-            return Err(ServiceError::Conflict(
+            return Err(ServiceError::BadRequest(
                 "to change your own password, give the current one: `riposte admin account \
                  password`, or the console's Password page"
                     .into(),
@@ -2007,9 +2005,17 @@ impl Core {
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("no administrator account named '{name}'"))
             })?;
-        self.throttle
-            .clear_account_failures(&self.store, &account.name)
-            .await?;
+        // Done: what follows must not report the reset as failed. The account's failures
+        // and known addresses are forgotten (a reset after a compromise must not leave
+        // the intruder's addresses spared by its lockout); a failure to forget them is
+        // logged, and they expire on their own.
+        if let Err(e) = self
+            .throttle
+            .forget_account(&self.store, &account.name)
+            .await
+        {
+            tracing::warn!(account = %account.name, "cannot forget the account's failed logins and known addresses after its reset: {e}");
+        }
         self.audit(
             c,
             "account_password_set",
@@ -2064,14 +2070,20 @@ impl Core {
                     .is_some_and(|s| s.value.special_password.is_some())
             };
             if held(&p) {
+                // Counted where this change took it, not where the first read saw it.
+                let mut took = false;
                 self.change_policy(group_id, |mut p| {
-                    if let Some(section) = p.threat_response.as_mut() {
-                        section.value.special_password = None;
-                    }
+                    took = p
+                        .threat_response
+                        .as_mut()
+                        .and_then(|section| section.value.special_password.take())
+                        .is_some();
                     Ok(p)
                 })
                 .await?;
-                cleared.push(group_id);
+                if took {
+                    cleared.push(group_id);
+                }
             }
         }
         // Devices' own values held it too: a device left with it would fail every group
@@ -2088,14 +2100,19 @@ impl Core {
                     .as_ref()
                     .is_some_and(|tr| tr.special_password.is_some());
                 if held {
+                    let mut took = false;
                     self.change_local_settings(d.id, |mut local| {
-                        if let Some(tr) = local.threat_response.as_mut() {
-                            tr.special_password = None;
-                        }
+                        took = local
+                            .threat_response
+                            .as_mut()
+                            .and_then(|tr| tr.special_password.take())
+                            .is_some();
                         Ok(local)
                     })
                     .await?;
-                    devices_cleared.push(d.id);
+                    if took {
+                        devices_cleared.push(d.id);
+                    }
                 }
             }
             if page.len() < 1000 {

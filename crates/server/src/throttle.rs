@@ -303,8 +303,9 @@ impl Throttle {
         // advance: its owner's parallel requests (a script, a console beside the CLI)
         // would otherwise read as failures and lock the account for new addresses, with
         // no failure at all. Such an address cannot burst guesses: its attempts are taken
-        // one at a time (`serialize`) and it has a count of its own; a failure from it
-        // still counts against the account, once it has failed.
+        // one at a time in each server process (`serialize`: with N processes on one
+        // database, N at once), and it has a count of its own; a failure from it still
+        // counts against the account, once it has failed.
         if store
             .is_known_source(&account.known_as, &source_key(source), now - known_for_ms())
             .await?
@@ -380,20 +381,12 @@ impl Throttle {
         }
     }
 
-    /// Forgets what was learnt of an administrator account (its deletion: an account
-    /// created later under that name is someone else).
+    /// Forgets what was learnt of an administrator account: its failures and the
+    /// addresses it used (its deletion, as an account created later under that name is
+    /// someone else; a reset of its password, as after a compromise the intruder's
+    /// addresses must not stay spared by its lockout).
     pub async fn forget_account(&self, store: &Store, name: &str) -> Result<()> {
-        if let Some(account) = Target::Account(name).account_count() {
-            store.forget_known_sources(&account.known_as).await?;
-            store.clear_login_failures(&account.key).await?;
-        }
-        Ok(())
-    }
-
-    /// Forgets an account's failures across sources (its password was set anew: a
-    /// lockout earned against the old one would only keep its owner out).
-    pub async fn clear_account_failures(&self, store: &Store, name: &str) -> Result<()> {
-        clear_account_failures(store, name).await
+        forget_account(store, name).await
     }
 
     /// Forgets failures and known sources that no longer count.
@@ -404,10 +397,11 @@ impl Throttle {
     }
 }
 
-/// [`Throttle::clear_account_failures`], for a process that serves nothing (the offline
-/// password reset): the failures are in the store, not in the throttle.
-pub async fn clear_account_failures(store: &Store, name: &str) -> Result<()> {
+/// [`Throttle::forget_account`], for a process that serves nothing (the offline
+/// password reset): what it forgets is in the store, not in the throttle.
+pub async fn forget_account(store: &Store, name: &str) -> Result<()> {
     if let Some(account) = Target::Account(name).account_count() {
+        store.forget_known_sources(&account.known_as).await?;
         store.clear_login_failures(&account.key).await?;
     }
     Ok(())

@@ -994,7 +994,7 @@ async fn passwords_are_changed_and_set(backend: Backend) {
             Some(json!({"password": "without-the-current"})),
         )
         .await;
-    assert_eq!(s, 409, "one's own only with the current password: {v}");
+    assert_eq!(s, 400, "one's own only with the current password: {v}");
     assert!(
         v["error"]
             .as_str()
@@ -1141,6 +1141,34 @@ async fn a_reset_lifts_the_accounts_lockout() {
         .await
         .expect("the reset lifted the lockout");
     assert_eq!(principal.display_name(), "oper");
+
+    // The addresses the account used before a reset are forgotten with it (after a
+    // compromise, the intruder's among them): a lockout spares them no longer.
+    core.login("oper", "second-password-2", "192.0.2.50")
+        .await
+        .expect("a first login from 192.0.2.50");
+    admin
+        .ok(
+            "PUT",
+            "/api/v1/accounts/oper/password",
+            Some(json!({"password": "third-password-3"})),
+        )
+        .await;
+    for n in 1..=5 {
+        let source = format!("198.51.100.{}", 10 + n);
+        assert!(core.login("oper", "guess", &source).await.is_err());
+    }
+    let locked = core
+        .login("oper", "third-password-3", "192.0.2.50")
+        .await
+        .expect_err("no longer a known address");
+    assert!(
+        matches!(
+            locked,
+            riposte_server::error::ServiceError::TooManyAttempts(_)
+        ),
+        "{locked:?}"
+    );
     ts.stop().await;
 }
 

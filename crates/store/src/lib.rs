@@ -177,6 +177,39 @@ impl Store {
     /// `schema`, for PostgreSQL only, puts every table in that schema (created if missing);
     /// tests use it to run in parallel on one database.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<Store> {
+        let store = Store::connect(url, schema).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the store at `url` as it is, for a tool working beside the server that uses
+    /// it (the offline password reset): nothing is created or migrated, and a store whose
+    /// schema is not the one this program knows is refused, as the server that uses it
+    /// would not expect the changes a newer program makes, nor this one an older schema.
+    pub async fn open_current(url: &str, schema: Option<&str>) -> Result<Store> {
+        if !Store::holds_store(url, schema).await? {
+            return Err(StoreError::NotFound(
+                "the database holds no Riposte store".into(),
+            ));
+        }
+        let store = Store::connect(url, schema).await?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_version")
+            .fetch_one(&store.pool)
+            .await?
+            .try_get("v")?;
+        let current = current.unwrap_or(0);
+        if current != MIGRATIONS.len() as i64 {
+            store.close().await;
+            return Err(StoreError::Conflict(format!(
+                "the database's schema is version {current} and this riposte's is {}: use the \
+                 riposte the server runs",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(store)
+    }
+
+    async fn connect(url: &str, schema: Option<&str>) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -227,13 +260,11 @@ impl Store {
             _ => url.to_string(),
         };
         let pool = options.connect(&url).await?;
-        let store = Store {
+        Ok(Store {
             pool,
             backend,
             url: (backend == Backend::Postgres).then(|| url.clone()),
-        };
-        store.migrate().await?;
-        Ok(store)
+        })
     }
 
     /// Opens the SQLite database file in `dir`.

@@ -155,6 +155,24 @@ mod tests {
         .unwrap();
         assert_eq!(made, 0);
         assert!(Store::holds_store("mysql://x", None).await.is_err());
+        // A store is opened as it is only where its schema is this program's.
+        let current = Store::open_current(&db.url, db.schema.as_deref())
+            .await
+            .unwrap();
+        current.close().await;
+        sqlx::query("INSERT INTO schema_version (version) VALUES (9999)")
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        match Store::open_current(&db.url, db.schema.as_deref()).await {
+            Err(crate::StoreError::Conflict(m)) => assert!(m.contains("version 9999"), "{m}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
+        assert!(matches!(
+            Store::open_current(&db.url, Some(&empty)).await,
+            Err(crate::StoreError::NotFound(_))
+        ));
         db.cleanup().await;
     }
 }
