@@ -194,10 +194,7 @@ pub async fn reset_password_offline(
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("no administrator account named '{name}'"))
             })?;
-        let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let hash = service::hash_off_thread(password).await?;
         let ended = store
             .set_account_password(account.id, None, &hash)
             .await?

@@ -2779,7 +2779,7 @@ fn apply_sandbox_patch(
 
 /// Hashes a password with Argon2id on a blocking thread: it takes tens of milliseconds
 /// and about 19 MiB, which the async workers must not wait for.
-async fn hash_off_thread(password: &str) -> ServiceResult<String> {
+pub(crate) async fn hash_off_thread(password: &str) -> ServiceResult<String> {
     let password = password.to_string();
     tokio::task::spawn_blocking(move || secrets::hash_password(&password))
         .await

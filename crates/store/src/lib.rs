@@ -79,7 +79,28 @@ pub enum Backend {
     Postgres,
 }
 
+/// A PostgreSQL schema name, which is written into SQL text: letters, digits and `_`.
+fn checked_schema(schema: Option<&str>) -> Result<Option<&str>> {
+    match schema {
+        Some(s) if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            Err(StoreError::BadUrl(format!("bad schema name {s}")))
+        }
+        other => Ok(other),
+    }
+}
+
 impl Backend {
+    /// The back end a database URL names.
+    fn of_url(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::BadUrl(url.to_string()))
+        }
+    }
+
     /// Connections in the pool. SQLite: one. SQLite serialises writers anyway, and a
     /// deferred transaction that reads and then writes fails at once ("database is
     /// locked") when another connection wrote in between, which busy_timeout does not
@@ -134,37 +155,24 @@ impl Store {
     /// existing server's data and not make a new one where a URL was mistyped.
     pub async fn holds_store(url: &str, schema: Option<&str>) -> Result<bool> {
         sqlx::any::install_default_drivers();
-        let table = match schema {
-            Some(s) if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-                format!("{s}.schema_version")
-            }
-            Some(s) => return Err(StoreError::BadUrl(format!("bad schema name {s}"))),
-            None => "schema_version".to_string(),
-        };
-        let (sql, backend) = if url.starts_with("sqlite:") {
-            (
+        let (sql, table) = match (Backend::of_url(url)?, checked_schema(schema)?) {
+            (Backend::Sqlite, _) => (
                 "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
-                Backend::Sqlite,
-            )
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (
+                "schema_version".to_string(),
+            ),
+            (Backend::Postgres, schema) => (
                 "SELECT COUNT(*) AS n FROM (SELECT to_regclass($1) AS t) r WHERE r.t IS NOT NULL",
-                Backend::Postgres,
-            )
-        } else {
-            return Err(StoreError::BadUrl(url.to_string()));
+                schema.map_or("schema_version".to_string(), |s| {
+                    format!("{s}.schema_version")
+                }),
+            ),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(1)
             .connect(url)
             .await?;
-        let name = if backend == Backend::Sqlite {
-            "schema_version"
-        } else {
-            table.as_str()
-        };
         let found: i64 = sqlx::query(sql)
-            .bind(name)
+            .bind(table)
             .fetch_one(&pool)
             .await?
             .try_get("n")?;
@@ -211,20 +219,9 @@ impl Store {
 
     async fn connect(url: &str, schema: Option<&str>) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else {
-            return Err(StoreError::BadUrl(url.to_string()));
-        };
+        let backend = Backend::of_url(url)?;
+        let schema = checked_schema(schema)?;
         if let (Backend::Postgres, Some(schema)) = (backend, schema) {
-            if !schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(StoreError::BadUrl(format!("bad schema name {schema}")));
-            }
             let pool = AnyPoolOptions::new()
                 .max_connections(1)
                 .connect(url)
