@@ -1,1 +1,0 @@
-timeout: failed to run command ‘../riposte’: No such file or directory
