@@ -21,7 +21,9 @@ pub mod yara;
 
 pub use eval::{evaluate, join_observations, Item, ObservationOutcome, Truth};
 pub use generate::{ioc_from_detection, DetectedObject, Detection};
-pub use model::{Field, FieldValue, Ioc, IocFormat, ItemType, Observations, UnsupportedTerm};
+pub use model::{
+    Field, FieldValue, Ioc, IocFormat, ItemType, Observations, UnsupportedTerm, ValueKind,
+};
 
 /// Errors reading indicator documents. Every variant names the document (`origin`)
 /// and, where the format allows it, the position of the problem.

@@ -191,6 +191,90 @@ impl Field {
     pub fn needs_content(self) -> bool {
         matches!(self, Field::FileMd5 | Field::FileSha1 | Field::FileSha256)
     }
+
+    /// The kind of value the collectors give for this field.
+    pub fn value_kind(self) -> ValueKind {
+        use Field::*;
+        match self {
+            FileSize | ProcPid | ProcParentPid | PortLocalPort | PortRemotePort | PortPid
+            | UserId | UserGroupId => ValueKind::Int,
+            FileCreated | FileModified | FileAccessed | FileChanged | ProcStartTime => {
+                ValueKind::Time
+            }
+            ProcKernelTime | ProcUserTime => ValueKind::Duration,
+            PortLocalIp | PortRemoteIp | SysIpAddress | DnsAddress => ValueKind::Ip,
+            FileMd5 => ValueKind::Digest(ContentType::Md5),
+            FileSha1 => ValueKind::Digest(ContentType::Sha1),
+            FileSha256 => ValueKind::Digest(ContentType::Sha256),
+            _ => ValueKind::Text,
+        }
+    }
+
+    /// Why `is`, `greater-than` or `less-than` with an operand of `content` type could
+    /// never hold for this field, if it could not: such a term would be a silent
+    /// "no match" for ever (an IP against a size, an MD5 against a SHA-256 digest).
+    /// Text conditions compare the value's text and always can hold.
+    pub fn uncomparable_with(self, content: ContentType, condition: Condition) -> Option<String> {
+        if !matches!(
+            condition,
+            Condition::Is | Condition::GreaterThan | Condition::LessThan
+        ) {
+            return None;
+        }
+        use ContentType as C;
+        let comparable = match (self.value_kind(), content) {
+            (_, C::String) => true,
+            // Text is parsed as what the operand is, or compared as text with a digest.
+            (ValueKind::Text, C::Int | C::Date | C::Ip | C::Md5 | C::Sha1 | C::Sha256) => true,
+            (ValueKind::Text, C::Duration) => false,
+            (ValueKind::Int, C::Int | C::Duration) => true,
+            (ValueKind::Time, C::Int | C::Date) => true,
+            (ValueKind::Duration, C::Int | C::Duration) => true,
+            (ValueKind::Ip, C::Ip) => true,
+            (ValueKind::Digest(algorithm), content) => algorithm == content,
+            _ => false,
+        };
+        (!comparable).then(|| {
+            format!(
+                "content type '{}' cannot be compared with {}, {}: the term could never hold",
+                content.name(),
+                self.search(),
+                self.value_kind().description()
+            )
+        })
+    }
+}
+
+/// The kind of value a collector gives for a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Text (names, paths, command lines…).
+    Text,
+    /// An integer (sizes, ids, ports).
+    Int,
+    /// A point in time.
+    Time,
+    /// A duration in seconds.
+    Duration,
+    /// An IP address (or a list of them).
+    Ip,
+    /// A digest of the file's content, in lower-case hex.
+    Digest(ContentType),
+}
+
+impl ValueKind {
+    fn description(self) -> &'static str {
+        match self {
+            ValueKind::Text => "which is text",
+            ValueKind::Int => "which is a number",
+            ValueKind::Time => "which is a time",
+            ValueKind::Duration => "which is a duration",
+            ValueKind::Ip => "which is an IP address",
+            ValueKind::Digest(ContentType::Md5) => "which is an MD5 digest",
+            ValueKind::Digest(ContentType::Sha1) => "which is a SHA-1 digest",
+            ValueKind::Digest(_) => "which is a SHA-256 digest",
+        }
+    }
 }
 
 /// How a term compares the item's value with the indicator's operand.
@@ -224,6 +308,22 @@ pub enum ContentType {
     Sha1,
     Sha256,
     Ip,
+}
+
+impl ContentType {
+    /// The name OpenIOC writes in `Content/@type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentType::String => "string",
+            ContentType::Int => "int",
+            ContentType::Date => "date",
+            ContentType::Duration => "duration",
+            ContentType::Md5 => "md5",
+            ContentType::Sha1 => "sha1",
+            ContentType::Sha256 => "sha256",
+            ContentType::Ip => "IP",
+        }
+    }
 }
 
 /// A parsed operand.

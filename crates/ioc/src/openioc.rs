@@ -497,6 +497,12 @@ fn item(cx: &mut Ctx, n: XNode) -> Result<Node, Error> {
         cx.unsupported.push(UnsupportedTerm { id, search, reason });
         return Ok(Node::Unsupported(cx.unsupported.len() - 1));
     };
+    // Listed rather than refused: the rest of a vendor's document still counts, and
+    // `--strict` makes it an error as it does any term that cannot be evaluated.
+    if let Some(reason) = field.uncomparable_with(content_type, condition) {
+        cx.unsupported.push(UnsupportedTerm { id, search, reason });
+        return Ok(Node::Unsupported(cx.unsupported.len() - 1));
+    }
     let term = build_term(
         id,
         field,

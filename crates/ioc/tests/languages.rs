@@ -484,6 +484,110 @@ fn ip_and_duration_content_types() {
     }
 }
 
+/// A term whose content type can never be compared with its field's values is listed
+/// as unsupported, with why, instead of being a silent "no match" for ever.
+#[test]
+fn content_type_that_cannot_compare_is_unsupported() {
+    let sha256_zeros = "0".repeat(64);
+    let never = [
+        (
+            "is",
+            "FileItem/SizeInBytes",
+            "IP",
+            "10.0.0.1",
+            "which is a number",
+        ),
+        (
+            "greater-than",
+            "FileItem/SizeInBytes",
+            "date",
+            "2020-01-01",
+            "which is a number",
+        ),
+        (
+            "is",
+            "FileItem/Md5sum",
+            "sha256",
+            sha256_zeros.as_str(),
+            "which is an MD5 digest",
+        ),
+        (
+            "is",
+            "FileItem/Modified",
+            "IP",
+            "10.0.0.1",
+            "which is a time",
+        ),
+        (
+            "less-than",
+            "ProcessItem/userTime",
+            "date",
+            "2020-01-01",
+            "which is a duration",
+        ),
+        (
+            "is",
+            "PortItem/localIP",
+            "int",
+            "80",
+            "which is an IP address",
+        ),
+        (
+            "is",
+            "FileItem/FileName",
+            "duration",
+            "PT1M",
+            "which is text",
+        ),
+    ];
+    for (cond, search, ty, val, kind) in never {
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+            item11(cond, search, ty, val, false, false)
+        ));
+        let ioc = openioc::parse(&x, "t.ioc").unwrap_or_else(|e| panic!("{search} {ty}: {e}"));
+        assert!(ioc.terms.is_empty(), "{search} {ty}");
+        assert_eq!(ioc.unsupported.len(), 1, "{search} {ty}");
+        assert_eq!(ioc.unsupported[0].search, search);
+        let reason = &ioc.unsupported[0].reason;
+        assert!(
+            reason.contains(&format!(
+                "content type '{ty}' cannot be compared with {search}, {kind}"
+            )),
+            "{reason}"
+        );
+        // Unknown, not "no match": the item could hold what the indicator meant.
+        let mut f = file("a.txt", 1, "0123456789abcdef0123456789abcdef", 0);
+        if search.starts_with("FileItem") {
+            assert_eq!(check(&ioc, &mut f), Truth::Unknown, "{search} {ty}");
+        }
+    }
+    // What can compare stays a term: text parsed as a number, a size written as a
+    // string, a duration against a size, a time against Unix seconds, text conditions.
+    let can = [
+        ("is", "FileItem/SizeInBytes", "string", "1"),
+        ("is", "FileItem/SizeInBytes", "duration", "PT1S"),
+        ("greater-than", "FileItem/Modified", "int", "0"),
+        ("is", "FileItem/FileName", "int", "1"),
+        (
+            "is",
+            "FileItem/Md5sum",
+            "md5",
+            "0123456789abcdef0123456789abcdef",
+        ),
+        ("contains", "FileItem/SizeInBytes", "IP", "1"),
+        ("is", "PortItem/localIP", "string", "10.0.0.1"),
+    ];
+    for (cond, search, ty, val) in can {
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+            item11(cond, search, ty, val, false, false)
+        ));
+        let ioc = openioc::parse(&x, "t.ioc").unwrap_or_else(|e| panic!("{search} {ty}: {e}"));
+        assert_eq!(ioc.terms.len(), 1, "{search} {ty}: {:?}", ioc.unsupported);
+    }
+}
+
 #[test]
 fn nesting_and_unsupported_three_valued() {
     let reg = item11("is", "RegistryItem/Path", "string", "HKLM\\x", false, false);

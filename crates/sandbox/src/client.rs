@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::protocol::{PollResponse, SubmitResponse};
@@ -82,6 +82,9 @@ pub struct SandboxClient {
     task_servers: Mutex<HashMap<String, usize>>,
     retries: u32,
     backoff: Duration,
+    /// The TLS settings, kept to probe a failed connection for a certificate refusal
+    /// when the client presents one.
+    identity_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why one attempt failed.
@@ -93,8 +96,9 @@ enum Attempt {
 }
 
 /// The TLS alert by which a server refused this client's certificate, if that is why
-/// the request failed: a refusal waiting will not mend, unlike a network outage.
-fn certificate_refusal(e: &reqwest::Error) -> Option<String> {
+/// the request (or a probe) failed: a refusal waiting will not mend, unlike a network
+/// outage.
+fn certificate_refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     use rustls::AlertDescription as A;
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = src {
@@ -125,13 +129,49 @@ fn certificate_refusal(e: &reqwest::Error) -> Option<String> {
     None
 }
 
-/// A failed request as an attempt's outcome: a certificate refused is final, anything
-/// else is tried again (another server, later).
-fn send_failed(e: &reqwest::Error) -> Attempt {
-    match certificate_refusal(e) {
-        Some(alert) => Attempt::Fatal(SandboxError::CertificateRefused(alert)),
-        None => Attempt::Retry(describe(e)),
-    }
+/// Asks the sandbox at `base` whether it refuses this client's certificate, on a
+/// connection of its own that sends nothing: the alert saying so, or `None` (admitted,
+/// or no answer within two seconds).
+///
+/// Why: under TLS 1.3 a client finishes its side of the handshake before the server
+/// has checked its certificate, so it learns of a refusal only while it sends its
+/// request. The HTTP client then reports the connection as lost or reset and drops the
+/// alert, and the refusal would be retried in silence as if it were an outage.
+async fn refusal_on_probe(tls: Arc<rustls::ClientConfig>, base: &str) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let url = reqwest::Url::parse(base).ok()?;
+    let port = url.port_or_known_default()?;
+    let host = url.host_str()?;
+    let address = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name: rustls::pki_types::ServerName<'static> = match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.into(),
+        Err(_) => address.clone().try_into().ok()?,
+    };
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect((address.as_str(), port))
+            .await
+            .ok()?;
+        let mut stream = match tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+        {
+            Ok(stream) => stream,
+            // TLS 1.2: the refusal ends the handshake itself.
+            Err(e) => return certificate_refusal(&e),
+        };
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte).await {
+            Err(e) => certificate_refusal(&e),
+            Ok(_) => None,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -158,6 +198,7 @@ impl SandboxClient {
         }
         let tls =
             crate::tls::pinned_client_config(&config.pinned_cert_pem, config.identity.as_ref())?;
+        let identity_tls = config.identity.is_some().then(|| Arc::new(tls.clone()));
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(config.timeout)
@@ -177,7 +218,22 @@ impl SandboxClient {
             task_servers: Mutex::new(HashMap::new()),
             retries: config.retries,
             backoff: config.backoff,
+            identity_tls,
         })
+    }
+
+    /// A failed request as an attempt's outcome: a certificate refused is final,
+    /// anything else is tried again (another server, later).
+    async fn send_failed(&self, base: &str, e: &reqwest::Error) -> Attempt {
+        if let Some(alert) = certificate_refusal(e) {
+            return Attempt::Fatal(SandboxError::CertificateRefused(alert));
+        }
+        if let Some(tls) = &self.identity_tls {
+            if let Some(alert) = refusal_on_probe(tls.clone(), base).await {
+                return Attempt::Fatal(SandboxError::CertificateRefused(alert));
+            }
+        }
+        Attempt::Retry(describe(e))
     }
 
     /// Run `f` against servers starting at `first`, failing over and backing off.
@@ -224,7 +280,10 @@ impl SandboxClient {
                     .query(&[("name", name)])
                     .body(body.clone());
                 async move {
-                    let r = req.send().await.map_err(|e| send_failed(&e))?;
+                    let r = match req.send().await {
+                        Ok(r) => r,
+                        Err(e) => return Err(self.send_failed(&base, &e).await),
+                    };
                     let status = r.status();
                     let parsed: Result<SubmitResponse, _> = r.json().await;
                     match parsed {
@@ -275,7 +334,10 @@ impl SandboxClient {
             .with_failover(first, |base| {
                 let req = self.http.get(format!("{base}/sandbox/v1/tasks/{task_id}"));
                 async move {
-                    let r = req.send().await.map_err(|e| send_failed(&e))?;
+                    let r = match req.send().await {
+                        Ok(r) => r,
+                        Err(e) => return Err(self.send_failed(&base, &e).await),
+                    };
                     let status = r.status();
                     match r.json::<PollResponse>().await {
                         // Not admitted: no other server of the list would say otherwise
