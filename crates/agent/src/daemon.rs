@@ -689,23 +689,24 @@ impl Agent {
                 outcomes.push(o);
             }
             Some(actions) => {
+                use riposte_model::Action;
+                let todo: Vec<Action> = actions
+                    .into_iter()
+                    .filter(|a| !done.iter().any(|d| d == a.as_str()))
+                    .collect();
                 let mut quarantined = done.iter().any(|d| d == "quarantine_and_delete");
-                for action in actions {
-                    if done.iter().any(|d| d == action.as_str()) {
-                        continue;
-                    }
-                    let o = match (action, identity, &gone) {
-                        (riposte_model::Action::QuarantineAndDelete, _, Some(why)) => {
-                            crate::response::Outcome {
-                                action: action.as_str().into(),
-                                outcome: "failed".into(),
-                                detail: format!(
-                                    "{why}; the object was moved or changed after it was judged, \
+                // The quarantine first: the notification says whether it was done.
+                if todo.contains(&Action::QuarantineAndDelete) {
+                    let o = match (identity, &gone) {
+                        (_, Some(why)) => crate::response::Outcome {
+                            action: Action::QuarantineAndDelete.as_str().into(),
+                            outcome: "failed".into(),
+                            detail: format!(
+                                "{why}; the object was moved or changed after it was judged, \
                                      and the group sweep looks for it by its hashes"
-                                ),
-                            }
-                        }
-                        (riposte_model::Action::QuarantineAndDelete, Some(identity), None) => {
+                            ),
+                        },
+                        (Some(identity), None) => {
                             let l = local.clone();
                             let r = record.clone();
                             let res = tokio::task::spawn_blocking(move || {
@@ -726,7 +727,6 @@ impl Agent {
                             .and_then(|x| x);
                             match res {
                                 Ok((q, links)) => {
-                                    quarantined = true;
                                     self.report(EventBody::Quarantine {
                                         entry_id: q.id.clone(),
                                         state: "quarantined".into(),
@@ -741,29 +741,48 @@ impl Agent {
                                         ));
                                     }
                                     crate::response::Outcome {
-                                        action: action.as_str().into(),
+                                        action: Action::QuarantineAndDelete.as_str().into(),
                                         outcome: "done".into(),
                                         detail,
                                     }
                                 }
                                 Err(e) => crate::response::Outcome {
-                                    action: action.as_str().into(),
+                                    action: Action::QuarantineAndDelete.as_str().into(),
                                     outcome: "failed".into(),
                                     detail: e,
                                 },
                             }
                         }
-                        (riposte_model::Action::QuarantineAndDelete, None, None) => {
-                            crate::response::Outcome {
-                                action: action.as_str().into(),
-                                outcome: "failed".into(),
-                                detail: "the object could not be identified".into(),
-                            }
+                        (None, None) => crate::response::Outcome {
+                            action: Action::QuarantineAndDelete.as_str().into(),
+                            outcome: "failed".into(),
+                            detail: "the object could not be identified".into(),
+                        },
+                    };
+                    quarantined |= o.outcome == "done";
+                    self.settle(&record.detection_id, Action::QuarantineAndDelete, &o);
+                    outcomes.push(o);
+                }
+                // Then the group request beside the other local actions: it may wait
+                // for the server to hold the detection (up to GROUP_ACTION_ACK_WAIT),
+                // which the user's notification and the EPP scan have no reason to.
+                let group = async {
+                    if !todo.contains(&Action::GroupIocScan) {
+                        return None;
+                    }
+                    let o = self.group_action(&detection_event, &record).await;
+                    self.settle(&record.detection_id, Action::GroupIocScan, &o);
+                    Some(o)
+                };
+                let rest = async {
+                    let mut outcomes = Vec::new();
+                    for action in [Action::NotifyUser, Action::EppCriticalAreasScan] {
+                        if !todo.contains(&action) {
+                            continue;
                         }
-                        (riposte_model::Action::NotifyUser, ..) => {
+                        let o = if action == Action::NotifyUser {
                             local.notify(&record, quarantined).await
-                        }
-                        (riposte_model::Action::EppCriticalAreasScan, ..) => {
+                        } else {
                             let l = local.clone();
                             tokio::task::spawn_blocking(move || l.critical_areas_scan())
                                 .await
@@ -772,30 +791,38 @@ impl Agent {
                                     outcome: "failed".into(),
                                     detail: e.to_string(),
                                 })
-                        }
-                        (riposte_model::Action::GroupIocScan, ..) => {
-                            self.group_action(&detection_event, &record).await
-                        }
-                        // These say what devices do on a hit; they travel inside the task.
-                        (
-                            riposte_model::Action::GroupIocQuarantineAndDelete
-                            | riposte_model::Action::GroupIocEppCriticalAreasScan,
-                            ..,
-                        ) => continue,
-                    };
-                    self.report_outcome(&record.detection_id, &o);
-                    self.update(|s| {
-                        for p in s.pending_responses.iter_mut() {
-                            if p.detection.detection_id == record.detection_id {
-                                p.done.push(action.as_str().to_string());
-                            }
-                        }
-                    });
-                    outcomes.push(o);
-                }
+                        };
+                        self.settle(&record.detection_id, action, &o);
+                        outcomes.push(o);
+                    }
+                    outcomes
+                };
+                // GroupIocQuarantineAndDelete and GroupIocEppCriticalAreasScan say what
+                // devices do on a hit; they travel inside the task.
+                let (group, rest) = tokio::join!(group, rest);
+                outcomes.extend(group);
+                outcomes.extend(rest);
             }
         }
         outcomes
+    }
+
+    /// Reports an action's outcome and notes it in the response's journal entry, so
+    /// that a restart does not run it again.
+    fn settle(
+        &self,
+        detection_id: &str,
+        action: riposte_model::Action,
+        o: &crate::response::Outcome,
+    ) {
+        self.report_outcome(detection_id, o);
+        self.update(|s| {
+            for p in s.pending_responses.iter_mut() {
+                if p.detection.detection_id == detection_id {
+                    p.done.push(action.as_str().to_string());
+                }
+            }
+        });
     }
 
     /// Finishes the responses a stop interrupted (see [`crate::state::PendingResponse`]):
@@ -1688,6 +1715,63 @@ mod tests {
         assert!(
             !dir.join("evil-tool").exists(),
             "quarantined once withdrawn"
+        );
+    }
+
+    /// The user's notification does not wait for the group request, which waits up to
+    /// GROUP_ACTION_ACK_WAIT for a server that has not yet acknowledged the detection
+    /// (here none ever does).
+    #[tokio::test(start_paused = true)]
+    async fn the_notification_does_not_wait_for_the_group_request() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::write(root.join("home/u/evil"), b"evil payload").unwrap();
+        let agent = open_agent(&root, &data);
+        let mut settings = watching_settings();
+        settings.threat_response.value.actions = [
+            riposte_model::Action::QuarantineAndDelete,
+            riposte_model::Action::NotifyUser,
+            riposte_model::Action::GroupIocScan,
+        ]
+        .into_iter()
+        .collect();
+        agent.update(|s| s.settings = Some(settings));
+        let started = tokio::time::Instant::now();
+        let v = agent
+            .respond(external_report("/home/u/evil", &sha256_hex(b"evil payload")))
+            .await
+            .unwrap();
+        let outcomes: Vec<(&str, &str)> = v["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| (o["action"].as_str().unwrap(), o["outcome"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("quarantine_and_delete", "done"),
+                ("group_ioc_scan", "pending"),
+                ("notify_user", "not_shown"),
+            ],
+            "{v}"
+        );
+        assert!(started.elapsed() >= GROUP_ACTION_ACK_WAIT, "the group request waited");
+        // Reported as they came: the notification's outcome before the group request's.
+        let reported: Vec<String> = agent
+            .snapshot()
+            .outbox
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::ActionOutcome { action, .. } => Some(action.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reported,
+            ["quarantine_and_delete", "notify_user", "group_ioc_scan"],
+            "{reported:?}"
         );
     }
 
