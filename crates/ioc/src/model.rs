@@ -401,11 +401,13 @@ pub struct Term {
     pub operand: Operand,
     /// Compiled regex for [`Condition::Matches`].
     pub regex: Option<Regex>,
-    /// A value the item does not have makes the term false, negated or not. STIX
-    /// compares only properties an object has (`file:ctime >= t'…'` must not hold on a
-    /// file system that keeps no birth time); an OpenIOC `isnot` holds where the value
-    /// is missing.
-    pub absent_never_holds: bool,
+    /// A value the item does not have, or one that cannot be compared with the
+    /// operand, makes the term false, negated or not. STIX compares only properties an
+    /// object has, with constants of their type (`file:ctime >= t'…'` must not hold on a
+    /// file system that keeps no birth time, nor `file:name >= 5` on any file, though
+    /// `>=` is built as a negated `<`); an OpenIOC `isnot` holds where the value is
+    /// missing.
+    pub undefined_never_holds: bool,
 }
 
 /// A term that no Linux collector can evaluate; reported, never treated as "no match".
@@ -684,48 +686,69 @@ fn operand_text(op: &Operand) -> Cow<'_, str> {
 }
 
 impl Term {
-    /// Does the condition hold for one value (before `negate`)?
-    fn test_one(&self, value: &FieldValue) -> bool {
+    /// Does the condition hold for one value (before `negate`)? `None` where the value
+    /// cannot be compared with the operand (a name that is no number against an `int`,
+    /// an address against a range of another family).
+    fn test_one(&self, value: &FieldValue) -> Option<bool> {
         if let FieldValue::List(l) = value {
-            return l.iter().any(|v| self.test_one(v));
+            let mut comparable = l.is_empty();
+            for v in l {
+                match self.test_one(v) {
+                    Some(true) => return Some(true),
+                    Some(false) => comparable = true,
+                    None => {}
+                }
+            }
+            return comparable.then_some(false);
         }
         let pc = self.preserve_case;
         match self.condition {
             Condition::Is => match &self.operand {
                 Operand::Range(a, b) => {
-                    matches!(
-                        compare(value, a, pc),
-                        Some(Ordering::Greater | Ordering::Equal)
-                    ) && matches!(
-                        compare(value, b, pc),
-                        Some(Ordering::Less | Ordering::Equal)
-                    )
+                    let (from, to) = (compare(value, a, pc)?, compare(value, b, pc)?);
+                    Some(from != Ordering::Less && to != Ordering::Greater)
                 }
-                op => compare(value, op, pc) == Some(Ordering::Equal),
+                op => compare(value, op, pc).map(|o| o == Ordering::Equal),
             },
-            Condition::GreaterThan => compare(value, &self.operand, pc) == Some(Ordering::Greater),
-            Condition::LessThan => compare(value, &self.operand, pc) == Some(Ordering::Less),
-            Condition::Matches => self
-                .regex
-                .as_ref()
-                .is_some_and(|r| r.is_match(&value.text())),
-            Condition::Contains | Condition::StartsWith | Condition::EndsWith => text_condition(
-                self.condition,
-                &value.text(),
-                &operand_text(&self.operand),
-                pc,
+            Condition::GreaterThan => {
+                compare(value, &self.operand, pc).map(|o| o == Ordering::Greater)
+            }
+            Condition::LessThan => compare(value, &self.operand, pc).map(|o| o == Ordering::Less),
+            Condition::Matches => Some(
+                self.regex
+                    .as_ref()
+                    .is_some_and(|r| r.is_match(&value.text())),
             ),
+            Condition::Contains | Condition::StartsWith | Condition::EndsWith => {
+                Some(text_condition(
+                    self.condition,
+                    &value.text(),
+                    &operand_text(&self.operand),
+                    pc,
+                ))
+            }
         }
     }
 
     /// Evaluates the term on a value; `None` (the item has no such value) counts as
     /// a failed condition, which `negate` then inverts, unless the term's language
-    /// says a missing value never holds ([`Term::absent_never_holds`]).
+    /// says a missing value never holds ([`Term::undefined_never_holds`]).
     pub fn test(&self, value: Option<&FieldValue>) -> bool {
         match value {
-            None if self.absent_never_holds => false,
+            None if self.undefined_never_holds => false,
             None => self.negate,
-            Some(v) => self.test_one(v) != self.negate,
+            Some(v) => match self.test_one(v) {
+                Some(holds) => holds != self.negate,
+                // An order that does not exist holds neither way: a name is neither
+                // greater than 5 nor "not greater" than it.
+                None if self.undefined_never_holds
+                    || matches!(self.condition, Condition::GreaterThan | Condition::LessThan) =>
+                {
+                    false
+                }
+                // OpenIOC: a value that cannot be read as the operand is not equal to it.
+                None => self.negate,
+            },
         }
     }
 }

@@ -560,7 +560,7 @@ pub(crate) fn build_term(
         raw,
         operand,
         regex,
-        absent_never_holds: false,
+        undefined_never_holds: false,
     })
 }
 

@@ -854,11 +854,23 @@ impl Builder {
                 }
                 _ => {}
             }
+            if matches!(cond, Condition::LessThan | Condition::GreaterThan)
+                && matches!(operand, Operand::Range(..))
+            {
+                return Err((
+                    at,
+                    format!(
+                        "'{raw}' is an address block, which has no order: compare an \
+                         address with it by = or ISSUBSET"
+                    ),
+                ));
+            }
             let mut t = build_term(text.clone(), field, cond, neg, true, ty, raw, operand)
                 .map_err(|e| (at, e))?;
-            // A comparison on a property the object does not have is false, whatever its
-            // operator: `!=`, `>=` and `<=` are built as negations, which would hold there.
-            t.absent_never_holds = true;
+            // A comparison on a property the object does not have, or with a constant its
+            // value cannot be compared with, is false, whatever its operator: `!=`, `>=`
+            // and `<=` are built as negations, which would hold there.
+            t.undefined_never_holds = true;
             self.terms.push(t);
             Ok(Node::Term(self.terms.len() - 1))
         };

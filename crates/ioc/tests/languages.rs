@@ -991,6 +991,13 @@ fn stix_patterns_operators() {
             Truth::False,
         ),
         ("[file:name NOT = 'x.exe']", Truth::True),
+        // A constant of another type than the property: no comparison holds, those
+        // built as negations (`>=`, `<=`, `!=`) neither.
+        ("[file:name >= 5]", Truth::False),
+        ("[file:name <= 5]", Truth::False),
+        ("[file:name >= 5.5]", Truth::False),
+        ("[file:name != 5]", Truth::False),
+        ("[file:name > 5]", Truth::False),
     ];
     for (p, want) in cases {
         let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -1036,6 +1043,35 @@ fn stix_patterns_operators() {
     ] {
         let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap();
         assert_eq!(check(&ioc, &mut port), want, "{p}");
+    }
+    // An address block has no order: ordering an address against one is refused.
+    for p in [
+        "[network-traffic:src_ref.value >= '10.0.0.0/8']",
+        "[ipv4-addr:value < '10.0.0.0/8']",
+    ] {
+        let e = stix::parse_pattern(p, "id", "n", "t").unwrap_err().to_string();
+        assert!(e.contains("'10.0.0.0/8' is an address block, which has no order"), "{p}: {e}");
+    }
+}
+
+/// OpenIOC: an order that does not exist (a name that is no number against an `int`)
+/// holds neither way; `isnot` still holds on a value that cannot equal the operand.
+#[test]
+fn openioc_order_against_what_cannot_be_ordered_holds_neither_way() {
+    for (name, cond, negate, want) in [
+        ("a.txt", "greater-than", true, Truth::False),
+        ("a.txt", "greater-than", false, Truth::False),
+        ("a.txt", "less-than", true, Truth::False),
+        ("7", "greater-than", true, Truth::False),
+        ("3", "greater-than", true, Truth::True),
+        ("7", "greater-than", false, Truth::True),
+        ("a.txt", "is", true, Truth::True),
+        ("5", "is", true, Truth::False),
+    ] {
+        let ioc = one(cond, "FileItem/FileName", "int", "5", negate, false);
+        let mut f = file(name, 1, "0123456789abcdef0123456789abcdef", 0);
+        f.1.insert(Field::FileName, FieldValue::Str(name.into()));
+        assert_eq!(check(&ioc, &mut f), want, "{name} {cond} negate={negate}");
     }
 }
 
