@@ -1739,14 +1739,22 @@ mod tests {
         agent.update(|s| s.settings = Some(settings));
         let started = tokio::time::Instant::now();
         let v = agent
-            .respond(external_report("/home/u/evil", &sha256_hex(b"evil payload")))
+            .respond(external_report(
+                "/home/u/evil",
+                &sha256_hex(b"evil payload"),
+            ))
             .await
             .unwrap();
         let outcomes: Vec<(&str, &str)> = v["outcomes"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|o| (o["action"].as_str().unwrap(), o["outcome"].as_str().unwrap()))
+            .map(|o| {
+                (
+                    o["action"].as_str().unwrap(),
+                    o["outcome"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             outcomes,
@@ -1757,7 +1765,10 @@ mod tests {
             ],
             "{v}"
         );
-        assert!(started.elapsed() >= GROUP_ACTION_ACK_WAIT, "the group request waited");
+        assert!(
+            started.elapsed() >= GROUP_ACTION_ACK_WAIT,
+            "the group request waited"
+        );
         // Reported as they came: the notification's outcome before the group request's.
         let reported: Vec<String> = agent
             .snapshot()

@@ -499,7 +499,12 @@ fn item(cx: &mut Ctx, n: XNode) -> Result<Node, Error> {
     };
     // Listed rather than refused: the rest of a vendor's document still counts, and
     // `--strict` makes it an error as it does any term that cannot be evaluated.
-    if let Some(reason) = field.uncomparable_with(content_type, condition) {
+    let beyond_this_engine = (condition == Condition::Matches)
+        .then(|| crate::value::regex_beyond_this_engine(&raw))
+        .flatten();
+    if let Some(reason) =
+        beyond_this_engine.or_else(|| field.uncomparable_with(content_type, condition))
+    {
         cx.unsupported.push(UnsupportedTerm { id, search, reason });
         return Ok(Node::Unsupported(cx.unsupported.len() - 1));
     }

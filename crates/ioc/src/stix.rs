@@ -828,6 +828,13 @@ impl Builder {
                 format!("operator {op:?} is not supported"),
             ));
         }
+        // MATCHES is PCRE: an expression valid there that this engine cannot run is
+        // set aside, not taken for a broken pattern that would refuse the whole feed.
+        if let (Op::Matches, Lit::Str(expression)) = (op, value) {
+            if let Some(reason) = crate::value::regex_beyond_this_engine(expression) {
+                return Ok(self.unsupported(text, &search, reason));
+            }
+        }
         let mut one = |lit: &Lit, cond: Condition, neg: bool| -> PResult<Node> {
             let textual = matches!(op, Op::Like | Op::Matches | Op::IsSubset);
             let (ty, mut operand) =

@@ -1049,9 +1049,68 @@ fn stix_patterns_operators() {
         "[network-traffic:src_ref.value >= '10.0.0.0/8']",
         "[ipv4-addr:value < '10.0.0.0/8']",
     ] {
-        let e = stix::parse_pattern(p, "id", "n", "t").unwrap_err().to_string();
-        assert!(e.contains("'10.0.0.0/8' is an address block, which has no order"), "{p}: {e}");
+        let e = stix::parse_pattern(p, "id", "n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'10.0.0.0/8' is an address block, which has no order"),
+            "{p}: {e}"
+        );
     }
+}
+
+/// A regular expression valid in PCRE that this engine cannot run (look-around, a
+/// back-reference) is an unsupported term with why, in both languages; a broken one
+/// stays an error.
+#[test]
+fn pcre_only_regular_expressions_are_unsupported_not_errors() {
+    for p in [
+        r"[file:name MATCHES '^(?!x)abc\\.bin$']",
+        r"[file:name MATCHES '(a)\\1']",
+    ] {
+        let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(ioc.terms.is_empty(), "{p}");
+        assert_eq!(ioc.unsupported.len(), 1, "{p}");
+        assert!(
+            ioc.unsupported[0]
+                .reason
+                .contains("which this scanner's engine does not run"),
+            "{p}: {:?}",
+            ioc.unsupported[0]
+        );
+        let mut f = file("abc.bin", 1, "0123456789abcdef0123456789abcdef", 0);
+        assert_eq!(check(&ioc, &mut f), Truth::Unknown, "{p}");
+    }
+    let either = stix::parse_pattern(
+        r"[file:name MATCHES '(?<=a)b' OR file:name = 'abc.bin']",
+        "i",
+        "n",
+        "t",
+    )
+    .unwrap();
+    let mut f = file("abc.bin", 1, "0123456789abcdef0123456789abcdef", 0);
+    assert_eq!(check(&either, &mut f), Truth::True);
+    assert!(stix::parse_pattern("[file:name MATCHES '(a']", "i", "n", "t").is_err());
+
+    let ioc = one(
+        "matches",
+        "FileItem/FileName",
+        "string",
+        "(?&lt;=a)bc",
+        false,
+        false,
+    );
+    assert_eq!(ioc.unsupported.len(), 1);
+    assert!(
+        ioc.unsupported[0].reason.contains("uses look-around"),
+        "{:?}",
+        ioc.unsupported[0]
+    );
+    let x = v11(&format!(
+        r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+        item11("matches", "FileItem/FileName", "string", "(a", false, false)
+    ));
+    assert!(openioc::parse(&x, "t.ioc").is_err());
 }
 
 /// OpenIOC: an order that does not exist (a name that is no number against an `int`)
