@@ -784,6 +784,85 @@ fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
     );
 }
 
+/// `--host-root` naming an image (no `/proc` mounted in it): this machine's processes
+/// are not the image's, so a process term is undetermined, not a hit on the scanning
+/// machine's own processes; users still come from the image. A host root that is not
+/// there is said to be so.
+#[test]
+fn scan_of_an_image_does_not_take_this_machines_processes_for_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("image");
+    std::fs::create_dir_all(image.join("etc")).unwrap();
+    std::fs::create_dir_all(image.join("home/eve")).unwrap();
+    std::fs::write(
+        image.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\neve:x:1000:1000:Eve,,,:/home/eve:/bin/sh\n",
+    )
+    .unwrap();
+    let doc = |id: &str, search: &str, value: &str| {
+        let path = tmp.path().join(format!("{id}.ioc"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="{id}" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>{id}</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="x" search="{search}" type="mir"/><Content type="string">{value}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // The test's own process runs on this machine, not in the image.
+    let me = std::process::id().to_string();
+    let process = doc("process", "ProcessItem/pid", &me);
+    let user = doc("user", "UserItem/Username", "eve");
+    // The full name is the comment field's first part (`Eve,,,` as adduser writes it).
+    let full_name = doc("full-name", "UserItem/fullname", "Eve");
+    let out = Command::new(bin())
+        .args(["scan", "--json", "--host-root"])
+        .arg(&image)
+        .arg("--ioc")
+        .arg(&process)
+        .arg(&user)
+        .arg(&full_name)
+        .args(["--", "/home"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let ioc = |id: &str| {
+        report["iocs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(ioc("process")["verdict"], "undetermined", "{report}");
+    assert!(
+        ioc("process")["undetermined_because"]
+            .to_string()
+            .contains("is not a live system"),
+        "{report}"
+    );
+    assert_eq!(ioc("user")["verdict"], "hit", "{report}");
+    assert_eq!(ioc("full-name")["verdict"], "hit", "{report}");
+
+    let out = Command::new(bin())
+        .args(["scan", "--host-root"])
+        .arg(tmp.path().join("no-such-image"))
+        .arg("--ioc")
+        .arg(&user)
+        .args(["--", "/home"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--host-root ") && err.contains("no-such-image: No such file"),
+        "{err}"
+    );
+}
+
 /// Ctrl-C (here `SIGINT`) stops a sweep with its report, marked cancelled, and exit 2
 /// when it found nothing: an unfinished sweep is not "no hit".
 #[test]

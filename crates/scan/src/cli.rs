@@ -322,6 +322,12 @@ pub fn scope_of(args: &ScanArgs) -> anyhow::Result<Scope> {
         (None, true) => Some(Preset::SystemDrives),
         (p, _) => p,
     };
+    // Said of the host root itself, before any PATH below it reads as missing.
+    match std::fs::metadata(&args.host_root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!("--host-root {}: not a directory", args.host_root.display()),
+        Err(e) => anyhow::bail!("--host-root {}: {e}", args.host_root.display()),
+    }
     Ok(Scope {
         host_root: args.host_root.clone(),
         paths: sweep_paths(args)?,
@@ -330,9 +336,34 @@ pub fn scope_of(args: &ScanArgs) -> anyhow::Result<Scope> {
         max_file_size: Some(args.max_file_size),
         one_file_system: args.one_file_system,
         threads: args.threads,
-        proc_root: PathBuf::from("/proc"),
+        proc_root: live_proc(&args.host_root),
         system_items: !args.no_system_items,
     })
+}
+
+/// Where a sweep of the device at `host_root` reads processes and sockets: this
+/// machine's `/proc` when the device is this machine; the device's own where one is
+/// mounted in its root (an agent's view of the host it runs for); none for an image,
+/// whose processes are not this machine's.
+fn live_proc(host_root: &Path) -> Option<PathBuf> {
+    let this_machine = std::fs::canonicalize(host_root).is_ok_and(|r| r == Path::new("/"));
+    if this_machine {
+        return Some(PathBuf::from("/proc"));
+    }
+    let proc = host_root.join("proc");
+    is_procfs(&proc).then_some(proc)
+}
+
+fn is_procfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `statfs` fills the zeroed struct through a valid pointer from a
+    // NUL-terminated path.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0;
+    ok && fs.f_type == libc::PROC_SUPER_MAGIC
 }
 
 /// Does the file at `path` look like an indicator document of `kind`? Only its first

@@ -176,7 +176,17 @@ pub fn users(host_root: &Path) -> Vec<SimpleItem> {
                 Field::UserGroupId,
                 FieldValue::Int(f[3].parse().unwrap_or(-1)),
             );
-            v.insert(Field::UserFullName, s(f[4]));
+            // The comment field is `Name,room,work phone,home phone,other` (GECOS), as
+            // `adduser` writes it (`Eve,,,`): the name is its first part. The whole
+            // stays a value too, for a term on the other parts.
+            let gecos = f[4];
+            let name = gecos.split(',').next().unwrap_or(gecos);
+            let full_name = if name == gecos {
+                s(gecos)
+            } else {
+                FieldValue::List(vec![s(name), s(gecos)])
+            };
+            v.insert(Field::UserFullName, full_name);
             v.insert(Field::UserHome, s(f[5]));
             v.insert(Field::UserShell, s(f[6]));
             Some(SimpleItem {

@@ -176,10 +176,24 @@ pub struct Scope {
     pub one_file_system: bool,
     /// Worker threads for the walk; 0 = all cores.
     pub threads: usize,
-    /// Where process and socket tables are read (usually `/proc`).
-    pub proc_root: PathBuf,
+    /// Where process and socket tables are read (usually `/proc`); `None` where the
+    /// host root is no live system (an image): processes and ports are then not
+    /// collected, and terms on them are undetermined rather than "no match".
+    pub proc_root: Option<PathBuf>,
     /// Collect processes, ports, users, services, host info and hosts entries.
     pub system_items: bool,
+}
+
+impl Scope {
+    /// Whether items of type `ty` are collected at all: files always; the others
+    /// unless system items are off; processes and ports only from a live system.
+    pub fn collects(&self, ty: ItemType) -> bool {
+        match ty {
+            ItemType::File => true,
+            ItemType::Process | ItemType::Port => self.system_items && self.proc_root.is_some(),
+            _ => self.system_items,
+        }
+    }
 }
 
 impl Default for Scope {
@@ -192,7 +206,7 @@ impl Default for Scope {
             max_file_size: Some(100 << 20),
             one_file_system: false,
             threads: 0,
-            proc_root: PathBuf::from("/proc"),
+            proc_root: Some(PathBuf::from("/proc")),
             system_items: true,
         }
     }
@@ -598,9 +612,11 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     }
     let mut skip: Vec<PathBuf> = ["proc", "sys", "dev"].iter().map(|p| hr.join(p)).collect();
     if hr == Path::new("/") {
-        skip.extend(walk::mounts_of_type(&scope.proc_root, hr, walk::PSEUDO_FS));
+        // The mounts of this process's own namespace: those the walk meets.
+        let own = Path::new("/proc");
+        skip.extend(walk::mounts_of_type(own, hr, walk::PSEUDO_FS));
         if scope.preset == Some(Preset::SystemDrives) {
-            skip.extend(walk::mounts_of_type(&scope.proc_root, hr, walk::NETWORK_FS));
+            skip.extend(walk::mounts_of_type(own, hr, walk::NETWORK_FS));
         }
     }
     // An explicitly requested root is walked even if it lies in a skipped area (say
@@ -1052,7 +1068,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     let mut collected: Vec<SimpleItem> = Vec::new();
     if scope.system_items {
         let hr = &scope.host_root;
-        let pr = &scope.proc_root;
+        // Without a live system, the image's own (most likely empty) `proc`.
+        let image_proc = hr.join("proc");
+        let pr = scope.proc_root.as_deref().unwrap_or(&image_proc);
         let kinds: [Collector; 6] = [
             (ItemType::Process, "processes", &|| {
                 items::processes(pr, &names)
@@ -1068,7 +1086,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             }),
         ];
         for (ty, label, f) in kinds {
-            if needs(ty) {
+            if needs(ty) && scope.collects(ty) {
                 let v = f();
                 report.stats.items.insert(label.to_string(), v.len() as u64);
                 collected.extend(v);
@@ -1116,7 +1134,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         move |t: usize| {
             let is_file = terms[t].field.item() == ItemType::File;
             let found = e[t].load(Ordering::Relaxed);
-            if !scope.system_items && !is_file
+            if !scope.collects(terms[t].field.item())
                 || is_file && !found && walk_incomplete.load(Ordering::Relaxed)
             {
                 Truth::Unknown
@@ -1685,6 +1703,12 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                  collected"
                     .to_string(),
             );
+        } else if types.iter().any(|t| !scope.collects(*t)) {
+            why.push(format!(
+                "processes and ports were not collected: {} is not a live system (no \
+                 /proc is mounted in it)",
+                scope.host_root.display()
+            ));
         }
         if walk_incomplete.load(Ordering::Relaxed) && types.contains(&ItemType::File) {
             why.push(
