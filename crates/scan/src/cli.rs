@@ -22,6 +22,8 @@ pub struct ScanArgs {
     #[arg(long)]
     pub strict: bool,
     /// Directory standing for the device's `/`; paths are reported as the device's.
+    /// Processes and ports come from a `/proc` mounted in it (a live system); an image
+    /// has none, and terms on them are then undetermined.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub host_root: PathBuf,
     /// Preset scope, swept beside any PATH given (with neither, system-drives).

@@ -787,12 +787,18 @@ pub enum ContentError {
     Gone,
     /// Read failed.
     Unreadable(String),
+    /// The sweep was cancelled while the file was read (the lanes stop their files at
+    /// the next read): nothing wrong with the file, so not listed as unreadable.
+    Cancelled,
 }
 
 impl From<std::io::Error> for ContentError {
     fn from(e: std::io::Error) -> Self {
         if gone(&e) {
             ContentError::Gone
+        } else if e.kind() == std::io::ErrorKind::Interrupted {
+            // Reads retry EINTR: only a cancelled sweep's lanes end a file so.
+            ContentError::Cancelled
         } else {
             ContentError::Unreadable(e.to_string())
         }

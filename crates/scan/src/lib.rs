@@ -545,6 +545,7 @@ fn hit_unhashed(why: &ContentError) -> String {
         ContentError::TooLarge => "hit's SHA-256: larger than max file size".to_string(),
         ContentError::Gone => "hit's SHA-256: gone during the sweep".to_string(),
         ContentError::Unreadable(e) => format!("hit's SHA-256: {e}"),
+        ContentError::Cancelled => "hit's SHA-256: the sweep was cancelled".to_string(),
     }
 }
 
@@ -1328,6 +1329,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                             }
                             Some(Err(ContentError::Gone)) => "gone during the sweep".to_string(),
                             Some(Err(ContentError::Unreadable(e))) => e.clone(),
+                            Some(Err(ContentError::Cancelled)) => {
+                                "the sweep was cancelled while it was read".to_string()
+                            }
                             _ => "a term could not be decided on it".to_string(),
                         };
                         // The device path is in the report's form already.

@@ -1574,10 +1574,11 @@ fn relative_paths_are_the_current_directorys() {
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(scope.paths, [cwd.join("some/dir"), PathBuf::from("/abs")]);
     // Under another device root, a relative path is the device's, from its `/`.
+    let image = tempfile::tempdir().unwrap();
     let args = Cli::parse_from([
         "scan",
         "--host-root",
-        "/mnt/img",
+        image.path().to_str().unwrap(),
         "--ioc",
         "x.ioc",
         "--",
