@@ -190,6 +190,26 @@ pub fn parse_int(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
+/// Why the regular expression `pattern`, valid in PCRE (STIX's `MATCHES`, the engines
+/// most OpenIOC editors test with), cannot run here: look-around and back-references,
+/// which an engine that matches in linear time does not have. `None` for any other
+/// expression, valid or not (a broken one is an error of the document).
+pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
+    use regex_syntax::ast::ErrorKind;
+    let e = regex_syntax::ast::parse::Parser::new()
+        .parse(pattern)
+        .err()?;
+    let what = match e.kind() {
+        ErrorKind::UnsupportedLookAround => "look-around (look-ahead or look-behind)",
+        ErrorKind::UnsupportedBackreference => "a back-reference",
+        _ => return None,
+    };
+    Some(format!(
+        "the regular expression '{pattern}' uses {what}, which this scanner's engine does not \
+         run (it matches in linear time, so that no expression can stall a sweep)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,24 +279,4 @@ mod tests {
         assert_eq!(parse_int("0x10"), Some(16));
         assert_eq!(parse_int("x"), None);
     }
-}
-
-/// Why the regular expression `pattern`, valid in PCRE (STIX's `MATCHES`, the engines
-/// most OpenIOC editors test with), cannot run here: look-around and back-references,
-/// which an engine that matches in linear time does not have. `None` for any other
-/// expression, valid or not (a broken one is an error of the document).
-pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
-    use regex_syntax::ast::ErrorKind;
-    let e = regex_syntax::ast::parse::Parser::new()
-        .parse(pattern)
-        .err()?;
-    let what = match e.kind() {
-        ErrorKind::UnsupportedLookAround => "look-around (look-ahead or look-behind)",
-        ErrorKind::UnsupportedBackreference => "a back-reference",
-        _ => return None,
-    };
-    Some(format!(
-        "the regular expression '{pattern}' uses {what}, which this scanner's engine does not \
-         run (it matches in linear time, so that no expression can stall a sweep)"
-    ))
 }
