@@ -231,7 +231,16 @@ fn split_top_level(src: &str) -> TopLevel {
 
 /// The first lines of a compiler report, on one line.
 fn one_line(report: String) -> String {
-    report.lines().take(6).collect::<Vec<_>>().join(" | ")
+    let mut said = report.lines().take(6).collect::<Vec<_>>().join(" | ");
+    if said.contains("unknown import") {
+        // `yara` has modules (magic, cuckoo…) this engine has not: the import is valid
+        // YARA, and the user needs to know that the engine is why.
+        said.push_str(
+            " (a module this scanner's YARA engine does not have: the rules that import \
+             it are not evaluated)",
+        );
+    }
+    said
 }
 
 /// Reads a rule file as text, refusing one over [`MAX_RULES_BYTES`] before reading it.
@@ -586,6 +595,19 @@ mod tests {
                 "{src:?}: {e:?}"
             );
         }
+    }
+
+    /// A module `yara` has and this engine has not is said to be the engine's.
+    #[test]
+    fn a_module_this_engine_lacks_is_said_so() {
+        let e = YaraRules::compile_str("import \"magic\"\nrule a { condition: true }\n", "m.yar")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("unknown import") && e.contains("does not have"),
+            "{e}"
+        );
     }
 
     /// A string matched more than a thousand times counts as `yara` counts it (two

@@ -1322,21 +1322,25 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
                 if ev.truth == Truth::Unknown || ev.witness == Truth::Unknown {
                     saw_unknown[i].store(true, Ordering::Relaxed);
-                    first_unknown[i].get_or_init(|| {
-                        let why = match &item.digests {
-                            Some(Err(ContentError::TooLarge)) => {
-                                "larger than the maximum file size".to_string()
-                            }
-                            Some(Err(ContentError::Gone)) => "gone during the sweep".to_string(),
-                            Some(Err(ContentError::Unreadable(e))) => e.clone(),
-                            Some(Err(ContentError::Cancelled)) => {
-                                "the sweep was cancelled while it was read".to_string()
-                            }
-                            _ => "a term could not be decided on it".to_string(),
-                        };
+                    let why = match &item.digests {
+                        Some(Err(ContentError::TooLarge)) => {
+                            Some("larger than the maximum file size".to_string())
+                        }
+                        Some(Err(ContentError::Gone)) => Some("gone during the sweep".to_string()),
+                        Some(Err(ContentError::Unreadable(e))) => Some(e.clone()),
+                        Some(Err(ContentError::Cancelled)) => {
+                            Some("the sweep was cancelled while it was read".to_string())
+                        }
+                        // Nothing wrong with the file: the indicator's unsupported terms
+                        // leave it unknown on any, which its reasons say once.
+                        _ if !l.ioc.unsupported.is_empty() => None,
+                        _ => Some("a term could not be decided on it".to_string()),
+                    };
+                    if let Some(why) = why {
                         // The device path is in the report's form already.
-                        format!("file {}: {why}", item.device_path)
-                    });
+                        first_unknown[i]
+                            .get_or_init(|| format!("file {}: {why}", item.device_path));
+                    }
                 }
                 if ev.witness == Truth::True {
                     for t in &ev.matched {
@@ -1647,8 +1651,11 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             let ev = evaluate(&l.ioc, &mut it, &truth_of(i));
             if ev.truth == Truth::Unknown || ev.witness == Truth::Unknown {
                 saw_unknown[i].store(true, Ordering::Relaxed);
-                first_unknown[i]
-                    .get_or_init(|| format!("{}: a term could not be decided on it", it.describe));
+                if l.ioc.unsupported.is_empty() {
+                    first_unknown[i].get_or_init(|| {
+                        format!("{}: a term could not be decided on it", it.describe)
+                    });
+                }
             }
             if ev.witness == Truth::True {
                 hits.push(Hit {
@@ -1696,6 +1703,13 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         let mut why = Vec::new();
         if request.cancel.load(Ordering::Relaxed) {
             why.push("the sweep was cancelled before it looked everywhere".to_string());
+        }
+        if !iocs[i].ioc.unsupported.is_empty() {
+            why.push(
+                "it has terms this scanner cannot evaluate (listed under its unsupported \
+                 terms)"
+                    .to_string(),
+            );
         }
         if let Some(first) = first_unknown[i].get() {
             why.push(first.clone());

@@ -1759,6 +1759,26 @@ fn an_uncomputed_hash_is_unknown_not_a_match() {
         json["iocs"][0]["undetermined_because"][0],
         "file /opt/big/svchost.exe: larger than the maximum file size"
     );
+    // An indicator undetermined by a term this scanner cannot evaluate says so, not a
+    // file it happened to look at first, on which nothing was wrong.
+    let req = request(
+        d.path(),
+        vec![ioc(
+            "registry-or-name",
+            &or(&[
+                term("RegistryItem/Path", "is", "string", "HKLM\\Run"),
+                term("FileItem/FileName", "is", "string", "no-such-name"),
+            ]),
+        )],
+    );
+    let r = sweep(&req).unwrap();
+    let summary = r.iocs.iter().find(|i| i.id == "registry-or-name").unwrap();
+    assert_eq!(summary.verdict, Verdict::Undetermined);
+    assert_eq!(
+        summary.undetermined_because,
+        ["it has terms this scanner cannot evaluate (listed under its unsupported terms)"],
+        "{summary:?}"
+    );
     // With YARA rules too (which read every file), each file over the limit is counted
     // once, not once per reader: the big svchost.exe and alice's notes.
     let rules = IocDocument {
