@@ -178,7 +178,10 @@ pub fn decode_bytes(text: &str) -> Vec<u8> {
 /// (`back\slash.txt` is `back\slash.txt` to a term, not `back\\slash.txt`); only bytes
 /// that are not UTF-8, which no character stands for, stay written `\xHH`, so that an
 /// indicator can name such a file as reports do (and a lossy U+FFFD in their place would
-/// confuse it with another file). Text with nothing escaped is itself (no copy).
+/// confuse it with another file). A real backslash followed by `x` and two hex digits
+/// would read as such a byte: it is written `\\` there, as reports write it, so that
+/// `x\xff.bin` (a byte 0xff) and `x\\xff.bin` (a backslash, then `xff`) stay two names.
+/// Text with nothing escaped is itself (no copy).
 pub fn matching_text(text: &str) -> Cow<'_, str> {
     if !text.contains('\\') {
         return Cow::Borrowed(text);
@@ -186,7 +189,15 @@ pub fn matching_text(text: &str) -> Cow<'_, str> {
     let bytes = decode_bytes(text);
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
+        let mut rest = chunk.valid();
+        while let Some(at) = rest.find("\\x") {
+            let (before, from) = rest.split_at(at);
+            out.push_str(before);
+            let looks_like_a_byte = from.as_bytes().get(2..4).and_then(hex_byte).is_some();
+            out.push_str(if looks_like_a_byte { "\\\\x" } else { "\\x" });
+            rest = &from[2..];
+        }
+        out.push_str(rest);
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
@@ -283,6 +294,20 @@ mod tests {
         assert_eq!(
             matching_text(&encode_bytes(b"/t/odd\xff\xfe.bin")),
             "/t/odd\\xff\\xfe.bin"
+        );
+        // A real backslash that would read as a byte's escape is written as reports
+        // write it; one that would not stays as it is.
+        assert_eq!(
+            matching_text(&encode_bytes(b"/t/x\\xff.bin")),
+            "/t/x\\\\xff.bin"
+        );
+        assert_eq!(
+            matching_text(&encode_bytes(b"/t/x\\xzz\\x.bin")),
+            "/t/x\\xzz\\x.bin"
+        );
+        assert_ne!(
+            matching_text(&encode_bytes(b"/t/x\\xff.bin")),
+            matching_text(&encode_bytes(b"/t/x\xff.bin"))
         );
     }
 

@@ -2349,3 +2349,32 @@ fn the_name_index_finds_names_as_the_terms_read_them() {
     assert_eq!(run("bad\\xffname.txt"), ["file /tmp/BAD\\xffNAME.txt"]);
     assert!(run("mixed  case.txt").is_empty());
 }
+
+/// A name with a byte that is not UTF-8 (written `\xff` in reports and indicators) and a
+/// name with a real backslash followed by `xff` are two names to a term: each indicator
+/// hits its own file only.
+#[test]
+fn a_real_backslash_x_is_not_taken_for_a_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(std::ffi::OsStr::from_bytes(b"x\xff.bin")), b"1").unwrap();
+    std::fs::write(dir.join("x\\xff.bin"), b"2").unwrap();
+    let r = sweep(&request(
+        d.path(),
+        vec![
+            ioc(
+                "byte",
+                &or(&[term("FileItem/FileName", "is", "string", "x\\xff.bin")]),
+            ),
+            ioc(
+                "backslash",
+                &or(&[term("FileItem/FileName", "is", "string", "x\\\\xff.bin")]),
+            ),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(hit_paths(&r, "byte"), ["file /t/x\\xff.bin"]);
+    assert_eq!(hit_paths(&r, "backslash"), ["file /t/x\\\\xff.bin"]);
+}
