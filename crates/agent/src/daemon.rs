@@ -58,6 +58,9 @@ pub struct Agent {
     /// (entry id → action): the server delivers their command again, and running it on
     /// an entry no longer in quarantine would raise a failure for what succeeded.
     finished_at_start: Mutex<std::collections::HashMap<String, String>>,
+    /// Quarantines a stop cut short that recovery finished without deleting the
+    /// original (entry id → why): the response reports them failed, as it would have.
+    originals_kept: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// How long a detection's group action waits for the server to acknowledge the detection
@@ -121,6 +124,7 @@ impl Agent {
             allowances_reported: std::sync::atomic::AtomicBool::new(false),
             identity_unsaved: std::sync::atomic::AtomicBool::new(false),
             finished_at_start: Mutex::new(std::collections::HashMap::new()),
+            originals_kept: Mutex::new(std::collections::HashMap::new()),
         });
         Ok((agent, rx))
     }
@@ -438,6 +442,16 @@ impl Agent {
                 self.report_with(last, |s, _| end_quarantine_change(s, &id));
             }
         }
+    }
+
+    /// Notes the quarantines that recovery finished at start without deleting their
+    /// originals ([`riposte_quarantine::RecoveryReport::originals_kept`]), for the
+    /// responses resumed after it to report them so.
+    pub fn note_originals_kept(&self, kept: &[(String, String)]) {
+        self.originals_kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(kept.iter().cloned());
     }
 
     fn note_finished_at_start(&self, id: &str, action: &str) {
@@ -850,14 +864,29 @@ impl Agent {
                         state: "quarantined".into(),
                         record: serde_json::to_value(q).unwrap_or_default(),
                     });
-                    self.report_outcome(
-                        &record.detection_id,
-                        &crate::response::Outcome {
+                    let kept = self
+                        .originals_kept
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&q.id)
+                        .cloned();
+                    // Said as the response would have said it without the stop.
+                    let outcome = match kept {
+                        Some(why) => crate::response::Outcome {
+                            action: "quarantine_and_delete".into(),
+                            outcome: "failed".into(),
+                            detail: format!(
+                                "quarantined a copy as entry {} but did not delete: {why}",
+                                q.id
+                            ),
+                        },
+                        None => crate::response::Outcome {
                             action: "quarantine_and_delete".into(),
                             outcome: "done".into(),
                             detail: format!("quarantine entry {}", q.id),
                         },
-                    );
+                    };
+                    self.report_outcome(&record.detection_id, &outcome);
                     done.push("quarantine_and_delete".into());
                 }
             }
@@ -1977,6 +2006,41 @@ mod tests {
         });
         assert_eq!(done.len(), 2, "{done:?}");
         assert!(agent.read(|s| s.pending_responses.is_empty()));
+
+        // A quarantine that recovery finished without deleting the original (another
+        // file is at the path now) is reported failed, as it would have been.
+        std::fs::write(root.join("home/u/kept"), b"payload three").unwrap();
+        let kept = journal("kept");
+        let entry = local
+            .quarantine("/home/u/kept", &kept.detection_id, "T", "u", None)
+            .unwrap();
+        agent.note_originals_kept(&[(
+            entry.id.clone(),
+            "\"/home/u/kept\" changed since it was inspected".into(),
+        )]);
+        agent.resume_responses().await;
+        let outcome = agent.read(|s| {
+            s.outbox.iter().rev().find_map(|e| match &e.body {
+                EventBody::ActionOutcome {
+                    detection_id,
+                    action,
+                    outcome,
+                    detail,
+                } if *detection_id == kept.detection_id && action == "quarantine_and_delete" => {
+                    Some((outcome.clone(), detail.clone()))
+                }
+                _ => None,
+            })
+        });
+        let (outcome, detail) = outcome.expect("reported");
+        assert_eq!(outcome, "failed", "{detail}");
+        assert!(
+            detail.contains(&format!(
+                "quarantined a copy as entry {} but did not delete",
+                entry.id
+            )),
+            "{detail}"
+        );
     }
 
     /// A restore the agent's stop interrupted and the quarantine's recovery rolled back

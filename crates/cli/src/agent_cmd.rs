@@ -408,6 +408,7 @@ pub fn open_agent(
     let runner = Arc::new(SweepRunner::new(host_root.to_path_buf()));
     let (agent, rx) = Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))?;
     agent.settle_interrupted_quarantine_changes(&recovery.restores_cleaned);
+    agent.note_originals_kept(&recovery.originals_kept);
     Ok((agent, rx))
 }
 

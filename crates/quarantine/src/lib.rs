@@ -210,6 +210,10 @@ pub struct RecoveryReport {
     pub rolled_back: Vec<String>,
     /// Restores whose leftovers were cleaned.
     pub restores_cleaned: Vec<String>,
+    /// Quarantines finished whose original was not deleted (entry id, why): the copy
+    /// is in quarantine, and the path still holds something (another file put there
+    /// since, say), which was left alone. Also in `completed` and `warnings`.
+    pub originals_kept: Vec<(String, String)>,
     /// Problems found (reported, not fatal).
     pub warnings: Vec<String>,
 }
@@ -692,6 +696,7 @@ impl QuarantineStore {
                                     Err(e) => {
                                         rep.warnings
                                             .push(format!("entry {id}: original not deleted: {e}"));
+                                        rep.originals_kept.push((id.clone(), e.to_string()));
                                         Ok(())
                                     }
                                 };
@@ -1172,6 +1177,29 @@ fn load_or_create_key(dir: &Path) -> Result<[u8; 32], QuarantineError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(bad(format!("unreadable: {e}"))),
+    }
+    // A new key cannot open what the lost one sealed: made silently, it would leave
+    // every entry "damaged" and seal the next ones with a key a restored backup lacks.
+    let held = ["records", "objects"]
+        .iter()
+        .map(|sub| {
+            fs::read_dir(dir.join(sub)).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+                    .count()
+            })
+        })
+        .max()
+        .unwrap_or(0);
+    if held > 0 {
+        return Err(bad(format!(
+            "is missing, but the quarantine holds {held} entr{} sealed with it: restore the \
+             key from backup (a new key could not open them), or move {} aside to start an \
+             empty quarantine",
+            if held == 1 { "y" } else { "ies" },
+            dir.display()
+        )));
     }
     let mut k = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut k);

@@ -611,6 +611,10 @@ fn recovery_rolls_back_and_finishes() {
         e.root.join("home/alice/r1").exists(),
         "a different object is not deleted by recovery"
     );
+    // Said apart, for the response resumed after it to report the deletion not done.
+    assert_eq!(rep.originals_kept.len(), 1, "{rep:?}");
+    assert_eq!(rep.originals_kept[0].0, rec.id);
+    assert!(rep.originals_kept[0].1.contains("changed"), "{rep:?}");
     assert!(!e.data.join("objects").join(format!("{id2}.obj")).exists());
     assert_eq!(fs::read_dir(e.data.join("journal")).unwrap().count(), 0);
     assert_eq!(s.list().unwrap().entries.len(), 1);
@@ -1164,4 +1168,36 @@ fn protected_paths_with_names_that_are_not_utf8_are_refused() {
     }
     assert!(!host_of(&e, &named).exists(), "nothing written");
     assert_eq!(fs::read(host_of(&e, &in_dir)).unwrap(), b"needed");
+}
+
+/// A key lost while the quarantine holds entries is not replaced by a new one, which
+/// could open none of them and would seal the next ones with a key a restored backup
+/// lacks: the store refuses to open and says to restore the key.
+#[test]
+fn a_lost_key_is_not_replaced_while_entries_need_it() {
+    let e = env();
+    let s = store(&e, cfg());
+    write(&e, "/home/alice/k", b"keyed");
+    s.quarantine(&req("/home/alice/k")).unwrap();
+    drop(s);
+    let key = e.data.join("quarantine.key");
+    let saved = fs::read(&key).unwrap();
+    fs::remove_file(&key).unwrap();
+    let err = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("is missing, but the quarantine holds 1 entry"),
+        "{err}"
+    );
+    assert!(err.contains("restore the key from backup"), "{err}");
+    assert!(!key.exists(), "no new key was made");
+    // With the key back, the entry opens.
+    fs::write(&key, &saved).unwrap();
+    let (s, _) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    let id = s.list().unwrap().entries[0].id.clone();
+    let mut out = Vec::new();
+    s.extract(&id, &mut out).unwrap();
+    assert_eq!(out, b"keyed");
 }
