@@ -13,11 +13,9 @@ use std::sync::Arc;
 pub enum IdentityError {
     #[error("this agent is not enrolled yet: run `riposte agent --server URL --ca FILE --enroll-token T --data DIR`")]
     NotEnrolled,
-    #[error("cannot read or write {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // `error`, not `source`: said once in the message, not again as its cause.
+    #[error("cannot read or write {path}: {error}{}", if error.kind() == std::io::ErrorKind::PermissionDenied { " (the agent's data is root's: run this as root)" } else { "" })]
+    Io { path: String, error: std::io::Error },
     #[error("the identity in {0} is corrupt; enroll the agent again in a new data directory")]
     Corrupt(String),
     #[error("the server CA file is not a PEM certificate: {0}")]
@@ -80,7 +78,7 @@ struct Renewal {
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
     let io = |source| IdentityError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     };
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -163,7 +161,7 @@ impl Identity {
             Err(source) => {
                 return Err(IdentityError::Io {
                     path: path.display().to_string(),
-                    source,
+                    error: source,
                 })
             }
         };
@@ -172,7 +170,7 @@ impl Identity {
         id.key_pem =
             std::fs::read_to_string(dir.join(KEY)).map_err(|source| IdentityError::Io {
                 path: dir.join(KEY).display().to_string(),
-                source,
+                error: source,
             })?;
         Ok(id)
     }
@@ -181,7 +179,7 @@ impl Identity {
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
         std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
             path: dir.display().to_string(),
-            source,
+            error: source,
         })?;
         write_file(&dir.join(KEY), self.key_pem.as_bytes(), 0o600)?;
         let json = serde_json::to_vec_pretty(self)
@@ -255,7 +253,7 @@ impl Identity {
         let path = dir.join(RENEWAL);
         let io = |source| IdentityError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         };
         match std::fs::remove_file(&path) {
             Ok(()) => sync_parent(&path).map_err(io),

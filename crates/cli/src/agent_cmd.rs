@@ -220,6 +220,12 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
+    if !a.data.is_dir() {
+        anyhow::bail!(
+            "no agent data in {}: give the --data the agent runs with",
+            a.data.display()
+        );
+    }
     let id = Identity::load(&a.data)?;
     let mut state = riposte_agent::state::StateFile::new(&a.data).load()?;
     // The state file says what the agent last knew; a stopped (or crashed) agent is

@@ -135,10 +135,13 @@ pub fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
 /// where another process holds it: one process per data directory.
 pub fn hold_lock(path: &std::path::Path, taken: impl FnOnce() -> String) -> anyhow::Result<()> {
     use anyhow::Context;
+    use std::os::unix::fs::OpenOptionsExt;
+    // 0600 whatever the umask: a lock others could write is one they could also swap.
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match lock.try_lock() {

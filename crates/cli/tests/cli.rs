@@ -1078,3 +1078,22 @@ fn a_forgotten_administrator_password_is_reset_on_the_server_machine() {
     assert!(err.contains("holds no server database"), "{err}");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+/// `agent status` on a data directory that is not there says so, rather than calling
+/// the agent not enrolled.
+#[test]
+fn agent_status_of_a_missing_data_directory_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["agent", "--data"])
+        .arg(tmp.path().join("no-such-agent"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no agent data in") && err.contains("no-such-agent"),
+        "{err}"
+    );
+}

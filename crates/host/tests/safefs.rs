@@ -157,3 +157,18 @@ fn written_since_the_copy_deletes_nothing_even_with_the_same_content() {
         .unwrap();
     assert!(!t.path().join("home/u/evil").exists());
 }
+
+/// A path ending with `/` names a directory: it is refused rather than taken for the
+/// file of that name (which a restore `--to dir/` would have written).
+#[test]
+fn a_trailing_slash_names_a_directory_not_the_file() {
+    let (t, h) = setup();
+    for path in ["/home/u/evil/", "/home/u/new/"] {
+        let e = h.open_regular(Path::new(path)).err().expect("refused");
+        assert!(matches!(e, HostError::InvalidPath { .. }), "{path}: {e}");
+        assert!(e.to_string().contains("names a directory"), "{path}: {e}");
+        assert!(h.open_parent(Path::new(path)).is_err(), "{path}");
+    }
+    assert_eq!(fs::read(t.path().join("home/u/evil")).unwrap(), b"evil");
+    assert!(h.open_regular(Path::new("/home/u/evil")).is_ok());
+}

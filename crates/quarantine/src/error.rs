@@ -29,7 +29,7 @@ pub enum QuarantineError {
         reason: String,
     },
     /// The object is larger than the configured maximum object size.
-    #[error("{path:?} is {size} bytes, over the quarantine limit of {limit} bytes; raise max_object_size or handle it manually")]
+    #[error("{path:?} is {size} bytes, over the quarantine's limit of {limit} bytes for one object; nothing was done: remove or move it by hand")]
     TooLarge {
         /// Device path.
         path: PathBuf,
@@ -39,7 +39,7 @@ pub enum QuarantineError {
         limit: u64,
     },
     /// Adding the object would exceed the store's size limit.
-    #[error("quarantine store full: {used} bytes used + {size} for {path:?} exceeds the limit of {limit} bytes; delete old entries or raise max_store_size")]
+    #[error("quarantine store full: {used} bytes used + {size} for {path:?} exceeds the limit of {limit} bytes; delete entries no longer needed (`riposte agent ctl quarantine delete ID`, or from the console) and try again")]
     StoreFull {
         /// Device path.
         path: PathBuf,

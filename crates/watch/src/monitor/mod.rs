@@ -110,9 +110,16 @@ fn change_time(m: &std::fs::Metadata) -> std::time::Duration {
 /// The kernel's file clock now: the change time of a file written in `dir` (file times
 /// come from a coarser clock than the system time, and may read earlier than it).
 fn file_clock_now(dir: &Path) -> std::time::Duration {
+    use std::os::unix::fs::OpenOptionsExt;
     let stamp = dir.join(".watch-started");
-    std::fs::write(&stamp, b"")
-        .and_then(|()| std::fs::metadata(&stamp))
+    // 0600 whatever the umask: nobody else has reason to write it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&stamp)
+        .and_then(|f| f.metadata())
         .map(|m| change_time(&m))
         .unwrap_or_else(|_| {
             std::time::SystemTime::now()
