@@ -184,6 +184,7 @@ impl LocalActions {
         let device_root = HostRoot::new(canonical(host_root));
         for dir in std::iter::once(data_dir).chain(protect.iter().map(|p| p.as_path())) {
             if let Some(own) = device_root.device_path(&canonical(dir)) {
+                // `DIR/` protects DIR itself too: a file given (`up`'s lock) is covered.
                 config
                     .protected
                     .push(format!("{}/", path_text::encode(own)));
@@ -436,4 +437,33 @@ pub fn selected(settings: Option<&riposte_model::EffectiveSettings>) -> Option<V
             .filter(|a| tr.actions.contains(a))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file given to protect (`up`'s lock) is protected alone: it is neither
+    /// quarantined nor restored over, while its neighbours stay in reach.
+    #[test]
+    fn a_protected_file_is_out_of_reach_and_its_neighbours_are_not() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let data = t.path().join("data");
+        std::fs::create_dir_all(root.join("srv/up")).unwrap();
+        std::fs::write(root.join("srv/up/up.lock"), b"").unwrap();
+        std::fs::write(root.join("srv/up/up.lock2"), b"neighbour").unwrap();
+        let (local, _) =
+            LocalActions::open_protecting(&data, &root, None, &[root.join("srv/up/up.lock")])
+                .unwrap();
+        let refused = local
+            .quarantine("/srv/up/up.lock", "d1", "T", "u", None)
+            .unwrap_err();
+        assert!(refused.contains("protected"), "{refused}");
+        assert!(root.join("srv/up/up.lock").exists());
+        local
+            .quarantine("/srv/up/up.lock2", "d2", "T", "u", None)
+            .unwrap();
+        assert!(!root.join("srv/up/up.lock2").exists());
+    }
 }

@@ -380,10 +380,10 @@ pub fn open_agent(
         )
     })?;
     for dir in protect {
-        if !dir.is_dir() {
+        if !dir.exists() {
             eprintln!(
-                "riposte agent: warning: --protect {} is not a directory (yet); it is protected \
-                 only if it exists when the agent starts",
+                "riposte agent: warning: --protect {} does not exist (yet); it is protected \
+                 as a directory, by its path as given",
                 dir.display()
             );
         }

@@ -171,13 +171,18 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         };
         crate::agent_cmd::ensure_enrolled(&args).await?;
     }
-    // The server's and the sandbox's data (the CA key, the secret key) are as much
-    // out of the agent's reach as its own; the watched folder beside them is not.
+    // The server's and the sandbox's data (the CA key, the secret key) and the lock
+    // that keeps a second `up` off them are as much out of the agent's reach as its
+    // own; the watched folder beside them is not.
     let (agent, rx) = crate::agent_cmd::open_agent(
         &agent_dir,
         Path::new("/"),
         None,
-        &[server_dir.clone(), sandbox_dir.clone()],
+        &[
+            server_dir.clone(),
+            sandbox_dir.clone(),
+            data.join("up.lock"),
+        ],
     )?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent_task = tokio::spawn(daemon::run(agent, rx, stop));
