@@ -586,7 +586,9 @@ impl Agent {
     /// queues the returned event; a failure ends the journal entry here.
     fn delete_entry(&self, id: &str) -> Result<EventBody, String> {
         let local = self.local()?;
-        let record = local.store_record(id)?;
+        // A damaged entry is deleted too (nothing else can be done with it), and said
+        // without the record it lost.
+        let record = local.store_record_unless_damaged(id)?;
         let record = serde_json::to_value(&record).unwrap_or_default();
         self.update(|s| {
             s.quarantine_changes.insert(
@@ -1943,6 +1945,40 @@ mod tests {
             .quarantine("/home/u/evil", "det", "T", "u", None)
             .unwrap();
         (root, agent, entry)
+    }
+
+    /// An entry whose record is damaged can be deleted (nothing else can be done with
+    /// it), and the deletion is reported without the record it lost.
+    #[tokio::test]
+    async fn a_damaged_entry_can_be_deleted() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::write(root.join("home/u/evil"), b"evil payload").unwrap();
+        let agent = open_agent(&root, &data);
+        let entry = agent
+            .local()
+            .unwrap()
+            .quarantine("/home/u/evil", "det", "T", "u", None)
+            .unwrap();
+        let record = data
+            .join("quarantine/records")
+            .join(format!("{}.json", entry.id));
+        std::fs::write(&record, b"{\"format\": 1, \"id\": ").unwrap();
+        agent.quarantine_delete(&entry.id).unwrap();
+        assert!(!record.exists());
+        assert!(!data
+            .join("quarantine/objects")
+            .join(format!("{}.obj", entry.id))
+            .exists());
+        let reported = agent.read(|s| {
+            s.outbox.iter().any(|e| {
+                matches!(&e.body, EventBody::Quarantine { entry_id, state, record }
+                    if *entry_id == entry.id && state == "deleted" && record.is_null())
+            })
+        });
+        assert!(reported);
+        assert!(agent.quarantine_delete(&entry.id).is_err(), "gone");
     }
 
     /// A response cut short by a crash is finished when the agent starts again: before

@@ -246,6 +246,19 @@ impl LocalActions {
         self.store().read_record(id).map_err(|e| e.to_string())
     }
 
+    /// [`LocalActions::store_record`], with `None` for an entry whose record is
+    /// damaged (which can still be deleted).
+    pub fn store_record_unless_damaged(
+        &self,
+        id: &str,
+    ) -> Result<Option<QuarantineRecord>, String> {
+        match self.store().read_record(id) {
+            Ok(record) => Ok(Some(record)),
+            Err(riposte_quarantine::QuarantineError::Corrupt { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Entries in quarantine, and those whose record cannot be read.
     pub fn quarantine_list(&self) -> Result<riposte_quarantine::Listing, String> {
         self.store().list().map_err(|e| e.to_string())

@@ -924,7 +924,13 @@ impl QuarantineStore {
     /// Deletes entry `id` from quarantine (the sample is gone for good).
     pub fn delete(&self, id: &str) -> Result<(), QuarantineError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.read_record(id)?;
+        match self.read_record(id) {
+            Ok(_) => {}
+            // A damaged entry can be neither listed whole nor restored: deleting it is
+            // the one thing left to do with it, and must not need what is damaged.
+            Err(QuarantineError::Corrupt { .. }) if self.record_path(id).exists() => {}
+            Err(e) => return Err(e),
+        }
         self.remove_entry(id)
     }
 

@@ -679,12 +679,22 @@ fn recovery_keeps_the_object_when_the_record_is_unreadable() {
     let record = e.data.join("records").join(format!("{}.json", rec.id));
     fs::write(&record, b"{\"format\": 1, \"id\": ").unwrap();
     let object = e.data.join("objects").join(format!("{}.obj", rec.id));
-    let (_s, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
+    let (store, rep) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()).unwrap();
     assert!(rep.rolled_back.is_empty(), "{rep:?}");
     assert!(object.exists(), "the encrypted object is kept");
     assert!(record.exists(), "the damaged record is kept");
     assert!(intent.exists(), "the intent is kept for the next start");
     assert!(rep.warnings.iter().any(|w| w.contains(&rec.id)), "{rep:?}");
+    // Listed as damaged, and deleted when asked: the one thing left to do with it.
+    let listing = store.list().unwrap();
+    assert_eq!(listing.unreadable.len(), 1, "{listing:?}");
+    store.delete(&rec.id).unwrap();
+    assert!(!record.exists() && !object.exists());
+    assert!(store.list().unwrap().unreadable.is_empty());
+    assert!(matches!(
+        store.delete(&rec.id),
+        Err(QuarantineError::NoSuchEntry(_))
+    ));
 }
 
 #[test]

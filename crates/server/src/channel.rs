@@ -588,6 +588,18 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             state,
             record,
         } => {
+            // A damaged entry's deletion comes without the record the device lost:
+            // the one kept here stays, with the new state.
+            let record = if record.is_null() {
+                core.store
+                    .quarantine(Some(device_id))
+                    .await?
+                    .into_iter()
+                    .find(|row| row.entry_id == entry_id)
+                    .map_or(record, |row| row.record)
+            } else {
+                record
+            };
             core.store
                 .upsert_quarantine(device_id, &entry_id, &state, &record)
                 .await?;
