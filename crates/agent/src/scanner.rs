@@ -152,9 +152,14 @@ impl TaskRunner for SweepRunner {
                 let undetermined_note = (!undetermined.is_empty()).then(|| {
                     let unsupported = undetermined.iter().filter(|i| !i.unsupported.is_empty()).count();
                     // One reason, for the row: the rest are in the results' `iocs`.
+                    // Unsupported terms are counted apart just above.
                     let example = undetermined
                         .iter()
-                        .find_map(|i| i.undetermined_because.first())
+                        .find_map(|i| {
+                            i.undetermined_because
+                                .iter()
+                                .find(|why| *why != riposte_scan::UNSUPPORTED_TERMS_REASON)
+                        })
                         .map(|why| format!("; for one: {why}"))
                         .unwrap_or_default();
                     format!(

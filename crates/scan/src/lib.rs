@@ -184,6 +184,12 @@ pub struct Scope {
     pub system_items: bool,
 }
 
+/// The reason in [`IocSummary::undetermined_because`] of an indicator with terms this
+/// scanner cannot evaluate (its `unsupported`), which a summary that counts those
+/// indicators apart can leave out.
+pub const UNSUPPORTED_TERMS_REASON: &str =
+    "it has terms this scanner cannot evaluate (listed under its unsupported terms)";
+
 impl Scope {
     /// Whether items of type `ty` are collected at all: files always; the others
     /// unless system items are off; processes and ports only from a live system.
@@ -1705,11 +1711,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             why.push("the sweep was cancelled before it looked everywhere".to_string());
         }
         if !iocs[i].ioc.unsupported.is_empty() {
-            why.push(
-                "it has terms this scanner cannot evaluate (listed under its unsupported \
-                 terms)"
-                    .to_string(),
-            );
+            why.push(UNSUPPORTED_TERMS_REASON.to_string());
         }
         if let Some(first) = first_unknown[i].get() {
             why.push(first.clone());
