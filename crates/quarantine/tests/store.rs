@@ -1193,10 +1193,10 @@ fn a_lost_key_is_not_replaced_while_entries_need_it() {
     let key = e.data.join("quarantine.key");
     let saved = fs::read(&key).unwrap();
     fs::remove_file(&key).unwrap();
-    let err = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg())
-        .err()
-        .expect("refused")
-        .to_string();
+    let Err(err) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()) else {
+        panic!("opened without its key");
+    };
+    let err = err.to_string();
     assert!(
         err.contains("is missing, but the quarantine holds 1 entry"),
         "{err}"
