@@ -310,7 +310,10 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         outln!("tasks:     {}", tasks.len());
         outln!("unsent events: {}", state.outbox.len());
         let q = &v["quarantine"];
-        outln!("quarantine: {} objects, {} bytes", q["objects"], q["bytes"]);
+        match q["error"].as_str() {
+            Some(error) => outln!("quarantine: cannot be read: {error}"),
+            None => outln!("quarantine: {} objects, {} bytes", q["objects"], q["bytes"]),
+        }
     }
     Ok(if running {
         ExitCode::SUCCESS

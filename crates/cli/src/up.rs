@@ -99,6 +99,16 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&a.data)
         .with_context(|| format!("cannot create {}", a.data.display()))?;
     let data = std::fs::canonicalize(&a.data)?;
+    // Nobody else may rename what it holds (the agent's data, the lock), whatever the
+    // umask it was made under.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(mode & !0o022))
+                .with_context(|| format!("cannot restrict {}", data.display()))?;
+        }
+    }
     // One `up` per data directory, decided before anything starts: a second one would
     // start a second server on the same database before its agent found the first's.
     crate::hold_lock(&data.join("up.lock"), || {

@@ -245,14 +245,16 @@ impl HostRoot {
     /// Opens the parent directory of `device_path` safely and returns it with
     /// the last component's name.
     pub fn open_parent(&self, device_path: &Path) -> Result<(OwnedFd, OsString), HostError> {
-        // `name/` names a directory (POSIX resolves it so); taken for the file `name`,
-        // a restore `--to dir/` would write a file called `dir`.
-        if device_path.as_os_str().len() > 1
-            && device_path.as_os_str().as_encoded_bytes().ends_with(b"/")
-        {
+        // `name/` and `name/.` name a directory (POSIX resolves them so); taken for the
+        // file `name`, a restore `--to dir/` would write a file called `dir`.
+        let bytes = device_path.as_os_str().as_encoded_bytes();
+        if bytes.len() > 1 && (bytes.ends_with(b"/") || bytes.ends_with(b"/.")) {
+            let end = if bytes.ends_with(b"/") { "/" } else { "/." };
             return Err(HostError::InvalidPath {
                 path: device_path.to_path_buf(),
-                reason: "it ends with `/`, so it names a directory; give the file's path".into(),
+                reason: format!(
+                    "it ends with `{end}`, so it names a directory; give the file's path"
+                ),
             });
         }
         let mut comps = Self::components(device_path)?;

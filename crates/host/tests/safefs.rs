@@ -163,7 +163,12 @@ fn written_since_the_copy_deletes_nothing_even_with_the_same_content() {
 #[test]
 fn a_trailing_slash_names_a_directory_not_the_file() {
     let (t, h) = setup();
-    for path in ["/home/u/evil/", "/home/u/new/"] {
+    for path in [
+        "/home/u/evil/",
+        "/home/u/new/",
+        "/home/u/evil/.",
+        "/home/u/evil//",
+    ] {
         let Err(e) = h.open_regular(Path::new(path)) else {
             panic!("{path}: opened");
         };

@@ -604,7 +604,9 @@ fn operand_for(field: Field, lit: &Lit, textual: bool) -> Result<(ContentType, O
         } else if is_ip_field(field) {
             Some("an address in quotes")
         } else {
-            None
+            // Text: `file:name >= 5` would compare a name with a number (STIX makes it
+            // false; a name that reads as a number would not be), `!= true` with "true".
+            Some("text (write the value in quotes)")
         };
         if let (Some(kind), Some(wanted)) = (kind, wanted) {
             return Err(format!("{kind} where this property holds {wanted}"));

@@ -192,9 +192,24 @@ pub fn parse_int(s: &str) -> Option<i64> {
 
 /// Why the regular expression `pattern`, valid in PCRE (STIX's `MATCHES`, the engines
 /// most OpenIOC editors test with), cannot run here: look-around and back-references,
-/// which an engine that matches in linear time does not have. `None` for any other
-/// expression, valid or not (a broken one is an error of the document).
+/// which an engine that matches in linear time does not have, and PCRE's other syntax
+/// (atomic groups, `\Q…\E`, named back-references…). `None` for any other expression,
+/// valid or not (a broken one is an error of the document).
 pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
+    const PCRE_ONLY: &[(&str, &str)] = &[
+        ("\\k<", "a named back-reference"),
+        ("\\k{", "a named back-reference"),
+        ("\\k'", "a named back-reference"),
+        ("(?P=", "a named back-reference"),
+        ("\\g", "a back-reference"),
+        ("(?>", "an atomic group"),
+        ("(?#", "a comment group"),
+        ("\\Q", "a quoted sequence (\\Q…\\E)"),
+        ("\\G", "the \\G anchor"),
+        ("(?|", "a branch-reset group"),
+        ("(?R)", "recursion"),
+        ("(?&", "recursion"),
+    ];
     use regex_syntax::ast::ErrorKind;
     let e = regex_syntax::ast::parse::Parser::new()
         .parse(pattern)
@@ -202,7 +217,12 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
     let what = match e.kind() {
         ErrorKind::UnsupportedLookAround => "look-around (look-ahead or look-behind)",
         ErrorKind::UnsupportedBackreference => "a back-reference",
-        _ => return None,
+        // Other PCRE syntax this engine's parser does not know, so reads as broken:
+        // told apart by its spelling.
+        _ => PCRE_ONLY
+            .iter()
+            .find(|(spelling, _)| pattern.contains(spelling))
+            .map(|(_, what)| *what)?,
     };
     Some(format!(
         "the regular expression '{pattern}' uses {what}, which this scanner's engine does not \

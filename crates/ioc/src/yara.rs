@@ -236,8 +236,8 @@ fn one_line(report: String) -> String {
         // `yara` has modules (magic, cuckoo…) this engine has not: the import is valid
         // YARA, and the user needs to know that the engine is why.
         said.push_str(
-            " (a module this scanner's YARA engine does not have: the rules that import \
-             it are not evaluated)",
+            " (a module this scanner's YARA engine does not have: remove the import and \
+             the rules that use it)",
         );
     }
     said

@@ -991,13 +991,6 @@ fn stix_patterns_operators() {
             Truth::False,
         ),
         ("[file:name NOT = 'x.exe']", Truth::True),
-        // A constant of another type than the property: no comparison holds, those
-        // built as negations (`>=`, `<=`, `!=`) neither.
-        ("[file:name >= 5]", Truth::False),
-        ("[file:name <= 5]", Truth::False),
-        ("[file:name >= 5.5]", Truth::False),
-        ("[file:name != 5]", Truth::False),
-        ("[file:name > 5]", Truth::False),
     ];
     for (p, want) in cases {
         let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -1044,6 +1037,24 @@ fn stix_patterns_operators() {
         let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap();
         assert_eq!(check(&ioc, &mut port), want, "{p}");
     }
+    // A constant of another type than a text property is refused, as for the other
+    // kinds: built as negations, `>=`, `<=` and `!=` would hold on every name.
+    for p in [
+        "[file:name >= 5]",
+        "[file:name <= 5]",
+        "[file:name >= 5.5]",
+        "[file:name != 5]",
+        "[file:name != true]",
+        "[file:name = t'2020-01-01T00:00:00Z']",
+    ] {
+        let e = stix::parse_pattern(p, "id", "n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("where this property holds text (write the value in quotes)"),
+            "{p}: {e}"
+        );
+    }
     // An address block has no order: ordering an address against one is refused.
     for p in [
         "[network-traffic:src_ref.value >= '10.0.0.0/8']",
@@ -1067,6 +1078,10 @@ fn pcre_only_regular_expressions_are_unsupported_not_errors() {
     for p in [
         r"[file:name MATCHES '^(?!x)abc\\.bin$']",
         r"[file:name MATCHES '(a)\\1']",
+        r"[file:name MATCHES '(?<n>a)\\k<n>']",
+        r"[file:name MATCHES '(?P<n>a)(?P=n)']",
+        r"[file:name MATCHES '(?>a)b']",
+        r"[file:name MATCHES '\\Qa.b\\E']",
     ] {
         let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
         assert!(ioc.terms.is_empty(), "{p}");
