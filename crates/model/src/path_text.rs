@@ -178,28 +178,39 @@ pub fn decode_bytes(text: &str) -> Vec<u8> {
 /// (`back\slash.txt` is `back\slash.txt` to a term, not `back\\slash.txt`); only bytes
 /// that are not UTF-8, which no character stands for, stay written `\xHH`, so that an
 /// indicator can name such a file as reports do (and a lossy U+FFFD in their place would
-/// confuse it with another file). A real backslash followed by `x` and two hex digits
-/// would read as such a byte: it is written `\\` there, as reports write it, so that
-/// `x\xff.bin` (a byte 0xff) and `x\\xff.bin` (a backslash, then `xff`) stay two names.
-/// Text with nothing escaped is itself (no copy).
+/// confuse it with another file). Where a name holds such a byte, or a real backslash
+/// followed by `x` and two hex digits, a backslash could be read as part of an escape:
+/// there (in that name: each name of a path on its own) every real backslash is
+/// written `\\`, as reports write it, so that `x\xff.bin`
+/// (a byte 0xff), `x\\xff.bin` (a backslash, then `xff`) and `x\\\xff.bin` (a
+/// backslash, then the byte) stay three names. Text with nothing escaped is itself (no
+/// copy).
 pub fn matching_text(text: &str) -> Cow<'_, str> {
     if !text.contains('\\') {
         return Cow::Borrowed(text);
     }
     let bytes = decode_bytes(text);
     let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        let mut rest = chunk.valid();
-        while let Some(at) = rest.find("\\x") {
-            let (before, from) = rest.split_at(at);
-            out.push_str(before);
-            let looks_like_a_byte = from.as_bytes().get(2..4).and_then(hex_byte).is_some();
-            out.push_str(if looks_like_a_byte { "\\\\x" } else { "\\x" });
-            rest = &from[2..];
+    // Name by name: how one is written does not depend on its directory's names, so
+    // that a file name reads the same in FullPath as in FileName.
+    for (i, name) in bytes.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push('/');
         }
-        out.push_str(rest);
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+        let reads_as_an_escape = |at: usize| {
+            name.get(at + 1) == Some(&b'x') && name.get(at + 2..at + 4).and_then(hex_byte).is_some()
+        };
+        let escaped = std::str::from_utf8(name).is_err()
+            || (0..name.len()).any(|at| name[at] == b'\\' && reads_as_an_escape(at));
+        for chunk in name.utf8_chunks() {
+            if escaped {
+                out.push_str(&chunk.valid().replace('\\', "\\\\"));
+            } else {
+                out.push_str(chunk.valid());
+            }
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
         }
     }
     Cow::Owned(out)
@@ -305,10 +316,24 @@ mod tests {
             matching_text(&encode_bytes(b"/t/x\\xzz\\x.bin")),
             "/t/x\\xzz\\x.bin"
         );
-        assert_ne!(
-            matching_text(&encode_bytes(b"/t/x\\xff.bin")),
-            matching_text(&encode_bytes(b"/t/x\xff.bin"))
-        );
+        // Names that differ stay different, however backslashes and bytes that are not
+        // UTF-8 sit next to each other.
+        let names: [&[u8]; 7] = [
+            b"x\xff.bin",
+            b"x\\xff.bin",
+            b"x\\\xff.bin",
+            b"x\\\\xff.bin",
+            b"x\\\\\xff.bin",
+            b"a\\b\xff",
+            b"a\\\\b\xff",
+        ];
+        let texts: std::collections::HashSet<String> = names
+            .iter()
+            .map(|n| matching_text(&encode_bytes(n)).into_owned())
+            .collect();
+        assert_eq!(texts.len(), names.len(), "{texts:?}");
+        // A name is written the same whatever its directory's names hold.
+        assert_eq!(matching_text(&encode_bytes(b"/d\xff/a\\b")), "/d\\xff/a\\b");
     }
 
     /// The fast path of `encode_bytes` (a run with no lead byte of a hidden character is
