@@ -35,8 +35,12 @@ pub struct Agent {
     file: StateFile,
     to_server: mpsc::UnboundedSender<AgentToServer>,
     runner: Arc<dyn TaskRunner>,
-    /// The local response actions; `None` only in tests of the channel alone.
+    /// The local response actions; `None` in tests of the channel alone, and where they
+    /// could not be opened (`local_unavailable` says why).
     pub local: Option<Arc<crate::response::LocalActions>>,
+    /// Why the local actions could not be opened (a lost quarantine key): said in every
+    /// outcome that needs them, while the rest of the agent runs.
+    local_unavailable: std::sync::OnceLock<String>,
     cancels: Mutex<std::collections::HashMap<i64, watch::Sender<bool>>>,
     /// Signalled whenever settings change (for tests and the response engine).
     pub settings_changed: tokio::sync::Notify,
@@ -61,6 +65,12 @@ pub struct Agent {
     /// Quarantines a stop cut short that recovery finished without deleting the
     /// original (entry id → why): the response reports them failed, as it would have.
     originals_kept: Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// The action a response's journal entry (`PendingResponse::done`) says was settled,
+/// carried out or failed.
+fn settled_as(done: &str) -> &str {
+    done.strip_suffix(":failed").unwrap_or(done)
 }
 
 /// How long a detection's group action waits for the server to acknowledge the detection
@@ -116,6 +126,7 @@ impl Agent {
             to_server: tx,
             runner,
             local,
+            local_unavailable: std::sync::OnceLock::new(),
             cancels: Mutex::new(Default::default()),
             settings_changed: tokio::sync::Notify::new(),
             allowed,
@@ -323,7 +334,22 @@ impl Agent {
     fn local(&self) -> Result<&Arc<crate::response::LocalActions>, String> {
         self.local
             .as_ref()
-            .ok_or_else(|| "local actions are not available in this agent".to_string())
+            .ok_or_else(|| match self.local_unavailable.get() {
+                Some(why) => format!("local actions are not available: {why}"),
+                None => "local actions are not available in this agent".to_string(),
+            })
+    }
+
+    /// Runs without local actions, because `why`: every outcome that needs them says
+    /// so, and the server is told at once (an alert).
+    pub fn run_without_local_actions(&self, why: String) {
+        self.report(EventBody::Alert {
+            code: "local_actions_unavailable".into(),
+            message: format!(
+                "quarantine, notification and EPP scans are off on this device: {why}"
+            ),
+        });
+        let _ = self.local_unavailable.set(why);
     }
 
     /// Restores a quarantined object and tells the server.
@@ -360,14 +386,17 @@ impl Agent {
                 });
         }
         for (id, change) in changes {
-            let still_quarantined = local.store_record(&id).ok();
+            // A damaged entry (its record unreadable) is still in quarantine too.
+            let in_store = local.store_record_unless_damaged(&id);
+            let still_quarantined = in_store.is_ok();
+            let record = in_store.ok().flatten();
             let mut events = Vec::new();
-            let message = match (change.action.as_str(), still_quarantined) {
-                ("delete", Some(_)) => format!(
+            let message = match (change.action.as_str(), still_quarantined, record) {
+                ("delete", true, _) => format!(
                     "the deletion of quarantine entry {id} was interrupted (the agent \
                      stopped): the object is still in quarantine; delete it again"
                 ),
-                ("delete", None) => {
+                ("delete", false, _) => {
                     self.note_finished_at_start(&id, "delete");
                     events.push(EventBody::Quarantine {
                         entry_id: id.clone(),
@@ -379,7 +408,11 @@ impl Agent {
                          stopped) and finished when the agent started again"
                     )
                 }
-                (_, Some(record)) => {
+                (_, true, None) => format!(
+                    "the restore of quarantine entry {id} was interrupted (the agent stopped): \
+                     the entry is still in quarantine, and its record is damaged"
+                ),
+                (_, true, Some(record)) => {
                     // Allowed before this restore began (another restore of the same
                     // content): that allowance stands.
                     let allowed_before = self.read(|s| s.restores_of_allowed_content.contains(&id));
@@ -410,7 +443,7 @@ impl Agent {
                         }
                     )
                 }
-                (_, None) => {
+                (_, false, _) => {
                     self.note_finished_at_start(&id, "restore");
                     if !change.record.is_null() {
                         events.push(EventBody::Quarantine {
@@ -708,7 +741,7 @@ impl Agent {
                 use riposte_model::Action;
                 let todo: Vec<Action> = actions
                     .into_iter()
-                    .filter(|a| !done.iter().any(|d| d == a.as_str()))
+                    .filter(|a| !done.iter().any(|d| settled_as(d) == a.as_str()))
                     .collect();
                 let mut quarantined = done.iter().any(|d| d == "quarantine_and_delete");
                 // The quarantine first: the notification says whether it was done.
@@ -835,7 +868,11 @@ impl Agent {
         self.update(|s| {
             for p in s.pending_responses.iter_mut() {
                 if p.detection.detection_id == detection_id {
-                    p.done.push(action.as_str().to_string());
+                    p.done.push(if o.outcome == "failed" {
+                        format!("{}:failed", action.as_str())
+                    } else {
+                        action.as_str().to_string()
+                    });
                 }
             }
         });
@@ -852,7 +889,10 @@ impl Agent {
         };
         for p in pending {
             let (record, mut done) = (p.detection, p.done);
-            if !done.iter().any(|d| d == "quarantine_and_delete") {
+            if !done
+                .iter()
+                .any(|d| settled_as(d) == "quarantine_and_delete")
+            {
                 let entries = local
                     .quarantine_list()
                     .map(|l| l.entries)
@@ -873,7 +913,7 @@ impl Agent {
                         .get(&q.id)
                         .cloned();
                     // Said as the response would have said it without the stop.
-                    let outcome = match kept {
+                    let outcome = match &kept {
                         Some(why) => crate::response::Outcome {
                             action: "quarantine_and_delete".into(),
                             outcome: "failed".into(),
@@ -889,7 +929,11 @@ impl Agent {
                         },
                     };
                     self.report_outcome(&record.detection_id, &outcome);
-                    done.push("quarantine_and_delete".into());
+                    done.push(if kept.is_some() {
+                        "quarantine_and_delete:failed".into()
+                    } else {
+                        "quarantine_and_delete".into()
+                    });
                 }
             }
             let input = crate::response::DetectionInput {
@@ -1947,6 +1991,39 @@ mod tests {
         (root, agent, entry)
     }
 
+    /// Without local actions (a lost quarantine key), the server is told at once and a
+    /// response says why it could not act.
+    #[tokio::test]
+    async fn without_local_actions_the_server_is_told_and_responses_say_why() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("data");
+        Identity {
+            device_id: 1,
+            server_url: "https://127.0.0.1:9".into(),
+            channel_addr: "127.0.0.1:10".into(),
+            ca_pem: String::new(),
+            cert_pem: String::new(),
+            key_pem: "not a key".into(),
+        }
+        .save(&data)
+        .unwrap();
+        let runner = Arc::new(SweepRunner::new(t.path().to_path_buf()));
+        let (agent, _rx) = Agent::open(data.clone(), runner, None).unwrap();
+        agent.run_without_local_actions("quarantine key missing".into());
+        let alerted = agent.read(|s| {
+            s.outbox.iter().any(|e| {
+                matches!(&e.body, EventBody::Alert { code, message }
+                    if code == "local_actions_unavailable" && message.contains("quarantine key missing"))
+            })
+        });
+        assert!(alerted);
+        let e = agent
+            .respond(external_report("/home/u/evil", &"0".repeat(64)))
+            .await
+            .unwrap_err();
+        assert!(e.contains("not available: quarantine key missing"), "{e}");
+    }
+
     /// An entry whose record is damaged can be deleted (nothing else can be done with
     /// it), and the deletion is reported without the record it lost.
     #[tokio::test]
@@ -1965,6 +2042,29 @@ mod tests {
             .join("quarantine/records")
             .join(format!("{}.json", entry.id));
         std::fs::write(&record, b"{\"format\": 1, \"id\": ").unwrap();
+        // A deletion of it cut short by a stop is not taken for done: it is still there.
+        agent.update(|s| {
+            s.quarantine_changes.insert(
+                entry.id.clone(),
+                crate::state::QuarantineChange {
+                    action: "delete".into(),
+                    record: serde_json::Value::Null,
+                },
+            );
+        });
+        agent.settle_interrupted_quarantine_changes(&[]);
+        let said = agent.read(|s| {
+            s.outbox
+                .iter()
+                .filter_map(|e| match &e.body {
+                    EventBody::Alert { message, .. } => Some(message.clone()),
+                    EventBody::Quarantine { state, .. } => Some(format!("quarantine {state}")),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("still in quarantine"), "{said:?}");
         agent.quarantine_delete(&entry.id).unwrap();
         assert!(!record.exists());
         assert!(!data

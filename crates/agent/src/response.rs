@@ -456,6 +456,33 @@ pub fn selected(settings: Option<&riposte_model::EffectiveSettings>) -> Option<V
 mod tests {
     use super::*;
 
+    /// A lost quarantine key is told apart from other failures (the agent then runs
+    /// without local actions rather than not at all).
+    #[test]
+    fn a_lost_quarantine_key_is_a_key_error() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let data = t.path().join("data");
+        std::fs::create_dir_all(root.join("home/u")).unwrap();
+        std::fs::write(root.join("home/u/evil"), b"evil").unwrap();
+        let (local, _) = LocalActions::open(&data, &root, None).unwrap();
+        local
+            .quarantine("/home/u/evil", "d1", "T", "u", None)
+            .unwrap();
+        drop(local);
+        std::fs::remove_file(data.join("quarantine/quarantine.key")).unwrap();
+        let Err(e) = LocalActions::open(&data, &root, None) else {
+            panic!("opened without its key");
+        };
+        assert!(
+            matches!(
+                e.downcast_ref::<riposte_quarantine::QuarantineError>(),
+                Some(riposte_quarantine::QuarantineError::Key { .. })
+            ),
+            "{e:#}"
+        );
+    }
+
     /// A file given to protect (`up`'s lock) is protected alone: it is neither
     /// quarantined nor restored over, while its neighbours stay in reach.
     #[test]

@@ -85,7 +85,10 @@ pub struct PendingResponse {
     /// The event that reported the detection.
     pub event_id: String,
     pub detection: riposte_proto::DetectionRecord,
-    /// Actions (`Action::as_str`) whose outcomes have been reported.
+    /// Actions (`Action::as_str`) whose outcomes have been reported: the action's name
+    /// where it was carried out, the name and `:failed` where it failed (a stop before
+    /// the response ended runs neither again, and a notification then says the object
+    /// was quarantined only where it was).
     pub done: Vec<String>,
 }
 

@@ -391,8 +391,26 @@ pub fn open_agent(
             );
         }
     }
-    let (local, recovery) =
-        riposte_agent::response::LocalActions::open_protecting(data, host_root, epp, protect)?;
+    // A lost quarantine key stops the quarantine, not the agent: detections are still
+    // reported and group sweeps still run, and the administrator is told.
+    let (local, recovery, unavailable) =
+        match riposte_agent::response::LocalActions::open_protecting(data, host_root, epp, protect)
+        {
+            Ok((local, recovery)) => (Some(Arc::new(local)), recovery, None),
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<riposte_quarantine::QuarantineError>(),
+                    Some(riposte_quarantine::QuarantineError::Key { .. })
+                ) =>
+            {
+                eprintln!(
+                    "riposte agent: warning: {e:#}; running without local actions \
+                     (quarantine, notification, EPP scan) until it is mended"
+                );
+                (None, Default::default(), Some(format!("{e:#}")))
+            }
+            Err(e) => return Err(e),
+        };
     // What a stop cut short, finished or undone now: said in words (the ids are the
     // quarantine entries', as `ctl quarantine list` shows them).
     for (ids, what) in [
@@ -415,7 +433,10 @@ pub fn open_agent(
         eprintln!("quarantine recovery: warning: {w}");
     }
     let runner = Arc::new(SweepRunner::new(host_root.to_path_buf()));
-    let (agent, rx) = Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))?;
+    let (agent, rx) = Agent::open(data.to_path_buf(), runner, local)?;
+    if let Some(why) = unavailable {
+        agent.run_without_local_actions(why);
+    }
     agent.settle_interrupted_quarantine_changes(&recovery.restores_cleaned);
     agent.note_originals_kept(&recovery.originals_kept);
     Ok((agent, rx))

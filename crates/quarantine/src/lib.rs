@@ -925,13 +925,18 @@ impl QuarantineStore {
     pub fn delete(&self, id: &str) -> Result<(), QuarantineError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         match self.read_record(id) {
-            Ok(_) => {}
+            Ok(_) => self.remove_entry(id),
             // A damaged entry can be neither listed whole nor restored: deleting it is
-            // the one thing left to do with it, and must not need what is damaged.
-            Err(QuarantineError::Corrupt { .. }) if self.record_path(id).exists() => {}
-            Err(e) => return Err(e),
+            // the one thing left to do with it, and must not need what is damaged. An
+            // intent kept for it (recovery could not finish without the record) goes
+            // too, or the next start would report a quarantine rolled back.
+            Err(QuarantineError::Corrupt { .. }) if self.record_path(id).exists() => {
+                self.remove_entry(id)?;
+                remove_if_exists(&self.journal_dir().join(format!("{id}.json")))?;
+                fsync_dir(&self.journal_dir())
+            }
+            Err(e) => Err(e),
         }
-        self.remove_entry(id)
     }
 
     fn remove_entry(&self, id: &str) -> Result<(), QuarantineError> {

@@ -690,6 +690,10 @@ fn recovery_keeps_the_object_when_the_record_is_unreadable() {
     assert_eq!(listing.unreadable.len(), 1, "{listing:?}");
     store.delete(&rec.id).unwrap();
     assert!(!record.exists() && !object.exists());
+    assert!(
+        !intent.exists(),
+        "nothing is left for the next start to roll back"
+    );
     assert!(store.list().unwrap().unreadable.is_empty());
     assert!(matches!(
         store.delete(&rec.id),
