@@ -846,8 +846,19 @@ impl Agent {
                     }
                     outcomes
                 };
-                // GroupIocQuarantineAndDelete and GroupIocEppCriticalAreasScan say what
-                // devices do on a hit; they travel inside the task.
+                // Every action has its place above: a new one must be given one (the
+                // match is here so that the compiler says so).
+                for action in &todo {
+                    match action {
+                        Action::QuarantineAndDelete
+                        | Action::GroupIocScan
+                        | Action::NotifyUser
+                        | Action::EppCriticalAreasScan => {}
+                        // What devices do on a hit: they travel inside the task.
+                        Action::GroupIocQuarantineAndDelete
+                        | Action::GroupIocEppCriticalAreasScan => {}
+                    }
+                }
                 let (group, rest) = tokio::join!(group, rest);
                 outcomes.extend(group);
                 outcomes.extend(rest);

@@ -14,7 +14,7 @@ pub enum IdentityError {
     #[error("this agent is not enrolled yet: run `riposte agent --server URL --ca FILE --enroll-token T --data DIR`")]
     NotEnrolled,
     // `error`, not `source`: said once in the message, not again as its cause.
-    #[error("cannot read or write {path}: {error}{}", if error.kind() == std::io::ErrorKind::PermissionDenied { " (the agent's data is root's: run this as root)" } else { "" })]
+    #[error("cannot read or write {path}: {error}{}", if error.kind() == std::io::ErrorKind::PermissionDenied { " (the agent's data is root's: is this run as root?)" } else { "" })]
     Io { path: String, error: std::io::Error },
     #[error("the identity in {0} is corrupt; enroll the agent again in a new data directory")]
     Corrupt(String),

@@ -428,7 +428,8 @@ fn md5_sha1(file: &std::fs::File) -> std::io::Result<(String, String)> {
     Ok((hex::encode(m.finalize()), hex::encode(s.finalize())))
 }
 
-/// Which actions the effective settings select, in the order they run.
+/// Which actions the effective settings select, in the order they start (the group
+/// request runs beside the notification and the EPP scan).
 pub fn selected(settings: Option<&riposte_model::EffectiveSettings>) -> Option<Vec<Action>> {
     let tr = &settings?.threat_response.value;
     if !tr.enabled {

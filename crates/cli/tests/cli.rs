@@ -816,6 +816,8 @@ fn scan_of_an_image_does_not_take_this_machines_processes_for_its_own() {
     let user = doc("user", "UserItem/Username", "eve");
     // The full name is the comment field's first part (`Eve,,,` as adduser writes it).
     let full_name = doc("full-name", "UserItem/fullname", "Eve");
+    // Nor are this machine's addresses the image's.
+    let address = doc("address", "SystemInfoItem/ipAddress", "127.0.0.1");
     let out = Command::new(bin())
         .args(["scan", "--json", "--host-root"])
         .arg(&image)
@@ -823,6 +825,7 @@ fn scan_of_an_image_does_not_take_this_machines_processes_for_its_own() {
         .arg(&process)
         .arg(&user)
         .arg(&full_name)
+        .arg(&address)
         .args(["--", "/home"])
         .output()
         .unwrap();
@@ -846,6 +849,7 @@ fn scan_of_an_image_does_not_take_this_machines_processes_for_its_own() {
     );
     assert_eq!(ioc("user")["verdict"], "hit", "{report}");
     assert_eq!(ioc("full-name")["verdict"], "hit", "{report}");
+    assert_eq!(ioc("address")["verdict"], "undetermined", "{report}");
 
     let out = Command::new(bin())
         .args(["scan", "--host-root"])

@@ -210,10 +210,11 @@ impl Field {
         }
     }
 
-    /// Why `is`, `greater-than` or `less-than` with an operand of `content` type could
-    /// never hold for this field, if it could not: such a term would be a silent
-    /// "no match" for ever (an IP against a size, an MD5 against a SHA-256 digest).
-    /// Text conditions compare the value's text and always can hold.
+    /// Why `is`, `greater-than` or `less-than` with an operand of `content` type means
+    /// nothing for this field, if it does not: such a term would never hold (a silent
+    /// "no match" for ever), or, negated, hold on every item (an IP against a size, an
+    /// MD5 against a SHA-256 digest). Text conditions compare the value's text and
+    /// always mean something.
     pub fn uncomparable_with(self, content: ContentType, condition: Condition) -> Option<String> {
         if !matches!(
             condition,
@@ -236,7 +237,8 @@ impl Field {
         };
         (!comparable).then(|| {
             format!(
-                "content type '{}' cannot be compared with {}, {}: the term could never hold",
+                "content type '{}' cannot be compared with {}, {}: the term means nothing \
+                 there",
                 content.name(),
                 self.search(),
                 self.value_kind().description()
@@ -688,7 +690,7 @@ fn operand_text(op: &Operand) -> Cow<'_, str> {
 impl Term {
     /// Does the condition hold for one value (before `negate`)? `None` where the value
     /// cannot be compared with the operand (a name that is no number against an `int`,
-    /// an address against a range of another family).
+    /// a size against a date).
     fn test_one(&self, value: &FieldValue) -> Option<bool> {
         if let FieldValue::List(l) = value {
             let mut comparable = l.is_empty();

@@ -345,15 +345,17 @@ pub fn scope_of(args: &ScanArgs) -> anyhow::Result<Scope> {
 
 /// Where a sweep of the device at `host_root` reads processes and sockets: this
 /// machine's `/proc` when the device is this machine; the device's own where one is
-/// mounted in its root (an agent's view of the host it runs for); none for an image,
-/// whose processes are not this machine's.
+/// mounted in its root (a live system mounted whole, `/proc` with it); none for an
+/// image, whose processes are not this machine's.
 fn live_proc(host_root: &Path) -> Option<PathBuf> {
     let this_machine = std::fs::canonicalize(host_root).is_ok_and(|r| r == Path::new("/"));
     if this_machine {
         return Some(PathBuf::from("/proc"));
     }
     let proc = host_root.join("proc");
-    is_procfs(&proc).then_some(proc)
+    // A link there (to this machine's `/proc`, say) is not a /proc mounted in the image.
+    let mounted_here = std::fs::symlink_metadata(&proc).is_ok_and(|m| m.is_dir());
+    (mounted_here && is_procfs(&proc)).then_some(proc)
 }
 
 fn is_procfs(path: &Path) -> bool {
@@ -365,7 +367,10 @@ fn is_procfs(path: &Path) -> bool {
     // NUL-terminated path.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0;
-    ok && fs.f_type == libc::PROC_SUPER_MAGIC
+    // The field's and the constant's types differ between C libraries.
+    #[allow(clippy::unnecessary_cast)]
+    let procfs = fs.f_type as i64 == libc::PROC_SUPER_MAGIC as i64;
+    ok && procfs
 }
 
 /// Does the file at `path` look like an indicator document of `kind`? Only its first

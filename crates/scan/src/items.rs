@@ -792,12 +792,27 @@ pub enum ContentError {
     Cancelled,
 }
 
+/// The error a read ends with when the sweep is cancelled (the lanes stop their files
+/// at the next read): told apart from an interrupted system call by its type.
+#[derive(Debug)]
+pub struct SweepCancelled;
+
+impl std::fmt::Display for SweepCancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the sweep was cancelled")
+    }
+}
+
+impl std::error::Error for SweepCancelled {}
+
 impl From<std::io::Error> for ContentError {
     fn from(e: std::io::Error) -> Self {
         if gone(&e) {
             ContentError::Gone
-        } else if e.kind() == std::io::ErrorKind::Interrupted {
-            // Reads retry EINTR: only a cancelled sweep's lanes end a file so.
+        } else if e
+            .get_ref()
+            .is_some_and(|inner| inner.is::<SweepCancelled>())
+        {
             ContentError::Cancelled
         } else {
             ContentError::Unreadable(e.to_string())

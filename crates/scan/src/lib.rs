@@ -200,6 +200,12 @@ impl Scope {
             _ => self.system_items,
         }
     }
+
+    /// Whether `field` is read at all: as [`Scope::collects`] its item type, but a
+    /// host's addresses come from `/proc` too.
+    pub fn collects_field(&self, field: Field) -> bool {
+        self.collects(field.item()) && (field != Field::SysIpAddress || self.proc_root.is_some())
+    }
 }
 
 impl Default for Scope {
@@ -1094,7 +1100,14 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         ];
         for (ty, label, f) in kinds {
             if needs(ty) && scope.collects(ty) {
-                let v = f();
+                let mut v = f();
+                // An image's addresses are not in it: unknown, not "none".
+                if ty == ItemType::SystemInfo && !scope.collects_field(Field::SysIpAddress) {
+                    for item in &mut v {
+                        item.values.remove(&Field::SysIpAddress);
+                        item.undetermined.push(Field::SysIpAddress);
+                    }
+                }
                 report.stats.items.insert(label.to_string(), v.len() as u64);
                 collected.extend(v);
             }
@@ -1141,7 +1154,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         move |t: usize| {
             let is_file = terms[t].field.item() == ItemType::File;
             let found = e[t].load(Ordering::Relaxed);
-            if !scope.collects(terms[t].field.item())
+            if !scope.collects_field(terms[t].field)
                 || is_file && !found && walk_incomplete.load(Ordering::Relaxed)
             {
                 Truth::Unknown
@@ -1328,19 +1341,26 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 let ev = evaluate(&l.ioc, &mut item, &truth_of(i));
                 if ev.truth == Truth::Unknown || ev.witness == Truth::Unknown {
                     saw_unknown[i].store(true, Ordering::Relaxed);
-                    let why = match &item.digests {
-                        Some(Err(ContentError::TooLarge)) => {
-                            Some("larger than the maximum file size".to_string())
+                    let why = if first_unknown[i].get().is_some() {
+                        // Said once, for the first: no text for the others.
+                        None
+                    } else {
+                        match &item.digests {
+                            Some(Err(ContentError::TooLarge)) => {
+                                Some("larger than the maximum file size".to_string())
+                            }
+                            Some(Err(ContentError::Gone)) => {
+                                Some("gone during the sweep".to_string())
+                            }
+                            Some(Err(ContentError::Unreadable(e))) => Some(e.clone()),
+                            Some(Err(ContentError::Cancelled)) => {
+                                Some("the sweep was cancelled while it was read".to_string())
+                            }
+                            // Nothing wrong with the file: the indicator's unsupported terms
+                            // leave it unknown on any, which its reasons say once.
+                            _ if !l.ioc.unsupported.is_empty() => None,
+                            _ => Some("a term could not be decided on it".to_string()),
                         }
-                        Some(Err(ContentError::Gone)) => Some("gone during the sweep".to_string()),
-                        Some(Err(ContentError::Unreadable(e))) => Some(e.clone()),
-                        Some(Err(ContentError::Cancelled)) => {
-                            Some("the sweep was cancelled while it was read".to_string())
-                        }
-                        // Nothing wrong with the file: the indicator's unsupported terms
-                        // leave it unknown on any, which its reasons say once.
-                        _ if !l.ioc.unsupported.is_empty() => None,
-                        _ => Some("a term could not be decided on it".to_string()),
                     };
                     if let Some(why) = why {
                         // The device path is in the report's form already.
@@ -1723,10 +1743,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                  collected"
                     .to_string(),
             );
-        } else if types.iter().any(|t| !scope.collects(*t)) {
+        } else if iocs[i].ioc.fields().any(|f| !scope.collects_field(f)) {
             why.push(format!(
-                "processes and ports were not collected: {} is not a live system (no \
-                 /proc is mounted in it)",
+                "processes, ports and the host's addresses were not collected: {} is not \
+                 a live system (no /proc is mounted in it)",
                 scope.host_root.display()
             ));
         }

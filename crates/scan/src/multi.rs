@@ -306,7 +306,7 @@ impl<J> Lanes<J> {
         {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::Interrupted,
-                "the sweep was cancelled",
+                crate::items::SweepCancelled,
             ));
         }
         let buf = &mut self.arena[l * STRIDE..(l + 1) * STRIDE];
