@@ -1631,7 +1631,8 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     /// An agent over `data` whose local actions work on the device under `root`.
-    fn open_agent(root: &Path, data: &Path) -> Arc<Agent> {
+    /// An enrolled-looking identity in `data`, for a server nobody listens on.
+    fn save_test_identity(data: &Path) {
         Identity {
             device_id: 1,
             server_url: "https://127.0.0.1:9".into(),
@@ -1642,6 +1643,10 @@ mod tests {
         }
         .save(data)
         .unwrap();
+    }
+
+    fn open_agent(root: &Path, data: &Path) -> Arc<Agent> {
+        save_test_identity(data);
         let (local, _) = crate::response::LocalActions::open(data, root, None).unwrap();
         let runner = Arc::new(SweepRunner::new(root.to_path_buf()));
         Agent::open(data.to_path_buf(), runner, Some(Arc::new(local)))
@@ -2008,16 +2013,7 @@ mod tests {
     async fn without_local_actions_the_server_is_told_and_responses_say_why() {
         let t = tempfile::tempdir().unwrap();
         let data = t.path().join("data");
-        Identity {
-            device_id: 1,
-            server_url: "https://127.0.0.1:9".into(),
-            channel_addr: "127.0.0.1:10".into(),
-            ca_pem: String::new(),
-            cert_pem: String::new(),
-            key_pem: "not a key".into(),
-        }
-        .save(&data)
-        .unwrap();
+        save_test_identity(&data);
         let runner = Arc::new(SweepRunner::new(t.path().to_path_buf()));
         let (agent, _rx) = Agent::open(data.clone(), runner, None).unwrap();
         agent.run_without_local_actions("quarantine key missing".into());
@@ -2040,15 +2036,8 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_entry_can_be_deleted() {
         let t = tempfile::tempdir().unwrap();
-        let (root, data) = (t.path().join("root"), t.path().join("data"));
-        std::fs::create_dir_all(root.join("home/u")).unwrap();
-        std::fs::write(root.join("home/u/evil"), b"evil payload").unwrap();
-        let agent = open_agent(&root, &data);
-        let entry = agent
-            .local()
-            .unwrap()
-            .quarantine("/home/u/evil", "det", "T", "u", None)
-            .unwrap();
+        let (_, agent, entry) = agent_with_evil_quarantined(t.path());
+        let data = t.path().join("data");
         let record = data
             .join("quarantine/records")
             .join(format!("{}.json", entry.id));
