@@ -480,6 +480,20 @@ fn scenario(database: Option<&str>, delete_special: bool) {
         .to_string();
     d1.ctl(&["quarantine", "restore", &id]);
     assert_eq!(std::fs::read(d1.threat()).unwrap(), THREAT);
+    // Done by root on the device, and still in the server's audit log.
+    let restored = format!("quarantine entry {id} (/home/alice/Downloads/invoice.sh) restored");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !admin
+        .json(&["audit", "list", "--limit", "500"])
+        .to_string()
+        .contains(&restored)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the local restore was never audited"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The restore allowed the content on agent 1: another report of it changes nothing
     // until the allowance is withdrawn.

@@ -603,6 +603,24 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             core.store
                 .upsert_quarantine(device_id, &entry_id, &state, &record)
                 .await?;
+            // What leaves a quarantine is an administrator's business wherever it was
+            // asked for (here, or by root on the device with `ctl`): the audit log says
+            // that it was done.
+            if matches!(state.as_str(), "restored" | "deleted") {
+                let path = record["original_path"].as_str().unwrap_or("?");
+                let detail =
+                    format!("device {device_id}: quarantine entry {entry_id} ({path}) {state}");
+                let detail: String = detail.chars().take(512).collect();
+                let _ = core
+                    .store
+                    .audit(
+                        &format!("device {device_id}"),
+                        "agent channel",
+                        &format!("quarantine_entry_{state}"),
+                        &detail,
+                    )
+                    .await;
+            }
         }
         EventBody::Allowance { sha256, allowed } => {
             if riposte_model::is_sha256_hex(&sha256) {
