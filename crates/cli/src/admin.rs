@@ -627,6 +627,13 @@ fn provenance(v: &Value) -> String {
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
+    // What can be checked here is checked before the login: a typo is said as such,
+    // not after a round trip (or as a login failure when the server is down).
+    if let AdminCommand::Policy(PolicyCmd::Set(p)) = &a.command {
+        if let Some(actions) = &p.actions {
+            threat_response_actions(actions)?;
+        }
+    }
     let c = Client::connect(&a).await?;
     let result = run_logged_in(&c, a).await;
     // Each command logs in for itself: it logs out too, so that no session it opened

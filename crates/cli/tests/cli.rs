@@ -1101,3 +1101,30 @@ fn agent_status_of_a_missing_data_directory_says_so() {
         "{err}"
     );
 }
+
+/// A misspelt `--actions` is said before anything else is tried: here no CA file, no
+/// password file and no server exist, and the answer is still about the action.
+#[test]
+fn a_misspelt_action_is_said_before_the_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["admin", "--server", "https://127.0.0.1:9", "--ca"])
+        .arg(tmp.path().join("no-ca.pem"))
+        .args(["--user", "admin", "--password-file"])
+        .arg(tmp.path().join("no-password"))
+        .args([
+            "policy",
+            "set",
+            "Finance",
+            "--actions",
+            "quarantine_and_delte",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--actions") && err.contains("quarantine_and_delte"),
+        "{err}"
+    );
+}
