@@ -851,6 +851,27 @@ fn scan_of_an_image_does_not_take_this_machines_processes_for_its_own() {
     assert_eq!(ioc("full-name")["verdict"], "hit", "{report}");
     assert_eq!(ioc("address")["verdict"], "undetermined", "{report}");
 
+    // An image without etc/passwd: its accounts are unknown, not "none".
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir_all(bare.join("home")).unwrap();
+    let out = Command::new(bin())
+        .args(["scan", "--json", "--host-root"])
+        .arg(&bare)
+        .arg("--ioc")
+        .arg(&user)
+        .args(["--", "/home"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["iocs"][0]["verdict"], "undetermined", "{report}");
+    assert!(
+        report["iocs"][0]["undetermined_because"]
+            .to_string()
+            .contains("has no etc/passwd"),
+        "{report}"
+    );
+
     let out = Command::new(bin())
         .args(["scan", "--host-root"])
         .arg(tmp.path().join("no-such-image"))

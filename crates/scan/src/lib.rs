@@ -1079,6 +1079,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
 
     // 1. Non-file items, only the types some indicator needs.
     let mut collected: Vec<SimpleItem> = Vec::new();
+    // Item types whose source is not there at all (an image without `etc/passwd`):
+    // terms on them are unknown, not false, as where they are not collected.
+    let mut sourceless: Vec<(ItemType, &str)> = Vec::new();
     if scope.system_items {
         let hr = &scope.host_root;
         // Without a live system, the image's own (most likely empty) `proc`.
@@ -1099,6 +1102,17 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             }),
         ];
         for (ty, label, f) in kinds {
+            let source = match ty {
+                ItemType::User => Some("etc/passwd"),
+                ItemType::DnsEntry => Some("etc/hosts"),
+                _ => None,
+            };
+            if let Some(source) = source.filter(|s| !hr.join(s).is_file()) {
+                if needs(ty) {
+                    sourceless.push((ty, source));
+                }
+                continue;
+            }
             if needs(ty) && scope.collects(ty) {
                 let mut v = f();
                 // An image's addresses are not in it: unknown, not "none".
@@ -1151,10 +1165,14 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         let e = &exists[ioc];
         let terms = &iocs[ioc].ioc.terms;
         let walk_incomplete = &walk_incomplete;
+        let sourceless = &sourceless;
         move |t: usize| {
             let is_file = terms[t].field.item() == ItemType::File;
             let found = e[t].load(Ordering::Relaxed);
             if !scope.collects_field(terms[t].field)
+                || sourceless
+                    .iter()
+                    .any(|(ty, _)| *ty == terms[t].field.item())
                 || is_file && !found && walk_incomplete.load(Ordering::Relaxed)
             {
                 Truth::Unknown
@@ -1749,6 +1767,19 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                  a live system (no /proc is mounted in it)",
                 scope.host_root.display()
             ));
+        }
+        for (ty, source) in &sourceless {
+            if types.contains(ty) {
+                why.push(format!(
+                    "{} has no {source}: its {} could not be read",
+                    scope.host_root.display(),
+                    if *ty == ItemType::User {
+                        "accounts"
+                    } else {
+                        "hosts entries"
+                    }
+                ));
+            }
         }
         if walk_incomplete.load(Ordering::Relaxed) && types.contains(&ItemType::File) {
             why.push(
