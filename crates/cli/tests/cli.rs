@@ -712,6 +712,27 @@ fn device_list_shows_every_device_of_a_large_fleet() {
     assert!(names.contains("bulk-0000") && names.contains("bulk-1004"));
 }
 
+/// Writes `DIR/ID.ioc`, an OpenIOC 1.1 document whose one term is `SEARCH is VALUE`
+/// (of content type `TYPE`), and returns its path.
+fn one_term_ioc(
+    dir: &std::path::Path,
+    id: &str,
+    search: &str,
+    content_type: &str,
+    value: &str,
+) -> std::path::PathBuf {
+    let document = search.split('/').next().unwrap_or(search);
+    let path = dir.join(format!("{id}.ioc"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="{id}" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>{id}</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="{document}" search="{search}" type="mir"/><Content type="{content_type}">{value}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A directory the sweep cannot list (run as `nobody`, here one of mode 0000) leaves
 /// an indicator of files that found nothing undetermined, not "no match": what it
 /// looks for may be in there. What could be read is still judged.
@@ -730,17 +751,8 @@ fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
     std::fs::write(tree.join("closed/inner.txt"), b"x").unwrap();
     std::fs::write(tree.join("open.txt"), b"o").unwrap();
     std::fs::set_permissions(tree.join("closed"), std::fs::Permissions::from_mode(0o000)).unwrap();
-    let doc = |id: &str, name: &str| {
-        let path = tmp.path().join(format!("{id}.ioc"));
-        std::fs::write(
-            &path,
-            format!(
-                r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="{id}" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>{id}</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">{name}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
-            ),
-        )
-        .unwrap();
-        path
-    };
+    let doc =
+        |id: &str, name: &str| one_term_ioc(tmp.path(), id, "FileItem/FileName", "string", name);
     let (inner, open) = (doc("inner", "inner.txt"), doc("open", "open.txt"));
     let mut cmd = Command::new(bin());
     cmd.args(["scan", "--json", "--no-system-items", "--ioc"])
@@ -799,17 +811,8 @@ fn scan_of_an_image_does_not_take_this_machines_processes_for_its_own() {
         "root:x:0:0:root:/root:/bin/sh\neve:x:1000:1000:Eve,,,:/home/eve:/bin/sh\n",
     )
     .unwrap();
-    let doc = |id: &str, search: &str, value: &str| {
-        let path = tmp.path().join(format!("{id}.ioc"));
-        std::fs::write(
-            &path,
-            format!(
-                r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="{id}" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>{id}</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="x" search="{search}" type="mir"/><Content type="string">{value}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
-            ),
-        )
-        .unwrap();
-        path
-    };
+    let doc =
+        |id: &str, search: &str, value: &str| one_term_ioc(tmp.path(), id, search, "string", value);
     // The test's own process runs on this machine, not in the image.
     let me = std::process::id().to_string();
     let process = doc("process", "ProcessItem/pid", &me);
@@ -900,15 +903,13 @@ fn an_interrupted_scan_reports_what_it_looked_at() {
         let f = std::fs::File::create(tree.join(format!("zeros{i}"))).unwrap();
         f.set_len(32 << 20).unwrap();
     }
-    let ioc = tmp.path().join("h.ioc");
-    std::fs::write(
-        &ioc,
-        format!(
-            r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="h" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>h</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/Sha256sum" type="mir"/><Content type="sha256">{}</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#,
-            "0".repeat(64)
-        ),
-    )
-    .unwrap();
+    let ioc = one_term_ioc(
+        tmp.path(),
+        "h",
+        "FileItem/Sha256sum",
+        "sha256",
+        &"0".repeat(64),
+    );
     let child = Command::new(bin())
         .args([
             "scan",
