@@ -1100,6 +1100,32 @@ async fn passwords_are_changed_and_set_postgres() {
     passwords_are_changed_and_set(Backend::Postgres).await;
 }
 
+/// Five wrong guesses at `oper`'s password from new addresses (198.51.100.FIRST and
+/// the four after it) leave the right `password`, from `address`, refused as too many
+/// attempts.
+async fn assert_locked_out_after_guesses(
+    core: &riposte_server::service::Core,
+    first: u8,
+    password: &str,
+    address: &str,
+) {
+    for n in first..first + 5 {
+        let source = format!("198.51.100.{n}");
+        assert!(core.login("oper", "guess", &source).await.is_err());
+    }
+    let locked = core
+        .login("oper", password, address)
+        .await
+        .expect_err("locked out");
+    assert!(
+        matches!(
+            locked,
+            riposte_server::error::ServiceError::TooManyAttempts(_)
+        ),
+        "{locked:?}"
+    );
+}
+
 /// An administrator's reset lifts the lockout that guesses from many addresses put on
 /// the account: its owner, at an address it has never used, can log in with the new one.
 #[tokio::test]
@@ -1114,21 +1140,7 @@ async fn a_reset_lifts_the_accounts_lockout() {
         )
         .await;
     let core = &ts.running().core;
-    for n in 1..=5 {
-        let source = format!("198.51.100.{n}");
-        assert!(core.login("oper", "guess", &source).await.is_err());
-    }
-    let locked = core
-        .login("oper", "first-password-1", "203.0.113.7")
-        .await
-        .expect_err("locked for a new address");
-    assert!(
-        matches!(
-            locked,
-            riposte_server::error::ServiceError::TooManyAttempts(_)
-        ),
-        "{locked:?}"
-    );
+    assert_locked_out_after_guesses(core, 1, "first-password-1", "203.0.113.7").await;
     admin
         .ok(
             "PUT",
@@ -1154,21 +1166,8 @@ async fn a_reset_lifts_the_accounts_lockout() {
             Some(json!({"password": "third-password-3"})),
         )
         .await;
-    for n in 1..=5 {
-        let source = format!("198.51.100.{}", 10 + n);
-        assert!(core.login("oper", "guess", &source).await.is_err());
-    }
-    let locked = core
-        .login("oper", "third-password-3", "192.0.2.50")
-        .await
-        .expect_err("no longer a known address");
-    assert!(
-        matches!(
-            locked,
-            riposte_server::error::ServiceError::TooManyAttempts(_)
-        ),
-        "{locked:?}"
-    );
+    // The addresses it used before the reset are no longer known ones.
+    assert_locked_out_after_guesses(core, 11, "third-password-3", "192.0.2.50").await;
     ts.stop().await;
 }
 
