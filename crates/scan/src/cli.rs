@@ -355,22 +355,8 @@ fn live_proc(host_root: &Path) -> Option<PathBuf> {
     let proc = host_root.join("proc");
     // A link there (to this machine's `/proc`, say) is not a /proc mounted in the image.
     let mounted_here = std::fs::symlink_metadata(&proc).is_ok_and(|m| m.is_dir());
-    (mounted_here && is_procfs(&proc)).then_some(proc)
-}
-
-fn is_procfs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `statfs` fills the zeroed struct through a valid pointer from a
-    // NUL-terminated path.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0;
-    // The field's and the constant's types differ between C libraries.
-    #[allow(clippy::unnecessary_cast)]
-    let procfs = fs.f_type as i64 == libc::PROC_SUPER_MAGIC as i64;
-    ok && procfs
+    let procfs = crate::walk::fs_magic(&proc) == Some(crate::walk::PROC_MAGIC);
+    (mounted_here && procfs).then_some(proc)
 }
 
 /// Does the file at `path` look like an indicator document of `kind`? Only its first

@@ -1003,7 +1003,7 @@ pub fn mounts_of_type(proc_root: &Path, host_root: &Path, types: &[&str]) -> Vec
 /// type: a `/dev` named explicitly is walked (its device nodes are not regular files).
 pub fn on_pseudo_fs(path: &Path) -> bool {
     const PSEUDO_MAGIC: &[u32] = &[
-        0x9fa0,      // proc
+        PROC_MAGIC,
         0x6265_6572, // sysfs
         0x6462_6720, // debugfs
         0x7472_6163, // tracefs
@@ -1021,18 +1021,25 @@ pub fn on_pseudo_fs(path: &Path) -> bool {
         0x6e73_6673, // nsfs
         0x6759_6969, // rpc_pipefs
     ];
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
+    fs_magic(path).is_some_and(|magic| PSEUDO_MAGIC.contains(&magic))
+}
+
+/// The type of proc file systems, as [`fs_magic`] reports it.
+pub const PROC_MAGIC: u32 = 0x9fa0;
+
+/// The type the kernel reports for the file system of `path` (followed if it is a
+/// link), by `statfs`; `None` where it cannot be asked.
+pub fn fs_magic(path: &Path) -> Option<u32> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
     // SAFETY: `c` is NUL-terminated and `st` a writable statfs buffer.
     if unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return false;
+        return None;
     }
     // SAFETY: statfs succeeded and filled the buffer.
     let kind = unsafe { st.assume_init_ref() }.f_type;
     // Magic numbers are 32-bit; `f_type` is wider on 64-bit targets.
-    PSEUDO_MAGIC.contains(&(kind as u32))
+    Some(kind as u32)
 }
 
 /// Every mount: its mount point as a host path, and its file-system type.
