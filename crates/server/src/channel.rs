@@ -589,17 +589,7 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             record,
         } => {
             // A damaged entry's deletion comes without the record the device lost:
-            // the one kept here stays, with the new state.
-            let record = if record.is_null() {
-                core.store
-                    .quarantine(Some(device_id))
-                    .await?
-                    .into_iter()
-                    .find(|row| row.entry_id == entry_id)
-                    .map_or(record, |row| row.record)
-            } else {
-                record
-            };
+            // the store keeps the one it holds.
             core.store
                 .upsert_quarantine(device_id, &entry_id, &state, &record)
                 .await?;
@@ -607,9 +597,13 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             // asked for (here, or by root on the device with `ctl`): the audit log says
             // that it was done.
             if matches!(state.as_str(), "restored" | "deleted") {
-                let path = record["original_path"].as_str().unwrap_or("?");
+                // A damaged entry's deletion comes without its path.
+                let path = record["original_path"]
+                    .as_str()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default();
                 let detail =
-                    format!("device {device_id}: quarantine entry {entry_id} ({path}) {state}");
+                    format!("device {device_id}: quarantine entry {entry_id}{path} {state}");
                 let detail: String = detail.chars().take(512).collect();
                 let _ = core
                     .store

@@ -197,7 +197,8 @@ impl Store {
             .collect()
     }
 
-    /// Stores or updates a quarantine entry's metadata.
+    /// Stores or updates a quarantine entry's metadata. A `null` record (a damaged
+    /// entry's deletion: the device lost it) keeps the record already held.
     pub async fn upsert_quarantine(
         &self,
         device_id: i64,
@@ -207,7 +208,8 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO quarantine (device_id, entry_id, state, record, updated_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (device_id, entry_id) DO UPDATE SET state = excluded.state, record = excluded.record,
+             ON CONFLICT (device_id, entry_id) DO UPDATE SET state = excluded.state,
+             record = CASE WHEN excluded.record = 'null' THEN quarantine.record ELSE excluded.record END,
              updated_at = excluded.updated_at",
         )
         .bind(device_id)
@@ -387,6 +389,13 @@ mod tests {
             let q = store.quarantine(None).await.unwrap();
             assert_eq!(q.len(), 1);
             assert_eq!(q[0].state, "restored");
+            // A change without a record (a damaged entry's deletion) keeps the one held.
+            store
+                .upsert_quarantine(d, "q1", "deleted", &serde_json::Value::Null)
+                .await
+                .unwrap();
+            let q = store.quarantine(None).await.unwrap();
+            assert_eq!((q[0].state.as_str(), &q[0].record), ("deleted", &rec));
             assert!(store.detection("nope").await.is_err());
         })
         .await;
