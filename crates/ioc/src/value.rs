@@ -211,9 +211,20 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
         ("(?&", "recursion"),
     ];
     use regex_syntax::ast::ErrorKind;
-    let e = regex_syntax::ast::parse::Parser::new()
-        .parse(pattern)
-        .err()?;
+    let e = match regex_syntax::ast::parse::Parser::new().parse(pattern) {
+        // `a++` parses here too, as `(a+)+`: run, it would match what PCRE's possessive
+        // quantifier refuses (`a++a` never matches in PCRE).
+        Ok(ast) => {
+            return has_possessive_quantifier(&ast).then(|| {
+                format!(
+                    "the regular expression '{pattern}' uses a possessive quantifier \
+                     ('++', '*+', '?+' or '{{n}}+'), which this scanner's engine does not run \
+                     (it would read it as a greedy one and match what PCRE does not)"
+                )
+            })
+        }
+        Err(e) => e,
+    };
     let what = match e.kind() {
         ErrorKind::UnsupportedLookAround => "look-around (look-ahead or look-behind)",
         ErrorKind::UnsupportedBackreference => "a back-reference",
@@ -228,6 +239,32 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
         "the regular expression '{pattern}' uses {what}, which this scanner's engine does not \
          run (it matches in linear time, so that no expression can stall a sweep)"
     ))
+}
+
+/// Whether `ast` holds a quantifier written right after another, with no group between:
+/// PCRE's possessive form (`a++`, `a*+`, `a?+`, `a{2}+`), which this engine's parser
+/// takes for a repetition of a repetition.
+fn has_possessive_quantifier(ast: &regex_syntax::ast::Ast) -> bool {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionOp};
+    match ast {
+        Ast::Repetition(outer) => {
+            let written_possessive = matches!(
+                (&*outer.ast, &outer.op),
+                (
+                    Ast::Repetition(_),
+                    RepetitionOp {
+                        kind: RepetitionKind::OneOrMore,
+                        ..
+                    }
+                )
+            ) && outer.greedy;
+            written_possessive || has_possessive_quantifier(&outer.ast)
+        }
+        Ast::Group(g) => has_possessive_quantifier(&g.ast),
+        Ast::Alternation(a) => a.asts.iter().any(has_possessive_quantifier),
+        Ast::Concat(c) => c.asts.iter().any(has_possessive_quantifier),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -480,6 +480,26 @@ impl YaraRules {
                 } = split_top_level(text);
                 let mut compiler = new_compiler();
                 let mut warnings = Vec::new();
+                // An import of a module this engine lacks (`magic`, `cuckoo`), valid YARA,
+                // would fail every rule compiled after it: it is left out, so that only
+                // the rules that use the module are skipped.
+                let imports = imports
+                    .lines()
+                    .filter_map(|line| {
+                        let chunk = format!("{line}\n");
+                        match new_compiler().add_rules_str(&chunk) {
+                            Ok(_) => Some(chunk),
+                            Err(e) => {
+                                warnings.push(format!(
+                                    "skipped '{}': {}",
+                                    line.trim(),
+                                    expanded.describe_chunk(&e, &chunk, chunk.len(), 0)
+                                ));
+                                None
+                            }
+                        }
+                    })
+                    .collect::<String>();
                 // Only rules that may not include anything still hold include lines.
                 for (start, end) in include_lines {
                     let chunk = format!("{imports}{}\n", &text[start..end]);
@@ -597,12 +617,33 @@ mod tests {
         }
     }
 
-    /// A module `yara` has and this engine has not is said to be the engine's.
+    /// A module `yara` has and this engine has not is said to be the engine's, and costs
+    /// only the rules that use it: the others of the file still run.
     #[test]
     fn a_module_this_engine_lacks_is_said_so() {
-        let Err(e) =
-            YaraRules::compile_str("import \"magic\"\nrule a { condition: true }\n", "m.yar")
-        else {
+        let rules = YaraRules::compile_str(
+            "import \"magic\"\nimport \"hash\"\n\
+             rule by_type { condition: magic.mime_type() == \"text/plain\" }\n\
+             rule by_text { strings: $a = \"needle\" condition: $a and hash.md5(0, 1) != \"\" }\n",
+            "m.yar",
+        )
+        .unwrap();
+        assert_eq!(rules.rule_count(), 1);
+        assert_eq!(rules.scan_bytes(b"a needle here"), ["by_text"]);
+        let w = rules.warnings().join(" | ");
+        assert!(
+            w.contains("skipped 'import \"magic\"'")
+                && w.contains("unknown import")
+                && w.contains("does not have")
+                && w.contains("skipped rule 'by_type'"),
+            "{w}"
+        );
+        assert!(!w.contains("by_text"), "{w}");
+        // Nothing left to run: the first error, with the hint.
+        let Err(e) = YaraRules::compile_str(
+            "import \"magic\"\nrule a { condition: magic.type() == \"x\" }\n",
+            "m.yar",
+        ) else {
             panic!("compiled");
         };
         let e = e.to_string();

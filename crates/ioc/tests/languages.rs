@@ -1063,6 +1063,10 @@ fn pcre_only_regular_expressions_are_unsupported_not_errors() {
         r"[file:name MATCHES '(?P<n>a)(?P=n)']",
         r"[file:name MATCHES '(?>a)b']",
         r"[file:name MATCHES '\\Qa.b\\E']",
+        r"[file:name MATCHES '^a++b']",
+        r"[file:name MATCHES '^x(b*+)']",
+        r"[file:name MATCHES 'c?+\\.bin']",
+        r"[file:name MATCHES '(?:a|b){2}+c']",
     ] {
         let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
         assert!(ioc.terms.is_empty(), "{p}");
@@ -1087,6 +1091,17 @@ fn pcre_only_regular_expressions_are_unsupported_not_errors() {
     let mut f = file("abc.bin", 1, "0123456789abcdef0123456789abcdef", 0);
     assert_eq!(check(&either, &mut f), Truth::True);
     assert!(stix::parse_pattern("[file:name MATCHES '(a']", "i", "n", "t").is_err());
+    // A repetition of a group, a lazy quantifier and a plain one are not possessive.
+    for p in [
+        r"[file:name MATCHES '^(?:ab+)+c\\.bin$']",
+        r"[file:name MATCHES '^a+?bc\\.bin$']",
+        r"[file:name MATCHES '^ab{1}c\\.bin$']",
+    ] {
+        let ioc = stix::parse_pattern(p, "id", "n", "t").unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(ioc.unsupported.is_empty(), "{p}: {:?}", ioc.unsupported);
+        let mut f = file("abc.bin", 1, "0123456789abcdef0123456789abcdef", 0);
+        assert_eq!(check(&ioc, &mut f), Truth::True, "{p}");
+    }
 
     let ioc = one(
         "matches",

@@ -67,9 +67,11 @@ pub enum Error {
         /// Why it is unsupported.
         reason: String,
     },
-    /// Under strict mode, a YARA rule the engine refused (elsewhere it is skipped, with
-    /// a warning in the report).
-    #[error("{origin}: a YARA rule did not compile (an error in strict mode): {message}")]
+    /// Under strict mode, a YARA rule or import the engine refused (elsewhere it is
+    /// skipped, with a warning in the report).
+    #[error(
+        "{origin}: a YARA rule or import did not compile (an error in strict mode): {message}"
+    )]
     RefusedRule {
         /// Document.
         origin: String,

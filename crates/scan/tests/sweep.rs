@@ -947,13 +947,48 @@ fn strict_unreadable_limits_and_cancel() {
         Err(e @ Error::RefusedRule { .. }) => {
             let e = e.to_string();
             assert!(
-                e.starts_with("half.yar: a YARA rule did not compile"),
+                e.starts_with("half.yar: a YARA rule or import did not compile"),
                 "{e}"
             );
             assert!(e.contains("'broken'") && e.contains("half.yar:2:"), "{e}");
         }
         other => panic!("{other:?}"),
     }
+    // An import of a module this engine lacks costs the rules that use it, not the file
+    // nor the other rule files of the sweep.
+    let magic = IocDocument {
+        include_dir: None,
+        kind: DocumentKind::Yara,
+        origin: "magic.yar".into(),
+        text: "import \"magic\"\nrule by_type { condition: magic.type() == \"x\" }\n\
+               rule by_name { strings: $a = \"zq-marker-7\" condition: $a }\n"
+            .into(),
+    };
+    std::fs::write(d.path().join("planted.bin"), b"a zq-marker-7 here").unwrap();
+    let mut lenient = request(d.path(), vec![magic.clone()]);
+    lenient.scope.system_items = false;
+    let r = sweep(&lenient).unwrap();
+    let w = r.warnings.join(" | ");
+    assert!(
+        w.contains("magic.yar: skipped 'import \"magic\"'") && w.contains("skipped rule 'by_type'"),
+        "{w}"
+    );
+    let hit: Vec<_> = r.hits.iter().filter(|h| h.ioc_id == "by_name").collect();
+    assert_eq!(hit.len(), 1, "{:?}", r.hits);
+    assert!(
+        matches!(&hit[0].item, HitItem::File { path, .. } if path.ends_with("planted.bin")),
+        "{:?}",
+        hit[0].item
+    );
+    std::fs::remove_file(d.path().join("planted.bin")).unwrap();
+    let mut strict = request(d.path(), vec![magic]);
+    strict.strict = true;
+    let e = sweep(&strict).unwrap_err().to_string();
+    assert!(
+        e.starts_with("magic.yar: a YARA rule or import did not compile")
+            && e.contains("does not have"),
+        "{e}"
+    );
     let bad = IocDocument {
         include_dir: None,
         kind: DocumentKind::OpenIoc,
