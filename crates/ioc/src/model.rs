@@ -7,7 +7,8 @@
 //! can evaluate are kept as [`UnsupportedTerm`]s so that they are reported, never
 //! silently treated as "no match".
 
-use crate::value::{format_datetime, ip_key};
+pub use crate::value::Timestamp;
+use crate::value::{format_datetime, format_timestamp, ip_key, parse_datetime_precise};
 use regex::Regex;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -335,8 +336,11 @@ pub enum Operand {
     Str(String),
     /// An integer.
     Int(i64),
-    /// A point in time, Unix seconds.
-    Date(i64),
+    /// A point in time, and the decimal digits of a second it is written to (its
+    /// significant ones): an item's time is cut to as many before they compare, so that
+    /// `is 2020-01-01T00:00:07Z` holds all through that second and `less-than …07.5Z`
+    /// holds at 07.0.
+    Date(Timestamp, u8),
     /// A duration, seconds.
     Duration(f64),
     /// A hash, lower-case hex.
@@ -355,8 +359,8 @@ pub enum FieldValue {
     Str(String),
     /// An integer.
     Int(i64),
-    /// A point in time, Unix seconds.
-    Time(i64),
+    /// A point in time, to the nanosecond where the source has it.
+    Time(Timestamp),
     /// A duration, seconds.
     Duration(f64),
     /// An IP address.
@@ -372,7 +376,7 @@ impl FieldValue {
         match self {
             FieldValue::Str(s) => Cow::Borrowed(s),
             FieldValue::Int(i) => Cow::Owned(i.to_string()),
-            FieldValue::Time(t) => Cow::Owned(format_datetime(*t)),
+            FieldValue::Time(t) => Cow::Owned(format_datetime(t.secs)),
             FieldValue::Duration(d) => Cow::Owned(d.to_string()),
             FieldValue::Ip(ip) => Cow::Owned(ip.to_string()),
             FieldValue::List(l) => {
@@ -650,9 +654,8 @@ fn compare(value: &FieldValue, op: &Operand, preserve: bool) -> Option<Ordering>
     match (value, op) {
         (FieldValue::Int(v), Operand::Int(o)) => Some(v.cmp(o)),
         (FieldValue::Int(v), Operand::Duration(o)) => (*v as f64).partial_cmp(o),
-        (FieldValue::Time(v), Operand::Date(o)) | (FieldValue::Time(v), Operand::Int(o)) => {
-            Some(v.cmp(o))
-        }
+        (FieldValue::Time(v), Operand::Date(o, digits)) => Some(v.truncated(*digits).cmp(o)),
+        (FieldValue::Time(v), Operand::Int(o)) => Some(v.secs.cmp(o)),
         (FieldValue::Duration(v), Operand::Duration(o)) => v.partial_cmp(o),
         (FieldValue::Duration(v), Operand::Int(o)) => v.partial_cmp(&(*o as f64)),
         (FieldValue::Ip(v), Operand::Ip(o)) => Some(ip_key(*v).cmp(&ip_key(*o))),
@@ -660,14 +663,18 @@ fn compare(value: &FieldValue, op: &Operand, preserve: bool) -> Option<Ordering>
         (FieldValue::Str(v), Operand::Ip(o)) => {
             crate::value::parse_ip(v).map(|v| ip_key(v).cmp(&ip_key(*o)))
         }
-        (FieldValue::Str(v), Operand::Date(o)) => crate::value::parse_datetime(v).map(|v| v.cmp(o)),
+        (FieldValue::Str(v), Operand::Date(o, digits)) => {
+            parse_datetime_precise(v).map(|(v, _)| v.truncated(*digits).cmp(o))
+        }
         (v, Operand::Hash(h)) => Some(cmp_folded(&v.text(), h, false)),
         // A number or a time written as a `string` (as some IOC editors write sizes) is
         // compared as what it is: as text, "6" is greater than "100".
         (v, Operand::Str(s)) => {
             let as_what_it_is = match v {
                 FieldValue::Int(v) => crate::value::parse_int(s).map(|o| v.cmp(&o)),
-                FieldValue::Time(v) => crate::value::parse_datetime(s).map(|o| v.cmp(&o)),
+                FieldValue::Time(v) => {
+                    parse_datetime_precise(s).map(|(o, digits)| v.truncated(digits).cmp(&o))
+                }
                 _ => None,
             };
             Some(as_what_it_is.unwrap_or_else(|| cmp_folded(&v.text(), s, preserve)))
@@ -680,7 +687,7 @@ fn operand_text(op: &Operand) -> Cow<'_, str> {
     match op {
         Operand::Str(s) | Operand::Hash(s) => Cow::Borrowed(s),
         Operand::Int(i) => Cow::Owned(i.to_string()),
-        Operand::Date(d) => Cow::Owned(format_datetime(*d)),
+        Operand::Date(d, digits) => Cow::Owned(format_timestamp(*d, *digits)),
         Operand::Duration(d) => Cow::Owned(d.to_string()),
         Operand::Ip(ip) => Cow::Owned(ip.to_string()),
         Operand::Range(a, b) => Cow::Owned(format!("{} TO {}", operand_text(a), operand_text(b))),

@@ -10,7 +10,9 @@
 use crate::model::{
     Condition, ContentType, Field, Ioc, IocFormat, Node, Operand, Term, UnsupportedTerm,
 };
-use crate::value::{parse_datetime, parse_duration, parse_int, parse_ip};
+use crate::value::{
+    parse_datetime, parse_datetime_precise, parse_duration, parse_int, parse_ip, Timestamp,
+};
 use crate::Error;
 use roxmltree::{Document, Node as XNode, ParsingOptions};
 
@@ -645,10 +647,18 @@ pub(crate) fn parse_operand(
                 // takes in the 31st.
                 let (a, b) = (a.trim(), b.trim());
                 let point = |t: &str| {
-                    parse_datetime(t).ok_or_else(|| format!("'{t}' is not a valid ISO 8601 date"))
+                    parse_datetime_precise(t)
+                        .ok_or_else(|| format!("'{t}' is not a valid ISO 8601 date"))
                 };
-                let end = point(b)? + if is_day_alone(b) { DAY_LAST_SECOND } else { 0 };
-                (Operand::Date(point(a)?), Operand::Date(end))
+                let (start, start_digits) = point(a)?;
+                let (mut end, end_digits) = point(b)?;
+                if is_day_alone(b) {
+                    end.secs += DAY_LAST_SECOND;
+                }
+                (
+                    Operand::Date(start, start_digits),
+                    Operand::Date(end, end_digits),
+                )
             } else {
                 (
                     parse_operand(ty, condition, a)?,
@@ -662,7 +672,7 @@ pub(crate) fn parse_operand(
             };
             let reversed = match (&a, &b) {
                 (Operand::Int(a), Operand::Int(b)) => a > b,
-                (Operand::Date(a), Operand::Date(b)) => a > b,
+                (Operand::Date(a, _), Operand::Date(b, _)) => a > b,
                 (Operand::Duration(a), Operand::Duration(b)) => a > b,
                 (Operand::Ip(a), Operand::Ip(b)) => match (v4(a), v4(b)) {
                     (Some(a), Some(b)) => a > b,
@@ -690,16 +700,17 @@ pub(crate) fn parse_operand(
         ContentType::String => Operand::Str(raw.to_string()),
         ContentType::Int => Operand::Int(parse_int(t).ok_or_else(|| bad("int"))?),
         ContentType::Date => {
-            let at = parse_datetime(t).ok_or_else(|| bad("ISO 8601 date"))?;
+            let (at, digits) = parse_datetime_precise(t).ok_or_else(|| bad("ISO 8601 date"))?;
+            let last_second = Timestamp::from_secs(at.secs + DAY_LAST_SECOND);
             // A day alone (`2020-01-15`) stands for the whole day, not its first second:
             // `is` holds at any time of it, `greater-than` after it, `less-than` before.
             match condition {
                 Condition::Is if is_day_alone(t) => Operand::Range(
-                    Box::new(Operand::Date(at)),
-                    Box::new(Operand::Date(at + DAY_LAST_SECOND)),
+                    Box::new(Operand::Date(at, 0)),
+                    Box::new(Operand::Date(last_second, 0)),
                 ),
-                Condition::GreaterThan if is_day_alone(t) => Operand::Date(at + DAY_LAST_SECOND),
-                _ => Operand::Date(at),
+                Condition::GreaterThan if is_day_alone(t) => Operand::Date(last_second, 0),
+                _ => Operand::Date(at, digits),
             }
         }
         ContentType::Duration => {

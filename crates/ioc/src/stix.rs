@@ -36,7 +36,7 @@ use crate::model::{
     UnsupportedTerm,
 };
 use crate::openioc::build_term;
-use crate::value::{parse_datetime, parse_ip};
+use crate::value::{parse_datetime, parse_datetime_precise, parse_ip, Timestamp};
 use crate::Error;
 use std::net::IpAddr;
 
@@ -52,7 +52,8 @@ enum Lit {
     Int(i64),
     Float(f64),
     Bool(bool),
-    Time(i64),
+    /// A timestamp and the decimal digits of a second it is written to.
+    Time(Timestamp, u8),
     Bin(String),
     List(Vec<Lit>),
 }
@@ -469,8 +470,10 @@ impl<'a> Parser<'a> {
                 let at = self.pos;
                 self.pos += 1;
                 let s = self.quoted()?;
-                match parse_datetime(&s) {
-                    Some(t) if s.contains('T') && s.ends_with('Z') => Ok(Lit::Time(t)),
+                match parse_datetime_precise(&s) {
+                    Some((t, digits)) if s.contains('T') && s.ends_with('Z') => {
+                        Ok(Lit::Time(t, digits))
+                    }
                     _ => Err((
                         at,
                         format!("'{s}' is not an RFC 3339 timestamp ending in Z"),
@@ -561,8 +564,8 @@ fn operand_for(field: Field, lit: &Lit, textual: bool) -> Result<(ContentType, O
             };
         }
         if is_time_field(field) {
-            return match parse_datetime(s) {
-                Some(t) => Ok((ContentType::Date, Operand::Date(t))),
+            return match parse_datetime_precise(s) {
+                Some((t, digits)) => Ok((ContentType::Date, Operand::Date(t, digits))),
                 None => Err(format!(
                     "'{s}' is not a timestamp (write t'2020-01-01T00:00:00Z')"
                 )),
@@ -591,14 +594,14 @@ fn operand_for(field: Field, lit: &Lit, textual: bool) -> Result<(ContentType, O
     if !textual {
         let kind = match lit {
             Lit::Int(_) | Lit::Float(_) => Some("a number"),
-            Lit::Time(_) => Some("a timestamp"),
+            Lit::Time(..) => Some("a timestamp"),
             Lit::Bool(_) => Some("a boolean"),
             Lit::Str(_) | Lit::Bin(_) | Lit::List(_) => None,
         };
         let wanted = if is_number_field(field) {
             (!matches!(lit, Lit::Int(_) | Lit::Float(_))).then_some("a number")
         } else if is_time_field(field) {
-            (!matches!(lit, Lit::Time(_))).then_some("a timestamp (t'2020-01-01T00:00:00Z')")
+            (!matches!(lit, Lit::Time(..))).then_some("a timestamp (t'2020-01-01T00:00:00Z')")
         } else if field.needs_content() {
             Some("a hash in quotes")
         } else if is_ip_field(field) {
@@ -644,7 +647,7 @@ fn operand_of(field: Field, lit: &Lit) -> (ContentType, Operand) {
             (ContentType::Int, Operand::Int(*f as i64))
         }
         Lit::Float(f) => (ContentType::Duration, Operand::Duration(*f)),
-        Lit::Time(t) => (ContentType::Date, Operand::Date(*t)),
+        Lit::Time(t, digits) => (ContentType::Date, Operand::Date(*t, *digits)),
         Lit::Bool(b) => (ContentType::String, Operand::Str(b.to_string())),
         Lit::Bin(s) | Lit::Str(s) => {
             if field.needs_content() {
@@ -846,7 +849,7 @@ impl Builder {
                 Lit::Int(i) => i.to_string(),
                 Lit::Float(f) => f.to_string(),
                 Lit::Bool(b) => b.to_string(),
-                Lit::Time(t) => crate::value::format_datetime(*t),
+                Lit::Time(t, digits) => crate::value::format_timestamp(*t, *digits),
                 Lit::List(_) => String::new(),
             };
             let mut cond = cond;

@@ -47,9 +47,51 @@ fn num(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
+/// A point in time: Unix seconds, and the nanoseconds past them (a time before 1970 is
+/// the second before it plus a positive fraction, so that the pair orders as the time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    /// Whole seconds since the Unix epoch.
+    pub secs: i64,
+    /// Nanoseconds past `secs`, below 1,000,000,000.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// A whole second.
+    pub const fn from_secs(secs: i64) -> Self {
+        Timestamp { secs, nanos: 0 }
+    }
+
+    /// This time with its fraction of a second cut to `digits` decimal digits (0 to 9):
+    /// how an item's time is compared with an operand written to that precision.
+    pub fn truncated(self, digits: u8) -> Self {
+        let unit = 10u32.pow(9 - u32::from(digits.min(9)));
+        Timestamp {
+            secs: self.secs,
+            nanos: self.nanos - self.nanos % unit,
+        }
+    }
+}
+
+/// Reports carry a time as whole Unix seconds, as they did before fractions counted.
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.secs)
+    }
+}
+
 /// Parses an ISO 8601 date or date-time (`2014-09-03`, `2014-09-03T19:35:19`,
-/// `2014-09-03T19:35:19.123Z`, `…+02:00`) into Unix seconds. A missing zone means UTC.
+/// `2014-09-03T19:35:19.123Z`, `…+02:00`) into Unix seconds, the fraction dropped. A
+/// missing zone means UTC.
 pub fn parse_datetime(s: &str) -> Option<i64> {
+    parse_datetime_precise(s).map(|(t, _)| t.secs)
+}
+
+/// [`parse_datetime`], keeping the fraction of a second: the time, and the number of
+/// decimal digits of a second it is given to, counting its significant ones only
+/// (`07.50` gives one, `07.000` none), at most nine.
+pub fn parse_datetime_precise(s: &str) -> Option<(Timestamp, u8)> {
     let s = s.trim();
     let (date, time) = match s.find(['T', 't', ' ']) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
@@ -90,25 +132,32 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
         let mut cp = clock.split(':');
         let h = num(cp.next()?)?;
         let mi = num(cp.next()?)?;
-        // Fractions of a second must be digits; they are dropped, as times compare in
-        // whole seconds.
-        let (sec, fraction_nonzero) = match cp.next() {
+        // Fractions of a second must be digits; past nanoseconds they are cut.
+        let (sec, fraction) = match cp.next() {
             Some(sp) => match sp.split_once(['.', ',']) {
                 Some((whole, fraction)) => {
                     num(fraction)?;
-                    (num(whole)?, fraction.bytes().any(|b| b != b'0'))
+                    (num(whole)?, fraction)
                 }
-                None => (num(sp)?, false),
+                None => (num(sp)?, ""),
             },
-            None => (0, false),
+            None => (0, ""),
         };
-        let end_of_day = h == 24 && mi == 0 && sec == 0 && !fraction_nonzero;
+        let significant = fraction.trim_end_matches('0');
+        let end_of_day = h == 24 && mi == 0 && sec == 0 && significant.is_empty();
         if cp.next().is_some() || (h > 23 && !end_of_day) || mi > 59 || sec > 60 {
             return None;
         }
         secs += h * 3600 + mi * 60 + sec - offset;
+        let digits = significant.len().min(9);
+        let nanos = significant[..digits]
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(9)
+            .fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
+        return Some((Timestamp { secs, nanos }, digits as u8));
     }
-    Some(secs)
+    Some((Timestamp::from_secs(secs), 0))
 }
 
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -121,6 +170,20 @@ pub fn format_datetime(secs: i64) -> String {
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
+    )
+}
+
+/// [`format_datetime`] with `digits` decimal digits of a second (none when 0).
+pub fn format_timestamp(t: Timestamp, digits: u8) -> String {
+    let whole = format_datetime(t.secs);
+    if digits == 0 {
+        return whole;
+    }
+    let fraction = format!("{:09}", t.nanos);
+    format!(
+        "{}.{}Z",
+        whole.trim_end_matches('Z'),
+        &fraction[..usize::from(digits.min(9))]
     )
 }
 
@@ -286,6 +349,38 @@ mod tests {
         assert_eq!(format_datetime(1_409_772_919), "2014-09-03T19:35:19Z");
         assert_eq!(parse_datetime("2014-13-03"), None);
         assert_eq!(parse_datetime("yesterday"), None);
+    }
+
+    /// A fraction of a second is kept to its significant digits, at most nine.
+    #[test]
+    fn fractions_of_a_second_are_kept() {
+        let at = |s| parse_datetime_precise(s).unwrap();
+        let t = |secs, nanos| Timestamp { secs, nanos };
+        assert_eq!(at("2014-09-03T19:35:19Z"), (t(1_409_772_919, 0), 0));
+        assert_eq!(at("2014-09-03T19:35:19.000Z"), (t(1_409_772_919, 0), 0));
+        assert_eq!(
+            at("2014-09-03T19:35:19.50Z"),
+            (t(1_409_772_919, 500_000_000), 1)
+        );
+        assert_eq!(
+            at("2014-09-03T21:35:19,123456789+02:00"),
+            (t(1_409_772_919, 123_456_789), 9)
+        );
+        assert_eq!(
+            at("2014-09-03T19:35:19.1234567891Z"),
+            (t(1_409_772_919, 123_456_789), 9)
+        );
+        assert_eq!(at("1969-12-31T23:59:59.25Z"), (t(-1, 250_000_000), 2));
+        assert_eq!(at("2014-09-03"), (t(1_409_702_400, 0), 0));
+        assert_eq!(
+            format_timestamp(t(1_409_772_919, 500_000_000), 3),
+            "2014-09-03T19:35:19.500Z"
+        );
+        assert_eq!(format_timestamp(t(0, 5), 0), "1970-01-01T00:00:00Z");
+        assert_eq!(t(7, 987_654_321).truncated(1), t(7, 900_000_000));
+        assert_eq!(t(7, 987_654_321).truncated(0), t(7, 0));
+        assert_eq!(t(7, 987_654_321).truncated(9), t(7, 987_654_321));
+        assert!(t(-1, 250_000_000) < t(0, 0));
     }
 
     /// Dates that do not exist are refused, not rolled over into the next month, and

@@ -1,7 +1,7 @@
 //! Parser and evaluator tests on synthetic items (no file system).
 
 use riposte_ioc::eval::{evaluate, evaluate_host, Item, Truth};
-use riposte_ioc::model::{Field, FieldValue, ItemType};
+use riposte_ioc::model::{Field, FieldValue, ItemType, Timestamp};
 use riposte_ioc::{ioc_from_detection, openioc, stix, DetectedObject, Detection, Error, Ioc};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -29,7 +29,10 @@ fn file(name: &str, size: i64, md5: &str, mtime: i64) -> Fake {
     );
     m.insert(Field::FileSize, FieldValue::Int(size));
     m.insert(Field::FileMd5, FieldValue::Str(md5.into()));
-    m.insert(Field::FileModified, FieldValue::Time(mtime));
+    m.insert(
+        Field::FileModified,
+        FieldValue::Time(Timestamp::from_secs(mtime)),
+    );
     Fake(ItemType::File, m)
 }
 
@@ -1122,6 +1125,128 @@ fn pcre_only_regular_expressions_are_unsupported_not_errors() {
         item11("matches", "FileItem/FileName", "string", "(a", false, false)
     ));
     assert!(openioc::parse(&x, "t.ioc").is_err());
+}
+
+/// A time written with a fraction of a second compares to that fraction: the item's time
+/// is cut to the operand's significant digits, in both languages. A whole second (or
+/// `.000`) still holds all through that second.
+#[test]
+fn fractions_of_a_second_compare_to_the_operands_precision() {
+    // 2020-01-01T00:00:07 and a fraction.
+    let at = |nanos: u32| {
+        let mut f = file("a.bin", 1, "0123456789abcdef0123456789abcdef", 0);
+        f.1.insert(
+            Field::FileModified,
+            FieldValue::Time(Timestamp {
+                secs: 1_577_836_807,
+                nanos,
+            }),
+        );
+        f
+    };
+    for (cond, value, nanos, want) in [
+        ("less-than", "2020-01-01T00:00:07.5Z", 0, Truth::True),
+        (
+            "less-than",
+            "2020-01-01T00:00:07.5Z",
+            499_999_999,
+            Truth::True,
+        ),
+        (
+            "less-than",
+            "2020-01-01T00:00:07.5Z",
+            500_000_000,
+            Truth::False,
+        ),
+        (
+            "greater-than",
+            "2020-01-01T00:00:07.25Z",
+            260_000_000,
+            Truth::True,
+        ),
+        (
+            "greater-than",
+            "2020-01-01T00:00:07.25Z",
+            259_999_999,
+            Truth::False,
+        ),
+        ("is", "2020-01-01T00:00:07.5Z", 530_000_000, Truth::True),
+        ("is", "2020-01-01T00:00:07.50Z", 600_000_000, Truth::False),
+        ("is", "2020-01-01T00:00:07Z", 999_999_999, Truth::True),
+        ("is", "2020-01-01T00:00:07.000Z", 300_000_000, Truth::True),
+        (
+            "greater-than",
+            "2020-01-01T00:00:07Z",
+            300_000_000,
+            Truth::False,
+        ),
+        (
+            "less-than",
+            "2020-01-01T00:00:08Z",
+            999_999_999,
+            Truth::True,
+        ),
+        (
+            "is",
+            "2020-01-01T00:00:07.2Z TO 2020-01-01T00:00:07.4Z",
+            450_000_000,
+            Truth::True,
+        ),
+        (
+            "is",
+            "2020-01-01T00:00:07.2Z TO 2020-01-01T00:00:07.4Z",
+            500_000_000,
+            Truth::False,
+        ),
+        (
+            "is",
+            "2020-01-01T00:00:07.2Z TO 2020-01-01T00:00:07.4Z",
+            100_000_000,
+            Truth::False,
+        ),
+    ] {
+        let ioc = one(cond, "FileItem/Modified", "date", value, false, false);
+        assert_eq!(
+            check(&ioc, &mut at(nanos)),
+            want,
+            "{cond} {value} at .{nanos:09}"
+        );
+    }
+    for (pattern, nanos, want) in [
+        ("[file:mtime < t'2020-01-01T00:00:07.5Z']", 0, Truth::True),
+        (
+            "[file:mtime < t'2020-01-01T00:00:07.5Z']",
+            700_000_000,
+            Truth::False,
+        ),
+        (
+            "[file:mtime = t'2020-01-01T00:00:07.123Z']",
+            123_999_999,
+            Truth::True,
+        ),
+        (
+            "[file:mtime = t'2020-01-01T00:00:07.123Z']",
+            124_000_000,
+            Truth::False,
+        ),
+        (
+            "[file:mtime = t'2020-01-01T00:00:07.000Z']",
+            124_000_000,
+            Truth::True,
+        ),
+        (
+            "[file:mtime >= '2020-01-01T00:00:07.9Z']",
+            950_000_000,
+            Truth::True,
+        ),
+    ] {
+        let ioc = stix::parse_pattern(pattern, "i", "n", "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            check(&ioc, &mut at(nanos)),
+            want,
+            "{pattern} at .{nanos:09}"
+        );
+    }
 }
 
 /// OpenIOC: an order that does not exist (a name that is no number against an `int`)

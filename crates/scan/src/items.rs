@@ -298,7 +298,11 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
             let user = names.get(&uid).cloned().unwrap_or_else(|| uid.to_string());
             v.insert(Field::ProcUser, s(user));
         }
-        v.insert(Field::ProcStartTime, FieldValue::Time(start));
+        // Whole seconds: the boot time it counts from is given in whole seconds.
+        v.insert(
+            Field::ProcStartTime,
+            FieldValue::Time(riposte_ioc::value::Timestamp::from_secs(start)),
+        );
         v.insert(Field::ProcUserTime, FieldValue::Duration(utime));
         v.insert(Field::ProcKernelTime, FieldValue::Duration(stime));
         out.push(SimpleItem {

@@ -9,6 +9,7 @@
 //! file, and on a warm cache that stat is most of its cost, so the walk adds as little
 //! as it can around it (no allocation per entry, no path lookup from `/`).
 
+use riposte_ioc::value::Timestamp;
 use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -388,10 +389,17 @@ pub struct FileMeta {
     size: u64,
     mode: u32,
     uid: u32,
-    atime: i64,
-    mtime: i64,
-    ctime: i64,
-    btime: Option<i64>,
+    atime: Timestamp,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    btime: Option<Timestamp>,
+}
+
+fn timestamp(t: &libc::statx_timestamp) -> Timestamp {
+    Timestamp {
+        secs: t.tv_sec,
+        nanos: t.tv_nsec,
+    }
 }
 
 impl FileMeta {
@@ -403,10 +411,10 @@ impl FileMeta {
             size: s.stx_size,
             mode: u32::from(s.stx_mode),
             uid: s.stx_uid,
-            atime: s.stx_atime.tv_sec,
-            mtime: s.stx_mtime.tv_sec,
-            ctime: s.stx_ctime.tv_sec,
-            btime: (s.stx_mask & libc::STATX_BTIME != 0).then_some(s.stx_btime.tv_sec),
+            atime: timestamp(&s.stx_atime),
+            mtime: timestamp(&s.stx_mtime),
+            ctime: timestamp(&s.stx_ctime),
+            btime: (s.stx_mask & libc::STATX_BTIME != 0).then(|| timestamp(&s.stx_btime)),
         }
     }
 
@@ -465,20 +473,20 @@ impl FileMeta {
     pub fn uid(&self) -> u32 {
         self.uid
     }
-    /// Last access, Unix seconds.
-    pub fn atime(&self) -> i64 {
+    /// Last access.
+    pub fn atime(&self) -> Timestamp {
         self.atime
     }
-    /// Last modification, Unix seconds.
-    pub fn mtime(&self) -> i64 {
+    /// Last modification.
+    pub fn mtime(&self) -> Timestamp {
         self.mtime
     }
-    /// Last status change, Unix seconds.
-    pub fn ctime(&self) -> i64 {
+    /// Last status change.
+    pub fn ctime(&self) -> Timestamp {
         self.ctime
     }
-    /// Creation, Unix seconds, where the file system records it.
-    pub fn created(&self) -> Option<i64> {
+    /// Creation, where the file system records it.
+    pub fn created(&self) -> Option<Timestamp> {
         self.btime
     }
     /// A regular file?
@@ -1154,7 +1162,10 @@ mod tests {
                             std_meta.len(),
                             std_meta.ino(),
                             std_meta.dev(),
-                            std_meta.mtime(),
+                            Timestamp {
+                                secs: std_meta.mtime(),
+                                nanos: std_meta.mtime_nsec() as u32
+                            },
                             std_meta.uid()
                         ),
                         "{}",

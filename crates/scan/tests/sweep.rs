@@ -1596,6 +1596,58 @@ fn hashing_keeps_access_times() {
     assert_eq!(std::fs::metadata(&f).unwrap().accessed().unwrap(), old);
 }
 
+/// A file's times keep their fraction of a second from `statx`: a term written to a
+/// fraction compares to it (2020-01-01T00:00:07 and .2 or .7 seconds).
+#[test]
+fn file_times_compare_to_a_fraction_of_a_second() {
+    let d = device();
+    let at = |name: &str, millis: u64| {
+        let f = d.path().join("tmp").join(name);
+        std::fs::write(&f, b"x").unwrap();
+        let t =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_577_836_807_000 + millis);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    at("early.txt", 200);
+    at("late.txt", 700);
+    let mut req = request(
+        d.path(),
+        vec![
+            ioc(
+                "before_half",
+                &and(&[
+                    term("FileItem/FileExtension", "is", "string", "txt"),
+                    term(
+                        "FileItem/Modified",
+                        "less-than",
+                        "date",
+                        "2020-01-01T00:00:07.5Z",
+                    ),
+                ]),
+            ),
+            ioc(
+                "in_the_second",
+                &and(&[
+                    term("FileItem/FileExtension", "is", "string", "txt"),
+                    term("FileItem/Modified", "is", "date", "2020-01-01T00:00:07Z"),
+                ]),
+            ),
+        ],
+    );
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    assert_eq!(hit_paths(&r, "before_half"), ["file /tmp/early.txt"]);
+    assert_eq!(
+        hit_paths(&r, "in_the_second"),
+        ["file /tmp/early.txt", "file /tmp/late.txt"]
+    );
+}
+
 #[test]
 fn relative_paths_are_the_current_directorys() {
     use clap::Parser;
