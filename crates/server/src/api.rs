@@ -264,7 +264,42 @@ pub fn router(core: AppState) -> Router {
         .with_state(core)
 }
 
-type ApiResult = Result<Json<Value>, ServiceError>;
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// What a handler answers when it fails: an operation's error, or a request body refused
+/// as malformed (already a JSON answer: [`Body`]).
+enum ApiError {
+    Service(ServiceError),
+    Body(Box<Response>),
+}
+
+impl<E: Into<ServiceError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::Service(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Service(e) => e.into_response(),
+            ApiError::Body(r) => *r,
+        }
+    }
+}
+
+/// A request's body, given only to a caller allowed `op`: whoever may not do it learns
+/// that (403, and the refusal is audited), not what the body should have held (400 or
+/// 422). The operation checks the role again itself.
+async fn permitted<T>(
+    core: &Core,
+    c: &Caller,
+    op: riposte_model::Operation,
+    body: Result<T, Response>,
+) -> Result<T, ApiError> {
+    core.allow(c, op).await?;
+    body.map_err(|r| ApiError::Body(Box::new(r)))
+}
 
 fn ok<T: serde::Serialize>(v: T) -> ApiResult {
     Ok(Json(
@@ -307,7 +342,7 @@ async fn login(
     State(core): State<AppState>,
     parts: SourceAddr,
     Body(b): Body<LoginBody>,
-) -> Result<impl IntoResponse, ServiceError> {
+) -> Result<impl IntoResponse, ApiError> {
     let (token, expires_at, principal) = core.login(&b.user, &b.password, &parts.0).await?;
     // A session token is a credential: no cache along the way may keep it.
     Ok((
@@ -387,8 +422,9 @@ struct GroupBody {
 async fn create_group(
     State(core): State<AppState>,
     c: Caller,
-    Body(b): Body<GroupBody>,
+    body: Result<Body<GroupBody>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangeGroups, body).await?;
     let id = core.create_group(&c, &b.name, b.parent.as_deref()).await?;
     ok(json!({ "id": id, "name": b.name.trim() }))
 }
@@ -403,8 +439,9 @@ async fn rename_group(
     State(core): State<AppState>,
     c: Caller,
     Path(group): Path<String>,
-    Body(b): Body<RenameBody>,
+    body: Result<Body<RenameBody>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangeGroups, body).await?;
     core.rename_group(&c, &group, &b.name).await?;
     ok(json!({ "renamed": true, "name": b.name.trim() }))
 }
@@ -419,8 +456,9 @@ async fn move_group(
     State(core): State<AppState>,
     c: Caller,
     Path(group): Path<String>,
-    Body(b): Body<MoveGroupBody>,
+    body: Result<Body<MoveGroupBody>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangeGroups, body).await?;
     core.move_group(&c, &group, &b.parent).await?;
     ok(json!({ "moved": true }))
 }
@@ -442,8 +480,9 @@ async fn set_policy_tr(
     State(core): State<AppState>,
     c: Caller,
     Path(group): Path<String>,
-    Body(b): Body<ThreatResponsePatch>,
+    body: Result<Body<ThreatResponsePatch>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangePolicy, body).await?;
     ok(core.set_policy_threat_response(&c, &group, &b).await?)
 }
 
@@ -451,8 +490,9 @@ async fn set_policy_sandbox(
     State(core): State<AppState>,
     c: Caller,
     Path(group): Path<String>,
-    Body(b): Body<SandboxPatch>,
+    body: Result<Body<SandboxPatch>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangePolicy, body).await?;
     ok(core.set_policy_sandbox(&c, &group, &b).await?)
 }
 
@@ -508,8 +548,9 @@ async fn move_device(
     State(core): State<AppState>,
     c: Caller,
     Path(device): Path<String>,
-    Body(b): Body<MoveBody>,
+    body: Result<Body<MoveBody>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::MoveDevice, body).await?;
     core.move_device(&c, &device, &b.group).await?;
     ok(json!({ "moved": true }))
 }
@@ -536,8 +577,15 @@ async fn set_device_tr(
     State(core): State<AppState>,
     c: Caller,
     Path(device): Path<String>,
-    Body(b): Body<ThreatResponsePatch>,
+    body: Result<Body<ThreatResponsePatch>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(
+        &core,
+        &c,
+        riposte_model::Operation::ChangeDeviceSettings,
+        body,
+    )
+    .await?;
     ok(core.set_device_threat_response(&c, &device, &b).await?)
 }
 
@@ -569,8 +617,15 @@ fn default_uses() -> i64 {
 async fn create_enroll_token(
     State(core): State<AppState>,
     c: Caller,
-    Body(b): Body<TokenBody>,
+    body: Result<Body<TokenBody>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(
+        &core,
+        &c,
+        riposte_model::Operation::ManageEnrollTokens,
+        body,
+    )
+    .await?;
     let (token, expires_at) = core
         .create_enroll_token(&c, &b.group, b.ttl_secs, b.max_uses)
         .await?;
@@ -598,10 +653,9 @@ struct AccountBody {
 async fn create_account(
     State(core): State<AppState>,
     c: Caller,
-    Body(b): Body<AccountBody>,
+    body: Result<Body<AccountBody>, Response>,
 ) -> ApiResult {
-    // Whoever may not manage accounts learns that, not whether the role name was valid.
-    riposte_model::authorize(&c.principal, riposte_model::Operation::ManageAccounts)?;
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::ManageAccounts, body).await?;
     let role = Role::parse(&b.role).map_err(ServiceError::from)?;
     let id = core.create_account(&c, &b.name, role, &b.password).await?;
     ok(json!({ "id": id, "name": b.name, "role": role }))
@@ -627,8 +681,9 @@ struct OwnPasswordBody {
 async fn change_own_password(
     State(core): State<AppState>,
     c: Caller,
-    Body(b): Body<OwnPasswordBody>,
+    body: Result<Body<OwnPasswordBody>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangeOwnPassword, body).await?;
     core.change_own_password(&c, &b.current_password, &b.new_password)
         .await?;
     ok(json!({ "changed": true, "sessions_ended": true }))
@@ -644,8 +699,9 @@ async fn set_account_password(
     State(core): State<AppState>,
     c: Caller,
     Path(name): Path<String>,
-    Body(b): Body<PasswordBody>,
+    body: Result<Body<PasswordBody>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::ManageAccounts, body).await?;
     core.set_account_password(&c, &name, &b.password).await?;
     ok(json!({ "changed": true, "name": name }))
 }
@@ -666,8 +722,15 @@ struct SpecialBody {
 async fn create_special(
     State(core): State<AppState>,
     c: Caller,
-    Body(b): Body<SpecialBody>,
+    body: Result<Body<SpecialBody>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(
+        &core,
+        &c,
+        riposte_model::Operation::ManageSpecialAccount,
+        body,
+    )
+    .await?;
     core.create_special(&c, &b.password).await?;
     ok(json!({ "created": true, "name": riposte_model::accounts::SPECIAL_ACCOUNT_NAME }))
 }
@@ -689,8 +752,9 @@ async fn tasks(State(core): State<AppState>, c: Caller) -> ApiResult {
 async fn create_task(
     State(core): State<AppState>,
     c: Caller,
-    Body(b): Body<TaskRequest>,
+    body: Result<Body<TaskRequest>, Response>,
 ) -> ApiResult {
+    let Body(b) = permitted(&core, &c, riposte_model::Operation::CreateTask, body).await?;
     let (id, warnings) = core.create_task_noting(&c, &b).await?;
     ok(json!({ "id": id, "warnings": warnings }))
 }
@@ -818,8 +882,10 @@ async fn quarantine_action(
     State(core): State<AppState>,
     c: Caller,
     Path((device, entry, action)): Path<(String, String, String)>,
-    OptionalBody(b): OptionalBody<QuarantineBody>,
+    body: Result<OptionalBody<QuarantineBody>, Response>,
 ) -> ApiResult {
+    let OptionalBody(b) =
+        permitted(&core, &c, riposte_model::Operation::HandleQuarantine, body).await?;
     let id = core
         .quarantine_action(&c, &device, &entry, &action, b.restore_to, b.on_conflict)
         .await?;

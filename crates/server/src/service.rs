@@ -726,7 +726,7 @@ impl Core {
     /// [`authorize`], with a refusal written to the audit log: the special account
     /// calling anything but its one operation is a sign its device is compromised, and a
     /// person's attempts beyond their role are worth seeing.
-    async fn allow(&self, c: &Caller, op: Operation) -> ServiceResult<()> {
+    pub(crate) async fn allow(&self, c: &Caller, op: Operation) -> ServiceResult<()> {
         if let Err(denied) = authorize(&c.principal, op) {
             self.audit(c, "refused", &format!("{op:?}")).await;
             return Err(denied.into());

@@ -439,6 +439,45 @@ async fn rights_matrix_of_the_three_roles() {
         let (s, v) = admin.call(method, path, body).await;
         assert_ne!(s, 403, "administrator refused {op}: {v}");
     }
+    // A malformed body tells a role that may not send it only that (403), not what the
+    // body should have held (400 or 422); whoever may send it hears what is wrong.
+    let mut malformed = 0;
+    for (method, path, body, op) in every_operation() {
+        // The special account's password reads no body: it is never changed (409).
+        if body.is_none() || path == "/api/v1/special-account/password" {
+            continue;
+        }
+        malformed += 1;
+        let op_enum: riposte_model::Operation = serde_json::from_value(json!(snake(op))).unwrap();
+        let bad = Some(json!({"riposte_no_such_field": 1}));
+        for (who, role, api) in [
+            ("operator", riposte_model::Role::Operator, &oper),
+            ("auditor", riposte_model::Role::Auditor, &aud),
+            ("administrator", riposte_model::Role::Administrator, &admin),
+        ] {
+            let allowed = riposte_model::authorize(
+                &riposte_model::Principal::Account {
+                    name: who.into(),
+                    role,
+                },
+                op_enum,
+            )
+            .is_ok();
+            let (s, v) = api.call(method, path, bad.clone()).await;
+            if allowed {
+                assert!(
+                    s == 400 || s == 422,
+                    "{who}, allowed {op}, sent a malformed body ({method} {path}): {s} {v}"
+                );
+            } else {
+                assert_eq!(
+                    s, 403,
+                    "{who} must be refused {op} before its body is read ({method} {path}): {v}"
+                );
+            }
+        }
+    }
+    assert!(malformed >= 8, "{malformed}");
     ts.stop().await;
 }
 
