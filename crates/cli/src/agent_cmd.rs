@@ -596,6 +596,17 @@ fn print_quarantine_list(v: &serde_json::Value, json: bool) -> anyhow::Result<Ex
 }
 
 fn quarantine_summary(data: &std::path::Path, host_root: &std::path::Path) -> serde_json::Value {
+    // Opening a quarantine makes its folders and its key: a quarantine that never held
+    // anything is said empty without opening it, so that a status creates nothing.
+    // (Entries without their key are left to the store, which refuses them and says why.)
+    let dir = data.join("quarantine");
+    let holds_nothing = |sub: &str| {
+        std::fs::read_dir(dir.join(sub)).map_or(true, |mut entries| entries.next().is_none())
+    };
+    if !dir.join("quarantine.key").exists() && holds_nothing("records") && holds_nothing("objects")
+    {
+        return serde_json::json!({ "objects": 0, "bytes": 0, "unreadable": [] });
+    }
     let store = riposte_quarantine::QuarantineStore::open_no_recover(
         data.join("quarantine"),
         riposte_host::HostRoot::new(host_root),
@@ -639,7 +650,32 @@ async fn enroll_with_retries(
 
 #[cfg(test)]
 mod tests {
-    use super::{certificate_lines, AgentArgs};
+    use super::{certificate_lines, quarantine_summary, AgentArgs};
+
+    /// A status reads: a quarantine that never held anything is said empty, and neither
+    /// its folders nor its key are made; entries without their key are still said.
+    #[test]
+    fn a_status_creates_no_quarantine() {
+        let data = tempfile::tempdir().unwrap();
+        let v = quarantine_summary(data.path(), std::path::Path::new("/"));
+        assert_eq!(v["objects"], 0, "{v}");
+        assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+        // Emptied folders left behind count as nothing held either.
+        std::fs::create_dir_all(data.path().join("quarantine/records")).unwrap();
+        let v = quarantine_summary(data.path(), std::path::Path::new("/"));
+        assert_eq!(v["objects"], 0, "{v}");
+        assert!(!data.path().join("quarantine/quarantine.key").exists());
+        // A record whose key is gone: the store's refusal is what the status says.
+        std::fs::write(data.path().join("quarantine/records/x.json"), "{}").unwrap();
+        let v = quarantine_summary(data.path(), std::path::Path::new("/"));
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("restore the key")),
+            "{v}"
+        );
+        assert!(!data.path().join("quarantine/quarantine.key").exists());
+    }
     use clap::Parser;
     use riposte_model::time::utc;
 

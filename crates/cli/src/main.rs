@@ -151,6 +151,20 @@ pub fn hold_lock(path: &std::path::Path, taken: impl FnOnce() -> String) -> anyh
             return Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+    // `mode` applies only to a file it creates: one left by an older version, or made
+    // by hand, is restricted now.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = lock
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            lock.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {} to mode 0600", path.display()))?;
+        }
+    }
     // Held until the process ends (the kernel lets go of it then, however it ends).
     std::mem::forget(lock);
     Ok(())
@@ -183,4 +197,24 @@ async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
 /// The web console's routes, served beside the API.
 pub fn console_ui() -> Option<riposte_server::UiBuilder> {
     Some(std::sync::Arc::new(riposte_console::router))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A lock file left readable and writable by others is restricted once held, and a
+    /// second holder is told who has it.
+    #[test]
+    fn a_held_lock_is_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        super::hold_lock(&path, || "taken".into()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let e = super::hold_lock(&path, || "held by another".into()).unwrap_err();
+        assert_eq!(e.to_string(), "held by another");
+    }
 }

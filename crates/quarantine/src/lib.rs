@@ -342,8 +342,12 @@ impl QuarantineStore {
             // A directory made by hand or by an older version may be readable by all.
             fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
                 .map_err(error::io_err("restricting to mode 0700", &d))?;
+            if !sub.is_empty() {
+                restrict_files(&d)?;
+            }
         }
         let key = load_or_create_key(&dir)?;
+        restrict_file(&dir.join("quarantine.key"))?;
         Ok(QuarantineStore {
             dir,
             host,
@@ -1168,6 +1172,40 @@ impl<W: Write> Write for HashWriter<'_, W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Restricts every regular file in `dir` to its owner (0600), as this store creates
+/// them: one copied in by hand, or left by an older version, may be readable by all.
+fn restrict_files(dir: &Path) -> Result<(), QuarantineError> {
+    for entry in fs::read_dir(dir).map_err(error::io_err("listing", dir))? {
+        let entry = entry.map_err(error::io_err("listing", dir))?;
+        restrict_file(&entry.path())?;
+    }
+    Ok(())
+}
+
+/// [`restrict_files`] for one file, through a descriptor opened without following a
+/// symlink (a path could be swapped for one between a check and a `chmod`): a symlink,
+/// a directory or a file gone meanwhile is left as it is.
+fn restrict_file(p: &Path) -> Result<(), QuarantineError> {
+    let fd = match rustix::fs::open(
+        p,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::LOOP) => return Ok(()),
+        Err(e) => return Err(error::io_err("opening", p)(e.into())),
+    };
+    let st =
+        rustix::fs::fstat(&fd).map_err(|e| error::io_err("reading the mode of", p)(e.into()))?;
+    let regular =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+    if regular && st.st_mode & 0o077 != 0 {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))
+            .map_err(|e| error::io_err("restricting to mode 0600", p)(e.into()))?;
+    }
+    Ok(())
 }
 
 /// Loads the per-device key, creating it (32 random bytes, mode 0600,

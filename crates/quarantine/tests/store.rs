@@ -754,6 +754,43 @@ fn intents_are_owner_only_and_an_open_store_tightens_its_directories() {
     assert_eq!(*seen.lock().unwrap(), [0o600], "the intent while it exists");
 }
 
+/// Files of the store left readable by all (copied in by hand, or by an older version)
+/// are restricted to their owner when it opens, through no symlink.
+#[test]
+fn an_open_store_tightens_its_files() {
+    let e = env();
+    write(&e, "/home/alice/evil", b"payload");
+    let s = store(&e, cfg());
+    s.quarantine(&req("/home/alice/evil")).unwrap();
+    drop(s);
+    let mut loosened = Vec::new();
+    for sub in ["objects", "records"] {
+        for f in fs::read_dir(e.data.join(sub)).unwrap() {
+            let p = f.unwrap().path();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            loosened.push(p);
+        }
+    }
+    assert_eq!(loosened.len(), 2, "{loosened:?}");
+    let key = e.data.join("quarantine.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    loosened.push(key);
+    // A link planted among the records: what it points to keeps its mode.
+    let outside = e.root.join("outside.txt");
+    fs::write(&outside, b"not the store's").unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&outside, e.data.join("records/planted.json")).unwrap();
+    let s = store(&e, cfg());
+    for p in &loosened {
+        let mode = fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+    }
+    let mode = fs::metadata(&outside).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
+    // The store still reads its entry.
+    assert_eq!(s.list().unwrap().entries.len(), 1);
+}
+
 /// Every file under `dir`, as paths relative to it.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
