@@ -813,15 +813,18 @@ impl From<std::io::Error> for ContentError {
     fn from(e: std::io::Error) -> Self {
         if gone(&e) {
             ContentError::Gone
-        } else if e
-            .get_ref()
-            .is_some_and(|inner| inner.is::<SweepCancelled>())
-        {
+        } else if cancelled(&e) {
             ContentError::Cancelled
         } else {
             ContentError::Unreadable(e.to_string())
         }
     }
+}
+
+/// Did a read end with `e` because the sweep was cancelled ([`SweepCancelled`])?
+pub fn cancelled(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<SweepCancelled>())
 }
 
 /// Does `e`, from opening or stating something the walk listed, say that it is gone
@@ -1022,9 +1025,14 @@ pub fn read_all(
     file: std::fs::File,
     size_hint: u64,
     limit: Option<u64>,
+    cancel: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
-    Capped::new(file, limit).read_to_end(&mut data)?;
+    Cancellable {
+        inner: Capped::new(file, limit),
+        cancel,
+    }
+    .read_to_end(&mut data)?;
     // Ended before the size it had at its stat: the bytes are of no version of the file
     // the sweep judged (or it is a pseudo file that lies about its size). Unreadable,
     // as in the hashing lanes, not a silent "no match" on a part.
@@ -1032,6 +1040,29 @@ pub fn read_all(
         return Err(crate::multi::shrunk(data.len() as u64, size_hint));
     }
     Ok(data)
+}
+
+/// A reader that stops with [`SweepCancelled`] once `cancel` is set, reading at most
+/// [`Cancellable::PIECE`] bytes at a time: a cancelled sweep does not wait for the end
+/// of a large file.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+impl<R> Cancellable<'_, R> {
+    const PIECE: usize = 4 << 20;
+}
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            // Not `Interrupted`, which `read_to_end` would retry for ever.
+            return Err(std::io::Error::other(SweepCancelled));
+        }
+        let want = buf.len().min(Self::PIECE);
+        self.inner.read(&mut buf[..want])
+    }
 }
 
 /// A reader that fails once `inner` gives more than `limit` bytes: the sweep checks a
@@ -1490,17 +1521,63 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"twelve bytes").unwrap();
         let open = || std::fs::File::open(&p).unwrap();
-        assert_eq!(read_all(open(), 12, None).unwrap(), b"twelve bytes");
+        let no_cancel = std::sync::atomic::AtomicBool::new(false);
         assert_eq!(
-            read_all(open(), 5, None).unwrap().len(),
+            read_all(open(), 12, None, &no_cancel).unwrap(),
+            b"twelve bytes"
+        );
+        assert_eq!(
+            read_all(open(), 5, None, &no_cancel).unwrap().len(),
             12,
             "grown: to its end"
         );
-        let e = read_all(open(), 4096, None).unwrap_err();
+        let e = read_all(open(), 4096, None, &no_cancel).unwrap_err();
         assert!(
             e.to_string()
                 .contains("changed while it was read: it ended after 12 of its 4096 bytes"),
             "{e}"
         );
+    }
+
+    /// A whole-file read stops once the sweep is cancelled, with the error that tells
+    /// it from an unreadable file, and reads a piece at a time until then.
+    #[test]
+    fn a_whole_read_stops_when_the_sweep_is_cancelled() {
+        struct Pieces<'a> {
+            left: usize,
+            reads: usize,
+            cancel_after: usize,
+            cancel: &'a std::sync::atomic::AtomicBool,
+        }
+        impl Read for Pieces<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                assert!(buf.len() <= Cancellable::<()>::PIECE);
+                self.reads += 1;
+                if self.reads == self.cancel_after {
+                    self.cancel
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let n = buf.len().min(self.left);
+                self.left -= n;
+                Ok(n)
+            }
+        }
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let mut data = Vec::with_capacity(64 << 20);
+        let mut reader = Pieces {
+            left: 64 << 20,
+            reads: 0,
+            cancel_after: 2,
+            cancel: &cancel,
+        };
+        let e = Cancellable {
+            inner: &mut reader,
+            cancel: &cancel,
+        }
+        .read_to_end(&mut data)
+        .unwrap_err();
+        assert_eq!(reader.reads, 2, "no read after the cancellation");
+        assert!(reader.left > 0);
+        assert!(matches!(ContentError::from(e), ContentError::Cancelled));
     }
 }

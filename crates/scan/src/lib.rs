@@ -1577,10 +1577,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     if too_large {
                         count_skip("content: larger than max file size");
                     } else {
-                        match entry
-                            .open()
-                            .and_then(|f| items::read_all(f, meta.size(), scope.max_file_size))
-                        {
+                        match entry.open().and_then(|f| {
+                            items::read_all(f, meta.size(), scope.max_file_size, &request.cancel)
+                        }) {
                             Ok(data) => {
                                 files_read.fetch_add(1, Ordering::Relaxed);
                                 bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -1592,6 +1591,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                                 }
                                 content = Some(data);
                             }
+                            // Left unjudged, as the lanes leave their files: the report
+                            // says the sweep was cancelled.
+                            Err(e) if items::cancelled(&e) => return,
                             Err(e) => {
                                 read_noted = true;
                                 note_failure(path, &e)
