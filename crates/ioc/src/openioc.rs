@@ -547,6 +547,9 @@ pub(crate) fn build_term(
         }
     }
     let regex = if condition == Condition::Matches {
+        if let Some(why) = crate::value::regex_refused_by_pcre(&raw) {
+            return Err(format!("bad regular expression '{raw}': {why}"));
+        }
         Some(
             regex::RegexBuilder::new(&raw)
                 .case_insensitive(!preserve_case)
@@ -603,9 +606,25 @@ fn text_of(node: roxmltree::Node) -> String {
 /// The last second of a day, counted from its first.
 const DAY_LAST_SECOND: i64 = 86_399;
 
-/// Is `t` a date without a time of day (`2020-01-15`)?
-fn is_day_alone(t: &str) -> bool {
-    !t.trim().contains(['T', 't', ' '])
+/// What a date operand that does not parse is told.
+const NOT_A_DATE: &str =
+    "is not a valid ISO 8601 date (a fraction of a second has at most nine digits)";
+
+/// How many seconds past its first one a time written without its seconds stands for:
+/// a day alone (`2020-01-15`) the whole day, a time to the minute (`2020-01-15T10:30Z`)
+/// the whole minute; 0 for a time given to the second or finer.
+fn unwritten_seconds(t: &str) -> i64 {
+    let t = t.trim();
+    let Some(i) = t.find(['T', 't', ' ']) else {
+        return DAY_LAST_SECOND;
+    };
+    let clock = t[i + 1..].trim_end_matches(['Z', 'z']);
+    let clock = clock.rfind(['+', '-']).map_or(clock, |zone| &clock[..zone]);
+    if clock.matches(':').count() == 1 {
+        59
+    } else {
+        0
+    }
 }
 
 pub(crate) fn parse_operand(
@@ -647,14 +666,12 @@ pub(crate) fn parse_operand(
                 // takes in the 31st.
                 let (a, b) = (a.trim(), b.trim());
                 let point = |t: &str| {
-                    parse_datetime_precise(t)
-                        .ok_or_else(|| format!("'{t}' is not a valid ISO 8601 date"))
+                    parse_datetime_precise(t).ok_or_else(|| format!("'{t}' {NOT_A_DATE}"))
                 };
                 let (start, start_digits) = point(a)?;
                 let (mut end, end_digits) = point(b)?;
-                if is_day_alone(b) {
-                    end.secs += DAY_LAST_SECOND;
-                }
+                // A day or a minute as an end takes in all of it.
+                end.secs += unwritten_seconds(b);
                 (
                     Operand::Date(start, start_digits),
                     Operand::Date(end, end_digits),
@@ -672,7 +689,8 @@ pub(crate) fn parse_operand(
             };
             let reversed = match (&a, &b) {
                 (Operand::Int(a), Operand::Int(b)) => a > b,
-                (Operand::Date(a, _), Operand::Date(b, _)) => a > b,
+                // An end stands for all of its last unit (`…00Z` up to `…00.999…`).
+                (Operand::Date(a, _), Operand::Date(b, digits)) => a.truncated(*digits) > *b,
                 (Operand::Duration(a), Operand::Duration(b)) => a > b,
                 (Operand::Ip(a), Operand::Ip(b)) => match (v4(a), v4(b)) {
                     (Some(a), Some(b)) => a > b,
@@ -700,16 +718,19 @@ pub(crate) fn parse_operand(
         ContentType::String => Operand::Str(raw.to_string()),
         ContentType::Int => Operand::Int(parse_int(t).ok_or_else(|| bad("int"))?),
         ContentType::Date => {
-            let (at, digits) = parse_datetime_precise(t).ok_or_else(|| bad("ISO 8601 date"))?;
-            let last_second = Timestamp::from_secs(at.secs + DAY_LAST_SECOND);
-            // A day alone (`2020-01-15`) stands for the whole day, not its first second:
-            // `is` holds at any time of it, `greater-than` after it, `less-than` before.
+            let (at, digits) =
+                parse_datetime_precise(t).ok_or_else(|| format!("'{t}' {NOT_A_DATE}"))?;
+            let unwritten = unwritten_seconds(t);
+            let last_second = Timestamp::from_secs(at.secs + unwritten);
+            // A day alone (`2020-01-15`) stands for the whole day, not its first second,
+            // and a time to the minute for the whole minute: `is` holds at any time of
+            // it, `greater-than` after it, `less-than` before.
             match condition {
-                Condition::Is if is_day_alone(t) => Operand::Range(
+                Condition::Is if unwritten > 0 => Operand::Range(
                     Box::new(Operand::Date(at, 0)),
                     Box::new(Operand::Date(last_second, 0)),
                 ),
-                Condition::GreaterThan if is_day_alone(t) => Operand::Date(last_second, 0),
+                Condition::GreaterThan if unwritten > 0 => Operand::Date(last_second, 0),
                 _ => Operand::Date(at, digits),
             }
         }

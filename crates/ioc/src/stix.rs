@@ -471,9 +471,7 @@ impl<'a> Parser<'a> {
                 self.pos += 1;
                 let s = self.quoted()?;
                 match parse_datetime_precise(&s) {
-                    Some((t, digits)) if s.contains('T') && s.ends_with('Z') => {
-                        Ok(Lit::Time(t, digits))
-                    }
+                    Some((t, digits)) if rfc3339_utc(&s) => Ok(Lit::Time(t, digits)),
                     _ => Err((
                         at,
                         format!("'{s}' is not an RFC 3339 timestamp ending in Z"),
@@ -638,6 +636,40 @@ fn is_time_field(f: Field) -> bool {
         f,
         Field::FileCreated | Field::FileModified | Field::FileAccessed | Field::ProcStartTime
     )
+}
+
+/// Is `s` written as STIX writes a timestamp (RFC 3339 in UTC: `2020-01-01T00:00:07Z`,
+/// `…07.5Z`), rather than one of the looser ISO 8601 forms OpenIOC documents use?
+fn rfc3339_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    // The shortest: `2020-01-01T00:00:00Z`.
+    if b.len() < 20 {
+        return false;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let fraction = match b.get(19) {
+        Some(b'.') => {
+            let n = b[20..].iter().take_while(|d| d.is_ascii_digit()).count();
+            if n == 0 {
+                return false;
+            }
+            &b[20 + n..]
+        }
+        _ => &b[19..],
+    };
+    digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && &s[11..13] < "24"
+        && fraction == b"Z"
 }
 
 fn operand_of(field: Field, lit: &Lit) -> (ContentType, Operand) {

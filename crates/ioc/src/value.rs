@@ -136,7 +136,9 @@ pub fn parse_datetime_precise(s: &str) -> Option<(Timestamp, u8)> {
         let (sec, fraction) = match cp.next() {
             Some(sp) => match sp.split_once(['.', ',']) {
                 Some((whole, fraction)) => {
-                    num(fraction)?;
+                    if fraction.is_empty() || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
                     (num(whole)?, fraction)
                 }
                 None => (num(sp)?, ""),
@@ -144,12 +146,17 @@ pub fn parse_datetime_precise(s: &str) -> Option<(Timestamp, u8)> {
             None => (0, ""),
         };
         let significant = fraction.trim_end_matches('0');
+        // Finer than a nanosecond, which no file system records: cut, it would compare
+        // wrongly (`less-than …07.1234567891` would miss a file at …07.123456789).
+        if significant.len() > 9 {
+            return None;
+        }
         let end_of_day = h == 24 && mi == 0 && sec == 0 && significant.is_empty();
         if cp.next().is_some() || (h > 23 && !end_of_day) || mi > 59 || sec > 60 {
             return None;
         }
         secs += h * 3600 + mi * 60 + sec - offset;
-        let digits = significant.len().min(9);
+        let digits = significant.len();
         let nanos = significant[..digits]
             .bytes()
             .chain(std::iter::repeat(b'0'))
@@ -278,11 +285,11 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
         // `a++` parses here too, as `(a+)+`: run, it would match what PCRE's possessive
         // quantifier refuses (`a++a` never matches in PCRE).
         Ok(ast) => {
-            return has_possessive_quantifier(&ast).then(|| {
+            return (nested_quantifier(&ast) == Some(Nesting::Possessive)).then(|| {
                 format!(
-                    "the regular expression '{pattern}' uses a possessive quantifier \
-                     ('++', '*+', '?+' or '{{n}}+'), which this scanner's engine does not run \
-                     (it would read it as a greedy one and match what PCRE does not)"
+                    "the regular expression '{pattern}' uses a possessive quantifier ('++', \
+                     '*+', '?+' or '{{n}}+'), which this scanner's engine does not run (it \
+                     would read it as a greedy one, and match what PCRE does not)"
                 )
             })
         }
@@ -304,29 +311,44 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
     ))
 }
 
-/// Whether `ast` holds a quantifier written right after another, with no group between:
-/// PCRE's possessive form (`a++`, `a*+`, `a?+`, `a{2}+`), which this engine's parser
+/// Why PCRE refuses `pattern`, which this engine would run: a quantifier right after
+/// another (`a**`, `a++?`, `a{2}{3}`), which its parser reads as a repetition of a
+/// repetition. `None` otherwise (the possessive form is [`regex_beyond_this_engine`]'s).
+pub fn regex_refused_by_pcre(pattern: &str) -> Option<&'static str> {
+    let ast = regex_syntax::ast::parse::Parser::new()
+        .parse(pattern)
+        .ok()?;
+    (nested_quantifier(&ast) == Some(Nesting::Refused)).then_some(
+        "a quantifier right after another ('a**', 'a++?', 'a{2}{3}'), which PCRE refuses: \
+         put a group around the first repetition if one was meant",
+    )
+}
+
+/// A quantifier written right after another, with no group between.
+#[derive(Debug, PartialEq, Eq)]
+enum Nesting {
+    /// PCRE's possessive form: `a++`, `a*+`, `a?+`, `a{2}+`.
+    Possessive,
+    /// What PCRE refuses: `a**`, `a++?`, `a{2}{3}`.
+    Refused,
+}
+
+/// The first quantifier of `ast` written right after another, which this engine's parser
 /// takes for a repetition of a repetition.
-fn has_possessive_quantifier(ast: &regex_syntax::ast::Ast) -> bool {
-    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionOp};
+fn nested_quantifier(ast: &regex_syntax::ast::Ast) -> Option<Nesting> {
+    use regex_syntax::ast::{Ast, RepetitionKind};
     match ast {
-        Ast::Repetition(outer) => {
-            let written_possessive = matches!(
-                (&*outer.ast, &outer.op),
-                (
-                    Ast::Repetition(_),
-                    RepetitionOp {
-                        kind: RepetitionKind::OneOrMore,
-                        ..
-                    }
-                )
-            ) && outer.greedy;
-            written_possessive || has_possessive_quantifier(&outer.ast)
-        }
-        Ast::Group(g) => has_possessive_quantifier(&g.ast),
-        Ast::Alternation(a) => a.asts.iter().any(has_possessive_quantifier),
-        Ast::Concat(c) => c.asts.iter().any(has_possessive_quantifier),
-        _ => false,
+        Ast::Repetition(outer) => match &*outer.ast {
+            Ast::Repetition(_) if outer.greedy && outer.op.kind == RepetitionKind::OneOrMore => {
+                Some(Nesting::Possessive)
+            }
+            Ast::Repetition(_) => Some(Nesting::Refused),
+            inner => nested_quantifier(inner),
+        },
+        Ast::Group(g) => nested_quantifier(&g.ast),
+        Ast::Alternation(a) => a.asts.iter().find_map(nested_quantifier),
+        Ast::Concat(c) => c.asts.iter().find_map(nested_quantifier),
+        _ => None,
     }
 }
 
@@ -367,8 +389,21 @@ mod tests {
             (t(1_409_772_919, 123_456_789), 9)
         );
         assert_eq!(
-            at("2014-09-03T19:35:19.1234567891Z"),
+            at("2014-09-03T19:35:19.12345678900000000000000Z"),
             (t(1_409_772_919, 123_456_789), 9)
+        );
+        assert_eq!(
+            at("2014-09-03T19:35:19.99999999900000000000Z"),
+            (t(1_409_772_919, 999_999_999), 9)
+        );
+        // Finer than a nanosecond: refused, not cut.
+        assert_eq!(
+            parse_datetime_precise("2014-09-03T19:35:19.1234567891Z"),
+            None
+        );
+        assert_eq!(
+            parse_datetime_precise("2014-09-03T19:35:19.0000000000000000000000001Z"),
+            None
         );
         assert_eq!(at("1969-12-31T23:59:59.25Z"), (t(-1, 250_000_000), 2));
         assert_eq!(at("2014-09-03"), (t(1_409_702_400, 0), 0));

@@ -58,14 +58,19 @@ impl std::fmt::Debug for YaraRules {
 /// Each rule comes with its name and the byte offset where it starts.
 fn split_rules(src: &str) -> (String, Vec<(String, String, usize)>) {
     let top = split_top_level(src);
-    (top.imports, top.rules)
+    let imports = top
+        .imports
+        .iter()
+        .map(|&(start, end)| format!("{}\n", &src[start..end]))
+        .collect();
+    (imports, top.rules)
 }
 
 /// YARA source split at its top level (see [`split_top_level`]).
 #[derive(Debug, Default)]
 struct TopLevel {
-    /// The `import` lines, one after the other.
-    imports: String,
+    /// Spans of the `import` directives.
+    imports: Vec<(usize, usize)>,
     /// Spans of the `include` lines.
     includes: Vec<(usize, usize)>,
     /// Each rule's name, text and offset.
@@ -190,10 +195,19 @@ fn split_top_level(src: &str) -> TopLevel {
                 keyword_at(src, i, k) || (rest.starts_with(k) && rest[k.len()..].starts_with('"'))
             });
             if let Some(keyword) = directive {
-                let end = rest.find('\n').map_or(b.len(), |e| i + e);
+                // A directive ends with its quoted name (a rule may follow on its line),
+                // else, broken, with its line.
+                let line_end = rest.find('\n').map_or(b.len(), |e| i + e);
+                let after = &rest[keyword.len()..];
+                let quoted = after.trim_start().strip_prefix('"').and_then(|name| {
+                    let opened = i + keyword.len() + (after.len() - name.len());
+                    name.find(['"', '\n'])
+                        .filter(|&q| name.as_bytes()[q] == b'"')
+                        .map(|q| opened + q + 1)
+                });
+                let end = quoted.unwrap_or(line_end);
                 if keyword == "import" {
-                    out.imports.push_str(&src[i..end]);
-                    out.imports.push('\n');
+                    out.imports.push((i, end));
                 } else {
                     out.includes.push((i, end));
                 }
@@ -484,16 +498,16 @@ impl YaraRules {
                 // would fail every rule compiled after it: it is left out, so that only
                 // the rules that use the module are skipped.
                 let imports = imports
-                    .lines()
-                    .filter_map(|line| {
-                        let chunk = format!("{line}\n");
+                    .into_iter()
+                    .filter_map(|(start, end)| {
+                        let chunk = format!("{}\n", &text[start..end]);
                         match new_compiler().add_rules_str(&chunk) {
                             Ok(_) => Some(chunk),
                             Err(e) => {
                                 warnings.push(format!(
                                     "skipped '{}': {}",
-                                    line.trim(),
-                                    expanded.describe_chunk(&e, &chunk, chunk.len(), 0)
+                                    chunk.trim(),
+                                    expanded.describe_chunk(&e, &chunk, 0, start)
                                 ));
                                 None
                             }
@@ -519,10 +533,24 @@ impl YaraRules {
                 for (name, rule, start) in &rules {
                     let chunk = format!("{imports}{rule}\n");
                     if let Err(e) = compiler.add_rules_str(&chunk) {
-                        warnings.push(format!(
-                            "skipped rule '{name}': {}",
-                            expanded.describe_chunk(&e, &chunk, imports.len(), *start)
-                        ));
+                        let why = expanded.describe_chunk(&e, &chunk, imports.len(), *start);
+                        // A global rule holds back every other rule of the file: skipped,
+                        // it would leave them matching what their author excluded.
+                        if rule
+                            .split_whitespace()
+                            .take_while(|w| *w != "rule")
+                            .any(|w| w == "global")
+                        {
+                            return Err(Error::Yara {
+                                origin: origin.to_string(),
+                                msg: format!(
+                                    "the global rule '{name}' cannot run here ({why}); without \
+                                     it the file's other rules would match more than they \
+                                     should, so none of them is run"
+                                ),
+                            });
+                        }
+                        warnings.push(format!("skipped rule '{name}': {why}"));
                     }
                 }
                 let compiled = compiler.finalize();
@@ -639,6 +667,26 @@ mod tests {
             "{w}"
         );
         assert!(!w.contains("by_text"), "{w}");
+        // The import is told at its own line; one that shares its line with another
+        // import or with a rule costs neither.
+        let rules = YaraRules::compile_str(
+            "rule first { condition: false }\n  import \"cuckoo\"\n\
+             import \"hash\" import \"magic\" rule same_line { strings: $a = \"needle\" \
+             condition: $a and hash.md5(0, 1) != \"\" }\n",
+            "m.yar",
+        )
+        .unwrap();
+        assert_eq!(rules.scan_bytes(b"a needle here"), ["same_line"]);
+        let w = rules.warnings().join(" | ");
+        assert!(
+            w.contains("skipped 'import \"cuckoo\"'") && w.contains("m.yar:2:3"),
+            "{w}"
+        );
+        assert!(
+            w.contains("skipped 'import \"magic\"'") && w.contains("m.yar:3:"),
+            "{w}"
+        );
+        assert!(!w.contains("skipped rule"), "{w}");
         // Nothing left to run: the first error, with the hint.
         let Err(e) = YaraRules::compile_str(
             "import \"magic\"\nrule a { condition: magic.type() == \"x\" }\n",
@@ -651,6 +699,39 @@ mod tests {
             e.contains("unknown import") && e.contains("does not have"),
             "{e}"
         );
+    }
+
+    /// A global rule that cannot run refuses its file: skipped, it would leave the other
+    /// rules matching what it holds back.
+    #[test]
+    fn a_global_rule_that_cannot_run_refuses_its_file() {
+        for global in [
+            "global rule g { condition: magic.mime_type() == \"x\" }",
+            "private global rule g { condition: filesize < }",
+        ] {
+            let src = format!(
+                "import \"magic\"\n{global}\nrule marker {{ strings: $a = \"MARKER\" condition: $a }}\n"
+            );
+            let Err(e) = YaraRules::compile_str(&src, "g.yar") else {
+                panic!("compiled: {global}");
+            };
+            let e = e.to_string();
+            assert!(
+                e.contains("the global rule 'g' cannot run here")
+                    && e.contains("none of them is run"),
+                "{e}"
+            );
+        }
+        // A global rule that runs holds the others back, as it should.
+        let rules = YaraRules::compile_str(
+            "global rule g { condition: filesize > 100 }\n\
+             rule marker { strings: $a = \"MARKER\" condition: $a }\n\
+             rule broken { condition: nope }\n",
+            "g.yar",
+        )
+        .unwrap();
+        assert!(rules.scan_bytes(b"MARKER").is_empty());
+        assert_eq!(rules.warnings().len(), 1, "{:?}", rules.warnings());
     }
 
     /// A string matched more than a thousand times counts as `yara` counts it (two

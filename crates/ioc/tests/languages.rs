@@ -1094,6 +1094,19 @@ fn pcre_only_regular_expressions_are_unsupported_not_errors() {
     let mut f = file("abc.bin", 1, "0123456789abcdef0123456789abcdef", 0);
     assert_eq!(check(&either, &mut f), Truth::True);
     assert!(stix::parse_pattern("[file:name MATCHES '(a']", "i", "n", "t").is_err());
+    // A quantifier right after another that PCRE refuses is a broken expression here
+    // too, not a repetition of a repetition that matches every name.
+    for p in [
+        r"[file:name MATCHES 'a++?']",
+        r"[file:name MATCHES 'a*+?']",
+        r"[file:name MATCHES 'a**']",
+        r"[file:name MATCHES 'x|(b{2}{3})']",
+    ] {
+        let e = stix::parse_pattern(p, "id", "n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("which PCRE refuses"), "{p}: {e}");
+    }
     // A repetition of a group, a lazy quantifier and a plain one are not possessive.
     for p in [
         r"[file:name MATCHES '^(?:ab+)+c\\.bin$']",
@@ -1204,6 +1217,36 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
             100_000_000,
             Truth::False,
         ),
+        // An end stands for all of its unit: up to …07.999 here.
+        (
+            "is",
+            "2020-01-01T00:00:06.5Z TO 2020-01-01T00:00:07Z",
+            900_000_000,
+            Truth::True,
+        ),
+        (
+            "is",
+            "2020-01-01T00:00:07.4Z TO 2020-01-01T00:00:07Z",
+            500_000_000,
+            Truth::True,
+        ),
+        // A time to the minute stands for the whole minute.
+        ("is", "2020-01-01T00:00Z", 500_000_000, Truth::True),
+        ("is", "2020-01-01T00:01Z", 500_000_000, Truth::False),
+        (
+            "greater-than",
+            "2020-01-01T00:00Z",
+            500_000_000,
+            Truth::False,
+        ),
+        ("less-than", "2020-01-01T00:01Z", 500_000_000, Truth::True),
+        (
+            "is",
+            "2020-01-01T00:00+00:00 TO 2020-01-01T00:00Z",
+            500_000_000,
+            Truth::True,
+        ),
+        ("is", "2020-01-01T01:00+01:00", 500_000_000, Truth::True),
     ] {
         let ioc = one(cond, "FileItem/Modified", "date", value, false, false);
         assert_eq!(
@@ -1211,6 +1254,36 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
             want,
             "{cond} {value} at .{nanos:09}"
         );
+    }
+    // A reversed range is still refused at the end's precision, and so is a fraction
+    // finer than a nanosecond.
+    for (value, said) in [
+        (
+            "2020-01-01T00:00:08.1Z TO 2020-01-01T00:00:07Z",
+            "ends before it starts",
+        ),
+        ("2020-01-01T00:00:07.1234567891Z", "at most nine digits"),
+    ] {
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+            item11("is", "FileItem/Modified", "date", value, false, false)
+        ));
+        let e = openioc::parse(&x, "t.ioc").unwrap_err().to_string();
+        assert!(e.contains(said), "{value}: {e}");
+    }
+    // STIX timestamps are RFC 3339 in UTC, to the second.
+    for bad in [
+        "t'2020-01-01T00:00:07,5Z'",
+        "t'2020-01-01T24:00:00Z'",
+        "t'2020-01-01T00:00Z'",
+        "t'2020-01-01T00:00:07.Z'",
+        "t'2020-1-01T00:00:07Z'",
+    ] {
+        let p = format!("[file:mtime = {bad}]");
+        let e = stix::parse_pattern(&p, "i", "n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an RFC 3339 timestamp"), "{p}: {e}");
     }
     for (pattern, nanos, want) in [
         ("[file:mtime < t'2020-01-01T00:00:07.5Z']", 0, Truth::True),
