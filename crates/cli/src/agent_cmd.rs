@@ -600,10 +600,19 @@ fn quarantine_summary(data: &std::path::Path, host_root: &std::path::Path) -> se
     // anything is said empty without opening it, so that a status creates nothing.
     // (Entries without their key are left to the store, which refuses them and says why.)
     let dir = data.join("quarantine");
-    let holds_nothing = |sub: &str| {
-        std::fs::read_dir(dir.join(sub)).map_or(true, |mut entries| entries.next().is_none())
+    // Only what is known to be missing or empty counts: a folder that cannot be read is
+    // left to the store, which says why.
+    let missing = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
     };
-    if !dir.join("quarantine.key").exists() && holds_nothing("records") && holds_nothing("objects")
+    let holds_nothing = |sub: &str| match std::fs::read_dir(dir.join(sub)) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if missing(&dir.join("quarantine.key"))
+        && ["records", "objects", "journal"]
+            .into_iter()
+            .all(holds_nothing)
     {
         return serde_json::json!({ "objects": 0, "bytes": 0, "unreadable": [] });
     }

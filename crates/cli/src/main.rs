@@ -137,11 +137,13 @@ pub fn hold_lock(path: &std::path::Path, taken: impl FnOnce() -> String) -> anyh
     use anyhow::Context;
     use std::os::unix::fs::OpenOptionsExt;
     // 0600 whatever the umask: a lock others could write is one they could also swap.
+    // Not through a link: the `chmod` below would restrict whatever it points to.
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match lock.try_lock() {
@@ -161,8 +163,11 @@ pub fn hold_lock(path: &std::path::Path, taken: impl FnOnce() -> String) -> anyh
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            lock.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("cannot restrict {} to mode 0600", path.display()))?;
+            // Another owner's lock cannot be restricted by this one: said, not fatal,
+            // as the lock still works.
+            if let Err(e) = lock.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!("cannot restrict {} to mode 0600: {e}", path.display());
+            }
         }
     }
     // Held until the process ends (the kernel lets go of it then, however it ends).
@@ -216,5 +221,14 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let e = super::hold_lock(&path, || "held by another".into()).unwrap_err();
         assert_eq!(e.to_string(), "held by another");
+        // A link where the lock should be is refused, and what it points to untouched.
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("linked.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(super::hold_lock(&link, || "taken".into()).is_err());
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
     }
 }

@@ -11,7 +11,7 @@ use crate::model::{
     Condition, ContentType, Field, Ioc, IocFormat, Node, Operand, Term, UnsupportedTerm,
 };
 use crate::value::{
-    parse_datetime, parse_datetime_precise, parse_duration, parse_int, parse_ip, Timestamp,
+    parse_datetime, parse_datetime_operand, parse_duration, parse_int, parse_ip, Timestamp,
 };
 use crate::Error;
 use roxmltree::{Document, Node as XNode, ParsingOptions};
@@ -666,7 +666,7 @@ pub(crate) fn parse_operand(
                 // takes in the 31st.
                 let (a, b) = (a.trim(), b.trim());
                 let point = |t: &str| {
-                    parse_datetime_precise(t).ok_or_else(|| format!("'{t}' {NOT_A_DATE}"))
+                    parse_datetime_operand(t).ok_or_else(|| format!("'{t}' {NOT_A_DATE}"))
                 };
                 let (start, start_digits) = point(a)?;
                 let (mut end, end_digits) = point(b)?;
@@ -719,7 +719,7 @@ pub(crate) fn parse_operand(
         ContentType::Int => Operand::Int(parse_int(t).ok_or_else(|| bad("int"))?),
         ContentType::Date => {
             let (at, digits) =
-                parse_datetime_precise(t).ok_or_else(|| format!("'{t}' {NOT_A_DATE}"))?;
+                parse_datetime_operand(t).ok_or_else(|| format!("'{t}' {NOT_A_DATE}"))?;
             let unwritten = unwritten_seconds(t);
             let last_second = Timestamp::from_secs(at.secs + unwritten);
             // A day alone (`2020-01-15`) stands for the whole day, not its first second,

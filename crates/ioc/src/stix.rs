@@ -36,7 +36,7 @@ use crate::model::{
     UnsupportedTerm,
 };
 use crate::openioc::build_term;
-use crate::value::{parse_datetime, parse_datetime_precise, parse_ip, Timestamp};
+use crate::value::{parse_datetime, parse_datetime_operand, parse_ip, Timestamp};
 use crate::Error;
 use std::net::IpAddr;
 
@@ -470,11 +470,14 @@ impl<'a> Parser<'a> {
                 let at = self.pos;
                 self.pos += 1;
                 let s = self.quoted()?;
-                match parse_datetime_precise(&s) {
+                match parse_datetime_operand(&s) {
                     Some((t, digits)) if rfc3339_utc(&s) => Ok(Lit::Time(t, digits)),
                     _ => Err((
                         at,
-                        format!("'{s}' is not an RFC 3339 timestamp ending in Z"),
+                        format!(
+                            "'{s}' is not an RFC 3339 timestamp ending in Z (to the second, \
+                             or to at most nine digits of one)"
+                        ),
                     )),
                 }
             }
@@ -562,10 +565,11 @@ fn operand_for(field: Field, lit: &Lit, textual: bool) -> Result<(ContentType, O
             };
         }
         if is_time_field(field) {
-            return match parse_datetime_precise(s) {
+            return match parse_datetime_operand(s) {
                 Some((t, digits)) => Ok((ContentType::Date, Operand::Date(t, digits))),
                 None => Err(format!(
-                    "'{s}' is not a timestamp (write t'2020-01-01T00:00:00Z')"
+                    "'{s}' is not a timestamp to at most nine digits of a second (write \
+                     t'2020-01-01T00:00:00Z')"
                 )),
             };
         }

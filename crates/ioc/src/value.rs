@@ -89,9 +89,26 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
 }
 
 /// [`parse_datetime`], keeping the fraction of a second: the time, and the number of
-/// decimal digits of a second it is given to, counting its significant ones only
-/// (`07.50` gives one, `07.000` none), at most nine.
+/// decimal digits of a second it is written to (`07.50` two, `07` none), at most nine:
+/// digits past the nanosecond are cut.
 pub fn parse_datetime_precise(s: &str) -> Option<(Timestamp, u8)> {
+    parse_time(s).map(|(t, digits, _)| (t, digits))
+}
+
+/// [`parse_datetime_precise`] for an operand an item's time is compared with: a fraction
+/// finer than a nanosecond, which no file system records, is refused rather than cut
+/// (cut, `less-than …07.1234567891` would miss a file at …07.123456789).
+pub fn parse_datetime_operand(s: &str) -> Option<(Timestamp, u8)> {
+    match parse_time(s)? {
+        (_, _, true) => None,
+        (t, digits, false) => Some((t, digits)),
+    }
+}
+
+/// The time `s` stands for, the decimal digits of a second it is written to (at most
+/// nine), and whether it is written finer than a nanosecond (a digit past the ninth that
+/// is not 0).
+fn parse_time(s: &str) -> Option<(Timestamp, u8, bool)> {
     let s = s.trim();
     let (date, time) = match s.find(['T', 't', ' ']) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
@@ -119,7 +136,7 @@ pub fn parse_datetime_precise(s: &str) -> Option<(Timestamp, u8)> {
             let o = &o[1..];
             let (oh, om) = match o.split_once(':') {
                 Some((h, m)) => (num(h)?, num(m)?),
-                None if o.len() == 4 => (num(&o[..2])?, num(&o[2..])?),
+                None if o.len() == 4 && o.is_ascii() => (num(&o[..2])?, num(&o[2..])?),
                 None => (num(o)?, 0),
             };
             if oh > 23 || om > 59 {
@@ -132,7 +149,7 @@ pub fn parse_datetime_precise(s: &str) -> Option<(Timestamp, u8)> {
         let mut cp = clock.split(':');
         let h = num(cp.next()?)?;
         let mi = num(cp.next()?)?;
-        // Fractions of a second must be digits; past nanoseconds they are cut.
+        // Fractions of a second must be digits.
         let (sec, fraction) = match cp.next() {
             Some(sp) => match sp.split_once(['.', ',']) {
                 Some((whole, fraction)) => {
@@ -145,26 +162,25 @@ pub fn parse_datetime_precise(s: &str) -> Option<(Timestamp, u8)> {
             },
             None => (0, ""),
         };
-        let significant = fraction.trim_end_matches('0');
-        // Finer than a nanosecond, which no file system records: cut, it would compare
-        // wrongly (`less-than …07.1234567891` would miss a file at …07.123456789).
-        if significant.len() > 9 {
-            return None;
-        }
-        let end_of_day = h == 24 && mi == 0 && sec == 0 && significant.is_empty();
+        let finer_than_nanoseconds = fraction.bytes().skip(9).any(|b| b != b'0');
+        let end_of_day = h == 24 && mi == 0 && sec == 0 && fraction.bytes().all(|b| b == b'0');
         if cp.next().is_some() || (h > 23 && !end_of_day) || mi > 59 || sec > 60 {
             return None;
         }
         secs += h * 3600 + mi * 60 + sec - offset;
-        let digits = significant.len();
-        let nanos = significant[..digits]
+        let digits = fraction.len().min(9);
+        let nanos = fraction[..digits]
             .bytes()
             .chain(std::iter::repeat(b'0'))
             .take(9)
             .fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
-        return Some((Timestamp { secs, nanos }, digits as u8));
+        return Some((
+            Timestamp { secs, nanos },
+            digits as u8,
+            finer_than_nanoseconds,
+        ));
     }
-    Some((Timestamp::from_secs(secs), 0))
+    Some((Timestamp::from_secs(secs), 0, false))
 }
 
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -324,8 +340,9 @@ pub fn regex_refused_by_pcre(pattern: &str) -> Option<&'static str> {
     )
 }
 
-/// A quantifier written right after another, with no group between.
-#[derive(Debug, PartialEq, Eq)]
+/// A quantifier written right after another, with no group between; ordered by how
+/// much it says (an expression holding both is one PCRE refuses).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Nesting {
     /// PCRE's possessive form: `a++`, `a*+`, `a?+`, `a{2}+`.
     Possessive,
@@ -333,21 +350,26 @@ enum Nesting {
     Refused,
 }
 
-/// The first quantifier of `ast` written right after another, which this engine's parser
-/// takes for a repetition of a repetition.
+/// The quantifiers of `ast` written right after another, which this engine's parser
+/// takes for a repetition of a repetition: what PCRE refuses if any is, else possessive.
 fn nested_quantifier(ast: &regex_syntax::ast::Ast) -> Option<Nesting> {
     use regex_syntax::ast::{Ast, RepetitionKind};
     match ast {
-        Ast::Repetition(outer) => match &*outer.ast {
-            Ast::Repetition(_) if outer.greedy && outer.op.kind == RepetitionKind::OneOrMore => {
-                Some(Nesting::Possessive)
-            }
-            Ast::Repetition(_) => Some(Nesting::Refused),
-            inner => nested_quantifier(inner),
-        },
+        Ast::Repetition(outer) => {
+            let here = match &*outer.ast {
+                Ast::Repetition(_)
+                    if outer.greedy && outer.op.kind == RepetitionKind::OneOrMore =>
+                {
+                    Some(Nesting::Possessive)
+                }
+                Ast::Repetition(_) => Some(Nesting::Refused),
+                _ => None,
+            };
+            here.max(nested_quantifier(&outer.ast))
+        }
         Ast::Group(g) => nested_quantifier(&g.ast),
-        Ast::Alternation(a) => a.asts.iter().find_map(nested_quantifier),
-        Ast::Concat(c) => c.asts.iter().find_map(nested_quantifier),
+        Ast::Alternation(a) => a.asts.iter().filter_map(nested_quantifier).max(),
+        Ast::Concat(c) => c.asts.iter().filter_map(nested_quantifier).max(),
         _ => None,
     }
 }
@@ -373,38 +395,43 @@ mod tests {
         assert_eq!(parse_datetime("yesterday"), None);
     }
 
-    /// A fraction of a second is kept to its significant digits, at most nine.
+    /// A fraction of a second is kept to the digits it is written with, at most nine.
     #[test]
     fn fractions_of_a_second_are_kept() {
         let at = |s| parse_datetime_precise(s).unwrap();
         let t = |secs, nanos| Timestamp { secs, nanos };
         assert_eq!(at("2014-09-03T19:35:19Z"), (t(1_409_772_919, 0), 0));
-        assert_eq!(at("2014-09-03T19:35:19.000Z"), (t(1_409_772_919, 0), 0));
+        assert_eq!(at("2014-09-03T19:35:19.000Z"), (t(1_409_772_919, 0), 3));
         assert_eq!(
             at("2014-09-03T19:35:19.50Z"),
-            (t(1_409_772_919, 500_000_000), 1)
+            (t(1_409_772_919, 500_000_000), 2)
         );
         assert_eq!(
             at("2014-09-03T21:35:19,123456789+02:00"),
             (t(1_409_772_919, 123_456_789), 9)
         );
         assert_eq!(
-            at("2014-09-03T19:35:19.12345678900000000000000Z"),
-            (t(1_409_772_919, 123_456_789), 9)
-        );
-        assert_eq!(
             at("2014-09-03T19:35:19.99999999900000000000Z"),
             (t(1_409_772_919, 999_999_999), 9)
         );
-        // Finer than a nanosecond: refused, not cut.
+        // Finer than a nanosecond: cut, as a document's own dates are read, but refused
+        // as an operand, which would compare wrongly.
         assert_eq!(
-            parse_datetime_precise("2014-09-03T19:35:19.1234567891Z"),
+            at("2014-09-03T19:35:19.1234567891Z"),
+            (t(1_409_772_919, 123_456_789), 9)
+        );
+        let operand = parse_datetime_operand;
+        assert_eq!(operand("2014-09-03T19:35:19.1234567891Z"), None);
+        assert_eq!(
+            operand("2014-09-03T19:35:19.0000000000000000000000001Z"),
             None
         );
         assert_eq!(
-            parse_datetime_precise("2014-09-03T19:35:19.0000000000000000000000001Z"),
-            None
+            operand("2014-09-03T19:35:19.12345678900Z"),
+            Some((t(1_409_772_919, 123_456_789), 9))
         );
+        // An offset that is not ASCII is refused, not cut inside a character.
+        assert_eq!(parse_datetime_precise("2020-01-15T10:30+1\u{e9}1"), None);
         assert_eq!(at("1969-12-31T23:59:59.25Z"), (t(-1, 250_000_000), 2));
         assert_eq!(at("2014-09-03"), (t(1_409_702_400, 0), 0));
         assert_eq!(

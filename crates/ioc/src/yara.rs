@@ -71,7 +71,7 @@ fn split_rules(src: &str) -> (String, Vec<(String, String, usize)>) {
 struct TopLevel {
     /// Spans of the `import` directives.
     imports: Vec<(usize, usize)>,
-    /// Spans of the `include` lines.
+    /// Spans of the `include` directives.
     includes: Vec<(usize, usize)>,
     /// Each rule's name, text and offset.
     rules: Vec<(String, String, usize)>,
@@ -98,7 +98,7 @@ fn keyword_at(src: &str, i: usize, word: &str) -> bool {
         && b.get(i + word.len()).is_some_and(u8::is_ascii_whitespace)
 }
 
-/// Splits YARA source into its imports, include lines and top-level rules (text spans),
+/// Splits YARA source into its imports, includes and top-level rules (text spans),
 /// tracking strings, comments, regexes and braces, so that rules can be compiled one by
 /// one. A rule left open (a missing `}`) ends where the next `rule` keyword starts (the
 /// keyword cannot appear inside a rule), or at the end: it then fails alone instead of
@@ -541,12 +541,18 @@ impl YaraRules {
                             .take_while(|w| *w != "rule")
                             .any(|w| w == "global")
                         {
+                            // The imports left out are often why: said too.
+                            let imports_left_out: String = warnings
+                                .iter()
+                                .filter(|w| w.starts_with("skipped 'import"))
+                                .map(|w| format!("; {w}"))
+                                .collect();
                             return Err(Error::Yara {
                                 origin: origin.to_string(),
                                 msg: format!(
                                     "the global rule '{name}' cannot run here ({why}); without \
                                      it the file's other rules would match more than they \
-                                     should, so none of them is run"
+                                     should, so none of them is run{imports_left_out}"
                                 ),
                             });
                         }
@@ -718,7 +724,9 @@ mod tests {
             let e = e.to_string();
             assert!(
                 e.contains("the global rule 'g' cannot run here")
-                    && e.contains("none of them is run"),
+                    && e.contains("none of them is run")
+                    && e.contains("skipped 'import \"magic\"'")
+                    && e.contains("does not have"),
                 "{e}"
             );
         }

@@ -1101,6 +1101,7 @@ fn pcre_only_regular_expressions_are_unsupported_not_errors() {
         r"[file:name MATCHES 'a*+?']",
         r"[file:name MATCHES 'a**']",
         r"[file:name MATCHES 'x|(b{2}{3})']",
+        r"[file:name MATCHES 'a++b**']",
     ] {
         let e = stix::parse_pattern(p, "id", "n", "t")
             .unwrap_err()
@@ -1141,8 +1142,8 @@ fn pcre_only_regular_expressions_are_unsupported_not_errors() {
 }
 
 /// A time written with a fraction of a second compares to that fraction: the item's time
-/// is cut to the operand's significant digits, in both languages. A whole second (or
-/// `.000`) still holds all through that second.
+/// is cut to as many digits as the operand is written with, in both languages (`.000`
+/// is to the millisecond). A whole second still holds all through that second.
 #[test]
 fn fractions_of_a_second_compare_to_the_operands_precision() {
     // 2020-01-01T00:00:07 and a fraction.
@@ -1186,7 +1187,14 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
         ("is", "2020-01-01T00:00:07.5Z", 530_000_000, Truth::True),
         ("is", "2020-01-01T00:00:07.50Z", 600_000_000, Truth::False),
         ("is", "2020-01-01T00:00:07Z", 999_999_999, Truth::True),
-        ("is", "2020-01-01T00:00:07.000Z", 300_000_000, Truth::True),
+        ("is", "2020-01-01T00:00:07.000Z", 300_000_000, Truth::False),
+        ("is", "2020-01-01T00:00:07.000Z", 999_999, Truth::True),
+        (
+            "greater-than",
+            "2020-01-01T00:00:07.000Z",
+            1_000_000,
+            Truth::True,
+        ),
         (
             "greater-than",
             "2020-01-01T00:00:07Z",
@@ -1271,7 +1279,7 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
         let e = openioc::parse(&x, "t.ioc").unwrap_err().to_string();
         assert!(e.contains(said), "{value}: {e}");
     }
-    // STIX timestamps are RFC 3339 in UTC, to the second.
+    // STIX timestamps are RFC 3339 in UTC, with their seconds.
     for bad in [
         "t'2020-01-01T00:00:07,5Z'",
         "t'2020-01-01T24:00:00Z'",
@@ -1305,7 +1313,17 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
         (
             "[file:mtime = t'2020-01-01T00:00:07.000Z']",
             124_000_000,
+            Truth::False,
+        ),
+        (
+            "[file:mtime > t'2020-01-01T00:00:07.000Z']",
+            500_000_000,
             Truth::True,
+        ),
+        (
+            "[file:mtime <= t'2020-01-01T00:00:07.000Z']",
+            500_000_000,
+            Truth::False,
         ),
         (
             "[file:mtime >= '2020-01-01T00:00:07.9Z']",

@@ -332,6 +332,14 @@ impl QuarantineStore {
         let dir = dir.into();
         for sub in ["", "objects", "records", "journal"] {
             let d = dir.join(sub);
+            // Its folders are the store's own: one that is a link would have the store
+            // write, and restrict the modes of, whatever it points to.
+            if !sub.is_empty() && fs::symlink_metadata(&d).is_ok_and(|m| m.is_symlink()) {
+                return Err(error::io_err("opening", &d)(std::io::Error::other(
+                    "a symbolic link where the quarantine keeps a folder of its own: move it \
+                     aside and restart",
+                )));
+            }
             if !d.is_dir() {
                 fs::DirBuilder::new()
                     .recursive(true)
@@ -347,7 +355,7 @@ impl QuarantineStore {
             }
         }
         let key = load_or_create_key(&dir)?;
-        restrict_file(&dir.join("quarantine.key"))?;
+        restrict_file(&dir.join("quarantine.key"));
         Ok(QuarantineStore {
             dir,
             host,
@@ -1176,36 +1184,46 @@ impl<W: Write> Write for HashWriter<'_, W> {
 
 /// Restricts every regular file in `dir` to its owner (0600), as this store creates
 /// them: one copied in by hand, or left by an older version, may be readable by all.
+/// What cannot be restricted is logged, not fatal: the folder (0700) already keeps
+/// others out, and a store that would not open could not quarantine at all.
 fn restrict_files(dir: &Path) -> Result<(), QuarantineError> {
     for entry in fs::read_dir(dir).map_err(error::io_err("listing", dir))? {
         let entry = entry.map_err(error::io_err("listing", dir))?;
-        restrict_file(&entry.path())?;
+        restrict_file(&entry.path());
     }
     Ok(())
 }
 
-/// [`restrict_files`] for one file, through a descriptor opened without following a
-/// symlink (a path could be swapped for one between a check and a `chmod`): a symlink,
-/// a directory or a file gone meanwhile is left as it is.
-fn restrict_file(p: &Path) -> Result<(), QuarantineError> {
-    let fd = match rustix::fs::open(
+/// [`restrict_files`] for one file. Only a regular file is opened (a device or a socket
+/// is left alone), without following a link, and its descriptor is checked again before
+/// the `chmod`: a path could be swapped meanwhile.
+fn restrict_file(p: &Path) {
+    let loose = |mode: u32| mode & 0o077 != 0;
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_file() && loose(m.permissions().mode()) => {}
+        _ => return,
+    }
+    let restricted = rustix::fs::open(
         p,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT | Errno::LOOP) => return Ok(()),
-        Err(e) => return Err(error::io_err("opening", p)(e.into())),
-    };
-    let st =
-        rustix::fs::fstat(&fd).map_err(|e| error::io_err("reading the mode of", p)(e.into()))?;
-    let regular =
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
-    if regular && st.st_mode & 0o077 != 0 {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))
-            .map_err(|e| error::io_err("restricting to mode 0600", p)(e.into()))?;
+    )
+    .and_then(|fd| {
+        let st = rustix::fs::fstat(&fd)?;
+        let regular =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+        if regular && loose(st.st_mode) {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))?;
+        }
+        Ok(())
+    });
+    match restricted {
+        Ok(()) | Err(Errno::NOENT | Errno::LOOP) => {}
+        Err(e) => tracing::warn!(
+            "cannot restrict {} to mode 0600: {e}; its folder keeps others out",
+            p.display()
+        ),
     }
-    Ok(())
 }
 
 /// Loads the per-device key, creating it (32 random bytes, mode 0600,

@@ -789,6 +789,22 @@ fn an_open_store_tightens_its_files() {
     assert_eq!(mode & 0o777, 0o644);
     // The store still reads its entry.
     assert_eq!(s.list().unwrap().entries.len(), 1);
+    drop(s);
+    // A folder of the store that is a link is refused, and what it points to untouched.
+    let elsewhere = e.root.join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(elsewhere.join("f"), b"x").unwrap();
+    fs::set_permissions(elsewhere.join("f"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::rename(e.data.join("journal"), e.root.join("journal-aside")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, e.data.join("journal")).unwrap();
+    let Err(err) = QuarantineStore::open(&e.data, HostRoot::new(&e.root), cfg()) else {
+        panic!("opened through a linked folder");
+    };
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&elsewhere), 0o755);
+    assert_eq!(mode(&elsewhere.join("f")), 0o644);
 }
 
 /// Every file under `dir`, as paths relative to it.

@@ -788,8 +788,17 @@ async fn create_autonomous(
             Err(e) => e.into_response(),
         },
         // Credentials first, as everywhere: a request without them learns nothing of
-        // what a valid body looks like.
-        (Ok(_), Err(rejection)) => rejection,
+        // what a valid body looks like, and then the right: an account that may not
+        // create the task hears that (audited), not what its body lacked.
+        (Ok(c), Err(rejection)) => {
+            match core
+                .allow(&c, riposte_model::Operation::CreateAutonomousTask)
+                .await
+            {
+                Err(e) => e.into_response(),
+                Ok(()) => rejection,
+            }
+        }
         (Err(e), body) => {
             // A device whose special password is wrong gets its failure recorded: the
             // login throttle bounds how often, because a request it refused before

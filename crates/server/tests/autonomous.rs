@@ -530,6 +530,15 @@ async fn group_actions_start_only_from_detections_the_device_reported() {
         .call("POST", "/api/v1/autonomous-tasks", Some(body.clone()))
         .await;
     assert_eq!(s, 403);
+    // A malformed body tells the auditor the same, not what the body lacks.
+    let (s, v) = aud
+        .call(
+            "POST",
+            "/api/v1/autonomous-tasks",
+            Some(json!({"riposte_no_such_field": 1})),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
     let det = api.ok("GET", "/api/v1/detections/victim", None).await;
     assert_eq!(det["group_action_error"], Value::Null, "{det}");
     let refused = |audit: &Value| {
