@@ -382,6 +382,20 @@ async fn special_account_rules_postgres() {
     special_account_rules(Backend::Postgres).await;
 }
 
+/// Whether an account `who` of `role` may do the operation named `op` (as
+/// [`every_operation`] names it).
+fn may(who: &str, role: riposte_model::Role, op: &str) -> bool {
+    let op: riposte_model::Operation = serde_json::from_value(json!(snake(op))).unwrap();
+    riposte_model::authorize(
+        &riposte_model::Principal::Account {
+            name: who.into(),
+            role,
+        },
+        op,
+    )
+    .is_ok()
+}
+
 #[tokio::test]
 async fn rights_matrix_of_the_three_roles() {
     let (ts, admin) = TestServer::with_group_a(Backend::Sqlite).await;
@@ -410,19 +424,11 @@ async fn rights_matrix_of_the_three_roles() {
     let oper = Api::login(&ts.url, &ts.ca, "oper", "a-long-password-1").await;
     let aud = Api::login(&ts.url, &ts.ca, "aud", "a-long-password-1").await;
     for (method, path, body, op) in every_operation() {
-        let op_enum: riposte_model::Operation = serde_json::from_value(json!(snake(op))).unwrap();
         for (who, role, api) in [
             ("operator", riposte_model::Role::Operator, &oper),
             ("auditor", riposte_model::Role::Auditor, &aud),
         ] {
-            let allowed = riposte_model::authorize(
-                &riposte_model::Principal::Account {
-                    name: who.into(),
-                    role,
-                },
-                op_enum,
-            )
-            .is_ok();
+            let allowed = may(who, role, op);
             let (s, v) = api.call(method, path, body.clone()).await;
             if allowed {
                 assert_ne!(
@@ -448,21 +454,13 @@ async fn rights_matrix_of_the_three_roles() {
             continue;
         }
         malformed += 1;
-        let op_enum: riposte_model::Operation = serde_json::from_value(json!(snake(op))).unwrap();
         let bad = Some(json!({"riposte_no_such_field": 1}));
         for (who, role, api) in [
             ("operator", riposte_model::Role::Operator, &oper),
             ("auditor", riposte_model::Role::Auditor, &aud),
             ("administrator", riposte_model::Role::Administrator, &admin),
         ] {
-            let allowed = riposte_model::authorize(
-                &riposte_model::Principal::Account {
-                    name: who.into(),
-                    role,
-                },
-                op_enum,
-            )
-            .is_ok();
+            let allowed = may(who, role, op);
             let (s, v) = api.call(method, path, bad.clone()).await;
             if allowed {
                 assert!(
