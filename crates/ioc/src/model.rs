@@ -672,9 +672,7 @@ fn compare(value: &FieldValue, op: &Operand, preserve: bool) -> Option<Ordering>
         (v, Operand::Str(s)) => {
             let as_what_it_is = match v {
                 FieldValue::Int(v) => crate::value::parse_int(s).map(|o| v.cmp(&o)),
-                FieldValue::Time(v) => {
-                    parse_datetime_precise(s).map(|(o, digits)| v.truncated(digits).cmp(&o))
-                }
+                FieldValue::Time(v) => crate::value::cmp_time_text(*v, s),
                 _ => None,
             };
             Some(as_what_it_is.unwrap_or_else(|| cmp_folded(&v.text(), s, preserve)))

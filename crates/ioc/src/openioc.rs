@@ -11,7 +11,8 @@ use crate::model::{
     Condition, ContentType, Field, Ioc, IocFormat, Node, Operand, Term, UnsupportedTerm,
 };
 use crate::value::{
-    parse_datetime, parse_datetime_operand, parse_duration, parse_int, parse_ip, Timestamp,
+    parse_datetime, parse_datetime_operand, parse_datetime_precise, parse_duration, parse_int,
+    parse_ip, unwritten_seconds, Timestamp,
 };
 use crate::Error;
 use roxmltree::{Document, Node as XNode, ParsingOptions};
@@ -603,27 +604,12 @@ fn text_of(node: roxmltree::Node) -> String {
         .collect()
 }
 
-/// The last second of a day, counted from its first.
-const DAY_LAST_SECOND: i64 = 86_399;
-
-/// What a date operand that does not parse is told.
-const NOT_A_DATE: &str =
-    "is not a valid ISO 8601 date (a fraction of a second has at most nine digits)";
-
-/// How many seconds past its first one a time written without its seconds stands for:
-/// a day alone (`2020-01-15`) the whole day, a time to the minute (`2020-01-15T10:30Z`)
-/// the whole minute; 0 for a time given to the second or finer.
-fn unwritten_seconds(t: &str) -> i64 {
-    let t = t.trim();
-    let Some(i) = t.find(['T', 't', ' ']) else {
-        return DAY_LAST_SECOND;
-    };
-    let clock = t[i + 1..].trim_end_matches(['Z', 'z']);
-    let clock = clock.rfind(['+', '-']).map_or(clock, |zone| &clock[..zone]);
-    if clock.matches(':').count() == 1 {
-        59
+/// What a date operand `t` that does not parse is told.
+fn not_a_date(t: &str) -> String {
+    if parse_datetime_precise(t).is_some() {
+        format!("'{t}' is finer than a nanosecond: a fraction of a second has at most nine digits")
     } else {
-        0
+        format!("'{t}' is not a valid ISO 8601 date")
     }
 }
 
@@ -665,9 +651,7 @@ pub(crate) fn parse_operand(
                 // A day alone as an end is the whole of it: `2020-01-01 TO 2020-01-31`
                 // takes in the 31st.
                 let (a, b) = (a.trim(), b.trim());
-                let point = |t: &str| {
-                    parse_datetime_operand(t).ok_or_else(|| format!("'{t}' {NOT_A_DATE}"))
-                };
+                let point = |t: &str| parse_datetime_operand(t).ok_or_else(|| not_a_date(t));
                 let (start, start_digits) = point(a)?;
                 let (mut end, end_digits) = point(b)?;
                 // A day or a minute as an end takes in all of it.
@@ -718,8 +702,7 @@ pub(crate) fn parse_operand(
         ContentType::String => Operand::Str(raw.to_string()),
         ContentType::Int => Operand::Int(parse_int(t).ok_or_else(|| bad("int"))?),
         ContentType::Date => {
-            let (at, digits) =
-                parse_datetime_operand(t).ok_or_else(|| format!("'{t}' {NOT_A_DATE}"))?;
+            let (at, digits) = parse_datetime_operand(t).ok_or_else(|| not_a_date(t))?;
             let unwritten = unwritten_seconds(t);
             let last_second = Timestamp::from_secs(at.secs + unwritten);
             // A day alone (`2020-01-15`) stands for the whole day, not its first second,

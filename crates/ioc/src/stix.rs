@@ -565,11 +565,11 @@ fn operand_for(field: Field, lit: &Lit, textual: bool) -> Result<(ContentType, O
             };
         }
         if is_time_field(field) {
-            return match parse_datetime_operand(s) {
+            return match parse_datetime_operand(s).filter(|_| rfc3339_utc(s)) {
                 Some((t, digits)) => Ok((ContentType::Date, Operand::Date(t, digits))),
                 None => Err(format!(
-                    "'{s}' is not a timestamp to at most nine digits of a second (write \
-                     t'2020-01-01T00:00:00Z')"
+                    "'{s}' is not an RFC 3339 timestamp in UTC to at most nine digits of a \
+                     second (write t'2020-01-01T00:00:00Z')"
                 )),
             };
         }

@@ -196,6 +196,45 @@ pub fn format_datetime(secs: i64) -> String {
     )
 }
 
+/// The last second of a day, counted from its first.
+const DAY_LAST_SECOND: i64 = 86_399;
+
+/// How many seconds past its first one a time written without its seconds stands for:
+/// a day alone (`2020-01-15`) the whole day, a time to the minute (`2020-01-15T10:30Z`)
+/// the whole minute; 0 for a time given to the second or finer.
+pub fn unwritten_seconds(t: &str) -> i64 {
+    let t = t.trim();
+    let Some(i) = t.find(['T', 't', ' ']) else {
+        return DAY_LAST_SECOND;
+    };
+    let clock = t[i + 1..].trim_end_matches(['Z', 'z']);
+    let clock = clock.rfind(['+', '-']).map_or(clock, |zone| &clock[..zone]);
+    if clock.matches(':').count() == 1 {
+        59
+    } else {
+        0
+    }
+}
+
+/// Orders an item's time `v` against a time written as `s`, at the precision `s` is
+/// written to: `Equal` anywhere within a day alone, a minute, a second or a fraction of
+/// one as written. `None` when `s` is not a time.
+pub fn cmp_time_text(v: Timestamp, s: &str) -> Option<std::cmp::Ordering> {
+    use std::cmp::Ordering;
+    let (start, digits) = parse_datetime_precise(s)?;
+    let unwritten = unwritten_seconds(s);
+    if unwritten == 0 {
+        return Some(v.truncated(digits).cmp(&start));
+    }
+    Some(if v.secs < start.secs {
+        Ordering::Less
+    } else if v.secs > start.secs + unwritten {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    })
+}
+
 /// [`format_datetime`] with `digits` decimal digits of a second (none when 0).
 pub fn format_timestamp(t: Timestamp, digits: u8) -> String {
     let whole = format_datetime(t.secs);
@@ -357,8 +396,11 @@ fn nested_quantifier(ast: &regex_syntax::ast::Ast) -> Option<Nesting> {
     match ast {
         Ast::Repetition(outer) => {
             let here = match &*outer.ast {
-                Ast::Repetition(_)
-                    if outer.greedy && outer.op.kind == RepetitionKind::OneOrMore =>
+                // `a+?+` is no possessive form: PCRE refuses a quantifier after a lazy one.
+                Ast::Repetition(inner)
+                    if inner.greedy
+                        && outer.greedy
+                        && outer.op.kind == RepetitionKind::OneOrMore =>
                 {
                     Some(Nesting::Possessive)
                 }

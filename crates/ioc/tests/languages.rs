@@ -1102,6 +1102,8 @@ fn pcre_only_regular_expressions_are_unsupported_not_errors() {
         r"[file:name MATCHES 'a**']",
         r"[file:name MATCHES 'x|(b{2}{3})']",
         r"[file:name MATCHES 'a++b**']",
+        r"[file:name MATCHES 'a+?+']",
+        r"[file:name MATCHES 'a{2,3}?+']",
     ] {
         let e = stix::parse_pattern(p, "id", "n", "t")
             .unwrap_err()
@@ -1279,8 +1281,64 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
         let e = openioc::parse(&x, "t.ioc").unwrap_err().to_string();
         assert!(e.contains(said), "{value}: {e}");
     }
-    // STIX timestamps are RFC 3339 in UTC, with their seconds.
+    // A time written as text on a time field compares at the precision it is written
+    // to, a day or a minute included (OpenIOC `string` content).
+    for (cond, value, nanos, want) in [
+        (
+            "greater-than",
+            "2020-01-01T00:00Z",
+            500_000_000,
+            Truth::False,
+        ),
+        ("is", "2020-01-01T00:00Z", 500_000_000, Truth::True),
+        ("is", "2020-01-01", 500_000_000, Truth::True),
+        (
+            "less-than",
+            "2020-01-01T00:00:07.5Z",
+            400_000_000,
+            Truth::True,
+        ),
+        (
+            "less-than",
+            "2020-01-01T00:00:07.5Z",
+            600_000_000,
+            Truth::False,
+        ),
+    ] {
+        let ioc = one(cond, "FileItem/Modified", "string", value, false, false);
+        assert_eq!(
+            check(&ioc, &mut at(nanos)),
+            want,
+            "{cond} '{value}' as text at .{nanos:09}"
+        );
+    }
+    // The hint on a date that does not parse says the right thing.
+    for (value, said, not_said) in [
+        ("garbage", "is not a valid ISO 8601 date", "nine digits"),
+        (
+            "2020-01-15T10:30+1\u{e9}1",
+            "is not a valid ISO 8601 date",
+            "nine digits",
+        ),
+        (
+            "2020-01-01T00:00:07.1234567891Z",
+            "finer than a nanosecond",
+            "not a valid",
+        ),
+    ] {
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+            item11("is", "FileItem/Modified", "date", value, false, false)
+        ));
+        let e = openioc::parse(&x, "t.ioc").unwrap_err().to_string();
+        assert!(e.contains(said) && !e.contains(not_said), "{value}: {e}");
+    }
+    // STIX timestamps are RFC 3339 in UTC, with their seconds, written as t'…' or as
+    // text.
     for bad in [
+        "'2020-01-01T00:00Z'",
+        "'2020-01-01'",
+        "'2020-01-01T00:00:07,5Z'",
         "t'2020-01-01T00:00:07,5Z'",
         "t'2020-01-01T24:00:00Z'",
         "t'2020-01-01T00:00Z'",
@@ -1682,7 +1740,7 @@ fn stix_errors_have_offsets() {
             "[ipv4-addr:value = 'not-an-ip']",
             "not an IP address or a CIDR block",
         ),
-        ("[file:mtime > 'last week']", "is not a timestamp"),
+        ("[file:mtime > 'last week']", "is not an RFC 3339 timestamp"),
         (
             "[file:ctime > 5]",
             "a number where this property holds a timestamp",

@@ -768,6 +768,8 @@ async fn task(State(core): State<AppState>, c: Caller, Path(id): Path<String>) -
 }
 
 async fn cancel_task(State(core): State<AppState>, c: Caller, Path(id): Path<String>) -> ApiResult {
+    // The right first, as for a body: a role that may not cancel hears that.
+    core.allow(&c, riposte_model::Operation::CancelTask).await?;
     let id: i64 = id
         .parse()
         .map_err(|_| ServiceError::BadRequest(format!("task id '{id}' is not a number")))?;

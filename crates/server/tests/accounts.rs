@@ -476,6 +476,11 @@ async fn rights_matrix_of_the_three_roles() {
         }
     }
     assert!(malformed >= 8, "{malformed}");
+    // So is a path that names no task, on a route without a body.
+    let (s, v) = aud.call("POST", "/api/v1/tasks/abc/cancel", None).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = admin.call("POST", "/api/v1/tasks/abc/cancel", None).await;
+    assert_eq!(s, 400, "{v}");
     ts.stop().await;
 }
 
