@@ -309,10 +309,8 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
         }
         outln!("tasks:     {}", tasks.len());
         outln!("unsent events: {}", state.outbox.len());
-        let q = &v["quarantine"];
-        match q["error"].as_str() {
-            Some(error) => outln!("quarantine: cannot be read: {error}"),
-            None => outln!("quarantine: {} objects, {} bytes", q["objects"], q["bytes"]),
+        for line in quarantine_lines(&v["quarantine"]) {
+            outln!("{line}");
         }
     }
     Ok(if running {
@@ -320,6 +318,24 @@ fn status(a: &AgentArgs, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(3)
     })
+}
+
+/// What the text `status` says of the quarantine ([`quarantine_summary`]): its size, or
+/// why it cannot be read, and each entry whose record cannot be read (said in text too,
+/// not only in JSON).
+fn quarantine_lines(q: &serde_json::Value) -> Vec<String> {
+    let mut lines = vec![match q["error"].as_str() {
+        Some(error) => format!("quarantine: cannot be read: {error}"),
+        None => format!("quarantine: {} objects, {} bytes", q["objects"], q["bytes"]),
+    }];
+    for e in q["unreadable"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "quarantine entry {} is unreadable: {}",
+            e["id"].as_str().unwrap_or("?"),
+            e["reason"].as_str().unwrap_or("")
+        ));
+    }
+    lines
 }
 
 /// What `status` says of the device certificate: until when it is valid (renewed over
@@ -659,7 +675,61 @@ async fn enroll_with_retries(
 
 #[cfg(test)]
 mod tests {
-    use super::{certificate_lines, quarantine_summary, AgentArgs};
+    use super::{certificate_lines, quarantine_lines, quarantine_summary, AgentArgs};
+
+    /// The text status lists the entries it cannot read, as the JSON one does.
+    #[test]
+    fn a_text_status_lists_unreadable_entries() {
+        let q = serde_json::json!({
+            "objects": 4, "bytes": 10,
+            "unreadable": [{"id": "q-1", "reason": "record unreadable: expected value"}],
+        });
+        assert_eq!(
+            quarantine_lines(&q),
+            [
+                "quarantine: 4 objects, 10 bytes",
+                "quarantine entry q-1 is unreadable: record unreadable: expected value"
+            ]
+        );
+        let q = serde_json::json!({ "error": "the key is missing" });
+        assert_eq!(
+            quarantine_lines(&q),
+            ["quarantine: cannot be read: the key is missing"]
+        );
+        // Through the store: an entry whose record was damaged.
+        let t = tempfile::tempdir().unwrap();
+        let (root, data) = (t.path().join("root"), t.path().join("data"));
+        std::fs::create_dir_all(root.join("home")).unwrap();
+        std::fs::write(root.join("home/evil"), b"payload").unwrap();
+        let (store, _) = riposte_quarantine::QuarantineStore::open(
+            data.join("quarantine"),
+            riposte_host::HostRoot::new(&root),
+            riposte_quarantine::QuarantineConfig {
+                min_free_bytes: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let rec = store
+            .quarantine(&riposte_quarantine::QuarantineRequest {
+                path: "/home/evil".into(),
+                detection_id: "d".into(),
+                threat_name: "T".into(),
+                user: "u".into(),
+                expected: None,
+            })
+            .unwrap();
+        drop(store);
+        let record = data.join(format!("quarantine/records/{}.json", rec.id));
+        std::fs::write(&record, b"not a record").unwrap();
+        let lines = quarantine_lines(&quarantine_summary(&data, &root));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("quarantine entry {} is unreadable: ", rec.id))),
+            "{lines:?}"
+        );
+    }
 
     /// A status reads: a quarantine that never held anything is said empty, and neither
     /// its folders nor its key are made; entries without their key are still said.
