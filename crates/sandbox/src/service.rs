@@ -740,9 +740,10 @@ pub struct ServeHandle {
     /// The analysis workers, waited for at shutdown (each finishes the object it holds).
     workers: Vec<tokio::task::JoinHandle<()>>,
     /// `DATA_DIR/sandbox.lock`, locked while this sandbox serves it: until its workers
-    /// have stopped, so that a sandbox started after [`ServeHandle::shutdown`] never
-    /// analyses an object beside one of them.
-    _lock: std::fs::File,
+    /// have stopped (each holds it too), so that a sandbox started after
+    /// [`ServeHandle::shutdown`], or after the handle is dropped, never analyses an
+    /// object beside one of them.
+    _lock: Arc<std::fs::File>,
 }
 
 impl ServeHandle {
@@ -1024,10 +1025,16 @@ pub async fn serve(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    // Each worker holds the lock too: a handle dropped without `shutdown` stops them
+    // (its sender goes), but one may still be finishing an object, and the directory is
+    // not free until it has.
+    let lock = Arc::new(lock);
     let mut workers = Vec::new();
     for _ in 0..config.workers.max(1) {
         let (app, rx, mut stop) = (app.clone(), rx.clone(), shutdown_rx.clone());
+        let held = lock.clone();
         workers.push(tokio::spawn(async move {
+            let _held = held;
             loop {
                 let id = tokio::select! {
                     _ = stop.changed() => break,

@@ -44,6 +44,31 @@ async fn wait_done(c: &SandboxClient, id: &str) -> TaskStatus {
     s
 }
 
+/// A handle dropped without `shutdown` stops its workers, and the data directory is
+/// free once they have stopped: not before (they hold its lock), and not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_handle_frees_its_directory_once_its_workers_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(static_only(dir.path())).await;
+    drop(h);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        match serve(static_only(dir.path()), listener).await {
+            Ok(h) => {
+                h.shutdown().await;
+                break;
+            }
+            Err(riposte_sandbox::SandboxError::DataDirInUse(_))
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("the directory stayed taken: {e}"),
+        }
+    }
+}
+
 fn static_only(dir: &std::path::Path) -> SandboxConfig {
     let mut c = SandboxConfig::new(dir);
     c.dynamic = false;
