@@ -1160,6 +1160,19 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
         );
         f
     };
+    // Does the OpenIOC term on the file's modification time hold?
+    let holds = |cond: &str, ty: &str, value: &str, nanos: u32| {
+        let ioc = one(cond, "FileItem/Modified", ty, value, false, false);
+        check(&ioc, &mut at(nanos))
+    };
+    // Why the OpenIOC `date` operand `value` is refused.
+    let refusal = |value: &str| {
+        let x = v11(&format!(
+            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
+            item11("is", "FileItem/Modified", "date", value, false, false)
+        ));
+        openioc::parse(&x, "t.ioc").unwrap_err().to_string()
+    };
     for (cond, value, nanos, want) in [
         ("less-than", "2020-01-01T00:00:07.5Z", 0, Truth::True),
         (
@@ -1258,9 +1271,8 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
         ),
         ("is", "2020-01-01T01:00+01:00", 500_000_000, Truth::True),
     ] {
-        let ioc = one(cond, "FileItem/Modified", "date", value, false, false);
         assert_eq!(
-            check(&ioc, &mut at(nanos)),
+            holds(cond, "date", value, nanos),
             want,
             "{cond} {value} at .{nanos:09}"
         );
@@ -1274,11 +1286,7 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
         ),
         ("2020-01-01T00:00:07.1234567891Z", "at most nine digits"),
     ] {
-        let x = v11(&format!(
-            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
-            item11("is", "FileItem/Modified", "date", value, false, false)
-        ));
-        let e = openioc::parse(&x, "t.ioc").unwrap_err().to_string();
+        let e = refusal(value);
         assert!(e.contains(said), "{value}: {e}");
     }
     // A time written as text on a time field compares at the precision it is written
@@ -1305,9 +1313,8 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
             Truth::False,
         ),
     ] {
-        let ioc = one(cond, "FileItem/Modified", "string", value, false, false);
         assert_eq!(
-            check(&ioc, &mut at(nanos)),
+            holds(cond, "string", value, nanos),
             want,
             "{cond} '{value}' as text at .{nanos:09}"
         );
@@ -1326,11 +1333,7 @@ fn fractions_of_a_second_compare_to_the_operands_precision() {
             "not a valid",
         ),
     ] {
-        let x = v11(&format!(
-            r#"<Indicator operator="OR" id="r">{}</Indicator>"#,
-            item11("is", "FileItem/Modified", "date", value, false, false)
-        ));
-        let e = openioc::parse(&x, "t.ioc").unwrap_err().to_string();
+        let e = refusal(value);
         assert!(e.contains(said) && !e.contains(not_said), "{value}: {e}");
     }
     // STIX timestamps are RFC 3339 in UTC, with their seconds, written as t'…' or as
