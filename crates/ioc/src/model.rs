@@ -336,8 +336,8 @@ pub enum Operand {
     Str(String),
     /// An integer.
     Int(i64),
-    /// A point in time, and the decimal digits of a second it is written to (its
-    /// significant ones): an item's time is cut to as many before they compare, so that
+    /// A point in time, and the decimal digits of a second it is written to (zeros
+    /// too): an item's time is cut to as many before they compare, so that
     /// `is 2020-01-01T00:00:07Z` holds all through that second and `less-than …07.5Z`
     /// holds at 07.0.
     Date(Timestamp, u8),
