@@ -12,7 +12,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use riposte_model::accounts::SPECIAL_ACCOUNT_NAME;
-use riposte_model::Role;
+use riposte_model::{Operation, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -294,7 +294,7 @@ impl IntoResponse for ApiError {
 async fn permitted<T>(
     core: &Core,
     c: &Caller,
-    op: riposte_model::Operation,
+    op: Operation,
     body: Result<T, Response>,
 ) -> Result<T, ApiError> {
     core.allow(c, op).await?;
@@ -424,7 +424,7 @@ async fn create_group(
     c: Caller,
     body: Result<Body<GroupBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangeGroups, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::ChangeGroups, body).await?;
     let id = core.create_group(&c, &b.name, b.parent.as_deref()).await?;
     ok(json!({ "id": id, "name": b.name.trim() }))
 }
@@ -441,7 +441,7 @@ async fn rename_group(
     Path(group): Path<String>,
     body: Result<Body<RenameBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangeGroups, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::ChangeGroups, body).await?;
     core.rename_group(&c, &group, &b.name).await?;
     ok(json!({ "renamed": true, "name": b.name.trim() }))
 }
@@ -458,7 +458,7 @@ async fn move_group(
     Path(group): Path<String>,
     body: Result<Body<MoveGroupBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangeGroups, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::ChangeGroups, body).await?;
     core.move_group(&c, &group, &b.parent).await?;
     ok(json!({ "moved": true }))
 }
@@ -482,7 +482,7 @@ async fn set_policy_tr(
     Path(group): Path<String>,
     body: Result<Body<ThreatResponsePatch>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangePolicy, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::ChangePolicy, body).await?;
     ok(core.set_policy_threat_response(&c, &group, &b).await?)
 }
 
@@ -492,7 +492,7 @@ async fn set_policy_sandbox(
     Path(group): Path<String>,
     body: Result<Body<SandboxPatch>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangePolicy, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::ChangePolicy, body).await?;
     ok(core.set_policy_sandbox(&c, &group, &b).await?)
 }
 
@@ -550,7 +550,7 @@ async fn move_device(
     Path(device): Path<String>,
     body: Result<Body<MoveBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::MoveDevice, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::MoveDevice, body).await?;
     core.move_device(&c, &device, &b.group).await?;
     ok(json!({ "moved": true }))
 }
@@ -579,13 +579,7 @@ async fn set_device_tr(
     Path(device): Path<String>,
     body: Result<Body<ThreatResponsePatch>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(
-        &core,
-        &c,
-        riposte_model::Operation::ChangeDeviceSettings,
-        body,
-    )
-    .await?;
+    let Body(b) = permitted(&core, &c, Operation::ChangeDeviceSettings, body).await?;
     ok(core.set_device_threat_response(&c, &device, &b).await?)
 }
 
@@ -619,13 +613,7 @@ async fn create_enroll_token(
     c: Caller,
     body: Result<Body<TokenBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(
-        &core,
-        &c,
-        riposte_model::Operation::ManageEnrollTokens,
-        body,
-    )
-    .await?;
+    let Body(b) = permitted(&core, &c, Operation::ManageEnrollTokens, body).await?;
     let (token, expires_at) = core
         .create_enroll_token(&c, &b.group, b.ttl_secs, b.max_uses)
         .await?;
@@ -655,7 +643,7 @@ async fn create_account(
     c: Caller,
     body: Result<Body<AccountBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::ManageAccounts, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::ManageAccounts, body).await?;
     let role = Role::parse(&b.role).map_err(ServiceError::from)?;
     let id = core.create_account(&c, &b.name, role, &b.password).await?;
     ok(json!({ "id": id, "name": b.name, "role": role }))
@@ -683,7 +671,7 @@ async fn change_own_password(
     c: Caller,
     body: Result<Body<OwnPasswordBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::ChangeOwnPassword, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::ChangeOwnPassword, body).await?;
     core.change_own_password(&c, &b.current_password, &b.new_password)
         .await?;
     ok(json!({ "changed": true, "sessions_ended": true }))
@@ -701,7 +689,7 @@ async fn set_account_password(
     Path(name): Path<String>,
     body: Result<Body<PasswordBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::ManageAccounts, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::ManageAccounts, body).await?;
     core.set_account_password(&c, &name, &b.password).await?;
     ok(json!({ "changed": true, "name": name }))
 }
@@ -724,13 +712,7 @@ async fn create_special(
     c: Caller,
     body: Result<Body<SpecialBody>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(
-        &core,
-        &c,
-        riposte_model::Operation::ManageSpecialAccount,
-        body,
-    )
-    .await?;
+    let Body(b) = permitted(&core, &c, Operation::ManageSpecialAccount, body).await?;
     core.create_special(&c, &b.password).await?;
     ok(json!({ "created": true, "name": riposte_model::accounts::SPECIAL_ACCOUNT_NAME }))
 }
@@ -754,7 +736,7 @@ async fn create_task(
     c: Caller,
     body: Result<Body<TaskRequest>, Response>,
 ) -> ApiResult {
-    let Body(b) = permitted(&core, &c, riposte_model::Operation::CreateTask, body).await?;
+    let Body(b) = permitted(&core, &c, Operation::CreateTask, body).await?;
     let (id, warnings) = core.create_task_noting(&c, &b).await?;
     ok(json!({ "id": id, "warnings": warnings }))
 }
@@ -769,7 +751,7 @@ async fn task(State(core): State<AppState>, c: Caller, Path(id): Path<String>) -
 
 async fn cancel_task(State(core): State<AppState>, c: Caller, Path(id): Path<String>) -> ApiResult {
     // The right first, as for a body: a role that may not cancel hears that.
-    core.allow(&c, riposte_model::Operation::CancelTask).await?;
+    core.allow(&c, Operation::CancelTask).await?;
     let id: i64 = id
         .parse()
         .map_err(|_| ServiceError::BadRequest(format!("task id '{id}' is not a number")))?;
@@ -792,15 +774,10 @@ async fn create_autonomous(
         // Credentials first, as everywhere: a request without them learns nothing of
         // what a valid body looks like, and then the right: an account that may not
         // create the task hears that (audited), not what its body lacked.
-        (Ok(c), Err(rejection)) => {
-            match core
-                .allow(&c, riposte_model::Operation::CreateAutonomousTask)
-                .await
-            {
-                Err(e) => e.into_response(),
-                Ok(()) => rejection,
-            }
-        }
+        (Ok(c), Err(rejection)) => match core.allow(&c, Operation::CreateAutonomousTask).await {
+            Err(e) => e.into_response(),
+            Ok(()) => rejection,
+        },
         (Err(e), body) => {
             // A device whose special password is wrong gets its failure recorded: the
             // login throttle bounds how often, because a request it refused before
@@ -895,8 +872,7 @@ async fn quarantine_action(
     Path((device, entry, action)): Path<(String, String, String)>,
     body: Result<OptionalBody<QuarantineBody>, Response>,
 ) -> ApiResult {
-    let OptionalBody(b) =
-        permitted(&core, &c, riposte_model::Operation::HandleQuarantine, body).await?;
+    let OptionalBody(b) = permitted(&core, &c, Operation::HandleQuarantine, body).await?;
     let id = core
         .quarantine_action(&c, &device, &entry, &action, b.restore_to, b.on_conflict)
         .await?;
