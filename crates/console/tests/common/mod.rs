@@ -151,6 +151,10 @@ pub fn client(ca: &str) -> reqwest::Client {
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))
+        // A fresh connection per request: after refusing an oversized form unread, the
+        // server closes its connection, and a pooled one could be reused as it closes
+        // (the next request then fails with an incomplete message).
+        .pool_max_idle_per_host(0)
         .build()
         .unwrap()
 }
