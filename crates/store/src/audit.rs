@@ -3,6 +3,9 @@
 use crate::{now_ms, Result, Store};
 use sqlx::Row;
 
+/// The advisory lock that keeps audit ids committed in order on PostgreSQL ("ripoaudt").
+pub(crate) const AUDIT_ORDER_LOCK: i64 = 0x7269_706f_6175_6474;
+
 /// One audit entry.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditRow {
@@ -16,17 +19,35 @@ pub struct AuditRow {
 
 impl Store {
     /// Appends an entry. `detail` must never contain a secret.
+    ///
+    /// On PostgreSQL, entries become visible in the order of their ids: each insert holds
+    /// an advisory lock from before its id is drawn until it commits. Without it, two
+    /// server processes could commit ids 95 and 96 in the other order, and a reader that
+    /// saw 96 and then asks for what is newer would never see 95. (SQLite has one writer.)
     pub async fn audit(&self, actor: &str, source: &str, action: &str, detail: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit (at, actor, source, action, detail) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(now_ms())
-        .bind(actor)
-        .bind(source)
-        .bind(action)
-        .bind(detail)
-        .execute(self.pool())
-        .await?;
+        let sql = match self.backend() {
+            // One statement, so one round trip: the lock is taken when the insert pulls
+            // the CTE's row, before the row's id is drawn, and is held to the commit.
+            crate::Backend::Postgres => {
+                "WITH ordered AS (SELECT pg_advisory_xact_lock($6))
+                 INSERT INTO audit (at, actor, source, action, detail)
+                 SELECT $1, $2, $3, $4, $5 FROM ordered"
+            }
+            crate::Backend::Sqlite => {
+                "INSERT INTO audit (at, actor, source, action, detail) VALUES ($1, $2, $3, $4, $5)"
+            }
+        };
+        let query = sqlx::query(sql)
+            .bind(now_ms())
+            .bind(actor)
+            .bind(source)
+            .bind(action)
+            .bind(detail);
+        let query = match self.backend() {
+            crate::Backend::Postgres => query.bind(AUDIT_ORDER_LOCK),
+            crate::Backend::Sqlite => query,
+        };
+        query.execute(self.pool()).await?;
         Ok(())
     }
 
@@ -59,5 +80,68 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+    use crate::Backend;
+    use std::time::Duration;
+
+    /// On PostgreSQL, an entry whose id is drawn but not yet committed holds back every
+    /// later entry: a reader never sees an id above one still to appear.
+    #[tokio::test]
+    async fn audit_ids_become_visible_in_order_on_postgres() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let store = db.store.clone();
+        store.audit("t", "test", "first", "").await.unwrap();
+
+        // Another server process's insert, paused between drawing its id and committing.
+        let mut slow = store.pool().begin().await.unwrap();
+        sqlx::query(
+            "WITH ordered AS (SELECT pg_advisory_xact_lock($1))
+             INSERT INTO audit (at, actor, source, action, detail)
+             SELECT 0, 't', 'test', 'slow', '' FROM ordered",
+        )
+        .bind(AUDIT_ORDER_LOCK)
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+
+        let fast = tokio::spawn({
+            let store = store.clone();
+            async move { store.audit("t", "test", "fast", "").await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seen: Vec<String> = store
+            .audit_log(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        assert_eq!(
+            seen,
+            ["first"],
+            "nothing newer shows while 'slow' is pending"
+        );
+        assert!(
+            !fast.is_finished(),
+            "the later insert waits for the earlier one"
+        );
+
+        slow.commit().await.unwrap();
+        fast.await.unwrap().unwrap();
+        let seen: Vec<String> = store
+            .audit_log(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        assert_eq!(seen, ["fast", "slow", "first"], "ids in commit order");
+        db.cleanup().await;
     }
 }
