@@ -15,6 +15,7 @@ pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod openioc;
+pub mod pcre;
 pub mod stix;
 pub mod value;
 pub mod yara;

@@ -552,7 +552,7 @@ pub(crate) fn build_term(
             return Err(format!("bad regular expression '{raw}': {why}"));
         }
         Some(
-            regex::RegexBuilder::new(&raw)
+            regex::RegexBuilder::new(&crate::pcre::to_rust(&raw))
                 .case_insensitive(!preserve_case)
                 .size_limit(1 << 22)
                 .build()

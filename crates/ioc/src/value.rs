@@ -318,8 +318,9 @@ pub fn parse_int(s: &str) -> Option<i64> {
 /// Why the regular expression `pattern`, valid in PCRE (STIX's `MATCHES`, the engines
 /// most OpenIOC editors test with), cannot run here: look-around and back-references,
 /// which an engine that matches in linear time does not have, and PCRE's other syntax
-/// (atomic groups, `\Q…\E`, named back-references…). `None` for any other expression,
-/// valid or not (a broken one is an error of the document).
+/// (atomic groups, named back-references, recursion…). `None` for any other expression,
+/// valid or not (a broken one is an error of the document). PCRE spellings this engine
+/// writes otherwise are rewritten first ([`crate::pcre::to_rust`]).
 pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
     const PCRE_ONLY: &[(&str, &str)] = &[
         ("\\k<", "a named back-reference"),
@@ -328,21 +329,21 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
         ("(?P=", "a named back-reference"),
         ("\\g", "a back-reference"),
         ("(?>", "an atomic group"),
-        ("(?#", "a comment group"),
-        ("\\Q", "a quoted sequence (\\Q…\\E)"),
-        ("\\G", "the \\G anchor"),
+        ("\\G", "the \\G anchor (other than first)"),
         ("(?|", "a branch-reset group"),
         ("(?R)", "recursion"),
         ("(?&", "recursion"),
     ];
     use regex_syntax::ast::ErrorKind;
+    let written = pattern;
+    let pattern = &*crate::pcre::to_rust(written);
     let e = match regex_syntax::ast::parse::Parser::new().parse(pattern) {
         // `a++` parses here too, as `(a+)+`: run, it would match what PCRE's possessive
         // quantifier refuses (`a++a` never matches in PCRE).
         Ok(ast) => {
             return (nested_quantifier(&ast) == Some(Nesting::Possessive)).then(|| {
                 format!(
-                    "the regular expression '{pattern}' uses a possessive quantifier ('++', \
+                    "the regular expression '{written}' uses a possessive quantifier ('++', \
                      '*+', '?+' or '{{n}}+'), which this scanner's engine does not run (it \
                      would read it as a greedy one, and match what PCRE does not)"
                 )
@@ -361,7 +362,7 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
             .map(|(_, what)| *what)?,
     };
     Some(format!(
-        "the regular expression '{pattern}' uses {what}, which this scanner's engine does not \
+        "the regular expression '{written}' uses {what}, which this scanner's engine does not \
          run (it matches in linear time, so that no expression can stall a sweep)"
     ))
 }
@@ -371,7 +372,7 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
 /// repetition. `None` otherwise (the possessive form is [`regex_beyond_this_engine`]'s).
 pub fn regex_refused_by_pcre(pattern: &str) -> Option<&'static str> {
     let ast = regex_syntax::ast::parse::Parser::new()
-        .parse(pattern)
+        .parse(&crate::pcre::to_rust(pattern))
         .ok()?;
     (nested_quantifier(&ast) == Some(Nesting::Refused)).then_some(
         "a quantifier right after another ('a**', 'a++?', 'a{2}{3}'), which PCRE refuses: \
