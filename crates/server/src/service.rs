@@ -346,9 +346,11 @@ fn check_ioc_documents(docs: &[IocDocument]) -> ServiceResult<Vec<String>> {
     let mut stix = Vec::new();
     for doc in docs {
         match doc.format.as_str() {
-            "openioc" => riposte_ioc::openioc::parse(&doc.content, &doc.name)
-                .map(drop)
-                .map_err(|e| bad(doc, e))?,
+            "openioc" => {
+                let ioc = riposte_ioc::openioc::parse(&doc.content, &doc.name)
+                    .map_err(|e| bad(doc, e))?;
+                warnings.extend(unsupported_terms(&doc.name, std::slice::from_ref(&ioc)));
+            }
             "stix" => stix.push(doc),
             "yara" => {
                 let rules = riposte_ioc::yara::YaraRules::compile_str(&doc.content, &doc.name)
@@ -406,8 +408,34 @@ fn check_ioc_documents(docs: &[IocDocument]) -> ServiceResult<Vec<String>> {
     }
     for (doc, d) in stix.iter().zip(&read) {
         warnings.extend(d.set_aside.iter().map(|w| format!("{}: {w}", doc.name)));
+        warnings.extend(unsupported_terms(&doc.name, &d.iocs));
     }
     Ok(warnings)
+}
+
+/// One warning per indicator of document `doc` with terms no device can evaluate (an
+/// event context, a Windows item, an expression this engine does not run): devices
+/// report those indicators undetermined wherever the rest does not decide them, and
+/// whoever creates the task should know before it runs.
+fn unsupported_terms(doc: &str, iocs: &[riposte_ioc::model::Ioc]) -> Vec<String> {
+    iocs.iter()
+        .filter(|ioc| !ioc.unsupported.is_empty())
+        .map(|ioc| {
+            let terms: Vec<String> = ioc
+                .unsupported
+                .iter()
+                .map(|u| format!("{} ({})", u.search, u.reason))
+                .collect();
+            format!(
+                "{doc}: indicator '{}' has {} term{} that devices cannot evaluate, so it is \
+                 undetermined where the rest does not decide it: {}",
+                ioc.id,
+                terms.len(),
+                if terms.len() == 1 { "" } else { "s" },
+                riposte_ioc::first_of(&terms, 3)
+            )
+        })
+        .collect()
 }
 
 /// Result of enrolling a device.

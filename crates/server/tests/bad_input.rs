@@ -891,6 +891,36 @@ async fn a_task_says_what_its_devices_will_leave_out() {
         )
         .await;
     assert_eq!(clean["warnings"], json!([]), "{clean}");
+
+    // Terms no device can evaluate are told too, per indicator, in both languages: an
+    // event context, and an expression this engine does not run (possessive).
+    let openioc = r#"<?xml version="1.0"?><OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="ev-1" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>ev</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="w" condition="is" preserve-case="false" negate="false"><Context document="fileWriteEvent" search="fileWriteEvent/md5" type="event"/><Content type="md5">0123456789abcdef0123456789abcdef</Content></IndicatorItem><IndicatorItem id="n" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">evil.exe</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#;
+    let stix = "[file:name MATCHES '^a++b' OR file:name = 'x']";
+    let v = api
+        .ok(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"name": "t3", "group": "A", "iocs": [
+                {"format": "openioc", "name": "ev.ioc", "content": openioc},
+                {"format": "stix", "name": "p.stix", "content": stix}]})),
+        )
+        .await;
+    let warnings: Vec<&str> = v["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{v}");
+    assert!(
+        warnings[0].starts_with("ev.ioc: indicator 'ev-1' has 1 term ")
+            && warnings[0].contains("fileWriteEvent/md5 (event context"),
+        "{v}"
+    );
+    assert!(
+        warnings[1].starts_with("p.stix: indicator ") && warnings[1].contains("possessive"),
+        "{v}"
+    );
     ts.stop().await;
 }
 
