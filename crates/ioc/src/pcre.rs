@@ -340,6 +340,8 @@ mod tests {
         assert!(matches(r"^a{,3}$", "a{,3}"));
         assert!(!matches(r"^a{,3}$", "aa"));
         assert!(matches(r"a{3", "a{3"));
+        assert!(matches(r"^x{abc}+$", "x{abc}}}"));
+        assert!(matches(r"^{+$", "{{"));
         assert!(matches(r"^a{2}$", "aa"));
         assert!(matches(r"^a{2,}$", "aaa"));
     }
