@@ -69,7 +69,7 @@ pub fn page(c: &Console, s: &Session, title: &str, nav: Nav, body: Markup) -> Re
                             @if s.can(Operation::ReadAccounts) {
                                 (item(Nav::Accounts, "/accounts", "Accounts"))
                             }
-                            @if s.can(Operation::ManageEnrollTokens) {
+                            @if s.can(Operation::ReadInventory) {
                                 (item(Nav::Tokens, "/enroll-tokens", "Enrollment tokens"))
                             }
                             @if s.can(Operation::ReadAudit) {

@@ -75,13 +75,15 @@ impl Operation {
     /// What the operation does, in words for an error message.
     pub fn describe(self) -> &'static str {
         match self {
-            Operation::ReadInventory => "read devices, groups, detections and quarantine",
+            Operation::ReadInventory => {
+                "read devices, groups, enrollment tokens, detections and quarantine"
+            }
             Operation::ChangeGroups => "create, rename, move or delete administration groups",
             Operation::MoveDevice => "move devices between groups",
             Operation::RevokeDevice => "revoke devices",
             Operation::ChangePolicy => "change policies",
             Operation::ChangeDeviceSettings => "change a device's application settings",
-            Operation::ManageEnrollTokens => "list or create enrollment tokens",
+            Operation::ManageEnrollTokens => "create enrollment tokens",
             Operation::CreateTask => "create IOC scan tasks",
             Operation::CancelTask => "cancel tasks",
             Operation::CreateAutonomousTask => "create autonomous IOC scan tasks",

@@ -62,7 +62,8 @@ fn every_operation() -> Vec<(
             Some(json!({"group": "A"})),
             "ManageEnrollTokens",
         ),
-        ("GET", "/api/v1/enroll-tokens", None, "ManageEnrollTokens"),
+        // Their list holds no token, only what each is for and how long it lasts.
+        ("GET", "/api/v1/enroll-tokens", None, "ReadInventory"),
         (
             "POST",
             "/api/v1/tasks",

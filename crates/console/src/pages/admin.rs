@@ -260,15 +260,17 @@ async fn render_tokens(c: &Console, s: &Session, new: Option<String>) -> Result<
                 @if rows.is_empty() { tr { td colspan="6" { "No tokens." } } }
             }
         }
-        h2 { "New token" }
-        form.stack method="post" action="/enroll-tokens" #new-token-form {
-            (csrf(s))
-            label { "Administration group"
-                select name="group" { @for g in &groups { option value=(g.name) { (g.name) } } }
+        @if s.can(Operation::ManageEnrollTokens) {
+            h2 { "New token" }
+            form.stack method="post" action="/enroll-tokens" #new-token-form {
+                (csrf(s))
+                label { "Administration group"
+                    select name="group" { @for g in &groups { option value=(g.name) { (g.name) } } }
+                }
+                label { "Valid for (hours)" input type="number" name="hours" value="24" min="1" max="8784"; }
+                label { "Number of devices" input type="number" name="uses" value="1" min="1" max="1000000"; }
+                div.buttons { button type="submit" #create-token { "Create the token" } }
             }
-            label { "Valid for (hours)" input type="number" name="hours" value="24" min="1" max="8784"; }
-            label { "Number of devices" input type="number" name="uses" value="1" min="1" max="1000000"; }
-            div.buttons { button type="submit" #create-token { "Create the token" } }
         }
     };
     Ok(page(c, s, "Enrollment tokens", Nav::Tokens, body))
