@@ -509,15 +509,35 @@ fn print_policy(v: &Value) {
         None => "not set by this policy",
     };
     // A section enforced above is what every device below gets, whatever this says.
-    let above = |key: &str| match v[key].as_str() {
-        Some(p) => format!(" (no effect: {} above enforces it)", cell(&json!(p))),
-        None => String::new(),
+    // And one enforced here makes the same section enforced below of no effect.
+    let above = |key: &str, below: &str| {
+        let mut said = match v[key].as_str() {
+            Some(p) => format!(" (no effect: {} above enforces it)", cell(&json!(p))),
+            None => String::new(),
+        };
+        let below: Vec<String> = v[below]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(cell)
+            .collect();
+        if !below.is_empty() {
+            said.push_str(&format!(
+                " (overrides what {} below enforce{})",
+                below.join(", "),
+                if below.len() == 1 { "s" } else { "" }
+            ));
+        }
+        said
     };
     let tr = &v["threat_response"];
     outln!(
         "Threat Response — {}{}",
         mode(tr),
-        above("threat_response_enforced_above")
+        above(
+            "threat_response_enforced_above",
+            "threat_response_overrides_below"
+        )
     );
     if !tr.is_null() {
         let actions: Vec<String> = tr["value"]["actions"]
@@ -543,7 +563,10 @@ fn print_policy(v: &Value) {
     outln!(
         "Sandbox integration — {}{}",
         mode(sb),
-        above("sandbox_integration_enforced_above")
+        above(
+            "sandbox_integration_enforced_above",
+            "sandbox_integration_overrides_below"
+        )
     );
     if !sb.is_null() {
         let list = |key: &str| {

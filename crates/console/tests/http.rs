@@ -1570,3 +1570,69 @@ async fn passwords_are_changed_on_the_password_page_and_set_on_accounts() {
         .contains("give the current one"));
     h.stop().await;
 }
+
+/// A policy that enforces a settings group says which policies below it overrides (they
+/// enforced it first), and each of those says it has no effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_enforced_over_one_below_says_so_on_both() {
+    use riposte_server::service::ThreatResponsePatch;
+    let h = Harness::start().await;
+    let core = h.core();
+    let parent = core.create_group(&admin(), "Parent", None).await.unwrap();
+    let child = core
+        .create_group(&admin(), "Child", Some("Parent"))
+        .await
+        .unwrap();
+    let enforce = ThreatResponsePatch {
+        mode: Some(PolicyMode::Enforce),
+        enabled: Some(true),
+        ..Default::default()
+    };
+    core.set_policy_threat_response(&admin(), "Child", &enforce)
+        .await
+        .unwrap();
+    core.set_policy_threat_response(&admin(), "Parent", &enforce)
+        .await
+        .unwrap();
+    let mut v = Visitor::new(&h);
+    v.login("admin", ADMIN_PASSWORD).await;
+    let above = v
+        .get(&format!(
+            "/policies/{parent}?tab=settings&section=threat-response"
+        ))
+        .await;
+    assert!(
+        tag(&above.body, "overrides-below").contains("hint"),
+        "{}",
+        above.body
+    );
+    assert!(
+        above
+            .body
+            .contains("over what Riposte policy (Child) below enforces"),
+        "{}",
+        above.body
+    );
+    let general = v.get(&format!("/policies/{parent}")).await;
+    assert!(
+        general
+            .body
+            .contains("(overrides what Riposte policy (Child) below enforces)"),
+        "{}",
+        general.body
+    );
+    let below = v
+        .get(&format!(
+            "/policies/{child}?tab=settings&section=threat-response"
+        ))
+        .await;
+    assert!(
+        below
+            .body
+            .contains("Riposte policy (Parent) above enforces"),
+        "{}",
+        below.body
+    );
+    assert!(!below.body.contains("overrides-below"), "{}", below.body);
+    h.stop().await;
+}

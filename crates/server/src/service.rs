@@ -230,6 +230,11 @@ pub struct PolicyView {
     pub threat_response_enforced_above: Option<String>,
     /// The same for Sandbox integration.
     pub sandbox_integration_enforced_above: Option<String>,
+    /// Where this policy enforces Threat Response: the policies below that enforce it
+    /// too, and so have no effect while this one does (set before this one was).
+    pub threat_response_overrides_below: Vec<String>,
+    /// The same for Sandbox integration.
+    pub sandbox_integration_overrides_below: Vec<String>,
 }
 
 /// The refusal of a password given while the special account was being deleted.
@@ -241,12 +246,36 @@ fn special_deleted_error() -> ServiceError {
     )
 }
 
-/// Group `g`'s policy `p` as the API shows it, `above` being what `g` inherits.
+/// Group `g`'s policy `p` as the API shows it, `above` being what `g` inherits, and
+/// `tree` and `policies` every group and policy (for the policies below it).
 fn policy_view(
     g: riposte_model::GroupNode,
     p: PolicySettings,
     above: &EffectiveSettings,
+    tree: &GroupTree,
+    policies: &HashMap<i64, PolicySettings>,
 ) -> PolicyView {
+    let enforces = |section: Option<PolicyMode>| section == Some(PolicyMode::Enforce);
+    // The policies below `g` whose own `section` is Enforce, where `g`'s is too.
+    let overridden = |section: fn(&PolicySettings) -> Option<PolicyMode>| -> Vec<String> {
+        if !enforces(section(&p)) {
+            return Vec::new();
+        }
+        tree.subtree(g.id)
+            .into_iter()
+            .filter(|&id| id != g.id)
+            .filter(|id| {
+                policies
+                    .get(id)
+                    .is_some_and(|below| enforces(section(below)))
+            })
+            .filter_map(|id| tree.get(id).map(|node| policy_name(&node.name)))
+            .collect()
+    };
+    let threat_response_overrides_below =
+        overridden(|p| p.threat_response.as_ref().map(|s| s.mode));
+    let sandbox_integration_overrides_below =
+        overridden(|p| p.sandbox_integration.as_ref().map(|s| s.mode));
     let enforcing = |prov: &Provenance| match prov {
         Provenance::Policy {
             policy,
@@ -256,6 +285,8 @@ fn policy_view(
         _ => None,
     };
     PolicyView {
+        threat_response_overrides_below,
+        sandbox_integration_overrides_below,
         threat_response_enforced_above: enforcing(&above.threat_response.provenance),
         sandbox_integration_enforced_above: enforcing(&above.sandbox_integration.provenance),
         group_id: g.id,
@@ -1349,9 +1380,13 @@ impl Core {
     pub async fn policy(&self, c: &Caller, group: &str) -> ServiceResult<PolicyView> {
         self.allow(c, Operation::ReadInventory).await?;
         let g = self.store.group_by_name(group).await?;
-        let p = self.store.policy(g.id).await?.unwrap_or_default();
-        let above = self.inherited(&g).await?;
-        Ok(policy_view(g, p, &above))
+        let (tree, policies) = self.settings_context().await?;
+        let p = policies.get(&g.id).cloned().unwrap_or_default();
+        let above = match g.parent {
+            Some(parent) => Self::compute(&tree, &policies, parent, &LocalSettings::default())?,
+            None => riposte_model::settings::effective_settings(&[], &LocalSettings::default()),
+        };
+        Ok(policy_view(g, p, &above, &tree, &policies))
     }
 
     /// Every group's policy, in the order of [`Core::groups`]; the tree and the policies
@@ -1366,7 +1401,7 @@ impl Core {
                 None => riposte_model::settings::effective_settings(&[], &LocalSettings::default()),
             };
             let p = policies.get(&g.id).cloned().unwrap_or_default();
-            out.push(policy_view(g, p, &above));
+            out.push(policy_view(g, p, &above, &tree, &policies));
         }
         Ok(out)
     }

@@ -969,6 +969,23 @@ async fn a_policy_says_when_a_policy_above_enforces_its_section() {
         serde_json::Value::Null,
         "{a}"
     );
+    // The policy above says which policies below it overrides, where they enforce the
+    // same section: A1 enforced it before A did.
+    assert_eq!(
+        a["threat_response_overrides_below"],
+        json!(["Riposte policy (A1)"]),
+        "{a}"
+    );
+    assert_eq!(a["sandbox_integration_overrides_below"], json!([]), "{a}");
+    // Undefined above: nothing overridden.
+    let a = api
+        .ok(
+            "PUT",
+            "/api/v1/groups/A/policy/threat-response",
+            Some(json!({"mode": "undefined"})),
+        )
+        .await;
+    assert_eq!(a["threat_response_overrides_below"], json!([]), "{a}");
     ts.stop().await;
 }
 

@@ -21,6 +21,15 @@ fn mode_text(m: Option<PolicyMode>) -> &'static str {
 }
 
 /// The policy above that enforces `section` of `p`'s, if one does.
+/// The policies below whose Enforce of `section` this policy's Enforce overrides.
+fn overrides_below<'a>(p: &'a PolicyView, section: &str) -> &'a [String] {
+    match section {
+        "threat-response" => &p.threat_response_overrides_below,
+        "sandbox" => &p.sandbox_integration_overrides_below,
+        _ => &[],
+    }
+}
+
 fn enforced_above<'a>(p: &'a PolicyView, section: &str) -> Option<&'a str> {
     match section {
         "threat-response" => p.threat_response_enforced_above.as_deref(),
@@ -156,6 +165,15 @@ pub async fn detail(
                             (above) " above enforces this settings group: what this policy says here has no effect on any device while it does."
                         }
                     }
+                    @let below = overrides_below(&p, section);
+                    @if !below.is_empty() {
+                        p.hint #overrides-below {
+                            "This policy enforces this settings group over what "
+                            (below.join(", "))
+                            " below enforce" @if below.len() == 1 { "s" }
+                            ": theirs has no effect on any device while this one does."
+                        }
+                    }
                     (inner)
                 }
             }
@@ -167,9 +185,11 @@ pub async fn detail(
                 dt { "Administration group" } dd { (p.group) }
                 dt { "Applies to" } dd { "The devices of " (p.group) " and of its subgroups" }
                 dt { "Threat Response" } dd { (mode_text(p.threat_response.as_ref().map(|t| t.mode)))
-                    @if let Some(above) = &p.threat_response_enforced_above { " (no effect: " (above) " above enforces it)" } }
+                    @if let Some(above) = &p.threat_response_enforced_above { " (no effect: " (above) " above enforces it)" }
+                    @if !p.threat_response_overrides_below.is_empty() { " (overrides what " (p.threat_response_overrides_below.join(", ")) " below enforce" @if p.threat_response_overrides_below.len() == 1 { "s" } ")" } }
                 dt { "Sandbox integration" } dd { (mode_text(p.sandbox_integration.as_ref().map(|t| t.mode)))
-                    @if let Some(above) = &p.sandbox_integration_enforced_above { " (no effect: " (above) " above enforces it)" } }
+                    @if let Some(above) = &p.sandbox_integration_enforced_above { " (no effect: " (above) " above enforces it)" }
+                    @if !p.sandbox_integration_overrides_below.is_empty() { " (overrides what " (p.sandbox_integration_overrides_below.join(", ")) " below enforce" @if p.sandbox_integration_overrides_below.len() == 1 { "s" } ")" } }
             }
         }
     };
