@@ -1150,3 +1150,100 @@ fn a_misspelt_action_is_said_before_the_login() {
         "{err}"
     );
 }
+
+/// Swept without root, the owner of another user's socket cannot be read: a term on it
+/// is undetermined, negated or not, rather than a hit of `process isnot …` or a miss of
+/// `process is …`. The port itself is still seen.
+#[test]
+fn a_port_whose_owner_cannot_be_read_is_undetermined() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the scan as another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    // Held by this test process, which runs as root.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let ioc = |id: &str, second: &str| {
+        let path = tmp.path().join(format!("{id}.ioc"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="{id}" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>{id}</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="AND" id="o"><IndicatorItem id="p" condition="is" preserve-case="false" negate="false"><Context document="PortItem" search="PortItem/localPort" type="mir"/><Content type="int">{port}</Content></IndicatorItem>{second}</Indicator></criteria></OpenIOC>"#
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let item = |search: &str, negate: bool, ty: &str, value: &str| {
+        format!(
+            r#"<IndicatorItem id="x" condition="is" preserve-case="false" negate="{negate}"><Context document="PortItem" search="{search}" type="mir"/><Content type="{ty}">{value}</Content></IndicatorItem>"#
+        )
+    };
+    let docs = [
+        ioc(
+            "not-named",
+            &item("PortItem/process", true, "string", "no-such-program"),
+        ),
+        ioc(
+            "named",
+            &item("PortItem/process", false, "string", "no-such-program"),
+        ),
+        ioc(
+            "pid",
+            &item(
+                "PortItem/pid",
+                false,
+                "int",
+                &std::process::id().to_string(),
+            ),
+        ),
+        ioc("port-alone", ""),
+    ];
+    let mut cmd = Command::new(bin());
+    cmd.args(["scan", "--json", "--ioc"])
+        .args(&docs)
+        .arg("--")
+        .arg(&empty);
+    // SAFETY: only async-signal-safe calls run in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(65534, 65534, 65534) != 0
+                || libc::setresuid(65534, 65534, 65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(listener);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let verdict = |id: &str| {
+        report["iocs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .map(|i| i["verdict"].clone())
+    };
+    for id in ["not-named", "named", "pid"] {
+        assert_eq!(
+            verdict(id),
+            Some(serde_json::json!("undetermined")),
+            "{id}: {report}"
+        );
+    }
+    assert_eq!(
+        verdict("port-alone"),
+        Some(serde_json::json!("hit")),
+        "{report}"
+    );
+}

@@ -156,6 +156,13 @@ fn s(v: impl Into<String>) -> FieldValue {
     FieldValue::Str(v.into())
 }
 
+/// A name or path as terms compare it: its characters, not the escaped form reports
+/// show (`back\slp` is `back\slp`, a right-to-left override is that character), as
+/// for files (see `path_text::matching_text`).
+fn name_value(encoded: &str) -> FieldValue {
+    FieldValue::Str(riposte_model::path_text::matching_text(encoded).into_owned())
+}
+
 /// Accounts from `etc/passwd`.
 pub fn users(host_root: &Path) -> Vec<SimpleItem> {
     let Ok(t) = std::fs::read_to_string(host_root.join("etc/passwd")) else {
@@ -287,9 +294,9 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
                 })
             });
         let mut v = HashMap::new();
-        v.insert(Field::ProcName, s(name.clone()));
+        v.insert(Field::ProcName, name_value(&name));
         if let Some(p) = &exe {
-            v.insert(Field::ProcPath, s(p.clone()));
+            v.insert(Field::ProcPath, name_value(p));
         }
         v.insert(Field::ProcPid, FieldValue::Int(pid));
         v.insert(Field::ProcParentPid, FieldValue::Int(ppid));
@@ -370,18 +377,25 @@ fn executable(proc_dir: &Path) -> std::io::Result<String> {
     })
 }
 
-/// Socket inode → (pid, process name), from `proc_root/*/fd`.
-fn socket_owners(proc_root: &Path) -> HashMap<u64, (i64, String)> {
+/// Socket inode → (pid, process name), from `proc_root/*/fd`; and whether some
+/// process's descriptors could not be read (another user's, swept without root), so that
+/// a socket found in none may still have an owner.
+fn socket_owners(proc_root: &Path) -> (HashMap<u64, (i64, String)>, bool) {
     let mut m = HashMap::new();
+    let mut hidden = false;
     let Ok(rd) = std::fs::read_dir(proc_root) else {
-        return m;
+        return (m, hidden);
     };
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
-            continue;
+        let fds = match std::fs::read_dir(e.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(err) => {
+                hidden |= err.kind() == std::io::ErrorKind::PermissionDenied;
+                continue;
+            }
         };
         // The name ProcessItem/name gives the same process (its program's file name,
         // else its comm), so that PortItem/process and it agree.
@@ -407,12 +421,12 @@ fn socket_owners(proc_root: &Path) -> HashMap<u64, (i64, String)> {
             }
         }
     }
-    m
+    (m, hidden)
 }
 
 /// Sockets from `proc_root/net/{tcp,tcp6,udp,udp6}` with their owning processes.
 pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
-    let owners = socket_owners(proc_root);
+    let (owners, owners_hidden) = socket_owners(proc_root);
     let mut out = Vec::new();
     for (file, proto) in [
         ("tcp", "tcp"),
@@ -441,6 +455,13 @@ pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
             };
             let inode: u64 = f[9].parse().unwrap_or(0);
             let owner = owners.get(&inode);
+            // Its owner, where it has one, may be a process whose descriptors could not be
+            // read: then who owns it is not known, and a term on it (negated too) must not
+            // hold. (A socket no process holds, such as one in TIME_WAIT, has inode 0.)
+            let mut undetermined = Vec::new();
+            if owner.is_none() && owners_hidden && inode != 0 {
+                undetermined = vec![Field::PortPid, Field::PortProcess, Field::PortPath];
+            }
             let mut v = HashMap::new();
             v.insert(Field::PortLocalIp, FieldValue::Ip(lip));
             v.insert(Field::PortLocalPort, FieldValue::Int(lport));
@@ -450,9 +471,15 @@ pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
             v.insert(Field::PortState, s(state));
             if let Some((pid, name)) = owner {
                 v.insert(Field::PortPid, FieldValue::Int(*pid));
-                v.insert(Field::PortProcess, s(name.clone()));
-                if let Ok(p) = std::fs::read_link(proc_root.join(pid.to_string()).join("exe")) {
-                    v.insert(Field::PortPath, s(riposte_model::path_text::encode(p)));
+                v.insert(Field::PortProcess, name_value(name));
+                match executable(&proc_root.join(pid.to_string())) {
+                    Ok(p) => {
+                        v.insert(Field::PortPath, name_value(&p));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        undetermined.push(Field::PortPath)
+                    }
+                    Err(_) => {}
                 }
             }
             let fmt = |ip: std::net::IpAddr, port: i64| match ip {
@@ -468,7 +495,7 @@ pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
                     remote: fmt(rip, rport),
                     pid: owner.map(|o| o.0),
                 },
-                undetermined: Vec::new(),
+                undetermined,
             });
         }
     }
@@ -1248,13 +1275,71 @@ impl Item for FileItem<'_> {
     }
 
     fn undetermined(&mut self, field: Field) -> bool {
-        field.needs_content() && matches!(self.digests, Some(Err(_)))
+        match field {
+            // Every file was created some time: where its file system does not record
+            // when (ext4 with small inodes, older XFS, NFS), the time is not known, and a
+            // term on it, negated too, must not hold.
+            Field::FileCreated => self.meta.created().is_none(),
+            _ => field.needs_content() && matches!(self.digests, Some(Err(_))),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the file system does not record when a file was created, a term on its
+    /// creation time is unknown, negated or not: it was created some time.
+    #[test]
+    fn a_creation_time_not_recorded_is_unknown() {
+        use riposte_ioc::eval::Truth;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        std::fs::write(&path, b"x").unwrap();
+        let recorded = FileMeta::of_path(&path).unwrap();
+        let names = HashMap::new();
+        fn item<'a>(
+            path: &'a Path,
+            meta: &'a FileMeta,
+            names: &'a HashMap<u32, String>,
+        ) -> FileItem<'a> {
+            FileItem {
+                host_path: path,
+                device_path: path.to_string_lossy().into_owned(),
+                meta,
+                entry: None,
+                names,
+                algorithms: Algorithms::default(),
+                max_size: None,
+                content: None,
+                digests: None,
+                texts: Vec::new(),
+            }
+        }
+        let ioc = |negate: bool| {
+            riposte_ioc::openioc::parse(
+                &format!(
+                    r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="c" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>c</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="OR" id="o"><IndicatorItem id="i" condition="less-than" preserve-case="false" negate="{negate}"><Context document="FileItem" search="FileItem/Created" type="mir"/><Content type="date">2100-01-01T00:00:00Z</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#
+                ),
+                "c.ioc",
+            )
+            .unwrap()
+        };
+        let truth = |meta: &FileMeta, negate: bool| {
+            riposte_ioc::eval::evaluate(&ioc(negate), &mut item(&path, meta, &names), &|_| {
+                Truth::False
+            })
+            .truth
+        };
+        if recorded.created().is_some() {
+            assert_eq!(truth(&recorded, false), Truth::True);
+            assert_eq!(truth(&recorded, true), Truth::False);
+        }
+        let unrecorded = recorded.without_birth_time();
+        assert_eq!(truth(&unrecorded, false), Truth::Unknown);
+        assert_eq!(truth(&unrecorded, true), Truth::Unknown);
+    }
 
     /// Under a host root, unit files and `.wants` links with absolute targets are read
     /// in the device's tree, not on this machine (where they do not exist).

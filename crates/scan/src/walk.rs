@@ -403,6 +403,15 @@ fn timestamp(t: &libc::statx_timestamp) -> Timestamp {
 }
 
 impl FileMeta {
+    /// This status as a file system that does not record creation times gives it.
+    #[cfg(test)]
+    pub(crate) fn without_birth_time(self) -> Self {
+        FileMeta {
+            btime: None,
+            ..self
+        }
+    }
+
     fn from_statx(s: &libc::statx) -> Self {
         FileMeta {
             // As `std::os::unix::fs::MetadataExt::dev` computes it, so the two compare.

@@ -2465,3 +2465,64 @@ fn a_real_backslash_x_is_not_taken_for_a_byte() {
     assert_eq!(hit_paths(&r, "byte"), ["file /t/x\\xff.bin"]);
     assert_eq!(hit_paths(&r, "backslash"), ["file /t/x\\\\xff.bin"]);
 }
+
+/// A process's name and program are compared as they are, as a file's are: a backslash
+/// is a backslash, and a right-to-left override (a masquerading trick) is that
+/// character, not the escaped form reports show.
+#[test]
+fn process_names_are_matched_as_they_are() {
+    let d = device();
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    let names = ["back\\slp", "rtl\u{202e}gpj.exe"];
+    let mut children = Vec::new();
+    for name in names {
+        let program = d.path().join(name);
+        std::fs::copy(sleep, &program).unwrap();
+        children.push(
+            std::process::Command::new(&program)
+                .arg("987.123")
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let pid = |i: usize| children[i].id().to_string();
+    let path_of = |name: &str| d.path().join(name).to_str().unwrap().to_string();
+    let docs = vec![
+        ioc(
+            "backslash",
+            &and(&[
+                term("ProcessItem/name", "is", "string", names[0]),
+                term("ProcessItem/path", "is", "string", &path_of(names[0])),
+                term("ProcessItem/pid", "is", "int", &pid(0)),
+            ]),
+        ),
+        ioc(
+            "escaped",
+            &and(&[
+                term("ProcessItem/name", "is", "string", "back\\\\slp"),
+                term("ProcessItem/pid", "is", "int", &pid(0)),
+            ]),
+        ),
+        ioc(
+            "override",
+            &and(&[
+                term("ProcessItem/name", "is", "string", names[1]),
+                term("ProcessItem/pid", "is", "int", &pid(1)),
+            ]),
+        ),
+    ];
+    let mut req = request(d.path(), docs);
+    req.scope.paths.clear();
+    let r = sweep(&req);
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let r = r.unwrap();
+    assert_eq!(verdict(&r, "backslash"), Verdict::Hit);
+    assert_eq!(verdict(&r, "escaped"), Verdict::NoMatch);
+    assert_eq!(verdict(&r, "override"), Verdict::Hit);
+}
