@@ -139,7 +139,7 @@ impl Item for SimpleItem {
 /// uid → login, from `etc/passwd` under the host root.
 pub fn user_names(host_root: &Path) -> HashMap<u32, String> {
     let mut m = HashMap::new();
-    if let Ok(t) = std::fs::read_to_string(host_root.join("etc/passwd")) {
+    if let Ok(t) = crate::walk::read_device_file(host_root, "etc/passwd") {
         for line in t.lines() {
             let f: Vec<&str> = line.split(':').collect();
             if f.len() >= 3 {
@@ -165,7 +165,7 @@ fn name_value(encoded: &str) -> FieldValue {
 
 /// Accounts from `etc/passwd`.
 pub fn users(host_root: &Path) -> Vec<SimpleItem> {
-    let Ok(t) = std::fs::read_to_string(host_root.join("etc/passwd")) else {
+    let Ok(t) = crate::walk::read_device_file(host_root, "etc/passwd") else {
         return Vec::new();
     };
     t.lines()
@@ -667,20 +667,23 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
 
 /// The host as one item: hostname, OS, local addresses.
 pub fn system_info(host_root: &Path, proc_root: &Path) -> Vec<SimpleItem> {
-    let hostname = std::fs::read_to_string(host_root.join("etc/hostname"))
+    // Read in the device's tree (an image's links name its own files). What it does
+    // not say is not known, and a term on it, negated too, must not hold.
+    let hostname = crate::walk::read_device_file(host_root, "etc/hostname")
         .ok()
         .or_else(|| std::fs::read_to_string(proc_root.join("sys/kernel/hostname")).ok())
         .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    let os = std::fs::read_to_string(host_root.join("etc/os-release"))
-        .ok()
+        .filter(|h| !h.is_empty());
+    // os-release(5): `/etc/os-release`, else `/usr/lib/os-release`.
+    let os = ["etc/os-release", "usr/lib/os-release"]
+        .into_iter()
+        .find_map(|f| crate::walk::read_device_file(host_root, f).ok())
         .and_then(|t| {
             t.lines().find_map(|l| {
                 l.strip_prefix("PRETTY_NAME=")
                     .map(|v| v.trim_matches('"').to_string())
             })
-        })
-        .unwrap_or_else(|| "Linux".into());
+        });
     let mut ips = Vec::new();
     if let Ok(t) = std::fs::read_to_string(proc_root.join("net/fib_trie")) {
         let mut last = None;
@@ -712,20 +715,33 @@ pub fn system_info(host_root: &Path, proc_root: &Path) -> Vec<SimpleItem> {
         }
     }
     let mut v = HashMap::new();
-    v.insert(Field::SysHostname, s(hostname.clone()));
-    v.insert(Field::SysOs, s(os));
+    let mut undetermined = Vec::new();
+    match &hostname {
+        Some(h) => {
+            v.insert(Field::SysHostname, s(h.clone()));
+        }
+        None => undetermined.push(Field::SysHostname),
+    }
+    match os {
+        Some(os) => {
+            v.insert(Field::SysOs, s(os));
+        }
+        None => undetermined.push(Field::SysOs),
+    }
     v.insert(Field::SysIpAddress, FieldValue::List(ips));
     vec![SimpleItem {
         ty: ItemType::SystemInfo,
         values: v,
-        describe: HitItem::System { hostname },
-        undetermined: Vec::new(),
+        describe: HitItem::System {
+            hostname: hostname.unwrap_or_default(),
+        },
+        undetermined,
     }]
 }
 
 /// Static name entries from `etc/hosts`.
 pub fn dns_entries(host_root: &Path) -> Vec<SimpleItem> {
-    let Ok(t) = std::fs::read_to_string(host_root.join("etc/hosts")) else {
+    let Ok(t) = crate::walk::read_device_file(host_root, "etc/hosts") else {
         return Vec::new();
     };
     let mut out = Vec::new();

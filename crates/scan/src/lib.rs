@@ -1109,7 +1109,12 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 ItemType::DnsEntry => Some("etc/hosts"),
                 _ => None,
             };
-            if let Some(source) = source.filter(|s| !hr.join(s).is_file()) {
+            // Looked for in the device's tree, as the collectors read it.
+            if let Some(source) = source.filter(|s| {
+                !crate::walk::open_in_root(hr, Path::new(s), libc::O_PATH)
+                    .and_then(|fd| std::fs::File::from(fd).metadata())
+                    .is_ok_and(|m| m.is_file())
+            }) {
                 if needs(ty) {
                     sourceless.push((ty, source));
                 }

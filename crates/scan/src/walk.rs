@@ -340,11 +340,28 @@ pub fn device_path(host_root: &Path, p: &Path) -> String {
 /// resolution (`openat2` with `RESOLVE_IN_ROOT`), so that no link in an image can point
 /// a sweep at the host's own files.
 pub fn resolve_in_root(host_root: &Path, device: &Path) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let root = std::fs::canonicalize(host_root)?;
+    let fd = open_in_root(&root, device, libc::O_PATH)?;
+    let host = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let inside = host
+        .strip_prefix(&root)
+        .map_err(|_| std::io::Error::other("resolved outside the device's root"))?;
+    Ok(Path::new("/").join(inside))
+}
+
+/// Opens `device` (a path on the device) with `flags` (and `O_CLOEXEC`), its links
+/// followed inside `host_root` as the device would follow them: an absolute link in an
+/// image names the image's file, never this machine's, and `..` stops at its root.
+pub fn open_in_root(
+    host_root: &Path,
+    device: &Path,
+    flags: libc::c_int,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    let root = std::fs::canonicalize(host_root)?;
-    let root_fd = std::fs::File::open(&root)?;
+    let root_fd = std::fs::File::open(host_root)?;
     let rel = device.strip_prefix("/").unwrap_or(device);
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -355,7 +372,7 @@ pub fn resolve_in_root(host_root: &Path, device: &Path) -> std::io::Result<PathB
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: open_how is plain data; zeroed is a valid value before the fields are set.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: the pointers are to a live C string and a live open_how of the size given.
     let fd = unsafe {
@@ -371,12 +388,26 @@ pub fn resolve_in_root(host_root: &Path, device: &Path) -> std::io::Result<PathB
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let host = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-    let inside = host
-        .strip_prefix(&root)
-        .map_err(|_| std::io::Error::other("resolved outside the device's root"))?;
-    Ok(Path::new("/").join(inside))
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The text of the device's file `device` (`etc/passwd`), read as [`open_in_root`]
+/// finds it; an error where it is not a regular file.
+pub fn read_device_file(host_root: &Path, device: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::from(open_in_root(
+        host_root,
+        Path::new(device),
+        libc::O_RDONLY | libc::O_NONBLOCK,
+    )?);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{device} is not a regular file"
+        )));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// What the walk learnt of a file from one `statx`, relative to its directory and

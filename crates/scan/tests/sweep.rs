@@ -2526,3 +2526,57 @@ fn process_names_are_matched_as_they_are() {
     assert_eq!(verdict(&r, "escaped"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "override"), Verdict::Hit);
 }
+
+/// An image's files are read in the image: an absolute link in it (`etc/passwd ->
+/// /etc/passwd`) names the image's own file, never this machine's, so no account, hosts
+/// entry or OS of the scanning machine is taken for the device's. Where the image does
+/// not say (no hostname, no os-release), terms on it are unknown, negated too.
+#[test]
+fn an_images_links_are_followed_inside_it() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::create_dir_all(r.join("srv")).unwrap();
+    for f in ["passwd", "os-release"] {
+        std::os::unix::fs::symlink(Path::new("/etc").join(f), r.join("etc").join(f)).unwrap();
+    }
+    // Absolute, but to a file the image has.
+    write(r, "etc/hosts.real", b"203.0.113.5 insider.example\n");
+    std::os::unix::fs::symlink("/etc/hosts.real", r.join("etc/hosts")).unwrap();
+    assert!(
+        Path::new("/etc/passwd").is_file(),
+        "the test needs this machine's passwd"
+    );
+    let negated = |search: &str, value: &str| term_x(search, "is", "string", value, true, false);
+    let docs = vec![
+        ioc(
+            "user",
+            &or(&[term("UserItem/Username", "is", "string", "root")]),
+        ),
+        ioc(
+            "insider",
+            &or(&[term("DnsEntryItem/Host", "is", "string", "insider.example")]),
+        ),
+        ioc(
+            "localhost",
+            &or(&[term("DnsEntryItem/Host", "is", "string", "localhost")]),
+        ),
+        ioc(
+            "os",
+            &or(&[term("SystemInfoItem/OS", "contains", "string", "Linux")]),
+        ),
+        ioc("not-host", &or(&[negated("SystemInfoItem/hostname", "vm")])),
+        ioc("not-os", &or(&[negated("SystemInfoItem/OS", "Plan 9")])),
+    ];
+    let mut req = request(r, docs);
+    req.scope.paths = vec![PathBuf::from("/srv")];
+    // An image: no live system's process table (as `--host-root` on one sets).
+    req.scope.proc_root = None;
+    let r = sweep(&req).unwrap();
+    assert_eq!(verdict(&r, "user"), Verdict::Undetermined);
+    assert_eq!(verdict(&r, "insider"), Verdict::Hit);
+    assert_eq!(verdict(&r, "localhost"), Verdict::NoMatch);
+    for id in ["os", "not-host", "not-os"] {
+        assert_eq!(verdict(&r, id), Verdict::Undetermined, "{id}");
+    }
+}
