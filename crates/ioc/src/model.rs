@@ -727,12 +727,20 @@ impl Term {
                     .is_some_and(|r| r.is_match(&value.text())),
             ),
             Condition::Contains | Condition::StartsWith | Condition::EndsWith => {
-                Some(text_condition(
-                    self.condition,
-                    &value.text(),
-                    &operand_text(&self.operand),
-                    pc,
-                ))
+                let (value, operand) = (value.text(), operand_text(&self.operand));
+                // An extension is held without its dot, and so is an operand written with
+                // one (`.exe`), whose dot must then be the one before the extension: as an
+                // extension holds no dot, `ends-with .exe` is the extension `exe` itself,
+                // and `contains .ex` one that starts with `ex`.
+                let condition = match self.condition {
+                    c if self.field != Field::FileExtension || !self.raw.starts_with('.') => c,
+                    Condition::EndsWith => {
+                        return Some(cmp_folded(&value, &operand, pc) == Ordering::Equal)
+                    }
+                    Condition::Contains => Condition::StartsWith,
+                    c => c,
+                };
+                Some(text_condition(condition, &value, &operand, pc))
             }
         }
     }

@@ -538,9 +538,18 @@ pub(crate) fn build_term(
     raw: String,
     mut operand: Operand,
 ) -> Result<Term, String> {
+    // Hex digests have no case: `6F59…` and `6f59…` are one digest, whatever the content
+    // type says (an MD5 written as a `string` with preserve-case).
+    let preserve_case =
+        preserve_case && !matches!(field, Field::FileMd5 | Field::FileSha1 | Field::FileSha256);
     if field == Field::FileExtension {
         if let Operand::Str(s) = &mut operand {
-            if condition == Condition::Is || condition == Condition::StartsWith {
+            // Held without its dot (`exe`): an operand written with one names the same
+            // extension (see `Term::test_one` for `ends-with` and `contains`).
+            if matches!(
+                condition,
+                Condition::Is | Condition::StartsWith | Condition::EndsWith | Condition::Contains
+            ) {
                 if let Some(stripped) = s.strip_prefix('.') {
                     *s = stripped.to_string();
                 }

@@ -2575,3 +2575,47 @@ fn pcre_spellings_are_read_as_pcre_reads_them() {
         assert_eq!(check(&ioc, &mut f), want, "STIX {pattern} on {name:?}");
     }
 }
+
+/// An extension written with its dot names the same extension in every text
+/// condition, exactly: `ends-with .EXE` is the extension `exe`, `contains .ex` one
+/// that starts with `ex` (not `tex`).
+#[test]
+fn an_extension_written_with_its_dot_is_the_extension() {
+    let cases: &[(&str, &str, &str, bool)] = &[
+        ("is", ".EXE", "Evil.EXE", true),
+        ("ends-with", ".EXE", "Evil.EXE", true),
+        ("ends-with", ".exe", "evil.xexe", false),
+        ("ends-with", "xe", "evil.exe", true),
+        ("contains", ".ex", "evil.exe", true),
+        ("contains", ".ex", "paper.tex", false),
+        ("contains", "ex", "paper.tex", true),
+        ("starts-with", ".ex", "evil.exe", true),
+        ("ends-with", ".tar.gz", "a.tar.gz", false),
+    ];
+    for &(condition, operand, name, hits) in cases {
+        let ioc = one(condition, "FileItem/FileExtension", "string", operand, false, false);
+        let mut f = file(name, 1, "0123456789abcdef0123456789abcdef", 0);
+        let want = if hits { Truth::True } else { Truth::False };
+        assert_eq!(check(&ioc, &mut f), want, "{condition} {operand} on {name}");
+    }
+}
+
+/// A hex digest has no case, whatever content type or preserve-case its term says.
+#[test]
+fn digests_compare_without_case_whatever_their_content_type() {
+    let digest = "6f5902ac237024bdd0c176cb93063dc4";
+    for (ty, pc) in [("string", true), ("string", false), ("md5", true)] {
+        for (condition, operand) in [
+            ("is", digest.to_uppercase()),
+            ("starts-with", digest[..8].to_uppercase()),
+            ("matches", format!("^{}", &digest[..6].to_uppercase())),
+        ] {
+            if ty == "md5" && condition != "is" {
+                continue;
+            }
+            let ioc = one(condition, "FileItem/Md5sum", ty, &operand, false, pc);
+            let mut f = file("a.bin", 1, digest, 0);
+            assert_eq!(check(&ioc, &mut f), Truth::True, "{ty} {pc} {condition} {operand}");
+        }
+    }
+}
