@@ -58,6 +58,35 @@ impl Ctx<'_> {
     fn child<'b>(&self, n: XNode<'b, 'b>, name: &str) -> Option<XNode<'b, 'b>> {
         n.children().find(|c| self.is(*c, name))
     }
+
+    /// Refuses an element of this version's namespace that the schema does not place
+    /// under `parent` (`<Definition>` for `<definition>`: dropped, its indicators would
+    /// silently be no indicators), and one of the other OpenIOC version's namespace (a
+    /// 1.1 item in a 1.0 document). Elements of other namespaces are extensions, left
+    /// alone.
+    fn refuse_unexpected(&self, n: XNode, parent: &str, expected: &[&str]) -> Result<(), Error> {
+        let other = if self.ns() == NS_10 { NS_11 } else { NS_10 };
+        let name = n.tag_name().name();
+        match n.tag_name().namespace() {
+            Some(ns) if ns == self.ns() && !expected.contains(&name) => Err(self.err(
+                n,
+                format!(
+                    "unexpected <{name}> in <{parent}> (the schema allows <{}> there; names are \
+                     case-sensitive)",
+                    expected.join(">, <")
+                ),
+            )),
+            Some(ns) if ns == other => Err(self.err(
+                n,
+                format!(
+                    "<{name}> is in the namespace of the other OpenIOC version ('{other}'), in a \
+                     document of '{}': a document uses one version's namespace throughout",
+                    self.ns()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Parses an OpenIOC document given as bytes, in UTF-8 (a byte-order mark is skipped),
@@ -228,6 +257,22 @@ pub fn parse(text: &str, origin: &str) -> Result<Ioc, Error> {
     };
     let id = root.attribute("id").unwrap_or("").to_string();
     check_datetime_attr(&cx, root, "last-modified", true)?;
+    let allowed: &[&str] = if format == IocFormat::OpenIoc11 {
+        &["metadata", "criteria", "parameters"]
+    } else {
+        &[
+            "short_description",
+            "description",
+            "keywords",
+            "authored_by",
+            "authored_date",
+            "links",
+            "definition",
+        ]
+    };
+    for c in root.children().filter(|c| c.is_element()) {
+        cx.refuse_unexpected(c, root.tag_name().name(), allowed)?;
+    }
     let (meta, criteria) = if format == IocFormat::OpenIoc11 {
         if id.is_empty() {
             return Err(cx.err(root, "<OpenIOC> requires attribute 'id'"));
@@ -257,16 +302,21 @@ pub fn parse(text: &str, origin: &str) -> Result<Ioc, Error> {
         for c in criteria.children().filter(|c| c.is_element()) {
             if cx.is(c, "Indicator") {
                 roots.push(indicator(&mut cx, c, 0)?);
-            } else if c.tag_name().namespace() == Some(cx.ns()) {
-                return Err(cx.err(
-                    c,
-                    format!("unexpected <{}> in criteria", c.tag_name().name()),
-                ));
+            } else {
+                cx.refuse_unexpected(c, criteria.tag_name().name(), &["Indicator"])?;
             }
         }
         if format == IocFormat::OpenIoc11 && roots.is_empty() {
             return Err(cx.err(criteria, "<criteria> requires at least one <Indicator>"));
         }
+    }
+    // Valid by the schema, but a document without a single item would be "no match"
+    // everywhere, whatever is there: refused, as a STIX document without a pattern is.
+    if cx.terms.is_empty() && cx.unsupported.is_empty() {
+        return Err(cx.err(
+            criteria.unwrap_or(root),
+            "the document has no <IndicatorItem>: there is nothing to look for",
+        ));
     }
     let root_node = if roots.len() == 1 {
         roots.pop().unwrap_or(Node::Or(Vec::new()))
@@ -387,11 +437,8 @@ fn indicator(cx: &mut Ctx, n: XNode, depth: usize) -> Result<Node, Error> {
             children.push(indicator(cx, c, depth + 1)?);
         } else if cx.is(c, "IndicatorItem") {
             children.push(item(cx, c)?);
-        } else if c.tag_name().namespace() == Some(cx.ns()) {
-            return Err(cx.err(
-                c,
-                format!("unexpected <{}> in <Indicator>", c.tag_name().name()),
-            ));
+        } else {
+            cx.refuse_unexpected(c, "Indicator", &["Indicator", "IndicatorItem"])?;
         }
     }
     Ok(if is_and {

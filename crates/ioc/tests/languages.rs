@@ -2593,7 +2593,14 @@ fn an_extension_written_with_its_dot_is_the_extension() {
         ("ends-with", ".tar.gz", "a.tar.gz", false),
     ];
     for &(condition, operand, name, hits) in cases {
-        let ioc = one(condition, "FileItem/FileExtension", "string", operand, false, false);
+        let ioc = one(
+            condition,
+            "FileItem/FileExtension",
+            "string",
+            operand,
+            false,
+            false,
+        );
         let mut f = file(name, 1, "0123456789abcdef0123456789abcdef", 0);
         let want = if hits { Truth::True } else { Truth::False };
         assert_eq!(check(&ioc, &mut f), want, "{condition} {operand} on {name}");
@@ -2615,7 +2622,66 @@ fn digests_compare_without_case_whatever_their_content_type() {
             }
             let ioc = one(condition, "FileItem/Md5sum", ty, &operand, false, pc);
             let mut f = file("a.bin", 1, digest, 0);
-            assert_eq!(check(&ioc, &mut f), Truth::True, "{ty} {pc} {condition} {operand}");
+            assert_eq!(
+                check(&ioc, &mut f),
+                Truth::True,
+                "{ty} {pc} {condition} {operand}"
+            );
         }
     }
+}
+
+/// A document that could only ever be "no match" is refused, with where: one whose
+/// indicators were under a misspelt element, in the other version's namespace, or
+/// empty. What the schema allows is still read.
+#[test]
+fn a_document_with_nothing_to_look_for_is_refused() {
+    let v10 = |body: &str| {
+        format!(
+            r#"<ioc xmlns="http://schemas.mandiant.com/2010/ioc" id="x" last-modified="2020-01-01T00:00:00"><short_description>d</short_description><authored_date>2020-01-01T00:00:00</authored_date>{body}</ioc>"#
+        )
+    };
+    let item10 = r#"<IndicatorItem id="t0" condition="is"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">alpha.txt</Content></IndicatorItem>"#;
+    let item11_in_10 = r#"<IndicatorItem xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="t0" condition="is" preserve-case="false" negate="false"><Context document="FileItem" search="FileItem/FileName" type="mir"/><Content type="string">alpha.txt</Content></IndicatorItem>"#;
+    for (doc, said) in [
+        (
+            v10(&format!(
+                r#"<Definition><Indicator operator="OR" id="i">{item10}</Indicator></Definition>"#
+            )),
+            "unexpected <Definition> in <ioc>",
+        ),
+        (
+            v10(&format!(
+                r#"<definition><Indicator operator="OR" id="i">{item11_in_10}</Indicator></definition>"#
+            )),
+            "namespace of the other OpenIOC version",
+        ),
+        (
+            v10(r#"<definition><Indicator operator="AND" id="i"></Indicator></definition>"#),
+            "no <IndicatorItem>",
+        ),
+        (v10(""), "no <IndicatorItem>"),
+        (
+            v11(
+                r#"<Indicator operator="OR" id="i"><Indicator operator="AND" id="j"/></Indicator>"#,
+            ),
+            "no <IndicatorItem>",
+        ),
+    ] {
+        let e = openioc::parse(&doc, "x.ioc").unwrap_err().to_string();
+        assert!(e.contains(said), "{said}: {e}");
+        let position = e
+            .strip_prefix("x.ioc:")
+            .and_then(|rest| rest.split(':').next());
+        assert!(
+            position.is_some_and(|line| line.parse::<u32>().is_ok()),
+            "a position: {e}"
+        );
+    }
+    // Foreign elements (an extension's) are left alone, and an empty Indicator beside
+    // items is allowed, as the schema allows both.
+    let ok = v10(&format!(
+        r#"<definition xmlns:x="urn:example"><Indicator operator="OR" id="i"><x:note>n</x:note><Indicator operator="AND" id="e"/>{item10}</Indicator></definition>"#
+    ));
+    assert_eq!(openioc::parse(&ok, "ok.ioc").unwrap().terms.len(), 1);
 }
