@@ -471,6 +471,24 @@ fn named_as(path: &Path, kind: DocumentKind) -> bool {
         && std::fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
+/// May a value after an option's first be one of its documents by its name alone?
+/// Named as only its documents are ([`named_as`]), or with a name other files share
+/// (`.xml`, `.json`, a YARA `.rules`), or with no extension, where its content then
+/// decides. Any other name (`notes.txt`, a suspect `x.js`) is a PATH whatever it holds:
+/// a file given to be swept, perhaps written by an attacker, is never taken for
+/// indicators (and left unswept) because of what it holds.
+fn may_be_document(path: &Path, kind: DocumentKind) -> bool {
+    let shared: &[&str] = match kind {
+        DocumentKind::OpenIoc => &["xml"],
+        DocumentKind::Stix => &["json"],
+        DocumentKind::Yara => &["rule", "rules"],
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        None => true,
+        Some(e) => shared.iter().any(|x| e.eq_ignore_ascii_case(x)),
+    }
+}
+
 /// Is `path` one of this process's descriptors by name (`/dev/stdin`, `/dev/fd/N`,
 /// `/proc/self/fd/N`), as a shell's process substitution gives?
 fn is_descriptor_path(path: &Path) -> bool {
@@ -481,7 +499,8 @@ fn is_descriptor_path(path: &Path) -> bool {
 
 /// Lets the synopsis `riposte scan --ioc FILE... PATH...` work as written: the values of
 /// an indicator option, from the first that is a directory or a file not of the option's
-/// format on, are PATHs to sweep. (Without that, `--ioc` takes every value that follows
+/// format (by its name, else its content: see [`may_be_document`]) on, are PATHs to
+/// sweep. (Without that, `--ioc` takes every value that follows
 /// it.) The first value always stays an indicator file, so `--ioc DIR` says what is
 /// wrong rather than sweeping with no indicator. Under `--host-root`, a value that is
 /// no file here but is one on the device is a PATH too.
@@ -502,7 +521,9 @@ fn split_trailing_paths(args: &mut ScanArgs) {
     ] {
         for values in occurrences.iter_mut() {
             if let Some(first) = values.iter().skip(1).position(|p| {
-                on_device_only(p) || !(named_as(p, kind) || looks_like_indicators(p, kind))
+                on_device_only(p)
+                    || !(named_as(p, kind)
+                        || may_be_document(p, kind) && looks_like_indicators(p, kind))
             }) {
                 paths.extend(values.drain(first + 1..));
             }

@@ -1154,6 +1154,28 @@ fn cli_exit_codes() {
     .unwrap();
     assert_eq!(r.documents.len(), 2, "{:?}", r.scope.paths);
     assert_eq!(r.scope.paths, std::slice::from_ref(&package));
+    // A file to sweep whose name says it is no indicator file is a PATH whatever it
+    // holds (it may be the attacker's): not rules that leave it unswept.
+    let rules = d.path().join("r.yar");
+    std::fs::write(&rules, "rule a { condition: false }\n").unwrap();
+    let notes = d.path().join("notes.txt");
+    std::fs::write(&notes, "rule planted { condition: false }\n").unwrap();
+    let r = parsed(&["--yara", rules.to_str().unwrap(), notes.to_str().unwrap()]).unwrap();
+    assert_eq!(r.documents.len(), 1);
+    assert_eq!(r.scope.paths, std::slice::from_ref(&notes));
+    // One named as rules files often are, or with no extension, is judged by what it
+    // holds.
+    let more = d.path().join("more.rules");
+    std::fs::write(&more, "rule b { condition: false }\n").unwrap();
+    let r = parsed(&[
+        "--yara",
+        rules.to_str().unwrap(),
+        more.to_str().unwrap(),
+        notes.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(r.documents.len(), 2);
+    assert_eq!(r.scope.paths, std::slice::from_ref(&notes));
     // A named FIFO is a PATH, not a document to wait on for ever.
     let fifo = d.path().join("fifo");
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
