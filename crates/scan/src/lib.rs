@@ -402,6 +402,43 @@ enum Listed {
     },
 }
 
+/// Rewrites path terms that name a file through one of the device's directory links
+/// (`FullPath is /lib/libgcc4.4.so`, `/lib` a link to `usr/lib`) to the path the walk
+/// sees it under (`/usr/lib/libgcc4.4.so`): `is` and `starts-with` on the full path or
+/// the directory. (`contains` and `ends-with` hold through the link as written; a
+/// regular expression is left as written.)
+fn through_aliases(ioc: &mut Ioc, aliases: &[(String, String)]) {
+    use riposte_ioc::model::{Condition, Operand};
+    if aliases.is_empty() {
+        return;
+    }
+    for t in &mut ioc.terms {
+        if !matches!(t.field, Field::FileFullPath | Field::FilePath)
+            || !matches!(t.condition, Condition::Is | Condition::StartsWith)
+        {
+            continue;
+        }
+        let Operand::Str(path) = &mut t.operand else {
+            continue;
+        };
+        for (link, target) in aliases {
+            let Some(head) = path.get(..link.len()) else {
+                continue;
+            };
+            let same = if t.preserve_case {
+                head == link
+            } else {
+                head.eq_ignore_ascii_case(link)
+            };
+            let rest = &path[link.len()..];
+            if same && (rest.is_empty() || rest.starts_with('/')) {
+                *path = format!("{target}{rest}");
+                break;
+            }
+        }
+    }
+}
+
 /// The indicators to sweep, with every pattern of several observations split into one
 /// indicator per observation, and what the report lists, in the documents' order.
 fn observations_apart(loaded: Vec<Loaded>) -> (Vec<Loaded>, Vec<Listed>) {
@@ -1068,7 +1105,11 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     for pattern in &request.scope.exclude {
         walk::check_exclude(pattern).map_err(|why| Error::Exclude(pattern.clone(), why))?;
     }
-    let (loaded, yara, warnings) = load(request)?;
+    let (mut loaded, yara, warnings) = load(request)?;
+    let aliases = walk::directory_aliases(&request.scope.host_root);
+    for l in &mut loaded {
+        through_aliases(&mut l.ioc, &aliases);
+    }
     let (iocs, listed) = observations_apart(loaded);
     let scope = &request.scope;
     let mut report = SweepReport {

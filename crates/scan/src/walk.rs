@@ -333,6 +333,40 @@ pub fn device_path(host_root: &Path, p: &Path) -> String {
     }
 }
 
+/// The device's directories that are links to others (`/lib -> usr/lib` on a merged
+/// `/usr`, `/var/run -> /run`): each as `(link, what it resolves to)`, both device paths.
+/// The walk never follows a link, so a file is seen only under the second; an indicator
+/// naming the first (`/lib/libgcc4.4.so`) means the same file.
+pub fn directory_aliases(host_root: &Path) -> Vec<(String, String)> {
+    let mut aliases = Vec::new();
+    for parent in ["/", "/var"] {
+        let Ok(entries) = std::fs::read_dir(crate::host_path(host_root, Path::new(parent))) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_symlink()) {
+                continue;
+            }
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let link = Path::new(parent).join(&name);
+            let Ok(target) = resolve_in_root(host_root, &link) else {
+                continue;
+            };
+            let is_dir =
+                std::fs::metadata(crate::host_path(host_root, &target)).is_ok_and(|m| m.is_dir());
+            if is_dir && target != link && target != Path::new("/") {
+                if let (Some(link), Some(target)) = (link.to_str(), target.to_str()) {
+                    aliases.push((link.to_string(), target.to_string()));
+                }
+            }
+        }
+    }
+    aliases.sort();
+    aliases
+}
+
 /// `device` (an absolute device path) resolved inside `host_root` as the device's own
 /// kernel would resolve it: a symbolic link is read as the device's (an absolute one
 /// from the device's `/`, not the host's), and `..` never climbs above the device's `/`.

@@ -2602,3 +2602,67 @@ fn an_images_links_are_followed_inside_it() {
         assert_eq!(verdict(&r, id), Verdict::Undetermined, "{id}");
     }
 }
+
+/// On a merged `/usr` (`/lib -> usr/lib`) the walk sees a file only under its real
+/// directory, which follows no link: an indicator naming it through the device's link
+/// (`FullPath is /lib/libgcc4.4.so`, as XOR.DDoS indicators do) still finds it.
+#[test]
+fn paths_through_the_devices_directory_links_find_their_files() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    write(r, "usr/lib/libgcc4.4.so", EVIL);
+    write(r, "run/evil.pid", b"1");
+    write(r, "usr/libexec/other.so", b"x");
+    std::os::unix::fs::symlink("usr/lib", r.join("lib")).unwrap();
+    std::fs::create_dir_all(r.join("var")).unwrap();
+    std::os::unix::fs::symlink("../run", r.join("var/run")).unwrap();
+    let docs = vec![
+        ioc(
+            "lib",
+            &or(&[term(
+                "FileItem/FullPath",
+                "is",
+                "string",
+                "/lib/libgcc4.4.so",
+            )]),
+        ),
+        ioc(
+            "lib-upper",
+            &or(&[term(
+                "FileItem/FullPath",
+                "starts-with",
+                "string",
+                "/LIB/libgcc",
+            )]),
+        ),
+        ioc(
+            "var-run",
+            &or(&[term("FileItem/FilePath", "is", "string", "/var/run")]),
+        ),
+        // A prefix that is no whole directory name is left as written.
+        ioc(
+            "libexec",
+            &or(&[term(
+                "FileItem/FullPath",
+                "starts-with",
+                "string",
+                "/libexec/",
+            )]),
+        ),
+        ioc(
+            "real",
+            &or(&[term(
+                "FileItem/FullPath",
+                "is",
+                "string",
+                "/usr/lib/libgcc4.4.so",
+            )]),
+        ),
+    ];
+    let r = sweep(&request(r, docs)).unwrap();
+    assert_eq!(hit_paths(&r, "lib"), ["file /usr/lib/libgcc4.4.so"]);
+    assert_eq!(hit_paths(&r, "lib-upper"), ["file /usr/lib/libgcc4.4.so"]);
+    assert_eq!(hit_paths(&r, "var-run"), ["file /run/evil.pid"]);
+    assert_eq!(verdict(&r, "libexec"), Verdict::NoMatch);
+    assert_eq!(verdict(&r, "real"), Verdict::Hit);
+}
