@@ -550,119 +550,243 @@ fn resolve_in_root(host_root: &Path, device_path: &Path) -> Option<PathBuf> {
     Some(host_root.join(resolved))
 }
 
-/// systemd service units from the standard unit directories under the host root.
+/// Where systemd loads system units from, the first place a name is found winning
+/// (systemd.unit(5)): control and transient units, generators' output, the
+/// administrator's, then the packages'.
+const SYSTEM_UNIT_DIRS: &[&str] = &[
+    "etc/systemd/system.control",
+    "run/systemd/system.control",
+    "run/systemd/transient",
+    "run/systemd/generator.early",
+    "etc/systemd/system",
+    "run/systemd/system",
+    "run/systemd/generator",
+    "usr/local/lib/systemd/system",
+    "usr/lib/systemd/system",
+    "lib/systemd/system",
+    "run/systemd/generator.late",
+];
+
+/// Where every user's systemd loads user units from, after each user's own
+/// (`~/.config/systemd/user`, `~/.local/share/systemd/user`: [`USER_HOME_UNIT_DIRS`]).
+const USER_UNIT_DIRS: &[&str] = &[
+    "etc/xdg/systemd/user",
+    "etc/systemd/user",
+    "run/systemd/user",
+    "usr/local/share/systemd/user",
+    "usr/share/systemd/user",
+    "usr/local/lib/systemd/user",
+    "usr/lib/systemd/user",
+    "lib/systemd/user",
+];
+
+/// A user's own unit directories, under the home directory.
+const USER_HOME_UNIT_DIRS: &[&str] = &[".config/systemd/user", ".local/share/systemd/user"];
+
+/// One service manager's units: the system's, every user's, or one user's own.
+struct UnitSet<'a> {
+    /// Unit directories (device paths without the leading `/`), first winning.
+    dirs: Vec<String>,
+    /// How many of `dirs`, from the first, hold the units listed as this set's (a
+    /// user's own set lists only the user's: the others are every user's, listed once).
+    listed: usize,
+    /// Where the `*.wants` links that enable a unit are.
+    config_dirs: Vec<String>,
+    /// Whether a unit's state can be read from its cgroup (system units, on a live
+    /// systemd host).
+    status: Option<&'a Path>,
+}
+
+/// systemd service units under the host root: the system's and the users' (a user unit
+/// started at login is persistence as much as a system one), each with what its drop-ins
+/// (`NAME.service.d/*.conf`, `service.d/*.conf`) change, as systemd would run it.
 pub fn services(host_root: &Path) -> Vec<SimpleItem> {
-    let dirs = [
-        "etc/systemd/system",
-        "run/systemd/system",
-        "usr/lib/systemd/system",
-        "lib/systemd/system",
-    ];
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
     // Whether a unit runs is read from systemd's cgroups: only where systemd manages the
     // system (`/run/systemd/system`, as `sd_booted` tells) and its cgroups are there. On
     // a host without it, or an image under `--host-root`, a status term is unknown.
-    let status_known = host_root.join("run/systemd/system").is_dir()
-        && host_root.join("sys/fs/cgroup/system.slice").is_dir();
-    for d in dirs {
+    let cgroups = host_root.join("sys/fs/cgroup/system.slice");
+    let status_known = host_root.join("run/systemd/system").is_dir() && cgroups.is_dir();
+    let strings = |dirs: &[&str]| dirs.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    let mut sets = vec![
+        UnitSet {
+            dirs: strings(SYSTEM_UNIT_DIRS),
+            listed: SYSTEM_UNIT_DIRS.len(),
+            config_dirs: strings(&["etc/systemd/system"]),
+            status: status_known.then_some(cgroups.as_path()),
+        },
+        UnitSet {
+            dirs: strings(USER_UNIT_DIRS),
+            listed: USER_UNIT_DIRS.len(),
+            config_dirs: strings(&["etc/systemd/user"]),
+            status: None,
+        },
+    ];
+    // Each user's own units, with every user's drop-ins and `*.wants` too.
+    let mut homes: Vec<String> = users(host_root)
+        .iter()
+        .filter_map(|u| match u.values.get(&Field::UserHome) {
+            Some(FieldValue::Str(h)) if h.starts_with('/') && h != "/" => {
+                Some(h.trim_matches('/').to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    homes.sort();
+    homes.dedup();
+    for home in homes {
+        let own: Vec<String> = USER_HOME_UNIT_DIRS
+            .iter()
+            .map(|d| format!("{home}/{d}"))
+            .filter(|d| host_root.join(d).is_dir())
+            .collect();
+        if own.is_empty() {
+            continue;
+        }
+        let mut dirs = own.clone();
+        dirs.extend(strings(USER_UNIT_DIRS));
+        sets.push(UnitSet {
+            config_dirs: vec![own[0].clone(), "etc/systemd/user".into()],
+            listed: own.len(),
+            dirs,
+            status: None,
+        });
+    }
+    let mut out = Vec::new();
+    for set in &sets {
+        unit_items(host_root, set, &mut out);
+    }
+    out
+}
+
+/// The service units `set` lists, as items.
+fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
+    // Names already given by a more important directory of the set (which wins).
+    let mut seen = std::collections::HashSet::new();
+    for (i, d) in set.dirs.iter().enumerate() {
         let Ok(rd) = std::fs::read_dir(host_root.join(d)) else {
             continue;
         };
-        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        entries.sort();
-        for p in entries {
-            let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| n.ends_with(".service") && !n.ends_with("@.service"))
+            .collect();
+        names.sort();
+        for name in names {
+            if !seen.insert(name.clone()) || i >= set.listed {
                 continue;
-            };
-            if !name.ends_with(".service") || !seen.insert(name.clone()) {
-                continue;
             }
-            let masked = std::fs::read_link(&p).is_ok_and(|t| t == Path::new("/dev/null"));
-            // A unit file is often a link with an absolute target: the device's, not
-            // this machine's, under --host-root.
-            let device_unit = Path::new("/").join(d).join(&name);
-            let text = resolve_in_root(host_root, &device_unit)
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .unwrap_or_default();
-            let mut exec = None;
-            let mut desc = String::new();
-            let mut install = false;
-            for l in text.lines() {
-                let l = l.trim();
-                if let Some(v) = l.strip_prefix("ExecStart=") {
-                    if exec.is_none() && !v.trim().is_empty() {
-                        exec = Some(
-                            v.trim()
-                                .trim_start_matches(['-', '@', '+', '!', ':'])
-                                .to_string(),
-                        );
-                    }
-                } else if let Some(v) = l.strip_prefix("Description=") {
-                    desc = v.trim().to_string();
-                } else if l == "[Install]" {
-                    install = true;
-                }
-            }
-            let enabled = std::fs::read_dir(host_root.join("etc/systemd/system"))
-                .map(|rd| {
-                    rd.flatten().any(|e| {
-                        // The link in `*.wants` is what enables a unit; where it
-                        // points is the device's business.
-                        e.file_name().to_string_lossy().ends_with(".wants")
-                            && std::fs::symlink_metadata(e.path().join(&name)).is_ok()
-                    })
-                })
-                .unwrap_or(false);
-            let mode = if masked {
-                "masked"
-            } else if enabled {
-                "enabled"
-            } else if install {
-                "disabled"
-            } else {
-                "static"
-            };
-            let running = std::fs::read_to_string(
-                host_root
-                    .join("sys/fs/cgroup/system.slice")
-                    .join(&name)
-                    .join("cgroup.procs"),
-            )
-            .is_ok_and(|t| !t.trim().is_empty());
-            let stem = name.trim_end_matches(".service").to_string();
-            let mut v = HashMap::new();
-            v.insert(
-                Field::ServiceName,
-                FieldValue::List(vec![s(name.clone()), s(stem)]),
-            );
-            v.insert(Field::ServicePath, s(format!("/{d}/{name}")));
-            if status_known {
-                v.insert(
-                    Field::ServiceStatus,
-                    s(if running { "running" } else { "stopped" }),
-                );
-            }
-            v.insert(Field::ServiceMode, s(mode));
-            v.insert(Field::ServiceDescription, s(desc));
-            if let Some(e) = exec {
-                let (prog, args) = e.split_once(' ').unwrap_or((&e, ""));
-                v.insert(Field::ServiceProgram, s(prog));
-                v.insert(Field::ServiceArguments, s(args.trim()));
-            }
-            out.push(SimpleItem {
-                ty: ItemType::Service,
-                values: v,
-                describe: HitItem::Service { name },
-                undetermined: if status_known {
-                    Vec::new()
-                } else {
-                    vec![Field::ServiceStatus]
-                },
-            });
+            out.push(unit_item(host_root, set, d, &name));
         }
     }
-    out
+}
+
+/// The unit `name`, found in directory `dir` of `set`, with its drop-ins applied.
+fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleItem {
+    let device_unit = Path::new("/").join(dir).join(name);
+    let masked = std::fs::read_link(host_root.join(dir).join(name))
+        .is_ok_and(|t| t == Path::new("/dev/null"));
+    // A unit file is often a link with an absolute target: the device's, not this
+    // machine's, under --host-root.
+    let read = |device: &Path| {
+        resolve_in_root(host_root, device).and_then(|p| std::fs::read_to_string(p).ok())
+    };
+    let mut texts = vec![read(&device_unit).unwrap_or_default()];
+    // Drop-ins from every directory of the set, in file-name order, a name in a more
+    // important directory hiding the same name in a later one.
+    let mut dropins: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    for d in &set.dirs {
+        for folder in [format!("{name}.d"), "service.d".to_string()] {
+            let device_folder = Path::new("/").join(d).join(&folder);
+            let Ok(rd) = std::fs::read_dir(host_root.join(d).join(&folder)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if let Some(file) = e.file_name().to_str().filter(|f| f.ends_with(".conf")) {
+                    dropins
+                        .entry(file.to_string())
+                        .or_insert_with(|| device_folder.join(file));
+                }
+            }
+        }
+    }
+    texts.extend(dropins.values().filter_map(|p| read(p)));
+    let mut exec: Vec<String> = Vec::new();
+    let mut desc = String::new();
+    let mut install = false;
+    for text in &texts {
+        for l in text.lines() {
+            let l = l.trim();
+            if let Some(v) = l.strip_prefix("ExecStart=") {
+                // An empty assignment empties the list, as a drop-in overriding the
+                // program must write first.
+                match v.trim() {
+                    "" => exec.clear(),
+                    v => exec.push(v.trim_start_matches(['-', '@', '+', '!', ':']).to_string()),
+                }
+            } else if let Some(v) = l.strip_prefix("Description=") {
+                desc = v.trim().to_string();
+            } else if l == "[Install]" {
+                install = true;
+            }
+        }
+    }
+    let enabled = set.config_dirs.iter().any(|config| {
+        std::fs::read_dir(host_root.join(config)).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                // The link in `*.wants` is what enables a unit; where it points is the
+                // device's business.
+                e.file_name().to_string_lossy().ends_with(".wants")
+                    && std::fs::symlink_metadata(e.path().join(name)).is_ok()
+            })
+        })
+    });
+    let mode = if masked {
+        "masked"
+    } else if enabled {
+        "enabled"
+    } else if install {
+        "disabled"
+    } else {
+        "static"
+    };
+    let stem = name.trim_end_matches(".service").to_string();
+    let mut v = HashMap::new();
+    v.insert(
+        Field::ServiceName,
+        FieldValue::List(vec![s(name.to_string()), s(stem)]),
+    );
+    v.insert(
+        Field::ServicePath,
+        s(device_unit.to_string_lossy().into_owned()),
+    );
+    if let Some(cgroups) = set.status {
+        let running = std::fs::read_to_string(cgroups.join(name).join("cgroup.procs"))
+            .is_ok_and(|t| !t.trim().is_empty());
+        v.insert(
+            Field::ServiceStatus,
+            s(if running { "running" } else { "stopped" }),
+        );
+    }
+    v.insert(Field::ServiceMode, s(mode));
+    v.insert(Field::ServiceDescription, s(desc));
+    if let Some(e) = exec.first() {
+        let (prog, args) = e.split_once(' ').unwrap_or((e, ""));
+        v.insert(Field::ServiceProgram, s(prog));
+        v.insert(Field::ServiceArguments, s(args.trim()));
+    }
+    SimpleItem {
+        ty: ItemType::Service,
+        values: v,
+        describe: HitItem::Service {
+            name: name.to_string(),
+        },
+        undetermined: if set.status.is_some() {
+            Vec::new()
+        } else {
+            vec![Field::ServiceStatus]
+        },
+    }
 }
 
 /// The host as one item: hostname, OS, local addresses.

@@ -2666,3 +2666,102 @@ fn paths_through_the_devices_directory_links_find_their_files() {
     assert_eq!(verdict(&r, "libexec"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "real"), Verdict::Hit);
 }
+
+/// A service is what systemd would run: a drop-in that empties `ExecStart=` and sets
+/// another program (the classic hijack) replaces the unit's, and units in
+/// `/usr/local/lib/systemd/system`, every user's (`/etc/systemd/user`) and a user's own
+/// (`~/.config/systemd/user`) are services too.
+#[test]
+fn services_are_what_systemd_would_run() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    write(
+        r,
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n",
+    );
+    write(
+        r,
+        "lib/systemd/system/sshd.service",
+        b"[Service]\nExecStart=/usr/sbin/sshd -D\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    write(
+        r,
+        "etc/systemd/system/sshd.service.d/override.conf",
+        b"[Service]\nExecStart=\nExecStart=/tmp/.x/evilbin --beacon\n",
+    );
+    // A later drop-in that sets nothing for ExecStart leaves the override in place.
+    write(
+        r,
+        "usr/lib/systemd/system/sshd.service.d/zz-limits.conf",
+        b"[Service]\nLimitNOFILE=4096\n",
+    );
+    write(
+        r,
+        "usr/local/lib/systemd/system/evil2.service",
+        b"[Service]\nExecStart=/tmp/.x/evilbin2\n",
+    );
+    write(
+        r,
+        "etc/systemd/user/evil4.service",
+        b"[Service]\nExecStart=/tmp/.x/evilbin4\n",
+    );
+    write(
+        r,
+        "home/alice/.config/systemd/user/evil3.service",
+        b"[Service]\nExecStart=/tmp/.x/evilbin3 --user\n[Install]\nWantedBy=default.target\n",
+    );
+    std::fs::create_dir_all(r.join("home/alice/.config/systemd/user/default.target.wants"))
+        .unwrap();
+    std::os::unix::fs::symlink(
+        "../evil3.service",
+        r.join("home/alice/.config/systemd/user/default.target.wants/evil3.service"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(r.join("srv")).unwrap();
+    let program = |id: &str, value: &str| {
+        ioc(
+            id,
+            &or(&[term("ServiceItem/serviceDLL", "is", "string", value)]),
+        )
+    };
+    let docs = vec![
+        ioc(
+            "hijacked",
+            &and(&[
+                term("ServiceItem/name", "is", "string", "sshd"),
+                term("ServiceItem/serviceDLL", "is", "string", "/tmp/.x/evilbin"),
+                term("ServiceItem/arguments", "contains", "string", "beacon"),
+            ]),
+        ),
+        program("original", "/usr/sbin/sshd"),
+        program("local", "/tmp/.x/evilbin2"),
+        program("every-user", "/tmp/.x/evilbin4"),
+        ioc(
+            "own",
+            &and(&[
+                term("ServiceItem/serviceDLL", "is", "string", "/tmp/.x/evilbin3"),
+                term("ServiceItem/mode", "is", "string", "enabled"),
+                term(
+                    "ServiceItem/path",
+                    "is",
+                    "string",
+                    "/home/alice/.config/systemd/user/evil3.service",
+                ),
+            ]),
+        ),
+    ];
+    let mut req = request(r, docs);
+    req.scope.paths = vec![PathBuf::from("/srv")];
+    let r = sweep(&req).unwrap();
+    for id in ["hijacked", "local", "every-user", "own"] {
+        assert_eq!(verdict(&r, id), Verdict::Hit, "{id}");
+    }
+    assert_eq!(verdict(&r, "original"), Verdict::NoMatch);
+    assert_eq!(
+        r.stats.items.get("services"),
+        Some(&4),
+        "{:?}",
+        r.stats.items
+    );
+}
