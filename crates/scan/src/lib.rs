@@ -158,7 +158,17 @@ pub const CRITICAL_AREAS: &[&str] = &[
     "/var/spool/cron",
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
+    "/usr/lib/systemd/user",
     "/var/www",
+    // Kernel modules, boot loader and kernels, and shared objects an administrator or
+    // an intruder installed (`/etc/ld.so.preload` names them): not the packages' own
+    // `/usr/lib`, the size of a whole system, which `system-drives` covers.
+    "/usr/lib/modules",
+    "/lib/modules",
+    "/boot",
+    "/usr/local/lib",
+    // Memory-backed and so often the first place a dropper writes.
+    "/run",
 ];
 
 /// Where to look.

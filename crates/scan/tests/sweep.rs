@@ -1379,6 +1379,12 @@ fn indicator_names_and_values_are_escaped_in_reports() {
 fn preset_links_in_an_image_are_the_images() {
     let d = device();
     write(d.path(), "data/vt/evil.bin", EVIL);
+    // Where droppers and rootkits put their objects: the preset's too.
+    for place in ["usr/local/lib/x", "boot", "run/user/0", "usr/lib/modules/6.1/extra"] {
+        write(d.path(), &format!("{place}/evil.bin"), EVIL);
+    }
+    // The packages' own libraries are not: system-drives sweeps those.
+    write(d.path(), "usr/lib/x86_64-linux-gnu/evil.bin", EVIL);
     std::fs::create_dir_all(d.path().join("var")).unwrap();
     std::os::unix::fs::symlink("/data/vt", d.path().join("var/tmp")).unwrap();
     let docs = vec![ioc(
@@ -1392,7 +1398,14 @@ fn preset_links_in_an_image_are_the_images() {
     let r = sweep(&req).unwrap();
     assert_eq!(
         hit_paths(&r, "evil"),
-        ["file /data/vt/evil.bin", "file /tmp/evil.bin"]
+        [
+            "file /boot/evil.bin",
+            "file /data/vt/evil.bin",
+            "file /run/user/0/evil.bin",
+            "file /tmp/evil.bin",
+            "file /usr/lib/modules/6.1/extra/evil.bin",
+            "file /usr/local/lib/x/evil.bin",
+        ]
     );
 }
 
