@@ -64,6 +64,9 @@ impl SweepRunner {
         }
         let scope = Scope {
             host_root: self.host_root.clone(),
+            // The device's own processes and sockets: none where the root holds no live
+            // system, rather than this machine's.
+            proc_root: riposte_scan::live_proc(&self.host_root),
             preset: Some(match offer.scope {
                 ScanScope::SystemDrives => Preset::SystemDrives,
                 ScanScope::CriticalAreas => Preset::CriticalAreas,
@@ -360,6 +363,34 @@ mod tests {
             Some("1 of 1 indicators undetermined here (1 with terms no Linux collector evaluates)")
         );
         assert_eq!(done.results["iocs"][0]["verdict"], "undetermined");
+    }
+
+    /// A device whose root holds no live system (an image, a host mounted without its
+    /// `/proc`) has no processes this machine could stand in for: a process term is
+    /// undetermined there, not decided on the agent's own machine.
+    #[test]
+    fn a_sweep_of_a_root_without_its_proc_judges_no_process_of_this_machine() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("srv")).unwrap();
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("987.4321")
+            .spawn()
+            .unwrap();
+        let runner = SweepRunner {
+            host_root: root.path().to_path_buf(),
+            progress_every: Duration::from_secs(60),
+        };
+        let (_cancel, rx) = watch::channel(false);
+        let pattern = "[process:command_line LIKE '%987.4321%']";
+        let done = runner.run(offer_of(11, "stix", pattern), rx, &|_| {});
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert_eq!(done.state, DeviceTaskState::Completed, "{done:?}");
+        assert_eq!(done.hits, 0, "{done:?}");
+        assert_eq!(
+            done.results["iocs"][0]["verdict"], "undetermined",
+            "{done:?}"
+        );
     }
 
     /// The row says why, for one indicator: here a file too large to hash.

@@ -338,25 +338,9 @@ pub fn scope_of(args: &ScanArgs) -> anyhow::Result<Scope> {
         max_file_size: Some(args.max_file_size),
         one_file_system: args.one_file_system,
         threads: args.threads,
-        proc_root: live_proc(&args.host_root),
+        proc_root: crate::live_proc(&args.host_root),
         system_items: !args.no_system_items,
     })
-}
-
-/// Where a sweep of the device at `host_root` reads processes and sockets: this
-/// machine's `/proc` when the device is this machine; the device's own where one is
-/// mounted in its root (a live system mounted whole, `/proc` with it); none for an
-/// image, whose processes are not this machine's.
-fn live_proc(host_root: &Path) -> Option<PathBuf> {
-    let this_machine = std::fs::canonicalize(host_root).is_ok_and(|r| r == Path::new("/"));
-    if this_machine {
-        return Some(PathBuf::from("/proc"));
-    }
-    let proc = host_root.join("proc");
-    // A link there (to this machine's `/proc`, say) is not a /proc mounted in the image.
-    let mounted_here = std::fs::symlink_metadata(&proc).is_ok_and(|m| m.is_dir());
-    let procfs = crate::walk::fs_magic(&proc) == Some(crate::walk::PROC_MAGIC);
-    (mounted_here && procfs).then_some(proc)
 }
 
 /// Does the file at `path` look like an indicator document of `kind`? Only its first

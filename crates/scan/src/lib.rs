@@ -630,6 +630,22 @@ pub fn host_path(host_root: &Path, device: &Path) -> PathBuf {
     }
 }
 
+/// Where a sweep of the device at `host_root` reads processes and sockets: this
+/// machine's `/proc` when the device is this machine; the device's own where one is
+/// mounted in its root (a live system mounted whole, `/proc` with it); none for an
+/// image, whose processes are not this machine's.
+pub fn live_proc(host_root: &Path) -> Option<PathBuf> {
+    let this_machine = std::fs::canonicalize(host_root).is_ok_and(|r| r == Path::new("/"));
+    if this_machine {
+        return Some(PathBuf::from("/proc"));
+    }
+    let proc = host_root.join("proc");
+    // A link there (to this machine's `/proc`, say) is not a /proc mounted in the image.
+    let mounted_here = std::fs::symlink_metadata(&proc).is_ok_and(|m| m.is_dir());
+    let procfs = crate::walk::fs_magic(&proc) == Some(crate::walk::PROC_MAGIC);
+    (mounted_here && procfs).then_some(proc)
+}
+
 /// The host paths a scope walks, and the host directories never entered.
 pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut device: Vec<PathBuf> = scope.paths.clone();

@@ -1380,7 +1380,12 @@ fn preset_links_in_an_image_are_the_images() {
     let d = device();
     write(d.path(), "data/vt/evil.bin", EVIL);
     // Where droppers and rootkits put their objects: the preset's too.
-    for place in ["usr/local/lib/x", "boot", "run/user/0", "usr/lib/modules/6.1/extra"] {
+    for place in [
+        "usr/local/lib/x",
+        "boot",
+        "run/user/0",
+        "usr/lib/modules/6.1/extra",
+    ] {
         write(d.path(), &format!("{place}/evil.bin"), EVIL);
     }
     // The packages' own libraries are not: system-drives sweeps those.
