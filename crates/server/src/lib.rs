@@ -187,6 +187,9 @@ pub async fn reset_password_offline(
         Err(e) => return Err(ServiceError::BadRequest(format!("cannot read {what}: {e}"))),
     };
     let outcome = async {
+        if database.is_some() {
+            same_server(&store, data_dir).await?;
+        }
         let account = store
             .account_by_name(name)
             .await?
@@ -224,6 +227,30 @@ pub async fn reset_password_offline(
     .await;
     store.close().await;
     outcome
+}
+
+/// Refuses an offline reset where `data_dir` is not the data of the server whose
+/// database `store` is (PostgreSQL, where the database is given apart from `--data`): a
+/// mistyped `--database` of another deployment, or the data of another server, would
+/// reset an account there.
+async fn same_server(store: &Store, data_dir: &std::path::Path) -> Result<(), ServiceError> {
+    let ca_file = data_dir.join("ca.pem");
+    let ca_pem = std::fs::read_to_string(&ca_file).map_err(|e| {
+        ServiceError::NotFound(format!(
+            "cannot read {}: {e}; give the server's own --data (where its ca.pem is)",
+            ca_file.display()
+        ))
+    })?;
+    let mine = pki::pem_fingerprint(&ca_pem)
+        .map_err(|e| ServiceError::BadRequest(format!("{}: {e}", ca_file.display())))?;
+    match store.server_key("ca").await? {
+        Some(recorded) if recorded != mine => Err(ServiceError::Conflict(format!(
+            "the CA in {} is not the one of the server using this database: give that \
+             server's --data and --database together",
+            data_dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Starts the server: opens the store, loads or creates the CA, and serves the API and the

@@ -1256,3 +1256,48 @@ async fn an_offline_reset_on_a_database_without_a_store_changes_nothing() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// With PostgreSQL, the database is given apart from `--data`: the reset checks that the
+/// two are one server's (its CA), so that a mistyped `--database` of another deployment
+/// resets nothing there.
+#[tokio::test]
+async fn an_offline_reset_on_postgres_needs_that_servers_data() {
+    use riposte_server::ServiceError;
+    let ts = TestServer::start(Backend::Postgres).await;
+    let db = ts.db.as_ref().unwrap();
+    let (url, schema) = (db.url.clone(), db.schema.clone());
+    let reset = |dir: std::path::PathBuf| {
+        let (url, schema) = (url.clone(), schema.clone());
+        async move {
+            riposte_server::reset_password_offline(
+                &dir,
+                Some(&url),
+                schema.as_deref(),
+                "admin",
+                "a-password-reset-offline",
+            )
+            .await
+        }
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let e = reset(empty.path().to_path_buf()).await.unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::NotFound(m) if m.contains("ca.pem")),
+        "{e:?}"
+    );
+    // Another server's data: its own CA.
+    let other = tempfile::tempdir().unwrap();
+    riposte_server::pki::Authority::load_or_create(other.path()).unwrap();
+    let e = reset(other.path().to_path_buf()).await.unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::Conflict(m) if m.contains("is not the one of the server")),
+        "{e:?}"
+    );
+    let client = ts.client().await;
+    client.ok("GET", "/api/v1/accounts", None).await;
+    // The server's own data: reset.
+    reset(ts.dir.path().to_path_buf()).await.unwrap();
+    let (status, _) = client.call("GET", "/api/v1/accounts", None).await;
+    assert_eq!(status, 401, "the reset ended the session");
+    ts.stop().await;
+}

@@ -260,6 +260,15 @@ impl Store {
         Ok(row.try_get("fingerprint")?)
     }
 
+    /// The fingerprint recorded for the server key `name` on this database, if any.
+    pub async fn server_key(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT fingerprint FROM server_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get("fingerprint")).transpose()?)
+    }
+
     /// Records a session by the hash of its token.
     ///
     /// Opened only while the account's password hash is still `password_hash`, the one
