@@ -36,6 +36,7 @@ fn system() -> Caller {
             role: Role::Administrator,
         },
         source: "local".into(),
+        request: None,
     }
 }
 

@@ -334,6 +334,8 @@ impl FromRequestParts<Console> for Session {
             caller: Caller {
                 principal,
                 source: source(parts),
+                // The console's own address of the page or form (`POST /accounts`).
+                request: Some(format!("{} {}", parts.method, parts.uri.path())),
             },
             key: key_of(&token),
             csrf: state.csrf_for(&token),

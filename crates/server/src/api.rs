@@ -173,15 +173,23 @@ impl FromRequestParts<AppState> for Caller {
         // Refused here, before the request's body is read: the special account learns
         // nothing about any other endpoint, not even what its body should hold. (Each
         // operation checks the role again.)
+        let request = format!("{} {}", parts.method, parts.uri.path());
         if principal == riposte_model::Principal::Special && parts.uri.path() != AUTONOMOUS_PATH {
             // Recorded: the special account calling anything else is a sign that a
             // device holding its password is compromised.
-            let caller = Caller { principal, source };
-            let detail = format!("{} {}", parts.method, parts.uri.path());
-            core.audit(&caller, "refused", &detail).await;
+            let caller = Caller {
+                principal,
+                source,
+                request: Some(request.clone()),
+            };
+            core.audit(&caller, "refused", &request).await;
             return Err(riposte_model::Denied::special().into());
         }
-        Ok(Caller { principal, source })
+        Ok(Caller {
+            principal,
+            source,
+            request: Some(request),
+        })
     }
 }
 

@@ -177,6 +177,9 @@ pub const RESERVED_FOR_REQUESTS: u32 = 3;
 pub struct Caller {
     pub principal: Principal,
     pub source: String,
+    /// The request being served (`POST /api/v1/groups`), where there is one: what a
+    /// refusal's audit entry names as attempted.
+    pub request: Option<String>,
 }
 
 /// Name of the root administration group created on first start.
@@ -787,7 +790,12 @@ impl Core {
     /// person's attempts beyond their role are worth seeing.
     pub(crate) async fn allow(&self, c: &Caller, op: Operation) -> ServiceResult<()> {
         if let Err(denied) = authorize(&c.principal, op) {
-            self.audit(c, "refused", &format!("{op:?}")).await;
+            // What was attempted, with its target where the request names one.
+            let detail = match &c.request {
+                Some(request) => format!("{request} ({op:?}: {})", op.describe()),
+                None => format!("{op:?}: {}", op.describe()),
+            };
+            self.audit(c, "refused", &detail).await;
             return Err(denied.into());
         }
         Ok(())
@@ -930,6 +938,14 @@ impl Core {
     ) -> ServiceResult<(String, i64, Principal)> {
         let (principal, checked_hash) = self.verify_password(user, password, source).await?;
         if principal == Principal::Special {
+            // Recorded as any other refusal of the special account: whoever tried holds
+            // its right password, most likely taken from a device.
+            let caller = Caller {
+                principal: Principal::Special,
+                source: source.to_string(),
+                request: None,
+            };
+            self.audit(&caller, "refused", "login (a session)").await;
             // Its one right is one request with its password (Basic): a session would
             // only be a second credential to steal, and the console has nothing for it.
             return Err(ServiceError::Forbidden(
@@ -964,6 +980,7 @@ impl Core {
         let caller = Caller {
             principal: principal.clone(),
             source: source.to_string(),
+            request: None,
         };
         self.audit(&caller, "login", "").await;
         Ok((token, expires, principal))

@@ -199,6 +199,17 @@ async fn special_account_rules(backend: Backend) {
         v["error"].as_str().unwrap().contains("cannot log in"),
         "{v}"
     );
+    // With its right password: whoever tried holds it, most likely from a device.
+    let last = ts.running().core.store.audit_log(1).await.unwrap();
+    assert_eq!(
+        (
+            last[0].actor.as_str(),
+            last[0].action.as_str(),
+            last[0].detail.as_str()
+        ),
+        ("riposte-autonomous", "refused", "login (a session)"),
+        "{last:?}"
+    );
     let special = Api::basic(&ts.url, &ts.ca, "riposte-autonomous", "12345678");
     let (s, v) = special.call("GET", "/api/v1/whoami", None).await;
     assert_eq!(s, 403, "whoami is not its right either: {v}");
@@ -480,6 +491,21 @@ async fn rights_matrix_of_the_three_roles() {
     // So is a path that names no task, on a route without a body.
     let (s, v) = aud.call("POST", "/api/v1/tasks/abc/cancel", None).await;
     assert_eq!(s, 403, "{v}");
+    // The refusal says what was attempted, on what: the request and the operation.
+    let last = ts.running().core.store.audit_log(1).await.unwrap();
+    assert_eq!(
+        (
+            last[0].actor.as_str(),
+            last[0].action.as_str(),
+            last[0].detail.as_str()
+        ),
+        (
+            "aud",
+            "refused",
+            "POST /api/v1/tasks/abc/cancel (CancelTask: cancel tasks)"
+        ),
+        "{last:?}"
+    );
     let (s, v) = admin.call("POST", "/api/v1/tasks/abc/cancel", None).await;
     assert_eq!(s, 400, "{v}");
     ts.stop().await;

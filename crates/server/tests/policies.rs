@@ -15,6 +15,7 @@ fn admin() -> Caller {
             role: Role::Administrator,
         },
         source: "127.0.0.1".into(),
+        request: None,
     }
 }
 

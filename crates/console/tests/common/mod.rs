@@ -32,6 +32,7 @@ pub fn admin() -> Caller {
             role: Role::Administrator,
         },
         source: "test".into(),
+        request: None,
     }
 }
 
