@@ -1966,6 +1966,12 @@ impl Core {
 
     pub async fn delete_account(&self, c: &Caller, name: &str) -> ServiceResult<()> {
         self.allow(c, Operation::ManageAccounts).await?;
+        if name.eq_ignore_ascii_case(SPECIAL_ACCOUNT_NAME) {
+            return Err(ServiceError::BadRequest(format!(
+                "'{name}' is the special account: delete it with `special-account delete` \
+                 (DELETE /api/v1/special-account)"
+            )));
+        }
         let a = self
             .store
             .account_by_name(name)

@@ -531,6 +531,18 @@ async fn the_last_administrator_stays_and_a_start_without_one_creates_one() {
     // Alone now: it cannot delete itself, and nobody else can delete it.
     let (s, v) = second.call("DELETE", "/api/v1/accounts/second", None).await;
     assert_eq!(s, 409, "{v}");
+    // The special account is not deleted here, and the answer says where it is.
+    let (s, v) = second
+        .call("DELETE", "/api/v1/accounts/riposte-autonomous", None)
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("special-account delete"),
+        "{v}"
+    );
     let store = ts.running().core.store.clone();
     let e = store
         .delete_account(store.account_by_name("second").await.unwrap().unwrap().id)
