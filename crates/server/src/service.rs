@@ -2833,6 +2833,17 @@ fn apply_sandbox_patch(
                     "sandbox URL '{url}' must start with https://"
                 )));
             }
+            // One that does not parse would leave every device's submissions queued
+            // behind what looks like an outage.
+            let parsed = url::Url::parse(url).map_err(|e| {
+                ServiceError::BadRequest(format!("sandbox URL '{url}' is not a URL: {e}"))
+            })?;
+            if parsed.host_str().is_none_or(str::is_empty) || parsed.port() == Some(0) {
+                return Err(ServiceError::BadRequest(format!(
+                    "sandbox URL '{url}' names no host and port to connect to \
+                     (https://HOST[:PORT]/)"
+                )));
+            }
         }
         v.sandboxes = s.clone();
     }

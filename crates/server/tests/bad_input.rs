@@ -88,6 +88,24 @@ async fn bad_requests_change_nothing() {
         )
         .await;
     assert_eq!(s, 400, "{v}");
+    // A sandbox URL that does not parse, or names no host, is refused: devices would
+    // keep their objects queued behind what looks like an outage.
+    for (url, says) in [
+        ("https://a b", "is not a URL"),
+        ("https://", "is not a URL"),
+        ("https://:0/", "is not a URL"),
+        ("https://sandbox.example:0/", "names no host and port"),
+    ] {
+        let (s, v) = api
+            .call(
+                "PUT",
+                "/api/v1/groups/A/policy/sandbox-integration",
+                Some(json!({"sandboxes": [url]})),
+            )
+            .await;
+        assert_eq!(s, 400, "{url}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{url}: {v}");
+    }
     let (s, _) = api.call("POST", "/api/v1/tasks", Some(json!({"name": "t", "group": "A", "iocs": [{"format": "exe", "name": "x", "content": ""}]}))).await;
     assert_eq!(s, 400);
     // IOC documents the devices could not load are refused before any task exists.
