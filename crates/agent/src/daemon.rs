@@ -1140,7 +1140,12 @@ impl Agent {
                         detail: format!(
                             "autonomous IOC scan task {} for group {}{}",
                             v["task_id"],
-                            v["group_id"],
+                            // By name where the server says it (a group may be named
+                            // with digits, which would read as another's id).
+                            match v["group"].as_str().filter(|g| !g.is_empty()) {
+                                Some(name) => format!("'{name}'"),
+                                None => format!("id {}", v["group_id"]),
+                            },
                             if v["deduplicated"] == true {
                                 " (already created for this object)"
                             } else {

@@ -319,6 +319,10 @@ pub struct AutonomousRequest {
 pub struct AutonomousAnswer {
     pub task_id: i64,
     pub group_id: i64,
+    /// The group's name, for what the device tells its user (empty from an older
+    /// server).
+    #[serde(default)]
+    pub group: String,
     /// True when an earlier detection of the same object already created the task.
     pub deduplicated: bool,
 }
@@ -2511,9 +2515,11 @@ impl Core {
         // a replay by whoever holds the password), the task it started answers.
         if let Some(task_id) = self.store.detection(&d.detection_id).await?.task_id {
             if let Ok(task) = self.store.task(task_id).await {
+                let group = self.store.group(task.group_id).await.map(|g| g.name);
                 return Ok(AutonomousAnswer {
                     task_id,
                     group_id: task.group_id,
+                    group: group.unwrap_or_default(),
                     deduplicated: true,
                 });
             }
@@ -2559,6 +2565,7 @@ impl Core {
             return Ok(AutonomousAnswer {
                 task_id,
                 group_id,
+                group: group.name,
                 deduplicated: true,
             });
         }
@@ -2574,6 +2581,7 @@ impl Core {
         Ok(AutonomousAnswer {
             task_id,
             group_id,
+            group: group.name,
             deduplicated: false,
         })
     }

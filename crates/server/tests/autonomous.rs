@@ -92,6 +92,7 @@ async fn flow(backend: Backend) {
         .unwrap()["id"]
         .clone();
     assert_eq!(a["group_id"], a_id);
+    assert_eq!(a["group"], "A", "the group by name too: {a}");
     let t = api.ok("GET", &format!("/api/v1/tasks/{task}"), None).await;
     let mut devices: Vec<i64> = t["devices"]
         .as_array()
