@@ -1388,6 +1388,16 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         };
         // Evaluates the candidate indicators on one file whose content, if any was
         // needed, has been read (YARA) or hashed (the lanes), and records the outcome.
+        // A file whose exact size an indicator names is hashed whatever its size: that
+        // indicator has narrowed the sweep to files of the size already (an 800 MB
+        // object a detection named by its hashes and size must be found again).
+        let max_size_for = |size: u64| {
+            if candidates.by_size.contains_key(&size) {
+                None
+            } else {
+                scope.max_file_size
+            }
+        };
         let judge = |path: &Path,
                      meta: &walk::FileMeta,
                      entry: Option<&walk::FileEntry>,
@@ -1417,7 +1427,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 entry,
                 names: &names,
                 algorithms: alg,
-                max_size: scope.max_file_size,
+                max_size: max_size_for(meta.size()),
                 content: content.as_deref(),
                 digests,
                 texts: Vec::new(),
@@ -1618,7 +1628,8 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 };
                 let too_large = scope.max_file_size.is_some_and(|m| meta.size() > m);
                 // Do the hash indicators need this file's digests? (Only asked where
-                // the lanes would hash them; elsewhere the item computes them lazily.)
+                // the lanes would hash them; elsewhere the item computes them lazily,
+                // a file past the maximum size too where its size is named.)
                 let to_lanes = !matches!(worker.lanes, ThreadLanes::Unused)
                     && !too_large
                     && (to_evaluate.iter().any(|&i| candidates.content_only[i]) || {

@@ -2783,3 +2783,35 @@ fn services_are_what_systemd_would_run() {
         r.stats.items
     );
 }
+
+/// A file past the maximum size is still hashed where an indicator names its exact size
+/// (as the IOC generated from a detection does): the object is found again however
+/// large. A digest alone does not lift the limit.
+#[test]
+fn a_named_size_lifts_the_maximum_file_size() {
+    let d = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let other: Vec<u8> = (0..6000u32).map(|i| (i % 241) as u8).collect();
+    write(d.path(), "srv/big.bin", &big);
+    write(d.path(), "srv/other.bin", &other);
+    let docs = vec![
+        ioc(
+            "sized",
+            &and(&[
+                term("FileItem/SizeInBytes", "is", "int", "5000"),
+                term("FileItem/Sha256sum", "is", "sha256", &sha256_hex(&big)),
+            ]),
+        ),
+        ioc(
+            "digest-only",
+            &or(&[term("FileItem/Md5sum", "is", "md5", &md5_hex(&other))]),
+        ),
+    ];
+    let mut req = request(d.path(), docs);
+    req.scope.paths = vec![PathBuf::from("/srv")];
+    req.scope.max_file_size = Some(1000);
+    req.scope.system_items = false;
+    let r = sweep(&req).unwrap();
+    assert_eq!(hit_paths(&r, "sized"), ["file /srv/big.bin"]);
+    assert_eq!(verdict(&r, "digest-only"), Verdict::Undetermined);
+}
