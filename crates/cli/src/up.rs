@@ -50,7 +50,32 @@ async fn configure(
     sandbox_cert: &str,
 ) -> anyhow::Result<()> {
     let me = system();
-    if core.store.group_by_name(DEFAULT_GROUP).await.is_ok() {
+    if let Ok(group) = core.store.group_by_name(DEFAULT_GROUP).await {
+        // Started again with another --listen: the group's policy still names the
+        // built-in sandbox at its old address (known by its certificate, which is kept):
+        // pointed at this start's. A sandbox an administrator chose is left alone.
+        let section = core
+            .store
+            .policy(group.id)
+            .await?
+            .and_then(|p| p.sandbox_integration);
+        if let Some(section) = section {
+            let v = &section.value;
+            let built_in = v.sandbox_ca_pem.as_deref() == Some(sandbox_cert)
+                && v.sandboxes.len() == 1
+                && v.sandboxes[0] != sandbox_url;
+            if built_in {
+                core.set_policy_sandbox(
+                    &me,
+                    DEFAULT_GROUP,
+                    &SandboxPatch {
+                        sandboxes: Some(vec![sandbox_url.to_string()]),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            }
+        }
         return Ok(());
     }
     core.create_group(&me, DEFAULT_GROUP, None).await?;
@@ -93,6 +118,20 @@ async fn configure(
         },
     )
     .await?;
+    Ok(())
+}
+
+/// Points `up`'s own agent at this start's server, where data set up with another
+/// --listen left it naming the old addresses (it would try them for ever).
+fn repoint_agent(agent_dir: &Path, url: &str, channel_addr: &str) -> anyhow::Result<()> {
+    let mut id = riposte_agent::identity::Identity::load(agent_dir)?;
+    if id.server_url == url && id.channel_addr == channel_addr {
+        return Ok(());
+    }
+    id.server_url = url.to_string();
+    id.channel_addr = channel_addr.to_string();
+    id.save(agent_dir)
+        .with_context(|| format!("cannot point the agent in {} at {url}", agent_dir.display()))?;
     Ok(())
 }
 
@@ -181,6 +220,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             command: None,
         };
         crate::agent_cmd::ensure_enrolled(&args).await?;
+    } else {
+        repoint_agent(&agent_dir, &url, &server.agent_addr.to_string())?;
     }
     // The server's and the sandbox's data (the CA key, the secret key) and the lock
     // that keeps a second `up` off them are as much out of the agent's reach as its

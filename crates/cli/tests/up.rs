@@ -200,4 +200,19 @@ fn up_demo_shows_the_whole_flow_and_keeps_its_data() {
     assert!(ca_key.exists(), "the CA key stays: {said}");
     assert!(said.contains("protected"), "{said}");
     assert!(interrupt(p).success());
+
+    // Started again with another --listen: its agent and its group's sandbox follow,
+    // and the whole flow works at the new addresses.
+    let moved = free_port();
+    let (p, lines) = run_up(&data, &format!("127.0.0.1:{moved}"), true, "demo: complete");
+    let text = lines.join("\n");
+    assert!(
+        text.contains("demo: verdict from riposte-sandbox: malicious"),
+        "{text}"
+    );
+    assert!(
+        text.contains("autonomous IOC scan task") && text.contains("for group 'Local'"),
+        "{text}"
+    );
+    assert!(interrupt(p).success());
 }
