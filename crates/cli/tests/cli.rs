@@ -1168,6 +1168,11 @@ fn a_port_whose_owner_cannot_be_read_is_undetermined() {
     std::fs::create_dir(&empty).unwrap();
     // Held by this test process, which runs as root.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Root's process with a name longer than the kernel's 15-byte comm: its program is
+    // closed to the sweep, so its name is not known either.
+    let long_name = tmp.path().join("averyveryverylongname_sleeper");
+    std::fs::copy("/bin/sleep", &long_name).unwrap();
+    let mut long = Command::new(&long_name).arg("987.777").spawn().unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let ioc = |id: &str, second: &str| {
         let path = tmp.path().join(format!("{id}.ioc"));
@@ -1204,6 +1209,18 @@ fn a_port_whose_owner_cannot_be_read_is_undetermined() {
             ),
         ),
         ioc("port-alone", ""),
+        {
+            let path = tmp.path().join("long.ioc");
+            std::fs::write(
+                &path,
+                format!(
+                    r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="long" last-modified="2020-01-01T00:00:00Z" published-date="2020-01-01T00:00:00Z"><metadata><short_description>long</short_description><authored_date>2020-01-01T00:00:00Z</authored_date></metadata><criteria><Indicator operator="AND" id="o"><IndicatorItem id="p" condition="is" preserve-case="false" negate="false"><Context document="ProcessItem" search="ProcessItem/pid" type="mir"/><Content type="int">{}</Content></IndicatorItem><IndicatorItem id="n" condition="is" preserve-case="false" negate="true"><Context document="ProcessItem" search="ProcessItem/name" type="mir"/><Content type="string">averyveryverylongname_sleeper</Content></IndicatorItem></Indicator></criteria></OpenIOC>"#,
+                    long.id()
+                ),
+            )
+            .unwrap();
+            path
+        },
     ];
     let mut cmd = Command::new(bin());
     cmd.args(["scan", "--json", "--ioc"])
@@ -1224,6 +1241,8 @@ fn a_port_whose_owner_cannot_be_read_is_undetermined() {
     }
     let out = cmd.output().unwrap();
     drop(listener);
+    let _ = long.kill();
+    let _ = long.wait();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     let verdict = |id: &str| {
@@ -1234,7 +1253,7 @@ fn a_port_whose_owner_cannot_be_read_is_undetermined() {
             .find(|i| i["id"] == id)
             .map(|i| i["verdict"].clone())
     };
-    for id in ["not-named", "named", "pid"] {
+    for id in ["not-named", "named", "pid", "long"] {
         assert_eq!(
             verdict(id),
             Some(serde_json::json!("undetermined")),

@@ -257,14 +257,20 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
             anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
         })?;
         let in_pseudo_fs = || host.parent().is_some_and(crate::walk::on_pseudo_fs);
-        if meta.file_type().is_symlink()
-            && scope.host_root == Path::new("/")
-            && !in_pseudo_fs()
-            && !excluded(p)
-        {
-            *p = std::fs::canonicalize(&host).map_err(|e| {
-                anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
-            })?;
+        if scope.host_root != Path::new("/") || in_pseudo_fs() || excluded(p) {
+            continue;
+        }
+        let fail = |e: std::io::Error| {
+            anyhow::anyhow!("{}: {e}", riposte_model::path_text::encode(p.as_os_str()))
+        };
+        if meta.file_type().is_symlink() {
+            *p = std::fs::canonicalize(&host).map_err(fail)?;
+        } else if let (Some(parent), Some(name)) = (host.parent(), host.file_name()) {
+            // Its directory by its real path (`/lib/os-release` is `/usr/lib/os-release`
+            // where `/lib` links to `usr/lib`): files are reported, and path terms
+            // through the system's directory links rewritten (`directory_aliases`), as
+            // a walk from `/` sees them.
+            *p = std::fs::canonicalize(parent).map_err(fail)?.join(name);
         }
     }
     Ok(())

@@ -246,12 +246,13 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
             continue;
         };
         // comm is in parentheses and may contain spaces: split after the last ')'.
-        let (comm, rest) = match (
+        let (comm, comm_len, rest) = match (
             stat.iter().position(|&b| b == b'('),
             stat.iter().rposition(|&b| b == b')'),
         ) {
             (Some(a), Some(b)) if b > a => (
                 riposte_model::path_text::encode_bytes(&stat[a + 1..b]),
+                b - a - 1,
                 String::from_utf8_lossy(&stat[b + 1..]).into_owned(),
             ),
             _ => continue,
@@ -277,6 +278,9 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        // The kernel keeps 15 bytes of a name (TASK_COMM_LEN): where the program cannot
+        // be read, a comm of that length may be cut, and the name is not known.
+        let name_cut = exe_hidden && comm_len >= 15;
         let name = exe
             .as_deref()
             .and_then(|p| p.rsplit('/').next())
@@ -294,7 +298,10 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
                 })
             });
         let mut v = HashMap::new();
-        v.insert(Field::ProcName, name_value(&name));
+        // A name that may be cut is left out: undetermined, below.
+        if !name_cut {
+            v.insert(Field::ProcName, name_value(&name));
+        }
         if let Some(p) = &exe {
             v.insert(Field::ProcPath, name_value(p));
         }
@@ -316,10 +323,10 @@ pub fn processes(proc_root: &Path, names: &HashMap<u32, String>) -> Vec<SimpleIt
             ty: ItemType::Process,
             values: v,
             describe: HitItem::Process { pid, name },
-            undetermined: if exe_hidden {
-                vec![Field::ProcPath]
-            } else {
-                Vec::new()
+            undetermined: match (exe_hidden, name_cut) {
+                (true, true) => vec![Field::ProcPath, Field::ProcName],
+                (true, false) => vec![Field::ProcPath],
+                _ => Vec::new(),
             },
         });
     }
@@ -597,6 +604,15 @@ struct UnitSet<'a> {
     status: Option<&'a Path>,
 }
 
+/// `device` (a device path, with or without its leading `/`) on this machine, its links
+/// followed inside the device's tree (an image's absolute links name its own files).
+fn in_root(host_root: &Path, device: &str) -> Option<PathBuf> {
+    resolve_in_root(
+        host_root,
+        &Path::new("/").join(device.trim_start_matches('/')),
+    )
+}
+
 /// systemd service units under the host root: the system's and the users' (a user unit
 /// started at login is persistence as much as a system one), each with what its drop-ins
 /// (`NAME.service.d/*.conf`, `service.d/*.conf`) change, as systemd would run it.
@@ -604,15 +620,16 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
     // Whether a unit runs is read from systemd's cgroups: only where systemd manages the
     // system (`/run/systemd/system`, as `sd_booted` tells) and its cgroups are there. On
     // a host without it, or an image under `--host-root`, a status term is unknown.
-    let cgroups = host_root.join("sys/fs/cgroup/system.slice");
-    let status_known = host_root.join("run/systemd/system").is_dir() && cgroups.is_dir();
+    let is_dir = |p: &Option<PathBuf>| p.as_deref().is_some_and(Path::is_dir);
+    let cgroups = in_root(host_root, "sys/fs/cgroup/system.slice");
+    let status_known = is_dir(&in_root(host_root, "run/systemd/system")) && is_dir(&cgroups);
     let strings = |dirs: &[&str]| dirs.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     let mut sets = vec![
         UnitSet {
             dirs: strings(SYSTEM_UNIT_DIRS),
             listed: SYSTEM_UNIT_DIRS.len(),
             config_dirs: strings(&["etc/systemd/system"]),
-            status: status_known.then_some(cgroups.as_path()),
+            status: cgroups.as_deref().filter(|_| status_known),
         },
         UnitSet {
             dirs: strings(USER_UNIT_DIRS),
@@ -637,7 +654,7 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
         let own: Vec<String> = USER_HOME_UNIT_DIRS
             .iter()
             .map(|d| format!("{home}/{d}"))
-            .filter(|d| host_root.join(d).is_dir())
+            .filter(|d| is_dir(&in_root(host_root, d)))
             .collect();
         if own.is_empty() {
             continue;
@@ -663,7 +680,7 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
     // Names already given by a more important directory of the set (which wins).
     let mut seen = std::collections::HashSet::new();
     for (i, d) in set.dirs.iter().enumerate() {
-        let Ok(rd) = std::fs::read_dir(host_root.join(d)) else {
+        let Some(Ok(rd)) = in_root(host_root, d).map(std::fs::read_dir) else {
             continue;
         };
         let mut names: Vec<String> = rd
@@ -684,8 +701,9 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
 /// The unit `name`, found in directory `dir` of `set`, with its drop-ins applied.
 fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleItem {
     let device_unit = Path::new("/").join(dir).join(name);
-    let masked = std::fs::read_link(host_root.join(dir).join(name))
-        .is_ok_and(|t| t == Path::new("/dev/null"));
+    let masked = in_root(host_root, dir).is_some_and(|d| {
+        std::fs::read_link(d.join(name)).is_ok_and(|t| t == Path::new("/dev/null"))
+    });
     // A unit file is often a link with an absolute target: the device's, not this
     // machine's, under --host-root.
     let read = |device: &Path| {
@@ -698,7 +716,8 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
     for d in &set.dirs {
         for folder in [format!("{name}.d"), "service.d".to_string()] {
             let device_folder = Path::new("/").join(d).join(&folder);
-            let Ok(rd) = std::fs::read_dir(host_root.join(d).join(&folder)) else {
+            let Some(Ok(rd)) = in_root(host_root, &format!("{d}/{folder}")).map(std::fs::read_dir)
+            else {
                 continue;
             };
             for e in rd.flatten() {
@@ -715,30 +734,44 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
     let mut desc = String::new();
     let mut install = false;
     for text in &texts {
-        for l in text.lines() {
+        // systemd.syntax(7): a line ending in `\` goes on on the next; `key = value`
+        // may have spaces around `=`; a key counts only in its own section.
+        let joined = text.replace("\\\n", " ");
+        let mut section = "";
+        for l in joined.lines() {
             let l = l.trim();
-            if let Some(v) = l.strip_prefix("ExecStart=") {
-                // An empty assignment empties the list, as a drop-in overriding the
-                // program must write first.
-                match v.trim() {
+            if l.starts_with('[') && l.ends_with(']') {
+                section = l;
+                install |= l == "[Install]";
+                continue;
+            }
+            let Some((key, value)) = l.split_once('=') else {
+                continue;
+            };
+            match (section, key.trim()) {
+                ("[Service]", "ExecStart") => match value.trim() {
+                    // An empty assignment empties the list, as a drop-in overriding
+                    // the program must write first.
                     "" => exec.clear(),
                     v => exec.push(v.trim_start_matches(['-', '@', '+', '!', ':']).to_string()),
-                }
-            } else if let Some(v) = l.strip_prefix("Description=") {
-                desc = v.trim().to_string();
-            } else if l == "[Install]" {
-                install = true;
+                },
+                ("[Unit]", "Description") => desc = value.trim().to_string(),
+                _ => {}
             }
         }
     }
     let enabled = set.config_dirs.iter().any(|config| {
-        std::fs::read_dir(host_root.join(config)).is_ok_and(|rd| {
-            rd.flatten().any(|e| {
-                // The link in `*.wants` is what enables a unit; where it points is the
-                // device's business.
-                e.file_name().to_string_lossy().ends_with(".wants")
-                    && std::fs::symlink_metadata(e.path().join(name)).is_ok()
-            })
+        let Some(Ok(rd)) = in_root(host_root, config).map(std::fs::read_dir) else {
+            return false;
+        };
+        rd.flatten().any(|e| {
+            // The link in `*.wants` (or `*.requires`) is what enables a unit; where it
+            // points is the device's business. The folder may itself be a link:
+            // followed in the device's tree.
+            let folder = e.file_name().to_string_lossy().into_owned();
+            (folder.ends_with(".wants") || folder.ends_with(".requires"))
+                && in_root(host_root, &format!("{config}/{folder}"))
+                    .is_some_and(|f| std::fs::symlink_metadata(f.join(name)).is_ok())
         })
     });
     let mode = if masked {
@@ -771,7 +804,11 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
     v.insert(Field::ServiceMode, s(mode));
     v.insert(Field::ServiceDescription, s(desc));
     if let Some(e) = exec.first() {
-        let (prog, args) = e.split_once(' ').unwrap_or((e, ""));
+        // A program written in quotes may hold spaces.
+        let (prog, args) = match e.strip_prefix('"').and_then(|q| q.split_once('"')) {
+            Some((prog, args)) => (prog, args),
+            None => e.split_once(' ').unwrap_or((e, "")),
+        };
         v.insert(Field::ServiceProgram, s(prog));
         v.insert(Field::ServiceArguments, s(args.trim()));
     }
@@ -789,13 +826,17 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
     }
 }
 
-/// The host as one item: hostname, OS, local addresses.
-pub fn system_info(host_root: &Path, proc_root: &Path) -> Vec<SimpleItem> {
+/// The host as one item: hostname, OS, local addresses. `proc_root`: a live system's
+/// (`None` for an image, whose `proc` is no live system's and may link to this
+/// machine's).
+pub fn system_info(host_root: &Path, proc_root: Option<&Path>) -> Vec<SimpleItem> {
     // Read in the device's tree (an image's links name its own files). What it does
     // not say is not known, and a term on it, negated too, must not hold.
     let hostname = crate::walk::read_device_file(host_root, "etc/hostname")
         .ok()
-        .or_else(|| std::fs::read_to_string(proc_root.join("sys/kernel/hostname")).ok())
+        .or_else(|| {
+            proc_root.and_then(|p| std::fs::read_to_string(p.join("sys/kernel/hostname")).ok())
+        })
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty());
     // os-release(5): `/etc/os-release`, else `/usr/lib/os-release`.
@@ -805,11 +846,12 @@ pub fn system_info(host_root: &Path, proc_root: &Path) -> Vec<SimpleItem> {
         .and_then(|t| {
             t.lines().find_map(|l| {
                 l.strip_prefix("PRETTY_NAME=")
-                    .map(|v| v.trim_matches('"').to_string())
+                    .map(|v| v.trim().trim_matches(['"', '\''].as_slice()).to_string())
             })
         });
     let mut ips = Vec::new();
-    if let Ok(t) = std::fs::read_to_string(proc_root.join("net/fib_trie")) {
+    let read_proc = |f: &str| proc_root.and_then(|p| std::fs::read_to_string(p.join(f)).ok());
+    if let Some(t) = read_proc("net/fib_trie") {
         let mut last = None;
         for l in t.lines() {
             let l = l.trim();
@@ -825,7 +867,7 @@ pub fn system_info(host_root: &Path, proc_root: &Path) -> Vec<SimpleItem> {
         }
     }
     // IPv6: one address per line, 32 hex digits first.
-    if let Ok(t) = std::fs::read_to_string(proc_root.join("net/if_inet6")) {
+    if let Some(t) = read_proc("net/if_inet6") {
         for l in t.lines() {
             let Some(hex) = l.split_whitespace().next() else {
                 continue;
@@ -1429,6 +1471,26 @@ impl Item for FileItem<'_> {
 mod tests {
     use super::*;
 
+    /// os-release's value may be quoted either way (os-release(5)).
+    #[test]
+    fn the_os_name_is_read_without_its_quotes() {
+        for written in ["'Foo Linux 9'", "\"Foo Linux 9\"", "Foo Linux 9"] {
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(root.path().join("etc")).unwrap();
+            std::fs::write(
+                root.path().join("etc/os-release"),
+                format!("NAME=Foo\nPRETTY_NAME={written}\n"),
+            )
+            .unwrap();
+            let items = system_info(root.path(), None);
+            assert_eq!(
+                items[0].values[&Field::SysOs],
+                s("Foo Linux 9"),
+                "{written}"
+            );
+        }
+    }
+
     /// Where the file system does not record when a file was created, a term on its
     /// creation time is unknown, negated or not: it was created some time.
     #[test]
@@ -1683,7 +1745,7 @@ mod tests {
              fd000000000000000000000000000002 02 40 00 80     eth0\n",
         )
         .unwrap();
-        let items = system_info(d.path(), &proc_root);
+        let items = system_info(d.path(), Some(&proc_root));
         let Some(FieldValue::List(ips)) = items[0].values.get(&Field::SysIpAddress) else {
             panic!("{:?}", items[0].values)
         };

@@ -416,7 +416,7 @@ enum Listed {
 /// (`FullPath is /lib/libgcc4.4.so`, `/lib` a link to `usr/lib`) to the path the walk
 /// sees it under (`/usr/lib/libgcc4.4.so`): `is` and `starts-with` on the full path or
 /// the directory. (`contains` and `ends-with` hold through the link as written; a
-/// regular expression is left as written.)
+/// regular expression, and `starts-with /lib` without its `/`, are left as written.)
 fn through_aliases(ioc: &mut Ioc, aliases: &[(String, String)]) {
     use riposte_ioc::model::{Condition, Operand};
     if aliases.is_empty() {
@@ -441,7 +441,11 @@ fn through_aliases(ioc: &mut Ioc, aliases: &[(String, String)]) {
                 head.eq_ignore_ascii_case(link)
             };
             let rest = &path[link.len()..];
-            if same && (rest.is_empty() || rest.starts_with('/')) {
+            // `starts-with /lib` also names `/libroot`, and the link's target prefix
+            // (`/usr/lib`) would name `/usr/libexec`: only a whole directory is read
+            // through the link.
+            let whole = rest.starts_with('/') || rest.is_empty() && t.condition == Condition::Is;
+            if same && whole {
                 *path = format!("{target}{rest}");
                 break;
             }
@@ -1164,7 +1168,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
             (ItemType::User, "users", &|| items::users(hr)),
             (ItemType::Service, "services", &|| items::services(hr)),
             (ItemType::SystemInfo, "system", &|| {
-                items::system_info(hr, pr)
+                items::system_info(hr, scope.proc_root.as_deref())
             }),
             (ItemType::DnsEntry, "hosts entries", &|| {
                 items::dns_entries(hr)

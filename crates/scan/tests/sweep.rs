@@ -1228,7 +1228,17 @@ fn cli_exit_codes() {
     std::os::unix::fs::symlink("real", &link).unwrap();
     let real = std::fs::canonicalize(links.path().join("real")).unwrap();
     let named = request(&["--ioc", hit.to_str().unwrap(), "--", link.to_str().unwrap()]);
-    assert_eq!(named.unwrap(), [real]);
+    assert_eq!(named.unwrap(), [real.clone()]);
+    // So is a link on the way to it: the file is reported, and path terms read, by its
+    // real path (as terms through the system's own directory links are rewritten).
+    let inside = link.join("evil.bin");
+    let named = request(&[
+        "--ioc",
+        hit.to_str().unwrap(),
+        "--",
+        inside.to_str().unwrap(),
+    ]);
+    assert_eq!(named.unwrap(), [real.join("evil.bin")]);
     // Not a link of a pseudo file system: `/proc/self/root` reads as `/` from here.
     let named = request(&["--ioc", hit.to_str().unwrap(), "--", "/proc/self/root"]);
     assert_eq!(named.unwrap(), [PathBuf::from("/proc/self/root")]);
@@ -2580,6 +2590,11 @@ fn an_images_links_are_followed_inside_it() {
     for f in ["passwd", "os-release"] {
         std::os::unix::fs::symlink(Path::new("/etc").join(f), r.join("etc").join(f)).unwrap();
     }
+    // Its `proc`, `lib` and systemd configuration linked to this machine's: none of
+    // it is the image's (this machine's hostname, its services).
+    std::os::unix::fs::symlink("/proc", r.join("proc")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib", r.join("lib")).unwrap();
+    std::os::unix::fs::symlink("/etc/systemd", r.join("etc/systemd")).unwrap();
     // Absolute, but to a file the image has.
     write(r, "etc/hosts.real", b"203.0.113.5 insider.example\n");
     std::os::unix::fs::symlink("/etc/hosts.real", r.join("etc/hosts")).unwrap();
@@ -2607,6 +2622,10 @@ fn an_images_links_are_followed_inside_it() {
         ),
         ioc("not-host", &or(&[negated("SystemInfoItem/hostname", "vm")])),
         ioc("not-os", &or(&[negated("SystemInfoItem/OS", "Plan 9")])),
+        ioc(
+            "service",
+            &or(&[term("ServiceItem/name", "contains", "string", "")]),
+        ),
     ];
     let mut req = request(r, docs);
     req.scope.paths = vec![PathBuf::from("/srv")];
@@ -2619,6 +2638,13 @@ fn an_images_links_are_followed_inside_it() {
     for id in ["os", "not-host", "not-os"] {
         assert_eq!(verdict(&r, id), Verdict::Undetermined, "{id}");
     }
+    assert_eq!(verdict(&r, "service"), Verdict::NoMatch);
+    assert_eq!(
+        r.stats.items.get("services").copied().unwrap_or(0),
+        0,
+        "{:?}",
+        r.stats.items
+    );
 }
 
 /// On a merged `/usr` (`/lib -> usr/lib`) the walk sees a file only under its real
@@ -2676,6 +2702,12 @@ fn paths_through_the_devices_directory_links_find_their_files() {
                 "/usr/lib/libgcc4.4.so",
             )]),
         ),
+        // Without its `/`, a prefix may name other directories (`/libroot`): left as
+        // written, never read as `/usr/lib`, which would take in `/usr/libexec`.
+        ioc(
+            "lib-prefix",
+            &or(&[term("FileItem/FullPath", "starts-with", "string", "/lib")]),
+        ),
     ];
     let r = sweep(&request(r, docs)).unwrap();
     assert_eq!(hit_paths(&r, "lib"), ["file /usr/lib/libgcc4.4.so"]);
@@ -2683,6 +2715,7 @@ fn paths_through_the_devices_directory_links_find_their_files() {
     assert_eq!(hit_paths(&r, "var-run"), ["file /run/evil.pid"]);
     assert_eq!(verdict(&r, "libexec"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "real"), Verdict::Hit);
+    assert_eq!(verdict(&r, "lib-prefix"), Verdict::NoMatch);
 }
 
 /// A service is what systemd would run: a drop-in that empties `ExecStart=` and sets
@@ -2719,6 +2752,12 @@ fn services_are_what_systemd_would_run() {
         "usr/local/lib/systemd/system/evil2.service",
         b"[Service]\nExecStart=/tmp/.x/evilbin2\n",
     );
+    // Spaces around `=`, a continued line, and an ExecStart where systemd ignores it.
+    write(
+        r,
+        "etc/systemd/system/spaced.service",
+        b"[Unit]\nExecStart=/decoy\n[Service]\nExecStart = /opt/spaced \\\n  --quiet\n",
+    );
     write(
         r,
         "etc/systemd/user/evil4.service",
@@ -2753,6 +2792,14 @@ fn services_are_what_systemd_would_run() {
             ]),
         ),
         program("original", "/usr/sbin/sshd"),
+        ioc(
+            "spaced",
+            &and(&[
+                term("ServiceItem/serviceDLL", "is", "string", "/opt/spaced"),
+                term("ServiceItem/arguments", "is", "string", "--quiet"),
+            ]),
+        ),
+        program("decoy", "/decoy"),
         program("local", "/tmp/.x/evilbin2"),
         program("every-user", "/tmp/.x/evilbin4"),
         ioc(
@@ -2772,13 +2819,14 @@ fn services_are_what_systemd_would_run() {
     let mut req = request(r, docs);
     req.scope.paths = vec![PathBuf::from("/srv")];
     let r = sweep(&req).unwrap();
-    for id in ["hijacked", "local", "every-user", "own"] {
+    for id in ["hijacked", "local", "every-user", "own", "spaced"] {
         assert_eq!(verdict(&r, id), Verdict::Hit, "{id}");
     }
     assert_eq!(verdict(&r, "original"), Verdict::NoMatch);
+    assert_eq!(verdict(&r, "decoy"), Verdict::NoMatch);
     assert_eq!(
         r.stats.items.get("services"),
-        Some(&4),
+        Some(&5),
         "{:?}",
         r.stats.items
     );
