@@ -1228,7 +1228,7 @@ fn cli_exit_codes() {
     std::os::unix::fs::symlink("real", &link).unwrap();
     let real = std::fs::canonicalize(links.path().join("real")).unwrap();
     let named = request(&["--ioc", hit.to_str().unwrap(), "--", link.to_str().unwrap()]);
-    assert_eq!(named.unwrap(), [real.clone()]);
+    assert_eq!(named.unwrap(), std::slice::from_ref(&real));
     // So is a link on the way to it: the file is reported, and path terms read, by its
     // real path (as terms through the system's own directory links are rewritten).
     let inside = link.join("evil.bin");
