@@ -28,16 +28,29 @@ const VERTICAL_SPACE: &str = r"\n\x0B\x0C\r\x85\x{2028}\x{2029}";
 /// rewriting. See the module's documentation for what is rewritten.
 pub fn to_rust(pattern: &str) -> Cow<'_, str> {
     // Most expressions hold none of the spellings rewritten here.
-    if !pattern.contains(['\\', '{', '[', '(']) {
+    if !pattern.contains(['\\', '{', '[', '(', '$']) {
         return Cow::Borrowed(pattern);
     }
     let chars: Vec<char> = pattern.chars().collect();
+    // Any inline flag group that sets `m`: then `$` is left as it is.
+    let multi_line = pattern.match_indices("(?").any(|(at, _)| {
+        pattern[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic() || *c == '-')
+            .any(|c| c == 'm')
+    });
     let mut out = String::with_capacity(pattern.len() + 8);
     let mut i = 0;
     while i < chars.len() {
         match chars[i] {
             '\\' => i = escape(&chars, i, &mut out, false),
             '[' => i = class(&chars, i, &mut out),
+            // PCRE's `$` also holds before a final newline (this engine's only at the
+            // very end), unless multi-line mode makes it the end of any line in both.
+            '$' if !multi_line => {
+                out.push_str(r"(?:\n?\z)");
+                i += 1;
+            }
             '{' => {
                 match quantifier_end(&chars, i) {
                     Some(end) => out.extend(&chars[i..end]),
@@ -225,13 +238,20 @@ fn escape(chars: &[char], at: usize, out: &mut String, in_class: bool) -> usize 
             out.push_str(r"\A");
             at + 2
         }
-        // `\p{…}` and `\x{…}` keep their braces: no quantifier there.
-        'p' | 'P' | 'x' if chars.get(at + 2) == Some(&'{') => {
+        // `\p{…}`, `\x{…}` and the named references `\k{…}`, `\g{…}` keep their
+        // braces: no quantifier there. (A reference is then told unsupported by name.)
+        'p' | 'P' | 'x' | 'k' | 'g' if chars.get(at + 2) == Some(&'{') => {
             let end = (at + 3..chars.len())
                 .find(|&j| chars[j] == '}')
                 .map_or(chars.len(), |e| e + 1);
             out.extend(&chars[at..end]);
             end
+        }
+        // In PCRE an escaped sign is that sign; this engine reads `\<` and `\>` as word
+        // boundaries.
+        '<' | '>' => {
+            out.push(c);
+            at + 2
         }
         _ => {
             out.push('\\');
@@ -317,7 +337,7 @@ mod tests {
     #[test]
     fn everyday_expressions_are_left_as_written() {
         for p in [
-            r"^evil\d{2,4}\.(exe|dll)$",
+            r"^evil\d{2,4}\.(exe|dll)\z",
             r"a{3}b{1,}c{2,5}",
             r"[a-z0-9_]+\s\w\W\D\S\b\B",
             r"\x41\x{263A}\p{L}\pL\P{Greek}",
@@ -368,6 +388,14 @@ mod tests {
         assert!(matches(r"evil\.exe\Z", "evil.exe\n"));
         assert!(!matches(r"evil\.exe\Z", "evil.exe\nx"));
         assert!(matches(r"^ab\Kc$", "abc"));
+        // `$` holds before a final newline too, as in PCRE, but not before another
+        // one; in multi-line mode it is any line's end, as in both.
+        assert!(matches(r"^evil\.exe$", "evil.exe\n"));
+        assert!(!matches(r"^evil\.exe$", "evil.exe\nx"));
+        assert!(matches(r"(?m)^a$", "a\nb"));
+        assert!(matches(r"^a[$]$", "a$"));
+        // An escaped sign is that sign: `\<` is no word boundary.
+        assert!(matches(r"^a\<b\>c$", "a<b>c"));
         assert!(matches(r"\Gabc", "abcd"));
         assert!(!matches(r"\Gabc", "xabc"));
     }
@@ -400,6 +428,13 @@ mod tests {
     }
 
     /// What is broken in PCRE stays broken: the parser refuses it after the rewrite.
+    /// Named references keep their braces, to be told unsupported by name.
+    #[test]
+    fn named_references_keep_their_braces() {
+        assert_eq!(to_rust(r"(?<n>a)\k{n}"), r"(?<n>a)\k{n}");
+        assert_eq!(to_rust(r"(a)\g{1}"), r"(a)\g{1}");
+    }
+
     #[test]
     fn broken_expressions_stay_broken() {
         for p in [r"(ab", r"[ab", r"ab\", r"a\o{9}", r"(?#unclosed"] {

@@ -760,7 +760,8 @@ fn like_to_regex(s: &str) -> String {
             c => r.push_str(&regex::escape(&c.to_string())),
         }
     }
-    r.push('$');
+    // The very end, as SQL's LIKE means (not PCRE's `$`, which a final newline passes).
+    r.push_str(r"\z");
     r
 }
 

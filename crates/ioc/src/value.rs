@@ -333,6 +333,12 @@ pub fn regex_beyond_this_engine(pattern: &str) -> Option<String> {
         ("(?|", "a branch-reset group"),
         ("(?R)", "recursion"),
         ("(?&", "recursion"),
+        ("(?P>", "recursion"),
+        ("(?(", "a conditional group"),
+        ("(*", "a backtracking control verb"),
+        ("(?C", "a callout"),
+        ("\\X", "an extended grapheme cluster (\\X)"),
+        ("\\C", "a single code unit (\\C)"),
     ];
     use regex_syntax::ast::ErrorKind;
     let written = pattern;
