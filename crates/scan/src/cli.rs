@@ -407,13 +407,33 @@ fn looks_like_indicators(path: &Path, kind: DocumentKind) -> bool {
                 });
             pattern || start.starts_with(['{', '[']) && json_is_stix(path, text)
         }
-        DocumentKind::Yara => {
-            start.is_empty()
-                || text
-                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                    .any(|w| matches!(w, "rule" | "import" | "include"))
-        }
+        // A rule declaration (`rule name {`, `rule name : tag {`): the words `import` or
+        // `include` alone are in many scripts and makefiles.
+        DocumentKind::Yara => start.is_empty() || declares_a_rule(text),
     }
+}
+
+/// Does `text` declare a YARA rule: the word `rule`, a name, then `{` or `:`?
+fn declares_a_rule(text: &str) -> bool {
+    text.match_indices("rule").any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            return false;
+        }
+        let rest = &text[at + 4..];
+        let after_space = rest.trim_start();
+        if after_space.len() == rest.len() {
+            return false;
+        }
+        let name_len = after_space
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after_space.len());
+        let starts_well = after_space
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        starts_well && after_space[name_len..].trim_start().starts_with(['{', ':'])
+    })
 }
 
 /// Does the JSON file at `path` (its first bytes `head`) hold STIX indicators: a bundle,

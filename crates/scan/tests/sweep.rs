@@ -1176,6 +1176,24 @@ fn cli_exit_codes() {
     .unwrap();
     assert_eq!(r.documents.len(), 2);
     assert_eq!(r.scope.paths, std::slice::from_ref(&notes));
+    // Without an extension, a file is rules only where it declares one: a script that
+    // imports, a makefile that includes, is a PATH.
+    let script = d.path().join("dropper");
+    std::fs::write(&script, "#!/usr/bin/python3\nimport os\nos.system('id')\n").unwrap();
+    let makefile = d.path().join("Makefile");
+    std::fs::write(&makefile, "include config.mk\nall:\n\tcc x.c\n").unwrap();
+    let bare_rules = d.path().join("myrules");
+    std::fs::write(&bare_rules, "rule c : tag { condition: false }\n").unwrap();
+    let r = parsed(&[
+        "--yara",
+        rules.to_str().unwrap(),
+        bare_rules.to_str().unwrap(),
+        script.to_str().unwrap(),
+        makefile.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(r.documents.len(), 2);
+    assert_eq!(r.scope.paths, [script.clone(), makefile.clone()]);
     // A named FIFO is a PATH, not a document to wait on for ever.
     let fifo = d.path().join("fifo");
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
