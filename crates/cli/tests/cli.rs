@@ -733,13 +733,30 @@ fn one_term_ioc(
     path
 }
 
+/// Runs `cmd` as `nobody` (uid and gid 65534, no supplementary groups): a sweep without
+/// root, from a test that runs as root.
+fn as_nobody(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls run in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(65534, 65534, 65534) != 0
+                || libc::setresuid(65534, 65534, 65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A directory the sweep cannot list (run as `nobody`, here one of mode 0000) leaves
 /// an indicator of files that found nothing undetermined, not "no match": what it
 /// looks for may be in there. What could be read is still judged.
 #[test]
 fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root to run the scan as another user");
         return;
@@ -760,18 +777,7 @@ fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
         .arg(&open)
         .arg("--")
         .arg(&tree);
-    // SAFETY: only async-signal-safe calls run in the child before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(65534, 65534, 65534) != 0
-                || libc::setresuid(65534, 65534, 65534) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    as_nobody(&mut cmd);
     let out = cmd.output().unwrap();
     std::fs::set_permissions(tree.join("closed"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -1157,7 +1163,6 @@ fn a_misspelt_action_is_said_before_the_login() {
 #[test]
 fn a_port_whose_owner_cannot_be_read_is_undetermined() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root to run the scan as another user");
         return;
@@ -1227,18 +1232,7 @@ fn a_port_whose_owner_cannot_be_read_is_undetermined() {
         .args(&docs)
         .arg("--")
         .arg(&empty);
-    // SAFETY: only async-signal-safe calls run in the child before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(65534, 65534, 65534) != 0
-                || libc::setresuid(65534, 65534, 65534) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    as_nobody(&mut cmd);
     let out = cmd.output().unwrap();
     drop(listener);
     let _ = long.kill();

@@ -90,6 +90,12 @@ mod tests {
     use crate::Backend;
     use std::time::Duration;
 
+    /// The newest entries' actions, newest first.
+    async fn actions(store: &crate::Store) -> Vec<String> {
+        let rows = store.audit_log(10).await.unwrap();
+        rows.into_iter().map(|r| r.action).collect()
+    }
+
     /// On PostgreSQL, an entry whose id is drawn but not yet committed holds back every
     /// later entry: a reader never sees an id above one still to appear.
     #[tokio::test]
@@ -115,13 +121,7 @@ mod tests {
             async move { store.audit("t", "test", "fast", "").await }
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let seen: Vec<String> = store
-            .audit_log(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.action)
-            .collect();
+        let seen = actions(&store).await;
         assert_eq!(
             seen,
             ["first"],
@@ -134,13 +134,7 @@ mod tests {
 
         slow.commit().await.unwrap();
         fast.await.unwrap().unwrap();
-        let seen: Vec<String> = store
-            .audit_log(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.action)
-            .collect();
+        let seen = actions(&store).await;
         assert_eq!(seen, ["fast", "slow", "first"], "ids in commit order");
         db.cleanup().await;
     }
