@@ -585,9 +585,16 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    let mut req = req;
+    let shown = std::io::stderr().is_terminal();
+    if !shown {
+        // Nobody reads the counts: each file's two shared counters, which both walk
+        // threads bump, are saved.
+        req.progress = None;
+    }
     let interrupt = on_interrupt_cancel(&req.cancel);
     let done = Arc::new(AtomicBool::new(false));
-    let progress_thread = (std::io::stderr().is_terminal()).then(|| {
+    let progress_thread = shown.then(|| {
         spawn_progress(
             &req,
             done.clone(),
