@@ -32,13 +32,7 @@ pub fn to_rust(pattern: &str) -> Cow<'_, str> {
         return Cow::Borrowed(pattern);
     }
     let chars: Vec<char> = pattern.chars().collect();
-    // Any inline flag group that sets `m`: then `$` is left as it is.
-    let multi_line = pattern.match_indices("(?").any(|(at, _)| {
-        pattern[at + 2..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic() || *c == '-')
-            .any(|c| c == 'm')
-    });
+    let multi_line = sets_multi_line(&chars);
     let mut out = String::with_capacity(pattern.len() + 8);
     let mut i = 0;
     while i < chars.len() {
@@ -47,7 +41,9 @@ pub fn to_rust(pattern: &str) -> Cow<'_, str> {
             '[' => i = class(&chars, i, &mut out),
             // PCRE's `$` also holds before a final newline (this engine's only at the
             // very end), unless multi-line mode makes it the end of any line in both.
-            '$' if !multi_line => {
+            // Only where nothing can follow it in the match (the end, a `)` or a `|`):
+            // `a$\n` still needs the newline, as in PCRE.
+            '$' if !multi_line && ends_a_branch(&chars, i + 1) => {
                 out.push_str(r"(?:\n?\z)");
                 i += 1;
             }
@@ -98,6 +94,42 @@ pub fn to_rust(pattern: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether an inline flag group (`(?m)`, `(?im:…)`) outside any class or escape turns
+/// multi-line mode on, where `$` is the end of any line, in PCRE as here.
+fn sets_multi_line(chars: &[char]) -> bool {
+    let mut i = 0;
+    let mut in_class = false;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 1,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class && chars.get(i + 1) == Some(&'?') => {
+                let flags = chars[i + 2..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic() || **c == '-');
+                let mut on = true;
+                for &c in flags {
+                    match c {
+                        '-' => on = false,
+                        'm' if on => return true,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether nothing can follow position `at` in a match: the pattern's end, a `)` or a
+/// `|`.
+fn ends_a_branch(chars: &[char], at: usize) -> bool {
+    matches!(chars.get(at), None | Some(')') | Some('|'))
+}
+
 /// The end of the quantifier `{n}`, `{n,}` or `{n,m}` starting at `at`, if one does.
 fn quantifier_end(chars: &[char], at: usize) -> Option<usize> {
     let mut i = at + 1;
@@ -143,7 +175,11 @@ fn escape(chars: &[char], at: usize, out: &mut String, in_class: bool) -> usize 
         // Where the reported match starts: nothing to whether there is one.
         'K' if !in_class => at + 2,
         'Z' if !in_class => {
-            out.push_str(r"(?:\n?\z)");
+            out.push_str(if ends_a_branch(chars, at + 2) {
+                r"(?:\n?\z)"
+            } else {
+                r"\z"
+            });
             at + 2
         }
         'h' | 'H' | 'v' | 'V' => {
@@ -293,18 +329,20 @@ fn class(chars: &[char], at: usize, out: &mut String) -> usize {
                 continue;
             }
             '[' if chars.get(i + 1) == Some(&':') => {
-                // A POSIX class, `[:alpha:]`, up to its `:]`.
-                match (i + 2..chars.len().saturating_sub(1))
-                    .find(|&j| chars[j] == ':' && chars[j + 1] == ']')
-                {
-                    Some(e) => {
-                        out.extend(&chars[i..e + 2]);
-                        i = e + 2;
-                        after_set = true;
-                        continue;
-                    }
-                    None => out.push_str(r"\["),
+                // A POSIX class, `[:alpha:]` or `[:^alpha:]`: letters only, up to `:]`.
+                let start = i + 2 + usize::from(chars.get(i + 2) == Some(&'^'));
+                let letters = chars[start..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .count();
+                let end = start + letters;
+                if letters > 0 && chars.get(end..end + 2) == Some(&[':', ']'][..]) {
+                    out.extend(&chars[i..end + 2]);
+                    i = end + 2;
+                    after_set = true;
+                    continue;
                 }
+                out.push_str(r"\[");
             }
             // Nested classes and set operations are this engine's, not PCRE's: there
             // these are themselves.
@@ -314,6 +352,8 @@ fn class(chars: &[char], at: usize, out: &mut String) -> usize {
                 out.push(c);
             }
             '-' if after_set => out.push_str(r"\-"),
+            // `--` is this engine's set difference; in PCRE the second is itself.
+            '-' if chars[i - 1] == '-' => out.push_str(r"\-"),
             c => out.push(c),
         }
         after_set = false;
@@ -393,6 +433,14 @@ mod tests {
         assert!(matches(r"^evil\.exe$", "evil.exe\n"));
         assert!(!matches(r"^evil\.exe$", "evil.exe\nx"));
         assert!(matches(r"(?m)^a$", "a\nb"));
+        // Where something follows it, `$` is this engine's end of the text, and so is
+        // `\Z` (a rewrite that took the newline would need it twice).
+        assert!(matches(r"a\Z|b", "a\n"));
+        assert!(!matches(r"a\Z\n", "a\n"));
+        assert!(matches(r"^(a$|b)", "a\n"));
+        // Only a real flag group turns multi-line mode on.
+        assert!(matches(r"^foo\(?mode$", "foomode\n"));
+        assert!(!matches(r"(?-m)^a$", "a\nb"));
         assert!(matches(r"^a[$]$", "a$"));
         // An escaped sign is that sign: `\<` is no word boundary.
         assert!(matches(r"^a\<b\>c$", "a<b>c"));
@@ -425,6 +473,10 @@ mod tests {
         assert!(matches(r"^[\H]+$", "ab"));
         assert!(matches(r"^[\b]$", "\x08"));
         assert!(matches(r"^[\Qa]\E]+$", "a]"));
+        assert!(matches(r"^[+--]$", "-"));
+        assert!(matches(r"^[[:;]\d+[a-f:]+$", "[2a"));
+        assert!(matches(r"^[[:;]\d+[a-f:]+$", ";2a"));
+        assert!(matches(r"^[[:^digit:]]+$", "ab"));
     }
 
     /// What is broken in PCRE stays broken: the parser refuses it after the rewrite.
