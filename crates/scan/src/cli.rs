@@ -276,6 +276,28 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Paths are walked and reported by their real directories: an exclusion written
+/// through one of the device's directory links (`/lib/modules/*/kernel`) holds there too
+/// (`/usr/lib/modules/*/kernel`).
+fn exclusions_through_links(scope: &mut Scope) {
+    let aliases = crate::walk::directory_aliases(&scope.host_root);
+    let mut through = Vec::new();
+    for pattern in &scope.exclude {
+        for (link, target) in &aliases {
+            if let Some(rest) = pattern.strip_prefix(link.as_str()) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    through.push(format!("{target}{rest}"));
+                }
+            }
+        }
+    }
+    for pattern in through {
+        if !scope.exclude.contains(&pattern) {
+            scope.exclude.push(pattern);
+        }
+    }
+}
+
 /// The PATH arguments as device paths: on the real root a relative path is the
 /// current directory's, so `riposte scan .` sweeps where the user stands.
 ///
@@ -555,6 +577,7 @@ pub fn request(args: &ScanArgs) -> anyhow::Result<SweepRequest> {
     read_docs(&files.yara.concat(), DocumentKind::Yara, &mut documents)?;
     let mut scope = scope_of(args)?;
     resolve_named_paths(&mut scope)?;
+    exclusions_through_links(&mut scope);
     Ok(SweepRequest {
         documents,
         scope,

@@ -706,8 +706,12 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
     });
     // A unit file is often a link with an absolute target: the device's, not this
     // machine's, under --host-root.
+    // Through the device's links, without waiting on a FIFO, within a size: a user's
+    // own unit is the user's to make anything.
     let read = |device: &Path| {
-        resolve_in_root(host_root, device).and_then(|p| std::fs::read_to_string(p).ok())
+        device
+            .to_str()
+            .and_then(|d| crate::walk::read_device_file(host_root, d).ok())
     };
     let mut texts = vec![read(&device_unit).unwrap_or_default()];
     // Drop-ins from every directory of the set, in file-name order, a name in a more
@@ -805,7 +809,8 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
     v.insert(Field::ServiceDescription, s(desc));
     if let Some(e) = exec.first() {
         // A program written in quotes may hold spaces.
-        let (prog, args) = match e.strip_prefix('"').and_then(|q| q.split_once('"')) {
+        let quoted = |q: char| e.strip_prefix(q).and_then(|rest| rest.split_once(q));
+        let (prog, args) = match quoted('"').or_else(|| quoted('\'')) {
             Some((prog, args)) => (prog, args),
             None => e.split_once(' ').unwrap_or((e, "")),
         };

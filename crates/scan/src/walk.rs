@@ -340,7 +340,11 @@ pub fn device_path(host_root: &Path, p: &Path) -> String {
 pub fn directory_aliases(host_root: &Path) -> Vec<(String, String)> {
     let mut aliases = Vec::new();
     for parent in ["/", "/var"] {
-        let Ok(entries) = std::fs::read_dir(crate::host_path(host_root, Path::new(parent))) else {
+        // `/var` itself may be a link: the device's, followed inside its root.
+        let Ok(parent_dir) = resolve_in_root(host_root, Path::new(parent)) else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(crate::host_path(host_root, &parent_dir)) else {
             continue;
         };
         for e in entries.flatten() {
@@ -350,7 +354,7 @@ pub fn directory_aliases(host_root: &Path) -> Vec<(String, String)> {
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            let link = Path::new(parent).join(&name);
+            let link = parent_dir.join(&name);
             let Ok(target) = resolve_in_root(host_root, &link) else {
                 continue;
             };
@@ -395,8 +399,21 @@ pub fn open_in_root(
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    let root_fd = std::fs::File::open(host_root)?;
     let rel = device.strip_prefix("/").unwrap_or(device);
+    // On this machine's own root, the kernel's ordinary resolution is the device's (and
+    // needs no `openat2`, which kernels before 5.6 and some seccomp profiles lack).
+    if host_root == Path::new("/") {
+        let path = CString::new(Path::new("/").join(rel).as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: a NUL-terminated path; the flags are the caller's plus O_CLOEXEC.
+        let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let root_fd = std::fs::File::open(host_root)?;
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -426,10 +443,13 @@ pub fn open_in_root(
 }
 
 /// The text of the device's file `device` (`etc/passwd`), read as [`open_in_root`]
-/// finds it; an error where it is not a regular file.
+/// finds it; an error where it is not a regular file. Opened without waiting (a FIFO
+/// put in its place answers at once, and is refused), and read to at most
+/// [`DEVICE_FILE_LIMIT`] bytes: a file someone else may write (a user's unit) must not
+/// stall or exhaust the sweep.
 pub fn read_device_file(host_root: &Path, device: &str) -> std::io::Result<String> {
     use std::io::Read;
-    let mut file = std::fs::File::from(open_in_root(
+    let file = std::fs::File::from(open_in_root(
         host_root,
         Path::new(device),
         libc::O_RDONLY | libc::O_NONBLOCK,
@@ -439,10 +459,13 @@ pub fn read_device_file(host_root: &Path, device: &str) -> std::io::Result<Strin
             "{device} is not a regular file"
         )));
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(text)
+    let mut bytes = Vec::new();
+    file.take(DEVICE_FILE_LIMIT).read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other(format!("{device} is not UTF-8")))
 }
+
+/// The most read of one configuration file of the device ([`read_device_file`]).
+pub const DEVICE_FILE_LIMIT: u64 = 16 << 20;
 
 /// What the walk learnt of a file from one `statx`, relative to its directory and
 /// without following a symlink. (`std::fs::Metadata` cannot be built from a `statx`

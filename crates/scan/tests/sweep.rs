@@ -2734,6 +2734,30 @@ fn paths_through_the_devices_directory_links_find_their_files() {
     assert_eq!(verdict(&r, "libexec"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "real"), Verdict::Hit);
     assert_eq!(verdict(&r, "lib-prefix"), Verdict::NoMatch);
+    // An exclusion written through the link holds where the walk sees the files.
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        scan: riposte_scan::cli::ScanArgs,
+    }
+    let root = d.path().to_str().unwrap();
+    let cli = Cli::parse_from(
+        ["scan", "--host-root", root, "--exclude", "/lib/x*", "--ioc"]
+            .into_iter()
+            .chain([d.path().join("x.ioc").to_str().unwrap(), "--", "/usr"]),
+    );
+    std::fs::write(
+        d.path().join("x.ioc"),
+        ioc("x", &or(&[term("FileItem/FileName", "is", "string", "a")])).text,
+    )
+    .unwrap();
+    let scope = riposte_scan::cli::request(&cli.scan).unwrap().scope;
+    assert!(
+        scope.exclude.contains(&"/usr/lib/x*".to_string()),
+        "{:?}",
+        scope.exclude
+    );
 }
 
 /// A service is what systemd would run: a drop-in that empties `ExecStart=` and sets
@@ -2770,6 +2794,23 @@ fn services_are_what_systemd_would_run() {
         "usr/local/lib/systemd/system/evil2.service",
         b"[Service]\nExecStart=/tmp/.x/evilbin2\n",
     );
+    write(
+        r,
+        "etc/systemd/system/quoted.service",
+        b"[Service]\nExecStart='/opt/a b/x' --flag\n",
+    );
+    // A unit that is a FIFO no one writes to, or a link to an endless device: read
+    // without waiting and within a size, they hold no program (a user could make them).
+    let fifo = r.join("home/alice/.config/systemd/user/fifo.service");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink(
+        "/dev/zero",
+        r.join("home/alice/.config/systemd/user/zero.service"),
+    )
+    .unwrap();
     // Spaces around `=`, a continued line, and an ExecStart where systemd ignores it.
     write(
         r,
@@ -2818,6 +2859,7 @@ fn services_are_what_systemd_would_run() {
             ]),
         ),
         program("decoy", "/decoy"),
+        program("quoted", "/opt/a b/x"),
         program("local", "/tmp/.x/evilbin2"),
         program("every-user", "/tmp/.x/evilbin4"),
         ioc(
@@ -2837,14 +2879,14 @@ fn services_are_what_systemd_would_run() {
     let mut req = request(r, docs);
     req.scope.paths = vec![PathBuf::from("/srv")];
     let r = sweep(&req).unwrap();
-    for id in ["hijacked", "local", "every-user", "own", "spaced"] {
+    for id in ["hijacked", "local", "every-user", "own", "spaced", "quoted"] {
         assert_eq!(verdict(&r, id), Verdict::Hit, "{id}");
     }
     assert_eq!(verdict(&r, "original"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "decoy"), Verdict::NoMatch);
     assert_eq!(
         r.stats.items.get("services"),
-        Some(&5),
+        Some(&8),
         "{:?}",
         r.stats.items
     );
