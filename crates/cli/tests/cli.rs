@@ -733,6 +733,19 @@ fn one_term_ioc(
     path
 }
 
+/// A folder `nobody` may enter, for a test that runs a scan as `nobody`; `None` (the test
+/// skipped, and said so) where the tests do not run as root.
+fn tempdir_for_nobody() -> Option<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the scan as another user");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(tmp)
+}
+
 /// Runs `cmd` as `nobody` (uid and gid 65534, no supplementary groups): a sweep without
 /// root, from a test that runs as root.
 fn as_nobody(cmd: &mut Command) {
@@ -757,12 +770,9 @@ fn as_nobody(cmd: &mut Command) {
 #[test]
 fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
     use std::os::unix::fs::PermissionsExt;
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run the scan as another user");
+    let Some(tmp) = tempdir_for_nobody() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
     let tree = tmp.path().join("tree");
     std::fs::create_dir_all(tree.join("closed")).unwrap();
     std::fs::write(tree.join("closed/inner.txt"), b"x").unwrap();
@@ -1162,13 +1172,9 @@ fn a_misspelt_action_is_said_before_the_login() {
 /// `process is …`. The port itself is still seen.
 #[test]
 fn a_port_whose_owner_cannot_be_read_is_undetermined() {
-    use std::os::unix::fs::PermissionsExt;
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run the scan as another user");
+    let Some(tmp) = tempdir_for_nobody() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     // Held by this test process, which runs as root.
