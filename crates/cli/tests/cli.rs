@@ -746,6 +746,21 @@ fn tempdir_for_nobody() -> Option<tempfile::TempDir> {
     Some(tmp)
 }
 
+/// The JSON report a `scan --json` printed (its error output in the panic otherwise).
+fn json_report(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The verdict a scan report gives indicator `id`, if it lists it.
+fn verdict_of(report: &serde_json::Value, id: &str) -> Option<serde_json::Value> {
+    report["iocs"]
+        .as_array()?
+        .iter()
+        .find(|i| i["id"] == id)
+        .map(|i| i["verdict"].clone())
+}
+
 /// Runs `cmd` as `nobody` (uid and gid 65534, no supplementary groups): a sweep without
 /// root, from a test that runs as root.
 fn as_nobody(cmd: &mut Command) {
@@ -790,16 +805,8 @@ fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
     as_nobody(&mut cmd);
     let out = cmd.output().unwrap();
     std::fs::set_permissions(tree.join("closed"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let verdict = |id: &str| {
-        report["iocs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["id"] == id)
-            .map(|i| i["verdict"].clone())
-    };
+    let report = json_report(&out);
+    let verdict = |id: &str| verdict_of(&report, id);
     assert_eq!(
         verdict("inner"),
         Some(serde_json::json!("undetermined")),
@@ -1243,16 +1250,8 @@ fn a_port_whose_owner_cannot_be_read_is_undetermined() {
     drop(listener);
     let _ = long.kill();
     let _ = long.wait();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let verdict = |id: &str| {
-        report["iocs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["id"] == id)
-            .map(|i| i["verdict"].clone())
-    };
+    let report = json_report(&out);
+    let verdict = |id: &str| verdict_of(&report, id);
     for id in ["not-named", "named", "pid", "long"] {
         assert_eq!(
             verdict(id),
