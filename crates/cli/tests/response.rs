@@ -650,7 +650,10 @@ fn scenario(database: Option<&str>, delete_special: bool) {
         d1.ctl(&["allowed", "list"])["allowed"],
         serde_json::json!([hash])
     );
-    admin.ok(&["quarantine", "withdraw-allowance", &d1_id, &id2]);
+    // The allowance is the content's: the entry restored before it shows it too, and
+    // withdrawing it there withdraws it for both.
+    assert_eq!(allowed_on_server(&id), Some(serde_json::json!(true)));
+    admin.ok(&["quarantine", "withdraw-allowance", &d1_id, &id]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while d1.ctl(&["allowed", "list"])["allowed"] != serde_json::json!([])
         || allowed_on_server(&id2) != Some(serde_json::json!(false))
@@ -662,9 +665,10 @@ fn scenario(database: Option<&str>, delete_special: bool) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(allowed_on_server(&id), Some(serde_json::json!(false)));
     assert!(admin
         .ok(&["audit", "list"])
-        .contains(&format!("withdraw the allowance of entry {id2}")));
+        .contains(&format!("withdraw the allowance of entry {id}")));
     assert!(again(&d1).status.success());
     assert!(!d1.threat().exists(), "quarantined again once withdrawn");
 }

@@ -509,54 +509,6 @@ pub fn ports(proc_root: &Path) -> Vec<SimpleItem> {
     out
 }
 
-/// Where `device_path` (absolute, as the device names it) is on this machine, following
-/// symbolic links inside the device's tree: an absolute link target is taken under
-/// `host_root`, and `..` never leaves it. `None` after 40 links (a loop).
-fn resolve_in_root(host_root: &Path, device_path: &Path) -> Option<PathBuf> {
-    use std::path::Component;
-    if host_root == Path::new("/") {
-        return Some(device_path.to_path_buf());
-    }
-    let mut pending: Vec<std::ffi::OsString> = device_path
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut resolved = PathBuf::new();
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate = resolved.join(&part);
-        match std::fs::read_link(host_root.join(&candidate)) {
-            Ok(target) => {
-                links += 1;
-                if links > 40 {
-                    return None;
-                }
-                if target.is_absolute() {
-                    resolved = PathBuf::new();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(n) => pending.push(n.to_os_string()),
-                        Component::ParentDir => pending.push("..".into()),
-                        _ => {}
-                    }
-                }
-            }
-            Err(_) => resolved = candidate,
-        }
-    }
-    Some(host_root.join(resolved))
-}
-
 /// Where systemd loads system units from, the first place a name is found winning
 /// (systemd.unit(5)): control and transient units, generators' output, the
 /// administrator's, then the packages'.
@@ -591,7 +543,7 @@ const USER_UNIT_DIRS: &[&str] = &[
 const USER_HOME_UNIT_DIRS: &[&str] = &[".config/systemd/user", ".local/share/systemd/user"];
 
 /// One service manager's units: the system's, every user's, or one user's own.
-struct UnitSet<'a> {
+struct UnitSet {
     /// Unit directories (device paths without the leading `/`), first winning.
     dirs: Vec<String>,
     /// How many of `dirs`, from the first, hold the units listed as this set's (a
@@ -601,17 +553,18 @@ struct UnitSet<'a> {
     config_dirs: Vec<String>,
     /// Whether a unit's state can be read from its cgroup (system units, on a live
     /// systemd host).
-    status: Option<&'a Path>,
+    status: bool,
 }
 
-/// `device` (a device path, with or without its leading `/`) on this machine, its links
-/// followed inside the device's tree (an image's absolute links name its own files).
-fn in_root(host_root: &Path, device: &str) -> Option<PathBuf> {
-    resolve_in_root(
-        host_root,
-        &Path::new("/").join(device.trim_start_matches('/')),
-    )
+/// The device's directory `device` (with or without its leading `/`), its links
+/// followed inside the device's tree (an image's absolute links name its own files),
+/// and read through its descriptor from then on.
+fn device_dir(host_root: &Path, device: &str) -> Option<crate::walk::DeviceDir> {
+    crate::walk::DeviceDir::open(host_root, device).ok()
 }
+
+/// Where systemd keeps the cgroups of system services, each named after its unit.
+const SYSTEM_SERVICE_CGROUPS: &str = "sys/fs/cgroup/system.slice";
 
 /// systemd service units under the host root: the system's and the users' (a user unit
 /// started at login is persistence as much as a system one), each with what its drop-ins
@@ -620,22 +573,21 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
     // Whether a unit runs is read from systemd's cgroups: only where systemd manages the
     // system (`/run/systemd/system`, as `sd_booted` tells) and its cgroups are there. On
     // a host without it, or an image under `--host-root`, a status term is unknown.
-    let is_dir = |p: &Option<PathBuf>| p.as_deref().is_some_and(Path::is_dir);
-    let cgroups = in_root(host_root, "sys/fs/cgroup/system.slice");
-    let status_known = is_dir(&in_root(host_root, "run/systemd/system")) && is_dir(&cgroups);
+    let is_dir = |d: &str| device_dir(host_root, d).is_some();
+    let status_known = is_dir("run/systemd/system") && is_dir(SYSTEM_SERVICE_CGROUPS);
     let strings = |dirs: &[&str]| dirs.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     let mut sets = vec![
         UnitSet {
             dirs: strings(SYSTEM_UNIT_DIRS),
             listed: SYSTEM_UNIT_DIRS.len(),
             config_dirs: strings(&["etc/systemd/system"]),
-            status: cgroups.as_deref().filter(|_| status_known),
+            status: status_known,
         },
         UnitSet {
             dirs: strings(USER_UNIT_DIRS),
             listed: USER_UNIT_DIRS.len(),
             config_dirs: strings(&["etc/systemd/user"]),
-            status: None,
+            status: false,
         },
     ];
     // Each user's own units, with every user's drop-ins and `*.wants` too.
@@ -654,7 +606,7 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
         let own: Vec<String> = USER_HOME_UNIT_DIRS
             .iter()
             .map(|d| format!("{home}/{d}"))
-            .filter(|d| is_dir(&in_root(host_root, d)))
+            .filter(|d| is_dir(d))
             .collect();
         if own.is_empty() {
             continue;
@@ -665,7 +617,7 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
             config_dirs: vec![own[0].clone(), "etc/systemd/user".into()],
             listed: own.len(),
             dirs,
-            status: None,
+            status: false,
         });
     }
     let mut out = Vec::new();
@@ -677,32 +629,170 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
 
 /// The service units `set` lists, as items.
 fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
+    // Each directory listed once for the whole set: units, drop-in folders and
+    // templates are looked up in these (a missing folder costs no system call).
+    let listings: Vec<Listing> = set
+        .dirs
+        .iter()
+        .map(|d| {
+            device_dir(host_root, d)
+                .and_then(|dir| dir.entries().ok())
+                .map(|entries| {
+                    entries
+                        .into_iter()
+                        .filter_map(|(name, _)| name.into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
     // Names already given by a more important directory of the set (which wins).
     let mut seen = std::collections::HashSet::new();
     for (i, d) in set.dirs.iter().enumerate() {
-        let Some(Ok(rd)) = in_root(host_root, d).map(std::fs::read_dir) else {
-            continue;
-        };
-        let mut names: Vec<String> = rd
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|n| n.ends_with(".service") && !n.ends_with("@.service"))
-            .collect();
-        names.sort();
+        let names = listings[i]
+            .iter()
+            .filter(|n| n.ends_with(".service") && !n.ends_with("@.service"));
         for name in names {
             if !seen.insert(name.clone()) || i >= set.listed {
                 continue;
             }
-            out.push(unit_item(host_root, set, d, &name));
+            out.push(unit_item(host_root, set, &listings, d, name, name));
+        }
+    }
+    // An instance of a template (`getty@tty1.service`, from `getty@.service`) has no
+    // file of its own: it exists where a `*.wants` or `*.requires` link of the set
+    // names it, and runs the template's text with its instance name filled in.
+    let mut instances = Vec::new();
+    for (d, listing) in set.dirs.iter().zip(&listings).take(set.listed) {
+        let folders = listing
+            .iter()
+            .filter(|f| f.ends_with(".wants") || f.ends_with(".requires"));
+        for folder in folders {
+            let Some(Ok(links)) =
+                device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
+            else {
+                continue;
+            };
+            instances.extend(
+                links
+                    .into_iter()
+                    .filter_map(|(name, _)| name.to_str().map(str::to_string))
+                    .filter(|n| template_of(n).is_some()),
+            );
+        }
+    }
+    instances.sort();
+    for instance in instances {
+        let Some(template) = template_of(&instance) else {
+            continue;
+        };
+        if !seen.insert(instance.clone()) {
+            continue;
+        }
+        let template_dir = set
+            .dirs
+            .iter()
+            .zip(&listings)
+            .find(|(_, listing)| listing.contains(&template));
+        // No template, nothing systemd could start.
+        if let Some((dir, _)) = template_dir {
+            out.push(unit_item(
+                host_root, set, &listings, dir, &template, &instance,
+            ));
         }
     }
 }
 
-/// The unit `name`, found in directory `dir` of `set`, with its drop-ins applied.
-fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleItem {
-    let device_unit = Path::new("/").join(dir).join(name);
-    let masked = in_root(host_root, dir).is_some_and(|d| {
-        std::fs::read_link(d.join(name)).is_ok_and(|t| t == Path::new("/dev/null"))
+/// The names in one unit directory.
+type Listing = std::collections::BTreeSet<String>;
+
+/// The template an instance's name comes from (`getty@.service` for
+/// `getty@tty1.service`); `None` for a name that is no instance.
+fn template_of(name: &str) -> Option<String> {
+    let stem = name.strip_suffix(".service")?;
+    let (prefix, instance) = stem.split_once('@')?;
+    (!prefix.is_empty() && !instance.is_empty()).then(|| format!("{prefix}@.service"))
+}
+
+/// `text` with the unit specifiers of systemd.unit(5) that name the unit itself
+/// replaced, for unit `name`: `%n %N %p %P %i %I %j %J` and `%%`. Others are left as
+/// they are written.
+fn expand_specifiers(text: &str, name: &str) -> String {
+    let stem = name.strip_suffix(".service").unwrap_or(name);
+    let (prefix, instance) = stem.split_once('@').unwrap_or((stem, ""));
+    let last_dash = prefix.rsplit('-').next().unwrap_or(prefix);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => out.push('%'),
+            Some('n') => out.push_str(name),
+            Some('N') => out.push_str(stem),
+            Some('p') => out.push_str(prefix),
+            Some('P') => out.push_str(&unescape_unit_name(prefix)),
+            Some('i') => out.push_str(instance),
+            Some('I') => out.push_str(&unescape_unit_name(instance)),
+            Some('j') => out.push_str(last_dash),
+            Some('J') => out.push_str(&unescape_unit_name(last_dash)),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// A part of a unit name as systemd-escape(1) writes it, unescaped: `-` is `/`, and
+/// `\xNN` is the byte NN.
+fn unescape_unit_name(part: &str) -> String {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x'))
+            .then(|| bytes.get(i + 2..i + 4))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 4;
+            }
+            (None, b'-') => {
+                out.push(b'/');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The unit `name`, whose file `file` (its own name, or its template's) is in directory
+/// `dir` of `set`, with its drop-ins applied. `listings` are the names in each of the
+/// set's directories.
+fn unit_item(
+    host_root: &Path,
+    set: &UnitSet,
+    listings: &[Listing],
+    dir: &str,
+    file: &str,
+    name: &str,
+) -> SimpleItem {
+    let device_unit = Path::new("/").join(dir).join(file);
+    let masked = device_dir(host_root, dir).is_some_and(|d| {
+        d.read_link(file.as_ref())
+            .is_ok_and(|t| t == Path::new("/dev/null"))
     });
     // A unit file is often a link with an absolute target: the device's, not this
     // machine's, under --host-root.
@@ -717,15 +807,22 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
     // Drop-ins from every directory of the set, in file-name order, a name in a more
     // important directory hiding the same name in a later one.
     let mut dropins: std::collections::BTreeMap<String, PathBuf> = Default::default();
-    for d in &set.dirs {
-        for folder in [format!("{name}.d"), "service.d".to_string()] {
+    for (d, listing) in set.dirs.iter().zip(listings) {
+        // An instance's own, then its template's (systemd.unit(5)).
+        let mut folders = vec![format!("{name}.d")];
+        if file != name {
+            folders.push(format!("{file}.d"));
+        }
+        folders.push("service.d".to_string());
+        for folder in folders.iter().filter(|f| listing.contains(*f)) {
             let device_folder = Path::new("/").join(d).join(&folder);
-            let Some(Ok(rd)) = in_root(host_root, &format!("{d}/{folder}")).map(std::fs::read_dir)
+            let Some(Ok(entries)) =
+                device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
             else {
                 continue;
             };
-            for e in rd.flatten() {
-                if let Some(file) = e.file_name().to_str().filter(|f| f.ends_with(".conf")) {
+            for (file, _) in entries {
+                if let Some(file) = file.to_str().filter(|f| f.ends_with(".conf")) {
                     dropins
                         .entry(file.to_string())
                         .or_insert_with(|| device_folder.join(file));
@@ -757,7 +854,10 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
                     // An empty assignment empties the list, as a drop-in overriding
                     // the program must write first.
                     "" => exec.clear(),
-                    v => exec.push(v.trim_start_matches(['-', '@', '+', '!', ':']).to_string()),
+                    v => exec.push(expand_specifiers(
+                        v.trim_start_matches(['-', '@', '+', '!', ':']),
+                        name,
+                    )),
                 },
                 ("[Unit]", "Description") => desc = value.trim().to_string(),
                 _ => {}
@@ -765,17 +865,17 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
         }
     }
     let enabled = set.config_dirs.iter().any(|config| {
-        let Some(Ok(rd)) = in_root(host_root, config).map(std::fs::read_dir) else {
+        let Some(Ok(entries)) = device_dir(host_root, config).map(|d| d.entries()) else {
             return false;
         };
-        rd.flatten().any(|e| {
+        entries.iter().any(|(folder, _)| {
             // The link in `*.wants` (or `*.requires`) is what enables a unit; where it
             // points is the device's business. The folder may itself be a link:
             // followed in the device's tree.
-            let folder = e.file_name().to_string_lossy().into_owned();
+            let folder = folder.to_string_lossy();
             (folder.ends_with(".wants") || folder.ends_with(".requires"))
-                && in_root(host_root, &format!("{config}/{folder}"))
-                    .is_some_and(|f| std::fs::symlink_metadata(f.join(name)).is_ok())
+                && device_dir(host_root, &format!("{config}/{folder}"))
+                    .is_some_and(|f| f.has(name.as_ref()))
         })
     });
     let mode = if masked {
@@ -797,9 +897,10 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
         Field::ServicePath,
         s(device_unit.to_string_lossy().into_owned()),
     );
-    if let Some(cgroups) = set.status {
-        let running = std::fs::read_to_string(cgroups.join(name).join("cgroup.procs"))
-            .is_ok_and(|t| !t.trim().is_empty());
+    if set.status {
+        let procs = format!("{SYSTEM_SERVICE_CGROUPS}/{name}/cgroup.procs");
+        let running =
+            crate::walk::read_device_file(host_root, &procs).is_ok_and(|t| !t.trim().is_empty());
         v.insert(
             Field::ServiceStatus,
             s(if running { "running" } else { "stopped" }),
@@ -823,7 +924,7 @@ fn unit_item(host_root: &Path, set: &UnitSet, dir: &str, name: &str) -> SimpleIt
         describe: HitItem::Service {
             name: name.to_string(),
         },
-        undetermined: if set.status.is_some() {
+        undetermined: if set.status {
             Vec::new()
         } else {
             vec![Field::ServiceStatus]
@@ -1589,14 +1690,76 @@ mod tests {
             .unwrap();
         assert_eq!(item.values[&Field::ServiceProgram], s("/opt/evil/run"));
         assert_eq!(item.values[&Field::ServiceMode], s("enabled"));
+        let looping = items
+            .iter()
+            .find(|i| matches!(&i.describe, HitItem::Service { name } if name == "loop.service"))
+            .unwrap();
+        assert!(!looping.values.contains_key(&Field::ServiceProgram));
         assert_eq!(
-            resolve_in_root(r, Path::new("/lib/systemd/system/loop.service")),
-            None
+            crate::walk::resolve_in_root(r, Path::new("/etc/../../lib/systemd/system")).unwrap(),
+            Path::new("/lib/systemd/system"),
+            "`..` stops at the root"
+        );
+    }
+
+    /// A template's instances that something wants are services, each running the
+    /// template's program with its own name filled in; a template alone, or an
+    /// instance of a template that is not there, is none.
+    #[test]
+    fn wanted_instances_of_templates_are_services() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in [
+            "lib/systemd/system",
+            "etc/systemd/system/multi-user.target.wants",
+            "etc/systemd/system/evil@other.service.d",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(
+            r.join("lib/systemd/system/evil@.service"),
+            "[Service]\nExecStart=/opt/%p/run-%i --path=%I --unit=%n 100%%\n",
+        )
+        .unwrap();
+        std::fs::write(
+            r.join("etc/systemd/system/evil@other.service.d/x.conf"),
+            "[Service]\nExecStart=\nExecStart=/opt/drop/%i\n",
+        )
+        .unwrap();
+        let wants = r.join("etc/systemd/system/multi-user.target.wants");
+        for instance in [
+            "evil@web-x\\x2d1.service",
+            "evil@other.service",
+            "ghost@1.service",
+        ] {
+            std::os::unix::fs::symlink("/lib/systemd/system/evil@.service", wants.join(instance))
+                .unwrap();
+        }
+
+        let items = services(r);
+        let names: Vec<&str> = items
+            .iter()
+            .filter_map(|i| match &i.describe {
+                HitItem::Service { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["evil@other.service", "evil@web-x\\x2d1.service"]);
+        let web = &items[1].values;
+        assert_eq!(web[&Field::ServiceProgram], s("/opt/evil/run-web-x\\x2d1"));
+        assert_eq!(
+            web[&Field::ServiceArguments],
+            s("--path=web/x-1 --unit=evil@web-x\\x2d1.service 100%")
         );
         assert_eq!(
-            resolve_in_root(r, Path::new("/etc/../../lib/systemd/system")),
-            Some(r.join("lib/systemd/system")),
-            "`..` stops at the root"
+            web[&Field::ServicePath],
+            s("/lib/systemd/system/evil@.service")
+        );
+        assert_eq!(web[&Field::ServiceMode], s("enabled"));
+        // The instance's own drop-in replaces the program for it alone.
+        assert_eq!(
+            items[0].values[&Field::ServiceProgram],
+            s("/opt/drop/other")
         );
     }
 

@@ -13,7 +13,7 @@ use riposte_ioc::value::Timestamp;
 use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -344,22 +344,18 @@ pub fn directory_aliases(host_root: &Path) -> Vec<(String, String)> {
         let Ok(parent_dir) = resolve_in_root(host_root, Path::new(parent)) else {
             continue;
         };
-        let Ok(entries) = std::fs::read_dir(crate::host_path(host_root, &parent_dir)) else {
+        let Ok(entries) = DeviceDir::open(host_root, &parent_dir).and_then(|d| d.entries()) else {
             continue;
         };
-        for e in entries.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_symlink()) {
-                continue;
-            }
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+        for (name, is_link) in entries {
+            let Some(name) = name.to_str().filter(|_| is_link) else {
                 continue;
             };
-            let link = parent_dir.join(&name);
+            let link = parent_dir.join(name);
             let Ok(target) = resolve_in_root(host_root, &link) else {
                 continue;
             };
-            let is_dir =
-                std::fs::metadata(crate::host_path(host_root, &target)).is_ok_and(|m| m.is_dir());
+            let is_dir = DeviceDir::open(host_root, &target).is_ok();
             if is_dir && target != link && target != Path::new("/") {
                 if let (Some(link), Some(target)) = (link.to_str(), target.to_str()) {
                     aliases.push((link.to_string(), target.to_string()));
@@ -466,6 +462,95 @@ pub fn read_device_file(host_root: &Path, device: &str) -> std::io::Result<Strin
 
 /// The most read of one configuration file of the device ([`read_device_file`]).
 pub const DEVICE_FILE_LIMIT: u64 = 16 << 20;
+
+/// A directory of the device, opened as [`open_in_root`] resolves it and then read
+/// through that descriptor only: what is listed, and the links and entries looked up in
+/// it, are that directory's, even if the path that led there changes meanwhile (a live
+/// root whose owner swaps a folder for a link to this machine's files).
+pub struct DeviceDir {
+    fd: OwnedFd,
+}
+
+impl DeviceDir {
+    /// Opens the device's directory `device` (with or without its leading `/`).
+    pub fn open(host_root: &Path, device: impl AsRef<Path>) -> std::io::Result<DeviceDir> {
+        let device = device.as_ref();
+        let device = Path::new("/").join(device.strip_prefix("/").unwrap_or(device));
+        let fd = open_in_root(
+            host_root,
+            &device,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK,
+        )?;
+        Ok(DeviceDir { fd })
+    }
+
+    /// The names of its entries but `.` and `..`, with whether each is a symbolic link
+    /// (as the directory listing says, or a `stat` of the entry where it does not).
+    pub fn entries(&self) -> std::io::Result<Vec<(std::ffi::OsString, bool)>> {
+        let mut buffer = vec![0u64; 4096];
+        let mut out = Vec::new();
+        list_dir(
+            &self.fd,
+            &mut buffer,
+            &AtomicBool::new(false),
+            &mut |name, ty| {
+                let is_link = match ty {
+                    libc::DT_UNKNOWN => self.is_link(OsStr::from_bytes(name.to_bytes())),
+                    t => t == libc::DT_LNK,
+                };
+                out.push((OsStr::from_bytes(name.to_bytes()).to_os_string(), is_link));
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// The target of the link `name` in it.
+    pub fn read_link(&self, name: &OsStr) -> std::io::Result<PathBuf> {
+        let c = CString::new(name.as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let mut buffer = vec![0u8; libc::PATH_MAX as usize];
+        // SAFETY: `c` is NUL-terminated and the buffer is writable for its length.
+        let n = unsafe {
+            libc::readlinkat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        buffer.truncate(n as usize);
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(buffer)))
+    }
+
+    /// Whether it has an entry `name` of any type, a link not followed.
+    pub fn has(&self, name: &OsStr) -> bool {
+        self.mode_of(name).is_some()
+    }
+
+    fn is_link(&self, name: &OsStr) -> bool {
+        self.mode_of(name)
+            .is_some_and(|m| m & libc::S_IFMT == libc::S_IFLNK)
+    }
+
+    fn mode_of(&self, name: &OsStr) -> Option<u32> {
+        let c = CString::new(name.as_bytes()).ok()?;
+        // SAFETY: stat is plain data; zeroed is a valid value for the kernel to fill.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is NUL-terminated and `st` is a live, writable stat.
+        let r = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        (r == 0).then_some(st.st_mode)
+    }
+}
 
 /// What the walk learnt of a file from one `statx`, relative to its directory and
 /// without following a symlink. (`std::fs::Metadata` cannot be built from a `statx`
@@ -1188,6 +1273,63 @@ mod tests {
             cancel,
             file_status,
         }
+    }
+
+    /// A device directory is found through the device's links, inside its root, and
+    /// is then read through its descriptor: swapping the path for a link to another
+    /// directory afterwards changes nothing of what it lists or finds in it.
+    #[test]
+    fn device_directories_are_the_devices_and_stay_the_one_opened() {
+        let image = tempfile::tempdir().unwrap();
+        let r = image.path();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(r.join("a")).unwrap();
+        std::fs::write(r.join("a/unit.service"), "x").unwrap();
+        std::fs::write(elsewhere.path().join("other.service"), "y").unwrap();
+        // Absolute, as an image's links are: the image's `/a`, not this machine's.
+        std::os::unix::fs::symlink("/a", r.join("l")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+
+        let top = DeviceDir::open(r, "/").unwrap();
+        let mut entries = top.entries().unwrap();
+        entries.sort();
+        let shown: Vec<(String, bool)> = entries
+            .into_iter()
+            .map(|(n, link)| (n.into_string().unwrap(), link))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("a".into(), false),
+                ("l".into(), true),
+                ("loop".into(), true)
+            ]
+        );
+        assert_eq!(top.read_link(OsStr::new("l")).unwrap(), Path::new("/a"));
+        assert!(top.read_link(OsStr::new("a")).is_err(), "not a link");
+
+        let through_link = DeviceDir::open(r, "l").unwrap();
+        assert!(through_link.has(OsStr::new("unit.service")));
+        assert!(!through_link.has(OsStr::new("missing.service")));
+        assert!(DeviceDir::open(r, "loop").is_err());
+        assert!(
+            DeviceDir::open(r, "a/unit.service").is_err(),
+            "a file is no directory"
+        );
+
+        // The path now leads elsewhere; the open directory is still the one found.
+        std::fs::rename(r.join("a"), r.join("b")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), r.join("a")).unwrap();
+        let names: Vec<_> = through_link
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("unit.service")]);
+        // And a fresh open follows the absolute link inside the image, where it
+        // names nothing.
+        assert!(DeviceDir::open(r, "l").is_err());
     }
 
     #[test]

@@ -593,6 +593,17 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             core.store
                 .upsert_quarantine(device_id, &entry_id, &state, &record)
                 .await?;
+            // A restore allows the content, not the entry: every restored entry of that
+            // content shows it, and any of them can withdraw it (as after a restart,
+            // when the device reports its allowances by content).
+            let restored_allowed = state == "restored" && record["allowed"] == true;
+            if let Some(sha256) = record["sha256"].as_str().filter(|_| restored_allowed) {
+                if riposte_model::is_sha256_hex(sha256) {
+                    core.store
+                        .set_quarantine_allowance(device_id, sha256, true)
+                        .await?;
+                }
+            }
             // What leaves a quarantine is an administrator's business wherever it was
             // asked for (here, or by root on the device with `ctl`): the audit log says
             // that it was done.
