@@ -646,6 +646,32 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
                 .unwrap_or_default()
         })
         .collect();
+    // What the set's `*.wants` and `*.requires` links name, in its configuration
+    // directories: the units they enable (read once, not per unit).
+    let mut wanted = std::collections::HashSet::new();
+    for config in &set.config_dirs {
+        let Some(Ok(entries)) = device_dir(host_root, config).map(|d| d.entries()) else {
+            continue;
+        };
+        for (folder, _) in entries {
+            let folder = folder.to_string_lossy();
+            if !(folder.ends_with(".wants") || folder.ends_with(".requires")) {
+                continue;
+            }
+            // The folder may itself be a link: followed in the device's tree.
+            if let Some(Ok(links)) =
+                device_dir(host_root, &format!("{config}/{folder}")).map(|d| d.entries())
+            {
+                wanted.extend(links.into_iter().filter_map(|(n, _)| n.into_string().ok()));
+            }
+        }
+    }
+    let view = SetView {
+        set,
+        listings,
+        wanted,
+    };
+    let listings = &view.listings;
     // Names already given by a more important directory of the set (which wins).
     let mut seen = std::collections::HashSet::new();
     for (i, d) in set.dirs.iter().enumerate() {
@@ -656,14 +682,14 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
             if !seen.insert(name.clone()) || i >= set.listed {
                 continue;
             }
-            out.push(unit_item(host_root, set, &listings, d, name, name));
+            out.push(unit_item(host_root, &view, d, name, name));
         }
     }
     // An instance of a template (`getty@tty1.service`, from `getty@.service`) has no
     // file of its own: it exists where a `*.wants` or `*.requires` link of the set
     // names it, and runs the template's text with its instance name filled in.
     let mut instances = Vec::new();
-    for (d, listing) in set.dirs.iter().zip(&listings).take(set.listed) {
+    for (d, listing) in set.dirs.iter().zip(listings).take(set.listed) {
         let folders = listing
             .iter()
             .filter(|f| f.ends_with(".wants") || f.ends_with(".requires"));
@@ -692,19 +718,41 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
         let template_dir = set
             .dirs
             .iter()
-            .zip(&listings)
+            .zip(listings)
             .find(|(_, listing)| listing.contains(&template));
         // No template, nothing systemd could start.
         if let Some((dir, _)) = template_dir {
-            out.push(unit_item(
-                host_root, set, &listings, dir, &template, &instance,
-            ));
+            out.push(unit_item(host_root, &view, dir, &template, &instance));
         }
     }
 }
 
 /// The names in one unit directory.
 type Listing = std::collections::BTreeSet<String>;
+
+/// One unit set as its units are looked up in it: each directory listed once.
+struct SetView<'a> {
+    set: &'a UnitSet,
+    /// The names in each of `set.dirs`, in their order.
+    listings: Vec<Listing>,
+    /// The unit names that the set's `*.wants` and `*.requires` links name.
+    wanted: std::collections::HashSet<String>,
+}
+
+/// Where unit `name`'s cgroup is under `system.slice`: its own folder, or, for an
+/// instance, its folder inside its template's slice (`getty@tty1.service` in
+/// `system-getty.slice`, `serial-getty@ttyS0.service` in `system-serial\x2dgetty.slice`).
+fn cgroup_of(name: &str) -> String {
+    match name
+        .strip_suffix(".service")
+        .and_then(|n| n.split_once('@'))
+    {
+        Some((prefix, _)) if template_of(name).is_some() => {
+            format!("system-{}.slice/{name}", prefix.replace('-', "\\x2d"))
+        }
+        _ => name.to_string(),
+    }
+}
 
 /// The template an instance's name comes from (`getty@.service` for
 /// `getty@tty1.service`); `None` for a name that is no instance.
@@ -779,16 +827,9 @@ fn unescape_unit_name(part: &str) -> String {
 }
 
 /// The unit `name`, whose file `file` (its own name, or its template's) is in directory
-/// `dir` of `set`, with its drop-ins applied. `listings` are the names in each of the
-/// set's directories.
-fn unit_item(
-    host_root: &Path,
-    set: &UnitSet,
-    listings: &[Listing],
-    dir: &str,
-    file: &str,
-    name: &str,
-) -> SimpleItem {
+/// `dir` of the set `view` shows, with its drop-ins applied.
+fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str) -> SimpleItem {
+    let set = view.set;
     let device_unit = Path::new("/").join(dir).join(file);
     let masked = device_dir(host_root, dir).is_some_and(|d| {
         d.read_link(file.as_ref())
@@ -807,15 +848,16 @@ fn unit_item(
     // Drop-ins from every directory of the set, in file-name order, a name in a more
     // important directory hiding the same name in a later one.
     let mut dropins: std::collections::BTreeMap<String, PathBuf> = Default::default();
-    for (d, listing) in set.dirs.iter().zip(listings) {
-        // An instance's own, then its template's (systemd.unit(5)).
+    for (d, listing) in set.dirs.iter().zip(&view.listings) {
+        // An instance's own, then its template's (systemd.unit(5)), whether the instance
+        // has a file of its own or not.
         let mut folders = vec![format!("{name}.d")];
-        if file != name {
-            folders.push(format!("{file}.d"));
+        if let Some(template) = template_of(name) {
+            folders.push(format!("{template}.d"));
         }
         folders.push("service.d".to_string());
         for folder in folders.iter().filter(|f| listing.contains(*f)) {
-            let device_folder = Path::new("/").join(d).join(&folder);
+            let device_folder = Path::new("/").join(d).join(folder);
             let Some(Ok(entries)) =
                 device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
             else {
@@ -834,6 +876,7 @@ fn unit_item(
     let mut exec: Vec<String> = Vec::new();
     let mut desc = String::new();
     let mut install = false;
+    let mut slice: Option<String> = None;
     for text in &texts {
         // systemd.syntax(7): a line ending in `\` goes on on the next; `key = value`
         // may have spaces around `=`; a key counts only in its own section.
@@ -854,30 +897,17 @@ fn unit_item(
                     // An empty assignment empties the list, as a drop-in overriding
                     // the program must write first.
                     "" => exec.clear(),
-                    v => exec.push(expand_specifiers(
-                        v.trim_start_matches(['-', '@', '+', '!', ':']),
-                        name,
-                    )),
+                    v => exec.push(v.trim_start_matches(['-', '@', '+', '!', ':']).to_string()),
                 },
+                ("[Service]", "Slice") => slice = Some(value.trim().to_string()),
                 ("[Unit]", "Description") => desc = value.trim().to_string(),
                 _ => {}
             }
         }
     }
-    let enabled = set.config_dirs.iter().any(|config| {
-        let Some(Ok(entries)) = device_dir(host_root, config).map(|d| d.entries()) else {
-            return false;
-        };
-        entries.iter().any(|(folder, _)| {
-            // The link in `*.wants` (or `*.requires`) is what enables a unit; where it
-            // points is the device's business. The folder may itself be a link:
-            // followed in the device's tree.
-            let folder = folder.to_string_lossy();
-            (folder.ends_with(".wants") || folder.ends_with(".requires"))
-                && device_dir(host_root, &format!("{config}/{folder}"))
-                    .is_some_and(|f| f.has(name.as_ref()))
-        })
-    });
+    // The link in `*.wants` (or `*.requires`) is what enables a unit; where it points
+    // is the device's business.
+    let enabled = view.wanted.contains(name);
     let mode = if masked {
         "masked"
     } else if enabled {
@@ -897,10 +927,20 @@ fn unit_item(
         Field::ServicePath,
         s(device_unit.to_string_lossy().into_owned()),
     );
-    if set.status {
-        let procs = format!("{SYSTEM_SERVICE_CGROUPS}/{name}/cgroup.procs");
-        let running =
-            crate::walk::read_device_file(host_root, &procs).is_ok_and(|t| !t.trim().is_empty());
+    // Running: its cgroup holds a process. A unit placed in a slice of its own
+    // choosing, or a cgroup that cannot be read, leaves it unknown.
+    let running = match (set.status, &slice) {
+        (true, None) => {
+            let procs = format!("{SYSTEM_SERVICE_CGROUPS}/{}/cgroup.procs", cgroup_of(name));
+            match crate::walk::read_device_file(host_root, &procs) {
+                Ok(t) => Some(!t.trim().is_empty()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some(running) = running {
         v.insert(
             Field::ServiceStatus,
             s(if running { "running" } else { "stopped" }),
@@ -909,14 +949,19 @@ fn unit_item(
     v.insert(Field::ServiceMode, s(mode));
     v.insert(Field::ServiceDescription, s(desc));
     if let Some(e) = exec.first() {
-        // A program written in quotes may hold spaces.
+        // A program written in quotes may hold spaces. Specifiers are filled in once
+        // the line is cut into words, as systemd does: an instance name that unescapes
+        // to a space does not split the program.
         let quoted = |q: char| e.strip_prefix(q).and_then(|rest| rest.split_once(q));
         let (prog, args) = match quoted('"').or_else(|| quoted('\'')) {
             Some((prog, args)) => (prog, args),
             None => e.split_once(' ').unwrap_or((e, "")),
         };
-        v.insert(Field::ServiceProgram, s(prog));
-        v.insert(Field::ServiceArguments, s(args.trim()));
+        v.insert(Field::ServiceProgram, s(expand_specifiers(prog, name)));
+        v.insert(
+            Field::ServiceArguments,
+            s(expand_specifiers(args.trim(), name)),
+        );
     }
     SimpleItem {
         ty: ItemType::Service,
@@ -924,7 +969,7 @@ fn unit_item(
         describe: HitItem::Service {
             name: name.to_string(),
         },
-        undetermined: if set.status {
+        undetermined: if running.is_some() {
             Vec::new()
         } else {
             vec![Field::ServiceStatus]
@@ -1713,27 +1758,50 @@ mod tests {
             "lib/systemd/system",
             "etc/systemd/system/multi-user.target.wants",
             "etc/systemd/system/evil@other.service.d",
+            "etc/systemd/system/sp@.service.d",
+            "run/systemd/system",
+            "sys/fs/cgroup/system.slice/system-evil.slice/evil@other.service",
         ] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
-        std::fs::write(
-            r.join("lib/systemd/system/evil@.service"),
+        let write = |path: &str, text: &str| std::fs::write(r.join(path), text).unwrap();
+        write(
+            "lib/systemd/system/evil@.service",
             "[Service]\nExecStart=/opt/%p/run-%i --path=%I --unit=%n 100%%\n",
-        )
-        .unwrap();
-        std::fs::write(
-            r.join("etc/systemd/system/evil@other.service.d/x.conf"),
+        );
+        write(
+            "etc/systemd/system/evil@other.service.d/x.conf",
             "[Service]\nExecStart=\nExecStart=/opt/drop/%i\n",
+        );
+        write(
+            "sys/fs/cgroup/system.slice/system-evil.slice/evil@other.service/cgroup.procs",
+            "77\n",
+        );
+        // An instance name that unescapes to a space stays one program.
+        write(
+            "lib/systemd/system/sp@.service",
+            "[Service]\nExecStart=/opt/%I --x\n",
+        );
+        // A template's drop-in holds for an instance with a file of its own too, and a
+        // unit in a slice of its own has no known status.
+        write(
+            "etc/systemd/system/sp@.service.d/slice.conf",
+            "[Service]\nSlice=custom.slice\n",
+        );
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/sp@.service",
+            r.join("etc/systemd/system/sp@own.service"),
         )
         .unwrap();
         let wants = r.join("etc/systemd/system/multi-user.target.wants");
-        for instance in [
-            "evil@web-x\\x2d1.service",
-            "evil@other.service",
-            "ghost@1.service",
+        for (instance, template) in [
+            ("evil@web-x\\x2d1.service", "evil@.service"),
+            ("evil@other.service", "evil@.service"),
+            ("ghost@1.service", "ghost@.service"),
+            ("sp@a\\x20b.service", "sp@.service"),
         ] {
-            std::os::unix::fs::symlink("/lib/systemd/system/evil@.service", wants.join(instance))
-                .unwrap();
+            let target = Path::new("/lib/systemd/system").join(template);
+            std::os::unix::fs::symlink(target, wants.join(instance)).unwrap();
         }
 
         let items = services(r);
@@ -1744,23 +1812,45 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(names, ["evil@other.service", "evil@web-x\\x2d1.service"]);
-        let web = &items[1].values;
-        assert_eq!(web[&Field::ServiceProgram], s("/opt/evil/run-web-x\\x2d1"));
         assert_eq!(
-            web[&Field::ServiceArguments],
+            names,
+            [
+                "sp@own.service",
+                "evil@other.service",
+                "evil@web-x\\x2d1.service",
+                "sp@a\\x20b.service"
+            ]
+        );
+        let web = &items[2];
+        assert_eq!(
+            web.values[&Field::ServiceProgram],
+            s("/opt/evil/run-web-x\\x2d1")
+        );
+        assert_eq!(
+            web.values[&Field::ServiceArguments],
             s("--path=web/x-1 --unit=evil@web-x\\x2d1.service 100%")
         );
         assert_eq!(
-            web[&Field::ServicePath],
+            web.values[&Field::ServicePath],
             s("/lib/systemd/system/evil@.service")
         );
-        assert_eq!(web[&Field::ServiceMode], s("enabled"));
+        assert_eq!(web.values[&Field::ServiceMode], s("enabled"));
         // The instance's own drop-in replaces the program for it alone.
-        assert_eq!(
-            items[0].values[&Field::ServiceProgram],
-            s("/opt/drop/other")
-        );
+        let other = &items[1];
+        assert_eq!(other.values[&Field::ServiceProgram], s("/opt/drop/other"));
+        // Status from the template's slice: running where its cgroup holds a process,
+        // stopped where it has none, unknown in a slice of the unit's own.
+        assert_eq!(other.values[&Field::ServiceStatus], s("running"));
+        assert_eq!(web.values[&Field::ServiceStatus], s("stopped"));
+        assert!(web.undetermined.is_empty());
+        let space = &items[3];
+        assert_eq!(space.values[&Field::ServiceProgram], s("/opt/a b"));
+        assert_eq!(space.values[&Field::ServiceArguments], s("--x"));
+        assert!(!space.values.contains_key(&Field::ServiceStatus));
+        assert_eq!(space.undetermined, [Field::ServiceStatus]);
+        let own = &items[0];
+        assert_eq!(own.undetermined, [Field::ServiceStatus]);
+        assert_eq!(own.values[&Field::ServiceMode], s("static"));
     }
 
     /// Returns at most `step` bytes per read, as a pipe or a slow device may.

@@ -14,6 +14,7 @@ use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -355,7 +356,7 @@ pub fn directory_aliases(host_root: &Path) -> Vec<(String, String)> {
             let Ok(target) = resolve_in_root(host_root, &link) else {
                 continue;
             };
-            let is_dir = DeviceDir::open(host_root, &target).is_ok();
+            let is_dir = DeviceDir::exists(host_root, &target);
             if is_dir && target != link && target != Path::new("/") {
                 if let (Some(link), Some(target)) = (link.to_str(), target.to_str()) {
                     aliases.push((link.to_string(), target.to_string()));
@@ -445,16 +446,19 @@ pub fn open_in_root(
 /// stall or exhaust the sweep.
 pub fn read_device_file(host_root: &Path, device: &str) -> std::io::Result<String> {
     use std::io::Read;
-    let file = std::fs::File::from(open_in_root(
-        host_root,
-        Path::new(device),
-        libc::O_RDONLY | libc::O_NONBLOCK,
-    )?);
-    if !file.metadata()?.is_file() {
+    // Found first without being opened (`O_PATH`): a link to a device node
+    // (`/dev/watchdog`) must not reach its driver, whose open alone may act.
+    let found = std::fs::File::from(open_in_root(host_root, Path::new(device), libc::O_PATH)?);
+    if !found.metadata()?.is_file() {
         return Err(std::io::Error::other(format!(
             "{device} is not a regular file"
         )));
     }
+    // Then that very file opened for reading, through its descriptor.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", found.as_raw_fd()))?;
     let mut bytes = Vec::new();
     file.take(DEVICE_FILE_LIMIT).read_to_end(&mut bytes)?;
     String::from_utf8(bytes).map_err(|_| std::io::Error::other(format!("{device} is not UTF-8")))
@@ -484,9 +488,22 @@ impl DeviceDir {
         Ok(DeviceDir { fd })
     }
 
+    /// Whether the device has a directory `device`, found as [`DeviceDir::open`] finds
+    /// it but without reading it (a folder the sweep may not list still exists).
+    pub fn exists(host_root: &Path, device: impl AsRef<Path>) -> bool {
+        let device = device.as_ref();
+        let device = Path::new("/").join(device.strip_prefix("/").unwrap_or(device));
+        open_in_root(host_root, &device, libc::O_PATH | libc::O_DIRECTORY).is_ok()
+    }
+
     /// The names of its entries but `.` and `..`, with whether each is a symbolic link
     /// (as the directory listing says, or a `stat` of the entry where it does not).
     pub fn entries(&self) -> std::io::Result<Vec<(std::ffi::OsString, bool)>> {
+        // From the start, however often it is listed.
+        // SAFETY: a seek on a descriptor this value owns.
+        if unsafe { libc::lseek(self.fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let mut buffer = vec![0u64; 4096];
         let mut out = Vec::new();
         list_dir(
@@ -520,6 +537,10 @@ impl DeviceDir {
         };
         if n < 0 {
             return Err(std::io::Error::last_os_error());
+        }
+        // A target that filled the buffer may have been cut.
+        if n as usize >= buffer.len() {
+            return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
         buffer.truncate(n as usize);
         Ok(PathBuf::from(std::ffi::OsString::from_vec(buffer)))
@@ -1273,6 +1294,46 @@ mod tests {
             cancel,
             file_status,
         }
+    }
+
+    /// A device file that is not a regular file is refused without ever being opened:
+    /// a link to a device node must not reach its driver (`/dev/watchdog` arms at its
+    /// open). Seen here on a FIFO, whose writer's open returns only once a reader
+    /// opened it.
+    #[test]
+    fn a_device_file_that_is_no_regular_file_is_never_opened() {
+        let image = tempfile::tempdir().unwrap();
+        std::fs::create_dir(image.path().join("etc")).unwrap();
+        let fifo = image.path().join("etc/passwd");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
+        };
+        for root in [image.path(), Path::new("/")] {
+            let device = if root == Path::new("/") {
+                fifo.to_str().unwrap().to_string()
+            } else {
+                "etc/passwd".to_string()
+            };
+            let e = read_device_file(root, &device).unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!writer.is_finished(), "the FIFO was opened for reading");
+        // Release the writer.
+        drop(std::fs::File::open(&fifo).unwrap());
+        writer.join().unwrap().unwrap();
+        // A regular file through a link is read.
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(image.path().join("etc/real"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("/etc/real", &fifo).unwrap();
+        assert_eq!(
+            read_device_file(image.path(), "etc/passwd").unwrap(),
+            "root:x:0:0::/root:/bin/sh\n"
+        );
     }
 
     /// A device directory is found through the device's links, inside its root, and

@@ -1862,6 +1862,15 @@ impl Core {
         hostname: &str,
         source: &str,
     ) -> ServiceResult<Enrolled> {
+        // The token first: whoever has none learns nothing of how the rest of the
+        // request would be judged, and costs no certificate parsing.
+        if let Some(refusal) = self
+            .store
+            .enroll_token_refusal(&secrets::token_hash(token))
+            .await?
+        {
+            return Err(ServiceError::Unauthorized(refusal.to_string()));
+        }
         Authority::check_csr(csr_pem).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let name = if name.trim().is_empty() {
             hostname

@@ -268,6 +268,34 @@ async fn bad_enrollment_tokens_create_no_device() {
             .contains("certificate signing request"),
         "{v}"
     );
+    // Without a valid token, nothing else of the request is judged: a wrong token
+    // with a malformed request, or a name no device may have, hears only of its token.
+    let e = riposte_agent::identity::enroll(&ts.url, &ts.ca, "not-a-token", "123", "h")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("unknown enrollment token") && !e.to_string().contains("digits"),
+        "{e}"
+    );
+    for body in [
+        json!({"token": "not-a-token", "csr_pem": "garbage", "hostname": "h"}),
+        json!({"token": "expired-token", "csr_pem": "garbage", "hostname": "h"}),
+    ] {
+        let (s, v) = send(
+            &api.http,
+            reqwest::Method::POST,
+            &format!("{}/api/v1/enroll", ts.url),
+            "",
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, 401, "{v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.contains("enrollment token") && !error.contains("certificate"),
+            "{v}"
+        );
+    }
     // The CSR refusal did not use the token up.
     let tokens = api.ok("GET", "/api/v1/enroll-tokens", None).await;
     let last = tokens

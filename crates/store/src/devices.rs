@@ -47,6 +47,25 @@ pub struct EnrollTokenRow {
     pub created_at: i64,
 }
 
+/// Why enrollment token `token_hash` is refused at `now`, read on `conn`; `None` if it
+/// is usable.
+async fn token_refusal(
+    conn: &mut sqlx::AnyConnection,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<TokenRefusal>> {
+    let row = sqlx::query("SELECT expires_at, uses_left FROM enroll_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        None => Some(TokenRefusal::Unknown),
+        Some(r) if r.try_get::<i64, _>("expires_at")? <= now => Some(TokenRefusal::Expired),
+        Some(r) if r.try_get::<i64, _>("uses_left")? <= 0 => Some(TokenRefusal::UsedUp),
+        Some(_) => None,
+    })
+}
+
 /// Why an enrollment token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRefusal {
@@ -212,6 +231,14 @@ impl Store {
         }))
     }
 
+    /// Why the enrollment token `token_hash` would be refused now, or `None` if it
+    /// would be taken: for refusing an enrollment before anything else of it is read.
+    /// Only [`Store::enroll_device_signed`] spends a use, and it checks again.
+    pub async fn enroll_token_refusal(&self, token_hash: &str) -> Result<Option<TokenRefusal>> {
+        let mut conn = self.pool().acquire().await?;
+        token_refusal(&mut conn, token_hash, now_ms()).await
+    }
+
     /// Enrolls a device as one transaction: spends a use of the token, creates the
     /// device, and calls `sign` with its new id for its certificate's fingerprint and
     /// serial (and whatever else the caller needs back, the certificate itself). If `sign` fails
@@ -235,17 +262,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(used) = used else {
-            let row = sqlx::query(
-                "SELECT expires_at, uses_left FROM enroll_tokens WHERE token_hash = $1",
-            )
-            .bind(token_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let refusal = match row {
-                None => TokenRefusal::Unknown,
-                Some(r) if r.try_get::<i64, _>("expires_at")? <= now => TokenRefusal::Expired,
-                Some(_) => TokenRefusal::UsedUp,
-            };
+            let refusal = token_refusal(&mut tx, token_hash, now)
+                .await?
+                .unwrap_or(TokenRefusal::UsedUp);
             return Ok(Err(EnrollFailure::Token(refusal)));
         };
         let group_id: i64 = used.try_get("group_id")?;
