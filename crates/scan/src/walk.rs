@@ -1312,6 +1312,8 @@ mod tests {
             let fifo = fifo.clone();
             std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
         };
+        // The writer waits in its open before the file is looked at.
+        std::thread::sleep(std::time::Duration::from_millis(300));
         for root in [image.path(), Path::new("/")] {
             let device = if root == Path::new("/") {
                 fifo.to_str().unwrap().to_string()

@@ -552,13 +552,10 @@ async fn revoked(core: &Core, device_id: i64) -> Result<bool, ConnError> {
 
 async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), ConnError> {
     let _slot = store_slot(core).await?;
-    if !core
-        .store
-        .mark_event_processed(device_id, &e.event_id)
-        .await?
-    {
+    if core.store.event_processed(device_id, &e.event_id).await? {
         return Ok(()); // a re-delivery after a reconnect
     }
+    let event_id = e.event_id.clone();
     match e.body {
         EventBody::Detection(mut d) => {
             // Names a device sends end up in listings, tables and this log: escaped as
@@ -644,5 +641,12 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             core.store.add_alert(device_id, &code, &message).await?;
         }
     }
+    // Marked once stored, not before: an event whose storing failed, or whose server
+    // stopped midway, is not acknowledged, and the device sends it again. A stop
+    // between the two stores it twice (a detection once: its id is its key), which
+    // loses nothing.
+    core.store
+        .mark_event_processed(device_id, &event_id)
+        .await?;
     Ok(())
 }

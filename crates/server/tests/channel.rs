@@ -1162,3 +1162,65 @@ async fn a_connected_agent_that_could_not_store_its_renewal_is_asked_again_later
     agent.stop().await;
     ts.stop().await;
 }
+
+/// An event the server could not store is not taken as processed: the device sends it
+/// again, and it is stored then. (Before, its id was recorded first, so a failure or a
+/// stop between the two lost it for good.)
+#[tokio::test]
+async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
+    use riposte_proto::{AgentEvent, AgentToServer, DetectionRecord, EventBody};
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let identity = enroll(&api, &ts.ca, "A", "retry-01").await;
+    let id = identity.device_id;
+    let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+    let store = &ts.running().core.store;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ts.running().core.hub.is_connected(id) {
+        assert!(Instant::now() < deadline, "never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    riposte_store::testing::execute(
+        store,
+        "CREATE TRIGGER refuse_detections BEFORE INSERT ON detections
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .await;
+    let event = AgentToServer::Event(AgentEvent {
+        event_id: "ev-retry-1".into(),
+        at_ms: riposte_store::now_ms(),
+        body: EventBody::Detection(DetectionRecord {
+            detection_id: "det-retry-1".into(),
+            path: "/tmp/x".into(),
+            size: 1,
+            md5: "0".repeat(32),
+            sha1: "0".repeat(40),
+            sha256: "0".repeat(64),
+            threat: "Test.Threat".into(),
+            source: "test".into(),
+            source_ref: None,
+            user_name: "u".into(),
+            user_uid: Some(1000),
+            detected_at_ms: riposte_store::now_ms(),
+            dropped_sha256: Vec::new(),
+        }),
+    });
+    agent.tx.send(event.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(store.detection("det-retry-1").await.is_err());
+    assert!(!store.event_processed(id, "ev-retry-1").await.unwrap());
+    riposte_store::testing::execute(store, "DROP TRIGGER refuse_detections").await;
+    // The device sends what was not acknowledged again (here by hand, on whichever
+    // connection the link has by then).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.detection("det-retry-1").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the detection was never stored: its first, failed, delivery was taken as done"
+        );
+        agent.tx.send(event.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(store.event_processed(id, "ev-retry-1").await.unwrap());
+    agent.stop().await;
+    ts.stop().await;
+}

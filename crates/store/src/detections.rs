@@ -52,6 +52,18 @@ pub struct QuarantineRow {
 }
 
 impl Store {
+    /// Whether agent event `event_id` of device `device_id` was processed already.
+    pub async fn event_processed(&self, device_id: i64, event_id: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS seen FROM processed_events WHERE device_id = $1 AND event_id = $2",
+        )
+        .bind(device_id)
+        .bind(event_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Records an agent event id; false if it was already processed (a re-delivery).
     pub async fn mark_event_processed(&self, device_id: i64, event_id: &str) -> Result<bool> {
         let done = sqlx::query(

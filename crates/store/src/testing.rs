@@ -63,6 +63,15 @@ impl TestDb {
     }
 }
 
+/// Runs one SQL statement on `store`'s database, as a test sets up what no API does
+/// (a trigger that makes a write fail).
+pub async fn execute(store: &Store, sql: &str) {
+    sqlx::query(sql)
+        .execute(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// Runs `test` once on SQLite and once on PostgreSQL, each with an empty database.
 pub async fn each_backend<F, Fut>(test: F)
 where
