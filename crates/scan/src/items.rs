@@ -16,7 +16,7 @@ use std::fs::Metadata;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What a hit was found on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -655,7 +655,7 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
         };
         for (folder, _) in entries {
             let folder = folder.to_string_lossy();
-            if !(folder.ends_with(".wants") || folder.ends_with(".requires")) {
+            if !enabling_folder(&folder) {
                 continue;
             }
             // The folder may itself be a link: followed in the device's tree.
@@ -690,9 +690,7 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
     // names it, and runs the template's text with its instance name filled in.
     let mut instances = Vec::new();
     for (d, listing) in set.dirs.iter().zip(listings).take(set.listed) {
-        let folders = listing
-            .iter()
-            .filter(|f| f.ends_with(".wants") || f.ends_with(".requires"));
+        let folders = listing.iter().filter(|f| enabling_folder(f));
         for folder in folders {
             let Some(Ok(links)) =
                 device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
@@ -727,6 +725,14 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
     }
 }
 
+/// Whether a folder of a unit directory holds links that enable the units they name
+/// (`multi-user.target.wants`, `*.requires`, `*.upholds`).
+fn enabling_folder(folder: &str) -> bool {
+    [".wants", ".requires", ".upholds"]
+        .iter()
+        .any(|suffix| folder.ends_with(suffix))
+}
+
 /// The names in one unit directory.
 type Listing = std::collections::BTreeSet<String>;
 
@@ -739,21 +745,6 @@ struct SetView<'a> {
     wanted: std::collections::HashSet<String>,
 }
 
-/// Where unit `name`'s cgroup is under `system.slice`: its own folder, or, for an
-/// instance, its folder inside its template's slice (`getty@tty1.service` in
-/// `system-getty.slice`, `serial-getty@ttyS0.service` in `system-serial\x2dgetty.slice`).
-fn cgroup_of(name: &str) -> String {
-    match name
-        .strip_suffix(".service")
-        .and_then(|n| n.split_once('@'))
-    {
-        Some((prefix, _)) if template_of(name).is_some() => {
-            format!("system-{}.slice/{name}", prefix.replace('-', "\\x2d"))
-        }
-        _ => name.to_string(),
-    }
-}
-
 /// The template an instance's name comes from (`getty@.service` for
 /// `getty@tty1.service`); `None` for a name that is no instance.
 fn template_of(name: &str) -> Option<String> {
@@ -762,16 +753,28 @@ fn template_of(name: &str) -> Option<String> {
     (!prefix.is_empty() && !instance.is_empty()).then(|| format!("{prefix}@.service"))
 }
 
+/// The most a value with its specifiers filled in may grow to.
+const EXPANDED_MAX: usize = 1 << 20;
+
+/// The longest line systemd reads in a unit file (`LONG_LINE_MAX`): a longer one fails
+/// the unit.
+const UNIT_LINE_MAX: usize = 1 << 20;
+
 /// `text` with the unit specifiers of systemd.unit(5) that name the unit itself
 /// replaced, for unit `name`: `%n %N %p %P %i %I %j %J` and `%%`. Others are left as
-/// they are written.
-fn expand_specifiers(text: &str, name: &str) -> String {
+/// they are written. `None` where the result would pass [`EXPANDED_MAX`].
+fn expand_specifiers(text: &str, name: &str) -> Option<String> {
     let stem = name.strip_suffix(".service").unwrap_or(name);
     let (prefix, instance) = stem.split_once('@').unwrap_or((stem, ""));
     let last_dash = prefix.rsplit('-').next().unwrap_or(prefix);
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
+        // A user's own template must not make the root sweep's memory explode by
+        // repeating `%n`.
+        if out.len() > EXPANDED_MAX {
+            return None;
+        }
         if c != '%' {
             out.push(c);
             continue;
@@ -793,7 +796,7 @@ fn expand_specifiers(text: &str, name: &str) -> String {
             None => out.push('%'),
         }
     }
-    out
+    (out.len() <= EXPANDED_MAX).then_some(out)
 }
 
 /// A part of a unit name as systemd-escape(1) writes it, unescaped: `-` is `/`, and
@@ -806,6 +809,7 @@ fn unescape_unit_name(part: &str) -> String {
         let escaped = (bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x'))
             .then(|| bytes.get(i + 2..i + 4))
             .flatten()
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (escaped, bytes[i]) {
@@ -826,142 +830,412 @@ fn unescape_unit_name(part: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What a unit's files say, as systemd reads them (systemd.syntax(7)).
+#[derive(Default)]
+struct UnitSettings {
+    /// `ExecStart=` lines of `[Service]`, prefixes such as `-` removed; an empty
+    /// assignment empties the list, as a drop-in overriding the program writes first.
+    exec: Vec<String>,
+    description: String,
+    install: bool,
+    slice: Option<String>,
+    /// A line longer than systemd reads: the unit does not load as written.
+    too_long: bool,
+}
+
+impl UnitSettings {
+    /// Reads one unit file or drop-in into these settings, a later one overriding.
+    fn read(&mut self, text: &str) {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut section = String::new();
+        let mut pending = String::new();
+        for raw in text.lines() {
+            // A line ending in an odd number of `\` goes on on the next (an escaped
+            // backslash does not); comment lines within it are skipped.
+            let trimmed = raw.trim_start();
+            if !pending.is_empty() && (trimmed.starts_with('#') || trimmed.starts_with(';')) {
+                continue;
+            }
+            let trailing = raw.len() - raw.trim_end_matches('\\').len();
+            if trailing % 2 == 1 {
+                pending.push_str(&raw[..raw.len() - 1]);
+                pending.push(' ');
+                self.too_long |= pending.len() > UNIT_LINE_MAX;
+                continue;
+            }
+            pending.push_str(raw);
+            let line = std::mem::take(&mut pending);
+            self.too_long |= line.len() > UNIT_LINE_MAX;
+            self.line(&mut section, line.trim());
+        }
+        if !pending.is_empty() {
+            self.line(&mut section, pending.trim());
+        }
+    }
+
+    /// One logical line, `key = value` counting only in its own section.
+    fn line(&mut self, section: &mut String, l: &str) {
+        if l.starts_with('#') || l.starts_with(';') {
+            return;
+        }
+        if l.starts_with('[') && l.ends_with(']') {
+            *section = l.to_string();
+            self.install |= l == "[Install]";
+            return;
+        }
+        let Some((key, value)) = l.split_once('=') else {
+            return;
+        };
+        match (section.as_str(), key.trim()) {
+            ("[Service]", "ExecStart") => match value.trim() {
+                "" => self.exec.clear(),
+                v => self
+                    .exec
+                    .push(v.trim_start_matches(['-', '@', '+', '!', ':']).to_string()),
+            },
+            ("[Service]", "Slice") => self.slice = Some(value.trim().to_string()),
+            ("[Unit]", "Description") => self.description = value.trim().to_string(),
+            _ => {}
+        }
+    }
+}
+
+/// The program and the arguments of one `ExecStart=` line of unit `name`: the first
+/// word (quoted or not, its C escapes decoded, its path simplified) and the rest, each
+/// with the unit's specifiers filled in once the line is cut into words, as systemd
+/// does (an instance name that unescapes to a space does not split the program).
+/// `None` where filling them in grows past [`EXPANDED_MAX`].
+fn program_and_arguments(line: &str, name: &str) -> Option<(String, String)> {
+    let line = line.trim_start();
+    let quoted = |q: char| line.strip_prefix(q).and_then(|rest| rest.split_once(q));
+    let (program, args) = match quoted('"').or_else(|| quoted('\'')) {
+        Some(split) => split,
+        None => line.split_once([' ', '\t']).unwrap_or((line, "")),
+    };
+    let program = simplify_path(&expand_specifiers(&c_unescape(program), name)?);
+    let args = expand_specifiers(args.trim(), name)?;
+    Some((program, args))
+}
+
+/// `word` with the C escapes systemd decodes in a command line: `\\ \" \' \s \t \n \r
+/// \a \b \f \v`, `\xNN`, `\NNN` (octal), `\uNNNN` and `\UNNNNNNNN`. An escape that is
+/// none of these is kept as written.
+fn c_unescape(word: &str) -> String {
+    let mut out = Vec::with_capacity(word.len());
+    let b = word.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' || i + 1 == b.len() {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let hex = |from: usize, n: usize| {
+            b.get(from..from + n)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+        };
+        let simple = match b[i + 1] {
+            b'\\' => Some(b'\\'),
+            b'"' => Some(b'"'),
+            b'\'' => Some(b'\''),
+            b's' => Some(b' '),
+            b't' => Some(b'\t'),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b'a' => Some(0x07),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'v' => Some(0x0b),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            i += 2;
+        } else if let (b'x', Some(v)) = (b[i + 1], hex(i + 2, 2)) {
+            out.push(v as u8);
+            i += 4;
+        } else if let Some(v) = b
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)) && o[0] <= b'3')
+            .map(|o| o.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0')))
+        {
+            out.push(v as u8);
+            i += 4;
+        } else if let Some(c) = match b[i + 1] {
+            b'u' => hex(i + 2, 4).map(|v| (v, 6)),
+            b'U' => hex(i + 2, 8).map(|v| (v, 10)),
+            _ => None,
+        }
+        .and_then(|(v, len)| char::from_u32(v).map(|c| (c, len)))
+        {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.0.encode_utf8(&mut buf).as_bytes());
+            i += c.1;
+        } else {
+            out.push(b'\\');
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `path` as systemd simplifies a program's path: repeated `/` as one, `.` segments
+/// and a trailing `/` dropped (`..` kept: it names another file once links count).
+fn simplify_path(path: &str) -> String {
+    if !path.starts_with('/') {
+        return path.to_string();
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// Where systemd puts the cgroup of unit `name` under `system.slice`, escaped as
+/// `cg_escape` escapes cgroup names: its own folder, or, for an instance, its folder
+/// inside its template's slice (`getty@tty1.service` in `system-getty.slice`,
+/// `serial-getty@ttyS0.service` in `system-serial\x2dgetty.slice`).
+fn cgroup_of(name: &str) -> String {
+    let own = cgroup_escape(name);
+    match name
+        .strip_suffix(".service")
+        .and_then(|n| n.split_once('@'))
+    {
+        Some((prefix, _)) if template_of(name).is_some() => {
+            format!(
+                "{}/{own}",
+                cgroup_escape(&format!("system-{}.slice", unit_name_escape(prefix)))
+            )
+        }
+        _ => own,
+    }
+}
+
+/// A name as a cgroup folder: with a `_` before it where it could be taken for one of
+/// the kernel's own files (a controller's name before its first `.`, `cgroup.*`) or
+/// starts with `_` or `.`.
+fn cgroup_escape(name: &str) -> String {
+    const CONTROLLERS: &[&str] = &[
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "io",
+        "blkio",
+        "memory",
+        "devices",
+        "pids",
+        "bpf-firewall",
+        "bpf-devices",
+        "bpf-foreign",
+        "bpf-socket-bind",
+        "bpf-restrict-network-interfaces",
+        "freezer",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "hugetlb",
+        "rdma",
+        "misc",
+        "cgroup",
+    ];
+    let head = name.split('.').next().unwrap_or(name);
+    if name.starts_with(['_', '.']) || CONTROLLERS.contains(&head) {
+        format!("_{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// A unit-name part escaped as `unit_name_escape` writes it: letters, digits, `:`,
+/// `_` and `.` (not first) as they are, every other byte as `\xNN`.
+fn unit_name_escape(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for (i, b) in part.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The drop-in folders of unit `name`, most specific first (systemd.unit(5)): its own,
+/// its template's, then each shorter prefix ending in `-` (`foo-bar-.service.d`,
+/// `foo-.service.d`), then `service.d`.
+fn dropin_folders(name: &str) -> Vec<String> {
+    let mut folders = vec![format!("{name}.d")];
+    let mut stem = name.strip_suffix(".service").unwrap_or(name).to_string();
+    if let Some(template) = template_of(name) {
+        folders.push(format!("{template}.d"));
+        stem = template.trim_end_matches(".service").to_string();
+    }
+    let stem = stem.trim_end_matches('@');
+    for (i, c) in stem.char_indices().rev() {
+        if c == '-' && i > 0 {
+            folders.push(format!("{}-.service.d", &stem[..i]));
+        }
+    }
+    folders.push("service.d".to_string());
+    folders.dedup();
+    folders
+}
+
 /// The unit `name`, whose file `file` (its own name, or its template's) is in directory
 /// `dir` of the set `view` shows, with its drop-ins applied.
 fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str) -> SimpleItem {
     let set = view.set;
     let device_unit = Path::new("/").join(dir).join(file);
+    let device_unit_text = device_unit.to_string_lossy().into_owned();
+    // Masked: a link to `/dev/null` (as written, or followed to a character device in
+    // the device's tree), or an empty file, as systemd masks.
+    let status = crate::walk::device_file_status(host_root, &device_unit_text);
     let masked = device_dir(host_root, dir).is_some_and(|d| {
         d.read_link(file.as_ref())
             .is_ok_and(|t| t == Path::new("/dev/null"))
+    }) || status.as_ref().is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_char_device() || (m.is_file() && m.len() == 0)
     });
-    // A unit file is often a link with an absolute target: the device's, not this
-    // machine's, under --host-root.
-    // Through the device's links, without waiting on a FIFO, within a size: a user's
-    // own unit is the user's to make anything.
-    let read = |device: &Path| {
-        device
-            .to_str()
-            .and_then(|d| crate::walk::read_device_file(host_root, d).ok())
-    };
-    let mut texts = vec![read(&device_unit).unwrap_or_default()];
-    // Drop-ins from every directory of the set, in file-name order, a name in a more
-    // important directory hiding the same name in a later one.
-    let mut dropins: std::collections::BTreeMap<String, PathBuf> = Default::default();
-    for (d, listing) in set.dirs.iter().zip(&view.listings) {
-        // An instance's own, then its template's (systemd.unit(5)), whether the instance
-        // has a file of its own or not.
-        let mut folders = vec![format!("{name}.d")];
-        if let Some(template) = template_of(name) {
-            folders.push(format!("{template}.d"));
+    // Read through the device's links, without waiting on a FIFO, within a size, and
+    // a byte that is not UTF-8 does not lose the rest: a user's own unit is the user's
+    // to make anything. Any file that cannot be read leaves what it may say unknown.
+    let mut unreadable = false;
+    // A unit file that is not there (a link left dangling, or a loop) is a unit systemd
+    // does not find either: it says nothing.
+    let mut read = |device: &str| match crate::walk::read_device_bytes(host_root, device) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => None,
+        Err(_) => {
+            unreadable = true;
+            None
         }
-        folders.push("service.d".to_string());
+    };
+    let mut settings = UnitSettings::default();
+    if !masked {
+        if let Some(text) = read(&device_unit_text) {
+            settings.read(&text);
+        }
+    }
+    // Drop-ins from every directory of the set, in file-name order, a name in a more
+    // important directory (or a more specific folder) hiding the same name in a later
+    // one; names starting with `.` are hidden from systemd too.
+    let mut dropins: std::collections::BTreeMap<String, String> = Default::default();
+    let folders = dropin_folders(name);
+    for (d, listing) in set.dirs.iter().zip(&view.listings) {
         for folder in folders.iter().filter(|f| listing.contains(*f)) {
-            let device_folder = Path::new("/").join(d).join(folder);
             let Some(Ok(entries)) =
                 device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
             else {
                 continue;
             };
             for (file, _) in entries {
-                if let Some(file) = file.to_str().filter(|f| f.ends_with(".conf")) {
-                    dropins
-                        .entry(file.to_string())
-                        .or_insert_with(|| device_folder.join(file));
-                }
+                let Some(file) = file
+                    .to_str()
+                    .filter(|f| f.ends_with(".conf") && !f.starts_with('.'))
+                else {
+                    continue;
+                };
+                dropins
+                    .entry(file.to_string())
+                    .or_insert_with(|| format!("/{d}/{folder}/{file}"));
             }
         }
     }
-    texts.extend(dropins.values().filter_map(|p| read(p)));
-    let mut exec: Vec<String> = Vec::new();
-    let mut desc = String::new();
-    let mut install = false;
-    let mut slice: Option<String> = None;
-    for text in &texts {
-        // systemd.syntax(7): a line ending in `\` goes on on the next; `key = value`
-        // may have spaces around `=`; a key counts only in its own section.
-        let joined = text.replace("\\\n", " ");
-        let mut section = "";
-        for l in joined.lines() {
-            let l = l.trim();
-            if l.starts_with('[') && l.ends_with(']') {
-                section = l;
-                install |= l == "[Install]";
-                continue;
-            }
-            let Some((key, value)) = l.split_once('=') else {
-                continue;
-            };
-            match (section, key.trim()) {
-                ("[Service]", "ExecStart") => match value.trim() {
-                    // An empty assignment empties the list, as a drop-in overriding
-                    // the program must write first.
-                    "" => exec.clear(),
-                    v => exec.push(v.trim_start_matches(['-', '@', '+', '!', ':']).to_string()),
-                },
-                ("[Service]", "Slice") => slice = Some(value.trim().to_string()),
-                ("[Unit]", "Description") => desc = value.trim().to_string(),
-                _ => {}
+    if !masked {
+        for device in dropins.values() {
+            if let Some(text) = read(device) {
+                settings.read(&text);
             }
         }
     }
-    // The link in `*.wants` (or `*.requires`) is what enables a unit; where it points
-    // is the device's business.
+    // The link in `*.wants` (or `*.requires`, `*.upholds`) is what enables a unit;
+    // where it points is the device's business.
     let enabled = view.wanted.contains(name);
     let mode = if masked {
         "masked"
     } else if enabled {
         "enabled"
-    } else if install {
+    } else if settings.install {
         "disabled"
     } else {
         "static"
     };
     let stem = name.trim_end_matches(".service").to_string();
     let mut v = HashMap::new();
+    let mut undetermined = Vec::new();
     v.insert(
         Field::ServiceName,
         FieldValue::List(vec![s(name.to_string()), s(stem)]),
     );
-    v.insert(
-        Field::ServicePath,
-        s(device_unit.to_string_lossy().into_owned()),
-    );
-    // Running: its cgroup holds a process. A unit placed in a slice of its own
-    // choosing, or a cgroup that cannot be read, leaves it unknown.
-    let running = match (set.status, &slice) {
+    v.insert(Field::ServicePath, s(device_unit_text));
+    // Running: a process in its cgroup or below it (`cgroup.events` says `populated`,
+    // which counts a delegated subtree). A unit placed in a slice of its own choosing,
+    // or a cgroup that cannot be read, leaves it unknown.
+    let running = match (set.status, &settings.slice) {
         (true, None) => {
-            let procs = format!("{SYSTEM_SERVICE_CGROUPS}/{}/cgroup.procs", cgroup_of(name));
-            match crate::walk::read_device_file(host_root, &procs) {
-                Ok(t) => Some(!t.trim().is_empty()),
+            let cgroup = format!("{SYSTEM_SERVICE_CGROUPS}/{}", cgroup_of(name));
+            match crate::walk::read_device_file(host_root, &format!("{cgroup}/cgroup.events")) {
+                Ok(t) => t
+                    .lines()
+                    .find_map(|l| l.strip_prefix("populated "))
+                    .map(|p| p.trim() == "1"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
                 Err(_) => None,
             }
         }
         _ => None,
     };
-    if let Some(running) = running {
-        v.insert(
-            Field::ServiceStatus,
-            s(if running { "running" } else { "stopped" }),
-        );
+    match running {
+        Some(running) => {
+            v.insert(
+                Field::ServiceStatus,
+                s(if running { "running" } else { "stopped" }),
+            );
+        }
+        None => undetermined.push(Field::ServiceStatus),
     }
     v.insert(Field::ServiceMode, s(mode));
-    v.insert(Field::ServiceDescription, s(desc));
-    if let Some(e) = exec.first() {
-        // A program written in quotes may hold spaces. Specifiers are filled in once
-        // the line is cut into words, as systemd does: an instance name that unescapes
-        // to a space does not split the program.
-        let quoted = |q: char| e.strip_prefix(q).and_then(|rest| rest.split_once(q));
-        let (prog, args) = match quoted('"').or_else(|| quoted('\'')) {
-            Some((prog, args)) => (prog, args),
-            None => e.split_once(' ').unwrap_or((e, "")),
-        };
-        v.insert(Field::ServiceProgram, s(expand_specifiers(prog, name)));
-        v.insert(
+    if masked {
+        // A masked unit never runs: it has no program, whatever its file said.
+    } else if unreadable || settings.too_long {
+        undetermined.extend([
+            Field::ServiceProgram,
             Field::ServiceArguments,
-            s(expand_specifiers(args.trim(), name)),
-        );
+            Field::ServiceDescription,
+        ]);
+    } else {
+        match expand_specifiers(&settings.description, name) {
+            Some(d) => {
+                v.insert(Field::ServiceDescription, s(d));
+            }
+            None => undetermined.push(Field::ServiceDescription),
+        }
+        // Each `ExecStart=` runs (a `oneshot` may have several): a term on the
+        // program holds if it holds for any of them.
+        let commands: Option<Vec<(String, String)>> = settings
+            .exec
+            .iter()
+            .map(|line| program_and_arguments(line, name))
+            .collect();
+        match commands {
+            None => undetermined.extend([Field::ServiceProgram, Field::ServiceArguments]),
+            Some(commands) if commands.len() == 1 => {
+                let (program, args) = commands.into_iter().next().unwrap_or_default();
+                v.insert(Field::ServiceProgram, s(program));
+                v.insert(Field::ServiceArguments, s(args));
+            }
+            Some(commands) if !commands.is_empty() => {
+                let (programs, args): (Vec<_>, Vec<_>) =
+                    commands.into_iter().map(|(p, a)| (s(p), s(a))).unzip();
+                v.insert(Field::ServiceProgram, FieldValue::List(programs));
+                v.insert(Field::ServiceArguments, FieldValue::List(args));
+            }
+            Some(_) => {}
+        }
     }
     SimpleItem {
         ty: ItemType::Service,
@@ -969,11 +1243,7 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
         describe: HitItem::Service {
             name: name.to_string(),
         },
-        undetermined: if running.is_some() {
-            Vec::new()
-        } else {
-            vec![Field::ServiceStatus]
-        },
+        undetermined,
     }
 }
 
@@ -1774,8 +2044,8 @@ mod tests {
             "[Service]\nExecStart=\nExecStart=/opt/drop/%i\n",
         );
         write(
-            "sys/fs/cgroup/system.slice/system-evil.slice/evil@other.service/cgroup.procs",
-            "77\n",
+            "sys/fs/cgroup/system.slice/system-evil.slice/evil@other.service/cgroup.events",
+            "populated 1\nfrozen 0\n",
         );
         // An instance name that unescapes to a space stays one program.
         write(
@@ -1851,6 +2121,148 @@ mod tests {
         let own = &items[0];
         assert_eq!(own.undetermined, [Field::ServiceStatus]);
         assert_eq!(own.values[&Field::ServiceMode], s("static"));
+    }
+
+    /// Unit files are read as systemd reads them: a stray byte, a byte-order mark, a
+    /// tab, C escapes, several `ExecStart=`, prefix drop-ins and `*.upholds` do not
+    /// hide a program; hidden drop-ins are not applied; what cannot be read whole is
+    /// unknown, not "no program".
+    #[test]
+    fn unit_files_are_read_as_systemd_reads_them() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in [
+            "lib/systemd/system",
+            "etc/systemd/system/multi-user.target.upholds",
+            "etc/systemd/system/hid.service.d",
+            "etc/systemd/system/pre-.service.d",
+            "run/systemd/system",
+            "sys/fs/cgroup/system.slice/__under.service",
+            "sys/fs/cgroup/system.slice/_pids.service",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        let write = |path: &str, text: &[u8]| std::fs::write(r.join(path), text).unwrap();
+        let unit =
+            |name: &str, text: &str| write(&format!("lib/systemd/system/{name}"), text.as_bytes());
+        write(
+            "lib/systemd/system/latin1.service",
+            b"[Service]\n# caf\xe9\nExecStart=/opt/evil/latin1\n",
+        );
+        unit(
+            "bom.service",
+            "\u{feff}[Service]\nExecStart=/opt/evil/bom\n",
+        );
+        unit("hid.service", "[Service]\nExecStart=/opt/evil/hidden\n");
+        write(
+            "etc/systemd/system/hid.service.d/.x.conf",
+            b"[Service]\nExecStart=\nExecStart=/usr/bin/benign\n",
+        );
+        unit("pre-bar.service", "[Service]\nExecStart=/usr/bin/benign\n");
+        write(
+            "etc/systemd/system/pre-.service.d/x.conf",
+            b"[Service]\nExecStart=\nExecStart=/opt/evil/prefix\n",
+        );
+        unit("uph@.service", "[Service]\nExecStart=/opt/evil/uph-%i\n");
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/uph@.service",
+            r.join("etc/systemd/system/multi-user.target.upholds/uph@a.service"),
+        )
+        .unwrap();
+        unit("tab.service", "[Service]\nExecStart=/opt/evil/tab\t-x\n");
+        unit(
+            "esc.service",
+            "[Service]\nExecStart=/opt//./\\x65vil/esc --a\n",
+        );
+        unit(
+            "two.service",
+            "[Service]\nType=oneshot\nExecStart=/usr/bin/first\nExecStart=/opt/evil/second\n",
+        );
+        unit(
+            "bs.service",
+            "[Service]\nEnvironment=A=\\\\\nExecStart=/opt/evil/bs\n",
+        );
+        let mut big = "# padding\n".repeat((16 << 20) / 10 + 1);
+        big.push_str("[Service]\nExecStart=/opt/evil/padded\n");
+        unit("big.service", &big);
+        let long_name = format!("b@{}.service", "x".repeat(200));
+        unit(
+            "b@.service",
+            &format!("[Service]\nExecStart=/opt/b {}\n", "%n".repeat(5000)),
+        );
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/b@.service",
+            r.join("etc/systemd/system/multi-user.target.upholds")
+                .join(&long_name),
+        )
+        .unwrap();
+        unit("empty.service", "");
+        unit(
+            "_under.service",
+            "[Unit]\nDescription=Under %n\n[Service]\nExecStart=/opt/u\n",
+        );
+        unit("pids.service", "[Service]\nExecStart=/opt/p\n");
+        write(
+            "sys/fs/cgroup/system.slice/__under.service/cgroup.events",
+            b"populated 1\n",
+        );
+        write(
+            "sys/fs/cgroup/system.slice/_pids.service/cgroup.events",
+            b"populated 1\n",
+        );
+
+        let items = services(r);
+        let item = |name: &str| {
+            items
+                .iter()
+                .find(|i| matches!(&i.describe, HitItem::Service { name: n } if n == name))
+                .unwrap_or_else(|| panic!("no service {name}"))
+        };
+        let program = |name: &str| item(name).values.get(&Field::ServiceProgram).cloned();
+        assert_eq!(program("latin1.service"), Some(s("/opt/evil/latin1")));
+        assert_eq!(program("bom.service"), Some(s("/opt/evil/bom")));
+        assert_eq!(program("hid.service"), Some(s("/opt/evil/hidden")));
+        assert_eq!(program("pre-bar.service"), Some(s("/opt/evil/prefix")));
+        assert_eq!(program("uph@a.service"), Some(s("/opt/evil/uph-a")));
+        assert_eq!(
+            item("uph@a.service").values[&Field::ServiceMode],
+            s("enabled")
+        );
+        assert_eq!(program("tab.service"), Some(s("/opt/evil/tab")));
+        assert_eq!(program("esc.service"), Some(s("/opt/evil/esc")));
+        assert_eq!(
+            program("two.service"),
+            Some(FieldValue::List(vec![
+                s("/usr/bin/first"),
+                s("/opt/evil/second")
+            ]))
+        );
+        assert_eq!(program("bs.service"), Some(s("/opt/evil/bs")));
+        for unknown in ["big.service", long_name.as_str()] {
+            assert_eq!(program(unknown), None, "{unknown}");
+            assert!(
+                item(unknown).undetermined.contains(&Field::ServiceProgram),
+                "{unknown}"
+            );
+        }
+        assert_eq!(
+            item("empty.service").values[&Field::ServiceMode],
+            s("masked")
+        );
+        let under = item("_under.service");
+        assert_eq!(under.values[&Field::ServiceStatus], s("running"));
+        assert_eq!(
+            under.values[&Field::ServiceDescription],
+            s("Under _under.service")
+        );
+        assert_eq!(
+            item("pids.service").values[&Field::ServiceStatus],
+            s("running")
+        );
+        assert_eq!(
+            item("bom.service").values[&Field::ServiceStatus],
+            s("stopped")
+        );
     }
 
     /// Returns at most `step` bytes per read, as a pipe or a slow device may.

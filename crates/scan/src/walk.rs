@@ -439,12 +439,18 @@ pub fn open_in_root(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// The text of the device's file `device` (`etc/passwd`), read as [`open_in_root`]
-/// finds it; an error where it is not a regular file. Opened without waiting (a FIFO
-/// put in its place answers at once, and is refused), and read to at most
-/// [`DEVICE_FILE_LIMIT`] bytes: a file someone else may write (a user's unit) must not
-/// stall or exhaust the sweep.
+/// The text of the device's file `device` (`etc/passwd`), read as
+/// [`read_device_bytes`] reads it; an error where it is not UTF-8.
 pub fn read_device_file(host_root: &Path, device: &str) -> std::io::Result<String> {
+    String::from_utf8(read_device_bytes(host_root, device)?)
+        .map_err(|_| std::io::Error::other(format!("{device} is not UTF-8")))
+}
+
+/// The bytes of the device's file `device`, found as [`open_in_root`] finds it; an
+/// error where it is not a regular file, or is larger than [`DEVICE_FILE_LIMIT`] (a
+/// file someone else may write, a user's unit, must not stall or exhaust the sweep, and
+/// one read in part would be judged on what it does not say).
+pub fn read_device_bytes(host_root: &Path, device: &str) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     // Found first without being opened (`O_PATH`): a link to a device node
     // (`/dev/watchdog`) must not reach its driver, whose open alone may act.
@@ -454,14 +460,26 @@ pub fn read_device_file(host_root: &Path, device: &str) -> std::io::Result<Strin
             "{device} is not a regular file"
         )));
     }
-    // Then that very file opened for reading, through its descriptor.
+    // Then that very file opened for reading, through its descriptor, without waiting.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(format!("/proc/self/fd/{}", found.as_raw_fd()))?;
     let mut bytes = Vec::new();
-    file.take(DEVICE_FILE_LIMIT).read_to_end(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|_| std::io::Error::other(format!("{device} is not UTF-8")))
+    file.take(DEVICE_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > DEVICE_FILE_LIMIT {
+        return Err(std::io::Error::other(format!(
+            "{device} is larger than {} MiB",
+            DEVICE_FILE_LIMIT >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The status of the device's file `device` (a link followed inside the device's
+/// tree), without opening it.
+pub fn device_file_status(host_root: &Path, device: &str) -> std::io::Result<std::fs::Metadata> {
+    std::fs::File::from(open_in_root(host_root, Path::new(device), libc::O_PATH)?).metadata()
 }
 
 /// The most read of one configuration file of the device ([`read_device_file`]).

@@ -2462,12 +2462,13 @@ fn a_service_status_is_unknown_without_systemd() {
     };
     assert_eq!(verdicts(), (Verdict::Undetermined, Verdict::Undetermined));
     std::fs::create_dir_all(d.path().join("run/systemd/system")).unwrap();
-    write(
-        d.path(),
-        "sys/fs/cgroup/system.slice/backdoor.service/cgroup.procs",
-        b"4242\n",
-    );
+    // Running where a process is in its cgroup or below it (a delegated service's
+    // processes are in a child cgroup): the kernel's `populated`.
+    let events = "sys/fs/cgroup/system.slice/backdoor.service/cgroup.events";
+    write(d.path(), events, b"populated 1\nfrozen 0\n");
     assert_eq!(verdicts(), (Verdict::Hit, Verdict::NoMatch));
+    write(d.path(), events, b"populated 0\nfrozen 0\n");
+    assert_eq!(verdicts(), (Verdict::NoMatch, Verdict::Hit));
 }
 
 /// The name index reads a plain ASCII name as it is and any other through its text form:
@@ -2800,7 +2801,8 @@ fn services_are_what_systemd_would_run() {
         b"[Service]\nExecStart='/opt/a b/x' --flag\n",
     );
     // A unit that is a FIFO no one writes to, or a link to an endless device: read
-    // without waiting and within a size, they hold no program (a user could make them).
+    // without waiting and within a size (a user could make them). The FIFO's program
+    // is unknown; the link names nothing in the image, so it is no unit systemd finds.
     let fifo = r.join("home/alice/.config/systemd/user/fifo.service");
     std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
@@ -2882,14 +2884,20 @@ fn services_are_what_systemd_would_run() {
     for id in ["hijacked", "local", "every-user", "own", "spaced", "quoted"] {
         assert_eq!(verdict(&r, id), Verdict::Hit, "{id}");
     }
-    assert_eq!(verdict(&r, "original"), Verdict::NoMatch);
-    assert_eq!(verdict(&r, "decoy"), Verdict::NoMatch);
+    // What the FIFO would run cannot be known, so no program can be said absent.
+    assert_eq!(verdict(&r, "original"), Verdict::Undetermined);
+    assert_eq!(verdict(&r, "decoy"), Verdict::Undetermined);
     assert_eq!(
         r.stats.items.get("services"),
         Some(&8),
         "{:?}",
         r.stats.items
     );
+    std::fs::remove_file(&fifo).unwrap();
+    let r = sweep(&req).unwrap();
+    assert_eq!(verdict(&r, "original"), Verdict::NoMatch);
+    assert_eq!(verdict(&r, "decoy"), Verdict::NoMatch);
+    assert_eq!(verdict(&r, "hijacked"), Verdict::Hit);
 }
 
 /// A file past the maximum size is still hashed where an indicator names its exact size
