@@ -139,7 +139,7 @@ impl Item for SimpleItem {
 /// uid → login, from `etc/passwd` under the host root.
 pub fn user_names(host_root: &Path) -> HashMap<u32, String> {
     let mut m = HashMap::new();
-    if let Ok(t) = crate::walk::read_device_file(host_root, "etc/passwd") {
+    if let Ok(t) = read_device_text(host_root, "etc/passwd") {
         for line in t.lines() {
             let f: Vec<&str> = line.split(':').collect();
             if f.len() >= 3 {
@@ -150,6 +150,13 @@ pub fn user_names(host_root: &Path) -> HashMap<u32, String> {
         }
     }
     m
+}
+
+/// The device's file `device` as text, a byte that is not UTF-8 (in a comment field
+/// of `etc/passwd`, say) read as U+FFFD rather than losing the whole file.
+fn read_device_text(host_root: &Path, device: &str) -> std::io::Result<String> {
+    crate::walk::read_device_bytes(host_root, device)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 fn s(v: impl Into<String>) -> FieldValue {
@@ -165,7 +172,7 @@ fn name_value(encoded: &str) -> FieldValue {
 
 /// Accounts from `etc/passwd`.
 pub fn users(host_root: &Path) -> Vec<SimpleItem> {
-    let Ok(t) = crate::walk::read_device_file(host_root, "etc/passwd") else {
+    let Ok(t) = read_device_text(host_root, "etc/passwd") else {
         return Vec::new();
     };
     t.lines()
@@ -670,6 +677,8 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
         set,
         listings,
         wanted,
+        read_budget: std::cell::Cell::new(SET_READ_BUDGET),
+        keep_budget: std::cell::Cell::new(SET_KEEP_BUDGET),
     };
     let listings = &view.listings;
     // Names already given by a more important directory of the set (which wins).
@@ -743,7 +752,16 @@ struct SetView<'a> {
     listings: Vec<Listing>,
     /// The unit names that the set's `*.wants` and `*.requires` links name.
     wanted: std::collections::HashSet<String>,
+    /// Bytes of unit files the set may still read, and of values its items may still
+    /// keep: a user's own units (thousands of instance links to a 16 MiB template)
+    /// must not exhaust the root sweep. Past either, what is left is unknown.
+    read_budget: std::cell::Cell<u64>,
+    keep_budget: std::cell::Cell<usize>,
 }
+
+/// What a unit set may read of unit files, and keep of their values ([`SetView`]).
+const SET_READ_BUDGET: u64 = 256 << 20;
+const SET_KEEP_BUDGET: usize = 64 << 20;
 
 /// The template an instance's name comes from (`getty@.service` for
 /// `getty@tty1.service`); `None` for a name that is no instance.
@@ -756,13 +774,18 @@ fn template_of(name: &str) -> Option<String> {
 /// The most a value with its specifiers filled in may grow to.
 const EXPANDED_MAX: usize = 1 << 20;
 
+/// What systemd strips around lines, keys and values (`WHITESPACE`): not every
+/// Unicode space.
+const UNIT_BLANKS: &[char] = &[' ', '\t', '\n', '\r'];
+
 /// The longest line systemd reads in a unit file (`LONG_LINE_MAX`): a longer one fails
 /// the unit.
 const UNIT_LINE_MAX: usize = 1 << 20;
 
 /// `text` with the unit specifiers of systemd.unit(5) that name the unit itself
-/// replaced, for unit `name`: `%n %N %p %P %i %I %j %J` and `%%`. Others are left as
-/// they are written. `None` where the result would pass [`EXPANDED_MAX`].
+/// replaced, for unit `name`: `%n %N %p %P %i %I %j %J` and `%%`. `None` where the
+/// text holds another (the runtime's: `%h`, `%t`…) or the result would pass
+/// [`EXPANDED_MAX`].
 fn expand_specifiers(text: &str, name: &str) -> Option<String> {
     let stem = name.strip_suffix(".service").unwrap_or(name);
     let (prefix, instance) = stem.split_once('@').unwrap_or((stem, ""));
@@ -789,11 +812,10 @@ fn expand_specifiers(text: &str, name: &str) -> Option<String> {
             Some('I') => out.push_str(&unescape_unit_name(instance)),
             Some('j') => out.push_str(last_dash),
             Some('J') => out.push_str(&unescape_unit_name(last_dash)),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
+            // Another specifier is the runtime's (`%h` a home, `%t` a runtime
+            // directory), or no specifier, which fails the unit: either way this sweep
+            // cannot say what the value is.
+            Some(_) | None => return None,
         }
     }
     (out.len() <= EXPANDED_MAX).then_some(out)
@@ -845,15 +867,24 @@ struct UnitSettings {
 
 impl UnitSettings {
     /// Reads one unit file or drop-in into these settings, a later one overriding.
+    /// Lines end at `\n`, `\r` or NUL, as `read_line_full` ends them; comment lines
+    /// are dropped before anything else; a line ending in an odd number of `\` goes on
+    /// on the next (an escaped backslash does not).
     fn read(&mut self, text: &str) {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut section = String::new();
         let mut pending = String::new();
-        for raw in text.lines() {
-            // A line ending in an odd number of `\` goes on on the next (an escaped
-            // backslash does not); comment lines within it are skipped.
-            let trimmed = raw.trim_start();
-            if !pending.is_empty() && (trimmed.starts_with('#') || trimmed.starts_with(';')) {
+        let mut mark_seen = false;
+        for raw in text.split(['\n', '\r', '\0']) {
+            // The byte-order mark, wherever it first appears at a line's start.
+            let raw = match raw.strip_prefix('\u{feff}') {
+                Some(rest) if !mark_seen => {
+                    mark_seen = true;
+                    rest
+                }
+                _ => raw,
+            };
+            let trimmed = raw.trim_start_matches(UNIT_BLANKS);
+            if trimmed.starts_with(['#', ';']) {
                 continue;
             }
             let trailing = raw.len() - raw.trim_end_matches('\\').len();
@@ -861,15 +892,18 @@ impl UnitSettings {
                 pending.push_str(&raw[..raw.len() - 1]);
                 pending.push(' ');
                 self.too_long |= pending.len() > UNIT_LINE_MAX;
+                if self.too_long {
+                    return;
+                }
                 continue;
             }
             pending.push_str(raw);
             let line = std::mem::take(&mut pending);
             self.too_long |= line.len() > UNIT_LINE_MAX;
-            self.line(&mut section, line.trim());
+            self.line(&mut section, line.trim_matches(UNIT_BLANKS));
         }
         if !pending.is_empty() {
-            self.line(&mut section, pending.trim());
+            self.line(&mut section, pending.trim_matches(UNIT_BLANKS));
         }
     }
 
@@ -886,35 +920,120 @@ impl UnitSettings {
         let Some((key, value)) = l.split_once('=') else {
             return;
         };
-        match (section.as_str(), key.trim()) {
-            ("[Service]", "ExecStart") => match value.trim() {
+        let value = value.trim_matches(UNIT_BLANKS);
+        match (section.as_str(), key.trim_matches(UNIT_BLANKS)) {
+            ("[Service]", "ExecStart") => match value {
                 "" => self.exec.clear(),
-                v => self
-                    .exec
-                    .push(v.trim_start_matches(['-', '@', '+', '!', ':']).to_string()),
+                v => self.exec.push(v.to_string()),
             },
-            ("[Service]", "Slice") => self.slice = Some(value.trim().to_string()),
-            ("[Unit]", "Description") => self.description = value.trim().to_string(),
+            ("[Service]", "Slice") => self.slice = Some(value.to_string()),
+            ("[Unit]", "Description") => self.description = value.to_string(),
             _ => {}
         }
     }
 }
 
-/// The program and the arguments of one `ExecStart=` line of unit `name`: the first
-/// word (quoted or not, its C escapes decoded, its path simplified) and the rest, each
-/// with the unit's specifiers filled in once the line is cut into words, as systemd
-/// does (an instance name that unescapes to a space does not split the program).
-/// `None` where filling them in grows past [`EXPANDED_MAX`].
-fn program_and_arguments(line: &str, name: &str) -> Option<(String, String)> {
-    let line = line.trim_start();
-    let quoted = |q: char| line.strip_prefix(q).and_then(|rest| rest.split_once(q));
-    let (program, args) = match quoted('"').or_else(|| quoted('\'')) {
-        Some(split) => split,
-        None => line.split_once([' ', '\t']).unwrap_or((line, "")),
-    };
-    let program = simplify_path(&expand_specifiers(&c_unescape(program), name)?);
-    let args = expand_specifiers(args.trim(), name)?;
-    Some((program, args))
+/// The commands of one `ExecStart=` line of unit `name`, each as its program and its
+/// arguments: the line cut into words as systemd's `extract_first_word` cuts them
+/// (quotes anywhere in a word, C escapes decoded), commands separated by a lone `;`,
+/// the program's prefixes (`-@+!:`) taken off the word itself, its path simplified,
+/// and the unit's specifiers filled in in each word once cut (an instance name that
+/// unescapes to a space does not split the program). `None` where a word holds a
+/// specifier this sweep cannot fill in (`%h`: the service's runtime decides it) or
+/// grows past [`EXPANDED_MAX`].
+fn commands_of(line: &str, name: &str) -> Option<Vec<(String, String)>> {
+    let mut commands = Vec::new();
+    for command in split_words(line).split(|(_, separator)| *separator) {
+        let Some(((first, _), rest)) = command.split_first() else {
+            continue;
+        };
+        let program = first.trim_start_matches(['-', '@', '+', '!', ':']);
+        let program = simplify_path(&expand_specifiers(program, name)?);
+        let mut args = String::new();
+        for (word, _) in rest {
+            if !args.is_empty() {
+                args.push(' ');
+            }
+            args.push_str(&expand_specifiers(word, name)?);
+            if args.len() > EXPANDED_MAX {
+                return None;
+            }
+        }
+        commands.push((program, args));
+    }
+    Some(commands)
+}
+
+/// `line` cut into words as `extract_first_word` with `EXTRACT_UNQUOTE |
+/// EXTRACT_CUNESCAPE` cuts it: blanks separate words, quotes (anywhere in a word)
+/// group, and C escapes are decoded. Each word comes with whether it separates
+/// commands: a lone `;` written as it is (not quoted, not escaped).
+fn split_words(line: &str) -> Vec<(String, bool)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    // Whether the word so far is only characters written as they are.
+    let mut plain = true;
+    let mut quote: Option<char> = None;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, ' ' | '\t' | '\n' | '\r') => {
+                if in_word {
+                    let separator = plain && word == ";";
+                    words.push((std::mem::take(&mut word), separator));
+                    in_word = false;
+                    plain = true;
+                }
+            }
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+                plain = false;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (_, '\\') => {
+                in_word = true;
+                plain = false;
+                // One escape, decoded as `c_unescape` decodes it.
+                let mut escape = String::from('\\');
+                if let Some(next) = chars.next() {
+                    escape.push(next);
+                    let (more, digit): (usize, fn(&char) -> bool) = match next {
+                        'x' => (2, char::is_ascii_hexdigit),
+                        'u' => (4, char::is_ascii_hexdigit),
+                        'U' => (8, char::is_ascii_hexdigit),
+                        '0'..='7' => (2, |d: &char| ('0'..='7').contains(d)),
+                        _ => (0, char::is_ascii_hexdigit),
+                    };
+                    for _ in 0..more {
+                        match chars.peek() {
+                            Some(d) if digit(d) => {
+                                escape.push(*d);
+                                chars.next();
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                if escape == "\\;" {
+                    // An escaped `;` is that character, never a separator.
+                    word.push(';');
+                } else {
+                    word.push_str(&c_unescape(&escape));
+                }
+            }
+            (_, c) => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        let separator = plain && word == ";";
+        words.push((word, separator));
+    }
+    words
 }
 
 /// `word` with the C escapes systemd decodes in a command line: `\\ \" \' \s \t \n \r
@@ -994,29 +1113,35 @@ fn simplify_path(path: &str) -> String {
 }
 
 /// Where systemd puts the cgroup of unit `name` under `system.slice`, escaped as
-/// `cg_escape` escapes cgroup names: its own folder, or, for an instance, its folder
+/// `cg_escape` escapes cgroup names (first), then as it is (systemd versions escape
+/// different controller names): its own folder, or, for an instance, its folder
 /// inside its template's slice (`getty@tty1.service` in `system-getty.slice`,
 /// `serial-getty@ttyS0.service` in `system-serial\x2dgetty.slice`).
-fn cgroup_of(name: &str) -> String {
-    let own = cgroup_escape(name);
-    match name
+fn cgroup_names(name: &str) -> Vec<String> {
+    let slice = match name
         .strip_suffix(".service")
         .and_then(|n| n.split_once('@'))
     {
         Some((prefix, _)) if template_of(name).is_some() => {
-            format!(
-                "{}/{own}",
-                cgroup_escape(&format!("system-{}.slice", unit_name_escape(prefix)))
-            )
+            Some(format!("system-{}.slice", unit_name_escape(prefix)))
         }
-        _ => own,
-    }
+        _ => None,
+    };
+    let place = |escape: fn(&str) -> String| match &slice {
+        Some(slice) => format!("{}/{}", escape(slice), escape(name)),
+        None => escape(name),
+    };
+    let mut names = vec![place(cgroup_escape), place(str::to_string)];
+    names.dedup();
+    names
 }
 
 /// A name as a cgroup folder: with a `_` before it where it could be taken for one of
 /// the kernel's own files (a controller's name before its first `.`, `cgroup.*`) or
 /// starts with `_` or `.`.
 fn cgroup_escape(name: &str) -> String {
+    // systemd's own controllers (`cgroup_controller_table`), which differ between its
+    // versions: `unit_item` looks under both spellings.
     const CONTROLLERS: &[&str] = &[
         "cpu",
         "cpuacct",
@@ -1031,13 +1156,6 @@ fn cgroup_escape(name: &str) -> String {
         "bpf-foreign",
         "bpf-socket-bind",
         "bpf-restrict-network-interfaces",
-        "freezer",
-        "net_cls",
-        "net_prio",
-        "perf_event",
-        "hugetlb",
-        "rdma",
-        "misc",
         "cgroup",
     ];
     let head = name.split('.').next().unwrap_or(name);
@@ -1064,7 +1182,7 @@ fn unit_name_escape(part: &str) -> String {
 
 /// The drop-in folders of unit `name`, most specific first (systemd.unit(5)): its own,
 /// its template's, then each shorter prefix ending in `-` (`foo-bar-.service.d`,
-/// `foo-.service.d`), then `service.d`.
+/// `foo-.service.d`). `service.d` comes after these in every directory.
 fn dropin_folders(name: &str) -> Vec<String> {
     let mut folders = vec![format!("{name}.d")];
     let mut stem = name.strip_suffix(".service").unwrap_or(name).to_string();
@@ -1078,7 +1196,6 @@ fn dropin_folders(name: &str) -> Vec<String> {
             folders.push(format!("{}-.service.d", &stem[..i]));
         }
     }
-    folders.push("service.d".to_string());
     folders.dedup();
     folders
 }
@@ -1086,6 +1203,7 @@ fn dropin_folders(name: &str) -> Vec<String> {
 /// The unit `name`, whose file `file` (its own name, or its template's) is in directory
 /// `dir` of the set `view` shows, with its drop-ins applied.
 fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str) -> SimpleItem {
+    use std::os::unix::fs::FileTypeExt;
     let set = view.set;
     let device_unit = Path::new("/").join(dir).join(file);
     let device_unit_text = device_unit.to_string_lossy().into_owned();
@@ -1095,23 +1213,45 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
     let masked = device_dir(host_root, dir).is_some_and(|d| {
         d.read_link(file.as_ref())
             .is_ok_and(|t| t == Path::new("/dev/null"))
-    }) || status.as_ref().is_ok_and(|m| {
-        use std::os::unix::fs::FileTypeExt;
-        m.file_type().is_char_device() || (m.is_file() && m.len() == 0)
-    });
+    }) || status
+        .as_ref()
+        .is_ok_and(|m| m.file_type().is_char_device() || (m.is_file() && m.len() == 0));
     // Read through the device's links, without waiting on a FIFO, within a size, and
     // a byte that is not UTF-8 does not lose the rest: a user's own unit is the user's
-    // to make anything. Any file that cannot be read leaves what it may say unknown.
+    // to make anything. A file that is there but cannot be read whole leaves what it
+    // may say unknown. One systemd would not load (not there, a loop, not a regular
+    // file) says nothing, and one that is a character device (`/dev/null`) says
+    // nothing but still hides a drop-in of its name.
     let mut unreadable = false;
-    // A unit file that is not there (a link left dangling, or a loop) is a unit systemd
-    // does not find either: it says nothing.
-    let mut read = |device: &str| match crate::walk::read_device_bytes(host_root, device) {
-        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => None,
-        Err(_) => {
-            unreadable = true;
-            None
+    let mut read = |device: &str| -> Option<String> {
+        let not_there = |e: &std::io::Error| {
+            e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP)
+        };
+        match crate::walk::device_file_status(host_root, device) {
+            Err(e) if not_there(&e) => return None,
+            Err(_) => {
+                unreadable = true;
+                return None;
+            }
+            Ok(m) if m.file_type().is_char_device() => return Some(String::new()),
+            Ok(m) if !m.is_file() => return None,
+            Ok(m) if m.len() > view.read_budget.get() => {
+                unreadable = true;
+                return None;
+            }
+            Ok(_) => {}
+        }
+        match crate::walk::read_device_bytes(host_root, device) {
+            Ok(bytes) => {
+                let left = view.read_budget.get().saturating_sub(bytes.len() as u64);
+                view.read_budget.set(left);
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            Err(e) if not_there(&e) => None,
+            Err(_) => {
+                unreadable = true;
+                None
+            }
         }
     };
     let mut settings = UnitSettings::default();
@@ -1120,28 +1260,32 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
             settings.read(&text);
         }
     }
-    // Drop-ins from every directory of the set, in file-name order, a name in a more
-    // important directory (or a more specific folder) hiding the same name in a later
-    // one; names starting with `.` are hidden from systemd too.
+    // Drop-ins, in file-name order, the first folder holding a name hiding the same
+    // name in later ones: every directory's specific folders (the unit's own, its
+    // template's, its prefixes'), then every directory's `service.d`, as systemd
+    // orders them. Names starting with `.` are hidden from systemd too.
     let mut dropins: std::collections::BTreeMap<String, String> = Default::default();
-    let folders = dropin_folders(name);
-    for (d, listing) in set.dirs.iter().zip(&view.listings) {
-        for folder in folders.iter().filter(|f| listing.contains(*f)) {
-            let Some(Ok(entries)) =
-                device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
-            else {
-                continue;
-            };
-            for (file, _) in entries {
-                let Some(file) = file
-                    .to_str()
-                    .filter(|f| f.ends_with(".conf") && !f.starts_with('.'))
+    let specific = dropin_folders(name);
+    let general = ["service.d".to_string()];
+    for folders in [&specific[..], &general[..]] {
+        for (d, listing) in set.dirs.iter().zip(&view.listings) {
+            for folder in folders.iter().filter(|f| listing.contains(*f)) {
+                let Some(Ok(entries)) =
+                    device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
                 else {
                     continue;
                 };
-                dropins
-                    .entry(file.to_string())
-                    .or_insert_with(|| format!("/{d}/{folder}/{file}"));
+                for (file, _) in entries {
+                    let Some(file) = file
+                        .to_str()
+                        .filter(|f| f.ends_with(".conf") && !f.starts_with('.'))
+                    else {
+                        continue;
+                    };
+                    dropins
+                        .entry(file.to_string())
+                        .or_insert_with(|| format!("/{d}/{folder}/{file}"));
+                }
             }
         }
     }
@@ -1174,18 +1318,29 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
     v.insert(Field::ServicePath, s(device_unit_text));
     // Running: a process in its cgroup or below it (`cgroup.events` says `populated`,
     // which counts a delegated subtree). A unit placed in a slice of its own choosing,
-    // or a cgroup that cannot be read, leaves it unknown.
+    // or a cgroup that cannot be read, leaves it unknown; so does one found under
+    // neither of the names systemd versions give it.
     let running = match (set.status, &settings.slice) {
         (true, None) => {
-            let cgroup = format!("{SYSTEM_SERVICE_CGROUPS}/{}", cgroup_of(name));
-            match crate::walk::read_device_file(host_root, &format!("{cgroup}/cgroup.events")) {
-                Ok(t) => t
-                    .lines()
-                    .find_map(|l| l.strip_prefix("populated "))
-                    .map(|p| p.trim() == "1"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
-                Err(_) => None,
+            let mut answer = Some(false);
+            for cgroup in cgroup_names(name) {
+                let events = format!("{SYSTEM_SERVICE_CGROUPS}/{cgroup}/cgroup.events");
+                match crate::walk::read_device_file(host_root, &events) {
+                    Ok(t) => {
+                        answer = t
+                            .lines()
+                            .find_map(|l| l.strip_prefix("populated "))
+                            .map(|p| p.trim() == "1");
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => {
+                        answer = None;
+                        break;
+                    }
+                }
             }
+            answer
         }
         _ => None,
     };
@@ -1199,29 +1354,41 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
         None => undetermined.push(Field::ServiceStatus),
     }
     v.insert(Field::ServiceMode, s(mode));
+    let unknown_command = [
+        Field::ServiceProgram,
+        Field::ServiceArguments,
+        Field::ServiceDescription,
+    ];
     if masked {
         // A masked unit never runs: it has no program, whatever its file said.
     } else if unreadable || settings.too_long {
-        undetermined.extend([
-            Field::ServiceProgram,
-            Field::ServiceArguments,
-            Field::ServiceDescription,
-        ]);
+        undetermined.extend(unknown_command);
     } else {
-        match expand_specifiers(&settings.description, name) {
+        let description = expand_specifiers(&settings.description, name);
+        // Each `ExecStart=` runs (a `oneshot` may have several), each line maybe
+        // several commands: a term on the program holds if it holds for any.
+        let commands: Option<Vec<(String, String)>> = settings
+            .exec
+            .iter()
+            .map(|line| commands_of(line, name))
+            .collect::<Option<Vec<_>>>()
+            .map(|c| c.into_iter().flatten().collect());
+        let size = description.as_ref().map_or(0, String::len)
+            + commands
+                .iter()
+                .flatten()
+                .map(|(p, a)| p.len() + a.len())
+                .sum::<usize>();
+        let affordable = size <= view.keep_budget.get();
+        view.keep_budget
+            .set(view.keep_budget.get().saturating_sub(size));
+        match description.filter(|_| affordable) {
             Some(d) => {
                 v.insert(Field::ServiceDescription, s(d));
             }
             None => undetermined.push(Field::ServiceDescription),
         }
-        // Each `ExecStart=` runs (a `oneshot` may have several): a term on the
-        // program holds if it holds for any of them.
-        let commands: Option<Vec<(String, String)>> = settings
-            .exec
-            .iter()
-            .map(|line| program_and_arguments(line, name))
-            .collect();
-        match commands {
+        match commands.filter(|_| affordable) {
             None => undetermined.extend([Field::ServiceProgram, Field::ServiceArguments]),
             Some(commands) if commands.len() == 1 => {
                 let (program, args) = commands.into_iter().next().unwrap_or_default();
@@ -2188,7 +2355,7 @@ mod tests {
         let long_name = format!("b@{}.service", "x".repeat(200));
         unit(
             "b@.service",
-            &format!("[Service]\nExecStart=/opt/b {}\n", "%n".repeat(5000)),
+            &format!("[Service]\nExecStart=/opt/b {}\n", "%n".repeat(8000)),
         );
         std::os::unix::fs::symlink(
             "/lib/systemd/system/b@.service",
@@ -2197,6 +2364,69 @@ mod tests {
         )
         .unwrap();
         unit("empty.service", "");
+        // Comment lines go before continuations; `\r` ends a line; a byte-order mark
+        // on a later line; a continued ExecStart; quotes inside a word and around a
+        // prefix; a lone `;` between commands; a specifier of the runtime's.
+        unit(
+            "comment.service",
+            "[Service]\n# note \\\nExecStart=/opt/evil/comment\n",
+        );
+        unit("cr.service", "[Service]\rExecStart=/opt/evil/cr\r");
+        unit(
+            "midbom.service",
+            "[Service]\n\u{feff}ExecStart=/opt/evil/midbom\n",
+        );
+        unit(
+            "cont.service",
+            "[Service]\nExecStart=/opt/evil/cont \\\n  --flag\n",
+        );
+        unit(
+            "words.service",
+            "[Service]\nType=oneshot\nExecStart=\"-/opt/ev\"il/q --a ; /opt/evil/after \\; x\n",
+        );
+        unit("home.service", "[Service]\nExecStart=%h/.local/bin/x\n");
+        let long_line = format!(
+            "[Service]\nExecStart=/opt/l {}\n",
+            "a".repeat(UNIT_LINE_MAX)
+        );
+        unit("longline.service", &long_line);
+        // A general drop-in does not hide a specific one of the same name, wherever
+        // each is; a drop-in that is no regular file is none.
+        unit("prec.service", "[Service]\nExecStart=/usr/bin/vendor\n");
+        for d in [
+            "lib/systemd/system/prec.service.d",
+            "etc/systemd/system/service.d",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        write(
+            "lib/systemd/system/prec.service.d/10.conf",
+            b"[Service]\nExecStart=\nExecStart=/opt/evil/specific\n",
+        );
+        write(
+            "etc/systemd/system/service.d/10.conf",
+            b"[Unit]\nDescription=%N general\n",
+        );
+        let fifo = std::ffi::CString::new(
+            r.join("etc/systemd/system/service.d/20.conf")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        unit("misc.service", "[Service]\nExecStart=/opt/m\n");
+        std::fs::create_dir_all(r.join("sys/fs/cgroup/system.slice/misc.service")).unwrap();
+        write(
+            "sys/fs/cgroup/system.slice/misc.service/cgroup.events",
+            b"populated 1\n",
+        );
+        unit("noevents.service", "[Service]\nExecStart=/opt/n\n");
+        std::fs::create_dir_all(r.join("sys/fs/cgroup/system.slice/noevents.service")).unwrap();
+        write(
+            "sys/fs/cgroup/system.slice/noevents.service/cgroup.events",
+            b"frozen 0\n",
+        );
         unit(
             "_under.service",
             "[Unit]\nDescription=Under %n\n[Service]\nExecStart=/opt/u\n",
@@ -2253,16 +2483,121 @@ mod tests {
         assert_eq!(under.values[&Field::ServiceStatus], s("running"));
         assert_eq!(
             under.values[&Field::ServiceDescription],
-            s("Under _under.service")
+            s("_under general")
         );
         assert_eq!(
             item("pids.service").values[&Field::ServiceStatus],
             s("running")
         );
         assert_eq!(
+            item("misc.service").values[&Field::ServiceStatus],
+            s("running")
+        );
+        assert!(item("noevents.service")
+            .undetermined
+            .contains(&Field::ServiceStatus));
+        assert_eq!(program("comment.service"), Some(s("/opt/evil/comment")));
+        assert_eq!(program("cr.service"), Some(s("/opt/evil/cr")));
+        assert_eq!(program("midbom.service"), Some(s("/opt/evil/midbom")));
+        assert_eq!(program("cont.service"), Some(s("/opt/evil/cont")));
+        assert_eq!(
+            item("cont.service").values[&Field::ServiceArguments],
+            s("--flag")
+        );
+        assert_eq!(
+            program("words.service"),
+            Some(FieldValue::List(vec![
+                s("/opt/evil/q"),
+                s("/opt/evil/after")
+            ]))
+        );
+        assert_eq!(
+            item("words.service").values[&Field::ServiceArguments],
+            FieldValue::List(vec![s("--a"), s("; x")])
+        );
+        for unknown in ["home.service", "longline.service"] {
+            assert_eq!(program(unknown), None, "{unknown}");
+            assert!(
+                item(unknown).undetermined.contains(&Field::ServiceProgram),
+                "{unknown}"
+            );
+        }
+        // The specific `10.conf` applies and hides the general one, which every other
+        // service takes.
+        assert_eq!(program("prec.service"), Some(s("/opt/evil/specific")));
+        assert_eq!(
+            item("prec.service").values[&Field::ServiceDescription],
+            s("")
+        );
+        assert_eq!(
+            item("latin1.service").values[&Field::ServiceDescription],
+            s("latin1 general")
+        );
+        assert_eq!(
             item("bom.service").values[&Field::ServiceStatus],
             s("stopped")
         );
+    }
+
+    /// A unit set reads and keeps at most so much: past its budgets, a unit's program
+    /// is unknown rather than read (a user's thousands of instance links to one large
+    /// template must not exhaust the sweep).
+    #[test]
+    fn a_unit_set_reads_and_keeps_within_its_budgets() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("lib/systemd/system")).unwrap();
+        let text = format!("[Service]\nExecStart=/opt/x {}\n", "a".repeat(1000));
+        std::fs::write(r.join("lib/systemd/system/x.service"), &text).unwrap();
+        let set = UnitSet {
+            dirs: vec!["lib/systemd/system".into()],
+            listed: 1,
+            config_dirs: Vec::new(),
+            status: false,
+        };
+        let view = |read: u64, keep: usize| SetView {
+            set: &set,
+            listings: vec![["x.service".to_string()].into_iter().collect()],
+            wanted: Default::default(),
+            read_budget: std::cell::Cell::new(read),
+            keep_budget: std::cell::Cell::new(keep),
+        };
+        let known = |item: &SimpleItem| item.values.contains_key(&Field::ServiceProgram);
+        let unknown = |item: &SimpleItem| item.undetermined.contains(&Field::ServiceProgram);
+        let tight_read = view(text.len() as u64 + 10, usize::MAX);
+        let first = unit_item(
+            r,
+            &tight_read,
+            "lib/systemd/system",
+            "x.service",
+            "x.service",
+        );
+        let second = unit_item(
+            r,
+            &tight_read,
+            "lib/systemd/system",
+            "x.service",
+            "x.service",
+        );
+        assert!(known(&first) && !unknown(&first));
+        assert!(!known(&second) && unknown(&second));
+        let tight_keep = view(u64::MAX, 1500);
+        let first = unit_item(
+            r,
+            &tight_keep,
+            "lib/systemd/system",
+            "x.service",
+            "x.service",
+        );
+        let second = unit_item(
+            r,
+            &tight_keep,
+            "lib/systemd/system",
+            "x.service",
+            "x.service",
+        );
+        assert!(known(&first) && !unknown(&first));
+        assert!(!known(&second) && unknown(&second));
     }
 
     /// Returns at most `step` bytes per read, as a pipe or a slow device may.
