@@ -653,26 +653,30 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
                 .unwrap_or_default()
         })
         .collect();
-    // What the set's `*.wants` and `*.requires` links name, in its configuration
-    // directories: the units they enable (read once, not per unit).
-    let mut wanted = std::collections::HashSet::new();
-    for config in &set.config_dirs {
-        let Some(Ok(entries)) = device_dir(host_root, config).map(|d| d.entries()) else {
-            continue;
-        };
-        for (folder, _) in entries {
-            let folder = folder.to_string_lossy();
-            if !enabling_folder(&folder) {
-                continue;
+    // What the links of each directory's `*.wants` (`*.requires`, `*.upholds`) folders
+    // name, for the directories the set lists units of and its configuration ones.
+    let links: Vec<Vec<String>> = set
+        .dirs
+        .iter()
+        .zip(&listings)
+        .enumerate()
+        .map(|(i, (d, listing))| {
+            if i < set.listed || set.config_dirs.contains(d) {
+                enabling_links(host_root, d, listing)
+            } else {
+                Vec::new()
             }
-            // The folder may itself be a link: followed in the device's tree.
-            if let Some(Ok(links)) =
-                device_dir(host_root, &format!("{config}/{folder}")).map(|d| d.entries())
-            {
-                wanted.extend(links.into_iter().filter_map(|(n, _)| n.into_string().ok()));
-            }
-        }
-    }
+        })
+        .collect();
+    // Those in its configuration directories are the units they enable (read once,
+    // not per unit). Every configuration directory is one of the set's directories.
+    let wanted: std::collections::HashSet<String> = set
+        .dirs
+        .iter()
+        .zip(&links)
+        .filter(|(d, _)| set.config_dirs.contains(d))
+        .flat_map(|(_, names)| names.iter().cloned())
+        .collect();
     let view = SetView {
         set,
         listings,
@@ -697,26 +701,15 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
     // An instance of a template (`getty@tty1.service`, from `getty@.service`) has no
     // file of its own: it exists where a `*.wants` or `*.requires` link of the set
     // names it, and runs the template's text with its instance name filled in.
-    let mut instances = Vec::new();
-    for (d, listing) in set.dirs.iter().zip(listings).take(set.listed) {
-        let folders = listing.iter().filter(|f| enabling_folder(f));
-        for folder in folders {
-            let Some(Ok(links)) =
-                device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
-            else {
-                continue;
-            };
-            instances.extend(
-                links
-                    .into_iter()
-                    .filter_map(|(name, _)| name.to_str().map(str::to_string))
-                    .filter(|n| template_of(n).is_some()),
-            );
-        }
-    }
+    let mut instances: Vec<&String> = links
+        .iter()
+        .take(set.listed)
+        .flatten()
+        .filter(|n| template_of(n).is_some())
+        .collect();
     instances.sort();
     for instance in instances {
-        let Some(template) = template_of(&instance) else {
+        let Some(template) = template_of(instance) else {
             continue;
         };
         if !seen.insert(instance.clone()) {
@@ -729,9 +722,24 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
             .find(|(_, listing)| listing.contains(&template));
         // No template, nothing systemd could start.
         if let Some((dir, _)) = template_dir {
-            out.push(unit_item(host_root, &view, dir, &template, &instance));
+            out.push(unit_item(host_root, &view, dir, &template, instance));
         }
     }
+}
+
+/// The names the links in the enabling folders of unit directory `dir` give (`dir`
+/// listed as `listing`); a folder that is itself a link is followed in the device's
+/// tree.
+fn enabling_links(host_root: &Path, dir: &str, listing: &Listing) -> Vec<String> {
+    let mut names = Vec::new();
+    for folder in listing.iter().filter(|f| enabling_folder(f)) {
+        if let Some(Ok(links)) =
+            device_dir(host_root, &format!("{dir}/{folder}")).map(|d| d.entries())
+        {
+            names.extend(links.into_iter().filter_map(|(n, _)| n.into_string().ok()));
+        }
+    }
+    names
 }
 
 /// Whether a folder of a unit directory holds links that enable the units they name
@@ -2407,14 +2415,7 @@ mod tests {
             "etc/systemd/system/service.d/10.conf",
             b"[Unit]\nDescription=%N general\n",
         );
-        let fifo = std::ffi::CString::new(
-            r.join("etc/systemd/system/service.d/20.conf")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
-        // SAFETY: a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        crate::walk::make_fifo(&r.join("etc/systemd/system/service.d/20.conf"));
         unit("misc.service", "[Service]\nExecStart=/opt/m\n");
         std::fs::create_dir_all(r.join("sys/fs/cgroup/system.slice/misc.service")).unwrap();
         write(
@@ -2656,9 +2657,7 @@ mod tests {
         let e = open_content(&link).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::walk::make_fifo(&fifo);
         let e = open_content(&fifo).unwrap_err();
         assert!(e.to_string().contains("regular file"), "{e}");
         assert!(open_content(dir.path()).is_err());

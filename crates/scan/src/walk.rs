@@ -496,11 +496,9 @@ pub struct DeviceDir {
 impl DeviceDir {
     /// Opens the device's directory `device` (with or without its leading `/`).
     pub fn open(host_root: &Path, device: impl AsRef<Path>) -> std::io::Result<DeviceDir> {
-        let device = device.as_ref();
-        let device = Path::new("/").join(device.strip_prefix("/").unwrap_or(device));
         let fd = open_in_root(
             host_root,
-            &device,
+            device.as_ref(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK,
         )?;
         Ok(DeviceDir { fd })
@@ -509,9 +507,7 @@ impl DeviceDir {
     /// Whether the device has a directory `device`, found as [`DeviceDir::open`] finds
     /// it but without reading it (a folder the sweep may not list still exists).
     pub fn exists(host_root: &Path, device: impl AsRef<Path>) -> bool {
-        let device = device.as_ref();
-        let device = Path::new("/").join(device.strip_prefix("/").unwrap_or(device));
-        open_in_root(host_root, &device, libc::O_PATH | libc::O_DIRECTORY).is_ok()
+        open_in_root(host_root, device.as_ref(), libc::O_PATH | libc::O_DIRECTORY).is_ok()
     }
 
     /// The names of its entries but `.` and `..`, with whether each is a symbolic link
@@ -1292,6 +1288,14 @@ fn mounts(proc_root: &Path, host_root: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// Makes a FIFO at `path`, as the tests put one where a file was expected.
+#[cfg(test)]
+pub(crate) fn make_fifo(path: &Path) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1323,9 +1327,7 @@ mod tests {
         let image = tempfile::tempdir().unwrap();
         std::fs::create_dir(image.path().join("etc")).unwrap();
         let fifo = image.path().join("etc/passwd");
-        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        make_fifo(&fifo);
         let writer = {
             let fifo = fifo.clone();
             std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
@@ -1430,9 +1432,7 @@ mod tests {
         std::fs::write(root.join(odd), b"odd").unwrap();
         std::os::unix::fs::symlink(root.join("a.txt"), root.join("link-to-file")).unwrap();
         std::os::unix::fs::symlink(root.join("sub"), root.join("link-to-dir")).unwrap();
-        let fifo = CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        make_fifo(&root.join("fifo"));
         // Enough entries that one directory takes several getdents64 calls.
         for i in 0..3000 {
             std::fs::write(
