@@ -139,14 +139,19 @@ async fn execute(agent: &Arc<Agent>, req: Request) -> Result<serde_json::Value, 
         Request::AllowedWithdraw { sha256 } => {
             let a = agent.clone();
             let h = sha256.clone();
-            let (was, event) = tokio::task::spawn_blocking(move || a.withdraw_allowance(&h))
-                .await
-                .map_err(|e| e.to_string())??;
+            let was = tokio::task::spawn_blocking(move || {
+                a.withdraw_allowance(&h, |was, event| {
+                    // The administrator sees it withdrawn too.
+                    if was {
+                        a.report(event);
+                    }
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())??;
             if !was {
                 return Err(format!("{sha256} is not allowed on this device"));
             }
-            // The administrator sees it withdrawn too.
-            agent.report(event);
             Ok(serde_json::json!({ "withdrawn": sha256.trim().to_ascii_lowercase() }))
         }
     }

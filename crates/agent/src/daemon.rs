@@ -309,26 +309,37 @@ impl Agent {
     }
 
     /// Restores or deletes a quarantined object as the server asked (blocking: it
-    /// decrypts and writes files). Returns the event that reports the outcome.
-    fn run_quarantine_command(&self, cmd: &riposte_proto::QuarantineCommand) -> EventBody {
+    /// decrypts and writes files), and queues the event that reports the outcome with
+    /// the command counted as applied (`seq`) and the change's journal entry ended, in
+    /// one save: a stop before it leaves the change to settle at start.
+    fn run_quarantine_command(&self, cmd: &riposte_proto::QuarantineCommand, seq: u64) {
+        let queue = |event: EventBody| {
+            self.report_with(event, |s, _| {
+                s.last_applied = seq;
+                end_quarantine_change(s, &cmd.entry_id);
+            });
+        };
         let result = match cmd.action.as_str() {
             "restore" => self
                 .restore_entry(
                     &cmd.entry_id,
                     cmd.restore_to.as_deref(),
                     cmd.on_conflict.as_deref(),
+                    queue,
                 )
-                .map(|(_, event)| event),
-            "delete" => self.delete_entry(&cmd.entry_id),
+                .map(|_| ()),
+            "delete" => self.delete_entry(&cmd.entry_id).map(queue),
             other => Err(format!("unknown quarantine action '{other}'")),
         };
-        result.unwrap_or_else(|e| EventBody::Alert {
-            code: "quarantine_command_failed".into(),
-            message: format!(
-                "{} of quarantine entry {} failed: {e}",
-                cmd.action, cmd.entry_id
-            ),
-        })
+        if let Err(e) = result {
+            queue(EventBody::Alert {
+                code: "quarantine_command_failed".into(),
+                message: format!(
+                    "{} of quarantine entry {} failed: {e}",
+                    cmd.action, cmd.entry_id
+                ),
+            });
+        }
     }
 
     fn local(&self) -> Result<&Arc<crate::response::LocalActions>, String> {
@@ -359,9 +370,9 @@ impl Agent {
         to: Option<&str>,
         on_conflict: Option<&str>,
     ) -> Result<String, String> {
-        let (path, event) = self.restore_entry(id, to, on_conflict)?;
-        self.report_with(event, |s, _| end_quarantine_change(s, id));
-        Ok(path)
+        self.restore_entry(id, to, on_conflict, |event| {
+            self.report_with(event, |s, _| end_quarantine_change(s, id));
+        })
     }
 
     /// Settles the restores and deletions a stop interrupted: those journaled in the
@@ -509,12 +520,22 @@ impl Agent {
                 .is_ok_and(|l| l.store_record(&cmd.entry_id).is_err())
     }
 
+    /// Restores entry `id`, journaled (`AgentState::quarantine_changes`) until `queue`
+    /// queues the event that reports it (the journal entry is ended here on failure).
+    /// Returns where the object went.
+    ///
+    /// `queue` runs under `allowance_changes`, like the allowance itself: the server
+    /// then learns of allowances in the order they were given and withdrawn. Queued
+    /// after the lock, a withdrawal at the same instant could reach the server first,
+    /// and the restore's `allowed: true` would stand there although the device
+    /// withdrew it.
     fn restore_entry(
         &self,
         id: &str,
         to: Option<&str>,
         on_conflict: Option<&str>,
-    ) -> Result<(String, EventBody), String> {
+        queue: impl FnOnce(EventBody),
+    ) -> Result<String, String> {
         let local = self.local()?;
         let record = local.store_record(id)?;
         let _changing = self
@@ -578,19 +599,24 @@ impl Agent {
         // As text that finds the restored file again, like the record's original path.
         let restored_to = riposte_model::path_text::encode(&path);
         json["restored_to"] = serde_json::json!(restored_to);
-        let event = EventBody::Quarantine {
+        queue(EventBody::Quarantine {
             entry_id: id.to_string(),
             state: "restored".into(),
             record: json,
-        };
-        Ok((restored_to, event))
+        });
+        Ok(restored_to)
     }
 
     /// Withdraws the allowance of content an administrator restored (`sha256`, hex): the
     /// sandbox integration and the response act on it again. Returns whether it was
-    /// allowed, and the event that tells the server it is not (sent either way by a
-    /// withdrawal the server asked for, so that its view comes right).
-    pub fn withdraw_allowance(&self, sha256: &str) -> Result<(bool, EventBody), String> {
+    /// allowed. `queue` is given that, and the event that tells the server it is not
+    /// (queued either way by a withdrawal the server asked for, so that its view comes
+    /// right); it runs under `allowance_changes`, for the reason `restore_entry` gives.
+    pub fn withdraw_allowance(
+        &self,
+        sha256: &str,
+        queue: impl FnOnce(bool, EventBody),
+    ) -> Result<bool, String> {
         let _changing = self
             .allowance_changes
             .lock()
@@ -599,13 +625,14 @@ impl Agent {
         if was {
             tracing::info!(sha256 = %sha256, "allowance withdrawn");
         }
-        Ok((
+        queue(
             was,
             EventBody::Allowance {
                 sha256: sha256.trim().to_ascii_lowercase(),
                 allowed: false,
             },
-        ))
+        );
+        Ok(was)
     }
 
     /// Deletes a quarantined object for good and tells the server.
@@ -1418,33 +1445,44 @@ impl LinkHandler for Handler {
                 }
                 let runner = agent.clone();
                 let (action, entry) = (cmd.action.clone(), cmd.entry_id.clone());
-                let event =
-                    tokio::task::spawn_blocking(move || runner.run_quarantine_command(&cmd))
-                        .await
-                        .unwrap_or_else(|e| EventBody::Alert {
+                let ran =
+                    tokio::task::spawn_blocking(move || runner.run_quarantine_command(&cmd, seq))
+                        .await;
+                if let Err(e) = ran {
+                    agent.report_with(
+                        EventBody::Alert {
                             code: "quarantine_command_failed".into(),
                             message: format!("{action} of quarantine entry {entry} crashed: {e}"),
-                        });
-                // The outcome's event and the end of the change's journal entry, in one
-                // save: a stop before it leaves the change to settle at start.
-                agent.report_with(event, |s, _| {
-                    s.last_applied = seq;
-                    end_quarantine_change(s, &entry);
-                });
+                        },
+                        |s, _| {
+                            s.last_applied = seq;
+                            end_quarantine_change(s, &entry);
+                        },
+                    );
+                }
             }
             Delivery::WithdrawAllowance { sha256 } => {
                 let runner = agent.clone();
                 let hash = sha256.clone();
-                let event = tokio::task::spawn_blocking(move || runner.withdraw_allowance(&hash))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
-                    .map(|(_, event)| event)
-                    .unwrap_or_else(|e| EventBody::Alert {
-                        code: "withdraw_allowance_failed".into(),
-                        message: format!("the allowance of {sha256} could not be withdrawn: {e}"),
-                    });
-                agent.report_with(event, |s, _| s.last_applied = seq);
+                let withdrawn = tokio::task::spawn_blocking(move || {
+                    runner.withdraw_allowance(&hash, |_, event| {
+                        runner.report_with(event, |s, _| s.last_applied = seq);
+                    })
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+                if let Err(e) = withdrawn {
+                    agent.report_with(
+                        EventBody::Alert {
+                            code: "withdraw_allowance_failed".into(),
+                            message: format!(
+                                "the allowance of {sha256} could not be withdrawn: {e}"
+                            ),
+                        },
+                        |s, _| s.last_applied = seq,
+                    );
+                }
             }
             Delivery::TaskCancel { task_id } => {
                 if let Some(c) = agent
@@ -2184,6 +2222,48 @@ mod tests {
         );
     }
 
+    /// A restore's event and a withdrawal's are queued under the allowance lock, as the
+    /// allowance is changed: the server learns of them in the order they happened, and
+    /// a withdrawal at the instant a restore ends cannot overtake the restore's
+    /// `allowed: true`.
+    #[tokio::test]
+    async fn allowance_events_are_queued_as_the_allowance_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let (_, agent, entry) = agent_with_evil_quarantined(t.path());
+        let lock_held = || agent.allowance_changes.try_lock().is_err();
+        let mut restore_queued_under_lock = None;
+        agent
+            .restore_entry(&entry.id, None, None, |event| {
+                restore_queued_under_lock = Some(lock_held());
+                agent.report(event);
+            })
+            .unwrap();
+        assert_eq!(restore_queued_under_lock, Some(true));
+        let mut withdrawal_queued_under_lock = None;
+        let was = agent
+            .withdraw_allowance(&entry.sha256, |was, event| {
+                withdrawal_queued_under_lock = Some((was, lock_held()));
+                agent.report(event);
+            })
+            .unwrap();
+        assert!(was);
+        assert_eq!(withdrawal_queued_under_lock, Some((true, true)));
+        let told = agent.read(|s| {
+            s.outbox
+                .iter()
+                .filter_map(|e| match &e.body {
+                    EventBody::Quarantine { state, record, .. } if state == "restored" => {
+                        Some(record["allowed"] == true)
+                    }
+                    EventBody::Allowance { allowed, .. } => Some(*allowed),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(told, [true, false]);
+        assert!(agent.allowed.list().is_empty());
+    }
+
     /// A restore the agent's stop interrupted and the quarantine's recovery rolled back
     /// leaves no allowance behind (it was recorded before the restore began), and an
     /// alert says so.
@@ -2354,8 +2434,8 @@ mod tests {
         let moved = local
             .quarantine("/home/u/evil", "det3", "T", "u", None)
             .unwrap();
-        let (path, _lost) = agent
-            .restore_entry(&moved.id, Some("/home/u/evil-elsewhere"), None)
+        let path = agent
+            .restore_entry(&moved.id, Some("/home/u/evil-elsewhere"), None, |_lost| {})
             .unwrap();
         assert_eq!(path, "/home/u/evil-elsewhere");
         assert!(agent.read(|s| s.quarantine_changes.contains_key(&moved.id)));
