@@ -552,10 +552,12 @@ async fn revoked(core: &Core, device_id: i64) -> Result<bool, ConnError> {
 
 async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), ConnError> {
     let _slot = store_slot(core).await?;
-    if core.store.event_processed(device_id, &e.event_id).await? {
+    // The event's writes and its mark as processed, in one transaction: a failure or a
+    // stop at any instant stores it whole or not at all. Not acknowledged unless
+    // committed, it is sent again by the device, and stored then.
+    let Some(mut writes) = core.store.begin_agent_event(device_id, &e.event_id).await? else {
         return Ok(()); // a re-delivery after a reconnect
-    }
-    let event_id = e.event_id.clone();
+    };
     match e.body {
         EventBody::Detection(mut d) => {
             // Names a device sends end up in listings, tables and this log: escaped as
@@ -565,9 +567,7 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
                 *name = shown(name).into_owned();
             }
             let json = serde_json::to_value(&d).unwrap_or_default();
-            core.store
-                .insert_detection(device_id, &d.detection_id, &json)
-                .await?;
+            writes.insert_detection(&d.detection_id, &json).await?;
             tracing::info!(device_id, threat = %d.threat, "detection reported");
         }
         EventBody::ActionOutcome {
@@ -576,8 +576,8 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             outcome,
             detail,
         } => {
-            core.store
-                .add_action_outcome(device_id, &detection_id, &action, &outcome, &detail)
+            writes
+                .add_action_outcome(&detection_id, &action, &outcome, &detail)
                 .await?;
         }
         EventBody::Quarantine {
@@ -587,18 +587,14 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
         } => {
             // A damaged entry's deletion comes without the record the device lost:
             // the store keeps the one it holds.
-            core.store
-                .upsert_quarantine(device_id, &entry_id, &state, &record)
-                .await?;
+            writes.upsert_quarantine(&entry_id, &state, &record).await?;
             // A restore allows the content, not the entry: every restored entry of that
             // content shows it, and any of them can withdraw it (as after a restart,
             // when the device reports its allowances by content).
             let restored_allowed = state == "restored" && record["allowed"] == true;
             if let Some(sha256) = record["sha256"].as_str().filter(|_| restored_allowed) {
                 if riposte_model::is_sha256_hex(sha256) {
-                    core.store
-                        .set_quarantine_allowance(device_id, sha256, true)
-                        .await?;
+                    writes.set_quarantine_allowance(sha256, true).await?;
                 }
             }
             // What leaves a quarantine is an administrator's business wherever it was
@@ -613,22 +609,19 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
                 let detail =
                     format!("device {device_id}: quarantine entry {entry_id}{path} {state}");
                 let detail: String = detail.chars().take(512).collect();
-                let _ = core
-                    .store
-                    .audit(
+                writes
+                    .audit_if_possible(
                         &format!("device {device_id}"),
                         "agent channel",
                         &format!("quarantine_entry_{state}"),
                         &detail,
                     )
-                    .await;
+                    .await?;
             }
         }
         EventBody::Allowance { sha256, allowed } => {
             if riposte_model::is_sha256_hex(&sha256) {
-                core.store
-                    .set_quarantine_allowance(device_id, &sha256, allowed)
-                    .await?;
+                writes.set_quarantine_allowance(&sha256, allowed).await?;
             } else {
                 tracing::warn!(
                     device_id,
@@ -638,15 +631,9 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
         }
         EventBody::Alert { code, message } => {
             tracing::warn!(device_id, %code, "{message}");
-            core.store.add_alert(device_id, &code, &message).await?;
+            writes.add_alert(&code, &message).await?;
         }
     }
-    // Marked once stored, not before: an event whose storing failed, or whose server
-    // stopped midway, is not acknowledged, and the device sends it again. A stop
-    // between the two stores it twice (a detection once: its id is its key), which
-    // loses nothing.
-    core.store
-        .mark_event_processed(device_id, &event_id)
-        .await?;
+    writes.commit().await?;
     Ok(())
 }

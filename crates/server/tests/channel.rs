@@ -1224,3 +1224,85 @@ async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
     agent.stop().await;
     ts.stop().await;
 }
+
+/// An event's writes are stored in one transaction with its mark: one that fails midway
+/// leaves nothing of it behind, and sent again it is stored whole. Here a restore
+/// reported with its allowance, whose second write (the allowance on a restored entry
+/// of the same content) fails once.
+#[tokio::test]
+async fn an_event_that_fails_midway_leaves_nothing_behind() {
+    use riposte_proto::{AgentEvent, AgentToServer, EventBody};
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let identity = enroll(&api, &ts.ca, "A", "midway-01").await;
+    let id = identity.device_id;
+    let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+    let store = &ts.running().core.store;
+    let sha256 = "ab".repeat(32);
+    let quarantine_event = |event_id: &str, entry_id: &str, state: &str, allowed: bool| {
+        AgentToServer::Event(AgentEvent {
+            event_id: event_id.into(),
+            at_ms: riposte_store::now_ms(),
+            body: EventBody::Quarantine {
+                entry_id: entry_id.into(),
+                state: state.into(),
+                record: serde_json::json!({
+                    "sha256": sha256, "original_path": "/home/u/x", "allowed": allowed,
+                }),
+            },
+        })
+    };
+    let entry = |entry_id: &'static str| async move {
+        store
+            .quarantine(Some(id))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|q| q.entry_id == entry_id)
+            .map(|q| (q.state, q.record["allowed"] == true))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // An entry restored earlier without its allowance (an older agent), and one in
+    // quarantine.
+    agent
+        .tx
+        .send(quarantine_event("ev-m1", "q0", "restored", false))
+        .unwrap();
+    agent
+        .tx
+        .send(quarantine_event("ev-m2", "q1", "quarantined", false))
+        .unwrap();
+    while entry("q1").await.is_none() || entry("q0").await.is_none() {
+        assert!(Instant::now() < deadline, "the entries were never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    riposte_store::testing::execute(
+        store,
+        "CREATE TRIGGER refuse_allowance BEFORE UPDATE ON quarantine WHEN OLD.state = 'restored'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .await;
+    let restored = quarantine_event("ev-m3", "q1", "restored", true);
+    agent.tx.send(restored.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The entry's own change, written before the failure, was rolled back with it.
+    assert_eq!(entry("q1").await, Some(("quarantined".to_string(), false)));
+    assert_eq!(entry("q0").await, Some(("restored".to_string(), false)));
+    assert!(!store.event_processed(id, "ev-m3").await.unwrap());
+    riposte_store::testing::execute(store, "DROP TRIGGER refuse_allowance").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.event_processed(id, "ev-m3").await.unwrap() {
+        assert!(Instant::now() < deadline, "the event was never stored");
+        agent.tx.send(restored.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(entry("q1").await, Some(("restored".to_string(), true)));
+    assert_eq!(entry("q0").await, Some(("restored".to_string(), true)));
+    let audited = store.audit_log(100).await.unwrap();
+    let restores = audited
+        .iter()
+        .filter(|a| a.action == "quarantine_entry_restored" && a.detail.contains("q1"))
+        .count();
+    assert_eq!(restores, 1, "{audited:?}");
+    agent.stop().await;
+    ts.stop().await;
+}

@@ -1,7 +1,7 @@
 //! The audit log: who did what, when, from where.
 
-use crate::{now_ms, Result, Store};
-use sqlx::Row;
+use crate::{now_ms, Backend, Result, Store};
+use sqlx::{AnyConnection, Row};
 
 /// The advisory lock that keeps audit ids committed in order on PostgreSQL ("ripoaudt").
 pub(crate) const AUDIT_ORDER_LOCK: i64 = 0x7269_706f_6175_6474;
@@ -25,30 +25,8 @@ impl Store {
     /// server processes could commit ids 95 and 96 in the other order, and a reader that
     /// saw 96 and then asks for what is newer would never see 95. (SQLite has one writer.)
     pub async fn audit(&self, actor: &str, source: &str, action: &str, detail: &str) -> Result<()> {
-        let sql = match self.backend() {
-            // One statement, so one round trip: the lock is taken when the insert pulls
-            // the CTE's row, before the row's id is drawn, and is held to the commit.
-            crate::Backend::Postgres => {
-                "WITH ordered AS (SELECT pg_advisory_xact_lock($6))
-                 INSERT INTO audit (at, actor, source, action, detail)
-                 SELECT $1, $2, $3, $4, $5 FROM ordered"
-            }
-            crate::Backend::Sqlite => {
-                "INSERT INTO audit (at, actor, source, action, detail) VALUES ($1, $2, $3, $4, $5)"
-            }
-        };
-        let query = sqlx::query(sql)
-            .bind(now_ms())
-            .bind(actor)
-            .bind(source)
-            .bind(action)
-            .bind(detail);
-        let query = match self.backend() {
-            crate::Backend::Postgres => query.bind(AUDIT_ORDER_LOCK),
-            crate::Backend::Sqlite => query,
-        };
-        query.execute(self.pool()).await?;
-        Ok(())
+        let conn = &mut *self.pool().acquire().await?;
+        audit(conn, self.backend(), actor, source, action, detail).await
     }
 
     /// The newest entries first.
@@ -81,6 +59,42 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// [`Store::audit`] on one connection: in an agent event's transaction, the
+/// advisory lock is held to that transaction's commit.
+pub(crate) async fn audit(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    actor: &str,
+    source: &str,
+    action: &str,
+    detail: &str,
+) -> Result<()> {
+    let sql = match backend {
+        // One statement, so one round trip: the lock is taken when the insert pulls
+        // the CTE's row, before the row's id is drawn, and is held to the commit.
+        crate::Backend::Postgres => {
+            "WITH ordered AS (SELECT pg_advisory_xact_lock($6))
+                 INSERT INTO audit (at, actor, source, action, detail)
+                 SELECT $1, $2, $3, $4, $5 FROM ordered"
+        }
+        crate::Backend::Sqlite => {
+            "INSERT INTO audit (at, actor, source, action, detail) VALUES ($1, $2, $3, $4, $5)"
+        }
+    };
+    let query = sqlx::query(sql)
+        .bind(now_ms())
+        .bind(actor)
+        .bind(source)
+        .bind(action)
+        .bind(detail);
+    let query = match backend {
+        crate::Backend::Postgres => query.bind(AUDIT_ORDER_LOCK),
+        crate::Backend::Sqlite => query,
+    };
+    query.execute(conn).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! alerts, and the record of processed agent events (for idempotent re-delivery).
 
 use crate::{get_json, now_ms, to_json, Result, Store, StoreError};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 /// An alert about a device: something it was asked to do failed, or it could not watch
 /// or respond as its settings say (raised by the device), or the server saw something
@@ -64,19 +64,6 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Records an agent event id; false if it was already processed (a re-delivery).
-    pub async fn mark_event_processed(&self, device_id: i64, event_id: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO processed_events (device_id, event_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(device_id)
-        .bind(event_id)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     /// Stores a detection (once per id).
     pub async fn insert_detection(
         &self,
@@ -84,16 +71,7 @@ impl Store {
         id: &str,
         record: &serde_json::Value,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO detections (id, device_id, record, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(device_id)
-        .bind(to_json(record))
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        insert_detection(&mut *self.pool().acquire().await?, device_id, id, record).await
     }
 
     /// Records the group action's result on a detection.
@@ -121,18 +99,8 @@ impl Store {
         outcome: &str,
         detail: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO action_outcomes (detection_id, device_id, action, outcome, detail, at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(detection_id)
-        .bind(device_id)
-        .bind(action)
-        .bind(outcome)
-        .bind(detail)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let conn = &mut *self.pool().acquire().await?;
+        add_action_outcome(conn, device_id, detection_id, action, outcome, detail).await
     }
 
     /// Detections, newest first, optionally of one device.
@@ -218,20 +186,8 @@ impl Store {
         state: &str,
         record: &serde_json::Value,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO quarantine (device_id, entry_id, state, record, updated_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (device_id, entry_id) DO UPDATE SET state = excluded.state,
-             record = CASE WHEN excluded.record = 'null' THEN quarantine.record ELSE excluded.record END,
-             updated_at = excluded.updated_at",
-        )
-        .bind(device_id)
-        .bind(entry_id)
-        .bind(state)
-        .bind(to_json(record))
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let conn = &mut *self.pool().acquire().await?;
+        upsert_quarantine(conn, device_id, entry_id, state, record).await
     }
 
     /// Records whether content (`sha256`, hex) is allowed on device `device_id`, on the
@@ -243,65 +199,18 @@ impl Store {
         sha256: &str,
         allowed: bool,
     ) -> Result<usize> {
-        let mut changed = 0;
-        for row in self.quarantine(Some(device_id)).await? {
-            let same_content = row.record["sha256"]
-                .as_str()
-                .is_some_and(|s| s.eq_ignore_ascii_case(sha256));
-            if row.state != "restored" || !same_content || row.record["allowed"] == allowed {
-                continue;
-            }
-            let mut record = row.record;
-            record["allowed"] = serde_json::json!(allowed);
-            sqlx::query(
-                "UPDATE quarantine SET record = $1, updated_at = $2
-                 WHERE device_id = $3 AND entry_id = $4",
-            )
-            .bind(to_json(&record))
-            .bind(now_ms())
-            .bind(device_id)
-            .bind(&row.entry_id)
-            .execute(self.pool())
-            .await?;
-            changed += 1;
-        }
-        Ok(changed)
+        let conn = &mut *self.pool().acquire().await?;
+        set_quarantine_allowance(conn, device_id, sha256, allowed).await
     }
 
     /// Quarantine entries across the fleet or of one device.
     pub async fn quarantine(&self, device_id: Option<i64>) -> Result<Vec<QuarantineRow>> {
-        let rows = match device_id {
-            Some(d) => sqlx::query(
-                "SELECT device_id, entry_id, state, record, updated_at FROM quarantine WHERE device_id = $1 ORDER BY updated_at DESC",
-            )
-            .bind(d),
-            None => sqlx::query("SELECT device_id, entry_id, state, record, updated_at FROM quarantine ORDER BY updated_at DESC"),
-        }
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QuarantineRow {
-                    device_id: r.try_get("device_id")?,
-                    entry_id: r.try_get("entry_id")?,
-                    state: r.try_get("state")?,
-                    record: get_json(r, "record")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        quarantine(&mut *self.pool().acquire().await?, device_id).await
     }
 
     /// Records an alert raised by a device.
     pub async fn add_alert(&self, device_id: i64, code: &str, message: &str) -> Result<()> {
-        sqlx::query("INSERT INTO alerts (device_id, code, message, at) VALUES ($1, $2, $3, $4)")
-            .bind(device_id)
-            .bind(code)
-            .bind(message)
-            .bind(now_ms())
-            .execute(self.pool())
-            .await?;
-        Ok(())
+        add_alert(&mut *self.pool().acquire().await?, device_id, code, message).await
     }
 
     /// Records an alert unless the device raised one with the same `code` in the last
@@ -360,6 +269,146 @@ impl Store {
     }
 }
 
+// The writes behind the methods above, on one connection: `Store`'s methods run them on
+// one from the pool, and `AgentEventWrites` in the transaction that marks an agent event
+// processed.
+
+pub(crate) async fn insert_detection(
+    conn: &mut AnyConnection,
+    device_id: i64,
+    id: &str,
+    record: &serde_json::Value,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO detections (id, device_id, record, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(device_id)
+    .bind(to_json(record))
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn add_action_outcome(
+    conn: &mut AnyConnection,
+    device_id: i64,
+    detection_id: &str,
+    action: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO action_outcomes (detection_id, device_id, action, outcome, detail, at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(detection_id)
+    .bind(device_id)
+    .bind(action)
+    .bind(outcome)
+    .bind(detail)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn upsert_quarantine(
+    conn: &mut AnyConnection,
+    device_id: i64,
+    entry_id: &str,
+    state: &str,
+    record: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO quarantine (device_id, entry_id, state, record, updated_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (device_id, entry_id) DO UPDATE SET state = excluded.state,
+         record = CASE WHEN excluded.record = 'null' THEN quarantine.record ELSE excluded.record END,
+         updated_at = excluded.updated_at",
+    )
+    .bind(device_id)
+    .bind(entry_id)
+    .bind(state)
+    .bind(to_json(record))
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn set_quarantine_allowance(
+    conn: &mut AnyConnection,
+    device_id: i64,
+    sha256: &str,
+    allowed: bool,
+) -> Result<usize> {
+    let mut changed = 0;
+    for row in quarantine(conn, Some(device_id)).await? {
+        let same_content = row.record["sha256"]
+            .as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case(sha256));
+        if row.state != "restored" || !same_content || row.record["allowed"] == allowed {
+            continue;
+        }
+        let mut record = row.record;
+        record["allowed"] = serde_json::json!(allowed);
+        sqlx::query(
+            "UPDATE quarantine SET record = $1, updated_at = $2
+             WHERE device_id = $3 AND entry_id = $4",
+        )
+        .bind(to_json(&record))
+        .bind(now_ms())
+        .bind(device_id)
+        .bind(&row.entry_id)
+        .execute(&mut *conn)
+        .await?;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+async fn quarantine(
+    conn: &mut AnyConnection,
+    device_id: Option<i64>,
+) -> Result<Vec<QuarantineRow>> {
+    let rows = match device_id {
+        Some(d) => sqlx::query(
+            "SELECT device_id, entry_id, state, record, updated_at FROM quarantine WHERE device_id = $1 ORDER BY updated_at DESC",
+        )
+        .bind(d),
+        None => sqlx::query("SELECT device_id, entry_id, state, record, updated_at FROM quarantine ORDER BY updated_at DESC"),
+    }
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(QuarantineRow {
+                device_id: r.try_get("device_id")?,
+                entry_id: r.try_get("entry_id")?,
+                state: r.try_get("state")?,
+                record: get_json(r, "record")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn add_alert(
+    conn: &mut AnyConnection,
+    device_id: i64,
+    code: &str,
+    message: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO alerts (device_id, code, message, at) VALUES ($1, $2, $3, $4)")
+        .bind(device_id)
+        .bind(code)
+        .bind(message)
+        .bind(now_ms())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::testing::each_backend;
@@ -369,8 +418,6 @@ mod tests {
         each_backend(|store| async move {
             let (_, devices) = crate::testing::group_with_devices(&store, &["d"]).await;
             let d = devices[0];
-            assert!(store.mark_event_processed(d, "e1").await.unwrap());
-            assert!(!store.mark_event_processed(d, "e1").await.unwrap());
             let rec = serde_json::json!({"path": "/tmp/x", "threat": "EICAR"});
             assert!(store.insert_detection(d, "det1", &rec).await.unwrap());
             assert!(!store.insert_detection(d, "det1", &rec).await.unwrap());

@@ -13,6 +13,7 @@ mod accounts;
 mod audit;
 mod detections;
 mod devices;
+mod events;
 mod groups;
 mod outbox;
 mod tasks;
@@ -24,6 +25,7 @@ pub use detections::{ActionOutcome, AlertRow, DetectionRow, QuarantineRow};
 pub use devices::{
     DeviceRow, EnrollFailure, EnrollTokenRow, IssuedCertificate, RevokedCertificate, TokenRefusal,
 };
+pub use events::AgentEventWrites;
 pub use outbox::OutboxRow;
 pub use outbox::{KIND_QUARANTINE, KIND_SETTINGS, KIND_TASK_CANCEL, KIND_TASK_OFFER};
 pub use tasks::{NewTask, TaskDeviceRow, TaskRow};

@@ -1,0 +1,201 @@
+//! The writes of one agent event, made in one transaction with the record that the event
+//! was processed: a failure or a stop at any instant stores the event whole or not at
+//! all, and the device, which sends it again until it is acknowledged, never has it
+//! stored twice.
+
+use crate::{detections, now_ms, Backend, Result, Store};
+use sqlx::{Any, Transaction};
+
+/// An agent event being stored ([`Store::begin_agent_event`]); nothing of it is kept
+/// unless [`AgentEventWrites::commit`] is called.
+pub struct AgentEventWrites {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    device_id: i64,
+}
+
+impl Store {
+    /// Begins storing agent event `event_id` of device `device_id`, marked processed in
+    /// the same transaction. `None` if it was stored already: a re-delivery, to
+    /// acknowledge and otherwise ignore. On PostgreSQL a second server process storing
+    /// the same event at the same instant waits here for the first to commit or roll
+    /// back.
+    pub async fn begin_agent_event(
+        &self,
+        device_id: i64,
+        event_id: &str,
+    ) -> Result<Option<AgentEventWrites>> {
+        let mut tx = self.pool().begin().await?;
+        let marked = sqlx::query(
+            "INSERT INTO processed_events (device_id, event_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(device_id)
+        .bind(event_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(AgentEventWrites {
+            tx,
+            backend: self.backend(),
+            device_id,
+        }))
+    }
+}
+
+impl AgentEventWrites {
+    /// Stores a detection the device reported (once per id: says whether it is new).
+    pub async fn insert_detection(&mut self, id: &str, record: &serde_json::Value) -> Result<bool> {
+        detections::insert_detection(&mut self.tx, self.device_id, id, record).await
+    }
+
+    /// Records an action's outcome for a detection.
+    pub async fn add_action_outcome(
+        &mut self,
+        detection_id: &str,
+        action: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let device_id = self.device_id;
+        detections::add_action_outcome(
+            &mut self.tx,
+            device_id,
+            detection_id,
+            action,
+            outcome,
+            detail,
+        )
+        .await
+    }
+
+    /// [`Store::upsert_quarantine`], for the device.
+    pub async fn upsert_quarantine(
+        &mut self,
+        entry_id: &str,
+        state: &str,
+        record: &serde_json::Value,
+    ) -> Result<()> {
+        detections::upsert_quarantine(&mut self.tx, self.device_id, entry_id, state, record).await
+    }
+
+    /// [`Store::set_quarantine_allowance`], for the device.
+    pub async fn set_quarantine_allowance(&mut self, sha256: &str, allowed: bool) -> Result<usize> {
+        detections::set_quarantine_allowance(&mut self.tx, self.device_id, sha256, allowed).await
+    }
+
+    /// Records an alert the device raised.
+    pub async fn add_alert(&mut self, code: &str, message: &str) -> Result<()> {
+        detections::add_alert(&mut self.tx, self.device_id, code, message).await
+    }
+
+    /// Appends an audit entry if it can be stored ([`Store::audit`]). The entry says what
+    /// the event did, so it is written with it; but one that cannot be stored does not
+    /// hold the event back, which the device would otherwise send again for ever. It is
+    /// written in a savepoint: on PostgreSQL a failed statement would abort the whole
+    /// transaction.
+    pub async fn audit_if_possible(
+        &mut self,
+        actor: &str,
+        source: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<()> {
+        use sqlx::Acquire;
+        let mut savepoint = self.tx.begin().await?;
+        match crate::audit::audit(&mut savepoint, self.backend, actor, source, action, detail).await
+        {
+            Ok(()) => savepoint.commit().await?,
+            Err(e) => {
+                tracing::warn!(
+                    "an audit entry of device {} was not stored: {e}",
+                    self.device_id
+                );
+                savepoint.rollback().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the event's writes and its mark.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::each_backend;
+
+    /// An event's writes are kept with its mark or not at all; once kept, the event is a
+    /// re-delivery.
+    #[tokio::test]
+    async fn an_agent_event_is_stored_whole_or_not_at_all() {
+        each_backend(|store| async move {
+            let (_, devices) = crate::testing::group_with_devices(&store, &["d", "o"]).await;
+            let (d, other) = (devices[0], devices[1]);
+            let rec = serde_json::json!({"path": "/tmp/x", "threat": "EICAR"});
+            let outcomes = || async { store.detection("det1").await.map(|r| r.outcomes.len()) };
+
+            // Dropped before its commit (a failure or a stop midway): nothing stays.
+            let mut writes = store.begin_agent_event(d, "e1").await.unwrap().unwrap();
+            assert!(writes.insert_detection("det1", &rec).await.unwrap());
+            writes
+                .add_action_outcome("det1", "quarantine_and_delete", "done", "q1")
+                .await
+                .unwrap();
+            drop(writes);
+            assert!(store.detection("det1").await.is_err());
+            assert!(!store.event_processed(d, "e1").await.unwrap());
+
+            // Sent again: stored once, and a third delivery is ignored.
+            let mut writes = store.begin_agent_event(d, "e1").await.unwrap().unwrap();
+            assert!(writes.insert_detection("det1", &rec).await.unwrap());
+            writes
+                .add_action_outcome("det1", "quarantine_and_delete", "done", "q1")
+                .await
+                .unwrap();
+            writes.commit().await.unwrap();
+            assert!(store.event_processed(d, "e1").await.unwrap());
+            assert_eq!(outcomes().await.unwrap(), 1);
+            assert!(store.begin_agent_event(d, "e1").await.unwrap().is_none());
+            assert_eq!(outcomes().await.unwrap(), 1);
+            // Another device's event of the same id is its own.
+            let writes = store.begin_agent_event(other, "e1").await.unwrap();
+            writes.unwrap().commit().await.unwrap();
+        })
+        .await;
+    }
+
+    /// An audit entry that cannot be stored (PostgreSQL stores no NUL) is left out, and
+    /// the rest of the event is kept: on PostgreSQL the failed insert would otherwise
+    /// abort the whole transaction, and the device would send the event for ever.
+    #[tokio::test]
+    async fn an_audit_entry_that_cannot_be_stored_does_not_hold_the_event_back() {
+        each_backend(|store| async move {
+            let (_, devices) = crate::testing::group_with_devices(&store, &["d"]).await;
+            let d = devices[0];
+            let mut writes = store.begin_agent_event(d, "e2").await.unwrap().unwrap();
+            writes
+                .audit_if_possible("device", "agent channel", "x", "a\0b")
+                .await
+                .unwrap();
+            writes.add_alert("after_audit", "kept").await.unwrap();
+            writes.commit().await.unwrap();
+            let alerts = store.alerts(Some(d), 10).await.unwrap();
+            assert_eq!(alerts.len(), 1, "{alerts:?}");
+            assert_eq!(alerts[0].code, "after_audit");
+            let audit = store.audit_log(10).await.unwrap();
+            let stored = audit.iter().any(|a| a.action == "x");
+            match store.backend() {
+                crate::Backend::Sqlite => assert!(stored, "SQLite stores a NUL"),
+                crate::Backend::Postgres => assert!(!stored),
+            }
+        })
+        .await;
+    }
+}
