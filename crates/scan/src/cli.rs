@@ -276,26 +276,11 @@ fn resolve_named_paths(scope: &mut Scope) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Paths are walked and reported by their real directories: an exclusion written
-/// through one of the device's directory links (`/lib/modules/*/kernel`) holds there too
-/// (`/usr/lib/modules/*/kernel`).
+/// Exclusions written through the device's directory links hold where the walk sees
+/// the files (as `sweep` does too), here for the progress line's count as well.
 fn exclusions_through_links(scope: &mut Scope) {
     let aliases = crate::walk::directory_aliases(&scope.host_root);
-    let mut through = Vec::new();
-    for pattern in &scope.exclude {
-        for (link, target) in &aliases {
-            if let Some(rest) = pattern.strip_prefix(link.as_str()) {
-                if rest.is_empty() || rest.starts_with('/') {
-                    through.push(format!("{target}{rest}"));
-                }
-            }
-        }
-    }
-    for pattern in through {
-        if !scope.exclude.contains(&pattern) {
-            scope.exclude.push(pattern);
-        }
-    }
+    scope.exclude = crate::exclusions_through_links(&scope.exclude, &aliases);
 }
 
 /// The PATH arguments as device paths: on the real root a relative path is the

@@ -417,6 +417,26 @@ enum Listed {
 /// sees it under (`/usr/lib/libgcc4.4.so`): `is` and `starts-with` on the full path or
 /// the directory. (`contains` and `ends-with` hold through the link as written; a
 /// regular expression, and `starts-with /lib` without its `/`, are left as written.)
+/// `exclude`, with each pattern written through one of the device's directory links
+/// (`aliases`, from [`walk::directory_aliases`]) also written where the walk sees the
+/// files: the walk follows no link, so `/lib/modules/*/kernel` holds at
+/// `/usr/lib/modules/*/kernel` only so.
+pub fn exclusions_through_links(exclude: &[String], aliases: &[(String, String)]) -> Vec<String> {
+    let mut all = exclude.to_vec();
+    for pattern in exclude {
+        for (link, target) in aliases {
+            let Some(rest) = pattern.strip_prefix(link.as_str()) else {
+                continue;
+            };
+            let through = format!("{target}{rest}");
+            if (rest.is_empty() || rest.starts_with('/')) && !all.contains(&through) {
+                all.push(through);
+            }
+        }
+    }
+    all
+}
+
 fn through_aliases(ioc: &mut Ioc, aliases: &[(String, String)]) {
     use riposte_ioc::model::{Condition, Operand};
     if aliases.is_empty() {
@@ -1141,7 +1161,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         through_aliases(&mut l.ioc, &aliases);
     }
     let (iocs, listed) = observations_apart(loaded);
-    let scope = &request.scope;
+    let scope = &Scope {
+        exclude: exclusions_through_links(&request.scope.exclude, &aliases),
+        ..request.scope.clone()
+    };
     let mut report = SweepReport {
         warnings,
         yara_rules: yara.iter().map(YaraRules::rule_count).sum(),

@@ -2735,7 +2735,18 @@ fn paths_through_the_devices_directory_links_find_their_files() {
     assert_eq!(verdict(&r, "libexec"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "real"), Verdict::Hit);
     assert_eq!(verdict(&r, "lib-prefix"), Verdict::NoMatch);
-    // An exclusion written through the link holds where the walk sees the files.
+    // An exclusion written through the link holds where the walk sees the files: in
+    // any sweep (an IOC scan task's too), and in `riposte scan`'s own request.
+    let mut req = request(
+        d.path(),
+        vec![ioc(
+            "lib",
+            &or(&[term("FileItem/FileName", "is", "string", "libgcc4.4.so")]),
+        )],
+    );
+    assert_eq!(verdict(&sweep(&req).unwrap(), "lib"), Verdict::Hit);
+    req.scope.exclude = vec!["/lib/libgcc*".into()];
+    assert_eq!(verdict(&sweep(&req).unwrap(), "lib"), Verdict::NoMatch);
     use clap::Parser;
     #[derive(Parser)]
     struct Cli {
