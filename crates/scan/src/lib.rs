@@ -412,11 +412,6 @@ enum Listed {
     },
 }
 
-/// Rewrites path terms that name a file through one of the device's directory links
-/// (`FullPath is /lib/libgcc4.4.so`, `/lib` a link to `usr/lib`) to the path the walk
-/// sees it under (`/usr/lib/libgcc4.4.so`): `is` and `starts-with` on the full path or
-/// the directory. (`contains` and `ends-with` hold through the link as written; a
-/// regular expression, and `starts-with /lib` without its `/`, are left as written.)
 /// `exclude`, with each pattern written through one of the device's directory links
 /// (`aliases`, from [`walk::directory_aliases`]) also written where the walk sees the
 /// files: the walk follows no link, so `/lib/modules/*/kernel` holds at
@@ -437,6 +432,11 @@ pub fn exclusions_through_links(exclude: &[String], aliases: &[(String, String)]
     all
 }
 
+/// Rewrites path terms that name a file through one of the device's directory links
+/// (`FullPath is /lib/libgcc4.4.so`, `/lib` a link to `usr/lib`) to the path the walk
+/// sees it under (`/usr/lib/libgcc4.4.so`): `is` and `starts-with` on the full path or
+/// the directory. (`contains` and `ends-with` hold through the link as written; a
+/// regular expression, and `starts-with /lib` without its `/`, are left as written.)
 fn through_aliases(ioc: &mut Ioc, aliases: &[(String, String)]) {
     use riposte_ioc::model::{Condition, Operand};
     if aliases.is_empty() {
