@@ -1558,6 +1558,12 @@ impl LinkHandler for Handler {
             .allowances_reported
             .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
+            // Listed and queued under the allowance lock: a withdrawal meanwhile queues
+            // its event after these, not before one that would undo it on the server.
+            let _changing = agent
+                .allowance_changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for sha256 in agent.allowed.list() {
                 agent.report(EventBody::Allowance {
                     sha256,

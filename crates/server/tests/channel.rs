@@ -1282,8 +1282,18 @@ async fn an_event_that_fails_midway_leaves_nothing_behind() {
     )
     .await;
     let restored = quarantine_event("ev-m3", "q1", "restored", true);
+    let notes_before = agent.recorder.notes.lock().unwrap().len();
     agent.tx.send(restored.clone()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The failure ends the connection, the event unacknowledged: seen as the link's
+    // state changing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.recorder.notes.lock().unwrap().len() == notes_before {
+        assert!(
+            Instant::now() < deadline,
+            "the failed event left the link up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The entry's own change, written before the failure, was rolled back with it.
     assert_eq!(entry("q1").await, Some(("quarantined".to_string(), false)));
     assert_eq!(entry("q0").await, Some(("restored".to_string(), false)));
