@@ -819,6 +819,104 @@ fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
     );
 }
 
+/// Service units in a folder the sweep cannot read (run as `nobody`: a user's home it
+/// may not enter) are unknown, not absent: a service indicator that found nothing is
+/// undetermined and a warning names the folder; one that found its unit still hits. A
+/// unit whose drop-in folder cannot be read runs what that folder may say: its program
+/// is unknown. As root, the same image is read whole.
+#[test]
+fn service_units_that_cannot_be_read_are_unknown_not_absent() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(tmp) = tempdir_for_nobody() else {
+        return;
+    };
+    let image = tmp.path().join("image");
+    let write = |path: &str, text: &str| {
+        let path = image.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("etc/passwd", "u:x:1000:1000::/home/u:/bin/sh\n");
+    write("etc/hosts", "");
+    write(
+        "etc/systemd/system/good.service",
+        "[Service]\nExecStart=/usr/bin/good\n",
+    );
+    write(
+        "home/u/.config/systemd/user/evil.service",
+        "[Service]\nExecStart=/home/u/.evil\n",
+    );
+    let closed = |path: &str, mode: u32| {
+        std::fs::set_permissions(image.join(path), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    closed("home/u", 0o700);
+    let doc =
+        |id: &str, search: &str, value: &str| one_term_ioc(tmp.path(), id, search, "string", value);
+    let docs = [
+        doc("good", "ServiceItem/name", "good.service"),
+        doc("evil", "ServiceItem/name", "evil.service"),
+        doc("program", "ServiceItem/serviceDLL", "/usr/bin/other"),
+    ];
+    let scan = |nobody: bool| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["scan", "--json", "--host-root"]).arg(&image);
+        for d in &docs {
+            cmd.arg("--ioc").arg(d);
+        }
+        cmd.arg("--").arg("/etc/hosts");
+        if nobody {
+            as_nobody(&mut cmd);
+        }
+        json_report(&cmd.output().unwrap())
+    };
+    let report = scan(true);
+    let verdict = |report: &serde_json::Value, id: &str| verdict_of(report, id);
+    assert_eq!(
+        verdict(&report, "good"),
+        Some(serde_json::json!("hit")),
+        "{report}"
+    );
+    assert_eq!(
+        verdict(&report, "evil"),
+        Some(serde_json::json!("undetermined")),
+        "{report}"
+    );
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("/home/u/.config/systemd/user"),
+        "{report}"
+    );
+    let root = scan(false);
+    assert_eq!(
+        verdict(&root, "evil"),
+        Some(serde_json::json!("hit")),
+        "{root}"
+    );
+    assert_eq!(
+        verdict(&root, "program"),
+        Some(serde_json::json!("no_match")),
+        "{root}"
+    );
+
+    // A drop-in folder the sweep cannot read, the rest readable.
+    closed("home/u", 0o755);
+    write("etc/systemd/system/good.service.d/x.conf", "");
+    closed("etc/systemd/system/good.service.d", 0o000);
+    let report = scan(true);
+    closed("etc/systemd/system/good.service.d", 0o755);
+    assert_eq!(
+        verdict(&report, "evil"),
+        Some(serde_json::json!("hit")),
+        "{report}"
+    );
+    assert_eq!(
+        verdict(&report, "program"),
+        Some(serde_json::json!("undetermined")),
+        "{report}"
+    );
+}
+
 /// `--host-root` naming an image (no `/proc` mounted in it): this machine's processes
 /// are not the image's, so a process term is undetermined, not a hit on the scanning
 /// machine's own processes; users still come from the image. A host root that is not

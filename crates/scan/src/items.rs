@@ -570,13 +570,63 @@ fn device_dir(host_root: &Path, device: &str) -> Option<crate::walk::DeviceDir> 
     crate::walk::DeviceDir::open(host_root, device).ok()
 }
 
+/// What a collector found, and the places it could not look at: where there are any, an
+/// item it did not find may be just there, so a term no found item satisfies is unknown
+/// rather than false.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub items: Vec<SimpleItem>,
+    /// Each place that could not be read, as its device path and why.
+    pub unread: Vec<String>,
+}
+
+impl From<Vec<SimpleItem>> for Collected {
+    fn from(items: Vec<SimpleItem>) -> Self {
+        Collected {
+            items,
+            unread: Vec::new(),
+        }
+    }
+}
+
+/// The entries of the device's unit directory (or enabling folder) `device`: `None`
+/// where it is not there, or is no directory, or a loop of links, as systemd finds
+/// nothing there; and `None` where it cannot be opened or listed, with why in `unread`
+/// (what it holds is unknown, not nothing).
+fn unit_dir_entries(
+    host_root: &Path,
+    device: &str,
+    unread: &mut Vec<String>,
+) -> Option<Vec<(std::ffi::OsString, bool)>> {
+    let listed = crate::walk::DeviceDir::open(host_root, device).and_then(|d| d.entries());
+    match listed {
+        Ok(entries) => Some(entries),
+        Err(e) if nothing_there(&e) => None,
+        Err(e) => {
+            unread.push(format!("/{}: {e}", device.trim_start_matches('/')));
+            None
+        }
+    }
+}
+
+/// Whether opening a directory failed because there is none to look at (not there, not a
+/// directory, a loop of links), rather than because it could not be looked at.
+fn nothing_there(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    ) || e.raw_os_error() == Some(libc::ELOOP)
+}
+
 /// Where systemd keeps the cgroups of system services, each named after its unit.
 const SYSTEM_SERVICE_CGROUPS: &str = "sys/fs/cgroup/system.slice";
 
 /// systemd service units under the host root: the system's and the users' (a user unit
 /// started at login is persistence as much as a system one), each with what its drop-ins
-/// (`NAME.service.d/*.conf`, `service.d/*.conf`) change, as systemd would run it.
-pub fn services(host_root: &Path) -> Vec<SimpleItem> {
+/// (`NAME.service.d/*.conf`, `service.d/*.conf`) change, as systemd would run it. A unit
+/// directory that could not be read (a user's home the sweep may not enter) is listed in
+/// `unread`: its units are unknown.
+pub fn services(host_root: &Path) -> Collected {
     // Whether a unit runs is read from systemd's cgroups: only where systemd manages the
     // system (`/run/systemd/system`, as `sd_booted` tells) and its cgroups are there. On
     // a host without it, or an image under `--host-root`, a status term is unknown.
@@ -609,11 +659,12 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
         .collect();
     homes.sort();
     homes.dedup();
+    let mut unread = Vec::new();
     for home in homes {
         let own: Vec<String> = USER_HOME_UNIT_DIRS
             .iter()
             .map(|d| format!("{home}/{d}"))
-            .filter(|d| is_dir(d))
+            .filter(|d| unit_dir_entries(host_root, d, &mut unread).is_some())
             .collect();
         if own.is_empty() {
             continue;
@@ -629,21 +680,29 @@ pub fn services(host_root: &Path) -> Vec<SimpleItem> {
     }
     let mut out = Vec::new();
     for set in &sets {
-        unit_items(host_root, set, &mut out);
+        unit_items(host_root, set, &mut out, &mut unread);
     }
-    out
+    // Every user's directories are in each user's set too: said once.
+    unread.sort();
+    unread.dedup();
+    Collected { items: out, unread }
 }
 
-/// The service units `set` lists, as items.
-fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
+/// The service units `set` lists, as items; the directories that could not be read go
+/// to `unread`.
+fn unit_items(
+    host_root: &Path,
+    set: &UnitSet,
+    out: &mut Vec<SimpleItem>,
+    unread: &mut Vec<String>,
+) {
     // Each directory listed once for the whole set: units, drop-in folders and
     // templates are looked up in these (a missing folder costs no system call).
     let listings: Vec<Listing> = set
         .dirs
         .iter()
         .map(|d| {
-            device_dir(host_root, d)
-                .and_then(|dir| dir.entries().ok())
+            unit_dir_entries(host_root, d, unread)
                 .map(|entries| {
                     entries
                         .into_iter()
@@ -662,7 +721,7 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
         .enumerate()
         .map(|(i, (d, listing))| {
             if i < set.listed || set.config_dirs.contains(d) {
-                enabling_links(host_root, d, listing)
+                enabling_links(host_root, d, listing, unread)
             } else {
                 Vec::new()
             }
@@ -729,13 +788,16 @@ fn unit_items(host_root: &Path, set: &UnitSet, out: &mut Vec<SimpleItem>) {
 
 /// The names the links in the enabling folders of unit directory `dir` give (`dir`
 /// listed as `listing`); a folder that is itself a link is followed in the device's
-/// tree.
-fn enabling_links(host_root: &Path, dir: &str, listing: &Listing) -> Vec<String> {
+/// tree. One that cannot be read goes to `unread`.
+fn enabling_links(
+    host_root: &Path,
+    dir: &str,
+    listing: &Listing,
+    unread: &mut Vec<String>,
+) -> Vec<String> {
     let mut names = Vec::new();
     for folder in listing.iter().filter(|f| enabling_folder(f)) {
-        if let Some(Ok(links)) =
-            device_dir(host_root, &format!("{dir}/{folder}")).map(|d| d.entries())
-        {
+        if let Some(links) = unit_dir_entries(host_root, &format!("{dir}/{folder}"), unread) {
             names.extend(links.into_iter().filter_map(|(n, _)| n.into_string().ok()));
         }
     }
@@ -1275,11 +1337,14 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
     let mut dropins: std::collections::BTreeMap<String, String> = Default::default();
     let specific = dropin_folders(name);
     let general = ["service.d".to_string()];
+    // A drop-in folder that cannot be read may change anything: what the unit runs is
+    // then unknown.
+    let mut dropins_unread = Vec::new();
     for folders in [&specific[..], &general[..]] {
         for (d, listing) in set.dirs.iter().zip(&view.listings) {
             for folder in folders.iter().filter(|f| listing.contains(*f)) {
-                let Some(Ok(entries)) =
-                    device_dir(host_root, &format!("{d}/{folder}")).map(|d| d.entries())
+                let folder_path = format!("{d}/{folder}");
+                let Some(entries) = unit_dir_entries(host_root, &folder_path, &mut dropins_unread)
                 else {
                     continue;
                 };
@@ -1369,7 +1434,7 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
     ];
     if masked {
         // A masked unit never runs: it has no program, whatever its file said.
-    } else if unreadable || settings.too_long {
+    } else if unreadable || !dropins_unread.is_empty() || settings.too_long {
         undetermined.extend(unknown_command);
     } else {
         let description = expand_specifiers(&settings.description, name);
@@ -2173,7 +2238,7 @@ mod tests {
         std::os::unix::fs::symlink("loop.service", r.join("lib/systemd/system/loop.service"))
             .unwrap();
 
-        let items = services(r);
+        let items = services(r).items;
         let item = items
             .iter()
             .find(|i| matches!(&i.describe, HitItem::Service { name } if name == unit))
@@ -2249,7 +2314,7 @@ mod tests {
             std::os::unix::fs::symlink(target, wants.join(instance)).unwrap();
         }
 
-        let items = services(r);
+        let items = services(r).items;
         let names: Vec<&str> = items
             .iter()
             .filter_map(|i| match &i.describe {
@@ -2442,7 +2507,7 @@ mod tests {
             b"populated 1\n",
         );
 
-        let items = services(r);
+        let items = services(r).items;
         let item = |name: &str| {
             items
                 .iter()

@@ -541,7 +541,7 @@ fn matched_terms(ioc: &Ioc, idx: &[usize]) -> Vec<MatchedTerm> {
 type LoadedSet = (Vec<Loaded>, Vec<YaraRules>, Vec<String>);
 
 /// A named collector of one item type.
-type Collector<'a> = (ItemType, &'a str, &'a dyn Fn() -> Vec<SimpleItem>);
+type Collector<'a> = (ItemType, &'a str, &'a dyn Fn() -> items::Collected);
 
 fn load(req: &SweepRequest) -> Result<LoadedSet, Error> {
     let mut iocs = Vec::new();
@@ -1178,6 +1178,9 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
     // Item types whose source is not there at all (an image without `etc/passwd`):
     // terms on them are unknown, not false, as where they are not collected.
     let mut sourceless: Vec<(ItemType, &str)> = Vec::new();
+    // Item types collected in part (a unit directory that could not be read), each with
+    // the places not read: a term no collected item satisfies is unknown, not false.
+    let mut collected_in_part: Vec<(ItemType, String, Vec<String>)> = Vec::new();
     if scope.system_items {
         let hr = &scope.host_root;
         // Without a live system, the image's own (most likely empty) `proc`.
@@ -1185,16 +1188,16 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         let pr = scope.proc_root.as_deref().unwrap_or(&image_proc);
         let kinds: [Collector; 6] = [
             (ItemType::Process, "processes", &|| {
-                items::processes(pr, &names)
+                items::processes(pr, &names).into()
             }),
-            (ItemType::Port, "ports", &|| items::ports(pr)),
-            (ItemType::User, "users", &|| items::users(hr)),
+            (ItemType::Port, "ports", &|| items::ports(pr).into()),
+            (ItemType::User, "users", &|| items::users(hr).into()),
             (ItemType::Service, "services", &|| items::services(hr)),
             (ItemType::SystemInfo, "system", &|| {
-                items::system_info(hr, scope.proc_root.as_deref())
+                items::system_info(hr, scope.proc_root.as_deref()).into()
             }),
             (ItemType::DnsEntry, "hosts entries", &|| {
-                items::dns_entries(hr)
+                items::dns_entries(hr).into()
             }),
         ];
         for (ty, label, f) in kinds {
@@ -1215,7 +1218,22 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 continue;
             }
             if needs(ty) && scope.collects(ty) {
-                let mut v = f();
+                let items::Collected {
+                    items: mut v,
+                    unread,
+                } = f();
+                if !unread.is_empty() {
+                    let more = match unread.len() {
+                        1..=3 => String::new(),
+                        n => format!("; and {} more", n - 3),
+                    };
+                    report.warnings.push(format!(
+                        "{label}: not every place they are kept in could be read, so what \
+                         is there is not known: {}{more}",
+                        unread[..unread.len().min(3)].join("; ")
+                    ));
+                    collected_in_part.push((ty, label.to_string(), unread));
+                }
                 // An image's addresses are not in it: unknown, not "none".
                 if ty == ItemType::SystemInfo && !scope.collects_field(Field::SysIpAddress) {
                     for item in &mut v {
@@ -1267,14 +1285,15 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         let terms = &iocs[ioc].ioc.terms;
         let walk_incomplete = &walk_incomplete;
         let sourceless = &sourceless;
+        let collected_in_part = &collected_in_part;
         move |t: usize| {
-            let is_file = terms[t].field.item() == ItemType::File;
+            let ty = terms[t].field.item();
+            let is_file = ty == ItemType::File;
             let found = e[t].load(Ordering::Relaxed);
             if !scope.collects_field(terms[t].field)
-                || sourceless
-                    .iter()
-                    .any(|(ty, _)| *ty == terms[t].field.item())
+                || sourceless.iter().any(|(of, _)| *of == ty)
                 || is_file && !found && walk_incomplete.load(Ordering::Relaxed)
+                || !found && collected_in_part.iter().any(|(of, _, _)| *of == ty)
             {
                 Truth::Unknown
             } else {
@@ -1892,6 +1911,15 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                     } else {
                         "hosts entries"
                     }
+                ));
+            }
+        }
+        for (ty, label, unread) in &collected_in_part {
+            if types.contains(ty) {
+                why.push(format!(
+                    "some places {label} are kept in could not be read ({}), and none of \
+                     the {label} read satisfied its terms on them",
+                    unread[0]
                 ));
             }
         }
