@@ -415,7 +415,8 @@ enum Listed {
 /// `exclude`, with each pattern written through one of the device's directory links
 /// (`aliases`, from [`walk::directory_aliases`]) also written where the walk sees the
 /// files: the walk follows no link, so `/lib/modules/*/kernel` holds at
-/// `/usr/lib/modules/*/kernel` only so.
+/// `/usr/lib/modules/*/kernel` only so. Only a pattern that names the link as written
+/// is rewritten: one that reaches it through a wildcard (`/*/libgcc*`) is not.
 pub fn exclusions_through_links(exclude: &[String], aliases: &[(String, String)]) -> Vec<String> {
     let mut all = exclude.to_vec();
     for pattern in exclude {
@@ -679,13 +680,24 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
         None => {}
     }
     let hr = &scope.host_root;
+    let excludes = walk::Excludes::new(&scope.exclude);
+    let excluded_as_named = |d: &Path| {
+        !excludes.is_empty() && excludes.matches(&riposte_model::path_text::encode(d.as_os_str()))
+    };
     let mut roots: Vec<PathBuf> = Vec::new();
     let mut identities: Vec<Option<(u64, u64)>> = Vec::new();
     for d in device {
-        // Under another root, a link on the way is the device's (`walk::resolve_in_root`):
-        // a preset's `/var/tmp` in an image must not lead to the host's.
-        let d = if hr == Path::new("/") {
+        // The walk follows no link, so a root is walked where its links lead: on a merged
+        // `/usr` the preset's `/bin` is `/usr/bin`, and walked as the link it is, it
+        // would be one entry, skipped, while `/usr/bin`, the same directory, was dropped
+        // as a repeat of it. Under another root, a link on the way is the device's
+        // (`walk::resolve_in_root`): a preset's `/var/tmp` in an image must not lead to
+        // the host's.
+        // A path excluded as named stays so, and the walk leaves it out.
+        let d = if excluded_as_named(&d) {
             d
+        } else if hr == Path::new("/") {
+            std::fs::canonicalize(&d).unwrap_or(d)
         } else {
             walk::resolve_in_root(hr, &d).unwrap_or(d)
         };
@@ -1227,10 +1239,17 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                         1..=3 => String::new(),
                         n => format!("; and {} more", n - 3),
                     };
+                    // SAFETY: geteuid has no preconditions.
+                    let as_root = unsafe { libc::geteuid() } == 0;
                     report.warnings.push(format!(
                         "{label}: not every place they are kept in could be read, so what \
-                         is there is not known: {}{more}",
-                        unread[..unread.len().min(3)].join("; ")
+                         is there is not known: {}{more}{}",
+                        unread[..unread.len().min(3)].join("; "),
+                        if as_root {
+                            ""
+                        } else {
+                            " (a sweep as root reads them)"
+                        }
                     ));
                     collected_in_part.push((ty, label.to_string(), unread));
                 }

@@ -2937,3 +2937,32 @@ fn a_named_size_lifts_the_maximum_file_size() {
     assert_eq!(hit_paths(&r, "sized"), ["file /srv/big.bin"]);
     assert_eq!(verdict(&r, "digest-only"), Verdict::Undetermined);
 }
+
+/// On the live system, a root that is a link to a directory (a preset's `/bin` on a
+/// merged `/usr`, a task's path) is walked where it leads, and a second path to the same
+/// directory adds nothing. Before, the link was taken as the root, found to be no
+/// regular file and skipped, and the real directory was dropped as its repeat: the
+/// *critical areas* preset never swept `/usr/bin`.
+#[test]
+fn a_root_that_is_a_link_is_walked_where_it_leads() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "usr/bin/evil-tool", EVIL);
+    std::os::unix::fs::symlink("usr/bin", d.path().join("bin")).unwrap();
+    let real = std::fs::canonicalize(d.path()).unwrap();
+    let docs = vec![ioc(
+        "evil",
+        &or(&[term("FileItem/FileName", "is", "string", "evil-tool")]),
+    )];
+    let mut req = request(Path::new("/"), docs);
+    req.scope.system_items = false;
+    req.scope.paths = vec![real.join("bin"), real.join("usr/bin")];
+    let r = sweep(&req).unwrap();
+    let expected = format!("file {}", real.join("usr/bin/evil-tool").display());
+    assert_eq!(hit_paths(&r, "evil"), [expected]);
+    assert_eq!(r.stats.files_seen, 1, "{:?}", r.stats);
+    // Excluded as it is named, the link stays so, and is left out.
+    req.scope.paths = vec![real.join("bin")];
+    req.scope.exclude = vec![real.join("bin").to_string_lossy().into_owned()];
+    let r = sweep(&req).unwrap();
+    assert_eq!(r.stats.files_seen, 0, "{:?}", r.stats);
+}
