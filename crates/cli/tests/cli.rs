@@ -823,7 +823,8 @@ fn scan_of_a_tree_with_an_unlistable_directory_is_undetermined() {
 /// may not enter) are unknown, not absent: a service indicator that found nothing is
 /// undetermined and a warning names the folder; one that found its unit still hits. A
 /// unit whose drop-in folder cannot be read runs what that folder may say: its program
-/// is unknown. As root, the same image is read whole.
+/// and mode are unknown. An enabling folder that cannot be read leaves unknown whether
+/// a unit not found enabled is. As root, the same image is read whole.
 #[test]
 fn service_units_that_cannot_be_read_are_unknown_not_absent() {
     use std::os::unix::fs::PermissionsExt;
@@ -836,7 +837,13 @@ fn service_units_that_cannot_be_read_are_unknown_not_absent() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     };
-    write("etc/passwd", "u:x:1000:1000::/home/u:/bin/sh\n");
+    // A home that is not there, and one that is a file, hide nothing.
+    write(
+        "etc/passwd",
+        "u:x:1000:1000::/home/u:/bin/sh\n\
+         nobody:x:65534:65534::/nonexistent:/bin/false\n\
+         f:x:1001:1001::/etc/hosts:/bin/sh\n",
+    );
     write("etc/hosts", "");
     write(
         "etc/systemd/system/good.service",
@@ -844,18 +851,18 @@ fn service_units_that_cannot_be_read_are_unknown_not_absent() {
     );
     write(
         "home/u/.config/systemd/user/evil.service",
-        "[Service]\nExecStart=/home/u/.evil\n",
+        "[Service]\nExecStart=/home/u/.evil\n[Install]\nWantedBy=default.target\n",
     );
-    let closed = |path: &str, mode: u32| {
+    let mode = |path: &str, mode: u32| {
         std::fs::set_permissions(image.join(path), std::fs::Permissions::from_mode(mode)).unwrap()
     };
-    closed("home/u", 0o700);
     let doc =
         |id: &str, search: &str, value: &str| one_term_ioc(tmp.path(), id, search, "string", value);
     let docs = [
         doc("good", "ServiceItem/name", "good.service"),
         doc("evil", "ServiceItem/name", "evil.service"),
         doc("program", "ServiceItem/serviceDLL", "/usr/bin/other"),
+        doc("static", "ServiceItem/mode", "static"),
     ];
     let scan = |nobody: bool| {
         let mut cmd = Command::new(bin());
@@ -869,50 +876,62 @@ fn service_units_that_cannot_be_read_are_unknown_not_absent() {
         }
         json_report(&cmd.output().unwrap())
     };
+    let verdict = |report: &serde_json::Value, id: &str| {
+        verdict_of(report, id)
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no verdict for {id}: {report}"))
+    };
+    let verdicts = |report: &serde_json::Value| -> Vec<String> {
+        ["good", "evil", "program", "static"]
+            .iter()
+            .map(|id| verdict(report, id))
+            .collect()
+    };
+
+    let root = scan(false);
+    assert_eq!(verdicts(&root), ["hit", "hit", "no_match", "hit"], "{root}");
+    assert_eq!(root["warnings"], serde_json::json!([]), "{root}");
+
+    mode("home/u", 0o700);
     let report = scan(true);
-    let verdict = |report: &serde_json::Value, id: &str| verdict_of(report, id);
+    mode("home/u", 0o755);
     assert_eq!(
-        verdict(&report, "good"),
-        Some(serde_json::json!("hit")),
+        verdicts(&report),
+        ["hit", "undetermined", "undetermined", "hit"],
         "{report}"
     );
-    assert_eq!(
-        verdict(&report, "evil"),
-        Some(serde_json::json!("undetermined")),
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("/home/u/.config/systemd/user") && warnings.contains("as root"),
         "{report}"
     );
     assert!(
-        report["warnings"]
-            .to_string()
-            .contains("/home/u/.config/systemd/user"),
+        !warnings.contains("nonexistent") && !warnings.contains("hosts"),
         "{report}"
-    );
-    let root = scan(false);
-    assert_eq!(
-        verdict(&root, "evil"),
-        Some(serde_json::json!("hit")),
-        "{root}"
-    );
-    assert_eq!(
-        verdict(&root, "program"),
-        Some(serde_json::json!("no_match")),
-        "{root}"
     );
 
-    // A drop-in folder the sweep cannot read, the rest readable.
-    closed("home/u", 0o755);
+    // A drop-in folder the sweep cannot read: what it may say is unknown for that unit
+    // alone, and no place is said unread.
     write("etc/systemd/system/good.service.d/x.conf", "");
-    closed("etc/systemd/system/good.service.d", 0o000);
+    mode("etc/systemd/system/good.service.d", 0o000);
     let report = scan(true);
-    closed("etc/systemd/system/good.service.d", 0o755);
+    mode("etc/systemd/system/good.service.d", 0o755);
     assert_eq!(
-        verdict(&report, "evil"),
-        Some(serde_json::json!("hit")),
+        verdicts(&report),
+        ["hit", "hit", "undetermined", "undetermined"],
         "{report}"
     );
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
+
+    // An enabling folder the sweep cannot read: a unit not found enabled may be, and
+    // its links may name template instances, which are services too.
+    std::fs::create_dir_all(image.join("etc/systemd/system/multi-user.target.wants")).unwrap();
+    mode("etc/systemd/system/multi-user.target.wants", 0o000);
+    let report = scan(true);
+    mode("etc/systemd/system/multi-user.target.wants", 0o755);
     assert_eq!(
-        verdict(&report, "program"),
-        Some(serde_json::json!("undetermined")),
+        verdicts(&report),
+        ["hit", "hit", "undetermined", "undetermined"],
         "{report}"
     );
 }

@@ -612,10 +612,8 @@ fn unit_dir_entries(
 /// Whether opening a directory failed because there is none to look at (not there, not a
 /// directory, a loop of links), rather than because it could not be looked at.
 fn nothing_there(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-    ) || e.raw_os_error() == Some(libc::ELOOP)
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP))
 }
 
 /// Where systemd keeps the cgroups of system services, each named after its unit.
@@ -698,22 +696,29 @@ fn unit_items(
 ) {
     // Each directory listed once for the whole set: units, drop-in folders and
     // templates are looked up in these (a missing folder costs no system call).
+    let mut listing_unread = Vec::with_capacity(set.dirs.len());
     let listings: Vec<Listing> = set
         .dirs
         .iter()
         .map(|d| {
-            unit_dir_entries(host_root, d, unread)
+            let before = unread.len();
+            let listing = unit_dir_entries(host_root, d, unread)
                 .map(|entries| {
                     entries
                         .into_iter()
                         .filter_map(|(name, _)| name.into_string().ok())
                         .collect()
                 })
-                .unwrap_or_default()
+                .unwrap_or_default();
+            listing_unread.push(unread.len() > before);
+            listing
         })
         .collect();
     // What the links of each directory's `*.wants` (`*.requires`, `*.upholds`) folders
     // name, for the directories the set lists units of and its configuration ones.
+    // Where a configuration directory, or one of its enabling folders, could not be
+    // read, a unit not found enabled may be.
+    let mut wanted_known = true;
     let links: Vec<Vec<String>> = set
         .dirs
         .iter()
@@ -721,7 +726,12 @@ fn unit_items(
         .enumerate()
         .map(|(i, (d, listing))| {
             if i < set.listed || set.config_dirs.contains(d) {
-                enabling_links(host_root, d, listing, unread)
+                let before = unread.len();
+                let names = enabling_links(host_root, d, listing, unread);
+                if set.config_dirs.contains(d) && (listing_unread[i] || unread.len() > before) {
+                    wanted_known = false;
+                }
+                names
             } else {
                 Vec::new()
             }
@@ -740,6 +750,7 @@ fn unit_items(
         set,
         listings,
         wanted,
+        wanted_known,
         read_budget: std::cell::Cell::new(SET_READ_BUDGET),
         keep_budget: std::cell::Cell::new(SET_KEEP_BUDGET),
     };
@@ -822,6 +833,8 @@ struct SetView<'a> {
     listings: Vec<Listing>,
     /// The unit names that the set's `*.wants` and `*.requires` links name.
     wanted: std::collections::HashSet<String>,
+    /// Whether `wanted` is all of them (every enabling folder could be read).
+    wanted_known: bool,
     /// Bytes of unit files the set may still read, and of values its items may still
     /// keep: a user's own units (thousands of instance links to a 16 MiB template)
     /// must not exhaust the root sweep. Past either, what is left is unknown.
@@ -1372,14 +1385,19 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
     // The link in `*.wants` (or `*.requires`, `*.upholds`) is what enables a unit;
     // where it points is the device's business.
     let enabled = view.wanted.contains(name);
+    // What the unit's file or a drop-in folder that could not be read would say
+    // (`[Install]`, `Slice=`, `ExecStart=`) is unknown.
+    let settings_unknown = unreadable || !dropins_unread.is_empty();
     let mode = if masked {
-        "masked"
+        Some("masked")
     } else if enabled {
-        "enabled"
+        Some("enabled")
+    } else if !view.wanted_known || settings_unknown {
+        None
     } else if settings.install {
-        "disabled"
+        Some("disabled")
     } else {
-        "static"
+        Some("static")
     };
     let stem = name.trim_end_matches(".service").to_string();
     let mut v = HashMap::new();
@@ -1413,7 +1431,8 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
                     }
                 }
             }
-            answer
+            // Not running here, but maybe in a slice an unread setting names.
+            answer.filter(|running| *running || !settings_unknown)
         }
         _ => None,
     };
@@ -1426,7 +1445,12 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
         }
         None => undetermined.push(Field::ServiceStatus),
     }
-    v.insert(Field::ServiceMode, s(mode));
+    match mode {
+        Some(mode) => {
+            v.insert(Field::ServiceMode, s(mode));
+        }
+        None => undetermined.push(Field::ServiceMode),
+    }
     let unknown_command = [
         Field::ServiceProgram,
         Field::ServiceArguments,
@@ -1434,7 +1458,7 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
     ];
     if masked {
         // A masked unit never runs: it has no program, whatever its file said.
-    } else if unreadable || !dropins_unread.is_empty() || settings.too_long {
+    } else if settings_unknown || settings.too_long {
         undetermined.extend(unknown_command);
     } else {
         let description = expand_specifiers(&settings.description, name);
@@ -2625,6 +2649,7 @@ mod tests {
             set: &set,
             listings: vec![["x.service".to_string()].into_iter().collect()],
             wanted: Default::default(),
+            wanted_known: true,
             read_budget: std::cell::Cell::new(read),
             keep_budget: std::cell::Cell::new(keep),
         };
