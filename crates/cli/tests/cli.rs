@@ -892,9 +892,14 @@ fn service_units_that_cannot_be_read_are_unknown_not_absent() {
     assert_eq!(verdicts(&root), ["hit", "hit", "no_match", "hit"], "{root}");
     assert_eq!(root["warnings"], serde_json::json!([]), "{root}");
 
-    mode("home/u", 0o700);
-    let report = scan(true);
-    mode("home/u", 0o755);
+    // As `nobody`, with `path` closed to it (mode `closed`), then opened again.
+    let scan_closed = |path: &str, closed: u32| {
+        mode(path, closed);
+        let report = scan(true);
+        mode(path, 0o755);
+        report
+    };
+    let report = scan_closed("home/u", 0o700);
     assert_eq!(
         verdicts(&report),
         ["hit", "undetermined", "undetermined", "hit"],
@@ -913,9 +918,7 @@ fn service_units_that_cannot_be_read_are_unknown_not_absent() {
     // A drop-in folder the sweep cannot read: what it may say is unknown for that unit
     // alone, and no place is said unread.
     write("etc/systemd/system/good.service.d/x.conf", "");
-    mode("etc/systemd/system/good.service.d", 0o000);
-    let report = scan(true);
-    mode("etc/systemd/system/good.service.d", 0o755);
+    let report = scan_closed("etc/systemd/system/good.service.d", 0o000);
     assert_eq!(
         verdicts(&report),
         ["hit", "hit", "undetermined", "undetermined"],
@@ -926,9 +929,7 @@ fn service_units_that_cannot_be_read_are_unknown_not_absent() {
     // An enabling folder the sweep cannot read: a unit not found enabled may be, and
     // its links may name template instances, which are services too.
     std::fs::create_dir_all(image.join("etc/systemd/system/multi-user.target.wants")).unwrap();
-    mode("etc/systemd/system/multi-user.target.wants", 0o000);
-    let report = scan(true);
-    mode("etc/systemd/system/multi-user.target.wants", 0o755);
+    let report = scan_closed("etc/systemd/system/multi-user.target.wants", 0o000);
     assert_eq!(
         verdicts(&report),
         ["hit", "hit", "undetermined", "undetermined"],

@@ -131,6 +131,15 @@ impl AgentEventWrites {
 mod tests {
     use crate::testing::each_backend;
 
+    /// The writes of a detection event: the detection and one action's outcome.
+    async fn detection_with_outcome(writes: &mut super::AgentEventWrites, rec: &serde_json::Value) {
+        assert!(writes.insert_detection("det1", rec).await.unwrap());
+        writes
+            .add_action_outcome("det1", "quarantine_and_delete", "done", "q1")
+            .await
+            .unwrap();
+    }
+
     /// An event's writes are kept with its mark or not at all; once kept, the event is a
     /// re-delivery.
     #[tokio::test]
@@ -143,22 +152,14 @@ mod tests {
 
             // Dropped before its commit (a failure or a stop midway): nothing stays.
             let mut writes = store.begin_agent_event(d, "e1").await.unwrap().unwrap();
-            assert!(writes.insert_detection("det1", &rec).await.unwrap());
-            writes
-                .add_action_outcome("det1", "quarantine_and_delete", "done", "q1")
-                .await
-                .unwrap();
+            detection_with_outcome(&mut writes, &rec).await;
             drop(writes);
             assert!(store.detection("det1").await.is_err());
             assert!(!store.event_processed(d, "e1").await.unwrap());
 
             // Sent again: stored once, and a third delivery is ignored.
             let mut writes = store.begin_agent_event(d, "e1").await.unwrap().unwrap();
-            assert!(writes.insert_detection("det1", &rec).await.unwrap());
-            writes
-                .add_action_outcome("det1", "quarantine_and_delete", "done", "q1")
-                .await
-                .unwrap();
+            detection_with_outcome(&mut writes, &rec).await;
             writes.commit().await.unwrap();
             assert!(store.event_processed(d, "e1").await.unwrap());
             assert_eq!(outcomes().await.unwrap(), 1);
