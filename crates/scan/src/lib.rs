@@ -692,9 +692,9 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
         // would be one entry, skipped, while `/usr/bin`, the same directory, was dropped
         // as a repeat of it. Under another root, a link on the way is the device's
         // (`walk::resolve_in_root`): a preset's `/var/tmp` in an image must not lead to
-        // the host's.
-        // A path excluded as named stays so, and the walk leaves it out.
-        let d = if excluded_as_named(&d) {
+        // the host's. A path excluded as named stays so, and the walk leaves it out.
+        let excluded = excluded_as_named(&d);
+        let d = if excluded {
             d
         } else if hr == Path::new("/") {
             std::fs::canonicalize(&d).unwrap_or(d)
@@ -711,10 +711,14 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
         // One directory reached by two paths (`/lib/systemd/system` and
         // `/usr/lib/systemd/system` where `/lib` links to `usr/lib`) is swept once,
         // under the first.
-        let identity = std::fs::metadata(&host).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino())
-        });
+        // One left out does not count: another path to its directory is still swept.
+        let identity = std::fs::metadata(&host)
+            .ok()
+            .filter(|_| !excluded)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
         if !roots.contains(&host)
             && !identities
                 .iter()
@@ -736,10 +740,10 @@ pub fn scope_roots(scope: &Scope) -> (Vec<PathBuf>, Vec<PathBuf>) {
     // An explicitly requested root is walked even if it lies in a skipped area (say
     // `/dev/shm`, a tmpfs), but not if it is itself on a pseudo file system (`/proc`,
     // `/sys/kernel`): reading `/proc/<pid>/pagemap` alone would never end.
+    // So too under another root: a preset's `/root -> /proc` in an image, its `proc`
+    // mounted, is no place to sweep.
     skip.retain(|s| !roots.contains(s));
-    if hr == Path::new("/") {
-        skip.extend(roots.iter().filter(|r| walk::on_pseudo_fs(r)).cloned());
-    }
+    skip.extend(roots.iter().filter(|r| walk::on_pseudo_fs(r)).cloned());
     let roots = without_nested(roots, &skip, scope.one_file_system);
     (roots, skip)
 }
@@ -1218,12 +1222,10 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
                 ItemType::DnsEntry => Some("etc/hosts"),
                 _ => None,
             };
-            // Looked for in the device's tree, as the collectors read it.
-            if let Some(source) = source.filter(|s| {
-                !crate::walk::open_in_root(hr, Path::new(s), libc::O_PATH)
-                    .and_then(|fd| std::fs::File::from(fd).metadata())
-                    .is_ok_and(|m| m.is_file())
-            }) {
+            // Looked for in the device's tree, and read, as the collectors read it: one
+            // there but closed to the sweep says nothing either.
+            if let Some(source) = source.filter(|s| crate::walk::read_device_bytes(hr, s).is_err())
+            {
                 if needs(ty) {
                     sourceless.push((ty, source));
                 }
@@ -1923,7 +1925,7 @@ pub fn sweep(request: &SweepRequest) -> Result<SweepReport, Error> {
         for (ty, source) in &sourceless {
             if types.contains(ty) {
                 why.push(format!(
-                    "{} has no {source}: its {} could not be read",
+                    "{} has no {source} the sweep can read: its {} could not be read",
                     scope.host_root.display(),
                     if *ty == ItemType::User {
                         "accounts"

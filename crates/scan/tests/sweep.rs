@@ -2898,9 +2898,11 @@ fn services_are_what_systemd_would_run() {
     // A FIFO is no unit file systemd loads: it runs nothing, and hides nothing.
     assert_eq!(verdict(&r, "original"), Verdict::NoMatch);
     assert_eq!(verdict(&r, "decoy"), Verdict::NoMatch);
+    // Each unit every user has counts once for all users, and once more for each user
+    // with units of their own, whose drop-ins and links may change it.
     assert_eq!(
         r.stats.items.get("services"),
-        Some(&8),
+        Some(&9),
         "{:?}",
         r.stats.items
     );
@@ -2960,9 +2962,13 @@ fn a_root_that_is_a_link_is_walked_where_it_leads() {
     let expected = format!("file {}", real.join("usr/bin/evil-tool").display());
     assert_eq!(hit_paths(&r, "evil"), [expected]);
     assert_eq!(r.stats.files_seen, 1, "{:?}", r.stats);
-    // Excluded as it is named, the link stays so, and is left out.
+    // Excluded as it is named, the link stays so, and is left out; another path to its
+    // directory is still swept, whichever comes first.
     req.scope.paths = vec![real.join("bin")];
     req.scope.exclude = vec![real.join("bin").to_string_lossy().into_owned()];
     let r = sweep(&req).unwrap();
     assert_eq!(r.stats.files_seen, 0, "{:?}", r.stats);
+    req.scope.paths = vec![real.join("bin"), real.join("usr/bin")];
+    let r = sweep(&req).unwrap();
+    assert_eq!(r.stats.files_seen, 1, "{:?}", r.stats);
 }
