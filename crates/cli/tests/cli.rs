@@ -935,6 +935,37 @@ fn service_units_that_cannot_be_read_are_unknown_not_absent() {
         ["hit", "hit", "undetermined", "undetermined"],
         "{report}"
     );
+
+    // As root, a user's drop-in changes what a unit every user has runs for that user.
+    write(
+        "usr/lib/systemd/user/pw.service",
+        "[Service]\nExecStart=/usr/bin/pw\n",
+    );
+    write(
+        "home/u/.config/systemd/user/pw.service.d/x.conf",
+        "[Service]\nExecStart=\nExecStart=/usr/bin/other\n",
+    );
+    assert_eq!(verdict(&scan(false), "program"), "hit");
+    std::fs::remove_dir_all(image.join("home/u/.config/systemd/user/pw.service.d")).unwrap();
+
+    // Accounts the sweep cannot read hide the users' own units.
+    let report = scan_closed("etc/passwd", 0o600);
+    assert_eq!(verdict(&report, "evil"), "undetermined", "{report}");
+    assert!(
+        report["warnings"].to_string().contains("/etc/passwd"),
+        "{report}"
+    );
+
+    // A unit directory above the one a unit was found in, which the sweep cannot read,
+    // may hold the file that wins or a drop-in: what the unit runs is unknown, even
+    // where the file found would be a hit.
+    write(
+        "usr/lib/systemd/system/shadowed.service",
+        "[Service]\nExecStart=/usr/bin/other\n",
+    );
+    let report = scan_closed("etc/systemd/system", 0o000);
+    assert_eq!(verdict(&report, "program"), "undetermined", "{report}");
+    assert_eq!(verdict(&scan(false), "program"), "hit");
 }
 
 /// `--host-root` naming an image (no `/proc` mounted in it): this machine's processes

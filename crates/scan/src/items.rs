@@ -554,7 +554,8 @@ struct UnitSet {
     /// Unit directories (device paths without the leading `/`), first winning.
     dirs: Vec<String>,
     /// How many of `dirs`, from the first, hold the units listed as this set's (a
-    /// user's own set lists only the user's: the others are every user's, listed once).
+    /// user's own set lists them all: a user's drop-ins and `*.wants` links apply to the
+    /// units every user has too).
     listed: usize,
     /// Where the `*.wants` links that enable a unit are.
     config_dirs: Vec<String>,
@@ -658,20 +659,33 @@ pub fn services(host_root: &Path) -> Collected {
     homes.sort();
     homes.dedup();
     let mut unread = Vec::new();
+    // Without the accounts, the users' own units are not known.
+    if let Err(e) = crate::walk::read_device_bytes(host_root, "etc/passwd") {
+        if !nothing_there(&e) {
+            unread.push(format!("/etc/passwd: {e}"));
+        }
+    }
     for home in homes {
-        let own: Vec<String> = USER_HOME_UNIT_DIRS
-            .iter()
-            .map(|d| format!("{home}/{d}"))
-            .filter(|d| unit_dir_entries(host_root, d, &mut unread).is_some())
-            .collect();
-        if own.is_empty() {
+        // The user's folders that are there, or that are there but cannot be read (what
+        // they hold is unknown, which the set then says).
+        let mut dirs = Vec::new();
+        for d in USER_HOME_UNIT_DIRS {
+            let dir = format!("{home}/{d}");
+            let before = unread.len();
+            if unit_dir_entries(host_root, &dir, &mut unread).is_some() || unread.len() > before {
+                dirs.push(dir);
+            }
+        }
+        if dirs.is_empty() {
             continue;
         }
-        let mut dirs = own.clone();
         dirs.extend(strings(USER_UNIT_DIRS));
         sets.push(UnitSet {
-            config_dirs: vec![own[0].clone(), "etc/systemd/user".into()],
-            listed: own.len(),
+            config_dirs: vec![
+                format!("{home}/{}", USER_HOME_UNIT_DIRS[0]),
+                "etc/systemd/user".into(),
+            ],
+            listed: dirs.len(),
             dirs,
             status: false,
         });
@@ -749,6 +763,7 @@ fn unit_items(
     let view = SetView {
         set,
         listings,
+        listing_unread,
         wanted,
         wanted_known,
         read_budget: std::cell::Cell::new(SET_READ_BUDGET),
@@ -831,6 +846,9 @@ struct SetView<'a> {
     set: &'a UnitSet,
     /// The names in each of `set.dirs`, in their order.
     listings: Vec<Listing>,
+    /// Which of `set.dirs` could not be read: any of them may hold a unit of the same
+    /// name that wins, or drop-ins for any unit.
+    listing_unread: Vec<bool>,
     /// The unit names that the set's `*.wants` and `*.requires` links name.
     wanted: std::collections::HashSet<String>,
     /// Whether `wanted` is all of them (every enabling folder could be read).
@@ -1387,7 +1405,8 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
     let enabled = view.wanted.contains(name);
     // What the unit's file or a drop-in folder that could not be read would say
     // (`[Install]`, `Slice=`, `ExecStart=`) is unknown.
-    let settings_unknown = unreadable || !dropins_unread.is_empty();
+    let set_unread = view.listing_unread.iter().any(|unread| *unread);
+    let settings_unknown = unreadable || !dropins_unread.is_empty() || set_unread;
     let mode = if masked {
         Some("masked")
     } else if enabled {
@@ -1406,7 +1425,18 @@ fn unit_item(host_root: &Path, view: &SetView, dir: &str, file: &str, name: &str
         Field::ServiceName,
         FieldValue::List(vec![s(name.to_string()), s(stem)]),
     );
-    v.insert(Field::ServicePath, s(device_unit_text));
+    // A directory before this one that could not be read may hold the file that wins.
+    let overridable = set
+        .dirs
+        .iter()
+        .zip(&view.listing_unread)
+        .take_while(|(d, _)| d.as_str() != dir)
+        .any(|(_, unread)| *unread);
+    if overridable {
+        undetermined.push(Field::ServicePath);
+    } else {
+        v.insert(Field::ServicePath, s(device_unit_text));
+    }
     // Running: a process in its cgroup or below it (`cgroup.events` says `populated`,
     // which counts a delegated subtree). A unit placed in a slice of its own choosing,
     // or a cgroup that cannot be read, leaves it unknown; so does one found under
@@ -2648,6 +2678,7 @@ mod tests {
         let view = |read: u64, keep: usize| SetView {
             set: &set,
             listings: vec![["x.service".to_string()].into_iter().collect()],
+            listing_unread: vec![false],
             wanted: Default::default(),
             wanted_known: true,
             read_budget: std::cell::Cell::new(read),
