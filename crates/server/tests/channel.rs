@@ -1163,22 +1163,29 @@ async fn a_connected_agent_that_could_not_store_its_renewal_is_asked_again_later
     ts.stop().await;
 }
 
+/// A server on SQLite with group `A`, and a device enrolled in it as `name` whose agent
+/// is connected: the device, and its id.
+async fn sqlite_server_with_connected_device(name: &str) -> (TestServer, TestAgent, i64) {
+    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
+    let identity = enroll(&api, &ts.ca, "A", name).await;
+    let id = identity.device_id;
+    let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ts.running().core.hub.is_connected(id) {
+        assert!(Instant::now() < deadline, "never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (ts, agent, id)
+}
+
 /// An event the server could not store is not taken as processed: the device sends it
 /// again, and it is stored then. (Before, its id was recorded first, so a failure or a
 /// stop between the two lost it for good.)
 #[tokio::test]
 async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
     use riposte_proto::{AgentEvent, AgentToServer, DetectionRecord, EventBody};
-    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
-    let identity = enroll(&api, &ts.ca, "A", "retry-01").await;
-    let id = identity.device_id;
-    let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+    let (ts, agent, id) = sqlite_server_with_connected_device("retry-01").await;
     let store = &ts.running().core.store;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ts.running().core.hub.is_connected(id) {
-        assert!(Instant::now() < deadline, "never connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     riposte_store::testing::execute(
         store,
         "CREATE TRIGGER refuse_detections BEFORE INSERT ON detections
@@ -1232,10 +1239,7 @@ async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
 #[tokio::test]
 async fn an_event_that_fails_midway_leaves_nothing_behind() {
     use riposte_proto::{AgentEvent, AgentToServer, EventBody};
-    let (ts, api) = TestServer::with_group_a(Backend::Sqlite).await;
-    let identity = enroll(&api, &ts.ca, "A", "midway-01").await;
-    let id = identity.device_id;
-    let agent = TestAgent::start(identity, Arc::new(Recorder::default()));
+    let (ts, agent, id) = sqlite_server_with_connected_device("midway-01").await;
     let store = &ts.running().core.store;
     let sha256 = "ab".repeat(32);
     let quarantine_event = |event_id: &str, entry_id: &str, state: &str, allowed: bool| {
