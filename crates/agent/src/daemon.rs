@@ -2270,6 +2270,60 @@ mod tests {
         assert!(agent.allowed.list().is_empty());
     }
 
+    /// A withdrawal the server delivers counts as applied in the same save as the event
+    /// that tells the server it was done: a crash can leave neither or both, so the
+    /// server never hears of a withdrawal the device would be sent again, nor has a
+    /// delivery skipped whose withdrawal it never heard of. One that fails is applied
+    /// with an alert saying why.
+    #[tokio::test]
+    async fn a_delivered_withdrawal_is_applied_with_its_event() {
+        use crate::link::LinkHandler;
+        let t = tempfile::tempdir().unwrap();
+        let (_, agent, entry) = agent_with_evil_quarantined(t.path());
+        agent
+            .restore_entry(&entry.id, None, None, |event| {
+                agent.report(event);
+            })
+            .unwrap();
+        assert_eq!(agent.allowed.list(), std::slice::from_ref(&entry.sha256));
+        let handler = Handler(agent.clone());
+        handler
+            .apply(
+                41,
+                Delivery::WithdrawAllowance {
+                    sha256: entry.sha256.to_ascii_uppercase(),
+                },
+            )
+            .await;
+        assert!(agent.allowed.list().is_empty());
+        let on_disk = StateFile::new(&t.path().join("data")).load().unwrap();
+        assert_eq!(on_disk.last_applied, 41);
+        assert!(
+            on_disk.outbox.iter().any(|e| matches!(
+                &e.body,
+                EventBody::Allowance { sha256, allowed: false } if *sha256 == entry.sha256
+            )),
+            "{:?}",
+            on_disk.outbox
+        );
+
+        // A hash the allow list refuses: applied, with an alert instead of the event.
+        handler
+            .apply(
+                42,
+                Delivery::WithdrawAllowance {
+                    sha256: "not a hash".into(),
+                },
+            )
+            .await;
+        let on_disk = StateFile::new(&t.path().join("data")).load().unwrap();
+        assert_eq!(on_disk.last_applied, 42);
+        assert!(on_disk.outbox.iter().any(|e| matches!(
+            &e.body,
+            EventBody::Alert { code, .. } if code == "withdraw_allowance_failed"
+        )));
+    }
+
     /// A restore the agent's stop interrupted and the quarantine's recovery rolled back
     /// leaves no allowance behind (it was recorded before the restore began), and an
     /// alert says so.

@@ -558,6 +558,9 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
     let Some(mut writes) = core.store.begin_agent_event(device_id, &e.event_id).await? else {
         return Ok(()); // a re-delivery after a reconnect
     };
+    // What the log says the event did, said once it is stored: a failure before the
+    // commit leaves nothing stored, and the event is logged when it is sent again.
+    let mut stored_log: Option<Box<dyn FnOnce() + Send>> = None;
     match e.body {
         EventBody::Detection(mut d) => {
             // Names a device sends end up in listings, tables and this log: escaped as
@@ -568,7 +571,9 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             }
             let json = serde_json::to_value(&d).unwrap_or_default();
             writes.insert_detection(&d.detection_id, &json).await?;
-            tracing::info!(device_id, threat = %d.threat, "detection reported");
+            stored_log = Some(Box::new(move || {
+                tracing::info!(device_id, threat = %d.threat, "detection reported");
+            }));
         }
         EventBody::ActionOutcome {
             detection_id,
@@ -630,10 +635,15 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             }
         }
         EventBody::Alert { code, message } => {
-            tracing::warn!(device_id, %code, "{message}");
             writes.add_alert(&code, &message).await?;
+            stored_log = Some(Box::new(move || {
+                tracing::warn!(device_id, %code, "{message}");
+            }));
         }
     }
     writes.commit().await?;
+    if let Some(log) = stored_log {
+        log();
+    }
     Ok(())
 }

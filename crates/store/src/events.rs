@@ -17,15 +17,22 @@ pub struct AgentEventWrites {
 impl Store {
     /// Begins storing agent event `event_id` of device `device_id`, marked processed in
     /// the same transaction. `None` if it was stored already: a re-delivery, to
-    /// acknowledge and otherwise ignore. On PostgreSQL a second server process storing
-    /// the same event at the same instant waits here for the first to commit or roll
-    /// back.
+    /// acknowledge and otherwise ignore.
+    ///
+    /// A device's events are stored one at a time, across server processes too: on
+    /// PostgreSQL the transaction holds the device's advisory lock from here to its end,
+    /// so a second one (the same event from another process, or another event of the
+    /// device on a second connection) waits here. Without it, two events locking the
+    /// device's quarantine rows in different orders could deadlock, and PostgreSQL would
+    /// abort one of them. SQLite has one writer anyway.
     pub async fn begin_agent_event(
         &self,
         device_id: i64,
         event_id: &str,
     ) -> Result<Option<AgentEventWrites>> {
         let mut tx = self.pool().begin().await?;
+        self.serialise(&mut tx, device_events_lock(device_id))
+            .await?;
         let marked = sqlx::query(
             "INSERT INTO processed_events (device_id, event_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
@@ -44,6 +51,13 @@ impl Store {
             device_id,
         }))
     }
+}
+
+/// The advisory-lock key of device `device_id`'s events: "ripoev" in the high bytes,
+/// apart from the other keys the store locks (`AUDIT_ORDER_LOCK`, the FNV hashes of
+/// task deduplication, which would collide with it only by a 1-in-2^48 chance).
+fn device_events_lock(device_id: i64) -> i64 {
+    0x7269_706f_6576_0000_i64 ^ (device_id & 0xffff_ffff_ffff)
 }
 
 impl AgentEventWrites {
@@ -168,6 +182,45 @@ mod tests {
             // Another device's event of the same id is its own.
             let writes = store.begin_agent_event(other, "e1").await.unwrap();
             writes.unwrap().commit().await.unwrap();
+        })
+        .await;
+    }
+
+    /// On PostgreSQL a device's events are stored one at a time, while another device's
+    /// go on: two of them taking the device's quarantine rows in different orders would
+    /// otherwise deadlock. (SQLite has one writer for every device.)
+    #[tokio::test]
+    async fn a_devices_events_are_stored_one_at_a_time() {
+        use std::time::Duration;
+        each_backend(|store| async move {
+            if store.backend() != crate::Backend::Postgres {
+                return;
+            }
+            let (_, devices) = crate::testing::group_with_devices(&store, &["d", "o"]).await;
+            let (d, other) = (devices[0], devices[1]);
+            let first = store.begin_agent_event(d, "e1").await.unwrap().unwrap();
+            let second = {
+                let store = store.clone();
+                tokio::spawn(async move { store.begin_agent_event(d, "e2").await })
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !second.is_finished(),
+                "the device's second event did not wait"
+            );
+            let others = tokio::time::timeout(
+                Duration::from_secs(10),
+                store.begin_agent_event(other, "e1"),
+            )
+            .await
+            .expect("another device's event waited");
+            others.unwrap().unwrap().commit().await.unwrap();
+            first.commit().await.unwrap();
+            let second = tokio::time::timeout(Duration::from_secs(10), second)
+                .await
+                .expect("the second event still waits after the first committed");
+            second.unwrap().unwrap().unwrap().commit().await.unwrap();
+            assert!(store.event_processed(d, "e2").await.unwrap());
         })
         .await;
     }
