@@ -42,20 +42,31 @@ pub fn builtin_epp() -> anyhow::Result<riposte_epp::builtin::BuiltinScanner> {
     )
 }
 
-/// ClamAV's clamd at a unix socket as the EPP; `conf` is its clamd.conf, whose limits the
-/// client enforces itself (clamd answers OK for what it did not scan).
+/// ClamAV's clamd at a unix socket as the EPP; `conf` is its clamd.conf, whose limits and
+/// `ExcludePath`s the client applies itself (clamd answers OK for what it did not scan,
+/// and applies its exclusions only to what it reads by path, not to the streams it is
+/// sent).
 pub fn clamd_epp(
     socket: &Path,
     conf: Option<&Path>,
 ) -> anyhow::Result<riposte_epp::clamd::ClamdClient> {
-    let limits = match conf {
-        Some(c) => riposte_epp::clamd::ClamdLimits::from_conf(&std::fs::read_to_string(c)?),
-        None => riposte_epp::clamd::ClamdLimits::default(),
+    use anyhow::Context;
+    use riposte_epp::clamd::{ClamdExclusions, ClamdLimits};
+    let (limits, exclusions) = match conf {
+        Some(c) => {
+            let text = std::fs::read_to_string(c)
+                .with_context(|| format!("cannot read clamd's configuration {}", c.display()))?;
+            let exclusions = ClamdExclusions::from_conf(&text)
+                .with_context(|| format!("in clamd's configuration {}", c.display()))?;
+            (ClamdLimits::from_conf(&text), exclusions)
+        }
+        None => (ClamdLimits::default(), ClamdExclusions::default()),
     };
     let client = riposte_epp::clamd::ClamdClient::new(
         riposte_epp::clamd::ClamdAddr::Unix(socket.to_path_buf()),
         limits,
-    );
+    )
+    .with_exclusions(exclusions);
     // clamd opens its socket only once its signatures are loaded, which takes a while
     // at boot: the agent starts anyway (quarantine, tasks and the channel do not need
     // it), and each scan says that clamd could not be reached until it can.
@@ -456,6 +467,38 @@ pub fn selected(settings: Option<&riposte_model::EffectiveSettings>) -> Option<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// clamd's `ExcludePath`s reach the client the agent scans with (clamd applies them
+    /// only to what it reads by path, never to a stream); one clamd could not take is an
+    /// error naming the file, as clamd would refuse to start with it.
+    #[test]
+    fn the_clamd_client_applies_clamd_conf_exclusions() {
+        use riposte_epp::Epp;
+        let t = tempfile::tempdir().unwrap();
+        let conf = t.path().join("clamd.conf");
+        std::fs::write(&conf, "MaxFileSize 1M\nExcludePath ^/home/u/skip/\n").unwrap();
+        std::fs::create_dir_all(t.path().join("home/u/skip")).unwrap();
+        std::fs::write(t.path().join("home/u/skip/x"), b"x").unwrap();
+        // No clamd listens there: an excluded path is answered without asking it.
+        let client = clamd_epp(&t.path().join("no.sock"), Some(&conf)).unwrap();
+        assert_eq!(client.limits().max_file_size, 1 << 20);
+        let host = riposte_host::HostRoot::new(t.path());
+        match client.scan_file(&host, Path::new("/home/u/skip/x")) {
+            Ok(riposte_epp::ScanOutcome::Skipped { reason }) => {
+                assert!(reason.contains("ExcludePath ^/home/u/skip/"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&conf, "ExcludePath [\n").unwrap();
+        let err = format!(
+            "{:#}",
+            clamd_epp(&t.path().join("no.sock"), Some(&conf)).unwrap_err()
+        );
+        assert!(
+            err.contains("clamd.conf") && err.contains("line 1"),
+            "{err}"
+        );
+    }
 
     /// A lost quarantine key is told apart from other failures (the agent then runs
     /// without local actions rather than not at all).

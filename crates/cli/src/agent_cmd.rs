@@ -42,7 +42,8 @@ pub struct AgentArgs {
     /// Use ClamAV's clamd at this unix socket as the EPP (default: the built-in scanner).
     #[arg(long)]
     pub clamd: Option<PathBuf>,
-    /// clamd's configuration file, for its size limits.
+    /// clamd's configuration file, for its size limits and its `ExcludePath`s, which the
+    /// agent applies to the files it streams to clamd.
     #[arg(long, requires = "clamd")]
     pub clamd_conf: Option<PathBuf>,
     #[command(subcommand)]

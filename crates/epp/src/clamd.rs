@@ -117,6 +117,67 @@ impl ClamdLimits {
     }
 }
 
+/// clamd's `ExcludePath` options: regular expressions of paths clamd must not scan.
+///
+/// clamd applies them only to what it reads by path. [`Epp::scan_file`] streams the
+/// file it opened instead (see the module's documentation), so the client applies them
+/// itself: a path an administrator excluded from clamd is not sent to it either, and is
+/// reported skipped, with the expression that excluded it.
+#[derive(Debug, Clone, Default)]
+pub struct ClamdExclusions {
+    patterns: Vec<regex::bytes::Regex>,
+}
+
+impl ClamdExclusions {
+    /// Reads every `ExcludePath` of `clamd.conf` text (clamd takes the option many
+    /// times). clamd compiles them as POSIX extended expressions and searches the whole
+    /// path with them, unanchored; they are compiled here with the `regex` crate, whose
+    /// syntax agrees on what such expressions are written with (anchors, classes,
+    /// alternation, repetition). One that does not compile is an error naming its line:
+    /// clamd itself would not start with it.
+    pub fn from_conf(text: &str) -> Result<Self, EppError> {
+        let mut patterns = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            let Some(value) = line.strip_prefix("ExcludePath") else {
+                continue;
+            };
+            if !value.starts_with(char::is_whitespace) {
+                continue; // another option whose name begins so
+            }
+            let value = value.trim();
+            let regex = regex::bytes::RegexBuilder::new(value)
+                .unicode(false)
+                .build()
+                .map_err(|e| EppError::Engine {
+                    engine: "clamd",
+                    message: format!(
+                        "line {} of clamd.conf: ExcludePath {value:?} is not a regular \
+                         expression clamd would take: {e}",
+                        n + 1
+                    ),
+                })?;
+            patterns.push(regex);
+        }
+        Ok(ClamdExclusions { patterns })
+    }
+
+    /// The expression that excludes `device_path`, if one does.
+    pub fn excluding(&self, device_path: &Path) -> Option<&str> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = device_path.as_os_str().as_bytes();
+        self.patterns
+            .iter()
+            .find(|r| r.is_match(bytes))
+            .map(|r| r.as_str())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+}
+
 /// One clamd reply line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClamdReply {
@@ -169,6 +230,7 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ClamdClient {
     addr: ClamdAddr,
     limits: ClamdLimits,
+    exclusions: ClamdExclusions,
     timeout: Duration,
 }
 
@@ -178,8 +240,15 @@ impl ClamdClient {
         ClamdClient {
             addr,
             limits,
+            exclusions: ClamdExclusions::default(),
             timeout: Duration::from_secs(120),
         }
+    }
+
+    /// Sets the paths clamd is configured not to scan ([`ClamdExclusions`]).
+    pub fn with_exclusions(mut self, exclusions: ClamdExclusions) -> Self {
+        self.exclusions = exclusions;
+        self
     }
 
     /// Sets the I/O timeout of each command.
@@ -403,6 +472,12 @@ impl Epp for ClamdClient {
     }
 
     fn scan_file(&self, host: &HostRoot, path: &Path) -> Result<ScanOutcome, EppError> {
+        // Matched on the device's path, as clamd on the device would match it.
+        if let Some(pattern) = self.exclusions.excluding(path) {
+            return Ok(ScanOutcome::Skipped {
+                reason: format!("excluded by clamd.conf (ExcludePath {pattern})"),
+            });
+        }
         let opened = match host.open_regular(path) {
             Ok(o) => o,
             Err(e) => match crate::skip_reason(&e) {
@@ -537,6 +612,32 @@ mod tests {
             client.refusal_or(&mut { cut }, pipe()),
             Err(EppError::Unreachable { .. })
         ));
+    }
+
+    #[test]
+    fn conf_exclusions() {
+        use std::os::unix::ffi::OsStrExt;
+        let conf = "# ExcludePath ^/commented/\nExcludePath ^/proc/\n  ExcludePath   \\.cache(/|$)\nExcludePathX ^/x\nExcludePUA x\n";
+        let ex = ClamdExclusions::from_conf(conf).unwrap();
+        assert_eq!(ex.excluding(Path::new("/proc/1/mem")), Some("^/proc/"));
+        assert_eq!(
+            ex.excluding(Path::new("/home/a/.cache/x")),
+            Some("\\.cache(/|$)")
+        );
+        assert_eq!(ex.excluding(Path::new("/home/a/proc/x")), None);
+        assert_eq!(ex.excluding(Path::new("/commented/x")), None);
+        assert_eq!(ex.excluding(Path::new("/x")), None);
+        // A name that is not UTF-8 is matched on its bytes, as clamd matches it.
+        let odd = std::ffi::OsStr::from_bytes(b"/proc/\xff");
+        assert!(ex.excluding(Path::new(odd)).is_some());
+        assert!(ClamdExclusions::from_conf("MaxFileSize 1M\n")
+            .unwrap()
+            .is_empty());
+
+        let err = ClamdExclusions::from_conf("LogTime yes\nExcludePath ^/(tmp\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("^/(tmp"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use common::*;
-use riposte_epp::clamd::{ClamdAddr, ClamdClient, ClamdLimits};
+use riposte_epp::clamd::{ClamdAddr, ClamdClient, ClamdExclusions, ClamdLimits};
 use riposte_epp::testing::{eicar, start_clamd as start_clamd_in, Clamd};
 use riposte_epp::{scan_critical_areas, Epp, ScanOutcome};
 use riposte_host::HostRoot;
@@ -92,6 +92,27 @@ fn real_clamd_protocol_limits_and_critical_areas() {
             }
         );
     }
+    // A path clamd.conf excludes is not streamed to clamd (which would scan a stream
+    // whatever its configuration excludes): it is skipped, saying why.
+    let conf = format!("{}\nExcludePath ^/home/alice/eicar\\.\n", clamd.conf);
+    let excluding = ClamdClient::new(ClamdAddr::Unix(clamd.socket.clone()), limits)
+        .with_exclusions(ClamdExclusions::from_conf(&conf).unwrap());
+    match excluding
+        .scan_file(&host, Path::new("/home/alice/eicar.com"))
+        .unwrap()
+    {
+        ScanOutcome::Skipped { reason } => {
+            assert!(
+                reason.contains("ExcludePath ^/home/alice/eicar"),
+                "{reason}"
+            )
+        }
+        other => panic!("an excluded path was scanned: {other:?}"),
+    }
+    assert!(matches!(
+        excluding.scan_file(&host, Path::new("/home/alice/bad.bin")),
+        Ok(ScanOutcome::Infected { .. })
+    ));
     // A file over the stream limit the client is configured with, but within clamd's
     // file limit, goes by path (CONTSCAN) and is still scanned.
     let mut mid = vec![b'b'; 5000];
