@@ -56,8 +56,10 @@ pub fn clamd_epp(
         Some(c) => {
             let text = std::fs::read_to_string(c)
                 .with_context(|| format!("cannot read clamd's configuration {}", c.display()))?;
-            let exclusions = ClamdExclusions::from_conf(&text)
-                .with_context(|| format!("in clamd's configuration {}", c.display()))?;
+            let exclusions = ClamdExclusions::from_conf(&text);
+            for ignored in exclusions.ignored() {
+                tracing::warn!("{}: {ignored}", c.display());
+            }
             (ClamdLimits::from_conf(&text), exclusions)
         }
         None => (ClamdLimits::default(), ClamdExclusions::default()),
@@ -469,8 +471,8 @@ mod tests {
     use super::*;
 
     /// clamd's `ExcludePath`s reach the client the agent scans with (clamd applies them
-    /// only to what it reads by path, never to a stream); one clamd could not take is an
-    /// error naming the file, as clamd would refuse to start with it.
+    /// only to what it reads by path, never to a stream); one that cannot be compiled
+    /// excludes nothing, as in clamd, and does not keep the agent from starting.
     #[test]
     fn the_clamd_client_applies_clamd_conf_exclusions() {
         use riposte_epp::Epp;
@@ -489,15 +491,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        std::fs::write(&conf, "ExcludePath [\n").unwrap();
-        let err = format!(
-            "{:#}",
-            clamd_epp(&t.path().join("no.sock"), Some(&conf)).unwrap_err()
-        );
-        assert!(
-            err.contains("clamd.conf") && err.contains("line 1"),
-            "{err}"
-        );
+        std::fs::write(&conf, "ExcludePath [\nExcludePath ^/home/u/skip/|\n").unwrap();
+        let client = clamd_epp(&t.path().join("no.sock"), Some(&conf)).unwrap();
+        match client.scan_file(&host, Path::new("/home/u/skip/x")) {
+            Err(riposte_epp::EppError::Unreachable { .. }) => {}
+            other => panic!("an expression left out excluded a file: {other:?}"),
+        }
     }
 
     /// A lost quarantine key is told apart from other failures (the agent then runs

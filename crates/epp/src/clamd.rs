@@ -126,17 +126,21 @@ impl ClamdLimits {
 #[derive(Debug, Clone, Default)]
 pub struct ClamdExclusions {
     patterns: Vec<regex::bytes::Regex>,
+    ignored: Vec<String>,
 }
 
 impl ClamdExclusions {
     /// Reads every `ExcludePath` of `clamd.conf` text (clamd takes the option many
-    /// times). clamd compiles them as POSIX extended expressions and searches the whole
-    /// path with them, unanchored; they are compiled here with the `regex` crate, whose
-    /// syntax agrees on what such expressions are written with (anchors, classes,
-    /// alternation, repetition). One that does not compile is an error naming its line:
-    /// clamd itself would not start with it.
-    pub fn from_conf(text: &str) -> Result<Self, EppError> {
-        let mut patterns = Vec::new();
+    /// times), as clamd reads them: a value in double quotes is what is between them.
+    ///
+    /// clamd compiles them as POSIX extended expressions, and ignores one that does not
+    /// compile (it excludes nothing). They are compiled here with the `regex` crate,
+    /// whose syntax agrees on what such expressions are written with (anchors, bracket
+    /// expressions, alternation, repetition). One it cannot take, or one POSIX refuses
+    /// but it would take (an empty alternative, which would match every path, or a `(?`
+    /// group), is ignored too, and said in [`ClamdExclusions::ignored`].
+    pub fn from_conf(text: &str) -> Self {
+        let mut out = ClamdExclusions::default();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             let Some(value) = line.strip_prefix("ExcludePath") else {
@@ -145,37 +149,123 @@ impl ClamdExclusions {
             if !value.starts_with(char::is_whitespace) {
                 continue; // another option whose name begins so
             }
-            let value = value.trim();
-            let regex = regex::bytes::RegexBuilder::new(value)
-                .unicode(false)
-                .build()
-                .map_err(|e| EppError::Engine {
-                    engine: "clamd",
-                    message: format!(
-                        "line {} of clamd.conf: ExcludePath {value:?} is not a regular \
-                         expression clamd would take: {e}",
-                        n + 1
-                    ),
-                })?;
-            patterns.push(regex);
+            let mut value = value.trim();
+            if let Some(quoted) = value.strip_prefix('"') {
+                value = quoted.rsplit_once('"').map_or(quoted, |(inside, _)| inside);
+            }
+            let compiled = posix_refuses(value).map_or_else(
+                || {
+                    regex::bytes::RegexBuilder::new(value)
+                        .unicode(false)
+                        .build()
+                        .map_err(|e| e.to_string())
+                },
+                |why| Err(why.to_string()),
+            );
+            match compiled {
+                Ok(regex) if !value.is_empty() => out.patterns.push(regex),
+                Ok(_) => {}
+                Err(e) => out.ignored.push(format!(
+                    "line {} of clamd.conf: ExcludePath {value:?} is ignored, as clamd \
+                     ignores an expression it cannot compile: {e}",
+                    n + 1
+                )),
+            }
         }
-        Ok(ClamdExclusions { patterns })
+        out
     }
 
-    /// The expression that excludes `device_path`, if one does.
+    /// The expressions left out, each with its line and why.
+    pub fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    /// The expression that excludes `device_path`, if one does: one that matches the
+    /// path or a directory above it (clamd does not enter an excluded directory). As
+    /// clamd matches, an expression that ends in `/` is matched against the path with a
+    /// `/` after it, so that `^/srv/cache/` excludes the directory itself too.
     pub fn excluding(&self, device_path: &Path) -> Option<&str> {
         use std::os::unix::ffi::OsStrExt;
-        let bytes = device_path.as_os_str().as_bytes();
-        self.patterns
-            .iter()
-            .find(|r| r.is_match(bytes))
-            .map(|r| r.as_str())
+        for path in device_path.ancestors() {
+            let bytes = path.as_os_str().as_bytes();
+            if bytes.is_empty() {
+                continue;
+            }
+            let with_slash = [bytes, b"/"].concat();
+            let found = self.patterns.iter().find(|r| {
+                if r.as_str().ends_with('/') {
+                    r.is_match(&with_slash)
+                } else {
+                    r.is_match(bytes)
+                }
+            });
+            if let Some(r) = found {
+                return Some(r.as_str());
+            }
+        }
+        None
     }
 
-    /// Whether there are none.
+    /// Whether none are in force.
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
+}
+
+/// Why POSIX's extended syntax refuses `pattern` where the `regex` crate would take it,
+/// if it does: an empty alternative or group (`a|`, `(|a)`, `()`), which would match
+/// every path here, and the crate's own `(?` groups and flags.
+fn posix_refuses(pattern: &str) -> Option<&'static str> {
+    let bytes = pattern.as_bytes();
+    let mut i = 0;
+    // What came before, outside brackets: `None` at the start of the pattern.
+    let mut previous: Option<u8> = None;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                previous = Some(b'a'); // an escaped character is an atom
+                i += 2;
+                continue;
+            }
+            b'[' => {
+                // A bracket expression: `]` first (after an optional `^`) is a member,
+                // and `[:...:]` classes hold no `]` that ends it.
+                let mut j = i + 1;
+                if bytes.get(j) == Some(&b'^') {
+                    j += 1;
+                }
+                if bytes.get(j) == Some(&b']') {
+                    j += 1;
+                }
+                while j < bytes.len() && bytes[j] != b']' {
+                    if bytes[j] == b'[' && matches!(bytes.get(j + 1), Some(b':' | b'.' | b'=')) {
+                        let close = bytes[j + 1];
+                        j += 2;
+                        while j + 1 < bytes.len() && !(bytes[j] == close && bytes[j + 1] == b']') {
+                            j += 1;
+                        }
+                        j += 2;
+                        continue;
+                    }
+                    j += 1;
+                }
+                previous = Some(b'a');
+                i = j + 1;
+                continue;
+            }
+            b'(' if bytes.get(i + 1) == Some(&b'?') => return Some("`(?` is not POSIX syntax"),
+            b'|' if matches!(previous, None | Some(b'(' | b'|')) => {
+                return Some("an empty alternative")
+            }
+            b')' if matches!(previous, Some(b'(' | b'|')) => {
+                return Some("an empty alternative or group")
+            }
+            _ => {}
+        }
+        previous = Some(bytes[i]);
+        i += 1;
+    }
+    matches!(previous, Some(b'|')).then_some("an empty alternative")
 }
 
 /// One clamd reply line.
@@ -617,8 +707,14 @@ mod tests {
     #[test]
     fn conf_exclusions() {
         use std::os::unix::ffi::OsStrExt;
-        let conf = "# ExcludePath ^/commented/\nExcludePath ^/proc/\n  ExcludePath   \\.cache(/|$)\nExcludePathX ^/x\nExcludePUA x\n";
-        let ex = ClamdExclusions::from_conf(conf).unwrap();
+        let conf = "# ExcludePath ^/commented/\n\
+                    ExcludePath ^/proc/\n\
+                    \x20 ExcludePath   \\.cache(/|$)\n\
+                    ExcludePath \"^/srv/quoted \"\n\
+                    ExcludePath ^/mnt/backup$\n\
+                    ExcludePathX ^/x\nExcludePUA x\n";
+        let ex = ClamdExclusions::from_conf(conf);
+        assert!(ex.ignored().is_empty(), "{:?}", ex.ignored());
         assert_eq!(ex.excluding(Path::new("/proc/1/mem")), Some("^/proc/"));
         assert_eq!(
             ex.excluding(Path::new("/home/a/.cache/x")),
@@ -627,17 +723,35 @@ mod tests {
         assert_eq!(ex.excluding(Path::new("/home/a/proc/x")), None);
         assert_eq!(ex.excluding(Path::new("/commented/x")), None);
         assert_eq!(ex.excluding(Path::new("/x")), None);
+        // Quoted, as clamd reads it: what is between the quotes.
+        assert_eq!(
+            ex.excluding(Path::new("/srv/quoted /f")),
+            Some("^/srv/quoted ")
+        );
+        // A directory excluded by an anchored name: what is under it too, as clamd does
+        // not enter it.
+        assert_eq!(
+            ex.excluding(Path::new("/mnt/backup/etc/x")),
+            Some("^/mnt/backup$")
+        );
+        assert_eq!(ex.excluding(Path::new("/mnt/backups")), None);
         // A name that is not UTF-8 is matched on its bytes, as clamd matches it.
         let odd = std::ffi::OsStr::from_bytes(b"/proc/\xff");
         assert!(ex.excluding(Path::new(odd)).is_some());
-        assert!(ClamdExclusions::from_conf("MaxFileSize 1M\n")
-            .unwrap()
-            .is_empty());
+        assert!(ClamdExclusions::from_conf("MaxFileSize 1M\n").is_empty());
 
-        let err = ClamdExclusions::from_conf("LogTime yes\nExcludePath ^/(tmp\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 2") && err.contains("^/(tmp"), "{err}");
+        // What clamd could not compile excludes nothing there, nor here; what POSIX
+        // refuses but the `regex` crate would take (an empty alternative, which would
+        // match every path) too.
+        let ex = ClamdExclusions::from_conf(
+            "LogTime yes\nExcludePath ^/(tmp\nExcludePath ^/tmp/|\nExcludePath (|a)\n\
+             ExcludePath (?i)^/TMP\nExcludePath ^/ok[|]x\n",
+        );
+        assert_eq!(ex.ignored().len(), 4, "{:?}", ex.ignored());
+        assert!(ex.ignored()[0].contains("line 2") && ex.ignored()[0].contains("^/(tmp"));
+        assert_eq!(ex.excluding(Path::new("/home/u/x")), None);
+        assert_eq!(ex.excluding(Path::new("/tmp/x")), None);
+        assert_eq!(ex.excluding(Path::new("/ok|x")), Some("^/ok[|]x"));
     }
 
     #[test]
