@@ -53,21 +53,13 @@ impl Store {
     }
 }
 
-/// The advisory-lock key of device `device_id`'s events: an FNV-1a hash of a name and
-/// the id, as the keys of task deduplication are, so that no device id gives the key of
-/// another lock the store takes (`AUDIT_ORDER_LOCK`, `ACCOUNTS_LOCK`…) but by a
-/// 1-in-2^64 chance. (A plain mix of the id into a constant would give those keys for
-/// some ids, and such a device would hold the audit log's lock with each event.)
+/// The advisory-lock key of device `device_id`'s events: hashed with a name of its own
+/// as the keys of task deduplication are, so that no device id gives the key of another
+/// lock the store takes (`AUDIT_ORDER_LOCK`, `ACCOUNTS_LOCK`…) but by a 1-in-2^64 chance.
+/// (A plain mix of the id into a constant would give those keys for some ids, and such a
+/// device would hold the audit log's lock with each event.)
 fn device_events_lock(device_id: i64) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in b"riposte agent events"
-        .iter()
-        .chain(&device_id.to_le_bytes())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
+    crate::tasks::lock_key(device_id, "riposte agent events")
 }
 
 impl AgentEventWrites {

@@ -387,8 +387,9 @@ async fn find_recent_autonomous(
     Ok(row.map(|r| r.try_get("id")).transpose()?)
 }
 
-/// A 64-bit advisory-lock key for (group, dedup key): FNV-1a, stable across processes.
-fn lock_key(group_id: i64, key: &str) -> i64 {
+/// A 64-bit advisory-lock key for (group, dedup key), or for any id and name: FNV-1a,
+/// stable across processes.
+pub(crate) fn lock_key(group_id: i64, key: &str) -> i64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in group_id.to_le_bytes().iter().chain(key.as_bytes()) {
         h ^= *b as u64;
