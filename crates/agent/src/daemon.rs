@@ -2324,6 +2324,44 @@ mod tests {
         )));
     }
 
+    /// The allow list reported when a server first welcomes the agent is listed and
+    /// queued under the allowance lock: a withdrawal at that instant queues its event
+    /// after the list, not before an `allowed: true` that would undo it on the server.
+    #[tokio::test]
+    async fn the_allow_list_reported_on_welcome_waits_for_an_allowance_change() {
+        use crate::link::LinkHandler;
+        let t = tempfile::tempdir().unwrap();
+        let (_, agent, entry) = agent_with_evil_quarantined(t.path());
+        agent
+            .restore_entry(&entry.id, None, None, |event| {
+                agent.report(event);
+            })
+            .unwrap();
+        let allowances = || {
+            agent.read(|s| {
+                s.outbox
+                    .iter()
+                    .filter(|e| matches!(e.body, EventBody::Allowance { allowed: true, .. }))
+                    .count()
+            })
+        };
+        assert_eq!(allowances(), 0);
+        let handler = Handler(agent.clone());
+        let changing = agent.allowance_changes.lock().unwrap();
+        let welcome = std::thread::spawn(move || {
+            handler.welcomed(&[riposte_proto::FEATURE_ALLOWANCE_EVENTS.to_string()]);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            allowances(),
+            0,
+            "the list was queued while an allowance changed"
+        );
+        drop(changing);
+        welcome.join().unwrap();
+        assert_eq!(allowances(), 1);
+    }
+
     /// A restore the agent's stop interrupted and the quarantine's recovery rolled back
     /// leaves no allowance behind (it was recorded before the restore began), and an
     /// alert says so.
