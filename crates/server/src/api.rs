@@ -66,19 +66,60 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let refused = |status: StatusCode, text: String| {
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the request body is larger than the limit of {BODY_LIMIT} bytes")
+            } else {
+                format!("malformed request: {text}")
+            };
+            (status, Json(json!({ "error": message }))).into_response()
+        };
+        if !json_content_type(req.headers()) {
+            return Err(refused(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the body must be JSON, sent with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| refused(r.status(), r.body_text()))?;
+        // Every body of this API is an object. serde would also take a struct written as
+        // an array of its fields in order (`["B", null]` for a group), which nobody means
+        // to send and which reads fields by position: refused.
+        let first = bytes.iter().find(|b| !b" \t\r\n".contains(b));
+        let other_json = || serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+        if first != Some(&b'{') && other_json() {
+            return Err(refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object (`{...}`)".into(),
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!("the request body is larger than the limit of {BODY_LIMIT} bytes")
-                } else {
-                    format!("malformed request: {}", rejection.body_text())
-                };
-                Err((status, Json(json!({ "error": message }))).into_response())
-            }
+            Err(rejection) => Err(refused(rejection.status(), rejection.body_text())),
         }
     }
+}
+
+/// Whether the request says its body is JSON: `application/json`, or a type of
+/// `application/*+json`, as axum's `Json` takes them.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
 }
 
 /// Query parameters, refused with a JSON error (as everything else is) when they do not

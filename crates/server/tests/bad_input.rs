@@ -39,6 +39,44 @@ async fn bad_requests_change_nothing() {
         .call("POST", "/api/v1/groups", Some(json!({"name": 5})))
         .await;
     assert!(s == 400 || s == 422, "{s} {v}");
+    // A struct written as an array of its fields, which serde would read by position.
+    let (s, v) = api
+        .call("POST", "/api/v1/groups", Some(json!(["B", null])))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("must be a JSON object"),
+        "{v}"
+    );
+    let (s, _) = api.call("GET", "/api/v1/groups/B/policy", None).await;
+    assert_eq!(s, 404, "the array created the group");
+    // Not JSON at all, and JSON under another content type.
+    for (content_type, body, status) in [
+        ("application/json", "not json", 400),
+        ("text/plain", "{\"name\": \"B\"}", 415),
+    ] {
+        let resp = api
+            .http
+            .post(format!("{}/api/v1/groups", ts.url))
+            .bearer_auth(&api.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{content_type} {body}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("malformed request"),
+            "{v}"
+        );
+    }
     // Over the size limit.
     let big = "x".repeat(riposte_server::api::BODY_LIMIT + 10);
     let (s, v) = api
