@@ -2056,6 +2056,18 @@ mod tests {
         (root, agent, entry)
     }
 
+    /// [`agent_with_evil_quarantined`], with the entry then restored (its content
+    /// allowed) and the restore's event queued.
+    fn agent_with_evil_restored(dir: &Path) -> (Arc<Agent>, riposte_quarantine::QuarantineRecord) {
+        let (_, agent, entry) = agent_with_evil_quarantined(dir);
+        agent
+            .restore_entry(&entry.id, None, None, |event| {
+                agent.report(event);
+            })
+            .unwrap();
+        (agent, entry)
+    }
+
     /// Without local actions (a lost quarantine key), the server is told at once and a
     /// response says why it could not act.
     #[tokio::test]
@@ -2279,12 +2291,7 @@ mod tests {
     async fn a_delivered_withdrawal_is_applied_with_its_event() {
         use crate::link::LinkHandler;
         let t = tempfile::tempdir().unwrap();
-        let (_, agent, entry) = agent_with_evil_quarantined(t.path());
-        agent
-            .restore_entry(&entry.id, None, None, |event| {
-                agent.report(event);
-            })
-            .unwrap();
+        let (agent, entry) = agent_with_evil_restored(t.path());
         assert_eq!(agent.allowed.list(), std::slice::from_ref(&entry.sha256));
         let handler = Handler(agent.clone());
         handler
@@ -2331,12 +2338,7 @@ mod tests {
     async fn the_allow_list_reported_on_welcome_waits_for_an_allowance_change() {
         use crate::link::LinkHandler;
         let t = tempfile::tempdir().unwrap();
-        let (_, agent, entry) = agent_with_evil_quarantined(t.path());
-        agent
-            .restore_entry(&entry.id, None, None, |event| {
-                agent.report(event);
-            })
-            .unwrap();
+        let (agent, _) = agent_with_evil_restored(t.path());
         let allowances = || {
             agent.read(|s| {
                 s.outbox
