@@ -66,8 +66,10 @@ pub(crate) struct Trigger {
     pub host_path: std::path::PathBuf,
     /// File descriptor from fanotify (the object itself, immune to renames).
     pub fd: Option<OwnedFd>,
-    /// Process that wrote or ran it (fanotify).
-    pub pid: Option<u32>,
+    /// Real uid of the process that wrote or ran it (fanotify), read from `/proc` as
+    /// soon as the event was read: later, the writer may have exited, or its pid may
+    /// belong to another process, whose account would be recorded instead.
+    pub writer_uid: Option<u32>,
     /// Manual submission: the type filter does not apply and skips are reported.
     pub manual: bool,
 }
@@ -210,7 +212,7 @@ pub(crate) fn read_object(config: &WatchConfig, t: Trigger) -> ReadOutcome {
     if !t.manual && !passes_filter(config.filter, &name, meta.permissions().mode(), &bytes) {
         return ReadOutcome::Skipped("not an executable type");
     }
-    let uid = t.pid.and_then(process_uid).unwrap_or_else(|| meta.uid());
+    let uid = t.writer_uid.unwrap_or_else(|| meta.uid());
     let sighting = Sighting {
         device_path: t.device_path.clone(),
         user_name: user_name(&config.host_root, uid),
@@ -297,7 +299,7 @@ mod tests {
                 .host_path(&path_text::decode(device_path))
                 .unwrap(),
             fd: None,
-            pid: None,
+            writer_uid: None,
             manual,
         }
     }

@@ -164,7 +164,7 @@ impl Watcher {
             device_path: riposte_model::path_text::canonical(device_path).into_owned(),
             host_path,
             fd: None,
-            pid: None,
+            writer_uid: None,
             manual: true,
         };
         r.tx.send(MonitorMsg::Object(trigger)).map_err(|_| {

@@ -63,7 +63,6 @@ async fn with_fanotify_the_writing_process_account_is_recorded() {
     let sb = sandbox(sdir.path()).await;
     let mut config = host.config_for(&sb);
     config.backend = BackendChoice::Fanotify;
-    // Prepared before the watcher starts, so root's own writes raise no event.
     // bob may traverse the host root and write the file, which alice owns.
     std::fs::set_permissions(host.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(
@@ -72,9 +71,6 @@ async fn with_fanotify_the_writing_process_account_is_recorded() {
     )
     .unwrap();
     let target = host.path("/watched/by-bob.sh");
-    std::fs::write(&target, b"").unwrap();
-    std::os::unix::fs::chown(&target, Some(4242), Some(4242)).unwrap();
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
     let src = host.state.path().join("src.sh");
     std::fs::write(&src, harmless("bob")).unwrap();
     std::fs::set_permissions(host.state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -87,15 +83,37 @@ async fn with_fanotify_the_writing_process_account_is_recorded() {
             return;
         }
     };
+    // Created only now, so that the look at what was there on start cannot take it up
+    // (and read bob's content under the owner's name), and created read-only, so that
+    // root's own close raises no close-after-write event.
+    {
+        let c_target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; the descriptor is closed right below.
+        let fd = unsafe {
+            libc::open(
+                c_target.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDONLY | libc::O_CLOEXEC,
+                0o666 as libc::c_uint,
+            )
+        };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: just opened, owned by nobody else.
+        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        std::os::unix::fs::fchown(&file, Some(4242), Some(4242)).unwrap();
+        file.set_permissions(std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+    }
     // bob writes, then stays alive a while so his process can be looked up. The shell
-    // becomes the `sleep` (`exec`), so that killing it below leaves no grandchild
-    // holding the test's output open past its end.
+    // itself holds the file open (descriptor 3) while `cat` fills it, so the close that
+    // raises the event is the shell's, not that of a `cat` that may already be gone.
+    // The shell then becomes the `sleep` (`exec`), so that killing it below leaves no
+    // grandchild holding the test's output open past its end.
     let mut child = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "cat '{}' > '{}'; exec sleep 3",
-            src.display(),
-            target.display()
+            "exec 3>'{}'; cat '{}' >&3; exec 3>&-; exec sleep 3",
+            target.display(),
+            src.display()
         ))
         .uid(4343)
         .spawn()

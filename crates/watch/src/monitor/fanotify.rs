@@ -163,8 +163,13 @@ pub(super) fn run(fd: OwnedFd, scope: Scope, stop: OwnedFd, tx: UnboundedSender<
                 }
                 None => link,
             };
-            let pid = u32::try_from(m.pid).ok();
-            if let Some(t) = scope.trigger(path, Some(obj), pid) {
+            // Looked up now, while the writer most likely still runs (or is a zombie
+            // not yet reaped): by the time the object is read, its pid may be gone or
+            // reused by another account's process.
+            let writer_uid = u32::try_from(m.pid)
+                .ok()
+                .and_then(crate::object::process_uid);
+            if let Some(t) = scope.trigger(path, Some(obj), writer_uid) {
                 if tx.send(MonitorMsg::Object(t)).is_err() {
                     return;
                 }

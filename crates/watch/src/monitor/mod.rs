@@ -88,12 +88,17 @@ impl Scope {
         Some(format!("/{}", riposte_model::path_text::encode(rel)))
     }
 
-    fn trigger(&self, host: PathBuf, fd: Option<OwnedFd>, pid: Option<u32>) -> Option<Trigger> {
+    fn trigger(
+        &self,
+        host: PathBuf,
+        fd: Option<OwnedFd>,
+        writer_uid: Option<u32>,
+    ) -> Option<Trigger> {
         Some(Trigger {
             device_path: self.device_path(&host)?,
             host_path: host,
             fd,
-            pid,
+            writer_uid,
             manual: false,
         })
     }
