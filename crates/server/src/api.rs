@@ -828,7 +828,7 @@ async fn create_autonomous(
             Ok(()) => rejection,
         },
         (Err(e), body) => {
-            // A device whose special password is wrong gets its failure recorded: the
+            // A try at the special account with a wrong password is audited: the
             // login throttle bounds how often, because a request it refused before
             // checking the password writes nothing, as a request without even a try at
             // the special account's credentials does. Otherwise anyone could fill the
@@ -837,7 +837,7 @@ async fn create_autonomous(
             if let (Some(SPECIAL_ACCOUNT_NAME), Ok(Body(b)), false) =
                 (basic_user(&headers).as_deref(), &body, throttled)
             {
-                core.record_group_action_failure(&src.0, b, &e).await;
+                core.audit_refused_group_action(&src.0, b, &e).await;
             }
             e.into_response()
         }

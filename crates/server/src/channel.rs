@@ -584,6 +584,17 @@ async fn handle_event(core: &Core, device_id: i64, e: AgentEvent) -> Result<(), 
             writes
                 .add_action_outcome(&detection_id, &action, &outcome, &detail)
                 .await?;
+            // A group action's failure is shown on the detection from the device's own
+            // report, over its mutual-TLS channel: the server's refusals of autonomous
+            // requests are not written there, since anyone can send one that fails
+            // (with a wrong password) naming any detection.
+            if action == riposte_model::settings::Action::GroupIocScan.as_str()
+                && outcome == "failed"
+            {
+                writes
+                    .set_group_action_failure(&detection_id, &detail)
+                    .await?;
+            }
         }
         EventBody::Quarantine {
             entry_id,

@@ -2386,9 +2386,13 @@ impl Core {
             Ok(a) => {
                 let _ = self
                     .store
-                    .set_detection_group_result(&req.detection.detection_id, Some(a.task_id), None)
+                    .set_detection_task(&req.detection.detection_id, a.task_id)
                     .await;
             }
+            // Audited only: the detection shows the failure once its device reports it
+            // over its own channel (`channel::handle_event`). The special password is on
+            // every device of the group, so a refusal here is no proof that the named
+            // device asked.
             Err(e) => {
                 self.audit(
                     c,
@@ -2396,19 +2400,15 @@ impl Core {
                     &format!("device {}: {e}", req.device_id),
                 )
                 .await;
-                // Only the special account speaks for devices here: another caller's
-                // refused request must not mark anyone's detection.
-                if matches!(c.principal, Principal::Special) {
-                    self.mark_group_failure(req, e).await;
-                }
             }
         }
         result
     }
 
-    /// Records on a detection that its group action could not even authenticate, so the
-    /// failure is visible in the detection's record and the audit log, not only on the device.
-    pub async fn record_group_action_failure(
+    /// Audits an autonomous request that could not even authenticate as the special
+    /// account. Nothing is written on the detection it names: whoever sends it need not
+    /// know the password; the device reports its failure over its own channel.
+    pub async fn audit_refused_group_action(
         &self,
         source: &str,
         req: &AutonomousRequest,
@@ -2423,20 +2423,6 @@ impl Core {
                 &format!("device {}: {error}", req.device_id),
             )
             .await;
-        self.mark_group_failure(req, error).await;
-    }
-
-    /// Writes a group action's failure on the detection, if that device reported it and
-    /// no task was created for it yet (a later success is never overwritten).
-    async fn mark_group_failure(&self, req: &AutonomousRequest, error: &ServiceError) {
-        if let Ok(d) = self.store.detection(&req.detection.detection_id).await {
-            if d.device_id == req.device_id && d.task_id.is_none() {
-                let _ = self
-                    .store
-                    .set_detection_group_result(&d.id, None, Some(&error.to_string()))
-                    .await;
-            }
-        }
     }
 
     /// The detection an autonomous request names, as the device reported it over its

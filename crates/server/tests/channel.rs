@@ -1232,6 +1232,75 @@ async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
     ts.stop().await;
 }
 
+/// A group action's failure shows on the detection as its device reports it over its
+/// channel: a failed `group_ioc_scan` outcome, not a pending one nor another action's.
+/// (The server's own refusals are not written there: `autonomous::autonomous_tasks`.)
+#[tokio::test]
+async fn group_action_failures_are_the_devices_word() {
+    use riposte_proto::{AgentEvent, AgentToServer, DetectionRecord, EventBody};
+    let (ts, agent, _) = sqlite_server_with_connected_device("ga-fail-01").await;
+    let store = &ts.running().core.store;
+    let event = |n: u32, body: EventBody| {
+        AgentToServer::Event(AgentEvent {
+            event_id: format!("ev-ga-{n}"),
+            at_ms: riposte_store::now_ms(),
+            body,
+        })
+    };
+    let outcome = |action: &str, outcome: &str, detail: &str| EventBody::ActionOutcome {
+        detection_id: "det-ga".into(),
+        action: action.into(),
+        outcome: outcome.into(),
+        detail: detail.into(),
+    };
+    let detection = EventBody::Detection(DetectionRecord {
+        detection_id: "det-ga".into(),
+        path: "/tmp/x".into(),
+        size: 1,
+        md5: "0".repeat(32),
+        sha1: "0".repeat(40),
+        sha256: "0".repeat(64),
+        threat: "Test.Threat".into(),
+        source: "test".into(),
+        source_ref: None,
+        user_name: "u".into(),
+        user_uid: Some(1000),
+        detected_at_ms: riposte_store::now_ms(),
+        dropped_sha256: Vec::new(),
+    });
+    // The failure first: each later outcome would overwrite it if it counted.
+    let sent = [
+        detection,
+        outcome(
+            "group_ioc_scan",
+            "failed",
+            "the server refused the autonomous task: wrong user name or password",
+        ),
+        outcome("group_ioc_scan", "pending", "no connection; asked again"),
+        outcome("quarantine_and_delete", "failed", "cannot read"),
+    ];
+    let n = sent.len();
+    for (i, body) in sent.into_iter().enumerate() {
+        agent.tx.send(event(i as u32, body)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let det = loop {
+        if let Ok(det) = store.detection("det-ga").await {
+            if det.outcomes.len() == n - 1 {
+                break det;
+            }
+        }
+        assert!(Instant::now() < deadline, "the events were never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        det.group_action_error.as_deref(),
+        Some("the server refused the autonomous task: wrong user name or password")
+    );
+    agent.stop().await;
+    ts.stop().await;
+}
+
 /// An event's writes are stored in one transaction with its mark: one that fails midway
 /// leaves nothing of it behind, and sent again it is stored whole. Here a restore
 /// reported with its allowance, whose second write (the allowance on a restored entry

@@ -74,16 +74,11 @@ impl Store {
         insert_detection(&mut *self.pool().acquire().await?, device_id, id, record).await
     }
 
-    /// Records the group action's result on a detection.
-    pub async fn set_detection_group_result(
-        &self,
-        id: &str,
-        task_id: Option<i64>,
-        error: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query("UPDATE detections SET task_id = $1, group_action_error = $2 WHERE id = $3")
+    /// Records on a detection the task its group action created (or joined); a failure
+    /// its device reported earlier (a try before the one that succeeded) is cleared.
+    pub async fn set_detection_task(&self, id: &str, task_id: i64) -> Result<()> {
+        sqlx::query("UPDATE detections SET task_id = $1, group_action_error = NULL WHERE id = $2")
             .bind(task_id)
-            .bind(error)
             .bind(id)
             .execute(self.pool())
             .await?;
@@ -313,6 +308,25 @@ pub(crate) async fn add_action_outcome(
     Ok(())
 }
 
+/// Records on a detection of `device_id` that its group action failed, as that device
+/// reported it, unless a task was created for it (a success is never overwritten).
+pub(crate) async fn set_group_action_failure(
+    conn: &mut AnyConnection,
+    device_id: i64,
+    detection_id: &str,
+    error: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE detections SET group_action_error = $1 WHERE id = $2 AND device_id = $3 AND task_id IS NULL",
+    )
+    .bind(error)
+    .bind(detection_id)
+    .bind(device_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn upsert_quarantine(
     conn: &mut AnyConnection,
     device_id: i64,
@@ -425,17 +439,9 @@ mod tests {
                 .add_action_outcome(d, "det1", "quarantine_and_delete", "done", "q1")
                 .await
                 .unwrap();
-            store
-                .set_detection_group_result("det1", None, Some("special account missing"))
-                .await
-                .unwrap();
             let det = store.detection("det1").await.unwrap();
             assert_eq!(det.record["threat"], "EICAR");
             assert_eq!(det.outcomes.len(), 1);
-            assert_eq!(
-                det.group_action_error.as_deref(),
-                Some("special account missing")
-            );
             assert_eq!(store.detections(Some(d), 10).await.unwrap().len(), 1);
             store
                 .upsert_quarantine(d, "q1", "quarantined", &rec)

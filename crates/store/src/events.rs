@@ -88,6 +88,18 @@ impl AgentEventWrites {
         .await
     }
 
+    /// Records on one of the device's detections that its group action failed, in the
+    /// device's words (ignored once a task exists for it, or for another device's
+    /// detection).
+    pub async fn set_group_action_failure(
+        &mut self,
+        detection_id: &str,
+        error: &str,
+    ) -> Result<()> {
+        detections::set_group_action_failure(&mut self.tx, self.device_id, detection_id, error)
+            .await
+    }
+
     /// [`Store::upsert_quarantine`], for the device.
     pub async fn upsert_quarantine(
         &mut self,
@@ -184,6 +196,49 @@ mod tests {
             // Another device's event of the same id is its own.
             let writes = store.begin_agent_event(other, "e1").await.unwrap();
             writes.unwrap().commit().await.unwrap();
+        })
+        .await;
+    }
+
+    /// A group action's failure is written on a detection only by the device that
+    /// reported it, and never over the task a success created; that success clears it.
+    #[tokio::test]
+    async fn a_group_action_failure_is_its_devices_word_and_gives_way_to_a_task() {
+        each_backend(|store| async move {
+            let (_, devices) = crate::testing::group_with_devices(&store, &["a", "b"]).await;
+            let (a, b) = (devices[0], devices[1]);
+            let rec = serde_json::json!({"path": "/tmp/x", "threat": "EICAR"});
+            for id in ["det-a", "det-done"] {
+                assert!(store.insert_detection(a, id, &rec).await.unwrap());
+            }
+            store.set_detection_task("det-done", 7).await.unwrap();
+            let error = |id: &'static str| {
+                let store = store.clone();
+                async move { store.detection(id).await.unwrap().group_action_error }
+            };
+
+            let mut writes = store.begin_agent_event(b, "e1").await.unwrap().unwrap();
+            writes
+                .set_group_action_failure("det-a", "said by b")
+                .await
+                .unwrap();
+            writes.commit().await.unwrap();
+            assert_eq!(error("det-a").await, None, "another device's word");
+
+            let mut writes = store.begin_agent_event(a, "e2").await.unwrap().unwrap();
+            for id in ["det-a", "det-done"] {
+                writes
+                    .set_group_action_failure(id, "refused")
+                    .await
+                    .unwrap();
+            }
+            writes.commit().await.unwrap();
+            assert_eq!(error("det-a").await.as_deref(), Some("refused"));
+            assert_eq!(error("det-done").await, None, "over a created task");
+
+            store.set_detection_task("det-a", 8).await.unwrap();
+            let det = store.detection("det-a").await.unwrap();
+            assert_eq!((det.task_id, det.group_action_error), (Some(8), None));
         })
         .await;
     }

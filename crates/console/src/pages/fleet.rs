@@ -44,7 +44,7 @@ pub fn detections_table(rows: &[DetectionRow], devices: Option<&HashMap<i64, Str
                                     li { code { (o.action) } ": " (o.outcome) @if !o.detail.is_empty() { " — " (o.detail) } }
                                 }
                                 @if let Some(t) = d.task_id { li { a href={ "/tasks/" (t) } { "IOC scan task " (t) } } }
-                                @if let Some(e) = &d.group_action_error { li.bad { "Group action refused: " (e) } }
+                                @if let Some(e) = &d.group_action_error { li.bad { "Group action failed: " (e) } }
                             }
                         }
                     }
