@@ -410,14 +410,22 @@ impl<S: Send + Sync> FromRequestParts<S> for SourceAddr {
     }
 }
 
-async fn logout(State(core): State<AppState>, headers: HeaderMap) -> ApiResult {
-    if let Some(t) = headers
+/// Ends the session whose token authenticates the call. Authenticated as every call is
+/// (a request without a live session hears 401, the special account 403), so that an
+/// answer of "logged out" always means that a session ended.
+async fn logout(State(core): State<AppState>, _: Caller, headers: HeaderMap) -> ApiResult {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        core.logout(t.trim()).await?;
-    }
+        .ok_or_else(|| {
+            ServiceError::BadRequest(
+                "there is no session to end: a name and password (Basic) open none; send \
+                 the session's token (Bearer)"
+                    .into(),
+            )
+        })?;
+    core.logout(token.trim()).await?;
     ok(json!({ "logged_out": true }))
 }
 

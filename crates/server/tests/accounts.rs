@@ -213,6 +213,8 @@ async fn special_account_rules(backend: Backend) {
     let special = Api::basic(&ts.url, &ts.ca, "riposte-autonomous", "12345678");
     let (s, v) = special.call("GET", "/api/v1/whoami", None).await;
     assert_eq!(s, 403, "whoami is not its right either: {v}");
+    let (s, v) = special.call("POST", "/api/v1/logout", None).await;
+    assert_eq!(s, 403, "nor is a logout: {v}");
     let mut empty_bodies_tried = std::collections::HashSet::new();
     for (method, path, body, op) in every_operation() {
         let (s, v) = special.call(method, path, body).await;
@@ -406,6 +408,34 @@ fn may(who: &str, role: riposte_model::Role, op: &str) -> bool {
         op,
     )
     .is_ok()
+}
+
+/// A logout ends the session whose token it carries, and says so only then: without a
+/// live session it is refused (401), and Basic credentials, which open none, get 400.
+#[tokio::test]
+async fn a_logout_ends_the_session_it_is_called_with() {
+    let ts = TestServer::start(Backend::Sqlite).await;
+    let (first, second) = (ts.client().await, ts.client().await);
+    let anonymous = Api {
+        token: String::new(),
+        ..ts.client().await
+    };
+    anonymous
+        .refused("POST", "/api/v1/logout", None, 401, "no credentials")
+        .await;
+    let basic = Api::basic(&ts.url, &ts.ca, "admin", ADMIN_PASSWORD);
+    basic
+        .refused("POST", "/api/v1/logout", None, 400, "no session to end")
+        .await;
+    let v = first.ok("POST", "/api/v1/logout", None).await;
+    assert_eq!(v["logged_out"], true, "{v}");
+    let (s, v) = first.call("GET", "/api/v1/whoami", None).await;
+    assert_eq!(s, 401, "the session ended: {v}");
+    let (s, v) = first.call("POST", "/api/v1/logout", None).await;
+    assert_eq!(s, 401, "an ended session cannot be ended again: {v}");
+    // The administrator's other session goes on.
+    second.ok("GET", "/api/v1/whoami", None).await;
+    ts.stop().await;
 }
 
 #[tokio::test]
