@@ -364,7 +364,8 @@ async fn demo(core: &Arc<Core>, watched: &Path) -> anyhow::Result<()> {
                 }
                 break;
             }
-        } else if d.group_action_error.is_some() {
+        } else if let Some(e) = &d.group_action_error {
+            println!("demo: group action failed: {e}");
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

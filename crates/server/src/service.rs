@@ -2384,10 +2384,19 @@ impl Core {
         let result = self.autonomous_inner(c, req).await;
         match &result {
             Ok(a) => {
-                let _ = self
+                // The task exists and the device is answered with it either way; only
+                // the detection's link to it is missing if this fails.
+                if let Err(e) = self
                     .store
                     .set_detection_task(&req.detection.detection_id, a.task_id)
-                    .await;
+                    .await
+                {
+                    tracing::warn!(
+                        detection = %req.detection.detection_id,
+                        task = a.task_id,
+                        "the detection could not be linked to its group task: {e}"
+                    );
+                }
             }
             // Audited only: the detection shows the failure once its device reports it
             // over its own channel (`channel::handle_event`). The special password is on

@@ -1234,7 +1234,7 @@ async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
 
 /// A group action's failure shows on the detection as its device reports it over its
 /// channel: a failed `group_ioc_scan` outcome, not a pending one nor another action's.
-/// (The server's own refusals are not written there: `autonomous::autonomous_tasks`.)
+/// (The server's own refusals are not written there: `autonomous::flow`.)
 #[tokio::test]
 async fn group_action_failures_are_the_devices_word() {
     use riposte_proto::{AgentEvent, AgentToServer, DetectionRecord, EventBody};

@@ -166,9 +166,11 @@ pub(super) fn run(fd: OwnedFd, scope: Scope, stop: OwnedFd, tx: UnboundedSender<
             // Looked up now, while the writer most likely still runs (or is a zombie
             // not yet reaped): by the time the object is read, its pid may be gone or
             // reused by another account's process.
-            let writer_uid = u32::try_from(m.pid)
-                .ok()
-                .and_then(crate::object::process_uid);
+            let writer_uid = || {
+                u32::try_from(m.pid)
+                    .ok()
+                    .and_then(crate::object::process_uid)
+            };
             if let Some(t) = scope.trigger(path, Some(obj), writer_uid) {
                 if tx.send(MonitorMsg::Object(t)).is_err() {
                     return;

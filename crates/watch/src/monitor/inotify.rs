@@ -107,7 +107,7 @@ impl Inotify {
                 if ft.is_dir() {
                     stack.push(entry.path());
                 } else if scan && ft.is_file() && !self.moves_only {
-                    if let Some(t) = self.scope.trigger(entry.path(), None, None) {
+                    if let Some(t) = self.scope.trigger(entry.path(), None, || None) {
                         let _ = tx.send(MonitorMsg::Object(t));
                     }
                 }
@@ -191,7 +191,7 @@ impl Inotify {
         } else if ev.mask & (libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO) != 0
             || (self.moves_only && ev.mask & libc::IN_CREATE != 0 && is_hard_link(&path))
         {
-            if let Some(t) = self.scope.trigger(path, None, None) {
+            if let Some(t) = self.scope.trigger(path, None, || None) {
                 let _ = tx.send(MonitorMsg::Object(t));
             }
         }

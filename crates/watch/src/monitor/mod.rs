@@ -88,17 +88,19 @@ impl Scope {
         Some(format!("/{}", riposte_model::path_text::encode(rel)))
     }
 
+    /// The object at `host`, if it is in scope; `writer_uid` is asked only then (it reads
+    /// `/proc`, and fanotify reports every write and exec of the whole mount).
     fn trigger(
         &self,
         host: PathBuf,
         fd: Option<OwnedFd>,
-        writer_uid: Option<u32>,
+        writer_uid: impl FnOnce() -> Option<u32>,
     ) -> Option<Trigger> {
         Some(Trigger {
             device_path: self.device_path(&host)?,
             host_path: host,
             fd,
-            writer_uid,
+            writer_uid: writer_uid(),
             manual: false,
         })
     }
@@ -182,7 +184,7 @@ fn look_at_what_is_there(
                     );
                     return;
                 }
-                let Some(trigger) = scope.trigger(path, None, None) else {
+                let Some(trigger) = scope.trigger(path, None, || None) else {
                     continue;
                 };
                 if tx.send(MonitorMsg::Object(trigger)).is_err() {
