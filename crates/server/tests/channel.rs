@@ -1178,12 +1178,31 @@ async fn sqlite_server_with_connected_device(name: &str) -> (TestServer, TestAge
     (ts, agent, id)
 }
 
+/// A detection a device reports, of a made-up object.
+fn detection_record(id: &str) -> riposte_proto::DetectionRecord {
+    riposte_proto::DetectionRecord {
+        detection_id: id.into(),
+        path: "/tmp/x".into(),
+        size: 1,
+        md5: "0".repeat(32),
+        sha1: "0".repeat(40),
+        sha256: "0".repeat(64),
+        threat: "Test.Threat".into(),
+        source: "test".into(),
+        source_ref: None,
+        user_name: "u".into(),
+        user_uid: Some(1000),
+        detected_at_ms: riposte_store::now_ms(),
+        dropped_sha256: Vec::new(),
+    }
+}
+
 /// An event the server could not store is not taken as processed: the device sends it
 /// again, and it is stored then. (Before, its id was recorded first, so a failure or a
 /// stop between the two lost it for good.)
 #[tokio::test]
 async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
-    use riposte_proto::{AgentEvent, AgentToServer, DetectionRecord, EventBody};
+    use riposte_proto::{AgentEvent, AgentToServer, EventBody};
     let (ts, agent, id) = sqlite_server_with_connected_device("retry-01").await;
     let store = &ts.running().core.store;
     riposte_store::testing::execute(
@@ -1195,21 +1214,7 @@ async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
     let event = AgentToServer::Event(AgentEvent {
         event_id: "ev-retry-1".into(),
         at_ms: riposte_store::now_ms(),
-        body: EventBody::Detection(DetectionRecord {
-            detection_id: "det-retry-1".into(),
-            path: "/tmp/x".into(),
-            size: 1,
-            md5: "0".repeat(32),
-            sha1: "0".repeat(40),
-            sha256: "0".repeat(64),
-            threat: "Test.Threat".into(),
-            source: "test".into(),
-            source_ref: None,
-            user_name: "u".into(),
-            user_uid: Some(1000),
-            detected_at_ms: riposte_store::now_ms(),
-            dropped_sha256: Vec::new(),
-        }),
+        body: EventBody::Detection(detection_record("det-retry-1")),
     });
     agent.tx.send(event.clone()).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1237,7 +1242,7 @@ async fn an_event_that_could_not_be_stored_is_stored_when_sent_again() {
 /// (The server's own refusals are not written there: `autonomous::flow`.)
 #[tokio::test]
 async fn group_action_failures_are_the_devices_word() {
-    use riposte_proto::{AgentEvent, AgentToServer, DetectionRecord, EventBody};
+    use riposte_proto::{AgentEvent, AgentToServer, EventBody};
     let (ts, agent, _) = sqlite_server_with_connected_device("ga-fail-01").await;
     let store = &ts.running().core.store;
     let event = |n: u32, body: EventBody| {
@@ -1253,21 +1258,7 @@ async fn group_action_failures_are_the_devices_word() {
         outcome: outcome.into(),
         detail: detail.into(),
     };
-    let detection = EventBody::Detection(DetectionRecord {
-        detection_id: "det-ga".into(),
-        path: "/tmp/x".into(),
-        size: 1,
-        md5: "0".repeat(32),
-        sha1: "0".repeat(40),
-        sha256: "0".repeat(64),
-        threat: "Test.Threat".into(),
-        source: "test".into(),
-        source_ref: None,
-        user_name: "u".into(),
-        user_uid: Some(1000),
-        detected_at_ms: riposte_store::now_ms(),
-        dropped_sha256: Vec::new(),
-    });
+    let detection = EventBody::Detection(detection_record("det-ga"));
     // The failure first: each later outcome would overwrite it if it counted.
     let sent = [
         detection,
